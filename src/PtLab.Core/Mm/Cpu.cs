@@ -1,0 +1,163 @@
+using PtLab.Paging;
+using PtLab.Phys;
+
+namespace PtLab.Mm;
+
+/// <summary>
+/// A simulated CPU: an id, a TLB, and the memory access path a workload uses. Accesses try the
+/// TLB, then walk the tables in an RCU read section as hardware would, then take a page fault.
+/// A CPU is driven by one thread at a time.
+/// </summary>
+public sealed class Cpu
+{
+    private const int MaxFaultRetries = 1000;
+
+    private readonly Machine _machine;
+    private MmStruct? _mm;
+    private long _faults;
+
+    internal Cpu(Machine machine, int id)
+    {
+        _machine = machine;
+        Id = id;
+    }
+
+    /// <summary>The CPU number.</summary>
+    public int Id { get; }
+
+    /// <summary>This CPU's TLB.</summary>
+    public Tlb Tlb { get; } = new();
+
+    /// <summary>The address space running on this CPU (<c>current-&gt;mm</c>).</summary>
+    public MmStruct? Mm => Volatile.Read(ref _mm);
+
+    /// <summary>Page faults taken by this CPU.</summary>
+    public long Faults => Volatile.Read(ref _faults);
+
+    /// <summary>Switches to another address space, flushing the TLB (no ASIDs modelled).</summary>
+    public void SwitchMm(MmStruct? mm)
+    {
+        Volatile.Write(ref _mm, mm);
+        Tlb.FlushAll();
+    }
+
+    /// <summary>Writes bytes at a user address, faulting pages in as needed.</summary>
+    public AccessResult Write(ulong va, ReadOnlySpan<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            int n = (int)Math.Min(Geometry.PageSize - (va & (Geometry.PageSize - 1)), (ulong)data.Length);
+            var r = AccessPage(va, write: true, data[..n], default);
+            if (!r.Ok)
+            {
+                return r;
+            }
+
+            va += (ulong)n;
+            data = data[n..];
+        }
+
+        return AccessResult.Success;
+    }
+
+    /// <summary>Reads bytes from a user address, faulting pages in as needed.</summary>
+    public AccessResult Read(ulong va, Span<byte> destination)
+    {
+        while (!destination.IsEmpty)
+        {
+            int n = (int)Math.Min(Geometry.PageSize - (va & (Geometry.PageSize - 1)), (ulong)destination.Length);
+            var r = AccessPage(va, write: false, default, destination[..n]);
+            if (!r.Ok)
+            {
+                return r;
+            }
+
+            va += (ulong)n;
+            destination = destination[n..];
+        }
+
+        return AccessResult.Success;
+    }
+
+    /// <summary>Writes one byte: the cheapest way to touch a page for writing.</summary>
+    public AccessResult Touch(ulong va, byte value = 1)
+    {
+        ReadOnlySpan<byte> one = [value];
+        return AccessPage(va, write: true, one, default);
+    }
+
+    /// <summary>Reads one byte: the cheapest way to touch a page for reading.</summary>
+    public AccessResult ReadByte(ulong va, out byte value)
+    {
+        Span<byte> one = stackalloc byte[1];
+        var r = AccessPage(va, write: false, default, one);
+        value = one[0];
+        return r;
+    }
+
+    /// <summary>The content token of the page mapped at <paramref name="va"/>, reading it in if needed.</summary>
+    public AccessResult ReadToken(ulong va, out ulong token)
+    {
+        token = 0;
+        Span<byte> probe = stackalloc byte[1];
+        var r = AccessPage(va, write: false, default, probe, tokenOut: true);
+        if (r.Ok)
+        {
+            token = _lastToken;
+        }
+
+        return r;
+    }
+
+    private ulong _lastToken;
+
+    private AccessResult AccessPage(ulong va, bool write, ReadOnlySpan<byte> src, Span<byte> dst, bool tokenOut = false)
+    {
+        var mm = _mm ?? throw new InvalidOperationException($"CPU {Id} has no address space");
+        if (va >= Geometry.TaskSize)
+        {
+            return new AccessResult(FaultOutcome.SegvMapErr, va);
+        }
+
+        for (int attempt = 0; attempt < MaxFaultRetries; attempt++)
+        {
+            Tlb.Lock();
+            try
+            {
+                if (Tlb.Lookup(va, write, out ulong pte) || mm.HardwareWalk(this, va, write, out pte))
+                {
+                    long pfn = Entry.Pfn(pte);
+                    var content = _machine.Phys.Content;
+                    int off = (int)(va & (Geometry.PageSize - 1));
+                    if (write)
+                    {
+                        content.Write(pfn, off, src);
+                    }
+                    else if (tokenOut)
+                    {
+                        _lastToken = content.Token(pfn);
+                    }
+                    else
+                    {
+                        content.Read(pfn, off, dst);
+                    }
+
+                    return AccessResult.Success;
+                }
+            }
+            finally
+            {
+                Tlb.Unlock();
+            }
+
+            _faults++;
+            var outcome = mm.HandleUserFault(this, va, write);
+            if (outcome != FaultOutcome.Ok)
+            {
+                return new AccessResult(outcome, va);
+            }
+        }
+
+        throw new InvalidOperationException($"CPU {Id}: access to 0x{va:x} still faults after {MaxFaultRetries} retries");
+    }
+}

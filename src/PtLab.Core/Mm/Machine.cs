@@ -1,0 +1,94 @@
+using PtLab.Phys;
+using PtLab.Reclaim;
+using PtLab.Sync;
+
+namespace PtLab.Mm;
+
+/// <summary>Options for a simulated machine.</summary>
+public sealed record MachineOptions
+{
+    /// <summary>Simulated CPUs.</summary>
+    public int Cpus { get; init; } = 1;
+
+    /// <summary>RAM in bytes.</summary>
+    public long RamBytes { get; init; } = 24L << 30;
+
+    /// <summary>Keep real page bytes (true) or a 64-bit content token per page (false).</summary>
+    public bool PageData { get; init; } = true;
+
+    /// <summary>Creates the page-table reclaim design for each address space.</summary>
+    public Func<IPageTableReclaim> Design { get; init; } = () => new NoReclaim();
+}
+
+/// <summary>
+/// One simulated machine: physical memory, RCU, and the CPUs. Everything is per instance, so many
+/// machines can live in one process.
+/// </summary>
+public sealed class Machine
+{
+    private readonly Cpu[] _cpus;
+    private readonly List<MmStruct> _mms = [];
+
+    /// <summary>Creates a machine.</summary>
+    public Machine(MachineOptions? options = null)
+    {
+        Options = options ?? new MachineOptions();
+        ArgumentOutOfRangeException.ThrowIfLessThan(Options.Cpus, 1);
+        Phys = new PhysMemory(Options.RamBytes, Options.PageData);
+        Rcu = new Rcu(Options.Cpus);
+        _cpus = new Cpu[Options.Cpus];
+        for (int i = 0; i < _cpus.Length; i++)
+        {
+            _cpus[i] = new Cpu(this, i);
+        }
+    }
+
+    /// <summary>The options it was built with.</summary>
+    public MachineOptions Options { get; }
+
+    /// <summary>Physical memory.</summary>
+    public PhysMemory Phys { get; }
+
+    /// <summary>RCU.</summary>
+    public Rcu Rcu { get; }
+
+    /// <summary>The CPUs.</summary>
+    public IReadOnlyList<Cpu> Cpus => _cpus;
+
+    /// <summary>Address spaces created on this machine and not yet torn down.</summary>
+    public IReadOnlyList<MmStruct> AddressSpaces
+    {
+        get
+        {
+            lock (_mms)
+            {
+                return [.. _mms];
+            }
+        }
+    }
+
+    /// <summary>Creates an address space (<c>mm_alloc</c>) and makes it current on every CPU.</summary>
+    public MmStruct CreateAddressSpace()
+    {
+        var mm = new MmStruct(this, Options.Design());
+        lock (_mms)
+        {
+            _mms.Add(mm);
+        }
+
+        foreach (var cpu in _cpus)
+        {
+            cpu.SwitchMm(mm);
+        }
+
+        return mm;
+    }
+
+    internal void Forget(MmStruct mm)
+    {
+        lock (_mms)
+        {
+            _mms.Remove(mm);
+        }
+    }
+}

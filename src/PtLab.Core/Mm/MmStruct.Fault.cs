@@ -1,0 +1,439 @@
+using PtLab.Paging;
+using PtLab.Phys;
+using PtLab.Sync;
+
+namespace PtLab.Mm;
+
+public sealed partial class MmStruct
+{
+    /// <summary>
+    /// The user page-fault entry (<c>do_user_addr_fault</c>): <c>mmap_lock</c> for read, find the
+    /// VMA, check access, then <c>handle_mm_fault</c>.
+    /// </summary>
+    internal FaultOutcome HandleUserFault(Cpu cpu, ulong va, bool write)
+    {
+        MmapLock.DownRead();
+        try
+        {
+            var vma = FindVma(va);
+            if (vma is null || va < vma.Start)
+            {
+                return FaultOutcome.SegvMapErr;
+            }
+
+            if (!AccessAllowed(vma, write))
+            {
+                return FaultOutcome.SegvAccErr;
+            }
+
+            return HandleMmFault(cpu, vma, va, write);
+        }
+        finally
+        {
+            MmapLock.UpRead();
+        }
+    }
+
+    /// <summary><c>access_error</c> on x86: a write needs VM_WRITE; a read needs any of VM_READ/WRITE/EXEC.</summary>
+    internal static bool AccessAllowed(Vma vma, bool write) =>
+        write ? (vma.Flags & VmFlags.Write) != 0 : (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) != 0;
+
+    /// <summary><c>handle_mm_fault</c> for a private anonymous VMA. Caller holds <c>mmap_lock</c>.</summary>
+    internal FaultOutcome HandleMmFault(Cpu cpu, Vma vma, ulong addr, bool write)
+    {
+        CountFault();
+        long pud = PudAlloc(addr);
+        if (pud < 0)
+        {
+            return FaultOutcome.Oom;
+        }
+
+        long pmdTable = PmdAlloc(pud, addr);
+        if (pmdTable < 0)
+        {
+            return FaultOutcome.Oom;
+        }
+
+        return HandlePteFault(cpu, vma, addr, write, pmdTable, Geometry.Index(addr, 2));
+    }
+
+    /// <summary><c>__pud_alloc</c>: populates the PGD entry under <c>page_table_lock</c>.</summary>
+    private long PudAlloc(ulong addr)
+    {
+        ref ulong pgde = ref Phys.Table(PgdPfn)[Geometry.Index(addr, 4)];
+        ulong e = Volatile.Read(ref pgde);
+        if (!Entry.IsNone(e))
+        {
+            return Entry.Pfn(e);
+        }
+
+        long fresh = Phys.AllocTable(3);
+        if (fresh < 0)
+        {
+            return -1;
+        }
+
+        PageTableLock.Lock();
+        if (Entry.IsNone(Volatile.Read(ref pgde)))
+        {
+            IncTables(3);
+            Volatile.Write(ref pgde, Entry.MakeTable(fresh));
+            fresh = -1;
+        }
+
+        PageTableLock.Unlock();
+        if (fresh >= 0)
+        {
+            Phys.FreeTable(fresh); // lost the race; it was never visible
+        }
+
+        return Entry.Pfn(Volatile.Read(ref pgde));
+    }
+
+    /// <summary><c>__pmd_alloc</c>: populates the PUD entry under <c>page_table_lock</c>.</summary>
+    private long PmdAlloc(long pudTable, ulong addr)
+    {
+        ref ulong pude = ref Phys.Table(pudTable)[Geometry.Index(addr, 3)];
+        ulong e = Volatile.Read(ref pude);
+        if (!Entry.IsNone(e))
+        {
+            return Entry.Pfn(e);
+        }
+
+        long fresh = Phys.AllocTable(2);
+        if (fresh < 0)
+        {
+            return -1;
+        }
+
+        PageTableLock.Lock();
+        if (Entry.IsNone(Volatile.Read(ref pude)))
+        {
+            IncTables(2);
+            Volatile.Write(ref pude, Entry.MakeTable(fresh));
+            fresh = -1;
+        }
+
+        PageTableLock.Unlock();
+        if (fresh >= 0)
+        {
+            Phys.FreeTable(fresh);
+        }
+
+        return Entry.Pfn(Volatile.Read(ref pude));
+    }
+
+    /// <summary>
+    /// <c>__pte_alloc</c> + <c>pmd_install</c>: allocates a PTE table and installs it under the pmd
+    /// lock, unless another thread did first. Returns false when memory ran out.
+    /// </summary>
+    internal bool PteAlloc(long pmdTable, int pmdIndex)
+    {
+        ref ulong pmde = ref Phys.Table(pmdTable)[pmdIndex];
+        if (!Entry.IsNone(Volatile.Read(ref pmde)))
+        {
+            return true;
+        }
+
+        long fresh = Phys.AllocTable(1);
+        if (fresh < 0)
+        {
+            return false;
+        }
+
+        Design.PteTableCtor(this, fresh);
+        ref int pmdLock = ref Phys.Desc(pmdTable).PtLock;
+        RawSpinLock.Lock(ref pmdLock);
+        if (Entry.IsNone(Volatile.Read(ref pmde)))
+        {
+            IncTables(1);
+            // The release store publishes the zeroed table before the entry (smp_wmb in pmd_install).
+            Volatile.Write(ref pmde, Entry.MakeTable(fresh));
+            fresh = -1;
+        }
+
+        RawSpinLock.Unlock(ref pmdLock);
+        if (fresh >= 0)
+        {
+            Design.PteTableDtor(this, fresh);
+            Phys.FreeTable(fresh);
+        }
+
+        return true;
+    }
+
+    /// <summary><c>handle_pte_fault</c>.</summary>
+    private FaultOutcome HandlePteFault(Cpu cpu, Vma vma, ulong addr, bool write, long pmdTable, int pmdIndex)
+    {
+        int index = Geometry.PteIndex(addr);
+        long pt = Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
+        ulong orig = 0;
+        if (pt >= 0)
+        {
+            orig = Volatile.Read(ref Phys.Table(pt)[index]);
+            if (Entry.IsNone(orig))
+            {
+                Design.PteUnmap(this, cpu, pt);
+                pt = -1;
+            }
+        }
+
+        if (pt < 0)
+        {
+            return DoAnonymousPage(cpu, vma, addr, write, pmdTable, pmdIndex);
+        }
+
+        if (!Entry.IsPresent(orig))
+        {
+            Design.PteUnmap(this, cpu, pt);
+            return DoSwapPage(cpu, vma, addr, orig);
+        }
+
+        if (Entry.IsProtNone(orig))
+        {
+            // PROT_NONE entries exist only in inaccessible VMAs (no NUMA hinting modelled), and
+            // access to those was refused before we got here; seeing one means a racing mprotect.
+            Design.PteUnmap(this, cpu, pt);
+            return FaultOutcome.Ok;
+        }
+
+        ref int ptl = ref Phys.Desc(pt).PtLock;
+        RawSpinLock.Lock(ref ptl);
+        ref ulong slot = ref Phys.Table(pt)[index];
+        ulong entry = Volatile.Read(ref slot);
+        if (entry != orig)
+        {
+            // Changed under us: let the access retry.
+            RawSpinLock.Unlock(ref ptl);
+            Design.PteUnmap(this, cpu, pt);
+            return FaultOutcome.Ok;
+        }
+
+        if (write && !Entry.IsWritable(entry))
+        {
+            return DoWpPage(cpu, vma, addr, pmdTable, pmdIndex, pt, index, entry);
+        }
+
+        // A spurious fault: the TLB was stale. Set young/dirty (ptep_set_access_flags).
+        ulong want = entry | Entry.Accessed | (write ? Entry.Dirty : 0);
+        if (want != entry)
+        {
+            Interlocked.CompareExchange(ref slot, want, entry);
+        }
+
+        RawSpinLock.Unlock(ref ptl);
+        Design.PteUnmap(this, cpu, pt);
+        return FaultOutcome.Ok;
+    }
+
+    /// <summary>Swap-in. No swap device exists in this model yet, so a swap entry is a broken invariant.</summary>
+    private FaultOutcome DoSwapPage(Cpu cpu, Vma vma, ulong addr, ulong entry) =>
+        throw new InvalidOperationException(
+            $"CPU {cpu.Id}: swap entry {entry:x} at 0x{addr:x} in {vma}, but no swap device is configured");
+
+    /// <summary><c>do_anonymous_page</c>: the zero page on a read, a fresh zeroed page on a write.</summary>
+    private FaultOutcome DoAnonymousPage(Cpu cpu, Vma vma, ulong addr, bool write, long pmdTable, int pmdIndex)
+    {
+        if (!PteAlloc(pmdTable, pmdIndex))
+        {
+            return FaultOutcome.Oom;
+        }
+
+        int index = Geometry.PteIndex(addr);
+        bool noExec = (vma.Flags & VmFlags.Exec) == 0;
+        if (!write)
+        {
+            ulong zero = Entry.MakeZeroPagePte(Phys.ZeroPfn);
+            if (!noExec)
+            {
+                zero &= ~Entry.NoExecute;
+            }
+
+            long zpt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (zpt < 0)
+            {
+                return FaultOutcome.Ok; // the table went away: retry the access
+            }
+
+            if (Entry.IsNone(Volatile.Read(ref Phys.Table(zpt)[index])))
+            {
+                SetPteAt(zpt, index, zero);
+            }
+
+            Design.PteUnmapUnlock(this, cpu, zpt);
+            return FaultOutcome.Ok;
+        }
+
+        AnonVmaPrepare(vma);
+        long pfn = Phys.AllocZeroedPage();
+        if (pfn < 0)
+        {
+            return FaultOutcome.Oom;
+        }
+
+        CountPageAllocated();
+        ulong pte = Entry.MakePte(pfn, writable: (vma.Flags & VmFlags.Write) != 0, dirty: (vma.Flags & VmFlags.Write) != 0, noExec);
+        long pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        if (pt < 0)
+        {
+            FreeUnusedPage(pfn);
+            return FaultOutcome.Ok;
+        }
+
+        if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[index])))
+        {
+            Design.PteUnmapUnlock(this, cpu, pt);
+            FreeUnusedPage(pfn);
+            return FaultOutcome.Ok;
+        }
+
+        AddRssAnon(1);
+        PageAddNewAnonRmap(pfn, addr);
+        SetPteAt(pt, index, pte);
+        Design.PteUnmapUnlock(this, cpu, pt);
+        return FaultOutcome.Ok;
+    }
+
+    /// <summary>
+    /// <c>do_wp_page</c>, entered with the PTE lock held: reuse an exclusive anonymous page, or copy
+    /// (the zero page, or a page mapped more than once).
+    /// </summary>
+    private FaultOutcome DoWpPage(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex, long pt, int index, ulong entry)
+    {
+        long oldPfn = Entry.Pfn(entry);
+        bool special = Entry.IsSpecial(entry);
+        ref ulong slot = ref Phys.Table(pt)[index];
+        if (!special && Volatile.Read(ref Phys.Desc(oldPfn).MapCount) == 1)
+        {
+            // wp_page_reuse: make it writable in place; no TLB flush needed for an upgrade.
+            Interlocked.CompareExchange(ref slot, entry | Entry.Writable | Entry.Dirty | Entry.Accessed, entry);
+            RawSpinLock.Unlock(ref Phys.Desc(pt).PtLock);
+            Design.PteUnmap(this, cpu, pt);
+            return FaultOutcome.Ok;
+        }
+
+        // wp_page_copy: drop the lock to allocate, then recheck.
+        if (!special)
+        {
+            Phys.GetPage(oldPfn);
+        }
+
+        RawSpinLock.Unlock(ref Phys.Desc(pt).PtLock);
+        Design.PteUnmap(this, cpu, pt);
+        AnonVmaPrepare(vma);
+        long fresh = special ? Phys.AllocZeroedPage() : Phys.AllocFrame();
+        if (fresh < 0)
+        {
+            if (!special)
+            {
+                Phys.PutPage(oldPfn);
+            }
+
+            return FaultOutcome.Oom;
+        }
+
+        if (!special)
+        {
+            Phys.Content.Copy(oldPfn, fresh);
+        }
+
+        CountPageAllocated();
+        long pt2 = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        bool installed = false;
+        if (pt2 >= 0)
+        {
+            if (Volatile.Read(ref Phys.Table(pt2)[index]) == entry)
+            {
+                // ptep_clear_flush, then set the new entry.
+                PtepGetAndClear(pt2, index);
+                FlushTlbRange(addr, addr + Geometry.PageSize);
+                if (special)
+                {
+                    AddRssAnon(1);
+                }
+                else
+                {
+                    PageRemoveRmap(oldPfn);
+                }
+
+                PageAddNewAnonRmap(fresh, addr);
+                SetPteAt(pt2, index, Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
+                installed = true;
+            }
+
+            Design.PteUnmapUnlock(this, cpu, pt2);
+        }
+
+        if (!installed)
+        {
+            FreeUnusedPage(fresh);
+        }
+
+        if (!special)
+        {
+            // Drop our temporary reference, then the mapping's if the entry was replaced above.
+            Phys.PutPage(oldPfn);
+            if (installed)
+            {
+                ReleasePages([oldPfn]);
+            }
+        }
+
+        return FaultOutcome.Ok;
+    }
+
+    /// <summary><c>anon_vma_prepare</c>: reuse a compatible neighbour's anon_vma, else create one.</summary>
+    private void AnonVmaPrepare(Vma vma)
+    {
+        if (Volatile.Read(ref vma.AnonVmaSlot) is not null)
+        {
+            return;
+        }
+
+        var candidate = FindMergeableAnonVma(vma) ?? new AnonVma();
+        Interlocked.CompareExchange(ref vma.AnonVmaSlot, candidate, null);
+    }
+
+    /// <summary><c>folio_add_new_anon_rmap</c> + LRU add: a fresh exclusive anonymous page mapped once.</summary>
+    private void PageAddNewAnonRmap(long pfn, ulong addr)
+    {
+        ref var d = ref Phys.Desc(pfn);
+        d.Flags = (int)(PageFlags.Anon | PageFlags.SwapBacked);
+        d.MapCount = 1;
+        d.RmapOwner = this;
+        d.RmapAddress = addr & Geometry.PageMask;
+    }
+
+    /// <summary><c>folio_remove_rmap_pte</c> and the RSS counter.</summary>
+    private void PageRemoveRmap(long pfn)
+    {
+        ref var d = ref Phys.Desc(pfn);
+        if (Interlocked.Decrement(ref d.MapCount) < 0)
+        {
+            throw new InvalidOperationException($"mapcount underflow on frame {pfn:x}");
+        }
+
+        AddRssAnon(-1);
+    }
+
+    private void FreeUnusedPage(long pfn)
+    {
+        Phys.PutPage(pfn);
+        CountPageFreed(1);
+    }
+
+    /// <summary>Drops the mapping references of pages already unmapped and flushed (<c>tlb_finish_mmu</c>'s free).</summary>
+    internal void ReleasePages(ReadOnlySpan<long> pfns)
+    {
+        long freed = 0;
+        foreach (long pfn in pfns)
+        {
+            if (Phys.PutPage(pfn))
+            {
+                freed++;
+            }
+        }
+
+        CountPageFreed(freed);
+    }
+}

@@ -1,0 +1,265 @@
+using PtLab.Paging;
+using PtLab.Phys;
+using PtLab.Reclaim;
+
+namespace PtLab.Mm;
+
+public sealed partial class MmStruct
+{
+    /// <summary>
+    /// <c>unmap_page_range</c>: clears every entry in [start, end) of <paramref name="vma"/> and
+    /// gathers the pages. Tables stay; the design may free emptied PTE tables afterwards.
+    /// </summary>
+    internal void UnmapPageRange(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, ZapReason reason)
+    {
+        ulong addr = start;
+        while (addr < end)
+        {
+            ulong next = Geometry.PudAddrEnd(addr, end);
+            long pmdTable = PmdTableOf(addr);
+            if (pmdTable >= 0)
+            {
+                ZapPmdRange(cpu, tlb, vma, pmdTable, addr, next, reason);
+            }
+
+            addr = next;
+        }
+    }
+
+    /// <summary><c>zap_pmd_range</c>.</summary>
+    private void ZapPmdRange(Cpu cpu, MmuGather tlb, Vma vma, long pmdTable, ulong addr, ulong end, ZapReason reason)
+    {
+        var pmds = Phys.Table(pmdTable);
+        while (addr < end)
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            int pmdIndex = Geometry.Index(addr, 2);
+            if (!Entry.IsNone(Volatile.Read(ref pmds[pmdIndex])))
+            {
+                int skipped = ZapPteRange(cpu, tlb, vma, pmdTable, pmdIndex, addr, next, out bool mapped);
+                if (tlb.ShouldFlush)
+                {
+                    tlb.Flush();
+                }
+
+                if (mapped)
+                {
+                    Design.AfterZapPteTable(this, cpu, new ZapInfo(pmdTable, pmdIndex, addr, next, reason, skipped));
+                }
+            }
+
+            addr = next;
+        }
+    }
+
+    /// <summary><c>zap_pte_range</c>: returns how many non-none entries it left in place.</summary>
+    private int ZapPteRange(Cpu cpu, MmuGather tlb, Vma vma, long pmdTable, int pmdIndex, ulong addr, ulong end, out bool mapped)
+    {
+        long pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        mapped = pt >= 0;
+        if (!mapped)
+        {
+            return 0;
+        }
+
+        var entries = Phys.Table(pt);
+        int skipped = 0;
+        long rss = 0, swap = 0;
+        for (; addr < end; addr += Geometry.PageSize)
+        {
+            int i = Geometry.PteIndex(addr);
+            ulong e = Volatile.Read(ref entries[i]);
+            if (Entry.IsNone(e))
+            {
+                continue;
+            }
+
+            if (Entry.IsPresent(e))
+            {
+                e = PtepGetAndClear(pt, i);
+                tlb.RemoveTlbEntry(addr);
+                if (Entry.IsSpecial(e))
+                {
+                    continue; // the zero page: no rmap, no RSS
+                }
+
+                long pfn = Entry.Pfn(e);
+                ref var d = ref Phys.Desc(pfn);
+                if (Entry.IsDirty(e))
+                {
+                    Interlocked.Or(ref d.Flags, (int)PageFlags.Dirty);
+                }
+
+                if (Interlocked.Decrement(ref d.MapCount) < 0)
+                {
+                    throw new InvalidOperationException($"mapcount underflow on frame {pfn:x} at 0x{addr:x}");
+                }
+
+                rss++;
+                tlb.RemovePage(pfn);
+                continue;
+            }
+
+            // Swap entries: drop the slot and the counter.
+            PteClear(pt, i);
+            swap++;
+            FreeSwapEntry(e);
+        }
+
+        Design.PteUnmapUnlock(this, cpu, pt);
+        AddRssAnon(-rss);
+        AddSwapEnts(-swap);
+        return skipped;
+    }
+
+    /// <summary><c>free_swap_and_cache</c>. No swap device exists yet; see <see cref="DoSwapPage"/>.</summary>
+    private static void FreeSwapEntry(ulong entry) =>
+        throw new InvalidOperationException($"swap entry {entry:x} found, but no swap device is configured");
+
+    /// <summary>
+    /// <c>free_pgd_range</c>: frees the tables that map only [addr, end), keeping any table that
+    /// also maps below <paramref name="floor"/> or at/above <paramref name="ceiling"/> (0 = no
+    /// ceiling). All arithmetic is unsigned, as in the kernel.
+    /// </summary>
+    internal void FreePgdRange(MmuGather tlb, ulong addr, ulong end, ulong floor, ulong ceiling)
+    {
+        addr &= Geometry.PmdMask;
+        if (addr < floor)
+        {
+            addr += Geometry.PmdSize;
+            if (addr == 0)
+            {
+                return;
+            }
+        }
+
+        if (ceiling != 0)
+        {
+            ceiling &= Geometry.PmdMask;
+            if (ceiling == 0)
+            {
+                return;
+            }
+        }
+
+        if (end - 1 > ceiling - 1)
+        {
+            end -= Geometry.PmdSize;
+        }
+
+        if (addr > end - 1)
+        {
+            return;
+        }
+
+        var pgd = Phys.Table(PgdPfn);
+        do
+        {
+            ulong next = Geometry.PgdAddrEnd(addr, end);
+            int i = Geometry.Index(addr, 4);
+            if (!Entry.IsNone(Volatile.Read(ref pgd[i])))
+            {
+                FreePudRange(tlb, PgdPfn, i, addr, next, floor, ceiling);
+            }
+
+            addr = next;
+        }
+        while (addr != end);
+    }
+
+    /// <summary><c>free_p4d_range</c>/<c>free_pud_range</c> (P4D is folded on 4-level x86).</summary>
+    private void FreePudRange(MmuGather tlb, long pgdTable, int pgdIndex, ulong addr, ulong end, ulong floor, ulong ceiling)
+    {
+        ulong start = addr;
+        long pudTable = Entry.Pfn(Volatile.Read(ref Phys.Table(pgdTable)[pgdIndex]));
+        var puds = Phys.Table(pudTable);
+        do
+        {
+            ulong next = Geometry.PudAddrEnd(addr, end);
+            int i = Geometry.Index(addr, 3);
+            if (!Entry.IsNone(Volatile.Read(ref puds[i])))
+            {
+                FreePmdRange(tlb, pudTable, i, addr, next, floor, ceiling);
+            }
+
+            addr = next;
+        }
+        while (addr != end);
+
+        if (!UpperTableFreeable(start, end, floor, ceiling, Geometry.PgdirMask))
+        {
+            return;
+        }
+
+        Volatile.Write(ref Phys.Table(pgdTable)[pgdIndex], 0);
+        DecTables(3);
+        tlb.RemoveTable(pudTable);
+    }
+
+    /// <summary><c>free_pmd_range</c>: frees each PTE table below, then the PMD table if wholly inside.</summary>
+    private void FreePmdRange(MmuGather tlb, long pudTable, int pudIndex, ulong addr, ulong end, ulong floor, ulong ceiling)
+    {
+        ulong start = addr;
+        long pmdTable = Entry.Pfn(Volatile.Read(ref Phys.Table(pudTable)[pudIndex]));
+        var pmds = Phys.Table(pmdTable);
+        do
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            int i = Geometry.Index(addr, 2);
+            ulong pmd = Volatile.Read(ref pmds[i]);
+            if (!Entry.IsNone(pmd))
+            {
+                // free_pte_range: pmd_clear, then pte_free_tlb.
+                FreePteTable(tlb, pmdTable, i, addr);
+            }
+
+            addr = next;
+        }
+        while (addr != end);
+
+        if (!UpperTableFreeable(start, end, floor, ceiling, Geometry.PudMask))
+        {
+            return;
+        }
+
+        Volatile.Write(ref Phys.Table(pudTable)[pudIndex], 0);
+        DecTables(2);
+        tlb.RemoveTable(pmdTable);
+    }
+
+    /// <summary>
+    /// Unhooks one PTE table from its pmd entry and hands it to the gather (<c>free_pte_range</c>).
+    /// Callers either hold <c>mmap_lock</c> for write (munmap, exit) or the pmd lock (reclaim designs).
+    /// </summary>
+    internal void FreePteTable(MmuGather tlb, long pmdTable, int pmdIndex, ulong addr)
+    {
+        ref ulong slot = ref Phys.Table(pmdTable)[pmdIndex];
+        long pt = Entry.Pfn(Volatile.Read(ref slot));
+        Volatile.Write(ref slot, 0);
+        DecTables(1);
+        tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
+        Design.PteTableDtor(this, pt);
+        tlb.RemoveTable(pt);
+    }
+
+    /// <summary>The floor/ceiling test at the end of <c>free_pmd_range</c> and <c>free_pud_range</c>.</summary>
+    private static bool UpperTableFreeable(ulong start, ulong end, ulong floor, ulong ceiling, ulong mask)
+    {
+        start &= mask;
+        if (start < floor)
+        {
+            return false;
+        }
+
+        if (ceiling != 0)
+        {
+            ceiling &= mask;
+            if (ceiling == 0)
+            {
+                return false;
+            }
+        }
+
+        return end - 1 <= ceiling - 1;
+    }
+}

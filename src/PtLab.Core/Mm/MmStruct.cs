@@ -1,0 +1,389 @@
+using PtLab.Paging;
+using PtLab.Phys;
+using PtLab.Reclaim;
+using PtLab.Sync;
+
+namespace PtLab.Mm;
+
+/// <summary>
+/// One address space (<c>mm_struct</c>): the VMAs, the 4-level page tables rooted at the PGD, the
+/// locks, and the counters <c>/proc/PID/status</c> reports. Faults, zap and the system calls are
+/// in the other parts of this partial class.
+/// </summary>
+public sealed partial class MmStruct
+{
+    /// <summary><c>mmap_min_addr</c>.</summary>
+    public const ulong MmapMinAddr = 0x10000;
+
+    /// <summary>
+    /// <c>mmap_base</c> without address-space randomisation: TASK_SIZE less the 128 MiB minimum
+    /// stack gap (<c>mmap_base()</c> clamps the 8 MiB stack rlimit plus guard gap up to 128 MiB).
+    /// </summary>
+    public const ulong DefaultMmapBase = Geometry.TaskSize - (128UL << 20);
+
+    /// <summary><c>sysctl_max_map_count</c>.</summary>
+    public const int MaxMapCount = 65530;
+
+    private readonly List<Vma> _vmas = [];
+    private long _rssAnon;
+    private long _swapEnts;
+    private long _nrPtes;
+    private long _nrPmds;
+    private long _nrPuds;
+    private readonly long[] _tablesAllocated = new long[5];
+    private readonly long[] _tablesFreed = new long[5];
+    private long _faults;
+    private long _tlbFlushes;
+    private long _pagesAllocated;
+    private long _pagesFreed;
+    private long _committedPages;
+    private bool _dead;
+
+    internal MmStruct(Machine machine, IPageTableReclaim design)
+    {
+        Machine = machine;
+        Phys = machine.Phys;
+        Rcu = machine.Rcu;
+        Design = design;
+        PgdPfn = Phys.AllocTable(4);
+        if (PgdPfn < 0)
+        {
+            throw new InvalidOperationException("no memory for the PGD of a new address space");
+        }
+    }
+
+    /// <summary>The machine this address space lives on.</summary>
+    public Machine Machine { get; }
+
+    /// <summary>Physical memory.</summary>
+    public PhysMemory Phys { get; }
+
+    /// <summary>RCU.</summary>
+    public Rcu Rcu { get; }
+
+    /// <summary>The page-table reclaim design in force.</summary>
+    public IPageTableReclaim Design { get; }
+
+    /// <summary><c>mmap_lock</c>.</summary>
+    public RwSemaphore MmapLock { get; } = new();
+
+    /// <summary><c>page_table_lock</c>: guards populating PGD and PUD entries.</summary>
+    public SpinLockObject PageTableLock { get; } = new();
+
+    /// <summary>The PGD's frame (<c>mm-&gt;pgd</c>).</summary>
+    public long PgdPfn { get; }
+
+    /// <summary>Where top-down placement starts (<c>mm-&gt;mmap_base</c>).</summary>
+    public ulong MmapBase { get; init; } = DefaultMmapBase;
+
+    /// <summary>A snapshot of the VMAs, in address order. Callers that need a stable view hold <see cref="MmapLock"/>.</summary>
+    public IReadOnlyList<Vma> Vmas
+    {
+        get
+        {
+            lock (_vmas)
+            {
+                return [.. _vmas];
+            }
+        }
+    }
+
+    /// <summary>The counters and figures of <c>/proc/PID/status</c>.</summary>
+    public MmStatus Status()
+    {
+        ulong vmSize = 0;
+        lock (_vmas)
+        {
+            foreach (var v in _vmas)
+            {
+                vmSize += v.Length;
+            }
+        }
+
+        // Only private anonymous memory is modelled, so RssFile and RssShmem stay 0.
+        long anon = Volatile.Read(ref _rssAnon) * 4, file = 0, shmem = 0;
+        var tables = new TableCounts(Volatile.Read(ref _nrPtes), Volatile.Read(ref _nrPmds), Volatile.Read(ref _nrPuds));
+        return new MmStatus(
+            VmSizeKb: (long)(vmSize >> 10),
+            VmRssKb: anon + file + shmem,
+            RssAnonKb: anon,
+            RssFileKb: file,
+            RssShmemKb: shmem,
+            VmSwapKb: Volatile.Read(ref _swapEnts) * 4,
+            VmPteKb: (tables.Pte + tables.Pmd + tables.Pud) * 4,
+            Tables: tables);
+    }
+
+    /// <summary>Event counters since the address space was created.</summary>
+    public MmCounters Counters() => new(
+        Faults: Volatile.Read(ref _faults),
+        PteTablesAllocated: Volatile.Read(ref _tablesAllocated[1]),
+        PteTablesFreed: Volatile.Read(ref _tablesFreed[1]),
+        PmdTablesAllocated: Volatile.Read(ref _tablesAllocated[2]),
+        PmdTablesFreed: Volatile.Read(ref _tablesFreed[2]),
+        PudTablesAllocated: Volatile.Read(ref _tablesAllocated[3]),
+        PudTablesFreed: Volatile.Read(ref _tablesFreed[3]),
+        TlbFlushes: Volatile.Read(ref _tlbFlushes),
+        PagesAllocated: Volatile.Read(ref _pagesAllocated),
+        PagesFreed: Volatile.Read(ref _pagesFreed),
+        GracePeriods: Rcu.GracePeriods);
+
+    internal void AddRssAnon(long pages) => Interlocked.Add(ref _rssAnon, pages);
+
+    internal void AddSwapEnts(long entries) => Interlocked.Add(ref _swapEnts, entries);
+
+    internal void CountPageAllocated() => Interlocked.Increment(ref _pagesAllocated);
+
+    internal void CountPageFreed(long n) => Interlocked.Add(ref _pagesFreed, n);
+
+    internal void CountFault() => Interlocked.Increment(ref _faults);
+
+    /// <summary><c>mm_inc_nr_ptes</c> / <c>mm_inc_nr_pmds</c> / <c>mm_inc_nr_puds</c>.</summary>
+    internal void IncTables(int level)
+    {
+        Interlocked.Increment(ref TableCounter(level));
+        Interlocked.Increment(ref _tablesAllocated[level]);
+    }
+
+    /// <summary><c>mm_dec_nr_ptes</c> and friends: the table left the page tables (freeing may be deferred).</summary>
+    internal void DecTables(int level)
+    {
+        if (Interlocked.Decrement(ref TableCounter(level)) < 0)
+        {
+            throw new InvalidOperationException($"level-{level} table count went negative");
+        }
+
+        Interlocked.Increment(ref _tablesFreed[level]);
+    }
+
+    private ref long TableCounter(int level)
+    {
+        switch (level)
+        {
+            case 1: return ref _nrPtes;
+            case 2: return ref _nrPmds;
+            case 3: return ref _nrPuds;
+            default: throw new ArgumentOutOfRangeException(nameof(level), level, "only PTE, PMD and PUD tables are counted");
+        }
+    }
+
+    /// <summary><c>flush_tlb_range</c>: flushes every CPU this address space runs on.</summary>
+    public void FlushTlbRange(ulong start, ulong end)
+    {
+        if (end <= start)
+        {
+            return;
+        }
+
+        Interlocked.Increment(ref _tlbFlushes);
+        foreach (var cpu in Machine.Cpus)
+        {
+            if (ReferenceEquals(cpu.Mm, this))
+            {
+                cpu.Tlb.FlushRange(start, end);
+            }
+        }
+    }
+
+    /// <summary>
+    /// <c>set_pte_at</c>: stores a leaf entry. Every store of a PTE goes through here or the clear
+    /// primitives, so a reclaim design sees each none/non-none transition.
+    /// </summary>
+    internal void SetPteAt(long ptePfn, int index, ulong entry)
+    {
+        ref ulong slot = ref Phys.Table(ptePfn)[index];
+        Design.TrackPteSet(this, ptePfn, Volatile.Read(ref slot), entry);
+        Volatile.Write(ref slot, entry);
+    }
+
+    /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>
+    internal ulong PtepGetAndClear(long ptePfn, int index)
+    {
+        ulong old = Interlocked.Exchange(ref Phys.Table(ptePfn)[index], 0);
+        if (old != 0)
+        {
+            Design.TrackPteClear(this, ptePfn, old);
+        }
+
+        return old;
+    }
+
+    /// <summary><c>pte_clear_not_present_full</c> / <c>pte_clear</c>.</summary>
+    internal void PteClear(long ptePfn, int index)
+    {
+        ulong old = Interlocked.Exchange(ref Phys.Table(ptePfn)[index], 0);
+        if (old != 0)
+        {
+            Design.TrackPteClear(this, ptePfn, old);
+        }
+    }
+
+    /// <summary>
+    /// The hardware page walk on a TLB miss, in an RCU read section (the model of the walker's
+    /// IRQs-off window). Sets the accessed and dirty bits as hardware does, and fills the TLB.
+    /// </summary>
+    internal bool HardwareWalk(Cpu cpu, ulong va, bool write, out ulong pte)
+    {
+        pte = 0;
+        Rcu.ReadLock(cpu.Id);
+        try
+        {
+            long table = PgdPfn;
+            for (int level = 4; level > 1; level--)
+            {
+                ulong e = Volatile.Read(ref Phys.Table(table)[Geometry.Index(va, level)]);
+                if (!Entry.IsHwPresent(e) || Entry.IsHuge(e))
+                {
+                    return false;
+                }
+
+                table = Entry.Pfn(e);
+            }
+
+            ref ulong slot = ref Phys.Table(table)[Geometry.PteIndex(va)];
+            ulong v = Volatile.Read(ref slot);
+            while (true)
+            {
+                if (!Entry.IsHwPresent(v) || (v & Entry.User) == 0 || (write && !Entry.IsWritable(v)))
+                {
+                    return false;
+                }
+
+                ulong want = v | Entry.Accessed | (write ? Entry.Dirty : 0);
+                if (want == v)
+                {
+                    break;
+                }
+
+                ulong seen = Interlocked.CompareExchange(ref slot, want, v);
+                if (seen == v)
+                {
+                    v = want;
+                    break;
+                }
+
+                v = seen;
+            }
+
+            cpu.Tlb.Insert(va, v);
+            pte = v;
+            return true;
+        }
+        finally
+        {
+            Rcu.ReadUnlock(cpu.Id);
+        }
+    }
+
+    /// <summary>
+    /// Walks the upper levels without allocating: the PMD table and index covering
+    /// <paramref name="addr"/>, or -1 when a PGD or PUD entry is none. Caller holds <c>mmap_lock</c>.
+    /// </summary>
+    internal long PmdTableOf(ulong addr)
+    {
+        ulong pgde = Volatile.Read(ref Phys.Table(PgdPfn)[Geometry.Index(addr, 4)]);
+        if (Entry.IsNone(pgde))
+        {
+            return -1;
+        }
+
+        ulong pude = Volatile.Read(ref Phys.Table(Entry.Pfn(pgde))[Geometry.Index(addr, 3)]);
+        if (Entry.IsNone(pude) || Entry.IsHuge(pude))
+        {
+            return -1;
+        }
+
+        return Entry.Pfn(pude);
+    }
+
+    /// <summary>The leaf entry mapping <paramref name="addr"/>, or 0 (for tests and reports; no locks taken).</summary>
+    public ulong PeekPte(ulong addr)
+    {
+        long pmdTable = PmdTableOf(addr);
+        if (pmdTable < 0)
+        {
+            return 0;
+        }
+
+        ulong pmd = Volatile.Read(ref Phys.Table(pmdTable)[Geometry.Index(addr, 2)]);
+        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
+        {
+            return 0;
+        }
+
+        return Volatile.Read(ref Phys.Table(Entry.Pfn(pmd))[Geometry.PteIndex(addr)]);
+    }
+
+    /// <summary>Counts the tables reachable from the PGD, per level (to check VmPTE against).</summary>
+    public TableCounts CountTablesPresent()
+    {
+        long ptes = 0, pmds = 0, puds = 0;
+        var pgd = Phys.Table(PgdPfn);
+        for (int i = 0; i < PhysMemory.EntriesPerTable; i++)
+        {
+            ulong e = Volatile.Read(ref pgd[i]);
+            if (Entry.IsNone(e))
+            {
+                continue;
+            }
+
+            puds++;
+            var pud = Phys.Table(Entry.Pfn(e));
+            for (int j = 0; j < PhysMemory.EntriesPerTable; j++)
+            {
+                ulong pe = Volatile.Read(ref pud[j]);
+                if (Entry.IsNone(pe))
+                {
+                    continue;
+                }
+
+                pmds++;
+                var pmd = Phys.Table(Entry.Pfn(pe));
+                for (int k = 0; k < PhysMemory.EntriesPerTable; k++)
+                {
+                    ulong me = Volatile.Read(ref pmd[k]);
+                    if (!Entry.IsNone(me) && !Entry.IsHuge(me))
+                    {
+                        ptes++;
+                    }
+                }
+            }
+        }
+
+        return new TableCounts(ptes, pmds, puds);
+    }
+}
+
+/// <summary>Page-table pages per level (the PGD is not counted, as in VmPTE).</summary>
+/// <param name="Pte">PTE tables (each maps 2 MiB).</param>
+/// <param name="Pmd">PMD tables (each maps 1 GiB).</param>
+/// <param name="Pud">PUD tables (each maps 512 GiB).</param>
+public readonly record struct TableCounts(long Pte, long Pmd, long Pud);
+
+/// <summary>What <c>/proc/PID/status</c> reports for an address space. All sizes in kB.</summary>
+/// <param name="VmSizeKb">Total size of all VMAs.</param>
+/// <param name="VmRssKb">RssAnon + RssFile + RssShmem.</param>
+/// <param name="RssAnonKb">Resident anonymous memory.</param>
+/// <param name="RssFileKb">Resident file mappings.</param>
+/// <param name="RssShmemKb">Resident shared memory.</param>
+/// <param name="VmSwapKb">Swap entries.</param>
+/// <param name="VmPteKb"><c>mm-&gt;pgtables_bytes</c>: PTE, PMD and PUD tables.</param>
+/// <param name="Tables">Tables per level.</param>
+public readonly record struct MmStatus(
+    long VmSizeKb, long VmRssKb, long RssAnonKb, long RssFileKb, long RssShmemKb, long VmSwapKb, long VmPteKb, TableCounts Tables);
+
+/// <summary>Event counters of an address space.</summary>
+/// <param name="Faults">Page faults handled (<c>handle_mm_fault</c> calls).</param>
+/// <param name="PteTablesAllocated">PTE tables installed.</param>
+/// <param name="PteTablesFreed">PTE tables removed.</param>
+/// <param name="PmdTablesAllocated">PMD tables installed.</param>
+/// <param name="PmdTablesFreed">PMD tables removed.</param>
+/// <param name="PudTablesAllocated">PUD tables installed.</param>
+/// <param name="PudTablesFreed">PUD tables removed.</param>
+/// <param name="TlbFlushes">Range flushes issued (each reaches every CPU running the mm).</param>
+/// <param name="PagesAllocated">User pages allocated.</param>
+/// <param name="PagesFreed">User pages freed.</param>
+/// <param name="GracePeriods">RCU grace periods completed on the machine.</param>
+public readonly record struct MmCounters(
+    long Faults, long PteTablesAllocated, long PteTablesFreed, long PmdTablesAllocated, long PmdTablesFreed,
+    long PudTablesAllocated, long PudTablesFreed, long TlbFlushes, long PagesAllocated, long PagesFreed, long GracePeriods);

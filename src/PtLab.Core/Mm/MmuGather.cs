@@ -1,0 +1,83 @@
+namespace PtLab.Mm;
+
+/// <summary>
+/// <c>struct mmu_gather</c>: collects the range whose TLB entries must go, the pages to free once
+/// they have, and the tables to free after the flush and an RCU grace period
+/// (<c>MMU_GATHER_RCU_TABLE_FREE</c>, which x86 uses so that lockless walkers stay safe).
+/// </summary>
+internal sealed class MmuGather
+{
+    private const int FlushBatch = 4096;
+
+    private readonly MmStruct _mm;
+    private readonly List<long> _pages = [];
+    private List<long>? _tables;
+    private ulong _start = ulong.MaxValue;
+    private ulong _end;
+
+    public MmuGather(MmStruct mm) => _mm = mm;
+
+    /// <summary><c>tlb_remove_tlb_entry</c>: the page's translation must be flushed.</summary>
+    public void RemoveTlbEntry(ulong addr)
+    {
+        if (addr < _start)
+        {
+            _start = addr;
+        }
+
+        if (addr + 4096 > _end)
+        {
+            _end = addr + 4096;
+        }
+    }
+
+    /// <summary>Widens the flush range (<c>tlb_flush_pmd_range</c> for freed tables).</summary>
+    public void AddRange(ulong start, ulong end)
+    {
+        _start = Math.Min(_start, start);
+        _end = Math.Max(_end, end);
+    }
+
+    /// <summary><c>__tlb_remove_page</c>: the page's mapping reference is dropped after the flush.</summary>
+    public void RemovePage(long pfn) => _pages.Add(pfn);
+
+    /// <summary><c>tlb_remove_table</c>: the table page is freed after the flush and a grace period.</summary>
+    public void RemoveTable(long pfn) => (_tables ??= []).Add(pfn);
+
+    /// <summary>Whether enough pages are batched that the caller should flush (outside its PTE lock).</summary>
+    public bool ShouldFlush => _pages.Count >= FlushBatch;
+
+    /// <summary><c>tlb_flush_mmu</c>: flush, then free what was gathered.</summary>
+    public void Flush()
+    {
+        if (_end > _start)
+        {
+            _mm.FlushTlbRange(_start, _end);
+        }
+
+        _start = ulong.MaxValue;
+        _end = 0;
+        if (_pages.Count > 0)
+        {
+            _mm.ReleasePages(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_pages));
+            _pages.Clear();
+        }
+
+        if (_tables is { Count: > 0 })
+        {
+            var tables = _tables.ToArray();
+            _tables.Clear();
+            var phys = _mm.Phys;
+            _mm.Rcu.CallRcu(() =>
+            {
+                foreach (long t in tables)
+                {
+                    phys.FreeTable(t);
+                }
+            });
+        }
+    }
+
+    /// <summary><c>tlb_finish_mmu</c>.</summary>
+    public void Finish() => Flush();
+}

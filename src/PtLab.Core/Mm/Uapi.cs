@@ -1,0 +1,120 @@
+namespace PtLab.Mm;
+
+/// <summary><c>PROT_*</c> values from the Linux UAPI.</summary>
+[Flags]
+public enum Prot
+{
+    /// <summary><c>PROT_NONE</c>.</summary>
+    None = 0,
+    /// <summary><c>PROT_READ</c>.</summary>
+    Read = 0x1,
+    /// <summary><c>PROT_WRITE</c>.</summary>
+    Write = 0x2,
+    /// <summary><c>PROT_EXEC</c>.</summary>
+    Exec = 0x4,
+    /// <summary><c>PROT_SEM</c>.</summary>
+    Sem = 0x8,
+}
+
+/// <summary><c>MAP_*</c> values from the Linux UAPI (x86-64).</summary>
+[Flags]
+public enum MapFlags
+{
+    /// <summary>No flag (not valid alone).</summary>
+    None = 0,
+    /// <summary><c>MAP_SHARED</c>.</summary>
+    Shared = 0x01,
+    /// <summary><c>MAP_PRIVATE</c>.</summary>
+    Private = 0x02,
+    /// <summary><c>MAP_SHARED_VALIDATE</c>.</summary>
+    SharedValidate = 0x03,
+    /// <summary><c>MAP_FIXED</c>.</summary>
+    Fixed = 0x10,
+    /// <summary><c>MAP_ANONYMOUS</c>.</summary>
+    Anonymous = 0x20,
+    /// <summary><c>MAP_GROWSDOWN</c>.</summary>
+    GrowsDown = 0x0100,
+    /// <summary><c>MAP_DENYWRITE</c> (ignored by Linux).</summary>
+    DenyWrite = 0x0800,
+    /// <summary><c>MAP_EXECUTABLE</c> (ignored by Linux).</summary>
+    Executable = 0x1000,
+    /// <summary><c>MAP_LOCKED</c>.</summary>
+    Locked = 0x2000,
+    /// <summary><c>MAP_NORESERVE</c>: no swap-space reservation (overcommit accounting).</summary>
+    NoReserve = 0x4000,
+    /// <summary><c>MAP_POPULATE</c>: prefault the mapping.</summary>
+    Populate = 0x8000,
+    /// <summary><c>MAP_NONBLOCK</c>.</summary>
+    NonBlock = 0x10000,
+    /// <summary><c>MAP_STACK</c>.</summary>
+    Stack = 0x20000,
+    /// <summary><c>MAP_HUGETLB</c>.</summary>
+    HugeTlb = 0x40000,
+    /// <summary><c>MAP_SYNC</c>.</summary>
+    Sync = 0x80000,
+    /// <summary><c>MAP_FIXED_NOREPLACE</c>.</summary>
+    FixedNoReplace = 0x100000,
+}
+
+/// <summary><c>MADV_*</c> values from the Linux UAPI.</summary>
+public enum Advice
+{
+    /// <summary><c>MADV_NORMAL</c>.</summary>
+    Normal = 0,
+    /// <summary><c>MADV_RANDOM</c>.</summary>
+    Random = 1,
+    /// <summary><c>MADV_SEQUENTIAL</c>.</summary>
+    Sequential = 2,
+    /// <summary><c>MADV_WILLNEED</c>.</summary>
+    WillNeed = 3,
+    /// <summary><c>MADV_DONTNEED</c>.</summary>
+    DontNeed = 4,
+    /// <summary><c>MADV_FREE</c>.</summary>
+    Free = 8,
+    /// <summary><c>MADV_REMOVE</c>.</summary>
+    Remove = 9,
+    /// <summary><c>MADV_HUGEPAGE</c>.</summary>
+    HugePage = 14,
+    /// <summary><c>MADV_NOHUGEPAGE</c>.</summary>
+    NoHugePage = 15,
+    /// <summary><c>MADV_DONTDUMP</c>.</summary>
+    DontDump = 16,
+    /// <summary><c>MADV_DODUMP</c>.</summary>
+    DoDump = 17,
+    /// <summary><c>MADV_COLD</c>.</summary>
+    Cold = 20,
+    /// <summary><c>MADV_PAGEOUT</c>.</summary>
+    PageOut = 21,
+    /// <summary><c>MADV_DONTNEED_LOCKED</c>.</summary>
+    DontNeedLocked = 24,
+}
+
+/// <summary><c>VM_*</c> flags of a VMA.</summary>
+[Flags]
+public enum VmFlags
+{
+    /// <summary>None.</summary>
+    None = 0,
+    /// <summary><c>VM_READ</c>.</summary>
+    Read = 0x1,
+    /// <summary><c>VM_WRITE</c>.</summary>
+    Write = 0x2,
+    /// <summary><c>VM_EXEC</c>.</summary>
+    Exec = 0x4,
+    /// <summary><c>VM_SHARED</c>.</summary>
+    Shared = 0x8,
+    /// <summary><c>VM_MAYREAD</c>.</summary>
+    MayRead = 0x10,
+    /// <summary><c>VM_MAYWRITE</c>.</summary>
+    MayWrite = 0x20,
+    /// <summary><c>VM_MAYEXEC</c>.</summary>
+    MayExec = 0x40,
+    /// <summary><c>VM_GROWSDOWN</c>.</summary>
+    GrowsDown = 0x100,
+    /// <summary><c>VM_LOCKED</c>.</summary>
+    Locked = 0x2000,
+    /// <summary><c>VM_NORESERVE</c>.</summary>
+    NoReserve = 0x200000,
+    /// <summary><c>VM_ACCOUNT</c>: committed memory charged.</summary>
+    Account = 0x100000,
+}

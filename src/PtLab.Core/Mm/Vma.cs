@@ -1,0 +1,50 @@
+namespace PtLab.Mm;
+
+/// <summary>
+/// The anon_vma of private anonymous memory. PtLab keeps only its identity: Linux refuses to merge
+/// two VMAs that already carry different anon_vmas.
+/// </summary>
+public sealed class AnonVma
+{
+}
+
+/// <summary>A virtual memory area (<c>vm_area_struct</c>): [Start, End) with one set of flags.</summary>
+public sealed class Vma
+{
+    internal Vma(ulong start, ulong end, VmFlags flags, AnonVma? anonVma)
+    {
+        Start = start;
+        End = end;
+        Flags = flags;
+        AnonVmaSlot = anonVma;
+    }
+
+    /// <summary><c>vm_start</c>.</summary>
+    public ulong Start { get; internal set; }
+
+    /// <summary><c>vm_end</c> (exclusive).</summary>
+    public ulong End { get; internal set; }
+
+    /// <summary><c>vm_flags</c>.</summary>
+    public VmFlags Flags { get; internal set; }
+
+    /// <summary>Set on the first anonymous write fault (<c>anon_vma_prepare</c>).</summary>
+    public AnonVma? AnonVma => Volatile.Read(ref AnonVmaSlot);
+
+    /// <summary>The anon_vma field, for <c>anon_vma_prepare</c>'s compare-and-swap.</summary>
+    internal AnonVma? AnonVmaSlot;
+
+    /// <summary>Size in bytes.</summary>
+    public ulong Length => End - Start;
+
+    /// <summary>Whether <paramref name="addr"/> lies inside.</summary>
+    public bool Contains(ulong addr) => addr >= Start && addr < End;
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Start:x}-{End:x} {FlagString()}";
+
+    /// <summary>The rwxp column of <c>/proc/PID/maps</c>.</summary>
+    public string FlagString() =>
+        $"{((Flags & VmFlags.Read) != 0 ? 'r' : '-')}{((Flags & VmFlags.Write) != 0 ? 'w' : '-')}" +
+        $"{((Flags & VmFlags.Exec) != 0 ? 'x' : '-')}{((Flags & VmFlags.Shared) != 0 ? 's' : 'p')}";
+}

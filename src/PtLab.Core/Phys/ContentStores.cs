@@ -1,0 +1,189 @@
+using System.Buffers.Binary;
+
+namespace PtLab.Phys;
+
+/// <summary>Where the bytes of user pages live. Page-table pages never use it: they always hold real entries.</summary>
+public interface IPageContentStore
+{
+    /// <summary>True when real bytes are kept.</summary>
+    bool HoldsData { get; }
+
+    /// <summary>Makes the frame read as zeros (<c>clear_page</c>).</summary>
+    void Zero(long pfn);
+
+    /// <summary>Copies one frame to another (<c>copy_page</c>).</summary>
+    void Copy(long srcPfn, long dstPfn);
+
+    /// <summary>Writes bytes into a frame.</summary>
+    void Write(long pfn, int offset, ReadOnlySpan<byte> data);
+
+    /// <summary>Reads bytes from a frame. Without real data, the bytes are derived from the token.</summary>
+    void Read(long pfn, int offset, Span<byte> destination);
+
+    /// <summary>A 64-bit fingerprint of the frame's content; 0 for a zero-filled frame.</summary>
+    ulong Token(long pfn);
+
+    /// <summary>Host memory held for page contents.</summary>
+    long HostBytes { get; }
+}
+
+/// <summary>
+/// Fingerprints shared by both stores. A write folds its offset and a hash of its bytes into the
+/// page's previous token, so two pages that saw the same writes carry the same token.
+/// </summary>
+public static class ContentToken
+{
+    /// <summary>The token after writing <paramref name="data"/> at <paramref name="offset"/>.</summary>
+    public static ulong AfterWrite(ulong token, int offset, ReadOnlySpan<byte> data)
+    {
+        ulong h = Hash(data, (ulong)offset);
+        ulong t = (token ^ h) * 0x9E3779B97F4A7C15UL + (ulong)offset + 1;
+        return t == 0 ? 1 : t;
+    }
+
+    /// <summary>A deterministic 64-bit hash of bytes (a multiply-xorshift over 8-byte words).</summary>
+    public static ulong Hash(ReadOnlySpan<byte> data, ulong seed)
+    {
+        ulong h = seed ^ 0xCBF29CE484222325UL ^ ((ulong)data.Length * 0x100000001B3UL);
+        int i = 0;
+        for (; i + 8 <= data.Length; i += 8)
+        {
+            h = Mix(h ^ BinaryPrimitives.ReadUInt64LittleEndian(data[i..]));
+        }
+
+        ulong tail = 0;
+        for (int k = 0; i < data.Length; i++, k += 8)
+        {
+            tail |= (ulong)data[i] << k;
+        }
+
+        return Mix(h ^ tail);
+    }
+
+    private static ulong Mix(ulong x)
+    {
+        x ^= x >> 33;
+        x *= 0xFF51AFD7ED558CCDUL;
+        x ^= x >> 33;
+        x *= 0xC4CEB9FE1A85EC53UL;
+        return x ^ (x >> 33);
+    }
+}
+
+/// <summary>Real bytes, one 4 KiB array per frame, taken when a frame first holds data.</summary>
+public sealed class ByteContentStore : IPageContentStore
+{
+    private readonly FrameArrays<byte> _frames = new(PhysMemory.PageSize);
+
+    /// <inheritdoc/>
+    public bool HoldsData => true;
+
+    /// <inheritdoc/>
+    public long HostBytes => _frames.HostBytes;
+
+    /// <inheritdoc/>
+    public void Zero(long pfn)
+    {
+        var a = _frames.GetIfPresent(pfn);
+        if (a is not null)
+        {
+            Array.Clear(a);
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Copy(long srcPfn, long dstPfn)
+    {
+        var s = _frames.GetIfPresent(srcPfn);
+        if (s is null)
+        {
+            Zero(dstPfn);
+            return;
+        }
+
+        s.AsSpan().CopyTo(_frames.Get(dstPfn));
+    }
+
+    /// <inheritdoc/>
+    public void Write(long pfn, int offset, ReadOnlySpan<byte> data) => data.CopyTo(_frames.Get(pfn).AsSpan(offset));
+
+    /// <inheritdoc/>
+    public void Read(long pfn, int offset, Span<byte> destination)
+    {
+        var a = _frames.GetIfPresent(pfn);
+        if (a is null)
+        {
+            destination.Clear();
+            return;
+        }
+
+        a.AsSpan(offset, destination.Length).CopyTo(destination);
+    }
+
+    /// <inheritdoc/>
+    public ulong Token(long pfn)
+    {
+        var a = _frames.GetIfPresent(pfn);
+        if (a is null || !a.AsSpan().ContainsAnyExcept((byte)0))
+        {
+            return 0;
+        }
+
+        return ContentToken.Hash(a, 0);
+    }
+}
+
+/// <summary>
+/// No page data: a 64-bit token per frame stands for its content, so that tens of GiB of resident
+/// memory fit on a small host and reads can still be checked against the writes that made them.
+/// </summary>
+public sealed class TokenContentStore : IPageContentStore
+{
+    private readonly FrameArrays<ulong> _tokens = new(1);
+
+    /// <inheritdoc/>
+    public bool HoldsData => false;
+
+    /// <inheritdoc/>
+    public long HostBytes => _tokens.HostBytes;
+
+    /// <inheritdoc/>
+    public void Zero(long pfn) => _tokens.Slot(pfn) = 0;
+
+    /// <inheritdoc/>
+    public void Copy(long srcPfn, long dstPfn) => _tokens.Slot(dstPfn) = _tokens.Slot(srcPfn);
+
+    /// <inheritdoc/>
+    public void Write(long pfn, int offset, ReadOnlySpan<byte> data)
+    {
+        ref ulong t = ref _tokens.Slot(pfn);
+        t = ContentToken.AfterWrite(t, offset, data);
+    }
+
+    /// <inheritdoc/>
+    public void Read(long pfn, int offset, Span<byte> destination)
+    {
+        ulong t = _tokens.Slot(pfn);
+        if (t == 0)
+        {
+            destination.Clear();
+            return;
+        }
+
+        // Synthetic bytes: a pure function of (token, offset), so repeated reads agree.
+        Span<byte> word = stackalloc byte[8];
+        for (int i = 0; i < destination.Length; i++)
+        {
+            int at = offset + i;
+            if (i == 0 || (at & 7) == 0)
+            {
+                BinaryPrimitives.WriteUInt64LittleEndian(word, (t ^ (ulong)(at >> 3)) * 0xD6E8FEB86659FD93UL);
+            }
+
+            destination[i] = word[at & 7];
+        }
+    }
+
+    /// <inheritdoc/>
+    public ulong Token(long pfn) => _tokens.Slot(pfn);
+}

@@ -1,0 +1,62 @@
+namespace PtLab.Phys;
+
+/// <summary>Page flags, a subset of the kernel's <c>PG_*</c> bits plus PtLab's bookkeeping.</summary>
+[Flags]
+public enum PageFlags
+{
+    /// <summary>No flag.</summary>
+    None = 0,
+    /// <summary>An anonymous page (<c>PageAnon</c>).</summary>
+    Anon = 1 << 0,
+    /// <summary><c>PG_swapbacked</c>: cleared by MADV_FREE to mark a lazy-free page.</summary>
+    SwapBacked = 1 << 1,
+    /// <summary><c>PG_dirty</c>.</summary>
+    Dirty = 1 << 2,
+    /// <summary>On the LRU (<c>PG_lru</c>).</summary>
+    Lru = 1 << 3,
+    /// <summary>A page-table page (<c>PageTable</c>).</summary>
+    Table = 1 << 4,
+    /// <summary>Never freed (<c>PG_reserved</c>): the shared zero page.</summary>
+    Reserved = 1 << 5,
+    /// <summary>On the free list; contents poisoned.</summary>
+    Free = 1 << 6,
+    /// <summary>In the swap cache (<c>PG_swapcache</c>).</summary>
+    SwapCache = 1 << 7,
+}
+
+/// <summary>
+/// The model of <c>struct page</c> / <c>struct ptdesc</c>: one per 4 KiB frame, kept in segment
+/// arrays so that descriptors exist only for frames that were ever taken.
+/// </summary>
+public struct PageDescriptor
+{
+    /// <summary><see cref="PageFlags"/> bits.</summary>
+    public int Flags;
+
+    /// <summary><c>page_ref_count</c>.</summary>
+    public int RefCount;
+
+    /// <summary><c>page_mapcount</c>: how many PTEs map this page.</summary>
+    public int MapCount;
+
+    /// <summary>The split page-table lock word (<c>ptlock</c>) of a table page.</summary>
+    public int PtLock;
+
+    /// <summary>Bumped each time the frame is freed, so a stale reference can be recognised.</summary>
+    public int Generation;
+
+    /// <summary>Table level for table pages: 1 PTE, 2 PMD, 3 PUD, 4 PGD; 0 otherwise.</summary>
+    public int Level;
+
+    /// <summary>Reverse map: the user address a private anonymous page is mapped at (<c>page->index</c>).</summary>
+    public ulong RmapAddress;
+
+    /// <summary>Reverse map: the address space that maps the page (<c>page->mapping</c>'s anon_vma owner).</summary>
+    public object? RmapOwner;
+
+    /// <summary>Per-table state owned by the reclaim design (the seed's <c>pte_ref</c>).</summary>
+    public object? TableState;
+
+    /// <summary>Whether a flag is set.</summary>
+    public readonly bool Has(PageFlags f) => (Flags & (int)f) != 0;
+}

@@ -1,0 +1,266 @@
+using PtLab.Sync;
+
+namespace PtLab.Phys;
+
+/// <summary>
+/// Physical memory: 4 KiB frames with page descriptors, a free list and a RAM limit. Frames are
+/// handed out lazily (a high-water mark plus a LIFO free list), so host memory grows only with the
+/// frames in use. Frame 0 is the shared zero page.
+/// </summary>
+public sealed class PhysMemory
+{
+    /// <summary><c>PAGE_SHIFT</c>.</summary>
+    public const int PageShift = 12;
+
+    /// <summary><c>PAGE_SIZE</c>.</summary>
+    public const int PageSize = 1 << PageShift;
+
+    /// <summary>Entries per table page: 4096 / 8 = 512.</summary>
+    public const int EntriesPerTable = PageSize / sizeof(ulong);
+
+    /// <summary>Written over every entry of a freed table page, so a stale walker reads garbage it can recognise.</summary>
+    public const ulong TablePoison = 0xDEAD_4EAD_DEAD_4EADUL;
+
+    private readonly FrameArrays<PageDescriptor> _descriptors = new(1);
+    private readonly FrameArrays<ulong> _tables = new(EntriesPerTable);
+    private int _freeLock;
+    private long[] _freeStack = new long[1024];
+    private int _freeCount;
+    private long _highWater;
+    private long _used;
+    private long _tablesInUse;
+    private long _allocFailures;
+
+    /// <summary>Creates physical memory of <paramref name="ramBytes"/> bytes.</summary>
+    public PhysMemory(long ramBytes, bool pageData = true)
+    {
+        if (ramBytes < 16L * PageSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ramBytes), ramBytes, "RAM must be at least 64 KiB");
+        }
+
+        TotalFrames = ramBytes >> PageShift;
+        Content = pageData ? new ByteContentStore() : new TokenContentStore();
+        ZeroPfn = 0;
+        _highWater = 1;
+        _used = 1;
+        ref var zero = ref Desc(ZeroPfn);
+        zero.Flags = (int)PageFlags.Reserved;
+        zero.RefCount = 1;
+    }
+
+    /// <summary>Frames of RAM.</summary>
+    public long TotalFrames { get; }
+
+    /// <summary>Frames in use (the zero page included).</summary>
+    public long UsedFrames => Volatile.Read(ref _used);
+
+    /// <summary>Frames not in use.</summary>
+    public long FreeFrames => TotalFrames - UsedFrames;
+
+    /// <summary>Frames currently used as page tables.</summary>
+    public long TableFrames => Volatile.Read(ref _tablesInUse);
+
+    /// <summary>Allocations that failed because RAM was exhausted.</summary>
+    public long AllocationFailures => Volatile.Read(ref _allocFailures);
+
+    /// <summary>The shared zero page (<c>ZERO_PAGE(0)</c>).</summary>
+    public long ZeroPfn { get; }
+
+    /// <summary>Where user-page contents live.</summary>
+    public IPageContentStore Content { get; }
+
+    /// <summary>Host memory held by descriptors, tables and contents.</summary>
+    public long HostBytes => _descriptors.HostBytes + _tables.HostBytes + Content.HostBytes;
+
+    /// <summary>The descriptor of a frame (<c>pfn_to_page</c>).</summary>
+    public ref PageDescriptor Desc(long pfn) => ref _descriptors.Slot(pfn);
+
+    /// <summary>Optional hook asked to free memory before an allocation fails (direct reclaim).</summary>
+    public Func<long, bool>? DirectReclaim { get; set; }
+
+    /// <summary>
+    /// Takes a free frame (<c>alloc_page</c>) with refcount 1, or returns -1 when RAM is exhausted
+    /// and reclaim could not help. The frame's data is not cleared.
+    /// </summary>
+    public long AllocFrame()
+    {
+        long pfn = TryTake();
+        if (pfn < 0 && DirectReclaim is { } reclaim)
+        {
+            // Direct reclaim runs outside the free-list lock; retry a few times as the kernel does.
+            for (int attempt = 0; attempt < 4 && pfn < 0; attempt++)
+            {
+                if (!reclaim(32))
+                {
+                    break;
+                }
+
+                pfn = TryTake();
+            }
+        }
+
+        if (pfn < 0)
+        {
+            Interlocked.Increment(ref _allocFailures);
+            return -1;
+        }
+
+        ref var d = ref Desc(pfn);
+        d.Flags = 0;
+        d.RefCount = 1;
+        d.MapCount = 0;
+        d.PtLock = 0;
+        d.Level = 0;
+        d.RmapAddress = 0;
+        d.RmapOwner = null;
+        d.TableState = null;
+        return pfn;
+    }
+
+    /// <summary>Allocates a zero-filled page for user data (<c>alloc_zeroed_user_highpage</c>).</summary>
+    public long AllocZeroedPage()
+    {
+        long pfn = AllocFrame();
+        if (pfn >= 0)
+        {
+            Content.Zero(pfn);
+        }
+
+        return pfn;
+    }
+
+    /// <summary>Allocates a zeroed page-table page of the given level (<c>pte_alloc_one</c> and friends).</summary>
+    public long AllocTable(int level)
+    {
+        long pfn = AllocFrame();
+        if (pfn < 0)
+        {
+            return -1;
+        }
+
+        Array.Clear(_tables.Get(pfn));
+        ref var d = ref Desc(pfn);
+        d.Flags = (int)PageFlags.Table;
+        d.Level = level;
+        Interlocked.Increment(ref _tablesInUse);
+        return pfn;
+    }
+
+    /// <summary>The 512 entries of a table page.</summary>
+    public ulong[] Table(long pfn)
+    {
+        var t = _tables.GetIfPresent(pfn);
+        if (t is null || !Desc(pfn).Has(PageFlags.Table))
+        {
+            throw new InvalidOperationException($"frame {pfn:x} is not a page table");
+        }
+
+        return t;
+    }
+
+    /// <summary>The entries of a table page without checking that it is still one (for the use-after-free checker).</summary>
+    internal ulong[]? TableUnchecked(long pfn) => _tables.GetIfPresent(pfn);
+
+    /// <summary>Frees a table page: poisons its entries and bumps its generation (<c>pte_free</c>).</summary>
+    public void FreeTable(long pfn)
+    {
+        ref var d = ref Desc(pfn);
+        if (!d.Has(PageFlags.Table))
+        {
+            throw new InvalidOperationException($"freeing frame {pfn:x} as a table, but it is not one");
+        }
+
+        Array.Fill(_tables.Get(pfn), TablePoison);
+        Interlocked.Decrement(ref _tablesInUse);
+        FreeFrame(pfn);
+    }
+
+    /// <summary>Returns a frame to the free list (<c>__free_page</c>).</summary>
+    public void FreeFrame(long pfn)
+    {
+        ref var d = ref Desc(pfn);
+        if (d.Has(PageFlags.Reserved))
+        {
+            throw new InvalidOperationException($"freeing reserved frame {pfn:x}");
+        }
+
+        if (d.Has(PageFlags.Free))
+        {
+            throw new InvalidOperationException($"double free of frame {pfn:x}");
+        }
+
+        d.Flags = (int)PageFlags.Free;
+        d.RefCount = 0;
+        d.MapCount = 0;
+        d.RmapOwner = null;
+        d.TableState = null;
+        d.Generation++;
+        RawSpinLock.Lock(ref _freeLock);
+        if (_freeCount == _freeStack.Length)
+        {
+            Array.Resize(ref _freeStack, _freeStack.Length * 2);
+        }
+
+        _freeStack[_freeCount++] = pfn;
+        _used--;
+        RawSpinLock.Unlock(ref _freeLock);
+    }
+
+    /// <summary>Drops a reference; frees the frame at zero (<c>put_page</c>). Returns true if freed.</summary>
+    public bool PutPage(long pfn)
+    {
+        ref var d = ref Desc(pfn);
+        if (d.Has(PageFlags.Reserved))
+        {
+            return false;
+        }
+
+        int r = Interlocked.Decrement(ref d.RefCount);
+        if (r < 0)
+        {
+            throw new InvalidOperationException($"page refcount underflow on frame {pfn:x}");
+        }
+
+        if (r == 0)
+        {
+            FreeFrame(pfn);
+            return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>Takes a reference (<c>get_page</c>).</summary>
+    public void GetPage(long pfn)
+    {
+        ref var d = ref Desc(pfn);
+        if (!d.Has(PageFlags.Reserved))
+        {
+            Interlocked.Increment(ref d.RefCount);
+        }
+    }
+
+    private long TryTake()
+    {
+        RawSpinLock.Lock(ref _freeLock);
+        long pfn;
+        if (_freeCount > 0)
+        {
+            pfn = _freeStack[--_freeCount];
+        }
+        else if (_highWater < TotalFrames)
+        {
+            pfn = _highWater++;
+        }
+        else
+        {
+            RawSpinLock.Unlock(ref _freeLock);
+            return -1;
+        }
+
+        _used++;
+        RawSpinLock.Unlock(ref _freeLock);
+        return pfn;
+    }
+}

@@ -1,0 +1,67 @@
+using PtLab.Mm;
+
+namespace PtLab.Reclaim;
+
+/// <summary>
+/// The points where the kernel's page-table reclaim designs differ. <c>Mm/</c> stays
+/// design-agnostic and calls these hooks; each design is one class.
+/// </summary>
+public interface IPageTableReclaim
+{
+    /// <summary>The design's name on the command line.</summary>
+    string Name { get; }
+
+    /// <summary>PTE table constructor (<c>pgtable_pte_page_ctor</c>, where the seed calls <c>pte_ref_init</c>).</summary>
+    void PteTableCtor(MmStruct mm, long ptePfn);
+
+    /// <summary>PTE table destructor (<c>pgtable_pte_page_dtor</c>, where the seed calls <c>pte_ref_free</c>).</summary>
+    void PteTableDtor(MmStruct mm, long ptePfn);
+
+    /// <summary>Called by <c>set_pte_at</c> with the entry it replaces (<c>track_pte_set</c>).</summary>
+    void TrackPteSet(MmStruct mm, long ptePfn, ulong oldEntry, ulong newEntry);
+
+    /// <summary>Called by <c>ptep_get_and_clear</c> and <c>pte_clear</c> with the entry cleared (<c>track_pte_clear</c>).</summary>
+    void TrackPteClear(MmStruct mm, long ptePfn, ulong oldEntry);
+
+    /// <summary>
+    /// <c>pte_offset_map</c> (or the seed's <c>pte_tryget_map</c>): gives a visitor the PTE table under a
+    /// pmd entry, or -1 when there is none to visit (none, huge, or going away).
+    /// </summary>
+    long PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex);
+
+    /// <summary><c>pte_unmap</c>: ends a visit begun by <see cref="PteOffsetMap"/>.</summary>
+    void PteUnmap(MmStruct mm, Cpu cpu, long ptePfn);
+
+    /// <summary>
+    /// <c>pte_offset_map_lock</c> (or <c>pte_tryget_map_lock</c>): maps and takes the split PTE lock.
+    /// Returns -1 when there is no table to lock; the caller treats that like <c>pmd_none</c>.
+    /// </summary>
+    long PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex);
+
+    /// <summary><c>pte_unmap_unlock</c>.</summary>
+    void PteUnmapUnlock(MmStruct mm, Cpu cpu, long ptePfn);
+
+    /// <summary>
+    /// Runs after a zap cleared entries of one PTE table, outside its lock, with the zap's reason.
+    /// This is where a design may free the now-empty table.
+    /// </summary>
+    void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap);
+}
+
+/// <summary>What a zap did to one PTE table.</summary>
+/// <param name="PmdTablePfn">The PMD table holding the entry that points to the PTE table.</param>
+/// <param name="PmdIndex">The entry's index in that PMD table.</param>
+/// <param name="Start">Start of the zapped range within the table's 2 MiB.</param>
+/// <param name="End">End of the zapped range.</param>
+/// <param name="Reason">Why the zap ran.</param>
+/// <param name="Skipped">Entries the zap left in place.</param>
+public readonly record struct ZapInfo(long PmdTablePfn, int PmdIndex, ulong Start, ulong End, ZapReason Reason, int Skipped);
+
+/// <summary>Why entries are being zapped.</summary>
+public enum ZapReason
+{
+    /// <summary><c>madvise(MADV_DONTNEED)</c>.</summary>
+    DontNeed,
+    /// <summary><c>munmap</c> or exit (<c>unmap_vmas</c>); <c>free_pgtables</c> follows.</summary>
+    Unmap,
+}

@@ -1,0 +1,198 @@
+using System.Runtime.InteropServices;
+
+namespace PtLab.Sync;
+
+/// <summary>
+/// Read-copy-update for the simulated machine: one epoch slot per CPU, as in FASTER's LightEpoch.
+/// Models <c>rcu_read_lock</c>, <c>synchronize_rcu</c> and <c>call_rcu</c>.
+/// </summary>
+/// <remarks>
+/// A reader publishes the global epoch it saw in its own slot with a plain store. The updater
+/// advances the epoch and then issues a process-wide barrier (membarrier), so a reader's slot store
+/// is either visible to the scan that follows, or the reader's later loads come after the barrier
+/// and see whatever the updater unpublished before it. That keeps the read side free of fences.
+/// </remarks>
+public sealed class Rcu
+{
+    [StructLayout(LayoutKind.Explicit, Size = 128)]
+    private struct Slot
+    {
+        // 0 when the CPU is outside any read section; else the epoch it entered under.
+        [FieldOffset(64)] public long Epoch;
+        // Owner-only nesting depth.
+        [FieldOffset(72)] public int Nesting;
+    }
+
+    private readonly Slot[] _slots;
+    private readonly Lock _callbackLock = new();
+    private readonly Queue<(long Target, Action Callback)> _callbacks = new();
+    private long _epoch = 1;
+    private long _completed;
+    private long _gracePeriods;
+    private int _pending;
+
+    /// <summary>Creates RCU state for <paramref name="cpus"/> CPUs.</summary>
+    public Rcu(int cpus)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(cpus, 1);
+        _slots = new Slot[cpus];
+    }
+
+    /// <summary>Number of CPUs with a slot.</summary>
+    public int Cpus => _slots.Length;
+
+    /// <summary>Grace periods that completed (a synchronize or a successful poll).</summary>
+    public long GracePeriods => Volatile.Read(ref _gracePeriods);
+
+    /// <summary>Callbacks queued by <see cref="CallRcu"/> that have not run yet.</summary>
+    public int PendingCallbacks => Volatile.Read(ref _pending);
+
+    /// <summary>Lets the lock checker see whether a CPU is inside a read section.</summary>
+    public bool InReadSection(int cpu) => _slots[cpu].Nesting > 0;
+
+    /// <summary>The epoch a CPU entered its outermost read section under, or 0.</summary>
+    internal long ReaderEpoch(int cpu) => Volatile.Read(ref _slots[cpu].Epoch);
+
+    /// <summary>The current global epoch.</summary>
+    internal long CurrentEpoch => Volatile.Read(ref _epoch);
+
+    /// <summary><c>rcu_read_lock</c> on CPU <paramref name="cpu"/>. Nests.</summary>
+    public void ReadLock(int cpu)
+    {
+        ref Slot s = ref _slots[cpu];
+        if (s.Nesting++ == 0)
+        {
+            Volatile.Write(ref s.Epoch, Volatile.Read(ref _epoch));
+        }
+    }
+
+    /// <summary><c>rcu_read_unlock</c> on CPU <paramref name="cpu"/>.</summary>
+    public void ReadUnlock(int cpu)
+    {
+        ref Slot s = ref _slots[cpu];
+        if (s.Nesting <= 0)
+        {
+            throw new InvalidOperationException($"rcu_read_unlock on CPU {cpu} without rcu_read_lock");
+        }
+
+        if (--s.Nesting == 0)
+        {
+            Volatile.Write(ref s.Epoch, 0);
+        }
+    }
+
+    /// <summary><c>synchronize_rcu</c>: waits until every reader that was inside has left.</summary>
+    /// <param name="callerCpu">The CPU calling, or -1; sleeping inside its own read section is a bug.</param>
+    public void SynchronizeRcu(int callerCpu = -1)
+    {
+        if (callerCpu >= 0 && _slots[callerCpu].Nesting > 0)
+        {
+            throw new InvalidOperationException($"synchronize_rcu called inside an RCU read section on CPU {callerCpu}");
+        }
+
+        long target = Interlocked.Increment(ref _epoch);
+        Interlocked.MemoryBarrierProcessWide();
+        for (int i = 0; i < _slots.Length; i++)
+        {
+            var spin = new SpinWait();
+            while (true)
+            {
+                long e = Volatile.Read(ref _slots[i].Epoch);
+                if (e == 0 || e >= target)
+                {
+                    break;
+                }
+
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
+        }
+
+        Complete(target);
+    }
+
+    /// <summary><c>call_rcu</c>: runs <paramref name="callback"/> after a grace period.</summary>
+    /// <remarks>Callbacks run from a later poll, synchronize or barrier on the caller's thread.</remarks>
+    public void CallRcu(Action callback)
+    {
+        int pending;
+        lock (_callbackLock)
+        {
+            // Every reader inside now entered under an epoch <= the current one.
+            _callbacks.Enqueue((Volatile.Read(ref _epoch) + 1, callback));
+            pending = ++_pending;
+        }
+
+        if (pending >= 64)
+        {
+            Poll();
+        }
+    }
+
+    /// <summary>
+    /// Tries to end a grace period without waiting: advances the epoch and runs the callbacks
+    /// whose readers have all left. Returns true when a grace period completed.
+    /// </summary>
+    public bool Poll()
+    {
+        if (Volatile.Read(ref _pending) == 0)
+        {
+            return false;
+        }
+
+        long target = Interlocked.Increment(ref _epoch);
+        Interlocked.MemoryBarrierProcessWide();
+        for (int i = 0; i < _slots.Length; i++)
+        {
+            long e = Volatile.Read(ref _slots[i].Epoch);
+            if (e != 0 && e < target)
+            {
+                return false;
+            }
+        }
+
+        Complete(target);
+        return true;
+    }
+
+    /// <summary><c>rcu_barrier</c>: waits a grace period and runs every queued callback.</summary>
+    public void Barrier(int callerCpu = -1)
+    {
+        while (Volatile.Read(ref _pending) > 0)
+        {
+            SynchronizeRcu(callerCpu);
+        }
+    }
+
+    private void Complete(long target)
+    {
+        Interlocked.Increment(ref _gracePeriods);
+        long completed;
+        while (true)
+        {
+            completed = Volatile.Read(ref _completed);
+            if (completed >= target || Interlocked.CompareExchange(ref _completed, target, completed) == completed)
+            {
+                break;
+            }
+        }
+
+        completed = Math.Max(completed, target);
+        List<Action>? ready = null;
+        lock (_callbackLock)
+        {
+            while (_callbacks.Count > 0 && _callbacks.Peek().Target <= completed)
+            {
+                (ready ??= []).Add(_callbacks.Dequeue().Callback);
+                _pending--;
+            }
+        }
+
+        if (ready is not null)
+        {
+            foreach (var cb in ready)
+            {
+                cb();
+            }
+        }
+    }
+}
