@@ -425,15 +425,6 @@ public sealed partial class MmStruct
     /// <summary>Drops the mapping references of pages already unmapped and flushed (<c>tlb_finish_mmu</c>'s free).</summary>
     internal void ReleasePages(ReadOnlySpan<long> pfns)
     {
-        long freed = 0;
-        foreach (long pfn in pfns)
-        {
-            if (Phys.PutPage(pfn))
-            {
-                freed++;
-            }
-        }
-
-        CountPageFreed(freed);
+        CountPageFreed(Phys.PutPages(pfns));
     }
 }

@@ -68,7 +68,8 @@ public sealed partial class MmStruct
         for (; addr < end; addr += Geometry.PageSize)
         {
             int i = Geometry.PteIndex(addr);
-            ulong e = Volatile.Read(ref entries[i]);
+            ref ulong slot = ref entries[i];
+            ulong e = Volatile.Read(ref slot);
             if (Entry.IsNone(e))
             {
                 continue;
@@ -76,7 +77,7 @@ public sealed partial class MmStruct
 
             if (Entry.IsPresent(e))
             {
-                e = PtepGetAndClear(pt, i);
+                e = PtepGetAndClear(pt, ref slot);
                 tlb.RemoveTlbEntry(addr);
                 if (Entry.IsSpecial(e))
                 {

@@ -197,9 +197,12 @@ public sealed partial class MmStruct
     }
 
     /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>
-    internal ulong PtepGetAndClear(long ptePfn, int index)
+    internal ulong PtepGetAndClear(long ptePfn, int index) => PtepGetAndClear(ptePfn, ref Phys.Table(ptePfn)[index]);
+
+    /// <summary><c>ptep_get_and_clear</c> on an entry the caller already mapped.</summary>
+    internal ulong PtepGetAndClear(long ptePfn, ref ulong slot)
     {
-        ulong old = Interlocked.Exchange(ref Phys.Table(ptePfn)[index], 0);
+        ulong old = Interlocked.Exchange(ref slot, 0);
         if (old != 0)
         {
             Design.TrackPteClear(this, ptePfn, old);

@@ -70,7 +70,7 @@ public static class ContentToken
     }
 }
 
-/// <summary>Real bytes, one 4 KiB array per frame, taken when a frame first holds data.</summary>
+/// <summary>Real bytes: 4 KiB per frame, in chunks created when a frame first holds data.</summary>
 public sealed class ByteContentStore : IPageContentStore
 {
     private readonly FrameArrays<byte> _frames = new(PhysMemory.PageSize);
@@ -82,49 +82,42 @@ public sealed class ByteContentStore : IPageContentStore
     public long HostBytes => _frames.HostBytes;
 
     /// <inheritdoc/>
-    public void Zero(long pfn)
-    {
-        var a = _frames.GetIfPresent(pfn);
-        if (a is not null)
-        {
-            Array.Clear(a);
-        }
-    }
+    public void Zero(long pfn) => _frames.BlockIfPresent(pfn).Clear();
 
     /// <inheritdoc/>
     public void Copy(long srcPfn, long dstPfn)
     {
-        var s = _frames.GetIfPresent(srcPfn);
-        if (s is null)
+        var s = _frames.BlockIfPresent(srcPfn);
+        if (s.IsEmpty)
         {
             Zero(dstPfn);
             return;
         }
 
-        s.AsSpan().CopyTo(_frames.Get(dstPfn));
+        s.CopyTo(_frames.Block(dstPfn));
     }
 
     /// <inheritdoc/>
-    public void Write(long pfn, int offset, ReadOnlySpan<byte> data) => data.CopyTo(_frames.Get(pfn).AsSpan(offset));
+    public void Write(long pfn, int offset, ReadOnlySpan<byte> data) => data.CopyTo(_frames.Block(pfn)[offset..]);
 
     /// <inheritdoc/>
     public void Read(long pfn, int offset, Span<byte> destination)
     {
-        var a = _frames.GetIfPresent(pfn);
-        if (a is null)
+        var a = _frames.BlockIfPresent(pfn);
+        if (a.IsEmpty)
         {
             destination.Clear();
             return;
         }
 
-        a.AsSpan(offset, destination.Length).CopyTo(destination);
+        a.Slice(offset, destination.Length).CopyTo(destination);
     }
 
     /// <inheritdoc/>
     public ulong Token(long pfn)
     {
-        var a = _frames.GetIfPresent(pfn);
-        if (a is null || !a.AsSpan().ContainsAnyExcept((byte)0))
+        var a = _frames.BlockIfPresent(pfn);
+        if (a.IsEmpty || !a.ContainsAnyExcept((byte)0))
         {
             return 0;
         }

@@ -45,6 +45,9 @@ public struct PageDescriptor
     /// <summary>Bumped each time the frame is freed, so a stale reference can be recognised.</summary>
     public int Generation;
 
+    /// <summary>Slot of a table page's entries in the table store; meaningful only while <see cref="PageFlags.Table"/> is set.</summary>
+    public int TableSlot;
+
     /// <summary>Table level for table pages: 1 PTE, 2 PMD, 3 PUD, 4 PGD; 0 otherwise.</summary>
     public int Level;
 

@@ -22,7 +22,7 @@ public sealed class PhysMemory
     public const ulong TablePoison = 0xDEAD_4EAD_DEAD_4EADUL;
 
     private readonly FrameArrays<PageDescriptor> _descriptors = new(1);
-    private readonly FrameArrays<ulong> _tables = new(EntriesPerTable);
+    private readonly TableStore _tables = new();
     private int _freeLock;
     private long[] _freeStack = new long[1024];
     private int _freeCount;
@@ -139,28 +139,27 @@ public sealed class PhysMemory
             return -1;
         }
 
-        Array.Clear(_tables.Get(pfn));
         ref var d = ref Desc(pfn);
+        d.TableSlot = _tables.Take();
         d.Flags = (int)PageFlags.Table;
         d.Level = level;
         Interlocked.Increment(ref _tablesInUse);
         return pfn;
     }
 
-    /// <summary>The 512 entries of a table page.</summary>
-    public ulong[] Table(long pfn)
+    /// <summary>The 512 entries of a table page. Throws if the frame is not a live table.</summary>
+    public Span<ulong> Table(long pfn)
     {
-        var t = _tables.GetIfPresent(pfn);
-        if (t is null || !Desc(pfn).Has(PageFlags.Table))
+        ref var d = ref Desc(pfn);
+        if ((d.Flags & (int)PageFlags.Table) == 0)
         {
-            throw new InvalidOperationException($"frame {pfn:x} is not a page table");
+            ThrowNotTable(pfn);
         }
 
-        return t;
+        return _tables.Entries(d.TableSlot);
     }
 
-    /// <summary>The entries of a table page without checking that it is still one (for the use-after-free checker).</summary>
-    internal ulong[]? TableUnchecked(long pfn) => _tables.GetIfPresent(pfn);
+    private static void ThrowNotTable(long pfn) => throw new InvalidOperationException($"frame {pfn:x} is not a page table");
 
     /// <summary>Frees a table page: poisons its entries and bumps its generation (<c>pte_free</c>).</summary>
     public void FreeTable(long pfn)
@@ -171,7 +170,8 @@ public sealed class PhysMemory
             throw new InvalidOperationException($"freeing frame {pfn:x} as a table, but it is not one");
         }
 
-        Array.Fill(_tables.Get(pfn), TablePoison);
+        d.Flags &= ~(int)PageFlags.Table;
+        _tables.Release(d.TableSlot, TablePoison);
         Interlocked.Decrement(ref _tablesInUse);
         FreeFrame(pfn);
     }
@@ -185,7 +185,13 @@ public sealed class PhysMemory
             throw new InvalidOperationException($"freeing reserved frame {pfn:x}");
         }
 
-        if (d.Has(PageFlags.Free))
+        PoisonFreed(ref d, pfn);
+        PushFree([pfn]);
+    }
+
+    private static void PoisonFreed(ref PageDescriptor d, long pfn)
+    {
+        if ((d.Flags & (int)PageFlags.Free) != 0)
         {
             throw new InvalidOperationException($"double free of frame {pfn:x}");
         }
@@ -196,14 +202,24 @@ public sealed class PhysMemory
         d.RmapOwner = null;
         d.TableState = null;
         d.Generation++;
+    }
+
+    private void PushFree(ReadOnlySpan<long> pfns)
+    {
+        if (pfns.IsEmpty)
+        {
+            return;
+        }
+
         RawSpinLock.Lock(ref _freeLock);
-        if (_freeCount == _freeStack.Length)
+        while (_freeCount + pfns.Length > _freeStack.Length)
         {
             Array.Resize(ref _freeStack, _freeStack.Length * 2);
         }
 
-        _freeStack[_freeCount++] = pfn;
-        _used--;
+        pfns.CopyTo(_freeStack.AsSpan(_freeCount));
+        _freeCount += pfns.Length;
+        _used -= pfns.Length;
         RawSpinLock.Unlock(ref _freeLock);
     }
 
@@ -229,6 +245,47 @@ public sealed class PhysMemory
         }
 
         return false;
+    }
+
+    /// <summary>
+    /// Drops one reference on each page and frees those that reach zero with one free-list lock
+    /// (<c>release_pages</c>). Returns how many were freed.
+    /// </summary>
+    public int PutPages(ReadOnlySpan<long> pfns)
+    {
+        Span<long> batch = stackalloc long[64];
+        int n = 0, freed = 0;
+        foreach (long pfn in pfns)
+        {
+            ref var d = ref Desc(pfn);
+            if (d.Has(PageFlags.Reserved))
+            {
+                continue;
+            }
+
+            int r = Interlocked.Decrement(ref d.RefCount);
+            if (r < 0)
+            {
+                throw new InvalidOperationException($"page refcount underflow on frame {pfn:x}");
+            }
+
+            if (r > 0)
+            {
+                continue;
+            }
+
+            PoisonFreed(ref d, pfn);
+            batch[n++] = pfn;
+            if (n == batch.Length)
+            {
+                PushFree(batch);
+                freed += n;
+                n = 0;
+            }
+        }
+
+        PushFree(batch[..n]);
+        return freed + n;
     }
 
     /// <summary>Takes a reference (<c>get_page</c>).</summary>

@@ -1,0 +1,4 @@
+using System.CommandLine;
+using PtLab.Cli;
+
+return Cli.Run(args, Console.Out, Console.Error);

@@ -1,0 +1,104 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using PtLab.Mm;
+using PtLab.Workloads;
+
+namespace PtLab.Cli;
+
+/// <summary>The JSON shape every ptlab command shares (camelCase). Keys may be added, never renamed.</summary>
+internal sealed record RunReport
+{
+    public required string Scenario { get; init; }
+
+    public required string Design { get; init; }
+
+    public required IReadOnlyDictionary<string, string> Parameters { get; init; }
+
+    public required StatusReport Before { get; init; }
+
+    public required StatusReport After { get; init; }
+
+    public required CountersReport Counters { get; init; }
+
+    public required double WallSeconds { get; init; }
+
+    public required HostReport Host { get; init; }
+
+    public static RunReport From(ScenarioResult r, string design, MmCounters c, IReadOnlyDictionary<string, string> machineParameters, HostReport host)
+    {
+        var parameters = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (k, v) in r.Parameters)
+        {
+            parameters[k] = v;
+        }
+
+        foreach (var (k, v) in machineParameters)
+        {
+            parameters[k] = v;
+        }
+
+        return new RunReport
+        {
+            Scenario = r.Scenario,
+            Design = design,
+            Parameters = parameters,
+            Before = StatusReport.From(r.Before),
+            After = StatusReport.From(r.After),
+            Counters = CountersReport.From(c),
+            WallSeconds = Math.Round(r.WallSeconds, 6),
+            Host = host,
+        };
+    }
+
+    private static readonly JsonSerializerOptions s_json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        WriteIndented = true,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, s_json);
+
+    /// <summary>One header line and one data row per phase (before, after), flat columns.</summary>
+    public string ToCsv()
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("scenario,design,phase,vmSizeKb,vmRssKb,rssAnonKb,rssFileKb,rssShmemKb,vmSwapKb,vmPteKb,ptes,pmds,puds,faults,tablesAllocated,tablesFreed,tlbFlushes,gracePeriods,wallSeconds");
+        foreach (var (phase, s) in new[] { ("before", Before), ("after", After) })
+        {
+            sb.Append(CultureInfo.InvariantCulture,
+                $"{Scenario},{Design},{phase},{s.VmSizeKb},{s.VmRssKb},{s.RssAnonKb},{s.RssFileKb},{s.RssShmemKb},{s.VmSwapKb},{s.VmPteKb},{s.Tables.Pte},{s.Tables.Pmd},{s.Tables.Pud},");
+            sb.Append(CultureInfo.InvariantCulture,
+                $"{Counters.Faults},{Counters.TablesAllocated},{Counters.TablesFreed},{Counters.TlbFlushes},{Counters.GracePeriods},{WallSeconds.ToString("0.######", CultureInfo.InvariantCulture)}");
+            sb.AppendLine();
+        }
+
+        return sb.ToString();
+    }
+}
+
+internal sealed record TablesReport(long Pte, long Pmd, long Pud);
+
+internal sealed record StatusReport(long VmSizeKb, long VmRssKb, long RssAnonKb, long RssFileKb, long RssShmemKb, long VmSwapKb, long VmPteKb, TablesReport Tables)
+{
+    public static StatusReport From(MmStatus s) =>
+        new(s.VmSizeKb, s.VmRssKb, s.RssAnonKb, s.RssFileKb, s.RssShmemKb, s.VmSwapKb, s.VmPteKb, new TablesReport(s.Tables.Pte, s.Tables.Pmd, s.Tables.Pud));
+}
+
+internal sealed record CountersReport(
+    long Faults, long TablesAllocated, long TablesFreed, long PteTablesAllocated, long PteTablesFreed,
+    long PmdTablesAllocated, long PmdTablesFreed, long PudTablesAllocated, long PudTablesFreed,
+    long TlbFlushes, long GracePeriods, long PagesAllocated, long PagesFreed)
+{
+    public static CountersReport From(MmCounters c) => new(
+        c.Faults,
+        c.PteTablesAllocated + c.PmdTablesAllocated + c.PudTablesAllocated,
+        c.PteTablesFreed + c.PmdTablesFreed + c.PudTablesFreed,
+        c.PteTablesAllocated, c.PteTablesFreed, c.PmdTablesAllocated, c.PmdTablesFreed, c.PudTablesAllocated, c.PudTablesFreed,
+        c.TlbFlushes, c.GracePeriods, c.PagesAllocated, c.PagesFreed);
+}
+
+/// <summary>The ptlab process itself, so a reader can judge the model's cost.</summary>
+internal sealed record HostReport(long PeakWorkingSetBytes, long ModelHostBytes, double FaultsPerSecond);

@@ -1,0 +1,49 @@
+using System.Globalization;
+using Spectre.Console;
+
+namespace PtLab.Cli;
+
+/// <summary>The human table, shaped like the seed cover letter's before/after figures.</summary>
+internal static class TableOutput
+{
+    public static void Write(RunReport r, TextWriter writer)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(writer),
+            Ansi = AnsiSupport.No,
+            ColorSystem = ColorSystemSupport.NoColors,
+            Interactive = InteractionSupport.No,
+        });
+        console.Profile.Width = 100;
+        string p = string.Join(" ", r.Parameters.Select(kv => $"{kv.Key}={kv.Value}"));
+        console.WriteLine($"{r.Scenario} on design '{r.Design}' ({p})");
+        var t = new Table().Border(TableBorder.Simple);
+        t.AddColumn("");
+        t.AddColumn(new TableColumn("before").RightAligned());
+        t.AddColumn(new TableColumn("after").RightAligned());
+        t.AddColumn(new TableColumn("delta").RightAligned());
+        Row(t, "VmSize", r.Before.VmSizeKb, r.After.VmSizeKb, true);
+        Row(t, "VmRSS", r.Before.VmRssKb, r.After.VmRssKb, true);
+        Row(t, "RssAnon", r.Before.RssAnonKb, r.After.RssAnonKb, true);
+        Row(t, "VmSwap", r.Before.VmSwapKb, r.After.VmSwapKb, true);
+        Row(t, "VmPTE", r.Before.VmPteKb, r.After.VmPteKb, true);
+        Row(t, "PTE tables", r.Before.Tables.Pte, r.After.Tables.Pte, false);
+        Row(t, "PMD tables", r.Before.Tables.Pmd, r.After.Tables.Pmd, false);
+        Row(t, "PUD tables", r.Before.Tables.Pud, r.After.Tables.Pud, false);
+        console.Write(t);
+        var c = r.Counters;
+        console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"faults {c.Faults:N0}, tables allocated {c.TablesAllocated:N0} / freed {c.TablesFreed:N0}, TLB flushes {c.TlbFlushes:N0}, grace periods {c.GracePeriods:N0}"));
+        console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"wall {r.WallSeconds:0.000} s, {r.Host.FaultsPerSecond:N0} faults/s, ptlab peak RSS {r.Host.PeakWorkingSetBytes / (1 << 20):N0} MiB"));
+    }
+
+    private static void Row(Table t, string name, long before, long after, bool kb)
+    {
+        string F(long v) => kb ? string.Create(CultureInfo.InvariantCulture, $"{v:N0} kB") : v.ToString("N0", CultureInfo.InvariantCulture);
+        long d = after - before;
+        string delta = (d > 0 ? "+" : "") + F(d);
+        t.AddRow(name, F(before), F(after), delta);
+    }
+}
