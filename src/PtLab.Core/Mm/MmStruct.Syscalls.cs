@@ -390,7 +390,7 @@ public sealed partial class MmStruct
                 }
 
                 var next = FindVma(nstart);
-                if (next is null || next.Start != nstart)
+                if (next is null || next.Start > nstart)
                 {
                     error = Errno.ENOMEM; // a hole: the part before it stays changed, as in Linux
                     break;

@@ -69,24 +69,35 @@ public sealed partial class MmStruct
     private static bool CanMerge(Vma a, Vma b) =>
         a.End == b.Start && a.Flags == b.Flags && AnonCompatible(a.AnonVma, b.AnonVma);
 
-    /// <summary>Merges the VMA at <paramref name="i"/> with its neighbours where Linux would (<c>vma_merge</c>).</summary>
+    /// <summary>
+    /// Merges the VMA at <paramref name="i"/> with its neighbours where Linux would (<c>vma_merge</c>):
+    /// with both when all three are compatible, else with the previous one in preference, else the next.
+    /// </summary>
     private void MergeAround(int i)
     {
         lock (_vmas)
         {
-            if (i + 1 < _vmas.Count && CanMerge(_vmas[i], _vmas[i + 1]))
+            var cur = _vmas[i];
+            bool left = i > 0 && CanMerge(_vmas[i - 1], cur);
+            bool right = i + 1 < _vmas.Count && CanMerge(cur, _vmas[i + 1]);
+            if (left && right && !AnonCompatible(_vmas[i - 1].AnonVma, _vmas[i + 1].AnonVma))
+            {
+                right = false;
+            }
+
+            if (right)
             {
                 var next = _vmas[i + 1];
-                _vmas[i].End = next.End;
-                _vmas[i].AnonVmaSlot ??= next.AnonVma;
+                cur.End = next.End;
+                cur.AnonVmaSlot ??= next.AnonVma;
                 _vmas.RemoveAt(i + 1);
             }
 
-            if (i > 0 && CanMerge(_vmas[i - 1], _vmas[i]))
+            if (left)
             {
-                var cur = _vmas[i];
-                _vmas[i - 1].End = cur.End;
-                _vmas[i - 1].AnonVmaSlot ??= cur.AnonVma;
+                var prev = _vmas[i - 1];
+                prev.End = cur.End;
+                prev.AnonVmaSlot ??= cur.AnonVma;
                 _vmas.RemoveAt(i);
             }
         }

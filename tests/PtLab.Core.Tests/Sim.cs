@@ -1,0 +1,64 @@
+using PtLab.Mm;
+using PtLab.Paging;
+
+namespace PtLab.Tests;
+
+/// <summary>A small machine with one address space, for tests.</summary>
+internal sealed class Sim : IDisposable
+{
+    public const ulong K4 = 4096;
+    public const ulong M1 = 1UL << 20;
+    public const ulong M2 = 2UL << 20;
+    public const ulong G1 = 1UL << 30;
+
+    public const MapFlags Anon = MapFlags.Private | MapFlags.Anonymous;
+    public const Prot Rw = Prot.Read | Prot.Write;
+
+    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1)
+    {
+        Machine = new Machine(new MachineOptions { RamBytes = ramBytes, PageData = pageData, Cpus = cpus });
+        Mm = Machine.CreateAddressSpace();
+        Cpu = Machine.Cpus[0];
+    }
+
+    public Machine Machine { get; }
+
+    public MmStruct Mm { get; }
+
+    public Cpu Cpu { get; }
+
+    public ulong Map(ulong length, Prot prot = Rw, MapFlags flags = Anon, ulong addr = 0)
+    {
+        var r = Mm.Mmap(Cpu, addr, length, prot, flags);
+        Assert.True(r.Ok, $"mmap({addr:x}, {length}, {prot}, {flags}) failed: {r.Error}");
+        return r.Address;
+    }
+
+    public void TouchAll(ulong start, ulong length, bool write = true)
+    {
+        for (ulong va = start; va < start + length; va += Geometry.PageSize)
+        {
+            var r = write ? Cpu.Touch(va) : Cpu.ReadByte(va, out _);
+            Assert.True(r.Ok, $"touch 0x{va:x}: {r}");
+        }
+    }
+
+    public TableCounts Tables => Mm.Status().Tables;
+
+    /// <summary>Asserts VmPTE matches the tables really reachable from the PGD.</summary>
+    public void AssertAccountingConsistent()
+    {
+        var present = Mm.CountTablesPresent();
+        var status = Mm.Status();
+        Assert.Equal(present, status.Tables);
+        Assert.Equal((present.Pte + present.Pmd + present.Pud) * 4, status.VmPteKb);
+    }
+
+    public void Dispose()
+    {
+        if (Cpu.Mm is not null)
+        {
+            Mm.Exit(Cpu);
+        }
+    }
+}
