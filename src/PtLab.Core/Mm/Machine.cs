@@ -36,6 +36,8 @@ public sealed class Machine
         ArgumentOutOfRangeException.ThrowIfLessThan(Options.Cpus, 1);
         Phys = new PhysMemory(Options.RamBytes, Options.PageData);
         Rcu = new Rcu(Options.Cpus);
+        Vmscan = new Vmscan(this);
+        Phys.Reclaim = Vmscan.Reclaim;
         _cpus = new Cpu[Options.Cpus];
         for (int i = 0; i < _cpus.Length; i++)
         {
@@ -51,6 +53,13 @@ public sealed class Machine
 
     /// <summary>RCU.</summary>
     public Rcu Rcu { get; }
+
+    /// <summary>Page reclaim.</summary>
+    internal Vmscan Vmscan { get; }
+
+    /// <summary>Reclaim figures: pages scanned, lazy-free pages discarded, redirtied, and kept as referenced.</summary>
+    public (long Scanned, long Discarded, long Redirtied, long Referenced) ReclaimStats =>
+        (Vmscan.Scanned, Vmscan.Discarded, Vmscan.Redirtied, Vmscan.Referenced);
 
     /// <summary>The CPUs.</summary>
     public IReadOnlyList<Cpu> Cpus => _cpus;

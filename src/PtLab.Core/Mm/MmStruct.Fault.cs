@@ -41,14 +41,14 @@ public sealed partial class MmStruct
     /// <summary><c>handle_mm_fault</c> for a private anonymous VMA. Caller holds <c>mmap_lock</c>.</summary>
     internal FaultOutcome HandleMmFault(Cpu cpu, Vma vma, ulong addr, bool write)
     {
-        CountFault();
-        long pud = PudAlloc(addr);
+        CountFault(cpu);
+        long pud = PudAlloc(cpu, addr);
         if (pud < 0)
         {
             return FaultOutcome.Oom;
         }
 
-        long pmdTable = PmdAlloc(pud, addr);
+        long pmdTable = PmdAlloc(cpu, pud, addr);
         if (pmdTable < 0)
         {
             return FaultOutcome.Oom;
@@ -58,7 +58,7 @@ public sealed partial class MmStruct
     }
 
     /// <summary><c>__pud_alloc</c>: populates the PGD entry under <c>page_table_lock</c>.</summary>
-    private long PudAlloc(ulong addr)
+    private long PudAlloc(Cpu cpu, ulong addr)
     {
         ref ulong pgde = ref Phys.Table(PgdPfn)[Geometry.Index(addr, 4)];
         ulong e = Volatile.Read(ref pgde);
@@ -67,7 +67,7 @@ public sealed partial class MmStruct
             return Entry.Pfn(e);
         }
 
-        long fresh = Phys.AllocTable(3);
+        long fresh = Phys.AllocTable(3, cpu.Id);
         if (fresh < 0)
         {
             return -1;
@@ -91,7 +91,7 @@ public sealed partial class MmStruct
     }
 
     /// <summary><c>__pmd_alloc</c>: populates the PUD entry under <c>page_table_lock</c>.</summary>
-    private long PmdAlloc(long pudTable, ulong addr)
+    private long PmdAlloc(Cpu cpu, long pudTable, ulong addr)
     {
         ref ulong pude = ref Phys.Table(pudTable)[Geometry.Index(addr, 3)];
         ulong e = Volatile.Read(ref pude);
@@ -100,7 +100,7 @@ public sealed partial class MmStruct
             return Entry.Pfn(e);
         }
 
-        long fresh = Phys.AllocTable(2);
+        long fresh = Phys.AllocTable(2, cpu.Id);
         if (fresh < 0)
         {
             return -1;
@@ -127,7 +127,7 @@ public sealed partial class MmStruct
     /// <c>__pte_alloc</c> + <c>pmd_install</c>: allocates a PTE table and installs it under the pmd
     /// lock, unless another thread did first. Returns false when memory ran out.
     /// </summary>
-    internal bool PteAlloc(long pmdTable, int pmdIndex)
+    internal bool PteAlloc(Cpu cpu, long pmdTable, int pmdIndex)
     {
         ref ulong pmde = ref Phys.Table(pmdTable)[pmdIndex];
         if (!Entry.IsNone(Volatile.Read(ref pmde)))
@@ -135,7 +135,7 @@ public sealed partial class MmStruct
             return true;
         }
 
-        long fresh = Phys.AllocTable(1);
+        long fresh = Phys.AllocTable(1, cpu.Id);
         if (fresh < 0)
         {
             return false;
@@ -234,7 +234,7 @@ public sealed partial class MmStruct
     /// <summary><c>do_anonymous_page</c>: the zero page on a read, a fresh zeroed page on a write.</summary>
     private FaultOutcome DoAnonymousPage(Cpu cpu, Vma vma, ulong addr, bool write, long pmdTable, int pmdIndex)
     {
-        if (!PteAlloc(pmdTable, pmdIndex))
+        if (!PteAlloc(cpu, pmdTable, pmdIndex))
         {
             return FaultOutcome.Oom;
         }
@@ -265,29 +265,29 @@ public sealed partial class MmStruct
         }
 
         AnonVmaPrepare(vma);
-        long pfn = Phys.AllocZeroedPage();
+        long pfn = Phys.AllocZeroedPage(cpu.Id);
         if (pfn < 0)
         {
             return FaultOutcome.Oom;
         }
 
-        CountPageAllocated();
+        CountPageAllocated(cpu);
         ulong pte = Entry.MakePte(pfn, writable: (vma.Flags & VmFlags.Write) != 0, dirty: (vma.Flags & VmFlags.Write) != 0, noExec);
         long pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
         if (pt < 0)
         {
-            FreeUnusedPage(pfn);
+            FreeUnusedPage(cpu, pfn);
             return FaultOutcome.Ok;
         }
 
         if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[index])))
         {
             Design.PteUnmapUnlock(this, cpu, pt);
-            FreeUnusedPage(pfn);
+            FreeUnusedPage(cpu, pfn);
             return FaultOutcome.Ok;
         }
 
-        AddRssAnon(1);
+        AddRssAnon(cpu, 1);
         PageAddNewAnonRmap(pfn, addr);
         SetPteAt(pt, index, pte);
         Design.PteUnmapUnlock(this, cpu, pt);
@@ -321,7 +321,7 @@ public sealed partial class MmStruct
         RawSpinLock.Unlock(ref Phys.Desc(pt).PtLock);
         Design.PteUnmap(this, cpu, pt);
         AnonVmaPrepare(vma);
-        long fresh = special ? Phys.AllocZeroedPage() : Phys.AllocFrame();
+        long fresh = special ? Phys.AllocZeroedPage(cpu.Id) : Phys.AllocFrame(cpu.Id);
         if (fresh < 0)
         {
             if (!special)
@@ -337,7 +337,7 @@ public sealed partial class MmStruct
             Phys.Content.Copy(oldPfn, fresh);
         }
 
-        CountPageAllocated();
+        CountPageAllocated(cpu);
         long pt2 = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
         bool installed = false;
         if (pt2 >= 0)
@@ -349,11 +349,11 @@ public sealed partial class MmStruct
                 FlushTlbRange(addr, addr + Geometry.PageSize);
                 if (special)
                 {
-                    AddRssAnon(1);
+                    AddRssAnon(cpu, 1);
                 }
                 else
                 {
-                    PageRemoveRmap(oldPfn);
+                    PageRemoveRmap(cpu, oldPfn);
                 }
 
                 PageAddNewAnonRmap(fresh, addr);
@@ -366,7 +366,7 @@ public sealed partial class MmStruct
 
         if (!installed)
         {
-            FreeUnusedPage(fresh);
+            FreeUnusedPage(cpu, fresh);
         }
 
         if (!special)
@@ -375,7 +375,7 @@ public sealed partial class MmStruct
             Phys.PutPage(oldPfn);
             if (installed)
             {
-                ReleasePages([oldPfn]);
+                ReleasePages(cpu, [oldPfn]);
             }
         }
 
@@ -402,10 +402,11 @@ public sealed partial class MmStruct
         d.MapCount = 1;
         d.RmapOwner = this;
         d.RmapAddress = addr & Geometry.PageMask;
+        Phys.Lru.Add(pfn, LruList.Anon);
     }
 
     /// <summary><c>folio_remove_rmap_pte</c> and the RSS counter.</summary>
-    private void PageRemoveRmap(long pfn)
+    private void PageRemoveRmap(Cpu cpu, long pfn)
     {
         ref var d = ref Phys.Desc(pfn);
         if (Interlocked.Decrement(ref d.MapCount) < 0)
@@ -413,18 +414,18 @@ public sealed partial class MmStruct
             throw new InvalidOperationException($"mapcount underflow on frame {pfn:x}");
         }
 
-        AddRssAnon(-1);
+        AddRssAnon(cpu, -1);
     }
 
-    private void FreeUnusedPage(long pfn)
+    private void FreeUnusedPage(Cpu cpu, long pfn)
     {
         Phys.PutPage(pfn);
-        CountPageFreed(1);
+        CountPageFreed(cpu, 1);
     }
 
     /// <summary>Drops the mapping references of pages already unmapped and flushed (<c>tlb_finish_mmu</c>'s free).</summary>
-    internal void ReleasePages(ReadOnlySpan<long> pfns)
+    internal void ReleasePages(Cpu? cpu, ReadOnlySpan<long> pfns)
     {
-        CountPageFreed(Phys.PutPages(pfns));
+        CountPageFreed(cpu, Phys.PutPages(pfns));
     }
 }

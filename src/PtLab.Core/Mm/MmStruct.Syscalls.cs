@@ -304,7 +304,7 @@ public sealed partial class MmStruct
             _vmas.RemoveRange(first, last - first);
         }
 
-        var tlb = new MmuGather(this);
+        var tlb = new MmuGather(this, cpu);
         foreach (var v in doomed)
         {
             UnmapPageRange(cpu, tlb, v, v.Start, v.End, ZapReason.Unmap);
@@ -314,7 +314,10 @@ public sealed partial class MmStruct
             }
         }
 
+        // unlink_anon_vmas runs before the tables go, under the anon_vma lock the rmap walk takes.
+        RmapLock.DownWrite();
         FreePgtables(tlb, doomed, floor, ceiling);
+        RmapLock.UpWrite();
         tlb.Finish();
     }
 
@@ -376,7 +379,7 @@ public sealed partial class MmStruct
             }
 
             ulong nstart = addr;
-            var tlb = new MmuGather(this);
+            var tlb = new MmuGather(this, cpu);
             Errno error = Errno.None;
             while (true)
             {
@@ -538,7 +541,7 @@ public sealed partial class MmStruct
         {
             Errno unmapped = Errno.None;
             ulong start = addr;
-            var tlb = new MmuGather(this);
+            var tlb = new MmuGather(this, cpu);
             try
             {
                 while (true)
@@ -653,12 +656,15 @@ public sealed partial class MmStruct
                         tlb.RemoveTlbEntry(va);
                     }
 
-                    // folio_mark_lazyfree
-                    Interlocked.And(ref d.Flags, ~(int)PageFlags.SwapBacked);
+                    // folio_mark_lazyfree: off the anon LRU, onto the file LRU, no longer swap-backed.
+                    if ((Interlocked.And(ref d.Flags, ~(int)PageFlags.SwapBacked) & (int)PageFlags.SwapBacked) != 0)
+                    {
+                        Phys.Lru.Move(pfn, LruList.File);
+                    }
                 }
 
                 Design.PteUnmapUnlock(this, cpu, pt);
-                AddSwapEnts(-swapFreed);
+                AddSwapEnts(cpu, -swapFreed);
             }
 
             addr = next;
@@ -685,16 +691,18 @@ public sealed partial class MmStruct
                 _vmas.Clear();
             }
 
-            var tlb = new MmuGather(this);
+            var tlb = new MmuGather(this, cpu);
             foreach (var v in all)
             {
                 UnmapPageRange(cpu, tlb, v, v.Start, v.End, ZapReason.Unmap);
             }
 
+            RmapLock.DownWrite();
             FreePgtables(tlb, all, 0, 0);
+            _dead = true;
+            RmapLock.UpWrite();
             tlb.Finish();
             _committedPages = 0;
-            _dead = true;
         }
         finally
         {

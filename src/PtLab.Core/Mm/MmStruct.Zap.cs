@@ -108,8 +108,8 @@ public sealed partial class MmStruct
         }
 
         Design.PteUnmapUnlock(this, cpu, pt);
-        AddRssAnon(-rss);
-        AddSwapEnts(-swap);
+        AddRssAnon(cpu, -rss);
+        AddSwapEnts(cpu, -swap);
         return skipped;
     }
 

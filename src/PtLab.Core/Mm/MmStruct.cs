@@ -25,19 +25,21 @@ public sealed partial class MmStruct
     public const int MaxMapCount = 65530;
 
     private readonly List<Vma> _vmas = [];
-    private long _rssAnon;
-    private long _swapEnts;
     private long _nrPtes;
     private long _nrPmds;
     private long _nrPuds;
     private readonly long[] _tablesAllocated = new long[5];
     private readonly long[] _tablesFreed = new long[5];
-    private long _faults;
     private long _tlbFlushes;
-    private long _pagesAllocated;
-    private long _pagesFreed;
     private long _committedPages;
     private bool _dead;
+
+    // mm->rss_stat and friends: per-CPU, as the kernel's percpu_counter.
+    private readonly PerCpuCounter _rssAnon;
+    private readonly PerCpuCounter _swapEnts;
+    private readonly PerCpuCounter _faults;
+    private readonly PerCpuCounter _pagesAllocated;
+    private readonly PerCpuCounter _pagesFreed;
 
     internal MmStruct(Machine machine, IPageTableReclaim design)
     {
@@ -45,6 +47,12 @@ public sealed partial class MmStruct
         Phys = machine.Phys;
         Rcu = machine.Rcu;
         Design = design;
+        int cpus = machine.Options.Cpus;
+        _rssAnon = new PerCpuCounter(cpus);
+        _swapEnts = new PerCpuCounter(cpus);
+        _faults = new PerCpuCounter(cpus);
+        _pagesAllocated = new PerCpuCounter(cpus);
+        _pagesFreed = new PerCpuCounter(cpus);
         PgdPfn = Phys.AllocTable(4);
         if (PgdPfn < 0)
         {
@@ -66,6 +74,12 @@ public sealed partial class MmStruct
 
     /// <summary><c>mmap_lock</c>.</summary>
     public RwSemaphore MmapLock { get; } = new();
+
+    /// <summary>
+    /// Stands for the anon_vma locks: the rmap walk of reclaim holds it for read, and
+    /// <c>free_pgtables</c> for write, so reclaim never walks a table munmap or exit is freeing.
+    /// </summary>
+    public RwSemaphore RmapLock { get; } = new();
 
     /// <summary><c>page_table_lock</c>: guards populating PGD and PUD entries.</summary>
     public SpinLockObject PageTableLock { get; } = new();
@@ -101,7 +115,7 @@ public sealed partial class MmStruct
         }
 
         // Only private anonymous memory is modelled, so RssFile and RssShmem stay 0.
-        long anon = Volatile.Read(ref _rssAnon) * 4, file = 0, shmem = 0;
+        long anon = _rssAnon.Sum() * 4, file = 0, shmem = 0;
         var tables = new TableCounts(Volatile.Read(ref _nrPtes), Volatile.Read(ref _nrPmds), Volatile.Read(ref _nrPuds));
         return new MmStatus(
             VmSizeKb: (long)(vmSize >> 10),
@@ -109,14 +123,14 @@ public sealed partial class MmStruct
             RssAnonKb: anon,
             RssFileKb: file,
             RssShmemKb: shmem,
-            VmSwapKb: Volatile.Read(ref _swapEnts) * 4,
+            VmSwapKb: _swapEnts.Sum() * 4,
             VmPteKb: (tables.Pte + tables.Pmd + tables.Pud) * 4,
             Tables: tables);
     }
 
     /// <summary>Event counters since the address space was created.</summary>
     public MmCounters Counters() => new(
-        Faults: Volatile.Read(ref _faults),
+        Faults: _faults.Sum(),
         PteTablesAllocated: Volatile.Read(ref _tablesAllocated[1]),
         PteTablesFreed: Volatile.Read(ref _tablesFreed[1]),
         PmdTablesAllocated: Volatile.Read(ref _tablesAllocated[2]),
@@ -124,19 +138,19 @@ public sealed partial class MmStruct
         PudTablesAllocated: Volatile.Read(ref _tablesAllocated[3]),
         PudTablesFreed: Volatile.Read(ref _tablesFreed[3]),
         TlbFlushes: Volatile.Read(ref _tlbFlushes),
-        PagesAllocated: Volatile.Read(ref _pagesAllocated),
-        PagesFreed: Volatile.Read(ref _pagesFreed),
+        PagesAllocated: _pagesAllocated.Sum(),
+        PagesFreed: _pagesFreed.Sum(),
         GracePeriods: Rcu.GracePeriods);
 
-    internal void AddRssAnon(long pages) => Interlocked.Add(ref _rssAnon, pages);
+    internal void AddRssAnon(Cpu? cpu, long pages) => _rssAnon.Add(cpu?.Id ?? -1, pages);
 
-    internal void AddSwapEnts(long entries) => Interlocked.Add(ref _swapEnts, entries);
+    internal void AddSwapEnts(Cpu? cpu, long entries) => _swapEnts.Add(cpu?.Id ?? -1, entries);
 
-    internal void CountPageAllocated() => Interlocked.Increment(ref _pagesAllocated);
+    internal void CountPageAllocated(Cpu? cpu) => _pagesAllocated.Add(cpu?.Id ?? -1, 1);
 
-    internal void CountPageFreed(long n) => Interlocked.Add(ref _pagesFreed, n);
+    internal void CountPageFreed(Cpu? cpu, long n) => _pagesFreed.Add(cpu?.Id ?? -1, n);
 
-    internal void CountFault() => Interlocked.Increment(ref _faults);
+    internal void CountFault(Cpu cpu) => _faults.Add(cpu.Id, 1);
 
     /// <summary><c>mm_inc_nr_ptes</c> / <c>mm_inc_nr_pmds</c> / <c>mm_inc_nr_puds</c>.</summary>
     internal void IncTables(int level)

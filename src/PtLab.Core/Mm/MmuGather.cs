@@ -10,12 +10,17 @@ internal sealed class MmuGather
     private const int FlushBatch = 4096;
 
     private readonly MmStruct _mm;
+    private readonly Cpu? _cpu;
     private readonly List<long> _pages = [];
     private List<long>? _tables;
     private ulong _start = ulong.MaxValue;
     private ulong _end;
 
-    public MmuGather(MmStruct mm) => _mm = mm;
+    public MmuGather(MmStruct mm, Cpu? cpu)
+    {
+        _mm = mm;
+        _cpu = cpu;
+    }
 
     /// <summary><c>tlb_remove_tlb_entry</c>: the page's translation must be flushed.</summary>
     public void RemoveTlbEntry(ulong addr)
@@ -59,7 +64,7 @@ internal sealed class MmuGather
         _end = 0;
         if (_pages.Count > 0)
         {
-            _mm.ReleasePages(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_pages));
+            _mm.ReleasePages(_cpu, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_pages));
             _pages.Clear();
         }
 

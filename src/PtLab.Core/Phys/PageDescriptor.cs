@@ -24,6 +24,17 @@ public enum PageFlags
     SwapCache = 1 << 7,
 }
 
+/// <summary>The LRU lists PtLab keeps (<c>enum lru_list</c>, without the active/inactive split).</summary>
+public enum LruList
+{
+    /// <summary>Not on an LRU list.</summary>
+    None = 0,
+    /// <summary>Swap-backed anonymous pages (<c>LRU_INACTIVE_ANON</c>/<c>LRU_ACTIVE_ANON</c>).</summary>
+    Anon = 1,
+    /// <summary>Pages reclaim may drop without writing them anywhere: lazy-free anonymous pages (<c>LRU_INACTIVE_FILE</c>).</summary>
+    File = 2,
+}
+
 /// <summary>
 /// The model of <c>struct page</c> / <c>struct ptdesc</c>: one per 4 KiB frame, kept in segment
 /// arrays so that descriptors exist only for frames that were ever taken.
@@ -50,6 +61,15 @@ public struct PageDescriptor
 
     /// <summary>Table level for table pages: 1 PTE, 2 PMD, 3 PUD, 4 PGD; 0 otherwise.</summary>
     public int Level;
+
+    /// <summary>Which LRU list holds the page (<see cref="LruList"/>); <see cref="LruList.None"/> when off the LRU.</summary>
+    public LruList Lru;
+
+    /// <summary>Previous page on its LRU list (towards the head, the newest), or -1.</summary>
+    public long LruPrev;
+
+    /// <summary>Next page on its LRU list (towards the tail, the oldest), or -1.</summary>
+    public long LruNext;
 
     /// <summary>Reverse map: the user address a private anonymous page is mapped at (<c>page->index</c>).</summary>
     public ulong RmapAddress;

@@ -40,6 +40,15 @@ public sealed class PhysMemory
         }
 
         TotalFrames = ramBytes >> PageShift;
+        Lru = new LruLists(this);
+        // init_per_zone_wmark_min / __setup_per_zone_wmarks: min = sqrt(16 * lowmem kB) clamped to
+        // [128 kB, 256 MiB]; low and high add max(min / 4, 0.1% of memory) once and twice.
+        long kb = ramBytes >> 10;
+        long minKb = Math.Clamp((long)Math.Sqrt(kb * 16.0), 128, 262144);
+        long stepKb = Math.Max(minKb / 4, kb * 10 / 10000);
+        MinWatermark = minKb >> 2;
+        LowWatermark = (minKb + stepKb) >> 2;
+        HighWatermark = (minKb + (2 * stepKb)) >> 2;
         Content = pageData ? new ByteContentStore() : new TokenContentStore();
         ZeroPfn = 0;
         _highWater = 1;
@@ -76,27 +85,76 @@ public sealed class PhysMemory
     /// <summary>The descriptor of a frame (<c>pfn_to_page</c>).</summary>
     public ref PageDescriptor Desc(long pfn) => ref _descriptors.Slot(pfn);
 
-    /// <summary>Optional hook asked to free memory before an allocation fails (direct reclaim).</summary>
-    public Func<long, bool>? DirectReclaim { get; set; }
+    /// <summary>The LRU lists.</summary>
+    internal LruLists Lru { get; }
+
+    /// <summary>Frames of the min watermark (<c>WMARK_MIN</c>).</summary>
+    public long MinWatermark { get; }
+
+    /// <summary>Frames of the low watermark: below it, kswapd is woken (<c>WMARK_LOW</c>).</summary>
+    public long LowWatermark { get; }
+
+    /// <summary>Frames of the high watermark: kswapd reclaims up to it (<c>WMARK_HIGH</c>).</summary>
+    public long HighWatermark { get; }
+
+    /// <summary>Pages on the anonymous (swap-backed) LRU list.</summary>
+    public long LruAnonPages => Lru.Count(LruList.Anon);
+
+    /// <summary>Pages on the file LRU list (here: lazy-free pages awaiting reclaim).</summary>
+    public long LruFilePages => Lru.Count(LruList.File);
+
+    /// <summary>
+    /// Page reclaim: asked for a number of frames, returns how many it freed. Called by the
+    /// allocation that crosses the low watermark (the work kswapd would do, done synchronously
+    /// here) and by an allocation that found no free frame (direct reclaim).
+    /// </summary>
+    public Func<int, long, long>? Reclaim { get; set; }
+
+    private int _kswapd;
 
     /// <summary>
     /// Takes a free frame (<c>alloc_page</c>) with refcount 1, or returns -1 when RAM is exhausted
-    /// and reclaim could not help. The frame's data is not cleared.
+    /// and reclaim could not help. The frame's data is not cleared. Reclaim runs on
+    /// <paramref name="cpu"/> (none when -1).
     /// </summary>
-    public long AllocFrame()
+    public long AllocFrame(int cpu = -1)
     {
         long pfn = TryTake();
-        if (pfn < 0 && DirectReclaim is { } reclaim)
+        if (Reclaim is { } reclaim)
         {
-            // Direct reclaim runs outside the free-list lock; retry a few times as the kernel does.
-            for (int attempt = 0; attempt < 4 && pfn < 0; attempt++)
+            if (pfn < 0)
             {
-                if (!reclaim(32))
+                // Direct reclaim, outside the free-list lock; a few rounds, as the kernel retries.
+                for (int attempt = 0; attempt < 4 && pfn < 0; attempt++)
                 {
-                    break;
-                }
+                    if (cpu < 0 || reclaim(cpu, 32) == 0)
+                    {
+                        break;
+                    }
 
-                pfn = TryTake();
+                    pfn = TryTake();
+                }
+            }
+            else if (cpu >= 0 && FreeFrames < LowWatermark && Interlocked.CompareExchange(ref _kswapd, 1, 0) == 0)
+            {
+                try
+                {
+                    long want = HighWatermark - FreeFrames;
+                    while (want > 0)
+                    {
+                        long got = reclaim(cpu, Math.Min(want, 1024));
+                        if (got == 0)
+                        {
+                            break;
+                        }
+
+                        want -= got;
+                    }
+                }
+                finally
+                {
+                    Volatile.Write(ref _kswapd, 0);
+                }
             }
         }
 
@@ -115,13 +173,15 @@ public sealed class PhysMemory
         d.RmapAddress = 0;
         d.RmapOwner = null;
         d.TableState = null;
+        d.Lru = LruList.None;
+        d.LruPrev = d.LruNext = -1;
         return pfn;
     }
 
     /// <summary>Allocates a zero-filled page for user data (<c>alloc_zeroed_user_highpage</c>).</summary>
-    public long AllocZeroedPage()
+    public long AllocZeroedPage(int cpu = -1)
     {
-        long pfn = AllocFrame();
+        long pfn = AllocFrame(cpu);
         if (pfn >= 0)
         {
             Content.Zero(pfn);
@@ -130,10 +190,10 @@ public sealed class PhysMemory
         return pfn;
     }
 
-    /// <summary>Allocates a zeroed page-table page of the given level (<c>pte_alloc_one</c> and friends).</summary>
-    public long AllocTable(int level)
+    /// <summary>Allocates a zeroed page-table page of the given level (<c>pte_alloc_one</c> and friends); <paramref name="cpu"/> runs reclaim if needed.</summary>
+    public long AllocTable(int level, int cpu = -1)
     {
-        long pfn = AllocFrame();
+        long pfn = AllocFrame(cpu);
         if (pfn < 0)
         {
             return -1;
@@ -185,6 +245,7 @@ public sealed class PhysMemory
             throw new InvalidOperationException($"freeing reserved frame {pfn:x}");
         }
 
+        Lru.RemoveAll([pfn]);
         PoisonFreed(ref d, pfn);
         PushFree([pfn]);
     }
@@ -202,6 +263,18 @@ public sealed class PhysMemory
         d.RmapOwner = null;
         d.TableState = null;
         d.Generation++;
+    }
+
+    /// <summary>Frees pages whose last reference is gone: off the LRU under one lock, then onto the free list.</summary>
+    private void FreeBatch(ReadOnlySpan<long> pfns)
+    {
+        Lru.RemoveAll(pfns);
+        foreach (long pfn in pfns)
+        {
+            PoisonFreed(ref Desc(pfn), pfn);
+        }
+
+        PushFree(pfns);
     }
 
     private void PushFree(ReadOnlySpan<long> pfns)
@@ -274,17 +347,16 @@ public sealed class PhysMemory
                 continue;
             }
 
-            PoisonFreed(ref d, pfn);
             batch[n++] = pfn;
             if (n == batch.Length)
             {
-                PushFree(batch);
+                FreeBatch(batch);
                 freed += n;
                 n = 0;
             }
         }
 
-        PushFree(batch[..n]);
+        FreeBatch(batch[..n]);
         return freed + n;
     }
 

@@ -1,0 +1,90 @@
+using PtLab.Paging;
+using PtLab.Phys;
+
+namespace PtLab.Mm;
+
+public sealed partial class MmStruct
+{
+    /// <summary>
+    /// <c>try_to_unmap_one</c> for a lazy-free anonymous page, found through
+    /// <c>page_vma_mapped_walk</c> at its rmap address: a young entry only loses its young bit
+    /// (<c>folio_referenced</c>); otherwise the entry is cleared and flushed, and the page is
+    /// discarded if it is still clean and nobody else holds it, or else mapped back and made
+    /// swap-backed again.
+    /// </summary>
+    internal UnmapOutcome TryToUnmapLazyFree(Cpu cpu, long pfn, ulong addr)
+    {
+        if (!RmapLock.TryDownRead())
+        {
+            return UnmapOutcome.Busy;
+        }
+
+        try
+        {
+            if (_dead)
+            {
+                return UnmapOutcome.NotMapped;
+            }
+
+            long pmdTable = PmdTableOf(addr);
+            if (pmdTable < 0)
+            {
+                return UnmapOutcome.NotMapped;
+            }
+
+            long pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (pt < 0)
+            {
+                return UnmapOutcome.NotMapped;
+            }
+
+            try
+            {
+                int index = Geometry.PteIndex(addr);
+                ref ulong slot = ref Phys.Table(pt)[index];
+                ulong e = Volatile.Read(ref slot);
+                if (!Entry.IsPresent(e) || Entry.IsSpecial(e) || Entry.Pfn(e) != pfn)
+                {
+                    return UnmapOutcome.NotMapped;
+                }
+
+                if (Entry.IsYoung(e) && Interlocked.CompareExchange(ref slot, Entry.MkOld(e), e) == e)
+                {
+                    FlushTlbRange(addr, addr + Geometry.PageSize);
+                    return UnmapOutcome.Referenced;
+                }
+
+                ulong old = PtepGetAndClear(pt, ref slot);
+                FlushTlbRange(addr, addr + Geometry.PageSize);
+                ref var d = ref Phys.Desc(pfn);
+                if (Entry.IsDirty(old))
+                {
+                    Interlocked.Or(ref d.Flags, (int)PageFlags.Dirty);
+                }
+
+                int refs = Volatile.Read(ref d.RefCount);
+                int maps = Volatile.Read(ref d.MapCount);
+                if ((d.Flags & (int)(PageFlags.SwapBacked | PageFlags.Dirty)) == 0 && refs == 1 + maps)
+                {
+                    Interlocked.Decrement(ref d.MapCount);
+                    AddRssAnon(cpu, -1);
+                    Phys.PutPage(pfn); // the mapping's reference; the isolation reference frees it
+                    CountPageFreed(cpu, 1);
+                    return UnmapOutcome.Discarded;
+                }
+
+                SetPteAt(pt, index, old);
+                Interlocked.Or(ref d.Flags, (int)PageFlags.SwapBacked);
+                return UnmapOutcome.Redirtied;
+            }
+            finally
+            {
+                Design.PteUnmapUnlock(this, cpu, pt);
+            }
+        }
+        finally
+        {
+            RmapLock.UpRead();
+        }
+    }
+}

@@ -1,0 +1,150 @@
+using PtLab.Sync;
+
+namespace PtLab.Phys;
+
+/// <summary>
+/// The LRU lists of one node (<c>struct lruvec</c>): doubly linked through the page descriptors,
+/// newest at the head, under one lock (<c>lruvec-&gt;lru_lock</c>).
+/// </summary>
+internal sealed class LruLists
+{
+    private readonly PhysMemory _phys;
+    private readonly long[] _head = [-1, -1, -1];
+    private readonly long[] _tail = [-1, -1, -1];
+    private readonly long[] _count = new long[3];
+    private int _lock;
+
+    public LruLists(PhysMemory phys) => _phys = phys;
+
+    public long Count(LruList list) => Volatile.Read(ref _count[(int)list]);
+
+    /// <summary><c>folio_add_lru</c>: adds at the head.</summary>
+    public void Add(long pfn, LruList list)
+    {
+        RawSpinLock.Lock(ref _lock);
+        AddLocked(pfn, list);
+        RawSpinLock.Unlock(ref _lock);
+    }
+
+    /// <summary>Moves a page to the head of <paramref name="list"/> if it is on an LRU (<c>lru_lazyfree_fn</c>, rotation).</summary>
+    public void Move(long pfn, LruList list)
+    {
+        RawSpinLock.Lock(ref _lock);
+        if (_phys.Desc(pfn).Lru != LruList.None)
+        {
+            DelLocked(pfn);
+            AddLocked(pfn, list);
+        }
+
+        RawSpinLock.Unlock(ref _lock);
+    }
+
+    /// <summary>Takes pages off their LRU lists, where on one, under one lock (<c>folios_put_refs</c>).</summary>
+    public void RemoveAll(ReadOnlySpan<long> pfns)
+    {
+        bool locked = false;
+        foreach (long pfn in pfns)
+        {
+            // Only this freer can still see PG_lru set on a page whose last reference it dropped,
+            // apart from isolation, which clears it under the lock: recheck once locked.
+            if (_phys.Desc(pfn).Lru == LruList.None)
+            {
+                continue;
+            }
+
+            if (!locked)
+            {
+                RawSpinLock.Lock(ref _lock);
+                locked = true;
+            }
+
+            if (_phys.Desc(pfn).Lru != LruList.None)
+            {
+                DelLocked(pfn);
+            }
+        }
+
+        if (locked)
+        {
+            RawSpinLock.Unlock(ref _lock);
+        }
+    }
+
+    /// <summary>
+    /// <c>isolate_lru_folios</c>: takes up to <paramref name="into"/>.Length of the oldest pages
+    /// off <paramref name="list"/>, each with an extra reference held for the caller.
+    /// </summary>
+    public int IsolateTail(LruList list, Span<long> into)
+    {
+        int n = 0;
+        RawSpinLock.Lock(ref _lock);
+        while (n < into.Length && _tail[(int)list] >= 0)
+        {
+            long pfn = _tail[(int)list];
+            DelLocked(pfn);
+            // folio_try_get: a page whose last reference is being dropped is left to its freer.
+            ref int refs = ref _phys.Desc(pfn).RefCount;
+            int r;
+            do
+            {
+                r = Volatile.Read(ref refs);
+            }
+            while (r > 0 && Interlocked.CompareExchange(ref refs, r + 1, r) != r);
+
+            if (r > 0)
+            {
+                into[n++] = pfn;
+            }
+        }
+
+        RawSpinLock.Unlock(ref _lock);
+        return n;
+    }
+
+    private void AddLocked(long pfn, LruList list)
+    {
+        ref var d = ref _phys.Desc(pfn);
+        int l = (int)list;
+        d.Lru = list;
+        d.LruPrev = -1;
+        d.LruNext = _head[l];
+        if (_head[l] >= 0)
+        {
+            _phys.Desc(_head[l]).LruPrev = pfn;
+        }
+        else
+        {
+            _tail[l] = pfn;
+        }
+
+        _head[l] = pfn;
+        _count[l]++;
+    }
+
+    private void DelLocked(long pfn)
+    {
+        ref var d = ref _phys.Desc(pfn);
+        int l = (int)d.Lru;
+        if (d.LruPrev >= 0)
+        {
+            _phys.Desc(d.LruPrev).LruNext = d.LruNext;
+        }
+        else
+        {
+            _head[l] = d.LruNext;
+        }
+
+        if (d.LruNext >= 0)
+        {
+            _phys.Desc(d.LruNext).LruPrev = d.LruPrev;
+        }
+        else
+        {
+            _tail[l] = d.LruPrev;
+        }
+
+        d.Lru = LruList.None;
+        d.LruPrev = d.LruNext = -1;
+        _count[l]--;
+    }
+}
