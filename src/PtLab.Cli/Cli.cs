@@ -15,7 +15,6 @@ internal static class Cli
     public const int ExitFailure = 1;
     public const int ExitUsage = 2;
 
-    public static readonly string[] Designs = ["none"];
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
@@ -67,7 +66,7 @@ internal static class Cli
     {
         public Option<string> Design { get; } = new("--design")
         {
-            Description = "Page-table reclaim design: none (Linux before 6.14: madvise never frees tables).",
+            Description = "Page-table reclaim design. " + Designs.Describe() + ".",
             DefaultValueFactory = _ => "none",
         };
 
@@ -91,7 +90,7 @@ internal static class Cli
 
         public ModelOptions()
         {
-            Design.AcceptOnlyFromAmong(Designs);
+            Design.AcceptOnlyFromAmong([.. Designs.Names]);
             PageData.AcceptOnlyFromAmong("on", "off");
             Format.AcceptOnlyFromAmong("table", "json", "csv");
         }
@@ -128,11 +127,8 @@ internal static class Cli
         }
     }
 
-    public static Func<IPageTableReclaim> DesignFactory(string name) => name switch
-    {
-        "none" => () => new NoReclaim(),
-        _ => throw new UsageException($"unknown design '{name}' (known: {string.Join(", ", Designs)})"),
-    };
+    public static Func<IPageTableReclaim> DesignFactory(string name) =>
+        Designs.Factory(name) ?? throw new UsageException($"unknown design '{name}' (known: {string.Join(", ", Designs.Names)})");
 
     public static ulong Size(string? text, string option)
     {

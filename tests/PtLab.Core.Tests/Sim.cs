@@ -1,5 +1,6 @@
 using PtLab.Mm;
 using PtLab.Paging;
+using PtLab.Reclaim;
 
 namespace PtLab.Tests;
 
@@ -14,9 +15,15 @@ internal sealed class Sim : IDisposable
     public const MapFlags Anon = MapFlags.Private | MapFlags.Anonymous;
     public const Prot Rw = Prot.Read | Prot.Write;
 
-    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1)
+    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null)
     {
-        Machine = new Machine(new MachineOptions { RamBytes = ramBytes, PageData = pageData, Cpus = cpus });
+        Machine = new Machine(new MachineOptions
+        {
+            RamBytes = ramBytes,
+            PageData = pageData,
+            Cpus = cpus,
+            Design = design ?? (() => new NoReclaim()),
+        });
         Mm = Machine.CreateAddressSpace();
         Cpu = Machine.Cpus[0];
     }
@@ -52,6 +59,65 @@ internal sealed class Sim : IDisposable
         var status = Mm.Status();
         Assert.Equal(present, status.Tables);
         Assert.Equal((present.Pte + present.Pmd + present.Pud) * 4, status.VmPteKb);
+    }
+
+    /// <summary>For refcount designs: every table's count equals its non-none entries (no visitor is left).</summary>
+    public void AssertRefcountsMatchEntries()
+    {
+        if (Mm.Design is not RefcountReclaim rc)
+        {
+            return;
+        }
+
+        foreach (long pt in PteTables())
+        {
+            long entries = 0;
+            foreach (ulong e in Machine.Phys.Table(pt))
+            {
+                if (e != 0)
+                {
+                    entries++;
+                }
+            }
+
+            long? count = rc.ExactCount(Mm, pt);
+            if (count is not null)
+            {
+                Assert.Equal(entries, count.Value);
+            }
+        }
+    }
+
+    /// <summary>The PTE tables reachable from the PGD.</summary>
+    public List<long> PteTables()
+    {
+        var result = new List<long>();
+        var phys = Machine.Phys;
+        foreach (ulong g in phys.Table(Mm.PgdPfn).ToArray())
+        {
+            if (g == 0)
+            {
+                continue;
+            }
+
+            foreach (ulong u in phys.Table(Entry.Pfn(g)).ToArray())
+            {
+                if (u == 0)
+                {
+                    continue;
+                }
+
+                foreach (ulong m in phys.Table(Entry.Pfn(u)).ToArray())
+                {
+                    if (m != 0)
+                    {
+                        result.Add(Entry.Pfn(m));
+                    }
+                }
+            }
+        }
+
+        return result;
     }
 
     public void Dispose()

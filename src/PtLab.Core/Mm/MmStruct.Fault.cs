@@ -73,6 +73,9 @@ public sealed partial class MmStruct
             return -1;
         }
 
+        Phys.Desc(fresh).RmapOwner = this;
+        Phys.Desc(fresh).RmapAddress = addr & Geometry.PgdirMask;
+
         PageTableLock.Lock();
         if (Entry.IsNone(Volatile.Read(ref pgde)))
         {
@@ -105,6 +108,9 @@ public sealed partial class MmStruct
         {
             return -1;
         }
+
+        Phys.Desc(fresh).RmapOwner = this;
+        Phys.Desc(fresh).RmapAddress = addr & Geometry.PudMask;
 
         PageTableLock.Lock();
         if (Entry.IsNone(Volatile.Read(ref pude)))
@@ -141,6 +147,11 @@ public sealed partial class MmStruct
             return false;
         }
 
+        // The table remembers who owns it and which 2 MiB it maps (ptdesc's pt_mm / pt_index), so
+        // a design that frees it can find its pmd entry again.
+        ref var td = ref Phys.Desc(fresh);
+        td.RmapOwner = this;
+        td.RmapAddress = PmdBase(pmdTable, pmdIndex);
         Design.PteTableCtor(this, fresh);
         ref int pmdLock = ref Phys.Desc(pmdTable).PtLock;
         RawSpinLock.Lock(ref pmdLock);

@@ -1,6 +1,7 @@
 using PtLab.Paging;
 using PtLab.Phys;
 using PtLab.Reclaim;
+using PtLab.Sync;
 
 namespace PtLab.Mm;
 
@@ -242,6 +243,56 @@ public sealed partial class MmStruct
         Design.PteTableDtor(this, pt);
         tlb.RemoveTable(pt);
     }
+
+    /// <summary>
+    /// <c>free_user_pte</c>, for the designs that free tables outside munmap: under the pmd lock,
+    /// if the pmd entry still points at <paramref name="ptePfn"/>, clear it, flush the TLB for its
+    /// 2 MiB, and free the table after a grace period. Returns false when the entry changed.
+    /// </summary>
+    /// <remarks>
+    /// The seed rereads <c>*pmd</c> under the lock and frees whatever table it finds there. Two
+    /// racing freers of one zero-count table could then free a table a fault installed in between;
+    /// checking that the entry still holds the table the caller saw at zero closes that window.
+    /// </remarks>
+    internal bool FreeUserPte(long pmdTable, int pmdIndex, long ptePfn)
+    {
+        ref int pmdLock = ref Phys.Desc(pmdTable).PtLock;
+        ulong start = PmdBase(pmdTable, pmdIndex);
+        RawSpinLock.Lock(ref pmdLock);
+        ref ulong slot = ref Phys.Table(pmdTable)[pmdIndex];
+        ulong pmd = Volatile.Read(ref slot);
+        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd) || Entry.Pfn(pmd) != ptePfn)
+        {
+            RawSpinLock.Unlock(ref pmdLock);
+            return false;
+        }
+
+        foreach (ulong e in Phys.Table(ptePfn))
+        {
+            if (e != 0)
+            {
+                RawSpinLock.Unlock(ref pmdLock);
+                throw new InvalidOperationException($"freeing PTE table {ptePfn:x} at 0x{start:x} with a live entry {e:x}");
+            }
+        }
+
+        Volatile.Write(ref slot, 0);
+        FlushTlbRange(start, start + Geometry.PmdSize);
+        RawSpinLock.Unlock(ref pmdLock);
+        DecTables(1);
+        var design = Design;
+        var phys = Phys;
+        Rcu.CallRcu(() =>
+        {
+            design.PteTableDtor(this, ptePfn);
+            phys.FreeTable(ptePfn);
+        });
+        return true;
+    }
+
+    /// <summary>The first address mapped by entry <paramref name="pmdIndex"/> of a PMD table.</summary>
+    internal ulong PmdBase(long pmdTable, int pmdIndex) =>
+        Phys.Desc(pmdTable).RmapAddress + ((ulong)pmdIndex << Geometry.PmdShift);
 
     /// <summary>The floor/ceiling test at the end of <c>free_pmd_range</c> and <c>free_pud_range</c>.</summary>
     private static bool UpperTableFreeable(ulong start, ulong end, ulong floor, ulong ceiling, ulong mask)

@@ -59,6 +59,9 @@ public struct PageDescriptor
     /// <summary>Slot of a table page's entries in the table store; meaningful only while <see cref="PageFlags.Table"/> is set.</summary>
     public int TableSlot;
 
+    /// <summary>The <c>atomic</c> design's per-table reference count (the 2021 series' <c>pte_refcount</c>).</summary>
+    public int PteRefCount;
+
     /// <summary>Table level for table pages: 1 PTE, 2 PMD, 3 PUD, 4 PGD; 0 otherwise.</summary>
     public int Level;
 

@@ -1,0 +1,156 @@
+using PtLab.Mm;
+using PtLab.Paging;
+using PtLab.Sync;
+
+namespace PtLab.Reclaim;
+
+/// <summary>
+/// What the two refcount designs share: every non-none entry and every visitor holds a reference
+/// on its PTE table; a visitor maps a table only through a successful try-get, and treats a
+/// failure like <c>pmd_none</c>. Subclasses supply the reference itself and when to free.
+/// </summary>
+public abstract class RefcountReclaim : NoReclaim
+{
+    /// <summary><c>pte_tryget</c> on the table's reference; false when it may be going away.</summary>
+    protected abstract bool TryGet(MmStruct mm, Cpu cpu, long ptePfn);
+
+    /// <summary>Takes a reference the caller knows to be safe (an entry set under the table's lock).</summary>
+    protected abstract void Get(MmStruct mm, Cpu? cpu, long ptePfn);
+
+    /// <summary>Drops a reference (<c>__pte_put</c>).</summary>
+    protected abstract void Put(MmStruct mm, Cpu? cpu, long ptePfn);
+
+    /// <summary>
+    /// The table's reference count as a number, for invariant checks, when the design can tell it
+    /// exactly now (atomic mode); null otherwise.
+    /// </summary>
+    public abstract long? ExactCount(MmStruct mm, long ptePfn);
+
+    /// <summary>
+    /// <c>pte_tryget</c> + <c>pte_offset_map</c>: under RCU, read the pmd entry and try to take a
+    /// reference on the table it points to. A failed try-get calls back into the design, as the
+    /// seed calls <c>free_user_pte</c> there so that a racing free is never missed.
+    /// </summary>
+    public override long PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    {
+        mm.Rcu.ReadLock(cpu.Id);
+        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTablePfn)[pmdIndex]);
+        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
+        {
+            mm.Rcu.ReadUnlock(cpu.Id);
+            return -1;
+        }
+
+        long pte = Entry.Pfn(pmd);
+        bool got = TryGet(mm, cpu, pte);
+        mm.Rcu.ReadUnlock(cpu.Id);
+        if (!got)
+        {
+            OnTryGetFailed(mm, cpu, pmdTablePfn, pmdIndex, pte);
+            return -1;
+        }
+
+        return pte;
+    }
+
+    /// <summary><c>pte_unmap</c>: drops the visitor's reference.</summary>
+    public override void PteUnmap(MmStruct mm, Cpu cpu, long ptePfn) => Put(mm, cpu, ptePfn);
+
+    /// <summary><c>track_pte_set</c>: none to non-none takes a reference.</summary>
+    public override void TrackPteSet(MmStruct mm, long ptePfn, ulong oldEntry, ulong newEntry)
+    {
+        if (Entry.IsNone(oldEntry) && !Entry.IsNone(newEntry))
+        {
+            Get(mm, null, ptePfn);
+        }
+    }
+
+    /// <summary><c>track_pte_clear</c>: non-none to none drops one.</summary>
+    public override void TrackPteClear(MmStruct mm, long ptePfn, ulong oldEntry)
+    {
+        if (!Entry.IsNone(oldEntry))
+        {
+            Put(mm, null, ptePfn);
+        }
+    }
+
+    /// <summary>Called after a failed try-get, outside RCU.</summary>
+    protected virtual void OnTryGetFailed(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, long ptePfn)
+    {
+    }
+
+    /// <summary>Locates the pmd entry of a PTE table from its descriptor (pt_mm / pt_index).</summary>
+    protected static bool TryLocatePmd(MmStruct mm, long ptePfn, out long pmdTable, out int pmdIndex)
+    {
+        ulong addr = mm.Phys.Desc(ptePfn).RmapAddress;
+        pmdTable = mm.PmdTableOf(addr);
+        pmdIndex = Geometry.Index(addr, 2);
+        return pmdTable >= 0;
+    }
+}
+
+/// <summary>
+/// The <c>atomic</c> design (the November 2021 series "Free user PTE page table pages"): an
+/// atomic count per PTE table of its non-none entries plus its visitors, and the table is freed
+/// as soon as a put brings it to zero. A table at zero is claimed by exactly one freer, after
+/// which try-get fails.
+/// </summary>
+public sealed class AtomicReclaim : RefcountReclaim
+{
+    private const int Dead = int.MinValue;
+
+    /// <inheritdoc/>
+    public override string Name => "atomic";
+
+    /// <inheritdoc/>
+    public override void PteTableCtor(MmStruct mm, long ptePfn) => Volatile.Write(ref mm.Phys.Desc(ptePfn).PteRefCount, 0);
+
+    /// <inheritdoc/>
+    public override long? ExactCount(MmStruct mm, long ptePfn) => Volatile.Read(ref mm.Phys.Desc(ptePfn).PteRefCount);
+
+    /// <inheritdoc/>
+    protected override bool TryGet(MmStruct mm, Cpu cpu, long ptePfn)
+    {
+        ref int c = ref mm.Phys.Desc(ptePfn).PteRefCount;
+        while (true)
+        {
+            int v = Volatile.Read(ref c);
+            if (v < 0)
+            {
+                return false; // claimed by a freer
+            }
+
+            // A fresh table starts at zero and is live: only a freer's claim (Dead) stops a get.
+            if (Interlocked.CompareExchange(ref c, v + 1, v) == v)
+            {
+                return true;
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void Get(MmStruct mm, Cpu? cpu, long ptePfn)
+    {
+        if (Interlocked.Increment(ref mm.Phys.Desc(ptePfn).PteRefCount) <= 0)
+        {
+            throw new InvalidOperationException($"pte_refcount get on a dead or unheld table {ptePfn:x}");
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void Put(MmStruct mm, Cpu? cpu, long ptePfn)
+    {
+        ref int c = ref mm.Phys.Desc(ptePfn).PteRefCount;
+        int v = Interlocked.Decrement(ref c);
+        if (v < 0)
+        {
+            throw new InvalidOperationException($"pte_refcount underflow on table {ptePfn:x}");
+        }
+
+        if (v == 0 && Interlocked.CompareExchange(ref c, Dead, 0) == 0 &&
+            TryLocatePmd(mm, ptePfn, out long pmdTable, out int pmdIndex))
+        {
+            mm.FreeUserPte(pmdTable, pmdIndex, ptePfn);
+        }
+    }
+}
