@@ -37,15 +37,10 @@ public sealed partial class MmStruct
             int pmdIndex = Geometry.Index(addr, 2);
             if (!Entry.IsNone(Volatile.Read(ref pmds[pmdIndex])))
             {
-                int skipped = ZapPteRange(cpu, tlb, vma, pmdTable, pmdIndex, addr, next, out bool mapped);
+                ZapPteRange(cpu, tlb, new ZapInfo(pmdTable, pmdIndex, addr, next, reason, 0));
                 if (tlb.ShouldFlush)
                 {
                     tlb.Flush();
-                }
-
-                if (mapped)
-                {
-                    Design.AfterZapPteTable(this, cpu, new ZapInfo(pmdTable, pmdIndex, addr, next, reason, skipped));
                 }
             }
 
@@ -53,20 +48,23 @@ public sealed partial class MmStruct
         }
     }
 
-    /// <summary><c>zap_pte_range</c>: returns how many non-none entries it left in place.</summary>
-    private int ZapPteRange(Cpu cpu, MmuGather tlb, Vma vma, long pmdTable, int pmdIndex, ulong addr, ulong end, out bool mapped)
+    /// <summary>
+    /// <c>zap_pte_range</c>: clears the entries of one PTE table in [zap.Start, zap.End), gathers
+    /// the pages, and lets the design free the table: under the PTE lock (the pt-reclaim fast
+    /// path) and after it (everything else).
+    /// </summary>
+    private void ZapPteRange(Cpu cpu, MmuGather tlb, ZapInfo zap)
     {
-        long pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-        mapped = pt >= 0;
-        if (!mapped)
+        long pt = Design.PteOffsetMapLock(this, cpu, zap.PmdTablePfn, zap.PmdIndex);
+        if (pt < 0)
         {
-            return 0;
+            return;
         }
 
         var entries = Phys.Table(pt);
         int skipped = 0;
         long rss = 0, swap = 0;
-        for (; addr < end; addr += Geometry.PageSize)
+        for (ulong addr = zap.Start; addr < zap.End; addr += Geometry.PageSize)
         {
             int i = Geometry.PteIndex(addr);
             ref ulong slot = ref entries[i];
@@ -108,10 +106,24 @@ public sealed partial class MmStruct
             FreeSwapEntry(e);
         }
 
+        zap = zap with { Skipped = skipped };
+        bool unhooked = Design.ZapPteTableLocked(this, cpu, zap, pt);
         Design.PteUnmapUnlock(this, cpu, pt);
         AddRssAnon(cpu, -rss);
         AddSwapEnts(cpu, -swap);
-        return skipped;
+        Design.AfterZapPteTable(this, cpu, zap, pt, unhooked, tlb);
+    }
+
+    /// <summary>
+    /// <c>free_pte</c> (pt-reclaim): the table was unhooked from its pmd; account it and hand it to
+    /// the gather, which frees it after the TLB flush and a grace period.
+    /// </summary>
+    internal void FreePteViaGather(MmuGather tlb, long ptePfn, ulong addr)
+    {
+        DecTables(1);
+        tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
+        Design.PteTableDtor(this, ptePfn);
+        tlb.RemoveTable(ptePfn);
     }
 
     /// <summary><c>free_swap_and_cache</c>. No swap device exists yet; see <see cref="DoSwapPage"/>.</summary>

@@ -5,7 +5,7 @@ namespace PtLab.Mm;
 /// they have, and the tables to free after the flush and an RCU grace period
 /// (<c>MMU_GATHER_RCU_TABLE_FREE</c>, which x86 uses so that lockless walkers stay safe).
 /// </summary>
-internal sealed class MmuGather
+public sealed class MmuGather
 {
     private const int FlushBatch = 4096;
 
@@ -16,14 +16,14 @@ internal sealed class MmuGather
     private ulong _start = ulong.MaxValue;
     private ulong _end;
 
-    public MmuGather(MmStruct mm, Cpu? cpu)
+    internal MmuGather(MmStruct mm, Cpu? cpu)
     {
         _mm = mm;
         _cpu = cpu;
     }
 
     /// <summary><c>tlb_remove_tlb_entry</c>: the page's translation must be flushed.</summary>
-    public void RemoveTlbEntry(ulong addr)
+    internal void RemoveTlbEntry(ulong addr)
     {
         if (addr < _start)
         {
@@ -37,23 +37,23 @@ internal sealed class MmuGather
     }
 
     /// <summary>Widens the flush range (<c>tlb_flush_pmd_range</c> for freed tables).</summary>
-    public void AddRange(ulong start, ulong end)
+    internal void AddRange(ulong start, ulong end)
     {
         _start = Math.Min(_start, start);
         _end = Math.Max(_end, end);
     }
 
     /// <summary><c>__tlb_remove_page</c>: the page's mapping reference is dropped after the flush.</summary>
-    public void RemovePage(long pfn) => _pages.Add(pfn);
+    internal void RemovePage(long pfn) => _pages.Add(pfn);
 
     /// <summary><c>tlb_remove_table</c>: the table page is freed after the flush and a grace period.</summary>
-    public void RemoveTable(long pfn) => (_tables ??= []).Add(pfn);
+    internal void RemoveTable(long pfn) => (_tables ??= []).Add(pfn);
 
     /// <summary>Whether enough pages are batched that the caller should flush (outside its PTE lock).</summary>
-    public bool ShouldFlush => _pages.Count >= FlushBatch;
+    internal bool ShouldFlush => _pages.Count >= FlushBatch;
 
     /// <summary><c>tlb_flush_mmu</c>: flush, then free what was gathered.</summary>
-    public void Flush()
+    internal void Flush()
     {
         if (_end > _start)
         {
@@ -84,5 +84,5 @@ internal sealed class MmuGather
     }
 
     /// <summary><c>tlb_finish_mmu</c>.</summary>
-    public void Finish() => Flush();
+    internal void Finish() => Flush();
 }

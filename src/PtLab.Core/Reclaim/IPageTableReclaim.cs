@@ -42,10 +42,17 @@ public interface IPageTableReclaim
     void PteUnmapUnlock(MmStruct mm, Cpu cpu, long ptePfn);
 
     /// <summary>
-    /// Runs after a zap cleared entries of one PTE table, outside its lock, with the zap's reason.
-    /// This is where a design may free the now-empty table.
+    /// Runs at the end of <c>zap_pte_range</c> with the PTE lock still held. Returns true when the
+    /// design unhooked the table from its pmd here (pt-reclaim's trylock fast path).
     /// </summary>
-    void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap);
+    bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, long ptePfn);
+
+    /// <summary>
+    /// Runs after a zap cleared entries of one PTE table, outside its lock. This is where a design
+    /// may free the now-empty table; <paramref name="unhooked"/> says the fast path already
+    /// cleared the pmd, and <paramref name="tlb"/> is the zap's gather.
+    /// </summary>
+    void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, long ptePfn, bool unhooked, MmuGather tlb);
 }
 
 /// <summary>What a zap did to one PTE table.</summary>

@@ -70,7 +70,10 @@ public class NoReclaim : IPageTableReclaim
     }
 
     /// <inheritdoc/>
-    public virtual void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap)
+    public virtual bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, long ptePfn) => false;
+
+    /// <inheritdoc/>
+    public virtual void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, long ptePfn, bool unhooked, MmuGather tlb)
     {
     }
 }

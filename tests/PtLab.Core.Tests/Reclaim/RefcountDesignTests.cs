@@ -8,7 +8,7 @@ public class RefcountDesignTests
 {
     public static TheoryData<string> Designs => new() { "atomic" };
 
-    internal static Func<IPageTableReclaim> Factory(string name) => Designs.Factory(name) ?? throw new ArgumentException(name);
+    internal static Func<IPageTableReclaim> Factory(string name) => PtLab.Reclaim.Designs.Factory(name) ?? throw new ArgumentException(name);
 
     [Theory]
     [MemberData(nameof(Designs))]
