@@ -1,0 +1,52 @@
+using PtLab.Mm;
+
+namespace PtLab.Workloads;
+
+/// <summary>
+/// Runs one program per simulated CPU against one address space, each CPU on its own thread, and
+/// waits for all of them. The first exception from any CPU is rethrown with the CPU's number.
+/// </summary>
+public static class MultiCpuRunner
+{
+    /// <summary>Runs <paramref name="program"/> on each of <paramref name="cpus"/> on its own thread.</summary>
+    public static void Run(IReadOnlyList<Cpu> cpus, Action<Cpu> program)
+    {
+        var errors = new Exception?[cpus.Count];
+        var threads = new Thread[cpus.Count];
+        using var start = new Barrier(cpus.Count);
+        for (int i = 0; i < cpus.Count; i++)
+        {
+            int id = i;
+            threads[i] = new Thread(() =>
+            {
+                try
+                {
+                    start.SignalAndWait();
+                    program(cpus[id]);
+                }
+                catch (Exception e)
+                {
+                    errors[id] = e;
+                }
+            })
+            {
+                IsBackground = true,
+                Name = $"cpu{id}",
+            };
+            threads[i].Start();
+        }
+
+        foreach (var t in threads)
+        {
+            t.Join();
+        }
+
+        for (int i = 0; i < errors.Length; i++)
+        {
+            if (errors[i] is { } e)
+            {
+                throw new AggregateException($"CPU {i} failed: {e.Message}", e);
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+using System.Diagnostics;
+using PtLab.Mm;
+using PtLab.Paging;
+using PtLab.Workloads;
+
+namespace PtLab.Tests.Concurrency;
+
+/// <summary>
+/// Bounded stress: several CPUs fault, DONTNEED, munmap and mmap over ranges that share PTE tables
+/// (each CPU owns every Nth page of a common region), and check their own data as they go.
+/// </summary>
+public class StressTests
+{
+    private const ulong Region = 0x40000000UL - (4UL << 20); // straddles a PMD-table boundary
+    private const int Pages = 2048;                          // 8 MiB, four PTE tables
+
+    public static TheoryData<string> Designs => new() { "none", "atomic", "pt-reclaim" };
+
+    [Theory]
+    [MemberData(nameof(Designs))]
+    public void ConcurrentFaultsZapsAndRemapsKeepEveryCpusDataAndTheCounters(string design)
+    {
+        const int cpus = 3;
+        using var s = new Sim(ramBytes: 512L << 20, cpus: cpus, design: PtLab.Reclaim.Designs.Factory(design));
+        s.Map((ulong)Pages * Sim.K4, addr: Region, flags: Sim.Anon | MapFlags.Fixed);
+        long ops = 0;
+        var deadline = Stopwatch.StartNew();
+        MultiCpuRunner.Run(s.Machine.Cpus, cpu =>
+        {
+            var rng = new Random(1234 + cpu.Id);
+            var expected = new byte?[Pages]; // null: unknown yet (never written => zero)
+            var buf = new byte[1];
+            long mine = 0;
+            while (deadline.ElapsedMilliseconds < 1500)
+            {
+                int page = (rng.Next(Pages / cpus) * cpus) + cpu.Id;
+                ulong va = Region + ((ulong)page * Sim.K4);
+                switch (rng.Next(10))
+                {
+                    case < 5:
+                        byte v = (byte)rng.Next(1, 256);
+                        Check(cpu.Write(va + (ulong)cpu.Id, [v]));
+                        expected[page] = v;
+                        break;
+                    case < 7:
+                        Check(cpu.Read(va + (ulong)cpu.Id, buf));
+                        Assert.Equal(expected[page] ?? 0, buf[0]);
+                        break;
+                    case < 9:
+                        Assert.Equal(Errno.None, s.Mm.Madvise(cpu, va, Sim.K4, Advice.DontNeed));
+                        expected[page] = 0;
+                        break;
+                    default:
+                        Assert.Equal(Errno.None, s.Mm.Munmap(cpu, va, Sim.K4));
+                        Assert.Equal(FaultOutcome.SegvMapErr, cpu.ReadByte(va, out _).Outcome);
+                        var r = s.Mm.Mmap(cpu, va, Sim.K4, Sim.Rw, Sim.Anon | MapFlags.FixedNoReplace);
+                        Assert.Equal(va, r.Address);
+                        expected[page] = 0;
+                        break;
+                }
+
+                mine++;
+            }
+
+            // Final check of every page this CPU owns.
+            for (int page = cpu.Id; page < Pages; page += cpus)
+            {
+                Check(cpu.Read(Region + ((ulong)page * Sim.K4) + (ulong)cpu.Id, buf));
+                Assert.Equal(expected[page] ?? 0, buf[0]);
+            }
+
+            Interlocked.Add(ref ops, mine);
+        });
+
+        Assert.True(ops > 3000, $"only {ops} operations completed");
+        s.AssertAccountingConsistent();
+        s.AssertRefcountsMatchEntries();
+        long present = 0;
+        for (int p = 0; p < Pages; p++)
+        {
+            ulong e = s.Mm.PeekPte(Region + ((ulong)p * Sim.K4));
+            if (Entry.IsPresent(e) && !Entry.IsSpecial(e))
+            {
+                present++;
+            }
+        }
+
+        Assert.Equal(present * 4, s.Mm.Status().RssAnonKb);
+        Assert.Single(s.Mm.Vmas); // the remaps merged back
+        s.Dispose();
+        Assert.Equal(1, s.Machine.Phys.UsedFrames);
+    }
+
+    private static void Check(AccessResult r) => Assert.True(r.Ok, r.ToString());
+}
