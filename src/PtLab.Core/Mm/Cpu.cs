@@ -10,7 +10,10 @@ namespace PtLab.Mm;
 /// </summary>
 public sealed class Cpu
 {
-    private const int MaxFaultRetries = 1000;
+    // A fault that returns without progress is retried, as hardware re-executes the access. A
+    // racing table free can make that take a while when its freer is descheduled, so the bound
+    // is time, generous enough that only a real livelock trips it.
+    private static readonly TimeSpan s_livelockBound = TimeSpan.FromSeconds(20);
 
     private readonly Machine _machine;
     private MmStruct? _mm;
@@ -119,8 +122,24 @@ public sealed class Cpu
             return new AccessResult(FaultOutcome.SegvMapErr, va);
         }
 
-        for (int attempt = 0; attempt < MaxFaultRetries; attempt++)
+        long startTicks = 0;
+        var spin = default(SpinWait);
+        for (int attempt = 0; ; attempt++)
         {
+            if (attempt >= 16)
+            {
+                if (startTicks == 0)
+                {
+                    startTicks = Environment.TickCount64;
+                }
+                else if (Environment.TickCount64 - startTicks > s_livelockBound.TotalMilliseconds)
+                {
+                    break;
+                }
+
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
+
             Tlb.Lock();
             try
             {
@@ -158,6 +177,7 @@ public sealed class Cpu
             }
         }
 
-        throw new InvalidOperationException($"CPU {Id}: access to 0x{va:x} still faults after {MaxFaultRetries} retries");
+        throw new InvalidOperationException(
+            $"CPU {Id}: access to 0x{va:x} still faults after {s_livelockBound.TotalSeconds} s of retries ({mm.DescribeTranslation(va)})");
     }
 }

@@ -177,19 +177,19 @@ public sealed partial class MmStruct
     private FaultOutcome HandlePteFault(Cpu cpu, Vma vma, ulong addr, bool write, long pmdTable, int pmdIndex)
     {
         int index = Geometry.PteIndex(addr);
-        long pt = Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
+        var pt = Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
         ulong orig = 0;
-        if (pt >= 0)
+        if (!pt.IsNone)
         {
             orig = Volatile.Read(ref Phys.Table(pt)[index]);
             if (Entry.IsNone(orig))
             {
                 Design.PteUnmap(this, cpu, pt);
-                pt = -1;
+                pt = TableRef.None;
             }
         }
 
-        if (pt < 0)
+        if (pt.IsNone)
         {
             return DoAnonymousPage(cpu, vma, addr, write, pmdTable, pmdIndex);
         }
@@ -208,7 +208,7 @@ public sealed partial class MmStruct
             return FaultOutcome.Ok;
         }
 
-        ref int ptl = ref Phys.Desc(pt).PtLock;
+        ref int ptl = ref Phys.Desc(pt.Pfn).PtLock;
         RawSpinLock.Lock(ref ptl);
         ref ulong slot = ref Phys.Table(pt)[index];
         ulong entry = Volatile.Read(ref slot);
@@ -260,15 +260,15 @@ public sealed partial class MmStruct
                 zero &= ~Entry.NoExecute;
             }
 
-            long zpt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (zpt < 0)
+            var zpt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (zpt.IsNone)
             {
                 return FaultOutcome.Ok; // the table went away: retry the access
             }
 
             if (Entry.IsNone(Volatile.Read(ref Phys.Table(zpt)[index])))
             {
-                SetPteAt(zpt, index, zero);
+                SetPteAt(cpu, zpt, index, zero);
             }
 
             Design.PteUnmapUnlock(this, cpu, zpt);
@@ -284,8 +284,8 @@ public sealed partial class MmStruct
 
         CountPageAllocated(cpu);
         ulong pte = Entry.MakePte(pfn, writable: (vma.Flags & VmFlags.Write) != 0, dirty: (vma.Flags & VmFlags.Write) != 0, noExec);
-        long pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-        if (pt < 0)
+        var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        if (pt.IsNone)
         {
             FreeUnusedPage(cpu, pfn);
             return FaultOutcome.Ok;
@@ -300,7 +300,7 @@ public sealed partial class MmStruct
 
         AddRssAnon(cpu, 1);
         PageAddNewAnonRmap(pfn, addr);
-        SetPteAt(pt, index, pte);
+        SetPteAt(cpu, pt, index, pte);
         Design.PteUnmapUnlock(this, cpu, pt);
         return FaultOutcome.Ok;
     }
@@ -309,7 +309,7 @@ public sealed partial class MmStruct
     /// <c>do_wp_page</c>, entered with the PTE lock held: reuse an exclusive anonymous page, or copy
     /// (the zero page, or a page mapped more than once).
     /// </summary>
-    private FaultOutcome DoWpPage(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex, long pt, int index, ulong entry)
+    private FaultOutcome DoWpPage(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex, TableRef pt, int index, ulong entry)
     {
         long oldPfn = Entry.Pfn(entry);
         bool special = Entry.IsSpecial(entry);
@@ -318,7 +318,7 @@ public sealed partial class MmStruct
         {
             // wp_page_reuse: make it writable in place; no TLB flush needed for an upgrade.
             Interlocked.CompareExchange(ref slot, entry | Entry.Writable | Entry.Dirty | Entry.Accessed, entry);
-            RawSpinLock.Unlock(ref Phys.Desc(pt).PtLock);
+            RawSpinLock.Unlock(ref Phys.Desc(pt.Pfn).PtLock);
             Design.PteUnmap(this, cpu, pt);
             return FaultOutcome.Ok;
         }
@@ -329,7 +329,7 @@ public sealed partial class MmStruct
             Phys.GetPage(oldPfn);
         }
 
-        RawSpinLock.Unlock(ref Phys.Desc(pt).PtLock);
+        RawSpinLock.Unlock(ref Phys.Desc(pt.Pfn).PtLock);
         Design.PteUnmap(this, cpu, pt);
         AnonVmaPrepare(vma);
         long fresh = special ? Phys.AllocZeroedPage(cpu.Id) : Phys.AllocFrame(cpu.Id);
@@ -349,14 +349,14 @@ public sealed partial class MmStruct
         }
 
         CountPageAllocated(cpu);
-        long pt2 = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        var pt2 = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
         bool installed = false;
-        if (pt2 >= 0)
+        if (!pt2.IsNone)
         {
             if (Volatile.Read(ref Phys.Table(pt2)[index]) == entry)
             {
                 // ptep_clear_flush, then set the new entry.
-                PtepGetAndClear(pt2, index);
+                PtepGetAndClear(cpu, pt2, index);
                 FlushTlbRange(addr, addr + Geometry.PageSize);
                 if (special)
                 {
@@ -368,7 +368,7 @@ public sealed partial class MmStruct
                 }
 
                 PageAddNewAnonRmap(fresh, addr);
-                SetPteAt(pt2, index, Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
+                SetPteAt(cpu, pt2, index, Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
                 installed = true;
             }
 

@@ -32,8 +32,8 @@ public sealed partial class MmStruct
                 return UnmapOutcome.NotMapped;
             }
 
-            long pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
-            if (pt < 0)
+            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (pt.IsNone)
             {
                 return UnmapOutcome.NotMapped;
             }
@@ -54,7 +54,7 @@ public sealed partial class MmStruct
                     return UnmapOutcome.Referenced;
                 }
 
-                ulong old = PtepGetAndClear(pt, ref slot);
+                ulong old = PtepGetAndClear(cpu, pt, ref slot);
                 FlushTlbRange(addr, addr + Geometry.PageSize);
                 ref var d = ref Phys.Desc(pfn);
                 if (Entry.IsDirty(old))
@@ -73,7 +73,7 @@ public sealed partial class MmStruct
                     return UnmapOutcome.Discarded;
                 }
 
-                SetPteAt(pt, index, old);
+                SetPteAt(cpu, pt, index, old);
                 Interlocked.Or(ref d.Flags, (int)PageFlags.SwapBacked);
                 return UnmapOutcome.Redirtied;
             }

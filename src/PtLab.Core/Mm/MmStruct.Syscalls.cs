@@ -272,6 +272,7 @@ public sealed partial class MmStruct
             MmapLock.UpWrite();
         }
 
+        Rcu.Poll();
         return Errno.None;
     }
 
@@ -454,8 +455,8 @@ public sealed partial class MmStruct
             }
 
             int pmdIndex = Geometry.Index(addr, 2);
-            long pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (pt >= 0)
+            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (!pt.IsNone)
             {
                 var entries = Phys.Table(pt);
                 for (ulong va = addr; va < next; va += Geometry.PageSize)
@@ -467,7 +468,7 @@ public sealed partial class MmStruct
                         continue;
                     }
 
-                    ulong old = PtepGetAndClear(pt, i);
+                    ulong old = PtepGetAndClear(cpu, pt, i);
                     ulong n = old & ~(Entry.Writable | Entry.NoExecute | Entry.Present | Entry.ProtNone);
                     if (none)
                     {
@@ -488,7 +489,7 @@ public sealed partial class MmStruct
                         n |= Entry.NoExecute;
                     }
 
-                    SetPteAt(pt, i, n);
+                    SetPteAt(cpu, pt, i, n);
                     tlb.RemoveTlbEntry(va);
                 }
 
@@ -593,6 +594,7 @@ public sealed partial class MmStruct
         finally
         {
             MmapLock.UpRead();
+            Rcu.Poll(); // let deferred table frees run, as the RCU softirq would soon after
         }
     }
 
@@ -614,8 +616,8 @@ public sealed partial class MmStruct
             }
 
             int pmdIndex = Geometry.Index(addr, 2);
-            long pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (pt >= 0)
+            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (!pt.IsNone)
             {
                 var entries = Phys.Table(pt);
                 long swapFreed = 0;
@@ -630,7 +632,7 @@ public sealed partial class MmStruct
 
                     if (!Entry.IsPresent(e))
                     {
-                        PteClear(pt, i);
+                        PteClear(cpu, pt, i);
                         FreeSwapEntry(e);
                         swapFreed++;
                         continue;
@@ -651,8 +653,8 @@ public sealed partial class MmStruct
                     Interlocked.And(ref d.Flags, ~(int)PageFlags.Dirty);
                     if (Entry.IsYoung(e) || Entry.IsDirty(e))
                     {
-                        ulong old = PtepGetAndClear(pt, i);
-                        SetPteAt(pt, i, Entry.MkOld(Entry.MkClean(old)));
+                        ulong old = PtepGetAndClear(cpu, pt, i);
+                        SetPteAt(cpu, pt, i, Entry.MkOld(Entry.MkClean(old)));
                         tlb.RemoveTlbEntry(va);
                     }
 

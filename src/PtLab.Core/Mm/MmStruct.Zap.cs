@@ -55,8 +55,8 @@ public sealed partial class MmStruct
     /// </summary>
     private void ZapPteRange(Cpu cpu, MmuGather tlb, ZapInfo zap)
     {
-        long pt = Design.PteOffsetMapLock(this, cpu, zap.PmdTablePfn, zap.PmdIndex);
-        if (pt < 0)
+        var pt = Design.PteOffsetMapLock(this, cpu, zap.PmdTablePfn, zap.PmdIndex);
+        if (pt.IsNone)
         {
             return;
         }
@@ -76,7 +76,7 @@ public sealed partial class MmStruct
 
             if (Entry.IsPresent(e))
             {
-                e = PtepGetAndClear(pt, ref slot);
+                e = PtepGetAndClear(cpu, pt, ref slot);
                 tlb.RemoveTlbEntry(addr);
                 if (Entry.IsSpecial(e))
                 {
@@ -101,7 +101,7 @@ public sealed partial class MmStruct
             }
 
             // Swap entries: drop the slot and the counter.
-            PteClear(pt, i);
+            PteClear(cpu, pt, i);
             swap++;
             FreeSwapEntry(e);
         }
@@ -118,8 +118,9 @@ public sealed partial class MmStruct
     /// <c>free_pte</c> (pt-reclaim): the table was unhooked from its pmd; account it and hand it to
     /// the gather, which frees it after the TLB flush and a grace period.
     /// </summary>
-    internal void FreePteViaGather(MmuGather tlb, long ptePfn, ulong addr)
+    internal void FreePteViaGather(MmuGather tlb, TableRef pte, ulong addr)
     {
+        long ptePfn = pte.Pfn;
         DecTables(1);
         tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
         Design.PteTableDtor(this, ptePfn);
@@ -258,7 +259,7 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>free_user_pte</c>, for the designs that free tables outside munmap: under the pmd lock,
-    /// if the pmd entry still points at <paramref name="ptePfn"/>, clear it, flush the TLB for its
+    /// if the pmd entry still points at <paramref name="pte"/>, clear it, flush the TLB for its
     /// 2 MiB, and free the table after a grace period. Returns false when the entry changed.
     /// </summary>
     /// <remarks>
@@ -266,20 +267,21 @@ public sealed partial class MmStruct
     /// racing freers of one zero-count table could then free a table a fault installed in between;
     /// checking that the entry still holds the table the caller saw at zero closes that window.
     /// </remarks>
-    internal bool FreeUserPte(long pmdTable, int pmdIndex, long ptePfn)
+    internal bool FreeUserPte(Cpu cpu, long pmdTable, int pmdIndex, TableRef pte)
     {
+        long ptePfn = pte.Pfn;
         ref int pmdLock = ref Phys.Desc(pmdTable).PtLock;
         ulong start = PmdBase(pmdTable, pmdIndex);
         RawSpinLock.Lock(ref pmdLock);
         ref ulong slot = ref Phys.Table(pmdTable)[pmdIndex];
         ulong pmd = Volatile.Read(ref slot);
-        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd) || Entry.Pfn(pmd) != ptePfn)
+        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd) || Entry.Pfn(pmd) != ptePfn || !Phys.IsLive(pte))
         {
             RawSpinLock.Unlock(ref pmdLock);
             return false;
         }
 
-        foreach (ulong e in Phys.Table(ptePfn))
+        foreach (ulong e in Phys.Table(pte))
         {
             if (e != 0)
             {

@@ -203,35 +203,35 @@ public sealed partial class MmStruct
     /// <c>set_pte_at</c>: stores a leaf entry. Every store of a PTE goes through here or the clear
     /// primitives, so a reclaim design sees each none/non-none transition.
     /// </summary>
-    internal void SetPteAt(long ptePfn, int index, ulong entry)
+    internal void SetPteAt(Cpu cpu, TableRef pte, int index, ulong entry)
     {
-        ref ulong slot = ref Phys.Table(ptePfn)[index];
-        Design.TrackPteSet(this, ptePfn, Volatile.Read(ref slot), entry);
+        ref ulong slot = ref Phys.Table(pte)[index];
+        Design.TrackPteSet(this, cpu, pte, Volatile.Read(ref slot), entry);
         Volatile.Write(ref slot, entry);
     }
 
     /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>
-    internal ulong PtepGetAndClear(long ptePfn, int index) => PtepGetAndClear(ptePfn, ref Phys.Table(ptePfn)[index]);
+    internal ulong PtepGetAndClear(Cpu cpu, TableRef pte, int index) => PtepGetAndClear(cpu, pte, ref Phys.Table(pte)[index]);
 
     /// <summary><c>ptep_get_and_clear</c> on an entry the caller already mapped.</summary>
-    internal ulong PtepGetAndClear(long ptePfn, ref ulong slot)
+    internal ulong PtepGetAndClear(Cpu cpu, TableRef pte, ref ulong slot)
     {
         ulong old = Interlocked.Exchange(ref slot, 0);
         if (old != 0)
         {
-            Design.TrackPteClear(this, ptePfn, old);
+            Design.TrackPteClear(this, cpu, pte, old);
         }
 
         return old;
     }
 
     /// <summary><c>pte_clear_not_present_full</c> / <c>pte_clear</c>.</summary>
-    internal void PteClear(long ptePfn, int index)
+    internal void PteClear(Cpu cpu, TableRef pte, int index)
     {
-        ulong old = Interlocked.Exchange(ref Phys.Table(ptePfn)[index], 0);
+        ulong old = Interlocked.Exchange(ref Phys.Table(pte)[index], 0);
         if (old != 0)
         {
-            Design.TrackPteClear(this, ptePfn, old);
+            Design.TrackPteClear(this, cpu, pte, old);
         }
     }
 
@@ -329,6 +329,26 @@ public sealed partial class MmStruct
         }
 
         return Volatile.Read(ref Phys.Table(Entry.Pfn(pmd))[Geometry.PteIndex(addr)]);
+    }
+
+    /// <summary>The pmd and PTE entries for an address, and the PTE table's state, for diagnostics.</summary>
+    internal string DescribeTranslation(ulong addr)
+    {
+        long pmdTable = PmdTableOf(addr);
+        if (pmdTable < 0)
+        {
+            return "no PMD table";
+        }
+
+        ulong pmd = Volatile.Read(ref Phys.Table(pmdTable)[Geometry.Index(addr, 2)]);
+        if (Entry.IsNone(pmd))
+        {
+            return "pmd none";
+        }
+
+        long pt = Entry.Pfn(pmd);
+        ref var d = ref Phys.Desc(pt);
+        return $"pmd {pmd:x}, PTE table {pt:x} flags {(PageFlags)d.Flags} refcount {d.PteRefCount}, pte {PeekPte(addr):x}";
     }
 
     /// <summary>Counts the tables reachable from the PGD, per level (to check VmPTE against).</summary>

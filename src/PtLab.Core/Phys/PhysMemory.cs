@@ -220,7 +220,52 @@ public sealed class PhysMemory
         return _tables.Entries(d.TableSlot);
     }
 
-    private static void ThrowNotTable(long pfn) => throw new InvalidOperationException($"frame {pfn:x} is not a page table");
+    private void ThrowNotTable(long pfn) =>
+        throw new UseAfterFreeException($"frame {pfn:x} is not a page table (generation {Desc(pfn).Generation})", Environment.StackTrace, FreeStackOf(pfn));
+
+    /// <summary>A reference to the live table in frame <paramref name="pfn"/>, stamped with its generation.</summary>
+    public TableRef Ref(long pfn) => new(pfn, Desc(pfn).Generation);
+
+    /// <summary>
+    /// The entries of a mapped table, after checking that it is still the table that was mapped;
+    /// a freed or reused frame throws <see cref="UseAfterFreeException"/> with both stacks.
+    /// </summary>
+    public Span<ulong> Table(TableRef table)
+    {
+        ref var d = ref Desc(table.Pfn);
+        if ((d.Flags & (int)PageFlags.Table) == 0 || d.Generation != table.Generation)
+        {
+            ThrowStale(table);
+        }
+
+        return _tables.Entries(d.TableSlot);
+    }
+
+    /// <summary>Whether a mapped table is still the same live table (no exception).</summary>
+    public bool IsLive(TableRef table)
+    {
+        ref var d = ref Desc(table.Pfn);
+        return (d.Flags & (int)PageFlags.Table) != 0 && d.Generation == table.Generation;
+    }
+
+    private void ThrowStale(TableRef table) =>
+        throw new UseAfterFreeException(
+            $"use after free: {table} was freed (frame now generation {Desc(table.Pfn).Generation}, flags {(PageFlags)Desc(table.Pfn).Flags})",
+            Environment.StackTrace,
+            FreeStackOf(table.Pfn));
+
+    /// <summary>Record the stack of every table free, for use-after-free reports (slow; tests turn it on).</summary>
+    public bool RecordFreeStacks { get; set; }
+
+    private readonly Dictionary<long, string> _freeStacks = [];
+
+    private string? FreeStackOf(long pfn)
+    {
+        lock (_freeStacks)
+        {
+            return _freeStacks.GetValueOrDefault(pfn);
+        }
+    }
 
     /// <summary>Frees a table page: poisons its entries and bumps its generation (<c>pte_free</c>).</summary>
     public void FreeTable(long pfn)
@@ -229,6 +274,14 @@ public sealed class PhysMemory
         if (!d.Has(PageFlags.Table))
         {
             throw new InvalidOperationException($"freeing frame {pfn:x} as a table, but it is not one");
+        }
+
+        if (RecordFreeStacks)
+        {
+            lock (_freeStacks)
+            {
+                _freeStacks[pfn] = Environment.StackTrace;
+            }
         }
 
         d.Flags &= ~(int)PageFlags.Table;

@@ -1,4 +1,5 @@
 using PtLab.Mm;
+using PtLab.Phys;
 
 namespace PtLab.Reclaim;
 
@@ -18,41 +19,41 @@ public interface IPageTableReclaim
     void PteTableDtor(MmStruct mm, long ptePfn);
 
     /// <summary>Called by <c>set_pte_at</c> with the entry it replaces (<c>track_pte_set</c>).</summary>
-    void TrackPteSet(MmStruct mm, long ptePfn, ulong oldEntry, ulong newEntry);
+    void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry, ulong newEntry);
 
     /// <summary>Called by <c>ptep_get_and_clear</c> and <c>pte_clear</c> with the entry cleared (<c>track_pte_clear</c>).</summary>
-    void TrackPteClear(MmStruct mm, long ptePfn, ulong oldEntry);
+    void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry);
 
     /// <summary>
     /// <c>pte_offset_map</c> (or the seed's <c>pte_tryget_map</c>): gives a visitor the PTE table under a
-    /// pmd entry, or -1 when there is none to visit (none, huge, or going away).
+    /// pmd entry, or <see cref="TableRef.None"/> when there is none to visit (none, huge, or going away).
     /// </summary>
-    long PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex);
+    TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex);
 
     /// <summary><c>pte_unmap</c>: ends a visit begun by <see cref="PteOffsetMap"/>.</summary>
-    void PteUnmap(MmStruct mm, Cpu cpu, long ptePfn);
+    void PteUnmap(MmStruct mm, Cpu cpu, TableRef pte);
 
     /// <summary>
     /// <c>pte_offset_map_lock</c> (or <c>pte_tryget_map_lock</c>): maps and takes the split PTE lock.
-    /// Returns -1 when there is no table to lock; the caller treats that like <c>pmd_none</c>.
+    /// Returns <see cref="TableRef.None"/> when there is no table to lock; the caller treats that like <c>pmd_none</c>.
     /// </summary>
-    long PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex);
+    TableRef PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex);
 
     /// <summary><c>pte_unmap_unlock</c>.</summary>
-    void PteUnmapUnlock(MmStruct mm, Cpu cpu, long ptePfn);
+    void PteUnmapUnlock(MmStruct mm, Cpu cpu, TableRef pte);
 
     /// <summary>
     /// Runs at the end of <c>zap_pte_range</c> with the PTE lock still held. Returns true when the
     /// design unhooked the table from its pmd here (pt-reclaim's trylock fast path).
     /// </summary>
-    bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, long ptePfn);
+    bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte);
 
     /// <summary>
     /// Runs after a zap cleared entries of one PTE table, outside its lock. This is where a design
     /// may free the now-empty table; <paramref name="unhooked"/> says the fast path already
     /// cleared the pmd, and <paramref name="tlb"/> is the zap's gather.
     /// </summary>
-    void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, long ptePfn, bool unhooked, MmuGather tlb);
+    void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte, bool unhooked, MmuGather tlb);
 }
 
 /// <summary>What a zap did to one PTE table.</summary>

@@ -1,4 +1,5 @@
 using PtLab.Mm;
+using PtLab.Phys;
 using PtLab.Sync;
 
 namespace PtLab.Reclaim;
@@ -24,56 +25,56 @@ public class NoReclaim : IPageTableReclaim
     }
 
     /// <inheritdoc/>
-    public virtual void TrackPteSet(MmStruct mm, long ptePfn, ulong oldEntry, ulong newEntry)
+    public virtual void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry, ulong newEntry)
     {
     }
 
     /// <inheritdoc/>
-    public virtual void TrackPteClear(MmStruct mm, long ptePfn, ulong oldEntry)
+    public virtual void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry)
     {
     }
 
     /// <inheritdoc/>
-    public virtual long PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    public virtual TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
     {
         ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTablePfn)[pmdIndex]);
         if (Paging.Entry.IsNone(pmd) || Paging.Entry.IsHuge(pmd))
         {
-            return -1;
+            return TableRef.None;
         }
 
-        return Paging.Entry.Pfn(pmd);
+        return mm.Phys.Ref(Paging.Entry.Pfn(pmd));
     }
 
     /// <inheritdoc/>
-    public virtual void PteUnmap(MmStruct mm, Cpu cpu, long ptePfn)
+    public virtual void PteUnmap(MmStruct mm, Cpu cpu, TableRef pte)
     {
     }
 
     /// <inheritdoc/>
-    public virtual long PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    public virtual TableRef PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
     {
-        long pte = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
-        if (pte >= 0)
+        var pte = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
+        if (!pte.IsNone)
         {
-            RawSpinLock.Lock(ref mm.Phys.Desc(pte).PtLock);
+            RawSpinLock.Lock(ref mm.Phys.Desc(pte.Pfn).PtLock);
         }
 
         return pte;
     }
 
     /// <inheritdoc/>
-    public virtual void PteUnmapUnlock(MmStruct mm, Cpu cpu, long ptePfn)
+    public virtual void PteUnmapUnlock(MmStruct mm, Cpu cpu, TableRef pte)
     {
-        RawSpinLock.Unlock(ref mm.Phys.Desc(ptePfn).PtLock);
-        PteUnmap(mm, cpu, ptePfn);
+        RawSpinLock.Unlock(ref mm.Phys.Desc(pte.Pfn).PtLock);
+        PteUnmap(mm, cpu, pte);
     }
 
     /// <inheritdoc/>
-    public virtual bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, long ptePfn) => false;
+    public virtual bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte) => false;
 
     /// <inheritdoc/>
-    public virtual void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, long ptePfn, bool unhooked, MmuGather tlb)
+    public virtual void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte, bool unhooked, MmuGather tlb)
     {
     }
 }

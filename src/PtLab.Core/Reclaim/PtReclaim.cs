@@ -1,5 +1,6 @@
 using PtLab.Mm;
 using PtLab.Paging;
+using PtLab.Phys;
 using PtLab.Sync;
 
 namespace PtLab.Reclaim;
@@ -32,40 +33,40 @@ public sealed class PtReclaim : NoReclaim
     /// <c>__pte_offset_map</c>: enters an RCU read section that lasts until <see cref="PteUnmap"/>,
     /// so the table cannot be freed under the visitor.
     /// </summary>
-    public override long PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    public override TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
     {
         mm.Rcu.ReadLock(cpu.Id);
         ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTablePfn)[pmdIndex]);
         if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
         {
             mm.Rcu.ReadUnlock(cpu.Id);
-            return -1;
+            return TableRef.None;
         }
 
-        return Entry.Pfn(pmd);
+        return mm.Phys.Ref(Entry.Pfn(pmd));
     }
 
     /// <summary><c>pte_unmap</c>: leaves the RCU read section.</summary>
-    public override void PteUnmap(MmStruct mm, Cpu cpu, long ptePfn) => mm.Rcu.ReadUnlock(cpu.Id);
+    public override void PteUnmap(MmStruct mm, Cpu cpu, TableRef pte) => mm.Rcu.ReadUnlock(cpu.Id);
 
     /// <summary>
     /// <c>__pte_offset_map_lock</c>: map, take the PTE lock, and recheck that the pmd still points
     /// at the same table; if the table was unhooked meanwhile, start again (and find none).
     /// </summary>
-    public override long PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    public override TableRef PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
     {
         while (true)
         {
-            long pte = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
-            if (pte < 0)
+            var pte = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
+            if (pte.IsNone)
             {
-                return -1;
+                return pte;
             }
 
-            ref int ptl = ref mm.Phys.Desc(pte).PtLock;
+            ref int ptl = ref mm.Phys.Desc(pte.Pfn).PtLock;
             RawSpinLock.Lock(ref ptl);
             ulong now = Volatile.Read(ref mm.Phys.Table(pmdTablePfn)[pmdIndex]);
-            if (!Entry.IsNone(now) && !Entry.IsHuge(now) && Entry.Pfn(now) == pte)
+            if (SkipPmdRecheckForTesting || (!Entry.IsNone(now) && !Entry.IsHuge(now) && Entry.Pfn(now) == pte.Pfn))
             {
                 return pte;
             }
@@ -80,7 +81,7 @@ public sealed class PtReclaim : NoReclaim
     /// pmd lock without waiting (the PTE lock is held, and the usual order is pmd lock first) and
     /// clear the pmd (<c>try_get_and_clear_pmd</c>).
     /// </summary>
-    public override bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, long ptePfn)
+    public override bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte)
     {
         if (!CanReclaim(zap))
         {
@@ -104,7 +105,7 @@ public sealed class PtReclaim : NoReclaim
     /// (<c>free_pte</c>), or take the slow path, which rechecks all 512 entries under both locks
     /// (<c>try_to_free_pte</c>).
     /// </summary>
-    public override void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, long ptePfn, bool unhooked, MmuGather tlb)
+    public override void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte, bool unhooked, MmuGather tlb)
     {
         if (!CanReclaim(zap))
         {
@@ -113,20 +114,20 @@ public sealed class PtReclaim : NoReclaim
 
         if (unhooked)
         {
-            mm.FreePteViaGather(tlb, ptePfn, zap.Start);
+            mm.FreePteViaGather(tlb, pte, zap.Start);
             return;
         }
 
         ref int pml = ref mm.Phys.Desc(zap.PmdTablePfn).PtLock;
         RawSpinLock.Lock(ref pml);
-        long pte = PteOffsetMap(mm, cpu, zap.PmdTablePfn, zap.PmdIndex);
-        if (pte < 0)
+        pte = PteOffsetMap(mm, cpu, zap.PmdTablePfn, zap.PmdIndex);
+        if (pte.IsNone)
         {
             RawSpinLock.Unlock(ref pml);
             return;
         }
 
-        ref int ptl = ref mm.Phys.Desc(pte).PtLock;
+        ref int ptl = ref mm.Phys.Desc(pte.Pfn).PtLock;
         RawSpinLock.Lock(ref ptl);
         bool empty = true;
         foreach (ulong e in mm.Phys.Table(pte))
@@ -156,6 +157,9 @@ public sealed class PtReclaim : NoReclaim
             Interlocked.Increment(ref _slowPathAborted);
         }
     }
+
+    /// <summary>Test-only mutation: <c>pte_offset_map_lock</c> without the pmd recheck.</summary>
+    internal bool SkipPmdRecheckForTesting { get; set; }
 
     /// <summary>
     /// <c>reclaim_pt_is_enabled</c> and the skip rule: only MADV_DONTNEED, only a zap covering the

@@ -1,5 +1,6 @@
 using PtLab.Mm;
 using PtLab.Paging;
+using PtLab.Phys;
 using PtLab.Sync;
 
 namespace PtLab.Reclaim;
@@ -12,13 +13,13 @@ namespace PtLab.Reclaim;
 public abstract class RefcountReclaim : NoReclaim
 {
     /// <summary><c>pte_tryget</c> on the table's reference; false when it may be going away.</summary>
-    protected abstract bool TryGet(MmStruct mm, Cpu cpu, long ptePfn);
+    protected abstract bool TryGet(MmStruct mm, Cpu cpu, TableRef pte);
 
     /// <summary>Takes a reference the caller knows to be safe (an entry set under the table's lock).</summary>
-    protected abstract void Get(MmStruct mm, Cpu? cpu, long ptePfn);
+    protected abstract void Get(MmStruct mm, Cpu cpu, TableRef pte);
 
     /// <summary>Drops a reference (<c>__pte_put</c>).</summary>
-    protected abstract void Put(MmStruct mm, Cpu? cpu, long ptePfn);
+    protected abstract void Put(MmStruct mm, Cpu cpu, TableRef pte);
 
     /// <summary>
     /// The table's reference count as a number, for invariant checks, when the design can tell it
@@ -31,58 +32,79 @@ public abstract class RefcountReclaim : NoReclaim
     /// reference on the table it points to. A failed try-get calls back into the design, as the
     /// seed calls <c>free_user_pte</c> there so that a racing free is never missed.
     /// </summary>
-    public override long PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    public override TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
     {
+        if (SkipTryGetForTesting)
+        {
+            return base.PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
+        }
+
         mm.Rcu.ReadLock(cpu.Id);
         ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTablePfn)[pmdIndex]);
         if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
         {
             mm.Rcu.ReadUnlock(cpu.Id);
-            return -1;
+            return TableRef.None;
         }
 
-        long pte = Entry.Pfn(pmd);
+        // Under RCU the table cannot be freed, so its descriptor and reference are still valid.
+        var pte = mm.Phys.Ref(Entry.Pfn(pmd));
         bool got = TryGet(mm, cpu, pte);
         mm.Rcu.ReadUnlock(cpu.Id);
         if (!got)
         {
             OnTryGetFailed(mm, cpu, pmdTablePfn, pmdIndex, pte);
-            return -1;
+            return TableRef.None;
         }
 
         return pte;
     }
 
     /// <summary><c>pte_unmap</c>: drops the visitor's reference.</summary>
-    public override void PteUnmap(MmStruct mm, Cpu cpu, long ptePfn) => Put(mm, cpu, ptePfn);
+    public override void PteUnmap(MmStruct mm, Cpu cpu, TableRef pte)
+    {
+        if (!SkipTryGetForTesting)
+        {
+            Put(mm, cpu, pte);
+        }
+    }
 
     /// <summary><c>track_pte_set</c>: none to non-none takes a reference.</summary>
-    public override void TrackPteSet(MmStruct mm, long ptePfn, ulong oldEntry, ulong newEntry)
+    public override void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry, ulong newEntry)
     {
         if (Entry.IsNone(oldEntry) && !Entry.IsNone(newEntry))
         {
-            Get(mm, null, ptePfn);
+            Get(mm, cpu, pte);
         }
     }
 
     /// <summary><c>track_pte_clear</c>: non-none to none drops one.</summary>
-    public override void TrackPteClear(MmStruct mm, long ptePfn, ulong oldEntry)
+    public override void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry)
     {
-        if (!Entry.IsNone(oldEntry))
+        if (!Entry.IsNone(oldEntry) && !SkipTrackClearForTesting)
         {
-            Put(mm, null, ptePfn);
+            Put(mm, cpu, pte);
         }
     }
 
+    /// <summary>
+    /// Test-only mutation: visitors map tables without <c>pte_tryget</c>, as the kernel did before
+    /// the seed. The use-after-free detector must catch what follows.
+    /// </summary>
+    internal bool SkipTryGetForTesting { get; set; }
+
+    /// <summary>Test-only mutation: one clear path forgets <c>track_pte_clear</c>.</summary>
+    internal bool SkipTrackClearForTesting { get; set; }
+
     /// <summary>Called after a failed try-get, outside RCU.</summary>
-    protected virtual void OnTryGetFailed(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, long ptePfn)
+    protected virtual void OnTryGetFailed(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte)
     {
     }
 
     /// <summary>Locates the pmd entry of a PTE table from its descriptor (pt_mm / pt_index).</summary>
-    protected static bool TryLocatePmd(MmStruct mm, long ptePfn, out long pmdTable, out int pmdIndex)
+    protected static bool TryLocatePmd(MmStruct mm, TableRef pte, out long pmdTable, out int pmdIndex)
     {
-        ulong addr = mm.Phys.Desc(ptePfn).RmapAddress;
+        ulong addr = mm.Phys.Desc(pte.Pfn).RmapAddress;
         pmdTable = mm.PmdTableOf(addr);
         pmdIndex = Geometry.Index(addr, 2);
         return pmdTable >= 0;
@@ -109,9 +131,9 @@ public sealed class AtomicReclaim : RefcountReclaim
     public override long? ExactCount(MmStruct mm, long ptePfn) => Volatile.Read(ref mm.Phys.Desc(ptePfn).PteRefCount);
 
     /// <inheritdoc/>
-    protected override bool TryGet(MmStruct mm, Cpu cpu, long ptePfn)
+    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pte)
     {
-        ref int c = ref mm.Phys.Desc(ptePfn).PteRefCount;
+        ref int c = ref mm.Phys.Desc(pte.Pfn).PteRefCount;
         while (true)
         {
             int v = Volatile.Read(ref c);
@@ -129,28 +151,40 @@ public sealed class AtomicReclaim : RefcountReclaim
     }
 
     /// <inheritdoc/>
-    protected override void Get(MmStruct mm, Cpu? cpu, long ptePfn)
+    protected override void Get(MmStruct mm, Cpu cpu, TableRef pte)
     {
-        if (Interlocked.Increment(ref mm.Phys.Desc(ptePfn).PteRefCount) <= 0)
+        if (!mm.Phys.IsLive(pte))
         {
-            throw new InvalidOperationException($"pte_refcount get on a dead or unheld table {ptePfn:x}");
+            mm.Phys.Table(pte); // reports the use after free
+        }
+
+        if (Interlocked.Increment(ref mm.Phys.Desc(pte.Pfn).PteRefCount) <= 0)
+        {
+            throw new InvalidOperationException($"pte_refcount get on a dead or unheld {pte}");
         }
     }
 
     /// <inheritdoc/>
-    protected override void Put(MmStruct mm, Cpu? cpu, long ptePfn)
+    protected override void Put(MmStruct mm, Cpu cpu, TableRef pte)
     {
-        ref int c = ref mm.Phys.Desc(ptePfn).PteRefCount;
+        if (!mm.Phys.IsLive(pte))
+        {
+            mm.Phys.Table(pte); // reports the use after free
+        }
+
+        ref int c = ref mm.Phys.Desc(pte.Pfn).PteRefCount;
         int v = Interlocked.Decrement(ref c);
         if (v < 0)
         {
-            throw new InvalidOperationException($"pte_refcount underflow on table {ptePfn:x}");
+            throw new InvalidOperationException($"pte_refcount underflow on {pte}");
         }
 
+        // Only the claimer frees; until it has unhooked the table, try-gets fail and faults retry.
         if (v == 0 && Interlocked.CompareExchange(ref c, Dead, 0) == 0 &&
-            TryLocatePmd(mm, ptePfn, out long pmdTable, out int pmdIndex))
+            TryLocatePmd(mm, pte, out long pmdTable, out int pmdIndex) &&
+            !mm.FreeUserPte(cpu, pmdTable, pmdIndex, pte))
         {
-            mm.FreeUserPte(pmdTable, pmdIndex, ptePfn);
+            throw new InvalidOperationException($"claimed {pte} at zero but its pmd no longer points at it");
         }
     }
 }

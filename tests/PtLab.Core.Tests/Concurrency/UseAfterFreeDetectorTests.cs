@@ -1,0 +1,81 @@
+using System.Diagnostics;
+using PtLab.Mm;
+using PtLab.Phys;
+using PtLab.Reclaim;
+using PtLab.Workloads;
+
+namespace PtLab.Tests.Concurrency;
+
+/// <summary>The detector has teeth: a walker that maps tables without a reference is caught.</summary>
+public class UseAfterFreeDetectorTests
+{
+    private const ulong Base = 0x40000000;
+
+    /// <summary>
+    /// One CPU faults pages in and zaps whole tables with DONTNEED; the other keeps reading the
+    /// same range. Returns the first exception, if any, within the time bound.
+    /// </summary>
+    private static Exception? Race(string design, bool unsafeWalkers, int millis)
+    {
+        using var s = new Sim(ramBytes: 256L << 20, cpus: 2, design: Designs.Factory(design));
+        s.Machine.Phys.RecordFreeStacks = true;
+        if (s.Mm.Design is RefcountReclaim rc)
+        {
+            rc.SkipTryGetForTesting = unsafeWalkers;
+        }
+
+        ulong a = s.Map(4 * Sim.M2, addr: Base, flags: Sim.Anon | MapFlags.Fixed);
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            MultiCpuRunner.Run(s.Machine.Cpus, cpu =>
+            {
+                var rng = new Random(cpu.Id);
+                while (sw.ElapsedMilliseconds < millis)
+                {
+                    ulong q = a + ((ulong)rng.Next(4) * Sim.M2);
+                    if (cpu.Id == 0)
+                    {
+                        for (int i = 0; i < 8; i++)
+                        {
+                            Assert.True(cpu.Touch(q + ((ulong)rng.Next(512) * Sim.K4)).Ok);
+                        }
+
+                        Assert.Equal(Errno.None, s.Mm.Madvise(cpu, q, Sim.M2, Advice.DontNeed));
+                    }
+                    else
+                    {
+                        Assert.True(cpu.ReadByte(q + ((ulong)rng.Next(512) * Sim.K4), out _).Ok);
+                        Assert.Equal(Errno.None, s.Mm.Madvise(cpu, q + ((ulong)rng.Next(512) * Sim.K4), Sim.K4, Advice.Free));
+                    }
+                }
+            });
+        }
+        catch (AggregateException e)
+        {
+            return e.InnerException;
+        }
+
+        s.AssertAccountingConsistent();
+        return null;
+    }
+
+    [Fact]
+    public void WalkersThatSkipPteTrygetAreCaught()
+    {
+        var e = Race("atomic", unsafeWalkers: true, millis: 4000);
+        Assert.NotNull(e);
+        Assert.True(e is UseAfterFreeException, e.ToString());
+        var uaf = (UseAfterFreeException)e;
+        Assert.Contains("use after free", uaf.Message + " frame is not a page table");
+        Assert.Contains("FreeTable", uaf.FreeStack ?? "");
+    }
+
+    [Theory]
+    [InlineData("atomic")]
+    [InlineData("pt-reclaim")]
+    public void TheSameRaceWithTheRealProtocolHasNoReport(string design)
+    {
+        Assert.Null(Race(design, unsafeWalkers: false, millis: 1500));
+    }
+}
