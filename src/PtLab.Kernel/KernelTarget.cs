@@ -88,20 +88,14 @@ public sealed unsafe class KernelTarget : IMemoryTarget
             bool fixedReplace = (flags & MapFlags.Fixed) != 0 && (flags & MapFlags.FixedNoReplace) == 0;
             if (fixedReplace && len != 0 && (addr & (PageSize - 1)) == 0 && addr + len > addr)
             {
-                // MAP_FIXED replaces whatever is there. Over the target's own ranges that is the
-                // caller's business; over free space MAP_FIXED_NOREPLACE gives the same result
-                // without a window in which a runtime thread could map there first.
+                // MAP_FIXED replaces whatever is there: refuse it over the runtime's memory. Over
+                // nothing but free space, MAP_FIXED_NOREPLACE gives the same result without a window
+                // in which a runtime thread could map there first.
+                EnsureOwnedOrFree(addr, len, "MAP_FIXED mmap");
                 var gaps = _owned.Gaps(addr, addr + len);
                 if (gaps.Count == 1 && gaps[0] == (addr, addr + len))
                 {
                     flags = (flags & ~MapFlags.Fixed) | MapFlags.FixedNoReplace;
-                }
-                else if (gaps.Count != 0)
-                {
-                    throw new ArgumentException(
-                        $"MAP_FIXED over [0x{addr:x}, 0x{addr + len:x}) would replace memory this target did not map " +
-                        $"(first at 0x{gaps[0].Start:x}); the kernel target maps fixed only over its own ranges or free space",
-                        nameof(addr));
                 }
             }
 
