@@ -77,8 +77,13 @@ public sealed partial record KernelInfo
             };
         }
 
-        string release = UnameRelease();
-        var (config, source) = ReadConfig(release);
+        return ForLinux(UnameRelease(), isX64, "/proc/config.gz", "/boot");
+    }
+
+    /// <summary>The Linux half of <see cref="Probe"/>, with the configuration locations as parameters (for tests).</summary>
+    internal static KernelInfo ForLinux(string release, bool isX64, string procConfigGz, string bootDir)
+    {
+        var (config, source) = ReadConfig(release, procConfigGz, bootDir);
         return new KernelInfo
         {
             IsLinux = true,
@@ -143,19 +148,34 @@ public sealed partial record KernelInfo
         return File.Exists("/proc/sys/kernel/osrelease") ? File.ReadAllText("/proc/sys/kernel/osrelease").Trim() : "unknown";
     }
 
-    /// <summary>/proc/config.gz (CONFIG_IKCONFIG_PROC), else /boot/config-RELEASE, else nothing.</summary>
-    private static (string? Text, string? Source) ReadConfig(string release)
+    /// <summary>
+    /// /proc/config.gz (CONFIG_IKCONFIG_PROC), else /boot/config-RELEASE, else nothing. One that
+    /// exists but cannot be read counts as absent: the answer is then "unknown", not an error.
+    /// </summary>
+    private static (string? Text, string? Source) ReadConfig(string release, string procConfigGz, string bootDir)
     {
-        const string procConfig = "/proc/config.gz";
-        if (File.Exists(procConfig))
+        try
         {
-            using var file = File.OpenRead(procConfig);
-            using var gz = new GZipStream(file, CompressionMode.Decompress);
-            using var reader = new StreamReader(gz, Encoding.ASCII);
-            return (reader.ReadToEnd(), procConfig);
+            if (File.Exists(procConfigGz))
+            {
+                using var file = File.OpenRead(procConfigGz);
+                using var gz = new GZipStream(file, CompressionMode.Decompress);
+                using var reader = new StreamReader(gz, Encoding.ASCII);
+                return (reader.ReadToEnd(), procConfigGz);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+        {
         }
 
-        string boot = "/boot/config-" + release;
-        return File.Exists(boot) ? (File.ReadAllText(boot), boot) : (null, null);
+        string boot = Path.Combine(bootDir, "config-" + release);
+        try
+        {
+            return File.Exists(boot) ? (File.ReadAllText(boot), boot) : (null, null);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return (null, null);
+        }
     }
 }

@@ -77,3 +77,54 @@ public sealed class KernelInfoTests
         }
     }
 }
+
+public sealed class KernelConfigSourceTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("ptlab-config-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void TheCompressedProcConfigIsReadFirst()
+    {
+        string gz = Path.Combine(_dir, "config.gz");
+        using (var file = File.Create(gz))
+        using (var zip = new System.IO.Compression.GZipStream(file, System.IO.Compression.CompressionLevel.Fastest))
+        {
+            zip.Write("CONFIG_PT_RECLAIM=y\n"u8);
+        }
+
+        File.WriteAllText(Path.Combine(_dir, "config-6.18.0"), "# CONFIG_PT_RECLAIM is not set\n");
+        var info = KernelInfo.ForLinux("6.18.0", isX64: true, gz, _dir);
+        Assert.Equal(ConfigState.Enabled, info.PtReclaim);
+        Assert.Equal(gz, info.ConfigSource);
+        Assert.Equal("pt-reclaim", info.MatchingDesign);
+    }
+
+    [Fact]
+    public void TheBootConfigOfTheRunningReleaseIsTheFallback()
+    {
+        File.WriteAllText(Path.Combine(_dir, "config-6.18.0"), "# CONFIG_PT_RECLAIM is not set\n");
+        var info = KernelInfo.ForLinux("6.18.0", isX64: true, Path.Combine(_dir, "absent.gz"), _dir);
+        Assert.Equal(ConfigState.Disabled, info.PtReclaim);
+        Assert.Equal("n", info.PtReclaimText);
+        Assert.Equal("none", info.MatchingDesign);
+    }
+
+    [Fact]
+    public void WithNeitherConfigurationThePtReclaimAnswerIsUnknown()
+    {
+        var info = KernelInfo.ForLinux("6.18.0", isX64: true, Path.Combine(_dir, "absent.gz"), _dir);
+        Assert.Equal("unknown", info.PtReclaimText);
+        Assert.Null(info.ConfigSource);
+        Assert.Equal("none", info.MatchingDesign);
+    }
+
+    [Fact]
+    public void AConfigGzThatIsNotGzipCountsAsAbsent()
+    {
+        string gz = Path.Combine(_dir, "config.gz");
+        File.WriteAllText(gz, "plain text, not gzip");
+        Assert.Equal(ConfigState.Unknown, KernelInfo.ForLinux("6.18.0", isX64: true, gz, _dir).PtReclaim);
+    }
+}
