@@ -145,11 +145,16 @@ public sealed unsafe class KernelTarget : IMemoryTarget
             EnsureOwnedOrFree(addr, length, "mprotect");
             if (LibC.Mprotect((nint)addr, (nuint)length, (int)prot) != 0)
             {
-                // Linux may have changed some VMAs before it failed (ENOMEM at a hole, EACCES at a
-                // later VMA), so each part now has either the old or the new protection. Record
-                // what both allow: a touch the record allows must never fault for real.
+                // ENOMEM (a hole) and EACCES (a later VMA) can come after Linux changed the VMAs
+                // before them, so each part now has either the old or the new protection. Record
+                // what both allow: a touch the record allows must never fault for real. Other
+                // errors (EINVAL) come before any change.
                 var error = Fail();
-                _owned.RestrictProt(addr, addr + PageAlign(length), prot);
+                if (error is Errno.ENOMEM or Errno.EACCES)
+                {
+                    _owned.RestrictProt(addr, addr + PageAlign(length), prot);
+                }
+
                 return error;
             }
 
