@@ -46,7 +46,12 @@ public sealed class KernelDifferentialTests(ITestOutputHelper output)
         var (model, kernel) = Run(at => new ZeroPageScenario(128 * MiB, at), [ZeroPageScenario.AfterRead], output);
         Assert.Equal(66 * 4, PteDelta(model, ZeroPageScenario.AfterRead));
         Assert.Equal(PteDelta(model, ZeroPageScenario.AfterRead), PteDelta(kernel, ZeroPageScenario.AfterRead));
-        Assert.Equal(0, Checkpoint(kernel, ZeroPageScenario.AfterRead).RssAnonKb - kernel.Before.RssAnonKb);
+
+        // Zero-page entries are not RSS. The runtime's own pages move RssAnon by tens of kB during
+        // the run, so the kernel's figure is bounded rather than matched: far below the 128 MiB read.
+        Assert.Equal(0, Checkpoint(model, ZeroPageScenario.AfterRead).RssAnonKb - model.Before.RssAnonKb);
+        long kernelAnon = Checkpoint(kernel, ZeroPageScenario.AfterRead).RssAnonKb - kernel.Before.RssAnonKb;
+        Assert.True(kernelAnon < 1024, $"reading 128 MiB of fresh memory added {kernelAnon} kB of RssAnon on the kernel");
     }
 
     [LinuxFact]
