@@ -1,0 +1,181 @@
+using System.IO.Compression;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace PtLab.Kernel;
+
+/// <summary>What the kernel configuration says about an option.</summary>
+public enum ConfigState
+{
+    /// <summary>No configuration could be read (neither /proc/config.gz nor /boot/config-RELEASE).</summary>
+    Unknown,
+    /// <summary><c>=y</c>.</summary>
+    Enabled,
+    /// <summary>Absent or <c># ... is not set</c> in a configuration that was read.</summary>
+    Disabled,
+}
+
+/// <summary>
+/// The host kernel as far as PtLab cares: release, whether it is Linux x86-64, whether
+/// <c>CONFIG_PT_RECLAIM</c> is on, and which model design matches it.
+/// </summary>
+public sealed partial record KernelInfo
+{
+    /// <summary>The first release with <c>mm/pt_reclaim.c</c>.</summary>
+    public static readonly Version PtReclaimSince = new(6, 14);
+
+    /// <summary>Whether the host runs Linux.</summary>
+    public required bool IsLinux { get; init; }
+
+    /// <summary>Whether the OS and this process are x86-64 (the constants PtLab passes are x86-64's).</summary>
+    public required bool IsX64 { get; init; }
+
+    /// <summary>Whether the host is Linux on x86-64, where <see cref="KernelTarget"/> can run.</summary>
+    public bool IsLinuxX64 => IsLinux && IsX64;
+
+    /// <summary><c>uname -r</c> on Linux; the OS description elsewhere.</summary>
+    public required string Release { get; init; }
+
+    /// <summary>The major.minor.patch of <see cref="Release"/>, or null when it has none.</summary>
+    public Version? ReleaseVersion => ParseRelease(Release);
+
+    /// <summary><c>CONFIG_PT_RECLAIM</c>.</summary>
+    public required ConfigState PtReclaim { get; init; }
+
+    /// <summary>Where the configuration was read from, or null.</summary>
+    public string? ConfigSource { get; init; }
+
+    /// <summary><c>CONFIG_PT_RECLAIM</c> as "y", "n" or "unknown".</summary>
+    public string PtReclaimText => PtReclaim switch
+    {
+        ConfigState.Enabled => "y",
+        ConfigState.Disabled => "n",
+        _ => "unknown",
+    };
+
+    /// <summary>
+    /// The model design that behaves like this kernel: "pt-reclaim" on Linux x86-64 6.14+ with
+    /// <c>CONFIG_PT_RECLAIM=y</c>, otherwise "none".
+    /// </summary>
+    public string MatchingDesign =>
+        IsLinuxX64 && ReleaseVersion is { } v && v >= PtReclaimSince && PtReclaim == ConfigState.Enabled ? "pt-reclaim" : "none";
+
+    /// <summary>Probes the host this process runs on.</summary>
+    public static KernelInfo Probe()
+    {
+        bool isX64 = RuntimeInformation.OSArchitecture == Architecture.X64 &&
+                     RuntimeInformation.ProcessArchitecture == Architecture.X64;
+        if (!OperatingSystem.IsLinux())
+        {
+            return new KernelInfo
+            {
+                IsLinux = false,
+                IsX64 = isX64,
+                Release = RuntimeInformation.OSDescription,
+                PtReclaim = ConfigState.Unknown,
+            };
+        }
+
+        return ForLinux(UnameRelease(), isX64, "/proc/config.gz", "/boot");
+    }
+
+    /// <summary>The Linux half of <see cref="Probe"/>, with the configuration locations as parameters (for tests).</summary>
+    internal static KernelInfo ForLinux(string release, bool isX64, string procConfigGz, string bootDir)
+    {
+        var (config, source) = ReadConfig(release, procConfigGz, bootDir);
+        return new KernelInfo
+        {
+            IsLinux = true,
+            IsX64 = isX64,
+            Release = release,
+            PtReclaim = config is null ? ConfigState.Unknown : ConfigOption(config, "CONFIG_PT_RECLAIM"),
+            ConfigSource = source,
+        };
+    }
+
+    /// <summary>The state of <paramref name="option"/> in kernel configuration text.</summary>
+    public static ConfigState ConfigOption(string configText, string option)
+    {
+        ArgumentNullException.ThrowIfNull(configText);
+        ArgumentException.ThrowIfNullOrEmpty(option);
+        string set = option + "=";
+        foreach (var line in configText.Split('\n'))
+        {
+            if (line.StartsWith(set, StringComparison.Ordinal))
+            {
+                return line.AsSpan(set.Length).Trim() is "y" ? ConfigState.Enabled : ConfigState.Disabled;
+            }
+        }
+
+        return ConfigState.Disabled; // "# CONFIG_X is not set", or an option this kernel does not have
+    }
+
+    /// <summary>The major.minor[.patch] at the start of a kernel release string, or null.</summary>
+    public static Version? ParseRelease(string release)
+    {
+        ArgumentNullException.ThrowIfNull(release);
+        var m = ReleasePattern().Match(release);
+        if (!m.Success)
+        {
+            return null;
+        }
+
+        int major = int.Parse(m.Groups[1].ValueSpan, provider: null);
+        int minor = int.Parse(m.Groups[2].ValueSpan, provider: null);
+        return m.Groups[3].Success ? new Version(major, minor, int.Parse(m.Groups[3].ValueSpan, provider: null)) : new Version(major, minor);
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() =>
+        IsLinuxX64
+            ? $"Linux {Release} x86-64, CONFIG_PT_RECLAIM={PtReclaimText}{(ConfigSource is null ? "" : $" (from {ConfigSource})")}, matching design: {MatchingDesign}"
+            : $"{Release}: not Linux x86-64, the kernel target cannot run here; matching design: {MatchingDesign}";
+
+    [GeneratedRegex(@"^(\d+)\.(\d+)(?:\.(\d+))?")]
+    private static partial Regex ReleasePattern();
+
+    private static unsafe string UnameRelease()
+    {
+        byte* buf = stackalloc byte[LibC.UtsnameSize];
+        if (LibC.Uname(buf) == 0)
+        {
+            var release = new ReadOnlySpan<byte>(buf + (2 * LibC.UtsFieldLength), LibC.UtsFieldLength);
+            int nul = release.IndexOf((byte)0);
+            return Encoding.ASCII.GetString(nul < 0 ? release : release[..nul]);
+        }
+
+        return File.Exists("/proc/sys/kernel/osrelease") ? File.ReadAllText("/proc/sys/kernel/osrelease").Trim() : "unknown";
+    }
+
+    /// <summary>
+    /// /proc/config.gz (CONFIG_IKCONFIG_PROC), else /boot/config-RELEASE, else nothing. One that
+    /// exists but cannot be read counts as absent: the answer is then "unknown", not an error.
+    /// </summary>
+    private static (string? Text, string? Source) ReadConfig(string release, string procConfigGz, string bootDir)
+    {
+        try
+        {
+            if (File.Exists(procConfigGz))
+            {
+                using var file = File.OpenRead(procConfigGz);
+                using var gz = new GZipStream(file, CompressionMode.Decompress);
+                using var reader = new StreamReader(gz, Encoding.ASCII);
+                return (reader.ReadToEnd(), procConfigGz);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+        }
+
+        string boot = Path.Combine(bootDir, "config-" + release);
+        try
+        {
+            return File.Exists(boot) ? (File.ReadAllText(boot), boot) : (null, null);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return (null, null);
+        }
+    }
+}

@@ -1,0 +1,314 @@
+using System.Runtime.InteropServices;
+using PtLab.Mm;
+using PtLab.Workloads;
+
+namespace PtLab.Kernel;
+
+/// <summary>Thrown when a <see cref="KernelTarget"/> is created on a host that is not Linux x86-64.</summary>
+public sealed class KernelUnavailableException(string message) : PlatformNotSupportedException(message);
+
+/// <summary>
+/// The host Linux kernel as an <see cref="IMemoryTarget"/>: the scenario's system calls go to the
+/// real kernel on this process's own address space, page touches are real loads and stores, and
+/// <see cref="Status"/> reads <c>/proc/self/status</c>.
+/// </summary>
+/// <remarks>
+/// <para>
+/// The address space is shared with the .NET runtime, so the target guards it: it acts only on
+/// ranges it mapped itself or that no VMA occupies (checked against <c>/proc/self/maps</c>), and
+/// throws <see cref="ArgumentException"/> for anything else, since a munmap, a DONTNEED or a
+/// MAP_FIXED over the runtime's memory would corrupt the process. Touches are checked against the
+/// target's own record of its protections, because a real SIGSEGV would kill the process instead
+/// of coming back as a result. Figures include the runtime's own tables and pages: compare deltas.
+/// </para>
+/// <para>
+/// A kernel errno that <see cref="Errno"/> has no member for is returned with its Linux number as an
+/// undefined <see cref="Errno"/>; <see cref="LastError"/> names it.
+/// </para>
+/// </remarks>
+public sealed unsafe class KernelTarget : IMemoryTarget
+{
+    private const ulong PageSize = 4096;
+
+    private readonly Lock _lock = new();
+    private readonly MappingSet _owned = new();
+    private int _disposed;
+
+    /// <summary>Creates the target; throws <see cref="KernelUnavailableException"/> unless the host is Linux x86-64.</summary>
+    public KernelTarget()
+    {
+        if (!IsSupported)
+        {
+            throw new KernelUnavailableException(
+                $"the kernel target needs Linux on x86-64; this host is {RuntimeInformation.OSDescription} " +
+                $"({RuntimeInformation.ProcessArchitecture})");
+        }
+    }
+
+    /// <summary>Releases the mappings if <see cref="Dispose"/> was never called.</summary>
+    ~KernelTarget() => Release(throwOnFailure: false);
+
+    /// <summary>Whether a kernel target can be created on this host.</summary>
+    public static bool IsSupported =>
+        OperatingSystem.IsLinux() && RuntimeInformation.ProcessArchitecture == Architecture.X64;
+
+    /// <inheritdoc/>
+    public string Name => "kernel";
+
+    /// <summary>The last errno a call returned, with its name; null before any call failed.</summary>
+    public KernelError? LastError { get; private set; }
+
+    /// <summary>The ranges this target has mapped and not unmapped, with their protections.</summary>
+    public IReadOnlyList<OwnedRange> Mappings
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _owned.Ranges];
+            }
+        }
+    }
+
+    /// <summary>
+    /// An address where [address, address + <paramref name="length"/>) meets no VMA of this
+    /// process, <paramref name="alignment"/>-aligned (see <see cref="ProcMaps.FindFreeRegion"/>); 0 if none.
+    /// Give it to a scenario to place its mapping where it shares no page table with the runtime's.
+    /// </summary>
+    public static ulong FindFreeRegion(ulong length, ulong alignment) =>
+        ProcMaps.FindFreeRegion(ProcMaps.ReadSelf(), length, alignment);
+
+    /// <inheritdoc/>
+    public MmapResult Mmap(ulong addr, ulong length, Prot prot, MapFlags flags)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            ulong len = PageAlign(length);
+            bool fixedReplace = (flags & MapFlags.Fixed) != 0 && (flags & MapFlags.FixedNoReplace) == 0;
+            if (fixedReplace && len != 0 && (addr & (PageSize - 1)) == 0 && addr + len > addr)
+            {
+                // MAP_FIXED replaces whatever is there: refuse it over the runtime's memory. Over
+                // nothing but free space, MAP_FIXED_NOREPLACE gives the same result without a window
+                // in which a runtime thread could map there first.
+                EnsureOwnedOrFree(addr, len, "MAP_FIXED mmap");
+                var gaps = _owned.Gaps(addr, addr + len);
+                if (gaps.Count == 1 && gaps[0] == (addr, addr + len))
+                {
+                    flags = (flags & ~MapFlags.Fixed) | MapFlags.FixedNoReplace;
+                }
+            }
+
+            nint p = LibC.Mmap((nint)addr, (nuint)length, (int)prot, (int)flags, -1, 0);
+            if (p == LibC.MapFailed)
+            {
+                return new MmapResult(0, Fail());
+            }
+
+            ulong start = (ulong)p;
+            if ((flags & MapFlags.FixedNoReplace) != 0 && start != addr)
+            {
+                // Kernels before 4.17 take MAP_FIXED_NOREPLACE as a plain hint.
+                LibC.Munmap(p, (nuint)len);
+                throw new KernelUnavailableException(
+                    $"the kernel placed a MAP_FIXED_NOREPLACE mapping at 0x{start:x}, not 0x{addr:x}: it predates Linux 4.17");
+            }
+
+            _owned.Add(start, start + len, prot);
+            return new MmapResult(start, Errno.None);
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno Munmap(ulong addr, ulong length)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            EnsureOwnedOrFree(addr, length, "munmap");
+            if (LibC.Munmap((nint)addr, (nuint)length) != 0)
+            {
+                return Fail();
+            }
+
+            _owned.Remove(addr, addr + PageAlign(length));
+            return Errno.None;
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno Mprotect(ulong addr, ulong length, Prot prot)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            EnsureOwnedOrFree(addr, length, "mprotect");
+            if (LibC.Mprotect((nint)addr, (nuint)length, (int)prot) != 0)
+            {
+                // ENOMEM (a hole) and EACCES (a later VMA) can come after Linux changed the VMAs
+                // before them, so each part now has either the old or the new protection. Record
+                // what both allow: a touch the record allows must never fault for real. Other
+                // errors (EINVAL) come before any change.
+                var error = Fail();
+                if (error is Errno.ENOMEM or Errno.EACCES)
+                {
+                    _owned.RestrictProt(addr, addr + PageAlign(length), prot);
+                }
+
+                return error;
+            }
+
+            _owned.SetProt(addr, addr + PageAlign(length), prot);
+            return Errno.None;
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno Madvise(ulong addr, ulong length, Advice advice)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            EnsureOwnedOrFree(addr, length, "madvise");
+            return LibC.Madvise((nint)addr, (nuint)length, (int)advice) != 0 ? Fail() : Errno.None;
+        }
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// A write stores 1 and a read loads, one volatile byte access at <paramref name="addr"/> and
+    /// every 4 KiB after it. A page outside the target's ranges gives SEGV_MAPERR when no VMA holds
+    /// it; a page whose recorded protection forbids the access gives SEGV_ACCERR without touching it
+    /// (an execute-only page counts as unreadable, as with protection keys).
+    /// </remarks>
+    public AccessResult TouchPages(ulong addr, ulong length, bool write)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            ulong end = addr + length;
+            if (end < addr)
+            {
+                throw new ArgumentException($"[0x{addr:x}, +0x{length:x}) wraps around the address space", nameof(length));
+            }
+
+            ulong va = addr;
+            while (va < end)
+            {
+                if (_owned.Find(va) is not { } range)
+                {
+                    if (ProcMaps.AnyIn(ProcMaps.ReadSelf(), va, va + 1))
+                    {
+                        throw new ArgumentException(
+                            $"touching 0x{va:x}: the page belongs to the host process, not to this target", nameof(addr));
+                    }
+
+                    return new AccessResult(FaultOutcome.SegvMapErr, va);
+                }
+
+                bool allowed = write ? (range.Prot & Prot.Write) != 0 : (range.Prot & (Prot.Read | Prot.Write)) != 0;
+                if (!allowed)
+                {
+                    return new AccessResult(FaultOutcome.SegvAccErr, va);
+                }
+
+                ulong stop = Math.Min(end, range.End);
+                if (write)
+                {
+                    for (; va < stop; va += PageSize)
+                    {
+                        Volatile.Write(ref *(byte*)va, 1);
+                    }
+                }
+                else
+                {
+                    for (; va < stop; va += PageSize)
+                    {
+                        _ = Volatile.Read(ref *(byte*)va);
+                    }
+                }
+            }
+
+            return AccessResult.Success;
+        }
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// <see cref="MmStatus.Tables"/> stays zero: /proc reports only the sum of all levels
+    /// (<see cref="ProcStatus.TotalTables"/>).
+    /// </remarks>
+    public MmStatus Status() => ProcStatus.ReadSelf();
+
+    /// <summary>Unmaps everything the target mapped.</summary>
+    public void Dispose()
+    {
+        Release(throwOnFailure: true);
+        GC.SuppressFinalize(this);
+    }
+
+    private static ulong PageAlign(ulong len) => (len + PageSize - 1) & ~(PageSize - 1);
+
+    private void Release(bool throwOnFailure)
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        lock (_lock)
+        {
+            foreach (var r in _owned.Ranges)
+            {
+                if (LibC.Munmap((nint)r.Start, (nuint)(r.End - r.Start)) != 0 && throwOnFailure)
+                {
+                    throw new InvalidOperationException(
+                        $"munmap of the target's own range [0x{r.Start:x}, 0x{r.End:x}) failed: {LinuxErrno.Describe(Marshal.GetLastPInvokeError())}");
+                }
+            }
+
+            _owned.Clear();
+        }
+    }
+
+    private Errno Fail()
+    {
+        int raw = Marshal.GetLastPInvokeError();
+        LastError = LinuxErrno.Describe(raw);
+        return LinuxErrno.ToErrno(raw);
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
+    /// <summary>
+    /// Refuses a call that would act on memory the host process mapped: every part of the page
+    /// range not owned by the target must be free in /proc/self/maps. Arguments Linux rejects
+    /// before acting (an unaligned address, a zero or wrapping length) pass through for Linux's answer.
+    /// </summary>
+    private void EnsureOwnedOrFree(ulong addr, ulong length, string call)
+    {
+        ulong len = PageAlign(length);
+        if ((addr & (PageSize - 1)) != 0 || len == 0 || addr + len < addr)
+        {
+            return;
+        }
+
+        var gaps = _owned.Gaps(addr, addr + len);
+        if (gaps.Count == 0)
+        {
+            return;
+        }
+
+        var maps = ProcMaps.ReadSelf();
+        foreach (var (start, end) in gaps)
+        {
+            if (ProcMaps.AnyIn(maps, start, end))
+            {
+                throw new ArgumentException(
+                    $"{call} of [0x{addr:x}, 0x{addr + len:x}) would reach memory the host process mapped in [0x{start:x}, 0x{end:x}); " +
+                    "the kernel target acts only on its own mappings and free space",
+                    nameof(addr));
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+using System.Runtime.InteropServices;
+
+namespace PtLab.Kernel;
+
+/// <summary>
+/// The libc entry points the kernel target calls. Constant values are Linux x86-64's, which PtLab's
+/// <see cref="PtLab.Mm.Prot"/>, <see cref="PtLab.Mm.MapFlags"/> and <see cref="PtLab.Mm.Advice"/>
+/// already carry, so arguments pass through unchanged.
+/// </summary>
+internal static unsafe partial class LibC
+{
+    private const string Library = "libc";
+
+    /// <summary><c>MAP_FAILED</c>.</summary>
+    public const nint MapFailed = -1;
+
+    /// <summary><c>sizeof(struct utsname)</c> on Linux: six fields of 65 bytes.</summary>
+    public const int UtsnameSize = 6 * UtsFieldLength;
+
+    /// <summary><c>__NEW_UTS_LEN + 1</c>.</summary>
+    public const int UtsFieldLength = 65;
+
+    [LibraryImport(Library, EntryPoint = "mmap", SetLastError = true)]
+    public static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, nint offset);
+
+    [LibraryImport(Library, EntryPoint = "munmap", SetLastError = true)]
+    public static partial int Munmap(nint addr, nuint length);
+
+    [LibraryImport(Library, EntryPoint = "mprotect", SetLastError = true)]
+    public static partial int Mprotect(nint addr, nuint length, int prot);
+
+    [LibraryImport(Library, EntryPoint = "madvise", SetLastError = true)]
+    public static partial int Madvise(nint addr, nuint length, int advice);
+
+    [LibraryImport(Library, EntryPoint = "uname", SetLastError = true)]
+    public static partial int Uname(byte* buf);
+}
