@@ -7,7 +7,9 @@ namespace PtLab.Bench;
 /// <summary>
 /// PercpuRef get+put in percpu mode against one shared <see cref="Interlocked"/> counter, at 1 and
 /// 2 threads, each thread on its own simulated CPU. Times are per get+put pair per thread, so at
-/// equal thread counts the ratio of the means is the throughput ratio.
+/// equal thread counts the ratio of the means is the throughput ratio. The private-counter case
+/// (one padded counter per thread, nothing shared) is the ceiling any per-CPU scheme can reach on
+/// the machine: if it does not scale, neither can PercpuRef.
 /// </summary>
 [MedianColumn]
 public class PercpuRefBenchmarks
@@ -20,6 +22,7 @@ public class PercpuRefBenchmarks
     private PaddedLong[] _shared = null!;
     private Action<int> _sharedWork = null!;
     private Action<int> _refWork = null!;
+    private Action<int> _privateWork = null!;
 
     /// <summary>Threads running at once.</summary>
     [Params(1, 2)]
@@ -31,11 +34,20 @@ public class PercpuRefBenchmarks
     {
         _rcu = new Rcu(Threads);
         _ref = new PercpuRef(_rcu, null);
-        _shared = new PaddedLong[1];
+        _shared = new PaddedLong[1 + Threads];
         _team = new Team(Threads);
         _sharedWork = _ =>
         {
             ref long c = ref _shared[0].Value;
+            for (int i = 0; i < PairsPerThread; i++)
+            {
+                Interlocked.Increment(ref c);
+                Interlocked.Decrement(ref c);
+            }
+        };
+        _privateWork = cpu =>
+        {
+            ref long c = ref _shared[1 + cpu].Value;
             for (int i = 0; i < PairsPerThread; i++)
             {
                 Interlocked.Increment(ref c);
@@ -64,6 +76,10 @@ public class PercpuRefBenchmarks
     /// <summary><c>percpu_ref_get</c> then <c>percpu_ref_put</c> in percpu mode.</summary>
     [Benchmark(OperationsPerInvoke = PairsPerThread)]
     public void PercpuRefGetPut() => _team.Run(_refWork);
+
+    /// <summary>A padded counter per thread: increment then decrement, nothing shared.</summary>
+    [Benchmark(OperationsPerInvoke = PairsPerThread)]
+    public void PrivateCounterIncDec() => _team.Run(_privateWork);
 
     [StructLayout(LayoutKind.Explicit, Size = 128)]
     private struct PaddedLong
