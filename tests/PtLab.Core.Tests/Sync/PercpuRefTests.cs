@@ -511,6 +511,21 @@ public sealed class PercpuRefTests
     }
 
     [Fact]
+    public void EachRefHasItsOwnSwitchLockSoOneRefSwitchesWhileAnothersLockIsHeld()
+    {
+        // Patch 03: with the kernel's single global switch lock, switching B from inside A's
+        // confirmation (which runs under A's switch lock) would spin forever.
+        var a = NewRef(PercpuRefInit.Atomic);
+        var b = NewRef(PercpuRefInit.AllowReinit);
+        var t = Bounded.Start(() => a.SwitchToAtomic(0, _ => b.SwitchToAtomic(0)), "nested switch");
+        Bounded.Join(t, "nested switch");
+        Assert.False(b.IsPercpu);
+        _rcu.Barrier();
+        Assert.False(b.SwitchPending);
+        Assert.Equal(1, b.SharedCount);
+    }
+
+    [Fact]
     public void GetPutAndSwitchAreSchedulingPoints()
     {
         var sched = new RecordingScheduler();
