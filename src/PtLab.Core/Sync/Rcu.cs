@@ -91,13 +91,13 @@ public sealed class Rcu
     public void ReadUnlock(int cpu)
     {
         _sched?.Reached(SchedulingPointKind.RcuReadUnlock, this);
-        _lockDep?.RcuReadUnlock(cpu);
         ref Slot s = ref _slots[cpu];
         if (s.Nesting <= 0)
         {
             throw new InvalidOperationException($"rcu_read_unlock on CPU {cpu} without rcu_read_lock");
         }
 
+        _lockDep?.RcuReadUnlock(cpu);
         if (--s.Nesting == 0)
         {
             Volatile.Write(ref s.Epoch, 0);

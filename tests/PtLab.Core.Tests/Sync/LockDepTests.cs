@@ -126,6 +126,15 @@ public sealed class LockDepTests
     }
 
     [Fact]
+    public void AnUnbalancedRcuReadUnlockLeavesTheCheckersDepthAlone()
+    {
+        var hooks = new SyncHooks(1, lockDep: true);
+        var rcu = new Rcu(1, hooks);
+        Assert.Throws<InvalidOperationException>(() => rcu.ReadUnlock(0));
+        Assert.Equal(0, hooks.LockDep!.RcuDepth(0));
+    }
+
+    [Fact]
     public void ASyncPercpuRefSwitchUnderASpinLockIsReportedBeforeItChangesTheRef()
     {
         var hooks = new SyncHooks(2, lockDep: true);
