@@ -432,7 +432,7 @@ public sealed class PercpuRefTests
 
         Volatile.Write(ref stop, true);
         Bounded.Join(poller, "RCU poller");
-        Assert.True(rounds > 20, $"only {rounds} rounds");
+        Assert.True(rounds > 5, $"only {rounds} rounds");
     }
 
     [Fact]
@@ -471,8 +471,8 @@ public sealed class PercpuRefTests
 
         Assert.Equal(1, r.SharedCount);
         Assert.Equal(0, _released);
-        Assert.True(switches > 10, $"only {switches} switches");
-        Assert.True(Interlocked.Read(ref ops) > 1000, $"only {ops} get/put rounds");
+        Assert.True(switches > 3, $"only {switches} switches");
+        Assert.True(Interlocked.Read(ref ops) > 100, $"only {ops} get/put rounds");
     }
 
     [Fact]
