@@ -39,6 +39,15 @@ public sealed class LockClass
     /// <summary><c>mm-&gt;page_table_lock</c>: guards PGD and PUD population; a leaf.</summary>
     public static LockClass PageTableLock { get; } = new("page_table_lock", LockKind.Spin, isLeaf: true);
 
+    /// <summary>
+    /// A simulated CPU's TLB lock: held by that CPU across a TLB lookup and hardware walk, and by a
+    /// flusher that waits for the access in flight. Only an RCU read section nests inside; a leaf.
+    /// </summary>
+    public static LockClass TlbLock { get; } = new("tlb_lock", LockKind.Spin, isLeaf: true);
+
+    /// <summary>The free-frame list lock (the model's <c>zone-&gt;lock</c>); a leaf.</summary>
+    public static LockClass FreeListLock { get; } = new("zone_lock", LockKind.Spin, isLeaf: true);
+
     /// <summary>A <see cref="PercpuRef"/>'s own switch lock (the seed's patch 03).</summary>
     public static LockClass PercpuRefSwitchLock { get; } = new("percpu_ref_switch_lock", LockKind.Spin);
 

@@ -66,6 +66,24 @@ public sealed class LockDepTests
     }
 
     [Fact]
+    public void TheTlbLockMayBeTakenUnderAPteLockAndOnlyRcuNestsInsideIt()
+    {
+        var hooks = new SyncHooks(1, lockDep: true);
+        var dep = hooks.LockDep!;
+        var rcu = new Rcu(1, hooks);
+        dep.Acquire(0, LockClass.PteLock, 3);
+        dep.Acquire(0, LockClass.TlbLock, 0);
+        dep.Release(0, LockClass.TlbLock, 0);
+        dep.Release(0, LockClass.PteLock, 3);
+
+        dep.Acquire(0, LockClass.TlbLock, 0);
+        rcu.ReadLock(0);
+        rcu.ReadUnlock(0);
+        var e = Assert.Throws<LockDepException>(() => dep.Acquire(0, LockClass.FreeListLock));
+        Assert.Equal(LockDepViolationKind.UnderLeaf, e.Violation.Kind);
+    }
+
+    [Fact]
     public void ATrylockOfThePmdLockUnderThePteLockIsNotAnInversion()
     {
         var dep = new LockDep(1);
