@@ -11,6 +11,9 @@ namespace PtLab.Sync;
 /// advances the epoch and then issues a process-wide barrier (membarrier), so a reader's slot store
 /// is either visible to the scan that follows, or the reader's later loads come after the barrier
 /// and see whatever the updater unpublished before it. That keeps the read side free of fences.
+/// Callbacks queued by <see cref="CallRcu"/> do not run by themselves: they run on the thread of a
+/// later <see cref="Poll"/>, <see cref="SynchronizeRcu"/> or <see cref="Barrier"/>, so code that waits
+/// for a callback must drive grace periods itself.
 /// </remarks>
 public sealed class Rcu
 {
@@ -24,6 +27,8 @@ public sealed class Rcu
     }
 
     private readonly Slot[] _slots;
+    private readonly ISchedulingPoint? _sched;
+    private readonly LockDep? _lockDep;
     private readonly Lock _callbackLock = new();
     private readonly Queue<(long Target, Action Callback)> _callbacks = new();
     private long _epoch = 1;
@@ -32,11 +37,24 @@ public sealed class Rcu
     private int _pending;
 
     /// <summary>Creates RCU state for <paramref name="cpus"/> CPUs.</summary>
-    public Rcu(int cpus)
+    /// <param name="cpus">Simulated CPUs.</param>
+    /// <param name="hooks">The machine's scheduling-point hook and lock checker, or null.</param>
+    public Rcu(int cpus, SyncHooks? hooks = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(cpus, 1);
+        if (hooks is not null && hooks.Cpus < cpus)
+        {
+            throw new ArgumentException($"hooks cover {hooks.Cpus} CPUs, RCU needs {cpus}", nameof(hooks));
+        }
+
         _slots = new Slot[cpus];
+        Hooks = hooks;
+        _sched = hooks?.Scheduler;
+        _lockDep = hooks?.LockDep;
     }
+
+    /// <summary>The hooks it was built with; primitives built on top of this RCU share them.</summary>
+    public SyncHooks? Hooks { get; }
 
     /// <summary>Number of CPUs with a slot.</summary>
     public int Cpus => _slots.Length;
@@ -59,22 +77,27 @@ public sealed class Rcu
     /// <summary><c>rcu_read_lock</c> on CPU <paramref name="cpu"/>. Nests.</summary>
     public void ReadLock(int cpu)
     {
+        _sched?.Reached(SchedulingPointKind.RcuReadLock, this);
         ref Slot s = ref _slots[cpu];
         if (s.Nesting++ == 0)
         {
             Volatile.Write(ref s.Epoch, Volatile.Read(ref _epoch));
         }
+
+        _lockDep?.RcuReadLock(cpu);
     }
 
     /// <summary><c>rcu_read_unlock</c> on CPU <paramref name="cpu"/>.</summary>
     public void ReadUnlock(int cpu)
     {
+        _sched?.Reached(SchedulingPointKind.RcuReadUnlock, this);
         ref Slot s = ref _slots[cpu];
         if (s.Nesting <= 0)
         {
             throw new InvalidOperationException($"rcu_read_unlock on CPU {cpu} without rcu_read_lock");
         }
 
+        _lockDep?.RcuReadUnlock(cpu);
         if (--s.Nesting == 0)
         {
             Volatile.Write(ref s.Epoch, 0);
@@ -85,6 +108,12 @@ public sealed class Rcu
     /// <param name="callerCpu">The CPU calling, or -1; sleeping inside its own read section is a bug.</param>
     public void SynchronizeRcu(int callerCpu = -1)
     {
+        _sched?.Reached(SchedulingPointKind.SynchronizeRcu, this);
+        if (callerCpu >= 0)
+        {
+            _lockDep?.MightSleep(callerCpu, "synchronize_rcu");
+        }
+
         if (callerCpu >= 0 && _slots[callerCpu].Nesting > 0)
         {
             throw new InvalidOperationException($"synchronize_rcu called inside an RCU read section on CPU {callerCpu}");
@@ -103,6 +132,7 @@ public sealed class Rcu
                     break;
                 }
 
+                _sched?.Reached(SchedulingPointKind.Wait, this);
                 spin.SpinOnce(sleep1Threshold: -1);
             }
         }
@@ -114,6 +144,7 @@ public sealed class Rcu
     /// <remarks>Callbacks run from a later poll, synchronize or barrier on the caller's thread.</remarks>
     public void CallRcu(Action callback)
     {
+        _sched?.Reached(SchedulingPointKind.CallRcu, this);
         int pending;
         lock (_callbackLock)
         {
@@ -134,6 +165,7 @@ public sealed class Rcu
     /// </summary>
     public bool Poll()
     {
+        _sched?.Reached(SchedulingPointKind.RcuPoll, this);
         if (Volatile.Read(ref _pending) == 0)
         {
             return false;

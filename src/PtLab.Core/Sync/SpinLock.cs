@@ -4,6 +4,11 @@ namespace PtLab.Sync;
 /// A raw spin lock over one <see cref="int"/> word (0 free, 1 held), so that locks can live inside
 /// page descriptors the way <c>ptlock</c> lives in <c>struct ptdesc</c>. Models <c>spin_lock</c>.
 /// </summary>
+/// <remarks>
+/// The overloads without <see cref="SyncHooks"/> are bare: no scheduling point, no lock checking.
+/// The overloads with hooks are the annotated form a lock site uses when it knows its CPU and the
+/// lock's class; they cost one null test per hook when the hooks are off.
+/// </remarks>
 public static class RawSpinLock
 {
     /// <summary><c>spin_lock</c>.</summary>
@@ -15,9 +20,48 @@ public static class RawSpinLock
         }
     }
 
+    /// <summary><c>spin_lock</c> (or <c>spin_lock_nested</c> with a nonzero <paramref name="subclass"/>) on CPU <paramref name="cpu"/>, checked and scheduled through <paramref name="hooks"/>.</summary>
+    /// <param name="word">The lock word.</param>
+    /// <param name="hooks">The machine's hooks.</param>
+    /// <param name="cpu">The simulated CPU taking it.</param>
+    /// <param name="lockClass">The lock's class.</param>
+    /// <param name="instance">Which lock of the class (for example the table's frame number).</param>
+    /// <param name="subclass">Nesting subclass, for two locks of one class held at once.</param>
+    public static void Lock(ref int word, SyncHooks hooks, int cpu, LockClass lockClass, long instance = 0, int subclass = 0)
+    {
+        hooks.LockDep?.Acquire(cpu, lockClass, instance, subclass);
+        var sched = hooks.Scheduler;
+        if (sched is null)
+        {
+            Lock(ref word);
+            return;
+        }
+
+        sched.Reached(SchedulingPointKind.SpinLock, lockClass);
+        var spin = new SpinWait();
+        while (Interlocked.CompareExchange(ref word, 1, 0) != 0)
+        {
+            sched.Reached(SchedulingPointKind.Wait, lockClass);
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+    }
+
     /// <summary><c>spin_trylock</c>.</summary>
     public static bool TryLock(ref int word) =>
         Volatile.Read(ref word) == 0 && Interlocked.CompareExchange(ref word, 1, 0) == 0;
+
+    /// <summary><c>spin_trylock</c> on CPU <paramref name="cpu"/>, checked and scheduled through <paramref name="hooks"/>.</summary>
+    public static bool TryLock(ref int word, SyncHooks hooks, int cpu, LockClass lockClass, long instance = 0)
+    {
+        hooks.Scheduler?.Reached(SchedulingPointKind.SpinTryLock, lockClass);
+        if (!TryLock(ref word))
+        {
+            return false;
+        }
+
+        hooks.LockDep?.TryAcquired(cpu, lockClass, instance);
+        return true;
+    }
 
     /// <summary><c>spin_unlock</c>.</summary>
     public static void Unlock(ref int word)
@@ -28,6 +72,14 @@ public static class RawSpinLock
         }
 
         Volatile.Write(ref word, 0);
+    }
+
+    /// <summary><c>spin_unlock</c> on CPU <paramref name="cpu"/>, checked and scheduled through <paramref name="hooks"/>.</summary>
+    public static void Unlock(ref int word, SyncHooks hooks, int cpu, LockClass lockClass, long instance = 0)
+    {
+        hooks.Scheduler?.Reached(SchedulingPointKind.SpinUnlock, lockClass);
+        hooks.LockDep?.Release(cpu, lockClass, instance);
+        Unlock(ref word);
     }
 
     /// <summary><c>spin_is_locked</c>.</summary>
@@ -49,15 +101,73 @@ public static class RawSpinLock
 }
 
 /// <summary>A spin lock object, for locks that are not embedded in a descriptor (<c>page_table_lock</c>).</summary>
-public sealed class SpinLockObject
+/// <param name="hooks">The machine's hooks, or null for a bare lock.</param>
+/// <param name="lockClass">Its class for the lock checker; <see cref="LockClass.PageTableLock"/> by default.</param>
+public sealed class SpinLockObject(SyncHooks? hooks = null, LockClass? lockClass = null)
 {
+    private readonly ISchedulingPoint? _sched = hooks?.Scheduler;
     private int _word;
 
-    /// <summary><c>spin_lock</c>.</summary>
-    public void Lock() => RawSpinLock.Lock(ref _word);
+    /// <summary>The lock's class.</summary>
+    public LockClass Class { get; } = lockClass ?? LockClass.PageTableLock;
 
-    /// <summary><c>spin_unlock</c>.</summary>
-    public void Unlock() => RawSpinLock.Unlock(ref _word);
+    /// <summary><c>spin_lock</c>, not checked (the caller's CPU is unknown).</summary>
+    public void Lock()
+    {
+        if (_sched is null)
+        {
+            RawSpinLock.Lock(ref _word);
+            return;
+        }
+
+        _sched.Reached(SchedulingPointKind.SpinLock, this);
+        var spin = new SpinWait();
+        while (Interlocked.CompareExchange(ref _word, 1, 0) != 0)
+        {
+            _sched.Reached(SchedulingPointKind.Wait, this);
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+    }
+
+    /// <summary><c>spin_lock</c> on CPU <paramref name="cpu"/>, checked by the lock checker when enabled.</summary>
+    public void Lock(int cpu)
+    {
+        hooks?.LockDep?.Acquire(cpu, Class);
+        Lock();
+    }
+
+    /// <summary><c>spin_trylock</c>, not checked.</summary>
+    public bool TryLock()
+    {
+        _sched?.Reached(SchedulingPointKind.SpinTryLock, this);
+        return RawSpinLock.TryLock(ref _word);
+    }
+
+    /// <summary><c>spin_trylock</c> on CPU <paramref name="cpu"/>.</summary>
+    public bool TryLock(int cpu)
+    {
+        if (!TryLock())
+        {
+            return false;
+        }
+
+        hooks?.LockDep?.TryAcquired(cpu, Class);
+        return true;
+    }
+
+    /// <summary><c>spin_unlock</c>, not checked.</summary>
+    public void Unlock()
+    {
+        _sched?.Reached(SchedulingPointKind.SpinUnlock, this);
+        RawSpinLock.Unlock(ref _word);
+    }
+
+    /// <summary><c>spin_unlock</c> on CPU <paramref name="cpu"/>.</summary>
+    public void Unlock(int cpu)
+    {
+        hooks?.LockDep?.Release(cpu, Class);
+        Unlock();
+    }
 
     /// <summary><c>spin_is_locked</c>.</summary>
     public bool IsLocked => RawSpinLock.IsLocked(ref _word);

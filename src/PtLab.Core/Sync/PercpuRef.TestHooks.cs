@@ -1,0 +1,43 @@
+namespace PtLab.Sync;
+
+/// <summary>Test hooks: deterministic interleavings and the pre-patch-02 behaviour, for tests only.</summary>
+public sealed partial class PercpuRef
+{
+    /// <summary>Runs on the switching thread right after the switch's RCU callback is queued.</summary>
+    internal Action? AfterSwitchQueued { get; set; }
+
+    /// <summary>Runs in the RCU callback right after the switch is confirmed, before any put it makes.</summary>
+    internal Action? AfterConfirmCleared { get; set; }
+
+    /// <summary>
+    /// Makes <see cref="SwitchToAtomicSync"/> behave as before the seed's patch 02: the RCU callback
+    /// drops the switch's reference after waking the waiter, so the count may still be one too high
+    /// when the waiter returns.
+    /// </summary>
+    internal bool UnpatchedSyncSwitch { get; set; }
+
+    /// <summary>The shared counter as stored (biased in percpu mode).</summary>
+    internal long SharedCount => Volatile.Read(ref _count);
+
+    /// <summary>The sum of the stripes, or 0 once they are freed.</summary>
+    internal long StripeSum
+    {
+        get
+        {
+            var stripes = Volatile.Read(ref _stripes);
+            long sum = 0;
+            if (stripes is not null)
+            {
+                for (int i = 0; i < stripes.Length; i++)
+                {
+                    sum += Volatile.Read(ref stripes[i].Count);
+                }
+            }
+
+            return sum;
+        }
+    }
+
+    /// <summary>The true count whatever the mode: the shared counter less the bias plus the stripes when percpu.</summary>
+    internal long TrueCount => IsPercpu ? unchecked(SharedCount - CountBias + StripeSum) : SharedCount;
+}

@@ -1,0 +1,31 @@
+namespace PtLab.Sync;
+
+/// <summary>
+/// The debugging and testing hooks one simulated machine hands to its sync primitives: the
+/// scheduling-point hook and the lock-order checker. A primitive built without hooks, or with the
+/// no-op scheduler and no checker, pays one null test per operation.
+/// </summary>
+public sealed class SyncHooks
+{
+    /// <summary>Creates hooks for a machine with <paramref name="cpus"/> simulated CPUs.</summary>
+    /// <param name="cpus">Simulated CPUs; the lock checker keeps one held-lock stack per CPU.</param>
+    /// <param name="scheduler">The scheduling-point hook, or null (same as <see cref="NoSchedulingPoint"/>).</param>
+    /// <param name="lockDep">Whether to check lock order and sleeping in atomic context.</param>
+    /// <param name="lockDepMode">What the checker does on a violation.</param>
+    public SyncHooks(int cpus, ISchedulingPoint? scheduler = null, bool lockDep = false, LockDepMode lockDepMode = LockDepMode.Throw)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(cpus, 1);
+        Cpus = cpus;
+        Scheduler = scheduler is NoSchedulingPoint ? null : scheduler;
+        LockDep = lockDep ? new LockDep(cpus, lockDepMode) : null;
+    }
+
+    /// <summary>Simulated CPUs.</summary>
+    public int Cpus { get; }
+
+    /// <summary>The scheduling-point hook; null when it would do nothing.</summary>
+    public ISchedulingPoint? Scheduler { get; }
+
+    /// <summary>The lock-order checker; null when disabled.</summary>
+    public LockDep? LockDep { get; }
+}
