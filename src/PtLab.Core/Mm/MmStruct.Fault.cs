@@ -152,7 +152,7 @@ public sealed partial class MmStruct
         ref var td = ref Phys.Desc(fresh);
         td.RmapOwner = this;
         td.RmapAddress = PmdBase(pmdTable, pmdIndex);
-        Design.PteTableCtor(this, fresh);
+        Design.PteTableCtor(this, cpu, fresh);
         ref int pmdLock = ref Phys.Desc(pmdTable).PtLock;
         RawSpinLock.Lock(ref pmdLock);
         if (Entry.IsNone(Volatile.Read(ref pmde)))

@@ -32,12 +32,14 @@ public sealed partial class MmStruct
                 return UnmapOutcome.NotMapped;
             }
 
-            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            int pmdIndex = Geometry.Index(addr, 2);
+            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
             if (pt.IsNone)
             {
                 return UnmapOutcome.NotMapped;
             }
 
+            var outcome = UnmapOutcome.NotMapped;
             try
             {
                 int index = Geometry.PteIndex(addr);
@@ -70,16 +72,20 @@ public sealed partial class MmStruct
                     AddRssAnon(cpu, -1);
                     Phys.PutPage(pfn); // the mapping's reference; the isolation reference frees it
                     CountPageFreed(cpu, 1);
-                    return UnmapOutcome.Discarded;
+                    return outcome = UnmapOutcome.Discarded;
                 }
 
                 SetPteAt(cpu, pt, index, old);
                 Interlocked.Or(ref d.Flags, (int)PageFlags.SwapBacked);
-                return UnmapOutcome.Redirtied;
+                return outcome = UnmapOutcome.Redirtied;
             }
             finally
             {
                 Design.PteUnmapUnlock(this, cpu, pt);
+                if (outcome is UnmapOutcome.Discarded or UnmapOutcome.Redirtied)
+                {
+                    Design.AfterLazyFreeUnmap(this, cpu, pmdTable, pmdIndex, pt, outcome == UnmapOutcome.Discarded);
+                }
             }
         }
         finally

@@ -621,6 +621,7 @@ public sealed partial class MmStruct
             {
                 var entries = Phys.Table(pt);
                 long swapFreed = 0;
+                bool markedLazyFree = false;
                 for (ulong va = addr; va < next; va += Geometry.PageSize)
                 {
                     int i = Geometry.PteIndex(va);
@@ -663,10 +664,13 @@ public sealed partial class MmStruct
                     {
                         Phys.Lru.Move(pfn, LruList.File);
                     }
+
+                    markedLazyFree = true;
                 }
 
                 Design.PteUnmapUnlock(this, cpu, pt);
                 AddSwapEnts(cpu, -swapFreed);
+                Design.AfterMadvFreePteTable(this, cpu, pmdTable, pmdIndex, markedLazyFree);
             }
 
             addr = next;

@@ -7,6 +7,7 @@ public static class Designs
     {
         ["none"] = ("Linux before 6.14: tables are freed only by munmap and exit", () => new NoReclaim()),
         ["atomic"] = ("the Nov 2021 series: an atomic refcount per PTE table, freed at zero", () => new AtomicReclaim()),
+        ["pte-ref"] = ("the seed RFC (Apr 2022): a percpu_ref per PTE table, switched to atomic and freed after DONTNEED, and by reclaim after MADV_FREE", () => new PteRefReclaim()),
         ["pt-reclaim"] = ("upstream 6.14+ CONFIG_PT_RECLAIM: a DONTNEED zap covering a whole empty table frees it", () => new PtReclaim()),
     };
 

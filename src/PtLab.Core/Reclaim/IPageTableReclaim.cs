@@ -13,7 +13,7 @@ public interface IPageTableReclaim
     string Name { get; }
 
     /// <summary>PTE table constructor (<c>pgtable_pte_page_ctor</c>, where the seed calls <c>pte_ref_init</c>).</summary>
-    void PteTableCtor(MmStruct mm, long ptePfn);
+    void PteTableCtor(MmStruct mm, Cpu cpu, long ptePfn);
 
     /// <summary>PTE table destructor (<c>pgtable_pte_page_dtor</c>, where the seed calls <c>pte_ref_free</c>).</summary>
     void PteTableDtor(MmStruct mm, long ptePfn);
@@ -54,6 +54,19 @@ public interface IPageTableReclaim
     /// cleared the pmd, and <paramref name="tlb"/> is the zap's gather.
     /// </summary>
     void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte, bool unhooked, MmuGather tlb);
+
+    /// <summary>
+    /// Runs after <c>madvise_free_pte_range</c> finished one PTE table, outside its lock;
+    /// <paramref name="markedLazyFree"/> says whether any page in it was marked lazy-free.
+    /// </summary>
+    void AfterMadvFreePteTable(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, bool markedLazyFree);
+
+    /// <summary>
+    /// Runs after reclaim's <c>try_to_unmap_one</c> dealt with a lazy-free page through
+    /// <c>page_vma_mapped_walk</c>, outside the PTE lock: <paramref name="discarded"/> when the
+    /// entry was cleared, false when the page was dirty again and its entry restored.
+    /// </summary>
+    void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte, bool discarded);
 }
 
 /// <summary>What a zap did to one PTE table.</summary>

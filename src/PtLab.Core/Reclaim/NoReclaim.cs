@@ -15,7 +15,7 @@ public class NoReclaim : IPageTableReclaim
     public virtual string Name => "none";
 
     /// <inheritdoc/>
-    public virtual void PteTableCtor(MmStruct mm, long ptePfn)
+    public virtual void PteTableCtor(MmStruct mm, Cpu cpu, long ptePfn)
     {
     }
 
@@ -75,6 +75,16 @@ public class NoReclaim : IPageTableReclaim
 
     /// <inheritdoc/>
     public virtual void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte, bool unhooked, MmuGather tlb)
+    {
+    }
+
+    /// <inheritdoc/>
+    public virtual void AfterMadvFreePteTable(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, bool markedLazyFree)
+    {
+    }
+
+    /// <inheritdoc/>
+    public virtual void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte, bool discarded)
     {
     }
 }

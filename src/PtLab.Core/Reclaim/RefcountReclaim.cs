@@ -125,7 +125,7 @@ public sealed class AtomicReclaim : RefcountReclaim
     public override string Name => "atomic";
 
     /// <inheritdoc/>
-    public override void PteTableCtor(MmStruct mm, long ptePfn) => Volatile.Write(ref mm.Phys.Desc(ptePfn).PteRefCount, 0);
+    public override void PteTableCtor(MmStruct mm, Cpu cpu, long ptePfn) => Volatile.Write(ref mm.Phys.Desc(ptePfn).PteRefCount, 0);
 
     /// <inheritdoc/>
     public override long? ExactCount(MmStruct mm, long ptePfn) => Volatile.Read(ref mm.Phys.Desc(ptePfn).PteRefCount);

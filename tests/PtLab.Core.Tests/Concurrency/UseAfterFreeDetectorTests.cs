@@ -73,6 +73,7 @@ public class UseAfterFreeDetectorTests
 
     [Theory]
     [InlineData("atomic")]
+    [InlineData("pte-ref")]
     [InlineData("pt-reclaim")]
     public void TheSameRaceWithTheRealProtocolHasNoReport(string design)
     {

@@ -6,7 +6,7 @@ namespace PtLab.Tests.Reclaim;
 /// <summary>Behaviour every refcount design (atomic, pte-ref) must show, single-threaded.</summary>
 public class RefcountDesignTests
 {
-    public static TheoryData<string> Designs => new() { "atomic" };
+    public static TheoryData<string> Designs => new() { "atomic", "pte-ref" };
 
     internal static Func<IPageTableReclaim> Factory(string name) => PtLab.Reclaim.Designs.Factory(name) ?? throw new ArgumentException(name);
 

@@ -117,7 +117,7 @@ public sealed class RcuTests
         {
             if (k == SchedulingPointKind.Wait && Interlocked.Increment(ref waits) == 5)
             {
-                ThreadPool.QueueUserWorkItem(_ => reader.Release());
+                reader.Let();
             }
         };
 

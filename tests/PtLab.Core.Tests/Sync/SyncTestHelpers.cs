@@ -33,6 +33,9 @@ internal sealed class ParkedReader : IDisposable
 
     public bool HasLeft => _left.IsSet;
 
+    /// <summary>Lets the reader leave, without waiting for it (safe from a scheduling hook).</summary>
+    public void Let() => _release.Set();
+
     public void Release()
     {
         _release.Set();
@@ -46,10 +49,8 @@ internal sealed class ParkedReader : IDisposable
 
     public void Dispose()
     {
-        if (!_left.IsSet)
-        {
-            Release();
-        }
+        _release.Set();
+        _thread.Join();
 
         _inside.Dispose();
         _release.Dispose();
