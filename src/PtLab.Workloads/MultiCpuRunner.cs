@@ -27,6 +27,7 @@ public static class MultiCpuRunner
                 catch (Exception e)
                 {
                     errors[id] = e;
+                    (cpus[id].Machine.Sync.Scheduler as PtLab.Sync.PanicOnFailure)?.Panic($"CPU {id}: {e.Message}");
                 }
             })
             {
@@ -41,12 +42,12 @@ public static class MultiCpuRunner
             t.Join();
         }
 
-        for (int i = 0; i < errors.Length; i++)
+        // Report the original failure, not the panics it caused on the other CPUs.
+        var first = errors.Select((e, i) => (e, i)).Where(x => x.e is not null)
+            .OrderBy(x => x.e is PtLab.Sync.MachinePanicException ? 1 : 0).FirstOrDefault();
+        if (first.e is { } failure)
         {
-            if (errors[i] is { } e)
-            {
-                throw new AggregateException($"CPU {i} failed: {e.Message}", e);
-            }
+            throw new AggregateException($"CPU {first.i} failed: {failure.Message}", failure);
         }
     }
 }

@@ -1,6 +1,7 @@
 using PtLab.Mm;
 using PtLab.Paging;
 using PtLab.Reclaim;
+using PtLab.Sync;
 
 namespace PtLab.Tests;
 
@@ -15,13 +16,15 @@ internal sealed class Sim : IDisposable
     public const MapFlags Anon = MapFlags.Private | MapFlags.Anonymous;
     public const Prot Rw = Prot.Read | Prot.Write;
 
-    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null)
+    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true)
     {
         Machine = new Machine(new MachineOptions
         {
             RamBytes = ramBytes,
             PageData = pageData,
             Cpus = cpus,
+            LockDep = lockDep,
+            Scheduler = new PanicOnFailure(),
             Design = design ?? (() => new NoReclaim()),
         });
         Mm = Machine.CreateAddressSpace();
@@ -122,7 +125,8 @@ internal sealed class Sim : IDisposable
 
     public void Dispose()
     {
-        if (Cpu.Mm is not null)
+        // A machine whose CPU failed may hold locks nobody will release: leave it be.
+        if (Cpu.Mm is not null && Machine.Sync.Scheduler is not PanicOnFailure { Panicked: true })
         {
             Mm.Exit(Cpu);
         }

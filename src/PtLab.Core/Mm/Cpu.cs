@@ -23,13 +23,17 @@ public sealed class Cpu
     {
         _machine = machine;
         Id = id;
+        Tlb = new Tlb { Owner = id };
     }
+
+    /// <summary>The machine this CPU belongs to.</summary>
+    public Machine Machine => _machine;
 
     /// <summary>The CPU number.</summary>
     public int Id { get; }
 
     /// <summary>This CPU's TLB.</summary>
-    public Tlb Tlb { get; } = new();
+    public Tlb Tlb { get; }
 
     /// <summary>The address space running on this CPU (<c>current-&gt;mm</c>).</summary>
     public MmStruct? Mm => Volatile.Read(ref _mm);
@@ -137,10 +141,11 @@ public sealed class Cpu
                     break;
                 }
 
+                _machine.Sync.Scheduler?.Reached(Sync.SchedulingPointKind.Wait, this);
                 spin.SpinOnce(sleep1Threshold: -1);
             }
 
-            Tlb.Lock();
+            Tlb.Lock(_machine.Sync, Id);
             try
             {
                 if (Tlb.Lookup(va, write, out ulong pte) || mm.HardwareWalk(this, va, write, out pte))
@@ -166,7 +171,7 @@ public sealed class Cpu
             }
             finally
             {
-                Tlb.Unlock();
+                Tlb.Unlock(_machine.Sync, Id);
             }
 
             _faults++;

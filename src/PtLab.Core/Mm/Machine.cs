@@ -16,6 +16,12 @@ public sealed record MachineOptions
     /// <summary>Keep real page bytes (true) or a 64-bit content token per page (false).</summary>
     public bool PageData { get; init; } = true;
 
+    /// <summary>A deterministic scheduler to plug into every scheduling point, or null for OS scheduling.</summary>
+    public ISchedulingPoint? Scheduler { get; init; }
+
+    /// <summary>Check lock order and sleeping in atomic context (lockdep-lite); on in tests.</summary>
+    public bool LockDep { get; init; }
+
     /// <summary>Creates the page-table reclaim design for each address space.</summary>
     public Func<IPageTableReclaim> Design { get; init; } = () => new NoReclaim();
 }
@@ -35,7 +41,8 @@ public sealed class Machine
         Options = options ?? new MachineOptions();
         ArgumentOutOfRangeException.ThrowIfLessThan(Options.Cpus, 1);
         Phys = new PhysMemory(Options.RamBytes, Options.PageData);
-        Rcu = new Rcu(Options.Cpus);
+        Sync = new SyncHooks(Options.Cpus, Options.Scheduler, Options.LockDep);
+        Rcu = new Rcu(Options.Cpus, Sync);
         Vmscan = new Vmscan(this);
         Phys.Reclaim = Vmscan.Reclaim;
         _cpus = new Cpu[Options.Cpus];
@@ -53,6 +60,9 @@ public sealed class Machine
 
     /// <summary>RCU.</summary>
     public Rcu Rcu { get; }
+
+    /// <summary>The scheduling-point hook and lock checker every primitive of this machine reports to.</summary>
+    public SyncHooks Sync { get; }
 
     /// <summary>Page reclaim.</summary>
     internal Vmscan Vmscan { get; }

@@ -12,7 +12,7 @@ public sealed partial class MmStruct
     /// </summary>
     internal FaultOutcome HandleUserFault(Cpu cpu, ulong va, bool write)
     {
-        MmapLock.DownRead();
+        MmapLock.DownRead(cpu.Id);
         try
         {
             var vma = FindVma(va);
@@ -30,7 +30,7 @@ public sealed partial class MmStruct
         }
         finally
         {
-            MmapLock.UpRead();
+            MmapLock.UpRead(cpu.Id);
         }
     }
 
@@ -76,7 +76,7 @@ public sealed partial class MmStruct
         Phys.Desc(fresh).RmapOwner = this;
         Phys.Desc(fresh).RmapAddress = addr & Geometry.PgdirMask;
 
-        PageTableLock.Lock();
+        PageTableLock.Lock(cpu.Id);
         if (Entry.IsNone(Volatile.Read(ref pgde)))
         {
             IncTables(3);
@@ -84,7 +84,7 @@ public sealed partial class MmStruct
             fresh = -1;
         }
 
-        PageTableLock.Unlock();
+        PageTableLock.Unlock(cpu.Id);
         if (fresh >= 0)
         {
             Phys.FreeTable(fresh); // lost the race; it was never visible
@@ -112,7 +112,7 @@ public sealed partial class MmStruct
         Phys.Desc(fresh).RmapOwner = this;
         Phys.Desc(fresh).RmapAddress = addr & Geometry.PudMask;
 
-        PageTableLock.Lock();
+        PageTableLock.Lock(cpu.Id);
         if (Entry.IsNone(Volatile.Read(ref pude)))
         {
             IncTables(2);
@@ -120,7 +120,7 @@ public sealed partial class MmStruct
             fresh = -1;
         }
 
-        PageTableLock.Unlock();
+        PageTableLock.Unlock(cpu.Id);
         if (fresh >= 0)
         {
             Phys.FreeTable(fresh);
@@ -153,8 +153,7 @@ public sealed partial class MmStruct
         td.RmapOwner = this;
         td.RmapAddress = PmdBase(pmdTable, pmdIndex);
         Design.PteTableCtor(this, cpu, fresh);
-        ref int pmdLock = ref Phys.Desc(pmdTable).PtLock;
-        RawSpinLock.Lock(ref pmdLock);
+        PmdLock(cpu, pmdTable);
         if (Entry.IsNone(Volatile.Read(ref pmde)))
         {
             IncTables(1);
@@ -163,7 +162,7 @@ public sealed partial class MmStruct
             fresh = -1;
         }
 
-        RawSpinLock.Unlock(ref pmdLock);
+        PmdUnlock(cpu, pmdTable);
         if (fresh >= 0)
         {
             Design.PteTableDtor(this, fresh);
@@ -208,14 +207,13 @@ public sealed partial class MmStruct
             return FaultOutcome.Ok;
         }
 
-        ref int ptl = ref Phys.Desc(pt.Pfn).PtLock;
-        RawSpinLock.Lock(ref ptl);
+        PtlLock(cpu, pt.Pfn);
         ref ulong slot = ref Phys.Table(pt)[index];
         ulong entry = Volatile.Read(ref slot);
         if (entry != orig)
         {
             // Changed under us: let the access retry.
-            RawSpinLock.Unlock(ref ptl);
+            PtlUnlock(cpu, pt.Pfn);
             Design.PteUnmap(this, cpu, pt);
             return FaultOutcome.Ok;
         }
@@ -232,7 +230,7 @@ public sealed partial class MmStruct
             Interlocked.CompareExchange(ref slot, want, entry);
         }
 
-        RawSpinLock.Unlock(ref ptl);
+        PtlUnlock(cpu, pt.Pfn);
         Design.PteUnmap(this, cpu, pt);
         return FaultOutcome.Ok;
     }
@@ -318,7 +316,7 @@ public sealed partial class MmStruct
         {
             // wp_page_reuse: make it writable in place; no TLB flush needed for an upgrade.
             Interlocked.CompareExchange(ref slot, entry | Entry.Writable | Entry.Dirty | Entry.Accessed, entry);
-            RawSpinLock.Unlock(ref Phys.Desc(pt.Pfn).PtLock);
+            PtlUnlock(cpu, pt.Pfn);
             Design.PteUnmap(this, cpu, pt);
             return FaultOutcome.Ok;
         }
@@ -329,7 +327,7 @@ public sealed partial class MmStruct
             Phys.GetPage(oldPfn);
         }
 
-        RawSpinLock.Unlock(ref Phys.Desc(pt.Pfn).PtLock);
+        PtlUnlock(cpu, pt.Pfn);
         Design.PteUnmap(this, cpu, pt);
         AnonVmaPrepare(vma);
         long fresh = special ? Phys.AllocZeroedPage(cpu.Id) : Phys.AllocFrame(cpu.Id);
@@ -357,7 +355,7 @@ public sealed partial class MmStruct
             {
                 // ptep_clear_flush, then set the new entry.
                 PtepGetAndClear(cpu, pt2, index);
-                FlushTlbRange(addr, addr + Geometry.PageSize);
+                FlushTlbRange(cpu, addr, addr + Geometry.PageSize);
                 if (special)
                 {
                     AddRssAnon(cpu, 1);

@@ -14,7 +14,7 @@ public sealed partial class MmStruct
     /// </summary>
     internal UnmapOutcome TryToUnmapLazyFree(Cpu cpu, long pfn, ulong addr)
     {
-        if (!RmapLock.TryDownRead())
+        if (!RmapLock.TryDownRead(cpu.Id))
         {
             return UnmapOutcome.Busy;
         }
@@ -52,12 +52,12 @@ public sealed partial class MmStruct
 
                 if (Entry.IsYoung(e) && Interlocked.CompareExchange(ref slot, Entry.MkOld(e), e) == e)
                 {
-                    FlushTlbRange(addr, addr + Geometry.PageSize);
+                    FlushTlbRange(cpu, addr, addr + Geometry.PageSize);
                     return UnmapOutcome.Referenced;
                 }
 
                 ulong old = PtepGetAndClear(cpu, pt, ref slot);
-                FlushTlbRange(addr, addr + Geometry.PageSize);
+                FlushTlbRange(cpu, addr, addr + Geometry.PageSize);
                 ref var d = ref Phys.Desc(pfn);
                 if (Entry.IsDirty(old))
                 {
@@ -90,7 +90,7 @@ public sealed partial class MmStruct
         }
         finally
         {
-            RmapLock.UpRead();
+            RmapLock.UpRead(cpu.Id);
         }
     }
 }

@@ -88,7 +88,7 @@ public sealed partial class MmStruct
             vmFlags |= VmFlags.GrowsDown;
         }
 
-        MmapLock.DownWrite();
+        MmapLock.DownWrite(cpu.Id);
         ulong start;
         try
         {
@@ -188,7 +188,7 @@ public sealed partial class MmStruct
         }
         finally
         {
-            MmapLock.UpWrite();
+            MmapLock.UpWrite(cpu.Id);
         }
 
         bool populate = (flags & (MapFlags.Populate | MapFlags.NonBlock)) == MapFlags.Populate || (flags & MapFlags.Locked) != 0;
@@ -218,7 +218,7 @@ public sealed partial class MmStruct
     /// </summary>
     private void Populate(Cpu cpu, ulong start, ulong end)
     {
-        MmapLock.DownRead();
+        MmapLock.DownRead(cpu.Id);
         try
         {
             for (ulong va = start; va < end; va += Geometry.PageSize)
@@ -244,7 +244,7 @@ public sealed partial class MmStruct
         }
         finally
         {
-            MmapLock.UpRead();
+            MmapLock.UpRead(cpu.Id);
         }
     }
 
@@ -262,14 +262,14 @@ public sealed partial class MmStruct
             return Errno.EINVAL;
         }
 
-        MmapLock.DownWrite();
+        MmapLock.DownWrite(cpu.Id);
         try
         {
             UnmapLocked(cpu, addr, addr + len);
         }
         finally
         {
-            MmapLock.UpWrite();
+            MmapLock.UpWrite(cpu.Id);
         }
 
         Rcu.Poll();
@@ -316,9 +316,9 @@ public sealed partial class MmStruct
         }
 
         // unlink_anon_vmas runs before the tables go, under the anon_vma lock the rmap walk takes.
-        RmapLock.DownWrite();
+        RmapLock.DownWrite(cpu.Id);
         FreePgtables(tlb, doomed, floor, ceiling);
-        RmapLock.UpWrite();
+        RmapLock.UpWrite(cpu.Id);
         tlb.Finish();
     }
 
@@ -370,7 +370,7 @@ public sealed partial class MmStruct
         }
 
         var newAccess = ProtToVmFlags(prot);
-        MmapLock.DownWrite();
+        MmapLock.DownWrite(cpu.Id);
         try
         {
             var vma = FindVma(addr);
@@ -406,7 +406,7 @@ public sealed partial class MmStruct
         }
         finally
         {
-            MmapLock.UpWrite();
+            MmapLock.UpWrite(cpu.Id);
         }
     }
 
@@ -537,7 +537,7 @@ public sealed partial class MmStruct
             return Errno.None;
         }
 
-        MmapLock.DownRead();
+        MmapLock.DownRead(cpu.Id);
         try
         {
             Errno unmapped = Errno.None;
@@ -593,7 +593,7 @@ public sealed partial class MmStruct
         }
         finally
         {
-            MmapLock.UpRead();
+            MmapLock.UpRead(cpu.Id);
             Rcu.Poll(); // let deferred table frees run, as the RCU softirq would soon after
         }
     }
@@ -683,7 +683,7 @@ public sealed partial class MmStruct
     /// </summary>
     public void Exit(Cpu cpu)
     {
-        MmapLock.DownWrite();
+        MmapLock.DownWrite(cpu.Id);
         try
         {
             if (_dead)
@@ -703,16 +703,16 @@ public sealed partial class MmStruct
                 UnmapPageRange(cpu, tlb, v, v.Start, v.End, ZapReason.Unmap);
             }
 
-            RmapLock.DownWrite();
+            RmapLock.DownWrite(cpu.Id);
             FreePgtables(tlb, all, 0, 0);
             _dead = true;
-            RmapLock.UpWrite();
+            RmapLock.UpWrite(cpu.Id);
             tlb.Finish();
             _committedPages = 0;
         }
         finally
         {
-            MmapLock.UpWrite();
+            MmapLock.UpWrite(cpu.Id);
         }
 
         foreach (var c in Machine.Cpus)

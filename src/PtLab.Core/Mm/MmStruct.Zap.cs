@@ -270,14 +270,13 @@ public sealed partial class MmStruct
     internal bool FreeUserPte(Cpu cpu, long pmdTable, int pmdIndex, TableRef pte)
     {
         long ptePfn = pte.Pfn;
-        ref int pmdLock = ref Phys.Desc(pmdTable).PtLock;
         ulong start = PmdBase(pmdTable, pmdIndex);
-        RawSpinLock.Lock(ref pmdLock);
+        PmdLock(cpu, pmdTable);
         ref ulong slot = ref Phys.Table(pmdTable)[pmdIndex];
         ulong pmd = Volatile.Read(ref slot);
         if (Entry.IsNone(pmd) || Entry.IsHuge(pmd) || Entry.Pfn(pmd) != ptePfn || !Phys.IsLive(pte))
         {
-            RawSpinLock.Unlock(ref pmdLock);
+            PmdUnlock(cpu, pmdTable);
             return false;
         }
 
@@ -285,14 +284,17 @@ public sealed partial class MmStruct
         {
             if (e != 0)
             {
-                RawSpinLock.Unlock(ref pmdLock);
-                throw new InvalidOperationException($"freeing PTE table {ptePfn:x} at 0x{start:x} with a live entry {e:x}");
+                PmdUnlock(cpu, pmdTable);
+                // pte_free_debug: at zero no entry may remain; one that does was set by a visitor
+                // that held no reference on the table, so it is writing into a table being freed.
+                throw new UseAfterFreeException(
+                    $"pte_free_debug: freeing {pte} at 0x{start:x} with a live entry {e:x}", Environment.StackTrace, null);
             }
         }
 
         Volatile.Write(ref slot, 0);
-        FlushTlbRange(start, start + Geometry.PmdSize);
-        RawSpinLock.Unlock(ref pmdLock);
+        FlushTlbRange(cpu, start, start + Geometry.PmdSize);
+        PmdUnlock(cpu, pmdTable);
         DecTables(1);
         var design = Design;
         var phys = Phys;

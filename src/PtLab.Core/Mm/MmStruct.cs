@@ -48,6 +48,9 @@ public sealed partial class MmStruct
         Rcu = machine.Rcu;
         Design = design;
         int cpus = machine.Options.Cpus;
+        MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock);
+        RmapLock = new RwSemaphore(machine.Sync, AnonVmaLockClass);
+        PageTableLock = new SpinLockObject(machine.Sync, LockClass.PageTableLock);
         _rssAnon = new PerCpuCounter(cpus);
         _swapEnts = new PerCpuCounter(cpus);
         _faults = new PerCpuCounter(cpus);
@@ -73,16 +76,19 @@ public sealed partial class MmStruct
     public IPageTableReclaim Design { get; }
 
     /// <summary><c>mmap_lock</c>.</summary>
-    public RwSemaphore MmapLock { get; } = new();
+    public RwSemaphore MmapLock { get; }
 
     /// <summary>
     /// Stands for the anon_vma locks: the rmap walk of reclaim holds it for read, and
     /// <c>free_pgtables</c> for write, so reclaim never walks a table munmap or exit is freeing.
     /// </summary>
-    public RwSemaphore RmapLock { get; } = new();
+    public RwSemaphore RmapLock { get; }
 
     /// <summary><c>page_table_lock</c>: guards populating PGD and PUD entries.</summary>
-    public SpinLockObject PageTableLock { get; } = new();
+    public SpinLockObject PageTableLock { get; }
+
+    /// <summary>The lock class of <see cref="RmapLock"/>, between mmap_lock and the page-table locks.</summary>
+    public static LockClass AnonVmaLockClass { get; } = new("anon_vma", LockKind.Sleeping);
 
     /// <summary>The PGD's frame (<c>mm-&gt;pgd</c>).</summary>
     public long PgdPfn { get; }
@@ -182,7 +188,10 @@ public sealed partial class MmStruct
     }
 
     /// <summary><c>flush_tlb_range</c>: flushes every CPU this address space runs on.</summary>
-    public void FlushTlbRange(ulong start, ulong end)
+    public void FlushTlbRange(ulong start, ulong end) => FlushTlbRange(null, start, end);
+
+    /// <summary><c>flush_tlb_range</c> issued by <paramref name="cpu"/>, which the lock checker sees take each TLB's lock.</summary>
+    public void FlushTlbRange(Cpu? cpu, ulong start, ulong end)
     {
         if (end <= start)
         {
@@ -190,14 +199,34 @@ public sealed partial class MmStruct
         }
 
         Interlocked.Increment(ref _tlbFlushes);
-        foreach (var cpu in Machine.Cpus)
+        foreach (var target in Machine.Cpus)
         {
-            if (ReferenceEquals(cpu.Mm, this))
+            if (ReferenceEquals(target.Mm, this))
             {
-                cpu.Tlb.FlushRange(start, end);
+                target.Tlb.FlushRange(Machine.Sync, cpu?.Id ?? -1, start, end);
             }
         }
     }
+
+    /// <summary><c>pte_lockptr</c> + <c>spin_lock</c>: the split PTE lock of a table page.</summary>
+    internal void PtlLock(Cpu cpu, long ptePfn) =>
+        RawSpinLock.Lock(ref Phys.Desc(ptePfn).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, ptePfn);
+
+    /// <summary><c>spin_unlock</c> of a split PTE lock.</summary>
+    internal void PtlUnlock(Cpu cpu, long ptePfn) =>
+        RawSpinLock.Unlock(ref Phys.Desc(ptePfn).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, ptePfn);
+
+    /// <summary><c>pmd_lock</c>: the split lock of a PMD table page.</summary>
+    internal void PmdLock(Cpu cpu, long pmdTable) =>
+        RawSpinLock.Lock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
+
+    /// <summary><c>spin_trylock</c> of a pmd lock.</summary>
+    internal bool PmdTryLock(Cpu cpu, long pmdTable) =>
+        RawSpinLock.TryLock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
+
+    /// <summary><c>spin_unlock</c> of a pmd lock.</summary>
+    internal void PmdUnlock(Cpu cpu, long pmdTable) =>
+        RawSpinLock.Unlock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
 
     /// <summary>
     /// <c>set_pte_at</c>: stores a leaf entry. Every store of a PTE goes through here or the clear

@@ -57,7 +57,7 @@ public sealed class MmuGather
     {
         if (_end > _start)
         {
-            _mm.FlushTlbRange(_start, _end);
+            _mm.FlushTlbRange(_cpu, _start, _end);
         }
 
         _start = ulong.MaxValue;

@@ -35,9 +35,36 @@ public sealed class Tlb
     /// <summary>Lookups that missed.</summary>
     public long Misses => _misses;
 
-    internal void Lock() => RawSpinLock.Lock(ref _lock);
+    /// <summary>The owner CPU, for the lock checker's instance key.</summary>
+    internal int Owner { get; init; }
 
-    internal void Unlock() => RawSpinLock.Unlock(ref _lock);
+    internal void Lock(SyncHooks hooks, int cpu)
+    {
+        if (cpu < 0)
+        {
+            RawSpinLock.Lock(ref _lock);
+        }
+        else
+        {
+            RawSpinLock.Lock(ref _lock, hooks, cpu, LockClass.TlbLock, Owner);
+        }
+    }
+
+    internal void Unlock(SyncHooks hooks, int cpu)
+    {
+        if (cpu < 0)
+        {
+            RawSpinLock.Unlock(ref _lock);
+        }
+        else
+        {
+            RawSpinLock.Unlock(ref _lock, hooks, cpu, LockClass.TlbLock, Owner);
+        }
+    }
+
+    private void Lock() => RawSpinLock.Lock(ref _lock);
+
+    private void Unlock() => RawSpinLock.Unlock(ref _lock);
 
     /// <summary>Looks up a translation usable for the access. Caller holds the TLB lock.</summary>
     internal bool Lookup(ulong va, bool write, out ulong entry)
@@ -85,9 +112,20 @@ public sealed class Tlb
     }
 
     /// <summary><c>flush_tlb_range</c> on this CPU: waits for its access in flight.</summary>
-    public void FlushRange(ulong start, ulong end)
+    public void FlushRange(ulong start, ulong end) => FlushRange(null, -1, start, end);
+
+    /// <summary><c>flush_tlb_range</c> on this CPU, requested by CPU <paramref name="cpu"/> (-1: unknown).</summary>
+    public void FlushRange(SyncHooks? hooks, int cpu, ulong start, ulong end)
     {
-        Lock();
+        if (hooks is null || cpu < 0)
+        {
+            Lock();
+        }
+        else
+        {
+            Lock(hooks, cpu);
+        }
+
         try
         {
             ulong pages = (end - start) >> 12;
@@ -112,7 +150,14 @@ public sealed class Tlb
         }
         finally
         {
-            Unlock();
+            if (hooks is null || cpu < 0)
+            {
+                Unlock();
+            }
+            else
+            {
+                Unlock(hooks, cpu);
+            }
         }
     }
 

@@ -57,7 +57,7 @@ public class NoReclaim : IPageTableReclaim
         var pte = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
         if (!pte.IsNone)
         {
-            RawSpinLock.Lock(ref mm.Phys.Desc(pte.Pfn).PtLock);
+            mm.PtlLock(cpu, pte.Pfn);
         }
 
         return pte;
@@ -66,7 +66,7 @@ public class NoReclaim : IPageTableReclaim
     /// <inheritdoc/>
     public virtual void PteUnmapUnlock(MmStruct mm, Cpu cpu, TableRef pte)
     {
-        RawSpinLock.Unlock(ref mm.Phys.Desc(pte.Pfn).PtLock);
+        mm.PtlUnlock(cpu, pte.Pfn);
         PteUnmap(mm, cpu, pte);
     }
 

@@ -63,15 +63,14 @@ public sealed class PtReclaim : NoReclaim
                 return pte;
             }
 
-            ref int ptl = ref mm.Phys.Desc(pte.Pfn).PtLock;
-            RawSpinLock.Lock(ref ptl);
+            mm.PtlLock(cpu, pte.Pfn);
             ulong now = Volatile.Read(ref mm.Phys.Table(pmdTablePfn)[pmdIndex]);
             if (SkipPmdRecheckForTesting || (!Entry.IsNone(now) && !Entry.IsHuge(now) && Entry.Pfn(now) == pte.Pfn))
             {
                 return pte;
             }
 
-            RawSpinLock.Unlock(ref ptl);
+            mm.PtlUnlock(cpu, pte.Pfn);
             PteUnmap(mm, cpu, pte);
         }
     }
@@ -88,14 +87,13 @@ public sealed class PtReclaim : NoReclaim
             return false;
         }
 
-        ref int pml = ref mm.Phys.Desc(zap.PmdTablePfn).PtLock;
-        if (!RawSpinLock.TryLock(ref pml))
+        if (!mm.PmdTryLock(cpu, zap.PmdTablePfn))
         {
             return false;
         }
 
         Volatile.Write(ref mm.Phys.Table(zap.PmdTablePfn)[zap.PmdIndex], 0);
-        RawSpinLock.Unlock(ref pml);
+        mm.PmdUnlock(cpu, zap.PmdTablePfn);
         Interlocked.Increment(ref _fastPath);
         return true;
     }
@@ -118,17 +116,15 @@ public sealed class PtReclaim : NoReclaim
             return;
         }
 
-        ref int pml = ref mm.Phys.Desc(zap.PmdTablePfn).PtLock;
-        RawSpinLock.Lock(ref pml);
+        mm.PmdLock(cpu, zap.PmdTablePfn);
         pte = PteOffsetMap(mm, cpu, zap.PmdTablePfn, zap.PmdIndex);
         if (pte.IsNone)
         {
-            RawSpinLock.Unlock(ref pml);
+            mm.PmdUnlock(cpu, zap.PmdTablePfn);
             return;
         }
 
-        ref int ptl = ref mm.Phys.Desc(pte.Pfn).PtLock;
-        RawSpinLock.Lock(ref ptl);
+        mm.PtlLock(cpu, pte.Pfn);
         bool empty = true;
         foreach (ulong e in mm.Phys.Table(pte))
         {
@@ -144,9 +140,9 @@ public sealed class PtReclaim : NoReclaim
             Volatile.Write(ref mm.Phys.Table(zap.PmdTablePfn)[zap.PmdIndex], 0);
         }
 
-        RawSpinLock.Unlock(ref ptl);
+        mm.PtlUnlock(cpu, pte.Pfn);
         PteUnmap(mm, cpu, pte);
-        RawSpinLock.Unlock(ref pml);
+        mm.PmdUnlock(cpu, zap.PmdTablePfn);
         if (empty)
         {
             Interlocked.Increment(ref _slowPath);

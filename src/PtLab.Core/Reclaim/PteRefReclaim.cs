@@ -67,6 +67,7 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// <summary><c>percpu_ref_tryget</c>: always succeeds in percpu mode; fails at zero in atomic mode.</summary>
     protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pte) => RefOf(mm, pte.Pfn).TryGet(cpu.Id);
 
+
     /// <summary><c>percpu_ref_get</c> (from <c>track_pte_set</c>, by a visitor that already holds a reference).</summary>
     protected override void Get(MmStruct mm, Cpu cpu, TableRef pte)
     {
@@ -81,7 +82,14 @@ public sealed class PteRefReclaim : RefcountReclaim
             throw new UseAfterFreeException($"track_pte_set on {pte}, whose pte_ref is zero in atomic mode", Environment.StackTrace, null);
         }
 
-        r.Get(cpu.Id);
+        try
+        {
+            r.Get(cpu.Id);
+        }
+        catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
+        {
+            throw new UseAfterFreeException($"track_pte_set on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
+        }
     }
 
     /// <summary><c>percpu_ref_put</c>.</summary>
@@ -92,7 +100,15 @@ public sealed class PteRefReclaim : RefcountReclaim
             mm.Phys.Table(pte); // reports the use after free
         }
 
-        RefOf(mm, pte.Pfn).Put(cpu.Id);
+        var r = RefOf(mm, pte.Pfn);
+        try
+        {
+            r.Put(cpu.Id);
+        }
+        catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
+        {
+            throw new UseAfterFreeException($"pte_put on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
+        }
     }
 
     /// <summary>
@@ -138,7 +154,7 @@ public sealed class PteRefReclaim : RefcountReclaim
         var again = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
         if (!again.IsNone)
         {
-            RefOf(mm, again.Pfn).SwitchToPercpu(cpu.Id);
+            Guard(mm, again, "percpu_ref_switch_to_percpu", () => RefOf(mm, again.Pfn).SwitchToPercpu(cpu.Id));
             Interlocked.Increment(ref _switchBacks);
             PteUnmap(mm, cpu, again);
         }
@@ -158,11 +174,15 @@ public sealed class PteRefReclaim : RefcountReclaim
         }
 
         var r = RefOf(mm, pte.Pfn);
-        r.SwitchToAtomicSync(cpu.Id);
+        Guard(mm, pte, "percpu_ref_switch_to_atomic_sync", () => r.SwitchToAtomicSync(cpu.Id));
         Interlocked.Increment(ref _switches);
         mm.Rcu.ReadLock(cpu.Id);
         // Under RCU the table cannot be freed under us even once our reference is gone.
-        r.Put(cpu.Id);
+        if (!SkipTryGetForTesting)
+        {
+            r.Put(cpu.Id); // __pte_put: pairs with the try-get above
+        }
+
         bool zero = r.IsZero;
         mm.Rcu.ReadUnlock(cpu.Id);
         if (zero)
@@ -176,10 +196,26 @@ public sealed class PteRefReclaim : RefcountReclaim
             var again = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
             if (!again.IsNone)
             {
-                RefOf(mm, again.Pfn).SwitchToPercpu(cpu.Id);
+                Guard(mm, again, "percpu_ref_switch_to_percpu", () => RefOf(mm, again.Pfn).SwitchToPercpu(cpu.Id));
                 Interlocked.Increment(ref _switchBacks);
                 PteUnmap(mm, cpu, again);
             }
+        }
+    }
+
+    /// <summary>
+    /// Runs a pte_ref operation; if it fails because the table was freed meanwhile (possible only
+    /// when a walker held no reference, under a test mutation), reports the use after free.
+    /// </summary>
+    private static void Guard(MmStruct mm, TableRef pte, string what, Action op)
+    {
+        try
+        {
+            op();
+        }
+        catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
+        {
+            throw new UseAfterFreeException($"{what} on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
         }
     }
 

@@ -160,7 +160,8 @@ public sealed class AtomicReclaim : RefcountReclaim
 
         if (Interlocked.Increment(ref mm.Phys.Desc(pte.Pfn).PteRefCount) <= 0)
         {
-            throw new InvalidOperationException($"pte_refcount get on a dead or unheld {pte}");
+            // The table was claimed for freeing: whoever is setting an entry in it holds no reference.
+            throw new UseAfterFreeException($"track_pte_set on {pte}, which a freer already claimed at zero", Environment.StackTrace, null);
         }
     }
 
