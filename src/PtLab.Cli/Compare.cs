@@ -299,7 +299,9 @@ internal static class Compare
         if (kernelRuns)
         {
             // The runtime shares the address space and can add a table of its own mid-run (JIT,
-            // GC growth); it never frees ours. A run that differs is repeated, up to three runs.
+            // GC growth), or, on a pt-reclaim kernel, lose one when a GC decommits with
+            // MADV_DONTNEED (the kernel target's hot path does not allocate, to avoid that). It
+            // never touches the scenario's slot. A run that differs is repeated, up to three runs.
             for (attempts = 1; attempts <= 3; attempts++)
             {
                 GC.Collect();
