@@ -45,6 +45,7 @@ internal sealed record KernelCompareReport(
     TablesReport MethodCheckInferred,
     TablesReport MethodCheckCounted,
     int KernelAttempts,
+    IReadOnlyList<string> KernelRunsRepeated,
     double KernelWallSeconds,
     double ModelWallSeconds)
 {
@@ -296,6 +297,7 @@ internal static class Compare
 
         ScenarioResult? kernel = null;
         int attempts = 0;
+        var repeated = new List<string>();
         if (kernelRuns)
         {
             // The runtime shares the address space and can add a table of its own mid-run (JIT,
@@ -313,6 +315,8 @@ internal static class Compare
                 {
                     break;
                 }
+
+                repeated.Add($"run {attempts}: " + Mismatches(model, kernel));
             }
 
             attempts = Math.Min(attempts, 3);
@@ -342,7 +346,7 @@ internal static class Compare
         var report = new KernelCompareReport(
             model.Scenario, parameters, info.ToString(), design, Method, kernelDelta, modelDelta,
             kernelDelta is null ? null : modelDelta.Tables - kernelDelta.Tables, checkpoints, inferredCheck, countedCheck,
-            attempts, kernel is null ? 0 : Math.Round(kernel.WallSeconds, 6), Math.Round(model.WallSeconds, 6));
+            attempts, repeated, kernel is null ? 0 : Math.Round(kernel.WallSeconds, 6), Math.Round(model.WallSeconds, 6));
         switch (format)
         {
             case "json":
@@ -365,6 +369,22 @@ internal static class Compare
         model.After.VmPteKb - model.Before.VmPteKb == kernel.After.VmPteKb - kernel.Before.VmPteKb &&
         model.Checkpoints.All(m => m.Status.VmPteKb - model.Before.VmPteKb ==
                                    kernel.Checkpoints.First(k => k.Label == m.Label).Status.VmPteKb - kernel.Before.VmPteKb);
+
+    private static string Mismatches(ScenarioResult model, ScenarioResult kernel)
+    {
+        var parts = new List<string>();
+        foreach (var (label, m) in model.Checkpoints.Append(("after", model.After)))
+        {
+            var k = label == "after" ? kernel.After : kernel.Checkpoints.First(c => c.Label == label).Status;
+            long d = (m.VmPteKb - model.Before.VmPteKb) - (k.VmPteKb - kernel.Before.VmPteKb);
+            if (d != 0)
+            {
+                parts.Add($"{label} VmPTE model - kernel {Signed(d)} kB");
+            }
+        }
+
+        return string.Join(", ", parts);
+    }
 
     private static string KernelCsv(KernelCompareReport r)
     {
@@ -430,6 +450,11 @@ internal static class Compare
         {
             console.WriteLine($"table difference (model - kernel): pte {Signed(d.Pte)}, pmd {Signed(d.Pmd)}, pud {Signed(d.Pud)}" +
                               $"; kernel runs: {r.KernelAttempts}; wall: kernel {r.KernelWallSeconds:0.000} s, model {r.ModelWallSeconds:0.000} s");
+        }
+
+        foreach (var line in r.KernelRunsRepeated)
+        {
+            console.WriteLine($"repeated kernel {line}");
         }
 
         console.WriteLine($"method check: the inference applied to the model gives PMD {r.MethodCheckInferred.Pmd}, PUD {r.MethodCheckInferred.Pud}; " +
