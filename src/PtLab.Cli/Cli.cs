@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Diagnostics;
+using System.Globalization;
+using PtLab.Kernel;
 using PtLab.Mm;
 using PtLab.Reclaim;
 using PtLab.Workloads;
@@ -14,7 +16,6 @@ internal static class Cli
     public const int ExitOk = 0;
     public const int ExitFailure = 1;
     public const int ExitUsage = 2;
-
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
@@ -56,20 +57,31 @@ internal static class Cli
             "PtLab: an executable model of the Linux x86-64 user page-table layer, for measuring page-table " +
             "memory bloat (VmPTE) and the designs that free empty page tables.");
         var run = new Command("run", "Run a built-in scenario on the model and print /proc-style figures before and after.");
-        run.Subcommands.Add(CoverLetterCommand(stdout, stderr));
+        foreach (var def in ScenarioCatalog.All())
+        {
+            run.Subcommands.Add(RunCommand(def, stdout, stderr));
+        }
+
+        var compare = new Command(
+            "compare",
+            "Run a built-in scenario once per reclaim design, each on a fresh machine, and print the designs side by side; " +
+            "with --kernel, run it on the host kernel and on the matching model design and print the difference.");
+        foreach (var def in ScenarioCatalog.All())
+        {
+            compare.Subcommands.Add(Compare.Command(def, stdout, stderr));
+        }
+
+        var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
+        bench.Subcommands.Add(Bench.Command(stdout));
         root.Subcommands.Add(run);
+        root.Subcommands.Add(compare);
+        root.Subcommands.Add(bench);
         return root;
     }
 
     /// <summary>Options every model run shares.</summary>
-    private sealed class ModelOptions
+    internal sealed class ModelOptions
     {
-        public Option<string> Design { get; } = new("--design")
-        {
-            Description = "Page-table reclaim design. " + Designs.Describe() + ".",
-            DefaultValueFactory = _ => "none",
-        };
-
         public Option<string> Ram { get; } = new("--ram")
         {
             Description = "Simulated RAM size (K/M/G/T suffixes).",
@@ -88,22 +100,44 @@ internal static class Cli
             DefaultValueFactory = _ => "table",
         };
 
+        public Option<int?> Cpus { get; } = new("--cpus")
+        {
+            Description = "Simulated CPUs (1-64). The mixed scenario runs one worker per CPU (default 2); the others run on CPU 0 (default 1).",
+        };
+
+        public Option<string> At { get; } = new("--at")
+        {
+            Description = "Place the mapping at this 2M-aligned address (hex 0x... or decimal) with MAP_FIXED_NOREPLACE; 0 lets the model choose.",
+            DefaultValueFactory = _ => "0",
+        };
+
         public ModelOptions()
         {
-            Design.AcceptOnlyFromAmong([.. Designs.Names]);
             PageData.AcceptOnlyFromAmong("on", "off");
             Format.AcceptOnlyFromAmong("table", "json", "csv");
         }
 
         public void AddTo(Command c)
         {
-            c.Options.Add(Design);
             c.Options.Add(Ram);
             c.Options.Add(PageData);
             c.Options.Add(Format);
+            c.Options.Add(Cpus);
+            c.Options.Add(At);
         }
 
-        public MachineOptions Machine(ParseResult p, out Dictionary<string, string> reported)
+        public ScenarioArgs Args(ParseResult p, ScenarioDef def)
+        {
+            int cpus = p.GetValue(Cpus) ?? def.DefaultCpus;
+            if (cpus is < 1 or > 64)
+            {
+                throw new UsageException($"--cpus must be between 1 and 64, got {cpus}");
+            }
+
+            return new ScenarioArgs(cpus, Address(p.GetValue(At), "--at"));
+        }
+
+        public MachineOptions Machine(ParseResult p, int cpus, string design, out Dictionary<string, string> reported)
         {
             ulong ram = Size(p.GetValue(Ram), "--ram");
             if (ram < (1UL << 20))
@@ -111,17 +145,18 @@ internal static class Cli
                 throw new UsageException($"--ram must be at least 1M, got '{p.GetValue(Ram)}'");
             }
 
-            string design = p.GetValue(Design)!;
             bool pageData = p.GetValue(PageData) == "on";
             reported = new Dictionary<string, string>
             {
-                ["ram"] = ram.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["ram"] = ram.ToString(CultureInfo.InvariantCulture),
                 ["pageData"] = pageData ? "on" : "off",
+                ["cpus"] = cpus.ToString(CultureInfo.InvariantCulture),
             };
             return new MachineOptions
             {
                 RamBytes = (long)ram,
                 PageData = pageData,
+                Cpus = cpus,
                 Design = DesignFactory(design),
             };
         }
@@ -140,67 +175,74 @@ internal static class Cli
         return v;
     }
 
-    private static Command CoverLetterCommand(TextWriter stdout, TextWriter stderr)
+    /// <summary>An address: 0x-prefixed hex or decimal.</summary>
+    public static ulong Address(string? text, string option)
     {
-        var cmd = new Command(
-            "cover-letter",
-            "The seed cover letter's test: mmap --size of private anonymous memory (MAP_NORESERVE), then for each " +
-            "--chunk touch every page and madvise it with --advice. Prints VmSize/VmRSS/VmPTE before and after, " +
-            "shaped like the cover letter's table.");
-        var size = new Option<string>("--size") { Description = "Bytes to map (K/M/G/T suffixes).", DefaultValueFactory = _ => "50G" };
-        var chunk = new Option<string>("--chunk") { Description = "Bytes touched then advised per step.", DefaultValueFactory = _ => "2M" };
-        var advice = new Option<string>("--advice") { Description = "dontneed (MADV_DONTNEED) or free (MADV_FREE).", DefaultValueFactory = _ => "dontneed" };
-        advice.AcceptOnlyFromAmong("dontneed", "free");
+        string t = (text ?? "").Trim();
+        bool ok = t.StartsWith("0x", StringComparison.OrdinalIgnoreCase)
+            ? ulong.TryParse(t.AsSpan(2), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong v)
+            : ulong.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out v);
+        return ok ? v : throw new UsageException($"{option}: '{text}' is not an address (use 0x-prefixed hex or decimal)");
+    }
+
+    private static Command RunCommand(ScenarioDef def, TextWriter stdout, TextWriter stderr)
+    {
+        var cmd = new Command(def.Name, def.Description);
+        foreach (var a in def.Aliases)
+        {
+            cmd.Aliases.Add(a);
+        }
+
+        var design = new Option<string>("--design")
+        {
+            Description = "Page-table reclaim design. " + Designs.Describe() + ".",
+            DefaultValueFactory = _ => "none",
+        };
+        design.AcceptOnlyFromAmong([.. Designs.Names]);
         var common = new ModelOptions();
-        cmd.Options.Add(size);
-        cmd.Options.Add(chunk);
-        cmd.Options.Add(advice);
+        foreach (var o in def.Options)
+        {
+            cmd.Options.Add(o);
+        }
+
+        cmd.Options.Add(design);
         common.AddTo(cmd);
         cmd.SetAction(p =>
         {
-            ulong s = Size(p.GetValue(size), "--size");
-            ulong c = Size(p.GetValue(chunk), "--chunk");
-            if (c == 0 || c % 4096 != 0)
-            {
-                throw new UsageException($"--chunk must be a positive multiple of 4K, got '{p.GetValue(chunk)}'");
-            }
-
-            if (s < c || s % c != 0)
-            {
-                throw new UsageException($"--size must be a positive multiple of --chunk, got '{p.GetValue(size)}' and '{p.GetValue(chunk)}'");
-            }
-
-            var scenario = new CoverLetterScenario(s, c, p.GetValue(advice) == "free" ? Advice.Free : Advice.DontNeed);
-            var machine = common.Machine(p, out var reported);
+            var args = common.Args(p, def);
+            var scenario = def.Create(p, args);
+            var machine = common.Machine(p, args.Cpus, p.GetValue(design)!, out var reported);
             return RunScenario(scenario, machine, reported, p.GetValue(common.Format)!, stdout, stderr);
         });
         return cmd;
     }
 
+    /// <summary>Runs a scenario on a fresh model machine, with a progress bar when both outputs are terminals.</summary>
+    internal static ScenarioResult RunWithProgress(IScenario scenario, IMemoryTarget target, TextWriter stderr)
+    {
+        bool interactive = !Console.IsErrorRedirected && !Console.IsOutputRedirected && ReferenceEquals(stderr, Console.Error);
+        if (!interactive)
+        {
+            return scenario.Run(target, null);
+        }
+
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        ScenarioResult? r = null;
+        console.Progress()
+            .AutoClear(true)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask($"{scenario.Name} on {target.Name}", maxValue: 1.0);
+                r = scenario.Run(target, f => task.Value = f);
+            });
+        return r!;
+    }
+
     private static int RunScenario(IScenario scenario, MachineOptions options, Dictionary<string, string> reported, string format, TextWriter stdout, TextWriter stderr)
     {
         using var target = new ModelTarget(options);
-        ScenarioResult result;
-        bool interactive = !Console.IsErrorRedirected && !Console.IsOutputRedirected && ReferenceEquals(stderr, Console.Error);
-        if (interactive)
-        {
-            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-            ScenarioResult? r = null;
-            console.Progress()
-                .AutoClear(true)
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
-                .Start(ctx =>
-                {
-                    var task = ctx.AddTask(scenario.Name, maxValue: 1.0);
-                    r = scenario.Run(target, f => task.Value = f);
-                });
-            result = r!;
-        }
-        else
-        {
-            result = scenario.Run(target, null);
-        }
-
+        ScenarioResult result = RunWithProgress(scenario, target, stderr);
         var counters = target.Mm.Counters();
         var host = new HostReport(
             Process.GetCurrentProcess().PeakWorkingSet64,

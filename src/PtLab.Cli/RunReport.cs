@@ -26,6 +26,9 @@ internal sealed record RunReport
 
     public required HostReport Host { get; init; }
 
+    /// <summary>Named intermediate figures of multi-phase scenarios, in order; empty for single-phase ones.</summary>
+    public required IReadOnlyList<CheckpointReport> Checkpoints { get; init; }
+
     public static RunReport From(ScenarioResult r, string design, MmCounters c, IReadOnlyDictionary<string, string> machineParameters, HostReport host)
     {
         var parameters = new SortedDictionary<string, string>(StringComparer.Ordinal);
@@ -49,17 +52,19 @@ internal sealed record RunReport
             Counters = CountersReport.From(c),
             WallSeconds = Math.Round(r.WallSeconds, 6),
             Host = host,
+            Checkpoints = CheckpointReport.From(r),
         };
     }
 
-    private static readonly JsonSerializerOptions s_json = new()
+    internal static readonly JsonSerializerOptions Json = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
-    public string ToJson() => JsonSerializer.Serialize(this, s_json);
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
 
     /// <summary>One header line and one data row per phase (before, after), flat columns.</summary>
     public string ToCsv()
@@ -79,12 +84,27 @@ internal sealed record RunReport
     }
 }
 
-internal sealed record TablesReport(long Pte, long Pmd, long Pud);
+internal sealed record TablesReport(long Pte, long Pmd, long Pud)
+{
+    public static TablesReport operator -(TablesReport a, TablesReport b) => new(a.Pte - b.Pte, a.Pmd - b.Pmd, a.Pud - b.Pud);
+}
 
 internal sealed record StatusReport(long VmSizeKb, long VmRssKb, long RssAnonKb, long RssFileKb, long RssShmemKb, long VmSwapKb, long VmPteKb, TablesReport Tables)
 {
     public static StatusReport From(MmStatus s) =>
         new(s.VmSizeKb, s.VmRssKb, s.RssAnonKb, s.RssFileKb, s.RssShmemKb, s.VmSwapKb, s.VmPteKb, new TablesReport(s.Tables.Pte, s.Tables.Pmd, s.Tables.Pud));
+
+    /// <summary>Field by field <paramref name="a"/> minus <paramref name="b"/> (a delta has the same shape as a status).</summary>
+    public static StatusReport operator -(StatusReport a, StatusReport b) => new(
+        a.VmSizeKb - b.VmSizeKb, a.VmRssKb - b.VmRssKb, a.RssAnonKb - b.RssAnonKb, a.RssFileKb - b.RssFileKb,
+        a.RssShmemKb - b.RssShmemKb, a.VmSwapKb - b.VmSwapKb, a.VmPteKb - b.VmPteKb, a.Tables - b.Tables);
+}
+
+/// <summary>A scenario's named intermediate status.</summary>
+internal sealed record CheckpointReport(string Label, StatusReport Status)
+{
+    public static IReadOnlyList<CheckpointReport> From(ScenarioResult r) =>
+        [.. r.Checkpoints.Select(c => new CheckpointReport(c.Label, StatusReport.From(c.Status)))];
 }
 
 internal sealed record CountersReport(

@@ -293,6 +293,14 @@ public sealed unsafe class KernelTarget : IMemoryTarget
             return;
         }
 
+        // The common case, a call inside one range the target mapped, must not allocate: every
+        // allocation can start a GC, whose decommit (MADV_DONTNEED) on a pt-reclaim kernel frees
+        // page tables of the runtime's own in the middle of a measurement.
+        if (_owned.Find(addr) is { } owner && owner.End >= addr + len)
+        {
+            return;
+        }
+
         var gaps = _owned.Gaps(addr, addr + len);
         if (gaps.Count == 0)
         {

@@ -10,7 +10,11 @@ namespace PtLab.Workloads;
 public sealed class CoverLetterScenario : IScenario
 {
     /// <summary>Creates the scenario.</summary>
-    public CoverLetterScenario(ulong size = 50UL << 30, ulong chunk = 2UL << 20, Advice advice = Advice.DontNeed)
+    /// <param name="size">Bytes mapped: a positive multiple of <paramref name="chunk"/>.</param>
+    /// <param name="chunk">Bytes touched and advised per step: a positive multiple of 4 KiB.</param>
+    /// <param name="advice">MADV_DONTNEED or MADV_FREE.</param>
+    /// <param name="at">0 to let the target place the mapping, else a 2 MiB-aligned address for MAP_FIXED_NOREPLACE.</param>
+    public CoverLetterScenario(ulong size = 50UL << 30, ulong chunk = 2UL << 20, Advice advice = Advice.DontNeed, ulong at = 0)
     {
         if (chunk == 0 || (chunk & 4095) != 0)
         {
@@ -27,10 +31,15 @@ public sealed class CoverLetterScenario : IScenario
             throw new ArgumentException($"advice must be dontneed or free, got {advice}", nameof(advice));
         }
 
+        Scenarios.ScenarioSteps.CheckPlacement(at, size, nameof(at));
         Size = size;
         Chunk = chunk;
         Advice = advice;
+        At = at;
     }
+
+    /// <summary>Where the mapping is placed, or 0 for the target's choice.</summary>
+    public ulong At { get; }
 
     /// <inheritdoc/>
     public string Name => "cover-letter";
@@ -50,12 +59,14 @@ public sealed class CoverLetterScenario : IScenario
         ["size"] = Size.ToString(),
         ["chunk"] = Chunk.ToString(),
         ["advice"] = Advice == Advice.DontNeed ? "dontneed" : "free",
+        ["at"] = Scenarios.ScenarioSteps.Hex(At),
     };
 
     /// <inheritdoc/>
     public ScenarioResult Run(IMemoryTarget target, Action<double>? progress = null)
     {
-        var map = target.Mmap(0, Size, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.NoReserve);
+        var flags = MapFlags.Private | MapFlags.Anonymous | MapFlags.NoReserve | (At != 0 ? MapFlags.FixedNoReplace : 0);
+        var map = target.Mmap(At, Size, Prot.Read | Prot.Write, flags);
         if (!map.Ok)
         {
             throw new ScenarioException($"mmap of {Size} bytes failed: {map.Error}");

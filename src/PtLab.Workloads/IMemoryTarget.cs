@@ -30,3 +30,32 @@ public interface IMemoryTarget : IDisposable
     /// <summary>The <c>/proc/self/status</c> figures now.</summary>
     MmStatus Status();
 }
+
+/// <summary>
+/// A target with several simulated CPUs on one address space: <see cref="OnCpu"/> gives a view whose
+/// calls and touches run on one CPU, for multi-CPU scenarios (one thread per view).
+/// </summary>
+public interface IMultiCpuTarget : IMemoryTarget
+{
+    /// <summary>How many CPUs the target has.</summary>
+    int CpuCount { get; }
+
+    /// <summary>A view of the same address space driven by CPU <paramref name="cpu"/>; disposing it does nothing.</summary>
+    IMemoryTarget OnCpu(int cpu);
+}
+
+/// <summary>A target that can store and check page contents, for scenarios that verify their own data.</summary>
+public interface IDataTarget : IMemoryTarget
+{
+    /// <summary>Writes <paramref name="value"/> at <paramref name="va"/>.</summary>
+    AccessResult WriteByte(ulong va, byte value);
+
+    /// <summary>
+    /// A fingerprint of the page holding <paramref name="va"/> that reflects every write so far (0 for a
+    /// never-written page), reading the page in if needed.
+    /// </summary>
+    AccessResult Fingerprint(ulong va, out ulong fingerprint);
+
+    /// <summary>The fingerprint a page has after <paramref name="value"/> is written at <paramref name="va"/> over <paramref name="previous"/>.</summary>
+    ulong FingerprintAfterWrite(ulong previous, ulong va, byte value);
+}

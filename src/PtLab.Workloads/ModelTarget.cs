@@ -1,10 +1,15 @@
 using PtLab.Mm;
+using PtLab.Phys;
 
 namespace PtLab.Workloads;
 
-/// <summary>The model as a <see cref="IMemoryTarget"/>: one address space on a fresh machine, driven by CPU 0.</summary>
-public sealed class ModelTarget : IMemoryTarget
+/// <summary>
+/// The model as a <see cref="IMemoryTarget"/>: one address space on a fresh machine, driven by CPU 0;
+/// <see cref="OnCpu"/> gives views driven by the machine's other CPUs.
+/// </summary>
+public sealed class ModelTarget : IMultiCpuTarget, IDataTarget
 {
+    private readonly bool _isView;
     private bool _exited;
 
     /// <summary>Creates a machine and an address space on it.</summary>
@@ -14,6 +19,15 @@ public sealed class ModelTarget : IMemoryTarget
         Mm = Machine.CreateAddressSpace();
         Cpu = Machine.Cpus[0];
         Name = "model:" + Mm.Design.Name;
+    }
+
+    private ModelTarget(ModelTarget owner, Cpu cpu)
+    {
+        Machine = owner.Machine;
+        Mm = owner.Mm;
+        Cpu = cpu;
+        Name = owner.Name;
+        _isView = true;
     }
 
     /// <inheritdoc/>
@@ -27,6 +41,17 @@ public sealed class ModelTarget : IMemoryTarget
 
     /// <summary>The CPU the scenario runs on.</summary>
     public Cpu Cpu { get; }
+
+    /// <inheritdoc/>
+    public int CpuCount => Machine.Cpus.Count;
+
+    /// <inheritdoc/>
+    public IMemoryTarget OnCpu(int cpu)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(cpu);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(cpu, CpuCount);
+        return new ModelTarget(this, Machine.Cpus[cpu]);
+    }
 
     /// <inheritdoc/>
     public MmapResult Mmap(ulong addr, ulong length, Prot prot, MapFlags flags) => Mm.Mmap(Cpu, addr, length, prot, flags);
@@ -57,12 +82,33 @@ public sealed class ModelTarget : IMemoryTarget
     }
 
     /// <inheritdoc/>
+    public AccessResult WriteByte(ulong va, byte value) => Cpu.Touch(va, value);
+
+    /// <inheritdoc/>
+    /// <remarks>With page data the fingerprint is the byte at <paramref name="va"/>; without, the page's content token.</remarks>
+    public AccessResult Fingerprint(ulong va, out ulong fingerprint)
+    {
+        if (Machine.Options.PageData)
+        {
+            var r = Cpu.ReadByte(va, out byte b);
+            fingerprint = b;
+            return r;
+        }
+
+        return Cpu.ReadToken(va, out fingerprint);
+    }
+
+    /// <inheritdoc/>
+    public ulong FingerprintAfterWrite(ulong previous, ulong va, byte value) =>
+        Machine.Options.PageData ? value : ContentToken.AfterWrite(previous, (int)(va & (Paging.Geometry.PageSize - 1)), [value]);
+
+    /// <inheritdoc/>
     public MmStatus Status() => Mm.Status();
 
-    /// <summary>Tears the address space down (exit_mmap).</summary>
+    /// <summary>Tears the address space down (exit_mmap); a per-CPU view does nothing.</summary>
     public void Dispose()
     {
-        if (!_exited)
+        if (!_isView && !_exited)
         {
             _exited = true;
             Mm.Exit(Cpu);

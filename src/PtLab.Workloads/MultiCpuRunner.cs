@@ -9,8 +9,13 @@ namespace PtLab.Workloads;
 public static class MultiCpuRunner
 {
     /// <summary>Runs <paramref name="program"/> on each of <paramref name="cpus"/> on its own thread.</summary>
-    public static void Run(IReadOnlyList<Cpu> cpus, Action<Cpu> program)
+    public static void Run(IReadOnlyList<Cpu> cpus, Action<Cpu> program) => Run<Cpu>(cpus, program);
+
+    /// <summary>Runs <paramref name="program"/> once per item of <paramref name="cpus"/> (a CPU or a per-CPU view), each on its own thread.</summary>
+    public static void Run<T>(IReadOnlyList<T> cpus, Action<T> program)
     {
+        ArgumentNullException.ThrowIfNull(cpus);
+        ArgumentNullException.ThrowIfNull(program);
         var errors = new Exception?[cpus.Count];
         var threads = new Thread[cpus.Count];
         using var start = new Barrier(cpus.Count);

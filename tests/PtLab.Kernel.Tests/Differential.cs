@@ -27,10 +27,11 @@ internal static class Differential
     /// difference unless the kernel freed exactly what the runtime added in the same window.
     /// </remarks>
     public static (ScenarioResult Model, ScenarioResult Kernel) Run(
-        Func<ulong, IScenario> scenario, IReadOnlyList<string> compared, ITestOutputHelper? log = null, ulong offset = 0)
+        Func<ulong, IScenario> scenario, IReadOnlyList<string> compared, ITestOutputHelper? log = null, ulong offset = 0, string design = "none")
     {
         ScenarioResult model;
-        using (var m = new ModelTarget(new MachineOptions { PageData = false }))
+        var factory = PtLab.Reclaim.Designs.Factory(design) ?? throw new ArgumentException($"unknown design {design}", nameof(design));
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = factory }))
         {
             model = scenario(FreeSlot() + offset).Run(m);
         }

@@ -39,3 +39,15 @@ public sealed class HostKernelCollection
 {
     public const string Name = "host kernel";
 }
+
+/// <summary>A theory that runs only where the kernel target can: Linux on x86-64.</summary>
+public sealed class LinuxTheoryAttribute : TheoryAttribute
+{
+    public LinuxTheoryAttribute()
+    {
+        if (!KernelTarget.IsSupported)
+        {
+            Skip = "needs Linux on x86-64: this test runs the workload on the host kernel";
+        }
+    }
+}

@@ -8,7 +8,8 @@ namespace PtLab.Workloads.Scenarios;
 /// <summary>
 /// The <c>halves.c</c> probe: map <see cref="Size"/> bytes 2 MiB aligned; for each 2 MiB, write every
 /// page and then madvise it away in <see cref="CallsPer2M"/> equal MADV_DONTNEED calls; then one
-/// DONTNEED over everything; then read 128 MiB (the shared zero page) and DONTNEED that range.
+/// DONTNEED over everything; then read the first 128 MiB (or all of a smaller mapping: the shared
+/// zero page) and DONTNEED that range.
 /// </summary>
 /// <remarks>
 /// It separates the reclaim designs. Upstream <c>pt-reclaim</c> frees a PTE table only when one zap
@@ -30,12 +31,12 @@ public sealed class HalvesScenario : IScenario
     /// <summary>Checkpoint after the DONTNEED of the zero-page range.</summary>
     public const string AfterZeroPageDontNeed = "zero-dontneed";
 
-    /// <summary>The range read-touched in the zero-page phase: 64 PTE tables.</summary>
+    /// <summary>The most read-touched in the zero-page phase: 64 PTE tables.</summary>
     public const ulong ZeroPageBytes = 128UL << 20;
 
     /// <summary>Creates the scenario.</summary>
     /// <param name="callsPer2M">MADV_DONTNEED calls per 2 MiB; must divide 512 so each call covers whole pages.</param>
-    /// <param name="size">Bytes mapped: a multiple of 2 MiB, at least <see cref="ZeroPageBytes"/>.</param>
+    /// <param name="size">Bytes mapped: a positive multiple of 2 MiB.</param>
     /// <param name="at">0 to let the target place the mapping, else a 2 MiB-aligned address for MAP_FIXED_NOREPLACE.</param>
     public HalvesScenario(int callsPer2M, ulong size = 2UL << 30, ulong at = 0)
     {
@@ -44,7 +45,7 @@ public sealed class HalvesScenario : IScenario
             throw new ArgumentException($"callsPer2M must divide 512 (1, 2, 4, ..., 512), got {callsPer2M}", nameof(callsPer2M));
         }
 
-        CheckSize(size, ZeroPageBytes, nameof(size));
+        CheckSize(size, TwoMiB, nameof(size));
         CheckPlacement(at, size, nameof(at));
         CallsPer2M = callsPer2M;
         Size = size;
@@ -100,9 +101,10 @@ public sealed class HalvesScenario : IScenario
         checkpoints.Add((AfterLoop, target.Status()));
         Advise(target, p, Size, Advice.DontNeed);
         checkpoints.Add((AfterFullDontNeed, target.Status()));
-        Touch(target, p, ZeroPageBytes, write: false);
+        ulong zero = Math.Min(Size, ZeroPageBytes);
+        Touch(target, p, zero, write: false);
         checkpoints.Add((AfterZeroPageRead, target.Status()));
-        Advise(target, p, ZeroPageBytes, Advice.DontNeed);
+        Advise(target, p, zero, Advice.DontNeed);
         checkpoints.Add((AfterZeroPageDontNeed, target.Status()));
         sw.Stop();
         progress?.Invoke(1);

@@ -1,0 +1,201 @@
+using System.CommandLine;
+using PtLab.Mm;
+using PtLab.Workloads;
+using PtLab.Workloads.Scenarios;
+
+namespace PtLab.Cli;
+
+/// <summary>How a command wants a scenario built: CPUs and placement come from the common options.</summary>
+/// <param name="Cpus">CPUs of the machine (and, for multi-CPU scenarios, CPUs running the workload).</param>
+/// <param name="At">0 to let the target place the mapping, else the address for MAP_FIXED_NOREPLACE.</param>
+internal readonly record struct ScenarioArgs(int Cpus, ulong At);
+
+/// <summary>One built-in scenario as a subcommand: its options, and how to build it from a parse.</summary>
+internal sealed class ScenarioDef
+{
+    public required string Name { get; init; }
+
+    public string[] Aliases { get; init; } = [];
+
+    public required string Description { get; init; }
+
+    public required Option[] Options { get; init; }
+
+    public required Func<ParseResult, ScenarioArgs, IScenario> Create { get; init; }
+
+    /// <summary>Whether the scenario can run on the host kernel (single-CPU system calls and touches only).</summary>
+    public bool KernelCapable { get; init; } = true;
+
+    public int DefaultCpus { get; init; } = 1;
+}
+
+/// <summary>The built-in scenarios. Each call makes fresh option objects, so every parent command gets its own.</summary>
+internal static class ScenarioCatalog
+{
+    private const ulong TwoMiB = 2UL << 20;
+
+    public static IReadOnlyList<ScenarioDef> All() => [CoverLetter(), Halves(), ZeroPage(), MunmapHoles(), Mixed()];
+
+    private static ScenarioDef CoverLetter()
+    {
+        var size = new Option<string>("--size") { Description = "Bytes to map (K/M/G/T suffixes).", DefaultValueFactory = _ => "50G" };
+        var chunk = new Option<string>("--chunk") { Description = "Bytes touched then advised per step.", DefaultValueFactory = _ => "2M" };
+        var advice = new Option<string>("--advice") { Description = "dontneed (MADV_DONTNEED) or free (MADV_FREE).", DefaultValueFactory = _ => "dontneed" };
+        advice.AcceptOnlyFromAmong("dontneed", "free");
+        return new ScenarioDef
+        {
+            Name = "cover-letter",
+            Description =
+                "The seed cover letter's test: mmap --size of private anonymous memory (MAP_NORESERVE), then for each " +
+                "--chunk touch every page and madvise it with --advice. Prints VmSize/VmRSS/VmPTE before and after, " +
+                "shaped like the cover letter's table.",
+            Options = [size, chunk, advice],
+            Create = (p, a) =>
+            {
+                ulong s = Cli.Size(p.GetValue(size), "--size");
+                ulong c = Cli.Size(p.GetValue(chunk), "--chunk");
+                if (c == 0 || c % 4096 != 0)
+                {
+                    throw new UsageException($"--chunk must be a positive multiple of 4K, got '{p.GetValue(chunk)}'");
+                }
+
+                if (s < c || s % c != 0)
+                {
+                    throw new UsageException($"--size must be a positive multiple of --chunk, got '{p.GetValue(size)}' and '{p.GetValue(chunk)}'");
+                }
+
+                CheckAt(a.At, s);
+                return new CoverLetterScenario(s, c, p.GetValue(advice) == "free" ? Advice.Free : Advice.DontNeed, a.At);
+            },
+        };
+    }
+
+    private static ScenarioDef Halves()
+    {
+        var calls = new Option<int>("--calls")
+        {
+            Description = "MADV_DONTNEED calls per 2 MiB (each covers 2M/N); must divide 512. Upstream pt-reclaim frees a table only when one call covers all of it.",
+            Required = true,
+        };
+        var size = new Option<string>("--size") { Description = "Bytes to map: a multiple of 2M.", DefaultValueFactory = _ => "2G" };
+        return new ScenarioDef
+        {
+            Name = "halves",
+            Description =
+                "The halves probe: for each 2 MiB write every page, then MADV_DONTNEED it in --calls equal calls; then one " +
+                "DONTNEED over everything; then read the first 128 MiB (shared zero page) and DONTNEED it. Checkpoints: " +
+                "loop, full-dontneed, zero-read, zero-dontneed.",
+            Options = [calls, size],
+            Create = (p, a) =>
+            {
+                int n = p.GetValue(calls);
+                if (n <= 0 || 512 % n != 0)
+                {
+                    throw new UsageException($"--calls must divide 512 (1, 2, 4, ..., 512), got {n}");
+                }
+
+                ulong s = TwoMiBMultiple(p.GetValue(size), "--size", TwoMiB);
+                CheckAt(a.At, s);
+                return new HalvesScenario(n, s, a.At);
+            },
+        };
+    }
+
+    private static ScenarioDef ZeroPage()
+    {
+        var size = new Option<string>("--size") { Description = "Bytes to map and read: a multiple of 2M.", DefaultValueFactory = _ => "128M" };
+        return new ScenarioDef
+        {
+            Name = "zeropage",
+            Aliases = ["zero-page"],
+            Description =
+                "Read-touch --size of fresh anonymous memory (every entry maps the shared zero page: tables but no RSS), " +
+                "then MADV_DONTNEED all of it. Checkpoints: read, dontneed.",
+            Options = [size],
+            Create = (p, a) =>
+            {
+                ulong s = TwoMiBMultiple(p.GetValue(size), "--size", TwoMiB);
+                CheckAt(a.At, s);
+                return new ZeroPageScenario(s, a.At);
+            },
+        };
+    }
+
+    private static ScenarioDef MunmapHoles()
+    {
+        var size = new Option<string>("--size")
+        {
+            Description = "Bytes to map: a multiple of 2M, at least 16M; the whole-GiB step runs when the region holds an aligned GiB from its start + 16M.",
+            DefaultValueFactory = _ => "3G",
+        };
+        return new ScenarioDef
+        {
+            Name = "munmap-holes",
+            Description =
+                "Write every page, then munmap holes chosen so that free_pgtables' floor/ceiling rule decides which tables " +
+                "go (a hole inside a table, a whole aligned 2 MiB, a straddle, a whole GiB, then everything). One checkpoint per step.",
+            Options = [size],
+            Create = (p, a) =>
+            {
+                ulong s = TwoMiBMultiple(p.GetValue(size), "--size", MunmapHolesScenario.MinimumSize);
+                CheckAt(a.At, s);
+                return new MunmapHolesScenario(s, a.At);
+            },
+        };
+    }
+
+    private static ScenarioDef Mixed()
+    {
+        var ops = new Option<int>("--operations") { Description = "Operations per CPU (bounded run).", DefaultValueFactory = _ => 20_000 };
+        var seed = new Option<int>("--seed") { Description = "Random seed; CPU c uses seed + c.", DefaultValueFactory = _ => 1 };
+        var size = new Option<string>("--size") { Description = "Bytes of the shared region: a multiple of 2M.", DefaultValueFactory = _ => "16M" };
+        return new ScenarioDef
+        {
+            Name = "mixed",
+            Description =
+                "--cpus CPUs run a seeded random mix of writes, reads, MADV_DONTNEED, MADV_FREE, zero-page reads and " +
+                "munmap + mmap over one shared region (CPU c owns every page c mod --cpus, so all CPUs share every PTE " +
+                "table), each checking its own data. Model only.",
+            Options = [ops, seed, size],
+            KernelCapable = false,
+            DefaultCpus = 2,
+            Create = (p, a) =>
+            {
+                int n = p.GetValue(ops);
+                if (n <= 0)
+                {
+                    throw new UsageException($"--operations must be positive, got {n}");
+                }
+
+                ulong s = TwoMiBMultiple(p.GetValue(size), "--size", TwoMiB);
+                if (s / 4096 < (ulong)a.Cpus)
+                {
+                    throw new UsageException($"--size must hold at least one page per CPU, got '{p.GetValue(size)}' for {a.Cpus} CPUs");
+                }
+
+                CheckAt(a.At, s);
+                return new MixedScenario(a.Cpus, n, p.GetValue(seed), s, a.At);
+            },
+        };
+    }
+
+    private static ulong TwoMiBMultiple(string? text, string option, ulong minimum)
+    {
+        ulong s = Cli.Size(text, option);
+        if (s == 0 || s % TwoMiB != 0 || s < minimum)
+        {
+            throw new UsageException($"{option} must be a positive multiple of 2M and at least {Sizes.Format(minimum)}, got '{text}'");
+        }
+
+        return s;
+    }
+
+    private static void CheckAt(ulong at, ulong size)
+    {
+        const ulong userTop = 0x7FFF_FFFF_F000UL;
+        if (at != 0 && ((at & (TwoMiB - 1)) != 0 || at > userTop || size > userTop - at))
+        {
+            throw new UsageException($"--at must be 0 or a 2M-aligned user address with room for the mapping, got 0x{at:x}");
+        }
+    }
+}
