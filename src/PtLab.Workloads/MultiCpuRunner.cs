@@ -9,10 +9,15 @@ namespace PtLab.Workloads;
 public static class MultiCpuRunner
 {
     /// <summary>Runs <paramref name="program"/> on each of <paramref name="cpus"/> on its own thread.</summary>
-    public static void Run(IReadOnlyList<Cpu> cpus, Action<Cpu> program) => Run<Cpu>(cpus, program);
+    public static void Run(IReadOnlyList<Cpu> cpus, Action<Cpu> program) =>
+        Run(cpus, program, cpus.Count > 0 ? cpus[0].Machine.Sync.Scheduler as PtLab.Sync.PanicOnFailure : null);
 
-    /// <summary>Runs <paramref name="program"/> once per item of <paramref name="cpus"/> (a CPU or a per-CPU view), each on its own thread.</summary>
-    public static void Run<T>(IReadOnlyList<T> cpus, Action<T> program)
+    /// <summary>
+    /// Runs <paramref name="program"/> once per item of <paramref name="cpus"/> (a CPU or a per-CPU
+    /// view), each on its own thread. When one fails, <paramref name="panic"/> (if given) stops the
+    /// others at their next wait, so none spins forever on a lock the failed one held.
+    /// </summary>
+    public static void Run<T>(IReadOnlyList<T> cpus, Action<T> program, PtLab.Sync.PanicOnFailure? panic = null)
     {
         ArgumentNullException.ThrowIfNull(cpus);
         ArgumentNullException.ThrowIfNull(program);
@@ -32,7 +37,7 @@ public static class MultiCpuRunner
                 catch (Exception e)
                 {
                     errors[id] = e;
-                    (cpus[id].Machine.Sync.Scheduler as PtLab.Sync.PanicOnFailure)?.Panic($"CPU {id}: {e.Message}");
+                    panic?.Panic($"CPU {id}: {e.Message}");
                 }
             })
             {
