@@ -414,6 +414,31 @@ public sealed class PhysMemory
         return freed + n;
     }
 
+    /// <summary>
+    /// <c>folio_try_get</c>: takes a reference unless the page is already on its way to the free list
+    /// (count zero). Always succeeds for reserved pages.
+    /// </summary>
+    public bool TryGetPage(long pfn)
+    {
+        ref var d = ref Desc(pfn);
+        if (d.Has(PageFlags.Reserved))
+        {
+            return true;
+        }
+
+        int r;
+        do
+        {
+            r = Volatile.Read(ref d.RefCount);
+            if (r <= 0)
+            {
+                return false;
+            }
+        }
+        while (Interlocked.CompareExchange(ref d.RefCount, r + 1, r) != r);
+        return true;
+    }
+
     /// <summary>Takes a reference (<c>get_page</c>).</summary>
     public void GetPage(long pfn)
     {

@@ -1,0 +1,194 @@
+using PtLab.Paging;
+using PtLab.Phys;
+
+namespace PtLab.Mm;
+
+public sealed partial class MmStruct
+{
+    /// <summary>
+    /// <c>get_user_pages</c> (the slow path): under <c>mmap_lock</c> for read, look each page up with
+    /// <c>follow_page_pte</c> through the design's <c>pte_offset_map_lock</c>, faulting it in when it
+    /// is missing or not writable enough, and take a page reference on each. Returns the number of
+    /// pages pinned, or a negative errno (EFAULT for an address nothing maps or the VMA refuses).
+    /// The caller drops each reference with <see cref="PutUserPages"/>.
+    /// </summary>
+    public long GetUserPages(Cpu cpu, ulong start, int nrPages, bool write, Span<long> pages)
+    {
+        if ((start & ~Geometry.PageMask) != 0 || nrPages < 0 || pages.Length < nrPages)
+        {
+            return -(long)Errno.EINVAL;
+        }
+
+        MmapLock.DownRead(cpu.Id);
+        try
+        {
+            for (int i = 0; i < nrPages; i++)
+            {
+                ulong va = start + ((ulong)i * Geometry.PageSize);
+                var vma = FindVma(va);
+                if (vma is null || va < vma.Start || !AccessAllowed(vma, write))
+                {
+                    return i > 0 ? i : -(long)Errno.EFAULT;
+                }
+
+                while (true)
+                {
+                    long pfn = FollowPagePte(cpu, va, write);
+                    if (pfn >= 0)
+                    {
+                        pages[i] = pfn;
+                        break;
+                    }
+
+                    // faultin_page: let the fault handler make it present (and writable), then look again.
+                    if (HandleMmFault(cpu, vma, va, write) != FaultOutcome.Ok)
+                    {
+                        return i > 0 ? i : -(long)Errno.ENOMEM;
+                    }
+                }
+            }
+
+            return nrPages;
+        }
+        finally
+        {
+            MmapLock.UpRead(cpu.Id);
+        }
+    }
+
+    /// <summary>
+    /// <c>follow_page_pte</c>: the page mapped at <paramref name="va"/> with a reference taken, or -1
+    /// when there is none (or it is not writable for a write). Maps the table like every visitor.
+    /// </summary>
+    private long FollowPagePte(Cpu cpu, ulong va, bool write)
+    {
+        long pmdTable = PmdTableOf(va);
+        if (pmdTable < 0)
+        {
+            return -1;
+        }
+
+        var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(va, 2));
+        if (pt.IsNone)
+        {
+            return -1;
+        }
+
+        try
+        {
+            ulong e = Volatile.Read(ref Phys.Table(pt)[Geometry.PteIndex(va)]);
+            if (!Entry.IsHwPresent(e) || (write && !Entry.IsWritable(e)))
+            {
+                return -1;
+            }
+
+            long pfn = Entry.Pfn(e);
+            Phys.GetPage(pfn); // the zero page is reserved: no reference needed
+            return pfn;
+        }
+        finally
+        {
+            Design.PteUnmapUnlock(this, cpu, pt);
+        }
+    }
+
+    /// <summary>
+    /// <c>get_user_pages_fast</c>: walks the tables locklessly in an RCU read section (the model of
+    /// the IRQs-off window that holds off both the TLB-shootdown IPI and the RCU table free), takes
+    /// no table reference, grabs each page with a reference only if it is not being freed, and
+    /// rechecks the pmd and PTE after the grab. Pages it cannot take this way go through
+    /// <see cref="GetUserPages"/>. Returns pages pinned or a negative errno.
+    /// </summary>
+    public long GetUserPagesFast(Cpu cpu, ulong start, int nrPages, bool write, Span<long> pages)
+    {
+        if ((start & ~Geometry.PageMask) != 0 || nrPages < 0 || pages.Length < nrPages)
+        {
+            return -(long)Errno.EINVAL;
+        }
+
+        int got = 0;
+        Rcu.ReadLock(cpu.Id);
+        try
+        {
+            for (; got < nrPages; got++)
+            {
+                long pfn = GupFastPte(start + ((ulong)got * Geometry.PageSize), write);
+                if (pfn < 0)
+                {
+                    break;
+                }
+
+                pages[got] = pfn;
+            }
+        }
+        finally
+        {
+            Rcu.ReadUnlock(cpu.Id);
+        }
+
+        Interlocked.Add(ref _gupFastPages, got);
+        if (got == nrPages)
+        {
+            return got;
+        }
+
+        long rest = GetUserPages(cpu, start + ((ulong)got * Geometry.PageSize), nrPages - got, write, pages[got..]);
+        return rest < 0 ? (got > 0 ? got : rest) : got + rest;
+    }
+
+    private long _gupFastPages;
+
+    /// <summary>Pages <see cref="GetUserPagesFast"/> pinned without falling back.</summary>
+    public long GupFastPages => Volatile.Read(ref _gupFastPages);
+
+    /// <summary><c>gup_fast_pte_range</c> for one page, inside the caller's RCU read section.</summary>
+    private long GupFastPte(ulong va, bool write)
+    {
+        ulong pgde = Volatile.Read(ref Phys.Table(PgdPfn)[Geometry.Index(va, 4)]);
+        if (!Entry.IsHwPresent(pgde))
+        {
+            return -1;
+        }
+
+        ulong pude = Volatile.Read(ref Phys.Table(Entry.Pfn(pgde))[Geometry.Index(va, 3)]);
+        if (!Entry.IsHwPresent(pude) || Entry.IsHuge(pude))
+        {
+            return -1;
+        }
+
+        long pmdTable = Entry.Pfn(pude);
+        ref ulong pmdSlot = ref Phys.Table(pmdTable)[Geometry.Index(va, 2)];
+        ulong pmd = Volatile.Read(ref pmdSlot);
+        if (!Entry.IsHwPresent(pmd) || Entry.IsHuge(pmd))
+        {
+            return -1;
+        }
+
+        // The table may be unhooked right after this read, but it cannot be freed before this RCU
+        // section ends, so reading its entries stays safe.
+        ref ulong slot = ref Phys.Table(Entry.Pfn(pmd))[Geometry.PteIndex(va)];
+        ulong pte = Volatile.Read(ref slot);
+        if (!Entry.IsHwPresent(pte) || (pte & Entry.User) == 0 || Entry.IsSpecial(pte) || (write && !Entry.IsWritable(pte)))
+        {
+            return -1; // special mappings (the zero page) go the slow way, as in the kernel
+        }
+
+        long pfn = Entry.Pfn(pte);
+        if (!Phys.TryGetPage(pfn))
+        {
+            return -1; // being freed
+        }
+
+        // Recheck: if the pmd or the entry changed, the table or the page may be on its way out.
+        if (Volatile.Read(ref pmdSlot) != pmd || Volatile.Read(ref slot) != pte)
+        {
+            Phys.PutPage(pfn);
+            return -1;
+        }
+
+        return pfn;
+    }
+
+    /// <summary><c>unpin_user_pages</c>/<c>put_page</c> on pages returned by GUP.</summary>
+    public void PutUserPages(Cpu cpu, ReadOnlySpan<long> pages) => CountPageFreed(cpu, Phys.PutPages(pages));
+}
