@@ -70,41 +70,85 @@ public static class ContentToken
     }
 }
 
-/// <summary>Real bytes: 4 KiB per frame, in chunks created when a frame first holds data.</summary>
+/// <summary>
+/// Real bytes: 4 KiB per frame, in chunks created when a frame first holds data. Each frame also
+/// keeps a 64-bit mask of the 64-byte lines ever written since it was last zeroed, so clearing a
+/// frame touches only those lines: the invariant is that a line whose bit is clear holds zeros.
+/// </summary>
 public sealed class ByteContentStore : IPageContentStore
 {
+    private const int LineShift = 6; // 64-byte lines: 4096 / 64 = 64 lines, one bit each
+
     private readonly FrameArrays<byte> _frames = new(PhysMemory.PageSize);
+    private readonly FrameArrays<ulong> _written = new(1);
 
     /// <inheritdoc/>
     public bool HoldsData => true;
 
     /// <inheritdoc/>
-    public long HostBytes => _frames.HostBytes;
+    public long HostBytes => _frames.HostBytes + _written.HostBytes;
 
     /// <inheritdoc/>
-    public void Zero(long pfn) => _frames.BlockIfPresent(pfn).Clear();
+    public void Zero(long pfn)
+    {
+        ref ulong mask = ref _written.Slot(pfn);
+        ulong m = mask;
+        if (m == 0)
+        {
+            return;
+        }
+
+        var block = _frames.BlockIfPresent(pfn);
+        if (m == ulong.MaxValue)
+        {
+            block.Clear();
+        }
+        else
+        {
+            while (m != 0)
+            {
+                int line = System.Numerics.BitOperations.TrailingZeroCount(m);
+                block.Slice(line << LineShift, 1 << LineShift).Clear();
+                m &= m - 1;
+            }
+        }
+
+        mask = 0;
+    }
 
     /// <inheritdoc/>
     public void Copy(long srcPfn, long dstPfn)
     {
-        var s = _frames.BlockIfPresent(srcPfn);
-        if (s.IsEmpty)
+        ulong srcMask = _written.Slot(srcPfn);
+        Zero(dstPfn);
+        if (srcMask == 0)
         {
-            Zero(dstPfn);
             return;
         }
 
-        s.CopyTo(_frames.Block(dstPfn));
+        _frames.BlockIfPresent(srcPfn).CopyTo(_frames.Block(dstPfn));
+        _written.Slot(dstPfn) = srcMask;
     }
 
     /// <inheritdoc/>
-    public void Write(long pfn, int offset, ReadOnlySpan<byte> data) => data.CopyTo(_frames.Block(pfn)[offset..]);
+    public void Write(long pfn, int offset, ReadOnlySpan<byte> data)
+    {
+        if (data.IsEmpty)
+        {
+            return;
+        }
+
+        data.CopyTo(_frames.Block(pfn)[offset..]);
+        int first = offset >> LineShift, last = (offset + data.Length - 1) >> LineShift;
+        ulong bits = (last == 63 ? ulong.MaxValue : (1UL << (last + 1)) - 1) & ~((1UL << first) - 1);
+        _written.Slot(pfn) |= bits;
+    }
 
     /// <inheritdoc/>
     public void Read(long pfn, int offset, Span<byte> destination)
     {
         var a = _frames.BlockIfPresent(pfn);
-        if (a.IsEmpty)
+        if (a.IsEmpty || _written.Slot(pfn) == 0)
         {
             destination.Clear();
             return;
@@ -117,7 +161,7 @@ public sealed class ByteContentStore : IPageContentStore
     public ulong Token(long pfn)
     {
         var a = _frames.BlockIfPresent(pfn);
-        if (a.IsEmpty || !a.ContainsAnyExcept((byte)0))
+        if (a.IsEmpty || _written.Slot(pfn) == 0 || !a.ContainsAnyExcept((byte)0))
         {
             return 0;
         }
