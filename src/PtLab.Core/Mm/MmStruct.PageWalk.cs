@@ -1,0 +1,179 @@
+using PtLab.Paging;
+using PtLab.Phys;
+
+namespace PtLab.Mm;
+
+/// <summary>What the generic page walker reports for one page.</summary>
+/// <param name="Address">The page's address.</param>
+/// <param name="Entry">The PTE (0 when none or no table).</param>
+public readonly record struct WalkedPage(ulong Address, ulong Entry);
+
+/// <summary>The <c>/proc/PID/smaps</c> figures of one VMA, in kB.</summary>
+/// <param name="Start">VMA start.</param>
+/// <param name="End">VMA end.</param>
+/// <param name="Flags">The rwxp column.</param>
+/// <param name="SizeKb">Size.</param>
+/// <param name="RssKb">Resident pages (present, not the zero page).</param>
+/// <param name="AnonymousKb">Anonymous resident pages.</param>
+/// <param name="LazyFreeKb">Pages marked by MADV_FREE and still clean.</param>
+/// <param name="SwapKb">Swap entries.</param>
+public readonly record struct SmapsEntry(ulong Start, ulong End, string Flags, long SizeKb, long RssKb, long AnonymousKb, long LazyFreeKb, long SwapKb);
+
+public sealed partial class MmStruct
+{
+    /// <summary>
+    /// <c>walk_page_range</c>: visits every PTE table covering [start, end) under <c>mmap_lock</c>
+    /// for read, mapping each through the design's <c>pte_offset_map_lock</c> (a failed map is
+    /// treated like <c>pmd_none</c>: the range is a hole), and calls <paramref name="visit"/> for each
+    /// page with its entry, under the PTE lock.
+    /// </summary>
+    public void WalkPageRange(Cpu cpu, ulong start, ulong end, Action<WalkedPage> visit)
+    {
+        MmapLock.DownRead(cpu.Id);
+        try
+        {
+            for (ulong addr = start; addr < end;)
+            {
+                ulong next = Geometry.PmdAddrEnd(addr, end);
+                long pmdTable = PmdTableOf(addr);
+                var pt = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+                if (pt.IsNone)
+                {
+                    for (ulong va = addr; va < next; va += Geometry.PageSize)
+                    {
+                        visit(new WalkedPage(va, 0)); // pte_hole
+                    }
+                }
+                else
+                {
+                    try
+                    {
+                        var entries = Phys.Table(pt);
+                        for (ulong va = addr; va < next; va += Geometry.PageSize)
+                        {
+                            visit(new WalkedPage(va, Volatile.Read(ref entries[Geometry.PteIndex(va)])));
+                        }
+                    }
+                    finally
+                    {
+                        Design.PteUnmapUnlock(this, cpu, pt);
+                    }
+                }
+
+                addr = next;
+            }
+        }
+        finally
+        {
+            MmapLock.UpRead(cpu.Id);
+        }
+    }
+
+    /// <summary>
+    /// <c>mincore(addr, length, vec)</c>: one byte per page, 1 when a present entry maps it (the zero
+    /// page included). EINVAL for an unaligned start, ENOMEM when part of the range is unmapped.
+    /// </summary>
+    public Errno Mincore(Cpu cpu, ulong addr, ulong length, Span<byte> vec)
+    {
+        if ((addr & ~Geometry.PageMask) != 0)
+        {
+            return Errno.EINVAL;
+        }
+
+        ulong pages = (length + Geometry.PageSize - 1) >> 12;
+        if (length != 0 && pages == 0)
+        {
+            return Errno.ENOMEM;
+        }
+
+        if ((ulong)vec.Length < pages)
+        {
+            return Errno.EFAULT;
+        }
+
+        ulong end = addr + (pages << 12);
+        MmapLock.DownRead(cpu.Id);
+        try
+        {
+            // mincore refuses any hole in the range.
+            for (ulong a = addr; a < end;)
+            {
+                var vma = FindVma(a);
+                if (vma is null || vma.Start > a)
+                {
+                    return Errno.ENOMEM;
+                }
+
+                a = vma.End;
+            }
+        }
+        finally
+        {
+            MmapLock.UpRead(cpu.Id);
+        }
+
+        var result = new byte[pages];
+        WalkPageRange(cpu, addr, end, p => result[(p.Address - addr) >> 12] = Entry.IsPresent(p.Entry) ? (byte)1 : (byte)0);
+        result.CopyTo(vec);
+        return Errno.None;
+    }
+
+    /// <summary>
+    /// <c>/proc/PID/pagemap</c> entries for [start, end): bit 63 present, bit 62 swapped, bit 61
+    /// file/shared (never here), bit 56 exclusively mapped, bits 0-54 the frame number (or swap
+    /// type and offset).
+    /// </summary>
+    public ulong[] Pagemap(Cpu cpu, ulong start, ulong end)
+    {
+        var result = new ulong[(end - start) >> 12];
+        WalkPageRange(cpu, start, end, p =>
+        {
+            ulong e = p.Entry, v = 0;
+            if (Entry.IsPresent(e))
+            {
+                v = (1UL << 63) | ((ulong)Entry.Pfn(e) & ((1UL << 55) - 1));
+                if (!Entry.IsSpecial(e) && Phys.Desc(Entry.Pfn(e)).MapCount == 1)
+                {
+                    v |= 1UL << 56;
+                }
+            }
+            else if (Entry.IsSwap(e))
+            {
+                v = (1UL << 62) | (uint)Entry.SwapType(e) | ((ulong)Entry.SwapOffset(e) << 5);
+            }
+
+            result[(p.Address - start) >> 12] = v;
+        });
+        return result;
+    }
+
+    /// <summary><c>/proc/PID/smaps</c>: per-VMA resident, anonymous, lazy-free and swap figures.</summary>
+    public IReadOnlyList<SmapsEntry> Smaps(Cpu cpu)
+    {
+        var list = new List<SmapsEntry>();
+        foreach (var vma in Vmas)
+        {
+            long rss = 0, lazy = 0, swap = 0;
+            WalkPageRange(cpu, vma.Start, vma.End, p =>
+            {
+                ulong e = p.Entry;
+                if (Entry.IsPresent(e) && !Entry.IsSpecial(e))
+                {
+                    rss++;
+                    var flags = (PageFlags)Phys.Desc(Entry.Pfn(e)).Flags;
+                    if ((flags & (PageFlags.SwapBacked | PageFlags.Dirty)) == 0 && !Entry.IsDirty(e))
+                    {
+                        lazy++;
+                    }
+                }
+                else if (Entry.IsSwap(e))
+                {
+                    swap++;
+                }
+            });
+            list.Add(new SmapsEntry(vma.Start, vma.End, vma.FlagString(), (long)(vma.Length >> 10), rss * 4, rss * 4, lazy * 4, swap * 4));
+        }
+
+        return list;
+    }
+}
