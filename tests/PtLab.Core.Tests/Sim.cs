@@ -16,7 +16,7 @@ internal sealed class Sim : IDisposable
     public const MapFlags Anon = MapFlags.Private | MapFlags.Anonymous;
     public const Prot Rw = Prot.Read | Prot.Write;
 
-    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true)
+    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true, long swapBytes = 0)
     {
         Machine = new Machine(new MachineOptions
         {
@@ -24,6 +24,7 @@ internal sealed class Sim : IDisposable
             PageData = pageData,
             Cpus = cpus,
             LockDep = lockDep,
+            SwapBytes = swapBytes,
             Scheduler = new PanicOnFailure(),
             Design = design ?? (() => new NoReclaim()),
         });

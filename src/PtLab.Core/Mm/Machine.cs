@@ -16,6 +16,9 @@ public sealed record MachineOptions
     /// <summary>Keep real page bytes (true) or a 64-bit content token per page (false).</summary>
     public bool PageData { get; init; } = true;
 
+    /// <summary>Swap device size in bytes; 0 for none (the default, like the measured machine).</summary>
+    public long SwapBytes { get; init; }
+
     /// <summary>A deterministic scheduler to plug into every scheduling point, or null for OS scheduling.</summary>
     public ISchedulingPoint? Scheduler { get; init; }
 
@@ -41,6 +44,10 @@ public sealed class Machine
         Options = options ?? new MachineOptions();
         ArgumentOutOfRangeException.ThrowIfLessThan(Options.Cpus, 1);
         Phys = new PhysMemory(Options.RamBytes, Options.PageData);
+        if (Options.SwapBytes > 0)
+        {
+            Phys.Swap = new SwapDevice(Phys, Options.SwapBytes);
+        }
         Sync = new SyncHooks(Options.Cpus, Options.Scheduler, Options.LockDep);
         Rcu = new Rcu(Options.Cpus, Sync);
         Vmscan = new Vmscan(this);
@@ -70,6 +77,9 @@ public sealed class Machine
     /// <summary>Reclaim figures: pages scanned, lazy-free pages discarded, redirtied, and kept as referenced.</summary>
     public (long Scanned, long Discarded, long Redirtied, long Referenced) ReclaimStats =>
         (Vmscan.Scanned, Vmscan.Discarded, Vmscan.Redirtied, Vmscan.Referenced);
+
+    /// <summary>Anonymous pages reclaim wrote to swap.</summary>
+    public long SwappedOut => Vmscan.SwappedOut;
 
     /// <summary>The CPUs.</summary>
     public IReadOnlyList<Cpu> Cpus => _cpus;

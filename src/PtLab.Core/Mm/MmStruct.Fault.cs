@@ -196,7 +196,7 @@ public sealed partial class MmStruct
         if (!Entry.IsPresent(orig))
         {
             Design.PteUnmap(this, cpu, pt);
-            return DoSwapPage(cpu, vma, addr, orig);
+            return DoSwapPage(cpu, vma, addr, write, orig, pmdTable, pmdIndex);
         }
 
         if (Entry.IsProtNone(orig))
@@ -235,10 +235,47 @@ public sealed partial class MmStruct
         return FaultOutcome.Ok;
     }
 
-    /// <summary>Swap-in. No swap device exists in this model yet, so a swap entry is a broken invariant.</summary>
-    private FaultOutcome DoSwapPage(Cpu cpu, Vma vma, ulong addr, ulong entry) =>
-        throw new InvalidOperationException(
+    /// <summary>
+    /// <c>do_swap_page</c>: read the slot into a fresh page, map it where the swap entry still is,
+    /// and free the slot (no swap cache is modelled, so the page is exclusive at once).
+    /// </summary>
+    private FaultOutcome DoSwapPage(Cpu cpu, Vma vma, ulong addr, bool write, ulong entry, long pmdTable, int pmdIndex)
+    {
+        var swap = Phys.Swap ?? throw new InvalidOperationException(
             $"CPU {cpu.Id}: swap entry {entry:x} at 0x{addr:x} in {vma}, but no swap device is configured");
+        long pfn = Phys.AllocFrame(cpu.Id);
+        if (pfn < 0)
+        {
+            return FaultOutcome.Oom;
+        }
+
+        long slot = Entry.SwapOffset(entry);
+        swap.ReadIn(slot, pfn);
+        CountPageAllocated(cpu);
+        var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        if (pt.IsNone)
+        {
+            FreeUnusedPage(cpu, pfn);
+            return FaultOutcome.Ok;
+        }
+
+        int index = Geometry.PteIndex(addr);
+        if (Volatile.Read(ref Phys.Table(pt)[index]) != entry)
+        {
+            Design.PteUnmapUnlock(this, cpu, pt);
+            FreeUnusedPage(cpu, pfn); // someone else swapped it in, or zapped it
+            return FaultOutcome.Ok;
+        }
+
+        bool writable = (vma.Flags & VmFlags.Write) != 0;
+        AddRssAnon(cpu, 1);
+        AddSwapEnts(cpu, -1);
+        PageAddNewAnonRmap(pfn, addr);
+        SetPteAt(cpu, pt, index, Entry.MakePte(pfn, writable, dirty: writable && write, (vma.Flags & VmFlags.Exec) == 0));
+        swap.Free(slot);
+        Design.PteUnmapUnlock(this, cpu, pt);
+        return FaultOutcome.Ok;
+    }
 
     /// <summary><c>do_anonymous_page</c>: the zero page on a read, a fresh zeroed page on a write.</summary>
     private FaultOutcome DoAnonymousPage(Cpu cpu, Vma vma, ulong addr, bool write, long pmdTable, int pmdIndex)

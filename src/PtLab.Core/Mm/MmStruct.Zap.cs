@@ -127,9 +127,10 @@ public sealed partial class MmStruct
         tlb.RemoveTable(ptePfn);
     }
 
-    /// <summary><c>free_swap_and_cache</c>. No swap device exists yet; see <see cref="DoSwapPage"/>.</summary>
-    private static void FreeSwapEntry(ulong entry) =>
-        throw new InvalidOperationException($"swap entry {entry:x} found, but no swap device is configured");
+    /// <summary><c>free_swap_and_cache</c>: the entry's slot is no longer needed.</summary>
+    private void FreeSwapEntry(ulong entry) =>
+        (Phys.Swap ?? throw new InvalidOperationException($"swap entry {entry:x} found, but no swap device is configured"))
+            .Free(Entry.SwapOffset(entry));
 
     /// <summary>
     /// <c>free_pgd_range</c>: frees the tables that map only [addr, end), keeping any table that

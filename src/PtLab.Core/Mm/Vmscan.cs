@@ -16,6 +16,7 @@ internal sealed class Vmscan
     private long _discarded;
     private long _redirtied;
     private long _referenced;
+    private long _swappedOut;
 
     public Vmscan(Machine machine) => _machine = machine;
 
@@ -24,6 +25,9 @@ internal sealed class Vmscan
 
     /// <summary>Lazy-free pages found dirty again and made swap-backed.</summary>
     public long Redirtied => Volatile.Read(ref _redirtied);
+
+    /// <summary>Anonymous pages written to swap (<c>PSWPOUT</c>).</summary>
+    public long SwappedOut => Volatile.Read(ref _swappedOut);
 
     /// <summary>Pages scanned.</summary>
     public long Scanned => Volatile.Read(ref _scanned);
@@ -39,11 +43,19 @@ internal sealed class Vmscan
         Span<long> isolated = stackalloc long[Batch];
         long freed = 0;
         long budget = Math.Max(want * 4, Batch); // give up after scanning this many pages
+        // Lazy-free pages first (they cost nothing to drop), then, with swap, anonymous pages.
+        var list = LruList.File;
         while (freed < want && budget > 0)
         {
-            int n = phys.Lru.IsolateTail(LruList.File, isolated);
+            int n = phys.Lru.IsolateTail(list, isolated);
             if (n == 0)
             {
+                if (list == LruList.File && phys.Swap is not null)
+                {
+                    list = LruList.Anon;
+                    continue;
+                }
+
                 break;
             }
 
@@ -72,8 +84,13 @@ internal sealed class Vmscan
             return; // unmapped meanwhile: dropping the isolation reference frees it
         }
 
-        switch (mm.TryToUnmapLazyFree(cpu, pfn, d.RmapAddress))
+        bool lazyFree = (d.Flags & (int)PageFlags.SwapBacked) == 0;
+        var outcome = lazyFree ? mm.TryToUnmapLazyFree(cpu, pfn, d.RmapAddress) : mm.TryToUnmapToSwap(cpu, pfn, d.RmapAddress);
+        switch (outcome)
         {
+            case UnmapOutcome.SwappedOut:
+                Interlocked.Increment(ref _swappedOut);
+                break;
             case UnmapOutcome.Discarded:
                 Interlocked.Increment(ref _discarded);
                 break;
@@ -83,10 +100,10 @@ internal sealed class Vmscan
                 break;
             case UnmapOutcome.Referenced:
                 Interlocked.Increment(ref _referenced);
-                phys.Lru.Add(pfn, LruList.File); // FOLIOREF_KEEP: back on the list for another pass
+                phys.Lru.Add(pfn, lazyFree ? LruList.File : LruList.Anon); // FOLIOREF_KEEP: another pass later
                 break;
             case UnmapOutcome.Busy:
-                phys.Lru.Add(pfn, LruList.File);
+                phys.Lru.Add(pfn, lazyFree ? LruList.File : LruList.Anon);
                 break;
             case UnmapOutcome.NotMapped:
                 break;
@@ -103,8 +120,10 @@ internal enum UnmapOutcome
     Redirtied,
     /// <summary>Accessed since MADV_FREE: the young bit was cleared and the page kept for now.</summary>
     Referenced,
-    /// <summary>The address space was busy tearing down tables; try later.</summary>
+    /// <summary>The address space was busy tearing down tables, or swap was full; try later.</summary>
     Busy,
+    /// <summary>Written to swap; a swap entry replaced the page's entry.</summary>
+    SwappedOut,
     /// <summary>No entry maps the page there any more.</summary>
     NotMapped,
 }

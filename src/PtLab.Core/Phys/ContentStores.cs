@@ -223,4 +223,7 @@ public sealed class TokenContentStore : IPageContentStore
 
     /// <inheritdoc/>
     public ulong Token(long pfn) => _tokens.Slot(pfn);
+
+    /// <summary>Gives a frame a saved token back (swap-in).</summary>
+    public void Restore(long pfn, ulong token) => _tokens.Slot(pfn) = token;
 }

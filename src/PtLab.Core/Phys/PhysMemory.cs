@@ -85,6 +85,9 @@ public sealed class PhysMemory
     /// <summary>The descriptor of a frame (<c>pfn_to_page</c>).</summary>
     public ref PageDescriptor Desc(long pfn) => ref _descriptors.Slot(pfn);
 
+    /// <summary>The swap device, or null when none is configured.</summary>
+    public SwapDevice? Swap { get; set; }
+
     /// <summary>The LRU lists.</summary>
     internal LruLists Lru { get; }
 

@@ -1,0 +1,118 @@
+using PtLab.Sync;
+
+namespace PtLab.Phys;
+
+/// <summary>
+/// A swap device (<c>swap_info_struct</c>): slots of one page each, with a use count per slot
+/// (<c>swap_map</c>), holding the content of pages written out by reclaim. Slot 0 is never used,
+/// as in the kernel (it holds the swap header).
+/// </summary>
+public sealed class SwapDevice
+{
+    private readonly PhysMemory _phys;
+    private readonly FrameArrays<byte> _bytes = new(PhysMemory.PageSize);
+    private readonly FrameArrays<ulong> _tokens = new(1);
+    private readonly FrameArrays<int> _count = new(1);
+    private long[] _free = new long[64];
+    private int _freeCount;
+    private long _next = 1;
+    private long _used;
+    private int _lock;
+
+    /// <summary>Creates a device of <paramref name="bytes"/> for the pages of <paramref name="phys"/>.</summary>
+    public SwapDevice(PhysMemory phys, long bytes)
+    {
+        _phys = phys;
+        Slots = bytes >> PhysMemory.PageShift;
+    }
+
+    /// <summary>Slots on the device.</summary>
+    public long Slots { get; }
+
+    /// <summary>Slots in use.</summary>
+    public long UsedSlots => Volatile.Read(ref _used);
+
+    /// <summary>Pages written out.</summary>
+    public long PagesOut { get; private set; }
+
+    /// <summary>Pages read back in.</summary>
+    public long PagesIn { get; private set; }
+
+    /// <summary><c>get_swap_page</c> + <c>swap_writepage</c>: a slot holding the page's content, or -1 when full.</summary>
+    public long WriteOut(long pfn)
+    {
+        long slot;
+        RawSpinLock.Lock(ref _lock);
+        if (_freeCount > 0)
+        {
+            slot = _free[--_freeCount];
+        }
+        else if (_next < Slots)
+        {
+            slot = _next++;
+        }
+        else
+        {
+            RawSpinLock.Unlock(ref _lock);
+            return -1;
+        }
+
+        _used++;
+        PagesOut++;
+        _count.Slot(slot) = 1;
+        RawSpinLock.Unlock(ref _lock);
+        if (_phys.Content.HoldsData)
+        {
+            _phys.Content.Read(pfn, 0, _bytes.Block(slot));
+        }
+        else
+        {
+            _tokens.Slot(slot) = _phys.Content.Token(pfn);
+        }
+
+        return slot;
+    }
+
+    /// <summary><c>swap_read_folio</c>: fills a fresh page with the slot's content.</summary>
+    public void ReadIn(long slot, long pfn)
+    {
+        if (_phys.Content is TokenContentStore tokens)
+        {
+            tokens.Restore(pfn, _tokens.Slot(slot));
+        }
+        else
+        {
+            _phys.Content.Zero(pfn);
+            _phys.Content.Write(pfn, 0, _bytes.Block(slot));
+        }
+
+        RawSpinLock.Lock(ref _lock);
+        PagesIn++;
+        RawSpinLock.Unlock(ref _lock);
+    }
+
+    /// <summary><c>swap_free</c>: drops one use of the slot; the last frees it.</summary>
+    public void Free(long slot)
+    {
+        RawSpinLock.Lock(ref _lock);
+        ref int c = ref _count.Slot(slot);
+        if (c <= 0)
+        {
+            RawSpinLock.Unlock(ref _lock);
+            throw new InvalidOperationException($"swap_free of unused slot {slot}");
+        }
+
+        if (--c == 0)
+        {
+            if (_freeCount == _free.Length)
+            {
+                Array.Resize(ref _free, _free.Length * 2);
+            }
+
+            _free[_freeCount++] = slot;
+            _used--;
+        }
+
+        RawSpinLock.Unlock(ref _lock);
+    }
+}
