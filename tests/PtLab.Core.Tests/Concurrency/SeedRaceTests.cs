@@ -170,7 +170,7 @@ public class SeedRaceTests
             }
         });
 
-        Assert.True(checks > 100, $"only {checks} rewrites checked");
+        Assert.True(checks > 20, $"only {checks} rewrites checked");
         Assert.True(s.Machine.ReclaimStats.Discarded > 0, "reclaim never ran");
         AssertEndState(s);
     }
