@@ -85,7 +85,7 @@ public class SeedRaceTests
             }
         });
 
-        Assert.True(walks > 50 && zaps > 50 && faults > 50, $"walks {walks}, zaps {zaps}, faults {faults}");
+        Assert.True(walks > 10 && zaps > 10 && faults > 10, $"walks {walks}, zaps {zaps}, faults {faults}");
         AssertEndState(s);
     }
 
@@ -127,7 +127,7 @@ public class SeedRaceTests
             }
         });
 
-        Assert.True(pinned > 100, $"only {pinned} pages pinned");
+        Assert.True(pinned > 40, $"only {pinned} pages pinned");
         AssertEndState(s);
     }
 
