@@ -105,6 +105,18 @@ internal static class Cli
             Description = "Simulated CPUs (1-64). The mixed scenario runs one worker per CPU (default 2); the others run on CPU 0 (default 1).",
         };
 
+        public Option<string> Swap { get; } = new("--swap")
+        {
+            Description = "Swap device size (K/M/G/T suffixes); 0, the default, means no swap, as on the measured machine.",
+            DefaultValueFactory = _ => "0",
+        };
+
+        public Option<string> SwitchBack { get; } = new("--switch-back")
+        {
+            Description = "pte-ref only: after MADV_DONTNEED, switch a table that could not be freed back to percpu mode (on, as the seed's patch 14 does) or leave it atomic (off).",
+            DefaultValueFactory = _ => "on",
+        };
+
         public Option<string> At { get; } = new("--at")
         {
             Description = "Place the mapping at this 2M-aligned address (hex 0x... or decimal) with MAP_FIXED_NOREPLACE; 0 lets the model choose.",
@@ -114,6 +126,7 @@ internal static class Cli
         public ModelOptions()
         {
             PageData.AcceptOnlyFromAmong("on", "off");
+            SwitchBack.AcceptOnlyFromAmong("on", "off");
             Format.AcceptOnlyFromAmong("table", "json", "csv");
         }
 
@@ -124,6 +137,8 @@ internal static class Cli
             c.Options.Add(Format);
             c.Options.Add(Cpus);
             c.Options.Add(At);
+            c.Options.Add(Swap);
+            c.Options.Add(SwitchBack);
         }
 
         public ScenarioArgs Args(ParseResult p, ScenarioDef def)
@@ -146,18 +161,30 @@ internal static class Cli
             }
 
             bool pageData = p.GetValue(PageData) == "on";
+            ulong swap = Size(p.GetValue(Swap), "--swap");
+            bool switchBack = p.GetValue(SwitchBack) != "off";
             reported = new Dictionary<string, string>
             {
                 ["ram"] = ram.ToString(CultureInfo.InvariantCulture),
                 ["pageData"] = pageData ? "on" : "off",
                 ["cpus"] = cpus.ToString(CultureInfo.InvariantCulture),
+                ["swap"] = swap.ToString(CultureInfo.InvariantCulture),
             };
+            var factory = DesignFactory(design);
+            if (design == "pte-ref")
+            {
+                reported["switchBack"] = switchBack ? "on" : "off";
+                factory = () => new PteRefReclaim { SwitchBack = switchBack };
+            }
+
             return new MachineOptions
             {
                 RamBytes = (long)ram,
                 PageData = pageData,
                 Cpus = cpus,
-                Design = DesignFactory(design),
+                SwapBytes = (long)swap,
+                Scheduler = new PtLab.Sync.PanicOnFailure(),
+                Design = factory,
             };
         }
     }
