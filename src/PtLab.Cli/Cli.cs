@@ -183,7 +183,8 @@ internal static class Cli
                 PageData = pageData,
                 Cpus = cpus,
                 SwapBytes = (long)swap,
-                Scheduler = new PtLab.Sync.PanicOnFailure(),
+                // Several CPUs: stop the others cleanly if one fails. One CPU needs no hook on its hot path.
+                Scheduler = cpus > 1 ? new PtLab.Sync.PanicOnFailure() : null,
                 Design = factory,
             };
         }
