@@ -37,6 +37,8 @@ public sealed class DeterministicScheduler : ISchedulingPoint
     private volatile bool _abort;
     private string? _violation;
     private int _consecutiveWaits;
+    private int _runLength;
+    private int _lastCpu = -1;
     private long _steps;
 
     /// <summary>Creates a scheduler driven by <paramref name="strategy"/>.</summary>
@@ -56,6 +58,16 @@ public sealed class DeterministicScheduler : ISchedulingPoint
 
     /// <summary>Consecutive wait points with no other progress that count as a deadlock.</summary>
     public int DeadlockWaits { get; init; } = 400;
+
+    /// <summary>
+    /// Consecutive points one CPU may run without a wait before it is preempted as if it had
+    /// waited: a timer tick for retry loops that spin without a wait point (the kernel's
+    /// <c>cond_resched</c>), so a strategy that favours that CPU cannot starve the one it waits for.
+    /// </summary>
+    public int PreemptAfter { get; init; } = 1000;
+
+    /// <summary>Times the last run preempted a CPU under <see cref="PreemptAfter"/>.</summary>
+    public int ForcedPreemptions { get; private set; }
 
     /// <summary>Scheduling points the last run went through.</summary>
     public long Steps => _steps;
@@ -94,6 +106,9 @@ public sealed class DeterministicScheduler : ISchedulingPoint
         _finished = new CountdownEvent(n);
         _trace.Clear();
         _steps = 0;
+        _runLength = 0;
+        _lastCpu = -1;
+        ForcedPreemptions = 0;
         _violation = null;
         FailureException = null;
         _abort = false;
@@ -152,7 +167,17 @@ public sealed class DeterministicScheduler : ISchedulingPoint
         }
 
         bool waiting = kind == SchedulingPointKind.Wait;
-        if (waiting)
+        _runLength = me == _lastCpu ? _runLength + 1 : 0;
+        _lastCpu = me;
+        if (!waiting && _runLength >= PreemptAfter)
+        {
+            waiting = true;
+            _runLength = 0;
+            ForcedPreemptions++;
+            _trace.Add(new ScheduleStep(me, null, $"preempted after {PreemptAfter} points without a wait"));
+        }
+
+        if (kind == SchedulingPointKind.Wait)
         {
             if (++_consecutiveWaits > DeadlockWaits)
             {
