@@ -76,6 +76,8 @@ internal static class Cli
         root.Subcommands.Add(run);
         root.Subcommands.Add(compare);
         root.Subcommands.Add(bench);
+        root.Subcommands.Add(Check.CheckCommand(stdout));
+        root.Subcommands.Add(Check.SoakCommand(stdout));
         return root;
     }
 

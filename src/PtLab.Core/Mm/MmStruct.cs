@@ -234,17 +234,29 @@ public sealed partial class MmStruct
     /// </summary>
     internal void SetPteAt(Cpu cpu, TableRef pte, int index, ulong entry)
     {
+        Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryStore, pte.Pfn);
         ref ulong slot = ref Phys.Table(pte)[index];
         Design.TrackPteSet(this, cpu, pte, Volatile.Read(ref slot), entry);
         Volatile.Write(ref slot, entry);
     }
 
     /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>
-    internal ulong PtepGetAndClear(Cpu cpu, TableRef pte, int index) => PtepGetAndClear(cpu, pte, ref Phys.Table(pte)[index]);
+    internal ulong PtepGetAndClear(Cpu cpu, TableRef pte, int index)
+    {
+        Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryStore, pte.Pfn);
+        ulong old = Interlocked.Exchange(ref Phys.Table(pte)[index], 0);
+        if (old != 0)
+        {
+            Design.TrackPteClear(this, cpu, pte, old);
+        }
+
+        return old;
+    }
 
     /// <summary><c>ptep_get_and_clear</c> on an entry the caller already mapped.</summary>
     internal ulong PtepGetAndClear(Cpu cpu, TableRef pte, ref ulong slot)
     {
+        Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryStore, pte.Pfn);
         ulong old = Interlocked.Exchange(ref slot, 0);
         if (old != 0)
         {
@@ -257,6 +269,7 @@ public sealed partial class MmStruct
     /// <summary><c>pte_clear_not_present_full</c> / <c>pte_clear</c>.</summary>
     internal void PteClear(Cpu cpu, TableRef pte, int index)
     {
+        Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryStore, pte.Pfn);
         ulong old = Interlocked.Exchange(ref Phys.Table(pte)[index], 0);
         if (old != 0)
         {
@@ -286,6 +299,7 @@ public sealed partial class MmStruct
                 table = Entry.Pfn(e);
             }
 
+            Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryLoad, table);
             ref ulong slot = ref Phys.Table(table)[Geometry.PteIndex(va)];
             ulong v = Volatile.Read(ref slot);
             while (true)

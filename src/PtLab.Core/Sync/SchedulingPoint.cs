@@ -51,6 +51,12 @@ public enum SchedulingPointKind
     /// <summary>Just before a <see cref="PercpuRef"/> mode switch, kill or resurrect.</summary>
     RefSwitch,
 
+    /// <summary>Just before a page-table entry is read by a walker that holds no lock on it (the hardware walk).</summary>
+    EntryLoad,
+
+    /// <summary>Just before a page-table entry is stored or cleared (<c>set_pte_at</c>, <c>ptep_get_and_clear</c>, <c>pte_clear</c>).</summary>
+    EntryStore,
+
     /// <summary>
     /// One turn of a wait loop (a contended lock, a grace period, a pending percpu_ref switch): the
     /// thread cannot make progress until another CPU runs, so a scheduler must switch away here.

@@ -1,0 +1,185 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using PtLab.Reclaim;
+using PtLab.Sync.Systematic;
+
+namespace PtLab.Cli;
+
+/// <summary>The <c>check</c> and <c>soak</c> commands: the systematic tester and the real-thread soak.</summary>
+internal static class Check
+{
+    public static Command CheckCommand(TextWriter stdout)
+    {
+        var cmd = new Command("check", "Explore interleavings of a small race under the deterministic scheduler and check the invariants after each.");
+        var scenario = new Argument<string>("scenario") { Description = "One of: " + string.Join(", ", SystematicScenarios.Names) + "." };
+        scenario.AcceptOnlyFromAmong([.. SystematicScenarios.Names]);
+        var design = DesignOption();
+        var schedules = new Option<int>("--schedules") { Description = "Schedules to explore.", DefaultValueFactory = _ => 1000 };
+        var strategy = new Option<string>("--strategy") { Description = "random (random walk) or pct (probabilistic concurrency testing).", DefaultValueFactory = _ => "random" };
+        strategy.AcceptOnlyFromAmong([.. SchedulingStrategies.Names]);
+        var seed = new Option<int?>("--seed") { Description = "Replay the one schedule of this seed and print its interleaving." };
+        var baseSeed = new Option<int>("--base-seed") { Description = "First seed of an exploration (schedule i uses base + i).", DefaultValueFactory = _ => 0 };
+        var mutation = new Option<string>("--mutation") { Description = "Break the protocol on purpose: " + string.Join(", ", Mutations.Names) + ".", DefaultValueFactory = _ => "none" };
+        mutation.AcceptOnlyFromAmong([.. Mutations.Names]);
+        var last = new Option<int>("--last") { Description = "Steps of the interleaving to print on replay.", DefaultValueFactory = _ => 60 };
+        var format = new Option<string>("--format") { Description = "text or json.", DefaultValueFactory = _ => "text" };
+        format.AcceptOnlyFromAmong("text", "json");
+        cmd.Arguments.Add(scenario);
+        foreach (var o in new Option[] { design, schedules, strategy, seed, baseSeed, mutation, last, format })
+        {
+            cmd.Options.Add(o);
+        }
+
+        cmd.SetAction(p =>
+        {
+            var s = SystematicScenarios.Find(p.GetValue(scenario)!)!;
+            string d = p.GetValue(design)!;
+            var m = Mutations.Parse(p.GetValue(mutation)!)!.Value;
+            if (!Mutations.AppliesTo(m, d))
+            {
+                throw new UsageException($"--mutation {Mutations.NameOf(m)} does not apply to design {d}");
+            }
+
+            int n = p.GetValue(schedules);
+            if (n < 1)
+            {
+                throw new UsageException($"--schedules must be at least 1, got {n}");
+            }
+
+            string strat = p.GetValue(strategy)!;
+            bool json = p.GetValue(format) == "json";
+            if (p.GetValue(seed) is { } one)
+            {
+                var r = SystematicTester.RunOne(s, d, strat, one, m);
+                if (json)
+                {
+                    stdout.WriteLine(JsonSerializer.Serialize(new
+                    {
+                        scenario = s.Name,
+                        design = d,
+                        strategy = strat,
+                        mutation = Mutations.NameOf(m),
+                        seed = one,
+                        steps = r.Steps,
+                        violation = r.Violation,
+                        trace = r.Scheduler.TraceLines().TakeLast(p.GetValue(last)).ToArray(),
+                    }));
+                }
+                else
+                {
+                    stdout.WriteLine($"{s.Name} on {d}, {strat} seed {one}, mutation {Mutations.NameOf(m)}: {r.Steps} steps, {(r.Ok ? "no violation" : "VIOLATION")}");
+                    stdout.Write(r.Scheduler.FormatTrace(p.GetValue(last)));
+                    if (!r.Ok)
+                    {
+                        stdout.WriteLine($"violation: {r.Violation}");
+                    }
+                }
+
+                return r.Ok ? Cli.ExitOk : Cli.ExitFailure;
+            }
+
+            var e = SystematicTester.Explore(s, d, strat, n, p.GetValue(baseSeed), m);
+            if (json)
+            {
+                stdout.WriteLine(JsonSerializer.Serialize(new
+                {
+                    schedules = e.Schedules,
+                    violations = e.Violations,
+                    firstFailingSeed = e.FirstFailingSeed,
+                    firstViolation = e.FirstViolation,
+                    scenario = s.Name,
+                    design = d,
+                    strategy = strat,
+                    mutation = Mutations.NameOf(m),
+                    seconds = Math.Round(e.Elapsed.TotalSeconds, 3),
+                    schedulesPerSecond = Math.Round(e.SchedulesPerSecond, 1),
+                }));
+            }
+            else
+            {
+                stdout.WriteLine(string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"{s.Name} on {d} ({strat}, mutation {Mutations.NameOf(m)}): {e.Schedules} schedules, {e.Violations} violations, {e.SchedulesPerSecond:F0} schedules/s, {e.TotalSteps / Math.Max(1, e.Schedules)} steps each"));
+                if (e.FirstFailingSeed is { } f)
+                {
+                    stdout.WriteLine($"first failing seed {f}: {e.FirstViolation}");
+                    stdout.WriteLine($"replay: ptlab check {s.Name} --design {d} --strategy {strat} --mutation {Mutations.NameOf(m)} --seed {f}");
+                }
+            }
+
+            return e.Violations == 0 ? Cli.ExitOk : Cli.ExitFailure;
+        });
+        return cmd;
+    }
+
+    public static Command SoakCommand(TextWriter stdout)
+    {
+        var cmd = new Command("soak", "Run random operations on real threads against one address space, checking the invariants between rounds.");
+        var design = DesignOption();
+        var cpus = new Option<int>("--cpus") { Description = "Simulated CPUs, one thread each (1-64).", DefaultValueFactory = _ => 2 };
+        var minutes = new Option<double>("--minutes") { Description = "How long to run (fractions allowed).", DefaultValueFactory = _ => 1 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the per-CPU operation streams.", DefaultValueFactory = _ => 1 };
+        var format = new Option<string>("--format") { Description = "text or json.", DefaultValueFactory = _ => "text" };
+        format.AcceptOnlyFromAmong("text", "json");
+        foreach (var o in new Option[] { design, cpus, minutes, seed, format })
+        {
+            cmd.Options.Add(o);
+        }
+
+        cmd.SetAction(p =>
+        {
+            int n = p.GetValue(cpus);
+            if (n is < 1 or > 64)
+            {
+                throw new UsageException($"--cpus must be between 1 and 64, got {n}");
+            }
+
+            double min = p.GetValue(minutes);
+            if (!(min > 0) || min > 24 * 60)
+            {
+                throw new UsageException($"--minutes must be above 0 and at most a day, got {min.ToString(CultureInfo.InvariantCulture)}");
+            }
+
+            var r = Soak.Run(p.GetValue(design)!, n, TimeSpan.FromMinutes(min), p.GetValue(seed));
+            if (p.GetValue(format) == "json")
+            {
+                stdout.WriteLine(JsonSerializer.Serialize(new
+                {
+                    design = r.Design,
+                    cpus = n,
+                    seconds = Math.Round(r.Elapsed.TotalSeconds, 2),
+                    ops = r.Operations,
+                    opsPerSecond = Math.Round(r.OperationsPerSecond),
+                    rounds = r.Rounds,
+                    violations = r.Violations.Count,
+                    firstViolation = r.Violations.FirstOrDefault(),
+                }));
+            }
+            else
+            {
+                stdout.WriteLine(string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"soak {r.Design} on {n} CPUs: {r.Operations} ops in {r.Elapsed.TotalSeconds:F1} s ({r.OperationsPerSecond:F0} ops/s), {r.Rounds} rounds checked, {r.Violations.Count} violations"));
+                foreach (var v in r.Violations.Take(5))
+                {
+                    stdout.WriteLine($"violation: {v}");
+                }
+            }
+
+            return r.Violations.Count == 0 ? Cli.ExitOk : Cli.ExitFailure;
+        });
+        return cmd;
+    }
+
+    private static Option<string> DesignOption()
+    {
+        var design = new Option<string>("--design")
+        {
+            Description = "Page-table reclaim design. " + Designs.Describe() + ".",
+            DefaultValueFactory = _ => "pte-ref",
+        };
+        design.AcceptOnlyFromAmong([.. Designs.Names]);
+        return design;
+    }
+}

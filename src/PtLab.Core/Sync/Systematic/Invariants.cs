@@ -1,0 +1,154 @@
+using PtLab.Mm;
+using PtLab.Paging;
+using PtLab.Phys;
+using PtLab.Reclaim;
+
+namespace PtLab.Sync.Systematic;
+
+/// <summary>
+/// The invariants a quiescent machine must satisfy, whatever the interleaving that led there. Each
+/// check returns the first broken invariant as a sentence, or null.
+/// </summary>
+public static class Invariants
+{
+    /// <summary>Runs every check that holds while the address space is alive; then exits it and checks for leaks.</summary>
+    public static string? CheckAtQuiescence(Machine machine, MmStruct mm, ulong start, ulong end, bool exit = true) =>
+        Accounting(mm) ?? Refcounts(mm) ?? PresentEntriesMapLiveFrames(mm) ?? TlbsMatchTables(machine, mm, start, end)
+        ?? (exit ? NoLeakAfterExit(machine, mm) : null);
+
+    /// <summary>VmPTE equals the tables present in the page tables.</summary>
+    public static string? Accounting(MmStruct mm)
+    {
+        var present = mm.CountTablesPresent();
+        var status = mm.Status();
+        if (present != status.Tables)
+        {
+            return $"VmPTE accounting: {status.Tables} counted, {present} present";
+        }
+
+        return status.VmPteKb != (present.Pte + present.Pmd + present.Pud) * 4
+            ? $"VmPTE {status.VmPteKb} kB but {present} tables present"
+            : null;
+    }
+
+    /// <summary>Refcount designs: every table's count equals its non-none entries (no visitor is left).</summary>
+    public static string? Refcounts(MmStruct mm)
+    {
+        if (mm.Design is not RefcountReclaim rc)
+        {
+            return null;
+        }
+
+        foreach (long pt in PteTables(mm))
+        {
+            long entries = 0;
+            foreach (ulong e in mm.Phys.Table(pt))
+            {
+                if (e != 0)
+                {
+                    entries++;
+                }
+            }
+
+            if (rc.ExactCount(mm, pt) is { } count && count != entries)
+            {
+                return $"refcount of PTE table {pt:x} is {count}, but it holds {entries} entries";
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>No present leaf entry points at a free frame, and no pmd at a freed table.</summary>
+    public static string? PresentEntriesMapLiveFrames(MmStruct mm)
+    {
+        foreach (long pt in PteTables(mm))
+        {
+            if ((mm.Phys.Desc(pt).Flags & (int)PageFlags.Free) != 0)
+            {
+                return $"a pmd entry points at PTE table {pt:x}, which is free";
+            }
+
+            var table = mm.Phys.Table(pt);
+            for (int i = 0; i < table.Length; i++)
+            {
+                ulong e = table[i];
+                if (Entry.IsPresent(e) && !Entry.IsSpecial(e) && (mm.Phys.Desc(Entry.Pfn(e)).Flags & (int)PageFlags.Free) != 0)
+                {
+                    return $"entry {i} of PTE table {pt:x} maps frame {Entry.Pfn(e):x}, which is free";
+                }
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Every TLB entry in [start, end) still matches the page tables: none survived a flush of its range.</summary>
+    public static string? TlbsMatchTables(Machine machine, MmStruct mm, ulong start, ulong end)
+    {
+        foreach (var cpu in machine.Cpus)
+        {
+            if (!ReferenceEquals(cpu.Mm, mm))
+            {
+                continue;
+            }
+
+            for (ulong va = start; va < end; va += Geometry.PageSize)
+            {
+                if (!cpu.Tlb.Holds(va) || !cpu.Tlb.Lookup(va, write: false, out ulong cached))
+                {
+                    continue;
+                }
+
+                ulong pte = mm.PeekPte(va);
+                if (!Entry.IsPresent(pte) || Entry.Pfn(pte) != Entry.Pfn(cached))
+                {
+                    return $"CPU {cpu.Id}'s TLB maps 0x{va:x} to frame {Entry.Pfn(cached):x}, the tables say {pte:x}: it survived a flush";
+                }
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Exit frees every frame but the machine's own (the zero page): nothing leaked.</summary>
+    public static string? NoLeakAfterExit(Machine machine, MmStruct mm)
+    {
+        long before = machine.Phys.UsedFrames;
+        mm.Exit(machine.Cpus[0]);
+        machine.Rcu.Barrier();
+        long used = machine.Phys.UsedFrames;
+        return used > 1 ? $"{used - 1} frames still in use after exit and rcu_barrier (were {before})" : null;
+    }
+
+    internal static List<long> PteTables(MmStruct mm)
+    {
+        var result = new List<long>();
+        var phys = mm.Phys;
+        foreach (ulong g in phys.Table(mm.PgdPfn).ToArray())
+        {
+            if (g == 0)
+            {
+                continue;
+            }
+
+            foreach (ulong u in phys.Table(Entry.Pfn(g)).ToArray())
+            {
+                if (u == 0 || Entry.IsHuge(u))
+                {
+                    continue;
+                }
+
+                foreach (ulong m in phys.Table(Entry.Pfn(u)).ToArray())
+                {
+                    if (m != 0 && !Entry.IsHuge(m))
+                    {
+                        result.Add(Entry.Pfn(m));
+                    }
+                }
+            }
+        }
+
+        return result;
+    }
+}

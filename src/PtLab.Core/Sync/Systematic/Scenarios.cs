@@ -1,0 +1,307 @@
+using PtLab.Mm;
+using PtLab.Paging;
+
+namespace PtLab.Sync.Systematic;
+
+/// <summary>What one scenario run has to hand: the machine, its address space and the scheduler.</summary>
+public sealed class ScenarioContext
+{
+    /// <summary>The base of the scenario's fixed mapping.</summary>
+    public const ulong Base = 0x40000000;
+
+    internal ScenarioContext(Machine machine, MmStruct mm, DeterministicScheduler scheduler)
+    {
+        Machine = machine;
+        Mm = mm;
+        Scheduler = scheduler;
+    }
+
+    /// <summary>The simulated machine.</summary>
+    public Machine Machine { get; }
+
+    /// <summary>The one address space.</summary>
+    public MmStruct Mm { get; }
+
+    /// <summary>The scheduler interleaving the CPUs.</summary>
+    public DeterministicScheduler Scheduler { get; }
+
+    /// <summary>The percpu_ref the percpu-switch scenario works on.</summary>
+    public PercpuRef? Ref { get; internal set; }
+
+    /// <summary>References the scenario holds on <see cref="Ref"/> once every CPU finished.</summary>
+    public long RefExpected { get; internal set; }
+
+    /// <summary>End of the range the invariants scan (TLBs).</summary>
+    public ulong End { get; internal set; } = Base + (4UL << 20);
+
+    internal Cpu Cpu(int id) => Machine.Cpus[id];
+
+    internal void Map(ulong length)
+    {
+        var r = Mm.Mmap(Cpu(0), Base, length, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
+        if (!r.Ok)
+        {
+            throw new InvalidOperationException($"set-up mmap failed: {r.Error}");
+        }
+
+        End = Base + length;
+    }
+
+    internal void Touch(ulong va)
+    {
+        var r = Cpu(0).Touch(va);
+        if (!r.Ok)
+        {
+            throw new InvalidOperationException($"set-up touch of 0x{va:x} failed: {r}");
+        }
+    }
+}
+
+/// <summary>
+/// One small race for the systematic tester: a set-up on the test's own thread, then one short
+/// program per CPU run under the scheduler, then the invariants.
+/// </summary>
+/// <param name="Name">The name on the command line.</param>
+/// <param name="Description">One line saying what races.</param>
+/// <param name="EstimatedSteps">Typical scheduling points per schedule, where PCT places its priority changes.</param>
+/// <param name="RamBytes">RAM of the machine.</param>
+/// <param name="Setup">Runs before the CPUs start, unscheduled.</param>
+/// <param name="Programs">One program per CPU.</param>
+public sealed record SystematicScenario(
+    string Name,
+    string Description,
+    long EstimatedSteps,
+    long RamBytes,
+    Action<ScenarioContext> Setup,
+    IReadOnlyList<Action<ScenarioContext, Cpu>> Programs);
+
+/// <summary>The catalogue of races the systematic tester explores.</summary>
+public static class SystematicScenarios
+{
+    private const ulong K4 = 4096;
+    private const ulong M2 = 2UL << 20;
+    private const ulong Base = ScenarioContext.Base;
+
+    /// <summary>Every scenario, in catalogue order.</summary>
+    public static IReadOnlyList<SystematicScenario> All { get; } =
+    [
+        new(
+            "walker-dontneed-fault",
+            "slow GUP and mprotect walk a PTE table while MADV_DONTNEED zaps (and may free) it and a fault allocates a new one",
+            400,
+            64L << 20,
+            c =>
+            {
+                c.Map(2 * M2);
+                for (ulong i = 0; i < 4; i++)
+                {
+                    c.Touch(Base + (i * K4));
+                }
+            },
+            [
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("get_user_pages(2 pages)");
+                    Span<long> pages = stackalloc long[2];
+                    long got = c.Mm.GetUserPages(cpu, Base, 2, write: false, pages);
+                    if (got > 0)
+                    {
+                        c.Mm.PutUserPages(cpu, pages[..(int)got]);
+                    }
+
+                    c.Scheduler.Note("mprotect(RO) of 4 pages");
+                    c.Mm.Mprotect(cpu, Base, 4 * K4, Prot.Read);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, 2 MiB)");
+                    c.Mm.Madvise(cpu, Base, M2, Advice.DontNeed);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write page 2");
+                    cpu.Touch(Base + (2 * K4));
+                    c.Scheduler.Note("fault: read page 5");
+                    cpu.ReadByte(Base + (5 * K4), out _);
+                },
+            ]),
+        new(
+            "gup-fast-free",
+            "lockless GUP-fast walks a PTE table while MADV_DONTNEED zaps and frees it",
+            250,
+            64L << 20,
+            c =>
+            {
+                c.Map(M2);
+                for (ulong i = 0; i < 4; i++)
+                {
+                    c.Touch(Base + (i * K4));
+                }
+            },
+            [
+                (c, cpu) =>
+                {
+                    Span<long> pages = stackalloc long[4];
+                    for (int round = 0; round < 2; round++)
+                    {
+                        c.Scheduler.Note("get_user_pages_fast(4 pages)");
+                        long got = c.Mm.GetUserPagesFast(cpu, Base, 4, write: true, pages);
+                        if (got > 0)
+                        {
+                            c.Mm.PutUserPages(cpu, pages[..(int)got]);
+                        }
+                    }
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, 2 MiB)");
+                    c.Mm.Madvise(cpu, Base, M2, Advice.DontNeed);
+                },
+            ]),
+        new(
+            "madvfree-refault",
+            "MADV_FREE and reclaim of the lazy-free pages under a small RAM, against a refault of the same range",
+            300,
+            8L << 20,
+            c =>
+            {
+                c.Map(M2);
+                for (ulong i = 0; i < 6; i++)
+                {
+                    c.Touch(Base + (i * K4));
+                }
+            },
+            [
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(FREE, 2 MiB)");
+                    c.Mm.Madvise(cpu, Base, M2, Advice.Free);
+                    c.Scheduler.Note("reclaim 8 pages");
+                    c.Machine.Vmscan.Reclaim(cpu.Id, 8);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("write page 1 (redirty or refault)");
+                    cpu.Touch(Base + K4);
+                    c.Scheduler.Note("read page 4");
+                    cpu.ReadByte(Base + (4 * K4), out _);
+                },
+            ]),
+        new(
+            "munmap-dontneed",
+            "munmap of one table's range against MADV_DONTNEED of both and faults in both",
+            400,
+            64L << 20,
+            c =>
+            {
+                c.Map(2 * M2);
+                c.Touch(Base);
+                c.Touch(Base + M2 + K4);
+            },
+            [
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("munmap(second 2 MiB)");
+                    c.Mm.Munmap(cpu, Base + M2, M2);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, 4 MiB)");
+                    c.Mm.Madvise(cpu, Base, 2 * M2, Advice.DontNeed);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write first table");
+                    cpu.Touch(Base + K4);
+                    c.Scheduler.Note("fault: write second table (may SIGSEGV)");
+                    cpu.Touch(Base + M2 + (2 * K4));
+                },
+            ]),
+        new(
+            "percpu-switch",
+            "a percpu_ref switched to atomic (synchronously) and back, against get/put and tryget/put on other CPUs",
+            300,
+            16L << 20,
+            c =>
+            {
+                var r = new PercpuRef(c.Machine.Rcu, release: null, PercpuRefInit.AllowReinit);
+                r.Put(0); // start at zero, as pte_ref_init
+                r.Get(0); // one entry's reference, held throughout
+                c.Ref = r;
+                c.RefExpected = 1;
+            },
+            [
+                (c, cpu) =>
+                {
+                    var r = c.Ref!;
+                    c.Scheduler.Note("switch_to_atomic_sync");
+                    r.SwitchToAtomicSync(cpu.Id);
+                    if (r.IsPercpu || r.TrueCount < 1)
+                    {
+                        throw new InvalidOperationException($"after switch_to_atomic_sync: percpu {r.IsPercpu}, count {r.TrueCount}");
+                    }
+
+                    c.Scheduler.Note("switch_to_percpu");
+                    r.SwitchToPercpu(cpu.Id);
+                    c.Scheduler.Note("switch_to_atomic_sync");
+                    r.SwitchToAtomicSync(cpu.Id);
+                },
+                (c, cpu) =>
+                {
+                    var r = c.Ref!;
+                    for (int i = 0; i < 2; i++)
+                    {
+                        r.Get(cpu.Id);
+                        r.Put(cpu.Id);
+                    }
+                },
+                (c, cpu) =>
+                {
+                    var r = c.Ref!;
+                    for (int i = 0; i < 2; i++)
+                    {
+                        if (r.TryGet(cpu.Id))
+                        {
+                            r.Put(cpu.Id);
+                        }
+                    }
+                },
+            ]),
+        new(
+            "ptreclaim-trylock",
+            "a whole-table DONTNEED (pt-reclaim's trylock of the pmd lock under the PTE lock) against a fault waiting on the PTE lock and a fault installing a neighbour table under the pmd lock",
+            350,
+            64L << 20,
+            c =>
+            {
+                c.Map(2 * M2);
+                for (ulong i = 0; i < 3; i++)
+                {
+                    c.Touch(Base + (i * K4));
+                }
+            },
+            [
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, first 2 MiB)");
+                    c.Mm.Madvise(cpu, Base, M2, Advice.DontNeed);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write page 1 (waits on the PTE lock)");
+                    cpu.Touch(Base + K4);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write the neighbour table (pmd lock)");
+                    cpu.Touch(Base + M2 + K4);
+                },
+            ]),
+    ];
+
+    /// <summary>The scenario called <paramref name="name"/>, or null.</summary>
+    public static SystematicScenario? Find(string name) => All.FirstOrDefault(s => s.Name == name);
+
+    /// <summary>The scenario names.</summary>
+    public static IReadOnlyList<string> Names => [.. All.Select(s => s.Name)];
+}

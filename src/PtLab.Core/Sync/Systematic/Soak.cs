@@ -1,0 +1,172 @@
+using System.Diagnostics;
+using PtLab.Mm;
+using PtLab.Reclaim;
+
+namespace PtLab.Sync.Systematic;
+
+/// <summary>What a soak run did.</summary>
+/// <param name="Design">The design soaked.</param>
+/// <param name="Operations">Operations completed over all CPUs.</param>
+/// <param name="Rounds">Rounds whose end state was checked.</param>
+/// <param name="Elapsed">Wall time.</param>
+/// <param name="Violations">Broken invariants and CPU failures, in order.</param>
+public sealed record SoakResult(string Design, long Operations, int Rounds, TimeSpan Elapsed, IReadOnlyList<string> Violations)
+{
+    /// <summary>Operations per second.</summary>
+    public double OperationsPerSecond => Operations / Math.Max(Elapsed.TotalSeconds, 1e-9);
+}
+
+/// <summary>
+/// The soak: random faults, reads, zaps, lazy frees, mprotects, GUPs and reclaim on real threads
+/// (the OS interleaves them), in rounds; the invariants are checked at the quiescent end of each
+/// round, and the leak check after the final exit.
+/// </summary>
+public static class Soak
+{
+    private const ulong K4 = 4096;
+    private const ulong M2 = 2UL << 20;
+    private const int Tables = 4;
+    private static readonly TimeSpan s_round = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>Soaks <paramref name="design"/> on <paramref name="cpus"/> threads for <paramref name="duration"/>.</summary>
+    public static SoakResult Run(string design, int cpus, TimeSpan duration, int seed = 1)
+    {
+        var factory = Designs.Factory(design) ?? throw new ArgumentException($"unknown design '{design}'", nameof(design));
+        var panic = new PanicOnFailure();
+        var machine = new Machine(new MachineOptions
+        {
+            Cpus = cpus,
+            RamBytes = 256L << 20,
+            PageData = false,
+            Scheduler = panic,
+            LockDep = true,
+            Design = factory,
+        });
+        var mm = machine.CreateAddressSpace();
+        ulong b = ScenarioContext.Base;
+        var map = mm.Mmap(machine.Cpus[0], b, Tables * M2, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
+        if (!map.Ok)
+        {
+            throw new InvalidOperationException($"soak mmap failed: {map.Error}");
+        }
+
+        var violations = new List<string>();
+        long ops = 0;
+        int rounds = 0;
+        var rngs = Enumerable.Range(0, cpus).Select(i => new Random(HashCode.Combine(seed, i))).ToArray();
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < duration && violations.Count == 0)
+        {
+            var end = sw.Elapsed + (duration - sw.Elapsed < s_round ? duration - sw.Elapsed : s_round);
+            var errors = new Exception?[cpus];
+            var counts = new long[cpus];
+            var threads = new Thread[cpus];
+            for (int i = 0; i < cpus; i++)
+            {
+                int id = i;
+                threads[i] = new Thread(() =>
+                {
+                    try
+                    {
+                        var cpu = machine.Cpus[id];
+                        var rng = rngs[id];
+                        Span<long> pages = stackalloc long[4];
+                        while (sw.Elapsed < end)
+                        {
+                            Step(machine, mm, cpu, rng, pages);
+                            counts[id]++;
+                        }
+                    }
+                    catch (Exception e)
+                    {
+                        errors[id] = e;
+                        panic.Panic($"CPU {id}: {e.Message}");
+                    }
+                })
+                { IsBackground = true, Name = $"soak-cpu{id}" };
+                threads[i].Start();
+            }
+
+            foreach (var t in threads)
+            {
+                t.Join();
+            }
+
+            ops += counts.Sum();
+            rounds++;
+            var failed = errors.Select((e, i) => (e, i)).Where(x => x.e is not null).OrderBy(x => x.e is MachinePanicException ? 1 : 0).ToList();
+            if (failed.Count > 0)
+            {
+                violations.Add($"CPU {failed[0].i}: {failed[0].e!.GetType().Name}: {failed[0].e!.Message.Split('\n')[0]}");
+                break;
+            }
+
+            try
+            {
+                string? v = Invariants.Accounting(mm) ?? Invariants.Refcounts(mm) ?? Invariants.PresentEntriesMapLiveFrames(mm)
+                    ?? Invariants.TlbsMatchTables(machine, mm, b, b + (Tables * M2));
+                if (v is not null)
+                {
+                    violations.Add($"after round {rounds}: {v}");
+                }
+            }
+            catch (Exception e)
+            {
+                violations.Add($"after round {rounds}: invariant check threw {e.GetType().Name}: {e.Message.Split('\n')[0]}");
+            }
+        }
+
+        if (violations.Count == 0)
+        {
+            if (Invariants.NoLeakAfterExit(machine, mm) is { } leak)
+            {
+                violations.Add(leak);
+            }
+        }
+
+        return new SoakResult(design, ops, rounds, sw.Elapsed, violations);
+    }
+
+    private static void Step(Machine machine, MmStruct mm, Cpu cpu, Random rng, Span<long> pages)
+    {
+        ulong table = ScenarioContext.Base + ((ulong)rng.Next(Tables) * M2);
+        ulong page = table + ((ulong)rng.Next(64) * K4);
+        int op = rng.Next(100);
+        switch (op)
+        {
+            case < 35:
+                cpu.Touch(page);
+                break;
+            case < 55:
+                cpu.ReadByte(page, out _);
+                break;
+            case < 65:
+                mm.Madvise(cpu, table, M2, Advice.DontNeed);
+                break;
+            case < 70:
+                mm.Madvise(cpu, page, 4 * K4, Advice.DontNeed);
+                break;
+            case < 76:
+                mm.Madvise(cpu, page, 4 * K4, Advice.Free);
+                break;
+            case < 80:
+                mm.Mprotect(cpu, page, 2 * K4, Prot.Read);
+                mm.Mprotect(cpu, page, 2 * K4, Prot.Read | Prot.Write);
+                break;
+            case < 90:
+                {
+                    long got = op < 87 ? mm.GetUserPagesFast(cpu, page, 4, write: true, pages) : mm.GetUserPages(cpu, page, 4, write: false, pages);
+                    if (got > 0)
+                    {
+                        mm.PutUserPages(cpu, pages[..(int)got]);
+                    }
+
+                    break;
+                }
+
+            default:
+                machine.Vmscan.Reclaim(cpu.Id, 4);
+                break;
+        }
+    }
+}

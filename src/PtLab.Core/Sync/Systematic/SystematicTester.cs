@@ -1,0 +1,207 @@
+using System.Diagnostics;
+using PtLab.Mm;
+using PtLab.Reclaim;
+
+namespace PtLab.Sync.Systematic;
+
+/// <summary>A test-only break of a protocol, which the tester must catch.</summary>
+public enum Mutation
+{
+    /// <summary>The real protocol.</summary>
+    None,
+
+    /// <summary>Refcount designs: walkers map tables without <c>pte_tryget</c>.</summary>
+    SkipTryGet,
+
+    /// <summary>Refcount designs: one clear path forgets <c>track_pte_clear</c>.</summary>
+    SkipTrackClear,
+
+    /// <summary>pt-reclaim: <c>pte_offset_map_lock</c> without the pmd recheck.</summary>
+    SkipPmdRecheck,
+}
+
+/// <summary>Mutation names on the command line, and which designs each applies to.</summary>
+public static class Mutations
+{
+    private static readonly (string Name, Mutation Mutation)[] s_names =
+    [
+        ("none", Mutation.None),
+        ("skip-tryget", Mutation.SkipTryGet),
+        ("skip-track-clear", Mutation.SkipTrackClear),
+        ("skip-pmd-recheck", Mutation.SkipPmdRecheck),
+    ];
+
+    /// <summary>The known names.</summary>
+    public static IReadOnlyList<string> Names { get; } = [.. s_names.Select(n => n.Name)];
+
+    /// <summary>The mutation called <paramref name="name"/>, or null.</summary>
+    public static Mutation? Parse(string name) => s_names.FirstOrDefault(n => n.Name == name) is { Name: not null } hit ? hit.Mutation : null;
+
+    /// <summary>The command-line name of <paramref name="mutation"/>.</summary>
+    public static string NameOf(Mutation mutation) => s_names.First(n => n.Mutation == mutation).Name;
+
+    /// <summary>Whether <paramref name="mutation"/> can be applied to the design called <paramref name="design"/>.</summary>
+    public static bool AppliesTo(Mutation mutation, string design) => mutation switch
+    {
+        Mutation.None => true,
+        Mutation.SkipTryGet or Mutation.SkipTrackClear => design is "atomic" or "pte-ref",
+        Mutation.SkipPmdRecheck => design == "pt-reclaim",
+        _ => false,
+    };
+
+    internal static void Apply(Mutation mutation, IPageTableReclaim design)
+    {
+        switch (mutation, design)
+        {
+            case (Mutation.None, _):
+                return;
+            case (Mutation.SkipTryGet, RefcountReclaim rc):
+                rc.SkipTryGetForTesting = true;
+                return;
+            case (Mutation.SkipTrackClear, RefcountReclaim rc):
+                rc.SkipTrackClearForTesting = true;
+                return;
+            case (Mutation.SkipPmdRecheck, PtReclaim pt):
+                pt.SkipPmdRecheckForTesting = true;
+                return;
+            default:
+                throw new ArgumentException($"mutation {NameOf(mutation)} does not apply to design {design.Name}", nameof(mutation));
+        }
+    }
+}
+
+/// <summary>What one schedule did.</summary>
+/// <param name="Seed">The seed that replays it.</param>
+/// <param name="Violation">The first broken invariant, or null.</param>
+/// <param name="Steps">Scheduling points it went through.</param>
+/// <param name="Scheduler">The scheduler, holding the trace.</param>
+public sealed record ScheduleResult(int Seed, string? Violation, long Steps, DeterministicScheduler Scheduler)
+{
+    /// <summary>Whether the schedule broke nothing.</summary>
+    public bool Ok => Violation is null;
+}
+
+/// <summary>What an exploration of many schedules found.</summary>
+/// <param name="Schedules">Schedules run.</param>
+/// <param name="Violations">Schedules that broke an invariant.</param>
+/// <param name="FirstFailingSeed">The seed of the first failing schedule, or null.</param>
+/// <param name="FirstViolation">What it broke.</param>
+/// <param name="Elapsed">Wall time.</param>
+/// <param name="TotalSteps">Scheduling points over all schedules.</param>
+public sealed record ExploreResult(int Schedules, int Violations, int? FirstFailingSeed, string? FirstViolation, TimeSpan Elapsed, long TotalSteps)
+{
+    /// <summary>Schedules per second.</summary>
+    public double SchedulesPerSecond => Schedules / Math.Max(Elapsed.TotalSeconds, 1e-9);
+}
+
+/// <summary>Runs scenarios under the deterministic scheduler, one schedule per seed.</summary>
+public static class SystematicTester
+{
+    /// <summary>Runs the schedule of <paramref name="seed"/> and checks the invariants at its end.</summary>
+    public static ScheduleResult RunOne(SystematicScenario scenario, string design, string strategy, int seed, Mutation mutation = Mutation.None, long maxSteps = 50_000)
+    {
+        ArgumentNullException.ThrowIfNull(scenario);
+        var factory = Designs.Factory(design) ?? throw new ArgumentException($"unknown design '{design}'", nameof(design));
+        if (!Mutations.AppliesTo(mutation, design))
+        {
+            throw new ArgumentException($"mutation {Mutations.NameOf(mutation)} does not apply to design {design}", nameof(mutation));
+        }
+
+        var sched = new DeterministicScheduler(SchedulingStrategies.Create(strategy, seed, scenario.EstimatedSteps), maxSteps);
+        var machine = new Machine(new MachineOptions
+        {
+            Cpus = scenario.Programs.Count,
+            RamBytes = scenario.RamBytes,
+            PageData = false,
+            Scheduler = sched,
+            // Without pte_tryget a table's count can reach zero under its own PTE lock, and lockdep
+            // would report the pmd lock taken inside it before the use-after-free detector sees the
+            // stale walker; that mutation must be caught by the detector.
+            LockDep = mutation != Mutation.SkipTryGet,
+            Design = factory,
+        });
+        var mm = machine.CreateAddressSpace();
+        Mutations.Apply(mutation, mm.Design);
+        var ctx = new ScenarioContext(machine, mm, sched);
+        scenario.Setup(ctx);
+        var programs = new Action[scenario.Programs.Count];
+        for (int i = 0; i < programs.Length; i++)
+        {
+            var p = scenario.Programs[i];
+            var cpu = machine.Cpus[i];
+            programs[i] = () => p(ctx, cpu);
+        }
+
+        string? violation = null;
+        if (!sched.Run(programs))
+        {
+            violation = sched.Violation;
+        }
+        else
+        {
+            try
+            {
+                violation = CheckRef(ctx) ?? Invariants.CheckAtQuiescence(machine, mm, ScenarioContext.Base, ctx.End);
+            }
+            catch (Exception e)
+            {
+                violation = $"invariant check threw {e.GetType().Name}: {e.Message.Split('\n')[0]}";
+            }
+        }
+
+        return new ScheduleResult(seed, violation, sched.Steps, sched);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="schedules"/> schedules with seeds <paramref name="baseSeed"/>,
+    /// <paramref name="baseSeed"/> + 1, …; stops at the first violation when <paramref name="stopAtFirst"/>.
+    /// </summary>
+    public static ExploreResult Explore(
+        SystematicScenario scenario, string design, string strategy, int schedules, int baseSeed = 0,
+        Mutation mutation = Mutation.None, bool stopAtFirst = false, TimeSpan? budget = null)
+    {
+        var sw = Stopwatch.StartNew();
+        int run = 0, violations = 0;
+        int? first = null;
+        string? firstViolation = null;
+        long steps = 0;
+        for (int i = 0; i < schedules; i++)
+        {
+            if (budget is { } b && sw.Elapsed > b)
+            {
+                break;
+            }
+
+            var r = RunOne(scenario, design, strategy, unchecked(baseSeed + i), mutation);
+            run++;
+            steps += r.Steps;
+            if (!r.Ok)
+            {
+                violations++;
+                if (first is null)
+                {
+                    first = r.Seed;
+                    firstViolation = r.Violation;
+                }
+
+                if (stopAtFirst)
+                {
+                    break;
+                }
+            }
+        }
+
+        return new ExploreResult(run, violations, first, firstViolation, sw.Elapsed, steps);
+    }
+
+    private static string? CheckRef(ScenarioContext ctx)
+    {
+        if (ctx.Ref is not { } r)
+        {
+            return null;
+        }
+
+        long count = r.TrueCount;
+        return count != ctx.RefExpected ? $"percpu_ref count {count} at the end, {ctx.RefExpected} references held" : null;
+    }
+}

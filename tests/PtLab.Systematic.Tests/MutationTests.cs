@@ -1,0 +1,48 @@
+using PtLab.Sync.Systematic;
+using Xunit.Abstractions;
+
+namespace PtLab.Systematic.Tests;
+
+/// <summary>The tester has teeth: each protocol break is caught within a bounded number of schedules.</summary>
+public class MutationTests(ITestOutputHelper output)
+{
+    private int SchedulesToCatch(string scenario, string design, Mutation mutation, int bound, string strategy = "random")
+    {
+        var r = SystematicTester.Explore(SystematicScenarios.Find(scenario)!, design, strategy, bound, baseSeed: 0, mutation, stopAtFirst: true);
+        Assert.True(r.FirstFailingSeed is not null, $"{Mutations.NameOf(mutation)} on {design} survived {r.Schedules} schedules of {scenario}");
+        output.WriteLine($"{Mutations.NameOf(mutation)} on {design} in {scenario}: caught after {r.Schedules} schedules ({strategy}): {r.FirstViolation}");
+        return r.Schedules;
+    }
+
+    [Theory]
+    [InlineData("atomic", "walker-dontneed-fault")]
+    [InlineData("pte-ref", "gup-fast-free")]
+    [InlineData("pte-ref", "walker-dontneed-fault")]
+    public void AWalkerWithoutPteTrygetIsCaughtAsAUseAfterFree(string design, string scenario)
+    {
+        var r = SystematicTester.Explore(SystematicScenarios.Find(scenario)!, design, "random", 400, 0, Mutation.SkipTryGet, stopAtFirst: true);
+        output.WriteLine($"skip-tryget on {design} in {scenario}: caught after {r.Schedules} schedules: {r.FirstViolation}");
+        Assert.NotNull(r.FirstFailingSeed);
+        Assert.Contains("UseAfterFreeException", r.FirstViolation);
+    }
+
+    [Theory]
+    [InlineData("atomic")]
+    [InlineData("pte-ref")]
+    public void AClearWithoutTrackPteClearIsCaughtByTheRefcountInvariant(string design)
+    {
+        SchedulesToCatch("gup-fast-free", design, Mutation.SkipTrackClear, 10);
+    }
+
+    [Fact]
+    public void PtReclaimWithoutThePmdRecheckIsCaught()
+    {
+        SchedulesToCatch("ptreclaim-trylock", "pt-reclaim", Mutation.SkipPmdRecheck, 600);
+    }
+
+    [Fact]
+    public void PctAlsoCatchesTheMissingPmdRecheck()
+    {
+        SchedulesToCatch("ptreclaim-trylock", "pt-reclaim", Mutation.SkipPmdRecheck, 600, "pct");
+    }
+}
