@@ -45,6 +45,9 @@ public sealed partial class MmStruct
                     {
                         return i > 0 ? i : -(long)Errno.ENOMEM;
                     }
+
+                    // cond_resched(): a racing table free may need another CPU to finish first.
+                    Machine.Sync.Scheduler?.Reached(PtLab.Sync.SchedulingPointKind.Wait, this);
                 }
             }
 
@@ -166,6 +169,7 @@ public sealed partial class MmStruct
 
         // The table may be unhooked right after this read, but it cannot be freed before this RCU
         // section ends, so reading its entries stays safe.
+        Machine.Sync.Scheduler?.Reached(PtLab.Sync.SchedulingPointKind.EntryLoad, Entry.Pfn(pmd));
         ref ulong slot = ref Phys.Table(Entry.Pfn(pmd))[Geometry.PteIndex(va)];
         ulong pte = Volatile.Read(ref slot);
         if (!Entry.IsHwPresent(pte) || (pte & Entry.User) == 0 || Entry.IsSpecial(pte) || (write && !Entry.IsWritable(pte)))

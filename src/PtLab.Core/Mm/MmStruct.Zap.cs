@@ -299,6 +299,13 @@ public sealed partial class MmStruct
         DecTables(1);
         var design = Design;
         var phys = Phys;
+        if (SkipRcuDeferralForTesting)
+        {
+            design.PteTableDtor(this, ptePfn);
+            phys.FreeTable(ptePfn);
+            return true;
+        }
+
         Rcu.CallRcu(() =>
         {
             design.PteTableDtor(this, ptePfn);
@@ -306,6 +313,9 @@ public sealed partial class MmStruct
         });
         return true;
     }
+
+    /// <summary>Mutation: <c>free_user_pte</c> frees the table at once instead of after a grace period.</summary>
+    public bool SkipRcuDeferralForTesting { get; set; }
 
     /// <summary>The first address mapped by entry <paramref name="pmdIndex"/> of a PMD table.</summary>
     internal ulong PmdBase(long pmdTable, int pmdIndex) =>

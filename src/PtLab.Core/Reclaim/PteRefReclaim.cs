@@ -27,6 +27,9 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// <inheritdoc/>
     public override string Name => "pte-ref";
 
+    /// <summary>Mutation: every new pte_ref switches to atomic mode without waiting a grace period.</summary>
+    public bool SkipSwitchGracePeriodForTesting { get; set; }
+
     /// <summary>Switches to atomic mode (<c>percpu_ref_switch_to_atomic_sync</c>), each at least one grace period.</summary>
     public long AtomicSwitches => Volatile.Read(ref _switches);
 
@@ -43,7 +46,10 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// <summary><c>pte_ref_init</c>: percpu mode, re-initialisable, started at zero.</summary>
     public override void PteTableCtor(MmStruct mm, Cpu cpu, long ptePfn)
     {
-        var r = new PercpuRef(mm.Rcu, release: null, PercpuRefInit.AllowReinit);
+        var r = new PercpuRef(mm.Rcu, release: null, PercpuRefInit.AllowReinit)
+        {
+            SkipGracePeriodForTesting = SkipSwitchGracePeriodForTesting,
+        };
         r.Put(cpu.Id); // "We want to start with the refcount at zero"
         mm.Phys.Desc(ptePfn).TableState = r;
     }
@@ -65,7 +71,12 @@ public sealed class PteRefReclaim : RefcountReclaim
     }
 
     /// <summary><c>percpu_ref_tryget</c>: always succeeds in percpu mode; fails at zero in atomic mode.</summary>
-    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pte) => RefOf(mm, pte.Pfn).TryGet(cpu.Id);
+    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pte)
+    {
+        bool got = false;
+        Guard(mm, pte, "pte_tryget", () => got = RefOf(mm, pte.Pfn).TryGet(cpu.Id));
+        return got;
+    }
 
 
     /// <summary><c>percpu_ref_get</c> (from <c>track_pte_set</c>, by a visitor that already holds a reference).</summary>

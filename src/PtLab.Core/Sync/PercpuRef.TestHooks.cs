@@ -16,6 +16,12 @@ public sealed partial class PercpuRef
     /// </summary>
     internal bool UnpatchedSyncSwitch { get; set; }
 
+    /// <summary>
+    /// Mutation: fold the stripes at once instead of after a grace period, so a get or put still
+    /// inside its RCU section, having seen percpu mode, lands on a stripe already summed.
+    /// </summary>
+    public bool SkipGracePeriodForTesting { get; set; }
+
     /// <summary>The shared counter as stored (biased in percpu mode).</summary>
     internal long SharedCount => Volatile.Read(ref _count);
 

@@ -158,6 +158,9 @@ public sealed partial class PercpuRef
         var live = Volatile.Read(ref _live);
         if (live is not null)
         {
+            // Another CPU may run between seeing percpu mode and the add: that is the window the
+            // switch's grace period exists for.
+            _sched?.Reached(SchedulingPointKind.EntryStore, this);
             AddStripe(ref live[cpu].Count, nr);
         }
         else
@@ -177,6 +180,9 @@ public sealed partial class PercpuRef
         var live = Volatile.Read(ref _live);
         if (live is not null)
         {
+            // Another CPU may run between seeing percpu mode and the add: that is the window the
+            // switch's grace period exists for.
+            _sched?.Reached(SchedulingPointKind.EntryStore, this);
             AddStripe(ref live[cpu].Count, nr);
             ok = true;
         }
@@ -201,6 +207,9 @@ public sealed partial class PercpuRef
         var live = Volatile.Read(ref _live);
         if (live is not null)
         {
+            // Another CPU may run between seeing percpu mode and the add: that is the window the
+            // switch's grace period exists for.
+            _sched?.Reached(SchedulingPointKind.EntryStore, this);
             AddStripe(ref live[cpu].Count, 1);
             ok = true;
         }
@@ -222,6 +231,9 @@ public sealed partial class PercpuRef
         var live = Volatile.Read(ref _live);
         if (live is not null)
         {
+            // Another CPU may run between seeing percpu mode and the add: that is the window the
+            // switch's grace period exists for.
+            _sched?.Reached(SchedulingPointKind.EntryStore, this);
             AddStripe(ref live[cpu].Count, -nr);
         }
         else
@@ -469,6 +481,12 @@ public sealed partial class PercpuRef
 
     private void QueueSwitch()
     {
+        if (SkipGracePeriodForTesting)
+        {
+            _switchToAtomicRcu();
+            return;
+        }
+
         _rcu.CallRcu(_switchToAtomicRcu);
         AfterSwitchQueued?.Invoke();
     }

@@ -534,8 +534,8 @@ public sealed class PercpuRefTests
         r.Get(1);
         r.Put(1);
         Assert.Equal(
-            [SchedulingPointKind.RefGet, SchedulingPointKind.RcuReadLock, SchedulingPointKind.RcuReadUnlock,
-             SchedulingPointKind.RefPut, SchedulingPointKind.RcuReadLock, SchedulingPointKind.RcuReadUnlock],
+            [SchedulingPointKind.RefGet, SchedulingPointKind.RcuReadLock, SchedulingPointKind.EntryStore, SchedulingPointKind.RcuReadUnlock,
+             SchedulingPointKind.RefPut, SchedulingPointKind.RcuReadLock, SchedulingPointKind.EntryStore, SchedulingPointKind.RcuReadUnlock],
             sched.Kinds);
 
         sched.Clear();

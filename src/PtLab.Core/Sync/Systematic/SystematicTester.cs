@@ -18,6 +18,12 @@ public enum Mutation
 
     /// <summary>pt-reclaim: <c>pte_offset_map_lock</c> without the pmd recheck.</summary>
     SkipPmdRecheck,
+
+    /// <summary><c>free_user_pte</c> frees the table without waiting a grace period.</summary>
+    SkipRcuDeferral,
+
+    /// <summary>A percpu_ref switch to atomic folds the per-CPU counts without the grace period.</summary>
+    SkipSwitchGracePeriod,
 }
 
 /// <summary>Mutation names on the command line, and which designs each applies to.</summary>
@@ -29,6 +35,8 @@ public static class Mutations
         ("skip-tryget", Mutation.SkipTryGet),
         ("skip-track-clear", Mutation.SkipTrackClear),
         ("skip-pmd-recheck", Mutation.SkipPmdRecheck),
+        ("skip-rcu-deferral", Mutation.SkipRcuDeferral),
+        ("skip-switch-grace-period", Mutation.SkipSwitchGracePeriod),
     ];
 
     /// <summary>The known names.</summary>
@@ -46,6 +54,8 @@ public static class Mutations
         Mutation.None => true,
         Mutation.SkipTryGet or Mutation.SkipTrackClear => design is "atomic" or "pte-ref",
         Mutation.SkipPmdRecheck => design == "pt-reclaim",
+        Mutation.SkipRcuDeferral => design is "atomic" or "pte-ref",
+        Mutation.SkipSwitchGracePeriod => design == "pte-ref",
         _ => false,
     };
 
@@ -63,6 +73,11 @@ public static class Mutations
                 return;
             case (Mutation.SkipPmdRecheck, PtReclaim pt):
                 pt.SkipPmdRecheckForTesting = true;
+                break;
+            case (Mutation.SkipRcuDeferral, RefcountReclaim):
+                break; // applied to the address space by the caller
+            case (Mutation.SkipSwitchGracePeriod, PteRefReclaim pr):
+                pr.SkipSwitchGracePeriodForTesting = true;
                 return;
             default:
                 throw new ArgumentException($"mutation {NameOf(mutation)} does not apply to design {design.Name}", nameof(mutation));
@@ -122,8 +137,13 @@ public static class SystematicTester
         });
         var mm = machine.CreateAddressSpace();
         Mutations.Apply(mutation, mm.Design);
+        mm.SkipRcuDeferralForTesting = mutation == Mutation.SkipRcuDeferral;
         var ctx = new ScenarioContext(machine, mm, sched);
         scenario.Setup(ctx);
+        if (mutation == Mutation.SkipSwitchGracePeriod && ctx.Ref is { } scenarioRef)
+        {
+            scenarioRef.SkipGracePeriodForTesting = true;
+        }
         var programs = new Action[scenario.Programs.Count];
         for (int i = 0; i < programs.Length; i++)
         {
