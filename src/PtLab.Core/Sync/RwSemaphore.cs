@@ -36,7 +36,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
             }
 
             _sched?.Reached(SchedulingPointKind.Wait, this);
-            spin.SpinOnce();
+            spin.SpinOnce(sleep1Threshold: -1);
         }
     }
 
@@ -94,7 +94,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
         while (Interlocked.CompareExchange(ref _state, -1, 0) != 0)
         {
             _sched?.Reached(SchedulingPointKind.Wait, this);
-            spin.SpinOnce();
+            spin.SpinOnce(sleep1Threshold: -1);
         }
 
         Interlocked.Decrement(ref _writersWaiting);
