@@ -40,8 +40,12 @@ internal static class ScenarioCatalog
     {
         var size = new Option<string>("--size") { Description = "Bytes to map (K/M/G/T suffixes).", DefaultValueFactory = _ => "50G" };
         var chunk = new Option<string>("--chunk") { Description = "Bytes touched then advised per step.", DefaultValueFactory = _ => "2M" };
-        var advice = new Option<string>("--advice") { Description = "dontneed (MADV_DONTNEED) or free (MADV_FREE).", DefaultValueFactory = _ => "dontneed" };
-        advice.AcceptOnlyFromAmong("dontneed", "free");
+        var advice = new Option<string>("--advice")
+        {
+            Description = "dontneed (MADV_DONTNEED), free (MADV_FREE), or none (touch only: measures faults alone).",
+            DefaultValueFactory = _ => "dontneed",
+        };
+        advice.AcceptOnlyFromAmong("dontneed", "free", "none");
         return new ScenarioDef
         {
             Name = "cover-letter",
@@ -65,7 +69,8 @@ internal static class ScenarioCatalog
                 }
 
                 CheckAt(a.At, s);
-                return new CoverLetterScenario(s, c, p.GetValue(advice) == "free" ? Advice.Free : Advice.DontNeed, a.At);
+                var adv = p.GetValue(advice) switch { "free" => Advice.Free, "none" => Advice.Normal, _ => Advice.DontNeed };
+                return new CoverLetterScenario(s, c, adv, a.At);
             },
         };
     }

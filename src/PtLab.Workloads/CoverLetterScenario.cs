@@ -12,7 +12,7 @@ public sealed class CoverLetterScenario : IScenario
     /// <summary>Creates the scenario.</summary>
     /// <param name="size">Bytes mapped: a positive multiple of <paramref name="chunk"/>.</param>
     /// <param name="chunk">Bytes touched and advised per step: a positive multiple of 4 KiB.</param>
-    /// <param name="advice">MADV_DONTNEED or MADV_FREE.</param>
+    /// <param name="advice">MADV_DONTNEED or MADV_FREE; MADV_NORMAL means touch only, no madvise (to measure faults alone).</param>
     /// <param name="at">0 to let the target place the mapping, else a 2 MiB-aligned address for MAP_FIXED_NOREPLACE.</param>
     public CoverLetterScenario(ulong size = 50UL << 30, ulong chunk = 2UL << 20, Advice advice = Advice.DontNeed, ulong at = 0)
     {
@@ -26,9 +26,9 @@ public sealed class CoverLetterScenario : IScenario
             throw new ArgumentException($"size must be a positive multiple of the chunk ({chunk} bytes), got {size}", nameof(size));
         }
 
-        if (advice is not (Advice.DontNeed or Advice.Free))
+        if (advice is not (Advice.DontNeed or Advice.Free or Advice.Normal))
         {
-            throw new ArgumentException($"advice must be dontneed or free, got {advice}", nameof(advice));
+            throw new ArgumentException($"advice must be dontneed, free or none, got {advice}", nameof(advice));
         }
 
         Scenarios.ScenarioSteps.CheckPlacement(at, size, nameof(at));
@@ -58,7 +58,7 @@ public sealed class CoverLetterScenario : IScenario
     {
         ["size"] = Size.ToString(),
         ["chunk"] = Chunk.ToString(),
-        ["advice"] = Advice == Advice.DontNeed ? "dontneed" : "free",
+        ["advice"] = Advice switch { Advice.DontNeed => "dontneed", Advice.Free => "free", _ => "none" },
         ["at"] = Scenarios.ScenarioSteps.Hex(At),
     };
 
@@ -85,7 +85,7 @@ public sealed class CoverLetterScenario : IScenario
                 throw new ScenarioException($"touching chunk {i} at 0x{q:x} failed: {touch}");
             }
 
-            var err = target.Madvise(q, Chunk, Advice);
+            var err = Advice == Advice.Normal ? Errno.None : target.Madvise(q, Chunk, Advice);
             if (err != Errno.None)
             {
                 throw new ScenarioException($"madvise of chunk {i} at 0x{q:x} failed: {err}");

@@ -73,9 +73,14 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// <summary><c>percpu_ref_tryget</c>: always succeeds in percpu mode; fails at zero in atomic mode.</summary>
     protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pte)
     {
-        bool got = false;
-        Guard(mm, pte, "pte_tryget", () => got = RefOf(mm, pte.Pfn).TryGet(cpu.Id));
-        return got;
+        try
+        {
+            return RefOf(mm, pte.Pfn).TryGet(cpu.Id);
+        }
+        catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
+        {
+            throw new UseAfterFreeException($"pte_tryget on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
+        }
     }
 
 
