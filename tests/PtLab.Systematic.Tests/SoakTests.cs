@@ -13,7 +13,7 @@ public class SoakTests(ITestOutputHelper output)
     [InlineData("pt-reclaim")]
     public void ABoundedSoakMakesProgressAndBreaksNoInvariant(string design)
     {
-        var r = Soak.Run(design, cpus: 2, TimeSpan.FromSeconds(2), seed: 3);
+        var r = Soak.Run(design, cpus: 2, TimeSpan.FromSeconds(60), seed: 3);
         output.WriteLine($"soak {design}: {r.Operations} ops, {r.OperationsPerSecond:F0} ops/s, {r.Rounds} rounds");
         Assert.Empty(r.Violations);
         Assert.True(r.Operations > 1000, $"only {r.Operations} operations in {r.Elapsed}");

@@ -120,8 +120,19 @@ public sealed class PhysMemory
     /// and reclaim could not help. The frame's data is not cleared. Reclaim runs on
     /// <paramref name="cpu"/> (none when -1).
     /// </summary>
-    public long AllocFrame(int cpu = -1)
+    public long AllocFrame(int cpu = -1) => AllocFrame(cpu, AllocSite.Page);
+
+    /// <summary>Allocation injection, or null (<c>CONFIG_FAULT_INJECTION</c>).</summary>
+    public FaultInjector? FaultInjection { get; set; }
+
+    private long AllocFrame(int cpu, AllocSite site)
     {
+        if (FaultInjection is { } injector && injector.ShouldFail(site))
+        {
+            Interlocked.Increment(ref _allocFailures);
+            return -1;
+        }
+
         long pfn = TryTake();
         if (Reclaim is { } reclaim)
         {
@@ -197,7 +208,8 @@ public sealed class PhysMemory
     /// <summary>Allocates a zeroed page-table page of the given level (<c>pte_alloc_one</c> and friends); <paramref name="cpu"/> runs reclaim if needed.</summary>
     public long AllocTable(int level, int cpu = -1)
     {
-        long pfn = AllocFrame(cpu);
+        // The PGD comes with the address space (mm_alloc), not from a fault: never injected.
+        long pfn = AllocFrame(cpu, level == 4 ? AllocSite.None : AllocSite.Table);
         if (pfn < 0)
         {
             return -1;
