@@ -85,7 +85,7 @@ internal sealed class Vmscan
         }
 
         bool lazyFree = (d.Flags & (int)PageFlags.SwapBacked) == 0;
-        var outcome = lazyFree ? mm.TryToUnmapLazyFree(cpu, pfn, d.RmapAddress) : mm.TryToUnmapToSwap(cpu, pfn, d.RmapAddress);
+        var outcome = mm.TryToUnmapOne(cpu, pfn, d.RmapAddress);
         switch (outcome)
         {
             case UnmapOutcome.SwappedOut:
