@@ -114,8 +114,8 @@ public abstract class RefcountReclaim : NoReclaim
 /// <summary>
 /// The <c>atomic</c> design (the November 2021 series "Free user PTE page table pages"): an
 /// atomic count per PTE table of its non-none entries plus its visitors, and the table is freed
-/// as soon as a put brings it to zero. A table at zero is claimed by exactly one freer, after
-/// which try-get fails.
+/// as soon as a put drops the last reference. That put claims the table in the same atomic step
+/// (1 to a dead mark), so exactly one CPU frees it, and from then on try-get fails.
 /// </summary>
 public sealed class AtomicReclaim : RefcountReclaim
 {
@@ -173,19 +173,37 @@ public sealed class AtomicReclaim : RefcountReclaim
             mm.Phys.Table(pte); // reports the use after free
         }
 
+        // Dropping the last reference and claiming the table are one step (1 -> Dead): a separate
+        // decrement to 0 followed by a claim would let another CPU get, put, claim and free the
+        // table in between, and the late claim would then mark whatever reused the frame.
         ref int c = ref mm.Phys.Desc(pte.Pfn).PteRefCount;
-        int v = Interlocked.Decrement(ref c);
-        if (v < 0)
+        while (true)
         {
-            throw new InvalidOperationException($"pte_refcount underflow on {pte}");
-        }
+            int v = Volatile.Read(ref c);
+            if (v <= 0)
+            {
+                throw new InvalidOperationException($"pte_refcount underflow on {pte} (count {v})");
+            }
 
-        // Only the claimer frees; until it has unhooked the table, try-gets fail and faults retry.
-        if (v == 0 && Interlocked.CompareExchange(ref c, Dead, 0) == 0 &&
-            TryLocatePmd(mm, pte, out long pmdTable, out int pmdIndex) &&
-            !mm.FreeUserPte(cpu, pmdTable, pmdIndex, pte))
-        {
-            throw new InvalidOperationException($"claimed {pte} at zero but its pmd no longer points at it");
+            if (Interlocked.CompareExchange(ref c, v == 1 ? Dead : v - 1, v) != v)
+            {
+                continue;
+            }
+
+            if (v > 1)
+            {
+                return;
+            }
+
+            // We hold the claim: only we free the table, and until we unhook it, try-gets fail.
+            if (TryLocatePmd(mm, pte, out long pmdTable, out int pmdIndex) && !mm.FreeUserPte(cpu, pmdTable, pmdIndex, pte))
+            {
+                throw new InvalidOperationException(
+                    $"claimed {pte} at zero but its pmd no longer points at it ({mm.DescribeTranslation(mm.Phys.Desc(pte.Pfn).RmapAddress)}, live {mm.Phys.IsLive(pte)})");
+            }
+
+            return;
         }
     }
+
 }
