@@ -41,6 +41,9 @@ public sealed class CoverLetterScenario : IScenario
     /// <summary>Where the mapping is placed, or 0 for the target's choice.</summary>
     public ulong At { get; }
 
+    /// <summary>The checkpoint taken after the loop.</summary>
+    public const string AfterLoop = "loop";
+
     /// <inheritdoc/>
     public string Name => "cover-letter";
 
@@ -99,13 +102,15 @@ public sealed class CoverLetterScenario : IScenario
 
         sw.Stop();
         progress?.Invoke(1);
+        var after = target.Status();
         return new ScenarioResult
         {
             Scenario = Name,
             Target = target.Name,
             Parameters = Parameters,
             Before = before,
-            After = target.Status(),
+            After = after,
+            Checkpoints = [(AfterLoop, after)],
             WallSeconds = sw.Elapsed.TotalSeconds,
         };
     }

@@ -30,11 +30,11 @@ public sealed class MatchingDesignDifferentialTests(ITestOutputHelper output)
     [LinuxFact]
     public void TheCoverLetterLoopWithDontNeedLeavesTheSameTablesOnTheKernelAndTheMatchingDesign()
     {
-        var r = Run(at => new MadviseLoopScenario(512 * MiB, Advice.DontNeed, at), [MadviseLoopScenario.AfterLoop], output, design: s_design);
-        AssertSame(r, [MadviseLoopScenario.AfterLoop]);
+        var r = Run(at => new CoverLetterScenario(512 * MiB, 2 * MiB, Advice.DontNeed, at), [CoverLetterScenario.AfterLoop], output, design: s_design);
+        AssertSame(r, [CoverLetterScenario.AfterLoop]);
         if (s_design == "pt-reclaim")
         {
-            Assert.Equal(8, PteDelta(r.Kernel, MadviseLoopScenario.AfterLoop)); // one PMD and one PUD table
+            Assert.Equal(8, PteDelta(r.Kernel, CoverLetterScenario.AfterLoop)); // one PMD and one PUD table
         }
     }
 
