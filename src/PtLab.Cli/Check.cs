@@ -25,8 +25,12 @@ internal static class Check
         var last = new Option<int>("--last") { Description = "Steps of the interleaving to print on replay.", DefaultValueFactory = _ => 60 };
         var format = new Option<string>("--format") { Description = "text or json.", DefaultValueFactory = _ => "text" };
         format.AcceptOnlyFromAmong("text", "json");
+        var everyStep = new Option<bool>("--every-step")
+        {
+            Description = "Also check, at every scheduling point, that no TLB maps a free frame and no entry maps a free frame or table.",
+        };
         cmd.Arguments.Add(scenario);
-        foreach (var o in new Option[] { design, schedules, strategy, seed, baseSeed, mutation, last, format })
+        foreach (var o in new Option[] { design, schedules, strategy, seed, baseSeed, mutation, last, format, everyStep })
         {
             cmd.Options.Add(o);
         }
@@ -51,7 +55,7 @@ internal static class Check
             bool json = p.GetValue(format) == "json";
             if (p.GetValue(seed) is { } one)
             {
-                var r = SystematicTester.RunOne(s, d, strat, one, m);
+                var r = SystematicTester.RunOne(s, d, strat, one, m, everyStep: p.GetValue(everyStep));
                 if (json)
                 {
                     stdout.WriteLine(JsonSerializer.Serialize(new
@@ -79,7 +83,7 @@ internal static class Check
                 return r.Ok ? Cli.ExitOk : Cli.ExitFailure;
             }
 
-            var e = SystematicTester.Explore(s, d, strat, n, p.GetValue(baseSeed), m);
+            var e = SystematicTester.Explore(s, d, strat, n, p.GetValue(baseSeed), m, everyStep: p.GetValue(everyStep));
             if (json)
             {
                 stdout.WriteLine(JsonSerializer.Serialize(new

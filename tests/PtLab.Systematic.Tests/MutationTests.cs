@@ -59,4 +59,17 @@ public class MutationTests(ITestOutputHelper output)
     {
         SchedulesToCatch("percpu-switch", "pte-ref", Mutation.SkipSwitchGracePeriod, 200);
     }
+
+    [Theory]
+    [InlineData("none")]
+    [InlineData("pte-ref")]
+    [InlineData("pt-reclaim")]
+    public void PagesFreedWithoutTheTlbFlushAreCaughtAtTheStepItHappens(string design)
+    {
+        var r = SystematicTester.Explore(
+            SystematicScenarios.Find("walker-dontneed-fault")!, design, "random", 20, 0, Mutation.SkipGatherFlush, stopAtFirst: true, everyStep: true);
+        output.WriteLine($"skip-tlb-flush on {design}: caught after {r.Schedules} schedules: {r.FirstViolation}");
+        Assert.NotNull(r.FirstFailingSeed);
+        Assert.Contains("TLB still maps", r.FirstViolation);
+    }
 }

@@ -35,4 +35,13 @@ public class ScenarioTests(ITestOutputHelper output)
         Assert.True(random.Violations == 0, $"random seed {random.FirstFailingSeed}: {random.FirstViolation}");
         Assert.True(pct.Violations == 0, $"pct seed {pct.FirstFailingSeed}: {pct.FirstViolation}");
     }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void TheStepInvariantsHoldAtEverySchedulingPoint(string scenario, string design)
+    {
+        var r = SystematicTester.Explore(SystematicScenarios.Find(scenario)!, design, "random", 150, baseSeed: 3000, everyStep: true);
+        output.WriteLine($"{scenario} on {design}, invariants at every step: {r.SchedulesPerSecond:F0} schedules/s");
+        Assert.True(r.Violations == 0, $"seed {r.FirstFailingSeed}: {r.FirstViolation}");
+    }
 }

@@ -314,6 +314,9 @@ public sealed partial class MmStruct
         return true;
     }
 
+    /// <summary>Mutation: <c>tlb_flush_mmu</c> frees the gathered pages without flushing the TLBs first.</summary>
+    public bool SkipGatherFlushForTesting { get; set; }
+
     /// <summary>Mutation: <c>free_user_pte</c> frees the table at once instead of after a grace period.</summary>
     public bool SkipRcuDeferralForTesting { get; set; }
 

@@ -55,7 +55,7 @@ public sealed class MmuGather
     /// <summary><c>tlb_flush_mmu</c>: flush, then free what was gathered.</summary>
     internal void Flush()
     {
-        if (_end > _start)
+        if (_end > _start && !_mm.SkipGatherFlushForTesting)
         {
             _mm.FlushTlbRange(_cpu, _start, _end);
         }

@@ -96,6 +96,22 @@ public sealed class Tlb
         _entries[i] = entry;
     }
 
+    /// <summary>
+    /// The frames the cached entries map, read without the lock (for checks made while every CPU
+    /// is stopped, as under the deterministic scheduler).
+    /// </summary>
+    public IEnumerable<(ulong Va, long Pfn)> CachedFramesUnlocked()
+    {
+        for (int i = 0; i < Size; i++)
+        {
+            ulong tag = Volatile.Read(ref _tags[i]);
+            if (tag != 0)
+            {
+                yield return ((tag - 1) << 12, Entry.Pfn(Volatile.Read(ref _entries[i])));
+            }
+        }
+    }
+
     /// <summary>Whether any entry for the page is cached (for invariant checks).</summary>
     public bool Holds(ulong va)
     {

@@ -53,6 +53,12 @@ public sealed class DeterministicScheduler : ISchedulingPoint
     /// <summary>The step bound of one schedule.</summary>
     public long MaxSteps { get; }
 
+    /// <summary>
+    /// Checked at every scheduling point while only the current CPU runs (so a read-only scan sees
+    /// a stable state); returns the broken invariant, or null.
+    /// </summary>
+    public Func<string?>? StepInvariant { get; set; }
+
     /// <summary>How long one schedule may take before it is declared stuck outside the scheduler's control.</summary>
     public TimeSpan HangTimeout { get; init; } = TimeSpan.FromSeconds(20);
 
@@ -159,6 +165,12 @@ public sealed class DeterministicScheduler : ISchedulingPoint
         }
 
         _trace.Add(new ScheduleStep(me, kind, subject));
+        if (StepInvariant?.Invoke() is { } broken)
+        {
+            Fail($"after step {_steps}: {broken}", null);
+            AbortAll();
+            throw new ScheduleAbortedException("invariant broken");
+        }
         if (++_steps > MaxSteps)
         {
             Fail($"step limit {MaxSteps} reached: a livelock, or a schedule too long for its bound", null);

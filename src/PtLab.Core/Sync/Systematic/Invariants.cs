@@ -111,6 +111,30 @@ public static class Invariants
         return null;
     }
 
+    /// <summary>
+    /// Holds at every step: no CPU's TLB caches a translation to a free frame (a page may only be
+    /// freed once every TLB that could reach it was flushed).
+    /// </summary>
+    public static string? NoTlbEntryMapsAFreeFrame(Machine machine)
+    {
+        foreach (var cpu in machine.Cpus)
+        {
+            foreach (var (va, pfn) in cpu.Tlb.CachedFramesUnlocked())
+            {
+                if ((machine.Phys.Desc(pfn).Flags & (int)PageFlags.Free) != 0)
+                {
+                    return $"CPU {cpu.Id}'s TLB still maps 0x{va:x} to frame {pfn:x}, which is free";
+                }
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>The checks that hold at every scheduling point, not only at quiescence.</summary>
+    public static string? CheckAtEveryStep(Machine machine, MmStruct mm) =>
+        NoTlbEntryMapsAFreeFrame(machine) ?? PresentEntriesMapLiveFrames(mm);
+
     /// <summary>Exit frees every frame but the machine's own (the zero page): nothing leaked.</summary>
     public static string? NoLeakAfterExit(Machine machine, MmStruct mm)
     {

@@ -24,6 +24,9 @@ public enum Mutation
 
     /// <summary>A percpu_ref switch to atomic folds the per-CPU counts without the grace period.</summary>
     SkipSwitchGracePeriod,
+
+    /// <summary>A zap frees the pages it gathered without flushing the TLBs first.</summary>
+    SkipGatherFlush,
 }
 
 /// <summary>Mutation names on the command line, and which designs each applies to.</summary>
@@ -37,6 +40,7 @@ public static class Mutations
         ("skip-pmd-recheck", Mutation.SkipPmdRecheck),
         ("skip-rcu-deferral", Mutation.SkipRcuDeferral),
         ("skip-switch-grace-period", Mutation.SkipSwitchGracePeriod),
+        ("skip-tlb-flush", Mutation.SkipGatherFlush),
     ];
 
     /// <summary>The known names.</summary>
@@ -56,6 +60,7 @@ public static class Mutations
         Mutation.SkipPmdRecheck => design == "pt-reclaim",
         Mutation.SkipRcuDeferral => design is "atomic" or "pte-ref",
         Mutation.SkipSwitchGracePeriod => design == "pte-ref",
+        Mutation.SkipGatherFlush => true,
         _ => false,
     };
 
@@ -75,6 +80,7 @@ public static class Mutations
                 pt.SkipPmdRecheckForTesting = true;
                 break;
             case (Mutation.SkipRcuDeferral, RefcountReclaim):
+            case (Mutation.SkipGatherFlush, _):
                 break; // applied to the address space by the caller
             case (Mutation.SkipSwitchGracePeriod, PteRefReclaim pr):
                 pr.SkipSwitchGracePeriodForTesting = true;
@@ -113,7 +119,8 @@ public sealed record ExploreResult(int Schedules, int Violations, int? FirstFail
 public static class SystematicTester
 {
     /// <summary>Runs the schedule of <paramref name="seed"/> and checks the invariants at its end.</summary>
-    public static ScheduleResult RunOne(SystematicScenario scenario, string design, string strategy, int seed, Mutation mutation = Mutation.None, long maxSteps = 50_000)
+    public static ScheduleResult RunOne(
+        SystematicScenario scenario, string design, string strategy, int seed, Mutation mutation = Mutation.None, long maxSteps = 50_000, bool everyStep = false)
     {
         ArgumentNullException.ThrowIfNull(scenario);
         var factory = Designs.Factory(design) ?? throw new ArgumentException($"unknown design '{design}'", nameof(design));
@@ -140,6 +147,11 @@ public static class SystematicTester
         mm.SkipRcuDeferralForTesting = mutation == Mutation.SkipRcuDeferral;
         var ctx = new ScenarioContext(machine, mm, sched);
         scenario.Setup(ctx);
+        mm.SkipGatherFlushForTesting = mutation == Mutation.SkipGatherFlush;
+        if (everyStep)
+        {
+            sched.StepInvariant = () => Invariants.CheckAtEveryStep(machine, mm);
+        }
         if (mutation == Mutation.SkipSwitchGracePeriod && ctx.Ref is { } scenarioRef)
         {
             scenarioRef.SkipGracePeriodForTesting = true;
@@ -178,7 +190,7 @@ public static class SystematicTester
     /// </summary>
     public static ExploreResult Explore(
         SystematicScenario scenario, string design, string strategy, int schedules, int baseSeed = 0,
-        Mutation mutation = Mutation.None, bool stopAtFirst = false, TimeSpan? budget = null)
+        Mutation mutation = Mutation.None, bool stopAtFirst = false, TimeSpan? budget = null, bool everyStep = false)
     {
         var sw = Stopwatch.StartNew();
         int run = 0, violations = 0;
@@ -192,7 +204,7 @@ public static class SystematicTester
                 break;
             }
 
-            var r = RunOne(scenario, design, strategy, unchecked(baseSeed + i), mutation);
+            var r = RunOne(scenario, design, strategy, unchecked(baseSeed + i), mutation, everyStep: everyStep);
             run++;
             steps += r.Steps;
             if (!r.Ok)
