@@ -73,20 +73,7 @@ internal static class Bench
             }
 
             var report = new BenchReport("designs", s, Loop, rows);
-            switch (p.GetValue(format))
-            {
-                case "json":
-                    stdout.WriteLine(report.ToJson());
-                    break;
-                case "csv":
-                    stdout.Write(Csv(report));
-                    break;
-                default:
-                    WriteTable(report, stdout);
-                    break;
-            }
-
-            return Cli.ExitOk;
+            return Cli.WriteReport(p.GetValue(format), stdout, report.ToJson, () => Csv(report), w => WriteTable(report, w));
         });
         return cmd;
     }

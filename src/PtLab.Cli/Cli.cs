@@ -279,16 +279,22 @@ internal static class Cli
             target.Machine.Phys.HostBytes,
             result.WallSeconds > 0 ? Math.Round(counters.Faults / result.WallSeconds) : 0);
         var report = RunReport.From(result, target.Mm.Design.Name, counters, reported, host);
+        return WriteReport(format, stdout, report.ToJson, report.ToCsv, w => TableOutput.Write(report, w));
+    }
+
+    /// <summary>Writes a report in the chosen format (json, csv, or the human table) and returns success.</summary>
+    public static int WriteReport(string? format, TextWriter stdout, Func<string> json, Func<string> csv, Action<TextWriter> table)
+    {
         switch (format)
         {
             case "json":
-                stdout.WriteLine(report.ToJson());
+                stdout.WriteLine(json());
                 break;
             case "csv":
-                stdout.Write(report.ToCsv());
+                stdout.Write(csv());
                 break;
             default:
-                TableOutput.Write(report, stdout);
+                table(stdout);
                 break;
         }
 

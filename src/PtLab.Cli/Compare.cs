@@ -172,20 +172,7 @@ internal static class Compare
         }
 
         var report = new CompareReport(scenario.Name, parameters, runs);
-        switch (format)
-        {
-            case "json":
-                stdout.WriteLine(report.ToJson());
-                break;
-            case "csv":
-                stdout.Write(Csv(report));
-                break;
-            default:
-                WriteTable(report, stdout);
-                break;
-        }
-
-        return Cli.ExitOk;
+        return Cli.WriteReport(format, stdout, report.ToJson, () => Csv(report), w => WriteTable(report, w));
     }
 
     private static string Csv(CompareReport r)
@@ -347,20 +334,7 @@ internal static class Compare
             model.Scenario, parameters, info.ToString(), design, Method, kernelDelta, modelDelta,
             kernelDelta is null ? null : modelDelta.Tables - kernelDelta.Tables, checkpoints, inferredCheck, countedCheck,
             attempts, repeated, kernel is null ? 0 : Math.Round(kernel.WallSeconds, 6), Math.Round(model.WallSeconds, 6));
-        switch (format)
-        {
-            case "json":
-                stdout.WriteLine(report.ToJson());
-                break;
-            case "csv":
-                stdout.Write(KernelCsv(report));
-                break;
-            default:
-                WriteKernelTable(report, stdout);
-                break;
-        }
-
-        return Cli.ExitOk;
+        return Cli.WriteReport(format, stdout, report.ToJson, () => KernelCsv(report), w => WriteKernelTable(report, w));
     }
 
     private static StatusReport Delta(MmStatus after, MmStatus before) => StatusReport.From(after) - StatusReport.From(before);

@@ -79,7 +79,7 @@ public sealed class PteRefReclaim : RefcountReclaim
         }
         catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
         {
-            throw new UseAfterFreeException($"pte_tryget on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
+            throw RacedWithFree("pte_tryget", pte, e);
         }
     }
 
@@ -104,7 +104,7 @@ public sealed class PteRefReclaim : RefcountReclaim
         }
         catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
         {
-            throw new UseAfterFreeException($"track_pte_set on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
+            throw RacedWithFree("track_pte_set", pte, e);
         }
     }
 
@@ -123,7 +123,7 @@ public sealed class PteRefReclaim : RefcountReclaim
         }
         catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
         {
-            throw new UseAfterFreeException($"pte_put on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
+            throw RacedWithFree("pte_put", pte, e);
         }
     }
 
@@ -167,13 +167,7 @@ public sealed class PteRefReclaim : RefcountReclaim
             return;
         }
 
-        var again = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
-        if (!again.IsNone)
-        {
-            Guard(mm, again, "percpu_ref_switch_to_percpu", () => RefOf(mm, again.Pfn).SwitchToPercpu(cpu.Id));
-            Interlocked.Increment(ref _switchBacks);
-            PteUnmap(mm, cpu, again);
-        }
+        SwitchBackToPercpu(mm, cpu, pmdTablePfn, pmdIndex);
     }
 
     /// <summary>
@@ -209,13 +203,19 @@ public sealed class PteRefReclaim : RefcountReclaim
 
         if (switchBack)
         {
-            var again = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
-            if (!again.IsNone)
-            {
-                Guard(mm, again, "percpu_ref_switch_to_percpu", () => RefOf(mm, again.Pfn).SwitchToPercpu(cpu.Id));
-                Interlocked.Increment(ref _switchBacks);
-                PteUnmap(mm, cpu, again);
-            }
+            SwitchBackToPercpu(mm, cpu, pmdTablePfn, pmdIndex);
+        }
+    }
+
+    /// <summary>Takes a fresh reference on whatever table is there now and switches it back to percpu mode.</summary>
+    private void SwitchBackToPercpu(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    {
+        var again = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
+        if (!again.IsNone)
+        {
+            Guard(mm, again, "percpu_ref_switch_to_percpu", () => RefOf(mm, again.Pfn).SwitchToPercpu(cpu.Id));
+            Interlocked.Increment(ref _switchBacks);
+            PteUnmap(mm, cpu, again);
         }
     }
 
@@ -231,9 +231,13 @@ public sealed class PteRefReclaim : RefcountReclaim
         }
         catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
         {
-            throw new UseAfterFreeException($"{what} on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
+            throw RacedWithFree(what, pte, e);
         }
     }
+
+    /// <summary>A pte_ref operation failed because the table was freed meanwhile: report the use after free.</summary>
+    private static UseAfterFreeException RacedWithFree(string what, TableRef pte, Exception e) =>
+        new($"{what} on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
 
     private void FreeUserPte(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte)
     {
