@@ -2,7 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using PtLab.Reclaim;
-using PtLab.Sync.Systematic;
+using PtLab.Sync;
+using PtLab.Systematic;
 
 namespace PtLab.Cli;
 
