@@ -75,8 +75,12 @@ public interface IPageTableReclaim
 /// <param name="Start">Start of the zapped range within the table's 2 MiB.</param>
 /// <param name="End">End of the zapped range.</param>
 /// <param name="Reason">Why the zap ran.</param>
-/// <param name="Skipped">Entries the zap left in place.</param>
-public readonly record struct ZapInfo(long PmdTablePfn, int PmdIndex, ulong Start, ulong End, ZapReason Reason, int Skipped);
+/// <remarks>
+/// Upstream's zap may leave an entry in place (a uffd-wp or guard marker, a page a truncation
+/// keeps) and then cancels pt-reclaim's free. The model maps none of those, so its zap clears every
+/// entry in the range, and nothing is reported as skipped.
+/// </remarks>
+public readonly record struct ZapInfo(long PmdTablePfn, int PmdIndex, ulong Start, ulong End, ZapReason Reason);
 
 /// <summary>Why entries are being zapped.</summary>
 public enum ZapReason

@@ -57,30 +57,51 @@ public sealed partial class MmStruct
         return HandlePteFault(cpu, vma, addr, write, pmdTable, Geometry.Index(addr, 2));
     }
 
-    /// <summary><c>__pud_alloc</c>: populates the PGD entry under <c>page_table_lock</c>.</summary>
-    private long PudAlloc(Cpu cpu, ulong addr)
+    /// <summary><c>__pud_alloc</c>: the PUD table under the PGD entry for <paramref name="addr"/>, allocated if none.</summary>
+    private long PudAlloc(Cpu cpu, ulong addr) => UpperTableAlloc(cpu, PgdPfn, addr, level: 3);
+
+    /// <summary><c>__pmd_alloc</c>: the PMD table under the pud entry for <paramref name="addr"/>, allocated if none.</summary>
+    private long PmdAlloc(Cpu cpu, long pudTable, ulong addr) => UpperTableAlloc(cpu, pudTable, addr, level: 2);
+
+    /// <summary>
+    /// <c>__pud_alloc</c> and <c>__pmd_alloc</c>: the table of <paramref name="level"/> (3 PUD,
+    /// 2 PMD) that the entry of <paramref name="parentTable"/> for <paramref name="addr"/> points
+    /// at. A missing one is allocated and populated under <c>page_table_lock</c>, unless another
+    /// thread did first. Returns -1 when memory ran out.
+    /// </summary>
+    private long UpperTableAlloc(Cpu cpu, long parentTable, ulong addr, int level)
     {
-        ref ulong pgde = ref Phys.Table(PgdPfn)[Geometry.Index(addr, 4)];
-        ulong e = Volatile.Read(ref pgde);
+        int index = Geometry.Index(addr, level + 1);
+        ref ulong parent = ref Phys.Table(parentTable)[index];
+        ulong e = Volatile.Read(ref parent);
         if (!Entry.IsNone(e))
         {
             return Entry.Pfn(e);
         }
 
-        long fresh = Phys.AllocTable(3, cpu.Id);
+        long fresh = Phys.AllocTable(level, cpu.Id);
         if (fresh < 0)
         {
             return -1;
         }
 
+        // A table of level L maps 2^(12 + 9L) bytes: 512 GiB for a PUD table, 1 GiB for a PMD table.
         Phys.Desc(fresh).RmapOwner = this;
-        Phys.Desc(fresh).RmapAddress = addr & Geometry.PgdirMask;
+        Phys.Desc(fresh).RmapAddress = addr & ~((1UL << (12 + (9 * level))) - 1);
 
         PageTableLock.Lock(cpu.Id);
-        if (Entry.IsNone(Volatile.Read(ref pgde)))
+        if (Entry.IsNone(Volatile.Read(ref parent)))
         {
-            IncTables(3);
-            Volatile.Write(ref pgde, Entry.MakeTable(fresh));
+            IncTables(level);
+            if (level == 3)
+            {
+                P4dPopulate(parentTable, index, fresh);
+            }
+            else
+            {
+                PudPopulate(parentTable, index, fresh);
+            }
+
             fresh = -1;
         }
 
@@ -90,43 +111,7 @@ public sealed partial class MmStruct
             Phys.FreeTable(fresh); // lost the race; it was never visible
         }
 
-        return Entry.Pfn(Volatile.Read(ref pgde));
-    }
-
-    /// <summary><c>__pmd_alloc</c>: populates the PUD entry under <c>page_table_lock</c>.</summary>
-    private long PmdAlloc(Cpu cpu, long pudTable, ulong addr)
-    {
-        ref ulong pude = ref Phys.Table(pudTable)[Geometry.Index(addr, 3)];
-        ulong e = Volatile.Read(ref pude);
-        if (!Entry.IsNone(e))
-        {
-            return Entry.Pfn(e);
-        }
-
-        long fresh = Phys.AllocTable(2, cpu.Id);
-        if (fresh < 0)
-        {
-            return -1;
-        }
-
-        Phys.Desc(fresh).RmapOwner = this;
-        Phys.Desc(fresh).RmapAddress = addr & Geometry.PudMask;
-
-        PageTableLock.Lock(cpu.Id);
-        if (Entry.IsNone(Volatile.Read(ref pude)))
-        {
-            IncTables(2);
-            Volatile.Write(ref pude, Entry.MakeTable(fresh));
-            fresh = -1;
-        }
-
-        PageTableLock.Unlock(cpu.Id);
-        if (fresh >= 0)
-        {
-            Phys.FreeTable(fresh);
-        }
-
-        return Entry.Pfn(Volatile.Read(ref pude));
+        return Entry.Pfn(Volatile.Read(ref parent));
     }
 
     /// <summary>
@@ -157,8 +142,7 @@ public sealed partial class MmStruct
         if (Entry.IsNone(Volatile.Read(ref pmde)))
         {
             IncTables(1);
-            // The release store publishes the zeroed table before the entry (smp_wmb in pmd_install).
-            Volatile.Write(ref pmde, Entry.MakeTable(fresh));
+            PmdPopulate(pmdTable, pmdIndex, fresh);
             fresh = -1;
         }
 

@@ -36,7 +36,7 @@ public sealed partial class MmStruct
             int pmdIndex = Geometry.Index(addr, 2);
             if (!Entry.IsNone(Volatile.Read(ref pmds[pmdIndex])))
             {
-                ZapPteRange(cpu, tlb, new ZapInfo(pmdTable, pmdIndex, addr, next, reason, 0));
+                ZapPteRange(cpu, tlb, new ZapInfo(pmdTable, pmdIndex, addr, next, reason));
                 if (tlb.ShouldFlush)
                 {
                     tlb.Flush();
@@ -61,7 +61,6 @@ public sealed partial class MmStruct
         }
 
         var entries = Phys.Table(pt);
-        int skipped = 0;
         long rss = 0, swap = 0;
         for (ulong addr = zap.Start; addr < zap.End; addr += Geometry.PageSize)
         {
@@ -105,7 +104,6 @@ public sealed partial class MmStruct
             FreeSwapEntry(e);
         }
 
-        zap = zap with { Skipped = skipped };
         bool unhooked = Design.ZapPteTableLocked(this, cpu, zap, pt);
         Design.PteUnmapUnlock(this, cpu, pt);
         AddRssAnon(cpu, -rss);
@@ -216,7 +214,7 @@ public sealed partial class MmStruct
             return;
         }
 
-        Volatile.Write(ref Phys.Table(pgdTable)[pgdIndex], 0);
+        P4dClear(pgdTable, pgdIndex);
         DecTables(3);
         tlb.RemoveTable(pudTable);
     }
@@ -247,7 +245,7 @@ public sealed partial class MmStruct
             return;
         }
 
-        Volatile.Write(ref Phys.Table(pudTable)[pudIndex], 0);
+        PudClear(pudTable, pudIndex);
         DecTables(2);
         tlb.RemoveTable(pmdTable);
     }
@@ -258,9 +256,8 @@ public sealed partial class MmStruct
     /// </summary>
     internal void FreePteTable(MmuGather tlb, long pmdTable, int pmdIndex, ulong addr)
     {
-        ref ulong slot = ref Phys.Table(pmdTable)[pmdIndex];
-        long pt = Entry.Pfn(Volatile.Read(ref slot));
-        Volatile.Write(ref slot, 0);
+        long pt = Entry.Pfn(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex]));
+        PmdClear(pmdTable, pmdIndex);
         DecTables(1);
         tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
         Design.PteTableDtor(this, pt);

@@ -129,8 +129,7 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
         long ptePfn = pte.Pfn;
         ulong start = mm.PmdBase(pmdTable, pmdIndex);
         mm.PmdLock(cpu, pmdTable);
-        ref ulong slot = ref mm.Phys.Table(pmdTable)[pmdIndex];
-        ulong pmd = Volatile.Read(ref slot);
+        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
         if (Entry.IsNone(pmd) || Entry.IsHuge(pmd) || Entry.Pfn(pmd) != ptePfn || !mm.Phys.IsLive(pte))
         {
             mm.PmdUnlock(cpu, pmdTable);
@@ -149,7 +148,7 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
             }
         }
 
-        Volatile.Write(ref slot, 0);
+        mm.PmdClear(pmdTable, pmdIndex);
         mm.FlushTlbRange(cpu, start, start + Geometry.PmdSize);
         mm.PmdUnlock(cpu, pmdTable);
         mm.DecTables(1);
