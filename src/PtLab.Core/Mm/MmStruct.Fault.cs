@@ -38,9 +38,10 @@ public sealed partial class MmStruct
     internal static bool AccessAllowed(Vma vma, bool write) =>
         write ? (vma.Flags & VmFlags.Write) != 0 : (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) != 0;
 
-    /// <summary><c>handle_mm_fault</c> for a private anonymous VMA. Caller holds <c>mmap_lock</c>.</summary>
+    /// <summary><c>handle_mm_fault</c> for a private anonymous VMA, with <c>mmap_lock</c> held.</summary>
     internal FaultOutcome HandleMmFault(Cpu cpu, Vma vma, ulong addr, bool write)
     {
+        MmapLock.AssertHeld(cpu.Id);
         CountFault(cpu);
         long pud = PudAlloc(cpu, addr);
         if (pud < 0)
@@ -95,11 +96,11 @@ public sealed partial class MmStruct
             IncTables(level);
             if (level == 3)
             {
-                P4dPopulate(parentTable, index, fresh);
+                P4dPopulate(cpu, parentTable, index, fresh);
             }
             else
             {
-                PudPopulate(parentTable, index, fresh);
+                PudPopulate(cpu, parentTable, index, fresh);
             }
 
             fresh = -1;
@@ -142,7 +143,7 @@ public sealed partial class MmStruct
         if (Entry.IsNone(Volatile.Read(ref pmde)))
         {
             IncTables(1);
-            PmdPopulate(pmdTable, pmdIndex, fresh);
+            PmdPopulate(cpu, pmdTable, pmdIndex, fresh);
             fresh = -1;
         }
 
@@ -330,6 +331,7 @@ public sealed partial class MmStruct
     /// </summary>
     private FaultOutcome DoWpPage(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex, TableRef pt, int index, ulong entry)
     {
+        AssertPtlHeld(cpu, pt.Pfn);
         long oldPfn = Entry.Pfn(entry);
         bool special = Entry.IsSpecial(entry);
         ref ulong slot = ref Phys.Table(pt)[index];

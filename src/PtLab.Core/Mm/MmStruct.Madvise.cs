@@ -111,6 +111,7 @@ public sealed partial class MmStruct
     /// </summary>
     private void MadviseFreeRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
     {
+        MmapLock.AssertHeld(cpu.Id);
         for (ulong addr = start; addr < end;)
         {
             ulong next = Geometry.PmdAddrEnd(addr, end);

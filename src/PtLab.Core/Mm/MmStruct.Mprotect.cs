@@ -74,6 +74,7 @@ public sealed partial class MmStruct
     /// <summary><c>mprotect_fixup</c>: split, set the flags, change the entries, merge.</summary>
     private void MprotectFixup(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags access)
     {
+        MmapLock.AssertWriteHeld(cpu.Id);
         const VmFlags accessMask = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
         var newFlags = (vma.Flags & ~accessMask) | access;
         if (newFlags == vma.Flags)

@@ -29,6 +29,12 @@ public sealed partial class MmStruct
     internal void PmdUnlock(Cpu cpu, long pmdTable) =>
         RawSpinLock.Unlock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
 
+    /// <summary><c>lockdep_assert_held(ptl)</c> for the PTE lock of <paramref name="ptePfn"/>; free when lock checking is off.</summary>
+    internal void AssertPtlHeld(Cpu cpu, long ptePfn) => Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PteLock, ptePfn);
+
+    /// <summary><c>lockdep_assert_held</c> for the pmd lock of <paramref name="pmdTable"/>; free when lock checking is off.</summary>
+    internal void AssertPmdLockHeld(Cpu cpu, long pmdTable) => Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PmdLock, pmdTable);
+
     /// <summary>
     /// <c>set_pte_at</c>: stores a leaf entry. Every store of a PTE goes through here or the clear
     /// primitives, so a reclaim design sees each none/non-none transition.
@@ -60,11 +66,12 @@ public sealed partial class MmStruct
     /// <summary><c>pte_clear_not_present_full</c> / <c>pte_clear</c>.</summary>
     internal void PteClear(Cpu cpu, TableRef pteTable, int index) => PtepGetAndClear(cpu, pteTable, index);
 
-    /// <summary>
-    /// <c>pmd_populate</c>: points a pmd entry at a fresh PTE table. Caller holds the pmd lock.
-    /// </summary>
-    internal void PmdPopulate(long pmdTable, int pmdIndex, long pteTable) =>
+    /// <summary><c>pmd_populate</c>: points a pmd entry at a fresh PTE table, under the pmd lock.</summary>
+    internal void PmdPopulate(Cpu cpu, long pmdTable, int pmdIndex, long pteTable)
+    {
+        AssertPmdLockHeld(cpu, pmdTable);
         PopulateEntry(pmdTable, pmdIndex, pteTable);
+    }
 
     /// <summary>
     /// <c>pmd_clear</c>: unhooks a PTE table. Caller holds the pmd lock, or <c>mmap_lock</c> for
@@ -73,19 +80,25 @@ public sealed partial class MmStruct
     /// </summary>
     internal void PmdClear(long pmdTable, int pmdIndex) => ClearEntry(pmdTable, pmdIndex);
 
-    /// <summary><c>pud_populate</c>: points a pud entry at a fresh PMD table. Caller holds <c>page_table_lock</c>.</summary>
-    internal void PudPopulate(long pudTable, int pudIndex, long pmdTable) =>
+    /// <summary><c>pud_populate</c>: points a pud entry at a fresh PMD table, under <c>page_table_lock</c>.</summary>
+    internal void PudPopulate(Cpu cpu, long pudTable, int pudIndex, long pmdTable)
+    {
+        Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PageTableLock);
         PopulateEntry(pudTable, pudIndex, pmdTable);
+    }
 
     /// <summary><c>pud_clear</c>: unhooks a PMD table (<c>free_pmd_range</c>).</summary>
     internal void PudClear(long pudTable, int pudIndex) => ClearEntry(pudTable, pudIndex);
 
     /// <summary>
     /// <c>p4d_populate</c>: points a PGD entry at a fresh PUD table (the P4D level is folded into
-    /// the PGD with 4-level paging). Caller holds <c>page_table_lock</c>.
+    /// the PGD with 4-level paging), under <c>page_table_lock</c>.
     /// </summary>
-    internal void P4dPopulate(long pgdTable, int pgdIndex, long pudTable) =>
+    internal void P4dPopulate(Cpu cpu, long pgdTable, int pgdIndex, long pudTable)
+    {
+        Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PageTableLock);
         PopulateEntry(pgdTable, pgdIndex, pudTable);
+    }
 
     /// <summary><c>p4d_clear</c>: unhooks a PUD table (<c>free_pud_range</c>).</summary>
     internal void P4dClear(long pgdTable, int pgdIndex) => ClearEntry(pgdTable, pgdIndex);

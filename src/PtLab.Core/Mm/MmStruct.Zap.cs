@@ -12,6 +12,7 @@ public sealed partial class MmStruct
     /// </summary>
     internal void UnmapPageRange(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, ZapReason reason)
     {
+        MmapLock.AssertHeld(cpu.Id);
         ulong addr = start;
         while (addr < end)
         {
@@ -122,6 +123,13 @@ public sealed partial class MmStruct
     /// </summary>
     private void FreePgtables(MmuGather tlb, List<Vma> vmas, ulong floor, ulong ceiling)
     {
+        // Nobody may fault a table in or walk one through the rmap while they go.
+        if (tlb.Cpu is { } cpu)
+        {
+            MmapLock.AssertWriteHeld(cpu.Id);
+            RmapLock.AssertWriteHeld(cpu.Id);
+        }
+
         int i = 0;
         while (i < vmas.Count)
         {
@@ -251,17 +259,27 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// Unhooks one PTE table from its pmd entry and hands it to the gather (<c>free_pte_range</c>).
-    /// Callers either hold <c>mmap_lock</c> for write (munmap, exit) or the pmd lock (reclaim designs).
+    /// <c>free_pte_range</c>: unhooks one PTE table from its pmd entry and hands it to the gather,
+    /// under <c>free_pgtables</c>' locks.
     /// </summary>
-    internal void FreePteTable(MmuGather tlb, long pmdTable, int pmdIndex, ulong addr)
+    private void FreePteTable(MmuGather tlb, long pmdTable, int pmdIndex, ulong addr)
     {
-        long pt = Entry.Pfn(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex]));
+        long pteTable = Entry.Pfn(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex]));
         PmdClear(pmdTable, pmdIndex);
+        PteFreeTlb(tlb, pteTable, addr);
+    }
+
+    /// <summary>
+    /// <c>pte_free_tlb</c> + <c>mm_dec_nr_ptes</c> for a PTE table already unhooked from its pmd:
+    /// account it, widen the gather's flush to its 2 MiB, and let the gather free it after the
+    /// flush and a grace period.
+    /// </summary>
+    internal void PteFreeTlb(MmuGather tlb, long pteTable, ulong addr)
+    {
         DecTables(1);
         tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
-        Design.PteTableDtor(this, pt);
-        tlb.RemoveTable(pt);
+        Design.PteTableDtor(this, pteTable);
+        tlb.RemoveTable(pteTable);
     }
 
     /// <summary>Mutation: <c>tlb_flush_mmu</c> frees the gathered pages without flushing the TLBs first.</summary>

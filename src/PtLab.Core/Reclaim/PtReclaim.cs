@@ -82,6 +82,7 @@ public sealed class PtReclaim : NoReclaim
     /// </summary>
     public override bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte)
     {
+        mm.AssertPtlHeld(cpu, pte.Pfn);
         if (!CanReclaim(zap))
         {
             return false;
@@ -158,14 +159,7 @@ public sealed class PtReclaim : NoReclaim
     /// <c>free_pte</c>: the table was unhooked from its pmd; account it and hand it to the gather,
     /// which frees it after the TLB flush and a grace period.
     /// </summary>
-    private void FreePte(MmStruct mm, MmuGather tlb, TableRef pte, ulong addr)
-    {
-        long ptePfn = pte.Pfn;
-        mm.DecTables(1);
-        tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
-        PteTableDtor(mm, ptePfn);
-        tlb.RemoveTable(ptePfn);
-    }
+    private static void FreePte(MmStruct mm, MmuGather tlb, TableRef pte, ulong addr) => mm.PteFreeTlb(tlb, pte.Pfn, addr);
 
     /// <summary>Test-only mutation: <c>pte_offset_map_lock</c> without the pmd recheck.</summary>
     internal bool SkipPmdRecheckForTesting { get; set; }

@@ -407,6 +407,7 @@ public sealed partial class PercpuRef
     // atomic whose RCU callback the caller must queue once it has dropped the lock.
     private bool SwitchMode(int cpu, Action<PercpuRef>? confirmSwitch, bool sync)
     {
+        AssertSwitchLockHeld(cpu);
         // wait_event_lock_irq: wait for the previous switch with the lock dropped.
         while (Volatile.Read(ref _confirmSwitch) is not null)
         {
@@ -417,16 +418,17 @@ public sealed partial class PercpuRef
 
         if (_forceAtomic || (_flags & FlagDead) != 0)
         {
-            return BeginSwitchToAtomic(confirmSwitch, sync);
+            return BeginSwitchToAtomic(cpu, confirmSwitch, sync);
         }
 
-        SwitchToPercpuLocked(sync);
+        SwitchToPercpuLocked(cpu, sync);
         return false;
     }
 
     // __percpu_ref_switch_to_atomic, lock held.
-    private bool BeginSwitchToAtomic(Action<PercpuRef>? confirmSwitch, bool sync)
+    private bool BeginSwitchToAtomic(int cpu, Action<PercpuRef>? confirmSwitch, bool sync)
     {
+        AssertSwitchLockHeld(cpu);
         if ((_flags & FlagAtomic) != 0)
         {
             confirmSwitch?.Invoke(this);
@@ -448,8 +450,9 @@ public sealed partial class PercpuRef
     }
 
     // __percpu_ref_switch_to_percpu, lock held.
-    private void SwitchToPercpuLocked(bool sync)
+    private void SwitchToPercpuLocked(int cpu, bool sync)
     {
+        AssertSwitchLockHeld(cpu);
         var stripes = _stripes ?? throw new InvalidOperationException("percpu_ref switched to percpu mode after its percpu counters were freed");
         if (sync)
         {
@@ -634,6 +637,9 @@ public sealed partial class PercpuRef
             RawSpinLock.Unlock(ref _switchLock, _hooks, cpu, LockClass.PercpuRefSwitchLock);
         }
     }
+
+    // lockdep_assert_held(&percpu_ref_switch_lock): free when lock checking is off.
+    private void AssertSwitchLockHeld(int cpu) => _lockDep?.AssertHeld(cpu, LockClass.PercpuRefSwitchLock);
 
     private void ThrowIfExited()
     {
