@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace PtLab.Sync;
 
 /// <summary>How a <see cref="PercpuRef"/> starts (<c>PERCPU_REF_INIT_*</c>, <c>PERCPU_REF_ALLOW_REINIT</c>).</summary>
@@ -74,11 +72,11 @@ public sealed partial class PercpuRef
     private readonly Action _switchToAtomicRcu;
 
     // The percpu counters; null once freed (__percpu_ref_exit).
-    private Stripe[]? _stripes;
+    private Padded<long>[]? _stripes;
 
     // _stripes while the ref is in percpu mode, null when ATOMIC or DEAD is set: the one word the
     // fast path loads, as the kernel loads percpu_count_ptr with its flag bits.
-    private Stripe[]? _live;
+    private Padded<long>[]? _live;
     private int _flags;
     private long _count;
 
@@ -102,7 +100,7 @@ public sealed partial class PercpuRef
         _lockDep = _hooks?.LockDep;
         _release = release;
         _switchToAtomicRcu = SwitchToAtomicRcu;
-        _stripes = new Stripe[rcu.Cpus];
+        _stripes = new Padded<long>[rcu.Cpus];
         _forceAtomic = (flags & PercpuRefInit.Atomic) != 0;
         _allowReinit = (flags & PercpuRefInit.AllowReinit) != 0;
 
@@ -161,7 +159,7 @@ public sealed partial class PercpuRef
             // Another CPU may run between seeing percpu mode and the add: that is the window the
             // switch's grace period exists for.
             _sched?.Reached(SchedulingPointKind.EntryStore, this);
-            AddStripe(ref live[cpu].Count, nr);
+            AddStripe(ref live[cpu], nr);
         }
         else
         {
@@ -183,7 +181,7 @@ public sealed partial class PercpuRef
             // Another CPU may run between seeing percpu mode and the add: that is the window the
             // switch's grace period exists for.
             _sched?.Reached(SchedulingPointKind.EntryStore, this);
-            AddStripe(ref live[cpu].Count, nr);
+            AddStripe(ref live[cpu], nr);
             ok = true;
         }
         else
@@ -210,7 +208,7 @@ public sealed partial class PercpuRef
             // Another CPU may run between seeing percpu mode and the add: that is the window the
             // switch's grace period exists for.
             _sched?.Reached(SchedulingPointKind.EntryStore, this);
-            AddStripe(ref live[cpu].Count, 1);
+            AddStripe(ref live[cpu], 1);
             ok = true;
         }
         else
@@ -234,7 +232,7 @@ public sealed partial class PercpuRef
             // Another CPU may run between seeing percpu mode and the add: that is the window the
             // switch's grace period exists for.
             _sched?.Reached(SchedulingPointKind.EntryStore, this);
-            AddStripe(ref live[cpu].Count, -nr);
+            AddStripe(ref live[cpu], -nr);
         }
         else
         {
@@ -249,7 +247,7 @@ public sealed partial class PercpuRef
     /// stripe is only summed after a grace period, once no CPU is inside the read section that
     /// covers its add, so a plain read-modify-write is enough: no lock prefix, as in the kernel.
     /// </summary>
-    private static void AddStripe(ref long stripe, long nr) => Volatile.Write(ref stripe, stripe + nr);
+    private static void AddStripe(ref Padded<long> stripe, long nr) => stripe.AddOwned(nr);
 
     /// <summary>
     /// <c>percpu_ref_switch_to_atomic</c>: starts a switch to atomic mode, sticky until
@@ -476,7 +474,7 @@ public sealed partial class PercpuRef
         // plain zeroing is safe; SetFlags publishes the zeros before the stripes go live.
         for (int i = 0; i < stripes.Length; i++)
         {
-            Volatile.Write(ref stripes[i].Count, 0);
+            stripes[i].Write(0);
         }
 
         SetFlags(_flags & ~FlagAtomic);
@@ -499,11 +497,7 @@ public sealed partial class PercpuRef
     private void SwitchToAtomicRcu()
     {
         var stripes = _stripes ?? throw new InvalidOperationException("percpu_ref counters freed while a switch to atomic was in flight");
-        long sum = 0;
-        for (int i = 0; i < stripes.Length; i++)
-        {
-            sum += Volatile.Read(ref stripes[i].Count);
-        }
+        long sum = stripes.Sum();
 
         // Sum every stripe before touching the shared counter: a get on one CPU and its put on
         // another sit in different stripes, and folding them in one at a time could take the
@@ -647,12 +641,5 @@ public sealed partial class PercpuRef
         {
             throw new InvalidOperationException("percpu_ref used after percpu_ref_exit");
         }
-    }
-
-    // One cache line of counter per CPU, padded on both sides against its neighbours and the array header.
-    [StructLayout(LayoutKind.Explicit, Size = 128)]
-    private struct Stripe
-    {
-        [FieldOffset(64)] public long Count;
     }
 }

@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace PtLab.Sync;
 
 /// <summary>
@@ -17,21 +15,16 @@ namespace PtLab.Sync;
 /// </remarks>
 public sealed class Rcu
 {
-    [StructLayout(LayoutKind.Explicit, Size = 128)]
-    private struct Slot
-    {
-        // 0 when the CPU is outside any read section; else the epoch it entered under.
-        [FieldOffset(64)] public long Epoch;
-        // Owner-only nesting depth.
-        [FieldOffset(72)] public int Nesting;
-    }
-
-    private readonly Slot[] _slots;
+    // One per CPU, each on its own cache line: written by its CPU at every read section, read by updaters.
+    private readonly Padded<Slot>[] _slots;
     private readonly ISchedulingPoint? _sched;
     private readonly LockDep? _lockDep;
     private readonly Lock _callbackLock = new();
     private readonly Queue<(long Target, Action Callback)> _callbacks = new();
-    private long _epoch = 1;
+    // Read by every reader at every read section, so it has a line of its own: the counters below
+    // are written by every call_rcu and grace period, and sharing the epoch's line would make each
+    // such write cost every reader a cache miss.
+    private Padded<long> _epoch;
     private long _completed;
     private long _gracePeriods;
     private int _pending;
@@ -47,7 +40,8 @@ public sealed class Rcu
             throw new ArgumentException($"hooks cover {hooks.Cpus} CPUs, RCU needs {cpus}", nameof(hooks));
         }
 
-        _slots = new Slot[cpus];
+        _slots = new Padded<Slot>[cpus];
+        _epoch.Value = 1;
         Hooks = hooks;
         _sched = hooks?.Scheduler;
         _lockDep = hooks?.LockDep;
@@ -66,22 +60,22 @@ public sealed class Rcu
     public int PendingCallbacks => Volatile.Read(ref _pending);
 
     /// <summary>Lets the lock checker see whether a CPU is inside a read section.</summary>
-    public bool InReadSection(int cpu) => _slots[cpu].Nesting > 0;
+    public bool InReadSection(int cpu) => _slots[cpu].Value.Nesting > 0;
 
     /// <summary>The epoch a CPU entered its outermost read section under, or 0.</summary>
-    internal long ReaderEpoch(int cpu) => Volatile.Read(ref _slots[cpu].Epoch);
+    internal long ReaderEpoch(int cpu) => Volatile.Read(ref _slots[cpu].Value.Epoch);
 
     /// <summary>The current global epoch.</summary>
-    internal long CurrentEpoch => Volatile.Read(ref _epoch);
+    internal long CurrentEpoch => _epoch.Read();
 
     /// <summary><c>rcu_read_lock</c> on CPU <paramref name="cpu"/>. Nests.</summary>
     public void ReadLock(int cpu)
     {
         _sched?.Reached(SchedulingPointKind.RcuReadLock, this);
-        ref Slot s = ref _slots[cpu];
+        ref Slot s = ref _slots[cpu].Value;
         if (s.Nesting++ == 0)
         {
-            Volatile.Write(ref s.Epoch, Volatile.Read(ref _epoch));
+            Volatile.Write(ref s.Epoch, _epoch.Read());
         }
 
         _lockDep?.RcuReadLock(cpu);
@@ -91,7 +85,7 @@ public sealed class Rcu
     public void ReadUnlock(int cpu)
     {
         _sched?.Reached(SchedulingPointKind.RcuReadUnlock, this);
-        ref Slot s = ref _slots[cpu];
+        ref Slot s = ref _slots[cpu].Value;
         if (s.Nesting <= 0)
         {
             throw new InvalidOperationException($"rcu_read_unlock on CPU {cpu} without rcu_read_lock");
@@ -114,19 +108,19 @@ public sealed class Rcu
             _lockDep?.MightSleep(callerCpu, "synchronize_rcu");
         }
 
-        if (callerCpu >= 0 && _slots[callerCpu].Nesting > 0)
+        if (callerCpu >= 0 && _slots[callerCpu].Value.Nesting > 0)
         {
             throw new InvalidOperationException($"synchronize_rcu called inside an RCU read section on CPU {callerCpu}");
         }
 
-        long target = Interlocked.Increment(ref _epoch);
+        long target = _epoch.AddAtomic(1);
         Interlocked.MemoryBarrierProcessWide();
         for (int i = 0; i < _slots.Length; i++)
         {
             var spin = new SpinWait();
             while (true)
             {
-                long e = Volatile.Read(ref _slots[i].Epoch);
+                long e = Volatile.Read(ref _slots[i].Value.Epoch);
                 if (e == 0 || e >= target)
                 {
                     break;
@@ -149,7 +143,7 @@ public sealed class Rcu
         lock (_callbackLock)
         {
             // Every reader inside now entered under an epoch <= the current one.
-            _callbacks.Enqueue((Volatile.Read(ref _epoch) + 1, callback));
+            _callbacks.Enqueue((_epoch.Read() + 1, callback));
             pending = ++_pending;
         }
 
@@ -171,11 +165,11 @@ public sealed class Rcu
             return false;
         }
 
-        long target = Interlocked.Increment(ref _epoch);
+        long target = _epoch.AddAtomic(1);
         Interlocked.MemoryBarrierProcessWide();
         for (int i = 0; i < _slots.Length; i++)
         {
-            long e = Volatile.Read(ref _slots[i].Epoch);
+            long e = Volatile.Read(ref _slots[i].Value.Epoch);
             if (e != 0 && e < target)
             {
                 return false;
@@ -226,5 +220,14 @@ public sealed class Rcu
                 cb();
             }
         }
+    }
+
+    private struct Slot
+    {
+        // 0 when the CPU is outside any read section; else the epoch it entered under.
+        public long Epoch;
+
+        // Owner-only nesting depth.
+        public int Nesting;
     }
 }
