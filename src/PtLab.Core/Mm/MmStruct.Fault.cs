@@ -226,7 +226,7 @@ public sealed partial class MmStruct
     /// </summary>
     private FaultOutcome DoSwapPage(Cpu cpu, Vma vma, ulong addr, bool write, ulong entry, long pmdTable, int pmdIndex)
     {
-        var swap = Phys.Swap ?? throw new InvalidOperationException(
+        var swap = Phys.Swap ?? throw new BadSwapEntryException(
             $"CPU {cpu.Id}: swap entry {entry:x} at 0x{addr:x} in {vma}, but no swap device is configured");
         long pfn = Phys.AllocFrame(cpu.Id);
         if (pfn < 0)
@@ -443,7 +443,7 @@ public sealed partial class MmStruct
         ref var d = ref Phys.Desc(pfn);
         if (Interlocked.Decrement(ref d.MapCount) < 0)
         {
-            throw new InvalidOperationException($"mapcount underflow on frame {pfn:x}");
+            throw new BadPageException($"mapcount underflow on frame {pfn:x}");
         }
 
         AddRssAnon(cpu, -1);

@@ -91,7 +91,7 @@ public sealed partial class MmStruct
 
                 if (Interlocked.Decrement(ref d.MapCount) < 0)
                 {
-                    throw new InvalidOperationException($"mapcount underflow on frame {pfn:x} at 0x{addr:x}");
+                    throw new BadPageException($"mapcount underflow on frame {pfn:x} at 0x{addr:x}");
                 }
 
                 rss++;
@@ -114,7 +114,7 @@ public sealed partial class MmStruct
 
     /// <summary><c>free_swap_and_cache</c>: the entry's slot is no longer needed.</summary>
     private void FreeSwapEntry(ulong entry) =>
-        (Phys.Swap ?? throw new InvalidOperationException($"swap entry {entry:x} found, but no swap device is configured"))
+        (Phys.Swap ?? throw new BadSwapEntryException($"swap entry {entry:x} found, but no swap device is configured"))
             .Free(Entry.SwapOffset(entry));
 
     /// <summary>

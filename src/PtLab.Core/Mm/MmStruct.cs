@@ -169,7 +169,7 @@ public sealed partial class MmStruct
     {
         if (Interlocked.Decrement(ref TableCounter(level)) < 0)
         {
-            throw new InvalidOperationException($"level-{level} table count went negative");
+            throw new BadPageException($"level-{level} table count went negative");
         }
 
         Interlocked.Increment(ref _tablesFreed[level]);

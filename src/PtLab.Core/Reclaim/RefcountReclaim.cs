@@ -249,7 +249,7 @@ public sealed class AtomicReclaim : RefcountReclaim
             int v = Volatile.Read(ref c);
             if (v <= 0)
             {
-                throw new InvalidOperationException($"pte_refcount underflow on {pte} (count {v})");
+                throw new BadPageException($"pte_refcount underflow on {pte} (count {v})");
             }
 
             if (Interlocked.CompareExchange(ref c, v == 1 ? Dead : v - 1, v) != v)

@@ -88,7 +88,7 @@ public sealed class Rcu
         ref Slot s = ref _slots[cpu].Value;
         if (s.Nesting <= 0)
         {
-            throw new InvalidOperationException($"rcu_read_unlock on CPU {cpu} without rcu_read_lock");
+            throw new RcuException($"rcu_read_unlock on CPU {cpu} without rcu_read_lock");
         }
 
         _lockDep?.RcuReadUnlock(cpu);
@@ -110,7 +110,7 @@ public sealed class Rcu
 
         if (callerCpu >= 0 && _slots[callerCpu].Value.Nesting > 0)
         {
-            throw new InvalidOperationException($"synchronize_rcu called inside an RCU read section on CPU {callerCpu}");
+            throw new RcuException($"synchronize_rcu called inside an RCU read section on CPU {callerCpu}");
         }
 
         long target = _epoch.AddAtomic(1);
@@ -231,3 +231,7 @@ public sealed class Rcu
         public int Nesting;
     }
 }
+
+/// <summary>RCU used against its rules: an unlock without a lock, or a grace period waited for inside a read section.</summary>
+/// <param name="message">The misuse, naming the CPU.</param>
+public sealed class RcuException(string message) : InvalidOperationException(message);

@@ -74,7 +74,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
         _sched?.Reached(SchedulingPointKind.UpRead, this);
         if (Interlocked.Decrement(ref _state) < 0)
         {
-            throw new InvalidOperationException("up_read without down_read");
+            throw new BadUnlockException("up_read without down_read");
         }
     }
 
@@ -113,7 +113,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
         _sched?.Reached(SchedulingPointKind.UpWrite, this);
         if (Interlocked.CompareExchange(ref _state, 0, -1) != -1)
         {
-            throw new InvalidOperationException("up_write without down_write");
+            throw new BadUnlockException("up_write without down_write");
         }
     }
 

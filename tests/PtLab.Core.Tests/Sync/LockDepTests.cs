@@ -148,7 +148,7 @@ public sealed class LockDepTests
     {
         var hooks = new SyncHooks(1, lockDep: true);
         var rcu = new Rcu(1, hooks);
-        Assert.Throws<InvalidOperationException>(() => rcu.ReadUnlock(0));
+        Assert.Throws<RcuException>(() => rcu.ReadUnlock(0));
         Assert.Equal(0, hooks.LockDep!.RcuDepth(0));
     }
 
@@ -179,7 +179,7 @@ public sealed class LockDepTests
         var r = new PercpuRef(rcu, null, PercpuRefInit.AllowReinit);
         r.SwitchToAtomic(0);
         rcu.ReadLock(1);
-        Assert.Throws<InvalidOperationException>(() => r.SwitchToPercpu(1)); // RCU refuses to deadlock on itself
+        Assert.Throws<RcuException>(() => r.SwitchToPercpu(1)); // RCU refuses to deadlock on itself
         rcu.ReadUnlock(1);
         Assert.Contains(hooks.LockDep!.Violations, v => v.Kind == LockDepViolationKind.SleepInRcuReadSection);
     }
