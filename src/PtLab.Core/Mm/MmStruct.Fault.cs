@@ -161,26 +161,26 @@ public sealed partial class MmStruct
     private FaultOutcome HandlePteFault(Cpu cpu, Vma vma, ulong addr, bool write, long pmdTable, int pmdIndex)
     {
         int index = Geometry.PteIndex(addr);
-        var pt = Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
+        var pteTable = Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
         ulong orig = 0;
-        if (!pt.IsNone)
+        if (!pteTable.IsNone)
         {
-            orig = Volatile.Read(ref Phys.Table(pt)[index]);
+            orig = Volatile.Read(ref Phys.Table(pteTable)[index]);
             if (Entry.IsNone(orig))
             {
-                Design.PteUnmap(this, cpu, pt);
-                pt = TableRef.None;
+                Design.PteUnmap(this, cpu, pteTable);
+                pteTable = TableRef.None;
             }
         }
 
-        if (pt.IsNone)
+        if (pteTable.IsNone)
         {
             return DoAnonymousPage(cpu, vma, addr, write, pmdTable, pmdIndex);
         }
 
         if (!Entry.IsPresent(orig))
         {
-            Design.PteUnmap(this, cpu, pt);
+            Design.PteUnmap(this, cpu, pteTable);
             return DoSwapPage(cpu, vma, addr, write, orig, pmdTable, pmdIndex);
         }
 
@@ -188,24 +188,24 @@ public sealed partial class MmStruct
         {
             // PROT_NONE entries exist only in inaccessible VMAs (no NUMA hinting modelled), and
             // access to those was refused before we got here; seeing one means a racing mprotect.
-            Design.PteUnmap(this, cpu, pt);
+            Design.PteUnmap(this, cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
-        PtlLock(cpu, pt.Pfn);
-        ref ulong slot = ref Phys.Table(pt)[index];
+        PtlLock(cpu, pteTable.Pfn);
+        ref ulong slot = ref Phys.Table(pteTable)[index];
         ulong entry = Volatile.Read(ref slot);
         if (entry != orig)
         {
             // Changed under us: let the access retry.
-            PtlUnlock(cpu, pt.Pfn);
-            Design.PteUnmap(this, cpu, pt);
+            PtlUnlock(cpu, pteTable.Pfn);
+            Design.PteUnmap(this, cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
         if (write && !Entry.IsWritable(entry))
         {
-            return DoWpPage(cpu, vma, addr, pmdTable, pmdIndex, pt, index, entry);
+            return DoWpPage(cpu, vma, addr, pmdTable, pmdIndex, pteTable, index, entry);
         }
 
         // A spurious fault: the TLB was stale. Set young/dirty (ptep_set_access_flags).
@@ -215,8 +215,8 @@ public sealed partial class MmStruct
             Interlocked.CompareExchange(ref slot, want, entry);
         }
 
-        PtlUnlock(cpu, pt.Pfn);
-        Design.PteUnmap(this, cpu, pt);
+        PtlUnlock(cpu, pteTable.Pfn);
+        Design.PteUnmap(this, cpu, pteTable);
         return FaultOutcome.Ok;
     }
 
@@ -237,17 +237,17 @@ public sealed partial class MmStruct
         long slot = Entry.SwapOffset(entry);
         swap.ReadIn(slot, pfn);
         CountPageAllocated(cpu);
-        var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-        if (pt.IsNone)
+        var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        if (pteTable.IsNone)
         {
             FreeUnusedPage(cpu, pfn);
             return FaultOutcome.Ok;
         }
 
         int index = Geometry.PteIndex(addr);
-        if (Volatile.Read(ref Phys.Table(pt)[index]) != entry)
+        if (Volatile.Read(ref Phys.Table(pteTable)[index]) != entry)
         {
-            Design.PteUnmapUnlock(this, cpu, pt);
+            Design.PteUnmapUnlock(this, cpu, pteTable);
             FreeUnusedPage(cpu, pfn); // someone else swapped it in, or zapped it
             return FaultOutcome.Ok;
         }
@@ -256,9 +256,9 @@ public sealed partial class MmStruct
         AddRssAnon(cpu, 1);
         AddSwapEnts(cpu, -1);
         PageAddNewAnonRmap(pfn, addr);
-        SetPteAt(cpu, pt, index, Entry.MakePte(pfn, writable, dirty: writable && write, (vma.Flags & VmFlags.Exec) == 0));
+        SetPteAt(cpu, pteTable, index, Entry.MakePte(pfn, writable, dirty: writable && write, (vma.Flags & VmFlags.Exec) == 0));
         swap.Free(slot);
-        Design.PteUnmapUnlock(this, cpu, pt);
+        Design.PteUnmapUnlock(this, cpu, pteTable);
         return FaultOutcome.Ok;
     }
 
@@ -272,6 +272,7 @@ public sealed partial class MmStruct
 
         int index = Geometry.PteIndex(addr);
         bool noExec = (vma.Flags & VmFlags.Exec) == 0;
+        TableRef pteTable;
         if (!write)
         {
             ulong zero = Entry.MakeZeroPagePte(Phys.ZeroPfn);
@@ -280,18 +281,18 @@ public sealed partial class MmStruct
                 zero &= ~Entry.NoExecute;
             }
 
-            var zpt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (zpt.IsNone)
+            pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (pteTable.IsNone)
             {
                 return FaultOutcome.Ok; // the table went away: retry the access
             }
 
-            if (Entry.IsNone(Volatile.Read(ref Phys.Table(zpt)[index])))
+            if (Entry.IsNone(Volatile.Read(ref Phys.Table(pteTable)[index])))
             {
-                SetPteAt(cpu, zpt, index, zero);
+                SetPteAt(cpu, pteTable, index, zero);
             }
 
-            Design.PteUnmapUnlock(this, cpu, zpt);
+            Design.PteUnmapUnlock(this, cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
@@ -304,24 +305,24 @@ public sealed partial class MmStruct
 
         CountPageAllocated(cpu);
         ulong pte = Entry.MakePte(pfn, writable: (vma.Flags & VmFlags.Write) != 0, dirty: (vma.Flags & VmFlags.Write) != 0, noExec);
-        var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-        if (pt.IsNone)
+        pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        if (pteTable.IsNone)
         {
             FreeUnusedPage(cpu, pfn);
             return FaultOutcome.Ok;
         }
 
-        if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[index])))
+        if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pteTable)[index])))
         {
-            Design.PteUnmapUnlock(this, cpu, pt);
+            Design.PteUnmapUnlock(this, cpu, pteTable);
             FreeUnusedPage(cpu, pfn);
             return FaultOutcome.Ok;
         }
 
         AddRssAnon(cpu, 1);
         PageAddNewAnonRmap(pfn, addr);
-        SetPteAt(cpu, pt, index, pte);
-        Design.PteUnmapUnlock(this, cpu, pt);
+        SetPteAt(cpu, pteTable, index, pte);
+        Design.PteUnmapUnlock(this, cpu, pteTable);
         return FaultOutcome.Ok;
     }
 
@@ -329,18 +330,18 @@ public sealed partial class MmStruct
     /// <c>do_wp_page</c>, entered with the PTE lock held: reuse an exclusive anonymous page, or copy
     /// (the zero page, or a page mapped more than once).
     /// </summary>
-    private FaultOutcome DoWpPage(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex, TableRef pt, int index, ulong entry)
+    private FaultOutcome DoWpPage(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex, TableRef pteTable, int index, ulong entry)
     {
-        AssertPtlHeld(cpu, pt.Pfn);
+        AssertPtlHeld(cpu, pteTable.Pfn);
         long oldPfn = Entry.Pfn(entry);
         bool special = Entry.IsSpecial(entry);
-        ref ulong slot = ref Phys.Table(pt)[index];
+        ref ulong slot = ref Phys.Table(pteTable)[index];
         if (!special && Volatile.Read(ref Phys.Desc(oldPfn).MapCount) == 1)
         {
             // wp_page_reuse: make it writable in place; no TLB flush needed for an upgrade.
             Interlocked.CompareExchange(ref slot, entry | Entry.Writable | Entry.Dirty | Entry.Accessed, entry);
-            PtlUnlock(cpu, pt.Pfn);
-            Design.PteUnmap(this, cpu, pt);
+            PtlUnlock(cpu, pteTable.Pfn);
+            Design.PteUnmap(this, cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
@@ -350,8 +351,8 @@ public sealed partial class MmStruct
             Phys.GetPage(oldPfn);
         }
 
-        PtlUnlock(cpu, pt.Pfn);
-        Design.PteUnmap(this, cpu, pt);
+        PtlUnlock(cpu, pteTable.Pfn);
+        Design.PteUnmap(this, cpu, pteTable);
         AnonVmaPrepare(vma);
         long fresh = special ? Phys.AllocZeroedPage(cpu.Id) : Phys.AllocFrame(cpu.Id);
         if (fresh < 0)
@@ -370,14 +371,14 @@ public sealed partial class MmStruct
         }
 
         CountPageAllocated(cpu);
-        var pt2 = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
         bool installed = false;
-        if (!pt2.IsNone)
+        if (!pteTable.IsNone)
         {
-            if (Volatile.Read(ref Phys.Table(pt2)[index]) == entry)
+            if (Volatile.Read(ref Phys.Table(pteTable)[index]) == entry)
             {
                 // ptep_clear_flush, then set the new entry.
-                PtepGetAndClear(cpu, pt2, index);
+                PtepGetAndClear(cpu, pteTable, index);
                 FlushTlbRange(cpu, addr, addr + Geometry.PageSize);
                 if (special)
                 {
@@ -389,11 +390,11 @@ public sealed partial class MmStruct
                 }
 
                 PageAddNewAnonRmap(fresh, addr);
-                SetPteAt(cpu, pt2, index, Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
+                SetPteAt(cpu, pteTable, index, Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
                 installed = true;
             }
 
-            Design.PteUnmapUnlock(this, cpu, pt2);
+            Design.PteUnmapUnlock(this, cpu, pteTable);
         }
 
         if (!installed)

@@ -123,10 +123,10 @@ public sealed partial class MmStruct
             }
 
             int pmdIndex = Geometry.Index(addr, 2);
-            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (!pt.IsNone)
+            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (!pteTable.IsNone)
             {
-                var entries = Phys.Table(pt);
+                var entries = Phys.Table(pteTable);
                 long swapFreed = 0;
                 bool markedLazyFree = false;
                 for (ulong va = addr; va < next; va += Geometry.PageSize)
@@ -140,7 +140,7 @@ public sealed partial class MmStruct
 
                     if (!Entry.IsPresent(e))
                     {
-                        PteClear(cpu, pt, i);
+                        PteClear(cpu, pteTable, i);
                         FreeSwapEntry(e);
                         swapFreed++;
                         continue;
@@ -161,8 +161,8 @@ public sealed partial class MmStruct
                     Interlocked.And(ref d.Flags, ~(int)PageFlags.Dirty);
                     if (Entry.IsYoung(e) || Entry.IsDirty(e))
                     {
-                        ulong old = PtepGetAndClear(cpu, pt, i);
-                        SetPteAt(cpu, pt, i, Entry.MkOld(Entry.MkClean(old)));
+                        ulong old = PtepGetAndClear(cpu, pteTable, i);
+                        SetPteAt(cpu, pteTable, i, Entry.MkOld(Entry.MkClean(old)));
                         tlb.RemoveTlbEntry(va);
                     }
 
@@ -175,7 +175,7 @@ public sealed partial class MmStruct
                     markedLazyFree = true;
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pt);
+                Design.PteUnmapUnlock(this, cpu, pteTable);
                 AddSwapEnts(cpu, -swapFreed);
                 Design.AfterMadvFreePteTable(this, cpu, pmdTable, pmdIndex, markedLazyFree);
             }

@@ -117,10 +117,10 @@ public sealed partial class MmStruct
             }
 
             int pmdIndex = Geometry.Index(addr, 2);
-            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (!pt.IsNone)
+            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (!pteTable.IsNone)
             {
-                var entries = Phys.Table(pt);
+                var entries = Phys.Table(pteTable);
                 for (ulong va = addr; va < next; va += Geometry.PageSize)
                 {
                     int i = Geometry.PteIndex(va);
@@ -130,7 +130,7 @@ public sealed partial class MmStruct
                         continue;
                     }
 
-                    ulong old = PtepGetAndClear(cpu, pt, i);
+                    ulong old = PtepGetAndClear(cpu, pteTable, i);
                     ulong n = old & ~(Entry.Writable | Entry.NoExecute | Entry.Present | Entry.ProtNone);
                     if (none)
                     {
@@ -151,11 +151,11 @@ public sealed partial class MmStruct
                         n |= Entry.NoExecute;
                     }
 
-                    SetPteAt(cpu, pt, i, n);
+                    SetPteAt(cpu, pteTable, i, n);
                     tlb.RemoveTlbEntry(va);
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pt);
+                Design.PteUnmapUnlock(this, cpu, pteTable);
             }
 
             addr = next;

@@ -10,12 +10,12 @@ namespace PtLab.Mm;
 public sealed partial class MmStruct
 {
     /// <summary><c>pte_lockptr</c> + <c>spin_lock</c>: the split PTE lock of a table page.</summary>
-    internal void PtlLock(Cpu cpu, long ptePfn) =>
-        RawSpinLock.Lock(ref Phys.Desc(ptePfn).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, ptePfn);
+    internal void PtlLock(Cpu cpu, long pteTable) =>
+        RawSpinLock.Lock(ref Phys.Desc(pteTable).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
 
     /// <summary><c>spin_unlock</c> of a split PTE lock.</summary>
-    internal void PtlUnlock(Cpu cpu, long ptePfn) =>
-        RawSpinLock.Unlock(ref Phys.Desc(ptePfn).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, ptePfn);
+    internal void PtlUnlock(Cpu cpu, long pteTable) =>
+        RawSpinLock.Unlock(ref Phys.Desc(pteTable).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
 
     /// <summary><c>pmd_lock</c>: the split lock of a PMD table page.</summary>
     internal void PmdLock(Cpu cpu, long pmdTable) =>
@@ -29,8 +29,8 @@ public sealed partial class MmStruct
     internal void PmdUnlock(Cpu cpu, long pmdTable) =>
         RawSpinLock.Unlock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
 
-    /// <summary><c>lockdep_assert_held(ptl)</c> for the PTE lock of <paramref name="ptePfn"/>; free when lock checking is off.</summary>
-    internal void AssertPtlHeld(Cpu cpu, long ptePfn) => Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PteLock, ptePfn);
+    /// <summary><c>lockdep_assert_held(ptl)</c> for the PTE lock of <paramref name="pteTable"/>; free when lock checking is off.</summary>
+    internal void AssertPtlHeld(Cpu cpu, long pteTable) => Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PteLock, pteTable);
 
     /// <summary><c>lockdep_assert_held</c> for the pmd lock of <paramref name="pmdTable"/>; free when lock checking is off.</summary>
     internal void AssertPmdLockHeld(Cpu cpu, long pmdTable) => Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PmdLock, pmdTable);

@@ -55,13 +55,13 @@ public sealed partial class MmStruct
     /// </summary>
     private void ZapPteRange(Cpu cpu, MmuGather tlb, ZapInfo zap)
     {
-        var pt = Design.PteOffsetMapLock(this, cpu, zap.PmdTablePfn, zap.PmdIndex);
-        if (pt.IsNone)
+        var pteTable = Design.PteOffsetMapLock(this, cpu, zap.PmdTable, zap.PmdIndex);
+        if (pteTable.IsNone)
         {
             return;
         }
 
-        var entries = Phys.Table(pt);
+        var entries = Phys.Table(pteTable);
         long rss = 0, swap = 0;
         for (ulong addr = zap.Start; addr < zap.End; addr += Geometry.PageSize)
         {
@@ -75,7 +75,7 @@ public sealed partial class MmStruct
 
             if (Entry.IsPresent(e))
             {
-                e = PtepGetAndClear(cpu, pt, ref slot);
+                e = PtepGetAndClear(cpu, pteTable, ref slot);
                 tlb.RemoveTlbEntry(addr);
                 if (Entry.IsSpecial(e))
                 {
@@ -100,16 +100,16 @@ public sealed partial class MmStruct
             }
 
             // Swap entries: drop the slot and the counter.
-            PteClear(cpu, pt, i);
+            PteClear(cpu, pteTable, i);
             swap++;
             FreeSwapEntry(e);
         }
 
-        bool unhooked = Design.ZapPteTableLocked(this, cpu, zap, pt);
-        Design.PteUnmapUnlock(this, cpu, pt);
+        bool unhooked = Design.ZapPteTableLocked(this, cpu, zap, pteTable);
+        Design.PteUnmapUnlock(this, cpu, pteTable);
         AddRssAnon(cpu, -rss);
         AddSwapEnts(cpu, -swap);
-        Design.AfterZapPteTable(this, cpu, zap, pt, unhooked, tlb);
+        Design.AfterZapPteTable(this, cpu, zap, pteTable, unhooked, tlb);
     }
 
     /// <summary><c>free_swap_and_cache</c>: the entry's slot is no longer needed.</summary>

@@ -261,9 +261,9 @@ public sealed partial class MmStruct
             return "pmd none";
         }
 
-        long pt = Entry.Pfn(pmd);
-        ref var d = ref Phys.Desc(pt);
-        return $"pmd {pmd:x}, PTE table {pt:x} flags {(PageFlags)d.Flags} {d.TableState?.ToString() ?? "no table state"}, pte {PeekPte(addr):x}";
+        long pteTable = Entry.Pfn(pmd);
+        ref var d = ref Phys.Desc(pteTable);
+        return $"pmd {pmd:x}, PTE table {pteTable:x} flags {(PageFlags)d.Flags} {d.TableState?.ToString() ?? "no table state"}, pte {PeekPte(addr):x}";
     }
 
     /// <summary>Counts the tables reachable from the PGD, per level (to check VmPTE against).</summary>

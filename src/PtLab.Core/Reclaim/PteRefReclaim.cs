@@ -39,55 +39,55 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// <summary>Tables this design freed (<c>free_user_pte</c> that unhooked a table).</summary>
     public long TablesFreed => Volatile.Read(ref _freed);
 
-    private static PercpuRef RefOf(MmStruct mm, long ptePfn) =>
-        mm.Phys.Desc(ptePfn).TableState as PercpuRef
-        ?? throw new PercpuRefException($"PTE table {ptePfn:x} has no pte_ref");
+    private static PercpuRef RefOf(MmStruct mm, long pteTable) =>
+        mm.Phys.Desc(pteTable).TableState as PercpuRef
+        ?? throw new PercpuRefException($"PTE table {pteTable:x} has no pte_ref");
 
     /// <summary><c>pte_ref_init</c>: percpu mode, re-initialisable, started at zero.</summary>
-    public override void PteTableCtor(MmStruct mm, Cpu cpu, long ptePfn)
+    public override void PteTableCtor(MmStruct mm, Cpu cpu, long pteTable)
     {
         var r = new PercpuRef(mm.Rcu, release: null, PercpuRefInit.AllowReinit)
         {
             SkipGracePeriodForTesting = SkipSwitchGracePeriodForTesting,
         };
         r.Put(cpu.Id); // "We want to start with the refcount at zero"
-        mm.Phys.Desc(ptePfn).TableState = r;
+        mm.Phys.Desc(pteTable).TableState = r;
     }
 
     /// <summary><c>pte_ref_free</c>.</summary>
-    public override void PteTableDtor(MmStruct mm, long ptePfn)
+    public override void PteTableDtor(MmStruct mm, long pteTable)
     {
-        if (mm.Phys.Desc(ptePfn).TableState is PercpuRef r)
+        if (mm.Phys.Desc(pteTable).TableState is PercpuRef r)
         {
             r.Exit();
         }
     }
 
     /// <inheritdoc/>
-    public override long? ExactCount(MmStruct mm, long ptePfn)
+    public override long? ExactCount(MmStruct mm, long pteTable)
     {
-        var r = RefOf(mm, ptePfn);
+        var r = RefOf(mm, pteTable);
         return r.TrueCount;
     }
 
     /// <summary><c>percpu_ref_tryget</c>: always succeeds in percpu mode; fails at zero in atomic mode.</summary>
-    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pte) =>
-        Guard(mm, pte, "pte_tryget", cpu.Id, static (r, c) => r.TryGet(c));
+    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable) =>
+        Guard(mm, pteTable, "pte_tryget", cpu.Id, static (r, c) => r.TryGet(c));
 
     /// <summary><c>percpu_ref_get</c> (from <c>track_pte_set</c>, by a visitor that already holds a reference).</summary>
-    protected override void Get(MmStruct mm, Cpu cpu, TableRef pte)
+    protected override void Get(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
-        if (!mm.Phys.IsLive(pte))
+        if (!mm.Phys.IsLive(pteTable))
         {
-            mm.Phys.Table(pte); // reports the use after free
+            mm.Phys.Table(pteTable); // reports the use after free
         }
 
-        if (RefOf(mm, pte.Pfn).IsZero)
+        if (RefOf(mm, pteTable.Pfn).IsZero)
         {
-            throw new UseAfterFreeException($"track_pte_set on {pte}, whose pte_ref is zero in atomic mode", Environment.StackTrace, null);
+            throw new UseAfterFreeException($"track_pte_set on {pteTable}, whose pte_ref is zero in atomic mode", Environment.StackTrace, null);
         }
 
-        Guard(mm, pte, "track_pte_set", cpu.Id, static (r, c) =>
+        Guard(mm, pteTable, "track_pte_set", cpu.Id, static (r, c) =>
         {
             r.Get(c);
             return true;
@@ -95,14 +95,14 @@ public sealed class PteRefReclaim : RefcountReclaim
     }
 
     /// <summary><c>percpu_ref_put</c>.</summary>
-    protected override void Put(MmStruct mm, Cpu cpu, TableRef pte)
+    protected override void Put(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
-        if (!mm.Phys.IsLive(pte))
+        if (!mm.Phys.IsLive(pteTable))
         {
-            mm.Phys.Table(pte); // reports the use after free
+            mm.Phys.Table(pteTable); // reports the use after free
         }
 
-        Guard(mm, pte, "pte_put", cpu.Id, static (r, c) =>
+        Guard(mm, pteTable, "pte_put", cpu.Id, static (r, c) =>
         {
             r.Put(c);
             return true;
@@ -113,43 +113,43 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// A failed <c>pte_tryget</c> means the count reached zero in atomic mode: call
     /// <c>free_user_pte</c> so a free whose owner lost the race is not missed.
     /// </summary>
-    protected override void OnTryGetFailed(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte) =>
-        FreeAndCount(mm, cpu, pmdTablePfn, pmdIndex, pte);
+    protected override void OnTryGetFailed(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable) =>
+        FreeAndCount(mm, cpu, pmdTable, pmdIndex, pteTable);
 
     /// <summary>Patch 14: after a MADV_DONTNEED zap of a table, <c>try_to_free_user_pte(..., switch_back)</c>.</summary>
-    public override void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte, bool unhooked, MmuGather tlb)
+    public override void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pteTable, bool unhooked, MmuGather tlb)
     {
         if (zap.Reason == ZapReason.DontNeed)
         {
-            TryToFreeUserPte(mm, cpu, zap.PmdTablePfn, zap.PmdIndex, SwitchBack);
+            TryToFreeUserPte(mm, cpu, zap.PmdTable, zap.PmdIndex, SwitchBack);
         }
     }
 
     /// <summary>Patch 15: after MADV_FREE, stay atomic if pages were marked lazy-free, so reclaim can free the table.</summary>
-    public override void AfterMadvFreePteTable(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, bool markedLazyFree) =>
-        TryToFreeUserPte(mm, cpu, pmdTablePfn, pmdIndex, switchBack: !markedLazyFree);
+    public override void AfterMadvFreePteTable(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, bool markedLazyFree) =>
+        TryToFreeUserPte(mm, cpu, pmdTable, pmdIndex, switchBack: !markedLazyFree);
 
     /// <summary>
     /// Patch 15 in reclaim: after discarding a lazy-free page, <c>page_vma_mapped_walk</c> with
     /// <c>PVMW_MADV_FREE</c> frees the table once its count is zero; a page found dirty again sends
     /// the table back to percpu mode.
     /// </summary>
-    public override void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte, bool discarded)
+    public override void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable, bool discarded)
     {
         if (discarded)
         {
             mm.Rcu.ReadLock(cpu.Id);
-            bool zero = mm.Phys.IsLive(pte) && RefOf(mm, pte.Pfn).IsZero;
+            bool zero = mm.Phys.IsLive(pteTable) && RefOf(mm, pteTable.Pfn).IsZero;
             mm.Rcu.ReadUnlock(cpu.Id);
             if (zero)
             {
-                FreeAndCount(mm, cpu, pmdTablePfn, pmdIndex, pte);
+                FreeAndCount(mm, cpu, pmdTable, pmdIndex, pteTable);
             }
 
             return;
         }
 
-        SwitchBackToPercpu(mm, cpu, pmdTablePfn, pmdIndex);
+        SwitchBackToPercpu(mm, cpu, pmdTable, pmdIndex);
     }
 
     /// <summary>
@@ -157,20 +157,20 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// so every CPU's share is folded in), drop the reference under RCU, and free the table if the
     /// count is zero; otherwise optionally switch back to percpu mode.
     /// </summary>
-    public void TryToFreeUserPte(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, bool switchBack)
+    public void TryToFreeUserPte(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, bool switchBack)
     {
-        var pte = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
-        if (pte.IsNone)
+        var pteTable = PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
+        if (pteTable.IsNone)
         {
             return;
         }
 
-        Guard(mm, pte, "percpu_ref_switch_to_atomic_sync", cpu.Id, static (r, c) =>
+        Guard(mm, pteTable, "percpu_ref_switch_to_atomic_sync", cpu.Id, static (r, c) =>
         {
             r.SwitchToAtomicSync(c);
             return true;
         });
-        var r = RefOf(mm, pte.Pfn);
+        var r = RefOf(mm, pteTable.Pfn);
         Interlocked.Increment(ref _switches);
         mm.Rcu.ReadLock(cpu.Id);
         // Under RCU the table cannot be freed under us even once our reference is gone.
@@ -183,20 +183,20 @@ public sealed class PteRefReclaim : RefcountReclaim
         mm.Rcu.ReadUnlock(cpu.Id);
         if (zero)
         {
-            FreeAndCount(mm, cpu, pmdTablePfn, pmdIndex, pte);
+            FreeAndCount(mm, cpu, pmdTable, pmdIndex, pteTable);
             return;
         }
 
         if (switchBack)
         {
-            SwitchBackToPercpu(mm, cpu, pmdTablePfn, pmdIndex);
+            SwitchBackToPercpu(mm, cpu, pmdTable, pmdIndex);
         }
     }
 
     /// <summary>Takes a fresh reference on whatever table is there now and switches it back to percpu mode.</summary>
-    private void SwitchBackToPercpu(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    private void SwitchBackToPercpu(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
     {
-        var again = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
+        var again = PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
         if (!again.IsNone)
         {
             Guard(mm, again, "percpu_ref_switch_to_percpu", cpu.Id, static (r, c) =>
@@ -215,25 +215,25 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// mutation) is the use after free it reveals, and is reported as one. Any other failure, and
     /// a percpu_ref failure on a live table, is a different bug and goes on as it is.
     /// </summary>
-    private static T Guard<T>(MmStruct mm, TableRef pte, string what, int cpu, Func<PercpuRef, int, T> op)
+    private static T Guard<T>(MmStruct mm, TableRef pteTable, string what, int cpu, Func<PercpuRef, int, T> op)
     {
         try
         {
-            return op(RefOf(mm, pte.Pfn), cpu);
+            return op(RefOf(mm, pteTable.Pfn), cpu);
         }
-        catch (PercpuRefException e) when (!mm.Phys.IsLive(pte))
+        catch (PercpuRefException e) when (!mm.Phys.IsLive(pteTable))
         {
-            throw RacedWithFree(what, pte, e);
+            throw RacedWithFree(what, pteTable, e);
         }
     }
 
     /// <summary>A pte_ref operation failed because the table was freed meanwhile: report the use after free.</summary>
-    private static UseAfterFreeException RacedWithFree(string what, TableRef pte, Exception e) =>
-        new($"{what} on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
+    private static UseAfterFreeException RacedWithFree(string what, TableRef pteTable, Exception e) =>
+        new($"{what} on {pteTable} raced with its free: {e.Message}", Environment.StackTrace, null);
 
-    private void FreeAndCount(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte)
+    private void FreeAndCount(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable)
     {
-        if (FreeUserPte(mm, cpu, pmdTablePfn, pmdIndex, pte))
+        if (FreeUserPte(mm, cpu, pmdTable, pmdIndex, pteTable))
         {
             Interlocked.Increment(ref _freed);
         }
