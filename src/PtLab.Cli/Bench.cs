@@ -112,14 +112,7 @@ internal static class Bench
 
     private static void WriteTable(BenchReport r, TextWriter writer)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Out = new AnsiConsoleOutput(writer),
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
-        });
-        console.Profile.Width = 140;
+        var console = TableOutput.Plain(writer, width: 140);
         console.WriteLine($"bench designs: {r.Loop}; {r.SecondsPerRun.ToString(CultureInfo.InvariantCulture)} s per run; ratios are to none at the same CPU count");
         var t = new Table().Border(TableBorder.Simple);
         foreach (var h in new[] { "design", "cpus", "faults/s", "x none", "DONTNEED p50", "x none", "DONTNEED p99", "x none", "rounds" })

@@ -154,24 +154,21 @@ internal static class Compare
         string format, TextWriter stdout, TextWriter stderr)
     {
         var runs = new List<DesignRunReport>();
-        var parameters = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        var parameters = new List<IEnumerable<KeyValuePair<string, string>>>();
         foreach (var name in names)
         {
             var machine = common.Machine(p, args.Cpus, name, out var reported);
             using var target = new ModelTarget(machine);
             var timer = new MadviseTimer(target);
             var r = Cli.RunWithProgress(scenario, timer, stderr);
-            foreach (var (k, v) in r.Parameters.Concat(reported))
-            {
-                parameters[k] = v;
-            }
-
+            parameters.Add(r.Parameters);
+            parameters.Add(reported);
             runs.Add(new DesignRunReport(
                 name, StatusReport.From(r.Before), StatusReport.From(r.After), CountersReport.From(target.Mm.Counters()),
                 LatencyReport.From(timer.Recorder.Summary()), Math.Round(r.WallSeconds, 6), CheckpointReport.From(r)));
         }
 
-        var report = new CompareReport(scenario.Name, parameters, runs);
+        var report = new CompareReport(scenario.Name, RunReport.MergeParameters([.. parameters]), runs);
         return Cli.WriteReport(format, stdout, report.ToJson, () => Csv(report), w => WriteTable(report, w));
     }
 
@@ -198,19 +195,6 @@ internal static class Compare
         return sb.ToString();
     }
 
-    private static IAnsiConsole Plain(TextWriter writer)
-    {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Out = new AnsiConsoleOutput(writer),
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
-        });
-        console.Profile.Width = 160;
-        return console;
-    }
-
     private static string N(long v) => v.ToString("N0", CultureInfo.InvariantCulture);
 
     private static string Signed(long v) => (v > 0 ? "+" : "") + N(v);
@@ -221,7 +205,7 @@ internal static class Compare
 
     private static void WriteTable(CompareReport r, TextWriter writer)
     {
-        var console = Plain(writer);
+        var console = TableOutput.Plain(writer, width: 160);
         console.WriteLine($"{r.Scenario}, one fresh machine per design ({string.Join(" ", r.Parameters.Select(kv => $"{kv.Key}={kv.Value}"))})");
         var t = new Table().Border(TableBorder.Simple);
         t.AddColumn("after (delta)");
@@ -309,12 +293,7 @@ internal static class Compare
             attempts = Math.Min(attempts, 3);
         }
 
-        var parameters = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        foreach (var (k, v) in model.Parameters.Concat(reported))
-        {
-            parameters[k] = v;
-        }
-
+        var parameters = RunReport.MergeParameters(model.Parameters, reported);
         var modelDelta = Delta(model.After, model.Before);
         var kernelDelta = kernel is null ? null : Delta(kernel.After, kernel.Before);
         var checkpoints = new List<KernelCheckpointReport>();
@@ -388,7 +367,7 @@ internal static class Compare
 
     private static void WriteKernelTable(KernelCompareReport r, TextWriter writer)
     {
-        var console = Plain(writer);
+        var console = TableOutput.Plain(writer, width: 160);
         console.WriteLine($"{r.Scenario}: host kernel vs model design '{r.ModelDesign}' ({string.Join(" ", r.Parameters.Select(kv => $"{kv.Key}={kv.Value}"))})");
         console.WriteLine($"host: {r.Host}");
         if (r.Kernel is null)

@@ -31,22 +31,11 @@ internal sealed record RunReport
 
     public static RunReport From(ScenarioResult r, string design, MmCounters c, IReadOnlyDictionary<string, string> machineParameters, HostReport host)
     {
-        var parameters = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        foreach (var (k, v) in r.Parameters)
-        {
-            parameters[k] = v;
-        }
-
-        foreach (var (k, v) in machineParameters)
-        {
-            parameters[k] = v;
-        }
-
         return new RunReport
         {
             Scenario = r.Scenario,
             Design = design,
-            Parameters = parameters,
+            Parameters = MergeParameters(r.Parameters, machineParameters),
             Before = StatusReport.From(r.Before),
             After = StatusReport.From(r.After),
             Counters = CountersReport.From(c),
@@ -54,6 +43,21 @@ internal sealed record RunReport
             Host = host,
             Checkpoints = CheckpointReport.From(r),
         };
+    }
+
+    /// <summary>The parameters a report prints: the pairs of every source in key order, a later source's value winning.</summary>
+    public static SortedDictionary<string, string> MergeParameters(params IEnumerable<KeyValuePair<string, string>>[] sources)
+    {
+        var parameters = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var source in sources)
+        {
+            foreach (var (k, v) in source)
+            {
+                parameters[k] = v;
+            }
+        }
+
+        return parameters;
     }
 
     internal static readonly JsonSerializerOptions Json = new()

@@ -8,14 +8,7 @@ internal static class TableOutput
 {
     public static void Write(RunReport r, TextWriter writer)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Out = new AnsiConsoleOutput(writer),
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
-        });
-        console.Profile.Width = 100;
+        var console = Plain(writer, width: 100);
         string p = string.Join(" ", r.Parameters.Select(kv => $"{kv.Key}={kv.Value}"));
         console.WriteLine($"{r.Scenario} on design '{r.Design}' ({p})");
         var t = new Table().Border(TableBorder.Simple);
@@ -37,6 +30,20 @@ internal static class TableOutput
             $"faults {c.Faults:N0}, tables allocated {c.TablesAllocated:N0} / freed {c.TablesFreed:N0}, TLB flushes {c.TlbFlushes:N0}, grace periods {c.GracePeriods:N0}"));
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"wall {r.WallSeconds:0.000} s, {r.Host.FaultsPerSecond:N0} faults/s, ptlab peak RSS {r.Host.PeakWorkingSetBytes / (1 << 20):N0} MiB"));
+    }
+
+    /// <summary>A console that writes plain text to <paramref name="writer"/>: no colours, no ANSI codes, a fixed width.</summary>
+    public static IAnsiConsole Plain(TextWriter writer, int width)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(writer),
+            Ansi = AnsiSupport.No,
+            ColorSystem = ColorSystemSupport.NoColors,
+            Interactive = InteractionSupport.No,
+        });
+        console.Profile.Width = width;
+        return console;
     }
 
     private static void Row(Table t, string name, long before, long after, bool kb)
