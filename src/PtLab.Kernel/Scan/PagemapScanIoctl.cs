@@ -33,6 +33,14 @@ internal static unsafe class PagemapScanIoctl
     /// <summary><c>_IOWR('f', 16, struct pm_scan_arg)</c>: (3 &lt;&lt; 30) | (96 &lt;&lt; 16) | ('f' &lt;&lt; 8) | 16.</summary>
     public const uint Request = (3u << 30) | (96u << 16) | ('f' << 8) | 16;
 
+    /// <summary>
+    /// Regions per call: the kernel's bounce buffer (<c>PAGEMAP_WALK_SIZE &gt;&gt; PAGE_SHIFT</c>). With a
+    /// larger <c>vec_len</c> one call walks several times, resuming internally, and on Linux 6.18 that
+    /// reported pages twice (4,608 regions of one page for 4,096 present pages of a sparse layout); one
+    /// walk per call, resumed here at <c>walk_end</c>, is exact.
+    /// </summary>
+    public const int RegionsPerCall = 512;
+
     private const int ENOTTY = 25;
     private const int EINVAL = 22;
 
@@ -56,9 +64,15 @@ internal static unsafe class PagemapScanIoctl
     /// </summary>
     public static int Scan(int fd, ulong start, ulong end, ScanMasks masks, PageRegion[] buffer, Action<PageRegion> region)
     {
+        if (buffer.Length < RegionsPerCall)
+        {
+            throw new ArgumentException($"the buffer needs {RegionsPerCall} regions", nameof(buffer));
+        }
+
         fixed (PageRegion* vec = buffer)
         {
             ulong from = start;
+            ulong reported = start;         // regions never go backwards: anything below this was reported already
             while (from < end)
             {
                 var arg = new PmScanArg
@@ -68,7 +82,7 @@ internal static unsafe class PagemapScanIoctl
                     Start = from,
                     End = end,
                     Vec = (ulong)vec,
-                    VecLen = (ulong)buffer.Length,
+                    VecLen = RegionsPerCall,
                     CategoryMask = masks.Category,
                     CategoryAnyofMask = masks.AnyOf,
                     ReturnMask = masks.Return,
@@ -81,7 +95,19 @@ internal static unsafe class PagemapScanIoctl
 
                 for (int i = 0; i < n; i++)
                 {
-                    region(buffer[i]);
+                    var r = buffer[i];
+                    if (r.End <= reported)
+                    {
+                        continue;
+                    }
+
+                    if (r.Start < reported)
+                    {
+                        r = r with { Start = reported };
+                    }
+
+                    region(r);
+                    reported = r.End;
                 }
 
                 if (arg.WalkEnd <= from)

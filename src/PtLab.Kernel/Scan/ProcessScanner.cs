@@ -132,7 +132,7 @@ public static class ProcessScanner
     private static ScanBody ScanExact(int pid, string path, int fd, List<MapsEntry> vmas, bool fallBack)
     {
         var census = new TableCensus(vmas, FreeNowRules.All);
-        var buffer = new PageRegion[8192];
+        var buffer = new PageRegion[PagemapScanIoctl.RegionsPerCall];
         bool guard = true;
         bool first = true;
         foreach (var (w, next) in TableCensus.Windows(vmas))
