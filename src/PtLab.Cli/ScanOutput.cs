@@ -124,7 +124,7 @@ internal static class ScanOutput
             if (p.Vmas is { } vmas)
             {
                 var v = new Table().Border(TableBorder.Simple);
-                foreach (var h in new[] { "range", "perms", "name" })
+                foreach (var h in new[] { "range", "perms", "flags", "name" })
                 {
                     v.AddColumn(h);
                 }
@@ -137,7 +137,7 @@ internal static class ScanOutput
                 foreach (var m in vmas.Where(m => m.PteTables + m.ThpDeposits > 0))
                 {
                     v.AddRow(
-                        $"{m.Start:x12}-{m.End:x12}", m.Perms, Markup.Escape(m.Name.Length > 40 ? "..." + m.Name[^37..] : m.Name),
+                        $"{m.Start:x12}-{m.End:x12}", m.Perms, string.Join(' ', m.VmFlags.Where(f => f is "ht" or "pf" or "io" or "hg" or "nh" or "lo" or "sd" or "um" or "uw" or "gu")), Markup.Escape(m.Name.Length > 40 ? "..." + m.Name[^37..] : m.Name),
                         N(m.PteTables) + (m.SharedTables > 0 ? $" ({N(m.SharedTables)} shared)" : ""),
                         N(m.EmptyPteTables), N(m.ZeroPageTables), N(m.MarkerOnlyTables), N(m.ThpDeposits), N(m.PopulatedEntries));
                 }
@@ -220,13 +220,13 @@ internal static class ScanOutput
             return sb.ToString();
         }
 
-        sb.AppendLine("pid,comm,start,end,perms,name,pteTables,emptyPteTables,zeroPageTables,markerOnlyTables,thpDeposits,sharedTables,populatedEntries");
+        sb.AppendLine("pid,comm,start,end,perms,vmFlags,name,pteTables,emptyPteTables,zeroPageTables,markerOnlyTables,thpDeposits,sharedTables,populatedEntries");
         foreach (var p in report.Processes)
         {
             foreach (var m in p.Vmas ?? [])
             {
                 sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{p.Pid},{CsvField(p.Comm)},0x{m.Start:x},0x{m.End:x},{m.Perms},{CsvField(m.Name)},{m.PteTables},{m.EmptyPteTables},{m.ZeroPageTables},{m.MarkerOnlyTables},{m.ThpDeposits},{m.SharedTables},{m.PopulatedEntries}"));
+                    $"{p.Pid},{CsvField(p.Comm)},0x{m.Start:x},0x{m.End:x},{m.Perms},{string.Join(' ', m.VmFlags)},{CsvField(m.Name)},{m.PteTables},{m.EmptyPteTables},{m.ZeroPageTables},{m.MarkerOnlyTables},{m.ThpDeposits},{m.SharedTables},{m.PopulatedEntries}"));
             }
         }
 

@@ -40,7 +40,11 @@ public sealed record DesignFreeNow(string Design, long Tables, long Bytes, strin
 /// <param name="PopulatedEntries">Entries inside the VMA that are present, swapped or markers (PMD leaves excluded).</param>
 public sealed record VmaScan(
     ulong Start, ulong End, string Perms, string Name, long PteTables, long? EmptyPteTables, long? ZeroPageTables,
-    long MarkerOnlyTables, long ThpDeposits, long SharedTables, long PopulatedEntries);
+    long MarkerOnlyTables, long ThpDeposits, long SharedTables, long PopulatedEntries)
+{
+    /// <summary>The kernel's VmFlags of the VMA (from smaps: rd wr mr mw me ac, ht hugetlb, pf PFN map, ...); empty when smaps was not readable.</summary>
+    public IReadOnlyList<string> VmFlags { get; init; } = [];
+}
 
 /// <summary>
 /// The page tables of one live process. Exact with <see cref="ScanMethods.PagemapScan"/>; with

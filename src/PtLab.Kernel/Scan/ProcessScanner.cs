@@ -78,7 +78,8 @@ public static class ProcessScanner
             }
 
             var after = ReadStatus(pid, dir + "/status", firstOpen: false);
-            return Assemble(pid, before, after, vmas, body, options, sw.Elapsed.TotalSeconds);
+            var scan = Assemble(pid, before, after, vmas, body, options, sw.Elapsed.TotalSeconds);
+            return options.Vmas ? WithVmFlags(pid, dir + "/smaps", scan) : scan;
         }
         finally
         {
@@ -279,6 +280,23 @@ public static class ProcessScanner
             Inconsistencies = inconsistencies,
             Vmas = options.Vmas ? [.. vmas.Select((m, i) => new VmaScan(m.Start, m.End, m.Perms, m.Name, e.PerVmaSlots[i], null, e.ZeroPageKnown ? e.PerVmaZero[i] : null, e.PerVmaMarker[i], 0, e.PerVmaShared[i], e.PerVmaEntries[i]))] : null,
             ScanSeconds = Math.Round(seconds, 6),
+        };
+    }
+
+    /// <summary>Adds smaps' VmFlags to each VMA (smaps walks every page, so only --vmas reads it); a VMA smaps no longer shows keeps none.</summary>
+    private static ProcessScan WithVmFlags(int pid, string path, ProcessScan scan)
+    {
+        string text = ProcFs.ReadText(pid, path);
+        if (!ProcSmaps.TryParse(text, out var smaps, out string? error))
+        {
+            throw new ScanException(ScanFailure.Malformed, pid, path, error!);
+        }
+
+        var byStart = smaps.ToDictionary(s => (s.Vma.Start, s.Vma.End), s => s.VmFlags);
+        return scan with
+        {
+            Vmas = [.. scan.Vmas!.Select(v => byStart.TryGetValue((v.Start, v.End), out var f) ? v with { VmFlags = f } : v)],
+            ScanSeconds = scan.ScanSeconds,
         };
     }
 
