@@ -73,6 +73,7 @@ internal static class Cli
 
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
+        bench.Subcommands.Add(ScanBench.Command(stdout));
         root.Subcommands.Add(run);
         root.Subcommands.Add(compare);
         root.Subcommands.Add(bench);

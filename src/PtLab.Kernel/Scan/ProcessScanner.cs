@@ -139,7 +139,7 @@ public static class ProcessScanner
         foreach (var (w, next) in TableCensus.Windows(vmas))
         {
             census.BeginWindow(w, next);
-            int err = PagemapScanIoctl.Scan(fd, w, next, PagemapScanIoctl.TablePass, buffer, r => census.AddTableRange(r.Start, r.End));
+            int err = PagemapScanIoctl.FindTables(fd, w, next, a => census.AddTableRange(a, a + 4096));
             if (err != 0 && first && PagemapScanIoctl.IsUnsupported(err) && fallBack)
             {
                 return default; // no PAGEMAP_SCAN on this kernel: the caller estimates instead
@@ -155,6 +155,12 @@ public static class ProcessScanner
             }
 
             Check(pid, path, err);
+            foreach (ulong leaf in census.LeafSlots().ToList())
+            {
+                err = PagemapScanIoctl.Scan(fd, Math.Max(w, leaf), Math.Min(next, leaf + (2UL << 20)), PagemapScanIoctl.LeafFilePass, buffer, census.AddLeafFile);
+                Check(pid, path, err);
+            }
+
             census.EndWindow();
         }
 

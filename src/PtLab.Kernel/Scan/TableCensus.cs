@@ -179,6 +179,33 @@ internal sealed class TableCensus
         }
     }
 
+    /// <summary>The 2 MiB slots of the window mapped by leaves so far, for <see cref="PagemapScanIoctl.LeafFilePass"/>.</summary>
+    public IEnumerable<ulong> LeafSlots()
+    {
+        for (int i = 0; i < _windowSlots; i++)
+        {
+            if (_huge[i] > 0)
+            {
+                yield return (_windowFirstSlot + (ulong)i) << SlotShift;
+            }
+        }
+    }
+
+    /// <summary>A range of the leaf pass: file pages of a leaf.</summary>
+    public void AddLeafFile(PageRegion r)
+    {
+        if (r.End <= r.Start || (r.Categories & PagemapScanIoctl.PageIsFile) == 0)
+        {
+            return;
+        }
+
+        for (ulong s = r.Start >> SlotShift; s <= (r.End - 1) >> SlotShift; s++)
+        {
+            ulong lo = Math.Max(r.Start, s << SlotShift), hi = Math.Min(r.End, (s + 1) << SlotShift);
+            _file[Index(s)] += (int)((hi - lo) >> 12);
+        }
+    }
+
     /// <summary>Ends the window: its slots join the census in address order.</summary>
     public void EndWindow()
     {

@@ -47,7 +47,10 @@ public sealed class TableCensusTests
         c.BeginWindow(b, b + (2 * M2));
         c.AddTableRange(b, b + (2 * M2));
         c.AddPopulated(new PageRegion(b, b + M2, PagemapScanIoctl.PageIsPresent | PagemapScanIoctl.PageIsHuge));
-        c.AddPopulated(new PageRegion(b + M2, b + (2 * M2), PagemapScanIoctl.PageIsPresent | PagemapScanIoctl.PageIsHuge | PagemapScanIoctl.PageIsFile));
+        c.AddPopulated(new PageRegion(b + M2, b + (2 * M2), PagemapScanIoctl.PageIsPresent | PagemapScanIoctl.PageIsHuge));
+        Assert.Equal([b, b + M2], c.LeafSlots());
+        c.AddLeafFile(new PageRegion(b, b + M2, PagemapScanIoctl.PageIsHuge));
+        c.AddLeafFile(new PageRegion(b + M2, b + (2 * M2), PagemapScanIoctl.PageIsHuge | PagemapScanIoctl.PageIsFile));
         c.EndWindow();
         Assert.Equal((0L, 1L, 1L, 0L), (c.PteTables, c.ThpDeposits, c.OtherLeaves, c.EmptyPteTables));
     }
