@@ -2,9 +2,9 @@ using System.CommandLine;
 using System.Globalization;
 using System.Net;
 using System.Runtime.InteropServices;
+using Prometheus;
 using PtLab.Kernel.Scan;
 using PtLab.Reclaim;
-using Prometheus;
 
 namespace PtLab.Cli;
 
@@ -215,14 +215,13 @@ internal sealed class ExporterHost : IDisposable
 
             using (exporter)
             {
-                stderr.WriteLine($"ptlab exporter: serving http://{p.GetValue(listen)}/metrics, scanning every {every.TotalSeconds:0.###} s (Ctrl-C stops)");
+                stdout.WriteLine($"ptlab exporter: serving http://{p.GetValue(listen)}/metrics, scanning every {every.TotalSeconds:0.###} s (Ctrl-C stops)");
                 while (!stop.Token.WaitHandle.WaitOne(every))
                 {
                     exporter.ScanOnce();
                 }
             }
 
-            _ = stdout;
             return Cli.ExitOk;
         });
         return cmd;

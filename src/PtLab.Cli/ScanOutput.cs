@@ -204,7 +204,7 @@ internal static class ScanOutput
     public static string Csv(ScanReport report, bool vmas)
     {
         var sb = new StringBuilder();
-        string designs = string.Join(",", FreeNowRules.All.Select(r => r.Design + "FreeNowTables"));
+        string designs = string.Join(",", FreeNowRules.All.Select(r => CamelCase(r.Design) + "FreeNowTables"));
         if (!vmas)
         {
             sb.AppendLine("pid,comm,method,exact,frozen,vmPteKb,pteTables,pteTablesLow,pteTablesHigh,emptyPteTables,emptyPteTablesLow,emptyPteTablesHigh,emptyPteTableBytes,zeroPageTables,markerOnlyTables,thpDeposits,sharedTables,populatedEntries,upperTables,upperTablesLow,upperTablesHigh,inconsistencies,scanSeconds," + designs);
@@ -234,6 +234,13 @@ internal static class ScanOutput
     }
 
     private static string B(bool b) => b ? "true" : "false";
+
+    /// <summary>"pte-ref" → "pteRef", for column names.</summary>
+    internal static string CamelCase(string design)
+    {
+        var parts = design.Split('-', StringSplitOptions.RemoveEmptyEntries);
+        return string.Concat(parts.Select((p, i) => i == 0 ? p : char.ToUpperInvariant(p[0]) + p[1..]));
+    }
 
     internal static string CsvField(string s) =>
         s.IndexOfAny([',', '"', '\n', '\r']) < 0 ? s : "\"" + s.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";

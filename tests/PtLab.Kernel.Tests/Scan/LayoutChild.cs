@@ -70,10 +70,16 @@ internal sealed class LayoutChild : IDisposable
     /// <summary>The program, built once per source.</summary>
     public static string Executable() => NativeBuild.BuildEmbedded(typeof(LayoutChild).Assembly, "layouts.c", "ptlab-layouts");
 
-    /// <summary>Starts the layout and waits for its "ready" line; returns null with the child's reason when it skips.</summary>
-    public static LayoutChild Run(string layout, IDictionary<string, string>? environment = null)
+    /// <summary>Starts Programs/churn.c (an allocator under churn) with <paramref name="environment"/> (LD_PRELOAD).</summary>
+    public static LayoutChild Churn(IDictionary<string, string> environment) =>
+        Launch(NativeBuild.BuildEmbedded(typeof(LayoutChild).Assembly, "churn.c", "ptlab-churn", "-pthread"), "churn", environment);
+
+    /// <summary>Starts the layout and waits for its "ready" line.</summary>
+    public static LayoutChild Run(string layout, IDictionary<string, string>? environment = null) => Launch(Executable(), layout, environment);
+
+    private static LayoutChild Launch(string exe, string layout, IDictionary<string, string>? environment)
     {
-        var psi = new ProcessStartInfo(Executable(), layout)
+        var psi = new ProcessStartInfo(exe, layout)
         {
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
