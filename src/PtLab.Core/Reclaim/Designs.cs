@@ -1,3 +1,5 @@
+using PtLab.Mm;
+
 namespace PtLab.Reclaim;
 
 /// <summary>The page-table reclaim designs PtLab implements, by their command-line names.</summary>

@@ -80,7 +80,9 @@ public static class Mutations
             case (Mutation.SkipPmdRecheck, PtReclaim pt):
                 pt.SkipPmdRecheckForTesting = true;
                 break;
-            case (Mutation.SkipRcuDeferral, RefcountReclaim):
+            case (Mutation.SkipRcuDeferral, RefcountReclaim rc):
+                rc.SkipRcuDeferralForTesting = true;
+                return;
             case (Mutation.SkipGatherFlush, _):
                 break; // applied to the address space by the caller
             case (Mutation.SkipSwitchGracePeriod, PteRefReclaim pr):
@@ -145,7 +147,6 @@ public static class SystematicTester
         });
         var mm = machine.CreateAddressSpace();
         Mutations.Apply(mutation, mm.Design);
-        mm.SkipRcuDeferralForTesting = mutation == Mutation.SkipRcuDeferral;
         var ctx = new ScenarioContext(machine, mm, sched);
         scenario.Setup(ctx);
         mm.SkipGatherFlushForTesting = mutation == Mutation.SkipGatherFlush;
