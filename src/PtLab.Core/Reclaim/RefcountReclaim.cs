@@ -6,11 +6,24 @@ using PtLab.Sync;
 namespace PtLab.Reclaim;
 
 /// <summary>
+/// A design that counts the references on each PTE table (its entries and its visitors), so the
+/// invariant checks can compare the count with the entries.
+/// </summary>
+public interface IRefcountedTables
+{
+    /// <summary>
+    /// The table's reference count as a number, when the design can tell it exactly now (atomic
+    /// mode); null otherwise.
+    /// </summary>
+    long? ExactCount(MmStruct mm, long ptePfn);
+}
+
+/// <summary>
 /// What the two refcount designs share: every non-none entry and every visitor holds a reference
 /// on its PTE table; a visitor maps a table only through a successful try-get, and treats a
 /// failure like <c>pmd_none</c>. Subclasses supply the reference itself and when to free.
 /// </summary>
-public abstract class RefcountReclaim : NoReclaim
+public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
 {
     /// <summary><c>pte_tryget</c> on the table's reference; false when it may be going away.</summary>
     protected abstract bool TryGet(MmStruct mm, Cpu cpu, TableRef pte);
@@ -21,10 +34,7 @@ public abstract class RefcountReclaim : NoReclaim
     /// <summary>Drops a reference (<c>__pte_put</c>).</summary>
     protected abstract void Put(MmStruct mm, Cpu cpu, TableRef pte);
 
-    /// <summary>
-    /// The table's reference count as a number, for invariant checks, when the design can tell it
-    /// exactly now (atomic mode); null otherwise.
-    /// </summary>
+    /// <inheritdoc/>
     public abstract long? ExactCount(MmStruct mm, long ptePfn);
 
     /// <summary>
