@@ -35,8 +35,6 @@ internal static class Scan
         var minVmPte = new Option<string>("--min-vmpte") { Description = "With --all: skip processes whose VmPTE is below this size (K/M/G suffixes).", DefaultValueFactory = _ => "0" };
         var freeze = new Option<bool>("--freeze") { Description = "Stop the process (SIGSTOP) while it is scanned, for a consistent count; it is always resumed (SIGCONT), on errors and Ctrl-C too." };
         var vmas = new Option<bool>("--vmas") { Description = "Per-VMA figures: range, permissions, name, tables, empty tables, populated entries; a table shared by two VMAs is marked." };
-        var format = new Option<string>("--format") { Description = "table, json, csv or prometheus (the exporter's text format).", DefaultValueFactory = _ => "table" };
-        format.AcceptOnlyFromAmong("table", "json", "csv", "prometheus");
         var watch = new Option<string?>("--watch") { Description = "Sample one process every INTERVAL (e.g. 1s, 500ms) and print a time series (CSV, or JSON lines with --format json) until it exits or Ctrl-C." };
         var samples = new Option<int?>("--samples") { Description = "With --watch: stop after this many samples." };
         var plot = new Option<string?>("--plot") { Description = "With --watch: write a plot of the series to OUT.png or OUT.svg at the end." };
@@ -47,13 +45,14 @@ internal static class Scan
             "THP deposits, PMD+PUD tables, and what each reclaim design would free now. Rules: " +
             string.Join("; ", FreeNowRules.All.Select(r => $"{r.Design}: {r.Rule}")) + ".")
         {
-            pids, all, top, minVmPte, freeze, vmas, format, watch, samples, plot, method,
+            pids, all, top, minVmPte, freeze, vmas, watch, samples, plot, method,
         };
+        var output = ReportOptions.AddTo(cmd, "table", "json", "csv", "prometheus");
         cmd.SetAction(p =>
         {
             string[] pidArgs = p.GetValue(pids) ?? [];
             bool isAll = p.GetValue(all);
-            string fmt = p.GetValue(format)!;
+            string fmt = output.FormatOf(p);
             if (isAll && pidArgs.Length > 0)
             {
                 throw new UsageException("--all: cannot be combined with PIDs");
@@ -105,7 +104,7 @@ internal static class Scan
                     throw new UsageException($"--samples must be at least 1, got {n}");
                 }
 
-                return Watch(selected[0], ParseInterval(every, "--watch"), n, plotPath, fmt, options, stdout, stderr);
+                return Watch(selected[0], ParseInterval(every, "--watch"), n, plotPath, p.GetValue(output.Output), fmt, options, stdout, stderr);
             }
 
             if (p.GetValue(plot) is not null || p.GetValue(samples) is not null)
@@ -116,32 +115,23 @@ internal static class Scan
             var report = isAll ? All(p.GetValue(minVmPte), options) : Pids(selected, options, stderr, out _);
             int code = report.Failures.Any(f => f.Kind is "no-such-process" or "kernel-thread") && !isAll ? Cli.ExitUsage
                 : report.Failures.Count > 0 && !isAll ? Cli.ExitFailure : Cli.ExitOk;
-            switch (fmt)
+            output.Write(p, stdout, report.ToJson, () => ScanOutput.Csv(report, options.Vmas), w =>
             {
-                case "json":
-                    stdout.WriteLine(report.ToJson());
-                    break;
-                case "csv":
-                    stdout.Write(ScanOutput.Csv(report, options.Vmas));
-                    break;
-                case "prometheus":
+                if (fmt == "prometheus")
+                {
                     var metrics = new ScanMetrics();
                     metrics.Update(ToHostScan(report), int.MaxValue);
-                    stdout.Write(metrics.Text());
-                    break;
-                default:
-                    if (isAll)
-                    {
-                        ScanOutput.WriteRanking(report, p.GetValue(top), stdout);
-                    }
-                    else
-                    {
-                        ScanOutput.WriteDetail(report, stdout);
-                    }
-
-                    break;
-            }
-
+                    w.Write(metrics.Text());
+                }
+                else if (isAll)
+                {
+                    ScanOutput.WriteRanking(report, p.GetValue(top), w);
+                }
+                else
+                {
+                    ScanOutput.WriteDetail(report, w);
+                }
+            });
             return code;
         });
         return cmd;
@@ -233,7 +223,7 @@ internal static class Scan
         WallSeconds = r.WallSeconds,
     };
 
-    private static int Watch(int pid, TimeSpan every, int? samples, string? plotPath, string format, ScanOptions options, TextWriter stdout, TextWriter stderr)
+    private static int Watch(int pid, TimeSpan every, int? samples, string? plotPath, string? jsonPath, string format, ScanOptions options, TextWriter stdout, TextWriter stderr)
     {
         using var stop = new CancellationTokenSource();
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
@@ -279,6 +269,11 @@ internal static class Scan
             {
                 stop.Token.WaitHandle.WaitOne(every);
             }
+        }
+
+        if (!string.IsNullOrEmpty(jsonPath))
+        {
+            File.WriteAllText(jsonPath, JsonSerializer.Serialize(series, ScanJson.Default.ListWatchSample) + Environment.NewLine);
         }
 
         if (plotPath is not null && series.Count > 0)

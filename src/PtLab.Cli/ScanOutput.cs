@@ -53,6 +53,7 @@ internal sealed record WatchSample(double Seconds, int Pid, long VmPteKb, long T
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true)]
 [JsonSerializable(typeof(ScanReport))]
 [JsonSerializable(typeof(WatchSample))]
+[JsonSerializable(typeof(List<WatchSample>))]
 internal sealed partial class ScanJson : JsonSerializerContext
 {
     /// <summary>One JSON object per line, for --watch.</summary>
