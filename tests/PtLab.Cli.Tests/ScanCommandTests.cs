@@ -125,6 +125,26 @@ public sealed class ScanCommandTests
     }
 
     [ScanFact]
+    public void OutputSavesTheJsonWhileCsvPrints()
+    {
+        using var child = new Child("halves");
+        string file = Path.Combine(Path.GetTempPath(), $"ptlab-scan-{Guid.NewGuid():N}.json");
+        try
+        {
+            var (code, output, err) = Run("scan", child.Pid, "--format", "csv", "--output", file);
+            Assert.True(code == 0, err);
+            Assert.StartsWith("pid,comm,method,exact,frozen,vmPteKb,pteTables", output);
+            Assert.Contains("pteRefFreeNowTables", output);
+            using var doc = JsonDocument.Parse(File.ReadAllText(file));
+            Assert.Equal(child.P.Id, doc.RootElement.GetProperty("processes")[0].GetProperty("pid").GetInt32());
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [ScanFact]
     public void TheTableHasThousandsSeparatorsAndTheRules()
     {
         using var child = new Child("sparse");
