@@ -10,24 +10,20 @@ namespace PtLab.Kernel.Tests.Scan;
 /// </summary>
 public sealed class AllocatorChurnTests(ITestOutputHelper output)
 {
-    public static TheoryData<string, string> Allocators => new()
-    {
-        { "glibc", "" },
-        { "jemalloc", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2" },
-        { "tcmalloc", "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4" },
-    };
+    private const string Jemalloc = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+    private const string Tcmalloc = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4";
 
-    [PagemapScanTheory]
-    [MemberData(nameof(Allocators))]
-    public void AChurningAllocatorScannedFrozenAddsUp(string allocator, string library)
-    {
-        if (library.Length > 0 && !File.Exists(library))
-        {
-            output.WriteLine($"SKIP {allocator}: {library} is missing (apt-get install -y libjemalloc2 libtcmalloc-minimal4)");
-            return;
-        }
+    [PagemapScanFact]
+    public void GlibcUnderChurnScannedFrozenAddsUp() => ChurnAddsUp("glibc", []);
 
-        var env = library.Length > 0 ? new Dictionary<string, string> { ["LD_PRELOAD"] = library } : [];
+    [PagemapScanFact(NeedsFile = Jemalloc)]
+    public void JemallocUnderChurnScannedFrozenAddsUp() => ChurnAddsUp("jemalloc", new() { ["LD_PRELOAD"] = Jemalloc });
+
+    [PagemapScanFact(NeedsFile = Tcmalloc)]
+    public void TcmallocUnderChurnScannedFrozenAddsUp() => ChurnAddsUp("tcmalloc", new() { ["LD_PRELOAD"] = Tcmalloc });
+
+    private void ChurnAddsUp(string allocator, Dictionary<string, string> env)
+    {
         using var child = LayoutChild.Churn(env);
         Thread.Sleep(300);
         for (int i = 0; i < 3; i++)

@@ -10,6 +10,19 @@ public sealed class PagemapScanFactAttribute : FactAttribute
 {
     public PagemapScanFactAttribute() => Skip = LayoutChild.SkipReason();
 
+    /// <summary>A file the test needs (a shared library to LD_PRELOAD); the test skips, naming the package, without it.</summary>
+    public string? NeedsFile
+    {
+        get => null;
+        init
+        {
+            if (Skip is null && value is not null && !File.Exists(value))
+            {
+                Skip = $"{value} is missing (Debian: apt-get install -y libjemalloc2 libtcmalloc-minimal4)";
+            }
+        }
+    }
+
     /// <summary>A newer kernel the test needs ("6.13" for guard regions).</summary>
     public string? MinKernel
     {
