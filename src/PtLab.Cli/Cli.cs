@@ -20,7 +20,7 @@ internal static class Cli
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
         var root = BuildRoot(stdout, stderr);
-        ParseResult parse = root.Parse(args);
+        ParseResult parse = root.Parse(args.Length == 0 ? ["demo"] : args);
         if (parse.Errors.Count > 0)
         {
             var error = parse.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal)) ?? parse.Errors[0];
@@ -73,6 +73,7 @@ internal static class Cli
 
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
+        root.Subcommands.Add(Demo.Command(stdout, stderr));
         root.Subcommands.Add(run);
         root.Subcommands.Add(compare);
         root.Subcommands.Add(bench);
@@ -244,23 +245,33 @@ internal static class Cli
     /// <summary>Runs a scenario on a fresh model machine, with a progress bar when both outputs are terminals.</summary>
     internal static ScenarioResult RunWithProgress(IScenario scenario, IMemoryTarget target, TextWriter stderr)
     {
+        ScenarioResult? r = null;
+        WithProgress(stderr, [$"{scenario.Name} on {target.Name}"], report => r = scenario.Run(target, report(0)));
+        return r!;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> with one progress bar per label on stderr when both outputs are
+    /// terminals; <paramref name="work"/> gets, per label index, where to report a fraction in [0, 1].
+    /// </summary>
+    internal static void WithProgress(TextWriter stderr, IReadOnlyList<string> labels, Action<Func<int, Action<double>?>> work)
+    {
         bool interactive = !Console.IsErrorRedirected && !Console.IsOutputRedirected && ReferenceEquals(stderr, Console.Error);
         if (!interactive)
         {
-            return scenario.Run(target, null);
+            work(_ => null);
+            return;
         }
 
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        ScenarioResult? r = null;
         console.Progress()
             .AutoClear(true)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
             .Start(ctx =>
             {
-                var task = ctx.AddTask($"{scenario.Name} on {target.Name}", maxValue: 1.0);
-                r = scenario.Run(target, f => task.Value = f);
+                var tasks = labels.Select(l => ctx.AddTask(l, maxValue: 1.0)).ToArray();
+                work(i => f => tasks[i].Value = f);
             });
-        return r!;
     }
 
     private static int RunScenario(IScenario scenario, MachineOptions options, ReportParameters reported, ParseResult p, ReportOptions output, TextWriter stdout, TextWriter stderr)
