@@ -1,7 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
 using PtLab.Reclaim;
-using PtLab.Sync.Systematic;
+using PtLab.Sync;
+using PtLab.Systematic;
 
 namespace PtLab.Cli;
 

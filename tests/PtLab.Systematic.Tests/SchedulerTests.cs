@@ -1,5 +1,4 @@
 using PtLab.Sync;
-using PtLab.Sync.Systematic;
 
 namespace PtLab.Systematic.Tests;
 

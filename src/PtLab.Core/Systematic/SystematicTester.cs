@@ -1,8 +1,9 @@
 using System.Diagnostics;
 using PtLab.Mm;
 using PtLab.Reclaim;
+using PtLab.Sync;
 
-namespace PtLab.Sync.Systematic;
+namespace PtLab.Systematic;
 
 /// <summary>A test-only break of a protocol, which the tester must catch.</summary>
 public enum Mutation

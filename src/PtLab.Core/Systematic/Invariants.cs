@@ -3,7 +3,7 @@ using PtLab.Paging;
 using PtLab.Phys;
 using PtLab.Reclaim;
 
-namespace PtLab.Sync.Systematic;
+namespace PtLab.Systematic;
 
 /// <summary>
 /// The invariants a quiescent machine must satisfy, whatever the interleaving that led there. Each
