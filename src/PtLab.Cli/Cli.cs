@@ -120,6 +120,11 @@ internal static class Cli
             DefaultValueFactory = _ => "0",
         };
 
+        public Option<bool> Force { get; } = new("--force")
+        {
+            Description = "Run even when the estimate of the host memory the run needs says it will not fit in what the host has available.",
+        };
+
         public ModelOptions()
         {
             PageData.AcceptOnlyFromAmong("on", "off");
@@ -138,6 +143,20 @@ internal static class Cli
             c.Options.Add(At);
             c.Options.Add(Swap);
             c.Options.Add(SwitchBack);
+            c.Options.Add(Force);
+        }
+
+        /// <summary>
+        /// Refuses a run whose model (and, with <paramref name="onKernel"/>, real touches in this
+        /// process) would not fit in the host's available memory, unless --force.
+        /// </summary>
+        public void GuardHostMemory(ParseResult p, ScenarioDef def, IScenario scenario, bool onKernel = false)
+        {
+            var f = def.Footprint(scenario);
+            long kernel = onKernel ? (long)f.ResidentBytes : 0;
+            HostMemory.Check(
+                f, (long)Size(p.GetValue(Ram), "--ram"), (long)Size(p.GetValue(Swap), "--swap"), p.GetValue(PageData) == "on",
+                HostMemory.Available() - kernel, p.GetValue(Force));
         }
 
         public ScenarioArgs Args(ParseResult p, ScenarioDef def)
@@ -237,6 +256,7 @@ internal static class Cli
             var args = common.Args(p, def);
             var scenario = def.Create(p, args);
             var machine = common.Machine(p, args.Cpus, p.GetValue(design)!, out var reported);
+            common.GuardHostMemory(p, def, scenario);
             return RunScenario(scenario, machine, reported, p, common.Report, stdout, stderr);
         });
         return cmd;
@@ -277,14 +297,48 @@ internal static class Cli
     private static int RunScenario(IScenario scenario, MachineOptions options, ReportParameters reported, ParseResult p, ReportOptions output, TextWriter stdout, TextWriter stderr)
     {
         using var target = new ModelTarget(options);
-        ScenarioResult result = RunWithProgress(scenario, target, stderr);
+        ScenarioResult result = ExplainingOutOfMemory(target, () => RunWithProgress(scenario, target, stderr));
         var counters = target.Mm.Counters();
         var host = new HostReport(
             Process.GetCurrentProcess().PeakWorkingSet64,
             target.Machine.Phys.HostBytes,
             result.WallSeconds > 0 ? Math.Round(counters.Faults / result.WallSeconds) : 0);
         var report = RunReport.From(result, target.Mm.Design.Name, counters, reported, host);
+        report = report with { Notes = [.. ReclaimNote(result, target)] };
         return output.Write(p, stdout, report.ToJson, report.ToCsv, w => TableOutput.Write(report, w));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="run"/>; when the scenario fails because simulated RAM ran out, says so
+    /// with the options that help, instead of only the failed access.
+    /// </summary>
+    internal static T ExplainingOutOfMemory<T>(ModelTarget target, Func<T> run)
+    {
+        try
+        {
+            return run();
+        }
+        catch (ScenarioException e) when (target.Machine.Phys.AllocationFailures > 0)
+        {
+            var o = target.Machine.Options;
+            string swap = o.SwapBytes > 0
+                ? $"or a larger --swap (now {PtLab.Cli.Human.Bytes(o.SwapBytes)})"
+                : "or add --swap SIZE so reclaim can write anonymous pages out";
+            throw new ScenarioException($"simulated RAM ran out (--ram {PtLab.Cli.Human.Bytes(o.RamBytes)}): {e.Message}; give a larger --ram, {swap}");
+        }
+    }
+
+    /// <summary>
+    /// A MADV_FREE run whose reclaim never ran freed nothing: the lazy-free pages, and with pte-ref
+    /// their tables, wait for a reclaim that only a short RAM starts. Says so, with the way out.
+    /// </summary>
+    internal static IEnumerable<string> ReclaimNote(ScenarioResult r, ModelTarget target)
+    {
+        if (r.Parameters.TryGetValue("advice", out var advice) && advice == "free" && target.Machine.ReclaimStats.Scanned == 0)
+        {
+            yield return $"note: reclaim never ran (the {PtLab.Cli.Human.Bytes(target.Machine.Options.RamBytes)} of simulated RAM never ran short), " +
+                         "so MADV_FREE left every lazy-free page and its table in place; give a --ram below the working set (--size) for reclaim to discard them";
+        }
     }
 
     /// <summary>

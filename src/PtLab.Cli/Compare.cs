@@ -28,6 +28,9 @@ internal sealed record DesignRunReport(
 
     /// <summary>Whether every trial ended with the same tables and VmPTE as the first (false is possible with several CPUs).</summary>
     public bool TrialsAgree { get; init; } = true;
+
+    /// <summary>Remarks on reading the figures (that reclaim never ran, for example).</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
 }
 
 /// <summary>The JSON of <c>ptlab compare</c> without <c>--kernel</c>.</summary>
@@ -128,6 +131,7 @@ internal static partial class Compare
                 }
 
                 var scenario = def.Create(p, args);
+                common.GuardHostMemory(p, def, scenario);
                 return RunDesigns(def, scenario, names, n, p.GetValue(plot), p, common, args, stdout, stderr);
             }
 
@@ -220,10 +224,13 @@ internal static partial class Compare
     {
         using var target = new ModelTarget(machine);
         var timer = new MadviseTimer(target);
-        var r = progressTo is null ? scenario.Run(timer, progress) : Cli.RunWithProgress(scenario, timer, progressTo);
+        var r = Cli.ExplainingOutOfMemory(target, () => progressTo is null ? scenario.Run(timer, progress) : Cli.RunWithProgress(scenario, timer, progressTo));
         return new DesignRunReport(
             target.Mm.Design.Name, StatusReport.From(r.Before), StatusReport.From(r.After), CountersReport.From(target.Mm.Counters()),
-            LatencyReport.From(timer.Recorder.Summary()), Math.Round(r.WallSeconds, 6), CheckpointReport.From(r));
+            LatencyReport.From(timer.Recorder.Summary()), Math.Round(r.WallSeconds, 6), CheckpointReport.From(r))
+        {
+            Notes = [.. Cli.ReclaimNote(r, target)],
+        };
     }
 
     /// <summary>Each design's wall time against the baseline's (none, else the first design listed).</summary>
@@ -343,6 +350,11 @@ internal static partial class Compare
         foreach (var v in r.TimingVerdicts)
         {
             console.WriteLine(v);
+        }
+
+        foreach (var note in r.Designs.SelectMany(d => d.Notes).Distinct())
+        {
+            writer.WriteLine(note);
         }
 
         foreach (var d in r.Designs.Where(d => !d.TrialsAgree))

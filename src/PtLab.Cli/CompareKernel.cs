@@ -53,6 +53,7 @@ internal static partial class Compare
         }
 
         var scenario = def.Create(p, args with { At = slot });
+        common.GuardHostMemory(p, def, scenario, onKernel: kernelRuns);
         var machine = common.Machine(p, args.Cpus, design, out var reported);
         ScenarioResult model;
         TablesReport inferredCheck, countedCheck;
