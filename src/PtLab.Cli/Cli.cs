@@ -23,15 +23,7 @@ internal static class Cli
         ParseResult parse = root.Parse(args.Length == 0 ? ["demo"] : args);
         if (parse.Errors.Count > 0)
         {
-            var error = parse.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal)) ?? parse.Errors[0];
-            string message = string.Join(" ", error.Message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries).Select(l => l.Trim()));
-            string where = error.SymbolResult switch
-            {
-                OptionResult o => o.Option.Name + ": ",
-                ArgumentResult { Parent: OptionResult o } => o.Option.Name + ": ",
-                _ => "",
-            };
-            stderr.WriteLine($"ptlab: {where}{message} (try 'ptlab --help')");
+            stderr.WriteLine($"ptlab: {ParseErrors.Describe(parse)}");
             return ExitUsage;
         }
 

@@ -29,13 +29,25 @@ internal sealed record KernelCompareReport(
     double KernelWallSeconds,
     double ModelWallSeconds)
 {
+    /// <summary>The figures compared: the kernel side measures VmPTE exactly and its tables per level are derived from it.</summary>
+    public IReadOnlyList<string> Compared { get; } = ["vmPteKb", "pteTables", "pmdTables", "pudTables"];
+
+    /// <summary>The kernel's table counts that are inferred rather than read (see <see cref="Method"/>).</summary>
+    public IReadOnlyList<string> KernelInferred { get; } = ["pteTables", "pmdTables", "pudTables"];
+
+    /// <summary>Why the other figures (VmRSS, VmSize, ...) are shown but not compared.</summary>
+    public string Informational { get; } = Compare.InformationalNote;
+
     public string ToJson() => ReportJson.Serialize(this);
 }
-
 
 /// <summary><c>ptlab compare --kernel</c>: the model against the host kernel.</summary>
 internal static partial class Compare
 {
+    internal const string InformationalNote =
+        "VmRSS, RssAnon and VmSize are shown, not compared: on the kernel side they are this process's, and include the " +
+        "runtime's own pages (heap growth, JIT code), which a run cannot keep still.";
+
     private static int WithKernel(ScenarioDef def, ParseResult p, Cli.ModelOptions common, ScenarioArgs args, TextWriter stdout, TextWriter stderr)
     {
         var info = KernelInfo.Probe();
@@ -185,12 +197,11 @@ internal static partial class Compare
         string K(Func<StatusReport, long> f) => r.Kernel is null ? "-" : Signed(f(r.Kernel));
         string D(Func<StatusReport, long> f) => r.Kernel is null ? "-" : Signed(f(r.Model) - f(r.Kernel));
         void Row(string name, Func<StatusReport, long> f) => t.AddRow(name, K(f), Signed(f(r.Model)), D(f));
+        void Info(string name, Func<StatusReport, long> f) => t.AddRow(name, K(f), Signed(f(r.Model)), "not compared");
         Row("VmPTE kB", s => s.VmPteKb);
-        Row("PTE tables", s => s.Tables.Pte);
-        Row("PMD tables (kernel inferred)", s => s.Tables.Pmd);
-        Row("PUD tables (kernel inferred)", s => s.Tables.Pud);
-        Row("VmRSS kB", s => s.VmRssKb);
-        Row("VmSize kB", s => s.VmSizeKb);
+        Row("PTE tables (kernel: VmPTE/4 kB less PMD, PUD)", s => s.Tables.Pte);
+        Row("PMD tables (kernel: inferred)", s => s.Tables.Pmd);
+        Row("PUD tables (kernel: inferred)", s => s.Tables.Pud);
         foreach (var c in r.Checkpoints)
         {
             t.AddRow(
@@ -200,6 +211,8 @@ internal static partial class Compare
                 c.Kernel is null ? "-" : Signed(c.Model.VmPteKb - c.Kernel.VmPteKb));
         }
 
+        Info("VmRSS kB (kernel: with the runtime's pages)", s => s.VmRssKb);
+        Info("VmSize kB (kernel: with the runtime's mappings)", s => s.VmSizeKb);
         console.Write(t);
         if (r.TableDifference is { } d)
         {
@@ -214,6 +227,7 @@ internal static partial class Compare
 
         console.WriteLine($"method check: the inference applied to the model gives PMD {r.MethodCheckInferred.Pmd}, PUD {r.MethodCheckInferred.Pud}; " +
                           $"the model counts PMD {r.MethodCheckCounted.Pmd}, PUD {r.MethodCheckCounted.Pud}");
+        writer.WriteLine(r.Informational);
         console.WriteLine("method: " + r.Method);
     }
 }
