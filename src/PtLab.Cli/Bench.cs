@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
+using PtLab.Reclaim;
 using PtLab.Workloads;
 using Spectre.Console;
 
@@ -86,9 +87,9 @@ internal static class Bench
             }
 
             var names = Compare.ParseDesigns(p.GetValue(designs)).ToList();
-            if (!names.Contains("none"))
+            if (!names.Contains(Designs.Baseline))
             {
-                names.Insert(0, "none");
+                names.Insert(0, Designs.Baseline);
             }
 
             double warmUp = Math.Min(0.25, s);
@@ -100,7 +101,7 @@ internal static class Bench
                     n,
                     d => DesignBenchmark.Run(d, c, TimeSpan.FromSeconds(warmUp)),
                     (d, _) => DesignBenchmark.Run(d, c, TimeSpan.FromSeconds(s / n)));
-                rows.AddRange(names.Select(d => Row(results[d], results["none"])));
+                rows.AddRange(names.Select(d => Row(results[d], results[Designs.Baseline])));
             }
 
             var report = new BenchReport("designs", s, Loop, rows) { Trials = n, WarmUpSeconds = warmUp };

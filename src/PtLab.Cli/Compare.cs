@@ -236,7 +236,7 @@ internal static partial class Compare
     /// <summary>Each design's wall time against the baseline's (none, else the first design listed).</summary>
     private static List<string> Verdicts(IReadOnlyList<DesignRunReport> runs, int trials)
     {
-        var baseline = runs.FirstOrDefault(d => d.Design == "none") ?? runs[0];
+        var baseline = runs.FirstOrDefault(d => d.Design == Reclaim.Designs.Baseline) ?? runs[0];
         return [.. runs.Where(d => d != baseline).Select(d => Verdict(d.Design, d.WallSecondsSpread, baseline.Design, baseline.WallSecondsSpread, trials))];
     }
 

@@ -57,9 +57,9 @@ internal static class Demo
 
     private static CompareReport Run(CoverLetterScenario scenario, string? plotFile, TextWriter stderr)
     {
-        var machine = new MachineOptions { RamBytes = 24L << 30, PageData = false, Cpus = 1 };
         // The figures do not depend on timing, so the designs run side by side, one per host CPU.
         var names = Reclaim.Designs.Names.ToList();
+        var machine = new MachineOptions { RamBytes = 24L << 30, PageData = false, Cpus = 1, Design = Cli.DesignFactory(names[0]) };
         var runs = new DesignRunReport[names.Count];
         Cli.WithProgress(stderr, names.Select(n => $"{scenario.Name} on model:{n}").ToList(), report =>
             Parallel.For(
@@ -133,7 +133,7 @@ internal static class Demo
     /// </summary>
     public static string Summary(IReadOnlyList<DesignRunReport> runs)
     {
-        var none = runs.FirstOrDefault(d => d.Design == "none");
+        var none = runs.FirstOrDefault(d => d.Design == Reclaim.Designs.Baseline);
         if (none is null)
         {
             return "";
@@ -142,12 +142,12 @@ internal static class Demo
         long kept = none.After.PteTables - none.Before.PteTables;
         if (kept <= 0)
         {
-            return $"none keeps no PTE table here ({Human.Plural(none.After.PteTables, "PTE table")} before and after), so there is nothing for a design to free";
+            return $"{none.Design} keeps no PTE table here ({Human.Plural(none.After.PteTables, "PTE table")} before and after), so there is nothing for a design to free";
         }
 
         string tables = Human.Plural(kept, "PTE table");
         var parts = new List<string>();
-        foreach (var g in runs.Where(d => d.Design != "none").GroupBy(d => (d.After.PteTables, d.After.VmPteKb))
+        foreach (var g in runs.Where(d => d.Design != Reclaim.Designs.Baseline).GroupBy(d => (d.After.PteTables, d.After.VmPteKb))
                      .OrderBy(g => g.Key.PteTables))
         {
             long freed = none.After.PteTables - g.Key.PteTables;
@@ -160,7 +160,7 @@ internal static class Demo
             parts.Add($"{who} {what}: VmPTE {Human.Count(none.After.VmPteKb)} → {Human.Kb(g.Key.VmPteKb)}, {Human.Percent(change)}");
         }
 
-        return parts.Count == 0 ? $"none keeps {tables}: VmPTE {Human.Kb(none.After.VmPteKb)}" : string.Join("; ", parts);
+        return parts.Count == 0 ? $"{none.Design} keeps {tables}: VmPTE {Human.Kb(none.After.VmPteKb)}" : string.Join("; ", parts);
     }
 
     /// <summary>VmPTE before and after per design, as a grouped bar chart.</summary>
