@@ -139,6 +139,42 @@ internal static class Cli
         }
 
         /// <summary>
+        /// Refuses the options that would mean nothing for this run, each with the reason: a design
+        /// option none of the run's designs takes, a placement for a scenario that never meets the
+        /// kernel, a swap device reclaim would never use.
+        /// </summary>
+        public void RefuseMeaningless(ParseResult p, ScenarioDef def, IScenario scenario, IReadOnlyList<string> designs)
+        {
+            if (Given(p, SwitchBack) && !designs.Any(TakesSwitchBack))
+            {
+                var takers = Designs.Names.Where(TakesSwitchBack).ToList();
+                throw new UsageException(
+                    $"--switch-back: {(designs.Count == 1 ? $"design {designs[0]} has" : $"designs {string.Join(", ", designs)} have")} no " +
+                    $"switch back to percpu mode; it applies to {string.Join(", ", takers)}");
+            }
+
+            if (Given(p, At) && !def.KernelCapable)
+            {
+                throw new UsageException($"--at places the mapping at an address the host kernel's run can share (compare --kernel); {def.Name} runs on the model only");
+            }
+
+            ulong swap = Size(p.GetValue(Swap), "--swap");
+            ulong ram = Size(p.GetValue(Ram), "--ram");
+            var f = def.Footprint(scenario);
+            if (Given(p, Swap) && swap > 0 && f.ResidentBytes <= ram)
+            {
+                throw new UsageException(
+                    $"--swap is never used here: the {def.Name} working set ({PtLab.Cli.Human.Bytes(f.ResidentBytes)}) fits in --ram " +
+                    $"({PtLab.Cli.Human.Bytes(ram)}), so reclaim never runs; give a --ram below the working set to see pages swapped");
+            }
+        }
+
+        // A design takes --switch-back when its options, as a run reports them, depend on it.
+        private static bool TakesSwitchBack(string design) =>
+            !Designs.ReportedOptions(design, new DesignOptions { SwitchBack = true })
+                .SequenceEqual(Designs.ReportedOptions(design, new DesignOptions { SwitchBack = false }));
+
+        /// <summary>
         /// Refuses a run whose model (and, with <paramref name="onKernel"/>, real touches in this
         /// process) would not fit in the host's available memory, unless --force.
         /// </summary>
@@ -198,6 +234,9 @@ internal static class Cli
         }
     }
 
+    /// <summary>Whether the user gave <paramref name="option"/> on the command line (not its default).</summary>
+    internal static bool Given(ParseResult p, Option option) => p.GetResult(option) is { Implicit: false };
+
     public static Func<IPageTableReclaim> DesignFactory(string name, DesignOptions? options = null) =>
         Designs.Factory(name, options) ?? throw new UsageException($"unknown design '{name}' (known: {string.Join(", ", Designs.Names)})");
 
@@ -248,6 +287,7 @@ internal static class Cli
             var args = common.Args(p, def);
             var scenario = def.Create(p, args);
             var machine = common.Machine(p, args.Cpus, p.GetValue(design)!, out var reported);
+            common.RefuseMeaningless(p, def, scenario, [p.GetValue(design)!]);
             common.GuardHostMemory(p, def, scenario);
             return RunScenario(scenario, machine, reported, p, common.Report, stdout, stderr);
         });

@@ -131,6 +131,7 @@ internal static partial class Compare
                 }
 
                 var scenario = def.Create(p, args);
+                common.RefuseMeaningless(p, def, scenario, names);
                 common.GuardHostMemory(p, def, scenario);
                 return RunDesigns(def, scenario, names, n, p.GetValue(plot), p, common, args, stdout, stderr);
             }

@@ -65,6 +65,7 @@ internal static partial class Compare
         }
 
         var scenario = def.Create(p, args with { At = slot });
+        common.RefuseMeaningless(p, def, scenario, [design]);
         common.GuardHostMemory(p, def, scenario, onKernel: kernelRuns);
         var machine = common.Machine(p, args.Cpus, design, out var reported);
         ScenarioResult model;
