@@ -121,7 +121,7 @@ internal static class Demo
         }
 
         writer.WriteLine();
-        writer.WriteLine("next: ptlab compare cover-letter     the same with timings, medians over repeated trials");
+        writer.WriteLine("next: ptlab compare cover-letter       the same with timings: medians over repeated trials");
         writer.WriteLine($"      ptlab run SCENARIO [--design D]  one design; scenarios: {string.Join(", ", ScenarioCatalog.Names)}");
         writer.WriteLine("      ptlab --help                     every command");
     }
