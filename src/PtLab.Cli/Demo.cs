@@ -33,7 +33,7 @@ internal static class Demo
         cmd.Options.Add(size);
         cmd.Options.Add(plot);
         cmd.Options.Add(noPlot);
-        var output = ReportOptions.AddTo(cmd);
+        var output = ReportOptions.AddTo(cmd, "table", "json");
         cmd.SetAction(p =>
         {
             ulong s = Cli.Size(p.GetValue(size), "--size");
