@@ -8,9 +8,11 @@ internal static class TableOutput
 {
     public static void Write(RunReport r, TextWriter writer)
     {
-        var console = Plain(writer, width: 100);
-        string p = string.Join(" ", r.Parameters.Select(kv => $"{kv.Key}={kv.Value}"));
+        var console = PlainConsole.Create(writer);
+        string p = ReportParameters.Describe(r.Parameters);
         console.WriteLine($"{r.Scenario} on design '{r.Design}' ({p})");
+        writer.WriteLine("before: right after the scenario's mapping; after: at its end" +
+                         (r.Checkpoints.Count > 0 ? "; the checkpoints below are the steps in between" : ""));
         var t = new Table().Border(TableBorder.Simple);
         t.AddColumn("");
         t.AddColumn(new TableColumn("before").RightAligned());
@@ -25,25 +27,33 @@ internal static class TableOutput
         Row(t, "PMD tables", r.Before.Tables.Pmd, r.After.Tables.Pmd, false);
         Row(t, "PUD tables", r.Before.Tables.Pud, r.After.Tables.Pud, false);
         console.Write(t);
+        if (r.Checkpoints.Count > 0)
+        {
+            // Where the designs differ: a design can end where another does and still hold tables midway.
+            var cp = new Table().Border(TableBorder.Simple);
+            cp.AddColumn("checkpoint");
+            foreach (var h in new[] { "VmRSS", "VmPTE", "PTE tables", "PMD tables", "PUD tables" })
+            {
+                cp.AddColumn(new TableColumn(h).RightAligned());
+            }
+
+            foreach (var (label, s) in r.Checkpoints.Select(x => (x.Label, x.Status)).Prepend(("before", r.Before)).Append(("after", r.After)))
+            {
+                cp.AddRow(label, Human.Kb(s.VmRssKb), Human.Kb(s.VmPteKb), Human.Count(s.PteTables), Human.Count(s.PmdTables), Human.Count(s.PudTables));
+            }
+
+            console.Write(cp);
+        }
+
         var c = r.Counters;
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"faults {c.Faults:N0}, tables allocated {c.TablesAllocated:N0} / freed {c.TablesFreed:N0}, TLB flushes {c.TlbFlushes:N0}, grace periods {c.GracePeriods:N0}"));
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"wall {r.WallSeconds:0.000} s, {r.Host.FaultsPerSecond:N0} faults/s, ptlab peak RSS {r.Host.PeakWorkingSetBytes / (1 << 20):N0} MiB"));
-    }
-
-    /// <summary>A console that writes plain text to <paramref name="writer"/>: no colours, no ANSI codes, a fixed width.</summary>
-    public static IAnsiConsole Plain(TextWriter writer, int width)
-    {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings
+            $"wall {r.WallSeconds:0.000} s, {r.Host.FaultsPerSecond:N0} faults/s, ptlab peak RSS {Human.Bytes(r.Host.PeakWorkingSetBytes)}"));
+        foreach (var note in r.Notes)
         {
-            Out = new AnsiConsoleOutput(writer),
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
-        });
-        console.Profile.Width = width;
-        return console;
+            writer.WriteLine(note);
+        }
     }
 
     private static void Row(Table t, string name, long before, long after, bool kb)
