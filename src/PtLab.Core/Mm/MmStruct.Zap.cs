@@ -146,7 +146,6 @@ public sealed partial class MmStruct
         }
     }
 
-
     /// <summary>
     /// <c>free_pgd_range</c>: frees the tables that map only [addr, end), keeping any table that
     /// also maps below <paramref name="floor"/> or at/above <paramref name="ceiling"/> (0 = no
