@@ -21,13 +21,12 @@ public sealed class Rcu
     private readonly LockDep? _lockDep;
     private readonly Lock _callbackLock = new();
     private readonly Queue<(long Target, Action Callback)> _callbacks = new();
-    // Read by every reader at every read section, so it has a line of its own: the counters below
-    // are written by every call_rcu and grace period, and sharing the epoch's line would make each
-    // such write cost every reader a cache miss.
+    // Read by every reader at every read section, and written only when a grace period starts.
     private Padded<long> _epoch;
-    private long _completed;
-    private long _gracePeriods;
-    private int _pending;
+
+    // Written by every call_rcu and every grace period, read by no reader: on a line of their own,
+    // so that these writes cost the readers no cache miss on the epoch or on the fields above.
+    private Padded<UpdaterCounters> _updates;
 
     /// <summary>Creates RCU state for <paramref name="cpus"/> CPUs.</summary>
     /// <param name="cpus">Simulated CPUs.</param>
@@ -54,10 +53,10 @@ public sealed class Rcu
     public int Cpus => _slots.Length;
 
     /// <summary>Grace periods that completed (a synchronize or a successful poll).</summary>
-    public long GracePeriods => Volatile.Read(ref _gracePeriods);
+    public long GracePeriods => Volatile.Read(ref _updates.Value.GracePeriods);
 
     /// <summary>Callbacks queued by <see cref="CallRcu"/> that have not run yet.</summary>
-    public int PendingCallbacks => Volatile.Read(ref _pending);
+    public int PendingCallbacks => Volatile.Read(ref _updates.Value.Pending);
 
     /// <summary>Lets the lock checker see whether a CPU is inside a read section.</summary>
     public bool InReadSection(int cpu) => _slots[cpu].Value.Nesting > 0;
@@ -144,7 +143,7 @@ public sealed class Rcu
         {
             // Every reader inside now entered under an epoch <= the current one.
             _callbacks.Enqueue((_epoch.Read() + 1, callback));
-            pending = ++_pending;
+            pending = ++_updates.Value.Pending;
         }
 
         if (pending >= 64)
@@ -160,7 +159,7 @@ public sealed class Rcu
     public bool Poll()
     {
         _sched?.Reached(SchedulingPointKind.RcuPoll, this);
-        if (Volatile.Read(ref _pending) == 0)
+        if (Volatile.Read(ref _updates.Value.Pending) == 0)
         {
             return false;
         }
@@ -183,7 +182,7 @@ public sealed class Rcu
     /// <summary><c>rcu_barrier</c>: waits a grace period and runs every queued callback.</summary>
     public void Barrier(int callerCpu = -1)
     {
-        while (Volatile.Read(ref _pending) > 0)
+        while (Volatile.Read(ref _updates.Value.Pending) > 0)
         {
             SynchronizeRcu(callerCpu);
         }
@@ -191,12 +190,12 @@ public sealed class Rcu
 
     private void Complete(long target)
     {
-        Interlocked.Increment(ref _gracePeriods);
+        Interlocked.Increment(ref _updates.Value.GracePeriods);
         long completed;
         while (true)
         {
-            completed = Volatile.Read(ref _completed);
-            if (completed >= target || Interlocked.CompareExchange(ref _completed, target, completed) == completed)
+            completed = Volatile.Read(ref _updates.Value.Completed);
+            if (completed >= target || Interlocked.CompareExchange(ref _updates.Value.Completed, target, completed) == completed)
             {
                 break;
             }
@@ -209,7 +208,7 @@ public sealed class Rcu
             while (_callbacks.Count > 0 && _callbacks.Peek().Target <= completed)
             {
                 (ready ??= []).Add(_callbacks.Dequeue().Callback);
-                _pending--;
+                _updates.Value.Pending--;
             }
         }
 
@@ -220,6 +219,18 @@ public sealed class Rcu
                 cb();
             }
         }
+    }
+
+    private struct UpdaterCounters
+    {
+        // The last grace period completed (the epoch it waited for).
+        public long Completed;
+
+        // Grace periods completed, for the figures.
+        public long GracePeriods;
+
+        // Callbacks queued and not yet run; changed under the callback lock.
+        public int Pending;
     }
 
     private struct Slot
