@@ -66,6 +66,7 @@ internal static class Cli
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
         bench.Subcommands.Add(ScanBench.Command(stdout));
+        bench.Subcommands.Add(FootprintBench.Command(stdout));
         root.Subcommands.Add(Demo.Command(stdout, stderr));
         root.Subcommands.Add(run);
         root.Subcommands.Add(compare);
@@ -115,6 +116,11 @@ internal static class Cli
             DefaultValueFactory = _ => "0",
         };
 
+        public Option<bool> Profile { get; } = new("--profile")
+        {
+            Description = "Count operations per CPU (faults, atomics on shared lines, per-CPU ops, lock acquisitions, grace periods, TLB flushes, tables zeroed) and print them, with each per fault.",
+        };
+
         public Option<bool> Force { get; } = new("--force")
         {
             Description = "Run even when the estimate of the host memory the run needs says it will not fit in what the host has available.",
@@ -125,6 +131,14 @@ internal static class Cli
             PageData.AcceptOnlyFromAmong("on", "off");
             SwitchBack.AcceptOnlyFromAmong("on", "off");
         }
+
+        private ulong? _scenarioRam;
+
+        /// <summary>Takes the scenario's own default --ram, if it has one (a run sized by the scenario, not by the flag's default).</summary>
+        public void Adopt(ScenarioDef def, IScenario scenario) => _scenarioRam = def.DefaultRam?.Invoke(scenario);
+
+        private ulong RamBytes(ParseResult p) =>
+            !Given(p, Ram) && _scenarioRam is { } r ? r : Size(p.GetValue(Ram), "--ram");
 
         /// <summary>--format and --output, once <see cref="AddTo"/> ran.</summary>
         public ReportOptions Report { get; private set; } = null!;
@@ -139,6 +153,7 @@ internal static class Cli
             c.Options.Add(Swap);
             c.Options.Add(SwitchBack);
             c.Options.Add(Force);
+            c.Options.Add(Profile);
         }
 
         /// <summary>
@@ -162,7 +177,7 @@ internal static class Cli
             }
 
             ulong swap = Size(p.GetValue(Swap), "--swap");
-            ulong ram = Size(p.GetValue(Ram), "--ram");
+            ulong ram = RamBytes(p);
             var f = def.Footprint(scenario);
             if (Given(p, Swap) && swap > 0 && f.ResidentBytes <= ram)
             {
@@ -186,7 +201,7 @@ internal static class Cli
             var f = def.Footprint(scenario);
             long kernel = onKernel ? (long)f.ResidentBytes : 0;
             HostMemory.Check(
-                f, (long)Size(p.GetValue(Ram), "--ram"), (long)Size(p.GetValue(Swap), "--swap"), p.GetValue(PageData) == "on",
+                f, (long)RamBytes(p), (long)Size(p.GetValue(Swap), "--swap"), p.GetValue(PageData) == "on",
                 HostMemory.Available() - kernel, p.GetValue(Force));
         }
 
@@ -203,7 +218,7 @@ internal static class Cli
 
         public MachineOptions Machine(ParseResult p, int cpus, string design, out ReportParameters reported)
         {
-            ulong ram = Size(p.GetValue(Ram), "--ram");
+            ulong ram = RamBytes(p);
             if (ram < (1UL << 20))
             {
                 throw new UsageException($"--ram must be at least 1M, got '{p.GetValue(Ram)}'");
@@ -233,6 +248,7 @@ internal static class Cli
                 // Several CPUs: stop the others cleanly if one fails. One CPU needs no hook on its hot path.
                 Scheduler = cpus > 1 ? new PtLab.Sync.PanicOnFailure() : null,
                 Design = factory,
+                Profile = p.GetValue(Profile),
             };
         }
     }
@@ -289,6 +305,7 @@ internal static class Cli
         {
             var args = common.Args(p, def);
             var scenario = def.Create(p, args);
+            common.Adopt(def, scenario);
             var machine = common.Machine(p, args.Cpus, p.GetValue(design)!, out var reported);
             common.RefuseMeaningless(p, def, scenario, [p.GetValue(design)!]);
             common.GuardHostMemory(p, def, scenario);
@@ -339,7 +356,11 @@ internal static class Cli
             target.Machine.Phys.HostBytes,
             result.WallSeconds > 0 ? Math.Round(counters.Faults / result.WallSeconds) : 0);
         var report = RunReport.From(result, target.Mm.Design.Name, counters, reported, host);
-        report = report with { Notes = [.. ReclaimNote(result, target)] };
+        report = report with
+        {
+            Notes = [.. ReclaimNote(result, target)],
+            Profile = target.Machine.Sync.Profile is { } profile ? ProfileReport.From(profile, counters) : null,
+        };
         return output.Write(p, stdout, report.ToJson, report.ToCsv, w => TableOutput.Write(report, w));
     }
 

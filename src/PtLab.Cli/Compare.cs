@@ -17,6 +17,10 @@ internal sealed record DesignRunReport(
     string Design, StatusReport Before, StatusReport After, CountersReport Counters, LatencyReport MadviseLatencyNs,
     double WallSeconds, IReadOnlyList<CheckpointReport> Checkpoints)
 {
+    /// <summary>Per-operation counts of the first trial, with --profile; absent otherwise.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public ProfileReport? Profile { get; init; }
+
     /// <summary>Wall time of the measured phase over the trials.</summary>
     public Spread WallSecondsSpread { get; init; } = new(WallSeconds, WallSeconds, WallSeconds);
 
@@ -131,6 +135,7 @@ internal static partial class Compare
                 }
 
                 var scenario = def.Create(p, args);
+                common.Adopt(def, scenario);
                 common.RefuseMeaningless(p, def, scenario, names);
                 common.GuardHostMemory(p, def, scenario);
                 return RunDesigns(def, scenario, names, n, p.GetValue(plot), p, common, args, stdout, stderr);
@@ -231,6 +236,7 @@ internal static partial class Compare
             LatencyReport.From(timer.Recorder.Summary()), Math.Round(r.WallSeconds, 6), CheckpointReport.From(r))
         {
             Notes = [.. Cli.ReclaimNote(r, target)],
+            Profile = target.Machine.Sync.Profile is { } profile ? ProfileReport.From(profile, target.Mm.Counters()) : null,
         };
     }
 
@@ -336,6 +342,14 @@ internal static partial class Compare
         Row("madvise p99", d => d.MadviseLatencyNs.Count == 0 ? "-" : Timed(d.MadviseP99NsSpread, r.Trials, Human.Micros, v => (v / 1000).ToString("N1", CultureInfo.InvariantCulture)));
         Row("grace periods", d => N(d.Counters.GracePeriods));
         Row("TLB flushes", d => N(d.Counters.TlbFlushes));
+        if (r.Designs[0].Profile is not null)
+        {
+            foreach (var (name, _, _) in r.Designs[0].Profile!.Rows().Skip(1))
+            {
+                Row($"{name} per fault", d => d.Profile!.Rows().First(x => x.Name == name).PerFault.ToString("0.000", CultureInfo.InvariantCulture));
+            }
+        }
+
         Row("wall", d => Timed(d.WallSecondsSpread, r.Trials, Human.Seconds, v => v.ToString("0.000", CultureInfo.InvariantCulture)));
         console.Write(t);
         if (r.Summary.Length > 0)

@@ -7,7 +7,8 @@ namespace PtLab.Cli;
 /// <summary>What a scenario asks of memory: the bytes it maps and the most it writes and keeps resident at once.</summary>
 /// <param name="MappedBytes">Bytes mapped (bounds the page tables).</param>
 /// <param name="ResidentBytes">Bytes written and not yet given back at the peak, if RAM were unlimited (the working set).</param>
-internal readonly record struct ScenarioFootprint(ulong MappedBytes, ulong ResidentBytes);
+/// <param name="TableBytes">The scenario's own bound on its page tables' host memory, when it knows better than "every table full".</param>
+internal readonly record struct ScenarioFootprint(ulong MappedBytes, ulong ResidentBytes, long? TableBytes = null);
 
 /// <summary>An estimate of the host memory a model run holds at its peak, and what it is made of.</summary>
 /// <param name="Bytes">The whole estimate.</param>
@@ -37,11 +38,11 @@ internal static class HostMemory
         long resident = (long)Math.Min(f.ResidentBytes, (ulong)ramBytes) / Page;
         long swapped = (long)Math.Min(f.ResidentBytes - (ulong)(resident * Page), (ulong)swapBytes) / Page;
         long descriptor = Unsafe.SizeOf<PageDescriptor>();
-        long content = pageData ? Page + sizeof(ulong) : sizeof(ulong);
+        long content = pageData ? Page + sizeof(ulong) : 0; // without page data the token is in the descriptor
         long tables = (long)(f.MappedBytes / (2UL << 20) + (f.MappedBytes / (1UL << 30)) + (f.MappedBytes / (512UL << 30))) + 3;
         long pages = resident * (descriptor + content);
         long swap = swapped * (content + sizeof(int));
-        long tableBytes = tables * (Page + descriptor);
+        long tableBytes = f.TableBytes ?? tables * (Page + descriptor);
         long total = Runtime + pages + swap + tableBytes;
         var parts = new List<string>
         {

@@ -34,6 +34,10 @@ internal sealed record RunReport
     /// <summary>Remarks on how to read the figures (for example, that reclaim never ran); empty when there are none.</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
 
+    /// <summary>Per-operation counts, with --profile; absent otherwise.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public ProfileReport? Profile { get; init; }
+
     public static RunReport From(ScenarioResult r, string design, MmCounters c, ReportParameters parameters, HostReport host) => new()
     {
         Scenario = r.Scenario,

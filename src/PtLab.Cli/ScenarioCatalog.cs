@@ -34,6 +34,9 @@ internal sealed class ScenarioDef
     /// </summary>
     public Func<IScenario, IScenario> WarmUp { get; init; } = s => s;
 
+    /// <summary>Simulated RAM the scenario needs when --ram is not given, or null for the flag's default.</summary>
+    public Func<IScenario, ulong>? DefaultRam { get; init; }
+
     /// <summary>What a built scenario maps and keeps resident at its peak, for the host-memory guard.</summary>
     public required Func<IScenario, ScenarioFootprint> Footprint { get; init; }
 }
@@ -43,7 +46,7 @@ internal static class ScenarioCatalog
 {
     private const ulong TwoMiB = 2UL << 20;
 
-    public static IReadOnlyList<ScenarioDef> All() => [CoverLetter(), Halves(), ZeroPage(), MunmapHoles(), Mixed()];
+    public static IReadOnlyList<ScenarioDef> All() => [CoverLetter(), Halves(), ZeroPage(), MunmapHoles(), Mixed(), Production()];
 
     /// <summary>The scenarios' names, for help and error texts.</summary>
     public static IReadOnlyList<string> Names { get; } = [.. All().Select(d => d.Name)];
@@ -61,6 +64,66 @@ internal static class ScenarioCatalog
                 $"{option} {text} does not fit in the 128 TiB user address space of x86-64 (4-level paging), " +
                 "which also holds the 128 MiB stack gap: give a smaller size");
         }
+    }
+
+    private static ScenarioDef Production()
+    {
+        var scale = new Option<string>("--scale") { Description = "Fraction of the seed's sizes (VIRT 55 TiB, RES 590 GiB): above 0, at most 2.", DefaultValueFactory = _ => "1" };
+        var arenas = new Option<int>("--arenas") { Description = "Allocator arenas (1-4096); VIRT is the sum of their peaks.", DefaultValueFactory = _ => 64 };
+        var visits = new Option<int>("--visits") { Description = "Bursts per arena (1-64), each to a higher peak.", DefaultValueFactory = _ => 2 };
+        var purge = new Option<string>("--purge") { Description = "How dirty extents are purged after the decay: dontneed (MADV_DONTNEED) or free (MADV_FREE).", DefaultValueFactory = _ => "dontneed" };
+        purge.AcceptOnlyFromAmong("dontneed", "free");
+        var decay = new Option<int>("--decay") { Description = "Bursts a freed extent stays dirty (and reusable as is) before it is purged (0-1000).", DefaultValueFactory = _ => 2 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the size choices.", DefaultValueFactory = _ => 1 };
+        return new ScenarioDef
+        {
+            Name = "production",
+            Description =
+                "The seed's production process (VIRT 55 TiB, RES 590 GiB, VmPTE 110 GiB under none), times --scale: a jemalloc-like " +
+                "extent allocator (size classes, dirty extents reused, purged after --decay bursts, address space retained, never " +
+                "unmapped) serving bursts in --arenas arenas. Simulated RAM defaults to what the run needs. Model only.",
+            Options = [scale, arenas, visits, purge, decay, seed],
+            KernelCapable = false,
+            Footprint = s => s is ProductionScenario ps ? new(ps.VirtTarget, ps.PeakPopulatedBytes, ps.TableHostBytes) : default,
+            // Room for the written pages and the tables (a PTE table per 2 MiB of VIRT), so reclaim never runs.
+            DefaultRam = s => s is ProductionScenario ps
+                ? (ps.PeakPopulatedBytes + (ps.VirtTarget / 256) + (1UL << 30)) & ~((1UL << 20) - 1)
+                : 24UL << 30,
+            WarmUp = s => s is ProductionScenario ps
+                ? new ProductionScenario(Math.Min(ps.Scale, 0.0005), Math.Min(ps.Arenas, 8), 1, ps.Purge, ps.Decay, ps.Seed)
+                : s,
+            Create = (p, a) =>
+            {
+                string text = p.GetValue(scale)!;
+                if (!double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double sc) || !(sc > 0 && sc <= 2))
+                {
+                    throw new UsageException($"--scale must be a number above 0 and at most 2, got '{text}'");
+                }
+
+                int ar = p.GetValue(arenas), vi = p.GetValue(visits), de = p.GetValue(decay);
+                if (ar is < 1 or > 4096)
+                {
+                    throw new UsageException($"--arenas must be between 1 and 4096, got {ar}");
+                }
+
+                if (vi is < 1 or > 64)
+                {
+                    throw new UsageException($"--visits must be between 1 and 64, got {vi}");
+                }
+
+                if (de is < 0 or > 1000)
+                {
+                    throw new UsageException($"--decay must be between 0 and 1000, got {de}");
+                }
+
+                if (a.At != 0)
+                {
+                    throw new UsageException("--at: the production scenario maps many chunks where the model places them");
+                }
+
+                return new ProductionScenario(sc, ar, vi, p.GetValue(purge) == "free" ? Advice.Free : Advice.DontNeed, de, p.GetValue(seed));
+            },
+        };
     }
 
     private static ScenarioDef CoverLetter()

@@ -21,6 +21,9 @@ public sealed record MachineOptions
     /// <summary>A deterministic scheduler to plug into every scheduling point, or null for OS scheduling.</summary>
     public ISchedulingPoint? Scheduler { get; init; }
 
+    /// <summary>Count operations per CPU (faults, shared atomics, locks, tables zeroed): <see cref="SyncHooks.Profile"/>.</summary>
+    public bool Profile { get; init; }
+
     /// <summary>Check lock order and sleeping in atomic context (lockdep-lite); on in tests.</summary>
     public bool LockDep { get; init; }
 
@@ -51,7 +54,8 @@ public sealed class Machine
         {
             Phys.Swap = new SwapDevice(Phys, Options.SwapBytes);
         }
-        Sync = new SyncHooks(Options.Cpus, Options.Scheduler, Options.LockDep);
+        Sync = new SyncHooks(Options.Cpus, Options.Scheduler, Options.LockDep, profile: Options.Profile);
+        Phys.Profile = Sync.Profile;
         Rcu = new Rcu(Options.Cpus, Sync);
         Vmscan = new Vmscan(this);
         Phys.Reclaim = Vmscan.Reclaim;

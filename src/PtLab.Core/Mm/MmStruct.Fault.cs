@@ -73,8 +73,10 @@ public sealed partial class MmStruct
     private long UpperTableAlloc(Cpu cpu, long parentTable, ulong addr, int level)
     {
         int index = Geometry.Index(addr, level + 1);
-        ref ulong parent = ref Phys.Table(parentTable)[index];
-        ulong e = Volatile.Read(ref parent);
+        // Entries are read afresh each time, not through a ref kept across: an absent entry's
+        // storage appears only when it is stored (see TableEntries).
+        var parent = Phys.Table(parentTable);
+        ulong e = Volatile.Read(ref parent[index]);
         if (!Entry.IsNone(e))
         {
             return Entry.Pfn(e);
@@ -87,11 +89,10 @@ public sealed partial class MmStruct
         }
 
         // A table of level L maps 2^(12 + 9L) bytes: 512 GiB for a PUD table, 1 GiB for a PMD table.
-        Phys.Desc(fresh).RmapOwner = this;
-        Phys.Desc(fresh).RmapAddress = addr & ~((1UL << (12 + (9 * level))) - 1);
+        Phys.SetRmap(fresh, OwnerId, addr & ~((1UL << (12 + (9 * level))) - 1));
 
         PageTableLock.Lock(cpu.Id);
-        if (Entry.IsNone(Volatile.Read(ref parent)))
+        if (Entry.IsNone(Volatile.Read(ref parent[index])))
         {
             IncTables(level);
             if (level == 3)
@@ -112,7 +113,7 @@ public sealed partial class MmStruct
             Phys.FreeTable(fresh); // lost the race; it was never visible
         }
 
-        return Entry.Pfn(Volatile.Read(ref parent));
+        return Entry.Pfn(Volatile.Read(ref parent[index]));
     }
 
     /// <summary>
@@ -121,8 +122,8 @@ public sealed partial class MmStruct
     /// </summary>
     internal bool PteAlloc(Cpu cpu, long pmdTable, int pmdIndex)
     {
-        ref ulong pmde = ref Phys.Table(pmdTable)[pmdIndex];
-        if (!Entry.IsNone(Volatile.Read(ref pmde)))
+        var pmds = Phys.Table(pmdTable);
+        if (!Entry.IsNone(Volatile.Read(ref pmds[pmdIndex])))
         {
             return true;
         }
@@ -135,12 +136,10 @@ public sealed partial class MmStruct
 
         // The table remembers who owns it and which 2 MiB it maps (ptdesc's pt_mm / pt_index), so
         // a design that frees it can find its pmd entry again.
-        ref var td = ref Phys.Desc(fresh);
-        td.RmapOwner = this;
-        td.RmapAddress = PmdBase(pmdTable, pmdIndex);
+        Phys.SetRmap(fresh, OwnerId, PmdBase(pmdTable, pmdIndex));
         Design.PteTableCtor(this, cpu, fresh);
         PmdLock(cpu, pmdTable);
-        if (Entry.IsNone(Volatile.Read(ref pmde)))
+        if (Entry.IsNone(Volatile.Read(ref pmds[pmdIndex])))
         {
             IncTables(1);
             PmdPopulate(cpu, pmdTable, pmdIndex, fresh);
@@ -336,7 +335,7 @@ public sealed partial class MmStruct
         long oldPfn = Entry.Pfn(entry);
         bool special = Entry.IsSpecial(entry);
         ref ulong slot = ref Phys.Table(pteTable)[index];
-        if (!special && Volatile.Read(ref Phys.Desc(oldPfn).MapCount) == 1)
+        if (!special && Phys.Desc(oldPfn).MapCount == 1)
         {
             // wp_page_reuse: make it writable in place; no TLB flush needed for an upgrade.
             Interlocked.CompareExchange(ref slot, entry | Entry.Writable | Entry.Dirty | Entry.Accessed, entry);
@@ -430,11 +429,7 @@ public sealed partial class MmStruct
     /// <summary><c>folio_add_new_anon_rmap</c> + LRU add: a fresh exclusive anonymous page mapped once.</summary>
     private void PageAddNewAnonRmap(long pfn, ulong addr)
     {
-        ref var d = ref Phys.Desc(pfn);
-        d.Flags = (int)(PageFlags.Anon | PageFlags.SwapBacked);
-        d.MapCount = 1;
-        d.RmapOwner = this;
-        d.RmapAddress = addr & Geometry.PageMask;
+        Phys.Desc(pfn).InitAnonRmap(PageFlags.Anon | PageFlags.SwapBacked, OwnerId, addr & Geometry.PageMask);
         Phys.Lru.Add(pfn, LruList.Anon);
     }
 
@@ -442,7 +437,7 @@ public sealed partial class MmStruct
     private void PageRemoveRmap(Cpu cpu, long pfn)
     {
         ref var d = ref Phys.Desc(pfn);
-        if (Interlocked.Decrement(ref d.MapCount) < 0)
+        if (d.AddMap(-1) < 0)
         {
             throw new BadPageException($"mapcount underflow on frame {pfn:x}");
         }

@@ -183,7 +183,9 @@ public sealed partial class MmStruct
         }
 
         // Recheck: if the pmd or the entry changed, the table or the page may be on its way out.
-        if (Volatile.Read(ref pmdSlot) != pmd || Volatile.Read(ref slot) != pte)
+        // The entry's storage is rechecked too: a PTE table gives back a group of entries that all
+        // went none, and another table may have taken it since the read.
+        if (Volatile.Read(ref pmdSlot) != pmd || Volatile.Read(ref slot) != pte || !Phys.SameEntry(Entry.Pfn(pmd), Geometry.PteIndex(va), ref slot))
         {
             Phys.PutPage(pfn);
             return -1;

@@ -153,12 +153,12 @@ public sealed partial class MmStruct
 
                     long pfn = Entry.Pfn(e);
                     ref var d = ref Phys.Desc(pfn);
-                    if (Volatile.Read(ref d.MapCount) != 1)
+                    if (d.MapCount != 1)
                     {
                         continue;
                     }
 
-                    Interlocked.And(ref d.Flags, ~(int)PageFlags.Dirty);
+                    d.ClearFlagsAtomic(PageFlags.Dirty);
                     if (Entry.IsYoung(e) || Entry.IsDirty(e))
                     {
                         ulong old = PtepGetAndClear(cpu, pteTable, i);
@@ -167,7 +167,7 @@ public sealed partial class MmStruct
                     }
 
                     // folio_mark_lazyfree: off the anon LRU, onto the file LRU, no longer swap-backed.
-                    if ((Interlocked.And(ref d.Flags, ~(int)PageFlags.SwapBacked) & (int)PageFlags.SwapBacked) != 0)
+                    if ((d.ClearFlagsAtomic(PageFlags.SwapBacked) & PageFlags.SwapBacked) != 0)
                     {
                         Phys.Lru.Move(pfn, LruList.File);
                     }

@@ -140,7 +140,7 @@ public sealed partial class MmStruct
                     {
                         n |= Entry.Present;
                         if (writable && !Entry.IsSpecial(old) && Entry.IsDirty(old) &&
-                            Volatile.Read(ref Phys.Desc(Entry.Pfn(old)).MapCount) == 1)
+                            Phys.Desc(Entry.Pfn(old)).MapCount == 1)
                         {
                             n |= Entry.Writable;
                         }

@@ -42,9 +42,9 @@ public sealed partial class MmStruct
     internal void SetPteAt(Cpu cpu, TableRef pteTable, int index, ulong pte)
     {
         ReachedEntryStore(pteTable.Pfn);
-        ref ulong slot = ref Phys.Table(pteTable)[index];
-        Design.TrackPteSet(this, cpu, pteTable, Volatile.Read(ref slot), pte);
-        Volatile.Write(ref slot, pte);
+        ulong old = Volatile.Read(ref Phys.Table(pteTable)[index]);
+        Design.TrackPteSet(this, cpu, pteTable, old, pte);
+        Phys.StoreEntry(pteTable.Pfn, index, old, pte, cpu.Id);
     }
 
     /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>
@@ -53,14 +53,7 @@ public sealed partial class MmStruct
         // The scheduling point comes before the table is looked up, so a table freed meanwhile is
         // caught by the lookup rather than written through a stale slot.
         ReachedEntryStore(pteTable.Pfn);
-        return GetAndClearTracked(cpu, pteTable, ref Phys.Table(pteTable)[index]);
-    }
-
-    /// <summary><c>ptep_get_and_clear</c> on an entry the caller already mapped.</summary>
-    internal ulong PtepGetAndClear(Cpu cpu, TableRef pteTable, ref ulong pte)
-    {
-        ReachedEntryStore(pteTable.Pfn);
-        return GetAndClearTracked(cpu, pteTable, ref pte);
+        return GetAndClearTracked(cpu, pteTable, index);
     }
 
     /// <summary><c>pte_clear_not_present_full</c> / <c>pte_clear</c>.</summary>
@@ -103,11 +96,12 @@ public sealed partial class MmStruct
     /// <summary><c>p4d_clear</c>: unhooks a PUD table (<c>free_pud_range</c>).</summary>
     internal void P4dClear(long pgdTable, int pgdIndex) => ClearEntry(pgdTable, pgdIndex);
 
-    private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, ref ulong pte)
+    private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, int index)
     {
-        ulong old = Interlocked.Exchange(ref pte, 0);
+        ulong old = Interlocked.Exchange(ref Phys.Table(pteTable)[index], 0);
         if (old != 0)
         {
+            Phys.EntryCleared(pteTable.Pfn, index, old, cpu.Id);
             Design.TrackPteClear(this, cpu, pteTable, old);
         }
 
@@ -120,7 +114,7 @@ public sealed partial class MmStruct
         // Release: the child table's zeroed entries are visible before the entry that points at
         // it (smp_wmb in pmd_install, __pud_alloc and __p4d_alloc). Pairs with the acquire loads of
         // every lockless walker: the hardware walk, GUP-fast, and pte_offset_map's read of the pmd.
-        Volatile.Write(ref Phys.Table(table)[index], Entry.MakeTable(child));
+        Phys.StoreEntry(table, index, Volatile.Read(ref Phys.Table(table)[index]), Entry.MakeTable(child));
     }
 
     private void ClearEntry(long table, int index)
@@ -130,7 +124,7 @@ public sealed partial class MmStruct
         // this store: pte_offset_map_lock's pmd_same under the PTE lock, and GUP-fast's reread
         // after it grabbed the page. A walker that read the old entry still reads a live table,
         // since the table is freed only after a TLB flush and an RCU grace period.
-        Volatile.Write(ref Phys.Table(table)[index], 0);
+        Phys.StoreEntry(table, index, Volatile.Read(ref Phys.Table(table)[index]), 0);
     }
 
     private void ReachedEntryStore(long table) => Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryStore, table);

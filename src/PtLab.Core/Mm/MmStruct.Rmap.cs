@@ -50,25 +50,25 @@ public sealed partial class MmStruct
                 return outcome = UnmapOutcome.Referenced;
             }
 
-            ulong old = PtepGetAndClear(cpu, pteTable, ref slot);
+            ulong old = PtepGetAndClear(cpu, pteTable, index);
             FlushTlbRange(cpu, addr, addr + Geometry.PageSize);
             ref var d = ref Phys.Desc(pfn);
             if (lazyFree)
             {
                 if (Entry.IsDirty(old))
                 {
-                    Interlocked.Or(ref d.Flags, (int)PageFlags.Dirty);
+                    d.SetFlagsAtomic(PageFlags.Dirty);
                 }
 
                 // Discard only if clean and held by nobody but its mappings and our isolation.
-                if ((d.Flags & (int)PageFlags.Dirty) == 0 && Volatile.Read(ref d.RefCount) == 1 + Volatile.Read(ref d.MapCount))
+                if ((d.Flags & (int)PageFlags.Dirty) == 0 && d.RefCount == 1 + d.MapCount)
                 {
                     UnmapPage(cpu, pfn);
                     return outcome = UnmapOutcome.Discarded;
                 }
 
                 SetPteAt(cpu, pteTable, index, old);
-                Interlocked.Or(ref d.Flags, (int)PageFlags.SwapBacked);
+                d.SetFlagsAtomic(PageFlags.SwapBacked);
                 return outcome = UnmapOutcome.Redirtied;
             }
 
@@ -102,7 +102,7 @@ public sealed partial class MmStruct
     /// <summary>The page's entry is gone: drop its mapping, its RSS and the mapping's reference.</summary>
     private void UnmapPage(Cpu cpu, long pfn)
     {
-        Interlocked.Decrement(ref Phys.Desc(pfn).MapCount);
+        Phys.Desc(pfn).AddMap(-1);
         AddRssAnon(cpu, -1);
         Phys.PutPage(pfn); // the isolation reference keeps the page until reclaim drops it
         CountPageFreed(cpu, 1);

@@ -75,7 +75,7 @@ public sealed partial class MmStruct
 
             if (Entry.IsPresent(e))
             {
-                e = PtepGetAndClear(cpu, pteTable, ref slot);
+                e = PtepGetAndClear(cpu, pteTable, i);
                 tlb.RemoveTlbEntry(addr);
                 if (Entry.IsSpecial(e))
                 {
@@ -86,10 +86,10 @@ public sealed partial class MmStruct
                 ref var d = ref Phys.Desc(pfn);
                 if (Entry.IsDirty(e))
                 {
-                    Interlocked.Or(ref d.Flags, (int)PageFlags.Dirty);
+                    d.SetFlagsAtomic(PageFlags.Dirty);
                 }
 
-                if (Interlocked.Decrement(ref d.MapCount) < 0)
+                if (d.AddMap(-1) < 0)
                 {
                     throw new BadPageException($"mapcount underflow on frame {pfn:x} at 0x{addr:x}");
                 }

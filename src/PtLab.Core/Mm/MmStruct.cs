@@ -40,12 +40,16 @@ public sealed partial class MmStruct
     private readonly PerCpuCounter _pagesAllocated;
     private readonly PerCpuCounter _pagesFreed;
 
+    /// <summary>This address space's id in the page descriptors' rmap word.</summary>
+    internal int OwnerId { get; }
+
     internal MmStruct(Machine machine, IPageTableReclaim design)
     {
         Machine = machine;
         Phys = machine.Phys;
         Rcu = machine.Rcu;
         Design = design;
+        OwnerId = Phys.RegisterOwner(this);
         int cpus = machine.Options.Cpus;
         MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock);
         RmapLock = new RwSemaphore(machine.Sync, AnonVmaLockClass);
@@ -155,7 +159,11 @@ public sealed partial class MmStruct
 
     internal void CountPageFreed(Cpu? cpu, long n) => _pagesFreed.Add(cpu?.Id ?? -1, n);
 
-    internal void CountFault(Cpu cpu) => _faults.Add(cpu.Id, 1);
+    internal void CountFault(Cpu cpu)
+    {
+        _faults.Add(cpu.Id, 1);
+        Machine.Sync.Profile?.Count(cpu.Id, ProfileOp.Fault);
+    }
 
     /// <summary><c>mm_inc_nr_ptes</c> / <c>mm_inc_nr_pmds</c> / <c>mm_inc_nr_puds</c>.</summary>
     internal void IncTables(int level)
@@ -263,7 +271,7 @@ public sealed partial class MmStruct
 
         long pteTable = Entry.Pfn(pmd);
         ref var d = ref Phys.Desc(pteTable);
-        return $"pmd {pmd:x}, PTE table {pteTable:x} flags {(PageFlags)d.Flags} {d.TableState?.ToString() ?? "no table state"}, pte {PeekPte(addr):x}";
+        return $"pmd {pmd:x}, PTE table {pteTable:x} flags {(PageFlags)d.Flags} {Phys.TableState(pteTable)?.ToString() ?? "no table state"}, pte {PeekPte(addr):x}";
     }
 
     /// <summary>Counts the tables reachable from the PGD, per level (to check VmPTE against).</summary>

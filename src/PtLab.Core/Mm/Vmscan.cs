@@ -79,7 +79,7 @@ internal sealed class Vmscan
     {
         var phys = _machine.Phys;
         ref var d = ref phys.Desc(pfn);
-        if (d.RmapOwner is not MmStruct mm || Volatile.Read(ref d.MapCount) == 0)
+        if (phys.RmapOwner(pfn) is not MmStruct mm || d.MapCount == 0)
         {
             return; // unmapped meanwhile: dropping the isolation reference frees it
         }

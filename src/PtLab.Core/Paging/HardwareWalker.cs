@@ -63,6 +63,13 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
                 v = seen;
             }
 
+            // A PTE table gives back a group of entries that all went none; if another table took
+            // it since this walk read it, the entry read belongs to that table: refault instead.
+            if (!phys.SameEntry(table, Geometry.PteIndex(va), ref slot))
+            {
+                return false;
+            }
+
             tlb.Insert(va, v);
             pte = v;
             return true;

@@ -33,12 +33,16 @@ public interface IPageContentStore
 /// </summary>
 public static class ContentToken
 {
-    /// <summary>The token after writing <paramref name="data"/> at <paramref name="offset"/>.</summary>
+    /// <summary>
+    /// The token after writing <paramref name="data"/> at <paramref name="offset"/>: a 32-bit
+    /// fingerprint (kept in the page descriptor), never 0 once written.
+    /// </summary>
     public static ulong AfterWrite(ulong token, int offset, ReadOnlySpan<byte> data)
     {
         ulong h = Hash(data, (ulong)offset);
         ulong t = (token ^ h) * 0x9E3779B97F4A7C15UL + (ulong)offset + 1;
-        return t == 0 ? 1 : t;
+        uint folded = (uint)(t ^ (t >> 32));
+        return folded == 0 ? 1 : folded;
     }
 
     /// <summary>A deterministic 64-bit hash of bytes (a multiply-xorshift over 8-byte words).</summary>
@@ -171,36 +175,40 @@ public sealed class ByteContentStore : IPageContentStore
 }
 
 /// <summary>
-/// No page data: a 64-bit token per frame stands for its content, so that tens of GiB of resident
-/// memory fit on a small host and reads can still be checked against the writes that made them.
+/// No page data: a 32-bit token per frame stands for its content, so that hundreds of GiB of
+/// resident memory fit on a small host and reads can still be checked against the writes that
+/// made them. The token lives in the frame's descriptor (<see cref="PageDescriptor.Aux"/>).
 /// </summary>
 public sealed class TokenContentStore : IPageContentStore
 {
-    private readonly FrameArrays<ulong> _tokens = new(1);
+    private readonly PhysMemory _phys;
+
+    /// <summary>Creates the store over the descriptors of <paramref name="phys"/>.</summary>
+    public TokenContentStore(PhysMemory phys) => _phys = phys;
 
     /// <inheritdoc/>
     public bool HoldsData => false;
 
     /// <inheritdoc/>
-    public long HostBytes => _tokens.HostBytes;
+    public long HostBytes => 0; // counted with the descriptors
 
     /// <inheritdoc/>
-    public void Zero(long pfn) => _tokens.Slot(pfn) = 0;
+    public void Zero(long pfn) => _phys.Desc(pfn).Aux = 0;
 
     /// <inheritdoc/>
-    public void Copy(long srcPfn, long dstPfn) => _tokens.Slot(dstPfn) = _tokens.Slot(srcPfn);
+    public void Copy(long srcPfn, long dstPfn) => _phys.Desc(dstPfn).Aux = _phys.Desc(srcPfn).Aux;
 
     /// <inheritdoc/>
     public void Write(long pfn, int offset, ReadOnlySpan<byte> data)
     {
-        ref ulong t = ref _tokens.Slot(pfn);
-        t = ContentToken.AfterWrite(t, offset, data);
+        ref uint t = ref _phys.Desc(pfn).Aux;
+        t = (uint)ContentToken.AfterWrite(t, offset, data);
     }
 
     /// <inheritdoc/>
     public void Read(long pfn, int offset, Span<byte> destination)
     {
-        ulong t = _tokens.Slot(pfn);
+        ulong t = _phys.Desc(pfn).Aux;
         if (t == 0)
         {
             destination.Clear();
@@ -222,8 +230,8 @@ public sealed class TokenContentStore : IPageContentStore
     }
 
     /// <inheritdoc/>
-    public ulong Token(long pfn) => _tokens.Slot(pfn);
+    public ulong Token(long pfn) => _phys.Desc(pfn).Aux;
 
     /// <summary>Gives a frame a saved token back (swap-in).</summary>
-    public void Restore(long pfn, ulong token) => _tokens.Slot(pfn) = token;
+    public void Restore(long pfn, ulong token) => _phys.Desc(pfn).Aux = (uint)token;
 }

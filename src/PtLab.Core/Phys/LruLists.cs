@@ -22,6 +22,7 @@ internal sealed class LruLists
     public void Add(long pfn, LruList list)
     {
         RawSpinLock.Lock(ref _lock);
+        _phys.Profile?.Locked(-1);
         AddLocked(pfn, list);
         RawSpinLock.Unlock(ref _lock);
     }
@@ -83,15 +84,7 @@ internal sealed class LruLists
             long pfn = _tail[(int)list];
             DelLocked(pfn);
             // folio_try_get: a page whose last reference is being dropped is left to its freer.
-            ref int refs = ref _phys.Desc(pfn).RefCount;
-            int r;
-            do
-            {
-                r = Volatile.Read(ref refs);
-            }
-            while (r > 0 && Interlocked.CompareExchange(ref refs, r + 1, r) != r);
-
-            if (r > 0)
+            if (_phys.Desc(pfn).TryAddRef())
             {
                 into[n++] = pfn;
             }

@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+
 namespace PtLab.Phys;
 
 /// <summary>Page flags, a subset of the kernel's <c>PG_*</c> bits plus PtLab's bookkeeping.</summary>
@@ -37,49 +39,205 @@ public enum LruList
 
 /// <summary>
 /// The model of <c>struct page</c> / <c>struct ptdesc</c>: one per 4 KiB frame, kept in segment
-/// arrays so that descriptors exist only for frames that were ever taken.
+/// arrays so that descriptors exist only for frames that were ever taken. Packed into 24 bytes,
+/// as the kernel packs <c>struct page</c> into 64 with unions: a user page and a table page use
+/// the same words differently.
+/// <code>
+///  0  rmap word: page index (bits 0-35: address &gt;&gt; 12) | owner id (36-53) | flags (54-63)
+///  8  page: LRU prev + 1          table: slot of its entries (0: no entry stored yet)
+/// 12  page: LRU next + 1, list    table: split lock word (ptlock)
+/// 16  refcount (bits 0-15) | mapcount (bits 16-31, signed)       table: level in the mapcount half
+/// 20  page: content token when page data is off                  table: generation
+/// </code>
 /// </summary>
+[StructLayout(LayoutKind.Explicit, Size = 24)]
 public struct PageDescriptor
 {
-    /// <summary><see cref="PageFlags"/> bits.</summary>
-    public int Flags;
+    private const int IndexBits = 36;                 // 48-bit user addresses: 48 - 12 = 36
+    private const ulong IndexMask = (1UL << IndexBits) - 1;
+    private const int OwnerShift = IndexBits;
+    private const int OwnerBits = 18;
+    private const ulong OwnerMask = (1UL << OwnerBits) - 1;
+    private const int FlagsShift = OwnerShift + OwnerBits; // 54: ten flag bits above
+    private const int LinkBits = 30;
+    private const int LinkMask = (1 << LinkBits) - 1;
+    private const int RefMask = 0xFFFF;
+    private const int MapOne = 1 << 16;
 
-    /// <summary><c>page_ref_count</c>.</summary>
-    public int RefCount;
+    /// <summary>Owner ids that fit the rmap word: 2^18 - 1 (id 0 is "none").</summary>
+    public const int MaxOwners = (1 << OwnerBits) - 1;
 
-    /// <summary><c>page_mapcount</c>: how many PTEs map this page.</summary>
-    public int MapCount;
+    /// <summary>Frames whose LRU links fit: 2^30 - 2 (4 TiB of simulated RAM).</summary>
+    public const long MaxFrames = LinkMask - 1;
 
-    /// <summary>The split page-table lock word (<c>ptlock</c>) of a table page.</summary>
-    public int PtLock;
+    /// <summary>The most references a page can hold: 16 bits, as a pin past it is refused.</summary>
+    public const int MaxRefCount = RefMask - 1;
 
-    /// <summary>Bumped each time the frame is freed, so a stale reference can be recognised.</summary>
-    public int Generation;
+    [FieldOffset(0)]
+    private ulong _word;
 
-    /// <summary>Slot of a table page's entries in the table store; meaningful only while <see cref="PageFlags.Table"/> is set.</summary>
+    [FieldOffset(8)]
+    private int _lruPrev;
+
+    /// <summary>A table page's slot in the table store, 0 while it has no stored entry (<see cref="PageFlags.Table"/> only).</summary>
+    [FieldOffset(8)]
     public int TableSlot;
 
+    [FieldOffset(12)]
+    private int _lruNext;
+
+    /// <summary>The split page-table lock word (<c>ptlock</c>) of a table page.</summary>
+    [FieldOffset(12)]
+    public int PtLock;
+
+    [FieldOffset(16)]
+    private int _refMap;
+
+    /// <summary>A user page's content token when page data is off; a table page's generation.</summary>
+    [FieldOffset(20)]
+    public uint Aux;
+
+    /// <summary><see cref="PageFlags"/> bits.</summary>
+    public int Flags
+    {
+        readonly get => (int)(Volatile.Read(in _word) >> FlagsShift);
+        set
+        {
+            // Atomic, as other flags of a mapped page change with atomic bit operations.
+            ulong old, want;
+            do
+            {
+                old = Volatile.Read(ref _word);
+                want = (old & ((1UL << FlagsShift) - 1)) | ((ulong)(uint)value << FlagsShift);
+            }
+            while (Interlocked.CompareExchange(ref _word, want, old) != old);
+        }
+    }
+
+    /// <summary>Reverse map: the user address a private anonymous page is mapped at (<c>page->index</c>); a table's base address.</summary>
+    public ulong RmapAddress
+    {
+        readonly get => (_word & IndexMask) << 12;
+        set => _word = (_word & ~IndexMask) | ((value >> 12) & IndexMask);
+    }
+
+    /// <summary>Reverse map: the id of the owner that maps the page (see <see cref="PhysMemory.RmapOwner"/>); 0 for none.</summary>
+    public int RmapOwnerId
+    {
+        readonly get => (int)((_word >> OwnerShift) & OwnerMask);
+        set => _word = (_word & ~(OwnerMask << OwnerShift)) | (((ulong)value & OwnerMask) << OwnerShift);
+    }
+
+    /// <summary><c>page_ref_count</c>.</summary>
+    public readonly int RefCount => Volatile.Read(in _refMap) & RefMask;
+
+    /// <summary><c>page_mapcount</c>: how many PTEs map this page.</summary>
+    public readonly int MapCount => Volatile.Read(in _refMap) >> 16;
+
     /// <summary>Table level for table pages: 1 PTE, 2 PMD, 3 PUD, 4 PGD; 0 otherwise.</summary>
-    public int Level;
+    public readonly int Level => (Flags & (int)PageFlags.Table) != 0 ? _refMap >> 16 : 0;
 
     /// <summary>Which LRU list holds the page (<see cref="LruList"/>); <see cref="LruList.None"/> when off the LRU.</summary>
-    public LruList Lru;
+    public LruList Lru
+    {
+        readonly get => (Flags & (int)PageFlags.Table) != 0 ? LruList.None : (LruList)((uint)_lruNext >> LinkBits);
+        set => _lruNext = (_lruNext & LinkMask) | ((int)value << LinkBits);
+    }
 
     /// <summary>Previous page on its LRU list (towards the head, the newest), or -1.</summary>
-    public long LruPrev;
+    public long LruPrev
+    {
+        readonly get => _lruPrev - 1;
+        set => _lruPrev = (int)(value + 1);
+    }
 
     /// <summary>Next page on its LRU list (towards the tail, the oldest), or -1.</summary>
-    public long LruNext;
+    public long LruNext
+    {
+        readonly get => (_lruNext & LinkMask) - 1;
+        set => _lruNext = (_lruNext & ~LinkMask) | (int)(value + 1);
+    }
 
-    /// <summary>Reverse map: the user address a private anonymous page is mapped at (<c>page->index</c>).</summary>
-    public ulong RmapAddress;
+    /// <summary>A table page's generation: unique per table allocation, so a stale reference is recognised.</summary>
+    public readonly int Generation => (Flags & (int)PageFlags.Table) != 0 ? (int)Aux : 0;
 
-    /// <summary>Reverse map: the address space that maps the page (<c>page->mapping</c>'s anon_vma owner).</summary>
-    public object? RmapOwner;
+    /// <summary>Sets flags atomically, as <c>folio_set_dirty</c> does.</summary>
+    public void SetFlagsAtomic(PageFlags f) => Interlocked.Or(ref _word, (ulong)(uint)f << FlagsShift);
 
-    /// <summary>Per-table state owned by the reclaim design (the seed's <c>pte_ref</c>, the 2021 series' <c>pte_refcount</c>).</summary>
-    public object? TableState;
+    /// <summary>Clears flags atomically.</summary>
+    public PageFlags ClearFlagsAtomic(PageFlags f) => (PageFlags)(Interlocked.And(ref _word, ~((ulong)(uint)f << FlagsShift)) >> FlagsShift);
 
     /// <summary>Whether a flag is set.</summary>
     public readonly bool Has(PageFlags f) => (Flags & (int)f) != 0;
+
+    /// <summary>
+    /// <c>folio_add_new_anon_rmap</c>'s descriptor update for a page nobody else can see yet: its
+    /// flags, owner and address in one store, mapped once.
+    /// </summary>
+    public void InitAnonRmap(PageFlags flags, int ownerId, ulong address)
+    {
+        Volatile.Write(ref _word, ((address >> 12) & IndexMask) | (((ulong)ownerId & OwnerMask) << OwnerShift) | ((ulong)(uint)flags << FlagsShift));
+        SetMapCount(1);
+    }
+
+    /// <summary>Sets both counts at once (a page nobody else can see yet).</summary>
+    public void SetCounts(int refCount, int mapCount) => Volatile.Write(ref _refMap, (refCount & RefMask) | (mapCount << 16));
+
+    /// <summary>Sets the mapcount, keeping the refcount.</summary>
+    public void SetMapCount(int mapCount)
+    {
+        int old, want;
+        do
+        {
+            old = Volatile.Read(ref _refMap);
+            want = (old & RefMask) | (mapCount << 16);
+        }
+        while (Interlocked.CompareExchange(ref _refMap, want, old) != old);
+    }
+
+    /// <summary>Atomically adds to the refcount; returns the new count, or -1 when it went below zero (a bug the caller reports).</summary>
+    public int AddRef(int delta)
+    {
+        int v = Interlocked.Add(ref _refMap, delta);
+        int r = v & RefMask;
+        return delta < 0 && r == RefMask ? -1 : r;
+    }
+
+    /// <summary><c>folio_try_get</c>'s CAS: one more reference unless the count is zero (or saturated).</summary>
+    public bool TryAddRef()
+    {
+        int old;
+        do
+        {
+            old = Volatile.Read(ref _refMap);
+            int r = old & RefMask;
+            if (r <= 0 || r >= MaxRefCount)
+            {
+                return false;
+            }
+        }
+        while (Interlocked.CompareExchange(ref _refMap, old + 1, old) != old);
+        return true;
+    }
+
+    /// <summary>Atomically adds to the mapcount; returns the new mapcount (negative on underflow).</summary>
+    public int AddMap(int delta) => Interlocked.Add(ref _refMap, delta * MapOne) >> 16;
+
+    /// <summary>Makes the frame a table of <paramref name="level"/> with a fresh generation, no entries stored and its lock free.</summary>
+    internal void InitTable(int level, uint generation)
+    {
+        Flags = (int)PageFlags.Table;
+        TableSlot = 0;
+        PtLock = 0;
+        Aux = generation;
+        SetCounts(1, level);
+    }
+
+    /// <summary>Clears the rmap word (owner, index and flags) and the LRU links.</summary>
+    internal void ResetRmapAndLinks()
+    {
+        _word = 0;
+        _lruPrev = 0;
+        _lruNext = 0;
+    }
 }

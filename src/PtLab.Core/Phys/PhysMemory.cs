@@ -40,6 +40,11 @@ public sealed class PhysMemory
         }
 
         TotalFrames = ramBytes >> PageShift;
+        if (TotalFrames > PageDescriptor.MaxFrames)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ramBytes), ramBytes, $"RAM above {PageDescriptor.MaxFrames >> 18} GiB is not modelled");
+        }
+
         Lru = new LruLists(this);
         // init_per_zone_wmark_min / __setup_per_zone_wmarks: min = sqrt(16 * lowmem kB) clamped to
         // [128 kB, 256 MiB]; low and high add max(min / 4, 0.1% of memory) once and twice.
@@ -49,13 +54,13 @@ public sealed class PhysMemory
         MinWatermark = minKb >> 2;
         LowWatermark = (minKb + stepKb) >> 2;
         HighWatermark = (minKb + (2 * stepKb)) >> 2;
-        Content = pageData ? new ByteContentStore() : new TokenContentStore();
+        Content = pageData ? new ByteContentStore() : new TokenContentStore(this);
         ZeroPfn = 0;
         _highWater = 1;
         _used = 1;
         ref var zero = ref Desc(ZeroPfn);
         zero.Flags = (int)PageFlags.Reserved;
-        zero.RefCount = 1;
+        zero.SetCounts(1, 0);
     }
 
     /// <summary>Frames of RAM.</summary>
@@ -81,6 +86,59 @@ public sealed class PhysMemory
 
     /// <summary>Host memory held by descriptors, tables and contents.</summary>
     public long HostBytes => _descriptors.HostBytes + _tables.HostBytes + Content.HostBytes;
+
+    /// <summary>Host memory held by page descriptors (tokens included when page data is off).</summary>
+    public long DescriptorHostBytes => _descriptors.HostBytes;
+
+    /// <summary>Host memory held by table entries, headers and design state slots.</summary>
+    public long TableHostBytes => _tables.HostBytes;
+
+    /// <summary>Groups of 32 table entries in use, and table slots in use (tables that ever stored an entry and still hold one, or state).</summary>
+    public (long Groups, long Slots) TableStorage => (_tables.GroupsInUse, _tables.SlotsInUse);
+
+    /// <summary>Whether no store went around the set primitives into an absent entry (the zero sink still reads zero).</summary>
+    public bool TableSinkIsZero => _tables.SinkIsZero;
+
+    private readonly List<object> _owners = [null!];
+    private readonly Lock _ownersLock = new();
+
+    /// <summary>Gives <paramref name="owner"/> an id for the descriptors' rmap word (<c>page->mapping</c>).</summary>
+    public int RegisterOwner(object owner)
+    {
+        lock (_ownersLock)
+        {
+            if (_owners.Count > PageDescriptor.MaxOwners)
+            {
+                throw new InvalidOperationException($"more than {PageDescriptor.MaxOwners} rmap owners on one machine");
+            }
+
+            _owners.Add(owner);
+            return _owners.Count - 1;
+        }
+    }
+
+    /// <summary>The owner a descriptor's rmap names (the address space of an anonymous page or table), or null.</summary>
+    public object? RmapOwner(long pfn)
+    {
+        int id = Desc(pfn).RmapOwnerId;
+        if (id == 0)
+        {
+            return null;
+        }
+
+        lock (_ownersLock)
+        {
+            return _owners[id];
+        }
+    }
+
+    /// <summary>Sets a frame's reverse map: who maps it, and at which address.</summary>
+    public void SetRmap(long pfn, int ownerId, ulong address)
+    {
+        ref var d = ref Desc(pfn);
+        d.RmapOwnerId = ownerId;
+        d.RmapAddress = address;
+    }
 
     /// <summary>The descriptor of a frame (<c>pfn_to_page</c>).</summary>
     public ref PageDescriptor Desc(long pfn) => ref _descriptors.Slot(pfn);
@@ -122,6 +180,9 @@ public sealed class PhysMemory
     /// </summary>
     public long AllocFrame(int cpu = -1) => AllocFrame(cpu, AllocSite.Page);
 
+    /// <summary>Per-operation counts, or null unless profiling.</summary>
+    public OpProfile? Profile { get; set; }
+
     /// <summary>Allocation injection, or null (<c>CONFIG_FAULT_INJECTION</c>).</summary>
     public FaultInjector? FaultInjection { get; set; }
 
@@ -134,6 +195,7 @@ public sealed class PhysMemory
         }
 
         long pfn = TryTake();
+        Profile?.Locked(cpu); // the free-list lock
         if (Reclaim is { } reclaim)
         {
             if (pfn < 0)
@@ -179,16 +241,8 @@ public sealed class PhysMemory
         }
 
         ref var d = ref Desc(pfn);
-        d.Flags = 0;
-        d.RefCount = 1;
-        d.MapCount = 0;
-        d.PtLock = 0;
-        d.Level = 0;
-        d.RmapAddress = 0;
-        d.RmapOwner = null;
-        d.TableState = null;
-        d.Lru = LruList.None;
-        d.LruPrev = d.LruNext = -1;
+        d.ResetRmapAndLinks();
+        d.SetCounts(1, 0);
         return pfn;
     }
 
@@ -214,16 +268,22 @@ public sealed class PhysMemory
             return -1;
         }
 
-        ref var d = ref Desc(pfn);
-        d.TableSlot = _tables.Take();
-        d.Flags = (int)PageFlags.Table;
-        d.Level = level;
+        // A generation unique to this table (wrapping after 2^32 table allocations), so a stale
+        // reference to a freed table is told apart from a new table in the same frame.
+        Desc(pfn).InitTable(level, (uint)Interlocked.Increment(ref _tableGeneration));
         Interlocked.Increment(ref _tablesInUse);
+        if (Profile is { } profile)
+        {
+            profile.Count(cpu, ProfileOp.TableZeroed);
+            profile.Count(cpu, ProfileOp.SharedAtomic, 2); // the generation and the table count
+        }
         return pfn;
     }
 
+    private int _tableGeneration;
+
     /// <summary>The 512 entries of a table page. Throws if the frame is not a live table.</summary>
-    public Span<ulong> Table(long pfn)
+    public TableEntries Table(long pfn)
     {
         ref var d = ref Desc(pfn);
         if ((d.Flags & (int)PageFlags.Table) == 0)
@@ -231,8 +291,44 @@ public sealed class PhysMemory
             ThrowNotTable(pfn);
         }
 
-        return _tables.Entries(d.TableSlot);
+        return new TableEntries(_tables, ref d.TableSlot);
     }
+
+    /// <summary>
+    /// Stores an entry of a live table, replacing <paramref name="old"/> (what the caller read
+    /// under the table's lock): the one way a none entry becomes non-none, so the entry's group
+    /// exists from then on. A PTE table gives back a group whose entries all went none.
+    /// </summary>
+    public void StoreEntry(long table, int index, ulong old, ulong value, int cpu = -1)
+    {
+        ref var d = ref Desc(table);
+        if ((old == 0) != (value == 0))
+        {
+            Profile?.Count(cpu, ProfileOp.SharedAtomic); // the entry group's count of non-none entries
+        }
+
+        _tables.Store(ref d.TableSlot, index, old, value, releaseEmpty: d.Level == 1);
+    }
+
+    /// <summary>Counts an entry the caller exchanged with zero in place (<c>ptep_get_and_clear</c>); <paramref name="old"/> is what it held.</summary>
+    public void EntryCleared(long table, int index, ulong old, int cpu = -1)
+    {
+        if (old != 0)
+        {
+            Profile?.Count(cpu, ProfileOp.SharedAtomic);
+            ref var d = ref Desc(table);
+            _tables.Cleared(ref d.TableSlot, index, releaseEmpty: d.Level == 1);
+        }
+    }
+
+    /// <summary>Whether <paramref name="entry"/>, a reference a lockless walker took, is still where entry <paramref name="index"/> of <paramref name="table"/> lives.</summary>
+    public bool SameEntry(long table, int index, ref ulong entry) => _tables.SameEntry(Volatile.Read(ref Desc(table).TableSlot), index, ref entry);
+
+    /// <summary>The reclaim design's per-table state (the seed's <c>pte_ref</c>, the 2021 series' <c>pte_refcount</c>), or null.</summary>
+    public object? TableState(long table) => _tables.State(Volatile.Read(ref Desc(table).TableSlot));
+
+    /// <summary>Sets the reclaim design's per-table state.</summary>
+    public void SetTableState(long table, object? state) => _tables.SetState(ref Desc(table).TableSlot, state);
 
     private void ThrowNotTable(long pfn) =>
         throw new UseAfterFreeException($"frame {pfn:x} is not a page table (generation {Desc(pfn).Generation})", Environment.StackTrace, FreeStackOf(pfn));
@@ -244,7 +340,7 @@ public sealed class PhysMemory
     /// The entries of a mapped table, after checking that it is still the table that was mapped;
     /// a freed or reused frame throws <see cref="UseAfterFreeException"/> with both stacks.
     /// </summary>
-    public Span<ulong> Table(TableRef table)
+    public TableEntries Table(TableRef table)
     {
         ref var d = ref Desc(table.Pfn);
         if ((d.Flags & (int)PageFlags.Table) == 0 || d.Generation != table.Generation)
@@ -252,7 +348,7 @@ public sealed class PhysMemory
             ThrowStale(table);
         }
 
-        return _tables.Entries(d.TableSlot);
+        return new TableEntries(_tables, ref d.TableSlot);
     }
 
     /// <summary>Whether a mapped table is still the same live table (no exception).</summary>
@@ -299,7 +395,9 @@ public sealed class PhysMemory
         }
 
         d.Flags &= ~(int)PageFlags.Table;
-        _tables.Release(d.TableSlot, TablePoison);
+        _tables.Release(ref d.TableSlot, TablePoison);
+        d.PtLock = 0;
+        d.SetCounts(0, 0);
         Interlocked.Decrement(ref _tablesInUse);
         FreeFrame(pfn);
     }
@@ -325,12 +423,9 @@ public sealed class PhysMemory
             throw new BadPageException($"double free of frame {pfn:x}");
         }
 
+        d.ResetRmapAndLinks();
         d.Flags = (int)PageFlags.Free;
-        d.RefCount = 0;
-        d.MapCount = 0;
-        d.RmapOwner = null;
-        d.TableState = null;
-        d.Generation++;
+        d.SetCounts(0, 0);
     }
 
     /// <summary>Frees pages whose last reference is gone: off the LRU under one lock, then onto the free list.</summary>
@@ -353,6 +448,7 @@ public sealed class PhysMemory
         }
 
         RawSpinLock.Lock(ref _freeLock);
+        Profile?.Locked(-1);
         while (_freeCount + pfns.Length > _freeStack.Length)
         {
             Array.Resize(ref _freeStack, _freeStack.Length * 2);
@@ -373,7 +469,8 @@ public sealed class PhysMemory
             return false;
         }
 
-        int r = Interlocked.Decrement(ref d.RefCount);
+        int r = d.AddRef(-1);
+        Profile?.Count(-1, ProfileOp.SharedAtomic);
         if (r < 0)
         {
             throw new BadPageException($"page refcount underflow on frame {pfn:x}");
@@ -396,6 +493,7 @@ public sealed class PhysMemory
     {
         Span<long> batch = stackalloc long[64];
         int n = 0, freed = 0;
+        Profile?.Count(-1, ProfileOp.SharedAtomic, pfns.Length);
         foreach (long pfn in pfns)
         {
             ref var d = ref Desc(pfn);
@@ -404,7 +502,7 @@ public sealed class PhysMemory
                 continue;
             }
 
-            int r = Interlocked.Decrement(ref d.RefCount);
+            int r = d.AddRef(-1);
             if (r < 0)
             {
                 throw new BadPageException($"page refcount underflow on frame {pfn:x}");
@@ -440,26 +538,18 @@ public sealed class PhysMemory
             return true;
         }
 
-        int r;
-        do
-        {
-            r = Volatile.Read(ref d.RefCount);
-            if (r <= 0)
-            {
-                return false;
-            }
-        }
-        while (Interlocked.CompareExchange(ref d.RefCount, r + 1, r) != r);
-        return true;
+        Profile?.Count(-1, ProfileOp.SharedAtomic);
+        return d.TryAddRef();
     }
 
     /// <summary>Takes a reference (<c>get_page</c>).</summary>
     public void GetPage(long pfn)
     {
         ref var d = ref Desc(pfn);
-        if (!d.Has(PageFlags.Reserved))
+        Profile?.Count(-1, ProfileOp.SharedAtomic);
+        if (!d.Has(PageFlags.Reserved) && d.AddRef(1) >= PageDescriptor.MaxRefCount)
         {
-            Interlocked.Increment(ref d.RefCount);
+            throw new BadPageException($"page refcount overflow on frame {pfn:x}");
         }
     }
 

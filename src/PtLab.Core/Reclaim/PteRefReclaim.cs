@@ -40,7 +40,7 @@ public sealed class PteRefReclaim : RefcountReclaim
     public long TablesFreed => Volatile.Read(ref _freed);
 
     private static PercpuRef RefOf(MmStruct mm, long pteTable) =>
-        mm.Phys.Desc(pteTable).TableState as PercpuRef
+        mm.Phys.TableState(pteTable) as PercpuRef
         ?? throw new PercpuRefException($"PTE table {pteTable:x} has no pte_ref");
 
     /// <summary><c>pte_ref_init</c>: percpu mode, re-initialisable, started at zero.</summary>
@@ -51,13 +51,13 @@ public sealed class PteRefReclaim : RefcountReclaim
             SkipGracePeriodForTesting = SkipSwitchGracePeriodForTesting,
         };
         r.Put(cpu.Id); // "We want to start with the refcount at zero"
-        mm.Phys.Desc(pteTable).TableState = r;
+        mm.Phys.SetTableState(pteTable, r);
     }
 
     /// <summary><c>pte_ref_free</c>.</summary>
     public override void PteTableDtor(MmStruct mm, long pteTable)
     {
-        if (mm.Phys.Desc(pteTable).TableState is PercpuRef r)
+        if (mm.Phys.TableState(pteTable) is PercpuRef r)
         {
             r.Exit();
         }

@@ -191,7 +191,7 @@ public sealed class AtomicReclaim : RefcountReclaim
     public override string Name => "atomic";
 
     /// <inheritdoc/>
-    public override void PteTableCtor(MmStruct mm, Cpu cpu, long pteTable) => mm.Phys.Desc(pteTable).TableState = new PteRefcount();
+    public override void PteTableCtor(MmStruct mm, Cpu cpu, long pteTable) => mm.Phys.SetTableState(pteTable, new PteRefcount());
 
     /// <inheritdoc/>
     public override long? ExactCount(MmStruct mm, long pteTable) => Volatile.Read(ref CountOf(mm, pteTable));
@@ -200,6 +200,7 @@ public sealed class AtomicReclaim : RefcountReclaim
     protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
         ref int c = ref CountOf(mm, pteTable.Pfn);
+        mm.Machine.Sync.Profile?.Count(cpu.Id, ProfileOp.SharedAtomic);
         while (true)
         {
             int v = Volatile.Read(ref c);
@@ -224,6 +225,7 @@ public sealed class AtomicReclaim : RefcountReclaim
             mm.Phys.Table(pteTable); // reports the use after free
         }
 
+        mm.Machine.Sync.Profile?.Count(cpu.Id, ProfileOp.SharedAtomic);
         if (Interlocked.Increment(ref CountOf(mm, pteTable.Pfn)) <= 0)
         {
             // The table was claimed for freeing: whoever is setting an entry in it holds no reference.
@@ -243,6 +245,7 @@ public sealed class AtomicReclaim : RefcountReclaim
         // decrement to 0 followed by a claim would let another CPU get, put, claim and free the
         // table in between, and the late claim would then mark whatever reused the frame.
         ref int c = ref CountOf(mm, pteTable.Pfn);
+        mm.Machine.Sync.Profile?.Count(cpu.Id, ProfileOp.SharedAtomic);
         while (true)
         {
             int v = Volatile.Read(ref c);
@@ -274,7 +277,7 @@ public sealed class AtomicReclaim : RefcountReclaim
 
     // The table's count lives in its descriptor's per-design slot, as the seed keeps pte_ref in the ptdesc.
     private static ref int CountOf(MmStruct mm, long pteTable) =>
-        ref (mm.Phys.Desc(pteTable).TableState as PteRefcount
+        ref (mm.Phys.TableState(pteTable) as PteRefcount
              ?? throw new UseAfterFreeException($"PTE table {pteTable:x} has no pte_refcount: it was freed", Environment.StackTrace, null)).Count;
 
     /// <summary>The 2021 series' <c>pte_refcount</c>: entries plus visitors, or <see cref="Dead"/> once claimed.</summary>

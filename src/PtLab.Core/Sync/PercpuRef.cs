@@ -158,6 +158,7 @@ public sealed partial class PercpuRef
         _rcu.ReadLock(cpu);
         if (!TryAddPercpu(cpu, nr))
         {
+            CountShared(cpu);
             AddShared(nr);
         }
 
@@ -169,7 +170,7 @@ public sealed partial class PercpuRef
     {
         _sched?.Reached(SchedulingPointKind.RefGet, this);
         _rcu.ReadLock(cpu);
-        bool ok = TryAddPercpu(cpu, nr) || AddSharedNotZero(nr);
+        bool ok = TryAddPercpu(cpu, nr) || (CountShared(cpu) && AddSharedNotZero(nr));
         _rcu.ReadUnlock(cpu);
         return ok;
     }
@@ -183,7 +184,7 @@ public sealed partial class PercpuRef
         _sched?.Reached(SchedulingPointKind.RefGet, this);
         _rcu.ReadLock(cpu);
         // _flags is written before _live is cleared, so seeing atomic mode here makes a kill visible.
-        bool ok = TryAddPercpu(cpu, 1) || ((Volatile.Read(ref _flags) & FlagDead) == 0 && AddSharedNotZero(1));
+        bool ok = TryAddPercpu(cpu, 1) || ((Volatile.Read(ref _flags) & FlagDead) == 0 && CountShared(cpu) && AddSharedNotZero(1));
         _rcu.ReadUnlock(cpu);
         return ok;
     }
@@ -195,6 +196,7 @@ public sealed partial class PercpuRef
         _rcu.ReadLock(cpu);
         if (!TryAddPercpu(cpu, -nr))
         {
+            CountShared(cpu);
             PutShared(nr);
         }
 
@@ -221,6 +223,14 @@ public sealed partial class PercpuRef
         // switch's grace period exists for.
         _sched?.Reached(SchedulingPointKind.EntryStore, this);
         live[cpu].AddOwned(nr);
+        _hooks?.Profile?.Count(cpu, ProfileOp.PercpuOp);
+        return true;
+    }
+
+    // Profiling: an atomic-mode get or put writes the shared counter. Always true, to chain in conditions.
+    private bool CountShared(int cpu)
+    {
+        _hooks?.Profile?.Count(cpu, ProfileOp.SharedAtomic);
         return true;
     }
 

@@ -44,6 +44,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
     public void DownRead(int cpu)
     {
         hooks?.LockDep?.Acquire(cpu, Class, read: true);
+        hooks?.Profile?.Locked(cpu);
         DownRead();
     }
 
@@ -65,6 +66,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
         }
 
         hooks?.LockDep?.TryAcquired(cpu, Class, read: true);
+        hooks?.Profile?.Locked(cpu);
         return true;
     }
 
@@ -82,6 +84,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
     public void UpRead(int cpu)
     {
         hooks?.LockDep?.Release(cpu, Class);
+        hooks?.Profile?.Count(cpu, ProfileOp.SharedAtomic);
         UpRead();
     }
 
@@ -104,6 +107,8 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
     public void DownWrite(int cpu)
     {
         hooks?.LockDep?.Acquire(cpu, Class);
+        hooks?.Profile?.Locked(cpu);
+        hooks?.Profile?.Count(cpu, ProfileOp.SharedAtomic, 2); // the waiting-writer count, up and down
         DownWrite();
     }
 
@@ -121,6 +126,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
     public void UpWrite(int cpu)
     {
         hooks?.LockDep?.Release(cpu, Class);
+        hooks?.Profile?.Count(cpu, ProfileOp.SharedAtomic);
         UpWrite();
     }
 

@@ -30,6 +30,7 @@ public static class RawSpinLock
     public static void Lock(ref int word, SyncHooks hooks, int cpu, LockClass lockClass, long instance = 0, int subclass = 0)
     {
         hooks.LockDep?.Acquire(cpu, lockClass, instance, subclass);
+        hooks.Profile?.Locked(cpu);
         var sched = hooks.Scheduler;
         if (sched is null)
         {
@@ -60,6 +61,7 @@ public static class RawSpinLock
         }
 
         hooks.LockDep?.TryAcquired(cpu, lockClass, instance);
+        hooks.Profile?.Locked(cpu);
         return true;
     }
 

@@ -12,8 +12,10 @@ public sealed class SyncHooks
     /// <param name="scheduler">The scheduling-point hook, or null (same as <see cref="NoSchedulingPoint"/>).</param>
     /// <param name="lockDep">Whether to check lock order and sleeping in atomic context.</param>
     /// <param name="lockDepMode">What the checker does on a violation.</param>
-    public SyncHooks(int cpus, ISchedulingPoint? scheduler = null, bool lockDep = false, LockDepMode lockDepMode = LockDepMode.Throw)
+    /// <param name="profile">Whether to count operations (<see cref="Profile"/>).</param>
+    public SyncHooks(int cpus, ISchedulingPoint? scheduler = null, bool lockDep = false, LockDepMode lockDepMode = LockDepMode.Throw, bool profile = false)
     {
+        Profile = profile ? new OpProfile(cpus) : null;
         ArgumentOutOfRangeException.ThrowIfLessThan(cpus, 1);
         Cpus = cpus;
         Scheduler = scheduler is NoSchedulingPoint ? null : scheduler;
@@ -25,6 +27,9 @@ public sealed class SyncHooks
 
     /// <summary>The scheduling-point hook; null when it would do nothing.</summary>
     public ISchedulingPoint? Scheduler { get; }
+
+    /// <summary>Per-operation counts; null unless profiling.</summary>
+    public OpProfile? Profile { get; }
 
     /// <summary>The lock-order checker; null when disabled.</summary>
     public LockDep? LockDep { get; }

@@ -13,8 +13,12 @@ public static class Invariants
 {
     /// <summary>Runs every check that holds while the address space is alive; then exits it and checks for leaks.</summary>
     public static string? CheckAtQuiescence(Machine machine, MmStruct mm, ulong start, ulong end, bool exit = true) =>
-        Accounting(mm) ?? Refcounts(mm) ?? PresentEntriesMapLiveFrames(mm) ?? TlbsMatchTables(machine, mm, start, end)
+        TableSink(machine) ?? Accounting(mm) ?? Refcounts(mm) ?? PresentEntriesMapLiveFrames(mm) ?? TlbsMatchTables(machine, mm, start, end)
         ?? (exit ? NoLeakAfterExit(machine, mm) : null);
+
+    /// <summary>No store reached an absent table entry around the set primitives: the zero sink absent entries read from still reads zero.</summary>
+    public static string? TableSink(Machine machine) =>
+        machine.Phys.TableSinkIsZero ? null : "an entry store bypassed the set primitives: the table store's zero sink was written";
 
     /// <summary>VmPTE equals the tables present in the page tables.</summary>
     public static string? Accounting(MmStruct mm)
@@ -142,7 +146,13 @@ public static class Invariants
         mm.Exit(machine.Cpus[0]);
         machine.Rcu.Barrier();
         long used = machine.Phys.UsedFrames;
-        return used > 1 ? $"{used - 1} {(used - 1 == 1 ? "frame" : "frames")} still in use after exit and rcu_barrier (were {before})" : null;
+        if (used > 1)
+        {
+            return $"{used - 1} {(used - 1 == 1 ? "frame" : "frames")} still in use after exit and rcu_barrier (were {before})";
+        }
+
+        var (groups, slots) = machine.Phys.TableStorage;
+        return groups != 0 || slots != 0 ? $"table storage leaked after exit: {groups} entry groups and {slots} slots still in use" : null;
     }
 
     internal static List<long> PteTables(MmStruct mm)

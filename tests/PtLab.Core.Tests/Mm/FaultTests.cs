@@ -50,7 +50,7 @@ public class FaultTests
         Assert.True(d.Has(PageFlags.Anon));
         Assert.True(d.Has(PageFlags.SwapBacked));
         Assert.Equal(1, d.MapCount);
-        Assert.Same(s.Mm, d.RmapOwner);
+        Assert.Same(s.Mm, s.Machine.Phys.RmapOwner(pfn));
         Assert.Equal(a, d.RmapAddress);
         var buf = new byte[8];
         Assert.True(s.Cpu.Read(a, buf).Ok);

@@ -1,0 +1,389 @@
+using System.Runtime.CompilerServices;
+
+namespace PtLab.Phys;
+
+/// <summary>
+/// Entries of page-table pages, stored by occupancy. A table's 512 entries are 16 groups of 32;
+/// a group exists only while one of its entries is not none, and a table has a slot (a header
+/// naming its groups, and its design state) only once it has stored an entry or been given state.
+/// So an empty table costs only its descriptor, a sparse one the groups its entries fall in, and a
+/// dense one its 4 KiB. An absent entry reads as zero from a shared sink that is never written;
+/// every store of a non-none value goes through <see cref="Store"/>, which creates the group.
+/// A group or slot, once created, stays where it is until released, so a <c>ref</c> to an entry
+/// taken under the table's lock stays valid while that lock is held.
+/// </summary>
+internal sealed class TableStore
+{
+    /// <summary>Entries per group: 32 entries of 8 bytes = 256 bytes.</summary>
+    public const int GroupShift = 5;
+    public const int GroupEntries = 1 << GroupShift;
+    public const int GroupsPerTable = PhysMemory.EntriesPerTable >> GroupShift; // 512 / 32 = 16
+
+    // A header word: group id << 6 | count of non-none entries in it (0-32).
+    private const int CountBits = 6;
+    private const int CountMask = (1 << CountBits) - 1;
+
+    private const int SlotChunkShift = 9;    // 512 slots of 16 header words: 32 KiB
+    private const int SlotChunkMask = (1 << SlotChunkShift) - 1;
+    private const int GroupChunkShift = 10;  // 1024 groups of 32 entries: 256 KiB
+    private const int GroupChunkMask = (1 << GroupChunkShift) - 1;
+
+    private readonly ulong[] _sink = new ulong[1];
+    private readonly Lock _lock = new();
+    private int[]?[] _headers = new int[]?[16];
+    private object?[]?[] _states = new object?[]?[16];
+    private ulong[]?[] _groups = new ulong[]?[16];
+    private readonly Queue<int> _freeSlots = new();
+    private readonly Queue<int> _freeGroups = new();
+    private int _nextSlot = 1;   // 0 means "no slot"
+    private int _nextGroup = 1;  // 0 means "no group"
+    private long _hostBytes;
+    private long _slotsInUse;
+    private long _groupsInUse;
+
+    /// <summary>Host memory held by headers, states and groups.</summary>
+    public long HostBytes => Volatile.Read(ref _hostBytes);
+
+    /// <summary>Slots held by live tables.</summary>
+    public long SlotsInUse => Volatile.Read(ref _slotsInUse);
+
+    /// <summary>Groups of 32 entries held by live tables.</summary>
+    public long GroupsInUse => Volatile.Read(ref _groupsInUse);
+
+    /// <summary>Whether the sink that absent entries read from still reads zero (a store that bypassed <see cref="Store"/> would break it).</summary>
+    public bool SinkIsZero => Volatile.Read(ref _sink[0]) == 0;
+
+    /// <summary>The entry at <paramref name="index"/> of the table with <paramref name="slot"/>: its storage, or the zero sink when absent.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref ulong Entry(int slot, int index)
+    {
+        if (slot != 0)
+        {
+            int h = Volatile.Read(ref Header(slot, index >> GroupShift));
+            if (h != 0)
+            {
+                return ref GroupEntry(h >> CountBits, index);
+            }
+        }
+
+        return ref _sink[0];
+    }
+
+    /// <summary>
+    /// Stores <paramref name="value"/> at <paramref name="index"/>, creating the slot and group if
+    /// needed and releasing a PTE table's group that became empty. The caller holds the lock that
+    /// orders stores to this table; <paramref name="old"/> is the entry it replaces.
+    /// </summary>
+    public void Store(ref int tableSlot, int index, ulong old, ulong value, bool releaseEmpty)
+    {
+        if (old == 0 && value == 0)
+        {
+            return;
+        }
+
+        int slot = Volatile.Read(ref tableSlot);
+        if (old != 0)
+        {
+            ref int hdr = ref Header(slot, index >> GroupShift);
+            int h = Volatile.Read(ref hdr);
+            Volatile.Write(ref GroupEntry(h >> CountBits, index), value);
+            if (value == 0)
+            {
+                int left = Interlocked.Decrement(ref hdr);
+                if ((left & CountMask) == 0 && releaseEmpty && Interlocked.CompareExchange(ref hdr, 0, left) == left)
+                {
+                    ReleaseGroup(left >> CountBits);
+                    ReleaseSlotIfEmpty(ref tableSlot);
+                }
+            }
+
+            return;
+        }
+
+        if (slot == 0)
+        {
+            slot = EnsureSlot(ref tableSlot);
+        }
+
+        ref int header = ref Header(slot, index >> GroupShift);
+        while (true)
+        {
+            int h = Volatile.Read(ref header);
+            if (h != 0)
+            {
+                if (Interlocked.CompareExchange(ref header, h + 1, h) == h)
+                {
+                    Volatile.Write(ref GroupEntry(h >> CountBits, index), value);
+                    return;
+                }
+
+                continue;
+            }
+
+            int g = TakeGroup();
+            Volatile.Write(ref GroupEntry(g, index), value);
+            // Release: the group's zeroed entries and this one are visible before the header names it.
+            if (Interlocked.CompareExchange(ref header, (g << CountBits) | 1, 0) == 0)
+            {
+                return;
+            }
+
+            GroupEntry(g, index) = 0;
+            ReleaseGroup(g);
+        }
+    }
+
+    /// <summary>Counts an entry that a caller cleared in place (an exchange with zero) and releases its group if it became empty.</summary>
+    public void Cleared(ref int tableSlot, int index, bool releaseEmpty)
+    {
+        int slot = Volatile.Read(ref tableSlot);
+        ref int hdr = ref Header(slot, index >> GroupShift);
+        int left = Interlocked.Decrement(ref hdr);
+        if ((left & CountMask) == 0 && releaseEmpty && Interlocked.CompareExchange(ref hdr, 0, left) == left)
+        {
+            ReleaseGroup(left >> CountBits);
+            ReleaseSlotIfEmpty(ref tableSlot);
+        }
+    }
+
+    /// <summary>The design state of a table (the seed's <c>pte_ref</c>), or null.</summary>
+    public object? State(int slot) => slot == 0 ? null : Volatile.Read(ref StateRef(slot));
+
+    /// <summary>Sets the design state of a table, creating its slot if needed.</summary>
+    public void SetState(ref int tableSlot, object? state)
+    {
+        int slot = Volatile.Read(ref tableSlot);
+        if (slot == 0)
+        {
+            if (state is null)
+            {
+                return;
+            }
+
+            slot = EnsureSlot(ref tableSlot);
+        }
+
+        Volatile.Write(ref StateRef(slot), state);
+    }
+
+    /// <summary>Releases a PTE table's slot once it holds neither an entry nor state (its entries all went none).</summary>
+    public void ReleaseSlotIfEmpty(ref int tableSlot)
+    {
+        int slot = Volatile.Read(ref tableSlot);
+        if (slot == 0 || State(slot) is not null)
+        {
+            return;
+        }
+
+        for (int g = 0; g < GroupsPerTable; g++)
+        {
+            if (Volatile.Read(ref Header(slot, g)) != 0)
+            {
+                return;
+            }
+        }
+
+        if (Interlocked.CompareExchange(ref tableSlot, 0, slot) == slot)
+        {
+            ReleaseSlotStorage(slot);
+        }
+    }
+
+    /// <summary>Frees a table's storage: every group is overwritten with <paramref name="poison"/>, then given back.</summary>
+    public void Release(ref int tableSlot, ulong poison)
+    {
+        int slot = Interlocked.Exchange(ref tableSlot, 0);
+        if (slot == 0)
+        {
+            return;
+        }
+
+        for (int g = 0; g < GroupsPerTable; g++)
+        {
+            ref int hdr = ref Header(slot, g);
+            int h = Interlocked.Exchange(ref hdr, 0);
+            if (h != 0)
+            {
+                GroupSpan(h >> CountBits).Fill(poison);
+                ReleaseGroup(h >> CountBits);
+            }
+        }
+
+        Volatile.Write(ref StateRef(slot), null);
+        ReleaseSlotStorage(slot);
+    }
+
+    private void ReleaseSlotStorage(int slot)
+    {
+        lock (_lock)
+        {
+            _freeSlots.Enqueue(slot);
+            _slotsInUse--;
+        }
+    }
+
+    private int EnsureSlot(ref int tableSlot)
+    {
+        int slot = TakeSlot();
+        int seen = Interlocked.CompareExchange(ref tableSlot, slot, 0);
+        if (seen == 0)
+        {
+            return slot;
+        }
+
+        ReleaseSlotStorage(slot);
+        return seen;
+    }
+
+    private int TakeSlot()
+    {
+        lock (_lock)
+        {
+            _slotsInUse++;
+            // First in, first out: a freed slot waits behind every other before it is reused.
+            if (_freeSlots.Count > 0)
+            {
+                return _freeSlots.Dequeue();
+            }
+
+            int slot = _nextSlot++;
+            int c = slot >> SlotChunkShift;
+            if (c >= _headers.Length)
+            {
+                var h = new int[]?[_headers.Length * 2];
+                Array.Copy(_headers, h, _headers.Length);
+                Volatile.Write(ref _headers, h);
+                var s = new object?[]?[_states.Length * 2];
+                Array.Copy(_states, s, _states.Length);
+                Volatile.Write(ref _states, s);
+            }
+
+            if (_headers[c] is null)
+            {
+                Volatile.Write(ref _headers[c], new int[GroupsPerTable << SlotChunkShift]);
+                Volatile.Write(ref _states[c], new object?[1 << SlotChunkShift]);
+                _hostBytes += ((long)GroupsPerTable * sizeof(int) + IntPtr.Size) << SlotChunkShift;
+            }
+
+            return slot;
+        }
+    }
+
+    private int TakeGroup()
+    {
+        int g;
+        lock (_lock)
+        {
+            _groupsInUse++;
+            if (_freeGroups.Count > 0)
+            {
+                g = _freeGroups.Dequeue();
+            }
+            else
+            {
+                g = _nextGroup++;
+                int c = g >> GroupChunkShift;
+                if (c >= _groups.Length)
+                {
+                    var n = new ulong[]?[_groups.Length * 2];
+                    Array.Copy(_groups, n, _groups.Length);
+                    Volatile.Write(ref _groups, n);
+                }
+
+                if (_groups[c] is null)
+                {
+                    Volatile.Write(ref _groups[c], new ulong[GroupEntries << GroupChunkShift]);
+                    _hostBytes += (long)(GroupEntries * sizeof(ulong)) << GroupChunkShift;
+                }
+
+                return g;
+            }
+        }
+
+        GroupSpan(g).Clear();
+        return g;
+    }
+
+    private void ReleaseGroup(int g)
+    {
+        lock (_lock)
+        {
+            // First in, first out, as for slots: a lockless reader that still holds this group
+            // most likely finds it empty, and rechecks the table's header (see SameEntry).
+            _freeGroups.Enqueue(g);
+            _groupsInUse--;
+        }
+    }
+
+    /// <summary>Whether <paramref name="entry"/> is still the storage of entry <paramref name="index"/> of the table with <paramref name="slot"/>.</summary>
+    public bool SameEntry(int slot, int index, ref ulong entry) => Unsafe.AreSame(ref Entry(slot, index), ref entry);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref int Header(int slot, int group) =>
+        ref Volatile.Read(ref _headers)[slot >> SlotChunkShift]![((slot & SlotChunkMask) << 4) + group];
+
+    private ref object? StateRef(int slot) => ref Volatile.Read(ref _states)[slot >> SlotChunkShift]![slot & SlotChunkMask];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref ulong GroupEntry(int g, int index) =>
+        ref Volatile.Read(ref _groups)[g >> GroupChunkShift]![((g & GroupChunkMask) << GroupShift) + (index & (GroupEntries - 1))];
+
+    private Span<ulong> GroupSpan(int g) =>
+        new(Volatile.Read(ref _groups)[g >> GroupChunkShift], (g & GroupChunkMask) << GroupShift, GroupEntries);
+}
+
+/// <summary>
+/// The 512 entries of a mapped table, read through its store: an indexer that returns each
+/// entry's storage (or the zero sink for an absent one), enumerable like a span.
+/// </summary>
+public readonly ref struct TableEntries
+{
+    private readonly TableStore _store;
+    private readonly ref int _slot; // the descriptor's TableSlot: read at each access, as a slot can come and go
+
+    internal TableEntries(TableStore store, ref int slot)
+    {
+        _store = store;
+        _slot = ref slot;
+    }
+
+    /// <summary>Entries in a table: 512.</summary>
+    public int Length => PhysMemory.EntriesPerTable;
+
+    /// <summary>The storage of entry <paramref name="index"/>. Read it freely; store a non-none value only through the set primitives.</summary>
+    public ref ulong this[int index] => ref _store.Entry(Volatile.Read(ref _slot), index);
+
+    /// <summary>A copy of the 512 entries.</summary>
+    public ulong[] ToArray()
+    {
+        var a = new ulong[PhysMemory.EntriesPerTable];
+        for (int i = 0; i < a.Length; i++)
+        {
+            a[i] = Volatile.Read(ref this[i]);
+        }
+
+        return a;
+    }
+
+    /// <summary>Enumerates the entries' values.</summary>
+    public Enumerator GetEnumerator() => new(this);
+
+    /// <summary>Enumerator over the entries' values.</summary>
+    public ref struct Enumerator
+    {
+        private readonly TableEntries _entries;
+        private int _index;
+
+        internal Enumerator(TableEntries entries)
+        {
+            _entries = entries;
+            _index = -1;
+        }
+
+        /// <summary>The current entry's value.</summary>
+        public readonly ulong Current => Volatile.Read(ref _entries[_index]);
+
+        /// <summary>Advances.</summary>
+        public bool MoveNext() => ++_index < PhysMemory.EntriesPerTable;
+    }
+}

@@ -1,0 +1,122 @@
+using PtLab.Mm;
+using PtLab.Paging;
+using PtLab.Phys;
+using PtLab.Reclaim;
+
+namespace PtLab.Tests.Storage;
+
+public class CompactTableTests
+{
+    private static long PteTableOf(Sim s, ulong va)
+    {
+        var phys = s.Machine.Phys;
+        ulong pgde = phys.Table(s.Mm.PgdPfn)[Geometry.Index(va, 4)];
+        ulong pude = phys.Table(Entry.Pfn(pgde))[Geometry.Index(va, 3)];
+        ulong pmde = phys.Table(Entry.Pfn(pude))[Geometry.Index(va, 2)];
+        return Entry.Pfn(pmde);
+    }
+
+    [Fact]
+    public void AnEmptyTableHoldsNoEntryStorage()
+    {
+        using var s = new Sim(pageData: false);
+        ulong a = s.Map(Sim.M2, addr: 0x4000_0000);
+        Assert.True(s.Cpu.Touch(a).Ok);
+        long pte = PteTableOf(s, a);
+        Assert.Equal(1, s.Machine.Phys.Desc(pte).Level);
+        Assert.NotEqual(0, s.Machine.Phys.Desc(pte).TableSlot);
+        var (groups, slots) = s.Machine.Phys.TableStorage;
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.DontNeed));
+        // The table stays (none design) but its one group and its slot went back.
+        Assert.True(s.Machine.Phys.Desc(pte).Has(PageFlags.Table));
+        Assert.Equal(0, s.Machine.Phys.Desc(pte).TableSlot);
+        Assert.Equal(0UL, s.Mm.PeekPte(a));
+        Assert.Equal((groups - 1, slots - 1), s.Machine.Phys.TableStorage);
+    }
+
+    [Fact]
+    public void ASparseTableHoldsOnlyTheGroupsItsEntriesFallIn()
+    {
+        using var s = new Sim(pageData: false);
+        ulong a = s.Map(Sim.M2, addr: 0x4000_0000);
+        s.Cpu.Touch(a);
+        long before = s.Machine.Phys.TableStorage.Groups;
+        s.Cpu.Touch(a + (40 * Sim.K4));          // group 1
+        s.Cpu.Touch(a + (41 * Sim.K4));          // group 1 again
+        s.Cpu.Touch(a + (511 * Sim.K4));         // group 15
+        Assert.Equal(before + 2, s.Machine.Phys.TableStorage.Groups);
+        s.TouchAll(a, Sim.M2);
+        Assert.Equal(before + 15, s.Machine.Phys.TableStorage.Groups); // dense: all 16 groups, 4 KiB
+        long pte = PteTableOf(s, a);
+        int nonNone = 0;
+        foreach (ulong e in s.Machine.Phys.Table(pte))
+        {
+            nonNone += e != 0 ? 1 : 0;
+        }
+
+        Assert.Equal(512, nonNone);
+        s.Mm.Madvise(s.Cpu, a, Sim.M1, Advice.DontNeed);
+        Assert.Equal(before + 7, s.Machine.Phys.TableStorage.Groups); // the first 8 groups went back
+        Assert.True(s.Cpu.ReadByte(a + Sim.M1, out _).Ok);
+        Assert.Null(PtLab.Systematic.Invariants.CheckAtQuiescence(s.Machine, s.Mm, a, a + Sim.M2));
+    }
+
+    [Fact]
+    public void RefaultsAfterAGroupWentBackSeeFreshEntries()
+    {
+        using var s = new Sim(pageData: true);
+        ulong a = s.Map(Sim.M2, addr: 0x4000_0000);
+        for (int round = 0; round < 4; round++)
+        {
+            Assert.True(s.Cpu.Write(a + (3 * Sim.K4), [(byte)(round + 1)]).Ok);
+            Assert.True(s.Cpu.ReadByte(a + (3 * Sim.K4), out byte v).Ok);
+            Assert.Equal(round + 1, v);
+            s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.DontNeed);
+            Assert.True(s.Cpu.ReadByte(a + (3 * Sim.K4), out v).Ok);
+            Assert.Equal(0, v);
+        }
+
+        Assert.Null(PtLab.Systematic.Invariants.CheckAtQuiescence(s.Machine, s.Mm, a, a + Sim.M2));
+    }
+
+    [Fact]
+    public void AFreedTableIsStillCaughtThroughAStaleReference()
+    {
+        using var s = new Sim(pageData: false, design: () => new PtReclaim());
+        ulong a = s.Map(Sim.M2, addr: 0x4000_0000);
+        s.TouchAll(a, Sim.M2);
+        long pte = PteTableOf(s, a);
+        var stale = s.Machine.Phys.Ref(pte);
+        s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.DontNeed);
+        s.Machine.Rcu.Barrier();
+        Assert.False(s.Machine.Phys.IsLive(stale));
+        Assert.Throws<UseAfterFreeException>(() => s.Machine.Phys.Table(stale)[0]);
+    }
+
+    [Fact]
+    public void APackedDescriptorKeepsEachFieldApart()
+    {
+        var d = default(PageDescriptor);
+        d.InitAnonRmap(PageFlags.Anon | PageFlags.SwapBacked, 12345, 0x7fff_ffff_f000);
+        d.SetCounts(3, 0);
+        d.SetMapCount(2);
+        d.LruPrev = 1_000_000;
+        d.LruNext = -1;
+        d.Lru = LruList.File;
+        d.Aux = 0xDEADBEEF;
+        Assert.Equal(0x7fff_ffff_f000UL, d.RmapAddress);
+        Assert.Equal(12345, d.RmapOwnerId);
+        Assert.Equal((int)(PageFlags.Anon | PageFlags.SwapBacked), d.Flags);
+        Assert.Equal(3, d.RefCount);
+        Assert.Equal(2, d.MapCount);
+        Assert.Equal(1_000_000, d.LruPrev);
+        Assert.Equal(-1, d.LruNext);
+        Assert.Equal(LruList.File, d.Lru);
+        Assert.Equal(2, d.AddMap(0) - 0);
+        Assert.Equal(-1, new PageDescriptor().AddRef(-1)); // underflow is reported, not wrapped
+        d.SetFlagsAtomic(PageFlags.Dirty);
+        Assert.Equal(PageFlags.Anon | PageFlags.SwapBacked | PageFlags.Dirty, (PageFlags)d.Flags);
+        Assert.Equal(12345, d.RmapOwnerId);
+        Assert.Equal(24, System.Runtime.CompilerServices.Unsafe.SizeOf<PageDescriptor>());
+    }
+}
