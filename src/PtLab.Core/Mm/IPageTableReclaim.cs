@@ -18,6 +18,12 @@ public interface IPageTableReclaim
     /// <summary>PTE table destructor (<c>pgtable_pte_page_dtor</c>, where the seed calls <c>pte_ref_free</c>).</summary>
     void PteTableDtor(MmStruct mm, long pteTable);
 
+    /// <summary>
+    /// Whether <see cref="TrackPteSet"/> and <see cref="TrackPteClear"/> do anything: when not, the
+    /// set and clear primitives skip the calls, as the kernel compiles the hooks out.
+    /// </summary>
+    bool TracksEntries => true;
+
     /// <summary>Called by <c>set_pte_at</c> with the entry it replaces (<c>track_pte_set</c>).</summary>
     void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry);
 

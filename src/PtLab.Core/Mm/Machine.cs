@@ -56,6 +56,7 @@ public sealed class Machine
         }
         Sync = new SyncHooks(Options.Cpus, Options.Scheduler, Options.LockDep, profile: Options.Profile);
         Phys.Profile = Sync.Profile;
+        Phys.EnablePerCpuLists(Options.Cpus);
         Rcu = new Rcu(Options.Cpus, Sync);
         Vmscan = new Vmscan(this);
         Phys.Reclaim = Vmscan.Reclaim;

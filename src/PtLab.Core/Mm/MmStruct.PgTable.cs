@@ -43,7 +43,11 @@ public sealed partial class MmStruct
     {
         ReachedEntryStore(pteTable.Pfn);
         ulong old = Volatile.Read(ref Phys.Table(pteTable)[index]);
-        Design.TrackPteSet(this, cpu, pteTable, old, pte);
+        if (_tracksEntries)
+        {
+            Design.TrackPteSet(this, cpu, pteTable, old, pte);
+        }
+
         Phys.StoreEntry(pteTable.Pfn, index, old, pte, cpu.Id);
     }
 
@@ -102,7 +106,10 @@ public sealed partial class MmStruct
         if (old != 0)
         {
             Phys.EntryCleared(pteTable.Pfn, index, old, cpu.Id);
-            Design.TrackPteClear(this, cpu, pteTable, old);
+            if (_tracksEntries)
+            {
+                Design.TrackPteClear(this, cpu, pteTable, old);
+            }
         }
 
         return old;

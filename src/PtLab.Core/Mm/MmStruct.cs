@@ -40,6 +40,9 @@ public sealed partial class MmStruct
     private readonly PerCpuCounter _pagesAllocated;
     private readonly PerCpuCounter _pagesFreed;
 
+    // Whether the design's entry tracking does anything (see IPageTableReclaim.TracksEntries).
+    private readonly bool _tracksEntries;
+
     /// <summary>This address space's id in the page descriptors' rmap word.</summary>
     internal int OwnerId { get; }
 
@@ -50,6 +53,7 @@ public sealed partial class MmStruct
         Rcu = machine.Rcu;
         Design = design;
         OwnerId = Phys.RegisterOwner(this);
+        _tracksEntries = design.TracksEntries;
         int cpus = machine.Options.Cpus;
         MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock);
         RmapLock = new RwSemaphore(machine.Sync, AnonVmaLockClass);

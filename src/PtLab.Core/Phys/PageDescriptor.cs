@@ -177,7 +177,8 @@ public struct PageDescriptor
     public void InitAnonRmap(PageFlags flags, int ownerId, ulong address)
     {
         Volatile.Write(ref _word, ((address >> 12) & IndexMask) | (((ulong)ownerId & OwnerMask) << OwnerShift) | ((ulong)(uint)flags << FlagsShift));
-        SetMapCount(1);
+        // Plain stores, as folio_add_new_anon_rmap's atomic_set: the allocation's one reference, mapped once.
+        Volatile.Write(ref _refMap, 1 | MapOne);
     }
 
     /// <summary>Sets both counts at once (a page nobody else can see yet).</summary>

@@ -66,11 +66,111 @@ public sealed class PhysMemory
     /// <summary>Frames of RAM.</summary>
     public long TotalFrames { get; }
 
-    /// <summary>Frames in use (the zero page included).</summary>
-    public long UsedFrames => Volatile.Read(ref _used);
+    /// <summary>Frames in use (the zero page included); frames waiting on the per-CPU lists are free.</summary>
+    public long UsedFrames => Volatile.Read(ref _used) - PerCpuListFrames;
+
+    /// <summary>Free frames held on the CPUs' page lists (<c>pcp->count</c> summed).</summary>
+    public long PerCpuListFrames
+    {
+        get
+        {
+            long n = 0;
+            foreach (var l in _pcp)
+            {
+                n += Volatile.Read(ref l.Count);
+            }
+
+            return n;
+        }
+    }
+
+    // The per-CPU page lists (struct per_cpu_pages): a CPU allocates from its own list under its
+    // own lock, a line no other CPU writes, and refills it from the free list a batch at a time,
+    // so the free-list lock is taken once per batch rather than once per page.
+    private PerCpuPages[] _pcp = [];
+
+    /// <summary>Frames a per-CPU list takes from the free list at once (<c>pcp->batch</c>).</summary>
+    public const int PerCpuBatch = 31;
+
+    /// <summary>Gives each of <paramref name="cpus"/> CPUs a page list of its own.</summary>
+    public void EnablePerCpuLists(int cpus)
+    {
+        var pcp = new PerCpuPages[cpus];
+        for (int i = 0; i < cpus; i++)
+        {
+            pcp[i] = new PerCpuPages();
+        }
+
+        _pcp = pcp;
+    }
+
+    private sealed class PerCpuPages
+    {
+        // Lock word and count on the line before the frames; the frames array is its own object.
+        public int Lock;
+        public int Count;
+        public readonly long[] Frames = new long[PerCpuBatch];
+    }
+
+    // A frame from CPU cpu's list, refilled from the free list when empty; -1 when both are empty.
+    private long TakePerCpu(int cpu)
+    {
+        var l = _pcp[cpu];
+        RawSpinLock.Lock(ref l.Lock);
+        Profile?.Count(cpu, ProfileOp.PercpuOp);
+        if (l.Count == 0)
+        {
+            RawSpinLock.Lock(ref _freeLock);
+            Profile?.Locked(cpu);
+            while (l.Count < PerCpuBatch)
+            {
+                long f;
+                if (_freeCount > 0)
+                {
+                    f = _freeStack[--_freeCount];
+                }
+                else if (_highWater < TotalFrames)
+                {
+                    f = _highWater++;
+                }
+                else
+                {
+                    break;
+                }
+
+                l.Frames[l.Count++] = f;
+                _used++;
+            }
+
+            RawSpinLock.Unlock(ref _freeLock);
+        }
+
+        long pfn = l.Count > 0 ? l.Frames[--l.Count] : -1;
+        RawSpinLock.Unlock(ref l.Lock);
+        return pfn;
+    }
+
+    /// <summary><c>drain_all_pages</c>: gives every CPU's listed frames back to the free list.</summary>
+    public void DrainPerCpuLists()
+    {
+        foreach (var l in _pcp)
+        {
+            RawSpinLock.Lock(ref l.Lock);
+            if (l.Count > 0)
+            {
+                PushFree(l.Frames.AsSpan(0, l.Count));
+                l.Count = 0;
+            }
+
+            RawSpinLock.Unlock(ref l.Lock);
+        }
+    }
 
     /// <summary>Frames not in use.</summary>
     public long FreeFrames => TotalFrames - UsedFrames;
+
+    // Free frames as the watermarks see them: frames on the per-CPU lists do not count (NR_FREE_PAGES).
+    private long FreeForWatermarks => TotalFrames - Volatile.Read(ref _used);
 
     /// <summary>Frames currently used as page tables.</summary>
     public long TableFrames => Volatile.Read(ref _tablesInUse);
@@ -194,8 +294,22 @@ public sealed class PhysMemory
             return -1;
         }
 
-        long pfn = TryTake();
-        Profile?.Locked(cpu); // the free-list lock
+        long pfn;
+        if ((uint)cpu < (uint)_pcp.Length)
+        {
+            pfn = TakePerCpu(cpu);
+            if (pfn < 0 && PerCpuListFrames > 0)
+            {
+                DrainPerCpuLists(); // another CPU's list holds what is left
+                pfn = TryTake();
+            }
+        }
+        else
+        {
+            pfn = TryTake();
+            Profile?.Locked(cpu); // the free-list lock
+        }
+
         if (Reclaim is { } reclaim)
         {
             if (pfn < 0)
@@ -208,14 +322,15 @@ public sealed class PhysMemory
                         break;
                     }
 
+                    DrainPerCpuLists();
                     pfn = TryTake();
                 }
             }
-            else if (cpu >= 0 && FreeFrames < LowWatermark && Interlocked.CompareExchange(ref _kswapd, 1, 0) == 0)
+            else if (cpu >= 0 && FreeForWatermarks < LowWatermark && Interlocked.CompareExchange(ref _kswapd, 1, 0) == 0)
             {
                 try
                 {
-                    long want = HighWatermark - FreeFrames;
+                    long want = HighWatermark - FreeForWatermarks;
                     while (want > 0)
                     {
                         long got = reclaim(cpu, Math.Min(want, 1024));
@@ -302,10 +417,6 @@ public sealed class PhysMemory
     public void StoreEntry(long table, int index, ulong old, ulong value, int cpu = -1)
     {
         ref var d = ref Desc(table);
-        if ((old == 0) != (value == 0))
-        {
-            Profile?.Count(cpu, ProfileOp.SharedAtomic); // the entry group's count of non-none entries
-        }
 
         _tables.Store(ref d.TableSlot, index, old, value, releaseEmpty: d.Level == 1);
     }
@@ -315,7 +426,6 @@ public sealed class PhysMemory
     {
         if (old != 0)
         {
-            Profile?.Count(cpu, ProfileOp.SharedAtomic);
             ref var d = ref Desc(table);
             _tables.Cleared(ref d.TableSlot, index, releaseEmpty: d.Level == 1);
         }

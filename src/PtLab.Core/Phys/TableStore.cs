@@ -72,7 +72,9 @@ internal sealed class TableStore
     /// <summary>
     /// Stores <paramref name="value"/> at <paramref name="index"/>, creating the slot and group if
     /// needed and releasing a PTE table's group that became empty. The caller holds the lock that
-    /// orders stores to this table; <paramref name="old"/> is the entry it replaces.
+    /// orders stores to this table (the PTE lock, the pmd lock, <c>page_table_lock</c>, or
+    /// <c>mmap_lock</c> for write), so the group counts change with plain stores; <paramref name="old"/>
+    /// is the entry it replaces.
     /// </summary>
     public void Store(ref int tableSlot, int index, ulong old, ulong value, bool releaseEmpty)
     {
@@ -89,12 +91,7 @@ internal sealed class TableStore
             Volatile.Write(ref GroupEntry(h >> CountBits, index), value);
             if (value == 0)
             {
-                int left = Interlocked.Decrement(ref hdr);
-                if ((left & CountMask) == 0 && releaseEmpty && Interlocked.CompareExchange(ref hdr, 0, left) == left)
-                {
-                    ReleaseGroup(left >> CountBits);
-                    ReleaseSlotIfEmpty(ref tableSlot);
-                }
+                CountCleared(ref tableSlot, ref hdr, releaseEmpty);
             }
 
             return;
@@ -106,44 +103,42 @@ internal sealed class TableStore
         }
 
         ref int header = ref Header(slot, index >> GroupShift);
-        while (true)
+        int hh = Volatile.Read(ref header);
+        if (hh != 0)
         {
-            int h = Volatile.Read(ref header);
-            if (h != 0)
-            {
-                if (Interlocked.CompareExchange(ref header, h + 1, h) == h)
-                {
-                    Volatile.Write(ref GroupEntry(h >> CountBits, index), value);
-                    return;
-                }
-
-                continue;
-            }
-
-            int g = TakeGroup();
-            Volatile.Write(ref GroupEntry(g, index), value);
-            // Release: the group's zeroed entries and this one are visible before the header names it.
-            if (Interlocked.CompareExchange(ref header, (g << CountBits) | 1, 0) == 0)
-            {
-                return;
-            }
-
-            GroupEntry(g, index) = 0;
-            ReleaseGroup(g);
+            // The count changes only under the table's lock, which the caller holds: a plain store.
+            Volatile.Write(ref header, hh + 1);
+            Volatile.Write(ref GroupEntry(hh >> CountBits, index), value);
+            return;
         }
+
+        int g = TakeGroup();
+        Volatile.Write(ref GroupEntry(g, index), value);
+        // Release: the group's zeroed entries and this one are visible before the header names it
+        // to lockless readers.
+        Volatile.Write(ref header, (g << CountBits) | 1);
+    }
+
+    // One entry of the group went none, under the table's lock: count it, and give the group back
+    // (and the slot, when nothing else is left in it) once the group is empty.
+    private void CountCleared(ref int tableSlot, ref int hdr, bool releaseEmpty)
+    {
+        int left = Volatile.Read(ref hdr) - 1;
+        if ((left & CountMask) == 0 && releaseEmpty)
+        {
+            Volatile.Write(ref hdr, 0);
+            ReleaseGroup(left >> CountBits);
+            ReleaseSlotIfEmpty(ref tableSlot);
+            return;
+        }
+
+        Volatile.Write(ref hdr, left);
     }
 
     /// <summary>Counts an entry that a caller cleared in place (an exchange with zero) and releases its group if it became empty.</summary>
     public void Cleared(ref int tableSlot, int index, bool releaseEmpty)
     {
-        int slot = Volatile.Read(ref tableSlot);
-        ref int hdr = ref Header(slot, index >> GroupShift);
-        int left = Interlocked.Decrement(ref hdr);
-        if ((left & CountMask) == 0 && releaseEmpty && Interlocked.CompareExchange(ref hdr, 0, left) == left)
-        {
-            ReleaseGroup(left >> CountBits);
-            ReleaseSlotIfEmpty(ref tableSlot);
-        }
+        CountCleared(ref tableSlot, ref Header(Volatile.Read(ref tableSlot), index >> GroupShift), releaseEmpty);
     }
 
     /// <summary>The design state of a table (the seed's <c>pte_ref</c>), or null.</summary>

@@ -25,6 +25,9 @@ public class NoReclaim : IPageTableReclaim
     }
 
     /// <inheritdoc/>
+    public virtual bool TracksEntries => false;
+
+    /// <inheritdoc/>
     public virtual void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry)
     {
     }

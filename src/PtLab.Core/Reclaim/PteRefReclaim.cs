@@ -71,8 +71,19 @@ public sealed class PteRefReclaim : RefcountReclaim
     }
 
     /// <summary><c>percpu_ref_tryget</c>: always succeeds in percpu mode; fails at zero in atomic mode.</summary>
-    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable) =>
-        Guard(mm, pteTable, "pte_tryget", cpu.Id, static (r, c) => r.TryGet(c));
+    /// <remarks>Called inside <c>pte_offset_map</c>'s RCU read section: the in-RCU fast path, a per-CPU add.</remarks>
+    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable)
+    {
+        var r = RefOf(mm, pteTable.Pfn);
+        try
+        {
+            return r.TryGetInRcu(cpu.Id);
+        }
+        catch (PercpuRefException e) when (!mm.Phys.IsLive(pteTable))
+        {
+            throw RacedWithFree("pte_tryget", pteTable, e);
+        }
+    }
 
     /// <summary><c>percpu_ref_get</c> (from <c>track_pte_set</c>, by a visitor that already holds a reference).</summary>
     protected override void Get(MmStruct mm, Cpu cpu, TableRef pteTable)
@@ -82,16 +93,20 @@ public sealed class PteRefReclaim : RefcountReclaim
             mm.Phys.Table(pteTable); // reports the use after free
         }
 
-        if (RefOf(mm, pteTable.Pfn).IsZero)
+        var r = RefOf(mm, pteTable.Pfn);
+        if (r.IsZero)
         {
             throw new UseAfterFreeException($"track_pte_set on {pteTable}, whose pte_ref is zero in atomic mode", Environment.StackTrace, null);
         }
 
-        Guard(mm, pteTable, "track_pte_set", cpu.Id, static (r, c) =>
+        try
         {
-            r.Get(c);
-            return true;
-        });
+            r.Get(cpu.Id);
+        }
+        catch (PercpuRefException e) when (!mm.Phys.IsLive(pteTable))
+        {
+            throw RacedWithFree("track_pte_set", pteTable, e);
+        }
     }
 
     /// <summary><c>percpu_ref_put</c>.</summary>
@@ -102,11 +117,15 @@ public sealed class PteRefReclaim : RefcountReclaim
             mm.Phys.Table(pteTable); // reports the use after free
         }
 
-        Guard(mm, pteTable, "pte_put", cpu.Id, static (r, c) =>
+        var r = RefOf(mm, pteTable.Pfn);
+        try
         {
-            r.Put(c);
-            return true;
-        });
+            r.Put(cpu.Id);
+        }
+        catch (PercpuRefException e) when (!mm.Phys.IsLive(pteTable))
+        {
+            throw RacedWithFree("pte_put", pteTable, e);
+        }
     }
 
     /// <summary>

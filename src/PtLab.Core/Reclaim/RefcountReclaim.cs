@@ -35,6 +35,9 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
     protected abstract void Put(MmStruct mm, Cpu cpu, TableRef pteTable);
 
     /// <inheritdoc/>
+    public override bool TracksEntries => true;
+
+    /// <inheritdoc/>
     public abstract long? ExactCount(MmStruct mm, long pteTable);
 
     /// <summary>

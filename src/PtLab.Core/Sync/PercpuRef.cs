@@ -176,6 +176,52 @@ public sealed partial class PercpuRef
     }
 
     /// <summary>
+    /// <c>percpu_ref_tryget_many</c> for a caller already inside an RCU read section on
+    /// <paramref name="cpu"/> (as <c>pte_offset_map</c> is): in percpu mode a plain add on the CPU's
+    /// own stripe and nothing else, no read-section bookkeeping and no fence; in atomic mode the
+    /// shared counter, as <see cref="TryGet"/>.
+    /// </summary>
+    public bool TryGetInRcu(int cpu, long nr = 1)
+    {
+        AssertInReadSection(cpu);
+        _sched?.Reached(SchedulingPointKind.RefGet, this);
+        return TryAddPercpu(cpu, nr) || (CountShared(cpu) && AddSharedNotZero(nr));
+    }
+
+    /// <summary><c>percpu_ref_get_many</c> inside the caller's RCU read section (see <see cref="TryGetInRcu"/>).</summary>
+    public void GetInRcu(int cpu, long nr = 1)
+    {
+        AssertInReadSection(cpu);
+        _sched?.Reached(SchedulingPointKind.RefGet, this);
+        if (!TryAddPercpu(cpu, nr))
+        {
+            CountShared(cpu);
+            AddShared(nr);
+        }
+    }
+
+    /// <summary><c>percpu_ref_put_many</c> inside the caller's RCU read section (see <see cref="TryGetInRcu"/>).</summary>
+    public void PutInRcu(int cpu, long nr = 1)
+    {
+        AssertInReadSection(cpu);
+        _sched?.Reached(SchedulingPointKind.RefPut, this);
+        if (!TryAddPercpu(cpu, -nr))
+        {
+            CountShared(cpu);
+            PutShared(nr);
+        }
+    }
+
+    // The in-RCU fast paths rely on the caller's read section; checked when lock checking is on.
+    private void AssertInReadSection(int cpu)
+    {
+        if (_lockDep is not null && !_rcu.InReadSection(cpu))
+        {
+            throw new PercpuRefException($"percpu_ref fast path on CPU {cpu} outside an RCU read section");
+        }
+    }
+
+    /// <summary>
     /// <c>percpu_ref_tryget_live</c>: also fails once the ref was killed, even while the count is
     /// not yet zero. Once a kill is confirmed, every later call fails.
     /// </summary>
