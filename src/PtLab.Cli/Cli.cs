@@ -78,6 +78,9 @@ internal static class Cli
         root.Subcommands.Add(bench);
         root.Subcommands.Add(Check.CheckCommand(stdout));
         root.Subcommands.Add(Check.SoakCommand(stdout));
+        var fuzz = new Command("fuzz", "Differential fuzzing: random operations on the model, checked against an oracle after every one.");
+        fuzz.Subcommands.Add(FuzzKernel.Command(stdout, stderr));
+        root.Subcommands.Add(fuzz);
         return root;
     }
 

@@ -1,0 +1,285 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using PtLab.Kernel;
+using PtLab.Kernel.Fuzz;
+using PtLab.Reclaim;
+using Spectre.Console;
+
+namespace PtLab.Cli;
+
+/// <summary>
+/// <c>ptlab fuzz kernel</c>: random sequences of memory system calls and touches, run by a C executor
+/// on the host kernel and by the model, compared after every operation.
+/// </summary>
+internal static class FuzzKernel
+{
+    public static Command Command(TextWriter stdout, TextWriter stderr)
+    {
+        var cmd = new Command(
+            "kernel",
+            "Differential fuzzing against the host kernel: random sequences of mmap, munmap, mprotect, madvise and page touches in an " +
+            "empty 512 GiB slot, run by a small C executor (built with gcc) and by the model design matching the host, compared after " +
+            "every operation (result, VmPTE, RssAnon, VMA layout). A difference stops its sequence and is printed and written as a case file.");
+        var seed = new Option<int>("--seed") { Description = "Seed of the run; sequence i draws from (seed, i).", DefaultValueFactory = _ => 1 };
+        var sequences = new Option<int>("--sequences") { Description = "Sequences to run.", DefaultValueFactory = _ => 20 };
+        var ops = new Option<int>("--ops") { Description = "Operations per sequence.", DefaultValueFactory = _ => 500 };
+        var first = new Option<int>("--first") { Description = "Index of the first sequence (to rerun one sequence of a larger run).", DefaultValueFactory = _ => 0 };
+        var design = new Option<string?>("--design") { Description = "Model design to compare with (default: the one matching the host). " + Designs.Describe() + "." };
+        design.AcceptOnlyFromAmong([.. Designs.Names]);
+        var minimize = new Option<bool>("--minimize") { Description = "Shrink each difference by delta debugging to a shortest sequence that still differs." };
+        var output = new Option<string>("--out") { Description = "Folder for the case files of differences.", DefaultValueFactory = _ => "fuzz-cases" };
+        var replay = new Option<string?>("--replay") { Description = "Replay a case file on both sides (and check the model against its recorded kernel answers) instead of generating." };
+        var format = new Option<string>("--format") { Description = "table or json.", DefaultValueFactory = _ => "table" };
+        format.AcceptOnlyFromAmong("table", "json");
+        foreach (var o in new Option[] { seed, sequences, ops, first, design, minimize, output, replay, format })
+        {
+            cmd.Options.Add(o);
+        }
+
+        cmd.SetAction(p =>
+        {
+            var info = KernelInfo.Probe();
+            string d = p.GetValue(design) ?? info.MatchingDesign;
+            bool json = p.GetValue(format) == "json";
+            if (!KernelExecutor.IsAvailable(out string why))
+            {
+                stderr.WriteLine($"ptlab: fuzz kernel cannot run here: {why}");
+                return Cli.ExitFailure;
+            }
+
+            if (p.GetValue(replay) is { } file)
+            {
+                return Replay(file, p.GetValue(design), info, json, stdout);
+            }
+
+            int n = p.GetValue(sequences), m = p.GetValue(ops), f = p.GetValue(first);
+            if (n < 1 || m < 1 || f < 0)
+            {
+                throw new UsageException($"--sequences and --ops must be at least 1 and --first at least 0, got {n}, {m} and {f}");
+            }
+
+            var options = new FuzzCampaignOptions(p.GetValue(seed), n, m, d, p.GetValue(minimize), f);
+            var result = RunWithProgress(options, stderr);
+            string outDir = p.GetValue(output)!;
+            var files = WriteCases(result, info, outDir);
+            if (json)
+            {
+                stdout.WriteLine(Json(result, info, files));
+            }
+            else
+            {
+                WriteTable(result, info, files, stdout);
+            }
+
+            return result.Findings.Count == 0 ? Cli.ExitOk : Cli.ExitFailure;
+        });
+        return cmd;
+    }
+
+    private static FuzzCampaignResult RunWithProgress(FuzzCampaignOptions options, TextWriter stderr)
+    {
+        bool interactive = !Console.IsErrorRedirected && !Console.IsOutputRedirected && ReferenceEquals(stderr, Console.Error);
+        if (!interactive)
+        {
+            return FuzzCampaign.Run(options);
+        }
+
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        FuzzCampaignResult? r = null;
+        console.Progress()
+            .AutoClear(true)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask($"fuzz kernel against {options.Design}", maxValue: (double)options.Sequences * options.Ops);
+                r = FuzzCampaign.Run(options, done => task.Value = done);
+            });
+        return r!;
+    }
+
+    /// <summary>Writes each finding (and its minimized form) as a case file; returns the paths per finding.</summary>
+    private static List<(string Found, string? Minimized)> WriteCases(FuzzCampaignResult result, KernelInfo info, string dir)
+    {
+        var files = new List<(string, string?)>();
+        if (result.Findings.Count == 0)
+        {
+            return files;
+        }
+
+        try
+        {
+            Directory.CreateDirectory(dir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"--out: cannot create '{dir}': {e.Message}");
+        }
+
+        foreach (var f in result.Findings)
+        {
+            string stem = Path.Combine(dir, $"kernel-seed{result.Options.Seed}-seq{f.Sequence}");
+            string found = stem + ".case";
+            File.WriteAllText(found, Case(f.Found, result, info, f, minimized: false).Format());
+            string? min = null;
+            if (f.Minimized is { } m)
+            {
+                min = stem + ".min.case";
+                File.WriteAllText(min, Case(m, result, info, f, minimized: true).Format());
+            }
+
+            files.Add((found, min));
+        }
+
+        return files;
+    }
+
+    private static FuzzCase Case(FuzzSequence seq, FuzzCampaignResult result, KernelInfo info, FuzzFinding f, bool minimized)
+    {
+        var step = seq.Difference!;
+        string how = $"ptlab fuzz kernel --seed {result.Options.Seed} --first {f.Sequence} --sequences 1 --ops {result.Options.Ops}";
+        return FuzzCase.FromSequence(seq, result.Options.Design, result.MemTotalKb,
+        [
+            $"ptlab fuzz kernel case{(minimized ? ", minimized by delta debugging" : "")}: found by {how}",
+            $"host: Linux {info.Release}; model design {result.Options.Design}",
+            $"the last operation differs in {string.Join(", ", step.Differences)}; the model answered {FuzzText.FormatOutcome(step.Model, seq.Slot)}",
+        ]);
+    }
+
+    private static int Replay(string file, string? design, KernelInfo info, bool json, TextWriter stdout)
+    {
+        FuzzCase c;
+        try
+        {
+            c = FuzzCase.Load(file);
+        }
+        catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"--replay: {e.Message}");
+        }
+
+        string d = design ?? c.Design ?? info.MatchingDesign;
+        using var fuzzer = new KernelFuzzer(d);
+        var recorded = c.Steps.Any(s => s.Expected is not null) ? c.CheckOnModel(d, c.MemTotalKb ?? fuzzer.MemTotalKb) : [];
+        var seq = fuzzer.Replay(c.Ops, c.Slot);
+        var diff = seq.Difference;
+        if (json)
+        {
+            stdout.WriteLine(JsonSerializer.Serialize(new
+            {
+                file,
+                design = d,
+                operations = seq.Steps.Count,
+                difference = diff is null ? null : DifferenceJson(seq),
+                modelAgainstRecorded = recorded,
+            }, RunReport.Json));
+        }
+        else
+        {
+            stdout.WriteLine($"{file}: {c.Steps.Count} operations replayed against {d}");
+            if (diff is null)
+            {
+                stdout.WriteLine("kernel and model agree after every operation");
+            }
+            else
+            {
+                WriteDifference(seq, stdout);
+            }
+
+            foreach (var line in recorded)
+            {
+                stdout.WriteLine("recorded kernel answer: " + line);
+            }
+        }
+
+        return diff is null && recorded.Count == 0 ? Cli.ExitOk : Cli.ExitFailure;
+    }
+
+    private static void WriteTable(FuzzCampaignResult r, KernelInfo info, List<(string Found, string? Minimized)> files, TextWriter w)
+    {
+        double secs = r.Wall.TotalSeconds;
+        w.WriteLine($"ptlab fuzz kernel: Linux {info.Release}, model design {r.Options.Design}, slot {FuzzText.Hex(r.Slot)}, seed {r.Options.Seed}");
+        w.WriteLine(string.Create(
+            CultureInfo.InvariantCulture,
+            $"{r.Sequences} sequences, {r.Operations:N0} operations, {r.Findings.Count} differences, {secs:F1} s wall ({r.Operations / Math.Max(secs, 1e-9):N0} operations/s)"));
+        w.WriteLine();
+        w.WriteLine("operation kinds and the kernel's answers:");
+        foreach (var (key, labels) in r.Coverage)
+        {
+            w.WriteLine($"  {key,-28} {string.Join(", ", labels.Select(l => $"{l.Key} {l.Value.ToString("N0", CultureInfo.InvariantCulture)}"))}");
+        }
+
+        for (int i = 0; i < r.Findings.Count; i++)
+        {
+            var f = r.Findings[i];
+            w.WriteLine();
+            w.WriteLine($"DIFFERENCE in sequence {f.Sequence} (generator seed {FuzzCampaign.SequenceSeed(r.Options.Seed, f.Sequence)}):");
+            WriteDifference(f.Found, w);
+            w.WriteLine($"case file: {files[i].Found}");
+            if (f.Minimized is { } m)
+            {
+                w.WriteLine($"minimized to {m.Steps.Count} operations ({f.Replays} replays): {files[i].Minimized}");
+                WriteDifference(m, w);
+            }
+        }
+    }
+
+    private static void WriteDifference(FuzzSequence seq, TextWriter w)
+    {
+        var last = seq.Difference!;
+        w.WriteLine($"  operation {seq.Steps.Count} differs in {string.Join(", ", last.Differences)}");
+        int width = Math.Min(90, seq.Steps.Max(s => s.Op.Format(seq.Slot).Length));
+        for (int i = 0; i < seq.Steps.Count; i++)
+        {
+            var s = seq.Steps[i];
+            string k = Short(s.Kernel, seq.Slot), m = Short(s.Model, seq.Slot);
+            w.WriteLine($"  {i + 1,5} {s.Op.Format(seq.Slot).PadRight(width)}  kernel {k}{(k == m ? "" : "  model " + m)}");
+        }
+
+        w.WriteLine("  kernel layout: " + Layout(last.Kernel, seq.Slot));
+        w.WriteLine("  model layout:  " + Layout(last.Model, seq.Slot));
+    }
+
+    private static string Short(OpOutcome o, ulong slot) => FuzzText.FormatOutcome(o with { Layout = null }, slot);
+
+    private static string Layout(OpOutcome o, ulong slot) =>
+        o.Layout is { Count: > 0 } l ? string.Join(' ', l.Select(v => FuzzText.FormatVma(v, slot))) : "(no VMA)";
+
+    private static object DifferenceJson(FuzzSequence seq) => new
+    {
+        operation = seq.Steps.Count,
+        aspects = seq.Difference!.Differences,
+        ops = seq.Steps.Select(s => new
+        {
+            op = s.Op.Format(seq.Slot),
+            kernel = FuzzText.FormatOutcome(s.Kernel, seq.Slot),
+            model = FuzzText.FormatOutcome(s.Model, seq.Slot),
+        }).ToArray(),
+    };
+
+    private static string Json(FuzzCampaignResult r, KernelInfo info, List<(string Found, string? Minimized)> files) =>
+        JsonSerializer.Serialize(new
+        {
+            kernel = info.Release,
+            design = r.Options.Design,
+            seed = r.Options.Seed,
+            slot = FuzzText.Hex(r.Slot),
+            sequences = r.Sequences,
+            operations = r.Operations,
+            differences = r.Findings.Count,
+            wallSeconds = Math.Round(r.Wall.TotalSeconds, 3),
+            operationsPerSecond = Math.Round(r.Operations / Math.Max(r.Wall.TotalSeconds, 1e-9)),
+            executorRestarts = r.Restarts,
+            coverage = r.Coverage,
+            findings = r.Findings.Select((f, i) => new
+            {
+                sequence = f.Sequence,
+                generatorSeed = FuzzCampaign.SequenceSeed(r.Options.Seed, f.Sequence),
+                found = DifferenceJson(f.Found),
+                caseFile = files[i].Found,
+                minimized = f.Minimized is null ? null : DifferenceJson(f.Minimized),
+                minimizedCaseFile = files[i].Minimized,
+                replays = f.Replays,
+            }).ToArray(),
+        }, RunReport.Json);
+}
