@@ -133,6 +133,29 @@ public sealed partial class MmStruct
             .Free(Entry.SwapOffset(entry));
 
     /// <summary>
+    /// <c>free_pgtables</c>: frees the tables of the detached VMAs, grouping VMAs less than a PMD
+    /// apart into one <c>free_pgd_range</c> call, as the kernel does.
+    /// </summary>
+    private void FreePgtables(MmuGather tlb, List<Vma> vmas, ulong floor, ulong ceiling)
+    {
+        int i = 0;
+        while (i < vmas.Count)
+        {
+            ulong addr = vmas[i].Start;
+            int j = i;
+            while (j + 1 < vmas.Count && vmas[j + 1].Start <= vmas[j].End + Geometry.PmdSize)
+            {
+                j++;
+            }
+
+            ulong groupCeiling = j + 1 < vmas.Count ? vmas[j + 1].Start : ceiling;
+            FreePgdRange(tlb, addr, vmas[j].End, floor, groupCeiling);
+            i = j + 1;
+        }
+    }
+
+
+    /// <summary>
     /// <c>free_pgd_range</c>: frees the tables that map only [addr, end), keeping any table that
     /// also maps below <paramref name="floor"/> or at/above <paramref name="ceiling"/> (0 = no
     /// ceiling). All arithmetic is unsigned, as in the kernel.
