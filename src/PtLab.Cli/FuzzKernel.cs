@@ -1,6 +1,5 @@
 using System.CommandLine;
-using System.Globalization;
-using System.Text.Json;
+using System.CommandLine.Parsing;
 using PtLab.Kernel;
 using PtLab.Kernel.Fuzz;
 using PtLab.Reclaim;
@@ -30,18 +29,18 @@ internal static class FuzzKernel
         var minimize = new Option<bool>("--minimize") { Description = "Shrink each difference by delta debugging to a shortest sequence that still differs." };
         var output = new Option<string>("--out") { Description = "Folder for the case files of differences.", DefaultValueFactory = _ => "fuzz-cases" };
         var replay = new Option<string?>("--replay") { Description = "Replay a case file on both sides (and check the model against its recorded kernel answers) instead of generating." };
-        var format = new Option<string>("--format") { Description = "table or json.", DefaultValueFactory = _ => "table" };
-        format.AcceptOnlyFromAmong("table", "json");
-        foreach (var o in new Option[] { seed, sequences, ops, first, design, minimize, output, replay, format })
+        var record = new Option<bool>("--record") { Description = "With --replay: write the replayed case with the kernel's answers to --out even when both sides agree." };
+        foreach (var o in new Option[] { seed, sequences, ops, first, design, minimize, output, replay, record })
         {
             cmd.Options.Add(o);
         }
+
+        var report = ReportOptions.AddTo(cmd, "table", "json");
 
         cmd.SetAction(p =>
         {
             var info = KernelInfo.Probe();
             string d = p.GetValue(design) ?? info.MatchingDesign;
-            bool json = p.GetValue(format) == "json";
             if (!KernelExecutor.IsAvailable(out string why))
             {
                 stderr.WriteLine($"ptlab: fuzz kernel cannot run here: {why}");
@@ -50,7 +49,7 @@ internal static class FuzzKernel
 
             if (p.GetValue(replay) is { } file)
             {
-                return Replay(file, p.GetValue(design), info, json, stdout);
+                return Replay(file, p.GetValue(design), p.GetValue(minimize), p.GetValue(record), p.GetValue(output)!, info, report, p, stdout);
             }
 
             int n = p.GetValue(sequences), m = p.GetValue(ops), f = p.GetValue(first);
@@ -63,15 +62,7 @@ internal static class FuzzKernel
             var result = RunWithProgress(options, stderr);
             string outDir = p.GetValue(output)!;
             var files = WriteCases(result, info, outDir);
-            if (json)
-            {
-                stdout.WriteLine(Json(result, info, files));
-            }
-            else
-            {
-                WriteTable(result, info, files, stdout);
-            }
-
+            report.Write(p, stdout, () => Json(result, info, files), null, w => WriteTable(result, info, files, w));
             return result.Findings.Count == 0 ? Cli.ExitOk : Cli.ExitFailure;
         });
         return cmd;
@@ -107,15 +98,7 @@ internal static class FuzzKernel
             return files;
         }
 
-        try
-        {
-            Directory.CreateDirectory(dir);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new UsageException($"--out: cannot create '{dir}': {e.Message}");
-        }
-
+        CreateFolder(dir);
         foreach (var f in result.Findings)
         {
             string stem = Path.Combine(dir, $"kernel-seed{result.Options.Seed}-seq{f.Sequence}");
@@ -134,6 +117,18 @@ internal static class FuzzKernel
         return files;
     }
 
+    private static void CreateFolder(string dir)
+    {
+        try
+        {
+            Directory.CreateDirectory(dir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"--out: cannot create '{dir}': {e.Message}");
+        }
+    }
+
     private static FuzzCase Case(FuzzSequence seq, FuzzCampaignResult result, KernelInfo info, FuzzFinding f, bool minimized)
     {
         var step = seq.Difference!;
@@ -146,7 +141,7 @@ internal static class FuzzKernel
         ]);
     }
 
-    private static int Replay(string file, string? design, KernelInfo info, bool json, TextWriter stdout)
+    private static int Replay(string file, string? design, bool minimize, bool record, string outDir, KernelInfo info, ReportOptions report, ParseResult p, TextWriter stdout)
     {
         FuzzCase c;
         try
@@ -163,35 +158,61 @@ internal static class FuzzKernel
         var recorded = c.Steps.Any(s => s.Expected is not null) ? c.CheckOnModel(d, c.MemTotalKb ?? fuzzer.MemTotalKb) : [];
         var seq = fuzzer.Replay(c.Ops, c.Slot);
         var diff = seq.Difference;
-        if (json)
+        string? written = null, writtenMin = null;
+        FuzzSequence? min = null;
+        if (diff is not null || record)
         {
-            stdout.WriteLine(JsonSerializer.Serialize(new
+            // A replayed difference is written with the kernel's answers, and shrunk when asked.
+            string stem = Path.Combine(outDir, Path.GetFileNameWithoutExtension(file));
+            CreateFolder(outDir);
+            written = stem + ".replay.case";
+            File.WriteAllText(written, FuzzCase.FromSequence(seq, d, fuzzer.MemTotalKb, [.. c.Comments]).Format());
+            if (minimize && diff is not null)
+            {
+                (min, int replays) = Minimizer.Minimize(fuzzer, seq);
+                writtenMin = stem + ".min.case";
+                File.WriteAllText(writtenMin, FuzzCase.FromSequence(min, d, fuzzer.MemTotalKb, [$"{Path.GetFileName(file)} minimized by delta debugging ({replays} replays)", .. c.Comments]).Format());
+            }
+        }
+
+        report.Write(
+            p,
+            stdout,
+            () => ReportJson.Serialize(new
             {
                 file,
                 design = d,
                 operations = seq.Steps.Count,
                 difference = diff is null ? null : DifferenceJson(seq),
+                caseFile = written,
+                minimized = min is null ? null : DifferenceJson(min),
+                minimizedCaseFile = writtenMin,
                 modelAgainstRecorded = recorded,
-            }, RunReport.Json));
-        }
-        else
-        {
-            stdout.WriteLine($"{file}: {c.Steps.Count} operations replayed against {d}");
-            if (diff is null)
+            }),
+            null,
+            w =>
             {
-                stdout.WriteLine("kernel and model agree after every operation");
-            }
-            else
-            {
-                WriteDifference(seq, stdout);
-            }
+                w.WriteLine($"{file}: {Human.Plural(seq.Steps.Count, "operation")} replayed against {d}");
+                if (diff is null)
+                {
+                    w.WriteLine("kernel and model agree after every operation" + (written is null ? "" : $"; recorded in {written}"));
+                }
+                else
+                {
+                    WriteDifference(seq, w);
+                    w.WriteLine($"case file: {written}");
+                    if (min is not null)
+                    {
+                        w.WriteLine($"minimized to {Human.Plural(min.Steps.Count, "operation")}: {writtenMin}");
+                        WriteDifference(min, w);
+                    }
+                }
 
-            foreach (var line in recorded)
-            {
-                stdout.WriteLine("recorded kernel answer: " + line);
-            }
-        }
-
+                foreach (var line in recorded)
+                {
+                    w.WriteLine("against the recorded kernel answer: " + line);
+                }
+            });
         return diff is null && recorded.Count == 0 ? Cli.ExitOk : Cli.ExitFailure;
     }
 
@@ -199,14 +220,14 @@ internal static class FuzzKernel
     {
         double secs = r.Wall.TotalSeconds;
         w.WriteLine($"ptlab fuzz kernel: Linux {info.Release}, model design {r.Options.Design}, slot {FuzzText.Hex(r.Slot)}, seed {r.Options.Seed}");
-        w.WriteLine(string.Create(
-            CultureInfo.InvariantCulture,
-            $"{r.Sequences} sequences, {r.Operations:N0} operations, {r.Findings.Count} differences, {secs:F1} s wall ({r.Operations / Math.Max(secs, 1e-9):N0} operations/s)"));
+        w.WriteLine(
+            $"{Human.Plural(r.Sequences, "sequence")}, {Human.Plural(r.Operations, "operation")}, {Human.Plural(r.Findings.Count, "difference")}, " +
+            $"{Human.Seconds(secs)} wall ({Human.Count((long)(r.Operations / Math.Max(secs, 1e-9)))} operations/s)");
         w.WriteLine();
         w.WriteLine("operation kinds and the kernel's answers:");
         foreach (var (key, labels) in r.Coverage)
         {
-            w.WriteLine($"  {key,-28} {string.Join(", ", labels.Select(l => $"{l.Key} {l.Value.ToString("N0", CultureInfo.InvariantCulture)}"))}");
+            w.WriteLine($"  {key,-28} {string.Join(", ", labels.Select(l => $"{l.Key} {Human.Count(l.Value)}"))}");
         }
 
         for (int i = 0; i < r.Findings.Count; i++)
@@ -258,7 +279,7 @@ internal static class FuzzKernel
     };
 
     private static string Json(FuzzCampaignResult r, KernelInfo info, List<(string Found, string? Minimized)> files) =>
-        JsonSerializer.Serialize(new
+        ReportJson.Serialize(new
         {
             kernel = info.Release,
             design = r.Options.Design,
@@ -281,5 +302,5 @@ internal static class FuzzKernel
                 minimizedCaseFile = files[i].Minimized,
                 replays = f.Replays,
             }).ToArray(),
-        }, RunReport.Json);
+        });
 }
