@@ -81,9 +81,19 @@ public sealed partial class MmStruct
             return;
         }
 
-        if ((newFlags & VmFlags.Write) != 0 && (vma.Flags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve)) == 0)
+        var oldFlags = vma.Flags;
+        if ((newFlags & VmFlags.Write) != 0)
         {
-            newFlags |= VmFlags.Account; // a private mapping made writable is charged from now on
+            if ((oldFlags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve)) == 0)
+            {
+                newFlags |= VmFlags.Account; // a private mapping made writable is charged from now on
+            }
+        }
+        else if ((oldFlags & VmFlags.Account) != 0 && vma.AnonVma is null)
+        {
+            // Made unwritable before any page was written (no anon_vma yet): nothing can need the
+            // charge any more, so it is dropped, and the VMA can merge with unaccounted neighbours.
+            newFlags &= ~VmFlags.Account;
         }
 
         SplitAt(start);
@@ -93,6 +103,10 @@ public sealed partial class MmStruct
         target.Flags = newFlags;
         ChangeProtection(cpu, tlb, target, start, end, newFlags);
         MergeAround(i);
+        if ((oldFlags & VmFlags.Account) != 0 && (newFlags & VmFlags.Account) == 0)
+        {
+            _committedPages -= (long)((end - start) >> PtLab.Phys.PhysMemory.PageShift); // vm_unacct_memory
+        }
     }
 
     /// <summary>
