@@ -7,10 +7,8 @@ namespace PtLab.Mm;
 // mm/mmap.c and mm/vma.c: mmap, mm_populate, munmap and the unmap of a region.
 public sealed partial class MmStruct
 {
-    private const MapFlags KnownMapFlags =
-        MapFlags.SharedValidate | MapFlags.Fixed | MapFlags.Anonymous | MapFlags.GrowsDown | MapFlags.DenyWrite |
-        MapFlags.Executable | MapFlags.Locked | MapFlags.NoReserve | MapFlags.Populate | MapFlags.NonBlock |
-        MapFlags.Stack | MapFlags.HugeTlb | MapFlags.Sync | MapFlags.FixedNoReplace;
+    /// <summary><c>MAP_TYPE</c>: the bits that say shared, private, shared-validate or droppable.</summary>
+    private const int MapTypeMask = 0x0f;
 
     private static ulong PageAlign(ulong len) => (len + Geometry.PageSize - 1) & Geometry.PageMask;
 
@@ -37,29 +35,19 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>mmap(addr, length, prot, flags, -1, 0)</c> for private anonymous memory, with Linux's
-    /// checks in Linux's order. Shared and file mappings are not modelled and get EINVAL / EBADF.
+    /// checks in Linux's order (<c>ksys_mmap_pgoff</c>, then <c>do_mmap</c>). Shared, droppable,
+    /// hugetlb and file mappings are not modelled: they get EINVAL / EBADF.
     /// </summary>
     public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags)
     {
-        var type = flags & MapFlags.SharedValidate;
-        if (type == MapFlags.None)
-        {
-            return new(0, Errno.EINVAL);
-        }
-
-        if (type == MapFlags.SharedValidate && (flags & ~KnownMapFlags) != 0)
-        {
-            return new(0, Errno.EOPNOTSUPP);
-        }
-
         if ((flags & MapFlags.Anonymous) == 0)
         {
             return new(0, Errno.EBADF); // fd -1 without MAP_ANONYMOUS
         }
 
-        if (type != MapFlags.Private || (flags & MapFlags.HugeTlb) != 0)
+        if ((flags & MapFlags.HugeTlb) != 0)
         {
-            return new(0, Errno.EINVAL); // shared memory and hugetlb are outside this model
+            return new(0, Errno.EINVAL); // hugetlbfs is outside this model
         }
 
         if (length == 0)
@@ -159,6 +147,15 @@ public sealed partial class MmStruct
                         return new(0, Errno.ENOMEM);
                     }
                 }
+            }
+
+            // The mapping type is checked only after placement: for anonymous memory MAP_PRIVATE,
+            // MAP_SHARED and MAP_DROPPABLE are valid, any other type (MAP_SHARED_VALIDATE among them,
+            // whose unknown-flag check is for files) is EINVAL. Shared and droppable memory are not
+            // modelled and get EINVAL too.
+            if (((int)flags & MapTypeMask) != (int)MapFlags.Private)
+            {
+                return new(0, Errno.EINVAL);
             }
 
             // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE,
