@@ -15,9 +15,10 @@ public sealed partial class MmStruct
     {
         bool zap = advice is Advice.DontNeed or Advice.DontNeedLocked;
         bool free = advice == Advice.Free;
-        bool noop = advice is Advice.Normal or Advice.Random or Advice.Sequential or Advice.WillNeed
-            or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump or Advice.Cold or Advice.PageOut;
-        if (!zap && !free && !noop)
+        bool setsFlags = advice is Advice.Normal or Advice.Random or Advice.Sequential
+            or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump;
+        bool noop = advice is Advice.WillNeed or Advice.Cold or Advice.PageOut;
+        if (!zap && !free && !setsFlags && !noop)
         {
             return Errno.EINVAL; // not a valid advice, or one this model does not implement (REMOVE needs shared memory)
         }
@@ -42,6 +43,11 @@ public sealed partial class MmStruct
         if (end == addr)
         {
             return Errno.None;
+        }
+
+        if (setsFlags)
+        {
+            return MadviseUpdateFlags(cpu, addr, end, advice);
         }
 
         MmapLock.DownRead(cpu.Id);
@@ -104,6 +110,72 @@ public sealed partial class MmStruct
             Rcu.Poll(); // let deferred table frees run, as the RCU softirq would soon after
         }
     }
+
+    /// <summary>
+    /// <c>madvise_walk_vmas</c> for the advices that only change VMA flags, under <c>mmap_lock</c>
+    /// for write: each VMA in [start, end) gets its new flags through <c>madvise_update_vma</c>,
+    /// which splits it at the range's edges and merges the result with its neighbours, as
+    /// mprotect does. A hole gives ENOMEM after the VMAs around it were changed.
+    /// </summary>
+    private Errno MadviseUpdateFlags(Cpu cpu, ulong start, ulong end, Advice advice)
+    {
+        MmapLock.DownWrite(cpu.Id);
+        try
+        {
+            Errno unmapped = Errno.None;
+            while (true)
+            {
+                var vma = FindVma(start);
+                if (vma is null || vma.Start >= end)
+                {
+                    return Errno.ENOMEM;
+                }
+
+                if (start < vma.Start)
+                {
+                    unmapped = Errno.ENOMEM;
+                    start = vma.Start;
+                }
+
+                ulong tmp = Math.Min(vma.End, end);
+                var newFlags = MadviseVmaFlags(vma.Flags, advice);
+                if (newFlags != vma.Flags)
+                {
+                    SplitAt(start);
+                    SplitAt(tmp);
+                    int i = FirstEndingAbove(start);
+                    _vmas[i].Flags = newFlags;
+                    MergeAround(i);
+                }
+
+                start = tmp;
+                if (start >= end)
+                {
+                    return unmapped;
+                }
+            }
+        }
+        finally
+        {
+            MmapLock.UpWrite(cpu.Id);
+        }
+    }
+
+    /// <summary>
+    /// The flags <c>madvise_vma_behavior</c> gives a VMA for a flag-only advice (NORMAL, RANDOM,
+    /// SEQUENTIAL, DONTDUMP, DODUMP, and HUGEPAGE/NOHUGEPAGE through <c>hugepage_madvise</c>).
+    /// </summary>
+    private static VmFlags MadviseVmaFlags(VmFlags flags, Advice advice) => advice switch
+    {
+        Advice.Normal => flags & ~(VmFlags.RandRead | VmFlags.SeqRead),
+        Advice.Sequential => (flags & ~VmFlags.RandRead) | VmFlags.SeqRead,
+        Advice.Random => (flags & ~VmFlags.SeqRead) | VmFlags.RandRead,
+        Advice.DontDump => flags | VmFlags.DontDump,
+        Advice.DoDump => flags & ~VmFlags.DontDump,
+        Advice.HugePage => (flags & ~VmFlags.NoHugePage) | VmFlags.HugePage,
+        Advice.NoHugePage => (flags & ~VmFlags.HugePage) | VmFlags.NoHugePage,
+        _ => flags,
+    };
 
     /// <summary>
     /// <c>madvise_free_pte_range</c>: for each exclusive anonymous page, clear the dirty and young
