@@ -12,6 +12,16 @@ public sealed partial class MmStruct
 
     private static ulong PageAlign(ulong len) => (len + Geometry.PageSize - 1) & Geometry.PageMask;
 
+    /// <summary>
+    /// <c>round_hint_to_min</c>: a hint is rounded down to its page, and one below
+    /// <c>mmap_min_addr</c> (but not 0) is raised to it.
+    /// </summary>
+    private static ulong RoundHintToMin(ulong hint)
+    {
+        hint &= Geometry.PageMask;
+        return hint != 0 && hint < MmapMinAddr ? PageAlign(MmapMinAddr) : hint;
+    }
+
     private static VmFlags ProtToVmFlags(Prot prot)
     {
         var f = VmFlags.None;
@@ -64,6 +74,11 @@ public sealed partial class MmStruct
         if ((flags & MapFlags.FixedNoReplace) != 0)
         {
             flags |= MapFlags.Fixed;
+        }
+
+        if ((flags & MapFlags.Fixed) == 0)
+        {
+            addr = RoundHintToMin(addr);
         }
 
         var vmFlags = ProtToVmFlags(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec;
@@ -124,10 +139,9 @@ public sealed partial class MmStruct
             else
             {
                 start = 0;
-                ulong hint = PageAlign(addr);
-                if (hint != 0 && hint >= MmapMinAddr && hint <= Geometry.TaskSize - len && !AnyVmaIn(hint, hint + len))
+                if (addr != 0 && addr <= Geometry.TaskSize - len && !AnyVmaIn(addr, addr + len))
                 {
-                    start = hint;
+                    start = addr; // arch_get_unmapped_area_topdown takes a hint that fits
                 }
                 else
                 {
