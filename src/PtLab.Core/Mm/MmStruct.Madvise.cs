@@ -18,9 +18,10 @@ public sealed partial class MmStruct
         bool setsFlags = advice is Advice.Normal or Advice.Random or Advice.Sequential
             or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump;
         bool noop = advice is Advice.WillNeed or Advice.Cold or Advice.PageOut;
-        if (!zap && !free && !setsFlags && !noop)
+        bool remove = advice == Advice.Remove;
+        if (!zap && !free && !setsFlags && !noop && !remove)
         {
-            return Errno.EINVAL; // not a valid advice, or one this model does not implement (REMOVE needs shared memory)
+            return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
 
         if ((addr & ~Geometry.PageMask) != 0)
@@ -73,6 +74,11 @@ public sealed partial class MmStruct
                     }
 
                     ulong tmp = Math.Min(vma.End, end);
+                    if (remove)
+                    {
+                        return Errno.EINVAL; // madvise_remove: only shared file memory can have its backing punched out
+                    }
+
                     if (zap)
                     {
                         if ((vma.Flags & VmFlags.Locked) != 0 && advice != Advice.DontNeedLocked)
