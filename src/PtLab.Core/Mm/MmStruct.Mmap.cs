@@ -92,6 +92,11 @@ public sealed partial class MmStruct
             vmFlags |= VmFlags.GrowsDown;
         }
 
+        if ((flags & MapFlags.Stack) != 0)
+        {
+            vmFlags |= VmFlags.NoHugePage; // calc_vm_flag_bits: a stack gets no transparent huge pages
+        }
+
         MmapLock.DownWrite(cpu.Id);
         ulong start;
         try
