@@ -58,7 +58,10 @@ public sealed class ModelSide : IDisposable
         return new OpOutcome(result, s.VmPteKb, s.RssAnonKb, layout ? Layout() : null);
     }
 
-    /// <summary>The VMAs that lie in the slot, as <c>/proc/PID/maps</c> would show them.</summary>
+    /// <summary>
+    /// The VMAs that lie in the slot, as <c>/proc/PID/maps</c> would show them, each cut at the
+    /// slot's end (a PROT_NONE mapping at the top can merge with the placeholder above).
+    /// </summary>
     public IReadOnlyList<VmaLine> Layout()
     {
         var list = new List<VmaLine>();
@@ -66,7 +69,7 @@ public sealed class ModelSide : IDisposable
         {
             if (v.End > SlotStart && v.Start < SlotEnd)
             {
-                list.Add(new VmaLine(v.Start, v.End, v.FlagString()));
+                list.Add(new VmaLine(v.Start, Math.Min(v.End, SlotEnd), v.FlagString()));
             }
         }
 

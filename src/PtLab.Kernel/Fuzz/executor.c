@@ -33,7 +33,8 @@
  *   = 0xVALUE          the call returned VALUE (a touch returns 0)
  *   ! ERRNO            the call failed with ERRNO (decimal)
  *   S SIGNO CODE 0xA   the touch took signal SIGNO with si_code CODE at address A
- * Reply to maps: "N" then N lines "START END PERMS" (hex without 0x, perms as in /proc/PID/maps).
+ * Reply to maps: "N" then N lines "START END PERMS" (hex without 0x, perms as in /proc/PID/maps),
+ * each VMA cut at the slot's end (one that merged with the placeholder above runs past it).
  * A request the executor will not run: "? MESSAGE"; the state is unchanged.
  *
  * To add a system call: one line in `calls` (its number, argument count, and which of its
@@ -325,7 +326,7 @@ static void do_call(const struct call *c, unsigned long *a, int n)
 
 static void do_touch(unsigned long addr, unsigned long len, int write)
 {
-    if (addr + len < addr || !range_ok(addr, len) || addr + len > slot_end) {
+    if (addr < slot_start || addr > slot_end || len > slot_end - addr) {
         refuse("a touch leaves the slot");
         return;
     }
@@ -365,6 +366,9 @@ static void emit_vma(unsigned long s, unsigned long e, const char *perms, void *
     struct maps_ctx *m = ctx;
     if (e <= slot_start || s >= slot_end)
         return;
+    /* A VMA that merged with a placeholder above the slot is shown up to the slot's end. */
+    if (e > slot_end)
+        e = slot_end;
     out_hex(s, 0);
     out_char(' ');
     out_hex(e, 0);
