@@ -5,9 +5,22 @@ namespace PtLab.Mm;
 // mm/mprotect.c: mprotect, mprotect_fixup and change_pte_range.
 public sealed partial class MmStruct
 {
-    /// <summary><c>mprotect(addr, length, prot)</c>.</summary>
+    /// <summary><c>PROT_GROWSDOWN</c>: apply to the whole stack VMA, from its start.</summary>
+    private const Prot ProtGrowsDown = (Prot)0x0100_0000;
+
+    /// <summary><c>PROT_GROWSUP</c>: x86 has no upward-growing VMAs.</summary>
+    private const Prot ProtGrowsUp = (Prot)0x0200_0000;
+
+    /// <summary><c>mprotect(addr, length, prot)</c> (<c>do_mprotect_pkey</c>).</summary>
     public Errno Mprotect(Cpu cpu, ulong addr, ulong length, Prot prot)
     {
+        var grows = prot & (ProtGrowsDown | ProtGrowsUp);
+        prot &= ~(ProtGrowsDown | ProtGrowsUp);
+        if (grows == (ProtGrowsDown | ProtGrowsUp))
+        {
+            return Errno.EINVAL;
+        }
+
         if ((addr & ~Geometry.PageMask) != 0)
         {
             return Errno.EINVAL;
@@ -34,10 +47,29 @@ public sealed partial class MmStruct
         MmapLock.DownWrite(cpu.Id);
         try
         {
+            // vma_find(start, end): the first VMA in the range, then the grows rules.
             var vma = FindVma(addr);
-            if (vma is null || vma.Start > addr)
+            if (vma is null || vma.Start >= end)
             {
                 return Errno.ENOMEM;
+            }
+
+            if (grows == ProtGrowsDown)
+            {
+                if ((vma.Flags & VmFlags.GrowsDown) == 0)
+                {
+                    return Errno.EINVAL;
+                }
+
+                addr = vma.Start;
+            }
+            else if (vma.Start > addr)
+            {
+                return Errno.ENOMEM;
+            }
+            else if (grows == ProtGrowsUp)
+            {
+                return Errno.EINVAL; // VM_GROWSUP is no flag on x86
             }
 
             ulong nstart = addr;
