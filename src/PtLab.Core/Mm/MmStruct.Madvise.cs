@@ -74,6 +74,11 @@ public sealed partial class MmStruct
                     }
 
                     ulong tmp = Math.Min(vma.End, end);
+                    if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & VmFlags.Locked) != 0)
+                    {
+                        return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
+                    }
+
                     if (remove)
                     {
                         return Errno.EINVAL; // madvise_remove: only shared file memory can have its backing punched out
