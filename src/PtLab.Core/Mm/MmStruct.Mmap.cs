@@ -238,30 +238,36 @@ public sealed partial class MmStruct
         MmapLock.DownRead(cpu.Id);
         try
         {
-            for (ulong va = start; va < end; va += Geometry.PageSize)
-            {
-                var vma = FindVma(va);
-                if (vma is null || va < vma.Start || (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0)
-                {
-                    continue;
-                }
-
-                bool write = (vma.Flags & VmFlags.Write) != 0;
-                ulong pte = PeekPte(va);
-                if (Entry.IsHwPresent(pte) && (!write || Entry.IsWritable(pte)))
-                {
-                    continue;
-                }
-
-                if (HandleMmFault(cpu, vma, va, write) != FaultOutcome.Ok)
-                {
-                    return; // populate failures are not reported to mmap's caller
-                }
-            }
+            PopulateLocked(cpu, start, end);
         }
         finally
         {
             MmapLock.UpRead(cpu.Id);
+        }
+    }
+
+    /// <summary><c>populate_vma_page_range</c> over [start, end), with <c>mmap_lock</c> held by the caller.</summary>
+    private void PopulateLocked(Cpu cpu, ulong start, ulong end)
+    {
+        for (ulong va = start; va < end; va += Geometry.PageSize)
+        {
+            var vma = FindVma(va);
+            if (vma is null || va < vma.Start || (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0)
+            {
+                continue;
+            }
+
+            bool write = (vma.Flags & VmFlags.Write) != 0;
+            ulong pte = PeekPte(va);
+            if (Entry.IsHwPresent(pte) && (!write || Entry.IsWritable(pte)))
+            {
+                continue;
+            }
+
+            if (HandleMmFault(cpu, vma, va, write) != FaultOutcome.Ok)
+            {
+                return; // populate failures are not reported to the caller
+            }
         }
     }
 

@@ -139,6 +139,13 @@ public sealed partial class MmStruct
         {
             _committedPages -= (long)((end - start) >> PtLab.Phys.PhysMemory.PageShift); // vm_unacct_memory
         }
+
+        if ((oldFlags & (VmFlags.Write | VmFlags.Shared | VmFlags.Locked)) == VmFlags.Locked && (newFlags & VmFlags.Write) != 0)
+        {
+            // A private locked VMA made writable is faulted in for writing now (COW done at once),
+            // so a locked page never takes a fault later.
+            PopulateLocked(cpu, start, end);
+        }
     }
 
     /// <summary>
