@@ -177,14 +177,23 @@ public sealed partial class MmStruct
                 return new(0, Errno.EINVAL);
             }
 
-            // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE,
-            // and one charge larger than RAM + swap is refused.
+            // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE.
+            // MAP_FIXED over accounted VMAs charges only the pages they did not carry (mmap_region),
+            // and a charge larger than RAM + swap is refused after the VMAs to be replaced were split
+            // at the range's edges (vms_gather_munmap_vmas), which the failure leaves in place.
             ulong pages = len >> PhysMemory.PageShift;
             bool account = (vmFlags & VmFlags.Write) != 0 && (flags & MapFlags.NoReserve) == 0;
             if (account)
             {
-                if ((long)pages > Phys.TotalFrames)
+                long charged = (long)pages - ((flags & MapFlags.Fixed) != 0 ? AccountedPagesIn(start, start + len) : 0);
+                if (!VmEnoughMemory(charged))
                 {
+                    if ((flags & MapFlags.Fixed) != 0)
+                    {
+                        SplitAt(start);
+                        SplitAt(start + len);
+                    }
+
                     return new(0, Errno.ENOMEM);
                 }
 
@@ -270,6 +279,28 @@ public sealed partial class MmStruct
             }
         }
     }
+
+    /// <summary>Pages of VM_ACCOUNT VMAs inside [start, end) (<c>vms-&gt;nr_accounted</c>).</summary>
+    private long AccountedPagesIn(ulong start, ulong end)
+    {
+        long pages = 0;
+        for (int i = FirstEndingAbove(start); i < _vmas.Count && _vmas[i].Start < end; i++)
+        {
+            var v = _vmas[i];
+            if ((v.Flags & VmFlags.Account) != 0)
+            {
+                pages += (long)((Math.Min(v.End, end) - Math.Max(v.Start, start)) >> PhysMemory.PageShift);
+            }
+        }
+
+        return pages;
+    }
+
+    /// <summary>
+    /// <c>__vm_enough_memory</c> in the default overcommit mode (heuristic): one charge may not exceed
+    /// RAM plus swap; no charge is ever refused for what is already committed.
+    /// </summary>
+    private bool VmEnoughMemory(long pages) => pages <= Phys.TotalFrames + (Phys.Swap?.Slots ?? 0);
 
     /// <summary><c>munmap(addr, length)</c>.</summary>
     public Errno Munmap(Cpu cpu, ulong addr, ulong length)
