@@ -79,7 +79,12 @@ public sealed partial class MmStruct
             {
                 vma = FindVma(nstart)!;
                 ulong tmp = Math.Min(vma.End, end);
-                MprotectFixup(cpu, tlb, vma, nstart, tmp, newAccess);
+                error = MprotectFixup(cpu, tlb, vma, nstart, tmp, newAccess);
+                if (error != Errno.None)
+                {
+                    break;
+                }
+
                 nstart = tmp;
                 if (nstart >= end)
                 {
@@ -103,22 +108,30 @@ public sealed partial class MmStruct
         }
     }
 
-    /// <summary><c>mprotect_fixup</c>: split, set the flags, change the entries, merge.</summary>
-    private void MprotectFixup(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags access)
+    /// <summary><c>mprotect_fixup</c>: charge or uncharge, split, set the flags, change the entries, merge.</summary>
+    private Errno MprotectFixup(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags access)
     {
         const VmFlags accessMask = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
         var newFlags = (vma.Flags & ~accessMask) | access;
         if (newFlags == vma.Flags)
         {
-            return;
+            return Errno.None;
         }
 
         var oldFlags = vma.Flags;
+        long pages = (long)((end - start) >> PtLab.Phys.PhysMemory.PageShift);
         if ((newFlags & VmFlags.Write) != 0)
         {
             if ((oldFlags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve)) == 0)
             {
-                newFlags |= VmFlags.Account; // a private mapping made writable is charged from now on
+                // A private mapping made writable is charged from now on; the charge can be refused.
+                if (!VmEnoughMemory(pages))
+                {
+                    return Errno.ENOMEM;
+                }
+
+                newFlags |= VmFlags.Account;
+                _committedPages += pages;
             }
         }
         else if ((oldFlags & VmFlags.Account) != 0 && vma.AnonVma is null)
@@ -137,7 +150,7 @@ public sealed partial class MmStruct
         MergeAround(i);
         if ((oldFlags & VmFlags.Account) != 0 && (newFlags & VmFlags.Account) == 0)
         {
-            _committedPages -= (long)((end - start) >> PtLab.Phys.PhysMemory.PageShift); // vm_unacct_memory
+            _committedPages -= pages; // vm_unacct_memory
         }
 
         if ((oldFlags & (VmFlags.Write | VmFlags.Shared | VmFlags.Locked)) == VmFlags.Locked && (newFlags & VmFlags.Write) != 0)
@@ -146,6 +159,8 @@ public sealed partial class MmStruct
             // so a locked page never takes a fault later.
             PopulateLocked(cpu, start, end);
         }
+
+        return Errno.None;
     }
 
     /// <summary>
