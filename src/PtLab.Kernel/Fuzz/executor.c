@@ -8,6 +8,8 @@
  * Start-up (before the hello line):
  *   - THP off for this process (prctl PR_SET_THP_DISABLE): the model has no transparent huge pages;
  *     MADV_HUGEPAGE still sets VM_HUGEPAGE, so the VMA layout is unchanged by this.
+ *   - Pinned to the CPU it starts on, so every page it adds to an LRU batch is drained by the
+ *     lru_add_drain() of its own MADV_PAGEOUT (-1 in the hello when pinning failed).
  *   - The slot is 0x7e0000000000 when it is free, else the highest 512 GiB slot no VMA touches. Every free gap between its end and the
  *     stack's growth limit is filled with a PROT_NONE, MAP_NORESERVE placeholder, so a mapping
  *     placed by the kernel (no MAP_FIXED) lands at the top of the slot, as in a model whose
@@ -17,7 +19,7 @@
  *     touched, a first signal is taken and one of each operation runs in the slot, twice. Then the
  *     slot is emptied and VmPTE and RssAnon are read as the baseline.
  *
- * Hello (first line): "ptlab-executor 1 slot=0xS end=0xE memtotal=KB thp=off"
+ * Hello (first line): "ptlab-executor 1 slot=0xS end=0xE memtotal=KB thp=off cpu=N"
  *
  * Requests (numbers are strtoull base 0: 0x-prefixed hex, decimal, or -1):
  *   NAME ARG...     a system call from the table below; every address range it names must lie in
@@ -43,6 +45,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -600,6 +603,17 @@ int main(int argc, char **argv)
     if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0)
         die("prctl(PR_SET_THP_DISABLE) failed");
 
+    /* One CPU: pages sit in per-CPU LRU batches until drained, and MADV_PAGEOUT drains only the
+     * local CPU's (lru_add_drain), so a process that moved between CPUs would see pages skipped. */
+    int cpu = sched_getcpu();
+    if (cpu >= 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (sched_setaffinity(0, sizeof one, &one) != 0)
+            cpu = -1;
+    }
+
     stack_t ss = { .ss_sp = alt_stack, .ss_size = sizeof alt_stack, .ss_flags = 0 };
     memset(alt_stack, 0, sizeof alt_stack);
     if (sigaltstack(&ss, NULL) != 0)
@@ -688,7 +702,9 @@ int main(int argc, char **argv)
     out_hex(slot_end, 1);
     out_str(" memtotal=");
     out_dec(memtotal);
-    out_str(" thp=off\n");
+    out_str(" thp=off cpu=");
+    out_dec(cpu);
+    out_char('\n');
 
     char *line;
     while (next_line(&line))
