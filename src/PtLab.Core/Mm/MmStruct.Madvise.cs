@@ -17,9 +17,10 @@ public sealed partial class MmStruct
         bool free = advice == Advice.Free;
         bool setsFlags = advice is Advice.Normal or Advice.Random or Advice.Sequential
             or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump;
-        bool noop = advice is Advice.WillNeed or Advice.Cold or Advice.PageOut;
+        bool noop = advice is Advice.WillNeed or Advice.Cold;
+        bool pageout = advice == Advice.PageOut;
         bool remove = advice == Advice.Remove;
-        if (!zap && !free && !setsFlags && !noop && !remove)
+        if (!zap && !free && !setsFlags && !noop && !remove && !pageout)
         {
             return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
@@ -101,6 +102,10 @@ public sealed partial class MmStruct
                         }
 
                         MadviseFreeRange(cpu, tlb, start, tmp);
+                    }
+                    else if (pageout)
+                    {
+                        MadvisePageoutRange(cpu, tlb, start, tmp);
                     }
 
                     start = tmp;
@@ -187,6 +192,68 @@ public sealed partial class MmStruct
         Advice.NoHugePage => (flags & ~VmFlags.HugePage) | VmFlags.NoHugePage,
         _ => flags,
     };
+
+    /// <summary>
+    /// <c>madvise_cold_or_pageout_pte_range</c> with pageout, then <c>reclaim_pages</c>, one PTE table
+    /// at a time: every exclusive anonymous page mapped in [start, end) loses its young bit and is
+    /// isolated from its LRU list; once the table is unlocked, reclaim runs on them without the
+    /// referenced check. A clean lazy-free page is discarded; a written one becomes swap-backed again;
+    /// a swap-backed page goes to swap if there is one and stays otherwise. The tables stay.
+    /// </summary>
+    private void MadvisePageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
+    {
+        var isolated = new List<long>();
+        for (ulong addr = start; addr < end;)
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            long pmdTable = PmdTableOf(addr);
+            if (pmdTable < 0)
+            {
+                addr = Geometry.PudAddrEnd(addr, end);
+                continue;
+            }
+
+            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (!pt.IsNone)
+            {
+                var entries = Phys.Table(pt);
+                for (ulong va = addr; va < next; va += Geometry.PageSize)
+                {
+                    int i = Geometry.PteIndex(va);
+                    ulong e = Volatile.Read(ref entries[i]);
+                    if (!Entry.IsPresent(e) || Entry.IsSpecial(e))
+                    {
+                        continue; // vm_normal_folio() is NULL for the zero page
+                    }
+
+                    long pfn = Entry.Pfn(e);
+                    if (Volatile.Read(ref Phys.Desc(pfn).MapCount) != 1 || !Phys.Lru.Isolate(pfn))
+                    {
+                        continue; // shared, or not on an LRU list
+                    }
+
+                    if (Entry.IsYoung(e))
+                    {
+                        ulong old = PtepGetAndClear(cpu, pt, i);
+                        SetPteAt(cpu, pt, i, Entry.MkOld(old));
+                        tlb.RemoveTlbEntry(va);
+                    }
+
+                    isolated.Add(pfn);
+                }
+
+                Design.PteUnmapUnlock(this, cpu, pt);
+                if (isolated.Count > 0)
+                {
+                    tlb.Flush(); // reclaim must not race a stale young, writable TLB entry
+                    Machine.Vmscan.ReclaimIsolated(cpu, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(isolated));
+                    isolated.Clear();
+                }
+            }
+
+            addr = next;
+        }
+    }
 
     /// <summary>
     /// <c>madvise_free_pte_range</c>: for each exclusive anonymous page, clear the dirty and young
