@@ -39,6 +39,20 @@ internal static class FuzzKernel
 
         cmd.SetAction(p =>
         {
+            try
+            {
+                return Run(p);
+            }
+            catch (Exception e) when (e is FuzzHarnessException or NativeBuildException or KernelUnavailableException)
+            {
+                stderr.WriteLine($"ptlab: fuzz kernel: {e.Message}");
+                return Cli.ExitFailure;
+            }
+        });
+        return cmd;
+
+        int Run(ParseResult p)
+        {
             var info = KernelInfo.Probe();
             string d = p.GetValue(design) ?? info.MatchingDesign;
             if (!KernelExecutor.IsAvailable(out string why))
@@ -64,8 +78,7 @@ internal static class FuzzKernel
             var files = WriteCases(result, info, outDir);
             report.Write(p, stdout, () => Json(result, info, files), null, w => WriteTable(result, info, files, w));
             return result.Findings.Count == 0 ? Cli.ExitOk : Cli.ExitFailure;
-        });
-        return cmd;
+        }
     }
 
     private static FuzzCampaignResult RunWithProgress(FuzzCampaignOptions options, TextWriter stderr)
@@ -222,7 +235,8 @@ internal static class FuzzKernel
         w.WriteLine($"ptlab fuzz kernel: Linux {info.Release}, model design {r.Options.Design}, slot {FuzzText.Hex(r.Slot)}, seed {r.Options.Seed}");
         w.WriteLine(
             $"{Human.Plural(r.Sequences, "sequence")}, {Human.Plural(r.Operations, "operation")}, {Human.Plural(r.Findings.Count, "difference")}, " +
-            $"{Human.Seconds(secs)} wall ({Human.Count((long)(r.Operations / Math.Max(secs, 1e-9)))} operations/s)");
+            $"{Human.Seconds(secs)} wall ({Human.Count((long)(r.Operations / Math.Max(secs, 1e-9)))} operations/s; " +
+            $"kernel side {Human.Seconds(r.KernelTime.TotalSeconds)}, model {Human.Seconds(r.ModelTime.TotalSeconds)})");
         w.WriteLine();
         w.WriteLine("operation kinds and the kernel's answers:");
         foreach (var (key, labels) in r.Coverage)
@@ -290,6 +304,8 @@ internal static class FuzzKernel
             differences = r.Findings.Count,
             wallSeconds = Math.Round(r.Wall.TotalSeconds, 3),
             operationsPerSecond = Math.Round(r.Operations / Math.Max(r.Wall.TotalSeconds, 1e-9)),
+            kernelSeconds = Math.Round(r.KernelTime.TotalSeconds, 3),
+            modelSeconds = Math.Round(r.ModelTime.TotalSeconds, 3),
             executorRestarts = r.Restarts,
             coverage = r.Coverage,
             findings = r.Findings.Select((f, i) => new

@@ -39,6 +39,12 @@ public sealed class FuzzCampaignResult
     /// <summary>Wall time of the whole run.</summary>
     public TimeSpan Wall { get; set; }
 
+    /// <summary>Time spent waiting for the executor, pipe included.</summary>
+    public TimeSpan KernelTime { get; set; }
+
+    /// <summary>Time spent in the model.</summary>
+    public TimeSpan ModelTime { get; set; }
+
     /// <summary>Executor restarts after an unclean reset.</summary>
     public int Restarts { get; set; }
 
@@ -89,6 +95,8 @@ public static class FuzzCampaign
         }
 
         result.Restarts = fuzzer.Restarts;
+        result.KernelTime = fuzzer.KernelTime;
+        result.ModelTime = fuzzer.ModelTime;
         result.Wall = clock.Elapsed;
         return result;
     }

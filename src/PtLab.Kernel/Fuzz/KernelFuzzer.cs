@@ -107,7 +107,26 @@ public sealed class KernelFuzzer : IDisposable
     /// <summary>Stops the executor.</summary>
     public void Dispose() => _executor.Dispose();
 
-    private FuzzStep RunOne(FuzzOp op, ModelSide model) => new(op, _executor.Run(op), model.Run(op));
+    /// <summary>Time spent waiting for the executor (the kernel side, pipe included).</summary>
+    public TimeSpan KernelTime => TimeSpan.FromTicks(_kernelTicks * TimeSpan.TicksPerSecond / System.Diagnostics.Stopwatch.Frequency);
+
+    /// <summary>Time spent in the model (operations and layout snapshots).</summary>
+    public TimeSpan ModelTime => TimeSpan.FromTicks(_modelTicks * TimeSpan.TicksPerSecond / System.Diagnostics.Stopwatch.Frequency);
+
+    private long _kernelTicks;
+    private long _modelTicks;
+
+    private FuzzStep RunOne(FuzzOp op, ModelSide model)
+    {
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        var kernel = _executor.Run(op);
+        long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
+        var m = model.Run(op);
+        long t2 = System.Diagnostics.Stopwatch.GetTimestamp();
+        _kernelTicks += t1 - t0;
+        _modelTicks += t2 - t1;
+        return new(op, kernel, m);
+    }
 
     /// <summary>An empty slot on the executor (started again if a reset leaves anything) and a fresh model.</summary>
     private ModelSide Begin()

@@ -120,7 +120,7 @@ public sealed class OpGenerator
         }
 
         ulong aligned = (len + Page - 1) & ~(Page - 1);
-        bool small = len != 0 && aligned != 0 && aligned <= 8UL << 20;
+        bool small = len != 0 && aligned != 0 && aligned <= 1UL << 20; // populating faults every page in
         if (_rng.Next(100) < 15)
         {
             flags |= 0x4000; // MAP_NORESERVE
@@ -174,16 +174,25 @@ public sealed class OpGenerator
         return [addr, Clamp(addr, Length(addr))];
     }
 
-    /// <summary>A touch: an address and a length of at most 4 MiB, inside the slot.</summary>
+    /// <summary>
+    /// A touch: an address and a length inside the slot. Page faults cost the host kernel most of a
+    /// run's time, so touches are short, and placed across 2 MiB boundaries and VMA edges where a
+    /// few pages reach a new table or the next VMA; one in thirty covers up to 4 MiB.
+    /// </summary>
     public ulong[] Touch()
     {
         ulong addr;
         int r = _rng.Next(100);
-        if (r < 55 && Layout.Count > 0)
+        if (r < 45 && Layout.Count > 0)
         {
             var v = Layout[_rng.Next(Layout.Count)];
             ulong pages = Math.Max(1, (v.End - v.Start) / Page);
             addr = v.Start + ((ulong)_rng.NextInt64(0, (long)Math.Min(pages, 4096)) * Page);
+        }
+        else if (r < 70)
+        {
+            // just below a 2 MiB boundary near an edge, so the touch reaches the next PTE table
+            addr = ((Edge() + TwoMiB) & ~(TwoMiB - 1)) - ((ulong)_rng.Next(1, 9) * Page);
         }
         else
         {
@@ -197,17 +206,17 @@ public sealed class OpGenerator
 
         ulong len = _rng.Next(100) switch
         {
-            < 30 => (ulong)_rng.Next(1, 4097),
-            < 55 => (ulong)_rng.Next(1, 65) * Page,
-            < 80 => ((addr + TwoMiB) & ~(TwoMiB - 1)) - addr + ((ulong)_rng.Next(0, 4) * Page),
-            _ => (ulong)_rng.Next(1, 1025) * Page,
+            < 35 => (ulong)_rng.Next(1, 4097),
+            < 75 => (ulong)_rng.Next(1, 17) * Page,
+            < 97 => (ulong)_rng.Next(17, 129) * Page,
+            _ => (ulong)_rng.Next(129, 1025) * Page,
         };
-        if (addr >= E)
+        if (addr < S || addr >= E)
         {
             addr = E - Page;
         }
 
-        return [addr, Math.Min(Math.Min(len, 4UL << 20), E - addr)];
+        return [addr, Math.Min(len, E - addr)];
     }
 
     /// <summary>A protection: mostly the usual ones, rarely a bit mprotect rejects or treats specially.</summary>
