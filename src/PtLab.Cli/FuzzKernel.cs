@@ -55,21 +55,28 @@ internal static class FuzzKernel
         {
             var info = KernelInfo.Probe();
             string d = p.GetValue(design) ?? info.MatchingDesign;
-            if (!KernelExecutor.IsAvailable(out string why))
-            {
-                stderr.WriteLine($"ptlab: fuzz kernel cannot run here: {why}");
-                return Cli.ExitFailure;
-            }
-
+            bool available = KernelExecutor.IsAvailable(out string why);
             if (p.GetValue(replay) is { } file)
             {
-                return Replay(file, p.GetValue(design), p.GetValue(minimize), p.GetValue(record), p.GetValue(output)!, info, report, p, stdout);
+                var c = LoadCase(file);
+                if (!available)
+                {
+                    stderr.WriteLine($"ptlab: fuzz kernel: no host kernel side here ({why}); checking the model against the recorded answers only");
+                }
+
+                return Replay(file, c, p.GetValue(design), available, p.GetValue(minimize), p.GetValue(record), p.GetValue(output)!, info, report, p, stdout);
             }
 
             int n = p.GetValue(sequences), m = p.GetValue(ops), f = p.GetValue(first);
             if (n < 1 || m < 1 || f < 0)
             {
                 throw new UsageException($"--sequences and --ops must be at least 1 and --first at least 0, got {n}, {m} and {f}");
+            }
+
+            if (!available)
+            {
+                stderr.WriteLine($"ptlab: fuzz kernel cannot run here: {why}");
+                return Cli.ExitFailure;
             }
 
             var options = new FuzzCampaignOptions(p.GetValue(seed), n, m, d, p.GetValue(minimize), f);
@@ -154,26 +161,31 @@ internal static class FuzzKernel
         ]);
     }
 
-    private static int Replay(string file, string? design, bool minimize, bool record, string outDir, KernelInfo info, ReportOptions report, ParseResult p, TextWriter stdout)
+    private static FuzzCase LoadCase(string file)
     {
-        FuzzCase c;
         try
         {
-            c = FuzzCase.Load(file);
+            return FuzzCase.Load(file);
         }
         catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
         {
             throw new UsageException($"--replay: {e.Message}");
         }
+    }
 
-        string d = design ?? c.Design ?? info.MatchingDesign;
-        using var fuzzer = new KernelFuzzer(d);
-        var recorded = c.Steps.Any(s => s.Expected is not null) ? c.CheckOnModel(d, c.MemTotalKb ?? fuzzer.MemTotalKb) : [];
-        var seq = fuzzer.Replay(c.Ops, c.Slot);
-        var diff = seq.Difference;
+    private static int Replay(
+        string file, FuzzCase c, string? design, bool host, bool minimize, bool record, string outDir, KernelInfo info, ReportOptions report, ParseResult p, TextWriter stdout)
+    {
+        // Without a host, the recorded answers are the only oracle: the case's own design and RAM.
+        string d = design ?? (host ? info.MatchingDesign : c.Design) ?? info.MatchingDesign;
+        using var fuzzer = host ? new KernelFuzzer(d) : null;
+        long memTotal = c.MemTotalKb ?? fuzzer?.MemTotalKb ?? throw new UsageException($"--replay: {file} gives no memtotal and no host kernel can tell it");
+        var recorded = c.Steps.Any(s => s.Expected is not null) ? c.CheckOnModel(design ?? c.Design ?? d, memTotal) : [];
+        var seq = fuzzer?.Replay(c.Ops, c.Slot);
+        var diff = seq?.Difference;
         string? written = null, writtenMin = null;
         FuzzSequence? min = null;
-        if (diff is not null || record)
+        if (fuzzer is not null && seq is not null && (diff is not null || record))
         {
             // A replayed difference is written with the kernel's answers, and shrunk when asked.
             string stem = Path.Combine(outDir, Path.GetFileNameWithoutExtension(file));
@@ -195,8 +207,9 @@ internal static class FuzzKernel
             {
                 file,
                 design = d,
-                operations = seq.Steps.Count,
-                difference = diff is null ? null : DifferenceJson(seq),
+                hostKernel = host,
+                operations = seq?.Steps.Count ?? c.Steps.Count,
+                difference = diff is null ? null : DifferenceJson(seq!),
                 caseFile = written,
                 minimized = min is null ? null : DifferenceJson(min),
                 minimizedCaseFile = writtenMin,
@@ -205,14 +218,19 @@ internal static class FuzzKernel
             null,
             w =>
             {
-                w.WriteLine($"{file}: {Human.Plural(seq.Steps.Count, "operation")} replayed against {d}");
-                if (diff is null)
+                w.WriteLine($"{file}: {Human.Plural(seq?.Steps.Count ?? c.Steps.Count, "operation")} replayed " +
+                            (host ? $"on the host kernel and on {d}" : $"on {d} against the recorded kernel answers"));
+                if (seq is null)
+                {
+                    w.WriteLine(recorded.Count == 0 ? "the model gives every recorded kernel answer" : "the model differs from the recorded kernel answers:");
+                }
+                else if (diff is null)
                 {
                     w.WriteLine("kernel and model agree after every operation" + (written is null ? "" : $"; recorded in {written}"));
                 }
                 else
                 {
-                    WriteDifference(seq, w);
+                    WriteDifference(seq!, w);
                     w.WriteLine($"case file: {written}");
                     if (min is not null)
                     {

@@ -27,7 +27,7 @@
  *   read ADDR LEN   one volatile load at ADDR and every 4 KiB after it, below ADDR + LEN
  *   write ADDR LEN  the same with a one-byte store
  *   maps            the VMAs that lie in the slot (parsed from /proc/self/maps)
- *   reset           munmap of the whole slot
+ *   reset           munmap of the whole slot, and a fresh placeholder just above it
  *   quit            exit 0
  *
  * Replies to a call or touch: one line, RESULT then " pte=KB anon=KB" (VmPTE and RssAnon over the
@@ -94,6 +94,8 @@ static const struct call calls[] = {
 };
 
 static unsigned long slot_start, slot_end;
+/* The end of the placeholder that starts at the slot's end (slot_end when there is none). */
+static unsigned long guard_end;
 static long base_pte_kb, base_anon_kb;
 static int status_fd = -1, maps_fd = -1;
 
@@ -267,6 +269,17 @@ static int range_ok(unsigned long addr, unsigned long len)
 }
 
 /* ---- requests ---- */
+
+/* Empties the slot and puts back a pristine placeholder above it: a mapping at the slot's top can
+ * merge with that placeholder and leave its anon_vma there, which a later neighbour would reuse. */
+static void reset_slot(void)
+{
+    munmap((void *)slot_start, guard_end - slot_start);
+    if (guard_end > slot_end &&
+        mmap((void *)slot_end, guard_end - slot_end, PROT_NONE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0) != (void *)slot_end)
+        die("cannot put the placeholder above the slot back");
+}
 
 static void reply_status(void)
 {
@@ -473,7 +486,7 @@ static void handle(char *line)
     }
 
     if (!strcmp(argv[0], "reset")) {
-        munmap((void *)slot_start, SLOT_SIZE);
+        reset_slot();
         out_str("= 0x0");
         reply_status();
         return;
@@ -584,7 +597,7 @@ static void exercise_slot(void)
         die("a mapping placed by the kernel did not land at the top of the slot");
     munmap(q, 2 << 20);
     do_maps();
-    munmap((void *)slot_start, SLOT_SIZE);
+    reset_slot();
     out_len = 0;
 }
 
@@ -659,6 +672,7 @@ int main(int argc, char **argv)
     if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (1UL << 34))
         limit = l.stack_end - page_align(rl.rlim_cur) - (1UL << 20);
     unsigned long cursor = slot_end;
+    guard_end = slot_end;
     for (int i = 0; i <= vma_count && cursor < limit; i++) {
         unsigned long s = i < vma_count ? vma_starts[i] : limit;
         unsigned long e = i < vma_count ? vma_ends[i] : limit;
@@ -671,6 +685,8 @@ int main(int argc, char **argv)
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
             if (p != (void *)cursor)
                 die("cannot fill a gap above the slot");
+            if (cursor == slot_end)
+                guard_end = s;
         }
 
         cursor = e;
