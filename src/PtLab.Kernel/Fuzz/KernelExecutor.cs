@@ -120,16 +120,20 @@ public sealed class KernelExecutor : IDisposable
     {
         ArgumentNullException.ThrowIfNull(op);
         Send(op.WireLine(), layout);
-        var (result, pte, anon) = ReadReply(op.WireLine());
-        return new OpOutcome(result, pte, anon, layout ? ReadMaps() : null);
+        string reply = ReadLine(op.WireLine());
+        var maps = layout ? ReadMaps() : null; // read even after a refusal, to stay in step
+        var (result, pte, anon) = ParseReply(op.WireLine(), reply);
+        return new OpOutcome(result, pte, anon, maps);
     }
 
     /// <summary>Unmaps the whole slot and returns what is left over the baseline (zeros when clean).</summary>
     public OpOutcome Reset()
     {
         Send("reset", layout: true);
-        var (result, pte, anon) = ReadReply("reset");
-        return new OpOutcome(result, pte, anon, ReadMaps());
+        string reply = ReadLine("reset");
+        var maps = ReadMaps();
+        var (result, pte, anon) = ParseReply("reset", reply);
+        return new OpOutcome(result, pte, anon, maps);
     }
 
     /// <summary>Stops the executor.</summary>
@@ -182,9 +186,8 @@ public sealed class KernelExecutor : IDisposable
         }
     }
 
-    private (OpResult Result, long Pte, long Anon) ReadReply(string request)
+    private (OpResult Result, long Pte, long Anon) ParseReply(string request, string line)
     {
-        string line = ReadLine(request);
         Requests++;
         if (line.StartsWith("? ", StringComparison.Ordinal))
         {
