@@ -27,8 +27,8 @@ internal static class FuzzKernel
         var design = new Option<string?>("--design") { Description = "Model design to compare with (default: the one matching the host). " + Designs.Describe() + "." };
         design.AcceptOnlyFromAmong([.. Designs.Names]);
         var minimize = new Option<bool>("--minimize") { Description = "Shrink each difference by delta debugging to a shortest sequence that still differs." };
-        var output = new Option<string>("--out") { Description = "Folder for the case files of differences.", DefaultValueFactory = _ => "fuzz-cases" };
-        var replay = new Option<string?>("--replay") { Description = "Replay a case file on both sides (and check the model against its recorded kernel answers) instead of generating." };
+        var output = new Option<string>("--out") { Description = "Folder for the case files of differences.", DefaultValueFactory = _ => "fuzz-cases", HelpName = "DIR" };
+        var replay = new Option<string?>("--replay") { Description = "Replay a case file on both sides (and check the model against its recorded kernel answers) instead of generating.", HelpName = "FILE" };
         var record = new Option<bool>("--record") { Description = "With --replay: write the replayed case with the kernel's answers to --out even when both sides agree." };
         foreach (var o in new Option[] { seed, sequences, ops, first, design, minimize, output, replay, record })
         {
