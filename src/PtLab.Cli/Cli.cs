@@ -74,6 +74,9 @@ internal static class Cli
         root.Subcommands.Add(Check.SoakCommand(stdout));
         root.Subcommands.Add(Scan.Command(stdout, stderr));
         root.Subcommands.Add(ExporterHost.Command(stdout, stderr));
+        var fuzz = new Command("fuzz", "Differential fuzzing: random operations on the model, checked against an oracle after every one.");
+        fuzz.Subcommands.Add(FuzzKernel.Command(stdout, stderr));
+        root.Subcommands.Add(fuzz);
         return root;
     }
 
