@@ -78,6 +78,8 @@ internal static class Cli
         root.Subcommands.Add(bench);
         root.Subcommands.Add(Check.CheckCommand(stdout));
         root.Subcommands.Add(Check.SoakCommand(stdout));
+        root.Subcommands.Add(Record.Command(stdout, stderr));
+        root.Subcommands.Add(TraceCommands.Command(stdout, stderr));
         return root;
     }
 

@@ -30,7 +30,8 @@ internal sealed class TraceValidator
         AllowUnfinished = allowUnfinished;
     }
 
-    public bool AdmitUnknownTasks { get; }
+    /// <summary>Whether rows of tasks never introduced are admitted (they are added to the live set).</summary>
+    public bool AdmitUnknownTasks { get; set; }
 
     public bool AllowUnfinished { get; }
 

@@ -9,8 +9,10 @@
  *     mm and its page tables are intact), one sample read through that thread's own
  *     /proc/PID/task/TID/status. The last of these is the process's last figure.
  *
- *   ptlab-tracer OUT INTERVAL_MS exec CMD ARGS...     fork CMD under ptrace
+ *   ptlab-tracer [-e FD] [-o FILE] OUT INTERVAL_MS exec CMD ARGS...   fork CMD under ptrace
  *   ptlab-tracer OUT INTERVAL_MS attach PID DURATION_MS   seize PID's threads, detach after DURATION_MS (0: until it exits)
+ * -e FD: CMD's standard error is FD (the recorder's own, while the tracer's goes to perf's log);
+ * -o FILE: CMD's standard output goes to FILE.
  *
  * Lines of OUT (fields separated by one space; times in ns of CLOCK_MONOTONIC):
  *   H ptlab-tracer 1 <tracer pid>
@@ -314,6 +316,20 @@ static void detach_all(void)
 
 int main(int argc, char **argv)
 {
+    int err_fd = -1;
+    const char *out_file = NULL;
+    while (argc > 2 && argv[1][0] == '-' && argv[1][1] && !argv[1][2]) {
+        if (argv[1][1] == 'e')
+            err_fd = atoi(argv[2]);
+        else if (argv[1][1] == 'o')
+            out_file = argv[2];
+        else
+            break;
+        argv += 2;
+        argc -= 2;
+    }
+    if (err_fd >= 0)
+        fcntl(err_fd, F_SETFD, FD_CLOEXEC);
     if (argc < 5) {
         fprintf(stderr, "usage: %s OUT INTERVAL_MS exec CMD ARGS... | attach PID DURATION_MS\n", argv[0]);
         return 2;
@@ -343,6 +359,13 @@ int main(int argc, char **argv)
         pid_t child = fork();
         if (child == 0) {
             sigprocmask(SIG_UNBLOCK, &set, NULL);
+            if (err_fd >= 0)
+                dup2(err_fd, 2); /* dup2 clears FD_CLOEXEC on the copy */
+            if (out_file) {
+                int o = open(out_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                if (o < 0 || dup2(o, 1) < 0)
+                    _exit(126);
+            }
             ptrace(PTRACE_TRACEME, 0, 0, 0);
             raise(SIGSTOP);
             execvp(argv[4], argv + 4);
@@ -354,6 +377,7 @@ int main(int argc, char **argv)
         close(fds[1]);
         root = child;
         line("R %lld %d exec\n", now_ns(), child);
+        fflush(out); /* the recorder reads the tracer's pid and the root's from here to interrupt them */
         int status;
         if (waitpid(child, &status, __WALL) < 0 || !WIFSTOPPED(status)) {
             line("E %lld the command did not start under ptrace\n", now_ns());
@@ -392,6 +416,7 @@ int main(int argc, char **argv)
             return 4;
         }
         line("R %lld %d attach\n", now_ns(), root);
+        fflush(out);
         maps(root);
         sample(root, tasks[0].tid, "attach");
         if (duration > 0)
