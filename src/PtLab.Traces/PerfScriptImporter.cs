@@ -94,6 +94,7 @@ public sealed class PerfScriptImporter
     private readonly Dictionary<int, string> _comm = [];
     private readonly Dictionary<int, int> _live = [];
     private PendingExec? _exec;
+    private bool _holdingStart;
     private bool _rootStarted;
     private long _line;
     private long _lastTime = long.MinValue;
@@ -126,13 +127,14 @@ public sealed class PerfScriptImporter
             _line++;
             Stats.Lines++;
             Parse(line);
-            while (_out.Count > 0 && _exec is null)
+            while (_out.Count > 0 && _exec is null && !_holdingStart)
             {
                 yield return Checked(_out.Dequeue());
             }
         }
 
         ReleaseExec();
+        _holdingStart = false;
         while (_out.Count > 0)
         {
             yield return Checked(_out.Dequeue());
@@ -174,6 +176,22 @@ public sealed class PerfScriptImporter
         if (!Header(line, out int pid, out int tid, out long time, out int rest))
         {
             throw Error(_line, $"not a perf script line (expected 'COMM PID/TID [CPU] SECONDS.NANOS: EVENT: ...', from perf script -F comm,pid,tid,cpu,time,event,trace): '{TraceMetadata.Trim(line)}'");
+        }
+
+        if (time == 0 && _lastTime <= 0)
+        {
+            // perf synthesizes the tasks and mappings that exist when it starts (an attach) at time 0:
+            // they take the time of the first real event, so the trace's span is the recording's.
+            _holdingStart = true;
+        }
+        else if (_holdingStart)
+        {
+            _holdingStart = false;
+            foreach (var held in _out.ToList())
+            {
+                _out.Enqueue(held with { Event = held.Event with { TimeNs = time } });
+                _out.Dequeue();
+            }
         }
 
         if (time < _lastTime)
@@ -653,6 +671,13 @@ public sealed class PerfScriptImporter
                 ? TraceEvent.Create(TraceEventKind.NewTask, e.TimeNs, e.Pid, creator) with { Flags = TraceEvent.CloneThread | TraceEvent.CloneVm, Result = e.Tid, Path = _comm.GetValueOrDefault(e.Tid, "") }
                 : TraceEvent.Create(TraceEventKind.Task, e.TimeNs, e.Pid, e.Tid) with { Path = _comm.GetValueOrDefault(e.Tid, "") };
             Emit(task, announced.Line, queue);
+        }
+        else if (_options.Attached && e.Kind is not (TraceEventKind.Lost or TraceEventKind.Task or TraceEventKind.Exec) && !IsLive(e.Pid, e.Tid))
+        {
+            // Attached: a thread created while perf was starting (after it listed the process's
+            // threads, before its events were enabled) has no COMM, FORK or newtask record.
+            Stats.InferredTasks++;
+            Emit(TraceEvent.Create(TraceEventKind.Task, e.TimeNs, e.Pid, e.Tid) with { Path = _comm.GetValueOrDefault(e.Tid, "") }, line, queue);
         }
 
         Track(e);

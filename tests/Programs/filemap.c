@@ -1,6 +1,6 @@
 /* File mappings and mremap: a 4 MiB file in DIR mapped shared (written) and private (read, then
  * written: copy-on-write); an anonymous 4 MiB mapping grown to 8 MiB in place or moved,
- * shrunk, moved to a fixed address, and moved with MREMAP_DONTUNMAP.
+ * shrunk and moved to a fixed address; another 4 MiB moved with MREMAP_DONTUNMAP.
  *   filemap DIR */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -43,11 +43,18 @@ int main(int argc, char **argv)
     a = mremap(a, 2 * sz, sz, 0);
     char *target = mmap(NULL, 2 * sz, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     a = mremap(a, sz, sz, MREMAP_MAYMOVE | MREMAP_FIXED, target + sz);
-    char *b = mremap(a, sz, sz, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
-    if (a == MAP_FAILED || b == MAP_FAILED)
-        return 1;
+    char *c = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     for (size_t o = 0; o < sz; o += 4096)
-        sum += b[o] + a[o];
+        c[o] = 4;
+    /* Linux 6.18 refuses MREMAP_DONTUNMAP without MREMAP_FIXED (EINVAL): give it a place. */
+    char *spot = mmap(NULL, sz, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *b = mremap(c, sz, sz, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, spot);
+    if (a == MAP_FAILED || b == MAP_FAILED) {
+        perror("mremap");
+        return 1;
+    }
+    for (size_t o = 0; o < sz; o += 4096)
+        sum += b[o] + a[o] + c[o]; /* c reads zero pages: its tables stayed, its pages moved */
     munmap(s, sz);
     printf("sum %ld\n", sum);
     print_status("end");
