@@ -56,7 +56,7 @@ internal sealed class ColumnBuffers
         Long(TraceSchema.Time, row, true, e.TimeNs);
         Int(TraceSchema.Pid, row, true, e.Pid);
         Int(TraceSchema.Tid, row, true, e.Tid);
-        _strings[TraceSchema.Kind][row] = TraceKinds.Name(e.Kind);
+        _strings[TraceSchema.Kind][row] = (int)e.Kind < TraceKinds.Count ? TraceKinds.Name(e.Kind) : "kind" + ((int)e.Kind).ToString(System.Globalization.CultureInfo.InvariantCulture);
         var has = e.Has;
         Long(TraceSchema.Address, row, (has & TraceFields.Address) != 0, (long)e.Address);
         Long(TraceSchema.Length, row, (has & TraceFields.Length) != 0, (long)e.Length);

@@ -251,8 +251,19 @@ public sealed class PerfScriptImporter
                         e = e with { Flags = group is "true" or "1" ? 1UL : 0, Has = e.Has | TraceFields.Flags };
                     }
 
+                    if (_pending.Remove(tid, out var open))
+                    {
+                        // A syscall's exit always precedes its task's exit: only a cut recording loses it.
+                        if (!_options.Attached && !_options.Truncated)
+                        {
+                            throw Error(_line, $"tid {tid} exits while its sys_enter_{open.Name} (line {open.Line}) has not returned");
+                        }
+
+                        Stats.Unfinished++;
+                        Emit(open.Row with { TimeNs = time }, open.Line);
+                    }
+
                     Emit(e, _line);
-                    _pending.Remove(tid);
                     break;
                 }
 

@@ -7,7 +7,7 @@ using Parquet.Schema;
 namespace PtLab.Traces;
 
 /// <summary>
-/// Reads a trace file, trusting nothing in it. <see cref="Open"/> checks the file's structure
+/// Reads a trace file, trusting nothing in it. <see cref="Open(string)"/> checks the file's structure
 /// before any row is decoded: the Parquet magic, the schema, the metadata, that the column chunks
 /// tile the file exactly as a writer lays them out, and the checksum of every byte before the
 /// footer. <see cref="ReadEvents"/> then streams the rows in time order, one row group in memory
@@ -20,12 +20,12 @@ public sealed class TraceReader : IDisposable
     private static readonly byte[] s_magic = "PAR1"u8.ToArray();
     private static readonly CompressionMethod[] s_codecs = [CompressionMethod.None, CompressionMethod.Snappy, CompressionMethod.Gzip, CompressionMethod.Zstd, CompressionMethod.Lz4Raw];
 
-    private readonly FileStream _file;
+    private readonly Stream _file;
     private readonly ParquetReader _parquet;
     private readonly long[] _groupRows;
     private bool _reading;
 
-    private TraceReader(string path, FileStream file, ParquetReader parquet, TraceMetadata metadata, long[] groupRows)
+    private TraceReader(string path, Stream file, ParquetReader parquet, TraceMetadata metadata, long[] groupRows)
     {
         Path = path;
         _file = file;
@@ -50,7 +50,14 @@ public sealed class TraceReader : IDisposable
     public static TraceReader Open(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        return Open(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16), path);
+    }
+
+    /// <summary>Opens and checks a trace held in <paramref name="file"/> (a seekable stream the reader then owns); <paramref name="path"/> names it in errors.</summary>
+    /// <exception cref="TraceFormatException">The stream is not a valid trace.</exception>
+    public static TraceReader Open(Stream file, string path)
+    {
+        ArgumentNullException.ThrowIfNull(file);
         ParquetReader? parquet = null;
         try
         {
@@ -186,7 +193,7 @@ public sealed class TraceReader : IDisposable
         _file.Dispose();
     }
 
-    private static long CheckEnvelope(string path, FileStream file)
+    private static long CheckEnvelope(string path, Stream file)
     {
         long length = file.Length;
         if (length < 12)
@@ -315,7 +322,7 @@ public sealed class TraceReader : IDisposable
         return rows;
     }
 
-    private static void CheckChecksum(string path, FileStream file, long footerStart, string expected)
+    private static void CheckChecksum(string path, Stream file, long footerStart, string expected)
     {
         var hash = new XxHash3();
         byte[] buffer = new byte[1 << 20];
