@@ -14,8 +14,14 @@ internal sealed class ColumnBuffers
     private readonly int[][] _defs;
     private readonly int[] _counts;
 
-    public ColumnBuffers(int capacity)
+    private readonly int _maxRows;
+    private int _capacity;
+
+    /// <summary>Buffers for up to <paramref name="maxRows"/> rows, grown as rows come (a short trace stays small).</summary>
+    public ColumnBuffers(int maxRows)
     {
+        _maxRows = maxRows;
+        int capacity = _capacity = Math.Min(maxRows, 1024);
         int n = TraceSchema.Columns.Count;
         _longs = new long[n][];
         _ints = new int[n][];
@@ -50,8 +56,32 @@ internal sealed class ColumnBuffers
         }
     }
 
+    private void Grow()
+    {
+        int capacity = Math.Min(_maxRows, _capacity * 2);
+        foreach (var c in TraceSchema.Columns)
+        {
+            int i = c.Index;
+            switch (c.Type)
+            {
+                case ColumnType.Int64: Array.Resize(ref _longs[i], capacity); break;
+                case ColumnType.Int32: Array.Resize(ref _ints[i], capacity); break;
+                default: Array.Resize(ref _strings[i], capacity); break;
+            }
+
+            Array.Resize(ref _defs[i], capacity);
+        }
+
+        _capacity = capacity;
+    }
+
     public void Add(in TraceEvent e)
     {
+        if (Rows == _capacity)
+        {
+            Grow();
+        }
+
         int row = Rows++;
         Long(TraceSchema.Time, row, true, e.TimeNs);
         Int(TraceSchema.Pid, row, true, e.Pid);

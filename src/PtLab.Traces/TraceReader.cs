@@ -62,26 +62,45 @@ public sealed class TraceReader : IDisposable
         try
         {
             long footerStart = CheckEnvelope(path, file);
+            TraceMetadata? metadata;
+            string? error;
+            long[] groupRows;
+            Dictionary<string, string> kv;
             try
             {
+                // Parquet.Net decodes the footer (and, lazily, the schema) here: whatever it throws on a
+                // corrupt footer is the file's fault, reported as such.
                 parquet = TraceWriter.Sync(ParquetReader.CreateAsync(file, new ParquetOptions(), leaveStreamOpen: true));
+                kv = parquet.CustomMetadata ?? [];
+                metadata = TraceMetadata.FromKeyValues(kv, out error);
+                if (metadata is not null)
+                {
+                    CheckSchema(path, parquet.Schema);
+                }
+
+                groupRows = metadata is null ? [] : CheckLayout(path, parquet, footerStart);
             }
-            catch (Exception e) when (IsDecodeFailure(e))
+            catch (Exception e) when (e is not TraceFormatException && IsDecodeFailure(e))
             {
                 throw new TraceFormatException($"{path}: the Parquet footer cannot be read: {OneLine(e)}");
             }
 
-            var metadata = TraceMetadata.FromKeyValues(parquet.CustomMetadata ?? [], out string? error)
-                ?? throw new TraceFormatException($"{path}: {error}");
-            CheckSchema(path, parquet.Schema);
-            long[] groupRows = CheckLayout(path, parquet, footerStart);
-            string declared = parquet.CustomMetadata![TraceKeys.Rows];
+            if (metadata is null)
+            {
+                throw new TraceFormatException($"{path}: {error}");
+            }
+
+            if (!kv.TryGetValue(TraceKeys.Rows, out string? declared) || !kv.TryGetValue(TraceKeys.Checksum, out string? checksum))
+            {
+                throw new TraceFormatException($"{path}: metadata '{(kv.ContainsKey(TraceKeys.Rows) ? TraceKeys.Checksum : TraceKeys.Rows)}' is missing");
+            }
+
             if (declared != groupRows.Sum().ToString(CultureInfo.InvariantCulture))
             {
                 throw new TraceFormatException($"{path}: the metadata declares {TraceMetadata.Trim(declared)} rows, the row groups hold {groupRows.Sum()}");
             }
 
-            CheckChecksum(path, file, footerStart, parquet.CustomMetadata[TraceKeys.Checksum]);
+            CheckChecksum(path, file, footerStart, checksum);
             return new TraceReader(path, file, parquet, metadata, groupRows);
         }
         catch
