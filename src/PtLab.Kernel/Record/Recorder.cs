@@ -76,7 +76,7 @@ public static class Recorder
 
     /// <summary>Checks that a recording can run here; returns perf's version.</summary>
     /// <exception cref="RecordException">It cannot; the message says what to install or change.</exception>
-    public static string CheckPrerequisites(bool attach)
+    public static string CheckPrerequisites(bool attach, string perf = "perf")
     {
         if (!OperatingSystem.IsLinux())
         {
@@ -86,7 +86,7 @@ public static class Recorder
         string version;
         try
         {
-            var (code, stdout, _) = Run("perf", ["--version"], TimeSpan.FromSeconds(30));
+            var (code, stdout, _) = Run(perf, ["--version"], TimeSpan.FromSeconds(30));
             if (code != 0)
             {
                 throw new RecordException("'perf --version' failed: install perf for this kernel (Debian: apt-get install linux-perf; Ubuntu: linux-tools-$(uname -r))");

@@ -399,8 +399,11 @@ int main(int argc, char **argv)
         if (n == sizeof e) {
             line("E %lld cannot run %s: %s\n", now_ns(), argv[4], strerror(e));
             fflush(out);
-            while (waitpid(-1, &status, __WALL) > 0)
-                ;
+            /* The child stops at its exit (PTRACE_O_TRACEEXIT): let it go. */
+            pid_t w;
+            while ((w = waitpid(-1, &status, __WALL)) > 0)
+                if (WIFSTOPPED(status))
+                    ptrace(PTRACE_CONT, w, 0, 0);
             line("D %lld\n", now_ns());
             fclose(out);
             fprintf(stderr, "ptlab-tracer: cannot run %s: %s\n", argv[4], strerror(e));
