@@ -73,6 +73,7 @@ internal static class Cli
 
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
+        bench.Subcommands.Add(BenchTraces.Command(stdout));
         root.Subcommands.Add(run);
         root.Subcommands.Add(compare);
         root.Subcommands.Add(bench);
@@ -80,6 +81,7 @@ internal static class Cli
         root.Subcommands.Add(Check.SoakCommand(stdout));
         root.Subcommands.Add(Record.Command(stdout, stderr));
         root.Subcommands.Add(TraceCommands.Command(stdout, stderr));
+        root.Subcommands.Add(FuzzTraces.Parent(stdout));
         return root;
     }
 

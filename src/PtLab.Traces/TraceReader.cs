@@ -194,6 +194,13 @@ public sealed class TraceReader : IDisposable
         {
             try
             {
+                // A column null in every row of the group (fd, paths, mremap's: most groups) is not decoded.
+                if (!c.Required && group.GetStatistics(c.DataField) is { NullCount: long nulls } && nulls == rows)
+                {
+                    into.SetAllNull(c.Index);
+                    continue;
+                }
+
                 into.Read(group, c, rows);
             }
             catch (Exception e) when (IsDecodeFailure(e))
@@ -399,6 +406,8 @@ public sealed class TraceReader : IDisposable
             Array.Clear(_present);
         }
 
+        public void SetAllNull(int column) => _present[column] = 0;
+
         public void Read(ParquetRowGroupReader group, TraceColumn c, int rows)
         {
             int i = c.Index;
@@ -481,6 +490,7 @@ public sealed class TraceReader : IDisposable
     {
         private readonly int[] _next = new int[TraceSchema.Columns.Count];
         private readonly Dictionary<string, string> _strings = new(StringComparer.Ordinal);
+        private readonly bool _anyStatus = Enumerable.Range(TraceSchema.FirstStatus, TraceSchema.StatusCount).Any(c => group.Present(c) > 0);
         private TraceEventKind _lastKind;
         private ReadOnlyMemory<char> _lastKindText;
         private int _row;
@@ -522,7 +532,7 @@ public sealed class TraceReader : IDisposable
             string? path = String(TraceSchema.Path, row, TraceFields.Path, ref has);
             Span<long> figures = stackalloc long[TraceSchema.StatusCount];
             int statusColumns = 0;
-            for (int k = 0; k < TraceSchema.StatusCount; k++)
+            for (int k = 0; k < TraceSchema.StatusCount && _anyStatus; k++)
             {
                 TraceFields one = 0;
                 figures[k] = Long(TraceSchema.FirstStatus + k, row, TraceFields.Status, ref one);
@@ -569,7 +579,7 @@ public sealed class TraceReader : IDisposable
         // when decoded), so its cursor never runs past them.
         private long Long(int column, int row, TraceFields field, ref TraceFields has)
         {
-            if (group.Defs(column)[row] == 0)
+            if (group.Present(column) == 0 || group.Defs(column)[row] == 0)
             {
                 return 0;
             }
@@ -580,7 +590,7 @@ public sealed class TraceReader : IDisposable
 
         private int Int(int column, int row, TraceFields field, ref TraceFields has)
         {
-            if (group.Defs(column)[row] == 0)
+            if (group.Present(column) == 0 || group.Defs(column)[row] == 0)
             {
                 return 0;
             }
@@ -591,7 +601,7 @@ public sealed class TraceReader : IDisposable
 
         private string? String(int column, int row, TraceFields field, ref TraceFields has)
         {
-            if (group.Defs(column)[row] == 0)
+            if (group.Present(column) == 0 || group.Defs(column)[row] == 0)
             {
                 return null;
             }

@@ -38,8 +38,25 @@ internal sealed class TraceValidator
     /// <summary>Syscall rows seen without a result.</summary>
     public long Unfinished { get; private set; }
 
+    // The last task found live: rows come in runs of one thread, and the task set changes rarely.
+    private int _livePid = -1, _liveTid = -1;
+
     /// <summary>Whether (pid, tid) is a live task now.</summary>
-    public bool IsLive(int pid, int tid) => _tasks.TryGetValue(tid, out int p) && p == pid;
+    public bool IsLive(int pid, int tid)
+    {
+        if (pid == _livePid && tid == _liveTid)
+        {
+            return true;
+        }
+
+        if (_tasks.TryGetValue(tid, out int p) && p == pid)
+        {
+            (_livePid, _liveTid) = (pid, tid);
+            return true;
+        }
+
+        return false;
+    }
 
     /// <summary>Some live thread of <paramref name="pid"/>, or 0.</summary>
     public int AnyThreadOf(int pid)
@@ -214,6 +231,7 @@ internal sealed class TraceValidator
 
     private string? Tasks(in TraceEvent e)
     {
+
         switch (e.Kind)
         {
             case TraceEventKind.Lost:
@@ -224,6 +242,7 @@ internal sealed class TraceValidator
                     return $"task row for tid {e.Tid}, which is already a live task of pid {owner}";
                 }
 
+                _livePid = _liveTid = -1;
                 _tasks[e.Tid] = e.Pid;
                 return null;
             case TraceEventKind.Exec:
@@ -238,9 +257,11 @@ internal sealed class TraceValidator
                     int pid = e.Pid;
                     foreach (int tid in _tasks.Where(p => p.Value == pid).Select(p => p.Key).ToList())
                     {
+                        _livePid = _liveTid = -1;
                         _tasks.Remove(tid);
                     }
 
+                    _livePid = _liveTid = -1;
                     _tasks[e.Pid] = e.Pid;
                     return null;
                 }
@@ -255,6 +276,7 @@ internal sealed class TraceValidator
                     : $"unknown task: pid {e.Pid} tid {e.Tid} was never introduced (by a task, newtask or exec row) or has exited";
             }
 
+            _livePid = _liveTid = -1;
             _tasks[e.Tid] = e.Pid;
         }
 
@@ -270,9 +292,11 @@ internal sealed class TraceValidator
                     }
                 }
 
+                _livePid = _liveTid = -1;
                 _tasks[child] = e.ChildPid;
                 break;
             case TraceEventKind.TaskExit:
+                _livePid = _liveTid = -1;
                 _tasks.Remove(e.Tid);
                 break;
         }
