@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using PtLab.Reclaim;
 using PtLab.Workloads;
 using Spectre.Console;
 
@@ -9,7 +10,11 @@ namespace PtLab.Cli;
 
 /// <summary>One design and CPU count of <c>ptlab bench designs</c>, with its ratios to <c>none</c> at the same CPU count.</summary>
 internal sealed record BenchRowReport(
-    string Design, int Cpus, double Seconds, long Faults, long Loops, double FaultsPerSecond, LatencyReport DontneedLatencyNs, BenchRatiosReport RatioToNone);
+    string Design, int Cpus, double Seconds, long Faults, long Loops, double FaultsPerSecond, LatencyReport DontneedLatencyNs, BenchRatiosReport RatioToNone)
+{
+    /// <summary>Touch + DONTNEED rounds, all CPUs together: the name the table uses (<c>loops</c> is kept for compatibility).</summary>
+    public long Rounds => Loops;
+}
 
 /// <summary>Figure / the same figure for <c>none</c>.</summary>
 internal sealed record BenchRatiosReport(double FaultsPerSecond, double P50, double P99);
@@ -17,7 +22,7 @@ internal sealed record BenchRatiosReport(double FaultsPerSecond, double P50, dou
 /// <summary>The JSON of <c>ptlab bench designs</c>.</summary>
 internal sealed record BenchReport(string Benchmark, double SecondsPerRun, string Loop, IReadOnlyList<BenchRowReport> Results)
 {
-    public string ToJson() => JsonSerializer.Serialize(this, RunReport.Json);
+    public string ToJson() => ReportJson.Serialize(this);
 }
 
 /// <summary><c>ptlab bench designs</c>.</summary>
@@ -34,12 +39,10 @@ internal static class Bench
         var cpus = new Option<string>("--cpus") { Description = "Comma-separated CPU counts (1-64).", DefaultValueFactory = _ => "1,2" };
         var seconds = new Option<double>("--seconds") { Description = "Seconds per design and CPU count (0 < S <= 600).", DefaultValueFactory = _ => 2.0 };
         var designs = new Option<string>("--designs") { Description = "Comma-separated designs (default: all registered); none always runs as the baseline." };
-        var format = new Option<string>("--format") { Description = "Output: table, json or csv.", DefaultValueFactory = _ => "table" };
-        format.AcceptOnlyFromAmong("table", "json", "csv");
         cmd.Options.Add(cpus);
         cmd.Options.Add(seconds);
         cmd.Options.Add(designs);
-        cmd.Options.Add(format);
+        var output = ReportOptions.AddTo(cmd);
         cmd.SetAction(p =>
         {
             var counts = ParseCpus(p.GetValue(cpus));
@@ -50,16 +53,16 @@ internal static class Bench
             }
 
             var names = Compare.ParseDesigns(p.GetValue(designs)).ToList();
-            if (!names.Contains("none"))
+            if (!names.Contains(Designs.Baseline))
             {
-                names.Insert(0, "none");
+                names.Insert(0, Designs.Baseline);
             }
 
             var rows = new List<BenchRowReport>();
             foreach (int n in counts)
             {
                 var results = names.Select(d => DesignBenchmark.Run(d, n, TimeSpan.FromSeconds(s))).ToList();
-                var none = results.Single(r => r.Design == "none");
+                var none = results.Single(r => r.Design == Designs.Baseline);
                 foreach (var r in results)
                 {
                     rows.Add(new BenchRowReport(
@@ -73,7 +76,7 @@ internal static class Bench
             }
 
             var report = new BenchReport("designs", s, Loop, rows);
-            return Cli.WriteReport(p.GetValue(format), stdout, report.ToJson, () => Csv(report), w => WriteTable(report, w));
+            return output.Write(p, stdout, report.ToJson, () => Csv(report), w => WriteTable(report, w));
         });
         return cmd;
     }
@@ -99,7 +102,7 @@ internal static class Bench
     private static string Csv(BenchReport r)
     {
         var sb = new StringBuilder();
-        sb.AppendLine("design,cpus,seconds,faults,loops,faultsPerSecond,dontneedP50Ns,dontneedP99Ns,dontneedCount,faultsPerSecondRatio,p50Ratio,p99Ratio");
+        sb.AppendLine("design,cpus,seconds,faults,rounds,faultsPerSecond,dontneedP50Ns,dontneedP99Ns,dontneedCount,faultsPerSecondRatio,p50Ratio,p99Ratio");
         foreach (var x in r.Results)
         {
             sb.AppendLine(CultureInfo.InvariantCulture,
@@ -111,14 +114,7 @@ internal static class Bench
 
     private static void WriteTable(BenchReport r, TextWriter writer)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Out = new AnsiConsoleOutput(writer),
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
-        });
-        console.Profile.Width = 140;
+        var console = PlainConsole.Create(writer, 140);
         console.WriteLine($"bench designs: {r.Loop}; {r.SecondsPerRun.ToString(CultureInfo.InvariantCulture)} s per run; ratios are to none at the same CPU count");
         var t = new Table().Border(TableBorder.Simple);
         foreach (var h in new[] { "design", "cpus", "faults/s", "x none", "DONTNEED p50", "x none", "DONTNEED p99", "x none", "rounds" })

@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using PtLab.Reclaim;
-using PtLab.Sync.Systematic;
+using PtLab.Sync;
+using PtLab.Systematic;
 
 namespace PtLab.Cli;
 
@@ -20,27 +20,27 @@ internal static class Check
         strategy.AcceptOnlyFromAmong([.. SchedulingStrategies.Names]);
         var seed = new Option<int?>("--seed") { Description = "Replay the one schedule of this seed and print its interleaving." };
         var baseSeed = new Option<int>("--base-seed") { Description = "First seed of an exploration (schedule i uses base + i).", DefaultValueFactory = _ => 0 };
-        var mutation = new Option<string>("--mutation") { Description = "Break the protocol on purpose: " + string.Join(", ", Mutations.Names) + ".", DefaultValueFactory = _ => "none" };
+        var mutation = new Option<string>("--mutation") { Description = "Break the protocol on purpose: " + string.Join(", ", Mutations.Names) + ".", DefaultValueFactory = _ => Mutations.NameOf(Mutation.None) };
         mutation.AcceptOnlyFromAmong([.. Mutations.Names]);
         var last = new Option<int>("--last") { Description = "Steps of the interleaving to print on replay.", DefaultValueFactory = _ => 60 };
-        var format = new Option<string>("--format") { Description = "text or json.", DefaultValueFactory = _ => "text" };
-        format.AcceptOnlyFromAmong("text", "json");
         var everyStep = new Option<bool>("--every-step")
         {
             Description = "Also check, at every scheduling point, that no TLB maps a free frame and no entry maps a free frame or table.",
         };
         cmd.Arguments.Add(scenario);
-        foreach (var o in new Option[] { design, schedules, strategy, seed, baseSeed, mutation, last, format, everyStep })
+        foreach (var o in new Option[] { design, schedules, strategy, seed, baseSeed, mutation, last, everyStep })
         {
             cmd.Options.Add(o);
         }
+
+        var output = ReportOptions.AddTo(cmd, "text", "json");
 
         cmd.SetAction(p =>
         {
             var s = SystematicScenarios.Find(p.GetValue(scenario)!)!;
             string d = p.GetValue(design)!;
             var m = Mutations.Parse(p.GetValue(mutation)!)!.Value;
-            if (!Mutations.AppliesTo(m, d))
+            if (!Designs.Supports(d, m))
             {
                 throw new UsageException($"--mutation {Mutations.NameOf(m)} does not apply to design {d}");
             }
@@ -52,13 +52,14 @@ internal static class Check
             }
 
             string strat = p.GetValue(strategy)!;
-            bool json = p.GetValue(format) == "json";
             if (p.GetValue(seed) is { } one)
             {
                 var r = SystematicTester.RunOne(s, d, strat, one, m, everyStep: p.GetValue(everyStep));
-                if (json)
-                {
-                    stdout.WriteLine(JsonSerializer.Serialize(new
+                int keep = p.GetValue(last);
+                output.Write(
+                    p,
+                    stdout,
+                    () => ReportJson.Serialize(new
                     {
                         scenario = s.Name,
                         design = d,
@@ -67,26 +68,26 @@ internal static class Check
                         seed = one,
                         steps = r.Steps,
                         violation = r.Violation,
-                        trace = r.Scheduler.TraceLines().TakeLast(p.GetValue(last)).ToArray(),
-                    }));
-                }
-                else
-                {
-                    stdout.WriteLine($"{s.Name} on {d}, {strat} seed {one}, mutation {Mutations.NameOf(m)}: {r.Steps} steps, {(r.Ok ? "no violation" : "VIOLATION")}");
-                    stdout.Write(r.Scheduler.FormatTrace(p.GetValue(last)));
-                    if (!r.Ok)
+                        trace = r.Scheduler.TraceLines().TakeLast(keep).ToArray(),
+                    }),
+                    null,
+                    w =>
                     {
-                        stdout.WriteLine($"violation: {r.Violation}");
-                    }
-                }
-
+                        w.WriteLine($"{s.Name} on {d}, {strat} seed {one}, mutation {Mutations.NameOf(m)}: {Human.Plural(r.Steps, "step")}, {(r.Ok ? "no violation" : "VIOLATION")}");
+                        w.Write(r.Scheduler.FormatTrace(keep));
+                        if (!r.Ok)
+                        {
+                            w.WriteLine($"violation: {r.Violation}");
+                        }
+                    });
                 return r.Ok ? Cli.ExitOk : Cli.ExitFailure;
             }
 
             var e = SystematicTester.Explore(s, d, strat, n, p.GetValue(baseSeed), m, everyStep: p.GetValue(everyStep));
-            if (json)
-            {
-                stdout.WriteLine(JsonSerializer.Serialize(new
+            output.Write(
+                p,
+                stdout,
+                () => ReportJson.Serialize(new
                 {
                     schedules = e.Schedules,
                     violations = e.Violations,
@@ -98,20 +99,19 @@ internal static class Check
                     mutation = Mutations.NameOf(m),
                     seconds = Math.Round(e.Elapsed.TotalSeconds, 3),
                     schedulesPerSecond = Math.Round(e.SchedulesPerSecond, 1),
-                }));
-            }
-            else
-            {
-                stdout.WriteLine(string.Create(
-                    CultureInfo.InvariantCulture,
-                    $"{s.Name} on {d} ({strat}, mutation {Mutations.NameOf(m)}): {e.Schedules} schedules, {e.Violations} violations, {e.SchedulesPerSecond:F0} schedules/s, {e.TotalSteps / Math.Max(1, e.Schedules)} steps each"));
-                if (e.FirstFailingSeed is { } f)
+                }),
+                null,
+                w =>
                 {
-                    stdout.WriteLine($"first failing seed {f}: {e.FirstViolation}");
-                    stdout.WriteLine($"replay: ptlab check {s.Name} --design {d} --strategy {strat} --mutation {Mutations.NameOf(m)} --seed {f}");
-                }
-            }
-
+                    w.WriteLine(string.Create(
+                        CultureInfo.InvariantCulture,
+                        $"{s.Name} on {d} ({strat}, mutation {Mutations.NameOf(m)}): {Human.Plural(e.Schedules, "schedule")}, {Human.Plural(e.Violations, "violation")}, {e.SchedulesPerSecond:N0} schedules/s, {Human.Plural(e.TotalSteps / Math.Max(1, e.Schedules), "step")} each"));
+                    if (e.FirstFailingSeed is { } f)
+                    {
+                        w.WriteLine($"first failing seed {f}: {e.FirstViolation}");
+                        w.WriteLine($"replay: ptlab check {s.Name} --design {d} --strategy {strat} --mutation {Mutations.NameOf(m)} --seed {f}");
+                    }
+                });
             return e.Violations == 0 ? Cli.ExitOk : Cli.ExitFailure;
         });
         return cmd;
@@ -124,12 +124,12 @@ internal static class Check
         var cpus = new Option<int>("--cpus") { Description = "Simulated CPUs, one thread each (1-64).", DefaultValueFactory = _ => 2 };
         var minutes = new Option<double>("--minutes") { Description = "How long to run (fractions allowed).", DefaultValueFactory = _ => 1 };
         var seed = new Option<int>("--seed") { Description = "Seed of the per-CPU operation streams.", DefaultValueFactory = _ => 1 };
-        var format = new Option<string>("--format") { Description = "text or json.", DefaultValueFactory = _ => "text" };
-        format.AcceptOnlyFromAmong("text", "json");
-        foreach (var o in new Option[] { design, cpus, minutes, seed, format })
+        foreach (var o in new Option[] { design, cpus, minutes, seed })
         {
             cmd.Options.Add(o);
         }
+
+        var output = ReportOptions.AddTo(cmd, "text", "json");
 
         cmd.SetAction(p =>
         {
@@ -146,9 +146,10 @@ internal static class Check
             }
 
             var r = Soak.Run(p.GetValue(design)!, n, TimeSpan.FromMinutes(min), p.GetValue(seed));
-            if (p.GetValue(format) == "json")
-            {
-                stdout.WriteLine(JsonSerializer.Serialize(new
+            output.Write(
+                p,
+                stdout,
+                () => ReportJson.Serialize(new
                 {
                     design = r.Design,
                     cpus = n,
@@ -158,19 +159,18 @@ internal static class Check
                     rounds = r.Rounds,
                     violations = r.Violations.Count,
                     firstViolation = r.Violations.FirstOrDefault(),
-                }));
-            }
-            else
-            {
-                stdout.WriteLine(string.Create(
-                    CultureInfo.InvariantCulture,
-                    $"soak {r.Design} on {n} CPUs: {r.Operations} ops in {r.Elapsed.TotalSeconds:F1} s ({r.OperationsPerSecond:F0} ops/s), {r.Rounds} rounds checked, {r.Violations.Count} violations"));
-                foreach (var v in r.Violations.Take(5))
+                }),
+                null,
+                w =>
                 {
-                    stdout.WriteLine($"violation: {v}");
-                }
-            }
-
+                    w.WriteLine(string.Create(
+                        CultureInfo.InvariantCulture,
+                        $"soak {r.Design} on {Human.Plural(n, "CPU")}: {Human.Plural(r.Operations, "op")} in {r.Elapsed.TotalSeconds:F1} s ({r.OperationsPerSecond:N0} ops/s), {Human.Plural(r.Rounds, "round")} checked, {Human.Plural(r.Violations.Count, "violation")}"));
+                    foreach (var v in r.Violations.Take(5))
+                    {
+                        w.WriteLine($"violation: {v}");
+                    }
+                });
             return r.Violations.Count == 0 ? Cli.ExitOk : Cli.ExitFailure;
         });
         return cmd;
@@ -181,7 +181,7 @@ internal static class Check
         var design = new Option<string>("--design")
         {
             Description = "Page-table reclaim design. " + Designs.Describe() + ".",
-            DefaultValueFactory = _ => "pte-ref",
+            DefaultValueFactory = _ => Designs.Seed,
         };
         design.AcceptOnlyFromAmong([.. Designs.Names]);
         return design;

@@ -100,12 +100,6 @@ internal static class Cli
             DefaultValueFactory = _ => "on",
         };
 
-        public Option<string> Format { get; } = new("--format")
-        {
-            Description = "Output: table (human), json (the stable machine interface) or csv.",
-            DefaultValueFactory = _ => "table",
-        };
-
         public Option<int?> Cpus { get; } = new("--cpus")
         {
             Description = "Simulated CPUs (1-64). The mixed scenario runs one worker per CPU (default 2); the others run on CPU 0 (default 1).",
@@ -133,14 +127,16 @@ internal static class Cli
         {
             PageData.AcceptOnlyFromAmong("on", "off");
             SwitchBack.AcceptOnlyFromAmong("on", "off");
-            Format.AcceptOnlyFromAmong("table", "json", "csv");
         }
+
+        /// <summary>--format and --output, once <see cref="AddTo"/> ran.</summary>
+        public ReportOptions Report { get; private set; } = null!;
 
         public void AddTo(Command c)
         {
             c.Options.Add(Ram);
             c.Options.Add(PageData);
-            c.Options.Add(Format);
+            Report = ReportOptions.AddTo(c);
             c.Options.Add(Cpus);
             c.Options.Add(At);
             c.Options.Add(Swap);
@@ -158,7 +154,7 @@ internal static class Cli
             return new ScenarioArgs(cpus, Address(p.GetValue(At), "--at"));
         }
 
-        public MachineOptions Machine(ParseResult p, int cpus, string design, out Dictionary<string, string> reported)
+        public MachineOptions Machine(ParseResult p, int cpus, string design, out ReportParameters reported)
         {
             ulong ram = Size(p.GetValue(Ram), "--ram");
             if (ram < (1UL << 20))
@@ -169,18 +165,16 @@ internal static class Cli
             bool pageData = p.GetValue(PageData) == "on";
             ulong swap = Size(p.GetValue(Swap), "--swap");
             bool switchBack = p.GetValue(SwitchBack) != "off";
-            reported = new Dictionary<string, string>
+            reported = new ReportParameters()
+                .Add("ramBytes", ram)
+                .Add("pageData", pageData ? "on" : "off")
+                .Add("cpus", (long)cpus)
+                .Add("swapBytes", swap);
+            var options = new DesignOptions { SwitchBack = switchBack };
+            var factory = DesignFactory(design, options);
+            foreach (var (key, value) in Designs.ReportedOptions(design, options))
             {
-                ["ram"] = ram.ToString(CultureInfo.InvariantCulture),
-                ["pageData"] = pageData ? "on" : "off",
-                ["cpus"] = cpus.ToString(CultureInfo.InvariantCulture),
-                ["swap"] = swap.ToString(CultureInfo.InvariantCulture),
-            };
-            var factory = DesignFactory(design);
-            if (design == "pte-ref")
-            {
-                reported["switchBack"] = switchBack ? "on" : "off";
-                factory = () => new PteRefReclaim { SwitchBack = switchBack };
+                reported.Add(key, value);
             }
 
             return new MachineOptions
@@ -196,8 +190,8 @@ internal static class Cli
         }
     }
 
-    public static Func<IPageTableReclaim> DesignFactory(string name) =>
-        Designs.Factory(name) ?? throw new UsageException($"unknown design '{name}' (known: {string.Join(", ", Designs.Names)})");
+    public static Func<IPageTableReclaim> DesignFactory(string name, DesignOptions? options = null) =>
+        Designs.Factory(name, options) ?? throw new UsageException($"unknown design '{name}' (known: {string.Join(", ", Designs.Names)})");
 
     public static ulong Size(string? text, string option)
     {
@@ -230,7 +224,7 @@ internal static class Cli
         var design = new Option<string>("--design")
         {
             Description = "Page-table reclaim design. " + Designs.Describe() + ".",
-            DefaultValueFactory = _ => "none",
+            DefaultValueFactory = _ => Designs.Baseline,
         };
         design.AcceptOnlyFromAmong([.. Designs.Names]);
         var common = new ModelOptions();
@@ -246,7 +240,7 @@ internal static class Cli
             var args = common.Args(p, def);
             var scenario = def.Create(p, args);
             var machine = common.Machine(p, args.Cpus, p.GetValue(design)!, out var reported);
-            return RunScenario(scenario, machine, reported, p.GetValue(common.Format)!, stdout, stderr);
+            return RunScenario(scenario, machine, reported, p, common.Report, stdout, stderr);
         });
         return cmd;
     }
@@ -273,7 +267,7 @@ internal static class Cli
         return r!;
     }
 
-    private static int RunScenario(IScenario scenario, MachineOptions options, Dictionary<string, string> reported, string format, TextWriter stdout, TextWriter stderr)
+    private static int RunScenario(IScenario scenario, MachineOptions options, ReportParameters reported, ParseResult p, ReportOptions output, TextWriter stdout, TextWriter stderr)
     {
         using var target = new ModelTarget(options);
         ScenarioResult result = RunWithProgress(scenario, target, stderr);
@@ -283,10 +277,13 @@ internal static class Cli
             target.Machine.Phys.HostBytes,
             result.WallSeconds > 0 ? Math.Round(counters.Faults / result.WallSeconds) : 0);
         var report = RunReport.From(result, target.Mm.Design.Name, counters, reported, host);
-        return WriteReport(format, stdout, report.ToJson, report.ToCsv, w => TableOutput.Write(report, w));
+        return output.Write(p, stdout, report.ToJson, report.ToCsv, w => TableOutput.Write(report, w));
     }
 
-    /// <summary>Writes a report in the chosen format (json, csv, or the human table) and returns success.</summary>
+    /// <summary>
+    /// Writes a report in the chosen format (json, csv, or the human table) and returns success.
+    /// New commands use <see cref="ReportOptions"/>, which adds --output as well.
+    /// </summary>
     public static int WriteReport(string? format, TextWriter stdout, Func<string> json, Func<string> csv, Action<TextWriter> table)
     {
         switch (format)

@@ -16,16 +16,10 @@ internal sealed record DesignRunReport(
     string Design, StatusReport Before, StatusReport After, CountersReport Counters, LatencyReport MadviseLatencyNs,
     double WallSeconds, IReadOnlyList<CheckpointReport> Checkpoints);
 
-/// <summary>p50, p99 and count of a latency histogram, in nanoseconds.</summary>
-internal sealed record LatencyReport(long P50, long P99, long Count)
-{
-    public static LatencyReport From(LatencySummary s) => new(s.P50, s.P99, s.Count);
-}
-
 /// <summary>The JSON of <c>ptlab compare</c> without <c>--kernel</c>.</summary>
-internal sealed record CompareReport(string Scenario, IReadOnlyDictionary<string, string> Parameters, IReadOnlyList<DesignRunReport> Designs)
+internal sealed record CompareReport(string Scenario, IReadOnlyDictionary<string, object> Parameters, IReadOnlyList<DesignRunReport> Designs)
 {
-    public string ToJson() => JsonSerializer.Serialize(this, RunReport.Json);
+    public string ToJson() => ReportJson.Serialize(this);
 }
 
 /// <summary>Kernel and model deltas at one checkpoint of <c>ptlab compare --kernel</c>.</summary>
@@ -34,7 +28,7 @@ internal sealed record KernelCheckpointReport(string Label, StatusReport? Kernel
 /// <summary>The JSON of <c>ptlab compare --kernel</c>: deltas (after minus before) on each side, and model minus kernel per table level.</summary>
 internal sealed record KernelCompareReport(
     string Scenario,
-    IReadOnlyDictionary<string, string> Parameters,
+    IReadOnlyDictionary<string, object> Parameters,
     string Host,
     string ModelDesign,
     string Method,
@@ -49,7 +43,7 @@ internal sealed record KernelCompareReport(
     double KernelWallSeconds,
     double ModelWallSeconds)
 {
-    public string ToJson() => JsonSerializer.Serialize(this, RunReport.Json);
+    public string ToJson() => ReportJson.Serialize(this);
 }
 
 /// <summary><c>ptlab compare</c>.</summary>
@@ -97,12 +91,11 @@ internal static class Compare
         cmd.SetAction(p =>
         {
             var args = common.Args(p, def);
-            string format = p.GetValue(common.Format)!;
             if (!p.GetValue(kernel))
             {
                 var names = ParseDesigns(p.GetValue(designs));
                 var scenario = def.Create(p, args);
-                return RunDesigns(scenario, names, p, common, args, format, stdout, stderr);
+                return RunDesigns(scenario, names, p, common, args, stdout, stderr);
             }
 
             if (p.GetValue(designs) is not null)
@@ -120,7 +113,7 @@ internal static class Compare
                 throw new UsageException($"--kernel: the {def.Name} scenario runs on the model only");
             }
 
-            return WithKernel(def, p, common, args, format, stdout, stderr);
+            return WithKernel(def, p, common, args, stdout, stderr);
         });
         return cmd;
     }
@@ -151,19 +144,20 @@ internal static class Compare
 
     private static int RunDesigns(
         IScenario scenario, IReadOnlyList<string> names, ParseResult p, Cli.ModelOptions common, ScenarioArgs args,
-        string format, TextWriter stdout, TextWriter stderr)
+        TextWriter stdout, TextWriter stderr)
     {
         var runs = new List<DesignRunReport>();
-        var parameters = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        var parameters = new ReportParameters();
         foreach (var name in names)
         {
             var machine = common.Machine(p, args.Cpus, name, out var reported);
             using var target = new ModelTarget(machine);
             var timer = new MadviseTimer(target);
             var r = Cli.RunWithProgress(scenario, timer, stderr);
-            foreach (var (k, v) in r.Parameters.Concat(reported))
+            parameters.AddScenario(r.Parameters);
+            foreach (var (k, v) in reported.Values)
             {
-                parameters[k] = v;
+                parameters.Add(k, v);
             }
 
             runs.Add(new DesignRunReport(
@@ -171,14 +165,14 @@ internal static class Compare
                 LatencyReport.From(timer.Recorder.Summary()), Math.Round(r.WallSeconds, 6), CheckpointReport.From(r)));
         }
 
-        var report = new CompareReport(scenario.Name, parameters, runs);
-        return Cli.WriteReport(format, stdout, report.ToJson, () => Csv(report), w => WriteTable(report, w));
+        var report = new CompareReport(scenario.Name, parameters.Values, runs);
+        return common.Report.Write(p, stdout, report.ToJson, () => Csv(report), w => WriteTable(report, w));
     }
 
     private static string Csv(CompareReport r)
     {
         var sb = new StringBuilder();
-        sb.AppendLine("scenario,design,phase,vmSizeKb,vmRssKb,rssAnonKb,vmSwapKb,vmPteKb,ptes,pmds,puds,faults,tablesAllocated,tablesFreed,tlbFlushes,gracePeriods,madviseP50Ns,madviseP99Ns,madviseCount,wallSeconds");
+        sb.AppendLine($"scenario,design,phase,{CsvColumns.StatusHeader},{CsvColumns.CountersHeader},{CsvColumns.MadviseLatencyHeader},wallSeconds");
         foreach (var d in r.Designs)
         {
             var phases = new List<(string, StatusReport)> { ("before", d.Before) };
@@ -186,34 +180,19 @@ internal static class Compare
             phases.Add(("after", d.After));
             foreach (var (phase, s) in phases)
             {
-                var c = d.Counters;
-                sb.Append(CultureInfo.InvariantCulture,
-                    $"{r.Scenario},{d.Design},{phase},{s.VmSizeKb},{s.VmRssKb},{s.RssAnonKb},{s.VmSwapKb},{s.VmPteKb},{s.Tables.Pte},{s.Tables.Pmd},{s.Tables.Pud},");
-                sb.Append(CultureInfo.InvariantCulture,
-                    $"{c.Faults},{c.TablesAllocated},{c.TablesFreed},{c.TlbFlushes},{c.GracePeriods},{d.MadviseLatencyNs.P50},{d.MadviseLatencyNs.P99},{d.MadviseLatencyNs.Count},{d.WallSeconds.ToString("0.######", CultureInfo.InvariantCulture)}");
-                sb.AppendLine();
+                sb.AppendLine(CultureInfo.InvariantCulture,
+                    $"{r.Scenario},{d.Design},{phase},{CsvColumns.Status(s)},{CsvColumns.Counters(d.Counters)},{CsvColumns.Latency(d.MadviseLatencyNs)},{CsvColumns.Number(d.WallSeconds)}");
             }
         }
 
         return sb.ToString();
     }
 
-    private static IAnsiConsole Plain(TextWriter writer)
-    {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Out = new AnsiConsoleOutput(writer),
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
-        });
-        console.Profile.Width = 160;
-        return console;
-    }
+    private static IAnsiConsole Plain(TextWriter writer) => PlainConsole.Create(writer, 160);
 
-    private static string N(long v) => v.ToString("N0", CultureInfo.InvariantCulture);
+    private static string N(long v) => Human.Count(v);
 
-    private static string Signed(long v) => (v > 0 ? "+" : "") + N(v);
+    private static string Signed(long v) => Human.Signed(v);
 
     private static string AfterDelta(long before, long after) => $"{N(after)} ({Signed(after - before)})";
 
@@ -222,7 +201,7 @@ internal static class Compare
     private static void WriteTable(CompareReport r, TextWriter writer)
     {
         var console = Plain(writer);
-        console.WriteLine($"{r.Scenario}, one fresh machine per design ({string.Join(" ", r.Parameters.Select(kv => $"{kv.Key}={kv.Value}"))})");
+        console.WriteLine($"{r.Scenario}, one fresh machine per design ({ReportParameters.Describe(r.Parameters)})");
         var t = new Table().Border(TableBorder.Simple);
         t.AddColumn("after (delta)");
         foreach (var d in r.Designs)
@@ -251,7 +230,7 @@ internal static class Compare
         console.Write(t);
     }
 
-    private static int WithKernel(ScenarioDef def, ParseResult p, Cli.ModelOptions common, ScenarioArgs args, string format, TextWriter stdout, TextWriter stderr)
+    private static int WithKernel(ScenarioDef def, ParseResult p, Cli.ModelOptions common, ScenarioArgs args, TextWriter stdout, TextWriter stderr)
     {
         var info = KernelInfo.Probe();
         string design = info.MatchingDesign;
@@ -309,11 +288,7 @@ internal static class Compare
             attempts = Math.Min(attempts, 3);
         }
 
-        var parameters = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        foreach (var (k, v) in model.Parameters.Concat(reported))
-        {
-            parameters[k] = v;
-        }
+        var parameters = reported.AddScenario(model.Parameters);
 
         var modelDelta = Delta(model.After, model.Before);
         var kernelDelta = kernel is null ? null : Delta(kernel.After, kernel.Before);
@@ -331,10 +306,10 @@ internal static class Compare
         }
 
         var report = new KernelCompareReport(
-            model.Scenario, parameters, info.ToString(), design, Method, kernelDelta, modelDelta,
+            model.Scenario, parameters.Values, info.ToString(), design, Method, kernelDelta, modelDelta,
             kernelDelta is null ? null : modelDelta.Tables - kernelDelta.Tables, checkpoints, inferredCheck, countedCheck,
             attempts, repeated, kernel is null ? 0 : Math.Round(kernel.WallSeconds, 6), Math.Round(model.WallSeconds, 6));
-        return Cli.WriteReport(format, stdout, report.ToJson, () => KernelCsv(report), w => WriteKernelTable(report, w));
+        return common.Report.Write(p, stdout, report.ToJson, () => KernelCsv(report), w => WriteKernelTable(report, w));
     }
 
     private static StatusReport Delta(MmStatus after, MmStatus before) => StatusReport.From(after) - StatusReport.From(before);
@@ -363,7 +338,7 @@ internal static class Compare
     private static string KernelCsv(KernelCompareReport r)
     {
         var sb = new StringBuilder();
-        sb.AppendLine("scenario,checkpoint,side,vmSizeKb,vmRssKb,rssAnonKb,vmSwapKb,vmPteKb,ptes,pmds,puds");
+        sb.AppendLine($"scenario,checkpoint,side,{CsvColumns.StatusHeader}");
         var rows = r.Checkpoints.Select(c => (c.Label, c.Kernel, c.Model, c.TableDifference)).ToList();
         rows.Add(("after", r.Kernel, r.Model, r.TableDifference));
         foreach (var (label, k, m, d) in rows)
@@ -372,14 +347,13 @@ internal static class Compare
             {
                 if (s is not null)
                 {
-                    sb.AppendLine(CultureInfo.InvariantCulture,
-                        $"{r.Scenario},{label},{side},{s.VmSizeKb},{s.VmRssKb},{s.RssAnonKb},{s.VmSwapKb},{s.VmPteKb},{s.Tables.Pte},{s.Tables.Pmd},{s.Tables.Pud}");
+                    sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Scenario},{label},{side},{CsvColumns.Status(s)}");
                 }
             }
 
             if (d is not null)
             {
-                sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Scenario},{label},difference,,,,,{(d.Pte + d.Pmd + d.Pud) * 4},{d.Pte},{d.Pmd},{d.Pud}");
+                sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Scenario},{label},difference,,,,,,,{(d.Pte + d.Pmd + d.Pud) * 4},{d.Pte},{d.Pmd},{d.Pud}");
             }
         }
 
@@ -389,7 +363,7 @@ internal static class Compare
     private static void WriteKernelTable(KernelCompareReport r, TextWriter writer)
     {
         var console = Plain(writer);
-        console.WriteLine($"{r.Scenario}: host kernel vs model design '{r.ModelDesign}' ({string.Join(" ", r.Parameters.Select(kv => $"{kv.Key}={kv.Value}"))})");
+        console.WriteLine($"{r.Scenario}: host kernel vs model design '{r.ModelDesign}' ({ReportParameters.Describe(r.Parameters)})");
         console.WriteLine($"host: {r.Host}");
         if (r.Kernel is null)
         {

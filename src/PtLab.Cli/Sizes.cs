@@ -2,7 +2,7 @@ using System.Globalization;
 
 namespace PtLab.Cli;
 
-/// <summary>Parses sizes such as <c>50G</c>, <c>2M</c>, <c>4096</c> (binary units, as the kernel's memparse).</summary>
+/// <summary>Parses sizes such as <c>50G</c>, <c>2M</c>, <c>1GiB</c>, <c>4096</c> (binary units, as the kernel's memparse).</summary>
 internal static class Sizes
 {
     public static bool TryParse(string? text, out ulong bytes, out string error)
@@ -18,9 +18,15 @@ internal static class Sizes
         string t = text.Trim();
         int shift = 0;
         char last = char.ToUpperInvariant(t[^1]);
+        // 1G, 1GB and 1GiB all mean 2^30 bytes, as memparse's K/M/G/T do.
         if (last == 'B' && t.Length > 1 && char.IsLetter(t[^2]))
         {
             t = t[..^1];
+            if (t.Length > 1 && char.ToUpperInvariant(t[^1]) == 'I' && char.IsLetter(t[^2]))
+            {
+                t = t[..^1];
+            }
+
             last = char.ToUpperInvariant(t[^1]);
         }
 
@@ -39,7 +45,7 @@ internal static class Sizes
 
         if (!ulong.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out ulong n))
         {
-            error = $"'{text}' is not a size (use a whole number with an optional K, M, G or T suffix)";
+            error = $"'{text}' is not a size (use a whole number with an optional K, M, G or T suffix, such as 512M or 1GiB)";
             return false;
         }
 

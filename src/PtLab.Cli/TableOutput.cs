@@ -8,15 +8,8 @@ internal static class TableOutput
 {
     public static void Write(RunReport r, TextWriter writer)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Out = new AnsiConsoleOutput(writer),
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
-        });
-        console.Profile.Width = 100;
-        string p = string.Join(" ", r.Parameters.Select(kv => $"{kv.Key}={kv.Value}"));
+        var console = PlainConsole.Create(writer);
+        string p = ReportParameters.Describe(r.Parameters);
         console.WriteLine($"{r.Scenario} on design '{r.Design}' ({p})");
         var t = new Table().Border(TableBorder.Simple);
         t.AddColumn("");
@@ -36,7 +29,7 @@ internal static class TableOutput
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"faults {c.Faults:N0}, tables allocated {c.TablesAllocated:N0} / freed {c.TablesFreed:N0}, TLB flushes {c.TlbFlushes:N0}, grace periods {c.GracePeriods:N0}"));
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"wall {r.WallSeconds:0.000} s, {r.Host.FaultsPerSecond:N0} faults/s, ptlab peak RSS {r.Host.PeakWorkingSetBytes / (1 << 20):N0} MiB"));
+            $"wall {r.WallSeconds:0.000} s, {r.Host.FaultsPerSecond:N0} faults/s, ptlab peak RSS {Human.Bytes(r.Host.PeakWorkingSetBytes)}"));
     }
 
     private static void Row(Table t, string name, long before, long after, bool kb)

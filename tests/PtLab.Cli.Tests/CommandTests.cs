@@ -73,7 +73,7 @@ public class CommandTests
         using var doc = JsonDocument.Parse(output);
         var root = doc.RootElement;
         Assert.Equal("halves", root.GetProperty("scenario").GetString());
-        Assert.Equal("2", root.GetProperty("parameters").GetProperty("calls-per-2m").GetString());
+        Assert.Equal(2, root.GetProperty("parameters").GetProperty("callsPer2M").GetInt32());
         var designs = root.GetProperty("designs").EnumerateArray().ToList();
         Assert.Equal(Designs.Names, designs.Select(d => d.GetProperty("design").GetString()!));
         long Loop(string design) => designs.Single(d => d.GetProperty("design").GetString() == design)
@@ -153,8 +153,8 @@ public class CommandTests
         Assert.True(code == 0, err);
         using var doc = JsonDocument.Parse(output);
         var root = doc.RootElement;
-        Assert.Equal("3", root.GetProperty("parameters").GetProperty("cpus").GetString());
-        Assert.Equal("3000", root.GetProperty("parameters").GetProperty("operations").GetString());
+        Assert.Equal(3, root.GetProperty("parameters").GetProperty("cpus").GetInt32());
+        Assert.Equal(3000, root.GetProperty("parameters").GetProperty("operations").GetInt32());
         Assert.True(root.GetProperty("counters").GetProperty("faults").GetInt64() > 0);
         Assert.True(root.GetProperty("after").GetProperty("tables").GetProperty("pte").GetInt64() <= 2);
         Assert.Single(root.GetProperty("checkpoints").EnumerateArray());

@@ -1,4 +1,4 @@
-using PtLab.Sync.Systematic;
+using PtLab.Reclaim;
 using Xunit.Abstractions;
 
 namespace PtLab.Systematic.Tests;

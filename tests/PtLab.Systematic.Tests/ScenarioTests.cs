@@ -1,4 +1,3 @@
-using PtLab.Sync.Systematic;
 using Xunit.Abstractions;
 
 namespace PtLab.Systematic.Tests;

@@ -1,5 +1,5 @@
+using PtLab.Reclaim;
 using PtLab.Sync;
-using PtLab.Sync.Systematic;
 
 namespace PtLab.Systematic.Tests;
 

@@ -16,6 +16,7 @@ public sealed class Cpu
     private static readonly TimeSpan s_livelockBound = TimeSpan.FromSeconds(20);
 
     private readonly Machine _machine;
+    private readonly HardwareWalker _walker;
     private MmStruct? _mm;
     private long _faults;
 
@@ -24,6 +25,7 @@ public sealed class Cpu
         _machine = machine;
         Id = id;
         Tlb = new Tlb { Owner = id };
+        _walker = new HardwareWalker(machine.Phys, machine.Rcu, Tlb, id);
     }
 
     /// <summary>The machine this CPU belongs to.</summary>
@@ -151,7 +153,7 @@ public sealed class Cpu
             Tlb.Lock(_machine.Sync, Id);
             try
             {
-                if (Tlb.Lookup(va, write, out ulong pte) || mm.HardwareWalk(this, va, write, out pte))
+                if (Tlb.Lookup(va, write, out ulong pte) || _walker.Walk(mm.PgdPfn, va, write, out pte))
                 {
                     long pfn = Entry.Pfn(pte);
                     var content = _machine.Phys.Content;

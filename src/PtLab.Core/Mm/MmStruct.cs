@@ -1,6 +1,5 @@
 using PtLab.Paging;
 using PtLab.Phys;
-using PtLab.Reclaim;
 using PtLab.Sync;
 
 namespace PtLab.Mm;
@@ -278,64 +277,6 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// The hardware page walk on a TLB miss, in an RCU read section (the model of the walker's
-    /// IRQs-off window). Sets the accessed and dirty bits as hardware does, and fills the TLB.
-    /// </summary>
-    internal bool HardwareWalk(Cpu cpu, ulong va, bool write, out ulong pte)
-    {
-        pte = 0;
-        Rcu.ReadLock(cpu.Id);
-        try
-        {
-            long table = PgdPfn;
-            for (int level = 4; level > 1; level--)
-            {
-                ulong e = Volatile.Read(ref Phys.Table(table)[Geometry.Index(va, level)]);
-                if (!Entry.IsHwPresent(e) || Entry.IsHuge(e))
-                {
-                    return false;
-                }
-
-                table = Entry.Pfn(e);
-            }
-
-            Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryLoad, table);
-            ref ulong slot = ref Phys.Table(table)[Geometry.PteIndex(va)];
-            ulong v = Volatile.Read(ref slot);
-            while (true)
-            {
-                if (!Entry.IsHwPresent(v) || (v & Entry.User) == 0 || (write && !Entry.IsWritable(v)))
-                {
-                    return false;
-                }
-
-                ulong want = v | Entry.Accessed | (write ? Entry.Dirty : 0);
-                if (want == v)
-                {
-                    break;
-                }
-
-                ulong seen = Interlocked.CompareExchange(ref slot, want, v);
-                if (seen == v)
-                {
-                    v = want;
-                    break;
-                }
-
-                v = seen;
-            }
-
-            cpu.Tlb.Insert(va, v);
-            pte = v;
-            return true;
-        }
-        finally
-        {
-            Rcu.ReadUnlock(cpu.Id);
-        }
-    }
-
-    /// <summary>
     /// Walks the upper levels without allocating: the PMD table and index covering
     /// <paramref name="addr"/>, or -1 when a PGD or PUD entry is none. Caller holds <c>mmap_lock</c>.
     /// </summary>
@@ -391,7 +332,7 @@ public sealed partial class MmStruct
 
         long pt = Entry.Pfn(pmd);
         ref var d = ref Phys.Desc(pt);
-        return $"pmd {pmd:x}, PTE table {pt:x} flags {(PageFlags)d.Flags} refcount {d.PteRefCount}, pte {PeekPte(addr):x}";
+        return $"pmd {pmd:x}, PTE table {pt:x} flags {(PageFlags)d.Flags} {d.TableState?.ToString() ?? "no table state"}, pte {PeekPte(addr):x}";
     }
 
     /// <summary>Counts the tables reachable from the PGD, per level (to check VmPTE against).</summary>

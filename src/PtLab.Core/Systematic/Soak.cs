@@ -1,8 +1,9 @@
 using System.Diagnostics;
 using PtLab.Mm;
 using PtLab.Reclaim;
+using PtLab.Sync;
 
-namespace PtLab.Sync.Systematic;
+namespace PtLab.Systematic;
 
 /// <summary>What a soak run did.</summary>
 /// <param name="Design">The design soaked.</param>

@@ -3,7 +3,7 @@ using PtLab.Paging;
 using PtLab.Phys;
 using PtLab.Reclaim;
 
-namespace PtLab.Sync.Systematic;
+namespace PtLab.Systematic;
 
 /// <summary>
 /// The invariants a quiescent machine must satisfy, whatever the interleaving that led there. Each
@@ -34,7 +34,7 @@ public static class Invariants
     /// <summary>Refcount designs: every table's count equals its non-none entries (no visitor is left).</summary>
     public static string? Refcounts(MmStruct mm)
     {
-        if (mm.Design is not RefcountReclaim rc)
+        if (mm.Design is not IRefcountedTables rc)
         {
             return null;
         }

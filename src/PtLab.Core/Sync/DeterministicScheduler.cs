@@ -1,8 +1,7 @@
 using System.Globalization;
 using System.Text;
-using PtLab.Phys;
 
-namespace PtLab.Sync.Systematic;
+namespace PtLab.Sync;
 
 /// <summary>One step of a recorded interleaving: the CPU that ran, and where it stopped.</summary>
 /// <param name="Cpu">The simulated CPU.</param>
@@ -309,7 +308,6 @@ public sealed class DeterministicScheduler : ISchedulingPoint
                 case string text: return text;
                 case LockClass lc: return lc.Name;
                 case long pfn: return $"table {pfn:x}";
-                case TableRef t: return t.ToString();
             }
 
             if (!names.TryGetValue(s, out var name))

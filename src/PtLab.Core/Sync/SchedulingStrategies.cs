@@ -1,4 +1,4 @@
-namespace PtLab.Sync.Systematic;
+namespace PtLab.Sync;
 
 /// <summary>Chooses which simulated CPU runs next. Seeded, so a seed gives one schedule.</summary>
 public interface ISchedulingStrategy

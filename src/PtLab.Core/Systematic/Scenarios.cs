@@ -1,7 +1,8 @@
 using PtLab.Mm;
 using PtLab.Paging;
+using PtLab.Sync;
 
-namespace PtLab.Sync.Systematic;
+namespace PtLab.Systematic;
 
 /// <summary>What one scenario run has to hand: the machine, its address space and the scheduler.</summary>
 public sealed class ScenarioContext

@@ -1,0 +1,56 @@
+namespace PtLab.Mm;
+
+// exit_mmap (mm/mmap.c), reached from exit_mm when the last user of the address space goes.
+public sealed partial class MmStruct
+{
+    /// <summary>
+    /// <c>exit_mmap</c>: unmaps everything, frees every table and the PGD, and waits for the
+    /// deferred frees, so that no frame of this address space stays in use.
+    /// </summary>
+    public void Exit(Cpu cpu)
+    {
+        MmapLock.DownWrite(cpu.Id);
+        try
+        {
+            if (_dead)
+            {
+                return;
+            }
+
+            var all = _vmas.ToList();
+            lock (_vmas)
+            {
+                _vmas.Clear();
+            }
+
+            var tlb = new MmuGather(this, cpu);
+            foreach (var v in all)
+            {
+                UnmapPageRange(cpu, tlb, v, v.Start, v.End, ZapReason.Unmap);
+            }
+
+            RmapLock.DownWrite(cpu.Id);
+            FreePgtables(tlb, all, 0, 0);
+            _dead = true;
+            RmapLock.UpWrite(cpu.Id);
+            tlb.Finish();
+            _committedPages = 0;
+        }
+        finally
+        {
+            MmapLock.UpWrite(cpu.Id);
+        }
+
+        foreach (var c in Machine.Cpus)
+        {
+            if (ReferenceEquals(c.Mm, this))
+            {
+                c.SwitchMm(null);
+            }
+        }
+
+        Rcu.Barrier(cpu.Id);
+        Phys.FreeTable(PgdPfn);
+        Machine.Forget(this);
+    }
+}

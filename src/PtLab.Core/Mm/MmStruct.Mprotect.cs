@@ -1,0 +1,163 @@
+using PtLab.Paging;
+
+namespace PtLab.Mm;
+
+// mm/mprotect.c: mprotect, mprotect_fixup and change_pte_range.
+public sealed partial class MmStruct
+{
+    /// <summary><c>mprotect(addr, length, prot)</c>.</summary>
+    public Errno Mprotect(Cpu cpu, ulong addr, ulong length, Prot prot)
+    {
+        if ((addr & ~Geometry.PageMask) != 0)
+        {
+            return Errno.EINVAL;
+        }
+
+        if (length == 0)
+        {
+            return Errno.None;
+        }
+
+        ulong len = PageAlign(length);
+        ulong end = addr + len;
+        if (end <= addr)
+        {
+            return Errno.ENOMEM;
+        }
+
+        if ((prot & ~(Prot.Read | Prot.Write | Prot.Exec | Prot.Sem)) != 0)
+        {
+            return Errno.EINVAL; // arch_validate_prot
+        }
+
+        var newAccess = ProtToVmFlags(prot);
+        MmapLock.DownWrite(cpu.Id);
+        try
+        {
+            var vma = FindVma(addr);
+            if (vma is null || vma.Start > addr)
+            {
+                return Errno.ENOMEM;
+            }
+
+            ulong nstart = addr;
+            var tlb = new MmuGather(this, cpu);
+            Errno error = Errno.None;
+            while (true)
+            {
+                vma = FindVma(nstart)!;
+                ulong tmp = Math.Min(vma.End, end);
+                MprotectFixup(cpu, tlb, vma, nstart, tmp, newAccess);
+                nstart = tmp;
+                if (nstart >= end)
+                {
+                    break;
+                }
+
+                var next = FindVma(nstart);
+                if (next is null || next.Start > nstart)
+                {
+                    error = Errno.ENOMEM; // a hole: the part before it stays changed, as in Linux
+                    break;
+                }
+            }
+
+            tlb.Finish();
+            return error;
+        }
+        finally
+        {
+            MmapLock.UpWrite(cpu.Id);
+        }
+    }
+
+    /// <summary><c>mprotect_fixup</c>: split, set the flags, change the entries, merge.</summary>
+    private void MprotectFixup(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags access)
+    {
+        const VmFlags accessMask = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
+        var newFlags = (vma.Flags & ~accessMask) | access;
+        if (newFlags == vma.Flags)
+        {
+            return;
+        }
+
+        if ((newFlags & VmFlags.Write) != 0 && (vma.Flags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve)) == 0)
+        {
+            newFlags |= VmFlags.Account; // a private mapping made writable is charged from now on
+        }
+
+        SplitAt(start);
+        SplitAt(end);
+        int i = FirstEndingAbove(start);
+        var target = _vmas[i];
+        target.Flags = newFlags;
+        ChangeProtection(cpu, tlb, target, start, end, newFlags);
+        MergeAround(i);
+    }
+
+    /// <summary>
+    /// <c>change_pte_range</c>: rewrites present entries for the new protection through
+    /// <c>ptep_modify_prot_start/commit</c> (a clear then a set). Write access is granted at once only
+    /// to exclusive, dirty anonymous pages (<c>can_change_pte_writable</c>); others fault to get it.
+    /// </summary>
+    private void ChangeProtection(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags flags)
+    {
+        bool none = (flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0;
+        bool writable = (flags & VmFlags.Write) != 0;
+        bool noExec = (flags & VmFlags.Exec) == 0;
+        for (ulong addr = start; addr < end;)
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            long pmdTable = PmdTableOf(addr);
+            if (pmdTable < 0)
+            {
+                addr = Geometry.PudAddrEnd(addr, end);
+                continue;
+            }
+
+            int pmdIndex = Geometry.Index(addr, 2);
+            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (!pt.IsNone)
+            {
+                var entries = Phys.Table(pt);
+                for (ulong va = addr; va < next; va += Geometry.PageSize)
+                {
+                    int i = Geometry.PteIndex(va);
+                    ulong e = Volatile.Read(ref entries[i]);
+                    if (!Entry.IsPresent(e))
+                    {
+                        continue;
+                    }
+
+                    ulong old = PtepGetAndClear(cpu, pt, i);
+                    ulong n = old & ~(Entry.Writable | Entry.NoExecute | Entry.Present | Entry.ProtNone);
+                    if (none)
+                    {
+                        n |= Entry.ProtNone;
+                    }
+                    else
+                    {
+                        n |= Entry.Present;
+                        if (writable && !Entry.IsSpecial(old) && Entry.IsDirty(old) &&
+                            Volatile.Read(ref Phys.Desc(Entry.Pfn(old)).MapCount) == 1)
+                        {
+                            n |= Entry.Writable;
+                        }
+                    }
+
+                    if (noExec)
+                    {
+                        n |= Entry.NoExecute;
+                    }
+
+                    SetPteAt(cpu, pt, i, n);
+                    tlb.RemoveTlbEntry(va);
+                }
+
+                Design.PteUnmapUnlock(this, cpu, pt);
+            }
+
+            addr = next;
+        }
+    }
+}
