@@ -664,8 +664,14 @@ public sealed class PerfScriptImporter
         string path = tail.Length > 5 ? tail[5..].ToString() : "";
         Emit(TraceEvent.Create(TraceEventKind.Mmap2, time, pid, tid) with
         {
-            Address = start, Length = length, Prot = prot, Flags = perms[3] == 's' ? 1UL : 2UL,
-            Offset = offset, Dev = dev, Inode = inode, Path = path,
+            Address = start,
+            Length = length,
+            Prot = prot,
+            Flags = perms[3] == 's' ? 1UL : 2UL,
+            Offset = offset,
+            Dev = dev,
+            Inode = inode,
+            Path = path,
         }, _line);
     }
 

@@ -32,8 +32,14 @@ internal static class SyntheticTrace
         {
             yield return TraceEvent.Create(TraceEventKind.Vma, t += 5, pid, pid) with
             {
-                Address = layout[i], Length = 0x21000, Prot = i == 1 ? 5 : 3, Flags = 2, Offset = 0,
-                Dev = i == 0 ? "fe:00" : "00:00", Inode = i == 0 ? 1234UL : 0, Path = names[i],
+                Address = layout[i],
+                Length = 0x21000,
+                Prot = i == 1 ? 5 : 3,
+                Flags = 2,
+                Offset = 0,
+                Dev = i == 0 ? "fe:00" : "00:00",
+                Inode = i == 0 ? 1234UL : 0,
+                Path = names[i],
             };
         }
 
@@ -47,11 +53,23 @@ internal static class SyntheticTrace
         ulong region = 0x7f00_0000_0000;
         yield return (TraceEvent.Create(TraceEventKind.Mmap, t += 2000, pid, pid) with
         {
-            Address = 0, Length = 50UL << 30, Prot = 3, Flags = 0x4022, Fd = -1, Offset = 0,
+            Address = 0,
+            Length = 50UL << 30,
+            Prot = 3,
+            Flags = 0x4022,
+            Fd = -1,
+            Offset = 0,
         }).Returned((long)region, 1500);
         yield return TraceEvent.Create(TraceEventKind.Mmap2, t, pid, pid) with
         {
-            Address = region, Length = 50UL << 30, Prot = 3, Flags = 2, Offset = region, Dev = "00:00", Inode = 0, Path = "//anon",
+            Address = region,
+            Length = 50UL << 30,
+            Prot = 3,
+            Flags = 2,
+            Offset = region,
+            Dev = "00:00",
+            Inode = 0,
+            Path = "//anon",
         };
         rows += 2;
         long chunk = 0;
