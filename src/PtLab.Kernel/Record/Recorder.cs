@@ -172,7 +172,7 @@ public static class Recorder
             var tracerOut = File.Exists(samples) ? TracerOutput.Read(samples) : null;
             if (tracerOut is null || tracerOut.TracerPid == 0)
             {
-                throw new RecordException(PerfFailure(perfLog));
+                throw new RecordException(interrupted ? "interrupted before the command started: no trace written" : PerfFailure(perfLog));
             }
 
             if (tracerOut.StartError is { } startError)
@@ -245,19 +245,42 @@ public static class Recorder
         {
             interrupted = true;
             // Interrupt the tracer, which passes SIGINT on to the command if the terminal has not: the
-            // command ends as it would on Ctrl-C, and perf records up to the end.
-            var (tracerPid, _) = TracerOutput.ReadHeader(samples);
-            if (tracerPid > 0)
+            // command ends as it would on Ctrl-C, and perf records up to the end. perf may still be
+            // starting (seconds on a loaded machine): wait for the tracer's header a while.
+            _ = Task.Run(async () =>
             {
-                LibC.Kill(tracerPid, LibC.SIGINT);
-            }
-            else
-            {
-                LibC.Kill(perf.Id, LibC.SIGINT);
-            }
+                try
+                {
+                    await InterruptWhenStarted();
+                }
+                catch (InvalidOperationException)
+                {
+                    // perf ended (and was disposed) meanwhile: nothing left to interrupt.
+                }
+            });
         }))
         {
             perf.WaitForExit();
+        }
+
+        async Task InterruptWhenStarted()
+        {
+            for (int i = 0; i < 200 && !perf.HasExited; i++)
+            {
+                var (tracerPid, _) = TracerOutput.ReadHeader(samples);
+                if (tracerPid > 0)
+                {
+                    LibC.Kill(tracerPid, LibC.SIGINT);
+                    return;
+                }
+
+                await Task.Delay(50);
+            }
+
+            if (!perf.HasExited)
+            {
+                LibC.Kill(perf.Id, LibC.SIGINT);
+            }
         }
 
         return interrupted;
