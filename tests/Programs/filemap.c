@@ -15,7 +15,7 @@
 int main(int argc, char **argv)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/ptlab-filemap.%d", argc > 1 ? argv[1] : "/tmp", getpid());
+    snprintf(path, sizeof path, "%s/ptlab-filemap.%d", argc > 1 ? argv[1] : P_tmpdir, getpid());
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || ftruncate(fd, 4 << 20)) {
         perror(path);

@@ -163,7 +163,7 @@ public sealed class RecordTests : IDisposable
     [RecordFact]
     public void FileMappingsAndMremapsAreRecordedWithTheirFiles()
     {
-        var r = Record("filemap", "/tmp");
+        var r = Record("filemap", _dir);
         IsACompleteRecordingOfOneProgram(r);
         var mremaps = r.Rows.Where(e => e.Kind == TraceEventKind.Mremap).ToList();
         Assert.Equal(4, mremaps.Count);
