@@ -41,7 +41,7 @@ public sealed class RecordException(string message) : Exception(message);
 
 /// <summary>
 /// <c>ptlab record</c>: runs <c>perf record</c> with the address-space tracepoints over the ptrace
-/// helper (Record/tracer.c), which runs the command (or attaches to a process) and samples
+/// tracer (Record/tracer.c), which runs the command (or attaches to a process) and samples
 /// /proc/PID/status of every process of the tree; then converts perf's data with
 /// <c>perf script</c> and merges both into one trace file.
 /// </summary>
@@ -133,7 +133,7 @@ public static class Recorder
 
         if (!NativeBuild.IsAvailable(out string reason))
         {
-            throw new RecordException($"ptlab record builds its ptrace helper from source: {reason}");
+            throw new RecordException($"ptlab record builds its ptrace tracer from source: {reason}");
         }
 
         return version;

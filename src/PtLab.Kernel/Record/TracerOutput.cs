@@ -4,7 +4,7 @@ using PtLab.Traces;
 namespace PtLab.Kernel.Record;
 
 /// <summary>
-/// Reads what the ptrace helper (Record/tracer.c) wrote: status samples, the layouts read at exec
+/// Reads what the ptrace tracer (Record/tracer.c) wrote: status samples, the layouts read at exec
 /// or attach, exit statuses, and the pids of the tracer and the command. Its header comment
 /// documents the lines.
 /// </summary>
