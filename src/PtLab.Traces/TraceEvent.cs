@@ -87,6 +87,15 @@ public readonly record struct TraceEvent
     /// <summary>A fault's x86 error code (bit 0 protection, 1 write, 2 user, 4 instruction fetch).</summary>
     public int ErrorCode => (int)Flags;
 
+    /// <summary>A fault's access was a write (error code bit 1); else a read or a fetch.</summary>
+    public bool IsWriteFault => (ErrorCode & 0x2) != 0;
+
+    /// <summary>A fault's access was an instruction fetch (error code bit 4).</summary>
+    public bool IsFetchFault => (ErrorCode & 0x10) != 0;
+
+    /// <summary>A fault on a present page (error code bit 0): a protection fault, such as a write to a read-only (COW or zero) page.</summary>
+    public bool IsProtectionFault => (ErrorCode & 0x1) != 0;
+
     /// <summary>madvise's advice.</summary>
     public int Advice => Prot;
 
