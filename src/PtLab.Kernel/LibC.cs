@@ -32,9 +32,6 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, EntryPoint = "madvise", SetLastError = true)]
     public static partial int Madvise(nint addr, nuint length, int advice);
 
-    [LibraryImport(Library, EntryPoint = "kill", SetLastError = true)]
-    public static partial int Kill(int pid, int signal);
-
     [LibraryImport(Library, EntryPoint = "geteuid")]
     public static partial uint Geteuid();
 
