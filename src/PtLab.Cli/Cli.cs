@@ -65,6 +65,7 @@ internal static class Cli
 
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
+        bench.Subcommands.Add(BenchTraces.Command(stdout));
         bench.Subcommands.Add(ScanBench.Command(stdout));
         root.Subcommands.Add(Demo.Command(stdout, stderr));
         root.Subcommands.Add(run);
@@ -72,6 +73,9 @@ internal static class Cli
         root.Subcommands.Add(bench);
         root.Subcommands.Add(Check.CheckCommand(stdout));
         root.Subcommands.Add(Check.SoakCommand(stdout));
+        root.Subcommands.Add(Record.Command(stdout, stderr));
+        root.Subcommands.Add(TraceCommands.Command(stdout, stderr));
+        root.Subcommands.Add(FuzzTraces.Parent(stdout));
         root.Subcommands.Add(Scan.Command(stdout, stderr));
         root.Subcommands.Add(ExporterHost.Command(stdout, stderr));
         var fuzz = new Command("fuzz", "Differential fuzzing: random operations on the model, checked against an oracle after every one.");
