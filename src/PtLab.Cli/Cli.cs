@@ -75,11 +75,11 @@ internal static class Cli
         root.Subcommands.Add(Check.SoakCommand(stdout));
         root.Subcommands.Add(Record.Command(stdout, stderr));
         root.Subcommands.Add(TraceCommands.Command(stdout, stderr));
-        root.Subcommands.Add(FuzzTraces.Parent(stdout));
         root.Subcommands.Add(Scan.Command(stdout, stderr));
         root.Subcommands.Add(ExporterHost.Command(stdout, stderr));
-        var fuzz = new Command("fuzz", "Differential fuzzing: random operations on the model, checked against an oracle after every one.");
+        var fuzz = new Command("fuzz", "Fuzzers: random operations checked against an oracle after every one (kernel), or random inputs to the trace reader (traces).");
         fuzz.Subcommands.Add(FuzzKernel.Command(stdout, stderr));
+        fuzz.Subcommands.Add(FuzzTraces.Command(stdout));
         root.Subcommands.Add(fuzz);
         return root;
     }

@@ -9,13 +9,6 @@ namespace PtLab.Cli;
 internal static class FuzzTraces
 {
     /// <summary>The <c>fuzz</c> parent command, holding <c>traces</c>.</summary>
-    public static Command Parent(TextWriter stdout)
-    {
-        var fuzz = new Command("fuzz", "Fuzzers (long runs; the default test run has short ones).");
-        fuzz.Subcommands.Add(Command(stdout));
-        return fuzz;
-    }
-
     public static Command Command(TextWriter stdout)
     {
         var cmd = new Command(
