@@ -54,26 +54,11 @@ public sealed partial class MmStruct
         MmapLock.DownRead(cpu.Id);
         try
         {
-            Errno unmapped = Errno.None;
-            ulong start = addr;
             var tlb = new MmuGather(this, cpu);
             try
             {
-                while (true)
+                return MadviseWalkVmas(addr, end, (vma, start, tmp) =>
                 {
-                    var vma = FindVma(start);
-                    if (vma is null || vma.Start >= end)
-                    {
-                        return Errno.ENOMEM;
-                    }
-
-                    if (start < vma.Start)
-                    {
-                        unmapped = Errno.ENOMEM;
-                        start = vma.Start;
-                    }
-
-                    ulong tmp = Math.Min(vma.End, end);
                     if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & VmFlags.Locked) != 0)
                     {
                         return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
@@ -107,12 +92,8 @@ public sealed partial class MmStruct
                         MadvisePageoutRange(cpu, tlb, start, tmp);
                     }
 
-                    start = tmp;
-                    if (start >= end)
-                    {
-                        return unmapped;
-                    }
-                }
+                    return Errno.None;
+                });
             }
             finally
             {
@@ -127,6 +108,44 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// <c>madvise_walk_vmas</c>: visits each VMA's part of [start, end) in address order, with the
+    /// caller holding <c>mmap_lock</c>. The first error a visit returns ends the walk; a hole in the
+    /// range gives ENOMEM, but only after the VMAs beyond it were visited. A visit may split and
+    /// merge VMAs: the next one is looked up again from where the last part ended.
+    /// </summary>
+    private Errno MadviseWalkVmas(ulong start, ulong end, Func<Vma, ulong, ulong, Errno> visit)
+    {
+        Errno unmapped = Errno.None;
+        while (true)
+        {
+            var vma = FindVma(start);
+            if (vma is null || vma.Start >= end)
+            {
+                return Errno.ENOMEM;
+            }
+
+            if (start < vma.Start)
+            {
+                unmapped = Errno.ENOMEM;
+                start = vma.Start;
+            }
+
+            ulong tmp = Math.Min(vma.End, end);
+            var error = visit(vma, start, tmp);
+            if (error != Errno.None)
+            {
+                return error;
+            }
+
+            start = tmp;
+            if (start >= end)
+            {
+                return unmapped;
+            }
+        }
+    }
+
+    /// <summary>
     /// <c>madvise_walk_vmas</c> for the advices that only change VMA flags, under <c>mmap_lock</c>
     /// for write: each VMA in [start, end) gets its new flags through <c>madvise_update_vma</c>,
     /// which splits it at the range's edges and merges the result with its neighbours, as
@@ -137,38 +156,20 @@ public sealed partial class MmStruct
         MmapLock.DownWrite(cpu.Id);
         try
         {
-            Errno unmapped = Errno.None;
-            while (true)
+            return MadviseWalkVmas(start, end, (vma, from, to) =>
             {
-                var vma = FindVma(start);
-                if (vma is null || vma.Start >= end)
-                {
-                    return Errno.ENOMEM;
-                }
-
-                if (start < vma.Start)
-                {
-                    unmapped = Errno.ENOMEM;
-                    start = vma.Start;
-                }
-
-                ulong tmp = Math.Min(vma.End, end);
                 var newFlags = MadviseVmaFlags(vma.Flags, advice);
                 if (newFlags != vma.Flags)
                 {
-                    SplitAt(start);
-                    SplitAt(tmp);
-                    int i = FirstEndingAbove(start);
+                    SplitAt(from);
+                    SplitAt(to);
+                    int i = FirstEndingAbove(from);
                     _vmas[i].Flags = newFlags;
                     MergeAround(i);
                 }
 
-                start = tmp;
-                if (start >= end)
-                {
-                    return unmapped;
-                }
-            }
+                return Errno.None;
+            });
         }
         finally
         {
