@@ -202,6 +202,7 @@ public sealed partial class MmStruct
     /// </summary>
     private void MadvisePageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
     {
+        MmapLock.AssertHeld(cpu.Id);
         var isolated = new List<long>();
         for (ulong addr = start; addr < end;)
         {
@@ -213,10 +214,10 @@ public sealed partial class MmStruct
                 continue;
             }
 
-            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
-            if (!pt.IsNone)
+            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (!pteTable.IsNone)
             {
-                var entries = Phys.Table(pt);
+                var entries = Phys.Table(pteTable);
                 for (ulong va = addr; va < next; va += Geometry.PageSize)
                 {
                     int i = Geometry.PteIndex(va);
@@ -234,15 +235,15 @@ public sealed partial class MmStruct
 
                     if (Entry.IsYoung(e))
                     {
-                        ulong old = PtepGetAndClear(cpu, pt, i);
-                        SetPteAt(cpu, pt, i, Entry.MkOld(old));
+                        ulong old = PtepGetAndClear(cpu, pteTable, i);
+                        SetPteAt(cpu, pteTable, i, Entry.MkOld(old));
                         tlb.RemoveTlbEntry(va);
                     }
 
                     isolated.Add(pfn);
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pt);
+                Design.PteUnmapUnlock(this, cpu, pteTable);
                 if (isolated.Count > 0)
                 {
                     tlb.Flush(); // reclaim must not race a stale young, writable TLB entry
