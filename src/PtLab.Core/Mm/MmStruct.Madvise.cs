@@ -228,7 +228,7 @@ public sealed partial class MmStruct
                     }
 
                     long pfn = Entry.Pfn(e);
-                    if (Volatile.Read(ref Phys.Desc(pfn).MapCount) != 1 || !Phys.Lru.Isolate(pfn))
+                    if (Phys.Desc(pfn).MapCount != 1 || !Phys.Lru.Isolate(pfn))
                     {
                         continue; // shared, or not on an LRU list
                     }
