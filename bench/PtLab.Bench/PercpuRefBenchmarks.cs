@@ -22,6 +22,7 @@ public class PercpuRefBenchmarks
     private Action<int> _sharedWork = null!;
     private Action<int> _refWork = null!;
     private Action<int> _privateWork = null!;
+    private Action<int> _inRcuWork = null!;
 
     /// <summary>Threads running at once.</summary>
     [Params(1, 2)]
@@ -53,6 +54,24 @@ public class PercpuRefBenchmarks
                 Interlocked.Decrement(ref c);
             }
         };
+        _inRcuWork = cpu =>
+        {
+            var r = _ref;
+            var rcu = _rcu;
+            // A fault path takes and drops its reference inside a read section it is in anyway:
+            // here one section covers 64 pairs, as pte_offset_map's section covers its tryget.
+            for (int i = 0; i < PairsPerThread; i += 64)
+            {
+                rcu.ReadLock(cpu);
+                for (int k = 0; k < 64; k++)
+                {
+                    r.GetInRcu(cpu);
+                    r.PutInRcu(cpu);
+                }
+
+                rcu.ReadUnlock(cpu);
+            }
+        };
         _refWork = cpu =>
         {
             var r = _ref;
@@ -75,6 +94,10 @@ public class PercpuRefBenchmarks
     /// <summary><c>percpu_ref_get</c> then <c>percpu_ref_put</c> in percpu mode.</summary>
     [Benchmark(OperationsPerInvoke = PairsPerThread)]
     public void PercpuRefGetPut() => _team.Run(_refWork);
+
+    /// <summary>Get then put inside a read section the caller already holds: a per-CPU add each.</summary>
+    [Benchmark(OperationsPerInvoke = PairsPerThread)]
+    public void PercpuRefGetPutInRcu() => _team.Run(_inRcuWork);
 
     /// <summary>A padded counter per thread: increment then decrement, nothing shared.</summary>
     [Benchmark(OperationsPerInvoke = PairsPerThread)]

@@ -24,7 +24,7 @@ public sealed class PhysMemory
     private readonly FrameArrays<PageDescriptor> _descriptors = new(1);
     private readonly TableStore _tables = new();
     private int _freeLock;
-    private long[] _freeStack = new long[1024];
+    private int[] _freeStack = new int[1024]; // frame numbers fit in 30 bits (PageDescriptor.MaxFrames)
     private int _freeCount;
     private long _highWater;
     private long _used;
@@ -564,7 +564,11 @@ public sealed class PhysMemory
             Array.Resize(ref _freeStack, _freeStack.Length * 2);
         }
 
-        pfns.CopyTo(_freeStack.AsSpan(_freeCount));
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            _freeStack[_freeCount + i] = (int)pfns[i];
+        }
+
         _freeCount += pfns.Length;
         _used -= pfns.Length;
         RawSpinLock.Unlock(ref _freeLock);

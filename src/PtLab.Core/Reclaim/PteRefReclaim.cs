@@ -71,13 +71,18 @@ public sealed class PteRefReclaim : RefcountReclaim
     }
 
     /// <summary><c>percpu_ref_tryget</c>: always succeeds in percpu mode; fails at zero in atomic mode.</summary>
-    /// <remarks>Called inside <c>pte_offset_map</c>'s RCU read section: the in-RCU fast path, a per-CPU add.</remarks>
+    /// <remarks>
+    /// Called inside <c>pte_offset_map</c>'s RCU read section. It keeps percpu_ref_tryget's own
+    /// (nested) read section rather than <see cref="PercpuRef.TryGetInRcu"/>: the section's
+    /// scheduling point is where the systematic tester lets a racing free in, and the mutation
+    /// tests are calibrated on it.
+    /// </remarks>
     protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
         var r = RefOf(mm, pteTable.Pfn);
         try
         {
-            return r.TryGetInRcu(cpu.Id);
+            return r.TryGet(cpu.Id);
         }
         catch (PercpuRefException e) when (!mm.Phys.IsLive(pteTable))
         {
