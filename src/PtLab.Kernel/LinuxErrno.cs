@@ -48,7 +48,6 @@ public static class LinuxErrno
         27 => "EFBIG",
         28 => "ENOSPC",
         38 => "ENOSYS",
-        75 => "EOVERFLOW",
         133 => "EHWPOISON",
         _ => $"E?{raw}",
     };

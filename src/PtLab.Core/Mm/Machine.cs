@@ -33,7 +33,7 @@ public sealed record MachineOptions
 /// One simulated machine: physical memory, RCU, and the CPUs. Everything is per instance, so many
 /// machines can live in one process.
 /// </summary>
-public sealed class Machine
+public sealed partial class Machine
 {
     private readonly Cpu[] _cpus;
     private readonly List<MmStruct> _mms = [];
@@ -99,15 +99,22 @@ public sealed class Machine
     /// <summary>Creates an address space (<c>mm_alloc</c>) and makes it current on every CPU.</summary>
     public MmStruct CreateAddressSpace()
     {
-        var mm = new MmStruct(this, Options.Design());
-        lock (_mms)
-        {
-            _mms.Add(mm);
-        }
-
+        var mm = NewAddressSpace();
         foreach (var cpu in _cpus)
         {
             cpu.SwitchMm(mm);
+        }
+
+        return mm;
+    }
+
+    /// <summary><c>mm_alloc</c>: a new empty address space, registered but current on no CPU.</summary>
+    internal MmStruct NewAddressSpace(ulong mmapBase = MmStruct.DefaultMmapBase)
+    {
+        var mm = new MmStruct(this, Options.Design()) { MmapBase = mmapBase };
+        lock (_mms)
+        {
+            _mms.Add(mm);
         }
 
         return mm;

@@ -32,6 +32,7 @@ public sealed partial class MmStruct
             }
 
             RmapLock.DownWrite(cpu.Id);
+            UnlinkRmap(all);
             FreePgtables(tlb, all, 0, 0);
             _dead = true;
             RmapLock.UpWrite(cpu.Id);

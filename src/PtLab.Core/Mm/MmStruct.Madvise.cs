@@ -17,9 +17,10 @@ public sealed partial class MmStruct
         bool free = advice == Advice.Free;
         bool noop = advice is Advice.Normal or Advice.Random or Advice.Sequential or Advice.WillNeed
             or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump or Advice.Cold or Advice.PageOut;
-        if (!zap && !free && !noop)
+        bool remove = advice == Advice.Remove;
+        if (!zap && !free && !noop && !remove)
         {
-            return Errno.EINVAL; // not a valid advice, or one this model does not implement (REMOVE needs shared memory)
+            return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
 
         if ((addr & ~Geometry.PageMask) != 0)
@@ -42,6 +43,11 @@ public sealed partial class MmStruct
         if (end == addr)
         {
             return Errno.None;
+        }
+
+        if (remove)
+        {
+            return MadviseRemove(cpu, addr, end);
         }
 
         MmapLock.DownRead(cpu.Id);
@@ -78,9 +84,9 @@ public sealed partial class MmStruct
                     }
                     else if (free)
                     {
-                        if ((vma.Flags & VmFlags.Locked) != 0)
+                        if ((vma.Flags & VmFlags.Locked) != 0 || !vma.IsAnonymous)
                         {
-                            return Errno.EINVAL;
+                            return Errno.EINVAL; // madvise_free_single_vma: anonymous memory only
                         }
 
                         MadviseFreeRange(cpu, tlb, start, tmp);

@@ -36,10 +36,19 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// <c>mmap(addr, length, prot, flags, -1, 0)</c> for private anonymous memory, with Linux's
-    /// checks in Linux's order. Shared and file mappings are not modelled and get EINVAL / EBADF.
+    /// <c>mmap(addr, length, prot, flags, -1, 0)</c>: anonymous memory, private or shared (a shmem
+    /// file behind it), with Linux's checks in Linux's order. Without MAP_ANONYMOUS there is no
+    /// file to map: EBADF.
     /// </summary>
-    public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags)
+    public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags) =>
+        Mmap(cpu, addr, length, prot, flags, null, 0);
+
+    /// <summary>
+    /// <c>mmap(addr, length, prot, flags, fd, offset)</c> where the descriptor refers to
+    /// <paramref name="file"/> (opened for reading and writing); with MAP_ANONYMOUS the file is
+    /// ignored, as Linux ignores the descriptor. See MmStruct.Filemap.cs for the faults.
+    /// </summary>
+    public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags, SimFile? file, ulong offset)
     {
         var type = flags & MapFlags.SharedValidate;
         if (type == MapFlags.None)
@@ -52,14 +61,19 @@ public sealed partial class MmStruct
             return new(0, Errno.EOPNOTSUPP);
         }
 
-        if ((flags & MapFlags.Anonymous) == 0)
+        if ((flags & MapFlags.Anonymous) != 0)
+        {
+            file = null;
+            offset = 0;
+        }
+        else if (file is null)
         {
             return new(0, Errno.EBADF); // fd -1 without MAP_ANONYMOUS
         }
 
-        if (type != MapFlags.Private || (flags & MapFlags.HugeTlb) != 0)
+        if ((offset & ~Geometry.PageMask) != 0 || (flags & MapFlags.HugeTlb) != 0)
         {
-            return new(0, Errno.EINVAL); // shared memory and hugetlb are outside this model
+            return new(0, Errno.EINVAL); // an unaligned offset; hugetlb is outside this model
         }
 
         if (length == 0)
@@ -79,6 +93,18 @@ public sealed partial class MmStruct
         }
 
         var vmFlags = ProtToVmFlags(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec;
+        bool shared = type != MapFlags.Private;
+        if (shared)
+        {
+            vmFlags |= VmFlags.Shared | VmFlags.MayShare;
+        }
+
+        // file_mmap_ok: the mapping must end below MAX_LFS_FILESIZE.
+        if (file is not null && (offset > long.MaxValue || len > long.MaxValue - offset))
+        {
+            return new(0, Errno.EOVERFLOW);
+        }
+
         if ((flags & MapFlags.Locked) != 0)
         {
             vmFlags |= VmFlags.Locked;
@@ -145,7 +171,7 @@ public sealed partial class MmStruct
                 {
                     // Larger anonymous mappings are THP-aligned: __thp_get_unmapped_area asks for
                     // len + PMD_SIZE and rounds the result to a 2 MiB boundary.
-                    bool thp = addr == 0 && (len & (Geometry.PmdSize - 1)) == 0;
+                    bool thp = addr == 0 && (len & (Geometry.PmdSize - 1)) == 0 && file is null && !shared;
                     start = thp
                         ? UnmappedAreaTopDown(len, Geometry.PmdSize, Geometry.PmdSize)
                         : UnmappedAreaTopDown(len, 0, Geometry.PageSize);
@@ -164,7 +190,7 @@ public sealed partial class MmStruct
             // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE,
             // and one charge larger than RAM + swap is refused.
             ulong pages = len >> PhysMemory.PageShift;
-            bool account = (vmFlags & VmFlags.Write) != 0 && (flags & MapFlags.NoReserve) == 0;
+            bool account = (vmFlags & VmFlags.Write) != 0 && !shared && (flags & MapFlags.NoReserve) == 0;
             if (account)
             {
                 if ((long)pages > Phys.TotalFrames)
@@ -185,7 +211,15 @@ public sealed partial class MmStruct
                 UnmapLocked(cpu, start, start + len);
             }
 
-            InsertVma(start, start + len, vmFlags);
+            // vm_pgoff: the file offset; 0 for shared anonymous memory (its own shmem file,
+            // shmem_zero_setup); the address in pages for private anonymous memory.
+            if (file is null && shared)
+            {
+                file = Machine.Files.CreateShmem(len);
+            }
+
+            ulong pgoff = file is not null ? offset >> PhysMemory.PageShift : start >> PhysMemory.PageShift;
+            InsertVma(start, start + len, vmFlags, file, pgoff);
         }
         finally
         {
@@ -201,13 +235,15 @@ public sealed partial class MmStruct
         return new(start, Errno.None);
     }
 
-    /// <summary>Inserts a new VMA at a free range and merges it with compatible neighbours.</summary>
-    private void InsertVma(ulong start, ulong end, VmFlags flags)
+    /// <summary>Inserts a new VMA at a free range, links it into its file's <c>i_mmap</c>, and merges it with compatible neighbours.</summary>
+    private void InsertVma(ulong start, ulong end, VmFlags flags, SimFile? file, ulong pgoff)
     {
         int i = FirstEndingAbove(start);
+        var vma = new Vma(start, end, flags, null) { Mm = this, PgOff = pgoff, File = file };
+        file?.LinkVma(vma);
         lock (_vmas)
         {
-            _vmas.Insert(i, new Vma(start, end, flags, null));
+            _vmas.Insert(i, vma);
         }
 
         MergeAround(i);
@@ -230,7 +266,7 @@ public sealed partial class MmStruct
                     continue;
                 }
 
-                bool write = (vma.Flags & VmFlags.Write) != 0;
+                bool write = (vma.Flags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
                 ulong pte = PeekPte(va);
                 if (Entry.IsHwPresent(pte) && (!write || Entry.IsWritable(pte)))
                 {
@@ -316,8 +352,10 @@ public sealed partial class MmStruct
             }
         }
 
-        // unlink_anon_vmas runs before the tables go, under the anon_vma lock the rmap walk takes.
+        // unlink_anon_vmas and unlink_file_vma run before the tables go, under the anon_vma lock
+        // the rmap walk takes.
         RmapLock.DownWrite(cpu.Id);
+        UnlinkRmap(doomed);
         FreePgtables(tlb, doomed, floor, ceiling);
         RmapLock.UpWrite(cpu.Id);
         tlb.Finish();

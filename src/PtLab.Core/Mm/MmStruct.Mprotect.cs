@@ -81,9 +81,9 @@ public sealed partial class MmStruct
             return;
         }
 
-        if ((newFlags & VmFlags.Write) != 0 && (vma.Flags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve)) == 0)
+        if ((newFlags & VmFlags.Write) != 0 && (vma.Flags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve | VmFlags.Shared)) == 0)
         {
-            newFlags |= VmFlags.Account; // a private mapping made writable is charged from now on
+            newFlags |= VmFlags.Account; // a private mapping made writable is charged from now on (shared ones never)
         }
 
         SplitAt(start);
@@ -98,7 +98,8 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>change_pte_range</c>: rewrites present entries for the new protection through
     /// <c>ptep_modify_prot_start/commit</c> (a clear then a set). Write access is granted at once only
-    /// to exclusive, dirty anonymous pages (<c>can_change_pte_writable</c>); others fault to get it.
+    /// where <see cref="CanChangePteWritable"/> allows it (exclusive, dirty anonymous pages; shared
+    /// pages that need no write notification); others fault to get it.
     /// </summary>
     private void ChangeProtection(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags flags)
     {
@@ -138,8 +139,7 @@ public sealed partial class MmStruct
                     else
                     {
                         n |= Entry.Present;
-                        if (writable && !Entry.IsSpecial(old) && Entry.IsDirty(old) &&
-                            Volatile.Read(ref Phys.Desc(Entry.Pfn(old)).MapCount) == 1)
+                        if (writable && CanChangePteWritable(vma, old))
                         {
                             n |= Entry.Writable;
                         }

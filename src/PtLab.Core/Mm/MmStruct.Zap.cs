@@ -63,7 +63,9 @@ public sealed partial class MmStruct
 
         var entries = Phys.Table(pt);
         int skipped = 0;
-        long rss = 0, swap = 0;
+        long anon = 0, file = 0, shmem = 0, swap = 0;
+        // unmap_mapping_range's zap (even_cows false) leaves private copies alone.
+        bool keepCows = zap.Reason == ZapReason.Truncate;
         for (ulong addr = zap.Start; addr < zap.End; addr += Geometry.PageSize)
         {
             int i = Geometry.PteIndex(addr);
@@ -76,6 +78,12 @@ public sealed partial class MmStruct
 
             if (Entry.IsPresent(e))
             {
+                if (keepCows && !Entry.IsSpecial(e) && IsAnonPage(Entry.Pfn(e)))
+                {
+                    skipped++;
+                    continue;
+                }
+
                 e = PtepGetAndClear(cpu, pt, ref slot);
                 tlb.RemoveTlbEntry(addr);
                 if (Entry.IsSpecial(e))
@@ -95,9 +103,21 @@ public sealed partial class MmStruct
                     throw new InvalidOperationException($"mapcount underflow on frame {pfn:x} at 0x{addr:x}");
                 }
 
-                rss++;
+                switch (CounterOf(ref d))
+                {
+                    case MmCounter.Anon: anon++; break;
+                    case MmCounter.File: file++; break;
+                    default: shmem++; break;
+                }
+
                 tlb.RemovePage(pfn);
                 continue;
+            }
+
+            if (keepCows)
+            {
+                skipped++;
+                continue; // a swapped-out private copy
             }
 
             // Swap entries: drop the slot and the counter.
@@ -109,7 +129,9 @@ public sealed partial class MmStruct
         zap = zap with { Skipped = skipped };
         bool unhooked = Design.ZapPteTableLocked(this, cpu, zap, pt);
         Design.PteUnmapUnlock(this, cpu, pt);
-        AddRssAnon(cpu, -rss);
+        AddRssAnon(cpu, -anon);
+        AddRss(cpu, MmCounter.File, -file);
+        AddRss(cpu, MmCounter.Shmem, -shmem);
         AddSwapEnts(cpu, -swap);
         Design.AfterZapPteTable(this, cpu, zap, pt, unhooked, tlb);
     }

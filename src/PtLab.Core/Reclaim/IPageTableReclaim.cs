@@ -85,4 +85,9 @@ public enum ZapReason
     DontNeed,
     /// <summary><c>munmap</c> or exit (<c>unmap_vmas</c>); <c>free_pgtables</c> follows.</summary>
     Unmap,
+    /// <summary>
+    /// <c>unmap_mapping_range</c> for a hole punched in a file (MADV_REMOVE): only page-cache pages
+    /// go, private copies and their swap entries stay.
+    /// </summary>
+    Truncate,
 }
