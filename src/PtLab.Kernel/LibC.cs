@@ -32,6 +32,12 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, EntryPoint = "madvise", SetLastError = true)]
     public static partial int Madvise(nint addr, nuint length, int advice);
 
+    /// <summary><c>sizeof(struct statfs)</c> on x86-64; <c>f_type</c> is its first field.</summary>
+    public const int StatfsSize = 120;
+
+    [LibraryImport(Library, EntryPoint = "statfs", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Statfs(string path, byte* buf);
+
     [LibraryImport(Library, EntryPoint = "uname", SetLastError = true)]
     public static partial int Uname(byte* buf);
 }
