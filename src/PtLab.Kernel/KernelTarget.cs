@@ -361,8 +361,11 @@ public sealed unsafe class KernelTarget : IFileTarget
         }
     }
 
-    /// <summary>A temporary directory on a disk file system (tmpfs and ramfs files are shmem).</summary>
-    private static string DiskBackedTempDirectory()
+    /// <summary>
+    /// A temporary directory on a disk file system, for files whose pages must count as RssFile
+    /// (a tmpfs or ramfs file's count as RssShmem). Throws <see cref="KernelUnavailableException"/> when there is none.
+    /// </summary>
+    public static string DiskBackedTempDirectory()
     {
         const long tmpfsMagic = 0x01021994, ramfsMagic = unchecked((long)0x858458f6);
         byte* buf = stackalloc byte[LibC.StatfsSize];
