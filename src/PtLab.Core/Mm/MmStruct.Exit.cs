@@ -48,7 +48,7 @@ public sealed partial class MmStruct
         {
             if (ReferenceEquals(c.Mm, this))
             {
-                c.SwitchMm(null);
+                c.SwitchMm(null, cpu);
             }
         }
 

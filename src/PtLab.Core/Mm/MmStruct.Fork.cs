@@ -204,11 +204,16 @@ public sealed partial class MmStruct
             return true;
         }
 
-        var dpt = child.Design.PteOffsetMapLock(child, cpu, childPmd, pmdIndex);
-        if (dpt.IsNone)
+        // The child's VMA is in the reverse map already, so reclaim may visit its new, empty table
+        // and, under a design that frees tables at zero references, free it again: install another.
+        TableRef dpt;
+        while ((dpt = child.Design.PteOffsetMapLock(child, cpu, childPmd, pmdIndex)).IsNone)
         {
-            Design.PteUnmap(this, cpu, spt);
-            throw new InvalidOperationException($"fork: the child's new PTE table at 0x{addr:x} is gone");
+            if (!child.PteAlloc(cpu, childPmd, pmdIndex))
+            {
+                Design.PteUnmap(this, cpu, spt);
+                return false;
+            }
         }
 
         PtlLockNested(cpu, spt.Pfn);
