@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using PtLab.Reclaim;
 using PtLab.Workloads;
 using Spectre.Console;
 
@@ -52,16 +53,16 @@ internal static class Bench
             }
 
             var names = Compare.ParseDesigns(p.GetValue(designs)).ToList();
-            if (!names.Contains("none"))
+            if (!names.Contains(Designs.Baseline))
             {
-                names.Insert(0, "none");
+                names.Insert(0, Designs.Baseline);
             }
 
             var rows = new List<BenchRowReport>();
             foreach (int n in counts)
             {
                 var results = names.Select(d => DesignBenchmark.Run(d, n, TimeSpan.FromSeconds(s))).ToList();
-                var none = results.Single(r => r.Design == "none");
+                var none = results.Single(r => r.Design == Designs.Baseline);
                 foreach (var r in results)
                 {
                     rows.Add(new BenchRowReport(

@@ -20,7 +20,7 @@ internal static class Check
         strategy.AcceptOnlyFromAmong([.. SchedulingStrategies.Names]);
         var seed = new Option<int?>("--seed") { Description = "Replay the one schedule of this seed and print its interleaving." };
         var baseSeed = new Option<int>("--base-seed") { Description = "First seed of an exploration (schedule i uses base + i).", DefaultValueFactory = _ => 0 };
-        var mutation = new Option<string>("--mutation") { Description = "Break the protocol on purpose: " + string.Join(", ", Mutations.Names) + ".", DefaultValueFactory = _ => "none" };
+        var mutation = new Option<string>("--mutation") { Description = "Break the protocol on purpose: " + string.Join(", ", Mutations.Names) + ".", DefaultValueFactory = _ => Mutations.NameOf(Mutation.None) };
         mutation.AcceptOnlyFromAmong([.. Mutations.Names]);
         var last = new Option<int>("--last") { Description = "Steps of the interleaving to print on replay.", DefaultValueFactory = _ => 60 };
         var everyStep = new Option<bool>("--every-step")
@@ -40,7 +40,7 @@ internal static class Check
             var s = SystematicScenarios.Find(p.GetValue(scenario)!)!;
             string d = p.GetValue(design)!;
             var m = Mutations.Parse(p.GetValue(mutation)!)!.Value;
-            if (!Mutations.AppliesTo(m, d))
+            if (!Designs.Supports(d, m))
             {
                 throw new UsageException($"--mutation {Mutations.NameOf(m)} does not apply to design {d}");
             }
@@ -181,7 +181,7 @@ internal static class Check
         var design = new Option<string>("--design")
         {
             Description = "Page-table reclaim design. " + Designs.Describe() + ".",
-            DefaultValueFactory = _ => "pte-ref",
+            DefaultValueFactory = _ => Designs.Seed,
         };
         design.AcceptOnlyFromAmong([.. Designs.Names]);
         return design;

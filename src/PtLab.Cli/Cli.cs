@@ -166,11 +166,11 @@ internal static class Cli
                 .Add("pageData", pageData ? "on" : "off")
                 .Add("cpus", (long)cpus)
                 .Add("swapBytes", swap);
-            var factory = DesignFactory(design);
-            if (design == "pte-ref")
+            var options = new DesignOptions { SwitchBack = switchBack };
+            var factory = DesignFactory(design, options);
+            foreach (var (key, value) in Designs.ReportedOptions(design, options))
             {
-                reported.Add("switchBack", switchBack ? "on" : "off");
-                factory = () => new PteRefReclaim { SwitchBack = switchBack };
+                reported.Add(key, value);
             }
 
             return new MachineOptions
@@ -186,8 +186,8 @@ internal static class Cli
         }
     }
 
-    public static Func<IPageTableReclaim> DesignFactory(string name) =>
-        Designs.Factory(name) ?? throw new UsageException($"unknown design '{name}' (known: {string.Join(", ", Designs.Names)})");
+    public static Func<IPageTableReclaim> DesignFactory(string name, DesignOptions? options = null) =>
+        Designs.Factory(name, options) ?? throw new UsageException($"unknown design '{name}' (known: {string.Join(", ", Designs.Names)})");
 
     public static ulong Size(string? text, string option)
     {
@@ -220,7 +220,7 @@ internal static class Cli
         var design = new Option<string>("--design")
         {
             Description = "Page-table reclaim design. " + Designs.Describe() + ".",
-            DefaultValueFactory = _ => "none",
+            DefaultValueFactory = _ => Designs.Baseline,
         };
         design.AcceptOnlyFromAmong([.. Designs.Names]);
         var common = new ModelOptions();

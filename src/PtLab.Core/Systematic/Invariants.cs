@@ -51,7 +51,7 @@ public static class Invariants
     /// <summary>Refcount designs: every table's count equals its non-none entries (no visitor is left).</summary>
     public static string? Refcounts(MmStruct mm)
     {
-        if (mm.Design is not RefcountReclaim rc)
+        if (mm.Design is not IRefcountedTables rc)
         {
             return null;
         }
