@@ -289,7 +289,7 @@ public class FilemapTests
     [Fact]
     public void ExitLeavesOnlyThePageCacheBehind()
     {
-        var machine = new Machine(new MachineOptions { RamBytes = 64L << 20, LockDep = true });
+        var machine = new Machine(new MachineOptions { RamBytes = 64L << 20, LockDep = true, Design = () => new PtLab.Reclaim.NoReclaim() });
         var p = machine.CreateProcess();
         var f = machine.Files.GetOrCreate(new FileId(3, 3), 8 * Sim.K4);
         var cpu = p.MainThread.Activate();
