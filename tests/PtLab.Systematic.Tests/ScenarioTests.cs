@@ -55,9 +55,9 @@ public class ScenarioTests(ITestOutputHelper output)
     public void ForkAgainstReclaimThroughTheReverseMapKeepsTheInvariantsInBothAddressSpaces(string design)
     {
         var s = SystematicScenarios.Find(ForkReclaim)!;
-        var random = SystematicTester.Explore(s, design, "random", 400, baseSeed: 4000);
-        var pct = SystematicTester.Explore(s, design, "pct", 200, baseSeed: 5000);
-        var step = SystematicTester.Explore(s, design, "random", 50, baseSeed: 6000, everyStep: true);
+        var random = SystematicTester.Explore(s, design, "random", 300, baseSeed: 4000);
+        var pct = SystematicTester.Explore(s, design, "pct", 150, baseSeed: 5000);
+        var step = SystematicTester.Explore(s, design, "random", 30, baseSeed: 6000, everyStep: true);
         output.WriteLine($"{ForkReclaim} on {design}: random {random.SchedulesPerSecond:F0}/s, {random.TotalSteps / random.Schedules} steps each");
         Assert.True(random.Violations == 0, $"random seed {random.FirstFailingSeed}: {random.FirstViolation}");
         Assert.True(pct.Violations == 0, $"pct seed {pct.FirstFailingSeed}: {pct.FirstViolation}");

@@ -267,13 +267,15 @@ public sealed partial class MmStruct
             child.SetPteAt(cpu, dpt, i, Entry.MkOld(e));
         }
 
-        PtlUnlock(cpu, spt.Pfn);
-        Design.PteUnmap(this, cpu, spt);
         child.AddRssAnon(cpu, anon);
         child.AddRss(cpu, MmCounter.File, file);
         child.AddRss(cpu, MmCounter.Shmem, shmem);
         child.AddSwapEnts(cpu, swapEnts);
+        PtlUnlock(cpu, spt.Pfn);
         child.Design.PteUnmapUnlock(child, cpu, dpt);
+        // Only now, with no PTE lock held, drop the visit of the parent's table: under a design that
+        // frees a table at its last reference, that put may free it, which takes the pmd lock.
+        Design.PteUnmap(this, cpu, spt);
         return true;
     }
 
