@@ -353,4 +353,38 @@ public class ForkTests
         Assert.Equal(1, parent.Mm.FindVma(a)!.AnonVma!.LinkedVmas);
         m.ExitProcess(parent);
     }
+
+    [Fact]
+    public void ManyAddressSpacesLiveSideBySideAndEachCountsOnlyItsOwn()
+    {
+        var m = NewMachine(cpus: 4, pageData: false);
+        var rng = new Random(5);
+        var procs = new List<(SimProcess P, int Pages)>();
+        for (int i = 0; i < 64; i++)
+        {
+            var p = m.CreateProcess();
+            int pages = 1 + rng.Next(64);
+            ulong a = Map(p.MainThread, Sim.M2, addr: Base + ((ulong)i * Sim.M2));
+            Touch(p.MainThread, a, (ulong)pages * Sim.K4);
+            procs.Add((p, pages));
+        }
+
+        Assert.Equal(64, m.AddressSpaces.Count);
+        Assert.Equal(4, m.Processes.Select(p => p.MainThread.Cpu.Id).Distinct().Count());
+        foreach (var (p, pages) in procs)
+        {
+            var st = p.Mm.Status();
+            Assert.Equal(pages * 4, st.RssAnonKb);
+            Assert.Equal(new TableCounts(1, 1, 1), st.Tables);
+        }
+
+        foreach (var (p, _) in procs.OrderBy(_ => rng.Next()))
+        {
+            m.ExitProcess(p);
+        }
+
+        m.Rcu.Barrier();
+        Assert.Empty(m.AddressSpaces);
+        Assert.Equal(1, m.Phys.UsedFrames);
+    }
 }
