@@ -150,21 +150,14 @@ public sealed partial class MmStruct
     /// </summary>
     private FaultOutcome FinishFault(Cpu cpu, Vma vma, ulong addr, long pfn, ulong index, bool write, long pmdTable, int pmdIndex)
     {
-        if (!PteAlloc(cpu, pmdTable, pmdIndex))
+        if (LockNoneEntry(cpu, pmdTable, pmdIndex, addr, out var pt) is { } outcome)
         {
             Phys.PutPage(pfn);
-            return FaultOutcome.Oom;
-        }
-
-        var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-        if (pt.IsNone)
-        {
-            Phys.PutPage(pfn);
-            return FaultOutcome.Ok; // the table went away: retry the access
+            return outcome;
         }
 
         int i = Geometry.PteIndex(addr);
-        if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[i])) || !vma.File!.StillCached(pfn, index))
+        if (!vma.File!.StillCached(pfn, index))
         {
             Design.PteUnmapUnlock(this, cpu, pt);
             Phys.PutPage(pfn);
@@ -214,32 +207,47 @@ public sealed partial class MmStruct
         Phys.Content.Copy(src, fresh);
         Phys.PutPage(src);
         CountPageAllocated(cpu);
-        if (!PteAlloc(cpu, pmdTable, pmdIndex))
+        if (LockNoneEntry(cpu, pmdTable, pmdIndex, addr, out var pt) is { } outcome)
         {
             FreeUnusedPage(cpu, fresh);
-            return FaultOutcome.Oom;
-        }
-
-        var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-        if (pt.IsNone)
-        {
-            FreeUnusedPage(cpu, fresh);
-            return FaultOutcome.Ok;
-        }
-
-        int i = Geometry.PteIndex(addr);
-        if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[i])))
-        {
-            Design.PteUnmapUnlock(this, cpu, pt);
-            FreeUnusedPage(cpu, fresh);
-            return FaultOutcome.Ok;
+            return outcome;
         }
 
         AddRssAnon(cpu, 1);
         PageAddNewAnonRmap(fresh, vma, addr);
-        SetPteAt(cpu, pt, i, Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
+        SetPteAt(cpu, pt, Geometry.PteIndex(addr), Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
         Design.PteUnmapUnlock(this, cpu, pt);
         return FaultOutcome.Ok;
+    }
+
+    /// <summary>
+    /// The first half of <c>finish_fault</c>: the PTE table allocated, mapped and locked, and the
+    /// entry at <paramref name="addr"/> still none. Returns null when the caller may set the entry
+    /// (it then unlocks <paramref name="pt"/>), else the outcome to return, nothing held: OOM, or a
+    /// retry because the table went away or another fault set the entry first.
+    /// </summary>
+    private FaultOutcome? LockNoneEntry(Cpu cpu, long pmdTable, int pmdIndex, ulong addr, out TableRef pt)
+    {
+        pt = TableRef.None;
+        if (!PteAlloc(cpu, pmdTable, pmdIndex))
+        {
+            return FaultOutcome.Oom;
+        }
+
+        pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        if (pt.IsNone)
+        {
+            return FaultOutcome.Ok;
+        }
+
+        if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[Geometry.PteIndex(addr)])))
+        {
+            Design.PteUnmapUnlock(this, cpu, pt);
+            pt = TableRef.None;
+            return FaultOutcome.Ok;
+        }
+
+        return null;
     }
 
     /// <summary>
