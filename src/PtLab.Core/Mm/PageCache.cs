@@ -45,6 +45,7 @@ public sealed class SimFile
     private readonly Dictionary<ulong, ulong> _storedTokens = [];
     private readonly PhysMemory _phys;
     private int _users;
+    private ulong _size;
     private long _readIns;
     private long _writebacks;
     private long _evicted;
@@ -54,15 +55,30 @@ public sealed class SimFile
         Table = table;
         _phys = table.Machine.Phys;
         Id = id;
-        Size = size;
+        _size = size;
         IsShmem = shmem;
     }
 
     /// <summary>The file's identity.</summary>
     public FileId Id { get; }
 
-    /// <summary><c>i_size</c> in bytes. A fault at or beyond it (rounded up to a page) gets SIGBUS.</summary>
-    public ulong Size { get; }
+    /// <summary>
+    /// <c>i_size</c> in bytes. A fault at or beyond it (rounded up to a page) gets SIGBUS. A file
+    /// only grows in the model (<see cref="Grow"/>); truncation is not modelled.
+    /// </summary>
+    public ulong Size => Volatile.Read(ref _size);
+
+    /// <summary>Extends the file to <paramref name="size"/> bytes if it is smaller (a write past its end, or <c>ftruncate</c> upwards); the new part reads as zeros.</summary>
+    public void Grow(ulong size)
+    {
+        lock (_lock)
+        {
+            if (size > _size)
+            {
+                Volatile.Write(ref _size, size);
+            }
+        }
+    }
 
     /// <summary>Whether this is a shmem (tmpfs) file: pages are RssShmem, allocated on fault, never written back.</summary>
     public bool IsShmem { get; }
@@ -529,8 +545,8 @@ public sealed class FileTable
     }
 
     /// <summary>
-    /// The regular file <paramref name="id"/> (<c>iget</c>): the one already known, or a new one of
-    /// <paramref name="size"/> bytes with a cold page cache. Throws when a known file has another size.
+    /// The regular file <paramref name="id"/> (<c>iget</c>): the one already known, grown to
+    /// <paramref name="size"/> bytes if it was smaller, or a new one of that size with a cold page cache.
     /// </summary>
     public SimFile GetOrCreate(FileId id, ulong size)
     {
@@ -538,11 +554,7 @@ public sealed class FileTable
         {
             if (_files.TryGetValue(id, out var f))
             {
-                if (f.Size != size)
-                {
-                    throw new ArgumentException($"file {id} is {f.Size} bytes, not {size}: the model's files have a fixed size", nameof(size));
-                }
-
+                f.Grow(size);
                 return f;
             }
 

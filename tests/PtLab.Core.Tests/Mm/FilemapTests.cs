@@ -142,6 +142,21 @@ public class FilemapTests
     }
 
     [Fact]
+    public void AFileGrownPastAnAddressNoLongerFaultsWithSigbusThere()
+    {
+        using var s = new Sim();
+        var f = s.Machine.Files.GetOrCreate(new FileId(1, 11), 4 * Sim.K4);
+        ulong a = MapFile(s, f, 8 * Sim.K4, MapFlags.Shared);
+        Assert.Equal(FaultOutcome.Bus, s.Cpu.ReadByte(a + (6 * Sim.K4), out _).Outcome);
+        Assert.Same(f, s.Machine.Files.GetOrCreate(new FileId(1, 11), 7 * Sim.K4)); // a later, larger size grows it
+        Assert.Equal(7 * Sim.K4, f.Size);
+        Assert.True(s.Cpu.ReadByte(a + (6 * Sim.K4), out byte v).Ok);
+        Assert.Equal(0, v);
+        Assert.Same(f, s.Machine.Files.GetOrCreate(new FileId(1, 11), Sim.K4)); // never shrinks
+        Assert.Equal(7 * Sim.K4, f.Size);
+    }
+
+    [Fact]
     public void APrivateWriteCopiesThePageIntoAnAnonymousPageAndLeavesTheFileAlone()
     {
         using var s = new Sim();
