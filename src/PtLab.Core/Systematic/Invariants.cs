@@ -167,7 +167,7 @@ public static class Invariants
         mm.Exit(machine.Cpus[0]);
         machine.Rcu.Barrier();
         long used = machine.Phys.UsedFrames;
-        return used > 1 ? $"{used - 1} frames still in use after exit and rcu_barrier (were {before})" : null;
+        return used > 1 ? $"{used - 1} {(used - 1 == 1 ? "frame" : "frames")} still in use after exit and rcu_barrier (were {before})" : null;
     }
 
     internal static List<long> PteTables(MmStruct mm)
