@@ -239,7 +239,7 @@ internal static class ScenarioCatalog
                 "A file of --size bytes (every page in the page cache) mapped private and shared, and shared anonymous " +
                 "memory beside them: read fault-around, private copy-on-write and shared writes, shmem faults, " +
                 "MADV_DONTNEED, MADV_REMOVE, refaults, munmap. Checkpoints: read-around, private-write, shared-write, " +
-                "shmem, dontneed, remove, refault, munmap.",
+                "shmem, dontneed, remove, file-remove, refault, munmap.",
             Options = [size],
             // Three mappings of --size; the file's pages, the private copies and the shmem pages stay resident.
             Footprint = s => s is FileMappingScenario f ? new(3 * f.Size, 3 * f.Size) : default,

@@ -131,6 +131,27 @@ public sealed unsafe class KernelTarget : IFileTarget
     }
 
     /// <inheritdoc/>
+    /// <remarks><c>fdatasync</c>, then <c>posix_fadvise(POSIX_FADV_DONTNEED)</c>, which drops the clean, unmapped pages.</remarks>
+    public void DropFileCache(int file)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            int fd = (int)_files[file].Handle.DangerousGetHandle();
+            if (LibC.Fdatasync(fd) != 0)
+            {
+                throw new InvalidOperationException($"fdatasync of the target's file failed: {LinuxErrno.Describe(Marshal.GetLastPInvokeError())}");
+            }
+
+            int err = LibC.PosixFadvise(fd, 0, 0, LibC.FadviseDontNeed);
+            if (err != 0)
+            {
+                throw new InvalidOperationException($"posix_fadvise(POSIX_FADV_DONTNEED) of the target's file failed: {LinuxErrno.Describe(err)}");
+            }
+        }
+    }
+
+    /// <inheritdoc/>
     /// <remarks>Reads <c>/proc/self/pagemap</c>, whose present bit needs no privilege.</remarks>
     public bool[] PresentPages(ulong addr, int pages)
     {

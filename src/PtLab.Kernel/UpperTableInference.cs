@@ -88,6 +88,9 @@ public sealed class UpperTableInference : IFileTarget
     public bool[] PresentPages(ulong addr, int pages) => Files.PresentPages(addr, pages);
 
     /// <inheritdoc/>
+    public void DropFileCache(int file) => Files.DropFileCache(file);
+
+    /// <inheritdoc/>
     public Errno Munmap(ulong addr, ulong length)
     {
         var e = _inner.Munmap(addr, length);

@@ -74,4 +74,7 @@ public interface IFileTarget : IMemoryTarget
 
     /// <summary>For each page of [<paramref name="addr"/>, +<paramref name="pages"/> pages), whether a present entry maps it (pagemap bit 63).</summary>
     bool[] PresentPages(ulong addr, int pages);
+
+    /// <summary>Evicts a file's pages that no mapping uses from the page cache (written back first), so that faults find them cold.</summary>
+    void DropFileCache(int file);
 }

@@ -107,6 +107,9 @@ public sealed class MadviseTimer : IMultiCpuTarget, IDataTarget, IFileTarget
     public bool[] PresentPages(ulong addr, int pages) => Files.PresentPages(addr, pages);
 
     /// <inheritdoc/>
+    public void DropFileCache(int file) => Files.DropFileCache(file);
+
+    /// <inheritdoc/>
     public MmStatus Status() => _inner.Status();
 
     /// <summary>Disposes the wrapped target.</summary>

@@ -135,6 +135,15 @@ public sealed class ModelTarget : IMultiCpuTarget, IDataTarget, IFileTarget
     }
 
     /// <inheritdoc/>
+    public void DropFileCache(int file)
+    {
+        lock (_files)
+        {
+            _files[file].DropCache();
+        }
+    }
+
+    /// <inheritdoc/>
     public bool[] PresentPages(ulong addr, int pages)
     {
         var present = new bool[pages];

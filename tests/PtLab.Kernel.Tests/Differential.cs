@@ -36,11 +36,12 @@ internal static class Differential
     /// runs for which <paramref name="matches"/>(model, kernel) holds is returned, else the last.
     /// </summary>
     public static (ScenarioResult Model, ScenarioResult Kernel) Run(
-        Func<ulong, IScenario> scenario, Func<ScenarioResult, ScenarioResult, bool> matches, ITestOutputHelper? log, ulong offset, string design)
+        Func<ulong, IScenario> scenario, Func<ScenarioResult, ScenarioResult, bool> matches, ITestOutputHelper? log, ulong offset, string design,
+        int readAheadKb = 128)
     {
         ScenarioResult model;
         var factory = PtLab.Reclaim.Designs.Factory(design) ?? throw new ArgumentException($"unknown design {design}", nameof(design));
-        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = factory }))
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = factory, ReadAheadKb = readAheadKb }))
         {
             model = scenario(FreeSlot() + offset).Run(m);
         }

@@ -18,6 +18,9 @@ public sealed class FileMappingKernelTests(ITestOutputHelper output)
 
     private static string Design => KernelInfo.Probe().MatchingDesign;
 
+    /// <summary>The host's <c>read_ahead_kb</c> where the test files live: the model's files get the same read-around window.</summary>
+    private static int ReadAheadKb => ReadAhead.KbFor(KernelTarget.DiskBackedTempDirectory()) ?? 128;
+
     private static (long Pte, long Anon, long File, long Shmem) Deltas(ScenarioResult r, MmStatus s) =>
         (s.VmPteKb - r.Before.VmPteKb, s.RssAnonKb - r.Before.RssAnonKb, s.RssFileKb - r.Before.RssFileKb, s.RssShmemKb - r.Before.RssShmemKb);
 
@@ -27,7 +30,8 @@ public sealed class FileMappingKernelTests(ITestOutputHelper output)
     [LinuxFact]
     public void FileAndSharedMappingsMoveVmPteAndEveryRssCounterAlikeAtEveryStep()
     {
-        var (model, kernel) = Run(at => new FileMappingScenario(8UL << 20, at), SameDeltas, output, 0, Design);
+        output.WriteLine($"host read_ahead_kb {ReadAheadKb}");
+        var (model, kernel) = Run(at => new FileMappingScenario(8UL << 20, at), SameDeltas, output, 0, Design, ReadAheadKb);
         foreach (string label in FileMappingScenario.Steps)
         {
             var m = Deltas(model, Checkpoint(model, label));
@@ -92,5 +96,81 @@ public sealed class FileMappingKernelTests(ITestOutputHelper output)
             output.WriteLine($"               kernel {Show(kernel[i].Item2)}");
             Assert.Equal(Show(model[i].Item2), Show(kernel[i].Item2));
         }
+    }
+
+    [LinuxFact]
+    public void AColdFileIsReadAroundItsFaultAndTheRetriedFaultMapsTheWindowOnBothTheModelAndTheKernel()
+    {
+        // R pages of read-around (the host's read_ahead_kb / 4). The first read, at page c = 2R + 8,
+        // misses: the window [c - R/2, c + R/2) is read in and the retried fault maps c's 16 pages. A
+        // read at c - R/2 + 4 then maps only the 8 cached pages of its half-cached fault-around window;
+        // one at c - R/2 - 6 misses again and reads the next window in below.
+        int r = ReadAheadKb / 4;
+        Assert.True(r >= 32, $"read_ahead_kb {ReadAheadKb} is too small for this test's windows");
+        int pages = 4 * r;
+        int c = (2 * r) + 8;
+        int[] reads = [c, c - (r / 2) + 4, c - (r / 2) - 6, c - (r / 2) + 12];
+        string[] Run(IFileTarget t, ulong slot)
+        {
+            int f = t.CreateFile((ulong)pages * K4);
+            t.DropFileCache(f);
+            var m = t.MmapFile(slot, (ulong)pages * K4, Prot.Read, MapFlags.Private | MapFlags.FixedNoReplace, f, 0);
+            Assert.True(m.Ok, m.ToString());
+            var seen = new List<string>();
+            foreach (int page in reads)
+            {
+                Assert.True(t.TouchPages(m.Address + ((ulong)page * K4), K4, write: false).Ok);
+                seen.Add(Runs(t.PresentPages(m.Address, pages)));
+            }
+
+            Assert.Equal(Errno.None, t.Munmap(m.Address, (ulong)pages * K4));
+            return [.. seen];
+        }
+
+        string[] model;
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, ReadAheadKb = ReadAheadKb, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
+        {
+            model = Run(m, 1UL << 39);
+        }
+
+        string[] kernel;
+        using (var k = new KernelTarget())
+        {
+            kernel = Run(k, KernelTarget.FindFreeRegion(PgdSlot, PgdSlot));
+        }
+
+        for (int i = 0; i < reads.Length; i++)
+        {
+            output.WriteLine($"after page {reads[i]}: model {model[i]}; kernel {kernel[i]}");
+        }
+
+        Assert.Equal(model, kernel);
+        Assert.Equal($"[{2 * r}, {(2 * r) + 16})", model[0]);
+        Assert.Equal($"[{(3 * r / 2) + 8}, {(3 * r / 2) + 16}) [{2 * r}, {(2 * r) + 16})", model[1]);
+    }
+
+    /// <summary>The present pages as half-open runs, "[a, b) [c, d)".</summary>
+    private static string Runs(bool[] present)
+    {
+        var runs = new List<string>();
+        for (int i = 0; i < present.Length;)
+        {
+            if (!present[i])
+            {
+                i++;
+                continue;
+            }
+
+            int j = i;
+            while (j < present.Length && present[j])
+            {
+                j++;
+            }
+
+            runs.Add($"[{i}, {j})");
+            i = j;
+        }
+
+        return string.Join(' ', runs);
     }
 }

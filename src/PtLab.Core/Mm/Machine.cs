@@ -18,6 +18,12 @@ public sealed record MachineOptions
     /// <summary>Swap device size in bytes; 0 for none (the default, like the measured machine).</summary>
     public long SwapBytes { get; init; }
 
+    /// <summary>
+    /// <c>read_ahead_kb</c> of the device regular files live on: the mmap read-around window a
+    /// cold file fault reads in (128, the kernel's default; 0 for none).
+    /// </summary>
+    public int ReadAheadKb { get; init; } = 128;
+
     /// <summary>A deterministic scheduler to plug into every scheduling point, or null for OS scheduling.</summary>
     public ISchedulingPoint? Scheduler { get; init; }
 

@@ -66,6 +66,24 @@ public sealed partial class MmStruct
             return FaultOutcome.Bus;
         }
 
+        if (!file.IsShmem && !file.IsCached(index))
+        {
+            // filemap_fault's cold miss: the read-around I/O drops mmap_lock, and the retried fault
+            // maps the window from the now-warm cache by fault-around.
+            if (!file.ReadAround(cpu.Id, index))
+            {
+                return FaultOutcome.Oom;
+            }
+
+            switch (DoFaultAround(cpu, vma, addr, index, pmdTable, pmdIndex))
+            {
+                case FaultAroundResult.Mapped:
+                    return FaultOutcome.Ok;
+                case FaultAroundResult.Oom:
+                    return FaultOutcome.Oom;
+            }
+        }
+
         long pfn = file.GetPage(cpu.Id, index);
         return pfn < 0 ? FaultOutcome.Oom : FinishFault(cpu, vma, addr, pfn, index, write: false, pmdTable, pmdIndex);
     }
@@ -138,6 +156,7 @@ public sealed partial class MmStruct
         {
             AddRss(cpu, counter, mapped);
             Design.PteUnmapUnlock(this, cpu, pt);
+            file.FaultAroundHits((int)mapped);
         }
 
         return allocated ? result : FaultAroundResult.Oom;
@@ -188,6 +207,11 @@ public sealed partial class MmStruct
         if (index >= file.PagesInFile)
         {
             return FaultOutcome.Bus;
+        }
+
+        if (!ReadAroundIfCold(cpu, file, index))
+        {
+            return FaultOutcome.Oom;
         }
 
         AnonVmaPrepare(vma);
@@ -263,9 +287,18 @@ public sealed partial class MmStruct
             return FaultOutcome.Bus;
         }
 
+        if (!ReadAroundIfCold(cpu, file, index))
+        {
+            return FaultOutcome.Oom;
+        }
+
         long pfn = file.GetPage(cpu.Id, index);
         return pfn < 0 ? FaultOutcome.Oom : FinishFault(cpu, vma, addr, pfn, index, write: true, pmdTable, pmdIndex);
     }
+
+    /// <summary>A write fault's <c>filemap_fault</c> on a cold page reads the read-around window in too (not for shmem).</summary>
+    private static bool ReadAroundIfCold(Cpu cpu, SimFile file, ulong index) =>
+        file.IsShmem || file.IsCached(index) || file.ReadAround(cpu.Id, index);
 
     /// <summary>
     /// <c>wp_page_shared</c>, entered with the PTE lock held: the first write to a page-cache page

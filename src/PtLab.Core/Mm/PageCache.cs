@@ -20,12 +20,15 @@ public readonly record struct FileId(ulong Device, ulong Inode)
 /// </summary>
 /// <remarks>
 /// <para>
-/// How the page cache gets populated: a file starts cold, as one nobody has read since boot. A read
-/// fault on a missing page reads that one page in (<c>filemap_fault</c> without readahead: the
-/// host's mmap read-around would bring up to 128 KiB around the fault in as well); read fault-around
-/// maps only neighbours already cached, as <c>filemap_map_pages</c> does. <see cref="Populate"/>
-/// brings pages in the way a <c>read()</c> or <c>write()</c> of them would (a file just written, a
-/// library in use), and <see cref="Write"/> stores data through the cache as <c>pwrite</c> does.
+/// How the page cache gets populated: a file starts cold, as one nobody has read since boot. A
+/// fault on a missing page of a regular file reads in the mmap read-around window
+/// (<c>do_sync_mmap_readahead</c>: <see cref="ReadAheadPages"/> pages centred on the fault, below end
+/// of file), unless the file's faults miss far more than fault-around hits (<c>mmap_miss</c> above
+/// 100); asynchronous readahead is not modelled. Read fault-around maps only pages already cached,
+/// as <c>filemap_map_pages</c> does. A shmem page is allocated by its fault alone.
+/// <see cref="Populate"/> brings pages in the way a <c>read()</c> or <c>write()</c> of them would (a
+/// file just written, a library in use), and <see cref="Write"/> stores data through the cache as
+/// <c>pwrite</c> does.
 /// </para>
 /// <para>
 /// Every cached page holds one reference for the cache, and one more per mapping entry (with its
@@ -46,6 +49,7 @@ public sealed class SimFile
     private readonly PhysMemory _phys;
     private int _users;
     private ulong _size;
+    private int _mmapMiss;
     private long _readIns;
     private long _writebacks;
     private long _evicted;
@@ -57,7 +61,14 @@ public sealed class SimFile
         Id = id;
         _size = size;
         IsShmem = shmem;
+        ReadAheadPages = shmem ? 0 : table.Machine.Options.ReadAheadKb / 4;
     }
+
+    /// <summary>
+    /// The mmap read-around window in pages (<c>ra_pages</c>, from the device's <c>read_ahead_kb</c>;
+    /// 0 for a shmem file, which has no readahead).
+    /// </summary>
+    public int ReadAheadPages { get; set; }
 
     /// <summary>The file's identity.</summary>
     public FileId Id { get; }
@@ -227,6 +238,59 @@ public sealed class SimFile
 
         _phys.PutPage(fresh);
         return pfn;
+    }
+
+    /// <summary>
+    /// The cold-miss part of <c>filemap_fault</c> for a regular file: counts the miss
+    /// (<c>mmap_miss</c>) and, unless misses far outnumber fault-around's hits, reads in the
+    /// read-around window around <paramref name="index"/> (<c>do_sync_mmap_readahead</c>: start at
+    /// index − ra/2, ra pages); the faulting page always. Returns false when memory ran out. The
+    /// caller then retries the fault, as the kernel does after dropping mmap_lock for the read.
+    /// </summary>
+    internal bool ReadAround(int cpu, ulong index)
+    {
+        const int mmapLotsaMiss = 100;
+        int miss;
+        lock (_lock)
+        {
+            if (_mmapMiss < mmapLotsaMiss * 10)
+            {
+                _mmapMiss++;
+            }
+
+            miss = _mmapMiss;
+        }
+
+        int ra = ReadAheadPages;
+        ulong first = index, end = index + 1;
+        if (ra > 0 && miss <= mmapLotsaMiss)
+        {
+            first = index > (ulong)(ra / 2) ? index - (ulong)(ra / 2) : 0;
+            end = first + (ulong)ra;
+        }
+
+        end = Math.Min(end, PagesInFile);
+        for (ulong i = first; i < end; i++)
+        {
+            long pfn = GetPage(cpu, i);
+            if (pfn < 0)
+            {
+                return i > index; // the faulting page is in: the fault can proceed
+            }
+
+            _phys.PutPage(pfn);
+        }
+
+        return true;
+    }
+
+    /// <summary>Fault-around mapped <paramref name="pages"/> cached pages: so many hits make up for misses (<c>mmap_miss</c>).</summary>
+    internal void FaultAroundHits(int pages)
+    {
+        lock (_lock)
+        {
+            _mmapMiss = Math.Max(0, _mmapMiss - pages);
+        }
     }
 
     /// <summary>

@@ -26,6 +26,8 @@ namespace PtLab.Workloads.Scenarios;
 /// 1 MiB of A's second 2 MiB.</item>
 /// <item><c>remove</c>: MADV_REMOVE of C's first half beyond its first 2 MiB: the pages leave the
 /// shmem file.</item>
+/// <item><c>file-remove</c>: MADV_REMOVE of B's second 2 MiB: a hole punched in the file, so its
+/// pages leave the page cache and every mapping, A's included, while A's private copies stay.</item>
 /// <item><c>refault</c>: the reads of step 1 again, and one read in C's first 2 MiB (its pages were
 /// only unmapped: fault-around maps them back).</item>
 /// <item><c>munmap</c>: all three unmapped.</item>
@@ -35,7 +37,7 @@ public sealed class FileMappingScenario : IScenario
 {
     /// <summary>The checkpoints, in order.</summary>
     public static IReadOnlyList<string> Steps { get; } =
-        ["read-around", "private-write", "shared-write", "shmem", "dontneed", "remove", "refault", "munmap"];
+        ["read-around", "private-write", "shared-write", "shmem", "dontneed", "remove", "file-remove", "refault", "munmap"];
 
     private const ulong Block = 256 * 1024;
 
@@ -118,6 +120,8 @@ public sealed class FileMappingScenario : IScenario
         Done("dontneed");
         Advise(target, c + TwoMiB, (Size / 2) - TwoMiB, Advice.Remove);
         Done("remove");
+        Advise(target, b + TwoMiB, TwoMiB, Advice.Remove);
+        Done("file-remove");
         EveryBlock(target, a, 10, write: false);
         Touch(target, c, Page, write: false);
         Done("refault");

@@ -53,17 +53,39 @@ public class FilemapTests
     }
 
     [Fact]
-    public void AReadFaultOnAColdFileReadsInTheOnePageAndMapsOnlyIt()
+    public void AReadFaultOnAColdFileReadsInTheReadAroundWindowAndTheRetryMapsItsFaultAroundWindow()
+    {
+        using var s = new Sim();
+        var f = File(s, 256, cached: false);
+        Assert.Equal(32, f.ReadAheadPages); // read_ahead_kb 128
+        ulong a = MapFile(s, f, 256 * Sim.K4, MapFlags.Private);
+        Assert.True(s.Cpu.ReadByte(a + (100 * Sim.K4), out _).Ok);
+        Assert.Equal(Enumerable.Range(96, 16), MappedPages(s, a, 256));
+        Assert.Equal(32, f.CachedPages); // pages 84 to 115
+        Assert.True(f.IsCached(84) && f.IsCached(115) && !f.IsCached(83) && !f.IsCached(116));
+        Assert.Equal(64, s.Mm.Status().RssFileKb);
+        Assert.Equal(0, s.Mm.Status().RssAnonKb);
+        Assert.Equal(new TableCounts(1, 1, 1), s.Tables);
+
+        // A window half in the read-around maps its cached half.
+        Assert.True(s.Cpu.ReadByte(a + (85 * Sim.K4), out _).Ok);
+        Assert.Equal([.. Enumerable.Range(84, 12), .. Enumerable.Range(96, 16)], MappedPages(s, a, 256));
+    }
+
+    [Fact]
+    public void WithoutReadaheadAColdFaultReadsInOnlyItsPage()
     {
         using var s = new Sim();
         var f = File(s, 64, cached: false);
+        f.ReadAheadPages = 0;
         ulong a = MapFile(s, f, 64 * Sim.K4, MapFlags.Private);
         Assert.True(s.Cpu.ReadByte(a + (5 * Sim.K4), out _).Ok);
         Assert.Equal([5], MappedPages(s, a, 64));
         Assert.Equal(1, f.CachedPages);
-        Assert.Equal(4, s.Mm.Status().RssFileKb);
-        Assert.Equal(0, s.Mm.Status().RssAnonKb);
-        Assert.Equal(new TableCounts(1, 1, 1), s.Tables);
+        // Shmem has no readahead either: a shared anonymous read fault allocates the one page.
+        ulong b = s.Map(64 * Sim.K4, flags: MapFlags.Shared | MapFlags.Anonymous);
+        Assert.True(s.Cpu.ReadByte(b + (5 * Sim.K4), out _).Ok);
+        Assert.Equal([5], MappedPages(s, b, 64));
     }
 
     [Fact]
@@ -90,6 +112,7 @@ public class FilemapTests
     {
         using var s = new Sim();
         var f = File(s, 16, cached: false);
+        f.ReadAheadPages = 0;
         Assert.True(f.Populate(2 * Sim.K4, 3 * Sim.K4)); // pages 2, 3, 4
         ulong a = MapFile(s, f, 16 * Sim.K4, MapFlags.Private);
         Assert.True(s.Cpu.ReadByte(a + (10 * Sim.K4), out _).Ok);
@@ -220,8 +243,9 @@ public class FilemapTests
         Assert.Equal(new byte[] { 5, 6 }, buf);
         Assert.Equal(Entry.Pfn(pte), Entry.Pfn(other.Mm.PeekPte(b + (2 * Sim.K4))));
         Assert.Equal(2, s.Machine.Phys.Desc(Entry.Pfn(pte)).MapCount);
-        Assert.Equal(4, s.Mm.Status().RssFileKb);
-        Assert.Equal(4, other.Mm.Status().RssFileKb);
+        // The cold read read the whole (16-page) file around it, and each read mapped its window.
+        Assert.Equal(64, s.Mm.Status().RssFileKb);
+        Assert.Equal(64, other.Mm.Status().RssFileKb);
         Assert.Equal(2, f.MappingVmas);
         s.Machine.ExitProcess(other);
         Assert.Equal(1, f.MappingVmas);
@@ -313,8 +337,8 @@ public class FilemapTests
         Assert.True(cpu.Touch(a + Sim.K4).Ok);
         machine.ExitProcess(p);
         machine.Rcu.Barrier();
-        Assert.Equal(1 + 2, machine.Phys.UsedFrames); // the zero page and the two cached pages
-        Assert.Equal(2, machine.Files.DropCaches());
+        Assert.Equal(1 + 8, machine.Phys.UsedFrames); // the zero page and the file, read around the first fault
+        Assert.Equal(8, machine.Files.DropCaches());
         Assert.Equal(1, machine.Phys.UsedFrames);
     }
 }
