@@ -228,7 +228,7 @@ public class FilemapTests
         var other = OtherProcess(s);
         ulong a = MapFile(s, f, 16 * Sim.K4, MapFlags.Shared);
         var cpu2 = other.MainThread.Activate();
-        ulong b = other.Mm.Mmap(cpu2, 0, 16 * Sim.K4, Sim.Rw, MapFlags.Shared, f, 0).Address;
+        ulong b = other.Mm.Mmap(cpu2, Base, 16 * Sim.K4, Sim.Rw, MapFlags.Shared | MapFlags.Fixed, f, 0).Address;
 
         // A read maps the page read-only first (write notification), the write then upgrades it.
         Assert.True(s.Cpu.ReadByte(a + (2 * Sim.K4), out _).Ok);
