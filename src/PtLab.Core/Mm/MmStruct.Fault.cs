@@ -360,7 +360,9 @@ public sealed partial class MmStruct
             return WpPageShared(cpu, pt, ref slot, entry);
         }
 
-        if (anon && Volatile.Read(ref Phys.Desc(oldPfn).MapCount) == 1)
+        // wp_can_reuse_anon_folio: reuse only a page nobody else holds (one mapping, no GUP or
+        // reclaim reference).
+        if (anon && Volatile.Read(ref Phys.Desc(oldPfn).RefCount) == 1 && Volatile.Read(ref Phys.Desc(oldPfn).MapCount) == 1)
         {
             // wp_page_reuse: make it writable in place; no TLB flush needed for an upgrade.
             Interlocked.CompareExchange(ref slot, entry | Entry.Writable | Entry.Dirty | Entry.Accessed, entry);

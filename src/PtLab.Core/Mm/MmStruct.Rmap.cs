@@ -63,8 +63,9 @@ public sealed partial class MmStruct
     /// a page-cache page just loses the mapping (its dirty bit moves to the page); a lazy-free page
     /// is discarded if it is still clean and nobody else holds it, or mapped back and made
     /// swap-backed again; a swap-backed page gets a swap entry in its place: the first mapping
-    /// writes the page to a slot (<paramref name="swapSlot"/>), later ones share it
-    /// (<c>swap_duplicate</c>); with swap full or absent it is mapped back.
+    /// unmapped writes the page to a slot (<paramref name="swapSlot"/>), whose first use stands for
+    /// the swap cache's and is the caller's to drop after the walk; every mapping's entry takes one
+    /// more use (<c>swap_duplicate</c>). With swap full or absent the page is mapped back.
     /// </summary>
     internal UnmapOutcome TryToUnmapOne(Cpu cpu, long pfn, ulong addr, ref long swapSlot)
     {
@@ -126,15 +127,15 @@ public sealed partial class MmStruct
                 return outcome = UnmapOutcome.Redirtied;
             }
 
-            if (swapSlot >= 0)
-            {
-                swap!.Duplicate(swapSlot);
-            }
-            else if ((swapSlot = swap!.WriteOut(pfn)) < 0)
+            // The content is final here: this entry is gone, and any other left is read-only
+            // (fork write-protects both; reuse needs the page's only reference, and reclaim holds one).
+            if (swapSlot < 0 && (swapSlot = swap!.WriteOut(pfn)) < 0)
             {
                 SetPteAt(cpu, pt, index, old); // swap is full: keep the page
                 return outcome = UnmapOutcome.Busy;
             }
+
+            swap!.Duplicate(swapSlot);
 
             SetPteAt(cpu, pt, index, Entry.MakeSwap(0, swapSlot));
             AddSwapEnts(cpu, 1);

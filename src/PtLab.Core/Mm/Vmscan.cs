@@ -131,6 +131,11 @@ internal sealed class Vmscan
             }
         }
 
+        if (swapSlot >= 0)
+        {
+            phys.Swap!.Free(swapSlot); // the page leaves the swap cache: only the entries use the slot now
+        }
+
         if (outcome == UnmapOutcome.Redirtied)
         {
             Interlocked.Increment(ref _redirtied);
