@@ -14,10 +14,12 @@ public sealed partial class MmStruct
     {
         bool zap = advice is Advice.DontNeed or Advice.DontNeedLocked;
         bool free = advice == Advice.Free;
-        bool noop = advice is Advice.Normal or Advice.Random or Advice.Sequential or Advice.WillNeed
-            or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump or Advice.Cold or Advice.PageOut;
+        bool setsFlags = advice is Advice.Normal or Advice.Random or Advice.Sequential
+            or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump;
+        bool noop = advice is Advice.WillNeed or Advice.Cold;
+        bool pageout = advice == Advice.PageOut;
         bool remove = advice == Advice.Remove;
-        if (!zap && !free && !noop && !remove)
+        if (!zap && !free && !setsFlags && !noop && !remove && !pageout)
         {
             return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
@@ -42,6 +44,11 @@ public sealed partial class MmStruct
         if (end == addr)
         {
             return Errno.None;
+        }
+
+        if (setsFlags)
+        {
+            return MadviseUpdateFlags(cpu, addr, end, advice);
         }
 
         if (remove)
@@ -72,6 +79,11 @@ public sealed partial class MmStruct
                     }
 
                     ulong tmp = Math.Min(vma.End, end);
+                    if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & VmFlags.Locked) != 0)
+                    {
+                        return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
+                    }
+
                     if (zap)
                     {
                         if ((vma.Flags & VmFlags.Locked) != 0 && advice != Advice.DontNeedLocked)
@@ -90,6 +102,10 @@ public sealed partial class MmStruct
 
                         MadviseFreeRange(cpu, tlb, start, tmp);
                     }
+                    else if (pageout)
+                    {
+                        MadvisePageoutRange(cpu, tlb, start, tmp);
+                    }
 
                     start = tmp;
                     if (start >= end)
@@ -107,6 +123,134 @@ public sealed partial class MmStruct
         {
             MmapLock.UpRead(cpu.Id);
             Rcu.Poll(); // let deferred table frees run, as the RCU softirq would soon after
+        }
+    }
+
+    /// <summary>
+    /// <c>madvise_walk_vmas</c> for the advices that only change VMA flags, under <c>mmap_lock</c>
+    /// for write: each VMA in [start, end) gets its new flags through <c>madvise_update_vma</c>,
+    /// which splits it at the range's edges and merges the result with its neighbours, as
+    /// mprotect does. A hole gives ENOMEM after the VMAs around it were changed.
+    /// </summary>
+    private Errno MadviseUpdateFlags(Cpu cpu, ulong start, ulong end, Advice advice)
+    {
+        MmapLock.DownWrite(cpu.Id);
+        try
+        {
+            Errno unmapped = Errno.None;
+            while (true)
+            {
+                var vma = FindVma(start);
+                if (vma is null || vma.Start >= end)
+                {
+                    return Errno.ENOMEM;
+                }
+
+                if (start < vma.Start)
+                {
+                    unmapped = Errno.ENOMEM;
+                    start = vma.Start;
+                }
+
+                ulong tmp = Math.Min(vma.End, end);
+                var newFlags = MadviseVmaFlags(vma.Flags, advice);
+                if (newFlags != vma.Flags)
+                {
+                    SplitAt(start);
+                    SplitAt(tmp);
+                    int i = FirstEndingAbove(start);
+                    _vmas[i].Flags = newFlags;
+                    MergeAround(i);
+                }
+
+                start = tmp;
+                if (start >= end)
+                {
+                    return unmapped;
+                }
+            }
+        }
+        finally
+        {
+            MmapLock.UpWrite(cpu.Id);
+        }
+    }
+
+    /// <summary>
+    /// The flags <c>madvise_vma_behavior</c> gives a VMA for a flag-only advice (NORMAL, RANDOM,
+    /// SEQUENTIAL, DONTDUMP, DODUMP, and HUGEPAGE/NOHUGEPAGE through <c>hugepage_madvise</c>).
+    /// </summary>
+    private static VmFlags MadviseVmaFlags(VmFlags flags, Advice advice) => advice switch
+    {
+        Advice.Normal => flags & ~(VmFlags.RandRead | VmFlags.SeqRead),
+        Advice.Sequential => (flags & ~VmFlags.RandRead) | VmFlags.SeqRead,
+        Advice.Random => (flags & ~VmFlags.SeqRead) | VmFlags.RandRead,
+        Advice.DontDump => flags | VmFlags.DontDump,
+        Advice.DoDump => flags & ~VmFlags.DontDump,
+        Advice.HugePage => (flags & ~VmFlags.NoHugePage) | VmFlags.HugePage,
+        Advice.NoHugePage => (flags & ~VmFlags.HugePage) | VmFlags.NoHugePage,
+        _ => flags,
+    };
+
+    /// <summary>
+    /// <c>madvise_cold_or_pageout_pte_range</c> with pageout, then <c>reclaim_pages</c>, one PTE table
+    /// at a time: every exclusive anonymous page mapped in [start, end) loses its young bit and is
+    /// isolated from its LRU list; once the table is unlocked, reclaim runs on them without the
+    /// referenced check. A clean lazy-free page is discarded; a written one becomes swap-backed again;
+    /// a swap-backed page goes to swap if there is one and stays otherwise. The tables stay.
+    /// </summary>
+    private void MadvisePageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
+    {
+        var isolated = new List<long>();
+        for (ulong addr = start; addr < end;)
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            long pmdTable = PmdTableOf(addr);
+            if (pmdTable < 0)
+            {
+                addr = Geometry.PudAddrEnd(addr, end);
+                continue;
+            }
+
+            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (!pt.IsNone)
+            {
+                var entries = Phys.Table(pt);
+                for (ulong va = addr; va < next; va += Geometry.PageSize)
+                {
+                    int i = Geometry.PteIndex(va);
+                    ulong e = Volatile.Read(ref entries[i]);
+                    if (!Entry.IsPresent(e) || Entry.IsSpecial(e))
+                    {
+                        continue; // vm_normal_folio() is NULL for the zero page
+                    }
+
+                    long pfn = Entry.Pfn(e);
+                    if (Volatile.Read(ref Phys.Desc(pfn).MapCount) != 1 || !Phys.Lru.Isolate(pfn))
+                    {
+                        continue; // shared, or not on an LRU list
+                    }
+
+                    if (Entry.IsYoung(e))
+                    {
+                        ulong old = PtepGetAndClear(cpu, pt, i);
+                        SetPteAt(cpu, pt, i, Entry.MkOld(old));
+                        tlb.RemoveTlbEntry(va);
+                    }
+
+                    isolated.Add(pfn);
+                }
+
+                Design.PteUnmapUnlock(this, cpu, pt);
+                if (isolated.Count > 0)
+                {
+                    tlb.Flush(); // reclaim must not race a stale young, writable TLB entry
+                    Machine.Vmscan.ReclaimIsolated(cpu, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(isolated));
+                    isolated.Clear();
+                }
+            }
+
+            addr = next;
         }
     }
 

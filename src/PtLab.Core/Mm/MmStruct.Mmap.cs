@@ -6,12 +6,26 @@ namespace PtLab.Mm;
 // mm/mmap.c and mm/vma.c: mmap, mm_populate, munmap and the unmap of a region.
 public sealed partial class MmStruct
 {
-    private const MapFlags KnownMapFlags =
-        MapFlags.SharedValidate | MapFlags.Fixed | MapFlags.Anonymous | MapFlags.GrowsDown | MapFlags.DenyWrite |
-        MapFlags.Executable | MapFlags.Locked | MapFlags.NoReserve | MapFlags.Populate | MapFlags.NonBlock |
-        MapFlags.Stack | MapFlags.HugeTlb | MapFlags.Sync | MapFlags.FixedNoReplace;
+    /// <summary><c>MAP_TYPE</c>: the bits that say shared, private, shared-validate or droppable.</summary>
+    private const int MapTypeMask = 0x0f;
+
+    /// <summary><c>LEGACY_MAP_MASK</c>: the flags MAP_SHARED_VALIDATE accepts for a file (MAP_SYNC needs DAX).</summary>
+    private const MapFlags LegacyMapMask =
+        MapFlags.SharedValidate | MapFlags.Fixed | MapFlags.Anonymous | MapFlags.DenyWrite | MapFlags.Executable |
+        MapFlags.GrowsDown | MapFlags.Locked | MapFlags.NoReserve | MapFlags.Populate | MapFlags.NonBlock |
+        MapFlags.Stack | MapFlags.HugeTlb | MapFlags.FixedNoReplace;
 
     private static ulong PageAlign(ulong len) => (len + Geometry.PageSize - 1) & Geometry.PageMask;
+
+    /// <summary>
+    /// <c>round_hint_to_min</c>: a hint is rounded down to its page, and one below
+    /// <c>mmap_min_addr</c> (but not 0) is raised to it.
+    /// </summary>
+    private static ulong RoundHintToMin(ulong hint)
+    {
+        hint &= Geometry.PageMask;
+        return hint != 0 && hint < MmapMinAddr ? PageAlign(MmapMinAddr) : hint;
+    }
 
     private static VmFlags ProtToVmFlags(Prot prot)
     {
@@ -36,8 +50,9 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>mmap(addr, length, prot, flags, -1, 0)</c>: anonymous memory, private or shared (a shmem
-    /// file behind it), with Linux's checks in Linux's order. Without MAP_ANONYMOUS there is no
-    /// file to map: EBADF.
+    /// file behind it), with Linux's checks in Linux's order (<c>ksys_mmap_pgoff</c>, then
+    /// <c>do_mmap</c>). Without MAP_ANONYMOUS there is no file to map: EBADF. Droppable and
+    /// hugetlb memory are not modelled: EINVAL.
     /// </summary>
     public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags) =>
         Mmap(cpu, addr, length, prot, flags, null, 0);
@@ -49,15 +64,9 @@ public sealed partial class MmStruct
     /// </summary>
     public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags, SimFile? file, ulong offset)
     {
-        var type = flags & MapFlags.SharedValidate;
-        if (type == MapFlags.None)
+        if ((offset & ~Geometry.PageMask) != 0)
         {
-            return new(0, Errno.EINVAL);
-        }
-
-        if (type == MapFlags.SharedValidate && (flags & ~KnownMapFlags) != 0)
-        {
-            return new(0, Errno.EOPNOTSUPP);
+            return new(0, Errno.EINVAL); // the x86 mmap entry: an offset not on a page
         }
 
         if ((flags & MapFlags.Anonymous) != 0)
@@ -70,9 +79,9 @@ public sealed partial class MmStruct
             return new(0, Errno.EBADF); // fd -1 without MAP_ANONYMOUS
         }
 
-        if ((offset & ~Geometry.PageMask) != 0 || (flags & MapFlags.HugeTlb) != 0)
+        if ((flags & MapFlags.HugeTlb) != 0)
         {
-            return new(0, Errno.EINVAL); // an unaligned offset; hugetlb is outside this model
+            return new(0, Errno.EINVAL); // hugetlbfs is outside this model
         }
 
         if (length == 0)
@@ -91,19 +100,12 @@ public sealed partial class MmStruct
             flags |= MapFlags.Fixed;
         }
 
+        if ((flags & MapFlags.Fixed) == 0)
+        {
+            addr = RoundHintToMin(addr);
+        }
+
         var vmFlags = ProtToVmFlags(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec;
-        bool shared = type != MapFlags.Private;
-        if (shared)
-        {
-            vmFlags |= VmFlags.Shared | VmFlags.MayShare;
-        }
-
-        // file_mmap_ok: the mapping must end below MAX_LFS_FILESIZE.
-        if (file is not null && (offset > long.MaxValue || len > long.MaxValue - offset))
-        {
-            return new(0, Errno.EOVERFLOW);
-        }
-
         if ((flags & MapFlags.Locked) != 0)
         {
             vmFlags |= VmFlags.Locked;
@@ -112,6 +114,11 @@ public sealed partial class MmStruct
         if ((flags & MapFlags.GrowsDown) != 0)
         {
             vmFlags |= VmFlags.GrowsDown;
+        }
+
+        if ((flags & MapFlags.Stack) != 0)
+        {
+            vmFlags |= VmFlags.NoHugePage; // calc_vm_flag_bits: a stack gets no transparent huge pages
         }
 
         MmapLock.DownWrite(cpu.Id);
@@ -161,16 +168,16 @@ public sealed partial class MmStruct
             else
             {
                 start = 0;
-                ulong hint = PageAlign(addr);
-                if (hint != 0 && hint >= MmapMinAddr && hint <= Geometry.TaskSize - len && !AnyVmaIn(hint, hint + len))
+                if (addr != 0 && addr <= Geometry.TaskSize - len && !AnyVmaIn(addr, addr + len))
                 {
-                    start = hint;
+                    start = addr; // arch_get_unmapped_area_topdown takes a hint that fits
                 }
                 else
                 {
-                    // Larger anonymous mappings are THP-aligned: __thp_get_unmapped_area asks for
-                    // len + PMD_SIZE and rounds the result to a 2 MiB boundary.
-                    bool thp = addr == 0 && (len & (Geometry.PmdSize - 1)) == 0 && file is null && !shared;
+                    // Larger private anonymous mappings are THP-aligned: __thp_get_unmapped_area
+                    // asks for len + PMD_SIZE and rounds the result to a 2 MiB boundary.
+                    bool thp = addr == 0 && (len & (Geometry.PmdSize - 1)) == 0 && file is null
+                        && ((int)flags & MapTypeMask) == (int)MapFlags.Private;
                     start = thp
                         ? UnmappedAreaTopDown(len, Geometry.PmdSize, Geometry.PmdSize)
                         : UnmappedAreaTopDown(len, 0, Geometry.PageSize);
@@ -186,14 +193,41 @@ public sealed partial class MmStruct
                 }
             }
 
-            // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE,
-            // and one charge larger than RAM + swap is refused.
+            // The mapping type is checked only after placement (and for a file after file_mmap_ok,
+            // which wants the mapping to end below MAX_LFS_FILESIZE).
+            if (file is not null && (offset > long.MaxValue || len > long.MaxValue - offset))
+            {
+                return new(0, Errno.EOVERFLOW);
+            }
+
+            if (MapTypeError(flags, file is not null) is { } typeError)
+            {
+                return new(0, typeError);
+            }
+
+            bool shared = ((int)flags & MapTypeMask) != (int)MapFlags.Private;
+            if (shared)
+            {
+                vmFlags |= VmFlags.Shared | VmFlags.MayShare;
+            }
+
+            // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE.
+            // MAP_FIXED over accounted VMAs charges only the pages they did not carry (mmap_region),
+            // and a charge larger than RAM + swap is refused after the VMAs to be replaced were split
+            // at the range's edges (vms_gather_munmap_vmas), which the failure leaves in place.
             ulong pages = len >> PhysMemory.PageShift;
             bool account = (vmFlags & VmFlags.Write) != 0 && !shared && (flags & MapFlags.NoReserve) == 0;
             if (account)
             {
-                if ((long)pages > Phys.TotalFrames)
+                long charged = (long)pages - ((flags & MapFlags.Fixed) != 0 ? AccountedPagesIn(start, start + len) : 0);
+                if (!VmEnoughMemory(charged))
                 {
+                    if ((flags & MapFlags.Fixed) != 0)
+                    {
+                        SplitAt(start);
+                        SplitAt(start + len);
+                    }
+
                     return new(0, Errno.ENOMEM);
                 }
 
@@ -234,6 +268,33 @@ public sealed partial class MmStruct
         return new(start, Errno.None);
     }
 
+    /// <summary>
+    /// The type switch of <c>do_mmap</c>: for anonymous memory MAP_PRIVATE and MAP_SHARED (not with
+    /// MAP_GROWSDOWN); for a file MAP_PRIVATE, MAP_SHARED (unknown flags ignored) and
+    /// MAP_SHARED_VALIDATE (unknown flags EOPNOTSUPP). Anything else is EINVAL, MAP_DROPPABLE
+    /// included (not modelled). Null when the type is fine.
+    /// </summary>
+    private static Errno? MapTypeError(MapFlags flags, bool file)
+    {
+        int type = (int)flags & MapTypeMask;
+        if (type == (int)MapFlags.Private)
+        {
+            return null;
+        }
+
+        if (!file)
+        {
+            return type == (int)MapFlags.Shared && (flags & MapFlags.GrowsDown) == 0 ? null : Errno.EINVAL;
+        }
+
+        return type switch
+        {
+            (int)MapFlags.Shared => null,
+            (int)MapFlags.SharedValidate => (flags & ~LegacyMapMask) != 0 ? Errno.EOPNOTSUPP : null,
+            _ => Errno.EINVAL,
+        };
+    }
+
     /// <summary>Inserts a new VMA at a free range, links it into its file's <c>i_mmap</c>, and merges it with compatible neighbours.</summary>
     private void InsertVma(ulong start, ulong end, VmFlags flags, SimFile? file, ulong pgoff)
     {
@@ -257,32 +318,60 @@ public sealed partial class MmStruct
         MmapLock.DownRead(cpu.Id);
         try
         {
-            for (ulong va = start; va < end; va += Geometry.PageSize)
-            {
-                var vma = FindVma(va);
-                if (vma is null || va < vma.Start || (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0)
-                {
-                    continue;
-                }
-
-                bool write = (vma.Flags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
-                ulong pte = PeekPte(va);
-                if (Entry.IsHwPresent(pte) && (!write || Entry.IsWritable(pte)))
-                {
-                    continue;
-                }
-
-                if (HandleMmFault(cpu, vma, va, write) != FaultOutcome.Ok)
-                {
-                    return; // populate failures are not reported to mmap's caller
-                }
-            }
+            PopulateLocked(cpu, start, end);
         }
         finally
         {
             MmapLock.UpRead(cpu.Id);
         }
     }
+
+    /// <summary><c>populate_vma_page_range</c> over [start, end), with <c>mmap_lock</c> held by the caller.</summary>
+    private void PopulateLocked(Cpu cpu, ulong start, ulong end)
+    {
+        for (ulong va = start; va < end; va += Geometry.PageSize)
+        {
+            var vma = FindVma(va);
+            if (vma is null || va < vma.Start || (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0)
+            {
+                continue;
+            }
+
+            bool write = (vma.Flags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
+            ulong pte = PeekPte(va);
+            if (Entry.IsHwPresent(pte) && (!write || Entry.IsWritable(pte)))
+            {
+                continue;
+            }
+
+            if (HandleMmFault(cpu, vma, va, write) != FaultOutcome.Ok)
+            {
+                return; // populate failures are not reported to the caller
+            }
+        }
+    }
+
+    /// <summary>Pages of VM_ACCOUNT VMAs inside [start, end) (<c>vms-&gt;nr_accounted</c>).</summary>
+    private long AccountedPagesIn(ulong start, ulong end)
+    {
+        long pages = 0;
+        for (int i = FirstEndingAbove(start); i < _vmas.Count && _vmas[i].Start < end; i++)
+        {
+            var v = _vmas[i];
+            if ((v.Flags & VmFlags.Account) != 0)
+            {
+                pages += (long)((Math.Min(v.End, end) - Math.Max(v.Start, start)) >> PhysMemory.PageShift);
+            }
+        }
+
+        return pages;
+    }
+
+    /// <summary>
+    /// <c>__vm_enough_memory</c> in the default overcommit mode (heuristic): one charge may not exceed
+    /// RAM plus swap; no charge is ever refused for what is already committed.
+    /// </summary>
+    private bool VmEnoughMemory(long pages) => pages <= Phys.TotalFrames + (Phys.Swap?.Slots ?? 0);
 
     /// <summary><c>munmap(addr, length)</c>.</summary>
     public Errno Munmap(Cpu cpu, ulong addr, ulong length)

@@ -90,12 +90,28 @@ internal sealed class Vmscan
     }
 
     /// <summary>
-    /// <c>shrink_folio_list</c> for one isolated page: <c>folio_referenced</c> over every mapping
-    /// the reverse map finds (any young one keeps the page), then <c>try_to_unmap</c> over every
-    /// mapping. A lazy-free page that is clean everywhere is discarded; an anonymous page goes to
-    /// swap; a page-cache page, once no mapping is left, leaves the cache (written back if dirty).
+    /// <c>reclaim_pages</c> (MADV_PAGEOUT): runs isolated pages through <c>shrink_folio_list</c>
+    /// without the referenced check, then drops the isolation references.
     /// </summary>
-    private void ShrinkOne(Cpu cpu, long pfn)
+    public void ReclaimIsolated(Cpu cpu, ReadOnlySpan<long> pfns)
+    {
+        Interlocked.Add(ref _scanned, pfns.Length);
+        foreach (long pfn in pfns)
+        {
+            ShrinkOne(cpu, pfn, ignoreReferences: true);
+        }
+
+        _machine.Phys.PutPages(pfns);
+    }
+
+    /// <summary>
+    /// <c>shrink_folio_list</c> for one isolated page: <c>folio_referenced</c> over every mapping
+    /// the reverse map finds (any young one keeps the page; skipped for MADV_PAGEOUT), then
+    /// <c>try_to_unmap</c> over every mapping. A lazy-free page that is clean everywhere is
+    /// discarded; an anonymous page goes to swap; a page-cache page, once no mapping is left,
+    /// leaves the cache (written back if dirty).
+    /// </summary>
+    private void ShrinkOne(Cpu cpu, long pfn, bool ignoreReferences = false)
     {
         var phys = _machine.Phys;
         ref var d = ref phys.Desc(pfn);
@@ -110,7 +126,7 @@ internal sealed class Vmscan
         var list = anon && !lazyFree ? LruList.Anon : LruList.File;
         var mappings = _mappings[cpu.Id];
         MmStruct.RmapWalk(phys, pfn, mappings);
-        foreach (var m in mappings)
+        foreach (var m in ignoreReferences ? [] : mappings)
         {
             if (m.Mm.FolioReferencedOne(cpu, pfn, m.Address))
             {
