@@ -139,6 +139,7 @@ public sealed class ModelTarget : IMultiCpuTarget, IDataTarget, IFileTarget
     {
         lock (_files)
         {
+            _files[file].Sync(); // fdatasync, then POSIX_FADV_DONTNEED drops the clean pages
             _files[file].DropCache();
         }
     }

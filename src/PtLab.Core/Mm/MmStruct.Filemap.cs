@@ -199,11 +199,14 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>do_cow_fault</c>: a write to a private file mapping where nothing is mapped: read the file
     /// page (SIGBUS beyond end of file), copy it into a new anonymous page, and map that writable.
+    /// The VMA gets its anon_vma first (<c>vmf_anon_prepare</c>), so even a write that ends in
+    /// SIGBUS leaves one behind, and with it a VMA that no longer merges with another's anon_vma.
     /// </summary>
     private FaultOutcome DoCowFault(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex)
     {
         var file = vma.File!;
         ulong index = vma.LinearPageIndex(addr);
+        AnonVmaPrepare(vma);
         if (index >= file.PagesInFile)
         {
             return FaultOutcome.Bus;
@@ -214,7 +217,6 @@ public sealed partial class MmStruct
             return FaultOutcome.Oom;
         }
 
-        AnonVmaPrepare(vma);
         long fresh = Phys.AllocFrame(cpu.Id);
         if (fresh < 0)
         {
@@ -326,6 +328,42 @@ public sealed partial class MmStruct
         bool dirty = write || (writable && (Phys.Desc(pfn).Flags & (int)PageFlags.Dirty) != 0);
         return Entry.MakePte(pfn, writable, dirty, (vma.Flags & VmFlags.Exec) == 0);
     }
+
+    /// <summary>
+    /// <c>thp_get_unmapped_area</c> for a regular file (the <c>get_unmapped_area</c> of ext4, xfs
+    /// and others): when the file range holds a whole 2 MiB-aligned stretch, ask for 2 MiB more,
+    /// at the hint if that padded length fits there (then the hint is taken as it is), else top-down,
+    /// and place the mapping so that its addresses and file offsets agree modulo 2 MiB
+    /// (<c>__thp_get_unmapped_area</c>), so a file-backed huge page could map it. Otherwise, or when
+    /// the padded length does not fit, the plain search for the length: the hint if it fits, else
+    /// top-down. Returns 0 when nothing fits.
+    /// </summary>
+    private ulong FileThpUnmappedArea(ulong hint, ulong len, ulong offset)
+    {
+        const ulong size = Geometry.PmdSize;
+        ulong offEnd = offset + len, offAlign = (offset + size - 1) & ~(size - 1);
+        ulong lenPad = len + size;
+        if (offEnd > offAlign && offEnd - offAlign >= size && lenPad > len && offset + lenPad > offset)
+        {
+            ulong ret = HintFits(hint, lenPad) ? hint : UnmappedAreaTopDown(lenPad, 0, Geometry.PageSize);
+            if (ret == hint && ret != 0)
+            {
+                return hint;
+            }
+
+            if (ret != 0)
+            {
+                ulong offSub = (offset - ret) & (size - 1);
+                return offSub == 0 ? ret + size : ret + offSub; // top-down: the top of the padded area
+            }
+        }
+
+        return HintFits(hint, len) ? hint : UnmappedAreaTopDown(len, 0, Geometry.PageSize);
+    }
+
+    /// <summary>Whether a non-zero hint leaves room for <paramref name="len"/> bytes at it (the generic hint check).</summary>
+    private bool HintFits(ulong hint, ulong len) =>
+        hint != 0 && len <= Geometry.TaskSize && hint <= Geometry.TaskSize - len && !AnyVmaIn(hint, hint + len);
 
     /// <summary>
     /// Whether mprotect may make a present entry writable at once: in a private mapping only an

@@ -197,7 +197,10 @@ public sealed partial class MmStruct
     /// at a time: every exclusive anonymous page mapped in [start, end) loses its young bit and is
     /// isolated from its LRU list; once the table is unlocked, reclaim runs on them without the
     /// referenced check. A clean lazy-free page is discarded; a written one becomes swap-backed again;
-    /// a swap-backed page goes to swap if there is one and stays otherwise. The tables stay.
+    /// a swap-backed page goes to swap if there is one and stays otherwise; a page-cache page is
+    /// unmapped and, clean and unheld, evicted; a shmem page is unmapped and stays in its file
+    /// (the model has no shmem swap-out: as the kernel without swap, where <c>shmem_writeout</c>
+    /// keeps it). The tables stay.
     /// </summary>
     private void MadvisePageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
     {
@@ -226,9 +229,19 @@ public sealed partial class MmStruct
                     }
 
                     long pfn = Entry.Pfn(e);
-                    if (Volatile.Read(ref Phys.Desc(pfn).MapCount) != 1 || !Phys.Lru.Isolate(pfn))
+                    ref var pd = ref Phys.Desc(pfn);
+                    if (Volatile.Read(ref pd.MapCount) != 1)
                     {
-                        continue; // shared, or not on an LRU list
+                        continue; // mapped more than once
+                    }
+
+                    if (Volatile.Read(ref pd.RmapOwner) is SimFile { IsShmem: true })
+                    {
+                        Phys.GetPage(pfn); // shmem pages sit on no LRU list of the model: a reference stands for the isolation
+                    }
+                    else if (!Phys.Lru.Isolate(pfn))
+                    {
+                        continue; // not on an LRU list
                     }
 
                     if (Entry.IsYoung(e))

@@ -9,11 +9,14 @@ public sealed partial class MmStruct
     /// <summary><c>MAP_TYPE</c>: the bits that say shared, private, shared-validate or droppable.</summary>
     private const int MapTypeMask = 0x0f;
 
-    /// <summary><c>LEGACY_MAP_MASK</c>: the flags MAP_SHARED_VALIDATE accepts for a file (MAP_SYNC needs DAX).</summary>
+    /// <summary>
+    /// <c>LEGACY_MAP_MASK</c>: the flags MAP_SHARED_VALIDATE accepts for any file; newer ones
+    /// (MAP_FIXED_NOREPLACE, MAP_SYNC where the file system does not offer it) are EOPNOTSUPP there.
+    /// </summary>
     private const MapFlags LegacyMapMask =
         MapFlags.SharedValidate | MapFlags.Fixed | MapFlags.Anonymous | MapFlags.DenyWrite | MapFlags.Executable |
         MapFlags.GrowsDown | MapFlags.Locked | MapFlags.NoReserve | MapFlags.Populate | MapFlags.NonBlock |
-        MapFlags.Stack | MapFlags.HugeTlb | MapFlags.FixedNoReplace;
+        MapFlags.Stack | MapFlags.HugeTlb;
 
     private static ulong PageAlign(ulong len) => (len + Geometry.PageSize - 1) & Geometry.PageMask;
 
@@ -168,7 +171,16 @@ public sealed partial class MmStruct
             else
             {
                 start = 0;
-                if (addr != 0 && addr <= Geometry.TaskSize - len && !AnyVmaIn(addr, addr + len))
+                if (file is { IsShmem: false })
+                {
+                    // A regular file's get_unmapped_area (thp_get_unmapped_area) tries the hint itself.
+                    start = FileThpUnmappedArea(addr, len, offset);
+                    if (start == 0)
+                    {
+                        return new(0, Errno.ENOMEM);
+                    }
+                }
+                else if (HintFits(addr, len))
                 {
                     start = addr; // arch_get_unmapped_area_topdown takes a hint that fits
                 }
@@ -200,7 +212,7 @@ public sealed partial class MmStruct
                 return new(0, Errno.EOVERFLOW);
             }
 
-            if (MapTypeError(flags, file is not null) is { } typeError)
+            if (MapTypeError(flags, file) is { } typeError)
             {
                 return new(0, typeError);
             }
@@ -239,9 +251,33 @@ public sealed partial class MmStruct
                 vmFlags |= VmFlags.NoReserve;
             }
 
+            // From here on the old mappings in the range are gone (vms_clean_up_area): a failure
+            // below leaves a gap where they were (vms_abort_munmap_vmas).
             if ((flags & MapFlags.Fixed) != 0)
             {
                 UnmapLocked(cpu, start, start + len);
+            }
+
+            Errno late = Errno.None;
+            if (file is { IsShmem: false } && (flags & MapFlags.Sync) != 0)
+            {
+                // MAP_SYNC sets VM_SYNC whatever the type; the file system's mmap_prepare (ext4,
+                // xfs: daxdev_mapping_supported) refuses it on a file that is not DAX.
+                late = Errno.EOPNOTSUPP;
+            }
+            else if (file is null && shared && (vmFlags & VmFlags.NoReserve) == 0 && !VmEnoughMemory((long)pages))
+            {
+                late = Errno.ENOMEM; // shmem_zero_setup charges the whole shmem object (shmem_acct_size)
+            }
+
+            if (late != Errno.None)
+            {
+                if (account)
+                {
+                    _committedPages -= (long)pages;
+                }
+
+                return new(0, late);
             }
 
             // vm_pgoff: the file offset; 0 for shared anonymous memory (its own shmem file,
@@ -274,7 +310,7 @@ public sealed partial class MmStruct
     /// MAP_SHARED_VALIDATE (unknown flags EOPNOTSUPP). Anything else is EINVAL, MAP_DROPPABLE
     /// included (not modelled). Null when the type is fine.
     /// </summary>
-    private static Errno? MapTypeError(MapFlags flags, bool file)
+    private static Errno? MapTypeError(MapFlags flags, SimFile? file)
     {
         int type = (int)flags & MapTypeMask;
         if (type == (int)MapFlags.Private)
@@ -282,15 +318,18 @@ public sealed partial class MmStruct
             return null;
         }
 
-        if (!file)
+        if (file is null)
         {
             return type == (int)MapFlags.Shared && (flags & MapFlags.GrowsDown) == 0 ? null : Errno.EINVAL;
         }
 
+        // A regular file is taken to live on a file system that advertises MAP_SYNC
+        // (FOP_MMAP_SYNC: ext4, xfs); shmem does not.
+        var mask = file.IsShmem ? LegacyMapMask : LegacyMapMask | MapFlags.Sync;
         return type switch
         {
             (int)MapFlags.Shared => null,
-            (int)MapFlags.SharedValidate => (flags & ~LegacyMapMask) != 0 ? Errno.EOPNOTSUPP : null,
+            (int)MapFlags.SharedValidate => (flags & ~mask) != 0 ? Errno.EOPNOTSUPP : null,
             _ => Errno.EINVAL,
         };
     }

@@ -135,10 +135,11 @@ public sealed partial class MmStruct
                 _committedPages += pages;
             }
         }
-        else if ((oldFlags & VmFlags.Account) != 0 && vma.AnonVma is null)
+        else if ((oldFlags & VmFlags.Account) != 0 && vma.File is null && vma.AnonVma is null)
         {
-            // Made unwritable before any page was written (no anon_vma yet): nothing can need the
-            // charge any more, so it is dropped, and the VMA can merge with unaccounted neighbours.
+            // An anonymous mapping made unwritable before any page was written (no anon_vma yet):
+            // nothing can need the charge any more, so it is dropped, and the VMA can merge with
+            // unaccounted neighbours. A private file mapping keeps it (vma_is_anonymous is false).
             newFlags &= ~VmFlags.Account;
         }
 

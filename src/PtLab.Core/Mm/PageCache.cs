@@ -350,8 +350,35 @@ public sealed class SimFile
     }
 
     /// <summary>
-    /// <c>drop_caches</c> for this file: evicts every cached page that no mapping and no one else
-    /// holds, writing dirty ones back. Shmem pages have nowhere to go and stay. Returns pages freed.
+    /// <c>fsync</c>/<c>fdatasync</c>: writes every dirty cached page back to the file's store; the
+    /// pages stay cached, clean. Returns pages written.
+    /// </summary>
+    public long Sync()
+    {
+        if (IsShmem)
+        {
+            return 0;
+        }
+
+        long written = 0;
+        lock (_lock)
+        {
+            foreach (var (index, pfn) in _pages)
+            {
+                if (WriteBack(pfn, index))
+                {
+                    written++;
+                }
+            }
+        }
+
+        return written;
+    }
+
+    /// <summary>
+    /// <c>drop_caches</c> (or <c>POSIX_FADV_DONTNEED</c>) for this file: evicts every clean cached
+    /// page that no mapping and no one else holds; dirty pages stay until written back
+    /// (<see cref="Sync"/>). Shmem pages have nowhere to go and stay. Returns pages freed.
     /// </summary>
     public long DropCache()
     {
@@ -366,9 +393,9 @@ public sealed class SimFile
             foreach (var (index, pfn) in _pages.ToArray())
             {
                 ref var d = ref _phys.Desc(pfn);
-                if (Volatile.Read(ref d.MapCount) == 0 && Volatile.Read(ref d.RefCount) == 1)
+                if (Volatile.Read(ref d.MapCount) == 0 && Volatile.Read(ref d.RefCount) == 1 && (d.Flags & (int)PageFlags.Dirty) == 0)
                 {
-                    DeleteFromPageCache(pfn, index, writeBack: true);
+                    DeleteFromPageCache(pfn, index);
                     doomed.Add(pfn);
                 }
             }
@@ -378,9 +405,10 @@ public sealed class SimFile
     }
 
     /// <summary>
-    /// Reclaim's end of a file page (<c>__remove_mapping</c>): if it is still cached here, unmapped,
-    /// and held only by the cache and by reclaim's isolation, it leaves the cache (written back if
-    /// dirty) and the cache's reference is dropped. Returns whether it was evicted.
+    /// Reclaim's end of a file page: if it is still cached here, unmapped, and held only by the
+    /// cache and by reclaim's isolation, a clean page leaves the cache (<c>__remove_mapping</c>) and
+    /// the cache's reference is dropped; a dirty one is written back (<c>pageout</c>) and stays,
+    /// clean, for a later pass, as writeback keeps it in the kernel. Returns whether it was evicted.
     /// </summary>
     internal bool TryEvict(long pfn)
     {
@@ -390,9 +418,9 @@ public sealed class SimFile
             ref var d = ref _phys.Desc(pfn);
             ulong index = d.RmapAddress;
             if (ReferenceEquals(d.RmapOwner, this) && _pages.TryGetValue(index, out long cached) && cached == pfn
-                && Volatile.Read(ref d.MapCount) == 0 && Volatile.Read(ref d.RefCount) == 2)
+                && Volatile.Read(ref d.MapCount) == 0 && Volatile.Read(ref d.RefCount) == 2 && !WriteBack(pfn, index))
             {
-                DeleteFromPageCache(pfn, index, writeBack: true);
+                DeleteFromPageCache(pfn, index);
                 evicted = true;
             }
         }
@@ -422,7 +450,7 @@ public sealed class SimFile
             {
                 if (index >= first && index < end)
                 {
-                    DeleteFromPageCache(pfn, index, writeBack: false);
+                    DeleteFromPageCache(pfn, index);
                     removed.Add(pfn);
                 }
             }
@@ -525,18 +553,26 @@ public sealed class SimFile
         }
     }
 
-    private void DeleteFromPageCache(long pfn, ulong index, bool writeBack)
+    /// <summary>Writes a dirty page back to the store and marks it clean; returns whether it was dirty.</summary>
+    private bool WriteBack(long pfn, ulong index)
     {
         ref var d = ref _phys.Desc(pfn);
-        if (writeBack && (d.Flags & (int)PageFlags.Dirty) != 0)
+        if ((d.Flags & (int)PageFlags.Dirty) == 0)
         {
-            Store(pfn, index);
-            Interlocked.And(ref d.Flags, ~(int)PageFlags.Dirty);
-            Interlocked.Increment(ref _writebacks);
+            return false;
         }
 
+        Store(pfn, index);
+        Interlocked.And(ref d.Flags, ~(int)PageFlags.Dirty);
+        Interlocked.Increment(ref _writebacks);
+        return true;
+    }
+
+    /// <summary>Takes a page out of the cache (<c>__filemap_remove_folio</c>): it loses its owner, so racing faults back off.</summary>
+    private void DeleteFromPageCache(long pfn, ulong index)
+    {
         _pages.Remove(index);
-        Volatile.Write(ref d.RmapOwner, null);
+        Volatile.Write(ref _phys.Desc(pfn).RmapOwner, null);
     }
 
     private void FillFromStore(long pfn, ulong index)

@@ -159,6 +159,11 @@ internal sealed class Vmscan
             return;
         }
 
+        if (owner is SimFile { IsShmem: true })
+        {
+            return; // unmapped as far as it could be; it stays in its shmem file, on no LRU list
+        }
+
         if (Volatile.Read(ref d.MapCount) > 0)
         {
             phys.Lru.Add(pfn, list); // still mapped somewhere: try again later
