@@ -84,7 +84,7 @@ public sealed partial class MmStruct
             }
         }
 
-        long pfn = file.GetPage(cpu.Id, index);
+        long pfn = FilemapFaultPage(cpu, vma, file, index);
         return pfn < 0 ? FaultOutcome.Oom : FinishFault(cpu, vma, addr, pfn, index, write: false, pmdTable, pmdIndex);
     }
 
@@ -135,7 +135,8 @@ public sealed partial class MmStruct
 
             ulong va = vma.Start + ((first + (ulong)i - vma.PgOff) << PhysMemory.PageShift);
             int slot = Geometry.PteIndex(va);
-            if (pt.IsNone || !Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[slot])) || !file.StillCached(pfn, first + (ulong)i))
+            if (pt.IsNone || !Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[slot])) || !file.StillCached(pfn, first + (ulong)i)
+                || (Volatile.Read(ref Phys.Desc(pfn).Flags) & (int)PageFlags.Reclaim) != 0)
             {
                 Phys.PutPage(pfn);
                 continue;
@@ -223,7 +224,7 @@ public sealed partial class MmStruct
             return FaultOutcome.Oom;
         }
 
-        long src = file.GetPage(cpu.Id, index);
+        long src = FilemapFaultPage(cpu, vma, file, index);
         if (src < 0)
         {
             Phys.PutPage(fresh);
@@ -294,8 +295,24 @@ public sealed partial class MmStruct
             return FaultOutcome.Oom;
         }
 
-        long pfn = file.GetPage(cpu.Id, index);
+        long pfn = FilemapFaultPage(cpu, vma, file, index);
         return pfn < 0 ? FaultOutcome.Oom : FinishFault(cpu, vma, addr, pfn, index, write: true, pmdTable, pmdIndex);
+    }
+
+    /// <summary>
+    /// <c>filemap_fault</c>'s page, with a reference: a read-ahead mark on it (the bit reclaim's
+    /// <see cref="PageFlags.Reclaim"/> shares) is cleared by <c>do_async_mmap_readahead</c>
+    /// unless the VMA is MADV_RANDOM. Returns -1 when no frame is left.
+    /// </summary>
+    private long FilemapFaultPage(Cpu cpu, Vma vma, SimFile file, ulong index)
+    {
+        long pfn = file.GetPage(cpu.Id, index);
+        if (pfn >= 0 && (vma.Flags & VmFlags.RandRead) == 0)
+        {
+            Interlocked.And(ref Phys.Desc(pfn).Flags, ~(int)PageFlags.Reclaim);
+        }
+
+        return pfn;
     }
 
     /// <summary>A write fault's <c>filemap_fault</c> on a cold page reads the read-around window in too (not for shmem).</summary>

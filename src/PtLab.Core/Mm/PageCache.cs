@@ -408,7 +408,9 @@ public sealed class SimFile
     /// Reclaim's end of a file page: if it is still cached here, unmapped, and held only by the
     /// cache and by reclaim's isolation, a clean page leaves the cache (<c>__remove_mapping</c>) and
     /// the cache's reference is dropped; a dirty one is written back (<c>pageout</c>) and stays,
-    /// clean, for a later pass, as writeback keeps it in the kernel. Returns whether it was evicted.
+    /// clean, for a later pass, as writeback keeps it in the kernel. A shmem page leaves only
+    /// clean (its content is the hole's zeros); a dirty one has nowhere to go without swap.
+    /// Returns whether it was evicted.
     /// </summary>
     internal bool TryEvict(long pfn)
     {
@@ -418,7 +420,8 @@ public sealed class SimFile
             ref var d = ref _phys.Desc(pfn);
             ulong index = d.RmapAddress;
             if (ReferenceEquals(d.RmapOwner, this) && _pages.TryGetValue(index, out long cached) && cached == pfn
-                && Volatile.Read(ref d.MapCount) == 0 && Volatile.Read(ref d.RefCount) == 2 && !WriteBack(pfn, index))
+                && Volatile.Read(ref d.MapCount) == 0 && Volatile.Read(ref d.RefCount) == 2
+                && !(IsShmem ? (d.Flags & (int)PageFlags.Dirty) != 0 : WriteBack(pfn, index)))
             {
                 DeleteFromPageCache(pfn, index);
                 evicted = true;
@@ -553,7 +556,7 @@ public sealed class SimFile
         }
     }
 
-    /// <summary>Writes a dirty page back to the store and marks it clean; returns whether it was dirty.</summary>
+    /// <summary>Writes a dirty page back to the store and marks it clean (and no longer under reclaim); returns whether it was dirty.</summary>
     private bool WriteBack(long pfn, ulong index)
     {
         ref var d = ref _phys.Desc(pfn);
@@ -563,7 +566,7 @@ public sealed class SimFile
         }
 
         Store(pfn, index);
-        Interlocked.And(ref d.Flags, ~(int)PageFlags.Dirty);
+        Interlocked.And(ref d.Flags, ~(int)(PageFlags.Dirty | PageFlags.Reclaim)); // folio_end_writeback clears PG_reclaim
         Interlocked.Increment(ref _writebacks);
         return true;
     }
@@ -688,7 +691,10 @@ public sealed class FileTable
         }
     }
 
-    /// <summary>Evicts every regular file's unmapped pages (<c>echo 1 &gt; drop_caches</c>). Returns pages freed.</summary>
+    /// <summary>
+    /// <c>sync; echo 1 &gt; drop_caches</c>: writes every regular file's dirty pages back, then
+    /// evicts its unmapped pages. Returns pages freed.
+    /// </summary>
     public long DropCaches()
     {
         SimFile[] files;
@@ -697,7 +703,11 @@ public sealed class FileTable
             files = [.. _files.Values];
         }
 
-        return files.Sum(f => f.DropCache());
+        return files.Sum(f =>
+        {
+            f.Sync();
+            return f.DropCache();
+        });
     }
 
     /// <summary>Pages in every file's page cache.</summary>

@@ -159,9 +159,17 @@ internal sealed class Vmscan
             return;
         }
 
-        if (owner is SimFile { IsShmem: true })
+        if (owner is SimFile { IsShmem: true } shmem)
         {
-            return; // unmapped as far as it could be; it stays in its shmem file, on no LRU list
+            // On no LRU list of the model. Unmapped and clean (only ever read), it leaves its file,
+            // whose hole reads as zeros again (shmem_recalc_inode counts it freed); a dirty one
+            // stays, as shmem_writeout keeps it without swap.
+            if (Volatile.Read(ref d.MapCount) == 0 && shmem.TryEvict(pfn))
+            {
+                Interlocked.Increment(ref _fileEvicted);
+            }
+
+            return;
         }
 
         if (Volatile.Read(ref d.MapCount) > 0)
@@ -172,6 +180,15 @@ internal sealed class Vmscan
 
         if (!anon)
         {
+            if (ignoreReferences && (Volatile.Read(ref d.Flags) & (int)PageFlags.Dirty) != 0)
+            {
+                // Outside kswapd a dirty file page is not written back here: it is marked
+                // PG_reclaim and activated (shrink_folio_list), left for the flusher.
+                Interlocked.Or(ref d.Flags, (int)PageFlags.Reclaim);
+                phys.Lru.Add(pfn, list);
+                return;
+            }
+
             if (owner is SimFile file && file.TryEvict(pfn))
             {
                 Interlocked.Increment(ref _fileEvicted);
