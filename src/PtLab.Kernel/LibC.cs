@@ -48,6 +48,11 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, EntryPoint = "posix_fadvise")]
     public static partial int PosixFadvise(int fd, long offset, long length, int advice);
 
+    [LibraryImport(Library, EntryPoint = "geteuid")]
+    public static partial uint Geteuid();
+
+    public const int SIGINT = 2;
+
     [LibraryImport(Library, EntryPoint = "uname", SetLastError = true)]
     public static partial int Uname(byte* buf);
 
