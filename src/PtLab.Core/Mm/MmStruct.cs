@@ -43,6 +43,19 @@ public sealed partial class MmStruct
     // Whether the design's entry tracking does anything (see IPageTableReclaim.TracksEntries).
     private readonly bool _tracksEntries;
 
+    /// <summary>The id of <paramref name="anonVma"/> in the page descriptors' rmap word, kept on the anon_vma after its first use.</summary>
+    internal int AnonOwnerId(AnonVma anonVma)
+    {
+        int id = Volatile.Read(ref anonVma.RmapOwnerId);
+        if (id == 0)
+        {
+            id = Phys.OwnerId(anonVma);
+            Volatile.Write(ref anonVma.RmapOwnerId, id);
+        }
+
+        return id;
+    }
+
     /// <summary>This address space's id in the page descriptors' rmap word.</summary>
     internal int OwnerId { get; }
 
@@ -59,6 +72,8 @@ public sealed partial class MmStruct
         RmapLock = new RwSemaphore(machine.Sync, AnonVmaLockClass);
         PageTableLock = new SpinLockObject(machine.Sync, LockClass.PageTableLock);
         _rssAnon = new PerCpuCounter(cpus);
+        _rssFile = new PerCpuCounter(cpus);
+        _rssShmem = new PerCpuCounter(cpus);
         _swapEnts = new PerCpuCounter(cpus);
         _faults = new PerCpuCounter(cpus);
         _pagesAllocated = new PerCpuCounter(cpus);
@@ -127,8 +142,7 @@ public sealed partial class MmStruct
             }
         }
 
-        // Only private anonymous memory is modelled, so RssFile and RssShmem stay 0.
-        long anon = _rssAnon.Sum() * 4, file = 0, shmem = 0;
+        long anon = _rssAnon.Sum() * 4, file = _rssFile.Sum() * 4, shmem = _rssShmem.Sum() * 4;
         var tables = new TableCounts(Volatile.Read(ref _nrPtes), Volatile.Read(ref _nrPmds), Volatile.Read(ref _nrPuds));
         return new MmStatus(
             VmSizeKb: (long)(vmSize >> 10),

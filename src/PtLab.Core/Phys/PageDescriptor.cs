@@ -24,6 +24,12 @@ public enum PageFlags
     Free = 1 << 6,
     /// <summary>In the swap cache (<c>PG_swapcache</c>).</summary>
     SwapCache = 1 << 7,
+    /// <summary>
+    /// <c>PG_reclaim</c>, the bit <c>PG_readahead</c> shares: set on a dirty page-cache page that
+    /// reclaim outside kswapd (MADV_PAGEOUT) left for writeback. Fault-around takes it for a
+    /// read-ahead mark and skips the page; a fault on the page itself clears it.
+    /// </summary>
+    Reclaim = 1 << 8,
 }
 
 /// <summary>The LRU lists PtLab keeps (<c>enum lru_list</c>, without the active/inactive split).</summary>
@@ -114,18 +120,41 @@ public struct PageDescriptor
         }
     }
 
-    /// <summary>Reverse map: the user address a private anonymous page is mapped at (<c>page->index</c>); a table's base address.</summary>
+    /// <summary>
+    /// Reverse map: a user page's index (<c>page->index</c>: the linear page index of an anonymous
+    /// page, the file offset in pages of a page-cache page), or a table's base address
+    /// (<c>ptdesc->pt_index</c>). 36 bits: a table keeps its address in pages.
+    /// </summary>
     public ulong RmapAddress
     {
-        readonly get => (_word & IndexMask) << 12;
-        set => _word = (_word & ~IndexMask) | ((value >> 12) & IndexMask);
+        readonly get => (_word & IndexMask) << ((Flags & (int)PageFlags.Table) != 0 ? 12 : 0);
+        set
+        {
+            ulong v = (Flags & (int)PageFlags.Table) != 0 ? value >> 12 : value;
+            ulong old, want;
+            do
+            {
+                old = Volatile.Read(ref _word);
+                want = (old & ~IndexMask) | (v & IndexMask);
+            }
+            while (Interlocked.CompareExchange(ref _word, want, old) != old);
+        }
     }
 
     /// <summary>Reverse map: the id of the owner that maps the page (see <see cref="PhysMemory.RmapOwner"/>); 0 for none.</summary>
     public int RmapOwnerId
     {
-        readonly get => (int)((_word >> OwnerShift) & OwnerMask);
-        set => _word = (_word & ~(OwnerMask << OwnerShift)) | (((ulong)value & OwnerMask) << OwnerShift);
+        readonly get => (int)((Volatile.Read(in _word) >> OwnerShift) & OwnerMask);
+        set
+        {
+            ulong old, want;
+            do
+            {
+                old = Volatile.Read(ref _word);
+                want = (old & ~(OwnerMask << OwnerShift)) | (((ulong)value & OwnerMask) << OwnerShift);
+            }
+            while (Interlocked.CompareExchange(ref _word, want, old) != old);
+        }
     }
 
     /// <summary><c>page_ref_count</c>.</summary>
@@ -174,9 +203,9 @@ public struct PageDescriptor
     /// <c>folio_add_new_anon_rmap</c>'s descriptor update for a page nobody else can see yet: its
     /// flags, owner and address in one store, mapped once.
     /// </summary>
-    public void InitAnonRmap(PageFlags flags, int ownerId, ulong address)
+    public void InitAnonRmap(PageFlags flags, int ownerId, ulong index)
     {
-        Volatile.Write(ref _word, ((address >> 12) & IndexMask) | (((ulong)ownerId & OwnerMask) << OwnerShift) | ((ulong)(uint)flags << FlagsShift));
+        Volatile.Write(ref _word, (index & IndexMask) | (((ulong)ownerId & OwnerMask) << OwnerShift) | ((ulong)(uint)flags << FlagsShift));
         // Plain stores, as folio_add_new_anon_rmap's atomic_set: the allocation's one reference, mapped once.
         Volatile.Write(ref _refMap, 1 | MapOne);
     }

@@ -199,25 +199,62 @@ public sealed class PhysMemory
     /// <summary>Whether no store went around the set primitives into an absent entry (the zero sink still reads zero).</summary>
     public bool TableSinkIsZero => _tables.SinkIsZero;
 
-    private readonly List<object> _owners = [null!];
+    // page->mapping as an id: owners (anon_vmas, files, address spaces) are held weakly, so an id
+    // whose owner was collected (no page can still name it: a mapped or cached page keeps its
+    // owner reachable) is reused once the ids run out.
+    private readonly List<WeakReference<object>?> _owners = [null];
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<object, object> _ownerIds = [];
     private readonly Lock _ownersLock = new();
 
-    /// <summary>Gives <paramref name="owner"/> an id for the descriptors' rmap word (<c>page->mapping</c>).</summary>
-    public int RegisterOwner(object owner)
+    /// <summary>The id of <paramref name="owner"/> in the descriptors' rmap word (<c>page->mapping</c>), given on first use.</summary>
+    public int OwnerId(object owner)
     {
+        if (_ownerIds.TryGetValue(owner, out object? boxed))
+        {
+            return (int)boxed;
+        }
+
         lock (_ownersLock)
         {
-            if (_owners.Count > PageDescriptor.MaxOwners)
+            if (_ownerIds.TryGetValue(owner, out boxed))
             {
-                throw new InvalidOperationException($"more than {PageDescriptor.MaxOwners} rmap owners on one machine");
+                return (int)boxed;
             }
 
-            _owners.Add(owner);
-            return _owners.Count - 1;
+            int id = -1;
+            if (_owners.Count > PageDescriptor.MaxOwners)
+            {
+                for (int i = 1; i < _owners.Count; i++)
+                {
+                    if (_owners[i] is { } w && !w.TryGetTarget(out _))
+                    {
+                        id = i;
+                        break;
+                    }
+                }
+
+                if (id < 0)
+                {
+                    throw new InvalidOperationException($"more than {PageDescriptor.MaxOwners} live rmap owners on one machine");
+                }
+
+                _owners[id] = new WeakReference<object>(owner);
+            }
+            else
+            {
+                _owners.Add(new WeakReference<object>(owner));
+                id = _owners.Count - 1;
+            }
+
+            _ownerIds.Add(owner, id);
+            return id;
         }
     }
 
-    /// <summary>The owner a descriptor's rmap names (the address space of an anonymous page or table), or null.</summary>
+    /// <summary>Gives <paramref name="owner"/> an id (see <see cref="OwnerId"/>).</summary>
+    public int RegisterOwner(object owner) => OwnerId(owner);
+
+    /// <summary>The owner a descriptor's rmap names (the anon_vma or file of a page, the address space of a table), or null.</summary>
     public object? RmapOwner(long pfn)
     {
         int id = Desc(pfn).RmapOwnerId;
@@ -228,7 +265,7 @@ public sealed class PhysMemory
 
         lock (_ownersLock)
         {
-            return _owners[id];
+            return _owners[id] is { } w && w.TryGetTarget(out object? o) ? o : null;
         }
     }
 

@@ -97,14 +97,14 @@ public class CompactTableTests
     public void APackedDescriptorKeepsEachFieldApart()
     {
         var d = default(PageDescriptor);
-        d.InitAnonRmap(PageFlags.Anon | PageFlags.SwapBacked, 12345, 0x7fff_ffff_f000);
+        d.InitAnonRmap(PageFlags.Anon | PageFlags.SwapBacked, 12345, 0x7_ffff_ffff);
         d.SetCounts(3, 0);
         d.SetMapCount(2);
         d.LruPrev = 1_000_000;
         d.LruNext = -1;
         d.Lru = LruList.File;
         d.Aux = 0xDEADBEEF;
-        Assert.Equal(0x7fff_ffff_f000UL, d.RmapAddress);
+        Assert.Equal(0x7_ffff_ffffUL, d.RmapAddress); // a page's index: the address in pages
         Assert.Equal(12345, d.RmapOwnerId);
         Assert.Equal((int)(PageFlags.Anon | PageFlags.SwapBacked), d.Flags);
         Assert.Equal(3, d.RefCount);
