@@ -60,10 +60,29 @@ public class MutationTests(ITestOutputHelper output)
         SchedulesToCatch("percpu-switch", "pte-ref", Mutation.SkipSwitchGracePeriod, 200);
     }
 
+    [Fact]
+    public void OccupancyFreeingOnStaleCountsIsCaught()
+    {
+        SchedulesToCatch("occupancy-partial-zap", "occupancy", Mutation.SkipCountRecheck, 1000, "pct");
+    }
+
+    [Fact]
+    public void OccupancyForgettingToUncountAClearIsCaught()
+    {
+        SchedulesToCatch("occupancy-partial-zap", "occupancy", Mutation.SkipTrackClear, 10);
+    }
+
+    [Fact]
+    public void OccupancyWithoutThePmdRecheckIsCaught()
+    {
+        SchedulesToCatch("ptreclaim-trylock", "occupancy", Mutation.SkipPmdRecheck, 600);
+    }
+
     [Theory]
     [InlineData("none")]
     [InlineData("pte-ref")]
     [InlineData("pt-reclaim")]
+    [InlineData("occupancy")]
     public void PagesFreedWithoutTheTlbFlushAreCaughtAtTheStepItHappens(string design)
     {
         var r = SystematicTester.Explore(

@@ -5,7 +5,7 @@ namespace PtLab.Systematic.Tests;
 /// <summary>The real protocols of every design survive every scenario of the catalogue.</summary>
 public class ScenarioTests(ITestOutputHelper output)
 {
-    // 2,500 schedules per scenario and design, so 10,000 per scenario over the four designs.
+    // 2,500 schedules per scenario and design.
     private const int RandomSchedules = 1500;
     private const int PctSchedules = 1000;
 
@@ -14,7 +14,7 @@ public class ScenarioTests(ITestOutputHelper output)
         var data = new TheoryData<string, string>();
         foreach (var s in SystematicScenarios.Names)
         {
-            foreach (var d in new[] { "none", "atomic", "pte-ref", "pt-reclaim" })
+            foreach (var d in PtLab.Reclaim.Designs.Names)
             {
                 data.Add(s, d);
             }

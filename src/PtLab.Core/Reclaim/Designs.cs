@@ -68,6 +68,16 @@ public static class Designs
             "upstream 6.14+ CONFIG_PT_RECLAIM: a DONTNEED zap covering a whole empty table frees it",
             o => new PtReclaim { SkipPmdRecheckForTesting = o.Mutation == Mutation.SkipPmdRecheck },
             [Mutation.SkipPmdRecheck]),
+        new(
+            "occupancy",
+            "Qi's Aug 2022 RFC: a plain count per PTE table of mapped and zero-page entries under the PTE lock; any zap that leaves only zero-page entries frees the table",
+            o => new OccupancyReclaim
+            {
+                SkipPmdRecheckForTesting = o.Mutation == Mutation.SkipPmdRecheck,
+                SkipTrackClearForTesting = o.Mutation == Mutation.SkipTrackClear,
+                SkipCountRecheckForTesting = o.Mutation == Mutation.SkipCountRecheck,
+            },
+            [Mutation.SkipPmdRecheck, Mutation.SkipTrackClear, Mutation.SkipCountRecheck]),
     ];
 
     /// <summary>The known names.</summary>

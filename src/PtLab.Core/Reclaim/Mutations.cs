@@ -26,6 +26,9 @@ public enum Mutation
     /// space's gather, not a design, so it applies to every design.
     /// </summary>
     SkipGatherFlush,
+
+    /// <summary>occupancy: the slow path frees on the counts read before it dropped the PTE lock, without rechecking them.</summary>
+    SkipCountRecheck,
 }
 
 /// <summary>Mutation names on the command line.</summary>
@@ -40,6 +43,7 @@ public static class Mutations
         ("skip-rcu-deferral", Mutation.SkipRcuDeferral),
         ("skip-switch-grace-period", Mutation.SkipSwitchGracePeriod),
         ("skip-tlb-flush", Mutation.SkipGatherFlush),
+        ("skip-count-recheck", Mutation.SkipCountRecheck),
     ];
 
     /// <summary>The known names.</summary>

@@ -34,6 +34,7 @@ public class FreeNowRulesTests
     [InlineData("atomic", true)]
     [InlineData("pte-ref", true)]
     [InlineData("pt-reclaim", false)]
+    [InlineData("occupancy", true)]
     public void RefcountDesignsFreeOnlyEmptyTablesAndNoDesignFreesTheRestNow(string design, bool freesEmpty)
     {
         var rule = FreeNowRules.For(design)!;
