@@ -72,7 +72,8 @@ internal static class Scoreboard
         {
             if (p.GetValue(scenarios) is not { } which)
             {
-                throw new UsageException("compare: give a scenario (ptlab compare SCENARIO ...) or --scenarios all for the scoreboard");
+                throw new UsageException(
+                    $"compare: give a scenario ({string.Join(", ", ScenarioCatalog.Names)}), or --scenarios all for the scoreboard");
             }
 
             var names = p.GetValue(designs) is null or "all" ? [.. Reclaim.Designs.Names] : Compare.ParseDesigns(p.GetValue(designs));

@@ -69,6 +69,17 @@ public interface IPageTableReclaim
     void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable, bool discarded);
 }
 
+/// <summary>A design that frees empty PTE tables on request (<see cref="Advice.PtReclaim"/>).</summary>
+public interface IExplicitTableReclaim
+{
+    /// <summary>
+    /// Frees the PTE table under entry <paramref name="pmdIndex"/> of <paramref name="pmdTable"/> if
+    /// the design would free it now, through <paramref name="tlb"/>; <c>mmap_lock</c> is held for read.
+    /// Returns whether it was freed.
+    /// </summary>
+    bool ReclaimPteTable(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, MmuGather tlb);
+}
+
 /// <summary>What a zap did to one PTE table.</summary>
 /// <param name="PmdTable">The PMD table holding the entry that points to the PTE table.</param>
 /// <param name="PmdIndex">The entry's index in that PMD table.</param>

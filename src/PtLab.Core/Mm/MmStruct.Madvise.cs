@@ -14,9 +14,10 @@ public sealed partial class MmStruct
     {
         bool zap = advice is Advice.DontNeed or Advice.DontNeedLocked;
         bool free = advice == Advice.Free;
+        bool ptReclaim = advice == Advice.PtReclaim && Design is IExplicitTableReclaim;
         bool noop = advice is Advice.Normal or Advice.Random or Advice.Sequential or Advice.WillNeed
             or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump or Advice.Cold or Advice.PageOut;
-        if (!zap && !free && !noop)
+        if (!zap && !free && !noop && !ptReclaim)
         {
             return Errno.EINVAL; // not a valid advice, or one this model does not implement (REMOVE needs shared memory)
         }
@@ -84,6 +85,10 @@ public sealed partial class MmStruct
 
                         MadviseFreeRange(cpu, tlb, start, tmp);
                     }
+                    else if (ptReclaim)
+                    {
+                        MadvisePtReclaimRange(cpu, tlb, start, tmp);
+                    }
 
                     start = tmp;
                     if (start >= end)
@@ -101,6 +106,24 @@ public sealed partial class MmStruct
         {
             MmapLock.UpRead(cpu.Id);
             Rcu.Poll(); // let deferred table frees run, as the RCU softirq would soon after
+        }
+    }
+
+    /// <summary>
+    /// MADV_PT_RECLAIM over [start, end) of one VMA: offers each PTE table whose whole 2 MiB lies in
+    /// the range to the design, which frees it if it would free it now.
+    /// </summary>
+    private void MadvisePtReclaimRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
+    {
+        MmapLock.AssertHeld(cpu.Id);
+        var design = (IExplicitTableReclaim)Design;
+        for (ulong addr = (start + Geometry.PmdSize - 1) & Geometry.PmdMask; addr < end && end - addr >= Geometry.PmdSize; addr += Geometry.PmdSize)
+        {
+            long pmdTable = PmdTableOf(addr);
+            if (pmdTable >= 0)
+            {
+                design.ReclaimPteTable(this, cpu, pmdTable, Geometry.Index(addr, 2), tlb);
+            }
         }
     }
 

@@ -31,7 +31,7 @@ public interface IZeroPageCounted
 /// RFC proposed, memory reclaim frees too: when it discards the last lazy-free (MADV_FREE) page of
 /// a table, the same O(1) test under the locks frees the table.
 /// </remarks>
-public sealed class OccupancyReclaim : UpstreamWalkerReclaim, IRefcountedTables, IZeroPageCounted
+public sealed class OccupancyReclaim : UpstreamWalkerReclaim, IRefcountedTables, IZeroPageCounted, IExplicitTableReclaim
 {
     // One slot per CPU: the zap on that CPU found the table freeable under its PTE lock but could
     // not take the pmd lock there, so the slow path must run after the unlock.
@@ -141,34 +141,61 @@ public sealed class OccupancyReclaim : UpstreamWalkerReclaim, IRefcountedTables,
             return;
         }
 
-        mm.PmdLock(cpu, zap.PmdTable);
-        var now = PteOffsetMap(mm, cpu, zap.PmdTable, zap.PmdIndex);
-        if (now.IsNone)
+        if (FreeLocked(mm, cpu, zap.PmdTable, zap.PmdIndex, tlb, SkipCountRecheckForTesting) is not { } freed)
         {
-            mm.PmdUnlock(cpu, zap.PmdTable);
             return;
         }
 
-        mm.PtlLock(cpu, now.Pfn);
-        bool free = SkipCountRecheckForTesting || Freeable(mm, now.Pfn);
-        if (free)
-        {
-            ClearZeroPageEntries(mm, cpu, now);
-            mm.PmdClear(zap.PmdTable, zap.PmdIndex);
-        }
-
-        mm.PtlUnlock(cpu, now.Pfn);
-        PteUnmap(mm, cpu, now);
-        mm.PmdUnlock(cpu, zap.PmdTable);
-        if (free)
+        if (freed)
         {
             Interlocked.Increment(ref _slowPath);
-            mm.PteFreeTlb(tlb, now.Pfn, zap.Start);
         }
         else
         {
             Interlocked.Increment(ref _slowPathAborted);
         }
+    }
+
+    /// <summary>
+    /// MADV_PT_RECLAIM: the same O(1) test as after a zap, under the pmd lock and the PTE lock, for a
+    /// table nobody zapped (a zero-page-only table, or one emptied by a zap that lost a race).
+    /// </summary>
+    public bool ReclaimPteTable(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, MmuGather tlb) =>
+        FreeLocked(mm, cpu, pmdTable, pmdIndex, tlb, trustStaleCounts: false) == true;
+
+    /// <summary>
+    /// Takes the pmd lock, then the PTE lock of the table there now, and unhooks it if only zero-page
+    /// entries (or none) remain, or at once when <paramref name="trustStaleCounts"/> (the mutation);
+    /// the gather frees it. Null when there was no table.
+    /// </summary>
+    private static bool? FreeLocked(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, MmuGather tlb, bool trustStaleCounts)
+    {
+        mm.PmdLock(cpu, pmdTable);
+        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
+        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
+        {
+            mm.PmdUnlock(cpu, pmdTable);
+            return null;
+        }
+
+        // The pmd lock keeps the table hooked, and so alive, while we hold it.
+        var now = mm.Phys.Ref(Entry.Pfn(pmd));
+        mm.PtlLock(cpu, now.Pfn);
+        bool free = trustStaleCounts || Freeable(mm, now.Pfn);
+        if (free)
+        {
+            ClearZeroPageEntries(mm, cpu, now);
+            mm.PmdClear(pmdTable, pmdIndex);
+        }
+
+        mm.PtlUnlock(cpu, now.Pfn);
+        mm.PmdUnlock(cpu, pmdTable);
+        if (free)
+        {
+            mm.PteFreeTlb(tlb, now.Pfn, mm.PmdBase(pmdTable, pmdIndex));
+        }
+
+        return free;
     }
 
     /// <summary>
