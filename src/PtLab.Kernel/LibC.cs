@@ -32,6 +32,11 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, EntryPoint = "madvise", SetLastError = true)]
     public static partial int Madvise(nint addr, nuint length, int advice);
 
+    [LibraryImport(Library, EntryPoint = "geteuid")]
+    public static partial uint Geteuid();
+
+    public const int SIGINT = 2;
+
     [LibraryImport(Library, EntryPoint = "uname", SetLastError = true)]
     public static partial int Uname(byte* buf);
 

@@ -20,6 +20,7 @@ public partial class LayerTests(ITestOutputHelper output)
         ("src/PtLab.Core/Mm", "PtLab.Mm"),
         ("src/PtLab.Core/Reclaim", "PtLab.Reclaim"),
         ("src/PtLab.Core/Systematic", "PtLab.Systematic"),
+        ("src/PtLab.Traces", "PtLab.Traces"), // the trace format: uses nothing else in PtLab
         ("src/PtLab.Workloads", "PtLab.Workloads"),
         ("src/PtLab.Kernel", "PtLab.Kernel"),
         ("src/PtLab.Cli", "PtLab.Cli"),

@@ -14,12 +14,15 @@ public sealed partial class MmStruct
     {
         bool zap = advice is Advice.DontNeed or Advice.DontNeedLocked;
         bool free = advice == Advice.Free;
+        bool setsFlags = advice is Advice.Normal or Advice.Random or Advice.Sequential
+            or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump;
+        bool noop = advice is Advice.WillNeed or Advice.Cold;
+        bool pageout = advice == Advice.PageOut;
+        bool remove = advice == Advice.Remove;
         bool ptReclaim = advice == Advice.PtReclaim && Design is IExplicitTableReclaim;
-        bool noop = advice is Advice.Normal or Advice.Random or Advice.Sequential or Advice.WillNeed
-            or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump or Advice.Cold or Advice.PageOut;
-        if (!zap && !free && !noop && !ptReclaim)
+        if (!zap && !free && !setsFlags && !noop && !remove && !pageout && !ptReclaim)
         {
-            return Errno.EINVAL; // not a valid advice, or one this model does not implement (REMOVE needs shared memory)
+            return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
 
         if ((addr & ~Geometry.PageMask) != 0)
@@ -44,29 +47,29 @@ public sealed partial class MmStruct
             return Errno.None;
         }
 
+        if (setsFlags)
+        {
+            return MadviseUpdateFlags(cpu, addr, end, advice);
+        }
+
         MmapLock.DownRead(cpu.Id);
         try
         {
-            Errno unmapped = Errno.None;
-            ulong start = addr;
             var tlb = new MmuGather(this, cpu);
             try
             {
-                while (true)
+                return MadviseWalkVmas(addr, end, (vma, start, tmp) =>
                 {
-                    var vma = FindVma(start);
-                    if (vma is null || vma.Start >= end)
+                    if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & VmFlags.Locked) != 0)
                     {
-                        return Errno.ENOMEM;
+                        return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
                     }
 
-                    if (start < vma.Start)
+                    if (remove)
                     {
-                        unmapped = Errno.ENOMEM;
-                        start = vma.Start;
+                        return Errno.EINVAL; // madvise_remove: only shared file memory can have its backing punched out
                     }
 
-                    ulong tmp = Math.Min(vma.End, end);
                     if (zap)
                     {
                         if ((vma.Flags & VmFlags.Locked) != 0 && advice != Advice.DontNeedLocked)
@@ -89,13 +92,13 @@ public sealed partial class MmStruct
                     {
                         MadvisePtReclaimRange(cpu, tlb, start, tmp);
                     }
-
-                    start = tmp;
-                    if (start >= end)
+                    else if (pageout)
                     {
-                        return unmapped;
+                        MadvisePageoutRange(cpu, tlb, start, tmp);
                     }
-                }
+
+                    return Errno.None;
+                });
             }
             finally
             {
@@ -124,6 +127,155 @@ public sealed partial class MmStruct
             {
                 design.ReclaimPteTable(this, cpu, pmdTable, Geometry.Index(addr, 2), tlb);
             }
+        }
+    }
+
+    /// <summary>
+    /// <c>madvise_walk_vmas</c>: visits each VMA's part of [start, end) in address order, with the
+    /// caller holding <c>mmap_lock</c>. The first error a visit returns ends the walk; a hole in the
+    /// range gives ENOMEM, but only after the VMAs beyond it were visited. A visit may split and
+    /// merge VMAs: the next one is looked up again from where the last part ended.
+    /// </summary>
+    private Errno MadviseWalkVmas(ulong start, ulong end, Func<Vma, ulong, ulong, Errno> visit)
+    {
+        Errno unmapped = Errno.None;
+        while (true)
+        {
+            var vma = FindVma(start);
+            if (vma is null || vma.Start >= end)
+            {
+                return Errno.ENOMEM;
+            }
+
+            if (start < vma.Start)
+            {
+                unmapped = Errno.ENOMEM;
+                start = vma.Start;
+            }
+
+            ulong tmp = Math.Min(vma.End, end);
+            var error = visit(vma, start, tmp);
+            if (error != Errno.None)
+            {
+                return error;
+            }
+
+            start = tmp;
+            if (start >= end)
+            {
+                return unmapped;
+            }
+        }
+    }
+
+    /// <summary>
+    /// <c>madvise_walk_vmas</c> for the advices that only change VMA flags, under <c>mmap_lock</c>
+    /// for write: each VMA in [start, end) gets its new flags through <c>madvise_update_vma</c>,
+    /// which splits it at the range's edges and merges the result with its neighbours, as
+    /// mprotect does. A hole gives ENOMEM after the VMAs around it were changed.
+    /// </summary>
+    private Errno MadviseUpdateFlags(Cpu cpu, ulong start, ulong end, Advice advice)
+    {
+        MmapLock.DownWrite(cpu.Id);
+        try
+        {
+            return MadviseWalkVmas(start, end, (vma, from, to) =>
+            {
+                var newFlags = MadviseVmaFlags(vma.Flags, advice);
+                if (newFlags != vma.Flags)
+                {
+                    SplitAt(from);
+                    SplitAt(to);
+                    int i = FirstEndingAbove(from);
+                    _vmas[i].Flags = newFlags;
+                    MergeAround(i);
+                }
+
+                return Errno.None;
+            });
+        }
+        finally
+        {
+            MmapLock.UpWrite(cpu.Id);
+        }
+    }
+
+    /// <summary>
+    /// The flags <c>madvise_vma_behavior</c> gives a VMA for a flag-only advice (NORMAL, RANDOM,
+    /// SEQUENTIAL, DONTDUMP, DODUMP, and HUGEPAGE/NOHUGEPAGE through <c>hugepage_madvise</c>).
+    /// </summary>
+    private static VmFlags MadviseVmaFlags(VmFlags flags, Advice advice) => advice switch
+    {
+        Advice.Normal => flags & ~(VmFlags.RandRead | VmFlags.SeqRead),
+        Advice.Sequential => (flags & ~VmFlags.RandRead) | VmFlags.SeqRead,
+        Advice.Random => (flags & ~VmFlags.SeqRead) | VmFlags.RandRead,
+        Advice.DontDump => flags | VmFlags.DontDump,
+        Advice.DoDump => flags & ~VmFlags.DontDump,
+        Advice.HugePage => (flags & ~VmFlags.NoHugePage) | VmFlags.HugePage,
+        Advice.NoHugePage => (flags & ~VmFlags.HugePage) | VmFlags.NoHugePage,
+        _ => flags,
+    };
+
+    /// <summary>
+    /// <c>madvise_cold_or_pageout_pte_range</c> with pageout, then <c>reclaim_pages</c>, one PTE table
+    /// at a time: every exclusive anonymous page mapped in [start, end) loses its young bit and is
+    /// isolated from its LRU list; once the table is unlocked, reclaim runs on them without the
+    /// referenced check. A clean lazy-free page is discarded; a written one becomes swap-backed again;
+    /// a swap-backed page goes to swap if there is one and stays otherwise. The tables stay.
+    /// </summary>
+    private void MadvisePageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
+    {
+        MmapLock.AssertHeld(cpu.Id);
+        var isolated = new List<long>();
+        for (ulong addr = start; addr < end;)
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            long pmdTable = PmdTableOf(addr);
+            if (pmdTable < 0)
+            {
+                addr = Geometry.PudAddrEnd(addr, end);
+                continue;
+            }
+
+            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (!pteTable.IsNone)
+            {
+                var entries = Phys.Table(pteTable);
+                for (ulong va = addr; va < next; va += Geometry.PageSize)
+                {
+                    int i = Geometry.PteIndex(va);
+                    ulong e = Volatile.Read(ref entries[i]);
+                    if (!Entry.IsPresent(e) || Entry.IsSpecial(e))
+                    {
+                        continue; // vm_normal_folio() is NULL for the zero page
+                    }
+
+                    long pfn = Entry.Pfn(e);
+                    if (Volatile.Read(ref Phys.Desc(pfn).MapCount) != 1 || !Phys.Lru.Isolate(pfn))
+                    {
+                        continue; // shared, or not on an LRU list
+                    }
+
+                    if (Entry.IsYoung(e))
+                    {
+                        ulong old = PtepGetAndClear(cpu, pteTable, i);
+                        SetPteAt(cpu, pteTable, i, Entry.MkOld(old));
+                        tlb.RemoveTlbEntry(va);
+                    }
+
+                    isolated.Add(pfn);
+                }
+
+                Design.PteUnmapUnlock(this, cpu, pteTable);
+                if (isolated.Count > 0)
+                {
+                    tlb.Flush(); // reclaim must not race a stale young, writable TLB entry
+                    Machine.Vmscan.ReclaimIsolated(cpu, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(isolated));
+                    isolated.Clear();
+                }
+            }
+
+            addr = next;
         }
     }
 

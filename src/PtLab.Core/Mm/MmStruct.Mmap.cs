@@ -6,12 +6,20 @@ namespace PtLab.Mm;
 // mm/mmap.c and mm/vma.c: mmap, mm_populate, munmap and the unmap of a region.
 public sealed partial class MmStruct
 {
-    private const MapFlags KnownMapFlags =
-        MapFlags.SharedValidate | MapFlags.Fixed | MapFlags.Anonymous | MapFlags.GrowsDown | MapFlags.DenyWrite |
-        MapFlags.Executable | MapFlags.Locked | MapFlags.NoReserve | MapFlags.Populate | MapFlags.NonBlock |
-        MapFlags.Stack | MapFlags.HugeTlb | MapFlags.Sync | MapFlags.FixedNoReplace;
+    /// <summary><c>MAP_TYPE</c>: the bits that say shared, private, shared-validate or droppable.</summary>
+    private const int MapTypeMask = 0x0f;
 
     private static ulong PageAlign(ulong len) => (len + Geometry.PageSize - 1) & Geometry.PageMask;
+
+    /// <summary>
+    /// <c>round_hint_to_min</c>: a hint is rounded down to its page, and one below
+    /// <c>mmap_min_addr</c> (but not 0) is raised to it.
+    /// </summary>
+    private static ulong RoundHintToMin(ulong hint)
+    {
+        hint &= Geometry.PageMask;
+        return hint != 0 && hint < MmapMinAddr ? PageAlign(MmapMinAddr) : hint;
+    }
 
     private static VmFlags ProtToVmFlags(Prot prot)
     {
@@ -36,29 +44,19 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>mmap(addr, length, prot, flags, -1, 0)</c> for private anonymous memory, with Linux's
-    /// checks in Linux's order. Shared and file mappings are not modelled and get EINVAL / EBADF.
+    /// checks in Linux's order (<c>ksys_mmap_pgoff</c>, then <c>do_mmap</c>). Shared, droppable,
+    /// hugetlb and file mappings are not modelled: they get EINVAL / EBADF.
     /// </summary>
     public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags)
     {
-        var type = flags & MapFlags.SharedValidate;
-        if (type == MapFlags.None)
-        {
-            return new(0, Errno.EINVAL);
-        }
-
-        if (type == MapFlags.SharedValidate && (flags & ~KnownMapFlags) != 0)
-        {
-            return new(0, Errno.EOPNOTSUPP);
-        }
-
         if ((flags & MapFlags.Anonymous) == 0)
         {
             return new(0, Errno.EBADF); // fd -1 without MAP_ANONYMOUS
         }
 
-        if (type != MapFlags.Private || (flags & MapFlags.HugeTlb) != 0)
+        if ((flags & MapFlags.HugeTlb) != 0)
         {
-            return new(0, Errno.EINVAL); // shared memory and hugetlb are outside this model
+            return new(0, Errno.EINVAL); // hugetlbfs is outside this model
         }
 
         if (length == 0)
@@ -77,6 +75,11 @@ public sealed partial class MmStruct
             flags |= MapFlags.Fixed;
         }
 
+        if ((flags & MapFlags.Fixed) == 0)
+        {
+            addr = RoundHintToMin(addr);
+        }
+
         var vmFlags = ProtToVmFlags(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec;
         if ((flags & MapFlags.Locked) != 0)
         {
@@ -86,6 +89,11 @@ public sealed partial class MmStruct
         if ((flags & MapFlags.GrowsDown) != 0)
         {
             vmFlags |= VmFlags.GrowsDown;
+        }
+
+        if ((flags & MapFlags.Stack) != 0)
+        {
+            vmFlags |= VmFlags.NoHugePage; // calc_vm_flag_bits: a stack gets no transparent huge pages
         }
 
         MmapLock.DownWrite(cpu.Id);
@@ -135,10 +143,9 @@ public sealed partial class MmStruct
             else
             {
                 start = 0;
-                ulong hint = PageAlign(addr);
-                if (hint != 0 && hint >= MmapMinAddr && hint <= Geometry.TaskSize - len && !AnyVmaIn(hint, hint + len))
+                if (addr != 0 && addr <= Geometry.TaskSize - len && !AnyVmaIn(addr, addr + len))
                 {
-                    start = hint;
+                    start = addr; // arch_get_unmapped_area_topdown takes a hint that fits
                 }
                 else
                 {
@@ -160,14 +167,32 @@ public sealed partial class MmStruct
                 }
             }
 
-            // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE,
-            // and one charge larger than RAM + swap is refused.
+            // The mapping type is checked only after placement: for anonymous memory MAP_PRIVATE,
+            // MAP_SHARED and MAP_DROPPABLE are valid, any other type (MAP_SHARED_VALIDATE among them,
+            // whose unknown-flag check is for files) is EINVAL. Shared and droppable memory are not
+            // modelled and get EINVAL too.
+            if (((int)flags & MapTypeMask) != (int)MapFlags.Private)
+            {
+                return new(0, Errno.EINVAL);
+            }
+
+            // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE.
+            // MAP_FIXED over accounted VMAs charges only the pages they did not carry (mmap_region),
+            // and a charge larger than RAM + swap is refused after the VMAs to be replaced were split
+            // at the range's edges (vms_gather_munmap_vmas), which the failure leaves in place.
             ulong pages = len >> PhysMemory.PageShift;
             bool account = (vmFlags & VmFlags.Write) != 0 && (flags & MapFlags.NoReserve) == 0;
             if (account)
             {
-                if ((long)pages > Phys.TotalFrames)
+                long charged = (long)pages - ((flags & MapFlags.Fixed) != 0 ? AccountedPagesIn(start, start + len) : 0);
+                if (!VmEnoughMemory(charged))
                 {
+                    if ((flags & MapFlags.Fixed) != 0)
+                    {
+                        SplitAt(start);
+                        SplitAt(start + len);
+                    }
+
                     return new(0, Errno.ENOMEM);
                 }
 
@@ -221,32 +246,60 @@ public sealed partial class MmStruct
         MmapLock.DownRead(cpu.Id);
         try
         {
-            for (ulong va = start; va < end; va += Geometry.PageSize)
-            {
-                var vma = FindVma(va);
-                if (vma is null || va < vma.Start || (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0)
-                {
-                    continue;
-                }
-
-                bool write = (vma.Flags & VmFlags.Write) != 0;
-                ulong pte = PeekPte(va);
-                if (Entry.IsHwPresent(pte) && (!write || Entry.IsWritable(pte)))
-                {
-                    continue;
-                }
-
-                if (HandleMmFault(cpu, vma, va, write) != FaultOutcome.Ok)
-                {
-                    return; // populate failures are not reported to mmap's caller
-                }
-            }
+            PopulateLocked(cpu, start, end);
         }
         finally
         {
             MmapLock.UpRead(cpu.Id);
         }
     }
+
+    /// <summary><c>populate_vma_page_range</c> over [start, end), with <c>mmap_lock</c> held by the caller.</summary>
+    private void PopulateLocked(Cpu cpu, ulong start, ulong end)
+    {
+        for (ulong va = start; va < end; va += Geometry.PageSize)
+        {
+            var vma = FindVma(va);
+            if (vma is null || va < vma.Start || (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0)
+            {
+                continue;
+            }
+
+            bool write = (vma.Flags & VmFlags.Write) != 0;
+            ulong pte = PeekPte(va);
+            if (Entry.IsHwPresent(pte) && (!write || Entry.IsWritable(pte)))
+            {
+                continue;
+            }
+
+            if (HandleMmFault(cpu, vma, va, write) != FaultOutcome.Ok)
+            {
+                return; // populate failures are not reported to the caller
+            }
+        }
+    }
+
+    /// <summary>Pages of VM_ACCOUNT VMAs inside [start, end) (<c>vms-&gt;nr_accounted</c>).</summary>
+    private long AccountedPagesIn(ulong start, ulong end)
+    {
+        long pages = 0;
+        for (int i = FirstEndingAbove(start); i < _vmas.Count && _vmas[i].Start < end; i++)
+        {
+            var v = _vmas[i];
+            if ((v.Flags & VmFlags.Account) != 0)
+            {
+                pages += (long)((Math.Min(v.End, end) - Math.Max(v.Start, start)) >> PhysMemory.PageShift);
+            }
+        }
+
+        return pages;
+    }
+
+    /// <summary>
+    /// <c>__vm_enough_memory</c> in the default overcommit mode (heuristic): one charge may not exceed
+    /// RAM plus swap; no charge is ever refused for what is already committed.
+    /// </summary>
+    private bool VmEnoughMemory(long pages) => pages <= Phys.TotalFrames + (Phys.Swap?.Slots ?? 0);
 
     /// <summary><c>munmap(addr, length)</c>.</summary>
     public Errno Munmap(Cpu cpu, ulong addr, ulong length)

@@ -103,20 +103,26 @@ public sealed partial class MmStruct
         }
     }
 
-    /// <summary><c>find_mergeable_anon_vma</c>: an adjacent VMA's anon_vma that this VMA could share.</summary>
+    /// <summary>
+    /// <c>find_mergeable_anon_vma</c>: the anon_vma of the next VMA, else of the previous one, when
+    /// that neighbour touches this VMA and is compatible (<c>anon_vma_compatible</c>: flags equal but
+    /// for the access bits, so mprotect can merge the two later).
+    /// </summary>
     private AnonVma? FindMergeableAnonVma(Vma vma)
     {
+        const VmFlags access = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
+        static bool Compatible(Vma a, Vma b) => a.End == b.Start && ((a.Flags ^ b.Flags) & ~access) == 0;
         lock (_vmas)
         {
             int i = _vmas.IndexOf(vma);
-            if (i > 0 && _vmas[i - 1].End == vma.Start && _vmas[i - 1].Flags == vma.Flags)
+            if (i >= 0 && i + 1 < _vmas.Count && Compatible(vma, _vmas[i + 1]) && _vmas[i + 1].AnonVma is { } next)
             {
-                return _vmas[i - 1].AnonVma;
+                return next;
             }
 
-            if (i >= 0 && i + 1 < _vmas.Count && _vmas[i + 1].Start == vma.End && _vmas[i + 1].Flags == vma.Flags)
+            if (i > 0 && Compatible(_vmas[i - 1], vma))
             {
-                return _vmas[i + 1].AnonVma;
+                return _vmas[i - 1].AnonVma;
             }
         }
 

@@ -124,4 +124,14 @@ public enum VmFlags
     NoReserve = 0x200000,
     /// <summary><c>VM_ACCOUNT</c>: committed memory charged.</summary>
     Account = 0x100000,
+    /// <summary><c>VM_SEQ_READ</c> (<c>MADV_SEQUENTIAL</c>).</summary>
+    SeqRead = 0x8000,
+    /// <summary><c>VM_RAND_READ</c> (<c>MADV_RANDOM</c>).</summary>
+    RandRead = 0x10000,
+    /// <summary><c>VM_DONTDUMP</c> (<c>MADV_DONTDUMP</c>).</summary>
+    DontDump = 0x0400_0000,
+    /// <summary><c>VM_HUGEPAGE</c> (<c>MADV_HUGEPAGE</c>).</summary>
+    HugePage = 0x2000_0000,
+    /// <summary><c>VM_NOHUGEPAGE</c> (<c>MADV_NOHUGEPAGE</c>, <c>MAP_STACK</c>).</summary>
+    NoHugePage = 0x4000_0000,
 }
