@@ -103,6 +103,7 @@ public sealed partial class MmStruct
             finally
             {
                 tlb.Finish();
+                Design.AfterMadvise(this, cpu);
             }
         }
         finally

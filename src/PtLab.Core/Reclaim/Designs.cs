@@ -78,6 +78,18 @@ public static class Designs
                 SkipCountRecheckForTesting = o.Mutation == Mutation.SkipCountRecheck,
             },
             [Mutation.SkipPmdRecheck, Mutation.SkipTrackClear, Mutation.SkipCountRecheck]),
+        new(
+            "pte-ref-batched",
+            "the seed's pte_ref with the switch to atomic started asynchronously: the switches of one madvise call share one grace period, and a table that stays atomic is freed at once when it empties",
+            o => new PteRefBatchedReclaim
+            {
+                SkipTryGetForTesting = o.Mutation == Mutation.SkipTryGet,
+                SkipTrackClearForTesting = o.Mutation == Mutation.SkipTrackClear,
+                SkipRcuDeferralForTesting = o.Mutation == Mutation.SkipRcuDeferral,
+                SkipSwitchGracePeriodForTesting = o.Mutation == Mutation.SkipSwitchGracePeriod,
+                SkipSwitchConfirmForTesting = o.Mutation == Mutation.SkipSwitchConfirm,
+            },
+            [Mutation.SkipTryGet, Mutation.SkipTrackClear, Mutation.SkipRcuDeferral, Mutation.SkipSwitchGracePeriod, Mutation.SkipSwitchConfirm]),
     ];
 
     /// <summary>The known names.</summary>

@@ -29,6 +29,9 @@ public enum Mutation
 
     /// <summary>occupancy: the slow path frees on the counts read before it dropped the PTE lock, without rechecking them.</summary>
     SkipCountRecheck,
+
+    /// <summary>pte-ref-batched: a table whose switch to atomic is still pending is freed on its unconfirmed count.</summary>
+    SkipSwitchConfirm,
 }
 
 /// <summary>Mutation names on the command line.</summary>
@@ -44,6 +47,7 @@ public static class Mutations
         ("skip-switch-grace-period", Mutation.SkipSwitchGracePeriod),
         ("skip-tlb-flush", Mutation.SkipGatherFlush),
         ("skip-count-recheck", Mutation.SkipCountRecheck),
+        ("skip-switch-confirm", Mutation.SkipSwitchConfirm),
     ];
 
     /// <summary>The known names.</summary>

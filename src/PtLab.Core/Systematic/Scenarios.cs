@@ -369,11 +369,11 @@ public static class SystematicScenarios
     /// <summary>What each scenario is shown to catch, and which drive a primitive rather than a design.</summary>
     private static SystematicScenario Describe(SystematicScenario s) => s.Name switch
     {
-        "walker-dontneed-fault" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipGatherFlush] },
+        "walker-dontneed-fault" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipGatherFlush, Mutation.SkipSwitchConfirm] },
         "gup-fast-free" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipTrackClear, Mutation.SkipRcuDeferral] },
         "percpu-switch" => s with { UsesDesign = false, Catches = [Mutation.SkipSwitchGracePeriod] },
         "ptreclaim-trylock" => s with { Catches = [Mutation.SkipPmdRecheck] },
-        "occupancy-partial-zap" => s with { Catches = [Mutation.SkipCountRecheck, Mutation.SkipTrackClear] },
+        "occupancy-partial-zap" => s with { Catches = [Mutation.SkipCountRecheck, Mutation.SkipTrackClear, Mutation.SkipSwitchConfirm] },
         _ => s,
     };
 

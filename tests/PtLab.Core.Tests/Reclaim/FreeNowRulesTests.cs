@@ -35,6 +35,7 @@ public class FreeNowRulesTests
     [InlineData("pte-ref", true)]
     [InlineData("pt-reclaim", false)]
     [InlineData("occupancy", true)]
+    [InlineData("pte-ref-batched", true)]
     public void RefcountDesignsFreeOnlyEmptyTablesAndNoDesignFreesTheRestNow(string design, bool freesEmpty)
     {
         var rule = FreeNowRules.For(design)!;
