@@ -63,6 +63,8 @@ internal static class Cli
             compare.Subcommands.Add(Compare.Command(def, stdout, stderr));
         }
 
+        Scoreboard.AddTo(compare, stdout, stderr);
+
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
         bench.Subcommands.Add(BenchTraces.Command(stdout));
@@ -139,14 +141,6 @@ internal static class Cli
             SwitchBack.AcceptOnlyFromAmong("on", "off");
         }
 
-        private ulong? _scenarioRam;
-
-        /// <summary>Takes the scenario's own default --ram, if it has one (a run sized by the scenario, not by the flag's default).</summary>
-        public void Adopt(ScenarioDef def, IScenario scenario) => _scenarioRam = def.DefaultRam?.Invoke(scenario);
-
-        private ulong RamBytes(ParseResult p) =>
-            !Given(p, Ram) && _scenarioRam is { } r ? r : Size(p.GetValue(Ram), "--ram");
-
         /// <summary>--format and --output, once <see cref="AddTo"/> ran.</summary>
         public ReportOptions Report { get; private set; } = null!;
 
@@ -184,7 +178,7 @@ internal static class Cli
             }
 
             ulong swap = Size(p.GetValue(Swap), "--swap");
-            ulong ram = RamBytes(p);
+            ulong ram = Size(p.GetValue(Ram), "--ram");
             var f = def.Footprint(scenario);
             if (Given(p, Swap) && swap > 0 && f.ResidentBytes <= ram)
             {
@@ -208,7 +202,7 @@ internal static class Cli
             var f = def.Footprint(scenario);
             long kernel = onKernel ? (long)f.ResidentBytes : 0;
             HostMemory.Check(
-                f, (long)RamBytes(p), (long)Size(p.GetValue(Swap), "--swap"), p.GetValue(PageData) == "on",
+                f, (long)Size(p.GetValue(Ram), "--ram"), (long)Size(p.GetValue(Swap), "--swap"), p.GetValue(PageData) == "on",
                 HostMemory.Available() - kernel, p.GetValue(Force));
         }
 
@@ -223,9 +217,9 @@ internal static class Cli
             return new ScenarioArgs(cpus, Address(p.GetValue(At), "--at"));
         }
 
-        public MachineOptions Machine(ParseResult p, int cpus, string design, out ReportParameters reported)
+        public MachineOptions Machine(ParseResult p, int cpus, string design, out ReportParameters reported, ulong? defaultRam = null)
         {
-            ulong ram = RamBytes(p);
+            ulong ram = defaultRam is { } d && !Given(p, Ram) ? d : Size(p.GetValue(Ram), "--ram");
             if (ram < (1UL << 20))
             {
                 throw new UsageException($"--ram must be at least 1M, got '{p.GetValue(Ram)}'");
@@ -312,8 +306,7 @@ internal static class Cli
         {
             var args = common.Args(p, def);
             var scenario = def.Create(p, args);
-            common.Adopt(def, scenario);
-            var machine = common.Machine(p, args.Cpus, p.GetValue(design)!, out var reported);
+            var machine = common.Machine(p, args.Cpus, p.GetValue(design)!, out var reported, def.DefaultRam(scenario));
             common.RefuseMeaningless(p, def, scenario, [p.GetValue(design)!]);
             common.GuardHostMemory(p, def, scenario);
             return RunScenario(scenario, machine, reported, p, common.Report, stdout, stderr);
