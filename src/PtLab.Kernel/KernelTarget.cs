@@ -176,6 +176,87 @@ public sealed unsafe class KernelTarget : IMemoryTarget
 
     /// <inheritdoc/>
     /// <remarks>
+    /// The source must be the target's own memory (or free), and so must a MREMAP_FIXED
+    /// destination. Afterwards the target's record of its ranges is taken again from
+    /// <c>/proc/self/smaps</c> over the source and destination, so protections move with the pages.
+    /// </remarks>
+    public MmapResult Mremap(ulong addr, ulong oldLen, ulong newLen, MremapFlags flags, ulong newAddr)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            EnsureOwnedOrFree(addr, oldLen, "mremap source");
+            if ((flags & MremapFlags.Fixed) != 0)
+            {
+                EnsureOwnedOrFree(newAddr, newLen, "mremap destination");
+            }
+
+            nint p = LibC.Mremap((nint)addr, (nuint)oldLen, (nuint)newLen, (int)flags, (nint)newAddr);
+            if (p == LibC.MapFailed)
+            {
+                return new MmapResult(0, Fail());
+            }
+
+            ulong result = (ulong)p;
+            ulong oldEnd = addr + Math.Max(PageAlign(oldLen), PageAlign(newLen));
+            Resync(addr, oldEnd);
+            Resync(result, result + PageAlign(newLen));
+            return new MmapResult(result, Errno.None);
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno Mlock(ulong addr, ulong length) => LockCall("mlock", addr, length, () => LibC.Mlock((nint)addr, (nuint)length));
+
+    /// <inheritdoc/>
+    public Errno Mlock2(ulong addr, ulong length, MlockFlags flags) =>
+        LockCall("mlock2", addr, length, () => LibC.Mlock2((nint)addr, (nuint)length, (int)flags));
+
+    /// <inheritdoc/>
+    public Errno Munlock(ulong addr, ulong length) => LockCall("munlock", addr, length, () => LibC.Munlock((nint)addr, (nuint)length));
+
+    /// <inheritdoc/>
+    /// <remarks>Refused: it would lock (and populate) the host process's own memory.</remarks>
+    public Errno Mlockall(MlockallFlags flags) =>
+        throw new NotSupportedException("mlockall acts on every mapping of the process, the runtime's too; run it in a child process");
+
+    /// <inheritdoc/>
+    /// <remarks>Refused, as <see cref="Mlockall"/>.</remarks>
+    public Errno Munlockall() =>
+        throw new NotSupportedException("munlockall acts on every mapping of the process, the runtime's too; run it in a child process");
+
+    /// <inheritdoc/>
+    /// <remarks>Refused: the runtime's C allocator owns this process's break.</remarks>
+    public ulong Brk(ulong addr) =>
+        throw new NotSupportedException("brk moves the break the C library's allocator owns in this process; run it in a child process");
+
+    /// <inheritdoc/>
+    public IReadOnlyList<VmaView> Layout(ulong start, ulong end) => ProcSmaps.ReadSelf(start, end);
+
+    private Errno LockCall(string call, ulong addr, ulong length, Func<int> syscall)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            EnsureOwnedOrFree(addr & ~(PageSize - 1), length + (addr & (PageSize - 1)), call);
+            return syscall() != 0 ? Fail() : Errno.None;
+        }
+    }
+
+    /// <summary>Takes the target's record of [start, end) again from what the kernel now maps there.</summary>
+    private void Resync(ulong start, ulong end)
+    {
+        _owned.Remove(start, end);
+        foreach (var v in ProcSmaps.ReadSelf(start, end))
+        {
+            var prot = ((v.Flags & VmFlags.Read) != 0 ? Prot.Read : 0) | ((v.Flags & VmFlags.Write) != 0 ? Prot.Write : 0) |
+                ((v.Flags & VmFlags.Exec) != 0 ? Prot.Exec : 0);
+            _owned.Add(Math.Max(v.Start, start), Math.Min(v.End, end), prot);
+        }
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
     /// A write stores 1 and a read loads, one volatile byte access at <paramref name="addr"/> and
     /// every 4 KiB after it. A page outside the target's ranges gives SEGV_MAPERR when no VMA holds
     /// it; a page whose recorded protection forbids the access gives SEGV_ACCERR without touching it

@@ -25,6 +25,9 @@ public sealed record MachineOptions
     /// <summary>Check lock order and sleeping in atomic context (lockdep-lite); on in tests.</summary>
     public bool LockDep { get; init; }
 
+    /// <summary>The transparent huge page mode (the host's <c>/sys/kernel/mm/transparent_hugepage/</c>).</summary>
+    public ThpSettings Thp { get; init; } = ThpSettings.Default;
+
     /// <summary>Creates the page-table reclaim design for each address space.</summary>
     public Func<IPageTableReclaim> Design { get; init; } = () => new NoReclaim();
 }

@@ -16,6 +16,11 @@ public sealed partial class MmStruct
         try
         {
             var vma = FindVma(va);
+            if (vma is not null && va < vma.Start && (vma.Flags & VmFlags.GrowsDown) != 0)
+            {
+                vma = ExpandStackForFault(cpu, va); // lock_mm_and_find_vma
+            }
+
             if (vma is null || va < vma.Start)
             {
                 return FaultOutcome.SegvMapErr;
@@ -52,6 +57,11 @@ public sealed partial class MmStruct
         if (pmdTable < 0)
         {
             return FaultOutcome.Oom;
+        }
+
+        if (HandleHugePmdFault(cpu, vma, addr, write, pmdTable) is { } huge)
+        {
+            return huge;
         }
 
         return HandlePteFault(cpu, vma, addr, write, pmdTable, Geometry.Index(addr, 2));
@@ -270,7 +280,7 @@ public sealed partial class MmStruct
         bool writable = (vma.Flags & VmFlags.Write) != 0;
         AddRssAnon(cpu, 1);
         AddSwapEnts(cpu, -1);
-        PageAddNewAnonRmap(pfn, addr);
+        PageAddNewAnonRmap(pfn, addr, vma);
         SetPteAt(cpu, pt, index, Entry.MakePte(pfn, writable, dirty: writable && write, (vma.Flags & VmFlags.Exec) == 0));
         swap.Free(slot);
         Design.PteUnmapUnlock(this, cpu, pt);
@@ -334,7 +344,7 @@ public sealed partial class MmStruct
         }
 
         AddRssAnon(cpu, 1);
-        PageAddNewAnonRmap(pfn, addr);
+        PageAddNewAnonRmap(pfn, addr, vma);
         SetPteAt(cpu, pt, index, pte);
         Design.PteUnmapUnlock(this, cpu, pt);
         return FaultOutcome.Ok;
@@ -402,7 +412,7 @@ public sealed partial class MmStruct
                     PageRemoveRmap(cpu, oldPfn);
                 }
 
-                PageAddNewAnonRmap(fresh, addr);
+                PageAddNewAnonRmap(fresh, addr, vma);
                 SetPteAt(cpu, pt2, index, Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
                 installed = true;
             }
@@ -441,14 +451,14 @@ public sealed partial class MmStruct
     }
 
     /// <summary><c>folio_add_new_anon_rmap</c> + LRU add: a fresh exclusive anonymous page mapped once.</summary>
-    private void PageAddNewAnonRmap(long pfn, ulong addr)
+    private void PageAddNewAnonRmap(long pfn, ulong addr, Vma vma)
     {
         ref var d = ref Phys.Desc(pfn);
         d.Flags = (int)(PageFlags.Anon | PageFlags.SwapBacked);
         d.MapCount = 1;
         d.RmapOwner = this;
         d.RmapAddress = addr & Geometry.PageMask;
-        Phys.Lru.Add(pfn, LruList.Anon);
+        LruAddNewPage(pfn, vma);
     }
 
     /// <summary><c>folio_remove_rmap_pte</c> and the RSS counter.</summary>

@@ -9,15 +9,18 @@ public sealed partial class MmStruct
 {
     /// <summary>
     /// <c>madvise(addr, length, advice)</c>. DONTNEED and FREE take <c>mmap_lock</c> for read, as
-    /// Linux does; a hole in the range gives ENOMEM after the mapped parts were advised.
+    /// Linux does, and the advices that change VMA flags (NORMAL, RANDOM, SEQUENTIAL, DONTDUMP,
+    /// DODUMP, HUGEPAGE, NOHUGEPAGE) take it for write; a hole in the range gives ENOMEM after the
+    /// mapped parts were advised. POPULATE_READ/WRITE fault the range in (<c>madvise_populate</c>).
     /// </summary>
     public Errno Madvise(Cpu cpu, ulong addr, ulong length, Advice advice)
     {
         bool zap = advice is Advice.DontNeed or Advice.DontNeedLocked;
         bool free = advice == Advice.Free;
-        bool noop = advice is Advice.Normal or Advice.Random or Advice.Sequential or Advice.WillNeed
-            or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump or Advice.Cold or Advice.PageOut;
-        if (!zap && !free && !noop)
+        bool populate = advice is Advice.PopulateRead or Advice.PopulateWrite;
+        bool updatesFlags = MadviseNewFlags(advice, VmFlags.None) is not null;
+        bool noop = advice is Advice.WillNeed or Advice.Cold or Advice.PageOut;
+        if (!zap && !free && !populate && !updatesFlags && !noop)
         {
             return Errno.EINVAL; // not a valid advice, or one this model does not implement (REMOVE needs shared memory)
         }
@@ -44,7 +47,20 @@ public sealed partial class MmStruct
             return Errno.None;
         }
 
-        MmapLock.DownRead(cpu.Id);
+        if (populate)
+        {
+            return MadvisePopulate(cpu, addr, end, advice == Advice.PopulateWrite);
+        }
+
+        if (updatesFlags)
+        {
+            MmapLock.DownWrite(cpu.Id);
+        }
+        else
+        {
+            MmapLock.DownRead(cpu.Id);
+        }
+
         try
         {
             Errno unmapped = Errno.None;
@@ -83,10 +99,15 @@ public sealed partial class MmStruct
                             return Errno.EINVAL;
                         }
 
-                        MadviseFreeRange(cpu, tlb, start, tmp);
+                        MadviseFreeRange(cpu, tlb, vma, start, tmp);
+                    }
+                    else if (updatesFlags && MadviseNewFlags(advice, vma.Flags) is { } newFlags && newFlags != vma.Flags)
+                    {
+                        // madvise_update_vma: split and merge as any flag change does.
+                        vma = VmaModifyFlags(cpu, vma, start, tmp, newFlags);
                     }
 
-                    start = tmp;
+                    start = Math.Max(tmp, vma.End);
                     if (start >= end)
                     {
                         return unmapped;
@@ -100,8 +121,62 @@ public sealed partial class MmStruct
         }
         finally
         {
-            MmapLock.UpRead(cpu.Id);
+            if (updatesFlags)
+            {
+                MmapLock.UpWrite(cpu.Id);
+            }
+            else
+            {
+                MmapLock.UpRead(cpu.Id);
+            }
+
             Rcu.Poll(); // let deferred table frees run, as the RCU softirq would soon after
+        }
+    }
+
+    /// <summary>
+    /// The VMA flags an advice sets in <c>madvise_vma_behavior</c> (and <c>hugepage_madvise</c>),
+    /// or null for an advice that sets none.
+    /// </summary>
+    private static VmFlags? MadviseNewFlags(Advice advice, VmFlags flags) => advice switch
+    {
+        Advice.Normal => flags & ~(VmFlags.RandRead | VmFlags.SeqRead),
+        Advice.Sequential => (flags & ~VmFlags.RandRead) | VmFlags.SeqRead,
+        Advice.Random => (flags & ~VmFlags.SeqRead) | VmFlags.RandRead,
+        Advice.DontDump => flags | VmFlags.DontDump,
+        Advice.DoDump => flags & ~VmFlags.DontDump,
+        Advice.HugePage => (flags & ~VmFlags.NoHugePage) | VmFlags.HugePage,
+        Advice.NoHugePage => (flags & ~VmFlags.HugePage) | VmFlags.NoHugePage,
+        _ => null,
+    };
+
+    /// <summary>
+    /// <c>madvise_populate</c>: faults [start, end) in as reads or writes would, under
+    /// <c>mmap_lock</c> for read, with no user fault. A hole or a missing VMA gives ENOMEM, a VMA
+    /// that refuses the access EINVAL, a fault that fails EFAULT (or ENOMEM without memory),
+    /// each after the pages before it were populated.
+    /// </summary>
+    private Errno MadvisePopulate(Cpu cpu, ulong start, ulong end, bool write)
+    {
+        MmapLock.DownRead(cpu.Id);
+        try
+        {
+            while (start < end)
+            {
+                long pages = FaultinPageRange(cpu, start, end, write);
+                if (pages < 0)
+                {
+                    return (Errno)(-pages);
+                }
+
+                start += (ulong)pages << PhysMemory.PageShift;
+            }
+
+            return Errno.None;
+        }
+        finally
+        {
+            MmapLock.UpRead(cpu.Id);
         }
     }
 
@@ -110,7 +185,7 @@ public sealed partial class MmStruct
     /// bits in the entry and the page, and mark the page lazy-free (clear PG_swapbacked). Reclaim may
     /// then discard it unless it is written again first; swap entries in the range are dropped.
     /// </summary>
-    private void MadviseFreeRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
+    private void MadviseFreeRange(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end)
     {
         for (ulong addr = start; addr < end;)
         {
@@ -123,6 +198,13 @@ public sealed partial class MmStruct
             }
 
             int pmdIndex = Geometry.Index(addr, 2);
+            if (Entry.IsHuge(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])) &&
+                MadviseFreeHugePmd(cpu, tlb, vma, pmdTable, pmdIndex, addr, next))
+            {
+                addr = next;
+                continue;
+            }
+
             var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
             if (!pt.IsNone)
             {
@@ -153,9 +235,9 @@ public sealed partial class MmStruct
 
                     long pfn = Entry.Pfn(e);
                     ref var d = ref Phys.Desc(pfn);
-                    if (Volatile.Read(ref d.MapCount) != 1)
+                    if (Volatile.Read(ref d.MapCount) != 1 || Phys.IsHugeFrame(pfn))
                     {
-                        continue;
+                        continue; // shared, or part of a PTE-mapped huge page (which the kernel would split first)
                     }
 
                     Interlocked.And(ref d.Flags, ~(int)PageFlags.Dirty);

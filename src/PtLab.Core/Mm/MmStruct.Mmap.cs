@@ -78,7 +78,8 @@ public sealed partial class MmStruct
             flags |= MapFlags.Fixed;
         }
 
-        var vmFlags = ProtToVmFlags(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec;
+        // calc_vm_prot_bits | calc_vm_flag_bits | mm->def_flags (mlockall's MCL_FUTURE)
+        var vmFlags = ProtToVmFlags(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec | DefFlags;
         if ((flags & MapFlags.Locked) != 0)
         {
             vmFlags |= VmFlags.Locked;
@@ -103,62 +104,26 @@ public sealed partial class MmStruct
                 return new(0, Errno.ENOMEM);
             }
 
-            // get_unmapped_area
-            if (len > Geometry.TaskSize)
+            var placed = GetUnmappedArea(addr, len, flags, vmFlags);
+            if (placed.Error != Errno.None)
             {
-                return new(0, Errno.ENOMEM);
+                return placed;
             }
 
-            if ((flags & MapFlags.Fixed) != 0)
+            start = placed.Address;
+            if ((flags & MapFlags.FixedNoReplace) != 0 && AnyVmaIn(start, start + len))
             {
-                if ((addr & ~Geometry.PageMask) != 0)
-                {
-                    return new(0, Errno.EINVAL);
-                }
-
-                if (addr > Geometry.TaskSize - len)
-                {
-                    return new(0, Errno.ENOMEM);
-                }
-
-                if (addr < MmapMinAddr)
-                {
-                    return new(0, Errno.EPERM); // security_mmap_addr
-                }
-
-                if ((flags & MapFlags.FixedNoReplace) != 0 && AnyVmaIn(addr, addr + len))
-                {
-                    return new(0, Errno.EEXIST);
-                }
-
-                start = addr;
+                return new(0, Errno.EEXIST);
             }
-            else
-            {
-                start = 0;
-                ulong hint = PageAlign(addr);
-                if (hint != 0 && hint >= MmapMinAddr && hint <= Geometry.TaskSize - len && !AnyVmaIn(hint, hint + len))
-                {
-                    start = hint;
-                }
-                else
-                {
-                    // Larger anonymous mappings are THP-aligned: __thp_get_unmapped_area asks for
-                    // len + PMD_SIZE and rounds the result to a 2 MiB boundary.
-                    bool thp = addr == 0 && (len & (Geometry.PmdSize - 1)) == 0;
-                    start = thp
-                        ? UnmappedAreaTopDown(len, Geometry.PmdSize, Geometry.PmdSize)
-                        : UnmappedAreaTopDown(len, 0, Geometry.PageSize);
-                    if (start == 0 && thp)
-                    {
-                        start = UnmappedAreaTopDown(len, 0, Geometry.PageSize);
-                    }
 
-                    if (start == 0)
-                    {
-                        return new(0, Errno.ENOMEM);
-                    }
-                }
+            if ((flags & MapFlags.Locked) != 0 && !CanDoMlock)
+            {
+                return new(0, Errno.EPERM);
+            }
+
+            if (!MlockFutureOk(vmFlags, len))
+            {
+                return new(0, Errno.EAGAIN);
             }
 
             // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE,
@@ -186,67 +151,95 @@ public sealed partial class MmStruct
             }
 
             InsertVma(start, start + len, vmFlags);
+            if ((vmFlags & VmFlags.Locked) != 0)
+            {
+                _lockedPages += (long)pages;
+            }
         }
         finally
         {
             MmapLock.UpWrite(cpu.Id);
         }
 
-        bool populate = (flags & (MapFlags.Populate | MapFlags.NonBlock)) == MapFlags.Populate || (flags & MapFlags.Locked) != 0;
+        bool populate = (flags & (MapFlags.Populate | MapFlags.NonBlock)) == MapFlags.Populate || (vmFlags & VmFlags.Locked) != 0;
         if (populate)
         {
-            Populate(cpu, start, start + len);
+            MmPopulate(cpu, start, start + len, ignoreErrors: true);
         }
 
         return new(start, Errno.None);
     }
 
-    /// <summary>Inserts a new VMA at a free range and merges it with compatible neighbours.</summary>
-    private void InsertVma(ulong start, ulong end, VmFlags flags)
+    /// <summary>
+    /// <c>get_unmapped_area</c> with x86's <c>arch_get_unmapped_area_topdown</c>, for an anonymous
+    /// mapping: MAP_FIXED takes the address as it is; a free hint is honoured (keeping clear of a
+    /// stack's guard gap); otherwise the highest free range below <see cref="MmapBase"/>, 2 MiB
+    /// aligned for a length that is a multiple of 2 MiB (<c>__thp_get_unmapped_area</c>).
+    /// </summary>
+    private MmapResult GetUnmappedArea(ulong addr, ulong len, MapFlags flags, VmFlags vmFlags)
     {
-        int i = FirstEndingAbove(start);
-        lock (_vmas)
+        if (len > Geometry.TaskSize)
         {
-            _vmas.Insert(i, new Vma(start, end, flags, null));
+            return new(0, Errno.ENOMEM);
         }
 
-        MergeAround(i);
-    }
-
-    /// <summary>
-    /// <c>mm_populate</c>: faults in every page of [start, end) under <c>mmap_lock</c> for read; a
-    /// write fault for writable private mappings (<c>FOLL_WRITE</c>), a read fault otherwise.
-    /// </summary>
-    private void Populate(Cpu cpu, ulong start, ulong end)
-    {
-        MmapLock.DownRead(cpu.Id);
-        try
+        if ((flags & MapFlags.Fixed) != 0)
         {
-            for (ulong va = start; va < end; va += Geometry.PageSize)
+            if ((addr & ~Geometry.PageMask) != 0)
             {
-                var vma = FindVma(va);
-                if (vma is null || va < vma.Start || (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0)
-                {
-                    continue;
-                }
+                return new(0, Errno.EINVAL);
+            }
 
-                bool write = (vma.Flags & VmFlags.Write) != 0;
-                ulong pte = PeekPte(va);
-                if (Entry.IsHwPresent(pte) && (!write || Entry.IsWritable(pte)))
-                {
-                    continue;
-                }
+            if (addr > Geometry.TaskSize - len)
+            {
+                return new(0, Errno.ENOMEM);
+            }
 
-                if (HandleMmFault(cpu, vma, va, write) != FaultOutcome.Ok)
-                {
-                    return; // populate failures are not reported to mmap's caller
-                }
+            return addr < MmapMinAddr ? new(0, Errno.EPERM) : new(addr, Errno.None); // security_mmap_addr
+        }
+
+        // round_hint_to_min, then the hint check of arch_get_unmapped_area_topdown.
+        ulong hint = addr & Geometry.PageMask;
+        if (hint != 0 && hint < MmapMinAddr)
+        {
+            hint = MmapMinAddr;
+        }
+
+        if (hint != 0 && hint <= Geometry.TaskSize - len &&
+            (FindVma(hint) is not { } above || hint + len <= VmStartGap(above)))
+        {
+            return new(hint, Errno.None);
+        }
+
+        ulong startGap = (vmFlags & VmFlags.GrowsDown) != 0 ? StackGuardGap : 0; // stack_guard_placement
+        ulong start = 0;
+        if (addr == 0 && (len & (Geometry.PmdSize - 1)) == 0)
+        {
+            // __thp_get_unmapped_area: ask for len + PMD_SIZE, then move the result up to a 2 MiB
+            // boundary (a whole PMD_SIZE up when it already is one: the top-down search put the
+            // padding above the mapping).
+            ulong padded = UnmappedAreaTopDown(len + Geometry.PmdSize, 0, startGap);
+            if (padded != 0)
+            {
+                ulong sub = (0 - padded) & (Geometry.PmdSize - 1);
+                start = sub == 0 ? padded + Geometry.PmdSize : padded + sub;
             }
         }
-        finally
+
+        if (start == 0)
         {
-            MmapLock.UpRead(cpu.Id);
+            start = UnmappedAreaTopDown(len, 0, startGap);
         }
+
+        return start == 0 ? new(0, Errno.ENOMEM) : new(start, Errno.None);
+    }
+
+    /// <summary>Inserts a new VMA at a free range and merges it with compatible neighbours.</summary>
+    private Vma InsertVma(ulong start, ulong end, VmFlags flags)
+    {
+        var vma = new Vma(start, end, flags, null, start >> PhysMemory.PageShift);
+        _vmas.Insert(vma);
+        return MergeAround(vma);
     }
 
     /// <summary><c>munmap(addr, length)</c>.</summary>
@@ -289,21 +282,23 @@ public sealed partial class MmStruct
             return;
         }
 
-        SplitAt(start);
-        SplitAt(end);
-        int first = FirstEndingAbove(start);
-        int last = first;
-        while (last < _vmas.Count && _vmas[last].Start < end)
+        SplitAt(cpu, start);
+        SplitAt(cpu, end);
+        var doomed = new List<Vma>();
+        for (var v = FindVma(start); v is not null && v.Start < end; v = v.NextVma)
         {
-            last++;
+            doomed.Add(v);
         }
 
-        var doomed = _vmas.GetRange(first, last - first);
-        ulong floor = first > 0 ? _vmas[first - 1].End : 0;
-        ulong ceiling = last < _vmas.Count ? _vmas[last].Start : 0; // USER_PGTABLES_CEILING
-        lock (_vmas)
+        ulong floor = doomed[0].PrevVma?.End ?? 0;
+        ulong ceiling = doomed[^1].NextVma?.Start ?? 0; // USER_PGTABLES_CEILING
+        foreach (var v in doomed)
         {
-            _vmas.RemoveRange(first, last - first);
+            _vmas.Remove(v);
+            if ((v.Flags & VmFlags.Locked) != 0)
+            {
+                _lockedPages -= (long)(v.Length >> PhysMemory.PageShift);
+            }
         }
 
         var tlb = new MmuGather(this, cpu);

@@ -86,13 +86,12 @@ public sealed partial class MmStruct
             newFlags |= VmFlags.Account; // a private mapping made writable is charged from now on
         }
 
-        SplitAt(start);
-        SplitAt(end);
-        int i = FirstEndingAbove(start);
-        var target = _vmas[i];
+        SplitAt(cpu, start);
+        SplitAt(cpu, end);
+        var target = FindVma(start)!;
         target.Flags = newFlags;
         ChangeProtection(cpu, tlb, target, start, end, newFlags);
-        MergeAround(i);
+        MergeAround(target);
     }
 
     /// <summary>
@@ -116,6 +115,18 @@ public sealed partial class MmStruct
             }
 
             int pmdIndex = Geometry.Index(addr, 2);
+            if (Entry.IsHuge(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])))
+            {
+                // change_pmd_range: a leaf the range covers whole is rewritten, part of one split first.
+                if (next - addr == Geometry.PmdSize && ChangeHugePmd(cpu, tlb, pmdTable, pmdIndex, addr, flags))
+                {
+                    addr = next;
+                    continue;
+                }
+
+                SplitHugePmd(cpu, vma, pmdTable, pmdIndex, addr & Geometry.PmdMask);
+            }
+
             var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
             if (!pt.IsNone)
             {

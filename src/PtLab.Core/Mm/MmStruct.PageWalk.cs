@@ -5,8 +5,9 @@ namespace PtLab.Mm;
 
 /// <summary>What the generic page walker reports for one page.</summary>
 /// <param name="Address">The page's address.</param>
-/// <param name="Entry">The PTE (0 when none or no table).</param>
-public readonly record struct WalkedPage(ulong Address, ulong Entry);
+/// <param name="Entry">The PTE (0 when none or no table); under a huge pmd, the 4 KiB entry it stands for.</param>
+/// <param name="MappedByPmd">Whether a huge pmd maps the page.</param>
+public readonly record struct WalkedPage(ulong Address, ulong Entry, bool MappedByPmd = false);
 
 /// <summary>The <c>/proc/PID/smaps</c> figures of one VMA, in kB.</summary>
 /// <param name="Start">VMA start.</param>
@@ -17,7 +18,11 @@ public readonly record struct WalkedPage(ulong Address, ulong Entry);
 /// <param name="AnonymousKb">Anonymous resident pages.</param>
 /// <param name="LazyFreeKb">Pages marked by MADV_FREE and still clean.</param>
 /// <param name="SwapKb">Swap entries.</param>
-public readonly record struct SmapsEntry(ulong Start, ulong End, string Flags, long SizeKb, long RssKb, long AnonymousKb, long LazyFreeKb, long SwapKb);
+public readonly record struct SmapsEntry(ulong Start, ulong End, string Flags, long SizeKb, long RssKb, long AnonymousKb, long LazyFreeKb, long SwapKb)
+{
+    /// <summary>AnonHugePages: anonymous memory mapped by huge pmds, in kB.</summary>
+    public long AnonHugePagesKb { get; init; }
+}
 
 public sealed partial class MmStruct
 {
@@ -36,6 +41,27 @@ public sealed partial class MmStruct
             {
                 ulong next = Geometry.PmdAddrEnd(addr, end);
                 long pmdTable = PmdTableOf(addr);
+                if (pmdTable >= 0 && PmdTransHugeLock(cpu, pmdTable, Geometry.Index(addr, 2), out ulong pmd))
+                {
+                    // A huge leaf: each 4 KiB it maps, seen as the entry that would map it (the
+                    // huge zero page's as special, like the small zero page's).
+                    ulong special = Entry.Pfn(pmd) == Phys.HugeZeroPfn ? Entry.Special : 0;
+                    try
+                    {
+                        for (ulong va = addr; va < next; va += Geometry.PageSize)
+                        {
+                            visit(new WalkedPage(va, Entry.HugeSubPte(pmd, va) | special, MappedByPmd: true));
+                        }
+                    }
+                    finally
+                    {
+                        PmdUnlock(cpu, pmdTable);
+                    }
+
+                    addr = next;
+                    continue;
+                }
+
                 var pt = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
                 if (pt.IsNone)
                 {
@@ -153,14 +179,19 @@ public sealed partial class MmStruct
         var list = new List<SmapsEntry>();
         foreach (var vma in Vmas)
         {
-            long rss = 0, lazy = 0, swap = 0;
+            long rss = 0, lazy = 0, swap = 0, huge = 0;
             WalkPageRange(cpu, vma.Start, vma.End, p =>
             {
                 ulong e = p.Entry;
                 if (Entry.IsPresent(e) && !Entry.IsSpecial(e))
                 {
                     rss++;
-                    var flags = (PageFlags)Phys.Desc(Entry.Pfn(e)).Flags;
+                    if (p.MappedByPmd)
+                    {
+                        huge++;
+                    }
+
+                    var flags = (PageFlags)Phys.Desc(Phys.CompoundHead(Entry.Pfn(e))).Flags;
                     if ((flags & (PageFlags.SwapBacked | PageFlags.Dirty)) == 0 && !Entry.IsDirty(e))
                     {
                         lazy++;
@@ -171,7 +202,10 @@ public sealed partial class MmStruct
                     swap++;
                 }
             });
-            list.Add(new SmapsEntry(vma.Start, vma.End, vma.FlagString(), (long)(vma.Length >> 10), rss * 4, rss * 4, lazy * 4, swap * 4));
+            list.Add(new SmapsEntry(vma.Start, vma.End, vma.FlagString(), (long)(vma.Length >> 10), rss * 4, rss * 4, lazy * 4, swap * 4)
+            {
+                AnonHugePagesKb = huge * 4,
+            });
         }
 
         return list;

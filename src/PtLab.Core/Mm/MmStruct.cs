@@ -24,7 +24,7 @@ public sealed partial class MmStruct
     /// <summary><c>sysctl_max_map_count</c>.</summary>
     public const int MaxMapCount = 65530;
 
-    private readonly List<Vma> _vmas = [];
+    private readonly VmaTree _vmas = new();
     private long _nrPtes;
     private long _nrPmds;
     private long _nrPuds;
@@ -97,29 +97,12 @@ public sealed partial class MmStruct
     public ulong MmapBase { get; init; } = DefaultMmapBase;
 
     /// <summary>A snapshot of the VMAs, in address order. Callers that need a stable view hold <see cref="MmapLock"/>.</summary>
-    public IReadOnlyList<Vma> Vmas
-    {
-        get
-        {
-            lock (_vmas)
-            {
-                return [.. _vmas];
-            }
-        }
-    }
+    public IReadOnlyList<Vma> Vmas => _vmas.Snapshot();
 
     /// <summary>The counters and figures of <c>/proc/PID/status</c>.</summary>
     public MmStatus Status()
     {
-        ulong vmSize = 0;
-        lock (_vmas)
-        {
-            foreach (var v in _vmas)
-            {
-                vmSize += v.Length;
-            }
-        }
-
+        ulong vmSize = _vmas.TotalBytes;
         // Only private anonymous memory is modelled, so RssFile and RssShmem stay 0.
         long anon = _rssAnon.Sum() * 4, file = 0, shmem = 0;
         var tables = new TableCounts(Volatile.Read(ref _nrPtes), Volatile.Read(ref _nrPmds), Volatile.Read(ref _nrPuds));
@@ -131,7 +114,10 @@ public sealed partial class MmStruct
             RssShmemKb: shmem,
             VmSwapKb: _swapEnts.Sum() * 4,
             VmPteKb: (tables.Pte + tables.Pmd + tables.Pud) * 4,
-            Tables: tables);
+            Tables: tables)
+        {
+            VmLckKb = LockedVmKb,
+        };
     }
 
     /// <summary>Event counters since the address space was created.</summary>
@@ -308,9 +294,14 @@ public sealed partial class MmStruct
         }
 
         ulong pmd = Volatile.Read(ref Phys.Table(pmdTable)[Geometry.Index(addr, 2)]);
-        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
+        if (Entry.IsNone(pmd))
         {
             return 0;
+        }
+
+        if (Entry.IsHuge(pmd))
+        {
+            return Entry.HugeSubPte(pmd, addr);
         }
 
         return Volatile.Read(ref Phys.Table(Entry.Pfn(pmd))[Geometry.PteIndex(addr)]);
@@ -331,12 +322,17 @@ public sealed partial class MmStruct
             return "pmd none";
         }
 
+        if (Entry.IsHuge(pmd))
+        {
+            return $"huge pmd {pmd:x}";
+        }
+
         long pt = Entry.Pfn(pmd);
         ref var d = ref Phys.Desc(pt);
         return $"pmd {pmd:x}, PTE table {pt:x} flags {(PageFlags)d.Flags} refcount {d.PteRefCount}, pte {PeekPte(addr):x}";
     }
 
-    /// <summary>Counts the tables reachable from the PGD, per level (to check VmPTE against).</summary>
+    /// <summary>Counts the tables reachable from the PGD, per level, deposited ones included (to check VmPTE against).</summary>
     public TableCounts CountTablesPresent()
     {
         long ptes = 0, pmds = 0, puds = 0;
@@ -372,7 +368,8 @@ public sealed partial class MmStruct
             }
         }
 
-        return new TableCounts(ptes, pmds, puds);
+        // Each PMD leaf keeps a deposited PTE table beside it: counted in VmPTE, reachable through its PMD table.
+        return new TableCounts(ptes + DepositedTables, pmds, puds);
     }
 }
 
@@ -392,7 +389,11 @@ public readonly record struct TableCounts(long Pte, long Pmd, long Pud);
 /// <param name="VmPteKb"><c>mm-&gt;pgtables_bytes</c>: PTE, PMD and PUD tables.</param>
 /// <param name="Tables">Tables per level.</param>
 public readonly record struct MmStatus(
-    long VmSizeKb, long VmRssKb, long RssAnonKb, long RssFileKb, long RssShmemKb, long VmSwapKb, long VmPteKb, TableCounts Tables);
+    long VmSizeKb, long VmRssKb, long RssAnonKb, long RssFileKb, long RssShmemKb, long VmSwapKb, long VmPteKb, TableCounts Tables)
+{
+    /// <summary>VmLck: <c>mm-&gt;locked_vm</c>, memory in VM_LOCKED VMAs, in kB.</summary>
+    public long VmLckKb { get; init; }
+}
 
 /// <summary>Event counters of an address space.</summary>
 /// <param name="Faults">Page faults handled (<c>handle_mm_fault</c> calls).</param>

@@ -11,19 +11,27 @@ public sealed class AnonVma
 /// <summary>A virtual memory area (<c>vm_area_struct</c>): [Start, End) with one set of flags.</summary>
 public sealed class Vma
 {
-    internal Vma(ulong start, ulong end, VmFlags flags, AnonVma? anonVma)
+    internal Vma(ulong start, ulong end, VmFlags flags, AnonVma? anonVma, ulong pgoff)
     {
         Start = start;
         End = end;
         Flags = flags;
         AnonVmaSlot = anonVma;
+        PgOff = pgoff;
     }
 
-    /// <summary><c>vm_start</c>.</summary>
+    /// <summary><c>vm_start</c>. Changed only through <see cref="VmaTree"/>, which keeps the gaps it indexes in step.</summary>
     public ulong Start { get; internal set; }
 
-    /// <summary><c>vm_end</c> (exclusive).</summary>
+    /// <summary><c>vm_end</c> (exclusive). Changed only through <see cref="VmaTree"/>.</summary>
     public ulong End { get; internal set; }
+
+    /// <summary>
+    /// <c>vm_pgoff</c>: for anonymous memory, the page number of the address it was first mapped
+    /// at. Splits keep it continuous, mremap keeps it across a move once pages exist, and VMAs
+    /// merge only when it runs on without a jump.
+    /// </summary>
+    public ulong PgOff { get; internal set; }
 
     /// <summary><c>vm_flags</c>.</summary>
     public VmFlags Flags { get; internal set; }
@@ -39,6 +47,17 @@ public sealed class Vma
 
     /// <summary>Whether <paramref name="addr"/> lies inside.</summary>
     public bool Contains(ulong addr) => addr >= Start && addr < End;
+
+    // The VMA store's links (the maple tree's job in the kernel; the rb-tree and vm_next/vm_prev
+    // list of older kernels, which this mirrors): an AVL tree by start address, augmented with the
+    // largest gap below any VMA of the subtree, and the address-ordered list.
+    internal Vma? TreeLeft;
+    internal Vma? TreeRight;
+    internal Vma? TreeParent;
+    internal int TreeHeight;
+    internal ulong SubtreeMaxGap;
+    internal Vma? PrevVma;
+    internal Vma? NextVma;
 
     /// <inheritdoc/>
     public override string ToString() => $"{Start:x}-{End:x} {FlagString()}";

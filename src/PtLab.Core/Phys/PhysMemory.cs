@@ -7,7 +7,7 @@ namespace PtLab.Phys;
 /// handed out lazily (a high-water mark plus a LIFO free list), so host memory grows only with the
 /// frames in use. Frame 0 is the shared zero page.
 /// </summary>
-public sealed class PhysMemory
+public sealed partial class PhysMemory
 {
     /// <summary><c>PAGE_SHIFT</c>.</summary>
     public const int PageShift = 12;
@@ -106,6 +106,9 @@ public sealed class PhysMemory
     /// <summary>Pages on the file LRU list (here: lazy-free pages awaiting reclaim).</summary>
     public long LruFilePages => Lru.Count(LruList.File);
 
+    /// <summary>Mlocked pages, on the unevictable list (<c>Unevictable</c> in /proc/meminfo).</summary>
+    public long LruUnevictablePages => Lru.Count(LruList.Unevictable);
+
     /// <summary>
     /// Page reclaim: asked for a number of frames, returns how many it freed. Called by the
     /// allocation that crosses the low watermark (the work kswapd would do, done synchronously
@@ -149,26 +152,9 @@ public sealed class PhysMemory
                     pfn = TryTake();
                 }
             }
-            else if (cpu >= 0 && FreeFrames < LowWatermark && Interlocked.CompareExchange(ref _kswapd, 1, 0) == 0)
+            else
             {
-                try
-                {
-                    long want = HighWatermark - FreeFrames;
-                    while (want > 0)
-                    {
-                        long got = reclaim(cpu, Math.Min(want, 1024));
-                        if (got == 0)
-                        {
-                            break;
-                        }
-
-                        want -= got;
-                    }
-                }
-                finally
-                {
-                    Volatile.Write(ref _kswapd, 0);
-                }
+                Kswapd(cpu);
             }
         }
 
@@ -182,6 +168,7 @@ public sealed class PhysMemory
         d.Flags = 0;
         d.RefCount = 1;
         d.MapCount = 0;
+        d.EntireMapCount = 0;
         d.PtLock = 0;
         d.Level = 0;
         d.RmapAddress = 0;
@@ -191,6 +178,37 @@ public sealed class PhysMemory
         d.Lru = LruList.None;
         d.LruPrev = d.LruNext = -1;
         return pfn;
+    }
+
+    /// <summary>
+    /// The work kswapd would do once an allocation left fewer free frames than the low watermark:
+    /// reclaim up to the high watermark, done synchronously on <paramref name="cpu"/>.
+    /// </summary>
+    private void Kswapd(int cpu)
+    {
+        if (Reclaim is not { } reclaim || cpu < 0 || FreeFrames >= LowWatermark || Interlocked.CompareExchange(ref _kswapd, 1, 0) != 0)
+        {
+            return;
+        }
+
+        try
+        {
+            long want = HighWatermark - FreeFrames;
+            while (want > 0)
+            {
+                long got = reclaim(cpu, Math.Min(want, 1024));
+                if (got == 0)
+                {
+                    break;
+                }
+
+                want -= got;
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _kswapd, 0);
+        }
     }
 
     /// <summary>Allocates a zero-filled page for user data (<c>alloc_zeroed_user_highpage</c>).</summary>
@@ -368,6 +386,7 @@ public sealed class PhysMemory
     /// <summary>Drops a reference; frees the frame at zero (<c>put_page</c>). Returns true if freed.</summary>
     public bool PutPage(long pfn)
     {
+        pfn = CompoundHead(pfn);
         ref var d = ref Desc(pfn);
         if (d.Has(PageFlags.Reserved))
         {
@@ -382,7 +401,15 @@ public sealed class PhysMemory
 
         if (r == 0)
         {
-            FreeFrame(pfn);
+            if (d.Has(PageFlags.Head))
+            {
+                FreeHugeFolio(pfn);
+            }
+            else
+            {
+                FreeFrame(pfn);
+            }
+
             return true;
         }
 
@@ -397,8 +424,9 @@ public sealed class PhysMemory
     {
         Span<long> batch = stackalloc long[64];
         int n = 0, freed = 0;
-        foreach (long pfn in pfns)
+        foreach (long page in pfns)
         {
+            long pfn = CompoundHead(page);
             ref var d = ref Desc(pfn);
             if (d.Has(PageFlags.Reserved))
             {
@@ -413,6 +441,13 @@ public sealed class PhysMemory
 
             if (r > 0)
             {
+                continue;
+            }
+
+            if (d.Has(PageFlags.Head))
+            {
+                FreeHugeFolio(pfn); // a transparent huge page goes back whole
+                freed += HugeFrames;
                 continue;
             }
 
@@ -435,7 +470,7 @@ public sealed class PhysMemory
     /// </summary>
     public bool TryGetPage(long pfn)
     {
-        ref var d = ref Desc(pfn);
+        ref var d = ref Desc(CompoundHead(pfn));
         if (d.Has(PageFlags.Reserved))
         {
             return true;
@@ -457,7 +492,7 @@ public sealed class PhysMemory
     /// <summary>Takes a reference (<c>get_page</c>).</summary>
     public void GetPage(long pfn)
     {
-        ref var d = ref Desc(pfn);
+        ref var d = ref Desc(CompoundHead(pfn));
         if (!d.Has(PageFlags.Reserved))
         {
             Interlocked.Increment(ref d.RefCount);
@@ -475,6 +510,10 @@ public sealed class PhysMemory
         else if (_highWater < TotalFrames)
         {
             pfn = _highWater++;
+        }
+        else if (BreakFreeHugeBlockLocked() is var block and >= 0)
+        {
+            pfn = block;
         }
         else
         {

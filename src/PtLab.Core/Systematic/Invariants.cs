@@ -141,8 +141,8 @@ public static class Invariants
         long before = machine.Phys.UsedFrames;
         mm.Exit(machine.Cpus[0]);
         machine.Rcu.Barrier();
-        long used = machine.Phys.UsedFrames;
-        return used > 1 ? $"{used - 1} frames still in use after exit and rcu_barrier (were {before})" : null;
+        long used = machine.Phys.UsedFrames, reserved = machine.Phys.ReservedFrames;
+        return used > reserved ? $"{used - reserved} frames still in use after exit and rcu_barrier (were {before})" : null;
     }
 
     internal static List<long> PteTables(MmStruct mm)
