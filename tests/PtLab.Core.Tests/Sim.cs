@@ -16,10 +16,11 @@ internal sealed class Sim : IDisposable
     public const MapFlags Anon = MapFlags.Private | MapFlags.Anonymous;
     public const Prot Rw = Prot.Read | Prot.Write;
 
-    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true, long swapBytes = 0)
+    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true, long swapBytes = 0, ThpSettings? thp = null)
     {
         Machine = new Machine(new MachineOptions
         {
+            Thp = thp ?? ThpSettings.Default,
             RamBytes = ramBytes,
             PageData = pageData,
             Cpus = cpus,
@@ -59,6 +60,7 @@ internal sealed class Sim : IDisposable
     /// <summary>Asserts VmPTE matches the tables really reachable from the PGD.</summary>
     public void AssertAccountingConsistent()
     {
+        Mm.ValidateVmas();
         var present = Mm.CountTablesPresent();
         var status = Mm.Status();
         Assert.Equal(present, status.Tables);
@@ -113,7 +115,7 @@ internal sealed class Sim : IDisposable
 
                 foreach (ulong m in phys.Table(Entry.Pfn(u)).ToArray())
                 {
-                    if (m != 0)
+                    if (m != 0 && !Entry.IsHuge(m))
                     {
                         result.Add(Entry.Pfn(m));
                     }

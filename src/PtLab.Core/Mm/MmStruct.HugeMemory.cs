@@ -596,6 +596,87 @@ public sealed partial class MmStruct
         PmdUnlock(cpu, pmdTable);
         return true;
     }
+
+    /// <summary>
+    /// <c>try_to_unmap_one</c> for a huge page found by reclaim through its reverse map. A
+    /// PMD-mapped lazy-free huge page is discarded whole when it stayed clean and nobody else holds
+    /// it (<c>unmap_huge_pmd_locked</c> and <c>__discard_anon_folio_pmd_locked</c>: the pmd and its
+    /// deposit go, 512 pages of RSS with them); a young one only loses its young bit; a dirty one
+    /// is swap-backed again. Swap-backed huge pages and huge pages mapped by PTEs are kept: the
+    /// model has no THP swap-out and no folio split (the kernel would split them first).
+    /// </summary>
+    internal UnmapOutcome TryToUnmapHugePmd(Cpu cpu, long head, ulong haddr)
+    {
+        ref var d = ref Phys.Desc(head);
+        if ((d.Flags & (int)PageFlags.SwapBacked) != 0 || Volatile.Read(ref d.EntireMapCount) == 0)
+        {
+            return UnmapOutcome.Busy;
+        }
+
+        if (!RmapLock.TryDownRead(cpu.Id))
+        {
+            return UnmapOutcome.Busy;
+        }
+
+        try
+        {
+            long pmdTable = _dead ? -1 : PmdTableOf(haddr);
+            int pmdIndex = Geometry.Index(haddr, 2);
+            if (pmdTable < 0 || !PmdTransHugeLock(cpu, pmdTable, pmdIndex, out ulong pmd))
+            {
+                return UnmapOutcome.NotMapped;
+            }
+
+            try
+            {
+                ref ulong slot = ref Phys.Table(pmdTable)[pmdIndex];
+                if (Entry.Pfn(pmd) != head)
+                {
+                    return UnmapOutcome.NotMapped;
+                }
+
+                if (Entry.IsYoung(pmd) && Interlocked.CompareExchange(ref slot, Entry.MkOld(pmd), pmd) == pmd)
+                {
+                    FlushTlbRange(cpu, haddr, haddr + Geometry.PmdSize);
+                    return UnmapOutcome.Referenced;
+                }
+
+                ulong orig = PmdpHugeGetAndClear(pmdTable, pmdIndex);
+                FlushTlbRange(cpu, haddr, haddr + Geometry.PmdSize);
+                if (Entry.IsDirty(orig))
+                {
+                    Interlocked.Or(ref d.Flags, (int)PageFlags.Dirty);
+                }
+
+                if ((d.Flags & (int)PageFlags.Dirty) != 0 || Volatile.Read(ref d.RefCount) != 1 + 1)
+                {
+                    SetPmdAt(pmdTable, pmdIndex, orig);
+                    if ((d.Flags & (int)PageFlags.Dirty) == 0)
+                    {
+                        return UnmapOutcome.Busy; // someone else holds a reference (a GUP pin)
+                    }
+
+                    Interlocked.Or(ref d.Flags, (int)PageFlags.SwapBacked);
+                    return UnmapOutcome.Redirtied;
+                }
+
+                d.EntireMapCount--;
+                ZapDepositedTable(pmdTable);
+                AddRssAnon(cpu, -PhysMemory.HugeFrames);
+                Phys.PutPage(head); // the mapping's reference; reclaim's isolation keeps the page until it lets go
+                CountPageFreed(cpu, PhysMemory.HugeFrames);
+                return UnmapOutcome.Discarded;
+            }
+            finally
+            {
+                PmdUnlock(cpu, pmdTable);
+            }
+        }
+        finally
+        {
+            RmapLock.UpRead(cpu.Id);
+        }
+    }
 }
 
 /// <summary>Transparent huge page events of an address space (the <c>thp_*</c> lines of /proc/vmstat).</summary>

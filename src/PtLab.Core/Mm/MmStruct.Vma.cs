@@ -18,6 +18,9 @@ public sealed partial class MmStruct
     /// <summary>VMAs in the address space (<c>mm-&gt;map_count</c>).</summary>
     public int MapCount => _vmas.Count;
 
+    /// <summary>Checks the VMA store's links, balance and gap augmentation; throws on the first broken invariant (for tests).</summary>
+    internal void ValidateVmas() => _vmas.Validate();
+
     /// <summary>Whether any VMA intersects [start, end).</summary>
     private bool AnyVmaIn(ulong start, ulong end)
     {

@@ -301,7 +301,8 @@ public sealed partial class MmStruct
 
         if (Entry.IsHuge(pmd))
         {
-            return Entry.HugeSubPte(pmd, addr);
+            // The 4 KiB entry the leaf stands for; the huge zero page's is special, as the small one's.
+            return Entry.HugeSubPte(pmd, addr) | (Entry.Pfn(pmd) == Phys.HugeZeroPfn ? Entry.Special : 0);
         }
 
         return Volatile.Read(ref Phys.Table(Entry.Pfn(pmd))[Geometry.PteIndex(addr)]);

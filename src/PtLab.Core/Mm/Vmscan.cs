@@ -79,13 +79,15 @@ internal sealed class Vmscan
     {
         var phys = _machine.Phys;
         ref var d = ref phys.Desc(pfn);
-        if (d.RmapOwner is not MmStruct mm || Volatile.Read(ref d.MapCount) == 0)
+        if (d.RmapOwner is not MmStruct mm || (Volatile.Read(ref d.MapCount) == 0 && Volatile.Read(ref d.EntireMapCount) == 0 && !d.Has(PageFlags.Head)))
         {
             return; // unmapped meanwhile: dropping the isolation reference frees it
         }
 
         bool lazyFree = (d.Flags & (int)PageFlags.SwapBacked) == 0;
-        var outcome = mm.TryToUnmapOne(cpu, pfn, d.RmapAddress);
+        var outcome = d.Has(PageFlags.Head)
+            ? mm.TryToUnmapHugePmd(cpu, pfn, d.RmapAddress)
+            : mm.TryToUnmapOne(cpu, pfn, d.RmapAddress);
         switch (outcome)
         {
             case UnmapOutcome.SwappedOut:
