@@ -72,10 +72,22 @@ public readonly record struct VmaView(ulong Start, ulong End, VmFlags Flags)
     /// <summary>The two-letter <c>VmFlags</c> mnemonics of smaps (<c>show_smap_vma_flags</c>) for the modelled flags.</summary>
     public static IReadOnlyDictionary<string, VmFlags> Mnemonics { get; } = new Dictionary<string, VmFlags>(StringComparer.Ordinal)
     {
-        ["rd"] = VmFlags.Read, ["wr"] = VmFlags.Write, ["ex"] = VmFlags.Exec, ["sh"] = VmFlags.Shared,
-        ["mr"] = VmFlags.MayRead, ["mw"] = VmFlags.MayWrite, ["me"] = VmFlags.MayExec, ["gd"] = VmFlags.GrowsDown,
-        ["lo"] = VmFlags.Locked, ["lf"] = VmFlags.LockOnFault, ["sr"] = VmFlags.SeqRead, ["rr"] = VmFlags.RandRead,
-        ["ac"] = VmFlags.Account, ["nr"] = VmFlags.NoReserve, ["dd"] = VmFlags.DontDump, ["hg"] = VmFlags.HugePage,
+        ["rd"] = VmFlags.Read,
+        ["wr"] = VmFlags.Write,
+        ["ex"] = VmFlags.Exec,
+        ["sh"] = VmFlags.Shared,
+        ["mr"] = VmFlags.MayRead,
+        ["mw"] = VmFlags.MayWrite,
+        ["me"] = VmFlags.MayExec,
+        ["gd"] = VmFlags.GrowsDown,
+        ["lo"] = VmFlags.Locked,
+        ["lf"] = VmFlags.LockOnFault,
+        ["sr"] = VmFlags.SeqRead,
+        ["rr"] = VmFlags.RandRead,
+        ["ac"] = VmFlags.Account,
+        ["nr"] = VmFlags.NoReserve,
+        ["dd"] = VmFlags.DontDump,
+        ["hg"] = VmFlags.HugePage,
         ["nh"] = VmFlags.NoHugePage,
     };
 
