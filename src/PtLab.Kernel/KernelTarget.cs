@@ -177,8 +177,11 @@ public sealed unsafe class KernelTarget : IMemoryTarget
     /// <inheritdoc/>
     /// <remarks>
     /// The source must be the target's own memory (or free), and so must a MREMAP_FIXED
-    /// destination. Afterwards the target's record of its ranges is taken again from
-    /// <c>/proc/self/smaps</c> over the source and destination, so protections move with the pages.
+    /// destination. On success the target's record of its ranges follows the remap (the
+    /// protections move with the pages; a growth takes the protection of the end it grows from),
+    /// worked out without reading /proc, whose reading would make the runtime allocate in the
+    /// middle of a measurement; after a MREMAP_FIXED that failed past its checks it is read again
+    /// from <c>/proc/self/smaps</c>.
     /// </remarks>
     public MmapResult Mremap(ulong addr, ulong oldLen, ulong newLen, MremapFlags flags, ulong newAddr)
     {
@@ -191,17 +194,68 @@ public sealed unsafe class KernelTarget : IMemoryTarget
                 EnsureOwnedOrFree(newAddr, newLen, "mremap destination");
             }
 
+            var source = _owned.Ranges.Where(o => o.Start < addr + PageAlign(oldLen) && o.End > addr).ToList();
             nint p = LibC.Mremap((nint)addr, (nuint)oldLen, (nuint)newLen, (int)flags, (nint)newAddr);
             if (p == LibC.MapFailed)
             {
-                return new MmapResult(0, Fail());
+                // EINVAL comes before anything changed; other errors may follow MREMAP_FIXED's
+                // unmap of the destination (or a shrink of the source).
+                var error = Fail();
+                if (error != Errno.EINVAL && (flags & MremapFlags.Fixed) != 0)
+                {
+                    Resync(addr, addr + PageAlign(oldLen));
+                    Resync(newAddr, newAddr + PageAlign(newLen));
+                }
+
+                return new MmapResult(0, error);
             }
 
-            ulong result = (ulong)p;
-            ulong oldEnd = addr + Math.Max(PageAlign(oldLen), PageAlign(newLen));
-            Resync(addr, oldEnd);
-            Resync(result, result + PageAlign(newLen));
-            return new MmapResult(result, Errno.None);
+            FollowRemap(source, addr, PageAlign(oldLen), PageAlign(newLen), (ulong)p, flags);
+            return new MmapResult((ulong)p, Errno.None);
+        }
+    }
+
+    /// <summary>
+    /// Moves the record of the source pieces to where mremap put them: resized in place (the tail
+    /// dropped, or grown with the protection of the last piece), or moved to
+    /// <paramref name="result"/> keeping their offsets, the old range dropped unless MREMAP_DONTUNMAP.
+    /// </summary>
+    private void FollowRemap(List<OwnedRange> source, ulong addr, ulong oldLen, ulong newLen, ulong result, MremapFlags flags)
+    {
+        var last = source.Count > 0 ? source[^1].Prot : Prot.None;
+        bool moved = result != addr || (flags & (MremapFlags.Fixed | MremapFlags.DontUnmap)) != 0;
+        if (!moved)
+        {
+            if (newLen < oldLen)
+            {
+                _owned.Remove(addr + newLen, addr + oldLen);
+            }
+            else if (newLen > oldLen)
+            {
+                _owned.Add(addr + oldLen, addr + newLen, last);
+            }
+
+            return;
+        }
+
+        _owned.Remove(result, result + newLen);
+        if ((flags & MremapFlags.DontUnmap) == 0)
+        {
+            _owned.Remove(addr, addr + Math.Max(oldLen, newLen));
+        }
+
+        foreach (var piece in source)
+        {
+            ulong from = Math.Max(piece.Start, addr) - addr, to = Math.Min(piece.End, addr + oldLen) - addr;
+            if (from < Math.Min(to, newLen))
+            {
+                _owned.Add(result + from, result + Math.Min(to, newLen), piece.Prot);
+            }
+        }
+
+        if (newLen > oldLen)
+        {
+            _owned.Add(result + oldLen, result + newLen, last);
         }
     }
 

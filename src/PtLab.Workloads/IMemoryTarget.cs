@@ -91,13 +91,15 @@ public readonly record struct VmaView(ulong Start, ulong End, VmFlags Flags)
         ["nh"] = VmFlags.NoHugePage,
     };
 
-    /// <inheritdoc/>
-    public override string ToString()
+    /// <summary>The smaps mnemonics of the flags, in smaps' order.</summary>
+    public string FlagNames()
     {
         var flags = Flags;
-        var names = Mnemonics.Where(m => (flags & m.Value) != 0).Select(m => m.Key);
-        return $"{Start:x}-{End:x} {string.Join(' ', names)}";
+        return string.Join(' ', Mnemonics.Where(m => (flags & m.Value) != 0).Select(m => m.Key));
     }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Start:x}-{End:x} {FlagNames()}";
 }
 
 /// <summary>

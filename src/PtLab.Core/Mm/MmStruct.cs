@@ -21,8 +21,11 @@ public sealed partial class MmStruct
     /// </summary>
     public const ulong DefaultMmapBase = Geometry.TaskSize - (128UL << 20);
 
-    /// <summary><c>sysctl_max_map_count</c>.</summary>
-    public const int MaxMapCount = 65530;
+    /// <summary>The default of <c>sysctl_max_map_count</c>.</summary>
+    public const int DefaultMaxMapCount = 65530;
+
+    /// <summary><c>vm.max_map_count</c>: the most VMAs an address space may hold.</summary>
+    public int MaxMapCount { get; set; } = DefaultMaxMapCount;
 
     private readonly VmaTree _vmas = new();
     private long _nrPtes;

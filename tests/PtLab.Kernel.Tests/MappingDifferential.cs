@@ -1,0 +1,140 @@
+using PtLab.Mm;
+using PtLab.Workloads;
+using Xunit.Abstractions;
+
+namespace PtLab.Kernel.Tests;
+
+/// <summary>
+/// Runs one script of memory calls on the model and on the host kernel, each in an empty 512 GiB
+/// slot of its address space (one PGD entry: the slot's tables of every level are its own), and
+/// compares what each checkpoint saw: the calls' results (addresses written relative to the
+/// slot), the VMAs in the slot with their flags, and the VmPTE, VmLck and RssAnon changes.
+/// </summary>
+/// <remarks>
+/// The model gets the host's THP mode and the reclaim design that matches the host kernel. The
+/// runtime shares the kernel side's address space and may add a table or some anonymous memory of
+/// its own during a run: a run whose VmPTE differs is repeated (up to three times after a warm-up),
+/// and RssAnon is compared within <see cref="RssSlackKb"/>.
+/// </remarks>
+internal static class MappingDifferential
+{
+    public const ulong Slot = 1UL << 39;
+
+    /// <summary>How far the kernel's RssAnon change may stray from the model's: the runtime's own pages.</summary>
+    public const long RssSlackKb = 256;
+
+    /// <summary>The host's THP mode, for the model (the defaults when it cannot be read).</summary>
+    public static ThpSettings HostThp { get; } = KernelInfo.Probe().Thp ?? ThpSettings.Default;
+
+    /// <summary>Runs <paramref name="script"/> on both sides and asserts they agree at every checkpoint.</summary>
+    public static void AssertSame(Action<Run> script, ITestOutputHelper log)
+    {
+        var factory = PtLab.Reclaim.Designs.Factory(KernelInfo.Probe().MatchingDesign)!;
+        Run model;
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = factory, Thp = HostThp }))
+        {
+            model = new Run(m, FreeSlot());
+            script(model);
+        }
+
+        log.WriteLine($"model ({HostThp}):\n{model}");
+        Run kernel = RunOnKernel(script); // warm-up
+        for (int attempt = 1; attempt <= 3; attempt++)
+        {
+            kernel = RunOnKernel(script);
+            log.WriteLine($"kernel, attempt {attempt}:\n{kernel}");
+            if (model.Checkpoints.Zip(kernel.Checkpoints).All(p => p.First.PteKb == p.Second.PteKb))
+            {
+                break;
+            }
+        }
+
+        Assert.Equal(model.Checkpoints.Count, kernel.Checkpoints.Count);
+        foreach (var (m, k) in model.Checkpoints.Zip(kernel.Checkpoints))
+        {
+            Assert.True(m.Results.SequenceEqual(k.Results), $"{m.Label}: results differ\nmodel:  {string.Join(", ", m.Results)}\nkernel: {string.Join(", ", k.Results)}");
+            Assert.True(m.Layout.SequenceEqual(k.Layout), $"{m.Label}: VMAs differ\nmodel:  {string.Join("; ", m.Layout)}\nkernel: {string.Join("; ", k.Layout)}");
+            Assert.True(m.PteKb == k.PteKb, $"{m.Label}: VmPTE change model {m.PteKb} kB, kernel {k.PteKb} kB");
+            Assert.True(m.LckKb == k.LckKb, $"{m.Label}: VmLck change model {m.LckKb} kB, kernel {k.LckKb} kB");
+            Assert.True(Math.Abs(m.AnonKb - k.AnonKb) <= RssSlackKb, $"{m.Label}: RssAnon change model {m.AnonKb} kB, kernel {k.AnonKb} kB");
+        }
+    }
+
+    private static Run RunOnKernel(Action<Run> script)
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        using var kernel = new KernelTarget();
+        var run = new Run(kernel, FreeSlot());
+        script(run);
+        return run;
+    }
+
+    private static ulong FreeSlot()
+    {
+        ulong slot = KernelTarget.FindFreeRegion(Slot, Slot);
+        Assert.True(slot != 0, "no empty 512 GiB slot in this process's address space");
+        return slot;
+    }
+
+    /// <summary>What a script sees of one target: the slot's base, and checkpoints.</summary>
+    public sealed class Run(IMemoryTarget target, ulong slot)
+    {
+        private readonly List<(string Call, object? Result)> _results = new(64);
+        private MmStatus _last = target.Status();
+        private long _pte, _lck, _anon;
+
+        public IMemoryTarget Target { get; } = target;
+
+        public ulong Base { get; } = slot;
+
+        public List<Checkpoint> Checkpoints { get; } = [];
+
+        /// <summary>An address <paramref name="offset"/> bytes into the slot.</summary>
+        public ulong At(ulong offset) => Base + offset;
+
+        /// <summary>Records a call's result; addresses in the slot are written relative to it.</summary>
+        public T Note<T>(string call, T result)
+        {
+            _results.Add((call, result)); // formatted later: allocating here would grow the kernel side's RssAnon
+            return result;
+        }
+
+        public MmapResult Mmap(ulong offset, ulong length, Prot prot, MapFlags flags = MapFlags.None) =>
+            Note("mmap", Target.Mmap(At(offset), length, prot, MapFlags.Private | MapFlags.Anonymous | MapFlags.FixedNoReplace | flags));
+
+        public void Touch(ulong offset, ulong length, bool write) => Note(write ? "write" : "read", Target.TouchPages(At(offset), length, write));
+
+        /// <summary>
+        /// Takes a checkpoint of the results so far, the slot's VMAs and the status changes. The
+        /// changes are summed over the script's own steps only: reading the VMA listing (all of
+        /// /proc/self/smaps, on the kernel side) makes the runtime allocate, so the status is read
+        /// again after it and the next step counts from there.
+        /// </summary>
+        public void Check(string label)
+        {
+            var now = Target.Status();
+            _pte += now.VmPteKb - _last.VmPteKb;
+            _lck += now.VmLckKb - _last.VmLckKb;
+            _anon += now.RssAnonKb - _last.RssAnonKb;
+            var layout = Target.Layout(Base, Base + Slot).Select(v => $"+{v.Start - Base:x}-{v.End - Base:x} {(v with { Flags = v.Flags & VmaView.Modelled }).FlagNames()}").ToList();
+            Checkpoints.Add(new Checkpoint(label, [.. _results.Select(r => $"{r.Call} -> {Relative(r.Result)}")], layout, _pte, _lck, _anon));
+            _results.Clear();
+            _last = Target.Status();
+        }
+
+        private string Relative(object? value) => value switch
+        {
+            MmapResult { Ok: true } r when r.Address >= Base && r.Address < Base + Slot => $"+{r.Address - Base:x}",
+            MmapResult r => r.Ok ? $"0x{r.Address:x}" : r.Error.ToString(),
+            AccessResult a => a.Ok ? "ok" : a.Outcome.ToString(),
+            _ => $"{value}",
+        };
+
+        public override string ToString() => string.Join("\n", Checkpoints.Select(c =>
+            $"  {c.Label}: pte {c.PteKb:+#;-#;0} kB, lck {c.LckKb:+#;-#;0} kB, anon {c.AnonKb:+#;-#;0} kB; {string.Join(", ", c.Results)}; VMAs {string.Join("; ", c.Layout)}"));
+    }
+
+    public sealed record Checkpoint(string Label, List<string> Results, List<string> Layout, long PteKb, long LckKb, long AnonKb);
+}
