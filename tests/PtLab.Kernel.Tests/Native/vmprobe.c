@@ -116,7 +116,7 @@ static void settle(void)
         *nl = 0;
         unsigned long s = strtoul(p, &p, 16), e = strtoul(p + 1, &p, 16);
         char r = p[1], w = p[2], priv = p[4];
-        int special = strstr(p, "[vvar") || strstr(p, "[vsyscall]") || strstr(p, "[vdso]");
+        int special = strstr(p, "[vvar") || strstr(p, "[vsyscall]");
         if (!special && r == 'r' && (s < slot || s >= slot + SLOT)) {
             for (unsigned long a = s; a < e; a += 4096) {
                 volatile char *c = (volatile char *)a;
