@@ -68,7 +68,7 @@ public class VmaStoreBenchmarks
     /// <summary>An address space with <paramref name="vmas"/> alternating one-page mappings, placed by mmap top-down.</summary>
     internal static (Machine Machine, MmStruct Mm, Cpu Cpu, ulong Low) Build(int vmas)
     {
-        var machine = new Machine(new MachineOptions { PageData = false });
+        var machine = new Machine(new MachineOptions { PageData = false, Design = PtLab.Reclaim.Designs.Factory(PtLab.Reclaim.Designs.Baseline)! });
         var mm = machine.CreateAddressSpace();
         mm.MaxMapCount = vmas + 16;
         var cpu = machine.Cpus[0];

@@ -20,9 +20,14 @@ internal static class Check
         strategy.AcceptOnlyFromAmong([.. SchedulingStrategies.Names]);
         var seed = new Option<int?>("--seed") { Description = "Replay the one schedule of this seed and print its interleaving." };
         var baseSeed = new Option<int>("--base-seed") { Description = "First seed of an exploration (schedule i uses base + i).", DefaultValueFactory = _ => 0 };
-        var mutation = new Option<string>("--mutation") { Description = "Break the protocol on purpose: " + string.Join(", ", Mutations.Names) + ".", DefaultValueFactory = _ => "none" };
+        var mutation = new Option<string>("--mutation")
+        {
+            Description = "Break the protocol on purpose, to see the tester catch it: " +
+                          string.Join(", ", Mutations.Names.Where(n => n != Mutations.NameOf(Mutation.None)).Select(n => $"{n} (caught by {CaughtBy(Mutations.Parse(n)!.Value)})")) + ".",
+            DefaultValueFactory = _ => Mutations.NameOf(Mutation.None),
+        };
         mutation.AcceptOnlyFromAmong([.. Mutations.Names]);
-        var last = new Option<int>("--last") { Description = "Steps of the interleaving to print on replay.", DefaultValueFactory = _ => 60 };
+        var last = new Option<int>("--last") { Description = "Steps of the interleaving to print on replay (with --seed; at least 1).", DefaultValueFactory = _ => 60 };
         var everyStep = new Option<bool>("--every-step")
         {
             Description = "Also check, at every scheduling point, that no TLB maps a free frame and no entry maps a free frame or table.",
@@ -40,16 +45,40 @@ internal static class Check
             var s = SystematicScenarios.Find(p.GetValue(scenario)!)!;
             string d = p.GetValue(design)!;
             var m = Mutations.Parse(p.GetValue(mutation)!)!.Value;
-            if (!Mutations.AppliesTo(m, d))
+            if (!Designs.Supports(d, m))
             {
                 throw new UsageException($"--mutation {Mutations.NameOf(m)} does not apply to design {d}");
             }
 
+            RefuseADesignTheScenarioDoesNotTest(s, d);
             int n = p.GetValue(schedules);
             if (n < 1)
             {
                 throw new UsageException($"--schedules must be at least 1, got {n}");
             }
+
+            bool replay = p.GetValue(seed) is not null;
+            if (replay && Cli.Given(p, baseSeed))
+            {
+                throw new UsageException("--base-seed starts an exploration and --seed replays one schedule: give one of them");
+            }
+
+            if (replay && Cli.Given(p, schedules))
+            {
+                throw new UsageException("--schedules counts an exploration's schedules; --seed replays exactly one: drop one of them");
+            }
+
+            if (!replay && Cli.Given(p, last))
+            {
+                throw new UsageException("--last sets how many steps a replay prints: it needs --seed");
+            }
+
+            if (p.GetValue(last) < 1)
+            {
+                throw new UsageException($"--last must be at least 1, got {p.GetValue(last)}");
+            }
+
+            string? note = CatchNote(s, m);
 
             string strat = p.GetValue(strategy)!;
             if (p.GetValue(seed) is { } one)
@@ -68,11 +97,13 @@ internal static class Check
                         seed = one,
                         steps = r.Steps,
                         violation = r.Violation,
+                        note,
                         trace = r.Scheduler.TraceLines().TakeLast(keep).ToArray(),
                     }),
                     null,
                     w =>
                     {
+                        WriteNote(w, note);
                         w.WriteLine($"{s.Name} on {d}, {strat} seed {one}, mutation {Mutations.NameOf(m)}: {Human.Plural(r.Steps, "step")}, {(r.Ok ? "no violation" : "VIOLATION")}");
                         w.Write(r.Scheduler.FormatTrace(keep));
                         if (!r.Ok)
@@ -99,10 +130,12 @@ internal static class Check
                     mutation = Mutations.NameOf(m),
                     seconds = Math.Round(e.Elapsed.TotalSeconds, 3),
                     schedulesPerSecond = Math.Round(e.SchedulesPerSecond, 1),
+                    note,
                 }),
                 null,
                 w =>
                 {
+                    WriteNote(w, note);
                     w.WriteLine(string.Create(
                         CultureInfo.InvariantCulture,
                         $"{s.Name} on {d} ({strat}, mutation {Mutations.NameOf(m)}): {Human.Plural(e.Schedules, "schedule")}, {Human.Plural(e.Violations, "violation")}, {e.SchedulesPerSecond:N0} schedules/s, {Human.Plural(e.TotalSteps / Math.Max(1, e.Schedules), "step")} each"));
@@ -176,12 +209,58 @@ internal static class Check
         return cmd;
     }
 
+    /// <summary>The scenarios shown to catch <paramref name="m"/>, for help and notes.</summary>
+    private static string CaughtBy(Mutation m)
+    {
+        var names = SystematicScenarios.All
+            .Where(x => x.Catches.Contains(m))
+            .Select(x => x.Name)
+            .ToList();
+        return names.Count == 0 ? "no scenario yet" : string.Join(", ", names);
+    }
+
+    /// <summary>
+    /// A scenario that drives a primitive directly (not the address space) tests a design only
+    /// through a mutation of that design it is shown to catch; with any other design it tests nothing.
+    /// </summary>
+    private static void RefuseADesignTheScenarioDoesNotTest(SystematicScenario s, string design)
+    {
+        if (s.UsesDesign || s.Catches.Any(m => Designs.Supports(design, m)))
+        {
+            return;
+        }
+
+        var tested = Designs.Names.Where(n => s.Catches.Any(m => Designs.Supports(n, m))).ToList();
+        throw new UsageException(
+            $"{s.Name} drives its primitive directly, not through a design, so --design {design} tests nothing there; " +
+            (tested.Count > 0 ? $"use --design {string.Join(" or ", tested)}" : "it takes no --design"));
+    }
+
+    /// <summary>Says so when the scenario is not shown to catch the mutation, and which scenarios are.</summary>
+    private static string? CatchNote(SystematicScenario s, Mutation m)
+    {
+        if (m == Mutation.None || s.Catches.Contains(m))
+        {
+            return null;
+        }
+
+        return $"note: {s.Name} is not shown to catch {Mutations.NameOf(m)}; the scenarios that are: {CaughtBy(m)}";
+    }
+
+    private static void WriteNote(TextWriter w, string? note)
+    {
+        if (note is not null)
+        {
+            w.WriteLine(note);
+        }
+    }
+
     private static Option<string> DesignOption()
     {
         var design = new Option<string>("--design")
         {
             Description = "Page-table reclaim design. " + Designs.Describe() + ".",
-            DefaultValueFactory = _ => "pte-ref",
+            DefaultValueFactory = _ => Designs.Seed,
         };
         design.AcceptOnlyFromAmong([.. Designs.Names]);
         return design;

@@ -20,18 +20,10 @@ internal static class Cli
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
         var root = BuildRoot(stdout, stderr);
-        ParseResult parse = root.Parse(args);
+        ParseResult parse = root.Parse(args.Length == 0 ? ["demo"] : args);
         if (parse.Errors.Count > 0)
         {
-            var error = parse.Errors.FirstOrDefault(e => e.Message.StartsWith("Unrecognized", StringComparison.Ordinal)) ?? parse.Errors[0];
-            string message = string.Join(" ", error.Message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries).Select(l => l.Trim()));
-            string where = error.SymbolResult switch
-            {
-                OptionResult o => o.Option.Name + ": ",
-                ArgumentResult { Parent: OptionResult o } => o.Option.Name + ": ",
-                _ => "",
-            };
-            stderr.WriteLine($"ptlab: {where}{message} (try 'ptlab --help')");
+            stderr.WriteLine($"ptlab: {ParseErrors.Describe(parse)}");
             return ExitUsage;
         }
 
@@ -73,6 +65,7 @@ internal static class Cli
 
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
+        root.Subcommands.Add(Demo.Command(stdout, stderr));
         root.Subcommands.Add(run);
         root.Subcommands.Add(compare);
         root.Subcommands.Add(bench);
@@ -119,6 +112,11 @@ internal static class Cli
             DefaultValueFactory = _ => "0",
         };
 
+        public Option<bool> Force { get; } = new("--force")
+        {
+            Description = "Run even when the estimate of the host memory the run needs says it will not fit in what the host has available.",
+        };
+
         public ModelOptions()
         {
             PageData.AcceptOnlyFromAmong("on", "off");
@@ -137,6 +135,56 @@ internal static class Cli
             c.Options.Add(At);
             c.Options.Add(Swap);
             c.Options.Add(SwitchBack);
+            c.Options.Add(Force);
+        }
+
+        /// <summary>
+        /// Refuses the options that would mean nothing for this run, each with the reason: a design
+        /// option none of the run's designs takes, a placement for a scenario that never meets the
+        /// kernel, a swap device reclaim would never use.
+        /// </summary>
+        public void RefuseMeaningless(ParseResult p, ScenarioDef def, IScenario scenario, IReadOnlyList<string> designs)
+        {
+            if (Given(p, SwitchBack) && !designs.Any(TakesSwitchBack))
+            {
+                var takers = Designs.Names.Where(TakesSwitchBack).ToList();
+                throw new UsageException(
+                    $"--switch-back: {(designs.Count == 1 ? $"design {designs[0]} has" : $"designs {string.Join(", ", designs)} have")} no " +
+                    $"switch back to percpu mode; it applies to {string.Join(", ", takers)}");
+            }
+
+            if (Given(p, At) && !def.KernelCapable)
+            {
+                throw new UsageException($"--at places the mapping at an address the host kernel's run can share (compare --kernel); {def.Name} runs on the model only");
+            }
+
+            ulong swap = Size(p.GetValue(Swap), "--swap");
+            ulong ram = Size(p.GetValue(Ram), "--ram");
+            var f = def.Footprint(scenario);
+            if (Given(p, Swap) && swap > 0 && f.ResidentBytes <= ram)
+            {
+                throw new UsageException(
+                    $"--swap is never used here: the {def.Name} working set ({PtLab.Cli.Human.Bytes(f.ResidentBytes)}) fits in --ram " +
+                    $"({PtLab.Cli.Human.Bytes(ram)}), so reclaim never runs; give a --ram below the working set to see pages swapped");
+            }
+        }
+
+        // A design takes --switch-back when its options, as a run reports them, depend on it.
+        private static bool TakesSwitchBack(string design) =>
+            !Designs.ReportedOptions(design, new DesignOptions { SwitchBack = true })
+                .SequenceEqual(Designs.ReportedOptions(design, new DesignOptions { SwitchBack = false }));
+
+        /// <summary>
+        /// Refuses a run whose model (and, with <paramref name="onKernel"/>, real touches in this
+        /// process) would not fit in the host's available memory, unless --force.
+        /// </summary>
+        public void GuardHostMemory(ParseResult p, ScenarioDef def, IScenario scenario, bool onKernel = false)
+        {
+            var f = def.Footprint(scenario);
+            long kernel = onKernel ? (long)f.ResidentBytes : 0;
+            HostMemory.Check(
+                f, (long)Size(p.GetValue(Ram), "--ram"), (long)Size(p.GetValue(Swap), "--swap"), p.GetValue(PageData) == "on",
+                HostMemory.Available() - kernel, p.GetValue(Force));
         }
 
         public ScenarioArgs Args(ParseResult p, ScenarioDef def)
@@ -166,11 +214,11 @@ internal static class Cli
                 .Add("pageData", pageData ? "on" : "off")
                 .Add("cpus", (long)cpus)
                 .Add("swapBytes", swap);
-            var factory = DesignFactory(design);
-            if (design == "pte-ref")
+            var options = new DesignOptions { SwitchBack = switchBack };
+            var factory = DesignFactory(design, options);
+            foreach (var (key, value) in Designs.ReportedOptions(design, options))
             {
-                reported.Add("switchBack", switchBack ? "on" : "off");
-                factory = () => new PteRefReclaim { SwitchBack = switchBack };
+                reported.Add(key, value);
             }
 
             return new MachineOptions
@@ -186,8 +234,11 @@ internal static class Cli
         }
     }
 
-    public static Func<IPageTableReclaim> DesignFactory(string name) =>
-        Designs.Factory(name) ?? throw new UsageException($"unknown design '{name}' (known: {string.Join(", ", Designs.Names)})");
+    /// <summary>Whether the user gave <paramref name="option"/> on the command line (not its default).</summary>
+    internal static bool Given(ParseResult p, Option option) => p.GetResult(option) is { Implicit: false };
+
+    public static Func<IPageTableReclaim> DesignFactory(string name, DesignOptions? options = null) =>
+        Designs.Factory(name, options) ?? throw new UsageException($"unknown design '{name}' (known: {string.Join(", ", Designs.Names)})");
 
     public static ulong Size(string? text, string option)
     {
@@ -220,7 +271,7 @@ internal static class Cli
         var design = new Option<string>("--design")
         {
             Description = "Page-table reclaim design. " + Designs.Describe() + ".",
-            DefaultValueFactory = _ => "none",
+            DefaultValueFactory = _ => Designs.Baseline,
         };
         design.AcceptOnlyFromAmong([.. Designs.Names]);
         var common = new ModelOptions();
@@ -236,6 +287,8 @@ internal static class Cli
             var args = common.Args(p, def);
             var scenario = def.Create(p, args);
             var machine = common.Machine(p, args.Cpus, p.GetValue(design)!, out var reported);
+            common.RefuseMeaningless(p, def, scenario, [p.GetValue(design)!]);
+            common.GuardHostMemory(p, def, scenario);
             return RunScenario(scenario, machine, reported, p, common.Report, stdout, stderr);
         });
         return cmd;
@@ -244,36 +297,80 @@ internal static class Cli
     /// <summary>Runs a scenario on a fresh model machine, with a progress bar when both outputs are terminals.</summary>
     internal static ScenarioResult RunWithProgress(IScenario scenario, IMemoryTarget target, TextWriter stderr)
     {
+        ScenarioResult? r = null;
+        WithProgress(stderr, [$"{scenario.Name} on {target.Name}"], report => r = scenario.Run(target, report(0)));
+        return r!;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> with one progress bar per label on stderr when both outputs are
+    /// terminals; <paramref name="work"/> gets, per label index, where to report a fraction in [0, 1].
+    /// </summary>
+    internal static void WithProgress(TextWriter stderr, IReadOnlyList<string> labels, Action<Func<int, Action<double>?>> work)
+    {
         bool interactive = !Console.IsErrorRedirected && !Console.IsOutputRedirected && ReferenceEquals(stderr, Console.Error);
         if (!interactive)
         {
-            return scenario.Run(target, null);
+            work(_ => null);
+            return;
         }
 
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        ScenarioResult? r = null;
         console.Progress()
             .AutoClear(true)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
             .Start(ctx =>
             {
-                var task = ctx.AddTask($"{scenario.Name} on {target.Name}", maxValue: 1.0);
-                r = scenario.Run(target, f => task.Value = f);
+                var tasks = labels.Select(l => ctx.AddTask(l, maxValue: 1.0)).ToArray();
+                work(i => f => tasks[i].Value = f);
             });
-        return r!;
     }
 
     private static int RunScenario(IScenario scenario, MachineOptions options, ReportParameters reported, ParseResult p, ReportOptions output, TextWriter stdout, TextWriter stderr)
     {
         using var target = new ModelTarget(options);
-        ScenarioResult result = RunWithProgress(scenario, target, stderr);
+        ScenarioResult result = ExplainingOutOfMemory(target, () => RunWithProgress(scenario, target, stderr));
         var counters = target.Mm.Counters();
         var host = new HostReport(
             Process.GetCurrentProcess().PeakWorkingSet64,
             target.Machine.Phys.HostBytes,
             result.WallSeconds > 0 ? Math.Round(counters.Faults / result.WallSeconds) : 0);
         var report = RunReport.From(result, target.Mm.Design.Name, counters, reported, host);
+        report = report with { Notes = [.. ReclaimNote(result, target)] };
         return output.Write(p, stdout, report.ToJson, report.ToCsv, w => TableOutput.Write(report, w));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="run"/>; when the scenario fails because simulated RAM ran out, says so
+    /// with the options that help, instead of only the failed access.
+    /// </summary>
+    internal static T ExplainingOutOfMemory<T>(ModelTarget target, Func<T> run)
+    {
+        try
+        {
+            return run();
+        }
+        catch (ScenarioException e) when (target.Machine.Phys.AllocationFailures > 0)
+        {
+            var o = target.Machine.Options;
+            string swap = o.SwapBytes > 0
+                ? $"or a larger --swap (now {PtLab.Cli.Human.Bytes(o.SwapBytes)})"
+                : "or add --swap SIZE so reclaim can write anonymous pages out";
+            throw new ScenarioException($"simulated RAM ran out (--ram {PtLab.Cli.Human.Bytes(o.RamBytes)}): {e.Message}; give a larger --ram, {swap}");
+        }
+    }
+
+    /// <summary>
+    /// A MADV_FREE run whose reclaim never ran freed nothing: the lazy-free pages, and with pte-ref
+    /// their tables, wait for a reclaim that only a short RAM starts. Says so, with the way out.
+    /// </summary>
+    internal static IEnumerable<string> ReclaimNote(ScenarioResult r, ModelTarget target)
+    {
+        if (r.Parameters.TryGetValue("advice", out var advice) && advice == "free" && target.Machine.ReclaimStats.Scanned == 0)
+        {
+            yield return $"note: reclaim never ran (the {PtLab.Cli.Human.Bytes(target.Machine.Options.RamBytes)} of simulated RAM never ran short), " +
+                         "so MADV_FREE left every lazy-free page and its table in place; give a --ram below the working set (--size) for reclaim to discard them";
+        }
     }
 
     /// <summary>

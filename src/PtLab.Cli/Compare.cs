@@ -1,9 +1,6 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
-using PtLab.Kernel;
 using PtLab.Mm;
 using PtLab.Reclaim;
 using PtLab.Workloads;
@@ -11,43 +8,57 @@ using Spectre.Console;
 
 namespace PtLab.Cli;
 
-/// <summary>One design's run in <c>ptlab compare</c>.</summary>
+/// <summary>
+/// One design in <c>ptlab compare</c>: the figures of its first measured trial (tables, VmPTE and
+/// counters do not depend on timing in single-CPU scenarios), and its timings over every trial:
+/// <see cref="WallSeconds"/> and <see cref="MadviseLatencyNs"/> are medians.
+/// </summary>
 internal sealed record DesignRunReport(
     string Design, StatusReport Before, StatusReport After, CountersReport Counters, LatencyReport MadviseLatencyNs,
-    double WallSeconds, IReadOnlyList<CheckpointReport> Checkpoints);
+    double WallSeconds, IReadOnlyList<CheckpointReport> Checkpoints)
+{
+    /// <summary>Wall time of the measured phase over the trials.</summary>
+    public Spread WallSecondsSpread { get; init; } = new(WallSeconds, WallSeconds, WallSeconds);
+
+    /// <summary>Per-trial madvise p50 over the trials.</summary>
+    public Spread MadviseP50NsSpread { get; init; } = new(MadviseLatencyNs.P50, MadviseLatencyNs.P50, MadviseLatencyNs.P50);
+
+    /// <summary>Per-trial madvise p99 over the trials.</summary>
+    public Spread MadviseP99NsSpread { get; init; } = new(MadviseLatencyNs.P99, MadviseLatencyNs.P99, MadviseLatencyNs.P99);
+
+    /// <summary>Whether every trial ended with the same tables and VmPTE as the first (false is possible with several CPUs).</summary>
+    public bool TrialsAgree { get; init; } = true;
+
+    /// <summary>Remarks on reading the figures (that reclaim never ran, for example).</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
+}
 
 /// <summary>The JSON of <c>ptlab compare</c> without <c>--kernel</c>.</summary>
 internal sealed record CompareReport(string Scenario, IReadOnlyDictionary<string, object> Parameters, IReadOnlyList<DesignRunReport> Designs)
 {
-    public string ToJson() => ReportJson.Serialize(this);
-}
+    /// <summary>Measured runs per design.</summary>
+    public int Trials { get; init; } = 1;
 
-/// <summary>Kernel and model deltas at one checkpoint of <c>ptlab compare --kernel</c>.</summary>
-internal sealed record KernelCheckpointReport(string Label, StatusReport? Kernel, StatusReport Model, TablesReport? TableDifference);
+    /// <summary>What ran before the measured trials, unmeasured.</summary>
+    public string WarmUp { get; init; } = "";
 
-/// <summary>The JSON of <c>ptlab compare --kernel</c>: deltas (after minus before) on each side, and model minus kernel per table level.</summary>
-internal sealed record KernelCompareReport(
-    string Scenario,
-    IReadOnlyDictionary<string, object> Parameters,
-    string Host,
-    string ModelDesign,
-    string Method,
-    StatusReport? Kernel,
-    StatusReport Model,
-    TablesReport? TableDifference,
-    IReadOnlyList<KernelCheckpointReport> Checkpoints,
-    TablesReport MethodCheckInferred,
-    TablesReport MethodCheckCounted,
-    int KernelAttempts,
-    IReadOnlyList<string> KernelRunsRepeated,
-    double KernelWallSeconds,
-    double ModelWallSeconds)
-{
+    /// <summary>The order the designs ran in, per trial.</summary>
+    public IReadOnlyList<IReadOnlyList<string>> Orders { get; init; } = [];
+
+    /// <summary>One sentence on what the designs did to the page tables, against <c>none</c>; empty without <c>none</c>.</summary>
+    public string Summary { get; init; } = "";
+
+    /// <summary>Per design, how its wall time compares with the baseline's over the trials (<see cref="Compare.Verdict"/>).</summary>
+    public IReadOnlyList<string> TimingVerdicts { get; init; } = [];
+
+    /// <summary>The bar chart written, or null.</summary>
+    public string? Plot { get; init; }
+
     public string ToJson() => ReportJson.Serialize(this);
 }
 
 /// <summary><c>ptlab compare</c>.</summary>
-internal static class Compare
+internal static partial class Compare
 {
     /// <summary>The slot used when no host kernel can run: any empty 512 GiB slot does for the model.</summary>
     private const ulong ModelOnlySlot = 1UL << 40;
@@ -79,6 +90,23 @@ internal static class Compare
             Description = "Also run the scenario on the host kernel, next to the model design that matches it (pt-reclaim on " +
                           "Linux 6.14+ with CONFIG_PT_RECLAIM=y, else none), at the same address, and print the difference.",
         };
+        var trials = new Option<int>("--trials")
+        {
+            Description = "Measured runs per design, after one unmeasured warm-up of each; the designs' order rotates from trial to trial, and times are medians with their min-max.",
+            DefaultValueFactory = _ => 3,
+        };
+        var plot = new Option<string>("--plot")
+        {
+            Description = "Also draw VmPTE before and after per design as a bar chart into this PNG file.",
+            HelpName = "FILE.png",
+        };
+        plot.Validators.Add(r =>
+        {
+            if (ReportOptions.WhyNotWritable(r.Tokens.Count > 0 ? r.Tokens[0].Value : null) is { } why)
+            {
+                r.AddError(why.Replace("--output", "--plot", StringComparison.Ordinal));
+            }
+        });
         var common = new Cli.ModelOptions();
         foreach (var o in def.Options)
         {
@@ -86,6 +114,8 @@ internal static class Compare
         }
 
         cmd.Options.Add(designs);
+        cmd.Options.Add(trials);
+        cmd.Options.Add(plot);
         cmd.Options.Add(kernel);
         common.AddTo(cmd);
         cmd.SetAction(p =>
@@ -94,8 +124,16 @@ internal static class Compare
             if (!p.GetValue(kernel))
             {
                 var names = ParseDesigns(p.GetValue(designs));
+                int n = p.GetValue(trials);
+                if (n is < 1 or > 100)
+                {
+                    throw new UsageException($"--trials must be between 1 and 100, got {n}");
+                }
+
                 var scenario = def.Create(p, args);
-                return RunDesigns(scenario, names, p, common, args, stdout, stderr);
+                common.RefuseMeaningless(p, def, scenario, names);
+                common.GuardHostMemory(p, def, scenario);
+                return RunDesigns(def, scenario, names, n, p.GetValue(plot), p, common, args, stdout, stderr);
             }
 
             if (p.GetValue(designs) is not null)
@@ -143,36 +181,103 @@ internal static class Compare
     }
 
     private static int RunDesigns(
-        IScenario scenario, IReadOnlyList<string> names, ParseResult p, Cli.ModelOptions common, ScenarioArgs args,
-        TextWriter stdout, TextWriter stderr)
+        ScenarioDef def, IScenario scenario, IReadOnlyList<string> names, int trials, string? plotFile, ParseResult p,
+        Cli.ModelOptions common, ScenarioArgs args, TextWriter stdout, TextWriter stderr)
     {
-        var runs = new List<DesignRunReport>();
         var parameters = new ReportParameters();
-        foreach (var name in names)
+        var machines = names.ToDictionary(n => n, n =>
         {
-            var machine = common.Machine(p, args.Cpus, name, out var reported);
-            using var target = new ModelTarget(machine);
-            var timer = new MadviseTimer(target);
-            var r = Cli.RunWithProgress(scenario, timer, stderr);
-            parameters.AddScenario(r.Parameters);
+            var m = common.Machine(p, args.Cpus, n, out var reported);
             foreach (var (k, v) in reported.Values)
             {
                 parameters.Add(k, v);
             }
 
-            runs.Add(new DesignRunReport(
-                name, StatusReport.From(r.Before), StatusReport.From(r.After), CountersReport.From(target.Mm.Counters()),
-                LatencyReport.From(timer.Recorder.Summary()), Math.Round(r.WallSeconds, 6), CheckpointReport.From(r)));
+            return m;
+        });
+        var warmUp = def.WarmUp(scenario);
+        var (results, orders) = FairTrials.Run(
+            names,
+            trials,
+            n => RunOnce(warmUp, machines[n], null),
+            (n, _) => RunOnce(scenario, machines[n], stderr));
+        var runs = names.Select(n => Combine(n, results[n])).ToList();
+        parameters.AddScenario(scenario.Parameters);
+        var report = new CompareReport(scenario.Name, parameters.Values, runs)
+        {
+            Trials = trials,
+            WarmUp = $"one unmeasured run of each design: {ReportParameters.Describe(new ReportParameters().AddScenario(warmUp.Parameters).Values)}",
+            Orders = orders,
+            Summary = Demo.Summary(runs),
+            TimingVerdicts = Verdicts(runs, trials),
+        };
+        if (!string.IsNullOrEmpty(plotFile))
+        {
+            Demo.Plot(plotFile, $"{scenario.Name}: VmPTE per design", runs);
+            report = report with { Plot = plotFile };
         }
 
-        var report = new CompareReport(scenario.Name, parameters.Values, runs);
         return common.Report.Write(p, stdout, report.ToJson, () => Csv(report), w => WriteTable(report, w));
+    }
+
+    /// <summary>One run of <paramref name="scenario"/> on a fresh machine, with every madvise call timed.</summary>
+    internal static DesignRunReport RunOnce(IScenario scenario, MachineOptions machine, TextWriter? progressTo, Action<double>? progress = null)
+    {
+        using var target = new ModelTarget(machine);
+        var timer = new MadviseTimer(target);
+        var r = Cli.ExplainingOutOfMemory(target, () => progressTo is null ? scenario.Run(timer, progress) : Cli.RunWithProgress(scenario, timer, progressTo));
+        return new DesignRunReport(
+            target.Mm.Design.Name, StatusReport.From(r.Before), StatusReport.From(r.After), CountersReport.From(target.Mm.Counters()),
+            LatencyReport.From(timer.Recorder.Summary()), Math.Round(r.WallSeconds, 6), CheckpointReport.From(r))
+        {
+            Notes = [.. Cli.ReclaimNote(r, target)],
+        };
+    }
+
+    /// <summary>Each design's wall time against the baseline's (none, else the first design listed).</summary>
+    private static List<string> Verdicts(IReadOnlyList<DesignRunReport> runs, int trials)
+    {
+        var baseline = runs.FirstOrDefault(d => d.Design == Reclaim.Designs.Baseline) ?? runs[0];
+        return [.. runs.Where(d => d != baseline).Select(d => Verdict(d.Design, d.WallSecondsSpread, baseline.Design, baseline.WallSecondsSpread, trials))];
+    }
+
+    /// <summary>
+    /// "pt-reclaim vs none: wall 0.52x the median; faster in every trial (ranges apart)", or, when the
+    /// ranges overlap, that these trials show no difference.
+    /// </summary>
+    internal static string Verdict(string design, Spread wall, string baseline, Spread baseWall, int trials)
+    {
+        string ratio = baseWall.Median > 0 ? (wall.Median / baseWall.Median).ToString("0.00", CultureInfo.InvariantCulture) + "x" : "-";
+        string how = trials < 2 ? "one trial, no spread to judge by (use --trials 3 or more)"
+            : wall.Max < baseWall.Min ? $"faster: every trial below {baseline}'s fastest"
+            : wall.Min > baseWall.Max ? $"slower: every trial above {baseline}'s slowest"
+            : "min-max ranges overlap: no difference these trials can show";
+        return $"{design} vs {baseline}: wall {ratio} the median; {how}";
+    }
+
+    /// <summary>The first trial's figures with the medians and ranges of every trial's timings.</summary>
+    private static DesignRunReport Combine(string name, IReadOnlyList<DesignRunReport> trials)
+    {
+        var first = trials[0];
+        var wall = Spread.Of(trials.Select(t => t.WallSeconds)).Round(6);
+        var p50 = Spread.Of(trials.Select(t => (double)t.MadviseLatencyNs.P50));
+        var p99 = Spread.Of(trials.Select(t => (double)t.MadviseLatencyNs.P99));
+        return first with
+        {
+            Design = name,
+            WallSeconds = wall.Median,
+            MadviseLatencyNs = first.MadviseLatencyNs with { P50 = (long)p50.Median, P99 = (long)p99.Median },
+            WallSecondsSpread = wall,
+            MadviseP50NsSpread = p50,
+            MadviseP99NsSpread = p99,
+            TrialsAgree = trials.All(t => t.After == first.After && t.Checkpoints.SequenceEqual(first.Checkpoints)),
+        };
     }
 
     private static string Csv(CompareReport r)
     {
         var sb = new StringBuilder();
-        sb.AppendLine($"scenario,design,phase,{CsvColumns.StatusHeader},{CsvColumns.CountersHeader},{CsvColumns.MadviseLatencyHeader},wallSeconds");
+        sb.AppendLine($"scenario,design,phase,{CsvColumns.StatusHeader},{CsvColumns.CountersHeader},{CsvColumns.MadviseLatencyHeader},wallSeconds,wallSecondsMin,wallSecondsMax,trials");
         foreach (var d in r.Designs)
         {
             var phases = new List<(string, StatusReport)> { ("before", d.Before) };
@@ -181,7 +286,7 @@ internal static class Compare
             foreach (var (phase, s) in phases)
             {
                 sb.AppendLine(CultureInfo.InvariantCulture,
-                    $"{r.Scenario},{d.Design},{phase},{CsvColumns.Status(s)},{CsvColumns.Counters(d.Counters)},{CsvColumns.Latency(d.MadviseLatencyNs)},{CsvColumns.Number(d.WallSeconds)}");
+                    $"{r.Scenario},{d.Design},{phase},{CsvColumns.Status(s)},{CsvColumns.Counters(d.Counters)},{CsvColumns.Latency(d.MadviseLatencyNs)},{CsvColumns.Number(d.WallSeconds)},{CsvColumns.Number(d.WallSecondsSpread.Min)},{CsvColumns.Number(d.WallSecondsSpread.Max)},{r.Trials}");
             }
         }
 
@@ -196,14 +301,19 @@ internal static class Compare
 
     private static string AfterDelta(long before, long after) => $"{N(after)} ({Signed(after - before)})";
 
-    private static string Us(long ns) => (ns / 1000.0).ToString("0.0", CultureInfo.InvariantCulture) + " µs";
+    /// <summary>A median with its range when there was more than one trial: 4.631 s (4.5-4.8).</summary>
+    private static string Timed(Spread s, int trials, Func<double, string> f, Func<double, string> bare) =>
+        trials > 1 ? $"{f(s.Median)} ({bare(s.Min)}-{bare(s.Max)})" : f(s.Median);
 
     private static void WriteTable(CompareReport r, TextWriter writer)
     {
         var console = Plain(writer);
-        console.WriteLine($"{r.Scenario}, one fresh machine per design ({ReportParameters.Describe(r.Parameters)})");
+        console.WriteLine($"{r.Scenario}, one fresh machine per design and trial ({ReportParameters.Describe(r.Parameters)})");
+        console.WriteLine(r.Trials > 1
+            ? $"{Human.Plural(r.Trials, "measured trial")} per design after a warm-up ({r.WarmUp}), the designs' order rotating per trial; times are medians (min-max); tables and counters are the first trial's"
+            : $"one measured trial per design after a warm-up ({r.WarmUp}); use --trials N for medians over N");
         var t = new Table().Border(TableBorder.Simple);
-        t.AddColumn("after (delta)");
+        t.AddColumn("after (delta from before: right after the mmap)");
         foreach (var d in r.Designs)
         {
             t.AddColumn(new TableColumn(d.Design).RightAligned());
@@ -221,192 +331,36 @@ internal static class Compare
         }
 
         Row("faults", d => N(d.Counters.Faults));
-        Row("madvise p50", d => Us(d.MadviseLatencyNs.P50));
-        Row("madvise p99", d => Us(d.MadviseLatencyNs.P99));
         Row("madvise calls", d => N(d.MadviseLatencyNs.Count));
+        Row("madvise p50", d => d.MadviseLatencyNs.Count == 0 ? "-" : Timed(d.MadviseP50NsSpread, r.Trials, Human.Micros, v => (v / 1000).ToString("N1", CultureInfo.InvariantCulture)));
+        Row("madvise p99", d => d.MadviseLatencyNs.Count == 0 ? "-" : Timed(d.MadviseP99NsSpread, r.Trials, Human.Micros, v => (v / 1000).ToString("N1", CultureInfo.InvariantCulture)));
         Row("grace periods", d => N(d.Counters.GracePeriods));
         Row("TLB flushes", d => N(d.Counters.TlbFlushes));
-        Row("wall", d => d.WallSeconds.ToString("0.000", CultureInfo.InvariantCulture) + " s");
+        Row("wall", d => Timed(d.WallSecondsSpread, r.Trials, Human.Seconds, v => v.ToString("0.000", CultureInfo.InvariantCulture)));
         console.Write(t);
-    }
-
-    private static int WithKernel(ScenarioDef def, ParseResult p, Cli.ModelOptions common, ScenarioArgs args, TextWriter stdout, TextWriter stderr)
-    {
-        var info = KernelInfo.Probe();
-        string design = info.MatchingDesign;
-        bool kernelRuns = info.IsLinuxX64 && KernelTarget.IsSupported;
-        if (!kernelRuns)
+        if (r.Summary.Length > 0)
         {
-            stderr.WriteLine($"ptlab: {info}; running the model alone (design '{design}')");
+            console.WriteLine(r.Summary);
         }
 
-        ulong slot = kernelRuns ? KernelTarget.FindFreeRegion(PgdSlot, PgdSlot) : ModelOnlySlot;
-        if (slot == 0)
+        if (r.Plot is not null)
         {
-            throw new ScenarioException("no empty 512 GiB slot in this process's address space to place the mapping in");
+            console.WriteLine($"plot: {r.Plot} (VmPTE before and after, per design)");
         }
 
-        var scenario = def.Create(p, args with { At = slot });
-        var machine = common.Machine(p, args.Cpus, design, out var reported);
-        ScenarioResult model;
-        TablesReport inferredCheck, countedCheck;
-        using (var target = new ModelTarget(machine))
+        foreach (var v in r.TimingVerdicts)
         {
-            var inference = new UpperTableInference(target);
-            model = Cli.RunWithProgress(scenario, inference, stderr);
-            // The inference's view of the model's upper tables, against the model's counted ones.
-            var counted = target.Mm.Status().Tables;
-            var (pmd, pud) = inference.UpperTables;
-            inferredCheck = new TablesReport(0, pmd, pud);
-            countedCheck = new TablesReport(0, counted.Pmd, counted.Pud);
+            console.WriteLine(v);
         }
 
-        ScenarioResult? kernel = null;
-        int attempts = 0;
-        var repeated = new List<string>();
-        if (kernelRuns)
+        foreach (var note in r.Designs.SelectMany(d => d.Notes).Distinct())
         {
-            // The runtime shares the address space and can add a table of its own mid-run (JIT,
-            // GC growth), or, on a pt-reclaim kernel, lose one when a GC decommits with
-            // MADV_DONTNEED (the kernel target's hot path does not allocate, to avoid that). It
-            // never touches the scenario's slot. A run that differs is repeated, up to three runs.
-            for (attempts = 1; attempts <= 3; attempts++)
-            {
-                GC.Collect();
-                GC.WaitForPendingFinalizers();
-                GC.Collect();
-                using var k = new UpperTableInference(new KernelTarget());
-                kernel = Cli.RunWithProgress(def.Create(p, args with { At = slot }), k, stderr);
-                if (Same(model, kernel))
-                {
-                    break;
-                }
-
-                repeated.Add($"run {attempts}: " + Mismatches(model, kernel));
-            }
-
-            attempts = Math.Min(attempts, 3);
+            writer.WriteLine(note);
         }
 
-        var parameters = reported.AddScenario(model.Parameters);
-
-        var modelDelta = Delta(model.After, model.Before);
-        var kernelDelta = kernel is null ? null : Delta(kernel.After, kernel.Before);
-        var checkpoints = new List<KernelCheckpointReport>();
-        foreach (var (label, status) in model.Checkpoints)
+        foreach (var d in r.Designs.Where(d => !d.TrialsAgree))
         {
-            var m = Delta(status, model.Before);
-            StatusReport? kd = null;
-            if (kernel is not null)
-            {
-                kd = Delta(kernel.Checkpoints.First(c => c.Label == label).Status, kernel.Before);
-            }
-
-            checkpoints.Add(new KernelCheckpointReport(label, kd, m, kd is null ? null : m.Tables - kd.Tables));
+            console.WriteLine($"note: {d.Design}'s trials ended with different tables (several CPUs interleave differently); the table shows the first trial");
         }
-
-        var report = new KernelCompareReport(
-            model.Scenario, parameters.Values, info.ToString(), design, Method, kernelDelta, modelDelta,
-            kernelDelta is null ? null : modelDelta.Tables - kernelDelta.Tables, checkpoints, inferredCheck, countedCheck,
-            attempts, repeated, kernel is null ? 0 : Math.Round(kernel.WallSeconds, 6), Math.Round(model.WallSeconds, 6));
-        return common.Report.Write(p, stdout, report.ToJson, () => KernelCsv(report), w => WriteKernelTable(report, w));
-    }
-
-    private static StatusReport Delta(MmStatus after, MmStatus before) => StatusReport.From(after) - StatusReport.From(before);
-
-    private static bool Same(ScenarioResult model, ScenarioResult kernel) =>
-        model.After.VmPteKb - model.Before.VmPteKb == kernel.After.VmPteKb - kernel.Before.VmPteKb &&
-        model.Checkpoints.All(m => m.Status.VmPteKb - model.Before.VmPteKb ==
-                                   kernel.Checkpoints.First(k => k.Label == m.Label).Status.VmPteKb - kernel.Before.VmPteKb);
-
-    private static string Mismatches(ScenarioResult model, ScenarioResult kernel)
-    {
-        var parts = new List<string>();
-        foreach (var (label, m) in model.Checkpoints.Append(("after", model.After)))
-        {
-            var k = label == "after" ? kernel.After : kernel.Checkpoints.First(c => c.Label == label).Status;
-            long d = (m.VmPteKb - model.Before.VmPteKb) - (k.VmPteKb - kernel.Before.VmPteKb);
-            if (d != 0)
-            {
-                parts.Add($"{label} VmPTE model - kernel {Signed(d)} kB");
-            }
-        }
-
-        return string.Join(", ", parts);
-    }
-
-    private static string KernelCsv(KernelCompareReport r)
-    {
-        var sb = new StringBuilder();
-        sb.AppendLine($"scenario,checkpoint,side,{CsvColumns.StatusHeader}");
-        var rows = r.Checkpoints.Select(c => (c.Label, c.Kernel, c.Model, c.TableDifference)).ToList();
-        rows.Add(("after", r.Kernel, r.Model, r.TableDifference));
-        foreach (var (label, k, m, d) in rows)
-        {
-            foreach (var (side, s) in new[] { ("kernel", k), ($"model:{r.ModelDesign}", m) })
-            {
-                if (s is not null)
-                {
-                    sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Scenario},{label},{side},{CsvColumns.Status(s)}");
-                }
-            }
-
-            if (d is not null)
-            {
-                sb.AppendLine(CultureInfo.InvariantCulture, $"{r.Scenario},{label},difference,,,,,,,{(d.Pte + d.Pmd + d.Pud) * 4},{d.Pte},{d.Pmd},{d.Pud}");
-            }
-        }
-
-        return sb.ToString();
-    }
-
-    private static void WriteKernelTable(KernelCompareReport r, TextWriter writer)
-    {
-        var console = Plain(writer);
-        console.WriteLine($"{r.Scenario}: host kernel vs model design '{r.ModelDesign}' ({ReportParameters.Describe(r.Parameters)})");
-        console.WriteLine($"host: {r.Host}");
-        if (r.Kernel is null)
-        {
-            console.WriteLine("the kernel side did not run (not Linux x86-64): model figures only");
-        }
-
-        var t = new Table().Border(TableBorder.Simple);
-        t.AddColumn("delta (after - before)");
-        t.AddColumn(new TableColumn("kernel").RightAligned());
-        t.AddColumn(new TableColumn($"model:{r.ModelDesign}").RightAligned());
-        t.AddColumn(new TableColumn("model - kernel").RightAligned());
-        string K(Func<StatusReport, long> f) => r.Kernel is null ? "-" : Signed(f(r.Kernel));
-        string D(Func<StatusReport, long> f) => r.Kernel is null ? "-" : Signed(f(r.Model) - f(r.Kernel));
-        void Row(string name, Func<StatusReport, long> f) => t.AddRow(name, K(f), Signed(f(r.Model)), D(f));
-        Row("VmPTE kB", s => s.VmPteKb);
-        Row("PTE tables", s => s.Tables.Pte);
-        Row("PMD tables (kernel inferred)", s => s.Tables.Pmd);
-        Row("PUD tables (kernel inferred)", s => s.Tables.Pud);
-        Row("VmRSS kB", s => s.VmRssKb);
-        Row("VmSize kB", s => s.VmSizeKb);
-        foreach (var c in r.Checkpoints)
-        {
-            t.AddRow(
-                $"@ {c.Label}: VmPTE kB",
-                c.Kernel is null ? "-" : Signed(c.Kernel.VmPteKb),
-                Signed(c.Model.VmPteKb),
-                c.Kernel is null ? "-" : Signed(c.Model.VmPteKb - c.Kernel.VmPteKb));
-        }
-
-        console.Write(t);
-        if (r.TableDifference is { } d)
-        {
-            console.WriteLine($"table difference (model - kernel): pte {Signed(d.Pte)}, pmd {Signed(d.Pmd)}, pud {Signed(d.Pud)}" +
-                              $"; kernel runs: {r.KernelAttempts}; wall: kernel {r.KernelWallSeconds:0.000} s, model {r.ModelWallSeconds:0.000} s");
-        }
-
-        foreach (var line in r.KernelRunsRepeated)
-        {
-            console.WriteLine($"repeated kernel {line}");
-        }
-
-        console.WriteLine($"method check: the inference applied to the model gives PMD {r.MethodCheckInferred.Pmd}, PUD {r.MethodCheckInferred.Pud}; " +
-                          $"the model counts PMD {r.MethodCheckCounted.Pmd}, PUD {r.MethodCheckCounted.Pud}");
-        console.WriteLine("method: " + r.Method);
     }
 }

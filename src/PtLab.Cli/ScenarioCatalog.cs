@@ -27,6 +27,15 @@ internal sealed class ScenarioDef
     public bool KernelCapable { get; init; } = true;
 
     public int DefaultCpus { get; init; } = 1;
+
+    /// <summary>
+    /// A small run of the same scenario with the same choices (advice, calls, CPUs), used to warm the
+    /// JIT and the heap before timed runs; the scenario itself when there is no smaller one.
+    /// </summary>
+    public Func<IScenario, IScenario> WarmUp { get; init; } = s => s;
+
+    /// <summary>What a built scenario maps and keeps resident at its peak, for the host-memory guard.</summary>
+    public required Func<IScenario, ScenarioFootprint> Footprint { get; init; }
 }
 
 /// <summary>The built-in scenarios. Each call makes fresh option objects, so every parent command gets its own.</summary>
@@ -36,13 +45,34 @@ internal static class ScenarioCatalog
 
     public static IReadOnlyList<ScenarioDef> All() => [CoverLetter(), Halves(), ZeroPage(), MunmapHoles(), Mixed()];
 
+    /// <summary>The scenarios' names, for help and error texts.</summary>
+    public static IReadOnlyList<string> Names { get; } = [.. All().Select(d => d.Name)];
+
+    /// <summary>
+    /// Refuses a mapping that cannot fit in x86-64's 128 TiB user address space (4-level paging):
+    /// mmap places it between mmap_min_addr and mmap_base, TASK_SIZE less the 128 MiB stack gap.
+    /// </summary>
+    public static void CheckMappingSize(ulong size, string option, string? text)
+    {
+        const ulong largest = MmStruct.DefaultMmapBase - MmStruct.MmapMinAddr;
+        if (size > largest)
+        {
+            throw new UsageException(
+                $"{option} {text} does not fit in the 128 TiB user address space of x86-64 (4-level paging), " +
+                "which also holds the 128 MiB stack gap: give a smaller size");
+        }
+    }
+
     private static ScenarioDef CoverLetter()
     {
         var size = new Option<string>("--size") { Description = "Bytes to map (K/M/G/T suffixes).", DefaultValueFactory = _ => "50G" };
         var chunk = new Option<string>("--chunk") { Description = "Bytes touched then advised per step.", DefaultValueFactory = _ => "2M" };
         var advice = new Option<string>("--advice")
         {
-            Description = "dontneed (MADV_DONTNEED), free (MADV_FREE), or none (touch only: measures faults alone).",
+            Description =
+                "dontneed (MADV_DONTNEED: pages and, with a freeing design, tables go at once), free (MADV_FREE: pages stay until " +
+                "reclaim discards them, and reclaim runs only when simulated RAM runs short, so give a --ram below --size; pte-ref " +
+                "then frees the emptied tables), or none (touch only: measures faults alone).",
             DefaultValueFactory = _ => "dontneed",
         };
         advice.AcceptOnlyFromAmong("dontneed", "free", "none");
@@ -54,9 +84,16 @@ internal static class ScenarioCatalog
                 "--chunk touch every page and madvise it with --advice. Prints VmSize/VmRSS/VmPTE before and after, " +
                 "shaped like the cover letter's table.",
             Options = [size, chunk, advice],
+            Footprint = s => s is CoverLetterScenario c
+                ? new(c.Size, c.Advice == Advice.DontNeed ? c.Chunk : c.Size)
+                : default,
+            WarmUp = s => s is CoverLetterScenario c
+                ? new CoverLetterScenario(Math.Max(1, Math.Min(c.Size / c.Chunk, 32)) * c.Chunk, c.Chunk, c.Advice)
+                : s,
             Create = (p, a) =>
             {
                 ulong s = Cli.Size(p.GetValue(size), "--size");
+                CheckMappingSize(s, "--size", p.GetValue(size));
                 ulong c = Cli.Size(p.GetValue(chunk), "--chunk");
                 if (c == 0 || c % 4096 != 0)
                 {
@@ -91,6 +128,8 @@ internal static class ScenarioCatalog
                 "DONTNEED over everything; then read the first 128 MiB (shared zero page) and DONTNEED it. Checkpoints: " +
                 "loop, full-dontneed, zero-read, zero-dontneed.",
             Options = [calls, size],
+            Footprint = s => s is HalvesScenario h ? new(h.Size, TwoMiB) : default, // each 2 MiB is written, then DONTNEEDed
+            WarmUp = s => s is HalvesScenario h ? new HalvesScenario(h.CallsPer2M, Math.Min(h.Size, 32UL << 20)) : s,
             Create = (p, a) =>
             {
                 int n = p.GetValue(calls);
@@ -117,6 +156,8 @@ internal static class ScenarioCatalog
                 "Read-touch --size of fresh anonymous memory (every entry maps the shared zero page: tables but no RSS), " +
                 "then MADV_DONTNEED all of it. Checkpoints: read, dontneed.",
             Options = [size],
+            Footprint = s => s is ZeroPageScenario z ? new(z.Size, 0) : default, // reads map the shared zero page
+            WarmUp = s => s is ZeroPageScenario z ? new ZeroPageScenario(Math.Min(z.Size, 32UL << 20)) : s,
             Create = (p, a) =>
             {
                 ulong s = TwoMiBMultiple(p.GetValue(size), "--size", TwoMiB);
@@ -140,6 +181,8 @@ internal static class ScenarioCatalog
                 "Write every page, then munmap holes chosen so that free_pgtables' floor/ceiling rule decides which tables " +
                 "go (a hole inside a table, a whole aligned 2 MiB, a straddle, a whole GiB, then everything). One checkpoint per step.",
             Options = [size],
+            Footprint = s => s is MunmapHolesScenario m ? new(m.Size, m.Size) : default,
+            WarmUp = s => new MunmapHolesScenario(MunmapHolesScenario.MinimumSize),
             Create = (p, a) =>
             {
                 ulong s = TwoMiBMultiple(p.GetValue(size), "--size", MunmapHolesScenario.MinimumSize);
@@ -164,6 +207,8 @@ internal static class ScenarioCatalog
             Options = [ops, seed, size],
             KernelCapable = false,
             DefaultCpus = 2,
+            Footprint = s => s is MixedScenario m ? new(m.Size, m.Size) : default,
+            WarmUp = s => s is MixedScenario m ? new MixedScenario(m.Cpus, Math.Min(m.Operations, 2000), m.Seed, m.Size) : s,
             Create = (p, a) =>
             {
                 int n = p.GetValue(ops);
@@ -191,6 +236,8 @@ internal static class ScenarioCatalog
         {
             throw new UsageException($"{option} must be a positive multiple of 2M and at least {Sizes.Format(minimum)}, got '{text}'");
         }
+
+        CheckMappingSize(s, option, text);
 
         return s;
     }

@@ -11,6 +11,8 @@ internal static class TableOutput
         var console = PlainConsole.Create(writer);
         string p = ReportParameters.Describe(r.Parameters);
         console.WriteLine($"{r.Scenario} on design '{r.Design}' ({p})");
+        writer.WriteLine("before: right after the scenario's mapping; after: at its end" +
+                         (r.Checkpoints.Count > 0 ? "; the checkpoints below are the steps in between" : ""));
         var t = new Table().Border(TableBorder.Simple);
         t.AddColumn("");
         t.AddColumn(new TableColumn("before").RightAligned());
@@ -25,11 +27,33 @@ internal static class TableOutput
         Row(t, "PMD tables", r.Before.Tables.Pmd, r.After.Tables.Pmd, false);
         Row(t, "PUD tables", r.Before.Tables.Pud, r.After.Tables.Pud, false);
         console.Write(t);
+        if (r.Checkpoints.Count > 0)
+        {
+            // Where the designs differ: a design can end where another does and still hold tables midway.
+            var cp = new Table().Border(TableBorder.Simple);
+            cp.AddColumn("checkpoint");
+            foreach (var h in new[] { "VmRSS", "VmPTE", "PTE tables", "PMD tables", "PUD tables" })
+            {
+                cp.AddColumn(new TableColumn(h).RightAligned());
+            }
+
+            foreach (var (label, s) in r.Checkpoints.Select(x => (x.Label, x.Status)).Prepend(("before", r.Before)).Append(("after", r.After)))
+            {
+                cp.AddRow(label, Human.Kb(s.VmRssKb), Human.Kb(s.VmPteKb), Human.Count(s.PteTables), Human.Count(s.PmdTables), Human.Count(s.PudTables));
+            }
+
+            console.Write(cp);
+        }
+
         var c = r.Counters;
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"faults {c.Faults:N0}, tables allocated {c.TablesAllocated:N0} / freed {c.TablesFreed:N0}, TLB flushes {c.TlbFlushes:N0}, grace periods {c.GracePeriods:N0}"));
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"wall {r.WallSeconds:0.000} s, {r.Host.FaultsPerSecond:N0} faults/s, ptlab peak RSS {Human.Bytes(r.Host.PeakWorkingSetBytes)}"));
+        foreach (var note in r.Notes)
+        {
+            writer.WriteLine(note);
+        }
     }
 
     private static void Row(Table t, string name, long before, long after, bool kb)

@@ -2,6 +2,7 @@ using System.IO.Compression;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.RegularExpressions;
+using PtLab.Reclaim;
 
 namespace PtLab.Kernel;
 
@@ -61,11 +62,11 @@ public sealed partial record KernelInfo
     };
 
     /// <summary>
-    /// The model design that behaves like this kernel: "pt-reclaim" on Linux x86-64 6.14+ with
-    /// <c>CONFIG_PT_RECLAIM=y</c>, otherwise "none".
+    /// The model design that behaves like this kernel: upstream's pt-reclaim on Linux x86-64 6.14+
+    /// with <c>CONFIG_PT_RECLAIM=y</c>, otherwise the baseline (<see cref="Designs.MatchingKernel"/>).
     /// </summary>
     public string MatchingDesign =>
-        IsLinuxX64 && ReleaseVersion is { } v && v >= PtReclaimSince && PtReclaim == ConfigState.Enabled ? "pt-reclaim" : "none";
+        Designs.MatchingKernel(IsLinuxX64 && ReleaseVersion is { } v && v >= PtReclaimSince && PtReclaim == ConfigState.Enabled);
 
     /// <summary>Probes the host this process runs on.</summary>
     public static KernelInfo Probe()

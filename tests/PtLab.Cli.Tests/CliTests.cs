@@ -120,7 +120,9 @@ public class CliTests
     {
         var (code, _, err) = Run("run", "cover-letter", "--size", "8M", "--chunk", "8M", "--advice", "free", "--ram", "2M");
         Assert.Equal(1, code);
-        Assert.Contains("Oom", err);
+        string line = Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("simulated RAM ran out (--ram 2 MiB)", line);
+        Assert.Contains("--swap", line);
     }
 
     [Theory]
@@ -129,6 +131,8 @@ public class CliTests
     [InlineData("4096", 4096UL)]
     [InlineData("1k", 1024UL)]
     [InlineData("3GB", 3UL << 30)]
+    [InlineData("1GiB", 1UL << 30)]
+    [InlineData("512mib", 512UL << 20)]
     public void SizesParseWithBinaryUnits(string text, ulong expected)
     {
         Assert.True(Sizes.TryParse(text, out ulong v, out _));

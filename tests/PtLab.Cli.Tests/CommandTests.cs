@@ -68,7 +68,7 @@ public class CommandTests
     [Fact]
     public void CompareHalvesWithTwoCallsShowsPtReclaimKeepingTheTablesThatAtomicFrees()
     {
-        var (code, output, err) = Run("compare", "halves", "--calls", "2", "--size", "64M", "--page-data", "off", "--format", "json");
+        var (code, output, err) = Run("compare", "halves", "--calls", "2", "--size", "64M", "--page-data", "off", "--trials", "1", "--format", "json");
         Assert.True(code == 0, err);
         using var doc = JsonDocument.Parse(output);
         var root = doc.RootElement;
@@ -101,7 +101,7 @@ public class CommandTests
     [Fact]
     public void CompareRunsOnlyTheListedDesignsInTheirOrder()
     {
-        var (code, output, _) = Run("compare", "zeropage", "--size", "8M", "--designs", "pt-reclaim,none", "--format", "json");
+        var (code, output, _) = Run("compare", "zeropage", "--size", "8M", "--designs", "pt-reclaim,none", "--trials", "1", "--format", "json");
         Assert.Equal(0, code);
         using var doc = JsonDocument.Parse(output);
         var designs = doc.RootElement.GetProperty("designs").EnumerateArray().ToList();
@@ -113,9 +113,9 @@ public class CommandTests
     [Fact]
     public void CompareTableAndCsvNameEveryDesign()
     {
-        var (code, table, _) = Run("compare", "zeropage", "--size", "4M");
+        var (code, table, _) = Run("compare", "zeropage", "--size", "4M", "--trials", "1");
         Assert.Equal(0, code);
-        var (code2, csv, _) = Run("compare", "zeropage", "--size", "4M", "--format", "csv");
+        var (code2, csv, _) = Run("compare", "zeropage", "--size", "4M", "--trials", "1", "--format", "csv");
         Assert.Equal(0, code2);
         Assert.StartsWith("scenario,design,phase,", csv);
         foreach (var d in Designs.Names)

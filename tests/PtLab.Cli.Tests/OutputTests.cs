@@ -88,3 +88,84 @@ public sealed class OutputTests : IDisposable
         Assert.Contains("16,384", output); // faults
     }
 }
+
+/// <summary>Fair timings: a warm-up, repeated trials in rotated orders, medians with their range.</summary>
+public class FairTimingTests
+{
+    [Fact]
+    public void TheOrderRotatesSoEachDesignGoesFirstInTurn()
+    {
+        string[] names = ["none", "atomic", "pt-reclaim"];
+        Assert.Equal(["none", "atomic", "pt-reclaim"], PtLab.Cli.FairTrials.Order(names, 0));
+        Assert.Equal(["atomic", "pt-reclaim", "none"], PtLab.Cli.FairTrials.Order(names, 1));
+        Assert.Equal(["pt-reclaim", "none", "atomic"], PtLab.Cli.FairTrials.Order(names, 2));
+    }
+
+    [Fact]
+    public void ASpreadIsTheMedianAndTheRange()
+    {
+        Assert.Equal(new PtLab.Cli.Spread(3, 1, 9), PtLab.Cli.Spread.Of([9, 1, 3]));
+        Assert.Equal(new PtLab.Cli.Spread(2.5, 1, 9), PtLab.Cli.Spread.Of([9, 1, 2, 3]));
+        Assert.True(new PtLab.Cli.Spread(1, 0.9, 1.1).Separate(new PtLab.Cli.Spread(2, 1.2, 2.5)));
+        Assert.False(new PtLab.Cli.Spread(1, 0.9, 1.3).Separate(new PtLab.Cli.Spread(2, 1.2, 2.5)));
+    }
+
+    [Fact]
+    public void AVerdictSaysWhetherTheRangesOverlap()
+    {
+        Assert.Contains("ranges overlap", PtLab.Cli.Compare.Verdict("a", new(1, 0.8, 1.5), "none", new(1.2, 1.0, 1.4), 3));
+        Assert.Contains("faster", PtLab.Cli.Compare.Verdict("a", new(0.5, 0.4, 0.6), "none", new(1.2, 1.0, 1.4), 3));
+        Assert.Contains("slower", PtLab.Cli.Compare.Verdict("a", new(2, 1.8, 2.2), "none", new(1.2, 1.0, 1.4), 3));
+        Assert.Contains("one trial", PtLab.Cli.Compare.Verdict("a", new(2, 2, 2), "none", new(1, 1, 1), 1));
+    }
+
+    [Fact]
+    public void CompareRunsRepeatedTrialsInRotatedOrdersAndReportsMediansWithTheirRange()
+    {
+        var (code, output, err) = CommandTests.Run("compare", "zeropage", "--size", "4M", "--designs", "none,pt-reclaim", "--trials", "3", "--format", "json");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(output);
+        var root = doc.RootElement;
+        Assert.Equal(3, root.GetProperty("trials").GetInt32());
+        Assert.Equal(
+            [["none", "pt-reclaim"], ["pt-reclaim", "none"], ["none", "pt-reclaim"]],
+            root.GetProperty("orders").EnumerateArray().Select(o => o.EnumerateArray().Select(x => x.GetString()!).ToArray()).ToArray());
+        Assert.Contains("size=4 MiB", root.GetProperty("warmUp").GetString());
+        foreach (var d in root.GetProperty("designs").EnumerateArray())
+        {
+            var wall = d.GetProperty("wallSecondsSpread");
+            Assert.True(wall.GetProperty("min").GetDouble() <= wall.GetProperty("median").GetDouble());
+            Assert.True(wall.GetProperty("median").GetDouble() <= wall.GetProperty("max").GetDouble());
+            Assert.Equal(wall.GetProperty("median").GetDouble(), d.GetProperty("wallSeconds").GetDouble());
+            Assert.True(d.GetProperty("trialsAgree").GetBoolean());
+        }
+
+        Assert.StartsWith("pt-reclaim vs none: wall ", Assert.Single(root.GetProperty("timingVerdicts").EnumerateArray()).GetString());
+    }
+
+    [Fact]
+    public void TheCompareTableSaysHowManyTrialsAndShowsNoLatencyWithoutCalls()
+    {
+        var (code, output, _) = CommandTests.Run("compare", "cover-letter", "--size", "4M", "--advice", "none", "--designs", "none,atomic", "--trials", "2");
+        Assert.Equal(0, code);
+        Assert.Contains("2 measured trials per design after a warm-up", output);
+        var p50 = output.Split('\n').Single(l => l.TrimStart().StartsWith("madvise p50", StringComparison.Ordinal));
+        Assert.DoesNotContain("µs", p50); // no madvise call: no latency to show
+    }
+
+    [Fact]
+    public void BenchGivesTheSpreadOfThePerTrialRatios()
+    {
+        var (code, output, err) = CommandTests.Run("bench", "designs", "--cpus", "1", "--seconds", "0.06", "--trials", "2", "--designs", "pt-reclaim", "--format", "json");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(output);
+        Assert.Equal(2, doc.RootElement.GetProperty("trials").GetInt32());
+        foreach (var r in doc.RootElement.GetProperty("results").EnumerateArray())
+        {
+            var s = r.GetProperty("ratioToNoneSpread").GetProperty("faultsPerSecond");
+            Assert.True(s.GetProperty("min").GetDouble() <= s.GetProperty("max").GetDouble());
+            Assert.Equal(2, r.GetProperty("trials").GetInt32());
+            Assert.Equal(r.GetProperty("rounds").GetInt64(), r.GetProperty("loops").GetInt64());
+        }
+    }
+}

@@ -9,7 +9,7 @@ public sealed class ScenarioTests
 {
     private const ulong MiB = 1UL << 20;
 
-    private static ModelTarget Model() => new(new MachineOptions { PageData = false });
+    private static ModelTarget Model() => new(new MachineOptions { PageData = false, Design = PtLab.Reclaim.Designs.Factory(PtLab.Reclaim.Designs.Baseline)! });
 
     [Theory]
     [InlineData(0)]

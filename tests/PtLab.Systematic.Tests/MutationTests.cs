@@ -1,3 +1,4 @@
+using PtLab.Reclaim;
 using Xunit.Abstractions;
 
 namespace PtLab.Systematic.Tests;

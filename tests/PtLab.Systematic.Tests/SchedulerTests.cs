@@ -1,3 +1,4 @@
+using PtLab.Reclaim;
 using PtLab.Sync;
 
 namespace PtLab.Systematic.Tests;

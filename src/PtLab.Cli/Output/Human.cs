@@ -50,9 +50,9 @@ internal static class Human
     /// <summary>Nanoseconds as microseconds with one decimal: 22.7 µs.</summary>
     public static string Micros(double ns) => (ns / 1000.0).ToString("N1", CultureInfo.InvariantCulture) + " µs";
 
-    /// <summary>A percentage with one decimal and its sign: -99.8%.</summary>
+    /// <summary>A percentage with one decimal and its sign (a true minus sign): −99.8%, +3.0%.</summary>
     public static string Percent(double fraction) =>
-        (fraction > 0 ? "+" : "") + (fraction * 100).ToString("0.0", CultureInfo.InvariantCulture) + "%";
+        (fraction > 0 ? "+" : fraction < 0 ? "−" : "") + Math.Abs(fraction * 100).ToString("0.0", CultureInfo.InvariantCulture) + "%";
 
     /// <summary>A count and a noun that agrees with it: 1 violation, 2 violations, 25,600 PTE tables.</summary>
     public static string Plural(long n, string singular, string? plural = null) =>

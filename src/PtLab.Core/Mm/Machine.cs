@@ -1,5 +1,4 @@
 using PtLab.Phys;
-using PtLab.Reclaim;
 using PtLab.Sync;
 
 namespace PtLab.Mm;
@@ -28,8 +27,11 @@ public sealed record MachineOptions
     /// <summary>The transparent huge page mode (the host's <c>/sys/kernel/mm/transparent_hugepage/</c>).</summary>
     public ThpSettings Thp { get; init; } = ThpSettings.Default;
 
-    /// <summary>Creates the page-table reclaim design for each address space.</summary>
-    public Func<IPageTableReclaim> Design { get; init; } = () => new NoReclaim();
+    /// <summary>
+    /// Creates the page-table reclaim design for each address space. Required: a machine runs one
+    /// design, built by name with <c>Designs.Factory</c> in the layer above.
+    /// </summary>
+    public required Func<IPageTableReclaim> Design { get; init; }
 }
 
 /// <summary>
@@ -42,9 +44,10 @@ public sealed class Machine
     private readonly List<MmStruct> _mms = [];
 
     /// <summary>Creates a machine.</summary>
-    public Machine(MachineOptions? options = null)
+    public Machine(MachineOptions options)
     {
-        Options = options ?? new MachineOptions();
+        ArgumentNullException.ThrowIfNull(options);
+        Options = options;
         ArgumentOutOfRangeException.ThrowIfLessThan(Options.Cpus, 1);
         Phys = new PhysMemory(Options.RamBytes, Options.PageData);
         if (Options.SwapBytes > 0)

@@ -1,5 +1,3 @@
-using PtLab.Reclaim;
-
 namespace PtLab.Mm;
 
 // exit_mmap (mm/mmap.c), reached from exit_mm when the last user of the address space goes.

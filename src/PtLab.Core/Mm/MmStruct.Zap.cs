@@ -1,6 +1,5 @@
 using PtLab.Paging;
 using PtLab.Phys;
-using PtLab.Reclaim;
 using PtLab.Sync;
 
 namespace PtLab.Mm;
@@ -124,19 +123,6 @@ public sealed partial class MmStruct
         AddRssAnon(cpu, -rss);
         AddSwapEnts(cpu, -swap);
         Design.AfterZapPteTable(this, cpu, zap, pt, unhooked, tlb);
-    }
-
-    /// <summary>
-    /// <c>free_pte</c> (pt-reclaim): the table was unhooked from its pmd; account it and hand it to
-    /// the gather, which frees it after the TLB flush and a grace period.
-    /// </summary>
-    internal void FreePteViaGather(MmuGather tlb, TableRef pte, ulong addr)
-    {
-        long ptePfn = pte.Pfn;
-        DecTables(1);
-        tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
-        Design.PteTableDtor(this, ptePfn);
-        tlb.RemoveTable(ptePfn);
     }
 
     /// <summary><c>free_swap_and_cache</c>: the entry's slot is no longer needed.</summary>
@@ -303,67 +289,8 @@ public sealed partial class MmStruct
         tlb.RemoveTable(pt);
     }
 
-    /// <summary>
-    /// <c>free_user_pte</c>, for the designs that free tables outside munmap: under the pmd lock,
-    /// if the pmd entry still points at <paramref name="pte"/>, clear it, flush the TLB for its
-    /// 2 MiB, and free the table after a grace period. Returns false when the entry changed.
-    /// </summary>
-    /// <remarks>
-    /// The seed rereads <c>*pmd</c> under the lock and frees whatever table it finds there. Two
-    /// racing freers of one zero-count table could then free a table a fault installed in between;
-    /// checking that the entry still holds the table the caller saw at zero closes that window.
-    /// </remarks>
-    internal bool FreeUserPte(Cpu cpu, long pmdTable, int pmdIndex, TableRef pte)
-    {
-        long ptePfn = pte.Pfn;
-        ulong start = PmdBase(pmdTable, pmdIndex);
-        PmdLock(cpu, pmdTable);
-        ref ulong slot = ref Phys.Table(pmdTable)[pmdIndex];
-        ulong pmd = Volatile.Read(ref slot);
-        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd) || Entry.Pfn(pmd) != ptePfn || !Phys.IsLive(pte))
-        {
-            PmdUnlock(cpu, pmdTable);
-            return false;
-        }
-
-        foreach (ulong e in Phys.Table(pte))
-        {
-            if (e != 0)
-            {
-                PmdUnlock(cpu, pmdTable);
-                // pte_free_debug: at zero no entry may remain; one that does was set by a visitor
-                // that held no reference on the table, so it is writing into a table being freed.
-                throw new UseAfterFreeException(
-                    $"pte_free_debug: freeing {pte} at 0x{start:x} with a live entry {e:x}", Environment.StackTrace, null);
-            }
-        }
-
-        Volatile.Write(ref slot, 0);
-        FlushTlbRange(cpu, start, start + Geometry.PmdSize);
-        PmdUnlock(cpu, pmdTable);
-        DecTables(1);
-        var design = Design;
-        var phys = Phys;
-        if (SkipRcuDeferralForTesting)
-        {
-            design.PteTableDtor(this, ptePfn);
-            phys.FreeTable(ptePfn);
-            return true;
-        }
-
-        Rcu.CallRcu(() =>
-        {
-            design.PteTableDtor(this, ptePfn);
-            phys.FreeTable(ptePfn);
-        });
-        return true;
-    }
-
     /// <summary>Mutation: <c>tlb_flush_mmu</c> frees the gathered pages without flushing the TLBs first.</summary>
     public bool SkipGatherFlushForTesting { get; set; }
-
-    /// <summary>Mutation: <c>free_user_pte</c> frees the table at once instead of after a grace period.</summary>
-    public bool SkipRcuDeferralForTesting { get; set; }
 
     /// <summary>The first address mapped by entry <paramref name="pmdIndex"/> of a PMD table.</summary>
     internal ulong PmdBase(long pmdTable, int pmdIndex) =>

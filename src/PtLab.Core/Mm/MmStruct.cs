@@ -1,6 +1,5 @@
 using PtLab.Paging;
 using PtLab.Phys;
-using PtLab.Reclaim;
 using PtLab.Sync;
 
 namespace PtLab.Mm;
@@ -333,7 +332,7 @@ public sealed partial class MmStruct
 
         long pt = Entry.Pfn(pmd);
         ref var d = ref Phys.Desc(pt);
-        return $"pmd {pmd:x}, PTE table {pt:x} flags {(PageFlags)d.Flags} refcount {d.PteRefCount}, pte {PeekPte(addr):x}";
+        return $"pmd {pmd:x}, PTE table {pt:x} flags {(PageFlags)d.Flags} {d.TableState?.ToString() ?? "no table state"}, pte {PeekPte(addr):x}";
     }
 
     /// <summary>Counts the tables reachable from the PGD, per level, deposited ones included (to check VmPTE against).</summary>

@@ -70,9 +70,6 @@ public struct PageDescriptor
     /// <summary>Slot of a table page's entries in the table store; meaningful only while <see cref="PageFlags.Table"/> is set.</summary>
     public int TableSlot;
 
-    /// <summary>The <c>atomic</c> design's per-table reference count (the 2021 series' <c>pte_refcount</c>).</summary>
-    public int PteRefCount;
-
     /// <summary>Table level for table pages: 1 PTE, 2 PMD, 3 PUD, 4 PGD; 0 otherwise.</summary>
     public int Level;
 
@@ -91,7 +88,7 @@ public struct PageDescriptor
     /// <summary>Reverse map: the address space that maps the page (<c>page->mapping</c>'s anon_vma owner).</summary>
     public object? RmapOwner;
 
-    /// <summary>Per-table state owned by the reclaim design (the seed's <c>pte_ref</c>).</summary>
+    /// <summary>Per-table state owned by the reclaim design (the seed's <c>pte_ref</c>, the 2021 series' <c>pte_refcount</c>).</summary>
     public object? TableState;
 
     /// <summary>Whether a flag is set.</summary>

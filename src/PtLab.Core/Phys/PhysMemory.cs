@@ -174,7 +174,6 @@ public sealed partial class PhysMemory
         d.RmapAddress = 0;
         d.RmapOwner = null;
         d.TableState = null;
-        d.PteRefCount = 0;
         d.Lru = LruList.None;
         d.LruPrev = d.LruNext = -1;
         return pfn;

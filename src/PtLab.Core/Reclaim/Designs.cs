@@ -1,22 +1,124 @@
+using PtLab.Mm;
+
 namespace PtLab.Reclaim;
 
-/// <summary>The page-table reclaim designs PtLab implements, by their command-line names.</summary>
+/// <summary>How to build a design: its options, and the protocol break a tester asks for.</summary>
+public sealed record DesignOptions
+{
+    /// <summary>
+    /// For designs that switch a table's reference to atomic mode after MADV_DONTNEED: switch a
+    /// table that could not be freed back to percpu mode (the seed's patch 14), or leave it atomic.
+    /// </summary>
+    public bool SwitchBack { get; init; } = true;
+
+    /// <summary>A break of the design's protocol that the systematic tester must catch; <see cref="Mutation.None"/> normally.</summary>
+    public Mutation Mutation { get; init; }
+}
+
+/// <summary>
+/// The page-table reclaim designs PtLab implements, by their command-line names: the one place
+/// that knows which designs exist, what options and mutations each takes, and how to build one.
+/// </summary>
 public static class Designs
 {
-    private static readonly Dictionary<string, (string Summary, Func<IPageTableReclaim> Create)> s_designs = new()
-    {
-        ["none"] = ("Linux before 6.14: tables are freed only by munmap and exit", () => new NoReclaim()),
-        ["atomic"] = ("the Nov 2021 series: an atomic refcount per PTE table, freed at zero", () => new AtomicReclaim()),
-        ["pte-ref"] = ("the seed RFC (Apr 2022): a percpu_ref per PTE table, switched to atomic and freed after DONTNEED, and by reclaim after MADV_FREE", () => new PteRefReclaim()),
-        ["pt-reclaim"] = ("upstream 6.14+ CONFIG_PT_RECLAIM: a DONTNEED zap covering a whole empty table frees it", () => new PtReclaim()),
-    };
+    /// <summary>Linux before 6.14, which frees tables only in munmap and exit: the baseline every ratio is to, and the default.</summary>
+    public const string Baseline = "none";
+
+    /// <summary>The seed RFC's design, which the checker and the soak explore by default.</summary>
+    public const string Seed = "pte-ref";
+
+    // Upstream's CONFIG_PT_RECLAIM.
+    private const string Upstream = "pt-reclaim";
+
+    // Mutations of the address space rather than of a design apply to every design.
+    private static readonly Mutation[] s_everyDesign = [Mutation.None, Mutation.SkipGatherFlush];
+
+    private static readonly Design[] s_designs =
+    [
+        new(
+            Baseline,
+            "Linux before 6.14: tables are freed only by munmap and exit",
+            _ => new NoReclaim(),
+            []),
+        new(
+            "atomic",
+            "the Nov 2021 series: an atomic refcount per PTE table, freed at zero",
+            o => new AtomicReclaim
+            {
+                SkipTryGetForTesting = o.Mutation == Mutation.SkipTryGet,
+                SkipTrackClearForTesting = o.Mutation == Mutation.SkipTrackClear,
+                SkipRcuDeferralForTesting = o.Mutation == Mutation.SkipRcuDeferral,
+            },
+            [Mutation.SkipTryGet, Mutation.SkipTrackClear, Mutation.SkipRcuDeferral]),
+        new(
+            Seed,
+            "the seed RFC (Apr 2022): a percpu_ref per PTE table, switched to atomic and freed after DONTNEED, and by reclaim after MADV_FREE",
+            o => new PteRefReclaim
+            {
+                SwitchBack = o.SwitchBack,
+                SkipTryGetForTesting = o.Mutation == Mutation.SkipTryGet,
+                SkipTrackClearForTesting = o.Mutation == Mutation.SkipTrackClear,
+                SkipRcuDeferralForTesting = o.Mutation == Mutation.SkipRcuDeferral,
+                SkipSwitchGracePeriodForTesting = o.Mutation == Mutation.SkipSwitchGracePeriod,
+            },
+            [Mutation.SkipTryGet, Mutation.SkipTrackClear, Mutation.SkipRcuDeferral, Mutation.SkipSwitchGracePeriod],
+            o => [new("switchBack", o.SwitchBack ? "on" : "off")]),
+        new(
+            Upstream,
+            "upstream 6.14+ CONFIG_PT_RECLAIM: a DONTNEED zap covering a whole empty table frees it",
+            o => new PtReclaim { SkipPmdRecheckForTesting = o.Mutation == Mutation.SkipPmdRecheck },
+            [Mutation.SkipPmdRecheck]),
+    ];
 
     /// <summary>The known names.</summary>
-    public static IReadOnlyCollection<string> Names => s_designs.Keys;
+    public static IReadOnlyList<string> Names { get; } = [.. s_designs.Select(d => d.Name)];
 
     /// <summary>One line per design, for help texts.</summary>
-    public static string Describe() => string.Join("; ", s_designs.Select(kv => $"{kv.Key}: {kv.Value.Summary}"));
+    public static string Describe() => string.Join("; ", s_designs.Select(d => $"{d.Name}: {d.Summary}"));
 
-    /// <summary>A factory for the design called <paramref name="name"/>, or null if there is none.</summary>
-    public static Func<IPageTableReclaim>? Factory(string name) => s_designs.TryGetValue(name, out var d) ? d.Create : null;
+    /// <summary>
+    /// A factory for the design called <paramref name="name"/> built with <paramref name="options"/>
+    /// (the defaults when null), or null if there is no such design.
+    /// </summary>
+    /// <exception cref="ArgumentException">The options ask for a mutation the design does not have.</exception>
+    public static Func<IPageTableReclaim>? Factory(string name, DesignOptions? options = null)
+    {
+        if (Find(name) is not { } design)
+        {
+            return null;
+        }
+
+        var o = options ?? new DesignOptions();
+        if (!design.Supports(o.Mutation))
+        {
+            throw new ArgumentException($"mutation {Mutations.NameOf(o.Mutation)} does not apply to design {name}", nameof(options));
+        }
+
+        return () => design.Create(o);
+    }
+
+    /// <summary>Whether <paramref name="mutation"/> can be applied to the design called <paramref name="name"/>.</summary>
+    public static bool Supports(string name, Mutation mutation) => Find(name) is { } d && d.Supports(mutation);
+
+    /// <summary>The options the design called <paramref name="name"/> takes, as a run reports them (camelCase keys).</summary>
+    public static IReadOnlyList<KeyValuePair<string, string>> ReportedOptions(string name, DesignOptions options) =>
+        Find(name)?.Reported?.Invoke(options) ?? [];
+
+    /// <summary>
+    /// The design that behaves like a kernel: upstream's <c>pt-reclaim</c> where
+    /// <paramref name="ptReclaim"/> (Linux 6.14+ with <c>CONFIG_PT_RECLAIM=y</c>), else the baseline.
+    /// </summary>
+    public static string MatchingKernel(bool ptReclaim) => ptReclaim ? Upstream : Baseline;
+
+    private static Design? Find(string name) => Array.Find(s_designs, d => d.Name == name);
+
+    private sealed record Design(
+        string Name,
+        string Summary,
+        Func<DesignOptions, IPageTableReclaim> Create,
+        Mutation[] Mutations,
+        Func<DesignOptions, KeyValuePair<string, string>[]>? Reported = null)
+    {
+        public bool Supports(Mutation m) => s_everyDesign.Contains(m) || Mutations.Contains(m);
+    }
 }

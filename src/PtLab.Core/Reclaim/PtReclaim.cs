@@ -112,7 +112,7 @@ public sealed class PtReclaim : NoReclaim
 
         if (unhooked)
         {
-            mm.FreePteViaGather(tlb, pte, zap.Start);
+            FreePte(mm, tlb, pte, zap.Start);
             return;
         }
 
@@ -146,12 +146,25 @@ public sealed class PtReclaim : NoReclaim
         if (empty)
         {
             Interlocked.Increment(ref _slowPath);
-            mm.FreePteViaGather(tlb, pte, zap.Start);
+            FreePte(mm, tlb, pte, zap.Start);
         }
         else
         {
             Interlocked.Increment(ref _slowPathAborted);
         }
+    }
+
+    /// <summary>
+    /// <c>free_pte</c>: the table was unhooked from its pmd; account it and hand it to the gather,
+    /// which frees it after the TLB flush and a grace period.
+    /// </summary>
+    private void FreePte(MmStruct mm, MmuGather tlb, TableRef pte, ulong addr)
+    {
+        long ptePfn = pte.Pfn;
+        mm.DecTables(1);
+        tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
+        PteTableDtor(mm, ptePfn);
+        tlb.RemoveTable(ptePfn);
     }
 
     /// <summary>Test-only mutation: <c>pte_offset_map_lock</c> without the pmd recheck.</summary>

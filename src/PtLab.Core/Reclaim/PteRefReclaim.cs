@@ -132,7 +132,7 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// <c>free_user_pte</c> so a free whose owner lost the race is not missed.
     /// </summary>
     protected override void OnTryGetFailed(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte) =>
-        FreeUserPte(mm, cpu, pmdTablePfn, pmdIndex, pte);
+        FreeAndCount(mm, cpu, pmdTablePfn, pmdIndex, pte);
 
     /// <summary>Patch 14: after a MADV_DONTNEED zap of a table, <c>try_to_free_user_pte(..., switch_back)</c>.</summary>
     public override void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte, bool unhooked, MmuGather tlb)
@@ -161,7 +161,7 @@ public sealed class PteRefReclaim : RefcountReclaim
             mm.Rcu.ReadUnlock(cpu.Id);
             if (zero)
             {
-                FreeUserPte(mm, cpu, pmdTablePfn, pmdIndex, pte);
+                FreeAndCount(mm, cpu, pmdTablePfn, pmdIndex, pte);
             }
 
             return;
@@ -197,7 +197,7 @@ public sealed class PteRefReclaim : RefcountReclaim
         mm.Rcu.ReadUnlock(cpu.Id);
         if (zero)
         {
-            FreeUserPte(mm, cpu, pmdTablePfn, pmdIndex, pte);
+            FreeAndCount(mm, cpu, pmdTablePfn, pmdIndex, pte);
             return;
         }
 
@@ -239,9 +239,9 @@ public sealed class PteRefReclaim : RefcountReclaim
     private static UseAfterFreeException RacedWithFree(string what, TableRef pte, Exception e) =>
         new($"{what} on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
 
-    private void FreeUserPte(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte)
+    private void FreeAndCount(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte)
     {
-        if (mm.FreeUserPte(cpu, pmdTablePfn, pmdIndex, pte))
+        if (FreeUserPte(mm, cpu, pmdTablePfn, pmdIndex, pte))
         {
             Interlocked.Increment(ref _freed);
         }

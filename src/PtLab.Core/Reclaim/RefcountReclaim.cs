@@ -6,11 +6,24 @@ using PtLab.Sync;
 namespace PtLab.Reclaim;
 
 /// <summary>
+/// A design that counts the references on each PTE table (its entries and its visitors), so the
+/// invariant checks can compare the count with the entries.
+/// </summary>
+public interface IRefcountedTables
+{
+    /// <summary>
+    /// The table's reference count as a number, when the design can tell it exactly now (atomic
+    /// mode); null otherwise.
+    /// </summary>
+    long? ExactCount(MmStruct mm, long ptePfn);
+}
+
+/// <summary>
 /// What the two refcount designs share: every non-none entry and every visitor holds a reference
 /// on its PTE table; a visitor maps a table only through a successful try-get, and treats a
 /// failure like <c>pmd_none</c>. Subclasses supply the reference itself and when to free.
 /// </summary>
-public abstract class RefcountReclaim : NoReclaim
+public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
 {
     /// <summary><c>pte_tryget</c> on the table's reference; false when it may be going away.</summary>
     protected abstract bool TryGet(MmStruct mm, Cpu cpu, TableRef pte);
@@ -21,10 +34,7 @@ public abstract class RefcountReclaim : NoReclaim
     /// <summary>Drops a reference (<c>__pte_put</c>).</summary>
     protected abstract void Put(MmStruct mm, Cpu cpu, TableRef pte);
 
-    /// <summary>
-    /// The table's reference count as a number, for invariant checks, when the design can tell it
-    /// exactly now (atomic mode); null otherwise.
-    /// </summary>
+    /// <inheritdoc/>
     public abstract long? ExactCount(MmStruct mm, long ptePfn);
 
     /// <summary>
@@ -96,9 +106,67 @@ public abstract class RefcountReclaim : NoReclaim
     /// <summary>Test-only mutation: one clear path forgets <c>track_pte_clear</c>.</summary>
     internal bool SkipTrackClearForTesting { get; set; }
 
+    /// <summary>Test-only mutation: <c>free_user_pte</c> frees the table at once instead of after a grace period.</summary>
+    internal bool SkipRcuDeferralForTesting { get; set; }
+
     /// <summary>Called after a failed try-get, outside RCU.</summary>
     protected virtual void OnTryGetFailed(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte)
     {
+    }
+
+    /// <summary>
+    /// <c>free_user_pte</c>, for the designs that free tables outside munmap: under the pmd lock,
+    /// if the pmd entry still points at <paramref name="pte"/>, clear it, flush the TLB for its
+    /// 2 MiB, and free the table after a grace period. Returns false when the entry changed.
+    /// </summary>
+    /// <remarks>
+    /// The seed rereads <c>*pmd</c> under the lock and frees whatever table it finds there. Two
+    /// racing freers of one zero-count table could then free a table a fault installed in between;
+    /// checking that the entry still holds the table the caller saw at zero closes that window.
+    /// </remarks>
+    protected bool FreeUserPte(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pte)
+    {
+        long ptePfn = pte.Pfn;
+        ulong start = mm.PmdBase(pmdTable, pmdIndex);
+        mm.PmdLock(cpu, pmdTable);
+        ref ulong slot = ref mm.Phys.Table(pmdTable)[pmdIndex];
+        ulong pmd = Volatile.Read(ref slot);
+        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd) || Entry.Pfn(pmd) != ptePfn || !mm.Phys.IsLive(pte))
+        {
+            mm.PmdUnlock(cpu, pmdTable);
+            return false;
+        }
+
+        foreach (ulong e in mm.Phys.Table(pte))
+        {
+            if (e != 0)
+            {
+                mm.PmdUnlock(cpu, pmdTable);
+                // pte_free_debug: at zero no entry may remain; one that does was set by a visitor
+                // that held no reference on the table, so it is writing into a table being freed.
+                throw new UseAfterFreeException(
+                    $"pte_free_debug: freeing {pte} at 0x{start:x} with a live entry {e:x}", Environment.StackTrace, null);
+            }
+        }
+
+        Volatile.Write(ref slot, 0);
+        mm.FlushTlbRange(cpu, start, start + Geometry.PmdSize);
+        mm.PmdUnlock(cpu, pmdTable);
+        mm.DecTables(1);
+        var phys = mm.Phys;
+        if (SkipRcuDeferralForTesting)
+        {
+            PteTableDtor(mm, ptePfn);
+            phys.FreeTable(ptePfn);
+            return true;
+        }
+
+        mm.Rcu.CallRcu(() =>
+        {
+            PteTableDtor(mm, ptePfn);
+            phys.FreeTable(ptePfn);
+        });
+        return true;
     }
 
     /// <summary>Locates the pmd entry of a PTE table from its descriptor (pt_mm / pt_index).</summary>
@@ -125,15 +193,15 @@ public sealed class AtomicReclaim : RefcountReclaim
     public override string Name => "atomic";
 
     /// <inheritdoc/>
-    public override void PteTableCtor(MmStruct mm, Cpu cpu, long ptePfn) => Volatile.Write(ref mm.Phys.Desc(ptePfn).PteRefCount, 0);
+    public override void PteTableCtor(MmStruct mm, Cpu cpu, long ptePfn) => mm.Phys.Desc(ptePfn).TableState = new PteRefcount();
 
     /// <inheritdoc/>
-    public override long? ExactCount(MmStruct mm, long ptePfn) => Volatile.Read(ref mm.Phys.Desc(ptePfn).PteRefCount);
+    public override long? ExactCount(MmStruct mm, long ptePfn) => Volatile.Read(ref CountOf(mm, ptePfn));
 
     /// <inheritdoc/>
     protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pte)
     {
-        ref int c = ref mm.Phys.Desc(pte.Pfn).PteRefCount;
+        ref int c = ref CountOf(mm, pte.Pfn);
         while (true)
         {
             int v = Volatile.Read(ref c);
@@ -158,7 +226,7 @@ public sealed class AtomicReclaim : RefcountReclaim
             mm.Phys.Table(pte); // reports the use after free
         }
 
-        if (Interlocked.Increment(ref mm.Phys.Desc(pte.Pfn).PteRefCount) <= 0)
+        if (Interlocked.Increment(ref CountOf(mm, pte.Pfn)) <= 0)
         {
             // The table was claimed for freeing: whoever is setting an entry in it holds no reference.
             throw new UseAfterFreeException($"track_pte_set on {pte}, which a freer already claimed at zero", Environment.StackTrace, null);
@@ -176,7 +244,7 @@ public sealed class AtomicReclaim : RefcountReclaim
         // Dropping the last reference and claiming the table are one step (1 -> Dead): a separate
         // decrement to 0 followed by a claim would let another CPU get, put, claim and free the
         // table in between, and the late claim would then mark whatever reused the frame.
-        ref int c = ref mm.Phys.Desc(pte.Pfn).PteRefCount;
+        ref int c = ref CountOf(mm, pte.Pfn);
         while (true)
         {
             int v = Volatile.Read(ref c);
@@ -196,7 +264,7 @@ public sealed class AtomicReclaim : RefcountReclaim
             }
 
             // We hold the claim: only we free the table, and until we unhook it, try-gets fail.
-            if (TryLocatePmd(mm, pte, out long pmdTable, out int pmdIndex) && !mm.FreeUserPte(cpu, pmdTable, pmdIndex, pte))
+            if (TryLocatePmd(mm, pte, out long pmdTable, out int pmdIndex) && !FreeUserPte(mm, cpu, pmdTable, pmdIndex, pte))
             {
                 throw new InvalidOperationException(
                     $"claimed {pte} at zero but its pmd no longer points at it ({mm.DescribeTranslation(mm.Phys.Desc(pte.Pfn).RmapAddress)}, live {mm.Phys.IsLive(pte)})");
@@ -206,4 +274,16 @@ public sealed class AtomicReclaim : RefcountReclaim
         }
     }
 
+    // The table's count lives in its descriptor's per-design slot, as the seed keeps pte_ref in the ptdesc.
+    private static ref int CountOf(MmStruct mm, long ptePfn) =>
+        ref (mm.Phys.Desc(ptePfn).TableState as PteRefcount
+             ?? throw new UseAfterFreeException($"PTE table {ptePfn:x} has no pte_refcount: it was freed", Environment.StackTrace, null)).Count;
+
+    /// <summary>The 2021 series' <c>pte_refcount</c>: entries plus visitors, or <see cref="Dead"/> once claimed.</summary>
+    private sealed class PteRefcount
+    {
+        public int Count;
+
+        public override string ToString() => $"refcount {Volatile.Read(ref Count)}";
+    }
 }

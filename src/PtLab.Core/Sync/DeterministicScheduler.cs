@@ -322,12 +322,16 @@ public sealed class DeterministicScheduler : ISchedulingPoint
         }
 
         // Name subjects in order of first appearance over the whole trace, so names are stable.
+        // Only scheduling points are numbered, from 1, so the last number is the step count and a
+        // violation "after step N" points at line N; notes (what the program is doing) are not steps.
         var lines = new List<string>(_trace.Count);
+        long step = 0;
         for (int i = 0; i < _trace.Count; i++)
         {
             var st = _trace[i];
-            string what = st.Kind is { } k ? $"{k,-14} {Name(st.Subject)}" : $"-- {Name(st.Subject)}";
-            lines.Add(string.Create(CultureInfo.InvariantCulture, $"{i,6}  cpu{st.Cpu}  {what}"));
+            lines.Add(st.Kind is { } k
+                ? string.Create(CultureInfo.InvariantCulture, $"{++step,6}  cpu{st.Cpu}  {k,-14} {Name(st.Subject)}")
+                : string.Create(CultureInfo.InvariantCulture, $"{"",6}  cpu{st.Cpu}  -- {Name(st.Subject)}"));
         }
 
         var sb = new StringBuilder();

@@ -34,7 +34,7 @@ public static class Invariants
     /// <summary>Refcount designs: every table's count equals its non-none entries (no visitor is left).</summary>
     public static string? Refcounts(MmStruct mm)
     {
-        if (mm.Design is not RefcountReclaim rc)
+        if (mm.Design is not IRefcountedTables rc)
         {
             return null;
         }
@@ -142,7 +142,7 @@ public static class Invariants
         mm.Exit(machine.Cpus[0]);
         machine.Rcu.Barrier();
         long used = machine.Phys.UsedFrames, reserved = machine.Phys.ReservedFrames;
-        return used > reserved ? $"{used - reserved} frames still in use after exit and rcu_barrier (were {before})" : null;
+        return used > reserved ? $"{used - reserved} {(used - reserved == 1 ? "frame" : "frames")} still in use after exit and rcu_barrier (were {before})" : null;
     }
 
     internal static List<long> PteTables(MmStruct mm)

@@ -1,5 +1,6 @@
 using PtLab.Mm;
 using PtLab.Paging;
+using PtLab.Reclaim;
 using PtLab.Sync;
 
 namespace PtLab.Systematic;
@@ -74,7 +75,18 @@ public sealed record SystematicScenario(
     long EstimatedSteps,
     long RamBytes,
     Action<ScenarioContext> Setup,
-    IReadOnlyList<Action<ScenarioContext, Cpu>> Programs);
+    IReadOnlyList<Action<ScenarioContext, Cpu>> Programs)
+{
+    /// <summary>
+    /// Whether the programs go through the address space, and so through the design under test.
+    /// A scenario that drives a primitive directly tests a design only through the mutations in
+    /// <see cref="Catches"/> that the design has.
+    /// </summary>
+    public bool UsesDesign { get; init; } = true;
+
+    /// <summary>The mutations this scenario is shown to catch (the mutation tests of the default run), for designs that have them.</summary>
+    public IReadOnlyList<Mutation> Catches { get; init; } = [];
+}
 
 /// <summary>The catalogue of races the systematic tester explores.</summary>
 public static class SystematicScenarios
@@ -84,7 +96,7 @@ public static class SystematicScenarios
     private const ulong Base = ScenarioContext.Base;
 
     /// <summary>Every scenario, in catalogue order.</summary>
-    public static IReadOnlyList<SystematicScenario> All { get; } =
+    public static IReadOnlyList<SystematicScenario> All { get; } = Described(
     [
         new(
             "walker-dontneed-fault",
@@ -298,7 +310,19 @@ public static class SystematicScenarios
                     cpu.Touch(Base + M2 + K4);
                 },
             ]),
-    ];
+    ]);
+
+    private static SystematicScenario[] Described(SystematicScenario[] all) => [.. all.Select(Describe)];
+
+    /// <summary>What each scenario is shown to catch, and which drive a primitive rather than a design.</summary>
+    private static SystematicScenario Describe(SystematicScenario s) => s.Name switch
+    {
+        "walker-dontneed-fault" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipGatherFlush] },
+        "gup-fast-free" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipTrackClear, Mutation.SkipRcuDeferral] },
+        "percpu-switch" => s with { UsesDesign = false, Catches = [Mutation.SkipSwitchGracePeriod] },
+        "ptreclaim-trylock" => s with { Catches = [Mutation.SkipPmdRecheck] },
+        _ => s,
+    };
 
     /// <summary>The scenario called <paramref name="name"/>, or null.</summary>
     public static SystematicScenario? Find(string name) => All.FirstOrDefault(s => s.Name == name);

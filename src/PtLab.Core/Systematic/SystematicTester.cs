@@ -5,93 +5,6 @@ using PtLab.Sync;
 
 namespace PtLab.Systematic;
 
-/// <summary>A test-only break of a protocol, which the tester must catch.</summary>
-public enum Mutation
-{
-    /// <summary>The real protocol.</summary>
-    None,
-
-    /// <summary>Refcount designs: walkers map tables without <c>pte_tryget</c>.</summary>
-    SkipTryGet,
-
-    /// <summary>Refcount designs: one clear path forgets <c>track_pte_clear</c>.</summary>
-    SkipTrackClear,
-
-    /// <summary>pt-reclaim: <c>pte_offset_map_lock</c> without the pmd recheck.</summary>
-    SkipPmdRecheck,
-
-    /// <summary><c>free_user_pte</c> frees the table without waiting a grace period.</summary>
-    SkipRcuDeferral,
-
-    /// <summary>A percpu_ref switch to atomic folds the per-CPU counts without the grace period.</summary>
-    SkipSwitchGracePeriod,
-
-    /// <summary>A zap frees the pages it gathered without flushing the TLBs first.</summary>
-    SkipGatherFlush,
-}
-
-/// <summary>Mutation names on the command line, and which designs each applies to.</summary>
-public static class Mutations
-{
-    private static readonly (string Name, Mutation Mutation)[] s_names =
-    [
-        ("none", Mutation.None),
-        ("skip-tryget", Mutation.SkipTryGet),
-        ("skip-track-clear", Mutation.SkipTrackClear),
-        ("skip-pmd-recheck", Mutation.SkipPmdRecheck),
-        ("skip-rcu-deferral", Mutation.SkipRcuDeferral),
-        ("skip-switch-grace-period", Mutation.SkipSwitchGracePeriod),
-        ("skip-tlb-flush", Mutation.SkipGatherFlush),
-    ];
-
-    /// <summary>The known names.</summary>
-    public static IReadOnlyList<string> Names { get; } = [.. s_names.Select(n => n.Name)];
-
-    /// <summary>The mutation called <paramref name="name"/>, or null.</summary>
-    public static Mutation? Parse(string name) => s_names.FirstOrDefault(n => n.Name == name) is { Name: not null } hit ? hit.Mutation : null;
-
-    /// <summary>The command-line name of <paramref name="mutation"/>.</summary>
-    public static string NameOf(Mutation mutation) => s_names.First(n => n.Mutation == mutation).Name;
-
-    /// <summary>Whether <paramref name="mutation"/> can be applied to the design called <paramref name="design"/>.</summary>
-    public static bool AppliesTo(Mutation mutation, string design) => mutation switch
-    {
-        Mutation.None => true,
-        Mutation.SkipTryGet or Mutation.SkipTrackClear => design is "atomic" or "pte-ref",
-        Mutation.SkipPmdRecheck => design == "pt-reclaim",
-        Mutation.SkipRcuDeferral => design is "atomic" or "pte-ref",
-        Mutation.SkipSwitchGracePeriod => design == "pte-ref",
-        Mutation.SkipGatherFlush => true,
-        _ => false,
-    };
-
-    internal static void Apply(Mutation mutation, IPageTableReclaim design)
-    {
-        switch (mutation, design)
-        {
-            case (Mutation.None, _):
-                return;
-            case (Mutation.SkipTryGet, RefcountReclaim rc):
-                rc.SkipTryGetForTesting = true;
-                return;
-            case (Mutation.SkipTrackClear, RefcountReclaim rc):
-                rc.SkipTrackClearForTesting = true;
-                return;
-            case (Mutation.SkipPmdRecheck, PtReclaim pt):
-                pt.SkipPmdRecheckForTesting = true;
-                break;
-            case (Mutation.SkipRcuDeferral, RefcountReclaim):
-            case (Mutation.SkipGatherFlush, _):
-                break; // applied to the address space by the caller
-            case (Mutation.SkipSwitchGracePeriod, PteRefReclaim pr):
-                pr.SkipSwitchGracePeriodForTesting = true;
-                return;
-            default:
-                throw new ArgumentException($"mutation {NameOf(mutation)} does not apply to design {design.Name}", nameof(mutation));
-        }
-    }
-}
-
 /// <summary>What one schedule did.</summary>
 /// <param name="Seed">The seed that replays it.</param>
 /// <param name="Violation">The first broken invariant, or null.</param>
@@ -124,11 +37,17 @@ public static class SystematicTester
         SystematicScenario scenario, string design, string strategy, int seed, Mutation mutation = Mutation.None, long maxSteps = 50_000, bool everyStep = false)
     {
         ArgumentNullException.ThrowIfNull(scenario);
-        var factory = Designs.Factory(design) ?? throw new ArgumentException($"unknown design '{design}'", nameof(design));
-        if (!Mutations.AppliesTo(mutation, design))
+        if (Designs.Factory(design) is null)
+        {
+            throw new ArgumentException($"unknown design '{design}'", nameof(design));
+        }
+
+        if (!Designs.Supports(design, mutation))
         {
             throw new ArgumentException($"mutation {Mutations.NameOf(mutation)} does not apply to design {design}", nameof(mutation));
         }
+
+        var factory = Designs.Factory(design, new DesignOptions { Mutation = mutation })!;
 
         var sched = new DeterministicScheduler(SchedulingStrategies.Create(strategy, seed, scenario.EstimatedSteps), maxSteps);
         var machine = new Machine(new MachineOptions
@@ -144,8 +63,6 @@ public static class SystematicTester
             Design = factory,
         });
         var mm = machine.CreateAddressSpace();
-        Mutations.Apply(mutation, mm.Design);
-        mm.SkipRcuDeferralForTesting = mutation == Mutation.SkipRcuDeferral;
         var ctx = new ScenarioContext(machine, mm, sched);
         scenario.Setup(ctx);
         mm.SkipGatherFlushForTesting = mutation == Mutation.SkipGatherFlush;

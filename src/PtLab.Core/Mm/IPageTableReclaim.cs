@@ -1,11 +1,11 @@
-using PtLab.Mm;
 using PtLab.Phys;
 
-namespace PtLab.Reclaim;
+namespace PtLab.Mm;
 
 /// <summary>
 /// The points where the kernel's page-table reclaim designs differ. <c>Mm/</c> stays
-/// design-agnostic and calls these hooks; each design is one class.
+/// design-agnostic and calls these hooks; each design is one class in <c>Reclaim/</c>, the layer
+/// above, which implements them.
 /// </summary>
 public interface IPageTableReclaim
 {

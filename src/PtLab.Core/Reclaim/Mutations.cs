@@ -1,0 +1,53 @@
+namespace PtLab.Reclaim;
+
+/// <summary>A test-only break of a protocol, which the tester must catch.</summary>
+public enum Mutation
+{
+    /// <summary>The real protocol.</summary>
+    None,
+
+    /// <summary>Refcount designs: walkers map tables without <c>pte_tryget</c>.</summary>
+    SkipTryGet,
+
+    /// <summary>Refcount designs: one clear path forgets <c>track_pte_clear</c>.</summary>
+    SkipTrackClear,
+
+    /// <summary>pt-reclaim: <c>pte_offset_map_lock</c> without the pmd recheck.</summary>
+    SkipPmdRecheck,
+
+    /// <summary><c>free_user_pte</c> frees the table without waiting a grace period.</summary>
+    SkipRcuDeferral,
+
+    /// <summary>A percpu_ref switch to atomic folds the per-CPU counts without the grace period.</summary>
+    SkipSwitchGracePeriod,
+
+    /// <summary>
+    /// A zap frees the pages it gathered without flushing the TLBs first. It breaks the address
+    /// space's gather, not a design, so it applies to every design.
+    /// </summary>
+    SkipGatherFlush,
+}
+
+/// <summary>Mutation names on the command line.</summary>
+public static class Mutations
+{
+    private static readonly (string Name, Mutation Mutation)[] s_names =
+    [
+        ("none", Mutation.None),
+        ("skip-tryget", Mutation.SkipTryGet),
+        ("skip-track-clear", Mutation.SkipTrackClear),
+        ("skip-pmd-recheck", Mutation.SkipPmdRecheck),
+        ("skip-rcu-deferral", Mutation.SkipRcuDeferral),
+        ("skip-switch-grace-period", Mutation.SkipSwitchGracePeriod),
+        ("skip-tlb-flush", Mutation.SkipGatherFlush),
+    ];
+
+    /// <summary>The known names.</summary>
+    public static IReadOnlyList<string> Names { get; } = [.. s_names.Select(n => n.Name)];
+
+    /// <summary>The mutation called <paramref name="name"/>, or null.</summary>
+    public static Mutation? Parse(string name) => s_names.FirstOrDefault(n => n.Name == name) is { Name: not null } hit ? hit.Mutation : null;
+
+    /// <summary>The command-line name of <paramref name="mutation"/>.</summary>
+    public static string NameOf(Mutation mutation) => s_names.First(n => n.Mutation == mutation).Name;
+}
