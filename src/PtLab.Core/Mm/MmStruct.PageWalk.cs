@@ -158,7 +158,8 @@ public sealed partial class MmStruct
             if (Entry.IsPresent(e))
             {
                 v = (1UL << 63) | ((ulong)Entry.Pfn(e) & ((1UL << 55) - 1));
-                if (!Entry.IsSpecial(e) && Phys.Desc(Entry.Pfn(e)).MapCount == 1)
+                // Exclusively mapped: once by a PTE, or a huge page mapped once by a pmd.
+                if (!Entry.IsSpecial(e) && (p.MappedByPmd ? Phys.Desc(Phys.CompoundHead(Entry.Pfn(e))).EntireMapCount : Phys.Desc(Entry.Pfn(e)).MapCount) == 1)
                 {
                     v |= 1UL << 56;
                 }
