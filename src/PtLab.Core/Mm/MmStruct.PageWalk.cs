@@ -37,61 +37,67 @@ public sealed partial class MmStruct
         MmapLock.DownRead(cpu.Id);
         try
         {
-            for (ulong addr = start; addr < end;)
-            {
-                ulong next = Geometry.PmdAddrEnd(addr, end);
-                long pmdTable = PmdTableOf(addr);
-                if (pmdTable >= 0 && PmdTransHugeLock(cpu, pmdTable, Geometry.Index(addr, 2), out ulong pmd))
-                {
-                    // A huge leaf: each 4 KiB it maps, seen as the entry that would map it (the
-                    // huge zero page's as special, like the small zero page's).
-                    ulong special = Entry.Pfn(pmd) == Phys.HugeZeroPfn ? Entry.Special : 0;
-                    try
-                    {
-                        for (ulong va = addr; va < next; va += Geometry.PageSize)
-                        {
-                            visit(new WalkedPage(va, Entry.HugeSubPte(pmd, va) | special, MappedByPmd: true));
-                        }
-                    }
-                    finally
-                    {
-                        PmdUnlock(cpu, pmdTable);
-                    }
-
-                    addr = next;
-                    continue;
-                }
-
-                var pt = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
-                if (pt.IsNone)
-                {
-                    for (ulong va = addr; va < next; va += Geometry.PageSize)
-                    {
-                        visit(new WalkedPage(va, 0)); // pte_hole
-                    }
-                }
-                else
-                {
-                    try
-                    {
-                        var entries = Phys.Table(pt);
-                        for (ulong va = addr; va < next; va += Geometry.PageSize)
-                        {
-                            visit(new WalkedPage(va, Volatile.Read(ref entries[Geometry.PteIndex(va)])));
-                        }
-                    }
-                    finally
-                    {
-                        Design.PteUnmapUnlock(this, cpu, pt);
-                    }
-                }
-
-                addr = next;
-            }
+            WalkPageRangeLocked(cpu, start, end, visit);
         }
         finally
         {
             MmapLock.UpRead(cpu.Id);
+        }
+    }
+
+    /// <summary><see cref="WalkPageRange"/> for a caller that holds <c>mmap_lock</c> (for read or write).</summary>
+    internal void WalkPageRangeLocked(Cpu cpu, ulong start, ulong end, Action<WalkedPage> visit)
+    {
+        for (ulong addr = start; addr < end;)
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            long pmdTable = PmdTableOf(addr);
+            if (pmdTable >= 0 && PmdTransHugeLock(cpu, pmdTable, Geometry.Index(addr, 2), out ulong pmd))
+            {
+                // A huge leaf: each 4 KiB it maps, seen as the entry that would map it (the
+                // huge zero page's as special, like the small zero page's).
+                ulong special = Entry.Pfn(pmd) == Phys.HugeZeroPfn ? Entry.Special : 0;
+                try
+                {
+                    for (ulong va = addr; va < next; va += Geometry.PageSize)
+                    {
+                        visit(new WalkedPage(va, Entry.HugeSubPte(pmd, va) | special, MappedByPmd: true));
+                    }
+                }
+                finally
+                {
+                    PmdUnlock(cpu, pmdTable);
+                }
+
+                addr = next;
+                continue;
+            }
+
+            var pt = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (pt.IsNone)
+            {
+                for (ulong va = addr; va < next; va += Geometry.PageSize)
+                {
+                    visit(new WalkedPage(va, 0)); // pte_hole
+                }
+            }
+            else
+            {
+                try
+                {
+                    var entries = Phys.Table(pt);
+                    for (ulong va = addr; va < next; va += Geometry.PageSize)
+                    {
+                        visit(new WalkedPage(va, Volatile.Read(ref entries[Geometry.PteIndex(va)])));
+                    }
+                }
+                finally
+                {
+                    Design.PteUnmapUnlock(this, cpu, pt);
+                }
+            }
+
+            addr = next;
         }
     }
 

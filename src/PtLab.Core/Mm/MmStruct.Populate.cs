@@ -153,51 +153,15 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// Calls <paramref name="onPage"/> with each page mapped in [start, end): every normal page of
-    /// a PTE table (not the zero page), and the head of each huge page a PMD maps. Tables are
-    /// visited as every walker visits them (the design's map-and-lock, the pmd lock for a huge pmd).
+    /// a PTE table (not the zero page), and the head of a huge page a PMD maps (once per 4 KiB it
+    /// maps). Caller holds <c>mmap_lock</c>; tables are visited as the page walker visits them.
     /// </summary>
-    private void ForEachMappedPage(Cpu cpu, ulong start, ulong end, Action<long> onPage)
-    {
-        for (ulong addr = start; addr < end;)
+    private void ForEachMappedPage(Cpu cpu, ulong start, ulong end, Action<long> onPage) =>
+        WalkPageRangeLocked(cpu, start, end, p =>
         {
-            ulong next = Geometry.PmdAddrEnd(addr, end);
-            long pmdTable = PmdTableOf(addr);
-            if (pmdTable < 0)
+            if (Entry.IsPresent(p.Entry) && !Entry.IsSpecial(p.Entry))
             {
-                addr = Geometry.PudAddrEnd(addr, end);
-                continue;
+                onPage(p.MappedByPmd ? Phys.CompoundHead(Entry.Pfn(p.Entry)) : Entry.Pfn(p.Entry));
             }
-
-            int pmdIndex = Geometry.Index(addr, 2);
-            if (PmdTransHugeLock(cpu, pmdTable, pmdIndex, out ulong pmd))
-            {
-                if (!IsHugeZeroPmd(pmd))
-                {
-                    onPage(Entry.Pfn(pmd));
-                }
-
-                PmdUnlock(cpu, pmdTable);
-                addr = next;
-                continue;
-            }
-
-            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (!pt.IsNone)
-            {
-                var entries = Phys.Table(pt);
-                for (ulong va = addr; va < next; va += Geometry.PageSize)
-                {
-                    ulong e = Volatile.Read(ref entries[Geometry.PteIndex(va)]);
-                    if (Entry.IsPresent(e) && !Entry.IsSpecial(e))
-                    {
-                        onPage(Entry.Pfn(e));
-                    }
-                }
-
-                Design.PteUnmapUnlock(this, cpu, pt);
-            }
-
-            addr = next;
-        }
-    }
+        });
 }

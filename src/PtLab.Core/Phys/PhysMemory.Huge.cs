@@ -70,18 +70,7 @@ public sealed partial class PhysMemory
         Kswapd(cpu);
         for (int i = 0; i < HugeFrames; i++)
         {
-            ref var d = ref Desc(head + i);
-            d.Flags = (int)(i == 0 ? PageFlags.Head : PageFlags.Tail);
-            d.RefCount = i == 0 ? 1 : 0;
-            d.MapCount = 0;
-            d.EntireMapCount = 0;
-            d.PtLock = 0;
-            d.Level = 0;
-            d.RmapAddress = 0;
-            d.RmapOwner = null;
-            d.TableState = null;
-            d.Lru = LruList.None;
-            d.LruPrev = d.LruNext = -1;
+            InitFrame(ref Desc(head + i), i == 0 ? PageFlags.Head : PageFlags.Tail, refCount: i == 0 ? 1 : 0);
         }
 
         Interlocked.Increment(ref _hugeAllocated);
@@ -124,15 +113,7 @@ public sealed partial class PhysMemory
 
             for (int i = 0; i < HugeFrames; i++)
             {
-                ref var d = ref Desc(head + i);
-                d.Flags = (int)(PageFlags.Reserved | (i == 0 ? PageFlags.Head : PageFlags.Tail));
-                d.RefCount = 1;
-                d.MapCount = 0;
-                d.EntireMapCount = 0;
-                d.RmapOwner = null;
-                d.TableState = null;
-                d.Lru = LruList.None;
-                d.LruPrev = d.LruNext = -1;
+                InitFrame(ref Desc(head + i), PageFlags.Reserved | (i == 0 ? PageFlags.Head : PageFlags.Tail), refCount: 1);
                 Content.Zero(head + i);
             }
 

@@ -164,9 +164,15 @@ public sealed partial class PhysMemory
             return -1;
         }
 
-        ref var d = ref Desc(pfn);
-        d.Flags = 0;
-        d.RefCount = 1;
+        InitFrame(ref Desc(pfn), PageFlags.None, refCount: 1);
+        return pfn;
+    }
+
+    /// <summary>A taken frame's descriptor as a fresh page: no mapping, no table, off the LRU.</summary>
+    private static void InitFrame(ref PageDescriptor d, PageFlags flags, int refCount)
+    {
+        d.Flags = (int)flags;
+        d.RefCount = refCount;
         d.MapCount = 0;
         d.EntireMapCount = 0;
         d.PtLock = 0;
@@ -176,7 +182,6 @@ public sealed partial class PhysMemory
         d.TableState = null;
         d.Lru = LruList.None;
         d.LruPrev = d.LruNext = -1;
-        return pfn;
     }
 
     /// <summary>
