@@ -33,8 +33,10 @@ public class VmaStoreBenchmarks
         (_machine, _mm, _cpu, _low) = Build(Vmas);
         var random = new Random(7);
         _addresses = [.. Enumerable.Range(0, Lookups).Select(_ => _low + ((ulong)random.NextInt64(Vmas) << 12) + 100)];
-        // Pages of the read-only mappings away from the ends: each has a read-write neighbour on both sides.
-        _pages = [.. Enumerable.Range(0, Toggles).Select(_ => _low + ((ulong)(1 + (2 * random.NextInt64((Vmas / 2) - 1))) << 12))];
+        // Pages of read-only mappings away from the ends, each between two read-write ones. Mapping
+        // i lies (Vmas - 1 - i) pages above the lowest (the last placed, read-only as Vmas is even):
+        // an even number of pages above it is a read-only mapping too.
+        _pages = [.. Enumerable.Range(0, Toggles).Select(_ => _low + ((ulong)(2 * (1 + random.NextInt64((Vmas / 2) - 2))) << 12))];
     }
 
     /// <summary>Tears the address space down.</summary>
@@ -62,6 +64,11 @@ public class VmaStoreBenchmarks
         {
             _mm.Mprotect(_cpu, page, 4096, Prot.Read | Prot.Write);
             _mm.Mprotect(_cpu, page, 4096, Prot.Read);
+        }
+
+        if (_mm.MapCount != Vmas)
+        {
+            throw new InvalidOperationException($"{_mm.MapCount} VMAs after the merges and splits, {Vmas} before");
         }
     }
 
