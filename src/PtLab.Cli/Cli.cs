@@ -65,12 +65,18 @@ internal static class Cli
 
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
+        bench.Subcommands.Add(ScanBench.Command(stdout));
         root.Subcommands.Add(Demo.Command(stdout, stderr));
         root.Subcommands.Add(run);
         root.Subcommands.Add(compare);
         root.Subcommands.Add(bench);
         root.Subcommands.Add(Check.CheckCommand(stdout));
         root.Subcommands.Add(Check.SoakCommand(stdout));
+        root.Subcommands.Add(Scan.Command(stdout, stderr));
+        root.Subcommands.Add(ExporterHost.Command(stdout, stderr));
+        var fuzz = new Command("fuzz", "Differential fuzzing: random operations on the model, checked against an oracle after every one.");
+        fuzz.Subcommands.Add(FuzzKernel.Command(stdout, stderr));
+        root.Subcommands.Add(fuzz);
         return root;
     }
 

@@ -285,7 +285,19 @@ public sealed unsafe class KernelTarget : IMemoryTarget
         throw new NotSupportedException("brk moves the break the C library's allocator owns in this process; run it in a child process");
 
     /// <inheritdoc/>
-    public IReadOnlyList<VmaView> Layout(ulong start, ulong end) => ProcSmaps.ReadSelf(start, end);
+    public IReadOnlyList<VmaView> Layout(ulong start, ulong end) => SmapsLayout(start, end);
+
+    /// <summary>The VMAs of this process that meet [start, end), with the modelled flags their smaps VmFlags name.</summary>
+    private static List<VmaView> SmapsLayout(ulong start, ulong end)
+    {
+        if (!Scan.ProcSmaps.TryParse(File.ReadAllText("/proc/self/smaps"), out var vmas, out string? error))
+        {
+            throw new FormatException($"/proc/self/smaps: {error}");
+        }
+
+        return [.. vmas.Where(v => v.Vma.Start < end && v.Vma.End > start).Select(v =>
+            new VmaView(v.Vma.Start, v.Vma.End, v.VmFlags.Aggregate(VmFlags.None, (f, w) => f | VmaView.Mnemonics.GetValueOrDefault(w))))];
+    }
 
     private Errno LockCall(string call, ulong addr, ulong length, Func<int> syscall)
     {
@@ -301,7 +313,7 @@ public sealed unsafe class KernelTarget : IMemoryTarget
     private void Resync(ulong start, ulong end)
     {
         _owned.Remove(start, end);
-        foreach (var v in ProcSmaps.ReadSelf(start, end))
+        foreach (var v in SmapsLayout(start, end))
         {
             var prot = ((v.Flags & VmFlags.Read) != 0 ? Prot.Read : 0) | ((v.Flags & VmFlags.Write) != 0 ? Prot.Write : 0) |
                 ((v.Flags & VmFlags.Exec) != 0 ? Prot.Exec : 0);

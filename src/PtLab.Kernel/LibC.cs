@@ -47,4 +47,28 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Library, EntryPoint = "uname", SetLastError = true)]
     public static partial int Uname(byte* buf);
+
+    /// <summary><c>O_RDONLY | O_CLOEXEC</c>.</summary>
+    public const int OpenReadOnly = 0x80000;
+
+    [LibraryImport(Library, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Open(string path, int flags);
+
+    [LibraryImport(Library, EntryPoint = "close", SetLastError = true)]
+    public static partial int Close(int fd);
+
+    [LibraryImport(Library, EntryPoint = "read", SetLastError = true)]
+    public static partial nint Read(int fd, byte* buf, nuint count);
+
+    [LibraryImport(Library, EntryPoint = "pread", SetLastError = true)]
+    public static partial nint Pread(int fd, byte* buf, nuint count, long offset);
+
+    [LibraryImport(Library, EntryPoint = "ioctl", SetLastError = true)]
+    public static partial int Ioctl(int fd, nuint request, void* arg);
+
+    [LibraryImport(Library, EntryPoint = "kill", SetLastError = true)]
+    public static partial int Kill(int pid, int signal);
+
+    [LibraryImport(Library, EntryPoint = "getpid")]
+    public static partial int Getpid();
 }

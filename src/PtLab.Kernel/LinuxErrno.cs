@@ -34,16 +34,18 @@ public static class LinuxErrno
         return new KernelError(raw, name, Marshal.GetPInvokeErrorMessage(raw));
     }
 
-    /// <summary>Names of the errno values mmap, munmap, mprotect and madvise can return that <see cref="Errno"/> lacks.</summary>
+    /// <summary>Names of the errno values the memory calls, /proc reads and ioctls can return that <see cref="Errno"/> lacks.</summary>
     private static string NameOf(int raw) => raw switch
     {
         2 => "ENOENT",
+        3 => "ESRCH",
         4 => "EINTR",
         5 => "EIO",
         16 => "EBUSY",
         19 => "ENODEV",
         23 => "ENFILE",
         24 => "EMFILE",
+        25 => "ENOTTY",
         26 => "ETXTBSY",
         27 => "EFBIG",
         28 => "ENOSPC",

@@ -7,7 +7,21 @@ namespace PtLab.Kernel;
 /// <param name="End">First address past the end.</param>
 public readonly record struct MapsRange(ulong Start, ulong End);
 
-/// <summary>Reads the VMA ranges of <c>/proc/self/maps</c>.</summary>
+/// <summary>One whole line of <c>/proc/PID/maps</c> (<c>show_map_vma()</c> in <c>fs/proc/task_mmu.c</c>).</summary>
+/// <param name="Start">First address.</param>
+/// <param name="End">First address past the end.</param>
+/// <param name="Perms">The four permission characters, e.g. "rw-p" (p private, s shared).</param>
+/// <param name="Offset">File offset of the mapping.</param>
+/// <param name="Device">"major:minor" of the file's device (00:00 for anonymous memory).</param>
+/// <param name="Inode">The file's inode, 0 for anonymous memory and special mappings.</param>
+/// <param name="Name">The path or the pseudo name ([heap], [stack], [anon:NAME], ...); empty when there is none.</param>
+public readonly record struct MapsEntry(ulong Start, ulong End, string Perms, ulong Offset, string Device, ulong Inode, string Name)
+{
+    /// <summary>Private or shared anonymous memory with no file behind it (heap, stack, named anon included).</summary>
+    public bool IsAnonymous => Inode == 0 && !Name.StartsWith('/');
+}
+
+/// <summary>Reads the VMAs of <c>/proc/PID/maps</c>.</summary>
 public static class ProcMaps
 {
     /// <summary>The lowest address <see cref="FindFreeRegion"/> considers (above the executable and the heap).</summary>
@@ -38,6 +52,95 @@ public static class ProcMaps
         ranges.Sort(static (a, b) => a.Start.CompareTo(b.Start));
         return ranges;
     }
+
+    /// <summary>
+    /// Parses maps text into whole entries, in the kernel's (address) order. On a malformed line,
+    /// <paramref name="error"/> gives its line number and text, and the entries before it are kept in
+    /// <paramref name="entries"/>.
+    /// </summary>
+    public static bool TryParseEntries(string text, out List<MapsEntry> entries, out string? error)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        entries = [];
+        error = null;
+        int lineNo = 0;
+        foreach (var raw in text.Split('\n'))
+        {
+            lineNo++;
+            if (raw.Length == 0)
+            {
+                continue;
+            }
+
+            if (!TryParseLine(raw, out var e))
+            {
+                error = $"line {lineNo} is not a maps line: \"{Shorten(raw)}\"";
+                return false;
+            }
+
+            if (entries.Count > 0 && e.Start < entries[^1].End)
+            {
+                error = $"line {lineNo} overlaps or precedes the line before it: \"{Shorten(raw)}\"";
+                return false;
+            }
+
+            entries.Add(e);
+        }
+
+        return true;
+    }
+
+    /// <summary>Parses one maps line: "start-end perms offset major:minor inode [name]".</summary>
+    public static bool TryParseLine(string line, out MapsEntry entry)
+    {
+        ArgumentNullException.ThrowIfNull(line);
+        entry = default;
+        var rest = line.AsSpan();
+        if (!NextField(ref rest, out var range) || !NextField(ref rest, out var perms) || !NextField(ref rest, out var offset) ||
+            !NextField(ref rest, out var dev) || !NextField(ref rest, out var inode))
+        {
+            return false;
+        }
+
+        int dash = range.IndexOf('-');
+        if (dash <= 0 ||
+            !ulong.TryParse(range[..dash], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong start) ||
+            !ulong.TryParse(range[(dash + 1)..], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong end) ||
+            end <= start || (start & 4095) != 0 || (end & 4095) != 0)
+        {
+            return false;
+        }
+
+        if (perms.Length != 4 || perms[0] is not ('r' or '-') || perms[1] is not ('w' or '-') || perms[2] is not ('x' or '-') || perms[3] is not ('p' or 's'))
+        {
+            return false;
+        }
+
+        int colon = dev.IndexOf(':');
+        if (!ulong.TryParse(offset, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong off) ||
+            colon <= 0 ||
+            !uint.TryParse(dev[..colon], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out _) ||
+            !uint.TryParse(dev[(colon + 1)..], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out _) ||
+            !ulong.TryParse(inode, NumberStyles.None, CultureInfo.InvariantCulture, out ulong ino))
+        {
+            return false;
+        }
+
+        // The name is padded to a column and may itself contain spaces (and " (deleted)").
+        entry = new MapsEntry(start, end, perms.ToString(), off, dev.ToString(), ino, rest.TrimStart(' ').ToString());
+        return true;
+    }
+
+    private static bool NextField(ref ReadOnlySpan<char> rest, out ReadOnlySpan<char> field)
+    {
+        rest = rest.TrimStart(' ');
+        int space = rest.IndexOf(' ');
+        field = space < 0 ? rest : rest[..space];
+        rest = space < 0 ? [] : rest[space..];
+        return field.Length > 0;
+    }
+
+    internal static string Shorten(string s) => s.Length <= 120 ? s : s[..117] + "...";
 
     /// <summary>Whether any range overlaps [start, end).</summary>
     public static bool AnyIn(IReadOnlyList<MapsRange> ranges, ulong start, ulong end)

@@ -86,8 +86,85 @@ public static class ProcStatus
     }
 
     /// <summary>
+    /// Parses the identity lines of status text (Name, Tgid, Kthread) and, for a process with an mm,
+    /// its memory lines. A kernel thread (<c>Kthread: 1</c>, or no memory lines at all) parses with
+    /// <see cref="ProcessStatus.Memory"/> null. <paramref name="error"/> names the line that is malformed.
+    /// </summary>
+    public static bool TryParseProcess(string text, out ProcessStatus status, out string? error)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        status = default;
+        string? name = null;
+        int tgid = -1;
+        bool? kthread = null;
+        bool anyMemoryLine = false;
+        int lineNo = 0;
+        foreach (var rawLine in text.Split('\n'))
+        {
+            lineNo++;
+            string line = rawLine.TrimEnd('\r');
+            int colon = line.IndexOf(':', StringComparison.Ordinal);
+            if (colon <= 0)
+            {
+                continue;
+            }
+
+            var key = line.AsSpan(0, colon);
+            var value = line.AsSpan(colon + 1).Trim();
+            if (key is "Name")
+            {
+                name = value.ToString();
+            }
+            else if (key is "Tgid")
+            {
+                if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out tgid))
+                {
+                    error = $"line {lineNo}: Tgid is not a number: \"{ProcMaps.Shorten(line)}\"";
+                    return false;
+                }
+            }
+            else if (key is "Kthread")
+            {
+                kthread = value is "1";
+            }
+            else if (Fields.Contains(key.ToString()))
+            {
+                anyMemoryLine = true;
+            }
+        }
+
+        if (name is null || tgid < 0)
+        {
+            error = $"status text has no {(name is null ? "Name" : "Tgid")} line";
+            return false;
+        }
+
+        MmStatus? memory = null;
+        if (kthread != true && anyMemoryLine)
+        {
+            if (!TryParse(text, out var mm, out error))
+            {
+                return false;
+            }
+
+            memory = mm;
+        }
+
+        status = new ProcessStatus(name, tgid, kthread ?? !anyMemoryLine, memory);
+        error = null;
+        return true;
+    }
+
+    /// <summary>
     /// Page-table pages of all levels together: <c>VmPTE</c> / 4 kB. Exact on x86-64, where PTE,
     /// PMD and PUD tables are each one 4 KiB page and the PGD (and a runtime-folded P4D) is not counted.
     /// </summary>
     public static long TotalTables(MmStatus status) => status.VmPteKb / 4;
 }
+
+/// <summary>The lines of <c>/proc/PID/status</c> that say who a process is and what its mm holds.</summary>
+/// <param name="Name">The command name (<c>comm</c>).</param>
+/// <param name="Tgid">The thread-group id: the process id.</param>
+/// <param name="IsKernelThread">A kernel thread, which has no user address space.</param>
+/// <param name="Memory">The memory lines; null for a kernel thread (and a zombie, whose mm is gone).</param>
+public readonly record struct ProcessStatus(string Name, int Tgid, bool IsKernelThread, MmStatus? Memory);

@@ -8,20 +8,22 @@ public sealed partial class MmStruct
 {
     /// <summary>
     /// <c>madvise(addr, length, advice)</c>. DONTNEED and FREE take <c>mmap_lock</c> for read, as
-    /// Linux does, and the advices that change VMA flags (NORMAL, RANDOM, SEQUENTIAL, DONTDUMP,
-    /// DODUMP, HUGEPAGE, NOHUGEPAGE) take it for write; a hole in the range gives ENOMEM after the
-    /// mapped parts were advised. POPULATE_READ/WRITE fault the range in (<c>madvise_populate</c>).
+    /// Linux does; a hole in the range gives ENOMEM after the mapped parts were advised.
+    /// POPULATE_READ/WRITE fault the range in (<c>madvise_populate</c>).
     /// </summary>
     public Errno Madvise(Cpu cpu, ulong addr, ulong length, Advice advice)
     {
         bool zap = advice is Advice.DontNeed or Advice.DontNeedLocked;
         bool free = advice == Advice.Free;
+        bool setsFlags = advice is Advice.Normal or Advice.Random or Advice.Sequential
+            or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump;
+        bool noop = advice is Advice.WillNeed or Advice.Cold;
+        bool pageout = advice == Advice.PageOut;
+        bool remove = advice == Advice.Remove;
         bool populate = advice is Advice.PopulateRead or Advice.PopulateWrite;
-        bool updatesFlags = MadviseNewFlags(advice, VmFlags.None) is not null;
-        bool noop = advice is Advice.WillNeed or Advice.Cold or Advice.PageOut;
-        if (!zap && !free && !populate && !updatesFlags && !noop)
+        if (!zap && !free && !setsFlags && !noop && !remove && !pageout && !populate)
         {
-            return Errno.EINVAL; // not a valid advice, or one this model does not implement (REMOVE needs shared memory)
+            return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
 
         if ((addr & ~Geometry.PageMask) != 0)
@@ -46,20 +48,17 @@ public sealed partial class MmStruct
             return Errno.None;
         }
 
+        if (setsFlags)
+        {
+            return MadviseUpdateFlags(cpu, addr, end, advice);
+        }
+
         if (populate)
         {
             return MadvisePopulate(cpu, addr, end, advice == Advice.PopulateWrite);
         }
 
-        if (updatesFlags)
-        {
-            MmapLock.DownWrite(cpu.Id);
-        }
-        else
-        {
-            MmapLock.DownRead(cpu.Id);
-        }
-
+        MmapLock.DownRead(cpu.Id);
         try
         {
             Errno unmapped = Errno.None;
@@ -82,6 +81,16 @@ public sealed partial class MmStruct
                     }
 
                     ulong tmp = Math.Min(vma.End, end);
+                    if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & VmFlags.Locked) != 0)
+                    {
+                        return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
+                    }
+
+                    if (remove)
+                    {
+                        return Errno.EINVAL; // madvise_remove: only shared file memory can have its backing punched out
+                    }
+
                     if (zap)
                     {
                         if ((vma.Flags & VmFlags.Locked) != 0 && advice != Advice.DontNeedLocked)
@@ -100,13 +109,12 @@ public sealed partial class MmStruct
 
                         MadviseFreeRange(cpu, tlb, vma, start, tmp);
                     }
-                    else if (updatesFlags && MadviseNewFlags(advice, vma.Flags) is { } newFlags && newFlags != vma.Flags)
+                    else if (pageout)
                     {
-                        // madvise_update_vma: split and merge as any flag change does.
-                        vma = VmaModifyFlags(cpu, vma, start, tmp, newFlags);
+                        MadvisePageoutRange(cpu, tlb, start, tmp);
                     }
 
-                    start = Math.Max(tmp, vma.End);
+                    start = tmp;
                     if (start >= end)
                     {
                         return unmapped;
@@ -120,24 +128,62 @@ public sealed partial class MmStruct
         }
         finally
         {
-            if (updatesFlags)
-            {
-                MmapLock.UpWrite(cpu.Id);
-            }
-            else
-            {
-                MmapLock.UpRead(cpu.Id);
-            }
-
+            MmapLock.UpRead(cpu.Id);
             Rcu.Poll(); // let deferred table frees run, as the RCU softirq would soon after
         }
     }
 
     /// <summary>
-    /// The VMA flags an advice sets in <c>madvise_vma_behavior</c> (and <c>hugepage_madvise</c>),
-    /// or null for an advice that sets none.
+    /// <c>madvise_walk_vmas</c> for the advices that only change VMA flags, under <c>mmap_lock</c>
+    /// for write: each VMA in [start, end) gets its new flags through <c>madvise_update_vma</c>,
+    /// which splits it at the range's edges and merges the result with its neighbours, as
+    /// mprotect does. A hole gives ENOMEM after the VMAs around it were changed.
     /// </summary>
-    private static VmFlags? MadviseNewFlags(Advice advice, VmFlags flags) => advice switch
+    private Errno MadviseUpdateFlags(Cpu cpu, ulong start, ulong end, Advice advice)
+    {
+        MmapLock.DownWrite(cpu.Id);
+        try
+        {
+            Errno unmapped = Errno.None;
+            while (true)
+            {
+                var vma = FindVma(start);
+                if (vma is null || vma.Start >= end)
+                {
+                    return Errno.ENOMEM;
+                }
+
+                if (start < vma.Start)
+                {
+                    unmapped = Errno.ENOMEM;
+                    start = vma.Start;
+                }
+
+                ulong tmp = Math.Min(vma.End, end);
+                var newFlags = MadviseVmaFlags(vma.Flags, advice);
+                if (newFlags != vma.Flags)
+                {
+                    vma = VmaModifyFlags(cpu, vma, start, tmp, newFlags); // madvise_update_vma
+                }
+
+                start = Math.Max(tmp, vma.End);
+                if (start >= end)
+                {
+                    return unmapped;
+                }
+            }
+        }
+        finally
+        {
+            MmapLock.UpWrite(cpu.Id);
+        }
+    }
+
+    /// <summary>
+    /// The flags <c>madvise_vma_behavior</c> gives a VMA for a flag-only advice (NORMAL, RANDOM,
+    /// SEQUENTIAL, DONTDUMP, DODUMP, and HUGEPAGE/NOHUGEPAGE through <c>hugepage_madvise</c>).
+    /// </summary>
+    private static VmFlags MadviseVmaFlags(VmFlags flags, Advice advice) => advice switch
     {
         Advice.Normal => flags & ~(VmFlags.RandRead | VmFlags.SeqRead),
         Advice.Sequential => (flags & ~VmFlags.RandRead) | VmFlags.SeqRead,
@@ -146,8 +192,70 @@ public sealed partial class MmStruct
         Advice.DoDump => flags & ~VmFlags.DontDump,
         Advice.HugePage => (flags & ~VmFlags.NoHugePage) | VmFlags.HugePage,
         Advice.NoHugePage => (flags & ~VmFlags.HugePage) | VmFlags.NoHugePage,
-        _ => null,
+        _ => flags,
     };
+
+    /// <summary>
+    /// <c>madvise_cold_or_pageout_pte_range</c> with pageout, then <c>reclaim_pages</c>, one PTE table
+    /// at a time: every exclusive anonymous page mapped in [start, end) loses its young bit and is
+    /// isolated from its LRU list; once the table is unlocked, reclaim runs on them without the
+    /// referenced check. A clean lazy-free page is discarded; a written one becomes swap-backed again;
+    /// a swap-backed page goes to swap if there is one and stays otherwise. The tables stay.
+    /// </summary>
+    private void MadvisePageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
+    {
+        var isolated = new List<long>();
+        for (ulong addr = start; addr < end;)
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            long pmdTable = PmdTableOf(addr);
+            if (pmdTable < 0)
+            {
+                addr = Geometry.PudAddrEnd(addr, end);
+                continue;
+            }
+
+            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (!pt.IsNone)
+            {
+                var entries = Phys.Table(pt);
+                for (ulong va = addr; va < next; va += Geometry.PageSize)
+                {
+                    int i = Geometry.PteIndex(va);
+                    ulong e = Volatile.Read(ref entries[i]);
+                    if (!Entry.IsPresent(e) || Entry.IsSpecial(e))
+                    {
+                        continue; // vm_normal_folio() is NULL for the zero page
+                    }
+
+                    long pfn = Entry.Pfn(e);
+                    if (Volatile.Read(ref Phys.Desc(pfn).MapCount) != 1 || !Phys.Lru.Isolate(pfn))
+                    {
+                        continue; // shared, or not on an LRU list
+                    }
+
+                    if (Entry.IsYoung(e))
+                    {
+                        ulong old = PtepGetAndClear(cpu, pt, i);
+                        SetPteAt(cpu, pt, i, Entry.MkOld(old));
+                        tlb.RemoveTlbEntry(va);
+                    }
+
+                    isolated.Add(pfn);
+                }
+
+                Design.PteUnmapUnlock(this, cpu, pt);
+                if (isolated.Count > 0)
+                {
+                    tlb.Flush(); // reclaim must not race a stale young, writable TLB entry
+                    Machine.Vmscan.ReclaimIsolated(cpu, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(isolated));
+                    isolated.Clear();
+                }
+            }
+
+            addr = next;
+        }
+    }
 
     /// <summary>
     /// <c>madvise_populate</c>: faults [start, end) in as reads or writes would, under

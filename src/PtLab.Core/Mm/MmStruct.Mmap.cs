@@ -3,15 +3,23 @@ using PtLab.Phys;
 
 namespace PtLab.Mm;
 
-// mm/mmap.c and mm/vma.c: mmap, mm_populate, munmap and the unmap of a region.
+// mm/mmap.c and mm/vma.c: mmap, get_unmapped_area, munmap and the unmap of a region.
 public sealed partial class MmStruct
 {
-    private const MapFlags KnownMapFlags =
-        MapFlags.SharedValidate | MapFlags.Fixed | MapFlags.Anonymous | MapFlags.GrowsDown | MapFlags.DenyWrite |
-        MapFlags.Executable | MapFlags.Locked | MapFlags.NoReserve | MapFlags.Populate | MapFlags.NonBlock |
-        MapFlags.Stack | MapFlags.HugeTlb | MapFlags.Sync | MapFlags.FixedNoReplace;
+    /// <summary><c>MAP_TYPE</c>: the bits that say shared, private, shared-validate or droppable.</summary>
+    private const int MapTypeMask = 0x0f;
 
     private static ulong PageAlign(ulong len) => (len + Geometry.PageSize - 1) & Geometry.PageMask;
+
+    /// <summary>
+    /// <c>round_hint_to_min</c>: a hint is rounded down to its page, and one below
+    /// <c>mmap_min_addr</c> (but not 0) is raised to it.
+    /// </summary>
+    private static ulong RoundHintToMin(ulong hint)
+    {
+        hint &= Geometry.PageMask;
+        return hint != 0 && hint < MmapMinAddr ? PageAlign(MmapMinAddr) : hint;
+    }
 
     private static VmFlags ProtToVmFlags(Prot prot)
     {
@@ -36,29 +44,19 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>mmap(addr, length, prot, flags, -1, 0)</c> for private anonymous memory, with Linux's
-    /// checks in Linux's order. Shared and file mappings are not modelled and get EINVAL / EBADF.
+    /// checks in Linux's order (<c>ksys_mmap_pgoff</c>, then <c>do_mmap</c>). Shared, droppable,
+    /// hugetlb and file mappings are not modelled: they get EINVAL / EBADF.
     /// </summary>
     public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags)
     {
-        var type = flags & MapFlags.SharedValidate;
-        if (type == MapFlags.None)
-        {
-            return new(0, Errno.EINVAL);
-        }
-
-        if (type == MapFlags.SharedValidate && (flags & ~KnownMapFlags) != 0)
-        {
-            return new(0, Errno.EOPNOTSUPP);
-        }
-
         if ((flags & MapFlags.Anonymous) == 0)
         {
             return new(0, Errno.EBADF); // fd -1 without MAP_ANONYMOUS
         }
 
-        if (type != MapFlags.Private || (flags & MapFlags.HugeTlb) != 0)
+        if ((flags & MapFlags.HugeTlb) != 0)
         {
-            return new(0, Errno.EINVAL); // shared memory and hugetlb are outside this model
+            return new(0, Errno.EINVAL); // hugetlbfs is outside this model
         }
 
         if (length == 0)
@@ -77,6 +75,11 @@ public sealed partial class MmStruct
             flags |= MapFlags.Fixed;
         }
 
+        if ((flags & MapFlags.Fixed) == 0)
+        {
+            addr = RoundHintToMin(addr);
+        }
+
         // calc_vm_prot_bits | calc_vm_flag_bits | mm->def_flags (mlockall's MCL_FUTURE)
         var vmFlags = ProtToVmFlags(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec | DefFlags;
         if ((flags & MapFlags.Locked) != 0)
@@ -87,6 +90,11 @@ public sealed partial class MmStruct
         if ((flags & MapFlags.GrowsDown) != 0)
         {
             vmFlags |= VmFlags.GrowsDown;
+        }
+
+        if ((flags & MapFlags.Stack) != 0)
+        {
+            vmFlags |= VmFlags.NoHugePage; // calc_vm_flag_bits: a stack gets no transparent huge pages
         }
 
         MmapLock.DownWrite(cpu.Id);
@@ -125,14 +133,32 @@ public sealed partial class MmStruct
                 return new(0, Errno.EAGAIN);
             }
 
-            // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE,
-            // and one charge larger than RAM + swap is refused.
+            // The mapping type is checked only after placement: for anonymous memory MAP_PRIVATE,
+            // MAP_SHARED and MAP_DROPPABLE are valid, any other type (MAP_SHARED_VALIDATE among them,
+            // whose unknown-flag check is for files) is EINVAL. Shared and droppable memory are not
+            // modelled and get EINVAL too.
+            if (((int)flags & MapTypeMask) != (int)MapFlags.Private)
+            {
+                return new(0, Errno.EINVAL);
+            }
+
+            // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE.
+            // MAP_FIXED over accounted VMAs charges only the pages they did not carry (mmap_region),
+            // and a charge larger than RAM + swap is refused after the VMAs to be replaced were split
+            // at the range's edges (vms_gather_munmap_vmas), which the failure leaves in place.
             ulong pages = len >> PhysMemory.PageShift;
             bool account = (vmFlags & VmFlags.Write) != 0 && (flags & MapFlags.NoReserve) == 0;
             if (account)
             {
-                if ((long)pages > Phys.TotalFrames)
+                long charged = (long)pages - ((flags & MapFlags.Fixed) != 0 ? AccountedPagesIn(start, start + len) : 0);
+                if (!VmEnoughMemory(charged))
                 {
+                    if ((flags & MapFlags.Fixed) != 0)
+                    {
+                        SplitAt(cpu, start);
+                        SplitAt(cpu, start + len);
+                    }
+
                     return new(0, Errno.ENOMEM);
                 }
 
@@ -197,17 +223,11 @@ public sealed partial class MmStruct
             return addr < MmapMinAddr ? new(0, Errno.EPERM) : new(addr, Errno.None); // security_mmap_addr
         }
 
-        // round_hint_to_min, then the hint check of arch_get_unmapped_area_topdown.
-        ulong hint = addr & Geometry.PageMask;
-        if (hint != 0 && hint < MmapMinAddr)
+        // The hint check of arch_get_unmapped_area_topdown (round_hint_to_min ran before).
+        if (addr != 0 && addr <= Geometry.TaskSize - len &&
+            (FindVma(addr) is not { } above || addr + len <= VmStartGap(above)))
         {
-            hint = MmapMinAddr;
-        }
-
-        if (hint != 0 && hint <= Geometry.TaskSize - len &&
-            (FindVma(hint) is not { } above || hint + len <= VmStartGap(above)))
-        {
-            return new(hint, Errno.None);
+            return new(addr, Errno.None);
         }
 
         ulong startGap = (vmFlags & VmFlags.GrowsDown) != 0 ? StackGuardGap : 0; // stack_guard_placement
@@ -240,6 +260,27 @@ public sealed partial class MmStruct
         _vmas.Insert(vma);
         return MergeAround(vma);
     }
+
+    /// <summary>Pages of VM_ACCOUNT VMAs inside [start, end) (<c>vms-&gt;nr_accounted</c>).</summary>
+    private long AccountedPagesIn(ulong start, ulong end)
+    {
+        long pages = 0;
+        for (var v = FindVma(start); v is not null && v.Start < end; v = v.NextVma)
+        {
+            if ((v.Flags & VmFlags.Account) != 0)
+            {
+                pages += (long)((Math.Min(v.End, end) - Math.Max(v.Start, start)) >> PhysMemory.PageShift);
+            }
+        }
+
+        return pages;
+    }
+
+    /// <summary>
+    /// <c>__vm_enough_memory</c> in the default overcommit mode (heuristic): one charge may not exceed
+    /// RAM plus swap; no charge is ever refused for what is already committed.
+    /// </summary>
+    private bool VmEnoughMemory(long pages) => pages <= Phys.TotalFrames + (Phys.Swap?.Slots ?? 0);
 
     /// <summary><c>munmap(addr, length)</c>.</summary>
     public Errno Munmap(Cpu cpu, ulong addr, ulong length)

@@ -5,9 +5,22 @@ namespace PtLab.Mm;
 // mm/mprotect.c: mprotect, mprotect_fixup and change_pte_range.
 public sealed partial class MmStruct
 {
-    /// <summary><c>mprotect(addr, length, prot)</c>.</summary>
+    /// <summary><c>PROT_GROWSDOWN</c>: apply to the whole stack VMA, from its start.</summary>
+    private const Prot ProtGrowsDown = (Prot)0x0100_0000;
+
+    /// <summary><c>PROT_GROWSUP</c>: x86 has no upward-growing VMAs.</summary>
+    private const Prot ProtGrowsUp = (Prot)0x0200_0000;
+
+    /// <summary><c>mprotect(addr, length, prot)</c> (<c>do_mprotect_pkey</c>).</summary>
     public Errno Mprotect(Cpu cpu, ulong addr, ulong length, Prot prot)
     {
+        var grows = prot & (ProtGrowsDown | ProtGrowsUp);
+        prot &= ~(ProtGrowsDown | ProtGrowsUp);
+        if (grows == (ProtGrowsDown | ProtGrowsUp))
+        {
+            return Errno.EINVAL;
+        }
+
         if ((addr & ~Geometry.PageMask) != 0)
         {
             return Errno.EINVAL;
@@ -34,10 +47,29 @@ public sealed partial class MmStruct
         MmapLock.DownWrite(cpu.Id);
         try
         {
+            // vma_find(start, end): the first VMA in the range, then the grows rules.
             var vma = FindVma(addr);
-            if (vma is null || vma.Start > addr)
+            if (vma is null || vma.Start >= end)
             {
                 return Errno.ENOMEM;
+            }
+
+            if (grows == ProtGrowsDown)
+            {
+                if ((vma.Flags & VmFlags.GrowsDown) == 0)
+                {
+                    return Errno.EINVAL;
+                }
+
+                addr = vma.Start;
+            }
+            else if (vma.Start > addr)
+            {
+                return Errno.ENOMEM;
+            }
+            else if (grows == ProtGrowsUp)
+            {
+                return Errno.EINVAL; // VM_GROWSUP is no flag on x86
             }
 
             ulong nstart = addr;
@@ -47,7 +79,12 @@ public sealed partial class MmStruct
             {
                 vma = FindVma(nstart)!;
                 ulong tmp = Math.Min(vma.End, end);
-                MprotectFixup(cpu, tlb, vma, nstart, tmp, newAccess);
+                error = MprotectFixup(cpu, tlb, vma, nstart, tmp, newAccess);
+                if (error != Errno.None)
+                {
+                    break;
+                }
+
                 nstart = tmp;
                 if (nstart >= end)
                 {
@@ -71,19 +108,37 @@ public sealed partial class MmStruct
         }
     }
 
-    /// <summary><c>mprotect_fixup</c>: split, set the flags, change the entries, merge.</summary>
-    private void MprotectFixup(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags access)
+    /// <summary><c>mprotect_fixup</c>: charge or uncharge, split, set the flags, change the entries, merge.</summary>
+    private Errno MprotectFixup(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags access)
     {
         const VmFlags accessMask = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
         var newFlags = (vma.Flags & ~accessMask) | access;
         if (newFlags == vma.Flags)
         {
-            return;
+            return Errno.None;
         }
 
-        if ((newFlags & VmFlags.Write) != 0 && (vma.Flags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve)) == 0)
+        var oldFlags = vma.Flags;
+        long pages = (long)((end - start) >> PtLab.Phys.PhysMemory.PageShift);
+        if ((newFlags & VmFlags.Write) != 0)
         {
-            newFlags |= VmFlags.Account; // a private mapping made writable is charged from now on
+            if ((oldFlags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve)) == 0)
+            {
+                // A private mapping made writable is charged from now on; the charge can be refused.
+                if (!VmEnoughMemory(pages))
+                {
+                    return Errno.ENOMEM;
+                }
+
+                newFlags |= VmFlags.Account;
+                _committedPages += pages;
+            }
+        }
+        else if ((oldFlags & VmFlags.Account) != 0 && vma.AnonVma is null)
+        {
+            // Made unwritable before any page was written (no anon_vma yet): nothing can need the
+            // charge any more, so it is dropped, and the VMA can merge with unaccounted neighbours.
+            newFlags &= ~VmFlags.Account;
         }
 
         SplitAt(cpu, start);
@@ -91,7 +146,20 @@ public sealed partial class MmStruct
         var target = FindVma(start)!;
         target.Flags = newFlags;
         ChangeProtection(cpu, tlb, target, start, end, newFlags);
-        MergeAround(target);
+        target = MergeAround(target);
+        if ((oldFlags & VmFlags.Account) != 0 && (newFlags & VmFlags.Account) == 0)
+        {
+            _committedPages -= pages; // vm_unacct_memory
+        }
+
+        if ((oldFlags & (VmFlags.Write | VmFlags.Shared | VmFlags.Locked)) == VmFlags.Locked && (newFlags & VmFlags.Write) != 0)
+        {
+            // A private locked VMA made writable is faulted in for writing now (COW done at once),
+            // so a locked page never takes a fault later (populate_vma_page_range).
+            PopulateVmaPageRange(cpu, target, start, end);
+        }
+
+        return Errno.None;
     }
 
     /// <summary>

@@ -118,17 +118,24 @@ public sealed partial class MmStruct
         return MergeAround(target);
     }
 
-    /// <summary><c>find_mergeable_anon_vma</c>: an adjacent VMA's anon_vma that this VMA could share.</summary>
+    /// <summary>
+    /// <c>find_mergeable_anon_vma</c>: the anon_vma of the next VMA, else of the previous one, when
+    /// that neighbour touches this VMA and is compatible (<c>anon_vma_compatible</c>: flags equal but
+    /// for the access bits, so mprotect can merge the two later, and the page offset continuous).
+    /// </summary>
     private static AnonVma? FindMergeableAnonVma(Vma vma)
     {
-        if (vma.PrevVma is { } p && p.End == vma.Start && p.Flags == vma.Flags && p.PgOff + (p.Length >> 12) == vma.PgOff)
+        const VmFlags access = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
+        static bool Compatible(Vma a, Vma b) =>
+            a.End == b.Start && ((a.Flags ^ b.Flags) & ~access) == 0 && a.PgOff + (a.Length >> PhysMemory.PageShift) == b.PgOff;
+        if (vma.NextVma is { } next && Compatible(vma, next) && next.AnonVma is { } anon)
         {
-            return p.AnonVma;
+            return anon;
         }
 
-        if (vma.NextVma is { } n && n.Start == vma.End && n.Flags == vma.Flags && vma.PgOff + (vma.Length >> 12) == n.PgOff)
+        if (vma.PrevVma is { } prev && Compatible(prev, vma))
         {
-            return n.AnonVma;
+            return prev.AnonVma;
         }
 
         return null;

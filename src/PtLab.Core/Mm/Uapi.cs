@@ -167,10 +167,10 @@ public enum VmFlags
     NoReserve = 0x200000,
     /// <summary><c>VM_ACCOUNT</c>: committed memory charged.</summary>
     Account = 0x100000,
-    /// <summary><c>VM_DONTDUMP</c> (MADV_DONTDUMP).</summary>
-    DontDump = 0x4000000,
-    /// <summary><c>VM_HUGEPAGE</c> (MADV_HUGEPAGE): transparent huge pages wanted, also in THP mode <c>madvise</c>.</summary>
-    HugePage = 0x20000000,
-    /// <summary><c>VM_NOHUGEPAGE</c> (MADV_NOHUGEPAGE): never a transparent huge page here.</summary>
-    NoHugePage = 0x40000000,
+    /// <summary><c>VM_DONTDUMP</c> (<c>MADV_DONTDUMP</c>).</summary>
+    DontDump = 0x0400_0000,
+    /// <summary><c>VM_HUGEPAGE</c> (<c>MADV_HUGEPAGE</c>): transparent huge pages wanted, also in THP mode <c>madvise</c>.</summary>
+    HugePage = 0x2000_0000,
+    /// <summary><c>VM_NOHUGEPAGE</c> (<c>MADV_NOHUGEPAGE</c>, <c>MAP_STACK</c>): never a transparent huge page here.</summary>
+    NoHugePage = 0x4000_0000,
 }

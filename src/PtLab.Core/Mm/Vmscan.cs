@@ -74,6 +74,21 @@ internal sealed class Vmscan
         return freed;
     }
 
+    /// <summary>
+    /// <c>reclaim_pages</c> (MADV_PAGEOUT): runs isolated pages through <c>shrink_folio_list</c>
+    /// without the referenced check, then drops the isolation references.
+    /// </summary>
+    public void ReclaimIsolated(Cpu cpu, ReadOnlySpan<long> pfns)
+    {
+        Interlocked.Add(ref _scanned, pfns.Length);
+        foreach (long pfn in pfns)
+        {
+            ShrinkOne(cpu, pfn);
+        }
+
+        _machine.Phys.PutPages(pfns);
+    }
+
     /// <summary><c>shrink_folio_list</c> for one isolated page.</summary>
     private void ShrinkOne(Cpu cpu, long pfn)
     {

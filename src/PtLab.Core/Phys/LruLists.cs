@@ -71,6 +71,23 @@ internal sealed class LruLists
     }
 
     /// <summary>
+    /// <c>folio_isolate_lru</c>: takes one page off its LRU list with an extra reference held for
+    /// the caller; false when it is on none (being freed, or isolated by someone else).
+    /// </summary>
+    public bool Isolate(long pfn)
+    {
+        RawSpinLock.Lock(ref _lock);
+        bool taken = _phys.Desc(pfn).Lru != LruList.None && _phys.TryGetPage(pfn);
+        if (taken)
+        {
+            DelLocked(pfn);
+        }
+
+        RawSpinLock.Unlock(ref _lock);
+        return taken;
+    }
+
+    /// <summary>
     /// <c>isolate_lru_folios</c>: takes up to <paramref name="into"/>.Length of the oldest pages
     /// off <paramref name="list"/>, each with an extra reference held for the caller.
     /// </summary>

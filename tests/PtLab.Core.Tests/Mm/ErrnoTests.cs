@@ -119,12 +119,24 @@ public class ErrnoTests
     }
 
     [Fact]
-    public void UnknownMmapFlagsAreIgnoredWithMapPrivateButRefusedWithSharedValidate()
+    public void UnknownMmapFlagsAreIgnoredWithMapPrivateAndAnonymousSharedValidateIsEinval()
     {
         using var s = new Sim();
-        // Linux's legacy mmap silently ignores unknown flags; only MAP_SHARED_VALIDATE checks them.
+        // Linux's legacy mmap silently ignores unknown flags. MAP_SHARED_VALIDATE checks them only for
+        // files (EOPNOTSUPP); for anonymous memory it is no valid type, so EINVAL, unknown flags or not.
         Assert.True(s.Mm.Mmap(s.Cpu, 0, Sim.K4, Sim.Rw, Sim.Anon | (MapFlags)0x4000000).Ok);
-        Assert.Equal(Errno.EOPNOTSUPP, s.Mm.Mmap(s.Cpu, 0, Sim.K4, Sim.Rw, MapFlags.SharedValidate | MapFlags.Anonymous | (MapFlags)0x4000000).Error);
+        Assert.Equal(Errno.EINVAL, s.Mm.Mmap(s.Cpu, 0, Sim.K4, Sim.Rw, MapFlags.SharedValidate | MapFlags.Anonymous | (MapFlags)0x4000000).Error);
+        Assert.Equal(Errno.EINVAL, s.Mm.Mmap(s.Cpu, 0, Sim.K4, Sim.Rw, MapFlags.SharedValidate | MapFlags.Anonymous).Error);
+    }
+
+    [Fact]
+    public void TheMappingTypeIsCheckedAfterPlacement()
+    {
+        using var s = new Sim();
+        ulong a = s.Map(Sim.M1, addr: 0x30000000, flags: Sim.Anon | MapFlags.Fixed);
+        // do_mmap: MAP_FIXED_NOREPLACE's EEXIST comes before the type's EINVAL, fd -1's EBADF before all.
+        Assert.Equal(Errno.EEXIST, s.Mm.Mmap(s.Cpu, a, Sim.K4, Sim.Rw, MapFlags.SharedValidate | MapFlags.Anonymous | MapFlags.FixedNoReplace).Error);
+        Assert.Equal(Errno.EBADF, s.Mm.Mmap(s.Cpu, 0, 0, Sim.Rw, MapFlags.None).Error);
     }
 
     [Fact]

@@ -1,0 +1,67 @@
+using ScottPlot;
+
+namespace PtLab.Cli.Plotting;
+
+/// <summary>One named line of a time series: <see cref="Seconds"/> and <see cref="Values"/> pair up.</summary>
+/// <param name="Name">The legend text.</param>
+/// <param name="Seconds">Sample times, seconds from the start, ascending.</param>
+/// <param name="Values">Values at those times.</param>
+internal sealed record TimeSeries(string Name, double[] Seconds, double[] Values);
+
+/// <summary>
+/// A line plot of named series over time, with optional point series (markers only: events such as
+/// a madvise call or a sample taken elsewhere), written as PNG or SVG by the file's extension.
+/// </summary>
+internal static class TimeSeriesPlot
+{
+    /// <summary>Writes the plot to <paramref name="path"/> (.png or .svg).</summary>
+    public static void Save(
+        string path, string title, string yLabel, IReadOnlyList<TimeSeries> lines, IReadOnlyList<TimeSeries>? points = null,
+        int width = 1000, int height = 560)
+    {
+        ArgumentNullException.ThrowIfNull(lines);
+        var plot = new Plot();
+        plot.Title(title);
+        plot.XLabel("seconds");
+        plot.YLabel(yLabel);
+        foreach (var s in lines)
+        {
+            Check(s);
+            var scatter = plot.Add.Scatter(s.Seconds, s.Values);
+            scatter.LegendText = s.Name;
+            scatter.MarkerSize = s.Seconds.Length <= 60 ? 4 : 0;
+            scatter.LineWidth = 2;
+        }
+
+        foreach (var s in points ?? [])
+        {
+            Check(s);
+            var markers = plot.Add.ScatterPoints(s.Seconds, s.Values);
+            markers.LegendText = s.Name;
+            markers.MarkerSize = 7;
+        }
+
+        plot.Axes.Bottom.Min = 0;
+        plot.ShowLegend(Alignment.UpperLeft);
+        plot.Axes.AutoScale();
+        plot.Axes.SetLimitsY(0, Math.Max(1, lines.Concat(points ?? []).SelectMany(s => s.Values).DefaultIfEmpty(1).Max()) * 1.1);
+        string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        Directory.CreateDirectory(dir);
+        if (path.EndsWith(".svg", StringComparison.OrdinalIgnoreCase))
+        {
+            plot.SaveSvg(path, width, height);
+        }
+        else
+        {
+            plot.SavePng(path, width, height);
+        }
+    }
+
+    private static void Check(TimeSeries s)
+    {
+        if (s.Seconds.Length != s.Values.Length)
+        {
+            throw new ArgumentException($"series '{s.Name}' has {s.Seconds.Length} times but {s.Values.Length} values");
+        }
+    }
+}

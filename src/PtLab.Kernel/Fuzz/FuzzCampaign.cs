@@ -1,0 +1,137 @@
+using System.Diagnostics;
+
+namespace PtLab.Kernel.Fuzz;
+
+/// <summary>What a fuzz run does.</summary>
+/// <param name="Seed">The run's seed; sequence i draws from <see cref="FuzzCampaign.SequenceSeed"/>(Seed, i).</param>
+/// <param name="Sequences">How many sequences.</param>
+/// <param name="Ops">Operations per sequence (a difference stops a sequence early).</param>
+/// <param name="Design">The model design compared with the host.</param>
+/// <param name="Minimize">Shrink each differing sequence by delta debugging.</param>
+/// <param name="First">The index of the first sequence (to rerun one sequence of a larger run).</param>
+public sealed record FuzzCampaignOptions(int Seed, int Sequences, int Ops, string Design, bool Minimize = false, int First = 0);
+
+/// <summary>A difference found by a run.</summary>
+/// <param name="Sequence">The sequence's index in the run.</param>
+/// <param name="Found">The sequence as run, its last step the differing one.</param>
+/// <param name="Minimized">The minimized sequence, when asked for.</param>
+/// <param name="Replays">Replays the minimization took.</param>
+public sealed record FuzzFinding(int Sequence, FuzzSequence Found, FuzzSequence? Minimized, int Replays);
+
+/// <summary>What a run did and found.</summary>
+public sealed class FuzzCampaignResult
+{
+    /// <summary>The options it ran with.</summary>
+    public required FuzzCampaignOptions Options { get; init; }
+
+    /// <summary>Sequences run.</summary>
+    public int Sequences { get; set; }
+
+    /// <summary>Operations run on both sides (minimization replays not counted).</summary>
+    public long Operations { get; set; }
+
+    /// <summary>The differences, one per differing sequence.</summary>
+    public List<FuzzFinding> Findings { get; } = [];
+
+    /// <summary>Per operation kind (mmap by placement, madvise by advice), how often the kernel answered what.</summary>
+    public SortedDictionary<string, SortedDictionary<string, long>> Coverage { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Wall time of the whole run.</summary>
+    public TimeSpan Wall { get; set; }
+
+    /// <summary>Time spent waiting for the executor, pipe included.</summary>
+    public TimeSpan KernelTime { get; set; }
+
+    /// <summary>Time spent in the model.</summary>
+    public TimeSpan ModelTime { get; set; }
+
+    /// <summary>Executor restarts after an unclean reset.</summary>
+    public int Restarts { get; set; }
+
+    /// <summary>The slot the executor ran in.</summary>
+    public ulong Slot { get; set; }
+
+    /// <summary>The host's MemTotal, in kB.</summary>
+    public long MemTotalKb { get; set; }
+}
+
+/// <summary>Runs many generated sequences through a <see cref="KernelFuzzer"/> and collects what differs.</summary>
+public static class FuzzCampaign
+{
+    /// <summary>The generator seed of sequence <paramref name="index"/> in a run seeded <paramref name="seed"/>.</summary>
+    public static int SequenceSeed(int seed, int index) => unchecked((seed * 1_000_003) + index);
+
+    /// <summary>Runs the sequences; <paramref name="progress"/> gets the operations done so far.</summary>
+    public static FuzzCampaignResult Run(FuzzCampaignOptions options, Action<long>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var result = new FuzzCampaignResult { Options = options };
+        var clock = Stopwatch.StartNew();
+        using var fuzzer = new KernelFuzzer(options.Design);
+        result.Slot = fuzzer.Slot;
+        result.MemTotalKb = fuzzer.MemTotalKb;
+        for (int i = options.First; i < options.First + options.Sequences; i++)
+        {
+            long before = result.Operations;
+            var seq = fuzzer.RunGenerated(SequenceSeed(options.Seed, i), options.Ops, done => progress?.Invoke(before + done));
+            result.Sequences++;
+            result.Operations += seq.Steps.Count;
+            foreach (var step in seq.Steps)
+            {
+                Count(result.Coverage, step);
+            }
+
+            if (seq.Difference is not null)
+            {
+                FuzzSequence? min = null;
+                int replays = 0;
+                if (options.Minimize)
+                {
+                    (min, replays) = Minimizer.Minimize(fuzzer, seq);
+                }
+
+                result.Findings.Add(new FuzzFinding(i, seq, min, replays));
+            }
+        }
+
+        result.Restarts = fuzzer.Restarts;
+        result.KernelTime = fuzzer.KernelTime;
+        result.ModelTime = fuzzer.ModelTime;
+        result.Wall = clock.Elapsed;
+        return result;
+    }
+
+    /// <summary>The coverage key of an operation: its name, with mmap's placement and madvise's advice.</summary>
+    public static string CoverageKey(FuzzOp op)
+    {
+        ArgumentNullException.ThrowIfNull(op);
+        return op.Kind.Name switch
+        {
+            "mmap" => "mmap " + ((op.Args[3] & 0x100000) != 0 ? "fixed-noreplace" : (op.Args[3] & 0x10) != 0 ? "fixed" : op.Args[0] != 0 ? "hint" : "none"),
+            "madvise" => "madvise " + FuzzText.FormatArg(FuzzArg.Advice, op.Args[2], 0),
+            _ => op.Kind.Name,
+        };
+    }
+
+    /// <summary>The coverage label of a kernel answer: ok, an errno name, or the signal and si_code.</summary>
+    public static string ResultLabel(OpResult r) => r.Kind switch
+    {
+        OpResultKind.Value => "ok",
+        OpResultKind.Error => LinuxErrno.Describe((int)r.Value).Name,
+        OpResultKind.Signal => FuzzText.FormatResult(r with { Value = 0 }, 0).Split('@')[0],
+        _ => "OOM",
+    };
+
+    private static void Count(SortedDictionary<string, SortedDictionary<string, long>> coverage, FuzzStep step)
+    {
+        string key = CoverageKey(step.Op);
+        if (!coverage.TryGetValue(key, out var labels))
+        {
+            labels = new SortedDictionary<string, long>(StringComparer.Ordinal);
+            coverage[key] = labels;
+        }
+
+        string label = ResultLabel(step.Kernel.Result);
+        labels[label] = labels.GetValueOrDefault(label) + 1;
+    }
+}

@@ -1,0 +1,283 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+
+namespace PtLab.Kernel.Fuzz;
+
+/// <summary>The executor refused a request, died, or answered something that is not its protocol.</summary>
+public sealed class FuzzHarnessException(string message) : Exception(message);
+
+/// <summary>
+/// The kernel side of the fuzzer: a small C program (<c>Fuzz/executor.c</c>, built from source at run
+/// time) that runs each operation on the host kernel inside an empty 512 GiB slot of its own address
+/// space and answers with the result, VmPTE and RssAnon over its baseline, and on request its VMAs in
+/// the slot. The protocol is documented at the top of the C source.
+/// </summary>
+public sealed class KernelExecutor : IDisposable
+{
+    private const string ProgramName = "ptlab-fuzz-executor";
+    private readonly Process _process;
+    private readonly StreamWriter _stdin;
+    private readonly StreamReader _stdout;
+    private readonly StringBuilder _stderr = new();
+    private bool _disposed;
+
+    private KernelExecutor(string exe)
+    {
+        var psi = new ProcessStartInfo(exe)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        _process = Process.Start(psi) ?? throw new FuzzHarnessException($"could not start {exe}");
+        _process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+            {
+                lock (_stderr)
+                {
+                    _stderr.AppendLine(e.Data);
+                }
+            }
+        };
+        _process.BeginErrorReadLine();
+        _stdin = _process.StandardInput;
+        _stdin.AutoFlush = false;
+        _stdin.NewLine = "\n";
+        _stdout = _process.StandardOutput;
+        string hello = ReadLine("the hello line");
+        var words = hello.Split(' ');
+        if (words.Length < 2 || words[0] != "ptlab-executor" || words[1] != "1")
+        {
+            throw new FuzzHarnessException($"the executor's hello is not protocol 1: \"{hello}\"");
+        }
+
+        foreach (var w in words.Skip(2))
+        {
+            int eq = w.IndexOf('=', StringComparison.Ordinal);
+            string key = eq < 0 ? w : w[..eq], value = eq < 0 ? "" : w[(eq + 1)..];
+            switch (key)
+            {
+                case "slot":
+                    SlotStart = FuzzText.ParseNumber(value);
+                    break;
+                case "end":
+                    SlotEnd = FuzzText.ParseNumber(value);
+                    break;
+                case "memtotal":
+                    MemTotalKb = long.Parse(value, CultureInfo.InvariantCulture);
+                    break;
+            }
+        }
+
+        if (SlotStart == 0 || SlotEnd != SlotStart + FuzzText.SlotSize || MemTotalKb <= 0)
+        {
+            throw new FuzzHarnessException($"the executor's hello lacks its slot or MemTotal: \"{hello}\"");
+        }
+    }
+
+    /// <summary>The first address of the slot.</summary>
+    public ulong SlotStart { get; }
+
+    /// <summary>The first address past the slot.</summary>
+    public ulong SlotEnd { get; }
+
+    /// <summary>The host's <c>MemTotal</c> in kB (the overcommit heuristic compares charges with it).</summary>
+    public long MemTotalKb { get; }
+
+    /// <summary>Requests answered since start.</summary>
+    public long Requests { get; private set; }
+
+    /// <summary>Whether an executor can run here (Linux x86-64 and a C compiler), and why not.</summary>
+    public static bool IsAvailable(out string reason)
+    {
+        if (!KernelTarget.IsSupported)
+        {
+            reason = "the kernel fuzzer needs Linux on x86-64";
+            return false;
+        }
+
+        return NativeBuild.IsAvailable(out reason);
+    }
+
+    /// <summary>Builds the executor (cached by its source) and starts it.</summary>
+    /// <exception cref="NativeBuildException">No C compiler, or it refused the source.</exception>
+    public static KernelExecutor Start()
+    {
+        if (!KernelTarget.IsSupported)
+        {
+            throw new KernelUnavailableException("the kernel fuzzer needs Linux on x86-64");
+        }
+
+        string exe = NativeBuild.BuildEmbedded(typeof(KernelExecutor).Assembly, "Fuzz.executor.c", ProgramName);
+        return new KernelExecutor(exe);
+    }
+
+    /// <summary>Runs one operation; with <paramref name="layout"/>, also reads the VMAs in the slot after it.</summary>
+    public OpOutcome Run(FuzzOp op, bool layout = true)
+    {
+        ArgumentNullException.ThrowIfNull(op);
+        Send(op.WireLine(), layout);
+        string reply = ReadLine(op.WireLine());
+        var maps = layout ? ReadMaps() : null; // read even after a refusal, to stay in step
+        var (result, pte, anon) = ParseReply(op.WireLine(), reply);
+        return new OpOutcome(result, pte, anon, maps);
+    }
+
+    /// <summary>Unmaps the whole slot and returns what is left over the baseline (zeros when clean).</summary>
+    public OpOutcome Reset()
+    {
+        Send("reset", layout: true);
+        string reply = ReadLine("reset");
+        var maps = ReadMaps();
+        var (result, pte, anon) = ParseReply("reset", reply);
+        return new OpOutcome(result, pte, anon, maps);
+    }
+
+    /// <summary>Stops the executor.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        try
+        {
+            if (!_process.HasExited)
+            {
+                _stdin.WriteLine("quit");
+                _stdin.Flush();
+                if (!_process.WaitForExit(2000))
+                {
+                    _process.Kill();
+                }
+            }
+        }
+        catch (IOException)
+        {
+            // it is gone already
+        }
+        finally
+        {
+            _process.Dispose();
+        }
+    }
+
+    private void Send(string line, bool layout)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        try
+        {
+            _stdin.WriteLine(line);
+            if (layout)
+            {
+                _stdin.WriteLine("maps");
+            }
+
+            _stdin.Flush();
+        }
+        catch (IOException e)
+        {
+            throw Died($"writing \"{line}\": {e.Message}");
+        }
+    }
+
+    private (OpResult Result, long Pte, long Anon) ParseReply(string request, string line)
+    {
+        Requests++;
+        if (line.StartsWith("? ", StringComparison.Ordinal))
+        {
+            throw new FuzzHarnessException($"the executor refused \"{request}\": {line[2..]}");
+        }
+
+        var w = line.Split(' ');
+        try
+        {
+            OpResult result;
+            int statusAt;
+            switch (w[0])
+            {
+                case "=":
+                    result = OpResult.Returned(FuzzText.ParseNumber(w[1]));
+                    statusAt = 2;
+                    break;
+                case "!":
+                    result = new OpResult(OpResultKind.Error, FuzzText.ParseNumber(w[1]));
+                    statusAt = 2;
+                    break;
+                case "S":
+                    result = new OpResult(OpResultKind.Signal, FuzzText.ParseNumber(w[3]),
+                        int.Parse(w[1], CultureInfo.InvariantCulture), int.Parse(w[2], CultureInfo.InvariantCulture));
+                    statusAt = 4;
+                    break;
+                default:
+                    throw new FormatException("unknown reply");
+            }
+
+            long pte = long.Parse(w[statusAt].AsSpan(4), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+            long anon = long.Parse(w[statusAt + 1].AsSpan(5), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+            return (result, pte, anon);
+        }
+        catch (Exception e) when (e is FormatException or IndexOutOfRangeException or OverflowException)
+        {
+            throw new FuzzHarnessException($"the executor's reply to \"{request}\" is not its protocol: \"{line}\"");
+        }
+    }
+
+    private List<VmaLine> ReadMaps()
+    {
+        string count = ReadLine("maps");
+        if (!int.TryParse(count, NumberStyles.None, CultureInfo.InvariantCulture, out int n))
+        {
+            throw new FuzzHarnessException($"the executor's maps reply does not start with a count: \"{count}\"");
+        }
+
+        var vmas = new List<VmaLine>(n);
+        for (int i = 0; i < n; i++)
+        {
+            var w = ReadLine("maps").Split(' ');
+            if (w.Length != 3 ||
+                !ulong.TryParse(w[0], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong s) ||
+                !ulong.TryParse(w[1], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong e))
+            {
+                throw new FuzzHarnessException($"the executor's maps line is not START END PERMS: \"{string.Join(' ', w)}\"");
+            }
+
+            vmas.Add(new VmaLine(s, e, w[2]));
+        }
+
+        return vmas;
+    }
+
+    private string ReadLine(string what)
+    {
+        string? line;
+        try
+        {
+            line = _stdout.ReadLine();
+        }
+        catch (IOException e)
+        {
+            throw Died($"reading the answer to \"{what}\": {e.Message}");
+        }
+
+        return line ?? throw Died($"before answering \"{what}\"");
+    }
+
+    private FuzzHarnessException Died(string when)
+    {
+        _process.WaitForExit(2000);
+        string code = _process.HasExited ? $"exit code {_process.ExitCode}" : "still running";
+        string err;
+        lock (_stderr)
+        {
+            err = _stderr.ToString().Trim();
+        }
+
+        return new FuzzHarnessException($"the executor stopped {when} ({code}){(err.Length > 0 ? ": " + err : "")}");
+    }
+}

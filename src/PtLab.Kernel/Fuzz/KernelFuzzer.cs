@@ -1,0 +1,144 @@
+namespace PtLab.Kernel.Fuzz;
+
+/// <summary>One operation run on both sides.</summary>
+/// <param name="Op">The operation.</param>
+/// <param name="Kernel">What the host kernel reported after it.</param>
+/// <param name="Model">What the model reported after it.</param>
+public sealed record FuzzStep(FuzzOp Op, OpOutcome Kernel, OpOutcome Model)
+{
+    /// <summary>What differs: "result", "VmPTE", "RssAnon", "layout"; empty when both agree.</summary>
+    public IReadOnlyList<string> Differences { get; } = Kernel.DifferencesFrom(Model);
+}
+
+/// <summary>A sequence run on both sides, up to its end or its first difference.</summary>
+/// <param name="Steps">Every operation run, the differing one last.</param>
+/// <param name="Slot">The slot the addresses are in.</param>
+public sealed record FuzzSequence(IReadOnlyList<FuzzStep> Steps, ulong Slot)
+{
+    /// <summary>The step that differed, or null when the sequence agreed throughout.</summary>
+    public FuzzStep? Difference => Steps.Count > 0 && Steps[^1].Differences.Count > 0 ? Steps[^1] : null;
+
+    /// <summary>The operations run.</summary>
+    public IReadOnlyList<FuzzOp> Ops => [.. Steps.Select(s => s.Op)];
+}
+
+/// <summary>
+/// Differential fuzzing of the model against the host kernel: each operation runs on the executor
+/// (<see cref="KernelExecutor"/>) and on a fresh model address space (<see cref="ModelSide"/>), and
+/// after every operation the result, VmPTE, RssAnon and the VMA layout in the slot are compared.
+/// The first difference stops the sequence.
+/// </summary>
+public sealed class KernelFuzzer : IDisposable
+{
+    private KernelExecutor _executor;
+
+    /// <summary>Starts an executor; <paramref name="design"/> is the model design compared with the host.</summary>
+    public KernelFuzzer(string design)
+    {
+        Design = design ?? throw new ArgumentNullException(nameof(design));
+        if (PtLab.Reclaim.Designs.Factory(design) is null)
+        {
+            throw new ArgumentException($"unknown design '{design}'", nameof(design));
+        }
+
+        _executor = KernelExecutor.Start();
+    }
+
+    /// <summary>The model design.</summary>
+    public string Design { get; }
+
+    /// <summary>The slot the executor runs in now.</summary>
+    public ulong Slot => _executor.SlotStart;
+
+    /// <summary>The host's MemTotal, in kB.</summary>
+    public long MemTotalKb => _executor.MemTotalKb;
+
+    /// <summary>Times the executor was started again because a reset left something behind.</summary>
+    public int Restarts { get; private set; }
+
+    /// <summary>
+    /// Runs <paramref name="count"/> generated operations from <paramref name="seed"/>, stopping at
+    /// the first difference. The same seed draws the same operations relative to the slot.
+    /// </summary>
+    public FuzzSequence RunGenerated(int seed, int count, Action<int>? progress = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        using var model = Begin();
+        var gen = new OpGenerator(new Random(seed), Slot) { AllowLocked = Environment.IsPrivilegedProcess };
+        var steps = new List<FuzzStep>(count);
+        for (int i = 0; i < count; i++)
+        {
+            gen.Layout = model.Layout();
+            gen.AnonKb = model.Mm.Status().RssAnonKb;
+            var step = RunOne(gen.Next(), model);
+            steps.Add(step);
+            progress?.Invoke(i + 1);
+            if (step.Differences.Count > 0)
+            {
+                break;
+            }
+        }
+
+        return new FuzzSequence(steps, Slot);
+    }
+
+    /// <summary>
+    /// Replays <paramref name="ops"/>, whose addresses are in the slot at <paramref name="opsSlot"/>
+    /// (moved to the executor's slot when it differs), stopping at the first difference.
+    /// </summary>
+    public FuzzSequence Replay(IEnumerable<FuzzOp> ops, ulong opsSlot)
+    {
+        ArgumentNullException.ThrowIfNull(ops);
+        using var model = Begin();
+        var steps = new List<FuzzStep>();
+        foreach (var op in ops)
+        {
+            var step = RunOne(op.Rebase(opsSlot, Slot), model);
+            steps.Add(step);
+            if (step.Differences.Count > 0)
+            {
+                break;
+            }
+        }
+
+        return new FuzzSequence(steps, Slot);
+    }
+
+    /// <summary>Stops the executor.</summary>
+    public void Dispose() => _executor.Dispose();
+
+    /// <summary>Time spent waiting for the executor (the kernel side, pipe included).</summary>
+    public TimeSpan KernelTime => TimeSpan.FromTicks(_kernelTicks * TimeSpan.TicksPerSecond / System.Diagnostics.Stopwatch.Frequency);
+
+    /// <summary>Time spent in the model (operations and layout snapshots).</summary>
+    public TimeSpan ModelTime => TimeSpan.FromTicks(_modelTicks * TimeSpan.TicksPerSecond / System.Diagnostics.Stopwatch.Frequency);
+
+    private long _kernelTicks;
+    private long _modelTicks;
+
+    private FuzzStep RunOne(FuzzOp op, ModelSide model)
+    {
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        var kernel = _executor.Run(op);
+        long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
+        var m = model.Run(op);
+        long t2 = System.Diagnostics.Stopwatch.GetTimestamp();
+        _kernelTicks += t1 - t0;
+        _modelTicks += t2 - t1;
+        return new(op, kernel, m);
+    }
+
+    /// <summary>An empty slot on the executor (started again if a reset leaves anything) and a fresh model.</summary>
+    private ModelSide Begin()
+    {
+        var left = _executor.Reset();
+        if (left.PteKb != 0 || left.AnonKb != 0 || left.Layout is not { Count: 0 })
+        {
+            _executor.Dispose();
+            _executor = KernelExecutor.Start();
+            Restarts++;
+        }
+
+        return new ModelSide(Design, _executor.MemTotalKb, _executor.SlotStart);
+    }
+}

@@ -1,0 +1,82 @@
+using PtLab.Mm;
+using PtLab.Reclaim;
+using PtLab.Workloads;
+
+namespace PtLab.Kernel.Fuzz;
+
+/// <summary>
+/// The model side of the fuzzer: a fresh address space on a fresh one-CPU machine whose RAM is the
+/// host's MemTotal (the overcommit heuristic compares charges with it), laid out as the executor's:
+/// everything from the slot's end up to <c>mmap_base</c> is a PROT_NONE placeholder, so top-down
+/// placement starts at the slot's end.
+/// </summary>
+public sealed class ModelSide : IDisposable
+{
+    private readonly ModelTarget _target;
+
+    /// <summary>Creates the address space.</summary>
+    /// <param name="design">The reclaim design (a name from <see cref="Designs.Names"/>).</param>
+    /// <param name="memTotalKb">RAM in kB.</param>
+    /// <param name="slotStart">The slot's first address (512 GiB aligned).</param>
+    public ModelSide(string design, long memTotalKb, ulong slotStart)
+    {
+        var factory = Designs.Factory(design) ?? throw new ArgumentException($"unknown design '{design}' (known: {string.Join(", ", Designs.Names)})", nameof(design));
+        if (slotStart == 0 || slotStart % FuzzText.SlotSize != 0)
+        {
+            throw new ArgumentException($"the slot 0x{slotStart:x} is not a non-zero 512 GiB boundary", nameof(slotStart));
+        }
+
+        SlotStart = slotStart;
+        SlotEnd = slotStart + FuzzText.SlotSize;
+        _target = new ModelTarget(new MachineOptions { RamBytes = memTotalKb * 1024, PageData = false, Cpus = 1, Design = factory });
+        _target.Mm.ThpDisabled = true; // the executor's prctl(PR_SET_THP_DISABLE)
+        ulong mmapBase = _target.Mm.MmapBase;
+        if (SlotEnd < mmapBase)
+        {
+            var r = _target.Mmap(SlotEnd, mmapBase - SlotEnd, Prot.None, MapFlags.Private | MapFlags.Anonymous | MapFlags.NoReserve | MapFlags.FixedNoReplace);
+            if (!r.Ok)
+            {
+                throw new InvalidOperationException($"the model refused the placeholder above the slot: {r.Error}");
+            }
+        }
+    }
+
+    /// <summary>The slot's first address.</summary>
+    public ulong SlotStart { get; }
+
+    /// <summary>The first address past the slot.</summary>
+    public ulong SlotEnd { get; }
+
+    /// <summary>The address space.</summary>
+    public MmStruct Mm => _target.Mm;
+
+    /// <summary>Runs one operation and reports as the executor does.</summary>
+    public OpOutcome Run(FuzzOp op, bool layout = true)
+    {
+        ArgumentNullException.ThrowIfNull(op);
+        var result = op.Kind.RunOnModel(_target, op.Args);
+        var s = _target.Status();
+        return new OpOutcome(result, s.VmPteKb, s.RssAnonKb, layout ? Layout() : null);
+    }
+
+    /// <summary>
+    /// The VMAs that lie in the slot, as <c>/proc/PID/maps</c> would show them, each cut at the
+    /// slot's end (a PROT_NONE mapping at the top can merge with the placeholder above).
+    /// </summary>
+    public IReadOnlyList<VmaLine> Layout()
+    {
+        var list = new List<VmaLine>();
+        foreach (var v in _target.Mm.Vmas)
+        {
+            if (v.End > SlotStart && v.Start < SlotEnd)
+            {
+                list.Add(new VmaLine(v.Start, Math.Min(v.End, SlotEnd), v.FlagString()));
+            }
+        }
+
+        return list;
+    }
+
+    /// <summary>Tears the address space down.</summary>
+    public void Dispose() => _target.Dispose();
+}

@@ -1,0 +1,397 @@
+namespace PtLab.Kernel.Fuzz;
+
+/// <summary>
+/// Draws random operations inside the slot, biased toward the places where page-table and VMA
+/// code has edges: VMA boundaries, 2 MiB (PTE table) and 1 GiB (PMD table) boundaries, ranges that
+/// straddle VMAs and holes, sub-page, zero and wrapping lengths. It reads the current layout (the
+/// model's, which equals the kernel's until a difference stops the sequence) before each draw.
+/// </summary>
+/// <remarks>
+/// Fixed placements stay in the lowest 4 GiB of the slot and kernel-placed ones land at its top, so
+/// mappings meet each other often. Anonymous memory is kept under <see cref="AnonBudgetKb"/> and
+/// mapped space under <see cref="MappedBudget"/> by unmapping a whole VMA when either is exceeded,
+/// which also keeps every placement inside the slot.
+/// </remarks>
+public sealed class OpGenerator
+{
+    private const ulong Page = 4096;
+    private const ulong TwoMiB = 2UL << 20;
+    private const ulong OneGiB = 1UL << 30;
+    private const ulong LowZone = 4 * OneGiB;
+
+    private readonly Random _rng;
+    private readonly int _totalWeight;
+
+    /// <summary>Creates a generator for the slot at <paramref name="slot"/>.</summary>
+    public OpGenerator(Random rng, ulong slot)
+    {
+        _rng = rng ?? throw new ArgumentNullException(nameof(rng));
+        S = slot;
+        E = slot + FuzzText.SlotSize;
+        _totalWeight = FuzzOps.All.Sum(k => k.Weight);
+    }
+
+    /// <summary>The slot's first address.</summary>
+    public ulong S { get; }
+
+    /// <summary>The first address past the slot.</summary>
+    public ulong E { get; }
+
+    /// <summary>The VMAs in the slot now; set before each <see cref="Next"/>.</summary>
+    public IReadOnlyList<VmaLine> Layout { get; set; } = [];
+
+    /// <summary>RssAnon now, in kB; set before each <see cref="Next"/>.</summary>
+    public long AnonKb { get; set; }
+
+    /// <summary>Whether MAP_LOCKED may be drawn (the executor can lock memory without limit: root).</summary>
+    public bool AllowLocked { get; init; }
+
+    /// <summary>Above this much anonymous memory, the next operation unmaps a VMA.</summary>
+    public long AnonBudgetKb { get; init; } = 256 * 1024;
+
+    /// <summary>Above this much mapped space in the slot, the next operation unmaps the largest VMA.</summary>
+    public ulong MappedBudget { get; init; } = 96 * OneGiB;
+
+    /// <summary>Draws the next operation.</summary>
+    public FuzzOp Next()
+    {
+        if (Layout.Count > 0)
+        {
+            ulong mapped = 0;
+            foreach (var v in Layout)
+            {
+                mapped += v.End - v.Start;
+            }
+
+            if (AnonKb > AnonBudgetKb || mapped > MappedBudget)
+            {
+                var victim = mapped > MappedBudget ? Layout.MaxBy(v => v.End - v.Start) : Layout[_rng.Next(Layout.Count)];
+                return new FuzzOp(FuzzOps.Find("munmap")!, [victim.Start, victim.End - victim.Start]);
+            }
+        }
+
+        int pick = _rng.Next(_totalWeight);
+        foreach (var kind in FuzzOps.All)
+        {
+            pick -= kind.Weight;
+            if (pick < 0)
+            {
+                return new FuzzOp(kind, kind.Generate(this));
+            }
+        }
+
+        throw new InvalidOperationException("the weights do not add up");
+    }
+
+    /// <summary>mmap: address, length, prot, flags.</summary>
+    public ulong[] Mmap()
+    {
+        int mode = _rng.Next(100);
+        ulong flags = 0x2 | 0x20; // MAP_PRIVATE | MAP_ANONYMOUS
+        ulong addr;
+        if (mode < 40)
+        {
+            flags |= 0x10; // MAP_FIXED
+            addr = Address();
+        }
+        else if (mode < 60)
+        {
+            flags |= 0x100000; // MAP_FIXED_NOREPLACE
+            addr = Address();
+        }
+        else if (mode < 80)
+        {
+            addr = _rng.Next(10) == 0 ? S + ((ulong)_rng.NextInt64(1, (long)(LowZone / Page)) * Page) + (ulong)_rng.Next(1, 4096) : Address();
+        }
+        else
+        {
+            addr = 0;
+        }
+
+        ulong len = Length(addr == 0 ? S : addr);
+        if (mode >= 60 && len > 8 * OneGiB && _rng.Next(4) != 0)
+        {
+            len = (ulong)_rng.NextInt64(1, 4096) * Page;
+        }
+
+        if (mode < 60)
+        {
+            len = Clamp(addr, len);
+        }
+
+        ulong aligned = (len + Page - 1) & ~(Page - 1);
+        bool small = len != 0 && aligned != 0 && aligned <= 1UL << 20; // populating faults every page in
+        if (_rng.Next(100) < 15)
+        {
+            flags |= 0x4000; // MAP_NORESERVE
+        }
+
+        if (small && _rng.Next(100) < 5)
+        {
+            flags |= 0x8000; // MAP_POPULATE
+            if (_rng.Next(4) == 0)
+            {
+                flags |= 0x10000; // MAP_NONBLOCK
+            }
+        }
+
+        if (_rng.Next(100) < 3)
+        {
+            flags |= 0x20000; // MAP_STACK
+        }
+
+        if (AllowLocked && small && _rng.Next(100) < 2)
+        {
+            flags |= 0x2000; // MAP_LOCKED
+        }
+
+        if (_rng.Next(100) < 1)
+        {
+            flags |= _rng.Next(2) == 0 ? 0x800UL : 0x1000UL; // MAP_DENYWRITE, MAP_EXECUTABLE: ignored
+        }
+
+        int odd = _rng.Next(100);
+        if (odd == 0)
+        {
+            flags &= ~0x20UL; // no MAP_ANONYMOUS with fd -1
+        }
+        else if (odd == 1)
+        {
+            flags &= ~0xfUL; // no type
+        }
+        else if (odd == 2)
+        {
+            flags = (flags & ~0xfUL) | 0x3 | (_rng.Next(2) == 0 ? 0x400UL : 0); // MAP_SHARED_VALIDATE, maybe an unknown bit
+        }
+
+        return [addr, len, Prot(), flags];
+    }
+
+    /// <summary>An address and a length for munmap, mprotect and madvise: in the slot or wrapping.</summary>
+    public ulong[] Range()
+    {
+        ulong addr = Address();
+        return [addr, Clamp(addr, Length(addr))];
+    }
+
+    /// <summary>
+    /// A touch: an address and a length inside the slot. Page faults cost the host kernel most of a
+    /// run's time, so touches are short, and placed across 2 MiB boundaries and VMA edges where a
+    /// few pages reach a new table or the next VMA; one in thirty covers up to 4 MiB.
+    /// </summary>
+    public ulong[] Touch()
+    {
+        ulong addr;
+        int r = _rng.Next(100);
+        if (r < 45 && Layout.Count > 0)
+        {
+            var v = Layout[_rng.Next(Layout.Count)];
+            ulong pages = Math.Max(1, (v.End - v.Start) / Page);
+            addr = v.Start + ((ulong)_rng.NextInt64(0, (long)Math.Min(pages, 4096)) * Page);
+        }
+        else if (r < 70)
+        {
+            // just below a 2 MiB boundary near an edge, so the touch reaches the next PTE table
+            addr = ((Edge() + TwoMiB) & ~(TwoMiB - 1)) - ((ulong)_rng.Next(1, 9) * Page);
+        }
+        else
+        {
+            addr = Address();
+        }
+
+        if (_rng.Next(20) == 0)
+        {
+            addr += (ulong)_rng.Next(1, 4096);
+        }
+
+        ulong len = _rng.Next(100) switch
+        {
+            < 35 => (ulong)_rng.Next(1, 4097),
+            < 75 => (ulong)_rng.Next(1, 17) * Page,
+            < 97 => (ulong)_rng.Next(17, 129) * Page,
+            _ => (ulong)_rng.Next(129, 1025) * Page,
+        };
+        if (addr < S || addr >= E)
+        {
+            addr = E - Page;
+        }
+
+        return [addr, Math.Min(len, E - addr)];
+    }
+
+    /// <summary>A protection: mostly the usual ones, rarely a bit mprotect rejects or treats specially.</summary>
+    public ulong Prot() => _rng.Next(100) switch
+    {
+        < 35 => 0x3,
+        < 50 => 0x1,
+        < 62 => 0x0,
+        < 97 => (ulong)_rng.Next(8),
+        _ => _rng.Next(4) switch
+        {
+            0 => 0x8 | (ulong)_rng.Next(8), // PROT_SEM
+            1 => 0x0100_0000 | 0x1,        // PROT_GROWSDOWN
+            2 => 0x0200_0000 | 0x3,        // PROT_GROWSUP
+            _ => 0x10 | 0x1,               // not a PROT_ bit
+        },
+    };
+
+    /// <summary>An advice: every one the model accepts, and rarely one it does not.</summary>
+    public ulong Advice()
+    {
+        // MADV_HWPOISON (100) and MADV_SOFT_OFFLINE (101) would poison the host's memory: never drawn.
+        ReadOnlySpan<(ulong Advice, int Weight)> table =
+        [
+            (4, 28), (8, 14), (24, 4), (0, 5), (1, 5), (2, 5), (3, 4), (14, 7), (15, 6), (16, 6), (17, 5),
+            (20, 4), (21, 4), (9, 1), (5, 1), (26, 1),
+        ];
+        int total = 0;
+        foreach (var (_, w) in table)
+        {
+            total += w;
+        }
+
+        int pick = _rng.Next(total);
+        foreach (var (a, w) in table)
+        {
+            pick -= w;
+            if (pick < 0)
+            {
+                return a;
+            }
+        }
+
+        return 4;
+    }
+
+    /// <summary>An address in the slot, near an edge more often than not.</summary>
+    public ulong Address()
+    {
+        int r = _rng.Next(100);
+        ulong a;
+        if (r < 35)
+        {
+            a = Jitter(Edge());
+        }
+        else if (r < 55)
+        {
+            ulong anchor = _rng.Next(2) == 0 ? Edge() : S + ((ulong)_rng.NextInt64(0, (long)(LowZone / TwoMiB)) * TwoMiB);
+            a = (anchor & ~(TwoMiB - 1)) + ((ulong)_rng.Next(0, 3) * TwoMiB);
+            a = _rng.Next(10) < 6 ? a : Jitter(a);
+        }
+        else if (r < 63)
+        {
+            a = S + ((ulong)_rng.Next(0, 5) * OneGiB);
+            a = _rng.Next(10) < 6 ? a : Jitter(a);
+        }
+        else if (r < 88)
+        {
+            ulong zone = _rng.Next(2) == 0 ? 64UL << 20 : LowZone;
+            a = S + ((ulong)_rng.NextInt64(0, (long)(zone / Page)) * Page);
+        }
+        else if (r < 95)
+        {
+            a = _rng.Next(2) == 0 ? E - ((ulong)_rng.Next(1, 1025) * Page) : E - ((ulong)_rng.Next(1, 9) * TwoMiB);
+        }
+        else
+        {
+            a = S + ((ulong)_rng.NextInt64(0, (long)((64UL << 20) / Page)) * Page) + (ulong)_rng.Next(1, 4096);
+        }
+
+        return a < S ? S : a >= E ? E - Page : a;
+    }
+
+    /// <summary>A length from <paramref name="addr"/>: small, table-sized, to an edge, zero, wrapping or huge.</summary>
+    public ulong Length(ulong addr)
+    {
+        int r = _rng.Next(100);
+        switch (r)
+        {
+            case < 22:
+                return (ulong)_rng.Next(1, 17) * Page;
+            case < 26:
+                return (ulong)_rng.Next(1, 8192);
+            case < 40:
+                return JitterLength((ulong)_rng.Next(1, 5) * TwoMiB);
+            case < 58:
+                {
+                    ulong edge = EdgeAbove(addr);
+                    return edge > addr ? (_rng.Next(2) == 0 ? edge - addr : JitterLength(edge - addr)) : (ulong)_rng.Next(1, 17) * Page;
+                }
+
+            case < 70:
+                return (ulong)_rng.NextInt64(1, 16385) * Page;
+            case < 75:
+                return JitterLength(OneGiB);
+            case < 78:
+                return 0;
+            case < 81:
+                // addr + length wraps past 2^64: every call rejects it before acting
+                return _rng.Next(2) == 0 ? (0UL - addr) + ((ulong)_rng.Next(0, 5) * Page) : ulong.MaxValue - (ulong)_rng.Next(0, 4096);
+            case < 83:
+                return (ulong)_rng.Next(16, 65) * OneGiB;
+            default:
+                return (ulong)_rng.Next(1, 2049) * Page;
+        }
+    }
+
+    private ulong Clamp(ulong addr, ulong len)
+    {
+        ulong aligned = (len + Page - 1) & ~(Page - 1);
+        bool wraps = len != 0 && (aligned == 0 || addr + aligned < addr);
+        return wraps || addr + aligned <= E ? len : E - addr;
+    }
+
+    private ulong Edge()
+    {
+        if (Layout.Count == 0)
+        {
+            return S + ((ulong)_rng.NextInt64(0, (long)((64UL << 20) / Page)) * Page);
+        }
+
+        var v = Layout[_rng.Next(Layout.Count)];
+        return _rng.Next(2) == 0 ? v.Start : v.End;
+    }
+
+    private ulong EdgeAbove(ulong addr)
+    {
+        var candidates = new List<ulong>();
+        foreach (var v in Layout)
+        {
+            if (v.Start > addr)
+            {
+                candidates.Add(v.Start);
+            }
+
+            if (v.End > addr)
+            {
+                candidates.Add(v.End);
+            }
+        }
+
+        ulong next2M = (addr + TwoMiB) & ~(TwoMiB - 1);
+        candidates.Add(next2M);
+        candidates.Add(next2M + TwoMiB);
+        candidates.Add((addr + OneGiB) & ~(OneGiB - 1));
+        candidates.Sort();
+        // Prefer the nearest few, so ranges straddle one or two neighbours rather than the whole slot.
+        return candidates[_rng.Next(Math.Min(candidates.Count, 4))];
+    }
+
+    private ulong Jitter(ulong a)
+    {
+        long pages = _rng.Next(100) switch
+        {
+            < 50 => 0,
+            < 75 => _rng.Next(1, 5),
+            < 90 => _rng.Next(1, 65),
+            _ => _rng.Next(1, 512),
+        };
+        return _rng.Next(2) == 0 ? a + ((ulong)pages * Page) : a - ((ulong)pages * Page);
+    }
+
+    private ulong JitterLength(ulong len)
+    {
+        ulong j = Jitter(len);
+        return j == 0 || j > len + (2 * OneGiB) ? len : j;
+    }
+}

@@ -1,0 +1,730 @@
+/*
+ * The kernel side of `ptlab fuzz kernel`: runs memory system calls and page touches inside one
+ * empty 512 GiB slot (one PGD entry) of its own address space, one request per line on stdin, one
+ * reply per request on stdout. No runtime shares the address space, and the program's own page
+ * tables are all in place before its baseline, so every change of VmPTE and RssAnon after the
+ * baseline belongs to the slot.
+ *
+ * Start-up (before the hello line):
+ *   - THP off for this process (prctl PR_SET_THP_DISABLE): the model has no transparent huge pages;
+ *     MADV_HUGEPAGE still sets VM_HUGEPAGE, so the VMA layout is unchanged by this.
+ *   - Pinned to the CPU it starts on, so every page it adds to an LRU batch is drained by the
+ *     lru_add_drain() of its own MADV_PAGEOUT (-1 in the hello when pinning failed).
+ *   - The slot is 0x7e0000000000 when it is free, else the highest 512 GiB slot no VMA touches. Every free gap between its end and the
+ *     stack's growth limit is filled with a PROT_NONE, MAP_NORESERVE placeholder, so a mapping
+ *     placed by the kernel (no MAP_FIXED) lands at the top of the slot, as in a model whose
+ *     mmap_base is the slot's end.
+ *   - Warm-up: every readable page of every mapping outside the slot is read, every writable
+ *     private page is written back with its own value, the stack is grown, the buffers are
+ *     touched, a first signal is taken and one of each operation runs in the slot, twice. Then the
+ *     slot is emptied and VmPTE and RssAnon are read as the baseline.
+ *
+ * Hello (first line): "ptlab-executor 1 slot=0xS end=0xE memtotal=KB thp=off cpu=N"
+ *
+ * Requests (numbers are strtoull base 0: 0x-prefixed hex, decimal, or -1):
+ *   NAME ARG...     a system call from the table below; every address range it names must lie in
+ *                   the slot, or wrap around 2^64 (which every call rejects before acting)
+ *   read ADDR LEN   one volatile load at ADDR and every 4 KiB after it, below ADDR + LEN
+ *   write ADDR LEN  the same with a one-byte store
+ *   maps            the VMAs that lie in the slot (parsed from /proc/self/maps)
+ *   reset           munmap of the whole slot, and a fresh placeholder just above it
+ *   quit            exit 0
+ *
+ * Replies to a call or touch: one line, RESULT then " pte=KB anon=KB" (VmPTE and RssAnon over the
+ * baseline), where RESULT is
+ *   = 0xVALUE          the call returned VALUE (a touch returns 0)
+ *   ! ERRNO            the call failed with ERRNO (decimal)
+ *   S SIGNO CODE 0xA   the touch took signal SIGNO with si_code CODE at address A
+ * Reply to maps: "N" then N lines "START END PERMS" (hex without 0x, perms as in /proc/PID/maps),
+ * each VMA cut at the slot's end (one that merged with the placeholder above runs past it).
+ * A request the executor will not run: "? MESSAGE"; the state is unchanged.
+ *
+ * To add a system call: one line in `calls` (its number, argument count, and which of its
+ * arguments name ranges that must stay in the slot).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+#define SLOT_SIZE (1UL << 39)
+#define TASK_SIZE_MAX 0x7ffffffff000UL
+#define MAX_ARGS 6
+/* Below every mmap_base x86-64 randomisation can choose (at most 1 TiB + the stack gap below the
+ * top), so it is free in practice and cases replay at the same addresses. */
+#define PREFERRED_SLOT 0x7e0000000000UL
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+/* A range argument pair that must stay in the slot; when cond_mask is not 0, only if
+ * args[cond_arg] has one of its bits. */
+struct range_arg {
+    int addr, len, cond_arg;
+    unsigned long cond_mask;
+};
+
+struct call {
+    const char *name;
+    long nr;
+    int nargs;
+    struct range_arg ranges[2];
+    int result_len; /* the argument holding the length of a mapping the call returns, or -1 */
+};
+
+#define NO_RANGE { -1, -1, 0, 0 }
+
+static const struct call calls[] = {
+    /* name       number         args  ranges                                                          result */
+    { "mmap",     SYS_mmap,      6, { { 0, 1, 3, MAP_FIXED | MAP_FIXED_NOREPLACE }, NO_RANGE }, 1 },
+    { "munmap",   SYS_munmap,    2, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
+    { "mprotect", SYS_mprotect,  3, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
+    { "madvise",  SYS_madvise,   3, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
+};
+
+static unsigned long slot_start, slot_end;
+/* The end of the placeholder that starts at the slot's end (slot_end when there is none). */
+static unsigned long guard_end;
+static long base_pte_kb, base_anon_kb;
+static int status_fd = -1, maps_fd = -1;
+
+static char in_buf[1 << 16];
+static size_t in_len, in_pos;
+static char out_buf[1 << 22];
+static size_t out_len;
+static char proc_buf[1 << 22];
+static char alt_stack[1 << 16];
+
+static sigjmp_buf touch_env;
+static volatile sig_atomic_t touch_armed;
+static volatile int fault_signo, fault_code;
+static volatile unsigned long fault_addr;
+
+static void die(const char *msg)
+{
+    (void)!write(2, "executor: ", 10);
+    (void)!write(2, msg, strlen(msg));
+    (void)!write(2, "\n", 1);
+    _exit(3);
+}
+
+static void on_fault(int sig, siginfo_t *info, void *uctx)
+{
+    (void)uctx;
+    if (!touch_armed) {
+        /* A fault outside a touch is a bug here: die with the default action. */
+        signal(sig, SIG_DFL);
+        return;
+    }
+
+    fault_signo = sig;
+    fault_code = info->si_code;
+    fault_addr = (unsigned long)info->si_addr;
+    touch_armed = 0;
+    siglongjmp(touch_env, 1);
+}
+
+/* ---- output ---- */
+
+static void out_flush(void)
+{
+    size_t done = 0;
+    while (done < out_len) {
+        ssize_t n = write(1, out_buf + done, out_len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            _exit(0); /* the driver went away */
+        done += (size_t)n;
+    }
+
+    out_len = 0;
+}
+
+static void out_str(const char *s)
+{
+    size_t n = strlen(s);
+    if (out_len + n > sizeof out_buf)
+        die("reply too long");
+    memcpy(out_buf + out_len, s, n);
+    out_len += n;
+}
+
+static void out_char(char c)
+{
+    if (out_len + 1 > sizeof out_buf)
+        die("reply too long");
+    out_buf[out_len++] = c;
+}
+
+static void out_hex(unsigned long v, int prefix)
+{
+    char tmp[24];
+    int i = 0;
+    if (prefix)
+        out_str("0x");
+    do {
+        tmp[i++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    while (i)
+        out_char(tmp[--i]);
+}
+
+static void out_dec(long v)
+{
+    char tmp[24];
+    int i = 0;
+    unsigned long u = v < 0 ? -(unsigned long)v : (unsigned long)v;
+    if (v < 0)
+        out_char('-');
+    do {
+        tmp[i++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    while (i)
+        out_char(tmp[--i]);
+}
+
+/* ---- /proc ---- */
+
+static size_t read_proc(int fd)
+{
+    size_t len = 0;
+    for (;;) {
+        if (len == sizeof proc_buf - 1)
+            die("a /proc file outgrew the buffer");
+        ssize_t n = pread(fd, proc_buf + len, sizeof proc_buf - 1 - len, (off_t)len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            die("cannot read /proc");
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+
+    proc_buf[len] = 0;
+    return len;
+}
+
+static long status_field(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    if (!p)
+        die("a field is missing from /proc/self/status");
+    p += strlen(key);
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return strtol(p, NULL, 10);
+}
+
+static void read_status(long *pte_kb, long *anon_kb)
+{
+    read_proc(status_fd);
+    *pte_kb = status_field(proc_buf, "\nVmPTE:");
+    *anon_kb = status_field(proc_buf, "\nRssAnon:");
+}
+
+/* Calls fn(start, end, perms, ctx) for each line of /proc/self/maps. */
+static void each_vma(void (*fn)(unsigned long, unsigned long, const char *, void *), void *ctx)
+{
+    size_t len = read_proc(maps_fd);
+    char *p = proc_buf, *end = proc_buf + len;
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            nl = end;
+        *nl = 0;
+        char *q;
+        unsigned long s = strtoul(p, &q, 16);
+        unsigned long e = strtoul(q + 1, &q, 16);
+        fn(s, e, q + 1, ctx);
+        p = nl + 1;
+    }
+}
+
+/* ---- safety ---- */
+
+static unsigned long page_align(unsigned long len) { return (len + PAGE - 1) & ~(PAGE - 1); }
+
+/* In the slot, or wrapping past 2^64 (every call rejects that before acting). */
+static int range_ok(unsigned long addr, unsigned long len)
+{
+    unsigned long alen = page_align(len);
+    if (len != 0 && (alen == 0 || addr + alen < addr))
+        return 1;
+    return addr >= slot_start && addr <= slot_end && alen <= slot_end - addr;
+}
+
+/* ---- requests ---- */
+
+/* Empties the slot and puts back a pristine placeholder above it: a mapping at the slot's top can
+ * merge with that placeholder and leave its anon_vma there, which a later neighbour would reuse. */
+static void reset_slot(void)
+{
+    munmap((void *)slot_start, guard_end - slot_start);
+    if (guard_end > slot_end &&
+        mmap((void *)slot_end, guard_end - slot_end, PROT_NONE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0) != (void *)slot_end)
+        die("cannot put the placeholder above the slot back");
+}
+
+static void reply_status(void)
+{
+    long pte, anon;
+    read_status(&pte, &anon);
+    out_str(" pte=");
+    out_dec(pte - base_pte_kb);
+    out_str(" anon=");
+    out_dec(anon - base_anon_kb);
+    out_char('\n');
+}
+
+static void refuse(const char *why)
+{
+    out_str("? ");
+    out_str(why);
+    out_char('\n');
+}
+
+static void do_call(const struct call *c, unsigned long *a, int n)
+{
+    if (n != c->nargs) {
+        refuse("wrong number of arguments");
+        return;
+    }
+
+    for (int i = 0; i < 2; i++) {
+        const struct range_arg *r = &c->ranges[i];
+        if (r->addr < 0 || (r->cond_mask && !(a[r->cond_arg] & r->cond_mask)))
+            continue;
+        if (!range_ok(a[r->addr], a[r->len])) {
+            refuse("a range leaves the slot");
+            return;
+        }
+    }
+
+    errno = 0;
+    long rc = syscall(c->nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    if (rc == -1 && errno != 0) {
+        int e = errno;
+        out_str("! ");
+        out_dec(e);
+        reply_status();
+        return;
+    }
+
+    if (c->result_len >= 0) {
+        unsigned long p = (unsigned long)rc, len = page_align(a[c->result_len]);
+        if (!(p >= slot_start && p <= slot_end && len <= slot_end - p)) {
+            munmap((void *)p, len);
+            refuse("the kernel placed the mapping outside the slot (unmapped again)");
+            return;
+        }
+    }
+
+    out_str("= ");
+    out_hex((unsigned long)rc, 1);
+    reply_status();
+}
+
+static void do_touch(unsigned long addr, unsigned long len, int write)
+{
+    if (addr < slot_start || addr > slot_end || len > slot_end - addr) {
+        refuse("a touch leaves the slot");
+        return;
+    }
+
+    volatile unsigned long va = addr;
+    unsigned long end = addr + len;
+    if (sigsetjmp(touch_env, 1) == 0) {
+        touch_armed = 1;
+        for (; va < end; va += PAGE) {
+            if (write)
+                *(volatile char *)va = 1;
+            else
+                (void)*(volatile char *)va;
+        }
+
+        touch_armed = 0;
+        out_str("= 0x0");
+    } else {
+        out_str("S ");
+        out_dec(fault_signo);
+        out_char(' ');
+        out_dec(fault_code);
+        out_char(' ');
+        out_hex(fault_addr, 1);
+    }
+
+    reply_status();
+}
+
+struct maps_ctx {
+    int count;
+    size_t count_at;
+};
+
+static void emit_vma(unsigned long s, unsigned long e, const char *perms, void *ctx)
+{
+    struct maps_ctx *m = ctx;
+    if (e <= slot_start || s >= slot_end)
+        return;
+    /* A VMA that merged with a placeholder above the slot is shown up to the slot's end. */
+    if (e > slot_end)
+        e = slot_end;
+    out_hex(s, 0);
+    out_char(' ');
+    out_hex(e, 0);
+    out_char(' ');
+    for (int i = 0; i < 4 && perms[i]; i++)
+        out_char(perms[i]);
+    out_char('\n');
+    m->count++;
+}
+
+static void do_maps(void)
+{
+    /* The count goes first: build the lines after a placeholder, then move them. */
+    size_t head = out_len;
+    struct maps_ctx m = { 0, 0 };
+    each_vma(emit_vma, &m);
+    char count[24];
+    int i = 0;
+    unsigned long c = (unsigned long)m.count;
+    char tmp[24];
+    do {
+        tmp[i++] = (char)('0' + c % 10);
+        c /= 10;
+    } while (c);
+    int k = 0;
+    while (i)
+        count[k++] = tmp[--i];
+    count[k++] = '\n';
+    if (out_len + (size_t)k > sizeof out_buf)
+        die("reply too long");
+    memmove(out_buf + head + k, out_buf + head, out_len - head);
+    memcpy(out_buf + head, count, (size_t)k);
+    out_len += (size_t)k;
+}
+
+static int next_line(char **line)
+{
+    for (;;) {
+        char *nl = memchr(in_buf + in_pos, '\n', in_len - in_pos);
+        if (nl) {
+            *nl = 0;
+            *line = in_buf + in_pos;
+            in_pos = (size_t)(nl - in_buf) + 1;
+            return 1;
+        }
+
+        memmove(in_buf, in_buf + in_pos, in_len - in_pos);
+        in_len -= in_pos;
+        in_pos = 0;
+        if (in_len == sizeof in_buf)
+            die("request line too long");
+        out_flush();
+        ssize_t n = read(0, in_buf + in_len, sizeof in_buf - in_len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0;
+        in_len += (size_t)n;
+    }
+}
+
+static void handle(char *line)
+{
+    char *argv[MAX_ARGS + 2];
+    int argc = 0;
+    for (char *p = strtok(line, " \t"); p && argc < MAX_ARGS + 2; p = strtok(NULL, " \t"))
+        argv[argc++] = p;
+    if (argc == 0)
+        return;
+
+    unsigned long a[MAX_ARGS] = { 0 };
+    int n = argc - 1;
+    if (n > MAX_ARGS) {
+        refuse("too many arguments");
+        return;
+    }
+
+    for (int i = 0; i < n; i++) {
+        char *end;
+        errno = 0;
+        a[i] = strtoull(argv[i + 1], &end, 0);
+        if (*end || errno) {
+            refuse("an argument is not a number");
+            return;
+        }
+    }
+
+    if (!strcmp(argv[0], "read") || !strcmp(argv[0], "write")) {
+        if (n != 2)
+            refuse("wrong number of arguments");
+        else
+            do_touch(a[0], a[1], argv[0][0] == 'w');
+        return;
+    }
+
+    if (!strcmp(argv[0], "maps")) {
+        do_maps();
+        return;
+    }
+
+    if (!strcmp(argv[0], "reset")) {
+        reset_slot();
+        out_str("= 0x0");
+        reply_status();
+        return;
+    }
+
+    if (!strcmp(argv[0], "quit"))
+        _exit(0);
+
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        if (!strcmp(argv[0], calls[i].name)) {
+            errno = 0;
+            do_call(&calls[i], a, n);
+            return;
+        }
+    }
+
+    refuse("unknown request");
+}
+
+/* ---- start-up ---- */
+
+struct layout {
+    unsigned long stack_end;
+    unsigned long highest_free_slot;
+};
+
+static void find_stack(unsigned long s, unsigned long e, const char *perms, void *ctx)
+{
+    struct layout *l = ctx;
+    if (strstr(perms, "[stack]"))
+        l->stack_end = e;
+}
+
+static unsigned long vma_starts[4096], vma_ends[4096];
+static int vma_count;
+
+static void collect(unsigned long s, unsigned long e, const char *perms, void *ctx)
+{
+    (void)perms;
+    (void)ctx;
+    if (vma_count < 4096) {
+        vma_starts[vma_count] = s;
+        vma_ends[vma_count] = e;
+        vma_count++;
+    }
+}
+
+static int any_vma_in(unsigned long s, unsigned long e)
+{
+    for (int i = 0; i < vma_count; i++)
+        if (vma_starts[i] < e && s < vma_ends[i])
+            return 1;
+    return 0;
+}
+
+/* Touches every page of a mapping outside the slot: reads it, and writes back what it read when
+ * the mapping is writable and private, so that its tables and anonymous pages all exist now. */
+static void warm_vma(unsigned long s, unsigned long e, const char *perms, void *ctx)
+{
+    (void)ctx;
+    if (e > TASK_SIZE_MAX || (s < slot_end && e > slot_start) || perms[0] != 'r')
+        return;
+    if (strstr(perms, "[stack]") || strstr(perms, "[vvar") || strstr(perms, "[vsyscall]"))
+        return;
+    int writable = perms[1] == 'w' && perms[3] == 'p';
+    volatile unsigned long va = s;
+    while (va < e) {
+        if (sigsetjmp(touch_env, 1) == 0) {
+            touch_armed = 1;
+            for (; va < e; va += PAGE) {
+                volatile char *p = (volatile char *)va;
+                char c = *p;
+                if (writable)
+                    *p = c;
+            }
+
+            touch_armed = 0;
+        } else {
+            va += PAGE; /* past the end of a file: skip the page */
+        }
+    }
+}
+
+static void grow_stack(void)
+{
+    volatile char big[256 << 10];
+    for (size_t i = 0; i < sizeof big; i += PAGE)
+        big[i] = 0;
+}
+
+static void exercise_slot(void)
+{
+    /* One of each operation, a fault and a read of /proc, then an empty slot again. */
+    char *p = mmap((void *)slot_start, 4 << 20, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p == MAP_FAILED)
+        die("cannot map in the slot");
+    do_touch(slot_start, 4 << 20, 1);
+    do_touch(slot_start, 4 << 20, 0);
+    mprotect(p, PAGE, PROT_NONE);
+    do_touch(slot_start, PAGE, 0);
+    madvise(p, 2 << 20, MADV_DONTNEED);
+    madvise(p + (2 << 20), 2 << 20, MADV_FREE);
+    munmap(p, 4 << 20);
+    do_touch(slot_start, PAGE, 1);
+    char *q = mmap(NULL, 2 << 20, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (q == MAP_FAILED || (unsigned long)q != slot_end - (2 << 20))
+        die("a mapping placed by the kernel did not land at the top of the slot");
+    munmap(q, 2 << 20);
+    do_maps();
+    reset_slot();
+    out_len = 0;
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    /* An unlimited stack rlimit selects the legacy bottom-up layout at exec: run again with 8 MiB. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY) {
+        rl.rlim_cur = 8 << 20;
+        if (setrlimit(RLIMIT_STACK, &rl) == 0)
+            execv("/proc/self/exe", argv);
+        die("the stack rlimit is unlimited (legacy mmap layout) and cannot be lowered");
+    }
+
+    if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0)
+        die("prctl(PR_SET_THP_DISABLE) failed");
+
+    /* One CPU: pages sit in per-CPU LRU batches until drained, and MADV_PAGEOUT drains only the
+     * local CPU's (lru_add_drain), so a process that moved between CPUs would see pages skipped. */
+    int cpu = sched_getcpu();
+    if (cpu >= 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (sched_setaffinity(0, sizeof one, &one) != 0)
+            cpu = -1;
+    }
+
+    stack_t ss = { .ss_sp = alt_stack, .ss_size = sizeof alt_stack, .ss_flags = 0 };
+    memset(alt_stack, 0, sizeof alt_stack);
+    if (sigaltstack(&ss, NULL) != 0)
+        die("sigaltstack failed");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, NULL) != 0 || sigaction(SIGBUS, &sa, NULL) != 0)
+        die("sigaction failed");
+
+    memset(out_buf, 0, sizeof out_buf);
+    memset(proc_buf, 0, sizeof proc_buf);
+    memset(in_buf, 0, sizeof in_buf);
+    status_fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (status_fd < 0 || maps_fd < 0)
+        die("cannot open /proc/self/status or /proc/self/maps");
+
+    struct layout l = { 0, 0 };
+    each_vma(find_stack, &l);
+    each_vma(collect, NULL);
+    if (l.stack_end == 0)
+        die("no [stack] in /proc/self/maps");
+    if (!any_vma_in(PREFERRED_SLOT, PREFERRED_SLOT + SLOT_SIZE)) {
+        slot_start = PREFERRED_SLOT;
+    } else {
+        for (unsigned long s = (TASK_SIZE_MAX & ~(SLOT_SIZE - 1)); s >= SLOT_SIZE; s -= SLOT_SIZE) {
+            if (!any_vma_in(s, s + SLOT_SIZE)) {
+                slot_start = s;
+                break;
+            }
+        }
+    }
+
+    if (slot_start == 0)
+        die("no empty 512 GiB slot");
+    slot_end = slot_start + SLOT_SIZE;
+
+    /* Fill every free gap above the slot, up to the stack's growth limit and its guard gap. */
+    unsigned long limit = l.stack_end - (8UL << 20) - (1UL << 20);
+    if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (1UL << 34))
+        limit = l.stack_end - page_align(rl.rlim_cur) - (1UL << 20);
+    unsigned long cursor = slot_end;
+    guard_end = slot_end;
+    for (int i = 0; i <= vma_count && cursor < limit; i++) {
+        unsigned long s = i < vma_count ? vma_starts[i] : limit;
+        unsigned long e = i < vma_count ? vma_ends[i] : limit;
+        if (e <= cursor)
+            continue;
+        if (s > limit)
+            s = limit;
+        if (s > cursor) {
+            void *p = mmap((void *)cursor, s - cursor, PROT_NONE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+            if (p != (void *)cursor)
+                die("cannot fill a gap above the slot");
+            if (cursor == slot_end)
+                guard_end = s;
+        }
+
+        cursor = e;
+    }
+
+    long memtotal = 0;
+    int mfd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    if (mfd >= 0) {
+        ssize_t n = read(mfd, proc_buf, sizeof proc_buf - 1);
+        if (n > 0) {
+            proc_buf[n] = 0;
+            memtotal = status_field(proc_buf, "MemTotal:");
+        }
+        close(mfd);
+    }
+
+    for (int pass = 0; pass < 2; pass++) {
+        grow_stack();
+        each_vma(warm_vma, NULL);
+        exercise_slot();
+        long pte, anon;
+        read_status(&pte, &anon);
+    }
+
+    read_status(&base_pte_kb, &base_anon_kb);
+    out_str("ptlab-executor 1 slot=");
+    out_hex(slot_start, 1);
+    out_str(" end=");
+    out_hex(slot_end, 1);
+    out_str(" memtotal=");
+    out_dec(memtotal);
+    out_str(" thp=off cpu=");
+    out_dec(cpu);
+    out_char('\n');
+
+    char *line;
+    while (next_line(&line))
+        handle(line);
+    out_flush();
+    return 0;
+}

@@ -1,0 +1,62 @@
+using PtLab.Kernel.Fuzz;
+
+namespace PtLab.Kernel.Tests;
+
+/// <summary>A theory that needs Linux x86-64 and a C compiler (the fuzzer's executor is built from source).</summary>
+public sealed class NativeTheoryAttribute : TheoryAttribute
+{
+    public NativeTheoryAttribute()
+    {
+        if (!KernelExecutor.IsAvailable(out string reason))
+        {
+            Skip = reason;
+        }
+    }
+}
+
+/// <summary>
+/// The differences the kernel fuzzer found, kept as case files (FuzzCases/*.case) with the kernel's
+/// recorded answers: each replays on the model always, and on the host kernel where one can run.
+/// </summary>
+public sealed class FuzzCaseTests
+{
+    private static readonly string CaseFolder = Path.Combine(AppContext.BaseDirectory, "FuzzCases");
+
+    public static TheoryData<string> Cases()
+    {
+        var data = new TheoryData<string>();
+        foreach (var f in Directory.GetFiles(CaseFolder, "*.case").Order(StringComparer.Ordinal))
+        {
+            data.Add(Path.GetFileName(f));
+        }
+
+        return data;
+    }
+
+    [Fact]
+    public void TheRegressionCasesArePresent() => Assert.NotEmpty(Directory.GetFiles(CaseFolder, "*.case"));
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void TheModelGivesTheRecordedKernelAnswers(string name)
+    {
+        var c = FuzzCase.Load(Path.Combine(CaseFolder, name));
+        Assert.All(c.Steps, s => Assert.NotNull(s.Expected));
+        var problems = c.CheckOnModel();
+        Assert.True(problems.Count == 0, string.Join("\n", problems));
+    }
+
+    [NativeTheory]
+    [MemberData(nameof(Cases))]
+    public void TheHostKernelAndTheModelAgree(string name)
+    {
+        var c = FuzzCase.Load(Path.Combine(CaseFolder, name));
+        using var fuzzer = new KernelFuzzer(KernelInfo.Probe().MatchingDesign);
+        var run = fuzzer.Replay(c.Ops, c.Slot);
+        Assert.True(run.Difference is null, run.Difference is { } d
+            ? $"operation {run.Steps.Count} ({d.Op.Format(run.Slot)}) differs in {string.Join(", ", d.Differences)}: " +
+              $"kernel {FuzzText.FormatOutcome(d.Kernel, run.Slot)}; model {FuzzText.FormatOutcome(d.Model, run.Slot)}"
+            : "");
+        Assert.Equal(c.Steps.Count, run.Steps.Count);
+    }
+}

@@ -1,0 +1,165 @@
+using PtLab.Kernel.Fuzz;
+
+namespace PtLab.Kernel.Tests;
+
+/// <summary>The case-file format, the generator's bounds, and moving a case to another slot.</summary>
+public sealed class FuzzTextTests
+{
+    private const ulong Slot = 0x7e00_0000_0000;
+
+    [Theory]
+    [InlineData("mmap S+0x2c5e000 0x600000 PROT_READ MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS")]
+    [InlineData("mmap 0 0x1000 PROT_NONE MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE|MAP_STACK")]
+    [InlineData("mmap S+0x40000000 0x27b4000 PROT_READ|PROT_WRITE MAP_SHARED_VALIDATE|MAP_FIXED|MAP_ANONYMOUS|0x400")]
+    [InlineData("mprotect S+0x2e00000 0x54f000 PROT_READ|PROT_GROWSDOWN")]
+    [InlineData("madvise S+0x2c0b000 0x400000 MADV_DONTNEED")]
+    [InlineData("madvise S+0x2c0b000 0xfffffffffffff6b9 26")]
+    [InlineData("munmap S+0x0 0x0")]
+    [InlineData("read S+0x2e9a000 0x400000")]
+    [InlineData("write S+0x7fffffff00 0x100")]
+    public void AnOperationReadsBackAsWritten(string text)
+    {
+        var op = FuzzText.ParseOp(text, Slot);
+        Assert.Equal(text, op.Format(Slot));
+        Assert.True(op.SameAs(FuzzText.ParseOp(op.Format(Slot), Slot)));
+    }
+
+    [Fact]
+    public void TheWireLineCarriesNumbersAndMmapsConstantArguments()
+    {
+        var op = FuzzText.ParseOp("mmap S+0x1000 0x2000 PROT_READ|PROT_WRITE MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED", Slot);
+        Assert.Equal("mmap 0x7e0000001000 0x2000 0x3 0x32 -1 0", op.WireLine());
+        Assert.Equal("read 0x7e0000000000 0x1", FuzzText.ParseOp("read S+0x0 0x1", Slot).WireLine());
+    }
+
+    [Theory]
+    [InlineData("S+0x2c5e000 pte=0 anon=0 | S+0x2c5e000-S+0x325e000:r--p")]
+    [InlineData("ENOMEM pte=16 anon=4 | S+0x0-S+0x1000:rw-p S+0x2000-S+0x8000000000:---p")]
+    [InlineData("SIGSEGV:SEGV_MAPERR@S+0x325e000 pte=20 anon=0 |")]
+    [InlineData("SIGSEGV:SEGV_ACCERR@S+0x1 pte=20 anon=0")]
+    [InlineData("0 pte=-4 anon=0")]
+    public void AnOutcomeReadsBackAsWritten(string text) =>
+        Assert.Equal(text, FuzzText.FormatOutcome(FuzzText.ParseOutcome(text, Slot), Slot));
+
+    [Theory]
+    [InlineData("mmap S+0x1000 0x1000", "takes 4 arguments")]
+    [InlineData("mremap S+0x1000 0x1000 0x2000", "unknown operation 'mremap'")]
+    [InlineData("munmap S+0x1000 lots", "'lots' is not a number")]
+    [InlineData("madvise S+0x1000 0x1000 MADV_SOMETIMES", "'MADV_SOMETIMES' is not a number")]
+    public void ABadOperationSaysWhatIsWrong(string text, string message) =>
+        Assert.Contains(message, Assert.Throws<FormatException>(() => FuzzText.ParseOp(text, Slot)).Message);
+
+    [Fact]
+    public void ACaseFileReadsBackAsWrittenAndItsErrorsNameTheLine()
+    {
+        const string text = """
+            # a comment
+            slot 0x7e0000000000
+            design pt-reclaim
+            memtotal 1048576
+            mmap S+0x0 0x200000 PROT_READ|PROT_WRITE MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS => S+0x0 pte=0 anon=0 | S+0x0-S+0x200000:rw-p
+            write S+0x0 0x1000 => 0 pte=12 anon=4 | S+0x0-S+0x200000:rw-p
+            """;
+        var c = FuzzCase.Parse(text, "a.case");
+        Assert.Equal(Slot, c.Slot);
+        Assert.Equal("pt-reclaim", c.Design);
+        Assert.Equal(1048576, c.MemTotalKb);
+        Assert.Equal(["a comment"], c.Comments);
+        Assert.Equal(2, c.Steps.Count);
+        Assert.Equal(12, c.Steps[1].Expected!.PteKb);
+        Assert.Equal(c.Format(), FuzzCase.Parse(c.Format(), "b.case").Format());
+
+        var e = Assert.Throws<FormatException>(() => FuzzCase.Parse(text.Replace("write S+0x0", "write S+0x0 0x1 0x2", StringComparison.Ordinal), "a.case"));
+        Assert.StartsWith("a.case:6: write takes 2 arguments", e.Message);
+        e = Assert.Throws<FormatException>(() => FuzzCase.Parse("read S+0x0 0x1\n", "b.case"));
+        Assert.Equal("b.case:1: an operation before the 'slot' line", e.Message);
+    }
+
+    [Fact]
+    public void TheModelReplaysARecordedCaseAndNamesTheStepThatDiffers()
+    {
+        const string agree = """
+            slot 0x7e0000000000
+            design pt-reclaim
+            memtotal 1048576
+            mmap S+0x0 0x200000 PROT_READ|PROT_WRITE MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS => S+0x0 pte=0 anon=0 | S+0x0-S+0x200000:rw-p
+            write S+0x1000 0x1000 => 0 pte=12 anon=4 | S+0x0-S+0x200000:rw-p
+            madvise S+0x0 0x200000 MADV_DONTNEED => 0 pte=8 anon=0 | S+0x0-S+0x200000:rw-p
+            """;
+        Assert.Empty(FuzzCase.Parse(agree, "a.case").CheckOnModel());
+
+        // The same case as a kernel without page-table reclaim answered it: the model (pt-reclaim) differs.
+        var problems = FuzzCase.Parse(agree.Replace("pte=8", "pte=12", StringComparison.Ordinal), "a.case").CheckOnModel();
+        string p = Assert.Single(problems);
+        Assert.StartsWith("operation 3 (madvise S+0x0 0x200000 MADV_DONTNEED) differs in VmPTE", p);
+    }
+
+    [Fact]
+    public void RebasingMovesAddressesAndKeepsWrappedEnds()
+    {
+        const ulong other = 0x7d80_0000_0000;
+        var op = FuzzText.ParseOp("madvise S+0x2000 0xffff81ffffffe000 MADV_DONTNEED", Slot);
+        ulong end = op.Args[0] + op.Args[1]; // wraps past 2^64
+        var moved = op.Rebase(Slot, other);
+        Assert.Equal(other + 0x2000, moved.Args[0]);
+        Assert.Equal(end, moved.Args[0] + moved.Args[1]);
+        Assert.True(moved.Args[0] + moved.Args[1] < moved.Args[0]);
+
+        var plain = FuzzText.ParseOp("munmap S+0x2000 0x3000", Slot).Rebase(Slot, other);
+        Assert.Equal([other + 0x2000, 0x3000UL], plain.Args);
+        var none = FuzzText.ParseOp("mmap 0 0x3000 PROT_READ MAP_PRIVATE|MAP_ANONYMOUS", Slot).Rebase(Slot, other);
+        Assert.Equal(0UL, none.Args[0]);
+    }
+
+    [Fact]
+    public void TheGeneratorIsRepeatableAndStaysInTheSlotOrWraps()
+    {
+        // What the executor accepts: every named range inside the slot, or one that wraps past 2^64.
+        static bool InSlotOrWraps(ulong addr, ulong len)
+        {
+            ulong aligned = (len + 4095) & ~4095UL;
+            if (len != 0 && (aligned == 0 || addr + aligned < addr))
+            {
+                return true;
+            }
+
+            return addr >= Slot && addr <= Slot + FuzzText.SlotSize && aligned <= Slot + FuzzText.SlotSize - addr;
+        }
+
+        var a = new OpGenerator(new Random(7), Slot) { AllowLocked = true };
+        var b = new OpGenerator(new Random(7), Slot) { AllowLocked = true };
+        var layout = new List<VmaLine> { new(Slot + 0x200000, Slot + 0x600000, "rw-p"), new(Slot + (511UL << 30), Slot + FuzzText.SlotSize, "---p") };
+        a.Layout = layout;
+        b.Layout = layout;
+        var kinds = new HashSet<string>();
+        for (int i = 0; i < 20_000; i++)
+        {
+            var op = a.Next();
+            Assert.True(op.SameAs(b.Next()), $"draw {i} differs between two generators of one seed");
+            kinds.Add(FuzzCampaign.CoverageKey(op));
+            ulong addr = op.Args[0], len = op.Args[1];
+            switch (op.Kind.Name)
+            {
+                case "mmap" when (op.Args[3] & 0x100010) != 0:
+                case "munmap" or "mprotect" or "madvise":
+                    Assert.True(InSlotOrWraps(addr, len), $"{op.Format(Slot)} leaves the slot");
+                    break;
+                case "read" or "write":
+                    Assert.True(addr >= Slot && len <= Slot + FuzzText.SlotSize - addr, $"{op.Format(Slot)} leaves the slot");
+                    Assert.InRange(len, 1UL, 4UL << 20);
+                    break;
+            }
+
+            if (op.Kind.Name == "madvise")
+            {
+                Assert.DoesNotContain(op.Args[2], new ulong[] { 100, 101 }); // MADV_HWPOISON, MADV_SOFT_OFFLINE
+            }
+        }
+
+        foreach (string k in new[] { "mmap fixed", "mmap fixed-noreplace", "mmap hint", "mmap none", "munmap", "mprotect", "read", "write",
+                     "madvise MADV_DONTNEED", "madvise MADV_FREE", "madvise MADV_PAGEOUT", "madvise MADV_HUGEPAGE", "madvise MADV_REMOVE" })
+        {
+            Assert.Contains(k, kinds);
+        }
+    }
+}

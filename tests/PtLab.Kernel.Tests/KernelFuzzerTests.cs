@@ -1,0 +1,165 @@
+using PtLab.Kernel.Fuzz;
+
+namespace PtLab.Kernel.Tests;
+
+/// <summary>A fact that needs the fuzzer's executor (Linux x86-64, a C compiler) and a pt-reclaim host kernel.</summary>
+public sealed class PtReclaimExecutorFactAttribute : FactAttribute
+{
+    public PtReclaimExecutorFactAttribute()
+    {
+        if (!KernelExecutor.IsAvailable(out string reason))
+        {
+            Skip = reason;
+        }
+        else if (KernelInfo.Probe() is { MatchingDesign: not "pt-reclaim" } info)
+        {
+            Skip = $"needs Linux 6.14+ with CONFIG_PT_RECLAIM=y; the host is {info}";
+        }
+    }
+}
+
+/// <summary>The executor's protocol and the differential runs against the host kernel.</summary>
+public sealed class KernelFuzzerTests
+{
+    private const ulong M2 = 2UL << 20;
+
+    private static FuzzOp Op(string text, ulong slot) => FuzzText.ParseOp(text, slot);
+
+    private static string Describe(FuzzSequence run) => run.Difference is { } d
+        ? $"operation {run.Steps.Count} ({d.Op.Format(run.Slot)}) differs in {string.Join(", ", d.Differences)}: " +
+          $"kernel {FuzzText.FormatOutcome(d.Kernel, run.Slot)}; model {FuzzText.FormatOutcome(d.Model, run.Slot)}"
+        : "no difference";
+
+    [NativeFact]
+    public void TheExecutorStartsInAnEmptySlotAndCountsOnlyItsTables()
+    {
+        using var ex = KernelExecutor.Start();
+        ulong s = ex.SlotStart;
+        Assert.Equal(0UL, s % FuzzText.SlotSize);
+        Assert.Equal(s + FuzzText.SlotSize, ex.SlotEnd);
+        Assert.True(ex.MemTotalKb > 0);
+        var clean = ex.Reset();
+        Assert.Equal((0L, 0L), (clean.PteKb, clean.AnonKb));
+        Assert.Empty(clean.Layout!);
+
+        // 4 MiB straddling the first GiB boundary; one page written on each side: two PTE tables,
+        // two PMD tables (one per GiB) and the slot's PUD table, all of the slot's own.
+        ulong at = s + (1UL << 30) - M2;
+        var mapped = ex.Run(Op($"mmap {FuzzText.Hex(at)} 0x400000 PROT_READ|PROT_WRITE MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE", s));
+        Assert.Equal(OpResult.Returned(at), mapped.Result);
+        Assert.Equal([new VmaLine(at, at + (2 * M2), "rw-p")], mapped.Layout!);
+        var touched = ex.Run(Op($"write {FuzzText.Hex(at + M2 - 4096)} 0x2000", s));
+        Assert.Equal(OpResult.Returned(0), touched.Result);
+        Assert.Equal((5L * 4, 2L * 4), (touched.PteKb, touched.AnonKb));
+        var gone = ex.Run(Op($"munmap {FuzzText.Hex(at)} 0x400000", s));
+        Assert.Equal((0L, 0L), (gone.PteKb, gone.AnonKb));
+    }
+
+    [NativeFact]
+    public void TheExecutorReportsSignalsWithTheirCodeAndAddress()
+    {
+        using var ex = KernelExecutor.Start();
+        ulong s = ex.SlotStart;
+        ex.Reset();
+        ex.Run(Op("mmap S+0x0 0x1000 PROT_NONE MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED", s));
+        Assert.Equal(new OpResult(OpResultKind.Signal, s + 0x10, OpResult.SigSegv, 2), ex.Run(Op("read S+0x10 0x1", s)).Result);
+        Assert.Equal(new OpResult(OpResultKind.Signal, s + 0x1000, OpResult.SigSegv, 1), ex.Run(Op("write S+0x1000 0x1", s)).Result);
+        Assert.Equal(new OpResult(OpResultKind.Error, 22), ex.Run(Op("munmap S+0x1 0x1000", s)).Result); // EINVAL
+    }
+
+    [NativeFact]
+    public void TheExecutorRefusesRangesThatLeaveItsSlotButAnswersWrappingOnes()
+    {
+        using var ex = KernelExecutor.Start();
+        ulong s = ex.SlotStart;
+        ex.Reset();
+        var e = Assert.Throws<FuzzHarnessException>(() => ex.Run(Op("madvise S+0x1000 0x10000000000 MADV_DONTNEED", s)));
+        Assert.Contains("leaves the slot", e.Message);
+        Assert.Throws<FuzzHarnessException>(() => ex.Run(Op("munmap 0x10000 0x1000", s)));
+        Assert.Throws<FuzzHarnessException>(() => ex.Run(Op("write S+0x7ffffff000 0x2000", s)));
+        // A length that wraps past 2^64 is rejected by the kernel before it acts: EINVAL.
+        Assert.Equal(new OpResult(OpResultKind.Error, 22), ex.Run(Op("madvise S+0x1000 0xfffffffffffff000 MADV_DONTNEED", s)).Result);
+        Assert.Equal(0, ex.Reset().PteKb); // still alive and clean
+    }
+
+    [NativeFact]
+    public void ASequenceFindsNoStateLeftByTheOneBefore()
+    {
+        using var fuzzer = new KernelFuzzer(KernelInfo.Probe().MatchingDesign);
+        ulong s = fuzzer.Slot;
+        // A written VMA at the top of the slot made PROT_NONE merges with the placeholder above and
+        // hands it its anon_vma; the reset must not leave that behind for the next sequence.
+        var first = fuzzer.Replay(
+            [Op("mmap S+0x7fffc00000 0x400000 PROT_READ|PROT_WRITE MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED|MAP_NORESERVE", s),
+             Op("write S+0x7fffc00000 0x1000", s),
+             Op("mprotect S+0x7fffc00000 0x400000 PROT_NONE", s)],
+            s);
+        Assert.True(first.Difference is null, Describe(first));
+        var second = fuzzer.Replay(
+            [Op("mmap 0 0x400000 PROT_READ|PROT_WRITE MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE", s),
+             Op("mprotect S+0x7fffe00000 0xc000 PROT_WRITE", s),
+             Op("write S+0x7fffe00000 0x5c000", s),
+             Op("mmap 0 0x3dd5000 PROT_READ MAP_PRIVATE|MAP_ANONYMOUS", s),
+             Op("mprotect S+0x7ffdcba000 0x2346000 PROT_NONE", s)],
+            s);
+        Assert.True(second.Difference is null, Describe(second));
+        Assert.Equal(5, second.Steps.Count);
+    }
+
+    [PtReclaimExecutorFact]
+    public void MinimizingADesignMismatchLeavesTheThreeOperationsThatMatter()
+    {
+        // The model without page-table reclaim against a pt-reclaim kernel: a DONTNEED over a whole
+        // written 2 MiB frees its table on the kernel only.
+        using var fuzzer = new KernelFuzzer("none");
+        ulong s = fuzzer.Slot;
+        var ops = new[]
+        {
+            "mmap S+0x10000000 0x10000 PROT_READ MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED",
+            "mmap S+0x200000 0x200000 PROT_READ|PROT_WRITE MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED",
+            "read S+0x10000000 0x2000",
+            "mprotect S+0x10000000 0x1000 PROT_NONE",
+            "write S+0x201000 0x3000",
+            "madvise S+0x10000000 0x10000 MADV_NORMAL",
+            "munmap S+0x10008000 0x1000",
+            "madvise S+0x200000 0x200000 MADV_DONTNEED",
+            "read S+0x200000 0x1000",
+        }.Select(t => Op(t, s)).ToList();
+        var found = fuzzer.Replay(ops, s);
+        Assert.Equal(8, found.Steps.Count);
+        Assert.Equal(["VmPTE"], found.Difference!.Differences);
+
+        var (min, replays) = Minimizer.Minimize(fuzzer, found);
+        Assert.Equal(["VmPTE"], min.Difference!.Differences);
+        Assert.Equal(["mmap", "write", "madvise"], min.Ops.Select(o => o.Kind.Name));
+        Assert.InRange(replays, 2, Minimizer.MaxReplays + 1);
+
+        // Its case file replays on the model to the kernel's recorded answers up to the difference.
+        var c = FuzzCase.FromSequence(min, "none", fuzzer.MemTotalKb, ["minimized"]);
+        var problems = FuzzCase.Parse(c.Format(), "min.case").CheckOnModel();
+        Assert.StartsWith("operation 3 (madvise S+0x200000 0x200000 MADV_DONTNEED) differs in VmPTE", Assert.Single(problems));
+    }
+
+    /// <summary>
+    /// The default run's share of fuzzing: a few thousand generated operations from fixed seeds, the
+    /// model against the host kernel after every one. Longer runs: <c>ptlab fuzz kernel</c>.
+    /// </summary>
+    [NativeFact]
+    public void FixedSeedsAgreeWithTheHostKernelAfterEveryOperation()
+    {
+        string design = KernelInfo.Probe().MatchingDesign;
+        long ops = 0;
+        foreach (int seed in new[] { 1, 2, 3, 4, 5 })
+        {
+            var r = FuzzCampaign.Run(new FuzzCampaignOptions(seed, Sequences: 2, Ops: 500, design));
+            ops += r.Operations;
+            Assert.True(r.Findings.Count == 0, r.Findings.Count == 0 ? "" :
+                $"seed {seed}, sequence {r.Findings[0].Sequence}: {Describe(r.Findings[0].Found)}; " +
+                $"rerun: ptlab fuzz kernel --seed {seed} --first {r.Findings[0].Sequence} --sequences 1 --ops 500 --minimize");
+            Assert.Contains("mmap fixed", r.Coverage.Keys);
+            Assert.Contains("madvise MADV_DONTNEED", r.Coverage.Keys);
+        }
+
+        Assert.Equal(5000, ops);
+    }
+}
