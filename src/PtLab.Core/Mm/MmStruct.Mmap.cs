@@ -230,7 +230,10 @@ public sealed partial class MmStruct
             return new(addr, Errno.None);
         }
 
-        ulong startGap = (vmFlags & VmFlags.GrowsDown) != 0 ? StackGuardGap : 0; // stack_guard_placement
+        // stack_guard_placement asks for a gap below the new mapping only for a shadow stack (not
+        // modelled); a MAP_GROWSDOWN stack may be placed right above another mapping, and its own
+        // guard gap then only limits how far it grows.
+        ulong startGap = 0;
         ulong start = 0;
         if (addr == 0 && (len & (Geometry.PmdSize - 1)) == 0)
         {

@@ -168,6 +168,17 @@ public sealed partial class MmStruct
         return MlockFutureOk(vma.Flags & VmFlags.Locked, r.Delta) ? Errno.None : Errno.EAGAIN;
     }
 
+    /// <summary>
+    /// The checks of <c>do_vmi_munmap</c> on the tail a shrink unmaps, [addr + new_len, addr +
+    /// old_len): it must end below TASK_SIZE, so an old length that runs past it (or wraps) is EINVAL.
+    /// </summary>
+    private static bool ShrinkRangeOk(RemapRequest r)
+    {
+        ulong start = r.Addr + r.NewLen;
+        ulong len = r.OldLen - r.NewLen;
+        return start >= r.Addr && start <= Geometry.TaskSize && len <= Geometry.TaskSize - start;
+    }
+
     /// <summary><c>mremap_at</c>: no new address was given.</summary>
     private (ulong, Errno) MremapAt(Cpu cpu, RemapRequest r)
     {
@@ -178,6 +189,11 @@ public sealed partial class MmStruct
 
         if (r.NewLen < r.OldLen)
         {
+            if (!ShrinkRangeOk(r))
+            {
+                return (0, Errno.EINVAL);
+            }
+
             UnmapLocked(cpu, r.Addr + r.NewLen, r.Addr + r.OldLen); // shrink_vma
             return (r.Addr, Errno.None);
         }
@@ -227,6 +243,11 @@ public sealed partial class MmStruct
 
         if (r.NewLen < r.OldLen)
         {
+            if (!ShrinkRangeOk(r))
+            {
+                return (0, Errno.EINVAL);
+            }
+
             UnmapLocked(cpu, r.Addr + r.NewLen, r.Addr + r.OldLen);
             r.Vma = VmaLookup(r.Addr);
             if (r.Vma is null)

@@ -45,13 +45,24 @@ public sealed partial class MmStruct
         }
     }
 
-    /// <summary><see cref="WalkPageRange"/> for a caller that holds <c>mmap_lock</c> (for read or write).</summary>
-    internal void WalkPageRangeLocked(Cpu cpu, ulong start, ulong end, Action<WalkedPage> visit)
+    /// <summary>
+    /// <see cref="WalkPageRange"/> for a caller that holds <c>mmap_lock</c> (for read or write).
+    /// With <paramref name="skipHoles"/> (a walk with no <c>pte_hole</c> callback), pages no table
+    /// covers are not visited and a missing PMD table is stepped over whole, so a walk over a large
+    /// empty range costs one step per gigabyte.
+    /// </summary>
+    internal void WalkPageRangeLocked(Cpu cpu, ulong start, ulong end, Action<WalkedPage> visit, bool skipHoles = false)
     {
         for (ulong addr = start; addr < end;)
         {
             ulong next = Geometry.PmdAddrEnd(addr, end);
             long pmdTable = PmdTableOf(addr);
+            if (pmdTable < 0 && skipHoles)
+            {
+                addr = Geometry.PudAddrEnd(addr, end);
+                continue;
+            }
+
             if (pmdTable >= 0 && PmdTransHugeLock(cpu, pmdTable, Geometry.Index(addr, 2), out ulong pmd))
             {
                 // A huge leaf: each 4 KiB it maps, seen as the entry that would map it (the
@@ -76,7 +87,7 @@ public sealed partial class MmStruct
             var pt = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
             if (pt.IsNone)
             {
-                for (ulong va = addr; va < next; va += Geometry.PageSize)
+                for (ulong va = addr; va < next && !skipHoles; va += Geometry.PageSize)
                 {
                     visit(new WalkedPage(va, 0)); // pte_hole
                 }

@@ -163,5 +163,5 @@ public sealed partial class MmStruct
             {
                 onPage(p.MappedByPmd ? Phys.CompoundHead(Entry.Pfn(p.Entry)) : Entry.Pfn(p.Entry));
             }
-        });
+        }, skipHoles: true);
 }
