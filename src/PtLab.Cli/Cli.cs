@@ -65,6 +65,7 @@ internal static class Cli
 
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
+        bench.Subcommands.Add(BenchTraces.Command(stdout));
         bench.Subcommands.Add(ScanBench.Command(stdout));
         root.Subcommands.Add(Demo.Command(stdout, stderr));
         root.Subcommands.Add(run);
@@ -72,10 +73,13 @@ internal static class Cli
         root.Subcommands.Add(bench);
         root.Subcommands.Add(Check.CheckCommand(stdout));
         root.Subcommands.Add(Check.SoakCommand(stdout));
+        root.Subcommands.Add(Record.Command(stdout, stderr));
+        root.Subcommands.Add(TraceCommands.Command(stdout, stderr));
         root.Subcommands.Add(Scan.Command(stdout, stderr));
         root.Subcommands.Add(ExporterHost.Command(stdout, stderr));
-        var fuzz = new Command("fuzz", "Differential fuzzing: random operations on the model, checked against an oracle after every one.");
+        var fuzz = new Command("fuzz", "Fuzzers: random operations checked against an oracle after every one (kernel), or random inputs to the trace reader (traces).");
         fuzz.Subcommands.Add(FuzzKernel.Command(stdout, stderr));
+        fuzz.Subcommands.Add(FuzzTraces.Command(stdout));
         root.Subcommands.Add(fuzz);
         return root;
     }

@@ -97,8 +97,15 @@ public static class NativeBuild
     /// </summary>
     public static string BuildEmbedded(System.Reflection.Assembly assembly, string resourceSuffix, string name, params string[] flags)
     {
-        string? resource = assembly.GetManifestResourceNames().FirstOrDefault(r => r.EndsWith(resourceSuffix, StringComparison.Ordinal))
-            ?? throw new ArgumentException($"no embedded resource ending in '{resourceSuffix}' in {assembly.GetName().Name}", nameof(resourceSuffix));
+        // A suffix that matches two resources (two programs of the same name in different folders)
+        // is a build error waiting for a resource order to change: refuse it rather than pick one.
+        string[] matches = [.. assembly.GetManifestResourceNames().Where(r => r.EndsWith("." + resourceSuffix, StringComparison.Ordinal) || r == resourceSuffix)];
+        string resource = matches.Length switch
+        {
+            0 => throw new ArgumentException($"no embedded resource ending in '{resourceSuffix}' in {assembly.GetName().Name}", nameof(resourceSuffix)),
+            1 => matches[0],
+            _ => throw new ArgumentException($"'{resourceSuffix}' names {matches.Length} embedded resources in {assembly.GetName().Name}: {string.Join(", ", matches)}", nameof(resourceSuffix)),
+        };
         using var stream = assembly.GetManifestResourceStream(resource)!;
         using var reader = new StreamReader(stream);
         return Build(name, reader.ReadToEnd(), flags);

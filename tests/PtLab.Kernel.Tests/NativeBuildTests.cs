@@ -35,6 +35,20 @@ public sealed class NativeBuildTests
         Assert.Equal(3, p.ExitCode);
     }
 
+    [Fact]
+    public void EveryEmbeddedProgramHasItsOwnFileName()
+    {
+        // Two programs of one name in different folders made a suffix lookup pick either,
+        // depending on resource order; the lookup refuses that now, and this keeps it from arising.
+        var names = typeof(NativeBuildTests).Assembly.GetManifestResourceNames()
+            .Where(r => r.EndsWith(".c", StringComparison.Ordinal))
+            .Select(r => string.Join('.', r.Split('.')[^2..]))
+            .ToList();
+        Assert.NotEmpty(names);
+        Assert.Equal(names.Count, names.Distinct(StringComparer.Ordinal).Count());
+        Assert.Throws<ArgumentException>(() => NativeBuild.BuildEmbedded(typeof(NativeBuildTests).Assembly, "no-such-program.c", "x"));
+    }
+
     [NativeFact]
     public void ACompileErrorNamesTheProgramAndTheError()
     {

@@ -86,7 +86,7 @@ public sealed partial class MmStruct
 
             ulong len = newBrkPage - oldBrkPage;
             // check_brk_limits, then a stack's guard gap above.
-            if (!GetUnmappedArea(oldBrkPage, len, MapFlags.Fixed, VmFlags.None).Ok || !MlockFutureOk(DefFlags, len))
+            if (!GetUnmappedArea(oldBrkPage, len, MapFlags.Fixed, null, 0).Ok || !MlockFutureOk(DefFlags, len))
             {
                 return orig;
             }
@@ -145,7 +145,7 @@ public sealed partial class MmStruct
         }
         else
         {
-            _vmas.Insert(new Vma(addr, addr + len, flags, null, addr >> PhysMemory.PageShift));
+            _vmas.Insert(new Vma(addr, addr + len, flags, null, addr >> PhysMemory.PageShift) { Mm = this });
         }
 
         _committedPages += pages;

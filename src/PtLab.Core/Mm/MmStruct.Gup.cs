@@ -1,5 +1,4 @@
 using PtLab.Paging;
-using PtLab.Phys;
 
 namespace PtLab.Mm;
 
@@ -97,15 +96,15 @@ public sealed partial class MmStruct
             }
         }
 
-        var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-        if (pt.IsNone)
+        var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        if (pteTable.IsNone)
         {
             return -1;
         }
 
         try
         {
-            ulong e = Volatile.Read(ref Phys.Table(pt)[Geometry.PteIndex(va)]);
+            ulong e = Volatile.Read(ref Phys.Table(pteTable)[Geometry.PteIndex(va)]);
             if (!Entry.IsHwPresent(e) || (write && !Entry.IsWritable(e)))
             {
                 return -1;
@@ -121,7 +120,7 @@ public sealed partial class MmStruct
         }
         finally
         {
-            Design.PteUnmapUnlock(this, cpu, pt);
+            Design.PteUnmapUnlock(this, cpu, pteTable);
         }
     }
 

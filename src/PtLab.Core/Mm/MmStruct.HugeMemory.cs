@@ -29,11 +29,12 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>thp_vma_allowable_order(vma, ..., PMD_ORDER)</c> for an anonymous VMA at fault time:
     /// not disabled by prctl or MADV_NOHUGEPAGE, and THP <c>always</c>, or <c>madvise</c> with
-    /// VM_HUGEPAGE.
+    /// VM_HUGEPAGE. File and shmem mappings have their own policy, which the model leaves off
+    /// (shmem's <c>shmem_enabled</c> defaults to never; the page cache maps no PMD folios here).
     /// </summary>
     internal bool ThpVmaAllowable(Vma vma)
     {
-        if (ThpDisabled || (vma.Flags & VmFlags.NoHugePage) != 0)
+        if (!vma.IsAnonymous || ThpDisabled || (vma.Flags & VmFlags.NoHugePage) != 0)
         {
             return false;
         }
@@ -322,8 +323,8 @@ public sealed partial class MmStruct
         ref var d = ref Phys.Desc(folio);
         d.Flags |= (int)(PageFlags.Anon | PageFlags.SwapBacked);
         d.EntireMapCount = 1;
-        d.RmapOwner = this;
-        d.RmapAddress = haddr;
+        d.RmapOwner = vma.AnonVma;
+        d.RmapAddress = vma.LinearPageIndex(haddr);
         LruAddNewPage(folio, vma);
         bool writable = (vma.Flags & VmFlags.Write) != 0;
         SetPmdAt(pmdTable, pmdIndex, Entry.MakeHugePmd(folio, writable, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
@@ -436,12 +437,14 @@ public sealed partial class MmStruct
         {
             long head = Entry.Pfn(pmd);
             ulong flags = pmd & ~(Entry.PfnMask | Entry.Huge);
+            object? owner = Phys.Desc(head).RmapOwner;
+            ulong index = Phys.Desc(head).RmapAddress;
             for (int i = 0; i < PhysMemory.HugeFrames; i++)
             {
                 ref var sub = ref Phys.Desc(head + i);
                 sub.MapCount = 1;
-                sub.RmapOwner = this;
-                sub.RmapAddress = haddr + ((ulong)i << PhysMemory.PageShift);
+                sub.RmapOwner = owner;
+                sub.RmapAddress = index + (ulong)i;
                 SetPteAt(cpu, pt, i, flags | ((ulong)(head + i) << 12));
             }
 

@@ -58,37 +58,22 @@ public sealed partial class MmStruct
             return MadvisePopulate(cpu, addr, end, advice == Advice.PopulateWrite);
         }
 
+        if (remove)
+        {
+            return MadviseRemove(cpu, addr, end);
+        }
+
         MmapLock.DownRead(cpu.Id);
         try
         {
-            Errno unmapped = Errno.None;
-            ulong start = addr;
             var tlb = new MmuGather(this, cpu);
             try
             {
-                while (true)
+                return MadviseWalkVmas(addr, end, (vma, start, tmp) =>
                 {
-                    var vma = FindVma(start);
-                    if (vma is null || vma.Start >= end)
-                    {
-                        return Errno.ENOMEM;
-                    }
-
-                    if (start < vma.Start)
-                    {
-                        unmapped = Errno.ENOMEM;
-                        start = vma.Start;
-                    }
-
-                    ulong tmp = Math.Min(vma.End, end);
                     if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & VmFlags.Locked) != 0)
                     {
                         return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
-                    }
-
-                    if (remove)
-                    {
-                        return Errno.EINVAL; // madvise_remove: only shared file memory can have its backing punched out
                     }
 
                     if (zap)
@@ -102,9 +87,9 @@ public sealed partial class MmStruct
                     }
                     else if (free)
                     {
-                        if ((vma.Flags & VmFlags.Locked) != 0)
+                        if ((vma.Flags & VmFlags.Locked) != 0 || !vma.IsAnonymous)
                         {
-                            return Errno.EINVAL;
+                            return Errno.EINVAL; // madvise_free_single_vma: anonymous memory only
                         }
 
                         MadviseFreeRange(cpu, tlb, vma, start, tmp);
@@ -114,12 +99,8 @@ public sealed partial class MmStruct
                         MadvisePageoutRange(cpu, tlb, start, tmp);
                     }
 
-                    start = tmp;
-                    if (start >= end)
-                    {
-                        return unmapped;
-                    }
-                }
+                    return Errno.None;
+                });
             }
             finally
             {
@@ -134,6 +115,44 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// <c>madvise_walk_vmas</c>: visits each VMA's part of [start, end) in address order, with the
+    /// caller holding <c>mmap_lock</c>. The first error a visit returns ends the walk; a hole in the
+    /// range gives ENOMEM, but only after the VMAs beyond it were visited. A visit may split and
+    /// merge VMAs: the next one is looked up again from where the last part ended.
+    /// </summary>
+    private Errno MadviseWalkVmas(ulong start, ulong end, Func<Vma, ulong, ulong, Errno> visit)
+    {
+        Errno unmapped = Errno.None;
+        while (true)
+        {
+            var vma = FindVma(start);
+            if (vma is null || vma.Start >= end)
+            {
+                return Errno.ENOMEM;
+            }
+
+            if (start < vma.Start)
+            {
+                unmapped = Errno.ENOMEM;
+                start = vma.Start;
+            }
+
+            ulong tmp = Math.Min(vma.End, end);
+            var error = visit(vma, start, tmp);
+            if (error != Errno.None)
+            {
+                return error;
+            }
+
+            start = tmp;
+            if (start >= end)
+            {
+                return unmapped;
+            }
+        }
+    }
+
+    /// <summary>
     /// <c>madvise_walk_vmas</c> for the advices that only change VMA flags, under <c>mmap_lock</c>
     /// for write: each VMA in [start, end) gets its new flags through <c>madvise_update_vma</c>,
     /// which splits it at the range's edges and merges the result with its neighbours, as
@@ -144,34 +163,16 @@ public sealed partial class MmStruct
         MmapLock.DownWrite(cpu.Id);
         try
         {
-            Errno unmapped = Errno.None;
-            while (true)
+            return MadviseWalkVmas(start, end, (vma, from, to) =>
             {
-                var vma = FindVma(start);
-                if (vma is null || vma.Start >= end)
-                {
-                    return Errno.ENOMEM;
-                }
-
-                if (start < vma.Start)
-                {
-                    unmapped = Errno.ENOMEM;
-                    start = vma.Start;
-                }
-
-                ulong tmp = Math.Min(vma.End, end);
                 var newFlags = MadviseVmaFlags(vma.Flags, advice);
                 if (newFlags != vma.Flags)
                 {
-                    vma = VmaModifyFlags(cpu, vma, start, tmp, newFlags); // madvise_update_vma
+                    VmaModifyFlags(cpu, vma, from, to, newFlags); // madvise_update_vma
                 }
 
-                start = Math.Max(tmp, vma.End);
-                if (start >= end)
-                {
-                    return unmapped;
-                }
-            }
+                return Errno.None;
+            });
         }
         finally
         {
@@ -200,10 +201,14 @@ public sealed partial class MmStruct
     /// at a time: every exclusive anonymous page mapped in [start, end) loses its young bit and is
     /// isolated from its LRU list; once the table is unlocked, reclaim runs on them without the
     /// referenced check. A clean lazy-free page is discarded; a written one becomes swap-backed again;
-    /// a swap-backed page goes to swap if there is one and stays otherwise. The tables stay.
+    /// a swap-backed page goes to swap if there is one and stays otherwise; a page-cache page is
+    /// unmapped and, clean and unheld, evicted; a shmem page is unmapped and stays in its file
+    /// (the model has no shmem swap-out: as the kernel without swap, where <c>shmem_writeout</c>
+    /// keeps it). The tables stay.
     /// </summary>
     private void MadvisePageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
     {
+        MmapLock.AssertHeld(cpu.Id);
         var isolated = new List<long>();
         for (ulong addr = start; addr < end;)
         {
@@ -215,10 +220,10 @@ public sealed partial class MmStruct
                 continue;
             }
 
-            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
-            if (!pt.IsNone)
+            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (!pteTable.IsNone)
             {
-                var entries = Phys.Table(pt);
+                var entries = Phys.Table(pteTable);
                 for (ulong va = addr; va < next; va += Geometry.PageSize)
                 {
                     int i = Geometry.PteIndex(va);
@@ -229,22 +234,32 @@ public sealed partial class MmStruct
                     }
 
                     long pfn = Entry.Pfn(e);
-                    if (Volatile.Read(ref Phys.Desc(pfn).MapCount) != 1 || !Phys.Lru.Isolate(pfn))
+                    ref var pd = ref Phys.Desc(pfn);
+                    if (Volatile.Read(ref pd.MapCount) != 1)
                     {
-                        continue; // shared, or not on an LRU list
+                        continue; // mapped more than once
+                    }
+
+                    if (Volatile.Read(ref pd.RmapOwner) is SimFile { IsShmem: true })
+                    {
+                        Phys.GetPage(pfn); // shmem pages sit on no LRU list of the model: a reference stands for the isolation
+                    }
+                    else if (!Phys.Lru.Isolate(pfn))
+                    {
+                        continue; // not on an LRU list
                     }
 
                     if (Entry.IsYoung(e))
                     {
-                        ulong old = PtepGetAndClear(cpu, pt, i);
-                        SetPteAt(cpu, pt, i, Entry.MkOld(old));
+                        ulong old = PtepGetAndClear(cpu, pteTable, i);
+                        SetPteAt(cpu, pteTable, i, Entry.MkOld(old));
                         tlb.RemoveTlbEntry(va);
                     }
 
                     isolated.Add(pfn);
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pt);
+                Design.PteUnmapUnlock(this, cpu, pteTable);
                 if (isolated.Count > 0)
                 {
                     tlb.Flush(); // reclaim must not race a stale young, writable TLB entry
@@ -294,6 +309,7 @@ public sealed partial class MmStruct
     /// </summary>
     private void MadviseFreeRange(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end)
     {
+        MmapLock.AssertHeld(cpu.Id);
         for (ulong addr = start; addr < end;)
         {
             ulong next = Geometry.PmdAddrEnd(addr, end);
@@ -312,10 +328,10 @@ public sealed partial class MmStruct
                 continue;
             }
 
-            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (!pt.IsNone)
+            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (!pteTable.IsNone)
             {
-                var entries = Phys.Table(pt);
+                var entries = Phys.Table(pteTable);
                 long swapFreed = 0;
                 bool markedLazyFree = false;
                 for (ulong va = addr; va < next; va += Geometry.PageSize)
@@ -329,7 +345,7 @@ public sealed partial class MmStruct
 
                     if (!Entry.IsPresent(e))
                     {
-                        PteClear(cpu, pt, i);
+                        PteClear(cpu, pteTable, i);
                         FreeSwapEntry(e);
                         swapFreed++;
                         continue;
@@ -350,8 +366,8 @@ public sealed partial class MmStruct
                     Interlocked.And(ref d.Flags, ~(int)PageFlags.Dirty);
                     if (Entry.IsYoung(e) || Entry.IsDirty(e))
                     {
-                        ulong old = PtepGetAndClear(cpu, pt, i);
-                        SetPteAt(cpu, pt, i, Entry.MkOld(Entry.MkClean(old)));
+                        ulong old = PtepGetAndClear(cpu, pteTable, i);
+                        SetPteAt(cpu, pteTable, i, Entry.MkOld(Entry.MkClean(old)));
                         tlb.RemoveTlbEntry(va);
                     }
 
@@ -364,7 +380,7 @@ public sealed partial class MmStruct
                     markedLazyFree = true;
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pt);
+                Design.PteUnmapUnlock(this, cpu, pteTable);
                 AddSwapEnts(cpu, -swapFreed);
                 Design.AfterMadvFreePteTable(this, cpu, pmdTable, pmdIndex, markedLazyFree);
             }

@@ -111,6 +111,7 @@ public sealed partial class MmStruct
     /// <summary><c>mprotect_fixup</c>: charge or uncharge, split, set the flags, change the entries, merge.</summary>
     private Errno MprotectFixup(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags access)
     {
+        MmapLock.AssertWriteHeld(cpu.Id);
         const VmFlags accessMask = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
         var newFlags = (vma.Flags & ~accessMask) | access;
         if (newFlags == vma.Flags)
@@ -122,9 +123,10 @@ public sealed partial class MmStruct
         long pages = (long)((end - start) >> PtLab.Phys.PhysMemory.PageShift);
         if ((newFlags & VmFlags.Write) != 0)
         {
-            if ((oldFlags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve)) == 0)
+            if ((oldFlags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve | VmFlags.Shared)) == 0)
             {
-                // A private mapping made writable is charged from now on; the charge can be refused.
+                // A private mapping made writable is charged from now on (a shared one never); the
+                // charge can be refused.
                 if (!VmEnoughMemory(pages))
                 {
                     return Errno.ENOMEM;
@@ -134,10 +136,11 @@ public sealed partial class MmStruct
                 _committedPages += pages;
             }
         }
-        else if ((oldFlags & VmFlags.Account) != 0 && vma.AnonVma is null)
+        else if ((oldFlags & VmFlags.Account) != 0 && vma.File is null && vma.AnonVma is null)
         {
-            // Made unwritable before any page was written (no anon_vma yet): nothing can need the
-            // charge any more, so it is dropped, and the VMA can merge with unaccounted neighbours.
+            // An anonymous mapping made unwritable before any page was written (no anon_vma yet):
+            // nothing can need the charge any more, so it is dropped, and the VMA can merge with
+            // unaccounted neighbours. A private file mapping keeps it (vma_is_anonymous is false).
             newFlags &= ~VmFlags.Account;
         }
 
@@ -165,7 +168,8 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>change_pte_range</c>: rewrites present entries for the new protection through
     /// <c>ptep_modify_prot_start/commit</c> (a clear then a set). Write access is granted at once only
-    /// to exclusive, dirty anonymous pages (<c>can_change_pte_writable</c>); others fault to get it.
+    /// where <see cref="CanChangePteWritable"/> allows it (exclusive, dirty anonymous pages; shared
+    /// pages that need no write notification); others fault to get it.
     /// </summary>
     private void ChangeProtection(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags flags)
     {
@@ -195,10 +199,10 @@ public sealed partial class MmStruct
                 SplitHugePmd(cpu, vma, pmdTable, pmdIndex, addr & Geometry.PmdMask);
             }
 
-            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (!pt.IsNone)
+            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (!pteTable.IsNone)
             {
-                var entries = Phys.Table(pt);
+                var entries = Phys.Table(pteTable);
                 for (ulong va = addr; va < next; va += Geometry.PageSize)
                 {
                     int i = Geometry.PteIndex(va);
@@ -208,7 +212,7 @@ public sealed partial class MmStruct
                         continue;
                     }
 
-                    ulong old = PtepGetAndClear(cpu, pt, i);
+                    ulong old = PtepGetAndClear(cpu, pteTable, i);
                     ulong n = old & ~(Entry.Writable | Entry.NoExecute | Entry.Present | Entry.ProtNone);
                     if (none)
                     {
@@ -217,8 +221,7 @@ public sealed partial class MmStruct
                     else
                     {
                         n |= Entry.Present;
-                        if (writable && !Entry.IsSpecial(old) && Entry.IsDirty(old) &&
-                            Volatile.Read(ref Phys.Desc(Entry.Pfn(old)).MapCount) == 1)
+                        if (writable && CanChangePteWritable(vma, old))
                         {
                             n |= Entry.Writable;
                         }
@@ -229,11 +232,11 @@ public sealed partial class MmStruct
                         n |= Entry.NoExecute;
                     }
 
-                    SetPteAt(cpu, pt, i, n);
+                    SetPteAt(cpu, pteTable, i, n);
                     tlb.RemoveTlbEntry(va);
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pt);
+                Design.PteUnmapUnlock(this, cpu, pteTable);
             }
 
             addr = next;

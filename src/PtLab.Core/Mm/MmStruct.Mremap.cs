@@ -202,7 +202,7 @@ public sealed partial class MmStruct
         var vma = r.Vma!;
         ulong end = vma.End + r.Delta;
         if (vma.End - r.Addr == r.OldLen && end > vma.End && !AnyVmaIn(vma.End, end) &&
-            GetUnmappedArea(vma.Start, end - vma.Start, MapFlags.Fixed, VmFlags.None).Ok)
+            GetUnmappedArea(vma.Start, end - vma.Start, MapFlags.Fixed, null, 0).Ok)
         {
             if (!ChargeRemap(vma, r.Delta))
             {
@@ -317,8 +317,17 @@ public sealed partial class MmStruct
     /// </summary>
     private Errno SetNewAddr(RemapRequest r)
     {
+        // The search is the file's (a shared mapping's MAP_SHARED included), at the page offset of
+        // the part that moves.
+        var vma = r.Vma!;
         var flags = (r.Flags & MremapFlags.Fixed) != 0 ? MapFlags.Fixed : MapFlags.None;
-        var placed = GetUnmappedArea(r.ImpliesNewAddr ? r.NewAddr : 0, r.NewLen, flags, VmFlags.None);
+        if ((vma.Flags & VmFlags.MayShare) != 0)
+        {
+            flags |= MapFlags.Shared;
+        }
+
+        ulong offset = (vma.PgOff + ((r.Addr - vma.Start) >> PhysMemory.PageShift)) << PhysMemory.PageShift;
+        var placed = GetUnmappedArea(r.ImpliesNewAddr ? r.NewAddr : 0, r.NewLen, flags, vma.File, offset);
         if (!placed.Ok)
         {
             return placed.Error;
@@ -390,6 +399,7 @@ public sealed partial class MmStruct
             old.Flags &= ~LockedMask;
             if (old != newVma && old.Start == r.Addr && old.End == r.Addr + r.OldLen)
             {
+                old.UnlinkAnonVmas();
                 old.AnonVmaSlot = null;
             }
         }
@@ -402,18 +412,20 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// <c>copy_vma</c>: a VMA with the source's flags and anon_vma at the destination, merged with
-    /// compatible neighbours there. A source never faulted in takes the destination's page
-    /// offset, so that it can merge; one with pages keeps its own.
+    /// <c>copy_vma</c>: a VMA with the source's flags, file and anon_vma at the destination, linked
+    /// wherever the source is linked (<c>anon_vma_clone</c>, <c>vma_link_file</c>) and merged with
+    /// compatible neighbours there. An anonymous source never faulted in takes the destination's
+    /// page offset, so that it can merge; one with pages, or a file mapping, keeps its own.
     /// </summary>
     private Vma CopyVma(Vma vma, ulong addr, ulong len, ulong pgoff)
     {
-        if (vma.AnonVma is null)
+        if (vma.IsAnonymous && vma.AnonVma is null)
         {
             pgoff = addr >> PhysMemory.PageShift;
         }
 
-        var copy = new Vma(addr, addr + len, vma.Flags, vma.AnonVma, pgoff);
+        var copy = new Vma(addr, addr + len, vma.Flags, vma.AnonVma, pgoff) { Mm = this, File = vma.File };
+        copy.CloneRmapLinksFrom(vma);
         _vmas.Insert(copy);
         return MergeAround(copy);
     }
@@ -614,14 +626,10 @@ public sealed partial class MmStruct
         for (int i = 0; i < PhysMemory.EntriesPerTable; i++)
         {
             ulong pmd = Volatile.Read(ref pmds[i]);
-            ulong from = oldAddr + ((ulong)i << Geometry.PmdShift), to = newAddr + ((ulong)i << Geometry.PmdShift);
-            if (Entry.IsHuge(pmd))
+            ulong to = newAddr + ((ulong)i << Geometry.PmdShift);
+            if (!Entry.IsNone(pmd) && !Entry.IsHuge(pmd))
             {
-                RmapMoved(Entry.Pfn(pmd), to, huge: true);
-            }
-            else if (!Entry.IsNone(pmd))
-            {
-                RetargetPteTable(Entry.Pfn(pmd), from, to);
+                RetargetPteTable(Entry.Pfn(pmd), to);
             }
         }
 
@@ -663,7 +671,7 @@ public sealed partial class MmStruct
         PmdUnlock(cpu, oldPmd);
         if (moved)
         {
-            RetargetPteTable(Entry.Pfn(pmd), oldAddr, newAddr);
+            RetargetPteTable(Entry.Pfn(pmd), newAddr);
             Interlocked.Increment(ref _movedPmds);
         }
 
@@ -704,11 +712,6 @@ public sealed partial class MmStruct
         }
 
         PmdUnlock(cpu, oldPmd);
-        if (Entry.Pfn(pmd) != Phys.HugeZeroPfn)
-        {
-            RmapMoved(Entry.Pfn(pmd), newAddr, huge: true);
-        }
-
         Interlocked.Increment(ref _movedHugePmds);
         return true;
     }
@@ -752,10 +755,6 @@ public sealed partial class MmStruct
             if (Entry.IsPresent(e))
             {
                 flush = true;
-                if (!Entry.IsSpecial(e))
-                {
-                    RmapMoved(Entry.Pfn(e), newAddr + off, huge: false);
-                }
             }
 
             SetPteAt(cpu, newPt, Geometry.PteIndex(newAddr + off), e);
@@ -778,43 +777,13 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// A PTE table moved whole: it now maps the 2 MiB at <paramref name="to"/> (its <c>pt_index</c>),
-    /// and so do the pages in it.
+    /// A PTE table moved whole: it now maps the 2 MiB at <paramref name="to"/> (its <c>pt_index</c>).
+    /// The pages in it keep their index: the moved VMA keeps its page offset, so the reverse map
+    /// finds them at the new address.
     /// </summary>
-    private void RetargetPteTable(long ptePfn, ulong from, ulong to)
-    {
-        Phys.Desc(ptePfn).RmapAddress = to & Geometry.PmdMask;
-        var entries = Phys.Table(ptePfn);
-        for (int i = 0; i < PhysMemory.EntriesPerTable; i++)
-        {
-            ulong e = Volatile.Read(ref entries[i]);
-            if (Entry.IsPresent(e) && !Entry.IsSpecial(e))
-            {
-                RmapMoved(Entry.Pfn(e), (to & Geometry.PmdMask) + ((ulong)i << PhysMemory.PageShift), huge: false);
-            }
-        }
-
-        _ = from;
-    }
-
-    /// <summary>
-    /// The page (or huge page) now lives at <paramref name="addr"/>: the model's reverse map keeps
-    /// each page's address, where the kernel keeps a page offset that mremap leaves unchanged.
-    /// </summary>
-    private void RmapMoved(long pfn, ulong addr, bool huge)
-    {
-        ref var d = ref Phys.Desc(pfn);
-        if (ReferenceEquals(d.RmapOwner, this) && (huge || !d.Has(PageFlags.Reserved)))
-        {
-            d.RmapAddress = addr;
-        }
-    }
+    private void RetargetPteTable(long ptePfn, ulong to) => Phys.Desc(ptePfn).RmapAddress = to & Geometry.PmdMask;
 
     /// <summary><c>spin_lock_nested</c> of a second pmd lock (the destination's), safe under <c>mmap_lock</c> held for write.</summary>
     private void PmdLockNested(Cpu cpu, long pmdTable) =>
         Sync.RawSpinLock.Lock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, Sync.LockClass.PmdLock, pmdTable, subclass: 1);
-
-    /// <summary><c>spin_lock_nested</c> of a second PTE lock (the destination table's).</summary>
-    private void PtlLockNested(Cpu cpu, long ptePfn) =>
-        Sync.RawSpinLock.Lock(ref Phys.Desc(ptePfn).PtLock, Machine.Sync, cpu.Id, Sync.LockClass.PteLock, ptePfn, subclass: 1);
 }

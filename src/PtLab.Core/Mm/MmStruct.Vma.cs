@@ -54,7 +54,7 @@ public sealed partial class MmStruct
         }
 
         SplitHugePmdIfStraddling(cpu, v, addr);
-        var upper = new Vma(addr, v.End, v.Flags, v.AnonVma, v.PgOff + ((addr - v.Start) >> PhysMemory.PageShift));
+        var upper = v.SplitUpper(addr);
         _vmas.SetEnd(v, addr);
         _vmas.Insert(upper);
     }
@@ -65,8 +65,7 @@ public sealed partial class MmStruct
     private static bool AnonCompatible(AnonVma? a, AnonVma? b) => a is null || b is null || ReferenceEquals(a, b);
 
     private static bool CanMerge(Vma a, Vma b) =>
-        a.End == b.Start && a.Flags == b.Flags && AnonCompatible(a.AnonVma, b.AnonVma) &&
-        a.PgOff + (a.Length >> PhysMemory.PageShift) == b.PgOff;
+        a.End == b.Start && a.Flags == b.Flags && AnonCompatible(a.AnonVma, b.AnonVma) && PgOffContinues(a, b);
 
     /// <summary>
     /// Merges <paramref name="cur"/> with its neighbours where Linux would (<c>vma_merge</c>):
@@ -88,6 +87,7 @@ public sealed partial class MmStruct
         {
             ulong end = next!.End;
             cur.AnonVmaSlot ??= next.AnonVma;
+            cur.AbsorbRmapLinks(next);
             _vmas.Remove(next);
             _vmas.SetEnd(cur, end);
         }
@@ -96,6 +96,7 @@ public sealed partial class MmStruct
         {
             ulong end = cur.End;
             prev!.AnonVmaSlot ??= cur.AnonVma;
+            prev.AbsorbRmapLinks(cur);
             _vmas.Remove(cur);
             _vmas.SetEnd(prev, end);
             return prev;
@@ -128,12 +129,12 @@ public sealed partial class MmStruct
         const VmFlags access = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
         static bool Compatible(Vma a, Vma b) =>
             a.End == b.Start && ((a.Flags ^ b.Flags) & ~access) == 0 && a.PgOff + (a.Length >> PhysMemory.PageShift) == b.PgOff;
-        if (vma.NextVma is { } next && Compatible(vma, next) && next.AnonVma is { } anon)
+        if (vma.NextVma is { } next && Compatible(vma, next) && next.AnonVma is { } anon && AnonVmaReusable(vma, next, next))
         {
             return anon;
         }
 
-        if (vma.PrevVma is { } prev && Compatible(prev, vma))
+        if (vma.PrevVma is { } prev && Compatible(prev, vma) && AnonVmaReusable(prev, vma, prev))
         {
             return prev.AnonVma;
         }

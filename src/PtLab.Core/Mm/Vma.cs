@@ -1,17 +1,18 @@
 namespace PtLab.Mm;
 
 /// <summary>
-/// The anon_vma of private anonymous memory. PtLab keeps only its identity: Linux refuses to merge
-/// two VMAs that already carry different anon_vmas.
+/// The anon_vma of private anonymous memory: the reverse map from an anonymous page to every VMA
+/// that may map it (see AnonVma.Rmap.cs). Linux refuses to merge two VMAs that already carry
+/// different anon_vmas.
 /// </summary>
-public sealed class AnonVma
+public sealed partial class AnonVma
 {
 }
 
 /// <summary>A virtual memory area (<c>vm_area_struct</c>): [Start, End) with one set of flags.</summary>
-public sealed class Vma
+public sealed partial class Vma
 {
-    internal Vma(ulong start, ulong end, VmFlags flags, AnonVma? anonVma, ulong pgoff)
+    internal Vma(ulong start, ulong end, VmFlags flags, AnonVma? anonVma, ulong pgoff = 0)
     {
         Start = start;
         End = end;
@@ -25,13 +26,6 @@ public sealed class Vma
 
     /// <summary><c>vm_end</c> (exclusive). Changed only through <see cref="VmaTree"/>.</summary>
     public ulong End { get; internal set; }
-
-    /// <summary>
-    /// <c>vm_pgoff</c>: for anonymous memory, the page number of the address it was first mapped
-    /// at. Splits keep it continuous, mremap keeps it across a move once pages exist, and VMAs
-    /// merge only when it runs on without a jump.
-    /// </summary>
-    public ulong PgOff { get; internal set; }
 
     /// <summary><c>vm_flags</c>.</summary>
     public VmFlags Flags { get; internal set; }

@@ -28,6 +28,12 @@ public enum PageFlags
     Head = 1 << 9,
     /// <summary>Any other frame of a transparent huge page; its folio starts at the frame number rounded down to 512.</summary>
     Tail = 1 << 10,
+    /// <summary>
+    /// <c>PG_reclaim</c>, the bit <c>PG_readahead</c> shares: set on a dirty page-cache page that
+    /// reclaim outside kswapd (MADV_PAGEOUT) left for writeback. Fault-around takes it for a
+    /// read-ahead mark and skips the page; a fault on the page itself clears it.
+    /// </summary>
+    Reclaim = 1 << 11,
 }
 
 /// <summary>The LRU lists PtLab keeps (<c>enum lru_list</c>, without the active/inactive split).</summary>

@@ -83,9 +83,9 @@ internal sealed class LayoutChild : IDisposable
     /// <summary>The program, built once per source.</summary>
     public static string Executable() => NativeBuild.BuildEmbedded(typeof(LayoutChild).Assembly, "layouts.c", "ptlab-layouts");
 
-    /// <summary>Starts Programs/churn.c (an allocator under churn) with <paramref name="environment"/> (LD_PRELOAD).</summary>
+    /// <summary>Starts Programs/allocchurn.c (an allocator under churn) with <paramref name="environment"/> (LD_PRELOAD).</summary>
     public static LayoutChild Churn(IDictionary<string, string> environment) =>
-        Launch(NativeBuild.BuildEmbedded(typeof(LayoutChild).Assembly, "churn.c", "ptlab-churn", "-pthread"), "churn", environment);
+        Launch(NativeBuild.BuildEmbedded(typeof(LayoutChild).Assembly, "allocchurn.c", "ptlab-allocchurn", "-pthread"), "churn", environment);
 
     /// <summary>Starts the layout and waits for its "ready" line.</summary>
     public static LayoutChild Run(string layout, IDictionary<string, string>? environment = null) => Launch(Executable(), layout, environment);

@@ -1,0 +1,483 @@
+using System.ComponentModel;
+using System.Diagnostics;
+using System.Globalization;
+using PtLab.Traces;
+
+namespace PtLab.Kernel.Record;
+
+/// <summary>What <c>ptlab record</c> records.</summary>
+public sealed record RecordOptions
+{
+    /// <summary>The trace file to write.</summary>
+    public required string Output { get; init; }
+
+    /// <summary>The command to run (empty when attaching).</summary>
+    public IReadOnlyList<string> Command { get; init; } = [];
+
+    /// <summary>The process to attach to instead of running a command.</summary>
+    public int? AttachPid { get; init; }
+
+    /// <summary>How long to stay attached; null: until the process exits (or Ctrl-C).</summary>
+    public TimeSpan? Duration { get; init; }
+
+    /// <summary>The interval of the periodic /proc/PID/status samples.</summary>
+    public TimeSpan Interval { get; init; } = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>Keep perf.data and the tracer's samples next to the trace (OUTPUT.perf.data, OUTPUT.samples).</summary>
+    public bool KeepPerfData { get; init; }
+
+    /// <summary>Send the command's standard output to this file instead of ptlab's.</summary>
+    public string? CommandStdout { get; init; }
+
+    /// <summary>perf's per-CPU buffer (<c>-m</c>).</summary>
+    public string PerfBuffer { get; init; } = "8M";
+}
+
+/// <summary>What a recording produced.</summary>
+public sealed record RecordResult(string TracePath, int ExitCode, TraceMetadata Metadata, PerfImportStats Import, long Rows, long DroppedSamples);
+
+/// <summary>A recording cannot be made here (no perf, no permission, no tracefs, no compiler): the message says what to install or change.</summary>
+public sealed class RecordException(string message) : Exception(message);
+
+/// <summary>
+/// <c>ptlab record</c>: runs <c>perf record</c> with the address-space tracepoints over the ptrace
+/// tracer (Record/tracer.c), which runs the command (or attaches to a process) and samples
+/// /proc/PID/status of every process of the tree; then converts perf's data with
+/// <c>perf script</c> and merges both into one trace file.
+/// </summary>
+public static class Recorder
+{
+    /// <summary>Tracepoints a recording cannot do without.</summary>
+    internal static readonly string[] RequiredEvents =
+    [
+        "exceptions:page_fault_user", "syscalls:sys_enter_mmap", "syscalls:sys_exit_mmap",
+        "syscalls:sys_enter_munmap", "syscalls:sys_exit_munmap", "syscalls:sys_enter_madvise", "syscalls:sys_exit_madvise",
+    ];
+
+    /// <summary>Every tracepoint recorded, when the kernel has it.</summary>
+    internal static IReadOnlyList<string> Events { get; } = BuildEvents();
+
+    private static List<string> BuildEvents()
+    {
+        var events = new List<string> { "exceptions:page_fault_user", "exceptions:page_fault_kernel" };
+        foreach (string call in new[] { "mmap", "munmap", "mremap", "madvise", "process_madvise", "mprotect", "brk", "mlock", "mlock2", "munlock", "mlockall", "munlockall" })
+        {
+            events.Add("syscalls:sys_enter_" + call);
+            events.Add("syscalls:sys_exit_" + call);
+        }
+
+        events.AddRange(["syscalls:sys_enter_exit", "syscalls:sys_enter_exit_group", "task:task_newtask", "sched:sched_process_exec", "sched:sched_process_exit"]);
+        return events;
+    }
+
+    /// <summary>Where the kernel's tracepoints are listed, or null when tracefs is not mounted (perf mounts it when it can).</summary>
+    internal static string? TracefsEvents() =>
+        new[] { "/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events" }.FirstOrDefault(Directory.Exists);
+
+    /// <summary>Checks that a recording can run here; returns perf's version.</summary>
+    /// <exception cref="RecordException">It cannot; the message says what to install or change.</exception>
+    public static string CheckPrerequisites(bool attach, string perf = "perf")
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            throw new RecordException("ptlab record needs Linux (perf and ptrace)");
+        }
+
+        string version;
+        try
+        {
+            var (code, stdout, _) = Run(perf, ["--version"], TimeSpan.FromSeconds(30));
+            if (code != 0)
+            {
+                throw new RecordException("'perf --version' failed: install perf for this kernel (Debian: apt-get install linux-perf; Ubuntu: linux-tools-$(uname -r))");
+            }
+
+            version = stdout.Trim();
+        }
+        catch (Win32Exception)
+        {
+            throw new RecordException("perf is not installed: install it (Debian: apt-get install linux-perf; Ubuntu: apt-get install linux-tools-$(uname -r); Fedora: dnf install perf)");
+        }
+
+        bool root = LibC.Geteuid() == 0;
+        if (!root)
+        {
+            string paranoid = ReadOr("/proc/sys/kernel/perf_event_paranoid", "2").Trim();
+            if (!int.TryParse(paranoid, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int level) || level > -1)
+            {
+                throw new RecordException(
+                    $"no permission to record tracepoints: kernel.perf_event_paranoid is {paranoid}; run as root, or set it to -1 (sysctl -w kernel.perf_event_paranoid=-1) and make tracefs readable");
+            }
+
+            if (TracefsEvents() is null)
+            {
+                throw new RecordException("tracefs is not mounted and only root can mount it: mount -t tracefs nodev /sys/kernel/tracing (as root), or run ptlab record as root");
+            }
+
+            if (attach && ReadOr("/proc/sys/kernel/yama/ptrace_scope", "0").Trim() is not "0")
+            {
+                throw new RecordException("no permission to attach: kernel.yama.ptrace_scope forbids ptrace of a process that is not your child; run as root or set it to 0");
+            }
+        }
+
+        if (TracefsEvents() is { } events)
+        {
+            foreach (string required in RequiredEvents)
+            {
+                if (!Directory.Exists(Path.Combine(events, required.Replace(':', '/'))))
+                {
+                    throw new RecordException($"this kernel has no tracepoint {required} (in {events}): it needs CONFIG_FTRACE_SYSCALLS and x86's exceptions tracepoints");
+                }
+            }
+        }
+
+        if (!NativeBuild.IsAvailable(out string reason))
+        {
+            throw new RecordException($"ptlab record builds its ptrace tracer from source: {reason}");
+        }
+
+        return version;
+    }
+
+    /// <summary>Records, and returns the command's exit code (128 + signal when a signal killed it).</summary>
+    /// <exception cref="RecordException">The recording could not be made here.</exception>
+    public static RecordResult Run(RecordOptions options, TextWriter log, CancellationToken cancel)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        bool attach = options.AttachPid is not null;
+        if (!attach && options.Command.Count == 0)
+        {
+            throw new ArgumentException("no command to record", nameof(options));
+        }
+
+        string perfVersion = CheckPrerequisites(attach);
+        string tracer;
+        try
+        {
+            tracer = NativeBuild.BuildEmbedded(typeof(Recorder).Assembly, "Record.tracer.c", "ptlab-tracer");
+        }
+        catch (NativeBuildException e)
+        {
+            throw new RecordException(e.Message);
+        }
+
+        string output = Path.GetFullPath(options.Output);
+        string work = options.KeepPerfData ? Path.GetDirectoryName(output)! : Directory.CreateTempSubdirectory("ptlab-record-").FullName;
+        string data = options.KeepPerfData ? output + ".perf.data" : Path.Combine(work, "perf.data");
+        string samples = options.KeepPerfData ? output + ".samples" : Path.Combine(work, "samples");
+        string perfLog = options.KeepPerfData ? output + ".perf.log" : Path.Combine(work, "perf.log");
+        try
+        {
+            bool interrupted = RunPerf(options, tracer, data, samples, perfLog, cancel);
+            var tracerOut = File.Exists(samples) ? TracerOutput.Read(samples) : null;
+            if (tracerOut is null || tracerOut.TracerPid == 0)
+            {
+                throw new RecordException(interrupted ? "interrupted before the command started: no trace written" : PerfFailure(perfLog));
+            }
+
+            if (tracerOut.StartError is { } startError)
+            {
+                throw new RecordException(startError);
+            }
+
+            if (tracerOut.RootPid == 0)
+            {
+                throw new RecordException($"the tracer did not start: {string.Join("; ", tracerOut.Errors)}");
+            }
+
+            return Convert(options, output, data, tracerOut, perfVersion, interrupted || tracerOut.Interrupted, log);
+        }
+        finally
+        {
+            if (!options.KeepPerfData)
+            {
+                Directory.Delete(work, recursive: true);
+            }
+        }
+    }
+
+    private static bool RunPerf(RecordOptions options, string tracer, string data, string samples, string perfLog, CancellationToken cancel)
+    {
+        var args = new List<string> { "-c", "exec 3>&2 2>\"$0\"; exec \"$@\"", perfLog, "perf", "record", "-q", "-d", "-k", "CLOCK_MONOTONIC", "-m", options.PerfBuffer, "-o", data };
+        string? events = TracefsEvents();
+        foreach (string e in Events)
+        {
+            if (events is not null && !Directory.Exists(Path.Combine(events, e.Replace(':', '/'))))
+            {
+                continue; // an optional tracepoint this kernel lacks (process_madvise before 5.10)
+            }
+
+            args.Add("-e");
+            args.Add(e);
+            if (e == "exceptions:page_fault_kernel")
+            {
+                args.Add("--filter");
+                args.Add($"address < 0x{PerfScriptImporter.UserAddressLimit:x}");
+            }
+        }
+
+        string interval = ((int)Math.Max(1, options.Interval.TotalMilliseconds)).ToString(CultureInfo.InvariantCulture);
+        if (options.AttachPid is int pid)
+        {
+            string duration = ((long)(options.Duration?.TotalMilliseconds ?? 0)).ToString(CultureInfo.InvariantCulture);
+            args.AddRange(["-p", pid.ToString(CultureInfo.InvariantCulture), "--", tracer, samples, interval, "attach", pid.ToString(CultureInfo.InvariantCulture), duration]);
+        }
+        else
+        {
+            args.AddRange(["--", tracer, "-e", "3"]);
+            if (options.CommandStdout is { } stdout)
+            {
+                args.AddRange(["-o", Path.GetFullPath(stdout)]);
+            }
+
+            args.AddRange([samples, interval, "exec", .. options.Command]);
+        }
+
+        var psi = new ProcessStartInfo("sh") { UseShellExecute = false };
+        foreach (string a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var perf = Process.Start(psi) ?? throw new RecordException("could not start sh to run perf");
+        bool interrupted = false;
+        using (cancel.Register(() =>
+        {
+            interrupted = true;
+            // Interrupt the tracer, which passes SIGINT on to the command if the terminal has not: the
+            // command ends as it would on Ctrl-C, and perf records up to the end. perf may still be
+            // starting (seconds on a loaded machine): wait for the tracer's header a while.
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    await InterruptWhenStarted();
+                }
+                catch (InvalidOperationException)
+                {
+                    // perf ended (and was disposed) meanwhile: nothing left to interrupt.
+                }
+            });
+        }))
+        {
+            perf.WaitForExit();
+        }
+
+        async Task InterruptWhenStarted()
+        {
+            for (int i = 0; i < 200 && !perf.HasExited; i++)
+            {
+                var (tracerPid, _) = TracerOutput.ReadHeader(samples);
+                if (tracerPid > 0)
+                {
+                    LibC.Kill(tracerPid, LibC.SIGINT);
+                    return;
+                }
+
+                await Task.Delay(50);
+            }
+
+            if (!perf.HasExited)
+            {
+                LibC.Kill(perf.Id, LibC.SIGINT);
+            }
+        }
+
+        return interrupted;
+    }
+
+    private static RecordResult Convert(RecordOptions options, string output, string data, TracerOutput tracer, string perfVersion, bool truncated, TextWriter log)
+    {
+        bool attach = options.AttachPid is not null;
+        var psi = new ProcessStartInfo("perf")
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        foreach (string a in new[] { "script", "-i", data, "--ns", "--show-task-events", "--show-mmap-events", "--show-lost-events", "-F", "comm,pid,tid,cpu,time,event,trace" })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var script = Process.Start(psi) ?? throw new RecordException("could not start perf script");
+        var stderr = script.StandardError.ReadToEndAsync();
+        var importer = new PerfScriptImporter(script.StandardOutput, "perf script of " + data, new PerfImportOptions
+        {
+            Attached = attach,
+            Truncated = truncated,
+            DropPid = tracer.TracerPid,
+            RootPid = attach ? null : tracer.RootPid,
+        });
+
+        long droppedSamples = 0;
+        var merge = new TraceValidator(admitUnknownTasks: false, allowUnfinished: true);
+        using var writer = TraceWriter.Create(output);
+        int next = 0;
+        var samples = tracer.Rows;
+
+        void AppendSample(TraceEvent s)
+        {
+            // A sample names the thread the tracer read it through; if perf already saw that thread
+            // exit, any live thread of the process stands for it (the sample is of the mm).
+            if (!merge.IsLive(s.Pid, s.Tid))
+            {
+                int other = merge.AnyThreadOf(s.Pid);
+                if (other == 0 || s.Kind is TraceEventKind.StatusExit)
+                {
+                    droppedSamples++;
+                    return;
+                }
+
+                s = s with { Tid = other };
+            }
+
+            if (s.Kind == TraceEventKind.Vma && !merge.IsLive(s.Pid, s.Pid))
+            {
+                droppedSamples++;
+                return;
+            }
+
+            if (merge.Check(s) is not null)
+            {
+                droppedSamples++;
+                return;
+            }
+
+            writer.Append(s);
+        }
+
+        try
+        {
+            foreach (var imported in importer.Read())
+            {
+                var e = imported.Event;
+                while (next < samples.Count && samples[next].TimeNs < e.TimeNs)
+                {
+                    AppendSample(samples[next++]);
+                }
+
+                if (merge.Check(e) is { } error)
+                {
+                    throw new TraceFormatException($"{imported.Line}: {error}");
+                }
+
+                writer.Append(e);
+            }
+
+            while (next < samples.Count)
+            {
+                AppendSample(samples[next++]);
+            }
+        }
+        catch (TraceFormatException e)
+        {
+            script.Kill();
+            throw new RecordException($"converting perf's data failed: {e.Message}");
+        }
+
+        script.WaitForExit();
+        string scriptErrors = stderr.Result;
+        if (script.ExitCode != 0)
+        {
+            throw new RecordException($"perf script failed ({script.ExitCode}): {FirstLines(scriptErrors)}");
+        }
+
+        long lost = importer.Stats.LostEvents;
+        var notes = importer.Stats.ToNotes();
+        notes["dropped_samples"] = droppedSamples.ToString(CultureInfo.InvariantCulture);
+        if (tracer.Errors.Count > 0)
+        {
+            notes["tracer_errors"] = string.Join("; ", tracer.Errors);
+        }
+
+        int? status = tracer.RootWaitStatus;
+        var metadata = new TraceMetadata
+        {
+            Source = attach ? "attach" : "record",
+            Command = options.Command,
+            RootPid = tracer.RootPid,
+            ExitStatus = status,
+            IntervalMs = (int)Math.Max(1, options.Interval.TotalMilliseconds),
+            Truncated = truncated,
+            Incomplete = lost > 0 || importer.AdmittedUnknownTasks || !writer.TasksComplete,
+            LostEvents = lost,
+            Host = HostProbe.Facts(perfVersion),
+            Notes = notes,
+        };
+        writer.Complete(metadata);
+        if (lost > 0)
+        {
+            log.WriteLine($"ptlab: perf lost {lost} events: the trace is marked incomplete (a larger buffer, --perf-buffer, may help)");
+        }
+
+        return new RecordResult(output, ExitCode(status, truncated), metadata, importer.Stats, writer.Rows, droppedSamples);
+    }
+
+    /// <summary>The shell's convention: the exit code, or 128 + the signal that killed the command.</summary>
+    public static int ExitCode(int? waitStatus, bool truncated)
+    {
+        if (waitStatus is not int s)
+        {
+            return truncated ? 130 : 0;
+        }
+
+        int signal = s & 0x7f;
+        return signal == 0 ? (s >> 8) & 0xff : 128 + signal;
+    }
+
+    private static string PerfFailure(string perfLog)
+    {
+        string text = ReadOr(perfLog, "");
+        if (text.Contains("perf_event_paranoid", StringComparison.Ordinal) || text.Contains("ermission", StringComparison.Ordinal))
+        {
+            return $"perf has no permission to record tracepoints: run as root or set kernel.perf_event_paranoid=-1 (perf said: {FirstLines(text)})";
+        }
+
+        if (text.Contains("tracefs", StringComparison.Ordinal) || text.Contains("debugfs", StringComparison.Ordinal) || text.Contains("trace events", StringComparison.Ordinal))
+        {
+            return $"perf cannot reach the kernel's trace events: mount tracefs (mount -t tracefs nodev /sys/kernel/tracing) (perf said: {FirstLines(text)})";
+        }
+
+        return $"perf record failed: {FirstLines(text)}";
+    }
+
+    private static string FirstLines(string text)
+    {
+        var lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                        .Where(l => !l.StartsWith("[ perf record:", StringComparison.Ordinal)).Take(3);
+        string joined = string.Join(" / ", lines);
+        return joined.Length == 0 ? "(no message)" : joined;
+    }
+
+    private static string ReadOr(string path, string fallback)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return fallback;
+        }
+    }
+
+    private static (int Code, string Out, string Err) Run(string file, string[] args, TimeSpan timeout)
+    {
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var p = Process.Start(psi) ?? throw new Win32Exception($"could not start {file}");
+        var o = p.StandardOutput.ReadToEndAsync();
+        var e = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(timeout))
+        {
+            p.Kill(entireProcessTree: true);
+        }
+
+        return (p.ExitCode, o.Result, e.Result);
+    }
+}

@@ -1,0 +1,200 @@
+using System.Globalization;
+using PtLab.Traces;
+
+namespace PtLab.Kernel.Record;
+
+/// <summary>
+/// Reads what the ptrace tracer (Record/tracer.c) wrote: status samples, the layouts read at exec
+/// or attach, exit statuses, and the pids of the tracer and the command. Its header comment
+/// documents the lines.
+/// </summary>
+internal sealed class TracerOutput
+{
+    public int TracerPid { get; private set; }
+
+    public int RootPid { get; private set; }
+
+    /// <summary>The root process's wait status when the tracer saw it reaped.</summary>
+    public int? RootWaitStatus { get; private set; }
+
+    /// <summary>Why the command could not start (the tracer's own words), or null.</summary>
+    public string? StartError { get; private set; }
+
+    public List<string> Errors { get; } = [];
+
+    public bool Interrupted { get; private set; }
+
+    public bool Done { get; private set; }
+
+    /// <summary>The rows, in time order.</summary>
+    public List<TraceEvent> Rows { get; } = [];
+
+    /// <summary>Reads the header lines only (the tracer's and the command's pids), from a file still being written.</summary>
+    public static (int TracerPid, int RootPid) ReadHeader(string path)
+    {
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            using var reader = new StreamReader(stream);
+            int tracer = 0, root = 0;
+            for (int i = 0; i < 3 && reader.ReadLine() is { } line; i++)
+            {
+                string[] f = line.Split(' ');
+                if (f is ["H", "ptlab-tracer", _, var pid])
+                {
+                    tracer = int.Parse(pid, CultureInfo.InvariantCulture);
+                }
+                else if (f is ["R", _, var r, _])
+                {
+                    root = int.Parse(r, CultureInfo.InvariantCulture);
+                }
+            }
+
+            return (tracer, root);
+        }
+        catch (Exception e) when (e is IOException or FormatException or OverflowException)
+        {
+            return (0, 0);
+        }
+    }
+
+    public static TracerOutput Read(string path)
+    {
+        var output = new TracerOutput();
+        int lineNo = 0;
+        foreach (string line in File.ReadLines(path))
+        {
+            lineNo++;
+            try
+            {
+                output.Parse(line);
+            }
+            catch (Exception e) when (e is FormatException or OverflowException or IndexOutOfRangeException)
+            {
+                throw new TraceFormatException($"{path}:{lineNo}: the tracer's line '{TraceMetadata.Trim(line)}' does not parse: {e.Message}");
+            }
+        }
+
+        return output;
+    }
+
+    private void Parse(string line)
+    {
+        if (line.Length < 2)
+        {
+            return;
+        }
+
+        string[] f = line.Split(' ');
+        switch (line[0])
+        {
+            case 'H':
+                TracerPid = Int(f[3]);
+                break;
+            case 'R':
+                RootPid = Int(f[2]);
+                break;
+            case 'S':
+                {
+                    var kind = f[4] switch
+                    {
+                        "tick" => TraceEventKind.Status,
+                        "exec" => TraceEventKind.StatusExec,
+                        "exit" => TraceEventKind.StatusExit,
+                        "attach" => TraceEventKind.StatusAttach,
+                        _ => throw new FormatException($"sample reason '{f[4]}'"),
+                    };
+                    var figures = new StatusFigures(Long(f[5]), Long(f[6]), Long(f[7]), Long(f[8]), Long(f[9]), Long(f[10]), Long(f[11]));
+                    Rows.Add(TraceEvent.Sample(kind, Long(f[1]), Int(f[2]), Int(f[3]), figures));
+                    break;
+                }
+
+            case 'X':
+                {
+                    // The exit status belongs to the exit sample just taken of the same thread.
+                    int tid = Int(f[3]);
+                    int status = Int(f[4]);
+                    int last = Rows.Count - 1;
+                    if (last >= 0 && Rows[last] is { Kind: TraceEventKind.StatusExit } sample && sample.Tid == tid)
+                    {
+                        Rows[last] = sample.WithResult(status);
+                    }
+
+                    break;
+                }
+
+            case 'M':
+                {
+                    // "M TIME PID start-end perms offset dev inode [path]"
+                    long time = Long(f[1]);
+                    int pid = Int(f[2]);
+                    string maps = line[(line.IndexOf(' ', line.IndexOf(' ', 2) + 1) + 1)..];
+                    Rows.Add(Vma(maps, time, pid));
+                    break;
+                }
+
+            case 'W':
+                if (Int(f[2]) == RootPid)
+                {
+                    RootWaitStatus = Int(f[3]);
+                }
+
+                break;
+            case 'I':
+                Interrupted = true;
+                break;
+            case 'E':
+                {
+                    string message = line[(line.IndexOf(' ', 2) + 1)..];
+                    if (message.StartsWith("cannot run ", StringComparison.Ordinal))
+                    {
+                        StartError = message;
+                    }
+
+                    Errors.Add(message);
+                    break;
+                }
+
+            case 'D':
+                Done = true;
+                break;
+        }
+    }
+
+    /// <summary>One /proc/PID/maps line as a <see cref="TraceEventKind.Vma"/> row.</summary>
+    internal static TraceEvent Vma(string maps, long time, int pid)
+    {
+        // "7f566ae85000-7f566ae89000 r--p 00000000 00:00 0          [vvar]"
+        string[] parts = maps.Split(' ', 6, StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length < 5)
+        {
+            throw new FormatException($"maps line '{maps}'");
+        }
+
+        string[] range = parts[0].Split('-');
+        ulong start = ulong.Parse(range[0], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
+        ulong end = ulong.Parse(range[1], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
+        string perms = parts[1];
+        if (perms.Length != 4)
+        {
+            throw new FormatException($"permissions '{perms}'");
+        }
+
+        int prot = (perms[0] == 'r' ? 1 : 0) | (perms[1] == 'w' ? 2 : 0) | (perms[2] == 'x' ? 4 : 0);
+        return TraceEvent.Create(TraceEventKind.Vma, time, pid, pid) with
+        {
+            Address = start,
+            Length = end - start,
+            Prot = prot,
+            Flags = perms[3] == 's' ? 1UL : 2UL,
+            Offset = ulong.Parse(parts[2], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture),
+            Dev = parts[3],
+            Inode = ulong.Parse(parts[4], NumberStyles.None, CultureInfo.InvariantCulture),
+            Path = parts.Length > 5 ? parts[5].Trim() : "",
+        };
+    }
+
+    private static int Int(string s) => int.Parse(s, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+
+    private static long Long(string s) => long.Parse(s, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+}

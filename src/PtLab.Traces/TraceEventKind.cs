@@ -1,0 +1,182 @@
+namespace PtLab.Traces;
+
+/// <summary>
+/// What one row of a trace records. The name in the file's <c>kind</c> column is given by
+/// <see cref="TraceKinds.Name"/>; the fields each kind carries by <see cref="TraceKinds.Fields"/>.
+/// </summary>
+public enum TraceEventKind : byte
+{
+    /// <summary><c>exceptions:page_fault_user</c>: an access from user mode faulted. Address, ErrorCode (in Flags), Ip.</summary>
+    Fault,
+    /// <summary><c>exceptions:page_fault_kernel</c> at a user address (copy_to_user, put_user, exec's ELF load). Address, ErrorCode.</summary>
+    KernelFault,
+    /// <summary>mmap(addr, len, prot, flags, fd, off): Address, Length, Prot, Flags, Fd, Offset; Result is the mapping's address or -errno.</summary>
+    Mmap,
+    /// <summary>munmap(addr, len).</summary>
+    Munmap,
+    /// <summary>mremap(old_addr, old_len, new_len, flags, new_addr): Address, Length, NewLength, Flags, NewAddress.</summary>
+    Mremap,
+    /// <summary>madvise(start, len, advice): Address, Length, Prot (the advice).</summary>
+    Madvise,
+    /// <summary>process_madvise(pidfd, iovec, vlen, advice, flags): Fd, Address (the iovec pointer), Length (vlen), Prot (the advice), Flags. The ranges themselves are in the caller's memory and are not recorded.</summary>
+    ProcessMadvise,
+    /// <summary>mprotect(start, len, prot).</summary>
+    Mprotect,
+    /// <summary>brk(addr): Address; Result is the new break.</summary>
+    Brk,
+    /// <summary>mlock(start, len).</summary>
+    Mlock,
+    /// <summary>mlock2(start, len, flags).</summary>
+    Mlock2,
+    /// <summary>munlock(start, len).</summary>
+    Munlock,
+    /// <summary>mlockall(flags).</summary>
+    Mlockall,
+    /// <summary>munlockall().</summary>
+    Munlockall,
+    /// <summary><c>sys_enter_exit</c>: a thread exits; Result is the status argument.</summary>
+    Exit,
+    /// <summary><c>sys_enter_exit_group</c>: a process exits; Result is the status argument.</summary>
+    ExitGroup,
+    /// <summary><c>task:task_newtask</c>: the task (Pid, Tid) created a task; Flags are the clone flags, Result the new task's tid, Path its comm.</summary>
+    NewTask,
+    /// <summary>The task execs: a new mm starts here (at perf's exec COMM record, before the ELF is mapped). Path is the file name, Result the tid that called execve.</summary>
+    Exec,
+    /// <summary><c>sched:sched_process_exit</c>: the task is gone (its mm reference is dropped). Flags is 1 when its thread group died with it.</summary>
+    TaskExit,
+    /// <summary>A task that exists when the trace starts (the recorded command at its first exec, or a thread of an attached process). Path is its comm.</summary>
+    Task,
+    /// <summary><c>PERF_RECORD_MMAP2</c>: the kernel reports a mapping (at exec, mmap, mprotect or mremap). Address, Length, Prot, Flags (MAP_SHARED or MAP_PRIVATE), Offset, Dev, Inode, Path.</summary>
+    Mmap2,
+    /// <summary>One line of <c>/proc/PID/maps</c> read at exec or attach: the process's initial layout. Same fields as <see cref="Mmap2"/>.</summary>
+    Vma,
+    /// <summary>A periodic <c>/proc/PID/status</c> sample.</summary>
+    Status,
+    /// <summary>The status sample taken at exec, before the new program runs.</summary>
+    StatusExec,
+    /// <summary>The status sample taken at a thread's exit, before its mm reference is dropped; Result is the exit status (wait status form) when known.</summary>
+    StatusExit,
+    /// <summary>The status sample taken when the recorder attached to a running process.</summary>
+    StatusAttach,
+    /// <summary><c>PERF_RECORD_LOST</c>: Length events were lost here. Pid and Tid are 0.</summary>
+    Lost,
+}
+
+/// <summary>The columns a row can carry beyond time, pid, tid and kind.</summary>
+[Flags]
+public enum TraceFields
+{
+    /// <summary>No optional column.</summary>
+    None = 0,
+    /// <summary><c>address</c>.</summary>
+    Address = 1 << 0,
+    /// <summary><c>length</c>.</summary>
+    Length = 1 << 1,
+    /// <summary><c>prot</c> (protection, or madvise advice).</summary>
+    Prot = 1 << 2,
+    /// <summary><c>flags</c> (mmap/mremap/mlock2/mlockall/clone flags, fault error code, MAP_SHARED/PRIVATE).</summary>
+    Flags = 1 << 3,
+    /// <summary><c>fd</c>.</summary>
+    Fd = 1 << 4,
+    /// <summary><c>offset</c> (file offset in bytes).</summary>
+    Offset = 1 << 5,
+    /// <summary><c>new_address</c>.</summary>
+    NewAddress = 1 << 6,
+    /// <summary><c>new_length</c>.</summary>
+    NewLength = 1 << 7,
+    /// <summary><c>result</c>.</summary>
+    Result = 1 << 8,
+    /// <summary><c>duration_ns</c>.</summary>
+    Duration = 1 << 9,
+    /// <summary><c>ip</c>.</summary>
+    Ip = 1 << 10,
+    /// <summary><c>dev</c>.</summary>
+    Dev = 1 << 11,
+    /// <summary><c>inode</c>.</summary>
+    Inode = 1 << 12,
+    /// <summary><c>path</c>.</summary>
+    Path = 1 << 13,
+    /// <summary>The seven <c>/proc/PID/status</c> figures.</summary>
+    Status = 1 << 14,
+}
+
+/// <summary>The names of the kinds in the file, and the fields each kind requires or may carry.</summary>
+public static class TraceKinds
+{
+    /// <summary>Number of kinds.</summary>
+    public const int Count = (int)TraceEventKind.Lost + 1;
+
+    private const TraceFields Syscall = TraceFields.Result | TraceFields.Duration;
+    private const TraceFields Mapping = TraceFields.Address | TraceFields.Length | TraceFields.Prot | TraceFields.Flags |
+                                        TraceFields.Offset | TraceFields.Dev | TraceFields.Inode | TraceFields.Path;
+
+    private static readonly string[] s_names =
+    [
+        "fault", "kfault", "mmap", "munmap", "mremap", "madvise", "process_madvise", "mprotect", "brk",
+        "mlock", "mlock2", "munlock", "mlockall", "munlockall", "exit", "exit_group", "newtask", "exec",
+        "task_exit", "task", "mmap2", "vma", "status", "status_exec", "status_exit", "status_attach", "lost",
+    ];
+
+    // Required fields of each kind, then the fields it may carry besides. Any other field must be null.
+    private static readonly (TraceFields Required, TraceFields Optional)[] s_fields =
+    [
+        (TraceFields.Address | TraceFields.Flags | TraceFields.Ip, TraceFields.None),                         // fault
+        (TraceFields.Address | TraceFields.Flags, TraceFields.None),                                          // kfault
+        (TraceFields.Address | TraceFields.Length | TraceFields.Prot | TraceFields.Flags | TraceFields.Fd | TraceFields.Offset, Syscall),
+        (TraceFields.Address | TraceFields.Length, Syscall),                                                  // munmap
+        (TraceFields.Address | TraceFields.Length | TraceFields.NewLength | TraceFields.Flags | TraceFields.NewAddress, Syscall),
+        (TraceFields.Address | TraceFields.Length | TraceFields.Prot, Syscall),                               // madvise
+        (TraceFields.Fd | TraceFields.Address | TraceFields.Length | TraceFields.Prot | TraceFields.Flags, Syscall),
+        (TraceFields.Address | TraceFields.Length | TraceFields.Prot, Syscall),                               // mprotect
+        (TraceFields.Address, Syscall),                                                                       // brk
+        (TraceFields.Address | TraceFields.Length, Syscall),                                                  // mlock
+        (TraceFields.Address | TraceFields.Length | TraceFields.Flags, Syscall),                              // mlock2
+        (TraceFields.Address | TraceFields.Length, Syscall),                                                  // munlock
+        (TraceFields.Flags, Syscall),                                                                         // mlockall
+        (TraceFields.None, Syscall),                                                                          // munlockall
+        (TraceFields.Result, TraceFields.None),                                                               // exit
+        (TraceFields.Result, TraceFields.None),                                                               // exit_group
+        (TraceFields.Flags | TraceFields.Result | TraceFields.Path, TraceFields.None),                        // newtask
+        (TraceFields.Path | TraceFields.Result, TraceFields.None),                                            // exec
+        (TraceFields.None, TraceFields.Flags),                                                                // task_exit
+        (TraceFields.Path, TraceFields.None),                                                                 // task
+        (Mapping, TraceFields.None),                                                                          // mmap2
+        (Mapping, TraceFields.None),                                                                          // vma
+        (TraceFields.Status, TraceFields.None),                                                               // status
+        (TraceFields.Status, TraceFields.None),                                                               // status_exec
+        (TraceFields.Status, TraceFields.Result),                                                             // status_exit
+        (TraceFields.Status, TraceFields.None),                                                               // status_attach
+        (TraceFields.Length, TraceFields.None),                                                               // lost
+    ];
+
+    /// <summary>The kind's name in the <c>kind</c> column.</summary>
+    public static string Name(TraceEventKind kind) => s_names[(int)kind];
+
+    /// <summary>The kind named <paramref name="name"/>, or false.</summary>
+    public static bool TryParse(ReadOnlySpan<char> name, out TraceEventKind kind)
+    {
+        for (int i = 0; i < s_names.Length; i++)
+        {
+            if (name.SequenceEqual(s_names[i]))
+            {
+                kind = (TraceEventKind)i;
+                return true;
+            }
+        }
+
+        kind = default;
+        return false;
+    }
+
+    /// <summary>The fields a row of this kind must carry, and those it may carry besides.</summary>
+    public static (TraceFields Required, TraceFields Optional) Fields(TraceEventKind kind) => s_fields[(int)kind];
+
+    /// <summary>Whether the kind is an address-space syscall recorded from its enter/exit pair (it has a result and a duration).</summary>
+    public static bool IsSyscall(TraceEventKind kind) => kind is >= TraceEventKind.Mmap and <= TraceEventKind.Munlockall;
+
+    /// <summary>Whether the kind is a <c>/proc/PID/status</c> sample.</summary>
+    public static bool IsStatus(TraceEventKind kind) => kind is >= TraceEventKind.Status and <= TraceEventKind.StatusAttach;
+
+    /// <summary>Whether the kind is a page fault (user or kernel).</summary>
+    public static bool IsFault(TraceEventKind kind) => kind is TraceEventKind.Fault or TraceEventKind.KernelFault;
+}

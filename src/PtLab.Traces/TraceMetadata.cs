@@ -1,0 +1,224 @@
+using System.Globalization;
+using System.Text.Json;
+
+namespace PtLab.Traces;
+
+/// <summary>
+/// What a trace says about itself and the host it was recorded on: the Parquet footer's key-value
+/// metadata (<c>ptlab.trace.*</c>, <c>ptlab.host.*</c>, <c>ptlab.note.*</c>).
+/// </summary>
+public sealed record TraceMetadata
+{
+    /// <summary>How the trace was made: "record" (a command run under ptlab record), "attach" (ptlab record -p) or "import" (from perf script text).</summary>
+    public string Source { get; init; } = "record";
+
+    /// <summary>The recorded command line (empty for an attach or an import).</summary>
+    public IReadOnlyList<string> Command { get; init; } = [];
+
+    /// <summary>The process the recording started from (the command, or the attached pid), when known.</summary>
+    public int? RootPid { get; init; }
+
+    /// <summary>The root process's wait status (exit code × 256, or the terminating signal), when it ended while recorded.</summary>
+    public int? ExitStatus { get; init; }
+
+    /// <summary>The interval of the periodic status samples in milliseconds (none for an import).</summary>
+    public int? IntervalMs { get; init; }
+
+    /// <summary>The recording was stopped before the command ended (Ctrl-C, or a duration): the last events are missing.</summary>
+    public bool Truncated { get; init; }
+
+    /// <summary>perf lost events (<see cref="LostEvents"/> &gt; 0), or the trace is known to miss some for another reason: figures derived from it are lower bounds.</summary>
+    public bool Incomplete { get; init; }
+
+    /// <summary>Events perf reported lost.</summary>
+    public long LostEvents { get; init; }
+
+    /// <summary>Facts about the host the trace was recorded on (<c>ptlab.host.*</c>): see <see cref="HostFacts"/> for the keys.</summary>
+    public IReadOnlyDictionary<string, string> Host { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Free-form notes (<c>ptlab.note.*</c>): perf's version, importer counts, recorder warnings.</summary>
+    public IReadOnlyDictionary<string, string> Notes { get; init; } = new Dictionary<string, string>();
+
+    internal Dictionary<string, string> ToKeyValues(long rows, string checksum)
+    {
+        var kv = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            [TraceKeys.Version] = TraceSchema.Version.ToString(CultureInfo.InvariantCulture),
+            [TraceKeys.Checksum] = checksum,
+            [TraceKeys.Rows] = rows.ToString(CultureInfo.InvariantCulture),
+            [TraceKeys.Source] = Source,
+            [TraceKeys.Command] = JsonSerializer.Serialize(Command),
+            [TraceKeys.Truncated] = Truncated ? "true" : "false",
+            [TraceKeys.Incomplete] = Incomplete ? "true" : "false",
+            [TraceKeys.LostEvents] = LostEvents.ToString(CultureInfo.InvariantCulture),
+        };
+        if (RootPid is { } root)
+        {
+            kv[TraceKeys.RootPid] = root.ToString(CultureInfo.InvariantCulture);
+        }
+
+        if (ExitStatus is { } status)
+        {
+            kv[TraceKeys.ExitStatus] = status.ToString(CultureInfo.InvariantCulture);
+        }
+
+        if (IntervalMs is { } interval)
+        {
+            kv[TraceKeys.IntervalMs] = interval.ToString(CultureInfo.InvariantCulture);
+        }
+
+        foreach (var (k, v) in Host)
+        {
+            kv[TraceKeys.HostPrefix + k] = v;
+        }
+
+        foreach (var (k, v) in Notes)
+        {
+            kv[TraceKeys.NotePrefix + k] = v;
+        }
+
+        return kv;
+    }
+
+    /// <summary>Parses footer metadata; on failure <paramref name="error"/> names the key.</summary>
+    internal static TraceMetadata? FromKeyValues(IReadOnlyDictionary<string, string> kv, out string? error)
+    {
+        error = null;
+        if (!kv.TryGetValue(TraceKeys.Version, out string? version))
+        {
+            error = $"no '{TraceKeys.Version}' metadata: not a PtLab trace (or rewritten by a tool that dropped its metadata)";
+            return null;
+        }
+
+        if (version != TraceSchema.Version.ToString(CultureInfo.InvariantCulture))
+        {
+            error = $"trace format version '{Trim(version)}'; this ptlab reads version {TraceSchema.Version}";
+            return null;
+        }
+
+        string? Get(string key) => kv.TryGetValue(key, out string? v) ? v : null;
+
+        bool? Bool(string key)
+        {
+            switch (Get(key))
+            {
+                case "true": return true;
+                case "false": return false;
+                default:
+                    return null;
+            }
+        }
+
+        long? Long(string key, bool required, long min, long max, ref string? err)
+        {
+            string? v = Get(key);
+            if (v is null)
+            {
+                if (required)
+                {
+                    err ??= $"metadata '{key}' is missing";
+                }
+
+                return null;
+            }
+
+            if (!long.TryParse(v, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long x) || x < min || x > max)
+            {
+                err ??= $"metadata '{key}' is '{Trim(v)}', not an integer in [{min}, {max}]";
+                return null;
+            }
+
+            return x;
+        }
+
+        var truncated = Bool(TraceKeys.Truncated);
+        var incomplete = Bool(TraceKeys.Incomplete);
+        if (truncated is null || incomplete is null)
+        {
+            error = $"metadata '{(truncated is null ? TraceKeys.Truncated : TraceKeys.Incomplete)}' must be 'true' or 'false'";
+            return null;
+        }
+
+        long? lost = Long(TraceKeys.LostEvents, true, 0, long.MaxValue, ref error);
+        long? root = Long(TraceKeys.RootPid, false, 1, int.MaxValue, ref error);
+        long? status = Long(TraceKeys.ExitStatus, false, 0, 0xffff, ref error);
+        long? interval = Long(TraceKeys.IntervalMs, false, 1, int.MaxValue, ref error);
+        string? source = Get(TraceKeys.Source);
+        if (source is not ("record" or "attach" or "import"))
+        {
+            error ??= $"metadata '{TraceKeys.Source}' is '{Trim(source ?? "")}', not record, attach or import";
+        }
+
+        string[]? command = null;
+        try
+        {
+            command = JsonSerializer.Deserialize<string[]>(Get(TraceKeys.Command) ?? "[]");
+        }
+        catch (JsonException)
+        {
+        }
+
+        if (command is null || command.Any(c => c is null))
+        {
+            error ??= $"metadata '{TraceKeys.Command}' is not a JSON array of strings";
+        }
+
+        if (error is not null)
+        {
+            return null;
+        }
+
+        if (lost > 0 && incomplete == false)
+        {
+            error = $"metadata says {lost} events were lost but the trace is not marked incomplete";
+            return null;
+        }
+
+        return new TraceMetadata
+        {
+            Source = source!,
+            Command = command!,
+            RootPid = (int?)root,
+            ExitStatus = (int?)status,
+            IntervalMs = (int?)interval,
+            Truncated = truncated.Value,
+            Incomplete = incomplete.Value,
+            LostEvents = lost!.Value,
+            Host = Prefixed(kv, TraceKeys.HostPrefix),
+            Notes = Prefixed(kv, TraceKeys.NotePrefix),
+        };
+    }
+
+    private static Dictionary<string, string> Prefixed(IReadOnlyDictionary<string, string> kv, string prefix) =>
+        kv.Where(p => p.Key.StartsWith(prefix, StringComparison.Ordinal) && p.Key.Length > prefix.Length)
+          .ToDictionary(p => p.Key[prefix.Length..], p => p.Value, StringComparer.Ordinal);
+
+    internal static string Trim(string s) => s.Length <= 40 ? s : s[..40] + "...";
+}
+
+/// <summary>The host fact keys (<c>ptlab.host.KEY</c>) the recorder writes.</summary>
+public static class HostFacts
+{
+    /// <summary><c>uname -r</c>.</summary>
+    public const string KernelRelease = "kernel_release";
+    /// <summary><c>CONFIG_PT_RECLAIM</c>: y, n or unknown.</summary>
+    public const string PtReclaim = "config_pt_reclaim";
+    /// <summary>The model design that behaves like the host kernel (none or pt-reclaim).</summary>
+    public const string MatchingDesign = "matching_design";
+    /// <summary>/sys/kernel/mm/transparent_hugepage/enabled: always, madvise or never.</summary>
+    public const string ThpEnabled = "thp_enabled";
+    /// <summary>/sys/kernel/mm/transparent_hugepage/defrag.</summary>
+    public const string ThpDefrag = "thp_defrag";
+    /// <summary>/sys/kernel/mm/transparent_hugepage/shmem_enabled.</summary>
+    public const string ThpShmemEnabled = "thp_shmem_enabled";
+    /// <summary>/sys/kernel/mm/transparent_hugepage/hpage_pmd_size in bytes.</summary>
+    public const string HugePageSize = "hpage_pmd_size";
+    /// <summary>/proc/sys/vm/overcommit_memory: 0, 1 or 2.</summary>
+    public const string OvercommitMemory = "overcommit_memory";
+    /// <summary>The base page size in bytes.</summary>
+    public const string PageSize = "page_size";
+    /// <summary>Online CPUs.</summary>
+    public const string Cpus = "cpus";
+    /// <summary><c>perf --version</c>.</summary>
+    public const string PerfVersion = "perf_version";
+}

@@ -1,0 +1,322 @@
+using System.Globalization;
+
+namespace PtLab.Traces;
+
+/// <summary>
+/// A trace or perf script text that is not what it claims to be. The message names the file and
+/// the record (a row of a trace, a line of text) and what is wrong with it.
+/// </summary>
+public sealed class TraceFormatException(string message) : Exception(message);
+
+/// <summary>
+/// The rules every row of a trace obeys, checked row by row in file order by the writer, the
+/// reader and the importer: the kind's fields are present (and no others), times never go back,
+/// and every row belongs to a task the trace introduced (a <c>task</c> row, a <c>newtask</c>, an
+/// <c>exec</c>) and that has not exited.
+/// </summary>
+internal sealed class TraceValidator
+{
+    /// <summary>PATH_MAX: the longest path (or comm, or file name) a row may carry.</summary>
+    public const int MaxPath = 4096;
+
+    private readonly Dictionary<int, int> _tasks = []; // tid -> pid of live tasks
+    private long _lastTime = long.MinValue;
+
+    /// <param name="admitUnknownTasks">Admit rows of tasks never introduced (a trace that lost events may have lost their creation).</param>
+    /// <param name="allowUnfinished">Admit syscall rows without a result (a recording stopped, or attached, mid-syscall).</param>
+    public TraceValidator(bool admitUnknownTasks, bool allowUnfinished)
+    {
+        AdmitUnknownTasks = admitUnknownTasks;
+        AllowUnfinished = allowUnfinished;
+    }
+
+    /// <summary>Whether rows of tasks never introduced are admitted (they are added to the live set).</summary>
+    public bool AdmitUnknownTasks { get; set; }
+
+    public bool AllowUnfinished { get; }
+
+    /// <summary>Syscall rows seen without a result.</summary>
+    public long Unfinished { get; private set; }
+
+    // The last task found live: rows come in runs of one thread, and the task set changes rarely.
+    private int _livePid = -1, _liveTid = -1;
+
+    /// <summary>Whether (pid, tid) is a live task now.</summary>
+    public bool IsLive(int pid, int tid)
+    {
+        if (pid == _livePid && tid == _liveTid)
+        {
+            return true;
+        }
+
+        if (_tasks.TryGetValue(tid, out int p) && p == pid)
+        {
+            (_livePid, _liveTid) = (pid, tid);
+            return true;
+        }
+
+        return false;
+    }
+
+    /// <summary>Some live thread of <paramref name="pid"/>, or 0.</summary>
+    public int AnyThreadOf(int pid)
+    {
+        if (IsLive(pid, pid))
+        {
+            return pid;
+        }
+
+        foreach (var (tid, p) in _tasks)
+        {
+            if (p == pid)
+            {
+                return tid;
+            }
+        }
+
+        return 0;
+    }
+
+    /// <summary>Checks <paramref name="e"/> and applies it to the task set; returns why it is invalid, or null.</summary>
+    public string? Check(in TraceEvent e)
+    {
+        string? bad = Fields(e);
+        if (bad is not null)
+        {
+            return bad;
+        }
+
+        if (e.TimeNs < 0)
+        {
+            return $"time {e.TimeNs} is negative";
+        }
+
+        if (e.TimeNs < _lastTime)
+        {
+            return $"time {Ns(e.TimeNs)} is before the previous row's {Ns(_lastTime)}: rows must be in time order";
+        }
+
+        bad = Values(e);
+        if (bad is not null)
+        {
+            return bad;
+        }
+
+        bad = Tasks(e);
+        if (bad is not null)
+        {
+            return bad;
+        }
+
+        _lastTime = e.TimeNs;
+        return null;
+    }
+
+    private string? Fields(in TraceEvent e)
+    {
+        if ((uint)e.Kind >= TraceKinds.Count)
+        {
+            return $"unknown kind {(int)e.Kind}";
+        }
+
+        var (required, optional) = TraceKinds.Fields(e.Kind);
+        var missing = required & ~e.Has;
+        if (missing != 0)
+        {
+            return $"{TraceKinds.Name(e.Kind)} row has no {ColumnNames(missing)}";
+        }
+
+        var extra = e.Has & ~(required | optional);
+        if (extra != 0)
+        {
+            return $"{TraceKinds.Name(e.Kind)} row has {ColumnNames(extra)}, which a {TraceKinds.Name(e.Kind)} row does not carry";
+        }
+
+        if (TraceKinds.IsSyscall(e.Kind))
+        {
+            bool result = e.Is(TraceFields.Result), duration = e.Is(TraceFields.Duration);
+            if (result != duration)
+            {
+                return $"{TraceKinds.Name(e.Kind)} row has a {(result ? "result" : "duration_ns")} but no {(result ? "duration_ns" : "result")}";
+            }
+
+            if (!result)
+            {
+                if (!AllowUnfinished)
+                {
+                    return $"{TraceKinds.Name(e.Kind)} row has no result, but the trace is neither truncated nor attached: every syscall returned";
+                }
+
+                Unfinished++;
+            }
+        }
+
+        return null;
+    }
+
+    private static string? Values(in TraceEvent e)
+    {
+        if (e.Kind == TraceEventKind.Lost)
+        {
+            if (e.Pid != 0 || e.Tid != 0)
+            {
+                return "lost row has a pid or tid (both must be 0)";
+            }
+
+            return e.Length is 0 or > long.MaxValue ? $"lost row counts {(long)e.Length} events (must be positive)" : null;
+        }
+
+        if (e.Pid <= 0 || e.Tid <= 0)
+        {
+            return $"pid {e.Pid} / tid {e.Tid}: both must be positive";
+        }
+
+        if (e.Path is { Length: > MaxPath })
+        {
+            return $"path of {e.Path.Length} characters (at most {MaxPath})";
+        }
+
+        if (e.Is(TraceFields.Duration) && e.DurationNs < 0)
+        {
+            return $"duration_ns {e.DurationNs} is negative";
+        }
+
+        switch (e.Kind)
+        {
+            case TraceEventKind.Mmap2 or TraceEventKind.Vma:
+                if (e.Length == 0 || e.Address + e.Length < e.Address)
+                {
+                    return $"{TraceKinds.Name(e.Kind)} row maps {e.Length:x} bytes at 0x{e.Address:x}: empty or past the end of the address space";
+                }
+
+                if (e.Prot is < 0 or > 7)
+                {
+                    return $"{TraceKinds.Name(e.Kind)} row has prot {e.Prot} (must be PROT_READ|PROT_WRITE|PROT_EXEC bits)";
+                }
+
+                if (e.Flags is not (1 or 2))
+                {
+                    return $"{TraceKinds.Name(e.Kind)} row has flags {e.Flags} (must be 1, MAP_SHARED, or 2, MAP_PRIVATE)";
+                }
+
+                if (!IsDev(e.Dev!))
+                {
+                    return $"{TraceKinds.Name(e.Kind)} row has dev '{TraceMetadata.Trim(e.Dev!)}' (must be hex major:minor)";
+                }
+
+                break;
+            case TraceEventKind.NewTask when e.Result is <= 0 or > int.MaxValue:
+                return $"newtask row creates tid {e.Result} (must be positive)";
+            case TraceEventKind.Exec when e.Result is <= 0 or > int.MaxValue:
+                return $"exec row's calling tid {e.Result} is not positive";
+            case TraceEventKind.Exec when e.Tid != e.Pid:
+                return $"exec row has tid {e.Tid} in pid {e.Pid}: after exec the task is its process's leader";
+            case TraceEventKind.TaskExit when e.Is(TraceFields.Flags) && e.Flags > 1:
+                return $"task_exit row has flags {e.Flags} (must be 0 or 1, group_dead)";
+            case TraceEventKind.Fault or TraceEventKind.KernelFault when e.Flags > 0xffff:
+                return $"{TraceKinds.Name(e.Kind)} row has error code 0x{e.Flags:x} (must fit in 16 bits)";
+        }
+
+        if (TraceKinds.IsStatus(e.Kind))
+        {
+            var s = e.Status;
+            if (s.VmSizeKb < 0 || s.VmRssKb < 0 || s.RssAnonKb < 0 || s.RssFileKb < 0 || s.RssShmemKb < 0 || s.VmSwapKb < 0 || s.VmPteKb < 0)
+            {
+                return $"{TraceKinds.Name(e.Kind)} row has a negative figure";
+            }
+        }
+
+        return null;
+    }
+
+    private string? Tasks(in TraceEvent e)
+    {
+
+        switch (e.Kind)
+        {
+            case TraceEventKind.Lost:
+                return null;
+            case TraceEventKind.Task:
+                if (_tasks.TryGetValue(e.Tid, out int owner))
+                {
+                    return $"task row for tid {e.Tid}, which is already a live task of pid {owner}";
+                }
+
+                _livePid = _liveTid = -1;
+                _tasks[e.Tid] = e.Pid;
+                return null;
+            case TraceEventKind.Exec:
+                {
+                    int caller = (int)e.Result;
+                    if (!IsLive(e.Pid, e.Tid) && !IsLive(e.Pid, caller) && !AdmitUnknownTasks)
+                    {
+                        return $"exec in pid {e.Pid} by tid {caller}, which is not a live task of pid {e.Pid}";
+                    }
+
+                    // Exec leaves the process one thread, the leader: every other thread is gone.
+                    int pid = e.Pid;
+                    foreach (int tid in _tasks.Where(p => p.Value == pid).Select(p => p.Key).ToList())
+                    {
+                        _livePid = _liveTid = -1;
+                        _tasks.Remove(tid);
+                    }
+
+                    _livePid = _liveTid = -1;
+                    _tasks[e.Pid] = e.Pid;
+                    return null;
+                }
+        }
+
+        if (!IsLive(e.Pid, e.Tid))
+        {
+            if (!AdmitUnknownTasks)
+            {
+                return _tasks.TryGetValue(e.Tid, out int other)
+                    ? $"tid {e.Tid} belongs to pid {other}, not pid {e.Pid}"
+                    : $"unknown task: pid {e.Pid} tid {e.Tid} was never introduced (by a task, newtask or exec row) or has exited";
+            }
+
+            _livePid = _liveTid = -1;
+            _tasks[e.Tid] = e.Pid;
+        }
+
+        switch (e.Kind)
+        {
+            case TraceEventKind.NewTask:
+                int child = e.ChildTid;
+                if (_tasks.TryGetValue(child, out int existing))
+                {
+                    if (!AdmitUnknownTasks)
+                    {
+                        return $"newtask creates tid {child}, which is already a live task of pid {existing}";
+                    }
+                }
+
+                _livePid = _liveTid = -1;
+                _tasks[child] = e.ChildPid;
+                break;
+            case TraceEventKind.TaskExit:
+                _livePid = _liveTid = -1;
+                _tasks.Remove(e.Tid);
+                break;
+        }
+
+        return null;
+    }
+
+    private static bool IsDev(string dev)
+    {
+        int colon = dev.IndexOf(':', StringComparison.Ordinal);
+        return colon > 0 && colon < dev.Length - 1 && dev.Length <= 17 &&
+               dev.AsSpan(0, colon).ContainsAnyExcept("0123456789abcdef") is false &&
+               dev.AsSpan(colon + 1).ContainsAnyExcept("0123456789abcdef") is false;
+    }
+
+    internal static string ColumnNames(TraceFields fields) =>
+        string.Join(", ", TraceSchema.Columns.Where(c => c.Field != TraceFields.None && (fields & c.Field) != 0)
+                                            .Select(c => c.Field == TraceFields.Status ? "status figures" : c.Name)
+                                            .Distinct());
+
+    internal static string Ns(long ns) =>
+        (ns / 1_000_000_000).ToString(CultureInfo.InvariantCulture) + "." + (Math.Abs(ns) % 1_000_000_000).ToString("D9", CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,142 @@
+namespace PtLab.Traces.Tests;
+
+public sealed class PerfImportTests
+{
+    private static readonly string[] Sample = TraceFuzzer.SamplePerfText();
+
+    private static List<TraceEvent> Import(IEnumerable<string> lines, PerfImportOptions? options = null) =>
+        new PerfScriptImporter(new StringReader(string.Join('\n', lines)), "in.txt", options).Read().Select(e => e.Event).ToList();
+
+    /// <summary>A line for <paramref name="body"/> at the time of the sample's line <paramref name="index"/> (so that time order holds).</summary>
+    private static string At(int index, string body, string ids = "20310/20310")
+    {
+        string time = Sample[index].Split(' ', StringSplitOptions.RemoveEmptyEntries).First(t => t.EndsWith(':') && t.Contains('.'));
+        return $"          sample {ids} [001]  {time} {body}";
+    }
+
+    private static TraceFormatException Fails(IEnumerable<string> lines, PerfImportOptions? options = null) =>
+        Assert.Throws<TraceFormatException>(() => Import(lines, options));
+
+    [Fact]
+    public void TheCheckedInSampleImportsAsTheProgramRan()
+    {
+        var rows = Import(Sample);
+        int Count(TraceEventKind k) => rows.Count(e => e.Kind == k);
+
+        // sample.c: one madvise of its own and glibc's one for the thread stack, one thread, one munmap of its 64 KiB.
+        var madvise = rows.Where(e => e.Kind == TraceEventKind.Madvise).ToList();
+        Assert.Equal(2, madvise.Count);
+        Assert.Contains(madvise, m => m.Length == 32 << 10 && m.Advice == 4 && m.Result == 0);
+        Assert.Equal(1, Count(TraceEventKind.NewTask));
+        var thread = rows.Single(e => e.Kind == TraceEventKind.NewTask);
+        Assert.Equal(thread.Pid, thread.ChildPid);
+        Assert.Contains(rows, e => e.Kind == TraceEventKind.Munmap && e.Length == 64 << 10);
+        Assert.Equal(1, Count(TraceEventKind.ExitGroup));
+        Assert.Equal(2, Count(TraceEventKind.TaskExit));
+
+        // The process is introduced by perf's COMM record, and its new mm starts at the exec record,
+        // before exec's own kernel faults and the ELF's MMAP2 records.
+        Assert.Equal(TraceEventKind.Task, rows[0].Kind);
+        Assert.Equal(TraceEventKind.Exec, rows[1].Kind);
+        Assert.Equal("./sample", rows[1].Path);
+        Assert.Equal("[stack]", rows[2].Path);
+        int firstUserFault = rows.FindIndex(e => e.Kind == TraceEventKind.Fault);
+        Assert.Contains(rows.Take(firstUserFault), e => e.Kind == TraceEventKind.KernelFault);
+
+        // The thread's writes hit pages still mapped (no fault); it exits by itself.
+        Assert.Contains(rows, e => e.Kind == TraceEventKind.Exit && e.Tid == thread.ChildTid);
+        Assert.All(rows.Where(e => TraceKinds.IsSyscall(e.Kind)), e => Assert.True(e.HasResult && e.DurationNs >= 0));
+        Assert.True(rows.Zip(rows.Skip(1)).All(p => p.First.TimeNs <= p.Second.TimeNs));
+    }
+
+    [Fact]
+    public void AGarbageLineIsRejectedWithItsLineNumber()
+    {
+        var lines = Sample.ToList();
+        lines.Insert(40, "this is not perf output");
+        var e = Fails(lines);
+        Assert.StartsWith("in.txt:41: not a perf script line", e.Message);
+    }
+
+    [Fact]
+    public void AnExitWithoutItsEnterIsRejected()
+    {
+        var lines = Sample.Where((l, i) => !(l.Contains("sys_enter_munmap") && i > 100)).ToList();
+        Assert.Contains("without its sys_enter_munmap", Fails(lines).Message);
+    }
+
+    [Fact]
+    public void AnEnterThatNeverReturnsIsRejectedUnlessTheRecordingWasCut()
+    {
+        int exit = Array.FindLastIndex(Sample, l => l.Contains("sys_exit_munmap"));
+        var lines = Sample.Where((_, i) => i != exit).ToList();
+        Assert.Contains("has not returned", Fails(lines).Message);
+
+        var rows = Import(lines, new PerfImportOptions { Truncated = true });
+        var unfinished = Assert.Single(rows, e => !e.HasResult && TraceKinds.IsSyscall(e.Kind));
+        Assert.Equal(TraceEventKind.Munmap, unfinished.Kind);
+    }
+
+    [Fact]
+    public void TwoEntersOfOneThreadAreRejected()
+    {
+        int exit = Array.FindIndex(Sample, l => l.Contains("sys_exit_mmap"));
+        var lines = Sample.Where((_, i) => i != exit).ToList();
+        Assert.Contains("has not returned", Fails(lines).Message);
+    }
+
+    [Fact]
+    public void AnAttachedRecordingDropsTheExitOfASyscallThatStartedBeforeIt()
+    {
+        int enter = Array.FindIndex(Sample, l => l.Contains("sys_enter_brk"));
+        var lines = Sample.Where((_, i) => i != enter).ToList();
+        Assert.Contains("without its sys_enter_brk", Fails(lines).Message);
+        var importer = new PerfScriptImporter(new StringReader(string.Join('\n', lines)), "in.txt", new PerfImportOptions { Attached = true });
+        _ = importer.Read().ToList();
+        Assert.Equal(1, importer.Stats.InFlightExits);
+    }
+
+    [Fact]
+    public void TimeGoingBackIsRejected()
+    {
+        var lines = Sample.ToList();
+        (lines[60], lines[70]) = (lines[70], lines[60]);
+        Assert.Contains("before the previous line's", Fails(lines).Message);
+    }
+
+    [Fact]
+    public void AnEventOfAProcessNeverIntroducedIsRejected()
+    {
+        var lines = Sample.ToList();
+        lines.Insert(80, At(79, "exceptions:page_fault_user: address=0x1000 ip=0x2000 error_code=0x6", "4242/4242"));
+        var e = Fails(lines);
+        Assert.StartsWith("in.txt:81: unknown task: pid 4242", e.Message);
+    }
+
+    [Fact]
+    public void LostEventsAreCountedAndAdmitTasksNeverIntroduced()
+    {
+        var lines = Sample.ToList();
+        lines.Insert(80, At(79, "PERF_RECORD_LOST lost 17"));
+        lines.Insert(81, At(79, "exceptions:page_fault_user: address=0x1000 ip=0x2000 error_code=0x6", "4242/4242"));
+        var importer = new PerfScriptImporter(new StringReader(string.Join('\n', lines)), "in.txt");
+        var rows = importer.Read().Select(e => e.Event).ToList();
+        Assert.Equal(17, importer.Stats.LostEvents);
+        Assert.True(importer.AdmittedUnknownTasks);
+        Assert.Equal(17UL, rows.Single(e => e.Kind == TraceEventKind.Lost).Length);
+    }
+
+    [Theory]
+    [InlineData("exceptions:page_fault_user: address=0xZZ ip=0x2000 error_code=0x6", "address")]
+    [InlineData("syscalls:sys_enter_madvise: start: 0x1000, len_in: 0x1000", "2 arguments, expected 3")]
+    [InlineData("PERF_RECORD_MMAP2 20310/20310: [0x1000(0x1000) @ 0 fe:00 12 0]: rwzp /x", "permissions")]
+    [InlineData("task:task_newtask: pid=x comm=a clone_flags=0 oom_score_adj=0", "pid")]
+    public void ABadFieldIsRejectedNamingIt(string body, string expected)
+    {
+        var lines = Sample.ToList();
+        lines.Insert(60, At(59, body));
+        var e = Fails(lines);
+        Assert.StartsWith("in.txt:61: ", e.Message);
+        Assert.Contains(expected, e.Message);
+    }
+}

@@ -1,0 +1,65 @@
+namespace PtLab.Traces.Tests;
+
+public sealed class RoundTripTests : TempDir
+{
+    [Fact]
+    public void ATraceReadsBackRowForRowWithItsMetadata()
+    {
+        var written = SyntheticTrace.Events(150_000, seed: 3, threads: 3).ToList();
+        string path = Write(written);
+        using var r = TraceReader.Open(path);
+        Assert.Equal(written.Count, r.Rows);
+        Assert.Equal(["synthetic", "cover"], r.Metadata.Command);
+        Assert.Equal("6.18.0-synthetic", r.Metadata.Host[HostFacts.KernelRelease]);
+        Assert.Equal(50, r.Metadata.IntervalMs);
+        Assert.False(r.Metadata.Truncated);
+        int i = 0;
+        foreach (var e in r.ReadEvents())
+        {
+            Assert.True(written[i] == e, $"row {i}: wrote {written[i]}, read {e}");
+            i++;
+        }
+
+        Assert.Equal(written.Count, i);
+    }
+
+    [Fact]
+    public void FlagsLostEventsAndUnfinishedSyscallsOfATruncatedTraceRoundTrip()
+    {
+        long t = 1000;
+        var rows = new List<TraceEvent>
+        {
+            TraceEvent.Create(TraceEventKind.Task, t, 7, 7) with { Path = "x" },
+            TraceEvent.Create(TraceEventKind.Lost, t + 1, 0, 0) with { Length = 12 },
+            TraceEvent.Fault(t + 2, 7, 8, 0x1000, 6, 0x400000), // a thread whose creation was lost
+            TraceEvent.Create(TraceEventKind.Madvise, t + 3, 7, 7) with { Address = 0x1000, Length = 0x1000, Prot = 4 }, // never returned
+        };
+        var meta = SyntheticTrace.Metadata(truncated: true) with { Incomplete = true, LostEvents = 12 };
+        using var r = TraceReader.Open(Write(rows, meta));
+        Assert.True(r.Metadata.Truncated);
+        Assert.True(r.Metadata.Incomplete);
+        Assert.Equal(12, r.Metadata.LostEvents);
+        var read = r.ReadEvents().ToList();
+        Assert.Equal(rows, read);
+        Assert.False(read[3].HasResult);
+    }
+
+    [Fact]
+    public void TheWriterRefusesATraceWhoseFlagsDoNotCoverItsRows()
+    {
+        using var w = TraceWriter.Create(Path.Combine(Dir, "x.parquet"));
+        w.Append(TraceEvent.Create(TraceEventKind.Task, 1, 7, 7) with { Path = "x" });
+        w.Append(TraceEvent.Create(TraceEventKind.Lost, 2, 0, 0) with { Length = 3 });
+        var e = Assert.Throws<TraceFormatException>(() => w.Complete(SyntheticTrace.Metadata()));
+        Assert.Contains("lost", e.Message);
+        Assert.False(File.Exists(Path.Combine(Dir, "x.parquet")));
+    }
+
+    [Fact]
+    public void AFaultHeavyTraceTakesAtMostSixteenBytesPerEvent()
+    {
+        string path = Write(SyntheticTrace.Events(200_000));
+        double perEvent = (double)new FileInfo(path).Length / 200_000;
+        Assert.True(perEvent <= 16, $"{perEvent:F2} bytes per event");
+    }
+}
