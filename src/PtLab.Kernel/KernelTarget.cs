@@ -381,16 +381,23 @@ public sealed unsafe class KernelTarget : IFileTarget
     /// <inheritdoc/>
     public IReadOnlyList<VmaView> Layout(ulong start, ulong end) => SmapsLayout(start, end);
 
+    /// <inheritdoc/>
+    public long AnonKbIn(ulong start, ulong end) => SmapsIn(start, end).Sum(v => v.FieldsKb.GetValueOrDefault("Anonymous"));
+
     /// <summary>The VMAs of this process that meet [start, end), with the modelled flags their smaps VmFlags name.</summary>
-    private static List<VmaView> SmapsLayout(ulong start, ulong end)
+    private static List<VmaView> SmapsLayout(ulong start, ulong end) =>
+        [.. SmapsIn(start, end).Select(v =>
+            new VmaView(v.Vma.Start, v.Vma.End, v.VmFlags.Aggregate(VmFlags.None, (f, w) => f | VmaView.Mnemonics.GetValueOrDefault(w))))];
+
+    /// <summary>The smaps records of this process's VMAs that meet [start, end).</summary>
+    private static IEnumerable<Scan.SmapsVma> SmapsIn(ulong start, ulong end)
     {
         if (!Scan.ProcSmaps.TryParse(File.ReadAllText("/proc/self/smaps"), out var vmas, out string? error))
         {
             throw new FormatException($"/proc/self/smaps: {error}");
         }
 
-        return [.. vmas.Where(v => v.Vma.Start < end && v.Vma.End > start).Select(v =>
-            new VmaView(v.Vma.Start, v.Vma.End, v.VmFlags.Aggregate(VmFlags.None, (f, w) => f | VmaView.Mnemonics.GetValueOrDefault(w))))];
+        return vmas.Where(v => v.Vma.Start < end && v.Vma.End > start);
     }
 
     private Errno LockCall(string call, ulong addr, ulong length, Func<int> syscall)

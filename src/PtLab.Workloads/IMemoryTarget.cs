@@ -54,6 +54,13 @@ public interface IMemoryTarget : IDisposable
     /// <summary>The VMAs that meet [start, end), with their flags, as <c>/proc/PID/smaps</c> shows them.</summary>
     IReadOnlyList<VmaView> Layout(ulong start, ulong end) => throw Unsupported("a VMA listing");
 
+    /// <summary>
+    /// The anonymous memory mapped by the VMAs that meet [start, end), in kB: the sum of their
+    /// <c>Anonymous:</c> lines in <c>/proc/PID/smaps</c>. Unlike RssAnon it leaves out whatever
+    /// else the process maps, so a range no one else uses gives an exact figure.
+    /// </summary>
+    long AnonKbIn(ulong start, ulong end) => throw Unsupported("a per-range anonymous figure");
+
     private NotSupportedException Unsupported(string call) => new($"{Name} does not support {call}");
 }
 

@@ -95,6 +95,9 @@ public sealed class ModelTarget : IMultiCpuTarget, IDataTarget, IFileTarget
         [.. Mm.Vmas.Where(v => v.Start < end && v.End > start).Select(v => new VmaView(v.Start, v.End, v.Flags & VmaView.Modelled))];
 
     /// <inheritdoc/>
+    public long AnonKbIn(ulong start, ulong end) => Mm.Smaps(Cpu).Where(v => v.Start < end && v.End > start).Sum(v => v.AnonymousKb);
+
+    /// <inheritdoc/>
     public AccessResult TouchPages(ulong addr, ulong length, bool write)
     {
         ulong end = addr + length;

@@ -335,15 +335,15 @@ public sealed partial class MmStruct
     /// <summary>
     /// The type switch of <c>do_mmap</c>: for anonymous memory MAP_PRIVATE and MAP_SHARED (not with
     /// MAP_GROWSDOWN); for a file MAP_PRIVATE, MAP_SHARED (unknown flags ignored) and
-    /// MAP_SHARED_VALIDATE (unknown flags EOPNOTSUPP). Anything else is EINVAL, MAP_DROPPABLE
-    /// included (not modelled). Null when the type is fine.
+    /// MAP_SHARED_VALIDATE (unknown flags EOPNOTSUPP), none with MAP_GROWSDOWN. Anything else is
+    /// EINVAL, MAP_DROPPABLE included (not modelled). Null when the type is fine.
     /// </summary>
     private static Errno? MapTypeError(MapFlags flags, SimFile? file)
     {
         int type = (int)flags & MapTypeMask;
         if (type == (int)MapFlags.Private)
         {
-            return null;
+            return file is not null && (flags & MapFlags.GrowsDown) != 0 ? Errno.EINVAL : null;
         }
 
         if (file is null)
@@ -353,11 +353,13 @@ public sealed partial class MmStruct
 
         // A regular file is taken to live on a file system that advertises MAP_SYNC
         // (FOP_MMAP_SYNC: ext4, xfs); shmem does not.
+        // Every file type then refuses a mapping that would grow (VM_GROWSDOWN).
         var mask = file.IsShmem ? LegacyMapMask : LegacyMapMask | MapFlags.Sync;
+        var growsDown = (flags & MapFlags.GrowsDown) != 0 ? Errno.EINVAL : (Errno?)null;
         return type switch
         {
-            (int)MapFlags.Shared => null,
-            (int)MapFlags.SharedValidate => (flags & ~mask) != 0 ? Errno.EOPNOTSUPP : null,
+            (int)MapFlags.Shared => growsDown,
+            (int)MapFlags.SharedValidate => (flags & ~mask) != 0 ? Errno.EOPNOTSUPP : growsDown,
             _ => Errno.EINVAL,
         };
     }

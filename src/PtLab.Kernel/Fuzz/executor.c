@@ -809,7 +809,7 @@ int main(int argc, char **argv)
             die("cannot set the stack rlimit to 8 MiB");
     }
 
-    read_status(\&base_pte_kb, \&base_anon_kb, \&base_file_kb, \&base_shmem_kb);
+    read_status(&base_pte_kb, &base_anon_kb, &base_file_kb, &base_shmem_kb);
     out_str("ptlab-executor 1 slot=");
     out_hex(slot_start, 1);
     out_str(" end=");
