@@ -420,6 +420,11 @@ public sealed partial class MmStruct
         td.RmapOwner = this;
         td.RmapAddress = haddr;
         bool noExec = (pmd & Entry.NoExecute) != 0;
+
+        // No other CPU can reach the withdrawn table until pmd_populate below, so the kernel fills
+        // it without its lock. The model takes it anyway (pmd lock, then PTE lock: the usual order)
+        // so that a design that counts entries under the PTE lock sees these stores as any other.
+        PtlLock(cpu, ptePfn);
         if (Entry.Pfn(pmd) == Phys.HugeZeroPfn)
         {
             ulong zero = Entry.MakeZeroPagePte(Phys.ZeroPfn);
@@ -453,8 +458,10 @@ public sealed partial class MmStruct
             Interlocked.Add(ref hd.RefCount, PhysMemory.HugeFrames - 1);
         }
 
+        PtlUnlock(cpu, ptePfn);
+
         // pmd_populate: the entries are in place before the table is (smp_wmb).
-        Volatile.Write(ref Phys.Table(pmdTable)[pmdIndex], Entry.MakeTable(ptePfn));
+        PmdPopulate(cpu, pmdTable, pmdIndex, ptePfn);
         Interlocked.Increment(ref _thpSplitPmd);
     }
 

@@ -658,8 +658,8 @@ public sealed partial class MmStruct
         bool moved = !Entry.IsNone(pmd) && !Entry.IsHuge(pmd);
         if (moved)
         {
-            Volatile.Write(ref Phys.Table(oldPmd)[oldIndex], 0);
-            Volatile.Write(ref Phys.Table(newPmd)[newIndex], pmd);
+            PmdClear(oldPmd, oldIndex);
+            PmdPopulate(cpu, newPmd, newIndex, Entry.Pfn(pmd));
             FlushTlbRange(cpu, oldAddr, oldAddr + Geometry.PmdSize);
         }
 
