@@ -75,6 +75,7 @@ internal static class Cli
         root.Subcommands.Add(Check.SoakCommand(stdout));
         root.Subcommands.Add(Record.Command(stdout, stderr));
         root.Subcommands.Add(TraceCommands.Command(stdout, stderr));
+        root.Subcommands.Add(Replay.Command(stdout, stderr));
         root.Subcommands.Add(Scan.Command(stdout, stderr));
         root.Subcommands.Add(ExporterHost.Command(stdout, stderr));
         var fuzz = new Command("fuzz", "Fuzzers: random operations checked against an oracle after every one (kernel), or random inputs to the trace reader (traces).");

@@ -1,0 +1,846 @@
+using System.Diagnostics;
+using PtLab.Mm;
+using PtLab.Paging;
+using PtLab.Traces;
+
+namespace PtLab.Workloads.Replay;
+
+/// <summary>How to replay a trace.</summary>
+public sealed record ReplayOptions
+{
+    /// <summary>The design's name, for the report.</summary>
+    public required string Design { get; init; }
+
+    /// <summary>Builds the design for each address space.</summary>
+    public required Func<IPageTableReclaim> DesignFactory { get; init; }
+
+    /// <summary>Simulated RAM.</summary>
+    public long RamBytes { get; init; } = 64L << 30;
+
+    /// <summary>Simulated CPUs: the recorded host's count; threads share them as they shared the host's.</summary>
+    public int Cpus { get; init; } = 1;
+}
+
+/// <summary>
+/// Replays a trace on the model under one design: one address space per recorded process, each
+/// thread on a simulated CPU of the machine, every mapping at the address the kernel gave it,
+/// faults as accesses (read, write or fetch from the error code; an access that finds its page
+/// already mapped changes nothing, so a fault recorded twice is harmless), the address-space
+/// syscalls with their recorded arguments and results compared, and each <c>/proc/PID/status</c>
+/// sample paired with the model's figures at the same point of the stream.
+/// </summary>
+/// <remarks>
+/// A trace is data: a row no kernel could have produced is a <see cref="TraceFormatException"/>
+/// naming the file and the row. What the model cannot do is counted by kind in
+/// <see cref="ReplayResult.Unsupported"/>; where the model answers differently from the recorded
+/// kernel, the difference is counted in <see cref="ReplayResult.Divergences"/>. Nothing is
+/// dropped silently. Feed rows with <see cref="Apply"/> in file order, then call <see cref="Finish"/>.
+/// </remarks>
+public sealed class TraceReplayer
+{
+    private const ulong PageSize = Geometry.PageSize;
+    private const ulong PageMask = Geometry.PageMask;
+
+    /// <summary>RLIMIT_STACK's default: how far below a stack a fault may still grow it.</summary>
+    private const ulong StackLimit = 8UL << 20;
+
+    private readonly ReplayOptions _options;
+    private readonly string _path;
+    private readonly Machine _machine;
+    private readonly Dictionary<int, Proc> _procs = [];
+    private readonly Dictionary<int, Thread> _threads = [];
+    private readonly List<ReplayProcessResult> _results = [];
+    private readonly Dictionary<string, long> _divergences = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _unsupported = new(StringComparer.Ordinal);
+    private readonly int[] _threadsOnCpu;
+    private readonly Stopwatch _clock = new();
+    private long _row = -1;
+    private Thread? _lastThread;
+    private int _lastTid = -1;
+
+    /// <summary>A replayer of the trace at <paramref name="path"/> (named in errors).</summary>
+    public TraceReplayer(string path, ReplayOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options;
+        _path = path;
+        _machine = new Machine(new MachineOptions
+        {
+            Cpus = Math.Clamp(options.Cpus, 1, 64),
+            RamBytes = options.RamBytes,
+            PageData = false,
+            Design = options.DesignFactory,
+        });
+        _threadsOnCpu = new int[_machine.Cpus.Count];
+    }
+
+    /// <summary>The machine the replay runs on.</summary>
+    public Machine Machine => _machine;
+
+    /// <summary>Rows applied so far.</summary>
+    public long Events => _row + 1;
+
+    /// <summary>Replays every row of <paramref name="reader"/> and returns the result.</summary>
+    public static ReplayResult Run(TraceReader reader, ReplayOptions options, Action<double>? progress = null, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        var r = new TraceReplayer(reader.Path, options);
+        long rows = Math.Max(1, reader.Rows);
+        foreach (var e in reader.ReadEvents(cancel))
+        {
+            r.Apply(e);
+            if (progress is not null && (r._row & 0xffff) == 0)
+            {
+                progress((double)r._row / rows);
+            }
+        }
+
+        return r.Finish();
+    }
+
+    /// <summary>Applies one row (rows must come in file order).</summary>
+    /// <exception cref="TraceFormatException">The row cannot have come from a kernel.</exception>
+    public void Apply(in TraceEvent e)
+    {
+        _row++;
+        _clock.Start();
+        try
+        {
+            if (TraceKinds.IsSyscall(e.Kind))
+            {
+                Syscall(e);
+                return;
+            }
+
+            switch (e.Kind)
+            {
+                case TraceEventKind.Fault:
+                case TraceEventKind.KernelFault:
+                    Fault(e);
+                    break;
+                case TraceEventKind.Task: Task(e); break;
+                case TraceEventKind.NewTask: NewTask(e); break;
+                case TraceEventKind.Exec: Exec(e); break;
+                case TraceEventKind.TaskExit: TaskExit(e); break;
+                case TraceEventKind.Exit:
+                case TraceEventKind.ExitGroup:
+                    break; // the mm goes at task_exit, after the exit sample
+                case TraceEventKind.Mmap2: Mmap2(e); break;
+                case TraceEventKind.Vma: Layout(e, replace: false); break;
+                case TraceEventKind.Status:
+                case TraceEventKind.StatusExec:
+                case TraceEventKind.StatusExit:
+                case TraceEventKind.StatusAttach:
+                    Sample(e);
+                    break;
+                case TraceEventKind.Lost:
+                    Count(_divergences, "events perf lost", (long)e.Length);
+                    break;
+            }
+        }
+        finally
+        {
+            _clock.Stop();
+        }
+    }
+
+    /// <summary>Ends the replay: processes still alive get their figures now, and the result is built.</summary>
+    public ReplayResult Finish()
+    {
+        foreach (var p in _procs.Values)
+        {
+            p.Result.Exit ??= p.Mm.Mm.Status();
+            p.Result.Counters = p.Mm.Mm.Counters();
+            p.Result.Madvise = p.Latency.Summary();
+        }
+
+        return new ReplayResult
+        {
+            Design = _options.Design,
+            Processes = _results,
+            Events = Events,
+            WallSeconds = _clock.Elapsed.TotalSeconds,
+            Divergences = new SortedDictionary<string, long>(_divergences, StringComparer.Ordinal),
+            Unsupported = new SortedDictionary<string, long>(_unsupported, StringComparer.Ordinal),
+            GracePeriods = _machine.Rcu.GracePeriods,
+        };
+    }
+
+    private TraceFormatException Malformed(string why) => new($"{_path}: row {_row}: {why}");
+
+    private static void Count(Dictionary<string, long> counts, string kind, long n = 1) =>
+        counts[kind] = counts.GetValueOrDefault(kind) + n;
+
+    private void Divergence(string kind) => Count(_divergences, kind);
+
+    private void Unsupported(string kind) => Count(_unsupported, kind);
+
+    /// <summary>
+    /// A syscall row is stamped at the syscall's exit, but its effect happened between enter and
+    /// exit: a sample taken meanwhile (by the recorder, while another thread was inside madvise or
+    /// munmap) already shows it. So the effect on the figures of each such sample of the process is
+    /// added to the model's figures recorded for it.
+    /// </summary>
+    private void Syscall(in TraceEvent e)
+    {
+        var p = ThreadOf(e).Proc;
+        bool track = p.Open.Count > 0 && e.HasResult;
+        var before = track ? p.Mm.Mm.Status() : default;
+        switch (e.Kind)
+        {
+            case TraceEventKind.Mmap: Mmap(e); break;
+            case TraceEventKind.Munmap: Munmap(e); break;
+            case TraceEventKind.Mprotect: Mprotect(e); break;
+            case TraceEventKind.Madvise: Madvise(e); break;
+            case TraceEventKind.Brk: Brk(e); break;
+            default:
+                Unsupported(TraceKinds.Name(e.Kind) + (e.Kind == TraceEventKind.ProcessMadvise ? " (its ranges are not recorded)" : " (not modelled)"));
+                break;
+        }
+
+        if (!track)
+        {
+            return;
+        }
+
+        long enter = e.TimeNs - e.DurationNs;
+        var after = p.Mm.Mm.Status();
+        var samples = p.Result.Samples;
+        for (int i = p.Open.Count - 1; i >= 0; i--)
+        {
+            int index = p.Open[i];
+            var s = samples[index];
+            if (s.TimeNs < e.TimeNs - OpenSampleNs)
+            {
+                p.Open.RemoveAt(i);
+            }
+            else if (s.TimeNs >= enter && !before.Equals(after))
+            {
+                samples[index] = s with { Model = Add(s.Model, after, before) };
+            }
+        }
+    }
+
+    /// <summary>How long a sample stays open to the effects of syscalls that were under way when it was taken.</summary>
+    private const long OpenSampleNs = 1_000_000_000;
+
+    private static MmStatus Add(MmStatus a, MmStatus after, MmStatus before) => new(
+        a.VmSizeKb + after.VmSizeKb - before.VmSizeKb, a.VmRssKb + after.VmRssKb - before.VmRssKb, a.RssAnonKb + after.RssAnonKb - before.RssAnonKb,
+        a.RssFileKb + after.RssFileKb - before.RssFileKb, a.RssShmemKb + after.RssShmemKb - before.RssShmemKb, a.VmSwapKb + after.VmSwapKb - before.VmSwapKb,
+        a.VmPteKb + after.VmPteKb - before.VmPteKb,
+        new TableCounts(a.Tables.Pte + after.Tables.Pte - before.Tables.Pte, a.Tables.Pmd + after.Tables.Pmd - before.Tables.Pmd, a.Tables.Pud + after.Tables.Pud - before.Tables.Pud));
+
+    // ---- tasks ----
+
+    private Thread ThreadOf(in TraceEvent e)
+    {
+        if (e.Tid == _lastTid && _lastThread is { } last)
+        {
+            return last;
+        }
+
+        if (!_threads.TryGetValue(e.Tid, out var t) || t.Proc.Pid != e.Pid)
+        {
+            // The reader admits rows of tasks never introduced only in a trace marked incomplete.
+            if (!_procs.TryGetValue(e.Pid, out var p))
+            {
+                Unsupported("process whose start was not recorded (its earlier tables are unknown)");
+                p = NewProc(e.Pid, "pid " + e.Pid, NewMm());
+            }
+
+            t = AddThread(p, e.Tid);
+        }
+
+        _lastTid = e.Tid;
+        _lastThread = t;
+        return t;
+    }
+
+    private Proc NewProc(int pid, string name, SharedMm mm)
+    {
+        var result = new ReplayProcessResult { Pid = pid, Name = name };
+        _results.Add(result);
+        var p = new Proc(pid, mm, result);
+        _procs[pid] = p;
+        return p;
+    }
+
+    private SharedMm NewMm() => new(_machine.CreateAddressSpace());
+
+    private Thread AddThread(Proc p, int tid)
+    {
+        int best = 0;
+        for (int i = 1; i < _threadsOnCpu.Length; i++)
+        {
+            if (_threadsOnCpu[i] < _threadsOnCpu[best])
+            {
+                best = i;
+            }
+        }
+
+        _threadsOnCpu[best]++;
+        var t = new Thread(tid, p, _machine.Cpus[best]);
+        _threads[tid] = t;
+        p.Threads++;
+        p.Result.Threads++;
+        _lastTid = -1;
+        return t;
+    }
+
+    private void RemoveThread(Thread t)
+    {
+        if (_threads.Remove(t.Tid))
+        {
+            _threadsOnCpu[t.Cpu.Id]--;
+            t.Proc.Threads--;
+        }
+
+        _lastTid = -1;
+    }
+
+    private void Task(in TraceEvent e)
+    {
+        if (!_procs.TryGetValue(e.Pid, out var p))
+        {
+            p = NewProc(e.Pid, e.Path ?? "", NewMm());
+        }
+
+        AddThread(p, e.Tid);
+    }
+
+    private void NewTask(in TraceEvent e)
+    {
+        var parent = ThreadOf(e);
+        ulong flags = e.Flags;
+        if ((flags & TraceEvent.CloneThread) != 0)
+        {
+            AddThread(parent.Proc, e.ChildTid);
+            return;
+        }
+
+        if (_procs.ContainsKey(e.ChildPid))
+        {
+            throw Malformed($"newtask creates process {e.ChildPid}, which already exists");
+        }
+
+        SharedMm mm;
+        if ((flags & TraceEvent.CloneVm) != 0)
+        {
+            mm = parent.Proc.Mm; // vfork or clone(CLONE_VM): the child runs on the parent's mm until it execs
+            mm.Users++;
+        }
+        else
+        {
+            mm = ForkMm(parent);
+        }
+
+        var child = NewProc(e.ChildPid, e.Path ?? "", mm);
+        AddThread(child, e.ChildTid);
+    }
+
+    /// <summary>fork: a new address space with the parent's layout. Its tables are not copied yet.</summary>
+    private SharedMm ForkMm(Thread parent)
+    {
+        Unsupported("fork (copy_page_range: the child starts with the parent's layout and no tables)");
+        var mm = NewMm();
+        var cpu = parent.Cpu;
+        cpu.SwitchMm(mm.Mm);
+        foreach (var v in parent.Proc.Mm.Mm.Vmas)
+        {
+            var r = mm.Mm.Mmap(cpu, v.Start, v.Length, ProtOf(v.Flags), MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed | MapFlags.NoReserve);
+            if (!r.Ok)
+            {
+                Divergence("fork: a parent mapping the child could not take");
+            }
+        }
+
+        return mm;
+    }
+
+    private static Prot ProtOf(VmFlags f) =>
+        ((f & VmFlags.Read) != 0 ? Prot.Read : 0) | ((f & VmFlags.Write) != 0 ? Prot.Write : 0) | ((f & VmFlags.Exec) != 0 ? Prot.Exec : 0);
+
+    private void Exec(in TraceEvent e)
+    {
+        if (!_procs.TryGetValue(e.Pid, out var p))
+        {
+            p = NewProc(e.Pid, e.Path ?? "", NewMm());
+        }
+        else
+        {
+            // de_thread: every other thread goes; the caller becomes the leader (tid = pid).
+            foreach (var t in _threads.Values.Where(t => ReferenceEquals(t.Proc, p)).ToList())
+            {
+                RemoveThread(t);
+            }
+
+            Release(p, _machine.Cpus[0]);
+            p.Mm = NewMm();
+            p.Result.Name = e.Path ?? p.Result.Name;
+        }
+
+        p.InExec = true;
+        p.Brk = 0;
+        p.Open.Clear();
+        p.Result.Exited = false;
+        AddThread(p, e.Pid);
+    }
+
+    private void TaskExit(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        var p = t.Proc;
+        RemoveThread(t);
+        if (p.Threads > 0)
+        {
+            return;
+        }
+
+        p.Result.Exit = p.Mm.Mm.Status();
+        p.Result.Exited = true;
+        Release(p, t.Cpu);
+        _procs.Remove(p.Pid);
+    }
+
+    /// <summary>mmput: the process lets go of its address space; the last user tears it down (exit_mmap).</summary>
+    private void Release(Proc p, Cpu cpu)
+    {
+        var mm = p.Mm;
+        p.Result.Counters = mm.Mm.Counters();
+        p.Result.Madvise = p.Latency.Summary();
+        TrackPeak(p);
+        if (--mm.Users == 0)
+        {
+            cpu.SwitchMm(mm.Mm);
+            mm.Mm.Exit(cpu);
+        }
+    }
+
+    private void TrackPeak(Proc p)
+    {
+        long kb = p.Mm.Mm.PgtablesBytes >> 10;
+        if (kb > p.Result.PeakVmPteKb)
+        {
+            p.Result.PeakVmPteKb = kb;
+        }
+    }
+
+    /// <summary>The thread's CPU, running the thread's address space.</summary>
+    private static Cpu Activate(Thread t)
+    {
+        var mm = t.Proc.Mm.Mm;
+        if (!ReferenceEquals(t.Cpu.Mm, mm))
+        {
+            t.Cpu.SwitchMm(mm);
+        }
+
+        return t.Cpu;
+    }
+
+    // ---- samples ----
+
+    private void Sample(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        var p = t.Proc;
+        if (e.Kind == TraceEventKind.StatusExec && p.InExec)
+        {
+            ExecArguments(t, e.Status);
+        }
+
+        TrackPeak(p);
+        p.Open.Add(p.Result.Samples.Count);
+        if (p.Open.Count > 64)
+        {
+            p.Open.RemoveAt(0);
+        }
+
+        p.Result.Samples.Add(new ReplaySample(e.TimeNs, e.Kind, e.Status, p.Mm.Mm.Status()));
+    }
+
+    /// <summary>
+    /// exec copies the arguments and environment to the top of the new stack through GUP, which no
+    /// fault event records; the exec sample's RssAnon counts those pages. The same number of pages
+    /// is written at the top of the stack, so their table (and the upper tables) exist as on the host.
+    /// </summary>
+    private void ExecArguments(Thread t, StatusFigures kernel)
+    {
+        var p = t.Proc;
+        p.InExec = false;
+        var mm = p.Mm.Mm;
+        var stack = p.Stack;
+        if (stack is null)
+        {
+            return;
+        }
+
+        long missing = (kernel.RssAnonKb - mm.Status().RssAnonKb) / 4;
+        var cpu = Activate(t);
+        ulong top = stack.Value.End;
+        for (long i = 0; i < Math.Max(1, missing); i++)
+        {
+            ulong va = top - ((ulong)(i + 1) * PageSize);
+            if (va < stack.Value.Start)
+            {
+                break;
+            }
+
+            cpu.Touch(va);
+        }
+    }
+
+    // ---- layout ----
+
+    private void Mmap2(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        if (t.Proc.InExec)
+        {
+            // exec's own mappings (the ELF, the interpreter, the stack), which no syscall row made: each
+            // replaces what lay there, as the ELF loader maps the whole image and then its segments over it.
+            Layout(e, replace: true);
+        }
+    }
+
+    /// <summary>
+    /// A mapping the kernel reported. With <paramref name="replace"/> it is mapped over whatever lay
+    /// there; otherwise (a line of /proc/PID/maps) the parts the model lacks are mapped and the parts
+    /// it has get the line's protection.
+    /// </summary>
+    private void Layout(in TraceEvent e, bool replace)
+    {
+        var t = ThreadOf(e);
+        var p = t.Proc;
+        var cpu = Activate(t);
+        ulong start = e.Address & PageMask, end = (e.Address + e.Length + PageSize - 1) & PageMask;
+        if (end > Geometry.TaskSize || end <= start)
+        {
+            Unsupported($"{(e.Path is { Length: > 0 } name ? name : "mapping")} above the user address space (no user page tables)");
+            return;
+        }
+
+        if (e.Path == "[stack]")
+        {
+            p.Stack = (start, end);
+        }
+
+        var mm = p.Mm.Mm;
+        var prot = (Prot)(e.Prot & 7);
+        if (replace)
+        {
+            MapLayout(cpu, mm, start, end, prot, e);
+            return;
+        }
+
+        ulong at = start;
+        foreach (var v in mm.Vmas)
+        {
+            if (v.End <= at)
+            {
+                continue;
+            }
+
+            if (v.Start >= end)
+            {
+                break;
+            }
+
+            if (v.Start > at)
+            {
+                MapLayout(cpu, mm, at, v.Start, prot, e);
+            }
+
+            if (ProtOf(v.Flags) != prot)
+            {
+                ulong from = Math.Max(v.Start, start), to = Math.Min(v.End, end);
+                if (mm.Mprotect(cpu, from, to - from, prot) != Errno.None)
+                {
+                    Divergence("layout protection refused by the model");
+                }
+            }
+
+            at = Math.Max(at, v.End);
+        }
+
+        if (at < end)
+        {
+            MapLayout(cpu, mm, at, end, prot, e);
+        }
+    }
+
+    private void MapLayout(Cpu cpu, MmStruct mm, ulong start, ulong end, Prot prot, in TraceEvent e)
+    {
+        if (e.Inode != 0 || e.Flags == 1)
+        {
+            Unsupported("file or shared mapping (replayed as private anonymous memory: same tables, RSS counted as anonymous)");
+        }
+
+        var r = mm.Mmap(cpu, start, end - start, prot, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed | MapFlags.NoReserve);
+        if (!r.Ok)
+        {
+            Divergence($"layout mapping refused by the model ({r.Error})");
+        }
+    }
+
+    // ---- faults ----
+
+    private void Fault(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        var cpu = Activate(t);
+        var p = t.Proc;
+        p.InExec &= e.Kind == TraceEventKind.KernelFault;
+        p.Result.Faults++;
+        ulong va = e.Address;
+        AccessResult r = e.IsWriteFault ? cpu.Touch(va) : cpu.ReadByte(va, out _);
+        if (!r.Ok && GrowStack(t, cpu, va))
+        {
+            r = e.IsWriteFault ? cpu.Touch(va) : cpu.ReadByte(va, out _);
+        }
+
+        if (!r.Ok)
+        {
+            Divergence($"fault the model answered with {r.Outcome}");
+        }
+
+        long bytes = p.Mm.Mm.PgtablesBytes >> 10;
+        if (bytes > p.Result.PeakVmPteKb)
+        {
+            p.Result.PeakVmPteKb = bytes;
+        }
+    }
+
+    /// <summary>
+    /// A fault below the stack within RLIMIT_STACK grows it (expand_stack); the model's stack is a
+    /// plain mapping, so the range from the page to the stack's start is mapped.
+    /// </summary>
+    private bool GrowStack(Thread t, Cpu cpu, ulong va)
+    {
+        var p = t.Proc;
+        if (p.Stack is not { } s || va >= s.Start || s.Start - va > StackLimit || p.Mm.Mm.FindVma(va) is { } v && v.Start <= va)
+        {
+            return false;
+        }
+
+        ulong start = va & PageMask;
+        var r = p.Mm.Mm.Mmap(cpu, start, s.Start - start, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.FixedNoReplace | MapFlags.NoReserve);
+        if (!r.Ok)
+        {
+            return false;
+        }
+
+        p.Stack = (start, s.End);
+        return true;
+    }
+
+    // ---- syscalls ----
+
+    private bool Finished(in TraceEvent e)
+    {
+        if (e.HasResult)
+        {
+            return true;
+        }
+
+        Unsupported(TraceKinds.Name(e.Kind) + " still running when the recording stopped (skipped)");
+        return false;
+    }
+
+    private void CompareResult(in TraceEvent e, Errno model)
+    {
+        long kernel = e.Result < 0 ? -e.Result : 0;
+        if (kernel != (long)model)
+        {
+            Divergence($"{TraceKinds.Name(e.Kind)}: kernel {(kernel == 0 ? "succeeded" : "errno " + kernel)}, model {(model == Errno.None ? "succeeded" : model.ToString())}");
+        }
+    }
+
+    private void Mmap(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        var cpu = Activate(t);
+        var mm = t.Proc.Mm.Mm;
+        var flags = (MapFlags)(int)e.Flags;
+        var prot = (Prot)(e.Prot & 0xf);
+        bool anonymous = (flags & MapFlags.Anonymous) != 0;
+        bool shared = ((int)flags & 0x3) is 1 or 3;
+        if (!anonymous || shared)
+        {
+            Unsupported(anonymous ? "shared anonymous mmap (replayed as private: same tables)" : "file mmap (replayed as private anonymous memory: same tables, RSS counted as anonymous)");
+        }
+
+        // The model maps private anonymous memory: the same VMA and tables as the host's mapping.
+        var asModel = (flags & ~(MapFlags)0x3 & ~MapFlags.HugeTlb) | MapFlags.Private | MapFlags.Anonymous;
+        if (e.Result < 0 && e.Result > -4096)
+        {
+            var r = mm.Mmap(cpu, e.Address, e.Length, prot, asModel);
+            if (r.Ok)
+            {
+                mm.Munmap(cpu, r.Address, e.Length);
+            }
+
+            CompareResult(e, r.Error);
+            return;
+        }
+
+        ulong at = (ulong)e.Result;
+        if ((flags & (MapFlags.Fixed | MapFlags.FixedNoReplace)) == 0)
+        {
+            // Where would the model have placed it? The kernel's choice stands either way.
+            var own = mm.Mmap(cpu, e.Address, e.Length, prot, asModel);
+            if (own.Ok && own.Address == at)
+            {
+                return;
+            }
+
+            Divergence(own.Ok ? "mmap placed elsewhere by the model (kernel's address used)" : $"mmap: kernel succeeded, model's placement failed ({own.Error})");
+            if (own.Ok)
+            {
+                mm.Munmap(cpu, own.Address, e.Length);
+            }
+        }
+
+        var fixedAt = mm.Mmap(cpu, at, e.Length, prot, (asModel & ~MapFlags.FixedNoReplace) | MapFlags.Fixed);
+        CompareResult(e, fixedAt.Error);
+    }
+
+    private void Munmap(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        if (e.Result == 0 && (e.Length == 0 || (e.Address & ~PageMask) != 0))
+        {
+            throw Malformed($"munmap of {(e.Length == 0 ? "nothing (length 0)" : $"unaligned 0x{e.Address:x}")} recorded as a success, which no kernel returns");
+        }
+
+        var cpu = Activate(t);
+        CompareResult(e, t.Proc.Mm.Mm.Munmap(cpu, e.Address, e.Length));
+    }
+
+    private void Mprotect(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        var cpu = Activate(t);
+        CompareResult(e, t.Proc.Mm.Mm.Mprotect(cpu, e.Address, e.Length, (Prot)e.Prot));
+    }
+
+    private void Madvise(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        var cpu = Activate(t);
+        long start = Stopwatch.GetTimestamp();
+        var r = t.Proc.Mm.Mm.Madvise(cpu, e.Address, e.Length, (Advice)e.Advice);
+        t.Proc.Latency.RecordSince(start);
+        if (r == Errno.EINVAL && e.Result == 0)
+        {
+            Unsupported($"madvise advice {e.Advice} (not modelled)");
+            return;
+        }
+
+        CompareResult(e, r);
+    }
+
+    /// <summary>
+    /// brk: the heap is the range from the first break the trace shows to the current one. The
+    /// model has no brk yet: growing maps the new pages next to the heap (they merge into one
+    /// VMA, as brk's do), shrinking unmaps them (brk shrinks with the same unmap).
+    /// </summary>
+    private void Brk(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        var p = t.Proc;
+        p.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        ulong now = (ulong)e.Result;
+        if (p.Brk == 0)
+        {
+            p.Brk = now;
+            return;
+        }
+
+        var cpu = Activate(t);
+        var mm = p.Mm.Mm;
+        ulong oldEnd = (p.Brk + PageSize - 1) & PageMask, newEnd = (now + PageSize - 1) & PageMask;
+        if (newEnd > oldEnd)
+        {
+            var r = mm.Mmap(cpu, oldEnd, newEnd - oldEnd, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.FixedNoReplace);
+            if (!r.Ok)
+            {
+                Divergence($"brk: the model could not grow the heap ({r.Error})");
+            }
+        }
+        else if (newEnd < oldEnd)
+        {
+            mm.Munmap(cpu, newEnd, oldEnd - newEnd);
+        }
+
+        p.Brk = now;
+    }
+
+    // ---- state ----
+
+    private sealed class SharedMm(MmStruct mm)
+    {
+        public MmStruct Mm { get; } = mm;
+
+        public int Users { get; set; } = 1;
+    }
+
+    private sealed class Proc(int pid, SharedMm mm, ReplayProcessResult result)
+    {
+        public int Pid { get; } = pid;
+
+        public SharedMm Mm { get; set; } = mm;
+
+        public ReplayProcessResult Result { get; } = result;
+
+        public int Threads { get; set; }
+
+        public bool InExec { get; set; }
+
+        public ulong Brk { get; set; }
+
+        public (ulong Start, ulong End)? Stack { get; set; }
+
+        public LatencyRecorder Latency { get; } = new();
+
+        /// <summary>Indexes of samples that syscalls under way when they were taken may still change.</summary>
+        public List<int> Open { get; } = [];
+    }
+
+    private sealed class Thread(int tid, Proc proc, Cpu cpu)
+    {
+        public int Tid { get; } = tid;
+
+        public Proc Proc { get; } = proc;
+
+        public Cpu Cpu { get; } = cpu;
+    }
+}
