@@ -66,6 +66,7 @@ internal static class Cli
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
         bench.Subcommands.Add(BenchTraces.Command(stdout));
+        bench.Subcommands.Add(BenchReplay.Command(stdout));
         bench.Subcommands.Add(ScanBench.Command(stdout));
         root.Subcommands.Add(Demo.Command(stdout, stderr));
         root.Subcommands.Add(run);

@@ -11,8 +11,6 @@ namespace PtLab.Workloads.Replay;
 /// </summary>
 public static class MultiDesignReplay
 {
-    private const int Batch = 8192;
-
     /// <summary>Replays <paramref name="path"/> under each design of each group; results in the order the designs were given.</summary>
     /// <param name="path">The trace.</param>
     /// <param name="groups">Designs to run together, group by group: name and factory.</param>
@@ -30,49 +28,28 @@ public static class MultiDesignReplay
         {
             using var reader = TraceReader.Open(path);
             var replayers = groups[g].Select(d => new TraceReplayer(path, new ReplayOptions { Design = d.Name, DesignFactory = d.Factory, RamBytes = ramBytes, Cpus = cpus })).ToArray();
-            var batch = new TraceEvent[Batch];
-            int n = 0;
             long rows = Math.Max(1, reader.Rows), done = 0;
-            void Flush()
+            foreach (var batch in reader.ReadBatches())
             {
-                int count = n;
                 if (replayers.Length == 1)
                 {
-                    ApplyAll(replayers[0], batch, count);
+                    replayers[0].Apply(batch);
                 }
                 else
                 {
-                    Parallel.ForEach(replayers, r => ApplyAll(r, batch, count));
+                    Parallel.ForEach(replayers, r => r.Apply(batch));
                 }
 
-                done += count;
-                n = 0;
+                done += batch.Count;
                 progress?.Invoke((g + ((double)done / rows)) / groups.Count);
             }
 
-            foreach (var e in reader.ReadEvents())
-            {
-                batch[n++] = e;
-                if (n == Batch)
-                {
-                    Flush();
-                }
-            }
-
-            Flush();
             results.AddRange(replayers.Select(r => r.Finish()));
         }
 
         return results;
     }
 
-    private static void ApplyAll(TraceReplayer r, TraceEvent[] batch, int count)
-    {
-        for (int i = 0; i < count; i++)
-        {
-            r.Apply(batch[i]);
-        }
-    }
 }
 
 /// <summary>How close a replay must come to the kernel's figures to count as faithful.</summary>

@@ -34,7 +34,7 @@ public sealed record ReplayOptions
 /// naming the file and the row. What the model cannot do is counted by kind in
 /// <see cref="ReplayResult.Unsupported"/>; where the model answers differently from the recorded
 /// kernel, the difference is counted in <see cref="ReplayResult.Divergences"/>. Nothing is
-/// dropped silently. Feed rows with <see cref="Apply"/> in file order, then call <see cref="Finish"/>.
+/// dropped silently. Feed rows in file order, a batch (<see cref="Apply(TraceBatch)"/>) or a row at a time, then call <see cref="Finish"/>.
 /// </remarks>
 public sealed class TraceReplayer
 {
@@ -86,25 +86,66 @@ public sealed class TraceReplayer
         ArgumentNullException.ThrowIfNull(reader);
         var r = new TraceReplayer(reader.Path, options);
         long rows = Math.Max(1, reader.Rows);
-        foreach (var e in reader.ReadEvents(cancel))
+        foreach (var batch in reader.ReadBatches(cancel))
         {
-            r.Apply(e);
-            if (progress is not null && (r._row & 0xffff) == 0)
-            {
-                progress((double)r._row / rows);
-            }
+            r.Apply(batch);
+            progress?.Invoke((double)r.Events / rows);
         }
 
         return r.Finish();
+    }
+
+    /// <summary>Applies every row of <paramref name="batch"/> (batches must come in file order).</summary>
+    /// <exception cref="TraceFormatException">A row cannot have come from a kernel.</exception>
+    public void Apply(TraceBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        _clock.Start();
+        try
+        {
+            var kinds = batch.Kinds;
+            var pids = batch.Pids;
+            var tids = batch.Tids;
+            var addresses = batch.Addresses;
+            var flags = batch.Flags;
+            for (int i = 0; i < kinds.Length; i++)
+            {
+                var k = kinds[i];
+                if (k is TraceEventKind.Fault or TraceEventKind.KernelFault)
+                {
+                    _row++;
+                    Fault(pids[i], tids[i], (ulong)addresses[i], (int)flags[i], k == TraceEventKind.KernelFault);
+                }
+                else
+                {
+                    ApplyOne(batch.Event(i));
+                }
+            }
+        }
+        finally
+        {
+            _clock.Stop();
+        }
     }
 
     /// <summary>Applies one row (rows must come in file order).</summary>
     /// <exception cref="TraceFormatException">The row cannot have come from a kernel.</exception>
     public void Apply(in TraceEvent e)
     {
-        _row++;
         _clock.Start();
         try
+        {
+            ApplyOne(e);
+        }
+        finally
+        {
+            _clock.Stop();
+        }
+    }
+
+    private void ApplyOne(in TraceEvent e)
+    {
+        _row++;
         {
             if (TraceKinds.IsSyscall(e.Kind))
             {
@@ -116,7 +157,7 @@ public sealed class TraceReplayer
             {
                 case TraceEventKind.Fault:
                 case TraceEventKind.KernelFault:
-                    Fault(e);
+                    Fault(e.Pid, e.Tid, e.Address, e.ErrorCode, e.Kind == TraceEventKind.KernelFault);
                     break;
                 case TraceEventKind.Task: Task(e); break;
                 case TraceEventKind.NewTask: NewTask(e); break;
@@ -137,10 +178,6 @@ public sealed class TraceReplayer
                     Count(_divergences, "events perf lost", (long)e.Length);
                     break;
             }
-        }
-        finally
-        {
-            _clock.Stop();
         }
     }
 
@@ -232,26 +269,28 @@ public sealed class TraceReplayer
 
     // ---- tasks ----
 
-    private Thread ThreadOf(in TraceEvent e)
+    private Thread ThreadOf(in TraceEvent e) => ThreadOf(e.Pid, e.Tid);
+
+    private Thread ThreadOf(int pid, int tid)
     {
-        if (e.Tid == _lastTid && _lastThread is { } last)
+        if (tid == _lastTid && _lastThread is { } last)
         {
             return last;
         }
 
-        if (!_threads.TryGetValue(e.Tid, out var t) || t.Proc.Pid != e.Pid)
+        if (!_threads.TryGetValue(tid, out var t) || t.Proc.Pid != pid)
         {
             // The reader admits rows of tasks never introduced only in a trace marked incomplete.
-            if (!_procs.TryGetValue(e.Pid, out var p))
+            if (!_procs.TryGetValue(pid, out var p))
             {
                 Unsupported("process whose start was not recorded (its earlier tables are unknown)");
-                p = NewProc(e.Pid, "pid " + e.Pid, NewMm());
+                p = NewProc(pid, "pid " + pid, NewMm());
             }
 
-            t = AddThread(p, e.Tid);
+            t = AddThread(p, tid);
         }
 
-        _lastTid = e.Tid;
+        _lastTid = tid;
         _lastThread = t;
         return t;
     }
@@ -584,18 +623,18 @@ public sealed class TraceReplayer
 
     // ---- faults ----
 
-    private void Fault(in TraceEvent e)
+    private void Fault(int pid, int tid, ulong va, int errorCode, bool kernel)
     {
-        var t = ThreadOf(e);
+        var t = ThreadOf(pid, tid);
         var cpu = Activate(t);
         var p = t.Proc;
-        p.InExec &= e.Kind == TraceEventKind.KernelFault;
+        p.InExec &= kernel;
         p.Result.Faults++;
-        ulong va = e.Address;
-        AccessResult r = e.IsWriteFault ? cpu.Touch(va) : cpu.ReadByte(va, out _);
+        bool write = (errorCode & 0x2) != 0;
+        AccessResult r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
         if (!r.Ok && GrowStack(t, cpu, va))
         {
-            r = e.IsWriteFault ? cpu.Touch(va) : cpu.ReadByte(va, out _);
+            r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
         }
 
         if (!r.Ok)
