@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using BenchmarkDotNet.Attributes;
 using PtLab.Sync;
 
@@ -19,7 +18,7 @@ public class PercpuRefBenchmarks
     private Rcu _rcu = null!;
     private PercpuRef _ref = null!;
     private Team _team = null!;
-    private PaddedLong[] _shared = null!;
+    private Padded<long>[] _shared = null!;
     private Action<int> _sharedWork = null!;
     private Action<int> _refWork = null!;
     private Action<int> _privateWork = null!;
@@ -34,7 +33,7 @@ public class PercpuRefBenchmarks
     {
         _rcu = new Rcu(Threads);
         _ref = new PercpuRef(_rcu, null);
-        _shared = new PaddedLong[1 + Threads];
+        _shared = new Padded<long>[1 + Threads];
         _team = new Team(Threads);
         _sharedWork = _ =>
         {
@@ -80,10 +79,4 @@ public class PercpuRefBenchmarks
     /// <summary>A padded counter per thread: increment then decrement, nothing shared.</summary>
     [Benchmark(OperationsPerInvoke = PairsPerThread)]
     public void PrivateCounterIncDec() => _team.Run(_privateWork);
-
-    [StructLayout(LayoutKind.Explicit, Size = 128)]
-    private struct PaddedLong
-    {
-        [FieldOffset(64)] public long Value;
-    }
 }

@@ -73,18 +73,7 @@ internal static class ScanOutput
 
     private static string Mib(long bytes) => (bytes / 1048576.0).ToString("N1", CultureInfo.InvariantCulture) + " MiB";
 
-    private static IAnsiConsole Console(TextWriter w)
-    {
-        var c = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Out = new AnsiConsoleOutput(w),
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
-        });
-        c.Profile.Width = 160;
-        return c;
-    }
+    private static IAnsiConsole Console(TextWriter w) => PlainConsole.Create(w, 160);
 
     /// <summary>One block per process: its figures, what each design would free, and (with --vmas) its VMAs.</summary>
     public static void WriteDetail(ScanReport report, TextWriter w)

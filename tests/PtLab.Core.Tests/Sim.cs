@@ -2,6 +2,7 @@ using PtLab.Mm;
 using PtLab.Paging;
 using PtLab.Reclaim;
 using PtLab.Sync;
+using PtLab.Systematic;
 
 namespace PtLab.Tests;
 
@@ -93,36 +94,7 @@ internal sealed class Sim : IDisposable
     }
 
     /// <summary>The PTE tables reachable from the PGD.</summary>
-    public List<long> PteTables()
-    {
-        var result = new List<long>();
-        var phys = Machine.Phys;
-        foreach (ulong g in phys.Table(Mm.PgdPfn).ToArray())
-        {
-            if (g == 0)
-            {
-                continue;
-            }
-
-            foreach (ulong u in phys.Table(Entry.Pfn(g)).ToArray())
-            {
-                if (u == 0)
-                {
-                    continue;
-                }
-
-                foreach (ulong m in phys.Table(Entry.Pfn(u)).ToArray())
-                {
-                    if (m != 0)
-                    {
-                        result.Add(Entry.Pfn(m));
-                    }
-                }
-            }
-        }
-
-        return result;
-    }
+    public List<long> PteTables() => Invariants.PteTables(Mm);
 
     public void Dispose()
     {

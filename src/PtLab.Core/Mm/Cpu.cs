@@ -1,5 +1,4 @@
 using PtLab.Paging;
-using PtLab.Phys;
 
 namespace PtLab.Mm;
 

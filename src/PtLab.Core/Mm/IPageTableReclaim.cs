@@ -13,70 +13,74 @@ public interface IPageTableReclaim
     string Name { get; }
 
     /// <summary>PTE table constructor (<c>pgtable_pte_page_ctor</c>, where the seed calls <c>pte_ref_init</c>).</summary>
-    void PteTableCtor(MmStruct mm, Cpu cpu, long ptePfn);
+    void PteTableCtor(MmStruct mm, Cpu cpu, long pteTable);
 
     /// <summary>PTE table destructor (<c>pgtable_pte_page_dtor</c>, where the seed calls <c>pte_ref_free</c>).</summary>
-    void PteTableDtor(MmStruct mm, long ptePfn);
+    void PteTableDtor(MmStruct mm, long pteTable);
 
     /// <summary>Called by <c>set_pte_at</c> with the entry it replaces (<c>track_pte_set</c>).</summary>
-    void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry, ulong newEntry);
+    void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry);
 
     /// <summary>Called by <c>ptep_get_and_clear</c> and <c>pte_clear</c> with the entry cleared (<c>track_pte_clear</c>).</summary>
-    void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry);
+    void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry);
 
     /// <summary>
     /// <c>pte_offset_map</c> (or the seed's <c>pte_tryget_map</c>): gives a visitor the PTE table under a
     /// pmd entry, or <see cref="TableRef.None"/> when there is none to visit (none, huge, or going away).
     /// </summary>
-    TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex);
+    TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex);
 
     /// <summary><c>pte_unmap</c>: ends a visit begun by <see cref="PteOffsetMap"/>.</summary>
-    void PteUnmap(MmStruct mm, Cpu cpu, TableRef pte);
+    void PteUnmap(MmStruct mm, Cpu cpu, TableRef pteTable);
 
     /// <summary>
     /// <c>pte_offset_map_lock</c> (or <c>pte_tryget_map_lock</c>): maps and takes the split PTE lock.
     /// Returns <see cref="TableRef.None"/> when there is no table to lock; the caller treats that like <c>pmd_none</c>.
     /// </summary>
-    TableRef PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex);
+    TableRef PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex);
 
     /// <summary><c>pte_unmap_unlock</c>.</summary>
-    void PteUnmapUnlock(MmStruct mm, Cpu cpu, TableRef pte);
+    void PteUnmapUnlock(MmStruct mm, Cpu cpu, TableRef pteTable);
 
     /// <summary>
     /// Runs at the end of <c>zap_pte_range</c> with the PTE lock still held. Returns true when the
     /// design unhooked the table from its pmd here (pt-reclaim's trylock fast path).
     /// </summary>
-    bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte);
+    bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pteTable);
 
     /// <summary>
     /// Runs after a zap cleared entries of one PTE table, outside its lock. This is where a design
     /// may free the now-empty table; <paramref name="unhooked"/> says the fast path already
     /// cleared the pmd, and <paramref name="tlb"/> is the zap's gather.
     /// </summary>
-    void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte, bool unhooked, MmuGather tlb);
+    void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pteTable, bool unhooked, MmuGather tlb);
 
     /// <summary>
     /// Runs after <c>madvise_free_pte_range</c> finished one PTE table, outside its lock;
     /// <paramref name="markedLazyFree"/> says whether any page in it was marked lazy-free.
     /// </summary>
-    void AfterMadvFreePteTable(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, bool markedLazyFree);
+    void AfterMadvFreePteTable(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, bool markedLazyFree);
 
     /// <summary>
     /// Runs after reclaim's <c>try_to_unmap_one</c> dealt with a lazy-free page through
     /// <c>page_vma_mapped_walk</c>, outside the PTE lock: <paramref name="discarded"/> when the
     /// entry was cleared, false when the page was dirty again and its entry restored.
     /// </summary>
-    void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte, bool discarded);
+    void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable, bool discarded);
 }
 
 /// <summary>What a zap did to one PTE table.</summary>
-/// <param name="PmdTablePfn">The PMD table holding the entry that points to the PTE table.</param>
+/// <param name="PmdTable">The PMD table holding the entry that points to the PTE table.</param>
 /// <param name="PmdIndex">The entry's index in that PMD table.</param>
 /// <param name="Start">Start of the zapped range within the table's 2 MiB.</param>
 /// <param name="End">End of the zapped range.</param>
 /// <param name="Reason">Why the zap ran.</param>
-/// <param name="Skipped">Entries the zap left in place.</param>
-public readonly record struct ZapInfo(long PmdTablePfn, int PmdIndex, ulong Start, ulong End, ZapReason Reason, int Skipped);
+/// <remarks>
+/// Upstream's zap may leave an entry in place (a uffd-wp or guard marker, a page a truncation
+/// keeps) and then cancels pt-reclaim's free. The model maps none of those, so its zap clears every
+/// entry in the range, and nothing is reported as skipped.
+/// </remarks>
+public readonly record struct ZapInfo(long PmdTable, int PmdIndex, ulong Start, ulong End, ZapReason Reason);
 
 /// <summary>Why entries are being zapped.</summary>
 public enum ZapReason

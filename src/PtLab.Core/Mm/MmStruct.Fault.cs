@@ -38,9 +38,10 @@ public sealed partial class MmStruct
     internal static bool AccessAllowed(Vma vma, bool write) =>
         write ? (vma.Flags & VmFlags.Write) != 0 : (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) != 0;
 
-    /// <summary><c>handle_mm_fault</c> for a private anonymous VMA. Caller holds <c>mmap_lock</c>.</summary>
+    /// <summary><c>handle_mm_fault</c> for a private anonymous VMA, with <c>mmap_lock</c> held.</summary>
     internal FaultOutcome HandleMmFault(Cpu cpu, Vma vma, ulong addr, bool write)
     {
+        MmapLock.AssertHeld(cpu.Id);
         CountFault(cpu);
         long pud = PudAlloc(cpu, addr);
         if (pud < 0)
@@ -57,30 +58,51 @@ public sealed partial class MmStruct
         return HandlePteFault(cpu, vma, addr, write, pmdTable, Geometry.Index(addr, 2));
     }
 
-    /// <summary><c>__pud_alloc</c>: populates the PGD entry under <c>page_table_lock</c>.</summary>
-    private long PudAlloc(Cpu cpu, ulong addr)
+    /// <summary><c>__pud_alloc</c>: the PUD table under the PGD entry for <paramref name="addr"/>, allocated if none.</summary>
+    private long PudAlloc(Cpu cpu, ulong addr) => UpperTableAlloc(cpu, PgdPfn, addr, level: 3);
+
+    /// <summary><c>__pmd_alloc</c>: the PMD table under the pud entry for <paramref name="addr"/>, allocated if none.</summary>
+    private long PmdAlloc(Cpu cpu, long pudTable, ulong addr) => UpperTableAlloc(cpu, pudTable, addr, level: 2);
+
+    /// <summary>
+    /// <c>__pud_alloc</c> and <c>__pmd_alloc</c>: the table of <paramref name="level"/> (3 PUD,
+    /// 2 PMD) that the entry of <paramref name="parentTable"/> for <paramref name="addr"/> points
+    /// at. A missing one is allocated and populated under <c>page_table_lock</c>, unless another
+    /// thread did first. Returns -1 when memory ran out.
+    /// </summary>
+    private long UpperTableAlloc(Cpu cpu, long parentTable, ulong addr, int level)
     {
-        ref ulong pgde = ref Phys.Table(PgdPfn)[Geometry.Index(addr, 4)];
-        ulong e = Volatile.Read(ref pgde);
+        int index = Geometry.Index(addr, level + 1);
+        ref ulong parent = ref Phys.Table(parentTable)[index];
+        ulong e = Volatile.Read(ref parent);
         if (!Entry.IsNone(e))
         {
             return Entry.Pfn(e);
         }
 
-        long fresh = Phys.AllocTable(3, cpu.Id);
+        long fresh = Phys.AllocTable(level, cpu.Id);
         if (fresh < 0)
         {
             return -1;
         }
 
+        // A table of level L maps 2^(12 + 9L) bytes: 512 GiB for a PUD table, 1 GiB for a PMD table.
         Phys.Desc(fresh).RmapOwner = this;
-        Phys.Desc(fresh).RmapAddress = addr & Geometry.PgdirMask;
+        Phys.Desc(fresh).RmapAddress = addr & ~((1UL << (12 + (9 * level))) - 1);
 
         PageTableLock.Lock(cpu.Id);
-        if (Entry.IsNone(Volatile.Read(ref pgde)))
+        if (Entry.IsNone(Volatile.Read(ref parent)))
         {
-            IncTables(3);
-            Volatile.Write(ref pgde, Entry.MakeTable(fresh));
+            IncTables(level);
+            if (level == 3)
+            {
+                P4dPopulate(cpu, parentTable, index, fresh);
+            }
+            else
+            {
+                PudPopulate(cpu, parentTable, index, fresh);
+            }
+
             fresh = -1;
         }
 
@@ -90,43 +112,7 @@ public sealed partial class MmStruct
             Phys.FreeTable(fresh); // lost the race; it was never visible
         }
 
-        return Entry.Pfn(Volatile.Read(ref pgde));
-    }
-
-    /// <summary><c>__pmd_alloc</c>: populates the PUD entry under <c>page_table_lock</c>.</summary>
-    private long PmdAlloc(Cpu cpu, long pudTable, ulong addr)
-    {
-        ref ulong pude = ref Phys.Table(pudTable)[Geometry.Index(addr, 3)];
-        ulong e = Volatile.Read(ref pude);
-        if (!Entry.IsNone(e))
-        {
-            return Entry.Pfn(e);
-        }
-
-        long fresh = Phys.AllocTable(2, cpu.Id);
-        if (fresh < 0)
-        {
-            return -1;
-        }
-
-        Phys.Desc(fresh).RmapOwner = this;
-        Phys.Desc(fresh).RmapAddress = addr & Geometry.PudMask;
-
-        PageTableLock.Lock(cpu.Id);
-        if (Entry.IsNone(Volatile.Read(ref pude)))
-        {
-            IncTables(2);
-            Volatile.Write(ref pude, Entry.MakeTable(fresh));
-            fresh = -1;
-        }
-
-        PageTableLock.Unlock(cpu.Id);
-        if (fresh >= 0)
-        {
-            Phys.FreeTable(fresh);
-        }
-
-        return Entry.Pfn(Volatile.Read(ref pude));
+        return Entry.Pfn(Volatile.Read(ref parent));
     }
 
     /// <summary>
@@ -157,8 +143,7 @@ public sealed partial class MmStruct
         if (Entry.IsNone(Volatile.Read(ref pmde)))
         {
             IncTables(1);
-            // The release store publishes the zeroed table before the entry (smp_wmb in pmd_install).
-            Volatile.Write(ref pmde, Entry.MakeTable(fresh));
+            PmdPopulate(cpu, pmdTable, pmdIndex, fresh);
             fresh = -1;
         }
 
@@ -176,26 +161,26 @@ public sealed partial class MmStruct
     private FaultOutcome HandlePteFault(Cpu cpu, Vma vma, ulong addr, bool write, long pmdTable, int pmdIndex)
     {
         int index = Geometry.PteIndex(addr);
-        var pt = Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
+        var pteTable = Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
         ulong orig = 0;
-        if (!pt.IsNone)
+        if (!pteTable.IsNone)
         {
-            orig = Volatile.Read(ref Phys.Table(pt)[index]);
+            orig = Volatile.Read(ref Phys.Table(pteTable)[index]);
             if (Entry.IsNone(orig))
             {
-                Design.PteUnmap(this, cpu, pt);
-                pt = TableRef.None;
+                Design.PteUnmap(this, cpu, pteTable);
+                pteTable = TableRef.None;
             }
         }
 
-        if (pt.IsNone)
+        if (pteTable.IsNone)
         {
             return DoAnonymousPage(cpu, vma, addr, write, pmdTable, pmdIndex);
         }
 
         if (!Entry.IsPresent(orig))
         {
-            Design.PteUnmap(this, cpu, pt);
+            Design.PteUnmap(this, cpu, pteTable);
             return DoSwapPage(cpu, vma, addr, write, orig, pmdTable, pmdIndex);
         }
 
@@ -203,24 +188,24 @@ public sealed partial class MmStruct
         {
             // PROT_NONE entries exist only in inaccessible VMAs (no NUMA hinting modelled), and
             // access to those was refused before we got here; seeing one means a racing mprotect.
-            Design.PteUnmap(this, cpu, pt);
+            Design.PteUnmap(this, cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
-        PtlLock(cpu, pt.Pfn);
-        ref ulong slot = ref Phys.Table(pt)[index];
+        PtlLock(cpu, pteTable.Pfn);
+        ref ulong slot = ref Phys.Table(pteTable)[index];
         ulong entry = Volatile.Read(ref slot);
         if (entry != orig)
         {
             // Changed under us: let the access retry.
-            PtlUnlock(cpu, pt.Pfn);
-            Design.PteUnmap(this, cpu, pt);
+            PtlUnlock(cpu, pteTable.Pfn);
+            Design.PteUnmap(this, cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
         if (write && !Entry.IsWritable(entry))
         {
-            return DoWpPage(cpu, vma, addr, pmdTable, pmdIndex, pt, index, entry);
+            return DoWpPage(cpu, vma, addr, pmdTable, pmdIndex, pteTable, index, entry);
         }
 
         // A spurious fault: the TLB was stale. Set young/dirty (ptep_set_access_flags).
@@ -230,8 +215,8 @@ public sealed partial class MmStruct
             Interlocked.CompareExchange(ref slot, want, entry);
         }
 
-        PtlUnlock(cpu, pt.Pfn);
-        Design.PteUnmap(this, cpu, pt);
+        PtlUnlock(cpu, pteTable.Pfn);
+        Design.PteUnmap(this, cpu, pteTable);
         return FaultOutcome.Ok;
     }
 
@@ -241,7 +226,7 @@ public sealed partial class MmStruct
     /// </summary>
     private FaultOutcome DoSwapPage(Cpu cpu, Vma vma, ulong addr, bool write, ulong entry, long pmdTable, int pmdIndex)
     {
-        var swap = Phys.Swap ?? throw new InvalidOperationException(
+        var swap = Phys.Swap ?? throw new BadSwapEntryException(
             $"CPU {cpu.Id}: swap entry {entry:x} at 0x{addr:x} in {vma}, but no swap device is configured");
         long pfn = Phys.AllocFrame(cpu.Id);
         if (pfn < 0)
@@ -252,17 +237,17 @@ public sealed partial class MmStruct
         long slot = Entry.SwapOffset(entry);
         swap.ReadIn(slot, pfn);
         CountPageAllocated(cpu);
-        var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-        if (pt.IsNone)
+        var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        if (pteTable.IsNone)
         {
             FreeUnusedPage(cpu, pfn);
             return FaultOutcome.Ok;
         }
 
         int index = Geometry.PteIndex(addr);
-        if (Volatile.Read(ref Phys.Table(pt)[index]) != entry)
+        if (Volatile.Read(ref Phys.Table(pteTable)[index]) != entry)
         {
-            Design.PteUnmapUnlock(this, cpu, pt);
+            Design.PteUnmapUnlock(this, cpu, pteTable);
             FreeUnusedPage(cpu, pfn); // someone else swapped it in, or zapped it
             return FaultOutcome.Ok;
         }
@@ -271,9 +256,9 @@ public sealed partial class MmStruct
         AddRssAnon(cpu, 1);
         AddSwapEnts(cpu, -1);
         PageAddNewAnonRmap(pfn, addr);
-        SetPteAt(cpu, pt, index, Entry.MakePte(pfn, writable, dirty: writable && write, (vma.Flags & VmFlags.Exec) == 0));
+        SetPteAt(cpu, pteTable, index, Entry.MakePte(pfn, writable, dirty: writable && write, (vma.Flags & VmFlags.Exec) == 0));
         swap.Free(slot);
-        Design.PteUnmapUnlock(this, cpu, pt);
+        Design.PteUnmapUnlock(this, cpu, pteTable);
         return FaultOutcome.Ok;
     }
 
@@ -287,6 +272,7 @@ public sealed partial class MmStruct
 
         int index = Geometry.PteIndex(addr);
         bool noExec = (vma.Flags & VmFlags.Exec) == 0;
+        TableRef pteTable;
         if (!write)
         {
             ulong zero = Entry.MakeZeroPagePte(Phys.ZeroPfn);
@@ -295,18 +281,18 @@ public sealed partial class MmStruct
                 zero &= ~Entry.NoExecute;
             }
 
-            var zpt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (zpt.IsNone)
+            pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (pteTable.IsNone)
             {
                 return FaultOutcome.Ok; // the table went away: retry the access
             }
 
-            if (Entry.IsNone(Volatile.Read(ref Phys.Table(zpt)[index])))
+            if (Entry.IsNone(Volatile.Read(ref Phys.Table(pteTable)[index])))
             {
-                SetPteAt(cpu, zpt, index, zero);
+                SetPteAt(cpu, pteTable, index, zero);
             }
 
-            Design.PteUnmapUnlock(this, cpu, zpt);
+            Design.PteUnmapUnlock(this, cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
@@ -319,24 +305,24 @@ public sealed partial class MmStruct
 
         CountPageAllocated(cpu);
         ulong pte = Entry.MakePte(pfn, writable: (vma.Flags & VmFlags.Write) != 0, dirty: (vma.Flags & VmFlags.Write) != 0, noExec);
-        var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-        if (pt.IsNone)
+        pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        if (pteTable.IsNone)
         {
             FreeUnusedPage(cpu, pfn);
             return FaultOutcome.Ok;
         }
 
-        if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[index])))
+        if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pteTable)[index])))
         {
-            Design.PteUnmapUnlock(this, cpu, pt);
+            Design.PteUnmapUnlock(this, cpu, pteTable);
             FreeUnusedPage(cpu, pfn);
             return FaultOutcome.Ok;
         }
 
         AddRssAnon(cpu, 1);
         PageAddNewAnonRmap(pfn, addr);
-        SetPteAt(cpu, pt, index, pte);
-        Design.PteUnmapUnlock(this, cpu, pt);
+        SetPteAt(cpu, pteTable, index, pte);
+        Design.PteUnmapUnlock(this, cpu, pteTable);
         return FaultOutcome.Ok;
     }
 
@@ -344,17 +330,18 @@ public sealed partial class MmStruct
     /// <c>do_wp_page</c>, entered with the PTE lock held: reuse an exclusive anonymous page, or copy
     /// (the zero page, or a page mapped more than once).
     /// </summary>
-    private FaultOutcome DoWpPage(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex, TableRef pt, int index, ulong entry)
+    private FaultOutcome DoWpPage(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex, TableRef pteTable, int index, ulong entry)
     {
+        AssertPtlHeld(cpu, pteTable.Pfn);
         long oldPfn = Entry.Pfn(entry);
         bool special = Entry.IsSpecial(entry);
-        ref ulong slot = ref Phys.Table(pt)[index];
+        ref ulong slot = ref Phys.Table(pteTable)[index];
         if (!special && Volatile.Read(ref Phys.Desc(oldPfn).MapCount) == 1)
         {
             // wp_page_reuse: make it writable in place; no TLB flush needed for an upgrade.
             Interlocked.CompareExchange(ref slot, entry | Entry.Writable | Entry.Dirty | Entry.Accessed, entry);
-            PtlUnlock(cpu, pt.Pfn);
-            Design.PteUnmap(this, cpu, pt);
+            PtlUnlock(cpu, pteTable.Pfn);
+            Design.PteUnmap(this, cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
@@ -364,8 +351,8 @@ public sealed partial class MmStruct
             Phys.GetPage(oldPfn);
         }
 
-        PtlUnlock(cpu, pt.Pfn);
-        Design.PteUnmap(this, cpu, pt);
+        PtlUnlock(cpu, pteTable.Pfn);
+        Design.PteUnmap(this, cpu, pteTable);
         AnonVmaPrepare(vma);
         long fresh = special ? Phys.AllocZeroedPage(cpu.Id) : Phys.AllocFrame(cpu.Id);
         if (fresh < 0)
@@ -384,14 +371,14 @@ public sealed partial class MmStruct
         }
 
         CountPageAllocated(cpu);
-        var pt2 = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
         bool installed = false;
-        if (!pt2.IsNone)
+        if (!pteTable.IsNone)
         {
-            if (Volatile.Read(ref Phys.Table(pt2)[index]) == entry)
+            if (Volatile.Read(ref Phys.Table(pteTable)[index]) == entry)
             {
                 // ptep_clear_flush, then set the new entry.
-                PtepGetAndClear(cpu, pt2, index);
+                PtepGetAndClear(cpu, pteTable, index);
                 FlushTlbRange(cpu, addr, addr + Geometry.PageSize);
                 if (special)
                 {
@@ -403,11 +390,11 @@ public sealed partial class MmStruct
                 }
 
                 PageAddNewAnonRmap(fresh, addr);
-                SetPteAt(cpu, pt2, index, Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
+                SetPteAt(cpu, pteTable, index, Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
                 installed = true;
             }
 
-            Design.PteUnmapUnlock(this, cpu, pt2);
+            Design.PteUnmapUnlock(this, cpu, pteTable);
         }
 
         if (!installed)
@@ -457,7 +444,7 @@ public sealed partial class MmStruct
         ref var d = ref Phys.Desc(pfn);
         if (Interlocked.Decrement(ref d.MapCount) < 0)
         {
-            throw new InvalidOperationException($"mapcount underflow on frame {pfn:x}");
+            throw new BadPageException($"mapcount underflow on frame {pfn:x}");
         }
 
         AddRssAnon(cpu, -1);

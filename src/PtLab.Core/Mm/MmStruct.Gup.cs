@@ -1,5 +1,4 @@
 using PtLab.Paging;
-using PtLab.Phys;
 
 namespace PtLab.Mm;
 
@@ -71,15 +70,15 @@ public sealed partial class MmStruct
             return -1;
         }
 
-        var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(va, 2));
-        if (pt.IsNone)
+        var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(va, 2));
+        if (pteTable.IsNone)
         {
             return -1;
         }
 
         try
         {
-            ulong e = Volatile.Read(ref Phys.Table(pt)[Geometry.PteIndex(va)]);
+            ulong e = Volatile.Read(ref Phys.Table(pteTable)[Geometry.PteIndex(va)]);
             if (!Entry.IsHwPresent(e) || (write && !Entry.IsWritable(e)))
             {
                 return -1;
@@ -91,7 +90,7 @@ public sealed partial class MmStruct
         }
         finally
         {
-            Design.PteUnmapUnlock(this, cpu, pt);
+            Design.PteUnmapUnlock(this, cpu, pteTable);
         }
     }
 

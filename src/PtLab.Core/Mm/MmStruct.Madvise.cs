@@ -54,26 +54,11 @@ public sealed partial class MmStruct
         MmapLock.DownRead(cpu.Id);
         try
         {
-            Errno unmapped = Errno.None;
-            ulong start = addr;
             var tlb = new MmuGather(this, cpu);
             try
             {
-                while (true)
+                return MadviseWalkVmas(addr, end, (vma, start, tmp) =>
                 {
-                    var vma = FindVma(start);
-                    if (vma is null || vma.Start >= end)
-                    {
-                        return Errno.ENOMEM;
-                    }
-
-                    if (start < vma.Start)
-                    {
-                        unmapped = Errno.ENOMEM;
-                        start = vma.Start;
-                    }
-
-                    ulong tmp = Math.Min(vma.End, end);
                     if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & VmFlags.Locked) != 0)
                     {
                         return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
@@ -107,12 +92,8 @@ public sealed partial class MmStruct
                         MadvisePageoutRange(cpu, tlb, start, tmp);
                     }
 
-                    start = tmp;
-                    if (start >= end)
-                    {
-                        return unmapped;
-                    }
-                }
+                    return Errno.None;
+                });
             }
             finally
             {
@@ -127,6 +108,44 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// <c>madvise_walk_vmas</c>: visits each VMA's part of [start, end) in address order, with the
+    /// caller holding <c>mmap_lock</c>. The first error a visit returns ends the walk; a hole in the
+    /// range gives ENOMEM, but only after the VMAs beyond it were visited. A visit may split and
+    /// merge VMAs: the next one is looked up again from where the last part ended.
+    /// </summary>
+    private Errno MadviseWalkVmas(ulong start, ulong end, Func<Vma, ulong, ulong, Errno> visit)
+    {
+        Errno unmapped = Errno.None;
+        while (true)
+        {
+            var vma = FindVma(start);
+            if (vma is null || vma.Start >= end)
+            {
+                return Errno.ENOMEM;
+            }
+
+            if (start < vma.Start)
+            {
+                unmapped = Errno.ENOMEM;
+                start = vma.Start;
+            }
+
+            ulong tmp = Math.Min(vma.End, end);
+            var error = visit(vma, start, tmp);
+            if (error != Errno.None)
+            {
+                return error;
+            }
+
+            start = tmp;
+            if (start >= end)
+            {
+                return unmapped;
+            }
+        }
+    }
+
+    /// <summary>
     /// <c>madvise_walk_vmas</c> for the advices that only change VMA flags, under <c>mmap_lock</c>
     /// for write: each VMA in [start, end) gets its new flags through <c>madvise_update_vma</c>,
     /// which splits it at the range's edges and merges the result with its neighbours, as
@@ -137,38 +156,20 @@ public sealed partial class MmStruct
         MmapLock.DownWrite(cpu.Id);
         try
         {
-            Errno unmapped = Errno.None;
-            while (true)
+            return MadviseWalkVmas(start, end, (vma, from, to) =>
             {
-                var vma = FindVma(start);
-                if (vma is null || vma.Start >= end)
-                {
-                    return Errno.ENOMEM;
-                }
-
-                if (start < vma.Start)
-                {
-                    unmapped = Errno.ENOMEM;
-                    start = vma.Start;
-                }
-
-                ulong tmp = Math.Min(vma.End, end);
                 var newFlags = MadviseVmaFlags(vma.Flags, advice);
                 if (newFlags != vma.Flags)
                 {
-                    SplitAt(start);
-                    SplitAt(tmp);
-                    int i = FirstEndingAbove(start);
+                    SplitAt(from);
+                    SplitAt(to);
+                    int i = FirstEndingAbove(from);
                     _vmas[i].Flags = newFlags;
                     MergeAround(i);
                 }
 
-                start = tmp;
-                if (start >= end)
-                {
-                    return unmapped;
-                }
-            }
+                return Errno.None;
+            });
         }
         finally
         {
@@ -201,6 +202,7 @@ public sealed partial class MmStruct
     /// </summary>
     private void MadvisePageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
     {
+        MmapLock.AssertHeld(cpu.Id);
         var isolated = new List<long>();
         for (ulong addr = start; addr < end;)
         {
@@ -212,10 +214,10 @@ public sealed partial class MmStruct
                 continue;
             }
 
-            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
-            if (!pt.IsNone)
+            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (!pteTable.IsNone)
             {
-                var entries = Phys.Table(pt);
+                var entries = Phys.Table(pteTable);
                 for (ulong va = addr; va < next; va += Geometry.PageSize)
                 {
                     int i = Geometry.PteIndex(va);
@@ -233,15 +235,15 @@ public sealed partial class MmStruct
 
                     if (Entry.IsYoung(e))
                     {
-                        ulong old = PtepGetAndClear(cpu, pt, i);
-                        SetPteAt(cpu, pt, i, Entry.MkOld(old));
+                        ulong old = PtepGetAndClear(cpu, pteTable, i);
+                        SetPteAt(cpu, pteTable, i, Entry.MkOld(old));
                         tlb.RemoveTlbEntry(va);
                     }
 
                     isolated.Add(pfn);
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pt);
+                Design.PteUnmapUnlock(this, cpu, pteTable);
                 if (isolated.Count > 0)
                 {
                     tlb.Flush(); // reclaim must not race a stale young, writable TLB entry
@@ -261,6 +263,7 @@ public sealed partial class MmStruct
     /// </summary>
     private void MadviseFreeRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
     {
+        MmapLock.AssertHeld(cpu.Id);
         for (ulong addr = start; addr < end;)
         {
             ulong next = Geometry.PmdAddrEnd(addr, end);
@@ -272,10 +275,10 @@ public sealed partial class MmStruct
             }
 
             int pmdIndex = Geometry.Index(addr, 2);
-            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (!pt.IsNone)
+            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (!pteTable.IsNone)
             {
-                var entries = Phys.Table(pt);
+                var entries = Phys.Table(pteTable);
                 long swapFreed = 0;
                 bool markedLazyFree = false;
                 for (ulong va = addr; va < next; va += Geometry.PageSize)
@@ -289,7 +292,7 @@ public sealed partial class MmStruct
 
                     if (!Entry.IsPresent(e))
                     {
-                        PteClear(cpu, pt, i);
+                        PteClear(cpu, pteTable, i);
                         FreeSwapEntry(e);
                         swapFreed++;
                         continue;
@@ -310,8 +313,8 @@ public sealed partial class MmStruct
                     Interlocked.And(ref d.Flags, ~(int)PageFlags.Dirty);
                     if (Entry.IsYoung(e) || Entry.IsDirty(e))
                     {
-                        ulong old = PtepGetAndClear(cpu, pt, i);
-                        SetPteAt(cpu, pt, i, Entry.MkOld(Entry.MkClean(old)));
+                        ulong old = PtepGetAndClear(cpu, pteTable, i);
+                        SetPteAt(cpu, pteTable, i, Entry.MkOld(Entry.MkClean(old)));
                         tlb.RemoveTlbEntry(va);
                     }
 
@@ -324,7 +327,7 @@ public sealed partial class MmStruct
                     markedLazyFree = true;
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pt);
+                Design.PteUnmapUnlock(this, cpu, pteTable);
                 AddSwapEnts(cpu, -swapFreed);
                 Design.AfterMadvFreePteTable(this, cpu, pmdTable, pmdIndex, markedLazyFree);
             }

@@ -336,6 +336,7 @@ public sealed partial class MmStruct
     /// </summary>
     private void UnmapLocked(Cpu cpu, ulong start, ulong end)
     {
+        MmapLock.AssertWriteHeld(cpu.Id);
         if (!AnyVmaIn(start, end))
         {
             return;

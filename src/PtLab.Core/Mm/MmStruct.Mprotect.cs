@@ -111,6 +111,7 @@ public sealed partial class MmStruct
     /// <summary><c>mprotect_fixup</c>: charge or uncharge, split, set the flags, change the entries, merge.</summary>
     private Errno MprotectFixup(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags access)
     {
+        MmapLock.AssertWriteHeld(cpu.Id);
         const VmFlags accessMask = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
         var newFlags = (vma.Flags & ~accessMask) | access;
         if (newFlags == vma.Flags)
@@ -184,10 +185,10 @@ public sealed partial class MmStruct
             }
 
             int pmdIndex = Geometry.Index(addr, 2);
-            var pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (!pt.IsNone)
+            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (!pteTable.IsNone)
             {
-                var entries = Phys.Table(pt);
+                var entries = Phys.Table(pteTable);
                 for (ulong va = addr; va < next; va += Geometry.PageSize)
                 {
                     int i = Geometry.PteIndex(va);
@@ -197,7 +198,7 @@ public sealed partial class MmStruct
                         continue;
                     }
 
-                    ulong old = PtepGetAndClear(cpu, pt, i);
+                    ulong old = PtepGetAndClear(cpu, pteTable, i);
                     ulong n = old & ~(Entry.Writable | Entry.NoExecute | Entry.Present | Entry.ProtNone);
                     if (none)
                     {
@@ -218,11 +219,11 @@ public sealed partial class MmStruct
                         n |= Entry.NoExecute;
                     }
 
-                    SetPteAt(cpu, pt, i, n);
+                    SetPteAt(cpu, pteTable, i, n);
                     tlb.RemoveTlbEntry(va);
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pt);
+                Design.PteUnmapUnlock(this, cpu, pteTable);
             }
 
             addr = next;

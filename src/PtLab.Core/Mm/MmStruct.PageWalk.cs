@@ -36,8 +36,8 @@ public sealed partial class MmStruct
             {
                 ulong next = Geometry.PmdAddrEnd(addr, end);
                 long pmdTable = PmdTableOf(addr);
-                var pt = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
-                if (pt.IsNone)
+                var pteTable = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+                if (pteTable.IsNone)
                 {
                     for (ulong va = addr; va < next; va += Geometry.PageSize)
                     {
@@ -48,7 +48,7 @@ public sealed partial class MmStruct
                 {
                     try
                     {
-                        var entries = Phys.Table(pt);
+                        var entries = Phys.Table(pteTable);
                         for (ulong va = addr; va < next; va += Geometry.PageSize)
                         {
                             visit(new WalkedPage(va, Volatile.Read(ref entries[Geometry.PteIndex(va)])));
@@ -56,7 +56,7 @@ public sealed partial class MmStruct
                     }
                     finally
                     {
-                        Design.PteUnmapUnlock(this, cpu, pt);
+                        Design.PteUnmapUnlock(this, cpu, pteTable);
                     }
                 }
 

@@ -25,19 +25,19 @@ public sealed partial class MmStruct
 
         long pmdTable = -1;
         int pmdIndex = Geometry.Index(addr, 2);
-        var pt = TableRef.None;
+        var pteTable = TableRef.None;
         var outcome = UnmapOutcome.NotMapped;
         try
         {
             pmdTable = _dead ? -1 : PmdTableOf(addr);
-            pt = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
-            if (pt.IsNone)
+            pteTable = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (pteTable.IsNone)
             {
                 return outcome;
             }
 
             int index = Geometry.PteIndex(addr);
-            ref ulong slot = ref Phys.Table(pt)[index];
+            ref ulong slot = ref Phys.Table(pteTable)[index];
             ulong e = Volatile.Read(ref slot);
             if (!Entry.IsPresent(e) || Entry.IsSpecial(e) || Entry.Pfn(e) != pfn)
             {
@@ -50,7 +50,7 @@ public sealed partial class MmStruct
                 return outcome = UnmapOutcome.Referenced;
             }
 
-            ulong old = PtepGetAndClear(cpu, pt, ref slot);
+            ulong old = PtepGetAndClear(cpu, pteTable, ref slot);
             FlushTlbRange(cpu, addr, addr + Geometry.PageSize);
             ref var d = ref Phys.Desc(pfn);
             if (lazyFree)
@@ -67,7 +67,7 @@ public sealed partial class MmStruct
                     return outcome = UnmapOutcome.Discarded;
                 }
 
-                SetPteAt(cpu, pt, index, old);
+                SetPteAt(cpu, pteTable, index, old);
                 Interlocked.Or(ref d.Flags, (int)PageFlags.SwapBacked);
                 return outcome = UnmapOutcome.Redirtied;
             }
@@ -75,23 +75,23 @@ public sealed partial class MmStruct
             long swapSlot = swap!.WriteOut(pfn);
             if (swapSlot < 0)
             {
-                SetPteAt(cpu, pt, index, old); // swap is full: keep the page
+                SetPteAt(cpu, pteTable, index, old); // swap is full: keep the page
                 return outcome = UnmapOutcome.Busy;
             }
 
-            SetPteAt(cpu, pt, index, Entry.MakeSwap(0, swapSlot));
+            SetPteAt(cpu, pteTable, index, Entry.MakeSwap(0, swapSlot));
             AddSwapEnts(cpu, 1);
             UnmapPage(cpu, pfn);
             return outcome = UnmapOutcome.SwappedOut;
         }
         finally
         {
-            if (!pt.IsNone)
+            if (!pteTable.IsNone)
             {
-                Design.PteUnmapUnlock(this, cpu, pt);
+                Design.PteUnmapUnlock(this, cpu, pteTable);
                 if (lazyFree && outcome is UnmapOutcome.Discarded or UnmapOutcome.Redirtied)
                 {
-                    Design.AfterLazyFreeUnmap(this, cpu, pmdTable, pmdIndex, pt, outcome == UnmapOutcome.Discarded);
+                    Design.AfterLazyFreeUnmap(this, cpu, pmdTable, pmdIndex, pteTable, outcome == UnmapOutcome.Discarded);
                 }
             }
 

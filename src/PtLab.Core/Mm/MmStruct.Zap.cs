@@ -12,6 +12,7 @@ public sealed partial class MmStruct
     /// </summary>
     internal void UnmapPageRange(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, ZapReason reason)
     {
+        MmapLock.AssertHeld(cpu.Id);
         ulong addr = start;
         while (addr < end)
         {
@@ -36,7 +37,7 @@ public sealed partial class MmStruct
             int pmdIndex = Geometry.Index(addr, 2);
             if (!Entry.IsNone(Volatile.Read(ref pmds[pmdIndex])))
             {
-                ZapPteRange(cpu, tlb, new ZapInfo(pmdTable, pmdIndex, addr, next, reason, 0));
+                ZapPteRange(cpu, tlb, new ZapInfo(pmdTable, pmdIndex, addr, next, reason));
                 if (tlb.ShouldFlush)
                 {
                     tlb.Flush();
@@ -54,14 +55,13 @@ public sealed partial class MmStruct
     /// </summary>
     private void ZapPteRange(Cpu cpu, MmuGather tlb, ZapInfo zap)
     {
-        var pt = Design.PteOffsetMapLock(this, cpu, zap.PmdTablePfn, zap.PmdIndex);
-        if (pt.IsNone)
+        var pteTable = Design.PteOffsetMapLock(this, cpu, zap.PmdTable, zap.PmdIndex);
+        if (pteTable.IsNone)
         {
             return;
         }
 
-        var entries = Phys.Table(pt);
-        int skipped = 0;
+        var entries = Phys.Table(pteTable);
         long rss = 0, swap = 0;
         for (ulong addr = zap.Start; addr < zap.End; addr += Geometry.PageSize)
         {
@@ -75,7 +75,7 @@ public sealed partial class MmStruct
 
             if (Entry.IsPresent(e))
             {
-                e = PtepGetAndClear(cpu, pt, ref slot);
+                e = PtepGetAndClear(cpu, pteTable, ref slot);
                 tlb.RemoveTlbEntry(addr);
                 if (Entry.IsSpecial(e))
                 {
@@ -91,7 +91,7 @@ public sealed partial class MmStruct
 
                 if (Interlocked.Decrement(ref d.MapCount) < 0)
                 {
-                    throw new InvalidOperationException($"mapcount underflow on frame {pfn:x} at 0x{addr:x}");
+                    throw new BadPageException($"mapcount underflow on frame {pfn:x} at 0x{addr:x}");
                 }
 
                 rss++;
@@ -100,22 +100,21 @@ public sealed partial class MmStruct
             }
 
             // Swap entries: drop the slot and the counter.
-            PteClear(cpu, pt, i);
+            PteClear(cpu, pteTable, i);
             swap++;
             FreeSwapEntry(e);
         }
 
-        zap = zap with { Skipped = skipped };
-        bool unhooked = Design.ZapPteTableLocked(this, cpu, zap, pt);
-        Design.PteUnmapUnlock(this, cpu, pt);
+        bool unhooked = Design.ZapPteTableLocked(this, cpu, zap, pteTable);
+        Design.PteUnmapUnlock(this, cpu, pteTable);
         AddRssAnon(cpu, -rss);
         AddSwapEnts(cpu, -swap);
-        Design.AfterZapPteTable(this, cpu, zap, pt, unhooked, tlb);
+        Design.AfterZapPteTable(this, cpu, zap, pteTable, unhooked, tlb);
     }
 
     /// <summary><c>free_swap_and_cache</c>: the entry's slot is no longer needed.</summary>
     private void FreeSwapEntry(ulong entry) =>
-        (Phys.Swap ?? throw new InvalidOperationException($"swap entry {entry:x} found, but no swap device is configured"))
+        (Phys.Swap ?? throw new BadSwapEntryException($"swap entry {entry:x} found, but no swap device is configured"))
             .Free(Entry.SwapOffset(entry));
 
     /// <summary>
@@ -124,6 +123,13 @@ public sealed partial class MmStruct
     /// </summary>
     private void FreePgtables(MmuGather tlb, List<Vma> vmas, ulong floor, ulong ceiling)
     {
+        // Nobody may fault a table in or walk one through the rmap while they go.
+        if (tlb.Cpu is { } cpu)
+        {
+            MmapLock.AssertWriteHeld(cpu.Id);
+            RmapLock.AssertWriteHeld(cpu.Id);
+        }
+
         int i = 0;
         while (i < vmas.Count)
         {
@@ -139,7 +145,6 @@ public sealed partial class MmStruct
             i = j + 1;
         }
     }
-
 
     /// <summary>
     /// <c>free_pgd_range</c>: frees the tables that map only [addr, end), keeping any table that
@@ -216,7 +221,7 @@ public sealed partial class MmStruct
             return;
         }
 
-        Volatile.Write(ref Phys.Table(pgdTable)[pgdIndex], 0);
+        P4dClear(pgdTable, pgdIndex);
         DecTables(3);
         tlb.RemoveTable(pudTable);
     }
@@ -247,24 +252,33 @@ public sealed partial class MmStruct
             return;
         }
 
-        Volatile.Write(ref Phys.Table(pudTable)[pudIndex], 0);
+        PudClear(pudTable, pudIndex);
         DecTables(2);
         tlb.RemoveTable(pmdTable);
     }
 
     /// <summary>
-    /// Unhooks one PTE table from its pmd entry and hands it to the gather (<c>free_pte_range</c>).
-    /// Callers either hold <c>mmap_lock</c> for write (munmap, exit) or the pmd lock (reclaim designs).
+    /// <c>free_pte_range</c>: unhooks one PTE table from its pmd entry and hands it to the gather,
+    /// under <c>free_pgtables</c>' locks.
     /// </summary>
-    internal void FreePteTable(MmuGather tlb, long pmdTable, int pmdIndex, ulong addr)
+    private void FreePteTable(MmuGather tlb, long pmdTable, int pmdIndex, ulong addr)
     {
-        ref ulong slot = ref Phys.Table(pmdTable)[pmdIndex];
-        long pt = Entry.Pfn(Volatile.Read(ref slot));
-        Volatile.Write(ref slot, 0);
+        long pteTable = Entry.Pfn(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex]));
+        PmdClear(pmdTable, pmdIndex);
+        PteFreeTlb(tlb, pteTable, addr);
+    }
+
+    /// <summary>
+    /// <c>pte_free_tlb</c> + <c>mm_dec_nr_ptes</c> for a PTE table already unhooked from its pmd:
+    /// account it, widen the gather's flush to its 2 MiB, and let the gather free it after the
+    /// flush and a grace period.
+    /// </summary>
+    internal void PteFreeTlb(MmuGather tlb, long pteTable, ulong addr)
+    {
         DecTables(1);
         tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
-        Design.PteTableDtor(this, pt);
-        tlb.RemoveTable(pt);
+        Design.PteTableDtor(this, pteTable);
+        tlb.RemoveTable(pteTable);
     }
 
     /// <summary>Mutation: <c>tlb_flush_mmu</c> frees the gathered pages without flushing the TLBs first.</summary>

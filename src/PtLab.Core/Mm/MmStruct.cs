@@ -169,7 +169,7 @@ public sealed partial class MmStruct
     {
         if (Interlocked.Decrement(ref TableCounter(level)) < 0)
         {
-            throw new InvalidOperationException($"level-{level} table count went negative");
+            throw new BadPageException($"level-{level} table count went negative");
         }
 
         Interlocked.Increment(ref _tablesFreed[level]);
@@ -204,75 +204,6 @@ public sealed partial class MmStruct
             {
                 target.Tlb.FlushRange(Machine.Sync, cpu?.Id ?? -1, start, end);
             }
-        }
-    }
-
-    /// <summary><c>pte_lockptr</c> + <c>spin_lock</c>: the split PTE lock of a table page.</summary>
-    internal void PtlLock(Cpu cpu, long ptePfn) =>
-        RawSpinLock.Lock(ref Phys.Desc(ptePfn).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, ptePfn);
-
-    /// <summary><c>spin_unlock</c> of a split PTE lock.</summary>
-    internal void PtlUnlock(Cpu cpu, long ptePfn) =>
-        RawSpinLock.Unlock(ref Phys.Desc(ptePfn).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, ptePfn);
-
-    /// <summary><c>pmd_lock</c>: the split lock of a PMD table page.</summary>
-    internal void PmdLock(Cpu cpu, long pmdTable) =>
-        RawSpinLock.Lock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
-
-    /// <summary><c>spin_trylock</c> of a pmd lock.</summary>
-    internal bool PmdTryLock(Cpu cpu, long pmdTable) =>
-        RawSpinLock.TryLock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
-
-    /// <summary><c>spin_unlock</c> of a pmd lock.</summary>
-    internal void PmdUnlock(Cpu cpu, long pmdTable) =>
-        RawSpinLock.Unlock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
-
-    /// <summary>
-    /// <c>set_pte_at</c>: stores a leaf entry. Every store of a PTE goes through here or the clear
-    /// primitives, so a reclaim design sees each none/non-none transition.
-    /// </summary>
-    internal void SetPteAt(Cpu cpu, TableRef pte, int index, ulong entry)
-    {
-        Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryStore, pte.Pfn);
-        ref ulong slot = ref Phys.Table(pte)[index];
-        Design.TrackPteSet(this, cpu, pte, Volatile.Read(ref slot), entry);
-        Volatile.Write(ref slot, entry);
-    }
-
-    /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>
-    internal ulong PtepGetAndClear(Cpu cpu, TableRef pte, int index)
-    {
-        Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryStore, pte.Pfn);
-        ulong old = Interlocked.Exchange(ref Phys.Table(pte)[index], 0);
-        if (old != 0)
-        {
-            Design.TrackPteClear(this, cpu, pte, old);
-        }
-
-        return old;
-    }
-
-    /// <summary><c>ptep_get_and_clear</c> on an entry the caller already mapped.</summary>
-    internal ulong PtepGetAndClear(Cpu cpu, TableRef pte, ref ulong slot)
-    {
-        Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryStore, pte.Pfn);
-        ulong old = Interlocked.Exchange(ref slot, 0);
-        if (old != 0)
-        {
-            Design.TrackPteClear(this, cpu, pte, old);
-        }
-
-        return old;
-    }
-
-    /// <summary><c>pte_clear_not_present_full</c> / <c>pte_clear</c>.</summary>
-    internal void PteClear(Cpu cpu, TableRef pte, int index)
-    {
-        Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryStore, pte.Pfn);
-        ulong old = Interlocked.Exchange(ref Phys.Table(pte)[index], 0);
-        if (old != 0)
-        {
-            Design.TrackPteClear(this, cpu, pte, old);
         }
     }
 
@@ -330,9 +261,9 @@ public sealed partial class MmStruct
             return "pmd none";
         }
 
-        long pt = Entry.Pfn(pmd);
-        ref var d = ref Phys.Desc(pt);
-        return $"pmd {pmd:x}, PTE table {pt:x} flags {(PageFlags)d.Flags} {d.TableState?.ToString() ?? "no table state"}, pte {PeekPte(addr):x}";
+        long pteTable = Entry.Pfn(pmd);
+        ref var d = ref Phys.Desc(pteTable);
+        return $"pmd {pmd:x}, PTE table {pteTable:x} flags {(PageFlags)d.Flags} {d.TableState?.ToString() ?? "no table state"}, pte {PeekPte(addr):x}";
     }
 
     /// <summary>Counts the tables reachable from the PGD, per level (to check VmPTE against).</summary>

@@ -22,6 +22,9 @@ public sealed class MmuGather
         _cpu = cpu;
     }
 
+    /// <summary>The CPU the gather runs on (<c>tlb-&gt;mm</c>'s current CPU), or null.</summary>
+    internal Cpu? Cpu => _cpu;
+
     /// <summary><c>tlb_remove_tlb_entry</c>: the page's translation must be flushed.</summary>
     internal void RemoveTlbEntry(ulong addr)
     {

@@ -287,7 +287,7 @@ public sealed class PhysMemory
         ref var d = ref Desc(pfn);
         if (!d.Has(PageFlags.Table))
         {
-            throw new InvalidOperationException($"freeing frame {pfn:x} as a table, but it is not one");
+            throw new BadPageException($"freeing frame {pfn:x} as a table, but it is not one");
         }
 
         if (RecordFreeStacks)
@@ -310,7 +310,7 @@ public sealed class PhysMemory
         ref var d = ref Desc(pfn);
         if (d.Has(PageFlags.Reserved))
         {
-            throw new InvalidOperationException($"freeing reserved frame {pfn:x}");
+            throw new BadPageException($"freeing reserved frame {pfn:x}");
         }
 
         Lru.RemoveAll([pfn]);
@@ -322,7 +322,7 @@ public sealed class PhysMemory
     {
         if ((d.Flags & (int)PageFlags.Free) != 0)
         {
-            throw new InvalidOperationException($"double free of frame {pfn:x}");
+            throw new BadPageException($"double free of frame {pfn:x}");
         }
 
         d.Flags = (int)PageFlags.Free;
@@ -376,7 +376,7 @@ public sealed class PhysMemory
         int r = Interlocked.Decrement(ref d.RefCount);
         if (r < 0)
         {
-            throw new InvalidOperationException($"page refcount underflow on frame {pfn:x}");
+            throw new BadPageException($"page refcount underflow on frame {pfn:x}");
         }
 
         if (r == 0)
@@ -407,7 +407,7 @@ public sealed class PhysMemory
             int r = Interlocked.Decrement(ref d.RefCount);
             if (r < 0)
             {
-                throw new InvalidOperationException($"page refcount underflow on frame {pfn:x}");
+                throw new BadPageException($"page refcount underflow on frame {pfn:x}");
             }
 
             if (r > 0)
@@ -486,3 +486,11 @@ public sealed class PhysMemory
         return pfn;
     }
 }
+
+/// <summary>
+/// A frame in a state the kernel reports with <c>bad_page()</c> or a <c>BUG</c>: a double free, a
+/// free of a reserved or non-table frame as a table, a page refcount or mapcount below zero, a
+/// table count below zero. A bug in PtLab.
+/// </summary>
+/// <param name="message">What was wrong, naming the frame.</param>
+public sealed class BadPageException(string message) : InvalidOperationException(message);

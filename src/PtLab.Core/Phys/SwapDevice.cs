@@ -99,7 +99,7 @@ public sealed class SwapDevice
         if (c <= 0)
         {
             RawSpinLock.Unlock(ref _lock);
-            throw new InvalidOperationException($"swap_free of unused slot {slot}");
+            throw new BadSwapEntryException($"swap_free of unused slot {slot}");
         }
 
         if (--c == 0)
@@ -116,3 +116,10 @@ public sealed class SwapDevice
         RawSpinLock.Unlock(ref _lock);
     }
 }
+
+/// <summary>
+/// A swap entry that names no slot in use, or no device at all (the kernel's "Bad swap file entry"
+/// and "Unused swap offset entry"). A bug in PtLab.
+/// </summary>
+/// <param name="message">The entry or slot, and what was wrong with it.</param>
+public sealed class BadSwapEntryException(string message) : InvalidOperationException(message);

@@ -15,29 +15,29 @@ public class NoReclaim : IPageTableReclaim
     public virtual string Name => "none";
 
     /// <inheritdoc/>
-    public virtual void PteTableCtor(MmStruct mm, Cpu cpu, long ptePfn)
+    public virtual void PteTableCtor(MmStruct mm, Cpu cpu, long pteTable)
     {
     }
 
     /// <inheritdoc/>
-    public virtual void PteTableDtor(MmStruct mm, long ptePfn)
+    public virtual void PteTableDtor(MmStruct mm, long pteTable)
     {
     }
 
     /// <inheritdoc/>
-    public virtual void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry, ulong newEntry)
+    public virtual void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry)
     {
     }
 
     /// <inheritdoc/>
-    public virtual void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry)
+    public virtual void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry)
     {
     }
 
     /// <inheritdoc/>
-    public virtual TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    public virtual TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
     {
-        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTablePfn)[pmdIndex]);
+        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
         if (Paging.Entry.IsNone(pmd) || Paging.Entry.IsHuge(pmd))
         {
             return TableRef.None;
@@ -47,44 +47,44 @@ public class NoReclaim : IPageTableReclaim
     }
 
     /// <inheritdoc/>
-    public virtual void PteUnmap(MmStruct mm, Cpu cpu, TableRef pte)
+    public virtual void PteUnmap(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
     }
 
     /// <inheritdoc/>
-    public virtual TableRef PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    public virtual TableRef PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
     {
-        var pte = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
-        if (!pte.IsNone)
+        var pteTable = PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
+        if (!pteTable.IsNone)
         {
-            mm.PtlLock(cpu, pte.Pfn);
+            mm.PtlLock(cpu, pteTable.Pfn);
         }
 
-        return pte;
+        return pteTable;
     }
 
     /// <inheritdoc/>
-    public virtual void PteUnmapUnlock(MmStruct mm, Cpu cpu, TableRef pte)
+    public virtual void PteUnmapUnlock(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
-        mm.PtlUnlock(cpu, pte.Pfn);
-        PteUnmap(mm, cpu, pte);
+        mm.PtlUnlock(cpu, pteTable.Pfn);
+        PteUnmap(mm, cpu, pteTable);
     }
 
     /// <inheritdoc/>
-    public virtual bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte) => false;
+    public virtual bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pteTable) => false;
 
     /// <inheritdoc/>
-    public virtual void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte, bool unhooked, MmuGather tlb)
-    {
-    }
-
-    /// <inheritdoc/>
-    public virtual void AfterMadvFreePteTable(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, bool markedLazyFree)
+    public virtual void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pteTable, bool unhooked, MmuGather tlb)
     {
     }
 
     /// <inheritdoc/>
-    public virtual void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte, bool discarded)
+    public virtual void AfterMadvFreePteTable(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, bool markedLazyFree)
+    {
+    }
+
+    /// <inheritdoc/>
+    public virtual void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable, bool discarded)
     {
     }
 }

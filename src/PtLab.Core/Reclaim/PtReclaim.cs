@@ -33,10 +33,10 @@ public sealed class PtReclaim : NoReclaim
     /// <c>__pte_offset_map</c>: enters an RCU read section that lasts until <see cref="PteUnmap"/>,
     /// so the table cannot be freed under the visitor.
     /// </summary>
-    public override TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    public override TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
     {
         mm.Rcu.ReadLock(cpu.Id);
-        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTablePfn)[pmdIndex]);
+        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
         if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
         {
             mm.Rcu.ReadUnlock(cpu.Id);
@@ -47,31 +47,31 @@ public sealed class PtReclaim : NoReclaim
     }
 
     /// <summary><c>pte_unmap</c>: leaves the RCU read section.</summary>
-    public override void PteUnmap(MmStruct mm, Cpu cpu, TableRef pte) => mm.Rcu.ReadUnlock(cpu.Id);
+    public override void PteUnmap(MmStruct mm, Cpu cpu, TableRef pteTable) => mm.Rcu.ReadUnlock(cpu.Id);
 
     /// <summary>
     /// <c>__pte_offset_map_lock</c>: map, take the PTE lock, and recheck that the pmd still points
     /// at the same table; if the table was unhooked meanwhile, start again (and find none).
     /// </summary>
-    public override TableRef PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    public override TableRef PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
     {
         while (true)
         {
-            var pte = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
-            if (pte.IsNone)
+            var pteTable = PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
+            if (pteTable.IsNone)
             {
-                return pte;
+                return pteTable;
             }
 
-            mm.PtlLock(cpu, pte.Pfn);
-            ulong now = Volatile.Read(ref mm.Phys.Table(pmdTablePfn)[pmdIndex]);
-            if (SkipPmdRecheckForTesting || (!Entry.IsNone(now) && !Entry.IsHuge(now) && Entry.Pfn(now) == pte.Pfn))
+            mm.PtlLock(cpu, pteTable.Pfn);
+            ulong now = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
+            if (SkipPmdRecheckForTesting || (!Entry.IsNone(now) && !Entry.IsHuge(now) && Entry.Pfn(now) == pteTable.Pfn))
             {
-                return pte;
+                return pteTable;
             }
 
-            mm.PtlUnlock(cpu, pte.Pfn);
-            PteUnmap(mm, cpu, pte);
+            mm.PtlUnlock(cpu, pteTable.Pfn);
+            PteUnmap(mm, cpu, pteTable);
         }
     }
 
@@ -80,20 +80,21 @@ public sealed class PtReclaim : NoReclaim
     /// pmd lock without waiting (the PTE lock is held, and the usual order is pmd lock first) and
     /// clear the pmd (<c>try_get_and_clear_pmd</c>).
     /// </summary>
-    public override bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte)
+    public override bool ZapPteTableLocked(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pteTable)
     {
+        mm.AssertPtlHeld(cpu, pteTable.Pfn);
         if (!CanReclaim(zap))
         {
             return false;
         }
 
-        if (!mm.PmdTryLock(cpu, zap.PmdTablePfn))
+        if (!mm.PmdTryLock(cpu, zap.PmdTable))
         {
             return false;
         }
 
-        Volatile.Write(ref mm.Phys.Table(zap.PmdTablePfn)[zap.PmdIndex], 0);
-        mm.PmdUnlock(cpu, zap.PmdTablePfn);
+        mm.PmdClear(zap.PmdTable, zap.PmdIndex);
+        mm.PmdUnlock(cpu, zap.PmdTable);
         Interlocked.Increment(ref _fastPath);
         return true;
     }
@@ -103,7 +104,7 @@ public sealed class PtReclaim : NoReclaim
     /// (<c>free_pte</c>), or take the slow path, which rechecks all 512 entries under both locks
     /// (<c>try_to_free_pte</c>).
     /// </summary>
-    public override void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte, bool unhooked, MmuGather tlb)
+    public override void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pteTable, bool unhooked, MmuGather tlb)
     {
         if (!CanReclaim(zap))
         {
@@ -112,21 +113,21 @@ public sealed class PtReclaim : NoReclaim
 
         if (unhooked)
         {
-            FreePte(mm, tlb, pte, zap.Start);
+            FreePte(mm, tlb, pteTable, zap.Start);
             return;
         }
 
-        mm.PmdLock(cpu, zap.PmdTablePfn);
-        pte = PteOffsetMap(mm, cpu, zap.PmdTablePfn, zap.PmdIndex);
-        if (pte.IsNone)
+        mm.PmdLock(cpu, zap.PmdTable);
+        pteTable = PteOffsetMap(mm, cpu, zap.PmdTable, zap.PmdIndex);
+        if (pteTable.IsNone)
         {
-            mm.PmdUnlock(cpu, zap.PmdTablePfn);
+            mm.PmdUnlock(cpu, zap.PmdTable);
             return;
         }
 
-        mm.PtlLock(cpu, pte.Pfn);
+        mm.PtlLock(cpu, pteTable.Pfn);
         bool empty = true;
-        foreach (ulong e in mm.Phys.Table(pte))
+        foreach (ulong e in mm.Phys.Table(pteTable))
         {
             if (e != 0)
             {
@@ -137,16 +138,16 @@ public sealed class PtReclaim : NoReclaim
 
         if (empty)
         {
-            Volatile.Write(ref mm.Phys.Table(zap.PmdTablePfn)[zap.PmdIndex], 0);
+            mm.PmdClear(zap.PmdTable, zap.PmdIndex);
         }
 
-        mm.PtlUnlock(cpu, pte.Pfn);
-        PteUnmap(mm, cpu, pte);
-        mm.PmdUnlock(cpu, zap.PmdTablePfn);
+        mm.PtlUnlock(cpu, pteTable.Pfn);
+        PteUnmap(mm, cpu, pteTable);
+        mm.PmdUnlock(cpu, zap.PmdTable);
         if (empty)
         {
             Interlocked.Increment(ref _slowPath);
-            FreePte(mm, tlb, pte, zap.Start);
+            FreePte(mm, tlb, pteTable, zap.Start);
         }
         else
         {
@@ -158,22 +159,16 @@ public sealed class PtReclaim : NoReclaim
     /// <c>free_pte</c>: the table was unhooked from its pmd; account it and hand it to the gather,
     /// which frees it after the TLB flush and a grace period.
     /// </summary>
-    private void FreePte(MmStruct mm, MmuGather tlb, TableRef pte, ulong addr)
-    {
-        long ptePfn = pte.Pfn;
-        mm.DecTables(1);
-        tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
-        PteTableDtor(mm, ptePfn);
-        tlb.RemoveTable(ptePfn);
-    }
+    private static void FreePte(MmStruct mm, MmuGather tlb, TableRef pteTable, ulong addr) => mm.PteFreeTlb(tlb, pteTable.Pfn, addr);
 
     /// <summary>Test-only mutation: <c>pte_offset_map_lock</c> without the pmd recheck.</summary>
     internal bool SkipPmdRecheckForTesting { get; set; }
 
     /// <summary>
-    /// <c>reclaim_pt_is_enabled</c> and the skip rule: only MADV_DONTNEED, only a zap covering the
-    /// whole 2 MiB, and only if it left no entry behind.
+    /// <c>reclaim_pt_is_enabled</c> and the skip rule: only MADV_DONTNEED, and only a zap covering
+    /// the whole 2 MiB. Upstream also gives up when the zap skipped an entry; the model's zap skips
+    /// none (see <see cref="ZapInfo"/>), so a whole-table zap leaves every entry none.
     /// </summary>
     private static bool CanReclaim(in ZapInfo zap) =>
-        zap.Reason == ZapReason.DontNeed && zap.End - zap.Start >= Geometry.PmdSize && zap.Skipped == 0;
+        zap.Reason == ZapReason.DontNeed && zap.End - zap.Start >= Geometry.PmdSize;
 }

@@ -39,135 +39,117 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// <summary>Tables this design freed (<c>free_user_pte</c> that unhooked a table).</summary>
     public long TablesFreed => Volatile.Read(ref _freed);
 
-    private static PercpuRef RefOf(MmStruct mm, long ptePfn) =>
-        mm.Phys.Desc(ptePfn).TableState as PercpuRef
-        ?? throw new InvalidOperationException($"PTE table {ptePfn:x} has no pte_ref");
+    private static PercpuRef RefOf(MmStruct mm, long pteTable) =>
+        mm.Phys.Desc(pteTable).TableState as PercpuRef
+        ?? throw new PercpuRefException($"PTE table {pteTable:x} has no pte_ref");
 
     /// <summary><c>pte_ref_init</c>: percpu mode, re-initialisable, started at zero.</summary>
-    public override void PteTableCtor(MmStruct mm, Cpu cpu, long ptePfn)
+    public override void PteTableCtor(MmStruct mm, Cpu cpu, long pteTable)
     {
         var r = new PercpuRef(mm.Rcu, release: null, PercpuRefInit.AllowReinit)
         {
             SkipGracePeriodForTesting = SkipSwitchGracePeriodForTesting,
         };
         r.Put(cpu.Id); // "We want to start with the refcount at zero"
-        mm.Phys.Desc(ptePfn).TableState = r;
+        mm.Phys.Desc(pteTable).TableState = r;
     }
 
     /// <summary><c>pte_ref_free</c>.</summary>
-    public override void PteTableDtor(MmStruct mm, long ptePfn)
+    public override void PteTableDtor(MmStruct mm, long pteTable)
     {
-        if (mm.Phys.Desc(ptePfn).TableState is PercpuRef r)
+        if (mm.Phys.Desc(pteTable).TableState is PercpuRef r)
         {
             r.Exit();
         }
     }
 
     /// <inheritdoc/>
-    public override long? ExactCount(MmStruct mm, long ptePfn)
+    public override long? ExactCount(MmStruct mm, long pteTable)
     {
-        var r = RefOf(mm, ptePfn);
+        var r = RefOf(mm, pteTable);
         return r.TrueCount;
     }
 
     /// <summary><c>percpu_ref_tryget</c>: always succeeds in percpu mode; fails at zero in atomic mode.</summary>
-    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pte)
-    {
-        try
-        {
-            return RefOf(mm, pte.Pfn).TryGet(cpu.Id);
-        }
-        catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
-        {
-            throw RacedWithFree("pte_tryget", pte, e);
-        }
-    }
-
+    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable) =>
+        Guard(mm, pteTable, "pte_tryget", cpu.Id, static (r, c) => r.TryGet(c));
 
     /// <summary><c>percpu_ref_get</c> (from <c>track_pte_set</c>, by a visitor that already holds a reference).</summary>
-    protected override void Get(MmStruct mm, Cpu cpu, TableRef pte)
+    protected override void Get(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
-        if (!mm.Phys.IsLive(pte))
+        if (!mm.Phys.IsLive(pteTable))
         {
-            mm.Phys.Table(pte); // reports the use after free
+            mm.Phys.Table(pteTable); // reports the use after free
         }
 
-        var r = RefOf(mm, pte.Pfn);
-        if (r.IsZero)
+        if (RefOf(mm, pteTable.Pfn).IsZero)
         {
-            throw new UseAfterFreeException($"track_pte_set on {pte}, whose pte_ref is zero in atomic mode", Environment.StackTrace, null);
+            throw new UseAfterFreeException($"track_pte_set on {pteTable}, whose pte_ref is zero in atomic mode", Environment.StackTrace, null);
         }
 
-        try
+        Guard(mm, pteTable, "track_pte_set", cpu.Id, static (r, c) =>
         {
-            r.Get(cpu.Id);
-        }
-        catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
-        {
-            throw RacedWithFree("track_pte_set", pte, e);
-        }
+            r.Get(c);
+            return true;
+        });
     }
 
     /// <summary><c>percpu_ref_put</c>.</summary>
-    protected override void Put(MmStruct mm, Cpu cpu, TableRef pte)
+    protected override void Put(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
-        if (!mm.Phys.IsLive(pte))
+        if (!mm.Phys.IsLive(pteTable))
         {
-            mm.Phys.Table(pte); // reports the use after free
+            mm.Phys.Table(pteTable); // reports the use after free
         }
 
-        var r = RefOf(mm, pte.Pfn);
-        try
+        Guard(mm, pteTable, "pte_put", cpu.Id, static (r, c) =>
         {
-            r.Put(cpu.Id);
-        }
-        catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
-        {
-            throw RacedWithFree("pte_put", pte, e);
-        }
+            r.Put(c);
+            return true;
+        });
     }
 
     /// <summary>
     /// A failed <c>pte_tryget</c> means the count reached zero in atomic mode: call
     /// <c>free_user_pte</c> so a free whose owner lost the race is not missed.
     /// </summary>
-    protected override void OnTryGetFailed(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte) =>
-        FreeAndCount(mm, cpu, pmdTablePfn, pmdIndex, pte);
+    protected override void OnTryGetFailed(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable) =>
+        FreeAndCount(mm, cpu, pmdTable, pmdIndex, pteTable);
 
     /// <summary>Patch 14: after a MADV_DONTNEED zap of a table, <c>try_to_free_user_pte(..., switch_back)</c>.</summary>
-    public override void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pte, bool unhooked, MmuGather tlb)
+    public override void AfterZapPteTable(MmStruct mm, Cpu cpu, in ZapInfo zap, TableRef pteTable, bool unhooked, MmuGather tlb)
     {
         if (zap.Reason == ZapReason.DontNeed)
         {
-            TryToFreeUserPte(mm, cpu, zap.PmdTablePfn, zap.PmdIndex, SwitchBack);
+            TryToFreeUserPte(mm, cpu, zap.PmdTable, zap.PmdIndex, SwitchBack);
         }
     }
 
     /// <summary>Patch 15: after MADV_FREE, stay atomic if pages were marked lazy-free, so reclaim can free the table.</summary>
-    public override void AfterMadvFreePteTable(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, bool markedLazyFree) =>
-        TryToFreeUserPte(mm, cpu, pmdTablePfn, pmdIndex, switchBack: !markedLazyFree);
+    public override void AfterMadvFreePteTable(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, bool markedLazyFree) =>
+        TryToFreeUserPte(mm, cpu, pmdTable, pmdIndex, switchBack: !markedLazyFree);
 
     /// <summary>
     /// Patch 15 in reclaim: after discarding a lazy-free page, <c>page_vma_mapped_walk</c> with
     /// <c>PVMW_MADV_FREE</c> frees the table once its count is zero; a page found dirty again sends
     /// the table back to percpu mode.
     /// </summary>
-    public override void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte, bool discarded)
+    public override void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable, bool discarded)
     {
         if (discarded)
         {
             mm.Rcu.ReadLock(cpu.Id);
-            bool zero = mm.Phys.IsLive(pte) && RefOf(mm, pte.Pfn).IsZero;
+            bool zero = mm.Phys.IsLive(pteTable) && RefOf(mm, pteTable.Pfn).IsZero;
             mm.Rcu.ReadUnlock(cpu.Id);
             if (zero)
             {
-                FreeAndCount(mm, cpu, pmdTablePfn, pmdIndex, pte);
+                FreeAndCount(mm, cpu, pmdTable, pmdIndex, pteTable);
             }
 
             return;
         }
 
-        SwitchBackToPercpu(mm, cpu, pmdTablePfn, pmdIndex);
+        SwitchBackToPercpu(mm, cpu, pmdTable, pmdIndex);
     }
 
     /// <summary>
@@ -175,16 +157,20 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// so every CPU's share is folded in), drop the reference under RCU, and free the table if the
     /// count is zero; otherwise optionally switch back to percpu mode.
     /// </summary>
-    public void TryToFreeUserPte(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, bool switchBack)
+    public void TryToFreeUserPte(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, bool switchBack)
     {
-        var pte = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
-        if (pte.IsNone)
+        var pteTable = PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
+        if (pteTable.IsNone)
         {
             return;
         }
 
-        var r = RefOf(mm, pte.Pfn);
-        Guard(mm, pte, "percpu_ref_switch_to_atomic_sync", () => r.SwitchToAtomicSync(cpu.Id));
+        Guard(mm, pteTable, "percpu_ref_switch_to_atomic_sync", cpu.Id, static (r, c) =>
+        {
+            r.SwitchToAtomicSync(c);
+            return true;
+        });
+        var r = RefOf(mm, pteTable.Pfn);
         Interlocked.Increment(ref _switches);
         mm.Rcu.ReadLock(cpu.Id);
         // Under RCU the table cannot be freed under us even once our reference is gone.
@@ -197,51 +183,57 @@ public sealed class PteRefReclaim : RefcountReclaim
         mm.Rcu.ReadUnlock(cpu.Id);
         if (zero)
         {
-            FreeAndCount(mm, cpu, pmdTablePfn, pmdIndex, pte);
+            FreeAndCount(mm, cpu, pmdTable, pmdIndex, pteTable);
             return;
         }
 
         if (switchBack)
         {
-            SwitchBackToPercpu(mm, cpu, pmdTablePfn, pmdIndex);
+            SwitchBackToPercpu(mm, cpu, pmdTable, pmdIndex);
         }
     }
 
     /// <summary>Takes a fresh reference on whatever table is there now and switches it back to percpu mode.</summary>
-    private void SwitchBackToPercpu(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    private void SwitchBackToPercpu(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
     {
-        var again = PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
+        var again = PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
         if (!again.IsNone)
         {
-            Guard(mm, again, "percpu_ref_switch_to_percpu", () => RefOf(mm, again.Pfn).SwitchToPercpu(cpu.Id));
+            Guard(mm, again, "percpu_ref_switch_to_percpu", cpu.Id, static (r, c) =>
+            {
+                r.SwitchToPercpu(c);
+                return true;
+            });
             Interlocked.Increment(ref _switchBacks);
             PteUnmap(mm, cpu, again);
         }
     }
 
     /// <summary>
-    /// Runs a pte_ref operation; if it fails because the table was freed meanwhile (possible only
-    /// when a walker held no reference, under a test mutation), reports the use after free.
+    /// Runs every pte_ref operation on the table's ref. A <see cref="PercpuRefException"/> from a
+    /// table that was freed meanwhile (possible only when a walker held no reference, under a test
+    /// mutation) is the use after free it reveals, and is reported as one. Any other failure, and
+    /// a percpu_ref failure on a live table, is a different bug and goes on as it is.
     /// </summary>
-    private static void Guard(MmStruct mm, TableRef pte, string what, Action op)
+    private static T Guard<T>(MmStruct mm, TableRef pteTable, string what, int cpu, Func<PercpuRef, int, T> op)
     {
         try
         {
-            op();
+            return op(RefOf(mm, pteTable.Pfn), cpu);
         }
-        catch (InvalidOperationException e) when (!mm.Phys.IsLive(pte))
+        catch (PercpuRefException e) when (!mm.Phys.IsLive(pteTable))
         {
-            throw RacedWithFree(what, pte, e);
+            throw RacedWithFree(what, pteTable, e);
         }
     }
 
     /// <summary>A pte_ref operation failed because the table was freed meanwhile: report the use after free.</summary>
-    private static UseAfterFreeException RacedWithFree(string what, TableRef pte, Exception e) =>
-        new($"{what} on {pte} raced with its free: {e.Message}", Environment.StackTrace, null);
+    private static UseAfterFreeException RacedWithFree(string what, TableRef pteTable, Exception e) =>
+        new($"{what} on {pteTable} raced with its free: {e.Message}", Environment.StackTrace, null);
 
-    private void FreeAndCount(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte)
+    private void FreeAndCount(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable)
     {
-        if (FreeUserPte(mm, cpu, pmdTablePfn, pmdIndex, pte))
+        if (FreeUserPte(mm, cpu, pmdTable, pmdIndex, pteTable))
         {
             Interlocked.Increment(ref _freed);
         }

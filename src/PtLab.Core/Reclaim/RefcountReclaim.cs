@@ -15,7 +15,7 @@ public interface IRefcountedTables
     /// The table's reference count as a number, when the design can tell it exactly now (atomic
     /// mode); null otherwise.
     /// </summary>
-    long? ExactCount(MmStruct mm, long ptePfn);
+    long? ExactCount(MmStruct mm, long pteTable);
 }
 
 /// <summary>
@@ -26,31 +26,31 @@ public interface IRefcountedTables
 public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
 {
     /// <summary><c>pte_tryget</c> on the table's reference; false when it may be going away.</summary>
-    protected abstract bool TryGet(MmStruct mm, Cpu cpu, TableRef pte);
+    protected abstract bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable);
 
     /// <summary>Takes a reference the caller knows to be safe (an entry set under the table's lock).</summary>
-    protected abstract void Get(MmStruct mm, Cpu cpu, TableRef pte);
+    protected abstract void Get(MmStruct mm, Cpu cpu, TableRef pteTable);
 
     /// <summary>Drops a reference (<c>__pte_put</c>).</summary>
-    protected abstract void Put(MmStruct mm, Cpu cpu, TableRef pte);
+    protected abstract void Put(MmStruct mm, Cpu cpu, TableRef pteTable);
 
     /// <inheritdoc/>
-    public abstract long? ExactCount(MmStruct mm, long ptePfn);
+    public abstract long? ExactCount(MmStruct mm, long pteTable);
 
     /// <summary>
     /// <c>pte_tryget</c> + <c>pte_offset_map</c>: under RCU, read the pmd entry and try to take a
     /// reference on the table it points to. A failed try-get calls back into the design, as the
     /// seed calls <c>free_user_pte</c> there so that a racing free is never missed.
     /// </summary>
-    public override TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex)
+    public override TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
     {
         if (SkipTryGetForTesting)
         {
-            return base.PteOffsetMap(mm, cpu, pmdTablePfn, pmdIndex);
+            return base.PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
         }
 
         mm.Rcu.ReadLock(cpu.Id);
-        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTablePfn)[pmdIndex]);
+        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
         if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
         {
             mm.Rcu.ReadUnlock(cpu.Id);
@@ -58,42 +58,42 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
         }
 
         // Under RCU the table cannot be freed, so its descriptor and reference are still valid.
-        var pte = mm.Phys.Ref(Entry.Pfn(pmd));
-        bool got = TryGet(mm, cpu, pte);
+        var pteTable = mm.Phys.Ref(Entry.Pfn(pmd));
+        bool got = TryGet(mm, cpu, pteTable);
         mm.Rcu.ReadUnlock(cpu.Id);
         if (!got)
         {
-            OnTryGetFailed(mm, cpu, pmdTablePfn, pmdIndex, pte);
+            OnTryGetFailed(mm, cpu, pmdTable, pmdIndex, pteTable);
             return TableRef.None;
         }
 
-        return pte;
+        return pteTable;
     }
 
     /// <summary><c>pte_unmap</c>: drops the visitor's reference.</summary>
-    public override void PteUnmap(MmStruct mm, Cpu cpu, TableRef pte)
+    public override void PteUnmap(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
         if (!SkipTryGetForTesting)
         {
-            Put(mm, cpu, pte);
+            Put(mm, cpu, pteTable);
         }
     }
 
     /// <summary><c>track_pte_set</c>: none to non-none takes a reference.</summary>
-    public override void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry, ulong newEntry)
+    public override void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry)
     {
         if (Entry.IsNone(oldEntry) && !Entry.IsNone(newEntry))
         {
-            Get(mm, cpu, pte);
+            Get(mm, cpu, pteTable);
         }
     }
 
     /// <summary><c>track_pte_clear</c>: non-none to none drops one.</summary>
-    public override void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pte, ulong oldEntry)
+    public override void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry)
     {
         if (!Entry.IsNone(oldEntry) && !SkipTrackClearForTesting)
         {
-            Put(mm, cpu, pte);
+            Put(mm, cpu, pteTable);
         }
     }
 
@@ -110,13 +110,13 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
     internal bool SkipRcuDeferralForTesting { get; set; }
 
     /// <summary>Called after a failed try-get, outside RCU.</summary>
-    protected virtual void OnTryGetFailed(MmStruct mm, Cpu cpu, long pmdTablePfn, int pmdIndex, TableRef pte)
+    protected virtual void OnTryGetFailed(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable)
     {
     }
 
     /// <summary>
     /// <c>free_user_pte</c>, for the designs that free tables outside munmap: under the pmd lock,
-    /// if the pmd entry still points at <paramref name="pte"/>, clear it, flush the TLB for its
+    /// if the pmd entry still points at <paramref name="pteTable"/>, clear it, flush the TLB for its
     /// 2 MiB, and free the table after a grace period. Returns false when the entry changed.
     /// </summary>
     /// <remarks>
@@ -124,20 +124,18 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
     /// racing freers of one zero-count table could then free a table a fault installed in between;
     /// checking that the entry still holds the table the caller saw at zero closes that window.
     /// </remarks>
-    protected bool FreeUserPte(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pte)
+    protected bool FreeUserPte(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable)
     {
-        long ptePfn = pte.Pfn;
         ulong start = mm.PmdBase(pmdTable, pmdIndex);
         mm.PmdLock(cpu, pmdTable);
-        ref ulong slot = ref mm.Phys.Table(pmdTable)[pmdIndex];
-        ulong pmd = Volatile.Read(ref slot);
-        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd) || Entry.Pfn(pmd) != ptePfn || !mm.Phys.IsLive(pte))
+        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
+        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd) || Entry.Pfn(pmd) != pteTable.Pfn || !mm.Phys.IsLive(pteTable))
         {
             mm.PmdUnlock(cpu, pmdTable);
             return false;
         }
 
-        foreach (ulong e in mm.Phys.Table(pte))
+        foreach (ulong e in mm.Phys.Table(pteTable))
         {
             if (e != 0)
             {
@@ -145,34 +143,34 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
                 // pte_free_debug: at zero no entry may remain; one that does was set by a visitor
                 // that held no reference on the table, so it is writing into a table being freed.
                 throw new UseAfterFreeException(
-                    $"pte_free_debug: freeing {pte} at 0x{start:x} with a live entry {e:x}", Environment.StackTrace, null);
+                    $"pte_free_debug: freeing {pteTable} at 0x{start:x} with a live entry {e:x}", Environment.StackTrace, null);
             }
         }
 
-        Volatile.Write(ref slot, 0);
+        mm.PmdClear(pmdTable, pmdIndex);
         mm.FlushTlbRange(cpu, start, start + Geometry.PmdSize);
         mm.PmdUnlock(cpu, pmdTable);
         mm.DecTables(1);
         var phys = mm.Phys;
         if (SkipRcuDeferralForTesting)
         {
-            PteTableDtor(mm, ptePfn);
-            phys.FreeTable(ptePfn);
+            PteTableDtor(mm, pteTable.Pfn);
+            phys.FreeTable(pteTable.Pfn);
             return true;
         }
 
         mm.Rcu.CallRcu(() =>
         {
-            PteTableDtor(mm, ptePfn);
-            phys.FreeTable(ptePfn);
+            PteTableDtor(mm, pteTable.Pfn);
+            phys.FreeTable(pteTable.Pfn);
         });
         return true;
     }
 
     /// <summary>Locates the pmd entry of a PTE table from its descriptor (pt_mm / pt_index).</summary>
-    protected static bool TryLocatePmd(MmStruct mm, TableRef pte, out long pmdTable, out int pmdIndex)
+    protected static bool TryLocatePmd(MmStruct mm, TableRef pteTable, out long pmdTable, out int pmdIndex)
     {
-        ulong addr = mm.Phys.Desc(pte.Pfn).RmapAddress;
+        ulong addr = mm.Phys.Desc(pteTable.Pfn).RmapAddress;
         pmdTable = mm.PmdTableOf(addr);
         pmdIndex = Geometry.Index(addr, 2);
         return pmdTable >= 0;
@@ -193,15 +191,15 @@ public sealed class AtomicReclaim : RefcountReclaim
     public override string Name => "atomic";
 
     /// <inheritdoc/>
-    public override void PteTableCtor(MmStruct mm, Cpu cpu, long ptePfn) => mm.Phys.Desc(ptePfn).TableState = new PteRefcount();
+    public override void PteTableCtor(MmStruct mm, Cpu cpu, long pteTable) => mm.Phys.Desc(pteTable).TableState = new PteRefcount();
 
     /// <inheritdoc/>
-    public override long? ExactCount(MmStruct mm, long ptePfn) => Volatile.Read(ref CountOf(mm, ptePfn));
+    public override long? ExactCount(MmStruct mm, long pteTable) => Volatile.Read(ref CountOf(mm, pteTable));
 
     /// <inheritdoc/>
-    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pte)
+    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
-        ref int c = ref CountOf(mm, pte.Pfn);
+        ref int c = ref CountOf(mm, pteTable.Pfn);
         while (true)
         {
             int v = Volatile.Read(ref c);
@@ -219,38 +217,38 @@ public sealed class AtomicReclaim : RefcountReclaim
     }
 
     /// <inheritdoc/>
-    protected override void Get(MmStruct mm, Cpu cpu, TableRef pte)
+    protected override void Get(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
-        if (!mm.Phys.IsLive(pte))
+        if (!mm.Phys.IsLive(pteTable))
         {
-            mm.Phys.Table(pte); // reports the use after free
+            mm.Phys.Table(pteTable); // reports the use after free
         }
 
-        if (Interlocked.Increment(ref CountOf(mm, pte.Pfn)) <= 0)
+        if (Interlocked.Increment(ref CountOf(mm, pteTable.Pfn)) <= 0)
         {
             // The table was claimed for freeing: whoever is setting an entry in it holds no reference.
-            throw new UseAfterFreeException($"track_pte_set on {pte}, which a freer already claimed at zero", Environment.StackTrace, null);
+            throw new UseAfterFreeException($"track_pte_set on {pteTable}, which a freer already claimed at zero", Environment.StackTrace, null);
         }
     }
 
     /// <inheritdoc/>
-    protected override void Put(MmStruct mm, Cpu cpu, TableRef pte)
+    protected override void Put(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
-        if (!mm.Phys.IsLive(pte))
+        if (!mm.Phys.IsLive(pteTable))
         {
-            mm.Phys.Table(pte); // reports the use after free
+            mm.Phys.Table(pteTable); // reports the use after free
         }
 
         // Dropping the last reference and claiming the table are one step (1 -> Dead): a separate
         // decrement to 0 followed by a claim would let another CPU get, put, claim and free the
         // table in between, and the late claim would then mark whatever reused the frame.
-        ref int c = ref CountOf(mm, pte.Pfn);
+        ref int c = ref CountOf(mm, pteTable.Pfn);
         while (true)
         {
             int v = Volatile.Read(ref c);
             if (v <= 0)
             {
-                throw new InvalidOperationException($"pte_refcount underflow on {pte} (count {v})");
+                throw new BadPageException($"pte_refcount underflow on {pteTable} (count {v})");
             }
 
             if (Interlocked.CompareExchange(ref c, v == 1 ? Dead : v - 1, v) != v)
@@ -264,10 +262,10 @@ public sealed class AtomicReclaim : RefcountReclaim
             }
 
             // We hold the claim: only we free the table, and until we unhook it, try-gets fail.
-            if (TryLocatePmd(mm, pte, out long pmdTable, out int pmdIndex) && !FreeUserPte(mm, cpu, pmdTable, pmdIndex, pte))
+            if (TryLocatePmd(mm, pteTable, out long pmdTable, out int pmdIndex) && !FreeUserPte(mm, cpu, pmdTable, pmdIndex, pteTable))
             {
                 throw new InvalidOperationException(
-                    $"claimed {pte} at zero but its pmd no longer points at it ({mm.DescribeTranslation(mm.Phys.Desc(pte.Pfn).RmapAddress)}, live {mm.Phys.IsLive(pte)})");
+                    $"claimed {pteTable} at zero but its pmd no longer points at it ({mm.DescribeTranslation(mm.Phys.Desc(pteTable.Pfn).RmapAddress)}, live {mm.Phys.IsLive(pteTable)})");
             }
 
             return;
@@ -275,9 +273,9 @@ public sealed class AtomicReclaim : RefcountReclaim
     }
 
     // The table's count lives in its descriptor's per-design slot, as the seed keeps pte_ref in the ptdesc.
-    private static ref int CountOf(MmStruct mm, long ptePfn) =>
-        ref (mm.Phys.Desc(ptePfn).TableState as PteRefcount
-             ?? throw new UseAfterFreeException($"PTE table {ptePfn:x} has no pte_refcount: it was freed", Environment.StackTrace, null)).Count;
+    private static ref int CountOf(MmStruct mm, long pteTable) =>
+        ref (mm.Phys.Desc(pteTable).TableState as PteRefcount
+             ?? throw new UseAfterFreeException($"PTE table {pteTable:x} has no pte_refcount: it was freed", Environment.StackTrace, null)).Count;
 
     /// <summary>The 2021 series' <c>pte_refcount</c>: entries plus visitors, or <see cref="Dead"/> once claimed.</summary>
     private sealed class PteRefcount

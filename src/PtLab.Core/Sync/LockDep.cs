@@ -63,7 +63,21 @@ public sealed class LockDepException : InvalidOperationException
 /// <param name="Instance">Which lock of the class (for example the table's frame number); 0 when there is one.</param>
 /// <param name="Subclass">The nesting subclass (<c>spin_lock_nested</c>), 0 normally.</param>
 /// <param name="Trylock">Whether it was taken by a trylock, which cannot deadlock and so orders nothing.</param>
-public readonly record struct HeldLock(LockClass Class, long Instance, int Subclass, bool Trylock);
+/// <param name="Read">Whether a reader-writer lock is held for read (shared) rather than for write.</param>
+public readonly record struct HeldLock(LockClass Class, long Instance, int Subclass, bool Trylock, bool Read = false);
+
+/// <summary>How a lock must be held for <see cref="LockDep.AssertHeld"/> to pass.</summary>
+public enum LockHeldMode
+{
+    /// <summary>Held in any mode (<c>lockdep_assert_held</c>, <c>mmap_assert_locked</c>).</summary>
+    Any,
+
+    /// <summary>Held for read (<c>lockdep_assert_held_read</c>).</summary>
+    Read,
+
+    /// <summary>Held exclusively: a spin lock, or a reader-writer lock for write (<c>lockdep_assert_held_write</c>, <c>mmap_assert_write_locked</c>).</summary>
+    Write,
+}
 
 /// <summary>
 /// A small lockdep: one held-lock stack per simulated CPU, fed by the lock sites, and a graph of
@@ -145,7 +159,8 @@ public sealed class LockDep
     /// <param name="lockClass">The lock's class.</param>
     /// <param name="instance">Which lock of the class, to match the release.</param>
     /// <param name="subclass">Nesting subclass; a class may be nested under itself only with a different one.</param>
-    public void Acquire(int cpu, LockClass lockClass, long instance = 0, int subclass = 0)
+    /// <param name="read">Whether a reader-writer lock is taken for read.</param>
+    public void Acquire(int cpu, LockClass lockClass, long instance = 0, int subclass = 0, bool read = false)
     {
         var held = _cpus[cpu].Held;
         if (lockClass.Kind == LockKind.Sleeping)
@@ -172,7 +187,7 @@ public sealed class LockDep
             }
         }
 
-        held.Add(new HeldLock(lockClass, instance, subclass, Trylock: false));
+        held.Add(new HeldLock(lockClass, instance, subclass, Trylock: false, read));
     }
 
     /// <summary>
@@ -180,8 +195,8 @@ public sealed class LockDep
     /// cannot wait and so cannot close a deadlock cycle (the pmd-lock trylock under the PTE lock in
     /// upstream <c>pt_reclaim</c> relies on this).
     /// </summary>
-    public void TryAcquired(int cpu, LockClass lockClass, long instance = 0) =>
-        _cpus[cpu].Held.Add(new HeldLock(lockClass, instance, 0, Trylock: true));
+    public void TryAcquired(int cpu, LockClass lockClass, long instance = 0, bool read = false) =>
+        _cpus[cpu].Held.Add(new HeldLock(lockClass, instance, 0, Trylock: true, read));
 
     /// <summary>Called just before a CPU releases a lock (<c>lock_release</c>). Release order need not be LIFO.</summary>
     public void Release(int cpu, LockClass lockClass, long instance = 0)
@@ -227,18 +242,26 @@ public sealed class LockDep
         }
     }
 
-    /// <summary><c>lockdep_assert_held</c>: reports unless the CPU holds a lock of <paramref name="lockClass"/>.</summary>
-    public void AssertHeld(int cpu, LockClass lockClass)
+    /// <summary>
+    /// <c>lockdep_assert_held</c> and its read and write forms: reports unless the CPU holds a lock
+    /// of <paramref name="lockClass"/> (the one of <paramref name="instance"/> when given) in
+    /// <paramref name="mode"/>. Callers reach it through the hooks, so it costs a null test when
+    /// lock checking is off.
+    /// </summary>
+    public void AssertHeld(int cpu, LockClass lockClass, long? instance = null, LockHeldMode mode = LockHeldMode.Any)
     {
         foreach (var h in _cpus[cpu].Held)
         {
-            if (ReferenceEquals(h.Class, lockClass))
+            if (ReferenceEquals(h.Class, lockClass) && (instance is not { } i || h.Instance == i) &&
+                (mode == LockHeldMode.Any || (mode == LockHeldMode.Read) == h.Read))
             {
                 return;
             }
         }
 
-        Report(LockDepViolationKind.AssertionFailed, cpu, $"CPU {cpu} should hold {lockClass} but holds {Describe(_cpus[cpu].Held)}");
+        string which = instance is { } n and not 0 ? $"{lockClass}#{n}" : lockClass.Name;
+        string how = mode switch { LockHeldMode.Read => " for read", LockHeldMode.Write => " for write", _ => "" };
+        Report(LockDepViolationKind.AssertionFailed, cpu, $"CPU {cpu} should hold {which}{how} but holds {Describe(_cpus[cpu].Held)}");
     }
 
     /// <summary>Reports if the CPU holds any lock or is in an RCU read section (checked where a syscall or fault returns).</summary>
@@ -363,6 +386,11 @@ public sealed class LockDep
             if (h.Instance != 0)
             {
                 sb.Append('#').Append(h.Instance);
+            }
+
+            if (h.Read)
+            {
+                sb.Append(" (read)");
             }
 
             if (h.Trylock)

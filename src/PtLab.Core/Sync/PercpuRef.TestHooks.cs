@@ -31,16 +31,7 @@ public sealed partial class PercpuRef
         get
         {
             var stripes = Volatile.Read(ref _stripes);
-            long sum = 0;
-            if (stripes is not null)
-            {
-                for (int i = 0; i < stripes.Length; i++)
-                {
-                    sum += Volatile.Read(ref stripes[i].Count);
-                }
-            }
-
-            return sum;
+            return stripes is null ? 0 : stripes.Sum();
         }
     }
 

@@ -1,4 +1,5 @@
-using System.Runtime.InteropServices;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
 
 namespace PtLab.Sync;
 
@@ -74,11 +75,11 @@ public sealed partial class PercpuRef
     private readonly Action _switchToAtomicRcu;
 
     // The percpu counters; null once freed (__percpu_ref_exit).
-    private Stripe[]? _stripes;
+    private Padded<long>[]? _stripes;
 
     // _stripes while the ref is in percpu mode, null when ATOMIC or DEAD is set: the one word the
     // fast path loads, as the kernel loads percpu_count_ptr with its flag bits.
-    private Stripe[]? _live;
+    private Padded<long>[]? _live;
     private int _flags;
     private long _count;
 
@@ -102,7 +103,7 @@ public sealed partial class PercpuRef
         _lockDep = _hooks?.LockDep;
         _release = release;
         _switchToAtomicRcu = SwitchToAtomicRcu;
-        _stripes = new Stripe[rcu.Cpus];
+        _stripes = new Padded<long>[rcu.Cpus];
         _forceAtomic = (flags & PercpuRefInit.Atomic) != 0;
         _allowReinit = (flags & PercpuRefInit.AllowReinit) != 0;
 
@@ -155,15 +156,7 @@ public sealed partial class PercpuRef
     {
         _sched?.Reached(SchedulingPointKind.RefGet, this);
         _rcu.ReadLock(cpu);
-        var live = Volatile.Read(ref _live);
-        if (live is not null)
-        {
-            // Another CPU may run between seeing percpu mode and the add: that is the window the
-            // switch's grace period exists for.
-            _sched?.Reached(SchedulingPointKind.EntryStore, this);
-            AddStripe(ref live[cpu].Count, nr);
-        }
-        else
+        if (!TryAddPercpu(cpu, nr))
         {
             AddShared(nr);
         }
@@ -176,21 +169,7 @@ public sealed partial class PercpuRef
     {
         _sched?.Reached(SchedulingPointKind.RefGet, this);
         _rcu.ReadLock(cpu);
-        bool ok;
-        var live = Volatile.Read(ref _live);
-        if (live is not null)
-        {
-            // Another CPU may run between seeing percpu mode and the add: that is the window the
-            // switch's grace period exists for.
-            _sched?.Reached(SchedulingPointKind.EntryStore, this);
-            AddStripe(ref live[cpu].Count, nr);
-            ok = true;
-        }
-        else
-        {
-            ok = AddSharedNotZero(nr);
-        }
-
+        bool ok = TryAddPercpu(cpu, nr) || AddSharedNotZero(nr);
         _rcu.ReadUnlock(cpu);
         return ok;
     }
@@ -203,22 +182,8 @@ public sealed partial class PercpuRef
     {
         _sched?.Reached(SchedulingPointKind.RefGet, this);
         _rcu.ReadLock(cpu);
-        bool ok;
-        var live = Volatile.Read(ref _live);
-        if (live is not null)
-        {
-            // Another CPU may run between seeing percpu mode and the add: that is the window the
-            // switch's grace period exists for.
-            _sched?.Reached(SchedulingPointKind.EntryStore, this);
-            AddStripe(ref live[cpu].Count, 1);
-            ok = true;
-        }
-        else
-        {
-            // _flags is written before _live is cleared, so seeing null here makes a kill visible.
-            ok = (Volatile.Read(ref _flags) & FlagDead) == 0 && AddSharedNotZero(1);
-        }
-
+        // _flags is written before _live is cleared, so seeing atomic mode here makes a kill visible.
+        bool ok = TryAddPercpu(cpu, 1) || ((Volatile.Read(ref _flags) & FlagDead) == 0 && AddSharedNotZero(1));
         _rcu.ReadUnlock(cpu);
         return ok;
     }
@@ -228,15 +193,7 @@ public sealed partial class PercpuRef
     {
         _sched?.Reached(SchedulingPointKind.RefPut, this);
         _rcu.ReadLock(cpu);
-        var live = Volatile.Read(ref _live);
-        if (live is not null)
-        {
-            // Another CPU may run between seeing percpu mode and the add: that is the window the
-            // switch's grace period exists for.
-            _sched?.Reached(SchedulingPointKind.EntryStore, this);
-            AddStripe(ref live[cpu].Count, -nr);
-        }
-        else
+        if (!TryAddPercpu(cpu, -nr))
         {
             PutShared(nr);
         }
@@ -245,11 +202,27 @@ public sealed partial class PercpuRef
     }
 
     /// <summary>
-    /// <c>this_cpu_add</c> on a stripe. A simulated CPU is driven by one thread at a time and the
-    /// stripe is only summed after a grace period, once no CPU is inside the read section that
-    /// covers its add, so a plain read-modify-write is enough: no lock prefix, as in the kernel.
+    /// The fast path of every get and put, inside the caller's RCU read section: in percpu mode,
+    /// <c>this_cpu_add</c> on the CPU's stripe and true; in atomic mode, false. A simulated CPU is
+    /// driven by one thread at a time and the stripe is only summed after a grace period, once no
+    /// CPU is inside the read section that covers its add, so a plain read-modify-write is
+    /// enough: no lock prefix, as in the kernel.
     /// </summary>
-    private static void AddStripe(ref long stripe, long nr) => Volatile.Write(ref stripe, stripe + nr);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryAddPercpu(int cpu, long nr)
+    {
+        var live = Volatile.Read(ref _live);
+        if (live is null)
+        {
+            return false;
+        }
+
+        // Another CPU may run between seeing percpu mode and the add: that is the window the
+        // switch's grace period exists for.
+        _sched?.Reached(SchedulingPointKind.EntryStore, this);
+        live[cpu].AddOwned(nr);
+        return true;
+    }
 
     /// <summary>
     /// <c>percpu_ref_switch_to_atomic</c>: starts a switch to atomic mode, sticky until
@@ -289,21 +262,14 @@ public sealed partial class PercpuRef
     /// </summary>
     public void SwitchToPercpu(int cpu)
     {
-        _sched?.Reached(SchedulingPointKind.RefSwitch, this);
-        LockSwitch(cpu);
+        LockSwitchFor(cpu);
         if (_exited)
         {
-            UnlockSwitch(cpu);
-            throw new InvalidOperationException("percpu_ref switched after percpu_ref_exit");
+            FailLocked(cpu, "percpu_ref switched after percpu_ref_exit");
         }
 
         _forceAtomic = false;
-        bool queue = SwitchMode(cpu, null, sync: false);
-        UnlockSwitch(cpu);
-        if (queue)
-        {
-            QueueSwitch();
-        }
+        SwitchModeAndUnlock(cpu, null, sync: false);
     }
 
     /// <summary><c>percpu_ref_kill</c>: drops the initial reference and switches to atomic mode for good.</summary>
@@ -317,12 +283,10 @@ public sealed partial class PercpuRef
     /// </summary>
     public void KillAndConfirm(int cpu, Action<PercpuRef>? confirmKill)
     {
-        _sched?.Reached(SchedulingPointKind.RefSwitch, this);
-        LockSwitch(cpu);
+        LockSwitchFor(cpu);
         if ((_flags & FlagDead) != 0)
         {
-            UnlockSwitch(cpu);
-            throw new InvalidOperationException("percpu_ref_kill_and_confirm called more than once on one ref");
+            FailLocked(cpu, "percpu_ref_kill_and_confirm called more than once on one ref");
         }
 
         SetFlags(_flags | FlagDead);
@@ -340,7 +304,7 @@ public sealed partial class PercpuRef
     {
         if (!IsZero)
         {
-            throw new InvalidOperationException("percpu_ref_reinit of a ref whose count is not zero");
+            throw new PercpuRefException("percpu_ref_reinit of a ref whose count is not zero");
         }
 
         Resurrect(cpu);
@@ -352,22 +316,15 @@ public sealed partial class PercpuRef
     /// </summary>
     public void Resurrect(int cpu)
     {
-        _sched?.Reached(SchedulingPointKind.RefSwitch, this);
-        LockSwitch(cpu);
+        LockSwitchFor(cpu);
         if ((_flags & FlagDead) == 0 || _live is not null || _exited)
         {
-            UnlockSwitch(cpu);
-            throw new InvalidOperationException("percpu_ref_resurrect of a ref that is not dead, or was exited");
+            FailLocked(cpu, "percpu_ref_resurrect of a ref that is not dead, or was exited");
         }
 
         SetFlags(_flags & ~FlagDead);
         AddShared(1);
-        bool queue = SwitchMode(cpu, null, sync: false);
-        UnlockSwitch(cpu);
-        if (queue)
-        {
-            QueueSwitch();
-        }
+        SwitchModeAndUnlock(cpu, null, sync: false);
     }
 
     /// <summary>
@@ -386,15 +343,35 @@ public sealed partial class PercpuRef
 
     private void SwitchToAtomic(int cpu, Action<PercpuRef>? confirmSwitch, bool sync)
     {
-        _sched?.Reached(SchedulingPointKind.RefSwitch, this);
-        LockSwitch(cpu);
+        LockSwitchFor(cpu);
         if (_exited)
         {
-            UnlockSwitch(cpu);
-            throw new InvalidOperationException("percpu_ref switched after percpu_ref_exit");
+            FailLocked(cpu, "percpu_ref switched after percpu_ref_exit");
         }
 
         _forceAtomic = true;
+        SwitchModeAndUnlock(cpu, confirmSwitch, sync);
+    }
+
+    // The start of every mode change: its scheduling point, then the switch lock.
+    private void LockSwitchFor(int cpu)
+    {
+        _sched?.Reached(SchedulingPointKind.RefSwitch, this);
+        LockSwitch(cpu);
+    }
+
+    // A mode change the ref's state forbids: drop the switch lock and report the misuse.
+    [DoesNotReturn]
+    private void FailLocked(int cpu, string message)
+    {
+        UnlockSwitch(cpu);
+        throw new PercpuRefException(message);
+    }
+
+    // The end of a mode change: switch as the flags now ask, drop the lock, and only then queue
+    // the switch's RCU callback, so no callback ever runs under a switch lock.
+    private void SwitchModeAndUnlock(int cpu, Action<PercpuRef>? confirmSwitch, bool sync)
+    {
         bool queue = SwitchMode(cpu, confirmSwitch, sync);
         UnlockSwitch(cpu);
         if (queue)
@@ -407,6 +384,7 @@ public sealed partial class PercpuRef
     // atomic whose RCU callback the caller must queue once it has dropped the lock.
     private bool SwitchMode(int cpu, Action<PercpuRef>? confirmSwitch, bool sync)
     {
+        AssertSwitchLockHeld(cpu);
         // wait_event_lock_irq: wait for the previous switch with the lock dropped.
         while (Volatile.Read(ref _confirmSwitch) is not null)
         {
@@ -417,16 +395,17 @@ public sealed partial class PercpuRef
 
         if (_forceAtomic || (_flags & FlagDead) != 0)
         {
-            return BeginSwitchToAtomic(confirmSwitch, sync);
+            return BeginSwitchToAtomic(cpu, confirmSwitch, sync);
         }
 
-        SwitchToPercpuLocked(sync);
+        SwitchToPercpuLocked(cpu, sync);
         return false;
     }
 
     // __percpu_ref_switch_to_atomic, lock held.
-    private bool BeginSwitchToAtomic(Action<PercpuRef>? confirmSwitch, bool sync)
+    private bool BeginSwitchToAtomic(int cpu, Action<PercpuRef>? confirmSwitch, bool sync)
     {
+        AssertSwitchLockHeld(cpu);
         if ((_flags & FlagAtomic) != 0)
         {
             confirmSwitch?.Invoke(this);
@@ -448,9 +427,10 @@ public sealed partial class PercpuRef
     }
 
     // __percpu_ref_switch_to_percpu, lock held.
-    private void SwitchToPercpuLocked(bool sync)
+    private void SwitchToPercpuLocked(int cpu, bool sync)
     {
-        var stripes = _stripes ?? throw new InvalidOperationException("percpu_ref switched to percpu mode after its percpu counters were freed");
+        AssertSwitchLockHeld(cpu);
+        var stripes = _stripes ?? throw new PercpuRefException("percpu_ref switched to percpu mode after its percpu counters were freed");
         if (sync)
         {
             AddShared(1);
@@ -463,7 +443,7 @@ public sealed partial class PercpuRef
 
         if (!_allowReinit)
         {
-            throw new InvalidOperationException("percpu_ref switched back to percpu mode without PERCPU_REF_ALLOW_REINIT");
+            throw new PercpuRefException("percpu_ref switched back to percpu mode without PERCPU_REF_ALLOW_REINIT");
         }
 
         // Bias first, so the shared counter cannot reach zero once the stripes take counts again.
@@ -473,7 +453,7 @@ public sealed partial class PercpuRef
         // plain zeroing is safe; SetFlags publishes the zeros before the stripes go live.
         for (int i = 0; i < stripes.Length; i++)
         {
-            Volatile.Write(ref stripes[i].Count, 0);
+            stripes[i].Write(0);
         }
 
         SetFlags(_flags & ~FlagAtomic);
@@ -495,12 +475,8 @@ public sealed partial class PercpuRef
     // CPU is still inside a get or put that saw it percpu.
     private void SwitchToAtomicRcu()
     {
-        var stripes = _stripes ?? throw new InvalidOperationException("percpu_ref counters freed while a switch to atomic was in flight");
-        long sum = 0;
-        for (int i = 0; i < stripes.Length; i++)
-        {
-            sum += Volatile.Read(ref stripes[i].Count);
-        }
+        var stripes = _stripes ?? throw new PercpuRefException("percpu_ref counters freed while a switch to atomic was in flight");
+        long sum = stripes.Sum();
 
         // Sum every stripe before touching the shared counter: a get on one CPU and its put on
         // another sit in different stripes, and folding them in one at a time could take the
@@ -508,7 +484,7 @@ public sealed partial class PercpuRef
         long now = Interlocked.Add(ref _count, sum - CountBias);
         if (now <= 0)
         {
-            throw new InvalidOperationException($"percpu_ref count {now} <= 0 after switching to atomic: a put without a get");
+            throw new PercpuRefException($"percpu_ref count {now} <= 0 after switching to atomic: a put without a get");
         }
 
         CallConfirm();
@@ -555,7 +531,7 @@ public sealed partial class PercpuRef
 
         if (Volatile.Read(ref _confirmSwitch) is not null)
         {
-            throw new InvalidOperationException("percpu_ref exit while a switch to atomic is in flight");
+            throw new PercpuRefException("percpu_ref exit while a switch to atomic is in flight");
         }
 
         Volatile.Write(ref _stripes, null);
@@ -635,18 +611,21 @@ public sealed partial class PercpuRef
         }
     }
 
+    // lockdep_assert_held(&percpu_ref_switch_lock): free when lock checking is off.
+    private void AssertSwitchLockHeld(int cpu) => _lockDep?.AssertHeld(cpu, LockClass.PercpuRefSwitchLock);
+
     private void ThrowIfExited()
     {
         if (Volatile.Read(ref _exited))
         {
-            throw new InvalidOperationException("percpu_ref used after percpu_ref_exit");
+            throw new PercpuRefException("percpu_ref used after percpu_ref_exit");
         }
     }
-
-    // One cache line of counter per CPU, padded on both sides against its neighbours and the array header.
-    [StructLayout(LayoutKind.Explicit, Size = 128)]
-    private struct Stripe
-    {
-        [FieldOffset(64)] public long Count;
-    }
 }
+
+/// <summary>
+/// A <see cref="PercpuRef"/> used against its protocol (a put without a get, a switch after exit, a
+/// second kill) or found in a state it cannot reach: a bug in PtLab or in the design that uses it.
+/// </summary>
+/// <param name="message">What was done to the ref, in <c>lib/percpu-refcount.c</c>'s terms.</param>
+public sealed class PercpuRefException(string message) : InvalidOperationException(message);

@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace PtLab.Sync;
 
 /// <summary>
@@ -17,24 +15,18 @@ namespace PtLab.Sync;
 /// </remarks>
 public sealed class Rcu
 {
-    [StructLayout(LayoutKind.Explicit, Size = 128)]
-    private struct Slot
-    {
-        // 0 when the CPU is outside any read section; else the epoch it entered under.
-        [FieldOffset(64)] public long Epoch;
-        // Owner-only nesting depth.
-        [FieldOffset(72)] public int Nesting;
-    }
-
-    private readonly Slot[] _slots;
+    // One per CPU, each on its own cache line: written by its CPU at every read section, read by updaters.
+    private readonly Padded<Slot>[] _slots;
     private readonly ISchedulingPoint? _sched;
     private readonly LockDep? _lockDep;
     private readonly Lock _callbackLock = new();
     private readonly Queue<(long Target, Action Callback)> _callbacks = new();
-    private long _epoch = 1;
-    private long _completed;
-    private long _gracePeriods;
-    private int _pending;
+    // Read by every reader at every read section, and written only when a grace period starts.
+    private Padded<long> _epoch;
+
+    // Written by every call_rcu and every grace period, read by no reader: on a line of their own,
+    // so that these writes cost the readers no cache miss on the epoch or on the fields above.
+    private Padded<UpdaterCounters> _updates;
 
     /// <summary>Creates RCU state for <paramref name="cpus"/> CPUs.</summary>
     /// <param name="cpus">Simulated CPUs.</param>
@@ -47,7 +39,8 @@ public sealed class Rcu
             throw new ArgumentException($"hooks cover {hooks.Cpus} CPUs, RCU needs {cpus}", nameof(hooks));
         }
 
-        _slots = new Slot[cpus];
+        _slots = new Padded<Slot>[cpus];
+        _epoch.Value = 1;
         Hooks = hooks;
         _sched = hooks?.Scheduler;
         _lockDep = hooks?.LockDep;
@@ -60,28 +53,28 @@ public sealed class Rcu
     public int Cpus => _slots.Length;
 
     /// <summary>Grace periods that completed (a synchronize or a successful poll).</summary>
-    public long GracePeriods => Volatile.Read(ref _gracePeriods);
+    public long GracePeriods => Volatile.Read(ref _updates.Value.GracePeriods);
 
     /// <summary>Callbacks queued by <see cref="CallRcu"/> that have not run yet.</summary>
-    public int PendingCallbacks => Volatile.Read(ref _pending);
+    public int PendingCallbacks => Volatile.Read(ref _updates.Value.Pending);
 
     /// <summary>Lets the lock checker see whether a CPU is inside a read section.</summary>
-    public bool InReadSection(int cpu) => _slots[cpu].Nesting > 0;
+    public bool InReadSection(int cpu) => _slots[cpu].Value.Nesting > 0;
 
     /// <summary>The epoch a CPU entered its outermost read section under, or 0.</summary>
-    internal long ReaderEpoch(int cpu) => Volatile.Read(ref _slots[cpu].Epoch);
+    internal long ReaderEpoch(int cpu) => Volatile.Read(ref _slots[cpu].Value.Epoch);
 
     /// <summary>The current global epoch.</summary>
-    internal long CurrentEpoch => Volatile.Read(ref _epoch);
+    internal long CurrentEpoch => _epoch.Read();
 
     /// <summary><c>rcu_read_lock</c> on CPU <paramref name="cpu"/>. Nests.</summary>
     public void ReadLock(int cpu)
     {
         _sched?.Reached(SchedulingPointKind.RcuReadLock, this);
-        ref Slot s = ref _slots[cpu];
+        ref Slot s = ref _slots[cpu].Value;
         if (s.Nesting++ == 0)
         {
-            Volatile.Write(ref s.Epoch, Volatile.Read(ref _epoch));
+            Volatile.Write(ref s.Epoch, _epoch.Read());
         }
 
         _lockDep?.RcuReadLock(cpu);
@@ -91,10 +84,10 @@ public sealed class Rcu
     public void ReadUnlock(int cpu)
     {
         _sched?.Reached(SchedulingPointKind.RcuReadUnlock, this);
-        ref Slot s = ref _slots[cpu];
+        ref Slot s = ref _slots[cpu].Value;
         if (s.Nesting <= 0)
         {
-            throw new InvalidOperationException($"rcu_read_unlock on CPU {cpu} without rcu_read_lock");
+            throw new RcuException($"rcu_read_unlock on CPU {cpu} without rcu_read_lock");
         }
 
         _lockDep?.RcuReadUnlock(cpu);
@@ -114,19 +107,19 @@ public sealed class Rcu
             _lockDep?.MightSleep(callerCpu, "synchronize_rcu");
         }
 
-        if (callerCpu >= 0 && _slots[callerCpu].Nesting > 0)
+        if (callerCpu >= 0 && _slots[callerCpu].Value.Nesting > 0)
         {
-            throw new InvalidOperationException($"synchronize_rcu called inside an RCU read section on CPU {callerCpu}");
+            throw new RcuException($"synchronize_rcu called inside an RCU read section on CPU {callerCpu}");
         }
 
-        long target = Interlocked.Increment(ref _epoch);
+        long target = _epoch.AddAtomic(1);
         Interlocked.MemoryBarrierProcessWide();
         for (int i = 0; i < _slots.Length; i++)
         {
             var spin = new SpinWait();
             while (true)
             {
-                long e = Volatile.Read(ref _slots[i].Epoch);
+                long e = Volatile.Read(ref _slots[i].Value.Epoch);
                 if (e == 0 || e >= target)
                 {
                     break;
@@ -149,8 +142,8 @@ public sealed class Rcu
         lock (_callbackLock)
         {
             // Every reader inside now entered under an epoch <= the current one.
-            _callbacks.Enqueue((Volatile.Read(ref _epoch) + 1, callback));
-            pending = ++_pending;
+            _callbacks.Enqueue((_epoch.Read() + 1, callback));
+            pending = ++_updates.Value.Pending;
         }
 
         if (pending >= 64)
@@ -166,16 +159,16 @@ public sealed class Rcu
     public bool Poll()
     {
         _sched?.Reached(SchedulingPointKind.RcuPoll, this);
-        if (Volatile.Read(ref _pending) == 0)
+        if (Volatile.Read(ref _updates.Value.Pending) == 0)
         {
             return false;
         }
 
-        long target = Interlocked.Increment(ref _epoch);
+        long target = _epoch.AddAtomic(1);
         Interlocked.MemoryBarrierProcessWide();
         for (int i = 0; i < _slots.Length; i++)
         {
-            long e = Volatile.Read(ref _slots[i].Epoch);
+            long e = Volatile.Read(ref _slots[i].Value.Epoch);
             if (e != 0 && e < target)
             {
                 return false;
@@ -189,7 +182,7 @@ public sealed class Rcu
     /// <summary><c>rcu_barrier</c>: waits a grace period and runs every queued callback.</summary>
     public void Barrier(int callerCpu = -1)
     {
-        while (Volatile.Read(ref _pending) > 0)
+        while (Volatile.Read(ref _updates.Value.Pending) > 0)
         {
             SynchronizeRcu(callerCpu);
         }
@@ -197,12 +190,12 @@ public sealed class Rcu
 
     private void Complete(long target)
     {
-        Interlocked.Increment(ref _gracePeriods);
+        Interlocked.Increment(ref _updates.Value.GracePeriods);
         long completed;
         while (true)
         {
-            completed = Volatile.Read(ref _completed);
-            if (completed >= target || Interlocked.CompareExchange(ref _completed, target, completed) == completed)
+            completed = Volatile.Read(ref _updates.Value.Completed);
+            if (completed >= target || Interlocked.CompareExchange(ref _updates.Value.Completed, target, completed) == completed)
             {
                 break;
             }
@@ -215,7 +208,7 @@ public sealed class Rcu
             while (_callbacks.Count > 0 && _callbacks.Peek().Target <= completed)
             {
                 (ready ??= []).Add(_callbacks.Dequeue().Callback);
-                _pending--;
+                _updates.Value.Pending--;
             }
         }
 
@@ -227,4 +220,29 @@ public sealed class Rcu
             }
         }
     }
+
+    private struct UpdaterCounters
+    {
+        // The last grace period completed (the epoch it waited for).
+        public long Completed;
+
+        // Grace periods completed, for the figures.
+        public long GracePeriods;
+
+        // Callbacks queued and not yet run; changed under the callback lock.
+        public int Pending;
+    }
+
+    private struct Slot
+    {
+        // 0 when the CPU is outside any read section; else the epoch it entered under.
+        public long Epoch;
+
+        // Owner-only nesting depth.
+        public int Nesting;
+    }
 }
+
+/// <summary>RCU used against its rules: an unlock without a lock, or a grace period waited for inside a read section.</summary>
+/// <param name="message">The misuse, naming the CPU.</param>
+public sealed class RcuException(string message) : InvalidOperationException(message);

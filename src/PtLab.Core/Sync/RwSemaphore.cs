@@ -43,7 +43,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
     /// <summary><c>down_read</c> on CPU <paramref name="cpu"/>.</summary>
     public void DownRead(int cpu)
     {
-        hooks?.LockDep?.Acquire(cpu, Class);
+        hooks?.LockDep?.Acquire(cpu, Class, read: true);
         DownRead();
     }
 
@@ -64,7 +64,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
             return false;
         }
 
-        hooks?.LockDep?.TryAcquired(cpu, Class);
+        hooks?.LockDep?.TryAcquired(cpu, Class, read: true);
         return true;
     }
 
@@ -74,7 +74,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
         _sched?.Reached(SchedulingPointKind.UpRead, this);
         if (Interlocked.Decrement(ref _state) < 0)
         {
-            throw new InvalidOperationException("up_read without down_read");
+            throw new BadUnlockException("up_read without down_read");
         }
     }
 
@@ -113,7 +113,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
         _sched?.Reached(SchedulingPointKind.UpWrite, this);
         if (Interlocked.CompareExchange(ref _state, 0, -1) != -1)
         {
-            throw new InvalidOperationException("up_write without down_write");
+            throw new BadUnlockException("up_write without down_write");
         }
     }
 
@@ -123,6 +123,15 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
         hooks?.LockDep?.Release(cpu, Class);
         UpWrite();
     }
+
+    /// <summary>
+    /// <c>mmap_assert_locked</c> (<c>lockdep_assert_held</c>): CPU <paramref name="cpu"/> holds it
+    /// for read or write. Checked only when lock checking is on.
+    /// </summary>
+    public void AssertHeld(int cpu) => hooks?.LockDep?.AssertHeld(cpu, Class);
+
+    /// <summary><c>mmap_assert_write_locked</c> (<c>lockdep_assert_held_write</c>): CPU <paramref name="cpu"/> holds it for write.</summary>
+    public void AssertWriteHeld(int cpu) => hooks?.LockDep?.AssertHeld(cpu, Class, mode: LockHeldMode.Write);
 
     /// <summary>Whether a writer holds it.</summary>
     public bool IsWriteLocked => Volatile.Read(ref _state) == -1;

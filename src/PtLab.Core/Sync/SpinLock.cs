@@ -68,7 +68,7 @@ public static class RawSpinLock
     {
         if (Volatile.Read(ref word) != 1)
         {
-            throw new InvalidOperationException("spin_unlock of a lock that is not held");
+            throw new BadUnlockException("spin_unlock of a lock that is not held");
         }
 
         Volatile.Write(ref word, 0);
@@ -172,3 +172,7 @@ public sealed class SpinLockObject(SyncHooks? hooks = null, LockClass? lockClass
     /// <summary><c>spin_is_locked</c>.</summary>
     public bool IsLocked => RawSpinLock.IsLocked(ref _word);
 }
+
+/// <summary>A lock released by someone who does not hold it (lockdep's "bad unlock balance").</summary>
+/// <param name="message">The unlock, in the kernel's terms.</param>
+public sealed class BadUnlockException(string message) : InvalidOperationException(message);

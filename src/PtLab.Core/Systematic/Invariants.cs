@@ -39,10 +39,10 @@ public static class Invariants
             return null;
         }
 
-        foreach (long pt in PteTables(mm))
+        foreach (long pteTable in PteTables(mm))
         {
             long entries = 0;
-            foreach (ulong e in mm.Phys.Table(pt))
+            foreach (ulong e in mm.Phys.Table(pteTable))
             {
                 if (e != 0)
                 {
@@ -50,9 +50,9 @@ public static class Invariants
                 }
             }
 
-            if (rc.ExactCount(mm, pt) is { } count && count != entries)
+            if (rc.ExactCount(mm, pteTable) is { } count && count != entries)
             {
-                return $"refcount of PTE table {pt:x} is {count}, but it holds {entries} entries";
+                return $"refcount of PTE table {pteTable:x} is {count}, but it holds {entries} entries";
             }
         }
 
@@ -62,20 +62,20 @@ public static class Invariants
     /// <summary>No present leaf entry points at a free frame, and no pmd at a freed table.</summary>
     public static string? PresentEntriesMapLiveFrames(MmStruct mm)
     {
-        foreach (long pt in PteTables(mm))
+        foreach (long pteTable in PteTables(mm))
         {
-            if ((mm.Phys.Desc(pt).Flags & (int)PageFlags.Free) != 0)
+            if ((mm.Phys.Desc(pteTable).Flags & (int)PageFlags.Free) != 0)
             {
-                return $"a pmd entry points at PTE table {pt:x}, which is free";
+                return $"a pmd entry points at PTE table {pteTable:x}, which is free";
             }
 
-            var table = mm.Phys.Table(pt);
+            var table = mm.Phys.Table(pteTable);
             for (int i = 0; i < table.Length; i++)
             {
                 ulong e = table[i];
                 if (Entry.IsPresent(e) && !Entry.IsSpecial(e) && (mm.Phys.Desc(Entry.Pfn(e)).Flags & (int)PageFlags.Free) != 0)
                 {
-                    return $"entry {i} of PTE table {pt:x} maps frame {Entry.Pfn(e):x}, which is free";
+                    return $"entry {i} of PTE table {pteTable:x} maps frame {Entry.Pfn(e):x}, which is free";
                 }
             }
         }

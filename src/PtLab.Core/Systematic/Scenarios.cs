@@ -1,5 +1,4 @@
 using PtLab.Mm;
-using PtLab.Paging;
 using PtLab.Reclaim;
 using PtLab.Sync;
 

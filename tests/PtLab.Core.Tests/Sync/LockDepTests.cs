@@ -148,7 +148,7 @@ public sealed class LockDepTests
     {
         var hooks = new SyncHooks(1, lockDep: true);
         var rcu = new Rcu(1, hooks);
-        Assert.Throws<InvalidOperationException>(() => rcu.ReadUnlock(0));
+        Assert.Throws<RcuException>(() => rcu.ReadUnlock(0));
         Assert.Equal(0, hooks.LockDep!.RcuDepth(0));
     }
 
@@ -179,7 +179,7 @@ public sealed class LockDepTests
         var r = new PercpuRef(rcu, null, PercpuRefInit.AllowReinit);
         r.SwitchToAtomic(0);
         rcu.ReadLock(1);
-        Assert.Throws<InvalidOperationException>(() => r.SwitchToPercpu(1)); // RCU refuses to deadlock on itself
+        Assert.Throws<RcuException>(() => r.SwitchToPercpu(1)); // RCU refuses to deadlock on itself
         rcu.ReadUnlock(1);
         Assert.Contains(hooks.LockDep!.Violations, v => v.Kind == LockDepViolationKind.SleepInRcuReadSection);
     }
@@ -223,6 +223,49 @@ public sealed class LockDepTests
         var dep = new LockDep(1);
         var e = Assert.Throws<LockDepException>(() => dep.AssertHeld(0, LockClass.PmdLock));
         Assert.Equal(LockDepViolationKind.AssertionFailed, e.Violation.Kind);
+    }
+
+    [Fact]
+    public void AnRwSemaphoreHeldForReadPassesAHeldAssertionButNotAWriteOne()
+    {
+        var hooks = new SyncHooks(1, lockDep: true, lockDepMode: LockDepMode.Record);
+        var mmapLock = new RwSemaphore(hooks);
+        mmapLock.DownRead(0);
+        mmapLock.AssertHeld(0);
+        mmapLock.AssertWriteHeld(0);
+        mmapLock.UpRead(0);
+        mmapLock.DownWrite(0);
+        mmapLock.AssertHeld(0);
+        mmapLock.AssertWriteHeld(0);
+        mmapLock.UpWrite(0);
+        mmapLock.AssertHeld(0);
+
+        var v = hooks.LockDep!.Violations;
+        Assert.Equal(2, v.Count);
+        Assert.All(v, x => Assert.Equal(LockDepViolationKind.AssertionFailed, x.Kind));
+        Assert.Contains("mmap_lock for write but holds mmap_lock (read)", v[0].Message);
+        Assert.Contains("should hold mmap_lock but holds nothing", v[1].Message);
+    }
+
+    [Fact]
+    public void AHeldAssertionOnOneTablesLockIsNotSatisfiedByAnothersLock()
+    {
+        var dep = new LockDep(1);
+        dep.Acquire(0, LockClass.PteLock, 5);
+        dep.AssertHeld(0, LockClass.PteLock, 5);
+        var e = Assert.Throws<LockDepException>(() => dep.AssertHeld(0, LockClass.PteLock, 6));
+        Assert.Contains("pte_lock#6", e.Message);
+    }
+
+    [Fact]
+    public void WithoutTheCheckerHeldAssertionsDoNothing()
+    {
+        var hooks = new SyncHooks(1, lockDep: false);
+        var mmapLock = new RwSemaphore(hooks);
+        Assert.Null(hooks.LockDep);
+        mmapLock.AssertHeld(0);
+        mmapLock.AssertWriteHeld(0);
+        Assert.False(mmapLock.IsLocked);
     }
 
     [Fact]

@@ -264,7 +264,7 @@ public sealed class PercpuRefTests
         var r = NewRef();
         r.Get(1);
         r.Kill(0);
-        Assert.Throws<InvalidOperationException>(() => r.Kill(0));
+        Assert.Throws<PercpuRefException>(() => r.Kill(0));
     }
 
     [Fact]
@@ -286,7 +286,7 @@ public sealed class PercpuRefTests
     public void ResurrectOfALiveRefIsABug()
     {
         var r = NewRef(PercpuRefInit.AllowReinit);
-        Assert.Throws<InvalidOperationException>(() => r.Resurrect(0));
+        Assert.Throws<PercpuRefException>(() => r.Resurrect(0));
     }
 
     [Fact]
@@ -296,7 +296,7 @@ public sealed class PercpuRefTests
         r.Get(1);
         r.Kill(0);
         _rcu.SynchronizeRcu();
-        Assert.Throws<InvalidOperationException>(() => r.Reinit(0));
+        Assert.Throws<PercpuRefException>(() => r.Reinit(0));
 
         r.Put(1);
         Assert.Equal(1, _released);
@@ -313,8 +313,8 @@ public sealed class PercpuRefTests
         r.Exit();
         r.Exit();
         Assert.True(r.IsZero);
-        Assert.Throws<InvalidOperationException>(() => r.Get(0));
-        Assert.Throws<InvalidOperationException>(() => r.SwitchToAtomic(0));
+        Assert.Throws<PercpuRefException>(() => r.Get(0));
+        Assert.Throws<PercpuRefException>(() => r.SwitchToAtomic(0));
     }
 
     [Fact]
@@ -331,7 +331,7 @@ public sealed class PercpuRefTests
     {
         var r = NewRef(PercpuRefInit.AllowReinit);
         r.SwitchToAtomic(0);
-        Assert.Throws<InvalidOperationException>(r.Exit);
+        Assert.Throws<PercpuRefException>(r.Exit);
         _rcu.SynchronizeRcu();
         r.Exit();
     }

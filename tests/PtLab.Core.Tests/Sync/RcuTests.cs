@@ -81,7 +81,7 @@ public sealed class RcuTests
     {
         var rcu = new Rcu(1);
         rcu.ReadLock(0);
-        Assert.Throws<InvalidOperationException>(() => rcu.SynchronizeRcu(0));
+        Assert.Throws<RcuException>(() => rcu.SynchronizeRcu(0));
         rcu.ReadUnlock(0);
     }
 
@@ -89,7 +89,7 @@ public sealed class RcuTests
     public void ReadUnlockWithoutReadLockIsABug()
     {
         var rcu = new Rcu(1);
-        Assert.Throws<InvalidOperationException>(() => rcu.ReadUnlock(0));
+        Assert.Throws<RcuException>(() => rcu.ReadUnlock(0));
     }
 
     [Fact]

@@ -1,0 +1,137 @@
+using PtLab.Paging;
+using PtLab.Phys;
+using PtLab.Sync;
+
+namespace PtLab.Mm;
+
+// The page-table primitives (include/linux/pgtable.h, arch/x86's pgalloc.h and pgtable.h): the
+// split locks, and every store of a table entry at every level. Each store is a scheduling point,
+// so the systematic tester can run another CPU between a walker's read and the store it races.
+public sealed partial class MmStruct
+{
+    /// <summary><c>pte_lockptr</c> + <c>spin_lock</c>: the split PTE lock of a table page.</summary>
+    internal void PtlLock(Cpu cpu, long pteTable) =>
+        RawSpinLock.Lock(ref Phys.Desc(pteTable).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
+
+    /// <summary><c>spin_unlock</c> of a split PTE lock.</summary>
+    internal void PtlUnlock(Cpu cpu, long pteTable) =>
+        RawSpinLock.Unlock(ref Phys.Desc(pteTable).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
+
+    /// <summary><c>pmd_lock</c>: the split lock of a PMD table page.</summary>
+    internal void PmdLock(Cpu cpu, long pmdTable) =>
+        RawSpinLock.Lock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
+
+    /// <summary><c>spin_trylock</c> of a pmd lock.</summary>
+    internal bool PmdTryLock(Cpu cpu, long pmdTable) =>
+        RawSpinLock.TryLock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
+
+    /// <summary><c>spin_unlock</c> of a pmd lock.</summary>
+    internal void PmdUnlock(Cpu cpu, long pmdTable) =>
+        RawSpinLock.Unlock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
+
+    /// <summary><c>lockdep_assert_held(ptl)</c> for the PTE lock of <paramref name="pteTable"/>; free when lock checking is off.</summary>
+    internal void AssertPtlHeld(Cpu cpu, long pteTable) => Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PteLock, pteTable);
+
+    /// <summary><c>lockdep_assert_held</c> for the pmd lock of <paramref name="pmdTable"/>; free when lock checking is off.</summary>
+    internal void AssertPmdLockHeld(Cpu cpu, long pmdTable) => Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PmdLock, pmdTable);
+
+    /// <summary>
+    /// <c>set_pte_at</c>: stores a leaf entry. Every store of a PTE goes through here or the clear
+    /// primitives, so a reclaim design sees each none/non-none transition.
+    /// </summary>
+    internal void SetPteAt(Cpu cpu, TableRef pteTable, int index, ulong pte)
+    {
+        ReachedEntryStore(pteTable.Pfn);
+        ref ulong slot = ref Phys.Table(pteTable)[index];
+        Design.TrackPteSet(this, cpu, pteTable, Volatile.Read(ref slot), pte);
+        Volatile.Write(ref slot, pte);
+    }
+
+    /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>
+    internal ulong PtepGetAndClear(Cpu cpu, TableRef pteTable, int index)
+    {
+        // The scheduling point comes before the table is looked up, so a table freed meanwhile is
+        // caught by the lookup rather than written through a stale slot.
+        ReachedEntryStore(pteTable.Pfn);
+        return GetAndClearTracked(cpu, pteTable, ref Phys.Table(pteTable)[index]);
+    }
+
+    /// <summary><c>ptep_get_and_clear</c> on an entry the caller already mapped.</summary>
+    internal ulong PtepGetAndClear(Cpu cpu, TableRef pteTable, ref ulong pte)
+    {
+        ReachedEntryStore(pteTable.Pfn);
+        return GetAndClearTracked(cpu, pteTable, ref pte);
+    }
+
+    /// <summary><c>pte_clear_not_present_full</c> / <c>pte_clear</c>.</summary>
+    internal void PteClear(Cpu cpu, TableRef pteTable, int index) => PtepGetAndClear(cpu, pteTable, index);
+
+    /// <summary><c>pmd_populate</c>: points a pmd entry at a fresh PTE table, under the pmd lock.</summary>
+    internal void PmdPopulate(Cpu cpu, long pmdTable, int pmdIndex, long pteTable)
+    {
+        AssertPmdLockHeld(cpu, pmdTable);
+        PopulateEntry(pmdTable, pmdIndex, pteTable);
+    }
+
+    /// <summary>
+    /// <c>pmd_clear</c>: unhooks a PTE table. Caller holds the pmd lock, or <c>mmap_lock</c> for
+    /// write and the rmap locks (<c>free_pgtables</c>); the table is freed only after a TLB flush
+    /// and a grace period.
+    /// </summary>
+    internal void PmdClear(long pmdTable, int pmdIndex) => ClearEntry(pmdTable, pmdIndex);
+
+    /// <summary><c>pud_populate</c>: points a pud entry at a fresh PMD table, under <c>page_table_lock</c>.</summary>
+    internal void PudPopulate(Cpu cpu, long pudTable, int pudIndex, long pmdTable)
+    {
+        Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PageTableLock);
+        PopulateEntry(pudTable, pudIndex, pmdTable);
+    }
+
+    /// <summary><c>pud_clear</c>: unhooks a PMD table (<c>free_pmd_range</c>).</summary>
+    internal void PudClear(long pudTable, int pudIndex) => ClearEntry(pudTable, pudIndex);
+
+    /// <summary>
+    /// <c>p4d_populate</c>: points a PGD entry at a fresh PUD table (the P4D level is folded into
+    /// the PGD with 4-level paging), under <c>page_table_lock</c>.
+    /// </summary>
+    internal void P4dPopulate(Cpu cpu, long pgdTable, int pgdIndex, long pudTable)
+    {
+        Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PageTableLock);
+        PopulateEntry(pgdTable, pgdIndex, pudTable);
+    }
+
+    /// <summary><c>p4d_clear</c>: unhooks a PUD table (<c>free_pud_range</c>).</summary>
+    internal void P4dClear(long pgdTable, int pgdIndex) => ClearEntry(pgdTable, pgdIndex);
+
+    private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, ref ulong pte)
+    {
+        ulong old = Interlocked.Exchange(ref pte, 0);
+        if (old != 0)
+        {
+            Design.TrackPteClear(this, cpu, pteTable, old);
+        }
+
+        return old;
+    }
+
+    private void PopulateEntry(long table, int index, long child)
+    {
+        ReachedEntryStore(table);
+        // Release: the child table's zeroed entries are visible before the entry that points at
+        // it (smp_wmb in pmd_install, __pud_alloc and __p4d_alloc). Pairs with the acquire loads of
+        // every lockless walker: the hardware walk, GUP-fast, and pte_offset_map's read of the pmd.
+        Volatile.Write(ref Phys.Table(table)[index], Entry.MakeTable(child));
+    }
+
+    private void ClearEntry(long table, int index)
+    {
+        ReachedEntryStore(table);
+        // Pairs with the recheck of walkers that read the entry without the lock that orders
+        // this store: pte_offset_map_lock's pmd_same under the PTE lock, and GUP-fast's reread
+        // after it grabbed the page. A walker that read the old entry still reads a live table,
+        // since the table is freed only after a TLB flush and an RCU grace period.
+        Volatile.Write(ref Phys.Table(table)[index], 0);
+    }
+
+    private void ReachedEntryStore(long table) => Machine.Sync.Scheduler?.Reached(SchedulingPointKind.EntryStore, table);
+}
