@@ -37,7 +37,14 @@ public static class MultiDesignReplay
                 }
                 else
                 {
-                    Parallel.ForEach(replayers, r => r.Apply(batch));
+                    try
+                    {
+                        Parallel.ForEach(replayers, r => r.Apply(batch));
+                    }
+                    catch (AggregateException e) when (e.InnerExceptions.OfType<TraceFormatException>().FirstOrDefault() is { } bad)
+                    {
+                        throw bad; // every design stops at the same malformed row: one message
+                    }
                 }
 
                 done += batch.Count;
