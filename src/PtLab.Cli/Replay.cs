@@ -154,8 +154,12 @@ internal sealed record KernelFiguresReport(long VmSizeKb, long VmRssKb, long Rss
     public static KernelFiguresReport From(StatusFigures f) => new(f.VmSizeKb, f.VmRssKb, f.RssAnonKb, f.RssFileKb, f.RssShmemKb, f.VmSwapKb, f.VmPteKb);
 }
 
-/// <summary>One sample: the kernel's figures and the model's at the same point of the trace.</summary>
-internal sealed record ReplaySampleReport(long TimeNs, double Seconds, string Kind, StatusReport Model, KernelFiguresReport Kernel, long VmPteDifferenceKb);
+/// <summary>
+/// One sample: the kernel's figures and the model's at the same point of the trace. Where a syscall
+/// of the process was under way when the sample was read, the model's figures with and without its
+/// effect bracket the kernel's: <c>model</c> is the nearer, <c>inFlightOtherVmPteKb</c> the other's VmPTE.
+/// </summary>
+internal sealed record ReplaySampleReport(long TimeNs, double Seconds, string Kind, StatusReport Model, KernelFiguresReport Kernel, long VmPteDifferenceKb, long? InFlightOtherVmPteKb);
 
 /// <summary>One process under one design.</summary>
 internal sealed record ReplayProcessReport(
@@ -245,8 +249,9 @@ internal sealed record ReplayReport
         [.. r.Processes.Select(p =>
         {
             var samples = p.Samples.Select(s => new ReplaySampleReport(
-                s.TimeNs, Math.Round((s.TimeNs - origin) / 1e9, 6), TraceKinds.Name(s.Kind), StatusReport.From(s.Model),
-                KernelFiguresReport.From(s.Kernel), s.Model.VmPteKb - s.Kernel.VmPteKb)).ToList();
+                s.TimeNs, Math.Round((s.TimeNs - origin) / 1e9, 6), TraceKinds.Name(s.Kind), StatusReport.From(s.Compared),
+                KernelFiguresReport.From(s.Kernel), s.Compared.VmPteKb - s.Kernel.VmPteKb,
+                s.InFlight is { } f ? (s.Compared.Equals(f) ? s.Model.VmPteKb : f.VmPteKb) : null)).ToList();
             var last = p.Samples.LastOrDefault(s => s.Kind == TraceEventKind.StatusExit) ?? (p.Exited ? null : p.Samples.LastOrDefault());
             return new ReplayProcessReport(
                 p.Pid, p.Name, p.Threads, p.Exited, StatusReport.From(p.Exit ?? default), last is null ? null : KernelFiguresReport.From(last.Kernel),

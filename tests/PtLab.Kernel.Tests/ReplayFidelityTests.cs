@@ -32,7 +32,7 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
         foreach (var p in result.Processes)
         {
             output.WriteLine($"{program} pid {p.Pid} ({p.Name}), {design}: " + string.Join(", ", p.Samples.Select(s =>
-                string.Create(CultureInfo.InvariantCulture, $"{TraceKinds.Name(s.Kind)} {s.Model.VmPteKb}/{s.Kernel.VmPteKb}"))));
+                string.Create(CultureInfo.InvariantCulture, $"{TraceKinds.Name(s.Kind)} {s.Compared.VmPteKb}/{s.Kernel.VmPteKb}"))));
         }
 
         output.WriteLine("divergences: " + string.Join(", ", result.Divergences.Select(d => $"{d.Key}={d.Value}")));
@@ -47,13 +47,13 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
         {
             var exit = p.Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
             Assert.True(
-                ReplayFidelity.Within(exit.Kernel.VmPteKb, exit.Model.VmPteKb, ReplayFidelity.ExitPercent),
-                $"pid {p.Pid} ({p.Name}): exit VmPTE {exit.Model.VmPteKb} kB in the model, {exit.Kernel.VmPteKb} kB in the kernel");
+                ReplayFidelity.Within(exit.Kernel.VmPteKb, exit.Compared.VmPteKb, ReplayFidelity.ExitPercent),
+                $"pid {p.Pid} ({p.Name}): exit VmPTE {exit.Compared.VmPteKb} kB in the model, {exit.Kernel.VmPteKb} kB in the kernel");
             foreach (var s in p.Samples)
             {
                 Assert.True(
-                    ReplayFidelity.Within(s.Kernel.VmPteKb, s.Model.VmPteKb, ReplayFidelity.SamplePercent),
-                    $"pid {p.Pid} ({p.Name}): {TraceKinds.Name(s.Kind)} sample at {s.TimeNs} ns: VmPTE {s.Model.VmPteKb} kB in the model, {s.Kernel.VmPteKb} kB in the kernel");
+                    ReplayFidelity.Within(s.Kernel.VmPteKb, s.Compared.VmPteKb, ReplayFidelity.SamplePercent),
+                    $"pid {p.Pid} ({p.Name}): {TraceKinds.Name(s.Kind)} sample at {s.TimeNs} ns: VmPTE {s.Compared.VmPteKb} kB in the model, {s.Kernel.VmPteKb} kB in the kernel");
             }
         }
     }

@@ -8,7 +8,18 @@ namespace PtLab.Workloads.Replay;
 /// <param name="Kind">status, status_exec, status_exit or status_attach.</param>
 /// <param name="Kernel">The kernel's figures.</param>
 /// <param name="Model">The model's figures at the same point of the event stream.</param>
-public sealed record ReplaySample(long TimeNs, TraceEventKind Kind, StatusFigures Kernel, MmStatus Model);
+/// <param name="InFlight">
+/// The model's figures with the effects of the process's syscalls that were under way when the
+/// sample was taken (entered before it, returned after it), or null when none was. Whether the
+/// sample saw such a call's effect depends on where inside the call it was read, which the trace
+/// cannot tell: the two figures bracket what the kernel could show.
+/// </param>
+public sealed record ReplaySample(long TimeNs, TraceEventKind Kind, StatusFigures Kernel, MmStatus Model, MmStatus? InFlight = null)
+{
+    /// <summary>The model's figures to compare with the kernel's: of <see cref="Model"/> and <see cref="InFlight"/>, the one whose VmPTE is nearer.</summary>
+    public MmStatus Compared =>
+        InFlight is { } f && Math.Abs(f.VmPteKb - Kernel.VmPteKb) < Math.Abs(Model.VmPteKb - Kernel.VmPteKb) ? f : Model;
+}
 
 /// <summary>One recorded process as the model replayed it.</summary>
 public sealed class ReplayProcessResult

@@ -213,10 +213,10 @@ public sealed class TraceReplayer
     private void Unsupported(string kind) => Count(_unsupported, kind);
 
     /// <summary>
-    /// A syscall row is stamped at the syscall's exit, but its effect happened between enter and
-    /// exit: a sample taken meanwhile (by the recorder, while another thread was inside madvise or
-    /// munmap) already shows it. So the effect on the figures of each such sample of the process is
-    /// added to the model's figures recorded for it.
+    /// A syscall row is stamped at the syscall's exit, but its effect happened somewhere between
+    /// enter and exit: a sample taken meanwhile (while another thread was inside madvise or
+    /// munmap, or a long munmap was still zapping) may or may not show it. So each such sample of
+    /// the process also gets the figures with the call's effect (<see cref="ReplaySample.InFlight"/>).
     /// </summary>
     private void Syscall(in TraceEvent e)
     {
@@ -253,7 +253,7 @@ public sealed class TraceReplayer
             }
             else if (s.TimeNs >= enter && !before.Equals(after))
             {
-                samples[index] = s with { Model = Add(s.Model, after, before) };
+                samples[index] = s with { InFlight = Add(s.InFlight ?? s.Model, after, before) };
             }
         }
     }
