@@ -17,9 +17,10 @@ internal static class FuzzKernel
     {
         var cmd = new Command(
             "kernel",
-            "Differential fuzzing against the host kernel: random sequences of mmap, munmap, mprotect, madvise and page touches in an " +
-            "empty 512 GiB slot, run by a small C executor (built with gcc) and by the model design matching the host, compared after " +
-            "every operation (result, VmPTE, RssAnon, VMA layout). A difference stops its sequence and is printed and written as a case file.");
+            "Differential fuzzing against the host kernel: random sequences of mmap (anonymous, private or shared), mmap of a test file " +
+            "(private or shared), munmap, mprotect, madvise and page touches in an empty 512 GiB slot, run by a small C executor (built " +
+            "with gcc) and by the model design matching the host, compared after every operation (result, VmPTE, RssAnon, RssFile, " +
+            "RssShmem, VMA layout). A difference stops its sequence and is printed and written as a case file.");
         var seed = new Option<int>("--seed") { Description = "Seed of the run; sequence i draws from (seed, i).", DefaultValueFactory = _ => 1 };
         var sequences = new Option<int>("--sequences") { Description = "Sequences to run.", DefaultValueFactory = _ => 20 };
         var ops = new Option<int>("--ops") { Description = "Operations per sequence.", DefaultValueFactory = _ => 500 };
@@ -158,7 +159,7 @@ internal static class FuzzKernel
             $"ptlab fuzz kernel case{(minimized ? ", minimized by delta debugging" : "")}: found by {how}",
             $"host: Linux {info.Release}; model design {result.Options.Design}",
             $"the last operation differs in {string.Join(", ", step.Differences)}; the model answered {FuzzText.FormatOutcome(step.Model, seq.Slot)}",
-        ]);
+        ], result.ReadAheadKb);
     }
 
     private static FuzzCase LoadCase(string file)
@@ -191,12 +192,12 @@ internal static class FuzzKernel
             string stem = Path.Combine(outDir, Path.GetFileNameWithoutExtension(file));
             CreateFolder(outDir);
             written = stem + ".replay.case";
-            File.WriteAllText(written, FuzzCase.FromSequence(seq, d, fuzzer.MemTotalKb, [.. c.Comments]).Format());
+            File.WriteAllText(written, FuzzCase.FromSequence(seq, d, fuzzer.MemTotalKb, [.. c.Comments], fuzzer.ReadAheadKb).Format());
             if (minimize && diff is not null)
             {
                 (min, int replays) = Minimizer.Minimize(fuzzer, seq);
                 writtenMin = stem + ".min.case";
-                File.WriteAllText(writtenMin, FuzzCase.FromSequence(min, d, fuzzer.MemTotalKb, [$"{Path.GetFileName(file)} minimized by delta debugging ({replays} replays)", .. c.Comments]).Format());
+                File.WriteAllText(writtenMin, FuzzCase.FromSequence(min, d, fuzzer.MemTotalKb, [$"{Path.GetFileName(file)} minimized by delta debugging ({replays} replays)", .. c.Comments], fuzzer.ReadAheadKb).Format());
             }
         }
 

@@ -43,7 +43,7 @@ internal static class ScenarioCatalog
 {
     private const ulong TwoMiB = 2UL << 20;
 
-    public static IReadOnlyList<ScenarioDef> All() => [CoverLetter(), Halves(), ZeroPage(), MunmapHoles(), Mixed()];
+    public static IReadOnlyList<ScenarioDef> All() => [CoverLetter(), Halves(), ZeroPage(), MunmapHoles(), Mixed(), FileMapping()];
 
     /// <summary>The scenarios' names, for help and error texts.</summary>
     public static IReadOnlyList<string> Names { get; } = [.. All().Select(d => d.Name)];
@@ -225,6 +225,34 @@ internal static class ScenarioCatalog
 
                 CheckAt(a.At, s);
                 return new MixedScenario(a.Cpus, n, p.GetValue(seed), s, a.At);
+            },
+        };
+    }
+
+    private static ScenarioDef FileMapping()
+    {
+        var size = new Option<string>("--size") { Description = "Bytes of the file and of each of the three mappings: a multiple of 4M.", DefaultValueFactory = _ => "8M" };
+        return new ScenarioDef
+        {
+            Name = "file-mapping",
+            Description =
+                "A file of --size bytes (every page in the page cache) mapped private and shared, and shared anonymous " +
+                "memory beside them: read fault-around, private copy-on-write and shared writes, shmem faults, " +
+                "MADV_DONTNEED, MADV_REMOVE, refaults, munmap. Checkpoints: read-around, private-write, shared-write, " +
+                "shmem, dontneed, remove, file-remove, refault, munmap.",
+            Options = [size],
+            // Three mappings of --size; the file's pages, the private copies and the shmem pages stay resident.
+            Footprint = s => s is FileMappingScenario f ? new(3 * f.Size, 3 * f.Size) : default,
+            Create = (p, a) =>
+            {
+                ulong s = TwoMiBMultiple(p.GetValue(size), "--size", 2 * TwoMiB);
+                if (s % (2 * TwoMiB) != 0)
+                {
+                    throw new UsageException($"--size must be a multiple of 4M, got '{p.GetValue(size)}'");
+                }
+
+                CheckAt(a.At, 3 * s);
+                return new FileMappingScenario(s, a.At);
             },
         };
     }

@@ -21,6 +21,14 @@ internal static class TableOutput
         Row(t, "VmSize", r.Before.VmSizeKb, r.After.VmSizeKb, true);
         Row(t, "VmRSS", r.Before.VmRssKb, r.After.VmRssKb, true);
         Row(t, "RssAnon", r.Before.RssAnonKb, r.After.RssAnonKb, true);
+        // File and shared memory rows only for runs that had any (at some checkpoint).
+        var all = r.Checkpoints.Select(c => c.Status).Append(r.Before).Append(r.After).ToList();
+        if (all.Any(s => s.RssFileKb != 0 || s.RssShmemKb != 0))
+        {
+            Row(t, "RssFile", r.Before.RssFileKb, r.After.RssFileKb, true);
+            Row(t, "RssShmem", r.Before.RssShmemKb, r.After.RssShmemKb, true);
+        }
+
         Row(t, "VmSwap", r.Before.VmSwapKb, r.After.VmSwapKb, true);
         Row(t, "VmPTE", r.Before.VmPteKb, r.After.VmPteKb, true);
         Row(t, "PTE tables", r.Before.Tables.Pte, r.After.Tables.Pte, false);

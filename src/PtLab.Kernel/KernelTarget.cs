@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 using PtLab.Mm;
 using PtLab.Workloads;
 
@@ -26,12 +27,14 @@ public sealed class KernelUnavailableException(string message) : PlatformNotSupp
 /// undefined <see cref="Errno"/>; <see cref="LastError"/> names it.
 /// </para>
 /// </remarks>
-public sealed unsafe class KernelTarget : IMemoryTarget
+public sealed unsafe class KernelTarget : IFileTarget
 {
     private const ulong PageSize = 4096;
 
     private readonly Lock _lock = new();
     private readonly MappingSet _owned = new();
+    private readonly MappingSet _beyondEof = new(); // parts of file mappings past end of file: a touch there is SIGBUS
+    private readonly List<(SafeFileHandle Handle, ulong Size)> _files = [];
     private int _disposed;
 
     /// <summary>Creates the target; throws <see cref="KernelUnavailableException"/> unless the host is Linux x86-64.</summary>
@@ -83,40 +86,130 @@ public sealed unsafe class KernelTarget : IMemoryTarget
     {
         lock (_lock)
         {
-            ThrowIfDisposed();
-            ulong len = PageAlign(length);
-            bool fixedReplace = (flags & MapFlags.Fixed) != 0 && (flags & MapFlags.FixedNoReplace) == 0;
-            if (fixedReplace && len != 0 && (addr & (PageSize - 1)) == 0 && addr + len > addr)
-            {
-                // MAP_FIXED replaces whatever is there: refuse it over the runtime's memory. Over
-                // nothing but free space, MAP_FIXED_NOREPLACE gives the same result without a window
-                // in which a runtime thread could map there first.
-                EnsureOwnedOrFree(addr, len, "MAP_FIXED mmap");
-                var gaps = _owned.Gaps(addr, addr + len);
-                if (gaps.Count == 1 && gaps[0] == (addr, addr + len))
-                {
-                    flags = (flags & ~MapFlags.Fixed) | MapFlags.FixedNoReplace;
-                }
-            }
-
-            nint p = LibC.Mmap((nint)addr, (nuint)length, (int)prot, (int)flags, -1, 0);
-            if (p == LibC.MapFailed)
-            {
-                return new MmapResult(0, Fail());
-            }
-
-            ulong start = (ulong)p;
-            if ((flags & MapFlags.FixedNoReplace) != 0 && start != addr)
-            {
-                // Kernels before 4.17 take MAP_FIXED_NOREPLACE as a plain hint.
-                LibC.Munmap(p, (nuint)len);
-                throw new KernelUnavailableException(
-                    $"the kernel placed a MAP_FIXED_NOREPLACE mapping at 0x{start:x}, not 0x{addr:x}: it predates Linux 4.17");
-            }
-
-            _owned.Add(start, start + len, prot);
-            return new MmapResult(start, Errno.None);
+            return MmapLocked(addr, length, prot, flags, -1, 0, 0);
         }
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// The file lives in a disk-backed temporary directory (not tmpfs, whose pages would count as
+    /// RssShmem) and is unlinked at once; only its descriptor keeps it. It is written with one 4 KiB
+    /// <c>pwrite</c> per page, so the page cache holds it in single pages, as the model's does (a
+    /// large write could leave PMD-sized folios that fault-around would map with one huge entry).
+    /// </remarks>
+    public int CreateFile(ulong size)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            string dir = DiskBackedTempDirectory();
+            string path = Path.Combine(dir, $"ptlab-file-{Environment.ProcessId}-{Guid.NewGuid():N}");
+            var handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
+            File.Delete(path);
+            var page = new byte[PageSize];
+            for (ulong off = 0; off < size; off += PageSize)
+            {
+                int n = (int)Math.Min(PageSize, size - off);
+                page.AsSpan(0, n).Fill((byte)(off >> 12));
+                RandomAccess.Write(handle, page.AsSpan(0, n), (long)off);
+            }
+
+            _files.Add((handle, size));
+            return _files.Count - 1;
+        }
+    }
+
+    /// <inheritdoc/>
+    public MmapResult MmapFile(ulong addr, ulong length, Prot prot, MapFlags flags, int file, ulong offset)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            var (handle, size) = _files[file];
+            return MmapLocked(addr, length, prot, flags, (int)handle.DangerousGetHandle(), offset, size);
+        }
+    }
+
+    /// <inheritdoc/>
+    /// <remarks><c>fdatasync</c>, then <c>posix_fadvise(POSIX_FADV_DONTNEED)</c>, which drops the clean, unmapped pages.</remarks>
+    public void DropFileCache(int file)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            int fd = (int)_files[file].Handle.DangerousGetHandle();
+            if (LibC.Fdatasync(fd) != 0)
+            {
+                throw new InvalidOperationException($"fdatasync of the target's file failed: {LinuxErrno.Describe(Marshal.GetLastPInvokeError())}");
+            }
+
+            int err = LibC.PosixFadvise(fd, 0, 0, LibC.FadviseDontNeed);
+            if (err != 0)
+            {
+                throw new InvalidOperationException($"posix_fadvise(POSIX_FADV_DONTNEED) of the target's file failed: {LinuxErrno.Describe(err)}");
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>Reads <c>/proc/self/pagemap</c>, whose present bit needs no privilege.</remarks>
+    public bool[] PresentPages(ulong addr, int pages)
+    {
+        var present = new bool[pages];
+        var buf = new byte[pages * 8];
+        using var pagemap = File.OpenHandle("/proc/self/pagemap", FileMode.Open, FileAccess.Read);
+        int got = RandomAccess.Read(pagemap, buf, (long)(addr / PageSize * 8));
+        for (int i = 0; i < pages && (i * 8) + 8 <= got; i++)
+        {
+            present[i] = (BitConverter.ToUInt64(buf, i * 8) & (1UL << 63)) != 0;
+        }
+
+        return present;
+    }
+
+    private MmapResult MmapLocked(ulong addr, ulong length, Prot prot, MapFlags flags, int fd, ulong offset, ulong fileSize)
+    {
+        ThrowIfDisposed();
+        ulong len = PageAlign(length);
+        bool fixedReplace = (flags & MapFlags.Fixed) != 0 && (flags & MapFlags.FixedNoReplace) == 0;
+        if (fixedReplace && len != 0 && (addr & (PageSize - 1)) == 0 && addr + len > addr)
+        {
+            // MAP_FIXED replaces whatever is there: refuse it over the runtime's memory. Over
+            // nothing but free space, MAP_FIXED_NOREPLACE gives the same result without a window
+            // in which a runtime thread could map there first.
+            EnsureOwnedOrFree(addr, len, "MAP_FIXED mmap");
+            var gaps = _owned.Gaps(addr, addr + len);
+            if (gaps.Count == 1 && gaps[0] == (addr, addr + len))
+            {
+                flags = (flags & ~MapFlags.Fixed) | MapFlags.FixedNoReplace;
+            }
+        }
+
+        nint p = LibC.Mmap((nint)addr, (nuint)length, (int)prot, (int)flags, fd, (nint)offset);
+        if (p == LibC.MapFailed)
+        {
+            return new MmapResult(0, Fail());
+        }
+
+        ulong start = (ulong)p;
+        if ((flags & MapFlags.FixedNoReplace) != 0 && start != addr)
+        {
+            // Kernels before 4.17 take MAP_FIXED_NOREPLACE as a plain hint.
+            LibC.Munmap(p, (nuint)len);
+            throw new KernelUnavailableException(
+                $"the kernel placed a MAP_FIXED_NOREPLACE mapping at 0x{start:x}, not 0x{addr:x}: it predates Linux 4.17");
+        }
+
+        _owned.Add(start, start + len, prot);
+        _beyondEof.Remove(start, start + len);
+        ulong filePages = (fileSize + PageSize - 1) & ~(PageSize - 1);
+        if (fd >= 0 && (flags & MapFlags.Anonymous) == 0 && offset + len > filePages)
+        {
+            ulong eof = offset >= filePages ? start : start + (filePages - offset);
+            _beyondEof.Add(eof, start + len, Prot.None);
+        }
+
+        return new MmapResult(start, Errno.None);
     }
 
     /// <inheritdoc/>
@@ -132,6 +225,7 @@ public sealed unsafe class KernelTarget : IMemoryTarget
             }
 
             _owned.Remove(addr, addr + PageAlign(length));
+            _beyondEof.Remove(addr, addr + PageAlign(length));
             return Errno.None;
         }
     }
@@ -212,7 +306,17 @@ public sealed unsafe class KernelTarget : IMemoryTarget
                     return new AccessResult(FaultOutcome.SegvAccErr, va);
                 }
 
+                if (_beyondEof.Find(va) is not null)
+                {
+                    return new AccessResult(FaultOutcome.Bus, va);
+                }
+
                 ulong stop = Math.Min(end, range.End);
+                if (_beyondEof.Gaps(va, stop) is [var (_, gapEnd), ..] && gapEnd < stop)
+                {
+                    stop = gapEnd; // stop where a part past end of file begins
+                }
+
                 if (write)
                 {
                     for (; va < stop; va += PageSize)
@@ -268,7 +372,34 @@ public sealed unsafe class KernelTarget : IMemoryTarget
             }
 
             _owned.Clear();
+            _beyondEof.Clear();
+            foreach (var (handle, _) in _files)
+            {
+                handle.Dispose();
+            }
+
+            _files.Clear();
         }
+    }
+
+    /// <summary>
+    /// A temporary directory on a disk file system, for files whose pages must count as RssFile
+    /// (a tmpfs or ramfs file's count as RssShmem). Throws <see cref="KernelUnavailableException"/> when there is none.
+    /// </summary>
+    public static string DiskBackedTempDirectory()
+    {
+        const long tmpfsMagic = 0x01021994, ramfsMagic = unchecked((long)0x858458f6);
+        byte* buf = stackalloc byte[LibC.StatfsSize];
+        foreach (string dir in new[] { Path.GetTempPath(), "/var/tmp" })
+        {
+            if (LibC.Statfs(dir, buf) == 0 && *(long*)buf is not (tmpfsMagic or ramfsMagic))
+            {
+                return dir;
+            }
+        }
+
+        throw new KernelUnavailableException(
+            $"no disk-backed temporary directory for test files: {Path.GetTempPath()} and /var/tmp are tmpfs or missing (set TMPDIR)");
     }
 
     private Errno Fail()

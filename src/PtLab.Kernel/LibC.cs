@@ -32,6 +32,22 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, EntryPoint = "madvise", SetLastError = true)]
     public static partial int Madvise(nint addr, nuint length, int advice);
 
+    /// <summary><c>sizeof(struct statfs)</c> on x86-64; <c>f_type</c> is its first field.</summary>
+    public const int StatfsSize = 120;
+
+    [LibraryImport(Library, EntryPoint = "statfs", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int Statfs(string path, byte* buf);
+
+    /// <summary><c>POSIX_FADV_DONTNEED</c>.</summary>
+    public const int FadviseDontNeed = 4;
+
+    [LibraryImport(Library, EntryPoint = "fdatasync", SetLastError = true)]
+    public static partial int Fdatasync(int fd);
+
+    /// <summary>Returns the error number itself (0 on success), as POSIX specifies.</summary>
+    [LibraryImport(Library, EntryPoint = "posix_fadvise")]
+    public static partial int PosixFadvise(int fd, long offset, long length, int advice);
+
     [LibraryImport(Library, EntryPoint = "geteuid")]
     public static partial uint Geteuid();
 

@@ -50,7 +50,6 @@ public static class LinuxErrno
         27 => "EFBIG",
         28 => "ENOSPC",
         38 => "ENOSYS",
-        75 => "EOVERFLOW",
         133 => "EHWPOISON",
         _ => $"E?{raw}",
     };

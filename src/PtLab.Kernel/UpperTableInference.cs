@@ -22,7 +22,7 @@ namespace PtLab.Kernel;
 /// measured change that the upper-table rule does not explain. Applied to the model, whose levels are
 /// counted, the inference can be checked (see <c>ptlab compare --kernel</c>'s method check).</para>
 /// </remarks>
-public sealed class UpperTableInference : IMemoryTarget
+public sealed class UpperTableInference : IFileTarget
 {
     private const ulong OneGiB = 1UL << 30;
     private const int PgdShift = 39;
@@ -65,6 +65,30 @@ public sealed class UpperTableInference : IMemoryTarget
 
         return r;
     }
+
+    /// <inheritdoc/>
+    public int CreateFile(ulong size) => Files.CreateFile(size);
+
+    /// <inheritdoc/>
+    public MmapResult MmapFile(ulong addr, ulong length, Prot prot, MapFlags flags, int file, ulong offset)
+    {
+        var r = Files.MmapFile(addr, length, prot, flags, file, offset);
+        if (r.Ok)
+        {
+            lock (_lock)
+            {
+                _mapped.Add(r.Address, r.Address + PageAlign(length), prot);
+            }
+        }
+
+        return r;
+    }
+
+    /// <inheritdoc/>
+    public bool[] PresentPages(ulong addr, int pages) => Files.PresentPages(addr, pages);
+
+    /// <inheritdoc/>
+    public void DropFileCache(int file) => Files.DropFileCache(file);
 
     /// <inheritdoc/>
     public Errno Munmap(ulong addr, ulong length)
@@ -137,4 +161,6 @@ public sealed class UpperTableInference : IMemoryTarget
     public void Dispose() => _inner.Dispose();
 
     private static ulong PageAlign(ulong len) => (len + 4095) & ~4095UL;
+
+    private IFileTarget Files => _inner as IFileTarget ?? throw new ScenarioException($"{Name} cannot map files");
 }

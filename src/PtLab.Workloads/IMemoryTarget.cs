@@ -59,3 +59,22 @@ public interface IDataTarget : IMemoryTarget
     /// <summary>The fingerprint a page has after <paramref name="value"/> is written at <paramref name="va"/> over <paramref name="previous"/>.</summary>
     ulong FingerprintAfterWrite(ulong previous, ulong va, byte value);
 }
+
+/// <summary>
+/// A target that can map regular files: files it creates, written in full, so that every page is in
+/// the page cache when it is mapped (as a file just written, or a library in use).
+/// </summary>
+public interface IFileTarget : IMemoryTarget
+{
+    /// <summary>Creates a file of <paramref name="size"/> bytes, written page by page, and returns its handle.</summary>
+    int CreateFile(ulong size);
+
+    /// <summary><c>mmap(addr, length, prot, flags, fd, offset)</c> of a file from <see cref="CreateFile"/>.</summary>
+    MmapResult MmapFile(ulong addr, ulong length, Prot prot, MapFlags flags, int file, ulong offset);
+
+    /// <summary>For each page of [<paramref name="addr"/>, +<paramref name="pages"/> pages), whether a present entry maps it (pagemap bit 63).</summary>
+    bool[] PresentPages(ulong addr, int pages);
+
+    /// <summary>Evicts a file's pages that no mapping uses from the page cache (written back first), so that faults find them cold.</summary>
+    void DropFileCache(int file);
+}

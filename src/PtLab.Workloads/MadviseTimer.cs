@@ -41,7 +41,7 @@ public sealed class LatencyRecorder
 /// <see cref="LatencyRecorder"/>; everything else passes straight through. Per-CPU views of a
 /// multi-CPU target are timed into the same recorder.
 /// </summary>
-public sealed class MadviseTimer : IMultiCpuTarget, IDataTarget
+public sealed class MadviseTimer : IMultiCpuTarget, IDataTarget, IFileTarget
 {
     private readonly IMemoryTarget _inner;
 
@@ -97,10 +97,25 @@ public sealed class MadviseTimer : IMultiCpuTarget, IDataTarget
     public ulong FingerprintAfterWrite(ulong previous, ulong va, byte value) => Data.FingerprintAfterWrite(previous, va, value);
 
     /// <inheritdoc/>
+    public int CreateFile(ulong size) => Files.CreateFile(size);
+
+    /// <inheritdoc/>
+    public MmapResult MmapFile(ulong addr, ulong length, Prot prot, MapFlags flags, int file, ulong offset) =>
+        Files.MmapFile(addr, length, prot, flags, file, offset);
+
+    /// <inheritdoc/>
+    public bool[] PresentPages(ulong addr, int pages) => Files.PresentPages(addr, pages);
+
+    /// <inheritdoc/>
+    public void DropFileCache(int file) => Files.DropFileCache(file);
+
+    /// <inheritdoc/>
     public MmStatus Status() => _inner.Status();
 
     /// <summary>Disposes the wrapped target.</summary>
     public void Dispose() => _inner.Dispose();
 
     private IDataTarget Data => _inner as IDataTarget ?? throw new NotSupportedException($"{Name} cannot store and check page data");
+
+    private IFileTarget Files => _inner as IFileTarget ?? throw new ScenarioException($"{Name} cannot map files");
 }

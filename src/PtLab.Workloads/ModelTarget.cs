@@ -7,9 +7,10 @@ namespace PtLab.Workloads;
 /// The model as a <see cref="IMemoryTarget"/>: one address space on a fresh machine, driven by CPU 0;
 /// <see cref="OnCpu"/> gives views driven by the machine's other CPUs.
 /// </summary>
-public sealed class ModelTarget : IMultiCpuTarget, IDataTarget
+public sealed class ModelTarget : IMultiCpuTarget, IDataTarget, IFileTarget
 {
     private readonly bool _isView;
+    private readonly List<SimFile> _files;
     private bool _exited;
 
     /// <summary>Creates a machine and an address space on it.</summary>
@@ -19,6 +20,7 @@ public sealed class ModelTarget : IMultiCpuTarget, IDataTarget
         Mm = Machine.CreateAddressSpace();
         Cpu = Machine.Cpus[0];
         Name = "model:" + Mm.Design.Name;
+        _files = [];
     }
 
     private ModelTarget(ModelTarget owner, Cpu cpu)
@@ -27,6 +29,7 @@ public sealed class ModelTarget : IMultiCpuTarget, IDataTarget
         Mm = owner.Mm;
         Cpu = cpu;
         Name = owner.Name;
+        _files = owner._files;
         _isView = true;
     }
 
@@ -101,6 +104,57 @@ public sealed class ModelTarget : IMultiCpuTarget, IDataTarget
     /// <inheritdoc/>
     public ulong FingerprintAfterWrite(ulong previous, ulong va, byte value) =>
         Machine.Options.PageData ? value : ContentToken.AfterWrite(previous, (int)(va & (Paging.Geometry.PageSize - 1)), [value]);
+
+    /// <inheritdoc/>
+    /// <remarks>A model file: identity (1, handle + 1), every page brought into the page cache.</remarks>
+    public int CreateFile(ulong size)
+    {
+        lock (_files)
+        {
+            var f = Machine.Files.GetOrCreate(new FileId(1, (ulong)_files.Count + 1), size);
+            if (!f.Populate(0, size))
+            {
+                throw new ScenarioException($"no memory to bring a {size}-byte file into the model's page cache");
+            }
+
+            _files.Add(f);
+            return _files.Count - 1;
+        }
+    }
+
+    /// <inheritdoc/>
+    public MmapResult MmapFile(ulong addr, ulong length, Prot prot, MapFlags flags, int file, ulong offset)
+    {
+        SimFile f;
+        lock (_files)
+        {
+            f = _files[file];
+        }
+
+        return Mm.Mmap(Cpu, addr, length, prot, flags, f, offset);
+    }
+
+    /// <inheritdoc/>
+    public void DropFileCache(int file)
+    {
+        lock (_files)
+        {
+            _files[file].Sync(); // fdatasync, then POSIX_FADV_DONTNEED drops the clean pages
+            _files[file].DropCache();
+        }
+    }
+
+    /// <inheritdoc/>
+    public bool[] PresentPages(ulong addr, int pages)
+    {
+        var present = new bool[pages];
+        for (int i = 0; i < pages; i++)
+        {
+            present[i] = Paging.Entry.IsPresent(Mm.PeekPte(addr + ((ulong)i * Paging.Geometry.PageSize)));
+        }
+
+        return present;
+    }
 
     /// <inheritdoc/>
     public MmStatus Status() => Mm.Status();

@@ -27,11 +27,21 @@ internal static class Differential
     /// difference unless the kernel freed exactly what the runtime added in the same window.
     /// </remarks>
     public static (ScenarioResult Model, ScenarioResult Kernel) Run(
-        Func<ulong, IScenario> scenario, IReadOnlyList<string> compared, ITestOutputHelper? log = null, ulong offset = 0, string design = "none")
+        Func<ulong, IScenario> scenario, IReadOnlyList<string> compared, ITestOutputHelper? log = null, ulong offset = 0, string design = "none") =>
+        Run(scenario, (m, k) => compared.All(l => PteDelta(k, l) == PteDelta(m, l)), log, offset, design);
+
+    /// <summary>
+    /// <see cref="Run(Func{ulong, IScenario}, IReadOnlyList{string}, ITestOutputHelper?, ulong, string)"/>
+    /// with the test of a matching kernel run given: the first of up to <see cref="Attempts"/> kernel
+    /// runs for which <paramref name="matches"/>(model, kernel) holds is returned, else the last.
+    /// </summary>
+    public static (ScenarioResult Model, ScenarioResult Kernel) Run(
+        Func<ulong, IScenario> scenario, Func<ScenarioResult, ScenarioResult, bool> matches, ITestOutputHelper? log, ulong offset, string design,
+        int readAheadKb = 128)
     {
         ScenarioResult model;
         var factory = PtLab.Reclaim.Designs.Factory(design) ?? throw new ArgumentException($"unknown design {design}", nameof(design));
-        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = factory }))
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = factory, ReadAheadKb = readAheadKb }))
         {
             model = scenario(FreeSlot() + offset).Run(m);
         }
@@ -43,7 +53,7 @@ internal static class Differential
         {
             kernel = RunOnKernel(scenario, offset);
             log?.WriteLine($"attempt {attempt}: {Describe(kernel)}");
-            if (compared.All(l => PteDelta(kernel, l) == PteDelta(model, l)))
+            if (matches(model, kernel))
             {
                 break;
             }

@@ -43,10 +43,17 @@ public sealed class Cpu
     public long Faults => Volatile.Read(ref _faults);
 
     /// <summary>Switches to another address space, flushing the TLB (no ASIDs modelled).</summary>
-    public void SwitchMm(MmStruct? mm)
+    public void SwitchMm(MmStruct? mm) => SwitchMm(mm, this);
+
+    /// <summary>
+    /// Switches this CPU to another address space at the request of <paramref name="by"/> (exit takes
+    /// its address space off every CPU). The flush takes the TLB lock as any flush does, a
+    /// scheduling point, since another CPU may be holding it to flush this TLB.
+    /// </summary>
+    internal void SwitchMm(MmStruct? mm, Cpu by)
     {
         Volatile.Write(ref _mm, mm);
-        Tlb.FlushAll();
+        Tlb.FlushRange(_machine.Sync, by.Id, 0, Geometry.TaskSize);
     }
 
     /// <summary>Writes bytes at a user address, faulting pages in as needed.</summary>

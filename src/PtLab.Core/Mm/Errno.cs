@@ -21,6 +21,8 @@ public enum Errno
     EEXIST = 17,
     /// <summary>Invalid argument.</summary>
     EINVAL = 22,
+    /// <summary>Value too large (a file offset plus length that wraps).</summary>
+    EOVERFLOW = 75,
     /// <summary>Operation not supported (unknown flags with MAP_SHARED_VALIDATE).</summary>
     EOPNOTSUPP = 95,
 }

@@ -77,8 +77,9 @@ public interface IPageTableReclaim
 /// <param name="Reason">Why the zap ran.</param>
 /// <remarks>
 /// Upstream's zap may leave an entry in place (a uffd-wp or guard marker, a page a truncation
-/// keeps) and then cancels pt-reclaim's free. The model maps none of those, so its zap clears every
-/// entry in the range, and nothing is reported as skipped.
+/// keeps) and then cancels pt-reclaim's free. The model maps no markers; the only entries its zap
+/// leaves are the private copies a hole punch (<see cref="ZapReason.Truncate"/>) keeps, and a design
+/// frees a table only after a MADV_DONTNEED zap, so nothing is reported as skipped.
 /// </remarks>
 public readonly record struct ZapInfo(long PmdTable, int PmdIndex, ulong Start, ulong End, ZapReason Reason);
 
@@ -89,4 +90,9 @@ public enum ZapReason
     DontNeed,
     /// <summary><c>munmap</c> or exit (<c>unmap_vmas</c>); <c>free_pgtables</c> follows.</summary>
     Unmap,
+    /// <summary>
+    /// <c>unmap_mapping_range</c> for a hole punched in a file (MADV_REMOVE): only page-cache pages
+    /// go, private copies and their swap entries stay.
+    /// </summary>
+    Truncate,
 }

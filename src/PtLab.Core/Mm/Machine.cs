@@ -18,6 +18,12 @@ public sealed record MachineOptions
     /// <summary>Swap device size in bytes; 0 for none (the default, like the measured machine).</summary>
     public long SwapBytes { get; init; }
 
+    /// <summary>
+    /// <c>read_ahead_kb</c> of the device regular files live on: the mmap read-around window a
+    /// cold file fault reads in (128, the kernel's default; 0 for none).
+    /// </summary>
+    public int ReadAheadKb { get; init; } = 128;
+
     /// <summary>A deterministic scheduler to plug into every scheduling point, or null for OS scheduling.</summary>
     public ISchedulingPoint? Scheduler { get; init; }
 
@@ -35,7 +41,7 @@ public sealed record MachineOptions
 /// One simulated machine: physical memory, RCU, and the CPUs. Everything is per instance, so many
 /// machines can live in one process.
 /// </summary>
-public sealed class Machine
+public sealed partial class Machine
 {
     private readonly Cpu[] _cpus;
     private readonly List<MmStruct> _mms = [];
@@ -102,15 +108,22 @@ public sealed class Machine
     /// <summary>Creates an address space (<c>mm_alloc</c>) and makes it current on every CPU.</summary>
     public MmStruct CreateAddressSpace()
     {
-        var mm = new MmStruct(this, Options.Design());
-        lock (_mms)
-        {
-            _mms.Add(mm);
-        }
-
+        var mm = NewAddressSpace();
         foreach (var cpu in _cpus)
         {
             cpu.SwitchMm(mm);
+        }
+
+        return mm;
+    }
+
+    /// <summary><c>mm_alloc</c>: a new empty address space, registered but current on no CPU.</summary>
+    internal MmStruct NewAddressSpace(ulong mmapBase = MmStruct.DefaultMmapBase)
+    {
+        var mm = new MmStruct(this, Options.Design()) { MmapBase = mmapBase };
+        lock (_mms)
+        {
+            _mms.Add(mm);
         }
 
         return mm;

@@ -30,6 +30,7 @@ public sealed partial class MmStruct
             }
 
             RmapLock.DownWrite(cpu.Id);
+            UnlinkRmap(all);
             FreePgtables(tlb, all, 0, 0);
             _dead = true;
             RmapLock.UpWrite(cpu.Id);
@@ -45,7 +46,7 @@ public sealed partial class MmStruct
         {
             if (ReferenceEquals(c.Mm, this))
             {
-                c.SwitchMm(null);
+                c.SwitchMm(null, cpu);
             }
         }
 

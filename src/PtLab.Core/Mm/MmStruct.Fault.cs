@@ -175,7 +175,10 @@ public sealed partial class MmStruct
 
         if (pteTable.IsNone)
         {
-            return DoAnonymousPage(cpu, vma, addr, write, pmdTable, pmdIndex);
+            // do_pte_missing: anonymous memory, or a file (shmem included) through do_fault.
+            return vma.IsAnonymous
+                ? DoAnonymousPage(cpu, vma, addr, write, pmdTable, pmdIndex)
+                : DoFault(cpu, vma, addr, write, pmdTable, pmdIndex);
         }
 
         if (!Entry.IsPresent(orig))
@@ -255,7 +258,8 @@ public sealed partial class MmStruct
         bool writable = (vma.Flags & VmFlags.Write) != 0;
         AddRssAnon(cpu, 1);
         AddSwapEnts(cpu, -1);
-        PageAddNewAnonRmap(pfn, addr);
+        AnonVmaPrepare(vma);
+        PageAddNewAnonRmap(pfn, vma, addr);
         SetPteAt(cpu, pteTable, index, Entry.MakePte(pfn, writable, dirty: writable && write, (vma.Flags & VmFlags.Exec) == 0));
         swap.Free(slot);
         Design.PteUnmapUnlock(this, cpu, pteTable);
@@ -320,15 +324,16 @@ public sealed partial class MmStruct
         }
 
         AddRssAnon(cpu, 1);
-        PageAddNewAnonRmap(pfn, addr);
+        PageAddNewAnonRmap(pfn, vma, addr);
         SetPteAt(cpu, pteTable, index, pte);
         Design.PteUnmapUnlock(this, cpu, pteTable);
         return FaultOutcome.Ok;
     }
 
     /// <summary>
-    /// <c>do_wp_page</c>, entered with the PTE lock held: reuse an exclusive anonymous page, or copy
-    /// (the zero page, or a page mapped more than once).
+    /// <c>do_wp_page</c>, entered with the PTE lock held: make a shared file page writable in place
+    /// (<c>wp_page_shared</c>), reuse an exclusive anonymous page, or copy (the zero page, a
+    /// page-cache page of a private mapping, or an anonymous page mapped more than once).
     /// </summary>
     private FaultOutcome DoWpPage(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex, TableRef pteTable, int index, ulong entry)
     {
@@ -336,7 +341,15 @@ public sealed partial class MmStruct
         long oldPfn = Entry.Pfn(entry);
         bool special = Entry.IsSpecial(entry);
         ref ulong slot = ref Phys.Table(pteTable)[index];
-        if (!special && Volatile.Read(ref Phys.Desc(oldPfn).MapCount) == 1)
+        bool anon = !special && IsAnonPage(oldPfn);
+        if (!special && !anon && (vma.Flags & VmFlags.Shared) != 0)
+        {
+            return WpPageShared(cpu, pteTable, ref slot, entry);
+        }
+
+        // wp_can_reuse_anon_folio: reuse only a page nobody else holds (one mapping, no GUP or
+        // reclaim reference).
+        if (anon && Volatile.Read(ref Phys.Desc(oldPfn).RefCount) == 1 && Volatile.Read(ref Phys.Desc(oldPfn).MapCount) == 1)
         {
             // wp_page_reuse: make it writable in place; no TLB flush needed for an upgrade.
             Interlocked.CompareExchange(ref slot, entry | Entry.Writable | Entry.Dirty | Entry.Accessed, entry);
@@ -377,7 +390,8 @@ public sealed partial class MmStruct
         {
             if (Volatile.Read(ref Phys.Table(pteTable)[index]) == entry)
             {
-                // ptep_clear_flush, then set the new entry.
+                // ptep_clear_flush, then set the new entry. A page-cache page leaves RssFile (or
+                // RssShmem) for the new anonymous copy; an anonymous one is replaced one for one.
                 PtepGetAndClear(cpu, pteTable, index);
                 FlushTlbRange(cpu, addr, addr + Geometry.PageSize);
                 if (special)
@@ -387,9 +401,10 @@ public sealed partial class MmStruct
                 else
                 {
                     PageRemoveRmap(cpu, oldPfn);
+                    AddRssAnon(cpu, 1);
                 }
 
-                PageAddNewAnonRmap(fresh, addr);
+                PageAddNewAnonRmap(fresh, vma, addr);
                 SetPteAt(cpu, pteTable, index, Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
                 installed = true;
             }
@@ -415,7 +430,10 @@ public sealed partial class MmStruct
         return FaultOutcome.Ok;
     }
 
-    /// <summary><c>anon_vma_prepare</c>: reuse a compatible neighbour's anon_vma, else create one.</summary>
+    /// <summary>
+    /// <c>anon_vma_prepare</c>: reuse a compatible neighbour's anon_vma, else create one, and link
+    /// the VMA to it before any page can name it, so that every rmap walk finds the VMA.
+    /// </summary>
     private void AnonVmaPrepare(Vma vma)
     {
         if (Volatile.Read(ref vma.AnonVmaSlot) is not null)
@@ -424,21 +442,31 @@ public sealed partial class MmStruct
         }
 
         var candidate = FindMergeableAnonVma(vma) ?? new AnonVma();
-        Interlocked.CompareExchange(ref vma.AnonVmaSlot, candidate, null);
+        lock (vma.AnonVmaChain)
+        {
+            if (vma.AnonVmaSlot is null)
+            {
+                candidate.Link(vma);
+                Volatile.Write(ref vma.AnonVmaSlot, candidate);
+            }
+        }
     }
 
-    /// <summary><c>folio_add_new_anon_rmap</c> + LRU add: a fresh exclusive anonymous page mapped once.</summary>
-    private void PageAddNewAnonRmap(long pfn, ulong addr)
+    /// <summary>
+    /// <c>folio_add_new_anon_rmap</c> + LRU add: a fresh exclusive anonymous page mapped once, its
+    /// mapping the VMA's anon_vma and its index the linear page index of <paramref name="addr"/>.
+    /// </summary>
+    private void PageAddNewAnonRmap(long pfn, Vma vma, ulong addr)
     {
         ref var d = ref Phys.Desc(pfn);
         d.Flags = (int)(PageFlags.Anon | PageFlags.SwapBacked);
         d.MapCount = 1;
-        d.RmapOwner = this;
-        d.RmapAddress = addr & Geometry.PageMask;
+        d.RmapOwner = vma.AnonVma;
+        d.RmapAddress = vma.LinearPageIndex(addr & Geometry.PageMask);
         Phys.Lru.Add(pfn, LruList.Anon);
     }
 
-    /// <summary><c>folio_remove_rmap_pte</c> and the RSS counter.</summary>
+    /// <summary><c>folio_remove_rmap_pte</c> and the RSS counter the page counted in.</summary>
     private void PageRemoveRmap(Cpu cpu, long pfn)
     {
         ref var d = ref Phys.Desc(pfn);
@@ -447,7 +475,7 @@ public sealed partial class MmStruct
             throw new BadPageException($"mapcount underflow on frame {pfn:x}");
         }
 
-        AddRssAnon(cpu, -1);
+        AddRss(cpu, CounterOf(ref d), -1);
     }
 
     private void FreeUnusedPage(Cpu cpu, long pfn)

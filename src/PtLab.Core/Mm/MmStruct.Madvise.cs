@@ -51,6 +51,11 @@ public sealed partial class MmStruct
             return MadviseUpdateFlags(cpu, addr, end, advice);
         }
 
+        if (remove)
+        {
+            return MadviseRemove(cpu, addr, end);
+        }
+
         MmapLock.DownRead(cpu.Id);
         try
         {
@@ -64,11 +69,6 @@ public sealed partial class MmStruct
                         return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
                     }
 
-                    if (remove)
-                    {
-                        return Errno.EINVAL; // madvise_remove: only shared file memory can have its backing punched out
-                    }
-
                     if (zap)
                     {
                         if ((vma.Flags & VmFlags.Locked) != 0 && advice != Advice.DontNeedLocked)
@@ -80,9 +80,9 @@ public sealed partial class MmStruct
                     }
                     else if (free)
                     {
-                        if ((vma.Flags & VmFlags.Locked) != 0)
+                        if ((vma.Flags & VmFlags.Locked) != 0 || !vma.IsAnonymous)
                         {
-                            return Errno.EINVAL;
+                            return Errno.EINVAL; // madvise_free_single_vma: anonymous memory only
                         }
 
                         MadviseFreeRange(cpu, tlb, start, tmp);
@@ -198,7 +198,10 @@ public sealed partial class MmStruct
     /// at a time: every exclusive anonymous page mapped in [start, end) loses its young bit and is
     /// isolated from its LRU list; once the table is unlocked, reclaim runs on them without the
     /// referenced check. A clean lazy-free page is discarded; a written one becomes swap-backed again;
-    /// a swap-backed page goes to swap if there is one and stays otherwise. The tables stay.
+    /// a swap-backed page goes to swap if there is one and stays otherwise; a page-cache page is
+    /// unmapped and, clean and unheld, evicted; a shmem page is unmapped and stays in its file
+    /// (the model has no shmem swap-out: as the kernel without swap, where <c>shmem_writeout</c>
+    /// keeps it). The tables stay.
     /// </summary>
     private void MadvisePageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
     {
@@ -228,9 +231,19 @@ public sealed partial class MmStruct
                     }
 
                     long pfn = Entry.Pfn(e);
-                    if (Volatile.Read(ref Phys.Desc(pfn).MapCount) != 1 || !Phys.Lru.Isolate(pfn))
+                    ref var pd = ref Phys.Desc(pfn);
+                    if (Volatile.Read(ref pd.MapCount) != 1)
                     {
-                        continue; // shared, or not on an LRU list
+                        continue; // mapped more than once
+                    }
+
+                    if (Volatile.Read(ref pd.RmapOwner) is SimFile { IsShmem: true })
+                    {
+                        Phys.GetPage(pfn); // shmem pages sit on no LRU list of the model: a reference stands for the isolation
+                    }
+                    else if (!Phys.Lru.Isolate(pfn))
+                    {
+                        continue; // not on an LRU list
                     }
 
                     if (Entry.IsYoung(e))

@@ -9,6 +9,15 @@ public sealed partial class MmStruct
     /// <summary><c>MAP_TYPE</c>: the bits that say shared, private, shared-validate or droppable.</summary>
     private const int MapTypeMask = 0x0f;
 
+    /// <summary>
+    /// <c>LEGACY_MAP_MASK</c>: the flags MAP_SHARED_VALIDATE accepts for any file; newer ones
+    /// (MAP_FIXED_NOREPLACE, MAP_SYNC where the file system does not offer it) are EOPNOTSUPP there.
+    /// </summary>
+    private const MapFlags LegacyMapMask =
+        MapFlags.SharedValidate | MapFlags.Fixed | MapFlags.Anonymous | MapFlags.DenyWrite | MapFlags.Executable |
+        MapFlags.GrowsDown | MapFlags.Locked | MapFlags.NoReserve | MapFlags.Populate | MapFlags.NonBlock |
+        MapFlags.Stack | MapFlags.HugeTlb;
+
     private static ulong PageAlign(ulong len) => (len + Geometry.PageSize - 1) & Geometry.PageMask;
 
     /// <summary>
@@ -43,13 +52,32 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// <c>mmap(addr, length, prot, flags, -1, 0)</c> for private anonymous memory, with Linux's
-    /// checks in Linux's order (<c>ksys_mmap_pgoff</c>, then <c>do_mmap</c>). Shared, droppable,
-    /// hugetlb and file mappings are not modelled: they get EINVAL / EBADF.
+    /// <c>mmap(addr, length, prot, flags, -1, 0)</c>: anonymous memory, private or shared (a shmem
+    /// file behind it), with Linux's checks in Linux's order (<c>ksys_mmap_pgoff</c>, then
+    /// <c>do_mmap</c>). Without MAP_ANONYMOUS there is no file to map: EBADF. Droppable and
+    /// hugetlb memory are not modelled: EINVAL.
     /// </summary>
-    public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags)
+    public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags) =>
+        Mmap(cpu, addr, length, prot, flags, null, 0);
+
+    /// <summary>
+    /// <c>mmap(addr, length, prot, flags, fd, offset)</c> where the descriptor refers to
+    /// <paramref name="file"/> (opened for reading and writing); with MAP_ANONYMOUS the file is
+    /// ignored, as Linux ignores the descriptor. See MmStruct.Filemap.cs for the faults.
+    /// </summary>
+    public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags, SimFile? file, ulong offset)
     {
-        if ((flags & MapFlags.Anonymous) == 0)
+        if ((offset & ~Geometry.PageMask) != 0)
+        {
+            return new(0, Errno.EINVAL); // the x86 mmap entry: an offset not on a page
+        }
+
+        if ((flags & MapFlags.Anonymous) != 0)
+        {
+            file = null;
+            offset = 0;
+        }
+        else if (file is null)
         {
             return new(0, Errno.EBADF); // fd -1 without MAP_ANONYMOUS
         }
@@ -143,15 +171,25 @@ public sealed partial class MmStruct
             else
             {
                 start = 0;
-                if (addr != 0 && addr <= Geometry.TaskSize - len && !AnyVmaIn(addr, addr + len))
+                if (file is { IsShmem: false })
+                {
+                    // A regular file's get_unmapped_area (thp_get_unmapped_area) tries the hint itself.
+                    start = FileThpUnmappedArea(addr, len, offset);
+                    if (start == 0)
+                    {
+                        return new(0, Errno.ENOMEM);
+                    }
+                }
+                else if (HintFits(addr, len))
                 {
                     start = addr; // arch_get_unmapped_area_topdown takes a hint that fits
                 }
                 else
                 {
-                    // Larger anonymous mappings are THP-aligned: __thp_get_unmapped_area asks for
-                    // len + PMD_SIZE and rounds the result to a 2 MiB boundary.
-                    bool thp = addr == 0 && (len & (Geometry.PmdSize - 1)) == 0;
+                    // Larger private anonymous mappings are THP-aligned: __thp_get_unmapped_area
+                    // asks for len + PMD_SIZE and rounds the result to a 2 MiB boundary.
+                    bool thp = addr == 0 && (len & (Geometry.PmdSize - 1)) == 0 && file is null
+                        && ((int)flags & MapTypeMask) == (int)MapFlags.Private;
                     start = thp
                         ? UnmappedAreaTopDown(len, Geometry.PmdSize, Geometry.PmdSize)
                         : UnmappedAreaTopDown(len, 0, Geometry.PageSize);
@@ -167,13 +205,22 @@ public sealed partial class MmStruct
                 }
             }
 
-            // The mapping type is checked only after placement: for anonymous memory MAP_PRIVATE,
-            // MAP_SHARED and MAP_DROPPABLE are valid, any other type (MAP_SHARED_VALIDATE among them,
-            // whose unknown-flag check is for files) is EINVAL. Shared and droppable memory are not
-            // modelled and get EINVAL too.
-            if (((int)flags & MapTypeMask) != (int)MapFlags.Private)
+            // The mapping type is checked only after placement (and for a file after file_mmap_ok,
+            // which wants the mapping to end below MAX_LFS_FILESIZE).
+            if (file is not null && (offset > long.MaxValue || len > long.MaxValue - offset))
             {
-                return new(0, Errno.EINVAL);
+                return new(0, Errno.EOVERFLOW);
+            }
+
+            if (MapTypeError(flags, file) is { } typeError)
+            {
+                return new(0, typeError);
+            }
+
+            bool shared = ((int)flags & MapTypeMask) != (int)MapFlags.Private;
+            if (shared)
+            {
+                vmFlags |= VmFlags.Shared | VmFlags.MayShare;
             }
 
             // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE.
@@ -181,7 +228,7 @@ public sealed partial class MmStruct
             // and a charge larger than RAM + swap is refused after the VMAs to be replaced were split
             // at the range's edges (vms_gather_munmap_vmas), which the failure leaves in place.
             ulong pages = len >> PhysMemory.PageShift;
-            bool account = (vmFlags & VmFlags.Write) != 0 && (flags & MapFlags.NoReserve) == 0;
+            bool account = (vmFlags & VmFlags.Write) != 0 && !shared && (flags & MapFlags.NoReserve) == 0;
             if (account)
             {
                 long charged = (long)pages - ((flags & MapFlags.Fixed) != 0 ? AccountedPagesIn(start, start + len) : 0);
@@ -204,12 +251,44 @@ public sealed partial class MmStruct
                 vmFlags |= VmFlags.NoReserve;
             }
 
+            // From here on the old mappings in the range are gone (vms_clean_up_area): a failure
+            // below leaves a gap where they were (vms_abort_munmap_vmas).
             if ((flags & MapFlags.Fixed) != 0)
             {
                 UnmapLocked(cpu, start, start + len);
             }
 
-            InsertVma(start, start + len, vmFlags);
+            Errno late = Errno.None;
+            if (file is { IsShmem: false } && (flags & MapFlags.Sync) != 0)
+            {
+                // MAP_SYNC sets VM_SYNC whatever the type; the file system's mmap_prepare (ext4,
+                // xfs: daxdev_mapping_supported) refuses it on a file that is not DAX.
+                late = Errno.EOPNOTSUPP;
+            }
+            else if (file is null && shared && (vmFlags & VmFlags.NoReserve) == 0 && !VmEnoughMemory((long)pages))
+            {
+                late = Errno.ENOMEM; // shmem_zero_setup charges the whole shmem object (shmem_acct_size)
+            }
+
+            if (late != Errno.None)
+            {
+                if (account)
+                {
+                    _committedPages -= (long)pages;
+                }
+
+                return new(0, late);
+            }
+
+            // vm_pgoff: the file offset; 0 for shared anonymous memory (its own shmem file,
+            // shmem_zero_setup); the address in pages for private anonymous memory.
+            if (file is null && shared)
+            {
+                file = Machine.Files.CreateShmem(len);
+            }
+
+            ulong pgoff = file is not null ? offset >> PhysMemory.PageShift : start >> PhysMemory.PageShift;
+            InsertVma(start, start + len, vmFlags, file, pgoff);
         }
         finally
         {
@@ -225,13 +304,45 @@ public sealed partial class MmStruct
         return new(start, Errno.None);
     }
 
-    /// <summary>Inserts a new VMA at a free range and merges it with compatible neighbours.</summary>
-    private void InsertVma(ulong start, ulong end, VmFlags flags)
+    /// <summary>
+    /// The type switch of <c>do_mmap</c>: for anonymous memory MAP_PRIVATE and MAP_SHARED (not with
+    /// MAP_GROWSDOWN); for a file MAP_PRIVATE, MAP_SHARED (unknown flags ignored) and
+    /// MAP_SHARED_VALIDATE (unknown flags EOPNOTSUPP). Anything else is EINVAL, MAP_DROPPABLE
+    /// included (not modelled). Null when the type is fine.
+    /// </summary>
+    private static Errno? MapTypeError(MapFlags flags, SimFile? file)
+    {
+        int type = (int)flags & MapTypeMask;
+        if (type == (int)MapFlags.Private)
+        {
+            return null;
+        }
+
+        if (file is null)
+        {
+            return type == (int)MapFlags.Shared && (flags & MapFlags.GrowsDown) == 0 ? null : Errno.EINVAL;
+        }
+
+        // A regular file is taken to live on a file system that advertises MAP_SYNC
+        // (FOP_MMAP_SYNC: ext4, xfs); shmem does not.
+        var mask = file.IsShmem ? LegacyMapMask : LegacyMapMask | MapFlags.Sync;
+        return type switch
+        {
+            (int)MapFlags.Shared => null,
+            (int)MapFlags.SharedValidate => (flags & ~mask) != 0 ? Errno.EOPNOTSUPP : null,
+            _ => Errno.EINVAL,
+        };
+    }
+
+    /// <summary>Inserts a new VMA at a free range, links it into its file's <c>i_mmap</c>, and merges it with compatible neighbours.</summary>
+    private void InsertVma(ulong start, ulong end, VmFlags flags, SimFile? file, ulong pgoff)
     {
         int i = FirstEndingAbove(start);
+        var vma = new Vma(start, end, flags, null) { Mm = this, PgOff = pgoff, File = file };
+        file?.LinkVma(vma);
         lock (_vmas)
         {
-            _vmas.Insert(i, new Vma(start, end, flags, null));
+            _vmas.Insert(i, vma);
         }
 
         MergeAround(i);
@@ -265,7 +376,7 @@ public sealed partial class MmStruct
                 continue;
             }
 
-            bool write = (vma.Flags & VmFlags.Write) != 0;
+            bool write = (vma.Flags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
             ulong pte = PeekPte(va);
             if (Entry.IsHwPresent(pte) && (!write || Entry.IsWritable(pte)))
             {
@@ -369,8 +480,10 @@ public sealed partial class MmStruct
             }
         }
 
-        // unlink_anon_vmas runs before the tables go, under the anon_vma lock the rmap walk takes.
+        // unlink_anon_vmas and unlink_file_vma run before the tables go, under the anon_vma lock
+        // the rmap walk takes.
         RmapLock.DownWrite(cpu.Id);
+        UnlinkRmap(doomed);
         FreePgtables(tlb, doomed, floor, ceiling);
         RmapLock.UpWrite(cpu.Id);
         tlb.Finish();

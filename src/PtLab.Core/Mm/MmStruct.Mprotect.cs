@@ -123,9 +123,10 @@ public sealed partial class MmStruct
         long pages = (long)((end - start) >> PtLab.Phys.PhysMemory.PageShift);
         if ((newFlags & VmFlags.Write) != 0)
         {
-            if ((oldFlags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve)) == 0)
+            if ((oldFlags & (VmFlags.Write | VmFlags.Account | VmFlags.NoReserve | VmFlags.Shared)) == 0)
             {
-                // A private mapping made writable is charged from now on; the charge can be refused.
+                // A private mapping made writable is charged from now on (a shared one never); the
+                // charge can be refused.
                 if (!VmEnoughMemory(pages))
                 {
                     return Errno.ENOMEM;
@@ -135,10 +136,11 @@ public sealed partial class MmStruct
                 _committedPages += pages;
             }
         }
-        else if ((oldFlags & VmFlags.Account) != 0 && vma.AnonVma is null)
+        else if ((oldFlags & VmFlags.Account) != 0 && vma.File is null && vma.AnonVma is null)
         {
-            // Made unwritable before any page was written (no anon_vma yet): nothing can need the
-            // charge any more, so it is dropped, and the VMA can merge with unaccounted neighbours.
+            // An anonymous mapping made unwritable before any page was written (no anon_vma yet):
+            // nothing can need the charge any more, so it is dropped, and the VMA can merge with
+            // unaccounted neighbours. A private file mapping keeps it (vma_is_anonymous is false).
             newFlags &= ~VmFlags.Account;
         }
 
@@ -167,7 +169,8 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>change_pte_range</c>: rewrites present entries for the new protection through
     /// <c>ptep_modify_prot_start/commit</c> (a clear then a set). Write access is granted at once only
-    /// to exclusive, dirty anonymous pages (<c>can_change_pte_writable</c>); others fault to get it.
+    /// where <see cref="CanChangePteWritable"/> allows it (exclusive, dirty anonymous pages; shared
+    /// pages that need no write notification); others fault to get it.
     /// </summary>
     private void ChangeProtection(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags flags)
     {
@@ -207,8 +210,7 @@ public sealed partial class MmStruct
                     else
                     {
                         n |= Entry.Present;
-                        if (writable && !Entry.IsSpecial(old) && Entry.IsDirty(old) &&
-                            Volatile.Read(ref Phys.Desc(Entry.Pfn(old)).MapCount) == 1)
+                        if (writable && CanChangePteWritable(vma, old))
                         {
                             n |= Entry.Writable;
                         }

@@ -113,15 +113,38 @@ public sealed partial class MmStruct
         }
 
         var result = new byte[pages];
-        WalkPageRange(cpu, addr, end, p => result[(p.Address - addr) >> 12] = Entry.IsPresent(p.Entry) ? (byte)1 : (byte)0);
+        var none = new bool[pages];
+        WalkPageRange(cpu, addr, end, p =>
+        {
+            result[(p.Address - addr) >> 12] = Entry.IsPresent(p.Entry) ? (byte)1 : (byte)0;
+            none[(p.Address - addr) >> 12] = Entry.IsNone(p.Entry);
+        });
+
+        // mincore_page: where a file mapping maps nothing, the page cache says whether it is resident.
+        foreach (var vma in Vmas)
+        {
+            if (vma.File is not { } file || vma.End <= addr || vma.Start >= end)
+            {
+                continue;
+            }
+
+            for (ulong a = Math.Max(vma.Start, addr); a < Math.Min(vma.End, end); a += Geometry.PageSize)
+            {
+                if (none[(a - addr) >> 12] && file.IsCached(vma.LinearPageIndex(a)))
+                {
+                    result[(a - addr) >> 12] = 1;
+                }
+            }
+        }
+
         result.CopyTo(vec);
         return Errno.None;
     }
 
     /// <summary>
     /// <c>/proc/PID/pagemap</c> entries for [start, end): bit 63 present, bit 62 swapped, bit 61
-    /// file/shared (never here), bit 56 exclusively mapped, bits 0-54 the frame number (or swap
-    /// type and offset).
+    /// file/shared (a page-cache page), bit 56 exclusively mapped, bits 0-54 the frame number (or
+    /// swap type and offset).
     /// </summary>
     public ulong[] Pagemap(Cpu cpu, ulong start, ulong end)
     {
@@ -135,6 +158,11 @@ public sealed partial class MmStruct
                 if (!Entry.IsSpecial(e) && Phys.Desc(Entry.Pfn(e)).MapCount == 1)
                 {
                     v |= 1UL << 56;
+                }
+
+                if (!Entry.IsSpecial(e) && !IsAnonPage(Entry.Pfn(e)))
+                {
+                    v |= 1UL << 61;
                 }
             }
             else if (Entry.IsSwap(e))
@@ -153,7 +181,7 @@ public sealed partial class MmStruct
         var list = new List<SmapsEntry>();
         foreach (var vma in Vmas)
         {
-            long rss = 0, lazy = 0, swap = 0;
+            long rss = 0, anon = 0, lazy = 0, swap = 0;
             WalkPageRange(cpu, vma.Start, vma.End, p =>
             {
                 ulong e = p.Entry;
@@ -161,6 +189,12 @@ public sealed partial class MmStruct
                 {
                     rss++;
                     var flags = (PageFlags)Phys.Desc(Entry.Pfn(e)).Flags;
+                    if ((flags & PageFlags.Anon) == 0)
+                    {
+                        return; // a page-cache page
+                    }
+
+                    anon++;
                     if ((flags & (PageFlags.SwapBacked | PageFlags.Dirty)) == 0 && !Entry.IsDirty(e))
                     {
                         lazy++;
@@ -171,7 +205,7 @@ public sealed partial class MmStruct
                     swap++;
                 }
             });
-            list.Add(new SmapsEntry(vma.Start, vma.End, vma.FlagString(), (long)(vma.Length >> 10), rss * 4, rss * 4, lazy * 4, swap * 4));
+            list.Add(new SmapsEntry(vma.Start, vma.End, vma.FlagString(), (long)(vma.Length >> 10), rss * 4, anon * 4, lazy * 4, swap * 4));
         }
 
         return list;

@@ -6,19 +6,74 @@ namespace PtLab.Mm;
 public sealed partial class MmStruct
 {
     /// <summary>
-    /// <c>try_to_unmap_one</c>, reached through the page's reverse map (its owner and address):
-    /// <c>page_vma_mapped_walk</c> maps and locks the PTE table like every visitor and checks the
-    /// entry still maps the page. A young entry only loses its young bit (<c>folio_referenced</c>).
-    /// Otherwise the entry is cleared and flushed, so nobody can write the page any more, and then:
-    /// a lazy-free page is discarded if it is still clean and nobody else holds it, or mapped back
-    /// and made swap-backed again; a swap-backed page is written to a swap slot and a swap entry
-    /// takes its place (or it is mapped back when swap is full or absent).
+    /// <c>folio_referenced_one</c> for the mapping of frame <paramref name="pfn"/> at
+    /// <paramref name="addr"/>: <c>page_vma_mapped_walk</c> maps and locks the PTE table like every
+    /// visitor and checks the entry still maps the page; a young entry loses its young bit (and its
+    /// TLB entry). Returns whether it was young. A busy address space counts as referenced, as the
+    /// kernel's try-lock walk does.
     /// </summary>
-    internal UnmapOutcome TryToUnmapOne(Cpu cpu, long pfn, ulong addr)
+    internal bool FolioReferencedOne(Cpu cpu, long pfn, ulong addr)
     {
-        bool lazyFree = (Phys.Desc(pfn).Flags & (int)PageFlags.SwapBacked) == 0;
+        if (!RmapLock.TryDownRead(cpu.Id))
+        {
+            return true;
+        }
+
+        var pt = TableRef.None;
+        try
+        {
+            long pmdTable = _dead ? -1 : PmdTableOf(addr);
+            pt = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (pt.IsNone)
+            {
+                return false;
+            }
+
+            ref ulong slot = ref Phys.Table(pt)[Geometry.PteIndex(addr)];
+            ulong e = Volatile.Read(ref slot);
+            if (!Entry.IsPresent(e) || Entry.IsSpecial(e) || Entry.Pfn(e) != pfn || !Entry.IsYoung(e))
+            {
+                return false;
+            }
+
+            if (Interlocked.CompareExchange(ref slot, Entry.MkOld(e), e) != e)
+            {
+                return true; // changed under us (hardware set a bit): it was in use
+            }
+
+            FlushTlbRange(cpu, addr, addr + Geometry.PageSize);
+            return true;
+        }
+        finally
+        {
+            if (!pt.IsNone)
+            {
+                Design.PteUnmapUnlock(this, cpu, pt);
+            }
+
+            RmapLock.UpRead(cpu.Id);
+        }
+    }
+
+    /// <summary>
+    /// <c>try_to_unmap_one</c> for the mapping of frame <paramref name="pfn"/> at
+    /// <paramref name="addr"/>, reached through the page's reverse map: <c>page_vma_mapped_walk</c>
+    /// maps and locks the PTE table like every visitor and checks the entry still maps the page.
+    /// The entry is cleared and flushed, so nobody can write the page through it any more, and then:
+    /// a page-cache page just loses the mapping (its dirty bit moves to the page); a lazy-free page
+    /// is discarded if it is still clean and nobody else holds it, or mapped back and made
+    /// swap-backed again; a swap-backed page gets a swap entry in its place: the first mapping
+    /// unmapped writes the page to a slot (<paramref name="swapSlot"/>), whose first use stands for
+    /// the swap cache's and is the caller's to drop after the walk; every mapping's entry takes one
+    /// more use (<c>swap_duplicate</c>). With swap full or absent the page is mapped back.
+    /// </summary>
+    internal UnmapOutcome TryToUnmapOne(Cpu cpu, long pfn, ulong addr, ref long swapSlot)
+    {
+        int flags = Phys.Desc(pfn).Flags;
+        bool anon = (flags & (int)PageFlags.Anon) != 0;
+        bool lazyFree = anon && (flags & (int)PageFlags.SwapBacked) == 0;
         var swap = Phys.Swap;
-        if ((!lazyFree && swap is null) || !RmapLock.TryDownRead(cpu.Id))
+        if ((anon && !lazyFree && swap is null) || !RmapLock.TryDownRead(cpu.Id))
         {
             return UnmapOutcome.Busy;
         }
@@ -44,22 +99,22 @@ public sealed partial class MmStruct
                 return outcome;
             }
 
-            if (Entry.IsYoung(e) && Interlocked.CompareExchange(ref slot, Entry.MkOld(e), e) == e)
-            {
-                FlushTlbRange(cpu, addr, addr + Geometry.PageSize);
-                return outcome = UnmapOutcome.Referenced;
-            }
-
             ulong old = PtepGetAndClear(cpu, pteTable, ref slot);
             FlushTlbRange(cpu, addr, addr + Geometry.PageSize);
             ref var d = ref Phys.Desc(pfn);
+            if (Entry.IsDirty(old) && (!anon || lazyFree))
+            {
+                Interlocked.Or(ref d.Flags, (int)PageFlags.Dirty);
+            }
+
+            if (!anon)
+            {
+                UnmapPage(cpu, pfn);
+                return outcome = UnmapOutcome.Unmapped;
+            }
+
             if (lazyFree)
             {
-                if (Entry.IsDirty(old))
-                {
-                    Interlocked.Or(ref d.Flags, (int)PageFlags.Dirty);
-                }
-
                 // Discard only if clean and held by nobody but its mappings and our isolation.
                 if ((d.Flags & (int)PageFlags.Dirty) == 0 && Volatile.Read(ref d.RefCount) == 1 + Volatile.Read(ref d.MapCount))
                 {
@@ -72,12 +127,15 @@ public sealed partial class MmStruct
                 return outcome = UnmapOutcome.Redirtied;
             }
 
-            long swapSlot = swap!.WriteOut(pfn);
-            if (swapSlot < 0)
+            // The content is final here: this entry is gone, and any other left is read-only
+            // (fork write-protects both; reuse needs the page's only reference, and reclaim holds one).
+            if (swapSlot < 0 && (swapSlot = swap!.WriteOut(pfn)) < 0)
             {
                 SetPteAt(cpu, pteTable, index, old); // swap is full: keep the page
                 return outcome = UnmapOutcome.Busy;
             }
+
+            swap!.Duplicate(swapSlot);
 
             SetPteAt(cpu, pteTable, index, Entry.MakeSwap(0, swapSlot));
             AddSwapEnts(cpu, 1);
@@ -102,9 +160,13 @@ public sealed partial class MmStruct
     /// <summary>The page's entry is gone: drop its mapping, its RSS and the mapping's reference.</summary>
     private void UnmapPage(Cpu cpu, long pfn)
     {
-        Interlocked.Decrement(ref Phys.Desc(pfn).MapCount);
-        AddRssAnon(cpu, -1);
+        ref var d = ref Phys.Desc(pfn);
+        int left = Interlocked.Decrement(ref d.MapCount);
+        AddRss(cpu, CounterOf(ref d), -1);
         Phys.PutPage(pfn); // the isolation reference keeps the page until reclaim drops it
-        CountPageFreed(cpu, 1);
+        if (left == 0 && (d.Flags & (int)PageFlags.Anon) != 0)
+        {
+            CountPageFreed(cpu, 1);
+        }
     }
 }

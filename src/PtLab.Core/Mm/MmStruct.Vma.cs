@@ -53,7 +53,7 @@ public sealed partial class MmStruct
             return;
         }
 
-        var upper = new Vma(addr, v.End, v.Flags, v.AnonVma);
+        var upper = v.SplitUpper(addr);
         lock (_vmas)
         {
             v.End = addr;
@@ -67,7 +67,7 @@ public sealed partial class MmStruct
     private static bool AnonCompatible(AnonVma? a, AnonVma? b) => a is null || b is null || ReferenceEquals(a, b);
 
     private static bool CanMerge(Vma a, Vma b) =>
-        a.End == b.Start && a.Flags == b.Flags && AnonCompatible(a.AnonVma, b.AnonVma);
+        a.End == b.Start && a.Flags == b.Flags && AnonCompatible(a.AnonVma, b.AnonVma) && PgOffContinues(a, b);
 
     /// <summary>
     /// Merges the VMA at <paramref name="i"/> with its neighbours where Linux would (<c>vma_merge</c>):
@@ -90,6 +90,7 @@ public sealed partial class MmStruct
                 var next = _vmas[i + 1];
                 cur.End = next.End;
                 cur.AnonVmaSlot ??= next.AnonVma;
+                cur.AbsorbRmapLinks(next);
                 _vmas.RemoveAt(i + 1);
             }
 
@@ -98,6 +99,7 @@ public sealed partial class MmStruct
                 var prev = _vmas[i - 1];
                 prev.End = cur.End;
                 prev.AnonVmaSlot ??= cur.AnonVma;
+                prev.AbsorbRmapLinks(cur);
                 _vmas.RemoveAt(i);
             }
         }
@@ -115,12 +117,13 @@ public sealed partial class MmStruct
         lock (_vmas)
         {
             int i = _vmas.IndexOf(vma);
-            if (i >= 0 && i + 1 < _vmas.Count && Compatible(vma, _vmas[i + 1]) && _vmas[i + 1].AnonVma is { } next)
+            if (i >= 0 && i + 1 < _vmas.Count && Compatible(vma, _vmas[i + 1]) && _vmas[i + 1].AnonVma is { } next
+                && AnonVmaReusable(vma, _vmas[i + 1], _vmas[i + 1]))
             {
                 return next;
             }
 
-            if (i > 0 && Compatible(_vmas[i - 1], vma))
+            if (i > 0 && Compatible(_vmas[i - 1], vma) && AnonVmaReusable(_vmas[i - 1], vma, _vmas[i - 1]))
             {
                 return _vmas[i - 1].AnonVma;
             }

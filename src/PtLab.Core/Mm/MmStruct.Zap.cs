@@ -62,7 +62,10 @@ public sealed partial class MmStruct
         }
 
         var entries = Phys.Table(pteTable);
-        long rss = 0, swap = 0;
+        long anon = 0, file = 0, shmem = 0, swap = 0;
+        // unmap_mapping_range's zap (even_cows false) leaves private copies alone; such a zap is
+        // never one after which a design frees the table (see ZapInfo).
+        bool keepCows = zap.Reason == ZapReason.Truncate;
         for (ulong addr = zap.Start; addr < zap.End; addr += Geometry.PageSize)
         {
             int i = Geometry.PteIndex(addr);
@@ -75,6 +78,11 @@ public sealed partial class MmStruct
 
             if (Entry.IsPresent(e))
             {
+                if (keepCows && !Entry.IsSpecial(e) && IsAnonPage(Entry.Pfn(e)))
+                {
+                    continue;
+                }
+
                 e = PtepGetAndClear(cpu, pteTable, ref slot);
                 tlb.RemoveTlbEntry(addr);
                 if (Entry.IsSpecial(e))
@@ -94,9 +102,20 @@ public sealed partial class MmStruct
                     throw new BadPageException($"mapcount underflow on frame {pfn:x} at 0x{addr:x}");
                 }
 
-                rss++;
+                switch (CounterOf(ref d))
+                {
+                    case MmCounter.Anon: anon++; break;
+                    case MmCounter.File: file++; break;
+                    default: shmem++; break;
+                }
+
                 tlb.RemovePage(pfn);
                 continue;
+            }
+
+            if (keepCows)
+            {
+                continue; // a swapped-out private copy
             }
 
             // Swap entries: drop the slot and the counter.
@@ -107,7 +126,9 @@ public sealed partial class MmStruct
 
         bool unhooked = Design.ZapPteTableLocked(this, cpu, zap, pteTable);
         Design.PteUnmapUnlock(this, cpu, pteTable);
-        AddRssAnon(cpu, -rss);
+        AddRssAnon(cpu, -anon);
+        AddRss(cpu, MmCounter.File, -file);
+        AddRss(cpu, MmCounter.Shmem, -shmem);
         AddSwapEnts(cpu, -swap);
         Design.AfterZapPteTable(this, cpu, zap, pteTable, unhooked, tlb);
     }

@@ -51,6 +51,8 @@ public sealed partial class MmStruct
         RmapLock = new RwSemaphore(machine.Sync, AnonVmaLockClass);
         PageTableLock = new SpinLockObject(machine.Sync, LockClass.PageTableLock);
         _rssAnon = new PerCpuCounter(cpus);
+        _rssFile = new PerCpuCounter(cpus);
+        _rssShmem = new PerCpuCounter(cpus);
         _swapEnts = new PerCpuCounter(cpus);
         _faults = new PerCpuCounter(cpus);
         _pagesAllocated = new PerCpuCounter(cpus);
@@ -119,8 +121,7 @@ public sealed partial class MmStruct
             }
         }
 
-        // Only private anonymous memory is modelled, so RssFile and RssShmem stay 0.
-        long anon = _rssAnon.Sum() * 4, file = 0, shmem = 0;
+        long anon = _rssAnon.Sum() * 4, file = _rssFile.Sum() * 4, shmem = _rssShmem.Sum() * 4;
         var tables = new TableCounts(Volatile.Read(ref _nrPtes), Volatile.Read(ref _nrPmds), Volatile.Read(ref _nrPuds));
         return new MmStatus(
             VmSizeKb: (long)(vmSize >> 10),

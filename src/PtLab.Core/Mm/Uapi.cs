@@ -103,6 +103,8 @@ public enum VmFlags
     Exec = 0x4,
     /// <summary><c>VM_SHARED</c>.</summary>
     Shared = 0x8,
+    /// <summary><c>VM_MAYSHARE</c>.</summary>
+    MayShare = 0x80,
     /// <summary><c>VM_MAYREAD</c>.</summary>
     MayRead = 0x10,
     /// <summary><c>VM_MAYWRITE</c>.</summary>

@@ -1,15 +1,16 @@
 namespace PtLab.Mm;
 
 /// <summary>
-/// The anon_vma of private anonymous memory. PtLab keeps only its identity: Linux refuses to merge
-/// two VMAs that already carry different anon_vmas.
+/// The anon_vma of private anonymous memory: the reverse map from an anonymous page to every VMA
+/// that may map it (see AnonVma.Rmap.cs). Linux refuses to merge two VMAs that already carry
+/// different anon_vmas.
 /// </summary>
-public sealed class AnonVma
+public sealed partial class AnonVma
 {
 }
 
 /// <summary>A virtual memory area (<c>vm_area_struct</c>): [Start, End) with one set of flags.</summary>
-public sealed class Vma
+public sealed partial class Vma
 {
     internal Vma(ulong start, ulong end, VmFlags flags, AnonVma? anonVma)
     {

@@ -3,9 +3,9 @@ using PtLab.Phys;
 namespace PtLab.Mm;
 
 /// <summary>
-/// Page reclaim (<c>mm/vmscan.c</c>): scans the file LRU from its oldest end and discards clean
-/// lazy-free pages through the reverse map. No swap device is modelled, so swap-backed anonymous
-/// pages are never reclaimed, as on a machine without swap.
+/// Page reclaim (<c>mm/vmscan.c</c>): scans the file LRU from its oldest end, discarding clean
+/// lazy-free pages and evicting page-cache pages through the reverse map, then, with a swap
+/// device, the anonymous LRU, writing pages to swap.
 /// </summary>
 internal sealed class Vmscan
 {
@@ -17,8 +17,20 @@ internal sealed class Vmscan
     private long _redirtied;
     private long _referenced;
     private long _swappedOut;
+    private long _fileEvicted;
 
-    public Vmscan(Machine machine) => _machine = machine;
+    // One reusable rmap-walk result list per CPU (a CPU runs one reclaim at a time).
+    private readonly List<RmapMapping>[] _mappings;
+
+    public Vmscan(Machine machine)
+    {
+        _machine = machine;
+        _mappings = new List<RmapMapping>[machine.Options.Cpus];
+        for (int i = 0; i < _mappings.Length; i++)
+        {
+            _mappings[i] = [];
+        }
+    }
 
     /// <summary>Lazy-free pages discarded (<c>PGLAZYFREED</c>).</summary>
     public long Discarded => Volatile.Read(ref _discarded);
@@ -34,6 +46,9 @@ internal sealed class Vmscan
 
     /// <summary>Pages kept because their entry was young.</summary>
     public long Referenced => Volatile.Read(ref _referenced);
+
+    /// <summary>Page-cache pages evicted.</summary>
+    public long FileEvicted => Volatile.Read(ref _fileEvicted);
 
     /// <summary><c>shrink_inactive_list</c> over the file LRU: tries to free <paramref name="want"/> frames on CPU <paramref name="cpuId"/>.</summary>
     public long Reclaim(int cpuId, long want)
@@ -83,50 +98,121 @@ internal sealed class Vmscan
         Interlocked.Add(ref _scanned, pfns.Length);
         foreach (long pfn in pfns)
         {
-            ShrinkOne(cpu, pfn);
+            ShrinkOne(cpu, pfn, ignoreReferences: true);
         }
 
         _machine.Phys.PutPages(pfns);
     }
 
-    /// <summary><c>shrink_folio_list</c> for one isolated page.</summary>
-    private void ShrinkOne(Cpu cpu, long pfn)
+    /// <summary>
+    /// <c>shrink_folio_list</c> for one isolated page: <c>folio_referenced</c> over every mapping
+    /// the reverse map finds (any young one keeps the page; skipped for MADV_PAGEOUT), then
+    /// <c>try_to_unmap</c> over every mapping. A lazy-free page that is clean everywhere is
+    /// discarded; an anonymous page goes to swap; a page-cache page, once no mapping is left,
+    /// leaves the cache (written back if dirty).
+    /// </summary>
+    private void ShrinkOne(Cpu cpu, long pfn, bool ignoreReferences = false)
     {
         var phys = _machine.Phys;
         ref var d = ref phys.Desc(pfn);
-        if (d.RmapOwner is not MmStruct mm || Volatile.Read(ref d.MapCount) == 0)
+        var owner = Volatile.Read(ref d.RmapOwner);
+        bool anon = (d.Flags & (int)PageFlags.Anon) != 0;
+        if (owner is null || (anon && Volatile.Read(ref d.MapCount) == 0))
         {
-            return; // unmapped meanwhile: dropping the isolation reference frees it
+            return; // unmapped or truncated meanwhile: dropping the isolation reference frees it
         }
 
-        bool lazyFree = (d.Flags & (int)PageFlags.SwapBacked) == 0;
-        var outcome = mm.TryToUnmapOne(cpu, pfn, d.RmapAddress);
-        switch (outcome)
+        bool lazyFree = anon && (d.Flags & (int)PageFlags.SwapBacked) == 0;
+        var list = anon && !lazyFree ? LruList.Anon : LruList.File;
+        var mappings = _mappings[cpu.Id];
+        MmStruct.RmapWalk(phys, pfn, mappings);
+        foreach (var m in ignoreReferences ? [] : mappings)
         {
-            case UnmapOutcome.SwappedOut:
-                Interlocked.Increment(ref _swappedOut);
-                break;
-            case UnmapOutcome.Discarded:
-                Interlocked.Increment(ref _discarded);
-                break;
-            case UnmapOutcome.Redirtied:
-                Interlocked.Increment(ref _redirtied);
-                phys.Lru.Add(pfn, LruList.Anon); // folio_putback_lru: swap-backed again
-                break;
-            case UnmapOutcome.Referenced:
+            if (m.Mm.FolioReferencedOne(cpu, pfn, m.Address))
+            {
                 Interlocked.Increment(ref _referenced);
-                phys.Lru.Add(pfn, lazyFree ? LruList.File : LruList.Anon); // FOLIOREF_KEEP: another pass later
-                break;
-            case UnmapOutcome.Busy:
-                phys.Lru.Add(pfn, lazyFree ? LruList.File : LruList.Anon);
-                break;
-            case UnmapOutcome.NotMapped:
-                break;
+                phys.Lru.Add(pfn, list); // FOLIOREF_ACTIVATE/KEEP: another pass later
+                return;
+            }
+        }
+
+        long swapSlot = -1;
+        var outcome = UnmapOutcome.NotMapped;
+        foreach (var m in mappings)
+        {
+            outcome = m.Mm.TryToUnmapOne(cpu, pfn, m.Address, ref swapSlot);
+            if (outcome is UnmapOutcome.Busy or UnmapOutcome.Redirtied)
+            {
+                break; // the walk stops at the first mapping that keeps the page
+            }
+        }
+
+        if (swapSlot >= 0)
+        {
+            phys.Swap!.Free(swapSlot); // the page leaves the swap cache: only the entries use the slot now
+        }
+
+        if (outcome == UnmapOutcome.Redirtied)
+        {
+            Interlocked.Increment(ref _redirtied);
+            phys.Lru.Add(pfn, LruList.Anon); // folio_putback_lru: swap-backed again
+            return;
+        }
+
+        if (owner is SimFile { IsShmem: true } shmem)
+        {
+            // On no LRU list of the model. Unmapped and clean (only ever read), it leaves its file,
+            // whose hole reads as zeros again (shmem_recalc_inode counts it freed); a dirty one
+            // stays, as shmem_writeout keeps it without swap.
+            if (Volatile.Read(ref d.MapCount) == 0 && shmem.TryEvict(pfn))
+            {
+                Interlocked.Increment(ref _fileEvicted);
+            }
+
+            return;
+        }
+
+        if (Volatile.Read(ref d.MapCount) > 0)
+        {
+            phys.Lru.Add(pfn, list); // still mapped somewhere: try again later
+            return;
+        }
+
+        if (!anon)
+        {
+            if (ignoreReferences && (Volatile.Read(ref d.Flags) & (int)PageFlags.Dirty) != 0)
+            {
+                // Outside kswapd a dirty file page is not written back here: it is marked
+                // PG_reclaim and activated (shrink_folio_list), left for the flusher.
+                Interlocked.Or(ref d.Flags, (int)PageFlags.Reclaim);
+                phys.Lru.Add(pfn, list);
+                return;
+            }
+
+            if (owner is SimFile file && file.TryEvict(pfn))
+            {
+                Interlocked.Increment(ref _fileEvicted);
+            }
+            else if (Volatile.Read(ref d.RmapOwner) is not null)
+            {
+                phys.Lru.Add(pfn, list); // held by someone else (a GUP reference): keep it cached
+            }
+
+            return;
+        }
+
+        if (lazyFree)
+        {
+            Interlocked.Increment(ref _discarded);
+        }
+        else if (swapSlot >= 0)
+        {
+            Interlocked.Increment(ref _swappedOut);
         }
     }
 }
 
-/// <summary>What <c>try_to_unmap_one</c> did with a lazy-free page.</summary>
+/// <summary>What <c>try_to_unmap_one</c> did with one mapping of a page.</summary>
 internal enum UnmapOutcome
 {
     /// <summary>Clean: the entry was cleared and the page can go.</summary>
@@ -141,4 +227,6 @@ internal enum UnmapOutcome
     SwappedOut,
     /// <summary>No entry maps the page there any more.</summary>
     NotMapped,
+    /// <summary>A page-cache page lost this mapping.</summary>
+    Unmapped,
 }

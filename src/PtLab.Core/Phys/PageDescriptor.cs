@@ -22,6 +22,12 @@ public enum PageFlags
     Free = 1 << 6,
     /// <summary>In the swap cache (<c>PG_swapcache</c>).</summary>
     SwapCache = 1 << 7,
+    /// <summary>
+    /// <c>PG_reclaim</c>, the bit <c>PG_readahead</c> shares: set on a dirty page-cache page that
+    /// reclaim outside kswapd (MADV_PAGEOUT) left for writeback. Fault-around takes it for a
+    /// read-ahead mark and skips the page; a fault on the page itself clears it.
+    /// </summary>
+    Reclaim = 1 << 8,
 }
 
 /// <summary>The LRU lists PtLab keeps (<c>enum lru_list</c>, without the active/inactive split).</summary>

@@ -91,6 +91,21 @@ public sealed class SwapDevice
         RawSpinLock.Unlock(ref _lock);
     }
 
+    /// <summary><c>swap_duplicate</c>: one more swap entry refers to the slot (fork copies it, or reclaim unmaps another mapping of the page).</summary>
+    public void Duplicate(long slot)
+    {
+        RawSpinLock.Lock(ref _lock);
+        ref int c = ref _count.Slot(slot);
+        if (c <= 0)
+        {
+            RawSpinLock.Unlock(ref _lock);
+            throw new InvalidOperationException($"swap_duplicate of unused slot {slot}");
+        }
+
+        c++;
+        RawSpinLock.Unlock(ref _lock);
+    }
+
     /// <summary><c>swap_free</c>: drops one use of the slot; the last frees it.</summary>
     public void Free(long slot)
     {

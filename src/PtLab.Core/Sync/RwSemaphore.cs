@@ -107,6 +107,16 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
         DownWrite();
     }
 
+    /// <summary>
+    /// <c>down_write_nested</c> on CPU <paramref name="cpu"/>: a second lock of this class taken while
+    /// one is held (fork takes the new mm's <c>mmap_lock</c> under the parent's).
+    /// </summary>
+    public void DownWriteNested(int cpu, int subclass)
+    {
+        hooks?.LockDep?.Acquire(cpu, Class, subclass: subclass);
+        DownWrite();
+    }
+
     /// <summary><c>up_write</c>.</summary>
     public void UpWrite()
     {

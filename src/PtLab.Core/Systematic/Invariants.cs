@@ -11,10 +11,27 @@ namespace PtLab.Systematic;
 /// </summary>
 public static class Invariants
 {
-    /// <summary>Runs every check that holds while the address space is alive; then exits it and checks for leaks.</summary>
+    /// <summary>
+    /// Runs every check that holds while the address space is alive, and the same checks on every
+    /// other address space of the machine (a forked child); then exits them all and checks for leaks.
+    /// </summary>
     public static string? CheckAtQuiescence(Machine machine, MmStruct mm, ulong start, ulong end, bool exit = true) =>
         Accounting(mm) ?? Refcounts(mm) ?? PresentEntriesMapLiveFrames(mm) ?? TlbsMatchTables(machine, mm, start, end)
+        ?? Others(machine, mm, other => Accounting(other) ?? Refcounts(other) ?? PresentEntriesMapLiveFrames(other) ?? TlbsMatchTables(machine, other, start, end))
         ?? (exit ? NoLeakAfterExit(machine, mm) : null);
+
+    private static string? Others(Machine machine, MmStruct mm, Func<MmStruct, string?> check)
+    {
+        foreach (var other in machine.AddressSpaces)
+        {
+            if (!ReferenceEquals(other, mm) && check(other) is { } v)
+            {
+                return $"another address space: {v}";
+            }
+        }
+
+        return null;
+    }
 
     /// <summary>VmPTE equals the tables present in the page tables.</summary>
     public static string? Accounting(MmStruct mm)
@@ -133,12 +150,20 @@ public static class Invariants
 
     /// <summary>The checks that hold at every scheduling point, not only at quiescence.</summary>
     public static string? CheckAtEveryStep(Machine machine, MmStruct mm) =>
-        NoTlbEntryMapsAFreeFrame(machine) ?? PresentEntriesMapLiveFrames(mm);
+        NoTlbEntryMapsAFreeFrame(machine) ?? PresentEntriesMapLiveFrames(mm) ?? Others(machine, mm, PresentEntriesMapLiveFrames);
 
-    /// <summary>Exit frees every frame but the machine's own (the zero page): nothing leaked.</summary>
+    /// <summary>Exit of every address space frees every frame but the machine's own (the zero page): nothing leaked.</summary>
     public static string? NoLeakAfterExit(Machine machine, MmStruct mm)
     {
         long before = machine.Phys.UsedFrames;
+        foreach (var other in machine.AddressSpaces)
+        {
+            if (!ReferenceEquals(other, mm))
+            {
+                other.Exit(machine.Cpus[0]);
+            }
+        }
+
         mm.Exit(machine.Cpus[0]);
         machine.Rcu.Barrier();
         long used = machine.Phys.UsedFrames;

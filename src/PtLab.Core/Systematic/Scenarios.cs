@@ -309,6 +309,47 @@ public static class SystematicScenarios
                     cpu.Touch(Base + M2 + K4);
                 },
             ]),
+        new(
+            "fork-reclaim",
+            "fork copies a table of lazy-free pages while reclaim discards them through the reverse map and the parent redirties one; the child then writes a copied page",
+            450,
+            8L << 20,
+            c =>
+            {
+                c.Map(M2);
+                for (ulong i = 0; i < 6; i++)
+                {
+                    c.Touch(Base + (i * K4));
+                }
+
+                c.Mm.Madvise(c.Cpu(0), Base, M2, Advice.Free);
+            },
+            [
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fork");
+                    var child = c.Mm.Fork(cpu);
+                    if (child is not null)
+                    {
+                        c.Scheduler.Note("child: write page 1");
+                        cpu.SwitchMm(child);
+                        cpu.Touch(Base + K4);
+                        cpu.SwitchMm(c.Mm);
+                    }
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("reclaim 8 pages");
+                    c.Machine.Vmscan.Reclaim(cpu.Id, 8);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("parent: write page 2 (redirty or refault)");
+                    cpu.Touch(Base + (2 * K4));
+                    c.Scheduler.Note("parent: read page 4");
+                    cpu.ReadByte(Base + (4 * K4), out _);
+                },
+            ]),
     ]);
 
     private static SystematicScenario[] Described(SystematicScenario[] all) => [.. all.Select(Describe)];

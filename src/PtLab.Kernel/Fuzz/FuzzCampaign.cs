@@ -53,6 +53,9 @@ public sealed class FuzzCampaignResult
 
     /// <summary>The host's MemTotal, in kB.</summary>
     public long MemTotalKb { get; set; }
+
+    /// <summary>The host's <c>read_ahead_kb</c> for the executor's test file.</summary>
+    public int ReadAheadKb { get; set; }
 }
 
 /// <summary>Runs many generated sequences through a <see cref="KernelFuzzer"/> and collects what differs.</summary>
@@ -70,6 +73,7 @@ public static class FuzzCampaign
         using var fuzzer = new KernelFuzzer(options.Design);
         result.Slot = fuzzer.Slot;
         result.MemTotalKb = fuzzer.MemTotalKb;
+        result.ReadAheadKb = fuzzer.ReadAheadKb;
         for (int i = options.First; i < options.First + options.Sequences; i++)
         {
             long before = result.Operations;
@@ -108,6 +112,7 @@ public static class FuzzCampaign
         return op.Kind.Name switch
         {
             "mmap" => "mmap " + ((op.Args[3] & 0x100000) != 0 ? "fixed-noreplace" : (op.Args[3] & 0x10) != 0 ? "fixed" : op.Args[0] != 0 ? "hint" : "none"),
+            "mmapf" => "mmapf " + ((op.Args[3] & 0xf) switch { 1 => "shared", 2 => "private", 3 => "shared-validate", _ => "other" }),
             "madvise" => "madvise " + FuzzText.FormatArg(FuzzArg.Advice, op.Args[2], 0),
             _ => op.Kind.Name,
         };

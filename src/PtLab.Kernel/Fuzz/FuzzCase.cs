@@ -20,9 +20,12 @@ public sealed record FuzzCaseStep(FuzzOp Op, OpOutcome? Expected);
 /// replay in another slot moves them.</item>
 /// <item><c>design NAME</c>: the model design the kernel was compared with.</item>
 /// <item><c>memtotal KB</c>: the recording host's MemTotal (the model's RAM, for overcommit).</item>
+/// <item><c>readahead KB</c>: the recording host's <c>read_ahead_kb</c> where the test file of
+/// <c>mmapf</c> lived (the model file's read-around window; 128 when absent).</item>
 /// <item><c>OP ARG…</c> optionally followed by <c>=&gt; RESULT pte=KB anon=KB | VMA…</c>: one
 /// operation and the kernel's answer. OP is one of <see cref="FuzzOps.All"/> (mmap ADDR LEN PROT FLAGS,
-/// munmap ADDR LEN, mprotect ADDR LEN PROT, madvise ADDR LEN ADVICE, read ADDR LEN, write ADDR LEN).
+/// mmapf ADDR LEN PROT FLAGS OFFSET (the test file), munmap ADDR LEN, mprotect ADDR LEN PROT,
+/// madvise ADDR LEN ADVICE, read ADDR LEN, write ADDR LEN).
 /// Addresses are <c>S+0x…</c> or numbers; PROT, FLAGS and ADVICE are the Linux names joined by
 /// <c>|</c> (or numbers). RESULT is a value (<c>0</c>, <c>S+0x…</c>), an errno name (<c>ENOMEM</c>)
 /// or <c>SIGSEGV:SEGV_MAPERR@S+0x…</c>; pte and anon are VmPTE and RssAnon over the baseline; each
@@ -40,6 +43,9 @@ public sealed class FuzzCase
     /// <summary>The recording host's MemTotal in kB, or null.</summary>
     public long? MemTotalKb { get; init; }
 
+    /// <summary>The recording host's <c>read_ahead_kb</c> for the test file, or null.</summary>
+    public int? ReadAheadKb { get; init; }
+
     /// <summary>The comment lines at the top, without their <c>#</c>.</summary>
     public IReadOnlyList<string> Comments { get; init; } = [];
 
@@ -50,7 +56,7 @@ public sealed class FuzzCase
     public IReadOnlyList<FuzzOp> Ops => [.. Steps.Select(s => s.Op)];
 
     /// <summary>A case from a run: every operation with the kernel's outcome.</summary>
-    public static FuzzCase FromSequence(FuzzSequence sequence, string design, long memTotalKb, IEnumerable<string> comments)
+    public static FuzzCase FromSequence(FuzzSequence sequence, string design, long memTotalKb, IEnumerable<string> comments, int? readAheadKb = null)
     {
         ArgumentNullException.ThrowIfNull(sequence);
         return new FuzzCase
@@ -58,6 +64,7 @@ public sealed class FuzzCase
             Slot = sequence.Slot,
             Design = design,
             MemTotalKb = memTotalKb,
+            ReadAheadKb = readAheadKb,
             Comments = [.. comments],
             Steps = [.. sequence.Steps.Select(s => new FuzzCaseStep(s.Op, s.Kernel))],
         };
@@ -73,6 +80,7 @@ public sealed class FuzzCase
         ulong slot = 0;
         string? design = null;
         long? memTotal = null;
+        int? readAhead = null;
         var comments = new List<string>();
         var steps = new List<FuzzCaseStep>();
         var lines = text.Split('\n');
@@ -115,6 +123,11 @@ public sealed class FuzzCase
                             ? kb
                             : throw new FormatException($"memtotal {Value(words)} is not a positive number of kB");
                         continue;
+                    case "readahead":
+                        readAhead = int.TryParse(Value(words), NumberStyles.None, CultureInfo.InvariantCulture, out int ra)
+                            ? ra
+                            : throw new FormatException($"readahead {Value(words)} is not a number of kB");
+                        continue;
                 }
 
                 if (slot == 0)
@@ -138,7 +151,7 @@ public sealed class FuzzCase
             throw new FormatException($"{source}: no operations");
         }
 
-        return new FuzzCase { Slot = slot, Design = design, MemTotalKb = memTotal, Comments = comments, Steps = steps };
+        return new FuzzCase { Slot = slot, Design = design, MemTotalKb = memTotal, ReadAheadKb = readAhead, Comments = comments, Steps = steps };
     }
 
     /// <summary>The case in its file form.</summary>
@@ -159,6 +172,11 @@ public sealed class FuzzCase
         if (MemTotalKb is { } kb)
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"memtotal {kb}");
+        }
+
+        if (ReadAheadKb is { } ra)
+        {
+            sb.AppendLine(CultureInfo.InvariantCulture, $"readahead {ra}");
         }
 
         foreach (var s in Steps)
@@ -183,7 +201,7 @@ public sealed class FuzzCase
     {
         string d = design ?? Design ?? throw new InvalidOperationException("the case names no design; pass one");
         long kb = memTotalKb ?? MemTotalKb ?? throw new InvalidOperationException("the case gives no memtotal; pass one");
-        using var model = new ModelSide(d, kb, Slot);
+        using var model = new ModelSide(d, kb, Slot, ReadAheadKb ?? 128);
         var problems = new List<string>();
         for (int i = 0; i < Steps.Count; i++)
         {

@@ -121,6 +121,15 @@ public static class FuzzOps
         },
         new()
         {
+            // mmap of the test file (the executor supplies its descriptor); the last argument is the offset.
+            Name = "mmapf",
+            Args = [FuzzArg.Address, FuzzArg.Length, FuzzArg.Prot, FuzzArg.MapFlags, FuzzArg.Length],
+            RunOnModel = static (m, a) => OpResult.FromMmap(m.MmapFile(a[0], a[1], (Prot)(int)a[2], (MapFlags)(int)a[3], 0, a[4])),
+            Generate = static g => g.MmapFile(),
+            Weight = 10,
+        },
+        new()
+        {
             Name = "munmap",
             Args = [FuzzArg.Address, FuzzArg.Length],
             RunOnModel = static (m, a) => OpResult.FromErrno(m.Munmap(a[0], a[1])),

@@ -59,9 +59,11 @@ public readonly record struct VmaLine(ulong Start, ulong End, string Perms);
 /// <param name="PteKb">VmPTE over the side's baseline, in kB.</param>
 /// <param name="AnonKb">RssAnon over the side's baseline, in kB.</param>
 /// <param name="Layout">The VMAs in the slot, or null when not asked for.</param>
-public sealed record OpOutcome(OpResult Result, long PteKb, long AnonKb, IReadOnlyList<VmaLine>? Layout)
+/// <param name="FileKb">RssFile over the side's baseline, in kB.</param>
+/// <param name="ShmemKb">RssShmem over the side's baseline, in kB.</param>
+public sealed record OpOutcome(OpResult Result, long PteKb, long AnonKb, IReadOnlyList<VmaLine>? Layout, long FileKb = 0, long ShmemKb = 0)
 {
-    /// <summary>What differs between this (the kernel) and <paramref name="model"/>: "result", "VmPTE", "RssAnon", "layout".</summary>
+    /// <summary>What differs between this (the kernel) and <paramref name="model"/>: "result", "VmPTE", "RssAnon", "RssFile", "RssShmem", "layout".</summary>
     public IReadOnlyList<string> DifferencesFrom(OpOutcome model, bool compareAnon = true)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -79,6 +81,16 @@ public sealed record OpOutcome(OpResult Result, long PteKb, long AnonKb, IReadOn
         if (compareAnon && AnonKb != model.AnonKb)
         {
             d.Add("RssAnon");
+        }
+
+        if (FileKb != model.FileKb)
+        {
+            d.Add("RssFile");
+        }
+
+        if (ShmemKb != model.ShmemKb)
+        {
+            d.Add("RssShmem");
         }
 
         if (Layout is not null && model.Layout is not null && !Layout.SequenceEqual(model.Layout))

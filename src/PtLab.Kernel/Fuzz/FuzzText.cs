@@ -13,6 +13,12 @@ public static class FuzzText
     /// <summary>The size of the slot: one PGD entry, 512 GiB.</summary>
     public const ulong SlotSize = 1UL << 39;
 
+    /// <summary>
+    /// The size of the test file <c>mmapf</c> maps on both sides (the executor's <c>FILE_SIZE</c>):
+    /// 8 MiB less a part page, so the last page ends inside the file and the next one is SIGBUS.
+    /// </summary>
+    public const ulong FileSize = (8UL << 20) - 1234;
+
     private static readonly (ulong Bit, string Name)[] ProtNames =
     [
         (0x1, "PROT_READ"), (0x2, "PROT_WRITE"), (0x4, "PROT_EXEC"), (0x8, "PROT_SEM"),
@@ -216,12 +222,20 @@ public static class FuzzText
     /// <summary>A VMA: <c>START-END:PERMS</c>.</summary>
     public static string FormatVma(VmaLine v, ulong slot) => $"{Address(v.Start, slot)}-{Address(v.End, slot)}:{v.Perms}";
 
-    /// <summary>An outcome: <c>RESULT pte=KB anon=KB</c>, then <c>| VMA VMA …</c> when it has a layout.</summary>
+    /// <summary>
+    /// An outcome: <c>RESULT pte=KB anon=KB</c>, then <c>file=KB shmem=KB</c> when either is not 0,
+    /// then <c>| VMA VMA …</c> when it has a layout.
+    /// </summary>
     public static string FormatOutcome(OpOutcome o, ulong slot)
     {
         ArgumentNullException.ThrowIfNull(o);
         var sb = new StringBuilder(FormatResult(o.Result, slot));
         sb.Append(CultureInfo.InvariantCulture, $" pte={o.PteKb} anon={o.AnonKb}");
+        if (o.FileKb != 0 || o.ShmemKb != 0)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $" file={o.FileKb} shmem={o.ShmemKb}");
+        }
+
         if (o.Layout is not null)
         {
             sb.Append(" |");
@@ -241,14 +255,17 @@ public static class FuzzText
         int bar = text.IndexOf('|', StringComparison.Ordinal);
         string head = bar < 0 ? text : text[..bar];
         var words = head.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
-        if (words.Length != 3 || !words[1].StartsWith("pte=", StringComparison.Ordinal) || !words[2].StartsWith("anon=", StringComparison.Ordinal))
+        if (words.Length is not (3 or 5) || !words[1].StartsWith("pte=", StringComparison.Ordinal) || !words[2].StartsWith("anon=", StringComparison.Ordinal)
+            || (words.Length == 5 && (!words[3].StartsWith("file=", StringComparison.Ordinal) || !words[4].StartsWith("shmem=", StringComparison.Ordinal))))
         {
-            throw new FormatException($"'{head.Trim()}' is not 'RESULT pte=KB anon=KB'");
+            throw new FormatException($"'{head.Trim()}' is not 'RESULT pte=KB anon=KB [file=KB shmem=KB]'");
         }
 
         var result = ParseResult(words[0], slot);
         long pte = ParseKb(words[1][4..], "pte");
         long anon = ParseKb(words[2][5..], "anon");
+        long file = words.Length == 5 ? ParseKb(words[3][5..], "file") : 0;
+        long shmem = words.Length == 5 ? ParseKb(words[4][6..], "shmem") : 0;
         List<VmaLine>? layout = null;
         if (bar >= 0)
         {
@@ -259,7 +276,7 @@ public static class FuzzText
             }
         }
 
-        return new OpOutcome(result, pte, anon, layout);
+        return new OpOutcome(result, pte, anon, layout, file, shmem);
     }
 
     private static VmaLine ParseVma(string text, ulong slot)

@@ -22,7 +22,7 @@ public sealed class KernelExecutor : IDisposable
     private readonly StringBuilder _stderr = new();
     private bool _disposed;
 
-    private KernelExecutor(string exe)
+    private KernelExecutor(string exe, string? fileDirectory)
     {
         var psi = new ProcessStartInfo(exe)
         {
@@ -31,6 +31,11 @@ public sealed class KernelExecutor : IDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (fileDirectory is not null)
+        {
+            psi.ArgumentList.Add(fileDirectory);
+        }
+
         _process = Process.Start(psi) ?? throw new FuzzHarnessException($"could not start {exe}");
         _process.ErrorDataReceived += (_, e) =>
         {
@@ -69,6 +74,9 @@ public sealed class KernelExecutor : IDisposable
                 case "memtotal":
                     MemTotalKb = long.Parse(value, CultureInfo.InvariantCulture);
                     break;
+                case "filesize":
+                    FileSize = ulong.Parse(value, CultureInfo.InvariantCulture);
+                    break;
             }
         }
 
@@ -87,6 +95,12 @@ public sealed class KernelExecutor : IDisposable
     /// <summary>The host's <c>MemTotal</c> in kB (the overcommit heuristic compares charges with it).</summary>
     public long MemTotalKb { get; }
 
+    /// <summary>The size of the test file <c>mmapf</c> maps, or 0 when the executor has none.</summary>
+    public ulong FileSize { get; }
+
+    /// <summary>Where the test file lives, or null.</summary>
+    public string? FileDirectory { get; private init; }
+
     /// <summary>Requests answered since start.</summary>
     public long Requests { get; private set; }
 
@@ -102,9 +116,12 @@ public sealed class KernelExecutor : IDisposable
         return NativeBuild.IsAvailable(out reason);
     }
 
-    /// <summary>Builds the executor (cached by its source) and starts it.</summary>
+    /// <summary>
+    /// Builds the executor (cached by its source) and starts it, with its test file in a
+    /// disk-backed temporary directory (none when <paramref name="withFile"/> is false).
+    /// </summary>
     /// <exception cref="NativeBuildException">No C compiler, or it refused the source.</exception>
-    public static KernelExecutor Start()
+    public static KernelExecutor Start(bool withFile = true)
     {
         if (!KernelTarget.IsSupported)
         {
@@ -112,7 +129,8 @@ public sealed class KernelExecutor : IDisposable
         }
 
         string exe = NativeBuild.BuildEmbedded(typeof(KernelExecutor).Assembly, "Fuzz.executor.c", ProgramName);
-        return new KernelExecutor(exe);
+        string? dir = withFile ? KernelTarget.DiskBackedTempDirectory() : null;
+        return new KernelExecutor(exe, dir) { FileDirectory = dir };
     }
 
     /// <summary>Runs one operation; with <paramref name="layout"/>, also reads the VMAs in the slot after it.</summary>
@@ -122,8 +140,8 @@ public sealed class KernelExecutor : IDisposable
         Send(op.WireLine(), layout);
         string reply = ReadLine(op.WireLine());
         var maps = layout ? ReadMaps() : null; // read even after a refusal, to stay in step
-        var (result, pte, anon) = ParseReply(op.WireLine(), reply);
-        return new OpOutcome(result, pte, anon, maps);
+        var (result, pte, anon, file, shmem) = ParseReply(op.WireLine(), reply);
+        return new OpOutcome(result, pte, anon, maps, file, shmem);
     }
 
     /// <summary>Unmaps the whole slot and returns what is left over the baseline (zeros when clean).</summary>
@@ -132,8 +150,8 @@ public sealed class KernelExecutor : IDisposable
         Send("reset", layout: true);
         string reply = ReadLine("reset");
         var maps = ReadMaps();
-        var (result, pte, anon) = ParseReply("reset", reply);
-        return new OpOutcome(result, pte, anon, maps);
+        var (result, pte, anon, file, shmem) = ParseReply("reset", reply);
+        return new OpOutcome(result, pte, anon, maps, file, shmem);
     }
 
     /// <summary>Stops the executor.</summary>
@@ -186,7 +204,7 @@ public sealed class KernelExecutor : IDisposable
         }
     }
 
-    private (OpResult Result, long Pte, long Anon) ParseReply(string request, string line)
+    private (OpResult Result, long Pte, long Anon, long File, long Shmem) ParseReply(string request, string line)
     {
         Requests++;
         if (line.StartsWith("? ", StringComparison.Ordinal))
@@ -220,7 +238,9 @@ public sealed class KernelExecutor : IDisposable
 
             long pte = long.Parse(w[statusAt].AsSpan(4), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
             long anon = long.Parse(w[statusAt + 1].AsSpan(5), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
-            return (result, pte, anon);
+            long file = long.Parse(w[statusAt + 2].AsSpan(5), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+            long shmem = long.Parse(w[statusAt + 3].AsSpan(6), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+            return (result, pte, anon, file, shmem);
         }
         catch (Exception e) when (e is FormatException or IndexOutOfRangeException or OverflowException)
         {

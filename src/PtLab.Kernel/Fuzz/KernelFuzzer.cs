@@ -53,6 +53,9 @@ public sealed class KernelFuzzer : IDisposable
     /// <summary>The host's MemTotal, in kB.</summary>
     public long MemTotalKb => _executor.MemTotalKb;
 
+    /// <summary>The host's <c>read_ahead_kb</c> where the executor's test file lives (the model file's read-around window).</summary>
+    public int ReadAheadKb => _executor.FileDirectory is { } dir ? ReadAhead.KbFor(dir) ?? 128 : 128;
+
     /// <summary>Times the executor was started again because a reset left something behind.</summary>
     public int Restarts { get; private set; }
 
@@ -69,7 +72,8 @@ public sealed class KernelFuzzer : IDisposable
         for (int i = 0; i < count; i++)
         {
             gen.Layout = model.Layout();
-            gen.AnonKb = model.Mm.Status().RssAnonKb;
+            var st = model.Mm.Status();
+            gen.AnonKb = st.RssAnonKb + st.RssShmemKb;
             var step = RunOne(gen.Next(), model);
             steps.Add(step);
             progress?.Invoke(i + 1);
@@ -132,13 +136,18 @@ public sealed class KernelFuzzer : IDisposable
     private ModelSide Begin()
     {
         var left = _executor.Reset();
-        if (left.PteKb != 0 || left.AnonKb != 0 || left.Layout is not { Count: 0 })
+        if (left.PteKb != 0 || left.AnonKb != 0 || left.FileKb != 0 || left.ShmemKb != 0 || left.Layout is not { Count: 0 })
         {
             _executor.Dispose();
             _executor = KernelExecutor.Start();
             Restarts++;
         }
 
-        return new ModelSide(Design, _executor.MemTotalKb, _executor.SlotStart);
+        if (_executor.FileSize != FuzzText.FileSize)
+        {
+            throw new FuzzHarnessException($"the executor's test file is {_executor.FileSize} bytes, the model's {FuzzText.FileSize}");
+        }
+
+        return new ModelSide(Design, _executor.MemTotalKb, _executor.SlotStart, ReadAheadKb);
     }
 }

@@ -8,7 +8,9 @@ namespace PtLab.Kernel.Fuzz;
 /// The model side of the fuzzer: a fresh address space on a fresh one-CPU machine whose RAM is the
 /// host's MemTotal (the overcommit heuristic compares charges with it), laid out as the executor's:
 /// everything from the slot's end up to <c>mmap_base</c> is a PROT_NONE placeholder, so top-down
-/// placement starts at the slot's end.
+/// placement starts at the slot's end. The test file <c>mmapf</c> maps is a model file of
+/// <see cref="FuzzText.FileSize"/> bytes with every page in the page cache, clean, as the
+/// executor's is at the start of a sequence, and the host's read-around window.
 /// </summary>
 public sealed class ModelSide : IDisposable
 {
@@ -18,7 +20,8 @@ public sealed class ModelSide : IDisposable
     /// <param name="design">The reclaim design (a name from <see cref="Designs.Names"/>).</param>
     /// <param name="memTotalKb">RAM in kB.</param>
     /// <param name="slotStart">The slot's first address (512 GiB aligned).</param>
-    public ModelSide(string design, long memTotalKb, ulong slotStart)
+    /// <param name="readAheadKb">The host's <c>read_ahead_kb</c> where the test file lives.</param>
+    public ModelSide(string design, long memTotalKb, ulong slotStart, int readAheadKb = 128)
     {
         var factory = Designs.Factory(design) ?? throw new ArgumentException($"unknown design '{design}' (known: {string.Join(", ", Designs.Names)})", nameof(design));
         if (slotStart == 0 || slotStart % FuzzText.SlotSize != 0)
@@ -28,7 +31,8 @@ public sealed class ModelSide : IDisposable
 
         SlotStart = slotStart;
         SlotEnd = slotStart + FuzzText.SlotSize;
-        _target = new ModelTarget(new MachineOptions { RamBytes = memTotalKb * 1024, PageData = false, Cpus = 1, Design = factory });
+        _target = new ModelTarget(new MachineOptions { RamBytes = memTotalKb * 1024, PageData = false, Cpus = 1, Design = factory, ReadAheadKb = readAheadKb });
+        _target.CreateFile(FuzzText.FileSize); // handle 0, the file mmapf maps
         ulong mmapBase = _target.Mm.MmapBase;
         if (SlotEnd < mmapBase)
         {
@@ -55,7 +59,7 @@ public sealed class ModelSide : IDisposable
         ArgumentNullException.ThrowIfNull(op);
         var result = op.Kind.RunOnModel(_target, op.Args);
         var s = _target.Status();
-        return new OpOutcome(result, s.VmPteKb, s.RssAnonKb, layout ? Layout() : null);
+        return new OpOutcome(result, s.VmPteKb, s.RssAnonKb, layout ? Layout() : null, s.RssFileKb, s.RssShmemKb);
     }
 
     /// <summary>

@@ -150,6 +150,11 @@ public sealed class OpGenerator
             flags |= _rng.Next(2) == 0 ? 0x800UL : 0x1000UL; // MAP_DENYWRITE, MAP_EXECUTABLE: ignored
         }
 
+        if (_rng.Next(100) < 12)
+        {
+            flags = (flags & ~0xfUL) | 0x1; // MAP_SHARED: shmem behind it
+        }
+
         int odd = _rng.Next(100);
         if (odd == 0)
         {
@@ -165,6 +170,37 @@ public sealed class OpGenerator
         }
 
         return [addr, len, Prot(), flags];
+    }
+
+    /// <summary>
+    /// mmap of the test file: address, length, prot and flags drawn as for anonymous memory (without
+    /// MAP_ANONYMOUS), private or shared (now and then MAP_SHARED_VALIDATE, with an unknown bit at
+    /// times), and an offset: mostly a page of the file, sometimes 0, past its end, or unaligned.
+    /// </summary>
+    public ulong[] MmapFile()
+    {
+        var a = Mmap();
+        ulong flags = a[3] & ~0x20UL;
+        int type = _rng.Next(100);
+        flags = (flags & ~0xfUL) | (type < 50 ? 0x2UL : type < 92 ? 0x1UL : 0x3UL | (_rng.Next(3) == 0 ? 0x80000UL : 0)); // MAP_SYNC is unknown without DAX
+        ulong filePages = (FuzzText.FileSize + Page - 1) / Page;
+        int o = _rng.Next(100);
+        ulong offset = o < 70 ? (ulong)_rng.NextInt64(0, (long)filePages) * Page
+            : o < 85 ? 0
+            : o < 97 ? (filePages + (ulong)_rng.Next(0, 64)) * Page
+            : ((ulong)_rng.NextInt64(0, (long)filePages) * Page) + (ulong)_rng.Next(1, 4096);
+        ulong len = a[1];
+        if (len > 64 * TwoMiB && _rng.Next(4) != 0)
+        {
+            len = (ulong)_rng.NextInt64(1, 4096) * Page; // mostly a size near the file's
+        }
+
+        if ((a[3] & 0x100010UL) != 0) // MAP_FIXED, MAP_FIXED_NOREPLACE: the range must stay in the slot
+        {
+            len = Clamp(a[0], len);
+        }
+
+        return [a[0], len, a[2], flags, offset];
     }
 
     /// <summary>An address and a length for munmap, mprotect and madvise: in the slot or wrapping.</summary>

@@ -19,19 +19,27 @@
  *     touched, a first signal is taken and one of each operation runs in the slot, twice. Then the
  *     slot is emptied and VmPTE and RssAnon are read as the baseline.
  *
- * Hello (first line): "ptlab-executor 1 slot=0xS end=0xE memtotal=KB thp=off cpu=N"
+ *   - With a directory as its argument, a test file of FILE_SIZE bytes (not a whole number of
+ *     pages) is created there, unlinked, and kept open for reading and writing; `mmapf` maps it.
+ *     Every reset writes it again page by page and syncs it, so a sequence starts with all its
+ *     pages in the page cache, clean, and no hole a MADV_REMOVE punched before.
+ *
+ * Hello (first line): "ptlab-executor 1 slot=0xS end=0xE memtotal=KB thp=off cpu=N filesize=B"
+ * (filesize=0 without a test file)
  *
  * Requests (numbers are strtoull base 0: 0x-prefixed hex, decimal, or -1):
  *   NAME ARG...     a system call from the table below; every address range it names must lie in
  *                   the slot, or wrap around 2^64 (which every call rejects before acting)
+ *   mmapf ADDR LEN PROT FLAGS OFF
+ *                   mmap of the test file at offset OFF (fd is the file's), as mmap's ranges
  *   read ADDR LEN   one volatile load at ADDR and every 4 KiB after it, below ADDR + LEN
  *   write ADDR LEN  the same with a one-byte store
  *   maps            the VMAs that lie in the slot (parsed from /proc/self/maps)
  *   reset           munmap of the whole slot, and a fresh placeholder just above it
  *   quit            exit 0
  *
- * Replies to a call or touch: one line, RESULT then " pte=KB anon=KB" (VmPTE and RssAnon over the
- * baseline), where RESULT is
+ * Replies to a call or touch: one line, RESULT then " pte=KB anon=KB file=KB shmem=KB" (VmPTE,
+ * RssAnon, RssFile and RssShmem over the baseline), where RESULT is
  *   = 0xVALUE          the call returned VALUE (a touch returns 0)
  *   ! ERRNO            the call failed with ERRNO (decimal)
  *   S SIGNO CODE 0xA   the touch took signal SIGNO with si_code CODE at address A
@@ -49,6 +57,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -64,6 +73,8 @@
 /* Below every mmap_base x86-64 randomisation can choose (at most 1 TiB + the stack gap below the
  * top), so it is free in practice and cases replay at the same addresses. */
 #define PREFERRED_SLOT 0x7e0000000000UL
+/* The test file's size: 8 MiB less a part page, so its last page ends inside the file. */
+#define FILE_SIZE ((8UL << 20) - 1234)
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
@@ -96,8 +107,8 @@ static const struct call calls[] = {
 static unsigned long slot_start, slot_end;
 /* The end of the placeholder that starts at the slot's end (slot_end when there is none). */
 static unsigned long guard_end;
-static long base_pte_kb, base_anon_kb;
-static int status_fd = -1, maps_fd = -1;
+static long base_pte_kb, base_anon_kb, base_file_kb, base_shmem_kb;
+static int status_fd = -1, maps_fd = -1, file_fd = -1;
 
 static char in_buf[1 << 16];
 static size_t in_len, in_pos;
@@ -230,11 +241,30 @@ static long status_field(const char *text, const char *key)
     return strtol(p, NULL, 10);
 }
 
-static void read_status(long *pte_kb, long *anon_kb)
+static void read_status(long *pte_kb, long *anon_kb, long *file_kb, long *shmem_kb)
 {
     read_proc(status_fd);
     *pte_kb = status_field(proc_buf, "\nVmPTE:");
     *anon_kb = status_field(proc_buf, "\nRssAnon:");
+    *file_kb = status_field(proc_buf, "\nRssFile:");
+    *shmem_kb = status_field(proc_buf, "\nRssShmem:");
+}
+
+/* Writes the test file again page by page (order-0 page-cache folios, as the model's pages) and
+ * syncs it: every page cached and clean, holes punched by MADV_REMOVE filled. */
+static void write_file(void)
+{
+    static char page[PAGE];
+    if (file_fd < 0)
+        return;
+    for (unsigned long off = 0; off < FILE_SIZE; off += PAGE) {
+        size_t n = FILE_SIZE - off < PAGE ? FILE_SIZE - off : PAGE;
+        if (pwrite(file_fd, page, n, (off_t)off) != (ssize_t)n)
+            die("cannot write the test file");
+    }
+
+    if (fdatasync(file_fd) != 0)
+        die("cannot sync the test file");
 }
 
 /* Calls fn(start, end, perms, ctx) for each line of /proc/self/maps. */
@@ -279,16 +309,21 @@ static void reset_slot(void)
         mmap((void *)slot_end, guard_end - slot_end, PROT_NONE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0) != (void *)slot_end)
         die("cannot put the placeholder above the slot back");
+    write_file();
 }
 
 static void reply_status(void)
 {
-    long pte, anon;
-    read_status(&pte, &anon);
+    long pte, anon, file, shmem;
+    read_status(&pte, &anon, &file, &shmem);
     out_str(" pte=");
     out_dec(pte - base_pte_kb);
     out_str(" anon=");
     out_dec(anon - base_anon_kb);
+    out_str(" file=");
+    out_dec(file - base_file_kb);
+    out_str(" shmem=");
+    out_dec(shmem - base_shmem_kb);
     out_char('\n');
 }
 
@@ -480,6 +515,20 @@ static void handle(char *line)
         return;
     }
 
+    if (!strcmp(argv[0], "mmapf")) {
+        /* mmap's own checks, with the test file's descriptor and the offset last. */
+        if (file_fd < 0) {
+            refuse("no test file");
+        } else if (n != 5) {
+            refuse("wrong number of arguments");
+        } else {
+            a[5] = a[4];
+            a[4] = (unsigned long)file_fd;
+            do_call(&calls[0], a, 6);
+        }
+        return;
+    }
+
     if (!strcmp(argv[0], "maps")) {
         do_maps();
         return;
@@ -591,6 +640,26 @@ static void exercise_slot(void)
     madvise(p, 2 << 20, MADV_DONTNEED);
     madvise(p + (2 << 20), 2 << 20, MADV_FREE);
     munmap(p, 4 << 20);
+    if (file_fd >= 0) {
+        /* The file's paths too: private and shared, read, written, past the end of the file. */
+        char *f = mmap((void *)slot_start, 4 << 20, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_FIXED_NOREPLACE, file_fd, 0);
+        char *g = mmap((void *)(slot_start + (4 << 20)), 12 << 20, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_FIXED_NOREPLACE, file_fd, 0);
+        char *h = mmap((void *)(slot_start + (16 << 20)), 1 << 20, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (f == MAP_FAILED || g == MAP_FAILED || h == MAP_FAILED)
+            die("cannot map the test file in the slot");
+        do_touch(slot_start, 4 << 20, 0);
+        do_touch(slot_start, 4 << 20, 1);
+        do_touch(slot_start + (4 << 20), 12 << 20, 0);
+        do_touch(slot_start + (4 << 20), 1 << 20, 1);
+        do_touch(slot_start + (16 << 20), 1 << 20, 1);
+        madvise(g, 1 << 20, MADV_REMOVE);
+        madvise(h, 1 << 20, MADV_REMOVE);
+        munmap((void *)slot_start, 17 << 20);
+        write_file();
+    }
     do_touch(slot_start, PAGE, 1);
     char *q = mmap(NULL, 2 << 20, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (q == MAP_FAILED || (unsigned long)q != slot_end - (2 << 20))
@@ -603,7 +672,6 @@ static void exercise_slot(void)
 
 int main(int argc, char **argv)
 {
-    (void)argc;
     /* An unlimited stack rlimit selects the legacy bottom-up layout at exec: run again with 8 MiB. */
     struct rlimit rl;
     if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY) {
@@ -703,15 +771,25 @@ int main(int argc, char **argv)
         close(mfd);
     }
 
+    if (argc > 1) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/ptlab-fuzz-file-XXXXXX", argv[1]);
+        file_fd = mkstemp(path);
+        if (file_fd < 0)
+            die("cannot create the test file");
+        unlink(path);
+        write_file();
+    }
+
     for (int pass = 0; pass < 2; pass++) {
         grow_stack();
         each_vma(warm_vma, NULL);
         exercise_slot();
-        long pte, anon;
-        read_status(&pte, &anon);
+        long pte, anon, file, shmem;
+        read_status(&pte, &anon, &file, &shmem);
     }
 
-    read_status(&base_pte_kb, &base_anon_kb);
+    read_status(&base_pte_kb, &base_anon_kb, &base_file_kb, &base_shmem_kb);
     out_str("ptlab-executor 1 slot=");
     out_hex(slot_start, 1);
     out_str(" end=");
@@ -720,6 +798,8 @@ int main(int argc, char **argv)
     out_dec(memtotal);
     out_str(" thp=off cpu=");
     out_dec(cpu);
+    out_str(" filesize=");
+    out_dec(file_fd >= 0 ? (long)FILE_SIZE : 0);
     out_char('\n');
 
     char *line;

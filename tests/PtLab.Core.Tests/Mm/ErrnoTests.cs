@@ -177,11 +177,16 @@ public class ErrnoTests
     }
 
     [Fact]
-    public void SharedAndFileMappingsAreOutsideTheModel()
+    public void AFileMappingNeedsAFileAndAPageAlignedOffset()
     {
         using var s = new Sim();
-        Assert.Equal(Errno.EINVAL, s.Mm.Mmap(s.Cpu, 0, Sim.K4, Sim.Rw, MapFlags.Shared | MapFlags.Anonymous).Error);
+        var file = s.Machine.Files.GetOrCreate(new FileId(1, 1), 16 * Sim.K4);
         Assert.Equal(Errno.EBADF, s.Mm.Mmap(s.Cpu, 0, Sim.K4, Sim.Rw, MapFlags.Private).Error);
+        Assert.Equal(Errno.EINVAL, s.Mm.Mmap(s.Cpu, 0, Sim.K4, Sim.Rw, MapFlags.Shared, file, 100).Error);
+        Assert.Equal(Errno.EINVAL, s.Mm.Mmap(s.Cpu, 0, Sim.K4, Sim.Rw, MapFlags.Shared | MapFlags.HugeTlb, file, 0).Error);
+        Assert.Equal(Errno.EOVERFLOW, s.Mm.Mmap(s.Cpu, 0, Sim.M1, Sim.Rw, MapFlags.Shared, file, ulong.MaxValue & Geometry.PageMask).Error);
+        Assert.True(s.Mm.Mmap(s.Cpu, 0, Sim.K4, Sim.Rw, MapFlags.Shared, file, Sim.K4).Ok);
+        Assert.True(s.Mm.Mmap(s.Cpu, 0, Sim.K4, Sim.Rw, MapFlags.Shared | MapFlags.Anonymous).Ok);
     }
 
     [Fact]

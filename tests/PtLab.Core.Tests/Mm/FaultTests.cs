@@ -50,8 +50,9 @@ public class FaultTests
         Assert.True(d.Has(PageFlags.Anon));
         Assert.True(d.Has(PageFlags.SwapBacked));
         Assert.Equal(1, d.MapCount);
-        Assert.Same(s.Mm, d.RmapOwner);
-        Assert.Equal(a, d.RmapAddress);
+        // page->mapping is the VMA's anon_vma, page->index the linear page index (the address in pages).
+        Assert.Same(s.Mm.FindVma(a)!.AnonVma, d.RmapOwner);
+        Assert.Equal(a >> 12, d.RmapAddress);
         var buf = new byte[8];
         Assert.True(s.Cpu.Read(a, buf).Ok);
         Assert.Equal(new byte[] { 0, 0, 0, 0, 0, 42, 0, 0 }, buf);

@@ -1,0 +1,546 @@
+using PtLab.Paging;
+using PtLab.Phys;
+using PtLab.Reclaim;
+
+namespace PtLab.Mm;
+
+/// <summary>What <c>do_fault_around</c> achieved.</summary>
+internal enum FaultAroundResult
+{
+    /// <summary>The faulting address is not mapped yet: read the page in.</summary>
+    NotMapped,
+    /// <summary>The faulting page was cached and is mapped now (<c>VM_FAULT_NOPAGE</c>).</summary>
+    Mapped,
+    /// <summary>No memory for the PTE table.</summary>
+    Oom,
+}
+
+// Faults on file and shmem mappings (mm/memory.c do_fault, do_read_fault, do_cow_fault,
+// do_shared_fault, do_fault_around, finish_fault, wp_page_shared; mm/filemap.c filemap_map_pages
+// and filemap_fault), and MADV_REMOVE's hole punch (mm/madvise.c madvise_remove,
+// mm/shmem.c shmem_fallocate, unmap_mapping_range).
+public sealed partial class MmStruct
+{
+    /// <summary>
+    /// <c>fault_around_bytes</c> / <c>PAGE_SIZE</c>: a read fault on a file maps up to this many
+    /// cached pages around it, within one PTE table and the VMA (64 KiB, the kernel's default).
+    /// </summary>
+    public const int FaultAroundPages = 16;
+
+    /// <summary><c>do_fault</c>: a read, a private (copy-on-write) write, or a shared write.</summary>
+    private FaultOutcome DoFault(Cpu cpu, Vma vma, ulong addr, bool write, long pmdTable, int pmdIndex)
+    {
+        addr &= Geometry.PageMask;
+        if (!write)
+        {
+            return DoReadFault(cpu, vma, addr, pmdTable, pmdIndex);
+        }
+
+        return (vma.Flags & VmFlags.Shared) == 0
+            ? DoCowFault(cpu, vma, addr, pmdTable, pmdIndex)
+            : DoSharedFault(cpu, vma, addr, pmdTable, pmdIndex);
+    }
+
+    /// <summary>
+    /// <c>do_read_fault</c>: map what the page cache already holds around the address first
+    /// (<c>do_fault_around</c>); if that did not map the faulting page, read it in
+    /// (<c>__do_fault</c>, SIGBUS beyond end of file) and map it (<c>finish_fault</c>).
+    /// </summary>
+    private FaultOutcome DoReadFault(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex)
+    {
+        var file = vma.File!;
+        ulong index = vma.LinearPageIndex(addr);
+        if (FaultAroundPages > 1)
+        {
+            switch (DoFaultAround(cpu, vma, addr, index, pmdTable, pmdIndex))
+            {
+                case FaultAroundResult.Mapped:
+                    return FaultOutcome.Ok;
+                case FaultAroundResult.Oom:
+                    return FaultOutcome.Oom;
+            }
+        }
+
+        if (index >= file.PagesInFile)
+        {
+            return FaultOutcome.Bus;
+        }
+
+        if (!file.IsShmem && !file.IsCached(index))
+        {
+            // filemap_fault's cold miss: the read-around I/O drops mmap_lock, and the retried fault
+            // maps the window from the now-warm cache by fault-around.
+            if (!file.ReadAround(cpu.Id, index))
+            {
+                return FaultOutcome.Oom;
+            }
+
+            switch (DoFaultAround(cpu, vma, addr, index, pmdTable, pmdIndex))
+            {
+                case FaultAroundResult.Mapped:
+                    return FaultOutcome.Ok;
+                case FaultAroundResult.Oom:
+                    return FaultOutcome.Oom;
+            }
+        }
+
+        long pfn = FilemapFaultPage(cpu, vma, file, index);
+        return pfn < 0 ? FaultOutcome.Oom : FinishFault(cpu, vma, addr, pfn, index, write: false, pmdTable, pmdIndex);
+    }
+
+    /// <summary>
+    /// <c>do_fault_around</c> + <c>filemap_map_pages</c>: the window is <see cref="FaultAroundPages"/>
+    /// entries aligned down to its own size, clamped to the VMA and to the PTE table; within it,
+    /// every page that is already in the page cache, below end of file, and whose entry is none gets
+    /// mapped (young, read-only unless a shared mapping needs no write notification). Nothing is read
+    /// in, and when nothing is cached the PTE table is not installed either.
+    /// </summary>
+    private FaultAroundResult DoFaultAround(Cpu cpu, Vma vma, ulong addr, ulong index, long pmdTable, int pmdIndex)
+    {
+        var file = vma.File!;
+        ulong nr = FaultAroundPages;
+        ulong pteOff = (ulong)Geometry.PteIndex(addr);
+        ulong vmaOff = index - vma.PgOff;
+        ulong vmaPages = vma.Length >> PhysMemory.PageShift;
+        ulong from = Math.Max(pteOff & ~(nr - 1), pteOff - Math.Min(pteOff, vmaOff));
+        ulong to = Math.Min(Math.Min(from + nr, (ulong)PhysMemory.EntriesPerTable), pteOff + vmaPages - vmaOff) - 1;
+        ulong first = index - pteOff + from;
+        ulong last = index - pteOff + to;
+        ulong fileEnd = file.PagesInFile;
+        if (fileEnd == 0 || first >= fileEnd)
+        {
+            return FaultAroundResult.NotMapped;
+        }
+
+        last = Math.Min(last, fileEnd - 1);
+        Span<long> pfns = stackalloc long[FaultAroundPages];
+        pfns = pfns[..(int)(last - first + 1)];
+        if (file.FindGetPages(first, pfns) == 0)
+        {
+            return FaultAroundResult.NotMapped;
+        }
+
+        bool allocated = PteAlloc(cpu, pmdTable, pmdIndex);
+        var pt = allocated ? Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex) : TableRef.None;
+        var result = FaultAroundResult.NotMapped;
+        long mapped = 0;
+        var counter = MmCounter.File;
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            long pfn = pfns[i];
+            if (pfn < 0)
+            {
+                continue;
+            }
+
+            ulong va = vma.Start + ((first + (ulong)i - vma.PgOff) << PhysMemory.PageShift);
+            int slot = Geometry.PteIndex(va);
+            if (pt.IsNone || !Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[slot])) || !file.StillCached(pfn, first + (ulong)i)
+                || (Volatile.Read(ref Phys.Desc(pfn).Flags) & (int)PageFlags.Reclaim) != 0)
+            {
+                Phys.PutPage(pfn);
+                continue;
+            }
+
+            ref var d = ref Phys.Desc(pfn);
+            counter = CounterOf(ref d);
+            Interlocked.Increment(ref d.MapCount);
+            SetPteAt(cpu, pt, slot, FilePte(vma, pfn, write: false));
+            mapped++;
+            if (va == addr)
+            {
+                result = FaultAroundResult.Mapped;
+            }
+        }
+
+        if (!pt.IsNone)
+        {
+            AddRss(cpu, counter, mapped);
+            Design.PteUnmapUnlock(this, cpu, pt);
+            file.FaultAroundHits((int)mapped);
+        }
+
+        return allocated ? result : FaultAroundResult.Oom;
+    }
+
+    /// <summary>
+    /// <c>finish_fault</c> + <c>set_pte_range</c>: maps the page-cache page <paramref name="pfn"/>
+    /// (whose reference the caller holds and hands to the mapping) at <paramref name="addr"/>,
+    /// unless the entry is no longer none or the page was truncated meanwhile.
+    /// </summary>
+    private FaultOutcome FinishFault(Cpu cpu, Vma vma, ulong addr, long pfn, ulong index, bool write, long pmdTable, int pmdIndex)
+    {
+        if (LockNoneEntry(cpu, pmdTable, pmdIndex, addr, out var pt) is { } outcome)
+        {
+            Phys.PutPage(pfn);
+            return outcome;
+        }
+
+        int i = Geometry.PteIndex(addr);
+        if (!vma.File!.StillCached(pfn, index))
+        {
+            Design.PteUnmapUnlock(this, cpu, pt);
+            Phys.PutPage(pfn);
+            return FaultOutcome.Ok;
+        }
+
+        ref var d = ref Phys.Desc(pfn);
+        Interlocked.Increment(ref d.MapCount);
+        if (write)
+        {
+            Interlocked.Or(ref d.Flags, (int)PageFlags.Dirty); // fault_dirty_shared_page
+        }
+
+        AddRss(cpu, CounterOf(ref d), 1);
+        SetPteAt(cpu, pt, i, FilePte(vma, pfn, write));
+        Design.PteUnmapUnlock(this, cpu, pt);
+        return FaultOutcome.Ok;
+    }
+
+    /// <summary>
+    /// <c>do_cow_fault</c>: a write to a private file mapping where nothing is mapped: read the file
+    /// page (SIGBUS beyond end of file), copy it into a new anonymous page, and map that writable.
+    /// The VMA gets its anon_vma first (<c>vmf_anon_prepare</c>), so even a write that ends in
+    /// SIGBUS leaves one behind, and with it a VMA that no longer merges with another's anon_vma.
+    /// </summary>
+    private FaultOutcome DoCowFault(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex)
+    {
+        var file = vma.File!;
+        ulong index = vma.LinearPageIndex(addr);
+        AnonVmaPrepare(vma);
+        if (index >= file.PagesInFile)
+        {
+            return FaultOutcome.Bus;
+        }
+
+        if (!ReadAroundIfCold(cpu, file, index))
+        {
+            return FaultOutcome.Oom;
+        }
+
+        long fresh = Phys.AllocFrame(cpu.Id);
+        if (fresh < 0)
+        {
+            return FaultOutcome.Oom;
+        }
+
+        long src = FilemapFaultPage(cpu, vma, file, index);
+        if (src < 0)
+        {
+            Phys.PutPage(fresh);
+            return FaultOutcome.Oom;
+        }
+
+        Phys.Content.Copy(src, fresh);
+        Phys.PutPage(src);
+        CountPageAllocated(cpu);
+        if (LockNoneEntry(cpu, pmdTable, pmdIndex, addr, out var pt) is { } outcome)
+        {
+            FreeUnusedPage(cpu, fresh);
+            return outcome;
+        }
+
+        AddRssAnon(cpu, 1);
+        PageAddNewAnonRmap(fresh, vma, addr);
+        SetPteAt(cpu, pt, Geometry.PteIndex(addr), Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
+        Design.PteUnmapUnlock(this, cpu, pt);
+        return FaultOutcome.Ok;
+    }
+
+    /// <summary>
+    /// The first half of <c>finish_fault</c>: the PTE table allocated, mapped and locked, and the
+    /// entry at <paramref name="addr"/> still none. Returns null when the caller may set the entry
+    /// (it then unlocks <paramref name="pt"/>), else the outcome to return, nothing held: OOM, or a
+    /// retry because the table went away or another fault set the entry first.
+    /// </summary>
+    private FaultOutcome? LockNoneEntry(Cpu cpu, long pmdTable, int pmdIndex, ulong addr, out TableRef pt)
+    {
+        pt = TableRef.None;
+        if (!PteAlloc(cpu, pmdTable, pmdIndex))
+        {
+            return FaultOutcome.Oom;
+        }
+
+        pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        if (pt.IsNone)
+        {
+            return FaultOutcome.Ok;
+        }
+
+        if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[Geometry.PteIndex(addr)])))
+        {
+            Design.PteUnmapUnlock(this, cpu, pt);
+            pt = TableRef.None;
+            return FaultOutcome.Ok;
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// <c>do_shared_fault</c>: a write to a shared mapping where nothing is mapped: get the file page
+    /// (allocated for shmem; SIGBUS beyond end of file), dirty it, and map it writable.
+    /// </summary>
+    private FaultOutcome DoSharedFault(Cpu cpu, Vma vma, ulong addr, long pmdTable, int pmdIndex)
+    {
+        var file = vma.File!;
+        ulong index = vma.LinearPageIndex(addr);
+        if (index >= file.PagesInFile)
+        {
+            return FaultOutcome.Bus;
+        }
+
+        if (!ReadAroundIfCold(cpu, file, index))
+        {
+            return FaultOutcome.Oom;
+        }
+
+        long pfn = FilemapFaultPage(cpu, vma, file, index);
+        return pfn < 0 ? FaultOutcome.Oom : FinishFault(cpu, vma, addr, pfn, index, write: true, pmdTable, pmdIndex);
+    }
+
+    /// <summary>
+    /// <c>filemap_fault</c>'s page, with a reference: a read-ahead mark on it (the bit reclaim's
+    /// <see cref="PageFlags.Reclaim"/> shares) is cleared by <c>do_async_mmap_readahead</c>
+    /// unless the VMA is MADV_RANDOM. Returns -1 when no frame is left.
+    /// </summary>
+    private long FilemapFaultPage(Cpu cpu, Vma vma, SimFile file, ulong index)
+    {
+        long pfn = file.GetPage(cpu.Id, index);
+        if (pfn >= 0 && (vma.Flags & VmFlags.RandRead) == 0)
+        {
+            Interlocked.And(ref Phys.Desc(pfn).Flags, ~(int)PageFlags.Reclaim);
+        }
+
+        return pfn;
+    }
+
+    /// <summary>A write fault's <c>filemap_fault</c> on a cold page reads the read-around window in too (not for shmem).</summary>
+    private static bool ReadAroundIfCold(Cpu cpu, SimFile file, ulong index) =>
+        file.IsShmem || file.IsCached(index) || file.ReadAround(cpu.Id, index);
+
+    /// <summary>
+    /// <c>wp_page_shared</c>, entered with the PTE lock held: the first write to a page-cache page
+    /// mapped read-only for write notification makes the entry writable and dirty in place and
+    /// dirties the page. An upgrade needs no TLB flush.
+    /// </summary>
+    private FaultOutcome WpPageShared(Cpu cpu, TableRef pt, ref ulong slot, ulong entry)
+    {
+        Interlocked.CompareExchange(ref slot, entry | Entry.Writable | Entry.Dirty | Entry.Accessed, entry);
+        Interlocked.Or(ref Phys.Desc(Entry.Pfn(entry)).Flags, (int)PageFlags.Dirty);
+        PtlUnlock(cpu, pt.Pfn);
+        Design.PteUnmap(this, cpu, pt);
+        return FaultOutcome.Ok;
+    }
+
+    /// <summary>
+    /// The entry <c>set_pte_range</c> builds for a page-cache page: young; writable only in a shared
+    /// writable mapping, and there only for a write or when the file needs no write notification
+    /// (shmem); dirty for a write, or when writable and the page is dirty already.
+    /// </summary>
+    private ulong FilePte(Vma vma, long pfn, bool write)
+    {
+        bool sharedWritable = (vma.Flags & (VmFlags.Shared | VmFlags.Write)) == (VmFlags.Shared | VmFlags.Write);
+        bool writable = sharedWritable && (write || !vma.File!.WantsWriteNotify);
+        bool dirty = write || (writable && (Phys.Desc(pfn).Flags & (int)PageFlags.Dirty) != 0);
+        return Entry.MakePte(pfn, writable, dirty, (vma.Flags & VmFlags.Exec) == 0);
+    }
+
+    /// <summary>
+    /// <c>thp_get_unmapped_area</c> for a regular file (the <c>get_unmapped_area</c> of ext4, xfs
+    /// and others): when the file range holds a whole 2 MiB-aligned stretch, ask for 2 MiB more,
+    /// at the hint if that padded length fits there (then the hint is taken as it is), else top-down,
+    /// and place the mapping so that its addresses and file offsets agree modulo 2 MiB
+    /// (<c>__thp_get_unmapped_area</c>), so a file-backed huge page could map it. Otherwise, or when
+    /// the padded length does not fit, the plain search for the length: the hint if it fits, else
+    /// top-down. Returns 0 when nothing fits.
+    /// </summary>
+    private ulong FileThpUnmappedArea(ulong hint, ulong len, ulong offset)
+    {
+        const ulong size = Geometry.PmdSize;
+        ulong offEnd = offset + len, offAlign = (offset + size - 1) & ~(size - 1);
+        ulong lenPad = len + size;
+        if (offEnd > offAlign && offEnd - offAlign >= size && lenPad > len && offset + lenPad > offset)
+        {
+            ulong ret = HintFits(hint, lenPad) ? hint : UnmappedAreaTopDown(lenPad, 0, Geometry.PageSize);
+            if (ret == hint && ret != 0)
+            {
+                return hint;
+            }
+
+            if (ret != 0)
+            {
+                ulong offSub = (offset - ret) & (size - 1);
+                return offSub == 0 ? ret + size : ret + offSub; // top-down: the top of the padded area
+            }
+        }
+
+        return HintFits(hint, len) ? hint : UnmappedAreaTopDown(len, 0, Geometry.PageSize);
+    }
+
+    /// <summary>Whether a non-zero hint leaves room for <paramref name="len"/> bytes at it (the generic hint check).</summary>
+    private bool HintFits(ulong hint, ulong len) =>
+        hint != 0 && len <= Geometry.TaskSize && hint <= Geometry.TaskSize - len && !AnyVmaIn(hint, hint + len);
+
+    /// <summary>
+    /// Whether mprotect may make a present entry writable at once: in a private mapping only an
+    /// exclusive (mapped once), dirty anonymous page (<c>can_change_pte_writable</c>); in a shared
+    /// one any page when the file needs no write notification (shmem: <c>vm_page_prot</c> is
+    /// writable), else a dirty one.
+    /// </summary>
+    private bool CanChangePteWritable(Vma vma, ulong entry)
+    {
+        if (Entry.IsSpecial(entry))
+        {
+            return false;
+        }
+
+        if ((vma.Flags & VmFlags.Shared) != 0)
+        {
+            return vma.File is { WantsWriteNotify: false } || Entry.IsDirty(entry);
+        }
+
+        long pfn = Entry.Pfn(entry);
+        return IsAnonPage(pfn) && Entry.IsDirty(entry) && Volatile.Read(ref Phys.Desc(pfn).MapCount) == 1;
+    }
+
+    /// <summary>
+    /// <c>madvise(MADV_REMOVE)</c> (<c>madvise_remove</c>): for each VMA of the range, which must be
+    /// a shared, writable file mapping (EACCES otherwise; EINVAL for anonymous or locked memory),
+    /// punch a hole in the file over the range: the pages leave the page cache and every mapping of
+    /// them, in every address space, is zapped; private copies stay. The range reads as zeros
+    /// afterwards. <c>mmap_lock</c> is dropped around the punch, as Linux does.
+    /// </summary>
+    private Errno MadviseRemove(Cpu cpu, ulong start, ulong end)
+    {
+        Errno unmapped = Errno.None;
+        while (start < end)
+        {
+            SimFile file;
+            ulong first, stop;
+            MmapLock.DownRead(cpu.Id);
+            try
+            {
+                var vma = FindVma(start);
+                if (vma is null || vma.Start >= end)
+                {
+                    return Errno.ENOMEM;
+                }
+
+                if (start < vma.Start)
+                {
+                    unmapped = Errno.ENOMEM;
+                    start = vma.Start;
+                }
+
+                ulong tmp = Math.Min(vma.End, end);
+                if ((vma.Flags & VmFlags.Locked) != 0 || vma.File is null)
+                {
+                    return Errno.EINVAL;
+                }
+
+                if ((vma.Flags & (VmFlags.Shared | VmFlags.MayWrite)) != (VmFlags.Shared | VmFlags.MayWrite))
+                {
+                    return Errno.EACCES;
+                }
+
+                file = vma.File;
+                first = vma.LinearPageIndex(start);
+                stop = vma.LinearPageIndex(tmp);
+                file.Get();
+                start = tmp;
+            }
+            finally
+            {
+                MmapLock.UpRead(cpu.Id);
+            }
+
+            PunchHole(cpu, file, first, stop);
+            file.Put();
+        }
+
+        return unmapped;
+    }
+
+    /// <summary>
+    /// <c>fallocate(FALLOC_FL_PUNCH_HOLE)</c> over page indexes [<paramref name="first"/>,
+    /// <paramref name="end"/>): the pages leave the cache first (a fault that looked one up before
+    /// sees under its PTE lock that it is gone), then <c>unmap_mapping_range</c> zaps them from
+    /// every mapping, then the cache's references go.
+    /// </summary>
+    internal static void PunchHole(Cpu cpu, SimFile file, ulong first, ulong end)
+    {
+        var removed = file.RemovePages(first, end);
+        UnmapMappingRange(cpu, file, first, end);
+        file.ReleaseRemoved(removed);
+    }
+
+    /// <summary>
+    /// <c>unmap_mapping_range</c> with <c>even_cows</c> false: in every address space mapping
+    /// <paramref name="file"/>, zap the page-cache pages of indexes [<paramref name="first"/>,
+    /// <paramref name="end"/>), each address space under its own <c>mmap_lock</c>. Address spaces
+    /// that start mapping the file meanwhile (fork) are found by looking again until none is new.
+    /// </summary>
+    internal static void UnmapMappingRange(Cpu cpu, SimFile file, ulong first, ulong end)
+    {
+        var done = new List<MmStruct>();
+        while (true)
+        {
+            var todo = new List<MmStruct>();
+            foreach (var v in file.MappingSnapshot())
+            {
+                if (!done.Contains(v.Mm) && !todo.Contains(v.Mm))
+                {
+                    todo.Add(v.Mm);
+                }
+            }
+
+            if (todo.Count == 0)
+            {
+                return;
+            }
+
+            foreach (var mm in todo)
+            {
+                mm.ZapFileRange(cpu, file, first, end);
+                done.Add(mm);
+            }
+        }
+    }
+
+    /// <summary>Zaps, in this address space, the page-cache pages of <paramref name="file"/> with indexes in [<paramref name="first"/>, <paramref name="end"/>).</summary>
+    private void ZapFileRange(Cpu cpu, SimFile file, ulong first, ulong end)
+    {
+        MmapLock.DownRead(cpu.Id);
+        try
+        {
+            if (_dead)
+            {
+                return;
+            }
+
+            var tlb = new MmuGather(this, cpu);
+            foreach (var vma in _vmas)
+            {
+                if (!ReferenceEquals(vma.File, file))
+                {
+                    continue;
+                }
+
+                ulong pages = vma.Length >> PhysMemory.PageShift;
+                ulong lo = Math.Max(first, vma.PgOff), hi = Math.Min(end, vma.PgOff + pages);
+                if (lo < hi)
+                {
+                    UnmapPageRange(cpu, tlb, vma, vma.Start + ((lo - vma.PgOff) << PhysMemory.PageShift),
+                        vma.Start + ((hi - vma.PgOff) << PhysMemory.PageShift), ZapReason.Truncate);
+                }
+            }
+
+            tlb.Finish();
+        }
+        finally
+        {
+            MmapLock.UpRead(cpu.Id);
+        }
+    }
+}

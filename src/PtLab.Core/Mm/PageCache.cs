@@ -1,0 +1,732 @@
+using PtLab.Phys;
+
+namespace PtLab.Mm;
+
+/// <summary>A file's identity: the device and inode numbers (<c>st_dev</c>, <c>st_ino</c>).</summary>
+/// <param name="Device">The device number.</param>
+/// <param name="Inode">The inode number.</param>
+public readonly record struct FileId(ulong Device, ulong Inode)
+{
+    /// <inheritdoc/>
+    public override string ToString() => $"{Device:x}:{Inode}";
+}
+
+/// <summary>
+/// A simulated file: its inode (identity and size, <c>i_size</c>) and its <c>address_space</c>: the
+/// page cache (<c>i_pages</c>, page index to frame) and the VMAs that map it (<c>i_mmap</c>). A regular
+/// file keeps the content of pages not in the cache in a backing store (its blocks on disk); a shmem
+/// file (<see cref="IsShmem"/>, the file behind a shared anonymous mapping or a memfd) has no
+/// backing store: its pages live in the cache until they are punched out or the file goes away.
+/// </summary>
+/// <remarks>
+/// <para>
+/// How the page cache gets populated: a file starts cold, as one nobody has read since boot. A
+/// fault on a missing page of a regular file reads in the mmap read-around window
+/// (<c>do_sync_mmap_readahead</c>: <see cref="ReadAheadPages"/> pages centred on the fault, below end
+/// of file), unless the file's faults miss far more than fault-around hits (<c>mmap_miss</c> above
+/// 100); asynchronous readahead is not modelled. Read fault-around maps only pages already cached,
+/// as <c>filemap_map_pages</c> does. A shmem page is allocated by its fault alone.
+/// <see cref="Populate"/> brings pages in the way a <c>read()</c> or <c>write()</c> of them would (a
+/// file just written, a library in use), and <see cref="Write"/> stores data through the cache as
+/// <c>pwrite</c> does.
+/// </para>
+/// <para>
+/// Every cached page holds one reference for the cache, and one more per mapping entry (with its
+/// mapcount). A page's descriptor names this file as its owner and its index as its rmap index
+/// (<c>page-&gt;mapping</c>, <c>page-&gt;index</c>); a page removed from the cache loses its owner,
+/// so a fault that looked it up before the removal sees that under the PTE lock and backs off.
+/// Regular file pages are on the file LRU list, where reclaim may unmap and evict them (writing a
+/// dirty one back first); shmem pages are kept off the LRU lists: the model does not swap shmem.
+/// </para>
+/// </remarks>
+public sealed class SimFile
+{
+    private readonly Lock _lock = new();
+    private readonly Dictionary<ulong, long> _pages = [];
+    private readonly List<Vma> _mmap = [];
+    private readonly Dictionary<ulong, byte[]> _storedBytes = [];
+    private readonly Dictionary<ulong, ulong> _storedTokens = [];
+    private readonly PhysMemory _phys;
+    private int _users;
+    private ulong _size;
+    private int _mmapMiss;
+    private long _readIns;
+    private long _writebacks;
+    private long _evicted;
+
+    internal SimFile(FileTable table, FileId id, ulong size, bool shmem)
+    {
+        Table = table;
+        _phys = table.Machine.Phys;
+        Id = id;
+        _size = size;
+        IsShmem = shmem;
+        ReadAheadPages = shmem ? 0 : table.Machine.Options.ReadAheadKb / 4;
+    }
+
+    /// <summary>
+    /// The mmap read-around window in pages (<c>ra_pages</c>, from the device's <c>read_ahead_kb</c>;
+    /// 0 for a shmem file, which has no readahead).
+    /// </summary>
+    public int ReadAheadPages { get; set; }
+
+    /// <summary>The file's identity.</summary>
+    public FileId Id { get; }
+
+    /// <summary>
+    /// <c>i_size</c> in bytes. A fault at or beyond it (rounded up to a page) gets SIGBUS. A file
+    /// only grows in the model (<see cref="Grow"/>); truncation is not modelled.
+    /// </summary>
+    public ulong Size => Volatile.Read(ref _size);
+
+    /// <summary>Extends the file to <paramref name="size"/> bytes if it is smaller (a write past its end, or <c>ftruncate</c> upwards); the new part reads as zeros.</summary>
+    public void Grow(ulong size)
+    {
+        lock (_lock)
+        {
+            if (size > _size)
+            {
+                Volatile.Write(ref _size, size);
+            }
+        }
+    }
+
+    /// <summary>Whether this is a shmem (tmpfs) file: pages are RssShmem, allocated on fault, never written back.</summary>
+    public bool IsShmem { get; }
+
+    /// <summary>The machine's file table this file belongs to.</summary>
+    internal FileTable Table { get; }
+
+    /// <summary>Pages in the page cache (<c>mapping-&gt;nrpages</c>).</summary>
+    public long CachedPages
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _pages.Count;
+            }
+        }
+    }
+
+    /// <summary>VMAs mapping the file now (the size of <c>i_mmap</c>).</summary>
+    public int MappingVmas
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _mmap.Count;
+            }
+        }
+    }
+
+    /// <summary>Pages read in from the backing store (or allocated, for shmem) by faults and <see cref="Populate"/>.</summary>
+    public long ReadIns => Volatile.Read(ref _readIns);
+
+    /// <summary>Dirty pages written back to the backing store when they left the cache.</summary>
+    public long Writebacks => Volatile.Read(ref _writebacks);
+
+    /// <summary>Pages reclaim evicted from the cache.</summary>
+    public long Evicted => Volatile.Read(ref _evicted);
+
+    /// <summary>
+    /// Whether a shared writable mapping maps pages read-only first, so that the first write
+    /// faults and dirties the page (<c>vma_wants_writenotify</c>: true for a file whose mapping
+    /// can write back, false for shmem).
+    /// </summary>
+    internal bool WantsWriteNotify => !IsShmem;
+
+    /// <summary>Pages below end of file: <c>DIV_ROUND_UP(i_size, PAGE_SIZE)</c>.</summary>
+    internal ulong PagesInFile => (Size + PhysMemory.PageSize - 1) >> PhysMemory.PageShift;
+
+    /// <summary>Whether frame <paramref name="pfn"/> is still this file's page at <paramref name="index"/> (not truncated meanwhile).</summary>
+    internal bool StillCached(long pfn, ulong index)
+    {
+        ref var d = ref _phys.Desc(pfn);
+        return ReferenceEquals(Volatile.Read(ref d.RmapOwner), this) && d.RmapAddress == index;
+    }
+
+    /// <summary>Whether the page at <paramref name="index"/> is in the page cache (<c>mincore_page</c>).</summary>
+    public bool IsCached(ulong index)
+    {
+        lock (_lock)
+        {
+            return _pages.ContainsKey(index);
+        }
+    }
+
+    /// <summary><c>filemap_get_folio</c>: the cached page at <paramref name="index"/> with a reference taken, or -1.</summary>
+    internal long FindGetPage(ulong index)
+    {
+        lock (_lock)
+        {
+            if (!_pages.TryGetValue(index, out long pfn))
+            {
+                return -1;
+            }
+
+            _phys.GetPage(pfn);
+            return pfn;
+        }
+    }
+
+    /// <summary>
+    /// The walk of <c>filemap_map_pages</c> (<c>next_uptodate_folio</c>): for each index in
+    /// [<paramref name="first"/>, <paramref name="first"/> + <paramref name="pfns"/>.Length), the
+    /// cached page with a reference taken, or -1. Returns how many were found.
+    /// </summary>
+    internal int FindGetPages(ulong first, Span<long> pfns)
+    {
+        int found = 0;
+        lock (_lock)
+        {
+            for (int i = 0; i < pfns.Length; i++)
+            {
+                if (_pages.TryGetValue(first + (ulong)i, out long pfn))
+                {
+                    _phys.GetPage(pfn);
+                    pfns[i] = pfn;
+                    found++;
+                }
+                else
+                {
+                    pfns[i] = -1;
+                }
+            }
+        }
+
+        return found;
+    }
+
+    /// <summary>
+    /// <c>filemap_fault</c> / <c>shmem_fault</c> for an index below end of file: the cached page, or
+    /// a page read in from the backing store (a zeroed one for a hole or for shmem), with a
+    /// reference taken for the caller. Returns -1 when no memory could be found. Reclaim may run
+    /// on CPU <paramref name="cpu"/> while allocating; no lock is held then.
+    /// </summary>
+    internal long GetPage(int cpu, ulong index)
+    {
+        long pfn = FindGetPage(index);
+        if (pfn >= 0)
+        {
+            return pfn;
+        }
+
+        long fresh = _phys.AllocFrame(cpu);
+        if (fresh < 0)
+        {
+            return -1;
+        }
+
+        lock (_lock)
+        {
+            if (_pages.TryGetValue(index, out pfn))
+            {
+                // Someone read it in first: use theirs.
+                _phys.GetPage(pfn);
+            }
+            else
+            {
+                FillFromStore(fresh, index);
+                AddToPageCache(fresh, index);
+                _phys.GetPage(fresh);
+                Interlocked.Increment(ref _readIns);
+                return fresh;
+            }
+        }
+
+        _phys.PutPage(fresh);
+        return pfn;
+    }
+
+    /// <summary>
+    /// The cold-miss part of <c>filemap_fault</c> for a regular file: counts the miss
+    /// (<c>mmap_miss</c>) and, unless misses far outnumber fault-around's hits, reads in the
+    /// read-around window around <paramref name="index"/> (<c>do_sync_mmap_readahead</c>: start at
+    /// index − ra/2, ra pages); the faulting page always. Returns false when memory ran out. The
+    /// caller then retries the fault, as the kernel does after dropping mmap_lock for the read.
+    /// </summary>
+    internal bool ReadAround(int cpu, ulong index)
+    {
+        const int mmapLotsaMiss = 100;
+        int miss;
+        lock (_lock)
+        {
+            if (_mmapMiss < mmapLotsaMiss * 10)
+            {
+                _mmapMiss++;
+            }
+
+            miss = _mmapMiss;
+        }
+
+        int ra = ReadAheadPages;
+        ulong first = index, end = index + 1;
+        if (ra > 0 && miss <= mmapLotsaMiss)
+        {
+            first = index > (ulong)(ra / 2) ? index - (ulong)(ra / 2) : 0;
+            end = first + (ulong)ra;
+        }
+
+        end = Math.Min(end, PagesInFile);
+        for (ulong i = first; i < end; i++)
+        {
+            long pfn = GetPage(cpu, i);
+            if (pfn < 0)
+            {
+                return i > index; // the faulting page is in: the fault can proceed
+            }
+
+            _phys.PutPage(pfn);
+        }
+
+        return true;
+    }
+
+    /// <summary>Fault-around mapped <paramref name="pages"/> cached pages: so many hits make up for misses (<c>mmap_miss</c>).</summary>
+    internal void FaultAroundHits(int pages)
+    {
+        lock (_lock)
+        {
+            _mmapMiss = Math.Max(0, _mmapMiss - pages);
+        }
+    }
+
+    /// <summary>
+    /// Brings the pages of [<paramref name="offset"/>, <paramref name="offset"/> + <paramref name="length"/>)
+    /// below end of file into the page cache, as a <c>read()</c> or <c>write()</c> of them would.
+    /// Returns false when memory ran out.
+    /// </summary>
+    public bool Populate(ulong offset, ulong length)
+    {
+        ulong first = offset >> PhysMemory.PageShift;
+        ulong end = Math.Min(PagesInFile, (offset + length + PhysMemory.PageSize - 1) >> PhysMemory.PageShift);
+        for (ulong i = first; i < end; i++)
+        {
+            long pfn = GetPage(-1, i);
+            if (pfn < 0)
+            {
+                return false;
+            }
+
+            _phys.PutPage(pfn);
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// <c>pwrite</c>: stores <paramref name="data"/> at <paramref name="offset"/> through the page
+    /// cache, marking each page dirty. Bytes beyond end of file are refused (the size is fixed).
+    /// Returns false when memory ran out.
+    /// </summary>
+    public bool Write(ulong offset, ReadOnlySpan<byte> data)
+    {
+        if (offset + (ulong)data.Length > Size || offset + (ulong)data.Length < offset)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), $"writing {data.Length} bytes at {offset} goes past the end of a {Size}-byte file");
+        }
+
+        while (!data.IsEmpty)
+        {
+            ulong index = offset >> PhysMemory.PageShift;
+            int off = (int)(offset & (PhysMemory.PageSize - 1));
+            int n = Math.Min(PhysMemory.PageSize - off, data.Length);
+            long pfn = GetPage(-1, index);
+            if (pfn < 0)
+            {
+                return false;
+            }
+
+            _phys.Content.Write(pfn, off, data[..n]);
+            Interlocked.Or(ref _phys.Desc(pfn).Flags, (int)PageFlags.Dirty);
+            _phys.PutPage(pfn);
+            data = data[n..];
+            offset += (ulong)n;
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// <c>fsync</c>/<c>fdatasync</c>: writes every dirty cached page back to the file's store; the
+    /// pages stay cached, clean. Returns pages written.
+    /// </summary>
+    public long Sync()
+    {
+        if (IsShmem)
+        {
+            return 0;
+        }
+
+        long written = 0;
+        lock (_lock)
+        {
+            foreach (var (index, pfn) in _pages)
+            {
+                if (WriteBack(pfn, index))
+                {
+                    written++;
+                }
+            }
+        }
+
+        return written;
+    }
+
+    /// <summary>
+    /// <c>drop_caches</c> (or <c>POSIX_FADV_DONTNEED</c>) for this file: evicts every clean cached
+    /// page that no mapping and no one else holds; dirty pages stay until written back
+    /// (<see cref="Sync"/>). Shmem pages have nowhere to go and stay. Returns pages freed.
+    /// </summary>
+    public long DropCache()
+    {
+        if (IsShmem)
+        {
+            return 0;
+        }
+
+        var doomed = new List<long>();
+        lock (_lock)
+        {
+            foreach (var (index, pfn) in _pages.ToArray())
+            {
+                ref var d = ref _phys.Desc(pfn);
+                if (Volatile.Read(ref d.MapCount) == 0 && Volatile.Read(ref d.RefCount) == 1 && (d.Flags & (int)PageFlags.Dirty) == 0)
+                {
+                    DeleteFromPageCache(pfn, index);
+                    doomed.Add(pfn);
+                }
+            }
+        }
+
+        return _phys.PutPages(doomed.ToArray());
+    }
+
+    /// <summary>
+    /// Reclaim's end of a file page: if it is still cached here, unmapped, and held only by the
+    /// cache and by reclaim's isolation, a clean page leaves the cache (<c>__remove_mapping</c>) and
+    /// the cache's reference is dropped; a dirty one is written back (<c>pageout</c>) and stays,
+    /// clean, for a later pass, as writeback keeps it in the kernel. A shmem page leaves only
+    /// clean (its content is the hole's zeros); a dirty one has nowhere to go without swap.
+    /// Returns whether it was evicted.
+    /// </summary>
+    internal bool TryEvict(long pfn)
+    {
+        bool evicted = false;
+        lock (_lock)
+        {
+            ref var d = ref _phys.Desc(pfn);
+            ulong index = d.RmapAddress;
+            if (ReferenceEquals(d.RmapOwner, this) && _pages.TryGetValue(index, out long cached) && cached == pfn
+                && Volatile.Read(ref d.MapCount) == 0 && Volatile.Read(ref d.RefCount) == 2
+                && !(IsShmem ? (d.Flags & (int)PageFlags.Dirty) != 0 : WriteBack(pfn, index)))
+            {
+                DeleteFromPageCache(pfn, index);
+                evicted = true;
+            }
+        }
+
+        if (evicted)
+        {
+            Interlocked.Increment(ref _evicted);
+            _phys.PutPage(pfn); // the cache's reference; reclaim drops its isolation reference
+        }
+
+        return evicted;
+    }
+
+    /// <summary>
+    /// The page-cache half of a hole punch (<c>shmem_truncate_range</c>,
+    /// <c>truncate_inode_pages_range</c>): removes the pages of [<paramref name="first"/>,
+    /// <paramref name="end"/>) from the cache and forgets their stored content, so the range reads
+    /// as zeros. The cache's references are dropped: a page nobody maps is freed now, one still
+    /// mapped when its last mapping goes. Returns the removed frames.
+    /// </summary>
+    internal List<long> RemovePages(ulong first, ulong end)
+    {
+        var removed = new List<long>();
+        lock (_lock)
+        {
+            foreach (var (index, pfn) in _pages.ToArray())
+            {
+                if (index >= first && index < end)
+                {
+                    DeleteFromPageCache(pfn, index);
+                    removed.Add(pfn);
+                }
+            }
+
+            foreach (ulong index in _storedBytes.Keys.Concat(_storedTokens.Keys).ToArray())
+            {
+                if (index >= first && index < end)
+                {
+                    _storedBytes.Remove(index);
+                    _storedTokens.Remove(index);
+                }
+            }
+        }
+
+        return removed;
+    }
+
+    /// <summary>Drops the cache's references on frames <see cref="RemovePages"/> took out.</summary>
+    internal void ReleaseRemoved(List<long> removed) => _phys.PutPages(removed.ToArray());
+
+    /// <summary>Links a VMA into <c>i_mmap</c> and takes a file reference for it (<c>vma_link_file</c>, <c>get_file</c>).</summary>
+    internal void LinkVma(Vma vma)
+    {
+        lock (_lock)
+        {
+            _mmap.Add(vma);
+            _users++;
+        }
+    }
+
+    /// <summary>Unlinks a VMA from <c>i_mmap</c> and drops its file reference (<c>unlink_file_vma</c>, <c>fput</c>).</summary>
+    internal void UnlinkVma(Vma vma)
+    {
+        bool removed;
+        lock (_lock)
+        {
+            removed = _mmap.Remove(vma);
+        }
+
+        if (removed)
+        {
+            Put();
+        }
+    }
+
+    /// <summary>The VMAs mapping the file, for an rmap walk (<c>rmap_walk_file</c>).</summary>
+    internal Vma[] MappingSnapshot()
+    {
+        lock (_lock)
+        {
+            return [.. _mmap];
+        }
+    }
+
+    /// <summary>Takes a reference, as an open file descriptor holds one (<c>get_file</c>).</summary>
+    public void Get()
+    {
+        lock (_lock)
+        {
+            _users++;
+        }
+    }
+
+    /// <summary>
+    /// Drops a reference (<c>fput</c>). When the last goes, a shmem file is destroyed and its pages
+    /// freed (<c>shmem_evict_inode</c>); a regular file keeps its cache, as an inode stays cached.
+    /// </summary>
+    public void Put()
+    {
+        bool last;
+        lock (_lock)
+        {
+            if (_users <= 0)
+            {
+                throw new InvalidOperationException($"file {Id}: reference count underflow");
+            }
+
+            last = --_users == 0;
+        }
+
+        if (last && IsShmem)
+        {
+            ReleaseRemoved(RemovePages(0, ulong.MaxValue));
+            Table.Forget(this);
+        }
+    }
+
+    private void AddToPageCache(long pfn, ulong index)
+    {
+        ref var d = ref _phys.Desc(pfn);
+        // A shmem page is swap-backed (so it counts as RssShmem); a regular file page is not.
+        d.Flags = IsShmem ? (int)PageFlags.SwapBacked : 0;
+        d.MapCount = 0;
+        d.RmapAddress = index;
+        Volatile.Write(ref d.RmapOwner, this);
+        _pages.Add(index, pfn);
+        if (!IsShmem)
+        {
+            _phys.Lru.Add(pfn, LruList.File);
+        }
+    }
+
+    /// <summary>Writes a dirty page back to the store and marks it clean (and no longer under reclaim); returns whether it was dirty.</summary>
+    private bool WriteBack(long pfn, ulong index)
+    {
+        ref var d = ref _phys.Desc(pfn);
+        if ((d.Flags & (int)PageFlags.Dirty) == 0)
+        {
+            return false;
+        }
+
+        Store(pfn, index);
+        Interlocked.And(ref d.Flags, ~(int)(PageFlags.Dirty | PageFlags.Reclaim)); // folio_end_writeback clears PG_reclaim
+        Interlocked.Increment(ref _writebacks);
+        return true;
+    }
+
+    /// <summary>Takes a page out of the cache (<c>__filemap_remove_folio</c>): it loses its owner, so racing faults back off.</summary>
+    private void DeleteFromPageCache(long pfn, ulong index)
+    {
+        _pages.Remove(index);
+        Volatile.Write(ref _phys.Desc(pfn).RmapOwner, null);
+    }
+
+    private void FillFromStore(long pfn, ulong index)
+    {
+        var content = _phys.Content;
+        if (content is TokenContentStore tokens)
+        {
+            tokens.Restore(pfn, _storedTokens.GetValueOrDefault(index));
+            return;
+        }
+
+        content.Zero(pfn);
+        if (_storedBytes.TryGetValue(index, out byte[]? bytes))
+        {
+            content.Write(pfn, 0, bytes);
+        }
+    }
+
+    private void Store(long pfn, ulong index)
+    {
+        var content = _phys.Content;
+        if (content.Token(pfn) == 0)
+        {
+            _storedBytes.Remove(index);
+            _storedTokens.Remove(index);
+        }
+        else if (content.HoldsData)
+        {
+            var bytes = new byte[PhysMemory.PageSize];
+            content.Read(pfn, 0, bytes);
+            _storedBytes[index] = bytes;
+        }
+        else
+        {
+            _storedTokens[index] = content.Token(pfn);
+        }
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{(IsShmem ? "shmem" : "file")} {Id} ({Size} bytes)";
+}
+
+/// <summary>
+/// The machine's files by identity (the inode cache), and the shmem files behind shared
+/// anonymous mappings.
+/// </summary>
+public sealed class FileTable
+{
+    /// <summary>The device number shmem files get (the internal shm mount).</summary>
+    public const ulong ShmemDevice = 0;
+
+    private readonly Dictionary<FileId, SimFile> _files = [];
+    private ulong _nextShmemInode = 1;
+
+    internal FileTable(Machine machine) => Machine = machine;
+
+    /// <summary>The machine.</summary>
+    public Machine Machine { get; }
+
+    /// <summary>Files known now.</summary>
+    public int Count
+    {
+        get
+        {
+            lock (_files)
+            {
+                return _files.Count;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The regular file <paramref name="id"/> (<c>iget</c>): the one already known, grown to
+    /// <paramref name="size"/> bytes if it was smaller, or a new one of that size with a cold page cache.
+    /// </summary>
+    public SimFile GetOrCreate(FileId id, ulong size)
+    {
+        lock (_files)
+        {
+            if (_files.TryGetValue(id, out var f))
+            {
+                f.Grow(size);
+                return f;
+            }
+
+            f = new SimFile(this, id, size, shmem: false);
+            _files.Add(id, f);
+            return f;
+        }
+    }
+
+    /// <summary>
+    /// A new shmem file of <paramref name="size"/> bytes (<c>shmem_file_setup</c>: the file behind a
+    /// shared anonymous mapping, or a memfd). It lives while a mapping or a <see cref="SimFile.Get"/>
+    /// holds it; the caller gets no reference of its own.
+    /// </summary>
+    public SimFile CreateShmem(ulong size)
+    {
+        lock (_files)
+        {
+            var f = new SimFile(this, new FileId(ShmemDevice, _nextShmemInode++), size, shmem: true);
+            _files.Add(f.Id, f);
+            return f;
+        }
+    }
+
+    /// <summary>The file with this identity, if known.</summary>
+    public SimFile? Find(FileId id)
+    {
+        lock (_files)
+        {
+            return _files.GetValueOrDefault(id);
+        }
+    }
+
+    /// <summary>
+    /// <c>sync; echo 1 &gt; drop_caches</c>: writes every regular file's dirty pages back, then
+    /// evicts its unmapped pages. Returns pages freed.
+    /// </summary>
+    public long DropCaches()
+    {
+        SimFile[] files;
+        lock (_files)
+        {
+            files = [.. _files.Values];
+        }
+
+        return files.Sum(f =>
+        {
+            f.Sync();
+            return f.DropCache();
+        });
+    }
+
+    /// <summary>Pages in every file's page cache.</summary>
+    public long CachedPages()
+    {
+        SimFile[] files;
+        lock (_files)
+        {
+            files = [.. _files.Values];
+        }
+
+        return files.Sum(f => f.CachedPages);
+    }
+
+    internal void Forget(SimFile file)
+    {
+        lock (_files)
+        {
+            _files.Remove(file.Id);
+        }
+    }
+}
