@@ -377,23 +377,18 @@ public sealed class TraceReplayer
         AddThread(child, e.ChildTid);
     }
 
-    /// <summary>fork: a new address space with the parent's layout. Its tables are not copied yet.</summary>
+    /// <summary>fork: a copy of the parent's address space (dup_mmap, copy_page_range where a fault could not rebuild the tables).</summary>
     private SharedMm ForkMm(Thread parent)
     {
-        Unsupported("fork (copy_page_range: the child starts with the parent's layout and no tables)");
-        var mm = NewMm();
-        var cpu = parent.Cpu;
-        cpu.SwitchMm(mm.Mm);
-        foreach (var v in parent.Proc.Mm.Mm.Vmas)
+        var cpu = Activate(parent);
+        var child = parent.Proc.Mm.Mm.Fork(cpu);
+        if (child is null)
         {
-            var r = mm.Mm.Mmap(cpu, v.Start, v.Length, ProtOf(v.Flags), MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed | MapFlags.NoReserve);
-            if (!r.Ok)
-            {
-                Divergence("fork: a parent mapping the child could not take");
-            }
+            Divergence("fork: the model ran out of memory copying the parent (the child starts empty)");
+            return NewMm();
         }
 
-        return mm;
+        return new SharedMm(child);
     }
 
     private static Prot ProtOf(VmFlags f) =>
@@ -533,6 +528,7 @@ public sealed class TraceReplayer
     private void Mmap2(in TraceEvent e)
     {
         var t = ThreadOf(e);
+        t.PendingMapping = e;
         if (t.Proc.InExec)
         {
             // exec's own mappings (the ELF, the interpreter, the stack), which no syscall row made: each
@@ -609,16 +605,43 @@ public sealed class TraceReplayer
 
     private void MapLayout(Cpu cpu, MmStruct mm, ulong start, ulong end, Prot prot, in TraceEvent e)
     {
-        if (e.Inode != 0 || e.Flags == 1)
+        var flags = MapFlags.Fixed | MapFlags.NoReserve | (e.Flags == 1 ? MapFlags.Shared : MapFlags.Private);
+        SimFile? file = null;
+        ulong offset = 0;
+        if (e.Inode != 0)
         {
-            Unsupported("file or shared mapping (replayed as private anonymous memory: same tables, RSS counted as anonymous)");
+            // The part [start, end) of a mapping of the file at e.Offset from e.Address.
+            offset = e.Offset + (start - (e.Address & PageMask));
+            file = FileOf(e.Dev, e.Inode, offset + (end - start));
+        }
+        else
+        {
+            flags |= MapFlags.Anonymous;
         }
 
-        var r = mm.Mmap(cpu, start, end - start, prot, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed | MapFlags.NoReserve);
+        if (e.Path == "[stack]")
+        {
+            flags |= MapFlags.GrowsDown;
+        }
+
+        var r = mm.Mmap(cpu, start, end - start, prot, flags, file, offset);
         if (!r.Ok)
         {
             Divergence($"layout mapping refused by the model ({r.Error})");
         }
+    }
+
+    /// <summary>The file a mapping record names (its device and inode), grown to <paramref name="size"/> bytes if it was smaller.</summary>
+    private SimFile FileOf(string? dev, ulong inode, ulong size)
+    {
+        ulong device = 0;
+        if (dev is { } d && d.IndexOf(':', StringComparison.Ordinal) is int colon and > 0)
+        {
+            device = (Convert.ToUInt64(d[..colon], 16) << 20) | Convert.ToUInt64(d[(colon + 1)..], 16);
+        }
+
+        // Device 0 names the model's shmem files; a recorded file keeps an identity of its own.
+        return _machine.Files.GetOrCreate(new FileId(device == 0 ? ulong.MaxValue : device, inode), (size + PageSize - 1) & PageMask);
     }
 
     // ---- faults ----
@@ -708,17 +731,37 @@ public sealed class TraceReplayer
         var flags = (MapFlags)(int)e.Flags;
         var prot = (Prot)(e.Prot & 0xf);
         bool anonymous = (flags & MapFlags.Anonymous) != 0;
-        bool shared = ((int)flags & 0x3) is 1 or 3;
-        if (!anonymous || shared)
+        SimFile? file = null;
+        ulong offset = e.Offset;
+        var asModel = flags & ~MapFlags.HugeTlb;
+        if ((flags & MapFlags.HugeTlb) != 0)
         {
-            Unsupported(anonymous ? "shared anonymous mmap (replayed as private: same tables)" : "file mmap (replayed as private anonymous memory: same tables, RSS counted as anonymous)");
+            Unsupported("MAP_HUGETLB mmap (replayed with base pages)");
         }
 
-        // The model maps private anonymous memory: the same VMA and tables as the host's mapping.
-        var asModel = (flags & ~(MapFlags)0x3 & ~MapFlags.HugeTlb) | MapFlags.Private | MapFlags.Anonymous;
+        if (!anonymous)
+        {
+            // The file is known from the kernel's mapping record, which precedes the syscall's return.
+            if (e.Result >= 0 && t.PendingMapping is { Inode: not 0 } m && m.Address == (ulong)e.Result)
+            {
+                file = FileOf(m.Dev, m.Inode, e.Offset + e.Length);
+            }
+            else
+            {
+                Unsupported(e.Result < 0 ? "file mmap the kernel refused (the file is unknown: not replayed)" : "file mmap without the kernel's mapping record (replayed as private anonymous memory)");
+                if (e.Result < 0)
+                {
+                    return;
+                }
+
+                asModel = (asModel & ~(MapFlags)0x3) | MapFlags.Private | MapFlags.Anonymous;
+            }
+        }
+
+        t.PendingMapping = null;
         if (e.Result < 0 && e.Result > -4096)
         {
-            var r = mm.Mmap(cpu, e.Address, e.Length, prot, asModel);
+            var r = mm.Mmap(cpu, e.Address, e.Length, prot, asModel, file, offset);
             if (r.Ok)
             {
                 mm.Munmap(cpu, r.Address, e.Length);
@@ -732,7 +775,7 @@ public sealed class TraceReplayer
         if ((flags & (MapFlags.Fixed | MapFlags.FixedNoReplace)) == 0)
         {
             // Where would the model have placed it? The kernel's choice stands either way.
-            var own = mm.Mmap(cpu, e.Address, e.Length, prot, asModel);
+            var own = mm.Mmap(cpu, e.Address, e.Length, prot, asModel, file, offset);
             if (own.Ok && own.Address == at)
             {
                 return;
@@ -745,7 +788,7 @@ public sealed class TraceReplayer
             }
         }
 
-        var fixedAt = mm.Mmap(cpu, at, e.Length, prot, (asModel & ~MapFlags.FixedNoReplace) | MapFlags.Fixed);
+        var fixedAt = mm.Mmap(cpu, at, e.Length, prot, (asModel & ~MapFlags.FixedNoReplace) | MapFlags.Fixed, file, offset);
         CompareResult(e, fixedAt.Error);
     }
 
@@ -881,5 +924,8 @@ public sealed class TraceReplayer
         public Proc Proc { get; } = proc;
 
         public Cpu Cpu { get; } = cpu;
+
+        /// <summary>The kernel's last mapping record from this thread: it names the file of the mmap that returns next.</summary>
+        public TraceEvent? PendingMapping { get; set; }
     }
 }
