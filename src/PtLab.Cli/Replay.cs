@@ -144,7 +144,7 @@ internal static class Replay
         var kernelSamples = r.Designs.SelectMany(d => d.Processes).FirstOrDefault(p => p.Pid == main.Value)?.Samples ?? [];
         var points = new List<TimeSeries> { new("kernel (samples)", [.. kernelSamples.Select(s => s.Seconds)], [.. kernelSamples.Select(s => (double)s.Kernel.VmPteKb)]) };
         var proc = r.Designs[0].Processes.First(p => p.Pid == main.Value);
-        TimeSeriesPlot.Save(path, $"VmPTE of pid {main.Value} ({Path.GetFileName(proc.Name)}) replayed from {Path.GetFileName(r.Trace)}", "VmPTE (kB)", lines, points);
+        TimeSeriesPlot.Save(path, $"VmPTE of pid {main.Value} ({Path.GetFileName(proc.Name)}) replayed from {Path.GetFileName(r.Trace)}", "VmPTE (kB)", lines, points, nested: true);
     }
 }
 
@@ -164,6 +164,7 @@ internal sealed record ReplaySampleReport(long TimeNs, double Seconds, string Ki
 /// <summary>One process under one design.</summary>
 internal sealed record ReplayProcessReport(
     int Pid, string Name, int Threads, bool Exited, StatusReport Exit, KernelFiguresReport? KernelExit, long PeakVmPteKb, long KernelPeakVmPteKb,
+    double MeanSampleVmPteKb, double KernelMeanSampleVmPteKb,
     long Faults, CountersReport Counters, LatencyReport MadviseLatencyNs, IReadOnlyList<ReplaySampleReport> Samples);
 
 /// <summary>One design's replay.</summary>
@@ -255,7 +256,9 @@ internal sealed record ReplayReport
             var last = p.Samples.LastOrDefault(s => s.Kind == TraceEventKind.StatusExit) ?? (p.Exited ? null : p.Samples.LastOrDefault());
             return new ReplayProcessReport(
                 p.Pid, p.Name, p.Threads, p.Exited, StatusReport.From(p.Exit ?? default), last is null ? null : KernelFiguresReport.From(last.Kernel),
-                p.PeakVmPteKb, p.Samples.Select(s => s.Kernel.VmPteKb).DefaultIfEmpty(0).Max(), p.Faults,
+                p.PeakVmPteKb, p.Samples.Select(s => s.Kernel.VmPteKb).DefaultIfEmpty(0).Max(),
+                Math.Round(samples.Select(s => (double)s.Model.VmPteKb).DefaultIfEmpty(0).Average(), 1),
+                Math.Round(samples.Select(s => (double)s.Kernel.VmPteKb).DefaultIfEmpty(0).Average(), 1), p.Faults,
                 CountersReport.From(p.Counters), LatencyReport.From(p.Madvise), samples);
         })]);
 
@@ -309,7 +312,7 @@ internal sealed record ReplayReport
 
         w.WriteLine($"trace {Trace}: {ReportParameters.Describe(Parameters)}; host {string.Join(", ", HostFacts.Where(k => k.Key is "kernel_release" or "config_pt_reclaim" or "thp_enabled").Select(k => $"{k.Key}={k.Value}"))}");
         w.WriteLine();
-        w.WriteLine($"{"design",-11} {"pid",8} {"process",-16} {"exit VmPTE",12} {"kernel",10} {"peak VmPTE",12} {"PTE/PMD/PUD",14} {"VmRSS",11} {"faults",10} {"GPs",6} {"madvise p50/p99",18}");
+        w.WriteLine($"{"design",-11} {"pid",8} {"process",-16} {"exit VmPTE",12} {"kernel",10} {"peak VmPTE",12} {"mean",10} {"PTE/PMD/PUD",14} {"VmRSS",11} {"faults",10} {"GPs",6} {"madvise p50/p99",18}");
         foreach (var d in Designs)
         {
             foreach (var p in d.Processes)
@@ -317,7 +320,7 @@ internal sealed record ReplayReport
                 var x = p.Exit;
                 string kernel = p.KernelExit is null ? "-" : Human.Kb(p.KernelExit.VmPteKb);
                 string lat = p.MadviseLatencyNs.Count == 0 ? "-" : $"{Human.Micros(p.MadviseLatencyNs.P50)}/{Human.Micros(p.MadviseLatencyNs.P99)}";
-                w.WriteLine($"{d.Design,-11} {p.Pid,8} {Short(p.Name),-16} {Human.Kb(ExitVmPte(p)),12} {kernel,10} {Human.Kb(p.PeakVmPteKb),12} {$"{x.PteTables}/{x.PmdTables}/{x.PudTables}",14} {Human.Kb(x.VmRssKb),11} {Human.Count(p.Faults),10} {Human.Count(p.Counters.GracePeriods),6} {lat,18}");
+                w.WriteLine($"{d.Design,-11} {p.Pid,8} {Short(p.Name),-16} {Human.Kb(ExitVmPte(p)),12} {kernel,10} {Human.Kb(p.PeakVmPteKb),12} {Human.Kb((long)Math.Round(p.MeanSampleVmPteKb)),10} {$"{x.PteTables}/{x.PmdTables}/{x.PudTables}",14} {Human.Kb(x.VmRssKb),11} {Human.Count(p.Faults),10} {Human.Count(p.Counters.GracePeriods),6} {lat,18}");
             }
         }
 
