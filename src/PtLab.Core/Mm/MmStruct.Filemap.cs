@@ -1,6 +1,5 @@
 using PtLab.Paging;
 using PtLab.Phys;
-using PtLab.Reclaim;
 
 namespace PtLab.Mm;
 
