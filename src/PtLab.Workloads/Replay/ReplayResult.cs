@@ -10,9 +10,10 @@ namespace PtLab.Workloads.Replay;
 /// <param name="Model">The model's figures at the same point of the event stream.</param>
 /// <param name="InFlight">
 /// The model's figures with the effects of the process's syscalls that were under way when the
-/// sample was taken (entered before it, returned after it), or null when none was. Whether the
-/// sample saw such a call's effect depends on where inside the call it was read, which the trace
-/// cannot tell: the two figures bracket what the kernel could show.
+/// sample was taken (entered before it, returned after it), or, for a sample read after the
+/// process's last event and before its exec, the new address space's at the exec sample; null when
+/// neither. Whether the sample saw such a call's effect depends on where inside the call it was
+/// read, which the trace cannot tell: the two figures bracket what the kernel could show.
 /// </param>
 public sealed record ReplaySample(long TimeNs, TraceEventKind Kind, StatusFigures Kernel, MmStatus Model, MmStatus? InFlight = null)
 {

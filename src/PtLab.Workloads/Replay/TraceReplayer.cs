@@ -221,6 +221,7 @@ public sealed class TraceReplayer
     private void Syscall(in TraceEvent e)
     {
         var p = ThreadOf(e).Proc;
+        p.Quiet.Clear();
         bool track = p.Open.Count > 0 && e.HasResult;
         var before = track ? p.Mm.Mm.Status() : default;
         switch (e.Kind)
@@ -416,6 +417,11 @@ public sealed class TraceReplayer
         p.InExec = true;
         p.Brk = 0;
         p.Open.Clear();
+        // Samples read since the process's last event may have been read while execve was already
+        // replacing the address space: no event orders them against it.
+        p.ExecPending.Clear();
+        p.ExecPending.AddRange(p.Quiet);
+        p.Quiet.Clear();
         p.Result.Exited = false;
         AddThread(p, e.Pid);
     }
@@ -477,19 +483,38 @@ public sealed class TraceReplayer
     {
         var t = ThreadOf(e);
         var p = t.Proc;
+        var samples = p.Result.Samples;
         if (e.Kind == TraceEventKind.StatusExec && p.InExec)
         {
             ExecArguments(t, e.Status);
+            var fresh = p.Mm.Mm.Status();
+            foreach (int index in p.ExecPending)
+            {
+                // Inside execve the new address space grows from the arguments alone to what the exec
+                // sample shows: the nearer end of that span to the kernel's figure.
+                var sample = samples[index];
+                var start = p.ExecStart ?? fresh;
+                var nearer = Math.Abs(start.VmPteKb - sample.Kernel.VmPteKb) < Math.Abs(fresh.VmPteKb - sample.Kernel.VmPteKb) ? start : fresh;
+                samples[index] = sample with { InFlight = sample.InFlight ?? nearer };
+            }
+
+            p.ExecPending.Clear();
+            p.ExecStart = null;
         }
 
         TrackPeak(p);
-        p.Open.Add(p.Result.Samples.Count);
+        p.Open.Add(samples.Count);
         if (p.Open.Count > 64)
         {
             p.Open.RemoveAt(0);
         }
 
-        p.Result.Samples.Add(new ReplaySample(e.TimeNs, e.Kind, e.Status, p.Mm.Mm.Status()));
+        if (e.Kind != TraceEventKind.StatusExec)
+        {
+            p.Quiet.Add(samples.Count);
+        }
+
+        samples.Add(new ReplaySample(e.TimeNs, e.Kind, e.Status, p.Mm.Mm.Status()));
     }
 
     /// <summary>
@@ -508,18 +533,18 @@ public sealed class TraceReplayer
             return;
         }
 
-        long missing = (kernel.RssAnonKb - mm.Status().RssAnonKb) / 4;
+        long missing = Math.Max(1, (kernel.RssAnonKb - mm.Status().RssAnonKb) / 4);
         var cpu = Activate(t);
-        ulong top = stack.Value.End;
-        for (long i = 0; i < Math.Max(1, missing); i++)
+        // From the top of the stack down, the pages not yet written (the first may be, at exec's start).
+        for (ulong va = stack.Value.End - PageSize; missing > 0 && va >= stack.Value.Start; va -= PageSize)
         {
-            ulong va = top - ((ulong)(i + 1) * PageSize);
-            if (va < stack.Value.Start)
+            if (Entry.IsHwPresent(mm.PeekPte(va)))
             {
-                break;
+                continue;
             }
 
             cpu.Touch(va);
+            missing--;
         }
     }
 
@@ -564,6 +589,14 @@ public sealed class TraceReplayer
         if (replace)
         {
             MapLayout(cpu, mm, start, end, prot, e);
+            if (e.Path == "[stack]" && p.InExec && p.ExecPending.Count > 0)
+            {
+                // What a sample read inside execve could show at the earliest: the new stack with the
+                // arguments exec copied to its top (their first page here, the rest at the exec sample).
+                cpu.Touch(end - PageSize);
+                p.ExecStart = mm.Status();
+            }
+
             return;
         }
 
@@ -652,6 +685,11 @@ public sealed class TraceReplayer
         var cpu = Activate(t);
         var p = t.Proc;
         p.InExec &= kernel;
+        if (p.Quiet.Count > 0)
+        {
+            p.Quiet.Clear();
+        }
+
         p.Result.Faults++;
         bool write = (errorCode & 0x2) != 0;
         AccessResult r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
@@ -915,6 +953,15 @@ public sealed class TraceReplayer
 
         /// <summary>Indexes of samples that syscalls under way when they were taken may still change.</summary>
         public List<int> Open { get; } = [];
+
+        /// <summary>Indexes of samples read since the process's last fault or syscall.</summary>
+        public List<int> Quiet { get; } = [];
+
+        /// <summary>Samples that an exec may have overtaken: they get the new address space's figures at the exec sample.</summary>
+        public List<int> ExecPending { get; } = [];
+
+        /// <summary>The new address space's figures with only the exec arguments on its stack.</summary>
+        public MmStatus? ExecStart { get; set; }
     }
 
     private sealed class Thread(int tid, Proc proc, Cpu cpu)
