@@ -155,11 +155,12 @@ internal sealed record KernelFiguresReport(long VmSizeKb, long VmRssKb, long Rss
 }
 
 /// <summary>
-/// One sample: the kernel's figures and the model's at the same point of the trace. Where a syscall
-/// of the process was under way when the sample was read, the model's figures with and without its
-/// effect bracket the kernel's: <c>model</c> is the nearer, <c>inFlightOtherVmPteKb</c> the other's VmPTE.
+/// One sample: the kernel's figures and the model's at the same point of the trace. Where syscalls
+/// of the process were under way when the sample was read, the model's VmPTE could be anything from
+/// <c>modelLowVmPteKb</c> to <c>modelHighVmPteKb</c> (null otherwise): <c>model</c> is the figure
+/// nearest the kernel's, and the difference is 0 inside that span.
 /// </summary>
-internal sealed record ReplaySampleReport(long TimeNs, double Seconds, string Kind, StatusReport Model, KernelFiguresReport Kernel, long VmPteDifferenceKb, long? InFlightOtherVmPteKb);
+internal sealed record ReplaySampleReport(long TimeNs, double Seconds, string Kind, StatusReport Model, KernelFiguresReport Kernel, long VmPteDifferenceKb, long? ModelLowVmPteKb, long? ModelHighVmPteKb);
 
 /// <summary>One process under one design.</summary>
 internal sealed record ReplayProcessReport(
@@ -251,8 +252,9 @@ internal sealed record ReplayReport
         {
             var samples = p.Samples.Select(s => new ReplaySampleReport(
                 s.TimeNs, Math.Round((s.TimeNs - origin) / 1e9, 6), TraceKinds.Name(s.Kind), StatusReport.From(s.Compared),
-                KernelFiguresReport.From(s.Kernel), s.Compared.VmPteKb - s.Kernel.VmPteKb,
-                s.InFlight is { } f ? (s.Compared.Equals(f) ? s.Model.VmPteKb : f.VmPteKb) : null)).ToList();
+                KernelFiguresReport.From(s.Kernel), s.VmPteDifferenceKb,
+                s.Lower is null && s.Upper is null ? null : Math.Min(s.Model.VmPteKb, s.Lower?.VmPteKb ?? s.Model.VmPteKb),
+                s.Lower is null && s.Upper is null ? null : Math.Max(s.Model.VmPteKb, s.Upper?.VmPteKb ?? s.Model.VmPteKb))).ToList();
             var last = p.Samples.LastOrDefault(s => s.Kind == TraceEventKind.StatusExit) ?? (p.Exited ? null : p.Samples.LastOrDefault());
             return new ReplayProcessReport(
                 p.Pid, p.Name, p.Threads, p.Exited, StatusReport.From(p.Exit ?? default), last is null ? null : KernelFiguresReport.From(last.Kernel),
@@ -266,13 +268,14 @@ internal sealed record ReplayReport
     {
         long kernel = p.KernelExit!.VmPteKb;
         // The exit figure is the model's at the process's last exit sample (its mm still whole).
-        long model = p.Samples.LastOrDefault(s => s.Kind == "status_exit")?.Model.VmPteKb ?? p.Exit.VmPteKb;
+        var exitSample = p.Samples.LastOrDefault(s => s.Kind == "status_exit");
+        long model = exitSample is null ? p.Exit.VmPteKb : kernel + exitSample.VmPteDifferenceKb;
         var worst = p.Samples.OrderByDescending(s => Math.Abs(s.VmPteDifferenceKb)).FirstOrDefault();
         return new FidelityReport(
             p.Pid, p.Name, kernel, model, model - kernel, Math.Round(ReplayFidelity.Percent(kernel, model), 3),
             ReplayFidelity.Within(kernel, model, ReplayFidelity.ExitPercent),
-            p.Samples.Count, p.Samples.Count(s => ReplayFidelity.Within(s.Kernel.VmPteKb, s.Model.VmPteKb, ReplayFidelity.SamplePercent)),
-            worst is null ? 0 : Math.Round(ReplayFidelity.Percent(worst.Kernel.VmPteKb, worst.Model.VmPteKb), 3), worst?.VmPteDifferenceKb ?? 0);
+            p.Samples.Count, p.Samples.Count(s => ReplayFidelity.Within(s.Kernel.VmPteKb, s.Kernel.VmPteKb + s.VmPteDifferenceKb, ReplayFidelity.SamplePercent)),
+            worst is null ? 0 : Math.Round(ReplayFidelity.Percent(worst.Kernel.VmPteKb, worst.Kernel.VmPteKb + worst.VmPteDifferenceKb), 3), worst?.VmPteDifferenceKb ?? 0);
     }
 
     /// <summary>The process to plot: the one whose kernel VmPTE peaked highest (the root on a tie).</summary>
@@ -367,7 +370,8 @@ internal sealed record ReplayReport
         }
     }
 
-    private static long ExitVmPte(ReplayProcessReport p) => p.Samples.LastOrDefault(s => s.Kind == "status_exit")?.Model.VmPteKb ?? p.Exit.VmPteKb;
+    private static long ExitVmPte(ReplayProcessReport p) =>
+        p.Samples.LastOrDefault(s => s.Kind == "status_exit") is { } s ? s.Kernel.VmPteKb + s.VmPteDifferenceKb : p.Exit.VmPteKb;
 
     private static string Short(string name)
     {

@@ -8,18 +8,47 @@ namespace PtLab.Workloads.Replay;
 /// <param name="Kind">status, status_exec, status_exit or status_attach.</param>
 /// <param name="Kernel">The kernel's figures.</param>
 /// <param name="Model">The model's figures at the same point of the event stream.</param>
-/// <param name="InFlight">
-/// The model's figures with the effects of the process's syscalls that were under way when the
-/// sample was taken (entered before it, returned after it), or, for a sample read after the
-/// process's last event and before its exec, the new address space's at the exec sample; null when
-/// neither. Whether the sample saw such a call's effect depends on where inside the call it was
-/// read, which the trace cannot tell: the two figures bracket what the kernel could show.
+/// <param name="Lower">
+/// With syscalls of the process under way when the sample was read (entered before it, returned
+/// after it), the model's figures with the effects of those that lowered VmPTE; for a sample an
+/// exec may have overtaken, the new address space's. Null when none was under way.
 /// </param>
-public sealed record ReplaySample(long TimeNs, TraceEventKind Kind, StatusFigures Kernel, MmStatus Model, MmStatus? InFlight = null)
+/// <param name="Upper">Likewise with the effects of those that raised VmPTE.</param>
+/// <remarks>
+/// How far each call under way had got when the sample was read the trace cannot tell (a zap
+/// frees tables as it goes): the kernel could show anything from <see cref="Lower"/> to
+/// <see cref="Upper"/>, with <see cref="Model"/> between them.
+/// </remarks>
+public sealed record ReplaySample(long TimeNs, TraceEventKind Kind, StatusFigures Kernel, MmStatus Model, MmStatus? Lower = null, MmStatus? Upper = null)
 {
-    /// <summary>The model's figures to compare with the kernel's: of <see cref="Model"/> and <see cref="InFlight"/>, the one whose VmPTE is nearer.</summary>
-    public MmStatus Compared =>
-        InFlight is { } f && Math.Abs(f.VmPteKb - Kernel.VmPteKb) < Math.Abs(Model.VmPteKb - Kernel.VmPteKb) ? f : Model;
+    /// <summary>The model's figures nearest the kernel's VmPTE: <see cref="Model"/>, or an end of the span calls under way allow.</summary>
+    public MmStatus Compared
+    {
+        get
+        {
+            var best = Model;
+            foreach (var c in new[] { Lower, Upper })
+            {
+                if (c is { } f && Math.Abs(f.VmPteKb - Kernel.VmPteKb) < Math.Abs(best.VmPteKb - Kernel.VmPteKb))
+                {
+                    best = f;
+                }
+            }
+
+            return best;
+        }
+    }
+
+    /// <summary>The model's VmPTE less the kernel's: 0 when the kernel's lies within the span calls under way allow, else the distance to its nearer end.</summary>
+    public long VmPteDifferenceKb
+    {
+        get
+        {
+            long lo = Math.Min(Model.VmPteKb, Lower?.VmPteKb ?? Model.VmPteKb), hi = Math.Max(Model.VmPteKb, Upper?.VmPteKb ?? Model.VmPteKb);
+            long k = Kernel.VmPteKb;
+            return k < lo ? lo - k : k > hi ? hi - k : 0;
+        }
+    }
 }
 
 /// <summary>One recorded process as the model replayed it.</summary>

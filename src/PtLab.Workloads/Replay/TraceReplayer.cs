@@ -74,6 +74,11 @@ public sealed class TraceReplayer
         _threadsOnCpu = new int[_machine.Cpus.Count];
     }
 
+    /// <summary>Whether rows of <paramref name="kind"/> are replayed on the model (the others are counted as unsupported).</summary>
+    public static bool Replays(TraceEventKind kind) =>
+        kind is not (TraceEventKind.Mremap or TraceEventKind.ProcessMadvise or TraceEventKind.Mlock or TraceEventKind.Mlock2
+            or TraceEventKind.Munlock or TraceEventKind.Mlockall or TraceEventKind.Munlockall);
+
     /// <summary>The machine the replay runs on.</summary>
     public Machine Machine => _machine;
 
@@ -216,7 +221,7 @@ public sealed class TraceReplayer
     /// A syscall row is stamped at the syscall's exit, but its effect happened somewhere between
     /// enter and exit: a sample taken meanwhile (while another thread was inside madvise or
     /// munmap, or a long munmap was still zapping) may or may not show it. So each such sample of
-    /// the process also gets the figures with the call's effect (<see cref="ReplaySample.InFlight"/>).
+    /// the process also gets the figures with the call's effect (<see cref="ReplaySample.Lower"/>, <see cref="ReplaySample.Upper"/>).
     /// </summary>
     private void Syscall(in TraceEvent e)
     {
@@ -254,7 +259,9 @@ public sealed class TraceReplayer
             }
             else if (s.TimeNs >= enter && !before.Equals(after))
             {
-                samples[index] = s with { InFlight = Add(s.InFlight ?? s.Model, after, before) };
+                samples[index] = after.VmPteKb < before.VmPteKb
+                    ? s with { Lower = Add(s.Lower ?? s.Model, after, before) }
+                    : s with { Upper = Add(s.Upper ?? s.Model, after, before) };
             }
         }
     }
@@ -491,11 +498,14 @@ public sealed class TraceReplayer
             foreach (int index in p.ExecPending)
             {
                 // Inside execve the new address space grows from the arguments alone to what the exec
-                // sample shows: the nearer end of that span to the kernel's figure.
+                // sample shows: the span a sample read meanwhile could show.
                 var sample = samples[index];
                 var start = p.ExecStart ?? fresh;
-                var nearer = Math.Abs(start.VmPteKb - sample.Kernel.VmPteKb) < Math.Abs(fresh.VmPteKb - sample.Kernel.VmPteKb) ? start : fresh;
-                samples[index] = sample with { InFlight = sample.InFlight ?? nearer };
+                samples[index] = sample with { Lower = sample.Lower ?? start, Upper = sample.Upper ?? (fresh.VmPteKb > sample.Model.VmPteKb ? fresh : null) };
+                if (fresh.VmPteKb < sample.Model.VmPteKb && start.VmPteKb > fresh.VmPteKb)
+                {
+                    samples[index] = samples[index] with { Lower = fresh };
+                }
             }
 
             p.ExecPending.Clear();
