@@ -63,6 +63,8 @@ internal static class Cli
             compare.Subcommands.Add(Compare.Command(def, stdout, stderr));
         }
 
+        Scoreboard.AddTo(compare, stdout, stderr);
+
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
         bench.Subcommands.Add(BenchTraces.Command(stdout));
@@ -210,9 +212,9 @@ internal static class Cli
             return new ScenarioArgs(cpus, Address(p.GetValue(At), "--at"));
         }
 
-        public MachineOptions Machine(ParseResult p, int cpus, string design, out ReportParameters reported)
+        public MachineOptions Machine(ParseResult p, int cpus, string design, out ReportParameters reported, ulong? defaultRam = null)
         {
-            ulong ram = Size(p.GetValue(Ram), "--ram");
+            ulong ram = defaultRam is { } d && !Given(p, Ram) ? d : Size(p.GetValue(Ram), "--ram");
             if (ram < (1UL << 20))
             {
                 throw new UsageException($"--ram must be at least 1M, got '{p.GetValue(Ram)}'");
@@ -298,7 +300,7 @@ internal static class Cli
         {
             var args = common.Args(p, def);
             var scenario = def.Create(p, args);
-            var machine = common.Machine(p, args.Cpus, p.GetValue(design)!, out var reported);
+            var machine = common.Machine(p, args.Cpus, p.GetValue(design)!, out var reported, def.DefaultRam(scenario));
             common.RefuseMeaningless(p, def, scenario, [p.GetValue(design)!]);
             common.GuardHostMemory(p, def, scenario);
             return RunScenario(scenario, machine, reported, p, common.Report, stdout, stderr);

@@ -187,7 +187,7 @@ internal static partial class Compare
         var parameters = new ReportParameters();
         var machines = names.ToDictionary(n => n, n =>
         {
-            var m = common.Machine(p, args.Cpus, n, out var reported);
+            var m = common.Machine(p, args.Cpus, n, out var reported, def.DefaultRam(scenario));
             foreach (var (k, v) in reported.Values)
             {
                 parameters.Add(k, v);
@@ -256,7 +256,7 @@ internal static partial class Compare
     }
 
     /// <summary>The first trial's figures with the medians and ranges of every trial's timings.</summary>
-    private static DesignRunReport Combine(string name, IReadOnlyList<DesignRunReport> trials)
+    internal static DesignRunReport Combine(string name, IReadOnlyList<DesignRunReport> trials)
     {
         var first = trials[0];
         var wall = Spread.Of(trials.Select(t => t.WallSeconds)).Round(6);

@@ -36,6 +36,9 @@ internal sealed class ScenarioDef
 
     /// <summary>What a built scenario maps and keeps resident at its peak, for the host-memory guard.</summary>
     public required Func<IScenario, ScenarioFootprint> Footprint { get; init; }
+
+    /// <summary>The simulated RAM a built scenario is meant for when --ram is not given; null for the usual default.</summary>
+    public Func<IScenario, ulong?> DefaultRam { get; init; } = _ => null;
 }
 
 /// <summary>The built-in scenarios. Each call makes fresh option objects, so every parent command gets its own.</summary>
@@ -43,7 +46,8 @@ internal static class ScenarioCatalog
 {
     private const ulong TwoMiB = 2UL << 20;
 
-    public static IReadOnlyList<ScenarioDef> All() => [CoverLetter(), Halves(), ZeroPage(), MunmapHoles(), Mixed(), FileMapping()];
+    public static IReadOnlyList<ScenarioDef> All() =>
+        [CoverLetter(), Halves(), ZeroPage(), MunmapHoles(), Mixed(), FileMapping(), PerPageDontNeed(), MadvFreePressure(), ZeroPageFill(), Reuse()];
 
     /// <summary>The scenarios' names, for help and error texts.</summary>
     public static IReadOnlyList<string> Names { get; } = [.. All().Select(d => d.Name)];
@@ -255,6 +259,125 @@ internal static class ScenarioCatalog
                 return new FileMappingScenario(s, a.At);
             },
         };
+    }
+
+    private static ScenarioDef PerPageDontNeed()
+    {
+        var size = new Option<string>("--size") { Description = "Bytes of the heap: a multiple of 2M.", DefaultValueFactory = _ => "256M" };
+        var seed = new Option<int>("--seed") { Description = "Seed of the block sizes, the free order and the reuse.", DefaultValueFactory = _ => 1 };
+        var reuse = new Option<int>("--reuse") { Description = "Chance in percent (0-100) that a free is followed by the reuse of a block freed earlier.", DefaultValueFactory = _ => 25 };
+        return new ScenarioDef
+        {
+            Name = "per-page-dontneed",
+            Description =
+                "An allocator giving memory back page by page: write --size, carve it into blocks of 4-64 KiB, free them in a " +
+                "random order with one MADV_DONTNEED each; after a free, with --reuse percent chance, write a block freed " +
+                "earlier again (it is freed again later). No call covers a whole 2 MiB. Checkpoints: half, freed.",
+            Options = [size, seed, reuse],
+            Footprint = s => s is PerPageDontNeedScenario d ? new(d.Size, d.Size) : default,
+            WarmUp = s => s is PerPageDontNeedScenario d ? new PerPageDontNeedScenario(Math.Min(d.Size, 16UL << 20), d.Seed, d.ReusePercent) : s,
+            Create = (p, a) =>
+            {
+                ulong s = TwoMiBMultiple(p.GetValue(size), "--size", TwoMiB);
+                int r = p.GetValue(reuse);
+                if (r is < 0 or > 100)
+                {
+                    throw new UsageException($"--reuse must be between 0 and 100, got {r}");
+                }
+
+                CheckAt(a.At, s);
+                return new PerPageDontNeedScenario(s, p.GetValue(seed), r, a.At);
+            },
+        };
+    }
+
+    private static ScenarioDef MadvFreePressure()
+    {
+        var size = new Option<string>("--size") { Description = "Bytes to map: a multiple of 2M.", DefaultValueFactory = _ => "256M" };
+        var piece = Piece("MADV_FREE");
+        return new ScenarioDef
+        {
+            Name = "madvfree-pressure",
+            Description =
+                "MADV_FREE churn under a memory limit: for each 2 MiB write every page and MADV_FREE it in --piece calls; " +
+                "reclaim discards the lazy-free pages once simulated RAM runs short, emptying their tables. Without --ram, " +
+                "RAM is a quarter of --size (at least 16M). Model only (the host has no RAM limit to run it under). Checkpoint: loop.",
+            Options = [size, piece],
+            KernelCapable = false,
+            Footprint = s => s is MadvFreePressureScenario m ? new(m.Size, m.Size) : default,
+            DefaultRam = s => s is MadvFreePressureScenario m ? m.DefaultRam : null,
+            WarmUp = s => s is MadvFreePressureScenario m ? new MadvFreePressureScenario(Math.Min(m.Size, 32UL << 20), m.Piece) : s,
+            Create = (p, a) =>
+            {
+                ulong s = TwoMiBMultiple(p.GetValue(size), "--size", TwoMiB);
+                CheckAt(a.At, s);
+                return new MadvFreePressureScenario(s, PieceValue(p, piece), a.At);
+            },
+        };
+    }
+
+    private static ScenarioDef ZeroPageFill()
+    {
+        var size = new Option<string>("--size") { Description = "Bytes to map and read: a multiple of 2M.", DefaultValueFactory = _ => "256M" };
+        var piece = Piece("MADV_DONTNEED");
+        return new ScenarioDef
+        {
+            Name = "zeropage-fill",
+            Description =
+                "A virtual machine's balloon and migration: read all of --size (every entry maps the shared zero page), then " +
+                "give it back in --piece MADV_DONTNEED calls. Checkpoints: read, balloon.",
+            Options = [size, piece],
+            Footprint = s => s is ZeroPageFillScenario z ? new(z.Size, 0) : default,
+            WarmUp = s => s is ZeroPageFillScenario z ? new ZeroPageFillScenario(Math.Min(z.Size, 32UL << 20), z.Piece) : s,
+            Create = (p, a) =>
+            {
+                ulong s = TwoMiBMultiple(p.GetValue(size), "--size", TwoMiB);
+                CheckAt(a.At, s);
+                return new ZeroPageFillScenario(s, PieceValue(p, piece), a.At);
+            },
+        };
+    }
+
+    private static ScenarioDef Reuse()
+    {
+        var size = new Option<string>("--size") { Description = "Bytes to map: a multiple of 2M.", DefaultValueFactory = _ => "128M" };
+        var rounds = new Option<int>("--rounds") { Description = "Passes over the region (at least 1).", DefaultValueFactory = _ => 4 };
+        return new ScenarioDef
+        {
+            Name = "reuse",
+            Description =
+                "Memory given back and taken again at once: --rounds times, for each 2 MiB write every page, MADV_DONTNEED " +
+                "all of it in one call, and write it again. Checkpoint: rounds.",
+            Options = [size, rounds],
+            Footprint = s => s is ReuseScenario r ? new(r.Size, r.Size) : default,
+            WarmUp = s => s is ReuseScenario r ? new ReuseScenario(Math.Min(r.Size, 16UL << 20), 1) : s,
+            Create = (p, a) =>
+            {
+                ulong s = TwoMiBMultiple(p.GetValue(size), "--size", TwoMiB);
+                int n = p.GetValue(rounds);
+                if (n < 1)
+                {
+                    throw new UsageException($"--rounds must be at least 1, got {n}");
+                }
+
+                CheckAt(a.At, s);
+                return new ReuseScenario(s, n, a.At);
+            },
+        };
+    }
+
+    private static Option<string> Piece(string advice) =>
+        new("--piece") { Description = $"Bytes per {advice} call: a multiple of 4K that divides 2M.", DefaultValueFactory = _ => "64K" };
+
+    private static ulong PieceValue(ParseResult p, Option<string> piece)
+    {
+        ulong v = Cli.Size(p.GetValue(piece), "--piece");
+        if (v == 0 || v % 4096 != 0 || TwoMiB % v != 0)
+        {
+            throw new UsageException($"--piece must be a multiple of 4K that divides 2M, got '{p.GetValue(piece)}'");
+        }
+
+        return v;
     }
 
     private static ulong TwoMiBMultiple(string? text, string option, ulong minimum)

@@ -17,6 +17,18 @@ internal sealed class Sim : IDisposable
     public const MapFlags Anon = MapFlags.Private | MapFlags.Anonymous;
     public const Prot Rw = Prot.Read | Prot.Write;
 
+    /// <summary>Every registered design, for tests that run each one: a new design joins them by registering.</summary>
+    public static TheoryData<string> EveryDesign()
+    {
+        var data = new TheoryData<string>();
+        foreach (var name in Designs.Names)
+        {
+            data.Add(name);
+        }
+
+        return data;
+    }
+
     public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true, long swapBytes = 0)
     {
         Machine = new Machine(new MachineOptions

@@ -17,6 +17,7 @@ public class MutationTests(ITestOutputHelper output)
     [Theory]
     [InlineData("atomic", "walker-dontneed-fault", "UseAfterFreeException")]
     [InlineData("pte-ref", "walker-dontneed-fault", "UseAfterFreeException")]
+    [InlineData("pte-ref-batched", "walker-dontneed-fault", "UseAfterFreeException")]
     [InlineData("pte-ref", "gup-fast-free", "")] // a stale walker's entry can also surface as a leaked page
     public void AWalkerWithoutPteTrygetIsCaught(string design, string scenario, string expected)
     {
@@ -29,6 +30,7 @@ public class MutationTests(ITestOutputHelper output)
     [Theory]
     [InlineData("atomic")]
     [InlineData("pte-ref")]
+    [InlineData("pte-ref-batched")]
     public void AClearWithoutTrackPteClearIsCaughtByTheRefcountInvariant(string design)
     {
         SchedulesToCatch("gup-fast-free", design, Mutation.SkipTrackClear, 10);
@@ -49,6 +51,7 @@ public class MutationTests(ITestOutputHelper output)
     [Theory]
     [InlineData("atomic")]
     [InlineData("pte-ref")]
+    [InlineData("pte-ref-batched")]
     public void AFreeWithoutRcuDeferralIsCaughtByFastGup(string design)
     {
         SchedulesToCatch("gup-fast-free", design, Mutation.SkipRcuDeferral, 1500);
@@ -60,10 +63,38 @@ public class MutationTests(ITestOutputHelper output)
         SchedulesToCatch("percpu-switch", "pte-ref", Mutation.SkipSwitchGracePeriod, 200);
     }
 
+    [Fact]
+    public void OccupancyFreeingOnStaleCountsIsCaught()
+    {
+        SchedulesToCatch("occupancy-partial-zap", "occupancy", Mutation.SkipCountRecheck, 1000, "pct");
+    }
+
+    [Theory]
+    [InlineData("walker-dontneed-fault")]
+    [InlineData("occupancy-partial-zap")]
+    public void ABatchedSwitchTrustedBeforeItsGracePeriodIsCaught(string scenario)
+    {
+        SchedulesToCatch(scenario, "pte-ref-batched", Mutation.SkipSwitchConfirm, 300);
+    }
+
+    [Fact]
+    public void OccupancyForgettingToUncountAClearIsCaught()
+    {
+        SchedulesToCatch("occupancy-partial-zap", "occupancy", Mutation.SkipTrackClear, 10);
+    }
+
+    [Fact]
+    public void OccupancyWithoutThePmdRecheckIsCaught()
+    {
+        SchedulesToCatch("ptreclaim-trylock", "occupancy", Mutation.SkipPmdRecheck, 600);
+    }
+
     [Theory]
     [InlineData("none")]
     [InlineData("pte-ref")]
     [InlineData("pt-reclaim")]
+    [InlineData("occupancy")]
+    [InlineData("pte-ref-batched")]
     public void PagesFreedWithoutTheTlbFlushAreCaughtAtTheStepItHappens(string design)
     {
         var r = SystematicTester.Explore(

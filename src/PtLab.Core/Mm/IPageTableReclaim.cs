@@ -67,6 +67,23 @@ public interface IPageTableReclaim
     /// entry was cleared, false when the page was dirty again and its entry restored.
     /// </summary>
     void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable, bool discarded);
+
+    /// <summary>
+    /// Runs at the end of a <c>madvise</c> call that walked tables (after its gather finished), with
+    /// <c>mmap_lock</c> still held for read: where a design finishes work it started asynchronously.
+    /// </summary>
+    void AfterMadvise(MmStruct mm, Cpu cpu);
+}
+
+/// <summary>A design that frees empty PTE tables on request (<see cref="Advice.PtReclaim"/>).</summary>
+public interface IExplicitTableReclaim
+{
+    /// <summary>
+    /// Frees the PTE table under entry <paramref name="pmdIndex"/> of <paramref name="pmdTable"/> if
+    /// the design would free it now, through <paramref name="tlb"/>; <c>mmap_lock</c> is held for read.
+    /// Returns whether it was freed.
+    /// </summary>
+    bool ReclaimPteTable(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, MmuGather tlb);
 }
 
 /// <summary>What a zap did to one PTE table.</summary>

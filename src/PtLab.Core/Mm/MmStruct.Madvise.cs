@@ -19,7 +19,8 @@ public sealed partial class MmStruct
         bool noop = advice is Advice.WillNeed or Advice.Cold;
         bool pageout = advice == Advice.PageOut;
         bool remove = advice == Advice.Remove;
-        if (!zap && !free && !setsFlags && !noop && !remove && !pageout)
+        bool ptReclaim = advice == Advice.PtReclaim && Design is IExplicitTableReclaim;
+        if (!zap && !free && !setsFlags && !noop && !remove && !pageout && !ptReclaim)
         {
             return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
@@ -87,6 +88,10 @@ public sealed partial class MmStruct
 
                         MadviseFreeRange(cpu, tlb, start, tmp);
                     }
+                    else if (ptReclaim)
+                    {
+                        MadvisePtReclaimRange(cpu, tlb, start, tmp);
+                    }
                     else if (pageout)
                     {
                         MadvisePageoutRange(cpu, tlb, start, tmp);
@@ -98,12 +103,31 @@ public sealed partial class MmStruct
             finally
             {
                 tlb.Finish();
+                Design.AfterMadvise(this, cpu);
             }
         }
         finally
         {
             MmapLock.UpRead(cpu.Id);
             Rcu.Poll(); // let deferred table frees run, as the RCU softirq would soon after
+        }
+    }
+
+    /// <summary>
+    /// MADV_PT_RECLAIM over [start, end) of one VMA: offers each PTE table whose whole 2 MiB lies in
+    /// the range to the design, which frees it if it would free it now.
+    /// </summary>
+    private void MadvisePtReclaimRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
+    {
+        MmapLock.AssertHeld(cpu.Id);
+        var design = (IExplicitTableReclaim)Design;
+        for (ulong addr = (start + Geometry.PmdSize - 1) & Geometry.PmdMask; addr < end && end - addr >= Geometry.PmdSize; addr += Geometry.PmdSize)
+        {
+            long pmdTable = PmdTableOf(addr);
+            if (pmdTable >= 0)
+            {
+                design.ReclaimPteTable(this, cpu, pmdTable, Geometry.Index(addr, 2), tlb);
+            }
         }
     }
 

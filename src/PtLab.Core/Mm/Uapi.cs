@@ -87,6 +87,13 @@ public enum Advice
     PageOut = 21,
     /// <summary><c>MADV_DONTNEED_LOCKED</c>.</summary>
     DontNeedLocked = 24,
+    /// <summary>
+    /// <c>MADV_PT_RECLAIM</c>: a PtLab-specific value that no kernel defines (proposed by David
+    /// Hildenbrand, never merged): synchronously free the empty PTE tables whose whole 2 MiB lies in
+    /// the range. Only designs that implement <see cref="IExplicitTableReclaim"/> accept it; the
+    /// others answer EINVAL, as a kernel answers an advice it does not know.
+    /// </summary>
+    PtReclaim = 0x7074,
 }
 
 /// <summary><c>VM_*</c> flags of a VMA.</summary>

@@ -68,6 +68,28 @@ public static class Designs
             "upstream 6.14+ CONFIG_PT_RECLAIM: a DONTNEED zap covering a whole empty table frees it",
             o => new PtReclaim { SkipPmdRecheckForTesting = o.Mutation == Mutation.SkipPmdRecheck },
             [Mutation.SkipPmdRecheck]),
+        new(
+            "occupancy",
+            "Qi's Aug 2022 RFC: a plain count per PTE table of mapped and zero-page entries under the PTE lock; any zap that leaves only zero-page entries frees the table",
+            o => new OccupancyReclaim
+            {
+                SkipPmdRecheckForTesting = o.Mutation == Mutation.SkipPmdRecheck,
+                SkipTrackClearForTesting = o.Mutation == Mutation.SkipTrackClear,
+                SkipCountRecheckForTesting = o.Mutation == Mutation.SkipCountRecheck,
+            },
+            [Mutation.SkipPmdRecheck, Mutation.SkipTrackClear, Mutation.SkipCountRecheck]),
+        new(
+            "pte-ref-batched",
+            "the seed's pte_ref with the switch to atomic started asynchronously: the switches of one madvise call share one grace period, and a table that stays atomic is freed at once when it empties",
+            o => new PteRefBatchedReclaim
+            {
+                SkipTryGetForTesting = o.Mutation == Mutation.SkipTryGet,
+                SkipTrackClearForTesting = o.Mutation == Mutation.SkipTrackClear,
+                SkipRcuDeferralForTesting = o.Mutation == Mutation.SkipRcuDeferral,
+                SkipSwitchGracePeriodForTesting = o.Mutation == Mutation.SkipSwitchGracePeriod,
+                SkipSwitchConfirmForTesting = o.Mutation == Mutation.SkipSwitchConfirm,
+            },
+            [Mutation.SkipTryGet, Mutation.SkipTrackClear, Mutation.SkipRcuDeferral, Mutation.SkipSwitchGracePeriod, Mutation.SkipSwitchConfirm]),
     ];
 
     /// <summary>The known names.</summary>

@@ -67,6 +67,10 @@ public static class FreeNowRules
             static t => t.State == ScannedTableState.Empty),
         new("pt-reclaim", "frees a table only while one MADV_DONTNEED covers its whole 2 MiB: none of the tables already empty now, until such a call",
             static _ => false),
+        new("occupancy", "frees a table when a zap leaves only zero-page entries in it: every empty table; zero-page-only tables stay until a zap touches them",
+            static t => t.State == ScannedTableState.Empty),
+        new("pte-ref-batched", "frees a table when its percpu_ref, switched to atomic after DONTNEED or MADV_FREE, drops to zero: every empty table; zero-page, marker-only and THP-deposit tables stay",
+            static t => t.State == ScannedTableState.Empty),
     ];
 
     /// <summary>Every rule, in report order.</summary>

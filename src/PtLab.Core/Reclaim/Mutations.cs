@@ -26,6 +26,12 @@ public enum Mutation
     /// space's gather, not a design, so it applies to every design.
     /// </summary>
     SkipGatherFlush,
+
+    /// <summary>occupancy: the slow path frees on the counts read before it dropped the PTE lock, without rechecking them.</summary>
+    SkipCountRecheck,
+
+    /// <summary>pte-ref-batched: a table whose switch to atomic is still pending is freed on its unconfirmed count.</summary>
+    SkipSwitchConfirm,
 }
 
 /// <summary>Mutation names on the command line.</summary>
@@ -40,6 +46,8 @@ public static class Mutations
         ("skip-rcu-deferral", Mutation.SkipRcuDeferral),
         ("skip-switch-grace-period", Mutation.SkipSwitchGracePeriod),
         ("skip-tlb-flush", Mutation.SkipGatherFlush),
+        ("skip-count-recheck", Mutation.SkipCountRecheck),
+        ("skip-switch-confirm", Mutation.SkipSwitchConfirm),
     ];
 
     /// <summary>The known names.</summary>

@@ -87,4 +87,9 @@ public class NoReclaim : IPageTableReclaim
     public virtual void AfterLazyFreeUnmap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable, bool discarded)
     {
     }
+
+    /// <inheritdoc/>
+    public virtual void AfterMadvise(MmStruct mm, Cpu cpu)
+    {
+    }
 }

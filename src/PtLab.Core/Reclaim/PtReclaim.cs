@@ -11,7 +11,7 @@ namespace PtLab.Reclaim;
 /// none frees it. Walkers are safe because <c>pte_offset_map</c> holds an RCU read section for
 /// the whole visit and <c>pte_offset_map_lock</c> rechecks the pmd once it holds the PTE lock.
 /// </summary>
-public sealed class PtReclaim : NoReclaim
+public sealed class PtReclaim : UpstreamWalkerReclaim
 {
     private long _fastPath;
     private long _slowPath;
@@ -28,52 +28,6 @@ public sealed class PtReclaim : NoReclaim
 
     /// <summary>Slow paths that found an entry repopulated and kept the table.</summary>
     public long SlowPathAborted => Volatile.Read(ref _slowPathAborted);
-
-    /// <summary>
-    /// <c>__pte_offset_map</c>: enters an RCU read section that lasts until <see cref="PteUnmap"/>,
-    /// so the table cannot be freed under the visitor.
-    /// </summary>
-    public override TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
-    {
-        mm.Rcu.ReadLock(cpu.Id);
-        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
-        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
-        {
-            mm.Rcu.ReadUnlock(cpu.Id);
-            return TableRef.None;
-        }
-
-        return mm.Phys.Ref(Entry.Pfn(pmd));
-    }
-
-    /// <summary><c>pte_unmap</c>: leaves the RCU read section.</summary>
-    public override void PteUnmap(MmStruct mm, Cpu cpu, TableRef pteTable) => mm.Rcu.ReadUnlock(cpu.Id);
-
-    /// <summary>
-    /// <c>__pte_offset_map_lock</c>: map, take the PTE lock, and recheck that the pmd still points
-    /// at the same table; if the table was unhooked meanwhile, start again (and find none).
-    /// </summary>
-    public override TableRef PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
-    {
-        while (true)
-        {
-            var pteTable = PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
-            if (pteTable.IsNone)
-            {
-                return pteTable;
-            }
-
-            mm.PtlLock(cpu, pteTable.Pfn);
-            ulong now = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
-            if (SkipPmdRecheckForTesting || (!Entry.IsNone(now) && !Entry.IsHuge(now) && Entry.Pfn(now) == pteTable.Pfn))
-            {
-                return pteTable;
-            }
-
-            mm.PtlUnlock(cpu, pteTable.Pfn);
-            PteUnmap(mm, cpu, pteTable);
-        }
-    }
 
     /// <summary>
     /// The fast path at the end of <c>zap_pte_range</c>: if this zap may reclaim the table, try the
@@ -160,9 +114,6 @@ public sealed class PtReclaim : NoReclaim
     /// which frees it after the TLB flush and a grace period.
     /// </summary>
     private static void FreePte(MmStruct mm, MmuGather tlb, TableRef pteTable, ulong addr) => mm.PteFreeTlb(tlb, pteTable.Pfn, addr);
-
-    /// <summary>Test-only mutation: <c>pte_offset_map_lock</c> without the pmd recheck.</summary>
-    internal bool SkipPmdRecheckForTesting { get; set; }
 
     /// <summary>
     /// <c>reclaim_pt_is_enabled</c> and the skip rule: only MADV_DONTNEED, and only a zap covering

@@ -11,9 +11,9 @@ namespace PtLab.Reclaim;
 /// MADV_FREE calls <c>try_to_free_user_pte</c>: that switches it to atomic mode (one RCU grace
 /// period), drops its own reference and frees the table if the count is zero.
 /// </summary>
-public sealed class PteRefReclaim : RefcountReclaim
+public class PteRefReclaim : RefcountReclaim
 {
-    private long _switches;
+    private protected long _switches;
     private long _switchBacks;
     private long _freed;
 
@@ -39,7 +39,7 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// <summary>Tables this design freed (<c>free_user_pte</c> that unhooked a table).</summary>
     public long TablesFreed => Volatile.Read(ref _freed);
 
-    private static PercpuRef RefOf(MmStruct mm, long pteTable) =>
+    private protected static PercpuRef RefOf(MmStruct mm, long pteTable) =>
         mm.Phys.Desc(pteTable).TableState as PercpuRef
         ?? throw new PercpuRefException($"PTE table {pteTable:x} has no pte_ref");
 
@@ -215,7 +215,7 @@ public sealed class PteRefReclaim : RefcountReclaim
     /// mutation) is the use after free it reveals, and is reported as one. Any other failure, and
     /// a percpu_ref failure on a live table, is a different bug and goes on as it is.
     /// </summary>
-    private static T Guard<T>(MmStruct mm, TableRef pteTable, string what, int cpu, Func<PercpuRef, int, T> op)
+    private protected static T Guard<T>(MmStruct mm, TableRef pteTable, string what, int cpu, Func<PercpuRef, int, T> op)
     {
         try
         {
@@ -231,7 +231,7 @@ public sealed class PteRefReclaim : RefcountReclaim
     private static UseAfterFreeException RacedWithFree(string what, TableRef pteTable, Exception e) =>
         new($"{what} on {pteTable} raced with its free: {e.Message}", Environment.StackTrace, null);
 
-    private void FreeAndCount(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable)
+    private protected void FreeAndCount(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable)
     {
         if (FreeUserPte(mm, cpu, pmdTable, pmdIndex, pteTable))
         {

@@ -48,7 +48,10 @@ public static class Invariants
             : null;
     }
 
-    /// <summary>Refcount designs: every table's count equals its non-none entries (no visitor is left).</summary>
+    /// <summary>
+    /// Counting designs: every table's count equals its non-none entries (no visitor is left), and a
+    /// zero-page count equals its zero-page entries.
+    /// </summary>
     public static string? Refcounts(MmStruct mm)
     {
         if (mm.Design is not IRefcountedTables rc)
@@ -58,18 +61,27 @@ public static class Invariants
 
         foreach (long pteTable in PteTables(mm))
         {
-            long entries = 0;
+            long entries = 0, zeroPage = 0;
             foreach (ulong e in mm.Phys.Table(pteTable))
             {
                 if (e != 0)
                 {
                     entries++;
+                    if (Entry.IsPresent(e) && Entry.IsSpecial(e))
+                    {
+                        zeroPage++;
+                    }
                 }
             }
 
             if (rc.ExactCount(mm, pteTable) is { } count && count != entries)
             {
                 return $"refcount of PTE table {pteTable:x} is {count}, but it holds {entries} entries";
+            }
+
+            if (mm.Design is IZeroPageCounted zc && zc.ZeroPageCount(mm, pteTable) is var zeros && zeros != zeroPage)
+            {
+                return $"zero-page count of PTE table {pteTable:x} is {zeros}, but it holds {zeroPage} zero-page entries";
             }
         }
 

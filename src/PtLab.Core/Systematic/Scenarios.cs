@@ -48,6 +48,15 @@ public sealed class ScenarioContext
         End = Base + length;
     }
 
+    internal void Read(ulong va)
+    {
+        var r = Cpu(0).ReadByte(va, out _);
+        if (!r.Ok)
+        {
+            throw new InvalidOperationException($"set-up read of 0x{va:x} failed: {r}");
+        }
+    }
+
     internal void Touch(ulong va)
     {
         var r = Cpu(0).Touch(va);
@@ -350,6 +359,50 @@ public static class SystematicScenarios
                     cpu.ReadByte(Base + (4 * K4), out _);
                 },
             ]),
+        new(
+            "occupancy-partial-zap",
+            "two partial MADV_DONTNEEDs of one PTE table (the last one leaves only a zero-page entry, so occupancy frees the table) against a zero-page read and write faults in it and faults installing three neighbour tables under the pmd lock",
+            600,
+            64L << 20,
+            c =>
+            {
+                c.Map(4 * M2);
+                for (ulong i = 0; i < 4; i++)
+                {
+                    c.Touch(Base + (i * K4));
+                }
+
+                c.Read(Base + (8 * K4)); // the shared zero page
+            },
+            [
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, pages 0-1)");
+                    c.Mm.Madvise(cpu, Base, 2 * K4, Advice.DontNeed);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, pages 2-3)");
+                    c.Mm.Madvise(cpu, Base + (2 * K4), 2 * K4, Advice.DontNeed);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: read page 5 (zero page)");
+                    cpu.ReadByte(Base + (5 * K4), out _);
+                    c.Scheduler.Note("fault: write page 1");
+                    cpu.Touch(Base + K4);
+                    c.Scheduler.Note("fault: write page 3");
+                    cpu.Touch(Base + (3 * K4));
+                },
+                (c, cpu) =>
+                {
+                    for (ulong t = 1; t < 4; t++)
+                    {
+                        c.Scheduler.Note($"fault: write neighbour table {t} (pmd lock)");
+                        cpu.Touch(Base + (t * M2) + K4);
+                    }
+                },
+            ]),
     ]);
 
     private static SystematicScenario[] Described(SystematicScenario[] all) => [.. all.Select(Describe)];
@@ -357,10 +410,11 @@ public static class SystematicScenarios
     /// <summary>What each scenario is shown to catch, and which drive a primitive rather than a design.</summary>
     private static SystematicScenario Describe(SystematicScenario s) => s.Name switch
     {
-        "walker-dontneed-fault" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipGatherFlush] },
+        "walker-dontneed-fault" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipGatherFlush, Mutation.SkipSwitchConfirm] },
         "gup-fast-free" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipTrackClear, Mutation.SkipRcuDeferral] },
         "percpu-switch" => s with { UsesDesign = false, Catches = [Mutation.SkipSwitchGracePeriod] },
         "ptreclaim-trylock" => s with { Catches = [Mutation.SkipPmdRecheck] },
+        "occupancy-partial-zap" => s with { Catches = [Mutation.SkipCountRecheck, Mutation.SkipTrackClear, Mutation.SkipSwitchConfirm] },
         _ => s,
     };
 

@@ -16,7 +16,7 @@ public class SeedRaceTests
     private const ulong Base = 0x40000000;
     private const int Tables = 4;
 
-    public static TheoryData<string> Designs => new() { "none", "atomic", "pte-ref", "pt-reclaim" };
+    public static TheoryData<string> Designs => Sim.EveryDesign();
 
     private static Sim New(string design, long ram = 256L << 20, bool pageData = true)
     {

@@ -14,7 +14,7 @@ public class StressTests
     private const ulong Region = 0x40000000UL - (4UL << 20); // straddles a PMD-table boundary
     private const int Pages = 2048;                          // 8 MiB, four PTE tables
 
-    public static TheoryData<string> Designs => new() { "none", "atomic", "pte-ref", "pt-reclaim" };
+    public static TheoryData<string> Designs => Sim.EveryDesign();
 
     [Theory]
     [MemberData(nameof(Designs))]

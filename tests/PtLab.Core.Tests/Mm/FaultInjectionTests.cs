@@ -6,7 +6,7 @@ namespace PtLab.Tests.Mm;
 /// <summary>Allocation failures at chosen or random points leave nothing leaked and every invariant intact.</summary>
 public class FaultInjectionTests
 {
-    public static TheoryData<string> Designs => new() { "none", "atomic", "pte-ref", "pt-reclaim" };
+    public static TheoryData<string> Designs => Sim.EveryDesign();
 
     [Theory]
     [MemberData(nameof(Designs))]

@@ -6,7 +6,7 @@ namespace PtLab.Tests.Mm;
 
 public class GupAndWalkerTests
 {
-    public static TheoryData<string> Designs => new() { "none", "atomic", "pte-ref", "pt-reclaim" };
+    public static TheoryData<string> Designs => Sim.EveryDesign();
 
     private static Sim New(string design) => new(design: PtLab.Reclaim.Designs.Factory(design));
 

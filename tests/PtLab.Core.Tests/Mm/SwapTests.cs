@@ -5,7 +5,7 @@ namespace PtLab.Tests.Mm;
 
 public class SwapTests
 {
-    public static TheoryData<string> Designs => new() { "none", "atomic", "pte-ref", "pt-reclaim" };
+    public static TheoryData<string> Designs => Sim.EveryDesign();
 
     [Theory]
     [MemberData(nameof(Designs))]

@@ -34,6 +34,8 @@ public class FreeNowRulesTests
     [InlineData("atomic", true)]
     [InlineData("pte-ref", true)]
     [InlineData("pt-reclaim", false)]
+    [InlineData("occupancy", true)]
+    [InlineData("pte-ref-batched", true)]
     public void RefcountDesignsFreeOnlyEmptyTablesAndNoDesignFreesTheRestNow(string design, bool freesEmpty)
     {
         var rule = FreeNowRules.For(design)!;

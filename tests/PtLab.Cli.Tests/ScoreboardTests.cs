@@ -1,0 +1,82 @@
+using System.Text.Json;
+
+namespace PtLab.Tests;
+
+/// <summary>The scenarios that separate the designs no kernel ships, and the scoreboard that runs them all.</summary>
+public class ScoreboardTests
+{
+    private static JsonElement Json(params string[] args)
+    {
+        var (code, output, err) = CommandTests.Run(args);
+        Assert.True(code == 0, err);
+        return JsonDocument.Parse(output).RootElement;
+    }
+
+    private static Dictionary<string, long> PteTablesAfter(JsonElement compare) =>
+        compare.GetProperty("designs").EnumerateArray().ToDictionary(
+            d => d.GetProperty("design").GetString()!, d => d.GetProperty("after").GetProperty("tables").GetProperty("pte").GetInt64());
+
+    [Fact]
+    public void PerPageFreesEmptyEveryTableOnlyUnderTheDesignsThatFreeAtTheLastEntry()
+    {
+        var tables = PteTablesAfter(Json("compare", "per-page-dontneed", "--size", "8M", "--designs", "none,pt-reclaim,atomic,occupancy", "--trials", "1", "--page-data", "off", "--format", "json"));
+        Assert.Equal(4, tables["none"]);
+        Assert.Equal(4, tables["pt-reclaim"]); // no call covers a whole 2 MiB
+        Assert.Equal(0, tables["atomic"]);
+        Assert.Equal(0, tables["occupancy"]);
+    }
+
+    [Fact]
+    public void ZeroPageTablesGivenBackInPiecesAreFreedByOccupancyButNotByUpstream()
+    {
+        var j = Json("compare", "zeropage-fill", "--size", "8M", "--designs", "pt-reclaim,occupancy", "--trials", "1", "--format", "json");
+        var tables = PteTablesAfter(j);
+        Assert.Equal(4, tables["pt-reclaim"]);
+        Assert.Equal(0, tables["occupancy"]);
+        var read = j.GetProperty("designs")[1].GetProperty("checkpoints").EnumerateArray().First(c => c.GetProperty("label").GetString() == "read");
+        Assert.Equal(4, read.GetProperty("status").GetProperty("tables").GetProperty("pte").GetInt64());
+    }
+
+    [Fact]
+    public void MadvFreePressureRunsUnderItsOwnRamAndReclaimEmptiesTablesThatOccupancyFrees()
+    {
+        var tables = PteTablesAfter(Json("compare", "madvfree-pressure", "--size", "64M", "--designs", "none,occupancy", "--trials", "1", "--page-data", "off", "--format", "json"));
+        Assert.Equal(32, tables["none"]);
+        Assert.InRange(tables["occupancy"], 0, 31);
+    }
+
+    [Fact]
+    public void TheScoreboardRunsEachScenarioUnderEachDesignAndMarksTheBest()
+    {
+        var j = Json("compare", "--scenarios", "zeropage-fill,reuse", "--designs", "none,occupancy", "--format", "json");
+        var scenarios = j.GetProperty("scenarios").EnumerateArray().ToList();
+        Assert.Equal(["zeropage-fill", "reuse"], scenarios.Select(s => s.GetProperty("label").GetString()));
+        foreach (var s in scenarios)
+        {
+            var compare = s.GetProperty("compare");
+            Assert.Equal(["none", "occupancy"], compare.GetProperty("designs").EnumerateArray().Select(d => d.GetProperty("design").GetString()));
+            var tables = PteTablesAfter(compare);
+            Assert.Equal(tables.Values.Min(), tables[s.GetProperty("best").GetString()!]);
+            Assert.False(string.IsNullOrEmpty(s.GetProperty("verdict").GetString()));
+        }
+
+        Assert.Equal("occupancy", scenarios[0].GetProperty("best").GetString()); // 0 tables against none's 64
+        Assert.Equal(["occupancy"], j.GetProperty("fewestTablesEverywhere").EnumerateArray().Select(e => e.GetString()));
+    }
+
+    [Theory]
+    [InlineData("--scenarios", "compare", "--scenarios", "bogus")]
+    [InlineData("--trials", "compare", "--scenarios", "reuse", "--trials", "0")]
+    [InlineData("--designs", "compare", "--scenarios", "reuse", "--designs", "magic")]
+    [InlineData("--reuse", "run", "per-page-dontneed", "--reuse", "101")]
+    [InlineData("--piece", "run", "zeropage-fill", "--piece", "3K")]
+    [InlineData("--rounds", "run", "reuse", "--rounds", "0")]
+    [InlineData("--kernel", "compare", "madvfree-pressure", "--kernel")]
+    public void BadScoreboardAndScenarioArgumentsGetOneLineNamingTheOption(string option, params string[] args)
+    {
+        var (code, output, err) = CommandTests.Run(args);
+        Assert.Equal(2, code);
+        Assert.Equal("", output);
+        Assert.Contains(option, Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+    }
+}
