@@ -315,7 +315,7 @@ internal sealed record ReplayReport
 
         w.WriteLine($"trace {Trace}: {ReportParameters.Describe(Parameters)}; host {string.Join(", ", HostFacts.Where(k => k.Key is "kernel_release" or "config_pt_reclaim" or "thp_enabled").Select(k => $"{k.Key}={k.Value}"))}");
         w.WriteLine();
-        w.WriteLine($"{"design",-11} {"pid",8} {"process",-16} {"exit VmPTE",12} {"kernel",10} {"peak VmPTE",12} {"mean",10} {"PTE/PMD/PUD",14} {"VmRSS",11} {"faults",10} {"GPs",6} {"madvise p50/p99",18}");
+        w.WriteLine($"{"design",-15} {"pid",8} {"process",-16} {"exit VmPTE",12} {"kernel",10} {"peak VmPTE",12} {"mean",10} {"PTE/PMD/PUD",14} {"VmRSS",11} {"faults",10} {"GPs",6} {"madvise p50/p99",18}");
         foreach (var d in Designs)
         {
             foreach (var p in d.Processes)
@@ -323,7 +323,7 @@ internal sealed record ReplayReport
                 var x = p.Exit;
                 string kernel = p.KernelExit is null ? "-" : Human.Kb(p.KernelExit.VmPteKb);
                 string lat = p.MadviseLatencyNs.Count == 0 ? "-" : $"{Human.Micros(p.MadviseLatencyNs.P50)}/{Human.Micros(p.MadviseLatencyNs.P99)}";
-                w.WriteLine($"{d.Design,-11} {p.Pid,8} {Short(p.Name),-16} {Human.Kb(ExitVmPte(p)),12} {kernel,10} {Human.Kb(p.PeakVmPteKb),12} {Human.Kb((long)Math.Round(p.MeanSampleVmPteKb)),10} {$"{x.PteTables}/{x.PmdTables}/{x.PudTables}",14} {Human.Kb(x.VmRssKb),11} {Human.Count(p.Faults),10} {Human.Count(p.Counters.GracePeriods),6} {lat,18}");
+                w.WriteLine($"{d.Design,-15} {p.Pid,8} {Short(p.Name),-16} {Human.Kb(ExitVmPte(p)),12} {kernel,10} {Human.Kb(p.PeakVmPteKb),12} {Human.Kb((long)Math.Round(p.MeanSampleVmPteKb)),10} {$"{x.PteTables}/{x.PmdTables}/{x.PudTables}",14} {Human.Kb(x.VmRssKb),11} {Human.Count(p.Faults),10} {Human.Count(p.Counters.GracePeriods),6} {lat,18}");
             }
         }
 
