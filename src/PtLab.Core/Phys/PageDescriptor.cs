@@ -22,12 +22,18 @@ public enum PageFlags
     Free = 1 << 6,
     /// <summary>In the swap cache (<c>PG_swapcache</c>).</summary>
     SwapCache = 1 << 7,
+    /// <summary><c>PG_mlocked</c>: mapped in a <c>VM_LOCKED</c> VMA; kept on the unevictable list, never reclaimed.</summary>
+    Mlocked = 1 << 8,
+    /// <summary>The first frame of a transparent huge page (<c>PG_head</c> of a PMD-order folio).</summary>
+    Head = 1 << 9,
+    /// <summary>Any other frame of a transparent huge page; its folio starts at the frame number rounded down to 512.</summary>
+    Tail = 1 << 10,
     /// <summary>
     /// <c>PG_reclaim</c>, the bit <c>PG_readahead</c> shares: set on a dirty page-cache page that
     /// reclaim outside kswapd (MADV_PAGEOUT) left for writeback. Fault-around takes it for a
     /// read-ahead mark and skips the page; a fault on the page itself clears it.
     /// </summary>
-    Reclaim = 1 << 8,
+    Reclaim = 1 << 11,
 }
 
 /// <summary>The LRU lists PtLab keeps (<c>enum lru_list</c>, without the active/inactive split).</summary>
@@ -39,6 +45,8 @@ public enum LruList
     Anon = 1,
     /// <summary>Pages reclaim may drop without writing them anywhere: lazy-free anonymous pages (<c>LRU_INACTIVE_FILE</c>).</summary>
     File = 2,
+    /// <summary>Mlocked pages, which reclaim never scans (<c>LRU_UNEVICTABLE</c>).</summary>
+    Unevictable = 3,
 }
 
 /// <summary>
@@ -55,6 +63,9 @@ public struct PageDescriptor
 
     /// <summary><c>page_mapcount</c>: how many PTEs map this page.</summary>
     public int MapCount;
+
+    /// <summary>On the head of a transparent huge page: how many PMDs map the whole folio (<c>_entire_mapcount</c>).</summary>
+    public int EntireMapCount;
 
     /// <summary>The split page-table lock word (<c>ptlock</c>) of a table page.</summary>
     public int PtLock;

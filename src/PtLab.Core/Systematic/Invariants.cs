@@ -178,8 +178,8 @@ public static class Invariants
 
         mm.Exit(machine.Cpus[0]);
         machine.Rcu.Barrier();
-        long used = machine.Phys.UsedFrames;
-        return used > 1 ? $"{used - 1} {(used - 1 == 1 ? "frame" : "frames")} still in use after exit and rcu_barrier (were {before})" : null;
+        long used = machine.Phys.UsedFrames, reserved = machine.Phys.ReservedFrames;
+        return used > reserved ? $"{used - reserved} {(used - reserved == 1 ? "frame" : "frames")} still in use after exit and rcu_barrier (were {before})" : null;
     }
 
     internal static List<long> PteTables(MmStruct mm)
