@@ -19,6 +19,9 @@ public sealed record ReplayOptions
 
     /// <summary>Simulated CPUs: the recorded host's count; threads share them as they shared the host's.</summary>
     public int Cpus { get; init; } = 1;
+
+    /// <summary>The transparent huge page mode: the recorded host's (<see cref="TraceReplayer.ThpOf"/>).</summary>
+    public ThpSettings Thp { get; init; } = ThpSettings.Default;
 }
 
 /// <summary>
@@ -70,14 +73,24 @@ public sealed class TraceReplayer
             RamBytes = options.RamBytes,
             PageData = false,
             Design = options.DesignFactory,
+            Thp = options.Thp,
         });
         _threadsOnCpu = new int[_machine.Cpus.Count];
     }
 
     /// <summary>Whether rows of <paramref name="kind"/> are replayed on the model (the others are counted as unsupported).</summary>
     public static bool Replays(TraceEventKind kind) =>
-        kind is not (TraceEventKind.Mremap or TraceEventKind.ProcessMadvise or TraceEventKind.Mlock or TraceEventKind.Mlock2
-            or TraceEventKind.Munlock or TraceEventKind.Mlockall or TraceEventKind.Munlockall);
+        kind is not TraceEventKind.ProcessMadvise;
+
+    /// <summary>The recorded host's THP mode (its enabled and defrag settings), or the kernel's default where the trace does not say.</summary>
+    public static ThpSettings ThpOf(TraceMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        var d = ThpSettings.Default;
+        var enabled = metadata.Host.TryGetValue(HostFacts.ThpEnabled, out var e) ? ThpSettings.ParseEnabled(e) : null;
+        var defrag = metadata.Host.TryGetValue(HostFacts.ThpDefrag, out var f) ? ThpSettings.ParseDefrag(f) : null;
+        return d with { Enabled = enabled ?? d.Enabled, Defrag = defrag ?? d.Defrag };
+    }
 
     /// <summary>The machine the replay runs on.</summary>
     public Machine Machine => _machine;
@@ -89,7 +102,7 @@ public sealed class TraceReplayer
     public static ReplayResult Run(TraceReader reader, ReplayOptions options, Action<double>? progress = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(reader);
-        var r = new TraceReplayer(reader.Path, options);
+        var r = new TraceReplayer(reader.Path, options with { Thp = ThpOf(reader.Metadata) });
         long rows = Math.Max(1, reader.Rows);
         foreach (var batch in reader.ReadBatches(cancel))
         {
@@ -236,6 +249,10 @@ public sealed class TraceReplayer
             case TraceEventKind.Mprotect: Mprotect(e); break;
             case TraceEventKind.Madvise: Madvise(e); break;
             case TraceEventKind.Brk: Brk(e); break;
+            case TraceEventKind.Mremap: Mremap(e); break;
+            case TraceEventKind.Mlock or TraceEventKind.Mlock2 or TraceEventKind.Munlock or TraceEventKind.Mlockall or TraceEventKind.Munlockall:
+                Mlock(e);
+                break;
             default:
                 Unsupported(TraceKinds.Name(e.Kind) + (e.Kind == TraceEventKind.ProcessMadvise ? " (its ranges are not recorded)" : " (not modelled)"));
                 break;
@@ -894,9 +911,9 @@ public sealed class TraceReplayer
     }
 
     /// <summary>
-    /// brk: the heap is the range from the first break the trace shows to the current one. The
-    /// model has no brk yet: growing maps the new pages next to the heap (they merge into one
-    /// VMA, as brk's do), shrinking unmaps them (brk shrinks with the same unmap).
+    /// brk: the model's heap starts where the trace's first brk of this address space says the
+    /// break is (exec randomises it), then each call asks the model for the recorded argument and
+    /// compares the break it answers with the kernel's.
     /// </summary>
     private void Brk(in TraceEvent e)
     {
@@ -908,30 +925,80 @@ public sealed class TraceReplayer
             return;
         }
 
-        ulong now = (ulong)e.Result;
+        var cpu = Activate(t);
+        var mm = p.Mm.Mm;
+        ulong kernel = (ulong)e.Result;
         if (p.Brk == 0)
         {
-            p.Brk = now;
+            p.Brk = kernel;
+            if (mm.CurrentBrk != kernel)
+            {
+                mm.SetBrkBase(cpu, kernel);
+            }
+
+            if (e.Address == 0 || e.Address == kernel)
+            {
+                return;
+            }
+        }
+
+        ulong model = mm.Brk(cpu, e.Address);
+        if (model != kernel)
+        {
+            Divergence("brk: the model's break differs from the kernel's");
+        }
+
+        p.Brk = kernel;
+    }
+
+    /// <summary>mremap: the model moves or resizes the mapping; a move lands where the kernel put it.</summary>
+    private void Mremap(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
             return;
         }
 
         var cpu = Activate(t);
-        var mm = p.Mm.Mm;
-        ulong oldEnd = (p.Brk + PageSize - 1) & PageMask, newEnd = (now + PageSize - 1) & PageMask;
-        if (newEnd > oldEnd)
+        var mm = t.Proc.Mm.Mm;
+        var flags = (MremapFlags)(int)e.Flags;
+        var r = mm.Mremap(cpu, e.Address, e.Length, e.NewLength, flags, e.NewAddress);
+        if (r.Ok && e.Result > 0 && r.Address != (ulong)e.Result)
         {
-            var r = mm.Mmap(cpu, oldEnd, newEnd - oldEnd, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.FixedNoReplace);
-            if (!r.Ok)
+            // The model moved it elsewhere: move it on to the kernel's address.
+            Divergence("mremap placed elsewhere by the model (kernel's address used)");
+            var to = mm.Mremap(cpu, r.Address, e.NewLength, e.NewLength, MremapFlags.MayMove | MremapFlags.Fixed, (ulong)e.Result);
+            if (!to.Ok)
             {
-                Divergence($"brk: the model could not grow the heap ({r.Error})");
+                Divergence($"mremap: the model could not move the mapping to the kernel's address ({to.Error})");
             }
         }
-        else if (newEnd < oldEnd)
+
+        CompareResult(e, r.Error);
+    }
+
+    private void Mlock(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
         {
-            mm.Munmap(cpu, newEnd, oldEnd - newEnd);
+            return;
         }
 
-        p.Brk = now;
+        var cpu = Activate(t);
+        var mm = t.Proc.Mm.Mm;
+        var r = e.Kind switch
+        {
+            TraceEventKind.Mlock => mm.Mlock(cpu, e.Address, e.Length),
+            TraceEventKind.Mlock2 => mm.Mlock2(cpu, e.Address, e.Length, (MlockFlags)(int)e.Flags),
+            TraceEventKind.Munlock => mm.Munlock(cpu, e.Address, e.Length),
+            TraceEventKind.Mlockall => mm.Mlockall(cpu, (MlockallFlags)(int)e.Flags),
+            _ => mm.Munlockall(cpu),
+        };
+        CompareResult(e, r);
     }
 
     // ---- state ----
