@@ -68,6 +68,7 @@ internal static class Cli
         var bench = new Command("bench", "Benchmarks (not tests): figures to compare, measured on this host.");
         bench.Subcommands.Add(Bench.Command(stdout));
         bench.Subcommands.Add(BenchTraces.Command(stdout));
+        bench.Subcommands.Add(BenchReplay.Command(stdout));
         bench.Subcommands.Add(ScanBench.Command(stdout));
         bench.Subcommands.Add(FootprintBench.Command(stdout));
         root.Subcommands.Add(Demo.Command(stdout, stderr));
@@ -78,6 +79,7 @@ internal static class Cli
         root.Subcommands.Add(Check.SoakCommand(stdout));
         root.Subcommands.Add(Record.Command(stdout, stderr));
         root.Subcommands.Add(TraceCommands.Command(stdout, stderr));
+        root.Subcommands.Add(Replay.Command(stdout, stderr));
         root.Subcommands.Add(Scan.Command(stdout, stderr));
         root.Subcommands.Add(ExporterHost.Command(stdout, stderr));
         var fuzz = new Command("fuzz", "Fuzzers: random operations checked against an oracle after every one (kernel), or random inputs to the trace reader (traces).");

@@ -67,7 +67,8 @@ internal static partial class Compare
         var scenario = def.Create(p, args with { At = slot });
         common.RefuseMeaningless(p, def, scenario, [design]);
         common.GuardHostMemory(p, def, scenario, onKernel: kernelRuns);
-        var machine = common.Machine(p, args.Cpus, design, out var reported);
+        // The model runs in the host's transparent huge page mode, as the kernel side does.
+        var machine = common.Machine(p, args.Cpus, design, out var reported) with { Thp = info.Thp ?? PtLab.Mm.ThpSettings.Default };
         ScenarioResult model;
         TablesReport inferredCheck, countedCheck;
         using (var target = new ModelTarget(machine))

@@ -44,6 +44,12 @@ public sealed partial record KernelInfo
     /// <summary><c>CONFIG_PT_RECLAIM</c>.</summary>
     public required ConfigState PtReclaim { get; init; }
 
+    /// <summary>
+    /// The host's transparent huge page mode from <c>/sys/kernel/mm/transparent_hugepage/</c>, or
+    /// null where it cannot be read (not Linux, no THP support).
+    /// </summary>
+    public PtLab.Mm.ThpSettings? Thp { get; init; }
+
     /// <summary>Where the configuration was read from, or null.</summary>
     public string? ConfigSource { get; init; }
 
@@ -78,7 +84,26 @@ public sealed partial record KernelInfo
             };
         }
 
-        return ForLinux(UnameRelease(), isX64, "/proc/config.gz", "/boot");
+        return ForLinux(UnameRelease(), isX64, "/proc/config.gz", "/boot") with { Thp = ReadThp("/sys/kernel/mm/transparent_hugepage") };
+    }
+
+    /// <summary>
+    /// Reads the THP mode from a sysfs folder (<c>enabled</c>, <c>defrag</c>, <c>use_zero_page</c>);
+    /// null when a file is missing or unreadable, or holds a word this version does not know.
+    /// </summary>
+    public static PtLab.Mm.ThpSettings? ReadThp(string folder)
+    {
+        try
+        {
+            var enabled = PtLab.Mm.ThpSettings.ParseEnabled(File.ReadAllText(Path.Combine(folder, "enabled")));
+            var defrag = PtLab.Mm.ThpSettings.ParseDefrag(File.ReadAllText(Path.Combine(folder, "defrag")));
+            string zero = File.ReadAllText(Path.Combine(folder, "use_zero_page")).Trim();
+            return enabled is { } e && defrag is { } d && zero is "0" or "1" ? new PtLab.Mm.ThpSettings(e, d, zero == "1") : null;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     /// <summary>The Linux half of <see cref="Probe"/>, with the configuration locations as parameters (for tests).</summary>

@@ -270,6 +270,160 @@ public sealed unsafe class KernelTarget : IFileTarget
 
     /// <inheritdoc/>
     /// <remarks>
+    /// The source must be the target's own memory (or free), and so must a MREMAP_FIXED
+    /// destination. On success the target's record of its ranges follows the remap (the
+    /// protections move with the pages; a growth takes the protection of the end it grows from),
+    /// worked out without reading /proc, whose reading would make the runtime allocate in the
+    /// middle of a measurement; after a MREMAP_FIXED that failed past its checks it is read again
+    /// from <c>/proc/self/smaps</c>.
+    /// </remarks>
+    public MmapResult Mremap(ulong addr, ulong oldLen, ulong newLen, MremapFlags flags, ulong newAddr)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            EnsureOwnedOrFree(addr, oldLen, "mremap source");
+            if ((flags & MremapFlags.Fixed) != 0)
+            {
+                EnsureOwnedOrFree(newAddr, newLen, "mremap destination");
+            }
+
+            var source = _owned.Ranges.Where(o => o.Start < addr + PageAlign(oldLen) && o.End > addr).ToList();
+            nint p = LibC.Mremap((nint)addr, (nuint)oldLen, (nuint)newLen, (int)flags, (nint)newAddr);
+            if (p == LibC.MapFailed)
+            {
+                // EINVAL comes before anything changed; other errors may follow MREMAP_FIXED's
+                // unmap of the destination (or a shrink of the source).
+                var error = Fail();
+                if (error != Errno.EINVAL && (flags & MremapFlags.Fixed) != 0)
+                {
+                    Resync(addr, addr + PageAlign(oldLen));
+                    Resync(newAddr, newAddr + PageAlign(newLen));
+                }
+
+                return new MmapResult(0, error);
+            }
+
+            FollowRemap(source, addr, PageAlign(oldLen), PageAlign(newLen), (ulong)p, flags);
+            return new MmapResult((ulong)p, Errno.None);
+        }
+    }
+
+    /// <summary>
+    /// Moves the record of the source pieces to where mremap put them: resized in place (the tail
+    /// dropped, or grown with the protection of the last piece), or moved to
+    /// <paramref name="result"/> keeping their offsets, the old range dropped unless MREMAP_DONTUNMAP.
+    /// </summary>
+    private void FollowRemap(List<OwnedRange> source, ulong addr, ulong oldLen, ulong newLen, ulong result, MremapFlags flags)
+    {
+        var last = source.Count > 0 ? source[^1].Prot : Prot.None;
+        bool moved = result != addr || (flags & (MremapFlags.Fixed | MremapFlags.DontUnmap)) != 0;
+        if (!moved)
+        {
+            if (newLen < oldLen)
+            {
+                _owned.Remove(addr + newLen, addr + oldLen);
+            }
+            else if (newLen > oldLen)
+            {
+                _owned.Add(addr + oldLen, addr + newLen, last);
+            }
+
+            return;
+        }
+
+        _owned.Remove(result, result + newLen);
+        if ((flags & MremapFlags.DontUnmap) == 0)
+        {
+            _owned.Remove(addr, addr + Math.Max(oldLen, newLen));
+        }
+
+        foreach (var piece in source)
+        {
+            ulong from = Math.Max(piece.Start, addr) - addr, to = Math.Min(piece.End, addr + oldLen) - addr;
+            if (from < Math.Min(to, newLen))
+            {
+                _owned.Add(result + from, result + Math.Min(to, newLen), piece.Prot);
+            }
+        }
+
+        if (newLen > oldLen)
+        {
+            _owned.Add(result + oldLen, result + newLen, last);
+        }
+    }
+
+    /// <inheritdoc/>
+    public Errno Mlock(ulong addr, ulong length) => LockCall("mlock", addr, length, () => LibC.Mlock((nint)addr, (nuint)length));
+
+    /// <inheritdoc/>
+    public Errno Mlock2(ulong addr, ulong length, MlockFlags flags) =>
+        LockCall("mlock2", addr, length, () => LibC.Mlock2((nint)addr, (nuint)length, (int)flags));
+
+    /// <inheritdoc/>
+    public Errno Munlock(ulong addr, ulong length) => LockCall("munlock", addr, length, () => LibC.Munlock((nint)addr, (nuint)length));
+
+    /// <inheritdoc/>
+    /// <remarks>Refused: it would lock (and populate) the host process's own memory.</remarks>
+    public Errno Mlockall(MlockallFlags flags) =>
+        throw new NotSupportedException("mlockall acts on every mapping of the process, the runtime's too; run it in a child process");
+
+    /// <inheritdoc/>
+    /// <remarks>Refused, as <see cref="Mlockall"/>.</remarks>
+    public Errno Munlockall() =>
+        throw new NotSupportedException("munlockall acts on every mapping of the process, the runtime's too; run it in a child process");
+
+    /// <inheritdoc/>
+    /// <remarks>Refused: the runtime's C allocator owns this process's break.</remarks>
+    public ulong Brk(ulong addr) =>
+        throw new NotSupportedException("brk moves the break the C library's allocator owns in this process; run it in a child process");
+
+    /// <inheritdoc/>
+    public IReadOnlyList<VmaView> Layout(ulong start, ulong end) => SmapsLayout(start, end);
+
+    /// <inheritdoc/>
+    public long AnonKbIn(ulong start, ulong end) => SmapsIn(start, end).Sum(v => v.FieldsKb.GetValueOrDefault("Anonymous"));
+
+    /// <summary>The VMAs of this process that meet [start, end), with the modelled flags their smaps VmFlags name.</summary>
+    private static List<VmaView> SmapsLayout(ulong start, ulong end) =>
+        [.. SmapsIn(start, end).Select(v =>
+            new VmaView(v.Vma.Start, v.Vma.End, v.VmFlags.Aggregate(VmFlags.None, (f, w) => f | VmaView.Mnemonics.GetValueOrDefault(w))))];
+
+    /// <summary>The smaps records of this process's VMAs that meet [start, end).</summary>
+    private static IEnumerable<Scan.SmapsVma> SmapsIn(ulong start, ulong end)
+    {
+        if (!Scan.ProcSmaps.TryParse(File.ReadAllText("/proc/self/smaps"), out var vmas, out string? error))
+        {
+            throw new FormatException($"/proc/self/smaps: {error}");
+        }
+
+        return vmas.Where(v => v.Vma.Start < end && v.Vma.End > start);
+    }
+
+    private Errno LockCall(string call, ulong addr, ulong length, Func<int> syscall)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            EnsureOwnedOrFree(addr & ~(PageSize - 1), length + (addr & (PageSize - 1)), call);
+            return syscall() != 0 ? Fail() : Errno.None;
+        }
+    }
+
+    /// <summary>Takes the target's record of [start, end) again from what the kernel now maps there.</summary>
+    private void Resync(ulong start, ulong end)
+    {
+        _owned.Remove(start, end);
+        foreach (var v in SmapsLayout(start, end))
+        {
+            var prot = ((v.Flags & VmFlags.Read) != 0 ? Prot.Read : 0) | ((v.Flags & VmFlags.Write) != 0 ? Prot.Write : 0) |
+                ((v.Flags & VmFlags.Exec) != 0 ? Prot.Exec : 0);
+            _owned.Add(Math.Max(v.Start, start), Math.Min(v.End, end), prot);
+        }
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
     /// A write stores 1 and a read loads, one volatile byte access at <paramref name="addr"/> and
     /// every 4 KiB after it. A page outside the target's ranges gives SEGV_MAPERR when no VMA holds
     /// it; a page whose recorded protection forbids the access gives SEGV_ACCERR without touching it

@@ -32,6 +32,19 @@ internal static unsafe partial class LibC
     [LibraryImport(Library, EntryPoint = "madvise", SetLastError = true)]
     public static partial int Madvise(nint addr, nuint length, int advice);
 
+    /// <summary>glibc's <c>mremap</c> is variadic; the fifth argument is read only with MREMAP_FIXED or MREMAP_DONTUNMAP, and x86-64 passes it in a register either way.</summary>
+    [LibraryImport(Library, EntryPoint = "mremap", SetLastError = true)]
+    public static partial nint Mremap(nint addr, nuint oldLength, nuint newLength, int flags, nint newAddr);
+
+    [LibraryImport(Library, EntryPoint = "mlock", SetLastError = true)]
+    public static partial int Mlock(nint addr, nuint length);
+
+    [LibraryImport(Library, EntryPoint = "mlock2", SetLastError = true)]
+    public static partial int Mlock2(nint addr, nuint length, int flags);
+
+    [LibraryImport(Library, EntryPoint = "munlock", SetLastError = true)]
+    public static partial int Munlock(nint addr, nuint length);
+
     /// <summary><c>sizeof(struct statfs)</c> on x86-64; <c>f_type</c> is its first field.</summary>
     public const int StatfsSize = 120;
 

@@ -43,7 +43,7 @@ public static class ProcStatus
             }
 
             string key = line[..colon];
-            if (!Fields.Contains(key))
+            if (!Fields.Contains(key) && key != "VmLck")
             {
                 continue;
             }
@@ -77,7 +77,10 @@ public static class ProcStatus
             RssShmemKb: kb["RssShmem"],
             VmSwapKb: kb["VmSwap"],
             VmPteKb: kb["VmPTE"],
-            Tables: default);
+            Tables: default)
+        {
+            VmLckKb = kb.GetValueOrDefault("VmLck"),
+        };
         error = null;
         return true;
     }

@@ -150,6 +150,14 @@ public sealed class UpperTableInference : IFileTarget
     }
 
     /// <inheritdoc/>
+    /// <remarks>Refused: a move carries tables to other slots, which this inference does not follow.</remarks>
+    public MmapResult Mremap(ulong addr, ulong oldLen, ulong newLen, MremapFlags flags, ulong newAddr) =>
+        throw new NotSupportedException("the upper-table inference does not follow mremap's table moves; compare VmPTE without it");
+
+    /// <inheritdoc/>
+    public IReadOnlyList<VmaView> Layout(ulong start, ulong end) => _inner.Layout(start, end);
+
+    /// <inheritdoc/>
     public MmStatus Status()
     {
         var s = _inner.Status();

@@ -133,6 +133,33 @@ public sealed class TraceReader : IDisposable
 
     private IEnumerable<TraceEvent> Stream(CancellationToken cancellationToken)
     {
+        foreach (var batch in Batches(cancellationToken))
+        {
+            for (int r = 0; r < batch.Count; r++)
+            {
+                yield return batch.Event(r);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Streams the rows in file order a row group at a time, each row checked as by
+    /// <see cref="ReadEvents"/>: the fast way to consume a trace, with no per-row object. The batch
+    /// is reused: it is valid until the enumeration moves on.
+    /// </summary>
+    /// <exception cref="TraceFormatException">A row breaks a rule of the format, or a row group cannot be decoded.</exception>
+    public IEnumerable<TraceBatch> ReadBatches(CancellationToken cancellationToken = default)
+    {
+        if (_reading)
+        {
+            throw new InvalidOperationException("a TraceReader streams one enumeration at a time");
+        }
+
+        return Batches(cancellationToken);
+    }
+
+    private IEnumerable<TraceBatch> Batches(CancellationToken cancellationToken)
+    {
         _reading = true;
         try
         {
@@ -149,20 +176,33 @@ public sealed class TraceReader : IDisposable
                 var buffers = spare;
                 int nextIndex = g + 1;
                 next = nextIndex < _groupRows.Length ? Task.Run(() => Decode(nextIndex, buffers), cancellationToken) : null;
-                var cursor = new RowCursor(group);
-                for (int r = 0; r < group.Rows; r++, row++)
+                var batch = new TraceBatch(group, row);
+                var kinds = group.Kinds;
+                var has = group.Has;
+                var times = group.Longs(TraceSchema.Time);
+                var pids = group.Ints(TraceSchema.Pid);
+                var tids = group.Ints(TraceSchema.Tid);
+                var flags = group.Longs(TraceSchema.Flags);
+                for (int r = 0; r < group.Rows; r++)
                 {
-                    TraceEvent e;
-                    string? error = cursor.Next(out e);
-                    error ??= validator.Check(e);
-                    if (error is not null)
+                    var k = kinds[r];
+                    // Faults, nearly every row of a big trace, take the short check; any doubt takes the full one.
+                    if (k is TraceEventKind.Fault or TraceEventKind.KernelFault && has[r] == TraceKinds.Fields(k).Required &&
+                        validator.CheckFault(times[r], pids[r], tids[r], (ulong)flags[r]))
                     {
-                        throw new TraceFormatException($"{Path}: row {row}: {error}");
+                        continue;
                     }
 
-                    yield return e;
+                    string? error = group.RowError(r);
+                    error ??= validator.Check(batch.Event(r));
+                    if (error is not null)
+                    {
+                        throw new TraceFormatException($"{Path}: row {row + r}: {error}");
+                    }
                 }
 
+                yield return batch;
+                row += group.Rows;
                 cancellationToken.ThrowIfCancellationRequested();
                 spare = group;
             }
@@ -209,6 +249,7 @@ public sealed class TraceReader : IDisposable
             }
         }
 
+        into.Expand();
         return into;
     }
 
@@ -380,7 +421,7 @@ public sealed class TraceReader : IDisposable
     internal static string OneLine(Exception e) => e.GetType().Name + ": " + string.Join(" ", e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
 
     /// <summary>A row group's columns, decoded: non-null values packed, a definition level per row.</summary>
-    private sealed class DecodedGroup
+    internal sealed class DecodedGroup
     {
         private readonly long[]?[] _longs = new long[TraceSchema.Columns.Count][];
         private readonly int[]?[] _ints = new int[TraceSchema.Columns.Count][];
@@ -474,6 +515,191 @@ public sealed class TraceReader : IDisposable
             _present[i] = present;
         }
 
+        /// <summary>The kind of each row (rows of an unknown kind have their error in <see cref="RowError"/>).</summary>
+        public TraceEventKind[] Kinds { get; private set; } = [];
+
+        /// <summary>The optional columns present in each row.</summary>
+        public TraceFields[] Has { get; private set; } = [];
+
+        private string?[] _errors = [];
+        private bool _anyError;
+        private readonly Dictionary<string, string> _interned = new(StringComparer.Ordinal);
+
+        /// <summary>Why row <paramref name="r"/> is malformed before any rule of its kind is checked, or null.</summary>
+        public string? RowError(int r) => _anyError ? _errors[r] : null;
+
+        /// <summary>The string of column <paramref name="c"/> at row <paramref name="r"/> (expanded, interned), or null.</summary>
+        public string? Text(int c, int r) => _text[c] is { } t ? t[r] : null;
+
+        private readonly string?[]?[] _text = new string?[TraceSchema.Columns.Count][];
+
+        /// <summary>
+        /// Turns the packed columns into one value per row, in place (a row's packed index is never
+        /// above its own, so walking back from the end overwrites only consumed values), maps the
+        /// kinds and gathers each row's present columns.
+        /// </summary>
+        public void Expand()
+        {
+            int rows = Rows;
+            var kinds = Kinds = Grow(ref _kinds, rows);
+            var has = Has = Grow(ref _has, rows);
+            _errors = Grow(ref _errorSlots, rows);
+            _anyError = false;
+            Array.Clear(has, 0, rows);
+            var kindText = Strings(TraceSchema.Kind);
+            TraceEventKind last = default;
+            ReadOnlyMemory<char> lastText = default;
+            for (int r = 0; r < rows; r++)
+            {
+                var text = kindText[r];
+                if (r > 0 && text.Span.SequenceEqual(lastText.Span))
+                {
+                    kinds[r] = last;
+                }
+                else if (TraceKinds.TryParse(text.Span, out var k))
+                {
+                    kinds[r] = last = k;
+                    lastText = text;
+                }
+                else
+                {
+                    kinds[r] = (TraceEventKind)255;
+                    SetError(r, $"unknown kind '{TraceMetadata.Trim(text.ToString())}'");
+                }
+            }
+
+            var statusCount = Grow(ref _statusCount, rows);
+            Array.Clear(statusCount, 0, rows);
+            foreach (var c in TraceSchema.Columns)
+            {
+                if (c.Required)
+                {
+                    continue;
+                }
+
+                int i = c.Index;
+                int present = _present[i];
+                if (c.Type == ColumnType.String)
+                {
+                    var full = Grow(ref _textSlots[i], rows);
+                    _text[i] = full;
+                    Array.Clear(full, 0, rows);
+                    if (present == 0)
+                    {
+                        continue;
+                    }
+
+                    var packed = _strings[i]!;
+                    var defs = _defs[i]!;
+                    for (int r = 0, k = 0; r < rows; r++)
+                    {
+                        if (defs[r] != 0)
+                        {
+                            full[r] = Intern(packed[k++]);
+                            has[r] |= c.Field;
+                        }
+                    }
+
+                    continue;
+                }
+
+                if (present == 0)
+                {
+                    if (c.Type == ColumnType.Int64)
+                    {
+                        Array.Clear(Grow(ref _longs[i], rows), 0, rows);
+                    }
+                    else
+                    {
+                        Array.Clear(Grow(ref _ints[i], rows), 0, rows);
+                    }
+
+                    continue;
+                }
+
+                var d = _defs[i]!;
+                bool status = c.Field == TraceFields.Status;
+                if (c.Type == ColumnType.Int64)
+                {
+                    var a = _longs[i]!;
+                    for (int r = rows - 1, k = present - 1; r >= 0; r--)
+                    {
+                        a[r] = d[r] != 0 ? a[k--] : 0;
+                    }
+                }
+                else
+                {
+                    var a = _ints[i]!;
+                    for (int r = rows - 1, k = present - 1; r >= 0; r--)
+                    {
+                        a[r] = d[r] != 0 ? a[k--] : 0;
+                    }
+                }
+
+                for (int r = 0; r < rows; r++)
+                {
+                    if (d[r] != 0)
+                    {
+                        if (status)
+                        {
+                            statusCount[r]++;
+                        }
+                        else
+                        {
+                            has[r] |= c.Field;
+                        }
+                    }
+                }
+            }
+
+            for (int r = 0; r < rows; r++)
+            {
+                int n = statusCount[r];
+                if (n == TraceSchema.StatusCount)
+                {
+                    has[r] |= TraceFields.Status;
+                }
+                else if (n != 0 && RowError(r) is null)
+                {
+                    SetError(r, $"{n} of the {TraceSchema.StatusCount} status columns are set (all or none)");
+                }
+            }
+        }
+
+        private void SetError(int r, string error)
+        {
+            if (!_anyError)
+            {
+                Array.Clear(_errors, 0, Rows);
+                _anyError = true;
+            }
+
+            _errors[r] = error;
+        }
+
+        // Paths repeat (every fault-around of a library maps it again): keep one string per distinct text.
+        private string Intern(ReadOnlyMemory<char> text)
+        {
+            string s = text.ToString();
+            if (_interned.TryGetValue(s, out string? same))
+            {
+                return same;
+            }
+
+            if (_interned.Count < 4096)
+            {
+                _interned[s] = s;
+            }
+
+            return s;
+        }
+
+        private TraceEventKind[]? _kinds;
+        private TraceFields[]? _has;
+        private string?[]? _errorSlots;
+        private int[]? _statusCount;
+        private readonly string?[]?[] _textSlots = new string?[TraceSchema.Columns.Count][];
+
         private static T[] Grow<T>(ref T[]? array, int rows)
         {
             if (array is null || array.Length < rows)
@@ -482,145 +708,6 @@ public sealed class TraceReader : IDisposable
             }
 
             return array;
-        }
-    }
-
-    /// <summary>Walks a decoded row group row by row, one cursor per column into its packed values.</summary>
-    private sealed class RowCursor(DecodedGroup group)
-    {
-        private readonly int[] _next = new int[TraceSchema.Columns.Count];
-        private readonly Dictionary<string, string> _strings = new(StringComparer.Ordinal);
-        private readonly bool _anyStatus = Enumerable.Range(TraceSchema.FirstStatus, TraceSchema.StatusCount).Any(c => group.Present(c) > 0);
-        private TraceEventKind _lastKind;
-        private ReadOnlyMemory<char> _lastKindText;
-        private int _row;
-
-        public string? Next(out TraceEvent e)
-        {
-            int row = _row++;
-            e = default;
-            var kindText = group.Strings(TraceSchema.Kind)[row];
-            TraceEventKind kind;
-            if (row > 0 && kindText.Span.SequenceEqual(_lastKindText.Span))
-            {
-                kind = _lastKind;
-            }
-            else if (TraceKinds.TryParse(kindText.Span, out kind))
-            {
-                _lastKind = kind;
-                _lastKindText = kindText;
-            }
-            else
-            {
-                return $"unknown kind '{TraceMetadata.Trim(kindText.ToString())}'";
-            }
-
-            TraceFields has = 0;
-            long address = Long(TraceSchema.Address, row, TraceFields.Address, ref has);
-            long length = Long(TraceSchema.Length, row, TraceFields.Length, ref has);
-            int prot = Int(TraceSchema.Prot, row, TraceFields.Prot, ref has);
-            long flags = Long(TraceSchema.Flags, row, TraceFields.Flags, ref has);
-            int fd = Int(TraceSchema.Fd, row, TraceFields.Fd, ref has);
-            long offset = Long(TraceSchema.Offset, row, TraceFields.Offset, ref has);
-            long newAddress = Long(TraceSchema.NewAddress, row, TraceFields.NewAddress, ref has);
-            long newLength = Long(TraceSchema.NewLength, row, TraceFields.NewLength, ref has);
-            long result = Long(TraceSchema.Result, row, TraceFields.Result, ref has);
-            long duration = Long(TraceSchema.Duration, row, TraceFields.Duration, ref has);
-            long ip = Long(TraceSchema.Ip, row, TraceFields.Ip, ref has);
-            string? dev = String(TraceSchema.Dev, row, TraceFields.Dev, ref has);
-            long inode = Long(TraceSchema.Inode, row, TraceFields.Inode, ref has);
-            string? path = String(TraceSchema.Path, row, TraceFields.Path, ref has);
-            Span<long> figures = stackalloc long[TraceSchema.StatusCount];
-            int statusColumns = 0;
-            for (int k = 0; k < TraceSchema.StatusCount && _anyStatus; k++)
-            {
-                TraceFields one = 0;
-                figures[k] = Long(TraceSchema.FirstStatus + k, row, TraceFields.Status, ref one);
-                statusColumns += one == 0 ? 0 : 1;
-            }
-
-            if (statusColumns is not (0 or TraceSchema.StatusCount))
-            {
-                return $"{statusColumns} of the {TraceSchema.StatusCount} status columns are set (all or none)";
-            }
-
-            if (statusColumns > 0)
-            {
-                has |= TraceFields.Status;
-            }
-
-            e = new TraceEvent
-            {
-                TimeNs = group.Longs(TraceSchema.Time)[row],
-                Pid = group.Ints(TraceSchema.Pid)[row],
-                Tid = group.Ints(TraceSchema.Tid)[row],
-                Kind = kind,
-                Has = has,
-                Address = (ulong)address,
-                Length = (ulong)length,
-                Prot = prot,
-                Flags = (ulong)flags,
-                Fd = fd,
-                Offset = (ulong)offset,
-                NewAddress = (ulong)newAddress,
-                NewLength = (ulong)newLength,
-                Result = result,
-                DurationNs = duration,
-                Ip = (ulong)ip,
-                Dev = dev,
-                Inode = (ulong)inode,
-                Path = path,
-                Status = new StatusFigures(figures[0], figures[1], figures[2], figures[3], figures[4], figures[5], figures[6]),
-            };
-            return null;
-        }
-
-        // A column's packed values hold exactly one value per row whose definition level is 1 (counted
-        // when decoded), so its cursor never runs past them.
-        private long Long(int column, int row, TraceFields field, ref TraceFields has)
-        {
-            if (group.Present(column) == 0 || group.Defs(column)[row] == 0)
-            {
-                return 0;
-            }
-
-            has |= field;
-            return group.Longs(column)[_next[column]++];
-        }
-
-        private int Int(int column, int row, TraceFields field, ref TraceFields has)
-        {
-            if (group.Present(column) == 0 || group.Defs(column)[row] == 0)
-            {
-                return 0;
-            }
-
-            has |= field;
-            return group.Ints(column)[_next[column]++];
-        }
-
-        private string? String(int column, int row, TraceFields field, ref TraceFields has)
-        {
-            if (group.Present(column) == 0 || group.Defs(column)[row] == 0)
-            {
-                return null;
-            }
-
-            has |= field;
-            var text = group.Strings(column)[_next[column]++];
-            // Paths repeat (every fault-around of a library maps it again): keep one string per distinct text.
-            string s = text.ToString();
-            if (_strings.TryGetValue(s, out string? same))
-            {
-                return same;
-            }
-
-            if (_strings.Count < 4096)
-            {
-                _strings[s] = s;
-            }
-
-            return s;
         }
     }
 }

@@ -29,6 +29,84 @@ public interface IMemoryTarget : IDisposable
 
     /// <summary>The <c>/proc/self/status</c> figures now.</summary>
     MmStatus Status();
+
+    /// <summary><c>mremap(addr, old_len, new_len, flags, new_addr)</c>.</summary>
+    MmapResult Mremap(ulong addr, ulong oldLen, ulong newLen, MremapFlags flags, ulong newAddr) => throw Unsupported("mremap");
+
+    /// <summary><c>mlock</c>.</summary>
+    Errno Mlock(ulong addr, ulong length) => throw Unsupported("mlock");
+
+    /// <summary><c>mlock2</c>.</summary>
+    Errno Mlock2(ulong addr, ulong length, MlockFlags flags) => throw Unsupported("mlock2");
+
+    /// <summary><c>munlock</c>.</summary>
+    Errno Munlock(ulong addr, ulong length) => throw Unsupported("munlock");
+
+    /// <summary><c>mlockall</c>.</summary>
+    Errno Mlockall(MlockallFlags flags) => throw Unsupported("mlockall");
+
+    /// <summary><c>munlockall</c>.</summary>
+    Errno Munlockall() => throw Unsupported("munlockall");
+
+    /// <summary><c>brk</c>: the new break, or the old one when refused.</summary>
+    ulong Brk(ulong addr) => throw Unsupported("brk");
+
+    /// <summary>The VMAs that meet [start, end), with their flags, as <c>/proc/PID/smaps</c> shows them.</summary>
+    IReadOnlyList<VmaView> Layout(ulong start, ulong end) => throw Unsupported("a VMA listing");
+
+    /// <summary>
+    /// The anonymous memory mapped by the VMAs that meet [start, end), in kB: the sum of their
+    /// <c>Anonymous:</c> lines in <c>/proc/PID/smaps</c>. Unlike RssAnon it leaves out whatever
+    /// else the process maps, so a range no one else uses gives an exact figure.
+    /// </summary>
+    long AnonKbIn(ulong start, ulong end) => throw Unsupported("a per-range anonymous figure");
+
+    private NotSupportedException Unsupported(string call) => new($"{Name} does not support {call}");
+}
+
+/// <summary>One VMA as <c>/proc/PID/smaps</c> shows it: its range and the VM flags its <c>VmFlags</c> line names.</summary>
+/// <param name="Start">vm_start.</param>
+/// <param name="End">vm_end.</param>
+/// <param name="Flags">The flags among those PtLab models (see <see cref="VmaView.Modelled"/>).</param>
+public readonly record struct VmaView(ulong Start, ulong End, VmFlags Flags)
+{
+    /// <summary>The flags both the model and smaps report, the ones a comparison looks at.</summary>
+    public const VmFlags Modelled =
+        VmFlags.Read | VmFlags.Write | VmFlags.Exec | VmFlags.Shared | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec |
+        VmFlags.GrowsDown | VmFlags.Locked | VmFlags.LockOnFault | VmFlags.SeqRead | VmFlags.RandRead | VmFlags.Account |
+        VmFlags.NoReserve | VmFlags.DontDump | VmFlags.HugePage | VmFlags.NoHugePage;
+
+    /// <summary>The two-letter <c>VmFlags</c> mnemonics of smaps (<c>show_smap_vma_flags</c>) for the modelled flags.</summary>
+    public static IReadOnlyDictionary<string, VmFlags> Mnemonics { get; } = new Dictionary<string, VmFlags>(StringComparer.Ordinal)
+    {
+        ["rd"] = VmFlags.Read,
+        ["wr"] = VmFlags.Write,
+        ["ex"] = VmFlags.Exec,
+        ["sh"] = VmFlags.Shared,
+        ["mr"] = VmFlags.MayRead,
+        ["mw"] = VmFlags.MayWrite,
+        ["me"] = VmFlags.MayExec,
+        ["gd"] = VmFlags.GrowsDown,
+        ["lo"] = VmFlags.Locked,
+        ["lf"] = VmFlags.LockOnFault,
+        ["sr"] = VmFlags.SeqRead,
+        ["rr"] = VmFlags.RandRead,
+        ["ac"] = VmFlags.Account,
+        ["nr"] = VmFlags.NoReserve,
+        ["dd"] = VmFlags.DontDump,
+        ["hg"] = VmFlags.HugePage,
+        ["nh"] = VmFlags.NoHugePage,
+    };
+
+    /// <summary>The smaps mnemonics of the flags, in smaps' order.</summary>
+    public string FlagNames()
+    {
+        var flags = Flags;
+        return string.Join(' ', Mnemonics.Where(m => (flags & m.Value) != 0).Select(m => m.Key));
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Start:x}-{End:x} {FlagNames()}";
 }
 
 /// <summary>

@@ -88,6 +88,31 @@ public sealed class MadviseTimer : IMultiCpuTarget, IDataTarget, IFileTarget
     public AccessResult TouchPages(ulong addr, ulong length, bool write) => _inner.TouchPages(addr, length, write);
 
     /// <inheritdoc/>
+    public MmapResult Mremap(ulong addr, ulong oldLen, ulong newLen, MremapFlags flags, ulong newAddr) =>
+        _inner.Mremap(addr, oldLen, newLen, flags, newAddr);
+
+    /// <inheritdoc/>
+    public Errno Mlock(ulong addr, ulong length) => _inner.Mlock(addr, length);
+
+    /// <inheritdoc/>
+    public Errno Mlock2(ulong addr, ulong length, MlockFlags flags) => _inner.Mlock2(addr, length, flags);
+
+    /// <inheritdoc/>
+    public Errno Munlock(ulong addr, ulong length) => _inner.Munlock(addr, length);
+
+    /// <inheritdoc/>
+    public Errno Mlockall(MlockallFlags flags) => _inner.Mlockall(flags);
+
+    /// <inheritdoc/>
+    public Errno Munlockall() => _inner.Munlockall();
+
+    /// <inheritdoc/>
+    public ulong Brk(ulong addr) => _inner.Brk(addr);
+
+    /// <inheritdoc/>
+    public IReadOnlyList<VmaView> Layout(ulong start, ulong end) => _inner.Layout(start, end);
+
+    /// <inheritdoc/>
     public AccessResult WriteByte(ulong va, byte value) => Data.WriteByte(va, value);
 
     /// <inheritdoc/>

@@ -69,6 +69,35 @@ public sealed class ModelTarget : IMultiCpuTarget, IDataTarget, IFileTarget
     public Errno Madvise(ulong addr, ulong length, Advice advice) => Mm.Madvise(Cpu, addr, length, advice);
 
     /// <inheritdoc/>
+    public MmapResult Mremap(ulong addr, ulong oldLen, ulong newLen, MremapFlags flags, ulong newAddr) =>
+        Mm.Mremap(Cpu, addr, oldLen, newLen, flags, newAddr);
+
+    /// <inheritdoc/>
+    public Errno Mlock(ulong addr, ulong length) => Mm.Mlock(Cpu, addr, length);
+
+    /// <inheritdoc/>
+    public Errno Mlock2(ulong addr, ulong length, MlockFlags flags) => Mm.Mlock2(Cpu, addr, length, flags);
+
+    /// <inheritdoc/>
+    public Errno Munlock(ulong addr, ulong length) => Mm.Munlock(Cpu, addr, length);
+
+    /// <inheritdoc/>
+    public Errno Mlockall(MlockallFlags flags) => Mm.Mlockall(Cpu, flags);
+
+    /// <inheritdoc/>
+    public Errno Munlockall() => Mm.Munlockall(Cpu);
+
+    /// <inheritdoc/>
+    public ulong Brk(ulong addr) => Mm.Brk(Cpu, addr);
+
+    /// <inheritdoc/>
+    public IReadOnlyList<VmaView> Layout(ulong start, ulong end) =>
+        [.. Mm.Vmas.Where(v => v.Start < end && v.End > start).Select(v => new VmaView(v.Start, v.End, v.Flags & VmaView.Modelled))];
+
+    /// <inheritdoc/>
+    public long AnonKbIn(ulong start, ulong end) => Mm.Smaps(Cpu).Where(v => v.Start < end && v.End > start).Sum(v => v.AnonymousKb);
+
+    /// <inheritdoc/>
     public AccessResult TouchPages(ulong addr, ulong length, bool write)
     {
         ulong end = addr + length;

@@ -29,10 +29,11 @@ internal sealed class Sim : IDisposable
         return data;
     }
 
-    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true, long swapBytes = 0)
+    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true, long swapBytes = 0, ThpSettings? thp = null)
     {
         Machine = new Machine(new MachineOptions
         {
+            Thp = thp ?? ThpSettings.Default,
             RamBytes = ramBytes,
             PageData = pageData,
             Cpus = cpus,
@@ -72,6 +73,7 @@ internal sealed class Sim : IDisposable
     /// <summary>Asserts VmPTE matches the tables really reachable from the PGD.</summary>
     public void AssertAccountingConsistent()
     {
+        Mm.ValidateVmas();
         var present = Mm.CountTablesPresent();
         var status = Mm.Status();
         Assert.Equal(present, status.Tables);

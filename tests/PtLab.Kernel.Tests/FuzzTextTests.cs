@@ -43,7 +43,8 @@ public sealed class FuzzTextTests
 
     [Theory]
     [InlineData("mmap S+0x1000 0x1000", "takes 4 arguments")]
-    [InlineData("mremap S+0x1000 0x1000 0x2000", "unknown operation 'mremap'")]
+    [InlineData("mremap S+0x1000 0x1000 0x2000", "mremap takes 5 arguments")]
+    [InlineData("mseal S+0x1000 0x1000 0", "unknown operation 'mseal'")]
     [InlineData("munmap S+0x1000 lots", "'lots' is not a number")]
     [InlineData("madvise S+0x1000 0x1000 MADV_SOMETIMES", "'MADV_SOMETIMES' is not a number")]
     public void ABadOperationSaysWhatIsWrong(string text, string message) =>
@@ -137,12 +138,27 @@ public sealed class FuzzTextTests
             var op = a.Next();
             Assert.True(op.SameAs(b.Next()), $"draw {i} differs between two generators of one seed");
             kinds.Add(FuzzCampaign.CoverageKey(op));
+            Assert.Equal(op.Kind.Args.Count, op.Args.Count);
+            if (op.Args.Count < 2)
+            {
+                continue; // mlockall, munlockall: no range
+            }
+
             ulong addr = op.Args[0], len = op.Args[1];
             switch (op.Kind.Name)
             {
-                case "mmap" when (op.Args[3] & 0x100010) != 0:
-                case "munmap" or "mprotect" or "madvise":
+                case "mlock" or "mlock2":
+                case "madvise" when op.Args[2] is 22 or 23:
                     Assert.True(InSlotOrWraps(addr, len), $"{op.Format(Slot)} leaves the slot");
+                    Assert.True(len <= 1UL << 20 || addr + len < addr, $"{op.Format(Slot)} would fault in more than 1 MiB");
+                    break;
+                case "mmap" when (op.Args[3] & 0x100010) != 0:
+                case "munmap" or "mprotect" or "madvise" or "munlock":
+                    Assert.True(InSlotOrWraps(addr, len), $"{op.Format(Slot)} leaves the slot");
+                    break;
+                case "mremap":
+                    Assert.True(InSlotOrWraps(addr, len), $"{op.Format(Slot)} leaves the slot");
+                    Assert.True((op.Args[3] & 6) == 0 || InSlotOrWraps(op.Args[4], op.Args[2]), $"{op.Format(Slot)} moves out of the slot");
                     break;
                 case "read" or "write":
                     Assert.True(addr >= Slot && len <= Slot + FuzzText.SlotSize - addr, $"{op.Format(Slot)} leaves the slot");
@@ -157,7 +173,10 @@ public sealed class FuzzTextTests
         }
 
         foreach (string k in new[] { "mmap fixed", "mmap fixed-noreplace", "mmap hint", "mmap none", "munmap", "mprotect", "read", "write",
-                     "madvise MADV_DONTNEED", "madvise MADV_FREE", "madvise MADV_PAGEOUT", "madvise MADV_HUGEPAGE", "madvise MADV_REMOVE" })
+                     "madvise MADV_DONTNEED", "madvise MADV_FREE", "madvise MADV_PAGEOUT", "madvise MADV_HUGEPAGE", "madvise MADV_REMOVE",
+                     "madvise MADV_NOHUGEPAGE", "madvise MADV_POPULATE_READ", "madvise MADV_POPULATE_WRITE", "mremap in-place", "mremap maymove",
+                     "mremap fixed", "mremap fixed-dontunmap", "mremap dontunmap", "mremap invalid", "mlock", "mlock2", "mlock2 onfault", "munlock",
+                     "mlockall 5", "mlockall 6", "mlockall 7", "munlockall" })
         {
             Assert.Contains(k, kinds);
         }

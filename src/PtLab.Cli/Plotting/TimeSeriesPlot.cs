@@ -14,31 +14,38 @@ internal sealed record TimeSeries(string Name, double[] Seconds, double[] Values
 /// </summary>
 internal static class TimeSeriesPlot
 {
-    /// <summary>Writes the plot to <paramref name="path"/> (.png or .svg).</summary>
+    /// <summary>
+    /// Writes the plot to <paramref name="path"/> (.png or .svg). With <paramref name="nested"/>, for
+    /// lines that may lie on top of each other, the points go under the lines and each line is drawn
+    /// thinner than the one before, so lines that coincide show as nested stripes.
+    /// </summary>
     public static void Save(
         string path, string title, string yLabel, IReadOnlyList<TimeSeries> lines, IReadOnlyList<TimeSeries>? points = null,
-        int width = 1000, int height = 560)
+        int width = 1000, int height = 560, bool nested = false)
     {
         ArgumentNullException.ThrowIfNull(lines);
         var plot = new Plot();
         plot.Title(title);
         plot.XLabel("seconds");
         plot.YLabel(yLabel);
-        foreach (var s in lines)
+        if (nested)
         {
+            AddPoints(plot, points, markerSize: 9);
+        }
+
+        for (int i = 0; i < lines.Count; i++)
+        {
+            var s = lines[i];
             Check(s);
             var scatter = plot.Add.Scatter(s.Seconds, s.Values);
             scatter.LegendText = s.Name;
             scatter.MarkerSize = s.Seconds.Length <= 60 ? 4 : 0;
-            scatter.LineWidth = 2;
+            scatter.LineWidth = nested ? 2 + (2.5f * (lines.Count - 1 - i)) : 2;
         }
 
-        foreach (var s in points ?? [])
+        if (!nested)
         {
-            Check(s);
-            var markers = plot.Add.ScatterPoints(s.Seconds, s.Values);
-            markers.LegendText = s.Name;
-            markers.MarkerSize = 7;
+            AddPoints(plot, points, markerSize: 7);
         }
 
         plot.Axes.Bottom.Min = 0;
@@ -54,6 +61,17 @@ internal static class TimeSeriesPlot
         else
         {
             plot.SavePng(path, width, height);
+        }
+    }
+
+    private static void AddPoints(Plot plot, IReadOnlyList<TimeSeries>? points, float markerSize)
+    {
+        foreach (var s in points ?? [])
+        {
+            Check(s);
+            var markers = plot.Add.ScatterPoints(s.Seconds, s.Values);
+            markers.LegendText = s.Name;
+            markers.MarkerSize = markerSize;
         }
     }
 

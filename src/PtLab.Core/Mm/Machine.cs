@@ -33,6 +33,9 @@ public sealed record MachineOptions
     /// <summary>Check lock order and sleeping in atomic context (lockdep-lite); on in tests.</summary>
     public bool LockDep { get; init; }
 
+    /// <summary>The transparent huge page mode (the host's <c>/sys/kernel/mm/transparent_hugepage/</c>).</summary>
+    public ThpSettings Thp { get; init; } = ThpSettings.Default;
+
     /// <summary>
     /// Creates the page-table reclaim design for each address space. Required: a machine runs one
     /// design, built by name with <c>Designs.Factory</c> in the layer above.

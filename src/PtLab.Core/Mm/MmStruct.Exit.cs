@@ -17,11 +17,9 @@ public sealed partial class MmStruct
                 return;
             }
 
-            var all = _vmas.ToList();
-            lock (_vmas)
-            {
-                _vmas.Clear();
-            }
+            var all = _vmas.Snapshot();
+            _vmas.Clear();
+            _lockedPages = 0;
 
             var tlb = new MmuGather(this, cpu);
             foreach (var v in all)

@@ -16,6 +16,11 @@ public sealed partial class MmStruct
         try
         {
             var vma = FindVma(va);
+            if (vma is not null && va < vma.Start && (vma.Flags & VmFlags.GrowsDown) != 0)
+            {
+                vma = ExpandStackForFault(cpu, va); // lock_mm_and_find_vma
+            }
+
             if (vma is null || va < vma.Start)
             {
                 return FaultOutcome.SegvMapErr;
@@ -53,6 +58,11 @@ public sealed partial class MmStruct
         if (pmdTable < 0)
         {
             return FaultOutcome.Oom;
+        }
+
+        if (HandleHugePmdFault(cpu, vma, addr, write, pmdTable) is { } huge)
+        {
+            return huge;
         }
 
         return HandlePteFault(cpu, vma, addr, write, pmdTable, Geometry.Index(addr, 2));
@@ -458,7 +468,7 @@ public sealed partial class MmStruct
     private void PageAddNewAnonRmap(long pfn, Vma vma, ulong addr)
     {
         Phys.Desc(pfn).InitAnonRmap(PageFlags.Anon | PageFlags.SwapBacked, AnonOwnerId(vma.AnonVma!), vma.LinearPageIndex(addr & Geometry.PageMask));
-        Phys.Lru.Add(pfn, LruList.Anon);
+        LruAddNewPage(pfn, vma);
     }
 
     /// <summary><c>folio_remove_rmap_pte</c> and the RSS counter the page counted in.</summary>
@@ -470,7 +480,7 @@ public sealed partial class MmStruct
             throw new BadPageException($"mapcount underflow on frame {pfn:x}");
         }
 
-        AddRss(cpu, CounterOf(ref d), -1);
+        AddRss(cpu, CounterOf(pfn), -1);
     }
 
     private void FreeUnusedPage(Cpu cpu, long pfn)

@@ -361,7 +361,7 @@ public sealed partial class MmStruct
         ulong lenPad = len + size;
         if (offEnd > offAlign && offEnd - offAlign >= size && lenPad > len && offset + lenPad > offset)
         {
-            ulong ret = HintFits(hint, lenPad) ? hint : UnmappedAreaTopDown(lenPad, 0, Geometry.PageSize);
+            ulong ret = HintFits(hint, lenPad) ? hint : UnmappedAreaTopDown(lenPad, 0, 0);
             if (ret == hint && ret != 0)
             {
                 return hint;
@@ -374,12 +374,16 @@ public sealed partial class MmStruct
             }
         }
 
-        return HintFits(hint, len) ? hint : UnmappedAreaTopDown(len, 0, Geometry.PageSize);
+        return HintFits(hint, len) ? hint : UnmappedAreaTopDown(len, 0, 0);
     }
 
-    /// <summary>Whether a non-zero hint leaves room for <paramref name="len"/> bytes at it (the generic hint check).</summary>
+    /// <summary>
+    /// Whether a non-zero hint leaves room for <paramref name="len"/> bytes at it, clear of the next
+    /// VMA's stack guard gap (the hint check of <c>arch_get_unmapped_area_topdown</c>).
+    /// </summary>
     private bool HintFits(ulong hint, ulong len) =>
-        hint != 0 && len <= Geometry.TaskSize && hint <= Geometry.TaskSize - len && !AnyVmaIn(hint, hint + len);
+        hint != 0 && len <= Geometry.TaskSize && hint <= Geometry.TaskSize - len &&
+        (FindVma(hint) is not { } above || hint + len <= VmStartGap(above));
 
     /// <summary>
     /// Whether mprotect may make a present entry writable at once: in a private mapping only an
@@ -519,7 +523,7 @@ public sealed partial class MmStruct
             }
 
             var tlb = new MmuGather(this, cpu);
-            foreach (var vma in _vmas)
+            for (var vma = _vmas.First; vma is not null; vma = vma.NextVma)
             {
                 if (!ReferenceEquals(vma.File, file))
                 {

@@ -55,7 +55,7 @@ public sealed partial class MmStruct
             child.MmapLock.DownWriteNested(cpu.Id, 1);
             try
             {
-                foreach (var src in _vmas)
+                foreach (var src in _vmas.Snapshot())
                 {
                     var dst = new Vma(src.Start, src.End, src.Flags, null) { Mm = child, PgOff = src.PgOff, File = src.File };
                     dst.CloneRmapLinksFrom(src);
@@ -66,10 +66,7 @@ public sealed partial class MmStruct
                         dst.AnonVmaSlot = own;
                     }
 
-                    lock (child._vmas)
-                    {
-                        child._vmas.Add(dst);
-                    }
+                    child._vmas.Insert(dst);
 
                     if ((src.Flags & VmFlags.Account) != 0)
                     {
@@ -154,7 +151,12 @@ public sealed partial class MmStruct
         return true;
     }
 
-    /// <summary><c>copy_pmd_range</c>: the child's PMD table, then a PTE table per present pmd entry of the parent's.</summary>
+    /// <summary>
+    /// <c>copy_pmd_range</c>: the child's PMD table, then a PTE table per present pmd entry of the
+    /// parent's. A huge pmd is split in the parent first and copied entry by entry, the path
+    /// <c>copy_huge_pmd</c> takes for a pinned huge page (the kernel shares an unpinned one whole,
+    /// write-protected in both; the model does not share a PMD-mapped folio between mms).
+    /// </summary>
     private bool CopyPmdRange(Cpu cpu, MmStruct child, Vma dst, Vma src, long pmdTable, long childPud, ulong addr, ulong end)
     {
         long childPmd = child.PmdAlloc(cpu, childPud, addr);
@@ -169,6 +171,12 @@ public sealed partial class MmStruct
             ulong next = Geometry.PmdAddrEnd(addr, end);
             int pmdIndex = Geometry.Index(addr, 2);
             ulong pmd = Volatile.Read(ref pmds[pmdIndex]);
+            if (Entry.IsHuge(pmd))
+            {
+                SplitHugePmd(cpu, src, pmdTable, pmdIndex, addr & Geometry.PmdMask);
+                pmd = Volatile.Read(ref pmds[pmdIndex]);
+            }
+
             if (!Entry.IsNone(pmd) && !Entry.IsHuge(pmd) && !CopyPteRange(cpu, child, dst, src, pmdTable, childPmd, pmdIndex, addr, next))
             {
                 return false;
@@ -246,7 +254,7 @@ public sealed partial class MmStruct
                 ref var d = ref Phys.Desc(pfn);
                 Phys.GetPage(pfn);
                 d.AddMap(1);
-                switch (CounterOf(ref d))
+                switch (CounterOf(pfn))
                 {
                     case MmCounter.Anon: anon++; break;
                     case MmCounter.File: file++; break;

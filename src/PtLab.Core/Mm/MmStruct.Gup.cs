@@ -32,7 +32,7 @@ public sealed partial class MmStruct
 
                 while (true)
                 {
-                    long pfn = FollowPagePte(cpu, va, write);
+                    long pfn = FollowPage(cpu, va, write, takeReference: true);
                     if (pfn >= 0)
                     {
                         pages[i] = pfn;
@@ -59,10 +59,12 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// <c>follow_page_pte</c>: the page mapped at <paramref name="va"/> with a reference taken, or -1
-    /// when there is none (or it is not writable for a write). Maps the table like every visitor.
+    /// <c>follow_page_mask</c>: the page mapped at <paramref name="va"/>, or -1 when there is none
+    /// (or it is not writable for a write); with <paramref name="takeReference"/> a reference is
+    /// taken on it. A huge pmd is read under the pmd lock (<c>follow_huge_pmd</c>), a PTE table
+    /// mapped like every visitor maps it (<c>follow_page_pte</c>).
     /// </summary>
-    private long FollowPagePte(Cpu cpu, ulong va, bool write)
+    private long FollowPage(Cpu cpu, ulong va, bool write, bool takeReference)
     {
         long pmdTable = PmdTableOf(va);
         if (pmdTable < 0)
@@ -70,7 +72,31 @@ public sealed partial class MmStruct
             return -1;
         }
 
-        var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(va, 2));
+        int pmdIndex = Geometry.Index(va, 2);
+        if (PmdTransHugeLock(cpu, pmdTable, pmdIndex, out ulong pmd))
+        {
+            try
+            {
+                if (!Entry.IsHwPresent(pmd) || (write && !Entry.IsWritable(pmd)))
+                {
+                    return -1;
+                }
+
+                long sub = Entry.Pfn(pmd) + Geometry.PteIndex(va);
+                if (takeReference)
+                {
+                    Phys.GetPage(sub); // the folio's reference; the huge zero page is reserved
+                }
+
+                return sub;
+            }
+            finally
+            {
+                PmdUnlock(cpu, pmdTable);
+            }
+        }
+
+        var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
         if (pteTable.IsNone)
         {
             return -1;
@@ -85,7 +111,11 @@ public sealed partial class MmStruct
             }
 
             long pfn = Entry.Pfn(e);
-            Phys.GetPage(pfn); // the zero page is reserved: no reference needed
+            if (takeReference)
+            {
+                Phys.GetPage(pfn); // the zero page is reserved: no reference needed
+            }
+
             return pfn;
         }
         finally
@@ -161,9 +191,14 @@ public sealed partial class MmStruct
         long pmdTable = Entry.Pfn(pude);
         ref ulong pmdSlot = ref Phys.Table(pmdTable)[Geometry.Index(va, 2)];
         ulong pmd = Volatile.Read(ref pmdSlot);
-        if (!Entry.IsHwPresent(pmd) || Entry.IsHuge(pmd))
+        if (!Entry.IsHwPresent(pmd))
         {
             return -1;
+        }
+
+        if (Entry.IsHuge(pmd))
+        {
+            return GupFastPmdLeaf(ref pmdSlot, pmd, va, write);
         }
 
         // The table may be unhooked right after this read, but it cannot be freed before this RCU
@@ -192,6 +227,33 @@ public sealed partial class MmStruct
         }
 
         return pfn;
+    }
+
+    /// <summary>
+    /// <c>gup_fast_pmd_leaf</c>: the sub-page of a huge page, grabbed through its folio's
+    /// reference and kept only if the pmd did not change meanwhile. The huge zero page goes the
+    /// slow way, as the small one does.
+    /// </summary>
+    private long GupFastPmdLeaf(ref ulong pmdSlot, ulong pmd, ulong va, bool write)
+    {
+        if ((pmd & Entry.User) == 0 || (write && !Entry.IsWritable(pmd)) || Entry.Pfn(pmd) == Phys.HugeZeroPfn)
+        {
+            return -1;
+        }
+
+        long sub = Entry.Pfn(pmd) + Geometry.PteIndex(va);
+        if (!Phys.TryGetPage(sub))
+        {
+            return -1;
+        }
+
+        if (Volatile.Read(ref pmdSlot) != pmd)
+        {
+            Phys.PutPage(sub);
+            return -1;
+        }
+
+        return sub;
     }
 
     /// <summary><c>unpin_user_pages</c>/<c>put_page</c> on pages returned by GUP.</summary>

@@ -9,6 +9,7 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>madvise(addr, length, advice)</c>. DONTNEED and FREE take <c>mmap_lock</c> for read, as
     /// Linux does; a hole in the range gives ENOMEM after the mapped parts were advised.
+    /// POPULATE_READ/WRITE fault the range in (<c>madvise_populate</c>).
     /// </summary>
     public Errno Madvise(Cpu cpu, ulong addr, ulong length, Advice advice)
     {
@@ -20,7 +21,8 @@ public sealed partial class MmStruct
         bool pageout = advice == Advice.PageOut;
         bool remove = advice == Advice.Remove;
         bool ptReclaim = advice == Advice.PtReclaim && Design is IExplicitTableReclaim;
-        if (!zap && !free && !setsFlags && !noop && !remove && !pageout && !ptReclaim)
+        bool populate = advice is Advice.PopulateRead or Advice.PopulateWrite;
+        if (!zap && !free && !setsFlags && !noop && !remove && !pageout && !ptReclaim && !populate)
         {
             return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
@@ -50,6 +52,11 @@ public sealed partial class MmStruct
         if (setsFlags)
         {
             return MadviseUpdateFlags(cpu, addr, end, advice);
+        }
+
+        if (populate)
+        {
+            return MadvisePopulate(cpu, addr, end, advice == Advice.PopulateWrite);
         }
 
         if (remove)
@@ -86,7 +93,7 @@ public sealed partial class MmStruct
                             return Errno.EINVAL; // madvise_free_single_vma: anonymous memory only
                         }
 
-                        MadviseFreeRange(cpu, tlb, start, tmp);
+                        MadviseFreeRange(cpu, tlb, vma, start, tmp);
                     }
                     else if (ptReclaim)
                     {
@@ -185,11 +192,7 @@ public sealed partial class MmStruct
                 var newFlags = MadviseVmaFlags(vma.Flags, advice);
                 if (newFlags != vma.Flags)
                 {
-                    SplitAt(from);
-                    SplitAt(to);
-                    int i = FirstEndingAbove(from);
-                    _vmas[i].Flags = newFlags;
-                    MergeAround(i);
+                    VmaModifyFlags(cpu, vma, from, to, newFlags); // madvise_update_vma
                 }
 
                 return Errno.None;
@@ -294,11 +297,41 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// <c>madvise_populate</c>: faults [start, end) in as reads or writes would, under
+    /// <c>mmap_lock</c> for read, with no user fault. A hole or a missing VMA gives ENOMEM, a VMA
+    /// that refuses the access EINVAL, a fault that fails EFAULT (or ENOMEM without memory),
+    /// each after the pages before it were populated.
+    /// </summary>
+    private Errno MadvisePopulate(Cpu cpu, ulong start, ulong end, bool write)
+    {
+        MmapLock.DownRead(cpu.Id);
+        try
+        {
+            while (start < end)
+            {
+                long pages = FaultinPageRange(cpu, start, end, write);
+                if (pages < 0)
+                {
+                    return (Errno)(-pages);
+                }
+
+                start += (ulong)pages << PhysMemory.PageShift;
+            }
+
+            return Errno.None;
+        }
+        finally
+        {
+            MmapLock.UpRead(cpu.Id);
+        }
+    }
+
+    /// <summary>
     /// <c>madvise_free_pte_range</c>: for each exclusive anonymous page, clear the dirty and young
     /// bits in the entry and the page, and mark the page lazy-free (clear PG_swapbacked). Reclaim may
     /// then discard it unless it is written again first; swap entries in the range are dropped.
     /// </summary>
-    private void MadviseFreeRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
+    private void MadviseFreeRange(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end)
     {
         MmapLock.AssertHeld(cpu.Id);
         for (ulong addr = start; addr < end;)
@@ -312,6 +345,13 @@ public sealed partial class MmStruct
             }
 
             int pmdIndex = Geometry.Index(addr, 2);
+            if (Entry.IsHuge(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])) &&
+                MadviseFreeHugePmd(cpu, tlb, vma, pmdTable, pmdIndex, addr, next))
+            {
+                addr = next;
+                continue;
+            }
+
             var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
             if (!pteTable.IsNone)
             {
@@ -342,9 +382,9 @@ public sealed partial class MmStruct
 
                     long pfn = Entry.Pfn(e);
                     ref var d = ref Phys.Desc(pfn);
-                    if (d.MapCount != 1)
+                    if (d.MapCount != 1 || Phys.IsHugeFrame(pfn))
                     {
-                        continue;
+                        continue; // shared, or part of a PTE-mapped huge page (which the kernel would split first)
                     }
 
                     d.ClearFlagsAtomic(PageFlags.Dirty);

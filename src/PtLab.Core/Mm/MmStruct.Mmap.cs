@@ -3,7 +3,7 @@ using PtLab.Phys;
 
 namespace PtLab.Mm;
 
-// mm/mmap.c and mm/vma.c: mmap, mm_populate, munmap and the unmap of a region.
+// mm/mmap.c and mm/vma.c: mmap, get_unmapped_area, munmap and the unmap of a region.
 public sealed partial class MmStruct
 {
     /// <summary><c>MAP_TYPE</c>: the bits that say shared, private, shared-validate or droppable.</summary>
@@ -108,7 +108,8 @@ public sealed partial class MmStruct
             addr = RoundHintToMin(addr);
         }
 
-        var vmFlags = ProtToVmFlags(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec;
+        // calc_vm_prot_bits | calc_vm_flag_bits | mm->def_flags (mlockall's MCL_FUTURE)
+        var vmFlags = ProtToVmFlags(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec | DefFlags;
         if ((flags & MapFlags.Locked) != 0)
         {
             vmFlags |= VmFlags.Locked;
@@ -138,71 +139,26 @@ public sealed partial class MmStruct
                 return new(0, Errno.ENOMEM);
             }
 
-            // get_unmapped_area
-            if (len > Geometry.TaskSize)
+            var placed = GetUnmappedArea(addr, len, flags, file, offset);
+            if (placed.Error != Errno.None)
             {
-                return new(0, Errno.ENOMEM);
+                return placed;
             }
 
-            if ((flags & MapFlags.Fixed) != 0)
+            start = placed.Address;
+            if ((flags & MapFlags.FixedNoReplace) != 0 && AnyVmaIn(start, start + len))
             {
-                if ((addr & ~Geometry.PageMask) != 0)
-                {
-                    return new(0, Errno.EINVAL);
-                }
-
-                if (addr > Geometry.TaskSize - len)
-                {
-                    return new(0, Errno.ENOMEM);
-                }
-
-                if (addr < MmapMinAddr)
-                {
-                    return new(0, Errno.EPERM); // security_mmap_addr
-                }
-
-                if ((flags & MapFlags.FixedNoReplace) != 0 && AnyVmaIn(addr, addr + len))
-                {
-                    return new(0, Errno.EEXIST);
-                }
-
-                start = addr;
+                return new(0, Errno.EEXIST);
             }
-            else
-            {
-                start = 0;
-                if (file is { IsShmem: false })
-                {
-                    // A regular file's get_unmapped_area (thp_get_unmapped_area) tries the hint itself.
-                    start = FileThpUnmappedArea(addr, len, offset);
-                    if (start == 0)
-                    {
-                        return new(0, Errno.ENOMEM);
-                    }
-                }
-                else if (HintFits(addr, len))
-                {
-                    start = addr; // arch_get_unmapped_area_topdown takes a hint that fits
-                }
-                else
-                {
-                    // Larger private anonymous mappings are THP-aligned: __thp_get_unmapped_area
-                    // asks for len + PMD_SIZE and rounds the result to a 2 MiB boundary.
-                    bool thp = addr == 0 && (len & (Geometry.PmdSize - 1)) == 0 && file is null
-                        && ((int)flags & MapTypeMask) == (int)MapFlags.Private;
-                    start = thp
-                        ? UnmappedAreaTopDown(len, Geometry.PmdSize, Geometry.PmdSize)
-                        : UnmappedAreaTopDown(len, 0, Geometry.PageSize);
-                    if (start == 0 && thp)
-                    {
-                        start = UnmappedAreaTopDown(len, 0, Geometry.PageSize);
-                    }
 
-                    if (start == 0)
-                    {
-                        return new(0, Errno.ENOMEM);
-                    }
-                }
+            if ((flags & MapFlags.Locked) != 0 && !CanDoMlock)
+            {
+                return new(0, Errno.EPERM);
+            }
+
+            if (!MlockFutureOk(vmFlags, len))
+            {
+                return new(0, Errno.EAGAIN);
             }
 
             // The mapping type is checked only after placement (and for a file after file_mmap_ok,
@@ -236,8 +192,8 @@ public sealed partial class MmStruct
                 {
                     if ((flags & MapFlags.Fixed) != 0)
                     {
-                        SplitAt(start);
-                        SplitAt(start + len);
+                        SplitAt(cpu, start);
+                        SplitAt(cpu, start + len);
                     }
 
                     return new(0, Errno.ENOMEM);
@@ -289,33 +245,105 @@ public sealed partial class MmStruct
 
             ulong pgoff = file is not null ? offset >> PhysMemory.PageShift : start >> PhysMemory.PageShift;
             InsertVma(start, start + len, vmFlags, file, pgoff);
+            if ((vmFlags & VmFlags.Locked) != 0)
+            {
+                _lockedPages += (long)pages;
+            }
         }
         finally
         {
             MmapLock.UpWrite(cpu.Id);
         }
 
-        bool populate = (flags & (MapFlags.Populate | MapFlags.NonBlock)) == MapFlags.Populate || (flags & MapFlags.Locked) != 0;
+        bool populate = (flags & (MapFlags.Populate | MapFlags.NonBlock)) == MapFlags.Populate || (vmFlags & VmFlags.Locked) != 0;
         if (populate)
         {
-            Populate(cpu, start, start + len);
+            MmPopulate(cpu, start, start + len, ignoreErrors: true);
         }
 
         return new(start, Errno.None);
     }
 
     /// <summary>
+    /// <c>get_unmapped_area</c> with x86's <c>arch_get_unmapped_area_topdown</c>: MAP_FIXED takes
+    /// the address as it is; a regular file places itself (<see cref="FileThpUnmappedArea"/>); for
+    /// anonymous memory a free hint is honoured (keeping clear of a stack's guard gap), otherwise the
+    /// highest free range below <see cref="MmapBase"/>, 2 MiB aligned for memory that is not shared and whose
+    /// length is a multiple of 2 MiB (<c>__thp_get_unmapped_area</c>).
+    /// </summary>
+    private MmapResult GetUnmappedArea(ulong addr, ulong len, MapFlags flags, SimFile? file, ulong offset)
+    {
+        if (len > Geometry.TaskSize)
+        {
+            return new(0, Errno.ENOMEM);
+        }
+
+        if ((flags & MapFlags.Fixed) != 0)
+        {
+            if ((addr & ~Geometry.PageMask) != 0)
+            {
+                return new(0, Errno.EINVAL);
+            }
+
+            if (addr > Geometry.TaskSize - len)
+            {
+                return new(0, Errno.ENOMEM);
+            }
+
+            return addr < MmapMinAddr ? new(0, Errno.EPERM) : new(addr, Errno.None); // security_mmap_addr
+        }
+
+        if (file is { IsShmem: false })
+        {
+            // A regular file's get_unmapped_area (thp_get_unmapped_area) tries the hint itself.
+            ulong placed = FileThpUnmappedArea(addr, len, offset);
+            return placed == 0 ? new(0, Errno.ENOMEM) : new(placed, Errno.None);
+        }
+
+        // The hint check of arch_get_unmapped_area_topdown (round_hint_to_min ran before).
+        if (HintFits(addr, len))
+        {
+            return new(addr, Errno.None);
+        }
+
+        // stack_guard_placement asks for a gap below the new mapping only for a shadow stack (not
+        // modelled); a MAP_GROWSDOWN stack may be placed right above another mapping, and its own
+        // guard gap then only limits how far it grows.
+        ulong startGap = 0;
+        ulong start = 0;
+        if (addr == 0 && (len & (Geometry.PmdSize - 1)) == 0 && file is null && (flags & MapFlags.Shared) == 0)
+        {
+            // __thp_get_unmapped_area: ask for len + PMD_SIZE, then move the result up to a 2 MiB
+            // boundary (a whole PMD_SIZE up when it already is one: the top-down search put the
+            // padding above the mapping).
+            ulong padded = UnmappedAreaTopDown(len + Geometry.PmdSize, 0, startGap);
+            if (padded != 0)
+            {
+                ulong sub = (0 - padded) & (Geometry.PmdSize - 1);
+                start = sub == 0 ? padded + Geometry.PmdSize : padded + sub;
+            }
+        }
+
+        if (start == 0)
+        {
+            start = UnmappedAreaTopDown(len, 0, startGap);
+        }
+
+        return start == 0 ? new(0, Errno.ENOMEM) : new(start, Errno.None);
+    }
+
+    /// <summary>
     /// The type switch of <c>do_mmap</c>: for anonymous memory MAP_PRIVATE and MAP_SHARED (not with
     /// MAP_GROWSDOWN); for a file MAP_PRIVATE, MAP_SHARED (unknown flags ignored) and
-    /// MAP_SHARED_VALIDATE (unknown flags EOPNOTSUPP). Anything else is EINVAL, MAP_DROPPABLE
-    /// included (not modelled). Null when the type is fine.
+    /// MAP_SHARED_VALIDATE (unknown flags EOPNOTSUPP), none with MAP_GROWSDOWN. Anything else is
+    /// EINVAL, MAP_DROPPABLE included (not modelled). Null when the type is fine.
     /// </summary>
     private static Errno? MapTypeError(MapFlags flags, SimFile? file)
     {
         int type = (int)flags & MapTypeMask;
         if (type == (int)MapFlags.Private)
         {
-            return null;
+            return file is not null && (flags & MapFlags.GrowsDown) != 0 ? Errno.EINVAL : null;
         }
 
         if (file is null)
@@ -325,78 +353,32 @@ public sealed partial class MmStruct
 
         // A regular file is taken to live on a file system that advertises MAP_SYNC
         // (FOP_MMAP_SYNC: ext4, xfs); shmem does not.
+        // Every file type then refuses a mapping that would grow (VM_GROWSDOWN).
         var mask = file.IsShmem ? LegacyMapMask : LegacyMapMask | MapFlags.Sync;
+        var growsDown = (flags & MapFlags.GrowsDown) != 0 ? Errno.EINVAL : (Errno?)null;
         return type switch
         {
-            (int)MapFlags.Shared => null,
-            (int)MapFlags.SharedValidate => (flags & ~mask) != 0 ? Errno.EOPNOTSUPP : null,
+            (int)MapFlags.Shared => growsDown,
+            (int)MapFlags.SharedValidate => (flags & ~mask) != 0 ? Errno.EOPNOTSUPP : growsDown,
             _ => Errno.EINVAL,
         };
     }
 
     /// <summary>Inserts a new VMA at a free range, links it into its file's <c>i_mmap</c>, and merges it with compatible neighbours.</summary>
-    private void InsertVma(ulong start, ulong end, VmFlags flags, SimFile? file, ulong pgoff)
+    private Vma InsertVma(ulong start, ulong end, VmFlags flags, SimFile? file, ulong pgoff)
     {
-        int i = FirstEndingAbove(start);
-        var vma = new Vma(start, end, flags, null) { Mm = this, PgOff = pgoff, File = file };
+        var vma = new Vma(start, end, flags, null, pgoff) { Mm = this, File = file };
         file?.LinkVma(vma);
-        lock (_vmas)
-        {
-            _vmas.Insert(i, vma);
-        }
-
-        MergeAround(i);
-    }
-
-    /// <summary>
-    /// <c>mm_populate</c>: faults in every page of [start, end) under <c>mmap_lock</c> for read; a
-    /// write fault for writable private mappings (<c>FOLL_WRITE</c>), a read fault otherwise.
-    /// </summary>
-    private void Populate(Cpu cpu, ulong start, ulong end)
-    {
-        MmapLock.DownRead(cpu.Id);
-        try
-        {
-            PopulateLocked(cpu, start, end);
-        }
-        finally
-        {
-            MmapLock.UpRead(cpu.Id);
-        }
-    }
-
-    /// <summary><c>populate_vma_page_range</c> over [start, end), with <c>mmap_lock</c> held by the caller.</summary>
-    private void PopulateLocked(Cpu cpu, ulong start, ulong end)
-    {
-        for (ulong va = start; va < end; va += Geometry.PageSize)
-        {
-            var vma = FindVma(va);
-            if (vma is null || va < vma.Start || (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0)
-            {
-                continue;
-            }
-
-            bool write = (vma.Flags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
-            ulong pte = PeekPte(va);
-            if (Entry.IsHwPresent(pte) && (!write || Entry.IsWritable(pte)))
-            {
-                continue;
-            }
-
-            if (HandleMmFault(cpu, vma, va, write) != FaultOutcome.Ok)
-            {
-                return; // populate failures are not reported to the caller
-            }
-        }
+        _vmas.Insert(vma);
+        return MergeAround(vma);
     }
 
     /// <summary>Pages of VM_ACCOUNT VMAs inside [start, end) (<c>vms-&gt;nr_accounted</c>).</summary>
     private long AccountedPagesIn(ulong start, ulong end)
     {
         long pages = 0;
-        for (int i = FirstEndingAbove(start); i < _vmas.Count && _vmas[i].Start < end; i++)
+        for (var v = FindVma(start); v is not null && v.Start < end; v = v.NextVma)
         {
-            var v = _vmas[i];
             if ((v.Flags & VmFlags.Account) != 0)
             {
                 pages += (long)((Math.Min(v.End, end) - Math.Max(v.Start, start)) >> PhysMemory.PageShift);
@@ -447,27 +429,28 @@ public sealed partial class MmStruct
     /// </summary>
     private void UnmapLocked(Cpu cpu, ulong start, ulong end)
     {
-        MmapLock.AssertWriteHeld(cpu.Id);
         if (!AnyVmaIn(start, end))
         {
             return;
         }
 
-        SplitAt(start);
-        SplitAt(end);
-        int first = FirstEndingAbove(start);
-        int last = first;
-        while (last < _vmas.Count && _vmas[last].Start < end)
+        SplitAt(cpu, start);
+        SplitAt(cpu, end);
+        var doomed = new List<Vma>();
+        for (var v = FindVma(start); v is not null && v.Start < end; v = v.NextVma)
         {
-            last++;
+            doomed.Add(v);
         }
 
-        var doomed = _vmas.GetRange(first, last - first);
-        ulong floor = first > 0 ? _vmas[first - 1].End : 0;
-        ulong ceiling = last < _vmas.Count ? _vmas[last].Start : 0; // USER_PGTABLES_CEILING
-        lock (_vmas)
+        ulong floor = doomed[0].PrevVma?.End ?? 0;
+        ulong ceiling = doomed[^1].NextVma?.Start ?? 0; // USER_PGTABLES_CEILING
+        foreach (var v in doomed)
         {
-            _vmas.RemoveRange(first, last - first);
+            _vmas.Remove(v);
+            if ((v.Flags & VmFlags.Locked) != 0)
+            {
+                _lockedPages -= (long)(v.Length >> PhysMemory.PageShift);
+            }
         }
 
         var tlb = new MmuGather(this, cpu);

@@ -144,13 +144,12 @@ public sealed partial class MmStruct
             newFlags &= ~VmFlags.Account;
         }
 
-        SplitAt(start);
-        SplitAt(end);
-        int i = FirstEndingAbove(start);
-        var target = _vmas[i];
+        SplitAt(cpu, start);
+        SplitAt(cpu, end);
+        var target = FindVma(start)!;
         target.Flags = newFlags;
         ChangeProtection(cpu, tlb, target, start, end, newFlags);
-        MergeAround(i);
+        target = MergeAround(target);
         if ((oldFlags & VmFlags.Account) != 0 && (newFlags & VmFlags.Account) == 0)
         {
             _committedPages -= pages; // vm_unacct_memory
@@ -159,8 +158,8 @@ public sealed partial class MmStruct
         if ((oldFlags & (VmFlags.Write | VmFlags.Shared | VmFlags.Locked)) == VmFlags.Locked && (newFlags & VmFlags.Write) != 0)
         {
             // A private locked VMA made writable is faulted in for writing now (COW done at once),
-            // so a locked page never takes a fault later.
-            PopulateLocked(cpu, start, end);
+            // so a locked page never takes a fault later (populate_vma_page_range).
+            PopulateVmaPageRange(cpu, target, start, end);
         }
 
         return Errno.None;
@@ -188,6 +187,18 @@ public sealed partial class MmStruct
             }
 
             int pmdIndex = Geometry.Index(addr, 2);
+            if (Entry.IsHuge(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])))
+            {
+                // change_pmd_range: a leaf the range covers whole is rewritten, part of one split first.
+                if (next - addr == Geometry.PmdSize && ChangeHugePmd(cpu, tlb, pmdTable, pmdIndex, addr, flags))
+                {
+                    addr = next;
+                    continue;
+                }
+
+                SplitHugePmd(cpu, vma, pmdTable, pmdIndex, addr & Geometry.PmdMask);
+            }
+
             var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
             if (!pteTable.IsNone)
             {

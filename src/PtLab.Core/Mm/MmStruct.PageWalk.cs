@@ -5,8 +5,9 @@ namespace PtLab.Mm;
 
 /// <summary>What the generic page walker reports for one page.</summary>
 /// <param name="Address">The page's address.</param>
-/// <param name="Entry">The PTE (0 when none or no table).</param>
-public readonly record struct WalkedPage(ulong Address, ulong Entry);
+/// <param name="Entry">The PTE (0 when none or no table); under a huge pmd, the 4 KiB entry it stands for.</param>
+/// <param name="MappedByPmd">Whether a huge pmd maps the page.</param>
+public readonly record struct WalkedPage(ulong Address, ulong Entry, bool MappedByPmd = false);
 
 /// <summary>The <c>/proc/PID/smaps</c> figures of one VMA, in kB.</summary>
 /// <param name="Start">VMA start.</param>
@@ -17,7 +18,11 @@ public readonly record struct WalkedPage(ulong Address, ulong Entry);
 /// <param name="AnonymousKb">Anonymous resident pages.</param>
 /// <param name="LazyFreeKb">Pages marked by MADV_FREE and still clean.</param>
 /// <param name="SwapKb">Swap entries.</param>
-public readonly record struct SmapsEntry(ulong Start, ulong End, string Flags, long SizeKb, long RssKb, long AnonymousKb, long LazyFreeKb, long SwapKb);
+public readonly record struct SmapsEntry(ulong Start, ulong End, string Flags, long SizeKb, long RssKb, long AnonymousKb, long LazyFreeKb, long SwapKb)
+{
+    /// <summary>AnonHugePages: anonymous memory mapped by huge pmds, in kB.</summary>
+    public long AnonHugePagesKb { get; init; }
+}
 
 public sealed partial class MmStruct
 {
@@ -32,40 +37,78 @@ public sealed partial class MmStruct
         MmapLock.DownRead(cpu.Id);
         try
         {
-            for (ulong addr = start; addr < end;)
-            {
-                ulong next = Geometry.PmdAddrEnd(addr, end);
-                long pmdTable = PmdTableOf(addr);
-                var pteTable = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
-                if (pteTable.IsNone)
-                {
-                    for (ulong va = addr; va < next; va += Geometry.PageSize)
-                    {
-                        visit(new WalkedPage(va, 0)); // pte_hole
-                    }
-                }
-                else
-                {
-                    try
-                    {
-                        var entries = Phys.Table(pteTable);
-                        for (ulong va = addr; va < next; va += Geometry.PageSize)
-                        {
-                            visit(new WalkedPage(va, Volatile.Read(ref entries[Geometry.PteIndex(va)])));
-                        }
-                    }
-                    finally
-                    {
-                        Design.PteUnmapUnlock(this, cpu, pteTable);
-                    }
-                }
-
-                addr = next;
-            }
+            WalkPageRangeLocked(cpu, start, end, visit);
         }
         finally
         {
             MmapLock.UpRead(cpu.Id);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="WalkPageRange"/> for a caller that holds <c>mmap_lock</c> (for read or write).
+    /// With <paramref name="skipHoles"/> (a walk with no <c>pte_hole</c> callback), pages no table
+    /// covers are not visited and a missing PMD table is stepped over whole, so a walk over a large
+    /// empty range costs one step per gigabyte.
+    /// </summary>
+    internal void WalkPageRangeLocked(Cpu cpu, ulong start, ulong end, Action<WalkedPage> visit, bool skipHoles = false)
+    {
+        for (ulong addr = start; addr < end;)
+        {
+            ulong next = Geometry.PmdAddrEnd(addr, end);
+            long pmdTable = PmdTableOf(addr);
+            if (pmdTable < 0 && skipHoles)
+            {
+                addr = Geometry.PudAddrEnd(addr, end);
+                continue;
+            }
+
+            if (pmdTable >= 0 && PmdTransHugeLock(cpu, pmdTable, Geometry.Index(addr, 2), out ulong pmd))
+            {
+                // A huge leaf: each 4 KiB it maps, seen as the entry that would map it (the
+                // huge zero page's as special, like the small zero page's).
+                ulong special = Entry.Pfn(pmd) == Phys.HugeZeroPfn ? Entry.Special : 0;
+                try
+                {
+                    for (ulong va = addr; va < next; va += Geometry.PageSize)
+                    {
+                        visit(new WalkedPage(va, Entry.HugeSubPte(pmd, va) | special, MappedByPmd: true));
+                    }
+                }
+                finally
+                {
+                    PmdUnlock(cpu, pmdTable);
+                }
+
+                addr = next;
+                continue;
+            }
+
+            var pteTable = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            if (pteTable.IsNone)
+            {
+                for (ulong va = addr; va < next && !skipHoles; va += Geometry.PageSize)
+                {
+                    visit(new WalkedPage(va, 0)); // pte_hole
+                }
+            }
+            else
+            {
+                try
+                {
+                    var entries = Phys.Table(pteTable);
+                    for (ulong va = addr; va < next; va += Geometry.PageSize)
+                    {
+                        visit(new WalkedPage(va, Volatile.Read(ref entries[Geometry.PteIndex(va)])));
+                    }
+                }
+                finally
+                {
+                    Design.PteUnmapUnlock(this, cpu, pteTable);
+                }
+            }
+
+            addr = next;
         }
     }
 
@@ -155,7 +198,8 @@ public sealed partial class MmStruct
             if (Entry.IsPresent(e))
             {
                 v = (1UL << 63) | ((ulong)Entry.Pfn(e) & ((1UL << 55) - 1));
-                if (!Entry.IsSpecial(e) && Phys.Desc(Entry.Pfn(e)).MapCount == 1)
+                // Exclusively mapped: once by a PTE, or a huge page mapped once by a pmd.
+                if (!Entry.IsSpecial(e) && (p.MappedByPmd ? Phys.Desc(Phys.CompoundHead(Entry.Pfn(e))).EntireMapCount : Phys.Desc(Entry.Pfn(e)).MapCount) == 1)
                 {
                     v |= 1UL << 56;
                 }
@@ -181,14 +225,19 @@ public sealed partial class MmStruct
         var list = new List<SmapsEntry>();
         foreach (var vma in Vmas)
         {
-            long rss = 0, anon = 0, lazy = 0, swap = 0;
+            long rss = 0, anon = 0, lazy = 0, swap = 0, huge = 0;
             WalkPageRange(cpu, vma.Start, vma.End, p =>
             {
                 ulong e = p.Entry;
                 if (Entry.IsPresent(e) && !Entry.IsSpecial(e))
                 {
                     rss++;
-                    var flags = (PageFlags)Phys.Desc(Entry.Pfn(e)).Flags;
+                    if (p.MappedByPmd)
+                    {
+                        huge++;
+                    }
+
+                    var flags = (PageFlags)Phys.Desc(Phys.CompoundHead(Entry.Pfn(e))).Flags;
                     if ((flags & PageFlags.Anon) == 0)
                     {
                         return; // a page-cache page
@@ -205,7 +254,10 @@ public sealed partial class MmStruct
                     swap++;
                 }
             });
-            list.Add(new SmapsEntry(vma.Start, vma.End, vma.FlagString(), (long)(vma.Length >> 10), rss * 4, anon * 4, lazy * 4, swap * 4));
+            list.Add(new SmapsEntry(vma.Start, vma.End, vma.FlagString(), (long)(vma.Length >> 10), rss * 4, anon * 4, lazy * 4, swap * 4)
+            {
+                AnonHugePagesKb = huge * 4,
+            });
         }
 
         return list;

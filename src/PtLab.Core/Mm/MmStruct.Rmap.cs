@@ -162,7 +162,7 @@ public sealed partial class MmStruct
     {
         ref var d = ref Phys.Desc(pfn);
         int left = d.AddMap(-1);
-        AddRss(cpu, CounterOf(ref d), -1);
+        AddRss(cpu, CounterOf(pfn), -1);
         Phys.PutPage(pfn); // the isolation reference keeps the page until reclaim drops it
         if (left == 0 && (d.Flags & (int)PageFlags.Anon) != 0)
         {

@@ -26,6 +26,12 @@ public sealed partial class MmStruct
         : (d.Flags & (int)PageFlags.SwapBacked) != 0 ? MmCounter.Shmem
         : MmCounter.File;
 
+    /// <summary>
+    /// <c>mm_counter</c> of the page in frame <paramref name="pfn"/>, read from its folio's head
+    /// (a sub-page of a split huge page carries no type of its own).
+    /// </summary>
+    internal MmCounter CounterOf(long pfn) => CounterOf(ref Phys.Desc(Phys.CompoundHead(pfn)));
+
     /// <summary><c>add_mm_counter</c>.</summary>
     internal void AddRss(Cpu? cpu, MmCounter counter, long pages)
     {
@@ -44,5 +50,5 @@ public sealed partial class MmStruct
     }
 
     /// <summary>Whether the page in frame <paramref name="pfn"/> is anonymous (<c>folio_test_anon</c>).</summary>
-    internal bool IsAnonPage(long pfn) => (Phys.Desc(pfn).Flags & (int)PageFlags.Anon) != 0;
+    internal bool IsAnonPage(long pfn) => (Phys.Desc(Phys.CompoundHead(pfn)).Flags & (int)PageFlags.Anon) != 0;
 }

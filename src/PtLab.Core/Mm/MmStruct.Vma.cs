@@ -1,35 +1,25 @@
 using PtLab.Paging;
+using PtLab.Phys;
 
 namespace PtLab.Mm;
 
+// mm/vma.c and mm/mmap.c: finding, splitting and merging VMAs, and placing new ones.
 public sealed partial class MmStruct
 {
+    /// <summary><c>stack_guard_gap</c>: 256 pages kept free below a stack (<c>VM_GROWSDOWN</c>) VMA.</summary>
+    public const ulong StackGuardGap = 256UL << 12;
+
     /// <summary><c>find_vma</c>: the first VMA ending above <paramref name="addr"/>, or null. Caller holds <c>mmap_lock</c>.</summary>
-    public Vma? FindVma(ulong addr)
-    {
-        int i = FirstEndingAbove(addr);
-        return i < _vmas.Count ? _vmas[i] : null;
-    }
+    public Vma? FindVma(ulong addr) => _vmas.Find(addr);
 
-    /// <summary>Index of the first VMA with End &gt; addr.</summary>
-    private int FirstEndingAbove(ulong addr)
-    {
-        int lo = 0, hi = _vmas.Count;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            if (_vmas[mid].End > addr)
-            {
-                hi = mid;
-            }
-            else
-            {
-                lo = mid + 1;
-            }
-        }
+    /// <summary><c>vma_lookup</c>: the VMA containing <paramref name="addr"/>, or null.</summary>
+    internal Vma? VmaLookup(ulong addr) => _vmas.Find(addr) is { } v && v.Start <= addr ? v : null;
 
-        return lo;
-    }
+    /// <summary>VMAs in the address space (<c>mm-&gt;map_count</c>).</summary>
+    public int MapCount => _vmas.Count;
+
+    /// <summary>Checks the VMA store's links, balance and gap augmentation; throws on the first broken invariant (for tests).</summary>
+    internal void ValidateVmas() => _vmas.Validate();
 
     /// <summary>Whether any VMA intersects [start, end).</summary>
     private bool AnyVmaIn(ulong start, ulong end)
@@ -38,27 +28,35 @@ public sealed partial class MmStruct
         return v is not null && v.Start < end;
     }
 
-    /// <summary>Splits the VMA containing <paramref name="addr"/> strictly inside it (<c>split_vma</c>).</summary>
-    private void SplitAt(ulong addr)
+    /// <summary><c>vm_start_gap</c>: a stack VMA claims <see cref="StackGuardGap"/> below itself.</summary>
+    internal static ulong VmStartGap(Vma v)
     {
-        int i = FirstEndingAbove(addr);
-        if (i >= _vmas.Count)
+        if ((v.Flags & VmFlags.GrowsDown) == 0)
+        {
+            return v.Start;
+        }
+
+        ulong gap = v.Start - StackGuardGap;
+        return gap > v.Start ? 0 : gap;
+    }
+
+    /// <summary>
+    /// <c>split_vma</c> at <paramref name="addr"/> when it falls strictly inside a VMA; the upper
+    /// part becomes a new VMA. A huge pmd that would straddle the new boundary is split first
+    /// (<c>vma_adjust_trans_huge</c>).
+    /// </summary>
+    private void SplitAt(Cpu cpu, ulong addr)
+    {
+        var v = FindVma(addr);
+        if (v is null || v.Start >= addr)
         {
             return;
         }
 
-        var v = _vmas[i];
-        if (v.Start >= addr)
-        {
-            return;
-        }
-
+        SplitHugePmdIfStraddling(cpu, v, addr);
         var upper = v.SplitUpper(addr);
-        lock (_vmas)
-        {
-            v.End = addr;
-            _vmas.Insert(i + 1, upper);
-        }
+        _vmas.SetEnd(v, addr);
+        _vmas.Insert(upper);
     }
 
     /// <summary>
@@ -70,97 +68,108 @@ public sealed partial class MmStruct
         a.End == b.Start && a.Flags == b.Flags && AnonCompatible(a.AnonVma, b.AnonVma) && PgOffContinues(a, b);
 
     /// <summary>
-    /// Merges the VMA at <paramref name="i"/> with its neighbours where Linux would (<c>vma_merge</c>):
-    /// with both when all three are compatible, else with the previous one in preference, else the next.
+    /// Merges <paramref name="cur"/> with its neighbours where Linux would (<c>vma_merge</c>):
+    /// with both when all three are compatible, else with the previous one in preference, else the
+    /// next. Returns the VMA that now covers <paramref name="cur"/>'s range.
     /// </summary>
-    private void MergeAround(int i)
+    private Vma MergeAround(Vma cur)
     {
-        lock (_vmas)
+        var prev = cur.PrevVma;
+        var next = cur.NextVma;
+        bool left = prev is not null && CanMerge(prev, cur);
+        bool right = next is not null && CanMerge(cur, next);
+        if (left && right && !AnonCompatible(prev!.AnonVma, next!.AnonVma))
         {
-            var cur = _vmas[i];
-            bool left = i > 0 && CanMerge(_vmas[i - 1], cur);
-            bool right = i + 1 < _vmas.Count && CanMerge(cur, _vmas[i + 1]);
-            if (left && right && !AnonCompatible(_vmas[i - 1].AnonVma, _vmas[i + 1].AnonVma))
-            {
-                right = false;
-            }
-
-            if (right)
-            {
-                var next = _vmas[i + 1];
-                cur.End = next.End;
-                cur.AnonVmaSlot ??= next.AnonVma;
-                cur.AbsorbRmapLinks(next);
-                _vmas.RemoveAt(i + 1);
-            }
-
-            if (left)
-            {
-                var prev = _vmas[i - 1];
-                prev.End = cur.End;
-                prev.AnonVmaSlot ??= cur.AnonVma;
-                prev.AbsorbRmapLinks(cur);
-                _vmas.RemoveAt(i);
-            }
+            right = false;
         }
+
+        if (right)
+        {
+            ulong end = next!.End;
+            cur.AnonVmaSlot ??= next.AnonVma;
+            cur.AbsorbRmapLinks(next);
+            _vmas.Remove(next);
+            _vmas.SetEnd(cur, end);
+        }
+
+        if (left)
+        {
+            ulong end = cur.End;
+            prev!.AnonVmaSlot ??= cur.AnonVma;
+            prev.AbsorbRmapLinks(cur);
+            _vmas.Remove(cur);
+            _vmas.SetEnd(prev, end);
+            return prev;
+        }
+
+        return cur;
+    }
+
+    /// <summary>
+    /// <c>vma_modify_flags</c>: gives [start, end) of <paramref name="vma"/> the flags
+    /// <paramref name="flags"/>, splitting at the edges and merging with the neighbours. Returns
+    /// the VMA that covers the range afterwards.
+    /// </summary>
+    private Vma VmaModifyFlags(Cpu cpu, Vma vma, ulong start, ulong end, VmFlags flags)
+    {
+        SplitAt(cpu, start);
+        SplitAt(cpu, end);
+        var target = FindVma(start)!;
+        target.Flags = flags;
+        return MergeAround(target);
     }
 
     /// <summary>
     /// <c>find_mergeable_anon_vma</c>: the anon_vma of the next VMA, else of the previous one, when
     /// that neighbour touches this VMA and is compatible (<c>anon_vma_compatible</c>: flags equal but
-    /// for the access bits, so mprotect can merge the two later).
+    /// for the access bits, so mprotect can merge the two later, and the page offset continuous).
     /// </summary>
-    private AnonVma? FindMergeableAnonVma(Vma vma)
+    private static AnonVma? FindMergeableAnonVma(Vma vma)
     {
         const VmFlags access = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
-        static bool Compatible(Vma a, Vma b) => a.End == b.Start && ((a.Flags ^ b.Flags) & ~access) == 0;
-        lock (_vmas)
+        static bool Compatible(Vma a, Vma b) =>
+            a.End == b.Start && ((a.Flags ^ b.Flags) & ~access) == 0 && a.PgOff + (a.Length >> PhysMemory.PageShift) == b.PgOff;
+        if (vma.NextVma is { } next && Compatible(vma, next) && next.AnonVma is { } anon && AnonVmaReusable(vma, next, next))
         {
-            int i = _vmas.IndexOf(vma);
-            if (i >= 0 && i + 1 < _vmas.Count && Compatible(vma, _vmas[i + 1]) && _vmas[i + 1].AnonVma is { } next
-                && AnonVmaReusable(vma, _vmas[i + 1], _vmas[i + 1]))
-            {
-                return next;
-            }
+            return anon;
+        }
 
-            if (i > 0 && Compatible(_vmas[i - 1], vma) && AnonVmaReusable(_vmas[i - 1], vma, _vmas[i - 1]))
-            {
-                return _vmas[i - 1].AnonVma;
-            }
+        if (vma.PrevVma is { } prev && Compatible(prev, vma) && AnonVmaReusable(prev, vma, prev))
+        {
+            return prev.AnonVma;
         }
 
         return null;
     }
 
     /// <summary>
-    /// <c>vm_unmapped_area</c>, top-down: the highest gap below <see cref="MmapBase"/> that fits
-    /// <paramref name="length"/> plus <paramref name="pad"/>; placed at its top, aligned down to
-    /// <paramref name="align"/>. Returns 0 when nothing fits.
+    /// <c>unmapped_area_topdown</c>: the highest free range below <see cref="MmapBase"/> that fits
+    /// <paramref name="length"/> at an address aligned to <paramref name="alignMask"/> + 1, with
+    /// <paramref name="startGap"/> bytes free below it (a stack's guard gap), and that keeps clear
+    /// of the guard gap below a stack VMA above it. Returns 0 when nothing fits.
     /// </summary>
-    private ulong UnmappedAreaTopDown(ulong length, ulong pad, ulong align)
+    private ulong UnmappedAreaTopDown(ulong length, ulong alignMask, ulong startGap)
     {
-        ulong need = length + pad;
-        ulong lowLimit = Math.Max(Geometry.PageSize, MmapMinAddr);
-        ulong gapEnd = MmapBase;
-        int i = FirstEndingAbove(gapEnd - 1);
-        // Walk gaps downward: between _vmas[i-1].End and min(_vmas[i].Start, gapEnd).
-        for (int k = i; k >= 0; k--)
+        ulong search = length + alignMask + startGap;
+        if (search < length)
         {
-            ulong top = k < _vmas.Count ? Math.Min(_vmas[k].Start, MmapBase) : MmapBase;
-            ulong bottom = k > 0 ? _vmas[k - 1].End : lowLimit;
-            if (bottom < lowLimit)
+            return 0;
+        }
+
+        ulong low = Math.Max(Geometry.PageSize, MmapMinAddr);
+        ulong high = MmapBase;
+        while (_vmas.HighestGap(low, high, search, out ulong gapStart, out ulong gapEnd))
+        {
+            ulong gap = gapEnd - length;
+            gap -= gap & alignMask;
+            var next = FindVma(gapStart);
+            if (next is not null && (next.Flags & VmFlags.GrowsDown) != 0 && VmStartGap(next) < gapEnd)
             {
-                bottom = lowLimit;
+                high = VmStartGap(next); // the stack's guard gap is not free: look lower
+                continue;
             }
 
-            if (top > bottom && top - bottom >= need)
-            {
-                ulong addr = (top - length) & ~(align - 1);
-                if (addr >= bottom)
-                {
-                    return addr;
-                }
-            }
+            return gap;
         }
 
         return 0;

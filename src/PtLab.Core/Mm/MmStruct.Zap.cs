@@ -35,6 +35,18 @@ public sealed partial class MmStruct
         {
             ulong next = Geometry.PmdAddrEnd(addr, end);
             int pmdIndex = Geometry.Index(addr, 2);
+            if (Entry.IsHuge(Volatile.Read(ref pmds[pmdIndex])))
+            {
+                // A leaf the zap covers whole goes at once (zap_huge_pmd); part of one is split first.
+                if (next - addr == Geometry.PmdSize && ZapHugePmd(cpu, tlb, pmdTable, pmdIndex, addr))
+                {
+                    addr = next;
+                    continue;
+                }
+
+                SplitHugePmd(cpu, vma, pmdTable, pmdIndex, addr & Geometry.PmdMask);
+            }
+
             if (!Entry.IsNone(Volatile.Read(ref pmds[pmdIndex])))
             {
                 ZapPteRange(cpu, tlb, new ZapInfo(pmdTable, pmdIndex, addr, next, reason));
@@ -102,7 +114,7 @@ public sealed partial class MmStruct
                     throw new BadPageException($"mapcount underflow on frame {pfn:x} at 0x{addr:x}");
                 }
 
-                switch (CounterOf(ref d))
+                switch (CounterOf(pfn))
                 {
                     case MmCounter.Anon: anon++; break;
                     case MmCounter.File: file++; break;
@@ -258,6 +270,11 @@ public sealed partial class MmStruct
             ulong next = Geometry.PmdAddrEnd(addr, end);
             int i = Geometry.Index(addr, 2);
             ulong pmd = Volatile.Read(ref pmds[i]);
+            if (Entry.IsHuge(pmd))
+            {
+                throw new InvalidOperationException($"free_pgtables found a huge pmd {pmd:x} at 0x{addr:x}: the zap before it left a leaf");
+            }
+
             if (!Entry.IsNone(pmd))
             {
                 // free_pte_range: pmd_clear, then pte_free_tlb.
@@ -271,6 +288,11 @@ public sealed partial class MmStruct
         if (!UpperTableFreeable(start, end, floor, ceiling, Geometry.PudMask))
         {
             return;
+        }
+
+        if (HasDeposits(pmdTable))
+        {
+            throw new InvalidOperationException($"freeing PMD table {pmdTable:x}, which still holds a deposited PTE table");
         }
 
         PudClear(pudTable, pudIndex);

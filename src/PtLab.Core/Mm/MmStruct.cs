@@ -20,10 +20,13 @@ public sealed partial class MmStruct
     /// </summary>
     public const ulong DefaultMmapBase = Geometry.TaskSize - (128UL << 20);
 
-    /// <summary><c>sysctl_max_map_count</c>.</summary>
-    public const int MaxMapCount = 65530;
+    /// <summary>The default of <c>sysctl_max_map_count</c>.</summary>
+    public const int DefaultMaxMapCount = 65530;
 
-    private readonly List<Vma> _vmas = [];
+    /// <summary><c>vm.max_map_count</c>: the most VMAs an address space may hold.</summary>
+    public int MaxMapCount { get; set; } = DefaultMaxMapCount;
+
+    private readonly VmaTree _vmas = new();
     private long _nrPtes;
     private long _nrPmds;
     private long _nrPuds;
@@ -119,29 +122,12 @@ public sealed partial class MmStruct
     public ulong MmapBase { get; init; } = DefaultMmapBase;
 
     /// <summary>A snapshot of the VMAs, in address order. Callers that need a stable view hold <see cref="MmapLock"/>.</summary>
-    public IReadOnlyList<Vma> Vmas
-    {
-        get
-        {
-            lock (_vmas)
-            {
-                return [.. _vmas];
-            }
-        }
-    }
+    public IReadOnlyList<Vma> Vmas => _vmas.Snapshot();
 
     /// <summary>The counters and figures of <c>/proc/PID/status</c>.</summary>
     public MmStatus Status()
     {
-        ulong vmSize = 0;
-        lock (_vmas)
-        {
-            foreach (var v in _vmas)
-            {
-                vmSize += v.Length;
-            }
-        }
-
+        ulong vmSize = _vmas.TotalBytes;
         long anon = _rssAnon.Sum() * 4, file = _rssFile.Sum() * 4, shmem = _rssShmem.Sum() * 4;
         var tables = new TableCounts(Volatile.Read(ref _nrPtes), Volatile.Read(ref _nrPmds), Volatile.Read(ref _nrPuds));
         return new MmStatus(
@@ -152,7 +138,10 @@ public sealed partial class MmStruct
             RssShmemKb: shmem,
             VmSwapKb: _swapEnts.Sum() * 4,
             VmPteKb: (tables.Pte + tables.Pmd + tables.Pud) * 4,
-            Tables: tables);
+            Tables: tables)
+        {
+            VmLckKb = LockedVmKb,
+        };
     }
 
     /// <summary>Event counters since the address space was created.</summary>
@@ -264,9 +253,15 @@ public sealed partial class MmStruct
         }
 
         ulong pmd = Volatile.Read(ref Phys.Table(pmdTable)[Geometry.Index(addr, 2)]);
-        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
+        if (Entry.IsNone(pmd))
         {
             return 0;
+        }
+
+        if (Entry.IsHuge(pmd))
+        {
+            // The 4 KiB entry the leaf stands for; the huge zero page's is special, as the small one's.
+            return Entry.HugeSubPte(pmd, addr) | (Entry.Pfn(pmd) == Phys.HugeZeroPfn ? Entry.Special : 0);
         }
 
         return Volatile.Read(ref Phys.Table(Entry.Pfn(pmd))[Geometry.PteIndex(addr)]);
@@ -287,12 +282,17 @@ public sealed partial class MmStruct
             return "pmd none";
         }
 
+        if (Entry.IsHuge(pmd))
+        {
+            return $"huge pmd {pmd:x}";
+        }
+
         long pteTable = Entry.Pfn(pmd);
         ref var d = ref Phys.Desc(pteTable);
         return $"pmd {pmd:x}, PTE table {pteTable:x} flags {(PageFlags)d.Flags} {Phys.TableState(pteTable)?.ToString() ?? "no table state"}, pte {PeekPte(addr):x}";
     }
 
-    /// <summary>Counts the tables reachable from the PGD, per level (to check VmPTE against).</summary>
+    /// <summary>Counts the tables reachable from the PGD, per level, deposited ones included (to check VmPTE against).</summary>
     public TableCounts CountTablesPresent()
     {
         long ptes = 0, pmds = 0, puds = 0;
@@ -328,7 +328,8 @@ public sealed partial class MmStruct
             }
         }
 
-        return new TableCounts(ptes, pmds, puds);
+        // Each PMD leaf keeps a deposited PTE table beside it: counted in VmPTE, reachable through its PMD table.
+        return new TableCounts(ptes + DepositedTables, pmds, puds);
     }
 }
 
@@ -348,7 +349,11 @@ public readonly record struct TableCounts(long Pte, long Pmd, long Pud);
 /// <param name="VmPteKb"><c>mm-&gt;pgtables_bytes</c>: PTE, PMD and PUD tables.</param>
 /// <param name="Tables">Tables per level.</param>
 public readonly record struct MmStatus(
-    long VmSizeKb, long VmRssKb, long RssAnonKb, long RssFileKb, long RssShmemKb, long VmSwapKb, long VmPteKb, TableCounts Tables);
+    long VmSizeKb, long VmRssKb, long RssAnonKb, long RssFileKb, long RssShmemKb, long VmSwapKb, long VmPteKb, TableCounts Tables)
+{
+    /// <summary>VmLck: <c>mm-&gt;locked_vm</c>, memory in VM_LOCKED VMAs, in kB.</summary>
+    public long VmLckKb { get; init; }
+}
 
 /// <summary>Event counters of an address space.</summary>
 /// <param name="Faults">Page faults handled (<c>handle_mm_fault</c> calls).</param>

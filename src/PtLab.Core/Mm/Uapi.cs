@@ -85,6 +85,10 @@ public enum Advice
     Cold = 20,
     /// <summary><c>MADV_PAGEOUT</c>.</summary>
     PageOut = 21,
+    /// <summary><c>MADV_POPULATE_READ</c>: prefault the range readable, as read faults would.</summary>
+    PopulateRead = 22,
+    /// <summary><c>MADV_POPULATE_WRITE</c>: prefault the range writable, as write faults would.</summary>
+    PopulateWrite = 23,
     /// <summary><c>MADV_DONTNEED_LOCKED</c>.</summary>
     DontNeedLocked = 24,
     /// <summary>
@@ -94,6 +98,44 @@ public enum Advice
     /// others answer EINVAL, as a kernel answers an advice it does not know.
     /// </summary>
     PtReclaim = 0x7074,
+}
+
+/// <summary><c>MREMAP_*</c> values from the Linux UAPI.</summary>
+[Flags]
+public enum MremapFlags
+{
+    /// <summary>Resize in place only.</summary>
+    None = 0,
+    /// <summary><c>MREMAP_MAYMOVE</c>.</summary>
+    MayMove = 1,
+    /// <summary><c>MREMAP_FIXED</c>: move to the address given (implies a move).</summary>
+    Fixed = 2,
+    /// <summary><c>MREMAP_DONTUNMAP</c>: move the pages but leave the old range mapped, empty.</summary>
+    DontUnmap = 4,
+}
+
+/// <summary><c>mlock2</c> flags.</summary>
+[Flags]
+public enum MlockFlags
+{
+    /// <summary>Lock and populate now.</summary>
+    None = 0,
+    /// <summary><c>MLOCK_ONFAULT</c>: lock pages as they are faulted in, populate nothing now.</summary>
+    OnFault = 1,
+}
+
+/// <summary><c>mlockall</c> flags (<c>MCL_*</c>).</summary>
+[Flags]
+public enum MlockallFlags
+{
+    /// <summary>Not valid alone.</summary>
+    None = 0,
+    /// <summary><c>MCL_CURRENT</c>: lock every current mapping.</summary>
+    Current = 1,
+    /// <summary><c>MCL_FUTURE</c>: lock every future mapping (<c>mm-&gt;def_flags</c>).</summary>
+    Future = 2,
+    /// <summary><c>MCL_ONFAULT</c>: with the others, lock pages only as they fault in.</summary>
+    OnFault = 4,
 }
 
 /// <summary><c>VM_*</c> flags of a VMA.</summary>
@@ -122,18 +164,22 @@ public enum VmFlags
     GrowsDown = 0x100,
     /// <summary><c>VM_LOCKED</c>.</summary>
     Locked = 0x2000,
+    /// <summary><c>VM_SEQ_READ</c> (MADV_SEQUENTIAL).</summary>
+    SeqRead = 0x8000,
+    /// <summary><c>VM_RAND_READ</c> (MADV_RANDOM).</summary>
+    RandRead = 0x10000,
+    /// <summary><c>VM_DONTEXPAND</c>.</summary>
+    DontExpand = 0x40000,
+    /// <summary><c>VM_LOCKONFAULT</c>: with VM_LOCKED, lock pages as they fault in instead of populating.</summary>
+    LockOnFault = 0x80000,
     /// <summary><c>VM_NORESERVE</c>.</summary>
     NoReserve = 0x200000,
     /// <summary><c>VM_ACCOUNT</c>: committed memory charged.</summary>
     Account = 0x100000,
-    /// <summary><c>VM_SEQ_READ</c> (<c>MADV_SEQUENTIAL</c>).</summary>
-    SeqRead = 0x8000,
-    /// <summary><c>VM_RAND_READ</c> (<c>MADV_RANDOM</c>).</summary>
-    RandRead = 0x10000,
     /// <summary><c>VM_DONTDUMP</c> (<c>MADV_DONTDUMP</c>).</summary>
     DontDump = 0x0400_0000,
-    /// <summary><c>VM_HUGEPAGE</c> (<c>MADV_HUGEPAGE</c>).</summary>
+    /// <summary><c>VM_HUGEPAGE</c> (<c>MADV_HUGEPAGE</c>): transparent huge pages wanted, also in THP mode <c>madvise</c>.</summary>
     HugePage = 0x2000_0000,
-    /// <summary><c>VM_NOHUGEPAGE</c> (<c>MADV_NOHUGEPAGE</c>, <c>MAP_STACK</c>).</summary>
+    /// <summary><c>VM_NOHUGEPAGE</c> (<c>MADV_NOHUGEPAGE</c>, <c>MAP_STACK</c>): never a transparent huge page here.</summary>
     NoHugePage = 0x4000_0000,
 }

@@ -12,8 +12,10 @@ public sealed partial class Vma
     /// <summary>
     /// <c>vm_pgoff</c>: the page index <see cref="Start"/> maps. For a file mapping, the offset in
     /// the file in pages; for a private anonymous mapping, <c>Start &gt;&gt; PAGE_SHIFT</c> at mmap
-    /// time (kept when the VMA moves), so that an anonymous page's index finds its address in
-    /// every VMA that maps it, the forked copies included.
+    /// time (kept when mremap moves a VMA that has pages), so that an anonymous page's index finds
+    /// its address in every VMA that maps it, the forked copies included. Splits keep it
+    /// continuous, a stack that grows down lowers it, and VMAs merge only when it runs on without
+    /// a jump.
     /// </summary>
     public ulong PgOff { get; internal set; }
 
@@ -99,6 +101,16 @@ public sealed partial class Vma
     /// </summary>
     internal void UnlinkRmap()
     {
+        UnlinkAnonVmas();
+        File?.UnlinkVma(this);
+    }
+
+    /// <summary>
+    /// <c>unlink_anon_vmas</c> alone: the VMA leaves its anon_vmas (it keeps its file link), as
+    /// mremap's MREMAP_DONTUNMAP leaves the emptied source.
+    /// </summary>
+    internal void UnlinkAnonVmas()
+    {
         AnonVma[] chain;
         lock (AnonVmaChain)
         {
@@ -110,8 +122,6 @@ public sealed partial class Vma
         {
             av.Unlink(this);
         }
-
-        File?.UnlinkVma(this);
     }
 
     /// <summary>

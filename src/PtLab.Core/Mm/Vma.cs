@@ -12,18 +12,19 @@ public sealed partial class AnonVma
 /// <summary>A virtual memory area (<c>vm_area_struct</c>): [Start, End) with one set of flags.</summary>
 public sealed partial class Vma
 {
-    internal Vma(ulong start, ulong end, VmFlags flags, AnonVma? anonVma)
+    internal Vma(ulong start, ulong end, VmFlags flags, AnonVma? anonVma, ulong pgoff = 0)
     {
         Start = start;
         End = end;
         Flags = flags;
         AnonVmaSlot = anonVma;
+        PgOff = pgoff;
     }
 
-    /// <summary><c>vm_start</c>.</summary>
+    /// <summary><c>vm_start</c>. Changed only through <see cref="VmaTree"/>, which keeps the gaps it indexes in step.</summary>
     public ulong Start { get; internal set; }
 
-    /// <summary><c>vm_end</c> (exclusive).</summary>
+    /// <summary><c>vm_end</c> (exclusive). Changed only through <see cref="VmaTree"/>.</summary>
     public ulong End { get; internal set; }
 
     /// <summary><c>vm_flags</c>.</summary>
@@ -40,6 +41,17 @@ public sealed partial class Vma
 
     /// <summary>Whether <paramref name="addr"/> lies inside.</summary>
     public bool Contains(ulong addr) => addr >= Start && addr < End;
+
+    // The VMA store's links (the maple tree's job in the kernel; the rb-tree and vm_next/vm_prev
+    // list of older kernels, which this mirrors): an AVL tree by start address, augmented with the
+    // largest gap below any VMA of the subtree, and the address-ordered list.
+    internal Vma? TreeLeft;
+    internal Vma? TreeRight;
+    internal Vma? TreeParent;
+    internal int TreeHeight;
+    internal ulong SubtreeMaxGap;
+    internal Vma? PrevVma;
+    internal Vma? NextVma;
 
     /// <inheritdoc/>
     public override string ToString() => $"{Start:x}-{End:x} {FlagString()}";

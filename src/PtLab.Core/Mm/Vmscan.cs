@@ -117,9 +117,16 @@ internal sealed class Vmscan
         ref var d = ref phys.Desc(pfn);
         var owner = phys.RmapOwner(pfn);
         bool anon = (d.Flags & (int)PageFlags.Anon) != 0;
-        if (owner is null || (anon && d.MapCount == 0))
+        bool huge = d.Has(PageFlags.Head);
+        if (owner is null || (anon && !huge && d.MapCount == 0))
         {
             return; // unmapped or truncated meanwhile: dropping the isolation reference frees it
+        }
+
+        if (huge)
+        {
+            ShrinkHuge(cpu, pfn);
+            return;
         }
 
         bool lazyFree = anon && (d.Flags & (int)PageFlags.SwapBacked) == 0;
@@ -208,6 +215,46 @@ internal sealed class Vmscan
         else if (swapSlot >= 0)
         {
             Interlocked.Increment(ref _swappedOut);
+        }
+    }
+
+    /// <summary>
+    /// <c>shrink_folio_list</c> for an isolated huge page: <c>try_to_unmap</c> of its PMD mapping
+    /// (see <see cref="MmStruct.TryToUnmapHugePmd"/>), where the reverse map finds one.
+    /// </summary>
+    private void ShrinkHuge(Cpu cpu, long head)
+    {
+        var phys = _machine.Phys;
+        ref var d = ref phys.Desc(head);
+        bool lazyFree = (d.Flags & (int)PageFlags.SwapBacked) == 0;
+        var mappings = _mappings[cpu.Id];
+        MmStruct.RmapWalk(phys, head, mappings);
+        var outcome = UnmapOutcome.NotMapped;
+        foreach (var m in mappings)
+        {
+            outcome = m.Mm.TryToUnmapHugePmd(cpu, head, m.Address);
+            if (outcome != UnmapOutcome.NotMapped)
+            {
+                break;
+            }
+        }
+
+        switch (outcome)
+        {
+            case UnmapOutcome.Discarded:
+                Interlocked.Increment(ref _discarded);
+                break;
+            case UnmapOutcome.Redirtied:
+                Interlocked.Increment(ref _redirtied);
+                phys.Lru.Add(head, LruList.Anon); // folio_putback_lru: swap-backed again
+                break;
+            case UnmapOutcome.Referenced:
+                Interlocked.Increment(ref _referenced);
+                phys.Lru.Add(head, lazyFree ? LruList.File : LruList.Anon); // FOLIOREF_KEEP: another pass later
+                break;
+            case UnmapOutcome.Busy:
+                phys.Lru.Add(head, lazyFree ? LruList.File : LruList.Anon);
+                break;
         }
     }
 }

@@ -69,8 +69,11 @@ public static class Entry
     /// <summary><c>pte_special</c>.</summary>
     public static bool IsSpecial(ulong e) => (e & Special) != 0;
 
-    /// <summary><c>pmd_leaf</c>/<c>pud_leaf</c>.</summary>
-    public static bool IsHuge(ulong e) => (e & (Huge | Present)) == (Huge | Present);
+    /// <summary>
+    /// <c>pmd_leaf</c>/<c>pud_leaf</c>: a huge mapping, present to the kernel (a PROT_NONE huge
+    /// pmd keeps PSE and trades the present bit for PROTNONE, and is still a leaf, not a table).
+    /// </summary>
+    public static bool IsHuge(ulong e) => (e & Huge) != 0 && (e & (Present | ProtNone)) != 0;
 
     /// <summary><c>pte_pfn</c>.</summary>
     public static long Pfn(ulong e) => (long)((e & PfnMask) >> 12);
@@ -97,6 +100,14 @@ public static class Entry
 
         return e;
     }
+
+    /// <summary>A PMD leaf mapping the 2 MiB huge page at <paramref name="headPfn"/> (<c>folio_mk_pmd</c>).</summary>
+    public static ulong MakeHugePmd(long headPfn, bool writable, bool dirty, bool noExecute = true) =>
+        MakePte(headPfn, writable, dirty, noExecute) | Huge;
+
+    /// <summary>The 4 KiB translation a PMD leaf gives for <paramref name="va"/>: its flags, the sub-frame's number.</summary>
+    public static ulong HugeSubPte(ulong pmd, ulong va) =>
+        (pmd & ~(PfnMask | Huge)) | ((ulong)(Pfn(pmd) + Geometry.PteIndex(va)) << 12);
 
     /// <summary>The zero-page entry: present, read-only, special (<c>pte_mkspecial(pfn_pte(my_zero_pfn))</c>).</summary>
     public static ulong MakeZeroPagePte(long zeroPfn) => MakePte(zeroPfn, writable: false, dirty: false) | Special;

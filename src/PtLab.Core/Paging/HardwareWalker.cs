@@ -26,23 +26,33 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
         try
         {
             long table = pgdPfn;
+            int index = Geometry.PteIndex(va);
+            bool leafPmd = false;
             for (int level = 4; level > 1; level--)
             {
                 ulong e = Volatile.Read(ref phys.Table(table)[Geometry.Index(va, level)]);
-                if (!Entry.IsHwPresent(e) || Entry.IsHuge(e))
+                if (!Entry.IsHwPresent(e) || (Entry.IsHuge(e) && level != 2))
                 {
                     return false;
+                }
+
+                if (Entry.IsHuge(e))
+                {
+                    // A 2 MiB leaf: its A/D bits are set in the pmd, the TLB caches the 4 KiB piece.
+                    index = Geometry.Index(va, 2);
+                    leafPmd = true;
+                    break;
                 }
 
                 table = Entry.Pfn(e);
             }
 
             _sched?.Reached(SchedulingPointKind.EntryLoad, table);
-            ref ulong slot = ref phys.Table(table)[Geometry.PteIndex(va)];
+            ref ulong slot = ref phys.Table(table)[index];
             ulong v = Volatile.Read(ref slot);
             while (true)
             {
-                if (!Entry.IsHwPresent(v) || (v & Entry.User) == 0 || (write && !Entry.IsWritable(v)))
+                if (!Entry.IsHwPresent(v) || (v & Entry.User) == 0 || (write && !Entry.IsWritable(v)) || (leafPmd && !Entry.IsHuge(v)))
                 {
                     return false;
                 }
@@ -63,11 +73,16 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
                 v = seen;
             }
 
-            // A PTE table gives back a group of entries that all went none; if another table took
-            // it since this walk read it, the entry read belongs to that table: refault instead.
-            if (!phys.SameEntry(table, Geometry.PteIndex(va), ref slot))
+            // A table gives back a group of entries that all went none; if another table took it
+            // since this walk read it, the entry read belongs to that table: refault instead.
+            if (!phys.SameEntry(table, index, ref slot))
             {
                 return false;
+            }
+
+            if (leafPmd)
+            {
+                v = Entry.HugeSubPte(v, va);
             }
 
             tlb.Insert(va, v);

@@ -9,9 +9,9 @@ namespace PtLab.Phys;
 internal sealed class LruLists
 {
     private readonly PhysMemory _phys;
-    private readonly long[] _head = [-1, -1, -1];
-    private readonly long[] _tail = [-1, -1, -1];
-    private readonly long[] _count = new long[3];
+    private readonly long[] _head = [-1, -1, -1, -1];
+    private readonly long[] _tail = [-1, -1, -1, -1];
+    private readonly long[] _count = new long[4];
     private int _lock;
 
     public LruLists(PhysMemory phys) => _phys = phys;
@@ -114,6 +114,11 @@ internal sealed class LruLists
     private void AddLocked(long pfn, LruList list)
     {
         ref var d = ref _phys.Desc(pfn);
+        if (d.Has(PageFlags.Mlocked))
+        {
+            list = LruList.Unevictable; // folio_evictable: an mlocked page goes back where reclaim never looks
+        }
+
         int l = (int)list;
         d.Lru = list;
         d.LruPrev = -1;

@@ -24,12 +24,18 @@ public enum PageFlags
     Free = 1 << 6,
     /// <summary>In the swap cache (<c>PG_swapcache</c>).</summary>
     SwapCache = 1 << 7,
+    /// <summary><c>PG_mlocked</c>: mapped in a <c>VM_LOCKED</c> VMA; kept on the unevictable list, never reclaimed.</summary>
+    Mlocked = 1 << 8,
+    /// <summary>The first frame of a transparent huge page (<c>PG_head</c> of a PMD-order folio).</summary>
+    Head = 1 << 9,
+    /// <summary>Any other frame of a transparent huge page; its folio starts at the frame number rounded down to 512.</summary>
+    Tail = 1 << 10,
     /// <summary>
     /// <c>PG_reclaim</c>, the bit <c>PG_readahead</c> shares: set on a dirty page-cache page that
     /// reclaim outside kswapd (MADV_PAGEOUT) left for writeback. Fault-around takes it for a
     /// read-ahead mark and skips the page; a fault on the page itself clears it.
     /// </summary>
-    Reclaim = 1 << 8,
+    Reclaim = 1 << 11,
 }
 
 /// <summary>The LRU lists PtLab keeps (<c>enum lru_list</c>, without the active/inactive split).</summary>
@@ -41,6 +47,8 @@ public enum LruList
     Anon = 1,
     /// <summary>Pages reclaim may drop without writing them anywhere: lazy-free anonymous pages (<c>LRU_INACTIVE_FILE</c>).</summary>
     File = 2,
+    /// <summary>Mlocked pages, which reclaim never scans (<c>LRU_UNEVICTABLE</c>).</summary>
+    Unevictable = 3,
 }
 
 /// <summary>
@@ -49,8 +57,9 @@ public enum LruList
 /// as the kernel packs <c>struct page</c> into 64 with unions: a user page and a table page use
 /// the same words differently.
 /// <code>
-///  0  rmap word: page index (bits 0-35: address &gt;&gt; 12) | owner id (36-53) | flags (54-63)
+///  0  rmap word: page index (bits 0-34: address &gt;&gt; 12) | owner id (35-51) | flags (52-63)
 ///  8  page: LRU prev + 1          table: slot of its entries (0: no entry stored yet)
+///     first tail frame of a huge page: the folio's entire mapcount
 /// 12  page: LRU next + 1, list    table: split lock word (ptlock)
 /// 16  refcount (bits 0-15) | mapcount (bits 16-31, signed)       table: level in the mapcount half
 /// 20  page: content token when page data is off                  table: generation
@@ -59,18 +68,18 @@ public enum LruList
 [StructLayout(LayoutKind.Explicit, Size = 24)]
 public struct PageDescriptor
 {
-    private const int IndexBits = 36;                 // 48-bit user addresses: 48 - 12 = 36
+    private const int IndexBits = 35;                 // 47-bit user addresses (TASK_SIZE): 47 - 12 = 35
     private const ulong IndexMask = (1UL << IndexBits) - 1;
     private const int OwnerShift = IndexBits;
-    private const int OwnerBits = 18;
+    private const int OwnerBits = 17;
     private const ulong OwnerMask = (1UL << OwnerBits) - 1;
-    private const int FlagsShift = OwnerShift + OwnerBits; // 54: ten flag bits above
+    private const int FlagsShift = OwnerShift + OwnerBits; // 52: twelve flag bits above
     private const int LinkBits = 30;
     private const int LinkMask = (1 << LinkBits) - 1;
     private const int RefMask = 0xFFFF;
     private const int MapOne = 1 << 16;
 
-    /// <summary>Owner ids that fit the rmap word: 2^18 - 1 (id 0 is "none").</summary>
+    /// <summary>Owner ids that fit the rmap word: 2^17 - 1 (id 0 is "none").</summary>
     public const int MaxOwners = (1 << OwnerBits) - 1;
 
     /// <summary>Frames whose LRU links fit: 2^30 - 2 (4 TiB of simulated RAM).</summary>
@@ -88,6 +97,15 @@ public struct PageDescriptor
     /// <summary>A table page's slot in the table store, 0 while it has no stored entry (<see cref="PageFlags.Table"/> only).</summary>
     [FieldOffset(8)]
     public int TableSlot;
+
+    /// <summary>
+    /// On the first tail frame of a transparent huge page: how many PMDs map the whole folio
+    /// (<c>_entire_mapcount</c>, which the kernel too keeps in the folio's second page). Tail
+    /// frames are never on an LRU list, so the word is free; read it through
+    /// <see cref="PhysMemory.EntireMapCount"/>.
+    /// </summary>
+    [FieldOffset(8)]
+    public int EntireMapCount;
 
     [FieldOffset(12)]
     private int _lruNext;
@@ -123,7 +141,7 @@ public struct PageDescriptor
     /// <summary>
     /// Reverse map: a user page's index (<c>page->index</c>: the linear page index of an anonymous
     /// page, the file offset in pages of a page-cache page), or a table's base address
-    /// (<c>ptdesc->pt_index</c>). 36 bits: a table keeps its address in pages.
+    /// (<c>ptdesc->pt_index</c>). 35 bits: a table keeps its address in pages.
     /// </summary>
     public ulong RmapAddress
     {
@@ -190,10 +208,10 @@ public struct PageDescriptor
     /// <summary>A table page's generation: unique per table allocation, so a stale reference is recognised.</summary>
     public readonly int Generation => (Flags & (int)PageFlags.Table) != 0 ? (int)Aux : 0;
 
-    /// <summary>Sets flags atomically, as <c>folio_set_dirty</c> does.</summary>
-    public void SetFlagsAtomic(PageFlags f) => Interlocked.Or(ref _word, (ulong)(uint)f << FlagsShift);
+    /// <summary>Sets flags atomically, as <c>folio_set_dirty</c> does; returns the flags before.</summary>
+    public PageFlags SetFlagsAtomic(PageFlags f) => (PageFlags)(Interlocked.Or(ref _word, (ulong)(uint)f << FlagsShift) >> FlagsShift);
 
-    /// <summary>Clears flags atomically.</summary>
+    /// <summary>Clears flags atomically; returns the flags before.</summary>
     public PageFlags ClearFlagsAtomic(PageFlags f) => (PageFlags)(Interlocked.And(ref _word, ~((ulong)(uint)f << FlagsShift)) >> FlagsShift);
 
     /// <summary>Whether a flag is set.</summary>

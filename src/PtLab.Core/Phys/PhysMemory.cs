@@ -7,7 +7,7 @@ namespace PtLab.Phys;
 /// handed out lazily (a high-water mark plus a LIFO free list), so host memory grows only with the
 /// frames in use. Frame 0 is the shared zero page.
 /// </summary>
-public sealed class PhysMemory
+public sealed partial class PhysMemory
 {
     /// <summary><c>PAGE_SHIFT</c>.</summary>
     public const int PageShift = 12;
@@ -132,6 +132,10 @@ public sealed class PhysMemory
                 else if (_highWater < TotalFrames)
                 {
                     f = _highWater++;
+                }
+                else if (BreakFreeHugeBlockLocked() is var block and >= 0)
+                {
+                    f = block; // the rest of the block went to the free list: the next rounds take it
                 }
                 else
                 {
@@ -301,6 +305,9 @@ public sealed class PhysMemory
     /// <summary>Pages on the file LRU list (here: lazy-free pages awaiting reclaim).</summary>
     public long LruFilePages => Lru.Count(LruList.File);
 
+    /// <summary>Mlocked pages, on the unevictable list (<c>Unevictable</c> in /proc/meminfo).</summary>
+    public long LruUnevictablePages => Lru.Count(LruList.Unevictable);
+
     /// <summary>
     /// Page reclaim: asked for a number of frames, returns how many it freed. Called by the
     /// allocation that crosses the low watermark (the work kswapd would do, done synchronously
@@ -363,26 +370,9 @@ public sealed class PhysMemory
                     pfn = TryTake();
                 }
             }
-            else if (cpu >= 0 && FreeForWatermarks < LowWatermark && Interlocked.CompareExchange(ref _kswapd, 1, 0) == 0)
+            else
             {
-                try
-                {
-                    long want = HighWatermark - FreeForWatermarks;
-                    while (want > 0)
-                    {
-                        long got = reclaim(cpu, Math.Min(want, 1024));
-                        if (got == 0)
-                        {
-                            break;
-                        }
-
-                        want -= got;
-                    }
-                }
-                finally
-                {
-                    Volatile.Write(ref _kswapd, 0);
-                }
+                Kswapd(cpu);
             }
         }
 
@@ -392,10 +382,51 @@ public sealed class PhysMemory
             return -1;
         }
 
-        ref var d = ref Desc(pfn);
-        d.ResetRmapAndLinks();
-        d.SetCounts(1, 0);
+        InitFrame(ref Desc(pfn), PageFlags.None, refCount: 1);
         return pfn;
+    }
+
+    /// <summary>A taken frame's descriptor as a fresh page: no mapping, no table, off the LRU, no entire mapcount.</summary>
+    private static void InitFrame(ref PageDescriptor d, PageFlags flags, int refCount)
+    {
+        d.ResetRmapAndLinks();
+        if (flags != PageFlags.None)
+        {
+            d.Flags = (int)flags;
+        }
+
+        d.SetCounts(refCount, 0);
+    }
+
+    /// <summary>
+    /// The work kswapd would do once an allocation left fewer free frames than the low watermark:
+    /// reclaim up to the high watermark, done synchronously on <paramref name="cpu"/>.
+    /// </summary>
+    private void Kswapd(int cpu)
+    {
+        if (Reclaim is not { } reclaim || cpu < 0 || FreeForWatermarks >= LowWatermark || Interlocked.CompareExchange(ref _kswapd, 1, 0) != 0)
+        {
+            return;
+        }
+
+        try
+        {
+            long want = HighWatermark - FreeForWatermarks;
+            while (want > 0)
+            {
+                long got = reclaim(cpu, Math.Min(want, 1024));
+                if (got == 0)
+                {
+                    break;
+                }
+
+                want -= got;
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _kswapd, 0);
+        }
     }
 
     /// <summary>Allocates a zero-filled page for user data (<c>alloc_zeroed_user_highpage</c>).</summary>
@@ -614,6 +645,7 @@ public sealed class PhysMemory
     /// <summary>Drops a reference; frees the frame at zero (<c>put_page</c>). Returns true if freed.</summary>
     public bool PutPage(long pfn)
     {
+        pfn = CompoundHead(pfn);
         ref var d = ref Desc(pfn);
         if (d.Has(PageFlags.Reserved))
         {
@@ -629,7 +661,15 @@ public sealed class PhysMemory
 
         if (r == 0)
         {
-            FreeFrame(pfn);
+            if (d.Has(PageFlags.Head))
+            {
+                FreeHugeFolio(pfn);
+            }
+            else
+            {
+                FreeFrame(pfn);
+            }
+
             return true;
         }
 
@@ -645,8 +685,9 @@ public sealed class PhysMemory
         Span<long> batch = stackalloc long[64];
         int n = 0, freed = 0;
         Profile?.Count(-1, ProfileOp.SharedAtomic, pfns.Length);
-        foreach (long pfn in pfns)
+        foreach (long page in pfns)
         {
+            long pfn = CompoundHead(page);
             ref var d = ref Desc(pfn);
             if (d.Has(PageFlags.Reserved))
             {
@@ -661,6 +702,13 @@ public sealed class PhysMemory
 
             if (r > 0)
             {
+                continue;
+            }
+
+            if (d.Has(PageFlags.Head))
+            {
+                FreeHugeFolio(pfn); // a transparent huge page goes back whole
+                freed += HugeFrames;
                 continue;
             }
 
@@ -683,7 +731,7 @@ public sealed class PhysMemory
     /// </summary>
     public bool TryGetPage(long pfn)
     {
-        ref var d = ref Desc(pfn);
+        ref var d = ref Desc(CompoundHead(pfn));
         if (d.Has(PageFlags.Reserved))
         {
             return true;
@@ -693,10 +741,10 @@ public sealed class PhysMemory
         return d.TryAddRef();
     }
 
-    /// <summary>Takes a reference (<c>get_page</c>).</summary>
+    /// <summary>Takes a reference (<c>get_page</c>) on the page's folio.</summary>
     public void GetPage(long pfn)
     {
-        ref var d = ref Desc(pfn);
+        ref var d = ref Desc(CompoundHead(pfn));
         Profile?.Count(-1, ProfileOp.SharedAtomic);
         if (!d.Has(PageFlags.Reserved) && d.AddRef(1) >= PageDescriptor.MaxRefCount)
         {
@@ -715,6 +763,10 @@ public sealed class PhysMemory
         else if (_highWater < TotalFrames)
         {
             pfn = _highWater++;
+        }
+        else if (BreakFreeHugeBlockLocked() is var block and >= 0)
+        {
+            pfn = block;
         }
         else
         {

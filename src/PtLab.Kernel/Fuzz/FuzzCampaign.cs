@@ -114,6 +114,17 @@ public static class FuzzCampaign
             "mmap" => "mmap " + ((op.Args[3] & 0x100000) != 0 ? "fixed-noreplace" : (op.Args[3] & 0x10) != 0 ? "fixed" : op.Args[0] != 0 ? "hint" : "none"),
             "mmapf" => "mmapf " + ((op.Args[3] & 0xf) switch { 1 => "shared", 2 => "private", 3 => "shared-validate", _ => "other" }),
             "madvise" => "madvise " + FuzzText.FormatArg(FuzzArg.Advice, op.Args[2], 0),
+            "mremap" => "mremap " + (op.Args[3] switch
+            {
+                0 => "in-place",
+                1 => "maymove",
+                3 => "fixed",
+                7 => "fixed-dontunmap",
+                5 => "dontunmap",
+                _ => "invalid",
+            }),
+            "mlock2" => op.Args[2] == 1 ? "mlock2 onfault" : "mlock2",
+            "mlockall" => "mlockall " + op.Args[0].ToString("x", System.Globalization.CultureInfo.InvariantCulture),
             _ => op.Kind.Name,
         };
     }

@@ -16,6 +16,8 @@ public enum FuzzArg
     MapFlags,
     /// <summary>A <c>MADV_*</c> name.</summary>
     Advice,
+    /// <summary>Other flags (mremap's, mlock2's), hex.</summary>
+    Flags,
 }
 
 /// <summary>
@@ -149,8 +151,56 @@ public static class FuzzOps
             Name = "madvise",
             Args = [FuzzArg.Address, FuzzArg.Length, FuzzArg.Advice],
             RunOnModel = static (m, a) => OpResult.FromErrno(m.Madvise(a[0], a[1], (Advice)(int)a[2])),
-            Generate = static g => [.. g.Range(), g.Advice()],
+            Generate = static g => g.Madvise(),
             Weight = 24,
+        },
+        new()
+        {
+            Name = "mremap",
+            Args = [FuzzArg.Address, FuzzArg.Length, FuzzArg.Length, FuzzArg.Flags, FuzzArg.Address],
+            RunOnModel = static (m, a) => OpResult.FromMmap(m.Mremap(a[0], a[1], a[2], (MremapFlags)(int)a[3], a[4])),
+            Generate = static g => g.Mremap(),
+            Weight = 8,
+        },
+        new()
+        {
+            Name = "mlock",
+            Args = [FuzzArg.Address, FuzzArg.Length],
+            RunOnModel = static (m, a) => OpResult.FromErrno(m.Mlock(a[0], a[1])),
+            Generate = static g => g.Lock(),
+            Weight = 3,
+        },
+        new()
+        {
+            Name = "mlock2",
+            Args = [FuzzArg.Address, FuzzArg.Length, FuzzArg.Flags],
+            RunOnModel = static (m, a) => OpResult.FromErrno(m.Mlock2(a[0], a[1], (MlockFlags)(int)a[2])),
+            Generate = static g => [.. g.Lock(), g.LockFlags()],
+            Weight = 2,
+        },
+        new()
+        {
+            Name = "munlock",
+            Args = [FuzzArg.Address, FuzzArg.Length],
+            RunOnModel = static (m, a) => OpResult.FromErrno(m.Munlock(a[0], a[1])),
+            Generate = static g => g.Range(),
+            Weight = 3,
+        },
+        new()
+        {
+            Name = "mlockall",
+            Args = [FuzzArg.Flags],
+            RunOnModel = static (m, a) => OpResult.FromErrno(m.Mlockall((MlockallFlags)(int)a[0])),
+            Generate = static g => g.MlockallFlags(),
+            Weight = 1,
+        },
+        new()
+        {
+            Name = "munlockall",
+            Args = [],
+            RunOnModel = static (m, _) => OpResult.FromErrno(m.Munlockall()),
+            Generate = static _ => [],
+            Weight = 1,
         },
         new()
         {

@@ -32,6 +32,7 @@ public sealed class ModelSide : IDisposable
         SlotStart = slotStart;
         SlotEnd = slotStart + FuzzText.SlotSize;
         _target = new ModelTarget(new MachineOptions { RamBytes = memTotalKb * 1024, PageData = false, Cpus = 1, Design = factory, ReadAheadKb = readAheadKb });
+        _target.Mm.ThpDisabled = true; // the executor's prctl(PR_SET_THP_DISABLE)
         _target.CreateFile(FuzzText.FileSize); // handle 0, the file mmapf maps
         ulong mmapBase = _target.Mm.MmapBase;
         if (SlotEnd < mmapBase)

@@ -22,6 +22,9 @@ public sealed class OpGenerator
     private readonly Random _rng;
     private readonly int _totalWeight;
 
+    /// <summary>Whether this sequence may have locked a VMA (mlock, mlock2, mlockall, MAP_LOCKED).</summary>
+    private bool _locking;
+
     /// <summary>Creates a generator for the slot at <paramref name="slot"/>.</summary>
     public OpGenerator(Random rng, ulong slot)
     {
@@ -140,8 +143,14 @@ public sealed class OpGenerator
             flags |= 0x20000; // MAP_STACK
         }
 
+        if (_rng.Next(100) < 3)
+        {
+            flags |= 0x100; // MAP_GROWSDOWN: a stack that grows on faults below it
+        }
+
         if (AllowLocked && small && _rng.Next(100) < 2)
         {
+            _locking = true;
             flags |= 0x2000; // MAP_LOCKED
         }
 
@@ -211,6 +220,143 @@ public sealed class OpGenerator
     }
 
     /// <summary>
+    /// mremap: a source range (often a whole VMA, or its end, where growth in place happens), a new
+    /// length (the same, smaller, larger, or zero), flags (none, MAYMOVE, FIXED, DONTUNMAP, mixes
+    /// Linux refuses, rarely an unknown bit) and a destination in the slot's low zone.
+    /// </summary>
+    public ulong[] Mremap()
+    {
+        ulong addr, len;
+        if (Layout.Count > 0 && _rng.Next(3) != 0)
+        {
+            var v = Layout[_rng.Next(Layout.Count)];
+            ulong pages = (v.End - v.Start) / Page;
+            ulong skip = _rng.Next(3) == 0 ? (ulong)_rng.NextInt64(0, (long)pages) * Page : 0;
+            (addr, len) = (v.Start + skip, v.End - v.Start - skip);
+        }
+        else
+        {
+            var r = Range();
+            (addr, len) = (r[0], r[1]);
+        }
+
+        ulong newLen = _rng.Next(100) switch
+        {
+            < 40 => len,
+            < 60 => len / 2,
+            < 90 => len + ((ulong)_rng.Next(1, 1024) * Page),
+            < 97 => len * 2,
+            _ => 0,
+        };
+        ulong flags = _rng.Next(100) switch
+        {
+            < 20 => 0,
+            < 45 => 1,          // MREMAP_MAYMOVE
+            < 80 => 1 | 2,      // MAYMOVE | FIXED
+            < 90 => 1 | 2 | 4,  // MAYMOVE | FIXED | DONTUNMAP
+            < 95 => 1 | 4,      // MAYMOVE | DONTUNMAP
+            < 98 => 2,          // FIXED alone: EINVAL
+            _ => 8,             // not a flag
+        };
+        if ((flags & 4) != 0 && _rng.Next(4) != 0)
+        {
+            newLen = len;
+        }
+
+        if (_locking && newLen > len && newLen > 64UL << 20)
+        {
+            newLen = len; // growing a locked VMA faults the new part in: keep what a lock can reach small
+        }
+
+        // The executor refuses a destination (FIXED, DONTUNMAP) that leaves the slot without wrapping.
+        ulong dest = Address();
+        if (!InSlotOrWraps(dest, newLen))
+        {
+            dest = S;
+            if (!InSlotOrWraps(dest, newLen))
+            {
+                newLen = (ulong)_rng.Next(1, 257) * Page;
+            }
+        }
+
+        return [addr, len, newLen, flags, dest];
+    }
+
+    /// <summary>
+    /// mlock and mlock2: a range of at most 1 MiB (locking faults every page in), or one that wraps;
+    /// drawn only when the executor may lock without limit (root), else an empty range.
+    /// </summary>
+    public ulong[] Lock()
+    {
+        _locking |= AllowLocked;
+        return AllowLocked ? SmallRange() : [S, 0];
+    }
+
+    /// <summary>
+    /// mlockall's flags. Plain MCL_FUTURE would fault in every later mapping however large, and plain
+    /// MCL_CURRENT every mapping in the slot (and the executor's own, all present already), so
+    /// MCL_CURRENT alone is drawn only while the slot's mappings are small; otherwise
+    /// with MCL_ONFAULT. Also the invalid forms: none, MCL_ONFAULT alone, an unknown bit. Without
+    /// root, only invalid forms.
+    /// </summary>
+    public ulong[] MlockallFlags()
+    {
+        int r = _rng.Next(100);
+        if (!AllowLocked || r < 10)
+        {
+            return [_rng.Next(3) switch { 0 => 0UL, 1 => 4UL, _ => 8UL | 1 }];
+        }
+
+        ulong mapped = 0;
+        foreach (var v in Layout)
+        {
+            mapped += v.End - v.Start; // a locked PROT_NONE VMA is faulted in when made accessible
+        }
+
+        _locking = true;
+        return r switch
+        {
+            < 40 when mapped <= 16UL << 20 => [1UL],       // MCL_CURRENT
+            < 55 => [1UL | 4],                             // MCL_CURRENT | MCL_ONFAULT
+            < 80 => [2UL | 4],                             // MCL_FUTURE | MCL_ONFAULT
+            _ => [1UL | 2 | 4],
+        };
+    }
+
+    /// <summary>
+    /// madvise: a range and an advice; MADV_POPULATE_READ/WRITE fault every page in, so their
+    /// ranges are at most 1 MiB (or wrap).
+    /// </summary>
+    public ulong[] Madvise()
+    {
+        ulong advice = Advice();
+        var r = advice is 22 or 23 ? SmallRange() : Range();
+        return [r[0], r[1], advice];
+    }
+
+    /// <summary>A range from <see cref="Range"/> cut to at most 1 MiB unless it wraps past 2^64.</summary>
+    public ulong[] SmallRange()
+    {
+        var r = Range();
+        ulong aligned = (r[1] + Page - 1) & ~(Page - 1);
+        bool wraps = r[1] != 0 && (aligned == 0 || r[0] + aligned < r[0]);
+        if (!wraps && r[1] > 1UL << 20)
+        {
+            r[1] = _rng.Next(4) == 0 ? (ulong)_rng.Next(1, 1 << 20) : (ulong)_rng.Next(1, 257) * Page;
+        }
+
+        return r;
+    }
+
+    /// <summary>mlock2's flags: none, MLOCK_ONFAULT, rarely an unknown bit.</summary>
+    public ulong LockFlags() => _rng.Next(10) switch
+    {
+        < 5 => 0,
+        < 9 => 1,
+        _ => 2,
+    };
+
+    /// <summary>
     /// A touch: an address and a length inside the slot. Page faults cost the host kernel most of a
     /// run's time, so touches are short, and placed across 2 MiB boundaries and VMA edges where a
     /// few pages reach a new table or the next VMA; one in thirty covers up to 4 MiB.
@@ -278,7 +424,7 @@ public sealed class OpGenerator
         ReadOnlySpan<(ulong Advice, int Weight)> table =
         [
             (4, 28), (8, 14), (24, 4), (0, 5), (1, 5), (2, 5), (3, 4), (14, 7), (15, 6), (16, 6), (17, 5),
-            (20, 4), (21, 4), (9, 1), (5, 1), (26, 1),
+            (20, 4), (21, 4), (22, 4), (23, 4), (9, 1), (5, 1), (26, 1),
         ];
         int total = 0;
         foreach (var (_, w) in table)
@@ -368,6 +514,13 @@ public sealed class OpGenerator
             default:
                 return (ulong)_rng.Next(1, 2049) * Page;
         }
+    }
+
+    /// <summary>The executor's check: [addr, addr + len) lies in the slot, or wraps past 2^64.</summary>
+    private bool InSlotOrWraps(ulong addr, ulong len)
+    {
+        ulong aligned = (len + Page - 1) & ~(Page - 1);
+        return (len != 0 && (aligned == 0 || addr + aligned < addr)) || (addr >= S && addr <= E && aligned <= E - addr);
     }
 
     private ulong Clamp(ulong addr, ulong len)

@@ -35,7 +35,7 @@
  *   read ADDR LEN   one volatile load at ADDR and every 4 KiB after it, below ADDR + LEN
  *   write ADDR LEN  the same with a one-byte store
  *   maps            the VMAs that lie in the slot (parsed from /proc/self/maps)
- *   reset           munmap of the whole slot, and a fresh placeholder just above it
+ *   reset           munlockall, munmap of the whole slot, and a fresh placeholder just above it
  *   quit            exit 0
  *
  * Replies to a call or touch: one line, RESULT then " pte=KB anon=KB file=KB shmem=KB" (VmPTE,
@@ -102,6 +102,15 @@ static const struct call calls[] = {
     { "munmap",   SYS_munmap,    2, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
     { "mprotect", SYS_mprotect,  3, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
     { "madvise",  SYS_madvise,   3, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
+    { "mremap",   SYS_mremap,    5, { { 0, 1, 0, 0 }, { 4, 2, 3, 2 | 4 /* MREMAP_FIXED | MREMAP_DONTUNMAP */ } }, 2 },
+    { "mlock",    SYS_mlock,     2, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
+    { "mlock2",   SYS_mlock2,    3, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
+    { "munlock",  SYS_munlock,   2, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
+    /* These two reach the executor's own mappings too: the driver asks mlockall only with
+     * MCL_ONFAULT (nothing is faulted in) or when the executor's pages are all present already,
+     * and reset clears what they leave (munlockall). */
+    { "mlockall", SYS_mlockall,  1, { NO_RANGE, NO_RANGE }, -1 },
+    { "munlockall", SYS_munlockall, 0, { NO_RANGE, NO_RANGE }, -1 },
 };
 
 static unsigned long slot_start, slot_end;
@@ -304,6 +313,7 @@ static int range_ok(unsigned long addr, unsigned long len)
  * merge with that placeholder and leave its anon_vma there, which a later neighbour would reuse. */
 static void reset_slot(void)
 {
+    munlockall(); /* clears mm->def_flags (MCL_FUTURE) and VM_LOCKED everywhere */
     munmap((void *)slot_start, guard_end - slot_start);
     if (guard_end > slot_end &&
         mmap((void *)slot_end, guard_end - slot_end, PROT_NONE,
@@ -787,6 +797,16 @@ int main(int argc, char **argv)
         exercise_slot();
         long pte, anon, file, shmem;
         read_status(&pte, &anon, &file, &shmem);
+    }
+
+    /* MAP_GROWSDOWN mappings in the slot grow up to the model's RLIMIT_STACK (8 MiB); the
+     * executor's own stack is grown already. */
+    if (getrlimit(RLIMIT_STACK, &rl) == 0 && rl.rlim_cur != (8UL << 20)) {
+        rl.rlim_cur = 8UL << 20;
+        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < rl.rlim_cur)
+            die("the stack rlimit's hard limit is below 8 MiB");
+        if (setrlimit(RLIMIT_STACK, &rl) != 0)
+            die("cannot set the stack rlimit to 8 MiB");
     }
 
     read_status(&base_pte_kb, &base_anon_kb, &base_file_kb, &base_shmem_kb);

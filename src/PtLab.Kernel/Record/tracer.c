@@ -133,12 +133,15 @@ static int sample(pid_t tgid, pid_t tid, const char *why)
     long long v[7];
     int have = 0;
     char path[96], buf[512];
-    long long t = now_ns();
     snprintf(path, sizeof path, "/proc/%d/task/%d/status", tgid, tid);
     FILE *f = fopen(path, "r");
     if (!f)
         return 0;
-    while (fgets(buf, sizeof buf, f))
+    /* The kernel writes the whole file at the first read: the sample's time is taken right after
+     * it, so events stamped before it happened before the figures were read (a time taken before
+     * the open would be early by however long this thread waited for a CPU in between). */
+    long long t = 0;
+    while (fgets(buf, sizeof buf, f) && (t = t ? t : now_ns()))
         for (int k = 0; k < 7; k++)
             if (!strncmp(buf, keys[k], strlen(keys[k]))) {
                 v[k] = atoll(buf + strlen(keys[k]));

@@ -91,5 +91,92 @@ public class StressTests
         Assert.Equal(1, s.Machine.Phys.UsedFrames);
     }
 
+    [Theory]
+    [MemberData(nameof(Designs))]
+    public void ConcurrentHugePageFaultsSplitsAndZapsInOnePmdTableKeepDataAndCounters(string design)
+    {
+        // Each CPU owns every Nth 2 MiB block of a MADV_HUGEPAGE region, so their huge pmds share
+        // one PMD table (and its lock) while faults, splits, whole and partial zaps, mprotects and
+        // remaps run at once.
+        const int cpus = 3, blocks = 12;
+        ulong region = 0x80000000UL, block = Sim.M2;
+        using var s = new Sim(ramBytes: 512L << 20, cpus: cpus, design: PtLab.Reclaim.Designs.Factory(design));
+        s.Map(blocks * block, addr: region, flags: Sim.Anon | MapFlags.Fixed);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, region, blocks * block, Advice.HugePage));
+        long ops = 0;
+        var deadline = Stopwatch.StartNew();
+        MultiCpuRunner.Run(s.Machine.Cpus, cpu =>
+        {
+            var rng = new Random(99 + cpu.Id);
+            var expected = new Dictionary<ulong, byte>(); // page -> last byte written at offset cpu.Id
+            var buf = new byte[1];
+            long mine = 0;
+            while (deadline.ElapsedMilliseconds < 1500)
+            {
+                ulong b = region + ((ulong)((rng.Next(blocks / cpus) * cpus) + cpu.Id) * block);
+                ulong page = b + ((ulong)rng.Next(512) * Sim.K4);
+                switch (rng.Next(12))
+                {
+                    case < 5:
+                        byte v = (byte)rng.Next(1, 256);
+                        Check(cpu.Write(page + (ulong)cpu.Id, [v]));
+                        expected[page] = v;
+                        break;
+                    case < 7:
+                        Check(cpu.Read(page + (ulong)cpu.Id, buf));
+                        Assert.Equal(expected.GetValueOrDefault(page), buf[0]);
+                        break;
+                    case 7:
+                        Assert.Equal(Errno.None, s.Mm.Madvise(cpu, page, Sim.K4, Advice.DontNeed));
+                        expected.Remove(page);
+                        break;
+                    case 8:
+                        Assert.Equal(Errno.None, s.Mm.Madvise(cpu, b, block, Advice.DontNeed));
+                        foreach (ulong k in expected.Keys.Where(k => k >= b && k < b + block).ToList())
+                        {
+                            expected.Remove(k);
+                        }
+
+                        break;
+                    case 9:
+                        Assert.Equal(Errno.None, s.Mm.Madvise(cpu, b, block, Advice.PopulateRead));
+                        break;
+                    case 10:
+                        bool whole = rng.Next(2) == 0;
+                        Assert.Equal(Errno.None, s.Mm.Mprotect(cpu, whole ? b : page, whole ? block : Sim.K4, Prot.Read));
+                        Assert.Equal(Errno.None, s.Mm.Mprotect(cpu, b, block, Sim.Rw));
+                        break;
+                    default:
+                        Assert.Equal(Errno.None, s.Mm.Munmap(cpu, b, block));
+                        Assert.True(s.Mm.Mmap(cpu, b, block, Sim.Rw, Sim.Anon | MapFlags.FixedNoReplace).Ok);
+                        Assert.Equal(Errno.None, s.Mm.Madvise(cpu, b, block, Advice.HugePage));
+                        foreach (ulong k in expected.Keys.Where(k => k >= b && k < b + block).ToList())
+                        {
+                            expected.Remove(k);
+                        }
+
+                        break;
+                }
+
+                mine++;
+            }
+
+            foreach (var (page, v) in expected)
+            {
+                Check(cpu.Read(page + (ulong)cpu.Id, buf));
+                Assert.Equal(v, buf[0]);
+            }
+
+            Interlocked.Add(ref ops, mine);
+        });
+
+        Assert.True(ops > 100, $"only {ops} operations completed");
+        Assert.True(s.Mm.ThpCounters().FaultAlloc > 0 && s.Mm.ThpCounters().SplitPmd > 0, $"{s.Mm.ThpCounters()}");
+        s.AssertAccountingConsistent();
+        s.AssertRefcountsMatchEntries();
+        s.Dispose();
+        Assert.Equal(s.Machine.Phys.ReservedFrames, s.Machine.Phys.UsedFrames);
+    }
+
     private static void Check(AccessResult r) => Assert.True(r.Ok, r.ToString());
 }

@@ -6,8 +6,9 @@ using FaultOutcome = PtLab.Mm.FaultOutcome;
 namespace PtLab.Tests.Mm;
 
 /// <summary>
-/// Random sequences of mmap/munmap/mprotect/madvise/read/write against the model and a plain
-/// reference (page number to protection and bytes), checking after every step that reads agree,
+/// Random sequences of mmap/munmap/mprotect/madvise (DONTNEED, FREE, HUGEPAGE, POPULATE_WRITE),
+/// mremap moves and read/write against the model and a plain reference (page number to protection
+/// and bytes), with transparent huge pages in MADV_HUGEPAGE ranges, checking after every step that reads agree,
 /// that VmPTE equals the tables present, and that VmRSS equals the present private pages; and
 /// after teardown, that no frame leaked.
 /// </summary>
@@ -16,9 +17,13 @@ public class ModelPropertyTests
     private const ulong ArenaBase = 0x40000000UL - (2UL << 20); // straddles a 1 GiB boundary
     private const int ArenaPages = 1536;                          // 6 MiB: three PMD ranges
 
-    private enum Kind { Map, Unmap, Protect, DontNeed, Free, Write, Read }
+    private enum Kind { Map, Unmap, Protect, DontNeed, Free, Write, Read, HugePage, Move, Populate }
 
-    private sealed record Op(Kind Kind, int Page, int Pages, Prot Prot, byte Seed, int Offset);
+    private sealed record Op(Kind Kind, int Page, int Pages, Prot Prot, byte Seed, int Offset)
+    {
+        /// <summary>A move's destination page: the offset, scaled over the arena.</summary>
+        public int Destination => Offset * ArenaPages / 4096;
+    }
 
     private static readonly Gen<Op> s_op =
         Gen.Select(
@@ -37,16 +42,42 @@ public class ModelPropertyTests
     }
 
     [Fact]
+    public void TheModelAgreesWithTheReferenceWhenTheArenaStartsAsTransparentHugePages()
+    {
+        // The whole arena mapped and MADV_HUGEPAGE first, so faults map PMD leaves that the random
+        // operations then split (partial munmap, mprotect, DONTNEED, FREE), move and zap whole.
+        long huge = 0, splits = 0;
+        s_op.Array[1, 40].Sample(ops =>
+        {
+            var (h, sp) = Run(ops, pageData: true, hugeArena: true);
+            Interlocked.Add(ref huge, h);
+            Interlocked.Add(ref splits, sp);
+        }, iter: 150);
+        Assert.True(huge > 0 && splits > 0, $"the sample made {huge} huge pages and {splits} splits");
+    }
+
+    [Fact]
     public void TokenModeReadsBackTheTokensOfTheWritesThatMadeThem()
     {
         s_op.Array[1, 40].Sample(ops => RunTokens(ops), iter: 100);
     }
 
-    private static void Run(Op[] ops, bool pageData)
+    private static (long HugePages, long Splits) Run(Op[] ops, bool pageData, bool hugeArena = false)
     {
         using var s = new Sim(ramBytes: 64L << 20, pageData: pageData);
         var prot = new Dictionary<ulong, Prot>();
         var data = new Dictionary<ulong, byte[]>();
+        if (hugeArena)
+        {
+            ulong all = (ulong)ArenaPages * Sim.K4;
+            s.Map(all, addr: ArenaBase, flags: Sim.Anon | MapFlags.Fixed);
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, ArenaBase, all, Advice.HugePage));
+            for (ulong p = 0; p < (ulong)ArenaPages; p++)
+            {
+                prot[ArenaBase + (p * Sim.K4)] = Sim.Rw;
+            }
+        }
+
         foreach (var op in ops)
         {
             ulong start = ArenaBase + ((ulong)op.Page * Sim.K4);
@@ -116,6 +147,87 @@ public class ModelPropertyTests
                         break;
                     }
 
+                case Kind.HugePage:
+                    {
+                        bool any = false, hole = false;
+                        for (ulong p = 0; p < (ulong)op.Pages; p++)
+                        {
+                            bool mapped = prot.ContainsKey(start + (p * Sim.K4));
+                            any |= mapped;
+                            hole |= !mapped;
+                        }
+
+                        Assert.Equal(any && !hole ? Errno.None : Errno.ENOMEM, s.Mm.Madvise(s.Cpu, start, len, Advice.HugePage));
+                        break;
+                    }
+
+                case Kind.Populate:
+                    {
+                        // madvise_populate: the first page that is unmapped (ENOMEM) or not writable (EINVAL) stops it.
+                        Errno expected = Errno.None;
+                        for (ulong p = 0; p < (ulong)op.Pages; p++)
+                        {
+                            if (!prot.TryGetValue(start + (p * Sim.K4), out var pp))
+                            {
+                                expected = Errno.ENOMEM;
+                                break;
+                            }
+
+                            if ((pp & Prot.Write) == 0)
+                            {
+                                expected = Errno.EINVAL;
+                                break;
+                            }
+                        }
+
+                        Assert.Equal(expected, s.Mm.Madvise(s.Cpu, start, len, Advice.PopulateWrite));
+                        break;
+                    }
+
+                case Kind.Move:
+                    {
+                        // mremap(MREMAP_MAYMOVE | MREMAP_FIXED) of a fully mapped range to another place in the arena.
+                        ulong dest = ArenaBase + ((ulong)Math.Min(op.Destination, ArenaPages - op.Pages) * Sim.K4);
+                        bool mappedWhole = Enumerable.Range(0, op.Pages).All(p => prot.ContainsKey(start + ((ulong)p * Sim.K4)));
+                        if (!mappedWhole)
+                        {
+                            break;
+                        }
+
+                        bool overlaps = start < dest + len && dest < start + len;
+                        var r = s.Mm.Mremap(s.Cpu, start, len, len, MremapFlags.MayMove | MremapFlags.Fixed, dest);
+                        if (overlaps)
+                        {
+                            Assert.Equal(Errno.EINVAL, r.Error);
+                            break;
+                        }
+
+                        Assert.Equal(dest, r.Address);
+                        var movedProt = new Prot[op.Pages];
+                        var movedData = new byte[]?[op.Pages];
+                        for (int p = 0; p < op.Pages; p++)
+                        {
+                            ulong from = start + ((ulong)p * Sim.K4);
+                            movedProt[p] = prot[from];
+                            movedData[p] = data.GetValueOrDefault(from);
+                            prot.Remove(from);
+                            data.Remove(from);
+                        }
+
+                        for (int p = 0; p < op.Pages; p++)
+                        {
+                            ulong to = dest + ((ulong)p * Sim.K4);
+                            prot[to] = movedProt[p];
+                            data.Remove(to);
+                            if (movedData[p] is { } bytes)
+                            {
+                                data[to] = bytes;
+                            }
+                        }
+
+                        break;
+                    }
+
                 case Kind.Write:
                     {
                         ulong va = start + (ulong)op.Offset;
@@ -151,8 +263,10 @@ public class ModelPropertyTests
             AssertRssMatchesPresentPages(s);
         }
 
+        var thp = s.Mm.ThpCounters();
         s.Dispose();
-        Assert.Equal(1, s.Machine.Phys.UsedFrames); // only the zero page
+        Assert.Equal(s.Machine.Phys.ReservedFrames, s.Machine.Phys.UsedFrames); // only the zero pages
+        return (thp.FaultAlloc + thp.ZeroPageMapped, thp.SplitPmd);
     }
 
     private static void RunTokens(Op[] ops)

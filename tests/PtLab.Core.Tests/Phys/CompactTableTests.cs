@@ -119,4 +119,45 @@ public class CompactTableTests
         Assert.Equal(12345, d.RmapOwnerId);
         Assert.Equal(24, System.Runtime.CompilerServices.Unsafe.SizeOf<PageDescriptor>());
     }
+
+    [Fact]
+    public void EveryFlagFitsBesideTheLargestOwnerAndIndex()
+    {
+        var all = (PageFlags)0;
+        foreach (var f in Enum.GetValues<PageFlags>())
+        {
+            all |= f;
+        }
+
+        var d = default(PageDescriptor);
+        ulong topIndex = (Geometry.TaskSize - 1) >> 12; // the last user page
+        d.InitAnonRmap(all, PageDescriptor.MaxOwners, topIndex);
+        Assert.Equal(all & ~PageFlags.Table, (PageFlags)d.Flags & ~PageFlags.Table);
+        Assert.Equal(PageDescriptor.MaxOwners, d.RmapOwnerId);
+        d.ClearFlagsAtomic(PageFlags.Table); // a table keeps its address in pages; this is a page
+        Assert.Equal(topIndex, d.RmapAddress);
+        Assert.Equal(all & ~PageFlags.Table, d.ClearFlagsAtomic(PageFlags.Reclaim));
+        Assert.Equal(all & ~(PageFlags.Table | PageFlags.Reclaim), (PageFlags)d.Flags);
+        Assert.Equal(PageDescriptor.MaxOwners, d.RmapOwnerId);
+    }
+
+    [Fact]
+    public void AHugeFolioKeepsItsEntireMapcountOnItsFirstTailFrame()
+    {
+        var phys = new PhysMemory(8L << 20, pageData: false);
+        long head = phys.AllocHugeFolio(cpu: -1, directReclaim: false);
+        Assert.True(head >= 0);
+        Assert.Equal(0, phys.EntireMapCount(head));
+        phys.EntireMapCount(head) = 1;
+        Assert.Equal(1, phys.Desc(head + 1).EntireMapCount);
+        Assert.True(phys.Desc(head).Has(PageFlags.Head));
+        Assert.True(phys.Desc(head + 1).Has(PageFlags.Tail));
+        Assert.Equal(LruList.None, phys.Desc(head + 1).Lru);
+        Assert.Equal(head, phys.CompoundHead(head + 1));
+        Assert.Equal(1, phys.Desc(head).RefCount);
+        Assert.Equal(0, phys.Desc(head).MapCount);
+        phys.EntireMapCount(head) = 0;
+        Assert.True(phys.PutPage(head + 7)); // a tail's put drops the folio's reference: freed whole
+        Assert.Equal(0, phys.UsedFrames - phys.ReservedFrames);
+    }
 }

@@ -1,0 +1,322 @@
+using PtLab.Paging;
+using PtLab.Phys;
+
+namespace PtLab.Mm;
+
+// mm/mlock.c: mlock, mlock2, munlock, mlockall, munlockall, and the mlocked-page bookkeeping.
+public sealed partial class MmStruct
+{
+    private const VmFlags LockedMask = VmFlags.Locked | VmFlags.LockOnFault; // VM_LOCKED_MASK
+
+    private long _lockedPages;
+    private VmFlags _defFlags;
+
+    /// <summary><c>mm-&gt;def_flags</c>: VM_LOCKED (and VM_LOCKONFAULT) after <c>mlockall(MCL_FUTURE)</c>.</summary>
+    public VmFlags DefFlags => _defFlags;
+
+    /// <summary><c>mm-&gt;locked_vm</c> in kB (VmLck in /proc/PID/status).</summary>
+    public long LockedVmKb => Volatile.Read(ref _lockedPages) * 4;
+
+    /// <summary><c>RLIMIT_MEMLOCK</c> in bytes (the kernel's default, 8 MiB, unless set).</summary>
+    public ulong RlimitMemlock { get; set; } = 8UL << 20;
+
+    /// <summary>Whether the process has <c>CAP_IPC_LOCK</c>, which lifts the memlock limit (root has it; the default).</summary>
+    public bool CapIpcLock { get; set; } = true;
+
+    /// <summary><c>can_do_mlock</c>.</summary>
+    private bool CanDoMlock => RlimitMemlock != 0 || CapIpcLock;
+
+    /// <summary><c>mlock_future_ok</c>: whether <paramref name="bytes"/> more locked memory fits the limit.</summary>
+    private bool MlockFutureOk(VmFlags flags, ulong bytes)
+    {
+        if ((flags & VmFlags.Locked) == 0 || CapIpcLock)
+        {
+            return true;
+        }
+
+        ulong pages = (bytes >> PhysMemory.PageShift) + (ulong)Volatile.Read(ref _lockedPages);
+        return pages <= RlimitMemlock >> PhysMemory.PageShift;
+    }
+
+    /// <summary><c>mlock(start, len)</c>.</summary>
+    public Errno Mlock(Cpu cpu, ulong start, ulong length) => DoMlock(cpu, start, length, VmFlags.Locked);
+
+    /// <summary><c>mlock2(start, len, flags)</c>.</summary>
+    public Errno Mlock2(Cpu cpu, ulong start, ulong length, MlockFlags flags)
+    {
+        if ((flags & ~MlockFlags.OnFault) != 0)
+        {
+            return Errno.EINVAL;
+        }
+
+        return DoMlock(cpu, start, length, VmFlags.Locked | ((flags & MlockFlags.OnFault) != 0 ? VmFlags.LockOnFault : 0));
+    }
+
+    /// <summary><c>munlock(start, len)</c>.</summary>
+    public Errno Munlock(Cpu cpu, ulong start, ulong length)
+    {
+        (start, length) = LockRange(start, length);
+        MmapLock.DownWrite(cpu.Id);
+        try
+        {
+            return ApplyVmaLockFlags(cpu, start, length, VmFlags.None);
+        }
+        finally
+        {
+            MmapLock.UpWrite(cpu.Id);
+        }
+    }
+
+    /// <summary><c>mlockall(flags)</c>.</summary>
+    public Errno Mlockall(Cpu cpu, MlockallFlags flags)
+    {
+        const MlockallFlags all = MlockallFlags.Current | MlockallFlags.Future | MlockallFlags.OnFault;
+        if (flags == MlockallFlags.None || (flags & ~all) != 0 || flags == MlockallFlags.OnFault)
+        {
+            return Errno.EINVAL;
+        }
+
+        if (!CanDoMlock)
+        {
+            return Errno.EPERM;
+        }
+
+        MmapLock.DownWrite(cpu.Id);
+        try
+        {
+            if ((flags & MlockallFlags.Current) != 0 && !CapIpcLock && _vmas.TotalBytes > RlimitMemlock)
+            {
+                return Errno.ENOMEM;
+            }
+
+            ApplyMlockallFlags(cpu, flags);
+        }
+        finally
+        {
+            MmapLock.UpWrite(cpu.Id);
+        }
+
+        if ((flags & MlockallFlags.Current) != 0)
+        {
+            MmPopulate(cpu, 0, Geometry.TaskSize, ignoreErrors: true);
+        }
+
+        return Errno.None;
+    }
+
+    /// <summary><c>munlockall()</c>.</summary>
+    public Errno Munlockall(Cpu cpu)
+    {
+        MmapLock.DownWrite(cpu.Id);
+        try
+        {
+            ApplyMlockallFlags(cpu, MlockallFlags.None);
+            return Errno.None;
+        }
+        finally
+        {
+            MmapLock.UpWrite(cpu.Id);
+        }
+    }
+
+    /// <summary>The page-aligned range mlock and munlock act on (the start rounded down, the length up to cover it).</summary>
+    private static (ulong Start, ulong Length) LockRange(ulong start, ulong length) =>
+        (start & Geometry.PageMask, PageAlign(length + (start & ~Geometry.PageMask)));
+
+    /// <summary><c>do_mlock</c>: the limit check, the flags, then <c>__mm_populate</c>.</summary>
+    private Errno DoMlock(Cpu cpu, ulong start, ulong length, VmFlags flags)
+    {
+        if (!CanDoMlock)
+        {
+            return Errno.EPERM;
+        }
+
+        (start, length) = LockRange(start, length);
+        MmapLock.DownWrite(cpu.Id);
+        try
+        {
+            ulong limit = RlimitMemlock >> PhysMemory.PageShift;
+            ulong locked = (length >> PhysMemory.PageShift) + (ulong)_lockedPages;
+            if (locked > limit && !CapIpcLock)
+            {
+                // Pages of the range already locked are not charged twice (count_mm_mlocked_page_nr).
+                locked -= CountMlockedPages(start, length);
+            }
+
+            if (locked > limit && !CapIpcLock)
+            {
+                return Errno.ENOMEM;
+            }
+
+            var error = ApplyVmaLockFlags(cpu, start, length, flags);
+            if (error != Errno.None)
+            {
+                return error;
+            }
+        }
+        finally
+        {
+            MmapLock.UpWrite(cpu.Id);
+        }
+
+        // __mlock_posix_error_return: a fault that failed reads as ENOMEM, no memory as EAGAIN.
+        return MmPopulate(cpu, start, start + length, ignoreErrors: false) switch
+        {
+            Errno.EFAULT => Errno.ENOMEM,
+            Errno.ENOMEM => Errno.EAGAIN,
+            var e => e,
+        };
+    }
+
+    /// <summary><c>count_mm_mlocked_page_nr</c>: pages of [start, start + length) in VM_LOCKED VMAs.</summary>
+    private ulong CountMlockedPages(ulong start, ulong length)
+    {
+        ulong end = start + length, count = 0;
+        for (var v = length == 0 ? null : FindVma(start); v is not null && v.Start < end; v = v.NextVma)
+        {
+            if ((v.Flags & VmFlags.Locked) != 0)
+            {
+                count += (Math.Min(end, v.End) - Math.Max(start, v.Start)) >> PhysMemory.PageShift;
+            }
+        }
+
+        return count;
+    }
+
+    /// <summary>
+    /// <c>apply_vma_lock_flags</c>: sets the lock flags of every VMA in the range, which must be
+    /// mapped from its start; a hole gives ENOMEM, after the VMAs before it were changed.
+    /// </summary>
+    private Errno ApplyVmaLockFlags(Cpu cpu, ulong start, ulong length, VmFlags flags)
+    {
+        ulong end = start + length;
+        if (end < start)
+        {
+            return Errno.EINVAL;
+        }
+
+        if (end == start)
+        {
+            return Errno.None;
+        }
+
+        var vma = VmaLookup(start);
+        if (vma is null)
+        {
+            return Errno.ENOMEM;
+        }
+
+        ulong nstart = start, tmp = vma.Start;
+        while (vma is not null && vma.Start < end)
+        {
+            if (vma.Start != tmp)
+            {
+                return Errno.ENOMEM;
+            }
+
+            var newFlags = (vma.Flags & ~LockedMask) | flags;
+            tmp = Math.Min(vma.End, end);
+            tmp = MlockFixup(cpu, vma, nstart, tmp, newFlags).End; // vma_iter_end
+            nstart = tmp;
+            vma = FindVma(tmp);
+        }
+
+        return tmp < end ? Errno.ENOMEM : Errno.None;
+    }
+
+    /// <summary>
+    /// <c>apply_mlockall_flags</c>: sets <see cref="DefFlags"/> for MCL_FUTURE and the lock flags
+    /// of every VMA for MCL_CURRENT (clearing them for munlockall).
+    /// </summary>
+    private void ApplyMlockallFlags(Cpu cpu, MlockallFlags flags)
+    {
+        _defFlags &= ~LockedMask;
+        if ((flags & MlockallFlags.Future) != 0)
+        {
+            _defFlags |= VmFlags.Locked | ((flags & MlockallFlags.OnFault) != 0 ? VmFlags.LockOnFault : 0);
+            if ((flags & MlockallFlags.Current) == 0)
+            {
+                return;
+            }
+        }
+
+        var add = VmFlags.None;
+        if ((flags & MlockallFlags.Current) != 0)
+        {
+            add = VmFlags.Locked | ((flags & MlockallFlags.OnFault) != 0 ? VmFlags.LockOnFault : 0);
+        }
+
+        for (var vma = _vmas.First; vma is not null;)
+        {
+            var done = MlockFixup(cpu, vma, vma.Start, vma.End, (vma.Flags & ~LockedMask) | add);
+            vma = done.NextVma;
+        }
+    }
+
+    /// <summary>
+    /// <c>mlock_fixup</c>: gives [start, end) the new lock flags (splitting and merging), keeps
+    /// <c>locked_vm</c>, and mlocks or munlocks the pages already mapped there. Returns the VMA
+    /// that covers the range afterwards.
+    /// </summary>
+    private Vma MlockFixup(Cpu cpu, Vma vma, ulong start, ulong end, VmFlags newFlags)
+    {
+        var oldFlags = vma.Flags;
+        if (newFlags == oldFlags)
+        {
+            return vma;
+        }
+
+        vma = VmaModifyFlags(cpu, vma, start, end, newFlags);
+        long pages = (long)((end - start) >> PhysMemory.PageShift);
+        if ((newFlags & VmFlags.Locked) == 0)
+        {
+            _lockedPages -= pages;
+        }
+        else if ((oldFlags & VmFlags.Locked) == 0)
+        {
+            _lockedPages += pages;
+        }
+
+        if (((newFlags ^ oldFlags) & VmFlags.Locked) != 0)
+        {
+            MlockVmaPagesRange(cpu, start, end, (newFlags & VmFlags.Locked) != 0);
+        }
+
+        return vma;
+    }
+
+    /// <summary>
+    /// <c>mlock_vma_pages_range</c>: marks the pages mapped in [start, end) mlocked (onto the
+    /// unevictable list), or clears the mark (back to the list reclaim scans).
+    /// </summary>
+    private void MlockVmaPagesRange(Cpu cpu, ulong start, ulong end, bool mlock)
+    {
+        ForEachMappedPage(cpu, start, end, pfn => SetMlocked(pfn, mlock));
+    }
+
+    /// <summary>Marks a page (its folio's head) mlocked or not, and moves it to the LRU list that now fits.</summary>
+    internal void SetMlocked(long pfn, bool mlock)
+    {
+        long head = Phys.CompoundHead(pfn);
+        ref var d = ref Phys.Desc(head);
+        var before = mlock ? d.SetFlagsAtomic(PageFlags.Mlocked) : d.ClearFlagsAtomic(PageFlags.Mlocked);
+        if (((before & PageFlags.Mlocked) != 0) == mlock)
+        {
+            return;
+        }
+
+        var list = mlock ? LruList.Unevictable : (d.Flags & (int)PageFlags.SwapBacked) != 0 ? LruList.Anon : LruList.File;
+        Phys.Lru.Move(head, list);
+    }
+
+    /// <summary>The LRU list for a page just mapped in <paramref name="vma"/> (<c>folio_add_lru_vma</c>).</summary>
+    private void LruAddNewPage(long pfn, Vma vma)
+    {
+        if ((vma.Flags & VmFlags.Locked) != 0)
+        {
+            Phys.Desc(pfn).SetFlagsAtomic(PageFlags.Mlocked); // mlock_new_folio
+        }
+
+        Phys.Lru.Add(pfn, LruList.Anon);
+    }
+}

@@ -1,0 +1,1055 @@
+using System.Diagnostics;
+using PtLab.Mm;
+using PtLab.Paging;
+using PtLab.Traces;
+
+namespace PtLab.Workloads.Replay;
+
+/// <summary>How to replay a trace.</summary>
+public sealed record ReplayOptions
+{
+    /// <summary>The design's name, for the report.</summary>
+    public required string Design { get; init; }
+
+    /// <summary>Builds the design for each address space.</summary>
+    public required Func<IPageTableReclaim> DesignFactory { get; init; }
+
+    /// <summary>Simulated RAM.</summary>
+    public long RamBytes { get; init; } = 64L << 30;
+
+    /// <summary>Simulated CPUs: the recorded host's count; threads share them as they shared the host's.</summary>
+    public int Cpus { get; init; } = 1;
+
+    /// <summary>The transparent huge page mode: the recorded host's (<see cref="TraceReplayer.ThpOf"/>).</summary>
+    public ThpSettings Thp { get; init; } = ThpSettings.Default;
+}
+
+/// <summary>
+/// Replays a trace on the model under one design: one address space per recorded process, each
+/// thread on a simulated CPU of the machine, every mapping at the address the kernel gave it,
+/// faults as accesses (read, write or fetch from the error code; an access that finds its page
+/// already mapped changes nothing, so a fault recorded twice is harmless), the address-space
+/// syscalls with their recorded arguments and results compared, and each <c>/proc/PID/status</c>
+/// sample paired with the model's figures at the same point of the stream.
+/// </summary>
+/// <remarks>
+/// A trace is data: a row no kernel could have produced is a <see cref="TraceFormatException"/>
+/// naming the file and the row. What the model cannot do is counted by kind in
+/// <see cref="ReplayResult.Unsupported"/>; where the model answers differently from the recorded
+/// kernel, the difference is counted in <see cref="ReplayResult.Divergences"/>. Nothing is
+/// dropped silently. Feed rows in file order, a batch (<see cref="Apply(TraceBatch)"/>) or a row at a time, then call <see cref="Finish"/>.
+/// </remarks>
+public sealed class TraceReplayer
+{
+    private const ulong PageSize = Geometry.PageSize;
+    private const ulong PageMask = Geometry.PageMask;
+
+    /// <summary>RLIMIT_STACK's default: how far below a stack a fault may still grow it.</summary>
+    private const ulong StackLimit = 8UL << 20;
+
+    private readonly ReplayOptions _options;
+    private readonly string _path;
+    private readonly Machine _machine;
+    private readonly Dictionary<int, Proc> _procs = [];
+    private readonly Dictionary<int, Thread> _threads = [];
+    private readonly List<ReplayProcessResult> _results = [];
+    private readonly Dictionary<string, long> _divergences = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _unsupported = new(StringComparer.Ordinal);
+    private readonly int[] _threadsOnCpu;
+    private readonly Stopwatch _clock = new();
+    private long _row = -1;
+    private Thread? _lastThread;
+    private int _lastTid = -1;
+
+    /// <summary>A replayer of the trace at <paramref name="path"/> (named in errors).</summary>
+    public TraceReplayer(string path, ReplayOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options;
+        _path = path;
+        _machine = new Machine(new MachineOptions
+        {
+            Cpus = Math.Clamp(options.Cpus, 1, 64),
+            RamBytes = options.RamBytes,
+            PageData = false,
+            Design = options.DesignFactory,
+            Thp = options.Thp,
+        });
+        _threadsOnCpu = new int[_machine.Cpus.Count];
+    }
+
+    /// <summary>Whether rows of <paramref name="kind"/> are replayed on the model (the others are counted as unsupported).</summary>
+    public static bool Replays(TraceEventKind kind) =>
+        kind is not TraceEventKind.ProcessMadvise;
+
+    /// <summary>The recorded host's THP mode (its enabled and defrag settings), or the kernel's default where the trace does not say.</summary>
+    public static ThpSettings ThpOf(TraceMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        var d = ThpSettings.Default;
+        var enabled = metadata.Host.TryGetValue(HostFacts.ThpEnabled, out var e) ? ThpSettings.ParseEnabled(e) : null;
+        var defrag = metadata.Host.TryGetValue(HostFacts.ThpDefrag, out var f) ? ThpSettings.ParseDefrag(f) : null;
+        return d with { Enabled = enabled ?? d.Enabled, Defrag = defrag ?? d.Defrag };
+    }
+
+    /// <summary>The machine the replay runs on.</summary>
+    public Machine Machine => _machine;
+
+    /// <summary>Rows applied so far.</summary>
+    public long Events => _row + 1;
+
+    /// <summary>Replays every row of <paramref name="reader"/> and returns the result.</summary>
+    public static ReplayResult Run(TraceReader reader, ReplayOptions options, Action<double>? progress = null, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        var r = new TraceReplayer(reader.Path, options with { Thp = ThpOf(reader.Metadata) });
+        long rows = Math.Max(1, reader.Rows);
+        foreach (var batch in reader.ReadBatches(cancel))
+        {
+            r.Apply(batch);
+            progress?.Invoke((double)r.Events / rows);
+        }
+
+        return r.Finish();
+    }
+
+    /// <summary>Applies every row of <paramref name="batch"/> (batches must come in file order).</summary>
+    /// <exception cref="TraceFormatException">A row cannot have come from a kernel.</exception>
+    public void Apply(TraceBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        _clock.Start();
+        try
+        {
+            var kinds = batch.Kinds;
+            var pids = batch.Pids;
+            var tids = batch.Tids;
+            var addresses = batch.Addresses;
+            var flags = batch.Flags;
+            for (int i = 0; i < kinds.Length; i++)
+            {
+                var k = kinds[i];
+                if (k is TraceEventKind.Fault or TraceEventKind.KernelFault)
+                {
+                    _row++;
+                    Fault(pids[i], tids[i], (ulong)addresses[i], (int)flags[i], k == TraceEventKind.KernelFault);
+                }
+                else
+                {
+                    ApplyOne(batch.Event(i));
+                }
+            }
+        }
+        finally
+        {
+            _clock.Stop();
+        }
+    }
+
+    /// <summary>Applies one row (rows must come in file order).</summary>
+    /// <exception cref="TraceFormatException">The row cannot have come from a kernel.</exception>
+    public void Apply(in TraceEvent e)
+    {
+        _clock.Start();
+        try
+        {
+            ApplyOne(e);
+        }
+        finally
+        {
+            _clock.Stop();
+        }
+    }
+
+    private void ApplyOne(in TraceEvent e)
+    {
+        _row++;
+        {
+            if (TraceKinds.IsSyscall(e.Kind))
+            {
+                Syscall(e);
+                return;
+            }
+
+            switch (e.Kind)
+            {
+                case TraceEventKind.Fault:
+                case TraceEventKind.KernelFault:
+                    Fault(e.Pid, e.Tid, e.Address, e.ErrorCode, e.Kind == TraceEventKind.KernelFault);
+                    break;
+                case TraceEventKind.Task: Task(e); break;
+                case TraceEventKind.NewTask: NewTask(e); break;
+                case TraceEventKind.Exec: Exec(e); break;
+                case TraceEventKind.TaskExit: TaskExit(e); break;
+                case TraceEventKind.Exit:
+                case TraceEventKind.ExitGroup:
+                    break; // the mm goes at task_exit, after the exit sample
+                case TraceEventKind.Mmap2: Mmap2(e); break;
+                case TraceEventKind.Vma: Layout(e, replace: false); break;
+                case TraceEventKind.Status:
+                case TraceEventKind.StatusExec:
+                case TraceEventKind.StatusExit:
+                case TraceEventKind.StatusAttach:
+                    Sample(e);
+                    break;
+                case TraceEventKind.Lost:
+                    Count(_divergences, "events perf lost", (long)e.Length);
+                    break;
+            }
+        }
+    }
+
+    /// <summary>Ends the replay: processes still alive get their figures now, and the result is built.</summary>
+    public ReplayResult Finish()
+    {
+        foreach (var p in _procs.Values)
+        {
+            p.Result.Exit ??= p.Mm.Mm.Status();
+            p.Result.Counters = p.Mm.Mm.Counters();
+            p.Result.Madvise = p.Latency.Summary();
+        }
+
+        return new ReplayResult
+        {
+            Design = _options.Design,
+            Processes = _results,
+            Events = Events,
+            WallSeconds = _clock.Elapsed.TotalSeconds,
+            Divergences = new SortedDictionary<string, long>(_divergences, StringComparer.Ordinal),
+            Unsupported = new SortedDictionary<string, long>(_unsupported, StringComparer.Ordinal),
+            GracePeriods = _machine.Rcu.GracePeriods,
+        };
+    }
+
+    private TraceFormatException Malformed(string why) => new($"{_path}: row {_row}: {why}");
+
+    private static void Count(Dictionary<string, long> counts, string kind, long n = 1) =>
+        counts[kind] = counts.GetValueOrDefault(kind) + n;
+
+    private void Divergence(string kind) => Count(_divergences, kind);
+
+    private void Unsupported(string kind) => Count(_unsupported, kind);
+
+    /// <summary>
+    /// A syscall row is stamped at the syscall's exit, but its effect happened somewhere between
+    /// enter and exit: a sample taken meanwhile (while another thread was inside madvise or
+    /// munmap, or a long munmap was still zapping) may or may not show it. So each such sample of
+    /// the process also gets the figures with the call's effect (<see cref="ReplaySample.Lower"/>, <see cref="ReplaySample.Upper"/>).
+    /// </summary>
+    private void Syscall(in TraceEvent e)
+    {
+        var p = ThreadOf(e).Proc;
+        p.Quiet.Clear();
+        bool track = p.Open.Count > 0 && e.HasResult;
+        var before = track ? p.Mm.Mm.Status() : default;
+        switch (e.Kind)
+        {
+            case TraceEventKind.Mmap: Mmap(e); break;
+            case TraceEventKind.Munmap: Munmap(e); break;
+            case TraceEventKind.Mprotect: Mprotect(e); break;
+            case TraceEventKind.Madvise: Madvise(e); break;
+            case TraceEventKind.Brk: Brk(e); break;
+            case TraceEventKind.Mremap: Mremap(e); break;
+            case TraceEventKind.Mlock or TraceEventKind.Mlock2 or TraceEventKind.Munlock or TraceEventKind.Mlockall or TraceEventKind.Munlockall:
+                Mlock(e);
+                break;
+            default:
+                Unsupported(TraceKinds.Name(e.Kind) + (e.Kind == TraceEventKind.ProcessMadvise ? " (its ranges are not recorded)" : " (not modelled)"));
+                break;
+        }
+
+        if (!track)
+        {
+            return;
+        }
+
+        long enter = e.TimeNs - e.DurationNs;
+        var after = p.Mm.Mm.Status();
+        var samples = p.Result.Samples;
+        for (int i = p.Open.Count - 1; i >= 0; i--)
+        {
+            int index = p.Open[i];
+            var s = samples[index];
+            if (s.TimeNs < e.TimeNs - OpenSampleNs)
+            {
+                p.Open.RemoveAt(i);
+            }
+            else if (s.TimeNs >= enter && !before.Equals(after))
+            {
+                samples[index] = after.VmPteKb < before.VmPteKb
+                    ? s with { Lower = Add(s.Lower ?? s.Model, after, before) }
+                    : s with { Upper = Add(s.Upper ?? s.Model, after, before) };
+            }
+        }
+    }
+
+    /// <summary>How long a sample stays open to the effects of syscalls that were under way when it was taken.</summary>
+    private const long OpenSampleNs = 1_000_000_000;
+
+    private static MmStatus Add(MmStatus a, MmStatus after, MmStatus before) => new(
+        a.VmSizeKb + after.VmSizeKb - before.VmSizeKb, a.VmRssKb + after.VmRssKb - before.VmRssKb, a.RssAnonKb + after.RssAnonKb - before.RssAnonKb,
+        a.RssFileKb + after.RssFileKb - before.RssFileKb, a.RssShmemKb + after.RssShmemKb - before.RssShmemKb, a.VmSwapKb + after.VmSwapKb - before.VmSwapKb,
+        a.VmPteKb + after.VmPteKb - before.VmPteKb,
+        new TableCounts(a.Tables.Pte + after.Tables.Pte - before.Tables.Pte, a.Tables.Pmd + after.Tables.Pmd - before.Tables.Pmd, a.Tables.Pud + after.Tables.Pud - before.Tables.Pud));
+
+    // ---- tasks ----
+
+    private Thread ThreadOf(in TraceEvent e) => ThreadOf(e.Pid, e.Tid);
+
+    private Thread ThreadOf(int pid, int tid)
+    {
+        if (tid == _lastTid && _lastThread is { } last)
+        {
+            return last;
+        }
+
+        if (!_threads.TryGetValue(tid, out var t) || t.Proc.Pid != pid)
+        {
+            // The reader admits rows of tasks never introduced only in a trace marked incomplete.
+            if (!_procs.TryGetValue(pid, out var p))
+            {
+                Unsupported("process whose start was not recorded (its earlier tables are unknown)");
+                p = NewProc(pid, "pid " + pid, NewMm());
+            }
+
+            t = AddThread(p, tid);
+        }
+
+        _lastTid = tid;
+        _lastThread = t;
+        return t;
+    }
+
+    private Proc NewProc(int pid, string name, SharedMm mm)
+    {
+        var result = new ReplayProcessResult { Pid = pid, Name = name };
+        _results.Add(result);
+        var p = new Proc(pid, mm, result);
+        _procs[pid] = p;
+        return p;
+    }
+
+    private SharedMm NewMm() => new(_machine.CreateAddressSpace());
+
+    private Thread AddThread(Proc p, int tid)
+    {
+        int best = 0;
+        for (int i = 1; i < _threadsOnCpu.Length; i++)
+        {
+            if (_threadsOnCpu[i] < _threadsOnCpu[best])
+            {
+                best = i;
+            }
+        }
+
+        _threadsOnCpu[best]++;
+        var t = new Thread(tid, p, _machine.Cpus[best]);
+        _threads[tid] = t;
+        p.Threads++;
+        p.Result.Threads++;
+        _lastTid = -1;
+        return t;
+    }
+
+    private void RemoveThread(Thread t)
+    {
+        if (_threads.Remove(t.Tid))
+        {
+            _threadsOnCpu[t.Cpu.Id]--;
+            t.Proc.Threads--;
+        }
+
+        _lastTid = -1;
+    }
+
+    private void Task(in TraceEvent e)
+    {
+        if (!_procs.TryGetValue(e.Pid, out var p))
+        {
+            p = NewProc(e.Pid, e.Path ?? "", NewMm());
+        }
+
+        AddThread(p, e.Tid);
+    }
+
+    private void NewTask(in TraceEvent e)
+    {
+        var parent = ThreadOf(e);
+        ulong flags = e.Flags;
+        if ((flags & TraceEvent.CloneThread) != 0)
+        {
+            AddThread(parent.Proc, e.ChildTid);
+            return;
+        }
+
+        if (_procs.ContainsKey(e.ChildPid))
+        {
+            throw Malformed($"newtask creates process {e.ChildPid}, which already exists");
+        }
+
+        SharedMm mm;
+        if ((flags & TraceEvent.CloneVm) != 0)
+        {
+            mm = parent.Proc.Mm; // vfork or clone(CLONE_VM): the child runs on the parent's mm until it execs
+            mm.Users++;
+        }
+        else
+        {
+            mm = ForkMm(parent);
+        }
+
+        var child = NewProc(e.ChildPid, e.Path ?? "", mm);
+        AddThread(child, e.ChildTid);
+    }
+
+    /// <summary>fork: a copy of the parent's address space (dup_mmap, copy_page_range where a fault could not rebuild the tables).</summary>
+    private SharedMm ForkMm(Thread parent)
+    {
+        var cpu = Activate(parent);
+        var child = parent.Proc.Mm.Mm.Fork(cpu);
+        if (child is null)
+        {
+            Divergence("fork: the model ran out of memory copying the parent (the child starts empty)");
+            return NewMm();
+        }
+
+        return new SharedMm(child);
+    }
+
+    private static Prot ProtOf(VmFlags f) =>
+        ((f & VmFlags.Read) != 0 ? Prot.Read : 0) | ((f & VmFlags.Write) != 0 ? Prot.Write : 0) | ((f & VmFlags.Exec) != 0 ? Prot.Exec : 0);
+
+    private void Exec(in TraceEvent e)
+    {
+        if (!_procs.TryGetValue(e.Pid, out var p))
+        {
+            p = NewProc(e.Pid, e.Path ?? "", NewMm());
+        }
+        else
+        {
+            // de_thread: every other thread goes; the caller becomes the leader (tid = pid).
+            foreach (var t in _threads.Values.Where(t => ReferenceEquals(t.Proc, p)).ToList())
+            {
+                RemoveThread(t);
+            }
+
+            Release(p, _machine.Cpus[0]);
+            p.Mm = NewMm();
+            p.Result.Name = e.Path ?? p.Result.Name;
+        }
+
+        p.InExec = true;
+        p.Brk = 0;
+        p.Open.Clear();
+        // Samples read since the process's last event may have been read while execve was already
+        // replacing the address space: no event orders them against it.
+        p.ExecPending.Clear();
+        p.ExecPending.AddRange(p.Quiet);
+        p.Quiet.Clear();
+        p.Result.Exited = false;
+        AddThread(p, e.Pid);
+    }
+
+    private void TaskExit(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        var p = t.Proc;
+        RemoveThread(t);
+        if (p.Threads > 0)
+        {
+            return;
+        }
+
+        p.Result.Exit = p.Mm.Mm.Status();
+        p.Result.Exited = true;
+        Release(p, t.Cpu);
+        _procs.Remove(p.Pid);
+    }
+
+    /// <summary>mmput: the process lets go of its address space; the last user tears it down (exit_mmap).</summary>
+    private void Release(Proc p, Cpu cpu)
+    {
+        var mm = p.Mm;
+        p.Result.Counters = mm.Mm.Counters();
+        p.Result.Madvise = p.Latency.Summary();
+        TrackPeak(p);
+        if (--mm.Users == 0)
+        {
+            cpu.SwitchMm(mm.Mm);
+            mm.Mm.Exit(cpu);
+        }
+    }
+
+    private void TrackPeak(Proc p)
+    {
+        long kb = p.Mm.Mm.PgtablesBytes >> 10;
+        if (kb > p.Result.PeakVmPteKb)
+        {
+            p.Result.PeakVmPteKb = kb;
+        }
+    }
+
+    /// <summary>The thread's CPU, running the thread's address space.</summary>
+    private static Cpu Activate(Thread t)
+    {
+        var mm = t.Proc.Mm.Mm;
+        if (!ReferenceEquals(t.Cpu.Mm, mm))
+        {
+            t.Cpu.SwitchMm(mm);
+        }
+
+        return t.Cpu;
+    }
+
+    // ---- samples ----
+
+    private void Sample(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        var p = t.Proc;
+        var samples = p.Result.Samples;
+        if (e.Kind == TraceEventKind.StatusExec && p.InExec)
+        {
+            ExecArguments(t, e.Status);
+            var fresh = p.Mm.Mm.Status();
+            foreach (int index in p.ExecPending)
+            {
+                // Inside execve the new address space grows from the arguments alone to what the exec
+                // sample shows: the span a sample read meanwhile could show.
+                var sample = samples[index];
+                var start = p.ExecStart ?? fresh;
+                samples[index] = sample with { Lower = sample.Lower ?? start, Upper = sample.Upper ?? (fresh.VmPteKb > sample.Model.VmPteKb ? fresh : null) };
+                if (fresh.VmPteKb < sample.Model.VmPteKb && start.VmPteKb > fresh.VmPteKb)
+                {
+                    samples[index] = samples[index] with { Lower = fresh };
+                }
+            }
+
+            p.ExecPending.Clear();
+            p.ExecStart = null;
+        }
+
+        TrackPeak(p);
+        p.Open.Add(samples.Count);
+        if (p.Open.Count > 64)
+        {
+            p.Open.RemoveAt(0);
+        }
+
+        if (e.Kind != TraceEventKind.StatusExec)
+        {
+            p.Quiet.Add(samples.Count);
+        }
+
+        samples.Add(new ReplaySample(e.TimeNs, e.Kind, e.Status, p.Mm.Mm.Status()));
+    }
+
+    /// <summary>
+    /// exec copies the arguments and environment to the top of the new stack through GUP, which no
+    /// fault event records; the exec sample's RssAnon counts those pages. The same number of pages
+    /// is written at the top of the stack, so their table (and the upper tables) exist as on the host.
+    /// </summary>
+    private void ExecArguments(Thread t, StatusFigures kernel)
+    {
+        var p = t.Proc;
+        p.InExec = false;
+        var mm = p.Mm.Mm;
+        var stack = p.Stack;
+        if (stack is null)
+        {
+            return;
+        }
+
+        long missing = Math.Max(1, (kernel.RssAnonKb - mm.Status().RssAnonKb) / 4);
+        var cpu = Activate(t);
+        // From the top of the stack down, the pages not yet written (the first may be, at exec's start).
+        for (ulong va = stack.Value.End - PageSize; missing > 0 && va >= stack.Value.Start; va -= PageSize)
+        {
+            if (Entry.IsHwPresent(mm.PeekPte(va)))
+            {
+                continue;
+            }
+
+            cpu.Touch(va);
+            missing--;
+        }
+    }
+
+    // ---- layout ----
+
+    private void Mmap2(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.PendingMapping = e;
+        if (t.Proc.InExec)
+        {
+            // exec's own mappings (the ELF, the interpreter, the stack), which no syscall row made: each
+            // replaces what lay there, as the ELF loader maps the whole image and then its segments over it.
+            Layout(e, replace: true);
+        }
+    }
+
+    /// <summary>
+    /// A mapping the kernel reported. With <paramref name="replace"/> it is mapped over whatever lay
+    /// there; otherwise (a line of /proc/PID/maps) the parts the model lacks are mapped and the parts
+    /// it has get the line's protection.
+    /// </summary>
+    private void Layout(in TraceEvent e, bool replace)
+    {
+        var t = ThreadOf(e);
+        var p = t.Proc;
+        var cpu = Activate(t);
+        ulong start = e.Address & PageMask, end = (e.Address + e.Length + PageSize - 1) & PageMask;
+        if (end > Geometry.TaskSize || end <= start)
+        {
+            Unsupported($"{(e.Path is { Length: > 0 } name ? name : "mapping")} above the user address space (no user page tables)");
+            return;
+        }
+
+        if (e.Path == "[stack]")
+        {
+            p.Stack = (start, end);
+        }
+
+        var mm = p.Mm.Mm;
+        var prot = (Prot)(e.Prot & 7);
+        if (replace)
+        {
+            MapLayout(cpu, mm, start, end, prot, e);
+            if (e.Path == "[stack]" && p.InExec && p.ExecPending.Count > 0)
+            {
+                // What a sample read inside execve could show at the earliest: the new stack with the
+                // arguments exec copied to its top (their first page here, the rest at the exec sample).
+                cpu.Touch(end - PageSize);
+                p.ExecStart = mm.Status();
+            }
+
+            return;
+        }
+
+        ulong at = start;
+        foreach (var v in mm.Vmas)
+        {
+            if (v.End <= at)
+            {
+                continue;
+            }
+
+            if (v.Start >= end)
+            {
+                break;
+            }
+
+            if (v.Start > at)
+            {
+                MapLayout(cpu, mm, at, v.Start, prot, e);
+            }
+
+            if (ProtOf(v.Flags) != prot)
+            {
+                ulong from = Math.Max(v.Start, start), to = Math.Min(v.End, end);
+                if (mm.Mprotect(cpu, from, to - from, prot) != Errno.None)
+                {
+                    Divergence("layout protection refused by the model");
+                }
+            }
+
+            at = Math.Max(at, v.End);
+        }
+
+        if (at < end)
+        {
+            MapLayout(cpu, mm, at, end, prot, e);
+        }
+    }
+
+    private void MapLayout(Cpu cpu, MmStruct mm, ulong start, ulong end, Prot prot, in TraceEvent e)
+    {
+        var flags = MapFlags.Fixed | MapFlags.NoReserve | (e.Flags == 1 ? MapFlags.Shared : MapFlags.Private);
+        SimFile? file = null;
+        ulong offset = 0;
+        if (e.Inode != 0)
+        {
+            // The part [start, end) of a mapping of the file at e.Offset from e.Address.
+            offset = e.Offset + (start - (e.Address & PageMask));
+            file = FileOf(e.Dev, e.Inode, offset + (end - start));
+        }
+        else
+        {
+            flags |= MapFlags.Anonymous;
+        }
+
+        if (e.Path == "[stack]")
+        {
+            flags |= MapFlags.GrowsDown;
+        }
+
+        var r = mm.Mmap(cpu, start, end - start, prot, flags, file, offset);
+        if (!r.Ok)
+        {
+            Divergence($"layout mapping refused by the model ({r.Error})");
+        }
+    }
+
+    /// <summary>The file a mapping record names (its device and inode), grown to <paramref name="size"/> bytes if it was smaller.</summary>
+    private SimFile FileOf(string? dev, ulong inode, ulong size)
+    {
+        ulong device = 0;
+        if (dev is { } d && d.IndexOf(':', StringComparison.Ordinal) is int colon and > 0)
+        {
+            device = (Convert.ToUInt64(d[..colon], 16) << 20) | Convert.ToUInt64(d[(colon + 1)..], 16);
+        }
+
+        // Device 0 names the model's shmem files; a recorded file keeps an identity of its own.
+        return _machine.Files.GetOrCreate(new FileId(device == 0 ? ulong.MaxValue : device, inode), (size + PageSize - 1) & PageMask);
+    }
+
+    // ---- faults ----
+
+    private void Fault(int pid, int tid, ulong va, int errorCode, bool kernel)
+    {
+        var t = ThreadOf(pid, tid);
+        var cpu = Activate(t);
+        var p = t.Proc;
+        p.InExec &= kernel;
+        if (p.Quiet.Count > 0)
+        {
+            p.Quiet.Clear();
+        }
+
+        p.Result.Faults++;
+        bool write = (errorCode & 0x2) != 0;
+        AccessResult r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
+        if (!r.Ok && GrowStack(t, cpu, va))
+        {
+            r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
+        }
+
+        if (!r.Ok)
+        {
+            Divergence($"fault the model answered with {r.Outcome}");
+        }
+
+        long bytes = p.Mm.Mm.PgtablesBytes >> 10;
+        if (bytes > p.Result.PeakVmPteKb)
+        {
+            p.Result.PeakVmPteKb = bytes;
+        }
+    }
+
+    /// <summary>
+    /// A fault below the stack within RLIMIT_STACK grows it (expand_stack); the model's stack is a
+    /// plain mapping, so the range from the page to the stack's start is mapped.
+    /// </summary>
+    private bool GrowStack(Thread t, Cpu cpu, ulong va)
+    {
+        var p = t.Proc;
+        if (p.Stack is not { } s || va >= s.Start || s.Start - va > StackLimit || p.Mm.Mm.FindVma(va) is { } v && v.Start <= va)
+        {
+            return false;
+        }
+
+        ulong start = va & PageMask;
+        var r = p.Mm.Mm.Mmap(cpu, start, s.Start - start, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.FixedNoReplace | MapFlags.NoReserve);
+        if (!r.Ok)
+        {
+            return false;
+        }
+
+        p.Stack = (start, s.End);
+        return true;
+    }
+
+    // ---- syscalls ----
+
+    private bool Finished(in TraceEvent e)
+    {
+        if (e.HasResult)
+        {
+            return true;
+        }
+
+        Unsupported(TraceKinds.Name(e.Kind) + " still running when the recording stopped (skipped)");
+        return false;
+    }
+
+    private void CompareResult(in TraceEvent e, Errno model)
+    {
+        long kernel = e.Result < 0 ? -e.Result : 0;
+        if (kernel != (long)model)
+        {
+            Divergence($"{TraceKinds.Name(e.Kind)}: kernel {(kernel == 0 ? "succeeded" : "errno " + kernel)}, model {(model == Errno.None ? "succeeded" : model.ToString())}");
+        }
+    }
+
+    private void Mmap(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        var cpu = Activate(t);
+        var mm = t.Proc.Mm.Mm;
+        var flags = (MapFlags)(int)e.Flags;
+        var prot = (Prot)(e.Prot & 0xf);
+        bool anonymous = (flags & MapFlags.Anonymous) != 0;
+        SimFile? file = null;
+        ulong offset = e.Offset;
+        var asModel = flags & ~MapFlags.HugeTlb;
+        if ((flags & MapFlags.HugeTlb) != 0)
+        {
+            Unsupported("MAP_HUGETLB mmap (replayed with base pages)");
+        }
+
+        if (!anonymous)
+        {
+            // The file is known from the kernel's mapping record, which precedes the syscall's return.
+            if (e.Result >= 0 && t.PendingMapping is { Inode: not 0 } m && m.Address == (ulong)e.Result)
+            {
+                file = FileOf(m.Dev, m.Inode, e.Offset + e.Length);
+            }
+            else
+            {
+                Unsupported(e.Result < 0 ? "file mmap the kernel refused (the file is unknown: not replayed)" : "file mmap without the kernel's mapping record (replayed as private anonymous memory)");
+                if (e.Result < 0)
+                {
+                    return;
+                }
+
+                asModel = (asModel & ~(MapFlags)0x3) | MapFlags.Private | MapFlags.Anonymous;
+            }
+        }
+
+        t.PendingMapping = null;
+        if (e.Result < 0 && e.Result > -4096)
+        {
+            var r = mm.Mmap(cpu, e.Address, e.Length, prot, asModel, file, offset);
+            if (r.Ok)
+            {
+                mm.Munmap(cpu, r.Address, e.Length);
+            }
+
+            CompareResult(e, r.Error);
+            return;
+        }
+
+        ulong at = (ulong)e.Result;
+        if ((flags & (MapFlags.Fixed | MapFlags.FixedNoReplace)) == 0)
+        {
+            // Where would the model have placed it? The kernel's choice stands either way.
+            var own = mm.Mmap(cpu, e.Address, e.Length, prot, asModel, file, offset);
+            if (own.Ok && own.Address == at)
+            {
+                return;
+            }
+
+            Divergence(own.Ok ? "mmap placed elsewhere by the model (kernel's address used)" : $"mmap: kernel succeeded, model's placement failed ({own.Error})");
+            if (own.Ok)
+            {
+                mm.Munmap(cpu, own.Address, e.Length);
+            }
+        }
+
+        var fixedAt = mm.Mmap(cpu, at, e.Length, prot, (asModel & ~MapFlags.FixedNoReplace) | MapFlags.Fixed, file, offset);
+        CompareResult(e, fixedAt.Error);
+    }
+
+    private void Munmap(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        if (e.Result == 0 && (e.Length == 0 || (e.Address & ~PageMask) != 0))
+        {
+            throw Malformed($"munmap of {(e.Length == 0 ? "nothing (length 0)" : $"unaligned 0x{e.Address:x}")} recorded as a success, which no kernel returns");
+        }
+
+        var cpu = Activate(t);
+        CompareResult(e, t.Proc.Mm.Mm.Munmap(cpu, e.Address, e.Length));
+    }
+
+    private void Mprotect(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        var cpu = Activate(t);
+        CompareResult(e, t.Proc.Mm.Mm.Mprotect(cpu, e.Address, e.Length, (Prot)e.Prot));
+    }
+
+    private void Madvise(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        var cpu = Activate(t);
+        long start = Stopwatch.GetTimestamp();
+        var r = t.Proc.Mm.Mm.Madvise(cpu, e.Address, e.Length, (Advice)e.Advice);
+        t.Proc.Latency.RecordSince(start);
+        if (r == Errno.EINVAL && e.Result == 0)
+        {
+            Unsupported($"madvise advice {e.Advice} (not modelled)");
+            return;
+        }
+
+        CompareResult(e, r);
+    }
+
+    /// <summary>
+    /// brk: the model's heap starts where the trace's first brk of this address space says the
+    /// break is (exec randomises it), then each call asks the model for the recorded argument and
+    /// compares the break it answers with the kernel's.
+    /// </summary>
+    private void Brk(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        var p = t.Proc;
+        p.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        var cpu = Activate(t);
+        var mm = p.Mm.Mm;
+        ulong kernel = (ulong)e.Result;
+        if (p.Brk == 0)
+        {
+            p.Brk = kernel;
+            if (mm.CurrentBrk != kernel)
+            {
+                mm.SetBrkBase(cpu, kernel);
+            }
+
+            if (e.Address == 0 || e.Address == kernel)
+            {
+                return;
+            }
+        }
+
+        ulong model = mm.Brk(cpu, e.Address);
+        if (model != kernel)
+        {
+            Divergence("brk: the model's break differs from the kernel's");
+        }
+
+        p.Brk = kernel;
+    }
+
+    /// <summary>mremap: the model moves or resizes the mapping; a move lands where the kernel put it.</summary>
+    private void Mremap(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        var cpu = Activate(t);
+        var mm = t.Proc.Mm.Mm;
+        var flags = (MremapFlags)(int)e.Flags;
+        var r = mm.Mremap(cpu, e.Address, e.Length, e.NewLength, flags, e.NewAddress);
+        if (r.Ok && e.Result > 0 && r.Address != (ulong)e.Result)
+        {
+            // The model moved it elsewhere: move it on to the kernel's address.
+            Divergence("mremap placed elsewhere by the model (kernel's address used)");
+            var to = mm.Mremap(cpu, r.Address, e.NewLength, e.NewLength, MremapFlags.MayMove | MremapFlags.Fixed, (ulong)e.Result);
+            if (!to.Ok)
+            {
+                Divergence($"mremap: the model could not move the mapping to the kernel's address ({to.Error})");
+            }
+        }
+
+        CompareResult(e, r.Error);
+    }
+
+    private void Mlock(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
+            return;
+        }
+
+        var cpu = Activate(t);
+        var mm = t.Proc.Mm.Mm;
+        var r = e.Kind switch
+        {
+            TraceEventKind.Mlock => mm.Mlock(cpu, e.Address, e.Length),
+            TraceEventKind.Mlock2 => mm.Mlock2(cpu, e.Address, e.Length, (MlockFlags)(int)e.Flags),
+            TraceEventKind.Munlock => mm.Munlock(cpu, e.Address, e.Length),
+            TraceEventKind.Mlockall => mm.Mlockall(cpu, (MlockallFlags)(int)e.Flags),
+            _ => mm.Munlockall(cpu),
+        };
+        CompareResult(e, r);
+    }
+
+    // ---- state ----
+
+    private sealed class SharedMm(MmStruct mm)
+    {
+        public MmStruct Mm { get; } = mm;
+
+        public int Users { get; set; } = 1;
+    }
+
+    private sealed class Proc(int pid, SharedMm mm, ReplayProcessResult result)
+    {
+        public int Pid { get; } = pid;
+
+        public SharedMm Mm { get; set; } = mm;
+
+        public ReplayProcessResult Result { get; } = result;
+
+        public int Threads { get; set; }
+
+        public bool InExec { get; set; }
+
+        public ulong Brk { get; set; }
+
+        public (ulong Start, ulong End)? Stack { get; set; }
+
+        public LatencyRecorder Latency { get; } = new();
+
+        /// <summary>Indexes of samples that syscalls under way when they were taken may still change.</summary>
+        public List<int> Open { get; } = [];
+
+        /// <summary>Indexes of samples read since the process's last fault or syscall.</summary>
+        public List<int> Quiet { get; } = [];
+
+        /// <summary>Samples that an exec may have overtaken: they get the new address space's figures at the exec sample.</summary>
+        public List<int> ExecPending { get; } = [];
+
+        /// <summary>The new address space's figures with only the exec arguments on its stack.</summary>
+        public MmStatus? ExecStart { get; set; }
+    }
+
+    private sealed class Thread(int tid, Proc proc, Cpu cpu)
+    {
+        public int Tid { get; } = tid;
+
+        public Proc Proc { get; } = proc;
+
+        public Cpu Cpu { get; } = cpu;
+
+        /// <summary>The kernel's last mapping record from this thread: it names the file of the mmap that returns next.</summary>
+        public TraceEvent? PendingMapping { get; set; }
+    }
+}

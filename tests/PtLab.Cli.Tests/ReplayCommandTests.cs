@@ -1,0 +1,196 @@
+using System.Text.Json;
+using PtLab.Traces;
+
+namespace PtLab.Tests;
+
+public sealed class ReplayCommandTests : IDisposable
+{
+    private const int Pid = 4242;
+    private const ulong Region = 0x7f00_0000_0000;
+    private const ulong Stack = 0x7fff_fffd_e000;
+
+    private readonly string _dir = Directory.CreateTempSubdirectory("ptlab-cli-replay-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        int code = PtLab.Cli.Cli.Run(args, o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    private static TraceMetadata Metadata(bool truncated = false, long lost = 0) => new()
+    {
+        Source = "record",
+        Command = ["prog"],
+        RootPid = Pid,
+        ExitStatus = truncated ? null : 0,
+        IntervalMs = 50,
+        Truncated = truncated,
+        Incomplete = lost > 0,
+        LostEvents = lost,
+        Host = new Dictionary<string, string> { [HostFacts.MatchingDesign] = "pt-reclaim", [HostFacts.Cpus] = "2", [HostFacts.KernelRelease] = "6.18.0-test" },
+    };
+
+    /// <summary>
+    /// A program's history: exec with a stack, mmap 4 MiB, write every page, one status sample,
+    /// MADV_DONTNEED all of it, the exit sample, exit. Each design's tables follow from the model.
+    /// </summary>
+    private static List<TraceEvent> Program()
+    {
+        long t = 1_000_000;
+        var rows = new List<TraceEvent>
+        {
+            TraceEvent.Create(TraceEventKind.Task, t, Pid, Pid) with { Path = "prog" },
+            TraceEvent.Create(TraceEventKind.Exec, t += 10, Pid, Pid) with { Path = "/bin/prog", Result = Pid },
+            TraceEvent.Create(TraceEventKind.Vma, t += 10, Pid, Pid) with { Address = Stack, Length = 0x21000, Prot = 3, Flags = 2, Offset = 0, Dev = "00:00", Inode = 0, Path = "[stack]" },
+            TraceEvent.Sample(TraceEventKind.StatusExec, t += 10, Pid, Pid, new StatusFigures(132, 4, 4, 0, 0, 0, 12)),
+            (TraceEvent.Create(TraceEventKind.Mmap, t += 1000, Pid, Pid) with { Address = 0, Length = 4UL << 20, Prot = 3, Flags = 0x22, Fd = -1, Offset = 0 }).Returned((long)Region, 500),
+        };
+        for (ulong page = 0; page < 1024; page++)
+        {
+            rows.Add(TraceEvent.Fault(t += 100, Pid, Pid, Region + (page << 12), 6, 0x400000));
+        }
+
+        rows.Add(TraceEvent.Sample(TraceEventKind.Status, t += 100, Pid, Pid, new StatusFigures(4228, 4100, 4100, 0, 0, 0, 28)));
+        rows.Add((TraceEvent.Create(TraceEventKind.Madvise, t += 1000, Pid, Pid) with { Address = Region, Length = 4UL << 20, Prot = 4 }).Returned(0, 800));
+        rows.Add(TraceEvent.Create(TraceEventKind.ExitGroup, t += 100, Pid, Pid) with { Result = 0 });
+        rows.Add(TraceEvent.Sample(TraceEventKind.StatusExit, t += 100, Pid, Pid, new StatusFigures(4228, 4, 4, 0, 0, 0, 20)).WithResult(0));
+        rows.Add(TraceEvent.Create(TraceEventKind.TaskExit, t + 100, Pid, Pid) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags });
+        return rows;
+    }
+
+    private string Write(IEnumerable<TraceEvent> rows, TraceMetadata? metadata = null, bool check = true)
+    {
+        string path = Path.Combine(_dir, $"t{Guid.NewGuid():N}.parquet");
+        if (check)
+        {
+            using var w = TraceWriter.Create(path);
+            foreach (var e in rows)
+            {
+                w.Append(e);
+            }
+
+            w.Complete(metadata ?? Metadata());
+        }
+        else
+        {
+            using var file = File.Create(path);
+            using var w = TraceWriter.CreateUnchecked(file);
+            foreach (var e in rows)
+            {
+                w.Append(e);
+            }
+
+            w.Complete(metadata ?? Metadata());
+        }
+
+        return path;
+    }
+
+    private static JsonElement Process(JsonElement root, string design) =>
+        root.GetProperty("designs").EnumerateArray().Single(d => d.GetProperty("design").GetString() == design).GetProperty("processes")[0];
+
+    [Fact]
+    public void EachDesignKeepsTheTablesItsRulesKeepAndTheHostsDesignIsComparedAtEverySample()
+    {
+        string trace = Write(Program());
+        var (code, output, err) = Run("replay", trace, "--format", "json");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(output);
+        var root = doc.RootElement;
+        Assert.Equal("pt-reclaim", root.GetProperty("matchingDesign").GetString());
+        Assert.Equal(2, root.GetProperty("parameters").GetProperty("cpus").GetInt64());
+        // The 4 MiB region needed two PTE tables; one DONTNEED of all of it frees both under
+        // pt-reclaim, atomic and pte-ref, and none keeps them until exit.
+        var none = Process(root, "none");
+        var reclaim = Process(root, "pt-reclaim");
+        long nonePte = none.GetProperty("samples")[2].GetProperty("model").GetProperty("pteTables").GetInt64();
+        long reclaimPte = reclaim.GetProperty("samples")[2].GetProperty("model").GetProperty("pteTables").GetInt64();
+        Assert.Equal(2, nonePte - reclaimPte);
+        Assert.Equal(nonePte, Process(root, "none").GetProperty("samples")[1].GetProperty("model").GetProperty("pteTables").GetInt64());
+        foreach (var design in new[] { "atomic", "pte-ref" })
+        {
+            Assert.Equal(reclaimPte, Process(root, design).GetProperty("samples")[2].GetProperty("model").GetProperty("pteTables").GetInt64());
+        }
+
+        Assert.Equal(1024, reclaim.GetProperty("faults").GetInt64());
+        Assert.Equal(1, reclaim.GetProperty("madviseLatencyNs").GetProperty("count").GetInt64());
+        Assert.True(none.GetProperty("peakVmPteKb").GetInt64() >= nonePte * 4);
+        var fidelity = Assert.Single(root.GetProperty("fidelity").EnumerateArray());
+        Assert.Equal(Pid, fidelity.GetProperty("pid").GetInt32());
+        Assert.Equal(3, fidelity.GetProperty("samples").GetInt32());
+        Assert.Equal(
+            reclaim.GetProperty("samples")[2].GetProperty("model").GetProperty("vmPteKb").GetInt64() - 20,
+            fidelity.GetProperty("exitDifferenceKb").GetInt64());
+    }
+
+    [Fact]
+    public void CsvHasARowPerDesignAndSampleAndThePlotIsWritten()
+    {
+        string trace = Write(Program());
+        string plot = Path.Combine(_dir, "vmpte.png");
+        var (code, output, err) = Run("replay", trace, "--designs", "none,pt-reclaim", "--format", "csv", "--plot", plot);
+        Assert.True(code == 0, err);
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.StartsWith("design,pid,name,timeNs,seconds,kind,vmSizeKb", lines[0]);
+        Assert.Equal(1 + (2 * 3), lines.Length);
+        Assert.True(new FileInfo(plot).Length > 1000);
+    }
+
+    [Fact]
+    public void ATruncatedOrLossyTraceWarnsInEveryFormat()
+    {
+        string trace = Write(Program(), Metadata(lost: 12));
+        var (code, table, _) = Run("replay", trace, "--designs", "none");
+        Assert.Equal(0, code);
+        Assert.Contains("warning: the trace is incomplete: perf lost 12 events", table);
+        var (_, json, _) = Run("replay", trace, "--designs", "none", "--format", "json");
+        using var doc = JsonDocument.Parse(json);
+        Assert.Contains(doc.RootElement.GetProperty("warnings").EnumerateArray(), w => w.GetString()!.Contains("lost 12 events", StringComparison.Ordinal));
+    }
+
+    public static TheoryData<string, int, string> Malformed => new()
+    {
+        // A row before its predecessor.
+        { "before the previous row", 5, "time" },
+        // A row of a process the trace never introduced.
+        { "unknown task: pid 999", 5, "pid" },
+        // munmap of nothing recorded as a success.
+        { "munmap of nothing (length 0)", 5, "munmap" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Malformed))]
+    public void AMalformedTraceIsAnErrorNamingTheFileAndRowAndExitTwo(string message, int row, string kind)
+    {
+        var rows = Program();
+        var bad = kind switch
+        {
+            "time" => TraceEvent.Fault(rows[4].TimeNs - 1, Pid, Pid, Region, 6, 1),
+            "pid" => TraceEvent.Fault(rows[4].TimeNs + 1, 999, 999, Region, 6, 1),
+            _ => (TraceEvent.Create(TraceEventKind.Munmap, rows[4].TimeNs + 1, Pid, Pid) with { Address = Region, Length = 0 }).Returned(0, 10),
+        };
+        rows.Insert(row, bad);
+        string trace = Write(rows, check: kind == "munmap");
+        var (code, output, err) = Run("replay", trace, "--designs", "none");
+        Assert.Equal(2, code);
+        Assert.Equal("", output);
+        Assert.Contains($"{trace}: row {row}: ", err);
+        Assert.Contains(message, err);
+        Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+
+    [Fact]
+    public void AnUnknownDesignOrPlotFileIsAUsageError()
+    {
+        string trace = Write(Program());
+        Assert.Equal(2, Run("replay", trace, "--designs", "none,nope").Code);
+        var (code, _, err) = Run("replay", trace, "--plot", Path.Combine(_dir, "plot.gif"));
+        Assert.Equal(2, code);
+        Assert.Contains(".png or .svg", err);
+        Assert.Equal(2, Run("replay", Path.Combine(_dir, "missing.parquet")).Code);
+    }
+}

@@ -1,0 +1,94 @@
+using System.Globalization;
+using PtLab.Kernel.Record;
+using PtLab.Reclaim;
+using PtLab.Traces;
+using PtLab.Workloads.Replay;
+using Xunit.Abstractions;
+
+namespace PtLab.Kernel.Tests;
+
+/// <summary>A recording fact whose program needs the replay to replay <paramref name="needs"/>: skipped, saying so, until it does.</summary>
+public sealed class ReplayFactAttribute : FactAttribute
+{
+    public ReplayFactAttribute(TraceEventKind needs)
+    {
+        Skip = new RecordFactAttribute().Skip;
+        if (Skip is null && !TraceReplayer.Replays(needs))
+        {
+            Skip = $"the replay does not replay {TraceKinds.Name(needs)} yet (the program uses it)";
+        }
+    }
+}
+
+/// <summary>
+/// Records the test programs (tests/Programs) with ptlab record's library API and replays each
+/// trace on the design that matches the recording host: every process's exit VmPTE must be the
+/// kernel's within 2% (8 kB below 400 kB), and every sample within 5% (the same 8 kB below 400 kB).
+/// </summary>
+public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("ptlab-replay-test-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private ReplayResult RecordAndReplay(string program, params string[] args)
+    {
+        string exe = TestPrograms.Build(program);
+        string trace = Path.Combine(_dir, program + ".parquet");
+        var recorded = Recorder.Run(
+            new RecordOptions { Output = trace, Command = [exe, .. args.Select(a => a.Replace("DIR", _dir, StringComparison.Ordinal))], CommandStdout = Path.Combine(_dir, program + ".out"), Interval = TimeSpan.FromMilliseconds(20) },
+            TextWriter.Null, default);
+        Assert.Equal(0, recorded.ExitCode);
+        using var reader = TraceReader.Open(trace);
+        string design = reader.Metadata.Host[HostFacts.MatchingDesign];
+        var result = TraceReplayer.Run(reader, new ReplayOptions { Design = design, DesignFactory = Designs.Factory(design)!, RamBytes = 8L << 30, Cpus = 2 });
+        foreach (var p in result.Processes)
+        {
+            output.WriteLine($"{program} pid {p.Pid} ({p.Name}), {design}: " + string.Join(", ", p.Samples.Select(s =>
+                string.Create(CultureInfo.InvariantCulture, $"{TraceKinds.Name(s.Kind)} {s.Compared.VmPteKb}/{s.Kernel.VmPteKb}"))));
+        }
+
+        output.WriteLine("divergences: " + string.Join(", ", result.Divergences.Select(d => $"{d.Key}={d.Value}")));
+        output.WriteLine("unsupported: " + string.Join(", ", result.Unsupported.Select(d => $"{d.Key}={d.Value}")));
+        return result;
+    }
+
+    private static void MatchesTheKernel(ReplayResult r)
+    {
+        Assert.NotEmpty(r.Processes);
+        foreach (var p in r.Processes)
+        {
+            var exit = p.Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
+            Assert.True(
+                ReplayFidelity.Within(exit.Kernel.VmPteKb, exit.Kernel.VmPteKb + exit.VmPteDifferenceKb, ReplayFidelity.ExitPercent),
+                $"pid {p.Pid} ({p.Name}): exit VmPTE {exit.Compared.VmPteKb} kB in the model, {exit.Kernel.VmPteKb} kB in the kernel");
+            foreach (var s in p.Samples)
+            {
+                Assert.True(
+                    ReplayFidelity.Within(s.Kernel.VmPteKb, s.Kernel.VmPteKb + s.VmPteDifferenceKb, ReplayFidelity.SamplePercent),
+                    $"pid {p.Pid} ({p.Name}): {TraceKinds.Name(s.Kind)} sample at {s.TimeNs} ns: VmPTE {s.Compared.VmPteKb} kB in the model, {s.Kernel.VmPteKb} kB in the kernel");
+            }
+        }
+    }
+
+    [RecordFact]
+    public void CoverLetterLoop() => MatchesTheKernel(RecordAndReplay("cover", "48", "4"));
+
+    [RecordFact]
+    public void HalvesOfEachChunk() => MatchesTheKernel(RecordAndReplay("halves", "16", "2"));
+
+    [RecordFact]
+    public void MallocChurn() => MatchesTheKernel(RecordAndReplay("churn", "20000", "7"));
+
+    [RecordFact]
+    public void Threads() => MatchesTheKernel(RecordAndReplay("threads", "4"));
+
+    [RecordFact]
+    public void ForkAndExec() => MatchesTheKernel(RecordAndReplay("forkexec", "2"));
+
+    [ReplayFact(TraceEventKind.Mremap)]
+    public void FileMappingsAndMremap() => MatchesTheKernel(RecordAndReplay("filemap", "DIR"));
+
+    [RecordFact]
+    public void TransparentHugePages() => MatchesTheKernel(RecordAndReplay("thp"));
+}
