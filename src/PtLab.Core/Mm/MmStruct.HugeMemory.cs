@@ -443,13 +443,14 @@ public sealed partial class MmStruct
             ulong flags = pmd & ~(Entry.PfnMask | Entry.Huge);
             int owner = Phys.Desc(head).RmapOwnerId;
             ulong index = Phys.Desc(head).RmapAddress;
-            Interlocked.Decrement(ref Phys.EntireMapCount(head));
             for (int i = 0; i < PhysMemory.HugeFrames; i++)
             {
                 Phys.SetRmap(head + i, owner, index + (ulong)i);
                 Phys.Desc(head + i).SetMapCount(1);
                 SetPteAt(cpu, pt, i, flags | ((ulong)(head + i) << 12));
             }
+
+            Interlocked.Decrement(ref Phys.EntireMapCount(head)); // folio_remove_rmap_pmd, after the PTE mappings are counted
 
             if (Phys.Desc(head).AddRef(PhysMemory.HugeFrames - 1) >= PageDescriptor.MaxRefCount)
             {

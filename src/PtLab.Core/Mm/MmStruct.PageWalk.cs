@@ -199,7 +199,7 @@ public sealed partial class MmStruct
             {
                 v = (1UL << 63) | ((ulong)Entry.Pfn(e) & ((1UL << 55) - 1));
                 // Exclusively mapped: once by a PTE, or a huge page mapped once by a pmd.
-                if (!Entry.IsSpecial(e) && (p.MappedByPmd ? Phys.Desc(Phys.CompoundHead(Entry.Pfn(e))).EntireMapCount : Phys.Desc(Entry.Pfn(e)).MapCount) == 1)
+                if (!Entry.IsSpecial(e) && (p.MappedByPmd ? Volatile.Read(ref Phys.EntireMapCount(Phys.CompoundHead(Entry.Pfn(e)))) : Phys.Desc(Entry.Pfn(e)).MapCount) == 1)
                 {
                     v |= 1UL << 56;
                 }

@@ -105,7 +105,7 @@ public struct PageDescriptor
     /// <see cref="PhysMemory.EntireMapCount"/>.
     /// </summary>
     [FieldOffset(8)]
-    public int EntireMapCount;
+    internal int FirstTailEntireMapCount;
 
     [FieldOffset(12)]
     private int _lruNext;

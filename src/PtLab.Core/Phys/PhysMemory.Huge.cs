@@ -36,7 +36,7 @@ public sealed partial class PhysMemory
     /// <paramref name="head"/>, kept on its first tail frame as the kernel keeps it, so the packed
     /// descriptor needs no field of its own.
     /// </summary>
-    public ref int EntireMapCount(long head) => ref Desc(head + 1).EntireMapCount;
+    public ref int EntireMapCount(long head) => ref Desc(head + 1).FirstTailEntireMapCount;
 
     /// <summary>Whether <paramref name="pfn"/> belongs to a transparent huge page.</summary>
     public bool IsHugeFrame(long pfn) => (Desc(pfn).Flags & (int)(PageFlags.Head | PageFlags.Tail)) != 0;

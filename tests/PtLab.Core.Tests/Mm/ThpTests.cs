@@ -258,6 +258,7 @@ public class ThpTests
         Assert.Equal(2048, smaps.RssKb); // the huge zero page is not RSS
         var pm = s.Mm.Pagemap(s.Cpu, At, At + (2 * Sim.K4));
         Assert.Equal(Entry.Pfn(PmdAt(s, At)) + 1, (long)(pm[1] & ((1UL << 55) - 1)));
+        Assert.NotEqual(0UL, pm[1] & (1UL << 56)); // PM_MMAP_EXCLUSIVE: the folio's entire mapcount is one
     }
 
     [Fact]

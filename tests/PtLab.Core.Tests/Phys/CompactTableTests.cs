@@ -149,7 +149,9 @@ public class CompactTableTests
         Assert.True(head >= 0);
         Assert.Equal(0, phys.EntireMapCount(head));
         phys.EntireMapCount(head) = 1;
-        Assert.Equal(1, phys.Desc(head + 1).EntireMapCount);
+        Assert.Equal(1, phys.EntireMapCount(head));
+        Assert.Equal(-1, phys.Desc(head).LruPrev); // the head's own words are untouched
+        Assert.Equal(-1, phys.Desc(head + 1).LruNext);
         Assert.True(phys.Desc(head).Has(PageFlags.Head));
         Assert.True(phys.Desc(head + 1).Has(PageFlags.Tail));
         Assert.Equal(LruList.None, phys.Desc(head + 1).Lru);
