@@ -242,17 +242,24 @@ public sealed class ScanCommandTests
             RedirectStandardError = true,
             UseShellExecute = false,
         })!;
-        _ = ptlab.StandardOutput.ReadLineAsync();
+        // Drain both pipes: a watch that prints every 10 ms fills an unread pipe within seconds on a
+        // slow host, and a ptlab blocked writing to it cannot act on the SIGINT this test sends.
+        var err = new System.Text.StringBuilder();
+        ptlab.OutputDataReceived += (_, _) => { };
+        ptlab.ErrorDataReceived += (_, e) => { lock (err) { err.AppendLine(e.Data); } };
+        ptlab.BeginOutputReadLine();
+        ptlab.BeginErrorReadLine();
         var sw = Stopwatch.StartNew();
         bool sawStopped = false;
         while (!sawStopped && sw.Elapsed < TimeSpan.FromSeconds(20))
         {
             sawStopped = State(child.P.Id) == 'T';
+            Thread.Sleep(1); // a busy poll would take a core from ptlab on a 2-core host
         }
 
         Assert.True(sawStopped, "ptlab never stopped the target");
         Assert.Equal(0, Kill(ptlab.Id, 2)); // SIGINT, as Ctrl-C sends
-        Assert.True(ptlab.WaitForExit(10_000));
+        Assert.True(ptlab.WaitForExit(30_000), $"ptlab did not exit after SIGINT: {err}");
         Thread.Sleep(50);
         Assert.NotEqual('T', State(child.P.Id));
     }

@@ -442,6 +442,11 @@ public sealed partial class MmStruct
             doomed.Add(v);
         }
 
+        if (doomed.Count == 0)
+        {
+            return; // an empty range (start == end) that only touched a VMA's edge
+        }
+
         ulong floor = doomed[0].PrevVma?.End ?? 0;
         ulong ceiling = doomed[^1].NextVma?.Start ?? 0; // USER_PGTABLES_CEILING
         foreach (var v in doomed)

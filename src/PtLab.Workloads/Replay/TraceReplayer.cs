@@ -773,6 +773,24 @@ public sealed class TraceReplayer
         return false;
     }
 
+    /// <summary>
+    /// The start every replayed address-space call shares: its thread has left exec, a call the
+    /// recording cut short is skipped (and counted), and the thread's CPU runs its address space.
+    /// </summary>
+    private bool BeginCall(in TraceEvent e, out Thread t, out Cpu cpu)
+    {
+        t = ThreadOf(e);
+        t.Proc.InExec = false;
+        if (!Finished(e))
+        {
+            cpu = null!;
+            return false;
+        }
+
+        cpu = Activate(t);
+        return true;
+    }
+
     private void CompareResult(in TraceEvent e, Errno model)
     {
         long kernel = e.Result < 0 ? -e.Result : 0;
@@ -784,14 +802,11 @@ public sealed class TraceReplayer
 
     private void Mmap(in TraceEvent e)
     {
-        var t = ThreadOf(e);
-        t.Proc.InExec = false;
-        if (!Finished(e))
+        if (!BeginCall(e, out var t, out var cpu))
         {
             return;
         }
 
-        var cpu = Activate(t);
         var mm = t.Proc.Mm.Mm;
         var flags = (MapFlags)(int)e.Flags;
         var prot = (Prot)(e.Prot & 0xf);
@@ -859,9 +874,7 @@ public sealed class TraceReplayer
 
     private void Munmap(in TraceEvent e)
     {
-        var t = ThreadOf(e);
-        t.Proc.InExec = false;
-        if (!Finished(e))
+        if (!BeginCall(e, out var t, out var cpu))
         {
             return;
         }
@@ -871,33 +884,26 @@ public sealed class TraceReplayer
             throw Malformed($"munmap of {(e.Length == 0 ? "nothing (length 0)" : $"unaligned 0x{e.Address:x}")} recorded as a success, which no kernel returns");
         }
 
-        var cpu = Activate(t);
         CompareResult(e, t.Proc.Mm.Mm.Munmap(cpu, e.Address, e.Length));
     }
 
     private void Mprotect(in TraceEvent e)
     {
-        var t = ThreadOf(e);
-        t.Proc.InExec = false;
-        if (!Finished(e))
+        if (!BeginCall(e, out var t, out var cpu))
         {
             return;
         }
 
-        var cpu = Activate(t);
         CompareResult(e, t.Proc.Mm.Mm.Mprotect(cpu, e.Address, e.Length, (Prot)e.Prot));
     }
 
     private void Madvise(in TraceEvent e)
     {
-        var t = ThreadOf(e);
-        t.Proc.InExec = false;
-        if (!Finished(e))
+        if (!BeginCall(e, out var t, out var cpu))
         {
             return;
         }
 
-        var cpu = Activate(t);
         long start = Stopwatch.GetTimestamp();
         var r = t.Proc.Mm.Mm.Madvise(cpu, e.Address, e.Length, (Advice)e.Advice);
         t.Proc.Latency.RecordSince(start);
@@ -954,14 +960,11 @@ public sealed class TraceReplayer
     /// <summary>mremap: the model moves or resizes the mapping; a move lands where the kernel put it.</summary>
     private void Mremap(in TraceEvent e)
     {
-        var t = ThreadOf(e);
-        t.Proc.InExec = false;
-        if (!Finished(e))
+        if (!BeginCall(e, out var t, out var cpu))
         {
             return;
         }
 
-        var cpu = Activate(t);
         var mm = t.Proc.Mm.Mm;
         var flags = (MremapFlags)(int)e.Flags;
         var r = mm.Mremap(cpu, e.Address, e.Length, e.NewLength, flags, e.NewAddress);
@@ -981,14 +984,11 @@ public sealed class TraceReplayer
 
     private void Mlock(in TraceEvent e)
     {
-        var t = ThreadOf(e);
-        t.Proc.InExec = false;
-        if (!Finished(e))
+        if (!BeginCall(e, out var t, out var cpu))
         {
             return;
         }
 
-        var cpu = Activate(t);
         var mm = t.Proc.Mm.Mm;
         var r = e.Kind switch
         {
