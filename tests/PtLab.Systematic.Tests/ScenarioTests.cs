@@ -14,7 +14,7 @@ public class ScenarioTests(ITestOutputHelper output)
     private const int BeyondPctSchedules = 400;
 
     private static readonly string[] s_beyondDesigns = ["occupancy", "pte-ref-batched"];
-    private static readonly string[] s_beyondScenarios = ["occupancy-partial-zap"];
+    private static readonly string[] s_beyondScenarios = ["occupancy-partial-zap", "table-reuse-walk"];
 
     private static bool Beyond(string scenario, string design) => s_beyondDesigns.Contains(design) || s_beyondScenarios.Contains(scenario);
 

@@ -41,6 +41,7 @@ public static class Soak
             PageData = false,
             Scheduler = panic,
             LockDep = true,
+            PagingStructureCaches = true,
             Design = factory,
         });
         var mm = machine.CreateAddressSpace();
