@@ -84,7 +84,7 @@ internal static class Check
                     throw new UsageException("--last sets how many steps a replay prints: it needs --seed, or --choices with --exhaustive");
                 }
 
-                return exhaustive.RunOne(p, stdout, output, s, d, m, CatchNote(s, m));
+                return exhaustive.RunOne(p, stdout, output, s, d, m, CatchNote(s, m), p.GetValue(everyStep));
             }
 
             int n = p.GetValue(schedules);

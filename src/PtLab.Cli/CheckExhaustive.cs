@@ -124,10 +124,10 @@ internal sealed class CheckExhaustive
     }
 
     /// <summary>One scenario and design: every schedule within the bound.</summary>
-    public int RunOne(ParseResult p, TextWriter stdout, ReportOptions output, SystematicScenario s, string design, Mutation m, string? note)
+    public int RunOne(ParseResult p, TextWriter stdout, ReportOptions output, SystematicScenario s, string design, Mutation m, string? note, bool everyStep)
     {
         int bound = p.GetValue(Preemptions);
-        var e = ExhaustiveExplorer.Explore(s, design, bound, m, budget: TimeSpan.FromSeconds(p.GetValue(BudgetSeconds)));
+        var e = ExhaustiveExplorer.Explore(s, design, bound, m, budget: TimeSpan.FromSeconds(p.GetValue(BudgetSeconds)), everyStep: everyStep);
         output.Write(
             p,
             stdout,
