@@ -32,6 +32,12 @@ public enum Mutation
 
     /// <summary>pte-ref-batched: a table whose switch to atomic is still pending is freed on its unconfirmed count.</summary>
     SkipSwitchConfirm,
+
+    /// <summary>--free-pmd: a PMD table is freed on the emptiness seen under <c>mmap_lock</c> for read, without the recheck under the pud and pmd locks.</summary>
+    SkipPudRecheck,
+
+    /// <summary>--free-pmd: a PMD table is freed right after the TLB flush, without waiting a grace period for lockless walkers.</summary>
+    SkipPmdRcu,
 }
 
 /// <summary>Mutation names on the command line.</summary>
@@ -48,6 +54,8 @@ public static class Mutations
         ("skip-tlb-flush", Mutation.SkipGatherFlush),
         ("skip-count-recheck", Mutation.SkipCountRecheck),
         ("skip-switch-confirm", Mutation.SkipSwitchConfirm),
+        ("skip-pud-recheck", Mutation.SkipPudRecheck),
+        ("skip-pmd-rcu", Mutation.SkipPmdRcu),
     ];
 
     /// <summary>The known names.</summary>

@@ -47,7 +47,7 @@ public static class SystematicTester
             throw new ArgumentException($"mutation {Mutations.NameOf(mutation)} does not apply to design {design}", nameof(mutation));
         }
 
-        var factory = Designs.Factory(design, new DesignOptions { Mutation = mutation })!;
+        var factory = Designs.Factory(design, new DesignOptions { Mutation = mutation, FreePmd = scenario.FreePmd && Designs.TakesFreePmd(design) })!;
 
         var sched = new DeterministicScheduler(SchedulingStrategies.Create(strategy, seed, scenario.EstimatedSteps), maxSteps);
         var machine = new Machine(new MachineOptions
