@@ -36,8 +36,13 @@ internal static class Check
         {
             Description = "Also check, at every scheduling point, that no TLB maps a free frame and no entry maps a free frame or table.",
         };
+        var freePmd = new Option<bool>("--free-pmd")
+        {
+            Description = "Run the design with empty PMD tables freed (" + string.Join(", ", Designs.Names.Where(Designs.TakesFreePmd)) +
+                          "); " + SystematicScenarios.PmdFreeGupFast + " always runs with it.",
+        };
         cmd.Arguments.Add(scenario);
-        foreach (var o in new Option[] { design, schedules, strategy, seed, baseSeed, mutation, last, everyStep })
+        foreach (var o in new Option[] { design, schedules, strategy, seed, baseSeed, mutation, last, everyStep, freePmd })
         {
             cmd.Options.Add(o);
         }
@@ -72,6 +77,21 @@ internal static class Check
 
             var s = SystematicScenarios.Find(scenarioName)!;
             RefuseADesignTheScenarioDoesNotTest(s, d);
+            if (p.GetValue(freePmd))
+            {
+                if (!Designs.TakesFreePmd(d))
+                {
+                    throw new UsageException($"--free-pmd: design {d} does not free empty PMD tables; it applies to {string.Join(", ", Designs.Names.Where(Designs.TakesFreePmd))}");
+                }
+
+                s = s with { FreePmd = true };
+            }
+
+            if (Designs.NeedsFreePmd(m) && !(s.FreePmd && Designs.TakesFreePmd(d)))
+            {
+                throw new UsageException($"--mutation {Mutations.NameOf(m)} breaks the PMD-table free: give --free-pmd (or run {SystematicScenarios.PmdFreeGupFast})");
+            }
+
             if (isExhaustive)
             {
                 if (exhaustive.ChoicesOf(p) is { } choices)

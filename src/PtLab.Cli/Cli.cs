@@ -121,6 +121,11 @@ internal static class Cli
             DefaultValueFactory = _ => "on",
         };
 
+        public Option<bool> FreePmd { get; } = new("--free-pmd")
+        {
+            Description = "occupancy and pt-reclaim: MADV_DONTNEED also frees each PMD table (1 GiB) it leaves empty.",
+        };
+
         public Option<string> At { get; } = new("--at")
         {
             Description = "Place the mapping at this 2M-aligned address (hex 0x... or decimal) with MAP_FIXED_NOREPLACE; 0 lets the model choose.",
@@ -155,6 +160,7 @@ internal static class Cli
             c.Options.Add(At);
             c.Options.Add(Swap);
             c.Options.Add(SwitchBack);
+            c.Options.Add(FreePmd);
             c.Options.Add(Force);
             c.Options.Add(Profile);
         }
@@ -172,6 +178,13 @@ internal static class Cli
                 throw new UsageException(
                     $"--switch-back: {(designs.Count == 1 ? $"design {designs[0]} has" : $"designs {string.Join(", ", designs)} have")} no " +
                     $"switch back to percpu mode; it applies to {string.Join(", ", takers)}");
+            }
+
+            if (p.GetValue(FreePmd) && !designs.Any(Designs.TakesFreePmd))
+            {
+                throw new UsageException(
+                    $"--free-pmd: {(designs.Count == 1 ? $"design {designs[0]} does" : $"designs {string.Join(", ", designs)} do")} not free " +
+                    $"empty PMD tables; it applies to {string.Join(", ", Designs.Names.Where(Designs.TakesFreePmd))}");
             }
 
             if (Given(p, At) && !def.KernelCapable)
@@ -235,7 +248,7 @@ internal static class Cli
                 .Add("pageData", pageData ? "on" : "off")
                 .Add("cpus", (long)cpus)
                 .Add("swapBytes", swap);
-            var options = new DesignOptions { SwitchBack = switchBack };
+            var options = new DesignOptions { SwitchBack = switchBack, FreePmd = p.GetValue(FreePmd) };
             var factory = DesignFactory(design, options);
             foreach (var (key, value) in Designs.ReportedOptions(design, options))
             {

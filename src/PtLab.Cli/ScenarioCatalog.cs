@@ -47,7 +47,7 @@ internal static class ScenarioCatalog
     private const ulong TwoMiB = 2UL << 20;
 
     public static IReadOnlyList<ScenarioDef> All() =>
-        [CoverLetter(), Halves(), ZeroPage(), MunmapHoles(), Mixed(), FileMapping(), PerPageDontNeed(), MadvFreePressure(), ZeroPageFill(), Reuse(), Production()];
+        [CoverLetter(), Halves(), ZeroPage(), MunmapHoles(), Mixed(), FileMapping(), PerPageDontNeed(), MadvFreePressure(), ZeroPageFill(), Reuse(), SparseRelease(), Production()];
 
     /// <summary>The scenarios' names, for help and error texts.</summary>
     public static IReadOnlyList<string> Names { get; } = [.. All().Select(d => d.Name)];
@@ -422,6 +422,28 @@ internal static class ScenarioCatalog
 
                 CheckAt(a.At, s);
                 return new ReuseScenario(s, n, a.At);
+            },
+        };
+    }
+
+    private static ScenarioDef SparseRelease()
+    {
+        var size = new Option<string>("--size") { Description = "Bytes to map: a multiple of 2M.", DefaultValueFactory = _ => "4G" };
+        return new ScenarioDef
+        {
+            Name = "sparse-release",
+            Description =
+                "A large sparse region: write one page in every 2 MiB of --size, give each back with its own 4 KiB MADV_DONTNEED, " +
+                "then MADV_DONTNEED the whole region. Leaves PMD tables (one per GiB) unless the design runs with --free-pmd. " +
+                "Checkpoints: touched, released, dontneed-all.",
+            Options = [size],
+            Footprint = s => s is SparseReleaseScenario r ? new(r.Size, r.Size / 512) : default,
+            WarmUp = s => s is SparseReleaseScenario r ? new SparseReleaseScenario(Math.Min(r.Size, 64UL << 20)) : s,
+            Create = (p, a) =>
+            {
+                ulong s = TwoMiBMultiple(p.GetValue(size), "--size", TwoMiB);
+                CheckAt(a.At, s);
+                return new SparseReleaseScenario(s, a.At);
             },
         };
     }

@@ -47,6 +47,7 @@ internal static class Scoreboard
         ("madvfree-pressure", () => new MadvFreePressureScenario(128UL << 20), 32L << 20, 1),
         ("zeropage-fill", () => new ZeroPageFillScenario(128UL << 20), 24L << 30, 1),
         ("reuse", () => new ReuseScenario(64UL << 20, 4), 24L << 30, 1),
+        ("sparse-release", () => new SparseReleaseScenario(4UL << 30), 24L << 30, 1),
     ];
 
     /// <summary>Adds --scenarios (and the options that go with it) to the compare command.</summary>
@@ -63,10 +64,12 @@ internal static class Scoreboard
         };
         var trials = new Option<int>("--trials") { Description = "Measured runs per design and scenario (times are medians).", DefaultValueFactory = _ => 1 };
         var plot = new Option<string>("--plot") { Description = "Write one bar chart per scenario (VmPTE per design) into this folder.", HelpName = "DIR" };
+        var freePmd = new Option<bool>("--free-pmd") { Description = "The designs that can (occupancy, pt-reclaim) also free each PMD table a MADV_DONTNEED leaves empty." };
         compare.Options.Add(scenarios);
         compare.Options.Add(designs);
         compare.Options.Add(trials);
         compare.Options.Add(plot);
+        compare.Options.Add(freePmd);
         var report = ReportOptions.AddTo(compare);
         compare.SetAction(p =>
         {
@@ -90,7 +93,7 @@ internal static class Scoreboard
                 Directory.CreateDirectory(dir);
             }
 
-            var r = Run(board, names, n, dir, stderr);
+            var r = Run(board, names, n, dir, stderr, new Reclaim.DesignOptions { FreePmd = p.GetValue(freePmd) });
             return report.Write(p, stdout, r.ToJson, () => Csv(r), w => WriteTable(r, w));
         });
     }
@@ -118,7 +121,8 @@ internal static class Scoreboard
     }
 
     private static ScoreboardReport Run(
-        IReadOnlyList<(string Label, Func<IScenario> Create, long RamBytes, int Cpus)> board, IReadOnlyList<string> names, int trials, string? dir, TextWriter stderr)
+        IReadOnlyList<(string Label, Func<IScenario> Create, long RamBytes, int Cpus)> board, IReadOnlyList<string> names, int trials, string? dir, TextWriter stderr,
+        Reclaim.DesignOptions options)
     {
         var scenarios = new List<ScoreboardScenario>();
         foreach (var (label, create, ram, cpus) in board)
@@ -131,7 +135,7 @@ internal static class Scoreboard
                 PageData = false,
                 Cpus = cpus,
                 Scheduler = cpus > 1 ? new PtLab.Sync.PanicOnFailure() : null,
-                Design = Cli.DesignFactory(design),
+                Design = Cli.DesignFactory(design, options),
             };
             // The catalogue's small copy of the scenario warms the JIT and the heap for each design first.
             var def = ScenarioCatalog.All().First(d => d.Name == scenario.Name || d.Aliases.Contains(scenario.Name));
@@ -140,6 +144,11 @@ internal static class Scoreboard
                 names, trials, n => Compare.RunOnce(warmUp, Machine(n), null), (n, _) => Compare.RunOnce(scenario, Machine(n), null));
             var runs = names.Select(n => Compare.Combine(n, results[n])).ToList();
             var parameters = new ReportParameters().Add("ramBytes", ram).Add("pageData", "off").Add("cpus", (long)cpus).AddScenario(scenario.Parameters);
+            if (options.FreePmd)
+            {
+                parameters.Add("freePmd", "on");
+            }
+
             var compare = new CompareReport(scenario.Name, parameters.Values, runs) { Trials = trials, Orders = orders, Summary = Demo.Summary(runs) };
             if (dir is not null)
             {
@@ -187,7 +196,7 @@ internal static class Scoreboard
         console.WriteLine($"scoreboard: {Human.Plural(r.Scenarios.Count, "scenario")} x {Human.Plural(r.Designs.Count, "design")}, a fresh machine per run, page data off, " +
                           (r.Trials > 1 ? $"{r.Trials} trials (times are medians)" : "one trial each") + "; * marks the best design per scenario (fewest PTE tables left, then least wall time)");
         var t = new Table().Border(TableBorder.Simple);
-        foreach (var h in new[] { "scenario", "design", "PTE tables", "PMD tables", "VmPTE kB", "faults/s", "madvise p50", "madvise p99", "grace periods", "TLB flushes", "wall" })
+        foreach (var h in new[] { "scenario", "design", "PTE tables left", "PMD tables left", "VmPTE kB", "faults/s", "madvise p50", "madvise p99", "grace periods", "TLB flushes", "wall" })
         {
             t.AddColumn(h == "scenario" || h == "design" ? new TableColumn(h) : new TableColumn(h).RightAligned());
         }

@@ -64,7 +64,45 @@ public class ScoreboardTests
         Assert.Equal(["occupancy"], j.GetProperty("fewestTablesEverywhere").EnumerateArray().Select(e => e.GetString()));
     }
 
+    private static Dictionary<string, long> PmdTablesAfter(JsonElement compare) =>
+        compare.GetProperty("designs").EnumerateArray().ToDictionary(
+            d => d.GetProperty("design").GetString()!, d => d.GetProperty("after").GetProperty("tables").GetProperty("pmd").GetInt64());
+
+    [Fact]
+    public void SparseReleaseLeavesThePmdTablesUnlessTheDesignFreesThem()
+    {
+        string[] args = ["compare", "sparse-release", "--size", "2G", "--designs", "none,pt-reclaim,occupancy", "--trials", "1", "--page-data", "off", "--format", "json"];
+        var kept = Json(args);
+        var freed = Json([.. args, "--free-pmd"]);
+        long gibs = PmdTablesAfter(kept)["none"];
+        Assert.InRange(gibs, 2, 3); // 2 GiB, placed 2 MiB-aligned: two or three GiBs
+        Assert.Equal(gibs, PmdTablesAfter(freed)["none"]);
+        foreach (var d in new[] { "pt-reclaim", "occupancy" })
+        {
+            Assert.Equal(0, PteTablesAfter(kept)[d]);
+            Assert.Equal(gibs, PmdTablesAfter(kept)[d]);
+            Assert.Equal(0, PmdTablesAfter(freed)[d]);
+        }
+
+        // VmPTE counts the PMD tables: only the PUD table is left where they went.
+        var occupancy = freed.GetProperty("designs").EnumerateArray().First(d => d.GetProperty("design").GetString() == "occupancy");
+        Assert.Equal(4, occupancy.GetProperty("after").GetProperty("vmPteKb").GetInt64());
+    }
+
+    [Fact]
+    public void TheScoreboardPassesFreePmdToTheDesignsThatTakeIt()
+    {
+        var j = Json("compare", "--scenarios", "sparse-release", "--designs", "none,occupancy", "--free-pmd", "--format", "json");
+        var compare = Assert.Single(j.GetProperty("scenarios").EnumerateArray()).GetProperty("compare");
+        var pmds = PmdTablesAfter(compare);
+        Assert.Equal(0, pmds["occupancy"]);
+        Assert.InRange(pmds["none"], 4, 5);
+    }
+
     [Theory]
+    [InlineData("--free-pmd", "run", "sparse-release", "--design", "none", "--free-pmd")]
+    [InlineData("--free-pmd", "check", "gup-fast-free", "--design", "pte-ref", "--free-pmd")]
+    [InlineData("--free-pmd", "check", "gup-fast-free", "--design", "occupancy", "--mutation", "skip-pmd-rcu")]
     [InlineData("--scenarios", "compare", "--scenarios", "bogus")]
     [InlineData("--trials", "compare", "--scenarios", "reuse", "--trials", "0")]
     [InlineData("--designs", "compare", "--scenarios", "reuse", "--designs", "magic")]

@@ -90,6 +90,19 @@ public class MutationTests(ITestOutputHelper output)
     }
 
     [Theory]
+    [InlineData("occupancy", Mutation.SkipPmdRcu, "UseAfterFreeException")]
+    [InlineData("pt-reclaim", Mutation.SkipPmdRcu, "UseAfterFreeException")]
+    [InlineData("occupancy", Mutation.SkipPudRecheck, "VmPTE accounting")]
+    [InlineData("pt-reclaim", Mutation.SkipPudRecheck, "VmPTE accounting")]
+    public void BreaksOfThePmdTableFreeAreCaught(string design, Mutation mutation, string expected)
+    {
+        var r = SystematicTester.Explore(SystematicScenarios.Find(SystematicScenarios.PmdFreeGupFast)!, design, "pct", 1000, 0, mutation, stopAtFirst: true);
+        output.WriteLine($"{Mutations.NameOf(mutation)} on {design} in {SystematicScenarios.PmdFreeGupFast}: caught after {r.Schedules} schedules: {r.FirstViolation}");
+        Assert.NotNull(r.FirstFailingSeed);
+        Assert.Contains(expected, r.FirstViolation);
+    }
+
+    [Theory]
     [InlineData("none")]
     [InlineData("pte-ref")]
     [InlineData("pt-reclaim")]

@@ -79,7 +79,21 @@ public interface IPageTableReclaim
     /// <c>mmap_lock</c> still held for read: where a design finishes work it started asynchronously.
     /// </summary>
     void AfterMadvise(MmStruct mm, Cpu cpu);
+
+    /// <summary>
+    /// Whether MADV_DONTNEED also frees the PMD tables its zaps left empty (<c>--free-pmd</c>), and
+    /// with which test-only protocol break; null when it does not.
+    /// </summary>
+    PmdTableFreeing? FreesPmdTables => null;
 }
+
+/// <summary>
+/// How a design frees empty PMD tables (see <c>MmStruct.FreeEmptyPmdTables</c>): the real protocol
+/// when both flags are false.
+/// </summary>
+/// <param name="SkipRecheckForTesting">Mutation: free on the emptiness seen under <c>mmap_lock</c> for read, without rechecking the 512 entries under the locks.</param>
+/// <param name="SkipRcuForTesting">Mutation: free the PMD table right after the TLB flush, without waiting a grace period for lockless walkers.</param>
+public sealed record PmdTableFreeing(bool SkipRecheckForTesting = false, bool SkipRcuForTesting = false);
 
 /// <summary>A design that frees empty PTE tables on request (<see cref="Advice.PtReclaim"/>).</summary>
 public interface IExplicitTableReclaim

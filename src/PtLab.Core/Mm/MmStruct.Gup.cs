@@ -188,7 +188,11 @@ public sealed partial class MmStruct
             return -1;
         }
 
-        long pmdTable = Entry.Pfn(pude);
+        // A design that frees empty PMD tables may unhook this one right after the read above; it
+        // frees it only after a grace period, so reading it stays safe, and it reads all none.
+        // The reference carries the table's generation, so a read of it once freed and reused is caught.
+        var pmdTable = Phys.Ref(Entry.Pfn(pude));
+        Machine.Sync.Scheduler?.Reached(PtLab.Sync.SchedulingPointKind.EntryLoad, pmdTable.Pfn);
         ref ulong pmdSlot = ref Phys.Table(pmdTable)[Geometry.Index(va, 2)];
         ulong pmd = Volatile.Read(ref pmdSlot);
         if (!Entry.IsHwPresent(pmd))
@@ -219,8 +223,9 @@ public sealed partial class MmStruct
 
         // Recheck: if the pmd or the entry changed, the table or the page may be on its way out.
         // The entry's storage is rechecked too: a PTE table gives back a group of entries that all
-        // went none, and another table may have taken it since the read.
-        if (Volatile.Read(ref pmdSlot) != pmd || Volatile.Read(ref slot) != pte || !Phys.SameEntry(Entry.Pfn(pmd), Geometry.PteIndex(va), ref slot))
+        // went none, and another table may have taken it since the read. The pmd is read again
+        // through the PMD table's reference: that table, too, is freed only after this section.
+        if (Volatile.Read(ref Phys.Table(pmdTable)[Geometry.Index(va, 2)]) != pmd || Volatile.Read(ref slot) != pte || !Phys.SameEntry(Entry.Pfn(pmd), Geometry.PteIndex(va), ref slot))
         {
             Phys.PutPage(pfn);
             return -1;

@@ -116,6 +116,7 @@ public sealed partial class MmStruct
         finally
         {
             MmapLock.UpRead(cpu.Id);
+            FreeEmptyPmdTables(cpu);
             Rcu.Poll(); // let deferred table frees run, as the RCU softirq would soon after
         }
     }

@@ -20,7 +20,12 @@ public sealed partial class MmStruct
             long pmdTable = PmdTableOf(addr);
             if (pmdTable >= 0)
             {
+                long freedBefore = Volatile.Read(ref _tablesFreed[1]);
                 ZapPmdRange(cpu, tlb, vma, pmdTable, addr, next, reason);
+                if (reason == ZapReason.DontNeed && Volatile.Read(ref _tablesFreed[1]) != freedBefore)
+                {
+                    NoteIfPmdTableEmptied(cpu, pmdTable, addr); // a PTE table went: the GiB may be empty now
+                }
             }
 
             addr = next;

@@ -57,8 +57,11 @@ public sealed class MmuGather
     internal void RemoveTable(long pfn)
     {
         (_tables ??= []).Add(pfn);
-        _freedTables |= !_mm.SkipTableFlushForTesting;
+        NoteFreedTable();
     }
+
+    /// <summary>Sets <c>tlb-&gt;freed_tables</c>: the next flush drops the paging-structure caches too.</summary>
+    internal void NoteFreedTable() => _freedTables |= !_mm.SkipTableFlushForTesting;
 
     /// <summary>Whether enough pages are batched that the caller should flush (outside its PTE lock).</summary>
     internal bool ShouldFlush => _pages.Count >= FlushBatch;

@@ -13,6 +13,12 @@ public sealed record DesignOptions
 
     /// <summary>A break of the design's protocol that the systematic tester must catch; <see cref="Mutation.None"/> normally.</summary>
     public Mutation Mutation { get; init; }
+
+    /// <summary>
+    /// For designs that free PTE tables inside the zap: MADV_DONTNEED also frees each PMD table it
+    /// left empty (<c>--free-pmd</c>; see <c>MmStruct.FreeEmptyPmdTables</c>). Ignored by the others.
+    /// </summary>
+    public bool FreePmd { get; init; }
 }
 
 /// <summary>
@@ -32,6 +38,9 @@ public static class Designs
 
     // Mutations of the address space rather than of a design apply to every design.
     private static readonly Mutation[] s_everyDesign = [Mutation.None, Mutation.SkipGatherFlush, Mutation.SkipTableFlush];
+
+    // Breaks of the PMD-table free, for the designs that take --free-pmd; they need it on.
+    private static readonly Mutation[] s_pmdFreeMutations = [Mutation.SkipPudRecheck, Mutation.SkipPmdRcu];
 
     private static readonly Design[] s_designs =
     [
@@ -66,8 +75,10 @@ public static class Designs
         new(
             Upstream,
             "upstream 6.14+ CONFIG_PT_RECLAIM: a DONTNEED zap covering a whole empty table frees it",
-            o => new PtReclaim { SkipPmdRecheckForTesting = o.Mutation == Mutation.SkipPmdRecheck },
-            [Mutation.SkipPmdRecheck]),
+            o => new PtReclaim { SkipPmdRecheckForTesting = o.Mutation == Mutation.SkipPmdRecheck, FreesPmdTables = PmdFreeing(o) },
+            [Mutation.SkipPmdRecheck, .. s_pmdFreeMutations],
+            FreePmdReported,
+            TakesFreePmd: true),
         new(
             "occupancy",
             "Qi's Aug 2022 RFC: a plain count per PTE table of mapped and zero-page entries under the PTE lock; any zap that leaves only zero-page entries frees the table",
@@ -76,8 +87,11 @@ public static class Designs
                 SkipPmdRecheckForTesting = o.Mutation == Mutation.SkipPmdRecheck,
                 SkipTrackClearForTesting = o.Mutation == Mutation.SkipTrackClear,
                 SkipCountRecheckForTesting = o.Mutation == Mutation.SkipCountRecheck,
+                FreesPmdTables = PmdFreeing(o),
             },
-            [Mutation.SkipPmdRecheck, Mutation.SkipTrackClear, Mutation.SkipCountRecheck]),
+            [Mutation.SkipPmdRecheck, Mutation.SkipTrackClear, Mutation.SkipCountRecheck, .. s_pmdFreeMutations],
+            FreePmdReported,
+            TakesFreePmd: true),
         new(
             "pte-ref-batched",
             "the seed's pte_ref with the switch to atomic started asynchronously: the switches of one madvise call share one grace period, and a table that stays atomic is freed at once when it empties",
@@ -116,8 +130,21 @@ public static class Designs
             throw new ArgumentException($"mutation {Mutations.NameOf(o.Mutation)} does not apply to design {name}", nameof(options));
         }
 
+        if (s_pmdFreeMutations.Contains(o.Mutation) && !o.FreePmd)
+        {
+            throw new ArgumentException($"mutation {Mutations.NameOf(o.Mutation)} breaks the PMD-table free: it needs --free-pmd", nameof(options));
+        }
+
+        o = o with { FreePmd = o.FreePmd && design.TakesFreePmd };
+
         return () => design.Create(o);
     }
+
+    /// <summary>Whether the design called <paramref name="name"/> frees empty PMD tables with <see cref="DesignOptions.FreePmd"/>.</summary>
+    public static bool TakesFreePmd(string name) => Find(name)?.TakesFreePmd == true;
+
+    /// <summary>Whether <paramref name="mutation"/> only applies with <see cref="DesignOptions.FreePmd"/>.</summary>
+    public static bool NeedsFreePmd(Mutation mutation) => s_pmdFreeMutations.Contains(mutation);
 
     /// <summary>Whether <paramref name="mutation"/> can be applied to the design called <paramref name="name"/>.</summary>
     public static bool Supports(string name, Mutation mutation) => Find(name) is { } d && d.Supports(mutation);
@@ -134,12 +161,20 @@ public static class Designs
 
     private static Design? Find(string name) => Array.Find(s_designs, d => d.Name == name);
 
+    private static PmdTableFreeing? PmdFreeing(DesignOptions o) => o.FreePmd
+        ? new PmdTableFreeing(SkipRecheckForTesting: o.Mutation == Mutation.SkipPudRecheck, SkipRcuForTesting: o.Mutation == Mutation.SkipPmdRcu)
+        : null;
+
+    // Reported only when on, so that the runs without it report what they always did.
+    private static KeyValuePair<string, string>[] FreePmdReported(DesignOptions o) => o.FreePmd ? [new("freePmd", "on")] : [];
+
     private sealed record Design(
         string Name,
         string Summary,
         Func<DesignOptions, IPageTableReclaim> Create,
         Mutation[] Mutations,
-        Func<DesignOptions, KeyValuePair<string, string>[]>? Reported = null)
+        Func<DesignOptions, KeyValuePair<string, string>[]>? Reported = null,
+        bool TakesFreePmd = false)
     {
         public bool Supports(Mutation m) => s_everyDesign.Contains(m) || Mutations.Contains(m);
     }

@@ -40,6 +40,12 @@ public enum Mutation
     /// table free, which every design goes through, so it applies to every design.
     /// </summary>
     SkipTableFlush,
+
+    /// <summary>--free-pmd: a PMD table is freed on the emptiness seen under <c>mmap_lock</c> for read, without the recheck under the pud and pmd locks.</summary>
+    SkipPudRecheck,
+
+    /// <summary>--free-pmd: a PMD table is freed right after the TLB flush, without waiting a grace period for lockless walkers.</summary>
+    SkipPmdRcu,
 }
 
 /// <summary>Mutation names on the command line.</summary>
@@ -57,6 +63,8 @@ public static class Mutations
         ("skip-count-recheck", Mutation.SkipCountRecheck),
         ("skip-switch-confirm", Mutation.SkipSwitchConfirm),
         ("skip-table-flush", Mutation.SkipTableFlush),
+        ("skip-pud-recheck", Mutation.SkipPudRecheck),
+        ("skip-pmd-rcu", Mutation.SkipPmdRcu),
     ];
 
     /// <summary>The known names.</summary>

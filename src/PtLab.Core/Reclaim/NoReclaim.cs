@@ -15,6 +15,9 @@ public class NoReclaim : IPageTableReclaim
     public virtual string Name => "none";
 
     /// <inheritdoc/>
+    public PmdTableFreeing? FreesPmdTables { get; init; }
+
+    /// <inheritdoc/>
     public virtual void PteTableCtor(MmStruct mm, Cpu cpu, long pteTable)
     {
     }

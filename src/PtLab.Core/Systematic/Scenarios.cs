@@ -37,9 +37,9 @@ public sealed class ScenarioContext
 
     internal Cpu Cpu(int id) => Machine.Cpus[id];
 
-    internal void Map(ulong length)
+    internal void Map(ulong length, MapFlags extra = 0)
     {
-        var r = Mm.Mmap(Cpu(0), Base, length, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed);
+        var r = Mm.Mmap(Cpu(0), Base, length, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed | extra);
         if (!r.Ok)
         {
             throw new InvalidOperationException($"set-up mmap failed: {r.Error}");
@@ -94,6 +94,9 @@ public sealed record SystematicScenario(
 
     /// <summary>The mutations this scenario is shown to catch (the mutation tests of the default run), for designs that have them.</summary>
     public IReadOnlyList<Mutation> Catches { get; init; } = [];
+
+    /// <summary>Whether the designs that take it run with <see cref="DesignOptions.FreePmd"/> (empty PMD tables freed).</summary>
+    public bool FreePmd { get; init; }
 }
 
 /// <summary>The catalogue of races the systematic tester explores.</summary>
@@ -101,6 +104,7 @@ public static class SystematicScenarios
 {
     private const ulong K4 = 4096;
     private const ulong M2 = 2UL << 20;
+    private const ulong G1 = 1UL << 30;
     private const ulong Base = ScenarioContext.Base;
 
     /// <summary>Every scenario, in catalogue order.</summary>
@@ -160,19 +164,7 @@ public static class SystematicScenarios
                 }
             },
             [
-                (c, cpu) =>
-                {
-                    Span<long> pages = stackalloc long[4];
-                    for (int round = 0; round < 2; round++)
-                    {
-                        c.Scheduler.Note("get_user_pages_fast(4 pages)");
-                        long got = c.Mm.GetUserPagesFast(cpu, Base, 4, write: true, pages);
-                        if (got > 0)
-                        {
-                            c.Mm.PutUserPages(cpu, pages[..(int)got]);
-                        }
-                    }
-                },
+                (c, cpu) => GupFastTwice(c, cpu, 4),
                 (c, cpu) =>
                 {
                     c.Scheduler.Note("madvise(DONTNEED, 2 MiB)");
@@ -436,7 +428,55 @@ public static class SystematicScenarios
                     cpu.Touch(Base + M2 + K4);
                 },
             ]),
+        new(
+            PmdFreeGupFast,
+            "MADV_DONTNEED of a whole GiB empties its PTE tables and then its PMD table (with --free-pmd, freed under mmap_lock for write after a pud recheck and a grace period) against lockless GUP-fast reading pud then pmd, and a fault that needs the PMD table",
+            350,
+            64L << 20,
+            c =>
+            {
+                // The base is GiB-aligned: one PMD table maps the whole region. NORESERVE: the
+                // machine's small RAM could not back a commit of 1 GiB.
+                c.Map(G1, MapFlags.NoReserve);
+                c.Touch(Base);
+                c.Touch(Base + K4);
+                c.Touch(Base + M2);
+                c.End = Base + (2 * M2); // the TLB invariant scans where pages were mapped, not the whole GiB
+            },
+            [
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, 1 GiB)");
+                    c.Mm.Madvise(cpu, Base, G1, Advice.DontNeed);
+                },
+                (c, cpu) => GupFastTwice(c, cpu, 2),
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write the second table (needs the PMD table)");
+                    cpu.Touch(Base + M2 + K4);
+                    c.Scheduler.Note("fault: read page 0");
+                    cpu.ReadByte(Base, out _);
+                },
+            ]),
     ]);
+
+    /// <summary>The race of a PMD-table free against GUP-fast and a fault (run with <see cref="SystematicScenario.FreePmd"/>).</summary>
+    public const string PmdFreeGupFast = "pmd-free-gup-fast";
+
+    /// <summary>Two rounds of GUP-fast (pin then unpin) of the first <paramref name="pages"/> pages.</summary>
+    private static void GupFastTwice(ScenarioContext c, Cpu cpu, int pages)
+    {
+        Span<long> pinned = stackalloc long[pages];
+        for (int round = 0; round < 2; round++)
+        {
+            c.Scheduler.Note($"get_user_pages_fast({pages} pages)");
+            long got = c.Mm.GetUserPagesFast(cpu, Base, pages, write: true, pinned);
+            if (got > 0)
+            {
+                c.Mm.PutUserPages(cpu, pinned[..(int)got]);
+            }
+        }
+    }
 
     private static SystematicScenario[] Described(SystematicScenario[] all) => [.. all.Select(Describe)];
 
@@ -450,6 +490,7 @@ public static class SystematicScenarios
         "percpu-switch" => s with { UsesDesign = false, Catches = [Mutation.SkipSwitchGracePeriod] },
         "ptreclaim-trylock" => s with { Catches = [Mutation.SkipPmdRecheck] },
         "occupancy-partial-zap" => s with { Catches = [Mutation.SkipCountRecheck, Mutation.SkipTrackClear, Mutation.SkipSwitchConfirm] },
+        PmdFreeGupFast => s with { FreePmd = true, Catches = [Mutation.SkipPudRecheck, Mutation.SkipPmdRcu] },
         _ => s,
     };
 

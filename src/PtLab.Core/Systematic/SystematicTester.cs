@@ -55,7 +55,7 @@ public static class SystematicTester
             throw new ArgumentException($"mutation {Mutations.NameOf(mutation)} does not apply to design {design}", nameof(mutation));
         }
 
-        var factory = Designs.Factory(design, new DesignOptions { Mutation = mutation })!;
+        var factory = Designs.Factory(design, new DesignOptions { Mutation = mutation, FreePmd = scenario.FreePmd && Designs.TakesFreePmd(design) })!;
 
         var sched = new DeterministicScheduler(strategy, maxSteps);
         var machine = new Machine(new MachineOptions
