@@ -20,18 +20,20 @@ public sealed class TraceReader : IDisposable
     private static readonly byte[] s_magic = "PAR1"u8.ToArray();
     private static readonly CompressionMethod[] s_codecs = [CompressionMethod.None, CompressionMethod.Snappy, CompressionMethod.Gzip, CompressionMethod.Zstd, CompressionMethod.Lz4Raw];
 
-    private readonly Stream _file;
+    private readonly ChunkBoundedStream _file;
     private readonly ParquetReader _parquet;
     private readonly long[] _groupRows;
+    private readonly long[][] _chunkEnds;
     private bool _reading;
 
-    private TraceReader(string path, Stream file, ParquetReader parquet, TraceMetadata metadata, long[] groupRows)
+    private TraceReader(string path, ChunkBoundedStream file, ParquetReader parquet, TraceMetadata metadata, long[] groupRows, long[][] chunkEnds)
     {
         Path = path;
         _file = file;
         _parquet = parquet;
         Metadata = metadata;
         _groupRows = groupRows;
+        _chunkEnds = chunkEnds;
         Rows = groupRows.Sum();
     }
 
@@ -59,12 +61,17 @@ public sealed class TraceReader : IDisposable
     {
         ArgumentNullException.ThrowIfNull(file);
         ParquetReader? parquet = null;
+        // Parquet.Net reads page headers byte by byte from the stream and takes its end for a byte
+        // with every bit set: a header cut short loops for ever. Decoding is held inside the chunk
+        // being decoded, and a read past it is an error.
+        file = new ChunkBoundedStream(file);
         try
         {
             long footerStart = CheckEnvelope(path, file);
             TraceMetadata? metadata;
             string? error;
             long[] groupRows;
+            long[][] chunkEnds = [];
             Dictionary<string, string> kv;
             try
             {
@@ -78,7 +85,7 @@ public sealed class TraceReader : IDisposable
                     CheckSchema(path, parquet.Schema);
                 }
 
-                groupRows = metadata is null ? [] : CheckLayout(path, parquet, footerStart);
+                groupRows = metadata is null ? [] : CheckLayout(path, parquet, footerStart, out chunkEnds);
             }
             catch (Exception e) when (e is not TraceFormatException && IsDecodeFailure(e))
             {
@@ -101,7 +108,7 @@ public sealed class TraceReader : IDisposable
             }
 
             CheckChecksum(path, file, footerStart, checksum);
-            return new TraceReader(path, file, parquet, metadata, groupRows);
+            return new TraceReader(path, (ChunkBoundedStream)file, parquet, metadata, groupRows, chunkEnds);
         }
         catch
         {
@@ -241,11 +248,16 @@ public sealed class TraceReader : IDisposable
                     continue;
                 }
 
+                _file.Limit = _chunkEnds[index][c.Index];
                 into.Read(group, c, rows);
             }
             catch (Exception e) when (IsDecodeFailure(e))
             {
                 throw new TraceFormatException($"{Path}: row group {index} (rows from {_groupRows.Take(index).Sum()}), column {c.Name}: cannot decode: {OneLine(e)}");
+            }
+            finally
+            {
+                _file.Limit = long.MaxValue;
             }
         }
 
@@ -325,11 +337,12 @@ public sealed class TraceReader : IDisposable
     /// with sizes and counts a writer could produce: then every decode reads pages the checksum
     /// vouches for, at the offsets where they were written.
     /// </summary>
-    private static long[] CheckLayout(string path, ParquetReader parquet, long footerStart)
+    private static long[] CheckLayout(string path, ParquetReader parquet, long footerStart, out long[][] chunkEnds)
     {
         var meta = parquet.Metadata ?? throw new TraceFormatException($"{path}: no file metadata");
         var groups = meta.RowGroups ?? [];
         var rows = new long[groups.Count];
+        chunkEnds = new long[groups.Count][];
         long expect = 4;
         for (int g = 0; g < groups.Count; g++)
         {
@@ -341,6 +354,7 @@ public sealed class TraceReader : IDisposable
 
             rows[g] = group.NumRows;
             var columns = group.Columns ?? [];
+            chunkEnds[g] = new long[columns.Count];
             if (columns.Count != TraceSchema.Columns.Count)
             {
                 throw new TraceFormatException($"{path}: row group {g} has {columns.Count} column chunks, expected {TraceSchema.Columns.Count}");
@@ -378,6 +392,7 @@ public sealed class TraceReader : IDisposable
                 }
 
                 expect = start + chunk.TotalCompressedSize;
+                chunkEnds[g][c] = expect;
             }
         }
 
