@@ -73,6 +73,15 @@ public sealed class TraceReader : IDisposable
             long[] groupRows;
             long[][] chunkEnds = [];
             Dictionary<string, string> kv;
+            byte[] footer = new byte[file.Length - 8 - footerStart];
+            file.Position = footerStart;
+            file.ReadExactly(footer);
+            file.Position = 0;
+            if (FooterCheck.Check(footer) is { } malformed)
+            {
+                throw new TraceFormatException($"{path}: the Parquet footer cannot be read: {malformed}");
+            }
+
             try
             {
                 // Parquet.Net decodes the footer (and, lazily, the schema) here: whatever it throws on a
@@ -175,41 +184,19 @@ public sealed class TraceReader : IDisposable
                 allowUnfinished: Metadata.Truncated || Metadata.Source == "attach");
             long row = 0;
             var spare = new DecodedGroup();
-            Task<DecodedGroup>? next = _groupRows.Length > 0 ? Task.Run(() => Decode(0, new DecodedGroup()), cancellationToken) : null;
+            // Row groups are decoded and checked on another thread, one ahead of the consumer: group
+            // g + 1 while group g is consumed. The tasks run one after another, so the validator sees
+            // the rows in file order; a bad row's error surfaces when the consumer reaches its group.
+            Task<DecodedGroup>? next = _groupRows.Length > 0 ? Task.Run(() => DecodeAndCheck(0, 0, new DecodedGroup(), validator), cancellationToken) : null;
             for (int g = 0; g < _groupRows.Length; g++)
             {
                 DecodedGroup group = Await(next!);
-                // Decode the next row group while this one is consumed; its buffers are the spare set.
                 var buffers = spare;
                 int nextIndex = g + 1;
-                next = nextIndex < _groupRows.Length ? Task.Run(() => Decode(nextIndex, buffers), cancellationToken) : null;
-                var batch = new TraceBatch(group, row);
-                var kinds = group.Kinds;
-                var has = group.Has;
-                var times = group.Longs(TraceSchema.Time);
-                var pids = group.Ints(TraceSchema.Pid);
-                var tids = group.Ints(TraceSchema.Tid);
-                var flags = group.Longs(TraceSchema.Flags);
-                for (int r = 0; r < group.Rows; r++)
-                {
-                    var k = kinds[r];
-                    // Faults, nearly every row of a big trace, take the short check; any doubt takes the full one.
-                    if (k is TraceEventKind.Fault or TraceEventKind.KernelFault && has[r] == TraceKinds.Fields(k).Required &&
-                        validator.CheckFault(times[r], pids[r], tids[r], (ulong)flags[r]))
-                    {
-                        continue;
-                    }
-
-                    string? error = group.RowError(r);
-                    error ??= validator.Check(batch.Event(r));
-                    if (error is not null)
-                    {
-                        throw new TraceFormatException($"{Path}: row {row + r}: {error}");
-                    }
-                }
-
-                yield return batch;
-                row += group.Rows;
+                long nextRow = row + group.Rows;
+                next = nextIndex < _groupRows.Length ? Task.Run(() => DecodeAndCheck(nextIndex, nextRow, buffers, validator), cancellationToken) : null;
+                yield return new TraceBatch(group, row);
+                row = nextRow;
                 cancellationToken.ThrowIfCancellationRequested();
                 spare = group;
             }
@@ -218,6 +205,37 @@ public sealed class TraceReader : IDisposable
         {
             _reading = false;
         }
+    }
+
+    private DecodedGroup DecodeAndCheck(int index, long firstRow, DecodedGroup into, TraceValidator validator)
+    {
+        var group = Decode(index, into);
+        var batch = new TraceBatch(group, firstRow);
+        var kinds = group.Kinds;
+        var has = group.Has;
+        var times = group.Longs(TraceSchema.Time);
+        var pids = group.Ints(TraceSchema.Pid);
+        var tids = group.Ints(TraceSchema.Tid);
+        var flags = group.Longs(TraceSchema.Flags);
+        for (int r = 0; r < group.Rows; r++)
+        {
+            var k = kinds[r];
+            // Faults, nearly every row of a big trace, take the short check; any doubt takes the full one.
+            if (k is TraceEventKind.Fault or TraceEventKind.KernelFault && has[r] == TraceKinds.Fields(k).Required &&
+                validator.CheckFault(times[r], pids[r], tids[r], (ulong)flags[r]))
+            {
+                continue;
+            }
+
+            string? error = group.RowError(r);
+            error ??= validator.Check(batch.Event(r));
+            if (error is not null)
+            {
+                throw new TraceFormatException($"{Path}: row {firstRow + r}: {error}");
+            }
+        }
+
+        return group;
     }
 
     private static DecodedGroup Await(Task<DecodedGroup> task)
