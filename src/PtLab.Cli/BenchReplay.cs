@@ -86,75 +86,81 @@ internal static class BenchReplay
                 stdout.WriteLine(string.Create(ci, $"trace: {total:N0} rows, {bytes:N0} bytes, {(double)bytes / total:F2} bytes/event ({(synthetic ? "synthetic cover-letter loop, 512 faults per madvise" : path)})"));
                 var options = new ReplayOptions { Design = name, DesignFactory = factory, RamBytes = 64L << 30, Cpus = 1 };
                 var ops = synthetic ? ModelOps.From(path) : null;
-                var read = new List<double>();
-                var perRow = new List<double>();
-                var replay = new List<double>();
+                // Each figure is events per second of wall time and per second of CPU time (every thread
+                // of the process): on a busy host the second is the one to compare.
+                var read = new Figures();
+                var perRow = new Figures();
+                var replay = new Figures();
                 var consumer = new List<double>();
-                var model = new List<double>();
+                var model = new Figures();
                 for (int i = 0; i <= runs; i++)
                 {
-                    var clock = Stopwatch.StartNew();
-                    long count = 0;
-                    if (p.GetValue(rows))
+                    if (i == 1)
                     {
-                        using (var r = Open(path))
-                        {
-                            foreach (var e in r.ReadEvents())
-                            {
-                                count++;
-                            }
-                        }
-
-                        perRow.Add(count / clock.Elapsed.TotalSeconds);
-                        clock.Restart();
-                    }
-
-                    count = 0;
-                    using (var r = Open(path))
-                    {
-                        foreach (var b in r.ReadBatches())
-                        {
-                            count += b.Count;
-                        }
-                    }
-
-                    read.Add(count / clock.Elapsed.TotalSeconds);
-                    clock.Restart();
-                    ReplayResult result;
-                    using (var r = Open(path))
-                    {
-                        result = TraceReplayer.Run(r, options);
-                    }
-
-                    replay.Add(result.Events / clock.Elapsed.TotalSeconds);
-                    consumer.Add(result.Events / result.WallSeconds);
-                    if (ops is not null)
-                    {
-                        model.Add(ops.Run(factory, TraceReplayer.ThpOf(metadata)));
-                    }
-
-                    if (i == 0)
-                    {
-                        stdout.WriteLine(string.Create(ci, $"warm-up: replayed {result.Events:N0} events, {result.Processes.Sum(x => x.Faults):N0} faults, exit VmPTE {string.Join(", ", result.Processes.Select(x => x.Exit?.VmPteKb ?? 0))} kB; divergences {result.Divergences.Values.Sum():N0}"));
                         read.Clear();
                         perRow.Clear();
                         replay.Clear();
                         consumer.Clear();
                         model.Clear();
                     }
+
+                    if (p.GetValue(rows))
+                    {
+                        perRow.Time(() =>
+                        {
+                            long count = 0;
+                            using var r = Open(path);
+                            foreach (var e in r.ReadEvents())
+                            {
+                                count++;
+                            }
+
+                            return count;
+                        });
+                    }
+
+                    read.Time(() =>
+                    {
+                        long count = 0;
+                        using var r = Open(path);
+                        foreach (var b in r.ReadBatches())
+                        {
+                            count += b.Count;
+                        }
+
+                        return count;
+                    });
+                    ReplayResult? result = null;
+                    replay.Time(() =>
+                    {
+                        using var r = Open(path);
+                        result = TraceReplayer.Run(r, options);
+                        return result.Events;
+                    });
+                    consumer.Add(result!.Events / result.WallSeconds);
+                    if (ops is not null)
+                    {
+                        model.Time(() => ops.Run(factory, TraceReplayer.ThpOf(metadata)));
+                    }
+
+                    if (i == 0)
+                    {
+                        stdout.WriteLine(string.Create(ci, $"warm-up: replayed {result.Events:N0} events, {result.Processes.Sum(x => x.Faults):N0} faults, exit VmPTE {string.Join(", ", result.Processes.Select(x => x.Exit?.VmPteKb ?? 0))} kB; divergences {result.Divergences.Values.Sum():N0}"));
+                    }
                 }
 
+                stdout.WriteLine("events per second (best, median) of wall time and of CPU time (all threads):");
                 if (perRow.Count > 0)
                 {
-                    stdout.WriteLine(string.Create(ci, $"reader, a TraceEvent per row (decoded, checked):  best {perRow.Max(),13:N0} events/s, median {Median(perRow),13:N0}"));
+                    stdout.WriteLine("reader, a TraceEvent per row (decoded, checked):   " + perRow);
                 }
 
-                stdout.WriteLine(string.Create(ci, $"reader, batches of columns (decoded, checked):    best {read.Max(),13:N0} events/s, median {Median(read),13:N0}"));
-                stdout.WriteLine(string.Create(ci, $"replay on {name}, end to end (reader included):     best {replay.Max(),13:N0} events/s, median {Median(replay),13:N0}"));
-                stdout.WriteLine(string.Create(ci, $"  the replay's own thread (dispatch and model):    best {consumer.Max(),13:N0} events/s, median {Median(consumer),13:N0}"));
+                stdout.WriteLine("reader, batches of columns (decoded, checked):     " + read);
+                stdout.WriteLine($"replay on {name}, end to end (reader included):      " + replay);
+                stdout.WriteLine(string.Create(ci, $"  the replay's thread alone (dispatch and model): wall {consumer.Max(),12:N0} {Median(consumer),12:N0}"));
                 if (ops is not null)
                 {
-                    stdout.WriteLine(string.Create(ci, $"  the model alone ({ops.Count:N0} faults and calls, no trace): best {model.Max(),13:N0} events/s, median {Median(model),13:N0} (per trace row)"));
+                    stdout.WriteLine("  the model alone (its faults and calls, no trace): " + model);
                 }
 
                 stdout.WriteLine(string.Create(ci, $"page data off, 1 CPU, {runs} rounds after a warm-up; {Environment.ProcessorCount} CPUs on this host"));
@@ -182,6 +188,38 @@ internal static class BenchReplay
         {
             throw new UsageException(e.Message);
         }
+    }
+
+    /// <summary>Events per second of one measurement, by wall time and by the process's CPU time.</summary>
+    private sealed class Figures
+    {
+        private readonly List<double> _wall = [];
+        private readonly List<double> _cpu = [];
+
+        public int Count => _wall.Count;
+
+        public void Clear()
+        {
+            _wall.Clear();
+            _cpu.Clear();
+        }
+
+        /// <summary>Times <paramref name="work"/>, which returns the events it handled.</summary>
+        public void Time(Func<long> work)
+        {
+            var process = Process.GetCurrentProcess();
+            var cpu = process.TotalProcessorTime;
+            var clock = Stopwatch.StartNew();
+            long events = work();
+            double wall = clock.Elapsed.TotalSeconds;
+            process.Refresh();
+            double cpuSeconds = Math.Max(1e-6, (process.TotalProcessorTime - cpu).TotalSeconds);
+            _wall.Add(events / wall);
+            _cpu.Add(events / cpuSeconds);
+        }
+
+        public override string ToString() => string.Create(
+            CultureInfo.InvariantCulture, $"wall {_wall.Max(),12:N0} {Median(_wall),12:N0}   cpu {_cpu.Max(),12:N0} {Median(_cpu),12:N0}");
     }
 
     private static double Median(List<double> values)
@@ -230,14 +268,13 @@ internal static class BenchReplay
             return m;
         }
 
-        /// <summary>Runs the operations on a fresh machine; returns trace rows per second.</summary>
-        public double Run(Func<IPageTableReclaim> design, ThpSettings thp)
+        /// <summary>Runs the operations on a fresh machine; returns the trace rows they stand for.</summary>
+        public long Run(Func<IPageTableReclaim> design, ThpSettings thp)
         {
             var machine = new Machine(new MachineOptions { Cpus = 1, RamBytes = 64L << 30, PageData = false, Design = design, Thp = thp });
             var mm = machine.CreateAddressSpace();
             var cpu = machine.Cpus[0];
             cpu.SwitchMm(mm);
-            var clock = Stopwatch.StartNew();
             foreach (var op in _ops)
             {
                 switch (op.Kind)
@@ -262,9 +299,8 @@ internal static class BenchReplay
                 }
             }
 
-            double seconds = clock.Elapsed.TotalSeconds;
             mm.Exit(cpu);
-            return _rows / seconds;
+            return _rows;
         }
     }
 }
