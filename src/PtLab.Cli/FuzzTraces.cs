@@ -77,7 +77,8 @@ internal static class FuzzTraces
                         Interlocked.Increment(ref (o.Accepted ? accepted : rejected)[(int)o.Kind]);
                     }
                 }
-            }) { IsBackground = true };
+            })
+            { IsBackground = true };
             var pool = Enumerable.Range(0, workers).Select(Worker).ToList();
             pool.ForEach(t => t.Start());
             var hung = new List<ulong>();
