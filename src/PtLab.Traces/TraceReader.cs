@@ -20,18 +20,20 @@ public sealed class TraceReader : IDisposable
     private static readonly byte[] s_magic = "PAR1"u8.ToArray();
     private static readonly CompressionMethod[] s_codecs = [CompressionMethod.None, CompressionMethod.Snappy, CompressionMethod.Gzip, CompressionMethod.Zstd, CompressionMethod.Lz4Raw];
 
-    private readonly Stream _file;
+    private readonly ChunkBoundedStream _file;
     private readonly ParquetReader _parquet;
     private readonly long[] _groupRows;
+    private readonly long[][] _chunkEnds;
     private bool _reading;
 
-    private TraceReader(string path, Stream file, ParquetReader parquet, TraceMetadata metadata, long[] groupRows)
+    private TraceReader(string path, ChunkBoundedStream file, ParquetReader parquet, TraceMetadata metadata, long[] groupRows, long[][] chunkEnds)
     {
         Path = path;
         _file = file;
         _parquet = parquet;
         Metadata = metadata;
         _groupRows = groupRows;
+        _chunkEnds = chunkEnds;
         Rows = groupRows.Sum();
     }
 
@@ -59,13 +61,27 @@ public sealed class TraceReader : IDisposable
     {
         ArgumentNullException.ThrowIfNull(file);
         ParquetReader? parquet = null;
+        // Parquet.Net reads page headers byte by byte from the stream and takes its end for a byte
+        // with every bit set: a header cut short loops for ever. Decoding is held inside the chunk
+        // being decoded, and a read past it is an error.
+        file = new ChunkBoundedStream(file);
         try
         {
             long footerStart = CheckEnvelope(path, file);
             TraceMetadata? metadata;
             string? error;
             long[] groupRows;
+            long[][] chunkEnds = [];
             Dictionary<string, string> kv;
+            byte[] footer = new byte[file.Length - 8 - footerStart];
+            file.Position = footerStart;
+            file.ReadExactly(footer);
+            file.Position = 0;
+            if (FooterCheck.Check(footer) is { } malformed)
+            {
+                throw new TraceFormatException($"{path}: the Parquet footer cannot be read: {malformed}");
+            }
+
             try
             {
                 // Parquet.Net decodes the footer (and, lazily, the schema) here: whatever it throws on a
@@ -78,7 +94,7 @@ public sealed class TraceReader : IDisposable
                     CheckSchema(path, parquet.Schema);
                 }
 
-                groupRows = metadata is null ? [] : CheckLayout(path, parquet, footerStart);
+                groupRows = metadata is null ? [] : CheckLayout(path, parquet, footerStart, out chunkEnds);
             }
             catch (Exception e) when (e is not TraceFormatException && IsDecodeFailure(e))
             {
@@ -101,7 +117,7 @@ public sealed class TraceReader : IDisposable
             }
 
             CheckChecksum(path, file, footerStart, checksum);
-            return new TraceReader(path, file, parquet, metadata, groupRows);
+            return new TraceReader(path, (ChunkBoundedStream)file, parquet, metadata, groupRows, chunkEnds);
         }
         catch
         {
@@ -168,41 +184,19 @@ public sealed class TraceReader : IDisposable
                 allowUnfinished: Metadata.Truncated || Metadata.Source == "attach");
             long row = 0;
             var spare = new DecodedGroup();
-            Task<DecodedGroup>? next = _groupRows.Length > 0 ? Task.Run(() => Decode(0, new DecodedGroup()), cancellationToken) : null;
+            // Row groups are decoded and checked on another thread, one ahead of the consumer: group
+            // g + 1 while group g is consumed. The tasks run one after another, so the validator sees
+            // the rows in file order; a bad row's error surfaces when the consumer reaches its group.
+            Task<DecodedGroup>? next = _groupRows.Length > 0 ? Task.Run(() => DecodeAndCheck(0, 0, new DecodedGroup(), validator), cancellationToken) : null;
             for (int g = 0; g < _groupRows.Length; g++)
             {
                 DecodedGroup group = Await(next!);
-                // Decode the next row group while this one is consumed; its buffers are the spare set.
                 var buffers = spare;
                 int nextIndex = g + 1;
-                next = nextIndex < _groupRows.Length ? Task.Run(() => Decode(nextIndex, buffers), cancellationToken) : null;
-                var batch = new TraceBatch(group, row);
-                var kinds = group.Kinds;
-                var has = group.Has;
-                var times = group.Longs(TraceSchema.Time);
-                var pids = group.Ints(TraceSchema.Pid);
-                var tids = group.Ints(TraceSchema.Tid);
-                var flags = group.Longs(TraceSchema.Flags);
-                for (int r = 0; r < group.Rows; r++)
-                {
-                    var k = kinds[r];
-                    // Faults, nearly every row of a big trace, take the short check; any doubt takes the full one.
-                    if (k is TraceEventKind.Fault or TraceEventKind.KernelFault && has[r] == TraceKinds.Fields(k).Required &&
-                        validator.CheckFault(times[r], pids[r], tids[r], (ulong)flags[r]))
-                    {
-                        continue;
-                    }
-
-                    string? error = group.RowError(r);
-                    error ??= validator.Check(batch.Event(r));
-                    if (error is not null)
-                    {
-                        throw new TraceFormatException($"{Path}: row {row + r}: {error}");
-                    }
-                }
-
-                yield return batch;
-                row += group.Rows;
+                long nextRow = row + group.Rows;
+                next = nextIndex < _groupRows.Length ? Task.Run(() => DecodeAndCheck(nextIndex, nextRow, buffers, validator), cancellationToken) : null;
+                yield return new TraceBatch(group, row);
+                row = nextRow;
                 cancellationToken.ThrowIfCancellationRequested();
                 spare = group;
             }
@@ -211,6 +205,37 @@ public sealed class TraceReader : IDisposable
         {
             _reading = false;
         }
+    }
+
+    private DecodedGroup DecodeAndCheck(int index, long firstRow, DecodedGroup into, TraceValidator validator)
+    {
+        var group = Decode(index, into);
+        var batch = new TraceBatch(group, firstRow);
+        var kinds = group.Kinds;
+        var has = group.Has;
+        var times = group.Longs(TraceSchema.Time);
+        var pids = group.Ints(TraceSchema.Pid);
+        var tids = group.Ints(TraceSchema.Tid);
+        var flags = group.Longs(TraceSchema.Flags);
+        for (int r = 0; r < group.Rows; r++)
+        {
+            var k = kinds[r];
+            // Faults, nearly every row of a big trace, take the short check; any doubt takes the full one.
+            if (k is TraceEventKind.Fault or TraceEventKind.KernelFault && has[r] == TraceKinds.Fields(k).Required &&
+                validator.CheckFault(times[r], pids[r], tids[r], (ulong)flags[r]))
+            {
+                continue;
+            }
+
+            string? error = group.RowError(r);
+            error ??= validator.Check(batch.Event(r));
+            if (error is not null)
+            {
+                throw new TraceFormatException($"{Path}: row {firstRow + r}: {error}");
+            }
+        }
+
+        return group;
     }
 
     private static DecodedGroup Await(Task<DecodedGroup> task)
@@ -241,11 +266,16 @@ public sealed class TraceReader : IDisposable
                     continue;
                 }
 
+                _file.Limit = _chunkEnds[index][c.Index];
                 into.Read(group, c, rows);
             }
             catch (Exception e) when (IsDecodeFailure(e))
             {
                 throw new TraceFormatException($"{Path}: row group {index} (rows from {_groupRows.Take(index).Sum()}), column {c.Name}: cannot decode: {OneLine(e)}");
+            }
+            finally
+            {
+                _file.Limit = long.MaxValue;
             }
         }
 
@@ -325,11 +355,12 @@ public sealed class TraceReader : IDisposable
     /// with sizes and counts a writer could produce: then every decode reads pages the checksum
     /// vouches for, at the offsets where they were written.
     /// </summary>
-    private static long[] CheckLayout(string path, ParquetReader parquet, long footerStart)
+    private static long[] CheckLayout(string path, ParquetReader parquet, long footerStart, out long[][] chunkEnds)
     {
         var meta = parquet.Metadata ?? throw new TraceFormatException($"{path}: no file metadata");
         var groups = meta.RowGroups ?? [];
         var rows = new long[groups.Count];
+        chunkEnds = new long[groups.Count][];
         long expect = 4;
         for (int g = 0; g < groups.Count; g++)
         {
@@ -341,6 +372,7 @@ public sealed class TraceReader : IDisposable
 
             rows[g] = group.NumRows;
             var columns = group.Columns ?? [];
+            chunkEnds[g] = new long[columns.Count];
             if (columns.Count != TraceSchema.Columns.Count)
             {
                 throw new TraceFormatException($"{path}: row group {g} has {columns.Count} column chunks, expected {TraceSchema.Columns.Count}");
@@ -378,6 +410,7 @@ public sealed class TraceReader : IDisposable
                 }
 
                 expect = start + chunk.TotalCompressedSize;
+                chunkEnds[g][c] = expect;
             }
         }
 

@@ -31,4 +31,33 @@ public sealed class FuzzTests
         Assert.Contains(outcomes, o => o.Accepted);
         Assert.All(outcomes.Where(o => !o.Accepted), o => Assert.Matches(@"^fuzz\.(parquet|txt)[:]", o.Message!));
     }
+
+    /// <summary>
+    /// Inputs of the long fuzz run that hung the reader: mutated trace bytes with a matching
+    /// checksum. Parquet.Net reads a Thrift varint byte by byte and takes the end of its input (-1)
+    /// for a byte with the continuation bit, so a page header that runs off the end of the file
+    /// (103,740) or a footer that runs off its own end (113,133; 120,081) looped for ever. The reader
+    /// must reject each, promptly, naming the file and what is wrong.
+    /// </summary>
+    [Theory]
+    [InlineData(103_740, "row group 0 (rows from 0), column")]
+    [InlineData(113_133, "the Parquet footer cannot be read")]
+    [InlineData(120_081, "the Parquet footer cannot be read")]
+    public async Task AFooterOrPageHeaderRunningOffItsEndIsRejectedNotLoopedOn(ulong seed, string expected)
+    {
+        Assert.Equal(FuzzInputKind.TraceBytes, (FuzzInputKind)(seed % 3));
+        byte[] bytes = Fuzzer.MutateBytes(new Random((int)(seed ^ (seed >> 32))));
+        var run = Task.Run(() => Assert.Throws<TraceFormatException>(() =>
+        {
+            using var reader = TraceReader.Open(new MemoryStream(bytes, writable: false), "fuzz.parquet");
+            foreach (var _ in reader.ReadEvents())
+            {
+            }
+        }));
+        var e = await run.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.StartsWith("fuzz.parquet: " + expected, e.Message);
+        var outcome = Fuzzer.Run(seed);
+        Assert.Null(outcome.Crash);
+        Assert.False(outcome.Accepted);
+    }
 }
