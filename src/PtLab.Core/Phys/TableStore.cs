@@ -23,9 +23,11 @@ internal sealed class TableStore
     private const int CountBits = 6;
     private const int CountMask = (1 << CountBits) - 1;
 
-    private const int SlotChunkShift = 9;    // 512 slots of 16 header words: 32 KiB
+    // Chunks are small, so that the last one, partly used, costs little beside the tables in use
+    // (a dense 4 GiB holds 2,048 PTE tables, 32,768 groups), and pinned, so the GC never copies them.
+    private const int SlotChunkShift = 6;    // 64 slots of 16 header words: 4 KiB
     private const int SlotChunkMask = (1 << SlotChunkShift) - 1;
-    private const int GroupChunkShift = 10;  // 1024 groups of 32 entries: 256 KiB
+    private const int GroupChunkShift = 6;   // 64 groups of 32 entries: 16 KiB
     private const int GroupChunkMask = (1 << GroupChunkShift) - 1;
 
     private readonly ulong[] _sink = new ulong[1];
@@ -258,7 +260,7 @@ internal sealed class TableStore
 
             if (_headers[c] is null)
             {
-                Volatile.Write(ref _headers[c], new int[GroupsPerTable << SlotChunkShift]);
+                Volatile.Write(ref _headers[c], GC.AllocateArray<int>(GroupsPerTable << SlotChunkShift, pinned: true));
                 Volatile.Write(ref _states[c], new StateCell[1 << SlotChunkShift]);
                 _hostBytes += ((long)GroupsPerTable * sizeof(int) + IntPtr.Size) << SlotChunkShift;
             }
@@ -290,7 +292,7 @@ internal sealed class TableStore
 
                 if (_groups[c] is null)
                 {
-                    Volatile.Write(ref _groups[c], new ulong[GroupEntries << GroupChunkShift]);
+                    Volatile.Write(ref _groups[c], GC.AllocateArray<ulong>(GroupEntries << GroupChunkShift, pinned: true));
                     _hostBytes += (long)(GroupEntries * sizeof(ulong)) << GroupChunkShift;
                 }
 
