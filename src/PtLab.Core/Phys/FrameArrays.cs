@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace PtLab.Phys;
 
 /// <summary>
@@ -24,6 +26,7 @@ internal sealed class FrameArrays<T>
     public long HostBytes => Volatile.Read(ref _hostBytes);
 
     /// <summary>One value per frame: a reference to the frame's slot.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref T Slot(long pfn)
     {
         long seg = pfn >> SegmentShift;
@@ -51,6 +54,7 @@ internal sealed class FrameArrays<T>
         return a is null ? default : new Span<T>(a, (int)(pfn & ChunkMask) * _perFrame, _perFrame);
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private T[] Grow(ref T[]?[] table, long index, int length)
     {
         lock (_grow)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using PtLab.Sync;
 
 namespace PtLab.Phys;
@@ -285,6 +286,7 @@ public sealed partial class PhysMemory
     }
 
     /// <summary>The descriptor of a frame (<c>pfn_to_page</c>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref PageDescriptor Desc(long pfn) => ref _descriptors.Slot(pfn);
 
     /// <summary>The swap device, or null when none is configured.</summary>
@@ -478,6 +480,7 @@ public sealed partial class PhysMemory
     private int _tableGeneration;
 
     /// <summary>The 512 entries of a table page. Throws if the frame is not a live table.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public TableEntries Table(long pfn)
     {
         ref var d = ref Desc(pfn);
@@ -515,7 +518,34 @@ public sealed partial class PhysMemory
     public bool SameEntry(long table, int index, ref ulong entry) => _tables.SameEntry(Volatile.Read(ref Desc(table).TableSlot), index, ref entry);
 
     /// <summary>The reclaim design's per-table state (the seed's <c>pte_ref</c>, the 2021 series' <c>pte_refcount</c>), or null.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public object? TableState(long table) => _tables.State(Volatile.Read(ref Desc(table).TableSlot));
+
+    /// <summary>
+    /// The design state of the live table <paramref name="table"/>, from the one descriptor lookup
+    /// that checks it is still the table that was mapped; a stale reference throws
+    /// <see cref="UseAfterFreeException"/> as <see cref="Table(TableRef)"/> does.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public object? LiveTableState(TableRef table)
+    {
+        ref var d = ref Desc(table.Pfn);
+        if ((d.Flags & (int)PageFlags.Table) == 0 || d.Generation != table.Generation)
+        {
+            ThrowStale(table);
+        }
+
+        return _tables.State(Volatile.Read(ref d.TableSlot));
+    }
+
+    /// <summary>A reference to the live table in frame <paramref name="pfn"/> and its design state, from one descriptor lookup.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public TableRef Ref(long pfn, out object? state)
+    {
+        ref var d = ref Desc(pfn);
+        state = _tables.State(Volatile.Read(ref d.TableSlot));
+        return new(pfn, d.Generation);
+    }
 
     /// <summary>Sets the reclaim design's per-table state.</summary>
     public void SetTableState(long table, object? state) => _tables.SetState(ref Desc(table).TableSlot, state);
@@ -524,12 +554,14 @@ public sealed partial class PhysMemory
         throw new UseAfterFreeException($"frame {pfn:x} is not a page table (generation {Desc(pfn).Generation})", Environment.StackTrace, FreeStackOf(pfn));
 
     /// <summary>A reference to the live table in frame <paramref name="pfn"/>, stamped with its generation.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public TableRef Ref(long pfn) => new(pfn, Desc(pfn).Generation);
 
     /// <summary>
     /// The entries of a mapped table, after checking that it is still the table that was mapped;
     /// a freed or reused frame throws <see cref="UseAfterFreeException"/> with both stacks.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public TableEntries Table(TableRef table)
     {
         ref var d = ref Desc(table.Pfn);
@@ -542,6 +574,7 @@ public sealed partial class PhysMemory
     }
 
     /// <summary>Whether a mapped table is still the same live table (no exception).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsLive(TableRef table)
     {
         ref var d = ref Desc(table.Pfn);

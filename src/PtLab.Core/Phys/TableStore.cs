@@ -23,15 +23,19 @@ internal sealed class TableStore
     private const int CountBits = 6;
     private const int CountMask = (1 << CountBits) - 1;
 
-    private const int SlotChunkShift = 9;    // 512 slots of 16 header words: 32 KiB
+    // Chunks are small, so that the last one, partly used, costs little beside the tables in use
+    // (a dense 4 GiB holds 2,048 PTE tables, 32,768 groups), and pinned, so the GC never copies them.
+    private const int SlotChunkShift = 6;    // 64 slots of 16 header words: 4 KiB
     private const int SlotChunkMask = (1 << SlotChunkShift) - 1;
-    private const int GroupChunkShift = 10;  // 1024 groups of 32 entries: 256 KiB
+    private const int GroupChunkShift = 6;   // 64 groups of 32 entries: 16 KiB
     private const int GroupChunkMask = (1 << GroupChunkShift) - 1;
 
     private readonly ulong[] _sink = new ulong[1];
     private readonly Lock _lock = new();
     private int[]?[] _headers = new int[]?[16];
-    private object?[]?[] _states = new object?[]?[16];
+    // Design states in struct cells: a ref to a cell of a struct array needs no covariance check,
+    // as one to an element of an object array does, on every pte_ref lookup.
+    private StateCell[]?[] _states = new StateCell[]?[16];
     private ulong[]?[] _groups = new ulong[]?[16];
     private readonly Queue<int> _freeSlots = new();
     private readonly Queue<int> _freeGroups = new();
@@ -142,6 +146,7 @@ internal sealed class TableStore
     }
 
     /// <summary>The design state of a table (the seed's <c>pte_ref</c>), or null.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public object? State(int slot) => slot == 0 ? null : Volatile.Read(ref StateRef(slot));
 
     /// <summary>Sets the design state of a table, creating its slot if needed.</summary>
@@ -248,15 +253,15 @@ internal sealed class TableStore
                 var h = new int[]?[_headers.Length * 2];
                 Array.Copy(_headers, h, _headers.Length);
                 Volatile.Write(ref _headers, h);
-                var s = new object?[]?[_states.Length * 2];
+                var s = new StateCell[]?[_states.Length * 2];
                 Array.Copy(_states, s, _states.Length);
                 Volatile.Write(ref _states, s);
             }
 
             if (_headers[c] is null)
             {
-                Volatile.Write(ref _headers[c], new int[GroupsPerTable << SlotChunkShift]);
-                Volatile.Write(ref _states[c], new object?[1 << SlotChunkShift]);
+                Volatile.Write(ref _headers[c], GC.AllocateArray<int>(GroupsPerTable << SlotChunkShift, pinned: true));
+                Volatile.Write(ref _states[c], new StateCell[1 << SlotChunkShift]);
                 _hostBytes += ((long)GroupsPerTable * sizeof(int) + IntPtr.Size) << SlotChunkShift;
             }
 
@@ -287,7 +292,7 @@ internal sealed class TableStore
 
                 if (_groups[c] is null)
                 {
-                    Volatile.Write(ref _groups[c], new ulong[GroupEntries << GroupChunkShift]);
+                    Volatile.Write(ref _groups[c], GC.AllocateArray<ulong>(GroupEntries << GroupChunkShift, pinned: true));
                     _hostBytes += (long)(GroupEntries * sizeof(ulong)) << GroupChunkShift;
                 }
 
@@ -317,7 +322,13 @@ internal sealed class TableStore
     private ref int Header(int slot, int group) =>
         ref Volatile.Read(ref _headers)[slot >> SlotChunkShift]![((slot & SlotChunkMask) << 4) + group];
 
-    private ref object? StateRef(int slot) => ref Volatile.Read(ref _states)[slot >> SlotChunkShift]![slot & SlotChunkMask];
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref object? StateRef(int slot) => ref Volatile.Read(ref _states)[slot >> SlotChunkShift]![slot & SlotChunkMask].Value;
+
+    private struct StateCell
+    {
+        public object? Value;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ref ulong GroupEntry(int g, int index) =>
@@ -346,7 +357,11 @@ public readonly ref struct TableEntries
     public int Length => PhysMemory.EntriesPerTable;
 
     /// <summary>The storage of entry <paramref name="index"/>. Read it freely; store a non-none value only through the set primitives.</summary>
-    public ref ulong this[int index] => ref _store.Entry(Volatile.Read(ref _slot), index);
+    public ref ulong this[int index]
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => ref _store.Entry(Volatile.Read(ref _slot), index);
+    }
 
     /// <summary>A copy of the 512 entries.</summary>
     public ulong[] ToArray()

@@ -39,9 +39,10 @@ public class PteRefReclaim : RefcountReclaim
     /// <summary>Tables this design freed (<c>free_user_pte</c> that unhooked a table).</summary>
     public long TablesFreed => Volatile.Read(ref _freed);
 
-    private protected static PercpuRef RefOf(MmStruct mm, long pteTable) =>
-        mm.Phys.TableState(pteTable) as PercpuRef
-        ?? throw new PercpuRefException($"PTE table {pteTable:x} has no pte_ref");
+    private protected static PercpuRef RefOf(MmStruct mm, long pteTable) => RefOf(mm.Phys.TableState(pteTable), pteTable);
+
+    private static PercpuRef RefOf(object? state, long pteTable) =>
+        state as PercpuRef ?? throw new PercpuRefException($"PTE table {pteTable:x} has no pte_ref");
 
     /// <summary><c>pte_ref_init</c>: percpu mode, re-initialisable, started at zero.</summary>
     public override void PteTableCtor(MmStruct mm, Cpu cpu, long pteTable)
@@ -77,9 +78,9 @@ public class PteRefReclaim : RefcountReclaim
     /// scheduling point is where the systematic tester lets a racing free in, and the mutation
     /// tests are calibrated on it.
     /// </remarks>
-    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable)
+    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable, object? state)
     {
-        var r = RefOf(mm, pteTable.Pfn);
+        var r = RefOf(state, pteTable.Pfn);
         try
         {
             return r.TryGet(cpu.Id);
@@ -93,12 +94,8 @@ public class PteRefReclaim : RefcountReclaim
     /// <summary><c>percpu_ref_get</c> (from <c>track_pte_set</c>, by a visitor that already holds a reference).</summary>
     protected override void Get(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
-        if (!mm.Phys.IsLive(pteTable))
-        {
-            mm.Phys.Table(pteTable); // reports the use after free
-        }
-
-        var r = RefOf(mm, pteTable.Pfn);
+        // One descriptor lookup checks the table is live (else reports the use after free) and finds its ref.
+        var r = RefOf(mm.Phys.LiveTableState(pteTable), pteTable.Pfn);
         if (r.IsZero)
         {
             throw new UseAfterFreeException($"track_pte_set on {pteTable}, whose pte_ref is zero in atomic mode", Environment.StackTrace, null);
@@ -117,12 +114,7 @@ public class PteRefReclaim : RefcountReclaim
     /// <summary><c>percpu_ref_put</c>.</summary>
     protected override void Put(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
-        if (!mm.Phys.IsLive(pteTable))
-        {
-            mm.Phys.Table(pteTable); // reports the use after free
-        }
-
-        var r = RefOf(mm, pteTable.Pfn);
+        var r = RefOf(mm.Phys.LiveTableState(pteTable), pteTable.Pfn);
         try
         {
             r.Put(cpu.Id);

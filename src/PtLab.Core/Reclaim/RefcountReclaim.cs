@@ -25,8 +25,11 @@ public interface IRefcountedTables
 /// </summary>
 public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
 {
-    /// <summary><c>pte_tryget</c> on the table's reference; false when it may be going away.</summary>
-    protected abstract bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable);
+    /// <summary>
+    /// <c>pte_tryget</c> on the table's reference; false when it may be going away.
+    /// <paramref name="state"/> is the table's design state, read with its generation under RCU.
+    /// </summary>
+    protected abstract bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable, object? state);
 
     /// <summary>Takes a reference the caller knows to be safe (an entry set under the table's lock).</summary>
     protected abstract void Get(MmStruct mm, Cpu cpu, TableRef pteTable);
@@ -61,8 +64,8 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
         }
 
         // Under RCU the table cannot be freed, so its descriptor and reference are still valid.
-        var pteTable = mm.Phys.Ref(Entry.Pfn(pmd));
-        bool got = TryGet(mm, cpu, pteTable);
+        var pteTable = mm.Phys.Ref(Entry.Pfn(pmd), out object? state);
+        bool got = TryGet(mm, cpu, pteTable, state);
         mm.Rcu.ReadUnlock(cpu.Id);
         if (!got)
         {
@@ -204,9 +207,9 @@ public sealed class AtomicReclaim : RefcountReclaim
     public override long? ExactCount(MmStruct mm, long pteTable) => Volatile.Read(ref CountOf(mm, pteTable));
 
     /// <inheritdoc/>
-    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable)
+    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable, object? state)
     {
-        ref int c = ref CountOf(mm, pteTable.Pfn);
+        ref int c = ref CountOf(state, pteTable.Pfn);
         mm.Machine.Sync.Profile?.Count(cpu.Id, ProfileOp.SharedAtomic);
         while (true)
         {
@@ -283,8 +286,10 @@ public sealed class AtomicReclaim : RefcountReclaim
     }
 
     // The table's count lives in its descriptor's per-design slot, as the seed keeps pte_ref in the ptdesc.
-    private static ref int CountOf(MmStruct mm, long pteTable) =>
-        ref (mm.Phys.TableState(pteTable) as PteRefcount
+    private static ref int CountOf(MmStruct mm, long pteTable) => ref CountOf(mm.Phys.TableState(pteTable), pteTable);
+
+    private static ref int CountOf(object? state, long pteTable) =>
+        ref (state as PteRefcount
              ?? throw new UseAfterFreeException($"PTE table {pteTable:x} has no pte_refcount: it was freed", Environment.StackTrace, null)).Count;
 
     /// <summary>The 2021 series' <c>pte_refcount</c>: entries plus visitors, or <see cref="Dead"/> once claimed.</summary>

@@ -30,8 +30,8 @@ public enum PercpuRefInit
 /// </summary>
 /// <remarks>
 /// <para>
-/// In percpu mode a get or put is one <see cref="Interlocked"/> add on the caller's CPU stripe,
-/// inside an RCU read section, and nothing can tell whether the count is zero. A switch to atomic
+/// In percpu mode a get or put is one plain add on the caller's CPU stripe (<c>this_cpu_add</c>,
+/// no lock prefix, no fence), inside an RCU read section, and nothing can tell whether the count is zero. A switch to atomic
 /// mode marks the ref atomic, waits a grace period so that no CPU still uses its stripe, then folds
 /// the stripes into the shared counter; from then on every get and put is an atomic op on the
 /// shared counter, and the put that reaches zero calls the release callback.
@@ -71,6 +71,11 @@ public sealed partial class PercpuRef
     private readonly SyncHooks? _hooks;
     private readonly ISchedulingPoint? _sched;
     private readonly LockDep? _lockDep;
+    private readonly OpProfile? _profile;
+
+    // No scheduling point, lock checker or profile: gets and puts take the inlined fast path,
+    // which is the kernel's (rcu_read_lock's nesting mark, one this_cpu_add, the unmark).
+    private readonly bool _bare;
     private readonly Action<PercpuRef>? _release;
     private readonly Action _switchToAtomicRcu;
 
@@ -101,6 +106,8 @@ public sealed partial class PercpuRef
         _hooks = rcu.Hooks;
         _sched = _hooks?.Scheduler;
         _lockDep = _hooks?.LockDep;
+        _profile = _hooks?.Profile;
+        _bare = _sched is null && _lockDep is null && _profile is null;
         _release = release;
         _switchToAtomicRcu = SwitchToAtomicRcu;
         _stripes = new Padded<long>[rcu.Cpus];
@@ -152,7 +159,30 @@ public sealed partial class PercpuRef
     public bool IsZero => Volatile.Read(ref _live) is null && Volatile.Read(ref _count) == 0;
 
     /// <summary><c>percpu_ref_get_many</c> on CPU <paramref name="cpu"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Get(int cpu, long nr = 1)
+    {
+        if (_bare)
+        {
+            _rcu.ReadLock(cpu);
+            var live = Volatile.Read(ref _live);
+            if (live is not null)
+            {
+                live[cpu].AddOwned(nr);
+            }
+            else
+            {
+                AddShared(nr);
+            }
+
+            _rcu.ReadUnlock(cpu);
+            return;
+        }
+
+        GetHooked(cpu, nr);
+    }
+
+    private void GetHooked(int cpu, long nr)
     {
         _sched?.Reached(SchedulingPointKind.RefGet, this);
         _rcu.ReadLock(cpu);
@@ -166,7 +196,32 @@ public sealed partial class PercpuRef
     }
 
     /// <summary><c>percpu_ref_tryget_many</c>: a get that fails only when the count is zero in atomic mode.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGet(int cpu, long nr = 1)
+    {
+        if (_bare)
+        {
+            _rcu.ReadLock(cpu);
+            var live = Volatile.Read(ref _live);
+            bool got;
+            if (live is not null)
+            {
+                live[cpu].AddOwned(nr);
+                got = true;
+            }
+            else
+            {
+                got = AddSharedNotZero(nr);
+            }
+
+            _rcu.ReadUnlock(cpu);
+            return got;
+        }
+
+        return TryGetHooked(cpu, nr);
+    }
+
+    private bool TryGetHooked(int cpu, long nr)
     {
         _sched?.Reached(SchedulingPointKind.RefGet, this);
         _rcu.ReadLock(cpu);
@@ -181,16 +236,45 @@ public sealed partial class PercpuRef
     /// own stripe and nothing else, no read-section bookkeeping and no fence; in atomic mode the
     /// shared counter, as <see cref="TryGet"/>.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryGetInRcu(int cpu, long nr = 1)
     {
+        if (_bare)
+        {
+            var live = Volatile.Read(ref _live);
+            if (live is not null)
+            {
+                live[cpu].AddOwned(nr);
+                return true;
+            }
+
+            return AddSharedNotZero(nr);
+        }
+
         AssertInReadSection(cpu);
         _sched?.Reached(SchedulingPointKind.RefGet, this);
         return TryAddPercpu(cpu, nr) || (CountShared(cpu) && AddSharedNotZero(nr));
     }
 
     /// <summary><c>percpu_ref_get_many</c> inside the caller's RCU read section (see <see cref="TryGetInRcu"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void GetInRcu(int cpu, long nr = 1)
     {
+        if (_bare)
+        {
+            var live = Volatile.Read(ref _live);
+            if (live is not null)
+            {
+                live[cpu].AddOwned(nr);
+            }
+            else
+            {
+                AddShared(nr);
+            }
+
+            return;
+        }
+
         AssertInReadSection(cpu);
         _sched?.Reached(SchedulingPointKind.RefGet, this);
         if (!TryAddPercpu(cpu, nr))
@@ -201,8 +285,24 @@ public sealed partial class PercpuRef
     }
 
     /// <summary><c>percpu_ref_put_many</c> inside the caller's RCU read section (see <see cref="TryGetInRcu"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PutInRcu(int cpu, long nr = 1)
     {
+        if (_bare)
+        {
+            var live = Volatile.Read(ref _live);
+            if (live is not null)
+            {
+                live[cpu].AddOwned(-nr);
+            }
+            else
+            {
+                PutShared(nr);
+            }
+
+            return;
+        }
+
         AssertInReadSection(cpu);
         _sched?.Reached(SchedulingPointKind.RefPut, this);
         if (!TryAddPercpu(cpu, -nr))
@@ -236,7 +336,30 @@ public sealed partial class PercpuRef
     }
 
     /// <summary><c>percpu_ref_put_many</c> on CPU <paramref name="cpu"/>; the put that reaches zero in atomic mode releases.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Put(int cpu, long nr = 1)
+    {
+        if (_bare)
+        {
+            _rcu.ReadLock(cpu);
+            var live = Volatile.Read(ref _live);
+            if (live is not null)
+            {
+                live[cpu].AddOwned(-nr);
+            }
+            else
+            {
+                PutShared(nr);
+            }
+
+            _rcu.ReadUnlock(cpu);
+            return;
+        }
+
+        PutHooked(cpu, nr);
+    }
+
+    private void PutHooked(int cpu, long nr)
     {
         _sched?.Reached(SchedulingPointKind.RefPut, this);
         _rcu.ReadLock(cpu);
@@ -269,14 +392,14 @@ public sealed partial class PercpuRef
         // switch's grace period exists for.
         _sched?.Reached(SchedulingPointKind.EntryStore, this);
         live[cpu].AddOwned(nr);
-        _hooks?.Profile?.Count(cpu, ProfileOp.PercpuOp);
+        _profile?.Count(cpu, ProfileOp.PercpuOp);
         return true;
     }
 
     // Profiling: an atomic-mode get or put writes the shared counter. Always true, to chain in conditions.
     private bool CountShared(int cpu)
     {
-        _hooks?.Profile?.Count(cpu, ProfileOp.SharedAtomic);
+        _profile?.Count(cpu, ProfileOp.SharedAtomic);
         return true;
     }
 
