@@ -69,7 +69,7 @@ public sealed partial class MmStruct
         {
             // filemap_fault's cold miss: the read-around I/O drops mmap_lock, and the retried fault
             // maps the window from the now-warm cache by fault-around.
-            if (!file.ReadAround(cpu.Id, index))
+            if (!ReadAround(cpu, vma, file, index))
             {
                 return FaultOutcome.Oom;
             }
@@ -212,7 +212,7 @@ public sealed partial class MmStruct
             return FaultOutcome.Bus;
         }
 
-        if (!ReadAroundIfCold(cpu, file, index))
+        if (!ReadAroundIfCold(cpu, vma, file, index))
         {
             return FaultOutcome.Oom;
         }
@@ -289,7 +289,7 @@ public sealed partial class MmStruct
             return FaultOutcome.Bus;
         }
 
-        if (!ReadAroundIfCold(cpu, file, index))
+        if (!ReadAroundIfCold(cpu, vma, file, index))
         {
             return FaultOutcome.Oom;
         }
@@ -315,8 +315,12 @@ public sealed partial class MmStruct
     }
 
     /// <summary>A write fault's <c>filemap_fault</c> on a cold page reads the read-around window in too (not for shmem).</summary>
-    private static bool ReadAroundIfCold(Cpu cpu, SimFile file, ulong index) =>
-        file.IsShmem || file.IsCached(index) || file.ReadAround(cpu.Id, index);
+    private static bool ReadAroundIfCold(Cpu cpu, Vma vma, SimFile file, ulong index) =>
+        file.IsShmem || file.IsCached(index) || ReadAround(cpu, vma, file, index);
+
+    /// <summary><c>do_sync_mmap_readahead</c> for a fault at <paramref name="index"/> in <paramref name="vma"/>.</summary>
+    private static bool ReadAround(Cpu cpu, Vma vma, SimFile file, ulong index) =>
+        file.ReadAround(cpu.Id, index, vma.Flags, vma.PgOff, vma.PgOff + (vma.Length >> PhysMemory.PageShift));
 
     /// <summary>
     /// <c>wp_page_shared</c>, entered with the PTE lock held: the first write to a page-cache page

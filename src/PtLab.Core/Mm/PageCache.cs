@@ -22,7 +22,8 @@ public readonly record struct FileId(ulong Device, ulong Inode)
 /// <para>
 /// How the page cache gets populated: a file starts cold, as one nobody has read since boot. A
 /// fault on a missing page of a regular file reads in the mmap read-around window
-/// (<c>do_sync_mmap_readahead</c>: <see cref="ReadAheadPages"/> pages centred on the fault, below end
+/// (<c>do_sync_mmap_readahead</c>: <see cref="ReadAheadPages"/> pages centred on the fault, from the
+/// fault on in an executable or MADV_SEQUENTIAL VMA, none around it under MADV_RANDOM; below end
 /// of file), unless the file's faults miss far more than fault-around hits (<c>mmap_miss</c> above
 /// 100); asynchronous readahead is not modelled. Read fault-around maps only pages already cached,
 /// as <c>filemap_map_pages</c> does. A shmem page is allocated by its fault alone.
@@ -245,32 +246,54 @@ public sealed class SimFile
     }
 
     /// <summary>
-    /// The cold-miss part of <c>filemap_fault</c> for a regular file: counts the miss
-    /// (<c>mmap_miss</c>) and, unless misses far outnumber fault-around's hits, reads in the
-    /// read-around window around <paramref name="index"/> (<c>do_sync_mmap_readahead</c>: start at
-    /// index − ra/2, ra pages); the faulting page always. Returns false when memory ran out. The
-    /// caller then retries the fault, as the kernel does after dropping mmap_lock for the read.
+    /// The cold-miss part of <c>filemap_fault</c> for a regular file (<c>do_sync_mmap_readahead</c>),
+    /// for a fault at <paramref name="index"/> in a VMA with <paramref name="vmFlags"/> mapping the
+    /// file's pages [<paramref name="vmaFirst"/>, <paramref name="vmaEnd"/>): MADV_RANDOM without
+    /// VM_EXEC reads only the faulting page; MADV_SEQUENTIAL reads <see cref="ReadAheadPages"/>
+    /// pages from the fault on; otherwise the miss is counted (<c>mmap_miss</c>) and, unless misses
+    /// far outnumber fault-around's hits, an executable VMA reads the window from the fault on,
+    /// within the VMA (the arch's exec folio order is 0 on x86), and any other reads it centred on
+    /// the fault (start at index − ra/2). The faulting page is read always. Returns false when
+    /// memory ran out. The caller then retries the fault, as the kernel does after dropping
+    /// mmap_lock for the read. VM_HUGEPAGE's PMD-sized read and readahead marks are not modelled.
     /// </summary>
-    internal bool ReadAround(int cpu, ulong index)
+    internal bool ReadAround(int cpu, ulong index, VmFlags vmFlags, ulong vmaFirst, ulong vmaEnd)
     {
         const int mmapLotsaMiss = 100;
-        int miss;
-        lock (_lock)
-        {
-            if (_mmapMiss < mmapLotsaMiss * 10)
-            {
-                _mmapMiss++;
-            }
-
-            miss = _mmapMiss;
-        }
-
         int ra = ReadAheadPages;
         ulong first = index, end = index + 1;
-        if (ra > 0 && miss <= mmapLotsaMiss)
+        bool exec = (vmFlags & VmFlags.Exec) != 0;
+        if ((vmFlags & VmFlags.RandRead) != 0 && !exec)
         {
-            first = index > (ulong)(ra / 2) ? index - (ulong)(ra / 2) : 0;
-            end = first + (ulong)ra;
+            // no readahead: the page alone
+        }
+        else if (ra > 0 && (vmFlags & VmFlags.SeqRead) != 0)
+        {
+            end = index + (ulong)ra; // page_cache_sync_ra of ra_pages from the fault
+        }
+        else if (ra > 0)
+        {
+            int miss;
+            lock (_lock)
+            {
+                if (_mmapMiss < mmapLotsaMiss * 10)
+                {
+                    _mmapMiss++;
+                }
+
+                miss = _mmapMiss;
+            }
+
+            if (miss <= mmapLotsaMiss && exec)
+            {
+                first = Math.Max(index, vmaFirst);
+                end = Math.Max(index + 1, Math.Min(first + (ulong)ra, vmaEnd));
+            }
+            else if (miss <= mmapLotsaMiss)
+            {
+                first = index > (ulong)(ra / 2) ? index - (ulong)(ra / 2) : 0;
+                end = first + (ulong)ra;
+            }
         }
 
         end = Math.Min(end, PagesInFile);
