@@ -253,15 +253,17 @@ public sealed class SimFile
     /// pages from the fault on; otherwise the miss is counted (<c>mmap_miss</c>) and, unless misses
     /// far outnumber fault-around's hits, an executable VMA reads the window from the fault on,
     /// within the VMA (the arch's exec folio order is 0 on x86), and any other reads it centred on
-    /// the fault (start at index − ra/2). The faulting page is read always. Returns false when
+    /// the fault (start at index − ra/2, its last quarter the asynchronous part, whose first page,
+    /// if newly read, gets the readahead mark). The faulting page is read always. Returns false when
     /// memory ran out. The caller then retries the fault, as the kernel does after dropping
-    /// mmap_lock for the read. VM_HUGEPAGE's PMD-sized read and readahead marks are not modelled.
+    /// mmap_lock for the read. VM_HUGEPAGE's PMD-sized read and the asynchronous readahead a marked
+    /// page starts are not modelled.
     /// </summary>
     internal bool ReadAround(int cpu, ulong index, VmFlags vmFlags, ulong vmaFirst, ulong vmaEnd)
     {
         const int mmapLotsaMiss = 100;
         int ra = ReadAheadPages;
-        ulong first = index, end = index + 1;
+        ulong first = index, end = index + 1, mark = ulong.MaxValue;
         bool exec = (vmFlags & VmFlags.Exec) != 0;
         if ((vmFlags & VmFlags.RandRead) != 0 && !exec)
         {
@@ -269,7 +271,14 @@ public sealed class SimFile
         }
         else if (ra > 0 && (vmFlags & VmFlags.SeqRead) != 0)
         {
-            end = index + (ulong)ra; // page_cache_sync_ra of ra_pages from the fault
+            // page_cache_sync_ra of ra_pages from the fault: the initial window at index 0 keeps
+            // half of itself as its asynchronous part; elsewhere (a file never read() has no
+            // previous position) the read has none.
+            end = index + (ulong)ra;
+            if (index == 0)
+            {
+                mark = (ulong)(ra - (ra / 2));
+            }
         }
         else if (ra > 0)
         {
@@ -293,16 +302,25 @@ public sealed class SimFile
             {
                 first = index > (ulong)(ra / 2) ? index - (ulong)(ra / 2) : 0;
                 end = first + (ulong)ra;
+                mark = end - (ulong)(ra / 4); // async_size ra/4
             }
         }
 
         end = Math.Min(end, PagesInFile);
         for (ulong i = first; i < end; i++)
         {
+            bool fresh = i == mark && !IsCached(i);
             long pfn = GetPage(cpu, i);
             if (pfn < 0)
             {
                 return i > index; // the faulting page is in: the fault can proceed
+            }
+
+            if (fresh && i != index)
+            {
+                // PG_readahead (the bit PG_reclaim shares) on the page where the asynchronous part
+                // starts: fault-around passes it over until a fault on it clears the mark.
+                _phys.Desc(pfn).SetFlagsAtomic(PageFlags.Reclaim);
             }
 
             _phys.PutPage(pfn);
