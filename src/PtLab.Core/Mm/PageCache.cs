@@ -263,7 +263,7 @@ public sealed class SimFile
     {
         const int mmapLotsaMiss = 100;
         int ra = ReadAheadPages;
-        ulong first = index, end = index + 1, mark = ulong.MaxValue;
+        ulong first = index, end = index + 1, async = 0;
         bool exec = (vmFlags & VmFlags.Exec) != 0;
         if ((vmFlags & VmFlags.RandRead) != 0 && !exec)
         {
@@ -275,10 +275,7 @@ public sealed class SimFile
             // half of itself as its asynchronous part; elsewhere (a file never read() has no
             // previous position) the read has none.
             end = index + (ulong)ra;
-            if (index == 0)
-            {
-                mark = (ulong)(ra - (ra / 2));
-            }
+            async = index == 0 ? (ulong)(ra / 2) : 0;
         }
         else if (ra > 0)
         {
@@ -302,21 +299,22 @@ public sealed class SimFile
             {
                 first = index > (ulong)(ra / 2) ? index - (ulong)(ra / 2) : 0;
                 end = first + (ulong)ra;
-                mark = end - (ulong)(ra / 4); // async_size ra/4
+                async = (ulong)(ra / 4);
             }
         }
 
-        end = Math.Min(end, PagesInFile);
-        for (ulong i = first; i < end; i++)
+        ulong stop = Math.Min(end, PagesInFile);
+        var (mark, fallbackMark) = ReadAheadMarks(first, end, stop, async);
+        for (ulong i = first; i < stop; i++)
         {
-            bool fresh = i == mark && !IsCached(i);
+            bool fresh = (i == mark || i == fallbackMark) && i != index && !IsCached(i);
             long pfn = GetPage(cpu, i);
             if (pfn < 0)
             {
                 return i > index; // the faulting page is in: the fault can proceed
             }
 
-            if (fresh && i != index)
+            if (fresh)
             {
                 // PG_readahead (the bit PG_reclaim shares) on the page where the asynchronous part
                 // starts: fault-around passes it over until a fault on it clears the mark.
@@ -327,6 +325,36 @@ public sealed class SimFile
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// Where <c>page_cache_ra_order</c> puts PG_readahead in a window [<paramref name="first"/>,
+    /// <paramref name="end"/>) cut at end of file to <paramref name="stop"/>, whose last
+    /// <paramref name="async"/> pages are the asynchronous part: at <c>end − async</c> when that is
+    /// below end of file and before the first page already cached; from a cached page on, the rest
+    /// is read by <c>do_page_cache_ra</c>, whose window is cut at end of file first, so its mark sits
+    /// <paramref name="async"/> pages before the cut end (none when the rest is shorter). ulong.MaxValue: none.
+    /// </summary>
+    private (ulong Mark, ulong FallbackMark) ReadAheadMarks(ulong first, ulong end, ulong stop, ulong async)
+    {
+        if (async == 0)
+        {
+            return (ulong.MaxValue, ulong.MaxValue);
+        }
+
+        ulong cached = stop;
+        for (ulong i = first; i < stop; i++)
+        {
+            if (IsCached(i))
+            {
+                cached = i;
+                break;
+            }
+        }
+
+        ulong mark = end - async < Math.Min(cached, stop) ? end - async : ulong.MaxValue;
+        ulong fallback = cached < stop && async <= stop - cached ? stop - async : ulong.MaxValue;
+        return (mark, fallback);
     }
 
     /// <summary>Fault-around mapped <paramref name="pages"/> cached pages: so many hits make up for misses (<c>mmap_miss</c>).</summary>
