@@ -210,7 +210,7 @@ public sealed partial class MmStruct
             }
 
             _vmas.SetEnd(vma, end);
-            vma = MergeAround(vma); // vma_merge_extend
+            vma = MergeNext(vma); // vma_merge_extend
             if ((vma.Flags & VmFlags.Locked) != 0)
             {
                 _lockedPages += (long)(r.Delta >> PhysMemory.PageShift);
