@@ -119,6 +119,22 @@ public sealed partial class MmStruct
             return FaultAroundResult.NotMapped;
         }
 
+        if (!file.IsShmem && FirstFolioEndsFile(pfns, first, fileEnd) && Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])))
+        {
+            // filemap_map_pages installs the PTE table in filemap_map_pmd, which it skips when the
+            // first folio found reaches end of file (SIGBUS semantics): with no table there, it
+            // maps nothing.
+            foreach (long pfn in pfns)
+            {
+                if (pfn >= 0)
+                {
+                    Phys.PutPage(pfn);
+                }
+            }
+
+            return FaultAroundResult.NotMapped;
+        }
+
         bool allocated = PteAlloc(cpu, pmdTable, pmdIndex);
         var pt = allocated ? Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex) : TableRef.None;
         var result = FaultAroundResult.NotMapped;
@@ -160,6 +176,24 @@ public sealed partial class MmStruct
         }
 
         return allocated ? result : FaultAroundResult.Oom;
+    }
+
+    /// <summary>
+    /// Whether the first page <c>next_uptodate_folio</c> would return from <paramref name="pfns"/>
+    /// (cached, without the readahead mark) is the file's last page, the folio that reaches end of
+    /// file (<c>file_end &lt; folio_next_index</c>).
+    /// </summary>
+    private bool FirstFolioEndsFile(ReadOnlySpan<long> pfns, ulong first, ulong fileEnd)
+    {
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            if (pfns[i] >= 0 && (Phys.Desc(pfns[i]).Flags & (int)PageFlags.Reclaim) == 0)
+            {
+                return first + (ulong)i == fileEnd - 1;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>
