@@ -31,7 +31,7 @@ public static class Designs
     private const string Upstream = "pt-reclaim";
 
     // Mutations of the address space rather than of a design apply to every design.
-    private static readonly Mutation[] s_everyDesign = [Mutation.None, Mutation.SkipGatherFlush];
+    private static readonly Mutation[] s_everyDesign = [Mutation.None, Mutation.SkipGatherFlush, Mutation.SkipTableFlush];
 
     private static readonly Design[] s_designs =
     [
