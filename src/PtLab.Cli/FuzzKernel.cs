@@ -18,7 +18,8 @@ internal static class FuzzKernel
         var cmd = new Command(
             "kernel",
             "Differential fuzzing against the host kernel: random sequences of mmap (anonymous, private or shared), mmap of a test file " +
-            "(private or shared), munmap, mprotect, madvise and page touches in an empty 512 GiB slot, run by a small C executor (built " +
+            "(private or shared), munmap, mprotect, madvise, mremap, brk (the heap starts in the slot), mlock, mlock2, munlock, mlockall, " +
+            "munlockall and page touches in an empty 512 GiB slot, run by a small C executor (built " +
             "with gcc) and by the model design matching the host, compared after every operation (result, VmPTE, RssAnon, RssFile, " +
             "RssShmem, VMA layout). A difference stops its sequence and is printed and written as a case file.");
         var seed = new Option<int>("--seed") { Description = "Seed of the run; sequence i draws from (seed, i).", DefaultValueFactory = _ => 1 };

@@ -124,9 +124,10 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>do_brk_flags</c>: [addr, addr + len) read-write, accounted, with <c>mm-&gt;def_flags</c>.
-    /// It extends the VMA just below when that one is part of the heap (starts at or above
-    /// <c>start_brk</c>), ends at <paramref name="addr"/> and has the same flags; otherwise it is a
-    /// VMA of its own, merged with nothing.
+    /// It extends the VMA just below when that one reaches above <c>start_brk</c> (brk finds it with
+    /// <c>vma_prev_limit(start_brk)</c>, which returns a VMA that only overlaps the heap's start
+    /// too, such as a mapping the heap merged with), ends at <paramref name="addr"/> and has the
+    /// same flags; otherwise it is a VMA of its own, merged with nothing.
     /// </summary>
     private bool DoBrkFlags(ulong addr, ulong len)
     {
@@ -138,7 +139,7 @@ public sealed partial class MmStruct
         }
 
         var prev = FindVma(addr - 1);
-        if (prev is not null && prev.Start >= _startBrk && prev.End == addr && prev.Flags == flags &&
+        if (prev is not null && prev.End > _startBrk && prev.End == addr && prev.Flags == flags &&
             prev.PgOff + (prev.Length >> PhysMemory.PageShift) == addr >> PhysMemory.PageShift)
         {
             _vmas.SetEnd(prev, addr + len);

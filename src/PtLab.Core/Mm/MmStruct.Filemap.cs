@@ -69,7 +69,7 @@ public sealed partial class MmStruct
         {
             // filemap_fault's cold miss: the read-around I/O drops mmap_lock, and the retried fault
             // maps the window from the now-warm cache by fault-around.
-            if (!file.ReadAround(cpu.Id, index))
+            if (!ReadAround(cpu, vma, file, index))
             {
                 return FaultOutcome.Oom;
             }
@@ -119,6 +119,22 @@ public sealed partial class MmStruct
             return FaultAroundResult.NotMapped;
         }
 
+        if (!file.IsShmem && FirstFolioEndsFile(pfns, first, fileEnd) && Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])))
+        {
+            // filemap_map_pages installs the PTE table in filemap_map_pmd, which it skips when the
+            // first folio found reaches end of file (SIGBUS semantics): with no table there, it
+            // maps nothing.
+            foreach (long pfn in pfns)
+            {
+                if (pfn >= 0)
+                {
+                    Phys.PutPage(pfn);
+                }
+            }
+
+            return FaultAroundResult.NotMapped;
+        }
+
         bool allocated = PteAlloc(cpu, pmdTable, pmdIndex);
         var pt = allocated ? Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex) : TableRef.None;
         var result = FaultAroundResult.NotMapped;
@@ -160,6 +176,24 @@ public sealed partial class MmStruct
         }
 
         return allocated ? result : FaultAroundResult.Oom;
+    }
+
+    /// <summary>
+    /// Whether the first page <c>next_uptodate_folio</c> would return from <paramref name="pfns"/>
+    /// (cached, without the readahead mark) is the file's last page, the folio that reaches end of
+    /// file (<c>file_end &lt; folio_next_index</c>).
+    /// </summary>
+    private bool FirstFolioEndsFile(ReadOnlySpan<long> pfns, ulong first, ulong fileEnd)
+    {
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            if (pfns[i] >= 0 && (Phys.Desc(pfns[i]).Flags & (int)PageFlags.Reclaim) == 0)
+            {
+                return first + (ulong)i == fileEnd - 1;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>
@@ -212,7 +246,7 @@ public sealed partial class MmStruct
             return FaultOutcome.Bus;
         }
 
-        if (!ReadAroundIfCold(cpu, file, index))
+        if (!ReadAroundIfCold(cpu, vma, file, index))
         {
             return FaultOutcome.Oom;
         }
@@ -289,7 +323,7 @@ public sealed partial class MmStruct
             return FaultOutcome.Bus;
         }
 
-        if (!ReadAroundIfCold(cpu, file, index))
+        if (!ReadAroundIfCold(cpu, vma, file, index))
         {
             return FaultOutcome.Oom;
         }
@@ -315,8 +349,12 @@ public sealed partial class MmStruct
     }
 
     /// <summary>A write fault's <c>filemap_fault</c> on a cold page reads the read-around window in too (not for shmem).</summary>
-    private static bool ReadAroundIfCold(Cpu cpu, SimFile file, ulong index) =>
-        file.IsShmem || file.IsCached(index) || file.ReadAround(cpu.Id, index);
+    private static bool ReadAroundIfCold(Cpu cpu, Vma vma, SimFile file, ulong index) =>
+        file.IsShmem || file.IsCached(index) || ReadAround(cpu, vma, file, index);
+
+    /// <summary><c>do_sync_mmap_readahead</c> for a fault at <paramref name="index"/> in <paramref name="vma"/>.</summary>
+    private static bool ReadAround(Cpu cpu, Vma vma, SimFile file, ulong index) =>
+        file.ReadAround(cpu.Id, index, vma.Flags, vma.PgOff, vma.PgOff + (vma.Length >> PhysMemory.PageShift));
 
     /// <summary>
     /// <c>wp_page_shared</c>, entered with the PTE lock held: the first write to a page-cache page

@@ -103,6 +103,19 @@ public sealed partial class MmStruct
                     {
                         MadvisePageoutRange(cpu, tlb, start, tmp);
                     }
+                    else if (advice == Advice.WillNeed && vma.File is { IsShmem: false } file)
+                    {
+                        // madvise_willneed: vfs_fadvise(POSIX_FADV_WILLNEED) of the part's file range,
+                        // force_page_cache_readahead capped at ra_pages, with no readahead mark.
+                        ulong offset = (start - vma.Start) + (vma.PgOff << PhysMemory.PageShift);
+                        ulong bytes = tmp - start;
+                        if (file.ReadAheadPages > 0)
+                        {
+                            bytes = Math.Min(bytes, (ulong)file.ReadAheadPages << PhysMemory.PageShift);
+                        }
+
+                        file.Populate(offset, bytes);
+                    }
 
                     return Errno.None;
                 });

@@ -425,11 +425,13 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>do_vmi_munmap</c> + <c>unmap_region</c>, with <c>mmap_lock</c> held for write: split at
     /// the edges, detach the VMAs inside, zap them, then <c>free_pgtables</c> between the
-    /// neighbours' floor and ceiling.
+    /// neighbours' floor and ceiling. An empty range is refused before anything is split, as
+    /// <c>do_vmi_munmap</c> refuses it (EINVAL, which mremap's move of an old length of 0, the
+    /// duplication of a shared mapping, ignores): the source VMA stays whole.
     /// </summary>
     private void UnmapLocked(Cpu cpu, ulong start, ulong end)
     {
-        if (!AnyVmaIn(start, end))
+        if (start >= end || !AnyVmaIn(start, end))
         {
             return;
         }
@@ -440,11 +442,6 @@ public sealed partial class MmStruct
         for (var v = FindVma(start); v is not null && v.Start < end; v = v.NextVma)
         {
             doomed.Add(v);
-        }
-
-        if (doomed.Count == 0)
-        {
-            return; // an empty range (start == end) that only touched a VMA's edge
         }
 
         ulong floor = doomed[0].PrevVma?.End ?? 0;

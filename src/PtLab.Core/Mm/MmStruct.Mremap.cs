@@ -210,7 +210,7 @@ public sealed partial class MmStruct
             }
 
             _vmas.SetEnd(vma, end);
-            vma = MergeAround(vma); // vma_merge_extend
+            vma = MergeNext(vma); // vma_merge_extend
             if ((vma.Flags & VmFlags.Locked) != 0)
             {
                 _lockedPages += (long)(r.Delta >> PhysMemory.PageShift);
@@ -272,7 +272,9 @@ public sealed partial class MmStruct
         ulong start = whole.Addr, end = whole.Addr + whole.OldLen, target = whole.NewAddr;
         ulong result = 0, lastEnd = 0;
         bool seen = false;
-        for (var vma = FindVma(start); vma is not null && vma.Start < end; vma = FindVma(lastEnd))
+        // The kernel's VMA iterator resumes at the end the last VMA had before it moved: past the
+        // range's end it finds nothing, even when the move merged that VMA into a larger one.
+        for (var vma = FindVma(start); vma is not null && vma.Start < end; vma = lastEnd < end ? FindVma(lastEnd) : null)
         {
             if (!seen && start < vma.Start)
             {

@@ -85,11 +85,7 @@ public sealed partial class MmStruct
 
         if (right)
         {
-            ulong end = next!.End;
-            cur.AnonVmaSlot ??= next.AnonVma;
-            cur.AbsorbRmapLinks(next);
-            _vmas.Remove(next);
-            _vmas.SetEnd(cur, end);
+            AbsorbNext(cur, next!);
         }
 
         if (left)
@@ -103,6 +99,31 @@ public sealed partial class MmStruct
         }
 
         return cur;
+    }
+
+    /// <summary>
+    /// <c>vma_merge_extend</c>: <paramref name="cur"/> has just grown at its end, and only the VMA
+    /// after it may merge into it (the one before is left alone, even where it could merge).
+    /// </summary>
+    private Vma MergeNext(Vma cur)
+    {
+        var next = cur.NextVma;
+        if (next is not null && CanMerge(cur, next))
+        {
+            AbsorbNext(cur, next);
+        }
+
+        return cur;
+    }
+
+    /// <summary><paramref name="cur"/> takes over <paramref name="next"/>'s range, anon_vma (if it has none) and rmap links.</summary>
+    private void AbsorbNext(Vma cur, Vma next)
+    {
+        ulong end = next.End;
+        cur.AnonVmaSlot ??= next.AnonVma;
+        cur.AbsorbRmapLinks(next);
+        _vmas.Remove(next);
+        _vmas.SetEnd(cur, end);
     }
 
     /// <summary>

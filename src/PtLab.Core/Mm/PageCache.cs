@@ -22,7 +22,8 @@ public readonly record struct FileId(ulong Device, ulong Inode)
 /// <para>
 /// How the page cache gets populated: a file starts cold, as one nobody has read since boot. A
 /// fault on a missing page of a regular file reads in the mmap read-around window
-/// (<c>do_sync_mmap_readahead</c>: <see cref="ReadAheadPages"/> pages centred on the fault, below end
+/// (<c>do_sync_mmap_readahead</c>: <see cref="ReadAheadPages"/> pages centred on the fault, from the
+/// fault on in an executable or MADV_SEQUENTIAL VMA, none around it under MADV_RANDOM; below end
 /// of file), unless the file's faults miss far more than fault-around hits (<c>mmap_miss</c> above
 /// 100); asynchronous readahead is not modelled. Read fault-around maps only pages already cached,
 /// as <c>filemap_map_pages</c> does. A shmem page is allocated by its fault alone.
@@ -245,47 +246,115 @@ public sealed class SimFile
     }
 
     /// <summary>
-    /// The cold-miss part of <c>filemap_fault</c> for a regular file: counts the miss
-    /// (<c>mmap_miss</c>) and, unless misses far outnumber fault-around's hits, reads in the
-    /// read-around window around <paramref name="index"/> (<c>do_sync_mmap_readahead</c>: start at
-    /// index − ra/2, ra pages); the faulting page always. Returns false when memory ran out. The
-    /// caller then retries the fault, as the kernel does after dropping mmap_lock for the read.
+    /// The cold-miss part of <c>filemap_fault</c> for a regular file (<c>do_sync_mmap_readahead</c>),
+    /// for a fault at <paramref name="index"/> in a VMA with <paramref name="vmFlags"/> mapping the
+    /// file's pages [<paramref name="vmaFirst"/>, <paramref name="vmaEnd"/>): MADV_RANDOM without
+    /// VM_EXEC reads only the faulting page; MADV_SEQUENTIAL reads <see cref="ReadAheadPages"/>
+    /// pages from the fault on; otherwise the miss is counted (<c>mmap_miss</c>) and, unless misses
+    /// far outnumber fault-around's hits, an executable VMA reads the window from the fault on,
+    /// within the VMA (the arch's exec folio order is 0 on x86), and any other reads it centred on
+    /// the fault (start at index − ra/2, its last quarter the asynchronous part, whose first page,
+    /// if newly read, gets the readahead mark). The faulting page is read always. Returns false when
+    /// memory ran out. The caller then retries the fault, as the kernel does after dropping
+    /// mmap_lock for the read. VM_HUGEPAGE's PMD-sized read and the asynchronous readahead a marked
+    /// page starts are not modelled.
     /// </summary>
-    internal bool ReadAround(int cpu, ulong index)
+    internal bool ReadAround(int cpu, ulong index, VmFlags vmFlags, ulong vmaFirst, ulong vmaEnd)
     {
         const int mmapLotsaMiss = 100;
-        int miss;
-        lock (_lock)
+        int ra = ReadAheadPages;
+        ulong first = index, end = index + 1, async = 0;
+        bool exec = (vmFlags & VmFlags.Exec) != 0;
+        if ((vmFlags & VmFlags.RandRead) != 0 && !exec)
         {
-            if (_mmapMiss < mmapLotsaMiss * 10)
+            // no readahead: the page alone
+        }
+        else if (ra > 0 && (vmFlags & VmFlags.SeqRead) != 0)
+        {
+            // page_cache_sync_ra of ra_pages from the fault: the initial window at index 0 keeps
+            // half of itself as its asynchronous part; elsewhere (a file never read() has no
+            // previous position) the read has none.
+            end = index + (ulong)ra;
+            async = index == 0 ? (ulong)(ra / 2) : 0;
+        }
+        else if (ra > 0)
+        {
+            int miss;
+            lock (_lock)
             {
-                _mmapMiss++;
+                if (_mmapMiss < mmapLotsaMiss * 10)
+                {
+                    _mmapMiss++;
+                }
+
+                miss = _mmapMiss;
             }
 
-            miss = _mmapMiss;
+            if (miss <= mmapLotsaMiss && exec)
+            {
+                first = Math.Max(index, vmaFirst);
+                end = Math.Max(index + 1, Math.Min(first + (ulong)ra, vmaEnd));
+            }
+            else if (miss <= mmapLotsaMiss)
+            {
+                first = index > (ulong)(ra / 2) ? index - (ulong)(ra / 2) : 0;
+                end = first + (ulong)ra;
+                async = (ulong)(ra / 4);
+            }
         }
 
-        int ra = ReadAheadPages;
-        ulong first = index, end = index + 1;
-        if (ra > 0 && miss <= mmapLotsaMiss)
+        ulong stop = Math.Min(end, PagesInFile);
+        var (mark, fallbackMark) = ReadAheadMarks(first, end, stop, async);
+        for (ulong i = first; i < stop; i++)
         {
-            first = index > (ulong)(ra / 2) ? index - (ulong)(ra / 2) : 0;
-            end = first + (ulong)ra;
-        }
-
-        end = Math.Min(end, PagesInFile);
-        for (ulong i = first; i < end; i++)
-        {
+            bool fresh = (i == mark || i == fallbackMark) && i != index && !IsCached(i);
             long pfn = GetPage(cpu, i);
             if (pfn < 0)
             {
                 return i > index; // the faulting page is in: the fault can proceed
             }
 
+            if (fresh)
+            {
+                // PG_readahead (the bit PG_reclaim shares) on the page where the asynchronous part
+                // starts: fault-around passes it over until a fault on it clears the mark.
+                _phys.Desc(pfn).SetFlagsAtomic(PageFlags.Reclaim);
+            }
+
             _phys.PutPage(pfn);
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// Where <c>page_cache_ra_order</c> puts PG_readahead in a window [<paramref name="first"/>,
+    /// <paramref name="end"/>) cut at end of file to <paramref name="stop"/>, whose last
+    /// <paramref name="async"/> pages are the asynchronous part: at <c>end − async</c> when that is
+    /// below end of file and before the first page already cached; from a cached page on, the rest
+    /// is read by <c>do_page_cache_ra</c>, whose window is cut at end of file first, so its mark sits
+    /// <paramref name="async"/> pages before the cut end (none when the rest is shorter). ulong.MaxValue: none.
+    /// </summary>
+    private (ulong Mark, ulong FallbackMark) ReadAheadMarks(ulong first, ulong end, ulong stop, ulong async)
+    {
+        if (async == 0)
+        {
+            return (ulong.MaxValue, ulong.MaxValue);
+        }
+
+        ulong cached = stop;
+        for (ulong i = first; i < stop; i++)
+        {
+            if (IsCached(i))
+            {
+                cached = i;
+                break;
+            }
+        }
+
+        ulong mark = end - async < Math.Min(cached, stop) ? end - async : ulong.MaxValue;
+        ulong fallback = cached < stop && async <= stop - cached ? stop - async : ulong.MaxValue;
+        return (mark, fallback);
     }
 
     /// <summary>Fault-around mapped <paramref name="pages"/> cached pages: so many hits make up for misses (<c>mmap_miss</c>).</summary>

@@ -114,6 +114,8 @@ public static class FuzzCampaign
             "mmap" => "mmap " + ((op.Args[3] & 0x100000) != 0 ? "fixed-noreplace" : (op.Args[3] & 0x10) != 0 ? "fixed" : op.Args[0] != 0 ? "hint" : "none"),
             "mmapf" => "mmapf " + ((op.Args[3] & 0xf) switch { 1 => "shared", 2 => "private", 3 => "shared-validate", _ => "other" }),
             "madvise" => "madvise " + FuzzText.FormatArg(FuzzArg.Advice, op.Args[2], 0),
+            "mremap" when op.Args[1] == 0 => "mremap old-len-0",
+            "brk" => op.Args[0] == 0 ? "brk query" : "brk",
             "mremap" => "mremap " + (op.Args[3] switch
             {
                 0 => "in-place",

@@ -204,6 +204,15 @@ public static class FuzzOps
         },
         new()
         {
+            // The heap starts in the slot (FuzzText.BrkOffset); brk returns the break, moved or not.
+            Name = "brk",
+            Args = [FuzzArg.Address],
+            RunOnModel = static (m, a) => OpResult.Returned(m.Brk(a[0])),
+            Generate = static g => [g.BrkAddress()],
+            Weight = 5,
+        },
+        new()
+        {
             Name = "read",
             Args = [FuzzArg.Address, FuzzArg.Length],
             RunOnModel = static (m, a) => OpResult.FromAccess(m.TouchPages(a[0], a[1], write: false)),

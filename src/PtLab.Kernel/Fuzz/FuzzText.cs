@@ -13,6 +13,9 @@ public static class FuzzText
     /// <summary>The size of the slot: one PGD entry, 512 GiB.</summary>
     public const ulong SlotSize = 1UL << 39;
 
+    /// <summary>Where the heap starts in the slot: <c>start_brk</c> is the slot's start plus this (the executor's <c>BRK_OFFSET</c>).</summary>
+    public const ulong BrkOffset = 2UL << 30;
+
     /// <summary>
     /// The size of the test file <c>mmapf</c> maps on both sides (the executor's <c>FILE_SIZE</c>):
     /// 8 MiB less a part page, so the last page ends inside the file and the next one is SIGBUS.

@@ -77,6 +77,9 @@ public sealed class KernelExecutor : IDisposable
                 case "filesize":
                     FileSize = ulong.Parse(value, CultureInfo.InvariantCulture);
                     break;
+                case "brk":
+                    BrkStart = FuzzText.ParseNumber(value);
+                    break;
             }
         }
 
@@ -97,6 +100,9 @@ public sealed class KernelExecutor : IDisposable
 
     /// <summary>The size of the test file <c>mmapf</c> maps, or 0 when the executor has none.</summary>
     public ulong FileSize { get; }
+
+    /// <summary>Where the heap starts in the slot (<c>start_brk</c>), or 0 when the executor could not move it there.</summary>
+    public ulong BrkStart { get; }
 
     /// <summary>Where the test file lives, or null.</summary>
     public string? FileDirectory { get; private init; }

@@ -59,6 +59,9 @@ public sealed class KernelFuzzer : IDisposable
     /// <summary>Times the executor was started again because a reset left something behind.</summary>
     public int Restarts { get; private set; }
 
+    /// <summary>Whether the executor's heap is in the slot, so that <c>brk</c> can be run on both sides.</summary>
+    public bool BrkAvailable => _executor.BrkStart != 0;
+
     /// <summary>
     /// Runs <paramref name="count"/> generated operations from <paramref name="seed"/>, stopping at
     /// the first difference. The same seed draws the same operations relative to the slot.
@@ -67,13 +70,14 @@ public sealed class KernelFuzzer : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         using var model = Begin();
-        var gen = new OpGenerator(new Random(seed), Slot) { AllowLocked = Environment.IsPrivilegedProcess };
+        var gen = new OpGenerator(new Random(seed), Slot) { AllowLocked = Environment.IsPrivilegedProcess, AllowBrk = BrkAvailable };
         var steps = new List<FuzzStep>(count);
         for (int i = 0; i < count; i++)
         {
             gen.Layout = model.Layout();
             var st = model.Mm.Status();
             gen.AnonKb = st.RssAnonKb + st.RssShmemKb;
+            gen.Brk = model.Mm.CurrentBrk;
             var step = RunOne(gen.Next(), model);
             steps.Add(step);
             progress?.Invoke(i + 1);
@@ -148,6 +152,11 @@ public sealed class KernelFuzzer : IDisposable
             throw new FuzzHarnessException($"the executor's test file is {_executor.FileSize} bytes, the model's {FuzzText.FileSize}");
         }
 
-        return new ModelSide(Design, _executor.MemTotalKb, _executor.SlotStart, ReadAheadKb);
+        if (_executor.BrkStart != 0 && _executor.BrkStart != _executor.SlotStart + FuzzText.BrkOffset)
+        {
+            throw new FuzzHarnessException($"the executor's heap starts at 0x{_executor.BrkStart:x}, the model's at 0x{_executor.SlotStart + FuzzText.BrkOffset:x}");
+        }
+
+        return new ModelSide(Design, _executor.MemTotalKb, _executor.SlotStart, ReadAheadKb, BrkAvailable);
     }
 }

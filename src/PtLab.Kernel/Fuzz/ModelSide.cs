@@ -21,7 +21,8 @@ public sealed class ModelSide : IDisposable
     /// <param name="memTotalKb">RAM in kB.</param>
     /// <param name="slotStart">The slot's first address (512 GiB aligned).</param>
     /// <param name="readAheadKb">The host's <c>read_ahead_kb</c> where the test file lives.</param>
-    public ModelSide(string design, long memTotalKb, ulong slotStart, int readAheadKb = 128)
+    /// <param name="brk">Whether the heap starts in the slot, <see cref="FuzzText.BrkOffset"/> into it, as the executor's does when it may move it.</param>
+    public ModelSide(string design, long memTotalKb, ulong slotStart, int readAheadKb = 128, bool brk = true)
     {
         var factory = Designs.Factory(design) ?? throw new ArgumentException($"unknown design '{design}' (known: {string.Join(", ", Designs.Names)})", nameof(design));
         if (slotStart == 0 || slotStart % FuzzText.SlotSize != 0)
@@ -34,6 +35,11 @@ public sealed class ModelSide : IDisposable
         _target = new ModelTarget(new MachineOptions { RamBytes = memTotalKb * 1024, PageData = false, Cpus = 1, Design = factory, ReadAheadKb = readAheadKb });
         _target.Mm.ThpDisabled = true; // the executor's prctl(PR_SET_THP_DISABLE)
         _target.CreateFile(FuzzText.FileSize); // handle 0, the file mmapf maps
+        if (brk)
+        {
+            _target.Mm.SetBrkBase(_target.Cpu, slotStart + FuzzText.BrkOffset); // the executor's prctl(PR_SET_MM_START_BRK, PR_SET_MM_BRK)
+        }
+
         ulong mmapBase = _target.Mm.MmapBase;
         if (SlotEnd < mmapBase)
         {

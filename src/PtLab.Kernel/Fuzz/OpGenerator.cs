@@ -49,6 +49,12 @@ public sealed class OpGenerator
     /// <summary>Whether MAP_LOCKED may be drawn (the executor can lock memory without limit: root).</summary>
     public bool AllowLocked { get; init; }
 
+    /// <summary>Whether <c>brk</c> may be drawn (the executor's heap is in the slot).</summary>
+    public bool AllowBrk { get; init; }
+
+    /// <summary>The current break (<c>mm-&gt;brk</c>); set before each <see cref="Next"/>.</summary>
+    public ulong Brk { get; set; }
+
     /// <summary>Above this much anonymous memory, the next operation unmaps a VMA.</summary>
     public long AnonBudgetKb { get; init; } = 256 * 1024;
 
@@ -73,13 +79,25 @@ public sealed class OpGenerator
             }
         }
 
+        while (true)
+        {
+            var kind = PickKind();
+            if (kind.Name != "brk" || AllowBrk)
+            {
+                return new FuzzOp(kind, kind.Generate(this));
+            }
+        }
+    }
+
+    private FuzzOpKind PickKind()
+    {
         int pick = _rng.Next(_totalWeight);
         foreach (var kind in FuzzOps.All)
         {
             pick -= kind.Weight;
             if (pick < 0)
             {
-                return new FuzzOp(kind, kind.Generate(this));
+                return kind;
             }
         }
 
@@ -220,8 +238,9 @@ public sealed class OpGenerator
     }
 
     /// <summary>
-    /// mremap: a source range (often a whole VMA, or its end, where growth in place happens), a new
-    /// length (the same, smaller, larger, or zero), flags (none, MAYMOVE, FIXED, DONTUNMAP, mixes
+    /// mremap: a source range (often a whole VMA, or its end, where growth in place happens; an
+    /// old length of 0 in a shared VMA, which duplicates it), a new length (the same, smaller,
+    /// larger, or zero), flags (none, MAYMOVE, FIXED, DONTUNMAP, mixes
     /// Linux refuses, rarely an unknown bit) and a destination in the slot's low zone.
     /// </summary>
     public ulong[] Mremap()
@@ -233,6 +252,10 @@ public sealed class OpGenerator
             ulong pages = (v.End - v.Start) / Page;
             ulong skip = _rng.Next(3) == 0 ? (ulong)_rng.NextInt64(0, (long)pages) * Page : 0;
             (addr, len) = (v.Start + skip, v.End - v.Start - skip);
+            if (v.Perms.Length > 3 && v.Perms[3] == 's' && _rng.Next(8) == 0)
+            {
+                len = 0; // an old length of 0 duplicates a shared mapping
+            }
         }
         else
         {
@@ -248,6 +271,11 @@ public sealed class OpGenerator
             < 97 => len * 2,
             _ => 0,
         };
+        if (len == 0 && newLen == 0 && _rng.Next(4) != 0)
+        {
+            newLen = (ulong)_rng.Next(1, 257) * Page;
+        }
+
         ulong flags = _rng.Next(100) switch
         {
             < 20 => 0,
@@ -280,6 +308,39 @@ public sealed class OpGenerator
         }
 
         return [addr, len, newLen, flags, dest];
+    }
+
+    /// <summary>
+    /// brk's address: a growth (by bytes, pages, a table's worth or more; little while locking
+    /// may populate it), a shrink, the heap's start, below it (refused), 0 (a query), or another
+    /// VMA's edge, where the growth meets a mapping. Never past the slot.
+    /// </summary>
+    public ulong BrkAddress()
+    {
+        ulong start = S + FuzzText.BrkOffset;
+        ulong cur = Math.Max(Brk, start);
+        ulong grow = _rng.Next(100) switch
+        {
+            < 30 => (ulong)_rng.Next(1, 8192),
+            < 65 => (ulong)_rng.Next(1, 17) * Page,
+            < 85 => JitterLength((ulong)_rng.Next(1, 5) * TwoMiB),
+            _ => (ulong)_rng.NextInt64(1, 16385) * Page,
+        };
+        if (_locking && grow > 1UL << 20)
+        {
+            grow = (ulong)_rng.Next(1, 257) * Page; // MCL_FUTURE populates the heap's growth
+        }
+
+        ulong a = _rng.Next(100) switch
+        {
+            < 45 => cur + grow,
+            < 70 => cur - Math.Min(cur - start, grow),
+            < 77 => start,
+            < 82 => start - ((ulong)_rng.Next(1, 17) * Page) - (ulong)_rng.Next(0, 2),
+            < 87 => 0,
+            _ => Jitter(Edge()) + (ulong)(_rng.Next(4) == 0 ? _rng.Next(1, 4096) : 0),
+        };
+        return a != 0 && (a < S || a > E) ? cur : a;
     }
 
     /// <summary>

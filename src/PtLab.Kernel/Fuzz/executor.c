@@ -24,14 +24,19 @@
  *     Every reset writes it again page by page and syncs it, so a sequence starts with all its
  *     pages in the page cache, clean, and no hole a MADV_REMOVE punched before.
  *
- * Hello (first line): "ptlab-executor 1 slot=0xS end=0xE memtotal=KB thp=off cpu=N filesize=B"
- * (filesize=0 without a test file)
+ *   - The heap is moved into the slot: prctl(PR_SET_MM, PR_SET_MM_MAP) puts start_brk and brk at
+ *     BRK_OFFSET into it, and every reset puts them back, so `brk` grows and shrinks a heap the
+ *     slot's other mappings can meet.
+ *
+ * Hello (first line): "ptlab-executor 1 slot=0xS end=0xE memtotal=KB thp=off cpu=N filesize=B brk=0xB"
+ * (filesize=0 without a test file; brk=0x0 when the heap could not be moved, and `brk` is refused)
  *
  * Requests (numbers are strtoull base 0: 0x-prefixed hex, decimal, or -1):
  *   NAME ARG...     a system call from the table below; every address range it names must lie in
  *                   the slot, or wrap around 2^64 (which every call rejects before acting)
  *   mmapf ADDR LEN PROT FLAGS OFF
  *                   mmap of the test file at offset OFF (fd is the file's), as mmap's ranges
+ *   brk ADDR        brk(ADDR), which returns the break (ADDR must be 0 or in the slot)
  *   read ADDR LEN   one volatile load at ADDR and every 4 KiB after it, below ADDR + LEN
  *   write ADDR LEN  the same with a one-byte store
  *   maps            the VMAs that lie in the slot (parsed from /proc/self/maps)
@@ -62,6 +67,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <linux/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -73,6 +79,8 @@
 /* Below every mmap_base x86-64 randomisation can choose (at most 1 TiB + the stack gap below the
  * top), so it is free in practice and cases replay at the same addresses. */
 #define PREFERRED_SLOT 0x7e0000000000UL
+/* Where the heap starts in the slot (the model's FuzzText.BrkOffset). */
+#define BRK_OFFSET (2UL << 30)
 /* The test file's size: 8 MiB less a part page, so its last page ends inside the file. */
 #define FILE_SIZE ((8UL << 20) - 1234)
 #ifndef MAP_FIXED_NOREPLACE
@@ -114,6 +122,8 @@ static const struct call calls[] = {
 };
 
 static unsigned long slot_start, slot_end;
+/* The heap's start in the slot, or 0 when it could not be moved there. */
+static unsigned long brk_start;
 /* The end of the placeholder that starts at the slot's end (slot_end when there is none). */
 static unsigned long guard_end;
 static long base_pte_kb, base_anon_kb, base_file_kb, base_shmem_kb;
@@ -309,6 +319,47 @@ static int range_ok(unsigned long addr, unsigned long len)
 
 /* ---- requests ---- */
 
+/* Moves the heap to BRK_OFFSET in the slot, empty (start_brk = brk), with PR_SET_MM_MAP, which
+ * needs no CAP_SYS_RESOURCE (only CONFIG_CHECKPOINT_RESTORE): every other field is given back
+ * as /proc/self/stat shows it. brk_start stays 0 when the kernel refuses. */
+static void set_brk(void)
+{
+    char stat[2048];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, stat, sizeof stat - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        die("cannot read /proc/self/stat");
+    stat[n] = 0;
+    /* Fields after the command's closing parenthesis, numbered from 3 as in proc(5). */
+    unsigned long f[53] = { 0 };
+    char *p = strrchr(stat, ')');
+    for (int i = 3; p && i < 53; i++) {
+        while (*p && *p != ' ')
+            p++;
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            break;
+        f[i] = strtoul(p, NULL, 10);
+    }
+
+    unsigned long want = slot_start + BRK_OFFSET;
+    struct prctl_mm_map m = {
+        .start_code = f[26], .end_code = f[27], .start_data = f[45], .end_data = f[46],
+        .start_brk = want, .brk = want, .start_stack = f[28], .arg_start = f[48], .arg_end = f[49],
+        .env_start = f[50], .env_end = f[51], .auxv = NULL, .auxv_size = 0, .exe_fd = (__u32)-1,
+    };
+    if (prctl(PR_SET_MM, PR_SET_MM_MAP, &m, sizeof m, 0) != 0) {
+        if (brk_start != 0)
+            die("cannot put the heap back at its start in the slot");
+        return;
+    }
+
+    brk_start = want;
+}
+
 /* Empties the slot and puts back a pristine placeholder above it: a mapping at the slot's top can
  * merge with that placeholder and leave its anon_vma there, which a later neighbour would reuse. */
 static void reset_slot(void)
@@ -319,6 +370,7 @@ static void reset_slot(void)
         mmap((void *)slot_end, guard_end - slot_end, PROT_NONE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0) != (void *)slot_end)
         die("cannot put the placeholder above the slot back");
+    set_brk();
     write_file();
 }
 
@@ -535,6 +587,21 @@ static void handle(char *line)
             a[5] = a[4];
             a[4] = (unsigned long)file_fd;
             do_call(&calls[0], a, 6);
+        }
+        return;
+    }
+
+    if (!strcmp(argv[0], "brk")) {
+        if (n != 1) {
+            refuse("wrong number of arguments");
+        } else if (brk_start == 0) {
+            refuse("the heap is not in the slot (prctl PR_SET_MM_MAP refused)");
+        } else if (a[0] != 0 && (a[0] < slot_start || a[0] > slot_end)) {
+            refuse("a range leaves the slot");
+        } else {
+            out_str("= ");
+            out_hex((unsigned long)syscall(SYS_brk, a[0]), 1);
+            reply_status();
         }
         return;
     }
@@ -791,6 +858,7 @@ int main(int argc, char **argv)
         write_file();
     }
 
+    set_brk();
     for (int pass = 0; pass < 2; pass++) {
         grow_stack();
         each_vma(warm_vma, NULL);
@@ -820,6 +888,8 @@ int main(int argc, char **argv)
     out_dec(cpu);
     out_str(" filesize=");
     out_dec(file_fd >= 0 ? (long)FILE_SIZE : 0);
+    out_str(" brk=");
+    out_hex(brk_start, 1);
     out_char('\n');
 
     char *line;

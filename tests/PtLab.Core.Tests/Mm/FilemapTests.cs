@@ -60,12 +60,17 @@ public class FilemapTests
         Assert.Equal(32, f.ReadAheadPages); // read_ahead_kb 128
         ulong a = MapFile(s, f, 256 * Sim.K4, MapFlags.Private);
         Assert.True(s.Cpu.ReadByte(a + (100 * Sim.K4), out _).Ok);
-        Assert.Equal(Enumerable.Range(96, 16), MappedPages(s, a, 256));
+        // Page 108 starts the window's asynchronous quarter: its readahead mark keeps fault-around off it.
+        Assert.Equal([.. Enumerable.Range(96, 12), .. Enumerable.Range(109, 3)], MappedPages(s, a, 256));
         Assert.Equal(32, f.CachedPages); // pages 84 to 115
         Assert.True(f.IsCached(84) && f.IsCached(115) && !f.IsCached(83) && !f.IsCached(116));
-        Assert.Equal(64, s.Mm.Status().RssFileKb);
+        Assert.Equal(60, s.Mm.Status().RssFileKb);
         Assert.Equal(0, s.Mm.Status().RssAnonKb);
         Assert.Equal(new TableCounts(1, 1, 1), s.Tables);
+
+        // A fault on the marked page maps it and clears the mark.
+        Assert.True(s.Cpu.ReadByte(a + (108 * Sim.K4), out _).Ok);
+        Assert.Equal(Enumerable.Range(96, 16), MappedPages(s, a, 256));
 
         // A window half in the read-around maps its cached half.
         Assert.True(s.Cpu.ReadByte(a + (85 * Sim.K4), out _).Ok);
