@@ -32,6 +32,12 @@ public enum Mutation
 
     /// <summary>pte-ref-batched: a table whose switch to atomic is still pending is freed on its unconfirmed count.</summary>
     SkipSwitchConfirm,
+
+    /// <summary>scanner: a table the lockless scan saw empty is freed without rechecking its entries under the PTE lock.</summary>
+    SkipScanRecheck,
+
+    /// <summary>scanner: the scanned table is locked and freed without checking that the pmd still points at it (<c>pmd_same</c>).</summary>
+    SkipScanPmdSame,
 }
 
 /// <summary>Mutation names on the command line.</summary>
@@ -48,6 +54,8 @@ public static class Mutations
         ("skip-tlb-flush", Mutation.SkipGatherFlush),
         ("skip-count-recheck", Mutation.SkipCountRecheck),
         ("skip-switch-confirm", Mutation.SkipSwitchConfirm),
+        ("skip-scan-recheck", Mutation.SkipScanRecheck),
+        ("skip-scan-pmd-same", Mutation.SkipScanPmdSame),
     ];
 
     /// <summary>The known names.</summary>

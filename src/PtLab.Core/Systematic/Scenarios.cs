@@ -94,6 +94,12 @@ public sealed record SystematicScenario(
 
     /// <summary>The mutations this scenario is shown to catch (the mutation tests of the default run), for designs that have them.</summary>
     public IReadOnlyList<Mutation> Catches { get; init; } = [];
+
+    /// <summary>
+    /// Whether one of the programs runs the table scanner's thread (<see cref="Kscand"/>) itself; in
+    /// the others, a design with a background thread gets one more CPU running it.
+    /// </summary>
+    public bool RunsKscand { get; init; }
 }
 
 /// <summary>The catalogue of races the systematic tester explores.</summary>
@@ -403,7 +409,59 @@ public static class SystematicScenarios
                     }
                 },
             ]),
+        new(
+            "scanner-fault-zap",
+            "the table scanner's thread scans three tables (two emptied by partial DONTNEEDs, one of zero-page entries only) while a fault refills the first and writes over the zero page, and a whole-table DONTNEED frees the second (pt-reclaim's rule) before a fault installs a new one there",
+            700,
+            64L << 20,
+            c =>
+            {
+                c.Map(3 * M2);
+                for (ulong t = 0; t < 2; t++)
+                {
+                    for (ulong i = 0; i < 4; i++)
+                    {
+                        c.Touch(Base + (t * M2) + (i * K4));
+                    }
+
+                    if (c.Mm.Madvise(c.Cpu(0), Base + (t * M2), 4 * K4, Advice.DontNeed) != Errno.None)
+                    {
+                        throw new InvalidOperationException("set-up madvise(DONTNEED) failed");
+                    }
+                }
+
+                c.Read(Base + (2 * M2)); // the shared zero page
+            },
+            [
+                KscandPasses,
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write page 1 of the emptied table");
+                    cpu.Touch(Base + K4);
+                    c.Scheduler.Note("fault: write page 3 of the second table (after its free, a new table)");
+                    cpu.Touch(Base + M2 + (3 * K4));
+                    c.Scheduler.Note("fault: write over the zero page");
+                    cpu.Touch(Base + (2 * M2));
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, second table whole)");
+                    c.Mm.Madvise(cpu, Base + M2, M2, Advice.DontNeed);
+                    c.Scheduler.Note("madvise(DONTNEED, pages 1-2 of the first table)");
+                    c.Mm.Madvise(cpu, Base + K4, 2 * K4, Advice.DontNeed);
+                },
+            ]),
     ]);
+
+    /// <summary>The scanner's thread in a race: two passes over every address space, on <paramref name="cpu"/>.</summary>
+    internal static void KscandPasses(ScenarioContext c, Cpu cpu)
+    {
+        for (int pass = 0; pass < 2; pass++)
+        {
+            c.Scheduler.Note("kscand: scan pass");
+            Kscand.Pass(c.Machine, cpu);
+        }
+    }
 
     private static SystematicScenario[] Described(SystematicScenario[] all) => [.. all.Select(Describe)];
 
@@ -415,6 +473,7 @@ public static class SystematicScenarios
         "percpu-switch" => s with { UsesDesign = false, Catches = [Mutation.SkipSwitchGracePeriod] },
         "ptreclaim-trylock" => s with { Catches = [Mutation.SkipPmdRecheck] },
         "occupancy-partial-zap" => s with { Catches = [Mutation.SkipCountRecheck, Mutation.SkipTrackClear, Mutation.SkipSwitchConfirm] },
+        "scanner-fault-zap" => s with { RunsKscand = true, Catches = [Mutation.SkipScanRecheck, Mutation.SkipScanPmdSame] },
         _ => s,
     };
 
