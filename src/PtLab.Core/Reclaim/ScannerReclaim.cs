@@ -396,14 +396,10 @@ public static class Kscand
     {
         ArgumentNullException.ThrowIfNull(machine);
         ArgumentNullException.ThrowIfNull(cpu);
-        var ranked = machine.AddressSpaces
-            .Select(mm => (Mm: mm, Scanner: mm.Design as ScannerReclaim))
-            .Where(x => x.Scanner is not null)
-            .OrderByDescending(x => x.Scanner!.Candidates)
-            .ToList();
         var stats = default(ScanStats);
-        foreach (var (mm, scanner) in ranked)
+        foreach (var mm in Ranked(machine))
         {
+            var scanner = (ScannerReclaim)mm.Design;
             if (!mm.MmapLock.TryDownRead(cpu.Id))
             {
                 stats += new ScanStats(0, 0, 0, 0, 0, 1);
@@ -412,7 +408,7 @@ public static class Kscand
 
             try
             {
-                stats += mm.IsDead ? new ScanStats(0, 0, 0, 0, 0, 1) : scanner!.ScanLocked(mm, cpu);
+                stats += mm.IsDead ? new ScanStats(0, 0, 0, 0, 0, 1) : scanner.ScanLocked(mm, cpu);
             }
             finally
             {
@@ -422,5 +418,12 @@ public static class Kscand
 
         machine.Rcu.Poll(); // let the deferred frees run, as the RCU softirq would soon after
         return stats;
+    }
+
+    /// <summary>The address spaces a pass visits, in its order: most candidate tables first.</summary>
+    public static IReadOnlyList<MmStruct> Ranked(Machine machine)
+    {
+        ArgumentNullException.ThrowIfNull(machine);
+        return [.. machine.AddressSpaces.Where(mm => mm.Design is ScannerReclaim).OrderByDescending(mm => ((ScannerReclaim)mm.Design).Candidates)];
     }
 }
