@@ -451,6 +451,88 @@ public static class SystematicScenarios
                     c.Mm.Madvise(cpu, Base + K4, 2 * K4, Advice.DontNeed);
                 },
             ]),
+        new(
+            "occupancy-count-set-clear",
+            "one PTE table's entries set and cleared on three CPUs at once: partial DONTNEEDs, MADV_FREE and reclaim discarding through the reverse map, a write over a zero-page entry, a zero-page read and refaults; its counts must equal its entries, and a table left with only zero-page entries may be freed between them",
+            700,
+            8L << 20,
+            c =>
+            {
+                c.Map(2 * M2);
+                for (ulong i = 0; i < 6; i++)
+                {
+                    c.Touch(Base + (i * K4));
+                }
+
+                c.Read(Base + (8 * K4)); // the shared zero page
+            },
+            [
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, pages 0-1)");
+                    c.Mm.Madvise(cpu, Base, 2 * K4, Advice.DontNeed);
+                    c.Scheduler.Note("madvise(FREE, pages 2-3)");
+                    c.Mm.Madvise(cpu, Base + (2 * K4), 2 * K4, Advice.Free);
+                    c.Scheduler.Note("reclaim 4 pages");
+                    c.Machine.Vmscan.Reclaim(cpu.Id, 4);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write over the zero page (page 8)");
+                    cpu.Touch(Base + (8 * K4));
+                    c.Scheduler.Note("fault: read page 9 (zero page)");
+                    cpu.ReadByte(Base + (9 * K4), out _);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write page 1 (refault)");
+                    cpu.Touch(Base + K4);
+                    c.Scheduler.Note("madvise(DONTNEED, pages 4-5)");
+                    c.Mm.Madvise(cpu, Base + (4 * K4), 2 * K4, Advice.DontNeed);
+                },
+            ]),
+        new(
+            "batched-switch-tryget",
+            "a partial DONTNEED that empties a table starts its switch to atomic mode without waiting, while GUP-fast and a fault try-get the table's reference during the pending switch and a second DONTNEED finds it atomic or gone",
+            450,
+            64L << 20,
+            c =>
+            {
+                c.Map(M2);
+                for (ulong i = 0; i < 4; i++)
+                {
+                    c.Touch(Base + (i * K4));
+                }
+            },
+            [
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, pages 0-3)");
+                    c.Mm.Madvise(cpu, Base, 4 * K4, Advice.DontNeed);
+                    c.Scheduler.Note("madvise(DONTNEED, pages 5-6)");
+                    c.Mm.Madvise(cpu, Base + (5 * K4), 2 * K4, Advice.DontNeed);
+                },
+                (c, cpu) =>
+                {
+                    Span<long> pages = stackalloc long[4];
+                    for (int round = 0; round < 2; round++)
+                    {
+                        c.Scheduler.Note("get_user_pages_fast(4 pages)");
+                        long got = c.Mm.GetUserPagesFast(cpu, Base, 4, write: true, pages);
+                        if (got > 0)
+                        {
+                            c.Mm.PutUserPages(cpu, pages[..(int)got]);
+                        }
+                    }
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write page 2 (try-get during the switch)");
+                    cpu.Touch(Base + (2 * K4));
+                    c.Scheduler.Note("fault: write page 6");
+                    cpu.Touch(Base + (6 * K4));
+                },
+            ]),
     ]);
 
     /// <summary>The scanner's thread in a race: two passes over every address space, on <paramref name="cpu"/>.</summary>
@@ -474,6 +556,8 @@ public static class SystematicScenarios
         "ptreclaim-trylock" => s with { Catches = [Mutation.SkipPmdRecheck] },
         "occupancy-partial-zap" => s with { Catches = [Mutation.SkipCountRecheck, Mutation.SkipTrackClear, Mutation.SkipSwitchConfirm] },
         "scanner-fault-zap" => s with { RunsKscand = true, Catches = [Mutation.SkipScanRecheck, Mutation.SkipScanPmdSame] },
+        "occupancy-count-set-clear" => s with { Catches = [Mutation.SkipTrackClear] },
+        "batched-switch-tryget" => s with { Catches = [Mutation.SkipSwitchConfirm] },
         _ => s,
     };
 
