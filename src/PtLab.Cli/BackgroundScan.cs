@@ -29,7 +29,7 @@ internal static class BackgroundScan
         var totals = target.Mm.Design is ScannerReclaim scanner ? scanner.Totals : s;
         string note =
             $"note: the table scanner's thread ran one pass when the workload went idle (outside the measured wall time, {Human.Seconds(sw.Elapsed.TotalSeconds)}): " +
-            $"it read {Human.Count(s.Scanned)} tables and freed {Human.Count(s.Freed)} ({Human.Count(s.Hinted)} skipped by their hint, {Human.Count(s.Delayed)} too recently emptied); " +
+            $"it read {Human.Plural(s.Scanned, "table")} and freed {Human.Count(s.Freed)} ({Human.Count(s.Hinted)} skipped by their hint, {Human.Count(s.Delayed)} too recently emptied); " +
             $"over the whole run its scans (pressure, period and this pass) freed {Human.Count(totals.Freed)}";
         return (result with { After = target.Status() }, note);
     }
