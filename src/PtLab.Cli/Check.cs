@@ -12,7 +12,11 @@ internal static class Check
     public static Command CheckCommand(TextWriter stdout)
     {
         var cmd = new Command("check", "Explore interleavings of a small race under the deterministic scheduler and check the invariants after each.");
-        var scenario = new Argument<string>("scenario") { Description = "One of: " + string.Join(", ", SystematicScenarios.Names) + "." };
+        var scenario = new Argument<string>("scenario")
+        {
+            Description = "One of: " + string.Join(", ", SystematicScenarios.Names) + " (none with --exhaustive --all).",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
         scenario.AcceptOnlyFromAmong([.. SystematicScenarios.Names]);
         var design = DesignOption();
         var schedules = new Option<int>("--schedules") { Description = "Schedules to explore.", DefaultValueFactory = _ => 1000 };
@@ -38,11 +42,11 @@ internal static class Check
             cmd.Options.Add(o);
         }
 
+        var exhaustive = CheckExhaustive.AddTo(cmd);
         var output = ReportOptions.AddTo(cmd, "text", "json");
 
         cmd.SetAction(p =>
         {
-            var s = SystematicScenarios.Find(p.GetValue(scenario)!)!;
             string d = p.GetValue(design)!;
             var m = Mutations.Parse(p.GetValue(mutation)!)!.Value;
             if (!Designs.Supports(d, m))
@@ -50,7 +54,39 @@ internal static class Check
                 throw new UsageException($"--mutation {Mutations.NameOf(m)} does not apply to design {d}");
             }
 
+            bool isExhaustive = exhaustive.Validate(p, [schedules, strategy, seed, baseSeed]);
+            if (isExhaustive && p.GetValue(exhaustive.All))
+            {
+                if (p.GetValue(scenario) is { } named)
+                {
+                    throw new UsageException($"--all explores every scenario: drop the scenario '{named}' or --all");
+                }
+
+                return exhaustive.RunAll(p, stdout, output, Cli.Given(p, design) ? d : null, m);
+            }
+
+            if (p.GetValue(scenario) is not { } scenarioName)
+            {
+                throw new UsageException("check needs a scenario (or --exhaustive --all): one of " + string.Join(", ", SystematicScenarios.Names));
+            }
+
+            var s = SystematicScenarios.Find(scenarioName)!;
             RefuseADesignTheScenarioDoesNotTest(s, d);
+            if (isExhaustive)
+            {
+                if (exhaustive.ChoicesOf(p) is { } choices)
+                {
+                    return exhaustive.Replay(p, stdout, output, s, d, m, choices, p.GetValue(last), p.GetValue(everyStep));
+                }
+
+                if (Cli.Given(p, last))
+                {
+                    throw new UsageException("--last sets how many steps a replay prints: it needs --seed, or --choices with --exhaustive");
+                }
+
+                return exhaustive.RunOne(p, stdout, output, s, d, m, CatchNote(s, m), p.GetValue(everyStep));
+            }
+
             int n = p.GetValue(schedules);
             if (n < 1)
             {

@@ -23,7 +23,7 @@ public sealed class Cpu
     {
         _machine = machine;
         Id = id;
-        Tlb = new Tlb { Owner = id };
+        Tlb = new Tlb { Owner = id, Psc = machine.Options.PagingStructureCaches ? new PagingStructureCache() : null };
         _walker = new HardwareWalker(machine.Phys, machine.Rcu, Tlb, id);
     }
 

@@ -33,6 +33,13 @@ public sealed record MachineOptions
     /// <summary>Check lock order and sleeping in atomic context (lockdep-lite); on in tests.</summary>
     public bool LockDep { get; init; }
 
+    /// <summary>
+    /// Model each CPU's paging-structure caches (the PML4E, PDPTE and PDE caches a walk fills and
+    /// starts from), so that a table freed without the flush that drops them is caught. Off by
+    /// default: a workload run does not pay the lookup per walk; the checkers turn it on.
+    /// </summary>
+    public bool PagingStructureCaches { get; init; }
+
     /// <summary>The transparent huge page mode (the host's <c>/sys/kernel/mm/transparent_hugepage/</c>).</summary>
     public ThpSettings Thp { get; init; } = ThpSettings.Default;
 

@@ -256,6 +256,7 @@ public sealed partial class MmStruct
 
         P4dClear(pgdTable, pgdIndex);
         DecTables(3);
+        TableFreeTlbRange(tlb, start & Geometry.PgdirMask);
         tlb.RemoveTable(pudTable);
     }
 
@@ -297,6 +298,7 @@ public sealed partial class MmStruct
 
         PudClear(pudTable, pudIndex);
         DecTables(2);
+        TableFreeTlbRange(tlb, start & Geometry.PudMask);
         tlb.RemoveTable(pmdTable);
     }
 
@@ -319,13 +321,37 @@ public sealed partial class MmStruct
     internal void PteFreeTlb(MmuGather tlb, long pteTable, ulong addr)
     {
         DecTables(1);
-        tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
+        if (!SkipTableFlushForTesting)
+        {
+            tlb.AddRange(addr & Geometry.PmdMask, (addr & Geometry.PmdMask) + Geometry.PmdSize);
+        }
+
         Design.PteTableDtor(this, pteTable);
         tlb.RemoveTable(pteTable);
     }
 
+    /// <summary>
+    /// <c>pmd_free_tlb</c>/<c>pud_free_tlb</c>'s <c>tlb_flush_pud_range</c>/<c>tlb_flush_p4d_range</c>:
+    /// one page of the freed table's span joins the flush, so the paging-structure cache entries
+    /// that point at the table go with it.
+    /// </summary>
+    private void TableFreeTlbRange(MmuGather tlb, ulong addr)
+    {
+        if (!SkipTableFlushForTesting)
+        {
+            tlb.AddRange(addr, addr + Geometry.PageSize);
+        }
+    }
+
     /// <summary>Mutation: <c>tlb_flush_mmu</c> frees the gathered pages without flushing the TLBs first.</summary>
     public bool SkipGatherFlushForTesting { get; set; }
+
+    /// <summary>
+    /// Mutation: a table is freed without the flush that drops the paging-structure caches: the
+    /// gather's flush stays last-level (no <c>freed_tables</c>, no range for the table), and a
+    /// design's own free (<c>free_user_pte</c>) skips its <c>flush_tlb_range</c>.
+    /// </summary>
+    public bool SkipTableFlushForTesting { get; set; }
 
     /// <summary>The first address mapped by entry <paramref name="pmdIndex"/> of a PMD table.</summary>
     internal ulong PmdBase(long pmdTable, int pmdIndex) =>

@@ -204,8 +204,19 @@ public sealed partial class MmStruct
     /// <summary><c>flush_tlb_range</c>: flushes every CPU this address space runs on.</summary>
     public void FlushTlbRange(ulong start, ulong end) => FlushTlbRange(null, start, end);
 
-    /// <summary><c>flush_tlb_range</c> issued by <paramref name="cpu"/>, which the lock checker sees take each TLB's lock.</summary>
-    public void FlushTlbRange(Cpu? cpu, ulong start, ulong end)
+    /// <summary>
+    /// <c>flush_tlb_range</c> issued by <paramref name="cpu"/>, which the lock checker sees take each
+    /// TLB's lock: leaf entries and the paging-structure cache entries for the range.
+    /// </summary>
+    public void FlushTlbRange(Cpu? cpu, ulong start, ulong end) => FlushTlbRange(cpu, start, end, lastLevel: false);
+
+    /// <summary>
+    /// The <c>mmu_gather</c>'s <c>tlb_flush</c>: last-level only unless the gather freed tables
+    /// (<c>tlb-&gt;freed_tables</c>), when the paging-structure caches for the range go too.
+    /// </summary>
+    internal void TlbFlushMmu(Cpu? cpu, ulong start, ulong end, bool freedTables) => FlushTlbRange(cpu, start, end, lastLevel: !freedTables);
+
+    private void FlushTlbRange(Cpu? cpu, ulong start, ulong end, bool lastLevel)
     {
         if (end <= start)
         {
@@ -217,7 +228,7 @@ public sealed partial class MmStruct
         {
             if (ReferenceEquals(target.Mm, this))
             {
-                target.Tlb.FlushRange(Machine.Sync, cpu?.Id ?? -1, start, end);
+                target.Tlb.FlushRange(Machine.Sync, cpu?.Id ?? -1, start, end, lastLevel);
             }
         }
     }

@@ -15,6 +15,7 @@ public sealed class MmuGather
     private List<long>? _tables;
     private ulong _start = ulong.MaxValue;
     private ulong _end;
+    private bool _freedTables;
 
     internal MmuGather(MmStruct mm, Cpu? cpu)
     {
@@ -49,8 +50,15 @@ public sealed class MmuGather
     /// <summary><c>__tlb_remove_page</c>: the page's mapping reference is dropped after the flush.</summary>
     internal void RemovePage(long pfn) => _pages.Add(pfn);
 
-    /// <summary><c>tlb_remove_table</c>: the table page is freed after the flush and a grace period.</summary>
-    internal void RemoveTable(long pfn) => (_tables ??= []).Add(pfn);
+    /// <summary>
+    /// <c>tlb_remove_table</c> with <c>tlb-&gt;freed_tables</c> set: the table page is freed after a
+    /// flush that also drops the paging-structure caches, and a grace period.
+    /// </summary>
+    internal void RemoveTable(long pfn)
+    {
+        (_tables ??= []).Add(pfn);
+        _freedTables |= !_mm.SkipTableFlushForTesting;
+    }
 
     /// <summary>Whether enough pages are batched that the caller should flush (outside its PTE lock).</summary>
     internal bool ShouldFlush => _pages.Count >= FlushBatch;
@@ -60,11 +68,12 @@ public sealed class MmuGather
     {
         if (_end > _start && !_mm.SkipGatherFlushForTesting)
         {
-            _mm.FlushTlbRange(_cpu, _start, _end);
+            _mm.TlbFlushMmu(_cpu, _start, _end, _freedTables);
         }
 
         _start = ulong.MaxValue;
         _end = 0;
+        _freedTables = false;
         if (_pages.Count > 0)
         {
             _mm.ReleasePages(_cpu, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_pages));

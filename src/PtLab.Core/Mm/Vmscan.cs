@@ -81,14 +81,15 @@ internal sealed class Vmscan
 
             budget -= n;
             Interlocked.Add(ref _scanned, n);
-            long before = phys.FreeFrames;
             for (int i = 0; i < n; i++)
             {
                 ShrinkOne(cpu, isolated[i]);
             }
 
-            phys.PutPages(isolated[..n]); // the isolation references
-            freed += Math.Max(0, phys.FreeFrames - before);
+            // nr_reclaimed: the frames whose last reference was the isolation's. Measuring the
+            // free count before and after instead would read another CPU's allocations as no
+            // progress and send a faulting CPU to an OOM with lazy-free pages still on the list.
+            freed += phys.PutPages(isolated[..n]);
         }
 
         return freed;

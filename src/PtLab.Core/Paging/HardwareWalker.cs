@@ -28,11 +28,22 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
             long table = pgdPfn;
             int index = Geometry.PteIndex(va);
             bool leafPmd = false;
-            for (int level = 4; level > 1; level--)
+            int start = 4;
+            var psc = tlb.Psc;
+            if (psc is not null && psc.Lookup(va, out int cachedLevel, out var cached))
+            {
+                // The walk starts at the cached table without reading the entries above it.
+                CheckCachedTable(va, cachedLevel, cached);
+                table = cached.Pfn;
+                start = cachedLevel;
+            }
+
+            for (int level = start; level > 1; level--)
             {
                 ulong e = Volatile.Read(ref phys.Table(table)[Geometry.Index(va, level)]);
                 if (!Entry.IsHwPresent(e) || (Entry.IsHuge(e) && level != 2))
                 {
+                    psc?.Invalidate(va, va + 1); // a page fault drops the cached entries for its address
                     return false;
                 }
 
@@ -45,6 +56,7 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
                 }
 
                 table = Entry.Pfn(e);
+                psc?.Insert(level, va, phys.Ref(table));
             }
 
             _sched?.Reached(SchedulingPointKind.EntryLoad, table);
@@ -54,6 +66,7 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
             {
                 if (!Entry.IsHwPresent(v) || (v & Entry.User) == 0 || (write && !Entry.IsWritable(v)) || (leafPmd && !Entry.IsHuge(v)))
                 {
+                    psc?.Invalidate(va, va + 1);
                     return false;
                 }
 
@@ -77,6 +90,7 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
             // since this walk read it, the entry read belongs to that table: refault instead.
             if (!phys.SameEntry(table, index, ref slot))
             {
+                psc?.Invalidate(va, va + 1);
                 return false;
             }
 
@@ -92,6 +106,35 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
         finally
         {
             rcu.ReadUnlock(cpu);
+        }
+    }
+
+    /// <summary>
+    /// A walk may follow a cached entry only into the table it was cached for: a frame that was
+    /// freed (or freed and reused) since means a table was freed while this CPU's
+    /// paging-structure caches still pointed at it, the flush the kernel owes before the free
+    /// was missing. Hardware would read the frame's new contents as entries (and set accessed
+    /// bits in them); the model reports the use-after-free.
+    /// </summary>
+    private void CheckCachedTable(ulong va, int tableLevel, TableRef cached)
+    {
+        if (phys.IsLive(cached))
+        {
+            return;
+        }
+
+        try
+        {
+            phys.Table(cached);
+        }
+        catch (UseAfterFreeException e)
+        {
+            string entry = tableLevel switch { 1 => "PDE", 2 => "PDPTE", _ => "PML4E" };
+            throw new UseAfterFreeException(
+                $"CPU {cpu}'s walk of 0x{va:x} followed its paging-structure cache's {entry} into {cached}, which was freed without a flush of that cache: " +
+                e.Message.Split('\n')[0],
+                e.AccessStack,
+                e.FreeStack);
         }
     }
 }

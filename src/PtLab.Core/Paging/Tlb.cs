@@ -38,6 +38,12 @@ public sealed class Tlb
     /// <summary>The owner CPU, for the lock checker's instance key.</summary>
     internal int Owner { get; init; }
 
+    /// <summary>
+    /// The CPU's paging-structure caches, or null when the machine does not model them (they cost
+    /// a lookup per walk; the checkers turn them on). Covered by the TLB lock.
+    /// </summary>
+    public PagingStructureCache? Psc { get; init; }
+
     internal void Lock(SyncHooks hooks, int cpu)
     {
         if (cpu < 0)
@@ -130,8 +136,12 @@ public sealed class Tlb
     /// <summary><c>flush_tlb_range</c> on this CPU: waits for its access in flight.</summary>
     public void FlushRange(ulong start, ulong end) => FlushRange(null, -1, start, end);
 
-    /// <summary><c>flush_tlb_range</c> on this CPU, requested by CPU <paramref name="cpu"/> (-1: unknown).</summary>
-    public void FlushRange(SyncHooks? hooks, int cpu, ulong start, ulong end)
+    /// <summary>
+    /// <c>flush_tlb_range</c> on this CPU, requested by CPU <paramref name="cpu"/> (-1: unknown).
+    /// Unless <paramref name="lastLevel"/> (the <c>mmu_gather</c>'s flush when it freed no table),
+    /// the paging-structure cache entries for the range go too, all of them above the ceiling.
+    /// </summary>
+    public void FlushRange(SyncHooks? hooks, int cpu, ulong start, ulong end, bool lastLevel = false)
     {
         if (hooks is null || cpu < 0)
         {
@@ -148,6 +158,10 @@ public sealed class Tlb
             if (pages > SinglePageFlushCeiling)
             {
                 Array.Clear(_tags);
+                if (!lastLevel)
+                {
+                    Psc?.Clear();
+                }
             }
             else
             {
@@ -159,6 +173,11 @@ public sealed class Tlb
                     {
                         _tags[i] = 0;
                     }
+                }
+
+                if (!lastLevel)
+                {
+                    Psc?.Invalidate(start, end);
                 }
             }
 
@@ -182,6 +201,7 @@ public sealed class Tlb
     {
         Lock();
         Array.Clear(_tags);
+        Psc?.Clear();
         _flushes++;
         Unlock();
     }

@@ -89,6 +89,9 @@ public sealed partial class PhysMemory
     // so the free-list lock is taken once per batch rather than once per page.
     private PerCpuPages[] _pcp = [];
 
+    /// <summary>Direct-reclaim rounds without progress before an allocation fails (<c>MAX_RECLAIM_RETRIES</c>).</summary>
+    public const int MaxReclaimRetries = 16;
+
     /// <summary>Frames a per-CPU list takes from the free list at once (<c>pcp->batch</c>).</summary>
     public const int PerCpuBatch = 31;
 
@@ -358,12 +361,21 @@ public sealed partial class PhysMemory
         {
             if (pfn < 0)
             {
-                // Direct reclaim, outside the free-list lock; a few rounds, as the kernel retries.
-                for (int attempt = 0; attempt < 4 && pfn < 0; attempt++)
+                // Direct reclaim, outside the free-list lock. A round without progress is retried
+                // while the LRU still holds pages (should_reclaim_retry, MAX_RECLAIM_RETRIES): a
+                // concurrent reclaimer may hold them isolated, or a frame freed meanwhile may
+                // have gone to another CPU's list.
+                for (int idle = 0, round = 0; idle < MaxReclaimRetries && round < 64 * MaxReclaimRetries && pfn < 0 && cpu >= 0; round++)
                 {
-                    if (cpu < 0 || reclaim(cpu, 32) == 0)
+                    if (reclaim(cpu, 32) == 0)
                     {
-                        break;
+                        if (Lru.Count(LruList.File) + (Swap is null ? 0 : Lru.Count(LruList.Anon)) == 0)
+                        {
+                            break;
+                        }
+
+                        idle++;
+                        Thread.Yield();
                     }
 
                     DrainPerCpuLists();

@@ -40,7 +40,7 @@ public static class Designs
     public const string Scanner = "scanner";
 
     // Mutations of the address space rather than of a design apply to every design.
-    private static readonly Mutation[] s_everyDesign = [Mutation.None, Mutation.SkipGatherFlush];
+    private static readonly Mutation[] s_everyDesign = [Mutation.None, Mutation.SkipGatherFlush, Mutation.SkipTableFlush];
 
     private static readonly Design[] s_designs =
     [

@@ -33,6 +33,14 @@ public enum Mutation
     /// <summary>pte-ref-batched: a table whose switch to atomic is still pending is freed on its unconfirmed count.</summary>
     SkipSwitchConfirm,
 
+    /// <summary>
+    /// A PTE table is freed without the TLB flush that drops the paging-structure caches (the
+    /// gather's flush stays last-level, <c>free_user_pte</c> skips its <c>flush_tlb_range</c>): a
+    /// CPU that cached the pmd entry walks into the freed table. It breaks the address space's
+    /// table free, which every design goes through, so it applies to every design.
+    /// </summary>
+    SkipTableFlush,
+
     /// <summary>scanner: a table the lockless scan saw empty is freed without rechecking its entries under the PTE lock.</summary>
     SkipScanRecheck,
 
@@ -54,6 +62,7 @@ public static class Mutations
         ("skip-tlb-flush", Mutation.SkipGatherFlush),
         ("skip-count-recheck", Mutation.SkipCountRecheck),
         ("skip-switch-confirm", Mutation.SkipSwitchConfirm),
+        ("skip-table-flush", Mutation.SkipTableFlush),
         ("skip-scan-recheck", Mutation.SkipScanRecheck),
         ("skip-scan-pmd-same", Mutation.SkipScanPmdSame),
     ];

@@ -239,7 +239,11 @@ public sealed class OccupancyReclaim : UpstreamWalkerReclaim, IRefcountedTables,
             return;
         }
 
-        mm.FlushTlbRange(cpu, start, start + Geometry.PmdSize);
+        if (!mm.SkipTableFlushForTesting)
+        {
+            mm.FlushTlbRange(cpu, start, start + Geometry.PmdSize);
+        }
+
         mm.PmdUnlock(cpu, pmdTable);
         Interlocked.Increment(ref _reclaimFrees);
         mm.DecTables(1);

@@ -151,7 +151,11 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
         }
 
         mm.PmdClear(pmdTable, pmdIndex);
-        mm.FlushTlbRange(cpu, start, start + Geometry.PmdSize);
+        if (!mm.SkipTableFlushForTesting)
+        {
+            mm.FlushTlbRange(cpu, start, start + Geometry.PmdSize);
+        }
+
         mm.PmdUnlock(cpu, pmdTable);
         mm.DecTables(1);
         var phys = mm.Phys;

@@ -17,7 +17,9 @@ public static class Invariants
     /// </summary>
     public static string? CheckAtQuiescence(Machine machine, MmStruct mm, ulong start, ulong end, bool exit = true) =>
         TableSink(machine) ?? Accounting(mm) ?? Refcounts(mm) ?? PresentEntriesMapLiveFrames(mm) ?? TlbsMatchTables(machine, mm, start, end)
-        ?? Others(machine, mm, other => Accounting(other) ?? Refcounts(other) ?? PresentEntriesMapLiveFrames(other) ?? TlbsMatchTables(machine, other, start, end))
+        ?? PagingStructureCachesMatchTables(machine, mm)
+        ?? Others(machine, mm, other => Accounting(other) ?? Refcounts(other) ?? PresentEntriesMapLiveFrames(other) ?? TlbsMatchTables(machine, other, start, end)
+            ?? PagingStructureCachesMatchTables(machine, other))
         ?? (exit ? NoLeakAfterExit(machine, mm) : null);
 
     private static string? Others(Machine machine, MmStruct mm, Func<MmStruct, string?> check)
@@ -145,6 +147,81 @@ public static class Invariants
     }
 
     /// <summary>
+    /// Every paging-structure cache entry of a CPU running <paramref name="mm"/> points where the
+    /// tables do: the upper-level entry it caches is still present and still points at the same
+    /// live table. A cached entry that outlived its table (or its entry) survived the flush the
+    /// kernel owes before freeing or moving a table; a speculative walk may use it at any time.
+    /// </summary>
+    public static string? PagingStructureCachesMatchTables(Machine machine, MmStruct mm)
+    {
+        foreach (var cpu in machine.Cpus)
+        {
+            if (!ReferenceEquals(cpu.Mm, mm) || cpu.Tlb.Psc is not { } psc)
+            {
+                continue;
+            }
+
+            foreach (var (level, va, table) in psc.CachedUnlocked())
+            {
+                ulong e = UpperEntry(mm, va, level);
+                if (!mm.Phys.IsLive(table) || !Entry.IsPresent(e) || Entry.IsHuge(e) || Entry.Pfn(e) != table.Pfn)
+                {
+                    return $"CPU {cpu.Id}'s paging-structure cache holds the level-{level} entry for 0x{va:x} pointing at {table}" +
+                        $"{(mm.Phys.IsLive(table) ? "" : " (freed)")}, the tables say {e:x}: it survived the table's free without a flush";
+                }
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Holds at every step: no CPU's paging-structure caches point at a table that was freed
+    /// (a table may only be freed once every cache that could reach it was flushed).
+    /// </summary>
+    public static string? NoCachedEntryPointsAtAFreeTable(Machine machine)
+    {
+        foreach (var cpu in machine.Cpus)
+        {
+            if (cpu.Tlb.Psc is not { } psc)
+            {
+                continue;
+            }
+
+            foreach (var (level, va, table) in psc.CachedUnlocked())
+            {
+                if (!machine.Phys.IsLive(table))
+                {
+                    return $"CPU {cpu.Id}'s paging-structure cache still holds the level-{level} entry for 0x{va:x} pointing at {table}, which was freed";
+                }
+            }
+        }
+
+        return null;
+    }
+
+    // The entry at level 4 (PGD), 3 (PUD) or 2 (PMD) on the way to va, or 0 where an entry above it is none or a leaf.
+    private static ulong UpperEntry(MmStruct mm, ulong va, int level)
+    {
+        long table = mm.PgdPfn;
+        for (int l = 4; ; l--)
+        {
+            ulong e = mm.Phys.Table(table)[Geometry.Index(va, l)];
+            if (l == level)
+            {
+                return e;
+            }
+
+            if (!Entry.IsPresent(e) || Entry.IsHuge(e))
+            {
+                return 0;
+            }
+
+            table = Entry.Pfn(e);
+        }
+    }
+
+    /// <summary>
     /// Holds at every step: no CPU's TLB caches a translation to a free frame (a page may only be
     /// freed once every TLB that could reach it was flushed).
     /// </summary>
@@ -166,7 +243,7 @@ public static class Invariants
 
     /// <summary>The checks that hold at every scheduling point, not only at quiescence.</summary>
     public static string? CheckAtEveryStep(Machine machine, MmStruct mm) =>
-        NoTlbEntryMapsAFreeFrame(machine) ?? PresentEntriesMapLiveFrames(mm) ?? Others(machine, mm, PresentEntriesMapLiveFrames);
+        NoTlbEntryMapsAFreeFrame(machine) ?? NoCachedEntryPointsAtAFreeTable(machine) ?? PresentEntriesMapLiveFrames(mm) ?? Others(machine, mm, PresentEntriesMapLiveFrames);
 
     /// <summary>Exit of every address space frees every frame but the machine's own (the zero page): nothing leaked.</summary>
     public static string? NoLeakAfterExit(Machine machine, MmStruct mm)

@@ -410,6 +410,39 @@ public static class SystematicScenarios
                 },
             ]),
         new(
+            "table-reuse-walk",
+            "a whole-table MADV_DONTNEED frees a PTE table whose pmd entry another CPU's paging-structure cache holds, a grace period passes and a fault takes a new table (perhaps the same frame), while that CPU reads the freed range again",
+            150,
+            64L << 20,
+            c =>
+            {
+                c.Map(2 * M2);
+                c.Touch(Base);
+                c.Touch(Base + K4);
+            },
+            [
+                (c, cpu) =>
+                {
+                    for (int round = 0; round < 3; round++)
+                    {
+                        c.Scheduler.Note("read pages 0 and 1 (the walk may start at the cached pmd entry)");
+                        cpu.ReadByte(Base, out _);
+                        cpu.ReadByte(Base + K4, out _);
+                        c.Scheduler.Note("synchronize_rcu (time passes)");
+                        c.Machine.Rcu.SynchronizeRcu(cpu.Id);
+                    }
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, first 2 MiB)");
+                    c.Mm.Madvise(cpu, Base, M2, Advice.DontNeed);
+                    c.Scheduler.Note("rcu_barrier (the deferred table frees run)");
+                    c.Machine.Rcu.Barrier(cpu.Id);
+                    c.Scheduler.Note("fault: write the second table's range (a new PTE table)");
+                    cpu.Touch(Base + M2 + K4);
+                },
+            ]),
+        new(
             "scanner-fault-zap",
             "the table scanner's thread scans three tables (two emptied by partial DONTNEEDs, one of zero-page entries only) while a fault refills the first and writes over the zero page, and a whole-table DONTNEED frees the second (pt-reclaim's rule) before a fault installs a new one there",
             700,
@@ -550,8 +583,10 @@ public static class SystematicScenarios
     /// <summary>What each scenario is shown to catch, and which drive a primitive rather than a design.</summary>
     private static SystematicScenario Describe(SystematicScenario s) => s.Name switch
     {
-        "walker-dontneed-fault" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipGatherFlush, Mutation.SkipSwitchConfirm] },
-        "gup-fast-free" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipTrackClear, Mutation.SkipRcuDeferral] },
+        "walker-dontneed-fault" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipGatherFlush, Mutation.SkipSwitchConfirm, Mutation.SkipTableFlush] },
+        "gup-fast-free" => s with { Catches = [Mutation.SkipTryGet, Mutation.SkipTrackClear, Mutation.SkipRcuDeferral, Mutation.SkipTableFlush] },
+        "munmap-dontneed" => s with { Catches = [Mutation.SkipTableFlush] },
+        "table-reuse-walk" => s with { Catches = [Mutation.SkipTableFlush] },
         "percpu-switch" => s with { UsesDesign = false, Catches = [Mutation.SkipSwitchGracePeriod] },
         "ptreclaim-trylock" => s with { Catches = [Mutation.SkipPmdRecheck] },
         "occupancy-partial-zap" => s with { Catches = [Mutation.SkipCountRecheck, Mutation.SkipTrackClear, Mutation.SkipSwitchConfirm] },

@@ -41,6 +41,7 @@ public static class Soak
             PageData = false,
             Scheduler = panic,
             LockDep = true,
+            PagingStructureCaches = true,
             Design = factory,
         });
         var mm = machine.CreateAddressSpace();
@@ -105,7 +106,7 @@ public static class Soak
             try
             {
                 string? v = Invariants.Accounting(mm) ?? Invariants.Refcounts(mm) ?? Invariants.PresentEntriesMapLiveFrames(mm)
-                    ?? Invariants.TlbsMatchTables(machine, mm, b, b + (Tables * M2));
+                    ?? Invariants.TlbsMatchTables(machine, mm, b, b + (Tables * M2)) ?? Invariants.PagingStructureCachesMatchTables(machine, mm);
                 if (v is not null)
                 {
                     violations.Add($"after round {rounds}: {v}");

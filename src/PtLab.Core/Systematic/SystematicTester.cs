@@ -37,6 +37,14 @@ public static class SystematicTester
         SystematicScenario scenario, string design, string strategy, int seed, Mutation mutation = Mutation.None, long maxSteps = 50_000, bool everyStep = false)
     {
         ArgumentNullException.ThrowIfNull(scenario);
+        return RunWith(scenario, design, SchedulingStrategies.Create(strategy, seed, scenario.EstimatedSteps), seed, mutation, maxSteps, everyStep);
+    }
+
+    /// <summary>Runs one schedule chosen by <paramref name="strategy"/> and checks the invariants at its end.</summary>
+    public static ScheduleResult RunWith(
+        SystematicScenario scenario, string design, ISchedulingStrategy strategy, int seed, Mutation mutation = Mutation.None, long maxSteps = 50_000, bool everyStep = false)
+    {
+        ArgumentNullException.ThrowIfNull(scenario);
         if (Designs.Factory(design) is null)
         {
             throw new ArgumentException($"unknown design '{design}'", nameof(design));
@@ -52,7 +60,7 @@ public static class SystematicTester
         // A design with a background thread gets a CPU of its own for it, beside the scenario's
         // programs, unless the scenario runs that thread itself.
         bool background = scenario.UsesDesign && !scenario.RunsKscand && Designs.RunsInBackground(design);
-        var sched = new DeterministicScheduler(SchedulingStrategies.Create(strategy, seed, scenario.EstimatedSteps), maxSteps);
+        var sched = new DeterministicScheduler(strategy, maxSteps);
         var machine = new Machine(new MachineOptions
         {
             Cpus = scenario.Programs.Count + (background ? 1 : 0),
@@ -63,12 +71,14 @@ public static class SystematicTester
             // would report the pmd lock taken inside it before the use-after-free detector sees the
             // stale walker; that mutation must be caught by the detector.
             LockDep = mutation != Mutation.SkipTryGet,
+            PagingStructureCaches = true,
             Design = factory,
         });
         var mm = machine.CreateAddressSpace();
         var ctx = new ScenarioContext(machine, mm, sched);
         scenario.Setup(ctx);
         mm.SkipGatherFlushForTesting = mutation == Mutation.SkipGatherFlush;
+        mm.SkipTableFlushForTesting = mutation == Mutation.SkipTableFlush;
         if (everyStep)
         {
             sched.StepInvariant = () => Invariants.CheckAtEveryStep(machine, mm);
