@@ -106,6 +106,13 @@ public class MutationTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void TheScannersOwnFreeWithoutTheTableFlushIsCaught()
+    {
+        // The tables the scanner's thread frees go through the same gather as a zap's.
+        SchedulesToCatch("scanner-fault-zap", Designs.Scanner, Mutation.SkipTableFlush, 20);
+    }
+
+    [Fact]
     public void TheScannerDesignsWalkersWithoutThePmdRecheckAreCaught()
     {
         SchedulesToCatch("ptreclaim-trylock", Designs.Scanner, Mutation.SkipPmdRecheck, 600);

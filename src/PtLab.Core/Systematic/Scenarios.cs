@@ -590,7 +590,7 @@ public static class SystematicScenarios
         "percpu-switch" => s with { UsesDesign = false, Catches = [Mutation.SkipSwitchGracePeriod] },
         "ptreclaim-trylock" => s with { Catches = [Mutation.SkipPmdRecheck] },
         "occupancy-partial-zap" => s with { Catches = [Mutation.SkipCountRecheck, Mutation.SkipTrackClear, Mutation.SkipSwitchConfirm] },
-        "scanner-fault-zap" => s with { RunsKscand = true, Catches = [Mutation.SkipScanRecheck, Mutation.SkipScanPmdSame] },
+        "scanner-fault-zap" => s with { RunsKscand = true, Catches = [Mutation.SkipScanRecheck, Mutation.SkipScanPmdSame, Mutation.SkipTableFlush] },
         "occupancy-count-set-clear" => s with { Catches = [Mutation.SkipTrackClear] },
         "batched-switch-tryget" => s with { Catches = [Mutation.SkipSwitchConfirm] },
         _ => s,
