@@ -365,6 +365,7 @@ internal static class Cli
     {
         using var target = new ModelTarget(options);
         ScenarioResult result = ExplainingOutOfMemory(target, () => RunWithProgress(scenario, target, stderr));
+        (result, string? idle) = BackgroundScan.WhenIdle(target, result);
         var counters = target.Mm.Counters();
         var host = new HostReport(
             Process.GetCurrentProcess().PeakWorkingSet64,
@@ -373,7 +374,7 @@ internal static class Cli
         var report = RunReport.From(result, target.Mm.Design.Name, counters, reported, host);
         report = report with
         {
-            Notes = [.. ReclaimNote(result, target)],
+            Notes = [.. ReclaimNote(result, target), .. idle is null ? Array.Empty<string>() : [idle]],
             Profile = target.Machine.Sync.Profile is { } profile ? ProfileReport.From(profile, counters) : null,
         };
         return output.Write(p, stdout, report.ToJson, report.ToCsv, w => TableOutput.Write(report, w));

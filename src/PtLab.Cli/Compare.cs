@@ -230,11 +230,12 @@ internal static partial class Compare
         using var target = new ModelTarget(machine);
         var timer = new MadviseTimer(target);
         var r = Cli.ExplainingOutOfMemory(target, () => progressTo is null ? scenario.Run(timer, progress) : Cli.RunWithProgress(scenario, timer, progressTo));
+        (r, string? idle) = BackgroundScan.WhenIdle(target, r);
         return new DesignRunReport(
             target.Mm.Design.Name, StatusReport.From(r.Before), StatusReport.From(r.After), CountersReport.From(target.Mm.Counters()),
             LatencyReport.From(timer.Recorder.Summary()), Math.Round(r.WallSeconds, 6), CheckpointReport.From(r))
         {
-            Notes = [.. Cli.ReclaimNote(r, target)],
+            Notes = [.. Cli.ReclaimNote(r, target), .. idle is null ? Array.Empty<string>() : [idle]],
             Profile = target.Machine.Sync.Profile is { } profile ? ProfileReport.From(profile, target.Mm.Counters()) : null,
         };
     }

@@ -46,6 +46,28 @@ public class ScoreboardTests
     }
 
     [Fact]
+    public void TheScannersIdlePassFreesWhatPartialZapsLeftAndTheRunSaysSo()
+    {
+        var j = Json("compare", "per-page-dontneed", "--size", "8M", "--designs", "pt-reclaim,scanner", "--trials", "1", "--page-data", "off", "--format", "json");
+        var tables = PteTablesAfter(j);
+        Assert.Equal(4, tables["pt-reclaim"]);
+        Assert.Equal(0, tables["scanner"]);
+        var scanner = j.GetProperty("designs")[1];
+        string note = Assert.Single(scanner.GetProperty("notes").EnumerateArray(), n => n.GetString()!.Contains("table scanner", StringComparison.Ordinal)).GetString()!;
+        Assert.Contains("freed 4", note);
+    }
+
+    [Fact]
+    public void UnderMemoryPressureTheScannerFreesTablesDuringTheRun()
+    {
+        var j = Json("compare", "madvfree-pressure", "--size", "64M", "--designs", "none,scanner", "--trials", "1", "--page-data", "off", "--format", "json");
+        var tables = PteTablesAfter(j);
+        Assert.Equal(32, tables["none"]);
+        var loop = j.GetProperty("designs")[1].GetProperty("checkpoints").EnumerateArray().First(c => c.GetProperty("label").GetString() == "loop");
+        Assert.InRange(loop.GetProperty("status").GetProperty("tables").GetProperty("pte").GetInt64(), 0, 31); // before the idle pass
+    }
+
+    [Fact]
     public void TheScoreboardRunsEachScenarioUnderEachDesignAndMarksTheBest()
     {
         var j = Json("compare", "--scenarios", "zeropage-fill,reuse", "--designs", "none,occupancy", "--format", "json");

@@ -103,11 +103,53 @@ public class MutationTests(ITestOutputHelper output)
     }
 
     [Theory]
+    [InlineData("random", 200)]
+    [InlineData("pct", 400)]
+    public void TheScannerFreeingOnItsLocklessReadWithoutTheRecheckUnderThePteLockIsCaught(string strategy, int bound)
+    {
+        // A fault refills the table (or writes over its zero page) between the lockless scan and the locked phase.
+        SchedulesToCatch("scanner-fault-zap", Designs.Scanner, Mutation.SkipScanRecheck, bound, strategy);
+    }
+
+    [Fact]
+    public void TheScannerLockingTheScannedTableWithoutPmdSameIsCaught()
+    {
+        // A whole-table DONTNEED frees the table the scanner saw empty: without pmd_same it is freed twice.
+        SchedulesToCatch("scanner-fault-zap", Designs.Scanner, Mutation.SkipScanPmdSame, 200);
+    }
+
+    [Fact]
+    public void TheScannersOwnFreeWithoutTheTableFlushIsCaught()
+    {
+        // The tables the scanner's thread frees go through the same gather as a zap's.
+        SchedulesToCatch("scanner-fault-zap", Designs.Scanner, Mutation.SkipTableFlush, 20);
+    }
+
+    [Fact]
+    public void TheScannerDesignsWalkersWithoutThePmdRecheckAreCaught()
+    {
+        SchedulesToCatch("ptreclaim-trylock", Designs.Scanner, Mutation.SkipPmdRecheck, 600);
+    }
+
+    [Fact]
+    public void OccupancyCountsForgettingAClearAmongConcurrentSetsAndClearsAreCaught()
+    {
+        SchedulesToCatch("occupancy-count-set-clear", "occupancy", Mutation.SkipTrackClear, 10);
+    }
+
+    [Fact]
+    public void ATryGetRacingABatchedSwitchCatchesAFreeBeforeTheSwitchIsConfirmed()
+    {
+        SchedulesToCatch("batched-switch-tryget", "pte-ref-batched", Mutation.SkipSwitchConfirm, 600);
+    }
+
+    [Theory]
     [InlineData("none")]
     [InlineData("pte-ref")]
     [InlineData("pt-reclaim")]
     [InlineData("occupancy")]
     [InlineData("pte-ref-batched")]
+    [InlineData("scanner")]
     public void PagesFreedWithoutTheTlbFlushAreCaughtAtTheStepItHappens(string design)
     {
         var r = SystematicTester.Explore(

@@ -18,6 +18,7 @@ public class PagingStructureCacheTests(ITestOutputHelper output)
     [InlineData("pte-ref", "gup-fast-free")]
     [InlineData("pte-ref-batched", "gup-fast-free")]
     [InlineData("occupancy", "gup-fast-free")]
+    [InlineData("scanner", "gup-fast-free")]
     public void ATableFreedWithoutTheTlbFlushIsCaught(string design, string scenario)
     {
         var r = SystematicTester.Explore(SystematicScenarios.Find(scenario)!, design, "random", 20, 0, Mutation.SkipTableFlush, stopAtFirst: true);

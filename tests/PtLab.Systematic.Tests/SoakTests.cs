@@ -18,4 +18,15 @@ public class SoakTests(ITestOutputHelper output)
         Assert.True(r.Operations > 1000, $"only {r.Operations} operations in {r.Elapsed}");
         Assert.True(r.Rounds >= 4);
     }
+
+    [Fact]
+    public void AShortSoakOfTheScannerWithItsThreadAndPressureScansBreaksNoInvariant()
+    {
+        // Shorter than the kernel designs' minute: `ptlab soak --design scanner` runs longer.
+        var r = Soak.Run(PtLab.Reclaim.Designs.Scanner, cpus: 2, TimeSpan.FromSeconds(5), seed: 5);
+        output.WriteLine($"soak scanner: {r.Operations} ops, {r.OperationsPerSecond:F0} ops/s, {r.Rounds} rounds");
+        Assert.Empty(r.Violations);
+        Assert.True(r.Operations > 1000, $"only {r.Operations} operations in {r.Elapsed}");
+        Assert.True(r.Rounds >= 4);
+    }
 }

@@ -3,6 +3,9 @@ namespace PtLab.Mm;
 // exit_mmap (mm/mmap.c), reached from exit_mm when the last user of the address space goes.
 public sealed partial class MmStruct
 {
+    /// <summary>Whether <c>exit_mmap</c> tore the address space down (read under <c>mmap_lock</c>).</summary>
+    internal bool IsDead => _dead;
+
     /// <summary>
     /// <c>exit_mmap</c>: unmaps everything, frees every table and the PGD, and waits for the
     /// deferred frees, so that no frame of this address space stays in use.

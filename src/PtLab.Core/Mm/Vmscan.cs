@@ -18,6 +18,7 @@ internal sealed class Vmscan
     private long _referenced;
     private long _swappedOut;
     private long _fileEvicted;
+    private long _runs;
 
     // One reusable rmap-walk result list per CPU (a CPU runs one reclaim at a time).
     private readonly List<RmapMapping>[] _mappings;
@@ -31,6 +32,9 @@ internal sealed class Vmscan
             _mappings[i] = [];
         }
     }
+
+    /// <summary>Calls of <see cref="Reclaim"/> (kswapd's work and direct reclaim): how often memory ran short.</summary>
+    public long Runs => Volatile.Read(ref _runs);
 
     /// <summary>Lazy-free pages discarded (<c>PGLAZYFREED</c>).</summary>
     public long Discarded => Volatile.Read(ref _discarded);
@@ -53,6 +57,7 @@ internal sealed class Vmscan
     /// <summary><c>shrink_inactive_list</c> over the file LRU: tries to free <paramref name="want"/> frames on CPU <paramref name="cpuId"/>.</summary>
     public long Reclaim(int cpuId, long want)
     {
+        Interlocked.Increment(ref _runs);
         var phys = _machine.Phys;
         var cpu = _machine.Cpus[cpuId];
         Span<long> isolated = stackalloc long[Batch];

@@ -19,6 +19,12 @@ public sealed record DesignOptions
     /// left empty (<c>--free-pmd</c>; see <c>MmStruct.FreeEmptyPmdTables</c>). Ignored by the others.
     /// </summary>
     public bool FreePmd { get; init; }
+
+    /// <summary>The <c>scanner</c> design: scan passes a table must go unmodified before it is freed (0: any pass after the one that modified it).</summary>
+    public int ScanDelay { get; init; }
+
+    /// <summary>The <c>scanner</c> design: scan an address space every this many madvise calls as well as under memory pressure (0: never by period).</summary>
+    public int ScanPeriod { get; init; }
 }
 
 /// <summary>
@@ -35,6 +41,9 @@ public static class Designs
 
     // Upstream's CONFIG_PT_RECLAIM.
     private const string Upstream = "pt-reclaim";
+
+    /// <summary>The design whose tables a background thread reclaims (<see cref="Kscand"/>).</summary>
+    public const string Scanner = "scanner";
 
     // Mutations of the address space rather than of a design apply to every design.
     private static readonly Mutation[] s_everyDesign = [Mutation.None, Mutation.SkipGatherFlush, Mutation.SkipTableFlush];
@@ -104,6 +113,20 @@ public static class Designs
                 SkipSwitchConfirmForTesting = o.Mutation == Mutation.SkipSwitchConfirm,
             },
             [Mutation.SkipTryGet, Mutation.SkipTrackClear, Mutation.SkipRcuDeferral, Mutation.SkipSwitchGracePeriod, Mutation.SkipSwitchConfirm]),
+        new(
+            Scanner,
+            "Hildenbrand's asynchronous reclaim: a background scanner reads tables locklessly under RCU and frees the empty and zero-page-only ones after the locked recheck, under memory pressure (and by period); zaps keep pt-reclaim's whole-table rule",
+            o => new ScannerReclaim
+            {
+                ScanDelay = o.ScanDelay,
+                ScanPeriod = o.ScanPeriod,
+                SkipPmdRecheckForTesting = o.Mutation == Mutation.SkipPmdRecheck,
+                SkipScanRecheckForTesting = o.Mutation == Mutation.SkipScanRecheck,
+                SkipScanPmdSameForTesting = o.Mutation == Mutation.SkipScanPmdSame,
+            },
+            [Mutation.SkipPmdRecheck, Mutation.SkipScanRecheck, Mutation.SkipScanPmdSame],
+            o => [new("scanDelay", o.ScanDelay.ToString(System.Globalization.CultureInfo.InvariantCulture)), new("scanPeriod", o.ScanPeriod.ToString(System.Globalization.CultureInfo.InvariantCulture))],
+            Background: true),
     ];
 
     /// <summary>The known names.</summary>
@@ -149,6 +172,12 @@ public static class Designs
     /// <summary>Whether <paramref name="mutation"/> can be applied to the design called <paramref name="name"/>.</summary>
     public static bool Supports(string name, Mutation mutation) => Find(name) is { } d && d.Supports(mutation);
 
+    /// <summary>
+    /// Whether the design called <paramref name="name"/> has a background thread (<see cref="Kscand"/>)
+    /// that a run must give a CPU, or idle time, to do its work.
+    /// </summary>
+    public static bool RunsInBackground(string name) => Find(name) is { Background: true };
+
     /// <summary>The options the design called <paramref name="name"/> takes, as a run reports them (camelCase keys).</summary>
     public static IReadOnlyList<KeyValuePair<string, string>> ReportedOptions(string name, DesignOptions options) =>
         Find(name)?.Reported?.Invoke(options) ?? [];
@@ -174,7 +203,8 @@ public static class Designs
         Func<DesignOptions, IPageTableReclaim> Create,
         Mutation[] Mutations,
         Func<DesignOptions, KeyValuePair<string, string>[]>? Reported = null,
-        bool TakesFreePmd = false)
+        bool TakesFreePmd = false,
+        bool Background = false)
     {
         public bool Supports(Mutation m) => s_everyDesign.Contains(m) || Mutations.Contains(m);
     }

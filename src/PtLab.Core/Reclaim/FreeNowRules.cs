@@ -71,6 +71,8 @@ public static class FreeNowRules
             static t => t.State == ScannedTableState.Empty),
         new("pte-ref-batched", "frees a table when its percpu_ref, switched to atomic after DONTNEED or MADV_FREE, drops to zero: every empty table; zero-page, marker-only and THP-deposit tables stay",
             static t => t.State == ScannedTableState.Empty),
+        new("scanner", "its background scanner frees, at its next pass, every empty or zero-page-only table (once unmodified for its delay); marker-only and THP-deposit tables stay",
+            static t => t.State is ScannedTableState.Empty or ScannedTableState.ZeroPageOnly),
     ];
 
     /// <summary>Every rule, in report order.</summary>

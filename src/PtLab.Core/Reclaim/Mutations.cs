@@ -46,6 +46,12 @@ public enum Mutation
 
     /// <summary>--free-pmd: a PMD table is freed right after the TLB flush, without waiting a grace period for lockless walkers.</summary>
     SkipPmdRcu,
+
+    /// <summary>scanner: a table the lockless scan saw empty is freed without rechecking its entries under the PTE lock.</summary>
+    SkipScanRecheck,
+
+    /// <summary>scanner: the scanned table is locked and freed without checking that the pmd still points at it (<c>pmd_same</c>).</summary>
+    SkipScanPmdSame,
 }
 
 /// <summary>Mutation names on the command line.</summary>
@@ -65,6 +71,8 @@ public static class Mutations
         ("skip-table-flush", Mutation.SkipTableFlush),
         ("skip-pud-recheck", Mutation.SkipPudRecheck),
         ("skip-pmd-rcu", Mutation.SkipPmdRcu),
+        ("skip-scan-recheck", Mutation.SkipScanRecheck),
+        ("skip-scan-pmd-same", Mutation.SkipScanPmdSame),
     ];
 
     /// <summary>The known names.</summary>

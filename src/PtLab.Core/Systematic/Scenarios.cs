@@ -97,6 +97,12 @@ public sealed record SystematicScenario(
 
     /// <summary>Whether the designs that take it run with <see cref="DesignOptions.FreePmd"/> (empty PMD tables freed).</summary>
     public bool FreePmd { get; init; }
+
+    /// <summary>
+    /// Whether one of the programs runs the table scanner's thread (<see cref="Kscand"/>) itself; in
+    /// the others, a design with a background thread gets one more CPU running it.
+    /// </summary>
+    public bool RunsKscand { get; init; }
 }
 
 /// <summary>The catalogue of races the systematic tester explores.</summary>
@@ -458,6 +464,130 @@ public static class SystematicScenarios
                     cpu.ReadByte(Base, out _);
                 },
             ]),
+        new(
+            "scanner-fault-zap",
+            "the table scanner's thread scans three tables (two emptied by partial DONTNEEDs, one of zero-page entries only) while a fault refills the first and writes over the zero page, and a whole-table DONTNEED frees the second (pt-reclaim's rule) before a fault installs a new one there",
+            700,
+            64L << 20,
+            c =>
+            {
+                c.Map(3 * M2);
+                for (ulong t = 0; t < 2; t++)
+                {
+                    for (ulong i = 0; i < 4; i++)
+                    {
+                        c.Touch(Base + (t * M2) + (i * K4));
+                    }
+
+                    if (c.Mm.Madvise(c.Cpu(0), Base + (t * M2), 4 * K4, Advice.DontNeed) != Errno.None)
+                    {
+                        throw new InvalidOperationException("set-up madvise(DONTNEED) failed");
+                    }
+                }
+
+                c.Read(Base + (2 * M2)); // the shared zero page
+            },
+            [
+                KscandPasses,
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write page 1 of the emptied table");
+                    cpu.Touch(Base + K4);
+                    c.Scheduler.Note("fault: write page 3 of the second table (after its free, a new table)");
+                    cpu.Touch(Base + M2 + (3 * K4));
+                    c.Scheduler.Note("fault: write over the zero page");
+                    cpu.Touch(Base + (2 * M2));
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, second table whole)");
+                    c.Mm.Madvise(cpu, Base + M2, M2, Advice.DontNeed);
+                    c.Scheduler.Note("madvise(DONTNEED, pages 1-2 of the first table)");
+                    c.Mm.Madvise(cpu, Base + K4, 2 * K4, Advice.DontNeed);
+                },
+            ]),
+        new(
+            "occupancy-count-set-clear",
+            "one PTE table's entries set and cleared on three CPUs at once: partial DONTNEEDs, MADV_FREE and reclaim discarding through the reverse map, a write over a zero-page entry, a zero-page read and refaults; its counts must equal its entries, and a table left with only zero-page entries may be freed between them",
+            700,
+            8L << 20,
+            c =>
+            {
+                c.Map(2 * M2);
+                for (ulong i = 0; i < 6; i++)
+                {
+                    c.Touch(Base + (i * K4));
+                }
+
+                c.Read(Base + (8 * K4)); // the shared zero page
+            },
+            [
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, pages 0-1)");
+                    c.Mm.Madvise(cpu, Base, 2 * K4, Advice.DontNeed);
+                    c.Scheduler.Note("madvise(FREE, pages 2-3)");
+                    c.Mm.Madvise(cpu, Base + (2 * K4), 2 * K4, Advice.Free);
+                    c.Scheduler.Note("reclaim 4 pages");
+                    c.Machine.Vmscan.Reclaim(cpu.Id, 4);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write over the zero page (page 8)");
+                    cpu.Touch(Base + (8 * K4));
+                    c.Scheduler.Note("fault: read page 9 (zero page)");
+                    cpu.ReadByte(Base + (9 * K4), out _);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write page 1 (refault)");
+                    cpu.Touch(Base + K4);
+                    c.Scheduler.Note("madvise(DONTNEED, pages 4-5)");
+                    c.Mm.Madvise(cpu, Base + (4 * K4), 2 * K4, Advice.DontNeed);
+                },
+            ]),
+        new(
+            "batched-switch-tryget",
+            "a partial DONTNEED that empties a table starts its switch to atomic mode without waiting, while GUP-fast and a fault try-get the table's reference during the pending switch and a second DONTNEED finds it atomic or gone",
+            450,
+            64L << 20,
+            c =>
+            {
+                c.Map(M2);
+                for (ulong i = 0; i < 4; i++)
+                {
+                    c.Touch(Base + (i * K4));
+                }
+            },
+            [
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(DONTNEED, pages 0-3)");
+                    c.Mm.Madvise(cpu, Base, 4 * K4, Advice.DontNeed);
+                    c.Scheduler.Note("madvise(DONTNEED, pages 5-6)");
+                    c.Mm.Madvise(cpu, Base + (5 * K4), 2 * K4, Advice.DontNeed);
+                },
+                (c, cpu) =>
+                {
+                    Span<long> pages = stackalloc long[4];
+                    for (int round = 0; round < 2; round++)
+                    {
+                        c.Scheduler.Note("get_user_pages_fast(4 pages)");
+                        long got = c.Mm.GetUserPagesFast(cpu, Base, 4, write: true, pages);
+                        if (got > 0)
+                        {
+                            c.Mm.PutUserPages(cpu, pages[..(int)got]);
+                        }
+                    }
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write page 2 (try-get during the switch)");
+                    cpu.Touch(Base + (2 * K4));
+                    c.Scheduler.Note("fault: write page 6");
+                    cpu.Touch(Base + (6 * K4));
+                },
+            ]),
     ]);
 
     /// <summary>The race of a PMD-table free against GUP-fast and a fault (run with <see cref="SystematicScenario.FreePmd"/>).</summary>
@@ -478,6 +608,16 @@ public static class SystematicScenarios
         }
     }
 
+    /// <summary>The scanner's thread in a race: two passes over every address space, on <paramref name="cpu"/>.</summary>
+    internal static void KscandPasses(ScenarioContext c, Cpu cpu)
+    {
+        for (int pass = 0; pass < 2; pass++)
+        {
+            c.Scheduler.Note("kscand: scan pass");
+            Kscand.Pass(c.Machine, cpu);
+        }
+    }
+
     private static SystematicScenario[] Described(SystematicScenario[] all) => [.. all.Select(Describe)];
 
     /// <summary>What each scenario is shown to catch, and which drive a primitive rather than a design.</summary>
@@ -491,6 +631,9 @@ public static class SystematicScenarios
         "ptreclaim-trylock" => s with { Catches = [Mutation.SkipPmdRecheck] },
         "occupancy-partial-zap" => s with { Catches = [Mutation.SkipCountRecheck, Mutation.SkipTrackClear, Mutation.SkipSwitchConfirm] },
         PmdFreeGupFast => s with { FreePmd = true, Catches = [Mutation.SkipPudRecheck, Mutation.SkipPmdRcu] },
+        "scanner-fault-zap" => s with { RunsKscand = true, Catches = [Mutation.SkipScanRecheck, Mutation.SkipScanPmdSame, Mutation.SkipTableFlush] },
+        "occupancy-count-set-clear" => s with { Catches = [Mutation.SkipTrackClear] },
+        "batched-switch-tryget" => s with { Catches = [Mutation.SkipSwitchConfirm] },
         _ => s,
     };
 

@@ -166,8 +166,11 @@ public static class Soak
                     break;
                 }
 
-            default:
+            case < 99:
                 machine.Vmscan.Reclaim(cpu.Id, 4);
+                break;
+            default:
+                Kscand.Pass(machine, cpu); // a design's background thread, where it has one (none else)
                 break;
         }
     }

@@ -57,10 +57,13 @@ public static class SystematicTester
 
         var factory = Designs.Factory(design, new DesignOptions { Mutation = mutation, FreePmd = scenario.FreePmd && Designs.TakesFreePmd(design) })!;
 
+        // A design with a background thread gets a CPU of its own for it, beside the scenario's
+        // programs, unless the scenario runs that thread itself.
+        bool background = scenario.UsesDesign && !scenario.RunsKscand && Designs.RunsInBackground(design);
         var sched = new DeterministicScheduler(strategy, maxSteps);
         var machine = new Machine(new MachineOptions
         {
-            Cpus = scenario.Programs.Count,
+            Cpus = scenario.Programs.Count + (background ? 1 : 0),
             RamBytes = scenario.RamBytes,
             PageData = false,
             Scheduler = sched,
@@ -84,12 +87,17 @@ public static class SystematicTester
         {
             scenarioRef.SkipGracePeriodForTesting = true;
         }
-        var programs = new Action[scenario.Programs.Count];
-        for (int i = 0; i < programs.Length; i++)
+        var programs = new Action[machine.Cpus.Count];
+        for (int i = 0; i < scenario.Programs.Count; i++)
         {
             var p = scenario.Programs[i];
             var cpu = machine.Cpus[i];
             programs[i] = () => p(ctx, cpu);
+        }
+
+        if (background)
+        {
+            programs[^1] = () => SystematicScenarios.KscandPasses(ctx, machine.Cpus[^1]);
         }
 
         string? violation = null;
