@@ -116,10 +116,14 @@ public sealed class KernelFuzzer : IDisposable
     public void Dispose() => _executor.Dispose();
 
     /// <summary>Time spent waiting for the executor (the kernel side, pipe included).</summary>
-    public TimeSpan KernelTime => TimeSpan.FromTicks(_kernelTicks * TimeSpan.TicksPerSecond / System.Diagnostics.Stopwatch.Frequency);
+    public TimeSpan KernelTime => Elapsed(_kernelTicks);
 
     /// <summary>Time spent in the model (operations and layout snapshots).</summary>
-    public TimeSpan ModelTime => TimeSpan.FromTicks(_modelTicks * TimeSpan.TicksPerSecond / System.Diagnostics.Stopwatch.Frequency);
+    public TimeSpan ModelTime => Elapsed(_modelTicks);
+
+    // Stopwatch ticks are nanoseconds on Linux: multiplying them by TicksPerSecond first overflowed
+    // a long after about 15 minutes and printed a negative time.
+    private static TimeSpan Elapsed(long stopwatchTicks) => TimeSpan.FromSeconds((double)stopwatchTicks / System.Diagnostics.Stopwatch.Frequency);
 
     private long _kernelTicks;
     private long _modelTicks;
