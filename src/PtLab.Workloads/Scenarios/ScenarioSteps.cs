@@ -78,6 +78,15 @@ internal static class ScenarioSteps
         }
     }
 
+    /// <summary>Checks a per-call piece is a multiple of 4 KiB that divides 2 MiB, so calls never straddle a table.</summary>
+    public static void CheckPiece(ulong piece, string paramName)
+    {
+        if (piece == 0 || piece % Page != 0 || TwoMiB % piece != 0)
+        {
+            throw new ArgumentException($"{paramName} must be a multiple of 4 KiB that divides 2 MiB, got {piece}", paramName);
+        }
+    }
+
     /// <summary>Checks a placement address is 0 (anywhere) or 2 MiB aligned and leaves room for <paramref name="size"/> bytes.</summary>
     public static void CheckPlacement(ulong at, ulong size, string paramName)
     {

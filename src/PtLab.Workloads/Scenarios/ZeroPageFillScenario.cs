@@ -31,10 +31,7 @@ public sealed class ZeroPageFillScenario : IScenario
     {
         CheckSize(size, TwoMiB, nameof(size));
         CheckPlacement(at, size, nameof(at));
-        if (piece == 0 || piece % Page != 0 || TwoMiB % piece != 0)
-        {
-            throw new ArgumentException($"piece must be a multiple of 4 KiB that divides 2 MiB, got {piece}", nameof(piece));
-        }
+        CheckPiece(piece, nameof(piece));
 
         Size = size;
         Piece = piece;
