@@ -138,7 +138,8 @@ internal static class TraceCommands
         w.WriteLine($"source    {m.Source}{(m.Command.Count > 0 ? ": " + string.Join(' ', m.Command) : "")}{(m.RootPid is { } r ? $" (root pid {r})" : "")}");
         w.WriteLine(string.Create(ci, $"duration  {(s.LastNs - s.FirstNs) / 1e9:F3} s ({TraceValidatorNs(s.FirstNs)} to {TraceValidatorNs(s.LastNs)}, CLOCK_MONOTONIC)"));
         string flags = (m.Truncated ? "truncated " : "") + (m.Incomplete ? "incomplete " : "");
-        w.WriteLine(string.Create(ci, $"flags     {(flags.Length == 0 ? "complete" : flags.Trim())}; lost events {m.LostEvents:N0}{(m.ExitStatus is { } st ? $"; root exit status {Kernel.Record.Recorder.ExitCode(st, false)}" : "")}"));
+        string ranges = m.ProcessMadviseRanges ? "; process_madvise ranges recorded" : "";
+        w.WriteLine(string.Create(ci, $"flags     {(flags.Length == 0 ? "complete" : flags.Trim())}; lost events {m.LostEvents:N0}{ranges}{(m.ExitStatus is { } st ? $"; root exit status {Kernel.Record.Recorder.ExitCode(st, false)}" : "")}"));
         if (m.IntervalMs is { } iv)
         {
             w.WriteLine(string.Create(ci, $"samples   every {iv} ms"));

@@ -953,6 +953,11 @@ public sealed class TraceReplayer
                 return;
             }
 
+            if (kernel == -(long)Errno.EBADF || kernel == -Esrch)
+            {
+                return; // no such pidfd, or its process is gone: refused before any range
+            }
+
             int target = (int)ranges[0].Result;
             var caller = t.Proc.Mm;
             var mm = target == t.Proc.Pid ? caller : _procs.TryGetValue(target, out var tp) ? tp.Mm : null;
@@ -963,9 +968,9 @@ public sealed class TraceReplayer
             }
 
             bool remote = !ReferenceEquals(mm, caller);
-            if (kernel == -(long)Errno.EBADF || kernel == -Esrch || (remote && kernel == -(long)Errno.EPERM))
+            if (remote && kernel == -(long)Errno.EPERM)
             {
-                return; // refused for the pidfd or the permission (CAP_SYS_NICE, ptrace access), before any range
+                return; // refused for the permission (CAP_SYS_NICE, ptrace access), before any range
             }
 
             var advice = (Advice)e.Advice;

@@ -56,6 +56,9 @@ public sealed class ProcessMadviseReplayModelTests
         ProcessMadvise(Parent, Child, Advice.DontNeed, -22, (Region, 4 * Mb));
         ProcessMadvise(Parent, Child, Advice.Cold, (long)(4 * Mb), (Region, 2 * Mb), (Region + (2 * Mb), 2 * Mb));
         ProcessMadvise(Parent, Child, Advice.PageOut, (long)(4 * Mb), (Region, 4 * Mb));
+        // The child exits: a call on its pidfd now gets ESRCH, with nothing to replay.
+        Apply(TraceEvent.Create(TraceEventKind.TaskExit, _t++, Child, Child) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags });
+        ProcessMadvise(Parent, Child, Advice.Cold, -3, (Region, Mb));
         // A process outside the trace, and a call whose ranges were not recorded.
         ProcessMadvise(Parent, 999, Advice.Cold, (long)Mb, (Region, Mb));
         Apply((TraceEvent.Create(TraceEventKind.ProcessMadvise, _t++, Parent, Parent) with { Fd = 3, Address = 0x7ffd_0000_0000, Length = 3, Prot = 4 }).Returned(8192, 10));
