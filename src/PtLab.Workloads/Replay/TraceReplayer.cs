@@ -243,8 +243,9 @@ public sealed class TraceReplayer
     /// </summary>
     private void Syscall(in TraceEvent e)
     {
-        var p = ThreadOf(e).Proc;
-        p.Quiet.Clear();
+        var thread = ThreadOf(e);
+        thread.Proc.Quiet.Clear();
+        var p = e.Kind == TraceEventKind.ProcessMadvise ? AdvisedProcess(thread) : thread.Proc; // whose samples the call may change
         bool track = p.Open.Count > 0 && e.HasResult;
         var before = track ? p.Mm.Mm.Status() : default;
         switch (e.Kind)
@@ -1004,6 +1005,10 @@ public sealed class TraceReplayer
 
     /// <summary>ESRCH: the pidfd's process is gone (the model's calls never return it).</summary>
     private const long Esrch = 3;
+
+    /// <summary>The process whose address space the process_madvise of <paramref name="caller"/>'s pending ranges advises (its own when unknown).</summary>
+    private Proc AdvisedProcess(Thread caller) =>
+        caller.Ranges is [var first, ..] && _procs.TryGetValue((int)first.Result, out var target) ? target : caller.Proc;
 
     /// <summary>MADV_COLLAPSE (not modelled: the model answers EINVAL).</summary>
     private const Advice CollapseAdvice = (Advice)25;
