@@ -226,6 +226,11 @@ internal sealed record ReplayReport
             warnings.Add("the trace does not name the design matching its host, so no design is compared with the kernel");
         }
 
+        if (TraceCommands.ProcessMadviseWarning(m, results.Select(r => r.Unsupported.GetValueOrDefault(TraceReplayer.UnrecordedRanges)).DefaultIfEmpty(0).Max()) is { } ranges)
+        {
+            warnings.Add(ranges);
+        }
+
         var fidelity = matching is null ? [] : designs.FirstOrDefault(d => d.Design == matching)?.Processes.Where(p => p.KernelExit is not null).Select(FidelityOf).ToList() ?? [];
         return new ReplayReport
         {

@@ -134,14 +134,20 @@ internal static class TraceCommands
     private static void Text(TextWriter w, string path, long bytes, TraceMetadata m, TraceSummary s)
     {
         var ci = CultureInfo.InvariantCulture;
-        w.WriteLine(string.Create(ci, $"trace     {path}: format version 1, {s.Rows:N0} rows, {bytes:N0} bytes ({(s.Rows == 0 ? 0 : (double)bytes / s.Rows):F2} B/row)"));
+        w.WriteLine(string.Create(ci, $"trace     {path}: format version {m.Version}, {s.Rows:N0} rows, {bytes:N0} bytes ({(s.Rows == 0 ? 0 : (double)bytes / s.Rows):F2} B/row)"));
         w.WriteLine($"source    {m.Source}{(m.Command.Count > 0 ? ": " + string.Join(' ', m.Command) : "")}{(m.RootPid is { } r ? $" (root pid {r})" : "")}");
         w.WriteLine(string.Create(ci, $"duration  {(s.LastNs - s.FirstNs) / 1e9:F3} s ({TraceValidatorNs(s.FirstNs)} to {TraceValidatorNs(s.LastNs)}, CLOCK_MONOTONIC)"));
         string flags = (m.Truncated ? "truncated " : "") + (m.Incomplete ? "incomplete " : "");
-        w.WriteLine(string.Create(ci, $"flags     {(flags.Length == 0 ? "complete" : flags.Trim())}; lost events {m.LostEvents:N0}{(m.ExitStatus is { } st ? $"; root exit status {Kernel.Record.Recorder.ExitCode(st, false)}" : "")}"));
+        string ranges = m.ProcessMadviseRanges ? "; process_madvise ranges recorded" : "";
+        w.WriteLine(string.Create(ci, $"flags     {(flags.Length == 0 ? "complete" : flags.Trim())}; lost events {m.LostEvents:N0}{ranges}{(m.ExitStatus is { } st ? $"; root exit status {Kernel.Record.Recorder.ExitCode(st, false)}" : "")}"));
         if (m.IntervalMs is { } iv)
         {
             w.WriteLine(string.Create(ci, $"samples   every {iv} ms"));
+        }
+
+        if (ProcessMadviseWarning(m, s.Counts[(int)TraceEventKind.ProcessMadvise]) is { } warning)
+        {
+            w.WriteLine($"warning   {warning}");
         }
 
         w.WriteLine("host      " + (m.Host.Count == 0 ? "(not recorded)" : string.Join(", ", m.Host.OrderBy(k => k.Key, StringComparer.Ordinal).Select(k => $"{k.Key}={k.Value}"))));
@@ -171,13 +177,18 @@ internal static class TraceCommands
         }
     }
 
+    /// <summary>What a trace with process_madvise calls but no ranges cannot replay, or null.</summary>
+    internal static string? ProcessMadviseWarning(TraceMetadata m, long calls) =>
+        calls == 0 || m.ProcessMadviseRanges ? null : string.Create(CultureInfo.InvariantCulture,
+            $"{calls:N0} process_madvise calls without their ranges ({(m.Source == "attach" ? "an attached recording cannot capture them" : m.Source == "import" ? "perf records only the iovec's address" : "not captured by this recording")}): counted, not replayed");
+
     private static string TraceValidatorNs(long ns) =>
         (ns / 1_000_000_000).ToString(CultureInfo.InvariantCulture) + "." + (ns % 1_000_000_000).ToString("D9", CultureInfo.InvariantCulture);
 
     private static string Json(string path, long bytes, TraceMetadata m, TraceSummary s) => JsonSerializer.Serialize(new
     {
         file = path,
-        version = 1,
+        version = m.Version,
         bytes,
         rows = s.Rows,
         source = m.Source,
@@ -187,6 +198,7 @@ internal static class TraceCommands
         truncated = m.Truncated,
         incomplete = m.Incomplete,
         lostEvents = m.LostEvents,
+        processMadviseRanges = m.ProcessMadviseRanges,
         intervalMs = m.IntervalMs,
         durationNs = s.LastNs - s.FirstNs,
         firstNs = s.FirstNs,

@@ -18,7 +18,7 @@ public enum TraceEventKind : byte
     Mremap,
     /// <summary>madvise(start, len, advice): Address, Length, Prot (the advice).</summary>
     Madvise,
-    /// <summary>process_madvise(pidfd, iovec, vlen, advice, flags): Fd, Address (the iovec pointer), Length (vlen), Prot (the advice), Flags. The ranges themselves are in the caller's memory and are not recorded.</summary>
+    /// <summary>process_madvise(pidfd, iovec, vlen, advice, flags): Fd, Address (the iovec pointer), Length (vlen), Prot (the advice), Flags. perf's tracepoint has only the array's address: where the recorder read the array, its <see cref="MadviseRange"/> rows come right before this row.</summary>
     ProcessMadvise,
     /// <summary>mprotect(start, len, prot).</summary>
     Mprotect,
@@ -60,6 +60,13 @@ public enum TraceEventKind : byte
     StatusAttach,
     /// <summary><c>PERF_RECORD_LOST</c>: Length events were lost here. Pid and Tid are 0.</summary>
     Lost,
+    /// <summary>
+    /// One range (iovec) of the <see cref="ProcessMadvise"/> row that follows: Address and Length
+    /// are iov_base and iov_len, Result the process the call's pidfd named (0 when unknown). The
+    /// recorder reads them at the call's entry; a call's ranges come in one run right before it,
+    /// with its time and task, all vlen of them or none.
+    /// </summary>
+    MadviseRange,
 }
 
 /// <summary>The columns a row can carry beyond time, pid, tid and kind.</summary>
@@ -104,7 +111,10 @@ public enum TraceFields
 public static class TraceKinds
 {
     /// <summary>Number of kinds.</summary>
-    public const int Count = (int)TraceEventKind.Lost + 1;
+    public const int Count = (int)TraceEventKind.MadviseRange + 1;
+
+    /// <summary>UIO_MAXIOV: the most ranges one process_madvise call takes.</summary>
+    public const int MaxMadviseRanges = 1024;
 
     private const TraceFields Syscall = TraceFields.Result | TraceFields.Duration;
     private const TraceFields Mapping = TraceFields.Address | TraceFields.Length | TraceFields.Prot | TraceFields.Flags |
@@ -115,6 +125,7 @@ public static class TraceKinds
         "fault", "kfault", "mmap", "munmap", "mremap", "madvise", "process_madvise", "mprotect", "brk",
         "mlock", "mlock2", "munlock", "mlockall", "munlockall", "exit", "exit_group", "newtask", "exec",
         "task_exit", "task", "mmap2", "vma", "status", "status_exec", "status_exit", "status_attach", "lost",
+        "madvise_range",
     ];
 
     // Required fields of each kind, then the fields it may carry besides. Any other field must be null.
@@ -147,6 +158,7 @@ public static class TraceKinds
         (TraceFields.Status, TraceFields.Result),                                                             // status_exit
         (TraceFields.Status, TraceFields.None),                                                               // status_attach
         (TraceFields.Length, TraceFields.None),                                                               // lost
+        (TraceFields.Address | TraceFields.Length | TraceFields.Result, TraceFields.None),                    // madvise_range
     ];
 
     /// <summary>The kind's name in the <c>kind</c> column.</summary>

@@ -33,6 +33,16 @@ public sealed record TraceMetadata
     /// <summary>Events perf reported lost.</summary>
     public long LostEvents { get; init; }
 
+    /// <summary>
+    /// The recorder read the ranges of every process_madvise call (<see cref="TraceEventKind.MadviseRange"/>
+    /// rows). False for an attached recording (no filter can be put into a running process), an
+    /// import (perf has only the iovec's address) and a version 1 trace: there the calls are counted, not replayed.
+    /// </summary>
+    public bool ProcessMadviseRanges { get; init; }
+
+    /// <summary>The format version of the file read (<see cref="TraceSchema.Version"/> for a trace written now).</summary>
+    public int Version { get; init; } = TraceSchema.Version;
+
     /// <summary>Facts about the host the trace was recorded on (<c>ptlab.host.*</c>): see <see cref="HostFacts"/> for the keys.</summary>
     public IReadOnlyDictionary<string, string> Host { get; init; } = new Dictionary<string, string>();
 
@@ -51,6 +61,7 @@ public sealed record TraceMetadata
             [TraceKeys.Truncated] = Truncated ? "true" : "false",
             [TraceKeys.Incomplete] = Incomplete ? "true" : "false",
             [TraceKeys.LostEvents] = LostEvents.ToString(CultureInfo.InvariantCulture),
+            [TraceKeys.ProcessMadviseRanges] = ProcessMadviseRanges ? "true" : "false",
         };
         if (RootPid is { } root)
         {
@@ -90,9 +101,10 @@ public sealed record TraceMetadata
             return null;
         }
 
-        if (version != TraceSchema.Version.ToString(CultureInfo.InvariantCulture))
+        if (!int.TryParse(version, NumberStyles.None, CultureInfo.InvariantCulture, out int v) || v < TraceSchema.MinVersion || v > TraceSchema.Version ||
+            version != v.ToString(CultureInfo.InvariantCulture))
         {
-            error = $"trace format version '{Trim(version)}'; this ptlab reads version {TraceSchema.Version}";
+            error = $"trace format version '{Trim(version)}'; this ptlab reads versions {TraceSchema.MinVersion} to {TraceSchema.Version}";
             return null;
         }
 
@@ -136,6 +148,14 @@ public sealed record TraceMetadata
         if (truncated is null || incomplete is null)
         {
             error = $"metadata '{(truncated is null ? TraceKeys.Truncated : TraceKeys.Incomplete)}' must be 'true' or 'false'";
+            return null;
+        }
+
+        // Version 1 has no such key (and no ranges); from version 2 it is required.
+        var ranges = v == 1 && Get(TraceKeys.ProcessMadviseRanges) is null ? false : Bool(TraceKeys.ProcessMadviseRanges);
+        if (ranges is null)
+        {
+            error = $"metadata '{TraceKeys.ProcessMadviseRanges}' must be 'true' or 'false'";
             return null;
         }
 
@@ -184,6 +204,8 @@ public sealed record TraceMetadata
             Truncated = truncated.Value,
             Incomplete = incomplete.Value,
             LostEvents = lost!.Value,
+            ProcessMadviseRanges = ranges.Value,
+            Version = v,
             Host = Prefixed(kv, TraceKeys.HostPrefix),
             Notes = Prefixed(kv, TraceKeys.NotePrefix),
         };

@@ -200,6 +200,11 @@ public sealed class TraceReader : IDisposable
                 cancellationToken.ThrowIfCancellationRequested();
                 spare = group;
             }
+
+            if (validator.Finish() is { } end)
+            {
+                throw new TraceFormatException($"{Path}: row {row}: {end}");
+            }
         }
         finally
         {

@@ -25,12 +25,17 @@ internal sealed record TraceColumn(int Index, string Name, ColumnType Type, Trac
 }
 
 /// <summary>
-/// The trace file's schema, version 1: one flat Parquet table, one row per event, sorted by time.
+/// The trace file's schema, version 2: one flat Parquet table, one row per event, sorted by time.
 /// docs/trace-format.md is its description; a change to a name, type or meaning is a new version.
+/// Version 2 added the <c>madvise_range</c> kind and the process_madvise_ranges key; a version 1
+/// file is read as it is (it has neither).
 /// </summary>
 internal static class TraceSchema
 {
-    public const int Version = 1;
+    public const int Version = 2;
+
+    /// <summary>The oldest version this reader reads.</summary>
+    public const int MinVersion = 1;
 
     public const int Time = 0;
     public const int Pid = 1;
@@ -105,6 +110,7 @@ internal static class TraceKeys
     public const string RootPid = "ptlab.trace.root_pid";
     public const string ExitStatus = "ptlab.trace.exit_status";
     public const string IntervalMs = "ptlab.trace.interval_ms";
+    public const string ProcessMadviseRanges = "ptlab.trace.process_madvise_ranges";
     public const string HostPrefix = "ptlab.host.";
     public const string NotePrefix = "ptlab.note.";
 }

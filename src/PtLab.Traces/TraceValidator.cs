@@ -22,6 +22,10 @@ internal sealed class TraceValidator
     private readonly Dictionary<int, int> _tasks = []; // tid -> pid of live tasks
     private long _lastTime = long.MinValue;
 
+    // The madvise_range rows that wait for their process_madvise row: one run right before it, with its time and task.
+    private int _ranges, _rangeTid;
+    private long _rangeTime;
+
     /// <param name="admitUnknownTasks">Admit rows of tasks never introduced (a trace that lost events may have lost their creation).</param>
     /// <param name="allowUnfinished">Admit syscall rows without a result (a recording stopped, or attached, mid-syscall).</param>
     public TraceValidator(bool admitUnknownTasks, bool allowUnfinished)
@@ -84,7 +88,7 @@ internal sealed class TraceValidator
     /// </summary>
     public bool CheckFault(long timeNs, int pid, int tid, ulong errorCode)
     {
-        if (timeNs < _lastTime || timeNs < 0 || pid <= 0 || tid <= 0 || errorCode > 0xffff || !IsLive(pid, tid))
+        if (timeNs < _lastTime || timeNs < 0 || pid <= 0 || tid <= 0 || errorCode > 0xffff || _ranges != 0 || !IsLive(pid, tid))
         {
             return false;
         }
@@ -112,7 +116,7 @@ internal sealed class TraceValidator
             return $"time {Ns(e.TimeNs)} is before the previous row's {Ns(_lastTime)}: rows must be in time order";
         }
 
-        bad = Values(e);
+        bad = Values(e) ?? Ranges(e);
         if (bad is not null)
         {
             return bad;
@@ -125,6 +129,39 @@ internal sealed class TraceValidator
         }
 
         _lastTime = e.TimeNs;
+        return null;
+    }
+
+    /// <summary>Why the rows end badly (a range list with no process_madvise row after it), or null: call after the last row.</summary>
+    public string? Finish() =>
+        _ranges == 0 ? null : $"the trace ends after {_ranges} madvise_range rows of tid {_rangeTid} with no process_madvise row after them (a truncated range list)";
+
+    private string? Ranges(in TraceEvent e)
+    {
+        if (_ranges > 0 && (e.Tid != _rangeTid || e.TimeNs != _rangeTime || e.Kind is not (TraceEventKind.MadviseRange or TraceEventKind.ProcessMadvise)))
+        {
+            return $"{TraceKinds.Name(e.Kind)} row of tid {e.Tid} where the process_madvise row of the {_ranges} madvise_range rows of tid {_rangeTid} before it must come (a truncated range list)";
+        }
+
+        if (e.Kind == TraceEventKind.MadviseRange)
+        {
+            if (_ranges == TraceKinds.MaxMadviseRanges)
+            {
+                return $"more than {TraceKinds.MaxMadviseRanges} madvise_range rows in a row (UIO_MAXIOV)";
+            }
+
+            (_ranges, _rangeTid, _rangeTime) = (_ranges + 1, e.Tid, e.TimeNs);
+        }
+        else if (e.Kind == TraceEventKind.ProcessMadvise && _ranges > 0)
+        {
+            if ((ulong)_ranges != e.Length)
+            {
+                return $"process_madvise row has vlen {e.Length} but {_ranges} madvise_range rows before it (all of a call's ranges or none)";
+            }
+
+            _ranges = 0;
+        }
+
         return null;
     }
 
@@ -227,6 +264,8 @@ internal sealed class TraceValidator
                 return $"exec row's calling tid {e.Result} is not positive";
             case TraceEventKind.Exec when e.Tid != e.Pid:
                 return $"exec row has tid {e.Tid} in pid {e.Pid}: after exec the task is its process's leader";
+            case TraceEventKind.MadviseRange when e.Result is < 0 or > int.MaxValue:
+                return $"madvise_range row names target pid {e.Result} (must be a pid, or 0 for unknown)";
             case TraceEventKind.TaskExit when e.Is(TraceFields.Flags) && e.Flags > 1:
                 return $"task_exit row has flags {e.Flags} (must be 0 or 1, group_dead)";
             case TraceEventKind.Fault or TraceEventKind.KernelFault when e.Flags > 0xffff:

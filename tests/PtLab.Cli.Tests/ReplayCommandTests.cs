@@ -152,6 +152,37 @@ public sealed class ReplayCommandTests : IDisposable
         Assert.Contains(doc.RootElement.GetProperty("warnings").EnumerateArray(), w => w.GetString()!.Contains("lost 12 events", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public void AnAttachedTracesProcessMadviseIsCountedNotReplayedAndBothCommandsSaySo()
+    {
+        // What record -p writes: the call without its ranges (no filter can be put into a running process).
+        var rows = Program();
+        int at = rows.FindIndex(e => e.Kind == TraceEventKind.Madvise);
+        rows[at] = (TraceEvent.Create(TraceEventKind.ProcessMadvise, rows[at].TimeNs, Pid, Pid) with { Fd = 3, Address = Stack + 0x100, Length = 1, Prot = 4 }).Returned(4L << 20, 800);
+        string trace = Write(rows, Metadata() with { Source = "attach", ProcessMadviseRanges = false });
+        var (code, table, err) = Run("replay", trace, "--designs", "pt-reclaim");
+        Assert.True(code == 0, err);
+        Assert.Contains("warning: 1 process_madvise calls without their ranges (an attached recording cannot capture them): counted, not replayed", table);
+        var (infoCode, info, _) = Run("trace", "info", trace);
+        Assert.Equal(0, infoCode);
+        Assert.Contains("format version 2", info);
+        Assert.Contains("warning   1 process_madvise calls without their ranges", info);
+
+        // The same call with its range replays as the madvise it replaced: no warning.
+        rows.Insert(at, TraceEvent.Create(TraceEventKind.MadviseRange, rows[at].TimeNs, Pid, Pid) with { Address = Region, Length = 4UL << 20, Result = Pid });
+        string withRanges = Write(rows, Metadata() with { ProcessMadviseRanges = true });
+        var (_, json, _) = Run("replay", withRanges, "--designs", "pt-reclaim", "--format", "json");
+        Assert.DoesNotContain("process_madvise", json);
+        var (_, plain, _) = Run("replay", Write(Program()), "--designs", "pt-reclaim", "--format", "json");
+        Assert.Equal(Exit(plain), Exit(json));
+    }
+
+    private static string Exit(string json)
+    {
+        using var doc = JsonDocument.Parse(json);
+        return Process(doc.RootElement, "pt-reclaim").GetProperty("samples")[2].GetProperty("model").GetRawText();
+    }
+
     public static TheoryData<string, int, string> Malformed => new()
     {
         // A row before its predecessor.

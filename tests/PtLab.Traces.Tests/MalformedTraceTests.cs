@@ -32,10 +32,10 @@ public sealed class MalformedTraceTests : TempDir
     [Fact]
     public void AnotherVersionIsRejectedWithTheVersionsNamed()
     {
-        string path = WriteUnchecked([Root], keys: new() { ["ptlab.trace.version"] = "2" });
+        string path = WriteUnchecked([Root], keys: new() { ["ptlab.trace.version"] = "3" });
         var e = ReadFails(path);
-        Assert.Contains("version '2'", e.Message);
-        Assert.Contains("reads version 1", e.Message);
+        Assert.Contains("version '3'", e.Message);
+        Assert.Contains("reads versions 1 to 2", e.Message);
     }
 
     [Fact]
@@ -60,7 +60,38 @@ public sealed class MalformedTraceTests : TempDir
         { "unknown kind 'kind40'", [Root, new TraceEvent { Kind = (TraceEventKind)40, TimeNs = 101, Pid = 7, Tid = 7 }] },
         { "already a live task", [Root, Root with { TimeNs = 101 }] },
         { "lost row has a pid", [Root, TraceEvent.Create(TraceEventKind.Lost, 101, 7, 7) with { Length = 1 }] },
+        { "vlen 2 but 1 madvise_range rows before it", [Root, Range(101), Call(101, vlen: 2)] },
+        { "where the process_madvise row of the 1 madvise_range rows of tid 7 before it must come", [Root, Range(101), TraceEvent.Fault(101, 7, 7, 0x1000, 6, 1)] },
+        { "where the process_madvise row of the 2 madvise_range rows of tid 7 before it must come", [Root, Range(101), Range(101), Call(102, vlen: 2)] },
+        { "unknown task: pid 8", [Root, Range(101) with { Pid = 8, Tid = 8 }] },
+        { "names target pid -1", [Root, Range(101) with { Result = -1 }] },
+        { "madvise_range row has no result", [Root, Range(101) with { Has = TraceFields.Address | TraceFields.Length }] },
     };
+
+    private static TraceEvent Range(long t) => TraceEvent.Create(TraceEventKind.MadviseRange, t, 7, 7) with { Address = 0x200000, Length = 0x1000, Result = 7 };
+
+    private static TraceEvent Call(long t, ulong vlen) =>
+        (TraceEvent.Create(TraceEventKind.ProcessMadvise, t, 7, 7) with { Fd = 3, Address = 0x7ffd0000, Length = vlen, Prot = 4 }).Returned(0x1000, 1);
+
+    [Fact]
+    public void ARangeListAtTheEndOfTheFileIsRejectedNamingIt()
+    {
+        string path = WriteUnchecked([Root, Range(101), Range(101)]);
+        var e = ReadFails(path);
+        Assert.StartsWith($"{path}: row 3: ", e.Message);
+        Assert.Contains("no process_madvise row after them", e.Message);
+    }
+
+    [Fact]
+    public void TheWriterRefusesToFinishAfterARangeListWithoutItsCall()
+    {
+        using var w = TraceWriter.Create(Path.Combine(Dir, "r.parquet"));
+        w.Append(Root);
+        w.Append(Range(101));
+        var e = Assert.Throws<TraceFormatException>(() => w.Complete(SyntheticTrace.Metadata()));
+        Assert.Contains("truncated range list", e.Message);
+    }
+
 
     [Theory]
     [MemberData(nameof(BadRows))]

@@ -45,6 +45,47 @@ public sealed class RoundTripTests : TempDir
     }
 
     [Fact]
+    public void ProcessMadviseRangesRoundTripRightBeforeTheirCall()
+    {
+        var rows = new List<TraceEvent>
+        {
+            TraceEvent.Create(TraceEventKind.Task, 1000, 7, 7) with { Path = "x" },
+            TraceEvent.Create(TraceEventKind.MadviseRange, 1002, 7, 7) with { Address = 0x7f0000000000, Length = 0x200000, Result = 9 },
+            TraceEvent.Create(TraceEventKind.MadviseRange, 1002, 7, 7) with { Address = 0x7f0000400000, Length = 5000, Result = 9 },
+            (TraceEvent.Create(TraceEventKind.ProcessMadvise, 1002, 7, 7) with { Fd = 3, Address = 0x7ffd0000, Length = 2, Prot = 21 }).Returned(0x200000 + 5000, 2),
+            TraceEvent.Fault(1003, 7, 7, 0x7f0000000000, 6, 0x400000),
+        };
+        using var r = TraceReader.Open(Write(rows, SyntheticTrace.Metadata() with { ProcessMadviseRanges = true }));
+        Assert.True(r.Metadata.ProcessMadviseRanges);
+        Assert.Equal(2, r.Metadata.Version);
+        Assert.Equal(rows, r.ReadEvents().ToList());
+    }
+
+    [Fact]
+    public void AVersionOneTraceIsReadWithoutRanges()
+    {
+        var rows = SyntheticTrace.Events(1000).ToList();
+        string path = Path.Combine(Dir, "v1.parquet");
+        using (var w = TraceWriter.Create(path))
+        {
+            foreach (var e in rows)
+            {
+                w.Append(e);
+            }
+
+            // What a version 1 writer wrote: its version, and no process_madvise_ranges key.
+            w.OverrideKeyValues = new() { ["ptlab.trace.version"] = "1" };
+            w.DropKeys = ["ptlab.trace.process_madvise_ranges"];
+            w.Complete(SyntheticTrace.Metadata() with { ProcessMadviseRanges = true });
+        }
+
+        using var r = TraceReader.Open(path);
+        Assert.Equal(1, r.Metadata.Version);
+        Assert.False(r.Metadata.ProcessMadviseRanges);
+        Assert.Equal(rows, r.ReadEvents().ToList());
+    }
+
+    [Fact]
     public void TheWriterRefusesATraceWhoseFlagsDoNotCoverItsRows()
     {
         using var w = TraceWriter.Create(Path.Combine(Dir, "x.parquet"));

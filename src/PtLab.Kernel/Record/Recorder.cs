@@ -347,6 +347,31 @@ public static class Recorder
             writer.Append(s);
         }
 
+        long withRanges = 0, withoutRanges = 0, unmatched = 0;
+
+        // The ranges the tracer read at the call's entry (before its sys_enter event) go right before
+        // perf's row of the call, which has the same arguments; a call perf lost leaves its ranges unused.
+        IEnumerable<TraceEvent> RangesOf(TraceEvent call)
+        {
+            if (tracer.ProcessMadviseCalls.TryGetValue(call.Tid, out var queue))
+            {
+                while (queue.Count > 0 && queue.Peek().TimeNs <= call.TimeNs)
+                {
+                    var seen = queue.Dequeue();
+                    if (seen.Matches(call))
+                    {
+                        withRanges += seen.Ranges.Length > 0 ? 1 : 0;
+                        return seen.Rows(call);
+                    }
+
+                    unmatched++;
+                }
+            }
+
+            withoutRanges += call.Length > 0 && tracer.ProcessMadviseRanges ? 1 : 0;
+            return [];
+        }
+
         try
         {
             foreach (var imported in importer.Read())
@@ -355,6 +380,19 @@ public static class Recorder
                 while (next < samples.Count && samples[next].TimeNs < e.TimeNs)
                 {
                     AppendSample(samples[next++]);
+                }
+
+                if (e.Kind == TraceEventKind.ProcessMadvise)
+                {
+                    foreach (var range in RangesOf(e))
+                    {
+                        if (merge.Check(range) is { } bad)
+                        {
+                            throw new TraceFormatException($"{imported.Line}: the process_madvise ranges the tracer read: {bad}");
+                        }
+
+                        writer.Append(range);
+                    }
                 }
 
                 if (merge.Check(e) is { } error)
@@ -386,6 +424,18 @@ public static class Recorder
         long lost = importer.Stats.LostEvents;
         var notes = importer.Stats.ToNotes();
         notes["dropped_samples"] = droppedSamples.ToString(CultureInfo.InvariantCulture);
+        if (tracer.ProcessMadviseCallCount > 0 || withoutRanges > 0)
+        {
+            notes["process_madvise_with_ranges"] = withRanges.ToString(CultureInfo.InvariantCulture);
+            notes["process_madvise_without_ranges"] = withoutRanges.ToString(CultureInfo.InvariantCulture);
+            notes["process_madvise_ranges_unmatched"] = (unmatched + tracer.ProcessMadviseCalls.Values.Sum(q => q.Count)).ToString(CultureInfo.InvariantCulture);
+        }
+
+        if (!tracer.ProcessMadviseRanges && !attach)
+        {
+            log.WriteLine($"ptlab: process_madvise ranges are not recorded ({tracer.ProcessMadviseRangesOff}): such calls will be counted, not replayed");
+        }
+
         if (tracer.Errors.Count > 0)
         {
             notes["tracer_errors"] = string.Join("; ", tracer.Errors);
@@ -402,6 +452,7 @@ public static class Recorder
             Truncated = truncated,
             Incomplete = lost > 0 || importer.AdmittedUnknownTasks || !writer.TasksComplete,
             LostEvents = lost,
+            ProcessMadviseRanges = tracer.ProcessMadviseRanges && withoutRanges == 0,
             Host = HostProbe.Facts(perfVersion),
             Notes = notes,
         };

@@ -29,6 +29,18 @@ internal sealed class TracerOutput
     /// <summary>The rows, in time order.</summary>
     public List<TraceEvent> Rows { get; } = [];
 
+    /// <summary>Whether the tracer captured the ranges of process_madvise calls (an F line said "on").</summary>
+    public bool ProcessMadviseRanges { get; private set; }
+
+    /// <summary>Why the ranges were not captured (the F line's words), or null.</summary>
+    public string? ProcessMadviseRangesOff { get; private set; }
+
+    /// <summary>The process_madvise calls the tracer stopped at, by thread, in time order.</summary>
+    public Dictionary<int, Queue<ProcessMadviseCall>> ProcessMadviseCalls { get; } = [];
+
+    /// <summary>Calls in <see cref="ProcessMadviseCalls"/>.</summary>
+    public long ProcessMadviseCallCount { get; private set; }
+
     /// <summary>Reads the header lines only (the tracer's and the command's pids), from a file still being written.</summary>
     public static (int TracerPid, int RootPid) ReadHeader(string path)
     {
@@ -158,6 +170,38 @@ internal sealed class TracerOutput
             case 'D':
                 Done = true;
                 break;
+            case 'F':
+                ProcessMadviseRanges = f[2] == "on";
+                ProcessMadviseRangesOff = ProcessMadviseRanges ? null : string.Join(' ', f[3..]);
+                break;
+            case 'V':
+                {
+                    // "V TIME PID TID PIDFD TARGET ADVICE FLAGS IOVEC VLEN N BASE:LEN..."
+                    int n = Int(f[10]);
+                    if (n < 0 || n > TraceKinds.MaxMadviseRanges || f.Length != 11 + n)
+                    {
+                        throw new FormatException($"{n} ranges with {f.Length - 11} given");
+                    }
+
+                    var ranges = new (ulong Start, ulong Length)[n];
+                    for (int i = 0; i < n; i++)
+                    {
+                        string[] r = f[11 + i].Split(':');
+                        ranges[i] = (Hex(r[0]), Hex(r[1]));
+                    }
+
+                    var call = new ProcessMadviseCall(Long(f[1]), Int(f[2]), Int(f[3]), Int(f[4]), Int(f[5]), Int(f[6]), ulong.Parse(f[7], CultureInfo.InvariantCulture),
+                        Hex(f[8].StartsWith("0x", StringComparison.Ordinal) ? f[8][2..] : f[8]), ulong.Parse(f[9], CultureInfo.InvariantCulture), ranges);
+                    if (!ProcessMadviseCalls.TryGetValue(call.Tid, out var queue))
+                    {
+                        ProcessMadviseCalls[call.Tid] = queue = new Queue<ProcessMadviseCall>();
+                    }
+
+                    queue.Enqueue(call);
+                    ProcessMadviseCallCount++;
+                    break;
+                }
+
         }
     }
 
@@ -194,7 +238,25 @@ internal sealed class TracerOutput
         };
     }
 
+    private static ulong Hex(string s) => ulong.Parse(s, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
+
     private static int Int(string s) => int.Parse(s, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
 
     private static long Long(string s) => long.Parse(s, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+}
+
+/// <summary>
+/// A process_madvise call as the tracer saw it at its entry (a PTRACE_EVENT_SECCOMP stop): the
+/// arguments, the process the pidfd named (0 when unknown) and the ranges of its iovec array (none
+/// when the array could not be read).
+/// </summary>
+internal sealed record ProcessMadviseCall(long TimeNs, int Pid, int Tid, int Pidfd, int Target, int Advice, ulong Flags, ulong Iovec, ulong Vlen, (ulong Start, ulong Length)[] Ranges)
+{
+    /// <summary>Whether perf's row of the call (<paramref name="e"/>) has these arguments.</summary>
+    public bool Matches(in TraceEvent e) =>
+        e.Fd == Pidfd && e.Address == Iovec && e.Length == Vlen && e.Prot == Advice && e.Flags == Flags;
+
+    /// <summary>The call's <see cref="TraceEventKind.MadviseRange"/> rows, stamped with perf's row of the call (they go right before it).</summary>
+    public IEnumerable<TraceEvent> Rows(TraceEvent call) =>
+        Ranges.Select(r => TraceEvent.Create(TraceEventKind.MadviseRange, call.TimeNs, call.Pid, call.Tid) with { Address = r.Start, Length = r.Length, Result = Target });
 }

@@ -7,7 +7,14 @@
  *     program has run), one sample and the whole of /proc/PID/maps: the initial layout;
  *   - at every thread's exit (PTRACE_EVENT_EXIT stop: do_exit has not yet run exit_mm, so the
  *     mm and its page tables are intact), one sample read through that thread's own
- *     /proc/PID/task/TID/status. The last of these is the process's last figure.
+ *     /proc/PID/task/TID/status. The last of these is the process's last figure;
+ *   - at every process_madvise call (exec mode only), the ranges of its iovec array, which perf's
+ *     sys_enter_process_madvise cannot show (it has the array's address only). CMD starts under a
+ *     seccomp filter that answers SECCOMP_RET_TRACE for process_madvise and allows every other
+ *     call, so only those calls stop (PTRACE_EVENT_SECCOMP, at syscall entry, before the call's
+ *     tracepoint); the tracer reads the array with process_vm_readv. The filter is inherited by
+ *     every task of the tree; a filtered call with no tracer fails with ENOSYS, so the tracer
+ *     never detaches in exec mode (PTRACE_O_EXITKILL: if it dies, the tree dies with it).
  *
  *   ptlab-tracer [-e FD] [-o FILE] OUT INTERVAL_MS exec CMD ARGS...   fork CMD under ptrace
  *   ptlab-tracer OUT INTERVAL_MS attach PID DURATION_MS   seize PID's threads, detach after DURATION_MS (0: until it exits)
@@ -24,6 +31,13 @@
  *   N <time> <pid> <tid>                  a task joined the tree (its tgid read from /proc)
  *   I <time> <signal>                     the tracer was asked to stop (SIGINT/SIGTERM)
  *   E <time> <message>                    a problem the recorder should report
+ *   F <time> on|off <why>                 whether process_madvise ranges are captured (off: attach
+ *                                         mode, or the seccomp filter could not be installed)
+ *   V <time> <pid> <tid> <pidfd> <target pid> <advice> <flags> <iovec address> <vlen> <n> <base>:<len>...
+ *                                         a process_madvise call at its entry: the target process
+ *                                         the pidfd names (0 when unknown), then the n ranges read
+ *                                         (hex); n is 0 when the array could not be read (the call
+ *                                         fails with EFAULT) or vlen exceeds UIO_MAXIOV (EINVAL)
  *   D <time>                              the end: the tree is gone or detached
  * Exit status: 0 when the tree was followed to its end, 3 when CMD could not be started, 4 when
  * ptrace failed.
@@ -32,18 +46,39 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/user.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_TASKS 65536
+
+#ifndef __NR_process_madvise
+#define __NR_process_madvise 440
+#endif
+#ifndef PTRACE_EVENT_SECCOMP
+#define PTRACE_EVENT_SECCOMP 7
+#endif
+#ifndef PTRACE_O_TRACESECCOMP
+#define PTRACE_O_TRACESECCOMP (1 << PTRACE_EVENT_SECCOMP)
+#endif
+#define UIO_MAXIOV_ 1024
+#define PIDFD_SELF_THREAD_ (-10000)
+#define PIDFD_SELF_THREAD_GROUP_ (-20000)
 
 struct task {
     pid_t tid;
@@ -198,6 +233,85 @@ static void sample_all(const char *why)
     }
 }
 
+/*
+ * Installs, in the calling process (the child, before it execs CMD), a filter that stops
+ * process_madvise for the tracer and allows everything else. Without CAP_SYS_ADMIN the kernel
+ * wants no_new_privs first; as root it is not set (it would change what a setuid CMD can do).
+ * Returns 0, or the errno of the failure.
+ */
+static int install_filter(void)
+{
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_madvise, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof code / sizeof code[0], code};
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0)
+        return 0;
+    if (errno != EACCES)
+        return errno;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return errno;
+    return syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0 ? 0 : errno;
+}
+
+/* The process a pidfd of task TID names, from /proc/TID/fdinfo/FD's "Pid:" line; 0 when unknown. */
+static pid_t pidfd_target(pid_t tgid, pid_t tid, int pidfd)
+{
+    if (pidfd == PIDFD_SELF_THREAD_ || pidfd == PIDFD_SELF_THREAD_GROUP_)
+        return tgid;
+    if (pidfd < 0)
+        return 0;
+    char path[96], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/fdinfo/%d", tgid, tid, pidfd);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long pid = 0;
+    while (fgets(buf, sizeof buf, f))
+        if (!strncmp(buf, "Pid:", 4)) {
+            pid = atol(buf + 4);
+            break;
+        }
+    fclose(f);
+    /* -1: the process is gone; 0: not in our pid namespace. A thread's pidfd names its process. */
+    return pid > 0 ? read_tgid((pid_t)pid) : 0;
+}
+
+/* A process_madvise entry stop: writes the call's V line. */
+static void process_madvise_entry(struct task *t, pid_t tid)
+{
+    struct user_regs_struct regs;
+    long long now = now_ns();
+    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
+        line("E %lld PTRACE_GETREGS of %d at process_madvise: %s\n", now, tid, strerror(errno));
+        return;
+    }
+    if (regs.orig_rax != __NR_process_madvise)
+        return;
+    pid_t tgid = t ? t->tgid : read_tgid(tid);
+    int pidfd = (int)regs.rdi;
+    unsigned long long vec = regs.rsi, vlen = regs.rdx;
+    static struct iovec iov[UIO_MAXIOV_];
+    long n = 0;
+    if (vlen > 0 && vlen <= UIO_MAXIOV_) {
+        struct iovec local = {iov, vlen * sizeof(struct iovec)};
+        struct iovec remote = {(void *)vec, vlen * sizeof(struct iovec)};
+        ssize_t got = process_vm_readv(tid, &local, 1, &remote, 1, 0);
+        n = got == (ssize_t)(vlen * sizeof(struct iovec)) ? (long)vlen : 0;
+    }
+    line("V %lld %d %d %d %d %d %u 0x%llx %llu %ld", now, tgid, tid, pidfd, pidfd_target(tgid, tid, pidfd),
+         (int)regs.r10, (unsigned)regs.r8, vec, vlen, n);
+    for (long i = 0; i < n; i++)
+        line(" %lx:%lx", (unsigned long)iov[i].iov_base, (unsigned long)iov[i].iov_len);
+    line("\n");
+}
+
 static const long opts_base = PTRACE_O_TRACEEXIT | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK |
                               PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC;
 
@@ -233,6 +347,9 @@ static int handle_stop(pid_t tid, int status)
                 sample(t->tgid, tid, "exit");
                 line("X %lld %d %d %lu\n", now_ns(), t->tgid, tid, msg);
             }
+            break;
+        case PTRACE_EVENT_SECCOMP:
+            process_madvise_entry(t, tid);
             break;
         case PTRACE_EVENT_STOP:
             break;
@@ -371,6 +488,14 @@ int main(int argc, char **argv)
             }
             ptrace(PTRACE_TRACEME, 0, 0, 0);
             raise(SIGSTOP);
+            /* After the stop: the tracer has set PTRACE_O_TRACESECCOMP, so no filtered call can
+             * stop with no tracer to see it. A failure is reported as -errno; CMD runs anyway. */
+            int fe = install_filter();
+            if (fe) {
+                fe = -fe;
+                if (write(fds[1], &fe, sizeof fe) < 0)
+                    _exit(127);
+            }
             execvp(argv[4], argv + 4);
             int e = errno;
             if (write(fds[1], &e, sizeof e) < 0)
@@ -387,7 +512,7 @@ int main(int argc, char **argv)
             fclose(out);
             return 4;
         }
-        if (ptrace(PTRACE_SETOPTIONS, child, 0, (void *)(opts_base | PTRACE_O_EXITKILL)) < 0) {
+        if (ptrace(PTRACE_SETOPTIONS, child, 0, (void *)(opts_base | PTRACE_O_EXITKILL | PTRACE_O_TRACESECCOMP)) < 0) {
             line("E %lld PTRACE_SETOPTIONS: %s\n", now_ns(), strerror(errno));
             fclose(out);
             return 4;
@@ -395,9 +520,17 @@ int main(int argc, char **argv)
         struct task *t = add(child, child);
         t->seen_stop = 1;
         ptrace(PTRACE_CONT, child, 0, 0);
-        /* The exec either succeeds (the pipe closes, empty) or sends errno. */
+        /* The filter's failure, if any, comes first as -errno; then the exec either succeeds (the
+         * pipe closes) or sends errno. */
         int e = 0;
         ssize_t n = read(fds[0], &e, sizeof e);
+        if (n == sizeof e && e < 0) {
+            line("F %lld off the seccomp filter could not be installed: %s\n", now_ns(), strerror(-e));
+            e = 0;
+            n = read(fds[0], &e, sizeof e);
+        } else {
+            line("F %lld on seccomp\n", now_ns());
+        }
         close(fds[0]);
         if (n == sizeof e) {
             line("E %lld cannot run %s: %s\n", now_ns(), argv[4], strerror(e));
@@ -422,6 +555,7 @@ int main(int argc, char **argv)
             return 4;
         }
         line("R %lld %d attach\n", now_ns(), root);
+        line("F %lld off attached: no filter can be installed into a running process\n", now_ns());
         fflush(out);
         maps(root);
         sample(root, tasks[0].tid, "attach");

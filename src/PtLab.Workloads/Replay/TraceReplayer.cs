@@ -79,8 +79,10 @@ public sealed class TraceReplayer
     }
 
     /// <summary>Whether rows of <paramref name="kind"/> are replayed on the model (the others are counted as unsupported).</summary>
-    public static bool Replays(TraceEventKind kind) =>
-        kind is not TraceEventKind.ProcessMadvise;
+    public static bool Replays(TraceEventKind kind) => (uint)kind < TraceKinds.Count;
+
+    /// <summary>The <see cref="ReplayResult.Unsupported"/> key of process_madvise calls whose ranges the trace does not have.</summary>
+    public const string UnrecordedRanges = "process_madvise whose ranges were not recorded (counted, not replayed)";
 
     /// <summary>The recorded host's THP mode (its enabled and defrag settings), or the kernel's default where the trace does not say.</summary>
     public static ThpSettings ThpOf(TraceMetadata metadata)
@@ -195,6 +197,9 @@ public sealed class TraceReplayer
                 case TraceEventKind.Lost:
                     Count(_divergences, "events perf lost", (long)e.Length);
                     break;
+                case TraceEventKind.MadviseRange:
+                    ThreadOf(e).Ranges.Add(e); // applied by the process_madvise row that follows
+                    break;
             }
         }
     }
@@ -238,8 +243,9 @@ public sealed class TraceReplayer
     /// </summary>
     private void Syscall(in TraceEvent e)
     {
-        var p = ThreadOf(e).Proc;
-        p.Quiet.Clear();
+        var thread = ThreadOf(e);
+        thread.Proc.Quiet.Clear();
+        var p = e.Kind == TraceEventKind.ProcessMadvise ? AdvisedProcess(thread) : thread.Proc; // whose samples the call may change
         bool track = p.Open.Count > 0 && e.HasResult;
         var before = track ? p.Mm.Mm.Status() : default;
         switch (e.Kind)
@@ -253,8 +259,9 @@ public sealed class TraceReplayer
             case TraceEventKind.Mlock or TraceEventKind.Mlock2 or TraceEventKind.Munlock or TraceEventKind.Mlockall or TraceEventKind.Munlockall:
                 Mlock(e);
                 break;
+            case TraceEventKind.ProcessMadvise: ProcessMadvise(e); break;
             default:
-                Unsupported(TraceKinds.Name(e.Kind) + (e.Kind == TraceEventKind.ProcessMadvise ? " (its ranges are not recorded)" : " (not modelled)"));
+                Unsupported(TraceKinds.Name(e.Kind) + " (not modelled)");
                 break;
         }
 
@@ -917,6 +924,123 @@ public sealed class TraceReplayer
     }
 
     /// <summary>
+    /// process_madvise: the ranges recorded before the row, applied in order to the address space
+    /// of the process the pidfd named, as <c>vector_madvise</c> does: an empty range is skipped, the
+    /// first range that fails ends the call, and the result is the bytes of the ranges done before
+    /// it, or its error when there are none. Another process's address space takes only the
+    /// advice <c>process_madvise_remote_valid</c> allows (COLD, PAGEOUT, WILLNEED, COLLAPSE); the
+    /// caller's own (Linux 6.13 on) any advice.
+    /// </summary>
+    private void ProcessMadvise(in TraceEvent e)
+    {
+        var ranges = ThreadOf(e).Ranges;
+        try
+        {
+            if (!BeginCall(e, out var t, out var cpu) || e.Length == 0)
+            {
+                return;
+            }
+
+            long kernel = e.Result;
+            if (ranges.Count == 0)
+            {
+                // Without ranges only a call that failed before reading them is known to have done nothing.
+                bool early = kernel == -(long)Errno.EFAULT || (kernel == -(long)Errno.EINVAL && (e.Flags != 0 || e.Length > TraceKinds.MaxMadviseRanges));
+                if (!early)
+                {
+                    Unsupported(UnrecordedRanges);
+                }
+
+                return;
+            }
+
+            if (kernel == -(long)Errno.EBADF || kernel == -Esrch)
+            {
+                return; // no such pidfd, or its process is gone: refused before any range
+            }
+
+            int target = (int)ranges[0].Result;
+            var caller = t.Proc.Mm;
+            var mm = target == t.Proc.Pid ? caller : _procs.TryGetValue(target, out var tp) ? tp.Mm : null;
+            if (mm is null)
+            {
+                Unsupported("process_madvise of a process outside the trace (not replayed)");
+                return;
+            }
+
+            bool remote = !ReferenceEquals(mm, caller);
+            if (remote && kernel == -(long)Errno.EPERM)
+            {
+                return; // refused for the permission (CAP_SYS_NICE, ptrace access), before any range
+            }
+
+            var advice = (Advice)e.Advice;
+            long model;
+            if (e.Flags != 0 || (remote && advice is not (Advice.Cold or Advice.PageOut or Advice.WillNeed or CollapseAdvice)))
+            {
+                model = -(long)Errno.EINVAL;
+            }
+            else
+            {
+                long start = Stopwatch.GetTimestamp();
+                model = VectorMadvise(cpu, mm.Mm, ranges, advice);
+                t.Proc.Latency.RecordSince(start);
+                if (model == -(long)Errno.EINVAL && kernel >= 0)
+                {
+                    Unsupported($"process_madvise advice {e.Advice} (not modelled)");
+                    return;
+                }
+            }
+
+            if (model != kernel)
+            {
+                Divergence($"process_madvise: kernel {(kernel < 0 ? "errno " + -kernel : kernel + " bytes")}, model {(model < 0 ? ((Errno)(int)-model).ToString() : model + " bytes")}");
+            }
+        }
+        finally
+        {
+            ranges.Clear();
+        }
+    }
+
+    /// <summary>ESRCH: the pidfd's process is gone (the model's calls never return it).</summary>
+    private const long Esrch = 3;
+
+    /// <summary>The process whose address space the process_madvise of <paramref name="caller"/>'s pending ranges advises (its own when unknown).</summary>
+    private Proc AdvisedProcess(Thread caller) =>
+        caller.Ranges is [var first, ..] && _procs.TryGetValue((int)first.Result, out var target) ? target : caller.Proc;
+
+    /// <summary>MADV_COLLAPSE (not modelled: the model answers EINVAL).</summary>
+    private const Advice CollapseAdvice = (Advice)25;
+
+    /// <summary>MAX_RW_COUNT: import_iovec caps an iovec array's total length here, shortening the range that crosses it.</summary>
+    private const ulong MaxRwCount = 0x7fff_f000;
+
+    private static long VectorMadvise(Cpu cpu, MmStruct mm, List<TraceEvent> ranges, Advice advice)
+    {
+        ulong done = 0, left = MaxRwCount;
+        foreach (var r in ranges)
+        {
+            ulong len = Math.Min(r.Length, left);
+            if (len == 0)
+            {
+                continue;
+            }
+
+            var error = mm.Madvise(cpu, r.Address, len, advice);
+            if (error != Errno.None)
+            {
+                return done > 0 ? (long)done : -(long)error;
+            }
+
+            done += len;
+            left -= len;
+        }
+
+        return (long)done;
+    }
+
+    /// <summary>
     /// brk: the model's heap starts where the trace's first brk of this address space says the
     /// break is (exec randomises it), then each call asks the model for the recorded argument and
     /// compares the break it answers with the kernel's.
@@ -1051,5 +1175,8 @@ public sealed class TraceReplayer
 
         /// <summary>The kernel's last mapping record from this thread: it names the file of the mmap that returns next.</summary>
         public TraceEvent? PendingMapping { get; set; }
+
+        /// <summary>The ranges of the process_madvise row that comes next from this thread.</summary>
+        public List<TraceEvent> Ranges { get; } = [];
     }
 }

@@ -1,0 +1,91 @@
+using PtLab.Mm;
+using PtLab.Reclaim;
+using PtLab.Traces;
+using PtLab.Workloads.Replay;
+
+namespace PtLab.Core.Tests.Workloads;
+
+/// <summary>
+/// The replay of process_madvise rows on the model, from hand-made traces: the recorded ranges in
+/// order on the target's address space, with vector_madvise's partial progress and
+/// process_madvise's refusal of destructive advice for another process.
+/// </summary>
+public sealed class ProcessMadviseReplayModelTests
+{
+    private const int Parent = 100, Child = 101;
+    private const ulong Region = 0x7f00_0000_0000;
+    private const ulong Mb = 1UL << 20;
+    private long _t = 1_000;
+
+    private readonly TraceReplayer _replayer = new("test.parquet", new ReplayOptions { Design = "none", DesignFactory = Designs.Factory("none")!, RamBytes = 1L << 30 });
+
+    private void Apply(TraceEvent e) => _replayer.Apply(e);
+
+    private void WriteEveryPage(int pid)
+    {
+        for (ulong a = Region; a < Region + (4 * Mb); a += 4096)
+        {
+            Apply(TraceEvent.Fault(_t++, pid, pid, a, 6, 0x400000));
+        }
+    }
+
+    /// <summary>One call: its range rows, then its row with the kernel's result.</summary>
+    private void ProcessMadvise(int caller, int target, Advice advice, long result, params (ulong Start, ulong Length)[] ranges)
+    {
+        long t = _t++;
+        foreach (var (start, length) in ranges)
+        {
+            Apply(TraceEvent.Create(TraceEventKind.MadviseRange, t, caller, caller) with { Address = start, Length = length, Result = target });
+        }
+
+        Apply((TraceEvent.Create(TraceEventKind.ProcessMadvise, t, caller, caller) with { Fd = 3, Address = 0x7ffd_0000_0000, Length = (ulong)ranges.Length, Prot = (int)advice }).Returned(result, 10));
+    }
+
+    private ReplayResult Run()
+    {
+        Apply(TraceEvent.Create(TraceEventKind.Task, _t++, Parent, Parent) with { Path = "p" });
+        Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Parent, Parent) with { Address = 0, Length = 4 * Mb, Prot = 3, Flags = 0x22, Fd = -1 }).Returned((long)Region, 10));
+        WriteEveryPage(Parent);
+        Apply(TraceEvent.Create(TraceEventKind.NewTask, _t++, Parent, Parent) with { Flags = 0x11, Result = Child, Path = "c" });
+        WriteEveryPage(Child);
+
+        // Itself: 1 MiB, an empty range (skipped), then 2 MiB + 5000 that runs past the mapping:
+        // that range zaps what is mapped and fails (ENOMEM), so the call returns the first range's bytes.
+        ProcessMadvise(Parent, Parent, Advice.DontNeed, (long)Mb, (Region, Mb), (Region + Mb, 0), (Region + (2 * Mb), (2 * Mb) + 5000));
+        // The child: DONTNEED is refused for another process (EINVAL), COLD and PAGEOUT are taken.
+        ProcessMadvise(Parent, Child, Advice.DontNeed, -22, (Region, 4 * Mb));
+        ProcessMadvise(Parent, Child, Advice.Cold, (long)(4 * Mb), (Region, 2 * Mb), (Region + (2 * Mb), 2 * Mb));
+        ProcessMadvise(Parent, Child, Advice.PageOut, (long)(4 * Mb), (Region, 4 * Mb));
+        // The child exits: a call on its pidfd now gets ESRCH, with nothing to replay.
+        Apply(TraceEvent.Create(TraceEventKind.TaskExit, _t++, Child, Child) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags });
+        ProcessMadvise(Parent, Child, Advice.Cold, -3, (Region, Mb));
+        // A process outside the trace, and a call whose ranges were not recorded.
+        ProcessMadvise(Parent, 999, Advice.Cold, (long)Mb, (Region, Mb));
+        Apply((TraceEvent.Create(TraceEventKind.ProcessMadvise, _t++, Parent, Parent) with { Fd = 3, Address = 0x7ffd_0000_0000, Length = 3, Prot = 4 }).Returned(8192, 10));
+        return _replayer.Finish();
+    }
+
+    [Fact]
+    public void RangesApplyInOrderToTheTargetAsVectorMadviseDoes()
+    {
+        var r = Run();
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("process_madvise", StringComparison.Ordinal));
+        Assert.Equal(1, r.Unsupported["process_madvise of a process outside the trace (not replayed)"]);
+        Assert.Equal(1, r.Unsupported[TraceReplayer.UnrecordedRanges]);
+        var parent = r.Processes.Single(p => p.Pid == Parent).Exit!.Value;
+        var child = r.Processes.Single(p => p.Pid == Child).Exit!.Value;
+        Assert.Equal(1024, parent.RssAnonKb); // [1, 2) MiB is left: the ranges' pages went, the hole's range's too
+        Assert.Equal(4096, child.RssAnonKb); // the refused DONTNEED left the child whole (no swap: PAGEOUT keeps anonymous pages)
+    }
+
+    [Fact]
+    public void AResultTheModelDoesNotGiveIsADivergence()
+    {
+        Apply(TraceEvent.Create(TraceEventKind.Task, _t++, Parent, Parent) with { Path = "p" });
+        Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Parent, Parent) with { Address = 0, Length = 4 * Mb, Prot = 3, Flags = 0x22, Fd = -1 }).Returned((long)Region, 10));
+        // The kernel says both ranges were done; the second lies beyond the mapping, so the model stops after the first.
+        ProcessMadvise(Parent, Parent, Advice.DontNeed, (long)(5 * Mb), (Region, 4 * Mb), (Region + (8 * Mb), Mb));
+        var r = _replayer.Finish();
+        Assert.Equal(1, r.Divergences[$"process_madvise: kernel {5 * Mb} bytes, model {4 * Mb} bytes"]);
+    }
+}
