@@ -3,7 +3,9 @@ namespace PtLab.Bench;
 /// <summary>
 /// A fixed team of threads that run one piece of work together, each with its own simulated CPU id
 /// (the caller's thread is CPU 0). The helpers are started once, so an invocation costs a
-/// generation bump and a join, not thread creation.
+/// generation bump, a start barrier and a join, not thread creation. The start barrier makes every
+/// thread begin its work together: without it, on a loaded machine a helper woken late finds the
+/// caller's loop already done, and a shared line is never contended.
 /// </summary>
 internal sealed class Team : IDisposable
 {
@@ -11,6 +13,7 @@ internal sealed class Team : IDisposable
     private Action<int>? _work;
     private int _generation;
     private int _done;
+    private int _arrived;
     private bool _stop;
 
     public Team(int threads)
@@ -30,7 +33,9 @@ internal sealed class Team : IDisposable
     {
         _work = work;
         Volatile.Write(ref _done, 0);
+        Volatile.Write(ref _arrived, 0);
         Interlocked.Increment(ref _generation);
+        Arrive();
         work(0);
         var spin = new SpinWait();
         while (Volatile.Read(ref _done) < _helpers.Length)
@@ -46,6 +51,17 @@ internal sealed class Team : IDisposable
         foreach (var t in _helpers)
         {
             t.Join();
+        }
+    }
+
+    // Waits until every thread of the team has arrived.
+    private void Arrive()
+    {
+        Interlocked.Increment(ref _arrived);
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _arrived) < Size)
+        {
+            spin.SpinOnce();
         }
     }
 
@@ -66,6 +82,7 @@ internal sealed class Team : IDisposable
                 return;
             }
 
+            Arrive();
             _work!(cpu);
             Interlocked.Increment(ref _done);
         }

@@ -54,8 +54,9 @@ internal static class FootprintBench
     internal static IEnumerable<string> Measure(ulong denseBytes, ulong sparseBytes)
     {
         var lines = new List<string>();
-        var (perPage, denseHost, pages, denseSec) = Dense(denseBytes);
+        var (perPage, denseHost, pages, denseSec, split) = Dense(denseBytes);
         lines.Add(Line($"dense: {pages:N0} resident pages ({denseBytes >> 30} GiB written), GC heap +{denseHost:N0} B: {perPage:0.00} B per resident page, tables and descriptors included ({denseSec:0.0} s)"));
+        lines.Add(Line($"dense, per resident page: {split.Descriptors / (double)pages:0.000} B page descriptors (tables' included), {split.Tables / (double)pages:0.000} B table storage (entries, headers, design state), {(denseHost - split.Descriptors - split.Tables) / (double)pages:0.000} B the rest"));
         var (perSparse, perEmpty, tables, sparseSec) = Sparse(sparseBytes);
         lines.Add(Line($"sparse: {tables:N0} PTE tables with one resident page each: {perSparse:0.0} B per table, its page included ({sparseSec:0.0} s)"));
         lines.Add(Line($"empty: the same {tables:N0} PTE tables after MADV_DONTNEED of everything: {perEmpty:0.0} B per table"));
@@ -79,7 +80,7 @@ internal static class FootprintBench
         return GC.GetTotalMemory(forceFullCollection: true);
     }
 
-    private static (double PerPage, long Host, long Pages, double Seconds) Dense(ulong bytes)
+    private static (double PerPage, long Host, long Pages, double Seconds, (long Descriptors, long Tables) Split) Dense(ulong bytes)
     {
         var m = NewMachine(bytes);
         var mm = m.CreateAddressSpace();
@@ -91,6 +92,7 @@ internal static class FootprintBench
         }
 
         long before = Heap();
+        long descBefore = m.Phys.DescriptorHostBytes, tablesBefore = m.Phys.TableHostBytes;
         var sw = Stopwatch.StartNew();
         for (ulong va = r.Address; va < r.Address + bytes; va += 4096)
         {
@@ -100,8 +102,9 @@ internal static class FootprintBench
         sw.Stop();
         long after = Heap();
         long pages = mm.Status().RssAnonKb / 4;
+        var split = (m.Phys.DescriptorHostBytes - descBefore, m.Phys.TableHostBytes - tablesBefore);
         GC.KeepAlive(m);
-        return ((after - before) / (double)pages, after - before, pages, sw.Elapsed.TotalSeconds);
+        return ((after - before) / (double)pages, after - before, pages, sw.Elapsed.TotalSeconds, split);
     }
 
     private static (double PerSparse, double PerEmpty, long Tables, double Seconds) Sparse(ulong bytes)

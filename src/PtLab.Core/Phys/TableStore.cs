@@ -5,7 +5,8 @@ namespace PtLab.Phys;
 /// <summary>
 /// Entries of page-table pages, stored by occupancy. A table's 512 entries are 16 groups of 32;
 /// a group exists only while one of its entries is not none, and a table has a slot (a header
-/// naming its groups, and its design state) only once it has stored an entry or been given state.
+/// naming its groups) only once it has stored an entry or been given state; the design state cells
+/// of a chunk of slots exist only once a design stored a state in one of them.
 /// So an empty table costs only its descriptor, a sparse one the groups its entries fall in, and a
 /// dense one its 4 KiB. An absent entry reads as zero from a shared sink that is never written;
 /// every store of a non-none value goes through <see cref="Store"/>, which creates the group.
@@ -27,6 +28,9 @@ internal sealed class TableStore
     // (a dense 4 GiB holds 2,048 PTE tables, 32,768 groups), and pinned, so the GC never copies them.
     private const int SlotChunkShift = 6;    // 64 slots of 16 header words: 4 KiB
     private const int SlotChunkMask = (1 << SlotChunkShift) - 1;
+
+    /// <summary>Slots per chunk: headers, and design state cells where a design keeps state, come this many at a time.</summary>
+    internal const int SlotsPerChunk = 1 << SlotChunkShift;
     private const int GroupChunkShift = 6;   // 64 groups of 32 entries: 16 KiB
     private const int GroupChunkMask = (1 << GroupChunkShift) - 1;
 
@@ -147,7 +151,16 @@ internal sealed class TableStore
 
     /// <summary>The design state of a table (the seed's <c>pte_ref</c>), or null.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public object? State(int slot) => slot == 0 ? null : Volatile.Read(ref StateRef(slot));
+    public object? State(int slot)
+    {
+        if (slot == 0)
+        {
+            return null;
+        }
+
+        StateCell[]? cells = Volatile.Read(ref _states)[slot >> SlotChunkShift];
+        return cells is null ? null : Volatile.Read(ref cells[slot & SlotChunkMask].Value);
+    }
 
     /// <summary>Sets the design state of a table, creating its slot if needed.</summary>
     public void SetState(ref int tableSlot, object? state)
@@ -163,7 +176,36 @@ internal sealed class TableStore
             slot = EnsureSlot(ref tableSlot);
         }
 
-        Volatile.Write(ref StateRef(slot), state);
+        StateCell[]? cells = Volatile.Read(ref _states)[slot >> SlotChunkShift];
+        if (cells is null)
+        {
+            if (state is null)
+            {
+                return;
+            }
+
+            cells = StateChunk(slot >> SlotChunkShift);
+        }
+
+        Volatile.Write(ref cells[slot & SlotChunkMask].Value, state);
+    }
+
+    // The state cells of a chunk of slots, created on the first state stored in it: a design that
+    // keeps no per-table state (none) never pays for them.
+    private StateCell[] StateChunk(int chunk)
+    {
+        lock (_lock)
+        {
+            var cells = _states[chunk];
+            if (cells is null)
+            {
+                cells = new StateCell[1 << SlotChunkShift];
+                Volatile.Write(ref _states[chunk], cells);
+                _hostBytes += (long)IntPtr.Size << SlotChunkShift;
+            }
+
+            return cells;
+        }
     }
 
     /// <summary>Releases a PTE table's slot once it holds neither an entry nor state (its entries all went none).</summary>
@@ -209,7 +251,11 @@ internal sealed class TableStore
             }
         }
 
-        Volatile.Write(ref StateRef(slot), null);
+        if (Volatile.Read(ref _states)[slot >> SlotChunkShift] is { } cells)
+        {
+            Volatile.Write(ref cells[slot & SlotChunkMask].Value, null);
+        }
+
         ReleaseSlotStorage(slot);
     }
 
@@ -261,8 +307,7 @@ internal sealed class TableStore
             if (_headers[c] is null)
             {
                 Volatile.Write(ref _headers[c], GC.AllocateArray<int>(GroupsPerTable << SlotChunkShift, pinned: true));
-                Volatile.Write(ref _states[c], new StateCell[1 << SlotChunkShift]);
-                _hostBytes += ((long)GroupsPerTable * sizeof(int) + IntPtr.Size) << SlotChunkShift;
+                _hostBytes += ((long)GroupsPerTable * sizeof(int)) << SlotChunkShift;
             }
 
             return slot;
@@ -321,9 +366,6 @@ internal sealed class TableStore
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ref int Header(int slot, int group) =>
         ref Volatile.Read(ref _headers)[slot >> SlotChunkShift]![((slot & SlotChunkMask) << 4) + group];
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ref object? StateRef(int slot) => ref Volatile.Read(ref _states)[slot >> SlotChunkShift]![slot & SlotChunkMask].Value;
 
     private struct StateCell
     {

@@ -164,7 +164,7 @@ public sealed partial class PercpuRef
     {
         if (_bare)
         {
-            _rcu.ReadLock(cpu);
+            long saved = _rcu.ReadLockSaved(cpu);
             var live = Volatile.Read(ref _live);
             if (live is not null)
             {
@@ -175,7 +175,7 @@ public sealed partial class PercpuRef
                 AddShared(nr);
             }
 
-            _rcu.ReadUnlock(cpu);
+            _rcu.ReadUnlockSaved(cpu, saved);
             return;
         }
 
@@ -201,7 +201,7 @@ public sealed partial class PercpuRef
     {
         if (_bare)
         {
-            _rcu.ReadLock(cpu);
+            long saved = _rcu.ReadLockSaved(cpu);
             var live = Volatile.Read(ref _live);
             bool got;
             if (live is not null)
@@ -214,7 +214,7 @@ public sealed partial class PercpuRef
                 got = AddSharedNotZero(nr);
             }
 
-            _rcu.ReadUnlock(cpu);
+            _rcu.ReadUnlockSaved(cpu, saved);
             return got;
         }
 
@@ -341,7 +341,7 @@ public sealed partial class PercpuRef
     {
         if (_bare)
         {
-            _rcu.ReadLock(cpu);
+            long saved = _rcu.ReadLockSaved(cpu);
             var live = Volatile.Read(ref _live);
             if (live is not null)
             {
@@ -352,7 +352,7 @@ public sealed partial class PercpuRef
                 PutShared(nr);
             }
 
-            _rcu.ReadUnlock(cpu);
+            _rcu.ReadUnlockSaved(cpu, saved);
             return;
         }
 

@@ -66,30 +66,26 @@ public sealed class Rcu
     public int PendingCallbacks => Volatile.Read(ref _updates.Value.Pending);
 
     /// <summary>Lets the lock checker see whether a CPU is inside a read section.</summary>
-    public bool InReadSection(int cpu) => _slots[cpu].Value.Nesting > 0;
+    public bool InReadSection(int cpu) => _slots[cpu].Value.Word != 0;
 
     /// <summary>The epoch a CPU entered its outermost read section under, or 0.</summary>
-    internal long ReaderEpoch(int cpu) => Volatile.Read(ref _slots[cpu].Value.Epoch);
+    internal long ReaderEpoch(int cpu) => Slot.EpochOf(Volatile.Read(ref _slots[cpu].Value.Word));
 
     /// <summary>The current global epoch.</summary>
     internal long CurrentEpoch => _epoch.Read();
 
     /// <summary><c>rcu_read_lock</c> on CPU <paramref name="cpu"/>. Nests.</summary>
     /// <remarks>
-    /// Without hooks this is the kernel's cost: a nesting count on the CPU's own line and, at the
-    /// outermost level, a plain store of the epoch seen; no fence and no shared line written.
+    /// Without hooks this is the kernel's cost (a preempt-count-like mark): one load and one plain
+    /// store of the CPU's own slot word, which carries the nesting and, from the outermost level,
+    /// the epoch seen; no fence and no shared line written.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void ReadLock(int cpu)
     {
         if (_bare)
         {
-            ref Slot s = ref _slots[cpu].Value;
-            if (s.Nesting++ == 0)
-            {
-                Volatile.Write(ref s.Epoch, _epoch.Read());
-            }
-
+            ReadLockSaved(cpu);
             return;
         }
 
@@ -102,55 +98,59 @@ public sealed class Rcu
     {
         if (_bare)
         {
-            ref Slot s = ref _slots[cpu].Value;
-            int left = s.Nesting - 1;
-            if (left <= 0)
-            {
-                if (left < 0)
-                {
-                    ThrowUnbalanced(cpu);
-                }
-
-                Volatile.Write(ref s.Epoch, 0);
-            }
-
-            s.Nesting = left;
+            ref long w = ref _slots[cpu].Value.Word;
+            Volatile.Write(ref w, Slot.Leave(w, cpu));
             return;
         }
 
         ReadUnlockHooked(cpu);
     }
 
+    /// <summary>
+    /// <c>rcu_read_lock</c> without hooks, for a section that ends in the same method with
+    /// <see cref="ReadUnlockSaved"/>: returns the CPU's word from before, which the unlock stores
+    /// back instead of reading the word again (the section is the innermost, and only its CPU
+    /// writes the word), so a section costs one load and two stores. Only for an RCU built
+    /// without a scheduling point or lock checker (the other entries call it for their mark).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal long ReadLockSaved(int cpu)
+    {
+        ref long w = ref _slots[cpu].Value.Word;
+        long v = w;
+        Volatile.Write(ref w, v == 0 ? Slot.Enter(_epoch.Read()) : Slot.Nest(v, cpu));
+        return v;
+    }
+
+    /// <summary><c>rcu_read_unlock</c> of a section that <see cref="ReadLockSaved"/> opened: the word goes back to <paramref name="saved"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void ReadUnlockSaved(int cpu, long saved) => Volatile.Write(ref _slots[cpu].Value.Word, saved);
+
     private void ReadLockHooked(int cpu)
     {
         _sched?.Reached(SchedulingPointKind.RcuReadLock, this);
-        ref Slot s = ref _slots[cpu].Value;
-        if (s.Nesting++ == 0)
-        {
-            Volatile.Write(ref s.Epoch, _epoch.Read());
-        }
-
+        ReadLockSaved(cpu);
         _lockDep?.RcuReadLock(cpu);
     }
 
     private void ReadUnlockHooked(int cpu)
     {
         _sched?.Reached(SchedulingPointKind.RcuReadUnlock, this);
-        ref Slot s = ref _slots[cpu].Value;
-        if (s.Nesting <= 0)
+        ref long w = ref _slots[cpu].Value.Word;
+        if (w == 0)
         {
             ThrowUnbalanced(cpu);
         }
 
         _lockDep?.RcuReadUnlock(cpu);
-        if (--s.Nesting == 0)
-        {
-            Volatile.Write(ref s.Epoch, 0);
-        }
+        Volatile.Write(ref w, Slot.Leave(w, cpu));
     }
 
     [DoesNotReturn]
     private static void ThrowUnbalanced(int cpu) => throw new RcuException($"rcu_read_unlock on CPU {cpu} without rcu_read_lock");
+
+    [DoesNotReturn]
+    private static void ThrowTooDeep(int cpu) => throw new RcuException($"rcu_read_lock on CPU {cpu} nested {Slot.MaxNesting} deep");
 
     /// <summary><c>synchronize_rcu</c>: waits until every reader that was inside has left.</summary>
     /// <param name="callerCpu">The CPU calling, or -1; sleeping inside its own read section is a bug.</param>
@@ -162,7 +162,7 @@ public sealed class Rcu
             _lockDep?.MightSleep(callerCpu, "synchronize_rcu");
         }
 
-        if (callerCpu >= 0 && _slots[callerCpu].Value.Nesting > 0)
+        if (callerCpu >= 0 && _slots[callerCpu].Value.Word != 0)
         {
             throw new RcuException($"synchronize_rcu called inside an RCU read section on CPU {callerCpu}");
         }
@@ -174,7 +174,7 @@ public sealed class Rcu
             var spin = new SpinWait();
             while (true)
             {
-                long e = Volatile.Read(ref _slots[i].Value.Epoch);
+                long e = Slot.EpochOf(Volatile.Read(ref _slots[i].Value.Word));
                 if (e == 0 || e >= target)
                 {
                     break;
@@ -223,7 +223,7 @@ public sealed class Rcu
         Interlocked.MemoryBarrierProcessWide();
         for (int i = 0; i < _slots.Length; i++)
         {
-            long e = Volatile.Read(ref _slots[i].Value.Epoch);
+            long e = Slot.EpochOf(Volatile.Read(ref _slots[i].Value.Word));
             if (e != 0 && e < target)
             {
                 return false;
@@ -288,13 +288,51 @@ public sealed class Rcu
         public int Pending;
     }
 
+    // A CPU's read-side word: 0 outside any read section; inside, the epoch it entered its
+    // outermost section under, shifted up, and the nesting depth below it. One word, so entering
+    // and leaving a section is one load and one store of the CPU's own line (as preempt_count), and
+    // an updater sees the depth and the epoch change together.
     private struct Slot
     {
-        // 0 when the CPU is outside any read section; else the epoch it entered under.
-        public long Epoch;
+        public const int MaxNesting = (1 << NestingBits) - 1;
+        private const int NestingBits = 16;
 
-        // Owner-only nesting depth.
-        public int Nesting;
+        // Written by its CPU only (plain stores), read by updaters.
+        public long Word;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static long Enter(long epoch) => (epoch << NestingBits) | 1;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static long Nest(long word, int cpu)
+        {
+            if ((word & MaxNesting) == MaxNesting)
+            {
+                ThrowTooDeep(cpu);
+            }
+
+            return word + 1;
+        }
+
+        // The outermost exit clears the word, epoch and all; an exit with no section open throws.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static long Leave(long word, int cpu)
+        {
+            long depth = word & MaxNesting;
+            if (depth <= 1)
+            {
+                if (depth == 0)
+                {
+                    ThrowUnbalanced(cpu);
+                }
+
+                return 0;
+            }
+
+            return word - 1;
+        }
+
+        public static long EpochOf(long word) => word >> NestingBits;
     }
 }
 

@@ -80,6 +80,27 @@ public class CompactTableTests
     }
 
     [Fact]
+    public void StateCellsExistOnlyForADesignThatKeepsTableState()
+    {
+        static long Touched(Sim s, out object? state)
+        {
+            ulong a = s.Map(Sim.M2, addr: 0x4000_0000);
+            Assert.True(s.Cpu.Touch(a).Ok);
+            state = s.Machine.Phys.TableState(PteTableOf(s, a));
+            return s.Machine.Phys.TableHostBytes;
+        }
+
+        using var none = new Sim(pageData: false);
+        using var occupancy = new Sim(pageData: false, design: () => new OccupancyReclaim());
+        long plain = Touched(none, out object? noState);
+        long withState = Touched(occupancy, out object? state);
+        Assert.Null(noState);
+        Assert.NotNull(state);
+        // The same headers and groups; the design that keeps state pays one chunk of state cells.
+        Assert.Equal(plain + ((long)IntPtr.Size * TableStore.SlotsPerChunk), withState);
+    }
+
+    [Fact]
     public void AFreedTableIsStillCaughtThroughAStaleReference()
     {
         using var s = new Sim(pageData: false, design: () => new PtReclaim());

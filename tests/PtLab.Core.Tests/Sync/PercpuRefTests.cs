@@ -36,6 +36,27 @@ public sealed class PercpuRefTests
     }
 
     [Fact]
+    public void AGetAndPutLeaveTheCallersReadSectionAsTheyFoundIt()
+    {
+        var r = NewRef();
+        r.Get(1);
+        Assert.False(_rcu.InReadSection(1)); // the get's own section closed
+        _rcu.ReadLock(1);
+        long epoch = _rcu.ReaderEpoch(1);
+        _rcu.CallRcu(() => { });
+        Assert.False(_rcu.Poll()); // the global epoch moved on; CPU 1 holds the grace period up
+        r.Get(1);
+        r.Put(1);
+        Assert.True(_rcu.InReadSection(1));
+        Assert.Equal(epoch, _rcu.ReaderEpoch(1));
+        _rcu.ReadUnlock(1);
+        Assert.False(_rcu.InReadSection(1));
+        Assert.True(_rcu.Poll());
+        r.Put(1);
+        Assert.Equal(1, r.TrueCount);
+    }
+
+    [Fact]
     public void PercpuGetsAndPutsTouchOnlyTheCallersStripe()
     {
         var r = NewRef();

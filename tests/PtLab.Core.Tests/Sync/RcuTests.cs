@@ -77,6 +77,34 @@ public sealed class RcuTests
     }
 
     [Fact]
+    public void NestingPastTheDepthLimitIsABugAndNeverCarriesIntoTheEpoch()
+    {
+        var rcu = new Rcu(1);
+        rcu.ReadLock(0);
+        long epoch = rcu.ReaderEpoch(0);
+        int depth = 1;
+        var error = Assert.Throws<RcuException>(() =>
+        {
+            for (int i = 0; i < 70_000; i++)
+            {
+                rcu.ReadLock(0);
+                depth++;
+            }
+        });
+        Assert.Contains("nested", error.Message);
+        Assert.Equal(65_535, depth);
+        Assert.Equal(epoch, rcu.ReaderEpoch(0));
+        for (int i = 0; i < depth; i++)
+        {
+            Assert.True(rcu.InReadSection(0));
+            rcu.ReadUnlock(0);
+        }
+
+        Assert.False(rcu.InReadSection(0));
+        Assert.Throws<RcuException>(() => rcu.ReadUnlock(0));
+    }
+
+    [Fact]
     public void SynchronizeRcuInsideTheCallersOwnReadSectionIsABug()
     {
         var rcu = new Rcu(1);
