@@ -283,6 +283,56 @@ public sealed class TraceReader : IDisposable
         return into;
     }
 
+    /// <summary>
+    /// Bounds read from the footer's row-group statistics without decoding a row: at most
+    /// <c>Faults</c> fault rows (the rows that are not status samples), and at least the sum over
+    /// processes of each one's largest sampled VmPTE. A process's peak lies in one row group: in a
+    /// group of one pid it is at most that pid's largest VmPTE over such groups (exact for a trace of
+    /// one process); in a group of several, at most the group's largest, for as many processes as
+    /// its pid range or its samples allow. Null when a row group lacks statistics. The statistics are
+    /// the writer's word, not checked against the rows: fit for an estimate, not for a figure.
+    /// </summary>
+    public (long Faults, long PeakVmPteKb)? FooterBounds()
+    {
+        const long Cap = 1L << 40; // kB: beyond any host, and far from overflow
+        long samples = 0, shared = 0;
+        var alone = new Dictionary<int, long>();
+        var pid = TraceSchema.Columns[TraceSchema.Pid].DataField;
+        var pte = TraceSchema.Columns[TraceSchema.FirstStatus + 6].DataField;
+        for (int g = 0; g < _groupRows.Length; g++)
+        {
+            var group = _parquet.OpenRowGroupReader(g);
+            if (group.GetStatistics(pte) is not { NullCount: long nulls } stats || nulls < 0 || nulls > _groupRows[g])
+            {
+                return null;
+            }
+
+            long n = _groupRows[g] - nulls;
+            samples += n;
+            if (n == 0)
+            {
+                continue;
+            }
+
+            if (stats.MaxValue is not long max || group.GetStatistics(pid) is not { MinValue: int low, MaxValue: int high } || high < low)
+            {
+                return null;
+            }
+
+            max = Math.Clamp(max, 0, Cap);
+            if (low == high)
+            {
+                alone[low] = Math.Max(alone.GetValueOrDefault(low), max);
+                continue;
+            }
+
+            long processes = Math.Min(n, (long)high - low + 1);
+            shared = Math.Min(Cap, shared + (max >= Cap / processes ? Cap : max * processes));
+        }
+
+        return (Rows - samples, Math.Min(Cap, shared + alone.Values.Sum()));
+    }
+
     /// <summary>Closes the file.</summary>
     public void Dispose()
     {
