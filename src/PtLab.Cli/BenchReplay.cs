@@ -146,6 +146,8 @@ internal static class BenchReplay
                     if (i == 0)
                     {
                         stdout.WriteLine(string.Create(ci, $"warm-up: replayed {result.Events:N0} events, {result.Processes.Sum(x => x.Faults):N0} faults, exit VmPTE {string.Join(", ", result.Processes.Select(x => x.Exit?.VmPteKb ?? 0))} kB; divergences {result.Divergences.Values.Sum():N0}"));
+                        long recorded = result.Processes.Sum(x => x.Faults);
+                        stdout.WriteLine(string.Create(ci, $"  of the {recorded:N0} recorded faults {result.FaultsAlreadyMapped:N0} ({100.0 * result.FaultsAlreadyMapped / Math.Max(1, recorded):F2}%) found their page already mapped by the model (resolved by the walk, no fault)"));
                     }
                 }
 

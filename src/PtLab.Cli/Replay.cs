@@ -57,12 +57,12 @@ internal static class Replay
             }
 
             TraceMetadata metadata;
-            TraceSummary summary;
+            List<List<string>> groups;
             try
             {
                 using var reader = TraceReader.Open(path);
                 metadata = reader.Metadata;
-                summary = TraceSummary.Compute(reader);
+                groups = Groups(names, reader, (long)ramBytes, p.GetValue(force));
             }
             catch (TraceFormatException e)
             {
@@ -79,7 +79,6 @@ internal static class Replay
                 throw new UsageException($"--cpus must be between 1 and 64, got {cpuCount}");
             }
 
-            var groups = Groups(names, summary, (long)ramBytes, p.GetValue(force));
             IReadOnlyList<ReplayResult> results = [];
             try
             {
@@ -111,22 +110,42 @@ internal static class Replay
     /// Designs run side by side when their machines fit in the host's memory together. A machine
     /// holds at most one page per replayed fault (bounded by --ram) and, per process, the tables the
     /// kernel held at its peak; a design that frees less than the kernel holds more, so the tables
-    /// are counted four times over.
+    /// are counted four times over. The footer's bounds (faults at most the rows that are not
+    /// samples, each process's peak) decide without reading the rows when everything fits by them:
+    /// the exact figures, no larger, would decide the same. Otherwise the rows are counted.
     /// </summary>
-    private static List<List<string>> Groups(IReadOnlyList<string> names, TraceSummary summary, long ram, bool force)
+    private static List<List<string>> Groups(IReadOnlyList<string> names, TraceReader reader, long ram, bool force)
     {
-        long faults = summary.Counts[(int)TraceEventKind.Fault] + summary.Counts[(int)TraceEventKind.KernelFault];
-        long tables = (4 * summary.Processes.Sum(p => p.PeakVmPteKb) / 4) + 64;
-        var footprint = new ScenarioFootprint(MappedBytes: (ulong)tables * (2UL << 20), ResidentBytes: (ulong)faults * 4096);
-        long one = HostMemory.Estimate(footprint, ram, 0, pageData: false).Bytes;
-        long available = HostMemory.Available();
-        if (!force)
+        if (force)
         {
-            HostMemory.Check(footprint, ram, 0, pageData: false, available, force: false);
+            return [[.. names]];
         }
 
-        int together = force ? names.Count : (int)Math.Clamp((available - (128L << 20)) / Math.Max(1, one - (128L << 20)), 1, names.Count);
+        long available = HostMemory.Available();
+        if (reader.FooterBounds() is { } bound && Together(bound.Faults, bound.PeakVmPteKb, ram, available) >= names.Count &&
+            HostMemory.Estimate(Footprint(bound.Faults, bound.PeakVmPteKb), ram, 0, pageData: false).Bytes <= available)
+        {
+            return [[.. names]];
+        }
+
+        var summary = TraceSummary.Compute(reader);
+        long faults = summary.Counts[(int)TraceEventKind.Fault] + summary.Counts[(int)TraceEventKind.KernelFault];
+        long peak = summary.Processes.Sum(p => p.PeakVmPteKb);
+        HostMemory.Check(Footprint(faults, peak), ram, 0, pageData: false, available, force: false);
+        int together = Together(faults, peak, ram, available);
         return [.. names.Chunk(together).Select(c => c.ToList())];
+    }
+
+    private static ScenarioFootprint Footprint(long faults, long peakVmPteKb)
+    {
+        long tables = (4 * peakVmPteKb / 4) + 64;
+        return new ScenarioFootprint(MappedBytes: (ulong)tables * (2UL << 20), ResidentBytes: (ulong)faults * 4096);
+    }
+
+    private static int Together(long faults, long peakVmPteKb, long ram, long available)
+    {
+        long one = HostMemory.Estimate(Footprint(faults, peakVmPteKb), ram, 0, pageData: false).Bytes;
+        return (int)Math.Clamp((available - (128L << 20)) / Math.Max(1, one - (128L << 20)), 1, int.MaxValue);
     }
 
     private static void Plot(string path, ReplayReport r)

@@ -288,6 +288,56 @@ public sealed class TraceReader : IDisposable
         return into;
     }
 
+    /// <summary>
+    /// Bounds read from the footer's row-group statistics without decoding a row: at most
+    /// <c>Faults</c> fault rows (the rows that are not status samples), and at least the sum over
+    /// processes of each one's largest sampled VmPTE. A process's peak lies in one row group: in a
+    /// group of one pid it is at most that pid's largest VmPTE over such groups (exact for a trace of
+    /// one process); in a group of several, at most the group's largest, for as many processes as
+    /// its pid range or its samples allow. Null when a row group lacks statistics. The statistics are
+    /// the writer's word, not checked against the rows: fit for an estimate, not for a figure.
+    /// </summary>
+    public (long Faults, long PeakVmPteKb)? FooterBounds()
+    {
+        const long Cap = 1L << 40; // kB: beyond any host, and far from overflow
+        long samples = 0, shared = 0;
+        var alone = new Dictionary<int, long>();
+        var pid = TraceSchema.Columns[TraceSchema.Pid].DataField;
+        var pte = TraceSchema.Columns[TraceSchema.FirstStatus + 6].DataField;
+        for (int g = 0; g < _groupRows.Length; g++)
+        {
+            var group = _parquet.OpenRowGroupReader(g);
+            if (group.GetStatistics(pte) is not { NullCount: long nulls } stats || nulls < 0 || nulls > _groupRows[g])
+            {
+                return null;
+            }
+
+            long n = _groupRows[g] - nulls;
+            samples += n;
+            if (n == 0)
+            {
+                continue;
+            }
+
+            if (stats.MaxValue is not long max || group.GetStatistics(pid) is not { MinValue: int low, MaxValue: int high } || high < low)
+            {
+                return null;
+            }
+
+            max = Math.Clamp(max, 0, Cap);
+            if (low == high)
+            {
+                alone[low] = Math.Max(alone.GetValueOrDefault(low), max);
+                continue;
+            }
+
+            long processes = Math.Min(n, (long)high - low + 1);
+            shared = Math.Min(Cap, shared + (max >= Cap / processes ? Cap : max * processes));
+        }
+
+        return (Rows - samples, Math.Min(Cap, shared + alone.Values.Sum()));
+    }
+
     /// <summary>Closes the file.</summary>
     public void Dispose()
     {
@@ -538,19 +588,16 @@ public sealed class TraceReader : IDisposable
                 return;
             }
 
-            int present = 0;
-            for (int r = 0; r < rows; r++)
+            // Any value but 0 or 1 is corrupt; the first is named. Both scans are vectorised.
+            var levels = defs.AsSpan(0, rows);
+            int bad = levels.IndexOfAnyExcept(0, 1);
+            if (bad >= 0)
             {
-                int d = defs[r];
-                if (d is not (0 or 1))
-                {
-                    throw new TraceFormatException($"definition level {d} at row {r} of the group");
-                }
-
-                present += d;
+                throw new TraceFormatException($"definition level {levels[bad]} at row {bad} of the group");
             }
 
-            _present[i] = present;
+            _present[i] = levels.Count(1);
+            _dirty[i] = true; // the decoder wrote into the value buffer
         }
 
         /// <summary>The kind of each row (rows of an unknown kind have their error in <see cref="RowError"/>).</summary>
@@ -572,9 +619,12 @@ public sealed class TraceReader : IDisposable
         private readonly string?[]?[] _text = new string?[TraceSchema.Columns.Count][];
 
         /// <summary>
-        /// Turns the packed columns into one value per row, in place (a row's packed index is never
-        /// above its own, so walking back from the end overwrites only consumed values), maps the
-        /// kinds and gathers each row's present columns.
+        /// Turns the packed columns into one value per row, in place, maps the kinds and gathers each
+        /// row's present columns. A column present in every row stays as decoded; a sparse one (a
+        /// syscall's result, the status figures: a few rows in thousands) is scattered to its rows
+        /// found by a vectorised scan of the definition levels; a denser one is walked back from the
+        /// end (a row's packed index is never above its own, so that overwrites only consumed
+        /// values). A column null in every row is cleared only if an earlier group left values in it.
         /// </summary>
         public void Expand()
         {
@@ -590,7 +640,9 @@ public sealed class TraceReader : IDisposable
             for (int r = 0; r < rows; r++)
             {
                 var text = kindText[r];
-                if (r > 0 && text.Span.SequenceEqual(lastText.Span))
+                // A dictionary-encoded column hands out the same slice for every row of one value:
+                // compared as a reference first, as text only when that fails.
+                if (r > 0 && (text.Equals(lastText) || text.Span.SequenceEqual(lastText.Span)))
                 {
                     kinds[r] = last;
                 }
@@ -608,6 +660,7 @@ public sealed class TraceReader : IDisposable
 
             var statusCount = Grow(ref _statusCount, rows);
             Array.Clear(statusCount, 0, rows);
+            bool anyStatus = false;
             foreach (var c in TraceSchema.Columns)
             {
                 if (c.Required)
@@ -617,90 +670,180 @@ public sealed class TraceReader : IDisposable
 
                 int i = c.Index;
                 int present = _present[i];
+                bool status = c.Field == TraceFields.Status;
+                anyStatus |= status && present > 0;
                 if (c.Type == ColumnType.String)
                 {
                     var full = Grow(ref _textSlots[i], rows);
                     _text[i] = full;
-                    Array.Clear(full, 0, rows);
+                    if (_textDirty[i])
+                    {
+                        Array.Clear(full);
+                        _textDirty[i] = false;
+                    }
+
                     if (present == 0)
                     {
                         continue;
                     }
 
                     var packed = _strings[i]!;
-                    var defs = _defs[i]!;
-                    for (int r = 0, k = 0; r < rows; r++)
+                    var levels = _defs[i].AsSpan(0, rows);
+                    for (int k = 0, r = 0; k < present; k++, r++)
                     {
-                        if (defs[r] != 0)
-                        {
-                            full[r] = Intern(packed[k++]);
-                            has[r] |= c.Field;
-                        }
+                        r += levels[r..].IndexOf(1);
+                        full[r] = Intern(packed[k]);
+                        has[r] |= c.Field;
                     }
 
+                    _textDirty[i] = true;
                     continue;
                 }
 
                 if (present == 0)
                 {
-                    if (c.Type == ColumnType.Int64)
+                    if (_dirty[i])
                     {
-                        Array.Clear(Grow(ref _longs[i], rows), 0, rows);
+                        if (c.Type == ColumnType.Int64)
+                        {
+                            Array.Clear(Grow(ref _longs[i], rows));
+                        }
+                        else
+                        {
+                            Array.Clear(Grow(ref _ints[i], rows));
+                        }
+
+                        _dirty[i] = false;
+                    }
+                    else if (c.Type == ColumnType.Int64)
+                    {
+                        Grow(ref _longs[i], rows);
                     }
                     else
                     {
-                        Array.Clear(Grow(ref _ints[i], rows), 0, rows);
+                        Grow(ref _ints[i], rows);
                     }
 
                     continue;
                 }
 
                 var d = _defs[i]!;
-                bool status = c.Field == TraceFields.Status;
-                if (c.Type == ColumnType.Int64)
+                if (present == rows)
                 {
-                    var a = _longs[i]!;
-                    for (int r = rows - 1, k = present - 1; r >= 0; r--)
+                    if (status)
                     {
-                        a[r] = d[r] != 0 ? a[k--] : 0;
+                        Add(statusCount.AsSpan(0, rows), 1);
                     }
+                    else
+                    {
+                        Or(has.AsSpan(0, rows), c.Field);
+                    }
+                }
+                else if (present <= rows / SparseRatio)
+                {
+                    if (c.Type == ColumnType.Int64)
+                    {
+                        Scatter(_longs[i]!, ref _scratchLongs, present, d, rows, has, statusCount, status ? TraceFields.None : c.Field);
+                    }
+                    else
+                    {
+                        Scatter(_ints[i]!, ref _scratchInts, present, d, rows, has, statusCount, status ? TraceFields.None : c.Field);
+                    }
+                }
+                else if (c.Type == ColumnType.Int64)
+                {
+                    WalkBack(_longs[i]!, present, d, rows, has, statusCount, status ? TraceFields.None : c.Field);
                 }
                 else
                 {
-                    var a = _ints[i]!;
-                    for (int r = rows - 1, k = present - 1; r >= 0; r--)
-                    {
-                        a[r] = d[r] != 0 ? a[k--] : 0;
-                    }
-                }
-
-                for (int r = 0; r < rows; r++)
-                {
-                    if (d[r] != 0)
-                    {
-                        if (status)
-                        {
-                            statusCount[r]++;
-                        }
-                        else
-                        {
-                            has[r] |= c.Field;
-                        }
-                    }
+                    WalkBack(_ints[i]!, present, d, rows, has, statusCount, status ? TraceFields.None : c.Field);
                 }
             }
 
-            for (int r = 0; r < rows; r++)
+            if (!anyStatus)
             {
-                int n = statusCount[r];
+                return;
+            }
+
+            var counts = statusCount.AsSpan(0, rows);
+            for (int r = counts.IndexOfAnyExcept(0); r >= 0;)
+            {
+                int n = counts[r];
                 if (n == TraceSchema.StatusCount)
                 {
                     has[r] |= TraceFields.Status;
                 }
-                else if (n != 0 && RowError(r) is null)
+                else if (RowError(r) is null)
                 {
                     SetError(r, $"{n} of the {TraceSchema.StatusCount} status columns are set (all or none)");
                 }
+
+                int next = counts[(r + 1)..].IndexOfAnyExcept(0);
+                r = next < 0 ? -1 : r + 1 + next;
+            }
+        }
+
+        /// <summary>At most one row in this many set: the column is scattered rather than walked back.</summary>
+        private const int SparseRatio = 16;
+
+        // A status column counts its rows (all seven or none must be set); any other sets its field.
+        private static void Mark(TraceFields[] has, int[] statusCount, int r, TraceFields field)
+        {
+            if (field == TraceFields.None)
+            {
+                statusCount[r]++;
+            }
+            else
+            {
+                has[r] |= field;
+            }
+        }
+
+        private static void Scatter<T>(T[] values, ref T[]? scratch, int present, int[] defs, int rows, TraceFields[] has, int[] statusCount, TraceFields field)
+            where T : struct
+        {
+            var copy = Grow(ref scratch, present);
+            values.AsSpan(0, present).CopyTo(copy);
+            Array.Clear(values, 0, rows);
+            var levels = defs.AsSpan(0, rows);
+            for (int k = 0, r = 0; k < present; k++, r++)
+            {
+                r += levels[r..].IndexOf(1);
+                values[r] = copy[k];
+                Mark(has, statusCount, r, field);
+            }
+        }
+
+        private static void WalkBack<T>(T[] values, int present, int[] defs, int rows, TraceFields[] has, int[] statusCount, TraceFields field)
+            where T : struct
+        {
+            for (int r = rows - 1, k = present - 1; r >= 0; r--)
+            {
+                if (defs[r] != 0)
+                {
+                    values[r] = values[k--];
+                    Mark(has, statusCount, r, field);
+                }
+                else
+                {
+                    values[r] = default;
+                }
+            }
+        }
+
+        private static void Or(Span<TraceFields> has, TraceFields field)
+        {
+            foreach (ref var h in has)
+            {
+                h |= field;
+            }
+        }
+
+        private static void Add(Span<int> counts, int n)
+        {
+            foreach (ref int x in counts)
+            {
+                x += n;
             }
         }
 
@@ -734,6 +877,12 @@ public sealed class TraceReader : IDisposable
 
         private TraceEventKind[]? _kinds;
         private TraceFields[]? _has;
+        private long[]? _scratchLongs;
+        private int[]? _scratchInts;
+
+        // Whether a column's value (or text) buffer may hold anything but zeros (nulls) past what the current group wrote.
+        private readonly bool[] _dirty = new bool[TraceSchema.Columns.Count];
+        private readonly bool[] _textDirty = new bool[TraceSchema.Columns.Count];
         private string?[]? _errorSlots;
         private int[]? _statusCount;
         private readonly string?[]?[] _textSlots = new string?[TraceSchema.Columns.Count][];

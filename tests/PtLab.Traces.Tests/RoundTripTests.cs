@@ -13,14 +13,7 @@ public sealed class RoundTripTests : TempDir
         Assert.Equal("6.18.0-synthetic", r.Metadata.Host[HostFacts.KernelRelease]);
         Assert.Equal(50, r.Metadata.IntervalMs);
         Assert.False(r.Metadata.Truncated);
-        int i = 0;
-        foreach (var e in r.ReadEvents())
-        {
-            Assert.True(written[i] == e, $"row {i}: wrote {written[i]}, read {e}");
-            i++;
-        }
-
-        Assert.Equal(written.Count, i);
+        AssertReadsBack(r, written);
     }
 
     [Fact]

@@ -11,6 +11,19 @@ public abstract class TempDir : IDisposable
         GC.SuppressFinalize(this);
     }
 
+    /// <summary>Asserts that <paramref name="r"/> reads back <paramref name="written"/> row for row.</summary>
+    protected static void AssertReadsBack(TraceReader r, IReadOnlyList<TraceEvent> written)
+    {
+        int i = 0;
+        foreach (var e in r.ReadEvents())
+        {
+            Assert.True(written[i] == e, $"row {i}: wrote {written[i]}, read {e}");
+            i++;
+        }
+
+        Assert.Equal(written.Count, i);
+    }
+
     protected string Write(IEnumerable<TraceEvent> rows, TraceMetadata? metadata = null, string name = "t.parquet")
     {
         string path = Path.Combine(Dir, name);

@@ -111,4 +111,12 @@ public sealed class ReplayResult
 
     /// <summary>RCU grace periods the machine completed.</summary>
     public long GracePeriods { get; init; }
+
+    /// <summary>
+    /// Replayed faults whose page the model already mapped with the access's permission (mapped by
+    /// the model's fault-around where the kernel's mapped less, say): the access is resolved by the
+    /// TLB or the page walk, as the kernel's handle_mm_fault finds a present, permitted entry and
+    /// only marks it young (and dirty for a write); the model takes no fault for it.
+    /// </summary>
+    public long FaultsAlreadyMapped { get; init; }
 }

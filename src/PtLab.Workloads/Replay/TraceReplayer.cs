@@ -58,6 +58,7 @@ public sealed class TraceReplayer
     private readonly int[] _threadsOnCpu;
     private readonly Stopwatch _clock = new();
     private long _row = -1;
+    private long _alreadyMapped;
     private Thread? _lastThread;
     private int _lastTid = -1;
 
@@ -223,6 +224,7 @@ public sealed class TraceReplayer
             Divergences = new SortedDictionary<string, long>(_divergences, StringComparer.Ordinal),
             Unsupported = new SortedDictionary<string, long>(_unsupported, StringComparer.Ordinal),
             GracePeriods = _machine.Rcu.GracePeriods,
+            FaultsAlreadyMapped = _alreadyMapped,
         };
     }
 
@@ -726,7 +728,13 @@ public sealed class TraceReplayer
 
         p.Result.Faults++;
         bool write = (errorCode & 0x2) != 0;
+        long taken = cpu.Faults;
         AccessResult r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
+        if (cpu.Faults == taken)
+        {
+            _alreadyMapped++;
+        }
+
         if (!r.Ok && GrowStack(t, cpu, va))
         {
             r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
