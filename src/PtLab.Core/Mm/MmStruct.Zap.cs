@@ -88,6 +88,15 @@ public sealed partial class MmStruct
         for (ulong addr = zap.Start; addr < zap.End; addr += Geometry.PageSize)
         {
             int i = Geometry.PteIndex(addr);
+            int stored = entries.NextStored(i);
+            if (stored != i)
+            {
+                // A group of entries the table does not store: all none, as a read of each would
+                // find; the loop's step lands on the next group.
+                addr += (ulong)(stored - i - 1) * Geometry.PageSize;
+                continue;
+            }
+
             ref ulong slot = ref entries[i];
             ulong e = Volatile.Read(ref slot);
             if (Entry.IsNone(e))

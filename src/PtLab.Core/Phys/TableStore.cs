@@ -78,6 +78,15 @@ internal sealed class TableStore
     }
 
     /// <summary>
+    /// Whether entry <paramref name="index"/> of the table with <paramref name="slot"/> can read
+    /// other than none: its group of 32 is stored, or the sink that absent entries read from is not
+    /// zero (a store bypassed <see cref="Store"/>, and every absent entry reads what it left).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool MayBeStored(int slot, int index) =>
+        (slot != 0 && Volatile.Read(ref Header(slot, index >> GroupShift)) != 0) || Volatile.Read(ref _sink[0]) != 0;
+
+    /// <summary>
     /// Stores <paramref name="value"/> at <paramref name="index"/>, creating the slot and group if
     /// needed and releasing a PTE table's group that became empty. The caller holds the lock that
     /// orders stores to this table (the PTE lock, the pmd lock, <c>page_table_lock</c>, or
@@ -403,6 +412,43 @@ public readonly ref struct TableEntries
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         get => ref _store.Entry(Volatile.Read(ref _slot), index);
+    }
+
+    /// <summary>
+    /// The first index at or after <paramref name="index"/> whose entry can be other than none:
+    /// <paramref name="index"/> itself when its group of 32 entries is stored, else the first index
+    /// of the next group (512 past the last, and for an index already past it, that index). A walk of
+    /// a sparse table skips the absent groups with it instead of reading their entries one by one;
+    /// what it reads is what the indexer would.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public int NextStored(int index) =>
+        (uint)index >= PhysMemory.EntriesPerTable || _store.MayBeStored(Volatile.Read(ref _slot), index)
+            ? index
+            : (index | (TableStore.GroupEntries - 1)) + 1;
+
+    /// <summary>The index of the first entry that is not none, or -1 when all 512 are; reads only the stored groups.</summary>
+    public int FirstNotNone()
+    {
+        int i = 0;
+        while (i < PhysMemory.EntriesPerTable)
+        {
+            int next = NextStored(i);
+            if (next != i)
+            {
+                i = next;
+                continue;
+            }
+
+            if (Volatile.Read(ref this[i]) != 0)
+            {
+                return i;
+            }
+
+            i++;
+        }
+
+        return -1;
     }
 
     /// <summary>A copy of the 512 entries.</summary>

@@ -80,16 +80,7 @@ public sealed class PtReclaim : UpstreamWalkerReclaim
         }
 
         mm.PtlLock(cpu, pteTable.Pfn);
-        bool empty = true;
-        foreach (ulong e in mm.Phys.Table(pteTable))
-        {
-            if (e != 0)
-            {
-                empty = false;
-                break;
-            }
-        }
-
+        bool empty = mm.Phys.Table(pteTable).FirstNotNone() < 0;
         if (empty)
         {
             mm.PmdClear(zap.PmdTable, zap.PmdIndex);

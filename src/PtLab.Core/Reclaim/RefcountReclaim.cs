@@ -141,16 +141,16 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
             return false;
         }
 
-        foreach (ulong e in mm.Phys.Table(pteTable))
+        var entries = mm.Phys.Table(pteTable);
+        int live = entries.FirstNotNone();
+        if (live >= 0)
         {
-            if (e != 0)
-            {
-                mm.PmdUnlock(cpu, pmdTable);
-                // pte_free_debug: at zero no entry may remain; one that does was set by a visitor
-                // that held no reference on the table, so it is writing into a table being freed.
-                throw new UseAfterFreeException(
-                    $"pte_free_debug: freeing {pteTable} at 0x{start:x} with a live entry {e:x}", Environment.StackTrace, null);
-            }
+            ulong e = Volatile.Read(ref entries[live]);
+            mm.PmdUnlock(cpu, pmdTable);
+            // pte_free_debug: at zero no entry may remain; one that does was set by a visitor
+            // that held no reference on the table, so it is writing into a table being freed.
+            throw new UseAfterFreeException(
+                $"pte_free_debug: freeing {pteTable} at 0x{start:x} with a live entry {e:x}", Environment.StackTrace, null);
         }
 
         mm.PmdClear(pmdTable, pmdIndex);

@@ -332,7 +332,7 @@ public sealed class ScannerReclaim : UpstreamWalkerReclaim, IExplicitTableReclai
 
     private static bool OnlyNoneOrZeroPage(TableEntries entries)
     {
-        for (int i = 0; i < entries.Length; i++)
+        for (int i = entries.NextStored(0); i < entries.Length; i = entries.NextStored(i + 1))
         {
             ulong e = Volatile.Read(ref entries[i]);
             if (e != 0 && !IsZeroPage(e))
@@ -348,7 +348,7 @@ public sealed class ScannerReclaim : UpstreamWalkerReclaim, IExplicitTableReclai
     private static void ClearZeroPageEntries(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
         var entries = mm.Phys.Table(pteTable);
-        for (int i = 0; i < entries.Length; i++)
+        for (int i = entries.NextStored(0); i < entries.Length; i = entries.NextStored(i + 1))
         {
             if (Volatile.Read(ref entries[i]) != 0)
             {

@@ -168,6 +168,15 @@ public sealed class Rcu
         }
 
         long target = _epoch.AddAtomic(1);
+        if (callerCpu >= 0 && _slots.Length == 1)
+        {
+            // The only CPU is the caller, outside any read section: no reader can be inside, so the
+            // grace period is over at once, as Tiny RCU's synchronize_rcu on a uniprocessor. With
+            // no other CPU's slot to read, there is nothing for the process-wide barrier to order.
+            Complete(target);
+            return;
+        }
+
         Interlocked.MemoryBarrierProcessWide();
         for (int i = 0; i < _slots.Length; i++)
         {

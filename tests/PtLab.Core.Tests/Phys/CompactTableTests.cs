@@ -79,6 +79,76 @@ public class CompactTableTests
         Assert.Null(PtLab.Systematic.Invariants.CheckAtQuiescence(s.Machine, s.Mm, a, a + Sim.M2));
     }
 
+    // Entries at both ends of groups 0, 1 and 2, one inside group 6, and the last two groups' edges.
+    private static readonly int[] s_sparse = [0, 31, 32, 33, 63, 64, 200, 480, 511];
+
+    [Fact]
+    public void NextStoredSkipsOnlyGroupsThatHoldNoEntry()
+    {
+        using var s = new Sim(pageData: false);
+        ulong a = s.Map(Sim.M2, addr: 0x4000_0000);
+        foreach (int i in s_sparse)
+        {
+            Assert.True(s.Cpu.Touch(a + ((ulong)i * Sim.K4)).Ok);
+        }
+
+        long pte = PteTableOf(s, a);
+        int skipped = 0;
+        for (int i = 0; i < 512; i++)
+        {
+            var entries = s.Machine.Phys.Table(pte);
+            int next = entries.NextStored(i);
+            Assert.InRange(next, i, 512);
+            for (int j = i; j < next; j++)
+            {
+                Assert.Equal(0UL, entries[j]); // what it skips reads none
+            }
+
+            Assert.Equal(Array.IndexOf(s_sparse, i) >= 0, entries[i] != 0);
+            skipped += next > i ? 1 : 0;
+        }
+
+        // Groups 0, 1, 2, 6, 15 are stored: the other 11 groups' 352 entries are skipped.
+        Assert.Equal(352, skipped);
+        Assert.Equal(512, s.Machine.Phys.Table(pte).NextStored(512));
+        Assert.Equal(0, s.Machine.Phys.Table(pte).FirstNotNone());
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, 32 * Sim.K4, Advice.DontNeed));
+        Assert.Equal(32, s.Machine.Phys.Table(pte).FirstNotNone());
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.DontNeed));
+        Assert.Equal(-1, s.Machine.Phys.Table(pte).FirstNotNone()); // the none design keeps the empty table
+        Assert.Equal(32, s.Machine.Phys.Table(pte).NextStored(0)); // one group at a time
+        Assert.Equal(512, s.Machine.Phys.Table(pte).NextStored(480));
+    }
+
+    [Theory]
+    [MemberData(nameof(DesignNames))]
+    public void ASparseZapClearsExactlyItsRangeAndAWholeOneFreesTheTable(string design)
+    {
+        using var s = new Sim(pageData: false, design: Designs.Factory(design)!);
+        ulong a = s.Map(Sim.M2, addr: 0x4000_0000);
+        foreach (int i in s_sparse)
+        {
+            Assert.True(s.Cpu.Write(a + ((ulong)i * Sim.K4), [(byte)(i + 1)]).Ok);
+        }
+
+        // From inside group 1 (an entry stored before it in the group) to the start of group 15.
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a + (33 * Sim.K4), (480 - 33) * Sim.K4, Advice.DontNeed));
+        int[] kept = [0, 31, 32, 480, 511];
+        for (int i = 0; i < 512; i++)
+        {
+            Assert.Equal(Array.IndexOf(kept, i) >= 0, Entry.IsPresent(s.Mm.PeekPte(a + ((ulong)i * Sim.K4))));
+        }
+
+        Assert.Equal(kept.Length * 4, s.Mm.Status().VmRssKb);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.DontNeed));
+        s.Machine.Rcu.Barrier();
+        Assert.Equal(0, s.Mm.Status().VmRssKb);
+        Assert.Equal(design == "none" ? 1 : 0, s.Mm.Status().Tables.Pte);
+        Assert.Null(PtLab.Systematic.Invariants.CheckAtQuiescence(s.Machine, s.Mm, a, a + Sim.M2));
+    }
+
+    public static TheoryData<string> DesignNames() => [.. Designs.Names];
+
     [Fact]
     public void StateCellsExistOnlyForADesignThatKeepsTableState()
     {

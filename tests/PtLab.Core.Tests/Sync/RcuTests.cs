@@ -63,6 +63,25 @@ public sealed class RcuTests
     }
 
     [Fact]
+    public void OnOneCpuASynchronizeFromItEndsTheGracePeriodAtOnceAndRunsWhatWasQueued()
+    {
+        var rcu = new Rcu(1);
+        rcu.ReadLock(0);
+        long firstEpoch = rcu.ReaderEpoch(0);
+        rcu.ReadUnlock(0);
+        bool ran = false;
+        rcu.CallRcu(() => ran = true);
+        long before = rcu.GracePeriods;
+        rcu.SynchronizeRcu(0);
+        Assert.True(ran);
+        Assert.Equal(before + 1, rcu.GracePeriods);
+        Assert.Equal(0, rcu.PendingCallbacks);
+        rcu.ReadLock(0);
+        Assert.True(rcu.ReaderEpoch(0) > firstEpoch); // a reader after it enters a later epoch
+        rcu.ReadUnlock(0);
+    }
+
+    [Fact]
     public void ReadSectionsNestAndOnlyTheOutermostUnlockLeaves()
     {
         var rcu = new Rcu(1);
