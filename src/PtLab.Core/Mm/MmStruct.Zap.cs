@@ -72,7 +72,7 @@ public sealed partial class MmStruct
     /// </summary>
     private void ZapPteRange(Cpu cpu, MmuGather tlb, ZapInfo zap)
     {
-        var pteTable = Design.PteOffsetMapLock(this, cpu, zap.PmdTable, zap.PmdIndex);
+        var pteTable = PteOffsetMapLock(cpu, zap.PmdTable, zap.PmdIndex);
         if (pteTable.IsNone)
         {
             return;
@@ -142,7 +142,7 @@ public sealed partial class MmStruct
         }
 
         bool unhooked = Design.ZapPteTableLocked(this, cpu, zap, pteTable);
-        Design.PteUnmapUnlock(this, cpu, pteTable);
+        PteUnmapUnlock(cpu, pteTable);
         AddRssAnon(cpu, -anon);
         AddRss(cpu, MmCounter.File, -file);
         AddRss(cpu, MmCounter.Shmem, -shmem);

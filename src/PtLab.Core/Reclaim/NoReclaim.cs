@@ -40,17 +40,11 @@ public class NoReclaim : IPageTableReclaim
     {
     }
 
-    /// <inheritdoc/>
-    public virtual TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
-    {
-        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
-        if (Paging.Entry.IsNone(pmd) || Paging.Entry.IsHuge(pmd))
-        {
-            return TableRef.None;
-        }
+    /// <summary>True here; a design that overrides the mapping hooks returns false.</summary>
+    public virtual bool PlainPteMap => true;
 
-        return mm.Phys.Ref(Paging.Entry.Pfn(pmd));
-    }
+    /// <inheritdoc/>
+    public virtual TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex) => mm.PlainPteOffsetMap(pmdTable, pmdIndex);
 
     /// <inheritdoc/>
     public virtual void PteUnmap(MmStruct mm, Cpu cpu, TableRef pteTable)

@@ -231,6 +231,15 @@ public sealed partial class PercpuRef
     }
 
     /// <summary>
+    /// <c>percpu_ref_tryget</c> called inside the caller's RCU read section, keeping its own nested
+    /// section: without hooks that nested section does nothing, so the fast path of
+    /// <see cref="TryGetInRcu"/> runs; with hooks the nested section stays, with its scheduling
+    /// points, exactly as <see cref="TryGet"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGetNested(int cpu) => _bare ? TryGetInRcu(cpu) : TryGetHooked(cpu, 1);
+
+    /// <summary>
     /// <c>percpu_ref_tryget_many</c> for a caller already inside an RCU read section on
     /// <paramref name="cpu"/> (as <c>pte_offset_map</c> is): in percpu mode a plain add on the CPU's
     /// own stripe and nothing else, no read-section bookkeeping and no fence; in atomic mode the
