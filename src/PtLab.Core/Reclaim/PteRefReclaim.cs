@@ -100,6 +100,15 @@ public class PteRefReclaim : RefcountReclaim
     {
         // One descriptor lookup checks the table is live (else reports the use after free) and finds its ref.
         var r = RefOf(mm.Phys.LiveTableState(pteTable), pteTable.Pfn);
+        if (!r.GetIfPercpu(cpu.Id))
+        {
+            GetSlow(mm, cpu, pteTable, r);
+        }
+    }
+
+    // Atomic mode, or hooks on: the full percpu_ref_get, with a racing free reported as such.
+    private static void GetSlow(MmStruct mm, Cpu cpu, TableRef pteTable, PercpuRef r)
+    {
         if (r.IsZero)
         {
             throw new UseAfterFreeException($"track_pte_set on {pteTable}, whose pte_ref is zero in atomic mode", Environment.StackTrace, null);
@@ -119,6 +128,15 @@ public class PteRefReclaim : RefcountReclaim
     protected override void Put(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
         var r = RefOf(mm.Phys.LiveTableState(pteTable), pteTable.Pfn);
+        if (!r.PutIfPercpu(cpu.Id))
+        {
+            PutSlow(mm, cpu, pteTable, r);
+        }
+    }
+
+    // Atomic mode, or hooks on: the full percpu_ref_put, with a racing free reported as such.
+    private static void PutSlow(MmStruct mm, Cpu cpu, TableRef pteTable, PercpuRef r)
+    {
         try
         {
             r.Put(cpu.Id);

@@ -344,6 +344,33 @@ public sealed partial class PercpuRef
         return ok;
     }
 
+    /// <summary>
+    /// The percpu-mode fast path of <see cref="Get"/> alone: without hooks and in percpu mode, one
+    /// add on this CPU's counter inside a read section, and true; otherwise nothing is done and
+    /// false tells the caller to take <see cref="Get"/>. Nothing on this path can fail, so a
+    /// caller needs no exception handling around it and stays small enough to inline.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool GetIfPercpu(int cpu) => _bare && AddIfPercpu(cpu, 1);
+
+    /// <summary>The percpu-mode fast path of <see cref="Put"/> alone (see <see cref="GetIfPercpu"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool PutIfPercpu(int cpu) => _bare && AddIfPercpu(cpu, -1);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool AddIfPercpu(int cpu, long delta)
+    {
+        _rcu.ReadLock(cpu);
+        var live = Volatile.Read(ref _live);
+        if (live is not null)
+        {
+            live[cpu].AddOwned(delta);
+        }
+
+        _rcu.ReadUnlock(cpu);
+        return live is not null;
+    }
+
     /// <summary><c>percpu_ref_put_many</c> on CPU <paramref name="cpu"/>; the put that reaches zero in atomic mode releases.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Put(int cpu, long nr = 1)
