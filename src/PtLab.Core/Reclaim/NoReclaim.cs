@@ -40,8 +40,17 @@ public class NoReclaim : IPageTableReclaim
     {
     }
 
-    /// <summary>True here; a design that overrides the mapping hooks returns false.</summary>
-    public virtual bool PlainPteMap => true;
+    /// <summary>
+    /// True unless the design overrides one of the mapping hooks; found from the design's own type,
+    /// so that a design which overrides a hook can never have it skipped.
+    /// </summary>
+    public bool PlainPteMap => _plainPteMap ??= MapsPlainly(GetType());
+
+    private bool? _plainPteMap;
+
+    private static bool MapsPlainly(Type design) =>
+        new[] { nameof(PteOffsetMap), nameof(PteUnmap), nameof(PteOffsetMapLock), nameof(PteUnmapUnlock) }
+            .All(hook => design.GetMethod(hook)!.DeclaringType == typeof(NoReclaim));
 
     /// <inheritdoc/>
     public virtual TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex) => mm.PlainPteOffsetMap(pmdTable, pmdIndex);

@@ -38,9 +38,6 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
     protected abstract void Put(MmStruct mm, Cpu cpu, TableRef pteTable);
 
     /// <inheritdoc/>
-    public override bool PlainPteMap => false;
-
-    /// <inheritdoc/>
     public override bool TracksEntries => true;
 
     /// <inheritdoc/>

@@ -12,9 +12,6 @@ namespace PtLab.Reclaim;
 /// </summary>
 public abstract class UpstreamWalkerReclaim : NoReclaim
 {
-    /// <inheritdoc/>
-    public override bool PlainPteMap => false;
-
     /// <summary>
     /// <c>__pte_offset_map</c>: enters an RCU read section that lasts until <see cref="PteUnmap"/>,
     /// so the table cannot be freed under the visitor.
