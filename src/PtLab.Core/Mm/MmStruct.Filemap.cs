@@ -160,6 +160,7 @@ public sealed partial class MmStruct
             ref var d = ref Phys.Desc(pfn);
             counter = CounterOf(ref d);
             d.AddMap(1);
+            MlockVmaFolio(pfn, vma);
             SetPteAt(cpu, pt, slot, FilePte(vma, pfn, write: false));
             mapped++;
             if (va == addr)
@@ -219,6 +220,7 @@ public sealed partial class MmStruct
 
         ref var d = ref Phys.Desc(pfn);
         d.AddMap(1);
+        MlockVmaFolio(pfn, vma);
         if (write)
         {
             d.SetFlagsAtomic(PageFlags.Dirty); // fault_dirty_shared_page

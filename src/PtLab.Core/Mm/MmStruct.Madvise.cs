@@ -236,8 +236,8 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>madvise_cold_or_pageout_pte_range</c> with pageout, then <c>reclaim_pages</c>, one PTE table
-    /// at a time: every exclusive anonymous page mapped in [start, end) loses its young bit and is
-    /// isolated from its LRU list; once the table is unlocked, reclaim runs on them without the
+    /// at a time: every exclusive anonymous page mapped in [start, end) loses its young bit and,
+    /// unless mlocked (unevictable), is isolated from its LRU list; once the table is unlocked, reclaim runs on them without the
     /// referenced check. A clean lazy-free page is discarded; a written one becomes swap-backed again;
     /// a swap-backed page goes to swap if there is one and stays otherwise; a page-cache page is
     /// unmapped and, clean and unheld, evicted; a shmem page is unmapped and stays in its file
@@ -276,6 +276,14 @@ public sealed partial class MmStruct
                     if (pd.MapCount != 1)
                     {
                         continue; // mapped more than once
+                    }
+
+                    if (Phys.Desc(Phys.CompoundHead(pfn)).Has(PageFlags.Mlocked))
+                    {
+                        // folio_test_unevictable: the kernel isolates it and puts it straight back
+                        // (folio_putback_lru), so reclaim never sees it. A VMA that lost VM_LOCKED
+                        // without munlocking its pages (the old range of MREMAP_DONTUNMAP) keeps them.
+                        continue;
                     }
 
                     if (Phys.RmapOwner(pfn) is SimFile { IsShmem: true })
@@ -409,8 +417,9 @@ public sealed partial class MmStruct
                         tlb.RemoveTlbEntry(va);
                     }
 
-                    // folio_mark_lazyfree: off the anon LRU, onto the file LRU, no longer swap-backed.
-                    if ((d.ClearFlagsAtomic(PageFlags.SwapBacked) & PageFlags.SwapBacked) != 0)
+                    // folio_mark_lazyfree: off the anon LRU, onto the file LRU, no longer swap-backed;
+                    // an unevictable (mlocked) page stays as it is.
+                    if (!d.Has(PageFlags.Mlocked) && (d.ClearFlagsAtomic(PageFlags.SwapBacked) & PageFlags.SwapBacked) != 0)
                     {
                         Phys.Lru.Move(pfn, LruList.File);
                     }

@@ -309,6 +309,31 @@ public sealed partial class MmStruct
         Phys.Lru.Move(head, list);
     }
 
+    /// <summary>
+    /// <c>mlock_vma_folio</c> as <c>folio_add_file_rmap_ptes</c> calls it: a small page-cache or shmem
+    /// page mapped into a <c>VM_LOCKED</c> VMA becomes mlocked, whether a fault or fault-around mapped it.
+    /// </summary>
+    private void MlockVmaFolio(long pfn, Vma vma)
+    {
+        if ((vma.Flags & VmFlags.Locked) != 0 && !Phys.IsHugeFrame(pfn))
+        {
+            SetMlocked(pfn, true);
+        }
+    }
+
+    /// <summary>
+    /// <c>munlock_vma_folio</c>: a page unmapped from a <c>VM_LOCKED</c> VMA is munlocked. The kernel
+    /// counts the locked mappings (<c>mlock_count</c>) and keeps the mark until the last goes; the
+    /// model keeps one bit, so a page locked through two VMAs loses it with the first.
+    /// </summary>
+    private void MunlockVmaFolio(long pfn)
+    {
+        if (Phys.Desc(Phys.CompoundHead(pfn)).Has(PageFlags.Mlocked))
+        {
+            SetMlocked(pfn, false);
+        }
+    }
+
     /// <summary>The LRU list for a page just mapped in <paramref name="vma"/> (<c>folio_add_lru_vma</c>).</summary>
     private void LruAddNewPage(long pfn, Vma vma)
     {

@@ -54,7 +54,7 @@ public sealed partial class MmStruct
 
             if (!Entry.IsNone(Volatile.Read(ref pmds[pmdIndex])))
             {
-                ZapPteRange(cpu, tlb, new ZapInfo(pmdTable, pmdIndex, addr, next, reason));
+                ZapPteRange(cpu, tlb, new ZapInfo(pmdTable, pmdIndex, addr, next, reason), (vma.Flags & VmFlags.Locked) != 0);
                 if (tlb.ShouldFlush)
                 {
                     tlb.Flush();
@@ -68,9 +68,11 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>zap_pte_range</c>: clears the entries of one PTE table in [zap.Start, zap.End), gathers
     /// the pages, and lets the design free the table: under the PTE lock (the pt-reclaim fast
-    /// path) and after it (everything else).
+    /// path) and after it (everything else). A page unmapped from a <c>VM_LOCKED</c> VMA
+    /// (<paramref name="vmaLocked"/>) is munlocked (<c>folio_remove_rmap_ptes</c> ->
+    /// <c>munlock_vma_folio</c>).
     /// </summary>
-    private void ZapPteRange(Cpu cpu, MmuGather tlb, ZapInfo zap)
+    private void ZapPteRange(Cpu cpu, MmuGather tlb, ZapInfo zap, bool vmaLocked)
     {
         var pteTable = PteOffsetMapLock(cpu, zap.PmdTable, zap.PmdIndex);
         if (pteTable.IsNone)
@@ -117,6 +119,11 @@ public sealed partial class MmStruct
                 if (d.AddMap(-1) < 0)
                 {
                     throw new BadPageException($"mapcount underflow on frame {pfn:x} at 0x{addr:x}");
+                }
+
+                if (vmaLocked)
+                {
+                    MunlockVmaFolio(pfn);
                 }
 
                 switch (CounterOf(pfn))

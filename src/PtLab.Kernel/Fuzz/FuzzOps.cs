@@ -37,6 +37,13 @@ public sealed class FuzzOpKind
     /// <summary>Constant arguments appended on the wire only (mmap's fd -1 and offset 0).</summary>
     public string WireSuffix { get; init; } = "";
 
+    /// <summary>
+    /// The argument holding the length of the mapping the call returns (mmap's, mremap's new
+    /// length), or -1 when the call returns no mapping: a mapping placed outside the slot is
+    /// unmapped again on both sides.
+    /// </summary>
+    public int ResultLength { get; init; } = -1;
+
     /// <summary>Runs the operation on the model.</summary>
     public required Func<ModelTarget, IReadOnlyList<ulong>, OpResult> RunOnModel { get; init; }
 
@@ -117,6 +124,7 @@ public static class FuzzOps
             Name = "mmap",
             Args = [FuzzArg.Address, FuzzArg.Length, FuzzArg.Prot, FuzzArg.MapFlags],
             WireSuffix = "-1 0",
+            ResultLength = 1,
             RunOnModel = static (m, a) => OpResult.FromMmap(m.Mmap(a[0], a[1], (Prot)(int)a[2], (MapFlags)(int)a[3])),
             Generate = static g => g.Mmap(),
             Weight = 24,
@@ -126,6 +134,7 @@ public static class FuzzOps
             // mmap of the test file (the executor supplies its descriptor); the last argument is the offset.
             Name = "mmapf",
             Args = [FuzzArg.Address, FuzzArg.Length, FuzzArg.Prot, FuzzArg.MapFlags, FuzzArg.Length],
+            ResultLength = 1,
             RunOnModel = static (m, a) => OpResult.FromMmap(m.MmapFile(a[0], a[1], (Prot)(int)a[2], (MapFlags)(int)a[3], 0, a[4])),
             Generate = static g => g.MmapFile(),
             Weight = 10,
@@ -158,6 +167,7 @@ public static class FuzzOps
         {
             Name = "mremap",
             Args = [FuzzArg.Address, FuzzArg.Length, FuzzArg.Length, FuzzArg.Flags, FuzzArg.Address],
+            ResultLength = 2,
             RunOnModel = static (m, a) => OpResult.FromMmap(m.Mremap(a[0], a[1], a[2], (MremapFlags)(int)a[3], a[4])),
             Generate = static g => g.Mremap(),
             Weight = 8,

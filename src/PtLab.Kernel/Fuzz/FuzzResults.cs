@@ -13,6 +13,12 @@ public enum OpResultKind
     Signal,
     /// <summary>The model's fault ran out of memory (the kernel would have invoked the OOM killer).</summary>
     Oom,
+    /// <summary>
+    /// A call that returns a mapping (mmap, mremap) placed it outside the slot, because no hole in
+    /// the slot was large enough; the side unmapped it again. Where it landed is not compared: below
+    /// the slot the executor's address space holds its own program and the model's holds nothing.
+    /// </summary>
+    OutsideSlot,
 }
 
 /// <summary>The answer to one operation: a value, an errno, or a signal with its <c>si_code</c> and address.</summary>

@@ -188,13 +188,22 @@ public static class FuzzText
         OpResultKind.Value => Address(r.Value, slot),
         OpResultKind.Error => LinuxErrno.Describe((int)r.Value).Name,
         OpResultKind.Signal => $"{SignalName(r.Signal)}:{CodeName(r.Signal, r.Code)}@{Address(r.Value, slot)}",
+        OpResultKind.OutsideSlot => OutsideSlotText,
         _ => "OOM@" + Address(r.Value, slot),
     };
+
+    /// <summary>How a case file writes <see cref="OpResultKind.OutsideSlot"/>.</summary>
+    public const string OutsideSlotText = "outside-slot";
 
     /// <summary>Parses a result written by <see cref="FormatResult"/>.</summary>
     public static OpResult ParseResult(string text, ulong slot)
     {
         ArgumentNullException.ThrowIfNull(text);
+        if (text == OutsideSlotText)
+        {
+            return new OpResult(OpResultKind.OutsideSlot, 0);
+        }
+
         int at = text.IndexOf('@', StringComparison.Ordinal);
         if (at >= 0)
         {

@@ -233,6 +233,10 @@ public sealed class KernelExecutor : IDisposable
                     result = new OpResult(OpResultKind.Error, FuzzText.ParseNumber(w[1]));
                     statusAt = 2;
                     break;
+                case "O":
+                    result = new OpResult(OpResultKind.OutsideSlot, 0);
+                    statusAt = 1;
+                    break;
                 case "S":
                     result = new OpResult(OpResultKind.Signal, FuzzText.ParseNumber(w[3]),
                         int.Parse(w[1], CultureInfo.InvariantCulture), int.Parse(w[2], CultureInfo.InvariantCulture));

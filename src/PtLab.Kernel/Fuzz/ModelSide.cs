@@ -65,6 +65,17 @@ public sealed class ModelSide : IDisposable
     {
         ArgumentNullException.ThrowIfNull(op);
         var result = op.Kind.RunOnModel(_target, op.Args);
+        if (op.Kind.ResultLength >= 0 && result.Kind == OpResultKind.Value)
+        {
+            // As the executor does: a mapping placed outside the slot is unmapped again.
+            ulong p = result.Value, len = (op.Args[op.Kind.ResultLength] + 4095) & ~4095UL;
+            if (!(p >= SlotStart && p <= SlotEnd && len <= SlotEnd - p))
+            {
+                _target.Munmap(p, len);
+                result = new OpResult(OpResultKind.OutsideSlot, 0);
+            }
+        }
+
         var s = _target.Status();
         return new OpOutcome(result, s.VmPteKb, s.RssAnonKb, layout ? Layout() : null, s.RssFileKb, s.RssShmemKb);
     }

@@ -48,6 +48,9 @@
  *   = 0xVALUE          the call returned VALUE (a touch returns 0)
  *   ! ERRNO            the call failed with ERRNO (decimal)
  *   S SIGNO CODE 0xA   the touch took signal SIGNO with si_code CODE at address A
+ *   O                  a call that returns a mapping (mmap, mremap) placed it outside the slot
+ *                      (no hole in the slot was large enough, so the top-down search went on
+ *                      below it); the mapping was unmapped again, and the status is after that
  * Reply to maps: "N" then N lines "START END PERMS" (hex without 0x, perms as in /proc/PID/maps),
  * each VMA cut at the slot's end (one that merged with the placeholder above runs past it).
  * A request the executor will not run: "? MESSAGE"; the state is unchanged.
@@ -427,7 +430,8 @@ static void do_call(const struct call *c, unsigned long *a, int n)
         unsigned long p = (unsigned long)rc, len = page_align(a[c->result_len]);
         if (!(p >= slot_start && p <= slot_end && len <= slot_end - p)) {
             munmap((void *)p, len);
-            refuse("the kernel placed the mapping outside the slot (unmapped again)");
+            out_str("O");
+            reply_status();
             return;
         }
     }

@@ -1,4 +1,6 @@
 using PtLab.Mm;
+using PtLab.Paging;
+using PtLab.Phys;
 
 namespace PtLab.Tests.Mm;
 
@@ -218,5 +220,48 @@ public class MlockTests
         Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, At, Sim.M1, Advice.NoHugePage));
         Assert.Single(s.Mm.Vmas);
         Assert.Equal(0, s.Machine.Phys.LruUnevictablePages);
+    }
+
+    [Fact]
+    public void PagesLeftMlockedByDontUnmapStayOutOfMadvFreeAndPageout()
+    {
+        using var s = new Sim();
+        MapAt(s, At, 16 * Sim.K4);
+        Assert.Equal(Errno.None, s.Mm.Mlock(s.Cpu, At, 16 * Sim.K4));
+        var r = s.Mm.Mremap(s.Cpu, At + (8 * Sim.K4), 8 * Sim.K4, 8 * Sim.K4, MremapFlags.MayMove | MremapFlags.Fixed | MremapFlags.DontUnmap, At + Sim.M2);
+        Assert.True(r.Ok, r.ToString());
+        Assert.Equal(VmFlags.None, s.Mm.Vmas[0].Flags & VmFlags.Locked); // the old VMA lost VM_LOCKED, its pages kept PG_mlocked
+        long pfn = Entry.Pfn(s.Mm.PeekPte(At));
+        Assert.True(s.Machine.Phys.Desc(pfn).Has(PageFlags.Mlocked));
+
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, At, 8 * Sim.K4, Advice.Free));
+        Assert.True(s.Machine.Phys.Desc(pfn).Has(PageFlags.SwapBacked)); // folio_mark_lazyfree skips unevictable folios
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, At, 8 * Sim.K4, Advice.PageOut));
+        Assert.Equal(64, s.Mm.Status().RssAnonKb);
+        Assert.Equal(16, s.Machine.Phys.LruUnevictablePages);
+        s.AssertAccountingConsistent();
+    }
+
+    [Fact]
+    public void FilePagesFaultedIntoALockedVmaAreMlockedAndUnmappingItMunlocksThem()
+    {
+        using var s = new Sim();
+        var f = s.Machine.Files.GetOrCreate(new FileId(1, 9), 16 * Sim.K4);
+        var r = s.Mm.Mmap(s.Cpu, At, 16 * Sim.K4, Prot.Read, MapFlags.Shared | MapFlags.Fixed | MapFlags.Locked, f, 0);
+        Assert.True(r.Ok, r.ToString());
+        var pfns = Enumerable.Range(0, 16).Select(i => Entry.Pfn(s.Mm.PeekPte(At + ((ulong)i * Sim.K4)))).ToArray();
+        Assert.All(pfns, p => Assert.True(s.Machine.Phys.Desc(p).Has(PageFlags.Mlocked)));
+
+        Assert.Equal(Errno.None, s.Mm.Munmap(s.Cpu, At, 16 * Sim.K4));
+        Assert.All(pfns, p => Assert.False(s.Machine.Phys.Desc(p).Has(PageFlags.Mlocked)));
+
+        // Still cached, and evictable again: pageout through an unlocked mapping takes them.
+        r = s.Mm.Mmap(s.Cpu, At + Sim.M2, 16 * Sim.K4, Prot.Read, MapFlags.Shared | MapFlags.Fixed, f, 0);
+        Assert.True(r.Ok, r.ToString());
+        s.TouchAll(At + Sim.M2, 16 * Sim.K4, write: false);
+        Assert.Equal(64, s.Mm.Status().RssFileKb);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, At + Sim.M2, 16 * Sim.K4, Advice.PageOut));
+        Assert.Equal(0, s.Mm.Status().RssFileKb);
+        s.AssertAccountingConsistent();
     }
 }
