@@ -24,6 +24,15 @@ public interface IPageTableReclaim
     /// </summary>
     bool TracksEntries => true;
 
+    /// <summary>
+    /// Whether <see cref="PteOffsetMap"/>, <see cref="PteUnmap"/>, <see cref="PteOffsetMapLock"/> and
+    /// <see cref="PteUnmapUnlock"/> are the plain ones: a visitor holding <c>mmap_lock</c> maps a table
+    /// with neither RCU nor a reference (tables go only under <c>mmap_lock</c> for write), and
+    /// <c>pte_unmap</c> does nothing. When so, <c>Mm/</c> maps tables itself and skips the calls, as
+    /// the kernel's <c>pte_offset_map</c> has no hook to call.
+    /// </summary>
+    bool PlainPteMap => false;
+
     /// <summary>Called by <c>set_pte_at</c> with the entry it replaces (<c>track_pte_set</c>).</summary>
     void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry);
 

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using PtLab.Paging;
 using PtLab.Phys;
 using PtLab.Sync;
@@ -60,12 +61,15 @@ public sealed partial class MmStruct
             return FaultOutcome.Oom;
         }
 
-        if (HandleHugePmdFault(cpu, vma, addr, write, pmdTable) is { } huge)
+        // A pmd entry that points at a PTE table leaves nothing for the huge-page path to do.
+        int pmdIndex = Geometry.Index(addr, 2);
+        ulong pmd = Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex]);
+        if ((Entry.IsNone(pmd) || Entry.IsHuge(pmd)) && HandleHugePmdFault(cpu, vma, addr, write, pmdTable) is { } huge)
         {
             return huge;
         }
 
-        return HandlePteFault(cpu, vma, addr, write, pmdTable, Geometry.Index(addr, 2));
+        return HandlePteFault(cpu, vma, addr, write, pmdTable, pmdIndex);
     }
 
     /// <summary><c>__pud_alloc</c>: the PUD table under the PGD entry for <paramref name="addr"/>, allocated if none.</summary>
@@ -82,16 +86,18 @@ public sealed partial class MmStruct
     /// </summary>
     private long UpperTableAlloc(Cpu cpu, long parentTable, ulong addr, int level)
     {
+        ulong e = Volatile.Read(ref Phys.Table(parentTable)[Geometry.Index(addr, level + 1)]);
+        return Entry.IsNone(e) ? UpperTableAllocSlow(cpu, parentTable, addr, level) : Entry.Pfn(e);
+    }
+
+    // The allocation, out of line so that the common case (the table is there) stays small.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private long UpperTableAllocSlow(Cpu cpu, long parentTable, ulong addr, int level)
+    {
         int index = Geometry.Index(addr, level + 1);
         // Entries are read afresh each time, not through a ref kept across: an absent entry's
         // storage appears only when it is stored (see TableEntries).
         var parent = Phys.Table(parentTable);
-        ulong e = Volatile.Read(ref parent[index]);
-        if (!Entry.IsNone(e))
-        {
-            return Entry.Pfn(e);
-        }
-
         long fresh = Phys.AllocTable(level, cpu.Id);
         if (fresh < 0)
         {
@@ -130,14 +136,13 @@ public sealed partial class MmStruct
     /// <c>__pte_alloc</c> + <c>pmd_install</c>: allocates a PTE table and installs it under the pmd
     /// lock, unless another thread did first. Returns false when memory ran out.
     /// </summary>
-    internal bool PteAlloc(Cpu cpu, long pmdTable, int pmdIndex)
+    internal bool PteAlloc(Cpu cpu, long pmdTable, int pmdIndex) =>
+        !Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])) || PteAllocSlow(cpu, pmdTable, pmdIndex);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool PteAllocSlow(Cpu cpu, long pmdTable, int pmdIndex)
     {
         var pmds = Phys.Table(pmdTable);
-        if (!Entry.IsNone(Volatile.Read(ref pmds[pmdIndex])))
-        {
-            return true;
-        }
-
         long fresh = Phys.AllocTable(1, cpu.Id);
         if (fresh < 0)
         {
@@ -170,14 +175,14 @@ public sealed partial class MmStruct
     private FaultOutcome HandlePteFault(Cpu cpu, Vma vma, ulong addr, bool write, long pmdTable, int pmdIndex)
     {
         int index = Geometry.PteIndex(addr);
-        var pteTable = Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
+        var pteTable = PteOffsetMap(cpu, pmdTable, pmdIndex);
         ulong orig = 0;
         if (!pteTable.IsNone)
         {
             orig = Volatile.Read(ref Phys.Table(pteTable)[index]);
             if (Entry.IsNone(orig))
             {
-                Design.PteUnmap(this, cpu, pteTable);
+                PteUnmap(cpu, pteTable);
                 pteTable = TableRef.None;
             }
         }
@@ -192,7 +197,7 @@ public sealed partial class MmStruct
 
         if (!Entry.IsPresent(orig))
         {
-            Design.PteUnmap(this, cpu, pteTable);
+            PteUnmap(cpu, pteTable);
             return DoSwapPage(cpu, vma, addr, write, orig, pmdTable, pmdIndex);
         }
 
@@ -200,7 +205,7 @@ public sealed partial class MmStruct
         {
             // PROT_NONE entries exist only in inaccessible VMAs (no NUMA hinting modelled), and
             // access to those was refused before we got here; seeing one means a racing mprotect.
-            Design.PteUnmap(this, cpu, pteTable);
+            PteUnmap(cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
@@ -211,7 +216,7 @@ public sealed partial class MmStruct
         {
             // Changed under us: let the access retry.
             PtlUnlock(cpu, pteTable.Pfn);
-            Design.PteUnmap(this, cpu, pteTable);
+            PteUnmap(cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
@@ -228,7 +233,7 @@ public sealed partial class MmStruct
         }
 
         PtlUnlock(cpu, pteTable.Pfn);
-        Design.PteUnmap(this, cpu, pteTable);
+        PteUnmap(cpu, pteTable);
         return FaultOutcome.Ok;
     }
 
@@ -249,7 +254,7 @@ public sealed partial class MmStruct
         long slot = Entry.SwapOffset(entry);
         swap.ReadIn(slot, pfn);
         CountPageAllocated(cpu);
-        var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        var pteTable = PteOffsetMapLock(cpu, pmdTable, pmdIndex);
         if (pteTable.IsNone)
         {
             FreeUnusedPage(cpu, pfn);
@@ -259,7 +264,7 @@ public sealed partial class MmStruct
         int index = Geometry.PteIndex(addr);
         if (Volatile.Read(ref Phys.Table(pteTable)[index]) != entry)
         {
-            Design.PteUnmapUnlock(this, cpu, pteTable);
+            PteUnmapUnlock(cpu, pteTable);
             FreeUnusedPage(cpu, pfn); // someone else swapped it in, or zapped it
             return FaultOutcome.Ok;
         }
@@ -271,7 +276,7 @@ public sealed partial class MmStruct
         PageAddNewAnonRmap(pfn, vma, addr);
         SetPteAt(cpu, pteTable, index, Entry.MakePte(pfn, writable, dirty: writable && write, (vma.Flags & VmFlags.Exec) == 0));
         swap.Free(slot);
-        Design.PteUnmapUnlock(this, cpu, pteTable);
+        PteUnmapUnlock(cpu, pteTable);
         return FaultOutcome.Ok;
     }
 
@@ -294,7 +299,7 @@ public sealed partial class MmStruct
                 zero &= ~Entry.NoExecute;
             }
 
-            pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            pteTable = PteOffsetMapLock(cpu, pmdTable, pmdIndex);
             if (pteTable.IsNone)
             {
                 return FaultOutcome.Ok; // the table went away: retry the access
@@ -305,7 +310,7 @@ public sealed partial class MmStruct
                 SetPteAt(cpu, pteTable, index, zero);
             }
 
-            Design.PteUnmapUnlock(this, cpu, pteTable);
+            PteUnmapUnlock(cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
@@ -318,7 +323,7 @@ public sealed partial class MmStruct
 
         CountPageAllocated(cpu);
         ulong pte = Entry.MakePte(pfn, writable: (vma.Flags & VmFlags.Write) != 0, dirty: (vma.Flags & VmFlags.Write) != 0, noExec);
-        pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        pteTable = PteOffsetMapLock(cpu, pmdTable, pmdIndex);
         if (pteTable.IsNone)
         {
             FreeUnusedPage(cpu, pfn);
@@ -327,7 +332,7 @@ public sealed partial class MmStruct
 
         if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pteTable)[index])))
         {
-            Design.PteUnmapUnlock(this, cpu, pteTable);
+            PteUnmapUnlock(cpu, pteTable);
             FreeUnusedPage(cpu, pfn);
             return FaultOutcome.Ok;
         }
@@ -335,7 +340,7 @@ public sealed partial class MmStruct
         AddRssAnon(cpu, 1);
         PageAddNewAnonRmap(pfn, vma, addr);
         SetPteAt(cpu, pteTable, index, pte);
-        Design.PteUnmapUnlock(this, cpu, pteTable);
+        PteUnmapUnlock(cpu, pteTable);
         return FaultOutcome.Ok;
     }
 
@@ -363,7 +368,7 @@ public sealed partial class MmStruct
             // wp_page_reuse: make it writable in place; no TLB flush needed for an upgrade.
             Interlocked.CompareExchange(ref slot, entry | Entry.Writable | Entry.Dirty | Entry.Accessed, entry);
             PtlUnlock(cpu, pteTable.Pfn);
-            Design.PteUnmap(this, cpu, pteTable);
+            PteUnmap(cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
@@ -374,7 +379,7 @@ public sealed partial class MmStruct
         }
 
         PtlUnlock(cpu, pteTable.Pfn);
-        Design.PteUnmap(this, cpu, pteTable);
+        PteUnmap(cpu, pteTable);
         AnonVmaPrepare(vma);
         long fresh = special ? Phys.AllocZeroedPage(cpu.Id) : Phys.AllocFrame(cpu.Id);
         if (fresh < 0)
@@ -393,7 +398,7 @@ public sealed partial class MmStruct
         }
 
         CountPageAllocated(cpu);
-        pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        pteTable = PteOffsetMapLock(cpu, pmdTable, pmdIndex);
         bool installed = false;
         if (!pteTable.IsNone)
         {
@@ -418,7 +423,7 @@ public sealed partial class MmStruct
                 installed = true;
             }
 
-            Design.PteUnmapUnlock(this, cpu, pteTable);
+            PteUnmapUnlock(cpu, pteTable);
         }
 
         if (!installed)
@@ -445,11 +450,15 @@ public sealed partial class MmStruct
     /// </summary>
     private void AnonVmaPrepare(Vma vma)
     {
-        if (Volatile.Read(ref vma.AnonVmaSlot) is not null)
+        if (Volatile.Read(ref vma.AnonVmaSlot) is null)
         {
-            return;
+            AnonVmaPrepareSlow(vma);
         }
+    }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void AnonVmaPrepareSlow(Vma vma)
+    {
         var candidate = FindMergeableAnonVma(vma) ?? new AnonVma();
         lock (vma.AnonVmaChain)
         {

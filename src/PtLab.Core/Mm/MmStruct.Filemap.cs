@@ -136,7 +136,7 @@ public sealed partial class MmStruct
         }
 
         bool allocated = PteAlloc(cpu, pmdTable, pmdIndex);
-        var pt = allocated ? Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex) : TableRef.None;
+        var pt = allocated ? PteOffsetMapLock(cpu, pmdTable, pmdIndex) : TableRef.None;
         var result = FaultAroundResult.NotMapped;
         long mapped = 0;
         var counter = MmCounter.File;
@@ -172,7 +172,7 @@ public sealed partial class MmStruct
         if (!pt.IsNone)
         {
             AddRss(cpu, counter, mapped);
-            Design.PteUnmapUnlock(this, cpu, pt);
+            PteUnmapUnlock(cpu, pt);
             file.FaultAroundHits((int)mapped);
         }
 
@@ -213,7 +213,7 @@ public sealed partial class MmStruct
         int i = Geometry.PteIndex(addr);
         if (!vma.File!.StillCached(pfn, index))
         {
-            Design.PteUnmapUnlock(this, cpu, pt);
+            PteUnmapUnlock(cpu, pt);
             Phys.PutPage(pfn);
             return FaultOutcome.Ok;
         }
@@ -228,7 +228,7 @@ public sealed partial class MmStruct
 
         AddRss(cpu, CounterOf(ref d), 1);
         SetPteAt(cpu, pt, i, FilePte(vma, pfn, write));
-        Design.PteUnmapUnlock(this, cpu, pt);
+        PteUnmapUnlock(cpu, pt);
         return FaultOutcome.Ok;
     }
 
@@ -278,7 +278,7 @@ public sealed partial class MmStruct
         AddRssAnon(cpu, 1);
         PageAddNewAnonRmap(fresh, vma, addr);
         SetPteAt(cpu, pt, Geometry.PteIndex(addr), Entry.MakePte(fresh, writable: true, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
-        Design.PteUnmapUnlock(this, cpu, pt);
+        PteUnmapUnlock(cpu, pt);
         return FaultOutcome.Ok;
     }
 
@@ -296,7 +296,7 @@ public sealed partial class MmStruct
             return FaultOutcome.Oom;
         }
 
-        pt = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        pt = PteOffsetMapLock(cpu, pmdTable, pmdIndex);
         if (pt.IsNone)
         {
             return FaultOutcome.Ok;
@@ -304,7 +304,7 @@ public sealed partial class MmStruct
 
         if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[Geometry.PteIndex(addr)])))
         {
-            Design.PteUnmapUnlock(this, cpu, pt);
+            PteUnmapUnlock(cpu, pt);
             pt = TableRef.None;
             return FaultOutcome.Ok;
         }
@@ -368,7 +368,7 @@ public sealed partial class MmStruct
         Interlocked.CompareExchange(ref slot, entry | Entry.Writable | Entry.Dirty | Entry.Accessed, entry);
         Phys.Desc(Entry.Pfn(entry)).SetFlagsAtomic(PageFlags.Dirty);
         PtlUnlock(cpu, pt.Pfn);
-        Design.PteUnmap(this, cpu, pt);
+        PteUnmap(cpu, pt);
         return FaultOutcome.Ok;
     }
 

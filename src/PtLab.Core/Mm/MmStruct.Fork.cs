@@ -206,7 +206,7 @@ public sealed partial class MmStruct
 
         // Map the parent's table before taking any PTE lock: a refcount design may free a table
         // whose try-get fails, which takes the pmd lock.
-        var spt = Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
+        var spt = PteOffsetMap(cpu, pmdTable, pmdIndex);
         if (spt.IsNone)
         {
             return true;
@@ -215,11 +215,11 @@ public sealed partial class MmStruct
         // The child's VMA is in the reverse map already, so reclaim may visit its new, empty table
         // and, under a design that frees tables at zero references, free it again: install another.
         TableRef dpt;
-        while ((dpt = child.Design.PteOffsetMapLock(child, cpu, childPmd, pmdIndex)).IsNone)
+        while ((dpt = child.PteOffsetMapLock(cpu, childPmd, pmdIndex)).IsNone)
         {
             if (!child.PteAlloc(cpu, childPmd, pmdIndex))
             {
-                Design.PteUnmap(this, cpu, spt);
+                PteUnmap(cpu, spt);
                 return false;
             }
         }
@@ -280,10 +280,10 @@ public sealed partial class MmStruct
         child.AddRss(cpu, MmCounter.Shmem, shmem);
         child.AddSwapEnts(cpu, swapEnts);
         PtlUnlock(cpu, spt.Pfn);
-        child.Design.PteUnmapUnlock(child, cpu, dpt);
+        child.PteUnmapUnlock(cpu, dpt);
         // Only now, with no PTE lock held, drop the visit of the parent's table: under a design that
         // frees a table at its last reference, that put may free it, which takes the pmd lock.
-        Design.PteUnmap(this, cpu, spt);
+        PteUnmap(cpu, spt);
         return true;
     }
 

@@ -96,7 +96,7 @@ public sealed partial class MmStruct
             }
         }
 
-        var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        var pteTable = PteOffsetMapLock(cpu, pmdTable, pmdIndex);
         if (pteTable.IsNone)
         {
             return -1;
@@ -120,7 +120,7 @@ public sealed partial class MmStruct
         }
         finally
         {
-            Design.PteUnmapUnlock(this, cpu, pteTable);
+            PteUnmapUnlock(cpu, pteTable);
         }
     }
 

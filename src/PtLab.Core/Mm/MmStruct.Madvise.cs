@@ -258,7 +258,7 @@ public sealed partial class MmStruct
                 continue;
             }
 
-            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            var pteTable = PteOffsetMapLock(cpu, pmdTable, Geometry.Index(addr, 2));
             if (!pteTable.IsNone)
             {
                 var entries = Phys.Table(pteTable);
@@ -305,7 +305,7 @@ public sealed partial class MmStruct
                     isolated.Add(pfn);
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pteTable);
+                PteUnmapUnlock(cpu, pteTable);
                 if (isolated.Count > 0)
                 {
                     tlb.Flush(); // reclaim must not race a stale young, writable TLB entry
@@ -374,7 +374,7 @@ public sealed partial class MmStruct
                 continue;
             }
 
-            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            var pteTable = PteOffsetMapLock(cpu, pmdTable, pmdIndex);
             if (!pteTable.IsNone)
             {
                 var entries = Phys.Table(pteTable);
@@ -427,7 +427,7 @@ public sealed partial class MmStruct
                     markedLazyFree = true;
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pteTable);
+                PteUnmapUnlock(cpu, pteTable);
                 AddSwapEnts(cpu, -swapFreed);
                 Design.AfterMadvFreePteTable(this, cpu, pmdTable, pmdIndex, markedLazyFree);
             }

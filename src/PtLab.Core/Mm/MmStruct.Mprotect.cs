@@ -199,7 +199,7 @@ public sealed partial class MmStruct
                 SplitHugePmd(cpu, vma, pmdTable, pmdIndex, addr & Geometry.PmdMask);
             }
 
-            var pteTable = Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            var pteTable = PteOffsetMapLock(cpu, pmdTable, pmdIndex);
             if (!pteTable.IsNone)
             {
                 var entries = Phys.Table(pteTable);
@@ -236,7 +236,7 @@ public sealed partial class MmStruct
                     tlb.RemoveTlbEntry(va);
                 }
 
-                Design.PteUnmapUnlock(this, cpu, pteTable);
+                PteUnmapUnlock(cpu, pteTable);
             }
 
             addr = next;

@@ -725,16 +725,16 @@ public sealed partial class MmStruct
     /// </summary>
     private bool MovePtes(Cpu cpu, long oldPmd, int oldIndex, ulong oldAddr, ulong extent, long newPmd, int newIndex, ulong newAddr)
     {
-        var oldPt = Design.PteOffsetMapLock(this, cpu, oldPmd, oldIndex);
+        var oldPt = PteOffsetMapLock(cpu, oldPmd, oldIndex);
         if (oldPt.IsNone)
         {
             return false;
         }
 
-        var newPt = Design.PteOffsetMap(this, cpu, newPmd, newIndex);
+        var newPt = PteOffsetMap(cpu, newPmd, newIndex);
         if (newPt.IsNone)
         {
-            Design.PteUnmapUnlock(this, cpu, oldPt);
+            PteUnmapUnlock(cpu, oldPt);
             return false;
         }
 
@@ -773,8 +773,8 @@ public sealed partial class MmStruct
             PtlUnlock(cpu, newPt.Pfn);
         }
 
-        Design.PteUnmap(this, cpu, newPt);
-        Design.PteUnmapUnlock(this, cpu, oldPt);
+        PteUnmap(cpu, newPt);
+        PteUnmapUnlock(cpu, oldPt);
         return true;
     }
 

@@ -84,7 +84,7 @@ public sealed partial class MmStruct
                 continue;
             }
 
-            var pteTable = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            var pteTable = pmdTable < 0 ? TableRef.None : PteOffsetMapLock(cpu, pmdTable, Geometry.Index(addr, 2));
             if (pteTable.IsNone)
             {
                 for (ulong va = addr; va < next && !skipHoles; va += Geometry.PageSize)
@@ -104,7 +104,7 @@ public sealed partial class MmStruct
                 }
                 finally
                 {
-                    Design.PteUnmapUnlock(this, cpu, pteTable);
+                    PteUnmapUnlock(cpu, pteTable);
                 }
             }
 

@@ -36,6 +36,60 @@ public sealed partial class MmStruct
     internal void AssertPmdLockHeld(Cpu cpu, long pmdTable) => Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PmdLock, pmdTable);
 
     /// <summary>
+    /// <c>pte_offset_map</c> without RCU or a reference (the <c>none</c> design's, and what the
+    /// kernel did before tables could be freed under <c>mmap_lock</c> for read): the PTE table under
+    /// a pmd entry, or <see cref="TableRef.None"/> when the entry is none or huge.
+    /// </summary>
+    internal TableRef PlainPteOffsetMap(long pmdTable, int pmdIndex)
+    {
+        ulong pmd = Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex]);
+        return Entry.IsNone(pmd) || Entry.IsHuge(pmd) ? TableRef.None : Phys.Ref(Entry.Pfn(pmd));
+    }
+
+    /// <summary><c>pte_offset_map</c>: the design's, or the plain one without a call where the design's is plain.</summary>
+    internal TableRef PteOffsetMap(Cpu cpu, long pmdTable, int pmdIndex) =>
+        _plainPteMap ? PlainPteOffsetMap(pmdTable, pmdIndex) : Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
+
+    /// <summary><c>pte_unmap</c>: nothing to do where the design maps plainly.</summary>
+    internal void PteUnmap(Cpu cpu, TableRef pteTable)
+    {
+        if (!_plainPteMap)
+        {
+            Design.PteUnmap(this, cpu, pteTable);
+        }
+    }
+
+    /// <summary><c>pte_offset_map_lock</c>: the design's, or the plain map and the PTE lock.</summary>
+    internal TableRef PteOffsetMapLock(Cpu cpu, long pmdTable, int pmdIndex)
+    {
+        if (!_plainPteMap)
+        {
+            return Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+        }
+
+        var pteTable = PlainPteOffsetMap(pmdTable, pmdIndex);
+        if (!pteTable.IsNone)
+        {
+            PtlLock(cpu, pteTable.Pfn);
+        }
+
+        return pteTable;
+    }
+
+    /// <summary><c>pte_unmap_unlock</c>: the design's, or only the unlock.</summary>
+    internal void PteUnmapUnlock(Cpu cpu, TableRef pteTable)
+    {
+        if (_plainPteMap)
+        {
+            PtlUnlock(cpu, pteTable.Pfn);
+        }
+        else
+        {
+            Design.PteUnmapUnlock(this, cpu, pteTable);
+        }
+    }
+
+    /// <summary>
     /// <c>set_pte_at</c>: stores a leaf entry. Every store of a PTE goes through here or the clear
     /// primitives, so a reclaim design sees each none/non-none transition.
     /// </summary>

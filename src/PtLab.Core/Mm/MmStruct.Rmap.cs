@@ -23,7 +23,7 @@ public sealed partial class MmStruct
         try
         {
             long pmdTable = _dead ? -1 : PmdTableOf(addr);
-            pt = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, Geometry.Index(addr, 2));
+            pt = pmdTable < 0 ? TableRef.None : PteOffsetMapLock(cpu, pmdTable, Geometry.Index(addr, 2));
             if (pt.IsNone)
             {
                 return false;
@@ -48,7 +48,7 @@ public sealed partial class MmStruct
         {
             if (!pt.IsNone)
             {
-                Design.PteUnmapUnlock(this, cpu, pt);
+                PteUnmapUnlock(cpu, pt);
             }
 
             RmapLock.UpRead(cpu.Id);
@@ -85,7 +85,7 @@ public sealed partial class MmStruct
         try
         {
             pmdTable = _dead ? -1 : PmdTableOf(addr);
-            pteTable = pmdTable < 0 ? TableRef.None : Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            pteTable = pmdTable < 0 ? TableRef.None : PteOffsetMapLock(cpu, pmdTable, pmdIndex);
             if (pteTable.IsNone)
             {
                 return outcome;
@@ -146,7 +146,7 @@ public sealed partial class MmStruct
         {
             if (!pteTable.IsNone)
             {
-                Design.PteUnmapUnlock(this, cpu, pteTable);
+                PteUnmapUnlock(cpu, pteTable);
                 if (lazyFree && outcome is UnmapOutcome.Discarded or UnmapOutcome.Redirtied)
                 {
                     Design.AfterLazyFreeUnmap(this, cpu, pmdTable, pmdIndex, pteTable, outcome == UnmapOutcome.Discarded);

@@ -74,7 +74,7 @@ public sealed partial class MmStruct
     /// </summary>
     private void ZapPteRange(Cpu cpu, MmuGather tlb, ZapInfo zap, bool vmaLocked)
     {
-        var pteTable = Design.PteOffsetMapLock(this, cpu, zap.PmdTable, zap.PmdIndex);
+        var pteTable = PteOffsetMapLock(cpu, zap.PmdTable, zap.PmdIndex);
         if (pteTable.IsNone)
         {
             return;
@@ -158,7 +158,7 @@ public sealed partial class MmStruct
         }
 
         bool unhooked = Design.ZapPteTableLocked(this, cpu, zap, pteTable);
-        Design.PteUnmapUnlock(this, cpu, pteTable);
+        PteUnmapUnlock(cpu, pteTable);
         AddRssAnon(cpu, -anon);
         AddRss(cpu, MmCounter.File, -file);
         AddRss(cpu, MmCounter.Shmem, -shmem);

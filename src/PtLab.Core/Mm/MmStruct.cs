@@ -45,6 +45,7 @@ public sealed partial class MmStruct
 
     // Whether the design's entry tracking does anything (see IPageTableReclaim.TracksEntries).
     private readonly bool _tracksEntries;
+    private readonly bool _plainPteMap;
 
     /// <summary>The id of <paramref name="anonVma"/> in the page descriptors' rmap word, kept on the anon_vma after its first use.</summary>
     internal int AnonOwnerId(AnonVma anonVma)
@@ -70,6 +71,7 @@ public sealed partial class MmStruct
         Design = design;
         OwnerId = Phys.RegisterOwner(this);
         _tracksEntries = design.TracksEntries;
+        _plainPteMap = design.PlainPteMap;
         int cpus = machine.Options.Cpus;
         MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock);
         RmapLock = new RwSemaphore(machine.Sync, AnonVmaLockClass);

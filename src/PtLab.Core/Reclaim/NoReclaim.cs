@@ -40,17 +40,20 @@ public class NoReclaim : IPageTableReclaim
     {
     }
 
-    /// <inheritdoc/>
-    public virtual TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
-    {
-        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
-        if (Paging.Entry.IsNone(pmd) || Paging.Entry.IsHuge(pmd))
-        {
-            return TableRef.None;
-        }
+    /// <summary>
+    /// True unless the design overrides one of the mapping hooks; found from the design's own type,
+    /// so that a design which overrides a hook can never have it skipped.
+    /// </summary>
+    public bool PlainPteMap => _plainPteMap ??= MapsPlainly(GetType());
 
-        return mm.Phys.Ref(Paging.Entry.Pfn(pmd));
-    }
+    private bool? _plainPteMap;
+
+    private static bool MapsPlainly(Type design) =>
+        new[] { nameof(PteOffsetMap), nameof(PteUnmap), nameof(PteOffsetMapLock), nameof(PteUnmapUnlock) }
+            .All(hook => design.GetMethod(hook)!.DeclaringType == typeof(NoReclaim));
+
+    /// <inheritdoc/>
+    public virtual TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex) => mm.PlainPteOffsetMap(pmdTable, pmdIndex);
 
     /// <inheritdoc/>
     public virtual void PteUnmap(MmStruct mm, Cpu cpu, TableRef pteTable)

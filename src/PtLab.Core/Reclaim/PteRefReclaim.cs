@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using PtLab.Mm;
 using PtLab.Phys;
 using PtLab.Sync;
@@ -41,8 +42,11 @@ public class PteRefReclaim : RefcountReclaim
 
     private protected static PercpuRef RefOf(MmStruct mm, long pteTable) => RefOf(mm.Phys.TableState(pteTable), pteTable);
 
-    private static PercpuRef RefOf(object? state, long pteTable) =>
-        state as PercpuRef ?? throw new PercpuRefException($"PTE table {pteTable:x} has no pte_ref");
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static PercpuRef RefOf(object? state, long pteTable) => state as PercpuRef ?? NoRef(pteTable);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static PercpuRef NoRef(long pteTable) => throw new PercpuRefException($"PTE table {pteTable:x} has no pte_ref");
 
     /// <summary><c>pte_ref_init</c>: percpu mode, re-initialisable, started at zero.</summary>
     public override void PteTableCtor(MmStruct mm, Cpu cpu, long pteTable)
@@ -74,16 +78,16 @@ public class PteRefReclaim : RefcountReclaim
     /// <summary><c>percpu_ref_tryget</c>: always succeeds in percpu mode; fails at zero in atomic mode.</summary>
     /// <remarks>
     /// Called inside <c>pte_offset_map</c>'s RCU read section. It keeps percpu_ref_tryget's own
-    /// (nested) read section rather than <see cref="PercpuRef.TryGetInRcu"/>: the section's
-    /// scheduling point is where the systematic tester lets a racing free in, and the mutation
-    /// tests are calibrated on it.
+    /// (nested) read section where hooks are on: the section's scheduling point is where the
+    /// systematic tester lets a racing free in, and the mutation tests are calibrated on it.
+    /// Without hooks the nested section does nothing and is skipped (<see cref="PercpuRef.TryGetNested"/>).
     /// </remarks>
     protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable, object? state)
     {
         var r = RefOf(state, pteTable.Pfn);
         try
         {
-            return r.TryGet(cpu.Id);
+            return r.TryGetNested(cpu.Id);
         }
         catch (PercpuRefException e) when (!mm.Phys.IsLive(pteTable))
         {
@@ -96,6 +100,15 @@ public class PteRefReclaim : RefcountReclaim
     {
         // One descriptor lookup checks the table is live (else reports the use after free) and finds its ref.
         var r = RefOf(mm.Phys.LiveTableState(pteTable), pteTable.Pfn);
+        if (!r.GetIfPercpu(cpu.Id))
+        {
+            GetSlow(mm, cpu, pteTable, r);
+        }
+    }
+
+    // Atomic mode, or hooks on: the full percpu_ref_get, with a racing free reported as such.
+    private static void GetSlow(MmStruct mm, Cpu cpu, TableRef pteTable, PercpuRef r)
+    {
         if (r.IsZero)
         {
             throw new UseAfterFreeException($"track_pte_set on {pteTable}, whose pte_ref is zero in atomic mode", Environment.StackTrace, null);
@@ -115,6 +128,15 @@ public class PteRefReclaim : RefcountReclaim
     protected override void Put(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
         var r = RefOf(mm.Phys.LiveTableState(pteTable), pteTable.Pfn);
+        if (!r.PutIfPercpu(cpu.Id))
+        {
+            PutSlow(mm, cpu, pteTable, r);
+        }
+    }
+
+    // Atomic mode, or hooks on: the full percpu_ref_put, with a racing free reported as such.
+    private static void PutSlow(MmStruct mm, Cpu cpu, TableRef pteTable, PercpuRef r)
+    {
         try
         {
             r.Put(cpu.Id);

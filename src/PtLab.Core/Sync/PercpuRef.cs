@@ -231,6 +231,15 @@ public sealed partial class PercpuRef
     }
 
     /// <summary>
+    /// <c>percpu_ref_tryget</c> called inside the caller's RCU read section, keeping its own nested
+    /// section: without hooks that nested section does nothing, so the fast path of
+    /// <see cref="TryGetInRcu"/> runs; with hooks the nested section stays, with its scheduling
+    /// points, exactly as <see cref="TryGet"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGetNested(int cpu) => _bare ? TryGetInRcu(cpu) : TryGetHooked(cpu, 1);
+
+    /// <summary>
     /// <c>percpu_ref_tryget_many</c> for a caller already inside an RCU read section on
     /// <paramref name="cpu"/> (as <c>pte_offset_map</c> is): in percpu mode a plain add on the CPU's
     /// own stripe and nothing else, no read-section bookkeeping and no fence; in atomic mode the
@@ -333,6 +342,33 @@ public sealed partial class PercpuRef
         bool ok = TryAddPercpu(cpu, 1) || ((Volatile.Read(ref _flags) & FlagDead) == 0 && CountShared(cpu) && AddSharedNotZero(1));
         _rcu.ReadUnlock(cpu);
         return ok;
+    }
+
+    /// <summary>
+    /// The percpu-mode fast path of <see cref="Get"/> alone: without hooks and in percpu mode, one
+    /// add on this CPU's counter inside a read section, and true; otherwise nothing is done and
+    /// false tells the caller to take <see cref="Get"/>. Nothing on this path can fail, so a
+    /// caller needs no exception handling around it and stays small enough to inline.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool GetIfPercpu(int cpu) => _bare && AddIfPercpu(cpu, 1);
+
+    /// <summary>The percpu-mode fast path of <see cref="Put"/> alone (see <see cref="GetIfPercpu"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool PutIfPercpu(int cpu) => _bare && AddIfPercpu(cpu, -1);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool AddIfPercpu(int cpu, long delta)
+    {
+        _rcu.ReadLock(cpu);
+        var live = Volatile.Read(ref _live);
+        if (live is not null)
+        {
+            live[cpu].AddOwned(delta);
+        }
+
+        _rcu.ReadUnlock(cpu);
+        return live is not null;
     }
 
     /// <summary><c>percpu_ref_put_many</c> on CPU <paramref name="cpu"/>; the put that reaches zero in atomic mode releases.</summary>

@@ -1,3 +1,6 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+
 namespace PtLab.Sync;
 
 /// <summary>
@@ -12,6 +15,7 @@ namespace PtLab.Sync;
 public static class RawSpinLock
 {
     /// <summary><c>spin_lock</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Lock(ref int word)
     {
         if (Interlocked.CompareExchange(ref word, 1, 0) != 0)
@@ -66,15 +70,21 @@ public static class RawSpinLock
     }
 
     /// <summary><c>spin_unlock</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Unlock(ref int word)
     {
         if (Volatile.Read(ref word) != 1)
         {
-            throw new BadUnlockException("spin_unlock of a lock that is not held");
+            ThrowNotHeld();
         }
 
         Volatile.Write(ref word, 0);
     }
+
+    // Out of line, so that the unlock itself stays small enough to inline at every lock site.
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNotHeld() => throw new BadUnlockException("spin_unlock of a lock that is not held");
 
     /// <summary><c>spin_unlock</c> on CPU <paramref name="cpu"/>, checked and scheduled through <paramref name="hooks"/>.</summary>
     public static void Unlock(ref int word, SyncHooks hooks, int cpu, LockClass lockClass, long instance = 0)
