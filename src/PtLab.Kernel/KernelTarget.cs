@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using PtLab.Mm;
+using PtLab.Paging;
 using PtLab.Workloads;
 
 namespace PtLab.Kernel;
@@ -170,7 +171,7 @@ public sealed unsafe class KernelTarget : IFileTarget
     private MmapResult MmapLocked(ulong addr, ulong length, Prot prot, MapFlags flags, int fd, ulong offset, ulong fileSize)
     {
         ThrowIfDisposed();
-        ulong len = PageAlign(length);
+        ulong len = Geometry.PageAlign(length);
         bool fixedReplace = (flags & MapFlags.Fixed) != 0 && (flags & MapFlags.FixedNoReplace) == 0;
         if (fixedReplace && len != 0 && (addr & (PageSize - 1)) == 0 && addr + len > addr)
         {
@@ -224,8 +225,8 @@ public sealed unsafe class KernelTarget : IFileTarget
                 return Fail();
             }
 
-            _owned.Remove(addr, addr + PageAlign(length));
-            _beyondEof.Remove(addr, addr + PageAlign(length));
+            _owned.Remove(addr, addr + Geometry.PageAlign(length));
+            _beyondEof.Remove(addr, addr + Geometry.PageAlign(length));
             return Errno.None;
         }
     }
@@ -246,13 +247,13 @@ public sealed unsafe class KernelTarget : IFileTarget
                 var error = Fail();
                 if (error is Errno.ENOMEM or Errno.EACCES)
                 {
-                    _owned.RestrictProt(addr, addr + PageAlign(length), prot);
+                    _owned.RestrictProt(addr, addr + Geometry.PageAlign(length), prot);
                 }
 
                 return error;
             }
 
-            _owned.SetProt(addr, addr + PageAlign(length), prot);
+            _owned.SetProt(addr, addr + Geometry.PageAlign(length), prot);
             return Errno.None;
         }
     }
@@ -288,7 +289,7 @@ public sealed unsafe class KernelTarget : IFileTarget
                 EnsureOwnedOrFree(newAddr, newLen, "mremap destination");
             }
 
-            var source = _owned.Ranges.Where(o => o.Start < addr + PageAlign(oldLen) && o.End > addr).ToList();
+            var source = _owned.Ranges.Where(o => o.Start < addr + Geometry.PageAlign(oldLen) && o.End > addr).ToList();
             nint p = LibC.Mremap((nint)addr, (nuint)oldLen, (nuint)newLen, (int)flags, (nint)newAddr);
             if (p == LibC.MapFailed)
             {
@@ -297,14 +298,14 @@ public sealed unsafe class KernelTarget : IFileTarget
                 var error = Fail();
                 if (error != Errno.EINVAL && (flags & MremapFlags.Fixed) != 0)
                 {
-                    Resync(addr, addr + PageAlign(oldLen));
-                    Resync(newAddr, newAddr + PageAlign(newLen));
+                    Resync(addr, addr + Geometry.PageAlign(oldLen));
+                    Resync(newAddr, newAddr + Geometry.PageAlign(newLen));
                 }
 
                 return new MmapResult(0, error);
             }
 
-            FollowRemap(source, addr, PageAlign(oldLen), PageAlign(newLen), (ulong)p, flags);
+            FollowRemap(source, addr, Geometry.PageAlign(oldLen), Geometry.PageAlign(newLen), (ulong)p, flags);
             return new MmapResult((ulong)p, Errno.None);
         }
     }
@@ -505,7 +506,6 @@ public sealed unsafe class KernelTarget : IFileTarget
         GC.SuppressFinalize(this);
     }
 
-    private static ulong PageAlign(ulong len) => (len + PageSize - 1) & ~(PageSize - 1);
 
     private void Release(bool throwOnFailure)
     {
@@ -572,7 +572,7 @@ public sealed unsafe class KernelTarget : IFileTarget
     /// </summary>
     private void EnsureOwnedOrFree(ulong addr, ulong length, string call)
     {
-        ulong len = PageAlign(length);
+        ulong len = Geometry.PageAlign(length);
         if ((addr & (PageSize - 1)) != 0 || len == 0 || addr + len < addr)
         {
             return;

@@ -1,4 +1,5 @@
 using PtLab.Mm;
+using PtLab.Paging;
 using PtLab.Workloads;
 
 namespace PtLab.Kernel;
@@ -59,7 +60,7 @@ public sealed class UpperTableInference : IFileTarget
         {
             lock (_lock)
             {
-                _mapped.Add(r.Address, r.Address + PageAlign(length), prot);
+                _mapped.Add(r.Address, r.Address + Geometry.PageAlign(length), prot);
             }
         }
 
@@ -77,7 +78,7 @@ public sealed class UpperTableInference : IFileTarget
         {
             lock (_lock)
             {
-                _mapped.Add(r.Address, r.Address + PageAlign(length), prot);
+                _mapped.Add(r.Address, r.Address + Geometry.PageAlign(length), prot);
             }
         }
 
@@ -98,7 +99,7 @@ public sealed class UpperTableInference : IFileTarget
         {
             lock (_lock)
             {
-                ulong end = addr + PageAlign(length);
+                ulong end = addr + Geometry.PageAlign(length);
                 _mapped.Remove(addr, end);
                 for (ulong g = addr / OneGiB; g <= (end - 1) / OneGiB; g++)
                 {
@@ -168,7 +169,6 @@ public sealed class UpperTableInference : IFileTarget
     /// <summary>Disposes the wrapped target.</summary>
     public void Dispose() => _inner.Dispose();
 
-    private static ulong PageAlign(ulong len) => (len + 4095) & ~4095UL;
 
     private IFileTarget Files => _inner as IFileTarget ?? throw new ScenarioException($"{Name} cannot map files");
 }

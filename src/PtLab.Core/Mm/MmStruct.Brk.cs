@@ -31,7 +31,7 @@ public sealed partial class MmStruct
     /// </summary>
     public void SetBrkBase(Cpu cpu, ulong start)
     {
-        start = PageAlign(start);
+        start = Geometry.PageAlign(start);
         if (start < MmapMinAddr || start >= Geometry.TaskSize)
         {
             throw new ArgumentOutOfRangeException(nameof(start), $"0x{start:x} is outside user space");
@@ -62,8 +62,8 @@ public sealed partial class MmStruct
                 return orig;
             }
 
-            newBrkPage = PageAlign(brk);
-            oldBrkPage = PageAlign(_brk);
+            newBrkPage = Geometry.PageAlign(brk);
+            oldBrkPage = Geometry.PageAlign(_brk);
             if (oldBrkPage == newBrkPage)
             {
                 _brk = brk;

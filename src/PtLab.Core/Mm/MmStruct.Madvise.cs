@@ -32,7 +32,7 @@ public sealed partial class MmStruct
             return Errno.EINVAL;
         }
 
-        ulong len = PageAlign(length);
+        ulong len = Geometry.PageAlign(length);
         if (length != 0 && len == 0)
         {
             return Errno.EINVAL;

@@ -121,7 +121,7 @@ public sealed partial class MmStruct
 
     /// <summary>The page-aligned range mlock and munlock act on (the start rounded down, the length up to cover it).</summary>
     private static (ulong Start, ulong Length) LockRange(ulong start, ulong length) =>
-        (start & Geometry.PageMask, PageAlign(length + (start & ~Geometry.PageMask)));
+        (start & Geometry.PageMask, Geometry.PageAlign(length + (start & ~Geometry.PageMask)));
 
     /// <summary><c>do_mlock</c>: the limit check, the flags, then <c>__mm_populate</c>.</summary>
     private Errno DoMlock(Cpu cpu, ulong start, ulong length, VmFlags flags)

@@ -18,7 +18,6 @@ public sealed partial class MmStruct
         MapFlags.GrowsDown | MapFlags.Locked | MapFlags.NoReserve | MapFlags.Populate | MapFlags.NonBlock |
         MapFlags.Stack | MapFlags.HugeTlb;
 
-    private static ulong PageAlign(ulong len) => (len + Geometry.PageSize - 1) & Geometry.PageMask;
 
     /// <summary>
     /// <c>round_hint_to_min</c>: a hint is rounded down to its page, and one below
@@ -27,7 +26,7 @@ public sealed partial class MmStruct
     private static ulong RoundHintToMin(ulong hint)
     {
         hint &= Geometry.PageMask;
-        return hint != 0 && hint < MmapMinAddr ? PageAlign(MmapMinAddr) : hint;
+        return hint != 0 && hint < MmapMinAddr ? Geometry.PageAlign(MmapMinAddr) : hint;
     }
 
     private static VmFlags ProtToVmFlags(Prot prot)
@@ -92,7 +91,7 @@ public sealed partial class MmStruct
             return new(0, Errno.EINVAL);
         }
 
-        ulong len = PageAlign(length);
+        ulong len = Geometry.PageAlign(length);
         if (len == 0)
         {
             return new(0, Errno.ENOMEM);
@@ -402,7 +401,7 @@ public sealed partial class MmStruct
             return Errno.EINVAL;
         }
 
-        ulong len = PageAlign(length);
+        ulong len = Geometry.PageAlign(length);
         if (len == 0)
         {
             return Errno.EINVAL;

@@ -31,7 +31,7 @@ public sealed partial class MmStruct
             return Errno.None;
         }
 
-        ulong len = PageAlign(length);
+        ulong len = Geometry.PageAlign(length);
         ulong end = addr + len;
         if (end <= addr)
         {

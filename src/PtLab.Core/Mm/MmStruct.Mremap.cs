@@ -28,8 +28,8 @@ public sealed partial class MmStruct
         var r = new RemapRequest
         {
             Addr = addr,
-            OldLen = PageAlign(oldLen),
-            NewLen = PageAlign(newLen),
+            OldLen = Geometry.PageAlign(oldLen),
+            NewLen = Geometry.PageAlign(newLen),
             Flags = flags,
             NewAddr = newAddr,
         };

@@ -190,6 +190,9 @@ public static class Geometry
     /// <summary><c>PAGE_MASK</c>.</summary>
     public const ulong PageMask = ~(PageSize - 1);
 
+    /// <summary><c>PAGE_ALIGN</c>: <paramref name="len"/> rounded up to a whole page (wraps past 2^64 as the kernel's does).</summary>
+    public static ulong PageAlign(ulong len) => (len + PageSize - 1) & PageMask;
+
     /// <summary>Index of <paramref name="va"/> in the table of <paramref name="level"/> (1 PTE .. 4 PGD).</summary>
     public static int Index(ulong va, int level) => (int)((va >> (12 + (9 * (level - 1)))) & 511);
 

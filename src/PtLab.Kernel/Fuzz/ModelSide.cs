@@ -1,4 +1,5 @@
 using PtLab.Mm;
+using PtLab.Paging;
 using PtLab.Reclaim;
 using PtLab.Workloads;
 
@@ -68,7 +69,7 @@ public sealed class ModelSide : IDisposable
         if (op.Kind.ResultLength >= 0 && result.Kind == OpResultKind.Value)
         {
             // As the executor does: a mapping placed outside the slot is unmapped again.
-            ulong p = result.Value, len = (op.Args[op.Kind.ResultLength] + 4095) & ~4095UL;
+            ulong p = result.Value, len = Geometry.PageAlign(op.Args[op.Kind.ResultLength]);
             if (!(p >= SlotStart && p <= SlotEnd && len <= SlotEnd - p))
             {
                 _target.Munmap(p, len);
