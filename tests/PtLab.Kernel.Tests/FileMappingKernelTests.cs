@@ -150,7 +150,7 @@ public sealed class FileMappingKernelTests(ITestOutputHelper output)
     }
 
     /// <summary>The present pages as half-open runs, "[a, b) [c, d)".</summary>
-    private static string Runs(bool[] present)
+    internal static string Runs(bool[] present)
     {
         var runs = new List<string>();
         for (int i = 0; i < present.Length;)

@@ -119,7 +119,39 @@ public sealed partial class MmStruct
             return FaultAroundResult.NotMapped;
         }
 
-        if (!file.IsShmem && FirstFolioEndsFile(pfns, first, fileEnd) && Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])))
+        if (!AnyUnmarked(pfns))
+        {
+            // next_uptodate_folio found nothing to map: filemap_map_pages returns before it
+            // installs a PTE table (filemap_map_pmd), so a PMD-sized folio behind the readahead
+            // mark can still be PMD-mapped by the fault's finish_fault.
+            PutPages(pfns, keep: -1);
+            return FaultAroundResult.NotMapped;
+        }
+
+        bool endsFile = !file.IsShmem && FirstFolioEndsFile(file, pfns, first, fileEnd);
+        if (!endsFile && FirstLargeFolio(file, pfns, first) is { } large)
+        {
+            // filemap_map_pmd: a PMD-sized folio first in the window is mapped by one PMD entry
+            // where do_set_pmd can; else filemap_map_folio_range maps it whole by PTEs when it
+            // lies inside the VMA and one PTE table, as the window would otherwise cut it.
+            if (Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])) && DoSetPmd(cpu, vma, addr, large.Head, write: false, pmdTable, pmdIndex))
+            {
+                PutPages(pfns, keep: large.Head);
+                file.FaultAroundHits(PhysMemory.HugeFrames);
+                return FaultAroundResult.Mapped;
+            }
+
+            ulong va0 = vma.Start + ((large.First - vma.PgOff) << PhysMemory.PageShift);
+            if (large.First >= vma.PgOff && va0 + Geometry.PmdSize <= vma.End && (va0 & ~Geometry.PmdMask) == 0)
+            {
+                PutPages(pfns, keep: -1);
+                long[] whole = new long[PhysMemory.HugeFrames];
+                file.FindGetPages(large.First, whole);
+                return MapPages(cpu, vma, addr, large.First, whole, pmdTable, pmdIndex);
+            }
+        }
+
+        if (endsFile && Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])))
         {
             // filemap_map_pages installs the PTE table in filemap_map_pmd, which it skips when the
             // first folio found reaches end of file (SIGBUS semantics): with no table there, it
@@ -135,6 +167,17 @@ public sealed partial class MmStruct
             return FaultAroundResult.NotMapped;
         }
 
+        return MapPages(cpu, vma, addr, first, pfns, pmdTable, pmdIndex);
+    }
+
+    /// <summary>
+    /// The mapping half of <c>filemap_map_pages</c>: installs the PTE table if there is none and
+    /// maps each page of <paramref name="pfns"/> (indexes from <paramref name="first"/>, references
+    /// held, -1 for none) whose entry is none, that is still cached and carries no readahead mark.
+    /// </summary>
+    private FaultAroundResult MapPages(Cpu cpu, Vma vma, ulong addr, ulong first, ReadOnlySpan<long> pfns, long pmdTable, int pmdIndex)
+    {
+        var file = vma.File!;
         bool allocated = PteAlloc(cpu, pmdTable, pmdIndex);
         var pt = allocated ? PteOffsetMapLock(cpu, pmdTable, pmdIndex) : TableRef.None;
         var result = FaultAroundResult.NotMapped;
@@ -151,7 +194,7 @@ public sealed partial class MmStruct
             ulong va = vma.Start + ((first + (ulong)i - vma.PgOff) << PhysMemory.PageShift);
             int slot = Geometry.PteIndex(va);
             if (pt.IsNone || !Entry.IsNone(Volatile.Read(ref Phys.Table(pt)[slot])) || !file.StillCached(pfn, first + (ulong)i)
-                || (Phys.Desc(pfn).Flags & (int)PageFlags.Reclaim) != 0)
+                || ReadAheadMarked(pfn))
             {
                 Phys.PutPage(pfn);
                 continue;
@@ -180,21 +223,121 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// Whether the first page <c>next_uptodate_folio</c> would return from <paramref name="pfns"/>
-    /// (cached, without the readahead mark) is the file's last page, the folio that reaches end of
-    /// file (<c>file_end &lt; folio_next_index</c>).
+    /// Whether the first folio <c>next_uptodate_folio</c> would return from <paramref name="pfns"/>
+    /// (cached, without the readahead mark) reaches end of file (<c>file_end &lt; folio_next_index</c>):
+    /// the file's last page, or a large folio holding it.
     /// </summary>
-    private bool FirstFolioEndsFile(ReadOnlySpan<long> pfns, ulong first, ulong fileEnd)
+    private bool FirstFolioEndsFile(SimFile file, ReadOnlySpan<long> pfns, ulong first, ulong fileEnd)
     {
         for (int i = 0; i < pfns.Length; i++)
         {
-            if (pfns[i] >= 0 && (Phys.Desc(pfns[i]).Flags & (int)PageFlags.Reclaim) == 0)
+            if (pfns[i] >= 0 && !ReadAheadMarked(pfns[i]))
             {
-                return first + (ulong)i == fileEnd - 1;
+                ulong index = first + (ulong)i;
+                ulong next = file.LargeFolioOf(pfns[i], index) is { } large ? large.First + PhysMemory.HugeFrames : index + 1;
+                return next >= fileEnd;
             }
         }
 
         return false;
+    }
+
+    /// <summary>The first folio <c>next_uptodate_folio</c> would return from <paramref name="pfns"/>, if it is a PMD-sized one.</summary>
+    private (ulong First, long Head)? FirstLargeFolio(SimFile file, ReadOnlySpan<long> pfns, ulong first)
+    {
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            if (pfns[i] >= 0 && !ReadAheadMarked(pfns[i]))
+            {
+                return file.LargeFolioOf(pfns[i], first + (ulong)i);
+            }
+        }
+
+        return null;
+    }
+
+    private bool AnyUnmarked(ReadOnlySpan<long> pfns)
+    {
+        foreach (long pfn in pfns)
+        {
+            if (pfn >= 0 && !ReadAheadMarked(pfn))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>PG_readahead (the bit <see cref="PageFlags.Reclaim"/> shares) on the folio of <paramref name="pfn"/>: kept on its head.</summary>
+    private bool ReadAheadMarked(long pfn) => (Phys.Desc(Phys.CompoundHead(pfn)).Flags & (int)PageFlags.Reclaim) != 0;
+
+    /// <summary>Drops the references <c>FindGetPages</c> took, all but one on the folio headed by <paramref name="keep"/> (-1: none kept).</summary>
+    private void PutPages(ReadOnlySpan<long> pfns, long keep)
+    {
+        foreach (long pfn in pfns)
+        {
+            if (pfn < 0)
+            {
+                continue;
+            }
+
+            if (keep >= 0 && Phys.CompoundHead(pfn) == keep)
+            {
+                keep = -1;
+                continue;
+            }
+
+            Phys.PutPage(pfn);
+        }
+    }
+
+    /// <summary>
+    /// <c>do_set_pmd</c>: maps the PMD-sized page-cache folio headed by <paramref name="head"/> with
+    /// one PMD leaf at the 2 MiB holding <paramref name="addr"/>, the reference the caller holds on
+    /// it passing to the mapping. Refused (false, nothing taken) when the 2 MiB does not fit the VMA
+    /// at a congruent offset (<c>thp_vma_suitable_order</c>) or THP is off for the VMA
+    /// (MADV_NOHUGEPAGE, <c>PR_SET_THP_DISABLE</c>). No PTE table is deposited for a file folio: a
+    /// split just clears the entry. 512 pages of RssFile (RssShmem for shmem). The entry is
+    /// read-only unless the fault is a write to a shared writable mapping (then dirty, and the
+    /// folio dirty); when another fault set the pmd first, the reference goes and the fault retries.
+    /// </summary>
+    private bool DoSetPmd(Cpu cpu, Vma vma, ulong addr, long head, bool write, long pmdTable, int pmdIndex)
+    {
+        ulong haddr = addr & Geometry.PmdMask;
+        if (!ThpVmaSuitable(vma, haddr) || ThpDisabled || (vma.Flags & VmFlags.NoHugePage) != 0)
+        {
+            return false;
+        }
+
+        PmdLock(cpu, pmdTable);
+        if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])))
+        {
+            PmdUnlock(cpu, pmdTable);
+            Phys.PutPage(head);
+            return true;
+        }
+
+        bool writable = write && (vma.Flags & (VmFlags.Shared | VmFlags.Write)) == (VmFlags.Shared | VmFlags.Write);
+        Interlocked.Increment(ref Phys.EntireMapCount(head));
+        AddRss(cpu, CounterOf(head), PhysMemory.HugeFrames);
+        if (writable)
+        {
+            MarkFolioDirty(head);
+        }
+
+        SetPmdAt(pmdTable, pmdIndex, Entry.MakeHugePmd(head, writable, dirty: writable, (vma.Flags & VmFlags.Exec) == 0));
+        PmdUnlock(cpu, pmdTable);
+        return true;
+    }
+
+    /// <summary><c>folio_mark_dirty</c> of a PMD-sized folio: the model keeps dirtiness per page, so every page.</summary>
+    private void MarkFolioDirty(long head)
+    {
+        for (int i = 0; i < PhysMemory.HugeFrames; i++)
+        {
+            Phys.Desc(head + i).SetFlagsAtomic(PageFlags.Dirty);
+        }
     }
 
     /// <summary>
@@ -204,6 +347,14 @@ public sealed partial class MmStruct
     /// </summary>
     private FaultOutcome FinishFault(Cpu cpu, Vma vma, ulong addr, long pfn, ulong index, bool write, long pmdTable, int pmdIndex)
     {
+        // With no PTE table yet, a PMD-sized folio is mapped whole by one PMD entry if it can be;
+        // otherwise (regular files) only the faulting page is mapped.
+        if (Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])) && vma.File!.LargeFolioOf(pfn, index) is { } large
+            && DoSetPmd(cpu, vma, addr, large.Head, write, pmdTable, pmdIndex))
+        {
+            return FaultOutcome.Ok;
+        }
+
         if (LockNoneEntry(cpu, pmdTable, pmdIndex, addr, out var pt) is { } outcome)
         {
             Phys.PutPage(pfn);
@@ -344,7 +495,7 @@ public sealed partial class MmStruct
         long pfn = file.GetPage(cpu.Id, index);
         if (pfn >= 0 && (vma.Flags & VmFlags.RandRead) == 0)
         {
-            Phys.Desc(pfn).ClearFlagsAtomic(PageFlags.Reclaim);
+            Phys.Desc(Phys.CompoundHead(pfn)).ClearFlagsAtomic(PageFlags.Reclaim);
         }
 
         return pfn;

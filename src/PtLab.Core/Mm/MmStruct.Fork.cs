@@ -171,6 +171,13 @@ public sealed partial class MmStruct
             ulong next = Geometry.PmdAddrEnd(addr, end);
             int pmdIndex = Geometry.Index(addr, 2);
             ulong pmd = Volatile.Read(ref pmds[pmdIndex]);
+            if (Entry.IsHuge(pmd) && !src.IsAnonymous)
+            {
+                // copy_huge_pmd leaves a page-cache folio's leaf to the child's faults.
+                addr = next;
+                continue;
+            }
+
             if (Entry.IsHuge(pmd))
             {
                 SplitHugePmd(cpu, src, pmdTable, pmdIndex, addr & Geometry.PmdMask);

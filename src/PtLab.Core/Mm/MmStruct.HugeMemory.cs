@@ -7,7 +7,8 @@ namespace PtLab.Mm;
 // mm/huge_memory.c: transparent huge pages of anonymous memory. A PMD leaf maps a 2 MiB folio (or
 // the huge zero page); beside it the PMD table keeps one deposited PTE table
 // (pgtable_trans_huge_deposit), counted in VmPTE, which becomes the PTE table when the leaf is
-// split into 512 entries.
+// split into 512 entries. A PMD-sized page-cache folio of a regular file (MmStruct.Filemap.cs,
+// do_set_pmd) is mapped by a leaf too, with no deposit: splitting it just clears the entry.
 public sealed partial class MmStruct
 {
     private readonly Dictionary<long, Stack<long>> _deposits = [];
@@ -193,6 +194,15 @@ public sealed partial class MmStruct
         if (Entry.IsProtNone(pmd))
         {
             return FaultOutcome.Ok; // access to a PROT_NONE VMA was refused before: a racing mprotect
+        }
+
+        if (write && !Entry.IsWritable(pmd) && !vma.IsAnonymous)
+        {
+            // wp_huge_pmd of a page-cache folio: copy-on-write and write notification are done at
+            // the PTE level, so the leaf goes and the fault goes on there (a shared write then maps
+            // the folio again by do_set_pmd, writable).
+            SplitHugePmd(cpu, vma, pmdTable, pmdIndex, addr & Geometry.PmdMask);
+            return null;
         }
 
         if (write && !Entry.IsWritable(pmd))
@@ -415,6 +425,23 @@ public sealed partial class MmStruct
     {
         PmdpHugeGetAndClear(pmdTable, pmdIndex); // pmdp_invalidate
         FlushTlbRange(cpu, haddr, haddr + Geometry.PmdSize);
+        if (!vma.IsAnonymous)
+        {
+            // A page-cache folio's leaf is not split into PTEs: the entry just goes (its dirty bit
+            // to the folio), and later faults map the pages again from the cache.
+            long folio = Entry.Pfn(pmd);
+            if (Entry.IsDirty(pmd))
+            {
+                MarkFolioDirty(folio);
+            }
+
+            Interlocked.Decrement(ref Phys.EntireMapCount(folio));
+            AddRss(cpu, CounterOf(folio), -PhysMemory.HugeFrames);
+            Phys.PutPage(folio);
+            Interlocked.Increment(ref _thpSplitPmd);
+            return;
+        }
+
         long ptePfn = Withdraw(pmdTable);
         var pt = Phys.Ref(ptePfn);
         Phys.SetRmap(ptePfn, OwnerId, haddr);
@@ -501,12 +528,21 @@ public sealed partial class MmStruct
 
         ulong orig = PmdpHugeGetAndClear(pmdTable, pmdIndex);
         tlb.AddRange(addr, addr + Geometry.PmdSize);
-        ZapDepositedTable(pmdTable);
         bool zero = Entry.Pfn(orig) == Phys.HugeZeroPfn;
+        bool file = !zero && !IsAnonPage(Entry.Pfn(orig));
+        if (!file)
+        {
+            ZapDepositedTable(pmdTable); // a page-cache folio's leaf has none
+        }
+
         if (!zero)
         {
             long head = Entry.Pfn(orig);
-            if (Entry.IsDirty(orig))
+            if (Entry.IsDirty(orig) && file)
+            {
+                MarkFolioDirty(head);
+            }
+            else if (Entry.IsDirty(orig))
             {
                 Phys.Desc(head).SetFlagsAtomic(PageFlags.Dirty);
             }
@@ -520,7 +556,7 @@ public sealed partial class MmStruct
         PmdUnlock(cpu, pmdTable);
         if (!zero)
         {
-            AddRssAnon(cpu, -PhysMemory.HugeFrames);
+            AddRss(cpu, CounterOf(Entry.Pfn(orig)), -PhysMemory.HugeFrames);
             tlb.RemovePage(Entry.Pfn(orig));
         }
 
@@ -548,7 +584,10 @@ public sealed partial class MmStruct
         else
         {
             n |= Entry.Present;
-            if ((flags & VmFlags.Write) != 0 && Entry.Pfn(old) != Phys.HugeZeroPfn && Volatile.Read(ref Phys.EntireMapCount(Entry.Pfn(old))) == 1)
+            // can_change_pmd_writable: an exclusive anonymous folio, or in a shared mapping a dirty leaf.
+            bool anon = IsAnonPage(Entry.Pfn(old));
+            if ((flags & VmFlags.Write) != 0 && Entry.Pfn(old) != Phys.HugeZeroPfn
+                && (anon ? Volatile.Read(ref Phys.EntireMapCount(Entry.Pfn(old))) == 1 : (flags & VmFlags.Shared) != 0 && Entry.IsDirty(old)))
             {
                 n |= Entry.Writable;
             }

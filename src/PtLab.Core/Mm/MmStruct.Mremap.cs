@@ -697,9 +697,9 @@ public sealed partial class MmStruct
         }
 
         ulong pmd = PmdpHugeGetAndClear(oldPmd, oldIndex);
-        if (newPmd != oldPmd)
+        if (newPmd != oldPmd && (Entry.Pfn(pmd) == Phys.HugeZeroPfn || IsAnonPage(Entry.Pfn(pmd))))
         {
-            Deposit(newPmd, Withdraw(oldPmd));
+            Deposit(newPmd, Withdraw(oldPmd)); // a page-cache folio's leaf has no deposit
         }
 
         SetPmdAt(newPmd, newIndex, pmd);

@@ -44,6 +44,10 @@ public sealed class SimFile
 {
     private readonly Lock _lock = new();
     private readonly Dictionary<ulong, long> _pages = [];
+
+    // The PMD-sized folios in the cache: first index to head frame. Every index of one is also in
+    // _pages (head + offset); a folio leaves this map whole when any of its pages leaves the cache.
+    private readonly Dictionary<ulong, long> _largeFolios = [];
     private readonly List<Vma> _mmap = [];
     private readonly Dictionary<ulong, byte[]> _storedBytes = [];
     private readonly Dictionary<ulong, ulong> _storedTokens = [];
@@ -256,11 +260,16 @@ public sealed class SimFile
     /// the fault (start at index − ra/2, its last quarter the asynchronous part, whose first page,
     /// if newly read, gets the readahead mark). The faulting page is read always. Returns false when
     /// memory ran out. The caller then retries the fault, as the kernel does after dropping
-    /// mmap_lock for the read. VM_HUGEPAGE's PMD-sized read and the asynchronous readahead a marked
-    /// page starts are not modelled.
+    /// mmap_lock for the read. A VM_HUGEPAGE VMA reads PMD-sized folios instead
+    /// (<see cref="ReadAroundHuge"/>). The asynchronous readahead a marked page starts is not modelled.
     /// </summary>
     internal bool ReadAround(int cpu, ulong index, VmFlags vmFlags, ulong vmaFirst, ulong vmaEnd)
     {
+        if ((vmFlags & VmFlags.HugePage) != 0 && !IsShmem)
+        {
+            return ReadAroundHuge(cpu, index, vmFlags);
+        }
+
         const int mmapLotsaMiss = 100;
         int ra = ReadAheadPages;
         ulong first = index, end = index + 1, async = 0;
@@ -325,6 +334,134 @@ public sealed class SimFile
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// The VM_HUGEPAGE branch of <c>do_sync_mmap_readahead</c> (taken before any other, readahead
+    /// setting and <c>mmap_miss</c> regardless): <c>page_cache_ra_order</c> at PMD order from the
+    /// fault's index rounded down to 512, two folios (one under MADV_RANDOM), the second one's first
+    /// page marked PG_readahead (the asynchronous part is one folio). A 2 MiB block that lies wholly
+    /// below end of file and has no page cached yet becomes one PMD-sized folio; the rest (a block
+    /// cut by end of file, one partly cached, or one whose folio could not be had) is read as
+    /// single pages, where the kernel would use smaller large folios or fall back to order 0.
+    /// Returns false when memory ran out before the faulting page was in.
+    /// </summary>
+    private bool ReadAroundHuge(int cpu, ulong index, VmFlags vmFlags)
+    {
+        const ulong nr = PhysMemory.HugeFrames;
+        ulong start = index & ~(nr - 1);
+        ulong size = (vmFlags & VmFlags.RandRead) != 0 ? nr : 2 * nr;
+        ulong mark = size > nr ? start + nr : ulong.MaxValue;
+        ulong fileEnd = PagesInFile;
+        for (ulong block = start; block < start + size && block < fileEnd; block += nr)
+        {
+            bool marked = block == mark;
+            if (block + nr <= fileEnd && !AnyCached(block, nr) && AddLargeFolio(cpu, block, marked))
+            {
+                continue;
+            }
+
+            for (ulong i = block; i < Math.Min(block + nr, fileEnd); i++)
+            {
+                bool fresh = marked && i == block && !IsCached(i);
+                long pfn = GetPage(cpu, i);
+                if (pfn < 0)
+                {
+                    return i > index;
+                }
+
+                if (fresh)
+                {
+                    _phys.Desc(pfn).SetFlagsAtomic(PageFlags.Reclaim);
+                }
+
+                _phys.PutPage(pfn);
+            }
+        }
+
+        return true;
+    }
+
+    private bool AnyCached(ulong first, ulong count)
+    {
+        lock (_lock)
+        {
+            for (ulong i = first; i < first + count; i++)
+            {
+                if (_pages.ContainsKey(i))
+                {
+                    return true;
+                }
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// <c>ra_alloc_folio</c> at PMD order + <c>filemap_add_folio</c> + the read: a PMD-sized folio
+    /// for indexes [<paramref name="first"/>, +512), each page filled from the store, the cache
+    /// holding one reference per page. Kept off the LRU lists: the model does not reclaim large
+    /// file folios. Returns false when no aligned free block was found or a page got cached meanwhile.
+    /// </summary>
+    private bool AddLargeFolio(int cpu, ulong first, bool readAheadMark)
+    {
+        long head = _phys.AllocHugeFolio(cpu, directReclaim: false);
+        if (head < 0)
+        {
+            return false;
+        }
+
+        lock (_lock)
+        {
+            bool raced = false;
+            for (ulong i = first; i < first + PhysMemory.HugeFrames && !raced; i++)
+            {
+                raced = _pages.ContainsKey(i);
+            }
+
+            if (!raced)
+            {
+                for (int i = 0; i < PhysMemory.HugeFrames; i++)
+                {
+                    FillFromStore(head + i, first + (ulong)i);
+                    AddToPageCache(head + i, first + (ulong)i);
+                }
+
+                // The allocation's reference becomes the first page's cache reference.
+                _phys.Desc(head).AddRef(PhysMemory.HugeFrames - 1);
+                _largeFolios.Add(first, head);
+                if (readAheadMark)
+                {
+                    _phys.Desc(head).SetFlagsAtomic(PageFlags.Reclaim);
+                }
+
+                Interlocked.Add(ref _readIns, PhysMemory.HugeFrames);
+                return true;
+            }
+        }
+
+        _phys.PutPage(head);
+        return false;
+    }
+
+    /// <summary>
+    /// The PMD-sized folio holding <paramref name="pfn"/>, cached at <paramref name="index"/>:
+    /// its first index and head frame, or null for a single page (or a large folio no longer whole).
+    /// </summary>
+    internal (ulong First, long Head)? LargeFolioOf(long pfn, ulong index)
+    {
+        long head = _phys.CompoundHead(pfn);
+        if (head == pfn && (_phys.Desc(pfn).Flags & (int)PageFlags.Head) == 0)
+        {
+            return null;
+        }
+
+        ulong first = index - (ulong)(pfn - head);
+        lock (_lock)
+        {
+            return _largeFolios.TryGetValue(first, out long h) && h == head ? (first, head) : null;
+        }
     }
 
     /// <summary>
@@ -463,10 +600,30 @@ public sealed class SimFile
         var doomed = new List<long>();
         lock (_lock)
         {
+            foreach (var (first, head) in _largeFolios.ToArray())
+            {
+                // A large folio goes whole: no page of it mapped or dirty, no reference but the cache's.
+                bool busy = Volatile.Read(ref _phys.EntireMapCount(head)) != 0 || _phys.Desc(head).RefCount != PhysMemory.HugeFrames;
+                for (int i = 0; i < PhysMemory.HugeFrames && !busy; i++)
+                {
+                    ref var d = ref _phys.Desc(head + i);
+                    busy = d.MapCount != 0 || (d.Flags & (int)PageFlags.Dirty) != 0;
+                }
+
+                if (!busy)
+                {
+                    for (int i = 0; i < PhysMemory.HugeFrames; i++)
+                    {
+                        DeleteFromPageCache(head + i, first + (ulong)i);
+                        doomed.Add(head + i);
+                    }
+                }
+            }
+
             foreach (var (index, pfn) in _pages.ToArray())
             {
                 ref var d = ref _phys.Desc(pfn);
-                if (d.MapCount == 0 && d.RefCount == 1 && (d.Flags & (int)PageFlags.Dirty) == 0)
+                if ((d.Flags & (int)(PageFlags.Head | PageFlags.Tail)) == 0 && d.MapCount == 0 && d.RefCount == 1 && (d.Flags & (int)PageFlags.Dirty) == 0)
                 {
                     DeleteFromPageCache(pfn, index);
                     doomed.Add(pfn);
@@ -617,13 +774,15 @@ public sealed class SimFile
     private void AddToPageCache(long pfn, ulong index)
     {
         ref var d = ref _phys.Desc(pfn);
-        // A shmem page is swap-backed (so it counts as RssShmem); a regular file page is not.
-        d.Flags = IsShmem ? (int)PageFlags.SwapBacked : 0;
+        // A shmem page is swap-backed (so it counts as RssShmem); a regular file page is not. A
+        // page of a large folio keeps its head or tail mark.
+        int compound = d.Flags & (int)(PageFlags.Head | PageFlags.Tail);
+        d.Flags = (IsShmem ? (int)PageFlags.SwapBacked : 0) | compound;
         d.SetMapCount(0);
         d.RmapAddress = index;
         d.RmapOwnerId = _ownerId;
         _pages.Add(index, pfn);
-        if (!IsShmem)
+        if (!IsShmem && compound == 0)
         {
             _phys.Lru.Add(pfn, LruList.File);
         }
@@ -647,6 +806,11 @@ public sealed class SimFile
     /// <summary>Takes a page out of the cache (<c>__filemap_remove_folio</c>): it loses its owner, so racing faults back off.</summary>
     private void DeleteFromPageCache(long pfn, ulong index)
     {
+        if (_largeFolios.Count > 0 && (_phys.Desc(pfn).Flags & (int)(PageFlags.Head | PageFlags.Tail)) != 0)
+        {
+            _largeFolios.Remove(index - (ulong)(pfn - _phys.CompoundHead(pfn)));
+        }
+
         _pages.Remove(index);
         _phys.Desc(pfn).RmapOwnerId = 0;
     }

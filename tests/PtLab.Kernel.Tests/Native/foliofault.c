@@ -1,0 +1,245 @@
+/*
+ * What one read fault on a cold file mapping brings in and maps on the host: the page-cache folios
+ * (their sizes, from /proc/kpageflags), the pages mapped (from /proc/self/pagemap), and the
+ * counters (FilePmdMapped and Rss of the mapping's smaps entry, VmPTE and RssFile of
+ * /proc/self/status).
+ *
+ * Usage: foliofault DIR MODE ADVICE TOUCHES [SHIFT]
+ *   DIR     directory for the file (on the file system under test); the file is unlinked at once
+ *   MODE    "private" or "shared"
+ *   ADVICE  "none", "hugepage", "nohugepage", "random" or "sequential" (madvise before the fault)
+ *   TOUCHES comma-separated steps in order: "rN" a load from page N of the mapping, "wN" a store,
+ *           "dN" MADV_DONTNEED of page N, "DN" MADV_DONTNEED of the 2 MiB from page N, "uN"
+ *           munmap of page N, "pN" mprotect of page N adding PROT_EXEC, "hN" MADV_NOHUGEPAGE of
+ *           the whole mapping (N ignored)
+ *   SHIFT   pages the mapping starts above a 2 MiB boundary (default 0)
+ * The file is 8 MiB (written with 4 KiB pwrite calls, then fdatasync and POSIX_FADV_DONTNEED, so
+ * the page cache starts empty); the mapping of it is 8 MiB long. Pages are numbered from the
+ * mapping's start, which is also the file's.
+ *
+ * Output, one "key value" per line: cached (pages in the cache, mincore), mapped (pages present in
+ * pagemap), folios (one line "folio FIRST ORDER" per cached folio, when kpageflags can be read),
+ * pmd_mapped_kb, rss_kb, d_vmpte_kb, d_rssfile_kb, d_rssanon_kb (changes over the fault).
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+#define SIZE (8UL << 20)
+#define NPAGES (SIZE / PAGE)
+#define KPF_COMPOUND_HEAD 15
+#define KPF_COMPOUND_TAIL 16
+#define KPF_THP 22
+
+static long status_kb(const char *key)
+{
+    char buf[8192];
+    FILE *f = fopen("/proc/self/status", "r");
+    long v = -1;
+    size_t n = strlen(key);
+    while (f && fgets(buf, sizeof buf, f))
+        if (strncmp(buf, key, n) == 0 && buf[n] == ':')
+            v = strtol(buf + n + 1, NULL, 10);
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* FilePmdMapped and Rss summed over the smaps entries that start in [lo, hi). */
+static void smaps(uintptr_t lo, uintptr_t hi, long *pmd, long *rss)
+{
+    char buf[512];
+    FILE *f = fopen("/proc/self/smaps", "r");
+    int in = 0;
+    *pmd = *rss = 0;
+    while (f && fgets(buf, sizeof buf, f)) {
+        unsigned long s, e;
+        if (sscanf(buf, "%lx-%lx ", &s, &e) == 2 && strchr(buf, '-') < strchr(buf, ' ')) {
+            in = s >= lo && s < hi;
+            continue;
+        }
+        if (in && strncmp(buf, "Rss:", 4) == 0)
+            *rss += strtol(buf + 4, NULL, 10);
+        if (in && strncmp(buf, "FilePmdMapped:", 14) == 0)
+            *pmd += strtol(buf + 14, NULL, 10);
+    }
+    if (f)
+        fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: foliofault DIR private|shared ADVICE TOUCHES [SHIFT]\n");
+        return 2;
+    }
+    int shared = strcmp(argv[2], "shared") == 0;
+    int write = strchr(argv[4], 'w') != NULL;
+    unsigned long shift = argc == 6 ? strtoul(argv[5], NULL, 0) : 0;
+    int advice = -1;
+    if (strcmp(argv[3], "hugepage") == 0)
+        advice = MADV_HUGEPAGE;
+    else if (strcmp(argv[3], "nohugepage") == 0)
+        advice = MADV_NOHUGEPAGE;
+    else if (strcmp(argv[3], "random") == 0)
+        advice = MADV_RANDOM;
+    else if (strcmp(argv[3], "sequential") == 0)
+        advice = MADV_SEQUENTIAL;
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/foliofault-%d", argv[1], getpid());
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) {
+        perror(path);
+        return 1;
+    }
+    unlink(path);
+    static char buf[PAGE];
+    for (unsigned long off = 0; off < SIZE; off += PAGE) {
+        memset(buf, (int)(off >> 12) | 1, PAGE);
+        if (pwrite(fd, buf, PAGE, (off_t)off) != (ssize_t)PAGE) {
+            perror("pwrite");
+            return 1;
+        }
+    }
+    fdatasync(fd);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+
+    /* A 2 MiB-aligned place: reserve 10 MiB, keep the aligned 8 MiB. */
+    char *res = mmap(NULL, SIZE + (4UL << 20), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uintptr_t at = (((uintptr_t)res + (2UL << 20) - 1) & ~((2UL << 20) - 1)) + shift * PAGE;
+    munmap(res, SIZE + (4UL << 20));
+    int prot = PROT_READ | (write ? PROT_WRITE : 0);
+    char *p = mmap((void *)at, SIZE, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE, fd, 0);
+    if (p == MAP_FAILED) {
+        perror("mmap");
+        return 1;
+    }
+    if (advice >= 0 && madvise(p, SIZE, advice) != 0) {
+        perror("madvise");
+        return 1;
+    }
+
+    /* A second mapping of the file under MADV_RANDOM, never touched before the steps: mincore
+     * of it shows the page cache however the first mapping is cut up; afterwards it maps the
+     * cached pages one by one (a cached page faults in without a read, and MADV_RANDOM starts no
+     * readahead), so their frames and folio sizes can be read. */
+    char *q = mmap(NULL, SIZE, PROT_READ, MAP_SHARED, fd, 0);
+    madvise(q, SIZE, MADV_RANDOM);
+    static unsigned char vec[NPAGES];
+    mincore(q, SIZE, vec);
+    int cached0 = 0;
+    for (unsigned long i = 0; i < NPAGES; i++)
+        cached0 += vec[i] & 1;
+
+    static char stepbuf[1 << 14];
+    int steps = 0;
+    /* Everything the steps' bookkeeping touches is touched once before the baseline. */
+    memset(stepbuf, 0, sizeof stepbuf);
+    snprintf(stepbuf, sizeof stepbuf, "step %c%lu d_vmpte_kb %ld\n", 'x', 1UL, status_kb("VmPTE"));
+    long pte0 = status_kb("VmPTE"), file0 = status_kb("RssFile"), anon0 = status_kb("RssAnon");
+    for (char *t = argv[4]; *t;) {
+        char kind = *t++;
+        unsigned long page = strtoul(t, &t, 0);
+        if (page >= NPAGES) {
+            fprintf(stderr, "page %lu is outside the mapping\n", page);
+            return 2;
+        }
+        char *at = p + page * PAGE;
+        int rc = 0;
+        if (kind == 'w')
+            *(volatile char *)at = 7;
+        else if (kind == 'r')
+            (void)*(volatile char *)at;
+        else if (kind == 'd')
+            rc = madvise(at, PAGE, MADV_DONTNEED);
+        else if (kind == 'D')
+            rc = madvise(at, 2UL << 20, MADV_DONTNEED);
+        else if (kind == 'u')
+            rc = munmap(at, PAGE);
+        else if (kind == 'p')
+            rc = mprotect(at, PAGE, prot | PROT_EXEC);
+        else if (kind == 'h')
+            rc = madvise(p, SIZE, MADV_NOHUGEPAGE);
+        else {
+            fprintf(stderr, "unknown step '%c'\n", kind);
+            return 2;
+        }
+        if (rc != 0) {
+            perror("step");
+            return 1;
+        }
+        /* Into a static buffer: stdout's buffer, allocated at its first use, would move RssAnon. */
+        steps += snprintf(stepbuf + steps, sizeof stepbuf - (size_t)steps, "step %c%lu d_vmpte_kb %ld d_rssfile_kb %ld d_rssanon_kb %ld\n",
+                          kind, page, status_kb("VmPTE") - pte0, status_kb("RssFile") - file0, status_kb("RssAnon") - anon0);
+        if (*t == ',')
+            t++;
+    }
+    long pte1 = status_kb("VmPTE"), file1 = status_kb("RssFile"), anon1 = status_kb("RssAnon");
+
+    long pmd, rss;
+    smaps((uintptr_t)p, (uintptr_t)p + SIZE, &pmd, &rss);
+    mincore(q, SIZE, vec);
+    int cached = 0;
+    for (unsigned long i = 0; i < NPAGES; i++)
+        cached += vec[i] & 1;
+
+    static uint64_t pm[NPAGES];
+    int pmfd = open("/proc/self/pagemap", O_RDONLY);
+    pread(pmfd, pm, sizeof pm, (off_t)((uintptr_t)p / PAGE * 8));
+    int mapped = 0;
+    unsigned long lo = NPAGES, hi = 0;
+    for (unsigned long i = 0; i < NPAGES; i++)
+        if (pm[i] >> 63) {
+            mapped++;
+            if (i < lo)
+                lo = i;
+            hi = i + 1;
+        }
+    fputs(stepbuf, stdout);
+    printf("cached_before %d\ncached %d\nmapped %d\nmapped_range %lu %lu\n", cached0, cached, mapped, lo, hi);
+    for (unsigned long i = 0; i < NPAGES;) {
+        unsigned long j = i;
+        while (j < NPAGES && (vec[j] & 1) == (vec[i] & 1))
+            j++;
+        if (vec[i] & 1)
+            printf("cached_range %lu %lu\n", i, j);
+        i = j;
+    }
+
+    for (unsigned long i = 0; i < NPAGES; i++)
+        if (vec[i] & 1)
+            (void)((volatile char *)q)[i * PAGE];
+    pread(pmfd, pm, sizeof pm, (off_t)((uintptr_t)q / PAGE * 8));
+    int kf = open("/proc/kpageflags", O_RDONLY);
+    if (kf >= 0) {
+        unsigned long i = 0;
+        while (i < NPAGES) {
+            uint64_t pfn = pm[i] & ((1ULL << 55) - 1);
+            uint64_t fl = 0;
+            if (!(pm[i] >> 63) || pfn == 0 || pread(kf, &fl, 8, (off_t)(pfn * 8)) != 8) {
+                i++;
+                continue;
+            }
+            /* Count the folio: head, then tails by pfn. */
+            unsigned long n = 1;
+            if (fl & (1ULL << KPF_COMPOUND_HEAD)) {
+                uint64_t t;
+                while (pread(kf, &t, 8, (off_t)((pfn + n) * 8)) == 8 && (t & (1ULL << KPF_COMPOUND_TAIL)))
+                    n++;
+            }
+            printf("folio %lu pages %lu head %d tail %d thp %d\n", i, n, !!(fl & (1ULL << KPF_COMPOUND_HEAD)),
+                   !!(fl & (1ULL << KPF_COMPOUND_TAIL)), !!(fl & (1ULL << KPF_THP)));
+            i += (fl & (1ULL << KPF_COMPOUND_TAIL)) ? 1 : n;
+        }
+    }
+    printf("pmd_mapped_kb %ld\nrss_kb %ld\nd_vmpte_kb %ld\nd_rssfile_kb %ld\nd_rssanon_kb %ld\n", pmd, rss, pte1 - pte0,
+           file1 - file0, anon1 - anon0);
+    return 0;
+}
