@@ -44,6 +44,8 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
         { "r517,D512,h,r600", false },
         { "r517,u600,r601", false },
         { "r517,p600,r601,r530", true },
+        { "r517,p600,r601,w700", true },
+        { "r517,w600,r517", false },
     };
 
     [LinuxTheory]

@@ -51,12 +51,9 @@ public sealed partial class MmStruct
         ulong index = vma.LinearPageIndex(addr);
         if (FaultAroundPages > 1)
         {
-            switch (DoFaultAround(cpu, vma, addr, index, pmdTable, pmdIndex))
+            if (FaultAround(cpu, vma, addr, index, pmdTable, pmdIndex) is { } done)
             {
-                case FaultAroundResult.Mapped:
-                    return FaultOutcome.Ok;
-                case FaultAroundResult.Oom:
-                    return FaultOutcome.Oom;
+                return done;
             }
         }
 
@@ -74,17 +71,57 @@ public sealed partial class MmStruct
                 return FaultOutcome.Oom;
             }
 
-            switch (DoFaultAround(cpu, vma, addr, index, pmdTable, pmdIndex))
+            if (FaultAround(cpu, vma, addr, index, pmdTable, pmdIndex) is { } done)
             {
-                case FaultAroundResult.Mapped:
-                    return FaultOutcome.Ok;
-                case FaultAroundResult.Oom:
-                    return FaultOutcome.Oom;
+                return done;
+            }
+        }
+        else if (!file.IsShmem && ClearReadAheadMark(vma, file, index))
+        {
+            // do_async_mmap_readahead found the mark: it drops mmap_lock to start the next
+            // window's I/O (not modelled), so the fault is retried, and fault-around now maps
+            // the page's folio (a large one whole, or by a PMD leaf).
+            if (FaultAround(cpu, vma, addr, index, pmdTable, pmdIndex) is { } done)
+            {
+                return done;
             }
         }
 
         long pfn = FilemapFaultPage(cpu, vma, file, index);
         return pfn < 0 ? FaultOutcome.Oom : FinishFault(cpu, vma, addr, pfn, index, write: false, pmdTable, pmdIndex);
+    }
+
+    /// <summary><see cref="DoFaultAround"/> as the fault's outcome: null when it did not map the faulting page.</summary>
+    private FaultOutcome? FaultAround(Cpu cpu, Vma vma, ulong addr, ulong index, long pmdTable, int pmdIndex) =>
+        DoFaultAround(cpu, vma, addr, index, pmdTable, pmdIndex) switch
+        {
+            FaultAroundResult.Mapped => FaultOutcome.Ok,
+            FaultAroundResult.Oom => FaultOutcome.Oom,
+            _ => null,
+        };
+
+    /// <summary>
+    /// <c>do_async_mmap_readahead</c>'s test: clears PG_readahead on the cached folio of
+    /// <paramref name="index"/> and returns true, unless the VMA is MADV_RANDOM or the file has
+    /// no readahead window; false when there is no mark.
+    /// </summary>
+    private bool ClearReadAheadMark(Vma vma, SimFile file, ulong index)
+    {
+        if ((vma.Flags & VmFlags.RandRead) != 0 || file.ReadAheadPages == 0)
+        {
+            return false;
+        }
+
+        long pfn = file.FindGetPage(index);
+        if (pfn < 0)
+        {
+            return false;
+        }
+
+        long head = Phys.CompoundHead(pfn);
+        bool marked = (Phys.Desc(head).ClearFlagsAtomic(PageFlags.Reclaim) & PageFlags.Reclaim) != 0;
+        Phys.PutPage(pfn);
+        return marked;
     }
 
     /// <summary>
