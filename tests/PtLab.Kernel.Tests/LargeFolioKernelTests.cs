@@ -99,16 +99,24 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
             return [.. seen];
         }
 
-        string[] model;
-        using (var m = new ModelTarget(new MachineOptions { PageData = false, ReadAheadKb = ReadAheadKb, Thp = MappingDifferential.HostThp, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
-        {
-            model = Run(m, 1UL << 39);
-        }
-
         string[] kernel;
         using (var k = new KernelTarget())
         {
             kernel = Run(k, KernelTarget.FindFreeRegion(PgdSlot, PgdSlot));
+        }
+
+        if (!kernel[0].Contains(" file 2048 ", StringComparison.Ordinal))
+        {
+            // The model builds PMD-sized folios as 6.18 on ext4 does; a file system or kernel that
+            // reads the 2 MiB as single pages cannot be compared with it.
+            output.WriteLine($"SKIP: the host's first fault did not map the faulting 2 MiB folio ({kernel[0]}): no large folios for files in {KernelTarget.DiskBackedTempDirectory()}");
+            return;
+        }
+
+        string[] model;
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, ReadAheadKb = ReadAheadKb, Thp = MappingDifferential.HostThp, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
+        {
+            model = Run(m, 1UL << 39);
         }
 
         for (int i = 0; i < steps.Length; i++)
