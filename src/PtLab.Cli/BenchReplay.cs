@@ -166,11 +166,18 @@ internal static class BenchReplay
                     stdout.WriteLine("  the model alone (its faults and calls, no trace): " + model + "   thread " + model.Thread);
                 }
 
-                // Per event, from the best rounds: the reader's CPU (its threads), the replay's thread
-                // (dispatch and model) and the model's thread alone; the rest of the replay's thread is dispatch.
-                double readerNs = 1e9 / read.BestCpu, threadNs = 1e9 / replay.BestThread;
-                string split = ops is null ? "" : string.Create(ci, $" = model {1e9 / model.BestThread:F0} ns + dispatch {threadNs - (1e9 / model.BestThread):F0} ns");
-                stdout.WriteLine(string.Create(ci, $"per event (CPU, best rounds): reader {readerNs:F0} ns on its own thread; the replay's thread {threadNs:F0} ns{split}"));
+                // Per event, medians over the rounds: the reader's CPU (its threads), the replay's thread
+                // (dispatch and model) and the model's thread alone. The dispatch is the median of each
+                // round's difference between the last two, measured a moment apart on the same host.
+                double readerNs = 1e9 / Median(read.CpuRates), threadNs = 1e9 / Median(replay.ThreadRates);
+                string split = "";
+                if (ops is not null)
+                {
+                    double dispatchNs = Median([.. replay.ThreadRates.Zip(model.ThreadRates, (r, m) => (1e9 / r) - (1e9 / m))]);
+                    split = string.Create(ci, $" = model {1e9 / Median(model.ThreadRates):F0} ns + dispatch {dispatchNs:F0} ns");
+                }
+
+                stdout.WriteLine(string.Create(ci, $"per event (CPU, median of the rounds): reader {readerNs:F0} ns on its own thread; the replay's thread {threadNs:F0} ns{split}"));
                 stdout.WriteLine(string.Create(ci, $"end to end, cores used (CPU time / wall time, median): {replay.Cores:F2}"));
 
                 stdout.WriteLine(string.Create(ci, $"page data off, 1 CPU, {runs} rounds after a warm-up; {Environment.ProcessorCount} CPUs on this host"));
@@ -213,9 +220,9 @@ internal static class BenchReplay
 
         public int Count => _wall.Count;
 
-        public double BestCpu => _cpu.Max();
+        public List<double> CpuRates => _cpu;
 
-        public double BestThread => _thread.Max();
+        public List<double> ThreadRates => _thread;
 
         /// <summary>The median of the process's CPU time over wall time: how many cores the measurement kept busy.</summary>
         public double Cores => Median(_cores);
