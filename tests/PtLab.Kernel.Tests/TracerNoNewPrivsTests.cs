@@ -11,25 +11,8 @@ namespace PtLab.Kernel.Tests;
 /// </summary>
 public sealed class DroppedCapabilityFactAttribute : FactAttribute
 {
-    public DroppedCapabilityFactAttribute()
-    {
-        if (!KernelTarget.IsSupported)
-        {
-            Skip = "needs Linux on x86-64: this test runs the recorder's tracer";
-        }
-        else if (!NativeBuild.IsAvailable(out string reason))
-        {
-            Skip = reason;
-        }
-        else if (LibC.Geteuid() != 0)
-        {
-            Skip = "needs root: the test drops CAP_SYS_ADMIN from the bounding set, which takes CAP_SETPCAP";
-        }
-        else if (TracerNoNewPrivsTests.Setpriv() is null)
-        {
-            Skip = "needs setpriv (util-linux) on the PATH";
-        }
-    }
+    public DroppedCapabilityFactAttribute() =>
+        Skip = RootNativeFactAttribute.SkipReason() ?? (TracerNoNewPrivsTests.Setpriv() is null ? "needs setpriv (util-linux) on the PATH" : null);
 }
 
 /// <summary>

@@ -298,8 +298,15 @@ public sealed partial class MmStruct
                     if (Phys.Desc(Phys.CompoundHead(pfn)).Has(PageFlags.Mlocked))
                     {
                         // folio_test_unevictable: the kernel isolates it and puts it straight back
-                        // (folio_putback_lru), so reclaim never sees it. A VMA that lost VM_LOCKED
-                        // without munlocking its pages (the old range of MREMAP_DONTUNMAP) keeps them.
+                        // (folio_putback_lru), so reclaim never sees it, but lru_add resets its
+                        // mlock_count to 0. A VMA that lost VM_LOCKED without munlocking its pages
+                        // (the old range of MREMAP_DONTUNMAP) keeps them.
+                        if (!shmem && Phys.Lru.Isolate(pfn))
+                        {
+                            Phys.Lru.Add(pfn, LruList.Unevictable);
+                            Phys.PutPage(pfn);
+                        }
+
                         continue;
                     }
 

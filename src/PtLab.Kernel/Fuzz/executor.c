@@ -401,11 +401,17 @@ static long slot_referenced_kb(void)
             nl = end;
         *nl = 0;
         if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')) {
-            unsigned long s, e, off, inode;
-            unsigned int major, minor;
-            char perms[8];
-            counted = sscanf(p, "%lx-%lx %7s %lx %x:%x %lu", &s, &e, perms, &off, &major, &minor, &inode) == 7
-                && s >= ref_start && e <= ref_end && perms[3] == 'p' && inode == 0;
+            /* START-END PERMS OFFSET DEV INODE [PATH], parsed by hand: no scanf, whose first use
+             * could allocate memory the model never sees */
+            char *q;
+            unsigned long s = strtoul(p, &q, 16);
+            unsigned long e = strtoul(q + 1, &q, 16);
+            const char *perms = q + 1;
+            q = strchr(q + 1, ' ');              /* after PERMS */
+            q = q ? strchr(q + 1, ' ') : NULL;   /* after OFFSET */
+            q = q ? strchr(q + 1, ' ') : NULL;   /* after DEV */
+            unsigned long inode = q ? strtoul(q + 1, NULL, 10) : 1;
+            counted = s >= ref_start && e <= ref_end && perms[3] == 'p' && inode == 0;
         } else if (counted && !strncmp(p, "Referenced:", 11)) {
             kb += strtol(p + 11, NULL, 10);
         }
@@ -797,6 +803,9 @@ static void exercise_slot(void)
         die("a mapping placed by the kernel did not land at the top of the slot");
     munmap(q, 2 << 20);
     do_maps();
+    ref_start = slot_start;
+    ref_end = slot_end;
+    (void)slot_referenced_kb();
     reset_slot();
     out_len = 0;
 }
