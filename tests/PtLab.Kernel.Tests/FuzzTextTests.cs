@@ -38,6 +38,8 @@ public sealed class FuzzTextTests
     [InlineData("SIGSEGV:SEGV_MAPERR@S+0x325e000 pte=20 anon=0 |")]
     [InlineData("SIGSEGV:SEGV_ACCERR@S+0x1 pte=20 anon=0")]
     [InlineData("0 pte=-4 anon=0")]
+    [InlineData("0 pte=12 anon=64 ref=64 | S+0x0-S+0x10000:rw-p")]
+    [InlineData("ENOMEM pte=16 anon=128 file=4 shmem=8 ref=0")]
     public void AnOutcomeReadsBackAsWritten(string text) =>
         Assert.Equal(text, FuzzText.FormatOutcome(FuzzText.ParseOutcome(text, Slot), Slot));
 
@@ -49,6 +51,16 @@ public sealed class FuzzTextTests
     [InlineData("madvise S+0x1000 0x1000 MADV_SOMETIMES", "'MADV_SOMETIMES' is not a number")]
     public void ABadOperationSaysWhatIsWrong(string text, string message) =>
         Assert.Contains(message, Assert.Throws<FormatException>(() => FuzzText.ParseOp(text, Slot)).Message);
+
+    [Fact]
+    public void TheReferencedFigureIsComparedOnlyWhereBothSidesMeasuredIt()
+    {
+        var kernel = FuzzText.ParseOutcome("0 pte=12 anon=64 ref=64", Slot);
+        Assert.Equal(["Referenced"], kernel.DifferencesFrom(kernel with { RefKb = 0 }));
+        Assert.Empty(kernel.DifferencesFrom(kernel with { RefKb = -1 })); // an older case without ref=
+        Assert.Equal(-1, FuzzText.ParseOutcome("0 pte=12 anon=64", Slot).RefKb);
+        Assert.Throws<FormatException>(() => FuzzText.ParseOutcome("0 pte=12 anon=64 ref=x", Slot));
+    }
 
     [Fact]
     public void ACaseFileReadsBackAsWrittenAndItsErrorsNameTheLine()

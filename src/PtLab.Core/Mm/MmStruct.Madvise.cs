@@ -17,12 +17,12 @@ public sealed partial class MmStruct
         bool free = advice == Advice.Free;
         bool setsFlags = advice is Advice.Normal or Advice.Random or Advice.Sequential
             or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump;
-        bool noop = advice is Advice.WillNeed or Advice.Cold;
-        bool pageout = advice == Advice.PageOut;
+        bool noop = advice == Advice.WillNeed;
+        bool coldOrPageout = advice is Advice.Cold or Advice.PageOut;
         bool remove = advice == Advice.Remove;
         bool ptReclaim = advice == Advice.PtReclaim && Design is IExplicitTableReclaim;
         bool populate = advice is Advice.PopulateRead or Advice.PopulateWrite;
-        if (!zap && !free && !setsFlags && !noop && !remove && !pageout && !ptReclaim && !populate)
+        if (!zap && !free && !setsFlags && !noop && !remove && !coldOrPageout && !ptReclaim && !populate)
         {
             return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
@@ -99,9 +99,9 @@ public sealed partial class MmStruct
                     {
                         MadvisePtReclaimRange(cpu, tlb, start, tmp);
                     }
-                    else if (pageout)
+                    else if (coldOrPageout)
                     {
-                        MadvisePageoutRange(cpu, tlb, start, tmp);
+                        MadviseColdOrPageoutRange(cpu, tlb, start, tmp, advice == Advice.PageOut);
                     }
                     else if (advice == Advice.WillNeed && vma.File is { IsShmem: false } file)
                     {
@@ -235,16 +235,19 @@ public sealed partial class MmStruct
     };
 
     /// <summary>
-    /// <c>madvise_cold_or_pageout_pte_range</c> with pageout, then <c>reclaim_pages</c>, one PTE table
-    /// at a time: every exclusive anonymous page mapped in [start, end) loses its young bit and,
-    /// unless mlocked (unevictable), is isolated from its LRU list; once the table is unlocked, reclaim runs on them without the
-    /// referenced check. A clean lazy-free page is discarded; a written one becomes swap-backed again;
-    /// a swap-backed page goes to swap if there is one and stays otherwise; a page-cache page is
-    /// unmapped and, clean and unheld, evicted; a shmem page is unmapped and stays in its file
-    /// (the model has no shmem swap-out: as the kernel without swap, where <c>shmem_writeout</c>
-    /// keeps it). The tables stay.
+    /// <c>madvise_cold_or_pageout_pte_range</c>, one PTE table at a time. Each page it may touch
+    /// is mapped once (exclusive) and on an LRU list. MADV_COLD clears the young bit of its entry
+    /// (and its TLB entry) and deactivates it, which in the model's single list per kind leaves it
+    /// where it is. MADV_PAGEOUT leaves the entry as it is (since Linux 6.10 reclaim ignores the
+    /// references instead of the walk clearing them) and isolates the page unless mlocked
+    /// (unevictable: the kernel puts it straight back); once the table is unlocked,
+    /// <c>reclaim_pages</c> runs on them. A clean lazy-free page is discarded; a written one becomes
+    /// swap-backed again; a swap-backed page goes to swap if there is one and stays, still young,
+    /// otherwise; a page-cache page is unmapped and, clean and unheld, evicted; a shmem page is
+    /// unmapped and stays in its file (the model has no shmem swap-out: as the kernel without swap,
+    /// where <c>shmem_writeout</c> keeps it). The tables stay.
     /// </summary>
-    private void MadvisePageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end)
+    private void MadviseColdOrPageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end, bool pageout)
     {
         MmapLock.AssertHeld(cpu.Id);
         var isolated = new List<long>();
@@ -273,33 +276,47 @@ public sealed partial class MmStruct
 
                     long pfn = Entry.Pfn(e);
                     ref var pd = ref Phys.Desc(pfn);
-                    if (pd.MapCount != 1)
+                    bool shmem = Phys.RmapOwner(pfn) is SimFile { IsShmem: true };
+                    // Shmem pages sit on no LRU list of the model; the kernel's are on one.
+                    if (pd.MapCount != 1 || (!shmem && pd.Lru == LruList.None))
                     {
-                        continue; // mapped more than once
+                        continue; // mapped more than once, or not on an LRU list
+                    }
+
+                    if (!pageout)
+                    {
+                        if (Entry.IsYoung(e))
+                        {
+                            ulong old = PtepGetAndClear(cpu, pteTable, i);
+                            SetPteAt(cpu, pteTable, i, Entry.MkOld(old));
+                            tlb.RemoveTlbEntry(va);
+                        }
+
+                        continue; // folio_deactivate
                     }
 
                     if (Phys.Desc(Phys.CompoundHead(pfn)).Has(PageFlags.Mlocked))
                     {
                         // folio_test_unevictable: the kernel isolates it and puts it straight back
-                        // (folio_putback_lru), so reclaim never sees it. A VMA that lost VM_LOCKED
-                        // without munlocking its pages (the old range of MREMAP_DONTUNMAP) keeps them.
+                        // (folio_putback_lru), so reclaim never sees it, but lru_add resets its
+                        // mlock_count to 0. A VMA that lost VM_LOCKED without munlocking its pages
+                        // (the old range of MREMAP_DONTUNMAP) keeps them.
+                        if (!shmem && Phys.Lru.Isolate(pfn))
+                        {
+                            Phys.Lru.Add(pfn, LruList.Unevictable);
+                            Phys.PutPage(pfn);
+                        }
+
                         continue;
                     }
 
-                    if (Phys.RmapOwner(pfn) is SimFile { IsShmem: true })
+                    if (shmem)
                     {
-                        Phys.GetPage(pfn); // shmem pages sit on no LRU list of the model: a reference stands for the isolation
+                        Phys.GetPage(pfn); // a reference stands for the isolation
                     }
                     else if (!Phys.Lru.Isolate(pfn))
                     {
-                        continue; // not on an LRU list
-                    }
-
-                    if (Entry.IsYoung(e))
-                    {
-                        ulong old = PtepGetAndClear(cpu, pteTable, i);
-                        SetPteAt(cpu, pteTable, i, Entry.MkOld(old));
-                        tlb.RemoveTlbEntry(va);
+                        continue; // taken off its list meanwhile
                     }
 
                     isolated.Add(pfn);
@@ -308,7 +325,7 @@ public sealed partial class MmStruct
                 PteUnmapUnlock(cpu, pteTable);
                 if (isolated.Count > 0)
                 {
-                    tlb.Flush(); // reclaim must not race a stale young, writable TLB entry
+                    tlb.Flush(); // reclaim must not race a stale writable TLB entry
                     Machine.Vmscan.ReclaimIsolated(cpu, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(isolated));
                     isolated.Clear();
                 }

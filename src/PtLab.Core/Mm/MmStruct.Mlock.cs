@@ -286,53 +286,72 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// <c>mlock_vma_pages_range</c>: marks the pages mapped in [start, end) mlocked (onto the
-    /// unevictable list), or clears the mark (back to the list reclaim scans).
+    /// <c>mlock_vma_pages_range</c> (<c>mlock_pte_range</c>): each folio mapped in [start, end) is
+    /// mlocked once more (<c>mlock_folio</c>), or munlocked once (<c>munlock_folio</c>), once per
+    /// folio however many of its pages the range maps.
     /// </summary>
     private void MlockVmaPagesRange(Cpu cpu, ulong start, ulong end, bool mlock)
     {
-        ForEachMappedPage(cpu, start, end, pfn => SetMlocked(pfn, mlock));
+        long last = -1;
+        ForEachMappedPage(cpu, start, end, pfn =>
+        {
+            long head = Phys.CompoundHead(pfn);
+            if (head == last)
+            {
+                return; // the next page of the same huge folio
+            }
+
+            last = head;
+            if (mlock)
+            {
+                MlockFolio(head);
+            }
+            else
+            {
+                MunlockFolio(head);
+            }
+        });
     }
 
-    /// <summary>Marks a page (its folio's head) mlocked or not, and moves it to the LRU list that now fits.</summary>
-    internal void SetMlocked(long pfn, bool mlock)
+    /// <summary>
+    /// <c>mlock_folio</c>: sets PG_mlocked and counts one more locked mapping
+    /// (<c>folio->mlock_count</c>), moving the page to the unevictable list the first time.
+    /// </summary>
+    private void MlockFolio(long pfn)
     {
         long head = Phys.CompoundHead(pfn);
-        ref var d = ref Phys.Desc(head);
-        var before = mlock ? d.SetFlagsAtomic(PageFlags.Mlocked) : d.ClearFlagsAtomic(PageFlags.Mlocked);
-        if (((before & PageFlags.Mlocked) != 0) == mlock)
-        {
-            return;
-        }
+        Phys.Desc(head).SetFlagsAtomic(PageFlags.Mlocked);
+        Phys.Lru.MlockFolio(head);
+    }
 
-        var list = mlock ? LruList.Unevictable : (d.Flags & (int)PageFlags.SwapBacked) != 0 ? LruList.Anon : LruList.File;
-        Phys.Lru.Move(head, list);
+    /// <summary>
+    /// <c>munlock_folio</c>: one locked mapping fewer; the last one clears PG_mlocked and moves the
+    /// page back to the list reclaim scans. A page locked through two VMAs (a file page mapped
+    /// twice, a shared anonymous page locked by parent and child) stays mlocked until both let go.
+    /// </summary>
+    private void MunlockFolio(long pfn)
+    {
+        long head = Phys.CompoundHead(pfn);
+        var list = Phys.Desc(head).Has(PageFlags.SwapBacked) ? LruList.Anon : LruList.File;
+        Phys.Lru.MunlockFolio(head, list);
     }
 
     /// <summary>
     /// <c>mlock_vma_folio</c> as <c>folio_add_file_rmap_ptes</c> calls it: a small page-cache or shmem
-    /// page mapped into a <c>VM_LOCKED</c> VMA becomes mlocked, whether a fault or fault-around mapped it.
+    /// page mapped into a <c>VM_LOCKED</c> VMA is mlocked once more, whether a fault or fault-around mapped it.
     /// </summary>
     private void MlockVmaFolio(long pfn, Vma vma)
     {
         if ((vma.Flags & VmFlags.Locked) != 0 && !Phys.IsHugeFrame(pfn))
         {
-            SetMlocked(pfn, true);
+            MlockFolio(pfn);
         }
     }
 
     /// <summary>
-    /// <c>munlock_vma_folio</c>: a page unmapped from a <c>VM_LOCKED</c> VMA is munlocked. The kernel
-    /// counts the locked mappings (<c>mlock_count</c>) and keeps the mark until the last goes; the
-    /// model keeps one bit, so a page locked through two VMAs loses it with the first.
+    /// <c>munlock_vma_folio</c>: a page unmapped from a <c>VM_LOCKED</c> VMA is munlocked once.
     /// </summary>
-    private void MunlockVmaFolio(long pfn)
-    {
-        if (Phys.Desc(Phys.CompoundHead(pfn)).Has(PageFlags.Mlocked))
-        {
-            SetMlocked(pfn, false);
-        }
-    }
+    private void MunlockVmaFolio(long pfn) => MunlockFolio(pfn);
 
     /// <summary>The LRU list for a page just mapped in <paramref name="vma"/> (<c>folio_add_lru_vma</c>).</summary>
     private void LruAddNewPage(long pfn, Vma vma)
@@ -340,6 +359,8 @@ public sealed partial class MmStruct
         if ((vma.Flags & VmFlags.Locked) != 0)
         {
             Phys.Desc(pfn).SetFlagsAtomic(PageFlags.Mlocked); // mlock_new_folio
+            Phys.Lru.AddNewMlocked(pfn);
+            return;
         }
 
         Phys.Lru.Add(pfn, LruList.Anon);

@@ -72,6 +72,77 @@ internal sealed class LruLists
     }
 
     /// <summary>
+    /// <c>__mlock_folio</c>: a page just mlocked (PG_mlocked set by the caller) through one more
+    /// <c>VM_LOCKED</c> mapping. On the unevictable list its count goes up; on an evictable list
+    /// it moves there with a count of one; isolated (on no list), nothing more can be done.
+    /// </summary>
+    public void MlockFolio(long pfn)
+    {
+        RawSpinLock.Lock(ref _lock);
+        ref var d = ref _phys.Desc(pfn);
+        if (d.Lru == LruList.Unevictable)
+        {
+            if (d.Has(PageFlags.Mlocked))
+            {
+                d.MlockCount++;
+            }
+        }
+        else if (d.Lru != LruList.None && d.Has(PageFlags.Mlocked))
+        {
+            DelLocked(pfn);
+            AddLocked(pfn, LruList.Unevictable);
+            d.MlockCount = 1;
+        }
+
+        RawSpinLock.Unlock(ref _lock);
+    }
+
+    /// <summary>
+    /// <c>__mlock_new_folio</c>: a new page mapped into a <c>VM_LOCKED</c> VMA goes straight to
+    /// the unevictable list, counted once.
+    /// </summary>
+    public void AddNewMlocked(long pfn)
+    {
+        RawSpinLock.Lock(ref _lock);
+        AddLocked(pfn, LruList.Unevictable);
+        _phys.Desc(pfn).MlockCount = 1;
+        RawSpinLock.Unlock(ref _lock);
+    }
+
+    /// <summary>
+    /// <c>__munlock_folio</c>: one <c>VM_LOCKED</c> mapping let go of the page. On the unevictable
+    /// list its count goes down, and only the last clears PG_mlocked and moves it to
+    /// <paramref name="evictable"/>; a count that isolation reset to 0 (<c>lru_add</c> errs low)
+    /// takes the first munlock for the last. An isolated page just loses PG_mlocked.
+    /// </summary>
+    public void MunlockFolio(long pfn, LruList evictable)
+    {
+        RawSpinLock.Lock(ref _lock);
+        ref var d = ref _phys.Desc(pfn);
+        if (d.Lru == LruList.Unevictable)
+        {
+            int count = d.MlockCount;
+            if (count > 0)
+            {
+                d.MlockCount = --count;
+            }
+
+            if (count == 0)
+            {
+                d.ClearFlagsAtomic(PageFlags.Mlocked);
+                DelLocked(pfn);
+                AddLocked(pfn, evictable);
+            }
+        }
+        else
+        {
+            d.ClearFlagsAtomic(PageFlags.Mlocked);
+        }
+
+        RawSpinLock.Unlock(ref _lock);
+    }
+
+    /// <summary>
     /// <c>folio_isolate_lru</c>: takes one page off its LRU list with an extra reference held for
     /// the caller; false when it is on none (being freed, or isolated by someone else).
     /// </summary>
@@ -122,6 +193,16 @@ internal sealed class LruLists
         int l = (int)list;
         d.Lru = list;
         d.LruPrev = -1;
+        if (list == LruList.Unevictable)
+        {
+            // lruvec_add_folio links no unevictable folio; lru_add sets mlock_count to 0 (an
+            // undercount that reclaim would fix), which the mlock paths then raise.
+            d.LruNext = -1;
+            d.MlockCount = 0;
+            _count[l]++;
+            return;
+        }
+
         d.LruNext = _head[l];
         if (_head[l] >= 0)
         {
@@ -140,6 +221,14 @@ internal sealed class LruLists
     {
         ref var d = ref _phys.Desc(pfn);
         int l = (int)d.Lru;
+        if (d.Lru == LruList.Unevictable)
+        {
+            d.Lru = LruList.None;
+            d.LruPrev = d.LruNext = -1;
+            _count[l]--;
+            return;
+        }
+
         if (d.LruPrev >= 0)
         {
             _phys.Desc(d.LruPrev).LruNext = d.LruNext;

@@ -205,6 +205,17 @@ public struct PageDescriptor
         set => _lruNext = (_lruNext & ~LinkMask) | (int)(value + 1);
     }
 
+    /// <summary>
+    /// <c>folio->mlock_count</c>: how many <c>VM_LOCKED</c> mappings have mlocked the page, kept
+    /// while it is on the unevictable list, which, as in the kernel, links nothing: the word of
+    /// its LRU links holds the count. 0 off that list.
+    /// </summary>
+    internal int MlockCount
+    {
+        readonly get => Lru == LruList.Unevictable ? _lruPrev : 0;
+        set => _lruPrev = value;
+    }
+
     /// <summary>A table page's generation: unique per table allocation, so a stale reference is recognised.</summary>
     public readonly int Generation => (Flags & (int)PageFlags.Table) != 0 ? (int)Aux : 0;
 

@@ -67,9 +67,13 @@ public readonly record struct VmaLine(ulong Start, ulong End, string Perms);
 /// <param name="Layout">The VMAs in the slot, or null when not asked for.</param>
 /// <param name="FileKb">RssFile over the side's baseline, in kB.</param>
 /// <param name="ShmemKb">RssShmem over the side's baseline, in kB.</param>
-public sealed record OpOutcome(OpResult Result, long PteKb, long AnonKb, IReadOnlyList<VmaLine>? Layout, long FileKb = 0, long ShmemKb = 0)
+/// <param name="RefKb">
+/// After madvise, the smaps Referenced figure of the slot's private anonymous VMAs in kB (the
+/// pages whose entries are young); -1 when not measured (other operations, older case files).
+/// </param>
+public sealed record OpOutcome(OpResult Result, long PteKb, long AnonKb, IReadOnlyList<VmaLine>? Layout, long FileKb = 0, long ShmemKb = 0, long RefKb = -1)
 {
-    /// <summary>What differs between this (the kernel) and <paramref name="model"/>: "result", "VmPTE", "RssAnon", "RssFile", "RssShmem", "layout".</summary>
+    /// <summary>What differs between this (the kernel) and <paramref name="model"/>: "result", "VmPTE", "RssAnon", "RssFile", "RssShmem", "Referenced", "layout".</summary>
     public IReadOnlyList<string> DifferencesFrom(OpOutcome model, bool compareAnon = true)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -97,6 +101,11 @@ public sealed record OpOutcome(OpResult Result, long PteKb, long AnonKb, IReadOn
         if (ShmemKb != model.ShmemKb)
         {
             d.Add("RssShmem");
+        }
+
+        if (RefKb >= 0 && model.RefKb >= 0 && RefKb != model.RefKb)
+        {
+            d.Add("Referenced");
         }
 
         if (Layout is not null && model.Layout is not null && !Layout.SequenceEqual(model.Layout))

@@ -236,7 +236,7 @@ public static class FuzzText
 
     /// <summary>
     /// An outcome: <c>RESULT pte=KB anon=KB</c>, then <c>file=KB shmem=KB</c> when either is not 0,
-    /// then <c>| VMA VMA …</c> when it has a layout.
+    /// <c>ref=KB</c> when measured (after madvise), then <c>| VMA VMA …</c> when it has a layout.
     /// </summary>
     public static string FormatOutcome(OpOutcome o, ulong slot)
     {
@@ -246,6 +246,11 @@ public static class FuzzText
         if (o.FileKb != 0 || o.ShmemKb != 0)
         {
             sb.Append(CultureInfo.InvariantCulture, $" file={o.FileKb} shmem={o.ShmemKb}");
+        }
+
+        if (o.RefKb >= 0)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $" ref={o.RefKb}");
         }
 
         if (o.Layout is not null)
@@ -267,10 +272,17 @@ public static class FuzzText
         int bar = text.IndexOf('|', StringComparison.Ordinal);
         string head = bar < 0 ? text : text[..bar];
         var words = head.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+        long refKb = -1;
+        if (words.Length is 4 or 6 && words[^1].StartsWith("ref=", StringComparison.Ordinal))
+        {
+            refKb = ParseKb(words[^1][4..], "ref");
+            words = words[..^1];
+        }
+
         if (words.Length is not (3 or 5) || !words[1].StartsWith("pte=", StringComparison.Ordinal) || !words[2].StartsWith("anon=", StringComparison.Ordinal)
             || (words.Length == 5 && (!words[3].StartsWith("file=", StringComparison.Ordinal) || !words[4].StartsWith("shmem=", StringComparison.Ordinal))))
         {
-            throw new FormatException($"'{head.Trim()}' is not 'RESULT pte=KB anon=KB [file=KB shmem=KB]'");
+            throw new FormatException($"'{head.Trim()}' is not 'RESULT pte=KB anon=KB [file=KB shmem=KB] [ref=KB]'");
         }
 
         var result = ParseResult(words[0], slot);
@@ -288,7 +300,7 @@ public static class FuzzText
             }
         }
 
-        return new OpOutcome(result, pte, anon, layout, file, shmem);
+        return new OpOutcome(result, pte, anon, layout, file, shmem, refKb);
     }
 
     private static VmaLine ParseVma(string text, ulong slot)

@@ -146,8 +146,8 @@ public sealed class KernelExecutor : IDisposable
         Send(op.WireLine(), layout);
         string reply = ReadLine(op.WireLine());
         var maps = layout ? ReadMaps() : null; // read even after a refusal, to stay in step
-        var (result, pte, anon, file, shmem) = ParseReply(op.WireLine(), reply);
-        return new OpOutcome(result, pte, anon, maps, file, shmem);
+        var (result, pte, anon, file, shmem, refKb) = ParseReply(op.WireLine(), reply);
+        return new OpOutcome(result, pte, anon, maps, file, shmem, refKb);
     }
 
     /// <summary>Unmaps the whole slot and returns what is left over the baseline (zeros when clean).</summary>
@@ -156,7 +156,7 @@ public sealed class KernelExecutor : IDisposable
         Send("reset", layout: true);
         string reply = ReadLine("reset");
         var maps = ReadMaps();
-        var (result, pte, anon, file, shmem) = ParseReply("reset", reply);
+        var (result, pte, anon, file, shmem, _) = ParseReply("reset", reply);
         return new OpOutcome(result, pte, anon, maps, file, shmem);
     }
 
@@ -210,7 +210,7 @@ public sealed class KernelExecutor : IDisposable
         }
     }
 
-    private (OpResult Result, long Pte, long Anon, long File, long Shmem) ParseReply(string request, string line)
+    private (OpResult Result, long Pte, long Anon, long File, long Shmem, long Ref) ParseReply(string request, string line)
     {
         Requests++;
         if (line.StartsWith("? ", StringComparison.Ordinal))
@@ -250,7 +250,10 @@ public sealed class KernelExecutor : IDisposable
             long anon = long.Parse(w[statusAt + 1].AsSpan(5), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
             long file = long.Parse(w[statusAt + 2].AsSpan(5), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
             long shmem = long.Parse(w[statusAt + 3].AsSpan(6), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
-            return (result, pte, anon, file, shmem);
+            long refKb = w.Length > statusAt + 4 && w[statusAt + 4].StartsWith("ref=", StringComparison.Ordinal)
+                ? long.Parse(w[statusAt + 4].AsSpan(4), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture)
+                : -1;
+            return (result, pte, anon, file, shmem, refKb);
         }
         catch (Exception e) when (e is FormatException or IndexOutOfRangeException or OverflowException)
         {

@@ -78,7 +78,28 @@ public sealed class ModelSide : IDisposable
         }
 
         var s = _target.Status();
-        return new OpOutcome(result, s.VmPteKb, s.RssAnonKb, layout ? Layout() : null, s.RssFileKb, s.RssShmemKb);
+        long refKb = -1;
+        if (ReferencedMeasured(op, result))
+        {
+            refKb = _target.Mm.AnonReferencedKb(_target.Cpu, op.Args[0], op.Args[0] + Geometry.PageAlign(op.Args[1]));
+        }
+
+        return new OpOutcome(result, s.VmPteKb, s.RssAnonKb, layout ? Layout() : null, s.RssFileKb, s.RssShmemKb, refKb);
+    }
+
+    /// <summary>
+    /// Whether the executor reports the referenced figure after <paramref name="op"/>: a MADV_COLD
+    /// or MADV_PAGEOUT whose range does not wrap and that walked all of it (it returned 0 or
+    /// ENOMEM; EINVAL stops the walk at a locked VMA, past which pages keep a PG_referenced the
+    /// model does not hold).
+    /// </summary>
+    public static bool ReferencedMeasured(FuzzOp op, OpResult result)
+    {
+        ArgumentNullException.ThrowIfNull(op);
+        return op.Kind.Name == "madvise" && op.Args.Count == 3
+            && op.Args[2] is (ulong)Advice.Cold or (ulong)Advice.PageOut
+            && op.Args[0] + Geometry.PageAlign(op.Args[1]) >= op.Args[0]
+            && (result is { Kind: OpResultKind.Value, Value: 0 } || result is { Kind: OpResultKind.Error, Value: 12 }); // ENOMEM
     }
 
     /// <summary>

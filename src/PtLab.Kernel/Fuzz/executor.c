@@ -44,7 +44,9 @@
  *   quit            exit 0
  *
  * Replies to a call or touch: one line, RESULT then " pte=KB anon=KB file=KB shmem=KB" (VmPTE,
- * RssAnon, RssFile and RssShmem over the baseline), where RESULT is
+ * RssAnon, RssFile and RssShmem over the baseline), and after a MADV_COLD or MADV_PAGEOUT that
+ * returned 0 or ENOMEM " ref=KB" (the Referenced figure of /proc/self/smaps over the private
+ * anonymous VMAs wholly inside its range), where RESULT is
  *   = 0xVALUE          the call returned VALUE (a touch returns 0)
  *   ! ERRNO            the call failed with ERRNO (decimal)
  *   S SIGNO CODE 0xA   the touch took signal SIGNO with si_code CODE at address A
@@ -130,7 +132,12 @@ static unsigned long brk_start;
 /* The end of the placeholder that starts at the slot's end (slot_end when there is none). */
 static unsigned long guard_end;
 static long base_pte_kb, base_anon_kb, base_file_kb, base_shmem_kb;
-static int status_fd = -1, maps_fd = -1, file_fd = -1;
+static int status_fd = -1, maps_fd = -1, smaps_fd = -1, file_fd = -1;
+/* Set while a MADV_COLD or MADV_PAGEOUT request runs that walked its whole range (it returned 0
+ * or ENOMEM): the reply ends with the referenced memory of the private anonymous VMAs that lie
+ * wholly in [ref_start, ref_end). */
+static int want_ref;
+static unsigned long ref_start, ref_end;
 
 static char in_buf[1 << 16];
 static size_t in_len, in_pos;
@@ -377,6 +384,43 @@ static void reset_slot(void)
     write_file();
 }
 
+/* The Referenced kB of /proc/self/smaps summed over the private anonymous VMAs (inode 0) that lie
+ * wholly in [ref_start, ref_end). smaps counts a page whose entry is young or whose folio has
+ * PG_referenced (which GUP's FOLL_TOUCH sets, and MADV_FREE clears only when its per-CPU batch
+ * drains); MADV_COLD and MADV_PAGEOUT clear PG_referenced of every exclusive page they walk, so
+ * there the figure is the young entries alone. The zero page is not counted. */
+static long slot_referenced_kb(void)
+{
+    size_t len = read_proc(smaps_fd);
+    char *p = proc_buf, *end = proc_buf + len;
+    long kb = 0;
+    int counted = 0;
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            nl = end;
+        *nl = 0;
+        if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')) {
+            /* START-END PERMS OFFSET DEV INODE [PATH], parsed by hand: no scanf, whose first use
+             * could allocate memory the model never sees */
+            char *q;
+            unsigned long s = strtoul(p, &q, 16);
+            unsigned long e = strtoul(q + 1, &q, 16);
+            const char *perms = q + 1;
+            q = strchr(q + 1, ' ');              /* after PERMS */
+            q = q ? strchr(q + 1, ' ') : NULL;   /* after OFFSET */
+            q = q ? strchr(q + 1, ' ') : NULL;   /* after DEV */
+            unsigned long inode = q ? strtoul(q + 1, NULL, 10) : 1;
+            counted = s >= ref_start && e <= ref_end && perms[3] == 'p' && inode == 0;
+        } else if (counted && !strncmp(p, "Referenced:", 11)) {
+            kb += strtol(p + 11, NULL, 10);
+        }
+        p = nl + 1;
+    }
+
+    return kb;
+}
+
 static void reply_status(void)
 {
     long pte, anon, file, shmem;
@@ -389,6 +433,10 @@ static void reply_status(void)
     out_dec(file - base_file_kb);
     out_str(" shmem=");
     out_dec(shmem - base_shmem_kb);
+    if (want_ref) {
+        out_str(" ref=");
+        out_dec(slot_referenced_kb());
+    }
     out_char('\n');
 }
 
@@ -420,6 +468,8 @@ static void do_call(const struct call *c, unsigned long *a, int n)
     long rc = syscall(c->nr, a[0], a[1], a[2], a[3], a[4], a[5]);
     if (rc == -1 && errno != 0) {
         int e = errno;
+        if (e != ENOMEM)
+            want_ref = 0; /* the walk stopped early: pages past it keep their PG_referenced */
         out_str("! ");
         out_dec(e);
         reply_status();
@@ -628,7 +678,13 @@ static void handle(char *line)
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
         if (!strcmp(argv[0], calls[i].name)) {
             errno = 0;
+            /* MADV_COLD (20) and MADV_PAGEOUT (21) over a range in the slot */
+            want_ref = !strcmp(argv[0], "madvise") && n == 3 && (a[2] == 20 || a[2] == 21)
+                && a[0] + page_align(a[1]) >= a[0];
+            ref_start = a[0];
+            ref_end = a[0] + page_align(a[1]);
             do_call(&calls[i], a, n);
+            want_ref = 0;
             return;
         }
     }
@@ -747,6 +803,9 @@ static void exercise_slot(void)
         die("a mapping placed by the kernel did not land at the top of the slot");
     munmap(q, 2 << 20);
     do_maps();
+    ref_start = slot_start;
+    ref_end = slot_end;
+    (void)slot_referenced_kb();
     reset_slot();
     out_len = 0;
 }
@@ -793,8 +852,9 @@ int main(int argc, char **argv)
     memset(in_buf, 0, sizeof in_buf);
     status_fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
     maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (status_fd < 0 || maps_fd < 0)
-        die("cannot open /proc/self/status or /proc/self/maps");
+    smaps_fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+    if (status_fd < 0 || maps_fd < 0 || smaps_fd < 0)
+        die("cannot open /proc/self/status, maps or smaps");
 
     struct layout l = { 0, 0 };
     each_vma(find_stack, &l);

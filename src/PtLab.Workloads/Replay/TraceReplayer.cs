@@ -965,6 +965,12 @@ public sealed class TraceReplayer
             return;
         }
 
+        if ((Advice)e.Advice == CollapseAdvice)
+        {
+            Unsupported(CollapseNotModelled); // whatever the kernel answered: EINVAL here would read as a divergence
+            return;
+        }
+
         long start = Stopwatch.GetTimestamp();
         var r = t.Proc.Mm.Mm.Madvise(cpu, e.Address, e.Length, (Advice)e.Advice);
         t.Proc.Latency.RecordSince(start);
@@ -1029,6 +1035,12 @@ public sealed class TraceReplayer
             }
 
             var advice = (Advice)e.Advice;
+            if (advice == CollapseAdvice && e.Flags == 0)
+            {
+                Unsupported("process_" + CollapseNotModelled);
+                return;
+            }
+
             long model;
             if (e.Flags != 0 || (remote && advice is not (Advice.Cold or Advice.PageOut or Advice.WillNeed or CollapseAdvice)))
             {
@@ -1064,8 +1076,17 @@ public sealed class TraceReplayer
     private Proc AdvisedProcess(Thread caller) =>
         caller.Ranges is [var first, ..] && _procs.TryGetValue((int)first.Result, out var target) ? target : caller.Proc;
 
-    /// <summary>MADV_COLLAPSE (not modelled: the model answers EINVAL).</summary>
+    /// <summary>MADV_COLLAPSE (not modelled: the model's madvise answers EINVAL).</summary>
     private const Advice CollapseAdvice = (Advice)25;
+
+    /// <summary>
+    /// The <see cref="ReplayResult.Unsupported"/> key of a MADV_COLLAPSE, whatever the kernel
+    /// answered (0, EAGAIN, ENOMEM or EINVAL): the model keeps the range's small pages. An anonymous
+    /// collapse (<c>collapse_huge_page</c>) deposits the old PTE table under the new PMD leaf, so
+    /// VmPTE stays as replayed; a file or shmem collapse (<c>retract_page_tables</c>) frees it, and
+    /// the replay then keeps 4 kB per collapsed table more than the kernel.
+    /// </summary>
+    public const string CollapseNotModelled = "madvise MADV_COLLAPSE (not modelled: the range keeps its small pages)";
 
     /// <summary>MAX_RW_COUNT: import_iovec caps an iovec array's total length here, shortening the range that crosses it.</summary>
     private const ulong MaxRwCount = 0x7fff_f000;

@@ -79,6 +79,26 @@ public sealed class ProcessMadviseReplayModelTests
     }
 
     [Fact]
+    public void MadviseCollapseIsReportedAsNotModelledWhateverTheKernelAnswered()
+    {
+        Apply(TraceEvent.Create(TraceEventKind.Task, _t++, Parent, Parent) with { Path = "p" });
+        Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Parent, Parent) with { Address = 0, Length = 4 * Mb, Prot = 3, Flags = 0x22, Fd = -1 }).Returned((long)Region, 10));
+        WriteEveryPage(Parent);
+        const int collapse = 25; // MADV_COLLAPSE
+        foreach (long kernel in new long[] { 0, -11, -12, -22 }) // done, EAGAIN, ENOMEM, EINVAL
+        {
+            Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Parent, Parent) with { Address = Region, Length = 2 * Mb, Prot = collapse }).Returned(kernel, 10));
+        }
+
+        ProcessMadvise(Parent, Parent, (Advice)collapse, (long)(2 * Mb), (Region + (2 * Mb), 2 * Mb));
+        var r = _replayer.Finish();
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("madvise", StringComparison.Ordinal));
+        Assert.Equal(4, r.Unsupported[TraceReplayer.CollapseNotModelled]);
+        Assert.Equal(1, r.Unsupported["process_" + TraceReplayer.CollapseNotModelled]);
+        Assert.Equal(4096, r.Processes.Single(p => p.Pid == Parent).Exit!.Value.RssAnonKb); // the small pages stay
+    }
+
+    [Fact]
     public void AResultTheModelDoesNotGiveIsADivergence()
     {
         Apply(TraceEvent.Create(TraceEventKind.Task, _t++, Parent, Parent) with { Path = "p" });
