@@ -34,8 +34,8 @@ public class CompareHostTests
     [Fact]
     public void CompareProductionReportsWhatRunReportsForEachDesign()
     {
-        var designs = new[] { "none", "pte-ref", "pt-reclaim" };
-        var compared = Json(["compare", "production", "--designs", string.Join(",", designs), .. Scale])
+        var designs = Designs.Names;
+        var compared = Json(["compare", "production", .. Scale])
             .GetProperty("designs").EnumerateArray().ToDictionary(d => d.GetProperty("design").GetString()!);
         Assert.Equal(designs.Order(), compared.Keys.Order());
         foreach (var design in designs)
