@@ -363,20 +363,27 @@ internal static class Cli
 
     private static int RunScenario(IScenario scenario, MachineOptions options, ReportParameters reported, ParseResult p, ReportOptions output, TextWriter stdout, TextWriter stderr)
     {
-        using var target = new ModelTarget(options);
-        ScenarioResult result = ExplainingOutOfMemory(target, () => RunWithProgress(scenario, target, stderr));
-        (result, string? idle) = BackgroundScan.WhenIdle(target, result);
-        var counters = target.Mm.Counters();
-        var host = new HostReport(
-            Process.GetCurrentProcess().PeakWorkingSet64,
-            target.Machine.Phys.HostBytes,
-            result.WallSeconds > 0 ? Math.Round(counters.Faults / result.WallSeconds) : 0);
-        var report = RunReport.From(result, target.Mm.Design.Name, counters, reported, host);
-        report = report with
+        // The phase compare measures per design: machine built, run, and torn down.
+        var phase = ProcessPhase.Start();
+        RunReport report;
+        using (var target = new ModelTarget(options))
         {
-            Notes = [.. ReclaimNote(result, target), .. idle is null ? Array.Empty<string>() : [idle]],
-            Profile = target.Machine.Sync.Profile is { } profile ? ProfileReport.From(profile, counters) : null,
-        };
+            ScenarioResult result = ExplainingOutOfMemory(target, () => RunWithProgress(scenario, target, stderr));
+            (result, string? idle) = BackgroundScan.WhenIdle(target, result);
+            var counters = target.Mm.Counters();
+            var host = new HostReport(
+                Process.GetCurrentProcess().PeakWorkingSet64,
+                target.Machine.Phys.HostBytes,
+                result.WallSeconds > 0 ? Math.Round(counters.Faults / result.WallSeconds) : 0);
+            report = RunReport.From(result, target.Mm.Design.Name, counters, reported, host);
+            report = report with
+            {
+                Notes = [.. ReclaimNote(result, target), .. idle is null ? Array.Empty<string>() : [idle]],
+                Profile = target.Machine.Sync.Profile is { } profile ? ProfileReport.From(profile, counters) : null,
+            };
+        }
+
+        report = report with { Host = report.Host with { Run = phase.Stop() } };
         return output.Write(p, stdout, report.ToJson, report.ToCsv, w => TableOutput.Write(report, w));
     }
 

@@ -35,6 +35,18 @@ internal sealed record DesignRunReport(
 
     /// <summary>Remarks on reading the figures (that reclaim never ran, for example).</summary>
     public IReadOnlyList<string> Notes { get; init; } = [];
+
+    /// <summary>
+    /// What a measured run of this design cost the host, machine built and torn down included: the
+    /// medians of wall and CPU time over the trials, and the highest peak RSS of any trial. Absent
+    /// where runs share the process at once (the demo's side-by-side runs).
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public PhaseUsage? Host { get; init; }
+
+    /// <summary>The same per trial, in trial order.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<PhaseUsage>? HostPerTrial { get; init; }
 }
 
 /// <summary>The JSON of <c>ptlab compare</c> without <c>--kernel</c>.</summary>
@@ -96,8 +108,9 @@ internal static partial class Compare
         };
         var trials = new Option<int>("--trials")
         {
-            Description = "Measured runs per design, after one unmeasured warm-up of each; the designs' order rotates from trial to trial, and times are medians with their min-max.",
-            DefaultValueFactory = _ => 3,
+            Description = "Measured runs per design, after one unmeasured warm-up of each; the designs' order rotates from trial to trial, and times are medians with their min-max" +
+                          (def.DefaultTrials == 3 ? "." : $" (default {def.DefaultTrials} here: {def.DefaultTrialsWhy})."),
+            DefaultValueFactory = _ => def.DefaultTrials,
         };
         var plot = new Option<string>("--plot")
         {
@@ -204,7 +217,7 @@ internal static partial class Compare
             names,
             trials,
             n => RunOnce(warmUp, machines[n], null),
-            (n, _) => RunOnce(scenario, machines[n], stderr));
+            (n, _) => Measured(() => RunOnce(scenario, machines[n], stderr)));
         var runs = names.Select(n => Combine(n, results[n])).ToList();
         parameters.AddScenario(scenario.Parameters);
         var report = new CompareReport(scenario.Name, parameters.Values, runs)
@@ -222,6 +235,20 @@ internal static partial class Compare
         }
 
         return common.Report.Write(p, stdout, report.ToJson, () => Csv(report), w => WriteTable(report, w));
+    }
+
+    /// <summary>
+    /// A run with what it cost the host (<see cref="DesignRunReport.Host"/>). The designs run one at a
+    /// time, and each run's machine is unreachable once it returns, so <see cref="FairTrials.Quiesce"/>
+    /// before the next gives its memory back to the host: the host-memory guard's estimate of one
+    /// machine holds for the whole command, and each run's peak RSS is its own.
+    /// </summary>
+    internal static DesignRunReport Measured(Func<DesignRunReport> run)
+    {
+        var phase = ProcessPhase.Start();
+        var r = run();
+        var usage = phase.Stop();
+        return r with { Host = usage, HostPerTrial = [usage] };
     }
 
     /// <summary>One run of <paramref name="scenario"/> on a fresh machine, with every madvise call timed.</summary>
@@ -277,13 +304,21 @@ internal static partial class Compare
             MadviseP50NsSpread = p50,
             MadviseP99NsSpread = p99,
             TrialsAgree = trials.All(t => t.After == first.After && t.Checkpoints.SequenceEqual(first.Checkpoints)),
+            Host = trials.All(t => t.Host is not null)
+                ? new PhaseUsage(
+                    Math.Round(Spread.Of(trials.Select(t => t.Host!.WallSeconds)).Median, 3),
+                    Math.Round(Spread.Of(trials.Select(t => t.Host!.CpuSeconds)).Median, 3),
+                    trials.Max(t => t.Host!.PeakRssBytes),
+                    first.Host!.PeakScope)
+                : null,
+            HostPerTrial = trials.All(t => t.Host is not null) ? [.. trials.Select(t => t.Host!)] : null,
         };
     }
 
     private static string Csv(CompareReport r)
     {
         var sb = new StringBuilder();
-        sb.AppendLine($"scenario,design,phase,{CsvColumns.StatusHeader},{CsvColumns.CountersHeader},{CsvColumns.MadviseLatencyHeader},wallSeconds,wallSecondsMin,wallSecondsMax,trials");
+        sb.AppendLine($"scenario,design,phase,{CsvColumns.StatusHeader},{CsvColumns.CountersHeader},{CsvColumns.MadviseLatencyHeader},wallSeconds,wallSecondsMin,wallSecondsMax,trials,hostWallSeconds,hostCpuSeconds,hostPeakRssBytes");
         foreach (var d in r.Designs)
         {
             var phases = new List<(string, StatusReport)> { ("before", d.Before) };
@@ -292,7 +327,7 @@ internal static partial class Compare
             foreach (var (phase, s) in phases)
             {
                 sb.AppendLine(CultureInfo.InvariantCulture,
-                    $"{r.Scenario},{d.Design},{phase},{CsvColumns.Status(s)},{CsvColumns.Counters(d.Counters)},{CsvColumns.Latency(d.MadviseLatencyNs)},{CsvColumns.Number(d.WallSeconds)},{CsvColumns.Number(d.WallSecondsSpread.Min)},{CsvColumns.Number(d.WallSecondsSpread.Max)},{r.Trials}");
+                    $"{r.Scenario},{d.Design},{phase},{CsvColumns.Status(s)},{CsvColumns.Counters(d.Counters)},{CsvColumns.Latency(d.MadviseLatencyNs)},{CsvColumns.Number(d.WallSeconds)},{CsvColumns.Number(d.WallSecondsSpread.Min)},{CsvColumns.Number(d.WallSecondsSpread.Max)},{r.Trials},{CsvColumns.Number(d.Host?.WallSeconds ?? 0)},{CsvColumns.Number(d.Host?.CpuSeconds ?? 0)},{d.Host?.PeakRssBytes ?? 0}");
             }
         }
 
@@ -318,6 +353,11 @@ internal static partial class Compare
         console.WriteLine(r.Trials > 1
             ? $"{Human.Plural(r.Trials, "measured trial")} per design after a warm-up ({r.WarmUp}), the designs' order rotating per trial; times are medians (min-max); tables and counters are the first trial's"
             : $"one measured trial per design after a warm-up ({r.WarmUp}); use --trials N for medians over N");
+        if (r.Designs.All(d => d.Host is not null))
+        {
+            console.WriteLine("the designs run one at a time, each machine released before the next; host rows: this process per run, machine built and torn down included (peak RSS: the highest of the trials)");
+        }
+
         var t = new Table().Border(TableBorder.Simple);
         t.AddColumn("after (delta from before: right after the mmap)");
         foreach (var d in r.Designs)
@@ -351,6 +391,13 @@ internal static partial class Compare
         }
 
         Row("wall", d => Timed(d.WallSecondsSpread, r.Trials, Human.Seconds, v => v.ToString("0.000", CultureInfo.InvariantCulture)));
+        if (r.Designs.All(d => d.Host is not null))
+        {
+            Row("host: wall per run", d => Human.Seconds(d.Host!.WallSeconds));
+            Row("host: CPU per run", d => Human.Seconds(d.Host!.CpuSeconds));
+            Row(r.Designs[0].Host!.PeakScope == "phase" ? "host: peak RSS" : "host: peak RSS (process)", d => Human.Bytes(d.Host!.PeakRssBytes));
+        }
+
         console.Write(t);
         if (r.Summary.Length > 0)
         {

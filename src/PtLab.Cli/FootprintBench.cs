@@ -2,16 +2,18 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using PtLab.Mm;
+using PtLab.Phys;
 using PtLab.Reclaim;
 
 namespace PtLab.Cli;
 
 /// <summary>
 /// <c>ptlab bench footprint</c>: host memory per resident page and per page table, measured as the
-/// growth of the GC heap (after full collections), not estimated from sizes. Page data off, the
-/// <c>none</c> design, one CPU. Three layouts: dense (every page of a region written), sparse (one
-/// written page per 2 MiB) and empty tables (the sparse layout after MADV_DONTNEED of everything:
-/// the tables stay under <c>none</c>).
+/// growth of the GC heap (after full collections), not estimated from sizes. Page data off, one CPU,
+/// per design (<c>none</c> and <c>pte-ref</c> by default). Three layouts: dense (every page of a
+/// region written), sparse (one written page per 2 MiB) and empty tables (the sparse layout after
+/// MADV_DONTNEED of everything: the tables stay under <c>none</c>). The dense figure is itemized
+/// from the stores' own counts, and what they do not count is the rest of the heap's growth.
 /// </summary>
 internal static class FootprintBench
 {
@@ -21,11 +23,16 @@ internal static class FootprintBench
     {
         var dense = new Option<int>("--dense-gib") { Description = "GiB written page by page for the dense layout (1-256).", DefaultValueFactory = _ => 4 };
         var sparse = new Option<int>("--sparse-gib") { Description = "GiB of address space with one written page per 2 MiB, for the sparse and empty-table layouts (1-65536).", DefaultValueFactory = _ => 256 };
+        var designs = new Option<string>("--designs")
+        {
+            Description = $"Comma-separated designs to measure, one after the other (known: {string.Join(", ", Designs.Names)}).",
+            DefaultValueFactory = _ => "none,pte-ref",
+        };
         var cmd = new Command(
             "footprint",
-            "Host memory per resident page and per page table (page data off, design none): dense, sparse and empty tables, measured as GC heap growth. A benchmark, not a test.")
+            "Host memory per resident page and per page table (page data off), per design: dense, sparse and empty tables, measured as GC heap growth and itemized. A benchmark, not a test.")
         {
-            dense, sparse,
+            dense, sparse, designs,
         };
         cmd.SetAction(p =>
         {
@@ -40,9 +47,24 @@ internal static class FootprintBench
                 throw new UsageException($"--sparse-gib must be between 1 and 65536, got {s}");
             }
 
-            foreach (var line in Measure((ulong)d << 30, (ulong)s << 30))
+            (string Design, DenseFigures Dense)? first = null;
+            foreach (var design in Compare.ParseDesigns(p.GetValue(designs)))
             {
-                stdout.WriteLine(line);
+                var (lines, figures) = Measure((ulong)d << 30, (ulong)s << 30, design);
+                foreach (var line in lines)
+                {
+                    stdout.WriteLine(line);
+                }
+
+                if (first is { } f)
+                {
+                    // The same pages and tables under both: what the heap grew by beyond the first
+                    // design's is this design's own state, per PTE table.
+                    stdout.WriteLine(Line(
+                        $"{design} against {f.Design}, dense: +{(figures.Heap - f.Dense.Heap) / (double)figures.PteTables:0.0} B per PTE table ({figures.PteTables:N0} PTE tables), +{(figures.Heap - f.Dense.Heap) / (double)figures.Pages:0.000} B per resident page"));
+                }
+
+                first ??= (design, figures);
             }
 
             return Cli.ExitOk;
@@ -50,26 +72,58 @@ internal static class FootprintBench
         return cmd;
     }
 
-    /// <summary>Runs the three layouts and returns one line per figure.</summary>
-    internal static IEnumerable<string> Measure(ulong denseBytes, ulong sparseBytes)
+    /// <summary>Runs the three layouts under <paramref name="design"/> and returns one line per figure.</summary>
+    internal static (List<string> Lines, DenseFigures Dense) Measure(ulong denseBytes, ulong sparseBytes, string design = Designs.Baseline)
     {
         var lines = new List<string>();
-        var (perPage, denseHost, pages, denseSec, split) = Dense(denseBytes);
-        lines.Add(Line($"dense: {pages:N0} resident pages ({denseBytes >> 30} GiB written), GC heap +{denseHost:N0} B: {perPage:0.00} B per resident page, tables and descriptors included ({denseSec:0.0} s)"));
-        lines.Add(Line($"dense, per resident page: {split.Descriptors / (double)pages:0.000} B page descriptors (tables' included), {split.Tables / (double)pages:0.000} B table storage (entries, headers, design state), {(denseHost - split.Descriptors - split.Tables) / (double)pages:0.000} B the rest"));
-        var (perSparse, perEmpty, tables, sparseSec) = Sparse(sparseBytes);
-        lines.Add(Line($"sparse: {tables:N0} PTE tables with one resident page each: {perSparse:0.0} B per table, its page included ({sparseSec:0.0} s)"));
-        lines.Add(Line($"empty: the same {tables:N0} PTE tables after MADV_DONTNEED of everything: {perEmpty:0.0} B per table"));
-        return lines;
+        var (perPage, denseHost, pages, denseSec, split) = Dense(denseBytes, design);
+        lines.Add(Line($"{design} dense: {pages:N0} resident pages ({denseBytes >> 30} GiB written), GC heap +{denseHost:N0} B: {perPage:0.000} B per resident page, tables and descriptors included ({denseSec:0.0} s)"));
+        lines.Add(Line($"{design} dense, per resident page: {split.Items(pages, denseHost)}"));
+        var (perSparse, perEmpty, tables, sparseSec) = Sparse(sparseBytes, design);
+        lines.Add(Line($"{design} sparse: {tables:N0} PTE tables with one resident page each: {perSparse:0.0} B per table, its page included ({sparseSec:0.0} s)"));
+        lines.Add(double.IsNaN(perEmpty)
+            ? $"{design} empty: MADV_DONTNEED of everything left fewer than the {tables:N0} PTE tables (the design freed them): no per-table figure"
+            : Line($"{design} empty: the same {tables:N0} PTE tables after MADV_DONTNEED of everything: {perEmpty:0.0} B per table"));
+        return (lines, new DenseFigures(denseHost, pages, split.PteTables));
     }
 
+    /// <summary>The dense layout's heap growth, resident pages and PTE tables.</summary>
+    internal readonly record struct DenseFigures(long Heap, long Pages, long PteTables);
+
+    /// <summary>
+    /// What the dense layout added, from the stores' counts: descriptors (24 bytes a frame, user
+    /// pages' and table pages'), stored groups of 32 entries (256 bytes), slot headers (16 words of 4
+    /// bytes a table), and what the stores allocated beyond those (the unfilled part of their last
+    /// chunks, state cells).
+    /// </summary>
+    internal readonly record struct DenseSplit(long Descriptors, long TableFrames, long PteTables, long Tables, long Groups, long Slots)
+    {
+        private const int Descriptor = 24;
+        // The table store's layout (PtLab.Phys.TableStore, internal to the core): groups of 32
+        // entries, 16 to a table, named by one 4-byte header word each.
+        private const int Group = 32 * sizeof(ulong);
+        private const int Header = (PhysMemory.EntriesPerTable / 32) * sizeof(int);
+
+        public string Items(long pages, long heap)
+        {
+            double P(long bytes) => bytes / (double)pages;
+            long userDesc = Descriptor * pages, tableDesc = Descriptor * TableFrames;
+            long groups = Group * Groups, headers = Header * Slots;
+            return string.Create(CultureInfo.InvariantCulture,
+                $"{P(userDesc):0.000} B its descriptor, {P(tableDesc):0.000} B table pages' descriptors ({TableFrames:N0} tables), " +
+                $"{P(Descriptors - userDesc - tableDesc):0.000;-0.000;0.000} B descriptor segments not yet filled; " +
+                $"{P(groups):0.000} B entries ({Groups:N0} groups of 32 stored), {P(headers):0.000} B slot headers ({Slots:N0} tables with a slot), " +
+                $"{P(Tables - groups - headers):0.000} B table-store chunks not yet filled and design state cells; " +
+                $"{P(heap - Descriptors - Tables):0.000} B the rest of the heap (design state objects, array headers, the tables naming the chunks)");
+        }
+    }
     private static string Line(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
-    private static Machine NewMachine(ulong touchBytes) => new(new MachineOptions
+    private static Machine NewMachine(ulong touchBytes, string design) => new(new MachineOptions
     {
         RamBytes = Math.Max(1L << 30, (long)(touchBytes + (touchBytes >> 6)) + (256L << 20)),
         PageData = false,
-        Design = Designs.Factory("none")!,
+        Design = Cli.DesignFactory(design),
     });
 
     private static long Heap()
@@ -80,9 +134,9 @@ internal static class FootprintBench
         return GC.GetTotalMemory(forceFullCollection: true);
     }
 
-    private static (double PerPage, long Host, long Pages, double Seconds, (long Descriptors, long Tables) Split) Dense(ulong bytes)
+    private static (double PerPage, long Host, long Pages, double Seconds, DenseSplit Split) Dense(ulong bytes, string design)
     {
-        var m = NewMachine(bytes);
+        var m = NewMachine(bytes, design);
         var mm = m.CreateAddressSpace();
         var cpu = m.Cpus[0];
         var r = mm.Mmap(cpu, 0, bytes, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous);
@@ -93,6 +147,8 @@ internal static class FootprintBench
 
         long before = Heap();
         long descBefore = m.Phys.DescriptorHostBytes, tablesBefore = m.Phys.TableHostBytes;
+        var (groupsBefore, slotsBefore) = m.Phys.TableStorage;
+        long framesBefore = TableFrames(mm), pteBefore = mm.Status().Tables.Pte;
         var sw = Stopwatch.StartNew();
         for (ulong va = r.Address; va < r.Address + bytes; va += 4096)
         {
@@ -102,17 +158,26 @@ internal static class FootprintBench
         sw.Stop();
         long after = Heap();
         long pages = mm.Status().RssAnonKb / 4;
-        var split = (m.Phys.DescriptorHostBytes - descBefore, m.Phys.TableHostBytes - tablesBefore);
+        var (groups, slots) = m.Phys.TableStorage;
+        var split = new DenseSplit(
+            m.Phys.DescriptorHostBytes - descBefore, TableFrames(mm) - framesBefore, mm.Status().Tables.Pte - pteBefore, m.Phys.TableHostBytes - tablesBefore,
+            groups - groupsBefore, slots - slotsBefore);
         GC.KeepAlive(m);
         return ((after - before) / (double)pages, after - before, pages, sw.Elapsed.TotalSeconds, split);
     }
 
-    private static (double PerSparse, double PerEmpty, long Tables, double Seconds) Sparse(ulong bytes)
+    private static long TableFrames(MmStruct mm)
+    {
+        var t = mm.Status().Tables;
+        return t.Pte + t.Pmd + t.Pud;
+    }
+
+    private static (double PerSparse, double PerEmpty, long Tables, double Seconds) Sparse(ulong bytes, string design)
     {
         var sw = Stopwatch.StartNew();
-        var (perSparse, tables) = PerTable(bytes, empty: false);
-        var (perEmpty, _) = PerTable(bytes, empty: true);
-        return (perSparse, perEmpty, tables, sw.Elapsed.TotalSeconds);
+        var (perSparse, tables) = PerTable(bytes, design, empty: false);
+        var (perEmpty, emptyTables) = PerTable(bytes, design, empty: true);
+        return (perSparse, emptyTables == tables ? perEmpty : double.NaN, tables, sw.Elapsed.TotalSeconds);
     }
 
     /// <summary>
@@ -120,9 +185,9 @@ internal static class FootprintBench
     /// then dropped with MADV_DONTNEED (empty: no frame but the table's own, and the entry storage
     /// goes back before the next table takes it).
     /// </summary>
-    private static (double PerTable, long Tables) PerTable(ulong bytes, bool empty)
+    private static (double PerTable, long Tables) PerTable(ulong bytes, string design, bool empty)
     {
-        var m = NewMachine(bytes / 512);
+        var m = NewMachine(bytes / 512, design);
         var mm = m.CreateAddressSpace();
         var cpu = m.Cpus[0];
         var r = mm.Mmap(cpu, 0, bytes, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.NoReserve);
@@ -148,6 +213,6 @@ internal static class FootprintBench
         long after = Heap();
         long tables = mm.Status().Tables.Pte;
         GC.KeepAlive(m);
-        return ((after - before) / (double)tables, tables);
+        return (tables == 0 ? double.NaN : (after - before) / (double)tables, tables);
     }
 }

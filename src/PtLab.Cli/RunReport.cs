@@ -75,4 +75,9 @@ internal sealed record RunReport
 }
 
 /// <summary>The ptlab process itself, so a reader can judge the model's cost.</summary>
-internal sealed record HostReport(long PeakWorkingSetBytes, long ModelHostBytes, double FaultsPerSecond);
+internal sealed record HostReport(long PeakWorkingSetBytes, long ModelHostBytes, double FaultsPerSecond)
+{
+    /// <summary>The run itself (machine built, run, torn down), measured as compare measures each design's run.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public PhaseUsage? Run { get; init; }
+}

@@ -39,6 +39,12 @@ internal sealed class ScenarioDef
 
     /// <summary>The simulated RAM a built scenario is meant for when --ram is not given; null for the usual default.</summary>
     public Func<IScenario, ulong?> DefaultRam { get; init; } = _ => null;
+
+    /// <summary>Measured runs per design that <c>ptlab compare</c> makes when --trials is not given.</summary>
+    public int DefaultTrials { get; init; } = 3;
+
+    /// <summary>Why <see cref="DefaultTrials"/> is not the usual 3, for the option's help.</summary>
+    public string DefaultTrialsWhy { get; init; } = "";
 }
 
 /// <summary>The built-in scenarios. Each call makes fresh option objects, so every parent command gets its own.</summary>
@@ -93,6 +99,11 @@ internal static class ScenarioCatalog
             WarmUp = s => s is ProductionScenario ps
                 ? new ProductionScenario(Math.Min(ps.Scale, 0.0005), Math.Min(ps.Arenas, 8), 1, ps.Purge, ps.Decay, ps.Seed)
                 : s,
+            // A full-size run takes minutes per design, and what the scenario shows (tables, VmPTE,
+            // RSS on one CPU) does not change from trial to trial: one measured run per design, so
+            // compare costs what the designs' single runs cost.
+            DefaultTrials = 1,
+            DefaultTrialsWhy = "a full-size run takes minutes per design and its tables and VmPTE are the same in every trial; give 3 or more for timing medians",
             Create = (p, a) =>
             {
                 string text = p.GetValue(scale)!;

@@ -58,6 +58,12 @@ internal static class TableOutput
             $"faults {c.Faults:N0}, tables allocated {c.TablesAllocated:N0} / freed {c.TablesFreed:N0}, TLB flushes {c.TlbFlushes:N0}, grace periods {c.GracePeriods:N0}"));
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"wall {r.WallSeconds:0.000} s, {r.Host.FaultsPerSecond:N0} faults/s, ptlab peak RSS {Human.Bytes(r.Host.PeakWorkingSetBytes)}"));
+        if (r.Host.Run is { } run)
+        {
+            console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"the run with its machine built and torn down: wall {run.WallSeconds:0.000} s, CPU {run.CpuSeconds:0.000} s, peak RSS {Human.Bytes(run.PeakRssBytes)}"));
+        }
+
         r.Profile?.Write(writer);
         foreach (var note in r.Notes)
         {

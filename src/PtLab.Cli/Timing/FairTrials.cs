@@ -67,11 +67,15 @@ internal static class FairTrials
         return (results, orders);
     }
 
-    /// <summary>A full, blocking collection, so the next measured run starts with no garbage of the previous one.</summary>
+    /// <summary>
+    /// A full, blocking collection, so the next measured run starts with no garbage of the previous
+    /// one; the last one aggressive, so the heap the previous run freed goes back to the host (not
+    /// kept committed for reuse) and the next run's resident set and peak are its own.
+    /// </summary>
     public static void Quiesce()
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        GC.Collect();
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
     }
 }

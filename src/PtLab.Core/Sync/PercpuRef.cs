@@ -77,7 +77,6 @@ public sealed partial class PercpuRef
     // which is the kernel's (rcu_read_lock's nesting mark, one this_cpu_add, the unmark).
     private readonly bool _bare;
     private readonly Action<PercpuRef>? _release;
-    private readonly Action _switchToAtomicRcu;
 
     // The percpu counters; null once freed (__percpu_ref_exit).
     private Padded<long>[]? _stripes;
@@ -109,7 +108,6 @@ public sealed partial class PercpuRef
         _profile = _hooks?.Profile;
         _bare = _sched is null && _lockDep is null && _profile is null;
         _release = release;
-        _switchToAtomicRcu = SwitchToAtomicRcu;
         _stripes = new Padded<long>[rcu.Cpus];
         _forceAtomic = (flags & PercpuRefInit.Atomic) != 0;
         _allowReinit = (flags & PercpuRefInit.AllowReinit) != 0;
@@ -678,11 +676,14 @@ public sealed partial class PercpuRef
     {
         if (SkipGracePeriodForTesting)
         {
-            _switchToAtomicRcu();
+            SwitchToAtomicRcu();
             return;
         }
 
-        _rcu.CallRcu(_switchToAtomicRcu);
+        // The callback is made here, not kept in every ref from its init: a ref waits for at most
+        // one switch at a time, and a live table's ref then costs no delegate (the kernel's
+        // rcu_head is embedded in percpu_ref_data; a delegate is 64 bytes).
+        _rcu.CallRcu(SwitchToAtomicRcu);
         AfterSwitchQueued?.Invoke();
     }
 
