@@ -1,4 +1,6 @@
 using PtLab.Paging;
+using PtLab.Phys;
+using PtLab.Sync;
 
 namespace PtLab.Mm;
 
@@ -18,6 +20,19 @@ public sealed class Cpu
     private readonly HardwareWalker _walker;
     private MmStruct? _mm;
     private long _faults;
+
+    /// <summary>
+    /// The PTE table this CPU last mapped through a design that counts its visitors, and that
+    /// table's <c>pte_ref</c>: a cache the design fills in <c>pte_tryget_map</c> and reads in the
+    /// <c>track_pte_set</c> and <c>pte_unmap</c> that follow on this CPU, so one fault looks the
+    /// ref up once. A table's ref never changes while the table lives, so an entry is right for
+    /// any reference that names the same frame and generation of a table still live; it is only
+    /// ever written and read by the thread driving this CPU.
+    /// </summary>
+    internal TableRef MappedTable = TableRef.None;
+
+    /// <summary>The <c>pte_ref</c> of <see cref="MappedTable"/>.</summary>
+    internal PercpuRef? MappedRef;
 
     internal Cpu(Machine machine, int id)
     {

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using PtLab.Mm;
+using PtLab.Paging;
 using PtLab.Phys;
 using PtLab.Sync;
 
@@ -82,7 +83,7 @@ public class PteRefReclaim : RefcountReclaim
     /// systematic tester lets a racing free in, and the mutation tests are calibrated on it.
     /// Without hooks the nested section does nothing and is skipped (<see cref="PercpuRef.TryGetNested"/>).
     /// </remarks>
-    protected override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable, object? state)
+    protected sealed override bool TryGet(MmStruct mm, Cpu cpu, TableRef pteTable, object? state)
     {
         var r = RefOf(state, pteTable.Pfn);
         try
@@ -95,11 +96,139 @@ public class PteRefReclaim : RefcountReclaim
         }
     }
 
-    /// <summary><c>percpu_ref_get</c> (from <c>track_pte_set</c>, by a visitor that already holds a reference).</summary>
-    protected override void Get(MmStruct mm, Cpu cpu, TableRef pteTable)
+    /// <summary>
+    /// <c>pte_tryget_map</c>: under RCU, read the pmd entry and take a reference on the PTE table it
+    /// points to. Without hooks and with the ref in percpu mode this is the kernel's path, all
+    /// here: the read section's mark, the pmd load, one descriptor lookup for the table and its
+    /// ref, one add on this CPU's counter, the unmark. The ref is left in this CPU's cache for the
+    /// <c>track_pte_set</c> and <c>pte_unmap</c> that follow. With the ref in atomic mode the full
+    /// <c>percpu_ref_tryget</c> runs on the same table; with hooks on (the systematic tester, the
+    /// profile) or a mutation, the shared <c>pte_tryget</c> of <see cref="RefcountReclaim"/>.
+    /// </summary>
+    public sealed override TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex) => Map(mm, cpu, pmdTable, pmdIndex);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private TableRef Map(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
     {
-        // One descriptor lookup checks the table is live (else reports the use after free) and finds its ref.
-        var r = RefOf(mm.Phys.LiveTableState(pteTable), pteTable.Pfn);
+        var rcu = mm.Rcu;
+        if (rcu.IsBare && !SkipTryGetForTesting)
+        {
+            long saved = rcu.ReadLockSaved(cpu.Id);
+            var phys = mm.Phys;
+            ulong pmd = Volatile.Read(ref phys.Table(pmdTable)[pmdIndex]);
+            if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
+            {
+                rcu.ReadUnlockSaved(cpu.Id, saved);
+                return TableRef.None;
+            }
+
+            // Under RCU the table cannot be freed, so its descriptor and ref are still valid, and
+            // the generation read now is the table's: a cache entry with the same frame and
+            // generation holds this table's ref.
+            var pteTable = phys.Ref(Entry.Pfn(pmd));
+            var cached = cpu.MappedTable;
+            var r = cached.Pfn == pteTable.Pfn && cached.Generation == pteTable.Generation ? cpu.MappedRef! : MappedRefMiss(mm, cpu, pteTable);
+            bool got = r.TryGetIfPercpuInRcu(cpu.Id) || TryGet(mm, cpu, pteTable, r);
+            rcu.ReadUnlockSaved(cpu.Id, saved);
+            if (!got)
+            {
+                OnTryGetFailed(mm, cpu, pmdTable, pmdIndex, pteTable);
+                return TableRef.None;
+            }
+
+            return pteTable;
+        }
+
+        return base.PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
+    }
+
+    // The first map of a table on this CPU: its ref from the table's state, kept in the CPU's cache.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static PercpuRef MappedRefMiss(MmStruct mm, Cpu cpu, TableRef pteTable)
+    {
+        var r = RefOf(mm.Phys.TableState(pteTable.Pfn), pteTable.Pfn);
+        cpu.MappedTable = pteTable;
+        cpu.MappedRef = r;
+        return r;
+    }
+
+    /// <inheritdoc/>
+    public sealed override void PteUnmap(MmStruct mm, Cpu cpu, TableRef pteTable)
+    {
+        if (!SkipTryGetForTesting)
+        {
+            Put(mm, cpu, pteTable);
+        }
+    }
+
+    /// <summary><c>pte_tryget_map_lock</c>.</summary>
+    public sealed override TableRef PteOffsetMapLock(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
+    {
+        var pteTable = Map(mm, cpu, pmdTable, pmdIndex);
+        if (!pteTable.IsNone)
+        {
+            mm.PtlLock(cpu, pteTable.Pfn);
+        }
+
+        return pteTable;
+    }
+
+    /// <summary><c>pte_unmap_unlock</c>.</summary>
+    public sealed override void PteUnmapUnlock(MmStruct mm, Cpu cpu, TableRef pteTable)
+    {
+        mm.PtlUnlock(cpu, pteTable.Pfn);
+        if (!SkipTryGetForTesting)
+        {
+            Put(mm, cpu, pteTable);
+        }
+    }
+
+    /// <inheritdoc/>
+    public sealed override void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry)
+    {
+        if (Entry.IsNone(oldEntry) && !Entry.IsNone(newEntry))
+        {
+            Get(mm, cpu, pteTable);
+        }
+    }
+
+    /// <inheritdoc/>
+    public sealed override void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry)
+    {
+        if (!Entry.IsNone(oldEntry) && !SkipTrackClearForTesting)
+        {
+            Put(mm, cpu, pteTable);
+        }
+    }
+
+    /// <summary>
+    /// The ref of the table <paramref name="pteTable"/> names: from this CPU's cache when it names
+    /// the same frame and generation, else from the table's state after the descriptor check
+    /// that the table still lives.
+    /// </summary>
+    /// <remarks>
+    /// A cache hit needs no descriptor check to keep a use after free caught: every PTE table is
+    /// freed only after <see cref="PteTableDtor"/> (<c>pte_ref_free</c>) exited its ref, and an
+    /// exited ref is never in percpu mode, so a get or put on it leaves the fast path for the full
+    /// one, which reports the access to a freed table as a use after free.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static PercpuRef LiveRefOf(MmStruct mm, Cpu cpu, TableRef pteTable)
+    {
+        var cached = cpu.MappedTable;
+        if (cached.Pfn == pteTable.Pfn && cached.Generation == pteTable.Generation)
+        {
+            return cpu.MappedRef!;
+        }
+
+        return RefOf(mm.Phys.LiveTableState(pteTable), pteTable.Pfn);
+    }
+
+    /// <summary><c>percpu_ref_get</c> (from <c>track_pte_set</c>, by a visitor that already holds a reference).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected sealed override void Get(MmStruct mm, Cpu cpu, TableRef pteTable)
+    {
+        var r = LiveRefOf(mm, cpu, pteTable);
         if (!r.GetIfPercpu(cpu.Id))
         {
             GetSlow(mm, cpu, pteTable, r);
@@ -109,6 +238,9 @@ public class PteRefReclaim : RefcountReclaim
     // Atomic mode, or hooks on: the full percpu_ref_get, with a racing free reported as such.
     private static void GetSlow(MmStruct mm, Cpu cpu, TableRef pteTable, PercpuRef r)
     {
+        // A ref found in the CPU's cache was not checked against the descriptor: a freed table
+        // is reported here, with its free stack, before its exited ref is touched.
+        mm.Phys.LiveTableState(pteTable);
         if (r.IsZero)
         {
             throw new UseAfterFreeException($"track_pte_set on {pteTable}, whose pte_ref is zero in atomic mode", Environment.StackTrace, null);
@@ -125,9 +257,10 @@ public class PteRefReclaim : RefcountReclaim
     }
 
     /// <summary><c>percpu_ref_put</c>.</summary>
-    protected override void Put(MmStruct mm, Cpu cpu, TableRef pteTable)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected sealed override void Put(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
-        var r = RefOf(mm.Phys.LiveTableState(pteTable), pteTable.Pfn);
+        var r = LiveRefOf(mm, cpu, pteTable);
         if (!r.PutIfPercpu(cpu.Id))
         {
             PutSlow(mm, cpu, pteTable, r);
@@ -137,6 +270,7 @@ public class PteRefReclaim : RefcountReclaim
     // Atomic mode, or hooks on: the full percpu_ref_put, with a racing free reported as such.
     private static void PutSlow(MmStruct mm, Cpu cpu, TableRef pteTable, PercpuRef r)
     {
+        mm.Phys.LiveTableState(pteTable); // see GetSlow
         try
         {
             r.Put(cpu.Id);

@@ -355,17 +355,43 @@ public sealed partial class PercpuRef
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool PutIfPercpu(int cpu) => _bare && AddIfPercpu(cpu, -1);
 
+    /// <summary>
+    /// The percpu-mode fast path of <see cref="TryGetInRcu"/> alone, for a caller inside an RCU
+    /// read section on <paramref name="cpu"/>: without hooks and in percpu mode, one add on this
+    /// CPU's counter and true; otherwise nothing is done and false tells the caller to take the
+    /// full path. It cannot fail, so its caller stays small enough to inline.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryGetIfPercpuInRcu(int cpu)
+    {
+        if (!_bare)
+        {
+            return false;
+        }
+
+        var live = Volatile.Read(ref _live);
+        if (live is null)
+        {
+            return false;
+        }
+
+        live[cpu].AddOwned(1);
+        return true;
+    }
+
+    // Only called when _bare, so the RCU has no hooks either (they are the same hooks) and its
+    // saved-word section applies: one load and two stores of the CPU's own word.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool AddIfPercpu(int cpu, long delta)
     {
-        _rcu.ReadLock(cpu);
+        long saved = _rcu.ReadLockSaved(cpu);
         var live = Volatile.Read(ref _live);
         if (live is not null)
         {
             live[cpu].AddOwned(delta);
         }
 
-        _rcu.ReadUnlock(cpu);
+        _rcu.ReadUnlockSaved(cpu, saved);
         return live is not null;
     }
 

@@ -65,6 +65,12 @@ public sealed class Rcu
     /// <summary>Callbacks queued by <see cref="CallRcu"/> that have not run yet.</summary>
     public int PendingCallbacks => Volatile.Read(ref _updates.Value.Pending);
 
+    /// <summary>
+    /// Whether this RCU has neither a scheduling point nor a lock checker, so that
+    /// <see cref="ReadLockSaved"/> and <see cref="ReadUnlockSaved"/> may stand for a read section.
+    /// </summary>
+    internal bool IsBare => _bare;
+
     /// <summary>Lets the lock checker see whether a CPU is inside a read section.</summary>
     public bool InReadSection(int cpu) => _slots[cpu].Value.Word != 0;
 
