@@ -1,4 +1,5 @@
 using PtLab.Paging;
+using PtLab.Phys;
 
 namespace PtLab.Mm;
 
@@ -24,7 +25,7 @@ public sealed class Cpu
         _machine = machine;
         Id = id;
         Tlb = new Tlb { Owner = id, Psc = machine.Options.PagingStructureCaches ? new PagingStructureCache() : null };
-        _walker = new HardwareWalker(machine.Phys, machine.Rcu, Tlb, id);
+        _walker = new HardwareWalker(machine.Phys, machine.Rcu, Tlb, id, TableCache);
     }
 
     /// <summary>The machine this CPU belongs to.</summary>
@@ -32,6 +33,9 @@ public sealed class Cpu
 
     /// <summary>The CPU number.</summary>
     public int Id { get; }
+
+    /// <summary>Where this CPU last found the entries it read at each table level (a host-side shortcut; see <see cref="TableEntryCache"/>).</summary>
+    internal TableEntryCache TableCache { get; } = new();
 
     /// <summary>This CPU's TLB.</summary>
     public Tlb Tlb { get; }
