@@ -109,7 +109,7 @@ public sealed partial class MmStruct
             Design.TrackPteSet(this, cpu, pteTable, old, pte);
         }
 
-        Phys.StoreEntry(pteTable.Pfn, index, old, pte, cpu.Id);
+        Phys.CachedStoreEntry(cpu.TableCache, 1, pteTable, index, old, pte);
     }
 
     /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>

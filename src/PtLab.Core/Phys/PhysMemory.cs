@@ -568,7 +568,7 @@ public sealed partial class PhysMemory
             ThrowNotTable(pfn);
         }
 
-        if (!_tables.TryLocate(Volatile.Read(ref d.TableSlot), index, out var storage, out int offset))
+        if (!_tables.TryLocate(Volatile.Read(ref d.TableSlot), index, out var storage, out int offset, out var headers, out int header))
         {
             line.Pfn = -1;
             return ref storage[offset];
@@ -580,7 +580,27 @@ public sealed partial class PhysMemory
         line.Epoch = epoch;
         line.Storage = storage;
         line.Offset = offset;
+        line.Headers = headers;
+        line.Header = header;
         return ref storage[offset + (index & (TableStore.GroupEntries - 1))];
+    }
+
+    /// <summary>
+    /// <see cref="StoreEntry"/> on the live table <paramref name="table"/> through the CPU's
+    /// <paramref name="cache"/>: where its line holds the entry's group, the store goes straight
+    /// to the storage and the group's header; otherwise (and for a store of none, which may give
+    /// the group back) the full store.
+    /// </summary>
+    public void CachedStoreEntry(TableEntryCache cache, int level, TableRef table, int index, ulong old, ulong value)
+    {
+        ref var line = ref cache.At(level);
+        if (value != 0 && line.Pfn == table.Pfn && line.Generation == table.Generation && line.Group == index >> TableStore.GroupShift && line.Epoch == _tables.LayoutEpoch)
+        {
+            TableStore.StoreLocated(ref line.Storage![line.Offset + (index & (TableStore.GroupEntries - 1))], ref line.Headers![line.Header], old, value);
+            return;
+        }
+
+        StoreEntry(table.Pfn, index, old, value);
     }
 
     /// <summary>

@@ -26,6 +26,8 @@ public sealed class TableEntryCache
         public long Pfn;
         public long Epoch;
         public ulong[]? Storage;
+        public int[]? Headers;
+        public int Header;
         public int Generation;
         public int Group;
         public int Offset;

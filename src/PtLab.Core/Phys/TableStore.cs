@@ -74,23 +74,48 @@ internal sealed class TableStore
     public void LayoutChanging() => Interlocked.Increment(ref _layoutEpoch);
 
     /// <summary>
-    /// Where entry <paramref name="index"/> of the table with <paramref name="slot"/> is stored:
-    /// false when its group is absent (it reads from the sink).
+    /// Where entry <paramref name="index"/> of the table with <paramref name="slot"/> is stored,
+    /// and where its group's header is: false when its group is absent (it reads from the sink).
     /// </summary>
-    public bool TryLocate(int slot, int index, out ulong[] storage, out int offset)
+    public bool TryLocate(int slot, int index, out ulong[] storage, out int offset, out int[] headers, out int header)
     {
-        int h = slot == 0 ? 0 : Volatile.Read(ref Header(slot, index >> GroupShift));
-        if (h == 0)
+        if (slot != 0)
         {
-            storage = _sink;
-            offset = 0;
-            return false;
+            headers = Volatile.Read(ref _headers)[slot >> SlotChunkShift]!;
+            header = ((slot & SlotChunkMask) << 4) + (index >> GroupShift);
+            int h = Volatile.Read(ref headers[header]);
+            if (h != 0)
+            {
+                int g = h >> CountBits;
+                storage = Volatile.Read(ref _groups)[g >> GroupChunkShift]!;
+                offset = (g & GroupChunkMask) << GroupShift;
+                return true;
+            }
         }
 
-        int g = h >> CountBits;
-        storage = Volatile.Read(ref _groups)[g >> GroupChunkShift]!;
-        offset = (g & GroupChunkMask) << GroupShift;
-        return true;
+        storage = _sink;
+        offset = 0;
+        headers = [];
+        header = 0;
+        return false;
+    }
+
+    /// <summary>
+    /// <see cref="Store"/> of a value that is not none into an entry whose group is stored,
+    /// found by <see cref="TryLocate"/> and not moved since: <paramref name="entry"/> is its
+    /// storage, <paramref name="header"/> its group's header. The caller holds the lock that
+    /// orders stores to the table.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreLocated(ref ulong entry, ref int header, ulong old, ulong value)
+    {
+        if (old == 0)
+        {
+            // The count changes only under the table's lock, which the caller holds: a plain store.
+            Volatile.Write(ref header, Volatile.Read(ref header) + 1);
+        }
+
+        Volatile.Write(ref entry, value);
     }
 
     /// <summary>Whether the sink that absent entries read from still reads zero (a store that bypassed <see cref="Store"/> would break it).</summary>

@@ -64,4 +64,24 @@ public class TableEntryCacheTests
         Assert.Throws<UseAfterFreeException>(() => phys.CachedEntry(cache, 1, r, 5));
         Assert.Equal(0UL, phys.CachedEntry(cache, 1, again, 5));
     }
+
+    [Fact]
+    public void AStoreThroughTheCacheCountsInItsGroupAsTheFullStoreDoes()
+    {
+        var (phys, cache, t) = NewTable();
+        phys.StoreEntry(t, 5, 0, 0x1067);
+        long groups = phys.TableStorage.Groups;
+        Assert.Equal(0UL, phys.CachedEntry(cache, 1, t, 6)); // fills the line for the group
+        phys.CachedStoreEntry(cache, 1, phys.Ref(t), 6, 0, 0x2067);
+        Assert.Equal(0x2067UL, phys.Table(t)[6]);
+        Assert.Equal(groups, phys.TableStorage.Groups);
+
+        // Two entries counted: clearing one keeps the group, clearing the other gives it back.
+        phys.StoreEntry(t, 5, 0x1067, 0);
+        Assert.Equal(groups, phys.TableStorage.Groups);
+        Assert.Equal(0x2067UL, phys.CachedEntry(cache, 1, t, 6));
+        phys.StoreEntry(t, 6, 0x2067, 0);
+        Assert.Equal(groups - 1, phys.TableStorage.Groups);
+        Assert.Equal(0UL, phys.CachedEntry(cache, 1, t, 6));
+    }
 }
