@@ -524,9 +524,9 @@ public sealed partial class PhysMemory
     public ref ulong CachedEntry(TableEntryCache cache, int level, long pfn, int index)
     {
         ref var line = ref cache.At(level);
-        if (line.Pfn == pfn && line.Group == index >> TableStore.GroupShift && line.Epoch == _tables.LayoutEpoch)
+        if (line.Holds(pfn, index, _tables.LayoutEpoch))
         {
-            return ref line.Storage![line.Offset + (index & (TableStore.GroupEntries - 1))];
+            return ref line.Entry(index);
         }
 
         return ref CachedEntryMiss(ref line, pfn, index, checkGeneration: false, 0);
@@ -541,9 +541,9 @@ public sealed partial class PhysMemory
     public ref ulong CachedEntry(TableEntryCache cache, int level, TableRef table, int index)
     {
         ref var line = ref cache.At(level);
-        if (line.Pfn == table.Pfn && line.Generation == table.Generation && line.Group == index >> TableStore.GroupShift && line.Epoch == _tables.LayoutEpoch)
+        if (line.Holds(table.Pfn, index, _tables.LayoutEpoch) && line.Generation == table.Generation)
         {
-            return ref line.Storage![line.Offset + (index & (TableStore.GroupEntries - 1))];
+            return ref line.Entry(index);
         }
 
         return ref CachedEntryMiss(ref line, table.Pfn, index, checkGeneration: true, table.Generation);
@@ -594,9 +594,9 @@ public sealed partial class PhysMemory
     public void CachedStoreEntry(TableEntryCache cache, int level, TableRef table, int index, ulong old, ulong value)
     {
         ref var line = ref cache.At(level);
-        if (value != 0 && line.Pfn == table.Pfn && line.Generation == table.Generation && line.Group == index >> TableStore.GroupShift && line.Epoch == _tables.LayoutEpoch)
+        if (value != 0 && line.Holds(table.Pfn, index, _tables.LayoutEpoch) && line.Generation == table.Generation)
         {
-            TableStore.StoreLocated(ref line.Storage![line.Offset + (index & (TableStore.GroupEntries - 1))], ref line.Headers![line.Header], old, value);
+            TableStore.StoreLocated(ref line.Entry(index), ref line.Headers![line.Header], old, value);
             return;
         }
 
@@ -610,9 +610,9 @@ public sealed partial class PhysMemory
     public bool SameCachedEntry(TableEntryCache cache, int level, long table, int index, ref ulong entry)
     {
         ref var line = ref cache.At(level);
-        if (line.Pfn == table && line.Group == index >> TableStore.GroupShift && line.Epoch == _tables.LayoutEpoch)
+        if (line.Holds(table, index, _tables.LayoutEpoch))
         {
-            return Unsafe.AreSame(ref line.Storage![line.Offset + (index & (TableStore.GroupEntries - 1))], ref entry);
+            return Unsafe.AreSame(ref line.Entry(index), ref entry);
         }
 
         return SameEntry(table, index, ref entry);

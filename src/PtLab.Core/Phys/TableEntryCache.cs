@@ -31,5 +31,14 @@ public sealed class TableEntryCache
         public int Generation;
         public int Group;
         public int Offset;
+
+        /// <summary>Whether the line holds entry <paramref name="index"/> of the table in <paramref name="pfn"/>, the layout being still at <paramref name="epoch"/>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly bool Holds(long pfn, int index, long epoch) =>
+            Pfn == pfn && Group == index >> TableStore.GroupShift && Epoch == epoch;
+
+        /// <summary>The storage of entry <paramref name="index"/>, in the group the line holds.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly ref ulong Entry(int index) => ref Storage![Offset + (index & (TableStore.GroupEntries - 1))];
     }
 }
