@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using PtLab.Kernel;
 using PtLab.Mm;
 using PtLab.Traces;
 using PtLab.Workloads.Replay;
@@ -151,7 +152,7 @@ internal static class BenchReplay
                     }
                 }
 
-                stdout.WriteLine("events per second (best, median) of wall time and of CPU time (all threads):");
+                stdout.WriteLine("events per second (best, median) of wall time, of the process's CPU time (all threads) and of the measuring thread's:");
                 if (perRow.Count > 0)
                 {
                     stdout.WriteLine("reader, a TraceEvent per row (decoded, checked):   " + perRow);
@@ -159,11 +160,25 @@ internal static class BenchReplay
 
                 stdout.WriteLine("reader, batches of columns (decoded, checked):     " + read);
                 stdout.WriteLine($"replay on {name}, end to end (reader included):      " + replay);
-                stdout.WriteLine(string.Create(ci, $"  the replay's thread alone (dispatch and model): wall {consumer.Max(),12:N0} {Median(consumer),12:N0}"));
+                stdout.WriteLine(string.Create(ci, $"  the replay's thread alone (dispatch and model): wall {consumer.Max(),12:N0} {Median(consumer),12:N0}   thread {replay.Thread}"));
                 if (ops is not null)
                 {
-                    stdout.WriteLine("  the model alone (its faults and calls, no trace): " + model);
+                    stdout.WriteLine("  the model alone (its faults and calls, no trace): " + model + "   thread " + model.Thread);
                 }
+
+                // Per event, medians over the rounds: the reader's CPU (its threads), the replay's thread
+                // (dispatch and model) and the model's thread alone. The dispatch is the median of each
+                // round's difference between the last two, measured a moment apart on the same host.
+                double readerNs = 1e9 / Median(read.CpuRates), threadNs = 1e9 / Median(replay.ThreadRates);
+                string split = "";
+                if (ops is not null)
+                {
+                    double dispatchNs = Median([.. replay.ThreadRates.Zip(model.ThreadRates, (r, m) => (1e9 / r) - (1e9 / m))]);
+                    split = string.Create(ci, $" = model {1e9 / Median(model.ThreadRates):F0} ns + dispatch {dispatchNs:F0} ns");
+                }
+
+                stdout.WriteLine(string.Create(ci, $"per event (CPU, median of the rounds): reader {readerNs:F0} ns on its own thread; the replay's thread {threadNs:F0} ns{split}"));
+                stdout.WriteLine(string.Create(ci, $"end to end, cores used (CPU time / wall time, median): {replay.Cores:F2}"));
 
                 stdout.WriteLine(string.Create(ci, $"page data off, 1 CPU, {runs} rounds after a warm-up; {Environment.ProcessorCount} CPUs on this host"));
             }
@@ -192,18 +207,34 @@ internal static class BenchReplay
         }
     }
 
-    /// <summary>Events per second of one measurement, by wall time and by the process's CPU time.</summary>
+    /// <summary>
+    /// Events per second of one measurement, by wall time, by the process's CPU time (every
+    /// thread) and by the CPU time of the thread that ran it (<c>CLOCK_THREAD_CPUTIME_ID</c>).
+    /// </summary>
     private sealed class Figures
     {
         private readonly List<double> _wall = [];
         private readonly List<double> _cpu = [];
+        private readonly List<double> _thread = [];
+        private readonly List<double> _cores = [];
 
         public int Count => _wall.Count;
+
+        public List<double> CpuRates => _cpu;
+
+        public List<double> ThreadRates => _thread;
+
+        /// <summary>The median of the process's CPU time over wall time: how many cores the measurement kept busy.</summary>
+        public double Cores => Median(_cores);
+
+        public string Thread => string.Create(CultureInfo.InvariantCulture, $"{_thread.Max(),12:N0} {Median(_thread),12:N0}");
 
         public void Clear()
         {
             _wall.Clear();
             _cpu.Clear();
+            _thread.Clear();
+            _cores.Clear();
         }
 
         /// <summary>Times <paramref name="work"/>, which returns the events it handled.</summary>
@@ -211,13 +242,17 @@ internal static class BenchReplay
         {
             var process = Process.GetCurrentProcess();
             var cpu = process.TotalProcessorTime;
+            var thread = ThreadCpuClock.Now();
             var clock = Stopwatch.StartNew();
             long events = work();
             double wall = clock.Elapsed.TotalSeconds;
+            double threadSeconds = Math.Max(1e-6, (ThreadCpuClock.Now() - thread).TotalSeconds);
             process.Refresh();
             double cpuSeconds = Math.Max(1e-6, (process.TotalProcessorTime - cpu).TotalSeconds);
             _wall.Add(events / wall);
             _cpu.Add(events / cpuSeconds);
+            _thread.Add(events / threadSeconds);
+            _cores.Add(cpuSeconds / wall);
         }
 
         public override string ToString() => string.Create(

@@ -92,4 +92,21 @@ internal static unsafe partial class LibC
 
     [LibraryImport(Library, EntryPoint = "getpid")]
     public static partial int Getpid();
+
+    private const int ClockThreadCpuTimeId = 3;
+
+    [LibraryImport(Library, EntryPoint = "clock_gettime")]
+    private static partial int ClockGettime(int clock, long* timespec);
+
+    /// <summary>The calling thread's CPU time in ns (<c>clock_gettime(CLOCK_THREAD_CPUTIME_ID)</c>).</summary>
+    public static long ThreadCpuNanoseconds()
+    {
+        long* ts = stackalloc long[2];
+        if (ClockGettime(ClockThreadCpuTimeId, ts) != 0)
+        {
+            throw new InvalidOperationException("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+        }
+
+        return (ts[0] * 1_000_000_000L) + ts[1];
+    }
 }

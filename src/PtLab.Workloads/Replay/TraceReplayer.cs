@@ -125,21 +125,16 @@ public sealed class TraceReplayer
         try
         {
             var kinds = batch.Kinds;
-            var pids = batch.Pids;
-            var tids = batch.Tids;
-            var addresses = batch.Addresses;
-            var flags = batch.Flags;
-            for (int i = 0; i < kinds.Length; i++)
+            for (int i = 0; i < kinds.Length;)
             {
-                var k = kinds[i];
-                if (k is TraceEventKind.Fault or TraceEventKind.KernelFault)
+                if (kinds[i] is TraceEventKind.Fault or TraceEventKind.KernelFault)
                 {
-                    _row++;
-                    Fault(pids[i], tids[i], (ulong)addresses[i], (int)flags[i], k == TraceEventKind.KernelFault);
+                    i = FaultRun(batch, i);
                 }
                 else
                 {
                     ApplyOne(batch.Event(i));
+                    i++;
                 }
             }
         }
@@ -727,6 +722,56 @@ public sealed class TraceReplayer
         }
 
         p.Result.Faults++;
+        Access(t, cpu, p.Mm.Mm, va, errorCode);
+    }
+
+    /// <summary>
+    /// The fault rows from <paramref name="start"/> on that come from one thread, applied as
+    /// <see cref="Fault"/> applies each (the same accesses in the same order, so the same
+    /// figures), with the thread, its CPU and its address space looked up once for the run: nothing
+    /// a fault does switches them. Returns the index of the first row after the run.
+    /// </summary>
+    private int FaultRun(TraceBatch batch, int start)
+    {
+        var kinds = batch.Kinds;
+        var pids = batch.Pids;
+        var tids = batch.Tids;
+        var addresses = batch.Addresses;
+        var flags = batch.Flags;
+        int pid = pids[start], tid = tids[start];
+        var t = ThreadOf(pid, tid);
+        var cpu = Activate(t);
+        var p = t.Proc;
+        var mm = p.Mm.Mm;
+        if (p.Quiet.Count > 0)
+        {
+            p.Quiet.Clear();
+        }
+
+        int i = start;
+        for (; i < kinds.Length; i++)
+        {
+            var k = kinds[i];
+            if (k is not (TraceEventKind.Fault or TraceEventKind.KernelFault) || tids[i] != tid || pids[i] != pid)
+            {
+                break;
+            }
+
+            _row++;
+            p.InExec &= k == TraceEventKind.KernelFault;
+            p.Result.Faults++;
+            Access(t, cpu, mm, (ulong)addresses[i], (int)flags[i]);
+        }
+
+        return i;
+    }
+
+    /// <summary>
+    /// One recorded fault as an access (a write for error-code bit 1, else a read): a page already
+    /// mapped with the access's permission is resolved by the walk, no fault taken.
+    /// </summary>
+    private void Access(Thread t, Cpu cpu, MmStruct mm, ulong va, int errorCode)
+    {
         bool write = (errorCode & 0x2) != 0;
         long taken = cpu.Faults;
         AccessResult r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
@@ -745,10 +790,11 @@ public sealed class TraceReplayer
             Divergence($"fault the model answered with {r.Outcome}");
         }
 
-        long bytes = p.Mm.Mm.PgtablesBytes >> 10;
-        if (bytes > p.Result.PeakVmPteKb)
+        long kb = mm.PgtablesBytes >> 10;
+        var result = t.Proc.Result;
+        if (kb > result.PeakVmPteKb)
         {
-            p.Result.PeakVmPteKb = bytes;
+            result.PeakVmPteKb = kb;
         }
     }
 
