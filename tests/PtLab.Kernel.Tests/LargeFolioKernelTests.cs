@@ -99,11 +99,13 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
             return [.. seen];
         }
 
-        string[] kernel;
-        using (var k = new KernelTarget())
+        string[] RunKernel()
         {
-            kernel = Run(k, KernelTarget.FindFreeRegion(PgdSlot, PgdSlot));
+            using var k = new KernelTarget();
+            return Run(k, KernelTarget.FindFreeRegion(PgdSlot, PgdSlot));
         }
+
+        string[] kernel = RunKernel();
 
         if (!kernel[0].Contains(" file 2048 ", StringComparison.Ordinal))
         {
@@ -117,6 +119,16 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
         using (var m = new ModelTarget(new MachineOptions { PageData = false, ReadAheadKb = ReadAheadKb, Thp = MappingDifferential.HostThp, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
         {
             model = Run(m, 1UL << 39);
+        }
+
+        // The kernel's figures are this test process's own VmPTE and RssAnon, which other threads of
+        // the process (the runtime's heap, tests running beside this one) also move. A step that
+        // differs only by such growth is measured again, twice at most: a model that is wrong
+        // differs in every attempt.
+        for (int attempt = 1; attempt < 3 && !kernel.SequenceEqual(model); attempt++)
+        {
+            output.WriteLine($"attempt {attempt} differed; the kernel side is measured again");
+            kernel = RunKernel();
         }
 
         for (int i = 0; i < steps.Length; i++)
