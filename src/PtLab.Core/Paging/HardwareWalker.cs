@@ -11,8 +11,7 @@ namespace PtLab.Paging;
 /// <param name="rcu">The machine's RCU; the walk is one read section.</param>
 /// <param name="tlb">The CPU's TLB.</param>
 /// <param name="cpu">The CPU's number.</param>
-/// <param name="tables">The CPU's memo of where it found table entries.</param>
-internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu, TableEntryCache tables)
+internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
 {
     private readonly ISchedulingPoint? _sched = rcu.Hooks?.Scheduler;
 
@@ -41,7 +40,7 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu,
 
             for (int level = start; level > 1; level--)
             {
-                ulong e = Volatile.Read(ref phys.CachedEntry(tables, level, table, Geometry.Index(va, level)));
+                ulong e = Volatile.Read(ref phys.Table(table)[Geometry.Index(va, level)]);
                 if (!Entry.IsHwPresent(e) || (Entry.IsHuge(e) && level != 2))
                 {
                     psc?.Invalidate(va, va + 1); // a page fault drops the cached entries for its address
@@ -61,8 +60,7 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu,
             }
 
             _sched?.Reached(SchedulingPointKind.EntryLoad, table);
-            int leafLevel = leafPmd ? 2 : 1;
-            ref ulong slot = ref phys.CachedEntry(tables, leafLevel, table, index);
+            ref ulong slot = ref phys.Table(table)[index];
             ulong v = Volatile.Read(ref slot);
             while (true)
             {
@@ -90,7 +88,7 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu,
 
             // A table gives back a group of entries that all went none; if another table took it
             // since this walk read it, the entry read belongs to that table: refault instead.
-            if (!phys.SameCachedEntry(tables, leafLevel, table, index, ref slot))
+            if (!phys.SameEntry(table, index, ref slot))
             {
                 psc?.Invalidate(va, va + 1);
                 return false;
