@@ -342,7 +342,9 @@ public class PteRefReclaim : RefcountReclaim
             r.SwitchToAtomicSync(c);
             return true;
         });
-        var r = RefOf(mm, pteTable.Pfn);
+        // Under a test mutation the table may have been freed since the switch: report that as the
+        // use after free it is, not as a missing pte_ref.
+        var r = Guard(mm, pteTable, "__pte_put", cpu.Id, static (r, _) => r);
         Interlocked.Increment(ref _switches);
         mm.Rcu.ReadLock(cpu.Id);
         // Under RCU the table cannot be freed under us even once our reference is gone.
