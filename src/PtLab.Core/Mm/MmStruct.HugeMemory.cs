@@ -329,19 +329,29 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>map_anon_folio_pmd</c>: maps a new huge page by a PMD leaf, dirty and writable if the
-    /// VMA is, as an exclusive anonymous folio on the LRU, and counts 512 pages of RSS. Caller
-    /// holds the pmd lock; the table beside it is already deposited.
+    /// VMA is (PROT_NONE if the VMA grants no access, as a collapse there maps it), as an exclusive
+    /// anonymous folio on the LRU, and counts 512 pages of RSS. Caller holds the pmd lock; the
+    /// table beside it is already deposited. A <paramref name="fault"/> counts <c>thp_fault_alloc</c>.
     /// </summary>
-    private void MapAnonFolioPmd(Cpu cpu, Vma vma, long folio, long pmdTable, int pmdIndex, ulong haddr)
+    private void MapAnonFolioPmd(Cpu cpu, Vma vma, long folio, long pmdTable, int pmdIndex, ulong haddr, bool fault = true)
     {
         Phys.Desc(folio).SetFlagsAtomic(PageFlags.Anon | PageFlags.SwapBacked);
         Phys.EntireMapCount(folio) = 1;
         Phys.SetRmap(folio, AnonOwnerId(vma.AnonVma!), vma.LinearPageIndex(haddr));
         LruAddNewPage(folio, vma);
         bool writable = (vma.Flags & VmFlags.Write) != 0;
-        SetPmdAt(pmdTable, pmdIndex, Entry.MakeHugePmd(folio, writable, dirty: true, (vma.Flags & VmFlags.Exec) == 0));
+        ulong leaf = Entry.MakeHugePmd(folio, writable, dirty: true, (vma.Flags & VmFlags.Exec) == 0);
+        if ((vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0)
+        {
+            leaf = (leaf & ~Entry.Present) | Entry.ProtNone;
+        }
+
+        SetPmdAt(pmdTable, pmdIndex, leaf);
         AddRssAnon(cpu, PhysMemory.HugeFrames);
-        Interlocked.Increment(ref _thpFaultAlloc);
+        if (fault)
+        {
+            Interlocked.Increment(ref _thpFaultAlloc);
+        }
     }
 
     /// <summary>

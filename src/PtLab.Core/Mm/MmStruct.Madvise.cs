@@ -9,7 +9,8 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>madvise(addr, length, advice)</c>. DONTNEED and FREE take <c>mmap_lock</c> for read, as
     /// Linux does; a hole in the range gives ENOMEM after the mapped parts were advised.
-    /// POPULATE_READ/WRITE fault the range in (<c>madvise_populate</c>).
+    /// POPULATE_READ/WRITE fault the range in (<c>madvise_populate</c>); COLLAPSE maps huge pages
+    /// (<c>madvise_collapse</c>, MmStruct.Khugepaged.cs).
     /// </summary>
     public Errno Madvise(Cpu cpu, ulong addr, ulong length, Advice advice)
     {
@@ -22,7 +23,8 @@ public sealed partial class MmStruct
         bool remove = advice == Advice.Remove;
         bool ptReclaim = advice == Advice.PtReclaim && Design is IExplicitTableReclaim;
         bool populate = advice is Advice.PopulateRead or Advice.PopulateWrite;
-        if (!zap && !free && !setsFlags && !noop && !remove && !coldOrPageout && !ptReclaim && !populate)
+        bool collapse = advice == Advice.Collapse;
+        if (!zap && !free && !setsFlags && !noop && !remove && !coldOrPageout && !ptReclaim && !populate && !collapse)
         {
             return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
@@ -62,6 +64,11 @@ public sealed partial class MmStruct
         if (remove)
         {
             return MadviseRemove(cpu, addr, end);
+        }
+
+        if (collapse)
+        {
+            return MadviseCollapse(cpu, addr, end);
         }
 
         MmapLock.DownRead(cpu.Id);

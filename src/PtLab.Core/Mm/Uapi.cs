@@ -92,6 +92,11 @@ public enum Advice
     /// <summary><c>MADV_DONTNEED_LOCKED</c>.</summary>
     DontNeedLocked = 24,
     /// <summary>
+    /// <c>MADV_COLLAPSE</c>: collapse each aligned 2 MiB of the range into a transparent huge page
+    /// now, whatever the THP mode (anonymous private memory; see docs/collapse.md).
+    /// </summary>
+    Collapse = 25,
+    /// <summary>
     /// <c>MADV_PT_RECLAIM</c>: a PtLab-specific value that no kernel defines (proposed by David
     /// Hildenbrand, never merged): synchronously free the empty PTE tables whose whole 2 MiB lies in
     /// the range. Only designs that implement <see cref="IExplicitTableReclaim"/> accept it; the

@@ -1,0 +1,212 @@
+using System.Diagnostics;
+using System.Globalization;
+using PtLab.Mm;
+using PtLab.Workloads;
+using Xunit.Abstractions;
+using static PtLab.Kernel.Tests.Differential;
+
+namespace PtLab.Kernel.Tests;
+
+/// <summary>
+/// MADV_COLLAPSE of private anonymous memory: each step script runs on the model (the design
+/// matching the host, the host's THP mode) and on the host kernel in ptlab's own address space;
+/// after every step the result, the changes of VmPTE and RssAnon, and the pages present must agree.
+/// A collapse keeps VmPTE (the PTE table is deposited beside the leaf) and makes RssAnon count the
+/// whole 2 MiB.
+/// </summary>
+[Collection(HostKernelCollection.Name)]
+public sealed class CollapseKernelTests(ITestOutputHelper output)
+{
+    private const ulong K4 = 4096;
+    private const int Pages = 2048; // an 8 MiB mapping at a 2 MiB boundary
+
+    private static string Design => KernelInfo.Probe().MatchingDesign;
+
+    /// <summary>
+    /// Steps on page numbers of the mapping: "wN[:M]" store to M pages from N, "rN[:M]" load,
+    /// "cN:M" MADV_COLLAPSE of M pages from N, "CN:M" of M bytes from byte N, "dN:M"
+    /// MADV_DONTNEED, "uN:M" munmap, "pN:M" mprotect PROT_READ, "PN:M" PROT_NONE, "h"/"n"
+    /// MADV_HUGEPAGE/MADV_NOHUGEPAGE of the whole mapping.
+    /// </summary>
+    public static TheoryData<string> Scripts() =>
+    [
+        "c0:512",                   // no table: EINVAL
+        "w0,c0:512",                // one page: a 2 MiB leaf, VmPTE kept
+        "r0,c0:512",                // the zero page only, no anon_vma: EINVAL
+        "w0,c0:1024",               // the second 2 MiB has no PTE table: EINVAL after the first
+        "w600,c0:1024",             // the first has none: EINVAL, the second is not tried
+        "w0,w600,c0:1024",
+        "w5,c0:511",                // no whole 2 MiB: nothing, 0
+        "w0,C4096:8192",            // inside one 2 MiB: EINVAL
+        "w5,c1:1024",               // unaligned start: only [512, 1024) is a candidate
+        "w0:512,c0:512",
+        "w0,d0:1,c0:512",           // an empty PTE table
+        "w0,d0:1,r0:512,c0:512",    // zero pages only, with an anon_vma
+        "w0,p0:512,c0:512",         // read-only entries
+        "w0,P0:512,c0:512",         // PROT_NONE: a PROT_NONE leaf
+        "w0,w700,p0:600,c0:1024",   // the VMA boundary at 600 leaves one whole 2 MiB
+        "h,r0,c0:512",              // the huge zero page: already a leaf
+        "h,w5,c0:512",              // a faulted huge page: already a leaf
+        "n,w5,c0:512",              // MADV_NOHUGEPAGE: EINVAL
+        "w0,c0:512,c0:512",
+        "w0,c0:512,d3:1,r4",        // a partial zap splits the leaf into the deposited table
+        "w0,c0:512,u0:512",         // munmap frees the leaf and its deposit
+        "w5,w1000,c0:2048",
+    ];
+
+    [LinuxTheory]
+    [MemberData(nameof(Scripts))]
+    public void ACollapseDoesWhatTheHostDoes(string script)
+    {
+        var steps = script.Split(',');
+        string[] Run(IFileTarget t, ulong slot)
+        {
+            var m = t.Mmap(slot + (1UL << 30), Pages * K4, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.FixedNoReplace);
+            Assert.True(m.Ok, m.ToString());
+            var before = t.Status();
+            var seen = new List<string>();
+            foreach (string step in steps)
+            {
+                string[] nm = step.Length > 1 ? step[1..].Split(':') : ["0"];
+                ulong n = ulong.Parse(nm[0], CultureInfo.InvariantCulture);
+                ulong count = nm.Length > 1 ? ulong.Parse(nm[1], CultureInfo.InvariantCulture) : 1;
+                ulong at = m.Address + (n * K4);
+                string result = "";
+                switch (step[0])
+                {
+                    case 'r' or 'w':
+                        Assert.True(t.TouchPages(at, count * K4, write: step[0] == 'w').Ok, step);
+                        break;
+                    case 'c':
+                        result = t.Madvise(at, count * K4, Advice.Collapse).ToString();
+                        break;
+                    case 'C':
+                        result = t.Madvise(m.Address + n, count, Advice.Collapse).ToString();
+                        break;
+                    case 'd':
+                        result = t.Madvise(at, count * K4, Advice.DontNeed).ToString();
+                        break;
+                    case 'u':
+                        result = t.Munmap(at, count * K4).ToString();
+                        break;
+                    case 'p' or 'P':
+                        result = t.Mprotect(at, count * K4, step[0] == 'p' ? Prot.Read : Prot.None).ToString();
+                        break;
+                    case 'h' or 'n':
+                        result = t.Madvise(m.Address, Pages * K4, step[0] == 'h' ? Advice.HugePage : Advice.NoHugePage).ToString();
+                        break;
+                    default:
+                        throw new ArgumentException($"unknown step {step}");
+                }
+
+                var s = t.Status();
+                seen.Add($"{step}: {result} pte {s.VmPteKb - before.VmPteKb} anon {s.RssAnonKb - before.RssAnonKb} present {FileMappingKernelTests.Runs(t.PresentPages(m.Address, Pages))}");
+            }
+
+            t.Munmap(m.Address, Pages * K4);
+            return [.. seen];
+        }
+
+        string[] RunKernel()
+        {
+            using var k = new KernelTarget();
+            return Run(k, KernelTarget.FindFreeRegion(PgdSlot, PgdSlot));
+        }
+
+        string[] model;
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, Thp = MappingDifferential.HostThp, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
+        {
+            model = Run(m, PgdSlot);
+        }
+
+        AssertStepsMatch(model, RunKernel, output);
+    }
+
+    /// <summary>
+    /// The probe program (Native/collapse.c) in a process of its own reads what ptlab's address
+    /// space cannot show: AnonHugePages, ShmemPmdMapped and FilePmdMapped from smaps. An anonymous
+    /// collapse maps a huge page and keeps VmPTE (the deposit); a shmem collapse maps a PMD too and
+    /// frees the PTE table (the model does not collapse shmem: this records the host's rule); a
+    /// regular file on a kernel without CONFIG_READ_ONLY_THP_FOR_FS is refused with EINVAL; a page
+    /// pinned by vmsplice makes the collapse fail with EAGAIN.
+    /// </summary>
+    [NativeFact]
+    public void TheProbeSeesTheHugePageTheDepositAndTheRefusals()
+    {
+        var anon = Probe("anon", "w0,c0:512");
+        Assert.Equal("0", anon[1]["r"]);
+        Assert.Equal("2048", anon[1]["AnonHugePages"]);
+        Assert.Equal(anon[0]["pte"], anon[1]["pte"]); // the table is deposited, not freed
+
+        var pinned = Probe("anon", "w0,v0,c0:512");
+        Assert.Equal("EAGAIN", pinned[2]["r"]);
+        Assert.Equal("0", pinned[2]["AnonHugePages"]);
+
+        var shmem = Probe("shmem", "w0,c0:512");
+        if (shmem[1]["r"] == "0")
+        {
+            Assert.Equal("2048", shmem[1]["ShmemPmdMapped"]);
+            Assert.Equal("2048", shmem[1]["shmem"]); // the holes are filled
+            Assert.Equal("-4", (long.Parse(shmem[1]["pte"], CultureInfo.InvariantCulture) - long.Parse(shmem[0]["pte"], CultureInfo.InvariantCulture)).ToString(CultureInfo.InvariantCulture)); // the table is retracted
+        }
+        else
+        {
+            output.WriteLine($"this host refuses shmem collapse: {shmem[1]["r"]} (shmem_enabled deny?)");
+        }
+
+        var file = Probe("file", "r0:512,c0:512");
+        if (KernelConfig("CONFIG_READ_ONLY_THP_FOR_FS") is false)
+        {
+            Assert.Equal("EINVAL", file[1]["r"]);
+        }
+        else
+        {
+            output.WriteLine($"CONFIG_READ_ONLY_THP_FOR_FS is set or unknown: the file collapse gave {file[1]["r"]}");
+        }
+    }
+
+    /// <summary>Whether /proc/config.gz sets <paramref name="option"/>; null where it cannot be read.</summary>
+    private static bool? KernelConfig(string option)
+    {
+        const string path = "/proc/config.gz";
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+
+        using var gz = new System.IO.Compression.GZipStream(File.OpenRead(path), System.IO.Compression.CompressionMode.Decompress);
+        using var r = new StreamReader(gz);
+        return r.ReadToEnd().Contains(option + "=y", StringComparison.Ordinal);
+    }
+
+    /// <summary>Runs the probe; one dictionary per step, "key=value" fields by key.</summary>
+    private static List<Dictionary<string, string>> Probe(string mode, string steps)
+    {
+        string exe = NativeBuild.BuildEmbedded(typeof(CollapseKernelTests).Assembly, "collapse.c", "collapse");
+        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in new[] { KernelTarget.DiskBackedTempDirectory(), mode, steps })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException("the probe did not start");
+        string text = p.StandardOutput.ReadToEnd();
+        string err = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        Assert.True(p.ExitCode == 0, $"collapse exited {p.ExitCode}: {err}");
+        var result = new List<Dictionary<string, string>>();
+        foreach (string line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var d = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (string f in line.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1))
+            {
+                int eq = f.IndexOf('=', StringComparison.Ordinal);
+                d[f[..eq]] = f[(eq + 1)..];
+            }
+
+            result.Add(d);
+        }
+
+        return result;
+    }
+}
