@@ -965,9 +965,9 @@ public sealed class TraceReplayer
             return;
         }
 
-        if ((Advice)e.Advice == CollapseAdvice)
+        if ((Advice)e.Advice == Advice.Collapse && CollapseNotModelledIn(t.Proc.Mm.Mm, e.Address, e.Length, e.Result) is { } why)
         {
-            Unsupported(CollapseNotModelled); // whatever the kernel answered: EINVAL here would read as a divergence
+            Unsupported(why); // whatever the kernel answered: the model's EINVAL would read as a divergence
             return;
         }
 
@@ -1035,14 +1035,14 @@ public sealed class TraceReplayer
             }
 
             var advice = (Advice)e.Advice;
-            if (advice == CollapseAdvice && e.Flags == 0)
+            if (advice == Advice.Collapse && e.Flags == 0 && ranges.Select(r => CollapseNotModelledIn(mm.Mm, r.Address, r.Length, kernel)).FirstOrDefault(w => w is not null) is { } why)
             {
-                Unsupported("process_" + CollapseNotModelled);
+                Unsupported("process_" + why);
                 return;
             }
 
             long model;
-            if (e.Flags != 0 || (remote && advice is not (Advice.Cold or Advice.PageOut or Advice.WillNeed or CollapseAdvice)))
+            if (e.Flags != 0 || (remote && advice is not (Advice.Cold or Advice.PageOut or Advice.WillNeed or Advice.Collapse)))
             {
                 model = -(long)Errno.EINVAL;
             }
@@ -1076,17 +1076,51 @@ public sealed class TraceReplayer
     private Proc AdvisedProcess(Thread caller) =>
         caller.Ranges is [var first, ..] && _procs.TryGetValue((int)first.Result, out var target) ? target : caller.Proc;
 
-    /// <summary>MADV_COLLAPSE (not modelled: the model's madvise answers EINVAL).</summary>
-    private const Advice CollapseAdvice = (Advice)25;
+    /// <summary>
+    /// The <see cref="ReplayResult.Unsupported"/> key of a MADV_COLLAPSE that reaches a shmem VMA,
+    /// whatever the kernel answered: the model collapses private anonymous memory only, and answers
+    /// EINVAL for shmem, whose range keeps its small pages and its PTE table in the model (a shmem
+    /// collapse frees the table: the replay then keeps 4 kB more per collapsed table).
+    /// </summary>
+    public const string CollapseShmemNotModelled = "madvise MADV_COLLAPSE of shmem (not modelled: the range keeps its small pages)";
 
     /// <summary>
-    /// The <see cref="ReplayResult.Unsupported"/> key of a MADV_COLLAPSE, whatever the kernel
-    /// answered (0, EAGAIN, ENOMEM or EINVAL): the model keeps the range's small pages. An anonymous
-    /// collapse (<c>collapse_huge_page</c>) deposits the old PTE table under the new PMD leaf, so
-    /// VmPTE stays as replayed; a file or shmem collapse (<c>retract_page_tables</c>) frees it, and
-    /// the replay then keeps 4 kB per collapsed table more than the kernel.
+    /// The key of a MADV_COLLAPSE of a regular file's VMA that the kernel did (a kernel with
+    /// CONFIG_READ_ONLY_THP_FOR_FS); the model answers EINVAL, as a kernel without it does.
     /// </summary>
-    public const string CollapseNotModelled = "madvise MADV_COLLAPSE (not modelled: the range keeps its small pages)";
+    public const string CollapseFileNotModelled = "madvise MADV_COLLAPSE of a file (not modelled: the range keeps its small pages)";
+
+    /// <summary>
+    /// Why a MADV_COLLAPSE of [addr, addr + length) cannot be replayed, or null when every VMA it
+    /// reaches is one the model collapses as the kernel does (private anonymous), or a file VMA the
+    /// kernel refused too.
+    /// </summary>
+    private static string? CollapseNotModelledIn(MmStruct mm, ulong addr, ulong length, long kernel)
+    {
+        ulong end = addr + length;
+        for (ulong a = addr; a < end && end > addr;)
+        {
+            var v = mm.FindVma(a);
+            if (v is null || v.Start >= end)
+            {
+                break;
+            }
+
+            if (v.File is { IsShmem: true })
+            {
+                return CollapseShmemNotModelled;
+            }
+
+            if (v.File is not null && kernel >= 0)
+            {
+                return CollapseFileNotModelled;
+            }
+
+            a = v.End;
+        }
+
+        return null;
+    }
 
     /// <summary>MAX_RW_COUNT: import_iovec caps an iovec array's total length here, shortening the range that crosses it.</summary>
     private const ulong MaxRwCount = 0x7fff_f000;

@@ -79,23 +79,35 @@ public sealed class ProcessMadviseReplayModelTests
     }
 
     [Fact]
-    public void MadviseCollapseIsReportedAsNotModelledWhateverTheKernelAnswered()
+    public void MadviseCollapseIsAppliedAndAShmemCollapseIsReportedAsNotModelled()
     {
         Apply(TraceEvent.Create(TraceEventKind.Task, _t++, Parent, Parent) with { Path = "p" });
         Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Parent, Parent) with { Address = 0, Length = 4 * Mb, Prot = 3, Flags = 0x22, Fd = -1 }).Returned((long)Region, 10));
-        WriteEveryPage(Parent);
-        const int collapse = 25; // MADV_COLLAPSE
-        foreach (long kernel in new long[] { 0, -11, -12, -22 }) // done, EAGAIN, ENOMEM, EINVAL
+        for (ulong a = Region; a < Region + (4 * Mb); a += 64 * 4096)
         {
-            Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Parent, Parent) with { Address = Region, Length = 2 * Mb, Prot = collapse }).Returned(kernel, 10));
+            Apply(TraceEvent.Fault(_t++, Parent, Parent, a, 6, 0x400000));
         }
 
-        ProcessMadvise(Parent, Parent, (Advice)collapse, (long)(2 * Mb), (Region + (2 * Mb), 2 * Mb));
+        // The first 2 MiB by madvise, the second by process_madvise on itself: both become huge
+        // pages (RssAnon the whole 4 MiB), the tables deposited beside them (VmPTE kept).
+        Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Parent, Parent) with { Address = Region, Length = 2 * Mb, Prot = (int)Advice.Collapse }).Returned(0, 10));
+        ProcessMadvise(Parent, Parent, Advice.Collapse, (long)(2 * Mb), (Region + (2 * Mb), 2 * Mb));
+        // A range inside one 2 MiB that reaches no boundary: EINVAL, as the kernel answers.
+        Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Parent, Parent) with { Address = Region + 4096, Length = 8192, Prot = (int)Advice.Collapse }).Returned(-22, 10));
+
+        // Shared anonymous memory (shmem): not modelled, whatever the kernel answered.
+        const ulong shmem = Region + (64 * Mb);
+        Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Parent, Parent) with { Address = 0, Length = 2 * Mb, Prot = 3, Flags = 0x21, Fd = -1 }).Returned((long)shmem, 10));
+        Apply(TraceEvent.Fault(_t++, Parent, Parent, shmem, 6, 0x400000));
+        Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Parent, Parent) with { Address = shmem, Length = 2 * Mb, Prot = (int)Advice.Collapse }).Returned(0, 10));
+
         var r = _replayer.Finish();
         Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("madvise", StringComparison.Ordinal));
-        Assert.Equal(4, r.Unsupported[TraceReplayer.CollapseNotModelled]);
-        Assert.Equal(1, r.Unsupported["process_" + TraceReplayer.CollapseNotModelled]);
-        Assert.Equal(4096, r.Processes.Single(p => p.Pid == Parent).Exit!.Value.RssAnonKb); // the small pages stay
+        Assert.Equal(1, r.Unsupported[TraceReplayer.CollapseShmemNotModelled]);
+        Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("advice 25", StringComparison.Ordinal));
+        var exit = r.Processes.Single(p => p.Pid == Parent).Exit!.Value;
+        Assert.Equal(4096, exit.RssAnonKb);
+        Assert.Equal(3, exit.Tables.Pte); // two deposited beside the huge pages, and shmem's, which stays
     }
 
     [Fact]
