@@ -17,12 +17,6 @@
 #include <unistd.h>
 #include "common.h"
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_process_madvise
-#define SYS_process_madvise 440
-#endif
 #ifndef MADV_COLD
 #define MADV_COLD 20
 #endif
