@@ -32,7 +32,13 @@ internal static class FuzzKernel
         var output = new Option<string>("--out") { Description = "Folder for the case files of differences.", DefaultValueFactory = _ => "fuzz-cases", HelpName = "DIR" };
         var replay = new Option<string?>("--replay") { Description = "Replay a case file on both sides (and check the model against its recorded kernel answers) instead of generating.", HelpName = "FILE" };
         var record = new Option<bool>("--record") { Description = "With --replay: write the replayed case with the kernel's answers to --out even when both sides agree." };
-        foreach (var o in new Option[] { seed, sequences, ops, first, design, minimize, output, replay, record })
+        var collapse = new Option<bool>("--collapse")
+        {
+            Description = "Let MADV_COLLAPSE collapse on both sides: the executor keeps THP off only for faults outside MADV_HUGEPAGE VMAs " +
+                          "(PR_THP_DISABLE_EXCEPT_ADVISED, Linux 6.18), MADV_HUGEPAGE is never drawn and MADV_COLLAPSE often, over private VMAs. " +
+                          "Without it THP is off and every MADV_COLLAPSE answers EINVAL on both sides.",
+        };
+        foreach (var o in new Option[] { seed, sequences, ops, first, design, minimize, output, replay, record, collapse })
         {
             cmd.Options.Add(o);
         }
@@ -81,7 +87,7 @@ internal static class FuzzKernel
                 return Cli.ExitFailure;
             }
 
-            var options = new FuzzCampaignOptions(p.GetValue(seed), n, m, d, p.GetValue(minimize), f);
+            var options = new FuzzCampaignOptions(p.GetValue(seed), n, m, d, p.GetValue(minimize), f, p.GetValue(collapse));
             var result = RunWithProgress(options, stderr);
             string outDir = p.GetValue(output)!;
             var files = WriteCases(result, info, outDir);
@@ -154,13 +160,13 @@ internal static class FuzzKernel
     private static FuzzCase Case(FuzzSequence seq, FuzzCampaignResult result, KernelInfo info, FuzzFinding f, bool minimized)
     {
         var step = seq.Difference!;
-        string how = $"ptlab fuzz kernel --seed {result.Options.Seed} --first {f.Sequence} --sequences 1 --ops {result.Options.Ops}";
+        string how = $"ptlab fuzz kernel --seed {result.Options.Seed} --first {f.Sequence} --sequences 1 --ops {result.Options.Ops}{(result.Options.Collapse ? " --collapse" : "")}";
         return FuzzCase.FromSequence(seq, result.Options.Design, result.MemTotalKb,
         [
             $"ptlab fuzz kernel case{(minimized ? ", minimized by delta debugging" : "")}: found by {how}",
             $"host: Linux {info.Release}; model design {result.Options.Design}",
             $"the last operation differs in {string.Join(", ", step.Differences)}; the model answered {FuzzText.FormatOutcome(step.Model, seq.Slot)}",
-        ], result.ReadAheadKb);
+        ], result.ReadAheadKb, result.Options.Collapse);
     }
 
     private static FuzzCase LoadCase(string file)
@@ -180,7 +186,7 @@ internal static class FuzzKernel
     {
         // Without a host, the recorded answers are the only oracle: the case's own design and RAM.
         string d = design ?? (host ? info.MatchingDesign : c.Design) ?? info.MatchingDesign;
-        using var fuzzer = host ? new KernelFuzzer(d) : null;
+        using var fuzzer = host ? new KernelFuzzer(d, c.Collapse) : null;
         long memTotal = c.MemTotalKb ?? fuzzer?.MemTotalKb ?? throw new UsageException($"--replay: {file} gives no memtotal and no host kernel can tell it");
         var recorded = c.Steps.Any(s => s.Expected is not null) ? c.CheckOnModel(design ?? c.Design ?? d, memTotal) : [];
         var seq = fuzzer?.Replay(c.Ops, c.Slot);
@@ -193,12 +199,12 @@ internal static class FuzzKernel
             string stem = Path.Combine(outDir, Path.GetFileNameWithoutExtension(file));
             CreateFolder(outDir);
             written = stem + ".replay.case";
-            File.WriteAllText(written, FuzzCase.FromSequence(seq, d, fuzzer.MemTotalKb, [.. c.Comments], fuzzer.ReadAheadKb).Format());
+            File.WriteAllText(written, FuzzCase.FromSequence(seq, d, fuzzer.MemTotalKb, [.. c.Comments], fuzzer.ReadAheadKb, c.Collapse).Format());
             if (minimize && diff is not null)
             {
                 (min, int replays) = Minimizer.Minimize(fuzzer, seq);
                 writtenMin = stem + ".min.case";
-                File.WriteAllText(writtenMin, FuzzCase.FromSequence(min, d, fuzzer.MemTotalKb, [$"{Path.GetFileName(file)} minimized by delta debugging ({replays} replays)", .. c.Comments], fuzzer.ReadAheadKb).Format());
+                File.WriteAllText(writtenMin, FuzzCase.FromSequence(min, d, fuzzer.MemTotalKb, [$"{Path.GetFileName(file)} minimized by delta debugging ({replays} replays)", .. c.Comments], fuzzer.ReadAheadKb, c.Collapse).Format());
             }
         }
 
@@ -252,7 +258,7 @@ internal static class FuzzKernel
     private static void WriteTable(FuzzCampaignResult r, KernelInfo info, List<(string Found, string? Minimized)> files, TextWriter w)
     {
         double secs = r.Wall.TotalSeconds;
-        w.WriteLine($"ptlab fuzz kernel: Linux {info.Release}, model design {r.Options.Design}, slot {FuzzText.Hex(r.Slot)}, seed {r.Options.Seed}");
+        w.WriteLine($"ptlab fuzz kernel: Linux {info.Release}, model design {r.Options.Design}{(r.Options.Collapse ? " (collapse mode)" : "")}, slot {FuzzText.Hex(r.Slot)}, seed {r.Options.Seed}");
         w.WriteLine(
             $"{Human.Plural(r.Sequences, "sequence")}, {Human.Plural(r.Operations, "operation")}, {Human.Plural(r.Findings.Count, "difference")}, " +
             $"{Human.Seconds(secs)} wall ({Human.Count((long)(r.Operations / Math.Max(secs, 1e-9)))} operations/s; " +
@@ -317,6 +323,7 @@ internal static class FuzzKernel
         {
             kernel = info.Release,
             design = r.Options.Design,
+            collapse = r.Options.Collapse,
             seed = r.Options.Seed,
             slot = FuzzText.Hex(r.Slot),
             sequences = r.Sequences,

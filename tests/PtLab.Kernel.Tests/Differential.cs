@@ -13,30 +13,6 @@ internal static class Differential
     public const ulong MiB = 1UL << 20;
 
     /// <summary>
-    /// Compares the per-step lines of a step script run on the model with a run on the kernel in
-    /// this process. The kernel's VmPTE and RssAnon are the test process's own, which other threads
-    /// also move: while the runs differ the kernel side is measured again, twice at most (a model
-    /// that is wrong differs in every attempt). Every step is logged, then the lines must be equal.
-    /// </summary>
-    public static void AssertStepsMatch(string[] model, Func<string[]> runKernel, ITestOutputHelper log)
-    {
-        string[] kernel = runKernel();
-        for (int attempt = 1; attempt < 3 && !kernel.SequenceEqual(model); attempt++)
-        {
-            log.WriteLine($"attempt {attempt} differed; the kernel side is measured again");
-            kernel = runKernel();
-        }
-
-        for (int i = 0; i < Math.Max(model.Length, kernel.Length); i++)
-        {
-            log.WriteLine($"model  {(i < model.Length ? model[i] : "")}");
-            log.WriteLine($"kernel {(i < kernel.Length ? kernel[i] : "")}");
-        }
-
-        Assert.Equal(kernel, model);
-    }
-
-    /// <summary>
     /// Runs the scenario on the model, then on the kernel, each placed <paramref name="offset"/>
     /// bytes into an empty 512 GiB slot of this process. A region alone in a PGD slot shares no
     /// table of any level, so the kernel allocates the same PUD and PMD tables as a fresh model

@@ -19,12 +19,13 @@ public class ScenarioTests(ITestOutputHelper output)
     private static bool Beyond(string scenario, string design) => s_beyondDesigns.Contains(design) || s_beyondScenarios.Contains(scenario);
 
     // The scanner design (with its thread on a CPU of its own in every scenario) and the scenarios
-    // written for the races of the designs no kernel ships get a smaller share again, to keep the
+    // written for the races of the designs no kernel ships, and the MADV_COLLAPSE race (long
+    // schedules: three CPUs, two GUP-fast rounds) get a smaller share again, to keep the
     // default run's time; `ptlab check ... --schedules N` explores further.
     private const int ScannerRandomSchedules = 200;
     private const int ScannerPctSchedules = 100;
     private const int ScannerStepSchedules = 20;
-    private static readonly string[] s_scannerTierScenarios = ["scanner-fault-zap", "occupancy-count-set-clear", "batched-switch-tryget"];
+    private static readonly string[] s_scannerTierScenarios = ["scanner-fault-zap", "occupancy-count-set-clear", "batched-switch-tryget", SystematicScenarios.CollapseGupFastFault];
 
     private static bool ScannerTier(string scenario, string design) => design == PtLab.Reclaim.Designs.Scanner || s_scannerTierScenarios.Contains(scenario);
 

@@ -47,11 +47,12 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>thp_vma_suitable_order</c>: the 2 MiB at <paramref name="haddr"/> lies inside the VMA,
-    /// and the VMA's start is congruent to its page offset modulo 2 MiB (an anonymous VMA moved by
-    /// mremap to an address of another congruence no longer is).
+    /// and for a file VMA its start is congruent to its page offset modulo 2 MiB. An anonymous VMA's
+    /// offset is not checked ("Don't have to check pgoff for anonymous vma"): one moved by mremap to
+    /// an address of another congruence still faults and collapses huge pages (measured on 6.18).
     /// </summary>
     private static bool ThpVmaSuitable(Vma vma, ulong haddr) =>
-        (((vma.Start >> PhysMemory.PageShift) - vma.PgOff) & (PhysMemory.HugeFrames - 1)) == 0 &&
+        (vma.IsAnonymous || (((vma.Start >> PhysMemory.PageShift) - vma.PgOff) & (PhysMemory.HugeFrames - 1)) == 0) &&
         haddr >= vma.Start && haddr + Geometry.PmdSize <= vma.End;
 
     /// <summary><c>is_huge_zero_pmd</c>.</summary>

@@ -78,9 +78,15 @@ public sealed partial class MmStruct
     /// <c>PR_SET_THP_DISABLE</c> refuse. A regular file's VMA is refused: collapsing the page cache
     /// needs <c>CONFIG_READ_ONLY_THP_FOR_FS</c>, which the measured host lacks. Shmem is allowed by
     /// the kernel (<c>shmem_enabled</c> other than deny), but not modelled: the model answers EINVAL.
+    /// Outside the fault path the VMA must also hold one whole 2 MiB suitable for a leaf: the one
+    /// below its end (<c>thp_vma_suitable_order</c> at <c>vm_end - HPAGE_PMD_SIZE</c>), and an
+    /// anonymous VMA must have its anon_vma (only a fault or smaps may go without): a VMA nothing
+    /// ever wrote to, or that only read the zero page, is refused even where the range covers no
+    /// whole 2 MiB.
     /// </summary>
     private bool CollapseVmaAllowable(Vma vma) =>
-        vma.IsAnonymous && !ThpDisabled && (vma.Flags & VmFlags.NoHugePage) == 0;
+        vma.IsAnonymous && vma.AnonVma is not null && !ThpDisabled && (vma.Flags & VmFlags.NoHugePage) == 0 &&
+        vma.End >= Geometry.PmdSize && ThpVmaSuitable(vma, (vma.End - Geometry.PmdSize) & Geometry.PmdMask);
 
     /// <summary>
     /// <c>madvise_collapse</c> of [start, end) inside one VMA: only the aligned 2 MiB ranges the
@@ -259,16 +265,16 @@ public sealed partial class MmStruct
         }
 
         Interlocked.Increment(ref _thpCollapseAlloc);
+        for (int i = 0; i < PhysMemory.HugeFrames; i++)
+        {
+            CountPageAllocated(cpu);
+        }
+
         long deposit = AllocDepositTable(cpu);
         if (deposit < 0)
         {
             ReleasePages(cpu, [folio]);
             return ScanResult.AllocHugePageFail;
-        }
-
-        for (int i = 0; i < PhysMemory.HugeFrames; i++)
-        {
-            CountPageAllocated(cpu);
         }
 
         var result = CollapseIntoFolio(cpu, vma, haddr, swapped, folio, deposit);

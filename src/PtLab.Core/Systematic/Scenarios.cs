@@ -161,14 +161,7 @@ public static class SystematicScenarios
             "lockless GUP-fast walks a PTE table while MADV_DONTNEED zaps and frees it",
             250,
             64L << 20,
-            c =>
-            {
-                c.Map(M2);
-                for (ulong i = 0; i < 4; i++)
-                {
-                    c.Touch(Base + (i * K4));
-                }
-            },
+            c => MapAndTouch(c, M2, 4),
             [
                 (c, cpu) => GupFastTwice(c, cpu, 4),
                 (c, cpu) =>
@@ -588,10 +581,46 @@ public static class SystematicScenarios
                     cpu.Touch(Base + (6 * K4));
                 },
             ]),
+        new(
+            CollapseGupFastFault,
+            "MADV_COLLAPSE unhooks a PTE table, frees it and maps a huge page while lockless GUP-fast pins its pages and a fault and reclaim wait to use it",
+            400,
+            64L << 20,
+            c => MapAndTouch(c, 2 * M2, 4),
+            [
+                (c, cpu) => GupFastTwice(c, cpu, 4),
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("madvise(COLLAPSE, 2 MiB)");
+                    c.Mm.Madvise(cpu, Base, M2, Advice.Collapse);
+                    c.Scheduler.Note("madvise(DONTNEED, page 1): split");
+                    c.Mm.Madvise(cpu, Base + K4, K4, Advice.DontNeed);
+                },
+                (c, cpu) =>
+                {
+                    c.Scheduler.Note("fault: write page 5");
+                    cpu.Touch(Base + (5 * K4));
+                    c.Scheduler.Note("reclaim 4 pages");
+                    c.Machine.Vmscan.Reclaim(cpu.Id, 4);
+                },
+            ]),
     ]);
+
+    /// <summary>The race of MADV_COLLAPSE against GUP-fast, a fault and reclaim.</summary>
+    public const string CollapseGupFastFault = "collapse-gup-fast-fault";
 
     /// <summary>The race of a PMD-table free against GUP-fast and a fault (run with <see cref="SystematicScenario.FreePmd"/>).</summary>
     public const string PmdFreeGupFast = "pmd-free-gup-fast";
+
+    /// <summary>The usual set-up: the fixed mapping of <paramref name="length"/> bytes with its first <paramref name="pages"/> pages written.</summary>
+    private static void MapAndTouch(ScenarioContext c, ulong length, int pages)
+    {
+        c.Map(length);
+        for (ulong i = 0; i < (ulong)pages; i++)
+        {
+            c.Touch(Base + (i * K4));
+        }
+    }
 
     /// <summary>Two rounds of GUP-fast (pin then unpin) of the first <paramref name="pages"/> pages.</summary>
     private static void GupFastTwice(ScenarioContext c, Cpu cpu, int pages)

@@ -9,7 +9,8 @@ namespace PtLab.Kernel.Fuzz;
 /// <param name="Design">The model design compared with the host.</param>
 /// <param name="Minimize">Shrink each differing sequence by delta debugging.</param>
 /// <param name="First">The index of the first sequence (to rerun one sequence of a larger run).</param>
-public sealed record FuzzCampaignOptions(int Seed, int Sequences, int Ops, string Design, bool Minimize = false, int First = 0);
+/// <param name="Collapse">Run in the collapse mode: MADV_COLLAPSE collapses on both sides (see <see cref="KernelExecutor.Start"/>).</param>
+public sealed record FuzzCampaignOptions(int Seed, int Sequences, int Ops, string Design, bool Minimize = false, int First = 0, bool Collapse = false);
 
 /// <summary>A difference found by a run.</summary>
 /// <param name="Sequence">The sequence's index in the run.</param>
@@ -70,7 +71,7 @@ public static class FuzzCampaign
         ArgumentNullException.ThrowIfNull(options);
         var result = new FuzzCampaignResult { Options = options };
         var clock = Stopwatch.StartNew();
-        using var fuzzer = new KernelFuzzer(options.Design);
+        using var fuzzer = new KernelFuzzer(options.Design, options.Collapse);
         result.Slot = fuzzer.Slot;
         result.MemTotalKb = fuzzer.MemTotalKb;
         result.ReadAheadKb = fuzzer.ReadAheadKb;

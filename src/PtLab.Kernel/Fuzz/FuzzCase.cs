@@ -22,6 +22,8 @@ public sealed record FuzzCaseStep(FuzzOp Op, OpOutcome? Expected);
 /// <item><c>memtotal KB</c>: the recording host's MemTotal (the model's RAM, for overcommit).</item>
 /// <item><c>readahead KB</c>: the recording host's <c>read_ahead_kb</c> where the test file of
 /// <c>mmapf</c> lived (the model file's read-around window; 128 when absent).</item>
+/// <item><c>thp collapse</c>: the case ran in the collapse mode (MADV_COLLAPSE collapses); absent
+/// when THP was off.</item>
 /// <item><c>OP ARG…</c> optionally followed by <c>=&gt; RESULT pte=KB anon=KB | VMA…</c>: one
 /// operation and the kernel's answer. OP is one of <see cref="FuzzOps.All"/> (mmap ADDR LEN PROT FLAGS,
 /// mmapf ADDR LEN PROT FLAGS OFFSET (the test file), munmap ADDR LEN, mprotect ADDR LEN PROT,
@@ -46,6 +48,9 @@ public sealed class FuzzCase
     /// <summary>The recording host's <c>read_ahead_kb</c> for the test file, or null.</summary>
     public int? ReadAheadKb { get; init; }
 
+    /// <summary>Whether the case ran in the collapse mode (a <c>thp collapse</c> line).</summary>
+    public bool Collapse { get; init; }
+
     /// <summary>The comment lines at the top, without their <c>#</c>.</summary>
     public IReadOnlyList<string> Comments { get; init; } = [];
 
@@ -56,7 +61,7 @@ public sealed class FuzzCase
     public IReadOnlyList<FuzzOp> Ops => [.. Steps.Select(s => s.Op)];
 
     /// <summary>A case from a run: every operation with the kernel's outcome.</summary>
-    public static FuzzCase FromSequence(FuzzSequence sequence, string design, long memTotalKb, IEnumerable<string> comments, int? readAheadKb = null)
+    public static FuzzCase FromSequence(FuzzSequence sequence, string design, long memTotalKb, IEnumerable<string> comments, int? readAheadKb = null, bool collapse = false)
     {
         ArgumentNullException.ThrowIfNull(sequence);
         return new FuzzCase
@@ -65,6 +70,7 @@ public sealed class FuzzCase
             Design = design,
             MemTotalKb = memTotalKb,
             ReadAheadKb = readAheadKb,
+            Collapse = collapse,
             Comments = [.. comments],
             Steps = [.. sequence.Steps.Select(s => new FuzzCaseStep(s.Op, s.Kernel))],
         };
@@ -81,6 +87,7 @@ public sealed class FuzzCase
         string? design = null;
         long? memTotal = null;
         int? readAhead = null;
+        bool collapse = false;
         var comments = new List<string>();
         var steps = new List<FuzzCaseStep>();
         var lines = text.Split('\n');
@@ -128,6 +135,14 @@ public sealed class FuzzCase
                             ? ra
                             : throw new FormatException($"readahead {Value(words)} is not a number of kB");
                         continue;
+                    case "thp":
+                        collapse = Value(words) switch
+                        {
+                            "collapse" => true,
+                            "off" => false,
+                            var v => throw new FormatException($"thp {v} is not 'collapse' or 'off'"),
+                        };
+                        continue;
                 }
 
                 if (slot == 0)
@@ -151,7 +166,7 @@ public sealed class FuzzCase
             throw new FormatException($"{source}: no operations");
         }
 
-        return new FuzzCase { Slot = slot, Design = design, MemTotalKb = memTotal, ReadAheadKb = readAhead, Comments = comments, Steps = steps };
+        return new FuzzCase { Slot = slot, Design = design, MemTotalKb = memTotal, ReadAheadKb = readAhead, Collapse = collapse, Comments = comments, Steps = steps };
     }
 
     /// <summary>The case in its file form.</summary>
@@ -179,6 +194,11 @@ public sealed class FuzzCase
             sb.AppendLine(CultureInfo.InvariantCulture, $"readahead {ra}");
         }
 
+        if (Collapse)
+        {
+            sb.AppendLine("thp collapse");
+        }
+
         foreach (var s in Steps)
         {
             sb.Append(s.Op.Format(Slot));
@@ -201,7 +221,7 @@ public sealed class FuzzCase
     {
         string d = design ?? Design ?? throw new InvalidOperationException("the case names no design; pass one");
         long kb = memTotalKb ?? MemTotalKb ?? throw new InvalidOperationException("the case gives no memtotal; pass one");
-        using var model = new ModelSide(d, kb, Slot, ReadAheadKb ?? 128);
+        using var model = new ModelSide(d, kb, Slot, ReadAheadKb ?? 128, collapse: Collapse);
         var problems = new List<string>();
         for (int i = 0; i < Steps.Count; i++)
         {

@@ -22,7 +22,7 @@ public sealed class KernelExecutor : IDisposable
     private readonly StringBuilder _stderr = new();
     private bool _disposed;
 
-    private KernelExecutor(string exe, string? fileDirectory)
+    private KernelExecutor(string exe, string? fileDirectory, bool collapse)
     {
         var psi = new ProcessStartInfo(exe)
         {
@@ -34,6 +34,11 @@ public sealed class KernelExecutor : IDisposable
         if (fileDirectory is not null)
         {
             psi.ArgumentList.Add(fileDirectory);
+        }
+
+        if (collapse)
+        {
+            psi.Environment["PTLAB_EXECUTOR_THP"] = "collapse";
         }
 
         _process = Process.Start(psi) ?? throw new FuzzHarnessException($"could not start {exe}");
@@ -80,7 +85,15 @@ public sealed class KernelExecutor : IDisposable
                 case "brk":
                     BrkStart = FuzzText.ParseNumber(value);
                     break;
+                case "thp":
+                    Collapse = value == "collapse";
+                    break;
             }
+        }
+
+        if (Collapse != collapse)
+        {
+            throw new FuzzHarnessException($"the executor's THP mode is not the one asked for ({(collapse ? "collapse" : "off")}): \"{hello}\"");
         }
 
         if (SlotStart == 0 || SlotEnd != SlotStart + FuzzText.SlotSize || MemTotalKb <= 0)
@@ -100,6 +113,9 @@ public sealed class KernelExecutor : IDisposable
 
     /// <summary>The size of the test file <c>mmapf</c> maps, or 0 when the executor has none.</summary>
     public ulong FileSize { get; }
+
+    /// <summary>Whether MADV_COLLAPSE collapses in the executor (THP kept off for faults outside MADV_HUGEPAGE VMAs only).</summary>
+    public bool Collapse { get; }
 
     /// <summary>Where the heap starts in the slot (<c>start_brk</c>), or 0 when the executor could not move it there.</summary>
     public ulong BrkStart { get; }
@@ -124,10 +140,11 @@ public sealed class KernelExecutor : IDisposable
 
     /// <summary>
     /// Builds the executor (cached by its source) and starts it, with its test file in a
-    /// disk-backed temporary directory (none when <paramref name="withFile"/> is false).
+    /// disk-backed temporary directory (none when <paramref name="withFile"/> is false). With
+    /// <paramref name="collapse"/>, MADV_COLLAPSE collapses (see the executor's start-up notes).
     /// </summary>
     /// <exception cref="NativeBuildException">No C compiler, or it refused the source.</exception>
-    public static KernelExecutor Start(bool withFile = true)
+    public static KernelExecutor Start(bool withFile = true, bool collapse = false)
     {
         if (!KernelTarget.IsSupported)
         {
@@ -136,7 +153,7 @@ public sealed class KernelExecutor : IDisposable
 
         string exe = NativeBuild.BuildEmbedded(typeof(KernelExecutor).Assembly, "Fuzz.executor.c", ProgramName);
         string? dir = withFile ? KernelTarget.DiskBackedTempDirectory() : null;
-        return new KernelExecutor(exe, dir) { FileDirectory = dir };
+        return new KernelExecutor(exe, dir, collapse) { FileDirectory = dir };
     }
 
     /// <summary>Runs one operation; with <paramref name="layout"/>, also reads the VMAs in the slot after it.</summary>

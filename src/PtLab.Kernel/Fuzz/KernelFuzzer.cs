@@ -33,7 +33,9 @@ public sealed class KernelFuzzer : IDisposable
     private KernelExecutor _executor;
 
     /// <summary>Starts an executor; <paramref name="design"/> is the model design compared with the host.</summary>
-    public KernelFuzzer(string design)
+    /// <param name="design">The model design compared with the host.</param>
+    /// <param name="collapse">Run the executor and the model in the collapse mode (MADV_COLLAPSE collapses; see <see cref="KernelExecutor.Start"/>).</param>
+    public KernelFuzzer(string design, bool collapse = false)
     {
         Design = design ?? throw new ArgumentNullException(nameof(design));
         if (PtLab.Reclaim.Designs.Factory(design) is null)
@@ -41,8 +43,12 @@ public sealed class KernelFuzzer : IDisposable
             throw new ArgumentException($"unknown design '{design}'", nameof(design));
         }
 
-        _executor = KernelExecutor.Start();
+        Collapse = collapse;
+        _executor = KernelExecutor.Start(collapse: collapse);
     }
+
+    /// <summary>Whether MADV_COLLAPSE collapses on both sides (and is drawn more often, MADV_HUGEPAGE never).</summary>
+    public bool Collapse { get; }
 
     /// <summary>The model design.</summary>
     public string Design { get; }
@@ -70,7 +76,7 @@ public sealed class KernelFuzzer : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         using var model = Begin();
-        var gen = new OpGenerator(new Random(seed), Slot) { AllowLocked = Environment.IsPrivilegedProcess, AllowBrk = BrkAvailable };
+        var gen = new OpGenerator(new Random(seed), Slot) { AllowLocked = Environment.IsPrivilegedProcess, AllowBrk = BrkAvailable, Collapse = Collapse };
         var steps = new List<FuzzStep>(count);
         for (int i = 0; i < count; i++)
         {
@@ -147,7 +153,7 @@ public sealed class KernelFuzzer : IDisposable
         if (left.PteKb != 0 || left.AnonKb != 0 || left.FileKb != 0 || left.ShmemKb != 0 || left.Layout is not { Count: 0 })
         {
             _executor.Dispose();
-            _executor = KernelExecutor.Start();
+            _executor = KernelExecutor.Start(collapse: Collapse);
             Restarts++;
         }
 
@@ -161,6 +167,6 @@ public sealed class KernelFuzzer : IDisposable
             throw new FuzzHarnessException($"the executor's heap starts at 0x{_executor.BrkStart:x}, the model's at 0x{_executor.SlotStart + FuzzText.BrkOffset:x}");
         }
 
-        return new ModelSide(Design, _executor.MemTotalKb, _executor.SlotStart, ReadAheadKb, BrkAvailable);
+        return new ModelSide(Design, _executor.MemTotalKb, _executor.SlotStart, ReadAheadKb, BrkAvailable, Collapse);
     }
 }

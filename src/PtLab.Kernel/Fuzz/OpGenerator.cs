@@ -52,6 +52,13 @@ public sealed class OpGenerator
     /// <summary>Whether <c>brk</c> may be drawn (the executor's heap is in the slot).</summary>
     public bool AllowBrk { get; init; }
 
+    /// <summary>
+    /// The collapse mode: MADV_COLLAPSE is drawn often, over ranges inside one private VMA (shmem is
+    /// not modelled), and neither MADV_HUGEPAGE nor the advice that splits huge folios (see
+    /// <see cref="NotInCollapseMode"/>).
+    /// </summary>
+    public bool Collapse { get; init; }
+
     /// <summary>The current break (<c>mm-&gt;brk</c>); set before each <see cref="Next"/>.</summary>
     public ulong Brk { get; set; }
 
@@ -79,12 +86,29 @@ public sealed class OpGenerator
             }
         }
 
+        if (_pendingCollapse is { } pending)
+        {
+            _pendingCollapse = null;
+            return pending;
+        }
+
+        if (Collapse && _rng.Next(25) == 0 && WriteThenCollapse() is { } write)
+        {
+            return write;
+        }
+
         while (true)
         {
             var kind = PickKind();
             if (kind.Name != "brk" || AllowBrk)
             {
-                return new FuzzOp(kind, kind.Generate(this));
+                var args = kind.Generate(this);
+                if (kind.Name == "write")
+                {
+                    _lastWrite = args[0];
+                }
+
+                return new FuzzOp(kind, args);
             }
         }
     }
@@ -391,8 +415,84 @@ public sealed class OpGenerator
     public ulong[] Madvise()
     {
         ulong advice = Advice();
+        if (advice == CollapseAdvice && Collapse)
+        {
+            return CollapseRange() is { } c ? [c[0], c[1], advice] : [.. Range(), 4];
+        }
+
         var r = advice is 22 or 23 ? SmallRange() : Range();
         return [r[0], r[1], advice];
+    }
+
+    private const ulong CollapseAdvice = 25;
+
+    /// <summary>
+    /// The advice the collapse mode never draws: MADV_HUGEPAGE would let faults map huge pages, and
+    /// MADV_FREE, MADV_COLD and MADV_PAGEOUT over part of a huge page split the folio, which the
+    /// kernel does by remapping its zero-filled sub-pages to the zero page (RssAnon drops) and the
+    /// model does not model (it splits only the PMD).
+    /// </summary>
+    private static bool NotInCollapseMode(ulong advice) => advice is 8 or 14 or 20 or 21;
+
+    private FuzzOp? _pendingCollapse;
+
+    /// <summary>
+    /// In the collapse mode, now and then: a write of a few pages in a whole 2 MiB of a private
+    /// writable VMA, and next a MADV_COLLAPSE of that 2 MiB (or of 4 MiB from it), so that
+    /// collapses that succeed are frequent. Null when no VMA holds such a 2 MiB.
+    /// </summary>
+    private FuzzOp? WriteThenCollapse()
+    {
+        var fit = Layout.Where(v => v.Perms.Length > 3 && v.Perms[1] == 'w' && v.Perms[3] == 'p' &&
+                                    ((v.Start + TwoMiB - 1) & ~(TwoMiB - 1)) + TwoMiB <= v.End).ToList();
+        if (fit.Count == 0)
+        {
+            return null;
+        }
+
+        var v = fit[_rng.Next(fit.Count)];
+        ulong first = (v.Start + TwoMiB - 1) & ~(TwoMiB - 1);
+        ulong chunks = (v.End - first) / TwoMiB;
+        ulong haddr = first + ((ulong)_rng.NextInt64(0, (long)Math.Min(chunks, 64)) * TwoMiB);
+        ulong at = haddr + ((ulong)_rng.Next(0, 512) * Page);
+        ulong len = Math.Min((ulong)_rng.Next(1, 17) * Page, haddr + TwoMiB - at);
+        _lastWrite = at;
+        _pendingCollapse = new FuzzOp(FuzzOps.Find("madvise")!, [haddr, Math.Min((ulong)_rng.Next(1, 3) * TwoMiB, v.End - haddr), CollapseAdvice]);
+        return new FuzzOp(FuzzOps.Find("write")!, [at, len]);
+    }
+
+    private ulong _lastWrite;
+
+    /// <summary>
+    /// A MADV_COLLAPSE range inside one private VMA: mostly from a 2 MiB boundary (or the VMA's
+    /// start) over one to four 2 MiB, sometimes an unaligned piece; null when no VMA is private.
+    /// </summary>
+    private ulong[]? CollapseRange()
+    {
+        var candidates = Layout.Where(v => v.Perms.Length > 3 && v.Perms[3] == 'p').ToList();
+        if (candidates.Count == 0)
+        {
+            return null;
+        }
+
+        // Half the time the 2 MiB of the last write, where a PTE table and an anon_vma are likely.
+        int w = candidates.FindIndex(c => c.Start <= _lastWrite && _lastWrite < c.End);
+        if (w >= 0 && _rng.Next(2) == 0)
+        {
+            var written = candidates[w];
+            ulong from = Math.Max(written.Start, _lastWrite & ~(TwoMiB - 1));
+            return [from, Math.Min((ulong)_rng.Next(1, 3) * TwoMiB, written.End - from)];
+        }
+
+        var v = candidates[_rng.Next(candidates.Count)];
+        ulong start = _rng.Next(4) == 0 ? v.Start : Math.Min((v.Start + TwoMiB - 1) & ~(TwoMiB - 1), v.End - Page);
+        if (_rng.Next(6) == 0)
+        {
+            start += (ulong)_rng.NextInt64(0, (long)((v.End - start) / Page)) * Page;
+        }
+
+        ulong len = _rng.Next(6) == 0 ? (ulong)_rng.Next(1, 1024) * Page : (ulong)_rng.Next(1, 5) * TwoMiB;
+        return [start, Math.Min(len, v.End - start)];
     }
 
     /// <summary>A range from <see cref="Range"/> cut to at most 1 MiB unless it wraps past 2^64.</summary>
@@ -485,17 +585,22 @@ public sealed class OpGenerator
         ReadOnlySpan<(ulong Advice, int Weight)> table =
         [
             (4, 28), (8, 14), (24, 4), (0, 5), (1, 5), (2, 5), (3, 4), (14, 7), (15, 6), (16, 6), (17, 5),
-            (20, 4), (21, 4), (22, 4), (23, 4), (9, 1), (5, 1), (26, 1),
+            (20, 4), (21, 4), (22, 4), (23, 4), (9, 1), (5, 1), (26, 1), (CollapseAdvice, Collapse ? 14 : 2),
         ];
         int total = 0;
-        foreach (var (_, w) in table)
+        foreach (var (a, w) in table)
         {
-            total += w;
+            total += Collapse && NotInCollapseMode(a) ? 0 : w;
         }
 
         int pick = _rng.Next(total);
         foreach (var (a, w) in table)
         {
+            if (Collapse && NotInCollapseMode(a))
+            {
+                continue;
+            }
+
             pick -= w;
             if (pick < 0)
             {

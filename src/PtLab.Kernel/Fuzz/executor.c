@@ -7,7 +7,10 @@
  *
  * Start-up (before the hello line):
  *   - THP off for this process (prctl PR_SET_THP_DISABLE): the model has no transparent huge pages;
- *     MADV_HUGEPAGE still sets VM_HUGEPAGE, so the VMA layout is unchanged by this.
+ *     MADV_HUGEPAGE still sets VM_HUGEPAGE, so the VMA layout is unchanged by this. With
+ *     PTLAB_EXECUTOR_THP=collapse in its environment, only faults outside MADV_HUGEPAGE VMAs are
+ *     kept from huge pages (PR_THP_DISABLE_EXCEPT_ADVISED, Linux 6.18): MADV_COLLAPSE then
+ *     collapses as in any process, and the generator draws no MADV_HUGEPAGE.
  *   - Pinned to the CPU it starts on, so every page it adds to an LRU batch is drained by the
  *     lru_add_drain() of its own MADV_PAGEOUT (-1 in the hello when pinning failed).
  *   - The slot is 0x7e0000000000 when it is free, else the highest 512 GiB slot no VMA touches. Every free gap between its end and the
@@ -28,7 +31,7 @@
  *     BRK_OFFSET into it, and every reset puts them back, so `brk` grows and shrinks a heap the
  *     slot's other mappings can meet.
  *
- * Hello (first line): "ptlab-executor 1 slot=0xS end=0xE memtotal=KB thp=off cpu=N filesize=B brk=0xB"
+ * Hello (first line): "ptlab-executor 1 slot=0xS end=0xE memtotal=KB thp=off|collapse cpu=N filesize=B brk=0xB"
  * (filesize=0 without a test file; brk=0x0 when the heap could not be moved, and `brk` is refused)
  *
  * Requests (numbers are strtoull base 0: 0x-prefixed hex, decimal, or -1):
@@ -821,8 +824,11 @@ int main(int argc, char **argv)
         die("the stack rlimit is unlimited (legacy mmap layout) and cannot be lowered");
     }
 
-    if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0)
-        die("prctl(PR_SET_THP_DISABLE) failed");
+    const char *thp_mode = getenv("PTLAB_EXECUTOR_THP");
+    int collapse = thp_mode && !strcmp(thp_mode, "collapse");
+    if (prctl(PR_SET_THP_DISABLE, 1, collapse ? 1UL << 1 : 0UL, 0, 0) != 0)
+        die(collapse ? "prctl(PR_SET_THP_DISABLE, PR_THP_DISABLE_EXCEPT_ADVISED) failed (Linux 6.18 or later needed)"
+                     : "prctl(PR_SET_THP_DISABLE) failed");
 
     /* One CPU: pages sit in per-CPU LRU batches until drained, and MADV_PAGEOUT drains only the
      * local CPU's (lru_add_drain), so a process that moved between CPUs would see pages skipped. */
@@ -948,7 +954,7 @@ int main(int argc, char **argv)
     out_hex(slot_end, 1);
     out_str(" memtotal=");
     out_dec(memtotal);
-    out_str(" thp=off cpu=");
+    out_str(collapse ? " thp=collapse cpu=" : " thp=off cpu=");
     out_dec(cpu);
     out_str(" filesize=");
     out_dec(file_fd >= 0 ? (long)FILE_SIZE : 0);

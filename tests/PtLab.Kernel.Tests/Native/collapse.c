@@ -6,15 +6,18 @@
  * Usage: collapse DIR MODE STEPS
  *   DIR    directory for the test file (file mode; unlinked at once)
  *   MODE   "anon" (private anonymous), "shmem" (shared anonymous) or "file" (private, 8 MiB file)
- *   STEPS  comma-separated, page numbers from the mapping's start (2 MiB aligned, 8 MiB long):
+ *   STEPS  comma-separated, page numbers from the mapping's start (8 MiB long, 1 GiB into an empty
+ *          512 GiB slot when one is free, so that its upper tables are its own):
  *          "wN[:M]" store to M pages from N, "rN[:M]" load, "cN:M" MADV_COLLAPSE of M pages from
- *          N, "dN:M" MADV_DONTNEED, "h" MADV_HUGEPAGE, "n" MADV_NOHUGEPAGE, "t" prctl
+ *          N, "CN:M" of M bytes from byte N, "dN:M" MADV_DONTNEED, "uN:M" munmap, "pN:M" mprotect
+ *          PROT_READ, "PN:M" PROT_NONE, "h" MADV_HUGEPAGE, "n" MADV_NOHUGEPAGE, "t" prctl
  *          PR_SET_THP_DISABLE, "l" mlock of the mapping, "vN" vmsplice page N into a pipe that is
  *          never read (a pin: the page holds a reference beyond its mapping)
  *
  * Output, one line per step: "STEP r=0|ERRNO pte=KB anon=KB file=KB shmem=KB AnonHugePages=KB
  * FilePmdMapped=KB ShmemPmdMapped=KB" (the status figures are changes since the mapping was made;
- * the buffer for all lines is written at the end, so that stdio does not move them).
+ * nothing is allocated between the first and the last reading: /proc is read with read() into a
+ * buffer touched before, and the lines are written at the end from another such buffer).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,55 +40,69 @@
 static char out[1 << 16];
 static size_t out_len;
 
+/* A whole /proc file read into proc_buf with read(), nothing allocated; NUL-terminated. */
+static char proc_buf[1 << 20];
+
+static const char *read_proc(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    size_t n = 0;
+    ssize_t r;
+    while (fd >= 0 && n < sizeof proc_buf - 1 && (r = read(fd, proc_buf + n, sizeof proc_buf - 1 - n)) > 0)
+        n += (size_t)r;
+    if (fd >= 0)
+        close(fd);
+    proc_buf[n] = 0;
+    return proc_buf;
+}
+
 /* VmPTE, RssAnon, RssFile and RssShmem from one read of /proc/self/status, in kB. */
 struct status {
     long pte, anon, file, shmem;
 };
 
+static long field_kb(const char *text, const char *key)
+{
+    size_t n = strlen(key);
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, key, n) == 0 && l[n] == ':')
+            return strtol(l + n + 1, NULL, 10);
+    return -1;
+}
+
 static struct status read_status(void)
 {
-    struct status st = { -1, -1, -1, -1 };
-    char line[256];
-    FILE *f = fopen("/proc/self/status", "r");
-    while (f && fgets(line, sizeof line, f)) {
-        char key[64];
-        long kb;
-        if (sscanf(line, "%63[^:]: %ld", key, &kb) != 2)
-            continue;
-        if (!strcmp(key, "VmPTE"))
-            st.pte = kb;
-        else if (!strcmp(key, "RssAnon"))
-            st.anon = kb;
-        else if (!strcmp(key, "RssFile"))
-            st.file = kb;
-        else if (!strcmp(key, "RssShmem"))
-            st.shmem = kb;
-    }
-    if (f)
-        fclose(f);
+    const char *t = read_proc("/proc/self/status");
+    struct status st = { field_kb(t, "VmPTE"), field_kb(t, "RssAnon"), field_kb(t, "RssFile"), field_kb(t, "RssShmem") };
     return st;
 }
 
 /* The sum of one smaps field over the entries that start in [lo, hi). */
 static long smaps_kb(uintptr_t lo, uintptr_t hi, const char *key)
 {
-    char buf[512];
-    FILE *f = fopen("/proc/self/smaps", "r");
+    const char *t = read_proc("/proc/self/smaps");
+    size_t n = strlen(key);
     int in = 0;
     long total = 0;
-    size_t n = strlen(key);
-    while (f && fgets(buf, sizeof buf, f)) {
+    for (const char *l = t; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
         unsigned long s, e;
-        if (sscanf(buf, "%lx-%lx ", &s, &e) == 2 && strchr(buf, '-') < strchr(buf, ' ')) {
+        const char *dash = strchr(l, '-'), *space = strchr(l, ' '), *eol = strchr(l, '\n');
+        if (dash && space && dash < space && (!eol || space < eol) && sscanf(l, "%lx-%lx ", &s, &e) == 2) {
             in = s >= lo && s < hi;
             continue;
         }
-        if (in && strncmp(buf, key, n) == 0 && buf[n] == ':')
-            total += strtol(buf + n + 1, NULL, 10);
+        if (in && strncmp(l, key, n) == 0 && l[n] == ':')
+            total += strtol(l + n + 1, NULL, 10);
     }
-    if (f)
-        fclose(f);
     return total;
+}
+
+/* Touches 512 KiB of stack below the caller, so that no step grows the stack (and its tables). */
+static void grow_stack(void)
+{
+    volatile char big[512 << 10];
+    for (size_t i = 0; i < sizeof big; i += PAGE)
+        big[i] = 0;
 }
 
 int main(int argc, char **argv)
@@ -95,13 +112,22 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *mode = argv[2];
-    char *reserve = mmap(NULL, SIZE + (2UL << 20), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (reserve == MAP_FAILED) {
-        perror("mmap");
+    /* 1 GiB into the first free 512 GiB slot from 0x7e0000000000 down (nothing else in it). */
+    char *p = NULL;
+    for (uintptr_t slot = 0x7e0000000000UL; slot >= 0x100000000000UL && !p; slot -= 1UL << 39) {
+        char *r = mmap((char *)slot, 1UL << 39, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+        if (r == (char *)slot) {
+            munmap(r, 1UL << 39);
+            p = r + (1UL << 30);
+        } else if (r != MAP_FAILED) {
+            munmap(r, 1UL << 39);
+        }
+    }
+    if (!p) {
+        fprintf(stderr, "no free 512 GiB slot\n");
         return 1;
     }
-    char *p = (char *)(((uintptr_t)reserve + (2UL << 20) - 1) & ~((2UL << 20) - 1));
-    int fd = -1, flags = MAP_FIXED;
+    int fd = -1, flags = 0;
     if (!strcmp(mode, "anon")) {
         flags |= MAP_PRIVATE | MAP_ANONYMOUS;
     } else if (!strcmp(mode, "shmem")) {
@@ -128,7 +154,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "unknown mode %s\n", mode);
         return 2;
     }
-    if (mmap(p, SIZE, PROT_READ | PROT_WRITE, flags, fd, 0) == MAP_FAILED) {
+    if (mmap(p, SIZE, PROT_READ | PROT_WRITE, flags | MAP_FIXED_NOREPLACE, fd, 0) == MAP_FAILED) {
         perror("mmap");
         return 1;
     }
@@ -138,8 +164,14 @@ int main(int argc, char **argv)
         perror("pipe");
         return 1;
     }
-    struct status base = read_status();
     char *steps = strdup(argv[3]);
+    memset(out, 0, sizeof out);
+    memset(proc_buf, 0, sizeof proc_buf);
+    grow_stack();
+    (void)smaps_kb(0, 0, "Rss");
+    out_len = (size_t)snprintf(out, sizeof out, "%s r=%s pte=%ld\n", "warm-up", strerrorname_np(EINVAL), 0L);
+    out_len = 0;
+    struct status base = read_status();
     for (char *s = strtok(steps, ","); s; s = strtok(NULL, ",")) {
         long n = 0, m = 1;
         if (s[1])
@@ -156,6 +188,16 @@ int main(int argc, char **argv)
             break;
         case 'c':
             r = madvise(p + n * PAGE, m * PAGE, MADV_COLLAPSE);
+            break;
+        case 'C':
+            r = madvise(p + n, (size_t)m, MADV_COLLAPSE);
+            break;
+        case 'u':
+            r = munmap(p + n * PAGE, m * PAGE);
+            break;
+        case 'p':
+        case 'P':
+            r = mprotect(p + n * PAGE, m * PAGE, s[0] == 'p' ? PROT_READ : PROT_NONE);
             break;
         case 'd':
             r = madvise(p + n * PAGE, m * PAGE, MADV_DONTNEED);
