@@ -514,6 +514,110 @@ public sealed partial class PhysMemory
         }
     }
 
+    /// <summary>
+    /// Entry <paramref name="index"/> of the live table in frame <paramref name="pfn"/>, of
+    /// <paramref name="level"/>, read through the CPU's <paramref name="cache"/>: the storage
+    /// <see cref="Table(long)"/>'s indexer would return (and the same check that the frame is a
+    /// table), without the lookups when the cache's line for the level still holds it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref ulong CachedEntry(TableEntryCache cache, int level, long pfn, int index)
+    {
+        ref var line = ref cache.At(level);
+        if (line.Holds(pfn, index, _tables.LayoutEpoch))
+        {
+            return ref line.Entry(index);
+        }
+
+        return ref CachedEntryMiss(ref line, pfn, index, checkGeneration: false, 0);
+    }
+
+    /// <summary>
+    /// Entry <paramref name="index"/> of the mapped table <paramref name="table"/> through the
+    /// CPU's <paramref name="cache"/>: what <see cref="Table(TableRef)"/>'s indexer returns, a
+    /// stale reference throwing <see cref="UseAfterFreeException"/> as it does.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref ulong CachedEntry(TableEntryCache cache, int level, TableRef table, int index)
+    {
+        ref var line = ref cache.At(level);
+        if (line.Holds(table.Pfn, index, _tables.LayoutEpoch) && line.Generation == table.Generation)
+        {
+            return ref line.Entry(index);
+        }
+
+        return ref CachedEntryMiss(ref line, table.Pfn, index, checkGeneration: true, table.Generation);
+    }
+
+    // The full lookup, which fills the line when the entry's group is stored. The epoch is read
+    // before the lookup, so a change that races it leaves the line already out of date.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ref ulong CachedEntryMiss(ref TableEntryCache.Line line, long pfn, int index, bool checkGeneration, int generation)
+    {
+        long epoch = _tables.LayoutEpoch;
+        ref var d = ref Desc(pfn);
+        if (checkGeneration)
+        {
+            if ((d.Flags & (int)PageFlags.Table) == 0 || d.Generation != generation)
+            {
+                ThrowStale(new TableRef(pfn, generation));
+            }
+        }
+        else if ((d.Flags & (int)PageFlags.Table) == 0)
+        {
+            ThrowNotTable(pfn);
+        }
+
+        if (!_tables.TryLocate(Volatile.Read(ref d.TableSlot), index, out var storage, out int offset, out var headers, out int header))
+        {
+            line.Pfn = -1;
+            return ref storage[offset];
+        }
+
+        line.Pfn = pfn;
+        line.Generation = d.Generation;
+        line.Group = index >> TableStore.GroupShift;
+        line.Epoch = epoch;
+        line.Storage = storage;
+        line.Offset = offset;
+        line.Headers = headers;
+        line.Header = header;
+        return ref storage[offset + (index & (TableStore.GroupEntries - 1))];
+    }
+
+    /// <summary>
+    /// <see cref="StoreEntry"/> on the live table <paramref name="table"/> through the CPU's
+    /// <paramref name="cache"/>: where its line holds the entry's group, the store goes straight
+    /// to the storage and the group's header; otherwise (and for a store of none, which may give
+    /// the group back) the full store.
+    /// </summary>
+    public void CachedStoreEntry(TableEntryCache cache, int level, TableRef table, int index, ulong old, ulong value)
+    {
+        ref var line = ref cache.At(level);
+        if (value != 0 && line.Holds(table.Pfn, index, _tables.LayoutEpoch) && line.Generation == table.Generation)
+        {
+            TableStore.StoreLocated(ref line.Entry(index), ref line.Headers![line.Header], old, value);
+            return;
+        }
+
+        StoreEntry(table.Pfn, index, old, value);
+    }
+
+    /// <summary>
+    /// <see cref="SameEntry"/> for an entry read through <paramref name="cache"/>: while the line
+    /// still holds the entry, nothing moved since it was found; otherwise the full check.
+    /// </summary>
+    public bool SameCachedEntry(TableEntryCache cache, int level, long table, int index, ref ulong entry)
+    {
+        ref var line = ref cache.At(level);
+        if (line.Holds(table, index, _tables.LayoutEpoch))
+        {
+            return Unsafe.AreSame(ref line.Entry(index), ref entry);
+        }
+
+        return SameEntry(table, index, ref entry);
+    }
+
     /// <summary>Whether <paramref name="entry"/>, a reference a lockless walker took, is still where entry <paramref name="index"/> of <paramref name="table"/> lives.</summary>
     public bool SameEntry(long table, int index, ref ulong entry) => _tables.SameEntry(Volatile.Read(ref Desc(table).TableSlot), index, ref entry);
 
@@ -615,6 +719,11 @@ public sealed partial class PhysMemory
             {
                 _freeStacks[pfn] = Environment.StackTrace;
             }
+        }
+
+        if (Volatile.Read(ref d.TableSlot) != 0)
+        {
+            _tables.LayoutChanging(); // before the frame stops being a table: no cache may still find it
         }
 
         d.Flags &= ~(int)PageFlags.Table;

@@ -46,6 +46,7 @@ internal sealed class TableStore
     private int _nextSlot = 1;   // 0 means "no slot"
     private int _nextGroup = 1;  // 0 means "no group"
     private long _hostBytes;
+    private long _layoutEpoch;
     private long _slotsInUse;
     private long _groupsInUse;
 
@@ -57,6 +58,65 @@ internal sealed class TableStore
 
     /// <summary>Groups of 32 entries held by live tables.</summary>
     public long GroupsInUse => Volatile.Read(ref _groupsInUse);
+
+    /// <summary>
+    /// Advances before any group leaves a table and before any slot is given back: while it reads
+    /// what it read before, every stored group found since is still where it was found, in the
+    /// same live table (see <see cref="TableEntryCache"/>).
+    /// </summary>
+    public long LayoutEpoch
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Volatile.Read(ref _layoutEpoch);
+    }
+
+    /// <summary>Marks a change of which storage holds which table's entries (a full fence: it is seen before the change is).</summary>
+    public void LayoutChanging() => Interlocked.Increment(ref _layoutEpoch);
+
+    /// <summary>
+    /// Where entry <paramref name="index"/> of the table with <paramref name="slot"/> is stored,
+    /// and where its group's header is: false when its group is absent (it reads from the sink).
+    /// </summary>
+    public bool TryLocate(int slot, int index, out ulong[] storage, out int offset, out int[] headers, out int header)
+    {
+        if (slot != 0)
+        {
+            headers = Volatile.Read(ref _headers)[slot >> SlotChunkShift]!;
+            header = ((slot & SlotChunkMask) << 4) + (index >> GroupShift);
+            int h = Volatile.Read(ref headers[header]);
+            if (h != 0)
+            {
+                int g = h >> CountBits;
+                storage = Volatile.Read(ref _groups)[g >> GroupChunkShift]!;
+                offset = (g & GroupChunkMask) << GroupShift;
+                return true;
+            }
+        }
+
+        storage = _sink;
+        offset = 0;
+        headers = [];
+        header = 0;
+        return false;
+    }
+
+    /// <summary>
+    /// <see cref="Store"/> of a value that is not none into an entry whose group is stored,
+    /// found by <see cref="TryLocate"/> and not moved since: <paramref name="entry"/> is its
+    /// storage, <paramref name="header"/> its group's header. The caller holds the lock that
+    /// orders stores to the table.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreLocated(ref ulong entry, ref int header, ulong old, ulong value)
+    {
+        if (old == 0)
+        {
+            // The count changes only under the table's lock, which the caller holds: a plain store.
+            Volatile.Write(ref header, Volatile.Read(ref header) + 1);
+        }
+
+        Volatile.Write(ref entry, value);
+    }
 
     /// <summary>Whether the sink that absent entries read from still reads zero (a store that bypassed <see cref="Store"/> would break it).</summary>
     public bool SinkIsZero => Volatile.Read(ref _sink[0]) == 0;
@@ -143,6 +203,7 @@ internal sealed class TableStore
         int left = Volatile.Read(ref hdr) - 1;
         if ((left & CountMask) == 0 && releaseEmpty)
         {
+            LayoutChanging();
             Volatile.Write(ref hdr, 0);
             ReleaseGroup(left >> CountBits);
             ReleaseSlotIfEmpty(ref tableSlot);
@@ -234,6 +295,7 @@ internal sealed class TableStore
             }
         }
 
+        LayoutChanging();
         if (Interlocked.CompareExchange(ref tableSlot, 0, slot) == slot)
         {
             ReleaseSlotStorage(slot);
@@ -243,7 +305,14 @@ internal sealed class TableStore
     /// <summary>Frees a table's storage: every group is overwritten with <paramref name="poison"/>, then given back.</summary>
     public void Release(ref int tableSlot, ulong poison)
     {
-        int slot = Interlocked.Exchange(ref tableSlot, 0);
+        int slot = Volatile.Read(ref tableSlot);
+        if (slot == 0)
+        {
+            return;
+        }
+
+        LayoutChanging();
+        slot = Interlocked.Exchange(ref tableSlot, 0);
         if (slot == 0)
         {
             return;
