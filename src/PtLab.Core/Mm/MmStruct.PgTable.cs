@@ -53,7 +53,7 @@ public sealed partial class MmStruct
     // The plain map on CPU cpu, reading the pmd entry through the CPU's table cache.
     private TableRef PlainPteOffsetMap(Cpu cpu, long pmdTable, int pmdIndex)
     {
-        ulong pmd = Volatile.Read(ref Phys.CachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex));
+        ulong pmd = Phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex);
         return Entry.IsNone(pmd) || Entry.IsHuge(pmd) ? TableRef.None : Phys.Ref(Entry.Pfn(pmd));
     }
 
@@ -103,6 +103,8 @@ public sealed partial class MmStruct
     internal void SetPteAt(Cpu cpu, TableRef pteTable, int index, ulong pte)
     {
         ReachedEntryStore(pteTable.Pfn);
+        // Under the PTE lock, which every give-back of the table's storage holds: what the cache
+        // finds stays the table's until the unlock (see TableStore.LayoutEpoch).
         ulong old = Volatile.Read(ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index));
         if (_tracksEntries)
         {

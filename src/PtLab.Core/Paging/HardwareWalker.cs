@@ -41,7 +41,7 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu,
 
             for (int level = start; level > 1; level--)
             {
-                ulong e = Volatile.Read(ref phys.CachedEntry(tables, level, table, Geometry.Index(va, level)));
+                ulong e = phys.ReadCachedEntry(tables, level, table, Geometry.Index(va, level));
                 if (!Entry.IsHwPresent(e) || (Entry.IsHuge(e) && level != 2))
                 {
                     psc?.Invalidate(va, va + 1); // a page fault drops the cached entries for its address
@@ -89,7 +89,10 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu,
             }
 
             // A table gives back a group of entries that all went none; if another table took it
-            // since this walk read it, the entry read belongs to that table: refault instead.
+            // since this walk read it, the entry read belongs to that table: refault instead. The
+            // check reads the layout epoch after the entry (seqlock style, see
+            // TableStore.LayoutEpoch): while it still reads the line's stamp, the group was not
+            // given back since the line found it.
             if (!phys.SameCachedEntry(tables, leafLevel, table, index, ref slot))
             {
                 psc?.Invalidate(va, va + 1);

@@ -7,9 +7,13 @@ namespace PtLab.Phys;
 /// <see cref="PhysMemory.CachedEntry(TableEntryCache, int, long, int)"/> is stored: the table's
 /// frame and generation, the group of 32 entries, and that group's storage. A host-side shortcut
 /// past the descriptor, slot and group lookups, exact because it is used only while the table
-/// store's <see cref="TableStore.LayoutEpoch"/> still reads what it read when the line was filled:
-/// no group has left a table and no table has been freed since, so the lookup would find the same
-/// storage in the same live table. Used by one thread at a time (the thread driving its CPU).
+/// store's <see cref="TableStore.LayoutEpoch"/> still reads the stamp the line was filled with
+/// (the epoch read before the lookup): storage is unlinked from a table before the epoch advances
+/// and given back after, so no group has been given back, and no table freed, since the line
+/// found it, and the lookup would find the same storage in the same live table. A reader under
+/// the table's lock checks the stamp once; a lockless one checks it again after reading the
+/// entry (<see cref="PhysMemory.ReadCachedEntry(TableEntryCache, int, long, int)"/>). Used by one
+/// thread at a time (the thread driving its CPU), so a line is never torn.
 /// </summary>
 public sealed class TableEntryCache
 {

@@ -60,9 +60,36 @@ internal sealed class TableStore
     public long GroupsInUse => Volatile.Read(ref _groupsInUse);
 
     /// <summary>
-    /// Advances before any group leaves a table and before any slot is given back: while it reads
-    /// what it read before, every stored group found since is still where it was found, in the
-    /// same live table (see <see cref="TableEntryCache"/>).
+    /// The layout epoch, which <see cref="TableEntryCache"/> lines are valid against (a seqlock
+    /// whose writers never wait for readers). The protocol:
+    /// <list type="bullet">
+    /// <item>Storage leaves a table in three ways, each under the lock that orders stores to the
+    /// table or with the table unreachable: a group whose entries all went none is given back
+    /// (<see cref="CountCleared"/>), a slot left with neither group nor state is given back
+    /// (<see cref="ReleaseSlotIfEmpty"/>), a freed table gives back all it holds
+    /// (<see cref="Release"/>, which <see cref="PhysMemory.FreeTable"/> calls once the frame is
+    /// no longer a table). Each first unlinks the storage (the header, the slot word, the table
+    /// flag), THEN advances the epoch with a full fence (<see cref="LayoutChanged"/>), and only
+    /// THEN puts the storage on a free list, from which another table may take it. Storage
+    /// coming to a table (a group or slot taken, a table allocated) moves nothing a line can
+    /// hold, since a line is only ever filled from a stored group: no advance.</item>
+    /// <item>A fill reads the epoch first (acquire), then the descriptor, slot and header, and
+    /// stamps the line with the epoch it read. An unlinking whose advance it read is visible to
+    /// its lookup (the advance released it), so the lookup cannot find that storage; any later
+    /// unlinking advances past the stamp. Hence: while the epoch still reads a line's stamp, the
+    /// line's storage has not been put back on a free list since the fill, so no other table
+    /// can have taken it, and it is the table's group as the lookup would find it.</item>
+    /// <item>A reader under the table's lock (which every unlinking of the table's groups and slot
+    /// holds, and which a freed table has no holder of) checks the stamp once and may read and
+    /// write through the storage until it unlocks. A lockless reader reads the entry and then
+    /// the epoch again (<see cref="PhysMemory.ReadCachedEntry(TableEntryCache, int, long, int)"/>,
+    /// <see cref="PhysMemory.SameCachedEntry"/>): if it still reads the stamp, the entry read
+    /// was the table's when read; if not, it reads again through the lookup.</item>
+    /// </list>
+    /// Advancing before the unlinking instead (as first written) is wrong: a fill that reads the
+    /// advanced epoch but the header from before its unlinking stamps a line that no later
+    /// advance invalidates, and the group, taken by another table, is then read and written
+    /// through it as this table's (the race <c>TableEntryCacheRaceTests</c> shows).
     /// </summary>
     public long LayoutEpoch
     {
@@ -70,8 +97,21 @@ internal sealed class TableStore
         get => Volatile.Read(ref _layoutEpoch);
     }
 
-    /// <summary>Marks a change of which storage holds which table's entries (a full fence: it is seen before the change is).</summary>
-    public void LayoutChanging() => Interlocked.Increment(ref _layoutEpoch);
+    /// <summary>
+    /// Marks that storage was unlinked from a table (see <see cref="LayoutEpoch"/>): called after
+    /// the unlinking and before the storage is given back; a full fence.
+    /// </summary>
+    public void LayoutChanged() => Interlocked.Increment(ref _layoutEpoch);
+
+    /// <summary>
+    /// Tests only: called between the steps of every give-back of storage and of every cache fill,
+    /// so that a test can run another operation at each such point in turn (an exhaustive,
+    /// deterministic interleaving of the two); null otherwise.
+    /// </summary>
+    internal Action? InterleavingPoint;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void Step() => InterleavingPoint?.Invoke();
 
     /// <summary>
     /// Where entry <paramref name="index"/> of the table with <paramref name="slot"/> is stored,
@@ -203,8 +243,10 @@ internal sealed class TableStore
         int left = Volatile.Read(ref hdr) - 1;
         if ((left & CountMask) == 0 && releaseEmpty)
         {
-            LayoutChanging();
             Volatile.Write(ref hdr, 0);
+            Step();
+            LayoutChanged();
+            Step();
             ReleaseGroup(left >> CountBits);
             ReleaseSlotIfEmpty(ref tableSlot);
             return;
@@ -295,43 +337,57 @@ internal sealed class TableStore
             }
         }
 
-        LayoutChanging();
         if (Interlocked.CompareExchange(ref tableSlot, 0, slot) == slot)
         {
+            Step();
+            LayoutChanged();
+            Step();
             ReleaseSlotStorage(slot);
         }
     }
 
-    /// <summary>Frees a table's storage: every group is overwritten with <paramref name="poison"/>, then given back.</summary>
+    /// <summary>
+    /// Frees a table's storage: every group is unlinked and overwritten with
+    /// <paramref name="poison"/>, the layout epoch advances, then the groups and the slot are given
+    /// back. The epoch advances even when there was nothing to give back: the caller has just
+    /// made the frame stop being a table, and a fill that read its slot word after that (a word
+    /// the frame's next use may reuse) must not stay valid.
+    /// </summary>
     public void Release(ref int tableSlot, ulong poison)
     {
-        int slot = Volatile.Read(ref tableSlot);
+        int slot = Interlocked.Exchange(ref tableSlot, 0);
+        Step();
         if (slot == 0)
         {
+            LayoutChanged();
             return;
         }
 
-        LayoutChanging();
-        slot = Interlocked.Exchange(ref tableSlot, 0);
-        if (slot == 0)
-        {
-            return;
-        }
-
+        Span<int> groups = stackalloc int[GroupsPerTable];
         for (int g = 0; g < GroupsPerTable; g++)
         {
-            ref int hdr = ref Header(slot, g);
-            int h = Interlocked.Exchange(ref hdr, 0);
+            int h = Interlocked.Exchange(ref Header(slot, g), 0);
+            groups[g] = h >> CountBits;
             if (h != 0)
             {
                 GroupSpan(h >> CountBits).Fill(poison);
-                ReleaseGroup(h >> CountBits);
             }
         }
 
         if (Volatile.Read(ref _states)[slot >> SlotChunkShift] is { } cells)
         {
             Volatile.Write(ref cells[slot & SlotChunkMask].Value, null);
+        }
+
+        Step();
+        LayoutChanged();
+        Step();
+        foreach (int g in groups)
+        {
+            if (g != 0)
+            {
+                ReleaseGroup(g);
+            }
         }
 
         ReleaseSlotStorage(slot);
