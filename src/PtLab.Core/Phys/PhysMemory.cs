@@ -692,6 +692,25 @@ public sealed partial class PhysMemory
         return SameEntry(table, index, ref entry);
     }
 
+    /// <summary>
+    /// What is wrong with how the live tables <paramref name="tables"/> are stored, or null: each
+    /// stored group named by one table only, and its count of entries that are not none exact.
+    /// For a quiescent machine (an invariant check).
+    /// </summary>
+    public string? CheckTableStorage(IEnumerable<long> tables)
+    {
+        var owners = new Dictionary<int, long>();
+        foreach (long t in tables)
+        {
+            if (_tables.Check(Volatile.Read(ref Desc(t).TableSlot), t, owners) is { } problem)
+            {
+                return problem;
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Whether <paramref name="entry"/>, a reference a lockless walker took, is still where entry <paramref name="index"/> of <paramref name="table"/> lives.</summary>
     public bool SameEntry(long table, int index, ref ulong entry) => _tables.SameEntry(Volatile.Read(ref Desc(table).TableSlot), index, ref entry);
 

@@ -494,6 +494,61 @@ internal sealed class TableStore
         }
     }
 
+    /// <summary>
+    /// What is wrong with the stored groups of the table with <paramref name="slot"/>, or null: a
+    /// header must name storage that was handed out and not given back, not named by another table's header (the
+    /// groups seen so far are in <paramref name="owners"/>, filled as it goes), and count exactly
+    /// the group's entries that are not none. For a quiescent store only.
+    /// </summary>
+    public string? Check(int slot, long table, Dictionary<int, long> owners)
+    {
+        if (slot == 0)
+        {
+            return null;
+        }
+
+        for (int g = 0; g < GroupsPerTable; g++)
+        {
+            int h = Volatile.Read(ref Header(slot, g));
+            if (h == 0)
+            {
+                continue;
+            }
+
+            int id = h >> CountBits;
+            if (id == 0 || id >= Volatile.Read(ref _nextGroup))
+            {
+                return $"group {g} of table {table:x} names storage {id}, which was never handed out";
+            }
+
+            if (!owners.TryAdd(id, table))
+            {
+                return $"group {g} of table {table:x} names storage {id}, which table {owners[id]:x} holds too";
+            }
+
+            lock (_lock)
+            {
+                if (_freeGroups.Contains(id))
+                {
+                    return $"group {g} of table {table:x} names storage {id}, which was given back";
+                }
+            }
+
+            int stored = 0;
+            foreach (ulong e in GroupSpan(id))
+            {
+                stored += e != 0 ? 1 : 0;
+            }
+
+            if (stored != (h & CountMask))
+            {
+                return $"group {g} of table {table:x} counts {h & CountMask} entries that are not none, but holds {stored}";
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Whether <paramref name="entry"/> is still the storage of entry <paramref name="index"/> of the table with <paramref name="slot"/>.</summary>
     public bool SameEntry(int slot, int index, ref ulong entry) => Unsafe.AreSame(ref Entry(slot, index), ref entry);
 
