@@ -496,9 +496,9 @@ internal sealed class TableStore
 
     /// <summary>
     /// What is wrong with the stored groups of the table with <paramref name="slot"/>, or null: a
-    /// header must name storage that was handed out and not given back, not named by another table's header (the
-    /// groups seen so far are in <paramref name="owners"/>, filled as it goes), and count exactly
-    /// the group's entries that are not none. For a quiescent store only.
+    /// header must name storage that was handed out and not given back, named by no other
+    /// table's header (the groups seen so far are in <paramref name="owners"/>, filled as it
+    /// goes), and count exactly the group's entries that are not none. For a quiescent store.
     /// </summary>
     public string? Check(int slot, long table, Dictionary<int, long> owners)
     {
