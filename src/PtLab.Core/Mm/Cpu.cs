@@ -34,6 +34,15 @@ public sealed class Cpu
     /// <summary>The <c>pte_ref</c> of <see cref="MappedTable"/>.</summary>
     internal PercpuRef? MappedRef;
 
+    /// <summary>The address space of <see cref="VmaCacheVma"/> (see <see cref="MmStruct.FindVma(Cpu, ulong)"/>).</summary>
+    internal MmStruct? VmaCacheMm;
+
+    /// <summary>The VMA this CPU's last fault found, or null.</summary>
+    internal Vma? VmaCacheVma;
+
+    /// <summary>The VMA tree's change count when <see cref="VmaCacheVma"/> was cached.</summary>
+    internal long VmaCacheSeq;
+
     internal Cpu(Machine machine, int id)
     {
         _machine = machine;

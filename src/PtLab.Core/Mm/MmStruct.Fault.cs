@@ -16,7 +16,7 @@ public sealed partial class MmStruct
         MmapLock.DownRead(cpu.Id);
         try
         {
-            var vma = FindVma(va);
+            var vma = FindVma(cpu, va);
             if (vma is not null && va < vma.Start && (vma.Flags & VmFlags.GrowsDown) != 0)
             {
                 vma = ExpandStackForFault(cpu, va); // lock_mm_and_find_vma
