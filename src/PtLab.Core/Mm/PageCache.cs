@@ -25,8 +25,9 @@ public readonly record struct FileId(ulong Device, ulong Inode)
 /// (<c>do_sync_mmap_readahead</c>: <see cref="ReadAheadPages"/> pages centred on the fault, from the
 /// fault on in an executable or MADV_SEQUENTIAL VMA, none around it under MADV_RANDOM; below end
 /// of file), unless the file's faults miss far more than fault-around hits (<c>mmap_miss</c> above
-/// 100); asynchronous readahead is not modelled. Read fault-around maps only pages already cached,
-/// as <c>filemap_map_pages</c> does. A shmem page is allocated by its fault alone.
+/// 100); a fault on a readahead mark reads the next window in larger folios
+/// (<see cref="AsyncReadAhead"/>). Read fault-around maps only pages already cached, as
+/// <c>filemap_map_pages</c> does. A shmem page is allocated by its fault alone.
 /// <see cref="Populate"/> brings pages in the way a <c>read()</c> or <c>write()</c> of them would (a
 /// file just written, a library in use), and <see cref="Write"/> stores data through the cache as
 /// <c>pwrite</c> does.
