@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using PtLab.Mm;
+using PtLab.Phys;
 using PtLab.Workloads;
 using Xunit.Abstractions;
 using static PtLab.Kernel.Tests.Differential;
@@ -183,14 +184,14 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
         Assert.Equal("0", huge["d_vmpte_kb"]);
         Assert.Equal("2048", huge["d_rssfile_kb"]);
         Assert.Equal([(512UL, 1024UL)], huge.CachedRanges);
-        Assert.Equal("512 512 1 0 1", huge.FolioFlags[512]);
-        Assert.Equal("1024 512 1 0 1", huge.FolioFlags[1024]);
+        Assert.Equal("512 512 1 0 1 0 0", huge.FolioFlags[512]);
+        Assert.Equal("1024 512 1 0 1 0 0", huge.FolioFlags[1024]);
 
         var plain = Probe("private", "random", "r517");
         output.WriteLine(string.Join('\n', plain.Values.Select(kv => $"{kv.Key} {kv.Value}")));
         Assert.Equal("0", plain["pmd_mapped_kb"]);
         Assert.Equal("4", plain["d_rssfile_kb"]);
-        Assert.Equal("517 1 0 0 0", plain.FolioFlags[517]);
+        Assert.Equal("517 1 0 0 0 0 0", plain.FolioFlags[517]);
     }
 
     /// <summary>
@@ -293,6 +294,82 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
         Assert.Equal(kernel, model);
     }
 
+    /// <summary>
+    /// mlock and a PMD-sized page-cache folio (MADV_HUGEPAGE, 8 MiB file): a folio mapped by a PMD
+    /// entry into a VM_LOCKED VMA is mlocked and on the unevictable list, whether the leaf was
+    /// there before mlock or mlock's populate made it; munlock, or a munmap that takes the leaf
+    /// away, lets it go; mlock of one page of it splits the VMA, so the leaf goes and the page is
+    /// mapped by a PTE, which does not mlock a large folio. Host: the folio flags from
+    /// /proc/kpageflags (PG_mlocked, unevictable) in the probe's process after the steps.
+    /// </summary>
+    [NativeTheory]
+    [InlineData("r517,l512+512")]
+    [InlineData("l512+512")]
+    [InlineData("r517,l512+512,L512+512")]
+    [InlineData("r517,l517+1")]
+    [InlineData("r517,l0+2048,u600")]
+    [InlineData("r517,l0+2048,u512+512")]
+    public void MlockOfAPmdMappedFileFolioIsCountedLikeTheHost(string script)
+    {
+        if (MappingDifferential.HostThp.Enabled == ThpEnabled.Never || !CanRead("/proc/kpageflags"))
+        {
+            output.WriteLine("SKIP: THP is never on this host or /proc/kpageflags cannot be read (not root)");
+            return;
+        }
+
+        var k = Probe("private", "hugepage", script);
+        string kernel = string.Join(", ", k.FolioFlags.Where(f => k.Folios.Contains((f.Key, 512UL)))
+            .Select(f => f.Value.Split(' ')).Select(w => $"{w[0]} mlocked {w[5]} unevictable {w[6]}"));
+        if (kernel.Length == 0)
+        {
+            output.WriteLine($"SKIP: the host made no PMD-sized folio for a MADV_HUGEPAGE file mapping in {KernelTarget.DiskBackedTempDirectory()}");
+            return;
+        }
+
+        string model;
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, ReadAheadKb = ReadAheadKb, Thp = MappingDifferential.HostThp, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
+        {
+            int f = m.CreateFile(Pages * K4);
+            m.DropFileCache(f);
+            var map = m.MmapFile((1UL << 39) + (1UL << 30), Pages * K4, Prot.Read, MapFlags.Private | MapFlags.FixedNoReplace, f, 0);
+            Assert.True(map.Ok, map.ToString());
+            Assert.Equal(Errno.None, m.Madvise(map.Address, Pages * K4, Advice.HugePage));
+            foreach (string step in script.Split(','))
+            {
+                string[] nc = step[1..].Split('+');
+                ulong at = map.Address + (ulong.Parse(nc[0], CultureInfo.InvariantCulture) * K4);
+                ulong len = (nc.Length > 1 ? ulong.Parse(nc[1], CultureInfo.InvariantCulture) : 1) * K4;
+                switch (step[0])
+                {
+                    case 'r':
+                        Assert.True(m.TouchPages(at, len, write: false).Ok, step);
+                        break;
+                    case 'l':
+                        Assert.Equal(Errno.None, m.Mlock(at, len));
+                        break;
+                    case 'L':
+                        Assert.Equal(Errno.None, m.Munlock(at, len));
+                        break;
+                    case 'u':
+                        Assert.Equal(Errno.None, m.Munmap(at, len));
+                        break;
+                    default:
+                        throw new ArgumentException($"unknown step {step}");
+                }
+            }
+
+            var file = m.Machine.Files.Find(new FileId(1, 1))!;
+            model = string.Join(", ", file.Folios().Where(x => x.Pages == 512).Select(x =>
+            {
+                ref var d = ref m.Machine.Phys.Desc(file.CachedFrame(x.First));
+                return $"{x.First} mlocked {(d.Has(PageFlags.Mlocked) ? 1 : 0)} unevictable {(d.Lru == LruList.Unevictable ? 1 : 0)}";
+            }));
+        }
+
+        output.WriteLine($"model  {model}\nkernel {kernel}");
+        Assert.Equal(kernel, model);
+    }
+
     /// <summary>Folios as runs: "FIRST:PAGES" where the folio size changes or the indexes jump.</summary>
     private static IEnumerable<string> Runs(IEnumerable<(ulong First, ulong Pages)> folios)
     {
@@ -340,7 +417,7 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
         /// <summary>Cached folios in index order: (first, pages).</summary>
         public List<(ulong First, ulong Pages)> Folios { get; } = [];
 
-        /// <summary>"FIRST PAGES HEAD TAIL THP" of the folio starting at page <paramref name="first"/>.</summary>
+        /// <summary>"FIRST PAGES HEAD TAIL THP MLOCKED UNEVICTABLE" of each folio, by its first page.</summary>
         public Dictionary<ulong, string> FolioFlags { get; } = [];
 
         public string this[string key] => Values[key];
@@ -372,7 +449,7 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
                 case "folio":
                     // "folio FIRST pages N head H tail T thp P"
                     result.Folios.Add((U(f[1]), U(f[3])));
-                    result.FolioFlags[U(f[1])] = $"{f[1]} {f[3]} {f[5]} {f[7]} {f[9]}";
+                    result.FolioFlags[U(f[1])] = $"{f[1]} {f[3]} {f[5]} {f[7]} {f[9]} {f[11]} {f[13]}";
                     break;
                 case "step":
                     var values = new Dictionary<string, long>(StringComparer.Ordinal);

@@ -402,6 +402,13 @@ public sealed partial class MmStruct
         }
 
         SetPmdAt(pmdTable, pmdIndex, Entry.MakeHugePmd(head, writable, dirty: writable, (vma.Flags & VmFlags.Exec) == 0));
+        if ((vma.Flags & VmFlags.Locked) != 0)
+        {
+            // A folio mapped whole by a PMD into a VM_LOCKED VMA is mlocked (measured: 2048 kB of
+            // Mlocked whether mlock's populate or an earlier fault made the leaf).
+            MlockFolio(head);
+        }
+
         PmdUnlock(cpu, pmdTable);
         return true;
     }

@@ -602,8 +602,9 @@ public sealed class SimFile
     /// <summary>
     /// <c>ra_alloc_folio</c> at PMD order + <c>filemap_add_folio</c> + the read: a PMD-sized folio
     /// for indexes [<paramref name="first"/>, +512), each page filled from the store, the cache
-    /// holding one reference per page. Kept off the LRU lists: the model does not reclaim large
-    /// file folios. Returns false when no aligned free block was found or a page got cached meanwhile.
+    /// holding one reference per page, on the file LRU list as one entry (reclaim evicts it whole
+    /// when nothing maps it: <see cref="TryEvictLarge"/>). Returns false when no aligned free block
+    /// was found or a page got cached meanwhile.
     /// </summary>
     private bool AddLargeFolio(int cpu, ulong first, bool readAheadMark)
     {
@@ -633,6 +634,7 @@ public sealed class SimFile
                 _phys.Desc(head).AddRef(PhysMemory.HugeFrames - 1);
                 _largeFolios.Add(first, head);
                 _largeFolioCount++;
+                _phys.Lru.Add(head, LruList.File); // one entry for the folio, as folio_add_lru
                 if (readAheadMark)
                 {
                     _phys.Desc(head).SetFlagsAtomic(PageFlags.Reclaim);
@@ -915,6 +917,70 @@ public sealed class SimFile
         }
 
         return evicted;
+    }
+
+    /// <summary>
+    /// Reclaim's end of a PMD-sized folio headed by <paramref name="head"/>: if it is still this
+    /// file's, whole in the cache, mapped nowhere (no PMD leaf, no PTE) and held only by the cache
+    /// (a reference per page) and reclaim's isolation, all its pages leave the cache together
+    /// (<c>__remove_mapping</c> of a large folio) and the cache's references go; dirty pages are
+    /// written back first and the folio stays, clean, for a later pass. Every reference is taken
+    /// under the cache lock or through a mapping, so the counts checked under the lock cannot
+    /// grow before the pages are gone from the cache, after which a racing fault that looked one up
+    /// sees under its PTE lock that it was truncated. Returns whether it was evicted.
+    /// </summary>
+    internal bool TryEvictLarge(long head)
+    {
+        lock (_lock)
+        {
+            ref var d = ref _phys.Desc(head);
+            ulong first = d.RmapAddress;
+            if (d.RmapOwnerId != _ownerId || !_largeFolios.TryGetValue(first, out long cached) || cached != head
+                || Volatile.Read(ref _phys.EntireMapCount(head)) != 0 || d.RefCount != PhysMemory.HugeFrames + 1)
+            {
+                return false;
+            }
+
+            bool dirty = false;
+            for (int i = 0; i < PhysMemory.HugeFrames; i++)
+            {
+                if (_phys.Desc(head + i).MapCount != 0)
+                {
+                    return false;
+                }
+
+                dirty |= WriteBack(head + i, first + (ulong)i);
+            }
+
+            if (dirty)
+            {
+                return false;
+            }
+
+            for (int i = 0; i < PhysMemory.HugeFrames; i++)
+            {
+                DeleteFromPageCache(head + i, first + (ulong)i);
+            }
+        }
+
+        Interlocked.Add(ref _evicted, PhysMemory.HugeFrames);
+        var refs = new long[PhysMemory.HugeFrames];
+        for (int i = 0; i < refs.Length; i++)
+        {
+            refs[i] = head + i;
+        }
+
+        _phys.PutPages(refs); // the cache's references; reclaim drops its isolation reference
+        return true;
+    }
+
+    /// <summary>The frame caching page <paramref name="index"/>, or -1 (for tests and reports; no reference taken).</summary>
+    public long CachedFrame(ulong index)
+    {
+        lock (_lock)
+        {
+            return _pages.TryGetValue(index, out long pfn) ? pfn : -1;
+        }
     }
 
     /// <summary>

@@ -23,8 +23,10 @@
  *
  * Output, one "key value" per line: step lines (the changes after each step), cached (pages in the
  * cache, mincore) and cached_range lines, mapped (pages present in pagemap), mapped_range (the
- * lowest and highest) and present_range lines (each run of present pages), folios (one line "folio FIRST ORDER" per cached folio, when kpageflags can be read),
- * pmd_mapped_kb, rss_kb, d_vmpte_kb, d_rssfile_kb, d_rssanon_kb (changes over the fault).
+ * lowest and highest) and present_range lines (each run of present pages), folios (one line
+ * "folio FIRST pages N head H tail T thp P mlocked M unevictable U" per cached folio, when
+ * kpageflags can be read), locked_kb (smaps Locked), pmd_mapped_kb, rss_kb, d_vmpte_kb,
+ * d_rssfile_kb, d_rssanon_kb (changes over all the steps).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -41,6 +43,8 @@ static unsigned long NPAGES = 2048, SIZE = 2048 * PAGE;
 #define KPF_COMPOUND_HEAD 15
 #define KPF_COMPOUND_TAIL 16
 #define KPF_THP 22
+#define KPF_UNEVICTABLE 18
+#define KPF_MLOCKED 33
 
 static long proc_kb(const char *file, const char *key)
 {
@@ -288,8 +292,9 @@ int main(int argc, char **argv)
                 while (pread(kf, &t, 8, (off_t)((pfn + n) * 8)) == 8 && (t & (1ULL << KPF_COMPOUND_TAIL)))
                     n++;
             }
-            printf("folio %lu pages %lu head %d tail %d thp %d\n", i, n, !!(fl & (1ULL << KPF_COMPOUND_HEAD)),
-                   !!(fl & (1ULL << KPF_COMPOUND_TAIL)), !!(fl & (1ULL << KPF_THP)));
+            printf("folio %lu pages %lu head %d tail %d thp %d mlocked %d unevictable %d\n", i, n, !!(fl & (1ULL << KPF_COMPOUND_HEAD)),
+                   !!(fl & (1ULL << KPF_COMPOUND_TAIL)), !!(fl & (1ULL << KPF_THP)), !!(fl & (1ULL << KPF_MLOCKED)),
+                   !!(fl & (1ULL << KPF_UNEVICTABLE)));
             i += (fl & (1ULL << KPF_COMPOUND_TAIL)) ? 1 : n;
         }
     }
