@@ -222,12 +222,8 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
 
         string model;
         string modelCached;
-        using (var m = new ModelTarget(new MachineOptions { PageData = false, ReadAheadKb = ReadAheadKb, Thp = MappingDifferential.HostThp, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
+        using (var m = ColdModelMapping(pages, hugePage: false, out var map))
         {
-            int f = m.CreateFile(pages * K4);
-            m.DropFileCache(f);
-            var map = m.MmapFile((1UL << 39) + (1UL << 30), pages * K4, Prot.Read, MapFlags.Private | MapFlags.FixedNoReplace, f, 0);
-            Assert.True(map.Ok, map.ToString());
             var before = m.Status();
             var steps = new List<(string, long, long)>();
             foreach (var (step, first, count) in new[] { ("r0+10240", 0UL, 10240UL), ("r10300+1", 10300UL, 1UL) })
@@ -327,13 +323,8 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
         }
 
         string model;
-        using (var m = new ModelTarget(new MachineOptions { PageData = false, ReadAheadKb = ReadAheadKb, Thp = MappingDifferential.HostThp, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
+        using (var m = ColdModelMapping(Pages, hugePage: true, out var map))
         {
-            int f = m.CreateFile(Pages * K4);
-            m.DropFileCache(f);
-            var map = m.MmapFile((1UL << 39) + (1UL << 30), Pages * K4, Prot.Read, MapFlags.Private | MapFlags.FixedNoReplace, f, 0);
-            Assert.True(map.Ok, map.ToString());
-            Assert.Equal(Errno.None, m.Madvise(map.Address, Pages * K4, Advice.HugePage));
             foreach (string step in script.Split(','))
             {
                 string[] nc = step[1..].Split('+');
@@ -368,6 +359,25 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
 
         output.WriteLine($"model  {model}\nkernel {kernel}");
         Assert.Equal(kernel, model);
+    }
+
+    /// <summary>
+    /// A model with the host's settings and a private read-only mapping of a cold file of
+    /// <paramref name="pages"/> pages (the model's first file) at a 2 MiB boundary, MADV_HUGEPAGE if asked.
+    /// </summary>
+    private static ModelTarget ColdModelMapping(int pages, bool hugePage, out MmapResult map)
+    {
+        var m = new ModelTarget(new MachineOptions { PageData = false, ReadAheadKb = ReadAheadKb, Thp = MappingDifferential.HostThp, Design = PtLab.Reclaim.Designs.Factory(Design)! });
+        int f = m.CreateFile((ulong)pages * K4);
+        m.DropFileCache(f);
+        map = m.MmapFile((1UL << 39) + (1UL << 30), (ulong)pages * K4, Prot.Read, MapFlags.Private | MapFlags.FixedNoReplace, f, 0);
+        Assert.True(map.Ok, map.ToString());
+        if (hugePage)
+        {
+            Assert.Equal(Errno.None, m.Madvise(map.Address, (ulong)pages * K4, Advice.HugePage));
+        }
+
+        return m;
     }
 
     /// <summary>Folios as runs: "FIRST:PAGES" where the folio size changes or the indexes jump.</summary>
