@@ -72,6 +72,7 @@ public sealed class SimFile
     private ulong _raSize;
     private ulong _raAsync;
     private int _raOrder;
+    private ulong _prevPos = ulong.MaxValue; // -1: no read() yet
 
     // Large folios ever added (a fast test that skips the folio lookups for files that never had one).
     private int _largeFolioCount;
@@ -349,7 +350,10 @@ public sealed class SimFile
     /// mark. Reading starts at once and is complete at once (the model has no I/O). Nothing is done
     /// under MADV_RANDOM or without a readahead window.
     /// </summary>
-    internal void AsyncReadAhead(int cpu, ulong index, ulong folioPages)
+    internal void AsyncReadAhead(int cpu, ulong index, ulong folioPages) => PageCacheAsyncRa(cpu, index, folioPages, (ulong)ReadAheadPages);
+
+    /// <summary><c>page_cache_async_ra</c> for a folio at <paramref name="index"/> of <paramref name="folioPages"/> pages and a request of <paramref name="req"/> pages.</summary>
+    private void PageCacheAsyncRa(int cpu, ulong index, ulong folioPages, ulong req)
     {
         ulong max = (ulong)ReadAheadPages;
         if (max == 0 || IsShmem)
@@ -380,7 +384,7 @@ public sealed class SimFile
                     return;
                 }
 
-                size = NextRaSize(start - index + max, max);
+                size = NextRaSize(start - index + req, max);
             }
 
             order = _raOrder + 2;
@@ -394,6 +398,129 @@ public sealed class SimFile
         }
 
         PageCacheRaOrder(cpu, ulong.MaxValue, start, size, size, order, keep: true);
+    }
+
+    /// <summary>
+    /// <c>filemap_read</c> (<c>read()</c>, <c>pread()</c>) of [<paramref name="offset"/>,
+    /// +<paramref name="length"/>) as far as end of file, as far as the page cache is concerned: a
+    /// missing page starts synchronous readahead (<c>page_cache_sync_ra</c>, a request of the pages
+    /// left to read; order 0, the window four times the request at the start of the file or after
+    /// the previous read's end, else sized by the cached pages before it), a batch of cached folios
+    /// that ends in one carrying the readahead mark starts asynchronous readahead from it
+    /// (<see cref="AsyncReadAhead"/>, whose folio order grows by two each time). The end of the read
+    /// is kept as the previous position (<c>prev_pos</c>). Reclaim may run on CPU
+    /// <paramref name="cpu"/>. Returns false when memory ran out.
+    /// </summary>
+    public bool Read(ulong offset, ulong length, int cpu = -1)
+    {
+        ulong end = Math.Min(offset + length, Size);
+        if (IsShmem || offset >= end)
+        {
+            return true;
+        }
+
+        ulong lastIndex = (end + PhysMemory.PageSize - 1) >> PhysMemory.PageShift;
+        ulong index = offset >> PhysMemory.PageShift;
+        while (index < lastIndex)
+        {
+            if (!IsCached(index))
+            {
+                SyncReadAhead(cpu, index, lastIndex - index);
+                if (!EnsurePage(cpu, index))
+                {
+                    return false;
+                }
+            }
+
+            // filemap_get_read_batch: the cached folios from index on, up to and including the
+            // first one carrying the readahead mark.
+            ulong next = index;
+            (ulong First, ulong Pages, long Head)? marked = null;
+            while (next < lastIndex && CachedFrame(next) is long pfn and >= 0)
+            {
+                var folio = FolioOf(pfn, next) ?? (next, 1, pfn);
+                next = folio.First + folio.Pages;
+                if ((_phys.Desc(folio.Head).Flags & (int)PageFlags.Reclaim) != 0)
+                {
+                    marked = folio;
+                    break;
+                }
+            }
+
+            if (marked is { } m && ClearReadAhead(m.Head, m.First).Marked)
+            {
+                PageCacheAsyncRa(cpu, m.First, m.Pages, lastIndex - m.First);
+            }
+
+            index = next;
+        }
+
+        lock (_lock)
+        {
+            _prevPos = end;
+        }
+
+        return true;
+    }
+
+    /// <summary><c>page_cache_sync_ra</c> for a read that missed the cache at <paramref name="index"/>, <paramref name="req"/> pages long.</summary>
+    private void SyncReadAhead(int cpu, ulong index, ulong req)
+    {
+        ulong max = (ulong)ReadAheadPages;
+        if (max == 0)
+        {
+            return; // force_page_cache_ra of the one page: the caller reads it
+        }
+
+        ulong prevIndex;
+        lock (_lock)
+        {
+            prevIndex = _prevPos >> PhysMemory.PageShift;
+        }
+
+        if (index == 0 || req > max || index - prevIndex <= 1)
+        {
+            // Start of file, an oversized read, or a sequential miss: a fresh window.
+            ulong size = InitRaSize(req, max);
+            PageCacheRaOrder(cpu, ulong.MaxValue, index, size, size > req ? size - req : size >> 1, 0, keep: true);
+            return;
+        }
+
+        // page_cache_prev_miss: how many pages before index are cached (the history of a stream).
+        ulong contig = 0;
+        bool toStart = false;
+        lock (_lock)
+        {
+            while (contig < max && _pages.ContainsKey(index - 1 - contig))
+            {
+                contig++;
+                if (contig == index)
+                {
+                    toStart = true;
+                    break;
+                }
+            }
+        }
+
+        if (contig <= req)
+        {
+            DoPageCacheRa(cpu, ulong.MaxValue, index, req, 0); // a standalone small read
+            return;
+        }
+
+        if (toStart)
+        {
+            contig *= 2; // cached from the start of the file: a long stream
+        }
+
+        PageCacheRaOrder(cpu, ulong.MaxValue, index, Math.Min(contig + req, max), 1, 0, keep: true);
+    }
+
+    /// <summary><c>get_init_ra_size</c>: the first window, the request rounded up to a power of two, times four while small, times two while medium, else the maximum.</summary>
+    private static ulong InitRaSize(ulong size, ulong max)
+    {
+        ulong n = System.Numerics.BitOperations.RoundUpToPowerOf2(size);
+        return n <= max / 32 ? n * 4 : n <= max / 4 ? n * 2 : max;
     }
 
     /// <summary><c>get_next_ra_size</c>: a window grows fourfold while small, then twofold, up to <paramref name="max"/>.</summary>
