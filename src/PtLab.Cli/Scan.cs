@@ -211,7 +211,7 @@ internal static class Scan
         }
 
         using var freezer = Freezer.Freeze(pid, s_freezeTimeout);
-        return ProcessScanner.Scan(pid, options);
+        return ProcessScanner.Scan(pid, freezer.Stopped ? options : options with { Frozen = false }); // interrupted before the stop
     }
 
     private static HostScan ToHostScan(ScanReport r) => new()

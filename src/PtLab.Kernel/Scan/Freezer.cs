@@ -18,7 +18,9 @@ public sealed class Freezer : IDisposable
     private readonly int _pid;
     private readonly bool _wasStopped;
     private readonly List<PosixSignalRegistration> _signals = [];
-    private int _resumed;
+    private readonly Lock _gate = new();
+    private bool _stopSent;
+    private bool _resumed;
 
     private Freezer(int pid, bool wasStopped)
     {
@@ -27,13 +29,29 @@ public sealed class Freezer : IDisposable
     }
 
     /// <summary>Whether the target is held stopped by this freezer now.</summary>
-    public bool Holding => !_wasStopped && Volatile.Read(ref _resumed) == 0;
+    public bool Holding
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return !_wasStopped && _stopSent && !_resumed;
+            }
+        }
+    }
 
     /// <summary>
     /// Stops <paramref name="pid"/> and waits until every thread is stopped (at most <paramref name="timeout"/>).
     /// Throws <see cref="ScanException"/> when the process cannot be stopped or does not stop in time (it is resumed first).
     /// </summary>
-    public static Freezer Freeze(int pid, TimeSpan timeout)
+    public static Freezer Freeze(int pid, TimeSpan timeout) => Freeze(pid, timeout, beforeStop: null);
+
+    /// <summary>
+    /// <see cref="Freeze(int, TimeSpan)"/>, with <paramref name="beforeStop"/> called after the signal
+    /// handlers are registered and before SIGSTOP is sent: the window in which an interrupt resumes a
+    /// process that is not stopped yet (tests use it to deliver that interrupt deterministically).
+    /// </summary>
+    internal static Freezer Freeze(int pid, TimeSpan timeout, Action<Freezer>? beforeStop)
     {
         if (pid == Environment.ProcessId)
         {
@@ -55,15 +73,33 @@ public sealed class Freezer : IDisposable
         }
 
         AppDomain.CurrentDomain.ProcessExit += f.OnExit;
-        if (LibC.Kill(pid, SIGSTOP) != 0)
+        beforeStop?.Invoke(f);
+
+        // The handlers run on another thread, at any time: the stop and the resume are decided under
+        // one lock, so that an interrupt that came before the stop prevents it (a resume that ran
+        // first would otherwise be followed by a stop nobody undoes), and one that comes after it
+        // sends SIGCONT exactly once.
+        lock (f._gate)
         {
-            int e = Marshal.GetLastPInvokeError();
-            f.Dispose();
-            throw ProcFs.Failure(pid, $"kill(SIGSTOP) for {stat}", e, firstOpen: true);
+            if (f._resumed)
+            {
+                f.Dispose();
+                return f; // interrupted before the stop: the process runs on, and Holding says so
+            }
+
+            if (LibC.Kill(pid, SIGSTOP) != 0)
+            {
+                int e = Marshal.GetLastPInvokeError();
+                f._resumed = true; // nothing was stopped: nothing to resume
+                f.Dispose();
+                throw ProcFs.Failure(pid, $"kill(SIGSTOP) for {stat}", e, firstOpen: true);
+            }
+
+            f._stopSent = true;
         }
 
         var sw = Stopwatch.StartNew();
-        while (!AllThreadsStopped(pid))
+        while (f.Holding && !AllThreadsStopped(pid))
         {
             if (sw.Elapsed > timeout)
             {
@@ -77,15 +113,36 @@ public sealed class Freezer : IDisposable
         return f;
     }
 
-    /// <summary>Sends SIGCONT once, unless the process was stopped before the freeze.</summary>
+    /// <summary>
+    /// Whether the target is stopped now, by this freezer or since before it (false when an interrupt
+    /// resumed it, or came before the stop and prevented it).
+    /// </summary>
+    public bool Stopped => _wasStopped || Holding;
+
+    /// <summary>
+    /// Sends SIGCONT once if this freezer stopped the process; one that comes before the stop prevents
+    /// the stop. A process that was stopped before the freeze is left stopped.
+    /// </summary>
     public void Resume()
     {
-        if (_wasStopped || Interlocked.Exchange(ref _resumed, 1) != 0)
+        if (_wasStopped)
         {
             return;
         }
 
-        LibC.Kill(_pid, SIGCONT); // ESRCH: it exited meanwhile, nothing to resume
+        lock (_gate)
+        {
+            if (_resumed)
+            {
+                return;
+            }
+
+            _resumed = true;
+            if (_stopSent)
+            {
+                LibC.Kill(_pid, SIGCONT); // ESRCH: it exited meanwhile, nothing to resume
+            }
+        }
     }
 
     /// <summary>Resumes the target and drops the signal handlers.</summary>

@@ -153,6 +153,38 @@ public sealed class ScanHostileTests
         LibC.Kill(child.Pid, 18); // SIGCONT
     }
 
+    [PagemapScanFact]
+    public void AnInterruptBetweenTheHandlersAndTheStopPreventsTheStop()
+    {
+        // The interrupt handler runs on its own thread, at any time; here it runs in the window after
+        // the handlers are registered and before SIGSTOP, where a resume used to be followed by a stop
+        // that nothing undid (the target stayed stopped after ptlab exited).
+        using var child = LayoutChild.Run("halves");
+        using (var f = Freezer.Freeze(child.Pid, TimeSpan.FromSeconds(5), beforeStop: g => g.Resume()))
+        {
+            Assert.False(f.Holding);
+            Assert.False(f.Stopped);
+        }
+
+        Thread.Sleep(20);
+        Assert.False(Freezer.AllThreadsStopped(child.Pid));
+
+        // An interrupt after the stop resumes at once, and the dispose does not send a second SIGCONT.
+        using (var f = Freezer.Freeze(child.Pid, TimeSpan.FromSeconds(5)))
+        {
+            Assert.True(f.Stopped);
+            f.Resume();
+            Assert.False(f.Holding);
+            var sw = Stopwatch.StartNew();
+            while (Freezer.AllThreadsStopped(child.Pid) && sw.Elapsed < TimeSpan.FromSeconds(5))
+            {
+                Thread.Sleep(1);
+            }
+
+            Assert.False(Freezer.AllThreadsStopped(child.Pid));
+        }
+    }
+
     [LinuxFact]
     public void PtlabRefusesToFreezeItself()
     {
