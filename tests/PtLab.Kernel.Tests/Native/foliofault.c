@@ -14,7 +14,8 @@
  *           the whole mapping (N ignored); with a count, "N+C" for pages [N, N + C): "cN+C" one
  *           pread of them, "sN+C" read() of them in 128 KiB calls in order (as cat reads), "xN+C"
  *           POSIX_FADV_DONTNEED of them, "lN+C" mlock of them, "LN+C" munlock, "rN+C" a load
- *           from each in order
+ *           from each in order; "zN" sleeps N ms (lets readahead I/O finish: mincore counts only
+ *           pages whose read has completed)
  *   SHIFT   pages the mapping starts above a 2 MiB boundary (default 0)
  *   PAGES   the file's size in pages (default 2048: 8 MiB)
  * The file is written with 4 KiB pwrite calls, then fdatasync and POSIX_FADV_DONTNEED, so the page
@@ -177,7 +178,7 @@ int main(int argc, char **argv)
         unsigned long page = strtoul(t, &t, 0), count = 1;
         if (*t == '+')
             count = strtoul(t + 1, &t, 0);
-        if (page >= NPAGES || count == 0 || count > NPAGES - page) {
+        if (kind != 'z' && (page >= NPAGES || count == 0 || count > NPAGES - page)) {
             fprintf(stderr, "pages %lu+%lu are outside the mapping\n", page, count);
             return 2;
         }
@@ -213,6 +214,8 @@ int main(int argc, char **argv)
             rc = munmap(at, PAGE);
         else if (kind == 'p')
             rc = mprotect(at, PAGE, prot | PROT_EXEC);
+        else if (kind == 'z')
+            usleep((useconds_t)page * 1000);
         else if (kind == 'h')
             rc = madvise(p, SIZE, MADV_NOHUGEPAGE);
         else {
