@@ -11,14 +11,9 @@
 
 int main(int argc, char **argv)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/ptlab-seqfile.%d", argc > 1 ? argv[1] : P_tmpdir, getpid());
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0) {
-        perror(path);
+    int fd = open_temp_file(argc, argv, "seqfile");
+    if (fd < 0)
         return 1;
-    }
-    unlink(path);
     size_t sz = 48UL << 20;
     static char buf[1 << 16];
     memset(buf, 1, sizeof buf);
