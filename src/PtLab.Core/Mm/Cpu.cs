@@ -39,7 +39,7 @@ public sealed class Cpu
         _machine = machine;
         Id = id;
         Tlb = new Tlb { Owner = id, Psc = machine.Options.PagingStructureCaches ? new PagingStructureCache() : null };
-        _walker = new HardwareWalker(machine.Phys, machine.Rcu, Tlb, id);
+        _walker = new HardwareWalker(machine.Phys, machine.Rcu, Tlb, id, TableCache);
     }
 
     /// <summary>The machine this CPU belongs to.</summary>
@@ -47,6 +47,9 @@ public sealed class Cpu
 
     /// <summary>The CPU number.</summary>
     public int Id { get; }
+
+    /// <summary>Where this CPU last found the entries it read at each table level (a host-side shortcut; see <see cref="TableEntryCache"/>).</summary>
+    internal TableEntryCache TableCache { get; } = new();
 
     /// <summary>This CPU's TLB.</summary>
     public Tlb Tlb { get; }
