@@ -43,7 +43,7 @@ public sealed partial class MmStruct
             if (Entry.IsHuge(Volatile.Read(ref pmds[pmdIndex])))
             {
                 // A leaf the zap covers whole goes at once (zap_huge_pmd); part of one is split first.
-                if (next - addr == Geometry.PmdSize && ZapHugePmd(cpu, tlb, pmdTable, pmdIndex, addr))
+                if (next - addr == Geometry.PmdSize && ZapHugePmd(cpu, tlb, pmdTable, pmdIndex, addr, (vma.Flags & VmFlags.Locked) != 0))
                 {
                     addr = next;
                     continue;
