@@ -132,6 +132,32 @@ public sealed unsafe class KernelTarget : IFileTarget
     }
 
     /// <inheritdoc/>
+    public void ReadFile(int file, ulong offset, ulong length)
+    {
+        lock (_lock)
+        {
+            ThrowIfDisposed();
+            var handle = _files[file].Handle;
+            byte[] buf = System.Buffers.ArrayPool<byte>.Shared.Rent(IFileTarget.ReadChunk); // pooled, as in PresentPages
+            try
+            {
+                for (ulong done = 0; done < length; done += IFileTarget.ReadChunk)
+                {
+                    int n = (int)Math.Min(IFileTarget.ReadChunk, length - done);
+                    if (RandomAccess.Read(handle, buf.AsSpan(0, n), (long)(offset + done)) < n)
+                    {
+                        throw new InvalidOperationException($"pread of the target's file at {offset + done} came back short");
+                    }
+                }
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(buf);
+            }
+        }
+    }
+
+    /// <inheritdoc/>
     /// <remarks><c>fdatasync</c>, then <c>posix_fadvise(POSIX_FADV_DONTNEED)</c>, which drops the clean, unmapped pages.</remarks>
     public void DropFileCache(int file)
     {
@@ -157,12 +183,22 @@ public sealed unsafe class KernelTarget : IFileTarget
     public bool[] PresentPages(ulong addr, int pages)
     {
         var present = new bool[pages];
-        var buf = new byte[pages * 8];
-        using var pagemap = File.OpenHandle("/proc/self/pagemap", FileMode.Open, FileAccess.Read);
-        int got = RandomAccess.Read(pagemap, buf, (long)(addr / PageSize * 8));
-        for (int i = 0; i < pages && (i * 8) + 8 <= got; i++)
+
+        // A pooled buffer: a fresh large array per call would show up in the RssAnon that the
+        // callers compare (this process's own) until the next full collection.
+        byte[] buf = System.Buffers.ArrayPool<byte>.Shared.Rent(pages * 8);
+        try
         {
-            present[i] = (BitConverter.ToUInt64(buf, i * 8) & (1UL << 63)) != 0;
+            using var pagemap = File.OpenHandle("/proc/self/pagemap", FileMode.Open, FileAccess.Read);
+            int got = RandomAccess.Read(pagemap, buf.AsSpan(0, pages * 8), (long)(addr / PageSize * 8));
+            for (int i = 0; i < pages && (i * 8) + 8 <= got; i++)
+            {
+                present[i] = (BitConverter.ToUInt64(buf, i * 8) & (1UL << 63)) != 0;
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buf);
         }
 
         return present;

@@ -243,4 +243,6 @@ public static class HostFacts
     public const string Cpus = "cpus";
     /// <summary><c>perf --version</c>.</summary>
     public const string PerfVersion = "perf_version";
+    /// <summary><c>read_ahead_kb</c> of the block device holding the root file system: the readahead window of file faults.</summary>
+    public const string ReadAheadKb = "read_ahead_kb";
 }

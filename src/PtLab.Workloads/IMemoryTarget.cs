@@ -155,4 +155,14 @@ public interface IFileTarget : IMemoryTarget
 
     /// <summary>Evicts a file's pages that no mapping uses from the page cache (written back first), so that faults find them cold.</summary>
     void DropFileCache(int file);
+
+    /// <summary>The bytes a <c>read()</c> chunk asks for in <see cref="ReadFile"/> (as <c>cat</c> reads).</summary>
+    public const int ReadChunk = 128 << 10;
+
+    /// <summary>
+    /// Reads [<paramref name="offset"/>, +<paramref name="length"/>) of a file from
+    /// <see cref="CreateFile"/> with <c>pread</c> calls of <see cref="ReadChunk"/> bytes in order,
+    /// which brings the pages into the page cache as the host's readahead does.
+    /// </summary>
+    void ReadFile(int file, ulong offset, ulong length) => throw new NotSupportedException($"{Name} does not support read()");
 }

@@ -164,6 +164,24 @@ public sealed class ModelTarget : IMultiCpuTarget, IDataTarget, IFileTarget
     }
 
     /// <inheritdoc/>
+    public void ReadFile(int file, ulong offset, ulong length)
+    {
+        SimFile f;
+        lock (_files)
+        {
+            f = _files[file];
+        }
+
+        for (ulong done = 0; done < length; done += IFileTarget.ReadChunk)
+        {
+            if (!f.Read(offset + done, Math.Min(IFileTarget.ReadChunk, length - done), Cpu.Id))
+            {
+                throw new ScenarioException($"no memory to read {length} bytes of a file into the model's page cache");
+            }
+        }
+    }
+
+    /// <inheritdoc/>
     public void DropFileCache(int file)
     {
         lock (_files)

@@ -1,9 +1,11 @@
 /* Shared by the test programs: print this process's memory figures from /proc/self/status, as the
  * last thing before exit, so a recording's exit sample can be checked against them. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
 /* Numbers of the x86-64 calls an older libc's headers may lack. */
 #ifndef SYS_pidfd_open
@@ -12,6 +14,20 @@
 #ifndef SYS_process_madvise
 #define SYS_process_madvise 440
 #endif
+
+/* A new file "DIR/ptlab-NAME.PID", opened read-write and unlinked at once (DIR: argv[1], else
+ * P_tmpdir); -1 after a message when it cannot be created. */
+static inline int open_temp_file(int argc, char **argv, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ptlab-%s.%d", argc > 1 ? argv[1] : P_tmpdir, name, getpid());
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        perror(path);
+    else
+        unlink(path);
+    return fd;
+}
 
 static void print_status(const char *tag)
 {

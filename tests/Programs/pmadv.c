@@ -40,14 +40,9 @@ static void touch(char *p, size_t len, char v)
 
 int main(int argc, char **argv)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/ptlab-pmadv.%d", argc > 1 ? argv[1] : P_tmpdir, getpid());
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0) {
-        perror(path);
+    int fd = open_temp_file(argc, argv, "pmadv");
+    if (fd < 0)
         return 1;
-    }
-    unlink(path);
     static char block[64 * 1024];
     memset(block, 7, sizeof block);
     for (size_t o = 0; o < 4 * MB; o += sizeof block)

@@ -82,6 +82,12 @@ public sealed class RecordTests : IDisposable
         Assert.Equal(0, r.LastExitSample(root).Result);
         Assert.True(r.Metadata.Host.ContainsKey(HostFacts.KernelRelease));
         Assert.True(r.Metadata.Host.ContainsKey(HostFacts.ThpEnabled));
+        if (ReadAhead.KbFor("/") is { } readAheadKb)
+        {
+            // The replay reads its readahead window from the trace, as the host had it.
+            Assert.Equal(readAheadKb.ToString(System.Globalization.CultureInfo.InvariantCulture), r.Metadata.Host[HostFacts.ReadAheadKb]);
+            Assert.Equal(readAheadKb, PtLab.Workloads.Replay.TraceReplayer.ReadAheadKbOf(r.Metadata));
+        }
     }
 
     [RecordFact]

@@ -108,4 +108,31 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
         Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("COLLAPSE", StringComparison.Ordinal) || k.Contains("advice 25", StringComparison.Ordinal));
         Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("madvise", StringComparison.Ordinal));
     }
+
+    /// <summary>
+    /// A cold 48 MiB file mapped with no advice and read in order: the replay must grow the folio
+    /// order on readahead marks as the host does (with the recorded read_ahead_kb), and map the
+    /// PMD-sized folios of the last part by PMD entries, or it keeps PTE tables the host does not have.
+    /// </summary>
+    [ReplayFact(TraceEventKind.Mmap)]
+    public void ASequentiallyReadFileMapping()
+    {
+        // The model reads files in large folios as ext4 does since 6.16 (and xfs before it); the
+        // file goes to a disk-backed directory, as a tmpfs one would give shmem pages.
+        if (KernelInfo.Probe().ReleaseVersion is not { } v || v < new Version(6, 16))
+        {
+            output.WriteLine("SKIP: the host kernel is older than 6.16, whose ext4 reads files in large folios");
+            return;
+        }
+
+        var dir = Directory.CreateDirectory(Path.Combine(KernelTarget.DiskBackedTempDirectory(), $"ptlab-replay-file-{Guid.NewGuid():N}"));
+        try
+        {
+            MatchesTheKernel(RecordAndReplay("seqfile", dir.FullName));
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
 }

@@ -34,12 +34,21 @@ public sealed class Cpu
     /// <summary>The <c>pte_ref</c> of <see cref="MappedTable"/>.</summary>
     internal PercpuRef? MappedRef;
 
+    /// <summary>The address space of <see cref="VmaCacheVma"/> (see <see cref="MmStruct.FindVma(Cpu, ulong)"/>).</summary>
+    internal MmStruct? VmaCacheMm;
+
+    /// <summary>The VMA this CPU's last fault found, or null.</summary>
+    internal Vma? VmaCacheVma;
+
+    /// <summary>The VMA tree's change count when <see cref="VmaCacheVma"/> was cached.</summary>
+    internal long VmaCacheSeq;
+
     internal Cpu(Machine machine, int id)
     {
         _machine = machine;
         Id = id;
         Tlb = new Tlb { Owner = id, Psc = machine.Options.PagingStructureCaches ? new PagingStructureCache() : null };
-        _walker = new HardwareWalker(machine.Phys, machine.Rcu, Tlb, id);
+        _walker = new HardwareWalker(machine.Phys, machine.Rcu, Tlb, id, TableCache);
     }
 
     /// <summary>The machine this CPU belongs to.</summary>
@@ -47,6 +56,9 @@ public sealed class Cpu
 
     /// <summary>The CPU number.</summary>
     public int Id { get; }
+
+    /// <summary>Where this CPU last found the entries it read at each table level (a host-side shortcut; see <see cref="TableEntryCache"/>).</summary>
+    internal TableEntryCache TableCache { get; } = new();
 
     /// <summary>This CPU's TLB.</summary>
     public Tlb Tlb { get; }

@@ -16,7 +16,7 @@ public sealed partial class MmStruct
         MmapLock.DownRead(cpu.Id);
         try
         {
-            var vma = FindVma(va);
+            var vma = FindVma(cpu, va);
             if (vma is not null && va < vma.Start && (vma.Flags & VmFlags.GrowsDown) != 0)
             {
                 vma = ExpandStackForFault(cpu, va); // lock_mm_and_find_vma
@@ -63,7 +63,7 @@ public sealed partial class MmStruct
 
         // A pmd entry that points at a PTE table leaves nothing for the huge-page path to do.
         int pmdIndex = Geometry.Index(addr, 2);
-        ulong pmd = Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex]);
+        ulong pmd = Phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex);
         if ((Entry.IsNone(pmd) || Entry.IsHuge(pmd)) && HandleHugePmdFault(cpu, vma, addr, write, pmdTable) is { } huge)
         {
             return huge;
@@ -86,7 +86,7 @@ public sealed partial class MmStruct
     /// </summary>
     private long UpperTableAlloc(Cpu cpu, long parentTable, ulong addr, int level)
     {
-        ulong e = Volatile.Read(ref Phys.Table(parentTable)[Geometry.Index(addr, level + 1)]);
+        ulong e = Phys.ReadCachedEntry(cpu.TableCache, level + 1, parentTable, Geometry.Index(addr, level + 1));
         return Entry.IsNone(e) ? UpperTableAllocSlow(cpu, parentTable, addr, level) : Entry.Pfn(e);
     }
 
@@ -137,7 +137,7 @@ public sealed partial class MmStruct
     /// lock, unless another thread did first. Returns false when memory ran out.
     /// </summary>
     internal bool PteAlloc(Cpu cpu, long pmdTable, int pmdIndex) =>
-        !Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])) || PteAllocSlow(cpu, pmdTable, pmdIndex);
+        !Entry.IsNone(Phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex)) || PteAllocSlow(cpu, pmdTable, pmdIndex);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool PteAllocSlow(Cpu cpu, long pmdTable, int pmdIndex)
@@ -179,7 +179,7 @@ public sealed partial class MmStruct
         ulong orig = 0;
         if (!pteTable.IsNone)
         {
-            orig = Volatile.Read(ref Phys.Table(pteTable)[index]);
+            orig = Phys.ReadCachedEntry(cpu.TableCache, 1, pteTable, index);
             if (Entry.IsNone(orig))
             {
                 PteUnmap(cpu, pteTable);
@@ -210,7 +210,7 @@ public sealed partial class MmStruct
         }
 
         PtlLock(cpu, pteTable.Pfn);
-        ref ulong slot = ref Phys.Table(pteTable)[index];
+        ref ulong slot = ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index);
         ulong entry = Volatile.Read(ref slot);
         if (entry != orig)
         {
@@ -305,7 +305,7 @@ public sealed partial class MmStruct
                 return FaultOutcome.Ok; // the table went away: retry the access
             }
 
-            if (Entry.IsNone(Volatile.Read(ref Phys.Table(pteTable)[index])))
+            if (Entry.IsNone(Volatile.Read(ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index))))
             {
                 SetPteAt(cpu, pteTable, index, zero);
             }
@@ -330,7 +330,7 @@ public sealed partial class MmStruct
             return FaultOutcome.Ok;
         }
 
-        if (!Entry.IsNone(Volatile.Read(ref Phys.Table(pteTable)[index])))
+        if (!Entry.IsNone(Volatile.Read(ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index))))
         {
             PteUnmapUnlock(cpu, pteTable);
             FreeUnusedPage(cpu, pfn);

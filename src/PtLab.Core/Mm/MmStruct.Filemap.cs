@@ -76,11 +76,12 @@ public sealed partial class MmStruct
                 return done;
             }
         }
-        else if (!file.IsShmem && ClearReadAheadMark(vma, file, index))
+        else if (!file.IsShmem && ClearReadAheadMark(vma, file, index) is { } folioPages)
         {
             // do_async_mmap_readahead found the mark: it drops mmap_lock to start the next
-            // window's I/O (not modelled), so the fault is retried, and fault-around now maps
-            // the page's folio (a large one whole, or by a PMD leaf).
+            // window's readahead (page_cache_async_ra), so the fault is retried, and fault-around
+            // now maps the page's folio (a large one whole, or by a PMD leaf).
+            file.AsyncReadAhead(cpu.Id, index, folioPages);
             if (FaultAround(cpu, vma, addr, index, pmdTable, pmdIndex) is { } done)
             {
                 return done;
@@ -102,26 +103,25 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>do_async_mmap_readahead</c>'s test: clears PG_readahead on the cached folio of
-    /// <paramref name="index"/> and returns true, unless the VMA is MADV_RANDOM or the file has
-    /// no readahead window; false when there is no mark.
+    /// <paramref name="index"/> and returns the folio's size in pages, unless the VMA is
+    /// MADV_RANDOM or the file has no readahead window; null when there is no mark.
     /// </summary>
-    private bool ClearReadAheadMark(Vma vma, SimFile file, ulong index)
+    private ulong? ClearReadAheadMark(Vma vma, SimFile file, ulong index)
     {
         if ((vma.Flags & VmFlags.RandRead) != 0 || file.ReadAheadPages == 0)
         {
-            return false;
+            return null;
         }
 
         long pfn = file.FindGetPage(index);
         if (pfn < 0)
         {
-            return false;
+            return null;
         }
 
-        long head = Phys.CompoundHead(pfn);
-        bool marked = (Phys.Desc(head).ClearFlagsAtomic(PageFlags.Reclaim) & PageFlags.Reclaim) != 0;
+        var (marked, pages) = file.ClearReadAhead(pfn, index);
         Phys.PutPage(pfn);
-        return marked;
+        return marked ? pages : null;
     }
 
     /// <summary>
@@ -166,26 +166,14 @@ public sealed partial class MmStruct
         }
 
         bool endsFile = !file.IsShmem && FirstFolioEndsFile(file, pfns, first, fileEnd);
-        if (!endsFile && FirstLargeFolio(file, pfns, first) is { } large)
+        if (!endsFile && FirstLargeFolio(file, pfns, first) is { } large
+            && Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])) && DoSetPmd(cpu, vma, addr, large.Head, write: false, pmdTable, pmdIndex))
         {
             // filemap_map_pmd: a PMD-sized folio first in the window is mapped by one PMD entry
-            // where do_set_pmd can; else filemap_map_folio_range maps it whole by PTEs when it
-            // lies inside the VMA and one PTE table, as the window would otherwise cut it.
-            if (Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])) && DoSetPmd(cpu, vma, addr, large.Head, write: false, pmdTable, pmdIndex))
-            {
-                PutPages(pfns, keep: large.Head);
-                file.FaultAroundHits(PhysMemory.HugeFrames);
-                return FaultAroundResult.Mapped;
-            }
-
-            ulong va0 = vma.Start + ((large.First - vma.PgOff) << PhysMemory.PageShift);
-            if (large.First >= vma.PgOff && va0 + Geometry.PmdSize <= vma.End && (va0 & ~Geometry.PmdMask) == 0)
-            {
-                PutPages(pfns, keep: -1);
-                long[] whole = new long[PhysMemory.HugeFrames];
-                file.FindGetPages(large.First, whole);
-                return MapPages(cpu, vma, addr, large.First, whole, pmdTable, pmdIndex);
-            }
+            // where do_set_pmd can (whatever the VMA's MADV_HUGEPAGE and the global THP mode).
+            PutPages(pfns, keep: large.Head);
+            file.FaultAroundHits(PhysMemory.HugeFrames);
+            return FaultAroundResult.Mapped;
         }
 
         if (endsFile && Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])))
@@ -193,15 +181,16 @@ public sealed partial class MmStruct
             // filemap_map_pages installs the PTE table in filemap_map_pmd, which it skips when the
             // first folio found reaches end of file (SIGBUS semantics): with no table there, it
             // maps nothing.
-            foreach (long pfn in pfns)
-            {
-                if (pfn >= 0)
-                {
-                    Phys.PutPage(pfn);
-                }
-            }
-
+            PutPages(pfns, keep: -1);
             return FaultAroundResult.NotMapped;
+        }
+
+        if (!endsFile && WholeFolios(vma, file, pfns, first) is { } extended)
+        {
+            // filemap_map_folio_range: each large folio the window meets is mapped whole when it
+            // lies inside the VMA and one PTE table, as the window would otherwise cut it.
+            PutPages(pfns, keep: -1);
+            return MapPages(cpu, vma, addr, extended.First, extended.Pfns, pmdTable, pmdIndex);
         }
 
         return MapPages(cpu, vma, addr, first, pfns, pmdTable, pmdIndex);
@@ -260,6 +249,55 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// The pages fault-around maps when a large folio met in the window [<paramref name="first"/>,
+    /// +<paramref name="pfns"/>.Length) lies inside the VMA and one PTE table: the window's pages and
+    /// every such folio's, from the lowest index on, with references taken (-1 for a page not to
+    /// map). Null when no folio reaches beyond the window.
+    /// </summary>
+    private (ulong First, long[] Pfns)? WholeFolios(Vma vma, SimFile file, ReadOnlySpan<long> pfns, ulong first)
+    {
+        ulong lo = first, hi = first + (ulong)pfns.Length;
+        List<(ulong First, ulong Pages)>? whole = null;
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            if (pfns[i] < 0 || ReadAheadMarked(pfns[i]) || file.FolioOf(pfns[i], first + (ulong)i) is not { } folio
+                || whole?.Contains((folio.First, folio.Pages)) == true)
+            {
+                continue;
+            }
+
+            ulong va0 = vma.Start + ((folio.First - vma.PgOff) << PhysMemory.PageShift);
+            ulong bytes = folio.Pages << PhysMemory.PageShift;
+            if (folio.First >= vma.PgOff && va0 >= vma.Start && va0 + bytes <= vma.End && (va0 & Geometry.PmdMask) == ((va0 + bytes - 1) & Geometry.PmdMask))
+            {
+                (whole ??= []).Add((folio.First, folio.Pages));
+                lo = Math.Min(lo, folio.First);
+                hi = Math.Max(hi, folio.First + folio.Pages);
+            }
+        }
+
+        if (whole is null || (lo == first && hi == first + (ulong)pfns.Length))
+        {
+            return null;
+        }
+
+        long[] all = new long[hi - lo];
+        file.FindGetPages(lo, all);
+        for (int j = 0; j < all.Length; j++)
+        {
+            ulong index = lo + (ulong)j;
+            bool inWindow = index >= first && index < first + (ulong)pfns.Length;
+            if (all[j] >= 0 && !inWindow && !whole.Exists(f => index >= f.First && index < f.First + f.Pages))
+            {
+                Phys.PutPage(all[j]);
+                all[j] = -1;
+            }
+        }
+
+        return (lo, all);
+    }
+
+    /// <summary>
     /// Whether the first folio <c>next_uptodate_folio</c> would return from <paramref name="pfns"/>
     /// (cached, without the readahead mark) reaches end of file (<c>file_end &lt; folio_next_index</c>):
     /// the file's last page, or a large folio holding it.
@@ -271,7 +309,7 @@ public sealed partial class MmStruct
             if (pfns[i] >= 0 && !ReadAheadMarked(pfns[i]))
             {
                 ulong index = first + (ulong)i;
-                ulong next = file.LargeFolioOf(pfns[i], index) is { } large ? large.First + PhysMemory.HugeFrames : index + 1;
+                ulong next = file.FolioOf(pfns[i], index) is { } folio ? folio.First + folio.Pages : index + 1;
                 return next >= fileEnd;
             }
         }
@@ -364,6 +402,13 @@ public sealed partial class MmStruct
         }
 
         SetPmdAt(pmdTable, pmdIndex, Entry.MakeHugePmd(head, writable, dirty: writable, (vma.Flags & VmFlags.Exec) == 0));
+        if ((vma.Flags & VmFlags.Locked) != 0)
+        {
+            // A folio mapped whole by a PMD into a VM_LOCKED VMA is mlocked (measured: 2048 kB of
+            // Mlocked whether mlock's populate or an earlier fault made the leaf).
+            MlockFolio(head);
+        }
+
         PmdUnlock(cpu, pmdTable);
         return true;
     }
@@ -532,7 +577,7 @@ public sealed partial class MmStruct
         long pfn = file.GetPage(cpu.Id, index);
         if (pfn >= 0 && (vma.Flags & VmFlags.RandRead) == 0)
         {
-            Phys.Desc(Phys.CompoundHead(pfn)).ClearFlagsAtomic(PageFlags.Reclaim);
+            file.ClearReadAhead(pfn, index);
         }
 
         return pfn;

@@ -447,6 +447,11 @@ public sealed partial class MmStruct
             }
 
             Interlocked.Decrement(ref Phys.EntireMapCount(folio));
+            if ((vma.Flags & VmFlags.Locked) != 0)
+            {
+                MunlockVmaFolio(folio); // folio_remove_rmap_pmd in a VM_LOCKED VMA
+            }
+
             AddRss(cpu, CounterOf(folio), -PhysMemory.HugeFrames);
             Phys.PutPage(folio);
             Interlocked.Increment(ref _thpSplitPmd);
@@ -530,7 +535,7 @@ public sealed partial class MmStruct
     /// for a huge page, drops its PMD mapping and 512 pages of RSS; the page goes after the flush.
     /// Returns false when the entry is no longer a leaf.
     /// </summary>
-    private bool ZapHugePmd(Cpu cpu, MmuGather tlb, long pmdTable, int pmdIndex, ulong addr)
+    private bool ZapHugePmd(Cpu cpu, MmuGather tlb, long pmdTable, int pmdIndex, ulong addr, bool vmaLocked)
     {
         if (!PmdTransHugeLock(cpu, pmdTable, pmdIndex, out _))
         {
@@ -561,6 +566,11 @@ public sealed partial class MmStruct
             if (Interlocked.Decrement(ref Phys.EntireMapCount(head)) < 0)
             {
                 throw new InvalidOperationException($"entire mapcount underflow on huge page {head:x} at 0x{addr:x}");
+            }
+
+            if (vmaLocked && file)
+            {
+                MunlockVmaFolio(head); // a page-cache folio's leaf leaving a VM_LOCKED VMA
             }
         }
 

@@ -48,7 +48,14 @@ public sealed partial class MmStruct
 
     /// <summary><c>pte_offset_map</c>: the design's, or the plain one without a call where the design's is plain.</summary>
     internal TableRef PteOffsetMap(Cpu cpu, long pmdTable, int pmdIndex) =>
-        _plainPteMap ? PlainPteOffsetMap(pmdTable, pmdIndex) : Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
+        _plainPteMap ? PlainPteOffsetMap(cpu, pmdTable, pmdIndex) : Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
+
+    // The plain map on CPU cpu, reading the pmd entry through the CPU's table cache.
+    private TableRef PlainPteOffsetMap(Cpu cpu, long pmdTable, int pmdIndex)
+    {
+        ulong pmd = Phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex);
+        return Entry.IsNone(pmd) || Entry.IsHuge(pmd) ? TableRef.None : Phys.Ref(Entry.Pfn(pmd));
+    }
 
     /// <summary><c>pte_unmap</c>: nothing to do where the design maps plainly.</summary>
     internal void PteUnmap(Cpu cpu, TableRef pteTable)
@@ -67,7 +74,7 @@ public sealed partial class MmStruct
             return Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
         }
 
-        var pteTable = PlainPteOffsetMap(pmdTable, pmdIndex);
+        var pteTable = PlainPteOffsetMap(cpu, pmdTable, pmdIndex);
         if (!pteTable.IsNone)
         {
             PtlLock(cpu, pteTable.Pfn);
@@ -96,13 +103,15 @@ public sealed partial class MmStruct
     internal void SetPteAt(Cpu cpu, TableRef pteTable, int index, ulong pte)
     {
         ReachedEntryStore(pteTable.Pfn);
-        ulong old = Volatile.Read(ref Phys.Table(pteTable)[index]);
+        // Under the PTE lock, which every give-back of the table's storage holds: what the cache
+        // finds stays the table's until the unlock (see TableStore.LayoutEpoch).
+        ulong old = Volatile.Read(ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index));
         if (_tracksEntries)
         {
             Design.TrackPteSet(this, cpu, pteTable, old, pte);
         }
 
-        Phys.StoreEntry(pteTable.Pfn, index, old, pte, cpu.Id);
+        Phys.CachedStoreEntry(cpu.TableCache, 1, pteTable, index, old, pte);
     }
 
     /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>

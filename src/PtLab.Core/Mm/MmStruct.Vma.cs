@@ -12,6 +12,40 @@ public sealed partial class MmStruct
     /// <summary><c>find_vma</c>: the first VMA ending above <paramref name="addr"/>, or null. Caller holds <c>mmap_lock</c>.</summary>
     public Vma? FindVma(ulong addr) => _vmas.Find(addr);
 
+    /// <summary>
+    /// <c>find_vma</c> for a fault on <paramref name="cpu"/>, through that CPU's one-entry cache
+    /// of the VMA its last fault found (the kernel's old per-task <c>vmacache</c>): a fault in the
+    /// same VMA as the last one on this CPU skips the tree. Caller holds <c>mmap_lock</c>.
+    /// </summary>
+    /// <remarks>
+    /// The cache entry names its address space and the tree's change count when it was filled;
+    /// every change of the tree's shape or of a VMA's range bumps the count under the tree's lock,
+    /// and is made with <c>mmap_lock</c> held for write, so while the caller holds it for read an
+    /// entry whose count still matches names a VMA that is in the tree with the range it had. An
+    /// entry is used only when that VMA contains <paramref name="addr"/>, where it is the VMA the
+    /// tree would return (VMAs do not overlap). The entry lives in the CPU, which one thread
+    /// drives at a time, so it needs no atomics.
+    /// </remarks>
+    internal Vma? FindVma(Cpu cpu, ulong addr)
+    {
+        long seq = _vmas.Seq;
+        var hit = cpu.VmaCacheVma;
+        if (hit is not null && cpu.VmaCacheSeq == seq && ReferenceEquals(cpu.VmaCacheMm, this) && hit.Start <= addr && addr < hit.End)
+        {
+            return hit;
+        }
+
+        var vma = _vmas.Find(addr);
+        if (vma is not null && vma.Start <= addr)
+        {
+            cpu.VmaCacheMm = this;
+            cpu.VmaCacheVma = vma;
+            cpu.VmaCacheSeq = seq;
+        }
+
+        return vma;
+    }
+
     /// <summary><c>vma_lookup</c>: the VMA containing <paramref name="addr"/>, or null.</summary>
     internal Vma? VmaLookup(ulong addr) => _vmas.Find(addr) is { } v && v.Start <= addr ? v : null;
 

@@ -43,7 +43,7 @@ public sealed partial class MmStruct
             if (Entry.IsHuge(Volatile.Read(ref pmds[pmdIndex])))
             {
                 // A leaf the zap covers whole goes at once (zap_huge_pmd); part of one is split first.
-                if (next - addr == Geometry.PmdSize && ZapHugePmd(cpu, tlb, pmdTable, pmdIndex, addr))
+                if (next - addr == Geometry.PmdSize && ZapHugePmd(cpu, tlb, pmdTable, pmdIndex, addr, (vma.Flags & VmFlags.Locked) != 0))
                 {
                     addr = next;
                     continue;
@@ -120,7 +120,13 @@ public sealed partial class MmStruct
 
                 long pfn = Entry.Pfn(e);
                 ref var d = ref Phys.Desc(pfn);
-                if (Entry.IsDirty(e))
+                // The folio's type from its head: the page's own descriptor unless it is a tail.
+                var counter = CounterOf(ref (d.Flags & (int)PageFlags.Tail) != 0 ? ref Phys.Desc(Phys.CompoundHead(pfn)) : ref d);
+
+                // zap_present_folio_ptes: only a file folio takes the entry's dirty bit (it must be
+                // written back); an anonymous one is dropped or stays mapped elsewhere, where its
+                // own entries keep their dirty bits.
+                if (counter != MmCounter.Anon && Entry.IsDirty(e))
                 {
                     d.SetFlagsAtomic(PageFlags.Dirty);
                 }
@@ -135,7 +141,7 @@ public sealed partial class MmStruct
                     MunlockVmaFolio(pfn);
                 }
 
-                switch (CounterOf(pfn))
+                switch (counter)
                 {
                     case MmCounter.Anon: anon++; break;
                     case MmCounter.File: file++; break;

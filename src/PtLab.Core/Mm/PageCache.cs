@@ -25,8 +25,9 @@ public readonly record struct FileId(ulong Device, ulong Inode)
 /// (<c>do_sync_mmap_readahead</c>: <see cref="ReadAheadPages"/> pages centred on the fault, from the
 /// fault on in an executable or MADV_SEQUENTIAL VMA, none around it under MADV_RANDOM; below end
 /// of file), unless the file's faults miss far more than fault-around hits (<c>mmap_miss</c> above
-/// 100); asynchronous readahead is not modelled. Read fault-around maps only pages already cached,
-/// as <c>filemap_map_pages</c> does. A shmem page is allocated by its fault alone.
+/// 100); a fault on a readahead mark reads the next window in larger folios
+/// (<see cref="AsyncReadAhead"/>). Read fault-around maps only pages already cached, as
+/// <c>filemap_map_pages</c> does. A shmem page is allocated by its fault alone.
 /// <see cref="Populate"/> brings pages in the way a <c>read()</c> or <c>write()</c> of them would (a
 /// file just written, a library in use), and <see cref="Write"/> stores data through the cache as
 /// <c>pwrite</c> does.
@@ -48,6 +49,12 @@ public sealed class SimFile
     // The PMD-sized folios in the cache: first index to head frame. Every index of one is also in
     // _pages (head + offset); a folio leaves this map whole when any of its pages leaves the cache.
     private readonly Dictionary<ulong, long> _largeFolios = [];
+
+    // The smaller large folios (orders 1 to 8), whose pages are frames of their own: first index to
+    // order, and each of their pages' index to the folio's first index. A folio leaves these maps
+    // whole when any of its pages leaves the cache (its other pages stay, as single pages).
+    private readonly Dictionary<ulong, int> _smallFolios = [];
+    private readonly Dictionary<ulong, ulong> _folioStart = [];
     private readonly List<Vma> _mmap = [];
     private readonly Dictionary<ulong, byte[]> _storedBytes = [];
     private readonly Dictionary<ulong, ulong> _storedTokens = [];
@@ -58,6 +65,17 @@ public sealed class SimFile
     private int _users;
     private ulong _size;
     private int _mmapMiss;
+
+    // file_ra_state (the kernel keeps one per open file, the model one per file): the last
+    // readahead window, its asynchronous part and the folio order it used.
+    private ulong _raStart;
+    private ulong _raSize;
+    private ulong _raAsync;
+    private int _raOrder;
+    private ulong _prevPos = ulong.MaxValue; // -1: no read() yet
+
+    // Large folios ever added (a fast test that skips the folio lookups for files that never had one).
+    private int _largeFolioCount;
     private long _readIns;
     private long _writebacks;
     private long _evicted;
@@ -252,28 +270,32 @@ public sealed class SimFile
     /// <summary>
     /// The cold-miss part of <c>filemap_fault</c> for a regular file (<c>do_sync_mmap_readahead</c>),
     /// for a fault at <paramref name="index"/> in a VMA with <paramref name="vmFlags"/> mapping the
-    /// file's pages [<paramref name="vmaFirst"/>, <paramref name="vmaEnd"/>): MADV_RANDOM without
-    /// VM_EXEC reads only the faulting page; MADV_SEQUENTIAL reads <see cref="ReadAheadPages"/>
-    /// pages from the fault on; otherwise the miss is counted (<c>mmap_miss</c>) and, unless misses
-    /// far outnumber fault-around's hits, an executable VMA reads the window from the fault on,
-    /// within the VMA (the arch's exec folio order is 0 on x86), and any other reads it centred on
-    /// the fault (start at index − ra/2, its last quarter the asynchronous part, whose first page,
-    /// if newly read, gets the readahead mark). The faulting page is read always. Returns false when
-    /// memory ran out. The caller then retries the fault, as the kernel does after dropping
-    /// mmap_lock for the read. A VM_HUGEPAGE VMA reads PMD-sized folios instead
-    /// (<see cref="ReadAroundHuge"/>). The asynchronous readahead a marked page starts is not modelled.
+    /// file's pages [<paramref name="vmaFirst"/>, <paramref name="vmaEnd"/>). A VM_HUGEPAGE VMA
+    /// reads from the index rounded down to 512, two PMD-sized folios (one under MADV_RANDOM), the
+    /// second one the asynchronous part (taken before any other case, readahead setting and
+    /// <c>mmap_miss</c> regardless). Otherwise MADV_RANDOM without VM_EXEC reads only the faulting
+    /// page; MADV_SEQUENTIAL reads <see cref="ReadAheadPages"/> pages from the fault on; otherwise the
+    /// miss is counted (<c>mmap_miss</c>) and, unless misses far outnumber fault-around's hits, an
+    /// executable VMA reads the window from the fault on, within the VMA (the arch's exec folio
+    /// order is 0 on x86, and there is no asynchronous part), and any other reads it centred on the
+    /// fault (start at index − ra/2, its last quarter the asynchronous part) in order-0 folios. Each
+    /// window goes through <see cref="PageCacheRaOrder"/> and is kept as the file's readahead state
+    /// (<c>file_ra_state</c>), which <see cref="AsyncReadAhead"/> moves on. The faulting page is read
+    /// always. Returns false when memory ran out before the faulting page was in; the caller then
+    /// retries the fault, as the kernel does after dropping mmap_lock for the read.
     /// </summary>
     internal bool ReadAround(int cpu, ulong index, VmFlags vmFlags, ulong vmaFirst, ulong vmaEnd)
     {
-        if ((vmFlags & VmFlags.HugePage) != 0 && !IsShmem)
-        {
-            return ReadAroundHuge(cpu, index, vmFlags);
-        }
-
         const int mmapLotsaMiss = 100;
         int ra = ReadAheadPages;
-        ulong first = index, end = index + 1, async = 0;
         bool exec = (vmFlags & VmFlags.Exec) != 0;
+        if ((vmFlags & VmFlags.HugePage) != 0 && !IsShmem)
+        {
+            const ulong nr = PhysMemory.HugeFrames;
+            ulong size = (vmFlags & VmFlags.RandRead) != 0 ? nr : 2 * nr;
+            return PageCacheRaOrder(cpu, index, index & ~(nr - 1), size, nr, PhysMemory.HugeOrder, keep: true);
+        }
+
         if ((vmFlags & VmFlags.RandRead) != 0 && !exec)
         {
             // no readahead: the page alone
@@ -281,10 +303,11 @@ public sealed class SimFile
         else if (ra > 0 && (vmFlags & VmFlags.SeqRead) != 0)
         {
             // page_cache_sync_ra of ra_pages from the fault: the initial window at index 0 keeps
-            // half of itself as its asynchronous part; elsewhere (a file never read() has no
-            // previous position) the read has none.
-            end = index + (ulong)ra;
-            async = index == 0 ? (ulong)(ra / 2) : 0;
+            // half of itself as its asynchronous part and becomes the readahead state; elsewhere
+            // (a file never read() has no previous position) the read is a standalone one.
+            return index == 0
+                ? PageCacheRaOrder(cpu, index, 0, (ulong)ra, (ulong)(ra / 2), 0, keep: true)
+                : DoPageCacheRa(cpu, index, index, (ulong)ra, 0);
         }
         else if (ra > 0)
         {
@@ -301,85 +324,390 @@ public sealed class SimFile
 
             if (miss <= mmapLotsaMiss && exec)
             {
-                first = Math.Max(index, vmaFirst);
-                end = Math.Max(index + 1, Math.Min(first + (ulong)ra, vmaEnd));
+                ulong first = Math.Max(index, vmaFirst);
+                ulong end = Math.Max(index + 1, Math.Min(first + (ulong)ra, vmaEnd));
+                return PageCacheRaOrder(cpu, index, first, end - first, 0, 0, keep: true);
             }
-            else if (miss <= mmapLotsaMiss)
+
+            if (miss <= mmapLotsaMiss)
             {
-                first = index > (ulong)(ra / 2) ? index - (ulong)(ra / 2) : 0;
-                end = first + (ulong)ra;
-                async = (ulong)(ra / 4);
+                ulong first = index > (ulong)(ra / 2) ? index - (ulong)(ra / 2) : 0;
+                return PageCacheRaOrder(cpu, index, first, (ulong)ra, (ulong)(ra / 4), 0, keep: true);
             }
         }
 
-        ulong stop = Math.Min(end, PagesInFile);
-        var (mark, fallbackMark) = ReadAheadMarks(first, end, stop, async);
-        for (ulong i = first; i < stop; i++)
+        return EnsurePage(cpu, index);
+    }
+
+    /// <summary>
+    /// <c>page_cache_async_ra</c> as <c>do_async_mmap_readahead</c> calls it, when a fault at
+    /// <paramref name="index"/> found its folio (of <paramref name="folioPages"/> pages) carrying the
+    /// readahead mark, which the caller has cleared: if the fault is where the last window's
+    /// asynchronous part starts (rounded down to the folio), the next window follows the last one,
+    /// as large (<c>get_next_ra_size</c>); otherwise the window starts at the first page not cached
+    /// after the fault. The folio order grows by two (<c>ra-&gt;order += 2</c>), the window's end is
+    /// aligned to it, and the whole window is the asynchronous part, so its first folio gets the
+    /// mark. Reading starts at once and is complete at once (the model has no I/O). Nothing is done
+    /// under MADV_RANDOM or without a readahead window.
+    /// </summary>
+    internal void AsyncReadAhead(int cpu, ulong index, ulong folioPages) => PageCacheAsyncRa(cpu, index, folioPages, (ulong)ReadAheadPages);
+
+    /// <summary><c>page_cache_async_ra</c> for a folio at <paramref name="index"/> of <paramref name="folioPages"/> pages and a request of <paramref name="req"/> pages.</summary>
+    private void PageCacheAsyncRa(int cpu, ulong index, ulong folioPages, ulong req)
+    {
+        ulong max = (ulong)ReadAheadPages;
+        if (max == 0 || IsShmem)
         {
-            bool fresh = (i == mark || i == fallbackMark) && i != index && !IsCached(i);
-            long pfn = GetPage(cpu, i);
-            if (pfn < 0)
+            return;
+        }
+
+        ulong start, size;
+        int order;
+        lock (_lock)
+        {
+            ulong expected = (_raStart + _raSize - _raAsync) & ~(folioPages - 1);
+            if (index == expected)
             {
-                return i > index; // the faulting page is in: the fault can proceed
+                start = _raStart + _raSize;
+                size = Math.Max(_raSize, NextRaSize(_raSize, max));
+            }
+            else
+            {
+                start = index + 1;
+                while (start - index <= max && _pages.ContainsKey(start))
+                {
+                    start++;
+                }
+
+                if (start - index > max)
+                {
+                    return;
+                }
+
+                size = NextRaSize(start - index + req, max);
             }
 
-            if (fresh)
+            order = _raOrder + 2;
+        }
+
+        ulong align = 1UL << Math.Min(order, System.Numerics.BitOperations.TrailingZeroCount(max));
+        ulong end = start + size, alignedEnd = end & ~(align - 1);
+        if (alignedEnd > start)
+        {
+            size -= end - alignedEnd;
+        }
+
+        PageCacheRaOrder(cpu, ulong.MaxValue, start, size, size, order, keep: true);
+    }
+
+    /// <summary>
+    /// <c>filemap_read</c> (<c>read()</c>, <c>pread()</c>) of [<paramref name="offset"/>,
+    /// +<paramref name="length"/>) as far as end of file, as far as the page cache is concerned: a
+    /// missing page starts synchronous readahead (<c>page_cache_sync_ra</c>, a request of the pages
+    /// left to read; order 0, the window four times the request at the start of the file or after
+    /// the previous read's end, else sized by the cached pages before it), a batch of cached folios
+    /// that ends in one carrying the readahead mark starts asynchronous readahead from it
+    /// (<see cref="AsyncReadAhead"/>, whose folio order grows by two each time). The end of the read
+    /// is kept as the previous position (<c>prev_pos</c>). Reclaim may run on CPU
+    /// <paramref name="cpu"/>. Returns false when memory ran out.
+    /// </summary>
+    public bool Read(ulong offset, ulong length, int cpu = -1)
+    {
+        ulong end = Math.Min(offset + length, Size);
+        if (IsShmem || offset >= end)
+        {
+            return true;
+        }
+
+        ulong lastIndex = (end + PhysMemory.PageSize - 1) >> PhysMemory.PageShift;
+        ulong index = offset >> PhysMemory.PageShift;
+        while (index < lastIndex)
+        {
+            if (!IsCached(index))
             {
-                // PG_readahead (the bit PG_reclaim shares) on the page where the asynchronous part
-                // starts: fault-around passes it over until a fault on it clears the mark.
-                _phys.Desc(pfn).SetFlagsAtomic(PageFlags.Reclaim);
+                SyncReadAhead(cpu, index, lastIndex - index);
+                if (!EnsurePage(cpu, index))
+                {
+                    return false;
+                }
             }
 
-            _phys.PutPage(pfn);
+            // filemap_get_read_batch: the cached folios from index on, up to and including the
+            // first one carrying the readahead mark.
+            ulong next = index;
+            (ulong First, ulong Pages, long Head)? marked = null;
+            while (next < lastIndex && CachedFrame(next) is long pfn and >= 0)
+            {
+                var folio = FolioOf(pfn, next) ?? (next, 1, pfn);
+                next = folio.First + folio.Pages;
+                if ((_phys.Desc(folio.Head).Flags & (int)PageFlags.Reclaim) != 0)
+                {
+                    marked = folio;
+                    break;
+                }
+            }
+
+            if (marked is { } m && ClearReadAhead(m.Head, m.First).Marked)
+            {
+                PageCacheAsyncRa(cpu, m.First, m.Pages, lastIndex - m.First);
+            }
+
+            index = next;
+        }
+
+        lock (_lock)
+        {
+            _prevPos = end;
         }
 
         return true;
     }
 
-    /// <summary>
-    /// The VM_HUGEPAGE branch of <c>do_sync_mmap_readahead</c> (taken before any other, readahead
-    /// setting and <c>mmap_miss</c> regardless): <c>page_cache_ra_order</c> at PMD order from the
-    /// fault's index rounded down to 512, two folios (one under MADV_RANDOM), the second one's first
-    /// page marked PG_readahead (the asynchronous part is one folio). A 2 MiB block that lies wholly
-    /// below end of file and has no page cached yet becomes one PMD-sized folio; the rest (a block
-    /// cut by end of file, one partly cached, or one whose folio could not be had) is read as
-    /// single pages, where the kernel would use smaller large folios or fall back to order 0.
-    /// Returns false when memory ran out before the faulting page was in.
-    /// </summary>
-    private bool ReadAroundHuge(int cpu, ulong index, VmFlags vmFlags)
+    /// <summary><c>page_cache_sync_ra</c> for a read that missed the cache at <paramref name="index"/>, <paramref name="req"/> pages long.</summary>
+    private void SyncReadAhead(int cpu, ulong index, ulong req)
     {
-        const ulong nr = PhysMemory.HugeFrames;
-        ulong start = index & ~(nr - 1);
-        ulong size = (vmFlags & VmFlags.RandRead) != 0 ? nr : 2 * nr;
-        ulong mark = size > nr ? start + nr : ulong.MaxValue;
-        ulong fileEnd = PagesInFile;
-        for (ulong block = start; block < start + size && block < fileEnd; block += nr)
+        ulong max = (ulong)ReadAheadPages;
+        if (max == 0)
         {
-            bool marked = block == mark;
-            if (block + nr <= fileEnd && !AnyCached(block, nr) && AddLargeFolio(cpu, block, marked))
+            return; // force_page_cache_ra of the one page: the caller reads it
+        }
+
+        ulong prevIndex;
+        lock (_lock)
+        {
+            prevIndex = _prevPos >> PhysMemory.PageShift;
+        }
+
+        if (index == 0 || req > max || index - prevIndex <= 1)
+        {
+            // Start of file, an oversized read, or a sequential miss: a fresh window.
+            ulong size = InitRaSize(req, max);
+            PageCacheRaOrder(cpu, ulong.MaxValue, index, size, size > req ? size - req : size >> 1, 0, keep: true);
+            return;
+        }
+
+        // page_cache_prev_miss: how many pages before index are cached (the history of a stream).
+        ulong contig = 0;
+        bool toStart = false;
+        lock (_lock)
+        {
+            while (contig < max && _pages.ContainsKey(index - 1 - contig))
+            {
+                contig++;
+                if (contig == index)
+                {
+                    toStart = true;
+                    break;
+                }
+            }
+        }
+
+        if (contig <= req)
+        {
+            DoPageCacheRa(cpu, ulong.MaxValue, index, req, 0); // a standalone small read
+            return;
+        }
+
+        if (toStart)
+        {
+            contig *= 2; // cached from the start of the file: a long stream
+        }
+
+        PageCacheRaOrder(cpu, ulong.MaxValue, index, Math.Min(contig + req, max), 1, 0, keep: true);
+    }
+
+    /// <summary><c>get_init_ra_size</c>: the first window, the request rounded up to a power of two, times four while small, times two while medium, else the maximum.</summary>
+    private static ulong InitRaSize(ulong size, ulong max)
+    {
+        ulong n = System.Numerics.BitOperations.RoundUpToPowerOf2(size);
+        return n <= max / 32 ? n * 4 : n <= max / 4 ? n * 2 : max;
+    }
+
+    /// <summary><c>get_next_ra_size</c>: a window grows fourfold while small, then twofold, up to <paramref name="max"/>.</summary>
+    private static ulong NextRaSize(ulong cur, ulong max) => cur < max / 16 ? 4 * cur : cur <= max / 2 ? 2 * cur : max;
+
+    /// <summary>
+    /// <c>page_cache_ra_order</c>: reads the window [<paramref name="start"/>, +<paramref name="size"/>)
+    /// (cut at end of file) in folios of the order asked for, at most PMD order and the window's
+    /// log2, each one smaller where its index is not aligned to it or it would pass end of file;
+    /// the folio holding <c>start + size − async</c> (rounded down to its size) gets the readahead
+    /// mark. At the first folio that cannot be added (a page of it already cached, or no memory for
+    /// it) the rest of the window is read as order-0 pages by <see cref="DoPageCacheRa"/>. With
+    /// <paramref name="keep"/> the window and the order used become the file's readahead state.
+    /// <paramref name="fault"/> is the faulting index (ulong.MaxValue for none): it gets no mark (the
+    /// fault consumes it) and is read in any case. Returns false when memory ran out before the
+    /// faulting page was in.
+    /// </summary>
+    private bool PageCacheRaOrder(int cpu, ulong fault, ulong start, ulong size, ulong async, int order, bool keep)
+    {
+        ulong fileEnd = PagesInFile;
+        int newOrder = Math.Min(Math.Min(order, PhysMemory.HugeOrder), size == 0 ? 0 : System.Numerics.BitOperations.Log2(size));
+        if (keep)
+        {
+            lock (_lock)
+            {
+                (_raStart, _raSize, _raAsync, _raOrder) = (start, size, async, newOrder);
+            }
+        }
+
+        if (size == 0 || start >= fileEnd)
+        {
+            return fault == ulong.MaxValue || EnsurePage(cpu, fault);
+        }
+
+        ulong limit = Math.Min(fileEnd - 1, start + size - 1);
+        ulong mark = start + size - async;
+        ulong index = start;
+        bool failed = false;
+        while (index <= limit)
+        {
+            int o = newOrder;
+            if ((index & ((1UL << o) - 1)) != 0)
+            {
+                o = System.Numerics.BitOperations.TrailingZeroCount(index);
+            }
+
+            while (o > 0 && index + (1UL << o) - 1 > limit)
+            {
+                o--;
+            }
+
+            bool marked = index == (mark & ~((1UL << o) - 1)) && index != fault;
+            if (!AddReadAheadFolio(cpu, index, o, marked))
+            {
+                failed = true;
+                break;
+            }
+
+            index += 1UL << o;
+        }
+
+        if (failed && size > index - start && !DoPageCacheRa(cpu, fault, index, size - (index - start), async))
+        {
+            return false;
+        }
+
+        return fault == ulong.MaxValue || EnsurePage(cpu, fault);
+    }
+
+    /// <summary>
+    /// <c>do_page_cache_ra</c> + <c>page_cache_ra_unbounded</c>: reads the pages of
+    /// [<paramref name="index"/>, +<paramref name="count"/>) that are not cached, cut at end of file
+    /// first, as order-0 folios; the page <paramref name="async"/> before the cut end gets the
+    /// readahead mark if newly read (and not the faulting page <paramref name="fault"/>). Stops at
+    /// the first page it has no memory for; returns false if that left the faulting page out.
+    /// </summary>
+    private bool DoPageCacheRa(int cpu, ulong fault, ulong index, ulong count, ulong async)
+    {
+        ulong fileEnd = PagesInFile;
+        if (index >= fileEnd)
+        {
+            return true;
+        }
+
+        count = Math.Min(count, fileEnd - index);
+        ulong mark = async <= count && async > 0 ? index + count - async : ulong.MaxValue;
+        for (ulong i = index; i < index + count; i++)
+        {
+            if (IsCached(i))
             {
                 continue;
             }
 
-            for (ulong i = block; i < Math.Min(block + nr, fileEnd); i++)
+            if (!AddReadAheadFolio(cpu, i, 0, i == mark && i != fault) && !IsCached(i))
             {
-                bool fresh = marked && i == block && !IsCached(i);
-                long pfn = GetPage(cpu, i);
-                if (pfn < 0)
-                {
-                    return i > index;
-                }
-
-                if (fresh)
-                {
-                    _phys.Desc(pfn).SetFlagsAtomic(PageFlags.Reclaim);
-                }
-
-                _phys.PutPage(pfn);
+                return fault == ulong.MaxValue || fault < i || fault >= index + count;
             }
         }
 
         return true;
+    }
+
+    /// <summary>The faulting page, read alone if readahead left it out (<c>filemap_fault</c>'s own read). Returns false when no memory was left for it.</summary>
+    private bool EnsurePage(int cpu, ulong index)
+    {
+        if (IsCached(index))
+        {
+            return true;
+        }
+
+        long pfn = GetPage(cpu, index);
+        if (pfn < 0)
+        {
+            return false;
+        }
+
+        _phys.PutPage(pfn);
+        return true;
+    }
+
+    /// <summary>
+    /// <c>ra_alloc_folio</c>: a folio of 2^<paramref name="order"/> pages at <paramref name="first"/>,
+    /// read in and added to the cache (<c>filemap_add_folio</c>), with the readahead mark when
+    /// <paramref name="mark"/>. A PMD-order folio is a real huge page (<see cref="AddLargeFolio"/>);
+    /// a smaller large folio is kept as its pages, each a frame of its own, and the cache's note of
+    /// where the folio starts and how large it is (the model's frames are either single pages or
+    /// huge pages; what a folio's size changes above the page cache is how fault-around maps it).
+    /// False when a page of it is cached already (<c>-EEXIST</c>) or no memory was found.
+    /// </summary>
+    private bool AddReadAheadFolio(int cpu, ulong first, int order, bool mark)
+    {
+        if (order == PhysMemory.HugeOrder)
+        {
+            return !AnyCached(first, PhysMemory.HugeFrames) && AddLargeFolio(cpu, first, mark);
+        }
+
+        int nr = 1 << order;
+        Span<long> frames = nr <= 64 ? stackalloc long[nr] : new long[nr];
+        for (int i = 0; i < nr; i++)
+        {
+            frames[i] = _phys.AllocFrame(cpu);
+            if (frames[i] < 0)
+            {
+                _phys.PutPages(frames[..i].ToArray());
+                return false;
+            }
+        }
+
+        lock (_lock)
+        {
+            bool raced = false;
+            for (int i = 0; i < nr && !raced; i++)
+            {
+                raced = _pages.ContainsKey(first + (ulong)i);
+            }
+
+            if (!raced)
+            {
+                for (int i = 0; i < nr; i++)
+                {
+                    FillFromStore(frames[i], first + (ulong)i);
+                    AddToPageCache(frames[i], first + (ulong)i);
+                    if (mark)
+                    {
+                        // PG_readahead is a folio flag: every page of a split-frame folio carries it.
+                        _phys.Desc(frames[i]).SetFlagsAtomic(PageFlags.Reclaim);
+                    }
+
+                    if (nr > 1)
+                    {
+                        _folioStart[first + (ulong)i] = first;
+                    }
+                }
+
+                if (nr > 1)
+                {
+                    _smallFolios[first] = order;
+                    _largeFolioCount++;
+                }
+
+                Interlocked.Add(ref _readIns, nr);
+                return true;
+            }
+        }
+
+        _phys.PutPages(frames.ToArray());
+        return false;
     }
 
     private bool AnyCached(ulong first, ulong count)
@@ -401,8 +729,9 @@ public sealed class SimFile
     /// <summary>
     /// <c>ra_alloc_folio</c> at PMD order + <c>filemap_add_folio</c> + the read: a PMD-sized folio
     /// for indexes [<paramref name="first"/>, +512), each page filled from the store, the cache
-    /// holding one reference per page. Kept off the LRU lists: the model does not reclaim large
-    /// file folios. Returns false when no aligned free block was found or a page got cached meanwhile.
+    /// holding one reference per page, on the file LRU list as one entry (reclaim evicts it whole
+    /// when nothing maps it: <see cref="TryEvictLarge"/>). Returns false when no aligned free block
+    /// was found or a page got cached meanwhile.
     /// </summary>
     private bool AddLargeFolio(int cpu, ulong first, bool readAheadMark)
     {
@@ -431,6 +760,8 @@ public sealed class SimFile
                 // The allocation's reference becomes the first page's cache reference.
                 _phys.Desc(head).AddRef(PhysMemory.HugeFrames - 1);
                 _largeFolios.Add(first, head);
+                _largeFolioCount++;
+                _phys.Lru.Add(head, LruList.File); // one entry for the folio, as folio_add_lru
                 if (readAheadMark)
                 {
                     _phys.Desc(head).SetFlagsAtomic(PageFlags.Reclaim);
@@ -465,33 +796,81 @@ public sealed class SimFile
     }
 
     /// <summary>
-    /// Where <c>page_cache_ra_order</c> puts PG_readahead in a window [<paramref name="first"/>,
-    /// <paramref name="end"/>) cut at end of file to <paramref name="stop"/>, whose last
-    /// <paramref name="async"/> pages are the asynchronous part: at <c>end − async</c> when that is
-    /// below end of file and before the first page already cached; from a cached page on, the rest
-    /// is read by <c>do_page_cache_ra</c>, whose window is cut at end of file first, so its mark sits
-    /// <paramref name="async"/> pages before the cut end (none when the rest is shorter). ulong.MaxValue: none.
+    /// The large folio holding <paramref name="pfn"/>, cached at <paramref name="index"/>, of any
+    /// order: its first index, its pages and its first page's frame (the head of a PMD-sized one);
+    /// null for a single page.
     /// </summary>
-    private (ulong Mark, ulong FallbackMark) ReadAheadMarks(ulong first, ulong end, ulong stop, ulong async)
+    internal (ulong First, ulong Pages, long Head)? FolioOf(long pfn, ulong index)
     {
-        if (async == 0)
+        if (Volatile.Read(ref _largeFolioCount) == 0)
         {
-            return (ulong.MaxValue, ulong.MaxValue);
+            return null;
         }
 
-        ulong cached = stop;
-        for (ulong i = first; i < stop; i++)
+        if (LargeFolioOf(pfn, index) is { } large)
         {
-            if (IsCached(i))
+            return (large.First, PhysMemory.HugeFrames, large.Head);
+        }
+
+        lock (_lock)
+        {
+            return _folioStart.TryGetValue(index, out ulong first) && _smallFolios.TryGetValue(first, out int order) && _pages.TryGetValue(first, out long head)
+                ? (first, 1UL << order, head)
+                : null;
+        }
+    }
+
+    /// <summary>
+    /// Clears PG_readahead on the folio of the page <paramref name="pfn"/> cached at
+    /// <paramref name="index"/> (every page of a split-frame folio carries it; a huge page keeps it
+    /// on its head). Returns whether it was set, and the folio's size in pages.
+    /// </summary>
+    internal (bool Marked, ulong Pages) ClearReadAhead(long pfn, ulong index)
+    {
+        if (FolioOf(pfn, index) is not { } folio)
+        {
+            return ((_phys.Desc(pfn).ClearFlagsAtomic(PageFlags.Reclaim) & PageFlags.Reclaim) != 0, 1);
+        }
+
+        if (folio.Pages == PhysMemory.HugeFrames)
+        {
+            return ((_phys.Desc(folio.Head).ClearFlagsAtomic(PageFlags.Reclaim) & PageFlags.Reclaim) != 0, folio.Pages);
+        }
+
+        bool marked = false;
+        lock (_lock)
+        {
+            for (ulong i = folio.First; i < folio.First + folio.Pages; i++)
             {
-                cached = i;
-                break;
+                if (_pages.TryGetValue(i, out long p))
+                {
+                    marked |= (_phys.Desc(p).ClearFlagsAtomic(PageFlags.Reclaim) & PageFlags.Reclaim) != 0;
+                }
             }
         }
 
-        ulong mark = end - async < Math.Min(cached, stop) ? end - async : ulong.MaxValue;
-        ulong fallback = cached < stop && async <= stop - cached ? stop - async : ulong.MaxValue;
-        return (mark, fallback);
+        return (marked, folio.Pages);
+    }
+
+    /// <summary>The folios in the cache, in index order: (first index, pages) for each, a single page as a folio of one.</summary>
+    public IReadOnlyList<(ulong First, ulong Pages)> Folios()
+    {
+        var result = new List<(ulong, ulong)>();
+        lock (_lock)
+        {
+            var indexes = _pages.Keys.ToArray();
+            Array.Sort(indexes);
+            for (int i = 0; i < indexes.Length;)
+            {
+                ulong index = indexes[i];
+                ulong pages = _largeFolios.ContainsKey(index) ? PhysMemory.HugeFrames
+                    : _smallFolios.TryGetValue(index, out int order) ? 1UL << order : 1;
+                result.Add((index, pages));
+                i += (int)pages;
+            }
+        }
+
+        return result;
     }
 
     /// <summary>Fault-around mapped <paramref name="pages"/> cached pages: so many hits make up for misses (<c>mmap_miss</c>).</summary>
@@ -668,6 +1047,70 @@ public sealed class SimFile
     }
 
     /// <summary>
+    /// Reclaim's end of a PMD-sized folio headed by <paramref name="head"/>: if it is still this
+    /// file's, whole in the cache, mapped nowhere (no PMD leaf, no PTE) and held only by the cache
+    /// (a reference per page) and reclaim's isolation, all its pages leave the cache together
+    /// (<c>__remove_mapping</c> of a large folio) and the cache's references go; dirty pages are
+    /// written back first and the folio stays, clean, for a later pass. Every reference is taken
+    /// under the cache lock or through a mapping, so the counts checked under the lock cannot
+    /// grow before the pages are gone from the cache, after which a racing fault that looked one up
+    /// sees under its PTE lock that it was truncated. Returns whether it was evicted.
+    /// </summary>
+    internal bool TryEvictLarge(long head)
+    {
+        lock (_lock)
+        {
+            ref var d = ref _phys.Desc(head);
+            ulong first = d.RmapAddress;
+            if (d.RmapOwnerId != _ownerId || !_largeFolios.TryGetValue(first, out long cached) || cached != head
+                || Volatile.Read(ref _phys.EntireMapCount(head)) != 0 || d.RefCount != PhysMemory.HugeFrames + 1)
+            {
+                return false;
+            }
+
+            bool dirty = false;
+            for (int i = 0; i < PhysMemory.HugeFrames; i++)
+            {
+                if (_phys.Desc(head + i).MapCount != 0)
+                {
+                    return false;
+                }
+
+                dirty |= WriteBack(head + i, first + (ulong)i);
+            }
+
+            if (dirty)
+            {
+                return false;
+            }
+
+            for (int i = 0; i < PhysMemory.HugeFrames; i++)
+            {
+                DeleteFromPageCache(head + i, first + (ulong)i);
+            }
+        }
+
+        Interlocked.Add(ref _evicted, PhysMemory.HugeFrames);
+        var refs = new long[PhysMemory.HugeFrames];
+        for (int i = 0; i < refs.Length; i++)
+        {
+            refs[i] = head + i;
+        }
+
+        _phys.PutPages(refs); // the cache's references; reclaim drops its isolation reference
+        return true;
+    }
+
+    /// <summary>The frame caching page <paramref name="index"/>, or -1 (for tests and reports; no reference taken).</summary>
+    public long CachedFrame(ulong index)
+    {
+        lock (_lock)
+        {
+            return _pages.TryGetValue(index, out long pfn) ? pfn : -1;
+        }
+    }
+
+    /// <summary>
     /// The page-cache half of a hole punch (<c>shmem_truncate_range</c>,
     /// <c>truncate_inode_pages_range</c>): removes the pages of [<paramref name="first"/>,
     /// <paramref name="end"/>) from the cache and forgets their stored content, so the range reads
@@ -809,6 +1252,14 @@ public sealed class SimFile
         if (_largeFolios.Count > 0 && (_phys.Desc(pfn).Flags & (int)(PageFlags.Head | PageFlags.Tail)) != 0)
         {
             _largeFolios.Remove(index - (ulong)(pfn - _phys.CompoundHead(pfn)));
+        }
+
+        if (_folioStart.Count > 0 && _folioStart.TryGetValue(index, out ulong first) && _smallFolios.Remove(first, out int order))
+        {
+            for (ulong i = first; i < first + (1UL << order); i++)
+            {
+                _folioStart.Remove(i);
+            }
         }
 
         _pages.Remove(index);

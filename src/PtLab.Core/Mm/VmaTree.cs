@@ -24,6 +24,13 @@ internal sealed class VmaTree
     /// <summary>Taken by every structural change and by <see cref="Snapshot"/>.</summary>
     public Lock Sync { get; } = new();
 
+    // Bumped under Sync by every change of the tree's shape or of a VMA's range, so a cached
+    // lookup result is known stale (the kernel's old mm->vmacache_seqnum).
+    private long _seq;
+
+    /// <summary>The change count: differs from an earlier read once any VMA was added, removed or resized.</summary>
+    public long Seq => Volatile.Read(ref _seq);
+
     /// <summary><c>mm-&gt;map_count</c>.</summary>
     public int Count => Volatile.Read(ref _count);
 
@@ -81,6 +88,7 @@ internal sealed class VmaTree
 
         lock (Sync)
         {
+            _seq++;
             Vma? parent = null, pred = null, succ = null;
             bool left = false;
             for (var x = _root; x is not null;)
@@ -156,6 +164,7 @@ internal sealed class VmaTree
     {
         lock (Sync)
         {
+            _seq++;
             var prev = v.PrevVma;
             var next = v.NextVma;
             if (prev is null)
@@ -234,6 +243,7 @@ internal sealed class VmaTree
     {
         lock (Sync)
         {
+            _seq++;
             for (var v = _first; v is not null;)
             {
                 var n = v.NextVma;
@@ -253,6 +263,7 @@ internal sealed class VmaTree
     {
         lock (Sync)
         {
+            _seq++;
             if (end <= v.Start || (v.NextVma is { } n && end > n.Start))
             {
                 throw new InvalidOperationException($"moving the end of {v} to 0x{end:x} would empty it or overlap {v.NextVma}");
@@ -272,6 +283,7 @@ internal sealed class VmaTree
     {
         lock (Sync)
         {
+            _seq++;
             if (start >= v.End || (v.PrevVma is { } p && start < p.End))
             {
                 throw new InvalidOperationException($"moving the start of {v} to 0x{start:x} would empty it or overlap {v.PrevVma}");

@@ -129,6 +129,22 @@ internal sealed class Vmscan
             return; // unmapped or truncated meanwhile: dropping the isolation reference frees it
         }
 
+        if (huge && !anon)
+        {
+            // A PMD-sized page-cache folio: evicted whole when nothing maps it; a mapped one is
+            // kept (the model does not unmap file folios for reclaim) and goes back on the list.
+            if (owner is SimFile file && file.TryEvictLarge(pfn))
+            {
+                Interlocked.Add(ref _fileEvicted, PhysMemory.HugeFrames);
+            }
+            else if (d.RmapOwnerId != 0)
+            {
+                phys.Lru.Add(pfn, LruList.File);
+            }
+
+            return;
+        }
+
         if (huge)
         {
             ShrinkHuge(cpu, pfn);

@@ -11,7 +11,8 @@ namespace PtLab.Paging;
 /// <param name="rcu">The machine's RCU; the walk is one read section.</param>
 /// <param name="tlb">The CPU's TLB.</param>
 /// <param name="cpu">The CPU's number.</param>
-internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
+/// <param name="tables">The CPU's memo of where it found table entries.</param>
+internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu, TableEntryCache tables)
 {
     private readonly ISchedulingPoint? _sched = rcu.Hooks?.Scheduler;
 
@@ -40,7 +41,7 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
 
             for (int level = start; level > 1; level--)
             {
-                ulong e = Volatile.Read(ref phys.Table(table)[Geometry.Index(va, level)]);
+                ulong e = phys.ReadCachedEntry(tables, level, table, Geometry.Index(va, level));
                 if (!Entry.IsHwPresent(e) || (Entry.IsHuge(e) && level != 2))
                 {
                     psc?.Invalidate(va, va + 1); // a page fault drops the cached entries for its address
@@ -60,7 +61,8 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
             }
 
             _sched?.Reached(SchedulingPointKind.EntryLoad, table);
-            ref ulong slot = ref phys.Table(table)[index];
+            int leafLevel = leafPmd ? 2 : 1;
+            ref ulong slot = ref phys.CachedEntry(tables, leafLevel, table, index);
             ulong v = Volatile.Read(ref slot);
             while (true)
             {
@@ -87,8 +89,11 @@ internal sealed class HardwareWalker(PhysMemory phys, Rcu rcu, Tlb tlb, int cpu)
             }
 
             // A table gives back a group of entries that all went none; if another table took it
-            // since this walk read it, the entry read belongs to that table: refault instead.
-            if (!phys.SameEntry(table, index, ref slot))
+            // since this walk read it, the entry read belongs to that table: refault instead. The
+            // check reads the layout epoch after the entry (seqlock style, see
+            // TableStore.LayoutEpoch): while it still reads the line's stamp, the group was not
+            // given back since the line found it.
+            if (!phys.SameCachedEntry(tables, leafLevel, table, index, ref slot))
             {
                 psc?.Invalidate(va, va + 1);
                 return false;

@@ -207,6 +207,13 @@ public sealed partial class PhysMemory
     /// <summary>Whether no store went around the set primitives into an absent entry (the zero sink still reads zero).</summary>
     public bool TableSinkIsZero => _tables.SinkIsZero;
 
+    /// <summary>Tests only: see <see cref="TableStore.InterleavingPoint"/>.</summary>
+    internal Action? TableInterleavingPoint
+    {
+        get => _tables.InterleavingPoint;
+        set => _tables.InterleavingPoint = value;
+    }
+
     // page->mapping as an id: owners (anon_vmas, files, address spaces) are held weakly, so an id
     // whose owner was collected (no page can still name it: a mapped or cached page keeps its
     // owner reachable) is reused once the ids run out.
@@ -514,6 +521,196 @@ public sealed partial class PhysMemory
         }
     }
 
+    /// <summary>
+    /// Entry <paramref name="index"/> of the live table in frame <paramref name="pfn"/>, of
+    /// <paramref name="level"/>, read through the CPU's <paramref name="cache"/>: the storage
+    /// <see cref="Table(long)"/>'s indexer would return (and the same check that the frame is a
+    /// table), without the lookups when the cache's line for the level still holds it. For a
+    /// caller that holds the lock ordering stores to the table, or that checks what it read with
+    /// <see cref="SameCachedEntry"/>; a lockless read of the value is
+    /// <see cref="ReadCachedEntry(TableEntryCache, int, long, int)"/> (see
+    /// <see cref="TableStore.LayoutEpoch"/> for why).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref ulong CachedEntry(TableEntryCache cache, int level, long pfn, int index)
+    {
+        ref var line = ref cache.At(level);
+        if (line.Holds(pfn, index, _tables.LayoutEpoch))
+        {
+            return ref line.Entry(index);
+        }
+
+        return ref CachedEntryMiss(ref line, pfn, index, checkGeneration: false, 0);
+    }
+
+    /// <summary>
+    /// Entry <paramref name="index"/> of the mapped table <paramref name="table"/> through the
+    /// CPU's <paramref name="cache"/>: what <see cref="Table(TableRef)"/>'s indexer returns, a
+    /// stale reference throwing <see cref="UseAfterFreeException"/> as it does.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref ulong CachedEntry(TableEntryCache cache, int level, TableRef table, int index)
+    {
+        ref var line = ref cache.At(level);
+        if (line.Holds(table.Pfn, index, _tables.LayoutEpoch) && line.Generation == table.Generation)
+        {
+            return ref line.Entry(index);
+        }
+
+        return ref CachedEntryMiss(ref line, table.Pfn, index, checkGeneration: true, table.Generation);
+    }
+
+    /// <summary>
+    /// The value of entry <paramref name="index"/> of the table in frame <paramref name="pfn"/>,
+    /// read without the table's lock through the CPU's <paramref name="cache"/>, seqlock style:
+    /// the line's stamp is checked, the entry read, and the epoch read again, so the value read is
+    /// one the table's entry held (never one of a table that took its group since; see
+    /// <see cref="TableStore.LayoutEpoch"/>). Volatile reads keep the three in order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong ReadCachedEntry(TableEntryCache cache, int level, long pfn, int index)
+    {
+        ref var line = ref cache.At(level);
+        long epoch = _tables.LayoutEpoch;
+        if (line.Holds(pfn, index, epoch))
+        {
+            ulong v = Volatile.Read(ref line.Entry(index));
+            if (_tables.LayoutEpoch == epoch)
+            {
+                return v;
+            }
+        }
+
+        return ReadCachedEntryMiss(ref line, pfn, index, checkGeneration: false, 0);
+    }
+
+    /// <summary><see cref="ReadCachedEntry(TableEntryCache, int, long, int)"/> of the mapped table <paramref name="table"/>, a stale reference throwing <see cref="UseAfterFreeException"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ulong ReadCachedEntry(TableEntryCache cache, int level, TableRef table, int index)
+    {
+        ref var line = ref cache.At(level);
+        long epoch = _tables.LayoutEpoch;
+        if (line.Holds(table.Pfn, index, epoch) && line.Generation == table.Generation)
+        {
+            ulong v = Volatile.Read(ref line.Entry(index));
+            if (_tables.LayoutEpoch == epoch)
+            {
+                return v;
+            }
+        }
+
+        return ReadCachedEntryMiss(ref line, table.Pfn, index, checkGeneration: true, table.Generation);
+    }
+
+    // The lockless read through the full lookup: the epoch read before the lookup still reads the
+    // same after the entry is read, or storage moved meanwhile and the read is done again.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ulong ReadCachedEntryMiss(ref TableEntryCache.Line line, long pfn, int index, bool checkGeneration, int generation)
+    {
+        while (true)
+        {
+            long epoch = _tables.LayoutEpoch;
+            ulong v = Volatile.Read(ref CachedEntryMiss(ref line, pfn, index, checkGeneration, generation, epoch));
+            if (_tables.LayoutEpoch == epoch)
+            {
+                return v;
+            }
+        }
+    }
+
+    // The full lookup, which fills the line when the entry's group is stored, stamped with the
+    // epoch read before the lookup (see TableStore.LayoutEpoch).
+    private ref ulong CachedEntryMiss(ref TableEntryCache.Line line, long pfn, int index, bool checkGeneration, int generation) =>
+        ref CachedEntryMiss(ref line, pfn, index, checkGeneration, generation, _tables.LayoutEpoch);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ref ulong CachedEntryMiss(ref TableEntryCache.Line line, long pfn, int index, bool checkGeneration, int generation, long epoch)
+    {
+        _tables.Step();
+        ref var d = ref Desc(pfn);
+        if (checkGeneration)
+        {
+            if ((d.Flags & (int)PageFlags.Table) == 0 || d.Generation != generation)
+            {
+                ThrowStale(new TableRef(pfn, generation));
+            }
+        }
+        else if ((d.Flags & (int)PageFlags.Table) == 0)
+        {
+            ThrowNotTable(pfn);
+        }
+
+        int slot = Volatile.Read(ref d.TableSlot);
+        _tables.Step();
+        if (!_tables.TryLocate(slot, index, out var storage, out int offset, out var headers, out int header))
+        {
+            line.Pfn = -1;
+            return ref storage[offset];
+        }
+
+        line.Pfn = pfn;
+        line.Generation = d.Generation;
+        line.Group = index >> TableStore.GroupShift;
+        line.Epoch = epoch;
+        line.Storage = storage;
+        line.Offset = offset;
+        line.Headers = headers;
+        line.Header = header;
+        return ref storage[offset + (index & (TableStore.GroupEntries - 1))];
+    }
+
+    /// <summary>
+    /// <see cref="StoreEntry"/> on the live table <paramref name="table"/> through the CPU's
+    /// <paramref name="cache"/>: where its line holds the entry's group, the store goes straight
+    /// to the storage and the group's header; otherwise (and for a store of none, which may give
+    /// the group back) the full store.
+    /// </summary>
+    public void CachedStoreEntry(TableEntryCache cache, int level, TableRef table, int index, ulong old, ulong value)
+    {
+        ref var line = ref cache.At(level);
+        if (value != 0 && line.Holds(table.Pfn, index, _tables.LayoutEpoch) && line.Generation == table.Generation)
+        {
+            TableStore.StoreLocated(ref line.Entry(index), ref line.Headers![line.Header], old, value);
+            return;
+        }
+
+        StoreEntry(table.Pfn, index, old, value);
+    }
+
+    /// <summary>
+    /// <see cref="SameEntry"/> for an entry read through <paramref name="cache"/>: while the line
+    /// still holds the entry, nothing moved since it was found; otherwise the full check.
+    /// </summary>
+    public bool SameCachedEntry(TableEntryCache cache, int level, long table, int index, ref ulong entry)
+    {
+        ref var line = ref cache.At(level);
+        if (line.Holds(table, index, _tables.LayoutEpoch))
+        {
+            return Unsafe.AreSame(ref line.Entry(index), ref entry);
+        }
+
+        return SameEntry(table, index, ref entry);
+    }
+
+    /// <summary>
+    /// What is wrong with how the live tables <paramref name="tables"/> are stored, or null: each
+    /// stored group named by one table only, and its count of entries that are not none exact.
+    /// For a quiescent machine (an invariant check).
+    /// </summary>
+    public string? CheckTableStorage(IEnumerable<long> tables)
+    {
+        var owners = new Dictionary<int, long>();
+        foreach (long t in tables)
+        {
+            if (_tables.Check(Volatile.Read(ref Desc(t).TableSlot), t, owners) is { } problem)
+            {
+                return problem;
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Whether <paramref name="entry"/>, a reference a lockless walker took, is still where entry <paramref name="index"/> of <paramref name="table"/> lives.</summary>
     public bool SameEntry(long table, int index, ref ulong entry) => _tables.SameEntry(Volatile.Read(ref Desc(table).TableSlot), index, ref entry);
 
@@ -617,7 +814,10 @@ public sealed partial class PhysMemory
             }
         }
 
+        // The frame stops being a table, then its storage is unlinked, the layout epoch advances
+        // and the storage is given back (all in Release): from here on no cache line leads here.
         d.Flags &= ~(int)PageFlags.Table;
+        _tables.Step();
         _tables.Release(ref d.TableSlot, TablePoison);
         d.PtLock = 0;
         d.SetCounts(0, 0);

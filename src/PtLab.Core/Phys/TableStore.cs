@@ -46,6 +46,7 @@ internal sealed class TableStore
     private int _nextSlot = 1;   // 0 means "no slot"
     private int _nextGroup = 1;  // 0 means "no group"
     private long _hostBytes;
+    private long _layoutEpoch;
     private long _slotsInUse;
     private long _groupsInUse;
 
@@ -57,6 +58,105 @@ internal sealed class TableStore
 
     /// <summary>Groups of 32 entries held by live tables.</summary>
     public long GroupsInUse => Volatile.Read(ref _groupsInUse);
+
+    /// <summary>
+    /// The layout epoch, which <see cref="TableEntryCache"/> lines are valid against (a seqlock
+    /// whose writers never wait for readers). The protocol:
+    /// <list type="bullet">
+    /// <item>Storage leaves a table in three ways, each under the lock that orders stores to the
+    /// table or with the table unreachable: a group whose entries all went none is given back
+    /// (<see cref="CountCleared"/>), a slot left with neither group nor state is given back
+    /// (<see cref="ReleaseSlotIfEmpty"/>), a freed table gives back all it holds
+    /// (<see cref="Release"/>, which <see cref="PhysMemory.FreeTable"/> calls once the frame is
+    /// no longer a table). Each first unlinks the storage (the header, the slot word, the table
+    /// flag), THEN advances the epoch with a full fence (<see cref="LayoutChanged"/>), and only
+    /// THEN puts the storage on a free list, from which another table may take it. Storage
+    /// coming to a table (a group or slot taken, a table allocated) moves nothing a line can
+    /// hold, since a line is only ever filled from a stored group: no advance.</item>
+    /// <item>A fill reads the epoch first (acquire), then the descriptor, slot and header, and
+    /// stamps the line with the epoch it read. An unlinking whose advance it read is visible to
+    /// its lookup (the advance released it), so the lookup cannot find that storage; any later
+    /// unlinking advances past the stamp. Hence: while the epoch still reads a line's stamp, the
+    /// line's storage has not been put back on a free list since the fill, so no other table
+    /// can have taken it, and it is the table's group as the lookup would find it.</item>
+    /// <item>A reader under the table's lock (which every unlinking of the table's groups and slot
+    /// holds, and which a freed table has no holder of) checks the stamp once and may read and
+    /// write through the storage until it unlocks. A lockless reader reads the entry and then
+    /// the epoch again (<see cref="PhysMemory.ReadCachedEntry(TableEntryCache, int, long, int)"/>,
+    /// <see cref="PhysMemory.SameCachedEntry"/>): if it still reads the stamp, the entry read
+    /// was the table's when read; if not, it reads again through the lookup.</item>
+    /// </list>
+    /// Advancing before the unlinking instead (as first written) is wrong: a fill that reads the
+    /// advanced epoch but the header from before its unlinking stamps a line that no later
+    /// advance invalidates, and the group, taken by another table, is then read and written
+    /// through it as this table's (the race <c>TableEntryCacheRaceTests</c> shows).
+    /// </summary>
+    public long LayoutEpoch
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Volatile.Read(ref _layoutEpoch);
+    }
+
+    /// <summary>
+    /// Marks that storage was unlinked from a table (see <see cref="LayoutEpoch"/>): called after
+    /// the unlinking and before the storage is given back; a full fence.
+    /// </summary>
+    public void LayoutChanged() => Interlocked.Increment(ref _layoutEpoch);
+
+    /// <summary>
+    /// Tests only: called between the steps of every give-back of storage and of every cache fill,
+    /// so that a test can run another operation at each such point in turn (an exhaustive,
+    /// deterministic interleaving of the two); null otherwise.
+    /// </summary>
+    internal Action? InterleavingPoint;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void Step() => InterleavingPoint?.Invoke();
+
+    /// <summary>
+    /// Where entry <paramref name="index"/> of the table with <paramref name="slot"/> is stored,
+    /// and where its group's header is: false when its group is absent (it reads from the sink).
+    /// </summary>
+    public bool TryLocate(int slot, int index, out ulong[] storage, out int offset, out int[] headers, out int header)
+    {
+        if (slot != 0)
+        {
+            headers = Volatile.Read(ref _headers)[slot >> SlotChunkShift]!;
+            header = ((slot & SlotChunkMask) << 4) + (index >> GroupShift);
+            int h = Volatile.Read(ref headers[header]);
+            if (h != 0)
+            {
+                int g = h >> CountBits;
+                storage = Volatile.Read(ref _groups)[g >> GroupChunkShift]!;
+                offset = (g & GroupChunkMask) << GroupShift;
+                return true;
+            }
+        }
+
+        storage = _sink;
+        offset = 0;
+        headers = [];
+        header = 0;
+        return false;
+    }
+
+    /// <summary>
+    /// <see cref="Store"/> of a value that is not none into an entry whose group is stored,
+    /// found by <see cref="TryLocate"/> and not moved since: <paramref name="entry"/> is its
+    /// storage, <paramref name="header"/> its group's header. The caller holds the lock that
+    /// orders stores to the table.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreLocated(ref ulong entry, ref int header, ulong old, ulong value)
+    {
+        if (old == 0)
+        {
+            // The count changes only under the table's lock, which the caller holds: a plain store.
+            Volatile.Write(ref header, Volatile.Read(ref header) + 1);
+        }
+
+        Volatile.Write(ref entry, value);
+    }
 
     /// <summary>Whether the sink that absent entries read from still reads zero (a store that bypassed <see cref="Store"/> would break it).</summary>
     public bool SinkIsZero => Volatile.Read(ref _sink[0]) == 0;
@@ -144,6 +244,9 @@ internal sealed class TableStore
         if ((left & CountMask) == 0 && releaseEmpty)
         {
             Volatile.Write(ref hdr, 0);
+            Step();
+            LayoutChanged();
+            Step();
             ReleaseGroup(left >> CountBits);
             ReleaseSlotIfEmpty(ref tableSlot);
             return;
@@ -236,33 +339,55 @@ internal sealed class TableStore
 
         if (Interlocked.CompareExchange(ref tableSlot, 0, slot) == slot)
         {
+            Step();
+            LayoutChanged();
+            Step();
             ReleaseSlotStorage(slot);
         }
     }
 
-    /// <summary>Frees a table's storage: every group is overwritten with <paramref name="poison"/>, then given back.</summary>
+    /// <summary>
+    /// Frees a table's storage: every group is unlinked and overwritten with
+    /// <paramref name="poison"/>, the layout epoch advances, then the groups and the slot are given
+    /// back. The epoch advances even when there was nothing to give back: the caller has just
+    /// made the frame stop being a table, and a fill that read its slot word after that (a word
+    /// the frame's next use may reuse) must not stay valid.
+    /// </summary>
     public void Release(ref int tableSlot, ulong poison)
     {
         int slot = Interlocked.Exchange(ref tableSlot, 0);
+        Step();
         if (slot == 0)
         {
+            LayoutChanged();
             return;
         }
 
+        Span<int> groups = stackalloc int[GroupsPerTable];
         for (int g = 0; g < GroupsPerTable; g++)
         {
-            ref int hdr = ref Header(slot, g);
-            int h = Interlocked.Exchange(ref hdr, 0);
+            int h = Interlocked.Exchange(ref Header(slot, g), 0);
+            groups[g] = h >> CountBits;
             if (h != 0)
             {
                 GroupSpan(h >> CountBits).Fill(poison);
-                ReleaseGroup(h >> CountBits);
             }
         }
 
         if (Volatile.Read(ref _states)[slot >> SlotChunkShift] is { } cells)
         {
             Volatile.Write(ref cells[slot & SlotChunkMask].Value, null);
+        }
+
+        Step();
+        LayoutChanged();
+        Step();
+        foreach (int g in groups)
+        {
+            if (g != 0)
+            {
+                ReleaseGroup(g);
+            }
         }
 
         ReleaseSlotStorage(slot);
@@ -367,6 +492,61 @@ internal sealed class TableStore
             _freeGroups.Enqueue(g);
             _groupsInUse--;
         }
+    }
+
+    /// <summary>
+    /// What is wrong with the stored groups of the table with <paramref name="slot"/>, or null: a
+    /// header must name storage that was handed out and not given back, named by no other
+    /// table's header (the groups seen so far are in <paramref name="owners"/>, filled as it
+    /// goes), and count exactly the group's entries that are not none. For a quiescent store.
+    /// </summary>
+    public string? Check(int slot, long table, Dictionary<int, long> owners)
+    {
+        if (slot == 0)
+        {
+            return null;
+        }
+
+        for (int g = 0; g < GroupsPerTable; g++)
+        {
+            int h = Volatile.Read(ref Header(slot, g));
+            if (h == 0)
+            {
+                continue;
+            }
+
+            int id = h >> CountBits;
+            if (id == 0 || id >= Volatile.Read(ref _nextGroup))
+            {
+                return $"group {g} of table {table:x} names storage {id}, which was never handed out";
+            }
+
+            if (!owners.TryAdd(id, table))
+            {
+                return $"group {g} of table {table:x} names storage {id}, which table {owners[id]:x} holds too";
+            }
+
+            lock (_lock)
+            {
+                if (_freeGroups.Contains(id))
+                {
+                    return $"group {g} of table {table:x} names storage {id}, which was given back";
+                }
+            }
+
+            int stored = 0;
+            foreach (ulong e in GroupSpan(id))
+            {
+                stored += e != 0 ? 1 : 0;
+            }
+
+            if (stored != (h & CountMask))
+            {
+                return $"group {g} of table {table:x} counts {h & CountMask} entries that are not none, but holds {stored}";
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Whether <paramref name="entry"/> is still the storage of entry <paramref name="index"/> of the table with <paramref name="slot"/>.</summary>

@@ -62,6 +62,13 @@ public enum SchedulingPointKind
     /// thread cannot make progress until another CPU runs, so a scheduler must switch away here.
     /// </summary>
     Wait,
+
+    /// <summary>
+    /// A step of table storage being given back, or of a CPU's table-entry cache finding where an
+    /// entry is stored (only where a test asks for them: see
+    /// <see cref="Systematic.SystematicScenario.StorageSteps"/>).
+    /// </summary>
+    TableStorage,
 }
 
 /// <summary>

@@ -16,7 +16,7 @@ public static class Invariants
     /// other address space of the machine (a forked child); then exits them all and checks for leaks.
     /// </summary>
     public static string? CheckAtQuiescence(Machine machine, MmStruct mm, ulong start, ulong end, bool exit = true) =>
-        TableSink(machine) ?? Accounting(mm) ?? Refcounts(mm) ?? PresentEntriesMapLiveFrames(mm) ?? TlbsMatchTables(machine, mm, start, end)
+        TableSink(machine) ?? TableStorage(mm) ?? Accounting(mm) ?? Refcounts(mm) ?? PresentEntriesMapLiveFrames(mm) ?? TlbsMatchTables(machine, mm, start, end)
         ?? PagingStructureCachesMatchTables(machine, mm)
         ?? Others(machine, mm, other => Accounting(other) ?? Refcounts(other) ?? PresentEntriesMapLiveFrames(other) ?? TlbsMatchTables(machine, other, start, end)
             ?? PagingStructureCachesMatchTables(machine, other))
@@ -38,6 +38,13 @@ public static class Invariants
     /// <summary>No store reached an absent table entry around the set primitives: the zero sink absent entries read from still reads zero.</summary>
     public static string? TableSink(Machine machine) =>
         machine.Phys.TableSinkIsZero ? null : "an entry store bypassed the set primitives: the table store's zero sink was written";
+
+    /// <summary>
+    /// The PTE tables' entries are stored as the table store keeps them: no group of storage held
+    /// by two tables, each group's count exact (a store through a stale table-entry cache line
+    /// breaks it even where the figures still add up).
+    /// </summary>
+    public static string? TableStorage(MmStruct mm) => mm.Phys.CheckTableStorage(PteTables(mm));
 
     /// <summary>VmPTE equals the tables present in the page tables.</summary>
     public static string? Accounting(MmStruct mm)

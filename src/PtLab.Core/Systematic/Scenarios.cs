@@ -103,6 +103,13 @@ public sealed record SystematicScenario(
     /// the others, a design with a background thread gets one more CPU running it.
     /// </summary>
     public bool RunsKscand { get; init; }
+
+    /// <summary>
+    /// Whether the steps of table storage given back and of table-entry cache fills are
+    /// scheduling points too (<see cref="PtLab.Sync.SchedulingPointKind.TableStorage"/>): off in
+    /// the catalogue, whose schedules stay as they are.
+    /// </summary>
+    public bool StorageSteps { get; init; }
 }
 
 /// <summary>The catalogue of races the systematic tester explores.</summary>
@@ -621,6 +628,45 @@ public static class SystematicScenarios
             c.Touch(Base + (i * K4));
         }
     }
+
+    /// <summary>
+    /// The race of a CPU's table-entry cache against table storage given back and taken by another
+    /// table, with the storage steps as scheduling points (<see cref="SystematicScenario.StorageSteps"/>):
+    /// CPU 0 reads, then writes, pages of a group of PTE table P (its walks and faults find the
+    /// group through its cache, locklessly and under P's lock), while CPU 1 zaps the group's one
+    /// present entry, so P gives the group back, and faults in a page of PTE table Q, which takes
+    /// it. Not in the catalogue: the steps lengthen every schedule.
+    /// </summary>
+    public static SystematicScenario TableCacheGiveBack { get; } = new(
+        "table-cache-give-back",
+        "a CPU reads and writes a group of PTE entries through its table-entry cache while another zaps the group's last entry and a second table takes the group",
+        300,
+        64L << 20,
+        c =>
+        {
+            c.Map(2 * M2);
+            c.Touch(Base);
+            c.Touch(Base + (100 * K4)); // another group, so that P keeps its slot in every design
+        },
+        [
+            (c, cpu) =>
+            {
+                c.Scheduler.Note("fault: read page 1 of table P");
+                cpu.ReadByte(Base + K4, out _);
+                c.Scheduler.Note("fault: write page 2 of table P");
+                cpu.Touch(Base + (2 * K4));
+            },
+            (c, cpu) =>
+            {
+                c.Scheduler.Note("madvise(DONTNEED, page 0 of table P)");
+                c.Mm.Madvise(cpu, Base, K4, Advice.DontNeed);
+                c.Scheduler.Note("fault: write page 1 of table Q");
+                cpu.Touch(Base + M2 + K4);
+            },
+        ])
+    {
+        StorageSteps = true,
+    };
 
     /// <summary>Two rounds of GUP-fast (pin then unpin) of the first <paramref name="pages"/> pages.</summary>
     private static void GupFastTwice(ScenarioContext c, Cpu cpu, int pages)

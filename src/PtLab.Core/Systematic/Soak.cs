@@ -105,7 +105,7 @@ public static class Soak
 
             try
             {
-                string? v = Invariants.Accounting(mm) ?? Invariants.Refcounts(mm) ?? Invariants.PresentEntriesMapLiveFrames(mm)
+                string? v = Invariants.TableStorage(mm) ?? Invariants.Accounting(mm) ?? Invariants.Refcounts(mm) ?? Invariants.PresentEntriesMapLiveFrames(mm)
                     ?? Invariants.TlbsMatchTables(machine, mm, b, b + (Tables * M2)) ?? Invariants.PagingStructureCachesMatchTables(machine, mm);
                 if (v is not null)
                 {

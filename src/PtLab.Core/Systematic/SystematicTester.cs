@@ -74,6 +74,11 @@ public static class SystematicTester
             PagingStructureCaches = true,
             Design = factory,
         });
+        if (scenario.StorageSteps)
+        {
+            machine.Phys.TableInterleavingPoint = () => sched.Reached(SchedulingPointKind.TableStorage, null);
+        }
+
         var mm = machine.CreateAddressSpace();
         var ctx = new ScenarioContext(machine, mm, sched);
         scenario.Setup(ctx);

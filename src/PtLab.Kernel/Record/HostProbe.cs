@@ -25,6 +25,7 @@ internal static class HostProbe
         Add(facts, HostFacts.HugePageSize, Read(Thp + "hpage_pmd_size"));
         Add(facts, HostFacts.OvercommitMemory, Read("/proc/sys/vm/overcommit_memory"));
         Add(facts, HostFacts.PerfVersion, perfVersion);
+        Add(facts, HostFacts.ReadAheadKb, ReadAhead.KbFor("/")?.ToString(CultureInfo.InvariantCulture));
         return facts;
     }
 

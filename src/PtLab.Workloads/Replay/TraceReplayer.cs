@@ -20,6 +20,9 @@ public sealed record ReplayOptions
     /// <summary>Simulated CPUs: the recorded host's count; threads share them as they shared the host's.</summary>
     public int Cpus { get; init; } = 1;
 
+    /// <summary>The readahead window of file faults in kB: the recorded host's (<see cref="TraceReplayer.ReadAheadKbOf"/>).</summary>
+    public int ReadAheadKb { get; init; } = 128;
+
     /// <summary>The transparent huge page mode: the recorded host's (<see cref="TraceReplayer.ThpOf"/>).</summary>
     public ThpSettings Thp { get; init; } = ThpSettings.Default;
 }
@@ -75,6 +78,7 @@ public sealed class TraceReplayer
             PageData = false,
             Design = options.DesignFactory,
             Thp = options.Thp,
+            ReadAheadKb = options.ReadAheadKb,
         });
         _threadsOnCpu = new int[_machine.Cpus.Count];
     }
@@ -95,6 +99,18 @@ public sealed class TraceReplayer
         return d with { Enabled = enabled ?? d.Enabled, Defrag = defrag ?? d.Defrag };
     }
 
+    /// <summary>
+    /// The recorded host's <c>read_ahead_kb</c> (the window of file readahead, which sets how far
+    /// folio orders grow), or the kernel's default of 128 where the trace does not say.
+    /// </summary>
+    public static int ReadAheadKbOf(TraceMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        return metadata.Host.TryGetValue(HostFacts.ReadAheadKb, out var v) && int.TryParse(v, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int kb) && kb <= 1 << 20
+            ? kb
+            : 128;
+    }
+
     /// <summary>The machine the replay runs on.</summary>
     public Machine Machine => _machine;
 
@@ -105,7 +121,7 @@ public sealed class TraceReplayer
     public static ReplayResult Run(TraceReader reader, ReplayOptions options, Action<double>? progress = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(reader);
-        var r = new TraceReplayer(reader.Path, options with { Thp = ThpOf(reader.Metadata) });
+        var r = new TraceReplayer(reader.Path, options with { Thp = ThpOf(reader.Metadata), ReadAheadKb = ReadAheadKbOf(reader.Metadata) });
         long rows = Math.Max(1, reader.Rows);
         foreach (var batch in reader.ReadBatches(cancel))
         {

@@ -57,6 +57,30 @@ public class LargeFolioTests
     }
 
     [Fact]
+    public void MemoryPressureEvictsAnUnmappedPmdSizedFolioWholeAndKeepsAMappedOne()
+    {
+        using var s = new Sim(ramBytes: 16L << 20, pageData: false);
+        var (f, a) = HugeFileMapping(s);
+        Assert.True(s.Cpu.ReadByte(a + (517 * Sim.K4), out _).Ok); // [512, 1024) mapped, [1024, 1536) cached
+        Assert.Equal(1024, f.CachedPages);
+
+        // 12 MiB of anonymous memory in a 16 MiB machine: reclaim must take the file's pages.
+        var r = s.Mm.Mmap(s.Cpu, 0x80000000, 12L << 20, Sim.Rw, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed, null, 0);
+        Assert.True(r.Ok, r.ToString());
+        for (ulong va = r.Address; va < r.Address + (12UL << 20); va += Sim.K4)
+        {
+            Assert.True(s.Cpu.Touch(va).Ok);
+        }
+
+        // The unmapped folio went whole; the one the PMD leaf maps stayed.
+        Assert.Equal(512, f.Evicted);
+        Assert.Equal(512, f.CachedPages);
+        Assert.True(f.IsCached(512) && f.IsCached(1023) && !f.IsCached(1024) && !f.IsCached(1535));
+        Assert.True(Entry.IsHuge(PmdAt(s.Mm, a + (512 * Sim.K4))));
+        s.AssertAccountingConsistent();
+    }
+
+    [Fact]
     public void UnmappingOnePageClearsTheLeafAndTheRefaultMapsTheWindowByPtesThenEverythingIsFreed()
     {
         using var s = new Sim();

@@ -4,22 +4,30 @@
  * counters (FilePmdMapped and Rss of the mapping's smaps entry, VmPTE and RssFile of
  * /proc/self/status).
  *
- * Usage: foliofault DIR MODE ADVICE TOUCHES [SHIFT]
+ * Usage: foliofault DIR MODE ADVICE TOUCHES [SHIFT [PAGES]]
  *   DIR     directory for the file (on the file system under test); the file is unlinked at once
  *   MODE    "private" or "shared"
  *   ADVICE  "none", "hugepage", "nohugepage", "random" or "sequential" (madvise before the fault)
  *   TOUCHES comma-separated steps in order: "rN" a load from page N of the mapping, "wN" a store,
  *           "dN" MADV_DONTNEED of page N, "DN" MADV_DONTNEED of the 2 MiB from page N, "uN"
  *           munmap of page N, "pN" mprotect of page N adding PROT_EXEC, "hN" MADV_NOHUGEPAGE of
- *           the whole mapping (N ignored)
+ *           the whole mapping (N ignored); with a count, "N+C" for pages [N, N + C): "cN+C" one
+ *           pread of them, "sN+C" read() of them in 128 KiB calls in order (as cat reads), "xN+C"
+ *           POSIX_FADV_DONTNEED of them, "lN+C" mlock of them, "LN+C" munlock, "rN+C" a load
+ *           from each in order; "zN" sleeps N ms (lets readahead I/O finish: mincore counts only
+ *           pages whose read has completed)
  *   SHIFT   pages the mapping starts above a 2 MiB boundary (default 0)
- * The file is 8 MiB (written with 4 KiB pwrite calls, then fdatasync and POSIX_FADV_DONTNEED, so
- * the page cache starts empty); the mapping of it is 8 MiB long. Pages are numbered from the
- * mapping's start, which is also the file's.
+ *   PAGES   the file's size in pages (default 2048: 8 MiB)
+ * The file is written with 4 KiB pwrite calls, then fdatasync and POSIX_FADV_DONTNEED, so the page
+ * cache starts empty; the mapping covers the whole file. Pages are numbered from the mapping's
+ * start, which is also the file's.
  *
- * Output, one "key value" per line: cached (pages in the cache, mincore), mapped (pages present in
- * pagemap), folios (one line "folio FIRST ORDER" per cached folio, when kpageflags can be read),
- * pmd_mapped_kb, rss_kb, d_vmpte_kb, d_rssfile_kb, d_rssanon_kb (changes over the fault).
+ * Output, one "key value" per line: step lines (the changes after each step), cached (pages in the
+ * cache, mincore) and cached_range lines, mapped (pages present in pagemap), mapped_range (the
+ * lowest and highest) and present_range lines (each run of present pages), folios (one line
+ * "folio FIRST pages N head H tail T thp P mlocked M unevictable U" per cached folio, when
+ * kpageflags can be read), locked_kb (smaps Locked), pmd_mapped_kb, rss_kb, d_vmpte_kb,
+ * d_rssfile_kb, d_rssanon_kb (changes over all the steps).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -31,16 +39,18 @@
 #include <unistd.h>
 
 #define PAGE 4096UL
-#define SIZE (8UL << 20)
-#define NPAGES (SIZE / PAGE)
+#define MAXPAGES 65536UL
+static unsigned long NPAGES = 2048, SIZE = 2048 * PAGE;
 #define KPF_COMPOUND_HEAD 15
 #define KPF_COMPOUND_TAIL 16
 #define KPF_THP 22
+#define KPF_UNEVICTABLE 18
+#define KPF_MLOCKED 33
 
-static long status_kb(const char *key)
+static long proc_kb(const char *file, const char *key)
 {
     char buf[8192];
-    FILE *f = fopen("/proc/self/status", "r");
+    FILE *f = fopen(file, "r");
     long v = -1;
     size_t n = strlen(key);
     while (f && fgets(buf, sizeof buf, f))
@@ -51,13 +61,18 @@ static long status_kb(const char *key)
     return v;
 }
 
+static long status_kb(const char *key)
+{
+    return proc_kb("/proc/self/status", key);
+}
+
 /* FilePmdMapped and Rss summed over the smaps entries that start in [lo, hi). */
-static void smaps(uintptr_t lo, uintptr_t hi, long *pmd, long *rss)
+static void smaps(uintptr_t lo, uintptr_t hi, long *pmd, long *rss, long *locked)
 {
     char buf[512];
     FILE *f = fopen("/proc/self/smaps", "r");
     int in = 0;
-    *pmd = *rss = 0;
+    *pmd = *rss = *locked = 0;
     while (f && fgets(buf, sizeof buf, f)) {
         unsigned long s, e;
         if (sscanf(buf, "%lx-%lx ", &s, &e) == 2 && strchr(buf, '-') < strchr(buf, ' ')) {
@@ -66,6 +81,8 @@ static void smaps(uintptr_t lo, uintptr_t hi, long *pmd, long *rss)
         }
         if (in && strncmp(buf, "Rss:", 4) == 0)
             *rss += strtol(buf + 4, NULL, 10);
+        if (in && strncmp(buf, "Locked:", 7) == 0)
+            *locked += strtol(buf + 7, NULL, 10);
         if (in && strncmp(buf, "FilePmdMapped:", 14) == 0)
             *pmd += strtol(buf + 14, NULL, 10);
     }
@@ -75,13 +92,21 @@ static void smaps(uintptr_t lo, uintptr_t hi, long *pmd, long *rss)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5 && argc != 6) {
-        fprintf(stderr, "usage: foliofault DIR private|shared ADVICE TOUCHES [SHIFT]\n");
+    if (argc < 5 || argc > 7) {
+        fprintf(stderr, "usage: foliofault DIR private|shared ADVICE TOUCHES [SHIFT [PAGES]]\n");
         return 2;
     }
     int shared = strcmp(argv[2], "shared") == 0;
     int write = strchr(argv[4], 'w') != NULL;
-    unsigned long shift = argc == 6 ? strtoul(argv[5], NULL, 0) : 0;
+    unsigned long shift = argc >= 6 ? strtoul(argv[5], NULL, 0) : 0;
+    if (argc == 7) {
+        NPAGES = strtoul(argv[6], NULL, 0);
+        if (NPAGES == 0 || NPAGES > MAXPAGES) {
+            fprintf(stderr, "PAGES must be 1..%lu\n", MAXPAGES);
+            return 2;
+        }
+        SIZE = NPAGES * PAGE;
+    }
     int advice = -1;
     if (strcmp(argv[3], "hugepage") == 0)
         advice = MADV_HUGEPAGE;
@@ -132,7 +157,7 @@ int main(int argc, char **argv)
      * readahead), so their frames and folio sizes can be read. */
     char *q = mmap(NULL, SIZE, PROT_READ, MAP_SHARED, fd, 0);
     madvise(q, SIZE, MADV_RANDOM);
-    static unsigned char vec[NPAGES];
+    static unsigned char vec[MAXPAGES];
     mincore(q, SIZE, vec);
     int cached0 = 0;
     for (unsigned long i = 0; i < NPAGES; i++)
@@ -143,12 +168,18 @@ int main(int argc, char **argv)
     /* Everything the steps' bookkeeping touches is touched once before the baseline. */
     memset(stepbuf, 0, sizeof stepbuf);
     snprintf(stepbuf, sizeof stepbuf, "step %c%lu d_vmpte_kb %ld\n", 'x', 1UL, status_kb("VmPTE"));
-    long pte0 = status_kb("VmPTE"), file0 = status_kb("RssFile"), anon0 = status_kb("RssAnon");
+    static char rbuf[128 << 10];
+    memset(rbuf, 0, sizeof rbuf);
+    long pte0 = status_kb("VmPTE"), file0 = status_kb("RssFile"), anon0 = status_kb("RssAnon"), lock0 = proc_kb("/proc/meminfo", "Mlocked");
+    if (lock0 < 0)
+        lock0 = 0;
     for (char *t = argv[4]; *t;) {
         char kind = *t++;
-        unsigned long page = strtoul(t, &t, 0);
-        if (page >= NPAGES) {
-            fprintf(stderr, "page %lu is outside the mapping\n", page);
+        unsigned long page = strtoul(t, &t, 0), count = 1;
+        if (*t == '+')
+            count = strtoul(t + 1, &t, 0);
+        if (kind != 'z' && (page >= NPAGES || count == 0 || count > NPAGES - page)) {
+            fprintf(stderr, "pages %lu+%lu are outside the mapping\n", page, count);
             return 2;
         }
         char *at = p + page * PAGE;
@@ -156,7 +187,25 @@ int main(int argc, char **argv)
         if (kind == 'w')
             *(volatile char *)at = 7;
         else if (kind == 'r')
-            (void)*(volatile char *)at;
+            for (unsigned long i = 0; i < count; i++)
+                (void)*(volatile char *)(at + i * PAGE);
+        else if (kind == 'c') {
+            for (unsigned long i = 0; i < count && rc == 0; i += sizeof rbuf / PAGE) {
+                size_t n = (count - i) * PAGE < sizeof rbuf ? (count - i) * PAGE : sizeof rbuf;
+                rc = pread(fd, rbuf, n, (off_t)((page + i) * PAGE)) == (ssize_t)n ? 0 : -1;
+            }
+        } else if (kind == 's') {
+            rc = lseek(fd, (off_t)(page * PAGE), SEEK_SET) < 0 ? -1 : 0;
+            for (unsigned long i = 0; i < count && rc == 0; i += sizeof rbuf / PAGE) {
+                size_t n = (count - i) * PAGE < sizeof rbuf ? (count - i) * PAGE : sizeof rbuf;
+                rc = read(fd, rbuf, n) == (ssize_t)n ? 0 : -1;
+            }
+        } else if (kind == 'x')
+            rc = posix_fadvise(fd, (off_t)(page * PAGE), (off_t)(count * PAGE), POSIX_FADV_DONTNEED);
+        else if (kind == 'l')
+            rc = mlock(at, count * PAGE);
+        else if (kind == 'L')
+            rc = munlock(at, count * PAGE);
         else if (kind == 'd')
             rc = madvise(at, PAGE, MADV_DONTNEED);
         else if (kind == 'D')
@@ -165,6 +214,8 @@ int main(int argc, char **argv)
             rc = munmap(at, PAGE);
         else if (kind == 'p')
             rc = mprotect(at, PAGE, prot | PROT_EXEC);
+        else if (kind == 'z')
+            usleep((useconds_t)page * 1000);
         else if (kind == 'h')
             rc = madvise(p, SIZE, MADV_NOHUGEPAGE);
         else {
@@ -176,23 +227,25 @@ int main(int argc, char **argv)
             return 1;
         }
         /* Into a static buffer: stdout's buffer, allocated at its first use, would move RssAnon. */
-        steps += snprintf(stepbuf + steps, sizeof stepbuf - (size_t)steps, "step %c%lu d_vmpte_kb %ld d_rssfile_kb %ld d_rssanon_kb %ld\n",
-                          kind, page, status_kb("VmPTE") - pte0, status_kb("RssFile") - file0, status_kb("RssAnon") - anon0);
+        steps += snprintf(stepbuf + steps, sizeof stepbuf - (size_t)steps,
+                          "step %c%lu+%lu d_vmpte_kb %ld d_rssfile_kb %ld d_rssanon_kb %ld d_mlocked_kb %ld\n", kind, page, count,
+                          status_kb("VmPTE") - pte0, status_kb("RssFile") - file0, status_kb("RssAnon") - anon0,
+                          proc_kb("/proc/meminfo", "Mlocked") < 0 ? 0 : proc_kb("/proc/meminfo", "Mlocked") - lock0);
         if (*t == ',')
             t++;
     }
     long pte1 = status_kb("VmPTE"), file1 = status_kb("RssFile"), anon1 = status_kb("RssAnon");
 
-    long pmd, rss;
-    smaps((uintptr_t)p, (uintptr_t)p + SIZE, &pmd, &rss);
+    long pmd, rss, locked;
+    smaps((uintptr_t)p, (uintptr_t)p + SIZE, &pmd, &rss, &locked);
     mincore(q, SIZE, vec);
     int cached = 0;
     for (unsigned long i = 0; i < NPAGES; i++)
         cached += vec[i] & 1;
 
-    static uint64_t pm[NPAGES];
+    static uint64_t pm[MAXPAGES];
     int pmfd = open("/proc/self/pagemap", O_RDONLY);
-    pread(pmfd, pm, sizeof pm, (off_t)((uintptr_t)p / PAGE * 8));
+    pread(pmfd, pm, NPAGES * 8, (off_t)((uintptr_t)p / PAGE * 8));
     int mapped = 0;
     unsigned long lo = NPAGES, hi = 0;
     for (unsigned long i = 0; i < NPAGES; i++)
@@ -203,6 +256,14 @@ int main(int argc, char **argv)
             hi = i + 1;
         }
     fputs(stepbuf, stdout);
+    for (unsigned long i = 0; i < NPAGES;) {
+        unsigned long j = i;
+        while (j < NPAGES && (pm[j] >> 63) == (pm[i] >> 63))
+            j++;
+        if (pm[i] >> 63)
+            printf("present_range %lu %lu\n", i, j);
+        i = j;
+    }
     printf("cached_before %d\ncached %d\nmapped %d\nmapped_range %lu %lu\n", cached0, cached, mapped, lo, hi);
     for (unsigned long i = 0; i < NPAGES;) {
         unsigned long j = i;
@@ -216,7 +277,7 @@ int main(int argc, char **argv)
     for (unsigned long i = 0; i < NPAGES; i++)
         if (vec[i] & 1)
             (void)((volatile char *)q)[i * PAGE];
-    pread(pmfd, pm, sizeof pm, (off_t)((uintptr_t)q / PAGE * 8));
+    pread(pmfd, pm, NPAGES * 8, (off_t)((uintptr_t)q / PAGE * 8));
     int kf = open("/proc/kpageflags", O_RDONLY);
     if (kf >= 0) {
         unsigned long i = 0;
@@ -234,11 +295,13 @@ int main(int argc, char **argv)
                 while (pread(kf, &t, 8, (off_t)((pfn + n) * 8)) == 8 && (t & (1ULL << KPF_COMPOUND_TAIL)))
                     n++;
             }
-            printf("folio %lu pages %lu head %d tail %d thp %d\n", i, n, !!(fl & (1ULL << KPF_COMPOUND_HEAD)),
-                   !!(fl & (1ULL << KPF_COMPOUND_TAIL)), !!(fl & (1ULL << KPF_THP)));
+            printf("folio %lu pages %lu head %d tail %d thp %d mlocked %d unevictable %d\n", i, n, !!(fl & (1ULL << KPF_COMPOUND_HEAD)),
+                   !!(fl & (1ULL << KPF_COMPOUND_TAIL)), !!(fl & (1ULL << KPF_THP)), !!(fl & (1ULL << KPF_MLOCKED)),
+                   !!(fl & (1ULL << KPF_UNEVICTABLE)));
             i += (fl & (1ULL << KPF_COMPOUND_TAIL)) ? 1 : n;
         }
     }
+    printf("locked_kb %ld\n", locked);
     printf("pmd_mapped_kb %ld\nrss_kb %ld\nd_vmpte_kb %ld\nd_rssfile_kb %ld\nd_rssanon_kb %ld\n", pmd, rss, pte1 - pte0,
            file1 - file0, anon1 - anon0);
     return 0;
