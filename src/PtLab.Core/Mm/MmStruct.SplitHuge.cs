@@ -11,16 +11,17 @@ public sealed partial class MmStruct
     private long _thpSplitPage;
 
     /// <summary>
-    /// <c>split_folio</c> of the anonymous huge page <paramref name="head"/>, mapped in this address
-    /// space at <paramref name="haddr"/> (2 MiB aligned) by a PMD leaf or by PTEs of the one table
-    /// there. As the kernel: <c>can_split_folio</c> (no reference beyond its mappings), then
+    /// <c>split_folio</c> of the anonymous huge page holding <paramref name="pfn"/>, which this
+    /// address space maps at <paramref name="va"/>, by a PMD leaf or by PTEs of the table there. As the kernel: <c>can_split_folio</c> (no reference beyond its mappings), then
     /// <c>unmap_folio</c> (a PMD leaf is split into its deposited table first, so VmPTE does not
     /// change), the folio becomes 512 pages, and <c>remap_page</c> with
     /// <c>RMP_USE_SHARED_ZEROPAGE</c> maps each zero-filled page that is not mlocked the shared zero
     /// page instead (its RssAnon goes); pages nothing maps are freed. Returns false, nothing split,
     /// when another holds it (isolated from its LRU list, as the folio lock would refuse), when it
-    /// is pinned or mapped elsewhere, or when its pages do not sit in one PTE table (an mremap to an
-    /// address of another alignment: the model does not split those).
+    /// is pinned or mapped elsewhere, or when some of its mapped pages lie outside that PTE table
+    /// (moved by mremap to an address of another alignment, or by MREMAP_DONTUNMAP: the kernel
+    /// finds them by the reverse map; the model, which would need a second PTE lock, does not
+    /// split those).
     /// </summary>
     /// <remarks>
     /// Race-freedom: the folio is isolated by this call (the stand-in for <c>folio_trylock</c>:
@@ -31,10 +32,11 @@ public sealed partial class MmStruct
     /// fails on the frozen count until the pages are whole again. Called under <c>mmap_lock</c>
     /// (read) with no PTE or PMD lock held.
     /// </remarks>
-    internal bool SplitFolio(Cpu cpu, Vma vma, long head, ulong haddr)
+    internal bool SplitFolio(Cpu cpu, Vma vma, long pfn, ulong va)
     {
         MmapLock.AssertHeld(cpu.Id);
-        if ((haddr & ~Geometry.PmdMask) != 0 || head == Phys.HugeZeroPfn || !Phys.Desc(head).Has(PageFlags.Head) || !IsAnonPage(head))
+        long head = Phys.CompoundHead(pfn);
+        if (head == Phys.HugeZeroPfn || !Phys.Desc(head).Has(PageFlags.Head) || !IsAnonPage(head))
         {
             return false;
         }
@@ -44,7 +46,7 @@ public sealed partial class MmStruct
             return false; // folio_trylock failed: someone else works on it
         }
 
-        if (SplitIsolatedFolio(cpu, vma, head, haddr))
+        if (SplitIsolatedFolio(cpu, vma, head, va - ((ulong)(pfn - head) << PhysMemory.PageShift), va & Geometry.PmdMask))
         {
             return true;
         }
@@ -61,16 +63,21 @@ public sealed partial class MmStruct
         return d.Has(PageFlags.Mlocked) ? LruList.Unevictable : d.Has(PageFlags.SwapBacked) ? LruList.Anon : LruList.File;
     }
 
-    private bool SplitIsolatedFolio(Cpu cpu, Vma vma, long head, ulong haddr)
+    /// <summary>
+    /// The split proper, of a folio this CPU isolated, whose first page would be at
+    /// <paramref name="haddr"/> and whose mappings must all lie in the PTE table (or PMD leaf)
+    /// that covers <paramref name="tableBase"/>.
+    /// </summary>
+    private bool SplitIsolatedFolio(Cpu cpu, Vma vma, long head, ulong haddr, ulong tableBase)
     {
-        long pmdTable = PmdTableOf(haddr);
+        long pmdTable = PmdTableOf(tableBase);
         if (pmdTable < 0)
         {
             return false;
         }
 
-        int pmdIndex = Geometry.Index(haddr, 2);
-        if (PmdTransHugeLock(cpu, pmdTable, pmdIndex, out ulong pmd))
+        int pmdIndex = Geometry.Index(tableBase, 2);
+        if (haddr == tableBase && PmdTransHugeLock(cpu, pmdTable, pmdIndex, out ulong pmd))
         {
             // can_split_folio before unmap_folio: this leaf is its only mapping and the only
             // references are the mapping's and the isolation's.
@@ -100,7 +107,10 @@ public sealed partial class MmStruct
             int mapped = 0;
             for (int i = 0; i < PhysMemory.HugeFrames; i++)
             {
-                ulong e = Volatile.Read(ref entries[i]);
+                // An mremap may have moved the folio to an address of another alignment: only
+                // the part in this table can be seen under its lock.
+                ulong vi = haddr + ((ulong)i << PhysMemory.PageShift);
+                ulong e = (vi & Geometry.PmdMask) == tableBase ? Volatile.Read(ref entries[Geometry.PteIndex(vi)]) : 0;
                 bool here = (Entry.IsPresent(e) || Entry.IsProtNone(e)) && !Entry.IsSpecial(e) && Entry.Pfn(e) == head + i;
                 if (Phys.Desc(head + i).MapCount != (here ? 1 : 0))
                 {
@@ -131,14 +141,15 @@ public sealed partial class MmStruct
                 if (!locked && !d.Has(PageFlags.Mlocked) && Phys.Content.Token(pfn) == 0)
                 {
                     // try_to_map_unused_to_zeropage: a zero-filled page is not kept.
-                    ulong old = PtepGetAndClear(cpu, pteTable, i);
+                    int index = Geometry.PteIndex(haddr + ((ulong)i << PhysMemory.PageShift));
+                    ulong old = PtepGetAndClear(cpu, pteTable, index);
                     ulong zero = Entry.MakeZeroPagePte(Phys.ZeroPfn);
                     if ((old & Entry.NoExecute) == 0)
                     {
                         zero &= ~Entry.NoExecute;
                     }
 
-                    SetPteAt(cpu, pteTable, i, Entry.IsProtNone(old) ? (zero & ~Entry.Present) | Entry.ProtNone : zero);
+                    SetPteAt(cpu, pteTable, index, Entry.IsProtNone(old) ? (zero & ~Entry.Present) | Entry.ProtNone : zero);
                     d.AddMap(-1);
                     Phys.PutPage(pfn); // the mapping's reference; the split's goes below
                     zeroed++;
@@ -151,7 +162,7 @@ public sealed partial class MmStruct
             if (zeroed > 0)
             {
                 AddRssAnon(cpu, -zeroed);
-                FlushTlbRange(cpu, haddr, haddr + Geometry.PmdSize);
+                FlushTlbRange(cpu, tableBase, tableBase + Geometry.PmdSize);
             }
 
             Interlocked.Increment(ref _thpSplitPage);
@@ -174,9 +185,8 @@ public sealed partial class MmStruct
     /// </summary>
     private TableRef SplitFolioUnderPte(Cpu cpu, Vma vma, TableRef pteTable, long pmdTable, int pmdIndex, long pfn, ulong va, ref int nr)
     {
-        long head = Phys.CompoundHead(pfn);
         PteUnmapUnlock(cpu, pteTable);
-        if (SplitFolio(cpu, vma, head, va - ((ulong)(pfn - head) << PhysMemory.PageShift)))
+        if (SplitFolio(cpu, vma, pfn, va))
         {
             nr = 0;
         }

@@ -201,4 +201,24 @@ public class ThpSplitTests
         Assert.Equal(16 * 4, s.Mm.Status().RssAnonKb);
         s.AssertAccountingConsistent();
     }
+
+    [Fact]
+    public void AHugePageMovedByMremapToAnOddMegabyteIsSplitInTheTableThatHoldsItsMappedPages()
+    {
+        // Found by the collapse fuzzer (seed 12, sequence 10): the huge page at 0x6e200000 moves
+        // to 0x3f00000, not 2 MiB aligned, with its first 242 pages still mapped, all in one table.
+        using var s = HugeSim();
+        ulong a = s.Map(0x5e4000, addr: 0x6e000000, flags: Sim.Anon | MapFlags.Fixed);
+        s.TouchAll(0x6e2a0000, 0xa000);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, 0x6e200000, 0x3e4000, Advice.Collapse));
+        var r = s.Mm.Mremap(s.Cpu, a, 0x5e4000, 0x2f2000, MremapFlags.MayMove | MremapFlags.Fixed, 0x3d00000);
+        Assert.True(r.Ok, r.ToString());
+        Assert.Equal(968, s.Mm.Status().RssAnonKb);
+        Assert.True(s.Machine.Phys.IsHugeFrame(Entry.Pfn(s.Mm.PeekPte(0x3f00000))));
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, 0x3d00000, 0x2f2000, Advice.Free));
+        Assert.False(s.Machine.Phys.IsHugeFrame(Entry.Pfn(s.Mm.PeekPte(0x3f00000))));
+        Assert.Equal(40, s.Mm.Status().RssAnonKb); // as the host: the ten written pages
+        Assert.Equal(40, SmapsAt(s, 0x3d00000).LazyFreeKb);
+        s.AssertAccountingConsistent();
+    }
 }
