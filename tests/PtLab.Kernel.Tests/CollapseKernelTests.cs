@@ -103,17 +103,48 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
     public void APartialMadviseSplitsTheHugePageAsTheHostDoes(string script) => AssertSameAsHost(script, smaps: true);
 
     /// <summary>
-    /// Runs the steps on the model and in the probe; after each step the result and the changes of
-    /// VmPTE and RssAnon (and with <paramref name="smaps"/> AnonHugePages and LazyFree) must agree.
+    /// MADV_COLLAPSE of shared anonymous memory (shmem): the page cache gets a PMD-sized folio
+    /// (holes filled: RssShmem the whole 2 MiB), the PTE table is freed (VmPTE 4 kB less) and a
+    /// PMD leaf maps it (ShmemPmdMapped); a later DONTNEED of one page zaps the whole leaf and the
+    /// table does not come back; a range with nothing cached ends the walk with EINVAL.
     /// </summary>
-    private void AssertSameAsHost(string script, bool smaps)
+    public static TheoryData<string> ShmemScripts() =>
+    [
+        "c0:512",                   // nothing cached: EINVAL
+        "w0,c0:512",
+        "r0,c0:512",                // a read fault caches a page too
+        "w0,w9,c0:512,w3",
+        "w0,c0:512,d0:1",           // the whole leaf goes, VmPTE stays down
+        "w0,c0:512,d3:1,r4",        // the cached folio is mapped by a PMD again
+        "w0,c0:512,d0:1,c0:512",    // collapse_pte_mapped_thp maps the cached folio
+        "w0,c0:512,c0:512",
+        "w0,c0:512,u0:512",
+        "w0,d0:1,c0:512",           // cached, unmapped, an empty table
+        "w0,c0:1024",               // nothing cached in the second 2 MiB: EINVAL after the first
+        "w600,c0:1024",             // nothing in the first: the second is not tried
+        "w5,w1000,c0:2048",
+        "n,w5,c0:512",              // MADV_NOHUGEPAGE: EINVAL
+        "w0,C4096:8192",            // inside one 2 MiB: EINVAL
+    ];
+
+    [NativeTheory]
+    [MemberData(nameof(ShmemScripts))]
+    public void AShmemCollapseDoesWhatTheHostDoes(string script) => AssertSameAsHost(script, smaps: true, shmem: true);
+
+    /// <summary>
+    /// Runs the steps on the model and in the probe; after each step the result and the changes of
+    /// VmPTE and RssAnon (and with <paramref name="smaps"/> AnonHugePages and LazyFree) must agree;
+    /// with <paramref name="shmem"/> the mapping is shared anonymous, and RssShmem (and
+    /// ShmemPmdMapped) must agree too.
+    /// </summary>
+    private void AssertSameAsHost(string script, bool smaps, bool shmem = false)
     {
         var steps = script.Split(',');
         var seen = new List<string>();
         using (var t = new ModelTarget(new MachineOptions { PageData = false, Thp = MappingDifferential.HostThp, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
         {
             // As the probe: 8 MiB, 1 GiB into an empty 512 GiB slot.
-            var m = t.Mmap(PgdSlot + (1UL << 30), Pages * K4, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.FixedNoReplace);
+            var m = t.Mmap(PgdSlot + (1UL << 30), Pages * K4, Prot.Read | Prot.Write, (shmem ? MapFlags.Shared : MapFlags.Private) | MapFlags.Anonymous | MapFlags.FixedNoReplace);
             Assert.True(m.Ok, m.ToString());
             var before = t.Status();
             var pins = new long[16];
@@ -142,10 +173,19 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
                 };
                 var s = t.Status();
                 string line = $"{step} r={(result == Errno.None ? "0" : result.ToString())} pte={s.VmPteKb - before.VmPteKb} anon={s.RssAnonKb - before.RssAnonKb}";
+                if (shmem)
+                {
+                    line += $" shmem={s.RssShmemKb - before.RssShmemKb}";
+                }
+
                 if (smaps)
                 {
                     var vmas = t.Mm.Smaps(t.Cpu).Where(v => v.Start >= m.Address && v.Start < m.Address + (Pages * K4)).ToList();
                     line += $" AnonHugePages={vmas.Sum(v => v.AnonHugePagesKb)} LazyFree={vmas.Sum(v => v.LazyFreeKb)}";
+                    if (shmem)
+                    {
+                        line += $" ShmemPmdMapped={vmas.Sum(v => v.ShmemPmdMappedKb)}";
+                    }
                 }
 
                 seen.Add(line);
@@ -153,8 +193,10 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
         }
 
         // The probe reads its own figures, in a process with nothing else moving them.
-        var kernel = Probe("anon", script).Select((f, i) => $"{steps[i]} r={f["r"]} pte={f["pte"]} anon={f["anon"]}"
-            + (smaps ? $" AnonHugePages={f["AnonHugePages"]} LazyFree={f["LazyFree"]}" : "")).ToArray();
+        var kernel = Probe(shmem ? "shmem" : "anon", script).Select((f, i) => $"{steps[i]} r={f["r"]} pte={f["pte"]} anon={f["anon"]}"
+            + (shmem ? $" shmem={f["shmem"]}" : "")
+            + (smaps ? $" AnonHugePages={f["AnonHugePages"]} LazyFree={f["LazyFree"]}" : "")
+            + (smaps && shmem ? $" ShmemPmdMapped={f["ShmemPmdMapped"]}" : "")).ToArray();
         for (int i = 0; i < steps.Length; i++)
         {
             output.WriteLine($"model  {seen[i]}");
@@ -168,7 +210,7 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
     /// The probe program (Native/collapse.c) in a process of its own reads what ptlab's address
     /// space cannot show: AnonHugePages, ShmemPmdMapped and FilePmdMapped from smaps. An anonymous
     /// collapse maps a huge page and keeps VmPTE (the deposit); a shmem collapse maps a PMD too and
-    /// frees the PTE table (the model does not collapse shmem: this records the host's rule); a
+    /// frees the PTE table (AShmemCollapseDoesWhatTheHostDoes compares it with the model); a
     /// regular file on a kernel without CONFIG_READ_ONLY_THP_FOR_FS is refused with EINVAL; a page
     /// pinned by vmsplice makes the collapse fail with EAGAIN.
     /// </summary>

@@ -76,8 +76,10 @@ public sealed partial class MmStruct
     /// <c>thp_vma_allowable_order(vma, vm_flags, TVA_FORCED_COLLAPSE, PMD_ORDER)</c>: the sysfs
     /// <c>enabled</c> mode and VM_HUGEPAGE do not matter; MADV_NOHUGEPAGE and
     /// <c>PR_SET_THP_DISABLE</c> refuse. A regular file's VMA is refused: collapsing the page cache
-    /// needs <c>CONFIG_READ_ONLY_THP_FOR_FS</c>, which the measured host lacks. Shmem is allowed by
-    /// the kernel (<c>shmem_enabled</c> other than deny), but not modelled: the model answers EINVAL.
+    /// needs <c>CONFIG_READ_ONLY_THP_FOR_FS</c>, which the measured host lacks. A shared shmem
+    /// mapping is allowed (the kernel refuses only with <c>shmem_enabled</c> deny, which the model
+    /// does not have; see MmStruct.KhugepagedShmem.cs); a private mapping of shmem is not modelled
+    /// and answers EINVAL.
     /// Outside the fault path the VMA must also hold one whole 2 MiB suitable for a leaf: the one
     /// below its end (<c>thp_vma_suitable_order</c> at <c>vm_end - HPAGE_PMD_SIZE</c>), and an
     /// anonymous VMA must have its anon_vma (only a fault or smaps may go without): a VMA nothing
@@ -85,7 +87,7 @@ public sealed partial class MmStruct
     /// whole 2 MiB.
     /// </summary>
     private bool CollapseVmaAllowable(Vma vma) =>
-        vma.IsAnonymous && vma.AnonVma is not null && !ThpDisabled && (vma.Flags & VmFlags.NoHugePage) == 0 &&
+        (vma.IsAnonymous ? vma.AnonVma is not null : IsShmemCollapseVma(vma)) && !ThpDisabled && (vma.Flags & VmFlags.NoHugePage) == 0 &&
         vma.End >= Geometry.PmdSize && ThpVmaSuitable(vma, (vma.End - Geometry.PmdSize) & Geometry.PmdMask);
 
     /// <summary>
@@ -110,8 +112,9 @@ public sealed partial class MmStruct
         var lastFail = ScanResult.Fail;
         for (ulong addr = hstart; addr < hend; addr += Geometry.PmdSize)
         {
-            var result = CollapseScanPmd(cpu, vma, addr, out bool swapped);
-            if (result == ScanResult.Succeed)
+            bool swapped = false;
+            var result = vma.IsAnonymous ? CollapseScanPmd(cpu, vma, addr, out swapped) : CollapseShmem(cpu, vma, addr);
+            if (result == ScanResult.Succeed && vma.IsAnonymous)
             {
                 result = CollapseHugePage(cpu, vma, addr, swapped);
             }

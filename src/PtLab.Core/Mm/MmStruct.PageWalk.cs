@@ -22,6 +22,9 @@ public readonly record struct SmapsEntry(ulong Start, ulong End, string Flags, l
 {
     /// <summary>AnonHugePages: anonymous memory mapped by huge pmds, in kB.</summary>
     public long AnonHugePagesKb { get; init; }
+
+    /// <summary>ShmemPmdMapped: shmem mapped by huge pmds, in kB.</summary>
+    public long ShmemPmdMappedKb { get; init; }
 }
 
 public sealed partial class MmStruct
@@ -263,7 +266,7 @@ public sealed partial class MmStruct
         var list = new List<SmapsEntry>();
         foreach (var vma in Vmas)
         {
-            long rss = 0, anon = 0, lazy = 0, swap = 0, huge = 0;
+            long rss = 0, anon = 0, lazy = 0, swap = 0, huge = 0, shmemHuge = 0;
             WalkPageRange(cpu, vma.Start, vma.End, p =>
             {
                 ulong e = p.Entry;
@@ -278,6 +281,11 @@ public sealed partial class MmStruct
                     var flags = (PageFlags)Phys.Desc(Phys.CompoundHead(Entry.Pfn(e))).Flags;
                     if ((flags & PageFlags.Anon) == 0)
                     {
+                        if (p.MappedByPmd && (flags & PageFlags.SwapBacked) != 0)
+                        {
+                            shmemHuge++;
+                        }
+
                         return; // a page-cache page
                     }
 
@@ -294,7 +302,8 @@ public sealed partial class MmStruct
             });
             list.Add(new SmapsEntry(vma.Start, vma.End, vma.FlagString(), (long)(vma.Length >> 10), rss * 4, anon * 4, lazy * 4, swap * 4)
             {
-                AnonHugePagesKb = huge * 4,
+                AnonHugePagesKb = (huge - shmemHuge) * 4,
+                ShmemPmdMappedKb = shmemHuge * 4,
             });
         }
 

@@ -1101,6 +1101,81 @@ public sealed class SimFile
         return true;
     }
 
+    /// <summary>
+    /// The page-cache half of <c>collapse_file</c> for shmem: the PMD-sized folio headed by
+    /// <paramref name="head"/> (its allocation reference held) replaces the pages cached at
+    /// [<paramref name="first"/>, +512), each sub-page taking the content of the page it replaces,
+    /// and the holes their stored content (zeros: <c>shmem_alloc_and_add_folio</c> is not needed,
+    /// the new folio fills them). <paramref name="mapped"/>[i] is the frame the caller's one mapping
+    /// maps at index first + i (or -1); every cached page must be held by the cache and that
+    /// mapping only (<c>is_refcount_suitable</c> after <c>try_to_unmap</c>). The check and the
+    /// replacement are one step under the cache lock, where every lookup and eviction takes its
+    /// reference, so a page cannot gain one in between. The folio is dirty (shmem keeps it without
+    /// a store) and on no LRU list, as shmem pages in this model; the cache holds one reference per
+    /// page and the caller gets one more for its PMD mapping. The replaced frames go to
+    /// <paramref name="removed"/>, each still holding the cache's reference for the caller to drop.
+    /// </summary>
+    internal ShmemCollapseResult CollapseShmemRange(ulong first, long head, ReadOnlySpan<long> mapped, List<long> removed)
+    {
+        lock (_lock)
+        {
+            bool any = false;
+            for (int i = 0; i < PhysMemory.HugeFrames; i++)
+            {
+                if (!_pages.TryGetValue(first + (ulong)i, out long pfn))
+                {
+                    if (mapped[i] >= 0)
+                    {
+                        return ShmemCollapseResult.PageCount; // mapped, but no longer cached
+                    }
+
+                    continue;
+                }
+
+                any = true;
+                ref var d = ref _phys.Desc(pfn);
+                int maps = mapped[i] == pfn ? 1 : 0;
+                if ((d.Flags & (int)(PageFlags.Head | PageFlags.Tail)) != 0)
+                {
+                    return ShmemCollapseResult.Compound;
+                }
+
+                if (d.MapCount != maps || d.RefCount != 1 + maps || (mapped[i] >= 0 && mapped[i] != pfn))
+                {
+                    return ShmemCollapseResult.PageCount;
+                }
+            }
+
+            if (!any)
+            {
+                return ShmemCollapseResult.Truncated; // nothing cached in the range
+            }
+
+            for (int i = 0; i < PhysMemory.HugeFrames; i++)
+            {
+                ulong index = first + (ulong)i;
+                if (_pages.TryGetValue(index, out long pfn))
+                {
+                    _phys.Content.Copy(pfn, head + i);
+                    DeleteFromPageCache(pfn, index);
+                    removed.Add(pfn);
+                }
+                else
+                {
+                    FillFromStore(head + i, index);
+                }
+
+                AddToPageCache(head + i, index);
+                _phys.Desc(head + i).SetFlagsAtomic(PageFlags.Dirty);
+            }
+
+            _phys.Desc(head).AddRef(PhysMemory.HugeFrames);
+            _largeFolios.Add(first, head);
+            _largeFolioCount++;
+            return ShmemCollapseResult.Succeed;
+        }
+    }
+
     /// <summary>The frame caching page <paramref name="index"/>, or -1 (for tests and reports; no reference taken).</summary>
     public long CachedFrame(ulong index)
     {
@@ -1417,4 +1492,20 @@ public sealed class FileTable
             _files.Remove(file.Id);
         }
     }
+}
+
+/// <summary>What <see cref="SimFile.CollapseShmemRange"/> found.</summary>
+internal enum ShmemCollapseResult
+{
+    /// <summary>The folio replaced the range.</summary>
+    Succeed,
+
+    /// <summary>Nothing is cached in the range (<c>SCAN_TRUNCATED</c>).</summary>
+    Truncated,
+
+    /// <summary>A page of a large folio is there (<c>SCAN_PAGE_COMPOUND</c>).</summary>
+    Compound,
+
+    /// <summary>A page has a reference beyond the cache and the caller's mapping (<c>SCAN_PAGE_COUNT</c>).</summary>
+    PageCount,
 }

@@ -1093,12 +1093,14 @@ public sealed class TraceReplayer
         caller.Ranges is [var first, ..] && _procs.TryGetValue((int)first.Result, out var target) ? target : caller.Proc;
 
     /// <summary>
-    /// The <see cref="ReplayResult.Unsupported"/> key of a MADV_COLLAPSE that reaches a shmem VMA,
-    /// whatever the kernel answered: the model collapses private anonymous memory only, and answers
-    /// EINVAL for shmem, whose range keeps its small pages and its PTE table in the model (a shmem
-    /// collapse frees the table: the replay then keeps 4 kB more per collapsed table).
+    /// The <see cref="ReplayResult.Unsupported"/> key of a MADV_COLLAPSE that reaches a shmem VMA
+    /// the model does not collapse, whatever the kernel answered: a private mapping of shmem, or a
+    /// shmem file mapped by more than this one VMA (after a fork or a split of the mapping). The
+    /// model answers EINVAL there and the range keeps its small pages and its PTE table (a shmem
+    /// collapse frees the table: the replay then keeps 4 kB more per collapsed table). A shared
+    /// shmem mapping that is its file's only one is collapsed as the kernel does.
     /// </summary>
-    public const string CollapseShmemNotModelled = "madvise MADV_COLLAPSE of shmem (not modelled: the range keeps its small pages)";
+    public const string CollapseShmemNotModelled = "madvise MADV_COLLAPSE of shmem mapped privately or more than once (not modelled: the range keeps its small pages)";
 
     /// <summary>
     /// The key of a MADV_COLLAPSE of a regular file's VMA that the kernel did (a kernel with
@@ -1108,8 +1110,8 @@ public sealed class TraceReplayer
 
     /// <summary>
     /// Why a MADV_COLLAPSE of [addr, addr + length) cannot be replayed, or null when every VMA it
-    /// reaches is one the model collapses as the kernel does (private anonymous), or a file VMA the
-    /// kernel refused too.
+    /// reaches is one the model collapses as the kernel does (private anonymous, or the only shared
+    /// mapping of a shmem file), or a regular file's VMA the kernel refused too.
     /// </summary>
     private static string? CollapseNotModelledIn(MmStruct mm, ulong addr, ulong length, long kernel)
     {
@@ -1122,12 +1124,12 @@ public sealed class TraceReplayer
                 break;
             }
 
-            if (v.File is { IsShmem: true })
+            if (v.File is { IsShmem: true } shmem && ((v.Flags & VmFlags.Shared) == 0 || shmem.MappingVmas != 1))
             {
                 return CollapseShmemNotModelled;
             }
 
-            if (v.File is not null && kernel >= 0)
+            if (v.File is { IsShmem: false } && kernel >= 0)
             {
                 return CollapseFileNotModelled;
             }

@@ -126,6 +126,87 @@ public class CollapseTests
         s.AssertAccountingConsistent();
     }
 
+    /// <summary>
+    /// A shared anonymous (shmem) mapping: the collapse replaces the cached pages by one PMD-sized
+    /// folio (holes filled: RssShmem the whole 2 MiB), frees the PTE table (VmPTE 4 kB less, nothing
+    /// deposited) and maps a PMD leaf; a later DONTNEED of one page zaps the whole leaf (RssShmem 0,
+    /// VmPTE stays down), the folio stays cached, and the next fault maps it by a PMD again.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Sim.EveryDesign), MemberType = typeof(Sim))]
+    public void AShmemCollapseFillsTheHolesFreesTheTableAndMapsALeaf(string design)
+    {
+        using var s = new Sim(design: PtLab.Reclaim.Designs.Factory(design));
+        ulong a = s.Map(4 * Sim.M2, flags: MapFlags.Shared | MapFlags.Anonymous, addr: At);
+        Assert.Equal(At, a);
+        Assert.Equal(Errno.EINVAL, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Collapse)); // nothing cached
+        Write(s, a + 100, 5);
+        Write(s, a + (9 * Sim.K4) + 100, 9);
+        var before = s.Mm.Status();
+        Assert.Equal(8, before.RssShmemKb);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Collapse));
+        var after = s.Mm.Status();
+        Assert.True(IsLeaf(s, a));
+        Assert.Equal(before.VmPteKb - 4, after.VmPteKb);
+        Assert.Equal(2048, after.RssShmemKb);
+        Assert.Equal(0, after.RssAnonKb);
+        Assert.Equal(0, s.Mm.DepositedTables);
+        Assert.Equal(2, s.Mm.ThpCollapseAlloc); // the refused first try allocated one too, as collapse_file does before it finds the range empty
+        Assert.Equal(2048, s.Mm.Smaps(s.Cpu).Single(v => v.Start == a).ShmemPmdMappedKb);
+        s.AssertAccountingConsistent();
+        Assert.Null(Invariants.CheckAtQuiescence(s.Machine, s.Mm, a, a + (4 * Sim.M2), exit: false));
+        AssertHolds(s, a + 100, 5);
+        AssertHolds(s, a + (9 * Sim.K4) + 100, 9);
+        Write(s, a + (3 * Sim.K4) + 100, 3); // a filled hole, written through the leaf
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Collapse)); // already a leaf
+
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.K4, Advice.DontNeed));
+        var zapped = s.Mm.Status();
+        Assert.False(IsLeaf(s, a));
+        Assert.Equal(0, zapped.RssShmemKb);
+        Assert.Equal(after.VmPteKb, zapped.VmPteKb);
+        s.AssertAccountingConsistent();
+        AssertHolds(s, a + (3 * Sim.K4) + 100, 3); // the folio is still cached: a fault maps it whole
+        Assert.True(IsLeaf(s, a));
+        Assert.Equal(2048, s.Mm.Status().RssShmemKb);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.K4, Advice.DontNeed));
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Collapse)); // collapse_pte_mapped_thp maps it again
+        Assert.True(IsLeaf(s, a));
+        AssertHolds(s, a + (9 * Sim.K4) + 100, 9);
+
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a + Sim.M2, Sim.M2, Advice.NoHugePage));
+        Write(s, a + Sim.M2, 1);
+        Assert.Equal(Errno.EINVAL, s.Mm.Madvise(s.Cpu, a + Sim.M2, Sim.M2, Advice.Collapse));
+        s.Mm.Munmap(s.Cpu, a, 4 * Sim.M2);
+        s.AssertAccountingConsistent();
+        Assert.Null(Invariants.CheckAtQuiescence(s.Machine, s.Mm, a, a + (4 * Sim.M2)));
+    }
+
+    [Fact]
+    public void AShmemPageHeldByGupRefusesWithEagainAndASharedFileIsNotCollapsedTwice()
+    {
+        using var s = new Sim();
+        ulong a = s.Map(2 * Sim.M2, flags: MapFlags.Shared | MapFlags.Anonymous, addr: At);
+        Write(s, a + 100, 4);
+        var before = s.Mm.Status();
+        Span<long> pinned = stackalloc long[1];
+        Assert.Equal(1, s.Mm.GetUserPages(s.Cpu, a, 1, write: true, pinned));
+        Assert.Equal(Errno.EAGAIN, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Collapse));
+        Assert.False(IsLeaf(s, a));
+        Assert.Equal(before, s.Mm.Status()); // the table went back as it was
+        AssertHolds(s, a + 100, 4);
+        s.Mm.PutUserPages(s.Cpu, pinned);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Collapse));
+        Assert.True(IsLeaf(s, a));
+        AssertHolds(s, a + 100, 4);
+
+        // Split into two VMAs of the same file: the model does not retract the other's table.
+        Assert.Equal(Errno.None, s.Mm.Mprotect(s.Cpu, a + Sim.M2, Sim.K4, Prot.Read));
+        Write(s, a + Sim.M2 + Sim.K4, 1);
+        Assert.Equal(Errno.EINVAL, s.Mm.Madvise(s.Cpu, a + Sim.M2, Sim.M2, Advice.Collapse));
+        s.AssertAccountingConsistent();
+    }
+
     [Fact]
     public void FilesTheThpSwitchesAndTheNeverModeAnswerAsTheHost()
     {

@@ -79,7 +79,7 @@ public sealed class ProcessMadviseReplayModelTests
     }
 
     [Fact]
-    public void MadviseCollapseIsAppliedAndAShmemCollapseIsReportedAsNotModelled()
+    public void MadviseCollapseIsAppliedToAnonymousAndShmemAndASplitShmemIsReportedAsNotModelled()
     {
         Apply(TraceEvent.Create(TraceEventKind.Task, _t++, Parent, Parent) with { Path = "p" });
         Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Parent, Parent) with { Address = 0, Length = 4 * Mb, Prot = 3, Flags = 0x22, Fd = -1 }).Returned((long)Region, 10));
@@ -95,11 +95,20 @@ public sealed class ProcessMadviseReplayModelTests
         // A range inside one 2 MiB that reaches no boundary: EINVAL, as the kernel answers.
         Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Parent, Parent) with { Address = Region + 4096, Length = 8192, Prot = (int)Advice.Collapse }).Returned(-22, 10));
 
-        // Shared anonymous memory (shmem): not modelled, whatever the kernel answered.
+        // Shared anonymous memory (shmem) mapped once: collapsed, its PTE table freed, the holes
+        // filled (RssShmem the whole 2 MiB).
         const ulong shmem = Region + (64 * Mb);
         Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Parent, Parent) with { Address = 0, Length = 2 * Mb, Prot = 3, Flags = 0x21, Fd = -1 }).Returned((long)shmem, 10));
         Apply(TraceEvent.Fault(_t++, Parent, Parent, shmem, 6, 0x400000));
         Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Parent, Parent) with { Address = shmem, Length = 2 * Mb, Prot = (int)Advice.Collapse }).Returned(0, 10));
+
+        // A shmem mapping split in two by mprotect (its file mapped by two VMAs): not modelled,
+        // whatever the kernel answered.
+        const ulong split = Region + (128 * Mb);
+        Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Parent, Parent) with { Address = 0, Length = 4 * Mb, Prot = 3, Flags = 0x21, Fd = -1 }).Returned((long)split, 10));
+        Apply(TraceEvent.Fault(_t++, Parent, Parent, split, 6, 0x400000));
+        Apply((TraceEvent.Create(TraceEventKind.Mprotect, _t++, Parent, Parent) with { Address = split + (2 * Mb), Length = 4096, Prot = 1 }).Returned(0, 10));
+        Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Parent, Parent) with { Address = split, Length = 2 * Mb, Prot = (int)Advice.Collapse }).Returned(0, 10));
 
         var r = _replayer.Finish();
         Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("madvise", StringComparison.Ordinal));
@@ -107,7 +116,8 @@ public sealed class ProcessMadviseReplayModelTests
         Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("advice 25", StringComparison.Ordinal));
         var exit = r.Processes.Single(p => p.Pid == Parent).Exit!.Value;
         Assert.Equal(4096, exit.RssAnonKb);
-        Assert.Equal(3, exit.Tables.Pte); // two deposited beside the huge pages, and shmem's, which stays
+        Assert.Equal(2048 + 4, exit.RssShmemKb); // the collapsed 2 MiB, and the split mapping's page
+        Assert.Equal(3, exit.Tables.Pte); // two deposited beside the huge pages, and the split mapping's; the collapsed shmem's went
     }
 
     [Fact]
