@@ -53,8 +53,9 @@ public sealed class OpGenerator
     public bool AllowBrk { get; init; }
 
     /// <summary>
-    /// The collapse mode: MADV_COLLAPSE is drawn often, over ranges inside one private VMA (shmem is
-    /// not modelled), and neither MADV_HUGEPAGE nor the advice that splits huge folios (see
+    /// The collapse mode: MADV_COLLAPSE is drawn often, over ranges inside one private VMA (the model
+    /// collapses shmem only where one VMA maps it, and the fuzzer's mprotects, munmaps and mremaps
+    /// often split a shared mapping into several), and neither MADV_HUGEPAGE nor the advice that splits huge folios (see
     /// <see cref="NotInCollapseMode"/>).
     /// </summary>
     public bool Collapse { get; init; }
