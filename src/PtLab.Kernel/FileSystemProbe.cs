@@ -59,8 +59,8 @@ public static class FileSystemProbe
     {
         ArgumentNullException.ThrowIfNull(line);
         string[] f = line.Split(' ');
-        int sep = Array.IndexOf(f, "-", 6);
-        if (f.Length < 7 || sep < 0 || sep + 1 >= f.Length)
+        int sep = f.Length < 7 ? -1 : Array.IndexOf(f, "-", 6);
+        if (sep < 0 || sep + 1 >= f.Length)
         {
             return null;
         }
