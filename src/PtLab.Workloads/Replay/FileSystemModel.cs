@@ -44,7 +44,7 @@ public sealed record FileModel(bool Shmem, bool LargeFolios, int? ReadAheadKb, s
         if (device is not { } dev || fileSystems is null || !fileSystems.TryGetValue(dev, out var fs))
         {
             return new(false, true, null, fileSystems is null
-                ? version < 3 ? $"large folios assumed: trace format {version} records no file systems" : "large folios assumed: the recorded file systems were not used"
+                ? $"large folios assumed: the trace records no file systems{(version < 3 ? $" (format {version})" : " (an import, or not used)")}"
                 : "large folios assumed: the recorded mount table did not list the file's device");
         }
 

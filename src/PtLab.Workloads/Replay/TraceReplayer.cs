@@ -51,7 +51,7 @@ public sealed record ReplayOptions
         {
             Thp = TraceReplayer.ThpOf(metadata),
             ReadAheadKb = TraceReplayer.ReadAheadKbOf(metadata),
-            FileSystems = metadata.Version >= 3 ? metadata.FileSystems : null,
+            FileSystems = metadata.Version >= 3 && metadata.Source != "import" ? metadata.FileSystems : null,
             TraceVersion = metadata.Version,
         };
     }

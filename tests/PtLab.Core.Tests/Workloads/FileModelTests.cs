@@ -39,7 +39,7 @@ public class FileModelTests
     }
 
     [Theory]
-    [InlineData(2, false, "trace format 2 records no file systems")]
+    [InlineData(2, false, "the trace records no file systems (format 2)")]
     [InlineData(3, true, "did not list the file's device")]
     public void AFileWithoutAFactKeepsLargeFoliosAndSaysWhy(int version, bool recorded, string why)
     {
