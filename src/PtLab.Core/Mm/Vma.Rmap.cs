@@ -25,7 +25,10 @@ public sealed partial class Vma
     /// <summary>
     /// The readahead state of the open file the VMA was mapped from (<c>vma-&gt;vm_file-&gt;f_ra</c>),
     /// or null where the mapping named no open file of its own (the file's shared state is used).
-    /// Splits, copies and forks keep it; VMAs of different opens of one file do not merge.
+    /// Splits, copies and forks keep it; VMAs of different opens of one file do not merge. It is
+    /// set before the VMA is published (inserted in the tree, linked into i_mmap) and never
+    /// changed, so a fault reads it without a lock; the state's own fields are read and written
+    /// under its file's lock only, as the page cache's are.
     /// </summary>
     public FileRaState? Ra { get; internal set; }
 
