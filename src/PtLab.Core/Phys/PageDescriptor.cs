@@ -279,6 +279,17 @@ public struct PageDescriptor
         return true;
     }
 
+    /// <summary>
+    /// <c>folio_ref_freeze</c>: sets the refcount from <paramref name="expected"/> to 0, keeping
+    /// the mapcount, so that speculative getters (<see cref="TryAddRef"/>) fail until the owner
+    /// sets it again; false, nothing changed, when the count is not <paramref name="expected"/>.
+    /// </summary>
+    public bool TryFreezeRef(int expected)
+    {
+        int old = Volatile.Read(ref _refMap);
+        return (old & RefMask) == expected && Interlocked.CompareExchange(ref _refMap, old & ~RefMask, old) == old;
+    }
+
     /// <summary>Atomically adds to the mapcount; returns the new mapcount (negative on underflow).</summary>
     public int AddMap(int delta) => Interlocked.Add(ref _refMap, delta * MapOne) >> 16;
 
@@ -290,6 +301,22 @@ public struct PageDescriptor
         PtLock = 0;
         Aux = generation;
         SetCounts(1, level);
+    }
+
+    /// <summary>
+    /// Marks a frame whose last reference is gone free: the rmap word becomes <see cref="PageFlags.Free"/>
+    /// alone, the LRU links and both counts zero. One plain store of the word, not a clear and then
+    /// a compare-and-swap of the flags: as in the kernel's <c>free_pages_prepare</c>, which clears
+    /// <c>page-&gt;flags</c> with a plain store, whoever dropped the last reference (the page off every
+    /// LRU list) owns the descriptor, and nothing else writes the word until the frame is handed out
+    /// again (a speculative <c>folio_try_get</c> touches only the counts, and fails on a count of zero).
+    /// </summary>
+    internal void ResetAsFree()
+    {
+        Volatile.Write(ref _word, (ulong)(uint)PageFlags.Free << FlagsShift);
+        _lruPrev = 0;
+        _lruNext = 0;
+        Volatile.Write(ref _refMap, 0);
     }
 
     /// <summary>Clears the rmap word (owner, index and flags) and the LRU links.</summary>
