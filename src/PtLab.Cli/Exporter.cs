@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Net;
-using System.Runtime.InteropServices;
 using Prometheus;
 using PtLab.Kernel.Scan;
 using PtLab.Reclaim;
@@ -199,9 +198,7 @@ internal sealed class ExporterHost : IDisposable
 
             long minKb = (long)(Cli.Size(p.GetValue(minVmPte), "--min-vmpte") / 1024);
             var only = p.GetValue(pids) is { } list ? Scan.ParsePids(list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), "--pids") : null;
-            using var stop = new CancellationTokenSource();
-            using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
-            using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+            using var stop = new StopSignals();
             ExporterHost exporter;
             try
             {

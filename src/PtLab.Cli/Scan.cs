@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using PtLab.Cli.Plotting;
 using PtLab.Kernel;
@@ -35,7 +34,7 @@ internal static class Scan
         var minVmPte = new Option<string>("--min-vmpte") { Description = "With --all: skip processes whose VmPTE is below this size (K/M/G suffixes).", DefaultValueFactory = _ => "0" };
         var freeze = new Option<bool>("--freeze") { Description = "Stop the process (SIGSTOP) while it is scanned, for a consistent count; it is always resumed (SIGCONT), on errors and Ctrl-C too." };
         var vmas = new Option<bool>("--vmas") { Description = "Per-VMA figures: range, permissions, name, tables, empty tables, populated entries; a table shared by two VMAs is marked." };
-        var watch = new Option<string?>("--watch") { Description = "Sample one process every INTERVAL (e.g. 1s, 500ms) and print a time series (CSV, or JSON lines with --format json) until it exits or Ctrl-C." };
+        var watch = new Option<string?>("--watch") { Description = "Sample one process every INTERVAL (e.g. 1s, 500ms) and print a time series (CSV, or JSON lines with --format json) until it exits, Ctrl-C or SIGTERM (either one still writes --output and --plot)." };
         var samples = new Option<int?>("--samples") { Description = "With --watch: stop after this many samples." };
         var plot = new Option<string?>("--plot") { Description = "With --watch: write a plot of the series to OUT.png or OUT.svg at the end." };
         var method = MethodOption();
@@ -225,8 +224,9 @@ internal static class Scan
 
     private static int Watch(int pid, TimeSpan every, int? samples, string? plotPath, string? jsonPath, string format, ScanOptions options, TextWriter stdout, TextWriter stderr)
     {
-        using var stop = new CancellationTokenSource();
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+        // Registered for the whole watch, before the first freeze: a SIGINT or SIGTERM at any point of
+        // a sample (the freezer's own handlers come and go with each sample) ends the loop after it.
+        using var stop = new StopSignals();
         var series = new List<WatchSample>();
         var sw = Stopwatch.StartNew();
         bool json = format == "json";
@@ -236,7 +236,7 @@ internal static class Scan
         }
 
         int code = Cli.ExitOk;
-        while (!stop.IsCancellationRequested && (samples is null || series.Count < samples))
+        while (!stop.IsStopRequested && (samples is null || series.Count < samples))
         {
             double t = sw.Elapsed.TotalSeconds;
             ProcessScan s;

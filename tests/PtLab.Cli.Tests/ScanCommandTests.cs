@@ -24,7 +24,7 @@ public sealed class ScanFactAttribute : FactAttribute
     }
 }
 
-/// <summary><c>ptlab scan</c> and <c>ptlab exporter</c>: refusals, output shapes, the exporter against the JSON, and Ctrl-C while frozen.</summary>
+/// <summary><c>ptlab scan</c> and <c>ptlab exporter</c>: refusals, output shapes, the exporter against the JSON, and Ctrl-C or SIGTERM while frozen.</summary>
 public sealed class ScanCommandTests
 {
     private static (int Code, string Out, string Err) Run(params string[] args) => CommandTests.Run(args);
@@ -234,42 +234,161 @@ public sealed class ScanCommandTests
     public void CtrlCWhileFrozenResumesTheTarget()
     {
         using var child = new Child("sparse");
-        string dll = typeof(Cli.Cli).Assembly.Location;
-        string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } h ? h : "dotnet";
-        using var ptlab = Process.Start(new ProcessStartInfo(dotnet, [dll, "scan", child.Pid, "--watch", "10ms", "--freeze"])
+        using var ptlab = Watch.Start(child, "default");
+        ptlab.StopWhileHoldingTheTarget(child.P.Id);
+        Assert.True(SignalMask(ptlab.P.Id, "SigCgt", LibC.SIGINT), "ptlab has no SIGINT handler while it holds the target stopped");
+        Assert.Equal(0, LibC.Kill(ptlab.P.Id, LibC.SIGINT)); // Ctrl-C, pending while the target is held
+        Assert.Equal(0, LibC.Kill(ptlab.P.Id, SIGCONT));
+        ptlab.AssertExitsZero("SIGINT");
+        AssertRunning(child.P.Id);
+    }
+
+    /// <summary>
+    /// A watch started as a background job of a script inherits SIGINT ignored, and ptlab keeps it so
+    /// (a Ctrl-C at the terminal is for the foreground); SIGTERM, what <c>kill PID</c> sends, ends the
+    /// watch like a Ctrl-C: the target is resumed, the series is written and ptlab exits 0.
+    /// </summary>
+    [ScanFact]
+    public void SigtermWhileFrozenEndsAWatchThatInheritedCtrlCIgnored()
+    {
+        using var child = new Child("sparse");
+        string json = Path.Combine(Path.GetTempPath(), $"ptlab-watch-{Guid.NewGuid():N}.json");
+        try
         {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        })!;
-        // Drain both pipes: a watch that prints every 10 ms fills an unread pipe within seconds on a
-        // slow host, and a ptlab blocked writing to it cannot act on the SIGINT this test sends.
-        var err = new System.Text.StringBuilder();
-        ptlab.OutputDataReceived += (_, _) => { };
-        ptlab.ErrorDataReceived += (_, e) => { lock (err) { err.AppendLine(e.Data); } };
-        ptlab.BeginOutputReadLine();
-        ptlab.BeginErrorReadLine();
-        var sw = Stopwatch.StartNew();
-        bool sawStopped = false;
-        while (!sawStopped && sw.Elapsed < TimeSpan.FromSeconds(20))
+            using (var ptlab = Watch.Start(child, "ignore", "--output", json))
+            {
+                ptlab.StopWhileHoldingTheTarget(child.P.Id);
+                Assert.True(SignalMask(ptlab.P.Id, "SigIgn", LibC.SIGINT), "ptlab does not ignore the SIGINT it inherited ignored");
+                Assert.True(SignalMask(ptlab.P.Id, "SigCgt", SIGTERM), "ptlab has no SIGTERM handler while it holds the target stopped");
+                Assert.Equal(0, LibC.Kill(ptlab.P.Id, SIGTERM));
+                Assert.Equal(0, LibC.Kill(ptlab.P.Id, SIGCONT));
+                ptlab.AssertExitsZero("SIGTERM");
+            }
+
+            AssertRunning(child.P.Id);
+            using var doc = JsonDocument.Parse(File.ReadAllText(json));
+            Assert.True(doc.RootElement.GetArrayLength() >= 1);
+            Assert.Equal(child.P.Id, doc.RootElement[0].GetProperty("pid").GetInt32());
+        }
+        finally
         {
-            sawStopped = State(child.P.Id) == 'T';
-            Thread.Sleep(1); // a busy poll would take a core from ptlab on a 2-core host
+            File.Delete(json);
+        }
+    }
+
+    private const int SIGTERM = 15;
+    private const int SIGCONT = 18;
+    private const int SIGSTOP = 19;
+
+    /// <summary>
+    /// <c>ptlab scan CHILD --watch 10ms --freeze</c> as a process of its own, started through a
+    /// launcher that sets SIGINT's disposition first. Without it ptlab would inherit the test
+    /// runner's, which is "ignored" when the suite itself was started as a background job of a
+    /// script; a ptlab that ignores SIGINT rightly never sees one (this test once waited 30 s for it so).
+    /// </summary>
+    private sealed class Watch : IDisposable
+    {
+        private readonly System.Text.StringBuilder _err = new();
+
+        private Watch(Process p) => P = p;
+
+        public Process P { get; }
+
+        public static Watch Start(Child child, string sigint, params string[] more)
+        {
+            string launcher = NativeBuild.BuildEmbedded(typeof(ScanCommandTests).Assembly, "sigdisposition.c", "ptlab-sigdisposition");
+            string dll = typeof(Cli.Cli).Assembly.Location;
+            string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } h ? h : "dotnet";
+            var w = new Watch(Process.Start(new ProcessStartInfo(launcher, [sigint, dotnet, dll, "scan", child.Pid, "--watch", "10ms", "--freeze", .. more])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            })!);
+
+            // Drain both pipes: a watch that prints every 10 ms fills an unread pipe within seconds on
+            // a slow host, and a ptlab blocked writing to it cannot act on a signal.
+            w.P.OutputDataReceived += (_, _) => { };
+            w.P.ErrorDataReceived += (_, e) => { lock (w._err) { w._err.AppendLine(e.Data); } };
+            w.P.BeginOutputReadLine();
+            w.P.BeginErrorReadLine();
+            return w;
         }
 
-        Assert.True(sawStopped, "ptlab never stopped the target");
-        Assert.Equal(0, Kill(ptlab.Id, 2)); // SIGINT, as Ctrl-C sends
-        Assert.True(ptlab.WaitForExit(30_000), $"ptlab did not exit after SIGINT: {err}");
-        Thread.Sleep(50);
-        Assert.NotEqual('T', State(child.P.Id));
+        /// <summary>
+        /// Stops ptlab itself (SIGSTOP, every thread) at a moment its freezer holds the target stopped,
+        /// so that a signal sent now arrives while the target is held, whatever the point of the sample.
+        /// Seeing the target stopped and then signalling ptlab leaves a window in which the sample ends
+        /// first and the signal comes between samples.
+        /// </summary>
+        public void StopWhileHoldingTheTarget(int target)
+        {
+            var sw = Stopwatch.StartNew();
+            while (sw.Elapsed < TimeSpan.FromSeconds(20) && !P.HasExited)
+            {
+                if (State(target) == 'T')
+                {
+                    Assert.Equal(0, LibC.Kill(P.Id, SIGSTOP));
+                    while (!PtLab.Kernel.Scan.Freezer.AllThreadsStopped(P.Id) && sw.Elapsed < TimeSpan.FromSeconds(20))
+                    {
+                        Thread.Sleep(1);
+                    }
+
+                    if (State(target) == 'T')
+                    {
+                        return; // a stopped ptlab cannot resume it: the freezer holds it now
+                    }
+
+                    Assert.Equal(0, LibC.Kill(P.Id, SIGCONT)); // the sample ended meanwhile: the next one
+                }
+
+                Thread.Sleep(1); // a busy poll would take a core from ptlab on a 2-core host
+            }
+
+            Assert.Fail($"ptlab never held the target stopped: {Err()}");
+        }
+
+        public void AssertExitsZero(string signal)
+        {
+            Assert.True(P.WaitForExit(30_000), $"ptlab did not exit after {signal}: {Err()}");
+            P.WaitForExit(); // the stderr reader's last lines
+            Assert.True(P.ExitCode == 0, $"ptlab exited {P.ExitCode} after {signal}: {Err()}");
+        }
+
+        public void Dispose()
+        {
+            if (!P.HasExited)
+            {
+                P.Kill(); // a failed test leaves no watch behind
+                P.WaitForExit();
+            }
+
+            P.Dispose();
+        }
+
+        private string Err()
+        {
+            lock (_err)
+            {
+                return _err.ToString();
+            }
+        }
     }
+
+    /// <summary>Whether <paramref name="sig"/> is in the mask <paramref name="field"/> (SigIgn, SigCgt) of /proc/PID/status.</summary>
+    private static bool SignalMask(int pid, string field, int sig)
+    {
+        string line = File.ReadLines($"/proc/{pid}/status").Single(l => l.StartsWith(field + ":", StringComparison.Ordinal));
+        ulong mask = ulong.Parse(line[(field.Length + 1)..].Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        return (mask & (1UL << (sig - 1))) != 0;
+    }
+
+    /// <summary>The target is not left stopped: ptlab sent SIGCONT before it exited, and SIGCONT wakes a stopped process at once.</summary>
+    private static void AssertRunning(int pid) => Assert.NotEqual('T', State(pid));
 
     private static char State(int pid)
     {
         string s = File.ReadAllText($"/proc/{pid}/stat");
         return s[s.LastIndexOf(')') + 2];
     }
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
-    private static extern int Kill(int pid, int sig);
 }
