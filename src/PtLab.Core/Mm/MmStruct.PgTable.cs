@@ -163,9 +163,28 @@ public sealed partial class MmStruct
     /// <summary><c>p4d_clear</c>: unhooks a PUD table (<c>free_pud_range</c>).</summary>
     internal void P4dClear(long pgdTable, int pgdIndex) => ClearEntry(pgdTable, pgdIndex);
 
-    private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, int index)
+    /// <summary>
+    /// <see cref="PtepGetAndClear"/> for a caller that holds the PTE lock of
+    /// <paramref name="pteTable"/> (<c>zap_pte_range</c>): the slot is found through the CPU's table
+    /// cache, not the descriptor, slot and group lookups. Exact under the lock: every unlinking of
+    /// the table's storage holds that lock, so a line whose stamp the layout epoch still reads
+    /// names the table's own group (see <see cref="TableStore.LayoutEpoch"/>); a group this caller's
+    /// own earlier clear gave back advanced the epoch, and the lookup runs again. A table freed
+    /// meanwhile (which a lock holder cannot see) would fail the line's generation check and the
+    /// full lookup's, as <see cref="PhysMemory.Table(TableRef)"/> does.
+    /// </summary>
+    internal ulong PtepGetAndClearLocked(Cpu cpu, TableRef pteTable, int index)
     {
-        ulong old = Interlocked.Exchange(ref Phys.Table(pteTable)[index], 0);
+        ReachedEntryStore(pteTable.Pfn);
+        return GetAndClearTracked(cpu, pteTable, index, ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index));
+    }
+
+    private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, int index) =>
+        GetAndClearTracked(cpu, pteTable, index, ref Phys.Table(pteTable)[index]);
+
+    private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, int index, ref ulong slot)
+    {
+        ulong old = Interlocked.Exchange(ref slot, 0);
         if (old != 0)
         {
             Phys.EntryCleared(pteTable.Pfn, index, old, cpu.Id);

@@ -97,8 +97,8 @@ public sealed partial class MmStruct
                 continue;
             }
 
-            ref ulong slot = ref entries[i];
-            ulong e = Volatile.Read(ref slot);
+            // Under the PTE lock: through the CPU's table cache (see PtepGetAndClearLocked).
+            ulong e = Volatile.Read(ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, i));
             if (Entry.IsNone(e))
             {
                 continue;
@@ -111,7 +111,7 @@ public sealed partial class MmStruct
                     continue;
                 }
 
-                e = PtepGetAndClear(cpu, pteTable, i);
+                e = PtepGetAndClearLocked(cpu, pteTable, i);
                 tlb.RemoveTlbEntry(addr);
                 if (Entry.IsSpecial(e))
                 {
@@ -120,8 +120,7 @@ public sealed partial class MmStruct
 
                 long pfn = Entry.Pfn(e);
                 ref var d = ref Phys.Desc(pfn);
-                // The folio's type from its head: the page's own descriptor unless it is a tail.
-                var counter = CounterOf(ref (d.Flags & (int)PageFlags.Tail) != 0 ? ref Phys.Desc(Phys.CompoundHead(pfn)) : ref d);
+                var counter = CounterOf(pfn); // the folio's type, from its head
 
                 // zap_present_folio_ptes: only a file folio takes the entry's dirty bit (it must be
                 // written back); an anonymous one is dropped or stays mapped elsewhere, where its

@@ -137,8 +137,15 @@ public sealed class ByteContentStore : IPageContentStore
     /// <inheritdoc/>
     public void Write(long pfn, int offset, ReadOnlySpan<byte> data)
     {
-        if (data.IsEmpty)
+        if (data.Length <= 1)
         {
+            // A touch: one byte, one line, no copy call.
+            if (data.Length == 1)
+            {
+                _frames.Block(pfn)[offset] = data[0];
+                _written.Slot(pfn) |= 1UL << (offset >> LineShift);
+            }
+
             return;
         }
 

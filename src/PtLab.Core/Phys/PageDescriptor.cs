@@ -292,6 +292,22 @@ public struct PageDescriptor
         SetCounts(1, level);
     }
 
+    /// <summary>
+    /// Marks a frame whose last reference is gone free: the rmap word becomes <see cref="PageFlags.Free"/>
+    /// alone, the LRU links and both counts zero. One plain store of the word, not a clear and then
+    /// a compare-and-swap of the flags: as in the kernel's <c>free_pages_prepare</c>, which clears
+    /// <c>page-&gt;flags</c> with a plain store, whoever dropped the last reference (the page off every
+    /// LRU list) owns the descriptor, and nothing else writes the word until the frame is handed out
+    /// again (a speculative <c>folio_try_get</c> touches only the counts, and fails on a count of zero).
+    /// </summary>
+    internal void ResetAsFree()
+    {
+        Volatile.Write(ref _word, (ulong)(uint)PageFlags.Free << FlagsShift);
+        _lruPrev = 0;
+        _lruNext = 0;
+        Volatile.Write(ref _refMap, 0);
+    }
+
     /// <summary>Clears the rmap word (owner, index and flags) and the LRU links.</summary>
     internal void ResetRmapAndLinks()
     {

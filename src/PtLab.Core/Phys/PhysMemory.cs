@@ -857,9 +857,7 @@ public sealed partial class PhysMemory
             throw new BadPageException($"double free of frame {pfn:x}");
         }
 
-        d.ResetRmapAndLinks();
-        d.Flags = (int)PageFlags.Free;
-        d.SetCounts(0, 0);
+        d.ResetAsFree();
     }
 
     /// <summary>Frees pages whose last reference is gone: off the LRU under one lock, then onto the free list.</summary>
