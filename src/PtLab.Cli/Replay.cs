@@ -211,6 +211,9 @@ internal sealed record ReplayReport
 
     public required IReadOnlyList<string> Warnings { get; init; }
 
+    /// <summary>How the mapped files were modelled and on what basis (the recorded file system, or the assumption made), with how many files each.</summary>
+    public required IReadOnlyDictionary<string, long> FileModels { get; init; }
+
     public required IReadOnlyList<ReplayDesignReport> Designs { get; init; }
 
     /// <summary>The matching design against the kernel; empty when it was not replayed.</summary>
@@ -263,6 +266,7 @@ internal sealed record ReplayReport
             HostFacts = m.Host,
             MatchingDesign = matching,
             Warnings = warnings,
+            FileModels = results.Count > 0 ? results[0].FileModels : new Dictionary<string, long>(),
             Designs = designs,
             Fidelity = fidelity,
             Tolerance = $"exit within {ReplayFidelity.ExitPercent}%, every sample within {ReplayFidelity.SamplePercent}% (within {ReplayFidelity.SmallAllowanceKb} kB below {ReplayFidelity.SmallKb} kB)",
@@ -338,6 +342,11 @@ internal sealed record ReplayReport
         }
 
         w.WriteLine($"trace {Trace}: {ReportParameters.Describe(Parameters)}; host {string.Join(", ", HostFacts.Where(k => k.Key is "kernel_release" or "config_pt_reclaim" or "thp_enabled").Select(k => $"{k.Key}={k.Value}"))}");
+        foreach (var (basis, files) in FileModels)
+        {
+            w.WriteLine($"mapped files: {files} {(files == 1 ? "file" : "files")}: {basis}");
+        }
+
         w.WriteLine();
         w.WriteLine($"{"design",-15} {"pid",8} {"process",-16} {"exit VmPTE",12} {"kernel",10} {"peak VmPTE",12} {"mean",10} {"PTE/PMD/PUD",14} {"VmRSS",11} {"faults",10} {"GPs",6} {"madvise p50/p99",18}");
         foreach (var d in Designs)

@@ -151,6 +151,7 @@ internal static class TraceCommands
         }
 
         w.WriteLine("host      " + (m.Host.Count == 0 ? "(not recorded)" : string.Join(", ", m.Host.OrderBy(k => k.Key, StringComparer.Ordinal).Select(k => $"{k.Key}={k.Value}"))));
+        w.WriteLine("files on  " + (m.Version < 3 ? "(not recorded before format 3)" : m.FileSystems.Count == 0 ? "(none found)" : string.Join(", ", m.FileSystems.OrderBy(f => f.Key.ToString(), StringComparer.Ordinal).Select(f => $"{f.Key} {f.Value.Type}{(f.Value.ReadAheadKb is { } ra ? string.Create(ci, $" read_ahead_kb={ra}") : "")}"))));
         w.WriteLine();
         w.WriteLine("events");
         for (int k = 0; k < TraceKinds.Count; k++)
@@ -189,6 +190,7 @@ internal static class TraceCommands
     {
         file = path,
         version = m.Version,
+        fileSystems = m.FileSystems.ToDictionary(f => f.Key.ToString(), f => new { type = f.Value.Type, options = f.Value.Options, readAheadKb = f.Value.ReadAheadKb }),
         bytes,
         rows = s.Rows,
         source = m.Source,

@@ -42,11 +42,16 @@ public static class ReadAhead
             }
         }
 
-        if (device is null)
-        {
-            return null;
-        }
+        return device is null ? null : KbForDevice(device);
+    }
 
+    /// <summary>
+    /// <c>read_ahead_kb</c> of the block device <paramref name="device"/> (decimal
+    /// <c>major:minor</c>, as mountinfo writes it; the partition's disk for a partition), or null
+    /// where there is none (a file system without a block device).
+    /// </summary>
+    public static int? KbForDevice(string device)
+    {
         foreach (string candidate in new[] { $"/sys/dev/block/{device}/queue/read_ahead_kb", $"/sys/dev/block/{device}/../queue/read_ahead_kb" })
         {
             try

@@ -49,6 +49,13 @@ public sealed record TraceMetadata
     /// <summary>Free-form notes (<c>ptlab.note.*</c>): perf's version, importer counts, recorder warnings.</summary>
     public IReadOnlyDictionary<string, string> Notes { get; init; } = new Dictionary<string, string>();
 
+    /// <summary>
+    /// The file systems of the mapped files (<c>ptlab.fs.MAJ:MIN.*</c>, from version 3): for each
+    /// device a mapping row names, what the recording host's mount table said of it. A device
+    /// missing here was not found (or the trace predates version 3).
+    /// </summary>
+    public IReadOnlyDictionary<DeviceNumber, FileSystemFact> FileSystems { get; init; } = new Dictionary<DeviceNumber, FileSystemFact>();
+
     internal Dictionary<string, string> ToKeyValues(long rows, string checksum)
     {
         var kv = new Dictionary<string, string>(StringComparer.Ordinal)
@@ -86,6 +93,17 @@ public sealed record TraceMetadata
         foreach (var (k, v) in Notes)
         {
             kv[TraceKeys.NotePrefix + k] = v;
+        }
+
+        foreach (var (dev, fs) in FileSystems)
+        {
+            string prefix = TraceKeys.FsPrefix + dev + ".";
+            kv[prefix + "type"] = fs.Type;
+            kv[prefix + "options"] = fs.Options;
+            if (fs.ReadAheadKb is { } ra)
+            {
+                kv[prefix + "read_ahead_kb"] = ra.ToString(CultureInfo.InvariantCulture);
+            }
         }
 
         return kv;
@@ -188,6 +206,12 @@ public sealed record TraceMetadata
             return null;
         }
 
+        var fileSystems = FileSystemsOf(kv, ref error);
+        if (error is not null)
+        {
+            return null;
+        }
+
         if (lost > 0 && incomplete == false)
         {
             error = $"metadata says {lost} events were lost but the trace is not marked incomplete";
@@ -208,7 +232,54 @@ public sealed record TraceMetadata
             Version = v,
             Host = Prefixed(kv, TraceKeys.HostPrefix),
             Notes = Prefixed(kv, TraceKeys.NotePrefix),
+            FileSystems = fileSystems,
         };
+    }
+
+    /// <summary>The <c>ptlab.fs.MAJ:MIN.{type,options,read_ahead_kb}</c> keys: every device with a type, nothing else under the prefix.</summary>
+    private static Dictionary<DeviceNumber, FileSystemFact> FileSystemsOf(IReadOnlyDictionary<string, string> kv, ref string? error)
+    {
+        var types = new Dictionary<DeviceNumber, string>();
+        var options = new Dictionary<DeviceNumber, string>();
+        var readAhead = new Dictionary<DeviceNumber, int>();
+        foreach (var (key, value) in kv)
+        {
+            if (!key.StartsWith(TraceKeys.FsPrefix, StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            string rest = key[TraceKeys.FsPrefix.Length..];
+            int dot = rest.IndexOf('.', StringComparison.Ordinal);
+            if (dot < 0 || !DeviceNumber.TryParse(rest[..dot], out var dev))
+            {
+                error ??= $"metadata '{Trim(key)}': not ptlab.fs.MAJ:MIN.FIELD with a hex device";
+                continue;
+            }
+
+            switch (rest[(dot + 1)..])
+            {
+                case "type" when value.Length is > 0 and <= 64 && !value.Any(char.IsWhiteSpace):
+                    types[dev] = value;
+                    break;
+                case "options" when value.Length <= 4096:
+                    options[dev] = value;
+                    break;
+                case "read_ahead_kb" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int kb) && kb <= 1 << 20:
+                    readAhead[dev] = kb;
+                    break;
+                default:
+                    error ??= $"metadata '{Trim(key)}' is '{Trim(value)}': not a file system type, its options or read_ahead_kb";
+                    break;
+            }
+        }
+
+        foreach (var dev in options.Keys.Concat(readAhead.Keys).Where(d => !types.ContainsKey(d)))
+        {
+            error ??= $"metadata '{TraceKeys.FsPrefix}{dev}.*' has no type";
+        }
+
+        return types.ToDictionary(p => p.Key, p => new FileSystemFact(p.Value, options.GetValueOrDefault(p.Key, ""), readAhead.TryGetValue(p.Key, out int ra) ? ra : null));
     }
 
     private static Dictionary<string, string> Prefixed(IReadOnlyDictionary<string, string> kv, string prefix) =>
@@ -246,3 +317,38 @@ public static class HostFacts
     /// <summary><c>read_ahead_kb</c> of the block device holding the root file system: the readahead window of file faults.</summary>
     public const string ReadAheadKb = "read_ahead_kb";
 }
+
+/// <summary>A device number (<c>st_dev</c>) as the trace's <c>dev</c> column and mount tables give it: major and minor.</summary>
+/// <param name="Major">The major number.</param>
+/// <param name="Minor">The minor number.</param>
+public readonly record struct DeviceNumber(uint Major, uint Minor)
+{
+    /// <summary>Parses hex <c>major:minor</c> (the <c>dev</c> column's form, "fe:00").</summary>
+    public static bool TryParse(string? text, out DeviceNumber dev)
+    {
+        dev = default;
+        int colon = text?.IndexOf(':', StringComparison.Ordinal) ?? -1;
+        if (colon <= 0 || colon > 8 || text!.Length - colon - 1 is <= 0 or > 8
+            || !uint.TryParse(text.AsSpan(0, colon), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out uint major)
+            || !uint.TryParse(text.AsSpan(colon + 1), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out uint minor))
+        {
+            return false;
+        }
+
+        dev = new DeviceNumber(major, minor);
+        return true;
+    }
+
+    /// <summary>Hex <c>major:minor</c>, two digits at least each (as /proc/PID/maps writes it).</summary>
+    public override string ToString() => $"{Major:x2}:{Minor:x2}";
+}
+
+/// <summary>
+/// What the recording host's mount table (<c>/proc/self/mountinfo</c>) said of a device that
+/// holds mapped files: its file system type, its super block options, and its block device's
+/// <c>read_ahead_kb</c> where it has one.
+/// </summary>
+/// <param name="Type">The file system type ("ext4", "xfs", "tmpfs", "btrfs", …).</param>
+/// <param name="Options">The super block options, comma-separated ("rw,size=…,huge=within_size"), or empty.</param>
+/// <param name="ReadAheadKb">The device's <c>read_ahead_kb</c>, or null where it has no block device.</param>
+public sealed record FileSystemFact(string Type, string Options, int? ReadAheadKb);

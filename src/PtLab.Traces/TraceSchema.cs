@@ -25,14 +25,15 @@ internal sealed record TraceColumn(int Index, string Name, ColumnType Type, Trac
 }
 
 /// <summary>
-/// The trace file's schema, version 2: one flat Parquet table, one row per event, sorted by time.
+/// The trace file's schema, version 3: one flat Parquet table, one row per event, sorted by time.
 /// docs/trace-format.md is its description; a change to a name, type or meaning is a new version.
-/// Version 2 added the <c>madvise_range</c> kind and the process_madvise_ranges key; a version 1
-/// file is read as it is (it has neither).
+/// Version 2 added the <c>madvise_range</c> kind and the process_madvise_ranges key; version 3
+/// the <c>ptlab.fs.*</c> keys (the file systems of the mapped files). Older files are read as
+/// they are (they have neither).
 /// </summary>
 internal static class TraceSchema
 {
-    public const int Version = 2;
+    public const int Version = 3;
 
     /// <summary>The oldest version this reader reads.</summary>
     public const int MinVersion = 1;
@@ -113,4 +114,5 @@ internal static class TraceKeys
     public const string ProcessMadviseRanges = "ptlab.trace.process_madvise_ranges";
     public const string HostPrefix = "ptlab.host.";
     public const string NotePrefix = "ptlab.note.";
+    public const string FsPrefix = "ptlab.fs.";
 }

@@ -15,6 +15,21 @@
 #define SYS_process_madvise 440
 #endif
 
+/* Fills the file behind FD with SZ bytes of ones, writes them back and drops them from the page
+ * cache (where the file system lets them go): a file on disk that nobody has read since. 0, or -1
+ * when a write failed. */
+static inline int write_cold_file(int fd, size_t sz)
+{
+    static char buf[1 << 16];
+    memset(buf, 1, sizeof buf);
+    for (size_t o = 0; o < sz; o += sizeof buf)
+        if (pwrite(fd, buf, sizeof buf, (off_t)o) != (ssize_t)sizeof buf)
+            return -1;
+    fdatasync(fd);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    return 0;
+}
+
 /* A new file "DIR/ptlab-NAME.PID", opened read-write and unlinked at once (DIR: argv[1], else
  * P_tmpdir); -1 after a message when it cannot be created. */
 static inline int open_temp_file(int argc, char **argv, const char *name)

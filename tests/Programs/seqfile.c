@@ -15,13 +15,8 @@ int main(int argc, char **argv)
     if (fd < 0)
         return 1;
     size_t sz = 48UL << 20;
-    static char buf[1 << 16];
-    memset(buf, 1, sizeof buf);
-    for (size_t o = 0; o < sz; o += sizeof buf)
-        if (pwrite(fd, buf, sizeof buf, (off_t)o) != (ssize_t)sizeof buf)
-            return 1;
-    fdatasync(fd);
-    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    if (write_cold_file(fd, sz) < 0)
+        return 1;
     char *p = mmap(NULL, sz, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED)
         return 1;

@@ -13,7 +13,8 @@ namespace PtLab.Kernel.Tests;
 /// (Native/collapse.c), whose figures nothing else moves; after every step the result and the
 /// changes of VmPTE and RssAnon must agree.
 /// A collapse keeps VmPTE (the PTE table is deposited beside the leaf) and makes RssAnon count the
-/// whole 2 MiB.
+/// whole 2 MiB. The same probe checks the split of huge pages by a partial MADV_FREE, MADV_COLD or
+/// MADV_PAGEOUT.
 /// </summary>
 [Collection(HostKernelCollection.Name)]
 public sealed class CollapseKernelTests(ITestOutputHelper output)
@@ -61,7 +62,51 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
 
     [NativeTheory]
     [MemberData(nameof(Scripts))]
-    public void ACollapseDoesWhatTheHostDoes(string script)
+    public void ACollapseDoesWhatTheHostDoes(string script) => AssertSameAsHost(script, smaps: false);
+
+    /// <summary>
+    /// MADV_FREE ("fN:M"), MADV_COLD ("kN:M") and MADV_PAGEOUT ("oN:M") of part of a huge page
+    /// split it (<c>split_folio</c>), and MADV_PAGEOUT of a whole one too (no huge swap slot: the
+    /// host runs without swap); "l" mlocks the mapping, "vN" pins page N. Besides the result,
+    /// VmPTE and RssAnon, the mapping's AnonHugePages and LazyFree (smaps) must agree: the split
+    /// keeps VmPTE (the deposited table becomes the PTE table), zero-filled pages go to the shared
+    /// zero page (RssAnon drops), only the pages in range become lazy-free, a pinned huge page is
+    /// not split at all.
+    /// </summary>
+    public static TheoryData<string> SplitScripts() =>
+    [
+        "h,w0,f0:1",                        // 511 zero-filled pages go to the zero page
+        "h,w0:512,f0:1",                    // all written: kept, one lazy-free
+        "h,w0:512,f0:512",                  // whole: lazy-free at PMD level, not split
+        "h,w0:512,f0:256,f256:256,o0:512",  // split, then every page lazy-free and discarded
+        "h,w0:512,f0:512,o0:512",           // a lazy-free huge page discarded through a split PMD
+        "h,w0:512,f0:1,w0,o0:1",            // redirtied: kept
+        "h,w0:512,f0:1,o0:1",
+        "h,w0:512,k0:1",
+        "h,w0:512,k0:512",
+        "h,w0:512,o0:1",
+        "h,w0:512,o0:512",                  // swap-backed, no swap: split, all kept
+        "h,w0,o0:512",
+        "h,w0:512,d0:1,f1:1",               // a huge page mapped by PTEs, covered in part
+        "h,w0:512,d0:1,f0:512",             // 511 of its 512 pages: still split
+        "h,w0:512,d0:1,k1:1",
+        "h,w0:512,p1:1,f0:1024",            // mprotect splits the leaf; the range covers it
+        "w0:512,c0:512,f0:1",               // a collapsed huge page
+        "h,r0,f0:1",                        // the huge zero page: nothing
+        "h,w0:512,v0,f1:1",                 // pinned: not split
+        "h,w0:512,l,f0:1",                  // VM_LOCKED: EINVAL
+        "h,w0:600,f100:700,o0:1024",        // two huge pages, one in part, one whole
+    ];
+
+    [NativeTheory]
+    [MemberData(nameof(SplitScripts))]
+    public void APartialMadviseSplitsTheHugePageAsTheHostDoes(string script) => AssertSameAsHost(script, smaps: true);
+
+    /// <summary>
+    /// Runs the steps on the model and in the probe; after each step the result and the changes of
+    /// VmPTE and RssAnon (and with <paramref name="smaps"/> AnonHugePages and LazyFree) must agree.
+    /// </summary>
+    private void AssertSameAsHost(string script, bool smaps)
     {
         var steps = script.Split(',');
         var seen = new List<string>();
@@ -71,6 +116,8 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
             var m = t.Mmap(PgdSlot + (1UL << 30), Pages * K4, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.FixedNoReplace);
             Assert.True(m.Ok, m.ToString());
             var before = t.Status();
+            var pins = new long[16];
+            int pinned = 0;
             foreach (string step in steps)
             {
                 string[] nm = step.Length > 1 ? step[1..].Split(':') : ["0"];
@@ -83,18 +130,31 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
                     'c' => t.Madvise(at, count * K4, Advice.Collapse),
                     'C' => t.Madvise(m.Address + n, count, Advice.Collapse),
                     'd' => t.Madvise(at, count * K4, Advice.DontNeed),
+                    'f' => t.Madvise(at, count * K4, Advice.Free),
+                    'k' => t.Madvise(at, count * K4, Advice.Cold),
+                    'o' => t.Madvise(at, count * K4, Advice.PageOut),
                     'u' => t.Munmap(at, count * K4),
                     'p' or 'P' => t.Mprotect(at, count * K4, step[0] == 'p' ? Prot.Read : Prot.None),
                     'h' or 'n' => t.Madvise(m.Address, Pages * K4, step[0] == 'h' ? Advice.HugePage : Advice.NoHugePage),
+                    'l' => t.Mlock(m.Address, Pages * K4),
+                    'v' => t.Mm.GetUserPages(t.Cpu, at, 1, write: false, pins.AsSpan(pinned++, 1)) == 1 ? Errno.None : Errno.EFAULT,
                     _ => throw new ArgumentException($"unknown step {step}"),
                 };
                 var s = t.Status();
-                seen.Add($"{step} r={(result == Errno.None ? "0" : result.ToString())} pte={s.VmPteKb - before.VmPteKb} anon={s.RssAnonKb - before.RssAnonKb}");
+                string line = $"{step} r={(result == Errno.None ? "0" : result.ToString())} pte={s.VmPteKb - before.VmPteKb} anon={s.RssAnonKb - before.RssAnonKb}";
+                if (smaps)
+                {
+                    var vmas = t.Mm.Smaps(t.Cpu).Where(v => v.Start >= m.Address && v.Start < m.Address + (Pages * K4)).ToList();
+                    line += $" AnonHugePages={vmas.Sum(v => v.AnonHugePagesKb)} LazyFree={vmas.Sum(v => v.LazyFreeKb)}";
+                }
+
+                seen.Add(line);
             }
         }
 
         // The probe reads its own figures, in a process with nothing else moving them.
-        var kernel = Probe("anon", script).Select((f, i) => $"{steps[i]} r={f["r"]} pte={f["pte"]} anon={f["anon"]}").ToArray();
+        var kernel = Probe("anon", script).Select((f, i) => $"{steps[i]} r={f["r"]} pte={f["pte"]} anon={f["anon"]}"
+            + (smaps ? $" AnonHugePages={f["AnonHugePages"]} LazyFree={f["LazyFree"]}" : "")).ToArray();
         for (int i = 0; i < steps.Length; i++)
         {
             output.WriteLine($"model  {seen[i]}");

@@ -32,10 +32,23 @@ public sealed class MalformedTraceTests : TempDir
     [Fact]
     public void AnotherVersionIsRejectedWithTheVersionsNamed()
     {
-        string path = WriteUnchecked([Root], keys: new() { ["ptlab.trace.version"] = "3" });
+        string path = WriteUnchecked([Root], keys: new() { ["ptlab.trace.version"] = "4" });
         var e = ReadFails(path);
-        Assert.Contains("version '3'", e.Message);
-        Assert.Contains("reads versions 1 to 2", e.Message);
+        Assert.Contains("version '4'", e.Message);
+        Assert.Contains("reads versions 1 to 3", e.Message);
+    }
+
+    [Theory]
+    [InlineData("ptlab.fs.zz.type", "ext4", "not ptlab.fs.MAJ:MIN.FIELD")]
+    [InlineData("ptlab.fs.fe:00.type", "ext 4", "not a file system type")]
+    [InlineData("ptlab.fs.fe:00.colour", "blue", "not a file system type")]
+    [InlineData("ptlab.fs.fe:00.read_ahead_kb", "-1", "not a file system type")]
+    [InlineData("ptlab.fs.fe:00.options", "rw", "has no type")]
+    public void ABadFileSystemFactIsRejectedNamingTheKey(string key, string value, string expected)
+    {
+        var e = ReadFails(WriteUnchecked([Root], keys: new() { [key] = value }));
+        Assert.Contains(expected, e.Message);
+        Assert.Contains("ptlab.fs.", e.Message);
     }
 
     [Fact]

@@ -50,7 +50,7 @@ public sealed class RoundTripTests : TempDir
         };
         using var r = TraceReader.Open(Write(rows, SyntheticTrace.Metadata() with { ProcessMadviseRanges = true }));
         Assert.True(r.Metadata.ProcessMadviseRanges);
-        Assert.Equal(2, r.Metadata.Version);
+        Assert.Equal(3, r.Metadata.Version);
         Assert.Equal(rows, r.ReadEvents().ToList());
     }
 
@@ -58,24 +58,53 @@ public sealed class RoundTripTests : TempDir
     public void AVersionOneTraceIsReadWithoutRanges()
     {
         var rows = SyntheticTrace.Events(1000).ToList();
-        string path = Path.Combine(Dir, "v1.parquet");
-        using (var w = TraceWriter.Create(path))
-        {
-            foreach (var e in rows)
-            {
-                w.Append(e);
-            }
 
-            // What a version 1 writer wrote: its version, and no process_madvise_ranges key.
-            w.OverrideKeyValues = new() { ["ptlab.trace.version"] = "1" };
-            w.DropKeys = ["ptlab.trace.process_madvise_ranges"];
-            w.Complete(SyntheticTrace.Metadata() with { ProcessMadviseRanges = true });
-        }
-
+        // What a version 1 writer wrote: its version, and no process_madvise_ranges key.
+        string path = WriteAsVersion(rows, 1, SyntheticTrace.Metadata() with { ProcessMadviseRanges = true }, "ptlab.trace.process_madvise_ranges");
         using var r = TraceReader.Open(path);
         Assert.Equal(1, r.Metadata.Version);
         Assert.False(r.Metadata.ProcessMadviseRanges);
         Assert.Equal(rows, r.ReadEvents().ToList());
+    }
+
+    [Fact]
+    public void TheFileSystemsOfMappedFilesRoundTrip()
+    {
+        var fs = new Dictionary<DeviceNumber, FileSystemFact>
+        {
+            [new DeviceNumber(0xfe, 0)] = new("ext4", "rw,discard", 128),
+            [new DeviceNumber(0, 0x1b)] = new("tmpfs", "rw,size=1024k,huge=within_size", null),
+        };
+        using var r = TraceReader.Open(Write(SyntheticTrace.Events(100).ToList(), SyntheticTrace.Metadata() with { FileSystems = fs }));
+        Assert.Equal(3, r.Metadata.Version);
+        Assert.Equal(fs, r.Metadata.FileSystems);
+        Assert.True(DeviceNumber.TryParse("fe:00", out var dev) && r.Metadata.FileSystems.ContainsKey(dev)); // the dev column's form
+    }
+
+    [Fact]
+    public void AVersionTwoTraceIsReadWithoutFileSystems()
+    {
+        var rows = SyntheticTrace.Events(100).ToList();
+        using var r = TraceReader.Open(WriteAsVersion(rows, 2, SyntheticTrace.Metadata()));
+        Assert.Equal(2, r.Metadata.Version);
+        Assert.Empty(r.Metadata.FileSystems);
+        Assert.Equal(rows, r.ReadEvents().ToList());
+    }
+
+    /// <summary>A trace as an older writer wrote it: its version in the metadata, the keys it did not have left out.</summary>
+    private string WriteAsVersion(List<TraceEvent> rows, int version, TraceMetadata metadata, params string[] dropKeys)
+    {
+        string path = Path.Combine(Dir, $"v{version}.parquet");
+        using var w = TraceWriter.Create(path);
+        foreach (var e in rows)
+        {
+            w.Append(e);
+        }
+
+        w.OverrideKeyValues = new() { ["ptlab.trace.version"] = version.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        w.DropKeys = dropKeys;
+        w.Complete(metadata);
+        return path;
     }
 
     [Fact]

@@ -81,7 +81,7 @@ public sealed partial class MmStruct
             // do_async_mmap_readahead found the mark: it drops mmap_lock to start the next
             // window's readahead (page_cache_async_ra), so the fault is retried, and fault-around
             // now maps the page's folio (a large one whole, or by a PMD leaf).
-            file.AsyncReadAhead(cpu.Id, index, folioPages);
+            file.AsyncReadAhead(cpu.Id, vma.Ra, index, folioPages);
             if (FaultAround(cpu, vma, addr, index, pmdTable, pmdIndex) is { } done)
             {
                 return done;
@@ -172,7 +172,7 @@ public sealed partial class MmStruct
             // filemap_map_pmd: a PMD-sized folio first in the window is mapped by one PMD entry
             // where do_set_pmd can (whatever the VMA's MADV_HUGEPAGE and the global THP mode).
             PutPages(pfns, keep: large.Head);
-            file.FaultAroundHits(PhysMemory.HugeFrames);
+            file.FaultAroundHits(vma.Ra, PhysMemory.HugeFrames);
             return FaultAroundResult.Mapped;
         }
 
@@ -242,7 +242,7 @@ public sealed partial class MmStruct
         {
             AddRss(cpu, counter, mapped);
             PteUnmapUnlock(cpu, pt);
-            file.FaultAroundHits((int)mapped);
+            file.FaultAroundHits(vma.Ra, (int)mapped);
         }
 
         return allocated ? result : FaultAroundResult.Oom;
@@ -589,7 +589,7 @@ public sealed partial class MmStruct
 
     /// <summary><c>do_sync_mmap_readahead</c> for a fault at <paramref name="index"/> in <paramref name="vma"/>.</summary>
     private static bool ReadAround(Cpu cpu, Vma vma, SimFile file, ulong index) =>
-        file.ReadAround(cpu.Id, index, vma.Flags, vma.PgOff, vma.PgOff + (vma.Length >> PhysMemory.PageShift));
+        file.ReadAround(cpu.Id, vma.Ra, index, vma.Flags, vma.PgOff, vma.PgOff + (vma.Length >> PhysMemory.PageShift));
 
     /// <summary>
     /// <c>wp_page_shared</c>, entered with the PTE lock held: the first write to a page-cache page

@@ -57,7 +57,7 @@ public sealed partial class MmStruct
             {
                 foreach (var src in _vmas.Snapshot())
                 {
-                    var dst = new Vma(src.Start, src.End, src.Flags, null) { Mm = child, PgOff = src.PgOff, File = src.File };
+                    var dst = new Vma(src.Start, src.End, src.Flags, null) { Mm = child, PgOff = src.PgOff, File = src.File, Ra = src.Ra };
                     dst.CloneRmapLinksFrom(src);
                     if (src.AnonVma is { } parentAv)
                     {

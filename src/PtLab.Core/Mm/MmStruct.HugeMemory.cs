@@ -21,9 +21,10 @@ public sealed partial class MmStruct
     /// <summary><c>prctl(PR_SET_THP_DISABLE)</c> (<c>MMF_DISABLE_THP</c>): no huge page in this address space.</summary>
     public bool ThpDisabled { get; set; }
 
-    /// <summary>Transparent huge page events: faults that mapped one, faults that fell back to 4 KiB pages, PMD splits, huge zero pages mapped.</summary>
+    /// <summary>Transparent huge page events: faults that mapped one, faults that fell back to 4 KiB pages, PMD splits, huge zero pages mapped, folio splits.</summary>
     public ThpCounters ThpCounters() => new(
-        Volatile.Read(ref _thpFaultAlloc), Volatile.Read(ref _thpFaultFallback), Volatile.Read(ref _thpSplitPmd), Volatile.Read(ref _thpZeroPageMapped));
+        Volatile.Read(ref _thpFaultAlloc), Volatile.Read(ref _thpFaultFallback), Volatile.Read(ref _thpSplitPmd), Volatile.Read(ref _thpZeroPageMapped),
+        Volatile.Read(ref _thpSplitPage));
 
     /// <summary>PTE tables deposited beside PMD leaves (part of VmPTE).</summary>
     public long DepositedTables => Volatile.Read(ref _depositedTables);
@@ -627,8 +628,11 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>madvise_free_huge_pmd</c>: MADV_FREE of a whole huge page marks it lazy-free (clean and
-    /// old, off the swap-backed LRU). Part of one is split to 4 KiB entries first and the caller
-    /// goes on at the PTE level (returns false); the huge zero page is left alone (returns true).
+    /// old, off the swap-backed LRU). Part of one splits the folio (<c>split_folio</c>: the leaf
+    /// becomes its deposited table of 4 KiB pages) and the caller goes on at the PTE level with the
+    /// pages in range (returns false); a folio that cannot be split stays mapped by its leaf, which
+    /// the PTE level then skips. The huge zero page and a huge page mapped more than once are left
+    /// alone.
     /// </summary>
     private bool MadviseFreeHugePmd(Cpu cpu, MmuGather tlb, Vma vma, long pmdTable, int pmdIndex, ulong addr, ulong next)
     {
@@ -637,7 +641,7 @@ public sealed partial class MmStruct
             return false;
         }
 
-        if (Entry.Pfn(orig) == Phys.HugeZeroPfn)
+        if (Entry.Pfn(orig) == Phys.HugeZeroPfn || !IsAnonPage(Entry.Pfn(orig)) || Volatile.Read(ref Phys.EntireMapCount(Entry.Pfn(orig))) != 1)
         {
             PmdUnlock(cpu, pmdTable);
             return true;
@@ -645,8 +649,8 @@ public sealed partial class MmStruct
 
         if (next - addr != Geometry.PmdSize)
         {
-            SplitHugePmdLocked(cpu, vma, pmdTable, pmdIndex, addr & Geometry.PmdMask, orig);
             PmdUnlock(cpu, pmdTable);
+            SplitFolio(cpu, vma, Entry.Pfn(orig), addr & Geometry.PmdMask);
             return false;
         }
 
@@ -755,4 +759,5 @@ public sealed partial class MmStruct
 /// <param name="FaultFallback"><c>thp_fault_fallback</c>: eligible faults that fell back to 4 KiB pages.</param>
 /// <param name="SplitPmd"><c>thp_split_pmd</c>: PMD leaves split into PTE tables.</param>
 /// <param name="ZeroPageMapped">Read faults that mapped the huge zero page.</param>
-public readonly record struct ThpCounters(long FaultAlloc, long FaultFallback, long SplitPmd, long ZeroPageMapped);
+/// <param name="SplitPage"><c>thp_split_page</c>: huge pages split into 4 KiB pages (<c>split_folio</c>).</param>
+public readonly record struct ThpCounters(long FaultAlloc, long FaultFallback, long SplitPmd, long ZeroPageMapped, long SplitPage = 0);

@@ -108,7 +108,7 @@ public sealed partial class MmStruct
                     }
                     else if (coldOrPageout)
                     {
-                        MadviseColdOrPageoutRange(cpu, tlb, start, tmp, advice == Advice.PageOut);
+                        MadviseColdOrPageoutRange(cpu, tlb, vma, start, tmp, advice == Advice.PageOut);
                     }
                     else if (advice == Advice.WillNeed && vma.File is { IsShmem: false } file)
                     {
@@ -254,7 +254,7 @@ public sealed partial class MmStruct
     /// unmapped and stays in its file (the model has no shmem swap-out: as the kernel without swap,
     /// where <c>shmem_writeout</c> keeps it). The tables stay.
     /// </summary>
-    private void MadviseColdOrPageoutRange(Cpu cpu, MmuGather tlb, ulong start, ulong end, bool pageout)
+    private void MadviseColdOrPageoutRange(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, bool pageout)
     {
         MmapLock.AssertHeld(cpu.Id);
         var isolated = new List<long>();
@@ -268,13 +268,22 @@ public sealed partial class MmStruct
                 continue;
             }
 
-            var pteTable = PteOffsetMapLock(cpu, pmdTable, Geometry.Index(addr, 2));
+            int pmdIndex = Geometry.Index(addr, 2);
+            if (Entry.IsHuge(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])) &&
+                MadviseColdOrPageoutHugePmd(cpu, tlb, vma, pmdTable, pmdIndex, addr, next, pageout))
+            {
+                addr = next;
+                continue;
+            }
+
+            var pteTable = PteOffsetMapLock(cpu, pmdTable, pmdIndex);
             if (!pteTable.IsNone)
             {
-                var entries = Phys.Table(pteTable);
-                for (ulong va = addr; va < next; va += Geometry.PageSize)
+                int endIndex = Geometry.PteIndex(next - Geometry.PageSize) + 1;
+                for (int i = Geometry.PteIndex(addr), nr; i < endIndex; i += nr)
                 {
-                    int i = Geometry.PteIndex(va);
+                    nr = 1;
+                    var entries = Phys.Table(pteTable);
                     ulong e = Volatile.Read(ref entries[i]);
                     if (!Entry.IsPresent(e) || Entry.IsSpecial(e))
                     {
@@ -282,6 +291,43 @@ public sealed partial class MmStruct
                     }
 
                     long pfn = Entry.Pfn(e);
+                    ulong va = (addr & Geometry.PmdMask) + ((ulong)i << PhysMemory.PageShift);
+                    if (Phys.IsHugeFrame(pfn) && IsAnonPage(pfn))
+                    {
+                        // A huge page mapped by PTEs: split unless the range covers it whole; the
+                        // model reclaims huge pages only when PMD-mapped, so MADV_PAGEOUT splits
+                        // it whole too, as reclaim does when it cannot swap it out whole.
+                        nr = FolioPteBatch(entries, i, endIndex, pfn);
+                        if (FolioMaybeMappedShared(pfn))
+                        {
+                            continue;
+                        }
+
+                        if (nr < PhysMemory.HugeFrames || pageout)
+                        {
+                            pteTable = SplitFolioUnderPte(cpu, vma, pteTable, pmdTable, pmdIndex, pfn, va, ref nr);
+                            if (pteTable.IsNone)
+                            {
+                                break;
+                            }
+
+                            continue;
+                        }
+
+                        for (int j = 0; j < nr; j++)
+                        {
+                            ulong pe = Volatile.Read(ref entries[i + j]);
+                            if (Entry.IsYoung(pe))
+                            {
+                                ulong old = PtepGetAndClear(cpu, pteTable, i + j);
+                                SetPteAt(cpu, pteTable, i + j, Entry.MkOld(old));
+                                tlb.RemoveTlbEntry(va + ((ulong)j << PhysMemory.PageShift));
+                            }
+                        }
+
+                        continue; // folio_deactivate
+                    }
+
                     ref var pd = ref Phys.Desc(pfn);
                     bool shmem = Phys.RmapOwner(pfn) is SimFile { IsShmem: true };
                     // Shmem pages sit on no LRU list of the model; the kernel's are on one.
@@ -329,17 +375,88 @@ public sealed partial class MmStruct
                     isolated.Add(pfn);
                 }
 
-                PteUnmapUnlock(cpu, pteTable);
-                if (isolated.Count > 0)
+                if (!pteTable.IsNone)
                 {
-                    tlb.Flush(); // reclaim must not race a stale writable TLB entry
-                    Machine.Vmscan.ReclaimIsolated(cpu, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(isolated));
-                    isolated.Clear();
+                    PteUnmapUnlock(cpu, pteTable);
                 }
+
+                ReclaimIsolated(cpu, tlb, isolated);
             }
 
             addr = next;
         }
+    }
+
+    /// <summary>
+    /// <c>reclaim_pages</c> of the pages MADV_PAGEOUT isolated, once their table is unlocked; the
+    /// TLB is flushed first, so that reclaim does not race a stale writable entry.
+    /// </summary>
+    private void ReclaimIsolated(Cpu cpu, MmuGather tlb, List<long> isolated)
+    {
+        if (isolated.Count > 0)
+        {
+            tlb.Flush();
+            Machine.Vmscan.ReclaimIsolated(cpu, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(isolated));
+            isolated.Clear();
+        }
+    }
+
+    /// <summary>
+    /// The PMD part of <c>madvise_cold_or_pageout_pte_range</c> for a leaf: the huge zero page, a
+    /// page-cache folio (the model does not split those) and a huge page mapped more than once are
+    /// left alone; part of a huge page splits it (<c>split_folio</c>) and, when that worked, the
+    /// caller goes on with its pages at the PTE level (returns false). A whole one: MADV_COLD
+    /// clears the leaf's young bit; MADV_PAGEOUT splits it too and pages out its 4 KiB pages. On
+    /// 6.18 without swap that is what reclaim ends with: a swap-backed huge page is split by
+    /// <c>shrink_folio_list</c> when no huge swap slot can be had, and a lazy-free one is
+    /// discarded through a split PMD (VmPTE keeps the table, measured); with swap the kernel would
+    /// write a swap-backed one out whole (the model writes its pages out one by one, and maps the
+    /// zero-filled ones the zero page instead).
+    /// </summary>
+    private bool MadviseColdOrPageoutHugePmd(Cpu cpu, MmuGather tlb, Vma vma, long pmdTable, int pmdIndex, ulong addr, ulong next, bool pageout)
+    {
+        if (!PmdTransHugeLock(cpu, pmdTable, pmdIndex, out ulong orig))
+        {
+            return false;
+        }
+
+        long head = Entry.Pfn(orig);
+        ulong haddr = addr & Geometry.PmdMask;
+        if (head == Phys.HugeZeroPfn || !IsAnonPage(head) || Volatile.Read(ref Phys.EntireMapCount(head)) != 1)
+        {
+            PmdUnlock(cpu, pmdTable);
+            return true;
+        }
+
+        ref var d = ref Phys.Desc(head);
+        if (next - addr != Geometry.PmdSize || (pageout && !d.Has(PageFlags.Mlocked)))
+        {
+            PmdUnlock(cpu, pmdTable);
+            return !SplitFolio(cpu, vma, head, haddr);
+        }
+
+        if (!pageout)
+        {
+            if (Entry.IsYoung(orig))
+            {
+                SetPmdAt(pmdTable, pmdIndex, Entry.MkOld(orig));
+                tlb.AddRange(haddr, haddr + Geometry.PmdSize);
+            }
+
+            PmdUnlock(cpu, pmdTable);
+            return true; // folio_deactivate
+        }
+
+        // An mlocked huge page (in a VMA that lost VM_LOCKED): isolated and put straight back.
+        bool taken = Phys.Lru.Isolate(head);
+        PmdUnlock(cpu, pmdTable);
+        if (taken)
+        {
+            Phys.Lru.Add(head, LruList.Unevictable); // folio_putback_lru
+            Phys.PutPage(head);
+        }
+
+        return true;
     }
 
     /// <summary>
@@ -375,7 +492,10 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>madvise_free_pte_range</c>: for each exclusive anonymous page, clear the dirty and young
     /// bits in the entry and the page, and mark the page lazy-free (clear PG_swapbacked). Reclaim may
-    /// then discard it unless it is written again first; swap entries in the range are dropped.
+    /// then discard it unless it is written again first; swap entries in the range are dropped. A
+    /// huge page the range covers whole is marked as one; one it covers in part is split first
+    /// (<c>split_folio</c>, which drops the PTE lock meanwhile) and its pages in range are marked
+    /// one by one; one that cannot be split is skipped.
     /// </summary>
     private void MadviseFreeRange(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end)
     {
@@ -401,12 +521,13 @@ public sealed partial class MmStruct
             var pteTable = PteOffsetMapLock(cpu, pmdTable, pmdIndex);
             if (!pteTable.IsNone)
             {
-                var entries = Phys.Table(pteTable);
                 long swapFreed = 0;
                 bool markedLazyFree = false;
-                for (ulong va = addr; va < next; va += Geometry.PageSize)
+                int endIndex = Geometry.PteIndex(next - Geometry.PageSize) + 1;
+                for (int i = Geometry.PteIndex(addr), nr; i < endIndex; i += nr)
                 {
-                    int i = Geometry.PteIndex(va);
+                    nr = 1;
+                    var entries = Phys.Table(pteTable);
                     ulong e = Volatile.Read(ref entries[i]);
                     if (Entry.IsNone(e))
                     {
@@ -427,10 +548,54 @@ public sealed partial class MmStruct
                     }
 
                     long pfn = Entry.Pfn(e);
-                    ref var d = ref Phys.Desc(pfn);
-                    if (d.MapCount != 1 || Phys.IsHugeFrame(pfn))
+                    ulong va = (addr & Geometry.PmdMask) + ((ulong)i << PhysMemory.PageShift);
+                    if (Phys.IsHugeFrame(pfn))
                     {
-                        continue; // shared, or part of a PTE-mapped huge page (which the kernel would split first)
+                        long head = Phys.CompoundHead(pfn);
+                        nr = FolioPteBatch(entries, i, endIndex, pfn);
+                        if (FolioMaybeMappedShared(pfn))
+                        {
+                            continue;
+                        }
+
+                        if (nr < PhysMemory.HugeFrames)
+                        {
+                            // Part of a huge page: split it, then take the pages in range one by one.
+                            pteTable = SplitFolioUnderPte(cpu, vma, pteTable, pmdTable, pmdIndex, pfn, va, ref nr);
+                            if (pteTable.IsNone)
+                            {
+                                break;
+                            }
+
+                            continue;
+                        }
+
+                        // The whole huge page, mapped by these 512 entries: lazy-free as one folio.
+                        Phys.Desc(head).ClearFlagsAtomic(PageFlags.Dirty);
+                        for (int j = 0; j < nr; j++)
+                        {
+                            ulong pe = Volatile.Read(ref entries[i + j]);
+                            if (Entry.IsYoung(pe) || Entry.IsDirty(pe))
+                            {
+                                ulong old = PtepGetAndClear(cpu, pteTable, i + j);
+                                SetPteAt(cpu, pteTable, i + j, Entry.MkOld(Entry.MkClean(old)));
+                                tlb.RemoveTlbEntry(va + ((ulong)j << PhysMemory.PageShift));
+                            }
+                        }
+
+                        if (!Phys.Desc(head).Has(PageFlags.Mlocked) && (Phys.Desc(head).ClearFlagsAtomic(PageFlags.SwapBacked) & PageFlags.SwapBacked) != 0)
+                        {
+                            Phys.Lru.Move(head, LruList.File);
+                        }
+
+                        markedLazyFree = true;
+                        continue;
+                    }
+
+                    ref var d = ref Phys.Desc(pfn);
+                    if (d.MapCount != 1)
+                    {
+                        continue; // shared
                     }
 
                     d.ClearFlagsAtomic(PageFlags.Dirty);
@@ -449,6 +614,13 @@ public sealed partial class MmStruct
                     }
 
                     markedLazyFree = true;
+                }
+
+                if (pteTable.IsNone)
+                {
+                    AddSwapEnts(cpu, -swapFreed);
+                    addr = next;
+                    continue;
                 }
 
                 PteUnmapUnlock(cpu, pteTable);

@@ -62,10 +62,17 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>mmap(addr, length, prot, flags, fd, offset)</c> where the descriptor refers to
     /// <paramref name="file"/> (opened for reading and writing); with MAP_ANONYMOUS the file is
-    /// ignored, as Linux ignores the descriptor. See MmStruct.Filemap.cs for the faults.
+    /// ignored, as Linux ignores the descriptor. <paramref name="ra"/> is the readahead state of the
+    /// open file the descriptor names (<see cref="SimFile.Open"/>), which the mapping's faults read
+    /// ahead with; null for the file's shared one. See MmStruct.Filemap.cs for the faults.
     /// </summary>
-    public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags, SimFile? file, ulong offset)
+    public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags, SimFile? file, ulong offset, FileRaState? ra = null)
     {
+        if (ra is not null && file is not null && (flags & MapFlags.Anonymous) == 0 && !ReferenceEquals(ra.File, file))
+        {
+            throw new ArgumentException($"the readahead state belongs to {ra.File}, not to the mapped file", nameof(ra));
+        }
+
         if ((offset & ~Geometry.PageMask) != 0)
         {
             return new(0, Errno.EINVAL); // the x86 mmap entry: an offset not on a page
@@ -243,7 +250,7 @@ public sealed partial class MmStruct
             }
 
             ulong pgoff = file is not null ? offset >> PhysMemory.PageShift : start >> PhysMemory.PageShift;
-            InsertVma(start, start + len, vmFlags, file, pgoff);
+            InsertVma(start, start + len, vmFlags, file, pgoff, (flags & MapFlags.Anonymous) != 0 ? null : ra);
             if ((vmFlags & VmFlags.Locked) != 0)
             {
                 _lockedPages += (long)pages;
@@ -364,9 +371,9 @@ public sealed partial class MmStruct
     }
 
     /// <summary>Inserts a new VMA at a free range, links it into its file's <c>i_mmap</c>, and merges it with compatible neighbours.</summary>
-    private Vma InsertVma(ulong start, ulong end, VmFlags flags, SimFile? file, ulong pgoff)
+    private Vma InsertVma(ulong start, ulong end, VmFlags flags, SimFile? file, ulong pgoff, FileRaState? ra)
     {
-        var vma = new Vma(start, end, flags, null, pgoff) { Mm = this, File = file };
+        var vma = new Vma(start, end, flags, null, pgoff) { Mm = this, File = file, Ra = ra };
         file?.LinkVma(vma);
         _vmas.Insert(vma);
         return MergeAround(vma);

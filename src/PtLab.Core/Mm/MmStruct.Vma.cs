@@ -99,7 +99,7 @@ public sealed partial class MmStruct
     private static bool AnonCompatible(AnonVma? a, AnonVma? b) => a is null || b is null || ReferenceEquals(a, b);
 
     private static bool CanMerge(Vma a, Vma b) =>
-        a.End == b.Start && a.Flags == b.Flags && AnonCompatible(a.AnonVma, b.AnonVma) && PgOffContinues(a, b);
+        a.End == b.Start && a.Flags == b.Flags && ReferenceEquals(a.Ra, b.Ra) && AnonCompatible(a.AnonVma, b.AnonVma) && PgOffContinues(a, b);
 
     /// <summary>
     /// Merges <paramref name="cur"/> with its neighbours where Linux would (<c>vma_merge</c>):

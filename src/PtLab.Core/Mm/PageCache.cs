@@ -64,15 +64,11 @@ public sealed class SimFile
     private readonly int _ownerId;
     private int _users;
     private ulong _size;
-    private int _mmapMiss;
 
-    // file_ra_state (the kernel keeps one per open file, the model one per file): the last
-    // readahead window, its asynchronous part and the folio order it used.
-    private ulong _raStart;
-    private ulong _raSize;
-    private ulong _raAsync;
-    private int _raOrder;
-    private ulong _prevPos = ulong.MaxValue; // -1: no read() yet
+    // The readahead state of users that name no open file of their own (a mapping made without
+    // one, read() through the file itself): one per file, the model's behaviour before it kept
+    // a state per open file.
+    private readonly FileRaState _sharedRa;
 
     // Large folios ever added (a fast test that skips the folio lookups for files that never had one).
     private int _largeFolioCount;
@@ -89,7 +85,31 @@ public sealed class SimFile
         _size = size;
         IsShmem = shmem;
         ReadAheadPages = shmem ? 0 : table.Machine.Options.ReadAheadKb / 4;
+        _sharedRa = new FileRaState(this);
     }
+
+    /// <summary>The lock the readahead states of this file are read and written under.</summary>
+    internal Lock RaLock => _lock;
+
+    /// <summary>
+    /// The readahead state shared by every user that names no open file of its own
+    /// (<see cref="Open"/>): a mapping made without one, <see cref="Read"/> without one.
+    /// </summary>
+    public FileRaState SharedRa => _sharedRa;
+
+    /// <summary>
+    /// An open of this file (<c>do_dentry_open</c> + <c>file_ra_state_init</c>): a readahead state
+    /// of its own, cold, for the mappings made from it and its <c>read()</c>s.
+    /// </summary>
+    public FileRaState Open() => new(this);
+
+    /// <summary>
+    /// <c>mapping_large_folio_support</c>: whether the file system builds large folios in this
+    /// file's page cache (<c>mapping_set_large_folios</c> in its inode constructor). When false,
+    /// <c>page_cache_ra_order</c> falls back to order-0 pages and resets the state's order, for
+    /// every window, the VM_HUGEPAGE one included. True by default (xfs, ext4 on Linux 6.18).
+    /// </summary>
+    public bool LargeFolios { get; set; } = true;
 
     /// <summary>
     /// The mmap read-around window in pages (<c>ra_pages</c>, from the device's <c>read_ahead_kb</c>;
@@ -279,60 +299,61 @@ public sealed class SimFile
     /// executable VMA reads the window from the fault on, within the VMA (the arch's exec folio
     /// order is 0 on x86, and there is no asynchronous part), and any other reads it centred on the
     /// fault (start at index − ra/2, its last quarter the asynchronous part) in order-0 folios. Each
-    /// window goes through <see cref="PageCacheRaOrder"/> and is kept as the file's readahead state
-    /// (<c>file_ra_state</c>), which <see cref="AsyncReadAhead"/> moves on. The faulting page is read
+    /// window goes through <see cref="PageCacheRaOrder"/> and is kept as the readahead state
+    /// <paramref name="ra"/> (the open file's <c>file_ra_state</c>; the file's shared one when null), which <see cref="AsyncReadAhead"/> moves on. The faulting page is read
     /// always. Returns false when memory ran out before the faulting page was in; the caller then
     /// retries the fault, as the kernel does after dropping mmap_lock for the read.
     /// </summary>
-    internal bool ReadAround(int cpu, ulong index, VmFlags vmFlags, ulong vmaFirst, ulong vmaEnd)
+    internal bool ReadAround(int cpu, FileRaState? ra, ulong index, VmFlags vmFlags, ulong vmaFirst, ulong vmaEnd)
     {
+        ra ??= _sharedRa;
         const int mmapLotsaMiss = 100;
-        int ra = ReadAheadPages;
+        int raPages = ReadAheadPages;
         bool exec = (vmFlags & VmFlags.Exec) != 0;
         if ((vmFlags & VmFlags.HugePage) != 0 && !IsShmem)
         {
             const ulong nr = PhysMemory.HugeFrames;
             ulong size = (vmFlags & VmFlags.RandRead) != 0 ? nr : 2 * nr;
-            return PageCacheRaOrder(cpu, index, index & ~(nr - 1), size, nr, PhysMemory.HugeOrder, keep: true);
+            return PageCacheRaOrder(cpu, ra, index, index & ~(nr - 1), size, nr, PhysMemory.HugeOrder);
         }
 
         if ((vmFlags & VmFlags.RandRead) != 0 && !exec)
         {
             // no readahead: the page alone
         }
-        else if (ra > 0 && (vmFlags & VmFlags.SeqRead) != 0)
+        else if (raPages > 0 && (vmFlags & VmFlags.SeqRead) != 0)
         {
             // page_cache_sync_ra of ra_pages from the fault: the initial window at index 0 keeps
             // half of itself as its asynchronous part and becomes the readahead state; elsewhere
             // (a file never read() has no previous position) the read is a standalone one.
             return index == 0
-                ? PageCacheRaOrder(cpu, index, 0, (ulong)ra, (ulong)(ra / 2), 0, keep: true)
-                : DoPageCacheRa(cpu, index, index, (ulong)ra, 0);
+                ? PageCacheRaOrder(cpu, ra, index, 0, (ulong)raPages, (ulong)(raPages / 2), 0)
+                : DoPageCacheRa(cpu, index, index, (ulong)raPages, 0);
         }
-        else if (ra > 0)
+        else if (raPages > 0)
         {
             int miss;
             lock (_lock)
             {
-                if (_mmapMiss < mmapLotsaMiss * 10)
+                if (ra.MmapMiss < mmapLotsaMiss * 10)
                 {
-                    _mmapMiss++;
+                    ra.MmapMiss++;
                 }
 
-                miss = _mmapMiss;
+                miss = ra.MmapMiss;
             }
 
             if (miss <= mmapLotsaMiss && exec)
             {
                 ulong first = Math.Max(index, vmaFirst);
-                ulong end = Math.Max(index + 1, Math.Min(first + (ulong)ra, vmaEnd));
-                return PageCacheRaOrder(cpu, index, first, end - first, 0, 0, keep: true);
+                ulong end = Math.Max(index + 1, Math.Min(first + (ulong)raPages, vmaEnd));
+                return PageCacheRaOrder(cpu, ra, index, first, end - first, 0, 0);
             }
 
             if (miss <= mmapLotsaMiss)
             {
-                ulong first = index > (ulong)(ra / 2) ? index - (ulong)(ra / 2) : 0;
-                return PageCacheRaOrder(cpu, index, first, (ulong)ra, (ulong)(ra / 4), 0, keep: true);
+                ulong first = index > (ulong)(raPages / 2) ? index - (ulong)(raPages / 2) : 0;
+                return PageCacheRaOrder(cpu, ra, index, first, (ulong)raPages, (ulong)(raPages / 4), 0);
             }
         }
 
@@ -350,10 +371,10 @@ public sealed class SimFile
     /// mark. Reading starts at once and is complete at once (the model has no I/O). Nothing is done
     /// under MADV_RANDOM or without a readahead window.
     /// </summary>
-    internal void AsyncReadAhead(int cpu, ulong index, ulong folioPages) => PageCacheAsyncRa(cpu, index, folioPages, (ulong)ReadAheadPages);
+    internal void AsyncReadAhead(int cpu, FileRaState? ra, ulong index, ulong folioPages) => PageCacheAsyncRa(cpu, ra ?? _sharedRa, index, folioPages, (ulong)ReadAheadPages);
 
     /// <summary><c>page_cache_async_ra</c> for a folio at <paramref name="index"/> of <paramref name="folioPages"/> pages and a request of <paramref name="req"/> pages.</summary>
-    private void PageCacheAsyncRa(int cpu, ulong index, ulong folioPages, ulong req)
+    private void PageCacheAsyncRa(int cpu, FileRaState ra, ulong index, ulong folioPages, ulong req)
     {
         ulong max = (ulong)ReadAheadPages;
         if (max == 0 || IsShmem)
@@ -365,11 +386,11 @@ public sealed class SimFile
         int order;
         lock (_lock)
         {
-            ulong expected = (_raStart + _raSize - _raAsync) & ~(folioPages - 1);
+            ulong expected = (ra.Start + ra.Size - ra.AsyncSize) & ~(folioPages - 1);
             if (index == expected)
             {
-                start = _raStart + _raSize;
-                size = Math.Max(_raSize, NextRaSize(_raSize, max));
+                start = ra.Start + ra.Size;
+                size = Math.Max(ra.Size, NextRaSize(ra.Size, max));
             }
             else
             {
@@ -387,7 +408,7 @@ public sealed class SimFile
                 size = NextRaSize(start - index + req, max);
             }
 
-            order = _raOrder + 2;
+            order = ra.Order + 2;
         }
 
         ulong align = 1UL << Math.Min(order, System.Numerics.BitOperations.TrailingZeroCount(max));
@@ -397,7 +418,7 @@ public sealed class SimFile
             size -= end - alignedEnd;
         }
 
-        PageCacheRaOrder(cpu, ulong.MaxValue, start, size, size, order, keep: true);
+        PageCacheRaOrder(cpu, ra, ulong.MaxValue, start, size, size, order);
     }
 
     /// <summary>
@@ -411,8 +432,9 @@ public sealed class SimFile
     /// is kept as the previous position (<c>prev_pos</c>). Reclaim may run on CPU
     /// <paramref name="cpu"/>. Returns false when memory ran out.
     /// </summary>
-    public bool Read(ulong offset, ulong length, int cpu = -1)
+    public bool Read(ulong offset, ulong length, int cpu = -1, FileRaState? ra = null)
     {
+        ra ??= _sharedRa;
         ulong end = Math.Min(offset + length, Size);
         if (IsShmem || offset >= end)
         {
@@ -425,7 +447,7 @@ public sealed class SimFile
         {
             if (!IsCached(index))
             {
-                SyncReadAhead(cpu, index, lastIndex - index);
+                SyncReadAhead(cpu, ra, index, lastIndex - index);
                 if (!EnsurePage(cpu, index))
                 {
                     return false;
@@ -449,7 +471,7 @@ public sealed class SimFile
 
             if (marked is { } m && ClearReadAhead(m.Head, m.First).Marked)
             {
-                PageCacheAsyncRa(cpu, m.First, m.Pages, lastIndex - m.First);
+                PageCacheAsyncRa(cpu, ra, m.First, m.Pages, lastIndex - m.First);
             }
 
             index = next;
@@ -457,14 +479,14 @@ public sealed class SimFile
 
         lock (_lock)
         {
-            _prevPos = end;
+            ra.PrevPos = end;
         }
 
         return true;
     }
 
     /// <summary><c>page_cache_sync_ra</c> for a read that missed the cache at <paramref name="index"/>, <paramref name="req"/> pages long.</summary>
-    private void SyncReadAhead(int cpu, ulong index, ulong req)
+    private void SyncReadAhead(int cpu, FileRaState ra, ulong index, ulong req)
     {
         ulong max = (ulong)ReadAheadPages;
         if (max == 0)
@@ -475,14 +497,14 @@ public sealed class SimFile
         ulong prevIndex;
         lock (_lock)
         {
-            prevIndex = _prevPos >> PhysMemory.PageShift;
+            prevIndex = ra.PrevPos >> PhysMemory.PageShift;
         }
 
         if (index == 0 || req > max || index - prevIndex <= 1)
         {
             // Start of file, an oversized read, or a sequential miss: a fresh window.
             ulong size = InitRaSize(req, max);
-            PageCacheRaOrder(cpu, ulong.MaxValue, index, size, size > req ? size - req : size >> 1, 0, keep: true);
+            PageCacheRaOrder(cpu, ra, ulong.MaxValue, index, size, size > req ? size - req : size >> 1, 0);
             return;
         }
 
@@ -513,7 +535,7 @@ public sealed class SimFile
             contig *= 2; // cached from the start of the file: a long stream
         }
 
-        PageCacheRaOrder(cpu, ulong.MaxValue, index, Math.Min(contig + req, max), 1, 0, keep: true);
+        PageCacheRaOrder(cpu, ra, ulong.MaxValue, index, Math.Min(contig + req, max), 1, 0);
     }
 
     /// <summary><c>get_init_ra_size</c>: the first window, the request rounded up to a power of two, times four while small, times two while medium, else the maximum.</summary>
@@ -532,22 +554,28 @@ public sealed class SimFile
     /// log2, each one smaller where its index is not aligned to it or it would pass end of file;
     /// the folio holding <c>start + size − async</c> (rounded down to its size) gets the readahead
     /// mark. At the first folio that cannot be added (a page of it already cached, or no memory for
-    /// it) the rest of the window is read as order-0 pages by <see cref="DoPageCacheRa"/>. With
-    /// <paramref name="keep"/> the window and the order used become the file's readahead state.
+    /// it) the rest of the window is read as order-0 pages by <see cref="DoPageCacheRa"/>; a file
+    /// without large folio support (<see cref="LargeFolios"/>) reads the whole window so, at order 0.
+    /// The window and the order used become the readahead state <paramref name="ra"/>.
     /// <paramref name="fault"/> is the faulting index (ulong.MaxValue for none): it gets no mark (the
     /// fault consumes it) and is read in any case. Returns false when memory ran out before the
     /// faulting page was in.
     /// </summary>
-    private bool PageCacheRaOrder(int cpu, ulong fault, ulong start, ulong size, ulong async, int order, bool keep)
+    private bool PageCacheRaOrder(int cpu, FileRaState ra, ulong fault, ulong start, ulong size, ulong async, int order)
     {
         ulong fileEnd = PagesInFile;
         int newOrder = Math.Min(Math.Min(order, PhysMemory.HugeOrder), size == 0 ? 0 : System.Numerics.BitOperations.Log2(size));
-        if (keep)
+        bool large = LargeFolios;
+        lock (_lock)
         {
-            lock (_lock)
-            {
-                (_raStart, _raSize, _raAsync, _raOrder) = (start, size, async, newOrder);
-            }
+            (ra.Start, ra.Size, ra.AsyncSize, ra.Order) = (start, size, async, large ? newOrder : 0);
+        }
+
+        if (!large)
+        {
+            // page_cache_ra_order's fallback: do_page_cache_ra of the whole window.
+            return (size == 0 || start >= fileEnd || DoPageCacheRa(cpu, fault, start, size, async))
+                && (fault == ulong.MaxValue || EnsurePage(cpu, fault));
         }
 
         if (size == 0 || start >= fileEnd)
@@ -874,11 +902,12 @@ public sealed class SimFile
     }
 
     /// <summary>Fault-around mapped <paramref name="pages"/> cached pages: so many hits make up for misses (<c>mmap_miss</c>).</summary>
-    internal void FaultAroundHits(int pages)
+    internal void FaultAroundHits(FileRaState? ra, int pages)
     {
+        ra ??= _sharedRa;
         lock (_lock)
         {
-            _mmapMiss = Math.Max(0, _mmapMiss - pages);
+            ra.MmapMiss = Math.Max(0, ra.MmapMiss - pages);
         }
     }
 
@@ -1339,7 +1368,14 @@ public sealed class FileTable
     /// The regular file <paramref name="id"/> (<c>iget</c>): the one already known, grown to
     /// <paramref name="size"/> bytes if it was smaller, or a new one of that size with a cold page cache.
     /// </summary>
-    public SimFile GetOrCreate(FileId id, ulong size)
+    public SimFile GetOrCreate(FileId id, ulong size) => GetOrCreate(id, size, shmem: false);
+
+    /// <summary>
+    /// <see cref="GetOrCreate(FileId, ulong)"/> for a file that, when new, is a shmem (tmpfs) file
+    /// if <paramref name="shmem"/>: one on a tmpfs mount, which lives while a mapping or a
+    /// <see cref="SimFile.Get"/> holds it.
+    /// </summary>
+    public SimFile GetOrCreate(FileId id, ulong size, bool shmem)
     {
         lock (_files)
         {
@@ -1349,7 +1385,7 @@ public sealed class FileTable
                 return f;
             }
 
-            f = new SimFile(this, id, size, shmem: false);
+            f = new SimFile(this, id, size, shmem);
             _files.Add(id, f);
             return f;
         }

@@ -22,6 +22,16 @@ public sealed partial class Vma
     /// <summary>The mapped file (<c>vm_file</c>): a regular file, or the shmem file behind a shared anonymous mapping. Null for private anonymous memory.</summary>
     public SimFile? File { get; internal set; }
 
+    /// <summary>
+    /// The readahead state of the open file the VMA was mapped from (<c>vma-&gt;vm_file-&gt;f_ra</c>),
+    /// or null where the mapping named no open file of its own (the file's shared state is used).
+    /// Splits, copies and forks keep it; VMAs of different opens of one file do not merge. It is
+    /// set before the VMA is published (inserted in the tree, linked into i_mmap) and never
+    /// changed, so a fault reads it without a lock; the state's own fields are read and written
+    /// under its file's lock only, as the page cache's are.
+    /// </summary>
+    public FileRaState? Ra { get; internal set; }
+
     /// <summary><c>vma_is_anonymous</c>: no file and no vm_ops, i.e. private anonymous memory.</summary>
     public bool IsAnonymous => File is null;
 
@@ -73,6 +83,7 @@ public sealed partial class Vma
             Mm = Mm,
             PgOff = LinearPageIndex(addr),
             File = File,
+            Ra = Ra,
         };
         upper.CloneRmapLinksFrom(this);
         return upper;

@@ -279,6 +279,17 @@ public struct PageDescriptor
         return true;
     }
 
+    /// <summary>
+    /// <c>folio_ref_freeze</c>: sets the refcount from <paramref name="expected"/> to 0, keeping
+    /// the mapcount, so that speculative getters (<see cref="TryAddRef"/>) fail until the owner
+    /// sets it again; false, nothing changed, when the count is not <paramref name="expected"/>.
+    /// </summary>
+    public bool TryFreezeRef(int expected)
+    {
+        int old = Volatile.Read(ref _refMap);
+        return (old & RefMask) == expected && Interlocked.CompareExchange(ref _refMap, old & ~RefMask, old) == old;
+    }
+
     /// <summary>Atomically adds to the mapcount; returns the new mapcount (negative on underflow).</summary>
     public int AddMap(int delta) => Interlocked.Add(ref _refMap, delta * MapOne) >> 16;
 

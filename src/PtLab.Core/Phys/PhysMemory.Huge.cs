@@ -84,6 +84,29 @@ public sealed partial class PhysMemory
         return head;
     }
 
+    /// <summary>
+    /// <c>__split_unmapped_folio</c> to order 0 of a huge page whose refcount the caller froze
+    /// (<see cref="PageDescriptor.TryFreezeRef"/>), off every LRU list: every frame becomes a page
+    /// of its own with the head's Anon, SwapBacked, Dirty and Mlocked flags, its reverse map and
+    /// mapcount kept, and one reference per mapping plus one for the caller (dropped with
+    /// <see cref="PutPage"/> once the caller is done: a frame nothing maps is then freed).
+    /// </summary>
+    public void SplitHugeFolioFrames(long head)
+    {
+        const PageFlags inherited = PageFlags.Anon | PageFlags.SwapBacked | PageFlags.Dirty | PageFlags.Mlocked;
+        ref var h = ref Desc(head);
+        var flags = (PageFlags)h.Flags & inherited;
+        for (int i = HugeFrames - 1; i >= 0; i--)
+        {
+            ref var d = ref Desc(head + i);
+            d.Flags = (int)flags;
+            d.LruPrev = -1; // also the first tail's entire mapcount, 0 by now
+            d.LruNext = -1;
+            d.Lru = LruList.None;
+            d.SetCounts(d.MapCount + 1, d.MapCount);
+        }
+    }
+
     /// <summary>Zeroes every frame of a transparent huge page (<c>folio_zero_user</c>).</summary>
     public void ZeroHugeFolio(long head)
     {

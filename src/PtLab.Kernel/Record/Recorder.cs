@@ -316,6 +316,16 @@ public static class Recorder
         int next = 0;
         var samples = tracer.Rows;
 
+        // The devices of the mapped files, whose file systems the metadata describes.
+        var devices = new HashSet<DeviceNumber>();
+        void NoteDevice(in TraceEvent e)
+        {
+            if (e.Kind is TraceEventKind.Mmap2 or TraceEventKind.Vma && e.Inode != 0 && DeviceNumber.TryParse(e.Dev, out var dev))
+            {
+                devices.Add(dev);
+            }
+        }
+
         void AppendSample(TraceEvent s)
         {
             // A sample names the thread the tracer read it through; if perf already saw that thread
@@ -344,6 +354,7 @@ public static class Recorder
                 return;
             }
 
+            NoteDevice(s);
             writer.Append(s);
         }
 
@@ -400,6 +411,7 @@ public static class Recorder
                     throw new TraceFormatException($"{imported.Line}: {error}");
                 }
 
+                NoteDevice(e);
                 writer.Append(e);
             }
 
@@ -455,6 +467,7 @@ public static class Recorder
             ProcessMadviseRanges = tracer.ProcessMadviseRanges && withoutRanges == 0,
             Host = HostProbe.Facts(perfVersion),
             Notes = notes,
+            FileSystems = FileSystemProbe.For(devices),
         };
         writer.Complete(metadata);
         if (lost > 0)

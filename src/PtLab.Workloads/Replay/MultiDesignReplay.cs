@@ -27,7 +27,7 @@ public static class MultiDesignReplay
         for (int g = 0; g < groups.Count; g++)
         {
             using var reader = TraceReader.Open(path);
-            var replayers = groups[g].Select(d => new TraceReplayer(path, new ReplayOptions { Design = d.Name, DesignFactory = d.Factory, RamBytes = ramBytes, Cpus = cpus, Thp = TraceReplayer.ThpOf(reader.Metadata), ReadAheadKb = TraceReplayer.ReadAheadKbOf(reader.Metadata) })).ToArray();
+            var replayers = groups[g].Select(d => new TraceReplayer(path, new ReplayOptions { Design = d.Name, DesignFactory = d.Factory, RamBytes = ramBytes, Cpus = cpus }.WithHostOf(reader.Metadata))).ToArray();
             long rows = Math.Max(1, reader.Rows), done = 0;
             foreach (var batch in reader.ReadBatches())
             {

@@ -109,6 +109,9 @@ public sealed class ReplayResult
     /// <summary>What the model cannot do yet, by kind, and how often the trace asked for it (replayed approximately or skipped, as the kind says).</summary>
     public required IReadOnlyDictionary<string, long> Unsupported { get; init; }
 
+    /// <summary>How the mapped files were modelled (shmem or regular, large folios or not) and on what basis, with how many files each (<see cref="FileModel"/>).</summary>
+    public IReadOnlyDictionary<string, long> FileModels { get; init; } = new Dictionary<string, long>();
+
     /// <summary>RCU grace periods the machine completed.</summary>
     public long GracePeriods { get; init; }
 

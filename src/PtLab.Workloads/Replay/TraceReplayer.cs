@@ -25,6 +25,36 @@ public sealed record ReplayOptions
 
     /// <summary>The transparent huge page mode: the recorded host's (<see cref="TraceReplayer.ThpOf"/>).</summary>
     public ThpSettings Thp { get; init; } = ThpSettings.Default;
+
+    /// <summary>
+    /// The file systems of the mapped files (<see cref="TraceMetadata.FileSystems"/>), which decide
+    /// per file whether it is shmem and whether its page cache gets large folios
+    /// (<see cref="FileModel.Of"/>); null where the trace records none (format 2 and older).
+    /// </summary>
+    public IReadOnlyDictionary<DeviceNumber, FileSystemFact>? FileSystems { get; init; }
+
+    /// <summary>
+    /// Whether each open file a mapping names keeps a readahead state of its own, as the kernel's
+    /// <c>struct file</c> does (the default); false shares one state per file among all its
+    /// mappings, the model's behaviour before it kept them per open.
+    /// </summary>
+    public bool ReadAheadPerOpen { get; init; } = true;
+
+    /// <summary>The trace's format version, for the report of what was assumed where it records no file systems.</summary>
+    public int TraceVersion { get; init; } = 2;
+
+    /// <summary>These options with the recorded host's facts of <paramref name="metadata"/>: THP mode, readahead window, file systems.</summary>
+    public ReplayOptions WithHostOf(TraceMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        return this with
+        {
+            Thp = TraceReplayer.ThpOf(metadata),
+            ReadAheadKb = TraceReplayer.ReadAheadKbOf(metadata),
+            FileSystems = metadata.Version >= 3 && metadata.Source != "import" ? metadata.FileSystems : null,
+            TraceVersion = metadata.Version,
+        };
+    }
 }
 
 /// <summary>
@@ -50,6 +80,9 @@ public sealed class TraceReplayer
     /// <summary>RLIMIT_STACK's default: how far below a stack a fault may still grow it.</summary>
     private const ulong StackLimit = 8UL << 20;
 
+    /// <summary>clone's CLONE_FILES: the child shares the parent's descriptor table.</summary>
+    private const ulong CloneFiles = 0x00000400;
+
     private readonly ReplayOptions _options;
     private readonly string _path;
     private readonly Machine _machine;
@@ -58,6 +91,8 @@ public sealed class TraceReplayer
     private readonly List<ReplayProcessResult> _results = [];
     private readonly Dictionary<string, long> _divergences = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _unsupported = new(StringComparer.Ordinal);
+    private readonly Dictionary<FileId, SimFile> _configured = [];
+    private readonly Dictionary<string, long> _fileModels = new(StringComparer.Ordinal);
     private readonly int[] _threadsOnCpu;
     private readonly Stopwatch _clock = new();
     private long _row = -1;
@@ -121,7 +156,7 @@ public sealed class TraceReplayer
     public static ReplayResult Run(TraceReader reader, ReplayOptions options, Action<double>? progress = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(reader);
-        var r = new TraceReplayer(reader.Path, options with { Thp = ThpOf(reader.Metadata), ReadAheadKb = ReadAheadKbOf(reader.Metadata) });
+        var r = new TraceReplayer(reader.Path, options.WithHostOf(reader.Metadata));
         long rows = Math.Max(1, reader.Rows);
         foreach (var batch in reader.ReadBatches(cancel))
         {
@@ -234,6 +269,7 @@ public sealed class TraceReplayer
             WallSeconds = _clock.Elapsed.TotalSeconds,
             Divergences = new SortedDictionary<string, long>(_divergences, StringComparer.Ordinal),
             Unsupported = new SortedDictionary<string, long>(_unsupported, StringComparer.Ordinal),
+            FileModels = new SortedDictionary<string, long>(_fileModels, StringComparer.Ordinal),
             GracePeriods = _machine.Rcu.GracePeriods,
             FaultsAlreadyMapped = _alreadyMapped,
         };
@@ -419,6 +455,8 @@ public sealed class TraceReplayer
         }
 
         var child = NewProc(e.ChildPid, e.Path ?? "", mm);
+        // The child's descriptors name its parent's open files (copy_files), or the same table (CLONE_FILES).
+        child.Files = (flags & CloneFiles) != 0 ? parent.Proc.Files : new(parent.Proc.Files);
         AddThread(child, e.ChildTid);
     }
 
@@ -460,6 +498,8 @@ public sealed class TraceReplayer
 
         p.InExec = true;
         p.Brk = 0;
+        // exec unshares the descriptor table and keeps it; the openings of the old layout's files go.
+        p.Files = p.Files.Where(f => f.Key.Fd >= 0).ToDictionary();
         p.Open.Clear();
         // Samples read since the process's last event may have been read while execve was already
         // replacing the address space: no event orders them against it.
@@ -692,7 +732,7 @@ public sealed class TraceReplayer
         {
             // The part [start, end) of a mapping of the file at e.Offset from e.Address.
             offset = e.Offset + (start - (e.Address & PageMask));
-            file = FileOf(e.Dev, e.Inode, offset + (end - start));
+            file = FileOf(e.Dev, e.Inode, offset + (end - start), e.Path, e.Flags != 1 || (prot & Prot.Write) == 0 ? (offset, end - start) : null);
         }
         else
         {
@@ -704,24 +744,94 @@ public sealed class TraceReplayer
             flags |= MapFlags.GrowsDown;
         }
 
-        var r = mm.Mmap(cpu, start, end - start, prot, flags, file, offset);
+        // A layout row names no descriptor: the mappings of one file in one process's layout (exec's
+        // ELF file, its interpreter) share one opening.
+        var ra = file is not null && _procs.TryGetValue(e.Pid, out var p) ? OpeningOf(p, -1, file) : null;
+        var r = mm.Mmap(cpu, start, end - start, prot, flags, file, offset, ra);
         if (!r.Ok)
         {
             Divergence($"layout mapping refused by the model ({r.Error})");
         }
     }
 
-    /// <summary>The file a mapping record names (its device and inode), grown to <paramref name="size"/> bytes if it was smaller.</summary>
-    private SimFile FileOf(string? dev, ulong inode, ulong size)
+    /// <summary>
+    /// The file a mapping record names (its device and inode), grown to <paramref name="size"/>
+    /// bytes if it was smaller. A file met for the first time is modelled as its file system
+    /// says (<see cref="FileModel.Of"/>): shmem or regular, with large folios or without, with its
+    /// device's readahead window; the basis is counted for the report. A shmem file's pages live
+    /// only in its cache, and which of them a tmpfs file held before the trace saw it mapped, no
+    /// event says: a file first mapped private or read-only is taken to hold the content it is
+    /// mapped for (<paramref name="content"/>, its range; a file a program reads, a library), one
+    /// first mapped shared and writable to be empty (a file a program fills through its mapping).
+    /// </summary>
+    private SimFile FileOf(string? dev, ulong inode, ulong size, string? path, (ulong Offset, ulong Length)? content)
     {
         ulong device = 0;
-        if (dev is { } d && d.IndexOf(':', StringComparison.Ordinal) is int colon and > 0)
+        bool parsed = DeviceNumber.TryParse(dev, out var number);
+        if (parsed)
         {
-            device = (Convert.ToUInt64(d[..colon], 16) << 20) | Convert.ToUInt64(d[(colon + 1)..], 16);
+            device = ((ulong)number.Major << 20) | number.Minor;
         }
 
         // Device 0 names the model's shmem files; a recorded file keeps an identity of its own.
-        return _machine.Files.GetOrCreate(new FileId(device == 0 ? ulong.MaxValue : device, inode), (size + PageSize - 1) & PageMask);
+        var id = new FileId(device == 0 ? ulong.MaxValue : device, inode);
+        ulong bytes = (size + PageSize - 1) & PageMask;
+        if (_configured.TryGetValue(id, out var known))
+        {
+            known.Grow(bytes);
+            return known;
+        }
+
+        var model = FileModel.Of(parsed ? number : null, path, _options.TraceVersion, _options.FileSystems);
+        var file = _machine.Files.GetOrCreate(id, bytes, model.Shmem);
+        string basis = model.Basis;
+        if (model.Shmem)
+        {
+            file.Get(); // the file system holds a tmpfs file while nothing maps it
+            if (content is { } c && path is not null && !path.StartsWith("/memfd:", StringComparison.Ordinal))
+            {
+                basis += "; its content taken as present (first mapped private or read-only)";
+                if (!file.Populate(c.Offset, c.Length))
+                {
+                    Divergence("the model ran out of memory filling a tmpfs file's content");
+                }
+            }
+        }
+        else
+        {
+            file.LargeFolios = model.LargeFolios;
+            if (model.ReadAheadKb is { } kb)
+            {
+                file.ReadAheadPages = kb / 4;
+            }
+        }
+
+        _configured[id] = file;
+        _fileModels[basis] = _fileModels.GetValueOrDefault(basis) + 1;
+        return file;
+    }
+
+    /// <summary>
+    /// The open file (its readahead state) a process mapped <paramref name="file"/> through:
+    /// one per descriptor and file, shared with the processes forked since it was opened. A
+    /// descriptor closed and reopened on the same file between two mappings cannot be told from
+    /// one kept open (the trace has no open or close), and <c>dup</c>'s copies count as openings of
+    /// their own.
+    /// </summary>
+    private FileRaState? OpeningOf(Proc p, int fd, SimFile file)
+    {
+        if (!_options.ReadAheadPerOpen)
+        {
+            return null;
+        }
+
+        if (!p.Files.TryGetValue((fd, file.Id), out var ra) || !ReferenceEquals(ra.File, file))
+        {
+            ra = file.Open();
+            p.Files[(fd, file.Id)] = ra;
+        }
+
+        return ra;
     }
 
     // ---- faults ----
@@ -901,7 +1011,7 @@ public sealed class TraceReplayer
             // The file is known from the kernel's mapping record, which precedes the syscall's return.
             if (e.Result >= 0 && t.PendingMapping is { Inode: not 0 } m && m.Address == (ulong)e.Result)
             {
-                file = FileOf(m.Dev, m.Inode, e.Offset + e.Length);
+                file = FileOf(m.Dev, m.Inode, e.Offset + e.Length, m.Path, (flags & MapFlags.Shared) == 0 || (prot & Prot.Write) == 0 ? (e.Offset, e.Length) : null);
             }
             else
             {
@@ -916,9 +1026,10 @@ public sealed class TraceReplayer
         }
 
         t.PendingMapping = null;
+        var ra = file is not null && e.Fd >= 0 ? OpeningOf(t.Proc, e.Fd, file) : null;
         if (e.Result < 0 && e.Result > -4096)
         {
-            var r = mm.Mmap(cpu, e.Address, e.Length, prot, asModel, file, offset);
+            var r = mm.Mmap(cpu, e.Address, e.Length, prot, asModel, file, offset, ra);
             if (r.Ok)
             {
                 mm.Munmap(cpu, r.Address, e.Length);
@@ -932,7 +1043,7 @@ public sealed class TraceReplayer
         if ((flags & (MapFlags.Fixed | MapFlags.FixedNoReplace)) == 0)
         {
             // Where would the model have placed it? The kernel's choice stands either way.
-            var own = mm.Mmap(cpu, e.Address, e.Length, prot, asModel, file, offset);
+            var own = mm.Mmap(cpu, e.Address, e.Length, prot, asModel, file, offset, ra);
             if (own.Ok && own.Address == at)
             {
                 return;
@@ -945,7 +1056,7 @@ public sealed class TraceReplayer
             }
         }
 
-        var fixedAt = mm.Mmap(cpu, at, e.Length, prot, (asModel & ~MapFlags.FixedNoReplace) | MapFlags.Fixed, file, offset);
+        var fixedAt = mm.Mmap(cpu, at, e.Length, prot, (asModel & ~MapFlags.FixedNoReplace) | MapFlags.Fixed, file, offset, ra);
         CompareResult(e, fixedAt.Error);
     }
 
@@ -1274,6 +1385,9 @@ public sealed class TraceReplayer
         public ulong Brk { get; set; }
 
         public (ulong Start, ulong End)? Stack { get; set; }
+
+        /// <summary>The open files the process mapped through, by descriptor (-1: its layout's) and file.</summary>
+        public Dictionary<(int Fd, FileId Id), FileRaState> Files { get; set; } = [];
 
         public LatencyRecorder Latency { get; } = new();
 

@@ -12,10 +12,13 @@
  *          N, "CN:M" of M bytes from byte N, "dN:M" MADV_DONTNEED, "uN:M" munmap, "pN:M" mprotect
  *          PROT_READ, "PN:M" PROT_NONE, "h" MADV_HUGEPAGE, "n" MADV_NOHUGEPAGE, "t" prctl
  *          PR_SET_THP_DISABLE, "l" mlock of the mapping, "vN" vmsplice page N into a pipe that is
- *          never read (a pin: the page holds a reference beyond its mapping)
+ *          never read (a pin: the page holds a reference beyond its mapping), "fN:M"
+ *          MADV_FREE, "kN:M" MADV_COLD, "oN:M" MADV_PAGEOUT
+ *
+ * LazyFree is read after this CPU's LRU batches were drained (see drain_lru_batches).
  *
  * Output, one line per step: "STEP r=0|ERRNO pte=KB anon=KB file=KB shmem=KB AnonHugePages=KB
- * FilePmdMapped=KB ShmemPmdMapped=KB" (the status figures are changes since the mapping was made;
+ * FilePmdMapped=KB ShmemPmdMapped=KB LazyFree=KB" (the status figures are changes since the mapping was made;
  * nothing is allocated between the first and the last reading: /proc is read with read() into a
  * buffer touched before, and the lines are written at the end from another such buffer).
  */
@@ -26,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/uio.h>
@@ -33,6 +37,10 @@
 
 #define PAGE 4096UL
 #define SIZE (8UL << 20)
+#ifndef MADV_COLD
+#define MADV_COLD 20
+#define MADV_PAGEOUT 21
+#endif
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif
@@ -54,6 +62,18 @@ static const char *read_proc(const char *path)
         close(fd);
     proc_buf[n] = 0;
     return proc_buf;
+}
+
+/*
+ * A page of the program's own data, advised MADV_COLD before each reading: the advice drains this
+ * CPU's LRU batches first (lru_add_drain), so that pages MADV_FREE marked are counted in LazyFree
+ * at once rather than when a batch of 31 fills. The process is bound to one CPU for that.
+ */
+static char drain_page[PAGE] __attribute__((aligned(PAGE)));
+
+static void drain_lru_batches(void)
+{
+    (void)madvise(drain_page, PAGE, MADV_COLD);
 }
 
 /* VmPTE, RssAnon, RssFile and RssShmem from one read of /proc/self/status, in kB. */
@@ -164,6 +184,14 @@ int main(int argc, char **argv)
         perror("pipe");
         return 1;
     }
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) {
+        perror("sched_setaffinity");
+        return 1;
+    }
+    drain_page[0] = 1;
     char *steps = strdup(argv[3]);
     memset(out, 0, sizeof out);
     memset(proc_buf, 0, sizeof proc_buf);
@@ -202,6 +230,15 @@ int main(int argc, char **argv)
         case 'd':
             r = madvise(p + n * PAGE, m * PAGE, MADV_DONTNEED);
             break;
+        case 'f':
+            r = madvise(p + n * PAGE, m * PAGE, MADV_FREE);
+            break;
+        case 'k':
+            r = madvise(p + n * PAGE, m * PAGE, MADV_COLD);
+            break;
+        case 'o':
+            r = madvise(p + n * PAGE, m * PAGE, MADV_PAGEOUT);
+            break;
         case 'h':
             r = madvise(p, SIZE, MADV_HUGEPAGE);
             break;
@@ -224,14 +261,16 @@ int main(int argc, char **argv)
             return 2;
         }
         int e = r ? errno : 0;
+        drain_lru_batches();
         struct status now = read_status();
         out_len += (size_t)snprintf(out + out_len, sizeof out - out_len,
-            "%s r=%s pte=%ld anon=%ld file=%ld shmem=%ld AnonHugePages=%ld FilePmdMapped=%ld ShmemPmdMapped=%ld\n",
+            "%s r=%s pte=%ld anon=%ld file=%ld shmem=%ld AnonHugePages=%ld FilePmdMapped=%ld ShmemPmdMapped=%ld LazyFree=%ld\n",
             s, e ? strerrorname_np(e) : "0", now.pte - base.pte, now.anon - base.anon,
             now.file - base.file, now.shmem - base.shmem,
             smaps_kb((uintptr_t)p, (uintptr_t)p + SIZE, "AnonHugePages"),
             smaps_kb((uintptr_t)p, (uintptr_t)p + SIZE, "FilePmdMapped"),
-            smaps_kb((uintptr_t)p, (uintptr_t)p + SIZE, "ShmemPmdMapped"));
+            smaps_kb((uintptr_t)p, (uintptr_t)p + SIZE, "ShmemPmdMapped"),
+            smaps_kb((uintptr_t)p, (uintptr_t)p + SIZE, "LazyFree"));
     }
     fwrite(out, 1, out_len, stdout);
     return 0;
