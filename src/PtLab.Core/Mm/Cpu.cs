@@ -34,6 +34,13 @@ public sealed class Cpu
     /// <summary>The <c>pte_ref</c> of <see cref="MappedTable"/>.</summary>
     internal PercpuRef? MappedRef;
 
+    /// <summary>
+    /// The table store's layout epoch read before <see cref="MappedTable"/> was looked up: while it
+    /// still reads this, no table was freed since, so a pmd entry naming the same frame names the
+    /// same table (see <c>PteRefReclaim</c>'s <c>pte_tryget_map</c>).
+    /// </summary>
+    internal long MappedEpoch = -1;
+
     /// <summary>The address space of <see cref="VmaCacheVma"/> (see <see cref="MmStruct.FindVma(Cpu, ulong)"/>).</summary>
     internal MmStruct? VmaCacheMm;
 

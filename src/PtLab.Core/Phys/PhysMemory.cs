@@ -714,6 +714,17 @@ public sealed partial class PhysMemory
     /// <summary>Whether <paramref name="entry"/>, a reference a lockless walker took, is still where entry <paramref name="index"/> of <paramref name="table"/> lives.</summary>
     public bool SameEntry(long table, int index, ref ulong entry) => _tables.SameEntry(Volatile.Read(ref Desc(table).TableSlot), index, ref entry);
 
+    /// <summary>
+    /// The table store's layout epoch (<see cref="TableStore.LayoutEpoch"/>): it advances after
+    /// every give-back of a table's storage and every <see cref="FreeTable"/>, so a memo of a live
+    /// table taken after reading it stays right while it reads the same.
+    /// </summary>
+    internal long LayoutEpoch
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _tables.LayoutEpoch;
+    }
+
     /// <summary>The reclaim design's per-table state (the seed's <c>pte_ref</c>, the 2021 series' <c>pte_refcount</c>), or null.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public object? TableState(long table) => _tables.State(Volatile.Read(ref Desc(table).TableSlot));

@@ -115,19 +115,38 @@ public class PteRefReclaim : RefcountReclaim
         {
             long saved = rcu.ReadLockSaved(cpu.Id);
             var phys = mm.Phys;
-            ulong pmd = Volatile.Read(ref phys.Table(pmdTable)[pmdIndex]);
+            // The pmd entry through this CPU's table-entry cache, as the plain pte_offset_map
+            // reads it: a lockless seqlock read (TableStore.LayoutEpoch) that returns a value the
+            // pmd table's entry held, and checks on a miss, as Table() does, that the frame is a
+            // table; on a hit the epoch proves the pmd table was not freed since the line was filled.
+            ulong pmd = phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex);
             if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
             {
                 rcu.ReadUnlockSaved(cpu.Id, saved);
                 return TableRef.None;
             }
 
-            // Under RCU the table cannot be freed, so its descriptor and ref are still valid, and
-            // the generation read now is the table's: a cache entry with the same frame and
-            // generation holds this table's ref.
-            var pteTable = phys.Ref(Entry.Pfn(pmd));
-            var cached = cpu.MappedTable;
-            var r = cached.Pfn == pteTable.Pfn && cached.Generation == pteTable.Generation ? cpu.MappedRef! : MappedRefMiss(mm, cpu, pteTable);
+            // Under RCU the table the pmd entry names cannot be freed, so its descriptor and ref
+            // are still valid. This CPU's cache holds the reference and ref of the table it last
+            // mapped, stamped with the layout epoch read before they were: every freed table
+            // advances that epoch (PhysMemory.FreeTable, TableStore.Release) before its frame can
+            // be a table again, so while the epoch still reads the stamp, the frame is the same
+            // table of the same generation with the same ref, and neither its descriptor nor its
+            // state need be looked up (the TableEntryCache protocol, see TableStore.LayoutEpoch).
+            long pfn = Entry.Pfn(pmd);
+            long epoch = phys.LayoutEpoch;
+            TableRef pteTable;
+            PercpuRef r;
+            if (cpu.MappedTable.Pfn == pfn && cpu.MappedEpoch == epoch)
+            {
+                pteTable = cpu.MappedTable;
+                r = cpu.MappedRef!;
+            }
+            else
+            {
+                r = MappedRefMiss(mm, cpu, pfn, epoch, out pteTable);
+            }
+
             bool got = r.TryGetIfPercpuInRcu(cpu.Id) || TryGet(mm, cpu, pteTable, r);
             rcu.ReadUnlockSaved(cpu.Id, saved);
             if (!got)
@@ -142,13 +161,17 @@ public class PteRefReclaim : RefcountReclaim
         return base.PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
     }
 
-    // The first map of a table on this CPU: its ref from the table's state, kept in the CPU's cache.
+    // The first map of a table on this CPU since the epoch moved: its reference and ref from its
+    // descriptor, read after the epoch (epoch first, as a table-entry cache fill), kept in the
+    // CPU's cache stamped with that epoch.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static PercpuRef MappedRefMiss(MmStruct mm, Cpu cpu, TableRef pteTable)
+    private static PercpuRef MappedRefMiss(MmStruct mm, Cpu cpu, long pfn, long epoch, out TableRef pteTable)
     {
-        var r = RefOf(mm.Phys.TableState(pteTable.Pfn), pteTable.Pfn);
+        pteTable = mm.Phys.Ref(pfn, out object? state);
+        var r = RefOf(state, pfn);
         cpu.MappedTable = pteTable;
         cpu.MappedRef = r;
+        cpu.MappedEpoch = epoch;
         return r;
     }
 

@@ -56,7 +56,8 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
         }
 
         mm.Rcu.ReadLock(cpu.Id);
-        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
+        // Through the CPU's table-entry cache, as the plain pte_offset_map (see TableStore.LayoutEpoch).
+        ulong pmd = mm.Phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex);
         if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
         {
             mm.Rcu.ReadUnlock(cpu.Id);

@@ -1,0 +1,81 @@
+using PtLab.Mm;
+using PtLab.Reclaim;
+using PtLab.Systematic;
+
+namespace PtLab.Tests.Reclaim;
+
+/// <summary>
+/// <c>pte-ref</c>'s <c>pte_tryget_map</c> on a machine without hooks (as <c>ptlab run</c> builds
+/// it): the fast path that keeps, per CPU, the table it last mapped and that table's
+/// <c>pte_ref</c>, stamped with the layout epoch. The tests with a scheduler or lock checker take
+/// the full path and never reach it.
+/// </summary>
+public class PteRefBareMapTests
+{
+    private const ulong At = 0x40000000;
+    private const ulong M2 = 2UL << 20;
+    private const int Pages = 512;
+
+    [Fact]
+    public void AFreedTableWhoseFrameIsATableAgainIsNotTakenForTheOldOne()
+    {
+        var machine = new Machine(new MachineOptions { RamBytes = 16L << 20, PageData = false, Cpus = 1, Design = () => new PteRefReclaim() });
+        Assert.True(machine.Rcu.IsBare, "the machine must have no scheduler and no lock checker, or the fast path is not taken");
+        var mm = machine.CreateAddressSpace();
+        var cpu = machine.Cpus[0];
+        var design = (PteRefReclaim)mm.Design;
+        Assert.True(mm.Mmap(cpu, At, M2, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed).Ok);
+
+        TouchAll(cpu);
+        long first = Assert.Single(Invariants.PteTables(mm));
+        var firstRef = machine.Phys.Ref(first);
+        Assert.Equal((long?)Pages, design.ExactCount(mm, first));
+
+        Assert.Equal(Errno.None, mm.Madvise(cpu, At, M2, Advice.DontNeed));
+        Assert.Equal(1, design.TablesFreed);
+        Assert.Empty(Invariants.PteTables(mm));
+
+        // The refault installs a new table in the same pmd entry, in the same frame: every other
+        // free frame is held here but one for the page, so the pmd entry names the frame the
+        // CPU's memo names, with another generation and another pte_ref. Every get must reach
+        // the new ref: one that reached the old, exited ref would throw, and the count below
+        // would be short.
+        machine.Rcu.Barrier();
+        var held = new List<long>();
+        for (long f = machine.Phys.AllocFrame(0); f >= 0; f = machine.Phys.AllocFrame(0))
+        {
+            held.Add(f);
+        }
+
+        Assert.Contains(first, held);
+        held.Remove(first);
+        long page = held[^1];
+        held.RemoveAt(held.Count - 1);
+        machine.Phys.FreeFrame(first); // taken last from the refilled list: the table's
+        machine.Phys.FreeFrame(page);  // taken first: the page's
+        Assert.True(cpu.Write(At, [1]).Ok);
+        foreach (long f in held)
+        {
+            machine.Phys.FreeFrame(f);
+        }
+
+        TouchAll(cpu);
+        long second = Assert.Single(Invariants.PteTables(mm));
+        Assert.Equal(first, second);
+        Assert.NotEqual(firstRef.Generation, machine.Phys.Ref(second).Generation);
+        Assert.Equal((long?)Pages, design.ExactCount(mm, second));
+
+        // And the new ref is the one that reaches zero: the table is freed again.
+        Assert.Equal(Errno.None, mm.Madvise(cpu, At, M2, Advice.DontNeed));
+        Assert.Equal(2, design.TablesFreed);
+        Assert.Empty(Invariants.PteTables(mm));
+    }
+
+    private static void TouchAll(Cpu cpu)
+    {
+        for (int i = 0; i < Pages; i++)
+        {
+            Assert.True(cpu.Write(At + ((ulong)i << 12), [1]).Ok);
+        }
+    }
+}
