@@ -337,9 +337,7 @@ public sealed partial class MmStruct
             if (result != ScanResult.Succeed)
             {
                 PtlUnlock(cpu, ptePfn);
-                PmdLock(cpu, pmdTable);
-                PmdPopulate(cpu, pmdTable, pmdIndex, ptePfn);
-                PmdUnlock(cpu, pmdTable);
+                RehookTable(cpu, pmdTable, pmdIndex, ptePfn);
                 return result;
             }
 
@@ -417,5 +415,13 @@ public sealed partial class MmStruct
         }
 
         return freed;
+    }
+
+    /// <summary>Puts back a PTE table a failed collapse (anonymous or shmem) unhooked.</summary>
+    private void RehookTable(Cpu cpu, long pmdTable, int pmdIndex, long ptePfn)
+    {
+        PmdLock(cpu, pmdTable);
+        PmdPopulate(cpu, pmdTable, pmdIndex, ptePfn);
+        PmdUnlock(cpu, pmdTable);
     }
 }

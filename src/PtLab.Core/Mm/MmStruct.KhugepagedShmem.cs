@@ -200,14 +200,6 @@ public sealed partial class MmStruct
         return ScanResult.Succeed;
     }
 
-    /// <summary>Puts back a PTE table a failed collapse unhooked.</summary>
-    private void RehookTable(Cpu cpu, long pmdTable, int pmdIndex, long ptePfn)
-    {
-        PmdLock(cpu, pmdTable);
-        PmdPopulate(cpu, pmdTable, pmdIndex, ptePfn);
-        PmdUnlock(cpu, pmdTable);
-    }
-
     /// <summary>
     /// <c>set_huge_pmd</c> from <c>collapse_pte_mapped_thp</c>: maps the PMD-sized folio by one
     /// leaf where the pmd is none, handing it the reference the caller holds (dropped when nothing
