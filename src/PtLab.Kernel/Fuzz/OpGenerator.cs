@@ -430,8 +430,8 @@ public sealed class OpGenerator
     /// <summary>
     /// The advice the collapse mode never draws: MADV_HUGEPAGE would let faults map huge pages, and
     /// MADV_FREE, MADV_COLD and MADV_PAGEOUT over part of a huge page split the folio, which the
-    /// kernel does by remapping its zero-filled sub-pages to the zero page (RssAnon drops) and the
-    /// model does not model (it splits only the PMD).
+    /// model does as the kernel does except for a folio whose pages the fuzzer's mremaps left in two
+    /// PTE tables (the kernel splits it, the model leaves it whole; see docs/collapse.md).
     /// </summary>
     private static bool NotInCollapseMode(ulong advice) => advice is 8 or 14 or 20 or 21;
 
@@ -690,11 +690,16 @@ public sealed class OpGenerator
         return (len != 0 && (aligned == 0 || addr + aligned < addr)) || (addr >= S && addr <= E && aligned <= E - addr);
     }
 
+    /// <summary>
+    /// <paramref name="len"/> cut so that the range passes <see cref="InSlotOrWraps"/>: the executor
+    /// rounds the length up to a page, so from an address that is not page-aligned the cut length is
+    /// rounded down to a page (the rest of the slot alone would round up past its end).
+    /// </summary>
     private ulong Clamp(ulong addr, ulong len)
     {
         ulong aligned = (len + Page - 1) & ~(Page - 1);
         bool wraps = len != 0 && (aligned == 0 || addr + aligned < addr);
-        return wraps || addr + aligned <= E ? len : E - addr;
+        return wraps || addr + aligned <= E ? len : (E - addr) & ~(Page - 1);
     }
 
     private ulong Edge()
