@@ -28,12 +28,17 @@ internal static class Replay
         var cpus = new Option<int?>("--cpus") { Description = "Simulated CPUs (default: the recorded host's; threads share them as they shared the host's)." };
         var plot = new Option<string?>("--plot") { Description = "Draw VmPTE over time to this file (.png or .svg): one line per design, the kernel's samples as points.", HelpName = "OUT.png|OUT.svg" };
         var force = new Option<bool>("--force") { Description = "Run even when the estimate of the host memory needed says it will not fit." };
+        var coldFiles = new Option<bool>("--cold-files")
+        {
+            Description = "Ignore the page-cache residency the trace recorded: every mapped file starts cold (nothing cached), as in traces before format 4.",
+        };
         cmd.Arguments.Add(file);
         cmd.Options.Add(designs);
         cmd.Options.Add(ram);
         cmd.Options.Add(cpus);
         cmd.Options.Add(plot);
         cmd.Options.Add(force);
+        cmd.Options.Add(coldFiles);
         var report = ReportOptions.AddTo(cmd);
         cmd.SetAction(p =>
         {
@@ -85,14 +90,14 @@ internal static class Replay
                 Cli.WithProgress(stderr, [$"replay {Path.GetFileName(path)} under {string.Join(", ", names)}"], progress =>
                     results = MultiDesignReplay.Run(
                         path, groups.Select(g => (IReadOnlyList<(string, Func<IPageTableReclaim>)>)[.. g.Select(n => (n, Cli.DesignFactory(n)))]).ToList(),
-                        (long)ramBytes, cpuCount, progress(0)));
+                        (long)ramBytes, cpuCount, progress(0), pageCacheState: !p.GetValue(coldFiles)));
             }
             catch (TraceFormatException e)
             {
                 throw new UsageException(e.Message);
             }
 
-            var r = ReplayReport.From(path, metadata, results, (long)ramBytes, cpuCount);
+            var r = ReplayReport.From(path, metadata, results, (long)ramBytes, cpuCount, coldFiles: p.GetValue(coldFiles));
             if (plotPath is not null)
             {
                 Plot(plotPath, r);
@@ -222,7 +227,7 @@ internal sealed record ReplayReport
     /// <summary>The allowances: exit within 2% (or 8 kB under 400 kB), every sample within 5% (or 8 kB under 400 kB).</summary>
     public required string Tolerance { get; init; }
 
-    public static ReplayReport From(string path, TraceMetadata m, IReadOnlyList<ReplayResult> results, long ram, int cpus)
+    public static ReplayReport From(string path, TraceMetadata m, IReadOnlyList<ReplayResult> results, long ram, int cpus, bool coldFiles = false)
     {
         long origin = results.SelectMany(r => r.Processes).SelectMany(p => p.Samples).Select(s => s.TimeNs).DefaultIfEmpty(0).Min();
         string? matching = m.Host.TryGetValue(PtLab.Traces.HostFacts.MatchingDesign, out var md) && Reclaim.Designs.Names.Contains(md) ? md : null;
@@ -246,6 +251,15 @@ internal sealed record ReplayReport
         if (matching is null)
         {
             warnings.Add("the trace does not name the design matching its host, so no design is compared with the kernel");
+        }
+
+        if (coldFiles)
+        {
+            warnings.Add("--cold-files: the recorded page-cache residency is ignored; every mapped file starts cold");
+        }
+        else if (TraceCommands.PageCacheWarning(m) is { } pageCache)
+        {
+            warnings.Add(pageCache);
         }
 
         if (TraceCommands.ProcessMadviseWarning(m, results.Select(r => r.Unsupported.GetValueOrDefault(TraceReplayer.UnrecordedRanges)).DefaultIfEmpty(0).Max()) is { } ranges)

@@ -150,6 +150,11 @@ internal static class TraceCommands
             w.WriteLine($"warning   {warning}");
         }
 
+        if (PageCacheWarning(m) is { } cache)
+        {
+            w.WriteLine($"warning   {cache}");
+        }
+
         w.WriteLine("host      " + (m.Host.Count == 0 ? "(not recorded)" : string.Join(", ", m.Host.OrderBy(k => k.Key, StringComparer.Ordinal).Select(k => $"{k.Key}={k.Value}"))));
         w.WriteLine("files on  " + (m.Version < 3 ? "(not recorded before format 3)" : m.FileSystems.Count == 0 ? "(none found)" : string.Join(", ", m.FileSystems.OrderBy(f => f.Key.ToString(), StringComparer.Ordinal).Select(f => $"{f.Key} {f.Value.Type}{(f.Value.ReadAheadKb is { } ra ? string.Create(ci, $" read_ahead_kb={ra}") : "")}"))));
         w.WriteLine();
@@ -183,6 +188,17 @@ internal static class TraceCommands
         calls == 0 || m.ProcessMadviseRanges ? null : string.Create(CultureInfo.InvariantCulture,
             $"{calls:N0} process_madvise calls without their ranges ({(m.Source == "attach" ? "an attached recording cannot capture them" : m.Source == "import" ? "perf records only the iovec's address" : "not captured by this recording")}): counted, not replayed");
 
+    /// <summary>What a trace without the page-cache residency of (some of) its mapped files replays as cold, or null.</summary>
+    internal static string? PageCacheWarning(TraceMetadata m) => m.PageCache switch
+    {
+        TraceMetadata.PageCacheMapped => null,
+        TraceMetadata.PageCacheLayout => "page-cache residency recorded for the files of the initial layouts only (" +
+            (m.Source == "attach" ? "an attached recording cannot stop the process's mmap calls" : "the seccomp filter was not installed") +
+            "): files mapped later replay as cold (nothing cached when first mapped)",
+        _ => "no page-cache residency recorded (" + (m.Version < 4 ? $"trace format {m.Version}" : m.Source == "import" ? "perf records none" : "not captured") +
+            "): every mapped file replays as cold (nothing cached when first mapped), where the host's libraries and data files were likely cached",
+    };
+
     private static string TraceValidatorNs(long ns) =>
         (ns / 1_000_000_000).ToString(CultureInfo.InvariantCulture) + "." + (ns % 1_000_000_000).ToString("D9", CultureInfo.InvariantCulture);
 
@@ -201,6 +217,7 @@ internal static class TraceCommands
         incomplete = m.Incomplete,
         lostEvents = m.LostEvents,
         processMadviseRanges = m.ProcessMadviseRanges,
+        pageCache = m.PageCache,
         intervalMs = m.IntervalMs,
         durationNs = s.LastNs - s.FirstNs,
         firstNs = s.FirstNs,

@@ -67,6 +67,22 @@ public enum TraceEventKind : byte
     /// with its time and task, all vlen of them or none.
     /// </summary>
     MadviseRange,
+    /// <summary>
+    /// The page-cache residency of a file when it first appeared in the trace (at the exec or
+    /// attach that mapped it, or at the entry of the first mmap of it): Dev and Inode name the
+    /// file, Length is its size in bytes, Result the number of <see cref="CacheRange"/> rows that
+    /// follow (its runs of cached pages), Path the file's path when known. The process and thread
+    /// are those whose exec or mmap prompted it.
+    /// </summary>
+    FileCache,
+    /// <summary>
+    /// One run of cached pages of the <see cref="FileCache"/> row before it: Offset and Length in
+    /// bytes, page-aligned, within the file's size rounded up to a page; Dev and Inode as the file's;
+    /// Flags, where known, the folio order of the run's folios (0 to <see cref="TraceKinds.MaxFolioOrder"/>;
+    /// the run then starts and ends on folio boundaries).
+    /// A file's runs come in one run right after it, with its time and task, in increasing order.
+    /// </summary>
+    CacheRange,
 }
 
 /// <summary>The columns a row can carry beyond time, pid, tid and kind.</summary>
@@ -111,7 +127,13 @@ public enum TraceFields
 public static class TraceKinds
 {
     /// <summary>Number of kinds.</summary>
-    public const int Count = (int)TraceEventKind.MadviseRange + 1;
+    public const int Count = (int)TraceEventKind.CacheRange + 1;
+
+    /// <summary>The most cache_range rows one file_cache row may announce (a file of 2^44 bytes, every other page cached).</summary>
+    public const long MaxCacheRanges = 1L << 31;
+
+    /// <summary>The largest folio order a cache_range row may give (MAX_PAGECACHE_ORDER is at most PMD order, 9, on x86-64; other architectures go higher).</summary>
+    public const int MaxFolioOrder = 20;
 
     /// <summary>UIO_MAXIOV: the most ranges one process_madvise call takes.</summary>
     public const int MaxMadviseRanges = 1024;
@@ -125,7 +147,7 @@ public static class TraceKinds
         "fault", "kfault", "mmap", "munmap", "mremap", "madvise", "process_madvise", "mprotect", "brk",
         "mlock", "mlock2", "munlock", "mlockall", "munlockall", "exit", "exit_group", "newtask", "exec",
         "task_exit", "task", "mmap2", "vma", "status", "status_exec", "status_exit", "status_attach", "lost",
-        "madvise_range",
+        "madvise_range", "file_cache", "cache_range",
     ];
 
     // Required fields of each kind, then the fields it may carry besides. Any other field must be null.
@@ -159,6 +181,8 @@ public static class TraceKinds
         (TraceFields.Status, TraceFields.None),                                                               // status_attach
         (TraceFields.Length, TraceFields.None),                                                               // lost
         (TraceFields.Address | TraceFields.Length | TraceFields.Result, TraceFields.None),                    // madvise_range
+        (TraceFields.Length | TraceFields.Dev | TraceFields.Inode | TraceFields.Result, TraceFields.Path),    // file_cache
+        (TraceFields.Offset | TraceFields.Length | TraceFields.Dev | TraceFields.Inode, TraceFields.Flags),   // cache_range
     ];
 
     /// <summary>The kind's name in the <c>kind</c> column.</summary>

@@ -40,6 +40,25 @@ public sealed record TraceMetadata
     /// </summary>
     public bool ProcessMadviseRanges { get; init; }
 
+    /// <summary>
+    /// Which files' page-cache residency the trace holds (<see cref="TraceEventKind.FileCache"/> rows):
+    /// <see cref="PageCacheMapped"/> (every regular file, when it first appeared: at exec for the
+    /// layout, at the entry of the first mmap of it otherwise), <see cref="PageCacheLayout"/> (only
+    /// the files of the layouts read at exec or attach: an attached recording, or one whose
+    /// seccomp filter could not be installed) or <see cref="PageCacheNone"/> (an import, a trace
+    /// before version 4): a file without a row replays as cold.
+    /// </summary>
+    public string PageCache { get; init; } = PageCacheNone;
+
+    /// <summary><see cref="PageCache"/>: every mapped regular file's residency when it first appeared.</summary>
+    public const string PageCacheMapped = "mapped";
+
+    /// <summary><see cref="PageCache"/>: the residency of the files of the initial layouts only.</summary>
+    public const string PageCacheLayout = "layout";
+
+    /// <summary><see cref="PageCache"/>: no residency recorded.</summary>
+    public const string PageCacheNone = "none";
+
     /// <summary>The format version of the file read (<see cref="TraceSchema.Version"/> for a trace written now).</summary>
     public int Version { get; init; } = TraceSchema.Version;
 
@@ -69,6 +88,7 @@ public sealed record TraceMetadata
             [TraceKeys.Incomplete] = Incomplete ? "true" : "false",
             [TraceKeys.LostEvents] = LostEvents.ToString(CultureInfo.InvariantCulture),
             [TraceKeys.ProcessMadviseRanges] = ProcessMadviseRanges ? "true" : "false",
+            [TraceKeys.PageCache] = PageCache,
         };
         if (RootPid is { } root)
         {
@@ -177,6 +197,14 @@ public sealed record TraceMetadata
             return null;
         }
 
+        // Before version 4 there is no such key (and no residency); from version 4 it is required.
+        string? pageCache = v < 4 && Get(TraceKeys.PageCache) is null ? PageCacheNone : Get(TraceKeys.PageCache);
+        if (pageCache is not (PageCacheMapped or PageCacheLayout or PageCacheNone))
+        {
+            error = $"metadata '{TraceKeys.PageCache}' is '{Trim(pageCache ?? "")}', not {PageCacheMapped}, {PageCacheLayout} or {PageCacheNone}";
+            return null;
+        }
+
         long? lost = Long(TraceKeys.LostEvents, true, 0, long.MaxValue, ref error);
         long? root = Long(TraceKeys.RootPid, false, 1, int.MaxValue, ref error);
         long? status = Long(TraceKeys.ExitStatus, false, 0, 0xffff, ref error);
@@ -229,6 +257,7 @@ public sealed record TraceMetadata
             Incomplete = incomplete.Value,
             LostEvents = lost!.Value,
             ProcessMadviseRanges = ranges.Value,
+            PageCache = pageCache,
             Version = v,
             Host = Prefixed(kv, TraceKeys.HostPrefix),
             Notes = Prefixed(kv, TraceKeys.NotePrefix),

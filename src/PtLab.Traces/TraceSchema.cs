@@ -25,15 +25,17 @@ internal sealed record TraceColumn(int Index, string Name, ColumnType Type, Trac
 }
 
 /// <summary>
-/// The trace file's schema, version 3: one flat Parquet table, one row per event, sorted by time.
+/// The trace file's schema, version 4: one flat Parquet table, one row per event, sorted by time.
 /// docs/trace-format.md is its description; a change to a name, type or meaning is a new version.
 /// Version 2 added the <c>madvise_range</c> kind and the process_madvise_ranges key; version 3
-/// the <c>ptlab.fs.*</c> keys (the file systems of the mapped files). Older files are read as
-/// they are (they have neither).
+/// the <c>ptlab.fs.*</c> keys (the file systems of the mapped files); version 4 the
+/// <c>file_cache</c> and <c>cache_range</c> kinds (the page-cache residency of each mapped file
+/// when it first appeared) and the page_cache key. Older files are read as they are (they have
+/// none of these).
 /// </summary>
 internal static class TraceSchema
 {
-    public const int Version = 3;
+    public const int Version = 4;
 
     /// <summary>The oldest version this reader reads.</summary>
     public const int MinVersion = 1;
@@ -112,6 +114,7 @@ internal static class TraceKeys
     public const string ExitStatus = "ptlab.trace.exit_status";
     public const string IntervalMs = "ptlab.trace.interval_ms";
     public const string ProcessMadviseRanges = "ptlab.trace.process_madvise_ranges";
+    public const string PageCache = "ptlab.trace.page_cache";
     public const string HostPrefix = "ptlab.host.";
     public const string NotePrefix = "ptlab.note.";
     public const string FsPrefix = "ptlab.fs.";

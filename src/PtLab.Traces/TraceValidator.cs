@@ -26,6 +26,14 @@ internal sealed class TraceValidator
     private int _ranges, _rangeTid;
     private long _rangeTime;
 
+    // The cache_range rows a file_cache row announced and that have not come yet: the file, its
+    // size rounded up to a page, the time and task of the announcement, and where the next run may start.
+    private long _cacheRanges;
+    private int _cacheTid;
+    private long _cacheTime;
+    private string? _cacheDev;
+    private ulong _cacheInode, _cacheEnd, _cacheNext;
+
     /// <param name="admitUnknownTasks">Admit rows of tasks never introduced (a trace that lost events may have lost their creation).</param>
     /// <param name="allowUnfinished">Admit syscall rows without a result (a recording stopped, or attached, mid-syscall).</param>
     public TraceValidator(bool admitUnknownTasks, bool allowUnfinished)
@@ -88,7 +96,7 @@ internal sealed class TraceValidator
     /// </summary>
     public bool CheckFault(long timeNs, int pid, int tid, ulong errorCode)
     {
-        if (timeNs < _lastTime || timeNs < 0 || pid <= 0 || tid <= 0 || errorCode > 0xffff || _ranges != 0 || !IsLive(pid, tid))
+        if (timeNs < _lastTime || timeNs < 0 || pid <= 0 || tid <= 0 || errorCode > 0xffff || _ranges != 0 || _cacheRanges != 0 || !IsLive(pid, tid))
         {
             return false;
         }
@@ -116,7 +124,7 @@ internal sealed class TraceValidator
             return $"time {Ns(e.TimeNs)} is before the previous row's {Ns(_lastTime)}: rows must be in time order";
         }
 
-        bad = Values(e) ?? Ranges(e);
+        bad = Values(e) ?? Ranges(e) ?? CacheRanges(e);
         if (bad is not null)
         {
             return bad;
@@ -132,9 +140,73 @@ internal sealed class TraceValidator
         return null;
     }
 
-    /// <summary>Why the rows end badly (a range list with no process_madvise row after it), or null: call after the last row.</summary>
+    /// <summary>Why the rows end badly (a range list with no process_madvise row after it, a file_cache row missing some of its cache_range rows), or null: call after the last row.</summary>
     public string? Finish() =>
-        _ranges == 0 ? null : $"the trace ends after {_ranges} madvise_range rows of tid {_rangeTid} with no process_madvise row after them (a truncated range list)";
+        _ranges != 0 ? $"the trace ends after {_ranges} madvise_range rows of tid {_rangeTid} with no process_madvise row after them (a truncated range list)"
+        : _cacheRanges != 0 ? $"the trace ends {_cacheRanges} cache_range rows short of what the file_cache row of tid {_cacheTid} announced (a truncated residency)"
+        : null;
+
+    private string? CacheRanges(in TraceEvent e)
+    {
+        const ulong page = 4096;
+        if (_cacheRanges > 0)
+        {
+            if (e.Kind != TraceEventKind.CacheRange || e.Tid != _cacheTid || e.TimeNs != _cacheTime)
+            {
+                return $"{TraceKinds.Name(e.Kind)} row of tid {e.Tid} where {_cacheRanges} more cache_range rows of the file_cache row of tid {_cacheTid} must come (a truncated residency)";
+            }
+
+            if (e.Dev != _cacheDev || e.Inode != _cacheInode)
+            {
+                return $"cache_range row names file {TraceMetadata.Trim(e.Dev ?? "")} {e.Inode}, not the file_cache row's {_cacheDev} {_cacheInode}";
+            }
+
+            if (e.Offset % page != 0 || e.Length == 0 || e.Length % page != 0 || e.Offset < _cacheNext || e.Offset > _cacheEnd || e.Length > _cacheEnd - e.Offset)
+            {
+                return $"cache_range row of {e.Length:x} bytes at offset 0x{e.Offset:x}: runs must be whole pages, in increasing order, not overlapping, within the file's {_cacheEnd:x} bytes";
+            }
+
+            if (e.Is(TraceFields.Flags))
+            {
+                if (e.Flags > TraceKinds.MaxFolioOrder || e.Offset % (page << (int)e.Flags) != 0 || e.Length % (page << (int)e.Flags) != 0)
+                {
+                    return $"cache_range row of {e.Length:x} bytes at offset 0x{e.Offset:x} has folio order {e.Flags}: the order must be at most {TraceKinds.MaxFolioOrder} and the run whole folios";
+                }
+            }
+
+            _cacheNext = e.Offset + e.Length;
+            _cacheRanges--;
+            return null;
+        }
+
+        if (e.Kind == TraceEventKind.CacheRange)
+        {
+            return "cache_range row with no file_cache row announcing it right before";
+        }
+
+        if (e.Kind == TraceEventKind.FileCache)
+        {
+            if (e.Length > long.MaxValue - page)
+            {
+                return $"file_cache row gives the file a size of {e.Length:x} bytes";
+            }
+
+            ulong end = (e.Length + page - 1) & ~(page - 1);
+            if (e.Result < 0 || e.Result > TraceKinds.MaxCacheRanges || (ulong)e.Result > end / page)
+            {
+                return $"file_cache row announces {e.Result} cache_range rows for a file of {e.Length} bytes (at most one per page, at most {TraceKinds.MaxCacheRanges})";
+            }
+
+            if (!IsDev(e.Dev!))
+            {
+                return $"file_cache row has dev '{TraceMetadata.Trim(e.Dev!)}' (must be hex major:minor)";
+            }
+
+            (_cacheRanges, _cacheTid, _cacheTime, _cacheDev, _cacheInode, _cacheEnd, _cacheNext) = (e.Result, e.Tid, e.TimeNs, e.Dev, e.Inode, end, 0);
+        }
+
+        return null;
+    }
 
     private string? Ranges(in TraceEvent e)
     {

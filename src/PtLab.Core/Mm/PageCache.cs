@@ -935,6 +935,46 @@ public sealed class SimFile
     }
 
     /// <summary>
+    /// Puts the pages [<paramref name="first"/>, +<paramref name="pages"/>) below end of file in the
+    /// cache as folios of 2^<paramref name="order"/> pages, uptodate and without the readahead mark:
+    /// pages a reader brought in before the model saw the file (a library in use, a file read or
+    /// written earlier), with the folio sizes its readahead gave them. A folio is added whole where
+    /// it is aligned, lies below end of file and none of its pages is cached yet; otherwise its
+    /// missing pages are added as order-0 pages, as they are where no large folio could be
+    /// allocated. Orders above PMD order are taken as PMD order. Returns false when memory ran out.
+    /// </summary>
+    public bool AddCached(ulong first, ulong pages, int order)
+    {
+        ulong end = Math.Min(PagesInFile, first + pages);
+        order = Math.Clamp(order, 0, PhysMemory.HugeOrder);
+        if (IsShmem || !LargeFolios)
+        {
+            order = 0;
+        }
+
+        ulong nr = 1UL << order;
+        for (ulong index = first; index < end;)
+        {
+            if (order > 0 && (index & (nr - 1)) == 0 && index + nr <= end && !AnyCached(index, nr) && AddReadAheadFolio(-1, index, order, mark: false))
+            {
+                index += nr;
+                continue;
+            }
+
+            ulong stop = order > 0 ? Math.Min(end, (index | (nr - 1)) + 1) : end;
+            for (; index < stop; index++)
+            {
+                if (!EnsurePage(-1, index))
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
     /// <c>pwrite</c>: stores <paramref name="data"/> at <paramref name="offset"/> through the page
     /// cache, marking each page dirty. Bytes beyond end of file are refused (the size is fixed).
     /// Returns false when memory ran out.

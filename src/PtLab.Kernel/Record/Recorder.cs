@@ -320,7 +320,7 @@ public static class Recorder
         var devices = new HashSet<DeviceNumber>();
         void NoteDevice(in TraceEvent e)
         {
-            if (e.Kind is TraceEventKind.Mmap2 or TraceEventKind.Vma && e.Inode != 0 && DeviceNumber.TryParse(e.Dev, out var dev))
+            if (e.Kind is TraceEventKind.Mmap2 or TraceEventKind.Vma or TraceEventKind.FileCache && e.Inode != 0 && DeviceNumber.TryParse(e.Dev, out var dev))
             {
                 devices.Add(dev);
             }
@@ -448,6 +448,7 @@ public static class Recorder
             log.WriteLine($"ptlab: process_madvise ranges are not recorded ({tracer.ProcessMadviseRangesOff}): such calls will be counted, not replayed");
         }
 
+        notes["page_cache_files"] = tracer.FileCacheRows.ToString(CultureInfo.InvariantCulture);
         if (tracer.Errors.Count > 0)
         {
             notes["tracer_errors"] = string.Join("; ", tracer.Errors);
@@ -465,6 +466,10 @@ public static class Recorder
             Incomplete = lost > 0 || importer.AdmittedUnknownTasks || !writer.TasksComplete,
             LostEvents = lost,
             ProcessMadviseRanges = tracer.ProcessMadviseRanges && withoutRanges == 0,
+
+            // The seccomp filter that stops process_madvise also stops each mmap of a descriptor,
+            // where the tracer reads the file's residency; without it only the layouts' files have one.
+            PageCache = tracer.ProcessMadviseRanges && !attach ? TraceMetadata.PageCacheMapped : TraceMetadata.PageCacheLayout,
             Host = HostProbe.Facts(perfVersion),
             Notes = notes,
             FileSystems = FileSystemProbe.For(devices),

@@ -38,6 +38,9 @@ internal sealed class TracerOutput
     /// <summary>The process_madvise calls the tracer stopped at, by thread, in time order.</summary>
     public Dictionary<int, Queue<ProcessMadviseCall>> ProcessMadviseCalls { get; } = [];
 
+    /// <summary>Files whose page-cache residency the tracer wrote (C lines).</summary>
+    public long FileCacheRows { get; private set; }
+
     /// <summary>Calls in <see cref="ProcessMadviseCalls"/>.</summary>
     public long ProcessMadviseCallCount { get; private set; }
 
@@ -164,6 +167,35 @@ internal sealed class TracerOutput
                     }
 
                     Errors.Add(message);
+                    break;
+                }
+
+            case 'C':
+                {
+                    // "C TIME PID TID DEV INODE SIZE N FIRST:COUNT[:ORDER]... PATH"
+                    int n = Int(f[7]);
+                    if (n < 0 || f.Length < 8 + n)
+                    {
+                        throw new FormatException($"{n} runs with {f.Length - 8} fields after them");
+                    }
+
+                    long time = Long(f[1]);
+                    int pid = Int(f[2]), tid = Int(f[3]);
+                    string dev = f[4];
+                    ulong inode = ulong.Parse(f[5], NumberStyles.None, CultureInfo.InvariantCulture);
+                    ulong size = ulong.Parse(f[6], NumberStyles.None, CultureInfo.InvariantCulture);
+                    string path = string.Join(' ', f[(8 + n)..]);
+                    var file = TraceEvent.Create(TraceEventKind.FileCache, time, pid, tid) with { Length = size, Dev = dev, Inode = inode, Result = n };
+                    Rows.Add(path.Length == 0 ? file : file with { Path = path, Has = file.Has | TraceFields.Path });
+                    for (int i = 0; i < n; i++)
+                    {
+                        // FIRST:COUNT[:ORDER], hex.
+                        string[] r = f[8 + i].Split(':');
+                        var run = TraceEvent.Create(TraceEventKind.CacheRange, time, pid, tid) with { Offset = checked(Hex(r[0]) * 4096), Length = checked(Hex(r[1]) * 4096), Dev = dev, Inode = inode };
+                        Rows.Add(r.Length == 3 ? run with { Flags = Hex(r[2]), Has = run.Has | TraceFields.Flags } : run);
+                    }
+
+                    FileCacheRows++;
                     break;
                 }
 

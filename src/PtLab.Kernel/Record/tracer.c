@@ -8,6 +8,17 @@
  *   - at every thread's exit (PTRACE_EVENT_EXIT stop: do_exit has not yet run exit_mm, so the
  *     mm and its page tables are intact), one sample read through that thread's own
  *     /proc/PID/task/TID/status. The last of these is the process's last figure;
+ *   - the page-cache residency of every regular file the tree maps, once per file, when the file
+ *     first appears: at the exec stop (or attach) for the files of the layout, read through
+ *     /proc/PID/map_files (the path where that fails), and at the entry of each mmap of a
+ *     descriptor (exec mode only: the seccomp filter below also stops mmap calls whose fd is
+ *     not -1), read through /proc/TID/fd/FD. Which pages are cached comes from cachestat()
+ *     (Linux 6.5+; per range, halving ranges that are partly cached) or, without it, from
+ *     mincore() over a temporary read-only mapping. The folio sizes come from mapping the cached
+ *     runs here (MADV_RANDOM, then MADV_POPULATE_READ: no readahead, no read) and reading their
+ *     frames' flags (/proc/self/pagemap and /proc/kpageflags, root only); the populate marks the
+ *     pages accessed, the one change the snapshot makes. Only regular files are opened (a device
+ *     or FIFO could react to an open);
  *   - at every process_madvise call (exec mode only), the ranges of its iovec array, which perf's
  *     sys_enter_process_madvise cannot show (it has the array's address only). CMD starts under a
  *     seccomp filter that answers SECCOMP_RET_TRACE for process_madvise and allows every other
@@ -38,6 +49,12 @@
  *                                         the pidfd names (0 when unknown), then the n ranges read
  *                                         (hex); n is 0 when the array could not be read (the call
  *                                         fails with EFAULT) or vlen exceeds UIO_MAXIOV (EINVAL)
+ *   C <time> <pid> <tid> <dev> <inode> <size> <n> <first>:<count>[:<order>]... <path>
+ *                                         the page-cache residency of a file (dev hex major:minor,
+ *                                         size in bytes) when it first appeared: n runs of cached
+ *                                         pages (page index and page count, hex, and the folio
+ *                                         order of the run's folios where frame flags could be
+ *                                         read), then the path (the rest of the line)
  *   D <time>                              the end: the tree is gone or detached
  * Exit status: 0 when the tree was followed to its end, 3 when CMD could not be started, 4 when
  * ptrace failed.
@@ -55,9 +72,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/user.h>
@@ -75,6 +95,9 @@
 #endif
 #ifndef PTRACE_O_TRACESECCOMP
 #define PTRACE_O_TRACESECCOMP (1 << PTRACE_EVENT_SECCOMP)
+#endif
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
 #endif
 #define UIO_MAXIOV_ 1024
 #define PIDFD_SELF_THREAD_ (-10000)
@@ -190,9 +213,324 @@ static int sample(pid_t tgid, pid_t tid, const char *why)
     return 1;
 }
 
+/* ---- page-cache residency of mapped files ---- */
+
+struct cachestat_range_ {
+    unsigned long long off, len;
+};
+struct cachestat_ {
+    unsigned long long nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+/* The files whose residency was written: one line per file for the whole recording. */
+struct seen_file {
+    unsigned long long dev, ino;
+};
+static struct seen_file *seen;
+static size_t nseen, capseen;
+
+static int seen_before(unsigned long long dev, unsigned long long ino)
+{
+    for (size_t i = 0; i < nseen; i++)
+        if (seen[i].dev == dev && seen[i].ino == ino)
+            return 1;
+    if (nseen == capseen) {
+        size_t cap = capseen ? 2 * capseen : 256;
+        struct seen_file *n = realloc(seen, cap * sizeof *n);
+        if (!n)
+            return 1; /* out of memory: take no more snapshots */
+        seen = n;
+        capseen = cap;
+    }
+    seen[nseen].dev = dev;
+    seen[nseen].ino = ino;
+    nseen++;
+    return 0;
+}
+
+/* Runs of cached pages, merged as they are found in index order. */
+struct runs {
+    unsigned long long *first, *count;
+    int *order; /* the folio order of the run's folios, -1 when unknown */
+    size_t n, cap;
+    int failed;
+};
+
+static void add_run(struct runs *r, unsigned long long first, unsigned long long count, int order)
+{
+    if (r->n && r->first[r->n - 1] + r->count[r->n - 1] == first && r->order[r->n - 1] == order) {
+        r->count[r->n - 1] += count;
+        return;
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 64;
+        unsigned long long *f = realloc(r->first, cap * sizeof *f);
+        if (f)
+            r->first = f;
+        unsigned long long *c = f ? realloc(r->count, cap * sizeof *c) : NULL;
+        if (c)
+            r->count = c;
+        int *o = c ? realloc(r->order, cap * sizeof *o) : NULL;
+        if (!o) {
+            r->failed = ENOMEM;
+            return;
+        }
+        r->order = o;
+        r->cap = cap;
+    }
+    r->first[r->n] = first;
+    r->count[r->n] = count;
+    r->order[r->n] = order;
+    r->n++;
+}
+
+static int no_cachestat;
+
+/* Cached pages of [first, first + n) (cachestat counts the part of each folio inside the range), or -1. */
+static long long cached_in(int fd, unsigned long long first, unsigned long long n, struct runs *r)
+{
+    struct cachestat_range_ range = {first << 12, n << 12};
+    struct cachestat_ cs;
+    if (syscall(__NR_cachestat, fd, &range, &cs, 0) < 0) {
+        r->failed = errno;
+        return -1;
+    }
+    return (long long)cs.nr_cache;
+}
+
+/* The runs of [first, first + n), of which `cached` pages are in the cache: halves until each part is all or nothing. */
+static void runs_in(int fd, unsigned long long first, unsigned long long n, long long cached, struct runs *r)
+{
+    if (r->failed || cached <= 0)
+        return;
+    if ((unsigned long long)cached >= n) {
+        add_run(r, first, n, -1);
+        return;
+    }
+    unsigned long long half = n / 2;
+    long long left = cached_in(fd, first, half, r);
+    if (left < 0)
+        return;
+    runs_in(fd, first, half, left, r);
+    runs_in(fd, first + half, n - half, cached - left, r);
+}
+
+static void runs_by_mincore(int fd, unsigned long long pages, struct runs *r)
+{
+    void *p = mmap(NULL, pages << 12, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        r->failed = errno;
+        return;
+    }
+    unsigned char *vec = malloc(pages);
+    if (!vec || mincore(p, pages << 12, vec) < 0) {
+        r->failed = vec ? errno : ENOMEM;
+    } else {
+        for (unsigned long long i = 0; i < pages; i++)
+            if (vec[i] & 1)
+                add_run(r, i, 1, -1);
+    }
+    free(vec);
+    munmap(p, pages << 12);
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#define KPF_COMPOUND_HEAD_ 15
+#define KPF_COMPOUND_TAIL_ 16
+
+static int pagemap_fd = -2, kpageflags_fd = -2;
+
+/*
+ * The folio orders of the cached runs R of the file FD of PAGES pages, where /proc/self/pagemap
+ * gives frame numbers (CAP_SYS_ADMIN) and /proc/kpageflags their flags: the runs are mapped
+ * here, read-only, MADV_RANDOM (so that a fault on a page with the readahead mark starts no
+ * readahead: no page is added to the cache), and populated (MADV_POPULATE_READ: the pages are
+ * cached, so nothing is read). A compound head followed by its tails is one folio. Each run is
+ * then split where the order changes. On any failure the runs stay as they are, order unknown.
+ */
+static void folio_orders(int fd, unsigned long long pages, struct runs *r)
+{
+    if (pagemap_fd == -2)
+        pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (kpageflags_fd == -2)
+        kpageflags_fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+    if (pagemap_fd < 0 || kpageflags_fd < 0 || r->n == 0)
+        return;
+    char *p = mmap(NULL, pages << 12, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return;
+    struct runs out = {0};
+    unsigned long long *pfn = NULL, *flags = NULL;
+    size_t cap = 0;
+    int ok = madvise(p, pages << 12, MADV_RANDOM) == 0;
+    for (size_t k = 0; ok && k < r->n; k++) {
+        unsigned long long first = r->first[k], n = r->count[k];
+        if (n > cap) {
+            free(pfn);
+            free(flags);
+            cap = n;
+            pfn = malloc(cap * sizeof *pfn);
+            flags = malloc(cap * sizeof *flags);
+            if (!pfn || !flags) {
+                ok = 0;
+                break;
+            }
+        }
+        if (madvise(p + (first << 12), n << 12, MADV_POPULATE_READ) < 0 ||
+            pread(pagemap_fd, pfn, n * 8, (off_t)(((unsigned long)p >> 12) + first) * 8) != (ssize_t)(n * 8)) {
+            ok = 0;
+            break;
+        }
+        for (unsigned long long i = 0; i < n && ok; i++) {
+            unsigned long long f = pfn[i] & ((1ULL << 55) - 1);
+            if (!(pfn[i] >> 63) || f == 0) {
+                ok = 0; /* not present, or frame numbers hidden (no CAP_SYS_ADMIN) */
+                break;
+            }
+            /* One read for each stretch of consecutive frames. */
+            unsigned long long j = i + 1;
+            while (j < n && (pfn[j] & ((1ULL << 55) - 1)) == f + (j - i))
+                j++;
+            if (pread(kpageflags_fd, flags + i, (j - i) * 8, (off_t)(f * 8)) != (ssize_t)((j - i) * 8))
+                ok = 0;
+            i = j - 1;
+        }
+        for (unsigned long long i = 0; i < n && ok;) {
+            unsigned long long size = 1;
+            if (flags[i] >> KPF_COMPOUND_HEAD_ & 1) {
+                unsigned long long base = pfn[i] & ((1ULL << 55) - 1);
+                while (i + size < n && (flags[i + size] >> KPF_COMPOUND_TAIL_ & 1) &&
+                       (pfn[i + size] & ((1ULL << 55) - 1)) == base + size)
+                    size++;
+            }
+            int order = 0;
+            while ((1ULL << (order + 1)) <= size)
+                order++;
+            /* A folio's pages that a run cut (its head before the run): taken as order-0 pages. */
+            if ((1ULL << order) != size || ((first + i) & (size - 1)) != 0)
+                order = 0, size = 1;
+            add_run(&out, first + i, size, order);
+            i += size;
+        }
+    }
+    munmap(p, pages << 12);
+    free(pfn);
+    free(flags);
+    if (ok && !out.failed) {
+        free(r->first);
+        free(r->count);
+        free(r->order);
+        *r = out;
+    } else {
+        free(out.first);
+        free(out.count);
+        free(out.order);
+    }
+}
+
+/*
+ * Writes the C line of the open regular file FD (whose device and inode are DEV and INO, as the
+ * kernel's mapping records name them) for task TID of process PID, unless the file was written
+ * before. The time is taken before the file is looked at: pages the program's own faults bring
+ * in afterwards cannot have been counted.
+ */
+static void snapshot(pid_t pid, pid_t tid, int fd, unsigned long long dev, unsigned long long ino, const char *path)
+{
+    struct stat st;
+    long long t = now_ns();
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || seen_before(dev, ino))
+        return;
+    unsigned long long pages = ((unsigned long long)st.st_size + 4095) >> 12;
+    struct runs r = {0};
+    if (pages > 0) {
+        long long all = no_cachestat ? -1 : cached_in(fd, 0, pages, &r);
+        if (all < 0 && r.failed == ENOSYS) {
+            no_cachestat = 1;
+            r.failed = 0;
+        }
+        if (no_cachestat)
+            runs_by_mincore(fd, pages, &r);
+        else
+            runs_in(fd, 0, pages, all, &r);
+        if (!r.failed)
+            folio_orders(fd, pages, &r);
+    }
+    if (r.failed) {
+        line("E %lld page-cache residency of %s: %s\n", t, path, strerror(r.failed));
+    } else {
+        line("C %lld %d %d %02llx:%02llx %llu %lld %zu", t, pid, tid, dev >> 20, dev & 0xfffff, ino, (long long)st.st_size, r.n);
+        for (size_t i = 0; i < r.n; i++)
+            if (r.order[i] < 0)
+                line(" %llx:%llx", r.first[i], r.count[i]);
+            else
+                line(" %llx:%llx:%x", r.first[i], r.count[i], r.order[i]);
+        line(" %s\n", path);
+    }
+    free(r.first);
+    free(r.count);
+    free(r.order);
+}
+
+/* The residency of the file task TID maps through descriptor FD (an mmap entry stop). */
+static void snapshot_fd(pid_t pid, pid_t tid, int fd)
+{
+    char link[96], target[4096];
+    struct stat st;
+    snprintf(link, sizeof link, "/proc/%d/fd/%d", tid, fd);
+    if (stat(link, &st) < 0 || !S_ISREG(st.st_mode))
+        return; /* a bad descriptor (the call fails), a device, a FIFO: nothing to read */
+    unsigned long long dev = ((unsigned long long)major(st.st_dev) << 20) | minor(st.st_dev);
+    for (size_t i = 0; i < nseen; i++)
+        if (seen[i].dev == dev && seen[i].ino == st.st_ino)
+            return;
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    target[n > 0 ? n : 0] = 0;
+    int f = open(link, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return;
+    snapshot(pid, tid, f, dev, st.st_ino, target);
+    close(f);
+}
+
+/* The residency of the files of the layout just read (one maps line at a time). */
+static void snapshot_maps_line(pid_t pid, const char *l)
+{
+    unsigned long start, end, off;
+    unsigned int maj, min;
+    unsigned long long ino;
+    char perms[8];
+    int at = 0;
+    if (sscanf(l, "%lx-%lx %7s %lx %x:%x %llu %n", &start, &end, perms, &off, &maj, &min, &ino, &at) < 7 || ino == 0)
+        return;
+    unsigned long long dev = ((unsigned long long)maj << 20) | min;
+    for (size_t i = 0; i < nseen; i++)
+        if (seen[i].dev == dev && seen[i].ino == ino)
+            return;
+    char path[4096 + 64];
+    snprintf(path, sizeof path, "%s", l + at);
+    path[strcspn(path, "\n")] = 0;
+    char mf[128];
+    snprintf(mf, sizeof mf, "/proc/%d/map_files/%lx-%lx", pid, start, end);
+    struct stat st;
+    int f = open(mf, O_RDONLY | O_CLOEXEC);
+    if (f < 0 && path[0] == '/') {
+        /* No map_files (not root): the path, if it still names the mapped file. */
+        if (stat(path, &st) == 0 && st.st_ino == ino && major(st.st_dev) == maj && minor(st.st_dev) == min && S_ISREG(st.st_mode))
+            f = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (f < 0)
+        return;
+    snapshot(pid, pid, f, dev, ino, path);
+    close(f);
+}
+
 static void maps(pid_t pid)
 {
     char path[64], buf[4096 + 256];
+    static char *lines[65536];
+    size_t nlines = 0;
     long long t = now_ns();
     snprintf(path, sizeof path, "/proc/%d/maps", pid);
     FILE *f = fopen(path, "r");
@@ -209,8 +547,15 @@ static void maps(pid_t pid)
             buf[n - 1] = '\n';
         }
         line("M %lld %d %s", t, pid, buf);
+        if (nlines < sizeof lines / sizeof lines[0] && (lines[nlines] = strdup(buf)))
+            nlines++;
     }
     fclose(f);
+    /* After the whole layout: the residency lines follow its M lines. */
+    for (size_t i = 0; i < nlines; i++) {
+        snapshot_maps_line(pid, lines[i]);
+        free(lines[i]);
+    }
 }
 
 /* One sample per process (thread group) of the tree, through any live thread of it. */
@@ -235,7 +580,7 @@ static void sample_all(const char *why)
 
 /*
  * Installs, in the calling process (the child, before it execs CMD), a filter that stops
- * process_madvise for the tracer and allows everything else. Without CAP_SYS_ADMIN the kernel
+ * process_madvise, and mmap of a descriptor, for the tracer and allows everything else. Without CAP_SYS_ADMIN the kernel
  * wants no_new_privs first; as root it is not set (it would change what a setuid CMD can do).
  * Returns 0, or the errno of the failure.
  */
@@ -247,6 +592,12 @@ static int install_filter(void)
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_madvise, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mmap, 0, 4),
+        /* mmap's fd (args[4], the low 32 bits on little-endian x86-64): -1 maps no file. */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[4])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0xffffffffu, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
@@ -283,18 +634,23 @@ static pid_t pidfd_target(pid_t tgid, pid_t tid, int pidfd)
     return pid > 0 ? read_tgid((pid_t)pid) : 0;
 }
 
-/* A process_madvise entry stop: writes the call's V line. */
-static void process_madvise_entry(struct task *t, pid_t tid)
+/* A seccomp stop: an mmap of a descriptor (its file's residency) or a process_madvise call (its V line). */
+static void seccomp_entry(struct task *t, pid_t tid)
 {
     struct user_regs_struct regs;
     long long now = now_ns();
     if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0) {
-        line("E %lld PTRACE_GETREGS of %d at process_madvise: %s\n", now, tid, strerror(errno));
+        line("E %lld PTRACE_GETREGS of %d at a filtered call: %s\n", now, tid, strerror(errno));
+        return;
+    }
+    pid_t tgid = t ? t->tgid : read_tgid(tid);
+    if (regs.orig_rax == __NR_mmap) {
+        if (!(regs.r10 & MAP_ANONYMOUS))
+            snapshot_fd(tgid, tid, (int)regs.r8);
         return;
     }
     if (regs.orig_rax != __NR_process_madvise)
         return;
-    pid_t tgid = t ? t->tgid : read_tgid(tid);
     int pidfd = (int)regs.rdi;
     unsigned long long vec = regs.rsi, vlen = regs.rdx;
     static struct iovec iov[UIO_MAXIOV_];
@@ -349,7 +705,7 @@ static int handle_stop(pid_t tid, int status)
             }
             break;
         case PTRACE_EVENT_SECCOMP:
-            process_madvise_entry(t, tid);
+            seccomp_entry(t, tid);
             break;
         case PTRACE_EVENT_STOP:
             break;

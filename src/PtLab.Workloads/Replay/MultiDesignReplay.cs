@@ -17,17 +17,18 @@ public static class MultiDesignReplay
     /// <param name="ramBytes">Simulated RAM of each machine.</param>
     /// <param name="cpus">Simulated CPUs of each machine.</param>
     /// <param name="progress">Receives the fraction of rows replayed (of all groups).</param>
+    /// <param name="pageCacheState">Start mapped files with the page-cache residency the trace recorded (<see cref="ReplayOptions.PageCacheState"/>); false replays every file as cold.</param>
     /// <exception cref="TraceFormatException">The trace is malformed; the message names the file and row.</exception>
     public static IReadOnlyList<ReplayResult> Run(
         string path, IReadOnlyList<IReadOnlyList<(string Name, Func<IPageTableReclaim> Factory)>> groups, long ramBytes, int cpus,
-        Action<double>? progress = null)
+        Action<double>? progress = null, bool pageCacheState = true)
     {
         ArgumentNullException.ThrowIfNull(groups);
         var results = new List<ReplayResult>();
         for (int g = 0; g < groups.Count; g++)
         {
             using var reader = TraceReader.Open(path);
-            var replayers = groups[g].Select(d => new TraceReplayer(path, new ReplayOptions { Design = d.Name, DesignFactory = d.Factory, RamBytes = ramBytes, Cpus = cpus }.WithHostOf(reader.Metadata))).ToArray();
+            var replayers = groups[g].Select(d => new TraceReplayer(path, new ReplayOptions { Design = d.Name, DesignFactory = d.Factory, RamBytes = ramBytes, Cpus = cpus, PageCacheState = pageCacheState }.WithHostOf(reader.Metadata))).ToArray();
             long rows = Math.Max(1, reader.Rows), done = 0;
             foreach (var batch in reader.ReadBatches())
             {

@@ -40,6 +40,14 @@ public sealed record ReplayOptions
     /// </summary>
     public bool ReadAheadPerOpen { get; init; } = true;
 
+    /// <summary>
+    /// Whether a file whose page-cache residency the trace recorded (<see cref="TraceEventKind.FileCache"/>
+    /// rows) starts with those pages in the model's page cache, uptodate, as the host's were
+    /// when the file first appeared (the default); false replays every file as cold, as traces
+    /// before format 4 do.
+    /// </summary>
+    public bool PageCacheState { get; init; } = true;
+
     /// <summary>The trace's format version, for the report of what was assumed where it records no file systems.</summary>
     public int TraceVersion { get; init; } = 2;
 
@@ -93,6 +101,11 @@ public sealed class TraceReplayer
     private readonly Dictionary<string, long> _unsupported = new(StringComparer.Ordinal);
     private readonly Dictionary<FileId, SimFile> _configured = [];
     private readonly Dictionary<string, long> _fileModels = new(StringComparer.Ordinal);
+
+    // The files whose recorded residency was applied, and whether any of their pages was cached;
+    // the file the cache_range rows that follow fill (null: none, or not applied).
+    private readonly Dictionary<FileId, bool> _residency = [];
+    private SimFile? _cacheFile;
     private readonly int[] _threadsOnCpu;
     private readonly Stopwatch _clock = new();
     private long _row = -1;
@@ -247,6 +260,8 @@ public sealed class TraceReplayer
                 case TraceEventKind.MadviseRange:
                     ThreadOf(e).Ranges.Add(e); // applied by the process_madvise row that follows
                     break;
+                case TraceEventKind.FileCache: FileCache(e); break;
+                case TraceEventKind.CacheRange: CacheRange(e); break;
             }
         }
     }
@@ -269,7 +284,7 @@ public sealed class TraceReplayer
             WallSeconds = _clock.Elapsed.TotalSeconds,
             Divergences = new SortedDictionary<string, long>(_divergences, StringComparer.Ordinal),
             Unsupported = new SortedDictionary<string, long>(_unsupported, StringComparer.Ordinal),
-            FileModels = new SortedDictionary<string, long>(_fileModels, StringComparer.Ordinal),
+            FileModels = new SortedDictionary<string, long>(FileModelsWithPageCache(), StringComparer.Ordinal),
             GracePeriods = _machine.Rcu.GracePeriods,
             FaultsAlreadyMapped = _alreadyMapped,
         };
@@ -764,7 +779,7 @@ public sealed class TraceReplayer
     /// mapped for (<paramref name="content"/>, its range; a file a program reads, a library), one
     /// first mapped shared and writable to be empty (a file a program fills through its mapping).
     /// </summary>
-    private SimFile FileOf(string? dev, ulong inode, ulong size, string? path, (ulong Offset, ulong Length)? content)
+    private SimFile FileOf(string? dev, ulong inode, ulong size, string? path, (ulong Offset, ulong Length)? content, bool residency = false)
     {
         ulong device = 0;
         bool parsed = DeviceNumber.TryParse(dev, out var number);
@@ -788,7 +803,11 @@ public sealed class TraceReplayer
         if (model.Shmem)
         {
             file.Get(); // the file system holds a tmpfs file while nothing maps it
-            if (content is { } c && path is not null && !path.StartsWith("/memfd:", StringComparison.Ordinal))
+            if (residency)
+            {
+                basis += "; its pages as the recording found them";
+            }
+            else if (content is { } c && path is not null && !path.StartsWith("/memfd:", StringComparison.Ordinal))
             {
                 basis += "; its content taken as present (first mapped private or read-only)";
                 if (!file.Populate(c.Offset, c.Length))
@@ -809,6 +828,57 @@ public sealed class TraceReplayer
         _configured[id] = file;
         _fileModels[basis] = _fileModels.GetValueOrDefault(basis) + 1;
         return file;
+    }
+
+    /// <summary>
+    /// A file's page-cache residency when it first appeared in the recording (at the exec that
+    /// mapped it, or at the entry of the first mmap of it): the file is made known with its size,
+    /// and the <see cref="TraceEventKind.CacheRange"/> rows that follow put their pages in its
+    /// cache, uptodate and without readahead marks, as order-0 pages (which folio sizes the host
+    /// had is not recorded). Fault-around (<c>filemap_map_pages</c>) then maps them as it maps
+    /// the host's cached pages, and a fault finds them instead of reading ahead. Pages already in
+    /// the model's cache (read in by exec's own faults, before the tracer's stop) stay as they are.
+    /// </summary>
+    private void FileCache(in TraceEvent e)
+    {
+        _cacheFile = null;
+        if (!_options.PageCacheState)
+        {
+            return;
+        }
+
+        var file = FileOf(e.Dev, e.Inode, e.Length, e.Path, content: null, residency: true);
+        _residency[file.Id] = _residency.GetValueOrDefault(file.Id) || e.Result > 0;
+        _cacheFile = file;
+    }
+
+    private void CacheRange(in TraceEvent e)
+    {
+        if (_cacheFile is { } file && !file.AddCached(e.Offset / PageSize, e.Length / PageSize, e.Is(TraceFields.Flags) ? (int)e.Flags : 0))
+        {
+            Divergence("the model ran out of memory filling the page cache the recording found");
+            _cacheFile = null;
+        }
+    }
+
+    /// <summary>The file models, and per regular file whether its page cache started as recorded or cold.</summary>
+    private Dictionary<string, long> FileModelsWithPageCache()
+    {
+        var models = new Dictionary<string, long>(_fileModels, StringComparer.Ordinal);
+        foreach (var (id, file) in _configured)
+        {
+            if (file.IsShmem)
+            {
+                continue;
+            }
+
+            string key = _residency.TryGetValue(id, out bool warm)
+                ? warm ? "page cache as recorded when first mapped (some pages cached)" : "page cache as recorded when first mapped (none cached)"
+                : _options.PageCacheState ? "cold when first mapped (no page-cache state recorded for it)" : "cold when first mapped (recorded page-cache state ignored)";
+            models[key] = models.GetValueOrDefault(key) + 1;
+        }
+
+        return models;
     }
 
     /// <summary>
