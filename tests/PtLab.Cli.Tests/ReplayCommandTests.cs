@@ -177,6 +177,69 @@ public sealed class ReplayCommandTests : IDisposable
         Assert.Equal(Exit(plain), Exit(json));
     }
 
+    /// <summary>
+    /// A 64-page file recorded all cached, mapped and read once under MADV_RANDOM: replayed with its
+    /// residency, fault-around maps the 16 cached pages of the window as the kernel did; with
+    /// --cold-files the fault reads its page alone, and the report says the residency was ignored.
+    /// A trace without residency warns in replay and trace info.
+    /// </summary>
+    [Fact]
+    public void AFileRecordedCachedIsMappedByFaultAroundAndColdFilesIgnoresIt()
+    {
+        const ulong file = 0x7f10_0000_0000, size = 64 << 12;
+        long t = 1_000_000;
+        var cached = TraceEvent.Create(TraceEventKind.FileCache, t + 30, Pid, Pid) with { Length = size, Dev = "fe:00", Inode = 9, Result = 1 };
+        var rows = new List<TraceEvent>
+        {
+            TraceEvent.Create(TraceEventKind.Task, t, Pid, Pid) with { Path = "prog" },
+            TraceEvent.Create(TraceEventKind.Exec, t += 10, Pid, Pid) with { Path = "/bin/prog", Result = Pid },
+            TraceEvent.Create(TraceEventKind.Vma, t += 10, Pid, Pid) with { Address = Stack, Length = 0x21000, Prot = 3, Flags = 2, Offset = 0, Dev = "00:00", Inode = 0, Path = "[stack]" },
+            TraceEvent.Sample(TraceEventKind.StatusExec, t += 10, Pid, Pid, new StatusFigures(132, 4, 4, 0, 0, 0, 12)),
+            cached with { TimeNs = t += 10, Path = "/data/table", Has = cached.Has | TraceFields.Path },
+            TraceEvent.Create(TraceEventKind.CacheRange, t, Pid, Pid) with { Offset = 0, Length = size, Dev = "fe:00", Inode = 9, Flags = 0, Has = TraceKinds.Fields(TraceEventKind.CacheRange).Required | TraceFields.Flags },
+            TraceEvent.Create(TraceEventKind.Mmap2, t += 10, Pid, Pid) with { Address = file, Length = size, Prot = 1, Flags = 2, Offset = 0, Dev = "fe:00", Inode = 9, Path = "/data/table" },
+            (TraceEvent.Create(TraceEventKind.Mmap, t += 10, Pid, Pid) with { Address = 0, Length = size, Prot = 1, Flags = 0x02, Fd = 3, Offset = 0 }).Returned((long)file, 500),
+            (TraceEvent.Create(TraceEventKind.Madvise, t += 10, Pid, Pid) with { Address = file, Length = size, Prot = 1 }).Returned(0, 100),
+            TraceEvent.Fault(t += 10, Pid, Pid, file + (20 << 12), 4, 0x400000),
+            TraceEvent.Create(TraceEventKind.ExitGroup, t += 10, Pid, Pid) with { Result = 0 },
+            TraceEvent.Sample(TraceEventKind.StatusExit, t += 10, Pid, Pid, new StatusFigures(400, 68, 4, 64, 0, 0, 20)).WithResult(0),
+            TraceEvent.Create(TraceEventKind.TaskExit, t + 10, Pid, Pid) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags },
+        };
+        string trace = Write(rows, Metadata() with { PageCache = TraceMetadata.PageCacheMapped });
+        static long ExitRssFile(string json)
+        {
+            using var doc = JsonDocument.Parse(json);
+            Assert.DoesNotContain(doc.RootElement.GetProperty("warnings").EnumerateArray(), w => w.GetString()!.Contains("page-cache", StringComparison.Ordinal));
+            return Process(doc.RootElement, "pt-reclaim").GetProperty("exit").GetProperty("rssFileKb").GetInt64();
+        }
+
+        var (code, warm, err) = Run("replay", trace, "--designs", "pt-reclaim", "--format", "json");
+        Assert.True(code == 0, err);
+        Assert.Equal(64, ExitRssFile(warm));
+        var (coldCode, cold, _) = Run("replay", trace, "--designs", "pt-reclaim", "--cold-files");
+        Assert.Equal(0, coldCode);
+        Assert.Contains("warning: --cold-files: the recorded page-cache residency is ignored", cold);
+        Assert.Contains("mapped files: 1 file: cold when first mapped (recorded page-cache state ignored)", cold);
+        var (_, coldJson, _) = Run("replay", trace, "--designs", "pt-reclaim", "--cold-files", "--format", "json");
+        using (var doc = JsonDocument.Parse(coldJson))
+        {
+            Assert.Equal(4, Process(doc.RootElement, "pt-reclaim").GetProperty("exit").GetProperty("rssFileKb").GetInt64());
+        }
+
+        var (_, table, _) = Run("replay", trace, "--designs", "pt-reclaim");
+        Assert.Contains("mapped files: 1 file: page cache as recorded when first mapped (some pages cached)", table);
+
+        // The same rows without residency: every file cold, and both commands say so.
+        string none = Write(rows.Where(e => e.Kind is not (TraceEventKind.FileCache or TraceEventKind.CacheRange)), Metadata());
+        var (_, noneTable, _) = Run("replay", none, "--designs", "pt-reclaim");
+        Assert.Contains("warning: no page-cache residency recorded (not captured): every mapped file replays as cold", noneTable);
+        var (_, info, _) = Run("trace", "info", none);
+        Assert.Contains("warning   no page-cache residency recorded", info);
+        var (_, infoJson, _) = Run("trace", "info", trace, "--format", "json");
+        using var infoDoc = JsonDocument.Parse(infoJson);
+        Assert.Equal("mapped", infoDoc.RootElement.GetProperty("pageCache").GetString());
+    }
+
     private static string Exit(string json)
     {
         using var doc = JsonDocument.Parse(json);
