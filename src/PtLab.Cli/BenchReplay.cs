@@ -93,6 +93,8 @@ internal static class BenchReplay
                 var perRow = new Figures();
                 var replay = new Figures();
                 var consumer = new List<double>();
+                var allocated = new List<double>();
+                var modelAllocated = new List<double>();
                 var model = new Figures();
                 for (int i = 0; i <= runs; i++)
                 {
@@ -102,6 +104,8 @@ internal static class BenchReplay
                         perRow.Clear();
                         replay.Clear();
                         consumer.Clear();
+                        allocated.Clear();
+                        modelAllocated.Clear();
                         model.Clear();
                     }
 
@@ -132,16 +136,22 @@ internal static class BenchReplay
                         return count;
                     });
                     ReplayResult? result = null;
+                    long bytesBefore = 0, bytesAfter = 0;
                     replay.Time(() =>
                     {
                         using var r = Open(path);
+                        bytesBefore = GC.GetAllocatedBytesForCurrentThread();
                         result = TraceReplayer.Run(r, options);
+                        bytesAfter = GC.GetAllocatedBytesForCurrentThread();
                         return result.Events;
                     });
                     consumer.Add(result!.Events / result.WallSeconds);
+                    allocated.Add((double)(bytesAfter - bytesBefore) / result.Events);
                     if (ops is not null)
                     {
+                        long before = GC.GetAllocatedBytesForCurrentThread();
                         model.Time(() => ops.Run(factory, TraceReplayer.ThpOf(metadata)));
+                        modelAllocated.Add((double)(GC.GetAllocatedBytesForCurrentThread() - before) / ops.Rows);
                     }
 
                     if (i == 0)
@@ -178,7 +188,7 @@ internal static class BenchReplay
                 }
 
                 stdout.WriteLine(string.Create(ci, $"per event (CPU, median of the rounds): reader {readerNs:F0} ns on its own thread; the replay's thread {threadNs:F0} ns{split}"));
-                stdout.WriteLine(string.Create(ci, $"end to end, cores used (CPU time / wall time, median): {replay.Cores:F2}"));
+                stdout.WriteLine(string.Create(ci, $"end to end, cores used (CPU time / wall time, median): {replay.Cores:F2}; allocated on the replay's thread: {Median(allocated):F2} bytes per event{(ops is null ? "" : $" (the model alone {Median(modelAllocated):F2})")}"));
 
                 stdout.WriteLine(string.Create(ci, $"page data off, 1 CPU, {runs} rounds after a warm-up; {Environment.ProcessorCount} CPUs on this host"));
             }
@@ -278,6 +288,8 @@ internal static class BenchReplay
         private readonly record struct Op(TraceEventKind Kind, ulong Address, ulong Length, int Arg, int Prot = 0);
 
         public int Count => _ops.Count;
+
+        public long Rows => _rows;
 
         public static ModelOps From(string path)
         {

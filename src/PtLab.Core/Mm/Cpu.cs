@@ -41,6 +41,12 @@ public sealed class Cpu
     /// </summary>
     internal long MappedEpoch = -1;
 
+    /// <summary>
+    /// An empty page batch for the next <see cref="MmuGather"/> made on this CPU: a gather takes it
+    /// with an exchange, so only one gather ever holds it, and gives it back at its finish.
+    /// </summary>
+    internal List<long>? SpareGatherPages;
+
     /// <summary>The address space of <see cref="VmaCacheVma"/> (see <see cref="MmStruct.FindVma(Cpu, ulong)"/>).</summary>
     internal MmStruct? VmaCacheMm;
 

@@ -11,7 +11,7 @@ public sealed class MmuGather
 
     private readonly MmStruct _mm;
     private readonly Cpu? _cpu;
-    private readonly List<long> _pages = [];
+    private List<long>? _pages;
     private List<long>? _tables;
     private ulong _start = ulong.MaxValue;
     private ulong _end;
@@ -21,6 +21,10 @@ public sealed class MmuGather
     {
         _mm = mm;
         _cpu = cpu;
+        // The page batch is the CPU's spare one where it has one (the kernel's gather batches on
+        // its stack): a zap per madvise would otherwise grow a fresh list to its size each time.
+        // The exchange hands it to this gather alone; Finish gives it back empty.
+        _pages = (cpu is null ? null : Interlocked.Exchange(ref cpu.SpareGatherPages, null)) ?? [];
     }
 
     /// <summary>The CPU the gather runs on (<c>tlb-&gt;mm</c>'s current CPU), or null.</summary>
@@ -48,7 +52,7 @@ public sealed class MmuGather
     }
 
     /// <summary><c>__tlb_remove_page</c>: the page's mapping reference is dropped after the flush.</summary>
-    internal void RemovePage(long pfn) => _pages.Add(pfn);
+    internal void RemovePage(long pfn) => (_pages ?? throw Finished()).Add(pfn);
 
     /// <summary>
     /// <c>tlb_remove_table</c> with <c>tlb-&gt;freed_tables</c> set: the table page is freed after a
@@ -64,7 +68,7 @@ public sealed class MmuGather
     internal void NoteFreedTable() => _freedTables |= !_mm.SkipTableFlushForTesting;
 
     /// <summary>Whether enough pages are batched that the caller should flush (outside its PTE lock).</summary>
-    internal bool ShouldFlush => _pages.Count >= FlushBatch;
+    internal bool ShouldFlush => _pages is { Count: >= FlushBatch };
 
     /// <summary><c>tlb_flush_mmu</c>: flush, then free what was gathered.</summary>
     internal void Flush()
@@ -77,7 +81,7 @@ public sealed class MmuGather
         _start = ulong.MaxValue;
         _end = 0;
         _freedTables = false;
-        if (_pages.Count > 0)
+        if (_pages is { Count: > 0 })
         {
             _mm.ReleasePages(_cpu, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_pages));
             _pages.Clear();
@@ -98,6 +102,16 @@ public sealed class MmuGather
         }
     }
 
-    /// <summary><c>tlb_finish_mmu</c>.</summary>
-    internal void Finish() => Flush();
+    /// <summary><c>tlb_finish_mmu</c>: the last flush; the gather takes no more pages after it.</summary>
+    internal void Finish()
+    {
+        Flush();
+        if (_pages is { } pages && _cpu is not null)
+        {
+            _pages = null;
+            Volatile.Write(ref _cpu.SpareGatherPages, pages);
+        }
+    }
+
+    private static InvalidOperationException Finished() => new("mmu_gather: a page was added after tlb_finish_mmu");
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using PtLab.Mm;
 using PtLab.Paging;
 using PtLab.Traces;
@@ -944,19 +945,57 @@ public sealed class TraceReplayer
             p.Quiet.Clear();
         }
 
+        // The run's figures are kept in locals and stored once at its end: only this loop and the
+        // failure path below (which reads none of them) run until then.
+        var result = p.Result;
+        bool inExec = p.InExec;
+        long peakKb = result.PeakVmPteKb;
+        long modelFaults = cpu.Faults;
+        long alreadyMapped = 0;
+        int applied = 0;
         int i = start;
-        for (; i < kinds.Length; i++)
+        try
         {
-            var k = kinds[i];
-            if (k is not (TraceEventKind.Fault or TraceEventKind.KernelFault) || tids[i] != tid || pids[i] != pid)
+            for (; i < kinds.Length; i++)
             {
-                break;
-            }
+                var k = kinds[i];
+                if (k is not (TraceEventKind.Fault or TraceEventKind.KernelFault) || tids[i] != tid || pids[i] != pid)
+                {
+                    break;
+                }
 
-            _row++;
-            p.InExec &= k == TraceEventKind.KernelFault;
-            p.Result.Faults++;
-            Access(t, cpu, mm, (ulong)addresses[i], (int)flags[i]);
+                _row++;
+                applied++;
+                inExec &= k == TraceEventKind.KernelFault;
+                ulong va = (ulong)addresses[i];
+                bool write = (flags[i] & 0x2) != 0;
+                AccessResult r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
+                long taken = cpu.Faults;
+                if (taken == modelFaults)
+                {
+                    alreadyMapped++;
+                }
+
+                if (!r.Ok)
+                {
+                    AccessFailed(t, cpu, va, write, r);
+                    taken = cpu.Faults;
+                }
+
+                modelFaults = taken;
+                long kb = mm.PgtablesBytes >> 10;
+                if (kb > peakKb)
+                {
+                    peakKb = kb;
+                }
+            }
+        }
+        finally
+        {
+            p.InExec = inExec;
+            result.Faults += applied;
+            result.PeakVmPteKb = peakKb;
+            _alreadyMapped += alreadyMapped;
         }
 
         return i;
@@ -976,14 +1015,9 @@ public sealed class TraceReplayer
             _alreadyMapped++;
         }
 
-        if (!r.Ok && GrowStack(t, cpu, va))
-        {
-            r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
-        }
-
         if (!r.Ok)
         {
-            Divergence($"fault the model answered with {r.Outcome}");
+            AccessFailed(t, cpu, va, write, r);
         }
 
         long kb = mm.PgtablesBytes >> 10;
@@ -991,6 +1025,24 @@ public sealed class TraceReplayer
         if (kb > result.PeakVmPteKb)
         {
             result.PeakVmPteKb = kb;
+        }
+    }
+
+    /// <summary>
+    /// An access the model refused: below the stack within its limit the stack grows and the
+    /// access is made again; what still fails is a divergence.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void AccessFailed(Thread t, Cpu cpu, ulong va, bool write, AccessResult r)
+    {
+        if (GrowStack(t, cpu, va))
+        {
+            r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
+        }
+
+        if (!r.Ok)
+        {
+            Divergence($"fault the model answered with {r.Outcome}");
         }
     }
 
