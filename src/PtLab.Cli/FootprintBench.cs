@@ -91,14 +91,15 @@ internal static class FootprintBench
     internal readonly record struct DenseFigures(long Heap, long Pages, long PteTables);
 
     /// <summary>
-    /// What the dense layout added, from the stores' counts: descriptors (24 bytes a frame, user
-    /// pages' and table pages'), stored groups of 32 entries (256 bytes), slot headers (16 words of 4
-    /// bytes a table), and what the stores allocated beyond those (the unfilled part of their last
-    /// chunks, state cells).
+    /// What the dense layout added, from the stores' counts: descriptors (16 bytes a frame, user
+    /// pages' and table pages'), page extensions (8 bytes a frame, in segments of 64 frames made
+    /// for the frames that need them: table pages, pages on a linked LRU list), stored groups of 32
+    /// entries (256 bytes), slot headers (16 words of 4 bytes a table), and what the stores
+    /// allocated beyond those (the unfilled part of their last chunks, state cells).
     /// </summary>
-    internal readonly record struct DenseSplit(long Descriptors, long TableFrames, long PteTables, long Tables, long Groups, long Slots)
+    internal readonly record struct DenseSplit(long Descriptors, long Exts, long TableFrames, long PteTables, long Tables, long Groups, long Slots)
     {
-        private const int Descriptor = 24;
+        private static readonly int Descriptor = System.Runtime.CompilerServices.Unsafe.SizeOf<PageDescriptor>();
         // The table store's layout (PtLab.Phys.TableStore, internal to the core): groups of 32
         // entries, 16 to a table, named by one 4-byte header word each.
         private const int Group = 32 * sizeof(ulong);
@@ -112,9 +113,10 @@ internal static class FootprintBench
             return string.Create(CultureInfo.InvariantCulture,
                 $"{P(userDesc):0.000} B its descriptor, {P(tableDesc):0.000} B table pages' descriptors ({TableFrames:N0} tables), " +
                 $"{P(Descriptors - userDesc - tableDesc):0.000;-0.000;0.000} B descriptor segments not yet filled; " +
+                $"{P(Exts):0.000} B page extensions (segments of 64 frames holding a table's slot and lock, or a page's LRU links); " +
                 $"{P(groups):0.000} B entries ({Groups:N0} groups of 32 stored), {P(headers):0.000} B slot headers ({Slots:N0} tables with a slot), " +
                 $"{P(Tables - groups - headers):0.000} B table-store chunks not yet filled and design state cells; " +
-                $"{P(heap - Descriptors - Tables):0.000} B the rest of the heap (design state objects, array headers, the tables naming the chunks)");
+                $"{P(heap - Descriptors - Exts - Tables):0.000} B the rest of the heap (design state objects, array headers, the tables naming the chunks)");
         }
     }
     private static string Line(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
@@ -146,7 +148,7 @@ internal static class FootprintBench
         }
 
         long before = Heap();
-        long descBefore = m.Phys.DescriptorHostBytes, tablesBefore = m.Phys.TableHostBytes;
+        long descBefore = m.Phys.DescriptorHostBytes, extBefore = m.Phys.PageExtHostBytes, tablesBefore = m.Phys.TableHostBytes;
         var (groupsBefore, slotsBefore) = m.Phys.TableStorage;
         long framesBefore = TableFrames(mm), pteBefore = mm.Status().Tables.Pte;
         var sw = Stopwatch.StartNew();
@@ -160,7 +162,7 @@ internal static class FootprintBench
         long pages = mm.Status().RssAnonKb / 4;
         var (groups, slots) = m.Phys.TableStorage;
         var split = new DenseSplit(
-            m.Phys.DescriptorHostBytes - descBefore, TableFrames(mm) - framesBefore, mm.Status().Tables.Pte - pteBefore, m.Phys.TableHostBytes - tablesBefore,
+            m.Phys.DescriptorHostBytes - descBefore, m.Phys.PageExtHostBytes - extBefore, TableFrames(mm) - framesBefore, mm.Status().Tables.Pte - pteBefore, m.Phys.TableHostBytes - tablesBefore,
             groups - groupsBefore, slots - slotsBefore);
         GC.KeepAlive(m);
         return ((after - before) / (double)pages, after - before, pages, sw.Elapsed.TotalSeconds, split);
