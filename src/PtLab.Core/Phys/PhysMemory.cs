@@ -300,7 +300,13 @@ public sealed partial class PhysMemory
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref PageDescriptor Desc(long pfn) => ref _descriptors.Slot(pfn);
 
-    /// <summary>The extension words of a frame (<see cref="PageExt"/>), made (zero) on first use.</summary>
+    /// <summary>
+    /// The extension words of a frame (<see cref="PageExt"/>), made (zero) on first use. As with
+    /// descriptors, a segment once made is never moved or freed, so a reference taken here stays
+    /// the frame's; a table's words are made by <see cref="AllocTable"/> before the table is
+    /// reachable, and a lockless reader of a stale table finds them as the freer left them
+    /// (cleared, as the descriptor's LRU words were when they held them).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref PageExt Ext(long pfn) => ref _pageExt.Slot(pfn);
 

@@ -184,6 +184,55 @@ public class CompactTableTests
         Assert.Throws<UseAfterFreeException>(() => s.Machine.Phys.Table(stale)[0]);
     }
 
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(16L << 20)]
+    public void TheAnonymousListIsLinkedOnlyWithSwap(long swap)
+    {
+        using var s = new Sim(pageData: false, swapBytes: swap);
+        var phys = s.Machine.Phys;
+        ulong a = s.Map(Sim.M2, addr: 0x4000_1000); // holds no aligned 2 MiB: small pages only
+        long ext = phys.PageExtHostBytes;
+        s.TouchAll(a, Sim.M2);
+        var pfns = Enumerable.Range(0, 512).Select(i => Entry.Pfn(s.Mm.PeekPte(a + ((ulong)i * Sim.K4)))).ToArray();
+        Assert.Equal(512, phys.LruAnonPages);
+        Assert.All(pfns, p => Assert.Equal(LruList.Anon, phys.LruOf(p)));
+        Assert.All(pfns, p => Assert.True(phys.Desc(p).OnLru));
+        if (swap == 0)
+        {
+            // Counted, not linked: the pages took no extension words, only their tables did (two
+            // PTE tables, a PMD and a PUD table at most, a 64-frame segment each).
+            Assert.True(phys.PageExtHostBytes - ext <= 4 * 64 * 8, $"{phys.PageExtHostBytes - ext} B of extensions for 512 unlinked pages");
+            Assert.All(pfns, p => Assert.Equal(LruList.None, phys.Ext(p).Lru));
+        }
+        else
+        {
+            // Linked, as reclaim scans it from its tail: one head, one tail, a chain through all.
+            Assert.All(pfns, p => Assert.Equal(LruList.Anon, phys.Ext(p).Lru));
+            Assert.Single(pfns, p => phys.Ext(p).LruPrev < 0);
+            Assert.Single(pfns, p => phys.Ext(p).LruNext < 0);
+            long at = pfns.Single(p => phys.Ext(p).LruPrev < 0);
+            int n = 1;
+            for (; phys.Ext(at).LruNext >= 0; n++)
+            {
+                Assert.Equal(at, phys.Ext(phys.Ext(at).LruNext).LruPrev);
+                at = phys.Ext(at).LruNext;
+            }
+
+            Assert.Equal(512, n);
+        }
+
+        // MADV_FREE moves every page, linked or not, to the linked file list (lru_lazyfree_fn).
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Free));
+        Assert.Equal(0, phys.LruAnonPages);
+        Assert.Equal(512, phys.LruFilePages);
+        Assert.All(pfns, p => Assert.Equal(LruList.File, phys.LruOf(p)));
+        Assert.Equal(Errno.None, s.Mm.Munmap(s.Cpu, a, Sim.M2));
+        Assert.Equal(0, phys.LruFilePages);
+        Assert.All(pfns, p => Assert.False(phys.Desc(p).OnLru));
+        Assert.All(pfns, p => Assert.Equal(default, phys.Ext(p)));
+    }
+
     [Fact]
     public void APackedDescriptorKeepsEachFieldApart()
     {
