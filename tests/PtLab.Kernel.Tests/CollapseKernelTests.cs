@@ -103,6 +103,36 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
     public void APartialMadviseSplitsTheHugePageAsTheHostDoes(string script) => AssertSameAsHost(script, smaps: true);
 
     /// <summary>
+    /// A huge page moved by mremap ("mN:M:D": M pages from N to page D) to an address that is not
+    /// 2 MiB aligned: the leaf is split into PTEs, the folio stays whole and its pages lie in two
+    /// PTE tables (pages 1024 and 1536 are table boundaries). MADV_FREE, MADV_COLD and
+    /// MADV_PAGEOUT over part of it, or over all of it (no one table holds it whole), split it in
+    /// both tables; a part moved elsewhere by a second mremap is split too (the reverse map finds
+    /// it); a pinned one is not split. Written pages are pages 0, 300 and 511 of the folio.
+    /// </summary>
+    public static TheoryData<string> StraddleScripts() =>
+    [
+        "h,w0,w300,w511,m0:512:1280",                   // moved: 256 pages in each table, whole
+        "h,w0,w300,w511,m0:512:1280,f1280:1",           // a written page in the first table
+        "h,w0,w300,w511,m0:512:1280,f1580:1",           // a written page in the second table
+        "h,w0,w300,w511,m0:512:1280,f1281:1",           // a zero-filled page: the zero page, not lazy-free
+        "h,w0,w300,w511,m0:512:1280,f1280:512",         // all of it: still split
+        "h,w0,w300,w511,m0:512:1280,f1280:512,o1280:512", // lazy-free pages discarded
+        "h,w0,w300,w511,m0:512:1280,k1500:100",         // MADV_COLD across the table boundary
+        "h,w0,w300,w511,m0:512:1280,o1280:512",         // swap-backed, no swap: split, kept
+        "h,w0:512,m0:512:1280,f1400:200,o1280:512",     // every page written
+        "h,w0,w300,w511,m0:512:1100,f1100:1",           // 1100: 436 pages in the first table
+        "h,w0,w300,w511,m0:512:1280,m1344:64:256,f1280:1", // a part moved again: three tables
+        "h,w0,w300,w511,m0:512:1280,d1280:1,f1581:1",   // a zapped page: the rest is split
+        "h,w0:512,m0:512:1280,v1290,f1280:1",           // pinned: not split
+        "h,w0,w300,w511,m0:512:1280,p1536:512,f1280:1", // two VMAs (mprotect at the table boundary)
+    ];
+
+    [NativeTheory]
+    [MemberData(nameof(StraddleScripts))]
+    public void AHugePageInTwoTablesIsSplitAsTheHostDoes(string script) => AssertSameAsHost(script, smaps: true);
+
+    /// <summary>
     /// MADV_COLLAPSE of shared anonymous memory (shmem): the page cache gets a PMD-sized folio
     /// (holes filled: RssShmem the whole 2 MiB), the PTE table is freed (VmPTE 4 kB less) and a
     /// PMD leaf maps it (ShmemPmdMapped); a later DONTNEED of one page zaps the whole leaf and the
@@ -164,6 +194,7 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
                     'f' => t.Madvise(at, count * K4, Advice.Free),
                     'k' => t.Madvise(at, count * K4, Advice.Cold),
                     'o' => t.Madvise(at, count * K4, Advice.PageOut),
+                    'm' => t.Mremap(at, count * K4, count * K4, MremapFlags.MayMove | MremapFlags.Fixed, m.Address + (ulong.Parse(nm[2], CultureInfo.InvariantCulture) * K4)).Error,
                     'u' => t.Munmap(at, count * K4),
                     'p' or 'P' => t.Mprotect(at, count * K4, step[0] == 'p' ? Prot.Read : Prot.None),
                     'h' or 'n' => t.Madvise(m.Address, Pages * K4, step[0] == 'h' ? Advice.HugePage : Advice.NoHugePage),

@@ -11,18 +11,8 @@ namespace PtLab.Systematic.Tests;
 /// </summary>
 public class ShmemCollapseScenarioTests(ITestOutputHelper output)
 {
-    private const int RandomSchedules = 200;
-    private const int PctSchedules = 150;
-
     [Theory]
     [MemberData(nameof(ScenarioTests.AllDesigns), MemberType = typeof(ScenarioTests))]
-    public void EveryScheduleOfAShmemCollapseKeepsTheInvariants(string design)
-    {
-        var s = SystematicScenarios.ShmemCollapseGupFastFault;
-        var random = SystematicTester.Explore(s, design, "random", RandomSchedules, baseSeed: 1000);
-        var pct = SystematicTester.Explore(s, design, "pct", PctSchedules, baseSeed: 2000);
-        output.WriteLine($"{s.Name} on {design}: random {random.Schedules} in {random.Elapsed.TotalSeconds:F1} s, pct {pct.Schedules} in {pct.Elapsed.TotalSeconds:F1} s, {random.TotalSteps / random.Schedules} steps each");
-        Assert.True(random.Violations == 0, $"random seed {random.FirstFailingSeed}: {random.FirstViolation} ({random.Violations} of {random.Schedules})");
-        Assert.True(pct.Violations == 0, $"pct seed {pct.FirstFailingSeed}: {pct.FirstViolation} ({pct.Violations} of {pct.Schedules})");
-    }
+    public void EveryScheduleOfAShmemCollapseKeepsTheInvariants(string design) =>
+        ScheduleExploration.AssertNoViolation(output, SystematicScenarios.ShmemCollapseGupFastFault, design, randomSchedules: 200, pctSchedules: 150, baseSeed: 1000);
 }

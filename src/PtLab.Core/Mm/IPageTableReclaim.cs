@@ -36,6 +36,15 @@ public interface IPageTableReclaim
     /// <summary>Called by <c>set_pte_at</c> with the entry it replaces (<c>track_pte_set</c>).</summary>
     void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry);
 
+    /// <summary>
+    /// <see cref="TrackPteSet"/> for a store that the caller follows, under the same PTE lock and
+    /// with nothing in between, by <see cref="PteUnmapUnlock"/> of the visit that mapped the table.
+    /// A design whose visitors and entries hold the same reference may hand the visitor's
+    /// reference to the new entry instead of taking one and dropping the other; it returns true
+    /// when it did, and the caller then ends the visit with the unlock alone.
+    /// </summary>
+    bool TrackPteSetHandOver(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry);
+
     /// <summary>Called by <c>ptep_get_and_clear</c> and <c>pte_clear</c> with the entry cleared (<c>track_pte_clear</c>).</summary>
     void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry);
 
@@ -47,6 +56,16 @@ public interface IPageTableReclaim
 
     /// <summary><c>pte_unmap</c>: ends a visit begun by <see cref="PteOffsetMap"/>.</summary>
     void PteUnmap(MmStruct mm, Cpu cpu, TableRef pteTable);
+
+    /// <summary>
+    /// <c>handle_pte_fault</c>'s first look: <see cref="PteOffsetMap"/>, read entry
+    /// <paramref name="index"/> into <paramref name="orig"/>, and when it is none end the visit
+    /// (<see cref="PteUnmap"/>) and return <see cref="TableRef.None"/>. Otherwise the table stays
+    /// mapped for the caller, who ends the visit. <paramref name="orig"/> is 0 whenever
+    /// <see cref="TableRef.None"/> comes back. A design may do the same with less, as long as no
+    /// one can tell the difference.
+    /// </summary>
+    TableRef PteOffsetMapEntry(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, int index, out ulong orig);
 
     /// <summary>
     /// <c>pte_offset_map_lock</c> (or <c>pte_tryget_map_lock</c>): maps and takes the split PTE lock.

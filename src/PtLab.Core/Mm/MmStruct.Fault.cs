@@ -175,18 +175,7 @@ public sealed partial class MmStruct
     private FaultOutcome HandlePteFault(Cpu cpu, Vma vma, ulong addr, bool write, long pmdTable, int pmdIndex)
     {
         int index = Geometry.PteIndex(addr);
-        var pteTable = PteOffsetMap(cpu, pmdTable, pmdIndex);
-        ulong orig = 0;
-        if (!pteTable.IsNone)
-        {
-            orig = Phys.ReadCachedEntry(cpu.TableCache, 1, pteTable, index);
-            if (Entry.IsNone(orig))
-            {
-                PteUnmap(cpu, pteTable);
-                pteTable = TableRef.None;
-            }
-        }
-
+        var pteTable = PteOffsetMapEntry(cpu, pmdTable, pmdIndex, index, out ulong orig);
         if (pteTable.IsNone)
         {
             // do_pte_missing: anonymous memory, or a file (shmem included) through do_fault.
@@ -307,10 +296,13 @@ public sealed partial class MmStruct
 
             if (Entry.IsNone(Volatile.Read(ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index))))
             {
-                SetPteAt(cpu, pteTable, index, zero);
+                SetPteAtUnmapUnlock(cpu, pteTable, index, zero);
+            }
+            else
+            {
+                PteUnmapUnlock(cpu, pteTable);
             }
 
-            PteUnmapUnlock(cpu, pteTable);
             return FaultOutcome.Ok;
         }
 
@@ -339,8 +331,7 @@ public sealed partial class MmStruct
 
         AddRssAnon(cpu, 1);
         PageAddNewAnonRmap(pfn, vma, addr);
-        SetPteAt(cpu, pteTable, index, pte);
-        PteUnmapUnlock(cpu, pteTable);
+        SetPteAtUnmapUnlock(cpu, pteTable, index, pte);
         return FaultOutcome.Ok;
     }
 

@@ -294,12 +294,28 @@ public sealed partial class MmStruct
                     ulong va = (addr & Geometry.PmdMask) + ((ulong)i << PhysMemory.PageShift);
                     if (Phys.IsHugeFrame(pfn) && IsAnonPage(pfn))
                     {
-                        // A huge page mapped by PTEs: split unless the range covers it whole; the
-                        // model reclaims huge pages only when PMD-mapped, so MADV_PAGEOUT splits
-                        // it whole too, as reclaim does when it cannot swap it out whole.
+                        // A huge page mapped by PTEs: split unless this table's part of the range
+                        // covers it whole (a huge page whose pages lie in two tables, moved by
+                        // mremap to an address of another alignment, is always split); the model
+                        // reclaims huge pages only when PMD-mapped, so MADV_PAGEOUT splits it
+                        // whole too, as reclaim does when it cannot swap it out whole, unless it
+                        // is mlocked (isolated and put straight back).
+                        long head = Phys.CompoundHead(pfn);
                         nr = FolioPteBatch(entries, i, endIndex, pfn);
                         if (FolioMaybeMappedShared(pfn))
                         {
+                            continue;
+                        }
+
+                        bool mlocked = Phys.Desc(head).Has(PageFlags.Mlocked);
+                        if (nr == PhysMemory.HugeFrames && pageout && mlocked)
+                        {
+                            if (Phys.Lru.Isolate(head))
+                            {
+                                Phys.Lru.Add(head, LruList.Unevictable); // folio_putback_lru
+                                Phys.PutPage(head);
+                            }
+
                             continue;
                         }
 

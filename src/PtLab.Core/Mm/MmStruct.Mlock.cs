@@ -288,27 +288,39 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>mlock_vma_pages_range</c> (<c>mlock_pte_range</c>): each folio mapped in [start, end) is
     /// mlocked once more (<c>mlock_folio</c>), or munlocked once (<c>munlock_folio</c>), once per
-    /// folio however many of its pages the range maps.
+    /// folio however many of its pages the range maps. A huge folio is mlocked only when the range
+    /// maps all its pages (<c>allow_mlock_munlock</c>: <c>folio_within_range</c> and a batch of
+    /// the whole folio; one moved by mremap, or cut by the VMA's edge, stays evictable, and a
+    /// split of it later maps its zero-filled pages outside VM_LOCKED VMAs the zero page); it is
+    /// munlocked whatever part the range maps.
     /// </summary>
     private void MlockVmaPagesRange(Cpu cpu, ulong start, ulong end, bool mlock)
     {
         long last = -1;
+        int run = 0;
         ForEachMappedPage(cpu, start, end, pfn =>
         {
             long head = Phys.CompoundHead(pfn);
             if (head == last)
             {
-                return; // the next page of the same huge folio
+                // The next page of the same huge folio: mlocked once all of it was seen.
+                if (mlock && ++run == PhysMemory.HugeFrames)
+                {
+                    MlockFolio(head);
+                }
+
+                return;
             }
 
             last = head;
-            if (mlock)
-            {
-                MlockFolio(head);
-            }
-            else
+            run = 1;
+            if (!mlock)
             {
                 MunlockFolio(head);
+            }
+            else if (!Phys.IsHugeFrame(pfn))
+            {
+                MlockFolio(head);
             }
         });
     }

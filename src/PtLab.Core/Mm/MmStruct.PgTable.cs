@@ -57,6 +57,31 @@ public sealed partial class MmStruct
         return Entry.IsNone(pmd) || Entry.IsHuge(pmd) ? TableRef.None : Phys.Ref(Entry.Pfn(pmd));
     }
 
+    /// <summary>
+    /// <c>handle_pte_fault</c>'s first look (see <see cref="IPageTableReclaim.PteOffsetMapEntry"/>):
+    /// the table stays mapped only when entry <paramref name="index"/> is not none.
+    /// </summary>
+    internal TableRef PteOffsetMapEntry(Cpu cpu, long pmdTable, int pmdIndex, int index, out ulong orig)
+    {
+        if (!_plainPteMap)
+        {
+            return Design.PteOffsetMapEntry(this, cpu, pmdTable, pmdIndex, index, out orig);
+        }
+
+        orig = 0;
+        var pteTable = PlainPteOffsetMap(cpu, pmdTable, pmdIndex);
+        if (!pteTable.IsNone)
+        {
+            orig = Phys.ReadCachedEntry(cpu.TableCache, 1, pteTable, index);
+            if (Entry.IsNone(orig))
+            {
+                return TableRef.None;
+            }
+        }
+
+        return pteTable;
+    }
+
     /// <summary><c>pte_unmap</c>: nothing to do where the design maps plainly.</summary>
     internal void PteUnmap(Cpu cpu, TableRef pteTable)
     {
@@ -112,6 +137,38 @@ public sealed partial class MmStruct
         }
 
         Phys.CachedStoreEntry(cpu.TableCache, 1, pteTable, index, old, pte);
+    }
+
+    /// <summary>
+    /// <see cref="SetPteAt"/> of entry <paramref name="index"/>, then <see cref="PteUnmapUnlock"/>
+    /// of the visit that mapped and locked the table: the end of a fault that installs an entry.
+    /// A design whose visitors and entries hold the same reference hands the visitor's to the new
+    /// entry here (see <see cref="IPageTableReclaim.TrackPteSetHandOver"/>), and the visit then
+    /// ends with the unlock alone.
+    /// </summary>
+    internal void SetPteAtUnmapUnlock(Cpu cpu, TableRef pteTable, int index, ulong pte)
+    {
+        if (_plainPteMap || !_tracksEntries)
+        {
+            SetPteAt(cpu, pteTable, index, pte);
+            PteUnmapUnlock(cpu, pteTable);
+            return;
+        }
+
+        ReachedEntryStore(pteTable.Pfn);
+        ulong old = Volatile.Read(ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index));
+        bool handedOver = Design.TrackPteSetHandOver(this, cpu, pteTable, old, pte);
+        Phys.CachedStoreEntry(cpu.TableCache, 1, pteTable, index, old, pte);
+        if (handedOver)
+        {
+            // The unlock is the visit's last touch of the table: from here on the new entry's
+            // reference, which only a clear under this lock can drop, is what keeps it.
+            PtlUnlock(cpu, pteTable.Pfn);
+        }
+        else
+        {
+            Design.PteUnmapUnlock(this, cpu, pteTable);
+        }
     }
 
     /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>

@@ -1,5 +1,6 @@
 using PtLab.Paging;
 using PtLab.Phys;
+using PtLab.Sync;
 
 namespace PtLab.Mm;
 
@@ -11,26 +12,42 @@ public sealed partial class MmStruct
     private long _thpSplitPage;
 
     /// <summary>
+    /// At most this many PTE tables are locked together by one split: a folio's 512 pages span two
+    /// tables where they lie together, more only where mremaps left its parts in several places.
+    /// </summary>
+    private const int SplitMaxTables = 8;
+
+    /// <summary>
     /// <c>split_folio</c> of the anonymous huge page holding <paramref name="pfn"/>, which this
-    /// address space maps at <paramref name="va"/>, by a PMD leaf or by PTEs of the table there. As the kernel: <c>can_split_folio</c> (no reference beyond its mappings), then
-    /// <c>unmap_folio</c> (a PMD leaf is split into its deposited table first, so VmPTE does not
-    /// change), the folio becomes 512 pages, and <c>remap_page</c> with
-    /// <c>RMP_USE_SHARED_ZEROPAGE</c> maps each zero-filled page that is not mlocked the shared zero
-    /// page instead (its RssAnon goes); pages nothing maps are freed. Returns false, nothing split,
-    /// when another holds it (isolated from its LRU list, as the folio lock would refuse), when it
-    /// is pinned or mapped elsewhere, or when some of its mapped pages lie outside that PTE table
-    /// (moved by mremap to an address of another alignment, or by MREMAP_DONTUNMAP: the kernel
-    /// finds them by the reverse map; the model, which would need a second PTE lock, does not
-    /// split those).
+    /// address space maps at <paramref name="va"/>, by a PMD leaf or by PTEs. As the kernel:
+    /// <c>can_split_folio</c> (no reference beyond its mappings), then <c>unmap_folio</c> (a PMD
+    /// leaf is split into its deposited table first, so VmPTE does not change), the folio becomes
+    /// 512 pages, and <c>remap_page</c> with <c>RMP_USE_SHARED_ZEROPAGE</c> maps each zero-filled
+    /// page that is not mlocked the shared zero page instead (its RssAnon goes); pages nothing maps
+    /// are freed. The pages are found through the reverse map, as the kernel finds them: after an
+    /// mremap to an address of another 2 MiB alignment they lie in two PTE tables, after moves of
+    /// parts of the range in several, each in the VMA of this address space whose page offset
+    /// covers their index. Returns false, nothing split, when another holds it (isolated from its
+    /// LRU list, as the folio lock would refuse), when it is pinned, when another address space
+    /// maps a page of it (the kernel splits those too; the model leaves it whole), or when its
+    /// mappings lie in more than <see cref="SplitMaxTables"/> tables.
     /// </summary>
     /// <remarks>
     /// Race-freedom: the folio is isolated by this call (the stand-in for <c>folio_trylock</c>:
-    /// reclaim, collapse and other splitters only act on folios they isolated); its mappings are
-    /// counted and its refcount frozen at "mappings + ours" under the PTE lock of the one table
-    /// that maps it, so no fault, zap or rmap walk of that table runs meanwhile, and a speculative
-    /// <c>folio_try_get</c> (GUP-fast) either came first (the freeze fails and nothing is split) or
-    /// fails on the frozen count until the pages are whole again. Called under <c>mmap_lock</c>
-    /// (read) with no PTE or PMD lock held.
+    /// reclaim, collapse and other splitters only act on folios they isolated). Where the kernel
+    /// replaces every mapping by a migration entry, one table at a time, the model holds the PTE
+    /// locks of every table that may map the folio at once, taken in ascending address order
+    /// (nested subclasses, as <c>spin_lock_nested</c>), counts the mappings and freezes the
+    /// refcount at "mappings + ours" under them, so no fault, zap or rmap walk of those tables runs
+    /// meanwhile, and a speculative <c>folio_try_get</c> (GUP-fast) either came first (the freeze
+    /// fails and nothing is split) or fails on the frozen count until the pages are whole again.
+    /// The order cannot deadlock: this is called under <c>mmap_lock</c> (read) with no PTE or PMD
+    /// lock held; the only other holders of two PTE locks of one address space are mremap's
+    /// <c>move_ptes</c> and fork's copy, which hold its <c>mmap_lock</c> for write, and other
+    /// splitters, which take theirs in the same address order; nothing holding a PTE lock waits on
+    /// a pmd lock (pt-reclaim only tries it), and the tables' addresses cannot change under
+    /// <c>mmap_lock</c>. A table unhooked between its map and its lock (pt-reclaim) is seen by the
+    /// pmd recheck and ends the split with nothing done, as a failed freeze would.
     /// </remarks>
     internal bool SplitFolio(Cpu cpu, Vma vma, long pfn, ulong va)
     {
@@ -46,7 +63,7 @@ public sealed partial class MmStruct
             return false; // folio_trylock failed: someone else works on it
         }
 
-        if (SplitIsolatedFolio(cpu, vma, head, va - ((ulong)(pfn - head) << PhysMemory.PageShift), va & Geometry.PmdMask))
+        if (SplitIsolatedFolio(cpu, vma, head, va - ((ulong)(pfn - head) << PhysMemory.PageShift)))
         {
             return true;
         }
@@ -65,115 +82,229 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// The split proper, of a folio this CPU isolated, whose first page would be at
-    /// <paramref name="haddr"/> and whose mappings must all lie in the PTE table (or PMD leaf)
-    /// that covers <paramref name="tableBase"/>.
+    /// <paramref name="haddr"/> in <paramref name="vma"/>, where the caller met it (and where a PMD leaf may map it).
     /// </summary>
-    private bool SplitIsolatedFolio(Cpu cpu, Vma vma, long head, ulong haddr, ulong tableBase)
+    private bool SplitIsolatedFolio(Cpu cpu, Vma vma, long head, ulong haddr)
+    {
+        if ((haddr & ~Geometry.PmdMask) == 0 && PmdTableOf(haddr) is long leafTable and >= 0)
+        {
+            int pmdIndex = Geometry.Index(haddr, 2);
+            if (PmdTransHugeLock(cpu, leafTable, pmdIndex, out ulong pmd))
+            {
+                // can_split_folio before unmap_folio: this leaf is its only mapping and the only
+                // references are the mapping's and the isolation's.
+                bool ours = Entry.Pfn(pmd) == head && Volatile.Read(ref Phys.EntireMapCount(head)) == 1 && Phys.Desc(head).RefCount == 2;
+                if (ours)
+                {
+                    SplitHugePmdLocked(cpu, vma, leafTable, pmdIndex, haddr, pmd); // TTU_SPLIT_HUGE_PMD
+                }
+
+                PmdUnlock(cpu, leafTable);
+                if (!ours)
+                {
+                    return false;
+                }
+            }
+        }
+
+        if (Volatile.Read(ref Phys.EntireMapCount(head)) != 0 || Phys.RmapOwner(head) is not AnonVma anonVma)
+        {
+            return false; // still mapped by a PMD somewhere
+        }
+
+        // The VMAs of this address space that may map its pages (rmap_walk_anon), and the tables
+        // of their addresses, in address order.
+        ulong first = Phys.Desc(head).RmapAddress;
+        var vmas = anonVma.Snapshot().Where(v => ReferenceEquals(v.Mm, this)).ToArray();
+        var bases = new SortedSet<ulong>();
+        foreach (var v in vmas)
+        {
+            ulong lo = Math.Max(first, v.PgOff), hi = Math.Min(first + PhysMemory.HugeFrames, v.PgOff + (v.Length >> PhysMemory.PageShift));
+            if (lo < hi && v.TryAddressOf(lo, out ulong from) && v.TryAddressOf(hi - 1, out ulong to))
+            {
+                for (ulong b = from & Geometry.PmdMask; b <= to; b += Geometry.PmdSize)
+                {
+                    bases.Add(b);
+                }
+            }
+        }
+
+        if (bases.Count == 0 || bases.Count > SplitMaxTables)
+        {
+            return false;
+        }
+
+        var tables = new (ulong Base, TableRef Table)[bases.Count];
+        int locked = 0;
+        long[] pages = new long[PhysMemory.HugeFrames];
+        bool split = false;
+        try
+        {
+            foreach (ulong b in bases)
+            {
+                var t = PteOffsetMapLockForSplit(cpu, b, locked);
+                if (t is null)
+                {
+                    return false; // unhooked meanwhile
+                }
+
+                tables[locked++] = (b, t.Value);
+            }
+
+            split = SplitFolioLocked(cpu, head, first, vmas, tables, pages);
+        }
+        finally
+        {
+            for (int k = locked - 1; k >= 0; k--)
+            {
+                if (!tables[k].Table.IsNone)
+                {
+                    PteUnmapUnlock(cpu, tables[k].Table);
+                }
+            }
+        }
+
+        if (split)
+        {
+            // The split's reference on every page (the head's is the isolation's): what nothing maps goes.
+            CountPageFreed(cpu, Phys.PutPages(pages));
+        }
+
+        return split;
+    }
+
+    /// <summary>
+    /// The PTE table of the 2 MiB at <paramref name="tableBase"/>, mapped and locked as the
+    /// <paramref name="subclass"/>-th PTE lock a split holds (none when no PTE table is there); null
+    /// when the pmd no longer named the table once its lock was taken.
+    /// </summary>
+    private TableRef? PteOffsetMapLockForSplit(Cpu cpu, ulong tableBase, int subclass)
     {
         long pmdTable = PmdTableOf(tableBase);
         if (pmdTable < 0)
         {
-            return false;
+            return TableRef.None;
         }
 
         int pmdIndex = Geometry.Index(tableBase, 2);
-        if (haddr == tableBase && PmdTransHugeLock(cpu, pmdTable, pmdIndex, out ulong pmd))
+        var t = PteOffsetMap(cpu, pmdTable, pmdIndex);
+        if (t.IsNone)
         {
-            // can_split_folio before unmap_folio: this leaf is its only mapping and the only
-            // references are the mapping's and the isolation's.
-            bool ours = Entry.Pfn(pmd) == head && Volatile.Read(ref Phys.EntireMapCount(head)) == 1 && Phys.Desc(head).RefCount == 2;
-            if (ours)
-            {
-                SplitHugePmdLocked(cpu, vma, pmdTable, pmdIndex, haddr, pmd); // TTU_SPLIT_HUGE_PMD
-            }
-
-            PmdUnlock(cpu, pmdTable);
-            if (!ours)
-            {
-                return false;
-            }
+            return t;
         }
 
-        var pteTable = PteOffsetMapLock(cpu, pmdTable, pmdIndex);
-        if (pteTable.IsNone)
+        RawSpinLock.Lock(ref Phys.Desc(t.Pfn).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, t.Pfn, subclass);
+        ulong now = Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex]);
+        if (!Entry.IsNone(now) && !Entry.IsHuge(now) && Entry.Pfn(now) == t.Pfn)
         {
-            return false;
+            return t;
         }
 
-        long[] pages = new long[PhysMemory.HugeFrames];
-        try
+        PteUnmapUnlock(cpu, t);
+        return null;
+    }
+
+    /// <summary>
+    /// Under the PTE locks of <paramref name="tables"/>: checks that every mapping of the folio is
+    /// one of their entries (each page mapped at most once, in a VMA of <paramref name="vmas"/>),
+    /// freezes its refcount, splits it and maps its zero-filled pages the zero page. Fills
+    /// <paramref name="pages"/> with the frames whose split reference the caller drops.
+    /// </summary>
+    private bool SplitFolioLocked(Cpu cpu, long head, ulong first, Vma[] vmas, (ulong Base, TableRef Table)[] tables, long[] pages)
+    {
+        var siteTable = new int[PhysMemory.HugeFrames];
+        var siteIndex = new int[PhysMemory.HugeFrames];
+        var siteVma = new Vma?[PhysMemory.HugeFrames];
+        int mapped = 0;
+        for (int i = 0; i < PhysMemory.HugeFrames; i++)
         {
-            var entries = Phys.Table(pteTable);
-            int mapped = 0;
-            for (int i = 0; i < PhysMemory.HugeFrames; i++)
+            siteTable[i] = -1;
+            int here = 0;
+            foreach (var v in vmas)
             {
-                // An mremap may have moved the folio to an address of another alignment: only
-                // the part in this table can be seen under its lock.
-                ulong vi = haddr + ((ulong)i << PhysMemory.PageShift);
-                ulong e = (vi & Geometry.PmdMask) == tableBase ? Volatile.Read(ref entries[Geometry.PteIndex(vi)]) : 0;
-                bool here = (Entry.IsPresent(e) || Entry.IsProtNone(e)) && !Entry.IsSpecial(e) && Entry.Pfn(e) == head + i;
-                if (Phys.Desc(head + i).MapCount != (here ? 1 : 0))
+                if (!v.TryAddressOf(first + (ulong)i, out ulong vi))
                 {
-                    return false; // mapped twice, or somewhere else too
-                }
-
-                mapped += here ? 1 : 0;
-            }
-
-            if (Volatile.Read(ref Phys.EntireMapCount(head)) != 0 || !Phys.Desc(head).TryFreezeRef(mapped + 1))
-            {
-                return false; // a pin or a racing reference: -EAGAIN
-            }
-
-            Phys.SplitHugeFolioFrames(head);
-            long zeroed = 0;
-            bool locked = (vma.Flags & VmFlags.Locked) != 0;
-            for (int i = 0; i < PhysMemory.HugeFrames; i++)
-            {
-                long pfn = head + i;
-                pages[i] = pfn;
-                ref var d = ref Phys.Desc(pfn);
-                if (d.MapCount == 0)
-                {
-                    continue; // freed by the last put below
-                }
-
-                if (!locked && !d.Has(PageFlags.Mlocked) && Phys.Content.Token(pfn) == 0)
-                {
-                    // try_to_map_unused_to_zeropage: a zero-filled page is not kept.
-                    int index = Geometry.PteIndex(haddr + ((ulong)i << PhysMemory.PageShift));
-                    ulong old = PtepGetAndClear(cpu, pteTable, index);
-                    ulong zero = Entry.MakeZeroPagePte(Phys.ZeroPfn);
-                    if ((old & Entry.NoExecute) == 0)
-                    {
-                        zero &= ~Entry.NoExecute;
-                    }
-
-                    SetPteAt(cpu, pteTable, index, Entry.IsProtNone(old) ? (zero & ~Entry.Present) | Entry.ProtNone : zero);
-                    d.AddMap(-1);
-                    Phys.PutPage(pfn); // the mapping's reference; the split's goes below
-                    zeroed++;
                     continue;
                 }
 
-                Phys.Lru.Add(pfn, LruListOf(pfn)); // lru_add_split_folio
+                int k = Array.FindIndex(tables, x => x.Base == (vi & Geometry.PmdMask));
+                if (k < 0 || tables[k].Table.IsNone)
+                {
+                    continue;
+                }
+
+                ulong e = Volatile.Read(ref Phys.Table(tables[k].Table)[Geometry.PteIndex(vi)]);
+                if ((Entry.IsPresent(e) || Entry.IsProtNone(e)) && !Entry.IsSpecial(e) && Entry.Pfn(e) == head + i)
+                {
+                    here++;
+                    siteTable[i] = k;
+                    siteIndex[i] = Geometry.PteIndex(vi);
+                    siteVma[i] = v;
+                }
             }
 
-            if (zeroed > 0)
+            if (here > 1 || Phys.Desc(head + i).MapCount != here)
             {
-                AddRssAnon(cpu, -zeroed);
-                FlushTlbRange(cpu, tableBase, tableBase + Geometry.PmdSize);
+                return false; // mapped twice, or by another address space too
             }
 
-            Interlocked.Increment(ref _thpSplitPage);
-        }
-        finally
-        {
-            PteUnmapUnlock(cpu, pteTable);
+            mapped += here;
         }
 
-        // The split's reference on every page (the head's is the isolation's): what nothing maps goes.
-        CountPageFreed(cpu, Phys.PutPages(pages));
+        if (!Phys.Desc(head).TryFreezeRef(mapped + 1))
+        {
+            return false; // a pin or a racing reference: -EAGAIN
+        }
+
+        Phys.SplitHugeFolioFrames(head);
+        long zeroed = 0;
+        var flush = new bool[tables.Length];
+        for (int i = 0; i < PhysMemory.HugeFrames; i++)
+        {
+            long pfn = head + i;
+            pages[i] = pfn;
+            int k = siteTable[i];
+            if (k < 0)
+            {
+                continue; // freed by the last put
+            }
+
+            ref var d = ref Phys.Desc(pfn);
+            if ((siteVma[i]!.Flags & VmFlags.Locked) == 0 && !d.Has(PageFlags.Mlocked) && Phys.Content.Token(pfn) == 0)
+            {
+                // try_to_map_unused_to_zeropage: a zero-filled page is not kept.
+                var pteTable = tables[k].Table;
+                ulong old = PtepGetAndClear(cpu, pteTable, siteIndex[i]);
+                ulong zero = Entry.MakeZeroPagePte(Phys.ZeroPfn);
+                if ((old & Entry.NoExecute) == 0)
+                {
+                    zero &= ~Entry.NoExecute;
+                }
+
+                SetPteAt(cpu, pteTable, siteIndex[i], Entry.IsProtNone(old) ? (zero & ~Entry.Present) | Entry.ProtNone : zero);
+                d.AddMap(-1);
+                Phys.PutPage(pfn); // the mapping's reference; the split's goes with the caller's put
+                zeroed++;
+                flush[k] = true;
+                continue;
+            }
+
+            Phys.Lru.Add(pfn, LruListOf(pfn)); // lru_add_split_folio
+        }
+
+        if (zeroed > 0)
+        {
+            AddRssAnon(cpu, -zeroed);
+            for (int k = 0; k < tables.Length; k++)
+            {
+                if (flush[k])
+                {
+                    FlushTlbRange(cpu, tables[k].Base, tables[k].Base + Geometry.PmdSize);
+                }
+            }
+        }
+
+        Interlocked.Increment(ref _thpSplitPage);
         return true;
     }
 

@@ -1,4 +1,5 @@
 using PtLab.Mm;
+using PtLab.Paging;
 using PtLab.Phys;
 using PtLab.Sync;
 
@@ -40,6 +41,13 @@ public class NoReclaim : IPageTableReclaim
     {
     }
 
+    /// <inheritdoc/>
+    public virtual bool TrackPteSetHandOver(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry)
+    {
+        TrackPteSet(mm, cpu, pteTable, oldEntry, newEntry);
+        return false;
+    }
+
     /// <summary>
     /// True unless the design overrides one of the mapping hooks; found from the design's own type,
     /// so that a design which overrides a hook can never have it skipped.
@@ -58,6 +66,34 @@ public class NoReclaim : IPageTableReclaim
     /// <inheritdoc/>
     public virtual void PteUnmap(MmStruct mm, Cpu cpu, TableRef pteTable)
     {
+    }
+
+    /// <inheritdoc/>
+    public virtual TableRef PteOffsetMapEntry(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, int index, out ulong orig) =>
+        KeepIfNotNone(mm, cpu, PteOffsetMap(mm, cpu, pmdTable, pmdIndex), index, out orig);
+
+    /// <summary>
+    /// The end of <see cref="PteOffsetMapEntry"/> once <paramref name="mapped"/> was mapped (or
+    /// not): entry <paramref name="index"/> into <paramref name="orig"/>, and the visit ended when
+    /// that entry is none.
+    /// </summary>
+    private protected TableRef KeepIfNotNone(MmStruct mm, Cpu cpu, TableRef mapped, int index, out ulong orig)
+    {
+        orig = 0;
+        if (mapped.IsNone)
+        {
+            return mapped;
+        }
+
+        orig = mm.Phys.ReadCachedEntry(cpu.TableCache, 1, mapped, index);
+        if (Entry.IsNone(orig))
+        {
+            PteUnmap(mm, cpu, mapped);
+            orig = 0;
+            return TableRef.None;
+        }
+
+        return mapped;
     }
 
     /// <inheritdoc/>

@@ -114,51 +114,131 @@ public class PteRefReclaim : RefcountReclaim
         if (rcu.IsBare && !SkipTryGetForTesting)
         {
             long saved = rcu.ReadLockSaved(cpu.Id);
-            var phys = mm.Phys;
-            // The pmd entry through this CPU's table-entry cache, as the plain pte_offset_map
-            // reads it: a lockless seqlock read (TableStore.LayoutEpoch) that returns a value the
-            // pmd table's entry held, and checks on a miss, as Table() does, that the frame is a
-            // table; on a hit the epoch proves the pmd table was not freed since the line was filled.
-            ulong pmd = phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex);
-            if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
+            var pteTable = MappedUnderRcu(mm, cpu, pmdTable, pmdIndex, out var r);
+            if (pteTable.IsNone)
             {
                 rcu.ReadUnlockSaved(cpu.Id, saved);
                 return TableRef.None;
             }
 
-            // Under RCU the table the pmd entry names cannot be freed, so its descriptor and ref
-            // are still valid. This CPU's cache holds the reference and ref of the table it last
-            // mapped, stamped with the layout epoch read before they were: every freed table
-            // advances that epoch (PhysMemory.FreeTable, TableStore.Release) before its frame can
-            // be a table again, so while the epoch still reads the stamp, the frame is the same
-            // table of the same generation with the same ref, and neither its descriptor nor its
-            // state need be looked up (the TableEntryCache protocol, see TableStore.LayoutEpoch).
-            long pfn = Entry.Pfn(pmd);
-            long epoch = phys.LayoutEpoch;
-            TableRef pteTable;
-            PercpuRef r;
-            if (cpu.MappedTable.Pfn == pfn && cpu.MappedEpoch == epoch)
-            {
-                pteTable = cpu.MappedTable;
-                r = cpu.MappedRef!;
-            }
-            else
-            {
-                r = MappedRefMiss(mm, cpu, pfn, epoch, out pteTable);
-            }
-
-            bool got = r.TryGetIfPercpuInRcu(cpu.Id) || TryGet(mm, cpu, pteTable, r);
-            rcu.ReadUnlockSaved(cpu.Id, saved);
-            if (!got)
-            {
-                OnTryGetFailed(mm, cpu, pmdTable, pmdIndex, pteTable);
-                return TableRef.None;
-            }
-
-            return pteTable;
+            return GotOrFailed(mm, cpu, pmdTable, pmdIndex, pteTable, r.TryGetIfPercpuInRcu(cpu.Id) || TryGet(mm, cpu, pteTable, r), saved);
         }
 
         return base.PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
+    }
+
+    /// <summary>
+    /// <c>handle_pte_fault</c>'s first look, without hooks: the seed's <c>pte_tryget_map</c>, entry
+    /// read, and <c>pte_unmap</c> when the entry is none, except that with the ref in percpu mode
+    /// the entry is read first, inside the read section, and the reference is taken only when the
+    /// entry is not none (the table then stays mapped, as in the seed).
+    /// </summary>
+    /// <remarks>
+    /// A none entry thus costs no reference at all, and nobody can tell: in percpu mode the seed's
+    /// try-get and put are two adds on this CPU's stripe, both inside this one read section (the
+    /// table cannot be freed before it ends, so the reads need no reference), and the stripes are
+    /// only summed by a switch's RCU callback after a grace period that waits for the section
+    /// (<see cref="PercpuRef.IsPercpuBare"/>); the try-get cannot fail in percpu mode, so no
+    /// <c>free_user_pte</c> is skipped. Put another way, every run of this path is one the seed can
+    /// make: the one whose put follows its try-get within the same read section, so that a
+    /// concurrent switch folds both or neither. A ref seen in atomic mode takes the seed's path unchanged,
+    /// failed try-get and <c>free_user_pte</c> included. With hooks on (the systematic tester, the
+    /// profile) or a mutation, the shared path of <see cref="NoReclaim"/> runs.
+    /// </remarks>
+    public sealed override TableRef PteOffsetMapEntry(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, int index, out ulong orig)
+    {
+        var rcu = mm.Rcu;
+        if (!rcu.IsBare || SkipTryGetForTesting)
+        {
+            return base.PteOffsetMapEntry(mm, cpu, pmdTable, pmdIndex, index, out orig);
+        }
+
+        long saved = rcu.ReadLockSaved(cpu.Id);
+        orig = 0;
+        var pteTable = MappedUnderRcu(mm, cpu, pmdTable, pmdIndex, out var r);
+        if (pteTable.IsNone)
+        {
+            rcu.ReadUnlockSaved(cpu.Id, saved);
+            return TableRef.None;
+        }
+
+        if (r.IsPercpuBare)
+        {
+            orig = mm.Phys.ReadCachedEntry(cpu.TableCache, 1, pteTable, index);
+            if (Entry.IsNone(orig))
+            {
+                rcu.ReadUnlockSaved(cpu.Id, saved);
+                orig = 0;
+                return TableRef.None;
+            }
+
+            // The ref may have left percpu mode since it was seen so: the full try-get then runs,
+            // as the seed's. orig, read under RCU, is a snapshot either way, which the caller
+            // checks again under the PTE lock as it checks the seed's.
+            var got = GotOrFailed(mm, cpu, pmdTable, pmdIndex, pteTable, r.TryGetIfPercpuInRcu(cpu.Id) || TryGet(mm, cpu, pteTable, r), saved);
+            if (got.IsNone)
+            {
+                orig = 0;
+            }
+
+            return got;
+        }
+
+        // Atomic mode: the seed's try-get (which may fail and free), entry read, pte_unmap if none.
+        return KeepIfNotNone(mm, cpu, GotOrFailed(mm, cpu, pmdTable, pmdIndex, pteTable, TryGet(mm, cpu, pteTable, r), saved), index, out orig);
+    }
+
+    // The end of a bare pte_tryget_map: the read section closed, and on a failed try-get the
+    // seed's free_user_pte, outside it.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private TableRef GotOrFailed(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, TableRef pteTable, bool got, long saved)
+    {
+        mm.Rcu.ReadUnlockSaved(cpu.Id, saved);
+        if (!got)
+        {
+            OnTryGetFailed(mm, cpu, pmdTable, pmdIndex, pteTable);
+            return TableRef.None;
+        }
+
+        return pteTable;
+    }
+
+    /// <summary>
+    /// Inside a bare RCU read section: the PTE table the pmd entry names and its ref, or
+    /// <see cref="TableRef.None"/> when the entry is none or huge.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static TableRef MappedUnderRcu(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, out PercpuRef r)
+    {
+        var phys = mm.Phys;
+        // The pmd entry through this CPU's table-entry cache, as the plain pte_offset_map
+        // reads it: a lockless seqlock read (TableStore.LayoutEpoch) that returns a value the
+        // pmd table's entry held, and checks on a miss, as Table() does, that the frame is a
+        // table; on a hit the epoch proves the pmd table was not freed since the line was filled.
+        ulong pmd = phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex);
+        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
+        {
+            r = null!;
+            return TableRef.None;
+        }
+
+        // Under RCU the table the pmd entry names cannot be freed, so its descriptor and ref
+        // are still valid. This CPU's cache holds the reference and ref of the table it last
+        // mapped, stamped with the layout epoch read before they were: every freed table
+        // advances that epoch (PhysMemory.FreeTable, TableStore.Release) before its frame can
+        // be a table again, so while the epoch still reads the stamp, the frame is the same
+        // table of the same generation with the same ref, and neither its descriptor nor its
+        // state need be looked up (the TableEntryCache protocol, see TableStore.LayoutEpoch).
+        long pfn = Entry.Pfn(pmd);
+        long epoch = phys.LayoutEpoch;
+        if (cpu.MappedTable.Pfn == pfn && cpu.MappedEpoch == epoch)
+        {
+            r = cpu.MappedRef!;
+            return cpu.MappedTable;
+        }
+
+        r = MappedRefMiss(mm, cpu, pfn, epoch, out var pteTable);
+        return pteTable;
     }
 
     // The first map of a table on this CPU since the epoch moved: its reference and ref from its

@@ -95,6 +95,46 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
         }
     }
 
+    /// <summary>
+    /// <c>track_pte_set</c> at the end of a fault that installs an entry and ends its visit at
+    /// once with <c>pte_unmap_unlock</c>: a none entry that becomes non-none keeps the visitor's
+    /// reference as its own, instead of a get here and the visitor's put after the unlock.
+    /// </summary>
+    /// <remarks>
+    /// <para>
+    /// Why nobody can tell. The seed's sequence is get (for the entry), store, unlock, put (for
+    /// the visitor); this one leaves the get and the put out. Between them the two counts differ
+    /// by one, and both are at least one: the visitor's reference, taken by a try-get that
+    /// succeeded, is held until its put in the one and becomes the entry's in the other. So a
+    /// try-get, a put or a zero test (<c>try_to_free_user_pte</c>, reclaim's lazy-free check, the
+    /// <c>atomic</c> design's put that claims the table) that runs meanwhile finds zero in both or
+    /// in neither, and once the unlock is done the counts are equal. In percpu mode both left-out
+    /// operations were on this CPU's stripe and cancelled; in atomic mode both were on the shared
+    /// counter and cancelled.
+    /// </para>
+    /// <para>
+    /// Why the visitor is still safe. After the store it holds no reference of its own, but the
+    /// table is held by the new entry's, and only a clear of that entry drops it. Every clear of a
+    /// PTE runs under its table's PTE lock, which the visitor holds until its unlock, or under
+    /// <c>mmap_lock</c> for write, which its <c>mmap_lock</c> for read excludes. The unlock is the
+    /// visit's last touch of the table. So the count cannot reach zero, nor the table be unhooked,
+    /// while the visitor still uses it.
+    /// </para>
+    /// <para>
+    /// Under the <see cref="SkipTryGetForTesting"/> mutation visitors hold no reference, so there is
+    /// nothing to hand over and the plain <see cref="TrackPteSet"/> runs.
+    /// </para>
+    /// </remarks>
+    public override bool TrackPteSetHandOver(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry)
+    {
+        if (SkipTryGetForTesting || !Entry.IsNone(oldEntry) || Entry.IsNone(newEntry))
+        {
+            return base.TrackPteSetHandOver(mm, cpu, pteTable, oldEntry, newEntry);
+        }
+
+        return true;
+    }
+
     /// <summary><c>track_pte_clear</c>: non-none to none drops one.</summary>
     public override void TrackPteClear(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry)
     {

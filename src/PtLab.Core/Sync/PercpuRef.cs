@@ -379,6 +379,16 @@ public sealed partial class PercpuRef
         return true;
     }
 
+    /// <summary>
+    /// Whether, without hooks, the ref is in percpu mode now: read inside the caller's RCU read
+    /// section, a true answer means that a get and a put made on one CPU's stripe inside that same
+    /// section would cancel before anyone could see them. The stripes are only summed by the RCU
+    /// callback of a switch to atomic mode, which runs after a grace period that waits for the
+    /// section; nothing else reads them but the test-only <c>TrueCount</c> at rest. A caller may
+    /// therefore leave such a pair out (see <c>PteRefReclaim.PteOffsetMapEntry</c>).
+    /// </summary>
+    public bool IsPercpuBare => _bare && Volatile.Read(ref _live) is not null;
+
     // Only called when _bare, so the RCU has no hooks either (they are the same hooks) and its
     // saved-word section applies: one load and two stores of the CPU's own word.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -676,6 +676,68 @@ public static class SystematicScenarios
         CollapseRace("the whole leaf goes"));
 
     /// <summary>
+    /// <c>split_folio</c> of a huge page whose pages lie in two PTE tables (collapsed, then moved by
+    /// mremap 1 MiB past a 2 MiB boundary): a partial MADV_FREE splits it under both tables' PTE
+    /// locks while GUP-fast pins pages on both sides of the table boundary locklessly, a fault
+    /// writes one of its pages and MADV_PAGEOUT of the whole folio tries to split it from another
+    /// CPU, then reclaim. Not in the catalogue (it would add to every design's share of the default
+    /// run); its own test runs it.
+    /// </summary>
+    public static SystematicScenario SplitTwoTablesGupFastFault { get; } = new(
+        "split-two-tables-gup-fast-fault",
+        "split_folio of a huge page mapped by PTEs in two tables, under both PTE locks, while GUP-fast pins its pages across the table boundary, a fault writes one and a second CPU's MADV_PAGEOUT tries to split it too",
+        500,
+        64L << 20,
+        c =>
+        {
+            c.Map(4 * M2);
+            foreach (ulong page in new ulong[] { 0, 255, 300, 511 })
+            {
+                c.Touch(Base + (page * K4));
+            }
+
+            if (c.Mm.Madvise(c.Cpu(0), Base, M2, Advice.Collapse) != Errno.None ||
+                !c.Mm.Mremap(c.Cpu(0), Base, M2, M2, MremapFlags.MayMove | MremapFlags.Fixed, SplitTwoTablesAt).Ok)
+            {
+                throw new InvalidOperationException("set-up collapse or mremap failed");
+            }
+        },
+        [
+            (c, cpu) =>
+            {
+                Span<long> pinned = stackalloc long[4];
+                for (int round = 0; round < 2; round++)
+                {
+                    c.Scheduler.Note("get_user_pages_fast(folio pages 254-257, across the table boundary)");
+                    long got = c.Mm.GetUserPagesFast(cpu, SplitTwoTablesAt + (254 * K4), 4, write: true, pinned);
+                    if (got > 0)
+                    {
+                        c.Mm.PutUserPages(cpu, pinned[..(int)got]);
+                    }
+                }
+            },
+            (c, cpu) =>
+            {
+                c.Scheduler.Note("madvise(FREE, folio page 0): split in both tables");
+                c.Mm.Madvise(cpu, SplitTwoTablesAt, K4, Advice.Free);
+                c.Scheduler.Note("madvise(DONTNEED, folio page 300)");
+                c.Mm.Madvise(cpu, SplitTwoTablesAt + (300 * K4), K4, Advice.DontNeed);
+            },
+            (c, cpu) =>
+            {
+                c.Scheduler.Note("fault: write folio page 400");
+                cpu.Touch(SplitTwoTablesAt + (400 * K4));
+                c.Scheduler.Note("madvise(PAGEOUT, the whole folio)");
+                c.Mm.Madvise(cpu, SplitTwoTablesAt, M2, Advice.PageOut);
+                c.Scheduler.Note("reclaim 4 pages");
+                c.Machine.Vmscan.Reclaim(cpu.Id, 4);
+            },
+        ]);
+
+    /// <summary>Where <see cref="SplitTwoTablesGupFastFault"/> moves its huge page: 1 MiB past a table boundary.</summary>
+    private const ulong SplitTwoTablesAt = Base + (5UL << 20);
+
+    /// <summary>
     /// The programs of a collapse race: GUP-fast pins the first pages twice; MADV_COLLAPSE of the
     /// first 2 MiB, then a DONTNEED of page 1 (<paramref name="dontNeed"/> says what it does to
     /// the leaf); a fault on page 5, then reclaim.

@@ -428,12 +428,11 @@ public sealed class OpGenerator
     private const ulong CollapseAdvice = 25;
 
     /// <summary>
-    /// The advice the collapse mode never draws: MADV_HUGEPAGE would let faults map huge pages, and
-    /// MADV_FREE, MADV_COLD and MADV_PAGEOUT over part of a huge page split the folio, which the
-    /// model does as the kernel does except for a folio whose pages the fuzzer's mremaps left in two
-    /// PTE tables (the kernel splits it, the model leaves it whole; see docs/collapse.md).
+    /// The advice the collapse mode never draws: MADV_HUGEPAGE would let faults map huge pages.
+    /// MADV_FREE, MADV_COLD and MADV_PAGEOUT are drawn: over part of a huge page they split the
+    /// folio on both sides, wherever the fuzzer's mremaps left its pages (see docs/collapse.md).
     /// </summary>
-    private static bool NotInCollapseMode(ulong advice) => advice is 8 or 14 or 20 or 21;
+    private static bool NotInCollapseMode(ulong advice) => advice is 14;
 
     private FuzzOp? _pendingCollapse;
 

@@ -221,4 +221,184 @@ public class ThpSplitTests
         Assert.Equal(40, SmapsAt(s, 0x3d00000).LazyFreeKb);
         s.AssertAccountingConsistent();
     }
+
+    /// <summary>
+    /// A huge page with pages 0, 300 and 511 written, moved by mremap to 1 MiB past a 2 MiB
+    /// boundary: its leaf is split into PTEs, the folio stays whole, 256 of its pages in each of
+    /// two PTE tables. Returns the new address; <paramref name="head"/> is the folio's first frame.
+    /// </summary>
+    private static ulong HugePageInTwoTables(Sim s, out long head)
+    {
+        ulong a = MapHuge(s, 8 * Sim.M2);
+        Assert.True(s.Cpu.Touch(a, 1).Ok);
+        Assert.True(s.Cpu.Touch(a + (300 * Sim.K4), 2).Ok);
+        Assert.True(s.Cpu.Touch(a + (511 * Sim.K4), 3).Ok);
+        Assert.True(IsLeaf(s, a));
+        ulong to = a + (5 * Sim.M1);
+        var r = s.Mm.Mremap(s.Cpu, a, Sim.M2, Sim.M2, MremapFlags.MayMove | MremapFlags.Fixed, to);
+        Assert.True(r.Ok, r.ToString());
+        head = Entry.Pfn(s.Mm.PeekPte(to));
+        Assert.True(s.Machine.Phys.Desc(head).Has(PageFlags.Head));
+        Assert.Equal(head + 511, Entry.Pfn(s.Mm.PeekPte(to + (511 * Sim.K4))));
+        Assert.Equal(2048, s.Mm.Status().RssAnonKb);
+        return to;
+    }
+
+    [Theory]
+    [MemberData(nameof(Sim.EveryDesign), MemberType = typeof(Sim))]
+    public void AHugePageInTwoTablesIsSplitInBothByAPartialMadvFree(string design)
+    {
+        // Linux 6.18 (CollapseKernelTests.AHugePageInTwoTablesIsSplitAsTheHostDoes): RssAnon 12 kB
+        // and LazyFree 4 kB after freeing a written page in either table, VmPTE unchanged.
+        foreach (ulong page in new ulong[] { 0, 300 })
+        {
+            using var s = HugeSim(design);
+            ulong to = HugePageInTwoTables(s, out long head);
+            long vmPte = s.Mm.Status().VmPteKb;
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, to + (page * Sim.K4), Sim.K4, Advice.Free));
+            Assert.False(s.Machine.Phys.IsHugeFrame(head));
+            Assert.Equal(12, s.Mm.Status().RssAnonKb); // 509 zero-filled pages went to the zero page
+            Assert.Equal(vmPte, s.Mm.Status().VmPteKb);
+            Assert.Equal(1, s.Mm.ThpCounters().SplitPage);
+            Assert.True(Entry.IsSpecial(s.Mm.PeekPte(to + Sim.K4)));           // first table
+            Assert.True(Entry.IsSpecial(s.Mm.PeekPte(to + (400 * Sim.K4))));   // second table
+            Assert.Equal(head + 511, Entry.Pfn(s.Mm.PeekPte(to + (511 * Sim.K4))));
+            Assert.True(s.Machine.Phys.Desc(head + 1).Has(PageFlags.Free));
+            Assert.Equal(4, SmapsAt(s, to).LazyFreeKb);
+            Assert.False(s.Machine.Phys.Desc(head + (long)page).Has(PageFlags.SwapBacked));
+            Assert.True(s.Machine.Phys.Desc(head + 511).Has(PageFlags.SwapBacked));
+            s.AssertAccountingConsistent();
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Sim.EveryDesign), MemberType = typeof(Sim))]
+    public void AHugePageInTwoTablesIsSplitEvenWhenTheRangeCoversItWhole(string design)
+    {
+        // No one table's batch holds all 512 pages, so the kernel splits it (measured: RssAnon 12,
+        // LazyFree 12, then 0 and 0 after MADV_PAGEOUT discards the lazy-free pages).
+        using var s = HugeSim(design);
+        ulong to = HugePageInTwoTables(s, out long head);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, to, Sim.M2, Advice.Free));
+        Assert.False(s.Machine.Phys.IsHugeFrame(head));
+        Assert.Equal(12, s.Mm.Status().RssAnonKb);
+        Assert.Equal(12, SmapsAt(s, to).LazyFreeKb);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, to, Sim.M2, Advice.PageOut));
+        Assert.Equal(0, s.Mm.Status().RssAnonKb);
+        Assert.Equal(0, SmapsAt(s, to).LazyFreeKb);
+        s.AssertAccountingConsistent();
+    }
+
+    [Theory]
+    [MemberData(nameof(Sim.EveryDesign), MemberType = typeof(Sim))]
+    public void ColdAndPageoutSplitAHugePageInTwoTables(string design)
+    {
+        using (var s = HugeSim(design))
+        {
+            ulong to = HugePageInTwoTables(s, out long head);
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, to + (220 * Sim.K4), 100 * Sim.K4, Advice.Cold));
+            Assert.False(s.Machine.Phys.IsHugeFrame(head));
+            Assert.Equal(12, s.Mm.Status().RssAnonKb);
+            s.AssertAccountingConsistent();
+        }
+
+        using (var s = HugeSim(design))
+        {
+            ulong to = HugePageInTwoTables(s, out long head);
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, to, Sim.M2, Advice.PageOut));
+            Assert.False(s.Machine.Phys.IsHugeFrame(head));
+            Assert.Equal(12, s.Mm.Status().RssAnonKb); // no swap: the written pages stay
+            Assert.Equal(1, s.Mm.ThpCounters().SplitPage);
+            s.AssertAccountingConsistent();
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Sim.EveryDesign), MemberType = typeof(Sim))]
+    public void APartMovedAgainIsFoundByTheReverseMapAndSplitToo(string design)
+    {
+        // Pages 64..127 of the folio move on to 1 MiB into the mapping: three tables, two VMAs.
+        using var s = HugeSim(design);
+        ulong to = HugePageInTwoTables(s, out long head);
+        ulong part = At + Sim.M1;
+        var r = s.Mm.Mremap(s.Cpu, to + (64 * Sim.K4), 64 * Sim.K4, 64 * Sim.K4, MremapFlags.MayMove | MremapFlags.Fixed, part);
+        Assert.True(r.Ok, r.ToString());
+        Assert.Equal(head + 64, Entry.Pfn(s.Mm.PeekPte(part)));
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, to, Sim.K4, Advice.Free));
+        Assert.False(s.Machine.Phys.IsHugeFrame(head));
+        Assert.True(Entry.IsSpecial(s.Mm.PeekPte(part))); // zero-filled, in the part moved away
+        Assert.Equal(12, s.Mm.Status().RssAnonKb);
+        Assert.Equal(4, SmapsAt(s, to).LazyFreeKb);
+        s.AssertAccountingConsistent();
+    }
+
+    [Theory]
+    [MemberData(nameof(Sim.EveryDesign), MemberType = typeof(Sim))]
+    public void APinnedOrSharedHugePageInTwoTablesIsNotSplit(string design)
+    {
+        using (var s = HugeSim(design))
+        {
+            ulong to = HugePageInTwoTables(s, out long head);
+            var pinned = new long[1];
+            Assert.Equal(1, s.Mm.GetUserPages(s.Cpu, to + (10 * Sim.K4), 1, write: false, pinned));
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, to, Sim.K4, Advice.Free));
+            Assert.True(s.Machine.Phys.IsHugeFrame(head)); // can_split_folio refuses: skipped
+            Assert.Equal(2048, s.Mm.Status().RssAnonKb);
+            Assert.Equal(0, SmapsAt(s, to).LazyFreeKb);
+            Assert.Equal(0, s.Mm.ThpCounters().SplitPage);
+            s.Mm.PutUserPages(s.Cpu, pinned);
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, to, Sim.K4, Advice.Free));
+            Assert.False(s.Machine.Phys.IsHugeFrame(head)); // once unpinned it splits
+            Assert.Equal(12, s.Mm.Status().RssAnonKb);
+            s.AssertAccountingConsistent();
+        }
+
+        using (var s = HugeSim(design))
+        {
+            ulong to = HugePageInTwoTables(s, out long head);
+            var child = s.Mm.Fork(s.Cpu);
+            Assert.NotNull(child);
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, to, Sim.K4, Advice.Free));
+            Assert.True(s.Machine.Phys.IsHugeFrame(head)); // folio_maybe_mapped_shared: skipped
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, to, Sim.K4, Advice.Cold));
+            Assert.True(s.Machine.Phys.IsHugeFrame(head));
+            child!.Exit(s.Cpu);
+            s.AssertAccountingConsistent();
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Sim.EveryDesign), MemberType = typeof(Sim))]
+    public void APartlyMlockedMovedHugePageIsNotMlockedAndItsSplitKeepsOnlyTheLockedVmasPages(string design)
+    {
+        // Found by the collapse fuzzer (seed 115, sequence 41, minimized): a collapsed huge page
+        // with pages 85-98 written, shrunk to 377 pages and moved to an address 0x0b1000 past a
+        // 2 MiB boundary, pages 82-94 mlocked (mlock2 splits the VMA in three), then MADV_COLD
+        // from before it: the first VMA's part splits it. Linux 6.18: RssAnon 1508 kB, then 68 kB
+        // (the 14 written pages and the 13 pages of the VM_LOCKED VMA), EINVAL at the locked VMA
+        // (FuzzCases/thp-split-keeps-zero-pages-only-in-locked-vma.case replays the host's
+        // sequence, from a 1 GiB mapping; here it is 16 MiB).
+        using var s = HugeSim(design);
+        ulong a = s.Map(16 * Sim.M1, addr: 0x7fff000000, flags: Sim.Anon | MapFlags.Fixed);
+        for (ulong p = 85; p < 99; p++)
+        {
+            Assert.True(s.Cpu.Touch(a + (p * Sim.K4), 1).Ok);
+        }
+
+        Assert.Equal(Errno.EINVAL, s.Mm.Madvise(s.Cpu, a, 4 * Sim.M1, Advice.Collapse));
+        Assert.True(IsLeaf(s, a));
+        const ulong to = 0x7fffcb1000;
+        var r = s.Mm.Mremap(s.Cpu, a, 0x2f1000, 0x178800, MremapFlags.MayMove | MremapFlags.Fixed, to);
+        Assert.True(r.Ok, r.ToString());
+        Assert.Equal(1508, s.Mm.Status().RssAnonKb);
+        long head = Entry.Pfn(s.Mm.PeekPte(to));
+        Assert.Equal(Errno.None, s.Mm.Mlock(s.Cpu, to + (82 * Sim.K4), 13 * Sim.K4));
+        Assert.False(s.Machine.Phys.Desc(head).Has(PageFlags.Mlocked)); // not all of it in the range
+        Assert.Equal(Errno.EINVAL, s.Mm.Madvise(s.Cpu, 0x7fff7fc000, 0x804000, Advice.Cold));
+        Assert.False(s.Machine.Phys.IsHugeFrame(head));
+        Assert.Equal(68, s.Mm.Status().RssAnonKb);
+        Assert.True(Entry.IsSpecial(s.Mm.PeekPte(to)));                      // zero-filled, not locked
+        Assert.False(Entry.IsSpecial(s.Mm.PeekPte(to + (82 * Sim.K4))));    // zero-filled, VM_LOCKED
+        s.AssertAccountingConsistent();
+    }
 }

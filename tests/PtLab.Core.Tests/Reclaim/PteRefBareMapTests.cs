@@ -1,5 +1,6 @@
 using PtLab.Mm;
 using PtLab.Reclaim;
+using PtLab.Sync;
 using PtLab.Systematic;
 
 namespace PtLab.Tests.Reclaim;
@@ -70,6 +71,76 @@ public class PteRefBareMapTests
         Assert.Equal(2, design.TablesFreed);
         Assert.Empty(Invariants.PteTables(mm));
     }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void FaultsThatInstallEntriesKeepTheCountExactInPercpuAndAtomicMode(bool switchBack)
+    {
+        // Without hooks a fault's first look takes no reference on a none entry, and the fault that
+        // installs an entry hands its visitor's reference to the entry. Read faults (the zero
+        // page), write faults over the zero page (the copy keeps the entry non-none) and write
+        // faults into none entries must all leave the count equal to the entries, in percpu mode
+        // and, once a DONTNEED left the table atomic (switch-back off), in atomic mode.
+        var machine = new Machine(new MachineOptions { RamBytes = 16L << 20, PageData = false, Cpus = 1, Design = () => new PteRefReclaim { SwitchBack = switchBack } });
+        Assert.True(machine.Rcu.IsBare, "the machine must have no scheduler and no lock checker, or the fast path is not taken");
+        var mm = machine.CreateAddressSpace();
+        var cpu = machine.Cpus[0];
+        var design = (PteRefReclaim)mm.Design;
+        Assert.True(mm.Mmap(cpu, At, M2, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed).Ok);
+
+        for (int i = 0; i < Pages; i += 2)
+        {
+            Assert.True(cpu.Read(At + ((ulong)i << 12), new byte[1]).Ok);
+        }
+
+        long table = Assert.Single(Invariants.PteTables(mm));
+        Assert.True(RefOf(machine, table).IsPercpu);
+        Assert.Equal((long?)(Pages / 2), design.ExactCount(mm, table));
+
+        // Half of the table goes: the table survives with its other entries, atomic unless switched back.
+        Assert.Equal(Errno.None, mm.Madvise(cpu, At, M2 / 2, Advice.DontNeed));
+        Assert.Equal(0, design.TablesFreed);
+        Assert.Equal(!switchBack, !RefOf(machine, table).IsPercpu);
+        Assert.Equal((long?)(Pages / 4), design.ExactCount(mm, table));
+
+        TouchAll(cpu);
+        Assert.Equal(table, Assert.Single(Invariants.PteTables(mm)));
+        Assert.Equal((long?)Pages, design.ExactCount(mm, table));
+        Assert.Null(Invariants.Refcounts(mm));
+
+        // And the count is the one that reaches zero: the table is freed.
+        Assert.Equal(Errno.None, mm.Madvise(cpu, At, M2, Advice.DontNeed));
+        Assert.Equal(1, design.TablesFreed);
+        Assert.Empty(Invariants.PteTables(mm));
+    }
+
+    [Fact]
+    public void AFaultThatInstallsAnEntryTakesOneReferenceWhereTheSeedTookThreeAndDroppedTwo()
+    {
+        // With the profile on (hooks, so the full percpu_ref paths with their counting run, and
+        // the first look keeps the seed's try-get and put): the seed's write fault into a none
+        // entry is pte_tryget_map + pte_unmap, pte_tryget_map_lock, track_pte_set's get and
+        // pte_unmap_unlock's put, six per-CPU operations per fault as this profile counts them.
+        // The hand-over leaves out the get and the put: four.
+        var machine = new Machine(new MachineOptions { RamBytes = 16L << 20, PageData = false, Cpus = 1, Profile = true, Design = () => new PteRefReclaim() });
+        var mm = machine.CreateAddressSpace();
+        var cpu = machine.Cpus[0];
+        Assert.True(mm.Mmap(cpu, At, M2, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed).Ok);
+        TouchAll(cpu);
+        long before = machine.Sync.Profile!.Total(ProfileOp.PercpuOp);
+        Assert.True(mm.Mmap(cpu, At + M2, M2, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed).Ok);
+        for (int i = 0; i < Pages; i++)
+        {
+            Assert.True(cpu.Write(At + M2 + ((ulong)i << 12), [1]).Ok);
+        }
+
+        long perFault = (machine.Sync.Profile.Total(ProfileOp.PercpuOp) - before) / Pages;
+        Assert.Equal(4, perFault);
+        Assert.Null(Invariants.Refcounts(mm));
+    }
+
+    private static PercpuRef RefOf(Machine machine, long table) => (PercpuRef)machine.Phys.TableState(table)!;
 
     private static void TouchAll(Cpu cpu)
     {

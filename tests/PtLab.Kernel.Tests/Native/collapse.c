@@ -13,7 +13,8 @@
  *          PROT_READ, "PN:M" PROT_NONE, "h" MADV_HUGEPAGE, "n" MADV_NOHUGEPAGE, "t" prctl
  *          PR_SET_THP_DISABLE, "l" mlock of the mapping, "vN" vmsplice page N into a pipe that is
  *          never read (a pin: the page holds a reference beyond its mapping), "fN:M"
- *          MADV_FREE, "kN:M" MADV_COLD, "oN:M" MADV_PAGEOUT
+ *          MADV_FREE, "kN:M" MADV_COLD, "oN:M" MADV_PAGEOUT, "mN:M:D" mremap of M pages from N
+ *          to page D (MREMAP_MAYMOVE | MREMAP_FIXED, the same length)
  *
  * LazyFree is read after this CPU's LRU batches were drained (see drain_lru_batches).
  *
@@ -239,6 +240,15 @@ int main(int argc, char **argv)
         case 'o':
             r = madvise(p + n * PAGE, m * PAGE, MADV_PAGEOUT);
             break;
+        case 'm': {
+            long d = 0;
+            if (sscanf(s + 1, "%ld:%ld:%ld", &n, &m, &d) != 3) {
+                fprintf(stderr, "bad step %s\n", s);
+                return 2;
+            }
+            r = mremap(p + n * PAGE, m * PAGE, m * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, p + d * PAGE) == MAP_FAILED ? -1 : 0;
+            break;
+        }
         case 'h':
             r = madvise(p, SIZE, MADV_HUGEPAGE);
             break;
