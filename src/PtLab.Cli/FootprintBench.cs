@@ -28,11 +28,16 @@ internal static class FootprintBench
             Description = $"Comma-separated designs to measure, one after the other (known: {string.Join(", ", Designs.Names)}).",
             DefaultValueFactory = _ => "none,pte-ref",
         };
+        var swap = new Option<int>("--swap-gib")
+        {
+            Description = "GiB of swap each measured machine has (0-1024): with swap, the anonymous LRU list is linked, through the pages' extension words.",
+            DefaultValueFactory = _ => 0,
+        };
         var cmd = new Command(
             "footprint",
             "Host memory per resident page and per page table (page data off), per design: dense, sparse and empty tables, measured as GC heap growth and itemized. A benchmark, not a test.")
         {
-            dense, sparse, designs,
+            dense, sparse, designs, swap,
         };
         cmd.SetAction(p =>
         {
@@ -47,10 +52,16 @@ internal static class FootprintBench
                 throw new UsageException($"--sparse-gib must be between 1 and 65536, got {s}");
             }
 
+            int w = p.GetValue(swap);
+            if (w is < 0 or > 1024)
+            {
+                throw new UsageException($"--swap-gib must be between 0 and 1024, got {w}");
+            }
+
             (string Design, DenseFigures Dense)? first = null;
             foreach (var design in Compare.ParseDesigns(p.GetValue(designs)))
             {
-                var (lines, figures) = Measure((ulong)d << 30, (ulong)s << 30, design);
+                var (lines, figures) = Measure((ulong)d << 30, (ulong)s << 30, design, (long)w << 30);
                 foreach (var line in lines)
                 {
                     stdout.WriteLine(line);
@@ -73,17 +84,18 @@ internal static class FootprintBench
     }
 
     /// <summary>Runs the three layouts under <paramref name="design"/> and returns one line per figure.</summary>
-    internal static (List<string> Lines, DenseFigures Dense) Measure(ulong denseBytes, ulong sparseBytes, string design = Designs.Baseline)
+    internal static (List<string> Lines, DenseFigures Dense) Measure(ulong denseBytes, ulong sparseBytes, string design = Designs.Baseline, long swapBytes = 0)
     {
         var lines = new List<string>();
-        var (perPage, denseHost, pages, denseSec, split) = Dense(denseBytes, design);
-        lines.Add(Line($"{design} dense: {pages:N0} resident pages ({denseBytes >> 30} GiB written), GC heap +{denseHost:N0} B: {perPage:0.000} B per resident page, tables and descriptors included ({denseSec:0.0} s)"));
-        lines.Add(Line($"{design} dense, per resident page: {split.Items(pages, denseHost)}"));
-        var (perSparse, perEmpty, tables, sparseSec) = Sparse(sparseBytes, design);
-        lines.Add(Line($"{design} sparse: {tables:N0} PTE tables with one resident page each: {perSparse:0.0} B per table, its page included ({sparseSec:0.0} s)"));
+        string label = swapBytes > 0 ? $"{design} (swap {swapBytes >> 30} GiB)" : design;
+        var (perPage, denseHost, pages, denseSec, split) = Dense(denseBytes, design, swapBytes);
+        lines.Add(Line($"{label} dense: {pages:N0} resident pages ({denseBytes >> 30} GiB written), GC heap +{denseHost:N0} B: {perPage:0.000} B per resident page, tables and descriptors included ({denseSec:0.0} s)"));
+        lines.Add(Line($"{label} dense, per resident page: {split.Items(pages, denseHost)}"));
+        var (perSparse, perEmpty, tables, sparseSec) = Sparse(sparseBytes, design, swapBytes);
+        lines.Add(Line($"{label} sparse: {tables:N0} PTE tables with one resident page each: {perSparse:0.0} B per table, its page included ({sparseSec:0.0} s)"));
         lines.Add(double.IsNaN(perEmpty)
-            ? $"{design} empty: MADV_DONTNEED of everything left fewer than the {tables:N0} PTE tables (the design freed them): no per-table figure"
-            : Line($"{design} empty: the same {tables:N0} PTE tables after MADV_DONTNEED of everything: {perEmpty:0.0} B per table"));
+            ? $"{label} empty: MADV_DONTNEED of everything left fewer than the {tables:N0} PTE tables (the design freed them): no per-table figure"
+            : Line($"{label} empty: the same {tables:N0} PTE tables after MADV_DONTNEED of everything: {perEmpty:0.0} B per table"));
         return (lines, new DenseFigures(denseHost, pages, split.PteTables));
     }
 
@@ -91,14 +103,15 @@ internal static class FootprintBench
     internal readonly record struct DenseFigures(long Heap, long Pages, long PteTables);
 
     /// <summary>
-    /// What the dense layout added, from the stores' counts: descriptors (24 bytes a frame, user
-    /// pages' and table pages'), stored groups of 32 entries (256 bytes), slot headers (16 words of 4
-    /// bytes a table), and what the stores allocated beyond those (the unfilled part of their last
-    /// chunks, state cells).
+    /// What the dense layout added, from the stores' counts: descriptors (16 bytes a frame, user
+    /// pages' and table pages'), page extensions (8 bytes a frame, in segments of 64 frames made
+    /// for the frames that need them: table pages, pages on a linked LRU list), stored groups of 32
+    /// entries (256 bytes), slot headers (16 words of 4 bytes a table), and what the stores
+    /// allocated beyond those (the unfilled part of their last chunks, state cells).
     /// </summary>
-    internal readonly record struct DenseSplit(long Descriptors, long TableFrames, long PteTables, long Tables, long Groups, long Slots)
+    internal readonly record struct DenseSplit(long Descriptors, long Exts, long TableFrames, long PteTables, long Tables, long Groups, long Slots)
     {
-        private const int Descriptor = 24;
+        private static readonly int Descriptor = System.Runtime.CompilerServices.Unsafe.SizeOf<PageDescriptor>();
         // The table store's layout (PtLab.Phys.TableStore, internal to the core): groups of 32
         // entries, 16 to a table, named by one 4-byte header word each.
         private const int Group = 32 * sizeof(ulong);
@@ -112,16 +125,18 @@ internal static class FootprintBench
             return string.Create(CultureInfo.InvariantCulture,
                 $"{P(userDesc):0.000} B its descriptor, {P(tableDesc):0.000} B table pages' descriptors ({TableFrames:N0} tables), " +
                 $"{P(Descriptors - userDesc - tableDesc):0.000;-0.000;0.000} B descriptor segments not yet filled; " +
+                $"{P(Exts):0.000} B page extensions (segments of 64 frames holding a table's slot and lock, or a page's LRU links); " +
                 $"{P(groups):0.000} B entries ({Groups:N0} groups of 32 stored), {P(headers):0.000} B slot headers ({Slots:N0} tables with a slot), " +
                 $"{P(Tables - groups - headers):0.000} B table-store chunks not yet filled and design state cells; " +
-                $"{P(heap - Descriptors - Tables):0.000} B the rest of the heap (design state objects, array headers, the tables naming the chunks)");
+                $"{P(heap - Descriptors - Exts - Tables):0.000} B the rest of the heap (design state objects, array headers, the tables naming the chunks)");
         }
     }
     private static string Line(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
-    private static Machine NewMachine(ulong touchBytes, string design) => new(new MachineOptions
+    private static Machine NewMachine(ulong touchBytes, string design, long swapBytes) => new(new MachineOptions
     {
         RamBytes = Math.Max(1L << 30, (long)(touchBytes + (touchBytes >> 6)) + (256L << 20)),
+        SwapBytes = swapBytes,
         PageData = false,
         Design = Cli.DesignFactory(design),
     });
@@ -134,9 +149,9 @@ internal static class FootprintBench
         return GC.GetTotalMemory(forceFullCollection: true);
     }
 
-    private static (double PerPage, long Host, long Pages, double Seconds, DenseSplit Split) Dense(ulong bytes, string design)
+    private static (double PerPage, long Host, long Pages, double Seconds, DenseSplit Split) Dense(ulong bytes, string design, long swapBytes)
     {
-        var m = NewMachine(bytes, design);
+        var m = NewMachine(bytes, design, swapBytes);
         var mm = m.CreateAddressSpace();
         var cpu = m.Cpus[0];
         var r = mm.Mmap(cpu, 0, bytes, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous);
@@ -146,7 +161,7 @@ internal static class FootprintBench
         }
 
         long before = Heap();
-        long descBefore = m.Phys.DescriptorHostBytes, tablesBefore = m.Phys.TableHostBytes;
+        long descBefore = m.Phys.DescriptorHostBytes, extBefore = m.Phys.PageExtHostBytes, tablesBefore = m.Phys.TableHostBytes;
         var (groupsBefore, slotsBefore) = m.Phys.TableStorage;
         long framesBefore = TableFrames(mm), pteBefore = mm.Status().Tables.Pte;
         var sw = Stopwatch.StartNew();
@@ -160,7 +175,7 @@ internal static class FootprintBench
         long pages = mm.Status().RssAnonKb / 4;
         var (groups, slots) = m.Phys.TableStorage;
         var split = new DenseSplit(
-            m.Phys.DescriptorHostBytes - descBefore, TableFrames(mm) - framesBefore, mm.Status().Tables.Pte - pteBefore, m.Phys.TableHostBytes - tablesBefore,
+            m.Phys.DescriptorHostBytes - descBefore, m.Phys.PageExtHostBytes - extBefore, TableFrames(mm) - framesBefore, mm.Status().Tables.Pte - pteBefore, m.Phys.TableHostBytes - tablesBefore,
             groups - groupsBefore, slots - slotsBefore);
         GC.KeepAlive(m);
         return ((after - before) / (double)pages, after - before, pages, sw.Elapsed.TotalSeconds, split);
@@ -172,11 +187,11 @@ internal static class FootprintBench
         return t.Pte + t.Pmd + t.Pud;
     }
 
-    private static (double PerSparse, double PerEmpty, long Tables, double Seconds) Sparse(ulong bytes, string design)
+    private static (double PerSparse, double PerEmpty, long Tables, double Seconds) Sparse(ulong bytes, string design, long swapBytes)
     {
         var sw = Stopwatch.StartNew();
-        var (perSparse, tables) = PerTable(bytes, design, empty: false);
-        var (perEmpty, emptyTables) = PerTable(bytes, design, empty: true);
+        var (perSparse, tables) = PerTable(bytes, design, swapBytes, empty: false);
+        var (perEmpty, emptyTables) = PerTable(bytes, design, swapBytes, empty: true);
         return (perSparse, emptyTables == tables ? perEmpty : double.NaN, tables, sw.Elapsed.TotalSeconds);
     }
 
@@ -185,9 +200,9 @@ internal static class FootprintBench
     /// then dropped with MADV_DONTNEED (empty: no frame but the table's own, and the entry storage
     /// goes back before the next table takes it).
     /// </summary>
-    private static (double PerTable, long Tables) PerTable(ulong bytes, string design, bool empty)
+    private static (double PerTable, long Tables) PerTable(ulong bytes, string design, long swapBytes, bool empty)
     {
-        var m = NewMachine(bytes / 512, design);
+        var m = NewMachine(bytes / 512, design, swapBytes);
         var mm = m.CreateAddressSpace();
         var cpu = m.Cpus[0];
         var r = mm.Mmap(cpu, 0, bytes, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.NoReserve);

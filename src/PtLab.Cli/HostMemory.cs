@@ -37,7 +37,9 @@ internal static class HostMemory
     {
         long resident = (long)Math.Min(f.ResidentBytes, (ulong)ramBytes) / Page;
         long swapped = (long)Math.Min(f.ResidentBytes - (ulong)(resident * Page), (ulong)swapBytes) / Page;
-        long descriptor = Unsafe.SizeOf<PageDescriptor>();
+        // A descriptor and, as a bound, its extension words (only pages on a linked LRU list and
+        // tables have them; an anonymous page of a machine without swap has none).
+        long descriptor = Unsafe.SizeOf<PageDescriptor>() + Unsafe.SizeOf<PageExt>();
         long content = pageData ? Page + sizeof(ulong) : 0; // without page data the token is in the descriptor
         long tables = (long)(f.MappedBytes / (2UL << 20) + (f.MappedBytes / (1UL << 30)) + (f.MappedBytes / (512UL << 30))) + 3;
         long pages = resident * (descriptor + content);

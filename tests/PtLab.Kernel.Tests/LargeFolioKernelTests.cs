@@ -400,8 +400,9 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
             var file = m.Machine.Files.Find(new FileId(1, 1))!;
             model = string.Join(", ", file.Folios().Where(x => x.Pages == 512).Select(x =>
             {
-                ref var d = ref m.Machine.Phys.Desc(file.CachedFrame(x.First));
-                return $"{x.First} mlocked {(d.Has(PageFlags.Mlocked) ? 1 : 0)} unevictable {(d.Lru == LruList.Unevictable ? 1 : 0)}";
+                long pfn = file.CachedFrame(x.First);
+                ref var d = ref m.Machine.Phys.Desc(pfn);
+                return $"{x.First} mlocked {(d.Has(PageFlags.Mlocked) ? 1 : 0)} unevictable {(m.Machine.Phys.LruOf(pfn) == LruList.Unevictable ? 1 : 0)}";
             }));
         }
 

@@ -71,8 +71,9 @@ public sealed class MlockCountKernelTests(ITestOutputHelper output)
         {
             ulong e = t.Mm.Pagemap(t.Cpu, at, at + Page)[0];
             Assert.True(e >> 63 != 0, $"{name}: the page is not mapped in the model");
-            ref var d = ref t.Machine.Phys.Desc((long)(e & ((1UL << 55) - 1)));
-            steps[name] = (d.Has(PageFlags.Mlocked), d.Lru == LruList.Unevictable);
+            long pfn = (long)(e & ((1UL << 55) - 1));
+            ref var d = ref t.Machine.Phys.Desc(pfn);
+            steps[name] = (d.Has(PageFlags.Mlocked), t.Machine.Phys.LruOf(pfn) == LruList.Unevictable);
         }
 
         Assert.True(t.TouchPages(a, Page, write: false).Ok);

@@ -315,5 +315,5 @@ public sealed partial class MmStruct
 
     /// <summary><c>spin_lock_nested(ptl, SINGLE_DEPTH_NESTING)</c>: a second PTE lock taken under one held.</summary>
     private void PtlLockNested(Cpu cpu, long ptePfn) =>
-        RawSpinLock.Lock(ref Phys.Desc(ptePfn).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, ptePfn, subclass: 1);
+        RawSpinLock.Lock(ref Phys.PtLock(ptePfn), Machine.Sync, cpu.Id, LockClass.PteLock, ptePfn, subclass: 1);
 }

@@ -225,7 +225,7 @@ public sealed partial class MmStruct
                 return ScanResult.PageCount;
             }
 
-            if (d.Lru == LruList.None)
+            if (!d.OnLru)
             {
                 return ScanResult.PageLru;
             }

@@ -347,7 +347,7 @@ public sealed partial class MmStruct
                     ref var pd = ref Phys.Desc(pfn);
                     bool shmem = Phys.RmapOwner(pfn) is SimFile { IsShmem: true };
                     // Shmem pages sit on no LRU list of the model; the kernel's are on one.
-                    if (pd.MapCount != 1 || (!shmem && pd.Lru == LruList.None))
+                    if (pd.MapCount != 1 || (!shmem && !pd.OnLru))
                     {
                         continue; // mapped more than once, or not on an LRU list
                     }

@@ -787,5 +787,5 @@ public sealed partial class MmStruct
 
     /// <summary><c>spin_lock_nested</c> of a second pmd lock (the destination's), safe under <c>mmap_lock</c> held for write.</summary>
     private void PmdLockNested(Cpu cpu, long pmdTable) =>
-        Sync.RawSpinLock.Lock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, Sync.LockClass.PmdLock, pmdTable, subclass: 1);
+        Sync.RawSpinLock.Lock(ref Phys.PtLock(pmdTable), Machine.Sync, cpu.Id, Sync.LockClass.PmdLock, pmdTable, subclass: 1);
 }

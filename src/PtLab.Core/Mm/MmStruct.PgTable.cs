@@ -11,23 +11,23 @@ public sealed partial class MmStruct
 {
     /// <summary><c>pte_lockptr</c> + <c>spin_lock</c>: the split PTE lock of a table page.</summary>
     internal void PtlLock(Cpu cpu, long pteTable) =>
-        RawSpinLock.Lock(ref Phys.Desc(pteTable).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
+        RawSpinLock.Lock(ref Phys.PtLock(pteTable), Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
 
     /// <summary><c>spin_unlock</c> of a split PTE lock.</summary>
     internal void PtlUnlock(Cpu cpu, long pteTable) =>
-        RawSpinLock.Unlock(ref Phys.Desc(pteTable).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
+        RawSpinLock.Unlock(ref Phys.PtLock(pteTable), Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
 
     /// <summary><c>pmd_lock</c>: the split lock of a PMD table page.</summary>
     internal void PmdLock(Cpu cpu, long pmdTable) =>
-        RawSpinLock.Lock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
+        RawSpinLock.Lock(ref Phys.PtLock(pmdTable), Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
 
     /// <summary><c>spin_trylock</c> of a pmd lock.</summary>
     internal bool PmdTryLock(Cpu cpu, long pmdTable) =>
-        RawSpinLock.TryLock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
+        RawSpinLock.TryLock(ref Phys.PtLock(pmdTable), Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
 
     /// <summary><c>spin_unlock</c> of a pmd lock.</summary>
     internal void PmdUnlock(Cpu cpu, long pmdTable) =>
-        RawSpinLock.Unlock(ref Phys.Desc(pmdTable).PtLock, Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
+        RawSpinLock.Unlock(ref Phys.PtLock(pmdTable), Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
 
     /// <summary><c>lockdep_assert_held(ptl)</c> for the PTE lock of <paramref name="pteTable"/>; free when lock checking is off.</summary>
     internal void AssertPtlHeld(Cpu cpu, long pteTable) => Machine.Sync.LockDep?.AssertHeld(cpu.Id, LockClass.PteLock, pteTable);

@@ -193,7 +193,7 @@ public sealed partial class MmStruct
             return t;
         }
 
-        RawSpinLock.Lock(ref Phys.Desc(t.Pfn).PtLock, Machine.Sync, cpu.Id, LockClass.PteLock, t.Pfn, subclass);
+        RawSpinLock.Lock(ref Phys.PtLock(t.Pfn), Machine.Sync, cpu.Id, LockClass.PteLock, t.Pfn, subclass);
         ulong now = Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex]);
         if (!Entry.IsNone(now) && !Entry.IsHuge(now) && Entry.Pfn(now) == t.Pfn)
         {

@@ -4,17 +4,17 @@ namespace PtLab.Phys;
 
 /// <summary>
 /// Storage indexed by frame number, created on first use so host memory follows the frames in use:
-/// either one value per frame (<see cref="Slot"/>, in segments of 2,048) or a block of
-/// <c>perFrame</c> values per frame (<see cref="Block"/>, in chunks of 64 frames, large enough to
-/// live on the large-object heap so the GC never copies them).
+/// either one value per frame (<see cref="Slot"/>, in segments of 2,048 frames by default) or a
+/// block of <c>perFrame</c> values per frame (<see cref="Block"/>, in chunks of 64 frames, large
+/// enough to live on the large-object heap so the GC never copies them).
 /// </summary>
 internal sealed class FrameArrays<T>
 {
-    // 2,048 frames a segment: 48 KiB of page descriptors, under the large-object threshold, so an
+    // 2,048 frames a segment: 32 KiB of page descriptors, under the large-object threshold, so an
     // array header (24 bytes) and a slot of the segment table (8, doubled while it grows) add about
-    // 0.02 bytes a frame, against 0.09 with segments of 512.
-    private const int SegmentShift = 11;
-    private const int SegmentMask = (1 << SegmentShift) - 1;
+    // 0.02 bytes a frame, against 0.09 with segments of 512. Storage only some frames need (the
+    // page extensions) takes smaller segments, so a frame that needs it costs few beside it.
+    private const int DefaultSegmentShift = 11;
     private const int ChunkShift = 6;
     private const int ChunkMask = (1 << ChunkShift) - 1;
 
@@ -24,7 +24,15 @@ internal sealed class FrameArrays<T>
     private T[]?[] _segments = new T[]?[64];
     private long _hostBytes;
 
-    public FrameArrays(int perFrame) => _perFrame = perFrame;
+    private readonly int _segmentShift;
+    private readonly long _segmentMask;
+
+    public FrameArrays(int perFrame, int segmentShift = DefaultSegmentShift)
+    {
+        _perFrame = perFrame;
+        _segmentShift = segmentShift;
+        _segmentMask = (1L << segmentShift) - 1;
+    }
 
     public long HostBytes => Volatile.Read(ref _hostBytes);
 
@@ -32,10 +40,20 @@ internal sealed class FrameArrays<T>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref T Slot(long pfn)
     {
-        long seg = pfn >> SegmentShift;
+        long seg = pfn >> _segmentShift;
         var segs = Volatile.Read(ref _segments);
         T[]? s = seg < segs.Length ? segs[seg] : null;
-        return ref (s ?? Grow(ref _segments, seg, 1 << SegmentShift))[pfn & SegmentMask];
+        return ref (s ?? Grow(ref _segments, seg, 1 << _segmentShift))[pfn & _segmentMask];
+    }
+
+    /// <summary>One value per frame: a reference to the frame's slot, or a null reference when its segment was never created (reads as default).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref T SlotIfPresent(long pfn)
+    {
+        long seg = pfn >> _segmentShift;
+        var segs = Volatile.Read(ref _segments);
+        T[]? s = seg < segs.Length ? segs[seg] : null;
+        return ref s is null ? ref Unsafe.NullRef<T>() : ref s[pfn & _segmentMask];
     }
 
     /// <summary>A block per frame: the frame's block, created zeroed if absent.</summary>

@@ -3,8 +3,12 @@ using PtLab.Sync;
 namespace PtLab.Phys;
 
 /// <summary>
-/// The LRU lists of one node (<c>struct lruvec</c>): doubly linked through the page descriptors,
-/// newest at the head, under one lock (<c>lruvec-&gt;lru_lock</c>).
+/// The LRU lists of one node (<c>struct lruvec</c>): doubly linked through the pages' extension
+/// words (<see cref="PageExt"/>), newest at the head, under one lock (<c>lruvec-&gt;lru_lock</c>).
+/// A page on a list has PG_lru set in its descriptor. On a machine without swap the anonymous
+/// list is counted but not linked, as the unevictable list is: reclaim scans it only with swap
+/// (<c>can_reclaim_anon_pages</c>; swap is configured when the machine boots, never later), and
+/// nothing else reads its order, so its pages need no extension words at all.
 /// </summary>
 internal sealed class LruLists
 {
@@ -13,6 +17,7 @@ internal sealed class LruLists
     private readonly long[] _tail = [-1, -1, -1, -1];
     private readonly long[] _count = new long[4];
     private int _lock;
+    private bool? _linkAnon; // whether the anonymous list is linked: the machine's swap, latched at the first add
 
     public LruLists(PhysMemory phys) => _phys = phys;
 
@@ -31,7 +36,7 @@ internal sealed class LruLists
     public void Move(long pfn, LruList list)
     {
         RawSpinLock.Lock(ref _lock);
-        if (_phys.Desc(pfn).Lru != LruList.None)
+        if (_phys.Desc(pfn).OnLru)
         {
             DelLocked(pfn);
             AddLocked(pfn, list);
@@ -48,7 +53,7 @@ internal sealed class LruLists
         {
             // Only this freer can still see PG_lru set on a page whose last reference it dropped,
             // apart from isolation, which clears it under the lock: recheck once locked.
-            if (_phys.Desc(pfn).Lru == LruList.None)
+            if (!_phys.Desc(pfn).OnLru)
             {
                 continue;
             }
@@ -59,7 +64,7 @@ internal sealed class LruLists
                 locked = true;
             }
 
-            if (_phys.Desc(pfn).Lru != LruList.None)
+            if (_phys.Desc(pfn).OnLru)
             {
                 DelLocked(pfn);
             }
@@ -80,18 +85,19 @@ internal sealed class LruLists
     {
         RawSpinLock.Lock(ref _lock);
         ref var d = ref _phys.Desc(pfn);
-        if (d.Lru == LruList.Unevictable)
+        var on = _phys.LruOf(pfn);
+        if (on == LruList.Unevictable)
         {
             if (d.Has(PageFlags.Mlocked))
             {
-                d.MlockCount++;
+                _phys.Ext(pfn).MlockCount++;
             }
         }
-        else if (d.Lru != LruList.None && d.Has(PageFlags.Mlocked))
+        else if (on != LruList.None && d.Has(PageFlags.Mlocked))
         {
             DelLocked(pfn);
             AddLocked(pfn, LruList.Unevictable);
-            d.MlockCount = 1;
+            _phys.Ext(pfn).MlockCount = 1;
         }
 
         RawSpinLock.Unlock(ref _lock);
@@ -105,7 +111,7 @@ internal sealed class LruLists
     {
         RawSpinLock.Lock(ref _lock);
         AddLocked(pfn, LruList.Unevictable);
-        _phys.Desc(pfn).MlockCount = 1;
+        _phys.Ext(pfn).MlockCount = 1;
         RawSpinLock.Unlock(ref _lock);
     }
 
@@ -119,12 +125,13 @@ internal sealed class LruLists
     {
         RawSpinLock.Lock(ref _lock);
         ref var d = ref _phys.Desc(pfn);
-        if (d.Lru == LruList.Unevictable)
+        if (_phys.LruOf(pfn) == LruList.Unevictable)
         {
-            int count = d.MlockCount;
+            ref var e = ref _phys.Ext(pfn);
+            int count = e.MlockCount;
             if (count > 0)
             {
-                d.MlockCount = --count;
+                e.MlockCount = --count;
             }
 
             if (count == 0)
@@ -149,7 +156,7 @@ internal sealed class LruLists
     public bool Isolate(long pfn)
     {
         RawSpinLock.Lock(ref _lock);
-        bool taken = _phys.Desc(pfn).Lru != LruList.None && _phys.TryGetPage(pfn);
+        bool taken = _phys.Desc(pfn).OnLru && _phys.TryGetPage(pfn);
         if (taken)
         {
             DelLocked(pfn);
@@ -182,6 +189,9 @@ internal sealed class LruLists
         return n;
     }
 
+    /// <summary>Whether <paramref name="list"/> is linked through its pages (scanned from its tail).</summary>
+    private bool Linked(LruList list) => list == LruList.File || (list == LruList.Anon && (_linkAnon ??= _phys.Swap is not null));
+
     private void AddLocked(long pfn, LruList list)
     {
         ref var d = ref _phys.Desc(pfn);
@@ -191,22 +201,31 @@ internal sealed class LruLists
         }
 
         int l = (int)list;
-        d.Lru = list;
-        d.LruPrev = -1;
+        _count[l]++;
+        if (list == LruList.Anon && !Linked(list))
+        {
+            // Counted, not linked: PG_lru alone says where the page is (LruOf), no extension words.
+            d.SetLru();
+            return;
+        }
+
+        ref var e = ref _phys.Ext(pfn);
+        e.Lru = list;
+        e.LruPrev = -1;
         if (list == LruList.Unevictable)
         {
             // lruvec_add_folio links no unevictable folio; lru_add sets mlock_count to 0 (an
             // undercount that reclaim would fix), which the mlock paths then raise.
-            d.LruNext = -1;
-            d.MlockCount = 0;
-            _count[l]++;
+            e.LruNext = -1;
+            e.MlockCount = 0;
+            d.SetLru();
             return;
         }
 
-        d.LruNext = _head[l];
+        e.LruNext = _head[l];
         if (_head[l] >= 0)
         {
-            _phys.Desc(_head[l]).LruPrev = pfn;
+            _phys.Ext(_head[l]).LruPrev = pfn;
         }
         else
         {
@@ -214,41 +233,48 @@ internal sealed class LruLists
         }
 
         _head[l] = pfn;
-        _count[l]++;
+        d.SetLru();
     }
 
     private void DelLocked(long pfn)
     {
         ref var d = ref _phys.Desc(pfn);
-        int l = (int)d.Lru;
-        if (d.Lru == LruList.Unevictable)
+        var list = _phys.LruOf(pfn);
+        int l = (int)list;
+        _count[l]--;
+        d.ClearLru();
+        if (!Linked(list))
         {
-            d.Lru = LruList.None;
-            d.LruPrev = d.LruNext = -1;
-            _count[l]--;
+            if (list != LruList.Anon)
+            {
+                ref var u = ref _phys.Ext(pfn);
+                u.Lru = LruList.None;
+                u.LruPrev = u.LruNext = -1; // the mlock count too
+            }
+
             return;
         }
 
-        if (d.LruPrev >= 0)
+        ref var e = ref _phys.Ext(pfn);
+        if (e.LruPrev >= 0)
         {
-            _phys.Desc(d.LruPrev).LruNext = d.LruNext;
+            _phys.Ext(e.LruPrev).LruNext = e.LruNext;
         }
         else
         {
-            _head[l] = d.LruNext;
+            _head[l] = e.LruNext;
         }
 
-        if (d.LruNext >= 0)
+        if (e.LruNext >= 0)
         {
-            _phys.Desc(d.LruNext).LruPrev = d.LruPrev;
+            _phys.Ext(e.LruNext).LruPrev = e.LruPrev;
         }
         else
         {
-            _tail[l] = d.LruPrev;
+            _tail[l] = e.LruPrev;
         }
 
-        d.Lru = LruList.None;
-        d.LruPrev = d.LruNext = -1;
-        _count[l]--;
+        e.Lru = LruList.None;
+        e.LruPrev = e.LruNext = -1;
     }
 }

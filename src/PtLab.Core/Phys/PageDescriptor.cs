@@ -53,19 +53,18 @@ public enum LruList
 
 /// <summary>
 /// The model of <c>struct page</c> / <c>struct ptdesc</c>: one per 4 KiB frame, kept in segment
-/// arrays so that descriptors exist only for frames that were ever taken. Packed into 24 bytes,
+/// arrays so that descriptors exist only for frames that were ever taken. Packed into 16 bytes,
 /// as the kernel packs <c>struct page</c> into 64 with unions: a user page and a table page use
-/// the same words differently.
+/// the same words differently. What only some frames use (LRU links, a table's entry slot and
+/// lock, a huge page's entire mapcount) lives in the frame's <see cref="PageExt"/>, made only for
+/// frames that need it.
 /// <code>
-///  0  rmap word: page index (bits 0-34: address &gt;&gt; 12) | owner id (35-51) | flags (52-63)
-///  8  page: LRU prev + 1          table: slot of its entries (0: no entry stored yet)
-///     first tail frame of a huge page: the folio's entire mapcount
-/// 12  page: LRU next + 1, list    table: split lock word (ptlock)
-/// 16  refcount (bits 0-15) | mapcount (bits 16-31, signed)       table: level in the mapcount half
-/// 20  page: content token when page data is off                  table: generation
+///  0  rmap word: page index (bits 0-34: address &gt;&gt; 12) | owner id (35-51) | flags (52-63, PG_lru among them)
+///  8  refcount (bits 0-15) | mapcount (bits 16-31, signed)       table: level in the mapcount half
+/// 12  page: content token when page data is off                  table: generation
 /// </code>
 /// </summary>
-[StructLayout(LayoutKind.Explicit, Size = 24)]
+[StructLayout(LayoutKind.Explicit, Size = 16)]
 public struct PageDescriptor
 {
     private const int IndexBits = 35;                 // 47-bit user addresses (TASK_SIZE): 47 - 12 = 35
@@ -74,8 +73,7 @@ public struct PageDescriptor
     private const int OwnerBits = 17;
     private const ulong OwnerMask = (1UL << OwnerBits) - 1;
     private const int FlagsShift = OwnerShift + OwnerBits; // 52: twelve flag bits above
-    private const int LinkBits = 30;
-    private const int LinkMask = (1 << LinkBits) - 1;
+    private const ulong LruBit = (ulong)(uint)PageFlags.Lru << FlagsShift;
     private const int RefMask = 0xFFFF;
     private const int MapOne = 1 << 16;
 
@@ -83,7 +81,7 @@ public struct PageDescriptor
     public const int MaxOwners = (1 << OwnerBits) - 1;
 
     /// <summary>Frames whose LRU links fit: 2^30 - 2 (4 TiB of simulated RAM).</summary>
-    public const long MaxFrames = LinkMask - 1;
+    public const long MaxFrames = PageExt.MaxFrames;
 
     /// <summary>The most references a page can hold: 16 bits, as a pin past it is refused.</summary>
     public const int MaxRefCount = RefMask - 1;
@@ -92,33 +90,10 @@ public struct PageDescriptor
     private ulong _word;
 
     [FieldOffset(8)]
-    private int _lruPrev;
-
-    /// <summary>A table page's slot in the table store, 0 while it has no stored entry (<see cref="PageFlags.Table"/> only).</summary>
-    [FieldOffset(8)]
-    public int TableSlot;
-
-    /// <summary>
-    /// On the first tail frame of a transparent huge page: how many PMDs map the whole folio
-    /// (<c>_entire_mapcount</c>, which the kernel too keeps in the folio's second page). Tail
-    /// frames are never on an LRU list, so the word is free; read it through
-    /// <see cref="PhysMemory.EntireMapCount"/>.
-    /// </summary>
-    [FieldOffset(8)]
-    internal int FirstTailEntireMapCount;
-
-    [FieldOffset(12)]
-    private int _lruNext;
-
-    /// <summary>The split page-table lock word (<c>ptlock</c>) of a table page.</summary>
-    [FieldOffset(12)]
-    public int PtLock;
-
-    [FieldOffset(16)]
     private int _refMap;
 
     /// <summary>A user page's content token when page data is off; a table page's generation.</summary>
-    [FieldOffset(20)]
+    [FieldOffset(12)]
     public uint Aux;
 
     /// <summary><see cref="PageFlags"/> bits.</summary>
@@ -127,12 +102,13 @@ public struct PageDescriptor
         readonly get => (int)(Volatile.Read(in _word) >> FlagsShift);
         set
         {
-            // Atomic, as other flags of a mapped page change with atomic bit operations.
+            // Atomic, as other flags of a mapped page change with atomic bit operations. PG_lru is
+            // kept as it is: only the LRU lists change it (SetLru, ClearLru), under their lock.
             ulong old, want;
             do
             {
                 old = Volatile.Read(ref _word);
-                want = (old & ((1UL << FlagsShift) - 1)) | ((ulong)(uint)value << FlagsShift);
+                want = (old & (((1UL << FlagsShift) - 1) | LruBit)) | (((ulong)(uint)value << FlagsShift) & ~LruBit);
             }
             while (Interlocked.CompareExchange(ref _word, want, old) != old);
         }
@@ -184,37 +160,19 @@ public struct PageDescriptor
     /// <summary>Table level for table pages: 1 PTE, 2 PMD, 3 PUD, 4 PGD; 0 otherwise.</summary>
     public readonly int Level => (Flags & (int)PageFlags.Table) != 0 ? _refMap >> 16 : 0;
 
-    /// <summary>Which LRU list holds the page (<see cref="LruList"/>); <see cref="LruList.None"/> when off the LRU.</summary>
-    public LruList Lru
-    {
-        readonly get => (Flags & (int)PageFlags.Table) != 0 ? LruList.None : (LruList)((uint)_lruNext >> LinkBits);
-        set => _lruNext = (_lruNext & LinkMask) | ((int)value << LinkBits);
-    }
-
-    /// <summary>Previous page on its LRU list (towards the head, the newest), or -1.</summary>
-    public long LruPrev
-    {
-        readonly get => _lruPrev - 1;
-        set => _lruPrev = (int)(value + 1);
-    }
-
-    /// <summary>Next page on its LRU list (towards the tail, the oldest), or -1.</summary>
-    public long LruNext
-    {
-        readonly get => (_lruNext & LinkMask) - 1;
-        set => _lruNext = (_lruNext & ~LinkMask) | (int)(value + 1);
-    }
-
     /// <summary>
-    /// <c>folio->mlock_count</c>: how many <c>VM_LOCKED</c> mappings have mlocked the page, kept
-    /// while it is on the unevictable list, which, as in the kernel, links nothing: the word of
-    /// its LRU links holds the count. 0 off that list.
+    /// <c>PG_lru</c>: the page is on an LRU list. Set and cleared by the LRU lists only, under
+    /// their lock, with atomic bit operations on the rmap word (other flags of a mapped page change
+    /// concurrently); read without the lock by whoever only needs a hint it rechecks under it.
+    /// Which list: <see cref="PhysMemory.LruOf"/>.
     /// </summary>
-    internal int MlockCount
-    {
-        readonly get => Lru == LruList.Unevictable ? _lruPrev : 0;
-        set => _lruPrev = value;
-    }
+    public readonly bool OnLru => (Volatile.Read(in _word) & LruBit) != 0;
+
+    /// <summary>Sets <c>PG_lru</c> (<c>folio_set_lru</c>), under the LRU lock.</summary>
+    internal void SetLru() => Interlocked.Or(ref _word, LruBit);
+
+    /// <summary>Clears <c>PG_lru</c> (<c>folio_clear_lru</c>), under the LRU lock.</summary>
+    internal void ClearLru() => Interlocked.And(ref _word, ~LruBit);
 
     /// <summary>A table page's generation: unique per table allocation, so a stale reference is recognised.</summary>
     public readonly int Generation => (Flags & (int)PageFlags.Table) != 0 ? (int)Aux : 0;
@@ -293,19 +251,17 @@ public struct PageDescriptor
     /// <summary>Atomically adds to the mapcount; returns the new mapcount (negative on underflow).</summary>
     public int AddMap(int delta) => Interlocked.Add(ref _refMap, delta * MapOne) >> 16;
 
-    /// <summary>Makes the frame a table of <paramref name="level"/> with a fresh generation, no entries stored and its lock free.</summary>
+    /// <summary>Makes the frame a table of <paramref name="level"/> with a fresh generation (its <see cref="PageExt"/> holds its entry slot and lock).</summary>
     internal void InitTable(int level, uint generation)
     {
         Flags = (int)PageFlags.Table;
-        TableSlot = 0;
-        PtLock = 0;
         Aux = generation;
         SetCounts(1, level);
     }
 
     /// <summary>
     /// Marks a frame whose last reference is gone free: the rmap word becomes <see cref="PageFlags.Free"/>
-    /// alone, the LRU links and both counts zero. One plain store of the word, not a clear and then
+    /// alone (PG_lru clear) and both counts zero; the caller clears its <see cref="PageExt"/>. One plain store of the word, not a clear and then
     /// a compare-and-swap of the flags: as in the kernel's <c>free_pages_prepare</c>, which clears
     /// <c>page-&gt;flags</c> with a plain store, whoever dropped the last reference (the page off every
     /// LRU list) owns the descriptor, and nothing else writes the word until the frame is handed out
@@ -314,16 +270,9 @@ public struct PageDescriptor
     internal void ResetAsFree()
     {
         Volatile.Write(ref _word, (ulong)(uint)PageFlags.Free << FlagsShift);
-        _lruPrev = 0;
-        _lruNext = 0;
         Volatile.Write(ref _refMap, 0);
     }
 
-    /// <summary>Clears the rmap word (owner, index and flags) and the LRU links.</summary>
-    internal void ResetRmapAndLinks()
-    {
-        _word = 0;
-        _lruPrev = 0;
-        _lruNext = 0;
-    }
+    /// <summary>Clears the rmap word (owner, index and flags, PG_lru included) of a frame just taken; the caller clears its <see cref="PageExt"/>.</summary>
+    internal void ResetRmap() => _word = 0;
 }

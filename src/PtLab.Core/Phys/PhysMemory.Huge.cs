@@ -36,7 +36,7 @@ public sealed partial class PhysMemory
     /// <paramref name="head"/>, kept on its first tail frame as the kernel keeps it, so the packed
     /// descriptor needs no field of its own.
     /// </summary>
-    public ref int EntireMapCount(long head) => ref Desc(head + 1).FirstTailEntireMapCount;
+    public ref int EntireMapCount(long head) => ref Ext(head + 1).FirstTailEntireMapCount;
 
     /// <summary>Whether <paramref name="pfn"/> belongs to a transparent huge page.</summary>
     public bool IsHugeFrame(long pfn) => (Desc(pfn).Flags & (int)(PageFlags.Head | PageFlags.Tail)) != 0;
@@ -77,7 +77,7 @@ public sealed partial class PhysMemory
         Kswapd(cpu);
         for (int i = 0; i < HugeFrames; i++)
         {
-            InitFrame(ref Desc(head + i), i == 0 ? PageFlags.Head : PageFlags.Tail, refCount: i == 0 ? 1 : 0);
+            InitFrame(head + i, i == 0 ? PageFlags.Head : PageFlags.Tail, refCount: i == 0 ? 1 : 0);
         }
 
         Interlocked.Increment(ref _hugeAllocated);
@@ -100,9 +100,7 @@ public sealed partial class PhysMemory
         {
             ref var d = ref Desc(head + i);
             d.Flags = (int)flags;
-            d.LruPrev = -1; // also the first tail's entire mapcount, 0 by now
-            d.LruNext = -1;
-            d.Lru = LruList.None;
+            ClearExt(head + i); // the first tail's entire mapcount, 0 by now; no frame is on a list
             d.SetCounts(d.MapCount + 1, d.MapCount);
         }
     }
@@ -143,7 +141,7 @@ public sealed partial class PhysMemory
 
             for (int i = 0; i < HugeFrames; i++)
             {
-                InitFrame(ref Desc(head + i), PageFlags.Reserved | (i == 0 ? PageFlags.Head : PageFlags.Tail), refCount: 1);
+                InitFrame(head + i, PageFlags.Reserved | (i == 0 ? PageFlags.Head : PageFlags.Tail), refCount: 1);
                 Content.Zero(head + i);
             }
 
@@ -198,7 +196,7 @@ public sealed partial class PhysMemory
         Lru.RemoveAll([head]);
         for (int i = 0; i < HugeFrames; i++)
         {
-            PoisonFreed(ref Desc(head + i), head + i);
+            PoisonFreed(head + i);
         }
 
         RawSpinLock.Lock(ref _freeLock);

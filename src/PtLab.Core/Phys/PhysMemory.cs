@@ -23,6 +23,7 @@ public sealed partial class PhysMemory
     public const ulong TablePoison = 0xDEAD_4EAD_DEAD_4EADUL;
 
     private readonly FrameArrays<PageDescriptor> _descriptors = new(1);
+    private readonly FrameArrays<PageExt> _pageExt = new(1, segmentShift: 6); // 64 frames a segment: 512 bytes
     private readonly TableStore _tables = new();
     private int _freeLock;
     private int[] _freeStack = new int[1024]; // frame numbers fit in 30 bits (PageDescriptor.MaxFrames)
@@ -193,10 +194,13 @@ public sealed partial class PhysMemory
     public IPageContentStore Content { get; }
 
     /// <summary>Host memory held by descriptors, tables and contents.</summary>
-    public long HostBytes => _descriptors.HostBytes + _tables.HostBytes + Content.HostBytes;
+    public long HostBytes => _descriptors.HostBytes + _pageExt.HostBytes + _tables.HostBytes + Content.HostBytes;
 
     /// <summary>Host memory held by page descriptors (tokens included when page data is off).</summary>
     public long DescriptorHostBytes => _descriptors.HostBytes;
+
+    /// <summary>Host memory held by page extensions (<see cref="PageExt"/>: LRU links, tables' slots and locks).</summary>
+    public long PageExtHostBytes => _pageExt.HostBytes;
 
     /// <summary>Host memory held by table entries, headers and design state slots.</summary>
     public long TableHostBytes => _tables.HostBytes;
@@ -295,6 +299,47 @@ public sealed partial class PhysMemory
     /// <summary>The descriptor of a frame (<c>pfn_to_page</c>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ref PageDescriptor Desc(long pfn) => ref _descriptors.Slot(pfn);
+
+    /// <summary>
+    /// The extension words of a frame (<see cref="PageExt"/>), made (zero) on first use. As with
+    /// descriptors, a segment once made is never moved or freed, so a reference taken here stays
+    /// the frame's; a table's words are made by <see cref="AllocTable"/> before the table is
+    /// reachable, and a lockless reader of a stale table finds them as the freer left them
+    /// (cleared, as the descriptor's LRU words were when they held them).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref PageExt Ext(long pfn) => ref _pageExt.Slot(pfn);
+
+    /// <summary>The split page-table lock word (<c>ptlock_ptr</c>) of the table in frame <paramref name="table"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public ref int PtLock(long table) => ref _pageExt.Slot(table).PtLock;
+
+    /// <summary>
+    /// Which LRU list holds the page (<c>folio_lru_list</c> of a page with <c>PG_lru</c> set), or
+    /// <see cref="LruList.None"/>: PG_lru in the descriptor says whether it is on one, its
+    /// extension which, and a page on one without an extension list is on the unlinked anonymous
+    /// list. Exact under the LRU lock; without it, a hint to recheck, as a PG_lru test is.
+    /// </summary>
+    public LruList LruOf(long pfn)
+    {
+        if (!Desc(pfn).OnLru)
+        {
+            return LruList.None;
+        }
+
+        ref var e = ref _pageExt.SlotIfPresent(pfn);
+        return Unsafe.IsNullRef(ref e) || e.Lru == LruList.None ? LruList.Anon : e.Lru;
+    }
+
+    /// <summary>Clears a frame's extension words, where it has them (a frame taken or freed).</summary>
+    private void ClearExt(long pfn)
+    {
+        ref var e = ref _pageExt.SlotIfPresent(pfn);
+        if (!Unsafe.IsNullRef(ref e))
+        {
+            e = default;
+        }
+    }
 
     /// <summary>The swap device, or null when none is configured.</summary>
     public SwapDevice? Swap { get; set; }
@@ -403,14 +448,16 @@ public sealed partial class PhysMemory
             return -1;
         }
 
-        InitFrame(ref Desc(pfn), PageFlags.None, refCount: 1);
+        InitFrame(pfn, PageFlags.None, refCount: 1);
         return pfn;
     }
 
     /// <summary>A taken frame's descriptor as a fresh page: no mapping, no table, off the LRU, no entire mapcount.</summary>
-    private static void InitFrame(ref PageDescriptor d, PageFlags flags, int refCount)
+    private void InitFrame(long pfn, PageFlags flags, int refCount)
     {
-        d.ResetRmapAndLinks();
+        ref var d = ref Desc(pfn);
+        d.ResetRmap();
+        ClearExt(pfn);
         if (flags != PageFlags.None)
         {
             d.Flags = (int)flags;
@@ -474,6 +521,8 @@ public sealed partial class PhysMemory
 
         // A generation unique to this table (wrapping after 2^32 table allocations), so a stale
         // reference to a freed table is told apart from a new table in the same frame.
+        // Its slot and lock first, so whoever finds the table through its parent entry finds them.
+        Ext(pfn) = default;
         Desc(pfn).InitTable(level, (uint)Interlocked.Increment(ref _tableGeneration));
         Interlocked.Increment(ref _tablesInUse);
         if (Profile is { } profile)
@@ -496,7 +545,7 @@ public sealed partial class PhysMemory
             ThrowNotTable(pfn);
         }
 
-        return new TableEntries(_tables, ref d.TableSlot);
+        return new TableEntries(_tables, ref Ext(pfn).TableSlot);
     }
 
     /// <summary>
@@ -508,7 +557,7 @@ public sealed partial class PhysMemory
     {
         ref var d = ref Desc(table);
 
-        _tables.Store(ref d.TableSlot, index, old, value, releaseEmpty: d.Level == 1);
+        _tables.Store(ref Ext(table).TableSlot, index, old, value, releaseEmpty: d.Level == 1);
     }
 
     /// <summary>Counts an entry the caller exchanged with zero in place (<c>ptep_get_and_clear</c>); <paramref name="old"/> is what it held.</summary>
@@ -517,7 +566,7 @@ public sealed partial class PhysMemory
         if (old != 0)
         {
             ref var d = ref Desc(table);
-            _tables.Cleared(ref d.TableSlot, index, releaseEmpty: d.Level == 1);
+            _tables.Cleared(ref Ext(table).TableSlot, index, releaseEmpty: d.Level == 1);
         }
     }
 
@@ -640,7 +689,7 @@ public sealed partial class PhysMemory
             ThrowNotTable(pfn);
         }
 
-        int slot = Volatile.Read(ref d.TableSlot);
+        int slot = Volatile.Read(ref Ext(pfn).TableSlot);
         _tables.Step();
         if (!_tables.TryLocate(slot, index, out var storage, out int offset, out var headers, out int header))
         {
@@ -702,7 +751,7 @@ public sealed partial class PhysMemory
         var owners = new Dictionary<int, long>();
         foreach (long t in tables)
         {
-            if (_tables.Check(Volatile.Read(ref Desc(t).TableSlot), t, owners) is { } problem)
+            if (_tables.Check(Volatile.Read(ref Ext(t).TableSlot), t, owners) is { } problem)
             {
                 return problem;
             }
@@ -712,7 +761,7 @@ public sealed partial class PhysMemory
     }
 
     /// <summary>Whether <paramref name="entry"/>, a reference a lockless walker took, is still where entry <paramref name="index"/> of <paramref name="table"/> lives.</summary>
-    public bool SameEntry(long table, int index, ref ulong entry) => _tables.SameEntry(Volatile.Read(ref Desc(table).TableSlot), index, ref entry);
+    public bool SameEntry(long table, int index, ref ulong entry) => _tables.SameEntry(Volatile.Read(ref Ext(table).TableSlot), index, ref entry);
 
     /// <summary>
     /// The table store's layout epoch (<see cref="TableStore.LayoutEpoch"/>): it advances after
@@ -727,7 +776,7 @@ public sealed partial class PhysMemory
 
     /// <summary>The reclaim design's per-table state (the seed's <c>pte_ref</c>, the 2021 series' <c>pte_refcount</c>), or null.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public object? TableState(long table) => _tables.State(Volatile.Read(ref Desc(table).TableSlot));
+    public object? TableState(long table) => _tables.State(Volatile.Read(ref Ext(table).TableSlot));
 
     /// <summary>
     /// The design state of the live table <paramref name="table"/>, from the one descriptor lookup
@@ -743,7 +792,7 @@ public sealed partial class PhysMemory
             ThrowStale(table);
         }
 
-        return _tables.State(Volatile.Read(ref d.TableSlot));
+        return _tables.State(Volatile.Read(ref Ext(table.Pfn).TableSlot));
     }
 
     /// <summary>A reference to the live table in frame <paramref name="pfn"/> and its design state, from one descriptor lookup.</summary>
@@ -751,12 +800,12 @@ public sealed partial class PhysMemory
     public TableRef Ref(long pfn, out object? state)
     {
         ref var d = ref Desc(pfn);
-        state = _tables.State(Volatile.Read(ref d.TableSlot));
+        state = _tables.State(Volatile.Read(ref Ext(pfn).TableSlot));
         return new(pfn, d.Generation);
     }
 
     /// <summary>Sets the reclaim design's per-table state.</summary>
-    public void SetTableState(long table, object? state) => _tables.SetState(ref Desc(table).TableSlot, state);
+    public void SetTableState(long table, object? state) => _tables.SetState(ref Ext(table).TableSlot, state);
 
     private void ThrowNotTable(long pfn) =>
         throw new UseAfterFreeException($"frame {pfn:x} is not a page table (generation {Desc(pfn).Generation})", Environment.StackTrace, FreeStackOf(pfn));
@@ -778,7 +827,7 @@ public sealed partial class PhysMemory
             ThrowStale(table);
         }
 
-        return new TableEntries(_tables, ref d.TableSlot);
+        return new TableEntries(_tables, ref Ext(table.Pfn).TableSlot);
     }
 
     /// <summary>Whether a mapped table is still the same live table (no exception).</summary>
@@ -829,8 +878,9 @@ public sealed partial class PhysMemory
         // and the storage is given back (all in Release): from here on no cache line leads here.
         d.Flags &= ~(int)PageFlags.Table;
         _tables.Step();
-        _tables.Release(ref d.TableSlot, TablePoison);
-        d.PtLock = 0;
+        ref var e = ref Ext(pfn);
+        _tables.Release(ref e.TableSlot, TablePoison);
+        e.PtLock = 0;
         d.SetCounts(0, 0);
         Interlocked.Decrement(ref _tablesInUse);
         FreeFrame(pfn);
@@ -846,18 +896,20 @@ public sealed partial class PhysMemory
         }
 
         Lru.RemoveAll([pfn]);
-        PoisonFreed(ref d, pfn);
+        PoisonFreed(pfn);
         PushFree([pfn]);
     }
 
-    private static void PoisonFreed(ref PageDescriptor d, long pfn)
+    private void PoisonFreed(long pfn)
     {
+        ref var d = ref Desc(pfn);
         if ((d.Flags & (int)PageFlags.Free) != 0)
         {
             throw new BadPageException($"double free of frame {pfn:x}");
         }
 
         d.ResetAsFree();
+        ClearExt(pfn);
     }
 
     /// <summary>Frees pages whose last reference is gone: off the LRU under one lock, then onto the free list.</summary>
@@ -866,7 +918,7 @@ public sealed partial class PhysMemory
         Lru.RemoveAll(pfns);
         foreach (long pfn in pfns)
         {
-            PoisonFreed(ref Desc(pfn), pfn);
+            PoisonFreed(pfn);
         }
 
         PushFree(pfns);

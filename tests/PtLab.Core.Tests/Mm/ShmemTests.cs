@@ -43,7 +43,7 @@ public class ShmemTests
         var d = s.Machine.Phys.Desc(Entry.Pfn(pte));
         Assert.True(d.Has(PageFlags.SwapBacked));
         Assert.False(d.Has(PageFlags.Anon));
-        Assert.Equal(LruList.None, d.Lru); // shmem is not swapped in this model: kept off the LRU
+        Assert.Equal(LruList.None, s.Machine.Phys.LruOf(Entry.Pfn(pte))); // shmem is not swapped in this model: kept off the LRU
     }
 
     [Fact]

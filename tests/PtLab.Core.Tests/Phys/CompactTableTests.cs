@@ -24,12 +24,12 @@ public class CompactTableTests
         Assert.True(s.Cpu.Touch(a).Ok);
         long pte = PteTableOf(s, a);
         Assert.Equal(1, s.Machine.Phys.Desc(pte).Level);
-        Assert.NotEqual(0, s.Machine.Phys.Desc(pte).TableSlot);
+        Assert.NotEqual(0, s.Machine.Phys.Ext(pte).TableSlot);
         var (groups, slots) = s.Machine.Phys.TableStorage;
         Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.DontNeed));
         // The table stays (none design) but its one group and its slot went back.
         Assert.True(s.Machine.Phys.Desc(pte).Has(PageFlags.Table));
-        Assert.Equal(0, s.Machine.Phys.Desc(pte).TableSlot);
+        Assert.Equal(0, s.Machine.Phys.Ext(pte).TableSlot);
         Assert.Equal(0UL, s.Mm.PeekPte(a));
         Assert.Equal((groups - 1, slots - 1), s.Machine.Phys.TableStorage);
     }
@@ -184,6 +184,55 @@ public class CompactTableTests
         Assert.Throws<UseAfterFreeException>(() => s.Machine.Phys.Table(stale)[0]);
     }
 
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(16L << 20)]
+    public void TheAnonymousListIsLinkedOnlyWithSwap(long swap)
+    {
+        using var s = new Sim(pageData: false, swapBytes: swap);
+        var phys = s.Machine.Phys;
+        ulong a = s.Map(Sim.M2, addr: 0x4000_1000); // holds no aligned 2 MiB: small pages only
+        long ext = phys.PageExtHostBytes;
+        s.TouchAll(a, Sim.M2);
+        var pfns = Enumerable.Range(0, 512).Select(i => Entry.Pfn(s.Mm.PeekPte(a + ((ulong)i * Sim.K4)))).ToArray();
+        Assert.Equal(512, phys.LruAnonPages);
+        Assert.All(pfns, p => Assert.Equal(LruList.Anon, phys.LruOf(p)));
+        Assert.All(pfns, p => Assert.True(phys.Desc(p).OnLru));
+        if (swap == 0)
+        {
+            // Counted, not linked: the pages took no extension words, only their tables did (two
+            // PTE tables, a PMD and a PUD table at most, a 64-frame segment each).
+            Assert.True(phys.PageExtHostBytes - ext <= 4 * 64 * 8, $"{phys.PageExtHostBytes - ext} B of extensions for 512 unlinked pages");
+            Assert.All(pfns, p => Assert.Equal(LruList.None, phys.Ext(p).Lru));
+        }
+        else
+        {
+            // Linked, as reclaim scans it from its tail: one head, one tail, a chain through all.
+            Assert.All(pfns, p => Assert.Equal(LruList.Anon, phys.Ext(p).Lru));
+            Assert.Single(pfns, p => phys.Ext(p).LruPrev < 0);
+            Assert.Single(pfns, p => phys.Ext(p).LruNext < 0);
+            long at = pfns.Single(p => phys.Ext(p).LruPrev < 0);
+            int n = 1;
+            for (; phys.Ext(at).LruNext >= 0; n++)
+            {
+                Assert.Equal(at, phys.Ext(phys.Ext(at).LruNext).LruPrev);
+                at = phys.Ext(at).LruNext;
+            }
+
+            Assert.Equal(512, n);
+        }
+
+        // MADV_FREE moves every page, linked or not, to the linked file list (lru_lazyfree_fn).
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Free));
+        Assert.Equal(0, phys.LruAnonPages);
+        Assert.Equal(512, phys.LruFilePages);
+        Assert.All(pfns, p => Assert.Equal(LruList.File, phys.LruOf(p)));
+        Assert.Equal(Errno.None, s.Mm.Munmap(s.Cpu, a, Sim.M2));
+        Assert.Equal(0, phys.LruFilePages);
+        Assert.All(pfns, p => Assert.False(phys.Desc(p).OnLru));
+        Assert.All(pfns, p => Assert.Equal(default, phys.Ext(p)));
+    }
+
     [Fact]
     public void APackedDescriptorKeepsEachFieldApart()
     {
@@ -191,24 +240,35 @@ public class CompactTableTests
         d.InitAnonRmap(PageFlags.Anon | PageFlags.SwapBacked, 12345, 0x7_ffff_ffff);
         d.SetCounts(3, 0);
         d.SetMapCount(2);
-        d.LruPrev = 1_000_000;
-        d.LruNext = -1;
-        d.Lru = LruList.File;
+        d.SetLru();
         d.Aux = 0xDEADBEEF;
+        var e = default(PageExt);
+        e.LruPrev = 1_000_000;
+        e.LruNext = -1;
+        e.Lru = LruList.File;
         Assert.Equal(0x7_ffff_ffffUL, d.RmapAddress); // a page's index: the address in pages
         Assert.Equal(12345, d.RmapOwnerId);
-        Assert.Equal((int)(PageFlags.Anon | PageFlags.SwapBacked), d.Flags);
+        Assert.Equal((int)(PageFlags.Anon | PageFlags.SwapBacked | PageFlags.Lru), d.Flags);
+        Assert.True(d.OnLru);
         Assert.Equal(3, d.RefCount);
         Assert.Equal(2, d.MapCount);
-        Assert.Equal(1_000_000, d.LruPrev);
-        Assert.Equal(-1, d.LruNext);
-        Assert.Equal(LruList.File, d.Lru);
+        Assert.Equal(0xDEADBEEFu, d.Aux);
+        Assert.Equal(1_000_000, e.LruPrev);
+        Assert.Equal(-1, e.LruNext);
+        Assert.Equal(LruList.File, e.Lru);
+        d.Flags = (int)PageFlags.Anon; // a whole-flags store leaves PG_lru to the LRU lists
+        Assert.True(d.OnLru);
+        d.ClearLru();
+        Assert.False(d.OnLru);
+        Assert.Equal((int)PageFlags.Anon, d.Flags);
         Assert.Equal(2, d.AddMap(0) - 0);
         Assert.Equal(-1, new PageDescriptor().AddRef(-1)); // underflow is reported, not wrapped
         d.SetFlagsAtomic(PageFlags.Dirty);
-        Assert.Equal(PageFlags.Anon | PageFlags.SwapBacked | PageFlags.Dirty, (PageFlags)d.Flags);
+        Assert.Equal(PageFlags.Anon | PageFlags.Dirty, (PageFlags)d.Flags);
         Assert.Equal(12345, d.RmapOwnerId);
-        Assert.Equal(24, System.Runtime.CompilerServices.Unsafe.SizeOf<PageDescriptor>());
+        Assert.Equal(0x7_ffff_ffffUL, d.RmapAddress);
+        Assert.Equal(16, System.Runtime.CompilerServices.Unsafe.SizeOf<PageDescriptor>());
+        Assert.Equal(8, System.Runtime.CompilerServices.Unsafe.SizeOf<PageExt>());
     }
 
     [Fact]
@@ -241,11 +301,11 @@ public class CompactTableTests
         Assert.Equal(0, phys.EntireMapCount(head));
         phys.EntireMapCount(head) = 1;
         Assert.Equal(1, phys.EntireMapCount(head));
-        Assert.Equal(-1, phys.Desc(head).LruPrev); // the head's own words are untouched
-        Assert.Equal(-1, phys.Desc(head + 1).LruNext);
+        Assert.Equal(-1, phys.Ext(head).LruPrev); // the head's own words are untouched
+        Assert.Equal(-1, phys.Ext(head + 1).LruNext);
         Assert.True(phys.Desc(head).Has(PageFlags.Head));
         Assert.True(phys.Desc(head + 1).Has(PageFlags.Tail));
-        Assert.Equal(LruList.None, phys.Desc(head + 1).Lru);
+        Assert.Equal(LruList.None, phys.LruOf(head + 1));
         Assert.Equal(head, phys.CompoundHead(head + 1));
         Assert.Equal(1, phys.Desc(head).RefCount);
         Assert.Equal(0, phys.Desc(head).MapCount);
