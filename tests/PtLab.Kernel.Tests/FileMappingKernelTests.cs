@@ -133,10 +133,24 @@ public sealed class FileMappingKernelTests(ITestOutputHelper output)
             model = Run(m, 1UL << 39);
         }
 
-        string[] kernel;
-        using (var k = new KernelTarget())
+        // The host reads the window in with asynchronous I/O: the retried fault waits only for the
+        // faulting folio, and its fault-around maps the neighbours whose reads have completed. On a
+        // loaded host a few may still be in flight, so a run that differs is run again on the host
+        // (up to three runs in all), and every run that differed is printed. The model is deterministic.
+        string[] kernel = [];
+        for (int run = 1; run <= 3; run++)
         {
-            kernel = Run(k, KernelTarget.FindFreeRegion(PgdSlot, PgdSlot));
+            using (var k = new KernelTarget())
+            {
+                kernel = Run(k, KernelTarget.FindFreeRegion(PgdSlot, PgdSlot));
+            }
+
+            if (model.SequenceEqual(kernel))
+            {
+                break;
+            }
+
+            output.WriteLine($"kernel run {run} differed: {string.Join("; ", kernel)}");
         }
 
         for (int i = 0; i < reads.Length; i++)
