@@ -202,7 +202,9 @@ internal static class FootprintBench
     /// </summary>
     private static (double PerTable, long Tables) PerTable(ulong bytes, string design, long swapBytes, bool empty)
     {
-        var m = NewMachine(bytes / 512, design, swapBytes);
+        // One written page and one PTE table page per 2 MiB: RAM for both, or the last tables of a
+        // large layout would not fit and the layout would come out short of tables.
+        var m = NewMachine(2 * (bytes / 512), design, swapBytes);
         var mm = m.CreateAddressSpace();
         var cpu = m.Cpus[0];
         var r = mm.Mmap(cpu, 0, bytes, Prot.Read | Prot.Write, MapFlags.Private | MapFlags.Anonymous | MapFlags.NoReserve);
