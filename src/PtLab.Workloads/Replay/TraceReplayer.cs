@@ -835,8 +835,8 @@ public sealed class TraceReplayer
     /// A file's page-cache residency when it first appeared in the recording (at the exec that
     /// mapped it, or at the entry of the first mmap of it): the file is made known with its size,
     /// and the <see cref="TraceEventKind.CacheRange"/> rows that follow put their pages in its
-    /// cache, uptodate and without readahead marks, as order-0 pages (which folio sizes the host
-    /// had is not recorded). Fault-around (<c>filemap_map_pages</c>) then maps them as it maps
+    /// cache, uptodate and without readahead marks, in the folio sizes the recorder read (order 0
+    /// where it could not read them, as without root). Fault-around (<c>filemap_map_pages</c>) then maps them as it maps
     /// the host's cached pages, and a fault finds them instead of reading ahead. Pages already in
     /// the model's cache (read in by exec's own faults, before the tracer's stop) stay as they are.
     /// </summary>
