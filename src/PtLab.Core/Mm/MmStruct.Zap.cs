@@ -120,7 +120,7 @@ public sealed partial class MmStruct
 
                 long pfn = Entry.Pfn(e);
                 ref var d = ref Phys.Desc(pfn);
-                var counter = CounterOf(pfn); // the folio's type, from its head
+                var counter = (d.Flags & (int)PageFlags.Tail) != 0 ? CounterOf(pfn) : CounterOf(ref d); // the folio's type, from its head
 
                 // zap_present_folio_ptes: only a file folio takes the entry's dirty bit (it must be
                 // written back); an anonymous one is dropped or stays mapped elsewhere, where its

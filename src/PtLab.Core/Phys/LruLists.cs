@@ -53,7 +53,8 @@ internal sealed class LruLists
         {
             // Only this freer can still see PG_lru set on a page whose last reference it dropped,
             // apart from isolation, which clears it under the lock: recheck once locked.
-            if (!_phys.Desc(pfn).OnLru)
+            ref var d = ref _phys.Desc(pfn);
+            if (!d.OnLru)
             {
                 continue;
             }
@@ -64,9 +65,9 @@ internal sealed class LruLists
                 locked = true;
             }
 
-            if (_phys.Desc(pfn).OnLru)
+            if (d.OnLru)
             {
-                DelLocked(pfn);
+                DelLocked(pfn, ref d, unreferenced: true);
             }
         }
 
@@ -236,13 +237,27 @@ internal sealed class LruLists
         d.SetLru();
     }
 
-    private void DelLocked(long pfn)
+    private void DelLocked(long pfn) => DelLocked(pfn, ref _phys.Desc(pfn), unreferenced: false);
+
+    /// <summary>
+    /// <c>lruvec_del_folio</c> of a page on a list, and its PG_lru cleared: atomically, or with a
+    /// plain store for a page being freed (<paramref name="unreferenced"/>, see
+    /// <see cref="PageDescriptor.ClearLruUnreferenced"/>).
+    /// </summary>
+    private void DelLocked(long pfn, ref PageDescriptor d, bool unreferenced)
     {
-        ref var d = ref _phys.Desc(pfn);
         var list = _phys.LruOf(pfn);
         int l = (int)list;
         _count[l]--;
-        d.ClearLru();
+        if (unreferenced)
+        {
+            d.ClearLruUnreferenced();
+        }
+        else
+        {
+            d.ClearLru();
+        }
+
         if (!Linked(list))
         {
             if (list != LruList.Anon)

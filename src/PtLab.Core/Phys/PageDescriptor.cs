@@ -174,6 +174,13 @@ public struct PageDescriptor
     /// <summary>Clears <c>PG_lru</c> (<c>folio_clear_lru</c>), under the LRU lock.</summary>
     internal void ClearLru() => Interlocked.And(ref _word, ~LruBit);
 
+    /// <summary>
+    /// <c>__folio_clear_lru_flags</c>: clears PG_lru with a plain store, under the LRU lock, on a
+    /// page whose last reference is gone: nobody else may change its flags any more (the freer
+    /// overwrites the whole word next), so no atomic operation is needed, as in the kernel.
+    /// </summary>
+    internal void ClearLruUnreferenced() => Volatile.Write(ref _word, Volatile.Read(ref _word) & ~LruBit);
+
     /// <summary>A table page's generation: unique per table allocation, so a stale reference is recognised.</summary>
     public readonly int Generation => (Flags & (int)PageFlags.Table) != 0 ? (int)Aux : 0;
 

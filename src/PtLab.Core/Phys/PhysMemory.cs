@@ -993,9 +993,17 @@ public sealed partial class PhysMemory
         Profile?.Count(-1, ProfileOp.SharedAtomic, pfns.Length);
         foreach (long page in pfns)
         {
-            long pfn = CompoundHead(page);
+            long pfn = page;
             ref var d = ref Desc(pfn);
-            if (d.Has(PageFlags.Reserved))
+            int flags = d.Flags;
+            if ((flags & (int)PageFlags.Tail) != 0)
+            {
+                pfn = page & ~(long)(HugeFrames - 1); // the folio's head (CompoundHead)
+                d = ref Desc(pfn);
+                flags = d.Flags;
+            }
+
+            if ((flags & (int)PageFlags.Reserved) != 0)
             {
                 continue;
             }
