@@ -89,6 +89,19 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     [ReplayFact(TraceEventKind.Mremap)]
     public void FileMappingsAndMremap() => MatchesTheKernel(RecordAndReplay("filemap", "DIR"));
 
+    /// <summary>
+    /// A shared file mapping grown with mremap as its file grows by ftruncate (which no event
+    /// records): the writes to the new part must find the file's pages, not SIGBUS at the size the
+    /// file had when first mapped.
+    /// </summary>
+    [RecordFact]
+    public void AFileMappingGrownWithItsFile()
+    {
+        var r = RecordAndReplay("growfile", "DIR");
+        MatchesTheKernel(r);
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("Bus", StringComparison.Ordinal));
+    }
+
     [RecordFact]
     public void TransparentHugePages() => MatchesTheKernel(RecordAndReplay("thp"));
 

@@ -1463,7 +1463,28 @@ public sealed class TraceReplayer
             }
         }
 
+        if (r.Ok && e.Result > 0 && e.NewLength > e.Length)
+        {
+            GrowFileUnder(mm, (ulong)e.Result, e.NewLength);
+        }
+
         CompareResult(e, r.Error);
+    }
+
+    /// <summary>
+    /// A file mapping grown by mremap (a program that maps a growing file, as a database maps its
+    /// file and remaps it as it writes to it) is taken to map the file's content to its new end, as
+    /// a new mmap of that range is (<see cref="FileOf"/>): the file grew by writes the trace does
+    /// not hold, and a fault below the kernel's end of file finds a page where a model with the
+    /// size first recorded would raise SIGBUS.
+    /// </summary>
+    private static void GrowFileUnder(MmStruct mm, ulong start, ulong length)
+    {
+        if (mm.FindVma(start) is { File: { } file } v && v.Start <= start)
+        {
+            ulong firstByte = (v.PgOff * PageSize) + (start - v.Start);
+            file.Grow(firstByte + length);
+        }
     }
 
     private void Mlock(in TraceEvent e)
