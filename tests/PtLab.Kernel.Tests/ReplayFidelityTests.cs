@@ -102,6 +102,22 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
         Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("Bus", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// A file mapped part by part at adjoining offsets, each part merging with the one before: the
+    /// kernel's mapping record reports the merged VMA, which the replay must take as the new part's
+    /// record (the file's pages, not anonymous memory), so the exit VmRSS is the kernel's.
+    /// </summary>
+    [RecordFact]
+    public void AFileMappedInPartsThatMerge()
+    {
+        var r = RecordAndReplay("filemerge", "DIR");
+        MatchesTheKernel(r);
+        var exit = r.Processes.Single().Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
+        output.WriteLine($"exit VmRSS {exit.Compared.VmRssKb} kB in the model, {exit.Kernel.VmRssKb} kB in the kernel");
+        Assert.True(ReplayFidelity.Within(exit.Kernel.VmRssKb, exit.Compared.VmRssKb, ReplayFidelity.ExitPercent), $"exit VmRSS {exit.Compared.VmRssKb} kB in the model, {exit.Kernel.VmRssKb} kB in the kernel");
+        Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("mapping record", StringComparison.Ordinal));
+    }
+
     [RecordFact]
     public void TransparentHugePages() => MatchesTheKernel(RecordAndReplay("thp"));
 

@@ -1131,7 +1131,7 @@ public sealed class TraceReplayer
         if (!anonymous)
         {
             // The file is known from the kernel's mapping record, which precedes the syscall's return.
-            if (e.Result >= 0 && t.PendingMapping is { Inode: not 0 } m && m.Address == (ulong)e.Result)
+            if (e.Result >= 0 && t.PendingMapping is { Inode: not 0 } m && RecordsMapping(m, (ulong)e.Result, e.Length, e.Offset))
             {
                 file = FileOf(m.Dev, m.Inode, e.Offset + e.Length, m.Path, (flags & MapFlags.Shared) == 0 || (prot & Prot.Write) == 0 ? (e.Offset, e.Length) : null);
             }
@@ -1181,6 +1181,17 @@ public sealed class TraceReplayer
         var fixedAt = mm.Mmap(cpu, at, e.Length, prot, (asModel & ~MapFlags.FixedNoReplace) | MapFlags.Fixed, file, offset, ra);
         CompareResult(e, fixedAt.Error);
     }
+
+    /// <summary>
+    /// Whether the kernel's mapping record <paramref name="m"/> reports the new mapping of
+    /// <paramref name="length"/> bytes at <paramref name="at"/>, file offset <paramref name="offset"/>:
+    /// the record describes the VMA after the mmap, which is the new mapping itself or, where it
+    /// merged with a neighbour mapping the same file at the adjoining offsets (a runtime mapping
+    /// a file's parts in place over its reservation), the merged VMA around it.
+    /// </summary>
+    private static bool RecordsMapping(in TraceEvent m, ulong at, ulong length, ulong offset) =>
+        m.Address == at ||
+        (m.Address < at && at + length <= m.Address + m.Length && m.Offset + (at - m.Address) == offset);
 
     private void Munmap(in TraceEvent e)
     {
