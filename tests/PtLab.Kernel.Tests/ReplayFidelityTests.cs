@@ -103,6 +103,19 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>
+    /// Forked children grow the heap they inherited with brk: the break is the mm's, copied by
+    /// fork, so the children's first brk extends the parent's heap and their writes land in it.
+    /// </summary>
+    [RecordFact]
+    public void ForkedChildrenGrowTheirInheritedHeap()
+    {
+        var r = RecordAndReplay("forkbrk");
+        Assert.Equal(3, r.Processes.Count);
+        MatchesTheKernel(r);
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("Segv", StringComparison.Ordinal) || k.Contains("brk", StringComparison.Ordinal));
+    }
+
+    /// <summary>
     /// A file mapped part by part at adjoining offsets, each part merging with the one before: the
     /// kernel's mapping record reports the merged VMA, which the replay must take as the new part's
     /// record (the file's pages, not anonymous memory), so the exit VmRSS is the kernel's.

@@ -471,6 +471,7 @@ public sealed class TraceReplayer
         }
 
         var child = NewProc(e.ChildPid, e.Path ?? "", mm);
+        child.Brk = parent.Proc.Brk; // the break is the mm's: a fork copies it, a shared mm shares it
         // The child's descriptors name its parent's open files (copy_files), or the same table (CLONE_FILES).
         child.Files = (flags & CloneFiles) != 0 ? parent.Proc.Files : new(parent.Proc.Files);
         AddThread(child, e.ChildTid);
