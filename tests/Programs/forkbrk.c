@@ -4,7 +4,6 @@
  * heap afresh at its first brk maps none of the growth, and the writes find nothing there.
  *   forkbrk */
 #define _GNU_SOURCE
-#include <sys/wait.h>
 #include "common.h"
 
 static void grow_and_write(size_t bytes, char value)
@@ -18,22 +17,18 @@ static void grow_and_write(size_t bytes, char value)
         from[o] = value;
 }
 
+static void child(void)
+{
+    grow_and_write(16UL << 20, 2);
+    print_status("child");
+}
+
 int main(void)
 {
     grow_and_write(4UL << 20, 1);
-    for (int i = 0; i < 2; i++) {
-        pid_t pid = fork();
-        if (pid < 0)
+    for (int i = 0; i < 2; i++)
+        if (run_child(child))
             return 1;
-        if (pid == 0) {
-            grow_and_write(16UL << 20, 2);
-            print_status("child");
-            _exit(0);
-        }
-        int status;
-        if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-            return 1;
-    }
     print_status("end");
     return 0;
 }
