@@ -131,6 +131,26 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
         Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("mapping record", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// Children forked by a dynamically linked program that exit at once: fork copies the tables
+    /// of written segments only, so each child's exit RssFile is the kernel's only if exec's
+    /// segments are charged as the kernel charges them and a RELRO segment stays apart from the
+    /// read-only segment before it.
+    /// </summary>
+    [RecordFact]
+    public void ForkedChildrenCopyTheTablesOfWrittenSegmentsOnly()
+    {
+        var r = RecordAndReplay("forkrelro");
+        Assert.Equal(3, r.Processes.Count);
+        MatchesTheKernel(r);
+        foreach (var p in r.Processes)
+        {
+            var exit = p.Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
+            output.WriteLine($"pid {p.Pid}: exit RssFile {exit.Compared.RssFileKb} kB in the model, {exit.Kernel.RssFileKb} kB in the kernel");
+            Assert.True(ReplayFidelity.Within(exit.Kernel.RssFileKb, exit.Compared.RssFileKb, ReplayFidelity.ExitPercent), $"pid {p.Pid}: exit RssFile {exit.Compared.RssFileKb} kB in the model, {exit.Kernel.RssFileKb} kB in the kernel");
+        }
+    }
+
     [RecordFact]
     public void TransparentHugePages() => MatchesTheKernel(RecordAndReplay("thp"));
 

@@ -692,7 +692,7 @@ public sealed class TraceReplayer
         var prot = (Prot)(e.Prot & 7);
         if (replace)
         {
-            MapLayout(cpu, mm, start, end, prot, e);
+            MapLayout(cpu, mm, start, end, prot, e, byExec: true);
             if (e.Path == "[stack]" && p.InExec && p.ExecPending.Count > 0)
             {
                 // What a sample read inside execve could show at the earliest: the new stack with the
@@ -719,7 +719,7 @@ public sealed class TraceReplayer
 
             if (v.Start > at)
             {
-                MapLayout(cpu, mm, at, v.Start, prot, e);
+                MapLayout(cpu, mm, at, v.Start, prot, e, byExec: false);
             }
 
             if (ProtOf(v.Flags) != prot)
@@ -736,13 +736,21 @@ public sealed class TraceReplayer
 
         if (at < end)
         {
-            MapLayout(cpu, mm, at, end, prot, e);
+            MapLayout(cpu, mm, at, end, prot, e, byExec: false);
         }
     }
 
-    private void MapLayout(Cpu cpu, MmStruct mm, ulong start, ulong end, Prot prot, in TraceEvent e)
+    /// <summary>
+    /// Maps [<paramref name="start"/>, <paramref name="end"/>) of a reported mapping. exec's own
+    /// mappings (<paramref name="byExec"/>: the ELF loader's segments and bss, the stack) are
+    /// charged as the kernel charges them (<c>VM_ACCOUNT</c> where private and writable): the flag
+    /// decides which VMAs merge, and a RELRO segment made read-only must stay apart from the
+    /// read-only segment before it, or a fork copies the tables of both. A layout line read from
+    /// /proc/PID/maps says nothing of how its mapping was made: it is mapped without a charge.
+    /// </summary>
+    private void MapLayout(Cpu cpu, MmStruct mm, ulong start, ulong end, Prot prot, in TraceEvent e, bool byExec)
     {
-        var flags = MapFlags.Fixed | MapFlags.NoReserve | (e.Flags == 1 ? MapFlags.Shared : MapFlags.Private);
+        var flags = MapFlags.Fixed | (byExec ? 0 : MapFlags.NoReserve) | (e.Flags == 1 ? MapFlags.Shared : MapFlags.Private);
         SimFile? file = null;
         ulong offset = 0;
         if (e.Inode != 0)
