@@ -773,6 +773,14 @@ public sealed class TraceReplayer
         // ELF file, its interpreter) share one opening.
         var ra = file is not null && _procs.TryGetValue(e.Pid, out var p) ? OpeningOf(p, -1, file) : null;
         var r = mm.Mmap(cpu, start, end - start, prot, flags, file, offset, ra);
+        if (!r.Ok && r.Error == Errno.ENOMEM && (flags & MapFlags.NoReserve) == 0)
+        {
+            // A simulated machine smaller than the recording host cannot charge what the host
+            // charged: the mapping the kernel made is kept, uncharged, and the difference counted.
+            Divergence("exec's mapping could not be charged on the model's machine (mapped uncharged)");
+            r = mm.Mmap(cpu, start, end - start, prot, flags | MapFlags.NoReserve, file, offset, ra);
+        }
+
         if (!r.Ok)
         {
             Divergence($"layout mapping refused by the model ({r.Error})");
