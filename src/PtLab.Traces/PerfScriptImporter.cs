@@ -93,7 +93,13 @@ public sealed class PerfScriptImporter
     private readonly Dictionary<int, (int Pid, long Line)> _announced = [];
     private readonly Dictionary<int, string> _comm = [];
     private readonly Dictionary<int, int> _live = [];
-    private PendingExec? _exec;
+    // Execs whose COMM record came and whose sched_process_exec has not yet: one per process, in
+    // the order of their COMM records (processes exec at once on different CPUs).
+    private readonly List<PendingExec> _execs = [];
+
+    // Processes whose exec row went out before its sched_process_exec (too many rows held): that
+    // event then names no new mm.
+    private readonly HashSet<int> _execReleasedEarly = [];
     private bool _holdingStart;
     private bool _rootStarted;
     private long _line;
@@ -127,13 +133,17 @@ public sealed class PerfScriptImporter
             _line++;
             Stats.Lines++;
             Parse(line);
-            while (_out.Count > 0 && _exec is null && !_holdingStart)
+            while (_out.Count > 0 && _execs.Count == 0 && !_holdingStart)
             {
                 yield return Checked(_out.Dequeue());
             }
         }
 
-        ReleaseExec();
+        while (_execs.Count > 0)
+        {
+            ReleaseExec(_execs[0]);
+        }
+
         _holdingStart = false;
         while (_out.Count > 0)
         {
@@ -523,7 +533,8 @@ public sealed class PerfScriptImporter
         _comm[tid] = comm;
         if (exec)
         {
-            ReleaseExec();
+            ReleaseExecFor(pid);
+            _execReleasedEarly.Remove(pid);
             if (pid == _options.RootPid && !_rootStarted)
             {
                 _rootStarted = true;
@@ -531,7 +542,8 @@ public sealed class PerfScriptImporter
             }
 
             // The new mm starts here; its file name comes with sched_process_exec, a little later.
-            _exec = new PendingExec(TraceEvent.Create(TraceEventKind.Exec, time, pid, pid) with { Path = comm, Result = tid }, _line, _out.Count);
+            // Rows are held (none leaves the queue) while any exec is pending, so a position in the queue stays valid.
+            _execs.Add(new PendingExec(TraceEvent.Create(TraceEventKind.Exec, time, pid, pid) with { Path = comm, Result = tid }, _line, _out.Count));
             return;
         }
 
@@ -559,10 +571,17 @@ public sealed class PerfScriptImporter
         string file = payload[9..pidAt].ToString();
         int newPid = Int(Field(payload, " pid=", ' ', last: true), "pid");
         int oldPid = Int(Field(payload, "old_pid=", ' ', last: true), "old_pid");
-        if (_exec is { } x && x.Row.Pid == newPid)
+        int pending = _execs.FindIndex(x => x.Row.Pid == newPid);
+        if (pending >= 0)
         {
-            _exec = x with { Row = x.Row with { Path = file, Result = oldPid } };
-            ReleaseExec();
+            var x = _execs[pending];
+            ReleaseExec(x with { Row = x.Row with { Path = file, Result = oldPid } }, pending);
+            return;
+        }
+
+        if (_execReleasedEarly.Remove(newPid))
+        {
+            // Its exec row, at the COMM record, is out already (with the comm as its file name).
             return;
         }
 
@@ -573,21 +592,23 @@ public sealed class PerfScriptImporter
     private void ReleaseExecFor(int pid)
     {
         // The program runs (a fault or syscall in user mode) before its sched_process_exec: the recording has no such event.
-        if (_exec is { } x && x.Row.Pid == pid)
+        int pending = _execs.FindIndex(x => x.Row.Pid == pid);
+        if (pending >= 0)
         {
-            ReleaseExec();
+            ReleaseExec(_execs[pending], pending);
         }
     }
 
-    private void ReleaseExec()
+    private void ReleaseExec(PendingExec x, int index = 0)
     {
-        if (_exec is not { } x)
+        _execs.RemoveAt(index);
+        // Rows queued after the exec record move behind it; rows queued before stay ahead; the
+        // execs still pending whose COMM records came later move one row further.
+        for (int i = index; i < _execs.Count; i++)
         {
-            return;
+            _execs[i] = _execs[i] with { QueuedBefore = _execs[i].QueuedBefore + 1 };
         }
 
-        _exec = null;
-        // Rows queued after the exec record move behind it; rows queued before stay ahead.
         var held = _out.ToList();
         _out.Clear();
         foreach (var e in held.Take(x.QueuedBefore))
@@ -702,9 +723,10 @@ public sealed class PerfScriptImporter
         if (queue)
         {
             _out.Enqueue(imported);
-            if (_exec is not null && _out.Count > MaxHeldRows)
+            if (_execs.Count > 0 && _out.Count > MaxHeldRows)
             {
-                ReleaseExec();
+                _execReleasedEarly.Add(_execs[0].Row.Pid);
+                ReleaseExec(_execs[0]);
             }
         }
 

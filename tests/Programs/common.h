@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Numbers of the x86-64 calls an older libc's headers may lack. */
@@ -55,4 +56,31 @@ static void print_status(const char *tag)
             printf("%s %s", tag, l);
     fclose(f);
     fflush(stdout);
+}
+
+/* Forks a child that runs BODY (when not null) and exits with status 0, and waits for it: 0
+ * when the child ran and exited so, -1 otherwise. */
+static inline int run_child(void (*body)(void))
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        if (body)
+            body();
+        _exit(0);
+    }
+    int status;
+    return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+/* Reads the first byte of every page of [BASE, BASE + SIZE), prints their sum and, last, the
+ * status figures as print_status does. */
+static inline void read_pages_and_report(const char *base, size_t size)
+{
+    long sum = 0;
+    for (size_t o = 0; o < size; o += 4096)
+        sum += base[o];
+    printf("sum %ld\n", sum);
+    print_status("end");
 }

@@ -89,6 +89,68 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     [ReplayFact(TraceEventKind.Mremap)]
     public void FileMappingsAndMremap() => MatchesTheKernel(RecordAndReplay("filemap", "DIR"));
 
+    /// <summary>
+    /// A shared file mapping grown with mremap as its file grows by ftruncate (which no event
+    /// records): the writes to the new part must find the file's pages, not SIGBUS at the size the
+    /// file had when first mapped.
+    /// </summary>
+    [RecordFact]
+    public void AFileMappingGrownWithItsFile()
+    {
+        var r = RecordAndReplay("growfile", "DIR");
+        MatchesTheKernel(r);
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("Bus", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// Forked children grow the heap they inherited with brk: the break is the mm's, copied by
+    /// fork, so the children's first brk extends the parent's heap and their writes land in it.
+    /// </summary>
+    [RecordFact]
+    public void ForkedChildrenGrowTheirInheritedHeap()
+    {
+        var r = RecordAndReplay("forkbrk");
+        Assert.Equal(3, r.Processes.Count);
+        MatchesTheKernel(r);
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("Segv", StringComparison.Ordinal) || k.Contains("brk", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// A file mapped part by part at adjoining offsets, each part merging with the one before: the
+    /// kernel's mapping record reports the merged VMA, which the replay must take as the new part's
+    /// record (the file's pages, not anonymous memory), so the exit VmRSS is the kernel's.
+    /// </summary>
+    [RecordFact]
+    public void AFileMappedInPartsThatMerge()
+    {
+        var r = RecordAndReplay("filemerge", "DIR");
+        MatchesTheKernel(r);
+        var exit = r.Processes.Single().Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
+        output.WriteLine($"exit VmRSS {exit.Compared.VmRssKb} kB in the model, {exit.Kernel.VmRssKb} kB in the kernel");
+        Assert.True(ReplayFidelity.Within(exit.Kernel.VmRssKb, exit.Compared.VmRssKb, ReplayFidelity.ExitPercent), $"exit VmRSS {exit.Compared.VmRssKb} kB in the model, {exit.Kernel.VmRssKb} kB in the kernel");
+        Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("mapping record", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// Children forked by a dynamically linked program that exit at once: fork copies the tables
+    /// of written segments only, so each child's exit RssFile is the kernel's only if exec's
+    /// segments are charged as the kernel charges them and a RELRO segment stays apart from the
+    /// read-only segment before it.
+    /// </summary>
+    [RecordFact]
+    public void ForkedChildrenCopyTheTablesOfWrittenSegmentsOnly()
+    {
+        var r = RecordAndReplay("forkrelro");
+        Assert.Equal(3, r.Processes.Count);
+        MatchesTheKernel(r);
+        foreach (var p in r.Processes)
+        {
+            var exit = p.Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
+            output.WriteLine($"pid {p.Pid}: exit RssFile {exit.Compared.RssFileKb} kB in the model, {exit.Kernel.RssFileKb} kB in the kernel");
+            Assert.True(ReplayFidelity.Within(exit.Kernel.RssFileKb, exit.Compared.RssFileKb, ReplayFidelity.ExitPercent), $"pid {p.Pid}: exit RssFile {exit.Compared.RssFileKb} kB in the model, {exit.Kernel.RssFileKb} kB in the kernel");
+        }
+    }
+
     [RecordFact]
     public void TransparentHugePages() => MatchesTheKernel(RecordAndReplay("thp"));
 

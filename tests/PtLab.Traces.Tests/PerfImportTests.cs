@@ -49,6 +49,46 @@ public sealed class PerfImportTests
         Assert.True(rows.Zip(rows.Skip(1)).All(p => p.First.TimeNs <= p.Second.TimeNs));
     }
 
+    /// <summary>
+    /// Two children exec at once on two CPUs (make -j2): each exec's COMM record comes before the
+    /// other's sched_process_exec. Each child gets one exec row, at its COMM record, with its file
+    /// name; a second row would start a second mm and drop what exec built.
+    /// </summary>
+    [Fact]
+    public void TwoProcessesExecutingAtOnceEachGetOneExec()
+    {
+        static string L(int pid, int cpu, string time, string body) => $"            make {pid}/{pid} [00{cpu}]  100.{time}: {body}";
+        string[] lines =
+        [
+            L(100, 0, "000000100", "PERF_RECORD_COMM exec: make:100/100"),
+            L(100, 0, "000000200", "sched:sched_process_exec: filename=/usr/bin/make pid=100 old_pid=100"),
+            L(100, 0, "000001000", "task:task_newtask: pid=101 comm=make clone_flags=1200011 oom_score_adj=0"),
+            L(100, 0, "000001100", "task:task_newtask: pid=102 comm=make clone_flags=1200011 oom_score_adj=0"),
+            L(101, 0, "000002000", "PERF_RECORD_COMM exec: cc1:101/101"),
+            L(101, 0, "000002100", "PERF_RECORD_MMAP2 101/101: [0x7ffd7e83e000(0x21000) @ 0x7ffffffde000 00:00 0 0]: rw-p [stack]"),
+            L(102, 1, "000002200", "PERF_RECORD_COMM exec: as:102/102"),
+            L(101, 0, "000002300", "exceptions:page_fault_kernel: address=0x7ffd7e85df50 ip=__put_user_8 error_code=0x2"),
+            L(102, 1, "000002400", "PERF_RECORD_MMAP2 102/102: [0x7ffc745b2000(0x21000) @ 0x7ffffffde000 00:00 0 0]: rw-p [stack]"),
+            L(101, 0, "000002500", "sched:sched_process_exec: filename=/usr/lib/gcc/cc1 pid=101 old_pid=101"),
+            L(102, 1, "000002600", "exceptions:page_fault_kernel: address=0x7ffc745d2f50 ip=__put_user_8 error_code=0x2"),
+            L(101, 0, "000002700", "exceptions:page_fault_user: address=0x7ffd7e85d000 ip=0x1000 error_code=0x6"),
+            L(102, 1, "000002800", "sched:sched_process_exec: filename=/usr/bin/as pid=102 old_pid=102"),
+            L(102, 1, "000002900", "exceptions:page_fault_user: address=0x7ffc745d2000 ip=0x1000 error_code=0x6"),
+        ];
+        var rows = Import(lines, new PerfImportOptions { RootPid = 100 });
+        foreach (var (pid, file) in new[] { (101, "/usr/lib/gcc/cc1"), (102, "/usr/bin/as") })
+        {
+            var exec = Assert.Single(rows, e => e.Kind == TraceEventKind.Exec && e.Pid == pid);
+            Assert.Equal(file, exec.Path);
+            int at = rows.IndexOf(exec);
+            var mine = rows.Select((e, i) => (e, i)).Where(p => p.e.Pid == pid && p.e.Kind != TraceEventKind.Exec).ToList();
+            Assert.Equal(3, mine.Count);
+            Assert.All(mine, p => Assert.True(p.i > at, $"pid {pid}: {TraceKinds.Name(p.e.Kind)} row {p.i} before its exec row {at}"));
+        }
+
+        Assert.True(rows.Zip(rows.Skip(1)).All(p => p.First.TimeNs <= p.Second.TimeNs));
+    }
+
     [Fact]
     public void AGarbageLineIsRejectedWithItsLineNumber()
     {

@@ -33,7 +33,7 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>dup_mmap</c>: a new address space with a copy of every VMA (flags, page offset, file,
-    /// committed memory), linked into the same reverse maps (<c>anon_vma_fork</c>: the parent's
+    /// committed memory) and the parent's heap (<c>start_brk</c>, <c>brk</c>), linked into the same reverse maps (<c>anon_vma_fork</c>: the parent's
     /// anon_vmas plus a new one of its own; <c>i_mmap</c> for files). Page tables are copied only
     /// where <see cref="VmaNeedsCopy"/> says a fault could not rebuild them; there
     /// <see cref="CopyPageRange"/> shares every page and write-protects private writable ones in
@@ -55,6 +55,8 @@ public sealed partial class MmStruct
             child.MmapLock.DownWriteNested(cpu.Id, 1);
             try
             {
+                // dup_mm copies the whole mm_struct: the child's heap is the parent's, with its break.
+                (child._startBrk, child._brk) = (_startBrk, _brk);
                 foreach (var src in _vmas.Snapshot())
                 {
                     var dst = new Vma(src.Start, src.End, src.Flags, null) { Mm = child, PgOff = src.PgOff, File = src.File, Ra = src.Ra };

@@ -471,6 +471,7 @@ public sealed class TraceReplayer
         }
 
         var child = NewProc(e.ChildPid, e.Path ?? "", mm);
+        child.Brk = parent.Proc.Brk; // the break is the mm's: a fork copies it, a shared mm shares it
         // The child's descriptors name its parent's open files (copy_files), or the same table (CLONE_FILES).
         child.Files = (flags & CloneFiles) != 0 ? parent.Proc.Files : new(parent.Proc.Files);
         AddThread(child, e.ChildTid);
@@ -691,7 +692,7 @@ public sealed class TraceReplayer
         var prot = (Prot)(e.Prot & 7);
         if (replace)
         {
-            MapLayout(cpu, mm, start, end, prot, e);
+            MapLayout(cpu, mm, start, end, prot, e, byExec: true);
             if (e.Path == "[stack]" && p.InExec && p.ExecPending.Count > 0)
             {
                 // What a sample read inside execve could show at the earliest: the new stack with the
@@ -718,7 +719,7 @@ public sealed class TraceReplayer
 
             if (v.Start > at)
             {
-                MapLayout(cpu, mm, at, v.Start, prot, e);
+                MapLayout(cpu, mm, at, v.Start, prot, e, byExec: false);
             }
 
             if (ProtOf(v.Flags) != prot)
@@ -735,13 +736,21 @@ public sealed class TraceReplayer
 
         if (at < end)
         {
-            MapLayout(cpu, mm, at, end, prot, e);
+            MapLayout(cpu, mm, at, end, prot, e, byExec: false);
         }
     }
 
-    private void MapLayout(Cpu cpu, MmStruct mm, ulong start, ulong end, Prot prot, in TraceEvent e)
+    /// <summary>
+    /// Maps [<paramref name="start"/>, <paramref name="end"/>) of a reported mapping. exec's own
+    /// mappings (<paramref name="byExec"/>: the ELF loader's segments and bss, the stack) are
+    /// charged as the kernel charges them (<c>VM_ACCOUNT</c> where private and writable): the flag
+    /// decides which VMAs merge, and a RELRO segment made read-only must stay apart from the
+    /// read-only segment before it, or a fork copies the tables of both. A layout line read from
+    /// /proc/PID/maps says nothing of how its mapping was made: it is mapped without a charge.
+    /// </summary>
+    private void MapLayout(Cpu cpu, MmStruct mm, ulong start, ulong end, Prot prot, in TraceEvent e, bool byExec)
     {
-        var flags = MapFlags.Fixed | MapFlags.NoReserve | (e.Flags == 1 ? MapFlags.Shared : MapFlags.Private);
+        var flags = MapFlags.Fixed | (byExec ? 0 : MapFlags.NoReserve) | (e.Flags == 1 ? MapFlags.Shared : MapFlags.Private);
         SimFile? file = null;
         ulong offset = 0;
         if (e.Inode != 0)
@@ -764,6 +773,14 @@ public sealed class TraceReplayer
         // ELF file, its interpreter) share one opening.
         var ra = file is not null && _procs.TryGetValue(e.Pid, out var p) ? OpeningOf(p, -1, file) : null;
         var r = mm.Mmap(cpu, start, end - start, prot, flags, file, offset, ra);
+        if (!r.Ok && r.Error == Errno.ENOMEM && (flags & MapFlags.NoReserve) == 0)
+        {
+            // A simulated machine smaller than the recording host cannot charge what the host
+            // charged: the mapping the kernel made is kept, uncharged, and the difference counted.
+            Divergence("exec's mapping could not be charged on the model's machine (mapped uncharged)");
+            r = mm.Mmap(cpu, start, end - start, prot, flags | MapFlags.NoReserve, file, offset, ra);
+        }
+
         if (!r.Ok)
         {
             Divergence($"layout mapping refused by the model ({r.Error})");
@@ -1131,7 +1148,7 @@ public sealed class TraceReplayer
         if (!anonymous)
         {
             // The file is known from the kernel's mapping record, which precedes the syscall's return.
-            if (e.Result >= 0 && t.PendingMapping is { Inode: not 0 } m && m.Address == (ulong)e.Result)
+            if (e.Result >= 0 && t.PendingMapping is { Inode: not 0 } m && RecordsMapping(m, (ulong)e.Result, e.Length, e.Offset))
             {
                 file = FileOf(m.Dev, m.Inode, e.Offset + e.Length, m.Path, (flags & MapFlags.Shared) == 0 || (prot & Prot.Write) == 0 ? (e.Offset, e.Length) : null);
             }
@@ -1181,6 +1198,17 @@ public sealed class TraceReplayer
         var fixedAt = mm.Mmap(cpu, at, e.Length, prot, (asModel & ~MapFlags.FixedNoReplace) | MapFlags.Fixed, file, offset, ra);
         CompareResult(e, fixedAt.Error);
     }
+
+    /// <summary>
+    /// Whether the kernel's mapping record <paramref name="m"/> reports the new mapping of
+    /// <paramref name="length"/> bytes at <paramref name="at"/>, file offset <paramref name="offset"/>:
+    /// the record describes the VMA after the mmap, which is the new mapping itself or, where it
+    /// merged with a neighbour mapping the same file at the adjoining offsets (a runtime mapping
+    /// a file's parts in place over its reservation), the merged VMA around it.
+    /// </summary>
+    private static bool RecordsMapping(in TraceEvent m, ulong at, ulong length, ulong offset) =>
+        m.Address == at ||
+        (m.Address < at && at + length <= m.Address + m.Length && m.Offset + (at - m.Address) == offset);
 
     private void Munmap(in TraceEvent e)
     {
@@ -1463,7 +1491,28 @@ public sealed class TraceReplayer
             }
         }
 
+        if (r.Ok && e.Result > 0 && e.NewLength > e.Length)
+        {
+            GrowFileUnder(mm, (ulong)e.Result, e.NewLength);
+        }
+
         CompareResult(e, r.Error);
+    }
+
+    /// <summary>
+    /// A file mapping grown by mremap (a program that maps a growing file, as a database maps its
+    /// file and remaps it as it writes to it) is taken to map the file's content to its new end, as
+    /// a new mmap of that range is (<see cref="FileOf"/>): the file grew by writes the trace does
+    /// not hold, and a fault below the kernel's end of file finds a page where a model with the
+    /// size first recorded would raise SIGBUS.
+    /// </summary>
+    private static void GrowFileUnder(MmStruct mm, ulong start, ulong length)
+    {
+        if (mm.FindVma(start) is { File: { } file } v && v.Start <= start)
+        {
+            ulong firstByte = (v.PgOff * PageSize) + (start - v.Start);
+            file.Grow(firstByte + length);
+        }
     }
 
     private void Mlock(in TraceEvent e)

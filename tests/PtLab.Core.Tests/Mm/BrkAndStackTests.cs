@@ -1,4 +1,5 @@
 using PtLab.Mm;
+using PtLab.Paging;
 
 namespace PtLab.Tests.Mm;
 
@@ -25,6 +26,27 @@ public class BrkAndStackTests
         Assert.Equal(start, s.Mm.Brk(s.Cpu, start));
         Assert.Empty(s.Mm.Vmas);
         s.AssertAccountingConsistent();
+    }
+
+    /// <summary>
+    /// dup_mm copies the parent's mm_struct, its break included: the child's brk grows the heap it
+    /// inherited, in place, and leaves the parent's alone.
+    /// </summary>
+    [Fact]
+    public void AForkedChildGrowsTheHeapItInherited()
+    {
+        using var s = new Sim();
+        s.Mm.SetBrkBase(s.Cpu, 0x1000000000);
+        ulong brk = s.Mm.Brk(s.Cpu, 0x1000000000 + Sim.M1 + 100);
+        s.TouchAll(0x1000000000, Sim.M1);
+        var child = s.Mm.Fork(s.Cpu)!;
+        Assert.Equal((s.Mm.StartBrk, brk), (child.StartBrk, child.CurrentBrk));
+        Assert.Equal(brk + Sim.M1, child.Brk(s.Cpu, brk + Sim.M1));
+        var heap = Assert.Single(child.Vmas);
+        Assert.Equal((0x1000000000UL, Geometry.PageAlign(brk + Sim.M1)), (heap.Start, heap.End));
+        Assert.Equal(brk, s.Mm.CurrentBrk);
+        Assert.Equal(Geometry.PageAlign(brk), Assert.Single(s.Mm.Vmas).End);
+        child.Mmput(s.Cpu);
     }
 
     [Fact]
