@@ -54,7 +54,7 @@ public sealed partial class MmStruct
     private TableRef PlainPteOffsetMap(Cpu cpu, long pmdTable, int pmdIndex)
     {
         ulong pmd = Phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex);
-        return Entry.IsNone(pmd) || Entry.IsHuge(pmd) ? TableRef.None : Phys.Ref(Entry.Pfn(pmd));
+        return Entry.IsNone(pmd) || Entry.IsHuge(pmd) ? TableRef.None : Phys.CachedPteTableRef(cpu.TableCache, Entry.Pfn(pmd));
     }
 
     /// <summary>

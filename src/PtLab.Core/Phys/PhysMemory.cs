@@ -815,6 +815,19 @@ public sealed partial class PhysMemory
     public TableRef Ref(long pfn) => new(pfn, Desc(pfn).Generation);
 
     /// <summary>
+    /// <see cref="Ref(long)"/> of the PTE table in frame <paramref name="pfn"/>, without the
+    /// descriptor lookup where the CPU's <paramref name="cache"/> still holds an entry of that
+    /// table: while the layout epoch reads the line's stamp, no table was freed since the line
+    /// found it, so the generation it noted is the frame's.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public TableRef CachedPteTableRef(TableEntryCache cache, long pfn)
+    {
+        ref var line = ref cache.At(1);
+        return line.Pfn == pfn && line.Epoch == _tables.LayoutEpoch ? new(pfn, line.Generation) : Ref(pfn);
+    }
+
+    /// <summary>
     /// The entries of a mapped table, after checking that it is still the table that was mapped;
     /// a freed or reused frame throws <see cref="UseAfterFreeException"/> with both stacks.
     /// </summary>

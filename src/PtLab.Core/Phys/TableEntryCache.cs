@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace PtLab.Phys;
 
@@ -17,11 +19,35 @@ namespace PtLab.Phys;
 /// </summary>
 public sealed class TableEntryCache
 {
-    // Indexed by level: 1 PTE, 2 PMD, 3 PUD, 4 PGD (0 unused).
-    private readonly Line[] _lines = [Line.Empty, Line.Empty, Line.Empty, Line.Empty, Line.Empty];
+    // Indexed by level: 1 PTE, 2 PMD, 3 PUD, 4 PGD (0 unused). Inline in the object, so that a
+    // line is found without an array bounds check (a level is always 1 to 4).
+    private Lines _lines = Lines.Create();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal ref Line At(int level) => ref _lines[level];
+    internal ref Line At(int level)
+    {
+        Debug.Assert((uint)level < Lines.Count);
+        return ref Unsafe.Add(ref Unsafe.As<Lines, Line>(ref _lines), level);
+    }
+
+    [InlineArray(Count)]
+    private struct Lines
+    {
+        public const int Count = 5;
+
+        private Line _first;
+
+        public static Lines Create()
+        {
+            var lines = default(Lines);
+            for (int i = 0; i < Count; i++)
+            {
+                lines[i] = Line.Empty;
+            }
+
+            return lines;
+        }
+    }
 
     internal struct Line
     {
@@ -41,8 +67,16 @@ public sealed class TableEntryCache
         public readonly bool Holds(long pfn, int index, long epoch) =>
             Pfn == pfn && Group == index >> TableStore.GroupShift && Epoch == epoch;
 
-        /// <summary>The storage of entry <paramref name="index"/>, in the group the line holds.</summary>
+        /// <summary>
+        /// The storage of entry <paramref name="index"/>, in the group the line holds. A line is
+        /// filled only with a group found in its storage, all of whose entries lie inside it, so
+        /// the entry is read without a bounds check.
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public readonly ref ulong Entry(int index) => ref Storage![Offset + (index & (TableStore.GroupEntries - 1))];
+        public readonly ref ulong Entry(int index)
+        {
+            Debug.Assert(Storage is not null && Offset + TableStore.GroupEntries <= Storage.Length);
+            return ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(Storage!), Offset + (index & (TableStore.GroupEntries - 1)));
+        }
     }
 }

@@ -31,7 +31,21 @@ public static class RawSpinLock
     /// <param name="lockClass">The lock's class.</param>
     /// <param name="instance">Which lock of the class (for example the table's frame number).</param>
     /// <param name="subclass">Nesting subclass, for two locks of one class held at once.</param>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Lock(ref int word, SyncHooks hooks, int cpu, LockClass lockClass, long instance = 0, int subclass = 0)
+    {
+        if (hooks.IsBare)
+        {
+            Lock(ref word);
+            return;
+        }
+
+        LockHooked(ref word, hooks, cpu, lockClass, instance, subclass);
+    }
+
+    // The annotated lock with some hook set: checked, counted and scheduled.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void LockHooked(ref int word, SyncHooks hooks, int cpu, LockClass lockClass, long instance, int subclass)
     {
         hooks.LockDep?.Acquire(cpu, lockClass, instance, subclass);
         hooks.Profile?.Locked(cpu);
@@ -87,11 +101,23 @@ public static class RawSpinLock
     private static void ThrowNotHeld() => throw new BadUnlockException("spin_unlock of a lock that is not held");
 
     /// <summary><c>spin_unlock</c> on CPU <paramref name="cpu"/>, checked and scheduled through <paramref name="hooks"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Unlock(ref int word, SyncHooks hooks, int cpu, LockClass lockClass, long instance = 0)
+    {
+        if (!hooks.IsBare)
+        {
+            UnlockHooks(hooks, cpu, lockClass, instance);
+        }
+
+        Unlock(ref word);
+    }
+
+    // What an annotated unlock does before the unlock itself when some hook is set.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void UnlockHooks(SyncHooks hooks, int cpu, LockClass lockClass, long instance)
     {
         hooks.Scheduler?.Reached(SchedulingPointKind.SpinUnlock, lockClass);
         hooks.LockDep?.Release(cpu, lockClass, instance);
-        Unlock(ref word);
     }
 
     /// <summary><c>spin_is_locked</c>.</summary>

@@ -20,7 +20,14 @@ public sealed class SyncHooks
         Cpus = cpus;
         Scheduler = scheduler is NoSchedulingPoint ? null : scheduler;
         LockDep = lockDep ? new LockDep(cpus, lockDepMode) : null;
+        IsBare = Scheduler is null && LockDep is null && Profile is null;
     }
+
+    /// <summary>
+    /// True when no hook is set (no scheduling point, lock checker or profile): an annotated lock
+    /// site then does only the bare lock operation, found with one test rather than one per hook.
+    /// </summary>
+    public bool IsBare { get; }
 
     /// <summary>Simulated CPUs.</summary>
     public int Cpus { get; }
