@@ -587,6 +587,7 @@ public sealed class TraceReplayer
         if (e.Kind == TraceEventKind.StatusExec && p.InExec)
         {
             ExecArguments(t, e.Status);
+            LearnMmapBase(t);
             var fresh = p.Mm.Mm.Status();
             foreach (int index in p.ExecPending)
             {
@@ -648,6 +649,39 @@ public sealed class TraceReplayer
 
             cpu.Touch(va);
             missing--;
+        }
+    }
+
+    /// <summary>
+    /// exec randomises <c>mmap_base</c> (<c>arch_pick_mmap_layout</c>), and no event records it;
+    /// but exec places the interpreter (or a program without one) and then the vDSO top-down from
+    /// it, so the highest mapping of the new layout below the stack ends at <c>mmap_base</c>. The
+    /// model's address space takes that base, so its own placement of the program's mmaps lands
+    /// where the kernel's did; fork copies it.
+    /// </summary>
+    private void LearnMmapBase(Thread t)
+    {
+        var p = t.Proc;
+        if (p.Stack is not { } stack)
+        {
+            return;
+        }
+
+        var mm = p.Mm.Mm;
+        ulong top = 0;
+        foreach (var v in mm.Vmas)
+        {
+            if (v.End > stack.Start)
+            {
+                break;
+            }
+
+            top = v.End;
+        }
+
+        if (top > MmStruct.MmapMinAddr)
+        {
+            mm.SetMmapBase(Activate(t), top);
         }
     }
 
@@ -1131,9 +1165,22 @@ public sealed class TraceReplayer
         if (!anonymous)
         {
             // The file is known from the kernel's mapping record, which precedes the syscall's return.
-            if (e.Result >= 0 && t.PendingMapping is { Inode: not 0 } m && m.Address == (ulong)e.Result)
+            var record = e.Result >= 0 && t.PendingMapping is { } pending && RecordCovers(pending, (ulong)e.Result, e.Length, e.Offset) ? pending : (TraceEvent?)null;
+            if (record is { Inode: 0 })
             {
-                file = FileOf(m.Dev, m.Inode, e.Offset + e.Length, m.Path, (flags & MapFlags.Shared) == 0 || (prot & Prot.Write) == 0 ? (e.Offset, e.Length) : null);
+                // mmap_zero: a private mapping of /dev/zero is made anonymous (vma_set_anonymous).
+                asModel = (asModel & ~(MapFlags)0x3) | MapFlags.Private | MapFlags.Anonymous;
+            }
+            else if (record is { } m && IsSharedZero(m))
+            {
+                // mmap_zero: a shared mapping of /dev/zero is shared anonymous memory (shmem_zero_setup),
+                // a shmem object of its own, as MAP_SHARED | MAP_ANONYMOUS makes.
+                asModel = (asModel & ~(MapFlags)0x3) | MapFlags.Shared | MapFlags.Anonymous;
+                offset = 0;
+            }
+            else if (record is { } r)
+            {
+                file = FileOf(r.Dev, r.Inode, e.Offset + e.Length, r.Path, (flags & MapFlags.Shared) == 0 || (prot & Prot.Write) == 0 ? (e.Offset, e.Length) : null);
             }
             else
             {
@@ -1181,6 +1228,23 @@ public sealed class TraceReplayer
         var fixedAt = mm.Mmap(cpu, at, e.Length, prot, (asModel & ~MapFlags.FixedNoReplace) | MapFlags.Fixed, file, offset, ra);
         CompareResult(e, fixedAt.Error);
     }
+
+    /// <summary>
+    /// Whether the kernel's mapping record <paramref name="m"/> is the one of an mmap that returned
+    /// <paramref name="at"/> for <paramref name="length"/> bytes at file offset <paramref name="offset"/>:
+    /// the record covers that range at that offset. perf reports the VMA as it is after the call,
+    /// so a mapping the kernel merged with its neighbour (the next chunk of the same file at the
+    /// next offset, as allocators and JIT compilers map a memfd piece by piece) is reported whole.
+    /// </summary>
+    private static bool RecordCovers(in TraceEvent m, ulong at, ulong length, ulong offset)
+    {
+        ulong len = (length + PageSize - 1) & PageMask;
+        ulong end = m.Address + m.Length;
+        return at >= m.Address && at + len <= end && at + len >= at && (m.Inode == 0 || m.Offset + (at - m.Address) == offset);
+    }
+
+    /// <summary>The record of a shared mapping of /dev/zero: the shmem file shmem_zero_setup made, which d_path names "/dev/zero (deleted)".</summary>
+    private static bool IsSharedZero(in TraceEvent m) => m.Flags == 1 && m.Path is "/dev/zero (deleted)";
 
     private void Munmap(in TraceEvent e)
     {
