@@ -145,6 +145,26 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(2, r.Processes.Count);
         Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("advice", StringComparison.Ordinal));
         Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("madvise", StringComparison.Ordinal) || k.Contains("fault", StringComparison.Ordinal));
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("placed elsewhere", StringComparison.Ordinal)); // the recorded mmap_base
+    }
+
+    /// <summary>
+    /// Faults the kernel answered with SIGSEGV and the program survived (a null read, a guard page
+    /// written and read, a hole): the recording holds the four signals, and the replay, whose model
+    /// refuses the same four faults the same way, counts no divergence.
+    /// </summary>
+    [RecordFact]
+    public void FaultsTheKernelAnsweredWithSigsegv()
+    {
+        var r = RecordAndReplay("segv");
+        MatchesTheKernel(r);
+        using (var reader = TraceReader.Open(Path.Combine(_dir, "segv.parquet")))
+        {
+            var signals = reader.ReadEvents().Where(e => e.Kind == TraceEventKind.Signal).ToList();
+            Assert.Equal([1UL, 2UL, 2UL, 1UL], signals.Select(s => s.Flags));
+        }
+
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("fault", StringComparison.Ordinal));
     }
 
     /// <summary>

@@ -111,6 +111,10 @@ public sealed class TraceReplayer
     private readonly Stopwatch _clock = new();
     private long _row = -1;
     private long _alreadyMapped;
+
+    // Threads whose last user fault the model refused, waiting for the kernel's signal row; whether any signal row was met.
+    private int _refusedFaults;
+    private bool _signalsSeen;
     private Thread? _lastThread;
     private int _lastTid = -1;
 
@@ -227,6 +231,11 @@ public sealed class TraceReplayer
     private void ApplyOne(in TraceEvent e)
     {
         _row++;
+        if (_refusedFaults > 0 && e.Kind != TraceEventKind.Signal && _threads.TryGetValue(e.Tid, out var refused) && refused.RefusedFault is not null)
+        {
+            Unanswered(refused);
+        }
+
         {
             if (TraceKinds.IsSyscall(e.Kind))
             {
@@ -263,6 +272,7 @@ public sealed class TraceReplayer
                     break;
                 case TraceEventKind.FileCache: FileCache(e); break;
                 case TraceEventKind.CacheRange: CacheRange(e); break;
+                case TraceEventKind.Signal: Signal(e); break;
             }
         }
     }
@@ -270,6 +280,11 @@ public sealed class TraceReplayer
     /// <summary>Ends the replay: processes still alive get their figures now, and the result is built.</summary>
     public ReplayResult Finish()
     {
+        foreach (var t in _threads.Values.Where(t => t.RefusedFault is not null).ToList())
+        {
+            Unanswered(t);
+        }
+
         foreach (var p in _procs.Values)
         {
             p.Result.Exit ??= p.Mm.Mm.Status();
@@ -487,7 +502,7 @@ public sealed class TraceReplayer
             return NewMm();
         }
 
-        return new SharedMm(child);
+        return new SharedMm(child) { MmapBaseKnown = parent.Proc.Mm.MmapBaseKnown };
     }
 
     private static Prot ProtOf(VmFlags f) =>
@@ -682,6 +697,7 @@ public sealed class TraceReplayer
         if (top > MmStruct.MmapMinAddr)
         {
             mm.SetMmapBase(Activate(t), top);
+            p.Mm.MmapBaseKnown = true;
         }
     }
 
@@ -953,7 +969,7 @@ public sealed class TraceReplayer
         }
 
         p.Result.Faults++;
-        Access(t, cpu, p.Mm.Mm, va, errorCode);
+        Access(t, cpu, p.Mm.Mm, va, errorCode, kernel);
     }
 
     /// <summary>
@@ -1000,6 +1016,11 @@ public sealed class TraceReplayer
 
                 _row++;
                 applied++;
+                if (t.RefusedFault is not null)
+                {
+                    Unanswered(t);
+                }
+
                 inExec &= k == TraceEventKind.KernelFault;
                 ulong va = (ulong)addresses[i];
                 bool write = (flags[i] & 0x2) != 0;
@@ -1012,7 +1033,7 @@ public sealed class TraceReplayer
 
                 if (!r.Ok)
                 {
-                    AccessFailed(t, cpu, va, write, r);
+                    AccessFailed(t, cpu, va, write, r, k == TraceEventKind.KernelFault);
                     taken = cpu.Faults;
                 }
 
@@ -1039,7 +1060,7 @@ public sealed class TraceReplayer
     /// One recorded fault as an access (a write for error-code bit 1, else a read): a page already
     /// mapped with the access's permission is resolved by the walk, no fault taken.
     /// </summary>
-    private void Access(Thread t, Cpu cpu, MmStruct mm, ulong va, int errorCode)
+    private void Access(Thread t, Cpu cpu, MmStruct mm, ulong va, int errorCode, bool kernel)
     {
         bool write = (errorCode & 0x2) != 0;
         long taken = cpu.Faults;
@@ -1051,7 +1072,7 @@ public sealed class TraceReplayer
 
         if (!r.Ok)
         {
-            AccessFailed(t, cpu, va, write, r);
+            AccessFailed(t, cpu, va, write, r, kernel);
         }
 
         long kb = mm.PgtablesBytes >> 10;
@@ -1067,18 +1088,76 @@ public sealed class TraceReplayer
     /// access is made again; what still fails is a divergence.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void AccessFailed(Thread t, Cpu cpu, ulong va, bool write, AccessResult r)
+    private void AccessFailed(Thread t, Cpu cpu, ulong va, bool write, AccessResult r, bool kernel)
     {
         if (GrowStack(t, cpu, va))
         {
             r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
         }
 
-        if (!r.Ok)
+        if (!r.Ok && kernel)
         {
-            Divergence($"fault the model answered with {r.Outcome}");
+            Divergence($"fault the model answered with {r.Outcome}"); // the kernel's copy would have failed with EFAULT: no signal says so
+        }
+        else if (!r.Ok)
+        {
+            // The kernel's answer, where the trace records it, is the signal row that follows.
+            t.RefusedFault = r.Outcome;
+            _refusedFaults++;
         }
     }
+
+    /// <summary>
+    /// A user fault the model refused, and the thread's next row is no signal: the kernel handled
+    /// the fault (or the trace does not record its signals, as traces before format 5 do not).
+    /// </summary>
+    private void Unanswered(Thread t)
+    {
+        Divergence($"fault the model answered with {t.RefusedFault}{(_signalsSeen ? ", the kernel with no signal" : "")}");
+        t.RefusedFault = null;
+        _refusedFaults--;
+    }
+
+    /// <summary>
+    /// The SIGSEGV or SIGBUS the kernel answered the thread's last fault with. Where the model
+    /// refused that fault the same way, both agree: nothing to count (the JVM's implicit null
+    /// checks and safepoint polls, guard pages a runtime probes). Where the model refused it
+    /// otherwise, or mapped the page, the answers differ.
+    /// </summary>
+    private void Signal(in TraceEvent e)
+    {
+        _signalsSeen = true;
+        if (!_threads.TryGetValue(e.Tid, out var t) || t.RefusedFault is not { } model)
+        {
+            // SEGV_MAPERR, SEGV_ACCERR, BUS_ADRERR answer a page fault; other codes other traps (a
+            // general protection fault, a signal frame that could not be written).
+            if (e.Flags is SegvMapErr or SegvAccErr)
+            {
+                Divergence($"fault the kernel answered with signal {e.Result} (si_code {e.Flags}), the model mapped it");
+            }
+
+            return;
+        }
+
+        t.RefusedFault = null;
+        _refusedFaults--;
+        var kernel = e.Result == TraceKinds.SigBus ? FaultOutcome.Bus : e.Flags switch
+        {
+            SegvMapErr => FaultOutcome.SegvMapErr,
+            SegvAccErr => FaultOutcome.SegvAccErr,
+            _ => (FaultOutcome?)null,
+        };
+        if (kernel != model)
+        {
+            Divergence($"fault: kernel signal {e.Result} (si_code {e.Flags}), model {model}");
+        }
+    }
+
+    /// <summary>si_code SEGV_MAPERR: no mapping at the address.</summary>
+    private const ulong SegvMapErr = 1;
+
+    /// <summary>si_code SEGV_ACCERR: the mapping forbids the access.</summary>
+    private const ulong SegvAccErr = 2;
 
     /// <summary>
     /// A fault below the stack within RLIMIT_STACK grows it (expand_stack); the model's stack is a
@@ -1218,7 +1297,7 @@ public sealed class TraceReplayer
                 return;
             }
 
-            Divergence(own.Ok ? "mmap placed elsewhere by the model (kernel's address used)" : $"mmap: kernel succeeded, model's placement failed ({own.Error})");
+            Divergence(own.Ok ? PlacedElsewhere(t.Proc, e) : $"mmap: kernel succeeded, model's placement failed ({own.Error})");
             if (own.Ok)
             {
                 mm.Munmap(cpu, own.Address, e.Length);
@@ -1228,6 +1307,17 @@ public sealed class TraceReplayer
         var fixedAt = mm.Mmap(cpu, at, e.Length, prot, (asModel & ~MapFlags.FixedNoReplace) | MapFlags.Fixed, file, offset, ra);
         CompareResult(e, fixedAt.Error);
     }
+
+    /// <summary>
+    /// The divergence key of an mmap the model would have placed elsewhere, with its likely cause:
+    /// a hint the kernel did not take as the model did, an address space whose <c>mmap_base</c>
+    /// the trace does not give (its exec was not recorded), or neither (a layout the model does
+    /// not know, such as memory an attached process mapped before the recording).
+    /// </summary>
+    private static string PlacedElsewhere(Proc p, in TraceEvent e) =>
+        e.Address != 0 ? "mmap placed elsewhere by the model: a hint address it took otherwise (kernel's address used)"
+        : !p.Mm.MmapBaseKnown ? "mmap placed elsewhere by the model: mmap_base unknown, the exec was not recorded (kernel's address used)"
+        : "mmap placed elsewhere by the model (kernel's address used)";
 
     /// <summary>
     /// Whether the kernel's mapping record <paramref name="m"/> is the one of an mmap that returned
@@ -1556,6 +1646,9 @@ public sealed class TraceReplayer
         public MmStruct Mm { get; } = mm;
 
         public int Users { get; set; } = 1;
+
+        /// <summary>Whether the address space has the recorded process's <c>mmap_base</c> (learnt at its exec, or inherited by fork).</summary>
+        public bool MmapBaseKnown { get; set; }
     }
 
     private sealed class Proc(int pid, SharedMm mm, ReplayProcessResult result)
@@ -1602,6 +1695,9 @@ public sealed class TraceReplayer
 
         /// <summary>The kernel's last mapping record from this thread: it names the file of the mmap that returns next.</summary>
         public TraceEvent? PendingMapping { get; set; }
+
+        /// <summary>How the model refused this thread's last user fault, until the thread's next row says what the kernel did.</summary>
+        public FaultOutcome? RefusedFault { get; set; }
 
         /// <summary>The ranges of the process_madvise row that comes next from this thread.</summary>
         public List<TraceEvent> Ranges { get; } = [];
