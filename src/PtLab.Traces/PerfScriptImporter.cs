@@ -244,6 +244,9 @@ public sealed class PerfScriptImporter
             case "task" when name.SequenceEqual("task_newtask"):
                 NewTask(payload, pid, tid, time);
                 break;
+            case "signal" when name.SequenceEqual("signal_generate"):
+                Signal(payload, pid, tid, time);
+                break;
             case "sched" when name.SequenceEqual("sched_process_exec"):
                 ExecDone(payload, pid, time);
                 break;
@@ -281,6 +284,34 @@ public sealed class PerfScriptImporter
                 Stats.Ignored++;
                 break;
         }
+    }
+
+    /// <summary>
+    /// <c>signal_generate</c> ("sig=11 errno=0 code=1 comm=COMM pid=TID grp=1 res=0"): kept only as
+    /// the kernel's answer to a fault, a SIGSEGV or SIGBUS with a positive si_code that the thread
+    /// sent itself (force_sig_fault); a kill or a signal queued by another task is ignored. The
+    /// comm may hold spaces, so the target is read from the last " pid=".
+    /// </summary>
+    private void Signal(ReadOnlySpan<char> payload, int pid, int tid, long time)
+    {
+        var sig = Field(payload, "sig=", ' ');
+        var code = Field(payload, "code=", ' ');
+        var target = Field(payload, " pid=", ' ', last: true);
+        if (sig.Length == 0 || code.Length == 0 || target.Length == 0)
+        {
+            throw Error(_line, $"signal_generate fields '{TraceMetadata.Trim(payload.ToString())}'");
+        }
+
+        long signal = Int64(sig, "signal_generate sig");
+        bool negative = code[0] == '-';
+        long si = negative ? 0 : Int64(code, "signal_generate code");
+        if (signal is not (TraceKinds.SigSegv or TraceKinds.SigBus) || si <= 0 || Int(target, "signal_generate pid") != tid)
+        {
+            Stats.Ignored++;
+            return;
+        }
+
+        Emit(TraceEvent.Create(TraceEventKind.Signal, time, pid, tid) with { Result = signal, Flags = (ulong)si }, _line);
     }
 
     private bool Dropped(int pid) =>

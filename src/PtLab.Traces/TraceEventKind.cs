@@ -83,6 +83,13 @@ public enum TraceEventKind : byte
     /// A file's runs come in one run right after it, with its time and task, in increasing order.
     /// </summary>
     CacheRange,
+    /// <summary>
+    /// <c>signal:signal_generate</c> of SIGSEGV or SIGBUS that the kernel sent a thread for its own
+    /// fault (a positive si_code, the thread its own target): the kernel's answer to the fault row
+    /// before it. Result is the signal number, Flags the si_code (SEGV_MAPERR 1, SEGV_ACCERR 2, …).
+    /// Version 5.
+    /// </summary>
+    Signal,
 }
 
 /// <summary>The columns a row can carry beyond time, pid, tid and kind.</summary>
@@ -127,13 +134,19 @@ public enum TraceFields
 public static class TraceKinds
 {
     /// <summary>Number of kinds.</summary>
-    public const int Count = (int)TraceEventKind.CacheRange + 1;
+    public const int Count = (int)TraceEventKind.Signal + 1;
 
     /// <summary>The most cache_range rows one file_cache row may announce (a file of 2^44 bytes, every other page cached).</summary>
     public const long MaxCacheRanges = 1L << 31;
 
     /// <summary>The largest folio order a cache_range row may give (MAX_PAGECACHE_ORDER is at most PMD order, 9, on x86-64; other architectures go higher).</summary>
     public const int MaxFolioOrder = 20;
+
+    /// <summary>SIGBUS: a <see cref="TraceEventKind.Signal"/> row's signal.</summary>
+    public const long SigBus = 7;
+
+    /// <summary>SIGSEGV: a <see cref="TraceEventKind.Signal"/> row's signal.</summary>
+    public const long SigSegv = 11;
 
     /// <summary>UIO_MAXIOV: the most ranges one process_madvise call takes.</summary>
     public const int MaxMadviseRanges = 1024;
@@ -147,7 +160,7 @@ public static class TraceKinds
         "fault", "kfault", "mmap", "munmap", "mremap", "madvise", "process_madvise", "mprotect", "brk",
         "mlock", "mlock2", "munlock", "mlockall", "munlockall", "exit", "exit_group", "newtask", "exec",
         "task_exit", "task", "mmap2", "vma", "status", "status_exec", "status_exit", "status_attach", "lost",
-        "madvise_range", "file_cache", "cache_range",
+        "madvise_range", "file_cache", "cache_range", "signal",
     ];
 
     // Required fields of each kind, then the fields it may carry besides. Any other field must be null.
@@ -183,6 +196,7 @@ public static class TraceKinds
         (TraceFields.Address | TraceFields.Length | TraceFields.Result, TraceFields.None),                    // madvise_range
         (TraceFields.Length | TraceFields.Dev | TraceFields.Inode | TraceFields.Result, TraceFields.Path),    // file_cache
         (TraceFields.Offset | TraceFields.Length | TraceFields.Dev | TraceFields.Inode, TraceFields.Flags),   // cache_range
+        (TraceFields.Result | TraceFields.Flags, TraceFields.None),                                           // signal
     ];
 
     /// <summary>The kind's name in the <c>kind</c> column.</summary>

@@ -30,12 +30,13 @@ internal sealed record TraceColumn(int Index, string Name, ColumnType Type, Trac
 /// Version 2 added the <c>madvise_range</c> kind and the process_madvise_ranges key; version 3
 /// the <c>ptlab.fs.*</c> keys (the file systems of the mapped files); version 4 the
 /// <c>file_cache</c> and <c>cache_range</c> kinds (the page-cache residency of each mapped file
-/// when it first appeared) and the page_cache key. Older files are read as they are (they have
+/// when it first appeared) and the page_cache key; version 5 the <c>signal</c> kind (the SIGSEGV
+/// and SIGBUS the kernel answered faults with). Older files are read as they are (they have
 /// none of these).
 /// </summary>
 internal static class TraceSchema
 {
-    public const int Version = 4;
+    public const int Version = 5;
 
     /// <summary>The oldest version this reader reads.</summary>
     public const int MinVersion = 1;

@@ -340,6 +340,8 @@ internal sealed class TraceValidator
                 return $"madvise_range row names target pid {e.Result} (must be a pid, or 0 for unknown)";
             case TraceEventKind.TaskExit when e.Is(TraceFields.Flags) && e.Flags > 1:
                 return $"task_exit row has flags {e.Flags} (must be 0 or 1, group_dead)";
+            case TraceEventKind.Signal when e.Result is not (TraceKinds.SigBus or TraceKinds.SigSegv) || e.Flags is 0 or > int.MaxValue:
+                return $"signal row has signal {e.Result} and si_code {e.Flags} (must be SIGBUS 7 or SIGSEGV 11, with a positive code)";
             case TraceEventKind.Fault or TraceEventKind.KernelFault when e.Flags > 0xffff:
                 return $"{TraceKinds.Name(e.Kind)} row has error code 0x{e.Flags:x} (must fit in 16 bits)";
         }

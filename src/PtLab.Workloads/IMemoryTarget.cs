@@ -74,7 +74,8 @@ public readonly record struct VmaView(ulong Start, ulong End, VmFlags Flags)
     public const VmFlags Modelled =
         VmFlags.Read | VmFlags.Write | VmFlags.Exec | VmFlags.Shared | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec |
         VmFlags.GrowsDown | VmFlags.Locked | VmFlags.LockOnFault | VmFlags.SeqRead | VmFlags.RandRead | VmFlags.Account |
-        VmFlags.NoReserve | VmFlags.DontDump | VmFlags.HugePage | VmFlags.NoHugePage;
+        VmFlags.NoReserve | VmFlags.DontDump | VmFlags.HugePage | VmFlags.NoHugePage | VmFlags.DontCopy | VmFlags.WipeOnFork |
+        VmFlags.Mergeable;
 
     /// <summary>The two-letter <c>VmFlags</c> mnemonics of smaps (<c>show_smap_vma_flags</c>) for the modelled flags.</summary>
     public static IReadOnlyDictionary<string, VmFlags> Mnemonics { get; } = new Dictionary<string, VmFlags>(StringComparer.Ordinal)
@@ -91,11 +92,14 @@ public readonly record struct VmaView(ulong Start, ulong End, VmFlags Flags)
         ["lf"] = VmFlags.LockOnFault,
         ["sr"] = VmFlags.SeqRead,
         ["rr"] = VmFlags.RandRead,
+        ["dc"] = VmFlags.DontCopy,
         ["ac"] = VmFlags.Account,
         ["nr"] = VmFlags.NoReserve,
+        ["wf"] = VmFlags.WipeOnFork,
         ["dd"] = VmFlags.DontDump,
         ["hg"] = VmFlags.HugePage,
         ["nh"] = VmFlags.NoHugePage,
+        ["mg"] = VmFlags.Mergeable,
     };
 
     /// <summary>The smaps mnemonics of the flags, in smaps' order.</summary>

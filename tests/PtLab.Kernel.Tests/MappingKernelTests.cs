@@ -134,6 +134,48 @@ public sealed class MappingKernelTests(ITestOutputHelper output)
         }, output);
     }
 
+    /// <summary>
+    /// The advices of fork and KSM as VMA flags (smaps' dc, wf, mg): DONTFORK/DOFORK and
+    /// WIPEONFORK/KEEPONFORK split and merge as the kernel does, WIPEONFORK of shared memory is
+    /// EINVAL, and MERGEABLE leaves a shared mapping as it is. MERGEABLE is left out where ksmd runs
+    /// (it could merge the slot's pages) or the kernel has no KSM.
+    /// </summary>
+    [LinuxFact]
+    public void ForkAndKsmAdvicesSetTheFlagsTheKernelSets()
+    {
+        bool ksm = File.Exists("/sys/kernel/mm/ksm/run") && File.ReadAllText("/sys/kernel/mm/ksm/run").Trim() == "0";
+        output.WriteLine(ksm ? "KSM present and idle: MERGEABLE compared too" : "KSM absent or running: MERGEABLE not compared");
+        AssertSame(r =>
+        {
+            var t = r.Target;
+            r.Mmap(G1, 4 * M1, Rw);
+            r.Note("mmap shared", t.Mmap(r.At(G1 + (8 * M1)), 2 * M1, Rw, MapFlags.Shared | MapFlags.Anonymous | MapFlags.FixedNoReplace));
+            r.Touch(G1, 4 * M1, write: true);
+            r.Note("dontfork", t.Madvise(r.At(G1), 3 * M1, Advice.DontFork));
+            r.Note("dofork", t.Madvise(r.At(G1) + M1, M1, Advice.DoFork));
+            r.Note("wipeonfork", t.Madvise(r.At(G1) + (2 * M1), 2 * M1, Advice.WipeOnFork));
+            r.Note("wipeonfork shared", t.Madvise(r.At(G1 + (8 * M1)), M1, Advice.WipeOnFork));
+            r.Note("dontfork shared", t.Madvise(r.At(G1 + (8 * M1)), M1, Advice.DontFork));
+            if (ksm)
+            {
+                r.Note("mergeable", t.Madvise(r.At(G1), 2 * M1, Advice.Mergeable));
+                r.Note("mergeable shared", t.Madvise(r.At(G1 + (8 * M1)), 2 * M1, Advice.Mergeable));
+            }
+
+            r.Check("split");
+            r.Note("keeponfork", t.Madvise(r.At(G1), 4 * M1, Advice.KeepOnFork));
+            r.Note("dofork all", t.Madvise(r.At(G1), 4 * M1, Advice.DoFork));
+            if (ksm)
+            {
+                r.Note("unmergeable", t.Madvise(r.At(G1), 4 * M1, Advice.Unmergeable));
+            }
+
+            r.Check("merged");
+            r.Note("hole", t.Madvise(r.At(G1), 8 * M1, Advice.WipeOnFork));
+            r.Check("hole");
+        }, output);
+    }
+
     [LinuxFact]
     public void TransparentHugePagesFaultSplitAndFreeAsTheKernelDoes()
     {

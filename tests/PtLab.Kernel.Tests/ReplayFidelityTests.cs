@@ -172,6 +172,64 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>
+    /// A memfd mapped twice, chunk by chunk (the kernel merges the chunks and reports the merged
+    /// mapping), and /dev/zero mapped shared and private, then a fork: every mapping is replayed as
+    /// what it is (shmem, shared with the child; anonymous memory), none as a stand-in, and the
+    /// child, which the kernel gives no copied tables for the shared views, matches the kernel.
+    /// RssShmem at exit is the kernel's within 2%.
+    /// </summary>
+    [RecordFact]
+    public void MemfdDoubleMappingAndDevZero()
+    {
+        var r = RecordAndReplay("memfd");
+        MatchesTheKernel(r);
+        Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("mapping record", StringComparison.Ordinal));
+        foreach (var p in r.Processes)
+        {
+            var exit = p.Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
+            output.WriteLine($"pid {p.Pid}: exit RssShmem {exit.Compared.RssShmemKb} kB in the model, {exit.Kernel.RssShmemKb} kB in the kernel");
+            Assert.True(exit.Kernel.RssShmemKb > 0, "the kernel counted no shmem: the program did not run as meant");
+            Assert.True(ReplayFidelity.Within(exit.Kernel.RssShmemKb, exit.Compared.RssShmemKb, ReplayFidelity.ExitPercent), $"pid {p.Pid}: exit RssShmem {exit.Compared.RssShmemKb} kB in the model, {exit.Kernel.RssShmemKb} kB in the kernel");
+        }
+    }
+
+    /// <summary>
+    /// MADV_DONTFORK, DOFORK, WIPEONFORK, KEEPONFORK (and their EINVAL cases), MERGEABLE and
+    /// UNMERGEABLE, then a fork: every call is replayed with the kernel's answer, none counted as
+    /// not modelled, and the child, which lacks the DONTFORK range and gets the WIPEONFORK range
+    /// without tables, matches the kernel.
+    /// </summary>
+    [RecordFact]
+    public void ForkAdvices()
+    {
+        var r = RecordAndReplay("madvfork");
+        MatchesTheKernel(r);
+        Assert.Equal(2, r.Processes.Count);
+        Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("advice", StringComparison.Ordinal));
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("madvise", StringComparison.Ordinal) || k.Contains("fault", StringComparison.Ordinal));
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("placed elsewhere", StringComparison.Ordinal)); // the recorded mmap_base
+    }
+
+    /// <summary>
+    /// Faults the kernel answered with SIGSEGV and the program survived (a null read, a guard page
+    /// written and read, a hole): the recording holds the four signals, and the replay, whose model
+    /// refuses the same four faults the same way, counts no divergence.
+    /// </summary>
+    [RecordFact]
+    public void FaultsTheKernelAnsweredWithSigsegv()
+    {
+        var r = RecordAndReplay("segv");
+        MatchesTheKernel(r);
+        using (var reader = TraceReader.Open(Path.Combine(_dir, "segv.parquet")))
+        {
+            var signals = reader.ReadEvents().Where(e => e.Kind == TraceEventKind.Signal).ToList();
+            Assert.Equal([1UL, 2UL, 2UL, 1UL], signals.Select(s => s.Flags));
+        }
+
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("fault", StringComparison.Ordinal));
+    }
+
+    /// <summary>
     /// A cold 48 MiB file mapped with no advice and read in order: the replay must grow the folio
     /// order on readahead marks as the host does (with the recorded read_ahead_kb), and map the
     /// PMD-sized folios of the last part by PMD entries, or it keeps PTE tables the host does not have.

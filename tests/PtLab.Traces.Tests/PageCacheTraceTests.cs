@@ -29,7 +29,7 @@ public sealed class PageCacheTraceTests : TempDir
             TraceEvent.Fault(103, 7, 7, 0x1000, 4, 0x400000),
         };
         using var r = TraceReader.Open(Write(rows, SyntheticTrace.Metadata() with { PageCache = TraceMetadata.PageCacheMapped }));
-        Assert.Equal(4, r.Metadata.Version);
+        Assert.Equal(5, r.Metadata.Version);
         Assert.Equal(TraceMetadata.PageCacheMapped, r.Metadata.PageCache);
         var read = r.ReadEvents().ToList();
         Assert.Equal(rows, read);

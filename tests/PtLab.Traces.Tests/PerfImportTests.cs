@@ -89,6 +89,34 @@ public sealed class PerfImportTests
         Assert.True(rows.Zip(rows.Skip(1)).All(p => p.First.TimeNs <= p.Second.TimeNs));
     }
 
+    /// <summary>
+    /// signal_generate: a SIGSEGV a thread sent itself with a positive si_code (its fault's answer)
+    /// is kept, read from the last "pid=" although the comm holds a space and "pid="; a kill of
+    /// another task, a signal with a non-positive code, and other signals are not; a line without
+    /// the fields is an error naming the line.
+    /// </summary>
+    [Fact]
+    public void TheSignalsThatAnswerFaultsAreKept()
+    {
+        var lines = Sample.ToList();
+        int at = lines.FindIndex(l => l.Contains("page_fault_user", StringComparison.Ordinal));
+        string[] extra =
+        [
+            At(at, "signal:signal_generate: sig=11 errno=0 code=2 comm=C2 pid=x pid=20310 grp=0 res=0"),
+            At(at, "signal:signal_generate: sig=11 errno=0 code=1 comm=sample pid=20311 grp=1 res=0"),
+            At(at, "signal:signal_generate: sig=11 errno=0 code=-6 comm=sample pid=20310 grp=0 res=0"),
+            At(at, "signal:signal_generate: sig=10 errno=0 code=1 comm=sample pid=20310 grp=0 res=0"),
+        ];
+        lines.InsertRange(at + 1, extra);
+        var signal = Assert.Single(Import(lines), e => e.Kind == TraceEventKind.Signal);
+        Assert.Equal(TraceKinds.SigSegv, signal.Result);
+        Assert.Equal(2UL, signal.Flags);
+        Assert.Equal(20310, signal.Tid);
+
+        lines.Insert(at + 1, At(at, "signal:signal_generate: sig=11 errno=0"));
+        Assert.Contains($"in.txt:{at + 2}: signal_generate fields", Fails(lines).Message);
+    }
+
     [Fact]
     public void AGarbageLineIsRejectedWithItsLineNumber()
     {

@@ -32,13 +32,15 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// <c>dup_mmap</c>: a new address space with a copy of every VMA (flags, page offset, file,
-    /// committed memory) and the parent's heap (<c>start_brk</c>, <c>brk</c>), linked into the same reverse maps (<c>anon_vma_fork</c>: the parent's
+    /// <c>dup_mmap</c>: a new address space with a copy of every VMA but those marked
+    /// <c>VM_DONTCOPY</c> (MADV_DONTFORK) (flags, page offset, file, committed memory) and the
+    /// parent's heap (<c>start_brk</c>, <c>brk</c>), linked into the same reverse maps (<c>anon_vma_fork</c>: the parent's
     /// anon_vmas plus a new one of its own; <c>i_mmap</c> for files). Page tables are copied only
     /// where <see cref="VmaNeedsCopy"/> says a fault could not rebuild them; there
     /// <see cref="CopyPageRange"/> shares every page and write-protects private writable ones in
     /// both. The parent's TLBs are flushed at the end (<c>flush_tlb_mm</c>). Both mmap_locks are
-    /// held for write throughout. Returns null, leaving nothing behind, when memory ran out.
+    /// held for write throughout. A <c>VM_WIPEONFORK</c> VMA is copied empty: no anon_vma, no
+    /// tables. Returns null, leaving nothing behind, when memory ran out.
     /// </summary>
     public MmStruct? Fork(Cpu cpu)
     {
@@ -59,9 +61,25 @@ public sealed partial class MmStruct
                 (child._startBrk, child._brk) = (_startBrk, _brk);
                 foreach (var src in _vmas.Snapshot())
                 {
+                    if ((src.Flags & VmFlags.DontCopy) != 0)
+                    {
+                        continue; // MADV_DONTFORK: the child has a hole here
+                    }
+
                     var dst = new Vma(src.Start, src.End, src.Flags, null) { Mm = child, PgOff = src.PgOff, File = src.File, Ra = src.Ra };
-                    dst.CloneRmapLinksFrom(src);
-                    if (src.AnonVma is { } parentAv)
+                    bool wipe = (src.Flags & VmFlags.WipeOnFork) != 0;
+                    if (wipe)
+                    {
+                        // MADV_WIPEONFORK: a clean slate, no anon_vma until the child's first fault,
+                        // and no tables copied: the child faults in zero-filled pages.
+                        dst.File?.LinkVma(dst);
+                    }
+                    else
+                    {
+                        dst.CloneRmapLinksFrom(src);
+                    }
+
+                    if (!wipe && src.AnonVma is { } parentAv)
                     {
                         var own = new AnonVma { Parent = parentAv };
                         own.Link(dst);
@@ -75,7 +93,7 @@ public sealed partial class MmStruct
                         child._committedPages += (long)(src.Length >> PhysMemory.PageShift);
                     }
 
-                    if (VmaNeedsCopy(src) && !CopyPageRange(cpu, child, dst, src))
+                    if (!wipe && VmaNeedsCopy(src) && !CopyPageRange(cpu, child, dst, src))
                     {
                         ok = false;
                         break;

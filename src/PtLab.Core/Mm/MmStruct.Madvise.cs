@@ -17,7 +17,9 @@ public sealed partial class MmStruct
         bool zap = advice is Advice.DontNeed or Advice.DontNeedLocked;
         bool free = advice == Advice.Free;
         bool setsFlags = advice is Advice.Normal or Advice.Random or Advice.Sequential
-            or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump;
+            or Advice.HugePage or Advice.NoHugePage or Advice.DontDump or Advice.DoDump
+            or Advice.DontFork or Advice.DoFork or Advice.WipeOnFork or Advice.KeepOnFork
+            or Advice.Mergeable or Advice.Unmergeable;
         bool noop = advice == Advice.WillNeed;
         bool coldOrPageout = advice is Advice.Cold or Advice.PageOut;
         bool remove = advice == Advice.Remove;
@@ -210,6 +212,11 @@ public sealed partial class MmStruct
         {
             return MadviseWalkVmas(start, end, (vma, from, to) =>
             {
+                if (MadviseFlagsRefused(vma, advice) is { } refused)
+                {
+                    return refused;
+                }
+
                 var newFlags = MadviseVmaFlags(vma.Flags, advice);
                 if (newFlags != vma.Flags)
                 {
@@ -226,11 +233,37 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// The EINVAL cases of <c>madvise_vma_behavior</c> for the flag-only advices, per VMA: DOFORK of
+    /// a <c>VM_IO</c> mapping; WIPEONFORK of anything but private anonymous memory (a file, shmem,
+    /// or a shared mapping). Null when the advice applies.
+    /// </summary>
+    private static Errno? MadviseFlagsRefused(Vma vma, Advice advice) => advice switch
+    {
+        Advice.DoFork when (vma.Flags & VmFlags.Io) != 0 => Errno.EINVAL,
+        Advice.WipeOnFork when vma.File is not null || (vma.Flags & VmFlags.Shared) != 0 => Errno.EINVAL,
+        _ => null,
+    };
+
+    /// <summary>
+    /// <c>vma_ksm_compatible</c>: KSM ignores MADV_MERGEABLE on shared mappings (and on PFNMAP, IO,
+    /// DONTEXPAND, hugetlb and mixed mappings, which the model does not make but for DONTEXPAND).
+    /// </summary>
+    private static bool KsmCompatible(VmFlags flags) =>
+        (flags & (VmFlags.Shared | VmFlags.MayShare | VmFlags.Io | VmFlags.DontExpand)) == 0;
+
+    /// <summary>
     /// The flags <c>madvise_vma_behavior</c> gives a VMA for a flag-only advice (NORMAL, RANDOM,
-    /// SEQUENTIAL, DONTDUMP, DODUMP, and HUGEPAGE/NOHUGEPAGE through <c>hugepage_madvise</c>).
+    /// SEQUENTIAL, DONTDUMP, DODUMP, DONTFORK, DOFORK, WIPEONFORK, KEEPONFORK, MERGEABLE and
+    /// UNMERGEABLE through <c>ksm_madvise</c>, and HUGEPAGE/NOHUGEPAGE through <c>hugepage_madvise</c>).
     /// </summary>
     private static VmFlags MadviseVmaFlags(VmFlags flags, Advice advice) => advice switch
     {
+        Advice.DontFork => flags | VmFlags.DontCopy,
+        Advice.DoFork => flags & ~VmFlags.DontCopy,
+        Advice.WipeOnFork => flags | VmFlags.WipeOnFork,
+        Advice.KeepOnFork => flags & ~VmFlags.WipeOnFork,
+        Advice.Mergeable => KsmCompatible(flags) ? flags | VmFlags.Mergeable : flags,
+        Advice.Unmergeable => flags & ~VmFlags.Mergeable,
         Advice.Normal => flags & ~(VmFlags.RandRead | VmFlags.SeqRead),
         Advice.Sequential => (flags & ~VmFlags.RandRead) | VmFlags.SeqRead,
         Advice.Random => (flags & ~VmFlags.SeqRead) | VmFlags.RandRead,

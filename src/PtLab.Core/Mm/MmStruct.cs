@@ -121,7 +121,26 @@ public sealed partial class MmStruct
     public long PgdPfn { get; }
 
     /// <summary>Where top-down placement starts (<c>mm-&gt;mmap_base</c>).</summary>
-    public ulong MmapBase { get; init; } = DefaultMmapBase;
+    public ulong MmapBase { get; internal set; } = DefaultMmapBase;
+
+    /// <summary>
+    /// Sets <c>mm-&gt;mmap_base</c>, which exec randomises (<c>arch_pick_mmap_layout</c>): a replay
+    /// gives the address space the recorded process's base, so that the model's own top-down
+    /// placement lands where the kernel's did. The address is rounded down to a page.
+    /// </summary>
+    public void SetMmapBase(Cpu cpu, ulong mmapBase)
+    {
+        ArgumentNullException.ThrowIfNull(cpu);
+        mmapBase &= Geometry.PageMask;
+        if (mmapBase <= MmapMinAddr || mmapBase > Geometry.TaskSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(mmapBase), $"0x{mmapBase:x} is outside user space");
+        }
+
+        MmapLock.DownWrite(cpu.Id);
+        MmapBase = mmapBase;
+        MmapLock.UpWrite(cpu.Id);
+    }
 
     /// <summary>A snapshot of the VMAs, in address order. Callers that need a stable view hold <see cref="MmapLock"/>.</summary>
     public IReadOnlyList<Vma> Vmas => _vmas.Snapshot();

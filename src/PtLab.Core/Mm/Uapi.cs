@@ -73,6 +73,14 @@ public enum Advice
     Free = 8,
     /// <summary><c>MADV_REMOVE</c>.</summary>
     Remove = 9,
+    /// <summary><c>MADV_DONTFORK</c>: fork leaves the range out of the child (<c>VM_DONTCOPY</c>).</summary>
+    DontFork = 10,
+    /// <summary><c>MADV_DOFORK</c>: undoes <see cref="DontFork"/> (EINVAL on a <c>VM_IO</c> mapping).</summary>
+    DoFork = 11,
+    /// <summary><c>MADV_MERGEABLE</c>: KSM may merge the range's pages (<c>VM_MERGEABLE</c>; only ksmd acts on it).</summary>
+    Mergeable = 12,
+    /// <summary><c>MADV_UNMERGEABLE</c>: undoes <see cref="Mergeable"/>.</summary>
+    Unmergeable = 13,
     /// <summary><c>MADV_HUGEPAGE</c>.</summary>
     HugePage = 14,
     /// <summary><c>MADV_NOHUGEPAGE</c>.</summary>
@@ -81,6 +89,13 @@ public enum Advice
     DontDump = 16,
     /// <summary><c>MADV_DODUMP</c>.</summary>
     DoDump = 17,
+    /// <summary>
+    /// <c>MADV_WIPEONFORK</c>: the child of a fork gets the range empty, its pages faulted in anew
+    /// (<c>VM_WIPEONFORK</c>; private anonymous memory only, else EINVAL).
+    /// </summary>
+    WipeOnFork = 18,
+    /// <summary><c>MADV_KEEPONFORK</c>: undoes <see cref="WipeOnFork"/>.</summary>
+    KeepOnFork = 19,
     /// <summary><c>MADV_COLD</c>.</summary>
     Cold = 20,
     /// <summary><c>MADV_PAGEOUT</c>.</summary>
@@ -169,10 +184,14 @@ public enum VmFlags
     GrowsDown = 0x100,
     /// <summary><c>VM_LOCKED</c>.</summary>
     Locked = 0x2000,
+    /// <summary><c>VM_IO</c>: memory-mapped I/O (never set by the model's own mappings).</summary>
+    Io = 0x4000,
     /// <summary><c>VM_SEQ_READ</c> (MADV_SEQUENTIAL).</summary>
     SeqRead = 0x8000,
     /// <summary><c>VM_RAND_READ</c> (MADV_RANDOM).</summary>
     RandRead = 0x10000,
+    /// <summary><c>VM_DONTCOPY</c> (<c>MADV_DONTFORK</c>): fork does not copy the VMA.</summary>
+    DontCopy = 0x20000,
     /// <summary><c>VM_DONTEXPAND</c>.</summary>
     DontExpand = 0x40000,
     /// <summary><c>VM_LOCKONFAULT</c>: with VM_LOCKED, lock pages as they fault in instead of populating.</summary>
@@ -181,10 +200,14 @@ public enum VmFlags
     NoReserve = 0x200000,
     /// <summary><c>VM_ACCOUNT</c>: committed memory charged.</summary>
     Account = 0x100000,
+    /// <summary><c>VM_WIPEONFORK</c> (<c>MADV_WIPEONFORK</c>): fork gives the child the VMA without its pages.</summary>
+    WipeOnFork = 0x0200_0000,
     /// <summary><c>VM_DONTDUMP</c> (<c>MADV_DONTDUMP</c>).</summary>
     DontDump = 0x0400_0000,
     /// <summary><c>VM_HUGEPAGE</c> (<c>MADV_HUGEPAGE</c>): transparent huge pages wanted, also in THP mode <c>madvise</c>.</summary>
     HugePage = 0x2000_0000,
     /// <summary><c>VM_NOHUGEPAGE</c> (<c>MADV_NOHUGEPAGE</c>, <c>MAP_STACK</c>): never a transparent huge page here.</summary>
     NoHugePage = 0x4000_0000,
+    /// <summary><c>VM_MERGEABLE</c> (<c>MADV_MERGEABLE</c>): KSM may merge the pages; ksmd is not modelled, so nothing else follows.</summary>
+    Mergeable = unchecked((int)0x8000_0000),
 }

@@ -54,6 +54,9 @@ public static class Recorder
         "syscalls:sys_enter_munmap", "syscalls:sys_exit_munmap", "syscalls:sys_enter_madvise", "syscalls:sys_exit_madvise",
     ];
 
+    /// <summary>The tracepoint of the signals the kernel answers faults with (<c>force_sig_fault</c>).</summary>
+    private const string SignalEvent = "signal:signal_generate";
+
     /// <summary>Every tracepoint recorded, when the kernel has it.</summary>
     internal static IReadOnlyList<string> Events { get; } = BuildEvents();
 
@@ -66,7 +69,7 @@ public static class Recorder
             events.Add("syscalls:sys_exit_" + call);
         }
 
-        events.AddRange(["syscalls:sys_enter_exit", "syscalls:sys_enter_exit_group", "task:task_newtask", "sched:sched_process_exec", "sched:sched_process_exit"]);
+        events.AddRange(["syscalls:sys_enter_exit", "syscalls:sys_enter_exit_group", "task:task_newtask", "sched:sched_process_exec", "sched:sched_process_exit", SignalEvent]);
         return events;
     }
 
@@ -213,6 +216,12 @@ public static class Recorder
             {
                 args.Add("--filter");
                 args.Add($"address < 0x{PerfScriptImporter.UserAddressLimit:x}");
+            }
+            else if (e == SignalEvent)
+            {
+                // Only the kernel's answers to faults matter: SIGSEGV and SIGBUS with a positive si_code.
+                args.Add("--filter");
+                args.Add($"(sig == {TraceKinds.SigSegv} || sig == {TraceKinds.SigBus}) && code > 0");
             }
         }
 

@@ -30,15 +30,15 @@ public sealed record FileModel(bool Shmem, bool LargeFolios, int? ReadAheadKb, s
     /// its pages come from their faults, not from readahead, at the sizes its <c>huge=</c>
     /// option allows (the model has no shmem huge pages: a tmpfs mounted with huge= other than
     /// never replays with small pages, and the basis says so). The internal shm mount behind a
-    /// memfd or a SysV segment is in no mount table: those are recognised by their path. A file
+    /// memfd, a SysV segment or a shared mapping of /dev/zero is in no mount table: those are recognised by their path. A file
     /// system the rules do not name, or a file whose device the trace has no fact for, keeps the
     /// model's assumption of large folios, and the basis says so.
     /// </remarks>
     public static FileModel Of(DeviceNumber? device, string? path, int version, IReadOnlyDictionary<DeviceNumber, FileSystemFact>? fileSystems)
     {
-        if (path is { } p && (p.StartsWith("/memfd:", StringComparison.Ordinal) || p.StartsWith("/SYSV", StringComparison.Ordinal)))
+        if (path is { } p && (p.StartsWith("/memfd:", StringComparison.Ordinal) || p.StartsWith("/SYSV", StringComparison.Ordinal) || p == "/dev/zero (deleted)"))
         {
-            return new(true, false, null, "shmem (memfd or SysV segment, by its path)");
+            return new(true, false, null, "shmem (memfd, SysV segment or shared /dev/zero, by its path)");
         }
 
         if (device is not { } dev || fileSystems is null || !fileSystems.TryGetValue(dev, out var fs))

@@ -111,6 +111,10 @@ public sealed class TraceReplayer
     private readonly Stopwatch _clock = new();
     private long _row = -1;
     private long _alreadyMapped;
+
+    // Threads whose last user fault the model refused, waiting for the kernel's signal row; whether any signal row was met.
+    private int _refusedFaults;
+    private bool _signalsSeen;
     private Thread? _lastThread;
     private int _lastTid = -1;
 
@@ -227,6 +231,11 @@ public sealed class TraceReplayer
     private void ApplyOne(in TraceEvent e)
     {
         _row++;
+        if (_refusedFaults > 0 && e.Kind != TraceEventKind.Signal && _threads.TryGetValue(e.Tid, out var refused) && refused.RefusedFault is not null)
+        {
+            Unanswered(refused);
+        }
+
         {
             if (TraceKinds.IsSyscall(e.Kind))
             {
@@ -263,6 +272,7 @@ public sealed class TraceReplayer
                     break;
                 case TraceEventKind.FileCache: FileCache(e); break;
                 case TraceEventKind.CacheRange: CacheRange(e); break;
+                case TraceEventKind.Signal: Signal(e); break;
             }
         }
     }
@@ -270,6 +280,11 @@ public sealed class TraceReplayer
     /// <summary>Ends the replay: processes still alive get their figures now, and the result is built.</summary>
     public ReplayResult Finish()
     {
+        foreach (var t in _threads.Values.Where(t => t.RefusedFault is not null).ToList())
+        {
+            Unanswered(t);
+        }
+
         foreach (var p in _procs.Values)
         {
             p.Result.Exit ??= p.Mm.Mm.Status();
@@ -488,7 +503,7 @@ public sealed class TraceReplayer
             return NewMm();
         }
 
-        return new SharedMm(child);
+        return new SharedMm(child) { MmapBaseKnown = parent.Proc.Mm.MmapBaseKnown };
     }
 
     private static Prot ProtOf(VmFlags f) =>
@@ -588,6 +603,7 @@ public sealed class TraceReplayer
         if (e.Kind == TraceEventKind.StatusExec && p.InExec)
         {
             ExecArguments(t, e.Status);
+            LearnMmapBase(t);
             var fresh = p.Mm.Mm.Status();
             foreach (int index in p.ExecPending)
             {
@@ -649,6 +665,40 @@ public sealed class TraceReplayer
 
             cpu.Touch(va);
             missing--;
+        }
+    }
+
+    /// <summary>
+    /// exec randomises <c>mmap_base</c> (<c>arch_pick_mmap_layout</c>), and no event records it;
+    /// but exec places the interpreter (or a program without one) and then the vDSO top-down from
+    /// it, so the highest mapping of the new layout below the stack ends at <c>mmap_base</c>. The
+    /// model's address space takes that base, so its own placement of the program's mmaps lands
+    /// where the kernel's did; fork copies it.
+    /// </summary>
+    private void LearnMmapBase(Thread t)
+    {
+        var p = t.Proc;
+        if (p.Stack is not { } stack)
+        {
+            return;
+        }
+
+        var mm = p.Mm.Mm;
+        ulong top = 0;
+        foreach (var v in mm.Vmas)
+        {
+            if (v.End > stack.Start)
+            {
+                break;
+            }
+
+            top = v.End;
+        }
+
+        if (top > MmStruct.MmapMinAddr)
+        {
+            mm.SetMmapBase(Activate(t), top);
+            p.Mm.MmapBaseKnown = true;
         }
     }
 
@@ -936,7 +986,7 @@ public sealed class TraceReplayer
         }
 
         p.Result.Faults++;
-        Access(t, cpu, p.Mm.Mm, va, errorCode);
+        Access(t, cpu, p.Mm.Mm, va, errorCode, kernel);
     }
 
     /// <summary>
@@ -983,6 +1033,11 @@ public sealed class TraceReplayer
 
                 _row++;
                 applied++;
+                if (t.RefusedFault is not null)
+                {
+                    Unanswered(t);
+                }
+
                 inExec &= k == TraceEventKind.KernelFault;
                 ulong va = (ulong)addresses[i];
                 bool write = (flags[i] & 0x2) != 0;
@@ -995,7 +1050,7 @@ public sealed class TraceReplayer
 
                 if (!r.Ok)
                 {
-                    AccessFailed(t, cpu, va, write, r);
+                    AccessFailed(t, cpu, va, write, r, k == TraceEventKind.KernelFault);
                     taken = cpu.Faults;
                 }
 
@@ -1022,7 +1077,7 @@ public sealed class TraceReplayer
     /// One recorded fault as an access (a write for error-code bit 1, else a read): a page already
     /// mapped with the access's permission is resolved by the walk, no fault taken.
     /// </summary>
-    private void Access(Thread t, Cpu cpu, MmStruct mm, ulong va, int errorCode)
+    private void Access(Thread t, Cpu cpu, MmStruct mm, ulong va, int errorCode, bool kernel)
     {
         bool write = (errorCode & 0x2) != 0;
         long taken = cpu.Faults;
@@ -1034,7 +1089,7 @@ public sealed class TraceReplayer
 
         if (!r.Ok)
         {
-            AccessFailed(t, cpu, va, write, r);
+            AccessFailed(t, cpu, va, write, r, kernel);
         }
 
         long kb = mm.PgtablesBytes >> 10;
@@ -1050,18 +1105,76 @@ public sealed class TraceReplayer
     /// access is made again; what still fails is a divergence.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void AccessFailed(Thread t, Cpu cpu, ulong va, bool write, AccessResult r)
+    private void AccessFailed(Thread t, Cpu cpu, ulong va, bool write, AccessResult r, bool kernel)
     {
         if (GrowStack(t, cpu, va))
         {
             r = write ? cpu.Touch(va) : cpu.ReadByte(va, out _);
         }
 
-        if (!r.Ok)
+        if (!r.Ok && kernel)
         {
-            Divergence($"fault the model answered with {r.Outcome}");
+            Divergence($"fault the model answered with {r.Outcome}"); // the kernel's copy would have failed with EFAULT: no signal says so
+        }
+        else if (!r.Ok)
+        {
+            // The kernel's answer, where the trace records it, is the signal row that follows.
+            t.RefusedFault = r.Outcome;
+            _refusedFaults++;
         }
     }
+
+    /// <summary>
+    /// A user fault the model refused, and the thread's next row is no signal: the kernel handled
+    /// the fault (or the trace does not record its signals, as traces before format 5 do not).
+    /// </summary>
+    private void Unanswered(Thread t)
+    {
+        Divergence($"fault the model answered with {t.RefusedFault}{(_signalsSeen ? ", the kernel with no signal" : "")}");
+        t.RefusedFault = null;
+        _refusedFaults--;
+    }
+
+    /// <summary>
+    /// The SIGSEGV or SIGBUS the kernel answered the thread's last fault with. Where the model
+    /// refused that fault the same way, both agree: nothing to count (the JVM's implicit null
+    /// checks and safepoint polls, guard pages a runtime probes). Where the model refused it
+    /// otherwise, or mapped the page, the answers differ.
+    /// </summary>
+    private void Signal(in TraceEvent e)
+    {
+        _signalsSeen = true;
+        if (!_threads.TryGetValue(e.Tid, out var t) || t.RefusedFault is not { } model)
+        {
+            // SEGV_MAPERR, SEGV_ACCERR, BUS_ADRERR answer a page fault; other codes other traps (a
+            // general protection fault, a signal frame that could not be written).
+            if (e.Flags is SegvMapErr or SegvAccErr)
+            {
+                Divergence($"fault the kernel answered with signal {e.Result} (si_code {e.Flags}), the model mapped it");
+            }
+
+            return;
+        }
+
+        t.RefusedFault = null;
+        _refusedFaults--;
+        var kernel = e.Result == TraceKinds.SigBus ? FaultOutcome.Bus : e.Flags switch
+        {
+            SegvMapErr => FaultOutcome.SegvMapErr,
+            SegvAccErr => FaultOutcome.SegvAccErr,
+            _ => (FaultOutcome?)null,
+        };
+        if (kernel != model)
+        {
+            Divergence($"fault: kernel signal {e.Result} (si_code {e.Flags}), model {model}");
+        }
+    }
+
+    /// <summary>si_code SEGV_MAPERR: no mapping at the address.</summary>
+    private const ulong SegvMapErr = 1;
+
+    /// <summary>si_code SEGV_ACCERR: the mapping forbids the access.</summary>
+    private const ulong SegvAccErr = 2;
 
     /// <summary>
     /// A fault below the stack within RLIMIT_STACK grows it (expand_stack); the model's stack is a
@@ -1148,9 +1261,22 @@ public sealed class TraceReplayer
         if (!anonymous)
         {
             // The file is known from the kernel's mapping record, which precedes the syscall's return.
-            if (e.Result >= 0 && t.PendingMapping is { Inode: not 0 } m && RecordsMapping(m, (ulong)e.Result, e.Length, e.Offset))
+            var record = e.Result >= 0 && t.PendingMapping is { } pending && RecordCovers(pending, (ulong)e.Result, e.Length, e.Offset) ? pending : (TraceEvent?)null;
+            if (record is { Inode: 0 })
             {
-                file = FileOf(m.Dev, m.Inode, e.Offset + e.Length, m.Path, (flags & MapFlags.Shared) == 0 || (prot & Prot.Write) == 0 ? (e.Offset, e.Length) : null);
+                // mmap_zero: a private mapping of /dev/zero is made anonymous (vma_set_anonymous).
+                asModel = (asModel & ~(MapFlags)0x3) | MapFlags.Private | MapFlags.Anonymous;
+            }
+            else if (record is { } m && IsSharedZero(m))
+            {
+                // mmap_zero: a shared mapping of /dev/zero is shared anonymous memory (shmem_zero_setup),
+                // a shmem object of its own, as MAP_SHARED | MAP_ANONYMOUS makes.
+                asModel = (asModel & ~(MapFlags)0x3) | MapFlags.Shared | MapFlags.Anonymous;
+                offset = 0;
+            }
+            else if (record is { } r)
+            {
+                file = FileOf(r.Dev, r.Inode, e.Offset + e.Length, r.Path, (flags & MapFlags.Shared) == 0 || (prot & Prot.Write) == 0 ? (e.Offset, e.Length) : null);
             }
             else
             {
@@ -1188,7 +1314,7 @@ public sealed class TraceReplayer
                 return;
             }
 
-            Divergence(own.Ok ? "mmap placed elsewhere by the model (kernel's address used)" : $"mmap: kernel succeeded, model's placement failed ({own.Error})");
+            Divergence(own.Ok ? PlacedElsewhere(t.Proc, e) : $"mmap: kernel succeeded, model's placement failed ({own.Error})");
             if (own.Ok)
             {
                 mm.Munmap(cpu, own.Address, e.Length);
@@ -1200,15 +1326,32 @@ public sealed class TraceReplayer
     }
 
     /// <summary>
-    /// Whether the kernel's mapping record <paramref name="m"/> reports the new mapping of
-    /// <paramref name="length"/> bytes at <paramref name="at"/>, file offset <paramref name="offset"/>:
-    /// the record describes the VMA after the mmap, which is the new mapping itself or, where it
-    /// merged with a neighbour mapping the same file at the adjoining offsets (a runtime mapping
-    /// a file's parts in place over its reservation), the merged VMA around it.
+    /// The divergence key of an mmap the model would have placed elsewhere, with its likely cause:
+    /// a hint the kernel did not take as the model did, an address space whose <c>mmap_base</c>
+    /// the trace does not give (its exec was not recorded), or neither (a layout the model does
+    /// not know, such as memory an attached process mapped before the recording).
     /// </summary>
-    private static bool RecordsMapping(in TraceEvent m, ulong at, ulong length, ulong offset) =>
-        m.Address == at ||
-        (m.Address < at && at + length <= m.Address + m.Length && m.Offset + (at - m.Address) == offset);
+    private static string PlacedElsewhere(Proc p, in TraceEvent e) =>
+        e.Address != 0 ? "mmap placed elsewhere by the model: a hint address it took otherwise (kernel's address used)"
+        : !p.Mm.MmapBaseKnown ? "mmap placed elsewhere by the model: mmap_base unknown, the exec was not recorded (kernel's address used)"
+        : "mmap placed elsewhere by the model (kernel's address used)";
+
+    /// <summary>
+    /// Whether the kernel's mapping record <paramref name="m"/> is the one of an mmap that returned
+    /// <paramref name="at"/> for <paramref name="length"/> bytes at file offset <paramref name="offset"/>:
+    /// the record covers that range at that offset. perf reports the VMA as it is after the call,
+    /// so a mapping the kernel merged with its neighbour (the next chunk of the same file at the
+    /// next offset, as allocators and JIT compilers map a memfd piece by piece) is reported whole.
+    /// </summary>
+    private static bool RecordCovers(in TraceEvent m, ulong at, ulong length, ulong offset)
+    {
+        ulong len = (length + PageSize - 1) & PageMask;
+        ulong end = m.Address + m.Length;
+        return at >= m.Address && at + len <= end && at + len >= at && (m.Inode == 0 || m.Offset + (at - m.Address) == offset);
+    }
+
+    /// <summary>The record of a shared mapping of /dev/zero: the shmem file shmem_zero_setup made, which d_path names "/dev/zero (deleted)".</summary>
+    private static bool IsSharedZero(in TraceEvent m) => m.Flags == 1 && m.Path is "/dev/zero (deleted)";
 
     private void Munmap(in TraceEvent e)
     {
@@ -1541,6 +1684,9 @@ public sealed class TraceReplayer
         public MmStruct Mm { get; } = mm;
 
         public int Users { get; set; } = 1;
+
+        /// <summary>Whether the address space has the recorded process's <c>mmap_base</c> (learnt at its exec, or inherited by fork).</summary>
+        public bool MmapBaseKnown { get; set; }
     }
 
     private sealed class Proc(int pid, SharedMm mm, ReplayProcessResult result)
@@ -1587,6 +1733,9 @@ public sealed class TraceReplayer
 
         /// <summary>The kernel's last mapping record from this thread: it names the file of the mmap that returns next.</summary>
         public TraceEvent? PendingMapping { get; set; }
+
+        /// <summary>How the model refused this thread's last user fault, until the thread's next row says what the kernel did.</summary>
+        public FaultOutcome? RefusedFault { get; set; }
 
         /// <summary>The ranges of the process_madvise row that comes next from this thread.</summary>
         public List<TraceEvent> Ranges { get; } = [];

@@ -47,6 +47,66 @@ public class ForkTests
         return b;
     }
 
+    /// <summary>A machine with one process whose <paramref name="length"/> bytes of private anonymous memory at <see cref="Base"/> are written.</summary>
+    private static (Machine M, SimThread T, ulong At) Written(ulong length)
+    {
+        var m = NewMachine();
+        var t = m.CreateProcess().MainThread;
+        ulong a = Map(t, length);
+        Touch(t, a, length);
+        return (m, t, a);
+    }
+
+    /// <summary>
+    /// MADV_DONTFORK marks its range VM_DONTCOPY (splitting the VMA): the child has a hole there,
+    /// neither VMA nor tables nor committed memory; MADV_DOFORK takes the mark back off a part.
+    /// </summary>
+    [Fact]
+    public void DontForkLeavesTheRangeOutOfTheChild()
+    {
+        var (m, pt, a) = Written(8 * Sim.M2);
+        var cpu = pt.Activate();
+        Assert.Equal(Errno.None, pt.Mm.Madvise(cpu, a, 6 * Sim.M2, Advice.DontFork));
+        Assert.Equal(Errno.None, pt.Mm.Madvise(cpu, a + 4 * Sim.M2, 2 * Sim.M2, Advice.DoFork));
+        Assert.Equal(2, pt.Mm.Vmas.Count(v => v.Start >= a && v.End <= a + 8 * Sim.M2)); // [a, a+4M) marked, the rest merged back
+        Assert.Equal(VmFlags.DontCopy, pt.Mm.FindVma(a)!.Flags & VmFlags.DontCopy);
+        var child = m.Fork(pt)!;
+        Assert.Null(child.Mm.FindVma(a) is { } v && v.Start <= a ? v : null);
+        Assert.Equal(a + 4 * Sim.M2, child.Mm.FindVma(a)!.Start);
+        Assert.Equal(new TableCounts(4, 1, 1), child.Mm.Status().Tables);
+        Assert.Equal(pt.Mm.Status().VmSizeKb - (4 * (long)Sim.M2 >> 10), child.Mm.Status().VmSizeKb);
+        Assert.Equal(pt.Mm.CommittedPages - (long)(4 * Sim.M2 / Sim.K4), child.Mm.CommittedPages);
+        Assert.Equal((byte)((a + 4 * Sim.M2) >> 12), ReadByte(child.MainThread, a + 4 * Sim.M2));
+    }
+
+    /// <summary>
+    /// MADV_WIPEONFORK: the child gets the VMA with no anon_vma and no tables, and faults in zero
+    /// pages; the parent keeps its pages. Only private anonymous memory takes it (a shared or file
+    /// mapping: EINVAL); MADV_KEEPONFORK takes it back off.
+    /// </summary>
+    [Fact]
+    public void WipeOnForkGivesTheChildTheRangeEmpty()
+    {
+        var (m, pt, a) = Written(4 * Sim.M2);
+        ulong shared = Map(pt, Sim.M2, MapFlags.Shared | MapFlags.Anonymous, Base + 64 * Sim.M2);
+        var cpu = pt.Activate();
+        Assert.Equal(Errno.None, pt.Mm.Madvise(cpu, a, 4 * Sim.M2, Advice.WipeOnFork));
+        Assert.Equal(Errno.None, pt.Mm.Madvise(cpu, a + 3 * Sim.M2, Sim.M2, Advice.KeepOnFork));
+        Assert.Equal(Errno.EINVAL, pt.Mm.Madvise(cpu, shared, Sim.M2, Advice.WipeOnFork));
+        Assert.Equal(VmFlags.None, pt.Mm.FindVma(shared)!.Flags & VmFlags.WipeOnFork);
+        var child = m.Fork(pt)!;
+        var wiped = child.Mm.FindVma(a)!;
+        Assert.Equal(a, wiped.Start);
+        Assert.Equal(a + 3 * Sim.M2, wiped.End);
+        Assert.Null(wiped.AnonVma);
+        Assert.Equal(new TableCounts(1, 1, 1), child.Mm.Status().Tables); // only the kept 2 MiB has its table copied
+        Assert.Equal(0, ReadByte(child.MainThread, a));
+        Assert.Equal((byte)((a + 3 * Sim.M2) >> 12), ReadByte(child.MainThread, a + 3 * Sim.M2));
+        Assert.Equal((byte)(a >> 12), ReadByte(pt, a));
+        Touch(child.MainThread, a, Sim.M2);
+        Assert.NotNull(child.Mm.FindVma(a)!.AnonVma);
+    }
+
     [Fact]
     public void ForkCopiesTheTablesOfAnonymousMemoryAndSharesEveryPageCopyOnWrite()
     {

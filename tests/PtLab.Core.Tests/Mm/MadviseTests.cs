@@ -6,6 +6,30 @@ namespace PtLab.Tests.Mm;
 
 public class MadviseTests
 {
+    /// <summary>
+    /// MADV_MERGEABLE marks private anonymous memory VM_MERGEABLE (splitting the VMA; no table or
+    /// page changes while ksmd does not run) and leaves a shared mapping as it is (ksm_madvise
+    /// ignores it, answering 0); MADV_UNMERGEABLE takes the mark off.
+    /// </summary>
+    [Fact]
+    public void MergeableIsAFlagOfPrivateAnonymousMemoryOnly()
+    {
+        using var s = new Sim();
+        ulong a = s.Map(2 * Sim.M2, addr: 0x40000000, flags: Sim.Anon | MapFlags.Fixed);
+        ulong shared = s.Map(Sim.M2, addr: 0x80000000, flags: MapFlags.Shared | MapFlags.Anonymous | MapFlags.Fixed);
+        s.TouchAll(a, 2 * Sim.M2);
+        var before = s.Mm.Status();
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Mergeable));
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, shared, Sim.M2, Advice.Mergeable));
+        Assert.Equal(VmFlags.Mergeable, s.Mm.FindVma(a)!.Flags & VmFlags.Mergeable);
+        Assert.Equal(a + Sim.M2, s.Mm.FindVma(a)!.End);
+        Assert.Equal(VmFlags.None, s.Mm.FindVma(shared)!.Flags & VmFlags.Mergeable);
+        Assert.Equal(before, s.Mm.Status());
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, 2 * Sim.M2, Advice.Unmergeable));
+        Assert.Equal(a + 2 * Sim.M2, s.Mm.FindVma(a)!.End); // merged back
+        Assert.Equal(VmFlags.None, s.Mm.FindVma(a)!.Flags & VmFlags.Mergeable);
+    }
+
     [Fact]
     public void DontneedDropsPagesSoReadsReturnZerosButKeepsTablesUnderTheNoneDesign()
     {

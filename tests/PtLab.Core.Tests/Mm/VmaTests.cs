@@ -94,6 +94,23 @@ public class VmaTests
         Assert.Equal(a - Sim.K4, b);
     }
 
+    /// <summary>
+    /// A replay gives the address space the recorded mmap_base (exec randomises it): top-down
+    /// placement then starts there, and fork keeps it. A base outside user space is refused.
+    /// </summary>
+    [Fact]
+    public void TopDownPlacementStartsAtTheMmapBaseSet()
+    {
+        using var s = new Sim();
+        const ulong recorded = 0x7f3a_1c2d_5000;
+        s.Mm.SetMmapBase(s.Cpu, recorded + 0x123);
+        Assert.Equal(recorded, s.Mm.MmapBase);
+        Assert.Equal(recorded - Sim.K4 * 3, s.Map(Sim.K4 * 3));
+        Assert.Equal(recorded - Sim.K4 * 3 - Sim.M2 * 2 - ((recorded - Sim.K4 * 3) % Sim.M2), s.Map(Sim.M2 * 2));
+        Assert.Throws<ArgumentOutOfRangeException>(() => s.Mm.SetMmapBase(s.Cpu, 0x1000));
+        Assert.Throws<ArgumentOutOfRangeException>(() => s.Mm.SetMmapBase(s.Cpu, 1UL << 48));
+    }
+
     [Fact]
     public void LargeAnonymousMappingsComeBackTwoMegabyteAligned()
     {
