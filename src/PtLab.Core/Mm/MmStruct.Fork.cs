@@ -66,7 +66,9 @@ public sealed partial class MmStruct
                         continue; // MADV_DONTFORK: the child has a hole here
                     }
 
-                    var dst = new Vma(src.Start, src.End, src.Flags, null) { Mm = child, PgOff = src.PgOff, File = src.File, Ra = src.Ra };
+                    // dup_mmap: memory locks are not inherited (VM_LOCKED_MASK cleared); the child's def_flags
+                    // start empty, so MCL_FUTURE is not inherited either.
+                    var dst = new Vma(src.Start, src.End, src.Flags & ~LockedMask, null) { Mm = child, PgOff = src.PgOff, File = src.File, Ra = src.Ra };
                     bool wipe = (src.Flags & VmFlags.WipeOnFork) != 0;
                     if (wipe)
                     {

@@ -80,6 +80,29 @@ public class ForkTests
     }
 
     /// <summary>
+    /// Memory locks are not inherited: <c>dup_mmap</c> clears VM_LOCKED and VM_LOCKONFAULT on the
+    /// child's VMAs, and the child's <c>def_flags</c> keep only what fork passes on, so mlockall's
+    /// MCL_FUTURE does not lock the child's new mappings (the host shows VmLck 0 kB in the child and
+    /// no "lo" VMA in its smaps).
+    /// </summary>
+    [Fact]
+    public void TheChildInheritsNoMemoryLocks()
+    {
+        var (m, pt, a) = Written(2 * Sim.M2);
+        var cpu = pt.Activate();
+        Assert.Equal(Errno.None, pt.Mm.Mlockall(cpu, MlockallFlags.Current | MlockallFlags.Future));
+        Assert.Equal(VmFlags.Locked, pt.Mm.FindVma(a)!.Flags & VmFlags.Locked);
+        Assert.True(pt.Mm.LockedVmKb >= 4096);
+        var child = m.Fork(pt)!;
+        Assert.All(child.Mm.Vmas, v => Assert.Equal(VmFlags.None, v.Flags & (VmFlags.Locked | VmFlags.LockOnFault)));
+        Assert.Equal(0, child.Mm.LockedVmKb);
+        ulong fresh = Map(child.MainThread, Sim.M2, addr: Base + 64 * Sim.M2);
+        Assert.Equal(VmFlags.None, child.Mm.FindVma(fresh)!.Flags & VmFlags.Locked);
+        Assert.Equal(VmFlags.Locked, pt.Mm.FindVma(a)!.Flags & VmFlags.Locked);
+        Assert.Equal((byte)(a >> 12), ReadByte(child.MainThread, a));
+    }
+
+    /// <summary>
     /// MADV_WIPEONFORK: the child gets the VMA with no anon_vma and no tables, and faults in zero
     /// pages; the parent keeps its pages. Only private anonymous memory takes it (a shared or file
     /// mapping: EINVAL); MADV_KEEPONFORK takes it back off.
