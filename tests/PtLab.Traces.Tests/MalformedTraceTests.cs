@@ -32,10 +32,10 @@ public sealed class MalformedTraceTests : TempDir
     [Fact]
     public void AnotherVersionIsRejectedWithTheVersionsNamed()
     {
-        string path = WriteUnchecked([Root], keys: new() { ["ptlab.trace.version"] = "5" });
+        string path = WriteUnchecked([Root], keys: new() { ["ptlab.trace.version"] = "6" });
         var e = ReadFails(path);
-        Assert.Contains("version '5'", e.Message);
-        Assert.Contains("reads versions 1 to 4", e.Message);
+        Assert.Contains("version '6'", e.Message);
+        Assert.Contains("reads versions 1 to 5", e.Message);
     }
 
     [Theory]
