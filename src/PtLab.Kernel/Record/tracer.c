@@ -19,6 +19,13 @@
  *     frames' flags (/proc/self/pagemap and /proc/kpageflags, root only); the populate marks the
  *     pages accessed, the one change the snapshot makes. Only regular files are opened (a device
  *     or FIFO could react to an open);
+ *   - every folio added to or deleted from the page cache of those files after they first
+ *     appeared, by any process or kernel thread (filemap:mm_filemap_add_to_page_cache and
+ *     mm_filemap_delete_from_page_cache, opened here system-wide with perf_event_open, one ring
+ *     per CPU, CLOCK_MONOTONIC, filtered in the kernel to the inode numbers of the files seen so
+ *     far; the filter grows before each file's residency is read, so no change between the two
+ *     is missed). Needs root (or perf_event_paranoid -1 and read access to tracefs); without
+ *     it the G line says why and no P line follows;
  *   - at every process_madvise call (exec mode only), the ranges of its iovec array, which perf's
  *     sys_enter_process_madvise cannot show (it has the array's address only). CMD starts under a
  *     seccomp filter that answers SECCOMP_RET_TRACE for process_madvise and allows every other
@@ -55,6 +62,17 @@
  *                                         pages (page index and page count, hex, and the folio
  *                                         order of the run's folios where frame flags could be
  *                                         read), then the path (the rest of the line)
+ *   G <time> on|off <why>                 whether page-cache changes are recorded (P lines)
+ *   O <time> on|off <why>                 whether the folio orders of cached runs can be read
+ *                                         (/proc/self/pagemap frame numbers and /proc/kpageflags)
+ *   P <time> <pid> <tid> a|d <dev> <inode> <index> <order>
+ *                                         a folio of 2^order pages at page index <index> (hex) was
+ *                                         added to (a) or deleted from (d) the page cache of the
+ *                                         file <dev> (hex major:minor, the tracepoint's: the inode
+ *                                         that owns the cache) <inode>, in the context of task
+ *                                         <tid> of process <pid> (any process, not only the tree's).
+ *                                         Written in batches: not in time order with other lines
+ *   L <time> <n>                          n page-cache events were lost (a ring overflowed)
  *   D <time>                              the end: the tree is gone or detached
  * Exit status: 0 when the tree was followed to its end, 3 when CMD could not be started, 4 when
  * ptrace failed.
@@ -65,6 +83,7 @@
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
+#include <linux/perf_event.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <signal.h>
@@ -74,6 +93,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -213,6 +233,255 @@ static int sample(pid_t tgid, pid_t tid, const char *why)
     return 1;
 }
 
+/* ---- page-cache changes: filemap tracepoints, system-wide, filtered by inode ---- */
+
+#define CACHE_RING_PAGES 256 /* 1 MiB of samples per CPU, drained at every pass of the main loop */
+
+struct cache_ring {
+    int fd_add, fd_del;
+    struct perf_event_mmap_page *meta;
+    char *data;
+    size_t size;
+};
+/* The events now open: one ring per CPU, both tracepoints writing to it, with one filter. */
+static struct cache_ring *rings;
+static int nrings;
+static int cache_add_id = -1, cache_del_id = -1;
+static unsigned long long *watched; /* inode numbers in the filter */
+static size_t nwatched, capwatched;
+
+static int tracepoint_id(const char *name)
+{
+    static const char *roots[] = {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"};
+    char path[256];
+    for (int r = 0; r < 2; r++) {
+        snprintf(path, sizeof path, "%s/events/filemap/%s/id", roots[r], name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        int id = -1;
+        if (fscanf(f, "%d", &id) != 1)
+            id = -1;
+        fclose(f);
+        return id;
+    }
+    return -1;
+}
+
+static int open_cache_event(int id, int cpu, const char *filter)
+{
+    struct perf_event_attr a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.type = PERF_TYPE_TRACEPOINT;
+    a.config = (unsigned long long)id;
+    a.sample_period = 1;
+    a.sample_type = PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW;
+    a.disabled = 1;
+    a.use_clockid = 1;
+    a.clockid = CLOCK_MONOTONIC;
+    a.wakeup_events = 1 << 20;
+    int fd = (int)syscall(__NR_perf_event_open, &a, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd >= 0 && ioctl(fd, PERF_EVENT_IOC_SET_FILTER, filter) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* Writes the P (and L) lines of every sample in the rings R. */
+static void cache_drain_set(struct cache_ring *rs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct cache_ring *r = &rs[i];
+        unsigned long long head = __atomic_load_n(&r->meta->data_head, __ATOMIC_ACQUIRE);
+        unsigned long long tail = r->meta->data_tail;
+        while (tail + sizeof(struct perf_event_header) <= head) {
+            unsigned char buf[512];
+            struct perf_event_header h;
+            for (size_t k = 0; k < sizeof h; k++)
+                ((unsigned char *)&h)[k] = (unsigned char)r->data[(tail + k) % r->size];
+            if (h.size < sizeof h || tail + h.size > head)
+                break;
+            size_t len = h.size < sizeof buf ? h.size : sizeof buf;
+            for (size_t k = 0; k < len; k++)
+                buf[k] = (unsigned char)r->data[(tail + k) % r->size];
+            const unsigned char *b = buf + sizeof h;
+            if (h.type == PERF_RECORD_SAMPLE && len >= sizeof h + 20 + 37) {
+                /* pid, tid (u32 each), time (u64), raw size (u32), then the tracepoint's entry:
+                 * common_type (u16) at 0, i_ino at 16, index at 24, s_dev (u32) at 32, order at 36 */
+                unsigned int pid, tid, rawsize, sdev;
+                unsigned long long time, ino, index;
+                unsigned short type;
+                memcpy(&pid, b, 4);
+                memcpy(&tid, b + 4, 4);
+                memcpy(&time, b + 8, 8);
+                memcpy(&rawsize, b + 16, 4);
+                const unsigned char *raw = b + 20;
+                if (rawsize >= 37) {
+                    memcpy(&type, raw, 2);
+                    memcpy(&ino, raw + 16, 8);
+                    memcpy(&index, raw + 24, 8);
+                    memcpy(&sdev, raw + 32, 4);
+                    line("P %lld %u %u %c %02x:%02x %llu %llx %u\n", (long long)time, pid, tid, type == cache_add_id ? 'a' : 'd',
+                         sdev >> 20, sdev & 0xfffff, ino, index, raw[36]);
+                }
+            } else if (h.type == PERF_RECORD_LOST && len >= sizeof h + 16) {
+                unsigned long long lost;
+                memcpy(&lost, b + 8, 8);
+                line("L %lld %llu\n", now_ns(), lost);
+            }
+            tail += h.size;
+        }
+        __atomic_store_n(&r->meta->data_tail, tail, __ATOMIC_RELEASE);
+    }
+}
+
+static void cache_drain(void)
+{
+    cache_drain_set(rings, nrings);
+}
+
+static void cache_close_set(struct cache_ring *rs, int n)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < n; i++) {
+        ioctl(rs[i].fd_add, PERF_EVENT_IOC_DISABLE, 0);
+        ioctl(rs[i].fd_del, PERF_EVENT_IOC_DISABLE, 0);
+    }
+    cache_drain_set(rs, n);
+    for (int i = 0; i < n; i++) {
+        close(rs[i].fd_add);
+        close(rs[i].fd_del);
+        munmap(rs[i].meta, rs[i].size + (size_t)page);
+    }
+    free(rs);
+}
+
+/*
+ * Opens both tracepoints on every CPU with FILTER, each CPU's pair writing to one ring, and
+ * enables them. Returns the number of rings (CPUs), or -1 with errno (nothing left open).
+ * A tracepoint event takes its filter once (a second PERF_EVENT_IOC_SET_FILTER fails with
+ * EEXIST), so a new filter is a new set of events.
+ */
+static int cache_open_set(const char *filter, struct cache_ring **out_rings)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_CONF), page = sysconf(_SC_PAGESIZE);
+    struct cache_ring *rs = calloc((size_t)cpus, sizeof *rs);
+    int n = 0;
+    if (!rs)
+        return -1;
+    for (int c = 0; c < cpus; c++) {
+        struct cache_ring *r = &rs[n];
+        r->fd_add = open_cache_event(cache_add_id, c, filter);
+        if (r->fd_add < 0 && errno == ENODEV)
+            continue; /* an offline CPU */
+        r->fd_del = r->fd_add < 0 ? -1 : open_cache_event(cache_del_id, c, filter);
+        void *m = r->fd_del < 0 ? MAP_FAILED : mmap(NULL, (size_t)(CACHE_RING_PAGES + 1) * page, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd_add, 0);
+        if (m == MAP_FAILED || ioctl(r->fd_del, PERF_EVENT_IOC_SET_OUTPUT, r->fd_add) < 0) {
+            int e = errno;
+            if (m != MAP_FAILED)
+                munmap(m, (size_t)(CACHE_RING_PAGES + 1) * page);
+            if (r->fd_add >= 0)
+                close(r->fd_add);
+            if (r->fd_del >= 0)
+                close(r->fd_del);
+            cache_close_set(rs, n);
+            errno = e;
+            return -1;
+        }
+        r->meta = m;
+        r->data = (char *)m + page;
+        r->size = (size_t)CACHE_RING_PAGES * page;
+        n++;
+    }
+    for (int i = 0; i < n; i++) {
+        ioctl(rs[i].fd_add, PERF_EVENT_IOC_ENABLE, 0);
+        ioctl(rs[i].fd_del, PERF_EVENT_IOC_ENABLE, 0);
+    }
+    *out_rings = rs;
+    return n;
+}
+
+/* Opens the events with a filter no file passes (inode 0), to learn whether they can be recorded. Writes the G line. */
+static void cache_events_open(void)
+{
+    cache_add_id = tracepoint_id("mm_filemap_add_to_page_cache");
+    cache_del_id = tracepoint_id("mm_filemap_delete_from_page_cache");
+    if (cache_add_id < 0 || cache_del_id < 0) {
+        line("G %lld off the filemap tracepoints are not in tracefs (not mounted, or not readable)\n", now_ns());
+        return;
+    }
+    int n = cache_open_set("i_ino == 0", &rings);
+    if (n < 0) {
+        line("G %lld off perf_event_open of the filemap tracepoints on every CPU: %s\n", now_ns(), strerror(errno));
+        rings = NULL;
+        return;
+    }
+    nrings = n;
+    line("G %lld on %d CPUs\n", now_ns(), nrings);
+}
+
+/*
+ * Adds inode INO to the events' filter. The filter names inode numbers only: the tracepoints'
+ * device is the one of the inode that owns the cache, which for overlayfs is a layer's, not the
+ * mapping's; the recorder drops changes of files it cannot match. Past the kernel's filter
+ * length (a page), the filter takes the inodes from the lowest to the highest watched: a
+ * superset, matched again by the recorder. The events of the new filter are enabled before the
+ * old ones are drained and closed, so no change is missed (one may be written twice).
+ */
+static void cache_watch(unsigned long long ino)
+{
+    if (nrings == 0)
+        return;
+    for (size_t i = 0; i < nwatched; i++)
+        if (watched[i] == ino)
+            return;
+    if (nwatched == capwatched) {
+        size_t cap = capwatched ? 2 * capwatched : 64;
+        unsigned long long *n = realloc(watched, cap * sizeof *n);
+        if (!n)
+            return;
+        watched = n;
+        capwatched = cap;
+    }
+    watched[nwatched++] = ino;
+    static char filter[4000];
+    size_t at = 0;
+    unsigned long long lo = ~0ULL, hi = 0;
+    int fits = 1;
+    for (size_t i = 0; i < nwatched; i++) {
+        int n = snprintf(filter + at, sizeof filter - at, "%si_ino == %llu", i ? " || " : "", watched[i]);
+        if (n < 0 || (size_t)n >= sizeof filter - at)
+            fits = 0;
+        else
+            at += (size_t)n;
+        lo = watched[i] < lo ? watched[i] : lo;
+        hi = watched[i] > hi ? watched[i] : hi;
+    }
+    if (!fits)
+        snprintf(filter, sizeof filter, "i_ino >= %llu && i_ino <= %llu", lo, hi);
+    struct cache_ring *next = NULL;
+    int n = cache_open_set(filter, &next);
+    if (n < 0) {
+        line("E %lld the page-cache events with filter '%.64s...' could not be opened: %s\n", now_ns(), filter, strerror(errno));
+        return;
+    }
+    cache_close_set(rings, nrings);
+    rings = next;
+    nrings = n;
+}
+
+/* The end of the recording: no more changes, every one written. */
+static void cache_events_close(void)
+{
+    cache_close_set(rings, nrings);
+    rings = NULL;
+    nrings = 0;
+}
+
 /* ---- page-cache residency of mapped files ---- */
 
 struct cachestat_range_ {
@@ -343,6 +612,30 @@ static void runs_by_mincore(int fd, unsigned long long pages, struct runs *r)
 static int pagemap_fd = -2, kpageflags_fd = -2;
 
 /*
+ * Writes the O line: whether this tracer can read folio orders, i.e. open /proc/kpageflags and
+ * see frame numbers in /proc/self/pagemap (both need CAP_SYS_ADMIN; without it pagemap reads
+ * the frame numbers as 0).
+ */
+static void folio_orders_probe(void)
+{
+    pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    kpageflags_fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+    static volatile char probe = 1;
+    unsigned long long entry = 0;
+    const char *why = NULL;
+    if (pagemap_fd < 0)
+        why = "/proc/self/pagemap cannot be opened";
+    else if (kpageflags_fd < 0)
+        why = "/proc/kpageflags cannot be opened (it needs CAP_SYS_ADMIN)";
+    else if (probe != 1 || pread(pagemap_fd, &entry, 8, (off_t)((unsigned long)&probe >> 12) * 8) != 8 || (entry & ((1ULL << 55) - 1)) == 0)
+        why = "/proc/self/pagemap hides frame numbers (it shows them to CAP_SYS_ADMIN only)";
+    if (why)
+        line("O %lld off %s\n", now_ns(), why);
+    else
+        line("O %lld on\n", now_ns());
+}
+
+/*
  * The folio orders of the cached runs R of the file FD of PAGES pages, where /proc/self/pagemap
  * gives frame numbers (CAP_SYS_ADMIN) and /proc/kpageflags their flags: the runs are mapped
  * here, read-only, MADV_RANDOM (so that a fault on a page with the readahead mark starts no
@@ -442,6 +735,7 @@ static void snapshot(pid_t pid, pid_t tid, int fd, unsigned long long dev, unsig
     long long t = now_ns();
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || seen_before(dev, ino))
         return;
+    cache_watch(ino);
     unsigned long long pages = ((unsigned long long)st.st_size + 4095) >> 12;
     struct runs r = {0};
     if (pages > 0) {
@@ -473,6 +767,45 @@ static void snapshot(pid_t pid, pid_t tid, int fd, unsigned long long dev, unsig
     free(r.order);
 }
 
+/*
+ * The device of the super block that descriptor FD of task TID lives on, as /proc/PID/maps and
+ * perf's MMAP2 will name it (file_user_inode()->i_sb->s_dev): the device of its mount in the
+ * task's mountinfo (fdinfo's mnt_id). stat's st_dev is not it on btrfs (a subvolume's anonymous
+ * device) nor, for some layouts, on overlayfs. Returns 0 when it cannot be read.
+ */
+static unsigned long long mount_dev(pid_t tid, int fd)
+{
+    char path[96], buf[4096 + 256];
+    snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", tid, fd);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long mnt = -1;
+    while (fgets(buf, sizeof buf, f))
+        if (!strncmp(buf, "mnt_id:", 7)) {
+            mnt = atol(buf + 7);
+            break;
+        }
+    fclose(f);
+    if (mnt < 0)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/mountinfo", tid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    unsigned long long dev = 0;
+    while (fgets(buf, sizeof buf, f)) {
+        long id, parent;
+        unsigned int maj, min;
+        if (sscanf(buf, "%ld %ld %u:%u", &id, &parent, &maj, &min) == 4 && id == mnt) {
+            dev = ((unsigned long long)maj << 20) | min;
+            break;
+        }
+    }
+    fclose(f);
+    return dev;
+}
+
 /* The residency of the file task TID maps through descriptor FD (an mmap entry stop). */
 static void snapshot_fd(pid_t pid, pid_t tid, int fd)
 {
@@ -481,7 +814,9 @@ static void snapshot_fd(pid_t pid, pid_t tid, int fd)
     snprintf(link, sizeof link, "/proc/%d/fd/%d", tid, fd);
     if (stat(link, &st) < 0 || !S_ISREG(st.st_mode))
         return; /* a bad descriptor (the call fails), a device, a FIFO: nothing to read */
-    unsigned long long dev = ((unsigned long long)major(st.st_dev) << 20) | minor(st.st_dev);
+    unsigned long long dev = mount_dev(tid, fd);
+    if (dev == 0)
+        dev = ((unsigned long long)major(st.st_dev) << 20) | minor(st.st_dev);
     for (size_t i = 0; i < nseen; i++)
         if (seen[i].dev == dev && seen[i].ino == st.st_ino)
             return;
@@ -820,6 +1155,8 @@ int main(int argc, char **argv)
     attach_mode = !strcmp(argv[3], "attach");
     long long deadline = 0;
     line("H ptlab-tracer 1 %d\n", getpid());
+    folio_orders_probe();
+    cache_events_open();
 
     sigset_t set;
     sigemptyset(&set);
@@ -941,6 +1278,7 @@ int main(int argc, char **argv)
             break;
         if (ntasks == 0 && attach_mode)
             break;
+        cache_drain();
         long long now = now_ns();
         if (attach_mode && deadline && now >= deadline) {
             detach_all();
@@ -989,6 +1327,7 @@ int main(int argc, char **argv)
             }
         }
     }
+    cache_events_close();
     line("D %lld\n", now_ns());
     fclose(out);
     return 0;
