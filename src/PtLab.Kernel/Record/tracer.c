@@ -238,12 +238,14 @@ static int sample(pid_t tgid, pid_t tid, const char *why)
 #define CACHE_RING_PAGES 256 /* 1 MiB of samples per CPU, drained at every pass of the main loop */
 
 struct cache_ring {
-    int fd_add, fd_del;
+    int cpu;
+    int owner;                  /* the event that owns the ring (filter: inode 0, never matches) */
+    int fd_add, fd_del;         /* the events of the current filter, writing to the owner's ring */
     struct perf_event_mmap_page *meta;
     char *data;
     size_t size;
 };
-/* The events now open: one ring per CPU, both tracepoints writing to it, with one filter. */
+/* One ring per CPU, for the whole recording; the events of each filter write to it. */
 static struct cache_ring *rings;
 static int nrings;
 static int cache_add_id = -1, cache_del_id = -1;
@@ -291,11 +293,11 @@ static int open_cache_event(int id, int cpu, const char *filter)
     return fd;
 }
 
-/* Writes the P (and L) lines of every sample in the rings R. */
-static void cache_drain_set(struct cache_ring *rs, int n)
+/* Writes the P (and L) lines of every sample in the rings. */
+static void cache_drain(void)
 {
-    for (int i = 0; i < n; i++) {
-        struct cache_ring *r = &rs[i];
+    for (int i = 0; i < nrings; i++) {
+        struct cache_ring *r = &rings[i];
         unsigned long long head = __atomic_load_n(&r->meta->data_head, __ATOMIC_ACQUIRE);
         unsigned long long tail = r->meta->data_tail;
         while (tail + sizeof(struct perf_event_header) <= head) {
@@ -339,73 +341,60 @@ static void cache_drain_set(struct cache_ring *rs, int n)
     }
 }
 
-static void cache_drain(void)
+/* Closes the events of the current filter (their samples stay in the rings). */
+static void cache_close_filter(void)
 {
-    cache_drain_set(rings, nrings);
-}
-
-static void cache_close_set(struct cache_ring *rs, int n)
-{
-    long page = sysconf(_SC_PAGESIZE);
-    for (int i = 0; i < n; i++) {
-        ioctl(rs[i].fd_add, PERF_EVENT_IOC_DISABLE, 0);
-        ioctl(rs[i].fd_del, PERF_EVENT_IOC_DISABLE, 0);
+    for (int i = 0; i < nrings; i++) {
+        if (rings[i].fd_add >= 0)
+            close(rings[i].fd_add);
+        if (rings[i].fd_del >= 0)
+            close(rings[i].fd_del);
+        rings[i].fd_add = rings[i].fd_del = -1;
     }
-    cache_drain_set(rs, n);
-    for (int i = 0; i < n; i++) {
-        close(rs[i].fd_add);
-        close(rs[i].fd_del);
-        munmap(rs[i].meta, rs[i].size + (size_t)page);
-    }
-    free(rs);
 }
 
 /*
- * Opens both tracepoints on every CPU with FILTER, each CPU's pair writing to one ring, and
- * enables them. Returns the number of rings (CPUs), or -1 with errno (nothing left open).
- * A tracepoint event takes its filter once (a second PERF_EVENT_IOC_SET_FILTER fails with
- * EEXIST), so a new filter is a new set of events.
+ * Opens both tracepoints on every CPU with FILTER, writing to that CPU's ring, and enables them,
+ * then closes those of the previous filter: a tracepoint event takes its filter once (a second
+ * PERF_EVENT_IOC_SET_FILTER fails with EEXIST), so a new filter is a new pair of events per CPU.
+ * The new events run before the old ones go, so no change is missed (one may be written twice).
+ * Returns 0, or -1 with errno (the previous events stay).
  */
-static int cache_open_set(const char *filter, struct cache_ring **out_rings)
+static int cache_set_filter(const char *filter)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_CONF), page = sysconf(_SC_PAGESIZE);
-    struct cache_ring *rs = calloc((size_t)cpus, sizeof *rs);
-    int n = 0;
-    if (!rs)
+    int *fds = calloc((size_t)nrings * 2, sizeof *fds);
+    if (!fds)
         return -1;
-    for (int c = 0; c < cpus; c++) {
-        struct cache_ring *r = &rs[n];
-        r->fd_add = open_cache_event(cache_add_id, c, filter);
-        if (r->fd_add < 0 && errno == ENODEV)
-            continue; /* an offline CPU */
-        r->fd_del = r->fd_add < 0 ? -1 : open_cache_event(cache_del_id, c, filter);
-        void *m = r->fd_del < 0 ? MAP_FAILED : mmap(NULL, (size_t)(CACHE_RING_PAGES + 1) * page, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd_add, 0);
-        if (m == MAP_FAILED || ioctl(r->fd_del, PERF_EVENT_IOC_SET_OUTPUT, r->fd_add) < 0) {
-            int e = errno;
-            if (m != MAP_FAILED)
-                munmap(m, (size_t)(CACHE_RING_PAGES + 1) * page);
-            if (r->fd_add >= 0)
-                close(r->fd_add);
-            if (r->fd_del >= 0)
-                close(r->fd_del);
-            cache_close_set(rs, n);
-            errno = e;
-            return -1;
+    for (int i = 0; i < 2 * nrings; i++)
+        fds[i] = -1;
+    int ok = 1, e = 0;
+    for (int i = 0; i < nrings && ok; i++)
+        for (int k = 0; k < 2 && ok; k++) {
+            int fd = open_cache_event(k ? cache_del_id : cache_add_id, rings[i].cpu, filter);
+            fds[2 * i + k] = fd;
+            if (fd < 0 || ioctl(fd, PERF_EVENT_IOC_SET_OUTPUT, rings[i].owner) < 0)
+                ok = 0, e = errno;
         }
-        r->meta = m;
-        r->data = (char *)m + page;
-        r->size = (size_t)CACHE_RING_PAGES * page;
-        n++;
+    if (!ok) {
+        for (int i = 0; i < 2 * nrings; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        free(fds);
+        errno = e;
+        return -1;
     }
-    for (int i = 0; i < n; i++) {
-        ioctl(rs[i].fd_add, PERF_EVENT_IOC_ENABLE, 0);
-        ioctl(rs[i].fd_del, PERF_EVENT_IOC_ENABLE, 0);
+    for (int i = 0; i < 2 * nrings; i++)
+        ioctl(fds[i], PERF_EVENT_IOC_ENABLE, 0);
+    cache_close_filter();
+    for (int i = 0; i < nrings; i++) {
+        rings[i].fd_add = fds[2 * i];
+        rings[i].fd_del = fds[2 * i + 1];
     }
-    *out_rings = rs;
-    return n;
+    free(fds);
+    return 0;
 }
 
-/* Opens the events with a filter no file passes (inode 0), to learn whether they can be recorded. Writes the G line. */
+/* Opens a ring per CPU, owned by an event no file passes (inode 0), to learn whether the changes can be recorded. Writes the G line. */
 static void cache_events_open(void)
 {
     cache_add_id = tracepoint_id("mm_filemap_add_to_page_cache");
@@ -414,70 +403,101 @@ static void cache_events_open(void)
         line("G %lld off the filemap tracepoints are not in tracefs (not mounted, or not readable)\n", now_ns());
         return;
     }
-    int n = cache_open_set("i_ino == 0", &rings);
-    if (n < 0) {
-        line("G %lld off perf_event_open of the filemap tracepoints on every CPU: %s\n", now_ns(), strerror(errno));
-        rings = NULL;
+    long cpus = sysconf(_SC_NPROCESSORS_CONF), page = sysconf(_SC_PAGESIZE);
+    rings = calloc((size_t)cpus, sizeof *rings);
+    if (!rings) {
+        line("G %lld off out of memory\n", now_ns());
         return;
     }
-    nrings = n;
+    for (int c = 0; c < cpus; c++) {
+        struct cache_ring *r = &rings[nrings];
+        r->owner = open_cache_event(cache_add_id, c, "i_ino == 0");
+        if (r->owner < 0 && errno == ENODEV)
+            continue; /* an offline CPU */
+        void *m = r->owner < 0 ? MAP_FAILED : mmap(NULL, (size_t)(CACHE_RING_PAGES + 1) * page, PROT_READ | PROT_WRITE, MAP_SHARED, r->owner, 0);
+        if (m == MAP_FAILED) {
+            line("G %lld off perf_event_open of the filemap tracepoints on CPU %d: %s\n", now_ns(), c, strerror(errno));
+            if (r->owner >= 0)
+                close(r->owner);
+            for (int i = 0; i < nrings; i++) {
+                close(rings[i].owner);
+                munmap(rings[i].meta, rings[i].size + (size_t)page);
+            }
+            free(rings);
+            rings = NULL;
+            nrings = 0;
+            return;
+        }
+        r->cpu = c;
+        r->fd_add = r->fd_del = -1;
+        r->meta = m;
+        r->data = (char *)m + page;
+        r->size = (size_t)CACHE_RING_PAGES * page;
+        nrings++;
+    }
     line("G %lld on %d CPUs\n", now_ns(), nrings);
 }
 
 /*
- * Adds inode INO to the events' filter. The filter names inode numbers only: the tracepoints'
- * device is the one of the inode that owns the cache, which for overlayfs is a layer's, not the
- * mapping's; the recorder drops changes of files it cannot match. Past the kernel's filter
- * length (a page), the filter takes the inodes from the lowest to the highest watched: a
- * superset, matched again by the recorder. The events of the new filter are enabled before the
- * old ones are drained and closed, so no change is missed (one may be written twice).
+ * Adds the N inode numbers INOS to the events' filter. The filter names inode numbers only: the
+ * tracepoints' device is the one of the inode that owns the cache, which for overlayfs is a
+ * layer's, not the mapping's; the recorder drops changes of files it cannot match. Past the
+ * kernel's filter length (a page), the filter takes the inodes from the lowest to the highest
+ * watched: a superset, matched again by the recorder.
  */
-static void cache_watch(unsigned long long ino)
+static void cache_watch(const unsigned long long *inos, size_t n)
 {
     if (nrings == 0)
         return;
-    for (size_t i = 0; i < nwatched; i++)
-        if (watched[i] == ino)
-            return;
-    if (nwatched == capwatched) {
-        size_t cap = capwatched ? 2 * capwatched : 64;
-        unsigned long long *n = realloc(watched, cap * sizeof *n);
-        if (!n)
-            return;
-        watched = n;
-        capwatched = cap;
+    size_t before = nwatched;
+    for (size_t k = 0; k < n; k++) {
+        int known = 0;
+        for (size_t i = 0; i < nwatched && !known; i++)
+            known = watched[i] == inos[k];
+        if (known)
+            continue;
+        if (nwatched == capwatched) {
+            size_t cap = capwatched ? 2 * capwatched : 64;
+            unsigned long long *w = realloc(watched, cap * sizeof *w);
+            if (!w)
+                break;
+            watched = w;
+            capwatched = cap;
+        }
+        watched[nwatched++] = inos[k];
     }
-    watched[nwatched++] = ino;
+    if (nwatched == before)
+        return;
     static char filter[4000];
     size_t at = 0;
     unsigned long long lo = ~0ULL, hi = 0;
     int fits = 1;
     for (size_t i = 0; i < nwatched; i++) {
-        int n = snprintf(filter + at, sizeof filter - at, "%si_ino == %llu", i ? " || " : "", watched[i]);
-        if (n < 0 || (size_t)n >= sizeof filter - at)
+        int w = snprintf(filter + at, sizeof filter - at, "%si_ino == %llu", i ? " || " : "", watched[i]);
+        if (w < 0 || (size_t)w >= sizeof filter - at)
             fits = 0;
         else
-            at += (size_t)n;
+            at += (size_t)w;
         lo = watched[i] < lo ? watched[i] : lo;
         hi = watched[i] > hi ? watched[i] : hi;
     }
     if (!fits)
         snprintf(filter, sizeof filter, "i_ino >= %llu && i_ino <= %llu", lo, hi);
-    struct cache_ring *next = NULL;
-    int n = cache_open_set(filter, &next);
-    if (n < 0) {
+    if (cache_set_filter(filter) < 0)
         line("E %lld the page-cache events with filter '%.64s...' could not be opened: %s\n", now_ns(), filter, strerror(errno));
-        return;
-    }
-    cache_close_set(rings, nrings);
-    rings = next;
-    nrings = n;
 }
 
 /* The end of the recording: no more changes, every one written. */
 static void cache_events_close(void)
 {
-    cache_close_set(rings, nrings);
+    cache_close_filter();
+    cache_drain();
+    long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < nrings; i++) {
+        close(rings[i].owner);
+        munmap(rings[i].meta, rings[i].size + (size_t)page);
+    }
+    free(rings);
     rings = NULL;
     nrings = 0;
 }
@@ -735,7 +755,7 @@ static void snapshot(pid_t pid, pid_t tid, int fd, unsigned long long dev, unsig
     long long t = now_ns();
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || seen_before(dev, ino))
         return;
-    cache_watch(ino);
+    cache_watch(&ino, 1);
     unsigned long long pages = ((unsigned long long)st.st_size + 4095) >> 12;
     struct runs r = {0};
     if (pages > 0) {
@@ -814,9 +834,22 @@ static void snapshot_fd(pid_t pid, pid_t tid, int fd)
     snprintf(link, sizeof link, "/proc/%d/fd/%d", tid, fd);
     if (stat(link, &st) < 0 || !S_ISREG(st.st_mode))
         return; /* a bad descriptor (the call fails), a device, a FIFO: nothing to read */
-    unsigned long long dev = mount_dev(tid, fd);
-    if (dev == 0)
-        dev = ((unsigned long long)major(st.st_dev) << 20) | minor(st.st_dev);
+    /* stat's device to the mount's, looked up once per device (the pair does not change). */
+    static unsigned long long stat_devs[64], mount_devs[64];
+    static size_t ndevs;
+    unsigned long long sdev = ((unsigned long long)major(st.st_dev) << 20) | minor(st.st_dev), dev = 0;
+    for (size_t i = 0; i < ndevs && !dev; i++)
+        if (stat_devs[i] == sdev)
+            dev = mount_devs[i];
+    if (!dev) {
+        dev = mount_dev(tid, fd);
+        if (!dev)
+            dev = sdev;
+        else if (ndevs < sizeof stat_devs / sizeof stat_devs[0]) {
+            stat_devs[ndevs] = sdev;
+            mount_devs[ndevs++] = dev;
+        }
+    }
     for (size_t i = 0; i < nseen; i++)
         if (seen[i].dev == dev && seen[i].ino == st.st_ino)
             return;
@@ -886,7 +919,18 @@ static void maps(pid_t pid)
             nlines++;
     }
     fclose(f);
-    /* After the whole layout: the residency lines follow its M lines. */
+    /* After the whole layout: the residency lines follow its M lines. The layout's files are
+     * watched for changes at once first (one new filter rather than one per file). */
+    static unsigned long long inos[65536];
+    size_t ninos = 0;
+    for (size_t i = 0; i < nlines; i++) {
+        unsigned long start, end, off;
+        unsigned int maj, min;
+        char perms[8];
+        if (sscanf(lines[i], "%lx-%lx %7s %lx %x:%x %llu", &start, &end, perms, &off, &maj, &min, &inos[ninos]) == 7 && inos[ninos] != 0)
+            ninos++;
+    }
+    cache_watch(inos, ninos);
     for (size_t i = 0; i < nlines; i++) {
         snapshot_maps_line(pid, lines[i]);
         free(lines[i]);
