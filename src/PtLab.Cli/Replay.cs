@@ -30,7 +30,7 @@ internal static class Replay
         var force = new Option<bool>("--force") { Description = "Run even when the estimate of the host memory needed says it will not fit." };
         var coldFiles = new Option<bool>("--cold-files")
         {
-            Description = "Ignore the page-cache residency the trace recorded: every mapped file starts cold (nothing cached), as in traces before format 4.",
+            Description = "Ignore the page-cache residency the trace recorded, and its changes: every mapped file starts cold (nothing cached), as in traces before format 4.",
         };
         cmd.Arguments.Add(file);
         cmd.Options.Add(designs);
