@@ -301,6 +301,70 @@ public sealed class ReplayCommandTests : IDisposable
     }
 
     /// <summary>
+    /// Names of one file that differ by device, as recorded on overlayfs and btrfs. Overlay: the
+    /// mapping and the residency say 00:2f (the overlay), the page-cache change fe:00 (the ext4
+    /// layer that owns the cache), with the same inode: the 16 pages it added are the mapped file's,
+    /// and the fault maps its window. Btrfs (a version 4 recording): the residency says 00:31
+    /// (stat's device of a subvolume, which no mount table lists), the mapping 00:23 (the super
+    /// block's): the mapping finds the residency's file, 64 pages cached, and maps the window.
+    /// On two plain file systems (two ext4 devices) the same names are two files, and the fault
+    /// reads its page alone.
+    /// </summary>
+    [Theory]
+    [InlineData("overlay", 16)]
+    [InlineData("btrfs", 16)]
+    [InlineData("plain", 1)]
+    public void AFilesNamesUnderAnotherDeviceAreMatchedOnOverlayAndBtrfs(string layout, int pages)
+    {
+        const ulong file = 0x7f10_0000_0000, size = 64 << 12;
+        long t = 1_000_000;
+        bool btrfs = layout == "btrfs";
+        string mapped = btrfs ? "00:23" : "00:2f", residency = btrfs ? "00:31" : mapped, changed = "fe:00";
+        var rows = new List<TraceEvent>
+        {
+            TraceEvent.Create(TraceEventKind.Task, t, Pid, Pid) with { Path = "prog" },
+            TraceEvent.Create(TraceEventKind.Exec, t += 10, Pid, Pid) with { Path = "/bin/prog", Result = Pid },
+            TraceEvent.Create(TraceEventKind.Vma, t += 10, Pid, Pid) with { Address = Stack, Length = 0x21000, Prot = 3, Flags = 2, Offset = 0, Dev = "00:00", Inode = 0, Path = "[stack]" },
+            TraceEvent.Sample(TraceEventKind.StatusExec, t += 10, Pid, Pid, new StatusFigures(132, 4, 4, 0, 0, 0, 12)),
+            TraceEvent.Create(TraceEventKind.FileCache, t += 10, Pid, Pid) with { Length = size, Dev = residency, Inode = 9, Result = btrfs ? 1 : 0 },
+        };
+        if (btrfs)
+        {
+            rows.Add(TraceEvent.Create(TraceEventKind.CacheRange, t, Pid, Pid) with { Offset = 0, Length = size, Dev = residency, Inode = 9 });
+        }
+
+        rows.AddRange(
+        [
+            TraceEvent.Create(TraceEventKind.Mmap2, t += 10, Pid, Pid) with { Address = file, Length = size, Prot = 1, Flags = 2, Offset = 0, Dev = mapped, Inode = 9, Path = "/data/table" },
+            (TraceEvent.Create(TraceEventKind.Mmap, t += 10, Pid, Pid) with { Address = 0, Length = size, Prot = 1, Flags = 0x02, Fd = 3, Offset = 0 }).Returned((long)file, 500),
+            (TraceEvent.Create(TraceEventKind.Madvise, t += 10, Pid, Pid) with { Address = file, Length = size, Prot = 1 }).Returned(0, 100),
+        ]);
+        if (!btrfs)
+        {
+            rows.Add(TraceEvent.Create(TraceEventKind.CacheAdd, t += 10, 0, 0) with { Offset = 0, Flags = 4, Dev = changed, Inode = 9, Result = Pid });
+        }
+
+        rows.AddRange(
+        [
+            TraceEvent.Fault(t += 10, Pid, Pid, file + (5 << 12), 4, 0x400000),
+            TraceEvent.Create(TraceEventKind.ExitGroup, t += 10, Pid, Pid) with { Result = 0 },
+            TraceEvent.Sample(TraceEventKind.StatusExit, t += 10, Pid, Pid, new StatusFigures(400, 4 + (4 * pages), 4, 4 * pages, 0, 0, 20)).WithResult(0),
+            TraceEvent.Create(TraceEventKind.TaskExit, t + 10, Pid, Pid) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags },
+        ]);
+        var fs = new Dictionary<DeviceNumber, FileSystemFact>
+        {
+            [new DeviceNumber(0xfe, 0)] = new("ext4", "rw", 128),
+            [new DeviceNumber(0, btrfs ? 0x23u : 0x2fu)] = new(layout == "plain" ? "ext4" : layout, "rw", 128),
+        };
+
+        string trace = Write(rows, Metadata() with { PageCache = TraceMetadata.PageCacheMapped, PageCacheChanges = TraceMetadata.PageCacheChangesRecorded, FileSystems = fs });
+        var (code, json, err) = Run("replay", trace, "--designs", "pt-reclaim", "--format", "json");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(json);
+        Assert.Equal(4 * pages, Process(doc.RootElement, "pt-reclaim").GetProperty("exit").GetProperty("rssFileKb").GetInt64());
+    }
+
+    /// <summary>
     /// The memory estimate counts the page cache a trace records: a residency row of a 64 TiB file
     /// wholly cached asks for a page each (within --ram), which no host has, and the replay is
     /// refused naming the estimate, though the trace has no fault.
