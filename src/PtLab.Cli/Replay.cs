@@ -30,7 +30,7 @@ internal static class Replay
         var force = new Option<bool>("--force") { Description = "Run even when the estimate of the host memory needed says it will not fit." };
         var coldFiles = new Option<bool>("--cold-files")
         {
-            Description = "Ignore the page-cache residency the trace recorded: every mapped file starts cold (nothing cached), as in traces before format 4.",
+            Description = "Ignore the page-cache residency the trace recorded, and its changes: every mapped file starts cold (nothing cached), as in traces before format 4.",
         };
         cmd.Arguments.Add(file);
         cmd.Options.Add(designs);
@@ -67,7 +67,7 @@ internal static class Replay
             {
                 using var reader = TraceReader.Open(path);
                 metadata = reader.Metadata;
-                groups = Groups(names, reader, (long)ramBytes, p.GetValue(force));
+                groups = Groups(names, reader, (long)ramBytes, p.GetValue(force), pageCache: !p.GetValue(coldFiles));
             }
             catch (TraceFormatException e)
             {
@@ -117,9 +117,12 @@ internal static class Replay
     /// kernel held at its peak; a design that frees less than the kernel holds more, so the tables
     /// are counted four times over. The footer's bounds (faults at most the rows that are not
     /// samples, each process's peak) decide without reading the rows when everything fits by them:
-    /// the exact figures, no larger, would decide the same. Otherwise the rows are counted.
+    /// the exact figures, no larger, would decide the same. Otherwise the rows are counted. The
+    /// page cache the trace records (its residency runs and the folios its changes add, unless
+    /// <paramref name="pageCache"/> is false: --cold-files) is held too, a page each; one residency
+    /// row can stand for a whole file, so a trace that may have such rows is always counted.
     /// </summary>
-    private static List<List<string>> Groups(IReadOnlyList<string> names, TraceReader reader, long ram, bool force)
+    private static List<List<string>> Groups(IReadOnlyList<string> names, TraceReader reader, long ram, bool force, bool pageCache = true)
     {
         if (force)
         {
@@ -127,8 +130,10 @@ internal static class Replay
         }
 
         long available = HostMemory.Available();
-        if (reader.FooterBounds() is { } bound && Together(bound.Faults, bound.PeakVmPteKb, ram, available) >= names.Count &&
-            HostMemory.Estimate(Footprint(bound.Faults, bound.PeakVmPteKb), ram, 0, pageData: false).Bytes <= available)
+        var m = reader.Metadata;
+        bool mayCache = pageCache && (m.PageCache != TraceMetadata.PageCacheNone || m.PageCacheChanges != TraceMetadata.PageCacheChangesNone);
+        if (!mayCache && reader.FooterBounds() is { } bound && Together(bound.Faults, bound.PeakVmPteKb, 0, ram, available) >= names.Count &&
+            HostMemory.Estimate(Footprint(bound.Faults, bound.PeakVmPteKb, 0), ram, 0, pageData: false).Bytes <= available)
         {
             return [[.. names]];
         }
@@ -136,20 +141,22 @@ internal static class Replay
         var summary = TraceSummary.Compute(reader);
         long faults = summary.Counts[(int)TraceEventKind.Fault] + summary.Counts[(int)TraceEventKind.KernelFault];
         long peak = summary.Processes.Sum(p => p.PeakVmPteKb);
-        HostMemory.Check(Footprint(faults, peak), ram, 0, pageData: false, available, force: false);
-        int together = Together(faults, peak, ram, available);
+        long cached = pageCache ? summary.CachedPages : 0;
+        HostMemory.Check(Footprint(faults, peak, cached), ram, 0, pageData: false, available, force: false);
+        int together = Together(faults, peak, cached, ram, available);
         return [.. names.Chunk(together).Select(c => c.ToList())];
     }
 
-    private static ScenarioFootprint Footprint(long faults, long peakVmPteKb)
+    /// <summary>What one machine of the replay holds: a page per fault and per cached page the trace records, and the tables of each process's peak four times over.</summary>
+    internal static ScenarioFootprint Footprint(long faults, long peakVmPteKb, long cachedPages)
     {
         long tables = (4 * peakVmPteKb / 4) + 64;
-        return new ScenarioFootprint(MappedBytes: (ulong)tables * (2UL << 20), ResidentBytes: (ulong)faults * 4096);
+        return new ScenarioFootprint(MappedBytes: (ulong)tables * (2UL << 20), ResidentBytes: ((ulong)faults + (ulong)cachedPages) * 4096);
     }
 
-    private static int Together(long faults, long peakVmPteKb, long ram, long available)
+    private static int Together(long faults, long peakVmPteKb, long cachedPages, long ram, long available)
     {
-        long one = HostMemory.Estimate(Footprint(faults, peakVmPteKb), ram, 0, pageData: false).Bytes;
+        long one = HostMemory.Estimate(Footprint(faults, peakVmPteKb, cachedPages), ram, 0, pageData: false).Bytes;
         return (int)Math.Clamp((available - (128L << 20)) / Math.Max(1, one - (128L << 20)), 1, int.MaxValue);
     }
 
@@ -255,11 +262,17 @@ internal sealed record ReplayReport
 
         if (coldFiles)
         {
-            warnings.Add("--cold-files: the recorded page-cache residency is ignored; every mapped file starts cold");
+            warnings.Add("--cold-files: the recorded page-cache residency is ignored, and its changes; every mapped file starts cold");
         }
-        else if (TraceCommands.PageCacheWarning(m) is { } pageCache)
+        else
         {
-            warnings.Add(pageCache);
+            foreach (var w in new[] { TraceCommands.PageCacheWarning(m), TraceCommands.PageCacheChangesWarning(m), TraceCommands.FolioOrdersWarning(m) })
+            {
+                if (w is not null)
+                {
+                    warnings.Add(w);
+                }
+            }
         }
 
         if (TraceCommands.ProcessMadviseWarning(m, results.Select(r => r.Unsupported.GetValueOrDefault(TraceReplayer.UnrecordedRanges)).DefaultIfEmpty(0).Max()) is { } ranges)

@@ -155,6 +155,16 @@ internal static class TraceCommands
             w.WriteLine($"warning   {cache}");
         }
 
+        if (PageCacheChangesWarning(m) is { } changes)
+        {
+            w.WriteLine($"warning   {changes}");
+        }
+
+        if (FolioOrdersWarning(m) is { } orders)
+        {
+            w.WriteLine($"warning   {orders}");
+        }
+
         w.WriteLine("host      " + (m.Host.Count == 0 ? "(not recorded)" : string.Join(", ", m.Host.OrderBy(k => k.Key, StringComparer.Ordinal).Select(k => $"{k.Key}={k.Value}"))));
         w.WriteLine("files on  " + (m.Version < 3 ? "(not recorded before format 3)" : m.FileSystems.Count == 0 ? "(none found)" : string.Join(", ", m.FileSystems.OrderBy(f => f.Key.ToString(), StringComparer.Ordinal).Select(f => $"{f.Key} {f.Value.Type}{(f.Value.ReadAheadKb is { } ra ? string.Create(ci, $" read_ahead_kb={ra}") : "")}"))));
         w.WriteLine();
@@ -199,6 +209,20 @@ internal static class TraceCommands
             "): every mapped file replays as cold (nothing cached when first mapped), where the host's libraries and data files were likely cached",
     };
 
+    /// <summary>What a trace with residency rows but without the changes after them cannot know, or null.</summary>
+    internal static string? PageCacheChangesWarning(TraceMetadata m) =>
+        m.PageCache == TraceMetadata.PageCacheNone || m.PageCacheChanges == TraceMetadata.PageCacheChangesRecorded ? null :
+        "page-cache changes after each file first appeared are not recorded (" +
+        (m.Version < 5 ? $"trace format {m.Version}" : m.Notes.TryGetValue("page_cache_changes_off", out var why) ? why : "no system-wide filemap tracepoints") +
+        "): pages the program's read() or write(), other processes or reclaim added or removed are missed, so fault-around can map fewer or more pages than on the host";
+
+    /// <summary>What a trace whose recorder could not read folio orders replays differently, or null.</summary>
+    internal static string? FolioOrdersWarning(TraceMetadata m) =>
+        m.FolioOrders != false || m.PageCache == TraceMetadata.PageCacheNone ? null :
+        "folio orders of the page cache found at each file's first appearance were not recorded (" +
+        (m.Notes.TryGetValue("folio_orders_off", out var why) && why.Length > 0 ? why : "no access to /proc/kpageflags") +
+        "): those pages replay as order-0 folios, so fault-around and PMD mapping of large folios the host had are missed";
+
     private static string TraceValidatorNs(long ns) =>
         (ns / 1_000_000_000).ToString(CultureInfo.InvariantCulture) + "." + (ns % 1_000_000_000).ToString("D9", CultureInfo.InvariantCulture);
 
@@ -218,6 +242,8 @@ internal static class TraceCommands
         lostEvents = m.LostEvents,
         processMadviseRanges = m.ProcessMadviseRanges,
         pageCache = m.PageCache,
+        pageCacheChanges = m.PageCacheChanges,
+        folioOrders = m.FolioOrders,
         intervalMs = m.IntervalMs,
         durationNs = s.LastNs - s.FirstNs,
         firstNs = s.FirstNs,

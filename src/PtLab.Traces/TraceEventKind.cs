@@ -90,6 +90,17 @@ public enum TraceEventKind : byte
     /// Version 5.
     /// </summary>
     Signal,
+    /// <summary>
+    /// <c>filemap:mm_filemap_add_to_page_cache</c>: a folio entered the page cache of a file the
+    /// tree maps, by whatever did it (the tree's own read(), write() or readahead, another
+    /// process, a kernel thread). Dev and Inode name the file as the tracepoint does (the inode
+    /// that owns the cache, <c>i_sb-&gt;s_dev</c>), Offset is the folio's first byte, Flags its order,
+    /// Result the process in whose context it happened (its tgid; 0 when unknown). Pid and tid are
+    /// 0: the page cache belongs to no task of the trace.
+    /// </summary>
+    CacheAdd,
+    /// <summary><c>filemap:mm_filemap_delete_from_page_cache</c>: a folio left the page cache (reclaim, truncation, invalidation). Columns as <see cref="CacheAdd"/>.</summary>
+    CacheDelete,
 }
 
 /// <summary>The columns a row can carry beyond time, pid, tid and kind.</summary>
@@ -134,7 +145,7 @@ public enum TraceFields
 public static class TraceKinds
 {
     /// <summary>Number of kinds.</summary>
-    public const int Count = (int)TraceEventKind.Signal + 1;
+    public const int Count = (int)TraceEventKind.CacheDelete + 1;
 
     /// <summary>The most cache_range rows one file_cache row may announce (a file of 2^44 bytes, every other page cached).</summary>
     public const long MaxCacheRanges = 1L << 31;
@@ -155,12 +166,14 @@ public static class TraceKinds
     private const TraceFields Mapping = TraceFields.Address | TraceFields.Length | TraceFields.Prot | TraceFields.Flags |
                                         TraceFields.Offset | TraceFields.Dev | TraceFields.Inode | TraceFields.Path;
 
+    private const TraceFields PageCacheChange = TraceFields.Offset | TraceFields.Flags | TraceFields.Dev | TraceFields.Inode | TraceFields.Result;
+
     private static readonly string[] s_names =
     [
         "fault", "kfault", "mmap", "munmap", "mremap", "madvise", "process_madvise", "mprotect", "brk",
         "mlock", "mlock2", "munlock", "mlockall", "munlockall", "exit", "exit_group", "newtask", "exec",
         "task_exit", "task", "mmap2", "vma", "status", "status_exec", "status_exit", "status_attach", "lost",
-        "madvise_range", "file_cache", "cache_range", "signal",
+        "madvise_range", "file_cache", "cache_range", "signal", "cache_add", "cache_delete",
     ];
 
     // Required fields of each kind, then the fields it may carry besides. Any other field must be null.
@@ -197,6 +210,8 @@ public static class TraceKinds
         (TraceFields.Length | TraceFields.Dev | TraceFields.Inode | TraceFields.Result, TraceFields.Path),    // file_cache
         (TraceFields.Offset | TraceFields.Length | TraceFields.Dev | TraceFields.Inode, TraceFields.Flags),   // cache_range
         (TraceFields.Result | TraceFields.Flags, TraceFields.None),                                           // signal
+        (PageCacheChange, TraceFields.None),                                                                  // cache_add
+        (PageCacheChange, TraceFields.None),                                                                  // cache_delete
     ];
 
     /// <summary>The kind's name in the <c>kind</c> column.</summary>
@@ -226,6 +241,9 @@ public static class TraceKinds
 
     /// <summary>Whether the kind is a <c>/proc/PID/status</c> sample.</summary>
     public static bool IsStatus(TraceEventKind kind) => kind is >= TraceEventKind.Status and <= TraceEventKind.StatusAttach;
+
+    /// <summary>Whether the kind is a change of the page cache after a file first appeared (<c>cache_add</c>, <c>cache_delete</c>): rows of no task.</summary>
+    public static bool IsPageCacheChange(TraceEventKind kind) => kind is TraceEventKind.CacheAdd or TraceEventKind.CacheDelete;
 
     /// <summary>Whether the kind is a page fault (user or kernel).</summary>
     public static bool IsFault(TraceEventKind kind) => kind is TraceEventKind.Fault or TraceEventKind.KernelFault;

@@ -271,6 +271,13 @@ internal sealed class TraceFuzzer
                     Path = rng.Next(50) == 0 ? new string('p', 5000) : "/lib/x.so",
                     Status = new StatusFigures(rng.Next(-1, 9), 1, 2, 3, 4, 5, rng.Next(-1, 100)),
                 };
+                if (TraceKinds.IsPageCacheChange(kind) && rng.Next(2) == 0)
+                {
+                    // Mostly well-formed page-cache changes: rows of no task, a folio at an aligned offset.
+                    int order = rng.Next(4) == 0 ? rng.Next(TraceKinds.MaxFolioOrder + 3) : 0;
+                    e = e with { Pid = 0, Tid = 0, Flags = (ulong)order, Offset = (ulong)rng.Next(1 << 16) << (12 + Math.Min(order, 20)), Result = rng.Next(3) };
+                }
+
                 list.Add(e);
             }
 

@@ -59,6 +59,30 @@ public sealed record TraceMetadata
     /// <summary><see cref="PageCache"/>: no residency recorded.</summary>
     public const string PageCacheNone = "none";
 
+    /// <summary>
+    /// Whether the trace holds the page-cache changes after each file first appeared
+    /// (<see cref="TraceEventKind.CacheAdd"/> and <see cref="TraceEventKind.CacheDelete"/> rows, from
+    /// version 5): <see cref="PageCacheChangesRecorded"/> (every folio added to or deleted from the
+    /// cache of a file the tree mapped, by any process, from the moment the file first appeared) or
+    /// <see cref="PageCacheChangesNone"/> (not recorded: an import, an older trace, a recording
+    /// without system-wide tracepoints); without them the residency is the one of each file's first
+    /// appearance, changed only by the replay's own faults.
+    /// </summary>
+    public string PageCacheChanges { get; init; } = PageCacheChangesNone;
+
+    /// <summary><see cref="PageCacheChanges"/>: recorded.</summary>
+    public const string PageCacheChangesRecorded = "recorded";
+
+    /// <summary><see cref="PageCacheChanges"/>: not recorded.</summary>
+    public const string PageCacheChangesNone = "none";
+
+    /// <summary>
+    /// Whether the recorder could read the folio orders of the cached runs (<c>/proc/kpageflags</c>,
+    /// root only): false when its <see cref="TraceEventKind.CacheRange"/> rows carry none and the
+    /// replay takes them as order-0 pages; null where the trace does not say (before version 5).
+    /// </summary>
+    public bool? FolioOrders { get; init; }
+
     /// <summary>The format version of the file read (<see cref="TraceSchema.Version"/> for a trace written now).</summary>
     public int Version { get; init; } = TraceSchema.Version;
 
@@ -89,7 +113,13 @@ public sealed record TraceMetadata
             [TraceKeys.LostEvents] = LostEvents.ToString(CultureInfo.InvariantCulture),
             [TraceKeys.ProcessMadviseRanges] = ProcessMadviseRanges ? "true" : "false",
             [TraceKeys.PageCache] = PageCache,
+            [TraceKeys.PageCacheChanges] = PageCacheChanges,
         };
+        if (FolioOrders is { } orders)
+        {
+            kv[TraceKeys.FolioOrders] = orders ? "true" : "false";
+        }
+
         if (RootPid is { } root)
         {
             kv[TraceKeys.RootPid] = root.ToString(CultureInfo.InvariantCulture);
@@ -205,6 +235,21 @@ public sealed record TraceMetadata
             return null;
         }
 
+        // Before version 5 there are no such keys (and no changes); from version 5 the first is required.
+        string? changes = v < 5 && Get(TraceKeys.PageCacheChanges) is null ? PageCacheChangesNone : Get(TraceKeys.PageCacheChanges);
+        if (changes is not (PageCacheChangesRecorded or PageCacheChangesNone))
+        {
+            error = $"metadata '{TraceKeys.PageCacheChanges}' is '{Trim(changes ?? "")}', not {PageCacheChangesRecorded} or {PageCacheChangesNone}";
+            return null;
+        }
+
+        bool? folioOrders = Get(TraceKeys.FolioOrders) is null ? null : Bool(TraceKeys.FolioOrders);
+        if (Get(TraceKeys.FolioOrders) is { } fo && folioOrders is null)
+        {
+            error = $"metadata '{TraceKeys.FolioOrders}' is '{Trim(fo)}', not true or false";
+            return null;
+        }
+
         long? lost = Long(TraceKeys.LostEvents, true, 0, long.MaxValue, ref error);
         long? root = Long(TraceKeys.RootPid, false, 1, int.MaxValue, ref error);
         long? status = Long(TraceKeys.ExitStatus, false, 0, 0xffff, ref error);
@@ -258,6 +303,8 @@ public sealed record TraceMetadata
             LostEvents = lost!.Value,
             ProcessMadviseRanges = ranges.Value,
             PageCache = pageCache,
+            PageCacheChanges = changes,
+            FolioOrders = folioOrders,
             Version = v,
             Host = Prefixed(kv, TraceKeys.HostPrefix),
             Notes = Prefixed(kv, TraceKeys.NotePrefix),

@@ -25,14 +25,15 @@ internal sealed record TraceColumn(int Index, string Name, ColumnType Type, Trac
 }
 
 /// <summary>
-/// The trace file's schema, version 4: one flat Parquet table, one row per event, sorted by time.
+/// The trace file's schema, version 5: one flat Parquet table, one row per event, sorted by time.
 /// docs/trace-format.md is its description; a change to a name, type or meaning is a new version.
 /// Version 2 added the <c>madvise_range</c> kind and the process_madvise_ranges key; version 3
 /// the <c>ptlab.fs.*</c> keys (the file systems of the mapped files); version 4 the
 /// <c>file_cache</c> and <c>cache_range</c> kinds (the page-cache residency of each mapped file
 /// when it first appeared) and the page_cache key; version 5 the <c>signal</c> kind (the SIGSEGV
-/// and SIGBUS the kernel answered faults with). Older files are read as they are (they have
-/// none of these).
+/// and SIGBUS the kernel answered faults with), the <c>cache_add</c> and <c>cache_delete</c> kinds
+/// (the page-cache changes after a file first appeared) and the page_cache_changes and
+/// folio_orders keys. Older files are read as they are (they have none of these).
 /// </summary>
 internal static class TraceSchema
 {
@@ -116,6 +117,8 @@ internal static class TraceKeys
     public const string IntervalMs = "ptlab.trace.interval_ms";
     public const string ProcessMadviseRanges = "ptlab.trace.process_madvise_ranges";
     public const string PageCache = "ptlab.trace.page_cache";
+    public const string PageCacheChanges = "ptlab.trace.page_cache_changes";
+    public const string FolioOrders = "ptlab.trace.folio_orders";
     public const string HostPrefix = "ptlab.host.";
     public const string NotePrefix = "ptlab.note.";
     public const string FsPrefix = "ptlab.fs.";

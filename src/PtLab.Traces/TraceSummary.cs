@@ -60,6 +60,13 @@ public sealed class TraceSummary
     /// <summary>Events the lost rows count.</summary>
     public long LostEvents { get; private set; }
 
+    /// <summary>
+    /// Pages the trace puts in the page cache: those of its residency runs (<c>cache_range</c>)
+    /// and of the folios its changes add (<c>cache_add</c>), deletions not subtracted: a bound on
+    /// the page cache a replay holds beyond the pages its faults bring in.
+    /// </summary>
+    public long CachedPages { get; private set; }
+
     /// <summary>The processes, by pid.</summary>
     public IReadOnlyList<ProcessSummary> Processes => [.. _processes.Values.OrderBy(p => p.FirstNs).ThenBy(p => p.Pid)];
 
@@ -102,7 +109,7 @@ public sealed class TraceSummary
 
             var e = b.Event(r);
             Add(e);
-            last = e.Kind == TraceEventKind.Lost ? null : _processes[e.Pid];
+            last = e.Kind == TraceEventKind.Lost || TraceKinds.IsPageCacheChange(e.Kind) ? null : _processes[e.Pid];
             lastTid = e.Tid;
         }
     }
@@ -120,6 +127,21 @@ public sealed class TraceSummary
         {
             LostEvents += (long)e.Length;
             return;
+        }
+
+        if (TraceKinds.IsPageCacheChange(e.Kind))
+        {
+            if (e.Kind == TraceEventKind.CacheAdd && e.Flags <= TraceKinds.MaxFolioOrder)
+            {
+                CachedPages += 1L << (int)e.Flags;
+            }
+
+            return; // rows of no task
+        }
+
+        if (e.Kind == TraceEventKind.CacheRange)
+        {
+            CachedPages += (long)Math.Min(e.Length / 4096, long.MaxValue / 4);
         }
 
         if (!_processes.TryGetValue(e.Pid, out var p))

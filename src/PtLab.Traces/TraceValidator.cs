@@ -291,6 +291,11 @@ internal sealed class TraceValidator
             return e.Length is 0 or > long.MaxValue ? $"lost row counts {(long)e.Length} events (must be positive)" : null;
         }
 
+        if (TraceKinds.IsPageCacheChange(e.Kind))
+        {
+            return PageCacheChange(e);
+        }
+
         if (e.Pid <= 0 || e.Tid <= 0)
         {
             return $"pid {e.Pid} / tid {e.Tid}: both must be positive";
@@ -358,8 +363,40 @@ internal sealed class TraceValidator
         return null;
     }
 
+    /// <summary>A cache_add or cache_delete row: no task, a folio of a valid order at an offset aligned to its size, a hex device, a context pid.</summary>
+    private static string? PageCacheChange(in TraceEvent e)
+    {
+        string kind = TraceKinds.Name(e.Kind);
+        if (e.Pid != 0 || e.Tid != 0)
+        {
+            return $"{kind} row has a pid or tid (both must be 0: the page cache belongs to no task; result names the process)";
+        }
+
+        if (e.Flags > TraceKinds.MaxFolioOrder)
+        {
+            return $"{kind} row has folio order {e.Flags} (at most {TraceKinds.MaxFolioOrder})";
+        }
+
+        ulong size = 4096UL << (int)e.Flags;
+        if (e.Offset % size != 0 || e.Offset > long.MaxValue - size)
+        {
+            return $"{kind} row has a folio of order {e.Flags} at offset 0x{e.Offset:x} (must be aligned to its {size} bytes, below 2^63)";
+        }
+
+        if (!IsDev(e.Dev!))
+        {
+            return $"{kind} row has dev '{TraceMetadata.Trim(e.Dev!)}' (must be hex major:minor)";
+        }
+
+        return e.Result is < 0 or > int.MaxValue ? $"{kind} row names process {e.Result} (must be a pid, or 0 for unknown)" : null;
+    }
+
     private string? Tasks(in TraceEvent e)
     {
+        if (TraceKinds.IsPageCacheChange(e.Kind))
+        {
+            return null;
+        }
 
         switch (e.Kind)
         {

@@ -205,7 +205,7 @@ public sealed class ReplayCommandTests : IDisposable
             TraceEvent.Sample(TraceEventKind.StatusExit, t += 10, Pid, Pid, new StatusFigures(400, 68, 4, 64, 0, 0, 20)).WithResult(0),
             TraceEvent.Create(TraceEventKind.TaskExit, t + 10, Pid, Pid) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags },
         };
-        string trace = Write(rows, Metadata() with { PageCache = TraceMetadata.PageCacheMapped });
+        string trace = Write(rows, Metadata() with { PageCache = TraceMetadata.PageCacheMapped, PageCacheChanges = TraceMetadata.PageCacheChangesRecorded });
         static long ExitRssFile(string json)
         {
             using var doc = JsonDocument.Parse(json);
@@ -218,7 +218,7 @@ public sealed class ReplayCommandTests : IDisposable
         Assert.Equal(64, ExitRssFile(warm));
         var (coldCode, cold, _) = Run("replay", trace, "--designs", "pt-reclaim", "--cold-files");
         Assert.Equal(0, coldCode);
-        Assert.Contains("warning: --cold-files: the recorded page-cache residency is ignored", cold);
+        Assert.Contains("warning: --cold-files: the recorded page-cache residency is ignored, and its changes", cold);
         Assert.Contains("mapped files: 1 file: cold when first mapped (recorded page-cache state ignored)", cold);
         var (_, coldJson, _) = Run("replay", trace, "--designs", "pt-reclaim", "--cold-files", "--format", "json");
         using (var doc = JsonDocument.Parse(coldJson))
@@ -238,6 +238,155 @@ public sealed class ReplayCommandTests : IDisposable
         var (_, infoJson, _) = Run("trace", "info", trace, "--format", "json");
         using var infoDoc = JsonDocument.Parse(infoJson);
         Assert.Equal("mapped", infoDoc.RootElement.GetProperty("pageCache").GetString());
+    }
+
+    /// <summary>
+    /// A 64-page file that appeared cold, mapped under MADV_RANDOM. Before the first fault a 16-page
+    /// folio of it entered the cache at page 0 and one at page 16 (a read() of the file), and the
+    /// second left it again (another process's POSIX_FADV_DONTNEED): the fault in page 5 maps its
+    /// whole window, the one in page 20 reads its page alone, 17 pages in all. Without the change
+    /// rows, or with --cold-files, each fault maps one page. trace info counts the rows and warns
+    /// where folio orders or the changes are missing.
+    /// </summary>
+    [Fact]
+    public void PageCacheChangesBeforeAFaultAreWhatItsFaultAroundFinds()
+    {
+        const ulong file = 0x7f10_0000_0000, size = 64 << 12;
+        long t = 1_000_000;
+        TraceEvent Change(bool add, ulong page) =>
+            TraceEvent.Create(add ? TraceEventKind.CacheAdd : TraceEventKind.CacheDelete, t += 10, 0, 0) with { Offset = page << 12, Flags = 4, Dev = "fe:00", Inode = 9, Result = add ? Pid : 777 };
+        var rows = new List<TraceEvent>
+        {
+            TraceEvent.Create(TraceEventKind.Task, t, Pid, Pid) with { Path = "prog" },
+            TraceEvent.Create(TraceEventKind.Exec, t += 10, Pid, Pid) with { Path = "/bin/prog", Result = Pid },
+            TraceEvent.Create(TraceEventKind.Vma, t += 10, Pid, Pid) with { Address = Stack, Length = 0x21000, Prot = 3, Flags = 2, Offset = 0, Dev = "00:00", Inode = 0, Path = "[stack]" },
+            TraceEvent.Sample(TraceEventKind.StatusExec, t += 10, Pid, Pid, new StatusFigures(132, 4, 4, 0, 0, 0, 12)),
+            TraceEvent.Create(TraceEventKind.FileCache, t += 10, Pid, Pid) with { Length = size, Dev = "fe:00", Inode = 9, Result = 0 },
+            TraceEvent.Create(TraceEventKind.Mmap2, t += 10, Pid, Pid) with { Address = file, Length = size, Prot = 1, Flags = 2, Offset = 0, Dev = "fe:00", Inode = 9, Path = "/data/table" },
+            (TraceEvent.Create(TraceEventKind.Mmap, t += 10, Pid, Pid) with { Address = 0, Length = size, Prot = 1, Flags = 0x02, Fd = 3, Offset = 0 }).Returned((long)file, 500),
+            (TraceEvent.Create(TraceEventKind.Madvise, t += 10, Pid, Pid) with { Address = file, Length = size, Prot = 1 }).Returned(0, 100),
+            Change(add: true, page: 0),
+            Change(add: true, page: 16),
+            Change(add: false, page: 16),
+            TraceEvent.Fault(t += 10, Pid, Pid, file + (5 << 12), 4, 0x400000),
+            TraceEvent.Fault(t += 10, Pid, Pid, file + (20 << 12), 4, 0x400000),
+            TraceEvent.Create(TraceEventKind.ExitGroup, t += 10, Pid, Pid) with { Result = 0 },
+            TraceEvent.Sample(TraceEventKind.StatusExit, t += 10, Pid, Pid, new StatusFigures(400, 72, 4, 68, 0, 0, 20)).WithResult(0),
+            TraceEvent.Create(TraceEventKind.TaskExit, t + 10, Pid, Pid) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags },
+        };
+        var recorded = Metadata() with { PageCache = TraceMetadata.PageCacheMapped, PageCacheChanges = TraceMetadata.PageCacheChangesRecorded, FolioOrders = true };
+        long ExitRssFile(string trace, params string[] extra)
+        {
+            var (code, json, err) = Run(["replay", trace, "--designs", "pt-reclaim", "--format", "json", .. extra]);
+            Assert.True(code == 0, err);
+            using var doc = JsonDocument.Parse(json);
+            return Process(doc.RootElement, "pt-reclaim").GetProperty("exit").GetProperty("rssFileKb").GetInt64();
+        }
+
+        string trace = Write(rows, recorded);
+        Assert.Equal(17 * 4, ExitRssFile(trace));
+        Assert.Equal(2 * 4, ExitRssFile(trace, "--cold-files"));
+        string without = Write(rows.Where(e => !TraceKinds.IsPageCacheChange(e.Kind)), recorded with { PageCacheChanges = TraceMetadata.PageCacheChangesNone, FolioOrders = false });
+        Assert.Equal(2 * 4, ExitRssFile(without));
+
+        var (_, info, _) = Run("trace", "info", trace);
+        Assert.Matches(@"cache_add\s+2\n", info.Replace("\r", "", StringComparison.Ordinal));
+        Assert.Matches(@"cache_delete\s+1\n", info.Replace("\r", "", StringComparison.Ordinal));
+        Assert.DoesNotContain("warning   page-cache changes", info);
+        var (_, infoWithout, _) = Run("trace", "info", without);
+        Assert.Contains("warning   page-cache changes after each file first appeared are not recorded", infoWithout);
+        Assert.Contains("warning   folio orders of the page cache found at each file's first appearance were not recorded", infoWithout);
+        var (_, replayWithout, _) = Run("replay", without, "--designs", "pt-reclaim");
+        Assert.Contains("warning: folio orders of the page cache found at each file's first appearance were not recorded", replayWithout);
+    }
+
+    /// <summary>
+    /// Names of one file that differ by device, as recorded on overlayfs and btrfs. Overlay: the
+    /// mapping and the residency say 00:2f (the overlay), the page-cache change fe:00 (the ext4
+    /// layer that owns the cache), with the same inode: the 16 pages it added are the mapped file's,
+    /// and the fault maps its window. Btrfs (a version 4 recording): the residency says 00:31
+    /// (stat's device of a subvolume, which no mount table lists), the mapping 00:23 (the super
+    /// block's): the mapping finds the residency's file, 64 pages cached, and maps the window.
+    /// On two plain file systems (two ext4 devices) the same names are two files, and the fault
+    /// reads its page alone.
+    /// </summary>
+    [Theory]
+    [InlineData("overlay", 16)]
+    [InlineData("btrfs", 16)]
+    [InlineData("plain", 1)]
+    public void AFilesNamesUnderAnotherDeviceAreMatchedOnOverlayAndBtrfs(string layout, int pages)
+    {
+        const ulong file = 0x7f10_0000_0000, size = 64 << 12;
+        long t = 1_000_000;
+        bool btrfs = layout == "btrfs";
+        string mapped = btrfs ? "00:23" : "00:2f", residency = btrfs ? "00:31" : mapped, changed = "fe:00";
+        var rows = new List<TraceEvent>
+        {
+            TraceEvent.Create(TraceEventKind.Task, t, Pid, Pid) with { Path = "prog" },
+            TraceEvent.Create(TraceEventKind.Exec, t += 10, Pid, Pid) with { Path = "/bin/prog", Result = Pid },
+            TraceEvent.Create(TraceEventKind.Vma, t += 10, Pid, Pid) with { Address = Stack, Length = 0x21000, Prot = 3, Flags = 2, Offset = 0, Dev = "00:00", Inode = 0, Path = "[stack]" },
+            TraceEvent.Sample(TraceEventKind.StatusExec, t += 10, Pid, Pid, new StatusFigures(132, 4, 4, 0, 0, 0, 12)),
+            TraceEvent.Create(TraceEventKind.FileCache, t += 10, Pid, Pid) with { Length = size, Dev = residency, Inode = 9, Result = btrfs ? 1 : 0 },
+        };
+        if (btrfs)
+        {
+            rows.Add(TraceEvent.Create(TraceEventKind.CacheRange, t, Pid, Pid) with { Offset = 0, Length = size, Dev = residency, Inode = 9 });
+        }
+
+        rows.AddRange(
+        [
+            TraceEvent.Create(TraceEventKind.Mmap2, t += 10, Pid, Pid) with { Address = file, Length = size, Prot = 1, Flags = 2, Offset = 0, Dev = mapped, Inode = 9, Path = "/data/table" },
+            (TraceEvent.Create(TraceEventKind.Mmap, t += 10, Pid, Pid) with { Address = 0, Length = size, Prot = 1, Flags = 0x02, Fd = 3, Offset = 0 }).Returned((long)file, 500),
+            (TraceEvent.Create(TraceEventKind.Madvise, t += 10, Pid, Pid) with { Address = file, Length = size, Prot = 1 }).Returned(0, 100),
+        ]);
+        if (!btrfs)
+        {
+            rows.Add(TraceEvent.Create(TraceEventKind.CacheAdd, t += 10, 0, 0) with { Offset = 0, Flags = 4, Dev = changed, Inode = 9, Result = Pid });
+        }
+
+        rows.AddRange(
+        [
+            TraceEvent.Fault(t += 10, Pid, Pid, file + (5 << 12), 4, 0x400000),
+            TraceEvent.Create(TraceEventKind.ExitGroup, t += 10, Pid, Pid) with { Result = 0 },
+            TraceEvent.Sample(TraceEventKind.StatusExit, t += 10, Pid, Pid, new StatusFigures(400, 4 + (4 * pages), 4, 4 * pages, 0, 0, 20)).WithResult(0),
+            TraceEvent.Create(TraceEventKind.TaskExit, t + 10, Pid, Pid) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags },
+        ]);
+        var fs = new Dictionary<DeviceNumber, FileSystemFact>
+        {
+            [new DeviceNumber(0xfe, 0)] = new("ext4", "rw", 128),
+            [new DeviceNumber(0, btrfs ? 0x23u : 0x2fu)] = new(layout == "plain" ? "ext4" : layout, "rw", 128),
+        };
+
+        string trace = Write(rows, Metadata() with { PageCache = TraceMetadata.PageCacheMapped, PageCacheChanges = TraceMetadata.PageCacheChangesRecorded, FileSystems = fs });
+        var (code, json, err) = Run("replay", trace, "--designs", "pt-reclaim", "--format", "json");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(json);
+        Assert.Equal(4 * pages, Process(doc.RootElement, "pt-reclaim").GetProperty("exit").GetProperty("rssFileKb").GetInt64());
+    }
+
+    /// <summary>
+    /// The memory estimate counts the page cache a trace records: a residency row of a 64 TiB file
+    /// wholly cached asks for a page each (within --ram), which no host has, and the replay is
+    /// refused naming the estimate, though the trace has no fault.
+    /// </summary>
+    [Fact]
+    public void TheMemoryEstimateCountsTheRecordedPageCache()
+    {
+        const ulong size = 64UL << 40;
+        long t = 1_000_000;
+        var rows = new List<TraceEvent>
+        {
+            TraceEvent.Create(TraceEventKind.Task, t, Pid, Pid) with { Path = "prog" },
+            TraceEvent.Create(TraceEventKind.FileCache, t += 10, Pid, Pid) with { Length = size, Dev = "fe:00", Inode = 9, Result = 1 },
+            TraceEvent.Create(TraceEventKind.CacheRange, t, Pid, Pid) with { Offset = 0, Length = size, Dev = "fe:00", Inode = 9 },
+            TraceEvent.Create(TraceEventKind.TaskExit, t + 10, Pid, Pid) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags },
+        };
+        string trace = Write(rows, Metadata() with { PageCache = TraceMetadata.PageCacheMapped });
+        var (code, output, err) = Run("replay", trace, "--designs", "none", "--ram", "128T");
+        Assert.Equal(2, code);
+        Assert.Equal("", output);
+        Assert.Contains("for up to 64 TiB of simulated RSS", err);
+        Assert.Contains("or --force to run anyway", err);
     }
 
     private static string Exit(string json)

@@ -1083,6 +1083,83 @@ public sealed class SimFile
     }
 
     /// <summary>
+    /// A folio the host removed from this file's cache (<c>filemap_remove_folio</c>, as reported by
+    /// <c>mm_filemap_delete_from_page_cache</c>: reclaim, truncation, invalidation by another
+    /// process, <c>POSIX_FADV_DONTNEED</c>): the pages of [<paramref name="first"/>, +<paramref name="pages"/>)
+    /// leave the model's cache too, a large folio of the model whole where the range holds all of
+    /// it. The host removes a folio only once no page table maps it and its data is on disk, so a
+    /// dirty page is written back first; a page the model still maps (or holds otherwise), and a
+    /// large folio reaching outside the range, stay. Shmem pages have no other copy and stay.
+    /// Returns the pages removed and those kept.
+    /// </summary>
+    public (long Removed, long Kept) Invalidate(ulong first, ulong pages)
+    {
+        if (IsShmem)
+        {
+            return (0, 0);
+        }
+
+        ulong end = first + pages;
+        var doomed = new List<long>();
+        long kept = 0;
+        lock (_lock)
+        {
+            for (ulong index = first; index < end; index++)
+            {
+                if (!_pages.TryGetValue(index, out long pfn))
+                {
+                    continue;
+                }
+
+                ref var d = ref _phys.Desc(pfn);
+                if ((d.Flags & (int)(PageFlags.Head | PageFlags.Tail)) != 0)
+                {
+                    // A PMD-sized folio: removed whole when the range holds it and nothing maps it.
+                    long head = _phys.CompoundHead(pfn);
+                    ulong start = index - (ulong)(pfn - head);
+                    bool busy = start < first || start + PhysMemory.HugeFrames > end
+                        || Volatile.Read(ref _phys.EntireMapCount(head)) != 0 || _phys.Desc(head).RefCount != PhysMemory.HugeFrames;
+                    for (int i = 0; i < PhysMemory.HugeFrames && !busy; i++)
+                    {
+                        busy = _phys.Desc(head + i).MapCount != 0;
+                    }
+
+                    ulong stop = Math.Min(end, start + PhysMemory.HugeFrames);
+                    if (busy)
+                    {
+                        kept += (long)(stop - index);
+                    }
+                    else
+                    {
+                        for (int i = 0; i < PhysMemory.HugeFrames; i++)
+                        {
+                            WriteBack(head + i, start + (ulong)i);
+                            DeleteFromPageCache(head + i, start + (ulong)i);
+                            doomed.Add(head + i);
+                        }
+                    }
+
+                    index = stop - 1;
+                    continue;
+                }
+
+                if (d.MapCount != 0 || d.RefCount != 1)
+                {
+                    kept++;
+                    continue;
+                }
+
+                WriteBack(pfn, index);
+                DeleteFromPageCache(pfn, index);
+                doomed.Add(pfn);
+            }
+        }
+
+        _phys.PutPages(doomed.ToArray());
+        return (doomed.Count, kept);
+    }
+
+    /// <summary>
     /// Reclaim's end of a file page: if it is still cached here, unmapped, and held only by the
     /// cache and by reclaim's isolation, a clean page leaves the cache (<c>__remove_mapping</c>) and
     /// the cache's reference is dropped; a dirty one is written back (<c>pageout</c>) and stays,

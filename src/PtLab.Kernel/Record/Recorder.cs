@@ -335,8 +335,42 @@ public static class Recorder
             }
         }
 
+        // The files the tree maps, by the identities their mapping and residency rows give them,
+        // to which the page-cache changes the tracer read (filtered by inode number only) are
+        // matched; a change of another file is dropped.
+        var fsTypes = new Dictionary<DeviceNumber, string?>();
+        var keys = new FileKeys(d =>
+        {
+            if (!fsTypes.TryGetValue(d, out var type))
+            {
+                fsTypes[d] = type = FileSystemProbe.For([d]).TryGetValue(d, out var fact) ? fact.Type : null;
+            }
+
+            return type;
+        });
+        long changesDropped = 0;
+        void NoteFile(in TraceEvent e)
+        {
+            if (e.Kind is TraceEventKind.Mmap2 or TraceEventKind.Vma or TraceEventKind.FileCache && e.Inode != 0 && DeviceNumber.TryParse(e.Dev, out var dev))
+            {
+                keys.Add(dev, e.Inode);
+            }
+        }
+
         void AppendSample(TraceEvent s)
         {
+            if (TraceKinds.IsPageCacheChange(s.Kind))
+            {
+                if (!DeviceNumber.TryParse(s.Dev, out var dev) || !keys.TryResolve(dev, s.Inode, out _) || merge.Check(s) is not null)
+                {
+                    changesDropped++;
+                    return;
+                }
+
+                writer.Append(s);
+                return;
+            }
+
             // A sample names the thread the tracer read it through; if perf already saw that thread
             // exit, any live thread of the process stands for it (the sample is of the mm).
             if (!merge.IsLive(s.Pid, s.Tid))
@@ -364,6 +398,7 @@ public static class Recorder
             }
 
             NoteDevice(s);
+            NoteFile(s);
             writer.Append(s);
         }
 
@@ -421,6 +456,7 @@ public static class Recorder
                 }
 
                 NoteDevice(e);
+                NoteFile(e);
                 writer.Append(e);
             }
 
@@ -458,6 +494,34 @@ public static class Recorder
         }
 
         notes["page_cache_files"] = tracer.FileCacheRows.ToString(CultureInfo.InvariantCulture);
+        if (tracer.PageCacheChanges)
+        {
+            // Changes the tracer read; of them, those of a mapped file (the rows) and the others
+            // (another file with the same inode number, dropped); and those its rings lost.
+            notes["page_cache_changes_read"] = tracer.PageCacheChangeRows.ToString(CultureInfo.InvariantCulture);
+            notes["page_cache_changes_dropped"] = changesDropped.ToString(CultureInfo.InvariantCulture);
+            notes["page_cache_changes_lost"] = tracer.PageCacheChangesLost.ToString(CultureInfo.InvariantCulture);
+            if (keys.Fallbacks > 0)
+            {
+                notes["page_cache_changes_matched_by_inode"] = keys.Fallbacks.ToString(CultureInfo.InvariantCulture);
+            }
+        }
+        else
+        {
+            notes["page_cache_changes_off"] = tracer.PageCacheChangesOff ?? "the tracer did not say";
+            log.WriteLine($"ptlab: page-cache changes are not recorded ({tracer.PageCacheChangesOff ?? "the tracer did not say"}): the replay keeps each file's residency as it was when the file first appeared");
+        }
+
+        if (tracer.PageCacheChangesLost > 0)
+        {
+            log.WriteLine($"ptlab: {tracer.PageCacheChangesLost} page-cache changes were lost: the replay's page cache may differ from the host's");
+        }
+
+        if (tracer.FolioOrders == false)
+        {
+            notes["folio_orders_off"] = tracer.FolioOrdersOff ?? "";
+            log.WriteLine($"ptlab: folio orders are not recorded ({tracer.FolioOrdersOff}): the page cache found at each file's first appearance replays in order-0 pages");
+        }
         if (tracer.Errors.Count > 0)
         {
             notes["tracer_errors"] = string.Join("; ", tracer.Errors);
@@ -479,6 +543,8 @@ public static class Recorder
             // The seccomp filter that stops process_madvise also stops each mmap of a descriptor,
             // where the tracer reads the file's residency; without it only the layouts' files have one.
             PageCache = tracer.ProcessMadviseRanges && !attach ? TraceMetadata.PageCacheMapped : TraceMetadata.PageCacheLayout,
+            PageCacheChanges = tracer.PageCacheChanges ? TraceMetadata.PageCacheChangesRecorded : TraceMetadata.PageCacheChangesNone,
+            FolioOrders = tracer.FolioOrders ?? false,
             Host = HostProbe.Facts(perfVersion),
             Notes = notes,
             FileSystems = FileSystemProbe.For(devices),

@@ -41,6 +41,24 @@ internal sealed class TracerOutput
     /// <summary>Files whose page-cache residency the tracer wrote (C lines).</summary>
     public long FileCacheRows { get; private set; }
 
+    /// <summary>Whether the tracer recorded page-cache changes (a G line said "on"; P lines follow).</summary>
+    public bool PageCacheChanges { get; private set; }
+
+    /// <summary>Why page-cache changes were not recorded (the G line's words), or null.</summary>
+    public string? PageCacheChangesOff { get; private set; }
+
+    /// <summary>Whether the tracer could read folio orders (an O line said "on"); null when it did not say.</summary>
+    public bool? FolioOrders { get; private set; }
+
+    /// <summary>Why folio orders could not be read (the O line's words), or null.</summary>
+    public string? FolioOrdersOff { get; private set; }
+
+    /// <summary>Page-cache changes the tracer read (P lines).</summary>
+    public long PageCacheChangeRows { get; private set; }
+
+    /// <summary>Page-cache changes lost in the tracer's rings (L lines).</summary>
+    public long PageCacheChangesLost { get; private set; }
+
     /// <summary>Calls in <see cref="ProcessMadviseCalls"/>.</summary>
     public long ProcessMadviseCallCount { get; private set; }
 
@@ -88,6 +106,15 @@ internal sealed class TracerOutput
             {
                 throw new TraceFormatException($"{path}:{lineNo}: the tracer's line '{TraceMetadata.Trim(line)}' does not parse: {e.Message}");
             }
+        }
+
+        // The tracer writes page-cache changes in batches, after lines stamped later: the rows go
+        // in time order (a stable sort keeps each residency row with its runs).
+        if (output.PageCacheChangeRows > 0)
+        {
+            var sorted = output.Rows.OrderBy(r => r.TimeNs).ToList();
+            output.Rows.Clear();
+            output.Rows.AddRange(sorted);
         }
 
         return output;
@@ -201,6 +228,45 @@ internal sealed class TracerOutput
 
             case 'D':
                 Done = true;
+                break;
+            case 'G':
+                PageCacheChanges = f[2] == "on";
+                PageCacheChangesOff = PageCacheChanges ? null : string.Join(' ', f[3..]);
+                break;
+            case 'O':
+                FolioOrders = f[2] == "on";
+                FolioOrdersOff = FolioOrders == true ? null : string.Join(' ', f[3..]);
+                break;
+            case 'P':
+                {
+                    // "P TIME PID TID a|d DEV INODE INDEX ORDER": pid and tid of the context, any process.
+                    if (f.Length != 9 || f[4] is not ("a" or "d"))
+                    {
+                        throw new FormatException($"{f.Length} fields, change '{(f.Length > 4 ? f[4] : "")}'");
+                    }
+
+                    var kind = f[4] == "a" ? TraceEventKind.CacheAdd : TraceEventKind.CacheDelete;
+                    ulong order = ulong.Parse(f[8], NumberStyles.None, CultureInfo.InvariantCulture);
+                    ulong index = Hex(f[7]);
+                    if (order > TraceKinds.MaxFolioOrder || index > (ulong.MaxValue >> 13))
+                    {
+                        throw new FormatException($"a folio of order {order} at index {index:x}");
+                    }
+
+                    Rows.Add(TraceEvent.Create(kind, Long(f[1]), 0, 0) with
+                    {
+                        Offset = index * 4096,
+                        Flags = order,
+                        Dev = f[5],
+                        Inode = ulong.Parse(f[6], NumberStyles.None, CultureInfo.InvariantCulture),
+                        Result = Int(f[2]),
+                    });
+                    PageCacheChangeRows++;
+                    break;
+                }
+
+            case 'L':
+                PageCacheChangesLost += Long(f[2]);
                 break;
             case 'F':
                 ProcessMadviseRanges = f[2] == "on";

@@ -19,6 +19,13 @@
  *     frames' flags (/proc/self/pagemap and /proc/kpageflags, root only); the populate marks the
  *     pages accessed, the one change the snapshot makes. Only regular files are opened (a device
  *     or FIFO could react to an open);
+ *   - every folio added to or deleted from the page cache of those files after they first
+ *     appeared, by any process or kernel thread (filemap:mm_filemap_add_to_page_cache and
+ *     mm_filemap_delete_from_page_cache, opened here system-wide with perf_event_open, one ring
+ *     per CPU, CLOCK_MONOTONIC, filtered in the kernel to the inode numbers of the files seen so
+ *     far; the filter grows before each file's residency is read, so no change between the two
+ *     is missed). Needs root (or perf_event_paranoid -1 and read access to tracefs); without
+ *     it the G line says why and no P line follows;
  *   - at every process_madvise call (exec mode only), the ranges of its iovec array, which perf's
  *     sys_enter_process_madvise cannot show (it has the array's address only). CMD starts under a
  *     seccomp filter that answers SECCOMP_RET_TRACE for process_madvise and allows every other
@@ -55,6 +62,17 @@
  *                                         pages (page index and page count, hex, and the folio
  *                                         order of the run's folios where frame flags could be
  *                                         read), then the path (the rest of the line)
+ *   G <time> on|off <why>                 whether page-cache changes are recorded (P lines)
+ *   O <time> on|off <why>                 whether the folio orders of cached runs can be read
+ *                                         (/proc/self/pagemap frame numbers and /proc/kpageflags)
+ *   P <time> <pid> <tid> a|d <dev> <inode> <index> <order>
+ *                                         a folio of 2^order pages at page index <index> (hex) was
+ *                                         added to (a) or deleted from (d) the page cache of the
+ *                                         file <dev> (hex major:minor, the tracepoint's: the inode
+ *                                         that owns the cache) <inode>, in the context of task
+ *                                         <tid> of process <pid> (any process, not only the tree's).
+ *                                         Written in batches: not in time order with other lines
+ *   L <time> <n>                          n page-cache events were lost (a ring overflowed)
  *   D <time>                              the end: the tree is gone or detached
  * Exit status: 0 when the tree was followed to its end, 3 when CMD could not be started, 4 when
  * ptrace failed.
@@ -65,6 +83,7 @@
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
+#include <linux/perf_event.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <signal.h>
@@ -74,6 +93,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -213,6 +233,275 @@ static int sample(pid_t tgid, pid_t tid, const char *why)
     return 1;
 }
 
+/* ---- page-cache changes: filemap tracepoints, system-wide, filtered by inode ---- */
+
+#define CACHE_RING_PAGES 256 /* 1 MiB of samples per CPU, drained at every pass of the main loop */
+
+struct cache_ring {
+    int cpu;
+    int owner;                  /* the event that owns the ring (filter: inode 0, never matches) */
+    int fd_add, fd_del;         /* the events of the current filter, writing to the owner's ring */
+    struct perf_event_mmap_page *meta;
+    char *data;
+    size_t size;
+};
+/* One ring per CPU, for the whole recording; the events of each filter write to it. */
+static struct cache_ring *rings;
+static int nrings;
+static int cache_add_id = -1, cache_del_id = -1;
+static unsigned long long *watched; /* inode numbers in the filter */
+static size_t nwatched, capwatched;
+
+static int tracepoint_id(const char *name)
+{
+    static const char *roots[] = {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"};
+    char path[256];
+    for (int r = 0; r < 2; r++) {
+        snprintf(path, sizeof path, "%s/events/filemap/%s/id", roots[r], name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        int id = -1;
+        if (fscanf(f, "%d", &id) != 1)
+            id = -1;
+        fclose(f);
+        return id;
+    }
+    return -1;
+}
+
+static int open_cache_event(int id, int cpu, const char *filter)
+{
+    struct perf_event_attr a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.type = PERF_TYPE_TRACEPOINT;
+    a.config = (unsigned long long)id;
+    a.sample_period = 1;
+    a.sample_type = PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW;
+    a.disabled = 1;
+    a.use_clockid = 1;
+    a.clockid = CLOCK_MONOTONIC;
+    a.wakeup_events = 1 << 20;
+    int fd = (int)syscall(__NR_perf_event_open, &a, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd >= 0 && ioctl(fd, PERF_EVENT_IOC_SET_FILTER, filter) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* Writes the P (and L) lines of every sample in the rings. */
+static void cache_drain(void)
+{
+    for (int i = 0; i < nrings; i++) {
+        struct cache_ring *r = &rings[i];
+        unsigned long long head = __atomic_load_n(&r->meta->data_head, __ATOMIC_ACQUIRE);
+        unsigned long long tail = r->meta->data_tail;
+        while (tail + sizeof(struct perf_event_header) <= head) {
+            unsigned char buf[512];
+            struct perf_event_header h;
+            for (size_t k = 0; k < sizeof h; k++)
+                ((unsigned char *)&h)[k] = (unsigned char)r->data[(tail + k) % r->size];
+            if (h.size < sizeof h || tail + h.size > head)
+                break;
+            size_t len = h.size < sizeof buf ? h.size : sizeof buf;
+            for (size_t k = 0; k < len; k++)
+                buf[k] = (unsigned char)r->data[(tail + k) % r->size];
+            const unsigned char *b = buf + sizeof h;
+            if (h.type == PERF_RECORD_SAMPLE && len >= sizeof h + 20 + 37) {
+                /* pid, tid (u32 each), time (u64), raw size (u32), then the tracepoint's entry:
+                 * common_type (u16) at 0, i_ino at 16, index at 24, s_dev (u32) at 32, order at 36 */
+                unsigned int pid, tid, rawsize, sdev;
+                unsigned long long time, ino, index;
+                unsigned short type;
+                memcpy(&pid, b, 4);
+                memcpy(&tid, b + 4, 4);
+                memcpy(&time, b + 8, 8);
+                memcpy(&rawsize, b + 16, 4);
+                const unsigned char *raw = b + 20;
+                if (rawsize >= 37) {
+                    memcpy(&type, raw, 2);
+                    memcpy(&ino, raw + 16, 8);
+                    memcpy(&index, raw + 24, 8);
+                    memcpy(&sdev, raw + 32, 4);
+                    line("P %lld %u %u %c %02x:%02x %llu %llx %u\n", (long long)time, pid, tid, type == cache_add_id ? 'a' : 'd',
+                         sdev >> 20, sdev & 0xfffff, ino, index, raw[36]);
+                }
+            } else if (h.type == PERF_RECORD_LOST && len >= sizeof h + 16) {
+                unsigned long long lost;
+                memcpy(&lost, b + 8, 8);
+                line("L %lld %llu\n", now_ns(), lost);
+            }
+            tail += h.size;
+        }
+        __atomic_store_n(&r->meta->data_tail, tail, __ATOMIC_RELEASE);
+    }
+}
+
+/* Closes the events of the current filter (their samples stay in the rings). */
+static void cache_close_filter(void)
+{
+    for (int i = 0; i < nrings; i++) {
+        if (rings[i].fd_add >= 0)
+            close(rings[i].fd_add);
+        if (rings[i].fd_del >= 0)
+            close(rings[i].fd_del);
+        rings[i].fd_add = rings[i].fd_del = -1;
+    }
+}
+
+/*
+ * Opens both tracepoints on every CPU with FILTER, writing to that CPU's ring, and enables them,
+ * then closes those of the previous filter: a tracepoint event takes its filter once (a second
+ * PERF_EVENT_IOC_SET_FILTER fails with EEXIST), so a new filter is a new pair of events per CPU.
+ * The new events run before the old ones go, so no change is missed (one may be written twice).
+ * Returns 0, or -1 with errno (the previous events stay).
+ */
+static int cache_set_filter(const char *filter)
+{
+    int *fds = calloc((size_t)nrings * 2, sizeof *fds);
+    if (!fds)
+        return -1;
+    for (int i = 0; i < 2 * nrings; i++)
+        fds[i] = -1;
+    int ok = 1, e = 0;
+    for (int i = 0; i < nrings && ok; i++)
+        for (int k = 0; k < 2 && ok; k++) {
+            int fd = open_cache_event(k ? cache_del_id : cache_add_id, rings[i].cpu, filter);
+            fds[2 * i + k] = fd;
+            if (fd < 0 || ioctl(fd, PERF_EVENT_IOC_SET_OUTPUT, rings[i].owner) < 0)
+                ok = 0, e = errno;
+        }
+    if (!ok) {
+        for (int i = 0; i < 2 * nrings; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        free(fds);
+        errno = e;
+        return -1;
+    }
+    for (int i = 0; i < 2 * nrings; i++)
+        ioctl(fds[i], PERF_EVENT_IOC_ENABLE, 0);
+    cache_close_filter();
+    for (int i = 0; i < nrings; i++) {
+        rings[i].fd_add = fds[2 * i];
+        rings[i].fd_del = fds[2 * i + 1];
+    }
+    free(fds);
+    return 0;
+}
+
+/* Opens a ring per CPU, owned by an event no file passes (inode 0), to learn whether the changes can be recorded. Writes the G line. */
+static void cache_events_open(void)
+{
+    cache_add_id = tracepoint_id("mm_filemap_add_to_page_cache");
+    cache_del_id = tracepoint_id("mm_filemap_delete_from_page_cache");
+    if (cache_add_id < 0 || cache_del_id < 0) {
+        line("G %lld off the filemap tracepoints are not in tracefs (not mounted, or not readable)\n", now_ns());
+        return;
+    }
+    long cpus = sysconf(_SC_NPROCESSORS_CONF), page = sysconf(_SC_PAGESIZE);
+    rings = calloc((size_t)cpus, sizeof *rings);
+    if (!rings) {
+        line("G %lld off out of memory\n", now_ns());
+        return;
+    }
+    for (int c = 0; c < cpus; c++) {
+        struct cache_ring *r = &rings[nrings];
+        r->owner = open_cache_event(cache_add_id, c, "i_ino == 0");
+        if (r->owner < 0 && errno == ENODEV)
+            continue; /* an offline CPU */
+        void *m = r->owner < 0 ? MAP_FAILED : mmap(NULL, (size_t)(CACHE_RING_PAGES + 1) * page, PROT_READ | PROT_WRITE, MAP_SHARED, r->owner, 0);
+        if (m == MAP_FAILED) {
+            line("G %lld off perf_event_open of the filemap tracepoints on CPU %d: %s\n", now_ns(), c, strerror(errno));
+            if (r->owner >= 0)
+                close(r->owner);
+            for (int i = 0; i < nrings; i++) {
+                close(rings[i].owner);
+                munmap(rings[i].meta, rings[i].size + (size_t)page);
+            }
+            free(rings);
+            rings = NULL;
+            nrings = 0;
+            return;
+        }
+        r->cpu = c;
+        r->fd_add = r->fd_del = -1;
+        r->meta = m;
+        r->data = (char *)m + page;
+        r->size = (size_t)CACHE_RING_PAGES * page;
+        nrings++;
+    }
+    line("G %lld on %d CPUs\n", now_ns(), nrings);
+}
+
+/*
+ * Adds the N inode numbers INOS to the events' filter. The filter names inode numbers only: the
+ * tracepoints' device is the one of the inode that owns the cache, which for overlayfs is a
+ * layer's, not the mapping's; the recorder drops changes of files it cannot match. Past the
+ * kernel's filter length (a page), the filter takes the inodes from the lowest to the highest
+ * watched: a superset, matched again by the recorder.
+ */
+static void cache_watch(const unsigned long long *inos, size_t n)
+{
+    if (nrings == 0)
+        return;
+    size_t before = nwatched;
+    for (size_t k = 0; k < n; k++) {
+        int known = 0;
+        for (size_t i = 0; i < nwatched && !known; i++)
+            known = watched[i] == inos[k];
+        if (known)
+            continue;
+        if (nwatched == capwatched) {
+            size_t cap = capwatched ? 2 * capwatched : 64;
+            unsigned long long *w = realloc(watched, cap * sizeof *w);
+            if (!w)
+                break;
+            watched = w;
+            capwatched = cap;
+        }
+        watched[nwatched++] = inos[k];
+    }
+    if (nwatched == before)
+        return;
+    static char filter[4000];
+    size_t at = 0;
+    unsigned long long lo = ~0ULL, hi = 0;
+    int fits = 1;
+    for (size_t i = 0; i < nwatched; i++) {
+        int w = snprintf(filter + at, sizeof filter - at, "%si_ino == %llu", i ? " || " : "", watched[i]);
+        if (w < 0 || (size_t)w >= sizeof filter - at)
+            fits = 0;
+        else
+            at += (size_t)w;
+        lo = watched[i] < lo ? watched[i] : lo;
+        hi = watched[i] > hi ? watched[i] : hi;
+    }
+    if (!fits)
+        snprintf(filter, sizeof filter, "i_ino >= %llu && i_ino <= %llu", lo, hi);
+    if (cache_set_filter(filter) < 0)
+        line("E %lld the page-cache events with filter '%.64s...' could not be opened: %s\n", now_ns(), filter, strerror(errno));
+}
+
+/* The end of the recording: no more changes, every one written. */
+static void cache_events_close(void)
+{
+    cache_close_filter();
+    cache_drain();
+    long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < nrings; i++) {
+        close(rings[i].owner);
+        munmap(rings[i].meta, rings[i].size + (size_t)page);
+    }
+    free(rings);
+    rings = NULL;
+    nrings = 0;
+}
+
 /* ---- page-cache residency of mapped files ---- */
 
 struct cachestat_range_ {
@@ -343,6 +632,30 @@ static void runs_by_mincore(int fd, unsigned long long pages, struct runs *r)
 static int pagemap_fd = -2, kpageflags_fd = -2;
 
 /*
+ * Writes the O line: whether this tracer can read folio orders, i.e. open /proc/kpageflags and
+ * see frame numbers in /proc/self/pagemap (both need CAP_SYS_ADMIN; without it pagemap reads
+ * the frame numbers as 0).
+ */
+static void folio_orders_probe(void)
+{
+    pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    kpageflags_fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+    static volatile char probe = 1;
+    unsigned long long entry = 0;
+    const char *why = NULL;
+    if (pagemap_fd < 0)
+        why = "/proc/self/pagemap cannot be opened";
+    else if (kpageflags_fd < 0)
+        why = "/proc/kpageflags cannot be opened (it needs CAP_SYS_ADMIN)";
+    else if (probe != 1 || pread(pagemap_fd, &entry, 8, (off_t)((unsigned long)&probe >> 12) * 8) != 8 || (entry & ((1ULL << 55) - 1)) == 0)
+        why = "/proc/self/pagemap hides frame numbers (it shows them to CAP_SYS_ADMIN only)";
+    if (why)
+        line("O %lld off %s\n", now_ns(), why);
+    else
+        line("O %lld on\n", now_ns());
+}
+
+/*
  * The folio orders of the cached runs R of the file FD of PAGES pages, where /proc/self/pagemap
  * gives frame numbers (CAP_SYS_ADMIN) and /proc/kpageflags their flags: the runs are mapped
  * here, read-only, MADV_RANDOM (so that a fault on a page with the readahead mark starts no
@@ -442,6 +755,7 @@ static void snapshot(pid_t pid, pid_t tid, int fd, unsigned long long dev, unsig
     long long t = now_ns();
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || seen_before(dev, ino))
         return;
+    cache_watch(&ino, 1);
     unsigned long long pages = ((unsigned long long)st.st_size + 4095) >> 12;
     struct runs r = {0};
     if (pages > 0) {
@@ -473,6 +787,45 @@ static void snapshot(pid_t pid, pid_t tid, int fd, unsigned long long dev, unsig
     free(r.order);
 }
 
+/*
+ * The device of the super block that descriptor FD of task TID lives on, as /proc/PID/maps and
+ * perf's MMAP2 will name it (file_user_inode()->i_sb->s_dev): the device of its mount in the
+ * task's mountinfo (fdinfo's mnt_id). stat's st_dev is not it on btrfs (a subvolume's anonymous
+ * device) nor, for some layouts, on overlayfs. Returns 0 when it cannot be read.
+ */
+static unsigned long long mount_dev(pid_t tid, int fd)
+{
+    char path[96], buf[4096 + 256];
+    snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", tid, fd);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long mnt = -1;
+    while (fgets(buf, sizeof buf, f))
+        if (!strncmp(buf, "mnt_id:", 7)) {
+            mnt = atol(buf + 7);
+            break;
+        }
+    fclose(f);
+    if (mnt < 0)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%d/mountinfo", tid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    unsigned long long dev = 0;
+    while (fgets(buf, sizeof buf, f)) {
+        long id, parent;
+        unsigned int maj, min;
+        if (sscanf(buf, "%ld %ld %u:%u", &id, &parent, &maj, &min) == 4 && id == mnt) {
+            dev = ((unsigned long long)maj << 20) | min;
+            break;
+        }
+    }
+    fclose(f);
+    return dev;
+}
+
 /* The residency of the file task TID maps through descriptor FD (an mmap entry stop). */
 static void snapshot_fd(pid_t pid, pid_t tid, int fd)
 {
@@ -481,7 +834,22 @@ static void snapshot_fd(pid_t pid, pid_t tid, int fd)
     snprintf(link, sizeof link, "/proc/%d/fd/%d", tid, fd);
     if (stat(link, &st) < 0 || !S_ISREG(st.st_mode))
         return; /* a bad descriptor (the call fails), a device, a FIFO: nothing to read */
-    unsigned long long dev = ((unsigned long long)major(st.st_dev) << 20) | minor(st.st_dev);
+    /* stat's device to the mount's, looked up once per device (the pair does not change). */
+    static unsigned long long stat_devs[64], mount_devs[64];
+    static size_t ndevs;
+    unsigned long long sdev = ((unsigned long long)major(st.st_dev) << 20) | minor(st.st_dev), dev = 0;
+    for (size_t i = 0; i < ndevs && !dev; i++)
+        if (stat_devs[i] == sdev)
+            dev = mount_devs[i];
+    if (!dev) {
+        dev = mount_dev(tid, fd);
+        if (!dev)
+            dev = sdev;
+        else if (ndevs < sizeof stat_devs / sizeof stat_devs[0]) {
+            stat_devs[ndevs] = sdev;
+            mount_devs[ndevs++] = dev;
+        }
+    }
     for (size_t i = 0; i < nseen; i++)
         if (seen[i].dev == dev && seen[i].ino == st.st_ino)
             return;
@@ -551,7 +919,18 @@ static void maps(pid_t pid)
             nlines++;
     }
     fclose(f);
-    /* After the whole layout: the residency lines follow its M lines. */
+    /* After the whole layout: the residency lines follow its M lines. The layout's files are
+     * watched for changes at once first (one new filter rather than one per file). */
+    static unsigned long long inos[65536];
+    size_t ninos = 0;
+    for (size_t i = 0; i < nlines; i++) {
+        unsigned long start, end, off;
+        unsigned int maj, min;
+        char perms[8];
+        if (sscanf(lines[i], "%lx-%lx %7s %lx %x:%x %llu", &start, &end, perms, &off, &maj, &min, &inos[ninos]) == 7 && inos[ninos] != 0)
+            ninos++;
+    }
+    cache_watch(inos, ninos);
     for (size_t i = 0; i < nlines; i++) {
         snapshot_maps_line(pid, lines[i]);
         free(lines[i]);
@@ -820,6 +1199,8 @@ int main(int argc, char **argv)
     attach_mode = !strcmp(argv[3], "attach");
     long long deadline = 0;
     line("H ptlab-tracer 1 %d\n", getpid());
+    folio_orders_probe();
+    cache_events_open();
 
     sigset_t set;
     sigemptyset(&set);
@@ -941,6 +1322,7 @@ int main(int argc, char **argv)
             break;
         if (ntasks == 0 && attach_mode)
             break;
+        cache_drain();
         long long now = now_ns();
         if (attach_mode && deadline && now >= deadline) {
             detach_all();
@@ -989,6 +1371,7 @@ int main(int argc, char **argv)
             }
         }
     }
+    cache_events_close();
     line("D %lld\n", now_ns());
     fclose(out);
     return 0;

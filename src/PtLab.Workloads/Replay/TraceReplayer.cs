@@ -107,6 +107,10 @@ public sealed class TraceReplayer
     // the file the cache_range rows that follow fill (null: none, or not applied).
     private readonly Dictionary<FileId, bool> _residency = [];
     private SimFile? _cacheFile;
+
+    // The identities records give each file (maps and MMAP2, residency rows, the page-cache
+    // tracepoints), with the fallback for devices that differ (btrfs subvolumes, overlayfs).
+    private readonly FileKeys _keys;
     private readonly int[] _threadsOnCpu;
     private readonly Stopwatch _clock = new();
     private long _row = -1;
@@ -134,6 +138,7 @@ public sealed class TraceReplayer
             ReadAheadKb = options.ReadAheadKb,
         });
         _threadsOnCpu = new int[_machine.Cpus.Count];
+        _keys = new FileKeys(options.FileSystems ?? new Dictionary<DeviceNumber, FileSystemFact>());
     }
 
     /// <summary>Whether rows of <paramref name="kind"/> are replayed on the model (the others are counted as unsupported).</summary>
@@ -273,6 +278,10 @@ public sealed class TraceReplayer
                 case TraceEventKind.FileCache: FileCache(e); break;
                 case TraceEventKind.CacheRange: CacheRange(e); break;
                 case TraceEventKind.Signal: Signal(e); break;
+                case TraceEventKind.CacheAdd:
+                case TraceEventKind.CacheDelete:
+                    PageCacheChange(e);
+                    break;
             }
         }
     }
@@ -857,12 +866,24 @@ public sealed class TraceReplayer
         }
 
         // Device 0 names the model's shmem files; a recorded file keeps an identity of its own.
-        var id = new FileId(device == 0 ? ulong.MaxValue : device, inode);
+        // A name that another record gave the file under another device (a residency row taken
+        // under stat's device of a btrfs subvolume) is the same file.
+        var id = IdOf(device, inode);
         ulong bytes = (size + PageSize - 1) & PageMask;
+        if (!_configured.ContainsKey(id) && parsed && _keys.TryResolve(number, inode, out var alias))
+        {
+            id = IdOf(Encode(alias), inode);
+        }
+
         if (_configured.TryGetValue(id, out var known))
         {
             known.Grow(bytes);
             return known;
+        }
+
+        if (parsed)
+        {
+            _keys.Add(number, inode);
         }
 
         var model = FileModel.Of(parsed ? number : null, path, _options.TraceVersion, _options.FileSystems);
@@ -926,6 +947,55 @@ public sealed class TraceReplayer
         {
             Divergence("the model ran out of memory filling the page cache the recording found");
             _cacheFile = null;
+        }
+    }
+
+    private static ulong Encode(DeviceNumber d) => ((ulong)d.Major << 20) | d.Minor;
+
+    private static FileId IdOf(ulong device, ulong inode) => new(device == 0 ? ulong.MaxValue : device, inode);
+
+    /// <summary>
+    /// A folio the host added to or removed from the page cache of a file the tree maps, at the
+    /// time it happened (<c>mm_filemap_add_to_page_cache</c>, <c>mm_filemap_delete_from_page_cache</c>):
+    /// the tree's own <c>read()</c> or <c>write()</c>, another process, readahead, reclaim,
+    /// truncation or invalidation. The model's cache follows: an added folio is put in, uptodate
+    /// and unmarked, in its order (pages the model had already stay); a removed one leaves,
+    /// unless the model still maps it (counted: the host had unmapped it first). The file is
+    /// found by the identity the tracepoint gives it, or by the fallback of <see cref="FileKeys"/>
+    /// (overlayfs reports the layer's device). Changes of files the replay has not met yet are
+    /// counted and skipped (a file is met at its residency row or first mapping).
+    /// </summary>
+    private void PageCacheChange(in TraceEvent e)
+    {
+        if (!_options.PageCacheState)
+        {
+            return;
+        }
+
+        if (!DeviceNumber.TryParse(e.Dev, out var dev) || !_keys.TryResolve(dev, e.Inode, out var known)
+            || !_configured.TryGetValue(IdOf(Encode(known), e.Inode), out var file) || file.IsShmem)
+        {
+            Count(_unsupported, "page-cache changes of files the replay had not met (skipped)", 1);
+            return;
+        }
+
+        int order = (int)e.Flags;
+        ulong first = e.Offset / PageSize, pages = 1UL << order;
+        if (e.Kind == TraceEventKind.CacheAdd)
+        {
+            file.Grow((first + pages) * PageSize); // a write past end of file added it
+            if (!file.AddCached(first, pages, order))
+            {
+                Divergence("the model ran out of memory filling the page cache the recording found");
+            }
+
+            return;
+        }
+
+        var (_, kept) = file.Invalidate(first, pages);
+        if (kept > 0)
+        {
+            Count(_divergences, "pages the host removed from the page cache that the model still maps", kept);
         }
     }
 

@@ -78,4 +78,28 @@ public class CachedFolioTests
             Assert.Equal(warm ? 0 : 1, f.ReadIns - readIns);
         }
     }
+
+    /// <summary>
+    /// <see cref="SimFile.Invalidate"/>, a folio the host removed: unmapped pages leave the cache,
+    /// a page the model maps stays (the host had unmapped it first), and a PMD-sized folio goes
+    /// whole only when the range holds all of it.
+    /// </summary>
+    [Fact]
+    public void AnInvalidatedRangeLeavesTheCacheButMappedPagesAndCutFoliosStay()
+    {
+        using var s = new Sim();
+        var f = File(s, 1024);
+        Assert.True(f.AddCached(0, 64, 4));
+        Assert.True(f.AddCached(512, 512, 9));
+        var r = s.Mm.Mmap(s.Cpu, Base, 64 * Sim.K4, Prot.Read, MapFlags.Private | MapFlags.Fixed, f, 0);
+        Assert.True(r.Ok);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, Base, 64 * Sim.K4, Advice.Random));
+        Assert.True(s.Cpu.ReadByte(Base + (20 * Sim.K4), out _).Ok); // maps the folio [16, 32)
+
+        Assert.Equal((16L, 16L), f.Invalidate(0, 32));
+        Assert.Equal([(16UL, 16UL), (32UL, 16UL), (48UL, 16UL), (512UL, 512UL)], f.Folios());
+        Assert.Equal((0L, 256L), f.Invalidate(512, 256)); // half of the PMD-sized folio: it stays
+        Assert.Equal((512L, 0L), f.Invalidate(512, 512));
+        Assert.Equal([(16UL, 16UL), (32UL, 16UL), (48UL, 16UL)], f.Folios());
+    }
 }
