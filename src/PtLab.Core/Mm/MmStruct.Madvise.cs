@@ -296,10 +296,10 @@ public sealed partial class MmStruct
                     {
                         // A huge page mapped by PTEs: split unless this table's part of the range
                         // covers it whole (a huge page whose pages lie in two tables, moved by
-                        // mremap to an address of another alignment, is always split); the model
-                        // reclaims huge pages only when PMD-mapped, so MADV_PAGEOUT splits it
-                        // whole too, as reclaim does when it cannot swap it out whole, unless it
-                        // is mlocked (isolated and put straight back).
+                        // mremap to an address of another alignment, is always split). MADV_PAGEOUT
+                        // of a whole one isolates it whole: reclaim discards a lazy-free one without
+                        // a split; a swap-backed one is split here, as reclaim does when it cannot
+                        // swap it out whole; an mlocked one is isolated and put straight back.
                         long head = Phys.CompoundHead(pfn);
                         nr = FolioPteBatch(entries, i, endIndex, pfn);
                         if (FolioMaybeMappedShared(pfn))
@@ -319,9 +319,27 @@ public sealed partial class MmStruct
                             continue;
                         }
 
+                        if (nr == PhysMemory.HugeFrames && pageout && ReclaimsHugePageWhole(head))
+                        {
+                            // A whole huge page, each page mapped once, here: isolated whole, and
+                            // reclaim discards it (lazy-free) or writes it to one swap cluster.
+                            if (Phys.Lru.Isolate(head))
+                            {
+                                isolated.Add(head);
+                            }
+
+                            continue;
+                        }
+
                         if (nr < PhysMemory.HugeFrames || pageout)
                         {
+                            bool whole = nr == PhysMemory.HugeFrames;
                             pteTable = SplitFolioUnderPte(cpu, vma, pteTable, pmdTable, pmdIndex, pfn, va, ref nr);
+                            if (whole && nr == 0)
+                            {
+                                Machine.Vmscan.CountThpSwpOutFallback(); // no huge swap slot: split
+                            }
+
                             if (pteTable.IsNone)
                             {
                                 break;
@@ -422,10 +440,11 @@ public sealed partial class MmStruct
     /// page-cache folio (the model does not split those) and a huge page mapped more than once are
     /// left alone; part of a huge page splits it (<c>split_folio</c>) and, when that worked, the
     /// caller goes on with its pages at the PTE level (returns false). A whole one: MADV_COLD
-    /// clears the leaf's young bit; MADV_PAGEOUT splits it too and pages out its 4 KiB pages. On
-    /// 6.18 without swap that is what reclaim ends with: a swap-backed huge page is split by
-    /// <c>shrink_folio_list</c> when no huge swap slot can be had, and a lazy-free one is
-    /// discarded through a split PMD (VmPTE keeps the table, measured); with swap the kernel would
+    /// clears the leaf's young bit; MADV_PAGEOUT of a lazy-free one splits the PMD only and the
+    /// caller reclaims the folio whole through its PTEs (measured on 6.18: thp_split_pmd, no
+    /// thp_split_page, VmPTE keeps the table); MADV_PAGEOUT of a swap-backed one splits it and
+    /// pages out its 4 KiB pages, as <c>shrink_folio_list</c> splits one when no huge swap slot
+    /// can be had (without swap, as measured); with swap the kernel would
     /// write a swap-backed one out whole (the model writes its pages out one by one, and maps the
     /// zero-filled ones the zero page instead).
     /// </summary>
@@ -445,10 +464,27 @@ public sealed partial class MmStruct
         }
 
         ref var d = ref Phys.Desc(head);
+        if (next - addr == Geometry.PmdSize && pageout && !d.Has(PageFlags.Mlocked) && ReclaimsHugePageWhole(head))
+        {
+            // A whole huge page reclaim takes whole: its try_to_unmap splits the PMD
+            // (TTU_SPLIT_HUGE_PMD: thp_split_pmd, the deposit becomes the PTE table), not the folio,
+            // and discards it or swaps it out whole through the PTEs; the caller isolates it at
+            // the PTE level.
+            SplitHugePmdLocked(cpu, vma, pmdTable, pmdIndex, haddr, orig);
+            PmdUnlock(cpu, pmdTable);
+            return false;
+        }
+
         if (next - addr != Geometry.PmdSize || (pageout && !d.Has(PageFlags.Mlocked)))
         {
             PmdUnlock(cpu, pmdTable);
-            return !SplitFolio(cpu, vma, head, haddr);
+            bool split = SplitFolio(cpu, vma, head, haddr);
+            if (split && next - addr == Geometry.PmdSize)
+            {
+                Machine.Vmscan.CountThpSwpOutFallback(); // no huge swap slot: split
+            }
+
+            return !split;
         }
 
         if (!pageout)
@@ -474,6 +510,15 @@ public sealed partial class MmStruct
 
         return true;
     }
+
+    /// <summary>
+    /// Whether reclaim takes the huge page at <paramref name="head"/> whole rather than splitting
+    /// it: a lazy-free one is discarded whole; a swap-backed one is written out whole when the swap
+    /// device gives it a free cluster (<c>folio_alloc_swap</c> of order 9), and split otherwise (no
+    /// swap, a swap file, or no free cluster: <c>thp_swpout_fallback</c>).
+    /// </summary>
+    private bool ReclaimsHugePageWhole(long head) =>
+        !Phys.Desc(head).Has(PageFlags.SwapBacked) || Phys.Swap is { HasFreeCluster: true };
 
     /// <summary>
     /// <c>madvise_populate</c>: faults [start, end) in as reads or writes would, under

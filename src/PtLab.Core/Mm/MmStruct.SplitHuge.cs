@@ -350,20 +350,23 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// Whether some page of the huge page holding <paramref name="pfn"/> may be mapped by more
-    /// than one entry (<c>folio_maybe_mapped_shared</c>): mapped by more than one PMD, or a page
-    /// mapped more than once.
+    /// than one entry (<c>folio_maybe_mapped_shared</c>): mapped by more than one PMD, by a PMD
+    /// and by PTEs (after fork shared it, one address space split its PMD), or a page mapped more
+    /// than once.
     /// </summary>
     private bool FolioMaybeMappedShared(long pfn)
     {
         long head = Phys.CompoundHead(pfn);
-        if (Volatile.Read(ref Phys.EntireMapCount(head)) > 1)
+        int entire = Volatile.Read(ref Phys.EntireMapCount(head));
+        if (entire > 1)
         {
             return true;
         }
 
         for (int i = 0; i < PhysMemory.HugeFrames; i++)
         {
-            if (Phys.Desc(head + i).MapCount > 1)
+            int n = Phys.Desc(head + i).MapCount;
+            if (n > 1 || (n > 0 && entire > 0))
             {
                 return true;
             }
