@@ -194,6 +194,28 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
     [MemberData(nameof(ForkScripts))]
     public void AHugePageSharedWithAChildIsLeftAsTheHostLeavesIt(string script) => AssertSameAsHost(script, smaps: true, entries: true);
 
+    /// <summary>
+    /// A huge page whose pages 1 to 10 were moved one by one by mremap, each to a PTE table of its
+    /// own beyond the mapping: its pages lie in 11 tables, and a partial MADV_FREE, MADV_COLD or
+    /// MADV_PAGEOUT still splits it (the reverse map finds every piece; the moved pages, zero-filled,
+    /// map the zero page where they are). MADV_PAGEOUT over the first 2 MiB gives ENOMEM for the
+    /// holes the moves left, after the split.
+    /// </summary>
+    public static TheoryData<string> ManyTablesScripts()
+    {
+        string moved = "h,w0,w300,w511";
+        for (int k = 1; k <= 10; k++)
+        {
+            moved += $",m{k}:1:{2048 + (k * 512) + k}";
+        }
+
+        return [moved + ",f0:1", moved + ",k0:1", moved + ",o0:512", moved + ",w20,f20:1"];
+    }
+
+    [NativeTheory]
+    [MemberData(nameof(ManyTablesScripts))]
+    public void AHugePageInElevenTablesIsSplitAsTheHostDoes(string script) => AssertSameAsHost(script, smaps: true, entries: true);
+
     /// <summary>The swap area a script runs with: none, a swap file, or a block device (a loop device).</summary>
     public enum SwapKind
     {

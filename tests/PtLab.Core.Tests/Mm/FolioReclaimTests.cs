@@ -175,4 +175,26 @@ public class FolioReclaimTests
         Assert.Equal(1, s.Mm.ThpCounters().SplitPage);
         s.AssertAccountingConsistent();
     }
+
+    [Theory]
+    [MemberData(nameof(Sim.EveryDesign), MemberType = typeof(Sim))]
+    public void AHugePageWhosePagesLieInElevenTablesIsStillSplit(string design)
+    {
+        using var s = HugeSim(design);
+        long head = HugePage(s, byPtes: false);
+        for (ulong k = 1; k <= 10; k++)
+        {
+            ulong to = At + (4 * Sim.M2) + (k * (Sim.M2 + Sim.K4));
+            Assert.True(s.Mm.Mremap(s.Cpu, At + (k * Sim.K4), Sim.K4, Sim.K4, MremapFlags.MayMove | MremapFlags.Fixed, to).Ok);
+        }
+
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, At, Sim.K4, Advice.Free));
+        Assert.Equal(1, s.Mm.ThpCounters().SplitPage);
+        Assert.False(s.Machine.Phys.Desc(head).Has(PageFlags.Head));
+        ulong moved = s.Mm.PeekPte(At + (4 * Sim.M2) + (10 * (Sim.M2 + Sim.K4)));
+        Assert.Equal(s.Machine.Phys.ZeroPfn, Entry.Pfn(moved)); // zero-filled: the zero page where it went
+        Assert.True(s.Cpu.ReadByte(At + (300 * Sim.K4), out byte v).Ok);
+        Assert.Equal(2, v);
+        s.AssertAccountingConsistent();
+    }
 }
