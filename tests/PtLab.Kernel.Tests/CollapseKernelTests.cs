@@ -275,6 +275,11 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
         "w5,w1000,c0:2048",
         "n,w5,c0:512",              // MADV_NOHUGEPAGE: EINVAL
         "w0,C4096:8192",            // inside one 2 MiB: EINVAL
+        "w0,w1100,p1100:1,c0:512",  // the mapping split into three VMAs: the first 2 MiB collapses
+        "w0,w600,u1500:1,c0:1024",  // split by a munmap: both 2 MiB collapse
+        "w1100,p1100:1,c1024:512",  // a 2 MiB in two VMAs: EINVAL
+        "w0,p600:1,c0:512",
+        "w0,u1024:1024,c0:512",
     ];
 
     [NativeTheory]
