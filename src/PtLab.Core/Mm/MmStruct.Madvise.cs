@@ -298,8 +298,9 @@ public sealed partial class MmStruct
                         // covers it whole (a huge page whose pages lie in two tables, moved by
                         // mremap to an address of another alignment, is always split). MADV_PAGEOUT
                         // of a whole one isolates it whole: reclaim discards a lazy-free one without
-                        // a split; a swap-backed one is split here, as reclaim does when it cannot
-                        // swap it out whole; an mlocked one is isolated and put straight back.
+                        // a split, and writes a swap-backed one out whole where the swap device gives
+                        // it a cluster; otherwise a swap-backed one is split here, as reclaim does when
+                        // it cannot swap it out whole; an mlocked one is isolated and put straight back.
                         long head = Phys.CompoundHead(pfn);
                         nr = FolioPteBatch(entries, i, endIndex, pfn);
                         if (FolioMaybeMappedShared(pfn))
@@ -442,11 +443,11 @@ public sealed partial class MmStruct
     /// caller goes on with its pages at the PTE level (returns false). A whole one: MADV_COLD
     /// clears the leaf's young bit; MADV_PAGEOUT of a lazy-free one splits the PMD only and the
     /// caller reclaims the folio whole through its PTEs (measured on 6.18: thp_split_pmd, no
-    /// thp_split_page, VmPTE keeps the table); MADV_PAGEOUT of a swap-backed one splits it and
-    /// pages out its 4 KiB pages, as <c>shrink_folio_list</c> splits one when no huge swap slot
-    /// can be had (without swap, as measured); with swap the kernel would
-    /// write a swap-backed one out whole (the model writes its pages out one by one, and maps the
-    /// zero-filled ones the zero page instead).
+    /// thp_split_page, VmPTE keeps the table); so does MADV_PAGEOUT of a swap-backed one when the
+    /// swap device gives it a free cluster (a block device: written out whole, thp_swpout);
+    /// otherwise (no swap, a swap file, no free cluster) it is split and its 4 KiB pages paged
+    /// out, as <c>shrink_folio_list</c> splits one when no huge swap slot can be had
+    /// (thp_swpout_fallback; measured without swap, with a swap file and with a loop device).
     /// </summary>
     private bool MadviseColdOrPageoutHugePmd(Cpu cpu, MmuGather tlb, Vma vma, long pmdTable, int pmdIndex, ulong addr, ulong next, bool pageout)
     {
