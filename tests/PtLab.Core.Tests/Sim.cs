@@ -29,7 +29,7 @@ internal sealed class Sim : IDisposable
         return data;
     }
 
-    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true, long swapBytes = 0, ThpSettings? thp = null)
+    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true, long swapBytes = 0, ThpSettings? thp = null, bool swapBlockDevice = false)
     {
         Machine = new Machine(new MachineOptions
         {
@@ -39,6 +39,7 @@ internal sealed class Sim : IDisposable
             Cpus = cpus,
             LockDep = lockDep,
             SwapBytes = swapBytes,
+            SwapBlockDevice = swapBlockDevice,
             Scheduler = new PanicOnFailure(),
             Design = design ?? (() => new NoReclaim()),
         });

@@ -133,6 +133,126 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
     public void AHugePageInTwoTablesIsSplitAsTheHostDoes(string script) => AssertSameAsHost(script, smaps: true);
 
     /// <summary>
+    /// MADV_PAGEOUT of a whole lazy-free huge page: reclaim discards it whole, never split. Mapped
+    /// by PTEs ("p1:1,W": mprotect of one page splits the PMD, and the VMAs merge again, so one
+    /// VMA's range covers all 512 entries), <c>folio_unmap_pte_batch</c> clears the 512 entries at
+    /// once: no thp_split_page, every entry none (a split would map the zero-filled pages the zero
+    /// page). Mapped by a PMD, reclaim splits the PMD (thp_split_pmd, the deposit becomes the PTE
+    /// table) and discards the folio through its PTEs. A page written after MADV_FREE keeps all
+    /// 512 (swap-backed again); a swap-backed one is split (no swap here), as a pinned lazy-free
+    /// one keeps its pages. Besides the figures of <see cref="SplitScripts"/>, the pages present,
+    /// mapping the zero page and swapped (pagemap), and the thp_split_page and thp_split_pmd events
+    /// must agree.
+    /// </summary>
+    public static TheoryData<string> FolioReclaimScripts() =>
+    [
+        "h,w0,w300,w511,p1:1,W,f0:512,o0:512",      // PTE-mapped, lazy-free: discarded whole
+        "h,w0:512,p1:1,W,f0:512,o0:512",
+        "h,w0,w300,w511,p1:1,W,f0:512,w5,o0:512",   // redirtied: all 512 kept, swap-backed again
+        "h,w0,w300,w511,p1:1,W,f0:512,o0:256",      // part of it: split, the part's pages discarded
+        "h,w0,w300,w511,p1:1,W,o0:512",             // swap-backed, no swap: split
+        "h,w0,w300,w511,p1:1,W,f0:512,v3,o0:512",   // pinned: kept, swap-backed again
+        "h,w0,w300,w511,f0:512,o0:512",             // PMD-mapped, lazy-free: PMD split, discarded
+        "h,w0:512,f0:512,o0:512",
+        "h,w0,w300,w511,f0:512,w5,o0:512",          // PMD-mapped, redirtied
+        "h,w0,w300,w511,o0:512",                    // PMD-mapped, swap-backed: split
+        "h,w0,w300,w511,w600,f0:1024,o0:1024",      // two huge pages, both lazy-free
+    ];
+
+    [NativeTheory]
+    [MemberData(nameof(FolioReclaimScripts))]
+    public void AWholeLazyFreeHugePageIsReclaimedWholeAsTheHostDoes(string script) => AssertSameAsHost(script, smaps: true, entries: true);
+
+    /// <summary>
+    /// A huge page shared with a child after fork ("F"; "X" makes the child exit). MADV_COLD,
+    /// MADV_PAGEOUT and MADV_FREE in the parent leave it alone, whole or in part, PMD- or
+    /// PTE-mapped: <c>folio_maybe_mapped_shared</c> (a PTE-mapped one covered whole is skipped
+    /// because its mapcount is not its page count). A partial munmap or mprotect in the parent
+    /// splits the PMD in the parent only (thp_split_pmd, no thp_split_page: the folio split is
+    /// deferred); once the child is gone the parent's advice splits it as usual.
+    /// </summary>
+    public static TheoryData<string> ForkScripts() =>
+    [
+        "h,w0,w300,w511,F,o0:512",
+        "h,w0,w300,w511,F,o0:1",
+        "h,w0,w300,w511,F,k0:1",
+        "h,w0,w300,w511,F,k0:512",
+        "h,w0,w300,w511,F,f0:1",
+        "h,w0,w300,w511,F,f0:512,o0:512",
+        "h,w0,w300,w511,F,u0:1",                    // the parent's PMD split, the folio whole
+        "h,w0,w300,w511,F,p1:1,W,o0:512",           // PTE-mapped in the parent, PMD in the child
+        "h,w0,w300,w511,F,p1:1,W,o0:1",
+        "h,w0,w300,w511,F,p1:1,W,f0:512",
+        "h,w0,w300,w511,F,p1:1,W,k5:3",
+        "h,w0,w300,w511,F,X,o0:1",                  // the child gone: split
+        "h,w0,w300,w511,F,u0:1,o1:1",
+        "h,w0,w300,w511,F,u0:1,X,o1:1",
+        "h,w0,w300,w511,F,w5,o0:1",                 // copy-on-write of the PMD: the parent's own
+    ];
+
+    [NativeTheory]
+    [MemberData(nameof(ForkScripts))]
+    public void AHugePageSharedWithAChildIsLeftAsTheHostLeavesIt(string script) => AssertSameAsHost(script, smaps: true, entries: true);
+
+    /// <summary>
+    /// A huge page whose pages 1 to 10 were moved one by one by mremap, each to a PTE table of its
+    /// own beyond the mapping: its pages lie in 11 tables, and a partial MADV_FREE, MADV_COLD or
+    /// MADV_PAGEOUT still splits it (the reverse map finds every piece; the moved pages, zero-filled,
+    /// map the zero page where they are). MADV_PAGEOUT over the first 2 MiB gives ENOMEM for the
+    /// holes the moves left, after the split.
+    /// </summary>
+    public static TheoryData<string> ManyTablesScripts()
+    {
+        string moved = "h,w0,w300,w511";
+        for (int k = 1; k <= 10; k++)
+        {
+            moved += $",m{k}:1:{2048 + (k * 512) + k}";
+        }
+
+        return [moved + ",f0:1", moved + ",k0:1", moved + ",o0:512", moved + ",w20,f20:1"];
+    }
+
+    [NativeTheory]
+    [MemberData(nameof(ManyTablesScripts))]
+    public void AHugePageInElevenTablesIsSplitAsTheHostDoes(string script) => AssertSameAsHost(script, smaps: true, entries: true);
+
+    /// <summary>The swap area a script runs with: none, a swap file, or a block device (a loop device).</summary>
+    public enum SwapKind
+    {
+        None,
+        File,
+        BlockDevice,
+    }
+
+    /// <summary>
+    /// MADV_PAGEOUT of a swap-backed huge page with a swap area of 256 MiB. On a block device the
+    /// cluster allocator gives it 512 slots of one cluster: it is written out whole (thp_swpout),
+    /// its 512 entries become swap entries (zero-filled pages too), and a PMD-mapped one has its PMD
+    /// split first (thp_split_pmd). On a swap file 6.18 gives it no huge slot: it is split
+    /// (thp_swpout_fallback), its zero-filled pages map the zero page and the others go to swap one
+    /// by one. A huge page covered in part, or whose pages lie in two tables, is split either way.
+    /// The host part switches a swap area on for the script and off again (root only; where it
+    /// cannot, the test says why and checks nothing).
+    /// </summary>
+    public static TheoryData<string, SwapKind> SwapScripts() => new()
+    {
+        { "h,w0,w300,w511,o0:512", SwapKind.BlockDevice },            // PMD-mapped: whole, PMD split
+        { "h,w0,w300,w511,p1:1,W,o0:512", SwapKind.BlockDevice },     // PTE-mapped: whole
+        { "h,w0:512,o0:512", SwapKind.BlockDevice },
+        { "h,w0,w300,w511,o0:1", SwapKind.BlockDevice },              // in part: split
+        { "h,w0,w300,w511,m0:512:1280,o1280:512", SwapKind.BlockDevice }, // two tables: split
+        { "h,w0,w300,w511,F,o0:512", SwapKind.BlockDevice },          // shared with a child: left
+        { "h,w0,w300,w511,w600,o0:1024", SwapKind.BlockDevice },      // two huge pages, two clusters
+        { "h,w0,w300,w511,o0:512", SwapKind.File },                   // a swap file: split
+        { "h,w0,w300,w511,p1:1,W,o0:512", SwapKind.File },
+        { "h,w0,w300,w511,o0:1", SwapKind.File },
+    };
+
+    [NativeTheory]
+    [MemberData(nameof(SwapScripts))]
+    public void AHugePageIsSwappedOutWholeWhereTheSwapDeviceAllowsIt(string script, SwapKind swap) => AssertSameAsHost(script, smaps: true, entries: true, swap: swap);
+
+    /// <summary>
     /// MADV_COLLAPSE of shared anonymous memory (shmem): the page cache gets a PMD-sized folio
     /// (holes filled: RssShmem the whole 2 MiB), the PTE table is freed (VmPTE 4 kB less) and a
     /// PMD leaf maps it (ShmemPmdMapped); a later DONTNEED of one page zaps the whole leaf and the
@@ -155,6 +275,11 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
         "w5,w1000,c0:2048",
         "n,w5,c0:512",              // MADV_NOHUGEPAGE: EINVAL
         "w0,C4096:8192",            // inside one 2 MiB: EINVAL
+        "w0,w1100,p1100:1,c0:512",  // the mapping split into three VMAs: the first 2 MiB collapses
+        "w0,w600,u1500:1,c0:1024",  // split by a munmap: both 2 MiB collapse
+        "w1100,p1100:1,c1024:512",  // a 2 MiB in two VMAs: EINVAL
+        "w0,p600:1,c0:512",
+        "w0,u1024:1024,c0:512",
     ];
 
     [NativeTheory]
@@ -167,18 +292,38 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
     /// with <paramref name="shmem"/> the mapping is shared anonymous, and RssShmem (and
     /// ShmemPmdMapped) must agree too.
     /// </summary>
-    private void AssertSameAsHost(string script, bool smaps, bool shmem = false)
+    private void AssertSameAsHost(string script, bool smaps, bool shmem = false, bool entries = false, SwapKind swap = SwapKind.None)
     {
+        string why = "";
+        using var hostSwap = swap == SwapKind.None ? null : HostSwap.TryStart(swap == SwapKind.BlockDevice, out why);
+        if (swap != SwapKind.None && hostSwap is null)
+        {
+            output.WriteLine($"not run on this host: {why}");
+            return;
+        }
+
         var steps = script.Split(',');
         var seen = new List<string>();
-        using (var t = new ModelTarget(new MachineOptions { PageData = false, Thp = MappingDifferential.HostThp, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
+        var options = new MachineOptions
         {
+            PageData = false,
+            Thp = MappingDifferential.HostThp,
+            Design = PtLab.Reclaim.Designs.Factory(Design)!,
+            SwapBytes = swap == SwapKind.None ? 0 : HostSwap.Bytes,
+            SwapBlockDevice = swap == SwapKind.BlockDevice,
+        };
+        using (var t = new ModelTarget(options))
+        {
+            MmStruct? child = null;
             // As the probe: 8 MiB, 1 GiB into an empty 512 GiB slot.
             var m = t.Mmap(PgdSlot + (1UL << 30), Pages * K4, Prot.Read | Prot.Write, (shmem ? MapFlags.Shared : MapFlags.Private) | MapFlags.Anonymous | MapFlags.FixedNoReplace);
             Assert.True(m.Ok, m.ToString());
             var before = t.Status();
             var pins = new long[16];
             int pinned = 0;
+            var events = default(ThpCounters);
+            var childEvents = default(ThpCounters);
+            var swapEvents = t.Machine.ThpSwapStats;
             foreach (string step in steps)
             {
                 string[] nm = step.Length > 1 ? step[1..].Split(':') : ["0"];
@@ -200,6 +345,9 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
                     'h' or 'n' => t.Madvise(m.Address, Pages * K4, step[0] == 'h' ? Advice.HugePage : Advice.NoHugePage),
                     'l' => t.Mlock(m.Address, Pages * K4),
                     'v' => t.Mm.GetUserPages(t.Cpu, at, 1, write: false, pins.AsSpan(pinned++, 1)) == 1 ? Errno.None : Errno.EFAULT,
+                    'W' => t.Mprotect(m.Address, Pages * K4, Prot.Read | Prot.Write),
+                    'F' => (child = t.Mm.Fork(t.Cpu)) is null ? Errno.ENOMEM : Errno.None,
+                    'X' => EndChild(t, ref child),
                     _ => throw new ArgumentException($"unknown step {step}"),
                 };
                 var s = t.Status();
@@ -219,8 +367,15 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
                     }
                 }
 
+                if (entries)
+                {
+                    line += ModelEntries(t, m.Address, child, ref events, ref childEvents, ref swapEvents);
+                }
+
                 seen.Add(line);
             }
+
+            EndChild(t, ref child);
         }
 
         // The probe reads its own figures, in a process with nothing else moving them. The host can
@@ -233,7 +388,8 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
             kernel = Probe(shmem ? "shmem" : "anon", script).Select((f, i) => $"{steps[i]} r={f["r"]} pte={f["pte"]} anon={f["anon"]}"
                 + (shmem ? $" shmem={f["shmem"]}" : "")
                 + (smaps ? $" AnonHugePages={f["AnonHugePages"]} LazyFree={f["LazyFree"]}" : "")
-                + (smaps && shmem ? $" ShmemPmdMapped={f["ShmemPmdMapped"]}" : "")).ToArray();
+                + (smaps && shmem ? $" ShmemPmdMapped={f["ShmemPmdMapped"]}" : "")
+                + (entries ? HostEntries(f) : "")).ToArray();
             if (kernel.SequenceEqual(seen))
             {
                 break;
@@ -248,6 +404,62 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
         }
 
         Assert.Equal(kernel, seen);
+    }
+
+    /// <summary>
+    /// The pagemap figures of the probe's step: pages present, pages mapping the shared zero page
+    /// (its frame number needs root) and swap entries in the mapping, and the changes of
+    /// thp_split_page, thp_split_pmd, thp_swpout and thp_swpout_fallback over the step
+    /// (machine-wide: another process's split can add to them, and the run is then made again).
+    /// </summary>
+    private static string HostEntries(Dictionary<string, string> f) =>
+        $" present={f["present"]} zero={(Environment.IsPrivilegedProcess ? f["zero"] : "?")} swap={f["swap"]} split={f["split"]} splitpmd={f["splitpmd"]}"
+        + $" swpout={f["swpout"]} swpfb={f["swpfb"]}";
+
+    /// <summary>
+    /// The same figures of the model: the leaf entries of the 8 MiB, and the split events of the
+    /// address space and its child since the last step (<paramref name="last"/> and
+    /// <paramref name="lastChild"/>, the counts then, are updated).
+    /// </summary>
+    private static string ModelEntries(ModelTarget t, ulong start, MmStruct? child, ref ThpCounters last, ref ThpCounters lastChild, ref (long SwpOut, long SwpOutFallback) lastSwap)
+    {
+        int present = 0, zero = 0, swap = 0;
+        for (int i = 0; i < Pages; i++)
+        {
+            ulong e = t.Mm.PeekPte(start + ((ulong)i * K4));
+            if (PtLab.Paging.Entry.IsPresent(e))
+            {
+                present++;
+                zero += PtLab.Paging.Entry.IsSpecial(e) && PtLab.Paging.Entry.Pfn(e) == t.Machine.Phys.ZeroPfn ? 1 : 0;
+            }
+            else if (PtLab.Paging.Entry.IsSwap(e))
+            {
+                swap++;
+            }
+        }
+
+        var now = t.Mm.ThpCounters();
+        var nowChild = child?.ThpCounters() ?? default;
+        long split = now.SplitPage - last.SplitPage + nowChild.SplitPage - lastChild.SplitPage;
+        long splitPmd = now.SplitPmd - last.SplitPmd + nowChild.SplitPmd - lastChild.SplitPmd;
+        var nowSwap = t.Machine.ThpSwapStats;
+        string line = $" present={present} zero={(Environment.IsPrivilegedProcess ? zero.ToString(CultureInfo.InvariantCulture) : "?")} swap={swap} split={split} splitpmd={splitPmd}"
+            + $" swpout={nowSwap.SwpOut - lastSwap.SwpOut} swpfb={nowSwap.SwpOutFallback - lastSwap.SwpOutFallback}";
+        (last, lastChild, lastSwap) = (now, nowChild, nowSwap);
+        return line;
+    }
+
+    /// <summary>The "X" step: the child made by "F" exits.</summary>
+    private static Errno EndChild(ModelTarget t, ref MmStruct? child)
+    {
+        if (child is null)
+        {
+            return Errno.EINVAL;
+        }
+
+        child.Exit(t.Cpu);
+        child = null;
+        return Errno.None;
     }
 
     /// <summary>

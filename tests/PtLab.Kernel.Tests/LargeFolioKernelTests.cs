@@ -55,6 +55,30 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
         CompareScript(script, shared, Pages, hugePage: true, k => k[0].Contains(" file 2048 ", StringComparison.Ordinal));
 
     /// <summary>
+    /// MADV_COLD ("kN+C") and MADV_PAGEOUT ("oN+C") of a PMD-mapped page-cache folio (MADV_HUGEPAGE,
+    /// 8 MiB file). Over part of it either advice splits it (<c>split_folio</c>): the leaf goes and
+    /// the folio becomes 512 order-0 pages in the cache, so a later fault maps the 16-page window of
+    /// them, no leaf. MADV_COLD of all of it leaves it mapped; MADV_PAGEOUT of all of it unmaps it
+    /// and evicts it whole, and a later fault reads a new PMD-sized folio and maps it by a leaf.
+    /// </summary>
+    public static TheoryData<string, bool> ColdAndPageoutScripts() => new()
+    {
+        { "r517,k600+1", false },
+        { "r517,k600+1,r601", false },
+        { "r517,k600+1,r601", true },
+        { "r517,o600+1,r601", false },
+        { "r517,k512+512,r601", false },
+        { "r517,o512+512", false },
+        { "r517,o512+512,r600", false },
+        { "r517,k0+2048,r1100", false },
+    };
+
+    [LinuxTheory]
+    [MemberData(nameof(ColdAndPageoutScripts))]
+    public void ColdAndPageoutOfAPmdMappedFileFolioSplitOrEvictItLikeTheHost(string script, bool shared) =>
+        CompareScript(script, shared, Pages, hugePage: true, k => k[0].Contains(" file 2048 ", StringComparison.Ordinal));
+
+    /// <summary>
     /// A file not a multiple of 2 MiB under MADV_HUGEPAGE: <c>page_cache_ra_order</c> reads the 2 MiB
     /// block that end of file cuts in smaller folios (each as large as its alignment and end of file
     /// allow: 1000 pages read [512, 768), [768, 896), [896, 960), [960, 992), [992, 1000)), and
@@ -150,6 +174,9 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
                         break;
                     case 'h':
                         Assert.Equal(Errno.None, t.Madvise(m.Address, size, Advice.NoHugePage));
+                        break;
+                    case 'k' or 'o':
+                        Assert.Equal(Errno.None, t.Madvise(at, ulong.Parse(nc[1], CultureInfo.InvariantCulture) * K4, step[0] == 'k' ? Advice.Cold : Advice.PageOut));
                         break;
                     default:
                         throw new ArgumentException($"unknown step {step}");

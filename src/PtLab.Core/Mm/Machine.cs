@@ -19,6 +19,14 @@ public sealed record MachineOptions
     public long SwapBytes { get; init; }
 
     /// <summary>
+    /// Whether the swap device is a block device, whose cluster allocator gives a PMD-sized folio
+    /// 512 slots of one free cluster, so reclaim writes a huge page out whole (<c>thp_swpout</c>);
+    /// false (the default) for a swap file, where 6.18 falls back to splitting it
+    /// (<c>thp_swpout_fallback</c>), as measured.
+    /// </summary>
+    public bool SwapBlockDevice { get; init; }
+
+    /// <summary>
     /// <c>read_ahead_kb</c> of the device regular files live on: the mmap read-around window a
     /// cold file fault reads in (128, the kernel's default; 0 for none).
     /// </summary>
@@ -68,7 +76,7 @@ public sealed partial class Machine
         Phys = new PhysMemory(Options.RamBytes, Options.PageData);
         if (Options.SwapBytes > 0)
         {
-            Phys.Swap = new SwapDevice(Phys, Options.SwapBytes);
+            Phys.Swap = new SwapDevice(Phys, Options.SwapBytes) { LargeFolios = Options.SwapBlockDevice };
         }
         Sync = new SyncHooks(Options.Cpus, Options.Scheduler, Options.LockDep, profile: Options.Profile);
         Phys.Profile = Sync.Profile;
@@ -104,6 +112,12 @@ public sealed partial class Machine
 
     /// <summary>Anonymous pages reclaim wrote to swap.</summary>
     public long SwappedOut => Vmscan.SwappedOut;
+
+    /// <summary>
+    /// Huge pages written to swap whole (<c>thp_swpout</c>), and huge pages split because no huge
+    /// swap slot could be had (<c>thp_swpout_fallback</c>).
+    /// </summary>
+    public (long SwpOut, long SwpOutFallback) ThpSwapStats => (Vmscan.ThpSwpOut, Vmscan.ThpSwpOutFallback);
 
     /// <summary>The CPUs.</summary>
     public IReadOnlyList<Cpu> Cpus => _cpus;

@@ -175,9 +175,8 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>copy_pmd_range</c>: the child's PMD table, then a PTE table per present pmd entry of the
-    /// parent's. A huge pmd is split in the parent first and copied entry by entry, the path
-    /// <c>copy_huge_pmd</c> takes for a pinned huge page (the kernel shares an unpinned one whole,
-    /// write-protected in both; the model does not share a PMD-mapped folio between mms).
+    /// parent's. An anonymous huge pmd is shared whole (<c>copy_huge_pmd</c>, write-protected in
+    /// both); one that cannot be is split in the parent first and copied entry by entry.
     /// </summary>
     private bool CopyPmdRange(Cpu cpu, MmStruct child, Vma dst, Vma src, long pmdTable, long childPud, ulong addr, ulong end)
     {
@@ -202,7 +201,15 @@ public sealed partial class MmStruct
 
             if (Entry.IsHuge(pmd))
             {
-                SplitHugePmd(cpu, src, pmdTable, pmdIndex, addr & Geometry.PmdMask);
+                switch (CopyHugePmd(cpu, child, src, pmdTable, pmdIndex, childPmd, addr & Geometry.PmdMask))
+                {
+                    case false:
+                        return false;
+                    case true:
+                        addr = next;
+                        continue;
+                }
+
                 pmd = Volatile.Read(ref pmds[pmdIndex]);
             }
 

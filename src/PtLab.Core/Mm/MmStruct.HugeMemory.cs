@@ -490,7 +490,7 @@ public sealed partial class MmStruct
             for (int i = 0; i < PhysMemory.HugeFrames; i++)
             {
                 Phys.SetRmap(head + i, owner, index + (ulong)i);
-                Phys.Desc(head + i).SetMapCount(1);
+                Phys.Desc(head + i).AddMap(1); // another address space may map it by PTEs already
                 SetPteAt(cpu, pt, i, flags | ((ulong)(head + i) << 12));
             }
 

@@ -10,15 +10,16 @@ namespace PtLab.Mm;
 // mapped by one PMD leaf. A folio already PMD-sized in the cache is just mapped
 // (collapse_pte_mapped_thp after a zap took the leaf away).
 //
-// The model collapses only a file that this one VMA maps (the usual shared anonymous mapping,
-// before any fork or split of it): the kernel retracts the tables of every VMA mapping the file,
-// under each one's locks, which the model does not do; with more than one mapping the collapse
-// answers EINVAL.
+// The model collapses a range of a file that only this address space maps and that no other VMA
+// of it maps (the usual shared anonymous mapping, also after mprotect or munmap split it into
+// several VMAs, each mapping its own part of the file): the kernel also retracts the tables of
+// other address spaces' VMAs mapping the range (after a fork), under each one's locks, which the
+// model does not do; there the collapse answers EINVAL.
 //
 // Race argument. mmap_lock is held for write through the whole call (MadviseCollapse), so no
 // fault, zap, page walk or design freer that runs under mmap_lock reaches the table, and no other
-// VMA can map the file's pages meanwhile (this VMA is its only mapping, and mapping it again needs
-// mmap_lock). The lockless walkers are handled as for the anonymous collapse: the table is
+// VMA can map the range's pages meanwhile (this VMA is the range's only mapping, every mapping of
+// the file is this address space's, and mapping it again needs mmap_lock). The lockless walkers are handled as for the anonymous collapse: the table is
 // unhooked under the pmd lock, the TLB and paging-structure caches are flushed for the 2 MiB and a
 // grace period passes (GUP-fast walks in an RCU read section) before its entries are read for the
 // last time under its PTE lock: from then on nothing can reach it, and it is freed at once
@@ -35,13 +36,40 @@ public sealed partial class MmStruct
         vma.File is { IsShmem: true } && (vma.Flags & VmFlags.Shared) != 0;
 
     /// <summary>
+    /// Whether the model collapses the pages [<paramref name="first"/>, +<paramref name="count"/>)
+    /// of the shmem file <paramref name="vma"/> maps: every VMA mapping the file belongs to
+    /// <paramref name="vma"/>'s address space, and none but <paramref name="vma"/> maps a page of
+    /// the range (the kernel would retract the other mappings' tables too).
+    /// </summary>
+    public static bool ShmemCollapseModelled(Vma vma, ulong first, ulong count)
+    {
+        ArgumentNullException.ThrowIfNull(vma);
+        foreach (var v in vma.File!.MappingSnapshot())
+        {
+            if (!ReferenceEquals(v.Mm, vma.Mm))
+            {
+                return false;
+            }
+
+            ulong lo = v.PgOff, hi = v.PgOff + (v.Length >> PhysMemory.PageShift);
+            if (!ReferenceEquals(v, vma) && lo < first + count && first < hi)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
     /// <c>hpage_collapse_scan_file</c> + <c>collapse_file</c> + <c>collapse_pte_mapped_thp</c> for
     /// the 2 MiB at <paramref name="haddr"/> of a shared shmem VMA.
     /// </summary>
     private ScanResult CollapseShmem(Cpu cpu, Vma vma, ulong haddr)
     {
         var file = vma.File!;
-        if (file.MappingVmas != 1)
+        ulong first = vma.PgOff + ((haddr - vma.Start) >> PhysMemory.PageShift);
+        if (!ShmemCollapseModelled(vma, first, PhysMemory.HugeFrames))
         {
             return ScanResult.VmaCheck; // other mappings would need their tables retracted too
         }
@@ -53,7 +81,6 @@ public sealed partial class MmStruct
             return ScanResult.PmdMapped;
         }
 
-        ulong first = vma.PgOff + ((haddr - vma.Start) >> PhysMemory.PageShift);
         long cached = file.FindGetPage(first);
         if (cached >= 0)
         {

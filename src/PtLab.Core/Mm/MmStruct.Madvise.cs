@@ -329,10 +329,11 @@ public sealed partial class MmStruct
                     {
                         // A huge page mapped by PTEs: split unless this table's part of the range
                         // covers it whole (a huge page whose pages lie in two tables, moved by
-                        // mremap to an address of another alignment, is always split); the model
-                        // reclaims huge pages only when PMD-mapped, so MADV_PAGEOUT splits it
-                        // whole too, as reclaim does when it cannot swap it out whole, unless it
-                        // is mlocked (isolated and put straight back).
+                        // mremap to an address of another alignment, is always split). MADV_PAGEOUT
+                        // of a whole one isolates it whole: reclaim discards a lazy-free one without
+                        // a split, and writes a swap-backed one out whole where the swap device gives
+                        // it a cluster; otherwise a swap-backed one is split here, as reclaim does when
+                        // it cannot swap it out whole; an mlocked one is isolated and put straight back.
                         long head = Phys.CompoundHead(pfn);
                         nr = FolioPteBatch(entries, i, endIndex, pfn);
                         if (FolioMaybeMappedShared(pfn))
@@ -352,9 +353,27 @@ public sealed partial class MmStruct
                             continue;
                         }
 
+                        if (nr == PhysMemory.HugeFrames && pageout && ReclaimsHugePageWhole(head))
+                        {
+                            // A whole huge page, each page mapped once, here: isolated whole, and
+                            // reclaim discards it (lazy-free) or writes it to one swap cluster.
+                            if (Phys.Lru.Isolate(head))
+                            {
+                                isolated.Add(head);
+                            }
+
+                            continue;
+                        }
+
                         if (nr < PhysMemory.HugeFrames || pageout)
                         {
+                            bool whole = nr == PhysMemory.HugeFrames;
                             pteTable = SplitFolioUnderPte(cpu, vma, pteTable, pmdTable, pmdIndex, pfn, va, ref nr);
+                            if (whole && nr == 0)
+                            {
+                                Machine.Vmscan.CountThpSwpOutFallback(); // no huge swap slot: split
+                            }
+
                             if (pteTable.IsNone)
                             {
                                 break;
@@ -451,16 +470,17 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// The PMD part of <c>madvise_cold_or_pageout_pte_range</c> for a leaf: the huge zero page, a
-    /// page-cache folio (the model does not split those) and a huge page mapped more than once are
-    /// left alone; part of a huge page splits it (<c>split_folio</c>) and, when that worked, the
+    /// The PMD part of <c>madvise_cold_or_pageout_pte_range</c> for a leaf: a page-cache folio is
+    /// <see cref="MadviseColdOrPageoutFilePmd"/>'s; the huge zero page and a huge page mapped more
+    /// than once are left alone; part of a huge page splits it (<c>split_folio</c>) and, when that worked, the
     /// caller goes on with its pages at the PTE level (returns false). A whole one: MADV_COLD
-    /// clears the leaf's young bit; MADV_PAGEOUT splits it too and pages out its 4 KiB pages. On
-    /// 6.18 without swap that is what reclaim ends with: a swap-backed huge page is split by
-    /// <c>shrink_folio_list</c> when no huge swap slot can be had, and a lazy-free one is
-    /// discarded through a split PMD (VmPTE keeps the table, measured); with swap the kernel would
-    /// write a swap-backed one out whole (the model writes its pages out one by one, and maps the
-    /// zero-filled ones the zero page instead).
+    /// clears the leaf's young bit; MADV_PAGEOUT of a lazy-free one splits the PMD only and the
+    /// caller reclaims the folio whole through its PTEs (measured on 6.18: thp_split_pmd, no
+    /// thp_split_page, VmPTE keeps the table); so does MADV_PAGEOUT of a swap-backed one when the
+    /// swap device gives it a free cluster (a block device: written out whole, thp_swpout);
+    /// otherwise (no swap, a swap file, no free cluster) it is split and its 4 KiB pages paged
+    /// out, as <c>shrink_folio_list</c> splits one when no huge swap slot can be had
+    /// (thp_swpout_fallback; measured without swap, with a swap file and with a loop device).
     /// </summary>
     private bool MadviseColdOrPageoutHugePmd(Cpu cpu, MmuGather tlb, Vma vma, long pmdTable, int pmdIndex, ulong addr, ulong next, bool pageout)
     {
@@ -471,6 +491,12 @@ public sealed partial class MmStruct
 
         long head = Entry.Pfn(orig);
         ulong haddr = addr & Geometry.PmdMask;
+        if (head != Phys.HugeZeroPfn && !IsAnonPage(head) && vma.File is { IsShmem: false } file && !FolioMaybeMappedShared(head))
+        {
+            MadviseColdOrPageoutFilePmd(cpu, tlb, vma, file, pmdTable, pmdIndex, haddr, orig, next - addr == Geometry.PmdSize, pageout);
+            return true;
+        }
+
         if (head == Phys.HugeZeroPfn || !IsAnonPage(head) || Volatile.Read(ref Phys.EntireMapCount(head)) != 1)
         {
             PmdUnlock(cpu, pmdTable);
@@ -478,10 +504,27 @@ public sealed partial class MmStruct
         }
 
         ref var d = ref Phys.Desc(head);
+        if (next - addr == Geometry.PmdSize && pageout && !d.Has(PageFlags.Mlocked) && ReclaimsHugePageWhole(head))
+        {
+            // A whole huge page reclaim takes whole: its try_to_unmap splits the PMD
+            // (TTU_SPLIT_HUGE_PMD: thp_split_pmd, the deposit becomes the PTE table), not the folio,
+            // and discards it or swaps it out whole through the PTEs; the caller isolates it at
+            // the PTE level.
+            SplitHugePmdLocked(cpu, vma, pmdTable, pmdIndex, haddr, orig);
+            PmdUnlock(cpu, pmdTable);
+            return false;
+        }
+
         if (next - addr != Geometry.PmdSize || (pageout && !d.Has(PageFlags.Mlocked)))
         {
             PmdUnlock(cpu, pmdTable);
-            return !SplitFolio(cpu, vma, head, haddr);
+            bool split = SplitFolio(cpu, vma, head, haddr);
+            if (split && next - addr == Geometry.PmdSize)
+            {
+                Machine.Vmscan.CountThpSwpOutFallback(); // no huge swap slot: split
+            }
+
+            return !split;
         }
 
         if (!pageout)
@@ -507,6 +550,67 @@ public sealed partial class MmStruct
 
         return true;
     }
+
+    /// <summary>
+    /// The PMD part of <c>madvise_cold_or_pageout_pte_range</c> for a leaf mapping a PMD-sized
+    /// page-cache folio that nothing else maps, under the pmd lock, which it drops. MADV_COLD of
+    /// all of it clears the leaf's young bit. MADV_PAGEOUT of all of it isolates it, and reclaim's
+    /// <c>try_to_unmap</c> takes the leaf away (a file leaf is not split into PTEs) and evicts the
+    /// folio whole if it is clean and unheld. Either advice over part of it splits it
+    /// (<c>split_folio</c>: <c>unmap_folio</c> takes the leaf away, the folio becomes 512 order-0
+    /// pages in the cache, nothing maps them), provided nothing but the cache and the leaf holds it;
+    /// the walk then finds no PTE table there (measured on 6.18 with ext4: RssFile drops by 2 MiB,
+    /// a later fault maps the 16-page window of order-0 pages).
+    /// </summary>
+    private void MadviseColdOrPageoutFilePmd(Cpu cpu, MmuGather tlb, Vma vma, SimFile file, long pmdTable, int pmdIndex, ulong haddr, ulong orig, bool whole, bool pageout)
+    {
+        long head = Entry.Pfn(orig);
+        ref var d = ref Phys.Desc(head);
+        if (whole && !pageout)
+        {
+            if (Entry.IsYoung(orig))
+            {
+                SetPmdAt(pmdTable, pmdIndex, Entry.MkOld(orig));
+                tlb.AddRange(haddr, haddr + Geometry.PmdSize);
+            }
+
+            PmdUnlock(cpu, pmdTable);
+            return; // folio_deactivate
+        }
+
+        if (d.Has(PageFlags.Mlocked) || (!whole && d.RefCount != PhysMemory.HugeFrames + 1))
+        {
+            PmdUnlock(cpu, pmdTable); // unevictable, or held beyond the cache and this leaf: can_split_folio refuses
+            return;
+        }
+
+        SplitHugePmdLocked(cpu, vma, pmdTable, pmdIndex, haddr, orig); // the leaf goes (TTU_SPLIT_HUGE_PMD)
+        PmdUnlock(cpu, pmdTable);
+        if (!whole)
+        {
+            Phys.GetPage(head); // folio_get
+            if (!file.SplitLargeFolio(head))
+            {
+                Phys.PutPage(head);
+            }
+
+            return;
+        }
+
+        if (Phys.Lru.Isolate(head))
+        {
+            Machine.Vmscan.ReclaimIsolated(cpu, [head]); // evicts it whole when clean and unheld
+        }
+    }
+
+    /// <summary>
+    /// Whether reclaim takes the huge page at <paramref name="head"/> whole rather than splitting
+    /// it: a lazy-free one is discarded whole; a swap-backed one is written out whole when the swap
+    /// device gives it a free cluster (<c>folio_alloc_swap</c> of order 9), and split otherwise (no
+    /// swap, a swap file, or no free cluster: <c>thp_swpout_fallback</c>).
+    /// </summary>
+    private bool ReclaimsHugePageWhole(long head) =>
+        !Phys.Desc(head).Has(PageFlags.SwapBacked) || Phys.Swap is { HasFreeCluster: true };
 
     /// <summary>
     /// <c>madvise_populate</c>: faults [start, end) in as reads or writes would, under

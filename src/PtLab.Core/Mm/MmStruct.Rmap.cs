@@ -79,13 +79,11 @@ public sealed partial class MmStruct
         }
 
         long pmdTable = -1;
-        int pmdIndex = Geometry.Index(addr, 2);
         var pteTable = TableRef.None;
         var outcome = UnmapOutcome.NotMapped;
         try
         {
-            pmdTable = _dead ? -1 : PmdTableOf(addr);
-            pteTable = pmdTable < 0 ? TableRef.None : PteOffsetMapLock(cpu, pmdTable, pmdIndex);
+            pteTable = RmapPteMapLock(cpu, addr, out pmdTable);
             if (pteTable.IsNone)
             {
                 return outcome;
@@ -115,16 +113,24 @@ public sealed partial class MmStruct
 
             if (lazyFree)
             {
-                // Discard only if clean and held by nobody but its mappings and our isolation.
-                if ((d.Flags & (int)PageFlags.Dirty) == 0 && d.RefCount == 1 + d.MapCount)
+                // Discard only if clean and held by nobody but its mappings and our isolation. A
+                // redirtied page is mapped back and swap-backed again; one held by another
+                // reference (GUP) is mapped back as it was, still lazy-free, for a later pass.
+                if ((d.Flags & (int)PageFlags.Dirty) != 0)
                 {
-                    UnmapPage(cpu, pfn);
-                    return outcome = UnmapOutcome.Discarded;
+                    SetPteAt(cpu, pteTable, index, old);
+                    d.SetFlagsAtomic(PageFlags.SwapBacked);
+                    return outcome = UnmapOutcome.Redirtied;
                 }
 
-                SetPteAt(cpu, pteTable, index, old);
-                d.SetFlagsAtomic(PageFlags.SwapBacked);
-                return outcome = UnmapOutcome.Redirtied;
+                if (d.RefCount != 1 + d.MapCount)
+                {
+                    SetPteAt(cpu, pteTable, index, old);
+                    return outcome = UnmapOutcome.Busy;
+                }
+
+                UnmapPage(cpu, pfn);
+                return outcome = UnmapOutcome.Discarded;
             }
 
             // The content is final here: this entry is gone, and any other left is read-only
@@ -144,17 +150,37 @@ public sealed partial class MmStruct
         }
         finally
         {
-            if (!pteTable.IsNone)
-            {
-                PteUnmapUnlock(cpu, pteTable);
-                if (lazyFree && outcome is UnmapOutcome.Discarded or UnmapOutcome.Redirtied)
-                {
-                    Design.AfterLazyFreeUnmap(this, cpu, pmdTable, pmdIndex, pteTable, outcome == UnmapOutcome.Discarded);
-                }
-            }
-
-            RmapLock.UpRead(cpu.Id);
+            RmapPteUnmapUnlock(cpu, addr, pmdTable, pteTable, lazyFree ? outcome : UnmapOutcome.NotMapped);
         }
+    }
+
+    /// <summary>
+    /// <c>page_vma_mapped_walk</c>'s map and lock of the PTE table holding <paramref name="addr"/>,
+    /// for a reverse-map visitor holding the rmap lock (none when the address space is gone or no
+    /// table is there).
+    /// </summary>
+    private TableRef RmapPteMapLock(Cpu cpu, ulong addr, out long pmdTable)
+    {
+        pmdTable = _dead ? -1 : PmdTableOf(addr);
+        return pmdTable < 0 ? TableRef.None : PteOffsetMapLock(cpu, pmdTable, Geometry.Index(addr, 2));
+    }
+
+    /// <summary>
+    /// The end of a reverse-map visit: unlocks the table, tells the design what became of a lazy-free
+    /// mapping (<paramref name="lazyFreeOutcome"/>, discarded or redirtied), and drops the rmap lock.
+    /// </summary>
+    private void RmapPteUnmapUnlock(Cpu cpu, ulong addr, long pmdTable, TableRef pteTable, UnmapOutcome lazyFreeOutcome)
+    {
+        if (!pteTable.IsNone)
+        {
+            PteUnmapUnlock(cpu, pteTable);
+            if (lazyFreeOutcome is UnmapOutcome.Discarded or UnmapOutcome.Redirtied)
+            {
+                Design.AfterLazyFreeUnmap(this, cpu, pmdTable, Geometry.Index(addr, 2), pteTable, lazyFreeOutcome == UnmapOutcome.Discarded);
+            }
+        }
+
+        RmapLock.UpRead(cpu.Id);
     }
 
     /// <summary>The page's entry is gone: drop its mapping, its RSS and the mapping's reference.</summary>

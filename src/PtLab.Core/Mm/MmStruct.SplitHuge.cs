@@ -12,12 +12,6 @@ public sealed partial class MmStruct
     private long _thpSplitPage;
 
     /// <summary>
-    /// At most this many PTE tables are locked together by one split: a folio's 512 pages span two
-    /// tables where they lie together, more only where mremaps left its parts in several places.
-    /// </summary>
-    private const int SplitMaxTables = 8;
-
-    /// <summary>
     /// <c>split_folio</c> of the anonymous huge page holding <paramref name="pfn"/>, which this
     /// address space maps at <paramref name="va"/>, by a PMD leaf or by PTEs. As the kernel:
     /// <c>can_split_folio</c> (no reference beyond its mappings), then <c>unmap_folio</c> (a PMD
@@ -29,8 +23,9 @@ public sealed partial class MmStruct
     /// parts of the range in several, each in the VMA of this address space whose page offset
     /// covers their index. Returns false, nothing split, when another holds it (isolated from its
     /// LRU list, as the folio lock would refuse), when it is pinned, when another address space
-    /// maps a page of it (the kernel splits those too; the model leaves it whole), or when its
-    /// mappings lie in more than <see cref="SplitMaxTables"/> tables.
+    /// maps a page of it (the kernel splits those too; the model leaves it whole). Its pages may lie
+    /// in any number of tables: a folio's 512 pages span two where they lie together, up to one
+    /// table each where mremaps moved them apart one by one.
     /// </summary>
     /// <remarks>
     /// Race-freedom: the folio is isolated by this call (the stand-in for <c>folio_trylock</c>:
@@ -129,7 +124,7 @@ public sealed partial class MmStruct
             }
         }
 
-        if (bases.Count == 0 || bases.Count > SplitMaxTables)
+        if (bases.Count == 0)
         {
             return false;
         }
@@ -350,20 +345,23 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// Whether some page of the huge page holding <paramref name="pfn"/> may be mapped by more
-    /// than one entry (<c>folio_maybe_mapped_shared</c>): mapped by more than one PMD, or a page
-    /// mapped more than once.
+    /// than one entry (<c>folio_maybe_mapped_shared</c>): mapped by more than one PMD, by a PMD
+    /// and by PTEs (after fork shared it, one address space split its PMD), or a page mapped more
+    /// than once.
     /// </summary>
     private bool FolioMaybeMappedShared(long pfn)
     {
         long head = Phys.CompoundHead(pfn);
-        if (Volatile.Read(ref Phys.EntireMapCount(head)) > 1)
+        int entire = Volatile.Read(ref Phys.EntireMapCount(head));
+        if (entire > 1)
         {
             return true;
         }
 
         for (int i = 0; i < PhysMemory.HugeFrames; i++)
         {
-            if (Phys.Desc(head + i).MapCount > 1)
+            int n = Phys.Desc(head + i).MapCount;
+            if (n > 1 || (n > 0 && entire > 0))
             {
                 return true;
             }

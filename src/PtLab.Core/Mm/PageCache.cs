@@ -41,7 +41,7 @@ public readonly record struct FileId(ulong Device, ulong Inode)
 /// dirty one back first); shmem pages are kept off the LRU lists: the model does not swap shmem.
 /// </para>
 /// </remarks>
-public sealed class SimFile
+public sealed partial class SimFile
 {
     private readonly Lock _lock = new();
     private readonly Dictionary<ulong, long> _pages = [];

@@ -19,6 +19,8 @@ internal sealed class Vmscan
     private long _swappedOut;
     private long _fileEvicted;
     private long _runs;
+    private long _thpSwpOut;
+    private long _thpSwpOutFallback;
 
     // One reusable rmap-walk result list per CPU (a CPU runs one reclaim at a time).
     private readonly List<RmapMapping>[] _mappings;
@@ -41,6 +43,15 @@ internal sealed class Vmscan
 
     /// <summary>Lazy-free pages found dirty again and made swap-backed.</summary>
     public long Redirtied => Volatile.Read(ref _redirtied);
+
+    /// <summary>Huge pages written to swap whole (<c>THP_SWPOUT</c>).</summary>
+    public long ThpSwpOut => Volatile.Read(ref _thpSwpOut);
+
+    /// <summary>Huge pages split for swap because no huge swap slot could be had (<c>THP_SWPOUT_FALLBACK</c>).</summary>
+    public long ThpSwpOutFallback => Volatile.Read(ref _thpSwpOutFallback);
+
+    /// <summary>Counts a huge page split for swap-out (<c>THP_SWPOUT_FALLBACK</c>).</summary>
+    public void CountThpSwpOutFallback() => Interlocked.Increment(ref _thpSwpOutFallback);
 
     /// <summary>Anonymous pages written to swap (<c>PSWPOUT</c>).</summary>
     public long SwappedOut => Volatile.Read(ref _swappedOut);
@@ -242,19 +253,26 @@ internal sealed class Vmscan
 
     /// <summary>
     /// <c>shrink_folio_list</c> for an isolated huge page: <c>try_to_unmap</c> of its PMD mapping
-    /// (see <see cref="MmStruct.TryToUnmapHugePmd"/>), where the reverse map finds one.
+    /// (see <see cref="MmStruct.TryToUnmapHugePmd"/>), where the reverse map finds one. One mapped
+    /// by the 512 entries of a PTE table is unmapped there whole, not split: a lazy-free one is
+    /// discarded (<see cref="MmStruct.TryToUnmapLazyFreeFolioPtes"/>), a swap-backed one written
+    /// to one swap cluster (<see cref="MmStruct.TryToUnmapSwapFolioPtes"/>, <c>THP_SWPOUT</c>).
     /// </summary>
     private void ShrinkHuge(Cpu cpu, long head)
     {
         var phys = _machine.Phys;
         ref var d = ref phys.Desc(head);
         bool lazyFree = (d.Flags & (int)PageFlags.SwapBacked) == 0;
+        bool pteMapped = Volatile.Read(ref phys.EntireMapCount(head)) == 0;
         var mappings = _mappings[cpu.Id];
         MmStruct.RmapWalk(phys, head, mappings);
         var outcome = UnmapOutcome.NotMapped;
+        long firstSlot = -1;
         foreach (var m in mappings)
         {
-            outcome = m.Mm.TryToUnmapHugePmd(cpu, head, m.Address);
+            outcome = !pteMapped ? m.Mm.TryToUnmapHugePmd(cpu, head, m.Address)
+                : lazyFree ? m.Mm.TryToUnmapLazyFreeFolioPtes(cpu, head, m.Address)
+                : m.Mm.TryToUnmapSwapFolioPtes(cpu, head, m.Address, out firstSlot);
             if (outcome != UnmapOutcome.NotMapped)
             {
                 break;
@@ -263,8 +281,17 @@ internal sealed class Vmscan
 
         switch (outcome)
         {
+            case UnmapOutcome.SwappedOut:
+                for (int i = 0; i < PhysMemory.HugeFrames; i++)
+                {
+                    phys.Swap!.Free(firstSlot + i); // the folio leaves the swap cache: only the entries use the slots now
+                }
+
+                Interlocked.Increment(ref _thpSwpOut);
+                Interlocked.Add(ref _swappedOut, PhysMemory.HugeFrames);
+                break;
             case UnmapOutcome.Discarded:
-                Interlocked.Increment(ref _discarded);
+                Interlocked.Add(ref _discarded, PhysMemory.HugeFrames); // PGLAZYFREED counts pages
                 break;
             case UnmapOutcome.Redirtied:
                 Interlocked.Increment(ref _redirtied);
@@ -275,6 +302,7 @@ internal sealed class Vmscan
                 phys.Lru.Add(head, lazyFree ? LruList.File : LruList.Anon); // FOLIOREF_KEEP: another pass later
                 break;
             case UnmapOutcome.Busy:
+            case UnmapOutcome.NotMapped when pteMapped: // not whole in one table: kept for now
                 phys.Lru.Add(head, lazyFree ? LruList.File : LruList.Anon);
                 break;
         }

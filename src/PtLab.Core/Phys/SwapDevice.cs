@@ -61,6 +61,81 @@ public sealed class SwapDevice
         PagesOut++;
         _count.Slot(slot) = 1;
         RawSpinLock.Unlock(ref _lock);
+        Store(slot, pfn);
+        return slot;
+    }
+
+    /// <summary>
+    /// Whether a PMD-sized folio can get 512 slots of one free cluster (<c>folio_alloc_swap</c> of
+    /// order 9): a block device's cluster allocator gives them, a swap file's does not.
+    /// </summary>
+    public bool LargeFolios { get; init; }
+
+    /// <summary>The first slot of a free 512-slot cluster, aligned, that no slot was ever taken from.</summary>
+    private long FreeClusterLocked()
+    {
+        long start = (_next + PhysMemory.HugeFrames - 1) & ~(long)(PhysMemory.HugeFrames - 1);
+        return start + PhysMemory.HugeFrames <= Slots ? start : -1;
+    }
+
+    /// <summary>Whether <see cref="WriteOutFolio"/> would find a free cluster now.</summary>
+    public bool HasFreeCluster
+    {
+        get
+        {
+            RawSpinLock.Lock(ref _lock);
+            bool free = LargeFolios && FreeClusterLocked() >= 0;
+            RawSpinLock.Unlock(ref _lock);
+            return free;
+        }
+    }
+
+    /// <summary>
+    /// <c>folio_alloc_swap</c> of a PMD-sized folio + <c>swap_writepage</c>: 512 slots of one free
+    /// cluster hold the pages of the folio at <paramref name="head"/>, each with one use (the swap
+    /// cache's); returns the first, or -1 when the device takes no large folios or has no free
+    /// cluster. The slots skipped to align it go on the free list.
+    /// </summary>
+    public long WriteOutFolio(long head)
+    {
+        RawSpinLock.Lock(ref _lock);
+        long start = LargeFolios ? FreeClusterLocked() : -1;
+        if (start < 0)
+        {
+            RawSpinLock.Unlock(ref _lock);
+            return -1;
+        }
+
+        for (long s = _next; s < start; s++)
+        {
+            if (_freeCount == _free.Length)
+            {
+                Array.Resize(ref _free, _free.Length * 2);
+            }
+
+            _free[_freeCount++] = s;
+        }
+
+        _next = start + PhysMemory.HugeFrames;
+        _used += PhysMemory.HugeFrames;
+        PagesOut += PhysMemory.HugeFrames;
+        for (int i = 0; i < PhysMemory.HugeFrames; i++)
+        {
+            _count.Slot(start + i) = 1;
+        }
+
+        RawSpinLock.Unlock(ref _lock);
+        for (int i = 0; i < PhysMemory.HugeFrames; i++)
+        {
+            Store(start + i, head + i);
+        }
+
+        return start;
+    }
+
+    /// <summary>The page's content into the slot.</summary>
+    private void Store(long slot, long pfn)
+    {
         if (_phys.Content.HoldsData)
         {
             _phys.Content.Read(pfn, 0, _bytes.Block(slot));
@@ -69,8 +144,6 @@ public sealed class SwapDevice
         {
             _tokens.Slot(slot) = _phys.Content.Token(pfn);
         }
-
-        return slot;
     }
 
     /// <summary><c>swap_read_folio</c>: fills a fresh page with the slot's content.</summary>

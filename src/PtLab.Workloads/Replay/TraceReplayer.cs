@@ -1569,10 +1569,11 @@ public sealed class TraceReplayer
     /// <summary>
     /// The <see cref="ReplayResult.Unsupported"/> key of a MADV_COLLAPSE that reaches a shmem VMA
     /// the model does not collapse, whatever the kernel answered: a private mapping of shmem, or a
-    /// shmem file mapped by more than this one VMA (after a fork or a split of the mapping). The
-    /// model answers EINVAL there and the range keeps its small pages and its PTE table (a shmem
-    /// collapse frees the table: the replay then keeps 4 kB more per collapsed table). A shared
-    /// shmem mapping that is its file's only one is collapsed as the kernel does.
+    /// shmem file mapped by another address space too (after a fork), or whose pages another VMA
+    /// maps as well. The model answers EINVAL there and the range keeps its small pages and its
+    /// PTE table (a shmem collapse frees the table: the replay then keeps 4 kB more per collapsed
+    /// table). A shared shmem mapping whose file only this address space maps, each part by one VMA
+    /// (also after mprotect or munmap split it), is collapsed as the kernel does.
     /// </summary>
     public const string CollapseShmemNotModelled = "madvise MADV_COLLAPSE of shmem mapped privately or more than once (not modelled: the range keeps its small pages)";
 
@@ -1598,7 +1599,7 @@ public sealed class TraceReplayer
                 break;
             }
 
-            if (v.File is { IsShmem: true } shmem && ((v.Flags & VmFlags.Shared) == 0 || shmem.MappingVmas != 1))
+            if (v.File is { IsShmem: true } && ((v.Flags & VmFlags.Shared) == 0 || !MmStruct.ShmemCollapseModelled(v, v.PgOff, v.Length / Geometry.PageSize)))
             {
                 return CollapseShmemNotModelled;
             }

@@ -200,10 +200,22 @@ public class CollapseTests
         Assert.True(IsLeaf(s, a));
         AssertHolds(s, a + 100, 4);
 
-        // Split into two VMAs of the same file: the model does not retract the other's table.
+        // Split into VMAs of the same file: a 2 MiB that lies in two of them is no candidate
+        // (EINVAL, as on the host); one that lies in one VMA is collapsed, the other VMAs mapping
+        // other parts of the file.
         Assert.Equal(Errno.None, s.Mm.Mprotect(s.Cpu, a + Sim.M2, Sim.K4, Prot.Read));
         Write(s, a + Sim.M2 + Sim.K4, 1);
         Assert.Equal(Errno.EINVAL, s.Mm.Madvise(s.Cpu, a + Sim.M2, Sim.M2, Advice.Collapse));
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.DontNeed));
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Collapse)); // the cached folio, mapped again
+        Assert.True(IsLeaf(s, a));
+        AssertHolds(s, a + 100, 4);
+
+        // After a fork the child maps the file too: not modelled, EINVAL.
+        var child = s.Mm.Fork(s.Cpu)!;
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.DontNeed));
+        Assert.Equal(Errno.EINVAL, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Collapse));
+        child.Exit(s.Cpu);
         s.AssertAccountingConsistent();
     }
 

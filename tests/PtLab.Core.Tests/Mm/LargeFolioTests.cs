@@ -181,4 +181,35 @@ public class LargeFolioTests
         Assert.Equal(1024, f.DropCache());
         Assert.Equal(1, m.Phys.UsedFrames); // the zero page
     }
+
+    [Fact]
+    public void ColdOfPartOfAPmdMappedFolioSplitsItInTheCacheAndPageoutOfAllOfItEvictsItWhole()
+    {
+        using var s = new Sim();
+        var (f, a) = HugeFileMapping(s);
+        Assert.True(s.Cpu.ReadByte(a + (517 * Sim.K4), out _).Ok);
+        long head = Entry.Pfn(PmdAt(s.Mm, a + (512 * Sim.K4)));
+
+        // Part of it: the leaf goes, the folio becomes 512 order-0 pages, still cached.
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a + (600 * Sim.K4), Sim.K4, Advice.Cold));
+        Assert.Equal(0UL, PmdAt(s.Mm, a + (512 * Sim.K4)));
+        Assert.Equal(0, s.Mm.Status().RssFileKb);
+        Assert.Equal(1024, f.CachedPages);
+        Assert.False(s.Machine.Phys.Desc(head).Has(PageFlags.Head));
+        Assert.DoesNotContain(f.Folios(), x => x.First == 512 && x.Pages == 512);
+        Assert.Contains(f.Folios(), x => x.First == 1024 && x.Pages == 512); // the other one is whole
+        Assert.True(s.Cpu.ReadByte(a + (601 * Sim.K4), out _).Ok);
+        Assert.False(Entry.IsHuge(PmdAt(s.Mm, a + (512 * Sim.K4)))); // mapped by PTEs now
+        Assert.Equal(64, s.Mm.Status().RssFileKb); // the fault-around window
+        s.AssertAccountingConsistent();
+
+        // All of the second one: unmapped and evicted whole.
+        Assert.True(s.Cpu.ReadByte(a + (1100 * Sim.K4), out _).Ok);
+        Assert.True(Entry.IsHuge(PmdAt(s.Mm, a + (1024 * Sim.K4))));
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a + (1024 * Sim.K4), Sim.M2, Advice.PageOut));
+        Assert.Equal(0UL, PmdAt(s.Mm, a + (1024 * Sim.K4)));
+        Assert.False(f.IsCached(1024) || f.IsCached(1535));
+        Assert.Equal(64, s.Mm.Status().RssFileKb);
+        s.AssertAccountingConsistent();
+    }
 }

@@ -79,7 +79,7 @@ public sealed class ProcessMadviseReplayModelTests
     }
 
     [Fact]
-    public void MadviseCollapseIsAppliedToAnonymousAndShmemAndASplitShmemIsReportedAsNotModelled()
+    public void MadviseCollapseIsAppliedToAnonymousAndShmemAndAForkedShmemIsReportedAsNotModelled()
     {
         Apply(TraceEvent.Create(TraceEventKind.Task, _t++, Parent, Parent) with { Path = "p" });
         Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Parent, Parent) with { Address = 0, Length = 4 * Mb, Prot = 3, Flags = 0x22, Fd = -1 }).Returned((long)Region, 10));
@@ -102,13 +102,19 @@ public sealed class ProcessMadviseReplayModelTests
         Apply(TraceEvent.Fault(_t++, Parent, Parent, shmem, 6, 0x400000));
         Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Parent, Parent) with { Address = shmem, Length = 2 * Mb, Prot = (int)Advice.Collapse }).Returned(0, 10));
 
-        // A shmem mapping split in two by mprotect (its file mapped by two VMAs): not modelled,
-        // whatever the kernel answered.
+        // A shmem mapping split in three by mprotect (its file mapped by three VMAs, each its own
+        // part): the first 2 MiB is collapsed as the host does.
         const ulong split = Region + (128 * Mb);
-        Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Parent, Parent) with { Address = 0, Length = 4 * Mb, Prot = 3, Flags = 0x21, Fd = -1 }).Returned((long)split, 10));
+        Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Parent, Parent) with { Address = 0, Length = 6 * Mb, Prot = 3, Flags = 0x21, Fd = -1 }).Returned((long)split, 10));
         Apply(TraceEvent.Fault(_t++, Parent, Parent, split, 6, 0x400000));
+        Apply(TraceEvent.Fault(_t++, Parent, Parent, split + (4 * Mb), 6, 0x400000));
         Apply((TraceEvent.Create(TraceEventKind.Mprotect, _t++, Parent, Parent) with { Address = split + (2 * Mb), Length = 4096, Prot = 1 }).Returned(0, 10));
         Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Parent, Parent) with { Address = split, Length = 2 * Mb, Prot = (int)Advice.Collapse }).Returned(0, 10));
+
+        // After a fork the child maps the file too: the parent's collapse of its last 2 MiB is
+        // not modelled (the host retracts the child's table as well), whatever the kernel answered.
+        Apply(TraceEvent.Create(TraceEventKind.NewTask, _t++, Parent, Parent) with { Flags = 0x11, Result = Child, Path = "c" });
+        Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Parent, Parent) with { Address = split + (4 * Mb), Length = 2 * Mb, Prot = (int)Advice.Collapse }).Returned(0, 10));
 
         var r = _replayer.Finish();
         Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("madvise", StringComparison.Ordinal));
@@ -116,8 +122,8 @@ public sealed class ProcessMadviseReplayModelTests
         Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("advice 25", StringComparison.Ordinal));
         var exit = r.Processes.Single(p => p.Pid == Parent).Exit!.Value;
         Assert.Equal(4096, exit.RssAnonKb);
-        Assert.Equal(2048 + 4, exit.RssShmemKb); // the collapsed 2 MiB, and the split mapping's page
-        Assert.Equal(3, exit.Tables.Pte); // two deposited beside the huge pages, and the split mapping's; the collapsed shmem's went
+        Assert.Equal(2048 + 2048 + 4, exit.RssShmemKb); // the two collapsed 2 MiB, and the split mapping's last page
+        Assert.Equal(3, exit.Tables.Pte); // two deposited beside the huge pages, and the last 2 MiB's; the collapsed shmem's went
     }
 
     [Fact]

@@ -14,12 +14,19 @@
  *          PR_SET_THP_DISABLE, "l" mlock of the mapping, "vN" vmsplice page N into a pipe that is
  *          never read (a pin: the page holds a reference beyond its mapping), "fN:M"
  *          MADV_FREE, "kN:M" MADV_COLD, "oN:M" MADV_PAGEOUT, "mN:M:D" mremap of M pages from N
- *          to page D (MREMAP_MAYMOVE | MREMAP_FIXED, the same length)
+ *          to page D (MREMAP_MAYMOVE | MREMAP_FIXED, the same length), "W" mprotect PROT_READ |
+ *          PROT_WRITE of the whole mapping (a VMA split by "p" merges again), "F" fork a child that
+ *          keeps its copy of the mapping until "X" (or the end) makes it exit
  *
  * LazyFree is read after this CPU's LRU batches were drained (see drain_lru_batches).
  *
  * Output, one line per step: "STEP r=0|ERRNO pte=KB anon=KB file=KB shmem=KB AnonHugePages=KB
- * FilePmdMapped=KB ShmemPmdMapped=KB LazyFree=KB" (the status figures are changes since the mapping was made;
+ * FilePmdMapped=KB ShmemPmdMapped=KB LazyFree=KB present=N zero=N swap=N split=N splitpmd=N
+ * deferred=N swpout=N swpfb=N" (the status figures are changes since the mapping was made; present, zero and swap
+ * count the mapping's pages whose pagemap entry is present, maps the shared zero page (its frame
+ * number needs root: 0 without it) or is a swap entry; split, splitpmd, deferred, swpout and swpfb
+ * are the changes of /proc/vmstat's thp_split_page, thp_split_pmd, thp_deferred_split_page,
+ * thp_swpout and thp_swpout_fallback over the step, which other processes can move too;
  * nothing is allocated between the first and the last reading: /proc is read with read() into a
  * buffer touched before, and the lines are written at the end from another such buffer).
  */
@@ -34,6 +41,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define PAGE 4096UL
@@ -118,6 +126,109 @@ static long smaps_kb(uintptr_t lo, uintptr_t hi, const char *key)
     return total;
 }
 
+/* One field of /proc/vmstat ("name value" lines). */
+static long vmstat(const char *key)
+{
+    const char *t = read_proc("/proc/vmstat");
+    size_t n = strlen(key);
+    for (const char *l = t; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, key, n) == 0 && l[n] == ' ')
+            return strtol(l + n + 1, NULL, 10);
+    return 0;
+}
+
+struct thp_events {
+    long split, splitpmd, deferred, swpout, swpfb;
+};
+
+static struct thp_events read_thp_events(void)
+{
+    struct thp_events e = { vmstat("thp_split_page"), vmstat("thp_split_pmd"), vmstat("thp_deferred_split_page"),
+        vmstat("thp_swpout"), vmstat("thp_swpout_fallback") };
+    return e;
+}
+
+/* The mapping's pagemap entries, read into a buffer of the program's own. */
+static uint64_t pagemap_buf[SIZE / PAGE];
+static uint64_t zero_pfn = ~0ULL;
+
+struct pte_counts {
+    long present, zero, swap;
+};
+
+static struct pte_counts read_pagemap(const char *p)
+{
+    struct pte_counts c = { 0, 0, 0 };
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    if (fd < 0)
+        return c;
+    ssize_t got = pread(fd, pagemap_buf, sizeof pagemap_buf, (off_t)((uintptr_t)p / PAGE * 8));
+    close(fd);
+    for (long i = 0; i < got / 8; i++) {
+        uint64_t e = pagemap_buf[i];
+        if (e >> 63) {
+            c.present++;
+            if ((e & ((1ULL << 55) - 1)) == zero_pfn)
+                c.zero++;
+        } else if ((e >> 62) & 1) {
+            c.swap++;
+        }
+    }
+    return c;
+}
+
+/* The shared zero page's frame, read from a private page only ever read (0 without root). */
+static void find_zero_pfn(void)
+{
+    char *z = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (z == MAP_FAILED)
+        return;
+    (void)*(volatile char *)z;
+    uint64_t e = 0;
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    if (fd >= 0 && pread(fd, &e, 8, (off_t)((uintptr_t)z / PAGE * 8)) == 8 && (e >> 63) && (e & ((1ULL << 55) - 1)) != 0)
+        zero_pfn = e & ((1ULL << 55) - 1);
+    if (fd >= 0)
+        close(fd);
+    munmap(z, PAGE);
+}
+
+/* The child of an "F" step, which holds its copy of the mapping until its pipe is closed. */
+static pid_t child = -1;
+static int child_pipe = -1;
+
+static int fork_child(void)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        char c;
+        close(fds[1]);
+        while (read(fds[0], &c, 1) > 0)
+            ;
+        _exit(0);
+    }
+    close(fds[0]);
+    child = pid;
+    child_pipe = fds[1];
+    return 0;
+}
+
+static int end_child(void)
+{
+    if (child < 0)
+        return -1;
+    close(child_pipe);
+    int status;
+    pid_t r = waitpid(child, &status, 0);
+    child = -1;
+    return r < 0 ? -1 : 0;
+}
+
 /* Touches 512 KiB of stack below the caller, so that no step grows the stack (and its tables). */
 static void grow_stack(void)
 {
@@ -193,6 +304,7 @@ int main(int argc, char **argv)
         return 1;
     }
     drain_page[0] = 1;
+    find_zero_pfn();
     char *steps = strdup(argv[3]);
     memset(out, 0, sizeof out);
     memset(proc_buf, 0, sizeof proc_buf);
@@ -200,12 +312,14 @@ int main(int argc, char **argv)
     (void)smaps_kb(0, 0, "Rss");
     out_len = (size_t)snprintf(out, sizeof out, "%s r=%s pte=%ld\n", "warm-up", strerrorname_np(EINVAL), 0L);
     out_len = 0;
+    (void)read_pagemap(p);
     struct status base = read_status();
     for (char *s = strtok(steps, ","); s; s = strtok(NULL, ",")) {
         long n = 0, m = 1;
         if (s[1])
             sscanf(s + 1, "%ld:%ld", &n, &m);
         int r = 0;
+        struct thp_events before = read_thp_events();
         switch (s[0]) {
         case 'r':
             for (long i = 0; i < m; i++)
@@ -261,6 +375,15 @@ int main(int argc, char **argv)
         case 'l':
             r = mlock(p, SIZE);
             break;
+        case 'W':
+            r = mprotect(p, SIZE, PROT_READ | PROT_WRITE);
+            break;
+        case 'F':
+            r = fork_child();
+            break;
+        case 'X':
+            r = end_child();
+            break;
         case 'v': {
             struct iovec v = { p + n * PAGE, PAGE };
             r = vmsplice(pipefd[1], &v, 1, 0) == (ssize_t)PAGE ? 0 : -1;
@@ -272,16 +395,22 @@ int main(int argc, char **argv)
         }
         int e = r ? errno : 0;
         drain_lru_batches();
+        struct thp_events after = read_thp_events();
+        struct pte_counts ptes = read_pagemap(p);
         struct status now = read_status();
         out_len += (size_t)snprintf(out + out_len, sizeof out - out_len,
-            "%s r=%s pte=%ld anon=%ld file=%ld shmem=%ld AnonHugePages=%ld FilePmdMapped=%ld ShmemPmdMapped=%ld LazyFree=%ld\n",
+            "%s r=%s pte=%ld anon=%ld file=%ld shmem=%ld AnonHugePages=%ld FilePmdMapped=%ld ShmemPmdMapped=%ld LazyFree=%ld"
+            " present=%ld zero=%ld swap=%ld split=%ld splitpmd=%ld deferred=%ld swpout=%ld swpfb=%ld\n",
             s, e ? strerrorname_np(e) : "0", now.pte - base.pte, now.anon - base.anon,
             now.file - base.file, now.shmem - base.shmem,
             smaps_kb((uintptr_t)p, (uintptr_t)p + SIZE, "AnonHugePages"),
             smaps_kb((uintptr_t)p, (uintptr_t)p + SIZE, "FilePmdMapped"),
             smaps_kb((uintptr_t)p, (uintptr_t)p + SIZE, "ShmemPmdMapped"),
-            smaps_kb((uintptr_t)p, (uintptr_t)p + SIZE, "LazyFree"));
+            smaps_kb((uintptr_t)p, (uintptr_t)p + SIZE, "LazyFree"),
+            ptes.present, ptes.zero, ptes.swap, after.split - before.split, after.splitpmd - before.splitpmd,
+            after.deferred - before.deferred, after.swpout - before.swpout, after.swpfb - before.swpfb);
     }
+    end_child();
     fwrite(out, 1, out_len, stdout);
     return 0;
 }

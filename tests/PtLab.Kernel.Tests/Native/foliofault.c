@@ -14,7 +14,7 @@
  *           the whole mapping (N ignored); with a count, "N+C" for pages [N, N + C): "cN+C" one
  *           pread of them, "sN+C" read() of them in 128 KiB calls in order (as cat reads), "xN+C"
  *           POSIX_FADV_DONTNEED of them, "lN+C" mlock of them, "LN+C" munlock, "rN+C" a load
- *           from each in order; "zN" sleeps N ms (lets readahead I/O finish: mincore counts only
+ *           from each in order, "kN+C" MADV_COLD of them, "oN+C" MADV_PAGEOUT; "zN" sleeps N ms (lets readahead I/O finish: mincore counts only
  *           pages whose read has completed)
  *   SHIFT   pages the mapping starts above a 2 MiB boundary (default 0)
  *   PAGES   the file's size in pages (default 2048: 8 MiB)
@@ -37,6 +37,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#ifndef MADV_COLD
+#define MADV_COLD 20
+#define MADV_PAGEOUT 21
+#endif
 
 #define PAGE 4096UL
 #define MAXPAGES 65536UL
@@ -214,6 +218,10 @@ int main(int argc, char **argv)
             rc = munmap(at, PAGE);
         else if (kind == 'p')
             rc = mprotect(at, PAGE, prot | PROT_EXEC);
+        else if (kind == 'k')
+            rc = madvise(at, count * PAGE, MADV_COLD);
+        else if (kind == 'o')
+            rc = madvise(at, count * PAGE, MADV_PAGEOUT);
         else if (kind == 'z')
             usleep((useconds_t)page * 1000);
         else if (kind == 'h')
