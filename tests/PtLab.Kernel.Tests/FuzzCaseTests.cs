@@ -19,6 +19,9 @@ public sealed class NativeTheoryAttribute : TheoryAttribute
 /// The differences the kernel fuzzer found, kept as case files (FuzzCases/*.case) with the kernel's
 /// recorded answers: each replays on the model always, and on the host kernel where one can run.
 /// </summary>
+// Serialized with the other host tests: one of them switches a swap area on for the whole
+// machine for a few seconds, which would change what MADV_PAGEOUT does here.
+[Collection(HostKernelCollection.Name)]
 public sealed class FuzzCaseTests(ITestOutputHelper output)
 {
     private static readonly string CaseFolder = Path.Combine(AppContext.BaseDirectory, "FuzzCases");

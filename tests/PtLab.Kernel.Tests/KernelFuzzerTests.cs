@@ -20,6 +20,9 @@ public sealed class PtReclaimExecutorFactAttribute : FactAttribute
 }
 
 /// <summary>The executor's protocol and the differential runs against the host kernel.</summary>
+// Serialized with the other host tests: one of them switches a swap area on for the whole
+// machine for a few seconds, which would change what MADV_PAGEOUT does here.
+[Collection(HostKernelCollection.Name)]
 public sealed class KernelFuzzerTests(ITestOutputHelper output)
 {
     private const ulong M2 = 2UL << 20;

@@ -26,6 +26,9 @@ public sealed class RootNativeFactAttribute : FactAttribute
 /// steps. The kernel counts the locked mappings, so the page stays mlocked (and unevictable: reclaim,
 /// MADV_PAGEOUT and MADV_FREE pass it by) until the last one lets go, by munlock or munmap.
 /// </summary>
+// Serialized with the other host tests: one of them switches a swap area on for the whole
+// machine for a few seconds, which would change what MADV_PAGEOUT does here.
+[Collection(HostKernelCollection.Name)]
 public sealed class MlockCountKernelTests(ITestOutputHelper output)
 {
     private const ulong Page = 4096;

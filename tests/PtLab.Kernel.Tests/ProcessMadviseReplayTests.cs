@@ -13,6 +13,9 @@ namespace PtLab.Kernel.Tests;
 /// PAGEOUT, a call cut short by a hole) and a child (PAGEOUT of a file range, COLD, and a
 /// DONTNEED the kernel refuses for another process).
 /// </summary>
+// Serialized with the other host tests: one of them switches a swap area on for the whole
+// machine for a few seconds, which would change what MADV_PAGEOUT does here.
+[Collection(HostKernelCollection.Name)]
 public sealed class ProcessMadviseReplayTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("ptlab-pmadv-test-").FullName;
