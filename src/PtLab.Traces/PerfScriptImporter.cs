@@ -363,6 +363,8 @@ public sealed class PerfScriptImporter
         ["munlock"] = (TraceEventKind.Munlock, 2),
         ["mlockall"] = (TraceEventKind.Mlockall, 1),
         ["munlockall"] = (TraceEventKind.Munlockall, 0),
+        ["shmat"] = (TraceEventKind.Shmat, 3),
+        ["shmdt"] = (TraceEventKind.Shmdt, 1),
         ["exit"] = (TraceEventKind.Exit, 1),
         ["exit_group"] = (TraceEventKind.ExitGroup, 1),
     };
@@ -398,6 +400,8 @@ public sealed class PerfScriptImporter
                 TraceEventKind.Brk => e with { Address = args[0] },
                 TraceEventKind.Mlock2 => e with { Address = args[0], Length = args[1], Flags = args[2] },
                 TraceEventKind.Mlockall => e with { Flags = args[0] },
+                TraceEventKind.Shmat => e with { Fd = (int)args[0], Address = args[1], Flags = args[2] },
+                TraceEventKind.Shmdt => e with { Address = args[0] },
                 TraceEventKind.Exit or TraceEventKind.ExitGroup => e with { Result = (int)args[0] },
                 TraceEventKind.Munlockall => e,
                 _ => e with { Address = args[0], Length = args[1] },

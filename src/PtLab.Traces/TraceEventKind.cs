@@ -101,6 +101,16 @@ public enum TraceEventKind : byte
     CacheAdd,
     /// <summary><c>filemap:mm_filemap_delete_from_page_cache</c>: a folio left the page cache (reclaim, truncation, invalidation). Columns as <see cref="CacheAdd"/>.</summary>
     CacheDelete,
+    /// <summary>
+    /// shmat(shmid, shmaddr, shmflg): Address (shmaddr), Fd (the shmid), Flags (shmflg: SHM_RDONLY,
+    /// SHM_RND, SHM_REMAP, SHM_EXEC); Result is the attach's address or -errno. The segment itself
+    /// (its size, and the device and inode of its shmem file, which name it for every process that
+    /// attaches it) is in the <see cref="Mmap2"/> row the kernel reported for the attach, before
+    /// this row. Version 5.
+    /// </summary>
+    Shmat,
+    /// <summary>shmdt(shmaddr): Address; Result is 0 or -errno. Version 5.</summary>
+    Shmdt,
 }
 
 /// <summary>The columns a row can carry beyond time, pid, tid and kind.</summary>
@@ -115,9 +125,9 @@ public enum TraceFields
     Length = 1 << 1,
     /// <summary><c>prot</c> (protection, or madvise advice).</summary>
     Prot = 1 << 2,
-    /// <summary><c>flags</c> (mmap/mremap/mlock2/mlockall/clone flags, fault error code, MAP_SHARED/PRIVATE).</summary>
+    /// <summary><c>flags</c> (mmap/mremap/mlock2/mlockall/shmat/clone flags, fault error code, MAP_SHARED/PRIVATE).</summary>
     Flags = 1 << 3,
-    /// <summary><c>fd</c>.</summary>
+    /// <summary><c>fd</c> (shmat's shmid).</summary>
     Fd = 1 << 4,
     /// <summary><c>offset</c> (file offset in bytes).</summary>
     Offset = 1 << 5,
@@ -145,7 +155,7 @@ public enum TraceFields
 public static class TraceKinds
 {
     /// <summary>Number of kinds.</summary>
-    public const int Count = (int)TraceEventKind.CacheDelete + 1;
+    public const int Count = (int)TraceEventKind.Shmdt + 1;
 
     /// <summary>The most cache_range rows one file_cache row may announce (a file of 2^44 bytes, every other page cached).</summary>
     public const long MaxCacheRanges = 1L << 31;
@@ -174,6 +184,7 @@ public static class TraceKinds
         "mlock", "mlock2", "munlock", "mlockall", "munlockall", "exit", "exit_group", "newtask", "exec",
         "task_exit", "task", "mmap2", "vma", "status", "status_exec", "status_exit", "status_attach", "lost",
         "madvise_range", "file_cache", "cache_range", "signal", "cache_add", "cache_delete",
+        "shmat", "shmdt",
     ];
 
     // Required fields of each kind, then the fields it may carry besides. Any other field must be null.
@@ -212,6 +223,8 @@ public static class TraceKinds
         (TraceFields.Result | TraceFields.Flags, TraceFields.None),                                           // signal
         (PageCacheChange, TraceFields.None),                                                                  // cache_add
         (PageCacheChange, TraceFields.None),                                                                  // cache_delete
+        (TraceFields.Address | TraceFields.Fd | TraceFields.Flags, Syscall),                                  // shmat
+        (TraceFields.Address, Syscall),                                                                       // shmdt
     ];
 
     /// <summary>The kind's name in the <c>kind</c> column.</summary>
@@ -237,7 +250,7 @@ public static class TraceKinds
     public static (TraceFields Required, TraceFields Optional) Fields(TraceEventKind kind) => s_fields[(int)kind];
 
     /// <summary>Whether the kind is an address-space syscall recorded from its enter/exit pair (it has a result and a duration).</summary>
-    public static bool IsSyscall(TraceEventKind kind) => kind is >= TraceEventKind.Mmap and <= TraceEventKind.Munlockall;
+    public static bool IsSyscall(TraceEventKind kind) => kind is >= TraceEventKind.Mmap and <= TraceEventKind.Munlockall or TraceEventKind.Shmat or TraceEventKind.Shmdt;
 
     /// <summary>Whether the kind is a <c>/proc/PID/status</c> sample.</summary>
     public static bool IsStatus(TraceEventKind kind) => kind is >= TraceEventKind.Status and <= TraceEventKind.StatusAttach;

@@ -117,6 +117,39 @@ public sealed class PerfImportTests
         Assert.Contains($"in.txt:{at + 2}: signal_generate fields", Fails(lines).Message);
     }
 
+    /// <summary>
+    /// shmat and shmdt, as perf prints them: shmat's row carries the shmid (in fd), the address
+    /// asked for and the flags (SHM_RDONLY here), with the attach's address as its result; the
+    /// kernel's record of the segment's mapping comes before it, as MAP_SHARED with the shmem
+    /// file's device and inode; shmdt's row carries the address.
+    /// </summary>
+    [Fact]
+    public void ShmatAndShmdtAreRecordedWithTheSegmentsMapping()
+    {
+        var lines = Sample.ToList();
+        int at = lines.FindIndex(l => l.Contains("sys_exit_madvise", StringComparison.Ordinal));
+        lines.InsertRange(at + 1,
+        [
+            At(at, "syscalls:sys_enter_shmat: shmid: 0x00000004, shmaddr: 0x00000000, shmflg: 0x00001000"),
+            At(at, "PERF_RECORD_MMAP2 20310/20310: [0x7f0c61abf000(0x1000000) @ 0 00:01 4 2228042432]: r--s /SYSV00000000 (deleted)"),
+            At(at, " syscalls:sys_exit_shmat: 0x7f0c61abf000"),
+            At(at, "syscalls:sys_enter_shmdt: shmaddr: 0x7f0c61abf000"),
+            At(at, " syscalls:sys_exit_shmdt: 0x0"),
+        ]);
+        var rows = Import(lines);
+        int shmatAt = rows.FindIndex(e => e.Kind == TraceEventKind.Shmat);
+        var shmat = rows[shmatAt];
+        Assert.Equal((4, 0UL, 0x1000UL, 0x7f0c61abf000L), (shmat.Fd, shmat.Address, shmat.Flags, shmat.Result));
+        var segment = rows[shmatAt - 1];
+        Assert.Equal((TraceEventKind.Mmap2, 0x7f0c61abf000UL, 0x1000000UL, 1UL, "00:01", 4UL, "/SYSV00000000 (deleted)"),
+            (segment.Kind, segment.Address, segment.Length, segment.Flags, segment.Dev, segment.Inode, segment.Path));
+        var shmdt = Assert.Single(rows, e => e.Kind == TraceEventKind.Shmdt);
+        Assert.Equal((0x7f0c61abf000UL, 0L), (shmdt.Address, shmdt.Result));
+
+        lines.Insert(at + 1, At(at, "syscalls:sys_enter_shmdt: shmaddr: 0x7f0c61abf000, shmflg: 0x0"));
+        Assert.Contains($"in.txt:{at + 2}: sys_enter_shmdt arguments", Fails(lines).Message);
+    }
+
     [Fact]
     public void AGarbageLineIsRejectedWithItsLineNumber()
     {
