@@ -194,6 +194,39 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>
+    /// A System V segment attached by a parent, inherited by its child, attached there a second
+    /// time read-only and detached once: the recording holds the shmat and shmdt rows, the replay
+    /// maps the segment's one shmem file in both processes (so the child's reads find the pages its
+    /// parent wrote, and the parent's find the ones the child's reads allocated), and each process's
+    /// exit VmPTE and RssShmem are the kernel's within 2%.
+    /// </summary>
+    [ReplayFact(TraceEventKind.Shmat)]
+    public void SysvSharedMemoryAttachedTwice()
+    {
+        var r = RecordAndReplay("sysvshm");
+        using (var reader = TraceReader.Open(Path.Combine(_dir, "sysvshm.parquet")))
+        {
+            var calls = reader.ReadEvents().Where(e => e.Kind is TraceEventKind.Shmat or TraceEventKind.Shmdt).ToList();
+            Assert.Equal([TraceEventKind.Shmat, TraceEventKind.Shmat, TraceEventKind.Shmdt], calls.Select(c => c.Kind));
+            Assert.Equal([0UL, 0x1000UL], calls.Where(c => c.Kind == TraceEventKind.Shmat).Select(c => c.Flags)); // 0, SHM_RDONLY
+            Assert.Equal((ulong)calls[0].Result, calls[2].Address); // the child detaches the inherited attach
+            Assert.All(calls, c => Assert.True(c.Result >= 0, $"{TraceKinds.Name(c.Kind)} failed: {c.Result}"));
+        }
+
+        MatchesTheKernel(r);
+        Assert.Equal(2, r.Processes.Count);
+        Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("shm", StringComparison.Ordinal));
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("shm", StringComparison.Ordinal) || k.Contains("fault", StringComparison.Ordinal));
+        foreach (var p in r.Processes)
+        {
+            var exit = p.Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
+            output.WriteLine($"pid {p.Pid}: exit RssShmem {exit.Compared.RssShmemKb} kB in the model, {exit.Kernel.RssShmemKb} kB in the kernel");
+            Assert.True(exit.Kernel.RssShmemKb >= 16 << 10, "the kernel counted less than the segment as shmem: the program did not run as meant");
+            Assert.True(ReplayFidelity.Within(exit.Kernel.RssShmemKb, exit.Compared.RssShmemKb, ReplayFidelity.ExitPercent), $"pid {p.Pid}: exit RssShmem {exit.Compared.RssShmemKb} kB in the model, {exit.Kernel.RssShmemKb} kB in the kernel");
+        }
+    }
+
+    /// <summary>
     /// MADV_DONTFORK, DOFORK, WIPEONFORK, KEEPONFORK (and their EINVAL cases), MERGEABLE and
     /// UNMERGEABLE, then a fork: every call is replayed with the kernel's answer, none counted as
     /// not modelled, and the child, which lacks the DONTFORK range and gets the WIPEONFORK range

@@ -106,6 +106,9 @@ public sealed class TraceReplayer
     // The files whose recorded residency was applied, and whether any of their pages was cached;
     // the file the cache_range rows that follow fill (null: none, or not applied).
     private readonly Dictionary<FileId, bool> _residency = [];
+
+    /// <summary>The shmem files of System V segments (mapped by shmat, or found attached in a layout): what shmdt detaches.</summary>
+    private readonly HashSet<SimFile> _sysvSegments = [];
     private SimFile? _cacheFile;
 
     // The identities records give each file (maps and MMAP2, residency rows, the page-cache
@@ -349,6 +352,8 @@ public sealed class TraceReplayer
                 Mlock(e);
                 break;
             case TraceEventKind.ProcessMadvise: ProcessMadvise(e); break;
+            case TraceEventKind.Shmat: Shmat(e); break;
+            case TraceEventKind.Shmdt: Shmdt(e); break;
             default:
                 Unsupported(TraceKinds.Name(e.Kind) + " (not modelled)");
                 break;
@@ -915,6 +920,11 @@ public sealed class TraceReplayer
         }
 
         _configured[id] = file;
+        if (path is not null && path.StartsWith(SysvPathPrefix, StringComparison.Ordinal))
+        {
+            _sysvSegments.Add(file);
+        }
+
         _fileModels[basis] = _fileModels.GetValueOrDefault(basis) + 1;
         return file;
     }
@@ -1436,6 +1446,103 @@ public sealed class TraceReplayer
         }
 
         CompareResult(e, t.Proc.Mm.Mm.Munmap(cpu, e.Address, e.Length));
+    }
+
+    /// <summary>How d_path names a System V segment's shmem file: <c>/SYSV</c> and the key in 8 hex digits, then " (deleted)".</summary>
+    private const string SysvPathPrefix = "/SYSV";
+
+    /// <summary>SHM_RDONLY: attach read-only.</summary>
+    private const ulong ShmRdonly = 0x1000;
+
+    /// <summary>SHM_EXEC: attach executable.</summary>
+    private const ulong ShmExec = 0x8000;
+
+    /// <summary>
+    /// shmat: <c>do_shmat</c> maps the segment's shmem file shared (<c>MAP_SHARED</c>, and
+    /// <c>MAP_FIXED</c> where an address was given), read and write, or read only with SHM_RDONLY,
+    /// executable with SHM_EXEC, for the whole segment from offset 0. Which segment it was the
+    /// shmid does not say across processes; the kernel's mapping record of the attach does: its
+    /// device and inode name the segment's one shmem file, so every process that attaches the
+    /// segment maps the same pages (<c>RssShmem</c> in each, one set of pages). The kernel's address
+    /// stands; a call the kernel refused changed nothing and is not replayed.
+    /// </summary>
+    private void Shmat(in TraceEvent e)
+    {
+        if (!BeginCall(e, out var t, out var cpu))
+        {
+            return;
+        }
+
+        var pending = t.PendingMapping;
+        t.PendingMapping = null;
+        if (e.Result < 0)
+        {
+            return;
+        }
+
+        ulong at = (ulong)e.Result;
+        if (pending is not { } m || m.Address != at || m.Flags != 1 || m.Path is null || !m.Path.StartsWith(SysvPathPrefix, StringComparison.Ordinal))
+        {
+            Unsupported("shmat without the kernel's mapping record of the segment (not replayed)");
+            return;
+        }
+
+        var prot = (e.Flags & ShmRdonly) != 0 ? Prot.Read : Prot.Read | Prot.Write;
+        if ((e.Flags & ShmExec) != 0)
+        {
+            prot |= Prot.Exec;
+        }
+
+        var file = FileOf(m.Dev, m.Inode, m.Length, m.Path, content: null);
+        var r = t.Proc.Mm.Mm.Mmap(cpu, at, m.Length, prot, MapFlags.Shared | MapFlags.Fixed, file, 0, null);
+        CompareResult(e, r.Error);
+    }
+
+    /// <summary>
+    /// shmdt, as <c>do_shmdt</c>: the first VMA at or above the address that is a segment's
+    /// mapping placed as an attach at that address (its offset in the segment is its distance
+    /// from the address) is unmapped, then every later VMA of the same segment placed the same
+    /// way within the segment's size from the address: the pieces of that one attach that
+    /// mprotect or a partial munmap left. No such VMA: EINVAL.
+    /// </summary>
+    private void Shmdt(in TraceEvent e)
+    {
+        if (!BeginCall(e, out var t, out var cpu))
+        {
+            return;
+        }
+
+        var mm = t.Proc.Mm.Mm;
+        ulong addr = e.Address;
+        bool Attach(Vma v) => v.File is { } f && _sysvSegments.Contains(f) && v.Start >= addr && (v.Start - addr) / PageSize == v.PgOff;
+        var errno = Errno.EINVAL;
+        if ((addr & ~PageMask) == 0)
+        {
+            var v = mm.FindVma(addr);
+            while (v is not null && !Attach(v))
+            {
+                v = mm.FindVma(v.End);
+            }
+
+            if (v is { File: { } segment })
+            {
+                ulong size = (segment.Size + PageSize - 1) & PageMask;
+                for (var next = v; next is not null && next.End - addr <= size;)
+                {
+                    var after = mm.FindVma(next.End);
+                    if (ReferenceEquals(next.File, segment) && Attach(next))
+                    {
+                        mm.Munmap(cpu, next.Start, next.Length);
+                    }
+
+                    next = after;
+                }
+
+                errno = Errno.None;
+            }
+        }
+
+        CompareResult(e, errno);
     }
 
     private void Mprotect(in TraceEvent e)
