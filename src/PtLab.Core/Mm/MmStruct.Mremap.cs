@@ -426,7 +426,7 @@ public sealed partial class MmStruct
             pgoff = addr >> PhysMemory.PageShift;
         }
 
-        var copy = new Vma(addr, addr + len, vma.Flags, vma.AnonVma, pgoff) { Mm = this, File = vma.File, Ra = vma.Ra };
+        var copy = new Vma(addr, addr + len, vma.Flags, vma.AnonVma, pgoff) { Mm = this, File = vma.File, Ra = vma.Ra, Special = vma.Special };
         copy.CloneRmapLinksFrom(vma);
         _vmas.Insert(copy);
         return MergeAround(copy);
