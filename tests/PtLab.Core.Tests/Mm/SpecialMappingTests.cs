@@ -96,7 +96,8 @@ public class SpecialMappingTests
 
     /// <summary>
     /// munmap of the vDSO uncounts its page and frees nothing (the page is the kernel's); mremap
-    /// moves it, still special, its page still counted; exits leave only the reserved frames.
+    /// moves it, still special, its page still counted, but may not grow it (VM_DONTEXPAND:
+    /// EFAULT); exits leave only the reserved frames.
     /// </summary>
     [Fact]
     public void UnmapAndMremapKeepTheKernelPages()
@@ -106,6 +107,7 @@ public class SpecialMappingTests
         var b = WithVdso(m);
         long used = m.Phys.UsedFrames;
         var cpu = a.Activate();
+        Assert.Equal(Errno.EFAULT, a.Mm.Mremap(cpu, Vdso, VdsoLength, 2 * VdsoLength, MremapFlags.MayMove).Error);
         var moved = a.Mm.Mremap(cpu, Vdso, VdsoLength, VdsoLength, MremapFlags.MayMove | MremapFlags.Fixed, Vdso + Sim.M2);
         Assert.True(moved.Ok, moved.ToString());
         Assert.Same(SpecialMapping.Vdso, a.Mm.FindVma(Vdso + Sim.M2)!.Special);
