@@ -43,7 +43,7 @@ public sealed partial class MmStruct
     /// A fault on a special mapping where nothing is mapped. <c>special_mapping_fault</c> (the
     /// vDSO): the page of the mapping's own frames at the fault's offset, mapped read-only with its
     /// rmap and counted in MM_FILEPAGES (<c>finish_fault</c>; a kernel page is not anonymous);
-    /// past the last page, SIGBUS. <c>vvar_fault</c> (a <c>VM_PFNMAP</c> mapping): the frame
+    /// <c>vvar_fault</c> (a <c>VM_PFNMAP</c> mapping): the frame
     /// inserted as a special entry (<c>vmf_insert_pfn</c>), with no rmap and no RSS. No
     /// fault-around: these mappings have no <c>map_pages</c>. A write (only possible after an
     /// mprotect made a vDSO writable) copies, as <c>do_cow_fault</c> does, into a fresh anonymous
@@ -57,13 +57,15 @@ public sealed partial class MmStruct
         }
 
         addr &= Geometry.PageMask;
+        // The mapping's pages are taken as far as a fault reaches (the kernel's image has them all
+        // from boot), so that a recorded mapping of a strange size costs only what is read of it.
         ulong index = vma.LinearPageIndex(addr);
-        if (index >= (ulong)(vma.Length >> PhysMemory.PageShift) + vma.PgOff)
+        if (index >= int.MaxValue)
         {
             return FaultOutcome.Bus;
         }
 
-        var frames = Phys.SpecialFrames(mapping.Name, (int)((vma.Length >> PhysMemory.PageShift) + vma.PgOff));
+        var frames = Phys.SpecialFrames(mapping.Name, (int)index + 1);
         if (frames is null)
         {
             return FaultOutcome.Oom;
