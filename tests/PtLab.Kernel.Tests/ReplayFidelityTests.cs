@@ -109,10 +109,20 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     [RecordFact]
     public void ForkedChildrenGrowTheirInheritedHeap()
     {
-        var r = RecordAndReplay("forkbrk");
-        Assert.Equal(3, r.Processes.Count);
+        ProcessesMatchTheKernel("forkbrk", 3, "Segv", "brk");
+    }
+
+    /// <summary>
+    /// Records and replays <paramref name="program"/>, which must make <paramref name="processes"/>
+    /// processes that all match the kernel, with no divergence that names any of <paramref name="words"/>.
+    /// </summary>
+    private ReplayResult ProcessesMatchTheKernel(string program, int processes, params string[] words)
+    {
+        var r = RecordAndReplay(program);
+        Assert.Equal(processes, r.Processes.Count);
         MatchesTheKernel(r);
-        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("Segv", StringComparison.Ordinal) || k.Contains("brk", StringComparison.Ordinal));
+        Assert.DoesNotContain(r.Divergences.Keys, k => words.Any(w => k.Contains(w, StringComparison.Ordinal)));
+        return r;
     }
 
     /// <summary>
@@ -148,6 +158,25 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
             var exit = p.Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
             output.WriteLine($"pid {p.Pid}: exit RssFile {exit.Compared.RssFileKb} kB in the model, {exit.Kernel.RssFileKb} kB in the kernel");
             Assert.True(ReplayFidelity.Within(exit.Kernel.RssFileKb, exit.Compared.RssFileKb, ReplayFidelity.ExitPercent), $"pid {p.Pid}: exit RssFile {exit.Compared.RssFileKb} kB in the model, {exit.Kernel.RssFileKb} kB in the kernel");
+        }
+    }
+
+    /// <summary>
+    /// The vDSO, which exec maps as a special mapping of the kernel's pages: each page read counts
+    /// in RssFile, the [vvar] pages in no counter, and the forked child, which fork gives no
+    /// entries for the vDSO, refaults its pages. Every process's exit RssFile is the kernel's
+    /// exactly, as the vDSO is the only file-like memory the child maps anew.
+    /// </summary>
+    [RecordFact]
+    public void TheVdsoIsTheKernelsPagesCountedInRssFile()
+    {
+        var r = ProcessesMatchTheKernel("vdso", 2, "[vdso]", "[vvar");
+        foreach (var p in r.Processes)
+        {
+            var exit = p.Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
+            output.WriteLine($"pid {p.Pid}: exit RssFile {exit.Compared.RssFileKb} kB in the model, {exit.Kernel.RssFileKb} kB in the kernel");
+            Assert.True(exit.Kernel.RssFileKb > 0, $"pid {p.Pid}: the kernel counted no file pages: the program did not run as meant");
+            Assert.Equal(exit.Kernel.RssFileKb, exit.Compared.RssFileKb);
         }
     }
 

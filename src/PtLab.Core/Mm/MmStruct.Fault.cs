@@ -179,7 +179,8 @@ public sealed partial class MmStruct
         if (pteTable.IsNone)
         {
             // do_pte_missing: anonymous memory, or a file (shmem included) through do_fault.
-            return vma.IsAnonymous
+            return vma.Special is { } special ? SpecialMappingFault(cpu, vma, special, addr, write, pmdTable, pmdIndex)
+                : vma.IsAnonymous
                 ? DoAnonymousPage(cpu, vma, addr, write, pmdTable, pmdIndex)
                 : DoFault(cpu, vma, addr, write, pmdTable, pmdIndex);
         }

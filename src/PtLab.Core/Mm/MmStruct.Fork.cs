@@ -68,7 +68,7 @@ public sealed partial class MmStruct
 
                     // dup_mmap: memory locks are not inherited (VM_LOCKED_MASK cleared); the child's def_flags
                     // start empty, so MCL_FUTURE is not inherited either.
-                    var dst = new Vma(src.Start, src.End, src.Flags & ~LockedMask, null) { Mm = child, PgOff = src.PgOff, File = src.File, Ra = src.Ra };
+                    var dst = new Vma(src.Start, src.End, src.Flags & ~LockedMask, null) { Mm = child, PgOff = src.PgOff, File = src.File, Ra = src.Ra, Special = src.Special };
                     bool wipe = (src.Flags & VmFlags.WipeOnFork) != 0;
                     if (wipe)
                     {
@@ -126,10 +126,12 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>vma_needs_copy</c>: page tables must be copied when the VMA has an anon_vma (anonymous
     /// pages, private copies of file pages, swap entries exist only in the tables). A file or shmem
-    /// VMA without one is skipped: the child refaults from the page cache. (PFNMAP/MIXEDMAP, uffd-wp
-    /// and guard markers, the other reasons, are not modelled.)
+    /// VMA without one is skipped: the child refaults from the page cache, as a [vdso] child refaults
+    /// the vDSO's pages. A VM_PFNMAP or VM_MIXEDMAP VMA (a [vvar]) is copied, since no fault handler
+    /// is bound to rebuild raw frame numbers. (uffd-wp and guard markers, the other reasons, are not
+    /// modelled.)
     /// </summary>
-    internal static bool VmaNeedsCopy(Vma src) => src.AnonVma is not null;
+    internal static bool VmaNeedsCopy(Vma src) => src.AnonVma is not null || (src.Flags & (VmFlags.PfnMap | VmFlags.MixedMap)) != 0;
 
     /// <summary>
     /// <c>copy_page_range</c> down to <c>copy_pte_range</c>: for each table level, the child gets a

@@ -122,8 +122,9 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>check_prep_vma</c>: the VMA must contain the address; a growth or move must stay within
-    /// it (EFAULT), may not duplicate a private mapping (old length 0: EINVAL), and must fit the
-    /// memlock limit when the VMA is locked (EAGAIN).
+    /// it (EFAULT), may not duplicate a private mapping (old length 0: EINVAL), may not grow a
+    /// <c>VM_DONTEXPAND</c> or <c>VM_PFNMAP</c> VMA (EFAULT), and must fit the memlock limit when
+    /// the VMA is locked (EAGAIN).
     /// </summary>
     private Errno CheckPrepVma(RemapRequest r)
     {
@@ -158,6 +159,11 @@ public sealed partial class MmStruct
         if (r.NewLen == oldLen)
         {
             return Errno.None;
+        }
+
+        if ((vma.Flags & (VmFlags.DontExpand | VmFlags.PfnMap)) != 0)
+        {
+            return Errno.EFAULT; // a special mapping (the vDSO, a vvar) never grows
         }
 
         if ((vma.Flags & VmFlags.Locked) != 0)
@@ -426,7 +432,7 @@ public sealed partial class MmStruct
             pgoff = addr >> PhysMemory.PageShift;
         }
 
-        var copy = new Vma(addr, addr + len, vma.Flags, vma.AnonVma, pgoff) { Mm = this, File = vma.File, Ra = vma.Ra };
+        var copy = new Vma(addr, addr + len, vma.Flags, vma.AnonVma, pgoff) { Mm = this, File = vma.File, Ra = vma.Ra, Special = vma.Special };
         copy.CloneRmapLinksFrom(vma);
         _vmas.Insert(copy);
         return MergeAround(copy);

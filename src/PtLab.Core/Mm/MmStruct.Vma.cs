@@ -98,8 +98,11 @@ public sealed partial class MmStruct
     /// </summary>
     private static bool AnonCompatible(AnonVma? a, AnonVma? b) => a is null || b is null || ReferenceEquals(a, b);
 
+    /// <summary><c>VM_SPECIAL</c>: flags of a VMA that never merges (special mappings among them).</summary>
+    internal const VmFlags VmSpecial = VmFlags.Io | VmFlags.DontExpand | VmFlags.PfnMap | VmFlags.MixedMap;
+
     private static bool CanMerge(Vma a, Vma b) =>
-        a.End == b.Start && a.Flags == b.Flags && ReferenceEquals(a.Ra, b.Ra) && AnonCompatible(a.AnonVma, b.AnonVma) && PgOffContinues(a, b);
+        (a.Flags & VmSpecial) == 0 && a.Special is null && b.Special is null && a.End == b.Start && a.Flags == b.Flags && ReferenceEquals(a.Ra, b.Ra) && AnonCompatible(a.AnonVma, b.AnonVma) && PgOffContinues(a, b);
 
     /// <summary>
     /// Merges <paramref name="cur"/> with its neighbours where Linux would (<c>vma_merge</c>):

@@ -182,6 +182,8 @@ public enum VmFlags
     MayExec = 0x40,
     /// <summary><c>VM_GROWSDOWN</c>.</summary>
     GrowsDown = 0x100,
+    /// <summary><c>VM_PFNMAP</c>: raw frame numbers, no <c>struct page</c> behind the entries (pte_special; no rmap, no RSS).</summary>
+    PfnMap = 0x400,
     /// <summary><c>VM_LOCKED</c>.</summary>
     Locked = 0x2000,
     /// <summary><c>VM_IO</c>: memory-mapped I/O (never set by the model's own mappings).</summary>
@@ -204,6 +206,8 @@ public enum VmFlags
     WipeOnFork = 0x0200_0000,
     /// <summary><c>VM_DONTDUMP</c> (<c>MADV_DONTDUMP</c>).</summary>
     DontDump = 0x0400_0000,
+    /// <summary><c>VM_MIXEDMAP</c>: entries with and without a <c>struct page</c> (never set by the model's mappings).</summary>
+    MixedMap = 0x1000_0000,
     /// <summary><c>VM_HUGEPAGE</c> (<c>MADV_HUGEPAGE</c>): transparent huge pages wanted, also in THP mode <c>madvise</c>.</summary>
     HugePage = 0x2000_0000,
     /// <summary><c>VM_NOHUGEPAGE</c> (<c>MADV_NOHUGEPAGE</c>, <c>MAP_STACK</c>): never a transparent huge page here.</summary>

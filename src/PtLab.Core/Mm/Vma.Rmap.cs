@@ -32,8 +32,11 @@ public sealed partial class Vma
     /// </summary>
     public FileRaState? Ra { get; internal set; }
 
+    /// <summary>The kernel's mapping this VMA is (<c>vm_private_data</c> of a special mapping), or null.</summary>
+    public SpecialMapping? Special { get; internal set; }
+
     /// <summary><c>vma_is_anonymous</c>: no file and no vm_ops, i.e. private anonymous memory.</summary>
-    public bool IsAnonymous => File is null;
+    public bool IsAnonymous => File is null && Special is null;
 
     /// <summary><c>is_cow_mapping</c>: private and may be written, so a write must copy.</summary>
     public bool IsCowMapping => (Flags & (VmFlags.Shared | VmFlags.MayWrite)) == VmFlags.MayWrite;
@@ -84,6 +87,7 @@ public sealed partial class Vma
             PgOff = LinearPageIndex(addr),
             File = File,
             Ra = Ra,
+            Special = Special,
         };
         upper.CloneRmapLinksFrom(this);
         return upper;

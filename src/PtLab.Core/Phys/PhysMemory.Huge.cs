@@ -21,8 +21,11 @@ public sealed partial class PhysMemory
     /// <summary>The huge zero page's first frame, or -1 before the first read fault that wanted it.</summary>
     public long HugeZeroPfn => Volatile.Read(ref _hugeZeroPfn);
 
-    /// <summary>Frames that are never freed: the zero page, and the huge zero page once it exists.</summary>
-    public long ReservedFrames => HugeZeroPfn >= 0 ? 1 + HugeFrames : 1;
+    /// <summary>
+    /// Frames that are never freed: the zero page, the huge zero page once it exists, and the
+    /// kernel pages of special mappings once one was mapped.
+    /// </summary>
+    public long ReservedFrames => (HugeZeroPfn >= 0 ? 1 + HugeFrames : 1) + SpecialFrameCount;
 
     /// <summary>Transparent huge pages allocated so far (<c>thp_fault_alloc</c> and friends together).</summary>
     public long HugePagesAllocated => Volatile.Read(ref _hugeAllocated);

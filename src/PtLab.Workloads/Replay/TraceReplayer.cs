@@ -814,6 +814,18 @@ public sealed class TraceReplayer
     /// </summary>
     private void MapLayout(Cpu cpu, MmStruct mm, ulong start, ulong end, Prot prot, in TraceEvent e, bool byExec)
     {
+        if (e.Inode == 0 && SpecialMapping.Named(e.Path) is { } special)
+        {
+            // exec's map_vdso: the vDSO and its data pages are the kernel's own (a special mapping),
+            // neither anonymous memory nor a file.
+            if (mm.InstallSpecialMapping(cpu, start, end - start, special) != Errno.None)
+            {
+                Divergence($"{special.Name} refused by the model");
+            }
+
+            return;
+        }
+
         var flags = MapFlags.Fixed | (byExec ? 0 : MapFlags.NoReserve) | (e.Flags == 1 ? MapFlags.Shared : MapFlags.Private);
         SimFile? file = null;
         ulong offset = 0;
