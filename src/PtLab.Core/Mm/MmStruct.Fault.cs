@@ -406,7 +406,7 @@ public sealed partial class MmStruct
                 }
                 else
                 {
-                    PageRemoveRmap(cpu, oldPfn);
+                    PageRemoveRmap(cpu, oldPfn, vma);
                     AddRssAnon(cpu, 1);
                 }
 
@@ -472,13 +472,24 @@ public sealed partial class MmStruct
         LruAddNewPage(pfn, vma);
     }
 
-    /// <summary><c>folio_remove_rmap_pte</c> and the RSS counter the page counted in.</summary>
-    private void PageRemoveRmap(Cpu cpu, long pfn)
+    /// <summary>
+    /// <c>folio_remove_rmap_pte</c> and the RSS counter the page counted in. Unmapped from a
+    /// <c>VM_LOCKED</c> VMA the page is munlocked once (<c>munlock_vma_folio</c>), as a zap does:
+    /// the page-cache page a private write fault replaces by its copy in an mlocked VMA gives back
+    /// the mlock count its mapping there took, so that a later munlock of its other mappings
+    /// leaves it evictable.
+    /// </summary>
+    private void PageRemoveRmap(Cpu cpu, long pfn, Vma vma)
     {
         ref var d = ref Phys.Desc(pfn);
         if (d.AddMap(-1) < 0)
         {
             throw new BadPageException($"mapcount underflow on frame {pfn:x}");
+        }
+
+        if ((vma.Flags & VmFlags.Locked) != 0)
+        {
+            MunlockVmaFolio(pfn);
         }
 
         AddRss(cpu, CounterOf(pfn), -1);

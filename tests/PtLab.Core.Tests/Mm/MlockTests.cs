@@ -264,4 +264,37 @@ public class MlockTests
         Assert.Equal(0, s.Mm.Status().RssFileKb);
         s.AssertAccountingConsistent();
     }
+    [Fact]
+    public void APrivateWriteFaultInALockedVmaMunlocksTheFilePageItReplaces()
+    {
+        using var s = new Sim();
+        var f = s.Machine.Files.GetOrCreate(new FileId(1, 10), 16 * Sim.K4);
+        Assert.Equal(Errno.None, s.Mm.Mlockall(s.Cpu, MlockallFlags.Current | MlockallFlags.Future | MlockallFlags.OnFault));
+        foreach (ulong at in new[] { At, At + Sim.M2 })
+        {
+            var r = s.Mm.Mmap(s.Cpu, at, 16 * Sim.K4, Sim.Rw, MapFlags.Private | MapFlags.Fixed, f, 0);
+            Assert.True(r.Ok, r.ToString());
+        }
+
+        s.TouchAll(At, Sim.K4, write: false);
+        long pfn = Entry.Pfn(s.Mm.PeekPte(At));
+        Assert.True(s.Machine.Phys.Desc(pfn).Has(PageFlags.Mlocked));
+
+        // wp_page_copy: the copy replaces the page-cache page here, whose rmap removal munlocks it.
+        s.TouchAll(At, Sim.K4, write: true);
+        Assert.NotEqual(pfn, Entry.Pfn(s.Mm.PeekPte(At)));
+        Assert.False(s.Machine.Phys.Desc(pfn).Has(PageFlags.Mlocked));
+
+        // Mapped again through the other locked VMA: locked once, and munlockall unlocks it.
+        s.TouchAll(At + Sim.M2, Sim.K4, write: false);
+        Assert.Equal(pfn, Entry.Pfn(s.Mm.PeekPte(At + Sim.M2)));
+        Assert.True(s.Machine.Phys.Desc(pfn).Has(PageFlags.Mlocked));
+        Assert.Equal(Errno.None, s.Mm.Munlockall(s.Cpu));
+        Assert.False(s.Machine.Phys.Desc(pfn).Has(PageFlags.Mlocked));
+
+        // Mapped once and evictable: MADV_PAGEOUT reclaims it.
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, At + Sim.M2, Sim.K4, Advice.PageOut));
+        Assert.False(Entry.IsPresent(s.Mm.PeekPte(At + Sim.M2)));
+        s.AssertAccountingConsistent();
+    }
 }
