@@ -394,6 +394,18 @@ static int cache_set_filter(const char *filter)
     return 0;
 }
 
+/* Closes and unmaps every page-cache ring opened so far (PAGE: the page size they were mapped with). */
+static void cache_rings_free(long page)
+{
+    for (int i = 0; i < nrings; i++) {
+        close(rings[i].owner);
+        munmap(rings[i].meta, rings[i].size + (size_t)page);
+    }
+    free(rings);
+    rings = NULL;
+    nrings = 0;
+}
+
 /* Opens a ring per CPU, owned by an event no file passes (inode 0), to learn whether the changes can be recorded. Writes the G line. */
 static void cache_events_open(void)
 {
@@ -419,13 +431,7 @@ static void cache_events_open(void)
             line("G %lld off perf_event_open of the filemap tracepoints on CPU %d: %s\n", now_ns(), c, strerror(errno));
             if (r->owner >= 0)
                 close(r->owner);
-            for (int i = 0; i < nrings; i++) {
-                close(rings[i].owner);
-                munmap(rings[i].meta, rings[i].size + (size_t)page);
-            }
-            free(rings);
-            rings = NULL;
-            nrings = 0;
+            cache_rings_free(page);
             return;
         }
         r->cpu = c;
@@ -492,14 +498,7 @@ static void cache_events_close(void)
 {
     cache_close_filter();
     cache_drain();
-    long page = sysconf(_SC_PAGESIZE);
-    for (int i = 0; i < nrings; i++) {
-        close(rings[i].owner);
-        munmap(rings[i].meta, rings[i].size + (size_t)page);
-    }
-    free(rings);
-    rings = NULL;
-    nrings = 0;
+    cache_rings_free(sysconf(_SC_PAGESIZE));
 }
 
 /* ---- page-cache residency of mapped files ---- */
