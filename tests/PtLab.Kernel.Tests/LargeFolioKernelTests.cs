@@ -183,11 +183,10 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
                 }
 
                 var s = t.Status();
-                // Only a private write can give the mapping anonymous pages. Without one the
-                // kernel's RssAnon moves only with the test process's own heap (the runtime commits
-                // and touches memory as the tests before this one left it), so it is compared only
-                // where the script can change it.
-                string anon = write && !shared ? $" anon {s.RssAnonKb - before.RssAnonKb}" : "";
+                // Only a private write can give the mapping anonymous pages. The figure is the
+                // mapping's own (smaps "Anonymous:" of its VMAs), not the process's RssAnon, which
+                // the runtime's heap and the tests beside this one also move.
+                string anon = write && !shared ? $" anon {t.AnonKbIn(m.Address, m.Address + size)}" : "";
                 seen.Add($"{step}: pte {s.VmPteKb - before.VmPteKb} file {s.RssFileKb - before.RssFileKb}{anon} present {FileMappingKernelTests.Runs(t.PresentPages(m.Address, pages))}");
             }
 
