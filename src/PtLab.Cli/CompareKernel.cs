@@ -68,7 +68,7 @@ internal static partial class Compare
         common.RefuseMeaningless(p, def, scenario, [design]);
         common.GuardHostMemory(p, def, scenario, onKernel: kernelRuns);
         // The model runs in the host's transparent huge page mode, as the kernel side does.
-        var machine = common.Machine(p, args.Cpus, design, out var reported) with { Thp = info.Thp ?? PtLab.Mm.ThpSettings.Default };
+        var machine = common.Machine(p, args.Cpus, design, out var reported) with { Thp = info.Thp ?? PtLab.Mm.ThpSettings.Default, ZeroPage = info.ModelZeroPage };
         ScenarioResult model;
         TablesReport inferredCheck, countedCheck;
         using (var target = new ModelTarget(machine))

@@ -166,7 +166,7 @@ internal static class FuzzKernel
             $"ptlab fuzz kernel case{(minimized ? ", minimized by delta debugging" : "")}: found by {how}",
             $"host: Linux {info.Release}; model design {result.Options.Design}",
             $"the last operation differs in {string.Join(", ", step.Differences)}; the model answered {FuzzText.FormatOutcome(step.Model, seq.Slot)}",
-        ], result.ReadAheadKb, result.Options.Collapse);
+        ], result.ReadAheadKb, result.Options.Collapse, info.ModelZeroPage);
     }
 
     private static FuzzCase LoadCase(string file)
@@ -199,12 +199,12 @@ internal static class FuzzKernel
             string stem = Path.Combine(outDir, Path.GetFileNameWithoutExtension(file));
             CreateFolder(outDir);
             written = stem + ".replay.case";
-            File.WriteAllText(written, FuzzCase.FromSequence(seq, d, fuzzer.MemTotalKb, [.. c.Comments], fuzzer.ReadAheadKb, c.Collapse).Format());
+            File.WriteAllText(written, FuzzCase.FromSequence(seq, d, fuzzer.MemTotalKb, [.. c.Comments], fuzzer.ReadAheadKb, c.Collapse, fuzzer.ZeroPage).Format());
             if (minimize && diff is not null)
             {
                 (min, int replays) = Minimizer.Minimize(fuzzer, seq);
                 writtenMin = stem + ".min.case";
-                File.WriteAllText(writtenMin, FuzzCase.FromSequence(min, d, fuzzer.MemTotalKb, [$"{Path.GetFileName(file)} minimized by delta debugging ({replays} replays)", .. c.Comments], fuzzer.ReadAheadKb, c.Collapse).Format());
+                File.WriteAllText(writtenMin, FuzzCase.FromSequence(min, d, fuzzer.MemTotalKb, [$"{Path.GetFileName(file)} minimized by delta debugging ({replays} replays)", .. c.Comments], fuzzer.ReadAheadKb, c.Collapse, fuzzer.ZeroPage).Format());
             }
         }
 

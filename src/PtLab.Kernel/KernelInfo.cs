@@ -50,6 +50,16 @@ public sealed partial record KernelInfo
     /// </summary>
     public PtLab.Mm.ThpSettings? Thp { get; init; }
 
+    /// <summary>
+    /// Whether a read fault on private anonymous memory maps the shared zero page, as measured in
+    /// this process (<see cref="ZeroPageProbe"/>); null where it could not be measured. The model's
+    /// <c>MachineOptions.ZeroPage</c> for this host.
+    /// </summary>
+    public bool? ZeroPage { get; init; }
+
+    /// <summary>Whether the model should map zero pages to behave like this host: <see cref="ZeroPage"/>, true where unknown.</summary>
+    public bool ModelZeroPage => ZeroPage ?? true;
+
     /// <summary>Where the configuration was read from, or null.</summary>
     public string? ConfigSource { get; init; }
 
@@ -84,8 +94,19 @@ public sealed partial record KernelInfo
             };
         }
 
-        return ForLinux(UnameRelease(), isX64, "/proc/config.gz", "/boot") with { Thp = ReadThp("/sys/kernel/mm/transparent_hugepage") };
+        return ForLinux(UnameRelease(), isX64, "/proc/config.gz", "/boot") with
+        {
+            Thp = Measured(ReadThp("/sys/kernel/mm/transparent_hugepage"), ZeroPageProbe.HugeZeroPage),
+            ZeroPage = ZeroPageProbe.SmallZeroPage,
+        };
     }
+
+    /// <summary>
+    /// The THP mode with <c>use_zero_page</c> as the host behaves: a kernel that never maps the huge
+    /// zero page (<paramref name="hugeZeroPageMeasured"/> false) acts as if it were 0 whatever sysfs says.
+    /// </summary>
+    internal static PtLab.Mm.ThpSettings? Measured(PtLab.Mm.ThpSettings? thp, bool? hugeZeroPageMeasured) =>
+        thp is null || hugeZeroPageMeasured is not false ? thp : thp with { UseZeroPage = false };
 
     /// <summary>
     /// Reads the THP mode from a sysfs folder (<c>enabled</c>, <c>defrag</c>, <c>use_zero_page</c>);

@@ -392,6 +392,16 @@ public static class HostFacts
     public const string PerfVersion = "perf_version";
     /// <summary><c>read_ahead_kb</c> of the block device holding the root file system: the readahead window of file faults.</summary>
     public const string ReadAheadKb = "read_ahead_kb";
+    /// <summary>
+    /// 1 where a read fault on private anonymous memory maps the shared zero page, 0 where it takes a
+    /// private page, as measured by the recorder; absent: 1.
+    /// </summary>
+    public const string ZeroPage = "zero_page";
+    /// <summary>
+    /// /sys/kernel/mm/transparent_hugepage/use_zero_page as the host behaves: 0 where a read fault
+    /// in a huge-page range was measured to take a private huge page; absent: 1.
+    /// </summary>
+    public const string ThpUseZeroPage = "thp_use_zero_page";
 }
 
 /// <summary>A device number (<c>st_dev</c>) as the trace's <c>dev</c> column and mount tables give it: major and minor.</summary>

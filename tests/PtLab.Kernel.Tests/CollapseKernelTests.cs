@@ -308,6 +308,7 @@ public sealed class CollapseKernelTests(ITestOutputHelper output)
         {
             PageData = false,
             Thp = MappingDifferential.HostThp,
+            ZeroPage = MappingDifferential.HostZeroPage,
             Design = PtLab.Reclaim.Designs.Factory(Design)!,
             SwapBytes = swap == SwapKind.None ? 0 : HostSwap.Bytes,
             SwapBlockDevice = swap == SwapKind.BlockDevice,

@@ -41,7 +41,7 @@ internal static class Differential
     {
         ScenarioResult model;
         var factory = PtLab.Reclaim.Designs.Factory(design) ?? throw new ArgumentException($"unknown design {design}", nameof(design));
-        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = factory, ReadAheadKb = readAheadKb }))
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, ZeroPage = MappingDifferential.HostZeroPage, Design = factory, ReadAheadKb = readAheadKb }))
         {
             model = scenario(FreeSlot() + offset).Run(m);
         }

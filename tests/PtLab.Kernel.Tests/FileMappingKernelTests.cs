@@ -78,7 +78,7 @@ public sealed class FileMappingKernelTests(ITestOutputHelper output)
         }
 
         (int, bool[])[] model;
-        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, ZeroPage = MappingDifferential.HostZeroPage, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
         {
             model = Run(m, 1UL << 39);
         }
@@ -128,7 +128,7 @@ public sealed class FileMappingKernelTests(ITestOutputHelper output)
         }
 
         string[] model;
-        using (var m = new ModelTarget(new MachineOptions { PageData = false, ReadAheadKb = ReadAheadKb, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, ZeroPage = MappingDifferential.HostZeroPage, ReadAheadKb = ReadAheadKb, Design = PtLab.Reclaim.Designs.Factory(Design)! }))
         {
             model = Run(m, 1UL << 39);
         }

@@ -81,6 +81,19 @@ public sealed class FuzzTextTests
         Assert.Equal(2, c.Steps.Count);
         Assert.Equal(12, c.Steps[1].Expected!.PteKb);
         Assert.Equal(c.Format(), FuzzCase.Parse(c.Format(), "b.case").Format());
+        Assert.True(c.ZeroPage);
+
+        // A case recorded on a host whose read faults take private pages says so, and the model
+        // replays it that way: the read is 4 kB of RssAnon, not the zero page.
+        string noZero = text.Replace("memtotal 1048576", "memtotal 1048576\nzeropage 0", StringComparison.Ordinal)
+            .Replace("write S+0x0 0x1000 => 0 pte=12 anon=4", "read S+0x0 0x1000 => 0 pte=12 anon=4", StringComparison.Ordinal);
+        var z = FuzzCase.Parse(noZero, "z.case");
+        Assert.False(z.ZeroPage);
+        Assert.Contains("zeropage 0", z.Format(), StringComparison.Ordinal);
+        Assert.False(FuzzCase.Parse(z.Format(), "z2.case").ZeroPage);
+        Assert.Empty(z.CheckOnModel());
+        Assert.Single(FuzzCase.Parse(noZero.Replace("zeropage 0", "zeropage 1", StringComparison.Ordinal), "z3.case").CheckOnModel());
+        Assert.Contains("zeropage 2 is not 0 or 1", Assert.Throws<FormatException>(() => FuzzCase.Parse(noZero.Replace("zeropage 0", "zeropage 2", StringComparison.Ordinal), "z4.case")).Message, StringComparison.Ordinal);
 
         var e = Assert.Throws<FormatException>(() => FuzzCase.Parse(text.Replace("write S+0x0", "write S+0x0 0x1 0x2", StringComparison.Ordinal), "a.case"));
         Assert.StartsWith("a.case:6: write takes 2 arguments", e.Message);

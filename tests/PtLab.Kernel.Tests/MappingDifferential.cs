@@ -27,12 +27,15 @@ internal static class MappingDifferential
     /// <summary>The host's THP mode, for the model (the defaults when it cannot be read).</summary>
     public static ThpSettings HostThp { get; } = KernelInfo.Probe().Thp ?? ThpSettings.Default;
 
+    /// <summary>Whether the host maps the shared zero page on anonymous read faults (measured), for the model.</summary>
+    public static bool HostZeroPage { get; } = KernelInfo.Probe().ModelZeroPage;
+
     /// <summary>Runs <paramref name="script"/> on both sides and asserts they agree at every checkpoint.</summary>
     public static void AssertSame(Action<Run> script, ITestOutputHelper log)
     {
         var factory = PtLab.Reclaim.Designs.Factory(KernelInfo.Probe().MatchingDesign)!;
         Run model;
-        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = factory, Thp = HostThp }))
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = factory, Thp = HostThp, ZeroPage = HostZeroPage }))
         {
             model = new Run(m, FreeSlot(), slotAnon: true);
             script(model);
@@ -66,7 +69,7 @@ internal static class MappingDifferential
         ulong at = heap ? probe.Brk(0) : probe.Slot;
         var factory = PtLab.Reclaim.Designs.Factory(KernelInfo.Probe().MatchingDesign)!;
         Run model;
-        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = factory, Thp = HostThp }))
+        using (var m = new ModelTarget(new MachineOptions { PageData = false, Design = factory, Thp = HostThp, ZeroPage = HostZeroPage }))
         {
             m.Mm.RlimitStack = StackLimit();
             if (heap)

@@ -66,7 +66,7 @@ public sealed class MlockCountKernelTests(ITestOutputHelper output)
 
     private static Dictionary<string, (bool Mlocked, bool Unevictable)> RunModel()
     {
-        using var t = new ModelTarget(new MachineOptions { RamBytes = 1L << 30, PageData = false, Cpus = 1, Design = PtLab.Reclaim.Designs.Factory("none")! });
+        using var t = new ModelTarget(new MachineOptions { RamBytes = 1L << 30, PageData = false, ZeroPage = MappingDifferential.HostZeroPage, Cpus = 1, Design = PtLab.Reclaim.Designs.Factory("none")! });
         var steps = new Dictionary<string, (bool, bool)>();
         int file = t.CreateFile(Page);
         ulong a = Map(t, file), b = Map(t, file);

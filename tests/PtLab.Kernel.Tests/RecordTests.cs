@@ -89,6 +89,11 @@ public sealed class RecordTests : IDisposable
             Assert.Equal(readAheadKb.ToString(System.Globalization.CultureInfo.InvariantCulture), r.Metadata.Host[HostFacts.ReadAheadKb]);
             Assert.Equal(readAheadKb, PtLab.Workloads.Replay.TraceReplayer.ReadAheadKbOf(r.Metadata));
         }
+
+        // The zero-page behaviour the replay needs, as this host was measured to have it.
+        var info = KernelInfo.Probe();
+        Assert.Equal(info.ModelZeroPage, PtLab.Workloads.Replay.TraceReplayer.ZeroPageOf(r.Metadata));
+        Assert.Equal(info.Thp?.UseZeroPage ?? true, PtLab.Workloads.Replay.TraceReplayer.ThpOf(r.Metadata).UseZeroPage);
     }
 
     [RecordFact]

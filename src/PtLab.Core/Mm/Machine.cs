@@ -52,6 +52,16 @@ public sealed record MachineOptions
     public ThpSettings Thp { get; init; } = ThpSettings.Default;
 
     /// <summary>
+    /// Whether a read fault on private anonymous memory maps the shared zero page (4 KiB, or the
+    /// huge zero page where <see cref="ThpSettings.UseZeroPage"/>): true as the kernel ships. False
+    /// models a host whose fault path takes a private zeroed page instead, as a write fault does,
+    /// as measured on the host by <c>KernelInfo.Probe</c> and recorded in a trace's host facts.
+    /// Only the fault path changes: a huge page split still maps its zero-filled subpages to the
+    /// zero page, as such a host was measured to do.
+    /// </summary>
+    public bool ZeroPage { get; init; } = true;
+
+    /// <summary>
     /// Creates the page-table reclaim design for each address space. Required: a machine runs one
     /// design, built by name with <c>Designs.Factory</c> in the layer above.
     /// </summary>

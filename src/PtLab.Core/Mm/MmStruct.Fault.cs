@@ -270,7 +270,10 @@ public sealed partial class MmStruct
         return FaultOutcome.Ok;
     }
 
-    /// <summary><c>do_anonymous_page</c>: the zero page on a read, a fresh zeroed page on a write.</summary>
+    /// <summary>
+    /// <c>do_anonymous_page</c>: the zero page on a read (unless the host's read faults take
+    /// private pages: <see cref="MachineOptions.ZeroPage"/> false), a fresh zeroed page on a write.
+    /// </summary>
     private FaultOutcome DoAnonymousPage(Cpu cpu, Vma vma, ulong addr, bool write, long pmdTable, int pmdIndex)
     {
         if (!PteAlloc(cpu, pmdTable, pmdIndex))
@@ -281,7 +284,7 @@ public sealed partial class MmStruct
         int index = Geometry.PteIndex(addr);
         bool noExec = (vma.Flags & VmFlags.Exec) == 0;
         TableRef pteTable;
-        if (!write)
+        if (!write && Machine.Options.ZeroPage)
         {
             ulong zero = Entry.MakeZeroPagePte(Phys.ZeroPfn);
             if (!noExec)

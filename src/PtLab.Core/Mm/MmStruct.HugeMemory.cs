@@ -227,7 +227,7 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>do_huge_pmd_anonymous_page</c>: a read fault maps the huge zero page if
-    /// <c>use_zero_page</c>; otherwise a new zeroed huge page, mapped writable and dirty. Both
+    /// <c>use_zero_page</c> and the mm may map zero pages (<see cref="MachineOptions.ZeroPage"/>); otherwise a new zeroed huge page, mapped writable and dirty. Both
     /// deposit a PTE table. Returns null on fallback (the 2 MiB does not fit the VMA, or no huge
     /// page could be had), when the fault goes on with a 4 KiB page.
     /// </summary>
@@ -241,7 +241,7 @@ public sealed partial class MmStruct
 
         AnonVmaPrepare(vma);
         bool noExec = (vma.Flags & VmFlags.Exec) == 0;
-        if (!write && Machine.Options.Thp.UseZeroPage)
+        if (!write && Machine.Options.Thp.UseZeroPage && Machine.Options.ZeroPage)
         {
             long pgtable = AllocDepositTable(cpu);
             if (pgtable < 0)

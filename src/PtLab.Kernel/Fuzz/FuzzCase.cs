@@ -22,6 +22,8 @@ public sealed record FuzzCaseStep(FuzzOp Op, OpOutcome? Expected);
 /// <item><c>memtotal KB</c>: the recording host's MemTotal (the model's RAM, for overcommit).</item>
 /// <item><c>readahead KB</c>: the recording host's <c>read_ahead_kb</c> where the test file of
 /// <c>mmapf</c> lived (the model file's read-around window; 128 when absent).</item>
+/// <item><c>zeropage 0</c>: the recording host took a private page on an anonymous read fault
+/// rather than mapping the shared zero page (absent: it mapped the zero page).</item>
 /// <item><c>thp collapse</c>: the case ran in the collapse mode (MADV_COLLAPSE collapses); absent
 /// when THP was off.</item>
 /// <item><c>OP ARG…</c> optionally followed by <c>=&gt; RESULT pte=KB anon=KB | VMA…</c>: one
@@ -48,6 +50,9 @@ public sealed class FuzzCase
     /// <summary>The recording host's <c>read_ahead_kb</c> for the test file, or null.</summary>
     public int? ReadAheadKb { get; init; }
 
+    /// <summary>Whether the recording host mapped the shared zero page on anonymous read faults (no <c>zeropage 0</c> line).</summary>
+    public bool ZeroPage { get; init; } = true;
+
     /// <summary>Whether the case ran in the collapse mode (a <c>thp collapse</c> line).</summary>
     public bool Collapse { get; init; }
 
@@ -61,7 +66,7 @@ public sealed class FuzzCase
     public IReadOnlyList<FuzzOp> Ops => [.. Steps.Select(s => s.Op)];
 
     /// <summary>A case from a run: every operation with the kernel's outcome.</summary>
-    public static FuzzCase FromSequence(FuzzSequence sequence, string design, long memTotalKb, IEnumerable<string> comments, int? readAheadKb = null, bool collapse = false)
+    public static FuzzCase FromSequence(FuzzSequence sequence, string design, long memTotalKb, IEnumerable<string> comments, int? readAheadKb = null, bool collapse = false, bool zeroPage = true)
     {
         ArgumentNullException.ThrowIfNull(sequence);
         return new FuzzCase
@@ -71,6 +76,7 @@ public sealed class FuzzCase
             MemTotalKb = memTotalKb,
             ReadAheadKb = readAheadKb,
             Collapse = collapse,
+            ZeroPage = zeroPage,
             Comments = [.. comments],
             Steps = [.. sequence.Steps.Select(s => new FuzzCaseStep(s.Op, s.Kernel))],
         };
@@ -88,6 +94,7 @@ public sealed class FuzzCase
         long? memTotal = null;
         int? readAhead = null;
         bool collapse = false;
+        bool zeroPage = true;
         var comments = new List<string>();
         var steps = new List<FuzzCaseStep>();
         var lines = text.Split('\n');
@@ -135,6 +142,14 @@ public sealed class FuzzCase
                             ? ra
                             : throw new FormatException($"readahead {Value(words)} is not a number of kB");
                         continue;
+                    case "zeropage":
+                        zeroPage = Value(words) switch
+                        {
+                            "1" => true,
+                            "0" => false,
+                            var v => throw new FormatException($"zeropage {v} is not 0 or 1"),
+                        };
+                        continue;
                     case "thp":
                         collapse = Value(words) switch
                         {
@@ -166,7 +181,7 @@ public sealed class FuzzCase
             throw new FormatException($"{source}: no operations");
         }
 
-        return new FuzzCase { Slot = slot, Design = design, MemTotalKb = memTotal, ReadAheadKb = readAhead, Collapse = collapse, Comments = comments, Steps = steps };
+        return new FuzzCase { Slot = slot, Design = design, MemTotalKb = memTotal, ReadAheadKb = readAhead, Collapse = collapse, ZeroPage = zeroPage, Comments = comments, Steps = steps };
     }
 
     /// <summary>The case in its file form.</summary>
@@ -192,6 +207,11 @@ public sealed class FuzzCase
         if (ReadAheadKb is { } ra)
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"readahead {ra}");
+        }
+
+        if (!ZeroPage)
+        {
+            sb.AppendLine("zeropage 0");
         }
 
         if (Collapse)
@@ -221,7 +241,7 @@ public sealed class FuzzCase
     {
         string d = design ?? Design ?? throw new InvalidOperationException("the case names no design; pass one");
         long kb = memTotalKb ?? MemTotalKb ?? throw new InvalidOperationException("the case gives no memtotal; pass one");
-        using var model = new ModelSide(d, kb, Slot, ReadAheadKb ?? 128, collapse: Collapse);
+        using var model = new ModelSide(d, kb, Slot, ReadAheadKb ?? 128, collapse: Collapse, zeroPage: ZeroPage);
         var problems = new List<string>();
         for (int i = 0; i < Steps.Count; i++)
         {

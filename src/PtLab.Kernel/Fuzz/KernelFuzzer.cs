@@ -62,6 +62,9 @@ public sealed class KernelFuzzer : IDisposable
     /// <summary>The host's <c>read_ahead_kb</c> where the executor's test file lives (the model file's read-around window).</summary>
     public int ReadAheadKb => _executor.FileDirectory is { } dir ? ReadAhead.KbFor(dir) ?? 128 : 128;
 
+    /// <summary>Whether this host maps the shared zero page on an anonymous read fault (measured; true where unknown).</summary>
+    public bool ZeroPage => ZeroPageProbe.SmallZeroPage ?? true;
+
     /// <summary>Times the executor was started again because a reset left something behind.</summary>
     public int Restarts { get; private set; }
 
@@ -167,6 +170,6 @@ public sealed class KernelFuzzer : IDisposable
             throw new FuzzHarnessException($"the executor's heap starts at 0x{_executor.BrkStart:x}, the model's at 0x{_executor.SlotStart + FuzzText.BrkOffset:x}");
         }
 
-        return new ModelSide(Design, _executor.MemTotalKb, _executor.SlotStart, ReadAheadKb, BrkAvailable, Collapse);
+        return new ModelSide(Design, _executor.MemTotalKb, _executor.SlotStart, ReadAheadKb, BrkAvailable, Collapse, ZeroPage);
     }
 }

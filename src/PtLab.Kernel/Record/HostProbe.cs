@@ -26,6 +26,8 @@ internal static class HostProbe
         Add(facts, HostFacts.OvercommitMemory, Read("/proc/sys/vm/overcommit_memory"));
         Add(facts, HostFacts.PerfVersion, perfVersion);
         Add(facts, HostFacts.ReadAheadKb, ReadAhead.KbFor("/")?.ToString(CultureInfo.InvariantCulture));
+        Add(facts, HostFacts.ZeroPage, kernel.ZeroPage is { } z ? (z ? "1" : "0") : null);
+        Add(facts, HostFacts.ThpUseZeroPage, kernel.Thp is { } thp ? (thp.UseZeroPage ? "1" : "0") : null);
         return facts;
     }
 

@@ -19,40 +19,10 @@ internal static unsafe class PagemapEstimator
 
     /// <summary>
     /// The shared zero page's PFN, learnt from this process's own pagemap after a read fault on fresh
-    /// anonymous memory; 0 when PFNs are hidden (no CAP_SYS_ADMIN), and zero-page tables are then unknown.
+    /// anonymous memory; 0 when PFNs are hidden (no CAP_SYS_ADMIN) or the host maps no zero page,
+    /// and zero-page tables are then unknown (or, on such a host, there are none).
     /// </summary>
-    public static ulong ZeroPfn()
-    {
-        nint p = LibC.Mmap(0, 4096, 1 /* PROT_READ */, 0x22 /* MAP_PRIVATE | MAP_ANONYMOUS */, -1, 0);
-        if (p == LibC.MapFailed)
-        {
-            return 0;
-        }
-
-        try
-        {
-            _ = Volatile.Read(ref *(byte*)p); // a read fault maps the shared zero page
-            int fd = LibC.Open("/proc/self/pagemap", LibC.OpenReadOnly);
-            if (fd < 0)
-            {
-                return 0;
-            }
-
-            try
-            {
-                ulong entry = 0;
-                return LibC.Pread(fd, (byte*)&entry, 8, (long)((ulong)p >> 12) * 8) == 8 && (entry & Present) != 0 ? entry & PfnMask : 0;
-            }
-            finally
-            {
-                LibC.Close(fd);
-            }
-        }
-        finally
-        {
-            LibC.Munmap(p, 4096);
-        }
-    }
+    public static ulong ZeroPfn() => ZeroPageProbe.SmallZeroPage == true ? ZeroPageProbe.ZeroPfn : 0;
 
     /// <summary>Reads the pagemap entries of every VMA into <paramref name="census"/>.</summary>
     public static void Read(int pid, string path, int fd, IReadOnlyList<MapsEntry> vmas, EstimateCensus census)

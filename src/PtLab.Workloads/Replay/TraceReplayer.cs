@@ -27,6 +27,9 @@ public sealed record ReplayOptions
     /// <summary>The transparent huge page mode: the recorded host's (<see cref="TraceReplayer.ThpOf"/>).</summary>
     public ThpSettings Thp { get; init; } = ThpSettings.Default;
 
+    /// <summary>Whether the model maps the shared zero page: the recorded host's (<see cref="TraceReplayer.ZeroPageOf"/>).</summary>
+    public bool ZeroPage { get; init; } = true;
+
     /// <summary>
     /// The file systems of the mapped files (<see cref="TraceMetadata.FileSystems"/>), which decide
     /// per file whether it is shmem and whether its page cache gets large folios
@@ -59,6 +62,7 @@ public sealed record ReplayOptions
         return this with
         {
             Thp = TraceReplayer.ThpOf(metadata),
+            ZeroPage = TraceReplayer.ZeroPageOf(metadata),
             ReadAheadKb = TraceReplayer.ReadAheadKbOf(metadata),
             FileSystems = metadata.Version >= 3 && metadata.Source != "import" ? metadata.FileSystems : null,
             TraceVersion = metadata.Version,
@@ -138,6 +142,7 @@ public sealed class TraceReplayer
             PageData = false,
             Design = options.DesignFactory,
             Thp = options.Thp,
+            ZeroPage = options.ZeroPage,
             ReadAheadKb = options.ReadAheadKb,
         });
         _threadsOnCpu = new int[_machine.Cpus.Count];
@@ -157,7 +162,18 @@ public sealed class TraceReplayer
         var d = ThpSettings.Default;
         var enabled = metadata.Host.TryGetValue(HostFacts.ThpEnabled, out var e) ? ThpSettings.ParseEnabled(e) : null;
         var defrag = metadata.Host.TryGetValue(HostFacts.ThpDefrag, out var f) ? ThpSettings.ParseDefrag(f) : null;
-        return d with { Enabled = enabled ?? d.Enabled, Defrag = defrag ?? d.Defrag };
+        bool useZeroPage = !metadata.Host.TryGetValue(HostFacts.ThpUseZeroPage, out var z) || z != "0";
+        return d with { Enabled = enabled ?? d.Enabled, Defrag = defrag ?? d.Defrag, UseZeroPage = useZeroPage };
+    }
+
+    /// <summary>
+    /// Whether the recorded host mapped the shared zero page on anonymous read faults
+    /// (<see cref="HostFacts.ZeroPage"/>); true where the trace does not say.
+    /// </summary>
+    public static bool ZeroPageOf(TraceMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        return !metadata.Host.TryGetValue(HostFacts.ZeroPage, out var z) || z != "0";
     }
 
     /// <summary>

@@ -22,6 +22,32 @@ public class FaultTests
     }
 
     [Fact]
+    public void OnAHostWithoutTheZeroPageAReadFaultTakesAPrivatePageAsAWriteFaultDoes()
+    {
+        using var s = new Sim(zeroPage: false);
+        ulong a = s.Map(Sim.M1);
+        ulong ro = s.Map(Sim.M1, prot: Prot.Read);
+        Assert.True(s.Cpu.ReadByte(a + 100, out byte v).Ok);
+        Assert.Equal(0, v);
+        ulong pte = s.Mm.PeekPte(a);
+        Assert.False(Entry.IsSpecial(pte));
+        Assert.NotEqual(s.Machine.Phys.ZeroPfn, Entry.Pfn(pte));
+        // do_anonymous_page maps a new page writable and dirty wherever the VMA may be written.
+        Assert.True(Entry.IsWritable(pte));
+        Assert.True(Entry.IsDirty(pte));
+        Assert.True(s.Cpu.ReadByte(ro, out _).Ok);
+        Assert.False(Entry.IsWritable(s.Mm.PeekPte(ro)));
+        Assert.NotEqual(s.Machine.Phys.ZeroPfn, Entry.Pfn(s.Mm.PeekPte(ro)));
+        Assert.Equal(8, s.Mm.Status().RssAnonKb);
+
+        // The write that follows finds its page already writable: no copy.
+        long before = Entry.Pfn(pte);
+        Assert.True(s.Cpu.Write(a + 10, [1, 2, 3]).Ok);
+        Assert.Equal(before, Entry.Pfn(s.Mm.PeekPte(a)));
+        Assert.Equal(8, s.Mm.Status().RssAnonKb);
+    }
+
+    [Fact]
     public void AWriteAfterAReadBreaksCowFromTheZeroPage()
     {
         using var s = new Sim();

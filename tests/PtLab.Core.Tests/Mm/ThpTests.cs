@@ -14,8 +14,8 @@ public class ThpTests
 {
     private const ulong At = 0x40000000; // 1 GiB: 2 MiB aligned, its own PMD table
 
-    private static Sim HugeSim(ThpSettings? thp = null, string design = "none", long ram = 256L << 20) =>
-        new(ramBytes: ram, design: Designs.Factory(design), thp: thp);
+    private static Sim HugeSim(ThpSettings? thp = null, string design = "none", long ram = 256L << 20, bool zeroPage = true) =>
+        new(ramBytes: ram, design: Designs.Factory(design), thp: thp, zeroPage: zeroPage);
 
     private static ulong MapHuge(Sim s, ulong length, ulong at = At, bool advise = true)
     {
@@ -110,6 +110,23 @@ public class ThpTests
         Assert.False(Entry.IsHuge(PmdAt(s, a)));
         Assert.Equal(0, s.Mm.ThpCounters().FaultAlloc);
         Assert.Equal(4, s.Mm.Status().RssAnonKb);
+    }
+
+    [Fact]
+    public void OnAHostWithoutTheZeroPageAHugeReadFaultTakesAPrivateHugePage()
+    {
+        using var s = HugeSim(zeroPage: false);
+        MapHuge(s, Sim.M2);
+        Assert.True(s.Cpu.ReadByte(At + 100, out byte v).Ok);
+        Assert.Equal(0, v);
+        ulong pmd = PmdAt(s, At);
+        Assert.True(Entry.IsHuge(pmd));
+        Assert.NotEqual(s.Machine.Phys.HugeZeroPfn, Entry.Pfn(pmd));
+        Assert.True(Entry.IsWritable(pmd));
+        Assert.Equal(2048, s.Mm.Status().RssAnonKb);
+        Assert.Equal(12, s.Mm.Status().VmPteKb);
+        Assert.Equal(1, s.Mm.ThpCounters().FaultAlloc);
+        Assert.Equal(0, s.Mm.ThpCounters().ZeroPageMapped);
     }
 
     [Fact]

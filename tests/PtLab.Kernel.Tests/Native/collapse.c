@@ -150,7 +150,18 @@ static struct thp_events read_thp_events(void)
 
 /* The mapping's pagemap entries, read into a buffer of the program's own. */
 static uint64_t pagemap_buf[SIZE / PAGE];
-static uint64_t zero_pfn = ~0ULL;
+static int kpageflags_fd = -1;
+
+/* Whether the frame is the shared 4 KiB zero page: KPF_ZERO_PAGE (bit 24) on a frame that is not
+ * part of a compound page (the huge zero folio has the flag too). Asked of /proc/kpageflags rather
+ * than learnt from a read fault, since a host may take a private page on a read fault. */
+static int is_zero_pfn(uint64_t pfn)
+{
+    uint64_t f = 0;
+    if (pfn == 0 || kpageflags_fd < 0 || pread(kpageflags_fd, &f, 8, (off_t)(pfn * 8)) != 8)
+        return 0;
+    return ((f >> 24) & 1) && !((f >> 15) & 3);
+}
 
 struct pte_counts {
     long present, zero, swap;
@@ -168,7 +179,7 @@ static struct pte_counts read_pagemap(const char *p)
         uint64_t e = pagemap_buf[i];
         if (e >> 63) {
             c.present++;
-            if ((e & ((1ULL << 55) - 1)) == zero_pfn)
+            if (is_zero_pfn(e & ((1ULL << 55) - 1)))
                 c.zero++;
         } else if ((e >> 62) & 1) {
             c.swap++;
@@ -177,20 +188,10 @@ static struct pte_counts read_pagemap(const char *p)
     return c;
 }
 
-/* The shared zero page's frame, read from a private page only ever read (0 without root). */
-static void find_zero_pfn(void)
+/* /proc/kpageflags, for is_zero_pfn (root only; without it no page counts as the zero page). */
+static void open_kpageflags(void)
 {
-    char *z = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (z == MAP_FAILED)
-        return;
-    (void)*(volatile char *)z;
-    uint64_t e = 0;
-    int fd = open("/proc/self/pagemap", O_RDONLY);
-    if (fd >= 0 && pread(fd, &e, 8, (off_t)((uintptr_t)z / PAGE * 8)) == 8 && (e >> 63) && (e & ((1ULL << 55) - 1)) != 0)
-        zero_pfn = e & ((1ULL << 55) - 1);
-    if (fd >= 0)
-        close(fd);
-    munmap(z, PAGE);
+    kpageflags_fd = open("/proc/kpageflags", O_RDONLY);
 }
 
 /* The child of an "F" step, which holds its copy of the mapping until its pipe is closed. */
@@ -304,7 +305,7 @@ int main(int argc, char **argv)
         return 1;
     }
     drain_page[0] = 1;
-    find_zero_pfn();
+    open_kpageflags();
     char *steps = strdup(argv[3]);
     memset(out, 0, sizeof out);
     memset(proc_buf, 0, sizeof proc_buf);
