@@ -29,6 +29,10 @@ public static class Soak
     private const int Tables = 4;
     private static readonly TimeSpan s_round = TimeSpan.FromMilliseconds(250);
 
+    // How long past a round's end a CPU may take to finish its operation before the soak calls it
+    // stuck (a deadlock or livelock of the model) and reports it rather than waiting for ever.
+    private static readonly TimeSpan s_stuck = TimeSpan.FromMinutes(2);
+
     /// <summary>Soaks <paramref name="design"/> on <paramref name="cpus"/> threads for <paramref name="duration"/>.</summary>
     public static SoakResult Run(string design, int cpus, TimeSpan duration, int seed = 1)
     {
@@ -62,6 +66,7 @@ public static class Soak
             var end = sw.Elapsed + (duration - sw.Elapsed < s_round ? duration - sw.Elapsed : s_round);
             var errors = new Exception?[cpus];
             var counts = new long[cpus];
+            var current = new int[cpus];
             var threads = new Thread[cpus];
             for (int i = 0; i < cpus; i++)
             {
@@ -75,7 +80,7 @@ public static class Soak
                         Span<long> pages = stackalloc long[4];
                         while (sw.Elapsed < end)
                         {
-                            Step(machine, mm, cpu, rng, pages);
+                            Step(machine, mm, cpu, rng, pages, ref current[id]);
                             counts[id]++;
                         }
                     }
@@ -89,9 +94,21 @@ public static class Soak
                 threads[i].Start();
             }
 
-            foreach (var t in threads)
+            var stuck = new List<string>();
+            for (int i = 0; i < cpus; i++)
             {
-                t.Join();
+                var left = end + s_stuck - sw.Elapsed;
+                if (!threads[i].Join(left > TimeSpan.Zero ? left : TimeSpan.Zero))
+                {
+                    stuck.Add($"CPU {i} stuck for {s_stuck.TotalSeconds:0} s past the round's end in {OpName(Volatile.Read(ref current[i]))} (a deadlock or livelock)");
+                }
+            }
+
+            if (stuck.Count > 0)
+            {
+                // The stuck threads are background threads: they are left behind, the report goes out.
+                violations.AddRange(stuck);
+                return new SoakResult(design, ops + counts.Sum(), rounds, sw.Elapsed, violations);
             }
 
             ops += counts.Sum();
@@ -129,11 +146,27 @@ public static class Soak
         return new SoakResult(design, ops, rounds, sw.Elapsed, violations);
     }
 
-    private static void Step(Machine machine, MmStruct mm, Cpu cpu, Random rng, Span<long> pages)
+    // The operation a Step draw of op (0-99) runs, for the stuck-CPU report.
+    private static string OpName(int op) => op switch
+    {
+        < 35 => "a write fault",
+        < 55 => "a read fault",
+        < 65 => "MADV_DONTNEED of a table",
+        < 70 => "MADV_DONTNEED of 4 pages",
+        < 76 => "MADV_FREE",
+        < 80 => "mprotect",
+        < 87 => "get_user_pages_fast",
+        < 90 => "get_user_pages",
+        < 99 => "reclaim",
+        _ => "the design's background pass",
+    };
+
+    private static void Step(Machine machine, MmStruct mm, Cpu cpu, Random rng, Span<long> pages, ref int current)
     {
         ulong table = ScenarioContext.Base + ((ulong)rng.Next(Tables) * M2);
         ulong page = table + ((ulong)rng.Next(64) * K4);
         int op = rng.Next(100);
+        Volatile.Write(ref current, op);
         switch (op)
         {
             case < 35:
