@@ -34,6 +34,15 @@ public sealed class ReplayCommandTests : IDisposable
         Host = new Dictionary<string, string> { [HostFacts.MatchingDesign] = "pt-reclaim", [HostFacts.Cpus] = "2", [HostFacts.KernelRelease] = "6.18.0-test" },
     };
 
+    /// <summary>The first rows of a program's history from <paramref name="t"/> on: its task, the exec with a stack, the exec's status sample.</summary>
+    private static List<TraceEvent> Started(ref long t) =>
+    [
+        TraceEvent.Create(TraceEventKind.Task, t, Pid, Pid) with { Path = "prog" },
+        TraceEvent.Create(TraceEventKind.Exec, t += 10, Pid, Pid) with { Path = "/bin/prog", Result = Pid },
+        TraceEvent.Create(TraceEventKind.Vma, t += 10, Pid, Pid) with { Address = Stack, Length = 0x21000, Prot = 3, Flags = 2, Offset = 0, Dev = "00:00", Inode = 0, Path = "[stack]" },
+        TraceEvent.Sample(TraceEventKind.StatusExec, t += 10, Pid, Pid, new StatusFigures(132, 4, 4, 0, 0, 0, 12)),
+    ];
+
     /// <summary>
     /// A program's history: exec with a stack, mmap 4 MiB, write every page, one status sample,
     /// MADV_DONTNEED all of it, the exit sample, exit. Each design's tables follow from the model.
@@ -41,14 +50,8 @@ public sealed class ReplayCommandTests : IDisposable
     private static List<TraceEvent> Program()
     {
         long t = 1_000_000;
-        var rows = new List<TraceEvent>
-        {
-            TraceEvent.Create(TraceEventKind.Task, t, Pid, Pid) with { Path = "prog" },
-            TraceEvent.Create(TraceEventKind.Exec, t += 10, Pid, Pid) with { Path = "/bin/prog", Result = Pid },
-            TraceEvent.Create(TraceEventKind.Vma, t += 10, Pid, Pid) with { Address = Stack, Length = 0x21000, Prot = 3, Flags = 2, Offset = 0, Dev = "00:00", Inode = 0, Path = "[stack]" },
-            TraceEvent.Sample(TraceEventKind.StatusExec, t += 10, Pid, Pid, new StatusFigures(132, 4, 4, 0, 0, 0, 12)),
-            (TraceEvent.Create(TraceEventKind.Mmap, t += 1000, Pid, Pid) with { Address = 0, Length = 4UL << 20, Prot = 3, Flags = 0x22, Fd = -1, Offset = 0 }).Returned((long)Region, 500),
-        };
+        var rows = Started(ref t);
+        rows.Add((TraceEvent.Create(TraceEventKind.Mmap, t += 1000, Pid, Pid) with { Address = 0, Length = 4UL << 20, Prot = 3, Flags = 0x22, Fd = -1, Offset = 0 }).Returned((long)Region, 500));
         for (ulong page = 0; page < 1024; page++)
         {
             rows.Add(TraceEvent.Fault(t += 100, Pid, Pid, Region + (page << 12), 6, 0x400000));
@@ -238,6 +241,46 @@ public sealed class ReplayCommandTests : IDisposable
         var (_, infoJson, _) = Run("trace", "info", trace, "--format", "json");
         using var infoDoc = JsonDocument.Parse(infoJson);
         Assert.Equal("mapped", infoDoc.RootElement.GetProperty("pageCache").GetString());
+    }
+
+    /// <summary>
+    /// A 64-page file mapped and faulted at page 20 before its residency row (as exec's own faults
+    /// come before the layout's residency): the model's read-around reads a window of its own, but
+    /// the host had only [16, 32) cached when the residency was taken, so the rest leaves the
+    /// model's cache, and a later fault in page 5 under MADV_RANDOM reads its page alone (one page
+    /// more than without that fault) instead of mapping the 12 pages of its window that the model
+    /// read and the host never had.
+    /// </summary>
+    [Fact]
+    public void PagesTheModelReadBeforeTheResidencyThatTheHostHadNotCachedLeaveTheCache()
+    {
+        const ulong file = 0x7f10_0000_0000, size = 64 << 12;
+        long t = 1_000_000;
+        var rows = Started(ref t);
+        rows.AddRange(
+        [
+            TraceEvent.Create(TraceEventKind.Mmap2, t += 10, Pid, Pid) with { Address = file, Length = size, Prot = 1, Flags = 2, Offset = 0, Dev = "fe:00", Inode = 9, Path = "/data/table" },
+            (TraceEvent.Create(TraceEventKind.Mmap, t += 10, Pid, Pid) with { Address = 0, Length = size, Prot = 1, Flags = 0x02, Fd = 3, Offset = 0 }).Returned((long)file, 500),
+            TraceEvent.Fault(t += 10, Pid, Pid, file + (20 << 12), 4, 0x400000),
+            TraceEvent.Create(TraceEventKind.FileCache, t += 10, Pid, Pid) with { Length = size, Dev = "fe:00", Inode = 9, Result = 1, Path = "/data/table" },
+            TraceEvent.Create(TraceEventKind.CacheRange, t, Pid, Pid) with { Offset = 16 << 12, Length = 16 << 12, Dev = "fe:00", Inode = 9 },
+            (TraceEvent.Create(TraceEventKind.Madvise, t += 10, Pid, Pid) with { Address = file, Length = size, Prot = 1 }).Returned(0, 100),
+            TraceEvent.Fault(t += 10, Pid, Pid, file + (5 << 12), 4, 0x400000),
+            TraceEvent.Create(TraceEventKind.ExitGroup, t += 10, Pid, Pid) with { Result = 0 },
+            TraceEvent.Sample(TraceEventKind.StatusExit, t += 10, Pid, Pid, new StatusFigures(400, 72, 4, 68, 0, 0, 20)).WithResult(0),
+            TraceEvent.Create(TraceEventKind.TaskExit, t + 10, Pid, Pid) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags },
+        ]);
+        long ExitRssFile(IEnumerable<TraceEvent> events)
+        {
+            string trace = Write(events, Metadata() with { PageCache = TraceMetadata.PageCacheMapped, PageCacheChanges = TraceMetadata.PageCacheChangesRecorded });
+            var (code, json, err) = Run("replay", trace, "--designs", "pt-reclaim", "--format", "json");
+            Assert.True(code == 0, err);
+            using var doc = JsonDocument.Parse(json);
+            return Process(doc.RootElement, "pt-reclaim").GetProperty("exit").GetProperty("rssFileKb").GetInt64();
+        }
+
+        var late = rows.Last(e => e.Kind == TraceEventKind.Fault);
+        Assert.Equal(4, ExitRssFile(rows) - ExitRssFile(rows.Where(e => e != late)));
     }
 
     /// <summary>

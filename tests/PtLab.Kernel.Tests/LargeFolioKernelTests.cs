@@ -95,6 +95,52 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
         CompareScript(script, shared: false, pages, hugePage: true, MoreThanTheWindowPerFault);
 
     /// <summary>
+    /// A read fault in the large folio that ends the file (MADV_HUGEPAGE, a file that ends inside a
+    /// 2 MiB block, so <c>page_cache_ra_order</c> reads that block's last part in smaller folios).
+    /// With no PTE table yet, fault-around maps nothing when the first folio of its window reaches
+    /// end of file (<c>filemap_map_pages</c> skips <c>filemap_map_pmd</c>), and
+    /// <c>finish_fault</c> then maps the faulting page's whole folio when the folio lies inside the
+    /// VMA and one PTE table and does not reach past end of file: 64 pages for a fault anywhere in
+    /// [512, 576) of a 576-page file. A shared write fault maps it whole too. With a PTE table there
+    /// already, fault-around maps the window only (the first folio reaching end of file keeps it
+    /// from mapping large folios whole). With the mapping <paramref name="shift"/> pages above a
+    /// 2 MiB boundary, a folio that would cross a PTE table is mapped one page at a time.
+    /// </summary>
+    [LinuxTheory]
+    [InlineData("r560", 576, false, 0)]
+    [InlineData("r512", 576, false, 0)]
+    [InlineData("r575", 576, false, 0)]
+    [InlineData("r520,r575", 576, false, 0)]
+    [InlineData("r600", 640, false, 0)]
+    [InlineData("r700", 768, false, 0)]
+    [InlineData("r515", 520, false, 0)]
+    [InlineData("r513", 528, false, 0)]
+    [InlineData("r595", 600, false, 0)]
+    [InlineData("r590,r595", 600, false, 0)]
+    [InlineData("r516", 517, false, 0)]
+    [InlineData("r600", 601, false, 0)]
+    [InlineData("r600", 603, false, 0)]
+    [InlineData("r605", 610, false, 0)]
+    [InlineData("r1030", 1088, false, 0)]
+    [InlineData("r520,r650", 704, false, 0)]
+    [InlineData("r560", 576, true, 0)]
+    [InlineData("w560", 576, true, 0)]
+    [InlineData("r560", 576, false, 480)]
+    [InlineData("r575", 576, false, 480)]
+    [InlineData("r560", 576, false, 100)]
+    public void AFaultInTheFolioThatEndsTheFileMapsItLikeTheHost(string script, int pages, bool shared, int shift)
+    {
+        if (MappingDifferential.HostThp.Enabled == ThpEnabled.Never || !CanRead("/proc/kpageflags"))
+        {
+            output.WriteLine("SKIP: THP is never on this host or /proc/kpageflags cannot be read (not root)");
+            return;
+        }
+
+        bool large = Probe("private", "hugepage", "r560", 0, 576).Folios.Contains((512UL, 64UL));
+        CompareScript(script, shared, pages, hugePage: true, _ => large, shift);
+    }
+
+    /// <summary>
     /// A MADV_HUGEPAGE block with a page cached already (read by <c>pread</c> first): the
     /// PMD-sized folio cannot be added, the rest of the window is read in order-0 pages, and the
     /// fault maps the 16-page window by PTEs; a partly cached second block leaves the first one
@@ -128,7 +174,7 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
         return fileKb > 64L * faults;
     }
 
-    private void CompareScript(string script, bool shared, int pages, bool hugePage, Func<string[], bool> hostHasLargeFolios)
+    private void CompareScript(string script, bool shared, int pages, bool hugePage, Func<string[], bool> hostHasLargeFolios, int shift = 0)
     {
         var steps = script.Split(',');
         string[] Run(IFileTarget t, ulong slot)
@@ -138,7 +184,7 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
             var prot = write ? Prot.Read | Prot.Write : Prot.Read;
             int f = t.CreateFile(size);
             t.DropFileCache(f);
-            var m = t.MmapFile(slot + (1UL << 30), size, prot, (shared ? MapFlags.Shared : MapFlags.Private) | MapFlags.FixedNoReplace, f, 0);
+            var m = t.MmapFile(slot + (1UL << 30) + ((ulong)shift * K4), size, prot, (shared ? MapFlags.Shared : MapFlags.Private) | MapFlags.FixedNoReplace, f, 0);
             Assert.True(m.Ok, m.ToString());
             if (hugePage)
             {

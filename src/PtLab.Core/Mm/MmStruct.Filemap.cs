@@ -425,16 +425,27 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>finish_fault</c> + <c>set_pte_range</c>: maps the page-cache page <paramref name="pfn"/>
     /// (whose reference the caller holds and hands to the mapping) at <paramref name="addr"/>,
-    /// unless the entry is no longer none or the page was truncated meanwhile.
+    /// unless the entry is no longer none or the page was truncated meanwhile. A large folio is
+    /// mapped whole where it can be (<see cref="FinishFaultFolio"/>); one that reaches past end of
+    /// file (a regular file's, not shmem's) only by the faulting page (<c>needs_fallback</c>, which
+    /// keeps SIGBUS beyond end of file).
     /// </summary>
     private FaultOutcome FinishFault(Cpu cpu, Vma vma, ulong addr, long pfn, ulong index, bool write, long pmdTable, int pmdIndex)
     {
-        // With no PTE table yet, a PMD-sized folio is mapped whole by one PMD entry if it can be;
-        // otherwise (regular files) only the faulting page is mapped.
-        if (Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])) && vma.File!.LargeFolioOf(pfn, index) is { } large
+        var file = vma.File!;
+        var folio = file.FolioOf(pfn, index);
+        bool fallback = folio is { } f && !file.IsShmem && f.First + f.Pages > file.PagesInFile;
+
+        // With no PTE table yet, a PMD-sized folio is mapped whole by one PMD entry if it can be.
+        if (!fallback && Entry.IsNone(Volatile.Read(ref Phys.Table(pmdTable)[pmdIndex])) && file.LargeFolioOf(pfn, index) is { } large
             && DoSetPmd(cpu, vma, addr, large.Head, write, pmdTable, pmdIndex))
         {
             return FaultOutcome.Ok;
+        }
+
+        if (!fallback && folio is { Pages: > 1 } whole && FinishFaultFolio(cpu, vma, addr, pfn, index, whole.First, whole.Pages, write, pmdTable, pmdIndex) is { } done)
+        {
+            return done;
         }
 
         if (LockNoneEntry(cpu, pmdTable, pmdIndex, addr, out var pt) is { } outcome)
@@ -461,6 +472,82 @@ public sealed partial class MmStruct
 
         AddRss(cpu, CounterOf(ref d), 1);
         SetPteAt(cpu, pt, i, FilePte(vma, pfn, write));
+        PteUnmapUnlock(cpu, pt);
+        return FaultOutcome.Ok;
+    }
+
+    /// <summary>
+    /// <c>finish_fault</c> for a large folio [<paramref name="first"/>, +<paramref name="pages"/>)
+    /// of the file: mapped whole by PTEs, the faulting page among them, when it lies inside the VMA
+    /// and inside the PTE table of <paramref name="addr"/> (measured on 6.18: a read fault anywhere
+    /// in a 64-page folio that ends the file maps all 64 pages; a shared write fault too, writable
+    /// and dirty). When any entry of the range is not none, nothing is mapped and the fault is
+    /// retried (VM_FAULT_NOPAGE). Null when the folio does not fit, or is no longer whole in the
+    /// cache: the caller maps the faulting page alone, with the reference it still holds.
+    /// </summary>
+    private FaultOutcome? FinishFaultFolio(Cpu cpu, Vma vma, ulong addr, long pfn, ulong index, ulong first, ulong pages, bool write, long pmdTable, int pmdIndex)
+    {
+        ulong idx = index - first;
+        ulong vmaOff = index - vma.PgOff;
+        ulong pteOff = (ulong)Geometry.PteIndex(addr);
+        if (vmaOff < idx || vmaOff + (pages - idx) > (vma.Length >> PhysMemory.PageShift)
+            || pteOff < idx || pteOff + (pages - idx) > (ulong)PhysMemory.EntriesPerTable)
+        {
+            return null;
+        }
+
+        var file = vma.File!;
+        long[] pfns = new long[pages];
+        file.FindGetPages(first, pfns);
+        bool whole = true;
+        for (ulong i = 0; i < pages && whole; i++)
+        {
+            whole = pfns[i] >= 0 && file.FolioOf(pfns[i], first + i) is { } f && f.First == first && f.Pages == pages;
+        }
+
+        if (!whole || pfns[idx] != pfn)
+        {
+            PutPages(pfns, keep: -1);
+            return null;
+        }
+
+        Phys.PutPage(pfn); // the range's own reference on the faulting page replaces the caller's
+        ulong start = addr - (idx << PhysMemory.PageShift);
+        if (LockNoneEntry(cpu, pmdTable, pmdIndex, addr, out var pt) is { } outcome)
+        {
+            PutPages(pfns, keep: -1);
+            return outcome;
+        }
+
+        int slot0 = Geometry.PteIndex(start);
+        var entries = Phys.Table(pt);
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            if (!Entry.IsNone(Volatile.Read(ref entries[slot0 + i])) || !file.StillCached(pfns[i], first + (ulong)i))
+            {
+                // pte_range_none failed (or a page went meanwhile): VM_FAULT_NOPAGE, the fault retries.
+                PteUnmapUnlock(cpu, pt);
+                PutPages(pfns, keep: -1);
+                return FaultOutcome.Ok;
+            }
+        }
+
+        var counter = MmCounter.File;
+        for (int i = 0; i < pfns.Length; i++)
+        {
+            ref var d = ref Phys.Desc(pfns[i]);
+            counter = CounterOf(ref d);
+            d.AddMap(1);
+            MlockVmaFolio(pfns[i], vma);
+            if (write)
+            {
+                d.SetFlagsAtomic(PageFlags.Dirty); // fault_dirty_shared_page dirties the folio
+            }
+
+            SetPteAt(cpu, pt, slot0 + i, FilePte(vma, pfns[i], write));
+        }
+
+        AddRss(cpu, counter, pfns.Length);
         PteUnmapUnlock(cpu, pt);
         return FaultOutcome.Ok;
     }

@@ -81,16 +81,16 @@ public sealed partial class MmStruct
             {
                 return MadviseWalkVmas(addr, end, (vma, start, tmp) =>
                 {
-                    if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & VmFlags.Locked) != 0)
+                    if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & (VmFlags.Locked | VmFlags.PfnMap)) != 0)
                     {
                         return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
                     }
 
                     if (zap)
                     {
-                        if ((vma.Flags & VmFlags.Locked) != 0 && advice != Advice.DontNeedLocked)
+                        if ((vma.Flags & VmFlags.PfnMap) != 0 || ((vma.Flags & VmFlags.Locked) != 0 && advice != Advice.DontNeedLocked))
                         {
-                            return Errno.EINVAL; // can_madv_lru_vma
+                            return Errno.EINVAL; // madvise_dontneed_free_valid_vma: no raw frame numbers, no locked pages
                         }
 
                         UnmapPageRange(cpu, tlb, vma, start, tmp, ZapReason.DontNeed);
@@ -218,12 +218,8 @@ public sealed partial class MmStruct
                 }
 
                 var newFlags = MadviseVmaFlags(vma.Flags, advice);
-                if (newFlags != vma.Flags)
-                {
-                    VmaModifyFlags(cpu, vma, from, to, newFlags); // madvise_update_vma
-                }
-
-                return Errno.None;
+                // madvise_update_vma: nothing to do (and no split) when the flags stay as they are.
+                return newFlags == vma.Flags || VmaModifyFlags(cpu, vma, from, to, newFlags) is not null ? Errno.None : Errno.EINVAL;
             });
         }
         finally
@@ -234,12 +230,14 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// The EINVAL cases of <c>madvise_vma_behavior</c> for the flag-only advices, per VMA: DOFORK of
-    /// a <c>VM_IO</c> mapping; WIPEONFORK of anything but private anonymous memory (a file, shmem,
-    /// or a shared mapping). Null when the advice applies.
+    /// a <c>VM_IO</c> mapping; DODUMP of a <c>VM_SPECIAL</c> one (the vDSO and the vvar pages among
+    /// them); WIPEONFORK of anything but private anonymous memory (a file, shmem, or a shared
+    /// mapping). Null when the advice applies.
     /// </summary>
     private static Errno? MadviseFlagsRefused(Vma vma, Advice advice) => advice switch
     {
         Advice.DoFork when (vma.Flags & VmFlags.Io) != 0 => Errno.EINVAL,
+        Advice.DoDump when (vma.Flags & VmSpecial) != 0 => Errno.EINVAL,
         Advice.WipeOnFork when vma.File is not null || (vma.Flags & VmFlags.Shared) != 0 => Errno.EINVAL,
         _ => null,
     };

@@ -261,12 +261,14 @@ public sealed partial class MmStruct
     private Vma MlockFixup(Cpu cpu, Vma vma, ulong start, ulong end, VmFlags newFlags)
     {
         var oldFlags = vma.Flags;
-        if (newFlags == oldFlags)
+        if (newFlags == oldFlags || (oldFlags & VmSpecial) != 0)
         {
+            // A VM_SPECIAL VMA (the vDSO, the vvar pages) is passed over: never locked nor
+            // counted, and never split, which it would refuse.
             return vma;
         }
 
-        vma = VmaModifyFlags(cpu, vma, start, end, newFlags);
+        vma = VmaModifyFlags(cpu, vma, start, end, newFlags)!; // only special mappings refuse a split
         long pages = (long)((end - start) >> PhysMemory.PageShift);
         if ((newFlags & VmFlags.Locked) == 0)
         {

@@ -179,6 +179,13 @@ public sealed partial class MmStruct
                 return new(0, typeError);
             }
 
+            // vms_gather_munmap_vmas: MAP_FIXED splits what it replaces at the range's edges
+            // before anything else, and fails there (EINVAL) over part of a special mapping.
+            if ((flags & MapFlags.Fixed) != 0 && SplitEdges(cpu, start, start + len) is var refused and not Errno.None)
+            {
+                return new(0, refused);
+            }
+
             bool shared = ((int)flags & MapTypeMask) != (int)MapFlags.Private;
             if (shared)
             {
@@ -196,12 +203,6 @@ public sealed partial class MmStruct
                 long charged = (long)pages - ((flags & MapFlags.Fixed) != 0 ? AccountedPagesIn(start, start + len) : 0);
                 if (!VmEnoughMemory(charged))
                 {
-                    if ((flags & MapFlags.Fixed) != 0)
-                    {
-                        SplitAt(cpu, start);
-                        SplitAt(cpu, start + len);
-                    }
-
                     return new(0, Errno.ENOMEM);
                 }
 
@@ -414,10 +415,11 @@ public sealed partial class MmStruct
             return Errno.EINVAL;
         }
 
+        Errno error;
         MmapLock.DownWrite(cpu.Id);
         try
         {
-            UnmapLocked(cpu, addr, addr + len);
+            error = UnmapLocked(cpu, addr, addr + len);
         }
         finally
         {
@@ -425,7 +427,7 @@ public sealed partial class MmStruct
         }
 
         Rcu.Poll();
-        return Errno.None;
+        return error;
     }
 
     /// <summary>
@@ -433,17 +435,20 @@ public sealed partial class MmStruct
     /// the edges, detach the VMAs inside, zap them, then <c>free_pgtables</c> between the
     /// neighbours' floor and ceiling. An empty range is refused before anything is split, as
     /// <c>do_vmi_munmap</c> refuses it (EINVAL, which mremap's move of an old length of 0, the
-    /// duplication of a shared mapping, ignores): the source VMA stays whole.
+    /// duplication of a shared mapping, ignores): the source VMA stays whole. EINVAL when the
+    /// range cuts a special mapping, which refuses the split (the split at the start, if made, stays).
     /// </summary>
-    private void UnmapLocked(Cpu cpu, ulong start, ulong end)
+    private Errno UnmapLocked(Cpu cpu, ulong start, ulong end)
     {
         if (start >= end || !AnyVmaIn(start, end))
         {
-            return;
+            return Errno.None;
         }
 
-        SplitAt(cpu, start);
-        SplitAt(cpu, end);
+        if (SplitEdges(cpu, start, end) is var refused and not Errno.None)
+        {
+            return refused;
+        }
         var doomed = new List<Vma>();
         for (var v = FindVma(start); v is not null && v.Start < end; v = v.NextVma)
         {
@@ -478,6 +483,7 @@ public sealed partial class MmStruct
         FreePgtables(tlb, doomed, floor, ceiling);
         RmapLock.UpWrite(cpu.Id);
         tlb.Finish();
+        return Errno.None;
     }
 
     /// <summary>Memory charged against overcommit by writable private mappings (<c>Committed_AS</c> share), in pages.</summary>

@@ -108,12 +108,22 @@ public sealed partial class MmStruct
         }
     }
 
-    /// <summary><c>mprotect_fixup</c>: charge or uncharge, split, set the flags, change the entries, merge.</summary>
+    /// <summary>
+    /// <c>do_mprotect_pkey</c>'s check of one VMA (EACCES for an access its VM_MAY* bits do not
+    /// allow, as on the vvar pages, which lack VM_MAYWRITE), then <c>mprotect_fixup</c>: charge or
+    /// uncharge, split (which a special mapping refuses: EINVAL, the charge given back), set the
+    /// flags, change the entries, merge.
+    /// </summary>
     private Errno MprotectFixup(Cpu cpu, MmuGather tlb, Vma vma, ulong start, ulong end, VmFlags access)
     {
         MmapLock.AssertWriteHeld(cpu.Id);
         const VmFlags accessMask = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
         var newFlags = (vma.Flags & ~accessMask) | access;
+        if (((ulong)newFlags & ~((ulong)newFlags >> 4) & (ulong)accessMask) != 0)
+        {
+            return Errno.EACCES; // VM_MAYREAD/WRITE/EXEC sit four bits above VM_READ/WRITE/EXEC
+        }
+
         if (newFlags == vma.Flags)
         {
             return Errno.None;
@@ -144,8 +154,16 @@ public sealed partial class MmStruct
             newFlags &= ~VmFlags.Account;
         }
 
-        SplitAt(cpu, start);
-        SplitAt(cpu, end);
+        if (SplitEdges(cpu, start, end) is var refused and not Errno.None)
+        {
+            if ((newFlags & VmFlags.Account) != 0 && (oldFlags & VmFlags.Account) == 0)
+            {
+                _committedPages -= pages;
+            }
+
+            return refused;
+        }
+
         var target = FindVma(start)!;
         target.Flags = newFlags;
         ChangeProtection(cpu, tlb, target, start, end, newFlags);

@@ -150,6 +150,11 @@ public sealed partial class MmStruct
             return Errno.EINVAL;
         }
 
+        if (r.DontUnmap && (vma.Flags & (VmFlags.DontExpand | VmFlags.PfnMap)) != 0)
+        {
+            return Errno.EINVAL; // the old range of a special mapping cannot be left behind, empty
+        }
+
         ulong oldLen = r.NewLen < r.OldLen ? r.NewLen : r.OldLen;
         if (oldLen > vma.End - r.Addr)
         {
@@ -200,8 +205,8 @@ public sealed partial class MmStruct
                 return (0, Errno.EINVAL);
             }
 
-            UnmapLocked(cpu, r.Addr + r.NewLen, r.Addr + r.OldLen); // shrink_vma
-            return (r.Addr, Errno.None);
+            var shrunk = UnmapLocked(cpu, r.Addr + r.NewLen, r.Addr + r.OldLen); // shrink_vma
+            return shrunk == Errno.None ? (r.Addr, Errno.None) : (0, shrunk);
         }
 
         // expand_vma: in place when [addr, addr + old_len) reaches the VMA's end and the room above is free.
@@ -239,7 +244,11 @@ public sealed partial class MmStruct
     {
         if ((r.Flags & MremapFlags.Fixed) != 0)
         {
-            UnmapLocked(cpu, r.NewAddr, r.NewAddr + r.NewLen);
+            if (UnmapLocked(cpu, r.NewAddr, r.NewAddr + r.NewLen) is var refused and not Errno.None)
+            {
+                return (0, refused);
+            }
+
             r.Vma = VmaLookup(r.Addr);
             if (r.Vma is null)
             {
@@ -254,7 +263,11 @@ public sealed partial class MmStruct
                 return (0, Errno.EINVAL);
             }
 
-            UnmapLocked(cpu, r.Addr + r.NewLen, r.Addr + r.OldLen);
+            if (UnmapLocked(cpu, r.Addr + r.NewLen, r.Addr + r.OldLen) is var refused and not Errno.None)
+            {
+                return (0, refused);
+            }
+
             r.Vma = VmaLookup(r.Addr);
             if (r.Vma is null)
             {
@@ -374,6 +387,18 @@ public sealed partial class MmStruct
         if (_vmas.Count + 2 > MaxMapCount)
         {
             return (0, Errno.ENOMEM); // prep_move_vma
+        }
+
+        // prep_move_vma asks may_split first: moving part of a special mapping would cut it.
+        var refused = MaySplit(vma, r.Addr);
+        if (refused == Errno.None)
+        {
+            refused = MaySplit(vma, r.Addr + r.OldLen);
+        }
+
+        if (refused != Errno.None)
+        {
+            return (0, refused);
         }
 
         if (!ChargeRemap(vma, r.DontUnmap ? r.NewLen : r.Delta))

@@ -28,6 +28,11 @@ public sealed partial class MmStruct
                 }
 
                 nend = Math.Min(end, vma.End);
+                if ((vma.Flags & (VmFlags.Io | VmFlags.PfnMap)) != 0)
+                {
+                    continue; // nothing to fault in where the entries are raw frame numbers (the vvar pages)
+                }
+
                 nstart = Math.Max(nstart, vma.Start);
                 long ret = PopulateVmaPageRange(cpu, vma, nstart, nend);
                 if (ret < 0)
@@ -106,11 +111,17 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// <c>check_vma_flags</c> for an anonymous private VMA: a write needs VM_WRITE (or force on a
-    /// COW mapping), a read needs VM_READ (or force and VM_MAYREAD).
+    /// <c>check_vma_flags</c>: GUP refuses a <c>VM_IO</c> or <c>VM_PFNMAP</c> VMA (the vvar pages)
+    /// outright; a write needs VM_WRITE (or force on a COW mapping), a read needs VM_READ (or force
+    /// and VM_MAYREAD).
     /// </summary>
     private static Errno CheckVmaFlags(Vma vma, bool write, bool force)
     {
+        if ((vma.Flags & (VmFlags.Io | VmFlags.PfnMap)) != 0)
+        {
+            return Errno.EFAULT;
+        }
+
         if (write)
         {
             if ((vma.Flags & VmFlags.Write) == 0 && (!force || (vma.Flags & (VmFlags.Shared | VmFlags.MayWrite)) != VmFlags.MayWrite))

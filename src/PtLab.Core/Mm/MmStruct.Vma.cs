@@ -77,20 +77,46 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>split_vma</c> at <paramref name="addr"/> when it falls strictly inside a VMA; the upper
     /// part becomes a new VMA. A huge pmd that would straddle the new boundary is split first
-    /// (<c>vma_adjust_trans_huge</c>).
+    /// (<c>vma_adjust_trans_huge</c>). EINVAL, with nothing changed, when the VMA refuses to be
+    /// split (<see cref="MaySplit"/>).
     /// </summary>
-    private void SplitAt(Cpu cpu, ulong addr)
+    private Errno SplitAt(Cpu cpu, ulong addr)
     {
         var v = FindVma(addr);
         if (v is null || v.Start >= addr)
         {
-            return;
+            return Errno.None;
+        }
+
+        if (MaySplit(v, addr) is var refused and not Errno.None)
+        {
+            return refused;
         }
 
         SplitHugePmdIfStraddling(cpu, v, addr);
         var upper = v.SplitUpper(addr);
         _vmas.SetEnd(v, addr);
         _vmas.Insert(upper);
+        return Errno.None;
+    }
+
+    /// <summary>
+    /// <c>vm_ops-&gt;may_split</c> for a split of <paramref name="v"/> at <paramref name="addr"/>:
+    /// a special mapping (the vDSO, the vvar pages) is never split (<c>special_mapping_split</c>
+    /// refuses with EINVAL), so a call that would cut one fails instead; other VMAs may split.
+    /// </summary>
+    private static Errno MaySplit(Vma v, ulong addr) =>
+        v.Special is not null && v.Start < addr && addr < v.End ? Errno.EINVAL : Errno.None;
+
+    /// <summary>
+    /// The splits at the edges of [start, end) that a change of that range needs, the start first
+    /// (<c>vms_gather_munmap_vmas</c>, <c>vma_modify</c>): a refusal at the end leaves the split
+    /// at the start in place, as in Linux.
+    /// </summary>
+    private Errno SplitEdges(Cpu cpu, ulong start, ulong end)
+    {
+        var error = SplitAt(cpu, start);
+        return error != Errno.None ? error : SplitAt(cpu, end);
     }
 
     /// <summary>
@@ -166,12 +192,15 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>vma_modify_flags</c>: gives [start, end) of <paramref name="vma"/> the flags
     /// <paramref name="flags"/>, splitting at the edges and merging with the neighbours. Returns
-    /// the VMA that covers the range afterwards.
+    /// the VMA that covers the range afterwards, or null (EINVAL) when a VMA refused the split.
     /// </summary>
-    private Vma VmaModifyFlags(Cpu cpu, Vma vma, ulong start, ulong end, VmFlags flags)
+    private Vma? VmaModifyFlags(Cpu cpu, Vma vma, ulong start, ulong end, VmFlags flags)
     {
-        SplitAt(cpu, start);
-        SplitAt(cpu, end);
+        if (SplitEdges(cpu, start, end) != Errno.None)
+        {
+            return null;
+        }
+
         var target = FindVma(start)!;
         target.Flags = flags;
         return MergeAround(target);

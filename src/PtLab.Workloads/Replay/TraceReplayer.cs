@@ -115,6 +115,10 @@ public sealed class TraceReplayer
     private readonly HashSet<SimFile> _sysvSegments = [];
     private SimFile? _cacheFile;
 
+    // The runs of the residency being read (its cache_range rows so far) and how many rows are to come.
+    private readonly List<(ulong First, ulong Pages)> _cacheRuns = [];
+    private long _cacheRowsLeft;
+
     // The identities records give each file (maps and MMAP2, residency rows, the page-cache
     // tracepoints), with the fallback for devices that differ (btrfs subvolumes, overlayfs).
     private readonly FileKeys _keys;
@@ -963,8 +967,10 @@ public sealed class TraceReplayer
     /// and the <see cref="TraceEventKind.CacheRange"/> rows that follow put their pages in its
     /// cache, uptodate and without readahead marks, in the folio sizes the recorder read (order 0
     /// where it could not read them, as without root). Fault-around (<c>filemap_map_pages</c>) then maps them as it maps
-    /// the host's cached pages, and a fault finds them instead of reading ahead. Pages already in
-    /// the model's cache (read in by exec's own faults, before the tracer's stop) stay as they are.
+    /// the host's cached pages, and a fault finds them instead of reading ahead. Pages the model
+    /// had read in already (exec's own faults, before the tracer's stop, with the model's
+    /// readahead) that the host did not have cached leave the model's cache once the residency's
+    /// last row is met (<see cref="TrimToResidency"/>); those the model maps stay.
     /// </summary>
     private void FileCache(in TraceEvent e)
     {
@@ -977,14 +983,63 @@ public sealed class TraceReplayer
         var file = FileOf(e.Dev, e.Inode, e.Length, e.Path, content: null, residency: true);
         _residency[file.Id] = _residency.GetValueOrDefault(file.Id) || e.Result > 0;
         _cacheFile = file;
+        _cacheRuns.Clear();
+        _cacheRowsLeft = e.Result;
+        if (_cacheRowsLeft <= 0)
+        {
+            TrimToResidency(file);
+        }
     }
 
     private void CacheRange(in TraceEvent e)
     {
-        if (_cacheFile is { } file && !file.AddCached(e.Offset / PageSize, e.Length / PageSize, e.Is(TraceFields.Flags) ? (int)e.Flags : 0))
+        if (_cacheFile is not { } file)
+        {
+            return;
+        }
+
+        ulong first = e.Offset / PageSize, pages = e.Length / PageSize;
+        if (!file.AddCached(first, pages, e.Is(TraceFields.Flags) ? (int)e.Flags : 0))
         {
             Divergence("the model ran out of memory filling the page cache the recording found");
             _cacheFile = null;
+            return;
+        }
+
+        _cacheRuns.Add((first, pages));
+        if (--_cacheRowsLeft == 0)
+        {
+            TrimToResidency(file);
+        }
+    }
+
+    /// <summary>
+    /// Makes the model's cache of a file that just got its recorded residency hold no folio the
+    /// host did not have: a folio with no page in any recorded run was not in the host's cache
+    /// when the residency was taken, whatever the model's own faults before it read in (its
+    /// readahead windows are not the host's). Such folios leave, as an invalidation would drop
+    /// them; those the model maps stay, counted. A folio of the model that meets a recorded run
+    /// stays whole.
+    /// </summary>
+    private void TrimToResidency(SimFile file)
+    {
+        if (file.IsShmem)
+        {
+            return;
+        }
+
+        long kept = 0;
+        foreach (var (first, pages) in file.Folios())
+        {
+            if (!_cacheRuns.Exists(r => r.First < first + pages && first < r.First + r.Pages))
+            {
+                kept += file.Invalidate(first, pages).Kept;
+            }
+        }
+
+        if (kept > 0)
+        {
+            Count(_divergences, "pages the model read before the recorded residency that the host had not cached, kept (mapped)", kept);
         }
     }
 

@@ -212,4 +212,43 @@ public class LargeFolioTests
         Assert.Equal(64, s.Mm.Status().RssFileKb);
         s.AssertAccountingConsistent();
     }
+
+    /// <summary>
+    /// A 576-page file under MADV_HUGEPAGE: the block [512, 576) that end of file cuts is one
+    /// 64-page folio. A cold read fault in it maps nothing by fault-around (the window's first
+    /// folio reaches end of file and there is no PTE table), and finish_fault maps the whole folio
+    /// by PTEs; a shared write fault maps it whole, writable and dirty. Where the folio would cross
+    /// a PTE table (the mapping 480 pages above a 2 MiB boundary), only the faulting page.
+    /// </summary>
+    [Theory]
+    [InlineData(MapFlags.Private, false, 0UL, 64)]
+    [InlineData(MapFlags.Shared, false, 0UL, 64)]
+    [InlineData(MapFlags.Shared, true, 0UL, 64)]
+    [InlineData(MapFlags.Private, false, 480UL, 1)]
+    public void AFaultInTheFolioThatEndsTheFileMapsItWholeWhereItFits(MapFlags flags, bool write, ulong shift, int mapped)
+    {
+        const int pages = 576;
+        using var s = new Sim();
+        var f = s.Machine.Files.GetOrCreate(new FileId(1, 9), pages * Sim.K4);
+        var r = s.Mm.Mmap(s.Cpu, Base + (shift * Sim.K4), pages * Sim.K4, Sim.Rw, flags | MapFlags.Fixed, f, 0);
+        Assert.True(r.Ok, r.ToString());
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, r.Address, pages * Sim.K4, Advice.HugePage));
+        ulong at = r.Address + (560 * Sim.K4);
+        Assert.True(write ? s.Cpu.Touch(at).Ok : s.Cpu.ReadByte(at, out _).Ok);
+
+        Assert.Equal((512UL, 64UL), f.Folios().Single(x => x.First == 512));
+        bool[] present = s.Mm.Pagemap(s.Cpu, r.Address + (512 * Sim.K4), r.Address + (pages * Sim.K4)).Select(e => e >> 63 != 0).ToArray();
+        Assert.Equal(mapped, present.Count(p => p));
+        Assert.True(present[560 - 512]);
+        Assert.Equal(mapped * 4, s.Mm.Status().RssFileKb);
+        if (write)
+        {
+            ulong pte = s.Mm.PeekPte(r.Address + (512 * Sim.K4));
+            Assert.True(Entry.IsWritable(pte) && Entry.IsDirty(pte), "a shared write fault maps the whole folio writable and dirty");
+        }
+
+        s.AssertAccountingConsistent();
+        Assert.Equal(Errno.None, s.Mm.Munmap(s.Cpu, r.Address, pages * Sim.K4));
+        s.AssertAccountingConsistent();
+    }
 }

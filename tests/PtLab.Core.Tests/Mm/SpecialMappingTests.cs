@@ -16,6 +16,7 @@ public class SpecialMappingTests
     private const ulong VvarLength = 4 * Sim.K4;
     private const ulong Vdso = Vvar + VvarLength;
     private const ulong VdsoLength = 2 * Sim.K4;
+    private const ulong Far = 0x1_0000_0000;
 
     private static Machine NewMachine() =>
         new(new MachineOptions
@@ -28,13 +29,21 @@ public class SpecialMappingTests
             Design = Designs.Factory("pt-reclaim")!,
         });
 
-    /// <summary>A process with exec's special mappings, the vDSO and its vvar page both read.</summary>
-    private static SimThread WithVdso(Machine m)
+    /// <summary>A process with exec's special mappings, nothing of them mapped yet.</summary>
+    private static SimThread Installed(Machine m)
     {
         var t = m.CreateProcess().MainThread;
         var cpu = t.Activate();
         Assert.Equal(Errno.None, t.Mm.InstallSpecialMapping(cpu, Vvar, VvarLength, SpecialMapping.Vvar));
         Assert.Equal(Errno.None, t.Mm.InstallSpecialMapping(cpu, Vdso, VdsoLength, SpecialMapping.Vdso));
+        return t;
+    }
+
+    /// <summary>A process with exec's special mappings, the vDSO and its vvar page both read.</summary>
+    private static SimThread WithVdso(Machine m)
+    {
+        var t = Installed(m);
+        var cpu = t.Activate();
         Assert.True(cpu.ReadByte(Vdso + 0x20, out _).Ok);
         Assert.True(cpu.ReadByte(Vvar + 0x80, out _).Ok);
         return t;
@@ -122,5 +131,116 @@ public class SpecialMappingTests
         m.Rcu.Barrier();
         Assert.Equal(2, m.Phys.SpecialFrameCount); // one set for the machine: the vvar and vDSO pages read
         Assert.Equal(m.Phys.ReservedFrames, m.Phys.UsedFrames);
+    }
+
+    // A special mapping is never split (special_mapping_split, the may_split of every special
+    // mapping, refuses with EINVAL); mlock passes over VM_SPECIAL VMAs without locking them; the
+    // kernel test SpecialMappingKernelTests checks the same table on the host.
+
+    /// <summary>The VMA at <paramref name="addr"/> still spans [start, start + length) with flags <paramref name="flags"/> (the VM_* bits compared).</summary>
+    private static void Unchanged(SimThread t, ulong start, ulong length, VmFlags flags)
+    {
+        var v = t.Mm.FindVma(start)!;
+        Assert.Equal((start, start + length), (v.Start, v.End));
+        Assert.Equal(flags, v.Flags);
+    }
+
+    public static TheoryData<string> Cases() => ["vdso", "vvar"];
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void CallsThatWouldSplitASpecialVmaFailWithEinval(string which)
+    {
+        var t = Installed(NewMachine());
+        var cpu = t.Activate();
+        ulong s = which == "vdso" ? Vdso : Vvar;
+        ulong len = which == "vdso" ? VdsoLength : VvarLength;
+        var flags = t.Mm.FindVma(s)!.Flags;
+        Assert.Equal(Errno.EINVAL, t.Mm.Munmap(cpu, s, Sim.K4));
+        Unchanged(t, s, len, flags);
+        Assert.Equal(Errno.EINVAL, t.Mm.Mprotect(cpu, s, Sim.K4, Prot.None));
+        Unchanged(t, s, len, flags);
+        Assert.Equal(Errno.EINVAL, t.Mm.Madvise(cpu, s, Sim.K4, Advice.NoHugePage));
+        Assert.Equal(Errno.EINVAL, t.Mm.Madvise(cpu, s, Sim.K4, Advice.Random));
+        Unchanged(t, s, len, flags);
+        Assert.Equal(Errno.EINVAL, t.Mm.Mremap(cpu, s, Sim.K4, Sim.K4, MremapFlags.MayMove | MremapFlags.Fixed, Far).Error);
+        Unchanged(t, s, len, flags);
+        Assert.Null(t.Mm.VmaLookup(Far));
+        Assert.Equal(Errno.EINVAL, t.Mm.Mremap(cpu, s, len, Sim.K4, MremapFlags.None).Error);
+        Unchanged(t, s, len, flags);
+        Assert.Equal(Errno.EINVAL, t.Mm.Mmap(cpu, s, Sim.K4, Prot.Read, MapFlags.Private | MapFlags.Anonymous | MapFlags.Fixed).Error);
+        Unchanged(t, s, len, flags);
+
+        // A call that changes nothing needs no split and succeeds.
+        Assert.Equal(Errno.None, t.Mm.Mprotect(cpu, s, Sim.K4, which == "vdso" ? Prot.Read | Prot.Exec : Prot.Read));
+        Unchanged(t, s, len, flags);
+
+        // The whole VMA may be changed or unmapped.
+        Assert.Equal(Errno.None, t.Mm.Madvise(cpu, s, len, Advice.NoHugePage));
+        Unchanged(t, s, len, flags | VmFlags.NoHugePage);
+        Assert.Equal(Errno.None, t.Mm.Munmap(cpu, s, len));
+        Assert.Null(t.Mm.VmaLookup(s));
+    }
+
+    [Fact]
+    public void MlockPassesOverSpecialVmasWithoutLockingThem()
+    {
+        var t = Installed(NewMachine());
+        var cpu = t.Activate();
+        var vdso = t.Mm.FindVma(Vdso)!.Flags;
+        var vvar = t.Mm.FindVma(Vvar)!.Flags;
+        Assert.Equal(Errno.None, t.Mm.Mlock(cpu, Vdso, Sim.K4));
+        Assert.Equal(Errno.None, t.Mm.Mlock(cpu, Vvar, Sim.K4));
+        Unchanged(t, Vdso, VdsoLength, vdso);
+        Unchanged(t, Vvar, VvarLength, vvar);
+        Assert.Equal(0, t.Mm.Status().VmLckKb);
+
+        // mlock still populates the vDSO's page (its pages are ordinary and counted in RssFile).
+        Assert.Equal(4, t.Mm.Status().RssFileKb);
+
+        // MLOCK_ONFAULT too: the vDSO never becomes VM_LOCKONFAULT, so the populate faults it in.
+        Assert.Equal(Errno.None, t.Mm.Mlock2(cpu, Vvar, VvarLength + VdsoLength, MlockFlags.OnFault));
+        Assert.Equal(8, t.Mm.Status().RssFileKb);
+        Assert.Equal(Errno.None, t.Mm.Mlockall(cpu, MlockallFlags.Current));
+        Unchanged(t, Vdso, VdsoLength, vdso);
+        Unchanged(t, Vvar, VvarLength, vvar);
+        Assert.Equal(0, t.Mm.Status().VmLckKb);
+    }
+
+    [Fact]
+    public void PopulateAndDontunmapRefuseThePfnMapAndTheDontexpandVmas()
+    {
+        var t = Installed(NewMachine());
+        var cpu = t.Activate();
+        Assert.Equal(Errno.EINVAL, t.Mm.Madvise(cpu, Vvar, VvarLength, Advice.PopulateRead));
+        Assert.Equal(Errno.EINVAL, t.Mm.Madvise(cpu, Vvar, VvarLength, Advice.PopulateWrite));
+        Assert.Equal(Errno.EINVAL, t.Mm.Madvise(cpu, Vdso, VdsoLength, Advice.PopulateWrite));
+        Assert.Equal(Errno.None, t.Mm.Madvise(cpu, Vdso, VdsoLength, Advice.PopulateRead));
+        Assert.Equal(8, t.Mm.Status().RssFileKb);
+        Assert.Equal(Errno.EINVAL, t.Mm.Mremap(cpu, Vdso, VdsoLength, VdsoLength, MremapFlags.MayMove | MremapFlags.DontUnmap).Error);
+        Assert.Equal(Errno.EINVAL, t.Mm.Mremap(cpu, Vvar, VvarLength, VvarLength, MremapFlags.MayMove | MremapFlags.DontUnmap).Error);
+        Assert.Equal(Errno.EFAULT, t.Mm.Mremap(cpu, Vvar, VvarLength, VvarLength + Sim.K4, MremapFlags.MayMove).Error);
+
+        // mprotect beyond VM_MAY*: EACCES on the vvar (no VM_MAYWRITE); the vDSO may become
+        // writable, as a whole, and is then charged (VM_ACCOUNT).
+        Assert.Equal(Errno.EACCES, t.Mm.Mprotect(cpu, Vvar, Sim.K4, Prot.Read | Prot.Write));
+        Assert.Equal(Errno.EACCES, t.Mm.Mprotect(cpu, Vvar, VvarLength, Prot.Read | Prot.Write));
+        Assert.Equal(Errno.EINVAL, t.Mm.Mprotect(cpu, Vdso, Sim.K4, Prot.Read | Prot.Write));
+        Assert.Equal(Errno.None, t.Mm.Mprotect(cpu, Vdso, VdsoLength, Prot.Read | Prot.Write));
+        Assert.Equal(VmFlags.Write | VmFlags.Account, t.Mm.FindVma(Vdso)!.Flags & (VmFlags.Write | VmFlags.Exec | VmFlags.Account));
+    }
+
+    [Fact]
+    public void MadviseFlagChecksOnTheVvar()
+    {
+        var t = Installed(NewMachine());
+        var cpu = t.Activate();
+        Assert.Equal(Errno.None, t.Mm.Madvise(cpu, Vvar, Sim.K4, Advice.DontDump)); // already VM_DONTDUMP: no split
+        Assert.Equal(Errno.EINVAL, t.Mm.Madvise(cpu, Vvar, Sim.K4, Advice.DoDump));
+        Assert.Equal(Errno.EINVAL, t.Mm.Madvise(cpu, Vdso, Sim.K4, Advice.DoDump));
+        Assert.Equal(Errno.EINVAL, t.Mm.Madvise(cpu, Vvar, Sim.K4, Advice.DontNeed));
+        Assert.Equal(Errno.None, t.Mm.Madvise(cpu, Vdso, Sim.K4, Advice.DontNeed));
+        Assert.Equal(Errno.None, t.Mm.Madvise(cpu, Vvar, VvarLength, Advice.DontFork));
+        Assert.Equal(VmFlags.DontCopy, t.Mm.FindVma(Vvar)!.Flags & VmFlags.DontCopy);
     }
 }
