@@ -88,7 +88,7 @@ public sealed class SpecialMappingKernelTests(ITestOutputHelper output)
     /// <summary>The case on a fresh model process with the host's vDSO mappings, as the probe prints it.</summary>
     private static string RunModel(string c, string name, Dictionary<string, ulong> sizes)
     {
-        using var t = new ModelTarget(new MachineOptions { RamBytes = 256L << 20, PageData = false, Cpus = 1, Design = PtLab.Reclaim.Designs.Factory("none")! });
+        using var t = new ModelTarget(new MachineOptions { RamBytes = 256L << 20, PageData = false, ZeroPage = MappingDifferential.HostZeroPage, Cpus = 1, Design = PtLab.Reclaim.Designs.Factory("none")! });
         ulong vvarLen = sizes.GetValueOrDefault("[vvar]", 4UL) * Page;
         ulong vdso = Base + vvarLen + (2 * Page); // the host has [vvar_vclock] between them
         Assert.Equal(Errno.None, t.Mm.InstallSpecialMapping(t.Cpu, Base, vvarLen, SpecialMapping.Vvar));
