@@ -53,7 +53,10 @@ public sealed class KernelDifferentialTests(ITestOutputHelper output)
         long readKb = MappingDifferential.HostZeroPage ? 0 : 128 * 1024;
         Assert.Equal(readKb, Checkpoint(model, ZeroPageScenario.AfterRead).RssAnonKb - model.Before.RssAnonKb);
         long kernelAnon = Checkpoint(kernel, ZeroPageScenario.AfterRead).RssAnonKb - kernel.Before.RssAnonKb;
-        Assert.True(Math.Abs(kernelAnon - readKb) < 1024, $"reading 128 MiB of fresh memory added {kernelAnon} kB of RssAnon on the kernel (model {readKb} kB)");
+        // The runtime may also give memory back meanwhile, so only the excess is bounded on a
+        // zero-page host, and on the other the read's 128 MiB must show (less that noise).
+        Assert.True(kernelAnon - readKb < 1024 && (readKb == 0 || kernelAnon > readKb - 4096),
+            $"reading 128 MiB of fresh memory added {kernelAnon} kB of RssAnon on the kernel (model {readKb} kB)");
     }
 
     [LinuxFact]
