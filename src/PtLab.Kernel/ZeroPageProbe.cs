@@ -1,3 +1,5 @@
+using PtLab.Mm;
+
 namespace PtLab.Kernel;
 
 /// <summary>
@@ -15,15 +17,11 @@ internal static unsafe class ZeroPageProbe
     private const ulong FileOrShared = 1UL << 61;
     private const ulong Exclusive = 1UL << 56;
     private const ulong PfnMask = (1UL << 55) - 1;
-    private const int ProtRead = 1;
-    private const int ProtReadWrite = 3;
-    private const int MapPrivateAnonymous = 0x22;
-    private const int MadvHugepage = 14;
-    private const int MadvNoHugepage = 15;
+    private const int PrivateAnonymous = (int)(MapFlags.Private | MapFlags.Anonymous);
     private const nuint Small = 4096;
     private const nuint Huge = 2 << 20;
 
-    private static readonly Lazy<(bool? Small, bool? Huge)> s_measured = new(Measure);
+    private static readonly Lazy<(bool? Small, bool? Huge, ulong ZeroPfn)> s_measured = new(Measure);
 
     /// <summary>
     /// Whether a read fault maps the 4 KiB zero page; null where it cannot be measured (not Linux,
@@ -38,24 +36,25 @@ internal static unsafe class ZeroPageProbe
     public static bool? HugeZeroPage => s_measured.Value.Huge;
 
     /// <summary>The PFN the 4 KiB read fault mapped, when it was the zero page and PFNs are visible (root); else 0.</summary>
-    public static ulong ZeroPfn { get; private set; }
+    public static ulong ZeroPfn => s_measured.Value.ZeroPfn;
 
-    private static (bool?, bool?) Measure()
+    private static (bool?, bool?, ulong) Measure()
     {
         if (!OperatingSystem.IsLinux())
         {
-            return (null, null);
+            return (null, null, 0);
         }
 
         int fd = LibC.Open("/proc/self/pagemap", LibC.OpenReadOnly);
         if (fd < 0)
         {
-            return (null, null);
+            return (null, null, 0);
         }
 
         try
         {
-            return (MeasureSmall(fd), MeasureHuge(fd));
+            var (small, zeroPfn) = MeasureSmall(fd);
+            return (small, MeasureHuge(fd), zeroPfn);
         }
         finally
         {
@@ -64,30 +63,26 @@ internal static unsafe class ZeroPageProbe
     }
 
     // One read-only page of its own VMA, never huge: the read fault is do_anonymous_page's.
-    private static bool? MeasureSmall(int fd)
+    // Also the frame it mapped, where that is the zero page (0 when PFNs are hidden).
+    private static (bool?, ulong) MeasureSmall(int fd)
     {
-        nint p = LibC.Mmap(0, Small, ProtRead, MapPrivateAnonymous, -1, 0);
+        nint p = LibC.Mmap(0, Small, (int)Prot.Read, PrivateAnonymous, -1, 0);
         if (p == LibC.MapFailed)
         {
-            return null;
+            return (null, 0);
         }
 
         try
         {
-            _ = LibC.Madvise(p, Small, MadvNoHugepage);
+            _ = LibC.Madvise(p, Small, (int)Advice.NoHugePage);
             _ = Volatile.Read(ref *(byte*)p);
             if (Entry(fd, (ulong)p) is not { } e || (e & Present) == 0)
             {
-                return null;
+                return (null, 0);
             }
 
             bool zero = (e & Exclusive) == 0;
-            if (zero)
-            {
-                ZeroPfn = e & PfnMask;
-            }
-
-            return zero;
+            return (zero, zero ? e & PfnMask : 0);
         }
         finally
         {
@@ -100,7 +95,7 @@ internal static unsafe class ZeroPageProbe
     private static bool? MeasureHuge(int fd)
     {
         nuint length = 2 * Huge;
-        nint p = LibC.Mmap(0, length, ProtReadWrite, MapPrivateAnonymous, -1, 0);
+        nint p = LibC.Mmap(0, length, (int)(Prot.Read | Prot.Write), PrivateAnonymous, -1, 0);
         if (p == LibC.MapFailed)
         {
             return null;
@@ -109,7 +104,7 @@ internal static unsafe class ZeroPageProbe
         try
         {
             nint aligned = (nint)(((ulong)p + Huge - 1) & ~(ulong)(Huge - 1));
-            if (LibC.Madvise(aligned, Huge, MadvHugepage) != 0)
+            if (LibC.Madvise(aligned, Huge, (int)Advice.HugePage) != 0)
             {
                 return null;
             }

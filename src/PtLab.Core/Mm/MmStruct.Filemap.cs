@@ -497,15 +497,15 @@ public sealed partial class MmStruct
         }
 
         var file = vma.File!;
-        long[] pfns = new long[pages];
+        Span<long> pfns = stackalloc long[(int)pages]; // at most a PTE table's worth: checked above
         file.FindGetPages(first, pfns);
         bool whole = true;
         for (ulong i = 0; i < pages && whole; i++)
         {
-            whole = pfns[i] >= 0 && file.FolioOf(pfns[i], first + i) is { } f && f.First == first && f.Pages == pages;
+            whole = pfns[(int)i] >= 0 && file.FolioOf(pfns[(int)i], first + i) is { } f && f.First == first && f.Pages == pages;
         }
 
-        if (!whole || pfns[idx] != pfn)
+        if (!whole || pfns[(int)idx] != pfn)
         {
             PutPages(pfns, keep: -1);
             return null;

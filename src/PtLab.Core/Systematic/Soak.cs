@@ -66,7 +66,7 @@ public static class Soak
             var end = sw.Elapsed + (duration - sw.Elapsed < s_round ? duration - sw.Elapsed : s_round);
             var errors = new Exception?[cpus];
             var counts = new long[cpus];
-            var current = new int[cpus];
+            var current = new string?[cpus];
             var threads = new Thread[cpus];
             for (int i = 0; i < cpus; i++)
             {
@@ -100,7 +100,7 @@ public static class Soak
                 var left = end + s_stuck - sw.Elapsed;
                 if (!threads[i].Join(left > TimeSpan.Zero ? left : TimeSpan.Zero))
                 {
-                    stuck.Add($"CPU {i} stuck for {s_stuck.TotalSeconds:0} s past the round's end in {OpName(Volatile.Read(ref current[i]))} (a deadlock or livelock)");
+                    stuck.Add($"CPU {i} stuck for {s_stuck.TotalSeconds:0} s past the round's end in {Volatile.Read(ref current[i]) ?? "its first operation"} (a deadlock or livelock)");
                 }
             }
 
@@ -146,50 +146,41 @@ public static class Soak
         return new SoakResult(design, ops, rounds, sw.Elapsed, violations);
     }
 
-    // The operation a Step draw of op (0-99) runs, for the stuck-CPU report.
-    private static string OpName(int op) => op switch
-    {
-        < 35 => "a write fault",
-        < 55 => "a read fault",
-        < 65 => "MADV_DONTNEED of a table",
-        < 70 => "MADV_DONTNEED of 4 pages",
-        < 76 => "MADV_FREE",
-        < 80 => "mprotect",
-        < 87 => "get_user_pages_fast",
-        < 90 => "get_user_pages",
-        < 99 => "reclaim",
-        _ => "the design's background pass",
-    };
-
-    private static void Step(Machine machine, MmStruct mm, Cpu cpu, Random rng, Span<long> pages, ref int current)
+    private static void Step(Machine machine, MmStruct mm, Cpu cpu, Random rng, Span<long> pages, ref string? current)
     {
         ulong table = ScenarioContext.Base + ((ulong)rng.Next(Tables) * M2);
         ulong page = table + ((ulong)rng.Next(64) * K4);
         int op = rng.Next(100);
-        Volatile.Write(ref current, op);
         switch (op)
         {
             case < 35:
+                Volatile.Write(ref current, "a write fault");
                 cpu.Touch(page);
                 break;
             case < 55:
+                Volatile.Write(ref current, "a read fault");
                 cpu.ReadByte(page, out _);
                 break;
             case < 65:
+                Volatile.Write(ref current, "MADV_DONTNEED of a table");
                 mm.Madvise(cpu, table, M2, Advice.DontNeed);
                 break;
             case < 70:
+                Volatile.Write(ref current, "MADV_DONTNEED of 4 pages");
                 mm.Madvise(cpu, page, 4 * K4, Advice.DontNeed);
                 break;
             case < 76:
+                Volatile.Write(ref current, "MADV_FREE");
                 mm.Madvise(cpu, page, 4 * K4, Advice.Free);
                 break;
             case < 80:
+                Volatile.Write(ref current, "mprotect");
                 mm.Mprotect(cpu, page, 2 * K4, Prot.Read);
                 mm.Mprotect(cpu, page, 2 * K4, Prot.Read | Prot.Write);
                 break;
             case < 90:
                 {
+                    Volatile.Write(ref current, op < 87 ? "get_user_pages_fast" : "get_user_pages");
                     long got = op < 87 ? mm.GetUserPagesFast(cpu, page, 4, write: true, pages) : mm.GetUserPages(cpu, page, 4, write: false, pages);
                     if (got > 0)
                     {
@@ -200,9 +191,11 @@ public static class Soak
                 }
 
             case < 99:
+                Volatile.Write(ref current, "reclaim");
                 machine.Vmscan.Reclaim(cpu.Id, 4);
                 break;
             default:
+                Volatile.Write(ref current, "the design's background pass");
                 Kscand.Pass(machine, cpu); // a design's background thread, where it has one (none else)
                 break;
         }

@@ -1028,10 +1028,19 @@ public sealed class TraceReplayer
             return;
         }
 
+        // Folios come in index order; the runs are sorted once, and one walk pairs them.
+        _cacheRuns.Sort();
         long kept = 0;
+        int run = 0;
         foreach (var (first, pages) in file.Folios())
         {
-            if (!_cacheRuns.Exists(r => r.First < first + pages && first < r.First + r.Pages))
+            while (run < _cacheRuns.Count && _cacheRuns[run].First + _cacheRuns[run].Pages <= first)
+            {
+                run++; // this run ends before the folio, and so before every later folio
+            }
+
+            bool recorded = run < _cacheRuns.Count && _cacheRuns[run].First < first + pages;
+            if (!recorded)
             {
                 kept += file.Invalidate(first, pages).Kept;
             }
