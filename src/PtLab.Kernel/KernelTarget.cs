@@ -419,7 +419,8 @@ public sealed unsafe class KernelTarget : IFileTarget
     public IReadOnlyList<VmaView> Layout(ulong start, ulong end) => SmapsLayout(start, end);
 
     /// <inheritdoc/>
-    public long AnonKbIn(ulong start, ulong end) => SmapsIn(start, end).Sum(v => v.FieldsKb.GetValueOrDefault("Anonymous"));
+    /// <remarks>Read without allocating on the managed heap (<see cref="SmapsRss"/>), so the read adds no table of the runtime's.</remarks>
+    public long AnonKbIn(ulong start, ulong end) => SmapsRss.In(start, end).Anon;
 
     /// <summary>The VMAs of this process that meet [start, end), with the modelled flags their smaps VmFlags name.</summary>
     private static List<VmaView> SmapsLayout(ulong start, ulong end) =>
@@ -532,8 +533,32 @@ public sealed unsafe class KernelTarget : IFileTarget
     /// <remarks>
     /// <see cref="MmStatus.Tables"/> stays zero: /proc reports only the sum of all levels
     /// (<see cref="ProcStatus.TotalTables"/>).
+    /// <para>
+    /// With <see cref="RssScope"/> set, the RSS counters (RssAnon, RssFile, RssShmem and VmRSS) are
+    /// those of the VMAs inside the scope alone, summed from <c>/proc/self/smaps</c> (<see cref="SmapsRss"/>); VmPTE and the
+    /// rest stay the process's own, which /proc cannot split by range.
+    /// </para>
     /// </remarks>
-    public MmStatus Status() => ProcStatus.ReadSelf();
+    public MmStatus Status()
+    {
+        var status = ProcStatus.ReadSelf();
+        if (RssScope is not { } scope)
+        {
+            return status;
+        }
+
+        var (anon, file, shmem) = SmapsRss.In(scope.Start, scope.End);
+        return status with { RssAnonKb = anon, RssFileKb = file, RssShmemKb = shmem, VmRssKb = anon + file + shmem };
+    }
+
+    /// <summary>
+    /// A range whose RSS <see cref="Status"/> reports instead of the whole process's: the runtime
+    /// shares this address space, and its heap, JIT code and thread stacks move the process-wide
+    /// RSS counters by tens or hundreds of kB while a test runs. A model address space that holds
+    /// only what the target maps in the scope compares with it counter for counter.
+    /// </summary>
+    public (ulong Start, ulong End)? RssScope { get; init; }
+
 
     /// <summary>Unmaps everything the target mapped.</summary>
     public void Dispose()

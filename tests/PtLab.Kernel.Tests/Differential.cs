@@ -94,8 +94,11 @@ internal static class Differential
         GC.Collect();
         GC.WaitForPendingFinalizers();
         GC.Collect();
-        using var kernel = new KernelTarget();
-        return scenario(FreeSlot() + offset).Run(kernel);
+        // RSS is counted in the slot alone: the runtime's heap and stacks move the process's own
+        // counters while the scenario runs. VmPTE stays process-wide (see Run's remarks).
+        ulong slot = FreeSlot();
+        using var kernel = new KernelTarget { RssScope = (slot, slot + PgdSlot) };
+        return scenario(slot + offset).Run(kernel);
     }
 
     private static ulong FreeSlot()

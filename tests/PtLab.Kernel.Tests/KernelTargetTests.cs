@@ -38,6 +38,65 @@ public sealed class KernelTargetTests
     }
 
     [LinuxFact]
+    public void ScopedRssCountsTheScopesPagesByKindAndNotTheRuntimesHeap()
+    {
+        ulong slot = KernelTarget.FindFreeRegion(Differential.PgdSlot, Differential.PgdSlot);
+        Assert.True(slot != 0, "no empty 512 GiB slot");
+        using var target = new KernelTarget { RssScope = (slot, slot + Differential.PgdSlot) };
+        Assert.Equal((0L, 0L, 0L, 0L), Rss(target.Status()));
+        var anon = target.Mmap(slot, TwoMiB, Rw, Anon | MapFlags.FixedNoReplace);
+        var shared = target.Mmap(slot + (4 * TwoMiB), TwoMiB, Rw, MapFlags.Shared | MapFlags.Anonymous | MapFlags.FixedNoReplace);
+        int f = target.CreateFile(TwoMiB);
+        var file = target.MmapFile(slot + (8 * TwoMiB), TwoMiB, Prot.Read, MapFlags.Shared | MapFlags.FixedNoReplace, f, 0);
+        Assert.True(anon.Ok && shared.Ok && file.Ok);
+        Assert.True(target.TouchPages(anon.Address, 256 * 1024, write: true).Ok);
+        Assert.True(target.TouchPages(shared.Address, 128 * 1024, write: true).Ok);
+        Assert.True(target.TouchPages(file.Address, 4096, write: false).Ok);
+
+        // Fault-around maps the read page's 16-page block where the file is cached (it was just written).
+        var expected = (256L, 64L, 128L, 256L + 64 + 128);
+        Assert.Equal(expected, Rss(target.Status()));
+
+        // The runtime's own allocations move the process's counters, not the scope's.
+        var garbage = new List<byte[]>();
+        for (int i = 0; i < 64; i++)
+        {
+            garbage.Add(GC.AllocateArray<byte>(1 << 20, pinned: false));
+            garbage[^1].AsSpan().Fill(1);
+        }
+
+        Assert.Equal(expected, Rss(target.Status()));
+        GC.KeepAlive(garbage);
+    }
+
+    private static (long Anon, long File, long Shmem, long Rss) Rss(MmStatus s) => (s.RssAnonKb, s.RssFileKb, s.RssShmemKb, s.VmRssKb);
+
+    [Fact]
+    public void ScopedRssSumsOnlyTheVmasThatMeetTheRange()
+    {
+        const string smaps = """
+            7f0000000000-7f0000200000 rw-p 00000000 00:00 0
+            Rss:                 512 kB
+            Anonymous:           512 kB
+            8000000000-8000200000 rw-p 00000000 08:01 1234                       /var/tmp/data (deleted)
+            Size:               2048 kB
+            Rss:                  64 kB
+            Anonymous:            12 kB
+            8000400000-8000600000 rw-s 00000000 00:01 5953                       /dev/zero (deleted)
+            Rss:                 128 kB
+            Anonymous:             0 kB
+            8000800000-8000a00000 rw-s 00000000 00:01 77                         /memfd:pool (deleted)
+            Rss:                   8 kB
+            Anonymous:             0 kB
+            VmFlags: rd wr sh mr mw me ms sd
+            """;
+        var text = System.Text.Encoding.ASCII.GetBytes(smaps.ReplaceLineEndings("\n"));
+        Assert.Equal((12L, 52L, 136L), SmapsRss.Sum(text, 0x8000000000, 0x10000000000));
+        Assert.Equal((12L, 52L, 0L), SmapsRss.Sum(text, 0x8000000000, 0x8000200000));
+        Assert.Equal((0L, 0L, 0L), SmapsRss.Sum(text, 0x9000000000, 0xa000000000));
+    }
+
+    [LinuxFact]
     public void LinuxErrnoValuesComeBackAsResults()
     {
         using var target = new KernelTarget();
