@@ -29,13 +29,16 @@ internal sealed record KernelCompareReport(
     double KernelWallSeconds,
     double ModelWallSeconds)
 {
-    /// <summary>The figures compared: the kernel side measures VmPTE exactly and its tables per level are derived from it.</summary>
-    public IReadOnlyList<string> Compared { get; } = ["vmPteKb", "pteTables", "pmdTables", "pudTables"];
+    /// <summary>
+    /// The figures compared: the kernel side measures VmPTE exactly and its tables per level are
+    /// derived from it; its RSS counters are those of the scenario's slot alone (smaps of its VMAs).
+    /// </summary>
+    public IReadOnlyList<string> Compared { get; } = ["vmPteKb", "pteTables", "pmdTables", "pudTables", "vmRssKb", "rssAnonKb", "rssFileKb", "rssShmemKb"];
 
     /// <summary>The kernel's table counts that are inferred rather than read (see <see cref="Method"/>).</summary>
     public IReadOnlyList<string> KernelInferred { get; } = ["pteTables", "pmdTables", "pudTables"];
 
-    /// <summary>Why the other figures (VmRSS, VmSize, ...) are shown but not compared.</summary>
+    /// <summary>Why VmSize is shown but not compared.</summary>
     public string Informational { get; } = Compare.InformationalNote;
 
     public string ToJson() => ReportJson.Serialize(this);
@@ -45,8 +48,9 @@ internal sealed record KernelCompareReport(
 internal static partial class Compare
 {
     internal const string InformationalNote =
-        "VmRSS, RssAnon and VmSize are shown, not compared: on the kernel side they are this process's, and include the " +
-        "runtime's own pages (heap growth, JIT code), which a run cannot keep still.";
+        "VmSize is shown, not compared: on the kernel side it is this process's, and includes the runtime's own " +
+        "mappings (heap growth, JIT code), which a run cannot keep still. The kernel's RSS counters are the scenario's " +
+        "slot's alone (smaps of its VMAs), so they are compared.";
 
     private static int WithKernel(ScenarioDef def, ParseResult p, Cli.ModelOptions common, ScenarioArgs args, TextWriter stdout, TextWriter stderr)
     {
@@ -96,7 +100,9 @@ internal static partial class Compare
                 GC.Collect();
                 GC.WaitForPendingFinalizers();
                 GC.Collect();
-                using var k = new UpperTableInference(new KernelTarget());
+                // RSS is the slot's own (smaps of its VMAs); the runtime's heap moves the
+                // process's counters. VmPTE cannot be split by range and stays the process's.
+                using var k = new UpperTableInference(new KernelTarget { RssScope = (slot, slot + PgdSlot) });
                 kernel = Cli.RunWithProgress(def.Create(p, args with { At = slot }), k, stderr);
                 if (Same(model, kernel))
                 {
@@ -213,7 +219,10 @@ internal static partial class Compare
                 c.Kernel is null ? "-" : Signed(c.Model.VmPteKb - c.Kernel.VmPteKb));
         }
 
-        Info("VmRSS kB (kernel: with the runtime's pages)", s => s.VmRssKb);
+        Row("VmRSS kB (kernel: the slot's VMAs)", s => s.VmRssKb);
+        Row("RssAnon kB (kernel: the slot's VMAs)", s => s.RssAnonKb);
+        Row("RssFile kB (kernel: the slot's VMAs)", s => s.RssFileKb);
+        Row("RssShmem kB (kernel: the slot's VMAs)", s => s.RssShmemKb);
         Info("VmSize kB (kernel: with the runtime's mappings)", s => s.VmSizeKb);
         console.Write(t);
         if (r.TableDifference is { } d)

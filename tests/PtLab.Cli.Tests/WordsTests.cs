@@ -102,20 +102,34 @@ public class WordsTests
 public class KernelWordsTests
 {
     [Fact]
-    public void CompareKernelComparesVmPteAndTablesAndShowsRssAsInformational()
+    public void CompareKernelComparesVmPteTablesAndTheSlotsRssAndShowsVmSizeAsInformational()
     {
         var (code, output, err) = CommandTests.Run("compare", "zeropage", "--size", "8M", "--kernel");
         Assert.True(code == 0, err);
         Assert.Contains("PMD tables (kernel: inferred)", output);
         Assert.Contains("PTE tables (kernel: VmPTE/4 kB less PMD, PUD)", output);
-        string rss = output.Split('\n').Single(l => l.TrimStart().StartsWith("VmRSS kB", StringComparison.Ordinal));
-        Assert.Contains("runtime's pages", rss);
-        Assert.EndsWith("not compared", rss.TrimEnd());
+        string Line(string name) => output.Split('\n').Single(l => l.TrimStart().StartsWith(name, StringComparison.Ordinal));
+
+        // The slot's RSS is compared: a zero-page read adds none on a zero-page host, 8 MiB of
+        // RssAnon on one whose read faults take private pages, on both sides alike.
+        string rss = Line("VmRSS kB");
+        Assert.Contains("the slot's VMAs", rss);
+        Assert.DoesNotContain("not compared", rss);
+        Assert.Matches(@"\s0\s*$", rss);
+        Assert.EndsWith("not compared", Line("VmSize kB").TrimEnd());
 
         var (code2, json, err2) = CommandTests.Run("compare", "zeropage", "--size", "8M", "--kernel", "--format", "json");
         Assert.True(code2 == 0, err2);
         using var doc = JsonDocument.Parse(json);
-        Assert.Equal(["vmPteKb", "pteTables", "pmdTables", "pudTables"], doc.RootElement.GetProperty("compared").EnumerateArray().Select(e => e.GetString()!));
+        Assert.Equal(
+            ["vmPteKb", "pteTables", "pmdTables", "pudTables", "vmRssKb", "rssAnonKb", "rssFileKb", "rssShmemKb"],
+            doc.RootElement.GetProperty("compared").EnumerateArray().Select(e => e.GetString()!));
         Assert.Contains("runtime", doc.RootElement.GetProperty("informational").GetString());
+        var root = doc.RootElement;
+        Assert.Equal(root.GetProperty("model").GetProperty("rssAnonKb").GetInt64(), root.GetProperty("kernel").GetProperty("rssAnonKb").GetInt64());
+        long readAnonKb = PtLab.Kernel.KernelInfo.Probe().ModelZeroPage ? 0 : 8 * 1024;
+        var read = root.GetProperty("checkpoints").EnumerateArray().Single(c => c.GetProperty("label").GetString() == "read");
+        Assert.Equal(readAnonKb, read.GetProperty("kernel").GetProperty("rssAnonKb").GetInt64());
+        Assert.Equal(readAnonKb, read.GetProperty("model").GetProperty("rssAnonKb").GetInt64());
     }
 }
