@@ -288,25 +288,36 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// <c>mlock_vma_pages_range</c> (<c>mlock_pte_range</c>): each folio mapped in [start, end) is
-    /// mlocked once more (<c>mlock_folio</c>), or munlocked once (<c>munlock_folio</c>), once per
-    /// folio however many of its pages the range maps. A huge folio is mlocked only when the range
-    /// maps all its pages (<c>allow_mlock_munlock</c>: <c>folio_within_range</c> and a batch of
-    /// the whole folio; one moved by mremap, or cut by the VMA's edge, stays evictable, and a
-    /// split of it later maps its zero-filled pages outside VM_LOCKED VMAs the zero page); it is
-    /// munlocked whatever part the range maps.
+    /// <c>mlock_vma_pages_range</c> (<c>mlock_pte_range</c>, one PMD at a time): each folio mapped
+    /// in [start, end) is mlocked once more (<c>mlock_folio</c>), or munlocked once
+    /// (<c>munlock_folio</c>), per batch of its pages. A huge pmd is one batch. PTEs that map
+    /// consecutive pages of one huge folio in one PTE table are one batch (<c>folio_mlock_step</c>),
+    /// and the folio is mlocked only when that batch is the whole folio (<c>allow_mlock_munlock</c>:
+    /// <c>folio_within_range</c> and a step of all its pages): one moved by mremap to an address of
+    /// another alignment lies in two tables and stays evictable, as does one cut by the VMA's edge,
+    /// and a split of it later maps its zero-filled pages the zero page. Munlock takes any batch.
     /// </summary>
     private void MlockVmaPagesRange(Cpu cpu, ulong start, ulong end, bool mlock)
     {
-        long last = -1;
-        int run = 0;
-        ForEachMappedPage(cpu, start, end, pfn =>
+        long batchHead = -1, nextPfn = -1;
+        ulong nextVa = 0;
+        int batch = 0;
+        WalkPageRangeLocked(cpu, start, end, p =>
         {
-            long head = Phys.CompoundHead(pfn);
-            if (head == last)
+            if (!Entry.IsPresent(p.Entry) || Entry.IsSpecial(p.Entry))
             {
-                // The next page of the same huge folio: mlocked once all of it was seen.
-                if (mlock && ++run == PhysMemory.HugeFrames)
+                return;
+            }
+
+            long pfn = Entry.Pfn(p.Entry);
+            long head = Phys.CompoundHead(pfn);
+            bool sameTable = (p.Address & Geometry.PmdMask) == ((nextVa - PhysMemory.PageSize) & Geometry.PmdMask);
+            if (head == batchHead && pfn == nextPfn && p.Address == nextVa && (p.MappedByPmd || sameTable))
+            {
+                // The next page of the batch: a huge folio is mlocked once all of it was seen.
+                nextPfn++;
+                nextVa += PhysMemory.PageSize;
+                if (mlock && ++batch == PhysMemory.HugeFrames)
                 {
                     MlockFolio(head);
                 }
@@ -314,8 +325,7 @@ public sealed partial class MmStruct
                 return;
             }
 
-            last = head;
-            run = 1;
+            (batchHead, nextPfn, nextVa, batch) = (head, pfn + 1, p.Address + PhysMemory.PageSize, 1);
             if (!mlock)
             {
                 MunlockFolio(head);
@@ -324,7 +334,7 @@ public sealed partial class MmStruct
             {
                 MlockFolio(head);
             }
-        });
+        }, skipHoles: true);
     }
 
     /// <summary>

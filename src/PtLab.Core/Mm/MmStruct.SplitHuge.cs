@@ -211,6 +211,7 @@ public sealed partial class MmStruct
         var siteIndex = new int[PhysMemory.HugeFrames];
         var siteVma = new Vma?[PhysMemory.HugeFrames];
         int mapped = 0;
+        bool dirty = false;
         for (int i = 0; i < PhysMemory.HugeFrames; i++)
         {
             siteTable[i] = -1;
@@ -232,6 +233,7 @@ public sealed partial class MmStruct
                 if ((Entry.IsPresent(e) || Entry.IsProtNone(e)) && !Entry.IsSpecial(e) && Entry.Pfn(e) == head + i)
                 {
                     here++;
+                    dirty |= Entry.IsDirty(e);
                     siteTable[i] = k;
                     siteIndex[i] = Geometry.PteIndex(vi);
                     siteVma[i] = v;
@@ -249,6 +251,14 @@ public sealed partial class MmStruct
         if (!Phys.Desc(head).TryFreezeRef(mapped + 1))
         {
             return false; // a pin or a racing reference: -EAGAIN
+        }
+
+        if (dirty)
+        {
+            // unmap_folio (try_to_migrate_one) moves a dirty PTE's bit to the folio, and the split
+            // gives PG_dirty to every page: one write to a lazy-free huge page keeps all of it
+            // from being discarded as clean.
+            Phys.Desc(head).SetFlagsAtomic(PageFlags.Dirty);
         }
 
         Phys.SplitHugeFolioFrames(head);
