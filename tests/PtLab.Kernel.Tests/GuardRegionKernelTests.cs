@@ -6,17 +6,17 @@ using static PtLab.Kernel.Tests.MappingDifferential;
 namespace PtLab.Kernel.Tests;
 
 /// <summary>
-/// A fact that needs guard regions on the host: MADV_GUARD_INSTALL came in Linux 6.13, pagemap's
-/// guard bit (58) in 6.14; and, as for <see cref="NativeFactAttribute"/>, a C compiler.
+/// A fact that needs guard regions on the host as the model has them (<see cref="KernelInfo.HasGuardRegions"/>)
+/// and, as for <see cref="NativeFactAttribute"/>, a C compiler.
 /// </summary>
 public sealed class GuardRegionFactAttribute : FactAttribute
 {
     public GuardRegionFactAttribute()
     {
         Skip = new NativeFactAttribute().Skip;
-        if (Skip is null && KernelInfo.Probe() is { ReleaseVersion: var v } info && (v is null || v < new Version(6, 14)))
+        if (Skip is null && KernelInfo.Probe() is { HasGuardRegions: false } info)
         {
-            Skip = $"needs Linux 6.14+ (guard regions and their pagemap bit); the host is {info}";
+            Skip = $"needs Linux {KernelInfo.GuardRegionsSince}+ (guard regions as the model has them); the host is {info}";
         }
     }
 }

@@ -276,6 +276,26 @@ public class GuardRegionTests
         s.AssertAccountingConsistent();
     }
 
+    /// <summary>
+    /// MADV_COLLAPSE over a table that holds a marker fails with EINVAL (the swap-in of the
+    /// marker is SIGSEGV, a failed scan) and leaves it; without the marker the collapse succeeds.
+    /// The host answers the same.
+    /// </summary>
+    [Fact]
+    public void CollapseFailsOverAMarker()
+    {
+        using var s = NewSim(thp: new ThpSettings(ThpEnabled.Madvise, ThpDefrag.Madvise, true));
+        ulong a = s.Map(4 * Sim.M1, addr: 0x4000_0000);
+        s.TouchAll(a, Sim.M2);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a + (7 * Sim.K4), Sim.K4, Advice.GuardInstall));
+        Assert.Equal(Errno.EINVAL, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Collapse));
+        AssertGuarded(s, a + (7 * Sim.K4), 1);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a + (7 * Sim.K4), Sim.K4, Advice.GuardRemove));
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.Collapse));
+        Assert.Equal(1, s.Mm.DepositedTables); // the collapse deposited the PTE table under its huge pmd
+        s.AssertAccountingConsistent();
+    }
+
     /// <summary>Install over a swapped-out page drops the swap entry (the zap frees its slot) before marking it.</summary>
     [Fact]
     public void InstallOverASwapEntryFreesIt()
