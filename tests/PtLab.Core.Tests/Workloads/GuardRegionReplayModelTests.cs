@@ -1,5 +1,6 @@
 using PtLab.Mm;
 using PtLab.Reclaim;
+using PtLab.Tests;
 using PtLab.Traces;
 using PtLab.Workloads.Replay;
 
@@ -12,21 +13,8 @@ namespace PtLab.Core.Tests.Workloads;
 /// </summary>
 public sealed class GuardRegionReplayModelTests
 {
+    private const ulong Region = 0x7f00_0000_0000, Mb = Sim.M1;
     private const int Pid = 100, Child = 101;
-    private const ulong Region = 0x7f00_0000_0000;
-    private const ulong Mb = 1UL << 20;
-    private long _t = 1_000;
-
-    private readonly TraceReplayer _replayer = new("test.parquet", new ReplayOptions { Design = "pt-reclaim", DesignFactory = Designs.Factory("pt-reclaim")!, RamBytes = 1L << 30 });
-
-    private void Apply(TraceEvent e) => _replayer.Apply(e);
-
-    private void Madvise(ulong addr, ulong length, Advice advice, long result) =>
-        Apply((TraceEvent.Create(TraceEventKind.Madvise, _t++, Pid, Pid) with { Address = addr, Length = length, Prot = (int)advice }).Returned(result, 10));
-
-    private void Write(int pid, ulong addr) => Apply(TraceEvent.Fault(_t++, pid, pid, addr, 6, 0x400000));
-
-    private void Segv(int pid) => Apply(TraceEvent.Create(TraceEventKind.Signal, _t++, pid, pid) with { Result = TraceKinds.SigSegv, Flags = 1 }); // SEGV_MAPERR
 
     /// <summary>
     /// Install zaps the pages it covers and a write there is the kernel's SIGSEGV; DONTNEED over
@@ -37,27 +25,28 @@ public sealed class GuardRegionReplayModelTests
     [Fact]
     public void GuardAdviceReplaysWithItsSemantics()
     {
-        Apply(TraceEvent.Create(TraceEventKind.Task, _t++, Pid, Pid) with { Path = "p" });
-        Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Pid, Pid) with { Address = Region, Length = 4 * Mb, Prot = 3, Flags = 0x32, Fd = -1 }).Returned((long)Region, 10));
-        Madvise(Region, 4 * Mb, Advice.NoHugePage, 0);
+        var trace = new Trace("pt-reclaim");
+        trace.Add(TraceEvent.Create(TraceEventKind.Task, 0, Pid, Pid) with { Path = "p" });
+        trace.MmapFixed(Pid, Region, 4 * Mb, locked: false);
+        trace.Madvise(Pid, Region, 4 * Mb, Advice.NoHugePage, 0);
         for (ulong a = Region; a < Region + (2 * Mb); a += 4096)
         {
-            Write(Pid, a);
+            trace.Write(Pid, a);
         }
 
-        Madvise(Region, 4 * 4096, Advice.GuardInstall, 0);
-        Write(Pid, Region + 4096);
-        Segv(Pid);
-        Madvise(Region, 2 * Mb, Advice.DontNeed, 0);
-        Apply(TraceEvent.Create(TraceEventKind.NewTask, _t++, Pid, Pid) with { Flags = 0x11, Result = Child, Path = "c" });
-        Write(Child, Region);
-        Segv(Child);
-        Madvise(Region, 2 * Mb, Advice.GuardRemove, 0);
-        Write(Pid, Region);
-        Apply((TraceEvent.Create(TraceEventKind.Mmap, _t++, Pid, Pid) with { Address = Region + (64 * Mb), Length = Mb, Prot = 3, Flags = 0x2032, Fd = -1 }).Returned((long)(Region + (64 * Mb)), 10)); // MAP_FIXED | MAP_LOCKED
-        Madvise(Region + (64 * Mb), 4096, Advice.GuardInstall, -22);
+        trace.Madvise(Pid, Region, 4 * 4096, Advice.GuardInstall, 0);
+        trace.Write(Pid, Region + 4096);
+        trace.SegvMapErr(Pid);
+        trace.Madvise(Pid, Region, 2 * Mb, Advice.DontNeed, 0);
+        trace.Add(TraceEvent.Create(TraceEventKind.NewTask, 0, Pid, Pid) with { Flags = 0x11, Result = Child, Path = "c" });
+        trace.Write(Child, Region);
+        trace.SegvMapErr(Child);
+        trace.Madvise(Pid, Region, 2 * Mb, Advice.GuardRemove, 0);
+        trace.Write(Pid, Region);
+        trace.MmapFixed(Pid, Region + (64 * Mb), Mb, locked: true);
+        trace.Madvise(Pid, Region + (64 * Mb), 4096, Advice.GuardInstall, -22);
 
-        var r = _replayer.Finish();
+        var r = trace.Replay();
         Assert.Empty(r.Divergences);
         Assert.DoesNotContain(r.Unsupported.Keys, k => k.Contains("advice 102", StringComparison.Ordinal) || k.Contains("advice 103", StringComparison.Ordinal));
         var parent = r.Processes.Single(p => p.Pid == Pid).Exit!.Value;
@@ -66,5 +55,27 @@ public sealed class GuardRegionReplayModelTests
         Assert.Equal(0, child.RssAnonKb);
         Assert.Equal(2, parent.Tables.Pte); // the marker kept the first table through DONTNEED; the locked mapping's
         Assert.Equal(1, child.Tables.Pte); // fork copied the table with its markers
+    }
+
+    /// <summary>A hand-made trace, its rows stamped one nanosecond apart as they are added, replayed on one design.</summary>
+    private sealed class Trace(string design)
+    {
+        private readonly TraceReplayer _replayer = new("test.parquet", new ReplayOptions { Design = design, DesignFactory = Designs.Factory(design)!, RamBytes = 1L << 30 });
+        private long _now = 1_000;
+
+        public void Add(TraceEvent e) => _replayer.Apply(e with { TimeNs = _now++ });
+
+        public void MmapFixed(int pid, ulong addr, ulong length, bool locked) =>
+            Add((TraceEvent.Create(TraceEventKind.Mmap, 0, pid, pid) with { Address = addr, Length = length, Prot = 3, Flags = locked ? 0x2032UL : 0x32, Fd = -1 }).Returned((long)addr, 10));
+
+        public void Madvise(int pid, ulong addr, ulong length, Advice advice, long result) =>
+            Add((TraceEvent.Create(TraceEventKind.Madvise, 0, pid, pid) with { Address = addr, Length = length, Prot = (int)advice }).Returned(result, 10));
+
+        public void Write(int pid, ulong addr) => Add(TraceEvent.Fault(0, pid, pid, addr, 6, 0x400000));
+
+        /// <summary>The SIGSEGV (SEGV_MAPERR) the kernel answered the thread's last fault with.</summary>
+        public void SegvMapErr(int pid) => Add(TraceEvent.Create(TraceEventKind.Signal, 0, pid, pid) with { Result = TraceKinds.SigSegv, Flags = 1 });
+
+        public ReplayResult Replay() => _replayer.Finish();
     }
 }
