@@ -36,6 +36,17 @@ public class GuardRegionTests
         return (s, a);
     }
 
+    /// <summary>A 4 MiB MADV_HUGEPAGE mapping, 2 MiB aligned, whose first 2 MiB a write made a huge page.</summary>
+    private static (Sim S, ulong At) HugePageWritten()
+    {
+        var s = NewSim(thp: new ThpSettings(ThpEnabled.Madvise, ThpDefrag.Madvise, true));
+        ulong a = s.Map(4 * Sim.M1, addr: 0x4000_0000);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, 4 * Sim.M1, Advice.HugePage));
+        Assert.True(s.Cpu.Touch(a).Ok);
+        Assert.Equal(1, s.Mm.DepositedTables);
+        return (s, a);
+    }
+
     private static void AssertGuarded(Sim s, ulong start, int pages)
     {
         for (int i = 0; i < pages; i++)
@@ -261,10 +272,8 @@ public class GuardRegionTests
     [Fact]
     public void InstallOverPartOfAHugePageSplitsIt()
     {
-        using var s = NewSim(thp: new ThpSettings(ThpEnabled.Madvise, ThpDefrag.Madvise, true));
-        ulong a = s.Map(4 * Sim.M1, addr: 0x4000_0000);
-        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, 4 * Sim.M1, Advice.HugePage));
-        Assert.True(s.Cpu.Touch(a).Ok);
+        var (s, a) = HugePageWritten();
+        using var owned = s;
         var before = s.Mm.Status();
         Assert.Equal(2048, before.RssAnonKb);
         Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a + Sim.K4, Sim.K4, Advice.GuardInstall));
@@ -273,6 +282,27 @@ public class GuardRegionTests
         Assert.Equal(before.VmPteKb, after.VmPteKb);
         AssertGuarded(s, a + Sim.K4, 1);
         Assert.True(Entry.IsPresent(s.Mm.PeekPte(a + (2 * Sim.K4))));
+        s.AssertAccountingConsistent();
+    }
+
+    /// <summary>
+    /// Install over a whole huge page zaps its pmd whole (the page and its deposited table go) and
+    /// then allocates a PTE table for the markers: RssAnon drops by 2 MiB, VmPTE stays (as on the host).
+    /// </summary>
+    [Fact]
+    public void InstallOverAWholeHugePageZapsItAndTakesAFreshTable()
+    {
+        var (s, a) = HugePageWritten();
+        using var owned = s;
+        var before = s.Mm.Status();
+        Assert.Equal(1, s.Mm.DepositedTables);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.M2, Advice.GuardInstall));
+        var after = s.Mm.Status();
+        Assert.Equal(before.RssAnonKb - 2048, after.RssAnonKb);
+        Assert.Equal(before.VmPteKb, after.VmPteKb);
+        Assert.Equal(0, s.Mm.DepositedTables);
+        AssertGuarded(s, a, 512);
+        Assert.Equal(FaultOutcome.SegvMapErr, s.Cpu.Touch(a + Sim.M1).Outcome);
         s.AssertAccountingConsistent();
     }
 
