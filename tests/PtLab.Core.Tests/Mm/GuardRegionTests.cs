@@ -164,11 +164,18 @@ public class GuardRegionTests
         s.AssertAccountingConsistent();
     }
 
-    /// <summary>A table whose only entry is a marker stays under every design after a whole-table DONTNEED, and the marker with it.</summary>
+    /// <summary>
+    /// A table whose only entry is a marker stays under every design after a whole-table DONTNEED,
+    /// and the marker with it, as the scan's free-now rules (<see cref="FreeNowRules"/>) say of a
+    /// marker-only table.
+    /// </summary>
     [Theory]
     [MemberData(nameof(Sim.EveryDesign), MemberType = typeof(Sim))]
     public void AMarkerOnlyTableStaysUnderEveryDesign(string design)
     {
+        var markerOnly = new ScannedTable(Present: 0, ZeroPage: 0, Swapped: 1, Guard: 1, IsThpDeposit: false);
+        Assert.Equal(ScannedTableState.MarkerOnly, markerOnly.State);
+        Assert.False(FreeNowRules.All.Single(r => r.Design == design).FreesNow(markerOnly));
         using var s = NewSim(design);
         ulong a = s.Map(Sim.M2, addr: 0x4000_0000);
         Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a + Sim.M1, Sim.K4, Advice.GuardInstall));
