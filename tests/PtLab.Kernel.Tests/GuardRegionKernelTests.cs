@@ -42,8 +42,8 @@ public sealed class GuardRegionKernelTests(ITestOutputHelper output)
 
     /// <summary>
     /// Install over written pages zaps them (anon -32 kB, VmPTE unchanged) and marks each page;
-    /// a touch there is SEGV_MAPERR, the page after still faults in; DONTNEED, FREE and mprotect
-    /// leave the markers; remove clears them and nothing else; munmap drops them with the tables.
+    /// a touch there is SEGV_MAPERR, the page after still faults in; DONTNEED, FREE, COLD and
+    /// mprotect leave the markers; remove clears them and nothing else; munmap drops them with the tables.
     /// Install over nothing allocates the tables it needs (here PUD, PMD and PTE: +12 kB); a table whose
     /// only entry left is a marker survives a whole-table DONTNEED (pt-reclaim skips it), and goes
     /// once the marker is removed.
@@ -65,6 +65,7 @@ public sealed class GuardRegionKernelTests(ITestOutputHelper output)
             r.Check("touched");
             r.Note("dontneed", t.Madvise(r.At(G1), 4 * M1, Advice.DontNeed));
             r.Note("free", t.Madvise(r.At(G1), 16 * K4, Advice.Free));
+            r.Note("cold", t.Madvise(r.At(G1), 16 * K4, Advice.Cold));
             r.Note("mprotect", t.Mprotect(r.At(G1), 16 * K4, Prot.Read));
             r.Note("mprotect back", t.Mprotect(r.At(G1), 16 * K4, Rw));
             r.Pagemap(G1, 10);
