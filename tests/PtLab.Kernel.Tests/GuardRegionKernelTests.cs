@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using PtLab.Kernel;
 using PtLab.Mm;
 using Xunit.Abstractions;
@@ -124,5 +125,63 @@ public sealed class GuardRegionKernelTests(ITestOutputHelper output)
             r.Touch((8 * G1) + K4, K4, write: true);
             r.Check("moved");
         }, output);
+    }
+
+    /// <summary>
+    /// Fork copies the markers (install gave each VMA an anon_vma, so <c>vma_needs_copy</c> copies
+    /// its tables; Linux 6.18), in private and shared anonymous memory alike, and the child's write
+    /// there is SEGV_MAPERR; a MADV_WIPEONFORK region reaches the child without them. The host side
+    /// is Programs/guard-fork.c; the model runs the same steps.
+    /// </summary>
+    [GuardRegionFact]
+    public void ForkCopiesTheMarkersAsOnTheKernel()
+    {
+        string exe = NativeBuild.BuildEmbedded(typeof(GuardRegionKernelTests).Assembly, "guard-fork.c", "guard-fork");
+        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        using var p = Process.Start(psi)!;
+        string stdout = p.StandardOutput.ReadToEnd();
+        string stderr = p.StandardError.ReadToEnd();
+        Assert.True(p.WaitForExit(60_000), "guard-fork did not finish within a minute");
+        Assert.True(p.ExitCode == 0, $"guard-fork exited with {p.ExitCode}: {stderr}");
+        output.WriteLine($"kernel:\n{stdout}");
+
+        var m = new Machine(new MachineOptions { PageData = false, LockDep = true, Design = PtLab.Reclaim.Designs.Factory(KernelInfo.Probe().MatchingDesign)! });
+        var t = m.CreateProcess().MainThread;
+        var cpu = t.Activate();
+        const ulong slot = 0x7e00_0000_0000;
+        ulong Map(ulong offset, MapFlags type) =>
+            t.Mm.Mmap(cpu, slot + offset, M2, Rw, type | MapFlags.Anonymous | MapFlags.FixedNoReplace).Address;
+        ulong priv = Map(0, MapFlags.Private), shared = Map(M2, MapFlags.Shared), wiped = Map(2 * M2, MapFlags.Private);
+        for (ulong o = 0; o < 16 * K4; o += K4)
+        {
+            Assert.True(cpu.Touch(priv + o).Ok);
+        }
+
+        Assert.True(cpu.Touch(shared + K4).Ok);
+        Assert.Equal(Errno.None, t.Mm.Madvise(cpu, wiped, M2, Advice.WipeOnFork));
+        foreach (ulong at in new[] { priv, shared, wiped })
+        {
+            Assert.Equal(Errno.None, t.Mm.Madvise(cpu, at, K4, Advice.GuardInstall));
+        }
+
+        var child = m.Fork(t)!;
+        var ccpu = child.MainThread.Activate();
+        string Report(string name, ulong at)
+        {
+            ulong e = child.Mm.Pagemap(ccpu, at, at + K4)[0];
+            var r = ccpu.Touch(at);
+            var (signo, code) = r.Outcome switch
+            {
+                FaultOutcome.Ok => (0, 0),
+                FaultOutcome.SegvMapErr => (11, 1),
+                FaultOutcome.SegvAccErr => (11, 2),
+                _ => (7, 0),
+            };
+            return $"{name} {e:x} {signo} {code}\n";
+        }
+
+        string model = Report("private", priv) + Report("shared", shared) + Report("wiped", wiped);
+        output.WriteLine($"model:\n{model}");
+        Assert.Equal(stdout, model);
     }
 }
