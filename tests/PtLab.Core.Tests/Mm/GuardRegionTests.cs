@@ -142,6 +142,24 @@ public class GuardRegionTests
     }
 
     /// <summary>
+    /// MADV_REMOVE punches the hole in shared memory and zaps the pages mapping it, but its zap
+    /// (<c>unmap_mapping_range</c>, no ZAP_FLAG_DROP_MARKER) leaves the markers, as on the host.
+    /// </summary>
+    [Fact]
+    public void AHolePunchKeepsTheMarkers()
+    {
+        using var s = NewSim();
+        ulong a = s.Map(Sim.M2, flags: MapFlags.Shared | MapFlags.Anonymous, addr: 0x4000_0000);
+        s.TouchAll(a, 8 * Sim.K4);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, Sim.K4, Advice.GuardInstall));
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, a, 8 * Sim.K4, Advice.Remove));
+        AssertGuarded(s, a, 1);
+        Assert.Equal(0UL, s.Mm.PeekPte(a + Sim.K4));
+        Assert.Equal(0, s.Mm.Status().RssShmemKb);
+        s.AssertAccountingConsistent();
+    }
+
+    /// <summary>
     /// pt-reclaim: a DONTNEED over a whole table that holds a marker skips it (<c>any_skipped</c>)
     /// and keeps the table; once the marker is removed, the same DONTNEED frees it. The host
     /// shows both.
