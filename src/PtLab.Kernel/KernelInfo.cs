@@ -26,6 +26,15 @@ public sealed partial record KernelInfo
     /// <summary>The first release with <c>mm/pt_reclaim.c</c>.</summary>
     public static readonly Version PtReclaimSince = new(6, 14);
 
+    /// <summary>
+    /// The first release whose guard regions (<c>MADV_GUARD_INSTALL</c>, 6.13) are the model's:
+    /// in file-backed and read-only mappings too (6.15), with pagemap's guard bit (6.14).
+    /// </summary>
+    public static readonly Version GuardRegionsSince = new(6, 15);
+
+    /// <summary>Whether the host has guard regions as the model has them (<see cref="GuardRegionsSince"/>).</summary>
+    public bool HasGuardRegions => IsLinux && ReleaseVersion is { } v && v >= GuardRegionsSince;
+
     /// <summary>Whether the host runs Linux.</summary>
     public required bool IsLinux { get; init; }
 

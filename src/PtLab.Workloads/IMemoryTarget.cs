@@ -61,6 +61,13 @@ public interface IMemoryTarget : IDisposable
     /// </summary>
     long AnonKbIn(ulong start, ulong end) => throw Unsupported("a per-range anonymous figure");
 
+    /// <summary>
+    /// The <c>/proc/PID/pagemap</c> entries of the <paramref name="pages"/> pages from
+    /// <paramref name="addr"/>: bit 63 present, bit 62 swapped, bit 58 guard region, the frame
+    /// number or swap type and offset below.
+    /// </summary>
+    ulong[] Pagemap(ulong addr, int pages) => throw Unsupported("pagemap");
+
     private NotSupportedException Unsupported(string call) => new($"{Name} does not support {call}");
 }
 

@@ -204,6 +204,9 @@ public sealed class ModelTarget : IMultiCpuTarget, IDataTarget, IFileTarget
     }
 
     /// <inheritdoc/>
+    public ulong[] Pagemap(ulong addr, int pages) => Mm.Pagemap(Cpu, addr, addr + ((ulong)pages * Paging.Geometry.PageSize));
+
+    /// <inheritdoc/>
     public MmStatus Status() => Mm.Status();
 
     /// <summary>Tears the address space down (exit_mmap); a per-CPU view does nothing.</summary>

@@ -1,4 +1,5 @@
 using PtLab.Kernel.Fuzz;
+using PtLab.Mm;
 using Xunit.Abstractions;
 
 namespace PtLab.Kernel.Tests;
@@ -59,6 +60,12 @@ public sealed class FuzzCaseTests(ITestOutputHelper output)
         if (!fuzzer.BrkAvailable && c.Ops.Any(o => o.Kind.Name == "brk"))
         {
             output.WriteLine($"SKIP {name} on the host: the executor cannot move its heap into the slot (prctl PR_SET_MM_MAP was refused); the model side ran in TheModelGivesTheRecordedKernelAnswers");
+            return;
+        }
+
+        if (!KernelInfo.Probe().HasGuardRegions && c.Ops.Any(o => o.Kind.Name == "madvise" && o.Args[2] is (ulong)Advice.GuardInstall or (ulong)Advice.GuardRemove))
+        {
+            output.WriteLine($"SKIP {name} on the host: it has no guard regions as the model has them (Linux {KernelInfo.GuardRegionsSince}+); the model side ran in TheModelGivesTheRecordedKernelAnswers");
             return;
         }
 

@@ -14,6 +14,8 @@ public sealed class FuzzTextTests
     [InlineData("mprotect S+0x2e00000 0x54f000 PROT_READ|PROT_GROWSDOWN")]
     [InlineData("madvise S+0x2c0b000 0x400000 MADV_DONTNEED")]
     [InlineData("madvise S+0x2c0b000 0xfffffffffffff6b9 26")]
+    [InlineData("madvise S+0x2c0b000 0x4000 MADV_GUARD_INSTALL")]
+    [InlineData("madvise S+0x2c0a000 0x201000 MADV_GUARD_REMOVE")]
     [InlineData("munmap S+0x0 0x0")]
     [InlineData("read S+0x2e9a000 0x400000")]
     [InlineData("write S+0x7fffffff00 0x100")]
@@ -140,8 +142,8 @@ public sealed class FuzzTextTests
     [Fact]
     public void TheGeneratorIsRepeatableAndStaysInTheSlotOrWraps()
     {
-        var a = new OpGenerator(new Random(7), Slot) { AllowLocked = true };
-        var b = new OpGenerator(new Random(7), Slot) { AllowLocked = true };
+        var a = new OpGenerator(new Random(7), Slot) { AllowLocked = true, AllowGuard = true };
+        var b = new OpGenerator(new Random(7), Slot) { AllowLocked = true, AllowGuard = true };
         var layout = new List<VmaLine> { new(Slot + 0x200000, Slot + 0x600000, "rw-p"), new(Slot + (511UL << 30), Slot + FuzzText.SlotSize, "---p") };
         a.Layout = layout;
         b.Layout = layout;
@@ -163,9 +165,21 @@ public sealed class FuzzTextTests
                      "madvise MADV_DONTNEED", "madvise MADV_FREE", "madvise MADV_PAGEOUT", "madvise MADV_HUGEPAGE", "madvise MADV_REMOVE",
                      "madvise MADV_NOHUGEPAGE", "madvise MADV_POPULATE_READ", "madvise MADV_POPULATE_WRITE", "mremap in-place", "mremap maymove",
                      "mremap fixed", "mremap fixed-dontunmap", "mremap dontunmap", "mremap invalid", "mlock", "mlock2", "mlock2 onfault", "munlock",
-                     "mlockall 5", "mlockall 6", "mlockall 7", "munlockall" })
+                     "mlockall 5", "mlockall 6", "mlockall 7", "munlockall", "madvise MADV_GUARD_INSTALL", "madvise MADV_GUARD_REMOVE" })
         {
             Assert.Contains(k, kinds);
+        }
+    }
+
+    /// <summary>Guard advice is drawn only for a host that has guard regions as the model has them.</summary>
+    [Fact]
+    public void GuardAdviceIsDrawnOnlyWhereAllowed()
+    {
+        foreach (bool allow in new[] { false, true })
+        {
+            var g = new OpGenerator(new Random(11), Slot) { AllowGuard = allow };
+            int guards = Enumerable.Range(0, 20_000).Select(_ => g.Advice()).Count(a => a is 102 or 103);
+            Assert.True(allow ? guards > 0 : guards == 0, $"AllowGuard {allow}: {guards} guard advices in 20000 draws");
         }
     }
 

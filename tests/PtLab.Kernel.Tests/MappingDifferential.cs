@@ -177,6 +177,14 @@ internal static class MappingDifferential
         public void Touch(ulong offset, ulong length, bool write) => Note(write ? "write" : "read", Target.TouchPages(At(offset), length, write));
 
         /// <summary>
+        /// Records the pagemap entries of <paramref name="pages"/> pages from the offset, with the
+        /// frame numbers left out: "p" present, "-" none, else the entry (swap or marker) in hex.
+        /// </summary>
+        public void Pagemap(ulong offset, int pages) =>
+            Note("pagemap", string.Join(' ', Target.Pagemap(At(offset), pages).Select(static e =>
+                (e & (1UL << 63)) != 0 ? "p" : e == 0 ? "-" : $"{e:x}")));
+
+        /// <summary>
         /// Takes a checkpoint of the results so far, the slot's VMAs and the status changes. The
         /// changes are summed over the script's own steps only: reading the VMA listing (all of
         /// /proc/self/smaps, on the kernel side) makes the runtime allocate, so the status is read

@@ -94,6 +94,14 @@ internal sealed class ProbeTarget : IMemoryTarget
     }
 
     /// <inheritdoc/>
+    public ulong[] Pagemap(ulong addr, int pages)
+    {
+        string r = Call($"pagemap {addr} {pages}");
+        Assert.True(r.StartsWith("P ", StringComparison.Ordinal), $"pagemap of 0x{addr:x}: {r}");
+        return [.. r[2..].Split(' ').Select(Hex)];
+    }
+
+    /// <inheritdoc/>
     public MmStatus Status()
     {
         var f = Call("status").Split(' ').Select(kv => long.Parse(kv[(kv.IndexOf('=') + 1)..], CultureInfo.InvariantCulture)).ToArray();

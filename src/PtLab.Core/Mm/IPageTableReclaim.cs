@@ -140,13 +140,12 @@ public interface IExplicitTableReclaim
 /// <param name="Start">Start of the zapped range within the table's 2 MiB.</param>
 /// <param name="End">End of the zapped range.</param>
 /// <param name="Reason">Why the zap ran.</param>
-/// <remarks>
-/// Upstream's zap may leave an entry in place (a uffd-wp or guard marker, a page a truncation
-/// keeps) and then cancels pt-reclaim's free. The model maps no markers; the only entries its zap
-/// leaves are the private copies a hole punch (<see cref="ZapReason.Truncate"/>) keeps, and a design
-/// frees a table only after a MADV_DONTNEED zap, so nothing is reported as skipped.
-/// </remarks>
-public readonly record struct ZapInfo(long PmdTable, int PmdIndex, ulong Start, ulong End, ZapReason Reason);
+/// <param name="AnySkipped">
+/// Whether the zap left an entry in place in the range (<c>any_skipped</c>): a guard marker, which
+/// only an unmap clears, or a private copy a hole punch (<see cref="ZapReason.Truncate"/>) keeps.
+/// Upstream's pt-reclaim then does not free the table.
+/// </param>
+public readonly record struct ZapInfo(long PmdTable, int PmdIndex, ulong Start, ulong End, ZapReason Reason, bool AnySkipped = false);
 
 /// <summary>Why entries are being zapped.</summary>
 public enum ZapReason
@@ -160,4 +159,10 @@ public enum ZapReason
     /// go, private copies and their swap entries stay.
     /// </summary>
     Truncate,
+    /// <summary>
+    /// <c>zap_page_range_single</c> with no <c>zap_details</c>, as <c>MADV_GUARD_INSTALL</c> clears
+    /// the pages in its way: every page and swap entry goes, guard markers stay, and no design
+    /// frees a table after it.
+    /// </summary>
+    NoDetails,
 }

@@ -188,6 +188,13 @@ public sealed partial class MmStruct
         if (!Entry.IsPresent(orig))
         {
             PteUnmap(cpu, pteTable);
+            if (Entry.IsGuardMarker(orig))
+            {
+                // handle_pte_marker: touching a guard region is fatal, VM_FAULT_SIGSEGV, which x86
+                // delivers as SEGV_MAPERR (bad_area_nosemaphore).
+                return FaultOutcome.SegvMapErr;
+            }
+
             return DoSwapPage(cpu, vma, addr, write, orig, pmdTable, pmdIndex);
         }
 

@@ -128,8 +128,9 @@ public sealed partial class MmStruct
     /// pages, private copies of file pages, swap entries exist only in the tables). A file or shmem
     /// VMA without one is skipped: the child refaults from the page cache, as a [vdso] child refaults
     /// the vDSO's pages. A VM_PFNMAP or VM_MIXEDMAP VMA (a [vvar]) is copied, since no fault handler
-    /// is bound to rebuild raw frame numbers. (uffd-wp and guard markers, the other reasons, are not
-    /// modelled.)
+    /// is bound to rebuild raw frame numbers. Guard markers need no rule of their own here (Linux
+    /// 6.18): <c>MADV_GUARD_INSTALL</c> gives the VMA an anon_vma, so its tables are copied. (uffd-wp,
+    /// the other reason, is not modelled.)
     /// </summary>
     internal static bool VmaNeedsCopy(Vma src) => src.AnonVma is not null || (src.Flags & (VmFlags.PfnMap | VmFlags.MixedMap)) != 0;
 
@@ -274,6 +275,13 @@ public sealed partial class MmStruct
             ulong e = Volatile.Read(ref slot);
             if (Entry.IsNone(e))
             {
+                continue;
+            }
+
+            if (Entry.IsGuardMarker(e))
+            {
+                // copy_nonpresent_pte -> copy_pte_marker: a guard marker is always copied.
+                child.SetPteAt(cpu, dpt, i, e);
                 continue;
             }
 

@@ -40,9 +40,11 @@ public sealed partial class MmStruct
                     }
 
                     // faultin_page: let the fault handler make it present (and writable), then look again.
-                    if (HandleMmFault(cpu, vma, va, write) != FaultOutcome.Ok)
+                    // vm_fault_to_errno: no memory is ENOMEM; SIGSEGV (a guard marker) or SIGBUS is EFAULT.
+                    var outcome = HandleMmFault(cpu, vma, va, write);
+                    if (outcome != FaultOutcome.Ok)
                     {
-                        return i > 0 ? i : -(long)Errno.ENOMEM;
+                        return i > 0 ? i : -(long)(outcome == FaultOutcome.Oom ? Errno.ENOMEM : Errno.EFAULT);
                     }
 
                     // cond_resched(): a racing table free may need another CPU to finish first.

@@ -10,7 +10,8 @@ public sealed partial class MmStruct
     /// <c>madvise(addr, length, advice)</c>. DONTNEED and FREE take <c>mmap_lock</c> for read, as
     /// Linux does; a hole in the range gives ENOMEM after the mapped parts were advised.
     /// POPULATE_READ/WRITE fault the range in (<c>madvise_populate</c>); COLLAPSE maps huge pages
-    /// (<c>madvise_collapse</c>, MmStruct.Khugepaged.cs).
+    /// (<c>madvise_collapse</c>, MmStruct.Khugepaged.cs); GUARD_INSTALL/REMOVE store and clear guard
+    /// markers (MmStruct.Guard.cs).
     /// </summary>
     public Errno Madvise(Cpu cpu, ulong addr, ulong length, Advice advice)
     {
@@ -26,7 +27,8 @@ public sealed partial class MmStruct
         bool ptReclaim = advice == Advice.PtReclaim && Design is IExplicitTableReclaim;
         bool populate = advice is Advice.PopulateRead or Advice.PopulateWrite;
         bool collapse = advice == Advice.Collapse;
-        if (!zap && !free && !setsFlags && !noop && !remove && !coldOrPageout && !ptReclaim && !populate && !collapse)
+        bool guard = advice is Advice.GuardInstall or Advice.GuardRemove;
+        if (!zap && !free && !setsFlags && !noop && !remove && !coldOrPageout && !ptReclaim && !populate && !collapse && !guard)
         {
             return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
@@ -84,6 +86,11 @@ public sealed partial class MmStruct
                     if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & (VmFlags.Locked | VmFlags.PfnMap)) != 0)
                     {
                         return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
+                    }
+
+                    if (guard)
+                    {
+                        return advice == Advice.GuardInstall ? MadviseGuardInstall(cpu, vma, start, tmp) : MadviseGuardRemove(cpu, vma, start, tmp);
                     }
 
                     if (zap)
@@ -683,6 +690,11 @@ public sealed partial class MmStruct
                     if (Entry.IsNone(e))
                     {
                         continue;
+                    }
+
+                    if (Entry.IsGuardMarker(e))
+                    {
+                        continue; // a marker is not a swap entry: MADV_FREE leaves it
                     }
 
                     if (!Entry.IsPresent(e))

@@ -163,7 +163,8 @@ public sealed partial class MmStruct
         WalkPageRange(cpu, addr, end, p =>
         {
             result[(p.Address - addr) >> 12] = Entry.IsPresent(p.Entry) ? (byte)1 : (byte)0;
-            none[(p.Address - addr) >> 12] = Entry.IsNone(p.Entry);
+            // pte_none_mostly: a guard marker reads as a hole, for which the page cache answers.
+            none[(p.Address - addr) >> 12] = Entry.IsNone(p.Entry) || Entry.IsGuardMarker(p.Entry);
         });
 
         // mincore_page: where a file mapping maps nothing, the page cache says whether it is resident.
@@ -187,10 +188,14 @@ public sealed partial class MmStruct
         return Errno.None;
     }
 
+    /// <summary><c>PM_GUARD_REGION</c>: pagemap's bit 58, set on a guard marker (Linux 6.14+).</summary>
+    public const ulong PmGuardRegion = 1UL << 58;
+
     /// <summary>
     /// <c>/proc/PID/pagemap</c> entries for [start, end): bit 63 present, bit 62 swapped, bit 61
-    /// file/shared (a page-cache page), bit 56 exclusively mapped, bits 0-54 the frame number (or
-    /// swap type and offset).
+    /// file/shared (a page-cache page), bit 58 guard region, bit 56 exclusively mapped, bits 0-54
+    /// the frame number (or swap type and offset; a guard marker reads as swapped, type
+    /// <c>SWP_PTE_MARKER</c>, offset <c>PTE_MARKER_GUARD</c>).
     /// </summary>
     public ulong[] Pagemap(Cpu cpu, ulong start, ulong end)
     {
@@ -215,6 +220,10 @@ public sealed partial class MmStruct
             else if (Entry.IsSwap(e))
             {
                 v = (1UL << 62) | (uint)Entry.SwapType(e) | ((ulong)Entry.SwapOffset(e) << 5);
+                if (Entry.IsGuardMarker(e))
+                {
+                    v |= PmGuardRegion;
+                }
             }
 
             result[(p.Address - start) >> 12] = v;
@@ -295,9 +304,9 @@ public sealed partial class MmStruct
                         lazy++;
                     }
                 }
-                else if (Entry.IsSwap(e))
+                else if (Entry.IsSwapSlot(e))
                 {
-                    swap++;
+                    swap++; // smaps_pte_entry: markers are non-swap entries, not counted
                 }
             });
             list.Add(new SmapsEntry(vma.Start, vma.End, vma.FlagString(), (long)(vma.Length >> 10), rss * 4, anon * 4, lazy * 4, swap * 4)

@@ -82,6 +82,7 @@ public sealed partial class MmStruct
 
         var entries = Phys.Table(pteTable);
         long anon = 0, file = 0, shmem = 0, swap = 0;
+        bool skipped = false;
         // unmap_mapping_range's zap (even_cows false) leaves private copies alone; such a zap is
         // never one after which a design frees the table (see ZapInfo).
         bool keepCows = zap.Reason == ZapReason.Truncate;
@@ -108,6 +109,7 @@ public sealed partial class MmStruct
             {
                 if (keepCows && !Entry.IsSpecial(e) && IsAnonPage(Entry.Pfn(e)))
                 {
+                    skipped = true;
                     continue;
                 }
 
@@ -151,8 +153,25 @@ public sealed partial class MmStruct
                 continue;
             }
 
+            if (Entry.IsGuardMarker(e))
+            {
+                // zap_nonpresent_ptes: only an unmap (ZAP_FLAG_DROP_MARKER) clears a guard marker;
+                // any other zap leaves it, and a table with an entry left is not reclaimed.
+                if (zap.Reason == ZapReason.Unmap)
+                {
+                    PteClear(cpu, pteTable, i);
+                }
+                else
+                {
+                    skipped = true;
+                }
+
+                continue;
+            }
+
             if (keepCows)
             {
+                skipped = true;
                 continue; // a swapped-out private copy
             }
 
@@ -162,6 +181,7 @@ public sealed partial class MmStruct
             FreeSwapEntry(e);
         }
 
+        zap = zap with { AnySkipped = skipped };
         bool unhooked = Design.ZapPteTableLocked(this, cpu, zap, pteTable);
         PteUnmapUnlock(cpu, pteTable);
         AddRssAnon(cpu, -anon);

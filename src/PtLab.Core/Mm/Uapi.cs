@@ -112,6 +112,14 @@ public enum Advice
     /// </summary>
     Collapse = 25,
     /// <summary>
+    /// <c>MADV_GUARD_INSTALL</c> (Linux 6.13+): a guard marker in every page of the range, after
+    /// zapping what was mapped there; touching one is SIGSEGV. Not on <c>VM_LOCKED</c> or
+    /// <c>VM_SPECIAL</c> VMAs (EINVAL).
+    /// </summary>
+    GuardInstall = 102,
+    /// <summary><c>MADV_GUARD_REMOVE</c> (Linux 6.13+): clears the range's guard markers, nothing else.</summary>
+    GuardRemove = 103,
+    /// <summary>
     /// <c>MADV_PT_RECLAIM</c>: a PtLab-specific value that no kernel defines (proposed by David
     /// Hildenbrand, never merged): synchronously free the empty PTE tables whose whole 2 MiB lies in
     /// the range. Only designs that implement <see cref="IExplicitTableReclaim"/> accept it; the

@@ -144,6 +144,31 @@ public static class Entry
         return ((~(ulong)offset << SwapOffsetShift) >> SwapTypeBits) | ((ulong)type << (64 - SwapTypeBits));
     }
 
+    /// <summary>
+    /// <c>SWP_PTE_MARKER</c>: the swap type of PTE markers, the highest of the 32 types on x86-64
+    /// (below it sit device, migration and hwpoison entries, below those the swap files).
+    /// </summary>
+    public const int SwpPteMarker = (1 << SwapTypeBits) - 1;
+
+    /// <summary><c>PTE_MARKER_GUARD</c>: the marker bit of a guard region, in the swap offset.</summary>
+    public const long PteMarkerGuard = 1L << 2;
+
+    /// <summary>
+    /// <c>make_pte_marker(PTE_MARKER_GUARD)</c>: the entry <c>MADV_GUARD_INSTALL</c> stores. Not
+    /// present and not none; a fault on it is SIGSEGV, and only an unmap or <c>MADV_GUARD_REMOVE</c>
+    /// clears it.
+    /// </summary>
+    public static readonly ulong GuardMarker = MakeSwap(SwpPteMarker, PteMarkerGuard);
+
+    /// <summary><c>is_guard_pte_marker</c>.</summary>
+    public static bool IsGuardMarker(ulong e) => e == GuardMarker;
+
+    /// <summary>
+    /// A genuine swap entry (<c>is_swap_pte</c> and <c>!non_swap_entry</c>): a slot on the swap
+    /// device, as opposed to a marker.
+    /// </summary>
+    public static bool IsSwapSlot(ulong e) => IsSwap(e) && SwapType(e) != SwpPteMarker;
+
     /// <summary><c>swp_type</c>.</summary>
     public static int SwapType(ulong e) => (int)(e >> (64 - SwapTypeBits));
 

@@ -107,10 +107,10 @@ public sealed class PtReclaim : UpstreamWalkerReclaim
     private static void FreePte(MmStruct mm, MmuGather tlb, TableRef pteTable, ulong addr) => mm.PteFreeTlb(tlb, pteTable.Pfn, addr);
 
     /// <summary>
-    /// <c>reclaim_pt_is_enabled</c> and the skip rule: only MADV_DONTNEED, and only a zap covering
-    /// the whole 2 MiB. Upstream also gives up when the zap skipped an entry; the model's zap skips
-    /// none (see <see cref="ZapInfo"/>), so a whole-table zap leaves every entry none.
+    /// <c>reclaim_pt_is_enabled</c> and the skip rule: only MADV_DONTNEED, only a zap covering the
+    /// whole 2 MiB, and only when it left no entry in place (a guard marker stays through
+    /// DONTNEED, so a table holding one is kept).
     /// </summary>
     private static bool CanReclaim(in ZapInfo zap) =>
-        zap.Reason == ZapReason.DontNeed && zap.End - zap.Start >= Geometry.PmdSize;
+        zap.Reason == ZapReason.DontNeed && zap.End - zap.Start >= Geometry.PmdSize && !zap.AnySkipped;
 }

@@ -79,7 +79,7 @@ public sealed class KernelFuzzer : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         using var model = Begin();
-        var gen = new OpGenerator(new Random(seed), Slot) { AllowLocked = Environment.IsPrivilegedProcess, AllowBrk = BrkAvailable, Collapse = Collapse };
+        var gen = new OpGenerator(new Random(seed), Slot) { AllowLocked = Environment.IsPrivilegedProcess, AllowBrk = BrkAvailable, Collapse = Collapse, AllowGuard = KernelInfo.Probe().HasGuardRegions };
         var steps = new List<FuzzStep>(count);
         for (int i = 0; i < count; i++)
         {

@@ -53,6 +53,12 @@ public sealed class OpGenerator
     public bool AllowBrk { get; init; }
 
     /// <summary>
+    /// Whether MADV_GUARD_INSTALL and MADV_GUARD_REMOVE may be drawn: the host has guard regions as
+    /// the model has them (<see cref="KernelInfo.HasGuardRegions"/>).
+    /// </summary>
+    public bool AllowGuard { get; init; }
+
+    /// <summary>
     /// The collapse mode: MADV_COLLAPSE is drawn often, over ranges inside one private VMA (the model
     /// collapses shmem only where one VMA maps it, and the fuzzer's mprotects, munmaps and mremaps
     /// often split a shared mapping into several), and neither MADV_HUGEPAGE nor the advice that splits huge folios (see
@@ -427,12 +433,19 @@ public sealed class OpGenerator
 
     private const ulong CollapseAdvice = 25;
 
+    /// <summary><c>MADV_GUARD_INSTALL</c> and <c>MADV_GUARD_REMOVE</c>, drawn only with <see cref="AllowGuard"/>.</summary>
+    private const ulong GuardInstall = 102, GuardRemove = 103;
+
     /// <summary>
     /// The advice the collapse mode never draws: MADV_HUGEPAGE would let faults map huge pages.
     /// MADV_FREE, MADV_COLD and MADV_PAGEOUT are drawn: over part of a huge page they split the
     /// folio on both sides, wherever the fuzzer's mremaps left its pages (see docs/collapse.md).
     /// </summary>
     private static bool NotInCollapseMode(ulong advice) => advice is 14;
+
+    /// <summary>Whether <see cref="Advice"/> may draw <paramref name="advice"/> in this generator's mode.</summary>
+    private bool Drawn(ulong advice) =>
+        !(Collapse && NotInCollapseMode(advice)) && (AllowGuard || advice is not (GuardInstall or GuardRemove));
 
     private FuzzOp? _pendingCollapse;
 
@@ -586,17 +599,18 @@ public sealed class OpGenerator
         [
             (4, 28), (8, 14), (24, 4), (0, 5), (1, 5), (2, 5), (3, 4), (14, 7), (15, 6), (16, 6), (17, 5),
             (20, 4), (21, 4), (22, 4), (23, 4), (9, 1), (5, 1), (26, 1), (CollapseAdvice, Collapse ? 14 : 2),
+            (GuardInstall, 4), (GuardRemove, 2),
         ];
         int total = 0;
         foreach (var (a, w) in table)
         {
-            total += Collapse && NotInCollapseMode(a) ? 0 : w;
+            total += Drawn(a) ? w : 0;
         }
 
         int pick = _rng.Next(total);
         foreach (var (a, w) in table)
         {
-            if (Collapse && NotInCollapseMode(a))
+            if (!Drawn(a))
             {
                 continue;
             }

@@ -21,6 +21,7 @@
  *   status            "pte=KB anon=KB lck=KB", over the baseline
  *   layout [A L]      "N", then N lines "START END FLAGS... rss=KB" for the VMAs that meet
  *                     [A, A + L), the slot when no range is given
+ *   pagemap A N       "P V..." : the /proc/self/pagemap entries of the N (at most 512) pages from A
  *   quit
  * Replies: "= 0xVALUE", "! ERRNO", or for a touch that faulted "S SIGNO CODE 0xADDR".
  */
@@ -215,6 +216,19 @@ int main(void)
             continue;
         }
         if (!strcmp(cmd, "layout")) { layout(a[1] ? a[0] : slot, a[1] ? a[0] + a[1] : slot + SLOT); continue; }
+        if (!strcmp(cmd, "pagemap")) {
+            static uint64_t entries[512];
+            unsigned long n = a[1] < 512 ? a[1] : 512;
+            int fd = open("/proc/self/pagemap", O_RDONLY);
+            ssize_t got = fd < 0 ? -1 : pread(fd, entries, n * 8, (off_t)(a[0] / 4096 * 8));
+            if (fd >= 0)
+                close(fd);
+            if (got != (ssize_t)(n * 8)) { emit("! "); emit_dec(got < 0 ? errno : EIO); flush(); continue; }
+            emit("P");
+            for (unsigned long k = 0; k < n; k++) { emit(" "); emit_hex(entries[k]); }
+            flush();
+            continue;
+        }
         if (!strcmp(cmd, "touch")) {
             if (sigsetjmp(env, 1)) {
                 emit("S "); emit_dec(fsig); emit(" "); emit_dec(fcode); emit(" "); emit_hex(faddr); flush();
