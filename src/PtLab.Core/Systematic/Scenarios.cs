@@ -1,4 +1,5 @@
 using PtLab.Mm;
+using PtLab.Paging;
 using PtLab.Reclaim;
 using PtLab.Sync;
 
@@ -111,6 +112,12 @@ public sealed record SystematicScenario(
     /// the catalogue, whose schedules stay as they are.
     /// </summary>
     public bool StorageSteps { get; init; }
+
+    /// <summary>
+    /// What must hold once every program has finished, whatever the schedule: null when it holds,
+    /// else the violation. Checked before the general invariants.
+    /// </summary>
+    public Func<ScenarioContext, string?>? Final { get; init; }
 }
 
 /// <summary>The catalogue of races the systematic tester explores.</summary>
@@ -733,6 +740,70 @@ public static class SystematicScenarios
                 c.Machine.Vmscan.Reclaim(cpu.Id, 4);
             },
         ]);
+
+    /// <summary>
+    /// <c>MADV_GUARD_INSTALL</c> races what could fill or free the table it writes markers into:
+    /// faults on the pages it is about to guard (the install finds them mapped, zaps and walks
+    /// again), lockless GUP-fast pins of them (a pin the zap meets keeps the page), a
+    /// <c>MADV_DONTNEED</c> of the whole table (which pt-reclaim may free only while no marker is
+    /// in it) and an unmap of part of the range (which drops markers). Then the markers are removed
+    /// and the region written again. Not in the catalogue (it would add to every design's share of
+    /// the default run); its own test runs it.
+    /// </summary>
+    public static SystematicScenario GuardInstallRace { get; } = new(
+        "guard-install-race",
+        "MADV_GUARD_INSTALL over pages that another CPU faults in and pins with GUP-fast while a third CPU zaps the whole table with MADV_DONTNEED and unmaps part of the range",
+        500,
+        64L << 20,
+        c =>
+        {
+            c.Map(M2);
+            for (ulong i = 0; i < 4; i++)
+            {
+                c.Touch(Base + (i * K4));
+            }
+        },
+        [
+            (c, cpu) =>
+            {
+                c.Scheduler.Note("madvise(GUARD_INSTALL, pages 0-7)");
+                c.Mm.Madvise(cpu, Base, 8 * K4, Advice.GuardInstall);
+                c.Scheduler.Note("madvise(GUARD_REMOVE, pages 4-5)");
+                c.Mm.Madvise(cpu, Base + (4 * K4), 2 * K4, Advice.GuardRemove);
+            },
+            (c, cpu) =>
+            {
+                c.Scheduler.Note("fault: write pages 2 and 5 (SIGSEGV where a marker is)");
+                cpu.Touch(Base + (2 * K4));
+                cpu.Touch(Base + (5 * K4));
+                GupFastTwice(c, cpu, 4);
+            },
+            (c, cpu) =>
+            {
+                c.Scheduler.Note("madvise(DONTNEED, the whole table)");
+                c.Mm.Madvise(cpu, Base, M2, Advice.DontNeed);
+                c.Scheduler.Note("munmap(pages 6-7): drops their markers");
+                c.Mm.Munmap(cpu, Base + (6 * K4), 2 * K4);
+            },
+        ])
+    {
+        // Whatever the order, the install ends with markers in pages 0-3 (it zaps what the faults
+        // and pins left there and walks again), and nothing else may take them away: not the
+        // DONTNEED (nor a table freed by it), not the unmap of pages 6-7, not GUARD_REMOVE of 4-5.
+        Final = c =>
+        {
+            for (ulong i = 0; i < 4; i++)
+            {
+                ulong e = c.Mm.PeekPte(Base + (i * K4));
+                if (!Entry.IsGuardMarker(e))
+                {
+                    return $"page {i} lost its guard marker: entry {e:x}";
+                }
+            }
+
+            return null;
+        },
+    };
 
     /// <summary>Where <see cref="SplitTwoTablesGupFastFault"/> moves its huge page: 1 MiB past a table boundary.</summary>
     private const ulong SplitTwoTablesAt = Base + (5UL << 20);

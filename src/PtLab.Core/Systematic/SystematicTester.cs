@@ -114,7 +114,7 @@ public static class SystematicTester
         {
             try
             {
-                violation = CheckRef(ctx) ?? Invariants.CheckAtQuiescence(machine, mm, ScenarioContext.Base, ctx.End);
+                violation = CheckRef(ctx) ?? scenario.Final?.Invoke(ctx) ?? Invariants.CheckAtQuiescence(machine, mm, ScenarioContext.Base, ctx.End);
             }
             catch (Exception e)
             {
