@@ -136,14 +136,7 @@ public static class SystematicScenarios
             "slow GUP and mprotect walk a PTE table while MADV_DONTNEED zaps (and may free) it and a fault allocates a new one",
             400,
             64L << 20,
-            c =>
-            {
-                c.Map(2 * M2);
-                for (ulong i = 0; i < 4; i++)
-                {
-                    c.Touch(Base + (i * K4));
-                }
-            },
+            c => MapTouchingFirstPages(c, 2 * M2),
             [
                 (c, cpu) =>
                 {
@@ -559,14 +552,7 @@ public static class SystematicScenarios
             "a partial DONTNEED that empties a table starts its switch to atomic mode without waiting, while GUP-fast and a fault try-get the table's reference during the pending switch and a second DONTNEED finds it atomic or gone",
             450,
             64L << 20,
-            c =>
-            {
-                c.Map(M2);
-                for (ulong i = 0; i < 4; i++)
-                {
-                    c.Touch(Base + (i * K4));
-                }
-            },
+            c => MapTouchingFirstPages(c, M2),
             [
                 (c, cpu) =>
                 {
@@ -672,14 +658,7 @@ public static class SystematicScenarios
         "MADV_COLLAPSE of shmem unhooks and frees a PTE table and maps a page-cache huge folio while lockless GUP-fast pins its pages and a fault and reclaim wait to use it",
         400,
         64L << 20,
-        c =>
-        {
-            c.Map(2 * M2, MapFlags.Shared);
-            for (ulong i = 0; i < 4; i++)
-            {
-                c.Touch(Base + (i * K4));
-            }
-        },
+        c => MapTouchingFirstPages(c, 2 * M2, MapFlags.Shared),
         CollapseRace("the whole leaf goes"));
 
     /// <summary>
@@ -755,14 +734,7 @@ public static class SystematicScenarios
         "MADV_GUARD_INSTALL over pages that another CPU faults in and pins with GUP-fast while a third CPU zaps the whole table with MADV_DONTNEED and unmaps part of the range",
         500,
         64L << 20,
-        c =>
-        {
-            c.Map(M2);
-            for (ulong i = 0; i < 4; i++)
-            {
-                c.Touch(Base + (i * K4));
-            }
-        },
+        c => MapTouchingFirstPages(c, M2),
         [
             (c, cpu) =>
             {
@@ -831,6 +803,16 @@ public static class SystematicScenarios
             c.Machine.Vmscan.Reclaim(cpu.Id, 4);
         },
     ];
+
+    /// <summary>A set-up: maps the region (<see cref="ScenarioContext.Map"/>) and writes its first four pages.</summary>
+    private static void MapTouchingFirstPages(ScenarioContext c, ulong length, MapFlags extra = 0)
+    {
+        c.Map(length, extra);
+        for (ulong i = 0; i < 4; i++)
+        {
+            c.Touch(Base + (i * K4));
+        }
+    }
 
     /// <summary>Two rounds of GUP-fast (pin then unpin) of the first <paramref name="pages"/> pages.</summary>
     private static void GupFastTwice(ScenarioContext c, Cpu cpu, int pages)
