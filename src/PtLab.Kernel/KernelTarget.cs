@@ -193,7 +193,7 @@ public sealed unsafe class KernelTarget : IFileTarget
             int got = RandomAccess.Read(pagemap, buf.AsSpan(0, pages * 8), (long)(addr / PageSize * 8));
             for (int i = 0; i < pages && (i * 8) + 8 <= got; i++)
             {
-                present[i] = (BitConverter.ToUInt64(buf, i * 8) & (1UL << 63)) != 0;
+                present[i] = (BitConverter.ToUInt64(buf, i * 8) & PagemapBits.Present) != 0;
             }
         }
         finally
@@ -558,7 +558,6 @@ public sealed unsafe class KernelTarget : IFileTarget
     /// only what the target maps in the scope compares with it counter for counter.
     /// </summary>
     public (ulong Start, ulong End)? RssScope { get; init; }
-
 
     /// <summary>Unmaps everything the target mapped.</summary>
     public void Dispose()

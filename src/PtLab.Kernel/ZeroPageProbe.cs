@@ -13,10 +13,6 @@ namespace PtLab.Kernel;
 /// </summary>
 internal static unsafe class ZeroPageProbe
 {
-    private const ulong Present = 1UL << 63;
-    private const ulong FileOrShared = 1UL << 61;
-    private const ulong Exclusive = 1UL << 56;
-    private const ulong PfnMask = (1UL << 55) - 1;
     private const int PrivateAnonymous = (int)(MapFlags.Private | MapFlags.Anonymous);
     private const nuint Small = 4096;
     private const nuint Huge = 2 << 20;
@@ -76,13 +72,13 @@ internal static unsafe class ZeroPageProbe
         {
             _ = LibC.Madvise(p, Small, (int)Advice.NoHugePage);
             _ = Volatile.Read(ref *(byte*)p);
-            if (Entry(fd, (ulong)p) is not { } e || (e & Present) == 0)
+            if (Entry(fd, (ulong)p) is not { } e || (e & PagemapBits.Present) == 0)
             {
                 return (null, 0);
             }
 
-            bool zero = (e & Exclusive) == 0;
-            return (zero, zero ? e & PfnMask : 0);
+            bool zero = (e & PagemapBits.Exclusive) == 0;
+            return (zero, zero ? e & PagemapBits.PfnMask : 0);
         }
         finally
         {
@@ -110,13 +106,13 @@ internal static unsafe class ZeroPageProbe
             }
 
             _ = Volatile.Read(ref *(byte*)aligned);
-            if (Entry(fd, (ulong)aligned) is not { } first || (first & Present) == 0 ||
-                Entry(fd, (ulong)aligned + Huge - Small) is not { } last || (last & Present) == 0)
+            if (Entry(fd, (ulong)aligned) is not { } first || (first & PagemapBits.Present) == 0 ||
+                Entry(fd, (ulong)aligned + Huge - Small) is not { } last || (last & PagemapBits.Present) == 0)
             {
                 return null;
             }
 
-            return (first & FileOrShared) != 0 || (first & Exclusive) == 0;
+            return (first & PagemapBits.File) != 0 || (first & PagemapBits.Exclusive) == 0;
         }
         finally
         {

@@ -188,9 +188,6 @@ public sealed partial class MmStruct
         return Errno.None;
     }
 
-    /// <summary><c>PM_GUARD_REGION</c>: pagemap's bit 58, set on a guard marker (Linux 6.14+).</summary>
-    public const ulong PmGuardRegion = 1UL << 58;
-
     /// <summary>
     /// <c>/proc/PID/pagemap</c> entries for [start, end): bit 63 present, bit 62 swapped, bit 61
     /// file/shared (a page-cache page), bit 58 guard region, bit 56 exclusively mapped, bits 0-54
@@ -205,24 +202,24 @@ public sealed partial class MmStruct
             ulong e = p.Entry, v = 0;
             if (Entry.IsPresent(e))
             {
-                v = (1UL << 63) | ((ulong)Entry.Pfn(e) & ((1UL << 55) - 1));
+                v = PagemapBits.Present | ((ulong)Entry.Pfn(e) & PagemapBits.PfnMask);
                 // Exclusively mapped: once by a PTE, or a huge page mapped once by a pmd.
                 if (!Entry.IsSpecial(e) && (p.MappedByPmd ? Volatile.Read(ref Phys.EntireMapCount(Phys.CompoundHead(Entry.Pfn(e)))) : Phys.Desc(Entry.Pfn(e)).MapCount) == 1)
                 {
-                    v |= 1UL << 56;
+                    v |= PagemapBits.Exclusive;
                 }
 
                 if (!Entry.IsSpecial(e) && !IsAnonPage(Entry.Pfn(e)))
                 {
-                    v |= 1UL << 61;
+                    v |= PagemapBits.File;
                 }
             }
             else if (Entry.IsSwap(e))
             {
-                v = (1UL << 62) | (uint)Entry.SwapType(e) | ((ulong)Entry.SwapOffset(e) << 5);
+                v = PagemapBits.Swapped | (uint)Entry.SwapType(e) | ((ulong)Entry.SwapOffset(e) << 5);
                 if (Entry.IsGuardMarker(e))
                 {
-                    v |= PmGuardRegion;
+                    v |= PagemapBits.GuardRegion;
                 }
             }
 

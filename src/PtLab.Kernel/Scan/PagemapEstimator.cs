@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using PtLab.Mm;
 using PtLab.Reclaim;
 
 namespace PtLab.Kernel.Scan;
@@ -11,10 +12,6 @@ namespace PtLab.Kernel.Scan;
 /// </summary>
 internal static unsafe class PagemapEstimator
 {
-    private const ulong Present = 1UL << 63;
-    private const ulong Swapped = 1UL << 62;
-    private const ulong Guard = 1UL << 58;
-    private const ulong PfnMask = (1UL << 55) - 1;
     private const int ChunkPages = 64 * 512;          // 128 MiB of address space per read: 256 KiB of entries
 
     /// <summary>
@@ -85,7 +82,7 @@ internal static unsafe class PagemapEstimator
 
     /// <summary>Pagemap entry bits of one page, for the census.</summary>
     internal static (bool Present, bool Swapped, bool Guard, ulong Pfn) Decode(ulong entry) =>
-        ((entry & Present) != 0, (entry & Swapped) != 0, (entry & Guard) != 0, entry & PfnMask);
+        ((entry & PagemapBits.Present) != 0, (entry & PagemapBits.Swapped) != 0, (entry & PagemapBits.GuardRegion) != 0, entry & PagemapBits.PfnMask);
 }
 
 /// <summary>Populated 2 MiB slots seen through pagemap, merged across the VMAs that share a slot.</summary>
