@@ -47,7 +47,8 @@
  *   quit            exit 0
  *
  * Replies to a call or touch: one line, RESULT then " pte=KB anon=KB file=KB shmem=KB" (VmPTE,
- * RssAnon, RssFile and RssShmem over the baseline), and after a MADV_COLD or MADV_PAGEOUT that
+ * RssAnon, RssFile and RssShmem over the baseline; an mlockall(MCL_CURRENT) that makes pages of the
+ * executor's own mappings resident moves the baseline by what it added there), and after a MADV_COLD or MADV_PAGEOUT that
  * returned 0 or ENOMEM " ref=KB" (the Referenced figure of /proc/self/smaps over the private
  * anonymous VMAs wholly inside its range), where RESULT is
  *   = 0xVALUE          the call returned VALUE (a touch returns 0)
@@ -122,9 +123,9 @@ static const struct call calls[] = {
     { "mlock",    SYS_mlock,     2, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
     { "mlock2",   SYS_mlock2,    3, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
     { "munlock",  SYS_munlock,   2, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
-    /* These two reach the executor's own mappings too: the driver asks mlockall only with
-     * MCL_ONFAULT (nothing is faulted in) or when the executor's pages are all present already,
-     * and reset clears what they leave (munlockall). */
+    /* These two reach the executor's own mappings too: what mlockall(MCL_CURRENT) faults in
+     * outside the slot moves the baselines (see outside_slot_rss), and reset clears the locks
+     * they leave (munlockall). */
     { "mlockall", SYS_mlockall,  1, { NO_RANGE, NO_RANGE }, -1 },
     { "munlockall", SYS_munlockall, 0, { NO_RANGE, NO_RANGE }, -1 },
 };
@@ -424,6 +425,38 @@ static long slot_referenced_kb(void)
     return kb;
 }
 
+/* The Rss and Anonymous kB of /proc/self/smaps summed over the VMAs that lie outside the slot:
+ * the executor's own mappings. Only mlockall(MCL_CURRENT) reaches them (it populates every VMA,
+ * and a page the warm-up could not fault in the same way, such as one a read left to a later
+ * write on a host without the zero page, becomes resident); do_call measures them around it so
+ * that what it adds there moves the baselines instead of the slot's figures. */
+static void outside_slot_rss(long *anon_kb, long *other_kb)
+{
+    size_t len = read_proc(smaps_fd);
+    char *p = proc_buf, *end = proc_buf + len;
+    int outside = 0;
+    *anon_kb = *other_kb = 0;
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            nl = end;
+        *nl = 0;
+        if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')) {
+            char *q;
+            unsigned long s = strtoul(p, &q, 16);
+            unsigned long e = strtoul(q + 1, &q, 16);
+            outside = e <= slot_start || s >= guard_end;
+        } else if (outside && !strncmp(p, "Rss:", 4)) {
+            *other_kb += strtol(p + 4, NULL, 10);
+        } else if (outside && !strncmp(p, "Anonymous:", 10)) {
+            long kb = strtol(p + 10, NULL, 10);
+            *anon_kb += kb;
+            *other_kb -= kb;
+        }
+        p = nl + 1;
+    }
+}
+
 static void reply_status(void)
 {
     long pte, anon, file, shmem;
@@ -467,8 +500,22 @@ static void do_call(const struct call *c, unsigned long *a, int n)
         }
     }
 
+    /* MCL_CURRENT (1) without MCL_ONFAULT (4) populates the executor's own mappings too */
+    int populates_own = c->nr == SYS_mlockall && (a[0] & 5) == 1;
+    long own_anon = 0, own_other = 0;
+    if (populates_own)
+        outside_slot_rss(&own_anon, &own_other);
     errno = 0;
     long rc = syscall(c->nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    int call_errno = errno;
+    if (populates_own) {
+        long anon_after, other_after;
+        outside_slot_rss(&anon_after, &other_after);
+        base_anon_kb += anon_after - own_anon;
+        base_file_kb += other_after - own_other;
+    }
+
+    errno = call_errno;
     if (rc == -1 && errno != 0) {
         int e = errno;
         if (e != ENOMEM)
