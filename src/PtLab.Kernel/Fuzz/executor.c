@@ -388,16 +388,18 @@ static void reset_slot(void)
     write_file();
 }
 
-/* The Referenced kB of /proc/self/smaps summed over the private anonymous VMAs (inode 0) that lie
- * wholly in [ref_start, ref_end). smaps counts a page whose entry is young or whose folio has
- * PG_referenced (which GUP's FOLL_TOUCH sets, and MADV_FREE clears only when its per-CPU batch
- * drains); MADV_COLD and MADV_PAGEOUT clear PG_referenced of every exclusive page they walk, so
- * there the figure is the young entries alone. The zero page is not counted. */
-static long slot_referenced_kb(void)
+/* Sums of /proc/self/smaps fields over the VMAs a filter selects. */
+struct smaps_sums {
+    long referenced, rss, anonymous;
+};
+
+typedef int (*vma_filter)(unsigned long start, unsigned long end, char share, unsigned long inode);
+
+static struct smaps_sums sum_smaps(vma_filter selected)
 {
     size_t len = read_proc(smaps_fd);
     char *p = proc_buf, *end = proc_buf + len;
-    long kb = 0;
+    struct smaps_sums sums = { 0, 0, 0 };
     int counted = 0;
     while (p < end) {
         char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -415,46 +417,50 @@ static long slot_referenced_kb(void)
             q = q ? strchr(q + 1, ' ') : NULL;   /* after OFFSET */
             q = q ? strchr(q + 1, ' ') : NULL;   /* after DEV */
             unsigned long inode = q ? strtoul(q + 1, NULL, 10) : 1;
-            counted = s >= ref_start && e <= ref_end && perms[3] == 'p' && inode == 0;
+            counted = selected(s, e, perms[3], inode);
         } else if (counted && !strncmp(p, "Referenced:", 11)) {
-            kb += strtol(p + 11, NULL, 10);
+            sums.referenced += strtol(p + 11, NULL, 10);
+        } else if (counted && !strncmp(p, "Rss:", 4)) {
+            sums.rss += strtol(p + 4, NULL, 10);
+        } else if (counted && !strncmp(p, "Anonymous:", 10)) {
+            sums.anonymous += strtol(p + 10, NULL, 10);
         }
         p = nl + 1;
     }
 
-    return kb;
+    return sums;
 }
 
-/* The Rss and Anonymous kB of /proc/self/smaps summed over the VMAs that lie outside the slot:
- * the executor's own mappings. Only mlockall(MCL_CURRENT) reaches them (it populates every VMA,
- * and a page the warm-up could not fault in the same way, such as one a read left to a later
- * write on a host without the zero page, becomes resident); do_call measures them around it so
- * that what it adds there moves the baselines instead of the slot's figures. */
-static void outside_slot_rss(long *anon_kb, long *other_kb)
+static int private_anon_in_ref_range(unsigned long s, unsigned long e, char share, unsigned long inode)
 {
-    size_t len = read_proc(smaps_fd);
-    char *p = proc_buf, *end = proc_buf + len;
-    int outside = 0;
-    *anon_kb = *other_kb = 0;
-    while (p < end) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl)
-            nl = end;
-        *nl = 0;
-        if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')) {
-            char *q;
-            unsigned long s = strtoul(p, &q, 16);
-            unsigned long e = strtoul(q + 1, &q, 16);
-            outside = e <= slot_start || s >= guard_end;
-        } else if (outside && !strncmp(p, "Rss:", 4)) {
-            *other_kb += strtol(p + 4, NULL, 10);
-        } else if (outside && !strncmp(p, "Anonymous:", 10)) {
-            long kb = strtol(p + 10, NULL, 10);
-            *anon_kb += kb;
-            *other_kb -= kb;
-        }
-        p = nl + 1;
-    }
+    return s >= ref_start && e <= ref_end && share == 'p' && inode == 0;
+}
+
+/* The Referenced kB of /proc/self/smaps summed over the private anonymous VMAs (inode 0) that lie
+ * wholly in [ref_start, ref_end). smaps counts a page whose entry is young or whose folio has
+ * PG_referenced (which GUP's FOLL_TOUCH sets, and MADV_FREE clears only when its per-CPU batch
+ * drains); MADV_COLD and MADV_PAGEOUT clear PG_referenced of every exclusive page they walk, so
+ * there the figure is the young entries alone. The zero page is not counted. */
+static long slot_referenced_kb(void)
+{
+    return sum_smaps(private_anon_in_ref_range).referenced;
+}
+
+static int outside_slot(unsigned long s, unsigned long e, char share, unsigned long inode)
+{
+    (void)share;
+    (void)inode;
+    return e <= slot_start || s >= guard_end;
+}
+
+/* Rss and Anonymous of the VMAs that lie outside the slot: the executor's own mappings. Only
+ * mlockall(MCL_CURRENT) reaches them (it populates every VMA, and a page the warm-up left
+ * unfaulted becomes resident, as one of the stack's did in about one start in four); do_call
+ * measures them around it so that what it adds there moves the baselines instead of the slot's
+ * figures. */
+static struct smaps_sums outside_slot_rss(void)
+{
+    return sum_smaps(outside_slot);
 }
 
 static void reply_status(void)
@@ -502,17 +508,16 @@ static void do_call(const struct call *c, unsigned long *a, int n)
 
     /* MCL_CURRENT (1) without MCL_ONFAULT (4) populates the executor's own mappings too */
     int populates_own = c->nr == SYS_mlockall && (a[0] & 5) == 1;
-    long own_anon = 0, own_other = 0;
+    struct smaps_sums own = { 0, 0, 0 };
     if (populates_own)
-        outside_slot_rss(&own_anon, &own_other);
+        own = outside_slot_rss();
     errno = 0;
     long rc = syscall(c->nr, a[0], a[1], a[2], a[3], a[4], a[5]);
     int call_errno = errno;
     if (populates_own) {
-        long anon_after, other_after;
-        outside_slot_rss(&anon_after, &other_after);
-        base_anon_kb += anon_after - own_anon;
-        base_file_kb += other_after - own_other;
+        struct smaps_sums after = outside_slot_rss();
+        base_anon_kb += after.anonymous - own.anonymous;
+        base_file_kb += (after.rss - after.anonymous) - (own.rss - own.anonymous);
     }
 
     errno = call_errno;
