@@ -32,8 +32,18 @@ public sealed partial record KernelInfo
     /// </summary>
     public static readonly Version GuardRegionsSince = new(6, 15);
 
-    /// <summary>Whether the host has guard regions as the model has them (<see cref="GuardRegionsSince"/>).</summary>
-    public bool HasGuardRegions => IsLinux && ReleaseVersion is { } v && v >= GuardRegionsSince;
+    /// <summary>
+    /// Whether the host has guard regions as the model has them: <see cref="GuardRegionsSince"/>,
+    /// and an install that sets <c>VM_MAYBE_GUARD</c> (<see cref="MaybeGuard"/>) where that could
+    /// be measured.
+    /// </summary>
+    public bool HasGuardRegions => IsLinux && ReleaseVersion is { } v && v >= GuardRegionsSince && MaybeGuard is not false;
+
+    /// <summary>
+    /// Whether <c>MADV_GUARD_INSTALL</c> sets <c>VM_MAYBE_GUARD</c> (smaps <c>gu</c>), as measured
+    /// in this process; null where it was not measured.
+    /// </summary>
+    public bool? MaybeGuard { get; init; }
 
     /// <summary>Whether the host runs Linux.</summary>
     public required bool IsLinux { get; init; }
@@ -107,6 +117,7 @@ public sealed partial record KernelInfo
         {
             Thp = Measured(ReadThp("/sys/kernel/mm/transparent_hugepage"), ZeroPageProbe.HugeZeroPage),
             ZeroPage = ZeroPageProbe.SmallZeroPage,
+            MaybeGuard = GuardFlagProbe.MaybeGuard,
         };
     }
 

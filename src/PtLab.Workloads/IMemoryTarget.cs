@@ -107,6 +107,7 @@ public readonly record struct VmaView(ulong Start, ulong End, VmFlags Flags)
         ["hg"] = VmFlags.HugePage,
         ["nh"] = VmFlags.NoHugePage,
         ["mg"] = VmFlags.Mergeable,
+        ["gu"] = VmFlags.MaybeGuard,
     };
 
     /// <summary>The smaps mnemonics of the flags, in smaps' order.</summary>

@@ -132,7 +132,7 @@ public sealed partial class MmStruct
     /// 6.18): <c>MADV_GUARD_INSTALL</c> gives the VMA an anon_vma, so its tables are copied. (uffd-wp,
     /// the other reason, is not modelled.)
     /// </summary>
-    internal static bool VmaNeedsCopy(Vma src) => src.AnonVma is not null || (src.Flags & (VmFlags.PfnMap | VmFlags.MixedMap)) != 0;
+    internal static bool VmaNeedsCopy(Vma src) => src.AnonVma is not null || (src.Flags & (VmFlags.PfnMap | VmFlags.MixedMap | VmFlags.MaybeGuard)) != 0;
 
     /// <summary>
     /// <c>copy_page_range</c> down to <c>copy_pte_range</c>: for each table level, the child gets a

@@ -38,8 +38,9 @@ public sealed partial class MmStruct
 
     /// <summary>
     /// <c>madvise_guard_install</c> over [start, end) of <paramref name="vma"/>, under
-    /// <c>mmap_lock</c> for read. The VMA gets an anon_vma (so fork copies its tables and with them
-    /// the markers), then a page walk that allocates any missing table stores a guard marker in
+    /// <c>mmap_lock</c> for read. The whole VMA gets <see cref="VmFlags.MaybeGuard"/> (so fork
+    /// copies its tables and with them the markers), an anonymous VMA an anon_vma too (a
+    /// file-backed or shared one gets none, and still merges as before), then a page walk that allocates any missing table stores a guard marker in
     /// every none entry. Where it meets a mapped page, a swap entry or a huge pmd it stops (the
     /// markers stored so far stay), the range is zapped with no details (markers stay, everything
     /// else goes; a huge pmd is split or zapped whole), and the walk runs again. Upstream gives up
@@ -52,7 +53,12 @@ public sealed partial class MmStruct
             return Errno.EINVAL;
         }
 
-        AnonVmaPrepare(vma);
+        vma.Flags |= VmFlags.MaybeGuard; // vma_flag_set_atomic: no split, under the read lock
+        if (vma.IsAnonymous)
+        {
+            AnonVmaPrepare(vma);
+        }
+
         while (true)
         {
             switch (GuardInstallWalk(cpu, start, end))

@@ -127,8 +127,14 @@ public sealed partial class MmStruct
     /// <summary><c>VM_SPECIAL</c>: flags of a VMA that never merges (special mappings among them).</summary>
     internal const VmFlags VmSpecial = VmFlags.Io | VmFlags.DontExpand | VmFlags.PfnMap | VmFlags.MixedMap;
 
+    /// <summary>
+    /// <c>VM_STICKY</c>, which is also <c>VM_IGNORE_MERGE</c>: flags that never keep two VMAs
+    /// apart and that a merge keeps when either side had them.
+    /// </summary>
+    internal const VmFlags VmSticky = VmFlags.MaybeGuard;
+
     private static bool CanMerge(Vma a, Vma b) =>
-        (a.Flags & VmSpecial) == 0 && a.Special is null && b.Special is null && a.End == b.Start && a.Flags == b.Flags && ReferenceEquals(a.Ra, b.Ra) && AnonCompatible(a.AnonVma, b.AnonVma) && PgOffContinues(a, b);
+        (a.Flags & VmSpecial) == 0 && a.Special is null && b.Special is null && a.End == b.Start && ((a.Flags ^ b.Flags) & ~VmSticky) == 0 && ReferenceEquals(a.Ra, b.Ra) && AnonCompatible(a.AnonVma, b.AnonVma) && PgOffContinues(a, b);
 
     /// <summary>
     /// Merges <paramref name="cur"/> with its neighbours where Linux would (<c>vma_merge</c>):
@@ -154,7 +160,8 @@ public sealed partial class MmStruct
         if (left)
         {
             ulong end = cur.End;
-            prev!.AnonVmaSlot ??= cur.AnonVma;
+            prev!.Flags |= cur.Flags & VmSticky;
+            prev.AnonVmaSlot ??= cur.AnonVma;
             prev.AbsorbRmapLinks(cur);
             _vmas.Remove(cur);
             _vmas.SetEnd(prev, end);
@@ -183,6 +190,7 @@ public sealed partial class MmStruct
     private void AbsorbNext(Vma cur, Vma next)
     {
         ulong end = next.End;
+        cur.Flags |= next.Flags & VmSticky;
         cur.AnonVmaSlot ??= next.AnonVma;
         cur.AbsorbRmapLinks(next);
         _vmas.Remove(next);
@@ -209,11 +217,11 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>find_mergeable_anon_vma</c>: the anon_vma of the next VMA, else of the previous one, when
     /// that neighbour touches this VMA and is compatible (<c>anon_vma_compatible</c>: flags equal but
-    /// for the access bits, so mprotect can merge the two later, and the page offset continuous).
+    /// for the access bits and the sticky ones, so mprotect can merge the two later, and the page offset continuous).
     /// </summary>
     private static AnonVma? FindMergeableAnonVma(Vma vma)
     {
-        const VmFlags access = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
+        const VmFlags access = VmFlags.Read | VmFlags.Write | VmFlags.Exec | VmSticky;
         static bool Compatible(Vma a, Vma b) =>
             a.End == b.Start && ((a.Flags ^ b.Flags) & ~access) == 0 && a.PgOff + (a.Length >> PhysMemory.PageShift) == b.PgOff;
         if (vma.NextVma is { } next && Compatible(vma, next) && next.AnonVma is { } anon && AnonVmaReusable(vma, next, next))

@@ -192,6 +192,14 @@ public enum VmFlags
     GrowsDown = 0x100,
     /// <summary><c>VM_PFNMAP</c>: raw frame numbers, no <c>struct page</c> behind the entries (pte_special; no rmap, no RSS).</summary>
     PfnMap = 0x400,
+    /// <summary>
+    /// <c>VM_MAYBE_GUARD</c> (smaps <c>gu</c>; Linux 6.19, and 6.18 builds that carry it):
+    /// MADV_GUARD_INSTALL sets it on the whole VMA and nothing clears it. fork copies the tables
+    /// of a VMA that has it, so a file-backed or shared VMA, which gets no anon_vma from the
+    /// install, keeps its markers in the child; and it is sticky on merge (a merge keeps it when
+    /// either side had it, and it never keeps two VMAs apart).
+    /// </summary>
+    MaybeGuard = 0x800,
     /// <summary><c>VM_LOCKED</c>.</summary>
     Locked = 0x2000,
     /// <summary><c>VM_IO</c>: memory-mapped I/O (never set by the model's own mappings).</summary>

@@ -266,8 +266,9 @@ public class GuardRegionTests
     }
 
     /// <summary>
-    /// Fork copies the markers (install gave the VMA an anon_vma, so its tables are copied), also
-    /// in a shared mapping; a MADV_WIPEONFORK range reaches the child empty, markers included.
+    /// Fork copies the markers (install set VM_MAYBE_GUARD, so the VMA's tables are copied), in
+    /// private and shared anonymous memory and in a private file mapping, which has no anon_vma;
+    /// a MADV_WIPEONFORK range reaches the child empty, markers included.
     /// </summary>
     [Fact]
     public void ForkCopiesTheMarkersExceptWhereWipedOnFork()
@@ -275,22 +276,57 @@ public class GuardRegionTests
         var m = new Machine(new MachineOptions { Cpus = 1, RamBytes = 256L << 20, LockDep = true, Scheduler = new PanicOnFailure(), Design = Designs.Factory("none")! });
         var t = m.CreateProcess().MainThread;
         var cpu = t.Activate();
+        var file = m.Files.GetOrCreate(new FileId(1, 1), Sim.M2);
         ulong priv = t.Mm.Mmap(cpu, 0x4000_0000, Sim.M2, Sim.Rw, Sim.Anon | MapFlags.Fixed).Address;
         ulong shared = t.Mm.Mmap(cpu, 0x8000_0000, Sim.M2, Sim.Rw, MapFlags.Shared | MapFlags.Anonymous | MapFlags.Fixed).Address;
         ulong wiped = t.Mm.Mmap(cpu, 0xC000_0000, Sim.M2, Sim.Rw, Sim.Anon | MapFlags.Fixed).Address;
+        ulong filePriv = t.Mm.Mmap(cpu, 0x1_0000_0000, Sim.M2, Sim.Rw, MapFlags.Private | MapFlags.Fixed, file, 0).Address;
         Assert.True(cpu.Touch(shared).Ok);
         Assert.Equal(Errno.None, t.Mm.Madvise(cpu, wiped, Sim.M2, Advice.WipeOnFork));
-        foreach (ulong at in new[] { priv, shared, wiped })
+        foreach (ulong at in new[] { priv, shared, wiped, filePriv })
         {
             Assert.Equal(Errno.None, t.Mm.Madvise(cpu, at, Sim.K4, Advice.GuardInstall));
         }
 
+        Assert.Null(t.Mm.FindVma(filePriv)!.AnonVma);
         var child = m.Fork(t)!;
         Assert.True(Entry.IsGuardMarker(child.Mm.PeekPte(priv)));
         Assert.True(Entry.IsGuardMarker(child.Mm.PeekPte(shared)));
+        Assert.True(Entry.IsGuardMarker(child.Mm.PeekPte(filePriv)));
         Assert.Equal(0UL, child.Mm.PeekPte(wiped));
         Assert.Equal(FaultOutcome.SegvMapErr, child.MainThread.Activate().Touch(priv).Outcome);
         Assert.True(Entry.IsGuardMarker(t.Mm.PeekPte(priv)));
+    }
+
+    /// <summary>
+    /// VM_MAYBE_GUARD: install sets it on the whole VMA without a split and gives only an
+    /// anonymous VMA an anon_vma; it never keeps VMAs apart and a merge keeps it. Two file-backed
+    /// VMAs that took markers merge again once their other flags match; two anonymous ones, each
+    /// with its own anon_vma, do not (the host does the same: the fuzz case
+    /// guard-anon-vma-only-for-anonymous-vmas).
+    /// </summary>
+    [Fact]
+    public void InstallSetsMaybeGuardAndGivesOnlyAnonymousVmasAnAnonVma()
+    {
+        using var s = NewSim();
+        var file = s.Machine.Files.GetOrCreate(new FileId(1, 1), 3 * Sim.K4);
+        ulong f = s.Mm.Mmap(s.Cpu, 0x4000_0000, 3 * Sim.K4, Sim.Rw, MapFlags.Private | MapFlags.Fixed, file, 0).Address;
+        ulong a = s.Map(3 * Sim.K4, addr: 0x8000_0000);
+        foreach (ulong at in new[] { f, a })
+        {
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, at + (2 * Sim.K4), Sim.K4, Advice.NoHugePage));
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, at, Sim.K4, Advice.GuardInstall));
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, at + (2 * Sim.K4), Sim.K4, Advice.GuardInstall));
+            Assert.Equal(VmFlags.MaybeGuard, s.Mm.FindVma(at)!.Flags & VmFlags.MaybeGuard);
+            Assert.Equal(at + (2 * Sim.K4), s.Mm.FindVma(at)!.End); // flagged whole, not split
+            Assert.Equal(at == a, s.Mm.FindVma(at)!.AnonVma is not null);
+            Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, at + Sim.K4, Sim.K4, Advice.NoHugePage));
+        }
+
+        var merged = s.Mm.FindVma(f + Sim.K4)!;
+        Assert.Equal((f + Sim.K4, f + (3 * Sim.K4)), (merged.Start, merged.End));
+        Assert.NotEqual(0, (int)(merged.Flags & VmFlags.MaybeGuard));
+        Assert.Equal(a + (2 * Sim.K4), s.Mm.FindVma(a + Sim.K4)!.End);
     }
 
     /// <summary>Install over part of a huge page splits its pmd (the deposited table takes over) and zaps only the guarded page.</summary>
