@@ -127,7 +127,8 @@ public sealed partial class MmStruct
     /// It extends the VMA just below when that one reaches above <c>start_brk</c> (brk finds it with
     /// <c>vma_prev_limit(start_brk)</c>, which returns a VMA that only overlaps the heap's start
     /// too, such as a mapping the heap merged with), ends at <paramref name="addr"/> and has the
-    /// same flags; otherwise it is a VMA of its own, merged with nothing.
+    /// same flags but for the sticky ones (a heap that took guard markers still grows in place);
+    /// otherwise it is a VMA of its own, merged with nothing.
     /// </summary>
     private bool DoBrkFlags(ulong addr, ulong len)
     {
@@ -139,7 +140,7 @@ public sealed partial class MmStruct
         }
 
         var prev = FindVma(addr - 1);
-        if (prev is not null && prev.End > _startBrk && prev.End == addr && prev.Flags == flags &&
+        if (prev is not null && prev.End > _startBrk && prev.End == addr && ((prev.Flags ^ flags) & ~VmSticky) == 0 &&
             prev.PgOff + (prev.Length >> PhysMemory.PageShift) == addr >> PhysMemory.PageShift)
         {
             _vmas.SetEnd(prev, addr + len);
