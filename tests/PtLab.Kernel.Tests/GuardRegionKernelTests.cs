@@ -128,9 +128,10 @@ public sealed class GuardRegionKernelTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// Fork copies the markers (install gave each VMA an anon_vma, so <c>vma_needs_copy</c> copies
-    /// its tables; Linux 6.18), in private and shared anonymous memory alike, and the child's write
-    /// there is SEGV_MAPERR; a MADV_WIPEONFORK region reaches the child without them. The host side
+    /// Fork copies the markers (install set VM_MAYBE_GUARD on each VMA, so <c>vma_needs_copy</c>
+    /// copies its tables), in private and shared anonymous memory and in a private file mapping
+    /// that has no anon_vma alike, and the child's write there is SEGV_MAPERR; a MADV_WIPEONFORK
+    /// region reaches the child without them. The host side
     /// is Programs/guard-fork.c; the model runs the same steps.
     /// </summary>
     [GuardRegionFact]
@@ -138,6 +139,7 @@ public sealed class GuardRegionKernelTests(ITestOutputHelper output)
     {
         string exe = NativeBuild.BuildEmbedded(typeof(GuardRegionKernelTests).Assembly, "guard-fork.c", "guard-fork");
         var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(KernelTarget.DiskBackedTempDirectory());
         using var p = Process.Start(psi)!;
         string stdout = p.StandardOutput.ReadToEnd();
         string stderr = p.StandardError.ReadToEnd();
@@ -152,6 +154,8 @@ public sealed class GuardRegionKernelTests(ITestOutputHelper output)
         ulong Map(ulong offset, MapFlags type) =>
             t.Mm.Mmap(cpu, slot + offset, M2, Rw, type | MapFlags.Anonymous | MapFlags.FixedNoReplace).Address;
         ulong priv = Map(0, MapFlags.Private), shared = Map(M2, MapFlags.Shared), wiped = Map(2 * M2, MapFlags.Private);
+        var testFile = m.Files.GetOrCreate(new FileId(1, 1), M2);
+        ulong file = t.Mm.Mmap(cpu, slot + (3 * M2), M2, Rw, MapFlags.Private | MapFlags.FixedNoReplace, testFile, 0).Address;
         for (ulong o = 0; o < 16 * K4; o += K4)
         {
             Assert.True(cpu.Touch(priv + o).Ok);
@@ -159,7 +163,7 @@ public sealed class GuardRegionKernelTests(ITestOutputHelper output)
 
         Assert.True(cpu.Touch(shared + K4).Ok);
         Assert.Equal(Errno.None, t.Mm.Madvise(cpu, wiped, M2, Advice.WipeOnFork));
-        foreach (ulong at in new[] { priv, shared, wiped })
+        foreach (ulong at in new[] { priv, shared, wiped, file })
         {
             Assert.Equal(Errno.None, t.Mm.Madvise(cpu, at, K4, Advice.GuardInstall));
         }
@@ -180,7 +184,7 @@ public sealed class GuardRegionKernelTests(ITestOutputHelper output)
             return $"{name} {e:x} {signo} {code}\n";
         }
 
-        string model = Report("private", priv) + Report("shared", shared) + Report("wiped", wiped);
+        string model = Report("private", priv) + Report("shared", shared) + Report("wiped", wiped) + Report("file", file);
         output.WriteLine($"model:\n{model}");
         Assert.Equal(stdout, model);
     }

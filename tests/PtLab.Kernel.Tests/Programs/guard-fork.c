@@ -1,13 +1,13 @@
 /*
  * The host side of PtLab's check of guard markers across fork: in an empty 512 GiB slot it maps
- * three 2 MiB regions, installs a guard marker in the first page of each (MADV_GUARD_INSTALL),
+ * four 2 MiB regions, installs a guard marker in the first page of each (MADV_GUARD_INSTALL),
  * forks, and has the child report what it inherited.
  *
- * Usage: guard-fork
+ * Usage: guard-fork DIR   (DIR: a directory for a 2 MiB test file, unlinked once open)
  *
  * Layout (offsets from the slot): 0 private anonymous, its first 16 pages written before the
  * install; 2 MiB shared anonymous, its second page written; 4 MiB private anonymous marked
- * MADV_WIPEONFORK.
+ * MADV_WIPEONFORK; 6 MiB a private mapping of the test file, never written (no anon_vma).
  *
  * Output, one line per region, from the child:
  *   NAME PAGEMAP SIGNO CODE
@@ -48,9 +48,11 @@ static void die(const char *what)
     exit(1);
 }
 
-static char *map(unsigned long at, int flags)
+static char *map(unsigned long at, int flags, int fd)
 {
-    char *p = mmap((void *)at, 2 * MIB, PROT_READ | PROT_WRITE, flags | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (fd < 0)
+        flags |= MAP_ANONYMOUS;
+    char *p = mmap((void *)at, 2 * MIB, PROT_READ | PROT_WRITE, flags | MAP_FIXED_NOREPLACE, fd, 0);
     if (p == MAP_FAILED)
         die("mmap");
     return p;
@@ -70,21 +72,32 @@ static void report(const char *name, char *p)
     printf("%s %llx %d %d\n", name, (unsigned long long)e, fsig, fcode);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc != 2) {
+        fprintf(stderr, "usage: guard-fork DIR\n");
+        return 1;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ptlab-guard-fork-XXXXXX", argv[1]);
+    int fd = mkstemp(path);
+    if (fd < 0 || unlink(path) || ftruncate(fd, (off_t)(2 * MIB)))
+        die("test file");
     unsigned long slot = 0x7e0000000000UL;
     while (slot >= SLOT && msync((void *)slot, PAGE, 0) == 0)
         slot -= SLOT; /* a slot whose first page is mapped is taken */
     struct sigaction sa = { .sa_sigaction = on_fault, .sa_flags = SA_SIGINFO | SA_NODEFER };
     sigaction(SIGSEGV, &sa, NULL);
-    char *priv = map(slot, MAP_PRIVATE);
-    char *shared = map(slot + 2 * MIB, MAP_SHARED);
-    char *wiped = map(slot + 4 * MIB, MAP_PRIVATE);
+    char *priv = map(slot, MAP_PRIVATE, -1);
+    char *shared = map(slot + 2 * MIB, MAP_SHARED, -1);
+    char *wiped = map(slot + 4 * MIB, MAP_PRIVATE, -1);
+    char *file = map(slot + 6 * MIB, MAP_PRIVATE, fd);
     for (unsigned long o = 0; o < 16 * PAGE; o += PAGE)
         priv[o] = 1;
     shared[PAGE] = 1;
     if (madvise(wiped, 2 * MIB, MADV_WIPEONFORK) || madvise(priv, PAGE, GUARD_INSTALL) ||
-        madvise(shared, PAGE, GUARD_INSTALL) || madvise(wiped, PAGE, GUARD_INSTALL))
+        madvise(shared, PAGE, GUARD_INSTALL) || madvise(wiped, PAGE, GUARD_INSTALL) ||
+        madvise(file, PAGE, GUARD_INSTALL))
         die("madvise");
     fflush(stdout);
     pid_t child = fork();
@@ -94,6 +107,7 @@ int main(void)
         report("private", priv);
         report("shared", shared);
         report("wiped", wiped);
+        report("file", file);
         fflush(stdout);
         _exit(0);
     }
