@@ -60,7 +60,12 @@ public sealed class Cpu
     {
         _machine = machine;
         Id = id;
-        Tlb = new Tlb { Owner = id, Psc = machine.Options.PagingStructureCaches ? new PagingStructureCache() : null };
+        Tlb = new Tlb
+        {
+            Owner = id,
+            Psc = machine.Options.PagingStructureCaches ? new PagingStructureCache() : null,
+            OwnerBiased = machine.Options.Cpus == 1 && machine.Sync.IsBare,
+        };
         _walker = new HardwareWalker(machine.Phys, machine.Rcu, Tlb, id, TableCache);
     }
 
