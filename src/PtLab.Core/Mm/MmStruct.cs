@@ -73,7 +73,7 @@ public sealed partial class MmStruct
         _tracksEntries = design.TracksEntries;
         _plainPteMap = design.PlainPteMap;
         int cpus = machine.Options.Cpus;
-        MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock);
+        MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock) { BiasedTo = machine.Options.Cpus == 1 && machine.Sync.IsBare ? 0 : -1 };
         RmapLock = new RwSemaphore(machine.Sync, AnonVmaLockClass);
         PageTableLock = new SpinLockObject(machine.Sync, LockClass.PageTableLock);
         _rssAnon = new PerCpuCounter(cpus);
