@@ -207,11 +207,19 @@ public sealed class Cpu
                 if (Tlb.Lookup(va, write, out ulong pte) || _walker.Walk(mm.PgdPfn, va, write, out pte))
                 {
                     long pfn = Entry.Pfn(pte);
-                    var content = _machine.Phys.Content;
+                    var phys = _machine.Phys;
+                    var content = phys.Content;
                     int off = (int)(va & (Geometry.PageSize - 1));
                     if (write)
                     {
-                        content.Write(pfn, off, src);
+                        if (phys.Bytes is { } bytes)
+                        {
+                            bytes.Write(pfn, off, src);
+                        }
+                        else
+                        {
+                            content.Write(pfn, off, src);
+                        }
                     }
                     else if (tokenOut)
                     {

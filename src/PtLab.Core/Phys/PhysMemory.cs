@@ -56,7 +56,8 @@ public sealed partial class PhysMemory
         MinWatermark = minKb >> 2;
         LowWatermark = (minKb + stepKb) >> 2;
         HighWatermark = (minKb + (2 * stepKb)) >> 2;
-        Content = pageData ? new ByteContentStore() : new TokenContentStore(this);
+        Bytes = pageData ? new ByteContentStore() : null;
+        Content = Bytes ?? (IPageContentStore)new TokenContentStore(this);
         ZeroPfn = 0;
         _highWater = 1;
         _used = 1;
@@ -240,6 +241,9 @@ public sealed partial class PhysMemory
 
     /// <summary>Where user-page contents live.</summary>
     public IPageContentStore Content { get; }
+
+    /// <summary><see cref="Content"/> when it holds real bytes, else null: for a hot path to call it without an interface call.</summary>
+    internal ByteContentStore? Bytes { get; }
 
     /// <summary>Host memory held by descriptors, tables and contents.</summary>
     public long HostBytes => _descriptors.HostBytes + _pageExt.HostBytes + _tables.HostBytes + Content.HostBytes;
@@ -551,7 +555,14 @@ public sealed partial class PhysMemory
         long pfn = AllocFrame(cpu);
         if (pfn >= 0)
         {
-            Content.Zero(pfn);
+            if (Bytes is { } bytes)
+            {
+                bytes.Zero(pfn);
+            }
+            else
+            {
+                Content.Zero(pfn);
+            }
         }
 
         return pfn;
