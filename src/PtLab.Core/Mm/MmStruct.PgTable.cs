@@ -171,7 +171,7 @@ public sealed partial class MmStruct
         }
     }
 
-    /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>
+    /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits (on one CPU, only its own walker can, on this thread).</summary>
     internal ulong PtepGetAndClear(Cpu cpu, TableRef pteTable, int index)
     {
         // The scheduling point comes before the table is looked up, so a table freed meanwhile is
@@ -233,24 +233,44 @@ public sealed partial class MmStruct
     internal ulong PtepGetAndClearLocked(Cpu cpu, TableRef pteTable, int index)
     {
         ReachedEntryStore(pteTable.Pfn);
-        return GetAndClearTracked(cpu, pteTable, index, ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index));
+        return GetAndClearTracked(cpu, pteTable, index, ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index), cached: true);
     }
 
     private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, int index) =>
-        GetAndClearTracked(cpu, pteTable, index, ref Phys.Table(pteTable)[index]);
+        GetAndClearTracked(cpu, pteTable, index, ref Phys.Table(pteTable)[index], cached: false);
 
-    private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, int index, ref ulong slot)
+    // The clear itself, then its count: through the CPU's table cache where the slot was found there.
+    private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, int index, ref ulong slot, bool cached)
     {
-        ulong old = Interlocked.Exchange(ref slot, 0);
+        ulong old = _uniprocessor ? LocalGetAndClear(ref slot) : Interlocked.Exchange(ref slot, 0);
         if (old != 0)
         {
-            Phys.EntryCleared(pteTable.Pfn, index, old, cpu.Id);
+            if (cached)
+            {
+                Phys.CachedEntryCleared(cpu.TableCache, pteTable, index);
+            }
+            else
+            {
+                Phys.EntryCleared(pteTable.Pfn, index, old, cpu.Id);
+            }
+
             if (_tracksEntries)
             {
                 Design.TrackPteClear(this, cpu, pteTable, old);
             }
         }
 
+        return old;
+    }
+
+    /// <summary>
+    /// <c>native_local_ptep_get_and_clear</c>, the uniprocessor kernel's: a load and a store, no
+    /// locked exchange, for the one CPU of a machine without hooks (see <see cref="_uniprocessor"/>).
+    /// </summary>
+    private static ulong LocalGetAndClear(ref ulong slot)
+    {
+        ulong old = Volatile.Read(ref slot);
+        Volatile.Write(ref slot, 0);
         return old;
     }
 

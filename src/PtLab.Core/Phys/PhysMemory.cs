@@ -630,6 +630,24 @@ public sealed partial class PhysMemory
     }
 
     /// <summary>
+    /// <see cref="EntryCleared"/> of entry <paramref name="index"/> of the mapped PTE table
+    /// <paramref name="table"/>, found through the CPU's <paramref name="cache"/> by a caller that
+    /// holds the table's lock: where the cache's line still holds the entry's group, its count
+    /// goes down through the line, without the descriptor and header lookups.
+    /// </summary>
+    public void CachedEntryCleared(TableEntryCache cache, TableRef table, int index)
+    {
+        ref var line = ref cache.At(1);
+        if (line.Holds(table.Pfn, index, _tables.LayoutEpoch) && line.Generation == table.Generation)
+        {
+            _tables.ClearedLocated(ref Ext(table.Pfn).TableSlot, ref line.Headers![line.Header]);
+            return;
+        }
+
+        EntryCleared(table.Pfn, index, 1);
+    }
+
+    /// <summary>
     /// Entry <paramref name="index"/> of the live table in frame <paramref name="pfn"/>, of
     /// <paramref name="level"/>, read through the CPU's <paramref name="cache"/>: the storage
     /// <see cref="Table(long)"/>'s indexer would return (and the same check that the frame is a
