@@ -10,16 +10,36 @@ namespace PtLab.Mm;
 public sealed partial class MmStruct
 {
     /// <summary><c>pte_lockptr</c> + <c>spin_lock</c>: the split PTE lock of a table page.</summary>
-    internal void PtlLock(Cpu cpu, long pteTable) =>
+    /// <remarks>
+    /// Every taker of a split table lock names its CPU, so on a machine of one CPU without hooks
+    /// they are all that CPU's thread, and the lock is the uniprocessor kernel's: no atomic.
+    /// </remarks>
+    internal void PtlLock(Cpu cpu, long pteTable)
+    {
+        if (_uniprocessor)
+        {
+            RawSpinLock.LockUniprocessor(ref Phys.PtLock(pteTable));
+            return;
+        }
+
         RawSpinLock.Lock(ref Phys.PtLock(pteTable), Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
+    }
 
     /// <summary><c>spin_unlock</c> of a split PTE lock.</summary>
     internal void PtlUnlock(Cpu cpu, long pteTable) =>
         RawSpinLock.Unlock(ref Phys.PtLock(pteTable), Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
 
     /// <summary><c>pmd_lock</c>: the split lock of a PMD table page.</summary>
-    internal void PmdLock(Cpu cpu, long pmdTable) =>
+    internal void PmdLock(Cpu cpu, long pmdTable)
+    {
+        if (_uniprocessor)
+        {
+            RawSpinLock.LockUniprocessor(ref Phys.PtLock(pmdTable)); // see PtlLock
+            return;
+        }
+
         RawSpinLock.Lock(ref Phys.PtLock(pmdTable), Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
+    }
 
     /// <summary><c>spin_trylock</c> of a pmd lock.</summary>
     internal bool PmdTryLock(Cpu cpu, long pmdTable) =>

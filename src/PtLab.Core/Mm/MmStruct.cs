@@ -47,9 +47,10 @@ public sealed partial class MmStruct
     private readonly bool _tracksEntries;
     private readonly bool _plainPteMap;
 
-    // Whether the machine has one CPU and no hooks: the only thing that writes a PTE without its
-    // lock is then that CPU's own walker setting accessed and dirty bits, on the thread that holds
-    // the lock, so a clear under the lock needs no locked exchange (see LocalGetAndClear).
+    // Whether the machine has one CPU and no hooks: every taker of a split table lock is then that
+    // CPU's thread (see PtlLock), and the only thing that writes a PTE without its lock is that
+    // CPU's own walker setting accessed and dirty bits, on the thread that holds the lock, so a
+    // clear under the lock needs no locked exchange (see LocalGetAndClear).
     private readonly bool _uniprocessor;
 
     /// <summary>The id of <paramref name="anonVma"/> in the page descriptors' rmap word, kept on the anon_vma after its first use.</summary>
