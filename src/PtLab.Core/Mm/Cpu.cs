@@ -60,7 +60,12 @@ public sealed class Cpu
     {
         _machine = machine;
         Id = id;
-        Tlb = new Tlb { Owner = id, Psc = machine.Options.PagingStructureCaches ? new PagingStructureCache() : null };
+        Tlb = new Tlb
+        {
+            Owner = id,
+            Psc = machine.Options.PagingStructureCaches ? new PagingStructureCache() : null,
+            OwnerBiased = machine.Options.Cpus == 1 && machine.Sync.IsBare,
+        };
         _walker = new HardwareWalker(machine.Phys, machine.Rcu, Tlb, id, TableCache);
     }
 
@@ -202,11 +207,19 @@ public sealed class Cpu
                 if (Tlb.Lookup(va, write, out ulong pte) || _walker.Walk(mm.PgdPfn, va, write, out pte))
                 {
                     long pfn = Entry.Pfn(pte);
-                    var content = _machine.Phys.Content;
+                    var phys = _machine.Phys;
+                    var content = phys.Content;
                     int off = (int)(va & (Geometry.PageSize - 1));
                     if (write)
                     {
-                        content.Write(pfn, off, src);
+                        if (phys.Bytes is { } bytes)
+                        {
+                            bytes.Write(pfn, off, src);
+                        }
+                        else
+                        {
+                            content.Write(pfn, off, src);
+                        }
                     }
                     else if (tokenOut)
                     {

@@ -10,16 +10,36 @@ namespace PtLab.Mm;
 public sealed partial class MmStruct
 {
     /// <summary><c>pte_lockptr</c> + <c>spin_lock</c>: the split PTE lock of a table page.</summary>
-    internal void PtlLock(Cpu cpu, long pteTable) =>
+    /// <remarks>
+    /// Every taker of a split table lock names its CPU, so on a machine of one CPU without hooks
+    /// they are all that CPU's thread, and the lock is the uniprocessor kernel's: no atomic.
+    /// </remarks>
+    internal void PtlLock(Cpu cpu, long pteTable)
+    {
+        if (_uniprocessor)
+        {
+            RawSpinLock.LockUniprocessor(ref Phys.PtLock(pteTable));
+            return;
+        }
+
         RawSpinLock.Lock(ref Phys.PtLock(pteTable), Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
+    }
 
     /// <summary><c>spin_unlock</c> of a split PTE lock.</summary>
     internal void PtlUnlock(Cpu cpu, long pteTable) =>
         RawSpinLock.Unlock(ref Phys.PtLock(pteTable), Machine.Sync, cpu.Id, LockClass.PteLock, pteTable);
 
     /// <summary><c>pmd_lock</c>: the split lock of a PMD table page.</summary>
-    internal void PmdLock(Cpu cpu, long pmdTable) =>
+    internal void PmdLock(Cpu cpu, long pmdTable)
+    {
+        if (_uniprocessor)
+        {
+            RawSpinLock.LockUniprocessor(ref Phys.PtLock(pmdTable)); // see PtlLock
+            return;
+        }
+
         RawSpinLock.Lock(ref Phys.PtLock(pmdTable), Machine.Sync, cpu.Id, LockClass.PmdLock, pmdTable);
+    }
 
     /// <summary><c>spin_trylock</c> of a pmd lock.</summary>
     internal bool PmdTryLock(Cpu cpu, long pmdTable) =>
@@ -171,7 +191,7 @@ public sealed partial class MmStruct
         }
     }
 
-    /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits.</summary>
+    /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits (on one CPU, only its own walker can, on this thread).</summary>
     internal ulong PtepGetAndClear(Cpu cpu, TableRef pteTable, int index)
     {
         // The scheduling point comes before the table is looked up, so a table freed meanwhile is
@@ -233,24 +253,44 @@ public sealed partial class MmStruct
     internal ulong PtepGetAndClearLocked(Cpu cpu, TableRef pteTable, int index)
     {
         ReachedEntryStore(pteTable.Pfn);
-        return GetAndClearTracked(cpu, pteTable, index, ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index));
+        return GetAndClearTracked(cpu, pteTable, index, ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index), cached: true);
     }
 
     private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, int index) =>
-        GetAndClearTracked(cpu, pteTable, index, ref Phys.Table(pteTable)[index]);
+        GetAndClearTracked(cpu, pteTable, index, ref Phys.Table(pteTable)[index], cached: false);
 
-    private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, int index, ref ulong slot)
+    // The clear itself, then its count: through the CPU's table cache where the slot was found there.
+    private ulong GetAndClearTracked(Cpu cpu, TableRef pteTable, int index, ref ulong slot, bool cached)
     {
-        ulong old = Interlocked.Exchange(ref slot, 0);
+        ulong old = _uniprocessor ? LocalGetAndClear(ref slot) : Interlocked.Exchange(ref slot, 0);
         if (old != 0)
         {
-            Phys.EntryCleared(pteTable.Pfn, index, old, cpu.Id);
+            if (cached)
+            {
+                Phys.CachedEntryCleared(cpu.TableCache, pteTable, index);
+            }
+            else
+            {
+                Phys.EntryCleared(pteTable.Pfn, index, old, cpu.Id);
+            }
+
             if (_tracksEntries)
             {
                 Design.TrackPteClear(this, cpu, pteTable, old);
             }
         }
 
+        return old;
+    }
+
+    /// <summary>
+    /// <c>native_local_ptep_get_and_clear</c>, the uniprocessor kernel's: a load and a store, no
+    /// locked exchange, for the one CPU of a machine without hooks (see <see cref="_uniprocessor"/>).
+    /// </summary>
+    private static ulong LocalGetAndClear(ref ulong slot)
+    {
+        ulong old = Volatile.Read(ref slot);
+        Volatile.Write(ref slot, 0);
         return old;
     }
 

@@ -47,6 +47,12 @@ public sealed partial class MmStruct
     private readonly bool _tracksEntries;
     private readonly bool _plainPteMap;
 
+    // Whether the machine has one CPU and no hooks: every taker of a split table lock is then that
+    // CPU's thread (see PtlLock), and the only thing that writes a PTE without its lock is that
+    // CPU's own walker setting accessed and dirty bits, on the thread that holds the lock, so a
+    // clear under the lock needs no locked exchange (see LocalGetAndClear).
+    private readonly bool _uniprocessor;
+
     /// <summary>The id of <paramref name="anonVma"/> in the page descriptors' rmap word, kept on the anon_vma after its first use.</summary>
     internal int AnonOwnerId(AnonVma anonVma)
     {
@@ -72,8 +78,9 @@ public sealed partial class MmStruct
         OwnerId = Phys.RegisterOwner(this);
         _tracksEntries = design.TracksEntries;
         _plainPteMap = design.PlainPteMap;
+        _uniprocessor = machine.Options.Cpus == 1 && machine.Sync.IsBare;
         int cpus = machine.Options.Cpus;
-        MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock);
+        MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock) { BiasedTo = machine.Options.Cpus == 1 && machine.Sync.IsBare ? 0 : -1 };
         RmapLock = new RwSemaphore(machine.Sync, AnonVmaLockClass);
         PageTableLock = new SpinLockObject(machine.Sync, LockClass.PageTableLock);
         _rssAnon = new PerCpuCounter(cpus);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using PtLab.Sync;
 
 namespace PtLab.Paging;
@@ -22,6 +23,7 @@ public sealed class Tlb
     private readonly ulong[] _tags = new ulong[Size]; // virtual page number + 1; 0 = invalid
     private readonly ulong[] _entries = new ulong[Size];
     private int _lock;
+    private OwnerBias _bias; // see OwnerBiased
     private long _flushes;
     private long _hits;
     private long _misses;
@@ -44,33 +46,85 @@ public sealed class Tlb
     /// </summary>
     public PagingStructureCache? Psc { get; init; }
 
+    /// <summary>
+    /// Whether the TLB lock is biased to its owner (see <see cref="OwnerBias"/>): on a machine of
+    /// one CPU without hooks, where nearly every taking of the lock is the owner's own access. A
+    /// caller that names the owner CPU is the thread driving it (one thread at a time), and is
+    /// not inside an access of its own.
+    /// </summary>
+    internal bool OwnerBiased { get; init; }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Lock(SyncHooks hooks, int cpu)
     {
-        if (cpu < 0)
+        if (OwnerBiased && cpu == Owner)
         {
-            RawSpinLock.Lock(ref _lock);
+            if (!_bias.TryOwnerEnter())
+            {
+                RawSpinLock.Lock(ref _lock);
+            }
+        }
+        else if (cpu < 0)
+        {
+            Lock();
         }
         else
         {
             RawSpinLock.Lock(ref _lock, hooks, cpu, LockClass.TlbLock, Owner);
+            if (OwnerBiased)
+            {
+                _bias.OthersEnter();
+            }
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void Unlock(SyncHooks hooks, int cpu)
     {
-        if (cpu < 0)
+        if (OwnerBiased && cpu == Owner)
         {
-            RawSpinLock.Unlock(ref _lock);
+            if (_bias.OwnerIn)
+            {
+                _bias.OwnerExit();
+            }
+            else
+            {
+                RawSpinLock.Unlock(ref _lock);
+            }
+        }
+        else if (cpu < 0)
+        {
+            Unlock();
         }
         else
         {
+            if (OwnerBiased)
+            {
+                _bias.OthersExit();
+            }
+
             RawSpinLock.Unlock(ref _lock, hooks, cpu, LockClass.TlbLock, Owner);
         }
     }
 
-    private void Lock() => RawSpinLock.Lock(ref _lock);
+    private void Lock()
+    {
+        RawSpinLock.Lock(ref _lock);
+        if (OwnerBiased)
+        {
+            _bias.OthersEnter();
+        }
+    }
 
-    private void Unlock() => RawSpinLock.Unlock(ref _lock);
+    private void Unlock()
+    {
+        if (OwnerBiased)
+        {
+            _bias.OthersExit();
+        }
+
+        RawSpinLock.Unlock(ref _lock);
+    }
 
     /// <summary>Looks up a translation usable for the access. Caller holds the TLB lock.</summary>
     internal bool Lookup(ulong va, bool write, out ulong entry)

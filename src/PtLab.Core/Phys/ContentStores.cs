@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 
 namespace PtLab.Phys;
 
@@ -103,7 +104,13 @@ public sealed class ByteContentStore : IPageContentStore
         }
 
         var block = _frames.BlockIfPresent(pfn);
-        if (m == ulong.MaxValue)
+        if ((m & (m - 1)) == 0)
+        {
+            // One line, the common case (a page touched once): cleared inline, no call.
+            int line = System.Numerics.BitOperations.TrailingZeroCount(m);
+            Unsafe.InitBlockUnaligned(ref block[line << LineShift], 0, 1 << LineShift);
+        }
+        else if (m == ulong.MaxValue)
         {
             block.Clear();
         }
@@ -135,17 +142,25 @@ public sealed class ByteContentStore : IPageContentStore
     }
 
     /// <inheritdoc/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Write(long pfn, int offset, ReadOnlySpan<byte> data)
     {
-        if (data.Length <= 1)
+        if (data.Length == 1)
         {
             // A touch: one byte, one line, no copy call.
-            if (data.Length == 1)
-            {
-                _frames.Block(pfn)[offset] = data[0];
-                _written.Slot(pfn) |= 1UL << (offset >> LineShift);
-            }
+            _frames.Block(pfn)[offset] = data[0];
+            _written.Slot(pfn) |= 1UL << (offset >> LineShift);
+            return;
+        }
 
+        WriteSpan(pfn, offset, data);
+    }
+
+    // A write of other than one byte, out of line so that a touch inlines small.
+    private void WriteSpan(long pfn, int offset, ReadOnlySpan<byte> data)
+    {
+        if (data.IsEmpty)
+        {
             return;
         }
 

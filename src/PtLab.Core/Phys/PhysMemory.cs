@@ -56,7 +56,8 @@ public sealed partial class PhysMemory
         MinWatermark = minKb >> 2;
         LowWatermark = (minKb + stepKb) >> 2;
         HighWatermark = (minKb + (2 * stepKb)) >> 2;
-        Content = pageData ? new ByteContentStore() : new TokenContentStore(this);
+        Bytes = pageData ? new ByteContentStore() : null;
+        Content = Bytes ?? (IPageContentStore)new TokenContentStore(this);
         ZeroPfn = 0;
         _highWater = 1;
         _used = 1;
@@ -97,9 +98,19 @@ public sealed partial class PhysMemory
     /// <summary>Frames a per-CPU list takes from the free list at once (<c>pcp->batch</c>).</summary>
     public const int PerCpuBatch = 31;
 
-    /// <summary>Gives each of <paramref name="cpus"/> CPUs a page list of its own.</summary>
-    public void EnablePerCpuLists(int cpus)
+    // Whether each CPU's list is biased to its CPU (see OwnerBias): on a machine of one CPU
+    // without hooks, where nearly every taking of a list is its own CPU's allocation.
+    private bool _pcpBiased;
+
+    /// <summary>
+    /// Gives each of <paramref name="cpus"/> CPUs a page list of its own; with
+    /// <paramref name="ownerBiased"/> a CPU takes from its own list without an atomic (see
+    /// <see cref="OwnerBias"/>), for a machine of one CPU whose allocations on a CPU all run on
+    /// the thread driving it.
+    /// </summary>
+    public void EnablePerCpuLists(int cpus, bool ownerBiased = false)
     {
+        _pcpBiased = ownerBiased;
         var pcp = new PerCpuPages[cpus];
         for (int i = 0; i < cpus; i++)
         {
@@ -114,6 +125,7 @@ public sealed partial class PhysMemory
         // Lock word and count on the line before the frames; the frames array is its own object.
         public int Lock;
         public int Count;
+        public OwnerBias Bias;
         public readonly long[] Frames = new long[PerCpuBatch];
     }
 
@@ -121,7 +133,11 @@ public sealed partial class PhysMemory
     private long TakePerCpu(int cpu)
     {
         var l = _pcp[cpu];
-        RawSpinLock.Lock(ref l.Lock);
+        if (!_pcpBiased || !l.Bias.TryOwnerEnter())
+        {
+            RawSpinLock.Lock(ref l.Lock);
+        }
+
         Profile?.Count(cpu, ProfileOp.PercpuOp);
         if (l.Count == 0)
         {
@@ -155,23 +171,56 @@ public sealed partial class PhysMemory
         }
 
         long pfn = l.Count > 0 ? l.Frames[--l.Count] : -1;
-        RawSpinLock.Unlock(ref l.Lock);
+        if (_pcpBiased && l.Bias.OwnerIn)
+        {
+            l.Bias.OwnerExit();
+        }
+        else
+        {
+            RawSpinLock.Unlock(ref l.Lock);
+        }
+
         return pfn;
     }
 
     /// <summary><c>drain_all_pages</c>: gives every CPU's listed frames back to the free list.</summary>
-    public void DrainPerCpuLists()
+    public void DrainPerCpuLists() => DrainPerCpuLists(-1);
+
+    // The drain on CPU cpu (-1: none), which takes its own list as its owner.
+    private void DrainPerCpuLists(int cpu)
     {
-        foreach (var l in _pcp)
+        for (int i = 0; i < _pcp.Length; i++)
         {
-            RawSpinLock.Lock(ref l.Lock);
+            var l = _pcp[i];
+            bool owner = _pcpBiased && i == cpu && l.Bias.TryOwnerEnter();
+            if (!owner)
+            {
+                RawSpinLock.Lock(ref l.Lock);
+                if (_pcpBiased && i != cpu)
+                {
+                    l.Bias.OthersEnter();
+                }
+            }
+
             if (l.Count > 0)
             {
                 PushFree(l.Frames.AsSpan(0, l.Count));
                 l.Count = 0;
             }
 
-            RawSpinLock.Unlock(ref l.Lock);
+            if (owner)
+            {
+                l.Bias.OwnerExit();
+            }
+            else
+            {
+                if (_pcpBiased && i != cpu)
+                {
+                    l.Bias.OthersExit();
+                }
+
+                RawSpinLock.Unlock(ref l.Lock);
+            }
         }
     }
 
@@ -192,6 +241,9 @@ public sealed partial class PhysMemory
 
     /// <summary>Where user-page contents live.</summary>
     public IPageContentStore Content { get; }
+
+    /// <summary><see cref="Content"/> when it holds real bytes, else null: for a hot path to call it without an interface call.</summary>
+    internal ByteContentStore? Bytes { get; }
 
     /// <summary>Host memory held by descriptors, tables and contents.</summary>
     public long HostBytes => _descriptors.HostBytes + _pageExt.HostBytes + _tables.HostBytes + Content.HostBytes;
@@ -401,7 +453,7 @@ public sealed partial class PhysMemory
             pfn = TakePerCpu(cpu);
             if (pfn < 0 && PerCpuListFrames > 0)
             {
-                DrainPerCpuLists(); // another CPU's list holds what is left
+                DrainPerCpuLists(cpu); // another CPU's list holds what is left
                 pfn = TryTake();
             }
         }
@@ -432,7 +484,7 @@ public sealed partial class PhysMemory
                         Thread.Yield();
                     }
 
-                    DrainPerCpuLists();
+                    DrainPerCpuLists(cpu);
                     pfn = TryTake();
                 }
             }
@@ -503,7 +555,14 @@ public sealed partial class PhysMemory
         long pfn = AllocFrame(cpu);
         if (pfn >= 0)
         {
-            Content.Zero(pfn);
+            if (Bytes is { } bytes)
+            {
+                bytes.Zero(pfn);
+            }
+            else
+            {
+                Content.Zero(pfn);
+            }
         }
 
         return pfn;
@@ -568,6 +627,24 @@ public sealed partial class PhysMemory
             ref var d = ref Desc(table);
             _tables.Cleared(ref Ext(table).TableSlot, index, releaseEmpty: d.Level == 1);
         }
+    }
+
+    /// <summary>
+    /// <see cref="EntryCleared"/> of entry <paramref name="index"/> of the mapped PTE table
+    /// <paramref name="table"/>, found through the CPU's <paramref name="cache"/> by a caller that
+    /// holds the table's lock: where the cache's line still holds the entry's group, its count
+    /// goes down through the line, without the descriptor and header lookups.
+    /// </summary>
+    public void CachedEntryCleared(TableEntryCache cache, TableRef table, int index)
+    {
+        ref var line = ref cache.At(1);
+        if (line.Holds(table.Pfn, index, _tables.LayoutEpoch) && line.Generation == table.Generation)
+        {
+            _tables.ClearedLocated(ref Ext(table.Pfn).TableSlot, ref line.Headers![line.Header]);
+            return;
+        }
+
+        EntryCleared(table.Pfn, index, 1);
     }
 
     /// <summary>

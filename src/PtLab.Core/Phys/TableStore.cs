@@ -255,6 +255,12 @@ internal sealed class TableStore
         Volatile.Write(ref hdr, left);
     }
 
+    /// <summary>
+    /// <see cref="Cleared"/> of an entry of a PTE table whose group header the caller located
+    /// (see <see cref="StoreLocated"/>), under the table's lock: an empty group is released.
+    /// </summary>
+    public void ClearedLocated(ref int tableSlot, ref int header) => CountCleared(ref tableSlot, ref header, releaseEmpty: true);
+
     /// <summary>Counts an entry that a caller cleared in place (an exchange with zero) and releases its group if it became empty.</summary>
     public void Cleared(ref int tableSlot, int index, bool releaseEmpty)
     {

@@ -65,6 +65,23 @@ public static class RawSpinLock
         }
     }
 
+    /// <summary>
+    /// <c>spin_lock</c> as a uniprocessor kernel has it: a plain store, for a lock that only one
+    /// thread ever takes (the lone CPU's). A lock found held is waited for as ever, so a caller
+    /// that broke that rule still never takes a held lock in a race it could see.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LockUniprocessor(ref int word)
+    {
+        if (Volatile.Read(ref word) != 0)
+        {
+            LockSlow(ref word);
+            return;
+        }
+
+        Volatile.Write(ref word, 1);
+    }
+
     /// <summary><c>spin_trylock</c>.</summary>
     public static bool TryLock(ref int word) =>
         Volatile.Read(ref word) == 0 && Interlocked.CompareExchange(ref word, 1, 0) == 0;
