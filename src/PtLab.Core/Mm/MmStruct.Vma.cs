@@ -221,9 +221,9 @@ public sealed partial class MmStruct
     /// </summary>
     private static AnonVma? FindMergeableAnonVma(Vma vma)
     {
-        const VmFlags access = VmFlags.Read | VmFlags.Write | VmFlags.Exec | VmSticky;
+        const VmFlags ignored = VmFlags.Read | VmFlags.Write | VmFlags.Exec | VmSticky;
         static bool Compatible(Vma a, Vma b) =>
-            a.End == b.Start && ((a.Flags ^ b.Flags) & ~access) == 0 && a.PgOff + (a.Length >> PhysMemory.PageShift) == b.PgOff;
+            a.End == b.Start && ((a.Flags ^ b.Flags) & ~ignored) == 0 && a.PgOff + (a.Length >> PhysMemory.PageShift) == b.PgOff;
         if (vma.NextVma is { } next && Compatible(vma, next) && next.AnonVma is { } anon && AnonVmaReusable(vma, next, next))
         {
             return anon;
