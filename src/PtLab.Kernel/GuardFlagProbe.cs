@@ -1,4 +1,3 @@
-using System.Globalization;
 using PtLab.Mm;
 
 namespace PtLab.Kernel;
@@ -43,7 +42,13 @@ internal static class GuardFlagProbe
                 return null; // EINVAL: no guard regions at all
             }
 
-            return VmFlagsOf((ulong)p) is { } flags ? flags.Split(' ').Contains("gu") : null;
+            if (!Scan.ProcSmaps.TryParse(File.ReadAllText("/proc/self/smaps"), out var vmas, out _))
+            {
+                return null;
+            }
+
+            ulong at = (ulong)p;
+            return vmas.FirstOrDefault(v => v.Vma.Start <= at && at < v.Vma.End) is { } vma ? vma.VmFlags.Contains("gu") : null;
         }
         catch (IOException)
         {
@@ -53,28 +58,5 @@ internal static class GuardFlagProbe
         {
             _ = LibC.Munmap(p, Page);
         }
-    }
-
-    /// <summary>The VmFlags line of the smaps entry of the VMA that holds <paramref name="addr"/>, or null.</summary>
-    private static string? VmFlagsOf(ulong addr)
-    {
-        bool inside = false;
-        foreach (string line in File.ReadLines("/proc/self/smaps"))
-        {
-            int dash = line.IndexOf('-', StringComparison.Ordinal);
-            int space = line.IndexOf(' ', StringComparison.Ordinal);
-            if (dash > 0 && space > dash &&
-                ulong.TryParse(line.AsSpan(0, dash), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong start) &&
-                ulong.TryParse(line.AsSpan(dash + 1, space - dash - 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture, out ulong end))
-            {
-                inside = start <= addr && addr < end;
-            }
-            else if (inside && line.StartsWith("VmFlags:", StringComparison.Ordinal))
-            {
-                return line["VmFlags:".Length..].Trim();
-            }
-        }
-
-        return null;
     }
 }

@@ -64,7 +64,7 @@ public sealed class Cpu
         {
             Owner = id,
             Psc = machine.Options.PagingStructureCaches ? new PagingStructureCache() : null,
-            OwnerBiased = machine.Options.Cpus == 1 && machine.Sync.IsBare,
+            OwnerBiased = machine.Sync.IsUniprocessor,
         };
         _walker = new HardwareWalker(machine.Phys, machine.Rcu, Tlb, id, TableCache);
     }

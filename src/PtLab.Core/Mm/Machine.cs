@@ -90,7 +90,7 @@ public sealed partial class Machine
         }
         Sync = new SyncHooks(Options.Cpus, Options.Scheduler, Options.LockDep, profile: Options.Profile);
         Phys.Profile = Sync.Profile;
-        Phys.EnablePerCpuLists(Options.Cpus, ownerBiased: Options.Cpus == 1 && Sync.IsBare);
+        Phys.EnablePerCpuLists(Options.Cpus, ownerBiased: Sync.IsUniprocessor);
         Rcu = new Rcu(Options.Cpus, Sync);
         Vmscan = new Vmscan(this);
         Phys.Reclaim = Vmscan.Reclaim;

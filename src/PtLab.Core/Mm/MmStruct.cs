@@ -78,9 +78,9 @@ public sealed partial class MmStruct
         OwnerId = Phys.RegisterOwner(this);
         _tracksEntries = design.TracksEntries;
         _plainPteMap = design.PlainPteMap;
-        _uniprocessor = machine.Options.Cpus == 1 && machine.Sync.IsBare;
+        _uniprocessor = machine.Sync.IsUniprocessor;
         int cpus = machine.Options.Cpus;
-        MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock) { BiasedTo = machine.Options.Cpus == 1 && machine.Sync.IsBare ? 0 : -1 };
+        MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock) { BiasedTo = _uniprocessor ? 0 : -1 };
         RmapLock = new RwSemaphore(machine.Sync, AnonVmaLockClass);
         PageTableLock = new SpinLockObject(machine.Sync, LockClass.PageTableLock);
         _rssAnon = new PerCpuCounter(cpus);

@@ -644,7 +644,7 @@ public sealed partial class PhysMemory
             return;
         }
 
-        EntryCleared(table.Pfn, index, 1);
+        _tables.Cleared(ref Ext(table.Pfn).TableSlot, index, releaseEmpty: true);
     }
 
     /// <summary>

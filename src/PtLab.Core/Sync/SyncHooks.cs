@@ -29,6 +29,13 @@ public sealed class SyncHooks
     /// </summary>
     public bool IsBare { get; }
 
+    /// <summary>
+    /// A machine of one CPU without hooks: every lock the fault path takes is then that CPU's
+    /// thread's (a CPU is driven by one host thread at a time), so per-CPU state is biased to it
+    /// (<see cref="OwnerBias"/>) and split table locks are the uniprocessor kernel's.
+    /// </summary>
+    public bool IsUniprocessor => Cpus == 1 && IsBare;
+
     /// <summary>Simulated CPUs.</summary>
     public int Cpus { get; }
 
