@@ -21,7 +21,8 @@ internal static class FuzzKernel
             "(private or shared), munmap, mprotect, madvise, mremap, brk (the heap starts in the slot), mlock, mlock2, munlock, mlockall, " +
             "munlockall and page touches in an empty 512 GiB slot, run by a small C executor (built " +
             "with gcc) and by the model design matching the host, compared after every operation (result, VmPTE, RssAnon, RssFile, " +
-            "RssShmem, VMA layout). A difference stops its sequence and is printed and written as a case file.");
+            "RssShmem, VMA layout). A difference stops its sequence and is replayed (--rechecks); one that comes back is printed and written " +
+            "as a case file, one that does not is the host's own timing and is reported apart.");
         var seed = new Option<int>("--seed") { Description = "Seed of the run; sequence i draws from (seed, i).", DefaultValueFactory = _ => 1 };
         var sequences = new Option<int>("--sequences") { Description = "Sequences to run.", DefaultValueFactory = _ => 20 };
         var ops = new Option<int>("--ops") { Description = "Operations per sequence.", DefaultValueFactory = _ => 500 };
@@ -32,13 +33,20 @@ internal static class FuzzKernel
         var output = new Option<string>("--out") { Description = "Folder for the case files of differences.", DefaultValueFactory = _ => "fuzz-cases", HelpName = "DIR" };
         var replay = new Option<string?>("--replay") { Description = "Replay a case file on both sides (and check the model against its recorded kernel answers) instead of generating.", HelpName = "FILE" };
         var record = new Option<bool>("--record") { Description = "With --replay: write the replayed case with the kernel's answers to --out even when both sides agree." };
+        var rechecks = new Option<int>("--rechecks")
+        {
+            Description = "Replays of each differing sequence before it counts as a difference. The model answers the same operations the same way, " +
+                          "so a replay on which kernel and model agree throughout shows the host answered them two ways: its own reclaim or aging " +
+                          "(kswapd, DAMON) between two operations. Such differences are reported apart and do not fail the run. 0 counts them all.",
+            DefaultValueFactory = _ => 2,
+        };
         var collapse = new Option<bool>("--collapse")
         {
             Description = "Let MADV_COLLAPSE collapse on both sides: the executor keeps THP off only for faults outside MADV_HUGEPAGE VMAs " +
                           "(PR_THP_DISABLE_EXCEPT_ADVISED, Linux 6.18), MADV_HUGEPAGE is never drawn and MADV_COLLAPSE often, over private VMAs. " +
                           "Without it THP is off and every MADV_COLLAPSE answers EINVAL on both sides.",
         };
-        foreach (var o in new Option[] { seed, sequences, ops, first, design, minimize, output, replay, record, collapse })
+        foreach (var o in new Option[] { seed, sequences, ops, first, design, minimize, output, replay, record, rechecks, collapse })
         {
             cmd.Options.Add(o);
         }
@@ -75,10 +83,15 @@ internal static class FuzzKernel
                 return Replay(file, c, p.GetValue(design), available, p.GetValue(minimize), p.GetValue(record), p.GetValue(output)!, info, report, p, stdout);
             }
 
-            int n = p.GetValue(sequences), m = p.GetValue(ops), f = p.GetValue(first);
+            int n = p.GetValue(sequences), m = p.GetValue(ops), f = p.GetValue(first), r = p.GetValue(rechecks);
             if (n < 1 || m < 1 || f < 0)
             {
                 throw new UsageException($"--sequences and --ops must be at least 1 and --first at least 0, got {n}, {m} and {f}");
+            }
+
+            if (r < 0)
+            {
+                throw new UsageException($"--rechecks must be at least 0, got {r}");
             }
 
             if (!available)
@@ -87,11 +100,13 @@ internal static class FuzzKernel
                 return Cli.ExitFailure;
             }
 
-            var options = new FuzzCampaignOptions(p.GetValue(seed), n, m, d, p.GetValue(minimize), f, p.GetValue(collapse));
+            var options = new FuzzCampaignOptions(p.GetValue(seed), n, m, d, p.GetValue(minimize), f, p.GetValue(collapse), r);
             var result = RunWithProgress(options, stderr);
             string outDir = p.GetValue(output)!;
             var files = WriteCases(result, info, outDir);
-            report.Write(p, stdout, () => Json(result, info, files), null, w => WriteTable(result, info, files, w));
+            var transientFiles = WriteTransientCases(result, info, outDir);
+            var damon = result.Transients.Count > 0 ? DamonProbe.Running() : [];
+            report.Write(p, stdout, () => Json(result, info, files, transientFiles, damon), null, w => WriteTable(result, info, files, transientFiles, damon, w));
             return result.Findings.Count == 0 ? Cli.ExitOk : Cli.ExitFailure;
         }
     }
@@ -131,15 +146,36 @@ internal static class FuzzKernel
         {
             string stem = Path.Combine(dir, $"kernel-seed{result.Options.Seed}-seq{f.Sequence}");
             string found = stem + ".case";
-            File.WriteAllText(found, Case(f.Found, result, info, f, minimized: false).Format());
+            File.WriteAllText(found, Case(f.Found, result, info, f.Sequence, minimized: false).Format());
             string? min = null;
             if (f.Minimized is { } m)
             {
                 min = stem + ".min.case";
-                File.WriteAllText(min, Case(m, result, info, f, minimized: true).Format());
+                File.WriteAllText(min, Case(m, result, info, f.Sequence, minimized: true).Format());
             }
 
             files.Add((found, min));
+        }
+
+        return files;
+    }
+
+    /// <summary>Writes each difference the host did not give again as a case file; returns the paths.</summary>
+    private static List<string> WriteTransientCases(FuzzCampaignResult result, KernelInfo info, string dir)
+    {
+        var files = new List<string>();
+        if (result.Transients.Count == 0)
+        {
+            return files;
+        }
+
+        CreateFolder(dir);
+        foreach (var t in result.Transients)
+        {
+            string file = Path.Combine(dir, $"kernel-seed{result.Options.Seed}-seq{t.Sequence}.transient.case");
+            string note = $"not a finding: replay {t.AgreedOnReplay} of the same operations agreed with the model after every one (the host's own timing)";
+            File.WriteAllText(file, Case(t.Found, result, info, t.Sequence, minimized: false, note).Format());
+            files.Add(file);
         }
 
         return files;
@@ -157,15 +193,16 @@ internal static class FuzzKernel
         }
     }
 
-    private static FuzzCase Case(FuzzSequence seq, FuzzCampaignResult result, KernelInfo info, FuzzFinding f, bool minimized)
+    private static FuzzCase Case(FuzzSequence seq, FuzzCampaignResult result, KernelInfo info, int sequence, bool minimized, string? note = null)
     {
         var step = seq.Difference!;
-        string how = $"ptlab fuzz kernel --seed {result.Options.Seed} --first {f.Sequence} --sequences 1 --ops {result.Options.Ops}{(result.Options.Collapse ? " --collapse" : "")}";
+        string how = $"ptlab fuzz kernel --seed {result.Options.Seed} --first {sequence} --sequences 1 --ops {result.Options.Ops}{(result.Options.Collapse ? " --collapse" : "")}";
         return FuzzCase.FromSequence(seq, result.Options.Design, result.MemTotalKb,
         [
             $"ptlab fuzz kernel case{(minimized ? ", minimized by delta debugging" : "")}: found by {how}",
             $"host: Linux {info.Release}; model design {result.Options.Design}",
             $"the last operation differs in {string.Join(", ", step.Differences)}; the model answered {FuzzText.FormatOutcome(step.Model, seq.Slot)}",
+            .. note is null ? Array.Empty<string>() : [note],
         ], result.ReadAheadKb, result.Options.Collapse, info.ModelZeroPage);
     }
 
@@ -255,12 +292,14 @@ internal static class FuzzKernel
         return diff is null && recorded.Count == 0 ? Cli.ExitOk : Cli.ExitFailure;
     }
 
-    private static void WriteTable(FuzzCampaignResult r, KernelInfo info, List<(string Found, string? Minimized)> files, TextWriter w)
+    private static void WriteTable(
+        FuzzCampaignResult r, KernelInfo info, List<(string Found, string? Minimized)> files, List<string> transientFiles, IReadOnlyList<Kdamond> damon, TextWriter w)
     {
         double secs = r.Wall.TotalSeconds;
         w.WriteLine($"ptlab fuzz kernel: Linux {info.Release}, model design {r.Options.Design}{(r.Options.Collapse ? " (collapse mode)" : "")}, slot {FuzzText.Hex(r.Slot)}, seed {r.Options.Seed}");
         w.WriteLine(
-            $"{Human.Plural(r.Sequences, "sequence")}, {Human.Plural(r.Operations, "operation")}, {Human.Plural(r.Findings.Count, "difference")}, " +
+            $"{Human.Plural(r.Sequences, "sequence")}, {Human.Plural(r.Operations, "operation")}, {Human.Plural(r.Findings.Count, "difference")}" +
+            (r.Transients.Count > 0 ? $" (and {r.Transients.Count} that a replay did not give again)" : "") + ", " +
             $"{Human.Seconds(secs)} wall ({Human.Count((long)(r.Operations / Math.Max(secs, 1e-9)))} operations/s; " +
             $"kernel side {Human.Seconds(r.KernelTime.TotalSeconds)}, model {Human.Seconds(r.ModelTime.TotalSeconds)})");
         w.WriteLine();
@@ -283,6 +322,28 @@ internal static class FuzzKernel
                 WriteDifference(m, w);
             }
         }
+
+        if (r.Transients.Count == 0)
+        {
+            return;
+        }
+
+        w.WriteLine();
+        w.WriteLine("the host's own timing (a replay of the same operations agreed with the model after every one, so these are not findings):");
+        for (int i = 0; i < r.Transients.Count; i++)
+        {
+            var t = r.Transients[i];
+            var last = t.Found.Difference!;
+            w.WriteLine($"  sequence {t.Sequence}, operation {t.Found.Steps.Count} ({last.Op.Format(t.Found.Slot)}): {string.Join(", ", last.Differences)}; " +
+                        $"kernel {Short(last.Kernel, t.Found.Slot)}, model {Short(last.Model, t.Found.Slot)}; replay {t.AgreedOnReplay} agreed; {transientFiles[i]}");
+        }
+
+        var aging = damon.Where(k => k.TouchesEveryProcess).ToList();
+        w.WriteLine(aging.Count > 0
+            ? $"  this host runs DAMON on all of memory: {string.Join("; ", aging)}. Between any two operations it moves the accessed bit " +
+              "of the PTEs mapping the pages it samples into the folios' young flags (which MADV_COLD and MADV_PAGEOUT clear), and a pageout " +
+              "scheme clears those flags and reclaims page cache"
+            : "  no DAMON worker runs on this host; kswapd's reclaim and other tasks' LRU drains are what else changes a process's pages");
     }
 
     private static void WriteDifference(FuzzSequence seq, TextWriter w)
@@ -318,7 +379,8 @@ internal static class FuzzKernel
         }).ToArray(),
     };
 
-    private static string Json(FuzzCampaignResult r, KernelInfo info, List<(string Found, string? Minimized)> files) =>
+    private static string Json(
+        FuzzCampaignResult r, KernelInfo info, List<(string Found, string? Minimized)> files, List<string> transientFiles, IReadOnlyList<Kdamond> damon) =>
         ReportJson.Serialize(new
         {
             kernel = info.Release,
@@ -345,5 +407,15 @@ internal static class FuzzKernel
                 minimizedCaseFile = files[i].Minimized,
                 replays = f.Replays,
             }).ToArray(),
+            rechecks = r.Options.Rechecks,
+            hostTiming = r.Transients.Select((t, i) => new
+            {
+                sequence = t.Sequence,
+                generatorSeed = FuzzCampaign.SequenceSeed(r.Options.Seed, t.Sequence),
+                found = DifferenceJson(t.Found),
+                agreedOnReplay = t.AgreedOnReplay,
+                caseFile = transientFiles[i],
+            }).ToArray(),
+            kdamonds = damon.Select(k => k.ToString()).ToArray(),
         });
 }

@@ -174,11 +174,18 @@ public sealed class KernelFuzzerTests(ITestOutputHelper output)
     public void FixedSeedsAgreeWithTheHostKernelAfterEveryOperation()
     {
         string design = KernelInfo.Probe().MatchingDesign;
-        long ops = 0;
+        long ops = 0, cutShort = 0;
         foreach (int seed in new[] { 1, 2, 3, 4, 5 })
         {
             var r = FuzzCampaign.Run(new FuzzCampaignOptions(seed, Sequences: 2, Ops: 500, design));
             ops += r.Operations;
+            foreach (var t in r.Transients)
+            {
+                // The host's own reclaim or aging between two operations: the replay agreed.
+                output.WriteLine($"seed {seed}, sequence {t.Sequence}: not a finding, replay {t.AgreedOnReplay} agreed; first run: {Describe(t.Found)}");
+                cutShort += 500 - t.Found.Steps.Count;
+            }
+
             Assert.True(r.Findings.Count == 0, r.Findings.Count == 0 ? "" :
                 $"seed {seed}, sequence {r.Findings[0].Sequence}: {Describe(r.Findings[0].Found)}; " +
                 $"rerun: ptlab fuzz kernel --seed {seed} --first {r.Findings[0].Sequence} --sequences 1 --ops 500 --minimize");
@@ -186,7 +193,8 @@ public sealed class KernelFuzzerTests(ITestOutputHelper output)
             Assert.Contains("madvise MADV_DONTNEED", r.Coverage.Keys);
         }
 
-        Assert.Equal(5000, ops);
+        // Every sequence ran its 500 operations, but one that a transient stopped early.
+        Assert.Equal(5000, ops + cutShort);
     }
 
     /// <summary>

@@ -10,7 +10,11 @@ namespace PtLab.Kernel.Fuzz;
 /// <param name="Minimize">Shrink each differing sequence by delta debugging.</param>
 /// <param name="First">The index of the first sequence (to rerun one sequence of a larger run).</param>
 /// <param name="Collapse">Run in the collapse mode: MADV_COLLAPSE collapses on both sides (see <see cref="KernelExecutor.Start"/>).</param>
-public sealed record FuzzCampaignOptions(int Seed, int Sequences, int Ops, string Design, bool Minimize = false, int First = 0, bool Collapse = false);
+/// <param name="Rechecks">
+/// How often a differing sequence is replayed before it counts as a finding (see
+/// <see cref="FuzzCampaign.Recheck"/>); 0 counts every difference.
+/// </param>
+public sealed record FuzzCampaignOptions(int Seed, int Sequences, int Ops, string Design, bool Minimize = false, int First = 0, bool Collapse = false, int Rechecks = 2);
 
 /// <summary>A difference found by a run.</summary>
 /// <param name="Sequence">The sequence's index in the run.</param>
@@ -18,6 +22,12 @@ public sealed record FuzzCampaignOptions(int Seed, int Sequences, int Ops, strin
 /// <param name="Minimized">The minimized sequence, when asked for.</param>
 /// <param name="Replays">Replays the minimization took.</param>
 public sealed record FuzzFinding(int Sequence, FuzzSequence Found, FuzzSequence? Minimized, int Replays);
+
+/// <summary>A difference the host did not give again when the same operations were replayed.</summary>
+/// <param name="Sequence">The sequence's index in the run.</param>
+/// <param name="Found">The sequence as first run, its last step the differing one.</param>
+/// <param name="AgreedOnReplay">The replay (1 for the first) on which kernel and model agreed after every operation.</param>
+public sealed record FuzzTransient(int Sequence, FuzzSequence Found, int AgreedOnReplay);
 
 /// <summary>What a run did and found.</summary>
 public sealed class FuzzCampaignResult
@@ -31,8 +41,11 @@ public sealed class FuzzCampaignResult
     /// <summary>Operations run on both sides (minimization replays not counted).</summary>
     public long Operations { get; set; }
 
-    /// <summary>The differences, one per differing sequence.</summary>
+    /// <summary>The differences that every recheck gave again, one per differing sequence.</summary>
     public List<FuzzFinding> Findings { get; } = [];
+
+    /// <summary>The differences that a recheck did not give again: the host's own timing, not the model.</summary>
+    public List<FuzzTransient> Transients { get; } = [];
 
     /// <summary>Per operation kind (mmap by placement, madvise by advice), how often the kernel answered what.</summary>
     public SortedDictionary<string, SortedDictionary<string, long>> Coverage { get; } = new(StringComparer.Ordinal);
@@ -88,6 +101,13 @@ public static class FuzzCampaign
 
             if (seq.Difference is not null)
             {
+                int agreed = Recheck(seq, ops => fuzzer.Replay(ops, seq.Slot), options.Rechecks);
+                if (agreed > 0)
+                {
+                    result.Transients.Add(new FuzzTransient(i, seq, agreed));
+                    continue;
+                }
+
                 FuzzSequence? min = null;
                 int replays = 0;
                 if (options.Minimize)
@@ -104,6 +124,34 @@ public static class FuzzCampaign
         result.ModelTime = fuzzer.ModelTime;
         result.Wall = clock.Elapsed;
         return result;
+    }
+
+    /// <summary>
+    /// Replays the operations of <paramref name="found"/>, which ended in a difference, up to
+    /// <paramref name="rechecks"/> times with <paramref name="replay"/>, and returns the number of
+    /// the first replay on which kernel and model agree after every operation, or 0 when each
+    /// replay differs again (or none was asked for). The model is deterministic: the same
+    /// operations give it the same answers. A replay that agrees therefore shows that the host
+    /// kernel gave the model's answers to the very operations it answered otherwise the first
+    /// time, so the difference came from what else ran on the host between two operations (page
+    /// cache reclaim by kswapd or DAMON, accessed bits aged by DAMON, another task's LRU drain),
+    /// not from a rule the model lacks.
+    /// </summary>
+    public static int Recheck(FuzzSequence found, Func<IReadOnlyList<FuzzOp>, FuzzSequence> replay, int rechecks)
+    {
+        ArgumentNullException.ThrowIfNull(found);
+        ArgumentNullException.ThrowIfNull(replay);
+        var ops = found.Ops;
+        for (int n = 1; n <= rechecks; n++)
+        {
+            var again = replay(ops);
+            if (again.Difference is null && again.Steps.Count == ops.Count)
+            {
+                return n;
+            }
+        }
+
+        return 0;
     }
 
     /// <summary>The coverage key of an operation: its name, with mmap's placement and madvise's advice.</summary>
