@@ -37,8 +37,9 @@ internal static class FuzzKernel
         {
             Description = "Replays of each differing sequence before it counts as a difference. The model answers the same operations the same way, " +
                           "so a replay on which kernel and model agree throughout shows the host answered them two ways: its own reclaim or aging " +
-                          "(kswapd, DAMON) between two operations. Such differences are reported apart and do not fail the run. 0 counts them all.",
-            DefaultValueFactory = _ => 2,
+                          "(kswapd, DAMON) between two operations. Such differences are reported apart and do not fail the run. The replays wait 0, 0.5 " +
+                          "and then 2 s before they start. 0 counts them all.",
+            DefaultValueFactory = _ => 3,
         };
         var collapse = new Option<bool>("--collapse")
         {

@@ -57,9 +57,10 @@ public sealed class FuzzRecheckTests : IDisposable
     [Fact]
     public void ADifferenceEveryReplayGivesAgainIsAFinding()
     {
-        int calls = 0;
-        Assert.Equal(0, FuzzCampaign.Recheck(Run(12), _ => { calls++; return Run(12); }, 2));
-        Assert.Equal(2, calls);
+        var order = new List<string>();
+        Assert.Equal(0, FuzzCampaign.Recheck(Run(12), _ => { order.Add("replay"); return Run(12); }, 3, n => order.Add($"pause {n}")));
+        Assert.Equal(["pause 1", "replay", "pause 2", "replay", "pause 3", "replay"], order);
+        Assert.Equal([TimeSpan.Zero, TimeSpan.FromSeconds(0.5), TimeSpan.FromSeconds(2)], new[] { 1, 2, 3 }.Select(FuzzCampaign.RecheckPause));
     }
 
     [Fact]

@@ -14,7 +14,7 @@ namespace PtLab.Kernel.Fuzz;
 /// How often a differing sequence is replayed before it counts as a finding (see
 /// <see cref="FuzzCampaign.Recheck"/>); 0 counts every difference.
 /// </param>
-public sealed record FuzzCampaignOptions(int Seed, int Sequences, int Ops, string Design, bool Minimize = false, int First = 0, bool Collapse = false, int Rechecks = 2);
+public sealed record FuzzCampaignOptions(int Seed, int Sequences, int Ops, string Design, bool Minimize = false, int First = 0, bool Collapse = false, int Rechecks = 3);
 
 /// <summary>A difference found by a run.</summary>
 /// <param name="Sequence">The sequence's index in the run.</param>
@@ -101,7 +101,7 @@ public static class FuzzCampaign
 
             if (seq.Difference is not null)
             {
-                int agreed = Recheck(seq, ops => fuzzer.Replay(ops, seq.Slot), options.Rechecks);
+                int agreed = Recheck(seq, ops => fuzzer.Replay(ops, seq.Slot), options.Rechecks, n => Thread.Sleep(RecheckPause(n)));
                 if (agreed > 0)
                 {
                     result.Transients.Add(new FuzzTransient(i, seq, agreed));
@@ -135,15 +135,17 @@ public static class FuzzCampaign
     /// kernel gave the model's answers to the very operations it answered otherwise the first
     /// time, so the difference came from what else ran on the host between two operations (page
     /// cache reclaim by kswapd or DAMON, accessed bits aged by DAMON, another task's LRU drain),
-    /// not from a rule the model lacks.
+    /// not from a rule the model lacks. <paramref name="pause"/>, given the replay's number, runs
+    /// before each replay (see <see cref="RecheckPause"/>).
     /// </summary>
-    public static int Recheck(FuzzSequence found, Func<IReadOnlyList<FuzzOp>, FuzzSequence> replay, int rechecks)
+    public static int Recheck(FuzzSequence found, Func<IReadOnlyList<FuzzOp>, FuzzSequence> replay, int rechecks, Action<int>? pause = null)
     {
         ArgumentNullException.ThrowIfNull(found);
         ArgumentNullException.ThrowIfNull(replay);
         var ops = found.Ops;
         for (int n = 1; n <= rechecks; n++)
         {
+            pause?.Invoke(n);
             var again = replay(ops);
             if (again.Difference is null && again.Steps.Count == ops.Count)
             {
@@ -153,6 +155,19 @@ public static class FuzzCampaign
 
         return 0;
     }
+
+    /// <summary>
+    /// How long a run waits before recheck <paramref name="n"/>: none before the first, then 0.5 s
+    /// and 2 s. What else runs on the host can stay on the same pages for a while (a DAMON worker
+    /// keeps visiting the regions it found cold, and the folios it put back wait in its CPU's LRU
+    /// batch, where MADV_PAGEOUT cannot isolate them), so back-to-back replays can all meet it.
+    /// </summary>
+    public static TimeSpan RecheckPause(int n) => n switch
+    {
+        <= 1 => TimeSpan.Zero,
+        2 => TimeSpan.FromMilliseconds(500),
+        _ => TimeSpan.FromSeconds(2),
+    };
 
     /// <summary>The coverage key of an operation: its name, with mmap's placement and madvise's advice.</summary>
     public static string CoverageKey(FuzzOp op)
