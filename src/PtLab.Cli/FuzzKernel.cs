@@ -342,7 +342,7 @@ internal static class FuzzKernel
         var aging = damon.Where(k => k.TouchesEveryProcess).ToList();
         w.WriteLine(aging.Count > 0
             ? $"  this host runs DAMON on all of memory: {string.Join("; ", aging)}. Between any two operations it moves the accessed bit " +
-              "of the PTEs mapping the pages it samples into the folios' young flags (which MADV_COLD and MADV_PAGEOUT clear), and a pageout " +
+              "of the PTEs mapping the pages it samples into the folios' young flags (which MADV_PAGEOUT clears, though it leaves young PTEs), and a pageout " +
               "scheme clears those flags and reclaims page cache"
             : "  no DAMON worker runs on this host; kswapd's reclaim and other tasks' LRU drains are what else changes a process's pages");
     }

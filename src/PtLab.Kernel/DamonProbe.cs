@@ -16,7 +16,7 @@ public sealed record Kdamond(string Name, IReadOnlyList<string> Operations, IRea
     /// <summary>
     /// Whether it can change any process's pages behind its back: physical-address monitoring
     /// clears the accessed bit of every PTE that maps a sampled page (moving it to the folio's
-    /// young flag, which MADV_COLD and MADV_PAGEOUT clear while they leave a young PTE alone), and
+    /// young flag, which MADV_PAGEOUT clears although it leaves a young PTE alone), and
     /// a <c>pageout</c> scheme clears the folio's young and referenced flags, mlocked folios
     /// included, and reclaims what it can. True when the worker's setup is unknown.
     /// </summary>
