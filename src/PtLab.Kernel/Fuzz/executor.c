@@ -24,8 +24,11 @@
  *
  *   - With a directory as its argument, a test file of FILE_SIZE bytes (not a whole number of
  *     pages) is created there, unlinked, and kept open for reading and writing; `mmapf` maps it.
- *     Every reset writes it again page by page and syncs it, so a sequence starts with all its
- *     pages in the page cache, clean, and no hole a MADV_REMOVE punched before.
+ *     Every reset puts a new one in its place, under the same descriptor, written page by page
+ *     and synced, so a sequence starts with all its pages in the page cache, clean, no hole a
+ *     MADV_REMOVE punched before, and no page state an earlier sequence left: a page-cache folio
+ *     can stay mlocked after its last locked mapping is gone (a MREMAP_DONTUNMAP clears VM_LOCKED
+ *     on the whole old VMA without munlocking the pages it keeps), and only freeing it ends that.
  *
  *   - The heap is moved into the slot: prctl(PR_SET_MM, PR_SET_MM_MAP) puts start_brk and brk at
  *     BRK_OFFSET into it, and every reset puts them back, so `brk` grows and shrinks a heap the
@@ -43,7 +46,8 @@
  *   read ADDR LEN   one volatile load at ADDR and every 4 KiB after it, below ADDR + LEN
  *   write ADDR LEN  the same with a one-byte store
  *   maps            the VMAs that lie in the slot (parsed from /proc/self/maps)
- *   reset           munlockall, munmap of the whole slot, and a fresh placeholder just above it
+ *   reset           munlockall, munmap of the whole slot, a fresh placeholder just above it, and
+ *                   a new test file
  *   quit            exit 0
  *
  * Replies to a call or touch: one line, RESULT then " pte=KB anon=KB file=KB shmem=KB" (VmPTE,
@@ -283,21 +287,44 @@ static void read_status(long *pte_kb, long *anon_kb, long *file_kb, long *shmem_
     *shmem_kb = status_field(proc_buf, "\nRssShmem:");
 }
 
-/* Writes the test file again page by page (order-0 page-cache folios, as the model's pages) and
- * syncs it: every page cached and clean, holes punched by MADV_REMOVE filled. */
-static void write_file(void)
+/* "DIR/ptlab-fuzz-file-XXXXXX" for mkstemp, or empty without a test file. */
+static char file_template[4096];
+
+/* Puts a new test file in place of the old one, under the same descriptor: created in the
+ * directory, unlinked, written page by page (order-0 page-cache folios, as the model's pages) and
+ * synced. Closing the old file frees its page cache. Writing the old file again would keep its
+ * folios and their flags: a MREMAP_DONTUNMAP of part of a locked file VMA clears VM_LOCKED on the
+ * whole old VMA without munlocking the pages it keeps, so munlockall passes them by and munmap
+ * leaves them PG_mlocked on the unevictable LRU; a later sequence's MADV_PAGEOUT put them back
+ * there and left them mapped, where the model, starting afresh, unmapped them. A new file also
+ * has a fresh readahead state. */
+static void create_file(void)
 {
     static char page[PAGE];
-    if (file_fd < 0)
+    static char path[sizeof file_template];
+    if (!file_template[0])
         return;
+    memcpy(path, file_template, sizeof path);
+    int fd = mkstemp(path);
+    if (fd < 0)
+        die("cannot create the test file");
+    unlink(path);
     for (unsigned long off = 0; off < FILE_SIZE; off += PAGE) {
         size_t n = FILE_SIZE - off < PAGE ? FILE_SIZE - off : PAGE;
-        if (pwrite(file_fd, page, n, (off_t)off) != (ssize_t)n)
+        if (pwrite(fd, page, n, (off_t)off) != (ssize_t)n)
             die("cannot write the test file");
     }
 
-    if (fdatasync(file_fd) != 0)
+    if (fdatasync(fd) != 0)
         die("cannot sync the test file");
+    if (file_fd < 0) {
+        file_fd = fd;
+        return;
+    }
+
+    if (dup2(fd, file_fd) != file_fd)
+        die("cannot put the new test file in place of the old one");
+    close(fd);
 }
 
 /* Calls fn(start, end, perms, ctx) for each line of /proc/self/maps. */
@@ -385,7 +412,7 @@ static void reset_slot(void)
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0) != (void *)slot_end)
         die("cannot put the placeholder above the slot back");
     set_brk();
-    write_file();
+    create_file();
 }
 
 /* Sums of /proc/self/smaps fields over the VMAs a filter selects. */
@@ -850,7 +877,7 @@ static void exercise_slot(void)
         madvise(g, 1 << 20, MADV_REMOVE);
         madvise(h, 1 << 20, MADV_REMOVE);
         munmap((void *)slot_start, 17 << 20);
-        write_file();
+        create_file();
     }
     do_touch(slot_start, PAGE, 1);
     char *q = mmap(NULL, 2 << 20, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -971,13 +998,9 @@ int main(int argc, char **argv)
     }
 
     if (argc > 1) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/ptlab-fuzz-file-XXXXXX", argv[1]);
-        file_fd = mkstemp(path);
-        if (file_fd < 0)
-            die("cannot create the test file");
-        unlink(path);
-        write_file();
+        if (snprintf(file_template, sizeof file_template, "%s/ptlab-fuzz-file-XXXXXX", argv[1]) >= (int)sizeof file_template)
+            die("the test file's directory name is too long");
+        create_file();
     }
 
     set_brk();
