@@ -33,6 +33,16 @@ public interface IPageTableReclaim
     /// </summary>
     bool PlainPteMap => false;
 
+    /// <summary>
+    /// Non-null for a design whose PTE tables each carry a <see cref="Sync.PercpuRef"/> as their
+    /// design state, taken by <c>pte_tryget_map</c> and held by every visitor and every non-none
+    /// entry, the same reference for both (so that <see cref="TrackPteSetHandOver"/> hands the
+    /// visitor's over whenever an entry goes from none to non-none): <c>Mm/</c> then runs the
+    /// returned percpu fast path itself, as the kernel's <c>pte_tryget_map</c> is a direct call,
+    /// and calls the design's mapping hooks only when that path leaves the work to them.
+    /// </summary>
+    PercpuPteMap? PercpuPteMap => null;
+
     /// <summary>Called by <c>set_pte_at</c> with the entry it replaces (<c>track_pte_set</c>).</summary>
     void TrackPteSet(MmStruct mm, Cpu cpu, TableRef pteTable, ulong oldEntry, ulong newEntry);
 

@@ -68,7 +68,9 @@ public sealed partial class MmStruct
 
     /// <summary><c>pte_offset_map</c>: the design's, or the plain one without a call where the design's is plain.</summary>
     internal TableRef PteOffsetMap(Cpu cpu, long pmdTable, int pmdIndex) =>
-        _plainPteMap ? PlainPteOffsetMap(cpu, pmdTable, pmdIndex) : Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
+        _plainPteMap ? PlainPteOffsetMap(cpu, pmdTable, pmdIndex)
+        : _percpuMap is { } m && m.TryMap(this, cpu, pmdTable, pmdIndex, out var pteTable) ? pteTable
+        : Design.PteOffsetMap(this, cpu, pmdTable, pmdIndex);
 
     // The plain map on CPU cpu, reading the pmd entry through the CPU's table cache.
     private TableRef PlainPteOffsetMap(Cpu cpu, long pmdTable, int pmdIndex)
@@ -85,7 +87,8 @@ public sealed partial class MmStruct
     {
         if (!_plainPteMap)
         {
-            return Design.PteOffsetMapEntry(this, cpu, pmdTable, pmdIndex, index, out orig);
+            return _percpuMap is { } m && m.TryMapEntry(this, cpu, pmdTable, pmdIndex, index, out orig, out var mapped) ? mapped
+                : Design.PteOffsetMapEntry(this, cpu, pmdTable, pmdIndex, index, out orig);
         }
 
         orig = 0;
@@ -114,12 +117,19 @@ public sealed partial class MmStruct
     /// <summary><c>pte_offset_map_lock</c>: the design's, or the plain map and the PTE lock.</summary>
     internal TableRef PteOffsetMapLock(Cpu cpu, long pmdTable, int pmdIndex)
     {
+        TableRef pteTable;
         if (!_plainPteMap)
         {
-            return Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            if (_percpuMap is not { } m || !m.TryMap(this, cpu, pmdTable, pmdIndex, out pteTable))
+            {
+                return Design.PteOffsetMapLock(this, cpu, pmdTable, pmdIndex);
+            }
+        }
+        else
+        {
+            pteTable = PlainPteOffsetMap(cpu, pmdTable, pmdIndex);
         }
 
-        var pteTable = PlainPteOffsetMap(cpu, pmdTable, pmdIndex);
         if (!pteTable.IsNone)
         {
             PtlLock(cpu, pteTable.Pfn);
@@ -177,7 +187,11 @@ public sealed partial class MmStruct
 
         ReachedEntryStore(pteTable.Pfn);
         ulong old = Volatile.Read(ref Phys.CachedEntry(cpu.TableCache, 1, pteTable, index));
-        bool handedOver = Design.TrackPteSetHandOver(this, cpu, pteTable, old, pte);
+        // A design with the percpu fast path hands the visitor's reference over whenever the
+        // entry goes from none to non-none (see IPageTableReclaim.PercpuPteMap), unless a mutation
+        // took it off; the call is left out then, as the kernel's track_pte_set is inline.
+        bool handedOver = (_percpuMap is { Off: false } && Entry.IsNone(old) && !Entry.IsNone(pte))
+            || Design.TrackPteSetHandOver(this, cpu, pteTable, old, pte);
         Phys.CachedStoreEntry(cpu.TableCache, 1, pteTable, index, old, pte);
         if (handedOver)
         {

@@ -47,6 +47,9 @@ public sealed partial class MmStruct
     private readonly bool _tracksEntries;
     private readonly bool _plainPteMap;
 
+    // The design's percpu fast path of pte_tryget_map, run before its hooks (see IPageTableReclaim.PercpuPteMap).
+    private readonly PercpuPteMap? _percpuMap;
+
     // Whether the machine has one CPU and no hooks: every taker of a split table lock is then that
     // CPU's thread (see PtlLock), and the only thing that writes a PTE without its lock is that
     // CPU's own walker setting accessed and dirty bits, on the thread that holds the lock, so a
@@ -78,6 +81,7 @@ public sealed partial class MmStruct
         OwnerId = Phys.RegisterOwner(this);
         _tracksEntries = design.TracksEntries;
         _plainPteMap = design.PlainPteMap;
+        _percpuMap = design.PercpuPteMap;
         _uniprocessor = machine.Sync.IsUniprocessor;
         int cpus = machine.Options.Cpus;
         MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock) { BiasedTo = _uniprocessor ? 0 : -1 };

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace PtLab.Paging;
 
 /// <summary>
@@ -73,6 +75,7 @@ public static class Entry
     /// <c>pmd_leaf</c>/<c>pud_leaf</c>: a huge mapping, present to the kernel (a PROT_NONE huge
     /// pmd keeps PSE and trades the present bit for PROTNONE, and is still a leaf, not a table).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool IsHuge(ulong e) => (e & Huge) != 0 && (e & (Present | ProtNone)) != 0;
 
     /// <summary><c>pte_pfn</c>.</summary>

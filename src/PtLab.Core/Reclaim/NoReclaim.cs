@@ -61,6 +61,9 @@ public class NoReclaim : IPageTableReclaim
             .All(hook => design.GetMethod(hook)!.DeclaringType == typeof(NoReclaim));
 
     /// <inheritdoc/>
+    public virtual PercpuPteMap? PercpuPteMap => null;
+
+    /// <inheritdoc/>
     public virtual TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex) => mm.PlainPteOffsetMap(pmdTable, pmdIndex);
 
     /// <inheritdoc/>

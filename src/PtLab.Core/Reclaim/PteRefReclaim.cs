@@ -41,13 +41,21 @@ public class PteRefReclaim : RefcountReclaim
     /// <summary>Tables this design freed (<c>free_user_pte</c> that unhooked a table).</summary>
     public long TablesFreed => Volatile.Read(ref _freed);
 
+    private readonly PercpuPteMap _percpuMap = new();
+
+    /// <summary>
+    /// The percpu fast path of <c>pte_tryget_map</c>, which the address space runs itself before
+    /// it calls this design's mapping hooks, and which they run first too.
+    /// </summary>
+    public sealed override PercpuPteMap? PercpuPteMap => _percpuMap;
+
+    /// <inheritdoc/>
+    private protected override void SkipTryGetChanged(bool skip) => _percpuMap.Off = skip;
+
     private protected static PercpuRef RefOf(MmStruct mm, long pteTable) => RefOf(mm.Phys.TableState(pteTable), pteTable);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static PercpuRef RefOf(object? state, long pteTable) => state as PercpuRef ?? NoRef(pteTable);
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static PercpuRef NoRef(long pteTable) => throw new PercpuRefException($"PTE table {pteTable:x} has no pte_ref");
+    private static PercpuRef RefOf(object? state, long pteTable) => PercpuPteMap.RefOf(state, pteTable);
 
     /// <summary><c>pte_ref_init</c>: percpu mode, re-initialisable, started at zero.</summary>
     public override void PteTableCtor(MmStruct mm, Cpu cpu, long pteTable)
@@ -98,54 +106,56 @@ public class PteRefReclaim : RefcountReclaim
 
     /// <summary>
     /// <c>pte_tryget_map</c>: under RCU, read the pmd entry and take a reference on the PTE table it
-    /// points to. Without hooks and with the ref in percpu mode this is the kernel's path, all
-    /// here: the read section's mark, the pmd load, one descriptor lookup for the table and its
-    /// ref, one add on this CPU's counter, the unmark. The ref is left in this CPU's cache for the
-    /// <c>track_pte_set</c> and <c>pte_unmap</c> that follow. With the ref in atomic mode the full
-    /// <c>percpu_ref_tryget</c> runs on the same table; with hooks on (the systematic tester, the
-    /// profile) or a mutation, the shared <c>pte_tryget</c> of <see cref="RefcountReclaim"/>.
+    /// points to. Without hooks and with the ref in percpu mode this is the kernel's path,
+    /// <see cref="Mm.PercpuPteMap.TryMap"/>: the read section's mark, the pmd load, the table and its
+    /// ref from this CPU's cache (one descriptor lookup on a miss), one add on this CPU's counter,
+    /// the unmark. The ref is left in this CPU's cache for the <c>track_pte_set</c> and
+    /// <c>pte_unmap</c> that follow. With the ref in atomic mode the full <c>percpu_ref_tryget</c>
+    /// runs; with hooks on (the systematic tester, the profile) or a mutation, the shared
+    /// <c>pte_tryget</c> of <see cref="RefcountReclaim"/>.
     /// </summary>
     public sealed override TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex) => Map(mm, cpu, pmdTable, pmdIndex);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private TableRef Map(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
+    private TableRef Map(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex) =>
+        _percpuMap.TryMap(mm, cpu, pmdTable, pmdIndex, out var pteTable) ? pteTable : MapSlow(mm, cpu, pmdTable, pmdIndex);
+
+    // Not percpu mode, hooks on, or a mutation: the seed's try-get, which may fail and free.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private TableRef MapSlow(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
     {
         var rcu = mm.Rcu;
         if (rcu.IsBare && !SkipTryGetForTesting)
         {
             long saved = rcu.ReadLockSaved(cpu.Id);
-            var pteTable = MappedUnderRcu(mm, cpu, pmdTable, pmdIndex, out var r);
+            var pteTable = PercpuPteMap.MappedUnderRcu(mm, cpu, pmdTable, pmdIndex, out var r);
             if (pteTable.IsNone)
             {
                 rcu.ReadUnlockSaved(cpu.Id, saved);
                 return TableRef.None;
             }
 
-            return GotOrFailed(mm, cpu, pmdTable, pmdIndex, pteTable, r.TryGetIfPercpuInRcu(cpu.Id) || TryGet(mm, cpu, pteTable, r), saved);
+            return GotOrFailed(mm, cpu, pmdTable, pmdIndex, pteTable, TryGet(mm, cpu, pteTable, r), saved);
         }
 
         return base.PteOffsetMap(mm, cpu, pmdTable, pmdIndex);
     }
 
     /// <summary>
-    /// <c>handle_pte_fault</c>'s first look, without hooks: the seed's <c>pte_tryget_map</c>, entry
-    /// read, and <c>pte_unmap</c> when the entry is none, except that with the ref in percpu mode
-    /// the entry is read first, inside the read section, and the reference is taken only when the
-    /// entry is not none (the table then stays mapped, as in the seed).
+    /// <c>handle_pte_fault</c>'s first look. Without hooks and with the ref in percpu mode,
+    /// <see cref="Mm.PercpuPteMap.TryMapEntry"/>: the seed's <c>pte_tryget_map</c>, entry read, and
+    /// <c>pte_unmap</c> when the entry is none, except that the entry is read first, inside the read
+    /// section, and the reference is taken only when the entry is not none (see there why nobody can
+    /// tell). A ref seen in atomic mode takes the seed's path unchanged, failed try-get and
+    /// <c>free_user_pte</c> included. With hooks on (the systematic tester, the profile) or a
+    /// mutation, the shared path of <see cref="NoReclaim"/> runs.
     /// </summary>
-    /// <remarks>
-    /// A none entry thus costs no reference at all, and nobody can tell: in percpu mode the seed's
-    /// try-get and put are two adds on this CPU's stripe, both inside this one read section (the
-    /// table cannot be freed before it ends, so the reads need no reference), and the stripes are
-    /// only summed by a switch's RCU callback after a grace period that waits for the section
-    /// (<see cref="PercpuRef.IsPercpuBare"/>); the try-get cannot fail in percpu mode, so no
-    /// <c>free_user_pte</c> is skipped. Put another way, every run of this path is one the seed can
-    /// make: the one whose put follows its try-get within the same read section, so that a
-    /// concurrent switch folds both or neither. A ref seen in atomic mode takes the seed's path unchanged,
-    /// failed try-get and <c>free_user_pte</c> included. With hooks on (the systematic tester, the
-    /// profile) or a mutation, the shared path of <see cref="NoReclaim"/> runs.
-    /// </remarks>
-    public sealed override TableRef PteOffsetMapEntry(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, int index, out ulong orig)
+    public sealed override TableRef PteOffsetMapEntry(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, int index, out ulong orig) =>
+        _percpuMap.TryMapEntry(mm, cpu, pmdTable, pmdIndex, index, out orig, out var pteTable) ? pteTable
+            : PteOffsetMapEntrySlow(mm, cpu, pmdTable, pmdIndex, index, out orig);
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private TableRef PteOffsetMapEntrySlow(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, int index, out ulong orig)
     {
         var rcu = mm.Rcu;
         if (!rcu.IsBare || SkipTryGetForTesting)
@@ -153,38 +163,16 @@ public class PteRefReclaim : RefcountReclaim
             return base.PteOffsetMapEntry(mm, cpu, pmdTable, pmdIndex, index, out orig);
         }
 
+        // Atomic mode: the seed's try-get (which may fail and free), entry read, pte_unmap if none.
         long saved = rcu.ReadLockSaved(cpu.Id);
         orig = 0;
-        var pteTable = MappedUnderRcu(mm, cpu, pmdTable, pmdIndex, out var r);
+        var pteTable = PercpuPteMap.MappedUnderRcu(mm, cpu, pmdTable, pmdIndex, out var r);
         if (pteTable.IsNone)
         {
             rcu.ReadUnlockSaved(cpu.Id, saved);
             return TableRef.None;
         }
 
-        if (r.IsPercpuBare)
-        {
-            orig = mm.Phys.ReadCachedEntry(cpu.TableCache, 1, pteTable, index);
-            if (Entry.IsNone(orig))
-            {
-                rcu.ReadUnlockSaved(cpu.Id, saved);
-                orig = 0;
-                return TableRef.None;
-            }
-
-            // The ref may have left percpu mode since it was seen so: the full try-get then runs,
-            // as the seed's. orig, read under RCU, is a snapshot either way, which the caller
-            // checks again under the PTE lock as it checks the seed's.
-            var got = GotOrFailed(mm, cpu, pmdTable, pmdIndex, pteTable, r.TryGetIfPercpuInRcu(cpu.Id) || TryGet(mm, cpu, pteTable, r), saved);
-            if (got.IsNone)
-            {
-                orig = 0;
-            }
-
-            return got;
-        }
-
-        // Atomic mode: the seed's try-get (which may fail and free), entry read, pte_unmap if none.
         return KeepIfNotNone(mm, cpu, GotOrFailed(mm, cpu, pmdTable, pmdIndex, pteTable, TryGet(mm, cpu, pteTable, r), saved), index, out orig);
     }
 
@@ -201,58 +189,6 @@ public class PteRefReclaim : RefcountReclaim
         }
 
         return pteTable;
-    }
-
-    /// <summary>
-    /// Inside a bare RCU read section: the PTE table the pmd entry names and its ref, or
-    /// <see cref="TableRef.None"/> when the entry is none or huge.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static TableRef MappedUnderRcu(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex, out PercpuRef r)
-    {
-        var phys = mm.Phys;
-        // The pmd entry through this CPU's table-entry cache, as the plain pte_offset_map
-        // reads it: a lockless seqlock read (TableStore.LayoutEpoch) that returns a value the
-        // pmd table's entry held, and checks on a miss, as Table() does, that the frame is a
-        // table; on a hit the epoch proves the pmd table was not freed since the line was filled.
-        ulong pmd = phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex);
-        if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
-        {
-            r = null!;
-            return TableRef.None;
-        }
-
-        // Under RCU the table the pmd entry names cannot be freed, so its descriptor and ref
-        // are still valid. This CPU's cache holds the reference and ref of the table it last
-        // mapped, stamped with the layout epoch read before they were: every freed table
-        // advances that epoch (PhysMemory.FreeTable, TableStore.Release) before its frame can
-        // be a table again, so while the epoch still reads the stamp, the frame is the same
-        // table of the same generation with the same ref, and neither its descriptor nor its
-        // state need be looked up (the TableEntryCache protocol, see TableStore.LayoutEpoch).
-        long pfn = Entry.Pfn(pmd);
-        long epoch = phys.LayoutEpoch;
-        if (cpu.MappedTable.Pfn == pfn && cpu.MappedEpoch == epoch)
-        {
-            r = cpu.MappedRef!;
-            return cpu.MappedTable;
-        }
-
-        r = MappedRefMiss(mm, cpu, pfn, epoch, out var pteTable);
-        return pteTable;
-    }
-
-    // The first map of a table on this CPU since the epoch moved: its reference and ref from its
-    // descriptor, read after the epoch (epoch first, as a table-entry cache fill), kept in the
-    // CPU's cache stamped with that epoch.
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static PercpuRef MappedRefMiss(MmStruct mm, Cpu cpu, long pfn, long epoch, out TableRef pteTable)
-    {
-        pteTable = mm.Phys.Ref(pfn, out object? state);
-        var r = RefOf(state, pfn);
-        cpu.MappedTable = pteTable;
-        cpu.MappedRef = r;
-        cpu.MappedEpoch = epoch;
-        return r;
     }
 
     /// <inheritdoc/>

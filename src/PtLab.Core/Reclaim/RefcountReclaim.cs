@@ -148,7 +148,22 @@ public abstract class RefcountReclaim : NoReclaim, IRefcountedTables
     /// Test-only mutation: visitors map tables without <c>pte_tryget</c>, as the kernel did before
     /// the seed. The use-after-free detector must catch what follows.
     /// </summary>
-    internal bool SkipTryGetForTesting { get; set; }
+    internal bool SkipTryGetForTesting
+    {
+        get => _skipTryGet;
+        set
+        {
+            _skipTryGet = value;
+            SkipTryGetChanged(value);
+        }
+    }
+
+    private bool _skipTryGet;
+
+    /// <summary>Tells a design that keeps a fast path outside its hooks that <see cref="SkipTryGetForTesting"/> changed.</summary>
+    private protected virtual void SkipTryGetChanged(bool skip)
+    {
+    }
 
     /// <summary>Test-only mutation: one clear path forgets <c>track_pte_clear</c>.</summary>
     internal bool SkipTrackClearForTesting { get; set; }

@@ -385,9 +385,13 @@ public sealed partial class PercpuRef
     /// section would cancel before anyone could see them. The stripes are only summed by the RCU
     /// callback of a switch to atomic mode, which runs after a grace period that waits for the
     /// section; nothing else reads them but the test-only <c>TrueCount</c> at rest. A caller may
-    /// therefore leave such a pair out (see <c>PteRefReclaim.PteOffsetMapEntry</c>).
+    /// therefore leave such a pair out (see <c>PercpuPteMap.TryMapEntry</c>).
     /// </summary>
-    public bool IsPercpuBare => _bare && Volatile.Read(ref _live) is not null;
+    public bool IsPercpuBare
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => _bare && Volatile.Read(ref _live) is not null;
+    }
 
     // Only called when _bare, so the RCU has no hooks either (they are the same hooks) and its
     // saved-word section applies: one load and two stores of the CPU's own word.
