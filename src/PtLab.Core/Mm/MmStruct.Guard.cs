@@ -53,7 +53,10 @@ public sealed partial class MmStruct
             return Errno.EINVAL;
         }
 
-        vma.Flags |= VmFlags.MaybeGuard; // vma_flag_set_atomic: no split, under the read lock
+        // vma_flag_set_atomic, under the read lock and without a split. A plain read-modify-write
+        // does here: every other change of a VMA's flags holds mmap_lock for write, so the only
+        // racing writer is another install setting the same bit.
+        vma.Flags |= VmFlags.MaybeGuard;
         if (vma.IsAnonymous)
         {
             AnonVmaPrepare(vma);
