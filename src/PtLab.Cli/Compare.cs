@@ -38,7 +38,8 @@ internal sealed record DesignRunReport(
 
     /// <summary>
     /// What a measured run of this design cost the host, machine built and torn down included: the
-    /// medians of wall and CPU time over the trials, and the highest peak RSS of any trial. Absent
+    /// medians of wall and CPU time over the trials, and the highest peak RSS of any trial (its process
+    /// id is the first trial's). Absent
     /// where runs share the process at once (the demo's side-by-side runs).
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
@@ -54,6 +55,9 @@ internal sealed record CompareReport(string Scenario, IReadOnlyDictionary<string
 {
     /// <summary>Measured runs per design.</summary>
     public int Trials { get; init; } = 1;
+
+    /// <summary>"process": every measured run in a process of its own; "shared": every run in this one.</summary>
+    public string Isolation { get; init; } = "shared";
 
     /// <summary>What ran before the measured trials, unmeasured.</summary>
     public string WarmUp { get; init; } = "";
@@ -112,6 +116,7 @@ internal static partial class Compare
                           (def.DefaultTrials == 3 ? "." : $" (default {def.DefaultTrials} here: {def.DefaultTrialsWhy})."),
             DefaultValueFactory = _ => def.DefaultTrials,
         };
+        var isolation = IsolatedRuns.IsolationOption("each design");
         var plot = new Option<string>("--plot")
         {
             Description = "Also draw VmPTE before and after per design as a bar chart into this PNG file.",
@@ -132,12 +137,20 @@ internal static partial class Compare
 
         cmd.Options.Add(designs);
         cmd.Options.Add(trials);
+        cmd.Options.Add(isolation);
         cmd.Options.Add(plot);
         cmd.Options.Add(kernel);
+        var child = new IsolatedRunOptions();
+        child.AddTo(cmd);
         common.AddTo(cmd);
         cmd.SetAction(p =>
         {
             var args = common.Args(p, def);
+            if (p.GetValue(child.Design) is { } one)
+            {
+                return RunIsolated(def, p, common, args, child, one);
+            }
+
             if (!p.GetValue(kernel))
             {
                 var names = ParseDesigns(p.GetValue(designs));
@@ -150,7 +163,7 @@ internal static partial class Compare
                 var scenario = def.Create(p, args);
                 common.RefuseMeaningless(p, def, scenario, names);
                 common.GuardHostMemory(p, def, scenario);
-                return RunDesigns(def, scenario, names, n, p.GetValue(plot), p, common, args, stdout, stderr);
+                return RunDesigns(def, scenario, names, n, p.GetValue(isolation) == "process", p.GetValue(plot), p, common, args, stdout, stderr);
             }
 
             if (p.GetValue(designs) is not null)
@@ -198,7 +211,7 @@ internal static partial class Compare
     }
 
     private static int RunDesigns(
-        ScenarioDef def, IScenario scenario, IReadOnlyList<string> names, int trials, string? plotFile, ParseResult p,
+        ScenarioDef def, IScenario scenario, IReadOnlyList<string> names, int trials, bool isolated, string? plotFile, ParseResult p,
         Cli.ModelOptions common, ScenarioArgs args, TextWriter stdout, TextWriter stderr)
     {
         var parameters = new ReportParameters();
@@ -213,17 +226,39 @@ internal static partial class Compare
             return m;
         });
         var warmUp = def.WarmUp(scenario);
-        var (results, orders) = FairTrials.Run(
-            names,
-            trials,
-            n => RunOnce(warmUp, machines[n], null),
-            (n, _) => Measured(() => RunOnce(scenario, machines[n], stderr)));
+        string warmUpRun = ReportParameters.Describe(new ReportParameters().AddScenario(warmUp.Parameters).Values);
+        Dictionary<string, List<DesignRunReport>> results = [];
+        List<IReadOnlyList<string>> orders = [];
+        if (isolated)
+        {
+            var arguments = IsolatedRuns.Arguments(p);
+            int done = 0;
+            Cli.WithProgress(stderr, [$"{scenario.Name}: {Human.Plural(names.Count * trials, "run")}, a process each"], report =>
+                (results, orders) = FairTrials.Run(names, trials, null, (n, _) =>
+                {
+                    var r = IsolatedRuns.Run(arguments, n);
+                    report(0)?.Invoke((double)++done / (names.Count * trials));
+                    return r;
+                }));
+        }
+        else
+        {
+            (results, orders) = FairTrials.Run(
+                names,
+                trials,
+                n => RunOnce(warmUp, machines[n], null),
+                (n, _) => Measured(() => RunOnce(scenario, machines[n], stderr)));
+        }
+
         var runs = names.Select(n => Combine(n, results[n])).ToList();
         parameters.AddScenario(scenario.Parameters);
         var report = new CompareReport(scenario.Name, parameters.Values, runs)
         {
             Trials = trials,
-            WarmUp = $"one unmeasured run of each design: {ReportParameters.Describe(new ReportParameters().AddScenario(warmUp.Parameters).Values)}",
+            Isolation = isolated ? "process" : "shared",
+            WarmUp = isolated
+                ? $"in each run's own process, one unmeasured run of its design first: {warmUpRun}"
+                : $"one unmeasured run of each design: {warmUpRun}",
             Orders = orders,
             Summary = Demo.Summary(runs),
             TimingVerdicts = Verdicts(runs, trials),
@@ -235,6 +270,22 @@ internal static partial class Compare
         }
 
         return common.Report.Write(p, stdout, report.ToJson, () => Csv(report), w => WriteTable(report, w));
+    }
+
+    /// <summary>
+    /// The child of one isolated run (<see cref="IsolatedRuns"/>): this design's warm-up, then its
+    /// measured run, whose report goes into the file the parent named.
+    /// </summary>
+    private static int RunIsolated(ScenarioDef def, ParseResult p, Cli.ModelOptions common, ScenarioArgs args, IsolatedRunOptions child, string design)
+    {
+        if (Reclaim.Designs.Factory(design) is null)
+        {
+            throw new UsageException($"{IsolatedRuns.DesignOption}: unknown design '{design}' (known: {string.Join(", ", Reclaim.Designs.Names)})");
+        }
+
+        var scenario = def.Create(p, args);
+        var machine = common.Machine(p, args.Cpus, design, out _, def.DefaultRam(scenario));
+        return child.Child(p, () => RunOnce(def.WarmUp(scenario), machine, null), () => RunOnce(scenario, machine, null));
     }
 
     /// <summary>
@@ -310,6 +361,7 @@ internal static partial class Compare
                     Math.Round(Spread.Of(trials.Select(t => t.Host!.CpuSeconds)).Median, 3),
                     trials.Max(t => t.Host!.PeakRssBytes),
                     first.Host!.PeakScope)
+                { ProcessId = first.Host!.ProcessId }
                 : null,
             HostPerTrial = trials.All(t => t.Host is not null) ? [.. trials.Select(t => t.Host!)] : null,
         };
@@ -353,9 +405,13 @@ internal static partial class Compare
         console.WriteLine(r.Trials > 1
             ? $"{Human.Plural(r.Trials, "measured trial")} per design after a warm-up ({r.WarmUp}), the designs' order rotating per trial; times are medians (min-max); tables and counters are the first trial's"
             : $"one measured trial per design after a warm-up ({r.WarmUp}); use --trials N for medians over N");
-        if (r.Designs.All(d => d.Host is not null))
+        if (r.Isolation == "process")
         {
-            console.WriteLine("the designs run one at a time, each machine released before the next; host rows: this process per run, machine built and torn down included (peak RSS: the highest of the trials)");
+            console.WriteLine("every run in a process of its own, one at a time, so each design's code is compiled for it alone; host rows: the measured run in its process, machine built and torn down included (peak RSS: the highest of the trials)");
+        }
+        else if (r.Designs.All(d => d.Host is not null))
+        {
+            console.WriteLine("the designs run one at a time in this process, each machine released before the next, the compiled code shared (shaped by the design that ran first); host rows: this process per run, machine built and torn down included (peak RSS: the highest of the trials)");
         }
 
         var t = new Table().Border(TableBorder.Simple);

@@ -65,14 +65,24 @@ internal static class Scoreboard
         var trials = new Option<int>("--trials") { Description = "Measured runs per design and scenario (times are medians).", DefaultValueFactory = _ => 1 };
         var plot = new Option<string>("--plot") { Description = "Write one bar chart per scenario (VmPTE per design) into this folder.", HelpName = "DIR" };
         var freePmd = new Option<bool>("--free-pmd") { Description = "The designs that can (occupancy, pt-reclaim) also free each PMD table a MADV_DONTNEED leaves empty." };
+        var isolation = IsolatedRuns.IsolationOption("each design and scenario");
+        var child = new IsolatedRunOptions();
         compare.Options.Add(scenarios);
         compare.Options.Add(designs);
         compare.Options.Add(trials);
         compare.Options.Add(plot);
         compare.Options.Add(freePmd);
+        compare.Options.Add(isolation);
+        child.AddTo(compare);
         var report = ReportOptions.AddTo(compare);
         compare.SetAction(p =>
         {
+            var options = new Reclaim.DesignOptions { FreePmd = p.GetValue(freePmd) };
+            if (p.GetValue(child.Design) is { } one)
+            {
+                return RunIsolated(p, child, one, options);
+            }
+
             if (p.GetValue(scenarios) is not { } which)
             {
                 throw new UsageException(
@@ -93,7 +103,8 @@ internal static class Scoreboard
                 Directory.CreateDirectory(dir);
             }
 
-            var r = Run(board, names, n, dir, stderr, new Reclaim.DesignOptions { FreePmd = p.GetValue(freePmd) });
+            var arguments = p.GetValue(isolation) == "process" ? IsolatedRuns.Arguments(p) : null;
+            var r = Run(board, names, n, dir, stderr, options, arguments);
             return report.Write(p, stdout, r.ToJson, () => Csv(r), w => WriteTable(r, w));
         });
     }
@@ -120,28 +131,60 @@ internal static class Scoreboard
         return picked;
     }
 
+    /// <summary>A fresh machine for one run of a scoreboard scenario.</summary>
+    private static MachineOptions Machine(long ram, int cpus, string design, Reclaim.DesignOptions options) => new()
+    {
+        RamBytes = ram,
+        PageData = false,
+        Cpus = cpus,
+        Scheduler = cpus > 1 ? new PtLab.Sync.PanicOnFailure() : null,
+        Design = Cli.DesignFactory(design, options),
+    };
+
+    /// <summary>The catalogue's small copy of a scenario, which warms the JIT and the heap for a design first.</summary>
+    private static IScenario WarmUp(IScenario scenario) =>
+        ScenarioCatalog.All().First(d => d.Name == scenario.Name || d.Aliases.Contains(scenario.Name)).WarmUp(scenario);
+
+    /// <summary>The child of one isolated run: one design on one of the board's scenarios, named by its label.</summary>
+    private static int RunIsolated(ParseResult p, IsolatedRunOptions child, string design, Reclaim.DesignOptions options)
+    {
+        string label = p.GetValue(child.Scenario) ?? throw new UsageException($"{IsolatedRuns.DesignOption}: needs {IsolatedRuns.ScenarioOption} LABEL");
+        var (_, create, ram, cpus) = s_board.FirstOrDefault(b => b.Label == label);
+        if (create is null)
+        {
+            throw new UsageException($"{IsolatedRuns.ScenarioOption}: no scoreboard scenario is labelled '{label}'");
+        }
+
+        if (Reclaim.Designs.Factory(design) is null)
+        {
+            throw new UsageException($"{IsolatedRuns.DesignOption}: unknown design '{design}' (known: {string.Join(", ", Reclaim.Designs.Names)})");
+        }
+
+        var scenario = create();
+        return child.Child(
+            p,
+            () => Compare.RunOnce(WarmUp(scenario), Machine(ram, cpus, design, options), null),
+            () => Compare.RunOnce(scenario, Machine(ram, cpus, design, options), null));
+    }
+
+    /// <summary>
+    /// Runs the board: each scenario under every design, each measured run in a process of its own
+    /// when <paramref name="arguments"/> (this command's) are given, else in this process.
+    /// </summary>
     private static ScoreboardReport Run(
         IReadOnlyList<(string Label, Func<IScenario> Create, long RamBytes, int Cpus)> board, IReadOnlyList<string> names, int trials, string? dir, TextWriter stderr,
-        Reclaim.DesignOptions options)
+        Reclaim.DesignOptions options, IReadOnlyList<string>? arguments)
     {
         var scenarios = new List<ScoreboardScenario>();
         foreach (var (label, create, ram, cpus) in board)
         {
             var scenario = create();
-            stderr.WriteLine($"scoreboard: {label} on {string.Join(", ", names)}");
-            MachineOptions Machine(string design) => new()
-            {
-                RamBytes = ram,
-                PageData = false,
-                Cpus = cpus,
-                Scheduler = cpus > 1 ? new PtLab.Sync.PanicOnFailure() : null,
-                Design = Cli.DesignFactory(design, options),
-            };
-            // The catalogue's small copy of the scenario warms the JIT and the heap for each design first.
-            var def = ScenarioCatalog.All().First(d => d.Name == scenario.Name || d.Aliases.Contains(scenario.Name));
-            var warmUp = def.WarmUp(scenario);
-            var (results, orders) = FairTrials.Run(
-                names, trials, n => Compare.RunOnce(warmUp, Machine(n), null), (n, _) => Compare.RunOnce(scenario, Machine(n), null));
+            stderr.WriteLine($"scoreboard: {label} on {string.Join(", ", names)}" + (arguments is null ? "" : ", each run in a process of its own"));
+            var warmUp = WarmUp(scenario);
+            var (results, orders) = arguments is null
+                ? FairTrials.Run(
+                    names, trials, n => Compare.RunOnce(warmUp, Machine(ram, cpus, n, options), null), (n, _) => Compare.RunOnce(scenario, Machine(ram, cpus, n, options), null))
+                : FairTrials.Run(names, trials, null, (n, _) => IsolatedRuns.Run(arguments, n, label));
             var runs = names.Select(n => Compare.Combine(n, results[n])).ToList();
             var parameters = new ReportParameters().Add("ramBytes", ram).Add("pageData", "off").Add("cpus", (long)cpus).AddScenario(scenario.Parameters);
             if (options.FreePmd)
@@ -149,7 +192,13 @@ internal static class Scoreboard
                 parameters.Add("freePmd", "on");
             }
 
-            var compare = new CompareReport(scenario.Name, parameters.Values, runs) { Trials = trials, Orders = orders, Summary = Demo.Summary(runs) };
+            var compare = new CompareReport(scenario.Name, parameters.Values, runs)
+            {
+                Trials = trials,
+                Isolation = arguments is null ? "shared" : "process",
+                Orders = orders,
+                Summary = Demo.Summary(runs),
+            };
             if (dir is not null)
             {
                 string file = Path.Combine(dir, label.Replace(" --", "-", StringComparison.Ordinal).Replace(' ', '-') + ".png");
@@ -193,7 +242,7 @@ internal static class Scoreboard
     private static void WriteTable(ScoreboardReport r, TextWriter writer)
     {
         var console = PlainConsole.Create(writer, 200);
-        console.WriteLine($"scoreboard: {Human.Plural(r.Scenarios.Count, "scenario")} x {Human.Plural(r.Designs.Count, "design")}, a fresh machine per run, page data off, " +
+        console.WriteLine($"scoreboard: {Human.Plural(r.Scenarios.Count, "scenario")} x {Human.Plural(r.Designs.Count, "design")}, a fresh machine per run" + (r.Scenarios.All(s => s.Compare.Isolation == "process") ? " in a process of its own" : "") + ", page data off, " +
                           (r.Trials > 1 ? $"{r.Trials} trials (times are medians)" : "one trial each") + "; * marks the best design per scenario (fewest PTE tables left, then least wall time)");
         var t = new Table().Border(TableBorder.Simple);
         foreach (var h in new[] { "scenario", "design", "PTE tables left", "PMD tables left", "VmPTE kB", "faults/s", "madvise p50", "madvise p99", "grace periods", "TLB flushes", "wall" })

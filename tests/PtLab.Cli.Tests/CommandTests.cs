@@ -68,7 +68,7 @@ public class CommandTests
     [Fact]
     public void CompareHalvesWithTwoCallsShowsPtReclaimKeepingTheTablesThatAtomicFrees()
     {
-        var (code, output, err) = Run("compare", "halves", "--calls", "2", "--size", "64M", "--page-data", "off", "--trials", "1", "--format", "json");
+        var (code, output, err) = Run("compare", "halves", "--calls", "2", "--size", "64M", "--page-data", "off", "--trials", "1", "--isolation", "shared", "--format", "json");
         Assert.True(code == 0, err);
         using var doc = JsonDocument.Parse(output);
         var root = doc.RootElement;
@@ -115,7 +115,7 @@ public class CommandTests
     {
         var (code, table, _) = Run("compare", "zeropage", "--size", "4M", "--trials", "1");
         Assert.Equal(0, code);
-        var (code2, csv, _) = Run("compare", "zeropage", "--size", "4M", "--trials", "1", "--format", "csv");
+        var (code2, csv, _) = Run("compare", "zeropage", "--size", "4M", "--trials", "1", "--isolation", "shared", "--format", "csv");
         Assert.Equal(0, code2);
         Assert.StartsWith("scenario,design,phase,", csv);
         foreach (var d in Designs.Names)

@@ -5,7 +5,7 @@ namespace PtLab.Tests;
 /// <summary>The scenarios that separate the designs no kernel ships, and the scoreboard that runs them all.</summary>
 public class ScoreboardTests
 {
-    private static JsonElement Json(params string[] args)
+    internal static JsonElement Json(params string[] args)
     {
         var (code, output, err) = CommandTests.Run(args);
         Assert.True(code == 0, err);

@@ -15,7 +15,11 @@ namespace PtLab.Cli;
 /// "phase" when the peak was reset at the phase's start (<c>/proc/self/clear_refs</c>), so it is this
 /// phase's own; "process" when it could not be reset and is the process's peak so far.
 /// </param>
-internal sealed record PhaseUsage(double WallSeconds, double CpuSeconds, long PeakRssBytes, string PeakScope);
+internal sealed record PhaseUsage(double WallSeconds, double CpuSeconds, long PeakRssBytes, string PeakScope)
+{
+    /// <summary>The process the phase ran in (compare's runs each have their own, unless run with --isolation shared).</summary>
+    public int ProcessId { get; init; } = Environment.ProcessId;
+}
 
 /// <summary>
 /// Measures a <see cref="PhaseUsage"/>: <see cref="Start"/> resets the kernel's peak-RSS mark of this
