@@ -40,8 +40,11 @@ internal sealed record BenchReport(string Benchmark, double SecondsPerRun, strin
     /// <summary>Measured runs per design and CPU count.</summary>
     public int Trials { get; init; } = 1;
 
-    /// <summary>Unmeasured seconds each design ran first, per CPU count.</summary>
+    /// <summary>Unmeasured seconds each design ran first, per CPU count (in each run's own process with --isolation process).</summary>
     public double WarmUpSeconds { get; init; }
+
+    /// <summary>"process": every measured run in a process of its own; "shared": every run in this one.</summary>
+    public string Isolation { get; init; } = "shared";
 
     public string ToJson() => ReportJson.Serialize(this);
 }
@@ -66,10 +69,16 @@ internal static class Bench
         };
         var trials = new Option<int>("--trials") { Description = "Measured runs per design and CPU count (1-100).", DefaultValueFactory = _ => 3 };
         var designs = new Option<string>("--designs") { Description = "Comma-separated designs (default: all registered); none always runs as the baseline." };
+        var isolation = IsolatedRuns.IsolationOption("each design and CPU count");
+        var child = new IsolatedRunOptions();
+        var childCpus = new Option<int>(IsolatedRuns.CpusOption) { Hidden = true, Description = "Internal: the CPU count " + IsolatedRuns.DesignOption + " runs on." };
         cmd.Options.Add(cpus);
         cmd.Options.Add(seconds);
         cmd.Options.Add(trials);
         cmd.Options.Add(designs);
+        cmd.Options.Add(isolation);
+        child.AddTo(cmd);
+        cmd.Options.Add(childCpus);
         var output = ReportOptions.AddTo(cmd);
         cmd.SetAction(p =>
         {
@@ -93,18 +102,32 @@ internal static class Bench
             }
 
             double warmUp = Math.Min(0.25, s);
+            if (child.DesignToRun(p) is { } one)
+            {
+                int c = p.GetValue(childCpus);
+                return child.Child(
+                    p,
+                    () => DesignBenchmark.Run(one, c, TimeSpan.FromSeconds(warmUp)),
+                    () => DesignBenchmark.Run(one, c, TimeSpan.FromSeconds(s / n)));
+            }
+
+            bool isolated = p.GetValue(isolation) == "process";
+            var arguments = IsolatedRuns.Arguments(p);
             var rows = new List<BenchRowReport>();
             foreach (int c in counts)
             {
-                var (results, _) = FairTrials.Run(
-                    names,
-                    n,
-                    d => DesignBenchmark.Run(d, c, TimeSpan.FromSeconds(warmUp)),
-                    (d, _) => DesignBenchmark.Run(d, c, TimeSpan.FromSeconds(s / n)));
+                var (results, _) = isolated
+                    ? FairTrials.Run(
+                        names, n, null, (d, _) => IsolatedRuns.Run<DesignBenchmarkResult>(arguments, d, [IsolatedRuns.CpusOption, c.ToString(CultureInfo.InvariantCulture)]))
+                    : FairTrials.Run(
+                        names,
+                        n,
+                        d => DesignBenchmark.Run(d, c, TimeSpan.FromSeconds(warmUp)),
+                        (d, _) => DesignBenchmark.Run(d, c, TimeSpan.FromSeconds(s / n)));
                 rows.AddRange(names.Select(d => Row(results[d], results[Designs.Baseline])));
             }
 
-            var report = new BenchReport("designs", s, Loop, rows) { Trials = n, WarmUpSeconds = warmUp };
+            var report = new BenchReport("designs", s, Loop, rows) { Trials = n, WarmUpSeconds = warmUp, Isolation = isolated ? "process" : "shared" };
             return output.Write(p, stdout, report.ToJson, () => Csv(report), w => WriteTable(report, w));
         });
         return cmd;
@@ -167,8 +190,9 @@ internal static class Bench
     {
         var console = PlainConsole.Create(writer, 160);
         console.WriteLine($"bench designs: {r.Loop}.");
+        string where = r.Isolation == "process" ? " in each run's own process" : ", all in this process";
         console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{Human.Plural(r.Trials, "trial")} of {r.SecondsPerRun / r.Trials:0.###} s per design and CPU count, after a {r.WarmUpSeconds:0.##} s warm-up of each; the designs' order rotates per trial."));
+            $"{Human.Plural(r.Trials, "trial")} of {r.SecondsPerRun / r.Trials:0.###} s per design and CPU count, after a {r.WarmUpSeconds:0.##} s warm-up of each{where}; the designs' order rotates per trial."));
         console.WriteLine("Figures are medians (min-max over the trials); a ratio compares each trial with none's run in the same trial.");
         var t = new Table().Border(TableBorder.Simple);
         foreach (var h in new[] { "design", "cpus", "faults/s", "faults/s x none\n(higher is better)", "DONTNEED p50", "p50 x none\n(lower is better)", "DONTNEED p99", "p99 x none\n(lower is better)", "rounds" })

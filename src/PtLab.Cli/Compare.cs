@@ -146,7 +146,7 @@ internal static partial class Compare
         cmd.SetAction(p =>
         {
             var args = common.Args(p, def);
-            if (p.GetValue(child.Design) is { } one)
+            if (child.DesignToRun(p) is { } one)
             {
                 return RunIsolated(def, p, common, args, child, one);
             }
@@ -278,14 +278,9 @@ internal static partial class Compare
     /// </summary>
     private static int RunIsolated(ScenarioDef def, ParseResult p, Cli.ModelOptions common, ScenarioArgs args, IsolatedRunOptions child, string design)
     {
-        if (Reclaim.Designs.Factory(design) is null)
-        {
-            throw new UsageException($"{IsolatedRuns.DesignOption}: unknown design '{design}' (known: {string.Join(", ", Reclaim.Designs.Names)})");
-        }
-
         var scenario = def.Create(p, args);
         var machine = common.Machine(p, args.Cpus, design, out _, def.DefaultRam(scenario));
-        return child.Child(p, () => RunOnce(def.WarmUp(scenario), machine, null), () => RunOnce(scenario, machine, null));
+        return child.Child(p, () => RunOnce(def.WarmUp(scenario), machine, null), () => Measured(() => RunOnce(scenario, machine, null)));
     }
 
     /// <summary>

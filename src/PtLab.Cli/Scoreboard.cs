@@ -78,7 +78,7 @@ internal static class Scoreboard
         compare.SetAction(p =>
         {
             var options = new Reclaim.DesignOptions { FreePmd = p.GetValue(freePmd) };
-            if (p.GetValue(child.Design) is { } one)
+            if (child.DesignToRun(p) is { } one)
             {
                 return RunIsolated(p, child, one, options);
             }
@@ -155,16 +155,11 @@ internal static class Scoreboard
             throw new UsageException($"{IsolatedRuns.ScenarioOption}: no scoreboard scenario is labelled '{label}'");
         }
 
-        if (Reclaim.Designs.Factory(design) is null)
-        {
-            throw new UsageException($"{IsolatedRuns.DesignOption}: unknown design '{design}' (known: {string.Join(", ", Reclaim.Designs.Names)})");
-        }
-
         var scenario = create();
         return child.Child(
             p,
             () => Compare.RunOnce(WarmUp(scenario), Machine(ram, cpus, design, options), null),
-            () => Compare.RunOnce(scenario, Machine(ram, cpus, design, options), null));
+            () => Compare.Measured(() => Compare.RunOnce(scenario, Machine(ram, cpus, design, options), null)));
     }
 
     /// <summary>

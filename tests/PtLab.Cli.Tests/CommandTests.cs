@@ -170,7 +170,7 @@ public class CommandTests
     [Fact]
     public void BenchDesignsSmokeRunGivesEveryDesignAndItsRatioToNone()
     {
-        var (code, output, err) = Run("bench", "designs", "--cpus", "1", "--seconds", "0.05", "--format", "json");
+        var (code, output, err) = Run("bench", "designs", "--cpus", "1", "--seconds", "0.05", "--isolation", "shared", "--format", "json");
         Assert.True(code == 0, err);
         using var doc = JsonDocument.Parse(output);
         var rows = doc.RootElement.GetProperty("results").EnumerateArray().ToList();

@@ -35,7 +35,7 @@ public class CompareHostTests
     public void CompareProductionReportsWhatRunReportsForEachDesign()
     {
         var designs = Designs.Names;
-        var compared = Json(["compare", "production", .. Scale])
+        var compared = Json(["compare", "production", "--isolation", "shared", .. Scale])
             .GetProperty("designs").EnumerateArray().ToDictionary(d => d.GetProperty("design").GetString()!);
         Assert.Equal(designs.Order(), compared.Keys.Order());
         foreach (var design in designs)

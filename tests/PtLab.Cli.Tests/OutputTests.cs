@@ -14,7 +14,7 @@ public sealed class OutputTests : IDisposable
     [Theory]
     [InlineData("run", "cover-letter", "--size", "4M", "--page-data", "off")]
     [InlineData("compare", "zeropage", "--size", "4M", "--designs", "none,pt-reclaim")]
-    [InlineData("bench", "designs", "--cpus", "1", "--seconds", "0.03", "--designs", "pt-reclaim")]
+    [InlineData("bench", "designs", "--cpus", "1", "--seconds", "0.03", "--designs", "pt-reclaim", "--isolation", "shared")]
     [InlineData("check", "gup-fast-free", "--design", "atomic", "--schedules", "3")]
     [InlineData("soak", "--design", "atomic", "--cpus", "1", "--minutes", "0.002")]
     public void OutputWritesTheIndentedJsonReportWhileTheHumanFormatPrints(params string[] args)
@@ -56,7 +56,7 @@ public sealed class OutputTests : IDisposable
     public void RunAndCompareCsvShareTheStatusColumnsThatSayWhatTheyCount()
     {
         var (_, run, _) = Run("run", "zeropage", "--size", "4M", "--format", "csv");
-        var (_, compare, _) = Run("compare", "zeropage", "--size", "4M", "--designs", "none", "--format", "csv");
+        var (_, compare, _) = Run("compare", "zeropage", "--size", "4M", "--designs", "none", "--isolation", "shared", "--format", "csv");
         string status = "vmSizeKb,vmRssKb,rssAnonKb,rssFileKb,rssShmemKb,vmSwapKb,vmPteKb,pteTables,pmdTables,pudTables";
         Assert.StartsWith("scenario,design,phase," + status + ",faults,", run);
         Assert.StartsWith("scenario,design,phase," + status + ",faults,", compare);
@@ -65,7 +65,7 @@ public sealed class OutputTests : IDisposable
     [Fact]
     public void JsonParametersAreNumbersWithTheUnitInTheKey()
     {
-        var (code, output, err) = Run("compare", "cover-letter", "--size", "4M", "--ram", "1GiB", "--designs", "none", "--page-data", "off", "--format", "json");
+        var (code, output, err) = Run("compare", "cover-letter", "--size", "4M", "--ram", "1GiB", "--designs", "none", "--page-data", "off", "--isolation", "shared", "--format", "json");
         Assert.True(code == 0, err);
         using var doc = JsonDocument.Parse(output);
         var p = doc.RootElement.GetProperty("parameters");
@@ -160,6 +160,7 @@ public class FairTimingTests
         Assert.True(code == 0, err);
         using var doc = JsonDocument.Parse(output);
         Assert.Equal(2, doc.RootElement.GetProperty("trials").GetInt32());
+        Assert.Equal("process", doc.RootElement.GetProperty("isolation").GetString()); // each run in a process of its own
         foreach (var r in doc.RootElement.GetProperty("results").EnumerateArray())
         {
             var s = r.GetProperty("ratioToNoneSpread").GetProperty("faultsPerSecond");

@@ -33,7 +33,7 @@ public class ScaleTests
     [Fact]
     public void ComparedProductionKeepsTheTablesOnlyWhereNoDesignFreesThem()
     {
-        var r = Json("compare", "production", "--scale", "0.0005", "--arenas", "8", "--page-data", "off", "--designs", "none,pt-reclaim", "--trials", "1", "--format", "json");
+        var r = Json("compare", "production", "--scale", "0.0005", "--arenas", "8", "--page-data", "off", "--designs", "none,pt-reclaim", "--trials", "1", "--isolation", "shared", "--format", "json");
         var designs = r.GetProperty("designs").EnumerateArray().ToDictionary(d => d.GetProperty("design").GetString()!, d => d.GetProperty("after"));
         long none = designs["none"].GetProperty("tables").GetProperty("pte").GetInt64();
         long reclaim = designs["pt-reclaim"].GetProperty("tables").GetProperty("pte").GetInt64();

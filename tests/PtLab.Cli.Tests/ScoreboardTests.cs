@@ -19,7 +19,7 @@ public class ScoreboardTests
     [Fact]
     public void PerPageFreesEmptyEveryTableOnlyUnderTheDesignsThatFreeAtTheLastEntry()
     {
-        var tables = PteTablesAfter(Json("compare", "per-page-dontneed", "--size", "8M", "--designs", "none,pt-reclaim,atomic,occupancy", "--trials", "1", "--page-data", "off", "--format", "json"));
+        var tables = PteTablesAfter(Json("compare", "per-page-dontneed", "--size", "8M", "--designs", "none,pt-reclaim,atomic,occupancy", "--trials", "1", "--page-data", "off", "--isolation", "shared", "--format", "json"));
         Assert.Equal(4, tables["none"]);
         Assert.Equal(4, tables["pt-reclaim"]); // no call covers a whole 2 MiB
         Assert.Equal(0, tables["atomic"]);
@@ -29,7 +29,7 @@ public class ScoreboardTests
     [Fact]
     public void ZeroPageTablesGivenBackInPiecesAreFreedByOccupancyButNotByUpstream()
     {
-        var j = Json("compare", "zeropage-fill", "--size", "8M", "--designs", "pt-reclaim,occupancy", "--trials", "1", "--format", "json");
+        var j = Json("compare", "zeropage-fill", "--size", "8M", "--designs", "pt-reclaim,occupancy", "--trials", "1", "--isolation", "shared", "--format", "json");
         var tables = PteTablesAfter(j);
         Assert.Equal(4, tables["pt-reclaim"]);
         Assert.Equal(0, tables["occupancy"]);
@@ -40,7 +40,7 @@ public class ScoreboardTests
     [Fact]
     public void MadvFreePressureRunsUnderItsOwnRamAndReclaimEmptiesTablesThatOccupancyFrees()
     {
-        var tables = PteTablesAfter(Json("compare", "madvfree-pressure", "--size", "64M", "--designs", "none,occupancy", "--trials", "1", "--page-data", "off", "--format", "json"));
+        var tables = PteTablesAfter(Json("compare", "madvfree-pressure", "--size", "64M", "--designs", "none,occupancy", "--trials", "1", "--page-data", "off", "--isolation", "shared", "--format", "json"));
         Assert.Equal(32, tables["none"]);
         Assert.InRange(tables["occupancy"], 0, 31);
     }
@@ -48,7 +48,7 @@ public class ScoreboardTests
     [Fact]
     public void TheScannersIdlePassFreesWhatPartialZapsLeftAndTheRunSaysSo()
     {
-        var j = Json("compare", "per-page-dontneed", "--size", "8M", "--designs", "pt-reclaim,scanner", "--trials", "1", "--page-data", "off", "--format", "json");
+        var j = Json("compare", "per-page-dontneed", "--size", "8M", "--designs", "pt-reclaim,scanner", "--trials", "1", "--page-data", "off", "--isolation", "shared", "--format", "json");
         var tables = PteTablesAfter(j);
         Assert.Equal(4, tables["pt-reclaim"]);
         Assert.Equal(0, tables["scanner"]);
@@ -60,7 +60,7 @@ public class ScoreboardTests
     [Fact]
     public void UnderMemoryPressureTheScannerFreesTablesDuringTheRun()
     {
-        var j = Json("compare", "madvfree-pressure", "--size", "64M", "--designs", "none,scanner", "--trials", "1", "--page-data", "off", "--format", "json");
+        var j = Json("compare", "madvfree-pressure", "--size", "64M", "--designs", "none,scanner", "--trials", "1", "--page-data", "off", "--isolation", "shared", "--format", "json");
         var tables = PteTablesAfter(j);
         Assert.Equal(32, tables["none"]);
         var loop = j.GetProperty("designs")[1].GetProperty("checkpoints").EnumerateArray().First(c => c.GetProperty("label").GetString() == "loop");
@@ -70,7 +70,7 @@ public class ScoreboardTests
     [Fact]
     public void TheScoreboardRunsEachScenarioUnderEachDesignAndMarksTheBest()
     {
-        var j = Json("compare", "--scenarios", "zeropage-fill,reuse", "--designs", "none,occupancy", "--format", "json");
+        var j = Json("compare", "--scenarios", "zeropage-fill,reuse", "--designs", "none,occupancy", "--isolation", "shared", "--format", "json");
         var scenarios = j.GetProperty("scenarios").EnumerateArray().ToList();
         Assert.Equal(["zeropage-fill", "reuse"], scenarios.Select(s => s.GetProperty("label").GetString()));
         foreach (var s in scenarios)
@@ -93,7 +93,7 @@ public class ScoreboardTests
     [Fact]
     public void SparseReleaseLeavesThePmdTablesUnlessTheDesignFreesThem()
     {
-        string[] args = ["compare", "sparse-release", "--size", "2G", "--designs", "none,pt-reclaim,occupancy", "--trials", "1", "--page-data", "off", "--format", "json"];
+        string[] args = ["compare", "sparse-release", "--size", "2G", "--designs", "none,pt-reclaim,occupancy", "--trials", "1", "--page-data", "off", "--isolation", "shared", "--format", "json"];
         var kept = Json(args);
         var freed = Json([.. args, "--free-pmd"]);
         long gibs = PmdTablesAfter(kept)["none"];
@@ -114,7 +114,7 @@ public class ScoreboardTests
     [Fact]
     public void TheScoreboardPassesFreePmdToTheDesignsThatTakeIt()
     {
-        var j = Json("compare", "--scenarios", "sparse-release", "--designs", "none,occupancy", "--free-pmd", "--format", "json");
+        var j = Json("compare", "--scenarios", "sparse-release", "--designs", "none,occupancy", "--free-pmd", "--isolation", "shared", "--format", "json");
         var compare = Assert.Single(j.GetProperty("scenarios").EnumerateArray()).GetProperty("compare");
         var pmds = PmdTablesAfter(compare);
         Assert.Equal(0, pmds["occupancy"]);

@@ -28,6 +28,39 @@ internal static class IsolatedRuns
     /// <summary>The hidden option naming which of the scoreboard's scenarios the child runs, by label.</summary>
     public const string ScenarioOption = "--isolated-scenario";
 
+    /// <summary>The hidden option naming how many CPUs the child of <c>bench designs</c> runs on.</summary>
+    public const string CpusOption = "--isolated-cpus";
+
+    /// <summary>
+    /// Runs <paramref name="warmUp"/> until the JIT has little left to compile for it. A fresh process
+    /// starts on unoptimized code; tiered compilation starts counting a method's calls only once no
+    /// new method was compiled for a short delay (100 ms by default), and recompiles it optimized on a
+    /// background thread after 30 calls. So each round runs the warm-up and then waits out that delay,
+    /// and the hot path is optimized from the third round on; the warm-up ends after a round, the
+    /// third or later, that compiled at most <see cref="Settled"/> methods (only cold ones are left),
+    /// or after <paramref name="maxRounds"/>. Returns the rounds run.
+    /// </summary>
+    public static int WarmUntilSteady(Action warmUp, int maxRounds = 8)
+    {
+        for (int round = 1; ; round++)
+        {
+            long before = System.Runtime.JitInfo.GetCompiledMethodCount();
+            warmUp();
+            Thread.Sleep(TieringDelay);
+            long compiled = System.Runtime.JitInfo.GetCompiledMethodCount() - before;
+            if (round == maxRounds || (round >= 3 && compiled <= Settled))
+            {
+                return round;
+            }
+        }
+    }
+
+    /// <summary>Compiles in a round few enough to say the warm-up's code has settled.</summary>
+    private const int Settled = 20;
+
+    /// <summary>Longer than the runtime's default call-counting delay (100 ms), so the background compiles of a round have run.</summary>
+    private static readonly TimeSpan TieringDelay = TimeSpan.FromMilliseconds(150);
+
     /// <summary>
     /// The command line that started this program again: the apphost <c>ptlab</c> beside this
     /// assembly, or <c>dotnet exec ptlab.dll</c> where there is no apphost (a framework-dependent
@@ -78,7 +111,14 @@ internal static class IsolatedRuns
     /// Starts the child for <paramref name="design"/> and returns its report; a child that fails is a
     /// <see cref="ScenarioException"/> naming the design and what the child printed.
     /// </summary>
-    public static DesignRunReport Run(IReadOnlyList<string> arguments, string design, string? scenario = null)
+    public static DesignRunReport Run(IReadOnlyList<string> arguments, string design, string? scenario = null) =>
+        Run<DesignRunReport>(arguments, design, scenario is null ? [] : [ScenarioOption, scenario]);
+
+    /// <summary>
+    /// Starts the child for <paramref name="design"/> with <paramref name="extra"/> hidden options and
+    /// returns the report it wrote, read as a <typeparamref name="T"/>.
+    /// </summary>
+    public static T Run<T>(IReadOnlyList<string> arguments, string design, IReadOnlyList<string> extra)
     {
         string file = Path.Combine(Path.GetTempPath(), $"ptlab-run-{Environment.ProcessId}-{Guid.NewGuid():N}.json");
         var (fileName, prefix) = Self();
@@ -88,7 +128,6 @@ internal static class IsolatedRuns
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        IEnumerable<string> extra = scenario is null ? [] : [ScenarioOption, scenario];
         foreach (var a in prefix.Concat(arguments).Concat([DesignOption, design, ReportOption, file]).Concat(extra))
         {
             psi.ArgumentList.Add(a);
@@ -108,7 +147,7 @@ internal static class IsolatedRuns
                     (stderr.Length > 0 ? $": {stderr.Trim()}" : ""));
             }
 
-            return JsonSerializer.Deserialize<DesignRunReport>(File.ReadAllText(file), ReportJson.Options)
+            return JsonSerializer.Deserialize<T>(File.ReadAllText(file), ReportJson.Options)
                 ?? throw new ScenarioException($"{design}'s run wrote an empty report");
         }
         catch (System.ComponentModel.Win32Exception e)
@@ -150,6 +189,19 @@ internal sealed class IsolatedRunOptions
         Description = "Internal: the scoreboard scenario (its label) " + IsolatedRuns.DesignOption + " runs.",
     };
 
+    /// <summary>The design this process is the child of one run of, or null where it is not a child; an unknown design is a usage error.</summary>
+    public string? DesignToRun(ParseResult p)
+    {
+        if (p.GetValue(Design) is not { } design)
+        {
+            return null;
+        }
+
+        return PtLab.Reclaim.Designs.Factory(design) is null
+            ? throw new UsageException($"{IsolatedRuns.DesignOption}: unknown design '{design}' (known: {string.Join(", ", PtLab.Reclaim.Designs.Names)})")
+            : design;
+    }
+
     public void AddTo(Command command)
     {
         command.Options.Add(Design);
@@ -161,12 +213,12 @@ internal sealed class IsolatedRunOptions
     /// The child's side: runs <paramref name="warmUp"/>, then the measured run
     /// <paramref name="measure"/>, and writes its report into the file the parent named.
     /// </summary>
-    public int Child(ParseResult p, Action warmUp, Func<DesignRunReport> measure)
+    public int Child<T>(ParseResult p, Action warmUp, Func<T> measure)
     {
         string file = p.GetValue(Report) ?? throw new UsageException($"{IsolatedRuns.DesignOption}: needs {IsolatedRuns.ReportOption} FILE");
-        warmUp();
+        IsolatedRuns.WarmUntilSteady(warmUp);
         FairTrials.Quiesce();
-        var r = Compare.Measured(measure);
+        var r = measure();
         File.WriteAllText(file, ReportJson.Serialize(r));
         return 0;
     }
