@@ -171,6 +171,11 @@ internal static partial class Compare
                 throw new UsageException("--designs: cannot be combined with --kernel, which runs the design that matches the host kernel");
             }
 
+            if (Cli.Given(p, isolation))
+            {
+                throw new UsageException("--isolation: cannot be combined with --kernel, which runs one model design next to the kernel and times neither against another design");
+            }
+
             if (args.At != 0)
             {
                 throw new UsageException("--at: cannot be combined with --kernel, which places the mapping in an empty 512 GiB slot itself");
@@ -257,7 +262,7 @@ internal static partial class Compare
             Trials = trials,
             Isolation = isolated ? "process" : "shared",
             WarmUp = isolated
-                ? $"in each run's own process, one unmeasured run of its design first: {warmUpRun}"
+                ? $"in each run's own process, unmeasured runs of its design until the JIT settles (3-8 rounds): {warmUpRun}"
                 : $"one unmeasured run of each design: {warmUpRun}",
             Orders = orders,
             Summary = Demo.Summary(runs),

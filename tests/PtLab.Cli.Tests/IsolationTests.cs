@@ -92,6 +92,8 @@ public class IsolationTests
     [Theory]
     [InlineData("--isolation", "compare", "zeropage", "--isolation", "threads")]
     [InlineData("--isolation", "compare", "--scenarios", "reuse", "--isolation", "none")]
+    [InlineData("--isolation", "compare", "zeropage", "--kernel", "--isolation", "shared")]
+    [InlineData("--isolation", "bench", "designs", "--isolation", "both")]
     [InlineData("--isolated-scenario", "compare", "--scenarios", "reuse", "--isolated-run", "none", "--isolated-report", "r.json", "--isolated-scenario", "bogus")]
     public void BadIsolationArgumentsAreUsageErrors(string option, params string[] args)
     {
