@@ -140,10 +140,29 @@ int main(int argc, char **argv)
     fdatasync(fd);
     posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 
-    /* A 2 MiB-aligned place: reserve 10 MiB, keep the aligned 8 MiB. */
-    char *res = mmap(NULL, SIZE + (4UL << 20), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    uintptr_t at = (((uintptr_t)res + (2UL << 20) - 1) & ~((2UL << 20) - 1)) + shift * PAGE;
-    munmap(res, SIZE + (4UL << 20));
+    /* A 2 MiB-aligned place whose 1 GiB region (one PMD table) also holds a page touched before the
+     * baseline, 2 MiB below the mapping: so the steps' VmPTE changes count PTE tables only. Without
+     * it, about 1 run in 100 put the mapping alone in its GiB, and its first fault added the PMD
+     * table too (4 kB more VmPTE). Reserve a GiB more than the mapping needs, so a place where the
+     * page below and the whole mapping share one GiB always lies inside the reservation. */
+    const uintptr_t M2 = 2UL << 20, G1 = 1UL << 30;
+    size_t span = G1 + SIZE + shift * PAGE + 3 * M2;
+    char *res = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (res == MAP_FAILED) {
+        perror("mmap reservation");
+        return 1;
+    }
+    uintptr_t base = (((uintptr_t)res + M2 + M2 - 1) & ~(M2 - 1));
+    if ((base - M2) / G1 != (base + SIZE + shift * PAGE - 1) / G1)
+        base = ((base - M2) / G1 + 1) * G1 + M2;
+    munmap(res, span);
+    char *below = mmap((void *)(base - M2), PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (below == MAP_FAILED) {
+        perror("mmap below");
+        return 1;
+    }
+    *(volatile char *)below = 1;
+    uintptr_t at = base + shift * PAGE;
     int prot = PROT_READ | (write ? PROT_WRITE : 0);
     char *p = mmap((void *)at, SIZE, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE, fd, 0);
     if (p == MAP_FAILED) {
