@@ -204,7 +204,7 @@ internal static class FuzzKernel
             $"host: Linux {info.Release}; model design {result.Options.Design}",
             $"the last operation differs in {string.Join(", ", step.Differences)}; the model answered {FuzzText.FormatOutcome(step.Model, seq.Slot)}",
             .. note is null ? Array.Empty<string>() : [note],
-        ], result.ReadAheadKb, result.Options.Collapse, info.ModelZeroPage);
+        ], result.ReadAheadKb, result.Options.Collapse, info.ModelZeroPage, info.ExecOnlyPkey);
     }
 
     private static FuzzCase LoadCase(string file)
@@ -237,12 +237,12 @@ internal static class FuzzKernel
             string stem = Path.Combine(outDir, Path.GetFileNameWithoutExtension(file));
             CreateFolder(outDir);
             written = stem + ".replay.case";
-            File.WriteAllText(written, FuzzCase.FromSequence(seq, d, fuzzer.MemTotalKb, [.. c.Comments], fuzzer.ReadAheadKb, c.Collapse, fuzzer.ZeroPage).Format());
+            File.WriteAllText(written, FuzzCase.FromSequence(seq, d, fuzzer.MemTotalKb, [.. c.Comments], fuzzer.ReadAheadKb, c.Collapse, fuzzer.ZeroPage, KernelFuzzer.ExecOnlyPkey).Format());
             if (minimize && diff is not null)
             {
                 (min, int replays) = Minimizer.Minimize(fuzzer, seq);
                 writtenMin = stem + ".min.case";
-                File.WriteAllText(writtenMin, FuzzCase.FromSequence(min, d, fuzzer.MemTotalKb, [$"{Path.GetFileName(file)} minimized by delta debugging ({replays} replays)", .. c.Comments], fuzzer.ReadAheadKb, c.Collapse, fuzzer.ZeroPage).Format());
+                File.WriteAllText(writtenMin, FuzzCase.FromSequence(min, d, fuzzer.MemTotalKb, [$"{Path.GetFileName(file)} minimized by delta debugging ({replays} replays)", .. c.Comments], fuzzer.ReadAheadKb, c.Collapse, fuzzer.ZeroPage, KernelFuzzer.ExecOnlyPkey).Format());
             }
         }
 

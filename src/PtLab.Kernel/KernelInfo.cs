@@ -79,6 +79,13 @@ public sealed partial record KernelInfo
     /// <summary>Whether the model should map zero pages to behave like this host: <see cref="ZeroPage"/>, true where unknown.</summary>
     public bool ModelZeroPage => ZeroPage ?? true;
 
+    /// <summary>
+    /// Whether execute-only mappings get a protection key that denies data access on this host, as
+    /// measured in this process (<see cref="ExecOnlyPkeyProbe"/>); the model's
+    /// <c>MachineOptions.ExecOnlyPkey</c> for this host.
+    /// </summary>
+    public bool ExecOnlyPkey { get; init; }
+
     /// <summary>Where the configuration was read from, or null.</summary>
     public string? ConfigSource { get; init; }
 
@@ -117,6 +124,7 @@ public sealed partial record KernelInfo
         {
             Thp = Measured(ReadThp("/sys/kernel/mm/transparent_hugepage"), ZeroPageProbe.HugeZeroPage),
             ZeroPage = ZeroPageProbe.SmallZeroPage,
+            ExecOnlyPkey = ExecOnlyPkeyProbe.ExecOnlyPkey,
             MaybeGuard = GuardFlagProbe.MaybeGuard,
         };
     }

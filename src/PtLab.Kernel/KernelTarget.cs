@@ -465,7 +465,8 @@ public sealed unsafe class KernelTarget : IFileTarget
     /// A write stores 1 and a read loads, one volatile byte access at <paramref name="addr"/> and
     /// every 4 KiB after it. A page outside the target's ranges gives SEGV_MAPERR when no VMA holds
     /// it; a page whose recorded protection forbids the access gives SEGV_ACCERR without touching it
-    /// (an execute-only page counts as unreadable, as with protection keys).
+    /// (an execute-only page counts as unreadable, and gives SEGV_PKUERR where the host's
+    /// execute-only key makes it so).
     /// </remarks>
     public AccessResult TouchPages(ulong addr, ulong length, bool write)
     {
@@ -495,7 +496,8 @@ public sealed unsafe class KernelTarget : IFileTarget
                 bool allowed = write ? (range.Prot & Prot.Write) != 0 : (range.Prot & (Prot.Read | Prot.Write)) != 0;
                 if (!allowed)
                 {
-                    return new AccessResult(FaultOutcome.SegvAccErr, va);
+                    // What the kernel would answer: its execute-only key where it gives one.
+                    return new AccessResult(range.Prot == Prot.Exec && ExecOnlyPkeyProbe.ExecOnlyPkey ? FaultOutcome.SegvPkuErr : FaultOutcome.SegvAccErr, va);
                 }
 
                 if (_beyondEof.Find(va) is not null)

@@ -104,6 +104,37 @@ public sealed class FuzzTextTests
     }
 
     [Fact]
+    public void ACaseFromAHostWithExecOnlyKeysSaysSoAndTheModelReplaysItThatWay()
+    {
+        // The same read of execute-only memory: on a host without protection keys x86 serves it
+        // (zero page, a PTE table); with them the VMA's key denies it, SEGV_PKUERR, nothing mapped.
+        const string plain = """
+            slot 0x7e0000000000
+            design pt-reclaim
+            memtotal 1048576
+            mmap S+0x0 0x200000 PROT_EXEC MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS => S+0x0 pte=0 anon=0 | S+0x0-S+0x200000:--xp
+            read S+0x0 0x1000 => 0 pte=12 anon=0 | S+0x0-S+0x200000:--xp
+            """;
+        string keyed = plain.Replace("memtotal 1048576", "memtotal 1048576\npkey exec-only", StringComparison.Ordinal)
+            .Replace("read S+0x0 0x1000 => 0 pte=12 anon=0", "read S+0x0 0x1000 => SIGSEGV:SEGV_PKUERR@S+0x0 pte=0 anon=0", StringComparison.Ordinal);
+        var c = FuzzCase.Parse(keyed, "k.case");
+        Assert.True(c.ExecOnlyPkey);
+        Assert.Contains("pkey exec-only", c.Format(), StringComparison.Ordinal);
+        Assert.Contains("SIGSEGV:SEGV_PKUERR@S+0x0", c.Format(), StringComparison.Ordinal);
+        Assert.True(FuzzCase.Parse(c.Format(), "k2.case").ExecOnlyPkey);
+        Assert.Empty(c.CheckOnModel());
+
+        var p = FuzzCase.Parse(plain, "p.case");
+        Assert.False(p.ExecOnlyPkey);
+        Assert.DoesNotContain("pkey", p.Format(), StringComparison.Ordinal);
+        Assert.Empty(p.CheckOnModel());
+
+        // Each file replayed as the other host: the step differs.
+        Assert.Single(FuzzCase.Parse(keyed.Replace("pkey exec-only", "pkey none", StringComparison.Ordinal), "k3.case").CheckOnModel());
+        Assert.Contains("pkey both is not 'exec-only' or 'none'", Assert.Throws<FormatException>(() => FuzzCase.Parse(keyed.Replace("pkey exec-only", "pkey both", StringComparison.Ordinal), "k4.case")).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void TheModelReplaysARecordedCaseAndNamesTheStepThatDiffers()
     {
         const string agree = """

@@ -179,6 +179,11 @@ public sealed class Cpu
             return new AccessResult(FaultOutcome.SegvMapErr, va);
         }
 
+        if (mm.ExecOnlyKeyed && mm.PkeyDeniesAccess(this, va))
+        {
+            return new AccessResult(FaultOutcome.SegvPkuErr, va);
+        }
+
         long startTicks = 0;
         var spin = default(SpinWait);
         for (int attempt = 0; ; attempt++)

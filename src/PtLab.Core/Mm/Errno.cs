@@ -36,6 +36,8 @@ public enum FaultOutcome
     SegvMapErr,
     /// <summary>SIGSEGV with <c>SEGV_ACCERR</c>: the mapping forbids the access.</summary>
     SegvAccErr,
+    /// <summary>SIGSEGV with <c>SEGV_PKUERR</c>: the VMA's protection key forbids data access (an execute-only mapping on a host with protection keys).</summary>
+    SegvPkuErr,
     /// <summary>SIGBUS.</summary>
     Bus,
     /// <summary><c>VM_FAULT_OOM</c>: no memory could be found for the fault.</summary>

@@ -62,6 +62,18 @@ public sealed record MachineOptions
     public bool ZeroPage { get; init; } = true;
 
     /// <summary>
+    /// Whether the host gives PROT_EXEC-only mappings an execute-only protection key, as x86 Linux
+    /// does on a CPU with protection keys enabled (<c>ospke</c> in <c>/proc/cpuinfo</c>): mmap and
+    /// mprotect with exactly PROT_EXEC tag the VMA with a key whose PKRU bits deny data access
+    /// (<see cref="VmFlags.PkeyExecOnly"/>), so
+    /// a user read or write there is SIGSEGV with <c>SEGV_PKUERR</c> instead of a fault served (a
+    /// read) or <c>SEGV_ACCERR</c> (a write), and <c>get_user_pages</c> from the process itself
+    /// fails there (<c>arch_vma_access_permitted</c>): mlock returns ENOMEM and MAP_POPULATE
+    /// leaves such a VMA empty. False (a CPU without protection keys) by default.
+    /// </summary>
+    public bool ExecOnlyPkey { get; init; }
+
+    /// <summary>
     /// Creates the page-table reclaim design for each address space. Required: a machine runs one
     /// design, built by name with <c>Designs.Factory</c> in the layer above.
     /// </summary>

@@ -27,12 +27,63 @@ public sealed partial class MmStruct
                 return FaultOutcome.SegvMapErr;
             }
 
+            // access_error: the protection key is checked first (arch_vma_access_permitted), then the VMA's flags.
+            if (PkeyDeniesData(vma))
+            {
+                return FaultOutcome.SegvPkuErr;
+            }
+
             if (!AccessAllowed(vma, write))
             {
                 return FaultOutcome.SegvAccErr;
             }
 
             return HandleMmFault(cpu, vma, va, write);
+        }
+        finally
+        {
+            MmapLock.UpRead(cpu.Id);
+        }
+    }
+
+    /// <summary>
+    /// <c>arch_vma_access_permitted</c> for a data access by the process itself, false: the VMA
+    /// carries the execute-only protection key (<see cref="VmFlags.PkeyExecOnly"/>: mapped or
+    /// mprotected with exactly PROT_EXEC on a host that gives it), whose PKRU bits deny reads and
+    /// writes alike.
+    /// </summary>
+    internal static bool PkeyDeniesData(Vma vma) => (vma.Flags & VmFlags.PkeyExecOnly) != 0;
+
+    /// <summary>
+    /// Whether a VMA of this address space ever got the execute-only key (the mm context's
+    /// <c>execute_only_pkey</c> was allocated). Until then no access needs the key checked.
+    /// </summary>
+    internal bool ExecOnlyKeyed { get; private set; }
+
+    /// <summary>Notes that <paramref name="flags"/>, given to a VMA, carry the execute-only key.</summary>
+    private void NoteKey(VmFlags flags)
+    {
+        if ((flags & VmFlags.PkeyExecOnly) != 0)
+        {
+            ExecOnlyKeyed = true;
+        }
+    }
+
+    /// <summary>
+    /// The hardware's protection-key check of a data access at <paramref name="va"/>, for a page
+    /// that may be present: every entry of a keyed VMA carries the key (its protection is the
+    /// VMA's, set at each fault and by mprotect's change of the entries), and the PKRU of every
+    /// thread denies data access with it, so the access faults with PF_PK and the kernel answers
+    /// SEGV_PKUERR. Checked by the VMA under <c>mmap_lock</c> for read, which is what the key
+    /// bits in the entries stand for.
+    /// </summary>
+    internal bool PkeyDeniesAccess(Cpu cpu, ulong va)
+    {
+        MmapLock.DownRead(cpu.Id);
+        try
+        {
+            var vma = FindVma(cpu, va);
+            return vma is not null && va >= vma.Start && PkeyDeniesData(vma);
         }
         finally
         {

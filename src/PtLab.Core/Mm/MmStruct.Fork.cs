@@ -59,6 +59,7 @@ public sealed partial class MmStruct
             {
                 // dup_mm copies the whole mm_struct: the child's heap is the parent's, with its break.
                 (child._startBrk, child._brk) = (_startBrk, _brk);
+                child.ExecOnlyKeyed = ExecOnlyKeyed; // the execute-only key is the mm context's, copied with it
                 foreach (var src in _vmas.Snapshot())
                 {
                     if ((src.Flags & VmFlags.DontCopy) != 0)

@@ -25,7 +25,7 @@ public sealed partial class MmStruct
             {
                 ulong va = start + ((ulong)i * Geometry.PageSize);
                 var vma = FindVma(va);
-                if (vma is null || va < vma.Start || !AccessAllowed(vma, write))
+                if (vma is null || va < vma.Start || PkeyDeniesData(vma) || !AccessAllowed(vma, write))
                 {
                     return i > 0 ? i : -(long)Errno.EFAULT;
                 }

@@ -29,6 +29,13 @@ public sealed partial class MmStruct
         return hint != 0 && hint < MmapMinAddr ? Geometry.PageAlign(MmapMinAddr) : hint;
     }
 
+    /// <summary>
+    /// The execute-only key for a VMA mapped or mprotected with <paramref name="prot"/> (do_mmap's
+    /// <c>prot == PROT_EXEC</c>, <c>arch_override_mprotect_pkey</c>): exactly PROT_EXEC on a host
+    /// that gives the key; none otherwise, which also takes it off a VMA that had it.
+    /// </summary>
+    private VmFlags ExecOnlyKey(Prot prot) => Machine.Options.ExecOnlyPkey && prot == Prot.Exec ? VmFlags.PkeyExecOnly : VmFlags.None;
+
     private static VmFlags ProtToVmFlags(Prot prot)
     {
         var f = VmFlags.None;
@@ -115,7 +122,8 @@ public sealed partial class MmStruct
         }
 
         // calc_vm_prot_bits | calc_vm_flag_bits | mm->def_flags (mlockall's MCL_FUTURE)
-        var vmFlags = ProtToVmFlags(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec | DefFlags;
+        var vmFlags = ProtToVmFlags(prot) | ExecOnlyKey(prot) | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec | DefFlags;
+        NoteKey(vmFlags);
         if ((flags & MapFlags.Locked) != 0)
         {
             vmFlags |= VmFlags.Locked;

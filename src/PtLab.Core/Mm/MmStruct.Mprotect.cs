@@ -43,7 +43,8 @@ public sealed partial class MmStruct
             return Errno.EINVAL; // arch_validate_prot
         }
 
-        var newAccess = ProtToVmFlags(prot);
+        var newAccess = ProtToVmFlags(prot) | ExecOnlyKey(prot);
+        NoteKey(newAccess);
         MmapLock.DownWrite(cpu.Id);
         try
         {
@@ -118,7 +119,7 @@ public sealed partial class MmStruct
     {
         MmapLock.AssertWriteHeld(cpu.Id);
         const VmFlags accessMask = VmFlags.Read | VmFlags.Write | VmFlags.Exec;
-        var newFlags = (vma.Flags & ~accessMask) | access;
+        var newFlags = (vma.Flags & ~(accessMask | VmFlags.PkeyExecOnly)) | access;
         if (((ulong)newFlags & ~((ulong)newFlags >> 4) & (ulong)accessMask) != 0)
         {
             return Errno.EACCES; // VM_MAYREAD/WRITE/EXEC sit four bits above VM_READ/WRITE/EXEC

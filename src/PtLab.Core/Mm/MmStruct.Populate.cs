@@ -113,7 +113,7 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>check_vma_flags</c>: GUP refuses a <c>VM_IO</c> or <c>VM_PFNMAP</c> VMA (the vvar pages)
     /// outright; a write needs VM_WRITE (or force on a COW mapping), a read needs VM_READ (or force
-    /// and VM_MAYREAD).
+    /// and VM_MAYREAD), and the protection key must allow the data access (<see cref="PkeyDeniesData"/>).
     /// </summary>
     private static Errno CheckVmaFlags(Vma vma, bool write, bool force)
     {
@@ -134,7 +134,8 @@ public sealed partial class MmStruct
             return Errno.EFAULT;
         }
 
-        return Errno.None;
+        // gups are data accesses: even forced, they obey the VMA's protection key.
+        return PkeyDeniesData(vma) ? Errno.EFAULT : Errno.None;
     }
 
     /// <summary>

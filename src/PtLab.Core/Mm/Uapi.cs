@@ -224,6 +224,14 @@ public enum VmFlags
     DontDump = 0x0400_0000,
     /// <summary><c>VM_MIXEDMAP</c>: entries with and without a <c>struct page</c> (never set by the model's mappings).</summary>
     MixedMap = 0x1000_0000,
+    /// <summary>
+    /// The VMA carries the mm's execute-only protection key (x86's <c>VM_PKEY_BIT*</c> holding
+    /// <c>execute_only_pkey</c>), on a host that gives one (<see cref="MachineOptions.ExecOnlyPkey"/>):
+    /// set by mmap and mprotect whose prot is exactly PROT_EXEC (PROT_SEM too makes it plain),
+    /// cleared by any other mprotect. As part of the flags it keeps such a VMA from merging with
+    /// one that has no key.
+    /// </summary>
+    PkeyExecOnly = 0x0800_0000,
     /// <summary><c>VM_HUGEPAGE</c> (<c>MADV_HUGEPAGE</c>): transparent huge pages wanted, also in THP mode <c>madvise</c>.</summary>
     HugePage = 0x2000_0000,
     /// <summary><c>VM_NOHUGEPAGE</c> (<c>MADV_NOHUGEPAGE</c>, <c>MAP_STACK</c>): never a transparent huge page here.</summary>

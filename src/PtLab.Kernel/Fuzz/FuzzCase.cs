@@ -53,6 +53,9 @@ public sealed class FuzzCase
     /// <summary>Whether the recording host mapped the shared zero page on anonymous read faults (no <c>zeropage 0</c> line).</summary>
     public bool ZeroPage { get; init; } = true;
 
+    /// <summary>Whether the recording host gave execute-only mappings a protection key that denies data access (a <c>pkey exec-only</c> line).</summary>
+    public bool ExecOnlyPkey { get; init; }
+
     /// <summary>Whether the case ran in the collapse mode (a <c>thp collapse</c> line).</summary>
     public bool Collapse { get; init; }
 
@@ -66,7 +69,8 @@ public sealed class FuzzCase
     public IReadOnlyList<FuzzOp> Ops => [.. Steps.Select(s => s.Op)];
 
     /// <summary>A case from a run: every operation with the kernel's outcome.</summary>
-    public static FuzzCase FromSequence(FuzzSequence sequence, string design, long memTotalKb, IEnumerable<string> comments, int? readAheadKb = null, bool collapse = false, bool zeroPage = true)
+    public static FuzzCase FromSequence(
+        FuzzSequence sequence, string design, long memTotalKb, IEnumerable<string> comments, int? readAheadKb = null, bool collapse = false, bool zeroPage = true, bool execOnlyPkey = false)
     {
         ArgumentNullException.ThrowIfNull(sequence);
         return new FuzzCase
@@ -77,6 +81,7 @@ public sealed class FuzzCase
             ReadAheadKb = readAheadKb,
             Collapse = collapse,
             ZeroPage = zeroPage,
+            ExecOnlyPkey = execOnlyPkey,
             Comments = [.. comments],
             Steps = [.. sequence.Steps.Select(s => new FuzzCaseStep(s.Op, s.Kernel))],
         };
@@ -95,6 +100,7 @@ public sealed class FuzzCase
         int? readAhead = null;
         bool collapse = false;
         bool zeroPage = true;
+        bool execOnlyPkey = false;
         var comments = new List<string>();
         var steps = new List<FuzzCaseStep>();
         var lines = text.Split('\n');
@@ -143,20 +149,13 @@ public sealed class FuzzCase
                             : throw new FormatException($"readahead {Value(words)} is not a number of kB");
                         continue;
                     case "zeropage":
-                        zeroPage = Value(words) switch
-                        {
-                            "1" => true,
-                            "0" => false,
-                            var v => throw new FormatException($"zeropage {v} is not 0 or 1"),
-                        };
+                        zeroPage = Choice(words, "1", "0", "0 or 1");
+                        continue;
+                    case "pkey":
+                        execOnlyPkey = Choice(words, "exec-only", "none", "'exec-only' or 'none'");
                         continue;
                     case "thp":
-                        collapse = Value(words) switch
-                        {
-                            "collapse" => true,
-                            "off" => false,
-                            var v => throw new FormatException($"thp {v} is not 'collapse' or 'off'"),
-                        };
+                        collapse = Choice(words, "collapse", "off", "'collapse' or 'off'");
                         continue;
                 }
 
@@ -181,7 +180,18 @@ public sealed class FuzzCase
             throw new FormatException($"{source}: no operations");
         }
 
-        return new FuzzCase { Slot = slot, Design = design, MemTotalKb = memTotal, ReadAheadKb = readAhead, Collapse = collapse, ZeroPage = zeroPage, Comments = comments, Steps = steps };
+        return new FuzzCase
+        {
+            Slot = slot,
+            Design = design,
+            MemTotalKb = memTotal,
+            ReadAheadKb = readAhead,
+            Collapse = collapse,
+            ZeroPage = zeroPage,
+            ExecOnlyPkey = execOnlyPkey,
+            Comments = comments,
+            Steps = steps,
+        };
     }
 
     /// <summary>The case in its file form.</summary>
@@ -214,6 +224,11 @@ public sealed class FuzzCase
             sb.AppendLine("zeropage 0");
         }
 
+        if (ExecOnlyPkey)
+        {
+            sb.AppendLine("pkey exec-only");
+        }
+
         if (Collapse)
         {
             sb.AppendLine("thp collapse");
@@ -241,7 +256,7 @@ public sealed class FuzzCase
     {
         string d = design ?? Design ?? throw new InvalidOperationException("the case names no design; pass one");
         long kb = memTotalKb ?? MemTotalKb ?? throw new InvalidOperationException("the case gives no memtotal; pass one");
-        using var model = new ModelSide(d, kb, Slot, ReadAheadKb ?? 128, collapse: Collapse, zeroPage: ZeroPage);
+        using var model = new ModelSide(d, kb, Slot, ReadAheadKb ?? 128, collapse: Collapse, zeroPage: ZeroPage, execOnlyPkey: ExecOnlyPkey);
         var problems = new List<string>();
         for (int i = 0; i < Steps.Count; i++)
         {
@@ -259,4 +274,10 @@ public sealed class FuzzCase
 
     private static string Value(string[] words) =>
         words.Length == 2 ? words[1].Trim() : throw new FormatException($"'{words[0]}' needs a value");
+
+    /// <summary>A header line's value of two: true for <paramref name="yes"/>, false for <paramref name="no"/>.</summary>
+    private static bool Choice(string[] words, string yes, string no, string either) =>
+        Value(words) is var v && v == yes ? true
+        : v == no ? false
+        : throw new FormatException($"{words[0]} {v} is not {either}");
 }

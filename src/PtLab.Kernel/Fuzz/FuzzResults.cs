@@ -49,6 +49,7 @@ public readonly record struct OpResult(OpResultKind Kind, ulong Value, int Signa
         FaultOutcome.Ok => Returned(0),
         FaultOutcome.SegvMapErr => new(OpResultKind.Signal, r.Address, SigSegv, 1),
         FaultOutcome.SegvAccErr => new(OpResultKind.Signal, r.Address, SigSegv, 2),
+        FaultOutcome.SegvPkuErr => new(OpResultKind.Signal, r.Address, SigSegv, 4),
         FaultOutcome.Bus => new(OpResultKind.Signal, r.Address, SigBus, 2),
         _ => new(OpResultKind.Oom, r.Address),
     };

@@ -339,6 +339,7 @@ public static class FuzzText
     {
         (OpResult.SigSegv, 1) => "SEGV_MAPERR",
         (OpResult.SigSegv, 2) => "SEGV_ACCERR",
+        (OpResult.SigSegv, 4) => "SEGV_PKUERR",
         _ => code.ToString(CultureInfo.InvariantCulture),
     };
 
@@ -346,6 +347,7 @@ public static class FuzzText
     {
         "SEGV_MAPERR" => 1,
         "SEGV_ACCERR" => 2,
+        "SEGV_PKUERR" => 4,
         _ => int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n) ? n : throw new FormatException($"'{text}' is not an si_code"),
     };
 

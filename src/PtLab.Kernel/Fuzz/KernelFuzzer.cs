@@ -65,6 +65,9 @@ public sealed class KernelFuzzer : IDisposable
     /// <summary>Whether this host maps the shared zero page on an anonymous read fault (measured; true where unknown).</summary>
     public bool ZeroPage => ZeroPageProbe.SmallZeroPage ?? true;
 
+    /// <summary>Whether this host gives execute-only mappings a protection key that denies data access (measured; false where unknown).</summary>
+    public static bool ExecOnlyPkey => ExecOnlyPkeyProbe.ExecOnlyPkey;
+
     /// <summary>Times the executor was started again because a reset left something behind.</summary>
     public int Restarts { get; private set; }
 
@@ -170,6 +173,6 @@ public sealed class KernelFuzzer : IDisposable
             throw new FuzzHarnessException($"the executor's heap starts at 0x{_executor.BrkStart:x}, the model's at 0x{_executor.SlotStart + FuzzText.BrkOffset:x}");
         }
 
-        return new ModelSide(Design, _executor.MemTotalKb, _executor.SlotStart, ReadAheadKb, BrkAvailable, Collapse, ZeroPage);
+        return new ModelSide(Design, _executor.MemTotalKb, _executor.SlotStart, ReadAheadKb, BrkAvailable, Collapse, ZeroPage, ExecOnlyPkey);
     }
 }

@@ -25,7 +25,8 @@ public sealed class ModelSide : IDisposable
     /// <param name="brk">Whether the heap starts in the slot, <see cref="FuzzText.BrkOffset"/> into it, as the executor's does when it may move it.</param>
     /// <param name="collapse">The executor's collapse mode: THP is not disabled for the address space, faults map no huge page (no VMA is MADV_HUGEPAGE), and MADV_COLLAPSE collapses.</param>
     /// <param name="zeroPage">Whether the host maps the shared zero page on an anonymous read fault (<see cref="PtLab.Mm.MachineOptions.ZeroPage"/>).</param>
-    public ModelSide(string design, long memTotalKb, ulong slotStart, int readAheadKb = 128, bool brk = true, bool collapse = false, bool zeroPage = true)
+    /// <param name="execOnlyPkey">Whether the host gives execute-only mappings a protection key that denies data access (<see cref="PtLab.Mm.MachineOptions.ExecOnlyPkey"/>).</param>
+    public ModelSide(string design, long memTotalKb, ulong slotStart, int readAheadKb = 128, bool brk = true, bool collapse = false, bool zeroPage = true, bool execOnlyPkey = false)
     {
         var factory = Designs.Factory(design) ?? throw new ArgumentException($"unknown design '{design}' (known: {string.Join(", ", Designs.Names)})", nameof(design));
         if (slotStart == 0 || slotStart % FuzzText.SlotSize != 0)
@@ -44,6 +45,7 @@ public sealed class ModelSide : IDisposable
             ReadAheadKb = readAheadKb,
             Thp = collapse ? ThpSettings.Never : ThpSettings.Default,
             ZeroPage = zeroPage,
+            ExecOnlyPkey = execOnlyPkey,
         });
         _target.Mm.ThpDisabled = !collapse; // the executor's prctl(PR_SET_THP_DISABLE), or its EXCEPT_ADVISED form
         _target.CreateFile(FuzzText.FileSize); // handle 0, the file mmapf maps

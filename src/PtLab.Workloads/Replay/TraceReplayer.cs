@@ -1318,9 +1318,9 @@ public sealed class TraceReplayer
         _signalsSeen = true;
         if (!_threads.TryGetValue(e.Tid, out var t) || t.RefusedFault is not { } model)
         {
-            // SEGV_MAPERR, SEGV_ACCERR, BUS_ADRERR answer a page fault; other codes other traps (a
-            // general protection fault, a signal frame that could not be written).
-            if (e.Flags is SegvMapErr or SegvAccErr)
+            // SEGV_MAPERR, SEGV_ACCERR, SEGV_PKUERR, BUS_ADRERR answer a page fault; other codes
+            // other traps (a general protection fault, a signal frame that could not be written).
+            if (e.Flags is SegvMapErr or SegvAccErr or SegvPkuErr)
             {
                 Divergence($"fault the kernel answered with signal {e.Result} (si_code {e.Flags}), the model mapped it");
             }
@@ -1334,6 +1334,7 @@ public sealed class TraceReplayer
         {
             SegvMapErr => FaultOutcome.SegvMapErr,
             SegvAccErr => FaultOutcome.SegvAccErr,
+            SegvPkuErr => FaultOutcome.SegvPkuErr,
             _ => (FaultOutcome?)null,
         };
         if (kernel != model)
@@ -1347,6 +1348,9 @@ public sealed class TraceReplayer
 
     /// <summary>si_code SEGV_ACCERR: the mapping forbids the access.</summary>
     private const ulong SegvAccErr = 2;
+
+    /// <summary>si_code SEGV_PKUERR: the mapping's protection key forbids the access (execute-only memory on a CPU with protection keys).</summary>
+    private const ulong SegvPkuErr = 4;
 
     /// <summary>
     /// A fault below the stack within RLIMIT_STACK grows it (expand_stack); the model's stack is a
