@@ -15,8 +15,10 @@ internal sealed class FrameArrays<T>
     // 0.02 bytes a frame, against 0.09 with segments of 512. Storage only some frames need (the
     // page extensions) takes smaller segments, so a frame that needs it costs few beside it.
     private const int DefaultSegmentShift = 11;
-    private const int ChunkShift = 6;
     private const int ChunkMask = (1 << ChunkShift) - 1;
+
+    /// <summary>A chunk holds the blocks of 2^ChunkShift frames, those whose numbers differ only in their low bits.</summary>
+    public const int ChunkShift = 6;
 
     private readonly int _perFrame;
     private readonly Lock _grow = new();
@@ -57,22 +59,26 @@ internal sealed class FrameArrays<T>
     }
 
     /// <summary>A block per frame: the frame's block, created zeroed if absent.</summary>
-    public Span<T> Block(long pfn)
-    {
-        long c = pfn >> ChunkShift;
-        var chunks = Volatile.Read(ref _chunks);
-        T[]? a = c < chunks.Length ? chunks[c] : null;
-        a ??= Grow(ref _chunks, c, _perFrame << ChunkShift);
-        return new Span<T>(a, (int)(pfn & ChunkMask) * _perFrame, _perFrame);
-    }
+    public Span<T> Block(long pfn) => new(Chunk(pfn), (int)(pfn & ChunkMask) * _perFrame, _perFrame);
 
     /// <summary>The frame's block, or an empty span when its chunk was never created (reads as zeros).</summary>
-    public Span<T> BlockIfPresent(long pfn)
+    public Span<T> BlockIfPresent(long pfn) =>
+        ChunkIfPresent(pfn) is { } a ? new Span<T>(a, (int)(pfn & ChunkMask) * _perFrame, _perFrame) : default;
+
+    /// <summary>
+    /// The chunk that holds the frame's block, created zeroed if absent, for a caller that lays
+    /// out a chunk's blocks itself (its 2^<see cref="ChunkShift"/> blocks in the same space).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public T[] Chunk(long pfn) => ChunkIfPresent(pfn) ?? Grow(ref _chunks, pfn >> ChunkShift, _perFrame << ChunkShift);
+
+    /// <summary>The chunk that holds the frame's block, or null when it was never created (reads as zeros).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public T[]? ChunkIfPresent(long pfn)
     {
         long c = pfn >> ChunkShift;
         var chunks = Volatile.Read(ref _chunks);
-        T[]? a = c < chunks.Length ? chunks[c] : null;
-        return a is null ? default : new Span<T>(a, (int)(pfn & ChunkMask) * _perFrame, _perFrame);
+        return c < chunks.Length ? chunks[c] : null;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
