@@ -402,6 +402,12 @@ public static class HostFacts
     /// in a huge-page range was measured to take a private huge page; absent: 1.
     /// </summary>
     public const string ThpUseZeroPage = "thp_use_zero_page";
+
+    /// <summary>
+    /// 1 where PROT_EXEC-only mappings get the execute-only protection key (a CPU with protection
+    /// keys enabled), so data access there is SEGV_PKUERR, as measured by the recorder; absent: 0.
+    /// </summary>
+    public const string ExecOnlyPkey = "exec_only_pkey";
 }
 
 /// <summary>A device number (<c>st_dev</c>) as the trace's <c>dev</c> column and mount tables give it: major and minor.</summary>

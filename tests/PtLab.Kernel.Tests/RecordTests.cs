@@ -94,6 +94,9 @@ public sealed class RecordTests : IDisposable
         var info = KernelInfo.Probe();
         Assert.Equal(info.ModelZeroPage, PtLab.Workloads.Replay.TraceReplayer.ZeroPageOf(r.Metadata));
         Assert.Equal(info.Thp?.UseZeroPage ?? true, PtLab.Workloads.Replay.TraceReplayer.ThpOf(r.Metadata).UseZeroPage);
+
+        // And whether execute-only memory gets the protection key that refuses data access.
+        Assert.Equal(info.ExecOnlyPkey, new PtLab.Workloads.Replay.ReplayOptions { Design = "none", DesignFactory = () => new PtLab.Reclaim.NoReclaim() }.WithHostOf(r.Metadata).ExecOnlyPkey);
     }
 
     [RecordFact]

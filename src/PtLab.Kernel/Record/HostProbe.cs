@@ -28,6 +28,7 @@ internal static class HostProbe
         Add(facts, HostFacts.ReadAheadKb, ReadAhead.KbFor("/")?.ToString(CultureInfo.InvariantCulture));
         Add(facts, HostFacts.ZeroPage, kernel.ZeroPage is { } z ? (z ? "1" : "0") : null);
         Add(facts, HostFacts.ThpUseZeroPage, kernel.Thp is { } thp ? (thp.UseZeroPage ? "1" : "0") : null);
+        Add(facts, HostFacts.ExecOnlyPkey, kernel.ExecOnlyPkey ? "1" : "0");
         return facts;
     }
 

@@ -30,6 +30,9 @@ public sealed record ReplayOptions
     /// <summary>Whether the model maps the shared zero page: the recorded host's (<see cref="TraceReplayer.ZeroPageOf"/>).</summary>
     public bool ZeroPage { get; init; } = true;
 
+    /// <summary>Whether execute-only mappings get the execute-only protection key: the recorded host's (<see cref="HostFacts.ExecOnlyPkey"/>).</summary>
+    public bool ExecOnlyPkey { get; init; }
+
     /// <summary>
     /// The file systems of the mapped files (<see cref="TraceMetadata.FileSystems"/>), which decide
     /// per file whether it is shmem and whether its page cache gets large folios
@@ -63,6 +66,7 @@ public sealed record ReplayOptions
         {
             Thp = TraceReplayer.ThpOf(metadata),
             ZeroPage = TraceReplayer.ZeroPageOf(metadata),
+            ExecOnlyPkey = metadata.Host.TryGetValue(HostFacts.ExecOnlyPkey, out var k) && k == "1",
             ReadAheadKb = TraceReplayer.ReadAheadKbOf(metadata),
             FileSystems = metadata.Version >= 3 && metadata.Source != "import" ? metadata.FileSystems : null,
             TraceVersion = metadata.Version,
@@ -147,6 +151,7 @@ public sealed class TraceReplayer
             Design = options.DesignFactory,
             Thp = options.Thp,
             ZeroPage = options.ZeroPage,
+            ExecOnlyPkey = options.ExecOnlyPkey,
             ReadAheadKb = options.ReadAheadKb,
         });
         _threadsOnCpu = new int[_machine.Cpus.Count];
