@@ -73,7 +73,7 @@ internal static class Scoreboard
         compare.Options.Add(plot);
         compare.Options.Add(freePmd);
         compare.Options.Add(isolation);
-        child.AddTo(compare);
+        child.AddTo(compare, scenario: true);
         var report = ReportOptions.AddTo(compare);
         compare.SetAction(p =>
         {

@@ -202,11 +202,15 @@ internal sealed class IsolatedRunOptions
             : design;
     }
 
-    public void AddTo(Command command)
+    /// <summary>Adds the options to <paramref name="command"/>; <see cref="Scenario"/> only where the child picks one of several scenarios (the scoreboard).</summary>
+    public void AddTo(Command command, bool scenario = false)
     {
         command.Options.Add(Design);
         command.Options.Add(Report);
-        command.Options.Add(Scenario);
+        if (scenario)
+        {
+            command.Options.Add(Scenario);
+        }
     }
 
     /// <summary>
