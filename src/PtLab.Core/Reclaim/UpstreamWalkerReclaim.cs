@@ -19,14 +19,17 @@ public abstract class UpstreamWalkerReclaim : NoReclaim
     public override TableRef PteOffsetMap(MmStruct mm, Cpu cpu, long pmdTable, int pmdIndex)
     {
         mm.Rcu.ReadLock(cpu.Id);
-        ulong pmd = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
+        // Through the CPU's table-entry cache, as the plain pte_offset_map reads it (see
+        // TableStore.LayoutEpoch): the lockless read returns a value the pmd entry held, and the
+        // reference's generation comes from the cache only while no table was freed since.
+        ulong pmd = mm.Phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex);
         if (Entry.IsNone(pmd) || Entry.IsHuge(pmd))
         {
             mm.Rcu.ReadUnlock(cpu.Id);
             return TableRef.None;
         }
 
-        return mm.Phys.Ref(Entry.Pfn(pmd));
+        return mm.Phys.CachedPteTableRef(cpu.TableCache, Entry.Pfn(pmd));
     }
 
     /// <summary><c>pte_unmap</c>: leaves the RCU read section.</summary>
@@ -47,7 +50,7 @@ public abstract class UpstreamWalkerReclaim : NoReclaim
             }
 
             mm.PtlLock(cpu, pteTable.Pfn);
-            ulong now = Volatile.Read(ref mm.Phys.Table(pmdTable)[pmdIndex]);
+            ulong now = mm.Phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex);
             if (SkipPmdRecheckForTesting || (!Entry.IsNone(now) && !Entry.IsHuge(now) && Entry.Pfn(now) == pteTable.Pfn))
             {
                 return pteTable;
