@@ -71,6 +71,7 @@ internal static class Cli
         bench.Subcommands.Add(BenchReplay.Command(stdout));
         bench.Subcommands.Add(ScanBench.Command(stdout));
         bench.Subcommands.Add(FootprintBench.Command(stdout));
+        bench.Subcommands.Add(LitmusBench.Command(stdout));
         root.Subcommands.Add(Demo.Command(stdout, stderr));
         root.Subcommands.Add(run);
         root.Subcommands.Add(compare);

@@ -38,6 +38,9 @@ public class CommandTests
     [InlineData("--seconds", "bench", "designs", "--seconds", "0")]
     [InlineData("--designs", "bench", "designs", "--designs", "bogus")]
     [InlineData("--format", "bench", "designs", "--format", "xml")]
+    [InlineData("--rounds", "bench", "litmus", "--rounds", "0")]
+    [InlineData("--runs", "bench", "litmus", "--runs", "1001")]
+    [InlineData("--format", "bench", "litmus", "--format", "csv")]
     public void BadArgumentsGetOneLineNamingTheOptionAndExitCodeTwo(string option, params string[] args)
     {
         var (code, output, err) = Run(args);
@@ -186,6 +189,27 @@ public class CommandTests
 
         var none = rows.Single(r => r.GetProperty("design").GetString() == "none");
         Assert.Equal(1.0, none.GetProperty("ratioToNone").GetProperty("faultsPerSecond").GetDouble());
+    }
+
+    [Fact]
+    public void BenchLitmusKeepsTheOwnerAndAnotherCpuApartWithEveryBarrier()
+    {
+        var (code, output, err) = Run("bench", "litmus", "--rounds", "5000", "--runs", "2", "--format", "json");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(output);
+        Assert.True(doc.RootElement.GetProperty("safe").GetBoolean());
+        var rows = doc.RootElement.GetProperty("results").EnumerateArray().ToList();
+        Assert.Equal(
+            ["mmap_lock False", "mmap_lock True", "tlb False", "tlb True"],
+            rows.Select(r => $"{r.GetProperty("lock").GetString()} {r.GetProperty("barrier").GetBoolean()}").Order());
+        foreach (var r in rows)
+        {
+            Assert.Equal(2, r.GetProperty("bothInPerRun").GetArrayLength());
+            if (r.GetProperty("barrier").GetBoolean())
+            {
+                Assert.Equal(0, r.GetProperty("bothIn").GetInt64());
+            }
+        }
     }
 }
 

@@ -24,6 +24,13 @@ public sealed class Tlb
     private readonly ulong[] _entries = new ulong[Size];
     private int _lock;
     private OwnerBias _bias; // see OwnerBiased
+
+    /// <summary>Test-only mutation: a remote flush of a biased TLB waits for the owner without the process-wide barrier (see <see cref="LockStepLitmus"/>).</summary>
+    internal bool SkipBarrierForTesting
+    {
+        get => _bias.SkipBarrierForTesting;
+        init => _bias.SkipBarrierForTesting = value;
+    }
     private long _flushes;
     private long _hits;
     private long _misses;

@@ -24,6 +24,13 @@ internal struct OwnerBias
     // 1 while someone other than the owner holds the lock word.
     private int _othersIn;
 
+    /// <summary>
+    /// Test-only mutation: the other side waits for the owner without the process-wide barrier,
+    /// so the owner's mark and the other's announcement may each be read before the other's store
+    /// is visible (see <see cref="LockStepLitmus"/>).
+    /// </summary>
+    public bool SkipBarrierForTesting;
+
     /// <summary>The owner's entry: true when it is in; false when it must take the lock word instead.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryOwnerEnter()
@@ -49,7 +56,11 @@ internal struct OwnerBias
     public void OthersEnter()
     {
         Volatile.Write(ref _othersIn, 1);
-        Interlocked.MemoryBarrierProcessWide();
+        if (!SkipBarrierForTesting)
+        {
+            Interlocked.MemoryBarrierProcessWide();
+        }
+
         var spin = default(SpinWait);
         while (Volatile.Read(ref _ownerIn) != 0)
         {

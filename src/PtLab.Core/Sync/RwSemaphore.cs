@@ -36,6 +36,13 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
     /// </summary>
     internal int BiasedTo { get; init; } = -1;
 
+    /// <summary>
+    /// Test-only mutation: a writer of a biased semaphore waits for the owner's reads without the
+    /// process-wide barrier, so the owner's store of its read count and its load of the writer's
+    /// announcement may pass each other (x86 lets a load pass an earlier store), and both go in.
+    /// </summary>
+    internal bool SkipBarrierForTesting { get; init; }
+
     // A read on CPU BiasedTo without an atomic: false when a writer is in, and the read must be
     // taken on the shared count. A nested read is always in: its writer waits for the outer one.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -164,7 +171,7 @@ public sealed class RwSemaphore(SyncHooks? hooks = null, LockClass? lockClass = 
     private void WaitOwnerReads(int cpu)
     {
         Volatile.Write(ref _writerIn, 1);
-        if (cpu != BiasedTo)
+        if (cpu != BiasedTo && !SkipBarrierForTesting)
         {
             // Either that CPU's read count is visible after this, or its read of _writerIn comes after it.
             Interlocked.MemoryBarrierProcessWide();
