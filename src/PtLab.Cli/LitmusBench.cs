@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using PtLab.Sync;
+using PtLab.Systematic;
 
 namespace PtLab.Cli;
 

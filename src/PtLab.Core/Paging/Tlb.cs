@@ -25,7 +25,7 @@ public sealed class Tlb
     private int _lock;
     private OwnerBias _bias; // see OwnerBiased
 
-    /// <summary>Test-only mutation: a remote flush of a biased TLB waits for the owner without the process-wide barrier (see <see cref="LockStepLitmus"/>).</summary>
+    /// <summary>Test-only mutation: a remote flush of a biased TLB waits for the owner without the process-wide barrier (see <c>PtLab.Systematic.LockStepLitmus</c>).</summary>
     internal bool SkipBarrierForTesting
     {
         get => _bias.SkipBarrierForTesting;

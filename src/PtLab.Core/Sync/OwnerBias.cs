@@ -27,7 +27,7 @@ internal struct OwnerBias
     /// <summary>
     /// Test-only mutation: the other side waits for the owner without the process-wide barrier,
     /// so the owner's mark and the other's announcement may each be read before the other's store
-    /// is visible (see <see cref="LockStepLitmus"/>).
+    /// is visible (see <c>PtLab.Systematic.LockStepLitmus</c>).
     /// </summary>
     public bool SkipBarrierForTesting;
 

@@ -3,6 +3,7 @@ using PtLab.Paging;
 using PtLab.Phys;
 using PtLab.Reclaim;
 using PtLab.Sync;
+using PtLab.Systematic;
 
 namespace PtLab.Tests.Sync;
 

@@ -1,4 +1,7 @@
-namespace PtLab.Sync;
+using PtLab.Paging;
+using PtLab.Sync;
+
+namespace PtLab.Systematic;
 
 /// <summary>
 /// The store-buffer litmus of the locks biased to one owner, on two real threads: the owner's
@@ -29,7 +32,7 @@ public static class LockStepLitmus
     public static IReadOnlyList<Subject> BiasedLocks(bool withoutBarrier)
     {
         var hooks = new SyncHooks(2);
-        var tlb = new Paging.Tlb { Owner = 0, OwnerBiased = true, SkipBarrierForTesting = withoutBarrier };
+        var tlb = new Tlb { Owner = 0, OwnerBiased = true, SkipBarrierForTesting = withoutBarrier };
         var sem = new RwSemaphore { BiasedTo = 0, SkipBarrierForTesting = withoutBarrier };
         return
         [
