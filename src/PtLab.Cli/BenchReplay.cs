@@ -70,7 +70,7 @@ internal static class BenchReplay
                 }
                 else if (!File.Exists(path))
                 {
-                    throw new UsageException($"--trace: '{path}' does not exist");
+                    throw new UsageException(Directory.Exists(path) ? $"--trace: '{path}' is a directory, not a trace file" : $"--trace: '{path}' does not exist");
                 }
 
                 string name = p.GetValue(design)!;

@@ -209,6 +209,11 @@ internal static class FuzzKernel
 
     private static FuzzCase LoadCase(string file)
     {
+        if (Directory.Exists(file))
+        {
+            throw new UsageException($"--replay: '{file}' is a directory, not a case file");
+        }
+
         try
         {
             return FuzzCase.Load(file);

@@ -50,6 +50,17 @@ internal static class Record
                 throw new UsageException($"--pid: {attach} is not a process id");
             }
 
+            if (attach is { } target && OperatingSystem.IsLinux() && !Directory.Exists($"/proc/{target}"))
+            {
+                throw new UsageException($"--pid: no process {target} on this host");
+            }
+
+            // Checked before the program runs: a recording is not thrown away for want of a place to write it.
+            if (ReportOptions.WhyNotWritable(p.GetValue(output)) is { } why)
+            {
+                throw new UsageException("record: " + why);
+            }
+
             string? durationText = p.GetValue(duration);
             if (durationText is not null && attach is null)
             {

@@ -71,6 +71,16 @@ internal static class TraceCommands
         {
             string input = p.GetValue(text)!;
             string target = p.GetValue(output)!;
+            if (input != "-" && Directory.Exists(input))
+            {
+                throw new UsageException($"{input}: a directory, not a perf script text file");
+            }
+
+            if (ReportOptions.WhyNotWritable(target) is { } why)
+            {
+                throw new UsageException(why);
+            }
+
             TextReader reader;
             try
             {

@@ -52,6 +52,12 @@ public sealed class TraceReader : IDisposable
     public static TraceReader Open(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+        if (Directory.Exists(path))
+        {
+            // FileStream says only "access denied" of a directory.
+            throw new TraceFormatException($"{path}: a directory, not a trace file");
+        }
+
         return Open(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16), path);
     }
 

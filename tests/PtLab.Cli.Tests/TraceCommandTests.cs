@@ -97,6 +97,48 @@ public sealed class TraceCommandTests : IDisposable
     }
 
     [Fact]
+    public void RecordRefusesAnOutputItCannotWriteBeforeRunningTheProgram()
+    {
+        string marker = Path.Combine(_dir, "ran");
+        var (code, _, err) = Run("record", "-o", Path.Combine(_dir, "missing", "t.parquet"), "--", "touch", marker);
+        Assert.Equal(2, code);
+        Assert.Contains("the directory of", err);
+        Assert.False(File.Exists(marker), "the program ran although its trace could not be written");
+    }
+
+    [Fact]
+    public void RecordOfAProcessThatDoesNotExistSaysSo()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return; // the check reads /proc
+        }
+
+        int pid = 4_000_000; // above the kernel's pid_max limit (2^22), so never a process
+        var (code, _, err) = Run("record", "-p", pid.ToString(System.Globalization.CultureInfo.InvariantCulture), "--duration", "1s", "-o", Path.Combine(_dir, "p.parquet"));
+        Assert.Equal(2, code);
+        Assert.Contains($"no process {pid}", err);
+    }
+
+    [Theory]
+    [InlineData("trace", "import", "{dir}", "-o", "{dir}/t.parquet")]
+    [InlineData("trace", "import", "{dir}/in.txt", "-o", "{dir}/missing/t.parquet")]
+    [InlineData("trace", "info", "{dir}")]
+    [InlineData("replay", "{dir}")]
+    [InlineData("bench", "replay", "--trace", "{dir}")]
+    [InlineData("fuzz", "kernel", "--replay", "{dir}")]
+    public void ADirectoryOrAMissingDirectoryIsAUsageErrorNamingIt(params string[] args)
+    {
+        File.WriteAllText(Path.Combine(_dir, "in.txt"), "");
+        var (code, _, err) = Run(args.Select(a => a.Replace("{dir}", _dir, StringComparison.Ordinal)).ToArray());
+        Assert.Equal(2, code);
+        string line = Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("ptlab: ", line);
+        Assert.Contains(_dir, line);
+        Assert.DoesNotContain("denied", line);
+    }
+
+    [Fact]
     public void FuzzTracesRunsAndCountsNoCrash()
     {
         var (code, output, _) = Run("fuzz", "traces", "--inputs", "60", "--threads", "1");

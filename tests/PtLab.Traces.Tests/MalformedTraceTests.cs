@@ -20,6 +20,13 @@ public sealed class MalformedTraceTests : TempDir
     }
 
     [Fact]
+    public void ADirectoryIsRejectedAsNotATraceFile()
+    {
+        var e = ReadFails(Dir);
+        Assert.Equal($"{Dir}: a directory, not a trace file", e.Message);
+    }
+
+    [Fact]
     public void ACorruptByteInTheDataFailsTheChecksum()
     {
         string path = Write(SyntheticTrace.Events(2000));
