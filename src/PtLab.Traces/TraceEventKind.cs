@@ -111,6 +111,15 @@ public enum TraceEventKind : byte
     Shmat,
     /// <summary>shmdt(shmaddr): Address; Result is 0 or -errno. Version 5.</summary>
     Shmdt,
+    /// <summary>
+    /// An attached recording (<c>record -p</c>): a range of pages the process had, present or
+    /// swapped out, at the moment its threads were stopped for the layout read (the
+    /// <c>PAGEMAP_SCAN</c> ioctl). Address and Length (page-aligned); Flags the kernel's
+    /// <c>PAGE_IS_*</c> categories of every page in it: <see cref="TraceKinds.PageIsFile"/>,
+    /// <see cref="TraceKinds.PageIsPresent"/>, <see cref="TraceKinds.PageIsSwapped"/>,
+    /// <see cref="TraceKinds.PageIsPfnZero"/>, <see cref="TraceKinds.PageIsHuge"/>. Version 6.
+    /// </summary>
+    Resident,
 }
 
 /// <summary>The columns a row can carry beyond time, pid, tid and kind.</summary>
@@ -155,7 +164,22 @@ public enum TraceFields
 public static class TraceKinds
 {
     /// <summary>Number of kinds.</summary>
-    public const int Count = (int)TraceEventKind.Shmdt + 1;
+    public const int Count = (int)TraceEventKind.Resident + 1;
+
+    /// <summary><c>PAGE_IS_FILE</c>: a <see cref="TraceEventKind.Resident"/> range of file (page-cache or shmem) pages.</summary>
+    public const ulong PageIsFile = 1 << 2;
+
+    /// <summary><c>PAGE_IS_PRESENT</c>: a <see cref="TraceEventKind.Resident"/> range of present pages.</summary>
+    public const ulong PageIsPresent = 1 << 3;
+
+    /// <summary><c>PAGE_IS_SWAPPED</c>: a <see cref="TraceEventKind.Resident"/> range of swap (or other non-present) entries.</summary>
+    public const ulong PageIsSwapped = 1 << 4;
+
+    /// <summary><c>PAGE_IS_PFNZERO</c>: a <see cref="TraceEventKind.Resident"/> range mapping the shared zero page.</summary>
+    public const ulong PageIsPfnZero = 1 << 5;
+
+    /// <summary><c>PAGE_IS_HUGE</c>: a <see cref="TraceEventKind.Resident"/> range mapped by PMD (or larger) leaves.</summary>
+    public const ulong PageIsHuge = 1 << 6;
 
     /// <summary>The most cache_range rows one file_cache row may announce (a file of 2^44 bytes, every other page cached).</summary>
     public const long MaxCacheRanges = 1L << 31;
@@ -184,7 +208,7 @@ public static class TraceKinds
         "mlock", "mlock2", "munlock", "mlockall", "munlockall", "exit", "exit_group", "newtask", "exec",
         "task_exit", "task", "mmap2", "vma", "status", "status_exec", "status_exit", "status_attach", "lost",
         "madvise_range", "file_cache", "cache_range", "signal", "cache_add", "cache_delete",
-        "shmat", "shmdt",
+        "shmat", "shmdt", "resident",
     ];
 
     // Required fields of each kind, then the fields it may carry besides. Any other field must be null.
@@ -225,6 +249,7 @@ public static class TraceKinds
         (PageCacheChange, TraceFields.None),                                                                  // cache_delete
         (TraceFields.Address | TraceFields.Fd | TraceFields.Flags, Syscall),                                  // shmat
         (TraceFields.Address, Syscall),                                                                       // shmdt
+        (TraceFields.Address | TraceFields.Length | TraceFields.Flags, TraceFields.None),                     // resident
     ];
 
     /// <summary>The kind's name in the <c>kind</c> column.</summary>

@@ -25,7 +25,7 @@ internal sealed record TraceColumn(int Index, string Name, ColumnType Type, Trac
 }
 
 /// <summary>
-/// The trace file's schema, version 5: one flat Parquet table, one row per event, sorted by time.
+/// The trace file's schema, version 6: one flat Parquet table, one row per event, sorted by time.
 /// docs/trace-format.md is its description; a change to a name, type or meaning is a new version.
 /// Version 2 added the <c>madvise_range</c> kind and the process_madvise_ranges key; version 3
 /// the <c>ptlab.fs.*</c> keys (the file systems of the mapped files); version 4 the
@@ -33,11 +33,12 @@ internal sealed record TraceColumn(int Index, string Name, ColumnType Type, Trac
 /// when it first appeared) and the page_cache key; version 5 the <c>signal</c> kind (the SIGSEGV
 /// and SIGBUS the kernel answered faults with), the <c>cache_add</c> and <c>cache_delete</c> kinds
 /// (the page-cache changes after a file first appeared) and the page_cache_changes and
-/// folio_orders keys. Older files are read as they are (they have none of these).
+/// folio_orders keys; version 6 the <c>resident</c> kind (an attached recording's pages at the
+/// moment of its layout). Older files are read as they are (they have none of these).
 /// </summary>
 internal static class TraceSchema
 {
-    public const int Version = 5;
+    public const int Version = 6;
 
     /// <summary>The oldest version this reader reads.</summary>
     public const int MinVersion = 1;

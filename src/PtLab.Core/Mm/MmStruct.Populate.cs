@@ -57,6 +57,53 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// Rebuilds pages a live process was found to have (an attached recording's resident ranges):
+    /// the range's pages are faulted in VMA by VMA as get_user_pages would, a write fault where an
+    /// anonymous page was found in a writable private VMA, a read fault elsewhere (file pages, the
+    /// zero page, and anonymous pages of VMAs no longer writable, which get the page a read finds:
+    /// the same tables, another RSS counter). VM_IO/VM_PFNMAP and PROT_NONE VMAs are left alone.
+    /// Returns the pages faulted in and the pages left (no VMA there, or one left alone).
+    /// </summary>
+    public (long Done, long Left) PopulateFound(Cpu cpu, ulong start, ulong end, bool anonymous)
+    {
+        ArgumentNullException.ThrowIfNull(cpu);
+        start &= Geometry.PageMask;
+        long done = 0, total = (long)((end - start + Geometry.PageSize - 1) >> PhysMemory.PageShift);
+        MmapLock.DownRead(cpu.Id);
+        try
+        {
+            for (ulong at = start; at < end;)
+            {
+                var vma = FindVma(at);
+                if (vma is null || vma.Start >= end)
+                {
+                    break;
+                }
+
+                ulong s = Math.Max(at, vma.Start), e = Math.Min(end, vma.End);
+                at = e;
+                if ((vma.Flags & (VmFlags.Io | VmFlags.PfnMap)) != 0 || (vma.Flags & (VmFlags.Read | VmFlags.Write | VmFlags.Exec)) == 0)
+                {
+                    continue;
+                }
+
+                bool write = anonymous && (vma.Flags & (VmFlags.Write | VmFlags.Shared)) == VmFlags.Write;
+                long n = FaultInPages(cpu, vma, s, e, write);
+                if (n > 0)
+                {
+                    done += n;
+                }
+            }
+
+            return (done, total - done);
+        }
+        finally
+        {
+            MmapLock.UpRead(cpu.Id);
+        }
+    }
+
+    /// <summary>
     /// <c>populate_vma_page_range</c>: a write fault for each page of a writable private VMA (to
     /// break COW), a read fault otherwise, forced past a missing PROT_READ unless the VMA is
     /// PROT_NONE. A VM_LOCKONFAULT VMA is left to its faults. Returns pages done or -errno.

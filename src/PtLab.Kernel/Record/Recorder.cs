@@ -295,6 +295,18 @@ public static class Recorder
         return interrupted;
     }
 
+    /// <summary>
+    /// The rows whose effect an attached recording's layout, read with every thread stopped,
+    /// already holds when perf stamped them before that moment: faults, the kernel's answers to
+    /// them, and the calls and mapping records that change the address space.
+    /// </summary>
+    internal static bool ChangesTheAddressSpace(TraceEventKind kind) => kind is
+        TraceEventKind.Fault or TraceEventKind.KernelFault or TraceEventKind.Signal or
+        TraceEventKind.Mmap or TraceEventKind.Mmap2 or TraceEventKind.Munmap or TraceEventKind.Mremap or
+        TraceEventKind.Madvise or TraceEventKind.ProcessMadvise or TraceEventKind.MadviseRange or TraceEventKind.Mprotect or
+        TraceEventKind.Brk or TraceEventKind.Mlock or TraceEventKind.Mlock2 or TraceEventKind.Munlock or
+        TraceEventKind.Mlockall or TraceEventKind.Munlockall or TraceEventKind.Shmat or TraceEventKind.Shmdt;
+
     private static RecordResult Convert(RecordOptions options, string output, string data, TracerOutput tracer, string perfVersion, bool truncated, TextWriter log)
     {
         bool attach = options.AttachPid is not null;
@@ -427,11 +439,20 @@ public static class Recorder
             return [];
         }
 
+        long beforeLayout = 0;
         try
         {
             foreach (var imported in importer.Read())
             {
                 var e = imported.Event;
+                if (attach && e.TimeNs < tracer.AttachMomentNs && ChangesTheAddressSpace(e.Kind))
+                {
+                    // Attached: perf starts before the tracer stops the threads and reads the
+                    // layout, and what happened in between is already in that layout.
+                    beforeLayout++;
+                    continue;
+                }
+
                 while (next < samples.Count && samples[next].TimeNs < e.TimeNs)
                 {
                     AppendSample(samples[next++]);
@@ -481,6 +502,16 @@ public static class Recorder
         long lost = importer.Stats.LostEvents;
         var notes = importer.Stats.ToNotes();
         notes["dropped_samples"] = droppedSamples.ToString(CultureInfo.InvariantCulture);
+        if (attach)
+        {
+            notes["attach_events_before_layout"] = beforeLayout.ToString(CultureInfo.InvariantCulture);
+            notes["attach_resident_ranges"] = tracer.ResidentRanges.ToString(CultureInfo.InvariantCulture);
+            if (tracer.ResidentOff is { } off)
+            {
+                notes["attach_resident_off"] = off;
+                log.WriteLine($"ptlab: the pages the process had at the attach are not recorded ({off}): the replay starts with no page tables");
+            }
+        }
         if (tracer.ProcessMadviseCallCount > 0 || withoutRanges > 0)
         {
             notes["process_madvise_with_ranges"] = withRanges.ToString(CultureInfo.InvariantCulture);

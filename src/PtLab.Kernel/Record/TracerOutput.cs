@@ -14,6 +14,12 @@ internal sealed class TracerOutput
 
     public int RootPid { get; private set; }
 
+    /// <summary>
+    /// Attach: the moment every thread was stopped for the layout read (ns, CLOCK_MONOTONIC); 0 in
+    /// exec mode. Faults and address-space calls perf stamped before it are in the layout.
+    /// </summary>
+    public long AttachMomentNs { get; private set; }
+
     /// <summary>The root process's wait status when the tracer saw it reaped.</summary>
     public int? RootWaitStatus { get; private set; }
 
@@ -34,6 +40,12 @@ internal sealed class TracerOutput
 
     /// <summary>Why the ranges were not captured (the F line's words), or null.</summary>
     public string? ProcessMadviseRangesOff { get; private set; }
+
+    /// <summary>Attach: the ranges of pages the process had at the layout's moment (Q lines).</summary>
+    public long ResidentRanges { get; private set; }
+
+    /// <summary>Attach: why those ranges could not be read (no PAGEMAP_SCAN), or null.</summary>
+    public string? ResidentOff { get; private set; }
 
     /// <summary>The process_madvise calls the tracer stopped at, by thread, in time order.</summary>
     public Dictionary<int, Queue<ProcessMadviseCall>> ProcessMadviseCalls { get; } = [];
@@ -135,6 +147,11 @@ internal sealed class TracerOutput
                 break;
             case 'R':
                 RootPid = Int(f[2]);
+                if (f is [_, _, _, "attach"])
+                {
+                    AttachMomentNs = Long(f[1]);
+                }
+
                 break;
             case 'S':
                 {
@@ -268,6 +285,24 @@ internal sealed class TracerOutput
             case 'L':
                 PageCacheChangesLost += Long(f[2]);
                 break;
+            case 'Q' when f[2] == "off":
+                ResidentOff = string.Join(' ', f[3..]);
+                break;
+            case 'Q':
+                {
+                    // "Q TIME PID START END CATEGORIES" (hex): pages of the process at the attach.
+                    ulong start = Hex(f[3]), end = Hex(f[4]);
+                    if (end <= start)
+                    {
+                        throw new FormatException($"resident range {f[3]}-{f[4]} is empty");
+                    }
+
+                    int pid = Int(f[2]);
+                    Rows.Add(TraceEvent.Create(TraceEventKind.Resident, Long(f[1]), pid, pid) with { Address = start, Length = end - start, Flags = Hex(f[5]) });
+                    ResidentRanges++;
+                    break;
+                }
+
             case 'F':
                 ProcessMadviseRanges = f[2] == "on";
                 ProcessMadviseRangesOff = ProcessMadviseRanges ? null : string.Join(' ', f[3..]);

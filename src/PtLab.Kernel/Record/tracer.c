@@ -41,7 +41,10 @@
  *
  * Lines of OUT (fields separated by one space; times in ns of CLOCK_MONOTONIC):
  *   H ptlab-tracer 1 <tracer pid>
- *   R <time> <root pid> exec|attach
+ *   R <time> <root pid> exec|attach     attach: the moment every thread was stopped for the layout read
+ *   Q <time> <pid> <start> <end> <categories>   attach: a range of pages present or swapped out
+ *                                         at that moment (hex; PAGEMAP_SCAN's PAGE_IS_* bits)
+ *   Q <time> off <why>                    attach: those ranges could not be read
  *   S <time> <pid> <tid> tick|exec|exit|attach <VmSize> <VmRSS> <RssAnon> <RssFile> <RssShmem> <VmSwap> <VmPTE>   (kB)
  *   M <time> <pid> <one /proc/PID/maps line, verbatim>
  *   X <time> <pid> <tid> <wait status the thread is exiting with>
@@ -1144,6 +1147,119 @@ static int seize_all(pid_t pid)
     return 0;
 }
 
+/*
+ * PAGEMAP_SCAN (Linux 6.7+, include/uapi/linux/fs.h), defined here for headers older than the
+ * kernel. Read-only: no write-protect flag is passed, so the scan changes nothing in the target.
+ */
+struct pm_page_region {
+    unsigned long long start, end, categories;
+};
+struct pm_scan_args {
+    unsigned long long size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    unsigned long long category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PM_PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_args)
+#define PM_IS_FILE (1ULL << 2)
+#define PM_IS_PRESENT (1ULL << 3)
+#define PM_IS_SWAPPED (1ULL << 4)
+#define PM_IS_PFNZERO (1ULL << 5)
+#define PM_IS_HUGE (1ULL << 6)
+#define PM_TASK_SIZE 0x7ffffffff000ULL
+
+/*
+ * Attach: the pages the process has at the moment of the layout (present or swapped entries),
+ * as Q lines of ranges with the kernel's PAGE_IS_* categories, so that the replay starts from
+ * the tables they need rather than from none. 512 regions a call (one walk of the kernel's bounce
+ * buffer), resumed at walk_end. Without PAGEMAP_SCAN one "Q <time> off <why>" line says so.
+ */
+static void resident(pid_t pid)
+{
+    char path[64];
+    static struct pm_page_region vec[512];
+    snprintf(path, sizeof path, "/proc/%d/pagemap", pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        line("Q %lld off cannot open %s: %s\n", now_ns(), path, strerror(errno));
+        return;
+    }
+    unsigned long long at = 0;
+    while (at < PM_TASK_SIZE) {
+        struct pm_scan_args a = {
+            .size = sizeof a, .start = at, .end = PM_TASK_SIZE,
+            .vec = (unsigned long long)(unsigned long)vec, .vec_len = 512,
+            .category_anyof_mask = PM_IS_PRESENT | PM_IS_SWAPPED,
+            .return_mask = PM_IS_PRESENT | PM_IS_SWAPPED | PM_IS_FILE | PM_IS_PFNZERO | PM_IS_HUGE,
+        };
+        long n = ioctl(fd, PM_PAGEMAP_SCAN, &a);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            line("Q %lld off PAGEMAP_SCAN: %s\n", now_ns(), errno == ENOTTY || errno == EINVAL ? "not in this kernel (Linux 6.7+)" : strerror(errno));
+            break;
+        }
+        long long t = now_ns();
+        for (long i = 0; i < n; i++)
+            line("Q %lld %d %llx %llx %llx\n", t, pid, vec[i].start, vec[i].end, vec[i].categories);
+        if (a.walk_end <= at)
+            break;
+        at = a.walk_end;
+    }
+    close(fd);
+}
+
+/*
+ * Attach: every seized thread is interrupted and waited for, so that the layout read next is one
+ * moment of the process (no thread maps, unmaps or faults while /proc/PID/maps is read). A task
+ * stops only on its way back to user mode, so every fault and address-space call a thread began
+ * before the stop has finished, and perf stamped it before the moment returned here: those
+ * events are already in the layout. The stops are kept in held[] and handled (each thread
+ * resumed, a signal passed on) once the layout is read. Returns the number held; a thread that
+ * does not stop within two seconds (an uninterruptible wait) is left running, with an E line.
+ */
+struct held_stop {
+    pid_t tid;
+    int status;
+};
+static struct held_stop held[MAX_TASKS];
+
+static int hold_all(long long *moment)
+{
+    static pid_t interrupted[MAX_TASKS];
+    int waiting = 0, nheld = 0;
+    for (int i = 0; i < ntasks; i++)
+        if (ptrace(PTRACE_INTERRUPT, tasks[i].tid, 0, 0) == 0)
+            interrupted[waiting++] = tasks[i].tid;
+    long long give_up = now_ns() + 2000000000LL;
+    while (waiting > 0 && nheld < MAX_TASKS) {
+        int status;
+        pid_t tid = waitpid(-1, &status, __WALL | WNOHANG);
+        if (tid == 0) {
+            if (now_ns() > give_up) {
+                line("E %lld %d threads did not stop within 2 s of the attach: the layout was read while they ran\n", now_ns(), waiting);
+                break;
+            }
+            usleep(200);
+            continue;
+        }
+        if (tid < 0)
+            break;
+        for (int i = 0; i < waiting; i++)
+            if (interrupted[i] == tid) {
+                interrupted[i] = interrupted[--waiting];
+                break;
+            }
+        if (WIFSTOPPED(status)) {
+            held[nheld].tid = tid;
+            held[nheld].status = status;
+            nheld++;
+        } else {
+            drop(tid);
+        }
+    }
+    *moment = now_ns();
+    return nheld;
+}
+
 static void detach_all(void)
 {
     for (int i = 0; i < ntasks; i++)
@@ -1290,11 +1406,17 @@ int main(int argc, char **argv)
             fprintf(stderr, "ptlab-tracer: cannot attach to %d: %s\n", root, strerror(errno));
             return 4;
         }
-        line("R %lld %d attach\n", now_ns(), root);
+        long long moment;
+        int nheld = hold_all(&moment);
+        line("R %lld %d attach\n", moment, root);
         line("F %lld off attached: no filter can be installed into a running process\n", now_ns());
         fflush(out);
         maps(root);
+        resident(root);
         sample(root, tasks[0].tid, "attach");
+        for (int i = 0; i < nheld; i++)
+            if (handle_stop(held[i].tid, held[i].status) < 0 && errno != ESRCH)
+                line("E %lld ptrace continue of %d: %s\n", now_ns(), held[i].tid, strerror(errno));
         if (duration > 0)
             deadline = now_ns() + duration;
     }

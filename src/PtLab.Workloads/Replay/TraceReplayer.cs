@@ -306,6 +306,7 @@ public sealed class TraceReplayer
                 case TraceEventKind.FileCache: FileCache(e); break;
                 case TraceEventKind.CacheRange: CacheRange(e); break;
                 case TraceEventKind.Signal: Signal(e); break;
+                case TraceEventKind.Resident: Resident(e); break;
                 case TraceEventKind.CacheAdd:
                 case TraceEventKind.CacheDelete:
                     PageCacheChange(e);
@@ -1934,6 +1935,30 @@ public sealed class TraceReplayer
         {
             ulong firstByte = (v.PgOff * PageSize) + (start - v.Start);
             file.Grow(firstByte + length);
+        }
+    }
+
+    /// <summary>
+    /// An attached recording's pages at the moment of its layout: faulted in as found (present
+    /// anonymous pages written, the others read), so the replay starts from the tables they need.
+    /// Swapped-out pages, and pages where the model has no VMA it can fault in, are counted.
+    /// </summary>
+    private void Resident(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        var cpu = Activate(t);
+        ulong end = e.Address + e.Length;
+        if ((e.Flags & TraceKinds.PageIsPresent) == 0)
+        {
+            Count(_unsupported, "pages swapped out when the recording attached (not rebuilt: the replay has no swap)", (long)(e.Length >> 12));
+            return;
+        }
+
+        bool anonymous = (e.Flags & (TraceKinds.PageIsFile | TraceKinds.PageIsPfnZero)) == 0;
+        var (_, left) = t.Proc.Mm.Mm.PopulateFound(cpu, e.Address, end, anonymous);
+        if (left > 0)
+        {
+            Count(_divergences, "pages present at the attach that the model could not fault in (no VMA, PROT_NONE or VM_IO there)", left);
         }
     }
 
