@@ -661,6 +661,12 @@ public sealed class TraceReplayer
             p.ExecPending.Clear();
             p.ExecStart = null;
         }
+        else if (e.Kind == TraceEventKind.StatusAttach && !p.Mm.MmapBaseKnown)
+        {
+            // The layout an attached recording read holds the interpreter and vDSO exec placed at
+            // mmap_base as it does at exec: every later mmap without a hint went below them.
+            LearnMmapBase(t);
+        }
 
         TrackPeak(p);
         p.Open.Add(samples.Count);
@@ -713,7 +719,7 @@ public sealed class TraceReplayer
     /// but exec places the interpreter (or a program without one) and then the vDSO top-down from
     /// it, so the highest mapping of the new layout below the stack ends at <c>mmap_base</c>. The
     /// model's address space takes that base, so its own placement of the program's mmaps lands
-    /// where the kernel's did; fork copies it.
+    /// where the kernel's did; fork copies it. An attached recording's layout still has them there.
     /// </summary>
     private void LearnMmapBase(Thread t)
     {
