@@ -197,7 +197,7 @@ internal sealed record ReplaySampleReport(long TimeNs, double Seconds, string Ki
 internal sealed record ReplayProcessReport(
     int Pid, string Name, int Threads, bool Exited, StatusReport Exit, KernelFiguresReport? KernelExit, long PeakVmPteKb, long KernelPeakVmPteKb,
     double MeanSampleVmPteKb, double KernelMeanSampleVmPteKb,
-    long Faults, CountersReport Counters, LatencyReport MadviseLatencyNs, IReadOnlyList<ReplaySampleReport> Samples);
+    long Faults, CountersReport Counters, LatencyReport MadviseLatencyNs, IReadOnlyList<ReplaySampleReport> Samples, long EmptyTablesAtAttach);
 
 /// <summary>One design's replay.</summary>
 internal sealed record ReplayDesignReport(
@@ -316,7 +316,7 @@ internal sealed record ReplayReport
                 p.PeakVmPteKb, p.Samples.Select(s => s.Kernel.VmPteKb).DefaultIfEmpty(0).Max(),
                 Math.Round(samples.Select(s => (double)s.Model.VmPteKb).DefaultIfEmpty(0).Average(), 1),
                 Math.Round(samples.Select(s => (double)s.Kernel.VmPteKb).DefaultIfEmpty(0).Average(), 1), p.Faults,
-                CountersReport.From(p.Counters), LatencyReport.From(p.Madvise), samples);
+                CountersReport.From(p.Counters), LatencyReport.From(p.Madvise), samples, p.EmptyTablesAtAttach);
         })]);
 
     private static FidelityReport FidelityOf(ReplayProcessReport p)

@@ -120,6 +120,13 @@ public enum TraceEventKind : byte
     /// <see cref="TraceKinds.PageIsPfnZero"/>, <see cref="TraceKinds.PageIsHuge"/>. Version 6.
     /// </summary>
     Resident,
+    /// <summary>
+    /// An attached recording (<c>record -p</c>): a range where the process had PTE tables (empty
+    /// ones included) or PMD leaves at the moment of its layout (the <c>PAGEMAP_SCAN</c> ioctl's
+    /// fast path). Address and Length (page-aligned). After the <see cref="Resident"/> rows, so a
+    /// 2 MiB block of it without a page there held an empty table. Version 6.
+    /// </summary>
+    PageTables,
 }
 
 /// <summary>The columns a row can carry beyond time, pid, tid and kind.</summary>
@@ -164,7 +171,7 @@ public enum TraceFields
 public static class TraceKinds
 {
     /// <summary>Number of kinds.</summary>
-    public const int Count = (int)TraceEventKind.Resident + 1;
+    public const int Count = (int)TraceEventKind.PageTables + 1;
 
     /// <summary><c>PAGE_IS_FILE</c>: a <see cref="TraceEventKind.Resident"/> range of file (page-cache or shmem) pages.</summary>
     public const ulong PageIsFile = 1 << 2;
@@ -208,7 +215,7 @@ public static class TraceKinds
         "mlock", "mlock2", "munlock", "mlockall", "munlockall", "exit", "exit_group", "newtask", "exec",
         "task_exit", "task", "mmap2", "vma", "status", "status_exec", "status_exit", "status_attach", "lost",
         "madvise_range", "file_cache", "cache_range", "signal", "cache_add", "cache_delete",
-        "shmat", "shmdt", "resident",
+        "shmat", "shmdt", "resident", "page_tables",
     ];
 
     // Required fields of each kind, then the fields it may carry besides. Any other field must be null.
@@ -250,6 +257,7 @@ public static class TraceKinds
         (TraceFields.Address | TraceFields.Fd | TraceFields.Flags, Syscall),                                  // shmat
         (TraceFields.Address, Syscall),                                                                       // shmdt
         (TraceFields.Address | TraceFields.Length | TraceFields.Flags, TraceFields.None),                     // resident
+        (TraceFields.Address | TraceFields.Length, TraceFields.None),                                         // page_tables
     ];
 
     /// <summary>The kind's name in the <c>kind</c> column.</summary>

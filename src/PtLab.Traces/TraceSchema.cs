@@ -33,8 +33,8 @@ internal sealed record TraceColumn(int Index, string Name, ColumnType Type, Trac
 /// when it first appeared) and the page_cache key; version 5 the <c>signal</c> kind (the SIGSEGV
 /// and SIGBUS the kernel answered faults with), the <c>cache_add</c> and <c>cache_delete</c> kinds
 /// (the page-cache changes after a file first appeared) and the page_cache_changes and
-/// folio_orders keys; version 6 the <c>resident</c> kind (an attached recording's pages at the
-/// moment of its layout). Older files are read as they are (they have none of these).
+/// folio_orders keys; version 6 the <c>resident</c> and <c>page_tables</c> kinds (an attached
+/// recording's pages and PTE tables at the moment of its layout). Older files are read as they are (they have none of these).
 /// </summary>
 internal static class TraceSchema
 {

@@ -1,6 +1,6 @@
 /* A process for `record -p` to attach to while it runs: before it says so it builds tables of
  * every kind a live process has (written anonymous pages, zero pages read, anonymous pages of a
- * VMA made read-only since, a file mapping read, a second thread), then prints "ready" and, for
+ * VMA made read-only since, a file mapping read, empty PTE tables, a second thread), then prints "ready" and, for
  * SECONDS, keeps mapping, writing, advising and unmapping regions in two threads, so that the
  * recording starts while the address space changes. Exits 0.
  *   attachee SECONDS */
@@ -61,6 +61,19 @@ int main(int argc, char **argv)
     touch(zero, 16 * MIB, 0);
     touch(frozen, 8 * MIB, 1);
     mprotect(frozen, 8 * MIB, PROT_READ);
+    /* Empty PTE tables, which no page shows: in each of 16 aligned 2 MiB blocks two VMAs, the
+     * first written and then emptied with MADV_DONTNEED, which frees no table it covers only in
+     * part (and an munmap would leave a hole the churn below could fill). */
+    char *area = mmap(NULL, 34 * MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (area == MAP_FAILED)
+        return 1;
+    char *blocks = (char *)(((unsigned long)area + 2 * MIB - 1) & ~(2 * MIB - 1));
+    for (int i = 0; i < 16; i++) {
+        char *b = blocks + i * 2 * MIB;
+        mprotect(b + MIB, MIB, PROT_READ);
+        touch(b, MIB, 1);
+        madvise(b, MIB, MADV_DONTNEED);
+    }
     int fd = open(argv[0], O_RDONLY);
     off_t size = fd >= 0 ? lseek(fd, 0, SEEK_END) : 0;
     char *file = size > 0 ? mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;

@@ -104,6 +104,60 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// Makes the PTE tables a live process was found to have where it had no page (an attached
+    /// recording's empty tables): for each 2 MiB block of [start, end) under a VMA whose pmd entry
+    /// is none, the tables down to it are allocated as a fault would (<c>__pte_alloc</c>), and
+    /// left empty. A block with a table or a huge page already is left as it is. Returns the
+    /// tables made and the blocks left for want of a VMA (or of memory).
+    /// </summary>
+    public (long Made, long Left) MakeFoundPteTables(Cpu cpu, ulong start, ulong end)
+    {
+        ArgumentNullException.ThrowIfNull(cpu);
+        const ulong PmdSize = 1UL << 21;
+        long made = 0, left = 0;
+        MmapLock.DownRead(cpu.Id);
+        try
+        {
+            for (ulong block = start & ~(PmdSize - 1); block < end; block += PmdSize)
+            {
+                ulong at = Math.Max(block, start);
+                var vma = FindVma(at);
+                if (vma is null || vma.Start >= Math.Min(end, block + PmdSize))
+                {
+                    left++;
+                    continue;
+                }
+
+                long pud = PudAlloc(cpu, vma.Start > at ? vma.Start : at);
+                long pmdTable = pud < 0 ? -1 : PmdAlloc(cpu, pud, at);
+                if (pmdTable < 0)
+                {
+                    left++;
+                    continue;
+                }
+
+                int pmdIndex = Geometry.Index(at, 2);
+                if (Entry.IsNone(Phys.ReadCachedEntry(cpu.TableCache, 2, pmdTable, pmdIndex)))
+                {
+                    if (!PteAlloc(cpu, pmdTable, pmdIndex))
+                    {
+                        left++;
+                        continue;
+                    }
+
+                    made++;
+                }
+            }
+
+            return (made, left);
+        }
+        finally
+        {
+            MmapLock.UpRead(cpu.Id);
+        }
+    }
+
+    /// <summary>
     /// <c>populate_vma_page_range</c>: a write fault for each page of a writable private VMA (to
     /// break COW), a read fault otherwise, forced past a missing PROT_READ unless the VMA is
     /// PROT_NONE. A VM_LOCKONFAULT VMA is left to its faults. Returns pages done or -errno.

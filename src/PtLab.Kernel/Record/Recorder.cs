@@ -188,7 +188,10 @@ public static class Recorder
                 throw new RecordException($"the tracer did not start: {string.Join("; ", tracerOut.Errors)}");
             }
 
-            return Convert(options, output, data, tracerOut, perfVersion, interrupted || tracerOut.Interrupted, log);
+            // perf ends its workload, the tracer, with SIGTERM once an attached process is gone:
+            // after that process's exit the recording is whole.
+            bool cut = tracerOut.Interrupted && !(attach && tracerOut.RootExitStatus is not null);
+            return Convert(options, output, data, tracerOut, perfVersion, interrupted || cut, log);
         }
         finally
         {
@@ -306,6 +309,7 @@ public static class Recorder
         TraceEventKind.Madvise or TraceEventKind.ProcessMadvise or TraceEventKind.MadviseRange or TraceEventKind.Mprotect or
         TraceEventKind.Brk or TraceEventKind.Mlock or TraceEventKind.Mlock2 or TraceEventKind.Munlock or
         TraceEventKind.Mlockall or TraceEventKind.Munlockall or TraceEventKind.Shmat or TraceEventKind.Shmdt;
+    // Never dropped: task, exec and exit rows, samples, layouts (vma, resident, page_tables), the page cache and lost counts.
 
     private static RecordResult Convert(RecordOptions options, string output, string data, TracerOutput tracer, string perfVersion, bool truncated, TextWriter log)
     {
@@ -506,6 +510,11 @@ public static class Recorder
         {
             notes["attach_events_before_layout"] = beforeLayout.ToString(CultureInfo.InvariantCulture);
             notes["attach_resident_ranges"] = tracer.ResidentRanges.ToString(CultureInfo.InvariantCulture);
+            notes["attach_page_table_ranges"] = tracer.PageTableRanges.ToString(CultureInfo.InvariantCulture);
+            if (tracer.PageTablesOff is { } tablesOff && tracer.ResidentOff is null)
+            {
+                notes["attach_page_tables_off"] = tablesOff;
+            }
             if (tracer.ResidentOff is { } off)
             {
                 notes["attach_resident_off"] = off;
@@ -558,7 +567,7 @@ public static class Recorder
             notes["tracer_errors"] = string.Join("; ", tracer.Errors);
         }
 
-        int? status = tracer.RootWaitStatus;
+        int? status = tracer.RootWaitStatus ?? (attach ? tracer.RootExitStatus : null);
         var metadata = new TraceMetadata
         {
             Source = attach ? "attach" : "record",

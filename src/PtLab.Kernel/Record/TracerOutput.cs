@@ -23,6 +23,12 @@ internal sealed class TracerOutput
     /// <summary>The root process's wait status when the tracer saw it reaped.</summary>
     public int? RootWaitStatus { get; private set; }
 
+    /// <summary>
+    /// The status the root process's leader exited with (its X line): an attached process's exit
+    /// status, which the tracer, not its parent, cannot reap.
+    /// </summary>
+    public int? RootExitStatus { get; private set; }
+
     /// <summary>Why the command could not start (the tracer's own words), or null.</summary>
     public string? StartError { get; private set; }
 
@@ -46,6 +52,12 @@ internal sealed class TracerOutput
 
     /// <summary>Attach: why those ranges could not be read (no PAGEMAP_SCAN), or null.</summary>
     public string? ResidentOff { get; private set; }
+
+    /// <summary>Attach: the ranges where PTE tables (empty ones too) or PMD leaves were (T lines).</summary>
+    public long PageTableRanges { get; private set; }
+
+    /// <summary>Attach: why those could not be read, or null.</summary>
+    public string? PageTablesOff { get; private set; }
 
     /// <summary>The process_madvise calls the tracer stopped at, by thread, in time order.</summary>
     public Dictionary<int, Queue<ProcessMadviseCall>> ProcessMadviseCalls { get; } = [];
@@ -173,6 +185,11 @@ internal sealed class TracerOutput
                     // The exit status belongs to the exit sample just taken of the same thread.
                     int tid = Int(f[3]);
                     int status = Int(f[4]);
+                    if (tid == RootPid && Int(f[2]) == RootPid)
+                    {
+                        RootExitStatus = status;
+                    }
+
                     int last = Rows.Count - 1;
                     if (last >= 0 && Rows[last] is { Kind: TraceEventKind.StatusExit } sample && sample.Tid == tid)
                     {
@@ -289,19 +306,18 @@ internal sealed class TracerOutput
                 ResidentOff = string.Join(' ', f[3..]);
                 break;
             case 'Q':
-                {
-                    // "Q TIME PID START END CATEGORIES" (hex): pages of the process at the attach.
-                    ulong start = Hex(f[3]), end = Hex(f[4]);
-                    if (end <= start)
-                    {
-                        throw new FormatException($"resident range {f[3]}-{f[4]} is empty");
-                    }
-
-                    int pid = Int(f[2]);
-                    Rows.Add(TraceEvent.Create(TraceEventKind.Resident, Long(f[1]), pid, pid) with { Address = start, Length = end - start, Flags = Hex(f[5]) });
-                    ResidentRanges++;
-                    break;
-                }
+                // "Q TIME PID START END CATEGORIES" (hex): pages of the process at the attach.
+                Rows.Add(AttachRange(f, TraceEventKind.Resident) with { Flags = Hex(f[5]) });
+                ResidentRanges++;
+                break;
+            case 'T' when f[2] == "off":
+                PageTablesOff = string.Join(' ', f[3..]);
+                break;
+            case 'T':
+                // "T TIME PID START END" (hex): where PTE tables or PMD leaves were at the attach.
+                Rows.Add(AttachRange(f, TraceEventKind.PageTables));
+                PageTableRanges++;
+                break;
 
             case 'F':
                 ProcessMadviseRanges = f[2] == "on";
@@ -369,6 +385,19 @@ internal sealed class TracerOutput
             Inode = ulong.Parse(parts[4], NumberStyles.None, CultureInfo.InvariantCulture),
             Path = parts.Length > 5 ? parts[5].Trim() : "",
         };
+    }
+
+    /// <summary>A Q or T line's range ("X TIME PID START END ..."), as a row of <paramref name="kind"/>.</summary>
+    private static TraceEvent AttachRange(string[] f, TraceEventKind kind)
+    {
+        ulong start = Hex(f[3]), end = Hex(f[4]);
+        if (end <= start)
+        {
+            throw new FormatException($"{TraceKinds.Name(kind)} range {f[3]}-{f[4]} is empty");
+        }
+
+        int pid = Int(f[2]);
+        return TraceEvent.Create(kind, Long(f[1]), pid, pid) with { Address = start, Length = end - start };
     }
 
     private static ulong Hex(string s) => ulong.Parse(s, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);

@@ -45,6 +45,9 @@
  *   Q <time> <pid> <start> <end> <categories>   attach: a range of pages present or swapped out
  *                                         at that moment (hex; PAGEMAP_SCAN's PAGE_IS_* bits)
  *   Q <time> off <why>                    attach: those ranges could not be read
+ *   T <time> <pid> <start> <end>          attach: a range where PTE tables (empty ones too) or
+ *                                         PMD leaves exist at that moment (hex)
+ *   T <time> off <why>                    attach: those ranges could not be read
  *   S <time> <pid> <tid> tick|exec|exit|attach <VmSize> <VmRSS> <RssAnon> <RssFile> <RssShmem> <VmSwap> <VmPTE>   (kB)
  *   M <time> <pid> <one /proc/PID/maps line, verbatim>
  *   X <time> <pid> <tid> <wait status the thread is exiting with>
@@ -1159,6 +1162,7 @@ struct pm_scan_args {
     unsigned long long category_inverted, category_mask, category_anyof_mask, return_mask;
 };
 #define PM_PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_args)
+#define PM_IS_WRITTEN (1ULL << 1)
 #define PM_IS_FILE (1ULL << 2)
 #define PM_IS_PRESENT (1ULL << 3)
 #define PM_IS_SWAPPED (1ULL << 4)
@@ -1200,6 +1204,30 @@ static void resident(pid_t pid)
         long long t = now_ns();
         for (long i = 0; i < n; i++)
             line("Q %lld %d %llx %llx %llx\n", t, pid, vec[i].start, vec[i].end, vec[i].categories);
+        if (a.walk_end <= at)
+            break;
+        at = a.walk_end;
+    }
+    /* Then where PTE tables exist, empty ones included: asked for PAGE_IS_WRITTEN alone (in both
+     * masks), the scan takes its fast path, which reports every entry of an existing PTE table,
+     * pte_none ones too, and a PMD leaf as its whole range, and nothing where there is no table. */
+    at = 0;
+    while (at < PM_TASK_SIZE) {
+        struct pm_scan_args a = {
+            .size = sizeof a, .start = at, .end = PM_TASK_SIZE,
+            .vec = (unsigned long long)(unsigned long)vec, .vec_len = 512,
+            .category_mask = PM_IS_WRITTEN, .return_mask = PM_IS_WRITTEN,
+        };
+        long n = ioctl(fd, PM_PAGEMAP_SCAN, &a);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            line("T %lld off PAGEMAP_SCAN: %s\n", now_ns(), strerror(errno));
+            break;
+        }
+        long long t = now_ns();
+        for (long i = 0; i < n; i++)
+            line("T %lld %d %llx %llx\n", t, pid, vec[i].start, vec[i].end);
         if (a.walk_end <= at)
             break;
         at = a.walk_end;

@@ -83,6 +83,9 @@ public sealed class ReplayProcessResult
 
     /// <summary>madvise latencies in the model (ns).</summary>
     public LatencySummary Madvise { get; set; }
+
+    /// <summary>An attached recording: the empty PTE tables the process had at the attach, which the replay made as found.</summary>
+    public long EmptyTablesAtAttach { get; set; }
 }
 
 /// <summary>A replay of one trace under one design.</summary>

@@ -307,6 +307,7 @@ public sealed class TraceReplayer
                 case TraceEventKind.CacheRange: CacheRange(e); break;
                 case TraceEventKind.Signal: Signal(e); break;
                 case TraceEventKind.Resident: Resident(e); break;
+                case TraceEventKind.PageTables: PageTables(e); break;
                 case TraceEventKind.CacheAdd:
                 case TraceEventKind.CacheDelete:
                     PageCacheChange(e);
@@ -1965,6 +1966,23 @@ public sealed class TraceReplayer
         if (left > 0)
         {
             Count(_divergences, "pages present at the attach that the model could not fault in (no VMA, PROT_NONE or VM_IO there)", left);
+        }
+    }
+
+    /// <summary>
+    /// Where an attached recording found PTE tables: after its pages were faulted in, a 2 MiB block
+    /// still without a table held an empty one (a table the kernel kept when its last page went),
+    /// made here as the kernel had it.
+    /// </summary>
+    private void PageTables(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        var cpu = Activate(t);
+        var (made, left) = t.Proc.Mm.Mm.MakeFoundPteTables(cpu, e.Address, e.Address + e.Length);
+        t.Proc.Result.EmptyTablesAtAttach += made;
+        if (left > 0)
+        {
+            Count(_divergences, "PTE tables present at the attach that the model could not make (no VMA there)", left);
         }
     }
 
