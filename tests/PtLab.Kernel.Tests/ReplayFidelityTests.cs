@@ -42,10 +42,10 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
         return Replay(trace, program);
     }
 
-    private ReplayResult Replay(string trace, string program)
+    private ReplayResult Replay(string trace, string program, string? under = null)
     {
         using var reader = TraceReader.Open(trace);
-        string design = reader.Metadata.Host[HostFacts.MatchingDesign];
+        string design = under ?? reader.Metadata.Host[HostFacts.MatchingDesign];
         var result = TraceReplayer.Run(reader, new ReplayOptions { Design = design, DesignFactory = Designs.Factory(design)!, RamBytes = 8L << 30, Cpus = 2 });
         foreach (var p in result.Processes)
         {
@@ -130,6 +130,12 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
             output.WriteLine($"{replayed.EmptyTablesAtAttach} empty PTE tables made at the attach");
             Assert.InRange(replayed.EmptyTablesAtAttach, 16, 64);
             Assert.Equal(attach.Kernel.VmPteKb, attach.Compared.VmPteKb);
+
+            // pte-ref frees a table with its last entry: it starts without the empty ones, and only those.
+            var counted = Assert.Single(Replay(trace, "attachee", "pte-ref").Processes);
+            var start = Assert.Single(counted.Samples, s => s.Kind == TraceEventKind.StatusAttach);
+            Assert.Equal(replayed.EmptyTablesAtAttach, counted.EmptyTablesAtAttach);
+            Assert.Equal(attach.Kernel.VmPteKb - (4 * counted.EmptyTablesAtAttach), start.Model.VmPteKb);
         }
         finally
         {

@@ -107,10 +107,12 @@ public sealed partial class MmStruct
     /// Makes the PTE tables a live process was found to have where it had no page (an attached
     /// recording's empty tables): for each 2 MiB block of [start, end) under a VMA whose pmd entry
     /// is none, the tables down to it are allocated as a fault would (<c>__pte_alloc</c>), and
-    /// left empty. A block with a table or a huge page already is left as it is. Returns the
-    /// tables made and the blocks left for want of a VMA (or of memory).
+    /// left empty. A block with a table or a huge page already is left as it is. With
+    /// <paramref name="make"/> false the blocks are only counted, and no table is made (nor any
+    /// upper table: a block without one counts as found). Returns the tables found empty (made, or
+    /// counted) and the blocks left for want of a VMA (or of memory).
     /// </summary>
-    public (long Made, long Left) MakeFoundPteTables(Cpu cpu, ulong start, ulong end)
+    public (long Found, long Left) MakeFoundPteTables(Cpu cpu, ulong start, ulong end, bool make = true)
     {
         ArgumentNullException.ThrowIfNull(cpu);
         const ulong PmdSize = 1UL << 21;
@@ -128,7 +130,18 @@ public sealed partial class MmStruct
                     continue;
                 }
 
-                long pud = PudAlloc(cpu, vma.Start > at ? vma.Start : at);
+                if (!make)
+                {
+                    long pmdOf = PmdTableOf(at);
+                    if (pmdOf < 0 || Entry.IsNone(Volatile.Read(ref Phys.Table(pmdOf)[Geometry.Index(at, 2)])))
+                    {
+                        made++;
+                    }
+
+                    continue;
+                }
+
+                long pud = PudAlloc(cpu, at);
                 long pmdTable = pud < 0 ? -1 : PmdAlloc(cpu, pud, at);
                 if (pmdTable < 0)
                 {

@@ -84,7 +84,11 @@ public sealed class ReplayProcessResult
     /// <summary>madvise latencies in the model (ns).</summary>
     public LatencySummary Madvise { get; set; }
 
-    /// <summary>An attached recording: the empty PTE tables the process had at the attach, which the replay made as found.</summary>
+    /// <summary>
+    /// An attached recording: the empty PTE tables the process had at the attach. The replay made
+    /// them, except under a design that frees a table with its last entry (one that counts each
+    /// table's entries), under which the process would not have had them.
+    /// </summary>
     public long EmptyTablesAtAttach { get; set; }
 }
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using PtLab.Mm;
 using PtLab.Paging;
+using PtLab.Reclaim;
 using PtLab.Traces;
 
 namespace PtLab.Workloads.Replay;
@@ -1972,14 +1973,18 @@ public sealed class TraceReplayer
     /// <summary>
     /// Where an attached recording found PTE tables: after its pages were faulted in, a 2 MiB block
     /// still without a table held an empty one (a table the kernel kept when its last page went),
-    /// made here as the kernel had it.
+    /// made here as the kernel had it, under the designs that keep such tables (none, pt-reclaim,
+    /// and the scanner, which frees them when it finds them). A design that counts each table's
+    /// entries (atomic, pte-ref, pte-ref-batched, occupancy) frees a table with its last entry:
+    /// under it the process would not have had them, and the replay starts without them.
     /// </summary>
     private void PageTables(in TraceEvent e)
     {
         var t = ThreadOf(e);
         var cpu = Activate(t);
-        var (made, left) = t.Proc.Mm.Mm.MakeFoundPteTables(cpu, e.Address, e.Address + e.Length);
-        t.Proc.Result.EmptyTablesAtAttach += made;
+        var mm = t.Proc.Mm.Mm;
+        var (found, left) = mm.MakeFoundPteTables(cpu, e.Address, e.Address + e.Length, make: mm.Design is not IRefcountedTables);
+        t.Proc.Result.EmptyTablesAtAttach += found;
         if (left > 0)
         {
             Count(_divergences, "PTE tables present at the attach that the model could not make (no VMA there)", left);
