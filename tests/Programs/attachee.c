@@ -1,8 +1,9 @@
 /* A process for `record -p` to attach to while it runs: before it says so it builds tables of
  * every kind a live process has (written anonymous pages, zero pages read, anonymous pages of a
- * VMA made read-only since, a file mapping read, empty PTE tables, a second thread), then prints "ready" and, for
- * SECONDS, keeps mapping, writing, advising and unmapping regions in two threads, so that the
- * recording starts while the address space changes. Exits 0.
+ * VMA made read-only since, a file mapping read, empty PTE tables, a second thread), then prints "ready" and
+ * keeps mapping, writing, advising and unmapping regions in two threads, so that the recording
+ * starts while the address space changes, until its standard input ends (or SECONDS pass).
+ * Exits 0.
  *   attachee SECONDS */
 #include <pthread.h>
 #include <sys/mman.h>
@@ -11,6 +12,7 @@
 
 #define MIB (1UL << 20)
 static double seconds;
+static volatile int stop;
 
 static double now(void)
 {
@@ -33,7 +35,7 @@ static void *churn(void *arg)
 {
     unsigned long r = (unsigned long)arg * 2654435761UL + 1;
     double end = now() + seconds;
-    while (now() < end) {
+    while (!stop && now() < end) {
         r ^= r << 13; r ^= r >> 7; r ^= r << 17;
         size_t n = (1 + r % 8) * MIB;
         char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -81,9 +83,14 @@ int main(int argc, char **argv)
         touch(file, (size_t)size, 0);
     printf("ready\n");
     fflush(stdout);
-    pthread_t t;
-    pthread_create(&t, NULL, churn, (void *)1);
-    churn((void *)2);
-    pthread_join(t, NULL);
+    pthread_t t[2];
+    pthread_create(&t[0], NULL, churn, (void *)1);
+    pthread_create(&t[1], NULL, churn, (void *)2);
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0)
+        ;
+    stop = 1;
+    pthread_join(t[0], NULL);
+    pthread_join(t[1], NULL);
     return 0;
 }

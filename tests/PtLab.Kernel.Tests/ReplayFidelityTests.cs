@@ -84,16 +84,29 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     /// then, replayed before the layout, would fault outside the model's VMAs or fail).
     /// </summary>
     [RecordFact]
-    public void AnAttachedRecordingStartsFromTheProcesssLayoutAndPages()
+    public async Task AnAttachedRecordingStartsFromTheProcesssLayoutAndPages()
     {
         string exe = TestPrograms.Build("attachee");
-        using var process = new System.Diagnostics.Process { StartInfo = new System.Diagnostics.ProcessStartInfo(exe, "4") { RedirectStandardOutput = true } };
+        // It runs until its standard input ends (at most 120 s): ended once the recording has had
+        // 1.5 s of it, however long perf and the tracer took to start on a loaded machine.
+        using var process = new System.Diagnostics.Process { StartInfo = new System.Diagnostics.ProcessStartInfo(exe, "120") { RedirectStandardOutput = true, RedirectStandardInput = true } };
         process.Start();
         try
         {
             Assert.Equal("ready", process.StandardOutput.ReadLine());
             string trace = Path.Combine(_dir, "attachee.parquet");
+            var ender = Task.Run(async () =>
+            {
+                for (int i = 0; i < 1200 && !Traced(process.Id); i++)
+                {
+                    await Task.Delay(50);
+                }
+
+                await Task.Delay(1500);
+                process.StandardInput.Close();
+            });
             var recorded = Recorder.Run(new RecordOptions { Output = trace, AttachPid = process.Id, Interval = TimeSpan.FromMilliseconds(20) }, TextWriter.Null, default);
+            await ender;
             Assert.True(process.WaitForExit(30_000));
             Assert.Equal(0, process.ExitCode);
             TraceMetadata metadata;
@@ -143,6 +156,19 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
             {
                 process.Kill();
             }
+        }
+    }
+
+    /// <summary>Whether a tracer is attached to <paramref name="pid"/> (its status's TracerPid); false once it is gone.</summary>
+    private static bool Traced(int pid)
+    {
+        try
+        {
+            return File.ReadLines($"/proc/{pid}/status").Any(l => l.StartsWith("TracerPid:", StringComparison.Ordinal) && l.Split(':')[1].Trim() != "0");
+        }
+        catch (IOException)
+        {
+            return false;
         }
     }
 
