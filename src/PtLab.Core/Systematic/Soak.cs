@@ -106,8 +106,12 @@ public static class Soak
 
             if (stuck.Count > 0)
             {
-                // The stuck threads are background threads: they are left behind, the report goes out.
+                // The stuck threads are background threads: they are left behind, the report goes out,
+                // with what the other CPUs failed with first: a CPU that died holding a lock leaves
+                // the next one spinning on it.
                 violations.AddRange(stuck);
+                violations.AddRange(errors.Select((e, i) => (e, i)).Where(x => x.e is not null)
+                    .Select(x => $"CPU {x.i} failed first: {x.e!.GetType().Name}: {x.e.Message.Split('\n')[0]}"));
                 return new SoakResult(design, ops + counts.Sum(), rounds, sw.Elapsed, violations);
             }
 
