@@ -178,6 +178,15 @@ internal sealed class LruLists
         while (n < into.Length && _tail[(int)list] >= 0)
         {
             long pfn = _tail[(int)list];
+            var on = _phys.LruOf(pfn);
+            if (on != list)
+            {
+                // The tail says it is elsewhere (or nowhere): taking it off would not move the tail,
+                // and this loop would spin for ever under the lock. A corrupt list is a bug: say so.
+                RawSpinLock.Unlock(ref _lock);
+                throw new BadPageException($"frame {pfn:x} is the tail of the {list} LRU list but is on {(on == LruList.None ? "no list (PG_lru clear)" : $"the {on} list")}: the list is corrupt");
+            }
+
             DelLocked(pfn);
             // folio_try_get: a page whose last reference is being dropped is left to its freer.
             if (_phys.Desc(pfn).TryAddRef())
