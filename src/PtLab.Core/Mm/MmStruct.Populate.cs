@@ -115,16 +115,15 @@ public sealed partial class MmStruct
     public (long Found, long Left) MakeFoundPteTables(Cpu cpu, ulong start, ulong end, bool make = true)
     {
         ArgumentNullException.ThrowIfNull(cpu);
-        const ulong PmdSize = 1UL << 21;
         long made = 0, left = 0;
         MmapLock.DownRead(cpu.Id);
         try
         {
-            for (ulong block = start & ~(PmdSize - 1); block < end; block += PmdSize)
+            for (ulong block = start & Geometry.PmdMask; block < end; block += Geometry.PmdSize)
             {
                 ulong at = Math.Max(block, start);
                 var vma = FindVma(at);
-                if (vma is null || vma.Start >= Math.Min(end, block + PmdSize))
+                if (vma is null || vma.Start >= Math.Min(end, block + Geometry.PmdSize))
                 {
                     left++;
                     continue;

@@ -301,7 +301,8 @@ public static class Recorder
     /// <summary>
     /// The rows whose effect an attached recording's layout, read with every thread stopped,
     /// already holds when perf stamped them before that moment: faults, the kernel's answers to
-    /// them, and the calls and mapping records that change the address space.
+    /// them, and the calls and mapping records that change the address space. Never dropped: task,
+    /// exec and exit rows, samples, layouts (vma, resident, page_tables), the page cache and lost counts.
     /// </summary>
     internal static bool ChangesTheAddressSpace(TraceEventKind kind) => kind is
         TraceEventKind.Fault or TraceEventKind.KernelFault or TraceEventKind.Signal or
@@ -309,7 +310,6 @@ public static class Recorder
         TraceEventKind.Madvise or TraceEventKind.ProcessMadvise or TraceEventKind.MadviseRange or TraceEventKind.Mprotect or
         TraceEventKind.Brk or TraceEventKind.Mlock or TraceEventKind.Mlock2 or TraceEventKind.Munlock or
         TraceEventKind.Mlockall or TraceEventKind.Munlockall or TraceEventKind.Shmat or TraceEventKind.Shmdt;
-    // Never dropped: task, exec and exit rows, samples, layouts (vma, resident, page_tables), the page cache and lost counts.
 
     private static RecordResult Convert(RecordOptions options, string output, string data, TracerOutput tracer, string perfVersion, bool truncated, TextWriter log)
     {

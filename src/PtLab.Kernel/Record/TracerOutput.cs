@@ -318,7 +318,6 @@ internal sealed class TracerOutput
                 Rows.Add(AttachRange(f, TraceEventKind.PageTables));
                 PageTableRanges++;
                 break;
-
             case 'F':
                 ProcessMadviseRanges = f[2] == "on";
                 ProcessMadviseRangesOff = ProcessMadviseRanges ? null : string.Join(' ', f[3..]);

@@ -1176,62 +1176,54 @@ struct pm_scan_args {
  * the tables they need rather than from none. 512 regions a call (one walk of the kernel's bounce
  * buffer), resumed at walk_end. Without PAGEMAP_SCAN one "Q <time> off <why>" line says so.
  */
-static void resident(pid_t pid)
+/* One PAGEMAP_SCAN pass over the whole user address space: a line "<letter> <time> <pid> <start>
+ * <end>" per region (and its categories with `categories`), or "<letter> <time> off <why>". */
+static void scan_pass(int fd, pid_t pid, char letter, unsigned long long mask, unsigned long long anyof,
+                      unsigned long long ret, int categories)
 {
-    char path[64];
     static struct pm_page_region vec[512];
-    snprintf(path, sizeof path, "/proc/%d/pagemap", pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        line("Q %lld off cannot open %s: %s\n", now_ns(), path, strerror(errno));
-        return;
-    }
     unsigned long long at = 0;
     while (at < PM_TASK_SIZE) {
         struct pm_scan_args a = {
             .size = sizeof a, .start = at, .end = PM_TASK_SIZE,
             .vec = (unsigned long long)(unsigned long)vec, .vec_len = 512,
-            .category_anyof_mask = PM_IS_PRESENT | PM_IS_SWAPPED,
-            .return_mask = PM_IS_PRESENT | PM_IS_SWAPPED | PM_IS_FILE | PM_IS_PFNZERO | PM_IS_HUGE,
+            .category_mask = mask, .category_anyof_mask = anyof, .return_mask = ret,
         };
         long n = ioctl(fd, PM_PAGEMAP_SCAN, &a);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            line("Q %lld off PAGEMAP_SCAN: %s\n", now_ns(), errno == ENOTTY || errno == EINVAL ? "not in this kernel (Linux 6.7+)" : strerror(errno));
-            break;
+            line("%c %lld off PAGEMAP_SCAN: %s\n", letter, now_ns(), errno == ENOTTY || errno == EINVAL ? "not in this kernel (Linux 6.7+)" : strerror(errno));
+            return;
         }
         long long t = now_ns();
-        for (long i = 0; i < n; i++)
-            line("Q %lld %d %llx %llx %llx\n", t, pid, vec[i].start, vec[i].end, vec[i].categories);
+        for (long i = 0; i < n; i++) {
+            if (categories)
+                line("%c %lld %d %llx %llx %llx\n", letter, t, pid, vec[i].start, vec[i].end, vec[i].categories);
+            else
+                line("%c %lld %d %llx %llx\n", letter, t, pid, vec[i].start, vec[i].end);
+        }
         if (a.walk_end <= at)
-            break;
+            return;
         at = a.walk_end;
     }
+}
+
+static void resident(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/pagemap", pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        line("Q %lld off cannot open %s: %s\n", now_ns(), path, strerror(errno));
+        line("T %lld off cannot open %s: %s\n", now_ns(), path, strerror(errno));
+        return;
+    }
+    scan_pass(fd, pid, 'Q', 0, PM_IS_PRESENT | PM_IS_SWAPPED, PM_IS_PRESENT | PM_IS_SWAPPED | PM_IS_FILE | PM_IS_PFNZERO | PM_IS_HUGE, 1);
     /* Then where PTE tables exist, empty ones included: asked for PAGE_IS_WRITTEN alone (in both
      * masks), the scan takes its fast path, which reports every entry of an existing PTE table,
      * pte_none ones too, and a PMD leaf as its whole range, and nothing where there is no table. */
-    at = 0;
-    while (at < PM_TASK_SIZE) {
-        struct pm_scan_args a = {
-            .size = sizeof a, .start = at, .end = PM_TASK_SIZE,
-            .vec = (unsigned long long)(unsigned long)vec, .vec_len = 512,
-            .category_mask = PM_IS_WRITTEN, .return_mask = PM_IS_WRITTEN,
-        };
-        long n = ioctl(fd, PM_PAGEMAP_SCAN, &a);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            line("T %lld off PAGEMAP_SCAN: %s\n", now_ns(), strerror(errno));
-            break;
-        }
-        long long t = now_ns();
-        for (long i = 0; i < n; i++)
-            line("T %lld %d %llx %llx\n", t, pid, vec[i].start, vec[i].end);
-        if (a.walk_end <= at)
-            break;
-        at = a.walk_end;
-    }
+    scan_pass(fd, pid, 'T', PM_IS_WRITTEN, 0, PM_IS_WRITTEN, 0);
     close(fd);
 }
 
