@@ -23,6 +23,9 @@ internal sealed class LruLists
 
     public long Count(LruList list) => Volatile.Read(ref _count[(int)list]);
 
+    /// <summary>Whether the lock is held right now (for a stuck CPU's report; stale as soon as read).</summary>
+    internal bool LockedForReport => Volatile.Read(ref _lock) != 0;
+
     /// <summary><c>folio_add_lru</c>: adds at the head.</summary>
     public void Add(long pfn, LruList list)
     {

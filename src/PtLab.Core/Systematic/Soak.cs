@@ -38,12 +38,13 @@ public static class Soak
     {
         var factory = Designs.Factory(design) ?? throw new ArgumentException($"unknown design '{design}'", nameof(design));
         var panic = new PanicOnFailure();
+        var waits = new WaitWatch(panic, cpus);
         var machine = new Machine(new MachineOptions
         {
             Cpus = cpus,
             RamBytes = 256L << 20,
             PageData = false,
-            Scheduler = panic,
+            Scheduler = waits,
             LockDep = true,
             PagingStructureCaches = true,
             Design = factory,
@@ -77,10 +78,17 @@ public static class Soak
                     {
                         var cpu = machine.Cpus[id];
                         var rng = rngs[id];
+                        var lockDep = machine.Sync.LockDep!;
                         Span<long> pages = stackalloc long[4];
+                        waits.Enter(id);
                         while (sw.Elapsed < end)
                         {
                             Step(machine, mm, cpu, rng, pages, ref current[id]);
+                            // lockdep_sys_exit: an operation returns to user space holding no lock
+                            // and outside any RCU read section. One that leaked a lock is named here,
+                            // not found later as another CPU stuck on it.
+                            lockDep.AssertNothingHeld(id, $"the return from {Volatile.Read(ref current[id])}");
+                            waits.StepDone(id);
                             counts[id]++;
                         }
                     }
@@ -100,7 +108,7 @@ public static class Soak
                 var left = end + s_stuck - sw.Elapsed;
                 if (!threads[i].Join(left > TimeSpan.Zero ? left : TimeSpan.Zero))
                 {
-                    stuck.Add($"CPU {i} stuck for {s_stuck.TotalSeconds:0} s past the round's end in {Volatile.Read(ref current[i]) ?? "its first operation"} (a deadlock or livelock)");
+                    stuck.Add($"CPU {i} stuck for {s_stuck.TotalSeconds:0} s past the round's end in {Volatile.Read(ref current[i]) ?? "its first operation"} (a deadlock or livelock){waits.Describe(i)}");
                 }
             }
 
@@ -110,6 +118,7 @@ public static class Soak
                 // with what the other CPUs failed with first: a CPU that died holding a lock leaves
                 // the next one spinning on it.
                 violations.AddRange(stuck);
+                violations.Add(HeldReport(machine));
                 violations.AddRange(errors.Select((e, i) => (e, i)).Where(x => x.e is not null)
                     .Select(x => $"CPU {x.i} failed first: {x.e!.GetType().Name}: {x.e.Message.Split('\n')[0]}"));
                 return new SoakResult(design, ops + counts.Sum(), rounds, sw.Elapsed, violations);
@@ -203,5 +212,78 @@ public static class Soak
                 Kscand.Pass(machine, cpu); // a design's background thread, where it has one (none else)
                 break;
         }
+    }
+
+    // What every CPU holds by the lock checker's books, and the raw locks it does not see, for a
+    // stuck CPU's report: the holder of the lock a CPU spins on is usually named here. Read while
+    // the stuck CPU may still run, so a list changing under the read is reported as such.
+    private static string HeldReport(Machine machine)
+    {
+        var parts = new List<string>();
+        var lockDep = machine.Sync.LockDep;
+        for (int c = 0; c < machine.Cpus.Count && lockDep is not null; c++)
+        {
+            try
+            {
+                var held = lockDep.Held(c);
+                parts.Add($"CPU {c} holds {(held.Count == 0 ? "nothing" : string.Join(", ", held.Select(h => h.Class.Name + (h.Instance != 0 ? $"#{h.Instance:x}" : ""))))} (RCU depth {lockDep.RcuDepth(c)})");
+            }
+            catch (Exception e) when (e is InvalidOperationException or ArgumentException or IndexOutOfRangeException)
+            {
+                parts.Add($"CPU {c}'s held locks changed while read");
+            }
+        }
+
+        if (machine.Phys.Lru.LockedForReport)
+        {
+            parts.Add("the LRU lock (raw, unchecked) is held");
+        }
+
+        return "locks at the report: " + string.Join("; ", parts);
+    }
+
+    /// <summary>
+    /// The soak's scheduling-point hook: the panic hook, and a note of what each CPU keeps
+    /// waiting on (the lock class or primitive at its wait points) during its current operation,
+    /// for the report of a CPU that never finishes it.
+    /// </summary>
+    internal sealed class WaitWatch(PanicOnFailure panic, int cpus) : ISchedulingPoint
+    {
+        private const int Noted = 1 << 16; // waits in one operation before the subject is noted
+
+        [ThreadStatic]
+        private static int t_cpu; // the soak CPU this thread drives, plus one; 0 for other threads
+
+        private readonly int[] _waits = new int[cpus];
+        private readonly string?[] _waitingOn = new string?[cpus];
+
+        public void Enter(int cpu) => t_cpu = cpu + 1;
+
+        public void StepDone(int cpu)
+        {
+            _waits[cpu] = 0;
+            if (_waitingOn[cpu] is not null)
+            {
+                Volatile.Write(ref _waitingOn[cpu], null);
+            }
+        }
+
+        public void Reached(SchedulingPointKind kind, object? subject)
+        {
+            panic.Reached(kind, subject);
+            int c = t_cpu - 1;
+            if (kind == SchedulingPointKind.Wait && (uint)c < (uint)_waits.Length && ++_waits[c] == Noted)
+            {
+                Volatile.Write(ref _waitingOn[c], subject switch
+                {
+                    LockClass l => $"lock class {l.Name}",
+                    null => "an unnamed wait",
+                    _ => subject.GetType().Name,
+                });
+            }
+        }
+
+        public string Describe(int cpu) =>
+            Volatile.Read(ref _waitingOn[cpu]) is { } on ? $", waiting on {on} ({Noted:N0}+ waits in the operation)" : ", not at a wait point (spinning on a raw lock or looping)";
     }
 }
