@@ -1935,11 +1935,13 @@ public sealed class TraceReplayer
     /// file and remaps it as it writes to it) is taken to map the file's content to its new end, as
     /// a new mmap of that range is (<see cref="FileOf"/>): the file grew by writes the trace does
     /// not hold, and a fault below the kernel's end of file finds a page where a model with the
-    /// size first recorded would raise SIGBUS.
+    /// size first recorded would raise SIGBUS. Not the shmem object behind shared anonymous memory
+    /// (MAP_SHARED | MAP_ANONYMOUS, a shared mapping of /dev/zero): no descriptor names it, so
+    /// nothing grows it, and a grown mapping's pages past its size are SIGBUS as the kernel answers.
     /// </summary>
     private static void GrowFileUnder(MmStruct mm, ulong start, ulong length)
     {
-        if (mm.FindVma(start) is { File: { } file } v && v.Start <= start)
+        if (mm.FindVma(start) is { File: { } file } v && v.Start <= start && file.Id.Device != FileTable.ShmemDevice)
         {
             ulong firstByte = (v.PgOff * PageSize) + (start - v.Start);
             file.Grow(firstByte + length);

@@ -125,4 +125,27 @@ public class ShmemTests
         Assert.True(s.Cpu.ReadByte(a + (12 * Sim.K4), out byte v).Ok);
         Assert.Equal(9, v);
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void GrowingASharedAnonymousMappingDoesNotGrowItsShmemObject(bool move)
+    {
+        // mremap extends the VMA, not the shmem file made at mmap: a page past the file's size is
+        // SIGBUS (shmem_fault, BUS_ADRERR), as in the kernel; the page inside it still maps.
+        using var s = new Sim();
+        ulong a = s.Map(Sim.K4, flags: SharedAnon);
+        if (!move)
+        {
+            Assert.Equal(Errno.None, s.Mm.Munmap(s.Cpu, a + Sim.K4, Sim.K4)); // room to grow in place
+        }
+
+        Assert.True(s.Cpu.Touch(a).Ok);
+        var r = s.Mm.Mremap(s.Cpu, a, Sim.K4, 2 * Sim.K4, move ? MremapFlags.MayMove : MremapFlags.None);
+        Assert.True(r.Ok, r.Error.ToString());
+        Assert.Equal(Sim.K4, s.Mm.FindVma(r.Address)!.File!.Size);
+        Assert.Equal(FaultOutcome.Bus, s.Cpu.Touch(r.Address + Sim.K4).Outcome);
+        Assert.Equal(FaultOutcome.Bus, s.Cpu.ReadByte(r.Address + Sim.K4, out _).Outcome);
+        Assert.True(s.Cpu.Touch(r.Address).Ok);
+    }
 }
