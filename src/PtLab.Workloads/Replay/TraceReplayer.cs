@@ -1436,6 +1436,7 @@ public sealed class TraceReplayer
             return;
         }
 
+        bool raced = NoteLayoutCall(t, e);
         var mm = t.Proc.Mm.Mm;
         var flags = (MapFlags)(int)e.Flags;
         var prot = (Prot)(e.Prot & 0xf);
@@ -1504,7 +1505,7 @@ public sealed class TraceReplayer
                 return;
             }
 
-            Divergence(own.Ok ? PlacedElsewhere(t.Proc, e) : $"mmap: kernel succeeded, model's placement failed ({own.Error})");
+            PlacementDivergence(t, e, raced, own.Ok ? PlacedElsewhere(t.Proc, e) : $"mmap: kernel succeeded, model's placement failed ({own.Error})");
             if (own.Ok)
             {
                 mm.Munmap(cpu, own.Address, e.Length);
@@ -1525,6 +1526,71 @@ public sealed class TraceReplayer
         e.Address != 0 ? "mmap placed elsewhere by the model: a hint address it took otherwise (kernel's address used)"
         : !p.Mm.MmapBaseKnown ? "mmap placed elsewhere by the model: mmap_base unknown, the exec was not recorded (kernel's address used)"
         : "mmap placed elsewhere by the model (kernel's address used)";
+
+    /// <summary>What a placement divergence's key gains when another thread's call overlapped it.</summary>
+    internal const string InFlight = ", another thread's mmap, munmap, mremap or brk in flight meanwhile: the kernel's order of the two is not in the trace";
+
+    // How long a layout call is remembered for the overlap test: far longer than any one call.
+    private const long OverlapWindowNs = 1_000_000_000;
+
+    /// <summary>
+    /// Notes a call that changes where the free gaps of an address space are (mmap, munmap,
+    /// mremap, brk), and returns whether it overlapped another thread's: a row is stamped when its
+    /// call returned, but the kernel chose the call's addresses somewhere between entry and return,
+    /// so of two calls that overlapped (an mmap with MAP_POPULATE returns long after it placed its
+    /// mapping) the trace does not say which placed first, and the model, replaying by return,
+    /// may find another gap. A placement divergence of an earlier row that this call overlapped is
+    /// moved to the key that says so (<see cref="InFlight"/>).
+    /// </summary>
+    private bool NoteLayoutCall(Thread t, in TraceEvent e)
+    {
+        var mm = t.Proc.Mm;
+        long exit = e.TimeNs;
+        long enter = exit - Math.Max(0, e.DurationNs);
+        mm.RecentCalls.RemoveAll(c => c.Exit < exit - OverlapWindowNs);
+        int tid = e.Tid;
+        bool raced = mm.RecentCalls.Exists(c => c.Tid != tid && c.Exit > enter);
+        for (int i = mm.Misplaced.Count - 1; i >= 0; i--)
+        {
+            var m = mm.Misplaced[i];
+            if (m.Exit < exit - OverlapWindowNs || (m.Tid != e.Tid && m.Exit > enter))
+            {
+                if (m.Exit >= exit - OverlapWindowNs)
+                {
+                    // This call entered before that one returned: the two overlapped.
+                    Count(_divergences, m.Key, -1);
+                    if (_divergences[m.Key] == 0)
+                    {
+                        _divergences.Remove(m.Key);
+                    }
+
+                    Divergence(m.Key + InFlight);
+                }
+
+                mm.Misplaced.RemoveAt(i);
+            }
+        }
+
+        mm.RecentCalls.Add((e.Tid, exit));
+        return raced;
+    }
+
+    /// <summary>
+    /// Counts a call the model placed elsewhere than the kernel: with <see cref="InFlight"/> when
+    /// it overlapped another thread's call seen so far, else as it is, remembered in case a later
+    /// row shows a call that overlapped it.
+    /// </summary>
+    private void PlacementDivergence(Thread t, in TraceEvent e, bool raced, string key)
+    {
+        if (raced)
+        {
+            Divergence(key + InFlight);
+            return;
+        }
+
+        Divergence(key);
+        t.Proc.Mm.Misplaced.Add((e.Tid, e.TimeNs, key));
+    }
 
     /// <summary>
     /// Whether the kernel's mapping record <paramref name="m"/> is the one of an mmap that returned
@@ -1555,6 +1621,7 @@ public sealed class TraceReplayer
             throw Malformed($"munmap of {(e.Length == 0 ? "nothing (length 0)" : $"unaligned 0x{e.Address:x}")} recorded as a success, which no kernel returns");
         }
 
+        NoteLayoutCall(t, e);
         CompareResult(e, t.Proc.Mm.Mm.Munmap(cpu, e.Address, e.Length));
     }
 
@@ -1875,6 +1942,7 @@ public sealed class TraceReplayer
         }
 
         var cpu = Activate(t);
+        NoteLayoutCall(t, e);
         var mm = p.Mm.Mm;
         ulong kernel = (ulong)e.Result;
         if (p.Brk == 0)
@@ -1908,13 +1976,14 @@ public sealed class TraceReplayer
             return;
         }
 
+        bool raced = NoteLayoutCall(t, e);
         var mm = t.Proc.Mm.Mm;
         var flags = (MremapFlags)(int)e.Flags;
         var r = mm.Mremap(cpu, e.Address, e.Length, e.NewLength, flags, e.NewAddress);
         if (r.Ok && e.Result > 0 && r.Address != (ulong)e.Result)
         {
             // The model moved it elsewhere: move it on to the kernel's address.
-            Divergence("mremap placed elsewhere by the model (kernel's address used)");
+            PlacementDivergence(t, e, raced, "mremap placed elsewhere by the model (kernel's address used)");
             var to = mm.Mremap(cpu, r.Address, e.NewLength, e.NewLength, MremapFlags.MayMove | MremapFlags.Fixed, (ulong)e.Result);
             if (!to.Ok)
             {
@@ -2022,6 +2091,12 @@ public sealed class TraceReplayer
 
         /// <summary>Whether the address space has the recorded process's <c>mmap_base</c> (learnt at its exec, or inherited by fork).</summary>
         public bool MmapBaseKnown { get; set; }
+
+        /// <summary>The layout calls of the last second, by thread and return time (see NoteLayoutCall).</summary>
+        public List<(int Tid, long Exit)> RecentCalls { get; } = [];
+
+        /// <summary>Placement divergences of the last second not known to have overlapped another thread's call.</summary>
+        public List<(int Tid, long Exit, string Key)> Misplaced { get; } = [];
     }
 
     private sealed class Proc(int pid, SharedMm mm, ReplayProcessResult result)
