@@ -1089,9 +1089,16 @@ public sealed class TraceReplayer
         }
 
         if (!DeviceNumber.TryParse(e.Dev, out var dev) || !_keys.TryResolve(dev, e.Inode, out var known)
-            || !_configured.TryGetValue(IdOf(Encode(known), e.Inode), out var file) || file.IsShmem)
+            || !_configured.TryGetValue(IdOf(Encode(known), e.Inode), out var file))
         {
             Count(_unsupported, "page-cache changes of files the replay had not met (skipped)", 1);
+            return;
+        }
+
+        if (file.IsShmem)
+        {
+            // A shmem file (memfd, tmpfs) gets its pages from the model's own faults and writes.
+            Count(_unsupported, "page-cache changes of shmem files (skipped: the model's shmem pages come from its own faults)", 1);
             return;
         }
 
