@@ -33,6 +33,16 @@ public sealed partial record KernelInfo
     public static readonly Version GuardRegionsSince = new(6, 15);
 
     /// <summary>
+    /// The first release whose <c>mseal</c> is the model's: the call came in 6.10, but until 6.12
+    /// munmap, mprotect and madvise checked the whole range for a seal before acting; since, each
+    /// VMA is checked as it is reached, so the VMAs before a sealed one are changed.
+    /// </summary>
+    public static readonly Version MsealSince = new(6, 12);
+
+    /// <summary>Whether the host has <c>mseal</c> as the model has it (<see cref="MsealSince"/>).</summary>
+    public bool HasMseal => IsLinux && IsX64 && ReleaseVersion is { } v && v >= MsealSince;
+
+    /// <summary>
     /// Whether the host has guard regions as the model has them: <see cref="GuardRegionsSince"/>,
     /// and an install that sets <c>VM_MAYBE_GUARD</c> (<see cref="MaybeGuard"/>) where that could
     /// be measured.

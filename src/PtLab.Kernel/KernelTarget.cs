@@ -411,6 +411,15 @@ public sealed unsafe class KernelTarget : IFileTarget
         throw new NotSupportedException("munlockall acts on every mapping of the process, the runtime's too; run it in a child process");
 
     /// <inheritdoc/>
+    /// <remarks>
+    /// Refused: a seal lasts as long as the process, so the target could never unmap the range
+    /// again, nor could anything else this process runs. <c>ptlab fuzz kernel</c> seals inside
+    /// its executor, a child process started afresh after a sequence that sealed.
+    /// </remarks>
+    public Errno Mseal(ulong addr, ulong length, ulong flags) =>
+        throw new NotSupportedException("mseal lasts as long as the process, and this one is the runtime's; run it in a child process (ptlab fuzz kernel does)");
+
+    /// <inheritdoc/>
     /// <remarks>Refused: the runtime's C allocator owns this process's break.</remarks>
     public ulong Brk(ulong addr) =>
         throw new NotSupportedException("brk moves the break the C library's allocator owns in this process; run it in a child process");

@@ -365,6 +365,7 @@ public sealed class PerfScriptImporter
         ["munlockall"] = (TraceEventKind.Munlockall, 0),
         ["shmat"] = (TraceEventKind.Shmat, 3),
         ["shmdt"] = (TraceEventKind.Shmdt, 1),
+        ["mseal"] = (TraceEventKind.Mseal, 3),
         ["exit"] = (TraceEventKind.Exit, 1),
         ["exit_group"] = (TraceEventKind.ExitGroup, 1),
     };
@@ -402,6 +403,7 @@ public sealed class PerfScriptImporter
                 TraceEventKind.Mlockall => e with { Flags = args[0] },
                 TraceEventKind.Shmat => e with { Fd = (int)args[0], Address = args[1], Flags = args[2] },
                 TraceEventKind.Shmdt => e with { Address = args[0] },
+                TraceEventKind.Mseal => e with { Address = args[0], Length = args[1], Flags = args[2] },
                 TraceEventKind.Exit or TraceEventKind.ExitGroup => e with { Result = (int)args[0] },
                 TraceEventKind.Munlockall => e,
                 _ => e with { Address = args[0], Length = args[1] },

@@ -127,6 +127,8 @@ public enum TraceEventKind : byte
     /// 2 MiB block of it without a page there held an empty table. Version 6.
     /// </summary>
     PageTables,
+    /// <summary>mseal(start, len, flags): Address, Length, Flags; Result is 0 or -errno. Version 7.</summary>
+    Mseal,
 }
 
 /// <summary>The columns a row can carry beyond time, pid, tid and kind.</summary>
@@ -141,7 +143,7 @@ public enum TraceFields
     Length = 1 << 1,
     /// <summary><c>prot</c> (protection, or madvise advice).</summary>
     Prot = 1 << 2,
-    /// <summary><c>flags</c> (mmap/mremap/mlock2/mlockall/shmat/clone flags, fault error code, MAP_SHARED/PRIVATE).</summary>
+    /// <summary><c>flags</c> (mmap/mremap/mlock2/mlockall/shmat/mseal/clone flags, fault error code, MAP_SHARED/PRIVATE).</summary>
     Flags = 1 << 3,
     /// <summary><c>fd</c> (shmat's shmid).</summary>
     Fd = 1 << 4,
@@ -171,7 +173,7 @@ public enum TraceFields
 public static class TraceKinds
 {
     /// <summary>Number of kinds.</summary>
-    public const int Count = (int)TraceEventKind.PageTables + 1;
+    public const int Count = (int)TraceEventKind.Mseal + 1;
 
     /// <summary><c>PAGE_IS_FILE</c>: a <see cref="TraceEventKind.Resident"/> range of file (page-cache or shmem) pages.</summary>
     public const ulong PageIsFile = 1 << 2;
@@ -215,7 +217,7 @@ public static class TraceKinds
         "mlock", "mlock2", "munlock", "mlockall", "munlockall", "exit", "exit_group", "newtask", "exec",
         "task_exit", "task", "mmap2", "vma", "status", "status_exec", "status_exit", "status_attach", "lost",
         "madvise_range", "file_cache", "cache_range", "signal", "cache_add", "cache_delete",
-        "shmat", "shmdt", "resident", "page_tables",
+        "shmat", "shmdt", "resident", "page_tables", "mseal",
     ];
 
     // Required fields of each kind, then the fields it may carry besides. Any other field must be null.
@@ -258,6 +260,7 @@ public static class TraceKinds
         (TraceFields.Address, Syscall),                                                                       // shmdt
         (TraceFields.Address | TraceFields.Length | TraceFields.Flags, TraceFields.None),                     // resident
         (TraceFields.Address | TraceFields.Length, TraceFields.None),                                         // page_tables
+        (TraceFields.Address | TraceFields.Length | TraceFields.Flags, Syscall),                              // mseal
     ];
 
     /// <summary>The kind's name in the <c>kind</c> column.</summary>
@@ -283,7 +286,7 @@ public static class TraceKinds
     public static (TraceFields Required, TraceFields Optional) Fields(TraceEventKind kind) => s_fields[(int)kind];
 
     /// <summary>Whether the kind is an address-space syscall recorded from its enter/exit pair (it has a result and a duration).</summary>
-    public static bool IsSyscall(TraceEventKind kind) => kind is >= TraceEventKind.Mmap and <= TraceEventKind.Munlockall or TraceEventKind.Shmat or TraceEventKind.Shmdt;
+    public static bool IsSyscall(TraceEventKind kind) => kind is >= TraceEventKind.Mmap and <= TraceEventKind.Munlockall or TraceEventKind.Shmat or TraceEventKind.Shmdt or TraceEventKind.Mseal;
 
     /// <summary>Whether the kind is a <c>/proc/PID/status</c> sample.</summary>
     public static bool IsStatus(TraceEventKind kind) => kind is >= TraceEventKind.Status and <= TraceEventKind.StatusAttach;

@@ -51,6 +51,9 @@ public interface IMemoryTarget : IDisposable
     /// <summary><c>brk</c>: the new break, or the old one when refused.</summary>
     ulong Brk(ulong addr) => throw Unsupported("brk");
 
+    /// <summary><c>mseal(addr, len, flags)</c> (Linux 6.10+): seals the VMAs of a fully mapped range for the process's life.</summary>
+    Errno Mseal(ulong addr, ulong length, ulong flags) => throw Unsupported("mseal");
+
     /// <summary>The VMAs that meet [start, end), with their flags, as <c>/proc/PID/smaps</c> shows them.</summary>
     IReadOnlyList<VmaView> Layout(ulong start, ulong end) => throw Unsupported("a VMA listing");
 
@@ -82,7 +85,7 @@ public readonly record struct VmaView(ulong Start, ulong End, VmFlags Flags)
         VmFlags.Read | VmFlags.Write | VmFlags.Exec | VmFlags.Shared | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec |
         VmFlags.GrowsDown | VmFlags.Locked | VmFlags.LockOnFault | VmFlags.SeqRead | VmFlags.RandRead | VmFlags.Account |
         VmFlags.NoReserve | VmFlags.DontDump | VmFlags.HugePage | VmFlags.NoHugePage | VmFlags.DontCopy | VmFlags.WipeOnFork |
-        VmFlags.Mergeable;
+        VmFlags.Mergeable | VmFlags.Sealed;
 
     /// <summary>The two-letter <c>VmFlags</c> mnemonics of smaps (<c>show_smap_vma_flags</c>) for the modelled flags.</summary>
     public static IReadOnlyDictionary<string, VmFlags> Mnemonics { get; } = new Dictionary<string, VmFlags>(StringComparer.Ordinal)
@@ -108,6 +111,7 @@ public readonly record struct VmaView(ulong Start, ulong End, VmFlags Flags)
         ["nh"] = VmFlags.NoHugePage,
         ["mg"] = VmFlags.Mergeable,
         ["gu"] = VmFlags.MaybeGuard,
+        ["sl"] = VmFlags.Sealed,
     };
 
     /// <summary>The smaps mnemonics of the flags, in smaps' order.</summary>

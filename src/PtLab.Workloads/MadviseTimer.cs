@@ -110,6 +110,9 @@ public sealed class MadviseTimer : IMultiCpuTarget, IDataTarget, IFileTarget
     public ulong Brk(ulong addr) => _inner.Brk(addr);
 
     /// <inheritdoc/>
+    public Errno Mseal(ulong addr, ulong length, ulong flags) => _inner.Mseal(addr, length, flags);
+
+    /// <inheritdoc/>
     public IReadOnlyList<VmaView> Layout(ulong start, ulong end) => _inner.Layout(start, end);
 
     /// <inheritdoc/>

@@ -91,6 +91,9 @@ public sealed class ModelTarget : IMultiCpuTarget, IDataTarget, IFileTarget
     public ulong Brk(ulong addr) => Mm.Brk(Cpu, addr);
 
     /// <inheritdoc/>
+    public Errno Mseal(ulong addr, ulong length, ulong flags) => Mm.Mseal(Cpu, addr, length, flags);
+
+    /// <inheritdoc/>
     public IReadOnlyList<VmaView> Layout(ulong start, ulong end) =>
         [.. Mm.Vmas.Where(v => v.Start < end && v.End > start).Select(v => new VmaView(v.Start, v.End, v.Flags & VmaView.Modelled))];
 

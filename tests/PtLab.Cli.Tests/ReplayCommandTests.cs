@@ -168,7 +168,7 @@ public sealed class ReplayCommandTests : IDisposable
         Assert.Contains("warning: 1 process_madvise calls without their ranges (an attached recording cannot capture them): counted, not replayed", table);
         var (infoCode, info, _) = Run("trace", "info", trace);
         Assert.Equal(0, infoCode);
-        Assert.Contains("format version 6", info);
+        Assert.Contains("format version 7", info);
         Assert.Contains("warning   1 process_madvise calls without their ranges", info);
 
         // The same call with its range replays as the madvise it replaced: no warning.

@@ -48,7 +48,7 @@ public sealed class FuzzTextTests
     [Theory]
     [InlineData("mmap S+0x1000 0x1000", "takes 4 arguments")]
     [InlineData("mremap S+0x1000 0x1000 0x2000", "mremap takes 5 arguments")]
-    [InlineData("mseal S+0x1000 0x1000 0", "unknown operation 'mseal'")]
+    [InlineData("mbind S+0x1000 0x1000 0", "unknown operation 'mbind'")]
     [InlineData("munmap S+0x1000 lots", "'lots' is not a number")]
     [InlineData("madvise S+0x1000 0x1000 MADV_SOMETIMES", "'MADV_SOMETIMES' is not a number")]
     public void ABadOperationSaysWhatIsWrong(string text, string message) =>

@@ -19,6 +19,22 @@ public sealed class PtReclaimExecutorFactAttribute : FactAttribute
     }
 }
 
+/// <summary>A fact that needs the fuzzer's executor and mseal as the model has it (Linux 6.12+).</summary>
+public sealed class MsealExecutorFactAttribute : FactAttribute
+{
+    public MsealExecutorFactAttribute()
+    {
+        if (!KernelExecutor.IsAvailable(out string reason))
+        {
+            Skip = reason;
+        }
+        else if (!KernelInfo.Probe().HasMseal)
+        {
+            Skip = $"needs Linux {KernelInfo.MsealSince}+ on x86-64 (mseal checked VMA by VMA); the host runs {KernelInfo.Probe().Release}";
+        }
+    }
+}
+
 /// <summary>The executor's protocol and the differential runs against the host kernel.</summary>
 // Serialized with the other host tests: one of them switches a swap area on for the whole
 // machine for a few seconds, which would change what MADV_PAGEOUT does here.
@@ -137,6 +153,45 @@ public sealed class KernelFuzzerTests(ITestOutputHelper output)
              "write S+0x7fffe00000 0x5c000",
              "mmap 0 0x3dd5000 PROT_READ MAP_PRIVATE|MAP_ANONYMOUS",
              "mprotect S+0x7ffdcba000 0x2346000 PROT_NONE"]);
+
+    /// <summary>
+    /// A sealed VMA refuses munmap, mprotect, mremap, MAP_FIXED and, read-only, MADV_DONTNEED on
+    /// both sides; the executor cannot empty a slot that holds one (its reset answers EPERM), so
+    /// the next sequence runs on a new executor and finds the slot empty, with the same
+    /// addresses free again.
+    /// </summary>
+    [MsealExecutorFact]
+    public void ASealedSequenceIsFollowedByAnEmptySlot()
+    {
+        string[] sealing =
+        [
+            "mmap S+0x200000 0x400000 PROT_READ|PROT_WRITE MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED",
+            "write S+0x200000 0x400000",
+            "mprotect S+0x400000 0x200000 PROT_READ",
+            "mseal S+0x300000 0x200000 0x0",
+            "munmap S+0x200000 0x400000",
+            "munmap S+0x200000 0x100000",
+            "mprotect S+0x300000 0x1000 PROT_READ|PROT_WRITE",
+            "madvise S+0x400000 0x1000 MADV_DONTNEED",
+            "madvise S+0x300000 0x1000 MADV_DONTNEED",
+            "mremap S+0x300000 0x100000 0x200000 0x1 0x0",
+            "mmap S+0x380000 0x1000 PROT_READ MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED",
+            "mseal S+0x5ff000 0x2000 0x0",
+        ];
+        var runs = ReplayInTurn(sealing, sealing);
+        foreach (var run in runs)
+        {
+            var results = run.Steps.Select(st => st.Kernel.Result).ToList();
+            Assert.Equal(new OpResult(OpResultKind.Error, 1), results[4]);  // EPERM
+            Assert.Equal(OpResult.FromErrno(PtLab.Mm.Errno.None), results[5]); // the unsealed part goes
+            Assert.Equal(new OpResult(OpResultKind.Error, 1), results[6]);
+            Assert.Equal(new OpResult(OpResultKind.Error, 1), results[7]);  // read-only and sealed
+            Assert.Equal(OpResult.FromErrno(PtLab.Mm.Errno.None), results[8]); // writable
+            Assert.Equal(new OpResult(OpResultKind.Error, 1), results[9]);
+            Assert.Equal(new OpResult(OpResultKind.Error, 1), results[10]);
+            Assert.Equal(new OpResult(OpResultKind.Error, 12), results[11]); // ENOMEM: it runs on past the mapping
+        }
+    }
 
     /// <summary>
     /// MREMAP_DONTUNMAP of part of a locked shared file VMA clears VM_LOCKED on the whole old VMA

@@ -150,6 +150,32 @@ public sealed class PerfImportTests
         Assert.Contains($"in.txt:{at + 2}: sys_enter_shmdt arguments", Fails(lines).Message);
     }
 
+    /// <summary>
+    /// mseal, as perf prints it (Linux 6.10+): start, length and flags, and the result; a refused
+    /// call keeps its errno, which the replay compares with the model's.
+    /// </summary>
+    [Fact]
+    public void MsealIsRecordedWithItsRangeFlagsAndResult()
+    {
+        var lines = Sample.ToList();
+        int at = lines.FindIndex(l => l.Contains("sys_exit_madvise", StringComparison.Ordinal));
+        lines.InsertRange(at + 1,
+        [
+            At(at, "syscalls:sys_enter_mseal: start: 0x7f0c61abf000, len: 0x00002001, flags: 0x00000000"),
+            At(at, " syscalls:sys_exit_mseal: 0x0"),
+            At(at, "syscalls:sys_enter_mseal: start: 0x7f0c61abf000, len: 0x00001000, flags: 0x00000002"),
+            At(at, " syscalls:sys_exit_mseal: 0xffffffffffffffea"),
+        ]);
+        var rows = Import(lines).Where(e => e.Kind == TraceEventKind.Mseal).ToList();
+        Assert.Equal(2, rows.Count);
+        Assert.Equal((0x7f0c61abf000UL, 0x2001UL, 0UL, 0L), (rows[0].Address, rows[0].Length, rows[0].Flags, rows[0].Result));
+        Assert.Equal((2UL, -22L), (rows[1].Flags, rows[1].Result));
+        Assert.True(TraceKinds.IsSyscall(TraceEventKind.Mseal));
+
+        lines.Insert(at + 1, At(at, "syscalls:sys_enter_mseal: start: 0x7f0c61abf000, len: 0x00001000"));
+        Assert.Contains($"in.txt:{at + 2}: sys_enter_mseal has 2 arguments", Fails(lines).Message);
+    }
+
     [Fact]
     public void AGarbageLineIsRejectedWithItsLineNumber()
     {

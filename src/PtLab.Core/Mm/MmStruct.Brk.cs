@@ -80,7 +80,12 @@ public sealed partial class MmStruct
                 }
 
                 _brk = brk;
-                UnmapLocked(cpu, newBrkPage, oldBrkPage);
+                if (UnmapLocked(cpu, newBrkPage, oldBrkPage) != Errno.None)
+                {
+                    _brk = orig; // a sealed heap: brk answers with the old break
+                    return orig;
+                }
+
                 return brk;
             }
 

@@ -797,6 +797,11 @@ public sealed partial class MmStruct
                 }
 
                 ulong tmp = Math.Min(vma.End, end);
+                if (MadviseSealRefused(vma, Advice.Remove))
+                {
+                    return Errno.EPERM;
+                }
+
                 if ((vma.Flags & VmFlags.Locked) != 0 || vma.File is null)
                 {
                     return Errno.EINVAL;

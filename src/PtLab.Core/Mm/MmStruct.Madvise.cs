@@ -83,6 +83,11 @@ public sealed partial class MmStruct
             {
                 return MadviseWalkVmas(addr, end, (vma, start, tmp) =>
                 {
+                    if (MadviseSealRefused(vma, advice))
+                    {
+                        return Errno.EPERM;
+                    }
+
                     if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & (VmFlags.Locked | VmFlags.PfnMap)) != 0)
                     {
                         return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
@@ -219,6 +224,11 @@ public sealed partial class MmStruct
         {
             return MadviseWalkVmas(start, end, (vma, from, to) =>
             {
+                if (MadviseSealRefused(vma, advice))
+                {
+                    return Errno.EPERM;
+                }
+
                 if (MadviseFlagsRefused(vma, advice) is { } refused)
                 {
                     return refused;

@@ -188,10 +188,20 @@ public sealed partial class MmStruct
             }
 
             // vms_gather_munmap_vmas: MAP_FIXED splits what it replaces at the range's edges
-            // before anything else, and fails there (EINVAL) over part of a special mapping.
-            if ((flags & MapFlags.Fixed) != 0 && SplitEdges(cpu, start, start + len) is var refused and not Errno.None)
+            // before anything else, and fails there (EINVAL) over part of a special mapping, or
+            // (EPERM) over a sealed VMA.
+            if ((flags & MapFlags.Fixed) != 0)
             {
-                return new(0, refused);
+                var refused = MunmapSealRefused(cpu, start, start + len);
+                if (refused == Errno.None)
+                {
+                    refused = SplitEdges(cpu, start, start + len);
+                }
+
+                if (refused != Errno.None)
+                {
+                    return new(0, refused);
+                }
             }
 
             bool shared = ((int)flags & MapTypeMask) != (int)MapFlags.Private;
@@ -453,10 +463,16 @@ public sealed partial class MmStruct
             return Errno.None;
         }
 
+        if (MunmapSealRefused(cpu, start, end) is var sealRefused and not Errno.None)
+        {
+            return sealRefused;
+        }
+
         if (SplitEdges(cpu, start, end) is var refused and not Errno.None)
         {
             return refused;
         }
+
         var doomed = new List<Vma>();
         for (var v = FindVma(start); v is not null && v.Start < end; v = v.NextVma)
         {

@@ -125,6 +125,11 @@ public sealed partial class MmStruct
             return Errno.EACCES; // VM_MAYREAD/WRITE/EXEC sit four bits above VM_READ/WRITE/EXEC
         }
 
+        if (IsSealed(vma))
+        {
+            return Errno.EPERM; // mprotect_fixup: before the no-change shortcut, so even that fails
+        }
+
         if (newFlags == vma.Flags)
         {
             return Errno.None;

@@ -134,6 +134,11 @@ public sealed partial class MmStruct
             return Errno.EFAULT;
         }
 
+        if (IsSealed(vma))
+        {
+            return Errno.EPERM; // mseal'd: no shrink, growth or move, not even one of no change
+        }
+
         r.Delta = r.OldLen > r.NewLen ? r.OldLen - r.NewLen : r.NewLen - r.OldLen;
         if (!r.ImpliesNewAddr)
         {

@@ -166,9 +166,9 @@ public enum MlockallFlags
     OnFault = 4,
 }
 
-/// <summary><c>VM_*</c> flags of a VMA.</summary>
+/// <summary><c>VM_*</c> flags of a VMA (64 bits, as <c>vm_flags_t</c> on x86-64).</summary>
 [Flags]
-public enum VmFlags
+public enum VmFlags : long
 {
     /// <summary>None.</summary>
     None = 0,
@@ -237,5 +237,13 @@ public enum VmFlags
     /// <summary><c>VM_NOHUGEPAGE</c> (<c>MADV_NOHUGEPAGE</c>, <c>MAP_STACK</c>): never a transparent huge page here.</summary>
     NoHugePage = 0x4000_0000,
     /// <summary><c>VM_MERGEABLE</c> (<c>MADV_MERGEABLE</c>): KSM may merge the pages; ksmd is not modelled, so nothing else follows.</summary>
-    Mergeable = unchecked((int)0x8000_0000),
+    Mergeable = 0x8000_0000,
+    /// <summary>
+    /// <c>VM_SEALED</c> (smaps <c>sl</c>; bit 42 in Linux 6.18, bit 63 before): <c>mseal</c> set it,
+    /// nothing clears it, fork copies it and exec drops it with the old mm. munmap, mremap,
+    /// mprotect and MAP_FIXED over it fail with EPERM, and so do the discarding advices on
+    /// private anonymous memory that is not writable. As a flag it keeps a sealed VMA from
+    /// merging with an unsealed neighbour.
+    /// </summary>
+    Sealed = 1L << 42,
 }

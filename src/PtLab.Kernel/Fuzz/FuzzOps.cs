@@ -214,6 +214,15 @@ public static class FuzzOps
         },
         new()
         {
+            // A sequence that sealed leaves the executor a slot it cannot empty: the next starts a new one.
+            Name = "mseal",
+            Args = [FuzzArg.Address, FuzzArg.Length, FuzzArg.Flags],
+            RunOnModel = static (m, a) => OpResult.FromErrno(m.Mseal(a[0], a[1], a[2])),
+            Generate = static g => g.Mseal(),
+            Weight = 1,
+        },
+        new()
+        {
             // The heap starts in the slot (FuzzText.BrkOffset); brk returns the break, moved or not.
             Name = "brk",
             Args = [FuzzArg.Address],

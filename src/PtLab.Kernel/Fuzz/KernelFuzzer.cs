@@ -82,7 +82,15 @@ public sealed class KernelFuzzer : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         using var model = Begin();
-        var gen = new OpGenerator(new Random(seed), Slot) { AllowLocked = Environment.IsPrivilegedProcess, AllowBrk = BrkAvailable, Collapse = Collapse, AllowGuard = KernelInfo.Probe().HasGuardRegions };
+        var host = KernelInfo.Probe();
+        var gen = new OpGenerator(new Random(seed), Slot)
+        {
+            AllowLocked = Environment.IsPrivilegedProcess,
+            AllowBrk = BrkAvailable,
+            Collapse = Collapse,
+            AllowGuard = host.HasGuardRegions,
+            AllowMseal = host.HasMseal && seed % 4 == 0,
+        };
         var steps = new List<FuzzStep>(count);
         for (int i = 0; i < count; i++)
         {

@@ -49,6 +49,13 @@ public sealed class OpGenerator
     /// <summary>Whether MAP_LOCKED may be drawn (the executor can lock memory without limit: root).</summary>
     public bool AllowLocked { get; init; }
 
+    /// <summary>
+    /// Whether <c>mseal</c> may be drawn: the host has it as the model has it, and this is one of
+    /// the sequences that seal (a sealed VMA outlives the executor's reset, so each such sequence
+    /// costs a new executor).
+    /// </summary>
+    public bool AllowMseal { get; init; }
+
     /// <summary>Whether <c>brk</c> may be drawn (the executor's heap is in the slot).</summary>
     public bool AllowBrk { get; init; }
 
@@ -107,7 +114,7 @@ public sealed class OpGenerator
         while (true)
         {
             var kind = PickKind();
-            if (kind.Name != "brk" || AllowBrk)
+            if ((kind.Name != "brk" || AllowBrk) && (kind.Name != "mseal" || AllowMseal))
             {
                 var args = kind.Generate(this);
                 if (kind.Name == "write")
@@ -520,6 +527,38 @@ public sealed class OpGenerator
         }
 
         return r;
+    }
+
+    /// <summary>
+    /// mseal: mostly a piece of one VMA (a few pages, sometimes a length that is no whole number
+    /// of pages), sometimes one that runs past the VMA's end into its neighbour or a hole, or any
+    /// range; one in twenty with a flag, which Linux refuses. A sealed VMA stays for the rest of
+    /// the sequence, so the pieces are small and the calls rare.
+    /// </summary>
+    public ulong[] Mseal()
+    {
+        ulong flags = _rng.Next(20) == 0 ? 1UL << _rng.Next(3) : 0;
+        if (Layout.Count == 0 || _rng.Next(4) == 0)
+        {
+            return [.. Range(), flags];
+        }
+
+        var v = Layout[_rng.Next(Layout.Count)];
+        ulong pages = (v.End - v.Start) / Page;
+        ulong first = (ulong)_rng.NextInt64(0, (long)pages);
+        ulong len = (ulong)_rng.NextInt64(1, (long)Math.Min(pages - first, 64) + 1) * Page;
+        if (_rng.Next(4) == 0)
+        {
+            len -= (ulong)_rng.Next(1, (int)Page); // rounded up to the page again
+        }
+
+        ulong addr = v.Start + (first * Page);
+        if (_rng.Next(6) == 0)
+        {
+            len = v.End - addr + ((ulong)_rng.Next(1, 16) * Page);
+        }
+
+        return [addr, Clamp(addr, len), flags];
     }
 
     /// <summary>mlock2's flags: none, MLOCK_ONFAULT, rarely an unknown bit.</summary>

@@ -47,7 +47,7 @@
  *   write ADDR LEN  the same with a one-byte store
  *   maps            the VMAs that lie in the slot (parsed from /proc/self/maps)
  *   reset           munlockall, munmap of the whole slot, a fresh placeholder just above it, and
- *                   a new test file
+ *                   a new test file; "! 1" (EPERM) when a sealed VMA keeps the slot from emptying
  *   quit            exit 0
  *
  * Replies to a call or touch: one line, RESULT then " pte=KB anon=KB file=KB shmem=KB" (VmPTE,
@@ -96,6 +96,9 @@
 #define BRK_OFFSET (2UL << 30)
 /* The test file's size: 8 MiB less a part page, so its last page ends inside the file. */
 #define FILE_SIZE ((8UL << 20) - 1234)
+#ifndef SYS_mseal
+#define SYS_mseal 462
+#endif
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
@@ -127,6 +130,8 @@ static const struct call calls[] = {
     { "mlock",    SYS_mlock,     2, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
     { "mlock2",   SYS_mlock2,    3, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
     { "munlock",  SYS_munlock,   2, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
+    /* A sealed VMA outlives every reset (munmap refuses it): the driver starts a new executor. */
+    { "mseal",    SYS_mseal,     3, { { 0, 1, 0, 0 }, NO_RANGE }, -1 },
     /* These two reach the executor's own mappings too: what mlockall(MCL_CURRENT) faults in
      * outside the slot moves the baselines (see outside_slot_rss), and reset clears the locks
      * they leave (munlockall). */
@@ -402,17 +407,21 @@ static void set_brk(void)
 }
 
 /* Empties the slot and puts back a pristine placeholder above it: a mapping at the slot's top can
- * merge with that placeholder and leave its anon_vma there, which a later neighbour would reuse. */
-static void reset_slot(void)
+ * merge with that placeholder and leave its anon_vma there, which a later neighbour would reuse.
+ * Returns -1 (errno EPERM) when a sealed VMA keeps the slot from being emptied: nothing was
+ * unmapped, and only a new executor has an empty slot. */
+static int reset_slot(void)
 {
     munlockall(); /* clears mm->def_flags (MCL_FUTURE) and VM_LOCKED everywhere */
-    munmap((void *)slot_start, guard_end - slot_start);
+    if (munmap((void *)slot_start, guard_end - slot_start) != 0)
+        return -1;
     if (guard_end > slot_end &&
         mmap((void *)slot_end, guard_end - slot_end, PROT_NONE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0) != (void *)slot_end)
         die("cannot put the placeholder above the slot back");
     set_brk();
     create_file();
+    return 0;
 }
 
 /* Sums of /proc/self/smaps fields over the VMAs a filter selects. */
@@ -748,8 +757,12 @@ static void handle(char *line)
     }
 
     if (!strcmp(argv[0], "reset")) {
-        reset_slot();
-        out_str("= 0x0");
+        if (reset_slot() != 0) {
+            out_str("! ");
+            out_dec(errno);
+        } else {
+            out_str("= 0x0");
+        }
         reply_status();
         return;
     }

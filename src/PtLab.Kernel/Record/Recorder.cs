@@ -63,7 +63,7 @@ public static class Recorder
     private static List<string> BuildEvents()
     {
         var events = new List<string> { "exceptions:page_fault_user", "exceptions:page_fault_kernel" };
-        foreach (string call in new[] { "mmap", "munmap", "mremap", "madvise", "process_madvise", "mprotect", "brk", "mlock", "mlock2", "munlock", "mlockall", "munlockall", "shmat", "shmdt" })
+        foreach (string call in new[] { "mmap", "munmap", "mremap", "madvise", "process_madvise", "mprotect", "brk", "mlock", "mlock2", "munlock", "mlockall", "munlockall", "shmat", "shmdt", "mseal" })
         {
             events.Add("syscalls:sys_enter_" + call);
             events.Add("syscalls:sys_exit_" + call);

@@ -382,6 +382,7 @@ public sealed class TraceReplayer
             case TraceEventKind.ProcessMadvise: ProcessMadvise(e); break;
             case TraceEventKind.Shmat: Shmat(e); break;
             case TraceEventKind.Shmdt: Shmdt(e); break;
+            case TraceEventKind.Mseal: Mseal(e); break;
             default:
                 Unsupported(TraceKinds.Name(e.Kind) + " (not modelled)");
                 break;
@@ -2086,6 +2087,14 @@ public sealed class TraceReplayer
             _ => mm.Munlockall(cpu),
         };
         CompareResult(e, r);
+    }
+
+    private void Mseal(in TraceEvent e)
+    {
+        if (BeginCall(e, out var t, out var cpu))
+        {
+            CompareResult(e, t.Proc.Mm.Mm.Mseal(cpu, e.Address, e.Length, e.Flags));
+        }
     }
 
     // ---- state ----
