@@ -59,7 +59,7 @@ public sealed partial class MmStruct
                 ulong to = Math.Min(vma.End, end);
                 if ((vma.Flags & VmFlags.Sealed) == 0 && VmaModifyFlags(cpu, vma, at, to, vma.Flags | VmFlags.Sealed) is null)
                 {
-                    return Errno.ENOMEM; // a refused split (a special mapping): the parts before stay sealed
+                    return Errno.EINVAL; // a special mapping refuses the split: the parts before stay sealed
                 }
 
                 at = to;

@@ -12,7 +12,8 @@ public sealed partial class MmStruct
     /// [<paramref name="addr"/>, +<paramref name="length"/>), over whatever lay there, as exec's
     /// <c>map_vdso</c> places the vDSO and its data pages. The VMA takes the mapping's flags with
     /// <c>VM_DONTEXPAND</c>, page offset 0, no file and no anon_vma; nothing is mapped until a
-    /// fault. EINVAL for a range that is not page-aligned or not in the user address space.
+    /// fault. EINVAL for a range that is not page-aligned or not in the user address space; EPERM,
+    /// with nothing mapped, over a sealed VMA.
     /// </summary>
     public Errno InstallSpecialMapping(Cpu cpu, ulong addr, ulong length, SpecialMapping mapping)
     {
@@ -26,7 +27,11 @@ public sealed partial class MmStruct
         MmapLock.DownWrite(cpu.Id);
         try
         {
-            UnmapLocked(cpu, addr, addr + len);
+            if (UnmapLocked(cpu, addr, addr + len) is var refused and not Errno.None)
+            {
+                return refused; // a sealed VMA is in the way
+            }
+
             var vma = new Vma(addr, addr + len, mapping.Flags | VmFlags.DontExpand, null, 0) { Mm = this, Special = mapping };
             _vmas.Insert(vma);
         }

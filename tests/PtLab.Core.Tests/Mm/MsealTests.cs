@@ -68,6 +68,24 @@ public class MsealTests
         Assert.Equal(3, s.Mm.Vmas.Count);
     }
 
+    /// <summary>
+    /// A special mapping refuses to be split (special_mapping_split): sealing part of the vDSO is
+    /// EINVAL, as on the host; sealing all of it succeeds, and a special mapping installed over a
+    /// sealed VMA is refused without mapping anything.
+    /// </summary>
+    [Fact]
+    public void SealingPartOfTheVdsoIsEinvalAndAllOfItSucceeds()
+    {
+        using var s = new Sim();
+        Assert.Equal(Errno.None, s.Mm.InstallSpecialMapping(s.Cpu, At, 2 * Sim.K4, SpecialMapping.Vdso));
+        Assert.Equal(Errno.EINVAL, s.Mm.Mseal(s.Cpu, At, Sim.K4, 0));
+        Assert.False(Sealed(s, At));
+        Assert.Equal(Errno.None, s.Mm.Mseal(s.Cpu, At, 2 * Sim.K4, 0));
+        Assert.True(Sealed(s, At));
+        Assert.Equal(Errno.EPERM, s.Mm.InstallSpecialMapping(s.Cpu, At, Sim.K4, SpecialMapping.Vvar));
+        Assert.Single(s.Mm.Vmas);
+    }
+
     [Fact]
     public void MunmapOfASealedVmaIsEpermAndUnmapsNothing()
     {
