@@ -90,6 +90,7 @@ public sealed class KernelFuzzer : IDisposable
             Collapse = Collapse,
             AllowGuard = host.HasGuardRegions,
             AllowMseal = host.HasMseal && seed % 4 == 0,
+            AllowKsm = s_ksmIdle.Value,
         };
         var steps = new List<FuzzStep>(count);
         for (int i = 0; i < count; i++)
@@ -159,6 +160,23 @@ public sealed class KernelFuzzer : IDisposable
         _modelTicks += t2 - t1;
         return new(op, kernel, m);
     }
+
+    // The host has KSM and ksmd does not run (see OpGenerator.AllowKsm).
+    private static readonly Lazy<bool> s_ksmIdle = new(() =>
+    {
+        try
+        {
+            return File.ReadAllText("/sys/kernel/mm/ksm/run").Trim() == "0";
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
+    });
 
     /// <summary>An empty slot on the executor (started again if a reset leaves anything) and a fresh model.</summary>
     private ModelSide Begin()

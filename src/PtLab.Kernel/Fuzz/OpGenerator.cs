@@ -56,6 +56,13 @@ public sealed class OpGenerator
     /// </summary>
     public bool AllowMseal { get; init; }
 
+    /// <summary>
+    /// Whether MADV_MERGEABLE and MADV_UNMERGEABLE may be drawn: the host has KSM (without it
+    /// both are EINVAL) and ksmd is stopped (<c>/sys/kernel/mm/ksm/run</c> 0), so that, as in the
+    /// model, the advice only sets and clears <c>VM_MERGEABLE</c> and no page is merged.
+    /// </summary>
+    public bool AllowKsm { get; init; }
+
     /// <summary>Whether <c>brk</c> may be drawn (the executor's heap is in the slot).</summary>
     public bool AllowBrk { get; init; }
 
@@ -452,7 +459,11 @@ public sealed class OpGenerator
 
     /// <summary>Whether <see cref="Advice"/> may draw <paramref name="advice"/> in this generator's mode.</summary>
     private bool Drawn(ulong advice) =>
-        !(Collapse && NotInCollapseMode(advice)) && (AllowGuard || advice is not (GuardInstall or GuardRemove));
+        !(Collapse && NotInCollapseMode(advice)) && (AllowGuard || advice is not (GuardInstall or GuardRemove)) &&
+        (AllowKsm || advice is not (Mergeable or Unmergeable));
+
+    private const ulong Mergeable = 12;
+    private const ulong Unmergeable = 13;
 
     private FuzzOp? _pendingCollapse;
 
@@ -638,7 +649,7 @@ public sealed class OpGenerator
         [
             (4, 28), (8, 14), (24, 4), (0, 5), (1, 5), (2, 5), (3, 4), (14, 7), (15, 6), (16, 6), (17, 5),
             (20, 4), (21, 4), (22, 4), (23, 4), (9, 1), (5, 1), (26, 1), (CollapseAdvice, Collapse ? 14 : 2),
-            (GuardInstall, 4), (GuardRemove, 2),
+            (GuardInstall, 4), (GuardRemove, 2), (10, 3), (11, 2), (18, 3), (19, 2), (Mergeable, 2), (Unmergeable, 2),
         ];
         int total = 0;
         foreach (var (a, w) in table)
