@@ -39,6 +39,12 @@ public sealed partial record KernelInfo
     /// </summary>
     public static readonly Version MsealSince = new(6, 12);
 
+    /// <summary>The first release with MAP_DROPPABLE.</summary>
+    public static readonly Version DroppableSince = new(6, 11);
+
+    /// <summary>Whether the host has MAP_DROPPABLE (<see cref="DroppableSince"/>, x86-64).</summary>
+    public bool HasDroppable => IsLinux && IsX64 && ReleaseVersion is { } v && v >= DroppableSince;
+
     /// <summary>Whether the host has <c>mseal</c> as the model has it (<see cref="MsealSince"/>).</summary>
     public bool HasMseal => IsLinux && IsX64 && ReleaseVersion is { } v && v >= MsealSince;
 

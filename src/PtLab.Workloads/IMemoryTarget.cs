@@ -85,7 +85,7 @@ public readonly record struct VmaView(ulong Start, ulong End, VmFlags Flags)
         VmFlags.Read | VmFlags.Write | VmFlags.Exec | VmFlags.Shared | VmFlags.MayRead | VmFlags.MayWrite | VmFlags.MayExec |
         VmFlags.GrowsDown | VmFlags.Locked | VmFlags.LockOnFault | VmFlags.SeqRead | VmFlags.RandRead | VmFlags.Account |
         VmFlags.NoReserve | VmFlags.DontDump | VmFlags.HugePage | VmFlags.NoHugePage | VmFlags.DontCopy | VmFlags.WipeOnFork |
-        VmFlags.Mergeable | VmFlags.Sealed;
+        VmFlags.Mergeable | VmFlags.Sealed | VmFlags.Droppable;
 
     /// <summary>The two-letter <c>VmFlags</c> mnemonics of smaps (<c>show_smap_vma_flags</c>) for the modelled flags.</summary>
     public static IReadOnlyDictionary<string, VmFlags> Mnemonics { get; } = new Dictionary<string, VmFlags>(StringComparer.Ordinal)
@@ -111,6 +111,7 @@ public readonly record struct VmaView(ulong Start, ulong End, VmFlags Flags)
         ["nh"] = VmFlags.NoHugePage,
         ["mg"] = VmFlags.Mergeable,
         ["gu"] = VmFlags.MaybeGuard,
+        ["dp"] = VmFlags.Droppable,
         ["sl"] = VmFlags.Sealed,
     };
 

@@ -173,8 +173,8 @@ public sealed class FuzzTextTests
     [Fact]
     public void TheGeneratorIsRepeatableAndStaysInTheSlotOrWraps()
     {
-        var a = new OpGenerator(new Random(7), Slot) { AllowLocked = true, AllowGuard = true };
-        var b = new OpGenerator(new Random(7), Slot) { AllowLocked = true, AllowGuard = true };
+        var a = new OpGenerator(new Random(7), Slot) { AllowLocked = true, AllowGuard = true, AllowMseal = true, AllowKsm = true, AllowDroppable = true };
+        var b = new OpGenerator(new Random(7), Slot) { AllowLocked = true, AllowGuard = true, AllowMseal = true, AllowKsm = true, AllowDroppable = true };
         var layout = new List<VmaLine> { new(Slot + 0x200000, Slot + 0x600000, "rw-p"), new(Slot + (511UL << 30), Slot + FuzzText.SlotSize, "---p") };
         a.Layout = layout;
         b.Layout = layout;
@@ -196,7 +196,8 @@ public sealed class FuzzTextTests
                      "madvise MADV_DONTNEED", "madvise MADV_FREE", "madvise MADV_PAGEOUT", "madvise MADV_HUGEPAGE", "madvise MADV_REMOVE",
                      "madvise MADV_NOHUGEPAGE", "madvise MADV_POPULATE_READ", "madvise MADV_POPULATE_WRITE", "mremap in-place", "mremap maymove",
                      "mremap fixed", "mremap fixed-dontunmap", "mremap dontunmap", "mremap invalid", "mlock", "mlock2", "mlock2 onfault", "munlock",
-                     "mlockall 5", "mlockall 6", "mlockall 7", "munlockall", "madvise MADV_GUARD_INSTALL", "madvise MADV_GUARD_REMOVE" })
+                     "mlockall 5", "mlockall 6", "mlockall 7", "munlockall", "madvise MADV_GUARD_INSTALL", "madvise MADV_GUARD_REMOVE",
+                     "mseal", "mmap droppable", "madvise MADV_DONTFORK", "madvise MADV_WIPEONFORK", "madvise MADV_KEEPONFORK", "madvise MADV_MERGEABLE" })
         {
             Assert.Contains(k, kinds);
         }

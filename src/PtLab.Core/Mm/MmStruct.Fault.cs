@@ -529,7 +529,9 @@ public sealed partial class MmStruct
     /// </summary>
     private void PageAddNewAnonRmap(long pfn, Vma vma, ulong addr)
     {
-        Phys.Desc(pfn).InitAnonRmap(PageFlags.Anon | PageFlags.SwapBacked, AnonOwnerId(vma.AnonVma!), vma.LinearPageIndex(addr & Geometry.PageMask));
+        // A droppable VMA's page is never swap-backed: lazy-free from birth.
+        var flags = (vma.Flags & VmFlags.Droppable) != 0 ? PageFlags.Anon : PageFlags.Anon | PageFlags.SwapBacked;
+        Phys.Desc(pfn).InitAnonRmap(flags, AnonOwnerId(vma.AnonVma!), vma.LinearPageIndex(addr & Geometry.PageMask));
         LruAddNewPage(pfn, vma);
     }
 

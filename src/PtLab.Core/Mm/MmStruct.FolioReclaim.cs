@@ -20,7 +20,7 @@ public sealed partial class MmStruct
     /// held by another reference (GUP) stays lazy-free (<see cref="UnmapOutcome.Busy"/>). Returns
     /// <see cref="UnmapOutcome.NotMapped"/> when the table no longer maps the folio whole there.
     /// </summary>
-    internal UnmapOutcome TryToUnmapLazyFreeFolioPtes(Cpu cpu, long head, ulong addr)
+    internal UnmapOutcome TryToUnmapLazyFreeFolioPtes(Cpu cpu, long head, ulong addr, bool droppable = false)
     {
         var outcome = UnmapOutcome.NotMapped;
         if ((addr & ~Geometry.PmdMask) != 0 || !RmapLock.TryDownRead(cpu.Id))
@@ -54,7 +54,7 @@ public sealed partial class MmStruct
                 d.SetFlagsAtomic(PageFlags.Dirty); // folio_mark_dirty
             }
 
-            if ((d.Flags & (int)PageFlags.Dirty) == 0 && d.RefCount == 1 + PhysMemory.HugeFrames)
+            if (((d.Flags & (int)PageFlags.Dirty) == 0 || droppable) && d.RefCount == 1 + PhysMemory.HugeFrames)
             {
                 for (int i = 0; i < PhysMemory.HugeFrames; i++)
                 {
@@ -74,7 +74,7 @@ public sealed partial class MmStruct
                 SetPteAt(cpu, pteTable, i, old[i] | merged);
             }
 
-            if ((d.Flags & (int)PageFlags.Dirty) == 0)
+            if ((d.Flags & (int)PageFlags.Dirty) == 0 || droppable)
             {
                 return outcome = UnmapOutcome.Busy;
             }

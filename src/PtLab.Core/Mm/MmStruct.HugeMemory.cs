@@ -337,7 +337,7 @@ public sealed partial class MmStruct
     /// </summary>
     private void MapAnonFolioPmd(Cpu cpu, Vma vma, long folio, long pmdTable, int pmdIndex, ulong haddr, bool fault = true)
     {
-        Phys.Desc(folio).SetFlagsAtomic(PageFlags.Anon | PageFlags.SwapBacked);
+        Phys.Desc(folio).SetFlagsAtomic((vma.Flags & VmFlags.Droppable) != 0 ? PageFlags.Anon : PageFlags.Anon | PageFlags.SwapBacked);
         Phys.EntireMapCount(folio) = 1;
         Phys.SetRmap(folio, AnonOwnerId(vma.AnonVma!), vma.LinearPageIndex(haddr));
         LruAddNewPage(folio, vma);

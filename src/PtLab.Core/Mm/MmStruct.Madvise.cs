@@ -248,23 +248,24 @@ public sealed partial class MmStruct
     /// <summary>
     /// The EINVAL cases of <c>madvise_vma_behavior</c> for the flag-only advices, per VMA: DOFORK of
     /// a <c>VM_IO</c> mapping; DODUMP of a <c>VM_SPECIAL</c> one (the vDSO and the vvar pages among
-    /// them); WIPEONFORK of anything but private anonymous memory (a file, shmem, or a shared
-    /// mapping). Null when the advice applies.
+    /// them) or a droppable one, and KEEPONFORK of a droppable one; WIPEONFORK of anything but
+    /// private anonymous memory (a file, shmem, or a shared mapping). Null when the advice applies.
     /// </summary>
     private static Errno? MadviseFlagsRefused(Vma vma, Advice advice) => advice switch
     {
         Advice.DoFork when (vma.Flags & VmFlags.Io) != 0 => Errno.EINVAL,
-        Advice.DoDump when (vma.Flags & VmSpecial) != 0 => Errno.EINVAL,
+        Advice.DoDump when (vma.Flags & (VmSpecial | VmFlags.Droppable)) != 0 => Errno.EINVAL,
+        Advice.KeepOnFork when (vma.Flags & VmFlags.Droppable) != 0 => Errno.EINVAL, // its pages may not outlive a fork
         Advice.WipeOnFork when vma.File is not null || (vma.Flags & VmFlags.Shared) != 0 => Errno.EINVAL,
         _ => null,
     };
 
     /// <summary>
-    /// <c>vma_ksm_compatible</c>: KSM ignores MADV_MERGEABLE on shared mappings (and on PFNMAP, IO,
-    /// DONTEXPAND, hugetlb and mixed mappings, which the model does not make but for DONTEXPAND).
+    /// <c>vma_ksm_compatible</c>: KSM ignores MADV_MERGEABLE on shared and droppable mappings (and on
+    /// PFNMAP, IO, DONTEXPAND, hugetlb and mixed mappings, which the model does not make but for DONTEXPAND).
     /// </summary>
     private static bool KsmCompatible(VmFlags flags) =>
-        (flags & (VmFlags.Shared | VmFlags.MayShare | VmFlags.Io | VmFlags.DontExpand)) == 0;
+        (flags & (VmFlags.Shared | VmFlags.MayShare | VmFlags.Io | VmFlags.DontExpand | VmFlags.Droppable)) == 0;
 
     /// <summary>
     /// The flags <c>madvise_vma_behavior</c> gives a VMA for a flag-only advice (NORMAL, RANDOM,

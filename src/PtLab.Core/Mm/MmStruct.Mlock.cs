@@ -261,10 +261,11 @@ public sealed partial class MmStruct
     private Vma MlockFixup(Cpu cpu, Vma vma, ulong start, ulong end, VmFlags newFlags)
     {
         var oldFlags = vma.Flags;
-        if (newFlags == oldFlags || (oldFlags & VmSpecial) != 0)
+        if (newFlags == oldFlags || (oldFlags & (VmSpecial | VmFlags.Droppable)) != 0)
         {
             // A VM_SPECIAL VMA (the vDSO, the vvar pages) is passed over: never locked nor
-            // counted, and never split, which it would refuse.
+            // counted, and never split, which it would refuse. So is a droppable one, whose
+            // pages may go whatever a lock says.
             return vma;
         }
 
@@ -387,6 +388,7 @@ public sealed partial class MmStruct
             return;
         }
 
-        Phys.Lru.Add(pfn, LruList.Anon);
+        // folio_add_lru: a page that is not swap-backed (a droppable VMA's) goes to the file list.
+        Phys.Lru.Add(pfn, (Phys.Desc(pfn).Flags & (int)PageFlags.SwapBacked) != 0 ? LruList.Anon : LruList.File);
     }
 }

@@ -58,10 +58,10 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// <c>mmap(addr, length, prot, flags, -1, 0)</c>: anonymous memory, private or shared (a shmem
-    /// file behind it), with Linux's checks in Linux's order (<c>ksys_mmap_pgoff</c>, then
-    /// <c>do_mmap</c>). Without MAP_ANONYMOUS there is no file to map: EBADF. Droppable and
-    /// hugetlb memory are not modelled: EINVAL.
+    /// <c>mmap(addr, length, prot, flags, -1, 0)</c>: anonymous memory, private, droppable or shared
+    /// (a shmem file behind it), with Linux's checks in Linux's order (<c>ksys_mmap_pgoff</c>, then
+    /// <c>do_mmap</c>). Without MAP_ANONYMOUS there is no file to map: EBADF. Hugetlb memory is not
+    /// modelled: EINVAL.
     /// </summary>
     public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags) =>
         Mmap(cpu, addr, length, prot, flags, null, 0);
@@ -204,10 +204,16 @@ public sealed partial class MmStruct
                 }
             }
 
-            bool shared = ((int)flags & MapTypeMask) != (int)MapFlags.Private;
+            int mapType = (int)flags & MapTypeMask;
+            bool shared = mapType is (int)MapFlags.Shared or (int)MapFlags.SharedValidate;
             if (shared)
             {
                 vmFlags |= VmFlags.Shared | VmFlags.MayShare;
+            }
+            else if (mapType == (int)MapFlags.Droppable)
+            {
+                // Pages that can go at any time reserve nothing, survive no fork and no core dump.
+                vmFlags |= VmFlags.Droppable | VmFlags.NoReserve | VmFlags.WipeOnFork | VmFlags.DontDump;
             }
 
             // Overcommit heuristic (mode 0): a private writable mapping is charged unless MAP_NORESERVE.
@@ -215,7 +221,7 @@ public sealed partial class MmStruct
             // and a charge larger than RAM + swap is refused after the VMAs to be replaced were split
             // at the range's edges (vms_gather_munmap_vmas), which the failure leaves in place.
             ulong pages = len >> PhysMemory.PageShift;
-            bool account = (vmFlags & VmFlags.Write) != 0 && !shared && (flags & MapFlags.NoReserve) == 0;
+            bool account = (vmFlags & VmFlags.Write) != 0 && !shared && (flags & MapFlags.NoReserve) == 0 && (vmFlags & VmFlags.Droppable) == 0;
             if (account)
             {
                 long charged = (long)pages - ((flags & MapFlags.Fixed) != 0 ? AccountedPagesIn(start, start + len) : 0);
@@ -269,8 +275,14 @@ public sealed partial class MmStruct
             }
 
             ulong pgoff = file is not null ? offset >> PhysMemory.PageShift : start >> PhysMemory.PageShift;
-            InsertVma(start, start + len, vmFlags, file, pgoff, (flags & MapFlags.Anonymous) != 0 ? null : ra);
-            if ((vmFlags & VmFlags.Locked) != 0)
+
+            // __mmap_complete: a droppable VMA takes no lock from mlockall(MCL_FUTURE) (its
+            // VM_LOCKED and VM_LOCKONFAULT are cleared, nothing counts in VmLck), but the
+            // populate below still follows the lock asked for, and with no VM_LOCKONFAULT left on
+            // the VMA it faults the whole range in.
+            var vmaFlags = (vmFlags & VmFlags.Droppable) != 0 ? vmFlags & ~LockedMask : vmFlags;
+            InsertVma(start, start + len, vmaFlags, file, pgoff, (flags & MapFlags.Anonymous) != 0 ? null : ra);
+            if ((vmaFlags & VmFlags.Locked) != 0)
             {
                 _lockedPages += (long)pages;
             }
@@ -358,10 +370,10 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// The type switch of <c>do_mmap</c>: for anonymous memory MAP_PRIVATE and MAP_SHARED (not with
-    /// MAP_GROWSDOWN); for a file MAP_PRIVATE, MAP_SHARED (unknown flags ignored) and
-    /// MAP_SHARED_VALIDATE (unknown flags EOPNOTSUPP), none with MAP_GROWSDOWN. Anything else is
-    /// EINVAL, MAP_DROPPABLE included (not modelled). Null when the type is fine.
+    /// The type switch of <c>do_mmap</c>: for anonymous memory MAP_PRIVATE, MAP_SHARED (not with
+    /// MAP_GROWSDOWN) and MAP_DROPPABLE (not with MAP_LOCKED or MAP_GROWSDOWN); for a file
+    /// MAP_PRIVATE, MAP_SHARED (unknown flags ignored) and MAP_SHARED_VALIDATE (unknown flags
+    /// EOPNOTSUPP), none with MAP_GROWSDOWN. Anything else is EINVAL. Null when the type is fine.
     /// </summary>
     private static Errno? MapTypeError(MapFlags flags, SimFile? file)
     {
@@ -373,7 +385,12 @@ public sealed partial class MmStruct
 
         if (file is null)
         {
-            return type == (int)MapFlags.Shared && (flags & MapFlags.GrowsDown) == 0 ? null : Errno.EINVAL;
+            return type switch
+            {
+                (int)MapFlags.Shared => (flags & MapFlags.GrowsDown) == 0 ? null : Errno.EINVAL,
+                (int)MapFlags.Droppable => (flags & (MapFlags.Locked | MapFlags.GrowsDown)) == 0 ? null : Errno.EINVAL,
+                _ => Errno.EINVAL,
+            };
         }
 
         // A regular file is taken to live on a file system that advertises MAP_SYNC

@@ -67,7 +67,7 @@ public sealed partial class MmStruct
     /// the swap cache's and is the caller's to drop after the walk; every mapping's entry takes one
     /// more use (<c>swap_duplicate</c>). With swap full or absent the page is mapped back.
     /// </summary>
-    internal UnmapOutcome TryToUnmapOne(Cpu cpu, long pfn, ulong addr, ref long swapSlot)
+    internal UnmapOutcome TryToUnmapOne(Cpu cpu, long pfn, ulong addr, ref long swapSlot, bool droppable = false)
     {
         int flags = Phys.Desc(pfn).Flags;
         bool anon = (flags & (int)PageFlags.Anon) != 0;
@@ -115,8 +115,9 @@ public sealed partial class MmStruct
             {
                 // Discard only if clean and held by nobody but its mappings and our isolation. A
                 // redirtied page is mapped back and swap-backed again; one held by another
-                // reference (GUP) is mapped back as it was, still lazy-free, for a later pass.
-                if ((d.Flags & (int)PageFlags.Dirty) != 0)
+                // reference (GUP) is mapped back as it was, still lazy-free, for a later pass. A
+                // droppable VMA's page goes written or not, and is never made swap-backed.
+                if ((d.Flags & (int)PageFlags.Dirty) != 0 && !droppable)
                 {
                     SetPteAt(cpu, pteTable, index, old);
                     d.SetFlagsAtomic(PageFlags.SwapBacked);

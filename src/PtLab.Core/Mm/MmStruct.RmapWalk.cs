@@ -5,7 +5,8 @@ namespace PtLab.Mm;
 /// <summary>One place a page may be mapped: an address space and the address in it.</summary>
 /// <param name="Mm">The address space.</param>
 /// <param name="Address">The user address.</param>
-internal readonly record struct RmapMapping(MmStruct Mm, ulong Address);
+/// <param name="VmaFlags">The flags of the VMA the walk found it in, as the walk read them (reclaim asks whether it is droppable).</param>
+internal readonly record struct RmapMapping(MmStruct Mm, ulong Address, VmFlags VmaFlags = VmFlags.None);
 
 // The reverse-map walk (mm/rmap.c rmap_walk_anon / rmap_walk_file) and the VMA compatibility rules
 // that keep it right across merges.
@@ -34,7 +35,7 @@ public sealed partial class MmStruct
         {
             if (vma.TryAddressOf(index, out ulong addr))
             {
-                into.Add(new RmapMapping(vma.Mm, addr));
+                into.Add(new RmapMapping(vma.Mm, addr, vma.Flags));
             }
         }
     }

@@ -28,6 +28,11 @@ public enum MapFlags
     Private = 0x02,
     /// <summary><c>MAP_SHARED_VALIDATE</c>.</summary>
     SharedValidate = 0x03,
+    /// <summary>
+    /// <c>MAP_DROPPABLE</c> (Linux 6.11+; glibc's per-thread getrandom states): private anonymous
+    /// memory whose pages reclaim may drop at any time, written or not (<see cref="VmFlags.Droppable"/>).
+    /// </summary>
+    Droppable = 0x08,
     /// <summary><c>MAP_FIXED</c>.</summary>
     Fixed = 0x10,
     /// <summary><c>MAP_ANONYMOUS</c>.</summary>
@@ -238,6 +243,13 @@ public enum VmFlags : long
     NoHugePage = 0x4000_0000,
     /// <summary><c>VM_MERGEABLE</c> (<c>MADV_MERGEABLE</c>): KSM may merge the pages; ksmd is not modelled, so nothing else follows.</summary>
     Mergeable = 0x8000_0000,
+    /// <summary>
+    /// <c>VM_DROPPABLE</c> (bit 40; smaps <c>dp</c>): set by MAP_DROPPABLE with VM_NORESERVE,
+    /// VM_WIPEONFORK and VM_DONTDUMP. Its anonymous pages are never swap-backed: they live on the
+    /// file LRU, and reclaim discards them even when written (a lazy-free page that never turns
+    /// swap-backed again). mlock leaves such a VMA unlocked.
+    /// </summary>
+    Droppable = 1L << 40,
     /// <summary>
     /// <c>VM_SEALED</c> (smaps <c>sl</c>; bit 42 in Linux 6.18, bit 63 before): <c>mseal</c> set it,
     /// nothing clears it, fork copies it and exec drops it with the old mm. munmap, mremap,

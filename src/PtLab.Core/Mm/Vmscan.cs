@@ -180,7 +180,7 @@ internal sealed class Vmscan
         var outcome = UnmapOutcome.NotMapped;
         foreach (var m in mappings)
         {
-            outcome = m.Mm.TryToUnmapOne(cpu, pfn, m.Address, ref swapSlot);
+            outcome = m.Mm.TryToUnmapOne(cpu, pfn, m.Address, ref swapSlot, (m.VmaFlags & VmFlags.Droppable) != 0);
             if (outcome is UnmapOutcome.Busy or UnmapOutcome.Redirtied)
             {
                 break; // the walk stops at the first mapping that keeps the page
@@ -271,7 +271,7 @@ internal sealed class Vmscan
         foreach (var m in mappings)
         {
             outcome = !pteMapped ? m.Mm.TryToUnmapHugePmd(cpu, head, m.Address)
-                : lazyFree ? m.Mm.TryToUnmapLazyFreeFolioPtes(cpu, head, m.Address)
+                : lazyFree ? m.Mm.TryToUnmapLazyFreeFolioPtes(cpu, head, m.Address, (m.VmaFlags & VmFlags.Droppable) != 0)
                 : m.Mm.TryToUnmapSwapFolioPtes(cpu, head, m.Address, out firstSlot);
             if (outcome != UnmapOutcome.NotMapped)
             {

@@ -91,6 +91,7 @@ public sealed class KernelFuzzer : IDisposable
             AllowGuard = host.HasGuardRegions,
             AllowMseal = host.HasMseal && seed % 4 == 0,
             AllowKsm = s_ksmIdle.Value,
+            AllowDroppable = host.HasDroppable,
         };
         var steps = new List<FuzzStep>(count);
         for (int i = 0; i < count; i++)

@@ -63,6 +63,9 @@ public sealed class OpGenerator
     /// </summary>
     public bool AllowKsm { get; init; }
 
+    /// <summary>Whether MAP_DROPPABLE may be drawn (the host has it: Linux 6.11+).</summary>
+    public bool AllowDroppable { get; init; }
+
     /// <summary>Whether <c>brk</c> may be drawn (the executor's heap is in the slot).</summary>
     public bool AllowBrk { get; init; }
 
@@ -222,9 +225,17 @@ public sealed class OpGenerator
             flags |= _rng.Next(2) == 0 ? 0x800UL : 0x1000UL; // MAP_DENYWRITE, MAP_EXECUTABLE: ignored
         }
 
-        if (_rng.Next(100) < 12)
+        int type = _rng.Next(100);
+        if (type < 12)
         {
             flags = (flags & ~0xfUL) | 0x1; // MAP_SHARED: shmem behind it
+        }
+        else if (AllowDroppable && small && type < 20)
+        {
+            // MAP_DROPPABLE: pages reclaim may drop, written or not. Small only: mlockall
+            // (MCL_FUTURE or MCL_CURRENT, with MCL_ONFAULT too) faults a droppable VMA in whole,
+            // and a large one would put the host under the memory pressure that drops its pages.
+            flags = (flags & ~0xfUL) | 0x8;
         }
 
         int odd = _rng.Next(100);

@@ -1,0 +1,92 @@
+using PtLab.Mm;
+using PtLab.Paging;
+using PtLab.Phys;
+
+namespace PtLab.Tests.Mm;
+
+/// <summary>MAP_DROPPABLE (Linux 6.11+): anonymous memory whose pages reclaim drops, written or not.</summary>
+public class DroppableTests
+{
+    private const ulong At = 0x40000000;
+
+    private static MmapResult MapDroppable(Sim s, ulong len, Prot prot = Sim.Rw, MapFlags extra = MapFlags.None) =>
+        s.Mm.Mmap(s.Cpu, At, len, prot, MapFlags.Droppable | MapFlags.Anonymous | MapFlags.Fixed | extra);
+
+    [Fact]
+    public void ADroppableMappingReservesNothingAndSurvivesNoForkNorDump()
+    {
+        using var s = new Sim();
+        Assert.True(MapDroppable(s, Sim.M1).Ok);
+        var flags = s.Mm.FindVma(At)!.Flags;
+        const VmFlags expected = VmFlags.Droppable | VmFlags.NoReserve | VmFlags.WipeOnFork | VmFlags.DontDump;
+        Assert.Equal(expected, flags & (expected | VmFlags.Account | VmFlags.Shared));
+        Assert.Equal(0, s.Mm.CommittedPages);
+    }
+
+    [Fact]
+    public void DroppableIsForAnonymousMemoryOnlyAndNeitherLockedNorGrowingDown()
+    {
+        using var s = new Sim();
+        var f = s.Machine.Files.GetOrCreate(new FileId(1, 5), Sim.M1);
+        Assert.Equal(Errno.EINVAL, s.Mm.Mmap(s.Cpu, At, Sim.M1, Sim.Rw, MapFlags.Droppable | MapFlags.Fixed, f, 0).Error);
+        Assert.Equal(Errno.EINVAL, MapDroppable(s, Sim.M1, extra: MapFlags.Locked).Error);
+        Assert.Equal(Errno.EINVAL, MapDroppable(s, Sim.M1, extra: MapFlags.GrowsDown).Error);
+        Assert.Empty(s.Mm.Vmas);
+    }
+
+    [Fact]
+    public void AWrittenDroppablePageIsNeverSwapBackedAndReclaimDropsIt()
+    {
+        using var s = new Sim(); // no swap: a swap-backed page would stay
+        Assert.True(MapDroppable(s, 16 * Sim.K4).Ok);
+        s.Map(16 * Sim.K4, Sim.Rw, Sim.Anon | MapFlags.Fixed, At + Sim.M2);
+        s.TouchAll(At, 16 * Sim.K4);
+        s.TouchAll(At + Sim.M2, 16 * Sim.K4);
+        long pfn = Entry.Pfn(s.Mm.PeekPte(At));
+        Assert.False(s.Machine.Phys.Desc(pfn).Has(PageFlags.SwapBacked));
+        Assert.Equal(16, s.Machine.Phys.LruFilePages); // folio_is_file_lru: not swap-backed
+        Assert.Equal(128, s.Mm.Status().RssAnonKb);
+
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, At, 16 * Sim.K4, Advice.PageOut));
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, At + Sim.M2, 16 * Sim.K4, Advice.PageOut));
+        Assert.Equal(64, s.Mm.Status().RssAnonKb); // the droppable pages went, dirty as they were
+        Assert.True(Entry.IsNone(s.Mm.PeekPte(At)));
+        Assert.True(s.Cpu.ReadByte(At, out byte b).Ok);
+        Assert.Equal(0, b); // dropped: it reads as zeros again
+        s.AssertAccountingConsistent();
+    }
+
+    [Fact]
+    public void MlockLeavesADroppableVmaUnlockedButMlockallFutureStillFaultsItIn()
+    {
+        using var s = new Sim();
+        Assert.True(MapDroppable(s, Sim.M1).Ok);
+        Assert.Equal(Errno.None, s.Mm.Mlock(s.Cpu, At, Sim.M1));
+        Assert.Equal(VmFlags.None, s.Mm.FindVma(At)!.Flags & VmFlags.Locked);
+        Assert.Equal(0, s.Mm.Status().VmLckKb);
+        Assert.Equal(Errno.None, s.Mm.Munmap(s.Cpu, At, Sim.M1));
+
+        // mlockall(MCL_FUTURE | MCL_ONFAULT): a private mapping is locked and not faulted in; a
+        // droppable one is not locked, and faulted in whole (the populate follows the lock asked
+        // for, and the VMA has no VM_LOCKONFAULT to stop it).
+        Assert.Equal(Errno.None, s.Mm.Mlockall(s.Cpu, MlockallFlags.Future | MlockallFlags.OnFault));
+        Assert.True(MapDroppable(s, Sim.M1).Ok);
+        Assert.Equal(0, s.Mm.Status().VmLckKb);
+        Assert.Equal(1024, s.Mm.Status().RssAnonKb);
+        s.Map(Sim.M1, Sim.Rw, Sim.Anon | MapFlags.Fixed, At + Sim.M2);
+        Assert.Equal(1024, s.Mm.Status().VmLckKb);
+        Assert.Equal(1024, s.Mm.Status().RssAnonKb);
+    }
+
+    [Theory]
+    [InlineData(Advice.KeepOnFork)]
+    [InlineData(Advice.DoDump)]
+    public void ADroppableVmaRefusesToKeepItsPagesOverAForkOrInADump(Advice advice)
+    {
+        using var s = new Sim();
+        Assert.True(MapDroppable(s, Sim.M1).Ok);
+        Assert.Equal(Errno.EINVAL, s.Mm.Madvise(s.Cpu, At, Sim.K4, advice));
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, At, Sim.K4, Advice.Mergeable)); // ignored: not for KSM
+        Assert.Equal(VmFlags.None, s.Mm.FindVma(At)!.Flags & VmFlags.Mergeable);
+    }
+}
