@@ -677,10 +677,11 @@ public sealed partial class MmStruct
     /// PMD-mapped lazy-free huge page is discarded whole when it stayed clean and nobody else holds
     /// it (<c>unmap_huge_pmd_locked</c> and <c>__discard_anon_folio_pmd_locked</c>: the pmd and its
     /// deposit go, 512 pages of RSS with them); a young one only loses its young bit; a dirty one
-    /// is swap-backed again. Swap-backed huge pages and huge pages mapped by PTEs are kept: the
-    /// model has no THP swap-out and no folio split (the kernel would split them first).
+    /// is swap-backed again, but for a droppable VMA's, which goes dirty or not (6.14+). Swap-backed
+    /// huge pages and huge pages mapped by PTEs are kept: the model has no THP swap-out and no
+    /// folio split (the kernel would split them first).
     /// </summary>
-    internal UnmapOutcome TryToUnmapHugePmd(Cpu cpu, long head, ulong haddr)
+    internal UnmapOutcome TryToUnmapHugePmd(Cpu cpu, long head, ulong haddr, bool droppable = false)
     {
         ref var d = ref Phys.Desc(head);
         if ((d.Flags & (int)PageFlags.SwapBacked) != 0 || Volatile.Read(ref Phys.EntireMapCount(head)) == 0)
@@ -723,10 +724,10 @@ public sealed partial class MmStruct
                     d.SetFlagsAtomic(PageFlags.Dirty);
                 }
 
-                if ((d.Flags & (int)PageFlags.Dirty) != 0 || d.RefCount != 1 + 1)
+                if (((d.Flags & (int)PageFlags.Dirty) != 0 && !droppable) || d.RefCount != 1 + 1)
                 {
                     SetPmdAt(pmdTable, pmdIndex, orig);
-                    if ((d.Flags & (int)PageFlags.Dirty) == 0)
+                    if ((d.Flags & (int)PageFlags.Dirty) == 0 || droppable)
                     {
                         return UnmapOutcome.Busy; // someone else holds a reference (a GUP pin)
                     }

@@ -270,7 +270,7 @@ internal sealed class Vmscan
         long firstSlot = -1;
         foreach (var m in mappings)
         {
-            outcome = !pteMapped ? m.Mm.TryToUnmapHugePmd(cpu, head, m.Address)
+            outcome = !pteMapped ? m.Mm.TryToUnmapHugePmd(cpu, head, m.Address, (m.VmaFlags & VmFlags.Droppable) != 0)
                 : lazyFree ? m.Mm.TryToUnmapLazyFreeFolioPtes(cpu, head, m.Address, (m.VmaFlags & VmFlags.Droppable) != 0)
                 : m.Mm.TryToUnmapSwapFolioPtes(cpu, head, m.Address, out firstSlot);
             if (outcome != UnmapOutcome.NotMapped)

@@ -331,6 +331,31 @@ public class ThpTests
         Assert.True(s.Machine.ReclaimStats.Redirtied >= 1);
     }
 
+    /// <summary>
+    /// A droppable VMA's huge page is born lazy-free (never swap-backed), and reclaim drops it whole
+    /// although it was written: unlike a page MADV_FREE made lazy-free, it is not redirtied.
+    /// </summary>
+    [Fact]
+    public void AWrittenDroppableHugePageIsDroppedWholeByReclaim()
+    {
+        using var s = HugeSim(ram: 64L << 20);
+        var r = s.Mm.Mmap(s.Cpu, At, Sim.M2, Sim.Rw, MapFlags.Droppable | MapFlags.Anonymous | MapFlags.Fixed);
+        Assert.True(r.Ok, r.ToString());
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, At, Sim.M2, Advice.HugePage));
+        Assert.True(s.Cpu.Touch(At + 100, 9).Ok);
+        Assert.True(Entry.IsHuge(PmdAt(s, At)));
+        long head = Entry.Pfn(PmdAt(s, At));
+        Assert.False(s.Machine.Phys.Desc(head).Has(PageFlags.SwapBacked));
+        s.Machine.Vmscan.Reclaim(0, 1024); // the young bit buys one pass
+        s.Machine.Vmscan.Reclaim(0, 1024);
+        Assert.Equal(0UL, PmdAt(s, At));
+        Assert.Equal(0, s.Mm.Status().RssAnonKb);
+        Assert.Equal(0, s.Machine.ReclaimStats.Redirtied);
+        Assert.True(s.Cpu.ReadByte(At + 100, out byte v).Ok);
+        Assert.Equal(0, v);
+        s.AssertAccountingConsistent();
+    }
+
     [Fact]
     public void HugePagesFallBackToSmallOnesWhenNoAlignedBlockIsFreeAndSmallPagesCanUseFreedBlocks()
     {
