@@ -1,6 +1,7 @@
 using PtLab.Mm;
 using PtLab.Paging;
 using PtLab.Phys;
+using PtLab.Reclaim;
 
 namespace PtLab.Tests.Mm;
 
@@ -54,6 +55,29 @@ public class DroppableTests
         Assert.True(s.Cpu.ReadByte(At, out byte b).Ok);
         Assert.Equal(0, b); // dropped: it reads as zeros again
         s.AssertAccountingConsistent();
+    }
+
+    /// <summary>
+    /// Reclaim drops a whole written table's worth of droppable pages under every design: the
+    /// counts, the page references and each design's table accounting stay consistent, and a
+    /// design that frees a table with its last entry may free it here too.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Sim.EveryDesign), MemberType = typeof(Sim))]
+    public void EveryDesignDropsAWrittenDroppableTableConsistently(string design)
+    {
+        using var s = new Sim(design: Designs.Factory(design));
+        Assert.True(MapDroppable(s, Sim.M2).Ok);
+        s.TouchAll(At, Sim.M2);
+        long pte = s.Mm.Status().VmPteKb;
+        Assert.Equal(2048, s.Mm.Status().RssAnonKb);
+        Assert.Equal(Errno.None, s.Mm.Madvise(s.Cpu, At, Sim.M2, Advice.PageOut));
+        Assert.Equal(0, s.Mm.Status().RssAnonKb);
+        Assert.True(s.Mm.Status().VmPteKb <= pte);
+        s.AssertAccountingConsistent();
+        s.AssertRefcountsMatchEntries();
+        Assert.True(s.Cpu.ReadByte(At + Sim.M1, out byte b).Ok);
+        Assert.Equal(0, b);
     }
 
     [Fact]
