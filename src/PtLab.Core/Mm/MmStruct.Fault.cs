@@ -524,14 +524,19 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// The flags <c>folio_add_new_anon_rmap</c> gives a new anonymous page (small or huge):
+    /// swap-backed, but in a droppable VMA, whose pages are lazy-free from birth.
+    /// </summary>
+    private static PageFlags NewAnonPageFlags(Vma vma) =>
+        (vma.Flags & VmFlags.Droppable) != 0 ? PageFlags.Anon : PageFlags.Anon | PageFlags.SwapBacked;
+
+    /// <summary>
     /// <c>folio_add_new_anon_rmap</c> + LRU add: a fresh exclusive anonymous page mapped once, its
     /// mapping the VMA's anon_vma and its index the linear page index of <paramref name="addr"/>.
     /// </summary>
     private void PageAddNewAnonRmap(long pfn, Vma vma, ulong addr)
     {
-        // A droppable VMA's page is never swap-backed: lazy-free from birth.
-        var flags = (vma.Flags & VmFlags.Droppable) != 0 ? PageFlags.Anon : PageFlags.Anon | PageFlags.SwapBacked;
-        Phys.Desc(pfn).InitAnonRmap(flags, AnonOwnerId(vma.AnonVma!), vma.LinearPageIndex(addr & Geometry.PageMask));
+        Phys.Desc(pfn).InitAnonRmap(NewAnonPageFlags(vma), AnonOwnerId(vma.AnonVma!), vma.LinearPageIndex(addr & Geometry.PageMask));
         LruAddNewPage(pfn, vma);
     }
 

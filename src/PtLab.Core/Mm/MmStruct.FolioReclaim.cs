@@ -20,7 +20,7 @@ public sealed partial class MmStruct
     /// held by another reference (GUP) stays lazy-free (<see cref="UnmapOutcome.Busy"/>). Returns
     /// <see cref="UnmapOutcome.NotMapped"/> when the table no longer maps the folio whole there.
     /// </summary>
-    internal UnmapOutcome TryToUnmapLazyFreeFolioPtes(Cpu cpu, long head, ulong addr, bool droppable = false)
+    internal UnmapOutcome TryToUnmapLazyFreeFolioPtes(Cpu cpu, long head, ulong addr, bool droppable)
     {
         var outcome = UnmapOutcome.NotMapped;
         if ((addr & ~Geometry.PmdMask) != 0 || !RmapLock.TryDownRead(cpu.Id))

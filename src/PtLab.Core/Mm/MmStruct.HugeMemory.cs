@@ -337,7 +337,7 @@ public sealed partial class MmStruct
     /// </summary>
     private void MapAnonFolioPmd(Cpu cpu, Vma vma, long folio, long pmdTable, int pmdIndex, ulong haddr, bool fault = true)
     {
-        Phys.Desc(folio).SetFlagsAtomic((vma.Flags & VmFlags.Droppable) != 0 ? PageFlags.Anon : PageFlags.Anon | PageFlags.SwapBacked);
+        Phys.Desc(folio).SetFlagsAtomic(NewAnonPageFlags(vma));
         Phys.EntireMapCount(folio) = 1;
         Phys.SetRmap(folio, AnonOwnerId(vma.AnonVma!), vma.LinearPageIndex(haddr));
         LruAddNewPage(folio, vma);
@@ -681,7 +681,7 @@ public sealed partial class MmStruct
     /// huge pages and huge pages mapped by PTEs are kept: the model has no THP swap-out and no
     /// folio split (the kernel would split them first).
     /// </summary>
-    internal UnmapOutcome TryToUnmapHugePmd(Cpu cpu, long head, ulong haddr, bool droppable = false)
+    internal UnmapOutcome TryToUnmapHugePmd(Cpu cpu, long head, ulong haddr, bool droppable)
     {
         ref var d = ref Phys.Desc(head);
         if ((d.Flags & (int)PageFlags.SwapBacked) != 0 || Volatile.Read(ref Phys.EntireMapCount(head)) == 0)

@@ -63,7 +63,7 @@ public sealed partial class MmStruct
         MmapLock.DownWrite(cpu.Id);
         try
         {
-            return MadviseWalkVmas(start, end, (vma, from, to) => MadviseCollapseVma(cpu, vma, from, to));
+            return MadviseWalkVmas(start, end, Advice.Collapse, (vma, from, to) => MadviseCollapseVma(cpu, vma, from, to));
         }
         finally
         {

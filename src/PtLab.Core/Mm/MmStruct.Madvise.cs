@@ -33,26 +33,10 @@ public sealed partial class MmStruct
             return Errno.EINVAL; // not a valid advice, or one this model does not implement
         }
 
-        if ((addr & ~Geometry.PageMask) != 0)
+        var bad = CheckPageRange(addr, length, out ulong end);
+        if (bad != Errno.None || end == addr)
         {
-            return Errno.EINVAL;
-        }
-
-        ulong len = Geometry.PageAlign(length);
-        if (length != 0 && len == 0)
-        {
-            return Errno.EINVAL;
-        }
-
-        ulong end = addr + len;
-        if (end < addr)
-        {
-            return Errno.EINVAL;
-        }
-
-        if (end == addr)
-        {
-            return Errno.None;
+            return bad; // an empty range succeeds at once
         }
 
         if (setsFlags)
@@ -81,13 +65,8 @@ public sealed partial class MmStruct
             var tlb = new MmuGather(this, cpu);
             try
             {
-                return MadviseWalkVmas(addr, end, (vma, start, tmp) =>
+                return MadviseWalkVmas(addr, end, advice, (vma, start, tmp) =>
                 {
-                    if (MadviseSealRefused(vma, advice))
-                    {
-                        return Errno.EPERM;
-                    }
-
                     if (advice is Advice.Cold or Advice.PageOut && (vma.Flags & (VmFlags.Locked | VmFlags.PfnMap)) != 0)
                     {
                         return Errno.EINVAL; // can_madv_lru_vma: locked pages stay off the reclaim lists
@@ -174,12 +153,32 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// The range checks madvise and mseal make before anything else: EINVAL for a start not on a
+    /// page, or a length whose rounding up to a page, or whose end, wraps. <paramref name="end"/>
+    /// is the start plus the rounded length (the start itself for an empty range).
+    /// </summary>
+    private static Errno CheckPageRange(ulong start, ulong length, out ulong end)
+    {
+        end = start;
+        ulong len = Geometry.PageAlign(length);
+        if ((start & ~Geometry.PageMask) != 0 || (length != 0 && len == 0) || start + len < start)
+        {
+            return Errno.EINVAL;
+        }
+
+        end = start + len;
+        return Errno.None;
+    }
+
+    /// <summary>
     /// <c>madvise_walk_vmas</c>: visits each VMA's part of [start, end) in address order, with the
     /// caller holding <c>mmap_lock</c>. The first error a visit returns ends the walk; a hole in the
     /// range gives ENOMEM, but only after the VMAs beyond it were visited. A visit may split and
-    /// merge VMAs: the next one is looked up again from where the last part ended.
+    /// merge VMAs: the next one is looked up again from where the last part ended. Before each
+    /// visit, <c>madvise_vma_behavior</c>'s seal check: a sealed VMA that
+    /// <paramref name="advice"/> may not discard from ends the walk with EPERM.
     /// </summary>
-    private Errno MadviseWalkVmas(ulong start, ulong end, Func<Vma, ulong, ulong, Errno> visit)
+    private Errno MadviseWalkVmas(ulong start, ulong end, Advice advice, Func<Vma, ulong, ulong, Errno> visit)
     {
         Errno unmapped = Errno.None;
         while (true)
@@ -197,7 +196,7 @@ public sealed partial class MmStruct
             }
 
             ulong tmp = Math.Min(vma.End, end);
-            var error = visit(vma, start, tmp);
+            var error = MadviseSealRefused(vma, advice) ? Errno.EPERM : visit(vma, start, tmp);
             if (error != Errno.None)
             {
                 return error;
@@ -222,13 +221,8 @@ public sealed partial class MmStruct
         MmapLock.DownWrite(cpu.Id);
         try
         {
-            return MadviseWalkVmas(start, end, (vma, from, to) =>
+            return MadviseWalkVmas(start, end, advice, (vma, from, to) =>
             {
-                if (MadviseSealRefused(vma, advice))
-                {
-                    return Errno.EPERM;
-                }
-
                 if (MadviseFlagsRefused(vma, advice) is { } refused)
                 {
                     return refused;

@@ -389,6 +389,6 @@ public sealed partial class MmStruct
         }
 
         // folio_add_lru: a page that is not swap-backed (a droppable VMA's) goes to the file list.
-        Phys.Lru.Add(pfn, (Phys.Desc(pfn).Flags & (int)PageFlags.SwapBacked) != 0 ? LruList.Anon : LruList.File);
+        Phys.Lru.Add(pfn, (vma.Flags & VmFlags.Droppable) != 0 ? LruList.File : LruList.Anon);
     }
 }

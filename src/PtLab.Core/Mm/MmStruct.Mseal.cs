@@ -1,5 +1,3 @@
-using PtLab.Paging;
-
 namespace PtLab.Mm;
 
 // mm/mseal.c: mseal, and the checks the other calls make of a sealed VMA (vma_is_sealed).
@@ -15,26 +13,15 @@ public sealed partial class MmStruct
     /// </summary>
     public Errno Mseal(Cpu cpu, ulong start, ulong length, ulong flags)
     {
-        if (flags != 0 || (start & ~Geometry.PageMask) != 0)
+        if (flags != 0)
         {
             return Errno.EINVAL;
         }
 
-        ulong len = Geometry.PageAlign(length);
-        if (length != 0 && len == 0)
+        var bad = CheckPageRange(start, length, out ulong end);
+        if (bad != Errno.None || end == start)
         {
-            return Errno.EINVAL;
-        }
-
-        ulong end = start + len;
-        if (end < start)
-        {
-            return Errno.EINVAL;
-        }
-
-        if (end == start)
-        {
-            return Errno.None;
+            return bad; // an empty range succeeds at once
         }
 
         MmapLock.DownWrite(cpu.Id);
@@ -57,7 +44,7 @@ public sealed partial class MmStruct
             {
                 var vma = FindVma(at)!;
                 ulong to = Math.Min(vma.End, end);
-                if ((vma.Flags & VmFlags.Sealed) == 0 && VmaModifyFlags(cpu, vma, at, to, vma.Flags | VmFlags.Sealed) is null)
+                if (!IsSealed(vma) && VmaModifyFlags(cpu, vma, at, to, vma.Flags | VmFlags.Sealed) is null)
                 {
                     return Errno.EINVAL; // a special mapping refuses the split: the parts before stay sealed
                 }

@@ -67,7 +67,7 @@ public sealed partial class MmStruct
     /// the swap cache's and is the caller's to drop after the walk; every mapping's entry takes one
     /// more use (<c>swap_duplicate</c>). With swap full or absent the page is mapped back.
     /// </summary>
-    internal UnmapOutcome TryToUnmapOne(Cpu cpu, long pfn, ulong addr, ref long swapSlot, bool droppable = false)
+    internal UnmapOutcome TryToUnmapOne(Cpu cpu, long pfn, ulong addr, ref long swapSlot, bool droppable)
     {
         int flags = Phys.Desc(pfn).Flags;
         bool anon = (flags & (int)PageFlags.Anon) != 0;

@@ -5,8 +5,8 @@ namespace PtLab.Mm;
 /// <summary>One place a page may be mapped: an address space and the address in it.</summary>
 /// <param name="Mm">The address space.</param>
 /// <param name="Address">The user address.</param>
-/// <param name="VmaFlags">The flags of the VMA the walk found it in, as the walk read them (reclaim asks whether it is droppable).</param>
-internal readonly record struct RmapMapping(MmStruct Mm, ulong Address, VmFlags VmaFlags = VmFlags.None);
+/// <param name="Droppable">Whether the VMA the walk found it in is droppable (reclaim drops such a page even when written).</param>
+internal readonly record struct RmapMapping(MmStruct Mm, ulong Address, bool Droppable);
 
 // The reverse-map walk (mm/rmap.c rmap_walk_anon / rmap_walk_file) and the VMA compatibility rules
 // that keep it right across merges.
@@ -35,7 +35,7 @@ public sealed partial class MmStruct
         {
             if (vma.TryAddressOf(index, out ulong addr))
             {
-                into.Add(new RmapMapping(vma.Mm, addr, vma.Flags));
+                into.Add(new RmapMapping(vma.Mm, addr, (vma.Flags & VmFlags.Droppable) != 0));
             }
         }
     }

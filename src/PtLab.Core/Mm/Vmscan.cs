@@ -180,7 +180,7 @@ internal sealed class Vmscan
         var outcome = UnmapOutcome.NotMapped;
         foreach (var m in mappings)
         {
-            outcome = m.Mm.TryToUnmapOne(cpu, pfn, m.Address, ref swapSlot, (m.VmaFlags & VmFlags.Droppable) != 0);
+            outcome = m.Mm.TryToUnmapOne(cpu, pfn, m.Address, ref swapSlot, m.Droppable);
             if (outcome is UnmapOutcome.Busy or UnmapOutcome.Redirtied)
             {
                 break; // the walk stops at the first mapping that keeps the page
@@ -270,8 +270,8 @@ internal sealed class Vmscan
         long firstSlot = -1;
         foreach (var m in mappings)
         {
-            outcome = !pteMapped ? m.Mm.TryToUnmapHugePmd(cpu, head, m.Address, (m.VmaFlags & VmFlags.Droppable) != 0)
-                : lazyFree ? m.Mm.TryToUnmapLazyFreeFolioPtes(cpu, head, m.Address, (m.VmaFlags & VmFlags.Droppable) != 0)
+            outcome = !pteMapped ? m.Mm.TryToUnmapHugePmd(cpu, head, m.Address, m.Droppable)
+                : lazyFree ? m.Mm.TryToUnmapLazyFreeFolioPtes(cpu, head, m.Address, m.Droppable)
                 : m.Mm.TryToUnmapSwapFolioPtes(cpu, head, m.Address, out firstSlot);
             if (outcome != UnmapOutcome.NotMapped)
             {
