@@ -276,13 +276,19 @@ public sealed partial class MmStruct
 
             ulong pgoff = file is not null ? offset >> PhysMemory.PageShift : start >> PhysMemory.PageShift;
 
-            // __mmap_complete: a droppable VMA takes no lock from mlockall(MCL_FUTURE) (its
-            // VM_LOCKED and VM_LOCKONFAULT are cleared, nothing counts in VmLck), but the
-            // populate below still follows the lock asked for, and with no VM_LOCKONFAULT left on
-            // the VMA it faults the whole range in.
-            var vmaFlags = (vmFlags & VmFlags.Droppable) != 0 ? vmFlags & ~LockedMask : vmFlags;
-            InsertVma(start, start + len, vmaFlags, file, pgoff, (flags & MapFlags.Anonymous) != 0 ? null : ra);
-            if ((vmaFlags & VmFlags.Locked) != 0)
+            var vma = InsertVma(start, start + len, vmFlags, file, pgoff, (flags & MapFlags.Anonymous) != 0 ? null : ra);
+
+            // __mmap_complete: a droppable VMA takes no lock from mlockall(MCL_FUTURE). Its
+            // VM_LOCKED and VM_LOCKONFAULT are cleared after the merge was tried with them (so it
+            // merged with nothing, and stays apart from a droppable neighbour), nothing counts in
+            // VmLck, but the populate below still follows the lock asked for, and with no
+            // VM_LOCKONFAULT left on the VMA it faults the whole range in.
+            if ((vmFlags & VmFlags.Droppable) != 0)
+            {
+                vma.Flags &= ~LockedMask;
+            }
+
+            if ((vma.Flags & VmFlags.Locked) != 0)
             {
                 _lockedPages += (long)pages;
             }

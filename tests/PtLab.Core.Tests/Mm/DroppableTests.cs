@@ -102,6 +102,28 @@ public class DroppableTests
         Assert.Equal(1024, s.Mm.Status().RssAnonKb);
     }
 
+    /// <summary>
+    /// Under mlockall(MCL_FUTURE) a droppable mapping tries its merge with the lock bits it then
+    /// loses, so two droppable neighbours with the same flags stay two VMAs, as on the host (found
+    /// by the kernel fuzzer).
+    /// </summary>
+    [Fact]
+    public void UnderMlockallFutureDroppableNeighboursStayApart()
+    {
+        using var s = new Sim();
+        Assert.Equal(Errno.None, s.Mm.Mlockall(s.Cpu, MlockallFlags.Future | MlockallFlags.OnFault));
+        Assert.True(MapDroppable(s, 4 * Sim.K4, Prot.Read).Ok);
+        Assert.True(s.Mm.Mmap(s.Cpu, At + (4 * Sim.K4), 4 * Sim.K4, Prot.Read, MapFlags.Droppable | MapFlags.Anonymous | MapFlags.Fixed).Ok);
+        Assert.Equal(2, s.Mm.Vmas.Count);
+        Assert.Equal(s.Mm.Vmas[0].Flags, s.Mm.Vmas[1].Flags);
+
+        // Without the lock they merge.
+        using var t = new Sim();
+        Assert.True(MapDroppable(t, 4 * Sim.K4, Prot.Read).Ok);
+        Assert.True(t.Mm.Mmap(t.Cpu, At + (4 * Sim.K4), 4 * Sim.K4, Prot.Read, MapFlags.Droppable | MapFlags.Anonymous | MapFlags.Fixed).Ok);
+        Assert.Single(t.Mm.Vmas);
+    }
+
     [Theory]
     [InlineData(Advice.KeepOnFork)]
     [InlineData(Advice.DoDump)]
