@@ -129,6 +129,14 @@ public enum TraceEventKind : byte
     PageTables,
     /// <summary>mseal(start, len, flags): Address, Length, Flags; Result is 0 or -errno. Version 7.</summary>
     Mseal,
+    /// <summary>
+    /// A range of the initial layout that was sealed already (<c>VM_SEALED</c>: <c>sl</c> in
+    /// <c>/proc/PID/smaps</c>' VmFlags), read with the layout at exec (the system mappings of a
+    /// kernel with <c>CONFIG_MSEAL_SYSTEM_MAPPINGS</c>) or at attach (what the process sealed
+    /// before): Address and Length (page-aligned), after the layout's <see cref="Vma"/> rows. Not
+    /// a call: the replay seals the range as the layout's state. Version 8.
+    /// </summary>
+    VmaSealed,
 }
 
 /// <summary>The columns a row can carry beyond time, pid, tid and kind.</summary>
@@ -173,7 +181,7 @@ public enum TraceFields
 public static class TraceKinds
 {
     /// <summary>Number of kinds.</summary>
-    public const int Count = (int)TraceEventKind.Mseal + 1;
+    public const int Count = (int)TraceEventKind.VmaSealed + 1;
 
     /// <summary><c>PAGE_IS_FILE</c>: a <see cref="TraceEventKind.Resident"/> range of file (page-cache or shmem) pages.</summary>
     public const ulong PageIsFile = 1 << 2;
@@ -217,7 +225,7 @@ public static class TraceKinds
         "mlock", "mlock2", "munlock", "mlockall", "munlockall", "exit", "exit_group", "newtask", "exec",
         "task_exit", "task", "mmap2", "vma", "status", "status_exec", "status_exit", "status_attach", "lost",
         "madvise_range", "file_cache", "cache_range", "signal", "cache_add", "cache_delete",
-        "shmat", "shmdt", "resident", "page_tables", "mseal",
+        "shmat", "shmdt", "resident", "page_tables", "mseal", "vma_sealed",
     ];
 
     // Required fields of each kind, then the fields it may carry besides. Any other field must be null.
@@ -261,6 +269,7 @@ public static class TraceKinds
         (TraceFields.Address | TraceFields.Length | TraceFields.Flags, TraceFields.None),                     // resident
         (TraceFields.Address | TraceFields.Length, TraceFields.None),                                         // page_tables
         (TraceFields.Address | TraceFields.Length | TraceFields.Flags, Syscall),                              // mseal
+        (TraceFields.Address | TraceFields.Length, TraceFields.None),                                         // vma_sealed
     ];
 
     /// <summary>The kind's name in the <c>kind</c> column.</summary>

@@ -25,7 +25,7 @@ internal sealed record TraceColumn(int Index, string Name, ColumnType Type, Trac
 }
 
 /// <summary>
-/// The trace file's schema, version 7: one flat Parquet table, one row per event, sorted by time.
+/// The trace file's schema, version 8: one flat Parquet table, one row per event, sorted by time.
 /// docs/trace-format.md is its description; a change to a name, type or meaning is a new version.
 /// Version 2 added the <c>madvise_range</c> kind and the process_madvise_ranges key; version 3
 /// the <c>ptlab.fs.*</c> keys (the file systems of the mapped files); version 4 the
@@ -34,11 +34,11 @@ internal sealed record TraceColumn(int Index, string Name, ColumnType Type, Trac
 /// and SIGBUS the kernel answered faults with), the <c>cache_add</c> and <c>cache_delete</c> kinds
 /// (the page-cache changes after a file first appeared) and the page_cache_changes and
 /// folio_orders keys; version 6 the <c>resident</c> and <c>page_tables</c> kinds (an attached
-/// recording's pages and PTE tables at the moment of its layout); version 7 the <c>mseal</c> kind. Older files are read as they are (they have none of these).
+/// recording's pages and PTE tables at the moment of its layout); version 7 the <c>mseal</c> kind; version 8 the <c>vma_sealed</c> kind (a range of the initial layout sealed before it was read). Older files are read as they are (they have none of these).
 /// </summary>
 internal static class TraceSchema
 {
-    public const int Version = 7;
+    public const int Version = 8;
 
     /// <summary>The oldest version this reader reads.</summary>
     public const int MinVersion = 1;

@@ -350,7 +350,7 @@ internal sealed class TraceValidator
             case TraceEventKind.Resident when (e.Flags & ~(TraceKinds.PageIsFile | TraceKinds.PageIsPresent | TraceKinds.PageIsSwapped | TraceKinds.PageIsPfnZero | TraceKinds.PageIsHuge)) != 0
                                               || (e.Flags & (TraceKinds.PageIsPresent | TraceKinds.PageIsSwapped)) == 0:
                 return $"resident row has categories 0x{e.Flags:x} (must be PAGE_IS_PRESENT 0x8 or PAGE_IS_SWAPPED 0x10, with FILE 0x4, PFNZERO 0x20, HUGE 0x40)";
-            case TraceEventKind.Resident or TraceEventKind.PageTables when e.Length == 0 || ((e.Address | e.Length) & 0xfff) != 0 || e.Address + e.Length > PerfScriptImporter.UserAddressLimit || e.Address + e.Length < e.Address:
+            case TraceEventKind.Resident or TraceEventKind.PageTables or TraceEventKind.VmaSealed when e.Length == 0 || ((e.Address | e.Length) & 0xfff) != 0 || e.Address + e.Length > PerfScriptImporter.UserAddressLimit || e.Address + e.Length < e.Address:
                 return $"{TraceKinds.Name(e.Kind)} row has range 0x{e.Address:x}+0x{e.Length:x} (must be whole pages of the user address space)";
             case TraceEventKind.Fault or TraceEventKind.KernelFault when e.Flags > 0xffff:
                 return $"{TraceKinds.Name(e.Kind)} row has error code 0x{e.Flags:x} (must fit in 16 bits)";

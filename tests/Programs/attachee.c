@@ -1,9 +1,11 @@
 /* A process for `record -p` to attach to while it runs: before it says so it builds tables of
  * every kind a live process has (written anonymous pages, zero pages read, anonymous pages of a
- * VMA made read-only since, a file mapping read, empty PTE tables, a second thread), then prints "ready" and
+ * VMA made read-only since, a file mapping read, empty PTE tables, a second thread) and seals a
+ * written region (mseal, Linux 6.10+; elsewhere the call fails and nothing is sealed), then prints "ready" and
  * keeps mapping, writing, advising and unmapping regions in two threads, so that the recording
  * starts while the address space changes, until its standard input ends (or SECONDS pass).
- * Exits 0.
+ * Then it tries to make the sealed region read-only and to unmap it, which a kernel that sealed
+ * it refuses (EPERM). Exits 0.
  *   attachee SECONDS */
 #include <pthread.h>
 #include <sys/mman.h>
@@ -81,6 +83,11 @@ int main(int argc, char **argv)
     char *file = size > 0 ? mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
     if (file != MAP_FAILED)
         touch(file, (size_t)size, 0);
+    char *sealed = mmap(NULL, 2 * MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (sealed == MAP_FAILED)
+        return 1;
+    touch(sealed, 2 * MIB, 1);
+    syscall(SYS_mseal, sealed, 2 * MIB, 0);
     printf("ready\n");
     fflush(stdout);
     pthread_t t[2];
@@ -92,5 +99,7 @@ int main(int argc, char **argv)
     stop = 1;
     pthread_join(t[0], NULL);
     pthread_join(t[1], NULL);
+    mprotect(sealed, 4096, PROT_READ);
+    munmap(sealed, 2 * MIB);
     return 0;
 }

@@ -15,6 +15,9 @@
 #ifndef SYS_process_madvise
 #define SYS_process_madvise 440
 #endif
+#ifndef SYS_mseal
+#define SYS_mseal 462
+#endif
 
 /* Fills the file behind FD with SZ bytes of ones, writes them back and drops them from the page
  * cache (where the file system lets them go): a file on disk that nobody has read since. 0, or -1

@@ -96,6 +96,54 @@ public sealed class ReplayCommandTests : IDisposable
     private static JsonElement Process(JsonElement root, string design) =>
         root.GetProperty("designs").EnumerateArray().Single(d => d.GetProperty("design").GetString() == design).GetProperty("processes")[0];
 
+    /// <summary>
+    /// A VMA that was sealed before the layout was read (a <c>vma_sealed</c> row after the
+    /// layout's <c>vma</c> rows): the munmap and mprotect the host refused with EPERM are refused
+    /// in the replay too, and the pages stay. Without the row the model unmaps what the host kept,
+    /// and both calls are counted as differences.
+    /// </summary>
+    [Fact]
+    public void AVmaSealedBeforeTheLayoutWasReadRefusesItsMunmapAndMprotectInTheReplay()
+    {
+        const int eperm = 1;
+        long t = 1_000_000;
+        var rows = Started(ref t);
+        rows.Insert(3, TraceEvent.Create(TraceEventKind.Vma, t - 5, Pid, Pid) with { Address = Region, Length = 1UL << 20, Prot = 3, Flags = 2, Offset = 0, Dev = "00:00", Inode = 0, Path = "" });
+        rows.Insert(4, TraceEvent.Create(TraceEventKind.VmaSealed, t - 5, Pid, Pid) with { Address = Region, Length = 1UL << 20 });
+        for (ulong page = 0; page < 256; page++)
+        {
+            rows.Add(TraceEvent.Fault(t += 100, Pid, Pid, Region + (page << 12), 6, 0x400000));
+        }
+
+        rows.Add((TraceEvent.Create(TraceEventKind.Munmap, t += 1000, Pid, Pid) with { Address = Region, Length = 1UL << 20 }).Returned(-eperm, 300));
+        rows.Add((TraceEvent.Create(TraceEventKind.Mprotect, t += 1000, Pid, Pid) with { Address = Region, Length = 4096, Prot = 1 }).Returned(-eperm, 300));
+        rows.Add(TraceEvent.Create(TraceEventKind.ExitGroup, t += 100, Pid, Pid) with { Result = 0 });
+        rows.Add(TraceEvent.Sample(TraceEventKind.StatusExit, t += 100, Pid, Pid, new StatusFigures(1156, 1028, 1028, 0, 0, 0, 16)).WithResult(0));
+        rows.Add(TraceEvent.Create(TraceEventKind.TaskExit, t + 100, Pid, Pid) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags });
+        (JsonElement Design, long RssAnonKb) Replayed(IEnumerable<TraceEvent> trace, out JsonDocument doc)
+        {
+            var (code, json, err) = Run("replay", Write(trace), "--designs", "pt-reclaim", "--format", "json");
+            Assert.True(code == 0, err);
+            doc = JsonDocument.Parse(json);
+            var design = doc.RootElement.GetProperty("designs")[0];
+            return (design, Process(doc.RootElement, "pt-reclaim").GetProperty("exit").GetProperty("rssAnonKb").GetInt64());
+        }
+
+        var (sealedDesign, sealedRss) = Replayed(rows, out var sealedDoc);
+        using (sealedDoc)
+        {
+            Assert.Empty(sealedDesign.GetProperty("divergences").EnumerateObject());
+            Assert.Equal(1024 + 4, sealedRss); // the region and the stack's top page
+        }
+
+        var (openDesign, openRss) = Replayed(rows.Where(e => e.Kind != TraceEventKind.VmaSealed), out var openDoc);
+        using (openDoc)
+        {
+            Assert.Equal(2, openDesign.GetProperty("divergences").EnumerateObject().Sum(d => d.Value.GetInt64()));
+            Assert.Equal(4, openRss);
+        }
+    }
+
     [Fact]
     public void EachDesignKeepsTheTablesItsRulesKeepAndTheHostsDesignIsComparedAtEverySample()
     {
@@ -168,7 +216,7 @@ public sealed class ReplayCommandTests : IDisposable
         Assert.Contains("warning: 1 process_madvise calls without their ranges (an attached recording cannot capture them): counted, not replayed", table);
         var (infoCode, info, _) = Run("trace", "info", trace);
         Assert.Equal(0, infoCode);
-        Assert.Contains("format version 7", info);
+        Assert.Contains("format version 8", info);
         Assert.Contains("warning   1 process_madvise calls without their ranges", info);
 
         // The same call with its range replays as the madvise it replaced: no warning.

@@ -39,10 +39,10 @@ public sealed class MalformedTraceTests : TempDir
     [Fact]
     public void AnotherVersionIsRejectedWithTheVersionsNamed()
     {
-        string path = WriteUnchecked([Root], keys: new() { ["ptlab.trace.version"] = "8" });
+        string path = WriteUnchecked([Root], keys: new() { ["ptlab.trace.version"] = "9" });
         var e = ReadFails(path);
-        Assert.Contains("version '8'", e.Message);
-        Assert.Contains("reads versions 1 to 7", e.Message);
+        Assert.Contains("version '9'", e.Message);
+        Assert.Contains("reads versions 1 to 8", e.Message);
     }
 
     [Theory]

@@ -29,7 +29,7 @@ public sealed class PageCacheTraceTests : TempDir
             TraceEvent.Fault(103, 7, 7, 0x1000, 4, 0x400000),
         };
         using var r = TraceReader.Open(Write(rows, SyntheticTrace.Metadata() with { PageCache = TraceMetadata.PageCacheMapped }));
-        Assert.Equal(7, r.Metadata.Version);
+        Assert.Equal(8, r.Metadata.Version);
         Assert.Equal(TraceMetadata.PageCacheMapped, r.Metadata.PageCache);
         var read = r.ReadEvents().ToList();
         Assert.Equal(rows, read);
@@ -153,7 +153,7 @@ public sealed class PageCacheTraceTests : TempDir
         };
         string path = Write(rows, SyntheticTrace.Metadata() with { PageCache = TraceMetadata.PageCacheMapped, PageCacheChanges = TraceMetadata.PageCacheChangesRecorded, FolioOrders = false });
         using var r = TraceReader.Open(path);
-        Assert.Equal(7, r.Metadata.Version);
+        Assert.Equal(8, r.Metadata.Version);
         Assert.Equal(TraceMetadata.PageCacheChangesRecorded, r.Metadata.PageCacheChanges);
         Assert.False(r.Metadata.FolioOrders);
         Assert.Equal(rows, r.ReadEvents().ToList());

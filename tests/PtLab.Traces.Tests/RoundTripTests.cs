@@ -50,7 +50,7 @@ public sealed class RoundTripTests : TempDir
         };
         using var r = TraceReader.Open(Write(rows, SyntheticTrace.Metadata() with { ProcessMadviseRanges = true }));
         Assert.True(r.Metadata.ProcessMadviseRanges);
-        Assert.Equal(7, r.Metadata.Version);
+        Assert.Equal(8, r.Metadata.Version);
         Assert.Equal(rows, r.ReadEvents().ToList());
     }
 
@@ -76,7 +76,7 @@ public sealed class RoundTripTests : TempDir
             [new DeviceNumber(0, 0x1b)] = new("tmpfs", "rw,size=1024k,huge=within_size", null),
         };
         using var r = TraceReader.Open(Write(SyntheticTrace.Events(100).ToList(), SyntheticTrace.Metadata() with { FileSystems = fs }));
-        Assert.Equal(7, r.Metadata.Version);
+        Assert.Equal(8, r.Metadata.Version);
         Assert.Equal(fs, r.Metadata.FileSystems);
         Assert.True(DeviceNumber.TryParse("fe:00", out var dev) && r.Metadata.FileSystems.ContainsKey(dev)); // the dev column's form
     }

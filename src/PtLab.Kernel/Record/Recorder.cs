@@ -401,7 +401,7 @@ public static class Recorder
                 s = s with { Tid = other };
             }
 
-            if (s.Kind == TraceEventKind.Vma && !merge.IsLive(s.Pid, s.Pid))
+            if (s.Kind is TraceEventKind.Vma or TraceEventKind.VmaSealed && !merge.IsLive(s.Pid, s.Pid))
             {
                 droppedSamples++;
                 return;

@@ -318,6 +318,21 @@ internal sealed class TracerOutput
                 Rows.Add(AttachRange(f, TraceEventKind.PageTables));
                 PageTableRanges++;
                 break;
+            case 'K':
+                {
+                    // "K TIME PID START END" (hex): a sealed VMA of the layout just read. The
+                    // vsyscall page a kernel with CONFIG_MSEAL_SYSTEM_MAPPINGS seals lies above the
+                    // user address space, where the model has no VMA to seal (its vma row is
+                    // replayed as unsupported).
+                    var seal = AttachRange(f, TraceEventKind.VmaSealed);
+                    if (seal.Address + seal.Length <= PerfScriptImporter.UserAddressLimit)
+                    {
+                        Rows.Add(seal);
+                    }
+
+                    break;
+                }
+
             case 'F':
                 ProcessMadviseRanges = f[2] == "on";
                 ProcessMadviseRangesOff = ProcessMadviseRanges ? null : string.Join(' ', f[3..]);

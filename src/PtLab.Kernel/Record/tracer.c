@@ -50,6 +50,8 @@
  *   T <time> off <why>                    attach: those ranges could not be read
  *   S <time> <pid> <tid> tick|exec|exit|attach <VmSize> <VmRSS> <RssAnon> <RssFile> <RssShmem> <VmSwap> <VmPTE>   (kB)
  *   M <time> <pid> <one /proc/PID/maps line, verbatim>
+ *   K <time> <pid> <start> <end>          a VMA of the layout just read (after its M and C lines)
+ *                                         that is sealed (VmFlags "sl" in /proc/PID/smaps; hex)
  *   X <time> <pid> <tid> <wait status the thread is exiting with>
  *   W <time> <pid> <wait status>          a process (thread-group leader) was reaped
  *   N <time> <pid> <tid>                  a task joined the tree (its tgid read from /proc)
@@ -107,6 +109,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/user.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -899,6 +902,57 @@ static void snapshot_maps_line(pid_t pid, const char *l)
     close(f);
 }
 
+/* Whether the kernel can seal VMAs (mseal, Linux 6.10+): only then can a layout hold sealed ones. */
+static int kernel_seals(void)
+{
+    static int known = -1;
+    if (known < 0) {
+        struct utsname u;
+        int major = 0, minor = 0;
+        known = uname(&u) == 0 && sscanf(u.release, "%d.%d", &major, &minor) == 2 && (major > 6 || (major == 6 && minor >= 10));
+    }
+    return known;
+}
+
+/*
+ * The sealed VMAs of the layout just read: one K line each, stamped after the layout's residency
+ * lines (the process is still stopped, so its layout is the one read). maps does not show a seal,
+ * smaps does (its VmFlags line, "sl"); reading smaps walks the page tables of every VMA, so only a
+ * kernel that can seal is asked.
+ */
+static void sealed(pid_t pid)
+{
+    if (!kernel_seals())
+        return;
+    long long t = now_ns();
+    char path[64], buf[4096 + 256];
+    snprintf(path, sizeof path, "/proc/%d/smaps", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        line("E %lld cannot read %s: %s\n", t, path, strerror(errno));
+        return;
+    }
+    unsigned long start = 0, end = 0;
+    while (fgets(buf, sizeof buf, f)) {
+        size_t n = strlen(buf);
+        if (n && buf[n - 1] != '\n') { /* a long path: only the head of a line is looked at */
+            int c;
+            while ((c = fgetc(f)) != EOF && c != '\n')
+                ;
+        }
+        unsigned long s, e;
+        char dash;
+        /* A VMA's first line is "start-end perms ..."; its fields are "Name: value". */
+        if (sscanf(buf, "%lx%c%lx ", &s, &dash, &e) == 3 && dash == '-') {
+            start = s;
+            end = e;
+        } else if (strncmp(buf, "VmFlags:", 8) == 0 && strstr(buf + 8, " sl ") && end > start) {
+            line("K %lld %d %lx %lx\n", t, pid, start, end);
+        }
+    }
+    fclose(f);
+}
+
 static void maps(pid_t pid)
 {
     char path[64], buf[4096 + 256];
@@ -940,6 +994,7 @@ static void maps(pid_t pid)
         snapshot_maps_line(pid, lines[i]);
         free(lines[i]);
     }
+    sealed(pid);
 }
 
 /* One sample per process (thread group) of the tree, through any live thread of it. */

@@ -309,6 +309,7 @@ public sealed class TraceReplayer
                 case TraceEventKind.Signal: Signal(e); break;
                 case TraceEventKind.Resident: Resident(e); break;
                 case TraceEventKind.PageTables: PageTables(e); break;
+                case TraceEventKind.VmaSealed: LayoutSeal(e); break;
                 case TraceEventKind.CacheAdd:
                 case TraceEventKind.CacheDelete:
                     PageCacheChange(e);
@@ -2087,6 +2088,23 @@ public sealed class TraceReplayer
             _ => mm.Munlockall(cpu),
         };
         CompareResult(e, r);
+    }
+
+    /// <summary>
+    /// A VMA of the initial layout that was sealed when the layout was read (at exec, the system
+    /// mappings of a kernel with <c>CONFIG_MSEAL_SYSTEM_MAPPINGS</c>; at attach, what the process
+    /// sealed before): sealed in the model too, so that a later munmap, mprotect or mremap of it
+    /// fails with EPERM as it did on the host. Not a call: a refusal is a difference of layouts.
+    /// </summary>
+    private void LayoutSeal(in TraceEvent e)
+    {
+        var t = ThreadOf(e);
+        var cpu = Activate(t);
+        var errno = t.Proc.Mm.Mm.Mseal(cpu, e.Address, e.Length, 0);
+        if (errno != Errno.None)
+        {
+            Count(_divergences, $"a sealed VMA of the layout that the model could not seal ({errno})");
+        }
     }
 
     private void Mseal(in TraceEvent e)
