@@ -144,8 +144,11 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
             Assert.True(resident >= 3, $"{resident} resident rows");
             var result = Replay(trace, "attachee");
             MatchesTheKernel(result);
-            // Not even an mmap placed elsewhere: the layout gives mmap_base, as exec's does.
-            Assert.Empty(result.Divergences);
+            // Not even an mmap placed elsewhere: the layout gives mmap_base, as exec's does. Only
+            // where the two churning threads' calls overlapped may the model place otherwise, as
+            // the trace does not say which of the two the kernel placed first; the kernel's address
+            // is used all the same, and the layouts stay one.
+            Assert.DoesNotContain(result.Divergences.Keys, k => !k.EndsWith(TraceReplayer.InFlight, StringComparison.Ordinal));
             var replayed = Assert.Single(result.Processes);
             var attach = Assert.Single(replayed.Samples, s => s.Kind == TraceEventKind.StatusAttach);
             Assert.True(attach.Kernel.VmPteKb >= 4 * 44, $"the attach sample shows {attach.Kernel.VmPteKb} kB of tables in the kernel");

@@ -228,6 +228,7 @@ public sealed class TraceReplayer
         try
         {
             var kinds = batch.Kinds;
+            _batch = batch;
             for (int i = 0; i < kinds.Length;)
             {
                 if (kinds[i] is TraceEventKind.Fault or TraceEventKind.KernelFault)
@@ -236,13 +237,20 @@ public sealed class TraceReplayer
                 }
                 else
                 {
-                    ApplyOne(batch.Event(i));
+                    if (_appliedEarly.Count == 0 || !_appliedEarly.Remove(i))
+                    {
+                        _batchRow = i;
+                        ApplyOne(batch.Event(i));
+                    }
+
                     i++;
                 }
             }
         }
         finally
         {
+            _batch = null;
+            _appliedEarly.Clear();
             _clock.Stop();
         }
     }
@@ -1507,6 +1515,11 @@ public sealed class TraceReplayer
         ulong at = (ulong)e.Result;
         if ((flags & (MapFlags.Fixed | MapFlags.FixedNoReplace)) == 0)
         {
+            if (Overlaps(mm, at, at + e.Length))
+            {
+                ApplyInFlightUnmapFirst(e, mm, at, e.Length);
+            }
+
             // Where would the model have placed it? The kernel's choice stands either way.
             var own = mm.Mmap(cpu, e.Address, e.Length, prot, asModel, file, offset, ra);
             if (own.Ok && own.Address == at)
@@ -1525,6 +1538,62 @@ public sealed class TraceReplayer
         CompareResult(e, fixedAt.Error);
     }
 
+    // The batch being applied and the row of it being applied (for the look-ahead of
+    // ApplyInFlightUnmapFirst), and the rows of it applied ahead of their turn, skipped when reached.
+    private TraceBatch? _batch;
+    private int _batchRow;
+    private readonly HashSet<int> _appliedEarly = [];
+
+    /// <summary>
+    /// An mmap whose kernel-chosen range still holds a mapping in the model: the kernel never
+    /// places a mapping over another without MAP_FIXED, so the range was free when it chose it,
+    /// freed by an munmap of another thread of the process that was still in flight when this
+    /// mmap returned (it entered before, and returns after: its row comes later, as rows are
+    /// stamped at return). munmap drops mmap_lock to read for its zap, and the mmap waiting for
+    /// the lock for write can be stamped before the munmap's own return. That munmap is applied
+    /// first (its row skipped when reached), so the mapping goes where the kernel put it and the
+    /// munmap does not take it away again. Looks ahead within the current batch only.
+    /// </summary>
+    private void ApplyInFlightUnmapFirst(in TraceEvent e, MmStruct mm, ulong at, ulong length)
+    {
+        if (_batch is not { } batch)
+        {
+            return;
+        }
+
+        ulong end = at + ((length + PageSize - 1) & PageMask);
+        var kinds = batch.Kinds;
+        var times = batch.TimeNs;
+        for (int j = _batchRow + 1; j < kinds.Length && times[j] - e.TimeNs <= OverlapWindowNs; j++)
+        {
+            if (kinds[j] != TraceEventKind.Munmap || _appliedEarly.Contains(j))
+            {
+                continue;
+            }
+
+            var c = batch.Event(j);
+            if (c.Pid != e.Pid || c.Tid == e.Tid || c.Result != 0 || !c.HasResult || c.TimeNs - Math.Max(0, c.DurationNs) >= e.TimeNs)
+            {
+                continue;
+            }
+
+            ulong cEnd = c.Address + ((c.Length + PageSize - 1) & PageMask);
+            if (c.Address < end && at < cEnd)
+            {
+                _appliedEarly.Add(j);
+                int row = _batchRow;
+                ApplyOne(c);
+                _batchRow = row;
+                if (!Overlaps(mm, at, end))
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    private static bool Overlaps(MmStruct mm, ulong start, ulong end) => mm.FindVma(start) is { } v && v.Start < end;
+
     /// <summary>
     /// The divergence key of an mmap the model would have placed elsewhere, with its likely cause:
     /// a hint the kernel did not take as the model did, an address space whose <c>mmap_base</c>
@@ -1537,7 +1606,7 @@ public sealed class TraceReplayer
         : "mmap placed elsewhere by the model (kernel's address used)";
 
     /// <summary>What a placement divergence's key gains when another thread's call overlapped it.</summary>
-    internal const string InFlight = ", another thread's mmap, munmap, mremap or brk in flight meanwhile: the kernel's order of the two is not in the trace";
+    public const string InFlight = ", another thread's mmap, munmap, mremap or brk in flight meanwhile: the kernel's order of the two is not in the trace";
 
     // How long a layout call is remembered for the overlap test: far longer than any one call.
     private const long OverlapWindowNs = 1_000_000_000;
