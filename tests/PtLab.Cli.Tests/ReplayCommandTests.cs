@@ -97,16 +97,19 @@ public sealed class ReplayCommandTests : IDisposable
         root.GetProperty("designs").EnumerateArray().Single(d => d.GetProperty("design").GetString() == design).GetProperty("processes")[0];
 
     /// <summary>
-    /// A worker's munmap of the main thread's 8 MiB region is still in flight (it entered at 50 µs
-    /// and returns at 200 µs, zapping) when the main thread's next mmap returns at 100 µs with an
-    /// address inside the freed region, which it writes and advises before the munmap's row comes.
-    /// The kernel placed it after the munmap freed the range, so the replay applies that munmap
-    /// first: the new mapping is where the kernel put it and stays, its faults and MADV_DONTNEED
-    /// succeed, and its pages are counted. Replayed in row order, the munmap took the new mapping
-    /// away again and every later access failed.
+    /// A worker's munmap of the main thread's 8 MiB region (or its mremap moving it away) is still
+    /// in flight (it entered at 50 µs and returns at 200 µs) when the main thread's next mmap
+    /// returns at 100 µs with an address inside the freed region, which it writes and advises
+    /// before the worker's row comes, and writes again after it. The kernel placed it after the
+    /// worker's call freed the range, so the replay applies that call first: the new mapping is
+    /// where the kernel put it and stays, its faults and MADV_DONTNEED succeed, and its pages are
+    /// counted. Replayed in row order, the worker's call took the new mapping away again (or moved
+    /// it away with the old one it had merged with), and the last write failed.
     /// </summary>
-    [Fact]
-    public void AnMmapIntoARangeAnotherThreadsMunmapInFlightFreedIsReplayedAfterThatMunmap()
+    [Theory]
+    [InlineData("munmap")]
+    [InlineData("mremap")]
+    public void AnMmapIntoARangeAnotherThreadsMunmapInFlightFreedIsReplayedAfterThatMunmap(string freeing)
     {
         const int worker = Pid + 1;
         long t = 1_000_000;
@@ -126,7 +129,11 @@ public sealed class ReplayCommandTests : IDisposable
         }
 
         rows.Add((TraceEvent.Create(TraceEventKind.Madvise, t0 + 120_000, Pid, Pid) with { Address = Region + (4UL << 20), Length = 4096, Prot = 4 }).Returned(0, 500));
-        rows.Add((TraceEvent.Create(TraceEventKind.Munmap, t0 + 200_000, Pid, worker) with { Address = Region, Length = 8UL << 20 }).Returned(0, 150_000));
+        const ulong far = Region - (64UL << 20);
+        rows.Add(freeing == "munmap"
+            ? (TraceEvent.Create(TraceEventKind.Munmap, t0 + 200_000, Pid, worker) with { Address = Region, Length = 8UL << 20 }).Returned(0, 150_000)
+            : (TraceEvent.Create(TraceEventKind.Mremap, t0 + 200_000, Pid, worker) with { Address = Region, Length = 8UL << 20, NewLength = 8UL << 20, Flags = 1, NewAddress = 0 }).Returned((long)far, 150_000));
+        rows.Add(TraceEvent.Fault(t0 + 250_000, Pid, Pid, Region + (4UL << 20) + (8 << 12), 6, 0x400000));
         rows.Add(TraceEvent.Create(TraceEventKind.ExitGroup, t0 + 300_000, Pid, Pid) with { Result = 0 });
         rows.Add(TraceEvent.Sample(TraceEventKind.StatusExit, t0 + 300_100, Pid, Pid, new StatusFigures(4228, 32, 32, 0, 0, 0, 20)).WithResult(0));
         rows.Add(TraceEvent.Create(TraceEventKind.TaskExit, t0 + 300_200, Pid, worker) with { Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required });
@@ -138,9 +145,11 @@ public sealed class ReplayCommandTests : IDisposable
         var divergences = doc.RootElement.GetProperty("designs")[0].GetProperty("divergences").EnumerateObject().Select(d => d.Name).ToList();
         // Where the model itself would have placed the two mmaps is not the point (this exec has no
         // layout that gives mmap_base): every other call and access agrees with the kernel.
-        Assert.DoesNotContain(divergences, d => !d.StartsWith("mmap placed elsewhere", StringComparison.Ordinal));
-        // The 7 pages written and kept in the new mapping, and the stack's top page.
-        Assert.Equal((7 + 1) * 4, Process(doc.RootElement, "pt-reclaim").GetProperty("exit").GetProperty("rssAnonKb").GetInt64());
+        Assert.DoesNotContain(divergences, d => !d.StartsWith("mmap placed elsewhere", StringComparison.Ordinal) && !d.StartsWith("mremap placed elsewhere", StringComparison.Ordinal));
+        // The 8 pages written and kept in the new mapping (one of the first 8 advised away, one
+        // written after the worker's call), the stack's top page, and the 16 pages the mremap
+        // moved away.
+        Assert.Equal((8 + 1 + (freeing == "mremap" ? 16 : 0)) * 4, Process(doc.RootElement, "pt-reclaim").GetProperty("exit").GetProperty("rssAnonKb").GetInt64());
     }
 
     /// <summary>

@@ -1545,14 +1545,14 @@ public sealed class TraceReplayer
     private readonly HashSet<int> _appliedEarly = [];
 
     /// <summary>
-    /// An mmap whose kernel-chosen range still holds a mapping in the model: the kernel never
-    /// places a mapping over another without MAP_FIXED, so the range was free when it chose it,
-    /// freed by an munmap of another thread of the process that was still in flight when this
-    /// mmap returned (it entered before, and returns after: its row comes later, as rows are
-    /// stamped at return). munmap drops mmap_lock to read for its zap, and the mmap waiting for
-    /// the lock for write can be stamped before the munmap's own return. That munmap is applied
-    /// first (its row skipped when reached), so the mapping goes where the kernel put it and the
-    /// munmap does not take it away again. Looks ahead within the current batch only.
+    /// An mmap (or an mremap move) whose kernel-chosen range still holds a mapping in the model:
+    /// the kernel never places a mapping over another without MAP_FIXED, so the range was free
+    /// when it chose it, freed by an munmap or mremap of another thread of the process that was
+    /// still in flight when this call returned (it entered before, and returns after: its row
+    /// comes later, as rows are stamped at return). munmap drops mmap_lock to read for its zap,
+    /// and a call waiting for the lock for write can be stamped before the munmap's own return.
+    /// That call is applied first (its row skipped when reached), so the mapping goes where the
+    /// kernel put it and is not taken away again. Looks ahead within the current batch only.
     /// </summary>
     private void ApplyInFlightUnmapFirst(in TraceEvent e, MmStruct mm, ulong at, ulong length)
     {
@@ -1566,19 +1566,19 @@ public sealed class TraceReplayer
         var times = batch.TimeNs;
         for (int j = _batchRow + 1; j < kinds.Length && times[j] - e.TimeNs <= OverlapWindowNs; j++)
         {
-            if (kinds[j] != TraceEventKind.Munmap || _appliedEarly.Contains(j))
+            if (kinds[j] is not (TraceEventKind.Munmap or TraceEventKind.Mremap) || _appliedEarly.Contains(j))
             {
                 continue;
             }
 
             var c = batch.Event(j);
-            if (c.Pid != e.Pid || c.Tid == e.Tid || c.Result != 0 || !c.HasResult || c.TimeNs - Math.Max(0, c.DurationNs) >= e.TimeNs)
+            if (c.Pid != e.Pid || c.Tid == e.Tid || !c.HasResult || c.Result < 0 || c.TimeNs - Math.Max(0, c.DurationNs) >= e.TimeNs)
             {
                 continue;
             }
 
-            ulong cEnd = c.Address + ((c.Length + PageSize - 1) & PageMask);
-            if (c.Address < end && at < cEnd)
+            var (freed, freedEnd) = Freed(c);
+            if (freed < end && at < freedEnd)
             {
                 _appliedEarly.Add(j);
                 int row = _batchRow;
@@ -1593,6 +1593,28 @@ public sealed class TraceReplayer
     }
 
     private static bool Overlaps(MmStruct mm, ulong start, ulong end) => mm.FindVma(start) is { } v && v.Start < end;
+
+    /// <summary>
+    /// The range a successful munmap or mremap row left free: the munmap's range; a moved
+    /// mapping's old range (unless MREMAP_DONTUNMAP kept it); a shrunk one's tail; else nothing.
+    /// </summary>
+    private static (ulong Start, ulong End) Freed(in TraceEvent c)
+    {
+        ulong end = c.Address + ((c.Length + PageSize - 1) & PageMask);
+        if (c.Kind == TraceEventKind.Munmap)
+        {
+            return (c.Address, end);
+        }
+
+        bool moved = (ulong)c.Result != c.Address;
+        if (moved && ((MremapFlags)(int)c.Flags & MremapFlags.DontUnmap) == 0)
+        {
+            return (c.Address, end);
+        }
+
+        ulong kept = c.Address + ((c.NewLength + PageSize - 1) & PageMask);
+        return !moved && kept < end ? (kept, end) : (0, 0);
+    }
 
     /// <summary>
     /// The divergence key of an mmap the model would have placed elsewhere, with its likely cause:
@@ -2057,6 +2079,13 @@ public sealed class TraceReplayer
         bool raced = NoteLayoutCall(t, e);
         var mm = t.Proc.Mm.Mm;
         var flags = (MremapFlags)(int)e.Flags;
+        if (e.Result > 0 && (ulong)e.Result != e.Address && (flags & MremapFlags.Fixed) == 0 && Overlaps(mm, (ulong)e.Result, (ulong)e.Result + e.NewLength))
+        {
+            // A move to a range the model still maps: as for mmap, another thread's call that
+            // freed it was in flight.
+            ApplyInFlightUnmapFirst(e, mm, (ulong)e.Result, e.NewLength);
+        }
+
         var r = mm.Mremap(cpu, e.Address, e.Length, e.NewLength, flags, e.NewAddress);
         if (r.Ok && e.Result > 0 && r.Address != (ulong)e.Result)
         {
