@@ -93,6 +93,13 @@ public sealed record TraceMetadata
     public IReadOnlyDictionary<string, string> Notes { get; init; } = new Dictionary<string, string>();
 
     /// <summary>
+    /// The note of an attached recording that counts the anonymous pages the process had swapped
+    /// out at the attach (its <see cref="TraceEventKind.Resident"/> rows with
+    /// <see cref="TraceKinds.PageIsSwapped"/>): the replay gives its machine the swap to hold them.
+    /// </summary>
+    public const string AttachSwappedPagesNote = "attach_swapped_pages";
+
+    /// <summary>
     /// The file systems of the mapped files (<c>ptlab.fs.MAJ:MIN.*</c>, from version 3): for each
     /// device a mapping row names, what the recording host's mount table said of it. A device
     /// missing here was not found (or the trace predates version 3).

@@ -153,6 +153,47 @@ public sealed class ReplayCommandTests : IDisposable
     }
 
     /// <summary>
+    /// An attached process had 16 pages of a region present and 32 swapped out: with the swap the
+    /// recorder counted (its note), the replay rebuilds the swapped ones as swap entries, so the
+    /// model shows the kernel's VmSwap and keeps the PTE table that holds them; without the note
+    /// (an older trace) they are counted as not rebuilt, and that table is missing.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void PagesAnAttachedProcessHadSwappedOutAreRebuiltAsSwapEntries(bool noted)
+    {
+        long t = 1_000_000;
+        var rows = new List<TraceEvent>
+        {
+            TraceEvent.Create(TraceEventKind.Task, t, Pid, Pid) with { Path = "prog" },
+            TraceEvent.Create(TraceEventKind.Vma, t += 10, Pid, Pid) with { Address = Region, Length = 4UL << 20, Prot = 3, Flags = 2, Offset = 0, Dev = "00:00", Inode = 0, Path = "" },
+            TraceEvent.Create(TraceEventKind.Vma, t += 10, Pid, Pid) with { Address = Stack, Length = 0x21000, Prot = 3, Flags = 2, Offset = 0, Dev = "00:00", Inode = 0, Path = "[stack]" },
+            TraceEvent.Create(TraceEventKind.Resident, t += 10, Pid, Pid) with { Address = Region, Length = 16 * 4096, Flags = TraceKinds.PageIsPresent },
+            TraceEvent.Create(TraceEventKind.Resident, t += 10, Pid, Pid) with { Address = Region + (2UL << 20), Length = 32 * 4096, Flags = TraceKinds.PageIsSwapped },
+            TraceEvent.Sample(TraceEventKind.StatusAttach, t += 10, Pid, Pid, new StatusFigures(4228, 64, 64, 0, 0, 128, 20)),
+            TraceEvent.Create(TraceEventKind.ExitGroup, t += 100, Pid, Pid) with { Result = 0 },
+            TraceEvent.Sample(TraceEventKind.StatusExit, t += 100, Pid, Pid, new StatusFigures(4228, 64, 64, 0, 0, 128, 20)).WithResult(0),
+            TraceEvent.Create(TraceEventKind.TaskExit, t + 100, Pid, Pid) with { Flags = 1, Has = TraceKinds.Fields(TraceEventKind.TaskExit).Required | TraceFields.Flags },
+        };
+        var notes = noted ? new Dictionary<string, string> { [TraceMetadata.AttachSwappedPagesNote] = "32" } : new Dictionary<string, string>();
+        var (code, json, err) = Run("replay", Write(rows, Metadata() with { Source = "attach", Notes = notes }), "--designs", "pt-reclaim", "--format", "json");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(json);
+        var design = doc.RootElement.GetProperty("designs")[0];
+        Assert.Empty(design.GetProperty("divergences").EnumerateObject());
+        var exit = Process(doc.RootElement, "pt-reclaim").GetProperty("exit");
+        Assert.Equal(64, exit.GetProperty("rssAnonKb").GetInt64());
+        Assert.Equal(noted ? 128 : 0, exit.GetProperty("vmSwapKb").GetInt64());
+        // The region's PUD and PMD tables and its PTE tables: the one under the present pages, and
+        // the one under the swap entries where they were rebuilt.
+        long tables = noted ? 2 : 1;
+        Assert.Equal((2 + tables) * 4, exit.GetProperty("vmPteKb").GetInt64());
+        var unsupported = design.GetProperty("unsupported").EnumerateObject().Where(u => u.Name.StartsWith("pages swapped out", StringComparison.Ordinal)).Sum(u => u.Value.GetInt64());
+        Assert.Equal(noted ? 0 : 32, unsupported);
+    }
+
+    /// <summary>
     /// A VMA that was sealed before the layout was read (a <c>vma_sealed</c> row after the
     /// layout's <c>vma</c> rows): the munmap and mprotect the host refused with EPERM are refused
     /// in the replay too, and the pages stay. Without the row the model unmaps what the host kept,

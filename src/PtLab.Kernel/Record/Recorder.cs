@@ -510,6 +510,7 @@ public static class Recorder
         {
             notes["attach_events_before_layout"] = beforeLayout.ToString(CultureInfo.InvariantCulture);
             notes["attach_resident_ranges"] = tracer.ResidentRanges.ToString(CultureInfo.InvariantCulture);
+            notes[TraceMetadata.AttachSwappedPagesNote] = tracer.SwappedPages.ToString(CultureInfo.InvariantCulture);
             notes["attach_page_table_ranges"] = tracer.PageTableRanges.ToString(CultureInfo.InvariantCulture);
             if (tracer.PageTablesOff is { } tablesOff && tracer.ResidentOff is null)
             {

@@ -50,6 +50,9 @@ internal sealed class TracerOutput
     /// <summary>Attach: the ranges of pages the process had at the layout's moment (Q lines).</summary>
     public long ResidentRanges { get; private set; }
 
+    /// <summary>Anonymous pages the attached process had swapped out (<c>Q</c> lines with <c>PAGE_IS_SWAPPED</c> and not <c>PAGE_IS_FILE</c>).</summary>
+    public long SwappedPages { get; private set; }
+
     /// <summary>Attach: why those ranges could not be read (no PAGEMAP_SCAN), or null.</summary>
     public string? ResidentOff { get; private set; }
 
@@ -307,9 +310,17 @@ internal sealed class TracerOutput
                 break;
             case 'Q':
                 // "Q TIME PID START END CATEGORIES" (hex): pages of the process at the attach.
-                Rows.Add(AttachRange(f, TraceEventKind.Resident) with { Flags = Hex(f[5]) });
-                ResidentRanges++;
-                break;
+                {
+                    var range = AttachRange(f, TraceEventKind.Resident) with { Flags = Hex(f[5]) };
+                    Rows.Add(range);
+                    ResidentRanges++;
+                    if ((range.Flags & (TraceKinds.PageIsSwapped | TraceKinds.PageIsFile)) == TraceKinds.PageIsSwapped)
+                    {
+                        SwappedPages += (long)(range.Length >> 12);
+                    }
+
+                    break;
+                }
             case 'T' when f[2] == "off":
                 PageTablesOff = string.Join(' ', f[3..]);
                 break;

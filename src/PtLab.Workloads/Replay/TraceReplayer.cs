@@ -59,6 +59,13 @@ public sealed record ReplayOptions
     /// <summary>The trace's format version, for the report of what was assumed where it records no file systems.</summary>
     public int TraceVersion { get; init; } = 2;
 
+    /// <summary>
+    /// Swap of the replay's machine: none by default; for an attached recording whose process had
+    /// pages swapped out, room for those (<see cref="TraceMetadata.AttachSwappedPagesNote"/>), so
+    /// that they are rebuilt as swap entries.
+    /// </summary>
+    public long SwapBytes { get; init; }
+
     /// <summary>These options with the recorded host's facts of <paramref name="metadata"/>: THP mode, readahead window, file systems.</summary>
     public ReplayOptions WithHostOf(TraceMetadata metadata)
     {
@@ -71,8 +78,17 @@ public sealed record ReplayOptions
             ReadAheadKb = TraceReplayer.ReadAheadKbOf(metadata),
             FileSystems = metadata.Version >= 3 && metadata.Source != "import" ? metadata.FileSystems : null,
             TraceVersion = metadata.Version,
+            SwapBytes = SwapFor(metadata),
         };
     }
+
+    // Room for the pages an attached process had swapped out, twice over (a page the replay
+    // swaps in and the model swaps out again takes a new slot before the old one goes), and no
+    // swap where it had none.
+    private static long SwapFor(TraceMetadata metadata) =>
+        metadata.Notes.TryGetValue(TraceMetadata.AttachSwappedPagesNote, out var n) && long.TryParse(n, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long pages) && pages > 0
+            ? (2 * pages * 4096) + (16L << 20)
+            : 0;
 }
 
 /// <summary>
@@ -154,6 +170,7 @@ public sealed class TraceReplayer
             ZeroPage = options.ZeroPage,
             ExecOnlyPkey = options.ExecOnlyPkey,
             ReadAheadKb = options.ReadAheadKb,
+            SwapBytes = options.SwapBytes,
         });
         _threadsOnCpu = new int[_machine.Cpus.Count];
         _keys = new FileKeys(options.FileSystems ?? new Dictionary<DeviceNumber, FileSystemFact>());
@@ -2136,7 +2153,21 @@ public sealed class TraceReplayer
         ulong end = e.Address + e.Length;
         if ((e.Flags & TraceKinds.PageIsPresent) == 0)
         {
-            Count(_unsupported, "pages swapped out when the recording attached (not rebuilt: the replay has no swap)", (long)(e.Length >> 12));
+            long pages = (long)(e.Length >> 12);
+            if ((e.Flags & TraceKinds.PageIsFile) != 0 || _machine.Phys.Swap is null)
+            {
+                Count(_unsupported, (e.Flags & TraceKinds.PageIsFile) != 0
+                    ? "file pages swapped out (or migrating) when the recording attached (not rebuilt)"
+                    : "pages swapped out when the recording attached (not rebuilt: the trace does not say how many, so the replay has no swap)", pages);
+                return;
+            }
+
+            long rebuilt = SwapOutFound(t, cpu, e.Address, end);
+            if (rebuilt < pages)
+            {
+                Count(_divergences, "pages swapped out at the attach that the model could not swap out (no writable private VMA there, or mlocked)", pages - rebuilt);
+            }
+
             return;
         }
 
@@ -2146,6 +2177,20 @@ public sealed class TraceReplayer
         {
             Count(_divergences, "pages present at the attach that the model could not fault in (no VMA, PROT_NONE or VM_IO there)", left);
         }
+    }
+
+    /// <summary>
+    /// Anonymous pages an attached process had swapped out: each is written (a page of its own)
+    /// and paged out at once (MADV_PAGEOUT), so the replay starts with the swap entry in its PTE,
+    /// the table that holds it, and VmSwap, as the kernel had them. Returns the pages swapped.
+    /// </summary>
+    private static long SwapOutFound(Thread t, Cpu cpu, ulong start, ulong end)
+    {
+        var mm = t.Proc.Mm.Mm;
+        long before = mm.Status().VmSwapKb;
+        mm.PopulateFound(cpu, start, end, anonymous: true);
+        mm.Madvise(cpu, start, end - start, Advice.PageOut);
+        return (mm.Status().VmSwapKb - before) / 4;
     }
 
     /// <summary>
