@@ -20,6 +20,15 @@ public sealed record PerfImportOptions
 
     /// <summary>A process whose events before its first exec are dropped, and which the trace introduces at that exec (the recorded command, forked by the tracer).</summary>
     public int? RootPid { get; init; }
+
+    /// <summary>
+    /// The latest time perf's synthesized records (stamped 0: the tasks and mappings that exist
+    /// when it starts) may take: an attached recording's first row of its own (the moment the
+    /// layout was read), so that the tasks are introduced before the rows that name them even
+    /// when the process is idle and its first real event comes long after. Without it they take
+    /// the first real event's time.
+    /// </summary>
+    public long? StartTimeNs { get; init; }
 }
 
 /// <summary>What an import read, kept and dropped.</summary>
@@ -124,6 +133,19 @@ public sealed class PerfScriptImporter
     /// <summary>The time of the last line read, in ns (the end of the recording).</summary>
     public long LastTimeNs => _lastTime;
 
+    // The synthesized rows held at the start take the first real event's time, or the start
+    // time the options give where that is earlier.
+    private void ReleaseHeldStart(long time)
+    {
+        _holdingStart = false;
+        long stamp = _options.StartTimeNs is { } start && start < time ? start : time;
+        foreach (var held in _out.ToList())
+        {
+            _out.Enqueue(held with { Event = held.Event with { TimeNs = stamp } });
+            _out.Dequeue();
+        }
+    }
+
     /// <summary>Streams the rows.</summary>
     /// <exception cref="TraceFormatException">A line does not parse, or a row is invalid; the message names the line.</exception>
     public IEnumerable<ImportedEvent> Read()
@@ -144,7 +166,11 @@ public sealed class PerfScriptImporter
             ReleaseExec(_execs[0]);
         }
 
-        _holdingStart = false;
+        if (_holdingStart)
+        {
+            ReleaseHeldStart(_options.StartTimeNs ?? 0);
+        }
+
         while (_out.Count > 0)
         {
             yield return Checked(_out.Dequeue());
@@ -196,12 +222,7 @@ public sealed class PerfScriptImporter
         }
         else if (_holdingStart)
         {
-            _holdingStart = false;
-            foreach (var held in _out.ToList())
-            {
-                _out.Enqueue(held with { Event = held.Event with { TimeNs = time } });
-                _out.Dequeue();
-            }
+            ReleaseHeldStart(time);
         }
 
         if (time < _lastTime)

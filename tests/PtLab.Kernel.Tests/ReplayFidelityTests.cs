@@ -172,6 +172,62 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
         }
     }
 
+    /// <summary>
+    /// <c>record -p</c> of a process that does nothing until its input ends: its first event of
+    /// perf's comes only then, long after the layout was read, and the task perf synthesized must
+    /// still come before the layout's rows (before, every one of them was dropped, and the replay
+    /// had no VMA for the faults at the end). The replay matches the kernel at every sample; where
+    /// the host has swap, the half it paged out is rebuilt as swap entries, VmSwap matching too.
+    /// </summary>
+    [RecordFact]
+    public async Task AnIdleProcessIsRecordedFromItsLayoutWhenItsFirstEventComesLate()
+    {
+        string exe = TestPrograms.Build("idle");
+        using var process = new System.Diagnostics.Process { StartInfo = new System.Diagnostics.ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardInput = true } };
+        process.Start();
+        try
+        {
+            Assert.Equal("ready", process.StandardOutput.ReadLine());
+            string trace = Path.Combine(_dir, "idle.parquet");
+            var ender = Task.Run(async () =>
+            {
+                for (int i = 0; i < 1200 && !Traced(process.Id); i++)
+                {
+                    await Task.Delay(50);
+                }
+
+                await Task.Delay(1000);
+                process.StandardInput.Close();
+            });
+            var recorded = Recorder.Run(new RecordOptions { Output = trace, AttachPid = process.Id, Interval = TimeSpan.FromMilliseconds(50) }, TextWriter.Null, default);
+            await ender;
+            Assert.True(process.WaitForExit(30_000));
+            Assert.Equal(0, recorded.ExitCode);
+            TraceMetadata metadata;
+            using (var reader = TraceReader.Open(trace))
+            {
+                metadata = reader.Metadata;
+            }
+
+            Assert.Equal("0", metadata.Notes["dropped_samples"]);
+            var result = Replay(trace, "idle");
+            MatchesTheKernel(result);
+            Assert.Empty(result.Divergences);
+            var replayed = Assert.Single(result.Processes);
+            var attach = Assert.Single(replayed.Samples, s => s.Kind == TraceEventKind.StatusAttach);
+            Assert.Equal(attach.Kernel.VmPteKb, attach.Compared.VmPteKb);
+            Assert.Equal(attach.Kernel.VmSwapKb, attach.Compared.VmSwapKb);
+            output.WriteLine($"swapped out at the attach: {attach.Kernel.VmSwapKb} kB (the host's swap decides), {metadata.Notes[TraceMetadata.AttachSwappedPagesNote]} pages noted");
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill();
+            }
+        }
+    }
+
     /// <summary>Whether a tracer is attached to <paramref name="pid"/> (its status's TracerPid); false once it is gone.</summary>
     private static bool Traced(int pid)
     {

@@ -223,6 +223,30 @@ public sealed class PerfImportTests
         Assert.Equal(1, importer.Stats.InFlightExits);
     }
 
+    /// <summary>
+    /// An attach to an idle process: perf synthesizes its task at time 0, and its first real event
+    /// (a fault) comes seconds later. The task takes the start time the options give (the moment
+    /// the layout was read), so the rows of that moment name a task already introduced; without
+    /// it, the first real event's time.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void AnAttachedIdleProcesssSynthesizedTaskTakesTheStartTimeItIsGiven(bool given)
+    {
+        string[] lines =
+        [
+            "              sw     0/0         0.000000000: PERF_RECORD_COMM: sw:25922/25922",
+            "              sw 25922/25922 52789.998431477:         exceptions:page_fault_user: address=0x7f0000001000 ip=0x401000 error_code=0x6",
+        ];
+        const long start = 52_783_086_277_325;
+        var importer = new PerfScriptImporter(new StringReader(string.Join('\n', lines)), "in.txt", new PerfImportOptions { Attached = true, StartTimeNs = given ? start : null });
+        var rows = importer.Read().Select(e => e.Event).ToList();
+        var task = Assert.Single(rows, e => e.Kind == TraceEventKind.Task);
+        Assert.Equal(given ? start : 52_789_998_431_477, task.TimeNs);
+        Assert.Equal(52_789_998_431_477, Assert.Single(rows, e => e.Kind == TraceEventKind.Fault).TimeNs);
+    }
+
     [Fact]
     public void TimeGoingBackIsRejected()
     {

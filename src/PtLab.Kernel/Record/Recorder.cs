@@ -333,6 +333,7 @@ public static class Recorder
             Truncated = truncated,
             DropPid = tracer.TracerPid,
             RootPid = attach ? null : tracer.RootPid,
+            StartTimeNs = attach ? Math.Min(tracer.AttachMomentNs, tracer.Rows.Count > 0 ? tracer.Rows.Min(r => r.TimeNs) : long.MaxValue) : null,
         });
 
         long droppedSamples = 0;
