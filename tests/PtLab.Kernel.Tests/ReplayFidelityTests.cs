@@ -86,90 +86,63 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     [RecordFact]
     public async Task AnAttachedRecordingStartsFromTheProcesssLayoutAndPages()
     {
-        string exe = TestPrograms.Build("attachee");
         // It runs until its standard input ends (at most 120 s): ended once the recording has had
         // 1.5 s of it, however long perf and the tracer took to start on a loaded machine.
-        using var process = new System.Diagnostics.Process { StartInfo = new System.Diagnostics.ProcessStartInfo(exe, "120") { RedirectStandardOutput = true, RedirectStandardInput = true } };
-        process.Start();
-        try
+        string trace = Path.Combine(_dir, "attachee.parquet");
+        var recorded = await RecordAttached(TestPrograms.Build("attachee"), "120", trace, TimeSpan.FromMilliseconds(1500), TimeSpan.FromMilliseconds(20));
+        TraceMetadata metadata;
+        int resident, sealedRanges;
+        using (var reader = TraceReader.Open(trace))
         {
-            Assert.Equal("ready", process.StandardOutput.ReadLine());
-            string trace = Path.Combine(_dir, "attachee.parquet");
-            var ender = Task.Run(async () =>
-            {
-                for (int i = 0; i < 1200 && !Traced(process.Id); i++)
-                {
-                    await Task.Delay(50);
-                }
-
-                await Task.Delay(1500);
-                process.StandardInput.Close();
-            });
-            var recorded = Recorder.Run(new RecordOptions { Output = trace, AttachPid = process.Id, Interval = TimeSpan.FromMilliseconds(20) }, TextWriter.Null, default);
-            await ender;
-            Assert.True(process.WaitForExit(30_000));
-            Assert.Equal(0, process.ExitCode);
-            TraceMetadata metadata;
-            int resident, sealedRanges;
-            using (var reader = TraceReader.Open(trace))
-            {
-                metadata = reader.Metadata;
-                var rows = reader.ReadEvents().ToList();
-                resident = rows.Count(e => e.Kind == TraceEventKind.Resident);
-                sealedRanges = rows.Count(e => e.Kind == TraceEventKind.VmaSealed && e.Length == 2UL << 20);
-            }
-
-            // The region it sealed before the attach is in the layout as sealed where the host can
-            // seal, so that the refused mprotect and munmap at its end replay as refused (no
-            // difference below).
-            if (KernelInfo.Probe().HasMseal)
-            {
-                Assert.Equal(1, sealedRanges);
-            }
-
-            Assert.Equal("attach", metadata.Source);
-            // Recorded until the process exited: whole, with its exit status (perf's SIGTERM to the tracer after it does not cut it).
-            Assert.False(metadata.Truncated);
-            Assert.Equal(0, recorded.ExitCode);
-            Assert.True(long.Parse(metadata.Notes["attach_events_before_layout"], CultureInfo.InvariantCulture) >= 0);
-            if (metadata.Notes.TryGetValue("attach_resident_off", out var off))
-            {
-                output.WriteLine($"the pages at the attach were not recorded here ({off}): only the layout is checked");
-                var r = Replay(trace, "attachee");
-                Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("SegvMapErr", StringComparison.Ordinal));
-                return;
-            }
-
-            // The 64 MiB written, the 16 MiB of zero pages, the 8 MiB made read-only and the file at least.
-            Assert.True(resident >= 3, $"{resident} resident rows");
-            var result = Replay(trace, "attachee");
-            MatchesTheKernel(result);
-            // Not even an mmap placed elsewhere: the layout gives mmap_base, as exec's does. Only
-            // where the two churning threads' calls overlapped may the model place otherwise, as
-            // the trace does not say which of the two the kernel placed first; the kernel's address
-            // is used all the same, and the layouts stay one.
-            Assert.DoesNotContain(result.Divergences.Keys, k => !k.EndsWith(TraceReplayer.InFlight, StringComparison.Ordinal));
-            var replayed = Assert.Single(result.Processes);
-            var attach = Assert.Single(replayed.Samples, s => s.Kind == TraceEventKind.StatusAttach);
-            Assert.True(attach.Kernel.VmPteKb >= 4 * 44, $"the attach sample shows {attach.Kernel.VmPteKb} kB of tables in the kernel");
-            // The 16 tables left empty by the munmaps, made as found (the design frees none of them on its own).
-            output.WriteLine($"{replayed.EmptyTablesAtAttach} empty PTE tables made at the attach");
-            Assert.InRange(replayed.EmptyTablesAtAttach, 16, 64);
-            Assert.Equal(attach.Kernel.VmPteKb, attach.Compared.VmPteKb);
-
-            // pte-ref frees a table with its last entry: it starts without the empty ones, and only those.
-            var counted = Assert.Single(Replay(trace, "attachee", "pte-ref").Processes);
-            var start = Assert.Single(counted.Samples, s => s.Kind == TraceEventKind.StatusAttach);
-            Assert.Equal(replayed.EmptyTablesAtAttach, counted.EmptyTablesAtAttach);
-            Assert.Equal(attach.Kernel.VmPteKb - (4 * counted.EmptyTablesAtAttach), start.Model.VmPteKb);
+            metadata = reader.Metadata;
+            var rows = reader.ReadEvents().ToList();
+            resident = rows.Count(e => e.Kind == TraceEventKind.Resident);
+            sealedRanges = rows.Count(e => e.Kind == TraceEventKind.VmaSealed && e.Length == 2UL << 20);
         }
-        finally
+
+        // The region it sealed before the attach is in the layout as sealed where the host can
+        // seal, so that the refused mprotect and munmap at its end replay as refused (no
+        // difference below).
+        if (KernelInfo.Probe().HasMseal)
         {
-            if (!process.HasExited)
-            {
-                process.Kill();
-            }
+            Assert.Equal(1, sealedRanges);
         }
+
+        Assert.Equal("attach", metadata.Source);
+        // Recorded until the process exited: whole, with its exit status (perf's SIGTERM to the tracer after it does not cut it).
+        Assert.False(metadata.Truncated);
+        Assert.Equal(0, recorded.ExitCode);
+        Assert.True(long.Parse(metadata.Notes["attach_events_before_layout"], CultureInfo.InvariantCulture) >= 0);
+        if (metadata.Notes.TryGetValue("attach_resident_off", out var off))
+        {
+            output.WriteLine($"the pages at the attach were not recorded here ({off}): only the layout is checked");
+            var r = Replay(trace, "attachee");
+            Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("SegvMapErr", StringComparison.Ordinal));
+            return;
+        }
+
+        // The 64 MiB written, the 16 MiB of zero pages, the 8 MiB made read-only and the file at least.
+        Assert.True(resident >= 3, $"{resident} resident rows");
+        var result = Replay(trace, "attachee");
+        MatchesTheKernel(result);
+        // Not even an mmap placed elsewhere: the layout gives mmap_base, as exec's does. Only
+        // where the two churning threads' calls overlapped may the model place otherwise, as
+        // the trace does not say which of the two the kernel placed first; the kernel's address
+        // is used all the same, and the layouts stay one.
+        Assert.DoesNotContain(result.Divergences.Keys, k => !k.EndsWith(TraceReplayer.InFlight, StringComparison.Ordinal));
+        var replayed = Assert.Single(result.Processes);
+        var attach = Assert.Single(replayed.Samples, s => s.Kind == TraceEventKind.StatusAttach);
+        Assert.True(attach.Kernel.VmPteKb >= 4 * 44, $"the attach sample shows {attach.Kernel.VmPteKb} kB of tables in the kernel");
+        // The 16 tables left empty by the munmaps, made as found (the design frees none of them on its own).
+        output.WriteLine($"{replayed.EmptyTablesAtAttach} empty PTE tables made at the attach");
+        Assert.InRange(replayed.EmptyTablesAtAttach, 16, 64);
+        Assert.Equal(attach.Kernel.VmPteKb, attach.Compared.VmPteKb);
+
+        // pte-ref frees a table with its last entry: it starts without the empty ones, and only those.
+        var counted = Assert.Single(Replay(trace, "attachee", "pte-ref").Processes);
+        var start = Assert.Single(counted.Samples, s => s.Kind == TraceEventKind.StatusAttach);
+        Assert.Equal(replayed.EmptyTablesAtAttach, counted.EmptyTablesAtAttach);
+        Assert.Equal(attach.Kernel.VmPteKb - (4 * counted.EmptyTablesAtAttach), start.Model.VmPteKb);
     }
 
     /// <summary>
@@ -182,13 +155,38 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     [RecordFact]
     public async Task AnIdleProcessIsRecordedFromItsLayoutWhenItsFirstEventComesLate()
     {
-        string exe = TestPrograms.Build("idle");
-        using var process = new System.Diagnostics.Process { StartInfo = new System.Diagnostics.ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardInput = true } };
+        string trace = Path.Combine(_dir, "idle.parquet");
+        var recorded = await RecordAttached(TestPrograms.Build("idle"), "", trace, TimeSpan.FromSeconds(1), TimeSpan.FromMilliseconds(50));
+        Assert.Equal(0, recorded.ExitCode);
+        TraceMetadata metadata;
+        using (var reader = TraceReader.Open(trace))
+        {
+            metadata = reader.Metadata;
+        }
+
+        Assert.Equal("0", metadata.Notes["dropped_samples"]);
+        var result = Replay(trace, "idle");
+        MatchesTheKernel(result);
+        Assert.Empty(result.Divergences);
+        var replayed = Assert.Single(result.Processes);
+        var attach = Assert.Single(replayed.Samples, s => s.Kind == TraceEventKind.StatusAttach);
+        Assert.Equal(attach.Kernel.VmPteKb, attach.Compared.VmPteKb);
+        Assert.Equal(attach.Kernel.VmSwapKb, attach.Compared.VmSwapKb);
+        output.WriteLine($"swapped out at the attach: {attach.Kernel.VmSwapKb} kB (the host's swap decides), {metadata.Notes[TraceMetadata.AttachSwappedPagesNote]} pages noted");
+    }
+
+    /// <summary>
+    /// Starts <paramref name="exe"/>, waits for its "ready", and records it with <c>record -p</c>
+    /// until <paramref name="recordFor"/> after the tracer is seen attached (however long perf and
+    /// the tracer took to start), when its standard input is closed; it must then exit 0.
+    /// </summary>
+    private static async Task<RecordResult> RecordAttached(string exe, string args, string trace, TimeSpan recordFor, TimeSpan interval)
+    {
+        using var process = new System.Diagnostics.Process { StartInfo = new System.Diagnostics.ProcessStartInfo(exe, args) { RedirectStandardOutput = true, RedirectStandardInput = true } };
         process.Start();
         try
         {
             Assert.Equal("ready", process.StandardOutput.ReadLine());
-            string trace = Path.Combine(_dir, "idle.parquet");
             var ender = Task.Run(async () =>
             {
                 for (int i = 0; i < 1200 && !Traced(process.Id); i++)
@@ -196,28 +194,14 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
                     await Task.Delay(50);
                 }
 
-                await Task.Delay(1000);
+                await Task.Delay(recordFor);
                 process.StandardInput.Close();
             });
-            var recorded = Recorder.Run(new RecordOptions { Output = trace, AttachPid = process.Id, Interval = TimeSpan.FromMilliseconds(50) }, TextWriter.Null, default);
+            var recorded = Recorder.Run(new RecordOptions { Output = trace, AttachPid = process.Id, Interval = interval }, TextWriter.Null, default);
             await ender;
             Assert.True(process.WaitForExit(30_000));
-            Assert.Equal(0, recorded.ExitCode);
-            TraceMetadata metadata;
-            using (var reader = TraceReader.Open(trace))
-            {
-                metadata = reader.Metadata;
-            }
-
-            Assert.Equal("0", metadata.Notes["dropped_samples"]);
-            var result = Replay(trace, "idle");
-            MatchesTheKernel(result);
-            Assert.Empty(result.Divergences);
-            var replayed = Assert.Single(result.Processes);
-            var attach = Assert.Single(replayed.Samples, s => s.Kind == TraceEventKind.StatusAttach);
-            Assert.Equal(attach.Kernel.VmPteKb, attach.Compared.VmPteKb);
-            Assert.Equal(attach.Kernel.VmSwapKb, attach.Compared.VmSwapKb);
-            output.WriteLine($"swapped out at the attach: {attach.Kernel.VmSwapKb} kB (the host's swap decides), {metadata.Notes[TraceMetadata.AttachSwappedPagesNote]} pages noted");
+            Assert.Equal(0, process.ExitCode);
+            return recorded;
         }
         finally
         {
