@@ -209,6 +209,31 @@ public sealed class RecordTests : IDisposable
         Assert.Equal(3 << 8, reader.Metadata.ExitStatus);
     }
 
+    /// <summary>
+    /// A command that leaves a daemon (a process in a session of its own) running: the recording
+    /// follows the daemon to its exit, says so while it waits, and notes it; the trace is whole,
+    /// with the daemon's 1 MiB written and its exit.
+    /// </summary>
+    [RecordFact]
+    public void ADaemonTheCommandLeavesIsFollowedToItsExitAndSaidToBe()
+    {
+        string exe = TestPrograms.Build("daemon");
+        string trace = Path.Combine(_dir, "daemon.parquet");
+        var log = new StringWriter();
+        var result = Recorder.Run(new RecordOptions { Output = trace, Command = [exe, "2"] }, log, default);
+        Assert.Equal(0, result.ExitCode);
+        Assert.Contains("ptlab: the command has exited; it left", log.ToString());
+        using var reader = TraceReader.Open(trace);
+        Assert.False(reader.Metadata.Truncated);
+        var daemons = reader.Metadata.Notes["daemons_followed"].Split(' ').Select(int.Parse).ToList();
+        var rows = reader.ReadEvents().ToList();
+        // The daemon (the last process made) wrote its megabyte and exited, all of it recorded.
+        int daemon = rows.Where(e => e.Kind == TraceEventKind.NewTask).Select(e => e.ChildPid).Last();
+        Assert.Contains(daemon, daemons);
+        Assert.True(rows.Count(e => e.Kind == TraceEventKind.Fault && e.Pid == daemon) >= 256);
+        Assert.Contains(rows, e => e.Kind == TraceEventKind.TaskExit && e.Pid == daemon);
+    }
+
     [RecordFact]
     public void AnInterruptedRecordingIsAValidTraceMarkedTruncated()
     {

@@ -171,7 +171,7 @@ public static class Recorder
         string perfLog = options.KeepPerfData ? output + ".perf.log" : Path.Combine(work, "perf.log");
         try
         {
-            bool interrupted = RunPerf(options, tracer, data, samples, perfLog, cancel);
+            bool interrupted = RunPerf(options, tracer, data, samples, perfLog, log, cancel);
             var tracerOut = File.Exists(samples) ? TracerOutput.Read(samples) : null;
             if (tracerOut is null || tracerOut.TracerPid == 0)
             {
@@ -202,7 +202,7 @@ public static class Recorder
         }
     }
 
-    private static bool RunPerf(RecordOptions options, string tracer, string data, string samples, string perfLog, CancellationToken cancel)
+    private static bool RunPerf(RecordOptions options, string tracer, string data, string samples, string perfLog, TextWriter log, CancellationToken cancel)
     {
         var args = new List<string> { "-c", "exec 3>&2 2>\"$0\"; exec \"$@\"", perfLog, "perf", "record", "-q", "-d", "-k", "CLOCK_MONOTONIC", "-m", options.PerfBuffer, "-o", data };
         string? events = TracefsEvents();
@@ -272,7 +272,33 @@ public static class Recorder
             });
         }))
         {
+            // The tracer says when the command has exited and only daemons it started are left:
+            // the recording goes on until they exit, which the user should know.
+            long offset = 0;
+            bool said = false;
+            while (!perf.WaitForExit(500))
+            {
+                if (!said && TracerOutput.ReadDaemonsLeft(samples, ref offset) is { } daemons)
+                {
+                    said = true;
+                    log.WriteLine($"ptlab: the command has exited; it left {daemons.Count} process(es) running in sessions of their own: {string.Join(", ", daemons.Select(Describe))}. " +
+                        "The recording follows them to their exit (a process of the tree cannot be let go); Ctrl-C ends it now and stops them.");
+                }
+            }
+
             perf.WaitForExit();
+        }
+
+        static string Describe(int pid)
+        {
+            try
+            {
+                return $"{pid} ({File.ReadAllText($"/proc/{pid}/comm").Trim()})";
+            }
+            catch (IOException)
+            {
+                return pid.ToString(CultureInfo.InvariantCulture);
+            }
         }
 
         async Task InterruptWhenStarted()
@@ -507,6 +533,11 @@ public static class Recorder
         long lost = importer.Stats.LostEvents;
         var notes = importer.Stats.ToNotes();
         notes["dropped_samples"] = droppedSamples.ToString(CultureInfo.InvariantCulture);
+        if (tracer.DaemonsLeft.Count > 0)
+        {
+            notes["daemons_followed"] = string.Join(' ', tracer.DaemonsLeft);
+        }
+
         if (attach)
         {
             notes["attach_events_before_layout"] = beforeLayout.ToString(CultureInfo.InvariantCulture);

@@ -48,6 +48,12 @@ internal sealed class TracerOutput
     public string? ProcessMadviseRangesOff { get; private set; }
 
     /// <summary>Attach: the ranges of pages the process had at the layout's moment (Q lines).</summary>
+    /// <summary>
+    /// The processes (in sessions of their own) the command left running when it exited, which the
+    /// tracer followed to their exit; empty when there were none.
+    /// </summary>
+    public IReadOnlyList<int> DaemonsLeft { get; private set; } = [];
+
     public long ResidentRanges { get; private set; }
 
     /// <summary>Anonymous pages the attached process had swapped out (<c>Q</c> lines with <c>PAGE_IS_SWAPPED</c> and not <c>PAGE_IS_FILE</c>).</summary>
@@ -90,6 +96,42 @@ internal sealed class TracerOutput
     public long ProcessMadviseCallCount { get; private set; }
 
     /// <summary>Reads the header lines only (the tracer's and the command's pids), from a file still being written.</summary>
+    /// <summary>
+    /// The daemons named by a <c>U</c> line the tracer wrote to <paramref name="path"/> since
+    /// <paramref name="offset"/> (which moves past the complete lines read), or null: for a notice
+    /// while the recording still runs.
+    /// </summary>
+    public static IReadOnlyList<int>? ReadDaemonsLeft(string path, ref long offset)
+    {
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            stream.Seek(offset, SeekOrigin.Begin);
+            using var reader = new StreamReader(stream);
+            string text = reader.ReadToEnd();
+            int end = text.LastIndexOf('\n');
+            if (end < 0)
+            {
+                return null;
+            }
+
+            offset += System.Text.Encoding.UTF8.GetByteCount(text.AsSpan(0, end + 1));
+            foreach (string line in text[..end].Split('\n'))
+            {
+                if (line.StartsWith("U ", StringComparison.Ordinal))
+                {
+                    return [.. line.Split(' ')[2..].Select(Int)];
+                }
+            }
+
+            return null;
+        }
+        catch (Exception e) when (e is IOException or FormatException or OverflowException)
+        {
+            return null;
+        }
+    }
+
     public static (int TracerPid, int RootPid) ReadHeader(string path)
     {
         try
@@ -328,6 +370,10 @@ internal sealed class TracerOutput
                 // "T TIME PID START END" (hex): where PTE tables or PMD leaves were at the attach.
                 Rows.Add(AttachRange(f, TraceEventKind.PageTables));
                 PageTableRanges++;
+                break;
+            case 'U':
+                // "U TIME PID...": the command exited; only daemons it started are left.
+                DaemonsLeft = [.. f[2..].Select(Int)];
                 break;
             case 'K':
                 {

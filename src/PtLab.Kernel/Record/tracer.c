@@ -81,6 +81,9 @@
  *                                         <tid> of process <pid> (any process, not only the tree's).
  *                                         Written in batches: not in time order with other lines
  *   L <time> <n>                          n page-cache events were lost (a ring overflowed)
+ *   U <time> <pid>...                     exec mode, once: the command has exited and every process
+ *                                         left of its tree is in a session of its own (daemons it
+ *                                         started); the tracer follows them to their exit
  *   D <time>                              the end: the tree is gone or detached
  * Exit status: 0 when the tree was followed to its end, 3 when CMD could not be started, 4 when
  * ptrace failed.
@@ -144,6 +147,8 @@ static int ntasks;
 static FILE *out;
 static int attach_mode;
 static pid_t root;
+static pid_t root_sid;   /* exec mode: the session the command started in */
+static int root_gone;    /* exec mode: the command's own process has exited */
 static long long saw_sigint_delivery; /* a tracee got SIGINT/SIGTERM: the program is being stopped */
 
 static long long now_ns(void)
@@ -1335,6 +1340,31 @@ static int hold_all(long long *moment)
     return nheld;
 }
 
+/*
+ * Exec mode, once the command has exited: when every process left of the tree is in a session
+ * other than the command's (daemons it started, which called setsid), one U line names them. The
+ * tracer cannot let them go (a filtered call fails with ENOSYS without it), so it follows them on.
+ */
+static void say_daemons_left(void)
+{
+    static int said;
+    if (said || attach_mode || !root_gone || ntasks == 0)
+        return;
+    for (int i = 0; i < ntasks; i++) {
+        pid_t sid = getsid(tasks[i].tgid);
+        if (sid >= 0 && sid == root_sid)
+            return;
+    }
+    said = 1;
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf, "U %lld", now_ns());
+    for (int i = 0; i < ntasks && n < (int)sizeof buf - 16; i++)
+        if (tasks[i].tid == tasks[i].tgid)
+            n += snprintf(buf + n, sizeof buf - n, " %d", tasks[i].tgid);
+    line("%s\n", buf);
+    fflush(out);
+}
+
 static void detach_all(void)
 {
     for (int i = 0; i < ntasks; i++)
@@ -1431,6 +1461,7 @@ int main(int argc, char **argv)
         }
         close(fds[1]);
         root = child;
+        root_sid = getsid(child);
         line("R %lld %d exec\n", now_ns(), child);
         fflush(out); /* the recorder reads the tracer's pid and the root's from here to interrupt them */
         int status;
@@ -1511,6 +1542,8 @@ int main(int argc, char **argv)
                     line("W %lld %d %d\n", now_ns(), t->tgid, status);
                 else if (!t && tid == root)
                     line("W %lld %d %d\n", now_ns(), tid, status);
+                if (tid == root)
+                    root_gone = 1;
                 drop(tid);
             }
         }
@@ -1518,6 +1551,7 @@ int main(int argc, char **argv)
             break;
         if (ntasks == 0 && attach_mode)
             break;
+        say_daemons_left();
         cache_drain();
         long long now = now_ns();
         if (attach_mode && deadline && now >= deadline) {
