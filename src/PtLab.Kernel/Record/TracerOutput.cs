@@ -47,13 +47,13 @@ internal sealed class TracerOutput
     /// <summary>Why the ranges were not captured (the F line's words), or null.</summary>
     public string? ProcessMadviseRangesOff { get; private set; }
 
-    /// <summary>Attach: the ranges of pages the process had at the layout's moment (Q lines).</summary>
     /// <summary>
     /// The processes (in sessions of their own) the command left running when it exited, which the
     /// tracer followed to their exit; empty when there were none.
     /// </summary>
     public IReadOnlyList<int> DaemonsLeft { get; private set; } = [];
 
+    /// <summary>Attach: the ranges of pages the process had at the layout's moment (Q lines).</summary>
     public long ResidentRanges { get; private set; }
 
     /// <summary>Anonymous pages the attached process had swapped out (<c>Q</c> lines with <c>PAGE_IS_SWAPPED</c> and not <c>PAGE_IS_FILE</c>).</summary>
@@ -95,7 +95,6 @@ internal sealed class TracerOutput
     /// <summary>Calls in <see cref="ProcessMadviseCalls"/>.</summary>
     public long ProcessMadviseCallCount { get; private set; }
 
-    /// <summary>Reads the header lines only (the tracer's and the command's pids), from a file still being written.</summary>
     /// <summary>
     /// The daemons named by a <c>U</c> line the tracer wrote to <paramref name="path"/> since
     /// <paramref name="offset"/> (which moves past the complete lines read), or null: for a notice
@@ -132,6 +131,7 @@ internal sealed class TracerOutput
         }
     }
 
+    /// <summary>Reads the header lines only (the tracer's and the command's pids), from a file still being written.</summary>
     public static (int TracerPid, int RootPid) ReadHeader(string path)
     {
         try
