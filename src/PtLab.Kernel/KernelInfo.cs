@@ -102,6 +102,19 @@ public sealed partial record KernelInfo
     /// </summary>
     public bool ExecOnlyPkey { get; init; }
 
+    /// <summary>
+    /// The host's hugetlb page sizes, the default first, and the pages a reservation could take
+    /// now (<see cref="ReadHugetlbPools"/>); null where they cannot be read.
+    /// </summary>
+    public IReadOnlyList<PtLab.Mm.HugetlbPool>? HugetlbPools { get; init; }
+
+    /// <summary>
+    /// Whether every hugetlb pool of the host is empty with no overcommit and its sizes are the
+    /// model's default (<see cref="PtLab.Mm.HugetlbPool.Empty"/>), so that every MAP_HUGETLB mmap
+    /// that reserves is refused, on the host as in the model.
+    /// </summary>
+    public bool HugetlbPoolsEmpty => HugetlbPools is { } p && p.SequenceEqual(PtLab.Mm.HugetlbPool.Empty);
+
     /// <summary>Where the configuration was read from, or null.</summary>
     public string? ConfigSource { get; init; }
 
@@ -142,7 +155,58 @@ public sealed partial record KernelInfo
             ZeroPage = ZeroPageProbe.SmallZeroPage,
             ExecOnlyPkey = ExecOnlyPkeyProbe.ExecOnlyPkey,
             MaybeGuard = GuardFlagProbe.MaybeGuard,
+            HugetlbPools = ReadHugetlbPools("/sys/kernel/mm/hugepages", "/proc/meminfo"),
         };
+    }
+
+    /// <summary>
+    /// Reads the hugetlb sizes from a sysfs folder (<c>hugepages-NkB</c>, each with
+    /// <c>free_hugepages</c>, <c>resv_hugepages</c>, <c>nr_overcommit_hugepages</c> and
+    /// <c>surplus_hugepages</c>) and the default size from meminfo (<c>Hugepagesize:</c>): per
+    /// size, the pages a reservation could take now, free less reserved plus the overcommit room.
+    /// The default size comes first, the others by size. Null where the folder or a file is
+    /// missing or malformed (no hugetlb support).
+    /// </summary>
+    public static IReadOnlyList<PtLab.Mm.HugetlbPool>? ReadHugetlbPools(string folder, string meminfo)
+    {
+        try
+        {
+            if (!Directory.Exists(folder))
+            {
+                return null;
+            }
+
+            long defaultKb = 0;
+            foreach (var line in File.ReadLines(meminfo))
+            {
+                if (line.StartsWith("Hugepagesize:", StringComparison.Ordinal))
+                {
+                    _ = long.TryParse(line.AsSpan("Hugepagesize:".Length).Trim().TrimEnd("kB").Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out defaultKb);
+                }
+            }
+
+            var pools = new List<(long Kb, PtLab.Mm.HugetlbPool Pool)>();
+            foreach (var dir in Directory.GetDirectories(folder, "hugepages-*kB"))
+            {
+                string name = Path.GetFileName(dir);
+                if (!long.TryParse(name.AsSpan("hugepages-".Length, name.Length - "hugepages-".Length - 2), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long kb)
+                    || kb <= 0 || (kb & (kb - 1)) != 0)
+                {
+                    return null;
+                }
+
+                long Count(string file) => long.Parse(File.ReadAllText(Path.Combine(dir, file)).Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture);
+                long available = Math.Max(0, Count("free_hugepages") - Count("resv_hugepages")) + Math.Max(0, Count("nr_overcommit_hugepages") - Count("surplus_hugepages"));
+                pools.Add((kb, new PtLab.Mm.HugetlbPool(System.Numerics.BitOperations.Log2((ulong)kb) + 10, available)));
+            }
+
+            return pools.Count == 0 || pools.All(p => p.Kb != defaultKb) ? null
+                : [.. pools.OrderBy(p => p.Kb == defaultKb ? 0 : 1).ThenBy(p => p.Kb).Select(p => p.Pool)];
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or OverflowException)
+        {
+            return null;
+        }
     }
 
     /// <summary>

@@ -415,6 +415,14 @@ public static class HostFacts
     /// keys enabled), so data access there is SEGV_PKUERR, as measured by the recorder; absent: 0.
     /// </summary>
     public const string ExecOnlyPkey = "exec_only_pkey";
+
+    /// <summary>
+    /// The hugetlb page sizes, the default first, each with the pages a reservation could still
+    /// take when the recording began (free less reserved, plus overcommit room), from
+    /// <c>/sys/kernel/mm/hugepages/</c>: <c>SHIFT:PAGES</c> comma-separated ("21:0,30:0"); absent:
+    /// unknown (recorded before it was kept).
+    /// </summary>
+    public const string HugetlbPools = "hugetlb_pools";
 }
 
 /// <summary>A device number (<c>st_dev</c>) as the trace's <c>dev</c> column and mount tables give it: major and minor.</summary>

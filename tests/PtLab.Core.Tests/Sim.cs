@@ -29,11 +29,12 @@ internal sealed class Sim : IDisposable
         return data;
     }
 
-    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true, long swapBytes = 0, ThpSettings? thp = null, bool swapBlockDevice = false, bool zeroPage = true, bool execOnlyPkey = false)
+    public Sim(long ramBytes = 256L << 20, bool pageData = true, int cpus = 1, Func<IPageTableReclaim>? design = null, bool lockDep = true, long swapBytes = 0, ThpSettings? thp = null, bool swapBlockDevice = false, bool zeroPage = true, bool execOnlyPkey = false, IReadOnlyList<HugetlbPool>? hugetlbPools = null)
     {
         Machine = new Machine(new MachineOptions
         {
             Thp = thp ?? ThpSettings.Default,
+            HugetlbPools = hugetlbPools ?? HugetlbPool.Empty,
             ZeroPage = zeroPage,
             ExecOnlyPkey = execOnlyPkey,
             RamBytes = ramBytes,

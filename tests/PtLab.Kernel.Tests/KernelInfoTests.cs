@@ -127,4 +127,33 @@ public sealed class KernelConfigSourceTests : IDisposable
         File.WriteAllText(gz, "plain text, not gzip");
         Assert.Equal(ConfigState.Unknown, KernelInfo.ForLinux("6.18.0", isX64: true, gz, _dir).PtReclaim);
     }
+
+    [Fact]
+    public void HugetlbPoolsAreReadFromSysfsWithTheDefaultSizeFirst()
+    {
+        string sys = Path.Combine(_dir, "hugepages");
+        void Size(long kb, long free, long resv, long overcommit, long surplus)
+        {
+            string d = Directory.CreateDirectory(Path.Combine(sys, $"hugepages-{kb}kB")).FullName;
+            File.WriteAllText(Path.Combine(d, "free_hugepages"), $"{free}\n");
+            File.WriteAllText(Path.Combine(d, "resv_hugepages"), $"{resv}\n");
+            File.WriteAllText(Path.Combine(d, "nr_overcommit_hugepages"), $"{overcommit}\n");
+            File.WriteAllText(Path.Combine(d, "surplus_hugepages"), $"{surplus}\n");
+        }
+
+        Size(1048576, 2, 0, 0, 0);
+        Size(2048, 10, 4, 3, 1);
+        string meminfo = Path.Combine(_dir, "meminfo");
+        File.WriteAllText(meminfo, "MemTotal:       24000000 kB\nHugepagesize:       2048 kB\nHugetlb:               0 kB\n");
+        var pools = KernelInfo.ReadHugetlbPools(sys, meminfo);
+        Assert.NotNull(pools);
+        Assert.Equal("21:8,30:2", PtLab.Mm.HugetlbPool.Format(pools)); // 10 free less 4 reserved, plus 3 less 1 surplus
+
+        File.WriteAllText(meminfo, "Hugepagesize:    1048576 kB\n"); // booted with default_hugepagesz=1G
+        Assert.Equal("30:2,21:8", PtLab.Mm.HugetlbPool.Format(KernelInfo.ReadHugetlbPools(sys, meminfo)!));
+
+        File.WriteAllText(Path.Combine(sys, "hugepages-2048kB", "free_hugepages"), "many\n");
+        Assert.Null(KernelInfo.ReadHugetlbPools(sys, meminfo));
+        Assert.Null(KernelInfo.ReadHugetlbPools(Path.Combine(_dir, "none"), meminfo));
+    }
 }

@@ -67,6 +67,13 @@ public readonly record struct MmapResult(ulong Address, Errno Error)
     /// <summary>Whether it succeeded.</summary>
     public bool Ok => Error == Errno.None;
 
+    /// <summary>
+    /// A mapping the kernel would have made and the model cannot: hugetlb memory (<c>MAP_HUGETLB</c>)
+    /// that passed every check, its reservation included. <see cref="Error"/> is then EINVAL and
+    /// nothing was mapped; a MAP_FIXED call has unmapped what was in its range, as the kernel has.
+    /// </summary>
+    public bool NotModelled { get; init; }
+
     /// <inheritdoc/>
     public override string ToString() => Ok ? $"0x{Address:x}" : Error.ToString();
 }

@@ -62,6 +62,16 @@ public sealed record MachineOptions
     public bool ZeroPage { get; init; } = true;
 
     /// <summary>
+    /// The host's hugetlb page sizes, the default one first, and how many pages of each a
+    /// reservation may take (<see cref="HugetlbPool"/>): what a <c>MAP_HUGETLB</c> mmap is checked
+    /// against. The model maps no hugetlb memory: a call that the kernel would refuse is refused
+    /// with the kernel's errno; one it would grant is reported as not modelled
+    /// (<see cref="MmapResult.NotModelled"/>). By default 2 MiB and 1 GiB, both empty
+    /// (<see cref="HugetlbPool.Empty"/>).
+    /// </summary>
+    public IReadOnlyList<HugetlbPool> HugetlbPools { get; init; } = HugetlbPool.Empty;
+
+    /// <summary>
     /// Whether the host gives PROT_EXEC-only mappings an execute-only protection key, as x86 Linux
     /// does on a CPU with protection keys enabled (<c>ospke</c> in <c>/proc/cpuinfo</c>): mmap and
     /// mprotect with exactly PROT_EXEC tag the VMA with a key whose PKRU bits deny data access

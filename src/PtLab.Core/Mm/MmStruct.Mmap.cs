@@ -16,7 +16,10 @@ public sealed partial class MmStruct
     private const MapFlags LegacyMapMask =
         MapFlags.SharedValidate | MapFlags.Fixed | MapFlags.Anonymous | MapFlags.DenyWrite | MapFlags.Executable |
         MapFlags.GrowsDown | MapFlags.Locked | MapFlags.NoReserve | MapFlags.Populate | MapFlags.NonBlock |
-        MapFlags.Stack | MapFlags.HugeTlb;
+        MapFlags.Stack | MapFlags.HugeTlb | MapFlags.Map32Bit | MapFlags.Uninitialized | MapFlags.Huge2MB | MapFlags.Huge1GB;
+
+    /// <summary><c>MAP_HUGE_SHIFT</c>: where the log2 of a hugetlb page size sits in the flags (6 bits).</summary>
+    private const int MapHugeShift = 26;
 
 
     /// <summary>
@@ -60,8 +63,10 @@ public sealed partial class MmStruct
     /// <summary>
     /// <c>mmap(addr, length, prot, flags, -1, 0)</c>: anonymous memory, private, droppable or shared
     /// (a shmem file behind it), with Linux's checks in Linux's order (<c>ksys_mmap_pgoff</c>, then
-    /// <c>do_mmap</c>). Without MAP_ANONYMOUS there is no file to map: EBADF. Hugetlb memory is not
-    /// modelled: EINVAL.
+    /// <c>do_mmap</c>). Without MAP_ANONYMOUS there is no file to map: EBADF. Hugetlb memory
+    /// (MAP_HUGETLB) is checked as the kernel checks it, its reservation against
+    /// <see cref="MachineOptions.HugetlbPools"/>, and is not mapped: a call the kernel would grant
+    /// comes back <see cref="MmapResult.NotModelled"/>.
     /// </summary>
     public MmapResult Mmap(Cpu cpu, ulong addr, ulong length, Prot prot, MapFlags flags) =>
         Mmap(cpu, addr, length, prot, flags, null, 0);
@@ -85,19 +90,30 @@ public sealed partial class MmStruct
             return new(0, Errno.EINVAL); // the x86 mmap entry: an offset not on a page
         }
 
+        bool hugetlb = (flags & MapFlags.HugeTlb) != 0;
         if ((flags & MapFlags.Anonymous) != 0)
         {
             file = null;
-            offset = 0;
+            offset = hugetlb ? offset : 0; // anonymous hugetlb memory is a file: the offset stays its pgoff
         }
         else if (file is null)
         {
             return new(0, Errno.EBADF); // fd -1 without MAP_ANONYMOUS
         }
 
-        if ((flags & MapFlags.HugeTlb) != 0)
+        // ksys_mmap_pgoff: MAP_HUGETLB on a file needs a hugetlbfs file (the model has none);
+        // anonymous hugetlb memory takes the hstate the size bits name (0: the default one) and
+        // becomes a hugetlb file of the length rounded up to its page size (wrapping to 0: EINVAL).
+        HugetlbPool huge = default;
+        if (hugetlb)
         {
-            return new(0, Errno.EINVAL); // hugetlbfs is outside this model
+            if (file is not null || Hstate((int)((uint)flags >> MapHugeShift) & 0x3f) is not { } h)
+            {
+                return new(0, Errno.EINVAL);
+            }
+
+            huge = h;
+            length = (length + h.Size - 1) & ~(h.Size - 1);
         }
 
         if (length == 0)
@@ -153,7 +169,7 @@ public sealed partial class MmStruct
                 return new(0, Errno.ENOMEM);
             }
 
-            var placed = GetUnmappedArea(addr, len, flags, file, offset);
+            var placed = hugetlb ? HugetlbUnmappedArea(addr, len, flags, huge.Size) : GetUnmappedArea(addr, len, flags, file, offset);
             if (placed.Error != Errno.None)
             {
                 return placed;
@@ -177,12 +193,12 @@ public sealed partial class MmStruct
 
             // The mapping type is checked only after placement (and for a file after file_mmap_ok,
             // which wants the mapping to end below MAX_LFS_FILESIZE).
-            if (file is not null && (offset > long.MaxValue || len > long.MaxValue - offset))
+            if ((file is not null || hugetlb) && (offset > long.MaxValue || len > long.MaxValue - offset))
             {
                 return new(0, Errno.EOVERFLOW);
             }
 
-            if (MapTypeError(flags, file) is { } typeError)
+            if (MapTypeError(flags, file is not null || hugetlb, file is { IsShmem: false }) is { } typeError)
             {
                 return new(0, typeError);
             }
@@ -221,7 +237,8 @@ public sealed partial class MmStruct
             // and a charge larger than RAM + swap is refused after the VMAs to be replaced were split
             // at the range's edges (vms_gather_munmap_vmas), which the failure leaves in place.
             ulong pages = len >> PhysMemory.PageShift;
-            bool account = (vmFlags & VmFlags.Write) != 0 && !shared && (flags & MapFlags.NoReserve) == 0 && (vmFlags & VmFlags.Droppable) == 0;
+            // Hugetlb memory is not charged: it reserves huge pages instead (below).
+            bool account = (vmFlags & VmFlags.Write) != 0 && !shared && (flags & MapFlags.NoReserve) == 0 && (vmFlags & VmFlags.Droppable) == 0 && !hugetlb;
             if (account)
             {
                 long charged = (long)pages - ((flags & MapFlags.Fixed) != 0 ? AccountedPagesIn(start, start + len) : 0);
@@ -246,7 +263,20 @@ public sealed partial class MmStruct
             }
 
             Errno late = Errno.None;
-            if (file is { IsShmem: false } && (flags & MapFlags.Sync) != 0)
+            if (hugetlb)
+            {
+                // hugetlbfs_file_mmap: the offset must be a whole huge page, and, unless
+                // MAP_NORESERVE (honoured for hugetlb whatever the overcommit mode), the pages
+                // must be reservable now (hugetlb_reserve_pages, hugetlb_acct_memory).
+                late = (offset & (huge.Size - 1)) != 0 ? Errno.EINVAL
+                    : (flags & MapFlags.NoReserve) == 0 && huge.Available is { } room && (long)(len >> huge.PageShift) > room ? Errno.ENOMEM
+                    : Errno.None;
+                if (late == Errno.None)
+                {
+                    return new(0, Errno.EINVAL) { NotModelled = true };
+                }
+            }
+            else if (file is { IsShmem: false } && (flags & MapFlags.Sync) != 0)
             {
                 // MAP_SYNC sets VM_SYNC whatever the type; the file system's mmap_prepare (ext4,
                 // xfs: daxdev_mapping_supported) refuses it on a file that is not DAX.
@@ -305,6 +335,58 @@ public sealed partial class MmStruct
         }
 
         return new(start, Errno.None);
+    }
+
+    /// <summary>
+    /// <c>hstate_sizelog</c>: the hugetlb size whose log2 is <paramref name="log"/>, the default one
+    /// (the first of <see cref="MachineOptions.HugetlbPools"/>) for 0; null where the host has none.
+    /// </summary>
+    private HugetlbPool? Hstate(int log)
+    {
+        var pools = Machine.Options.HugetlbPools;
+        if (log == 0)
+        {
+            return pools.Count > 0 ? pools[0] : null;
+        }
+
+        foreach (var p in pools)
+        {
+            if (p.PageShift == log)
+            {
+                return p;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// <c>hugetlb_get_unmapped_area</c>, after <c>__get_unmapped_area</c>'s length check (ENOMEM):
+    /// MAP_FIXED needs an address on a huge page (EINVAL); a hint
+    /// is rounded up to one and taken where it is free; otherwise the highest free range below
+    /// <see cref="MmapBase"/> aligned to the huge page size.
+    /// </summary>
+    private MmapResult HugetlbUnmappedArea(ulong addr, ulong len, MapFlags flags, ulong size)
+    {
+        ulong mask = size - 1;
+        if (len > Geometry.TaskSize)
+        {
+            return new(0, Errno.ENOMEM); // __get_unmapped_area, before the file's own
+        }
+
+        if ((flags & MapFlags.Fixed) != 0)
+        {
+            return (addr & mask) != 0 ? new(0, Errno.EINVAL) : GetUnmappedArea(addr, len, flags, null, 0);
+        }
+
+        ulong hint = addr == 0 ? 0 : (addr + mask) & ~mask; // wrapping to 0: no hint
+        if (HintFits(hint, len))
+        {
+            return new(hint, Errno.None);
+        }
+
+        ulong start = UnmappedAreaTopDown(len, mask, 0);
+        return start == 0 ? new(0, Errno.ENOMEM) : new(start, Errno.None);
     }
 
     /// <summary>
@@ -381,15 +463,15 @@ public sealed partial class MmStruct
     /// MAP_PRIVATE, MAP_SHARED (unknown flags ignored) and MAP_SHARED_VALIDATE (unknown flags
     /// EOPNOTSUPP), none with MAP_GROWSDOWN. Anything else is EINVAL. Null when the type is fine.
     /// </summary>
-    private static Errno? MapTypeError(MapFlags flags, SimFile? file)
+    private static Errno? MapTypeError(MapFlags flags, bool file, bool mapSync)
     {
         int type = (int)flags & MapTypeMask;
         if (type == (int)MapFlags.Private)
         {
-            return file is not null && (flags & MapFlags.GrowsDown) != 0 ? Errno.EINVAL : null;
+            return file && (flags & MapFlags.GrowsDown) != 0 ? Errno.EINVAL : null;
         }
 
-        if (file is null)
+        if (!file)
         {
             return type switch
             {
@@ -400,9 +482,9 @@ public sealed partial class MmStruct
         }
 
         // A regular file is taken to live on a file system that advertises MAP_SYNC
-        // (FOP_MMAP_SYNC: ext4, xfs); shmem does not.
+        // (FOP_MMAP_SYNC: ext4, xfs); shmem and hugetlbfs do not.
         // Every file type then refuses a mapping that would grow (VM_GROWSDOWN).
-        var mask = file.IsShmem ? LegacyMapMask : LegacyMapMask | MapFlags.Sync;
+        var mask = mapSync ? LegacyMapMask | MapFlags.Sync : LegacyMapMask;
         var growsDown = (flags & MapFlags.GrowsDown) != 0 ? Errno.EINVAL : (Errno?)null;
         return type switch
         {

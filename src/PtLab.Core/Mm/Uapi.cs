@@ -37,6 +37,8 @@ public enum MapFlags
     Fixed = 0x10,
     /// <summary><c>MAP_ANONYMOUS</c>.</summary>
     Anonymous = 0x20,
+    /// <summary><c>MAP_32BIT</c>: x86-64's placement in the first 2 GiB (accepted, placed as any other mapping by the model).</summary>
+    Map32Bit = 0x40,
     /// <summary><c>MAP_GROWSDOWN</c>.</summary>
     GrowsDown = 0x0100,
     /// <summary><c>MAP_DENYWRITE</c> (ignored by Linux).</summary>
@@ -59,6 +61,12 @@ public enum MapFlags
     Sync = 0x80000,
     /// <summary><c>MAP_FIXED_NOREPLACE</c>.</summary>
     FixedNoReplace = 0x100000,
+    /// <summary><c>MAP_UNINITIALIZED</c> (honoured only without an MMU; bit 26, the lowest of the hugetlb size bits).</summary>
+    Uninitialized = 0x4000000,
+    /// <summary><c>MAP_HUGE_2MB</c>: log2 of the hugetlb page size, 21, in bits 26-31 (<c>MAP_HUGE_SHIFT</c>).</summary>
+    Huge2MB = 21 << 26,
+    /// <summary><c>MAP_HUGE_1GB</c>: 30 in bits 26-31.</summary>
+    Huge1GB = 30 << 26,
 }
 
 /// <summary><c>MADV_*</c> values from the Linux UAPI.</summary>

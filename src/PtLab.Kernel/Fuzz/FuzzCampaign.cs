@@ -175,6 +175,7 @@ public static class FuzzCampaign
         ArgumentNullException.ThrowIfNull(op);
         return op.Kind.Name switch
         {
+            "mmap" when (op.Args[3] & 0x40000) != 0 => "mmap hugetlb",
             "mmap" when (op.Args[3] & 0xf) == 0x8 => "mmap droppable",
             "mmap" => "mmap " + ((op.Args[3] & 0x100000) != 0 ? "fixed-noreplace" : (op.Args[3] & 0x10) != 0 ? "fixed" : op.Args[0] != 0 ? "hint" : "none"),
             "mmapf" => "mmapf " + ((op.Args[3] & 0xf) switch { 1 => "shared", 2 => "private", 3 => "shared-validate", _ => "other" }),

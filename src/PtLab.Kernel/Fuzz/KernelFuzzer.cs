@@ -92,6 +92,7 @@ public sealed class KernelFuzzer : IDisposable
             AllowMseal = host.HasMseal && seed % 4 == 0,
             AllowKsm = s_ksmIdle.Value,
             AllowDroppable = host.HasDroppable,
+            AllowHugetlb = host.HugetlbPoolsEmpty,
         };
         var steps = new List<FuzzStep>(count);
         for (int i = 0; i < count; i++)

@@ -66,6 +66,14 @@ public sealed class OpGenerator
     /// <summary>Whether MAP_DROPPABLE may be drawn (the host has it: Linux 6.11+).</summary>
     public bool AllowDroppable { get; init; }
 
+    /// <summary>
+    /// Whether MAP_HUGETLB may be drawn: the host's hugetlb pools are the model's default, every
+    /// one empty (<see cref="KernelInfo.HugetlbPoolsEmpty"/>), so that every call that reserves
+    /// huge pages is refused on both sides; MAP_NORESERVE, which would map hugetlb memory the model
+    /// does not have, is never drawn with it.
+    /// </summary>
+    public bool AllowHugetlb { get; init; }
+
     /// <summary>Whether <c>brk</c> may be drawn (the executor's heap is in the slot).</summary>
     public bool AllowBrk { get; init; }
 
@@ -249,7 +257,17 @@ public sealed class OpGenerator
         }
         else if (odd == 2)
         {
-            flags = (flags & ~0xfUL) | 0x3 | (_rng.Next(2) == 0 ? 0x400UL : 0); // MAP_SHARED_VALIDATE, maybe an unknown bit
+            // MAP_SHARED_VALIDATE, maybe with a bit it refuses (0x400, bit 31) or one of the size
+            // bits it accepts (MAP_UNINITIALIZED, bit 26; bit 27).
+            flags = (flags & ~0xfUL) | 0x3 | (_rng.Next(5) switch { 0 => 0x400UL, 1 => 0x80000000UL, 2 => 0x4000000UL, 3 => 0x8000000UL, _ => 0 });
+        }
+
+        if (AllowHugetlb && _rng.Next(100) < 4)
+        {
+            // MAP_HUGETLB with the default size, 2 MiB or 1 GiB named, or a size the host has not
+            // (EINVAL); reserved, so refused (ENOMEM) once every other check has passed, a MAP_FIXED
+            // one after it has unmapped its range.
+            flags = (flags & ~0x4000UL) | 0x40000 | (_rng.Next(5) switch { 0 => 21UL << 26, 1 => 30UL << 26, 2 => (ulong)_rng.Next(1, 64) << 26, _ => 0 });
         }
 
         return [addr, len, Prot(), flags];

@@ -29,6 +29,7 @@ internal static class HostProbe
         Add(facts, HostFacts.ZeroPage, kernel.ZeroPage is { } z ? (z ? "1" : "0") : null);
         Add(facts, HostFacts.ThpUseZeroPage, kernel.Thp is { } thp ? (thp.UseZeroPage ? "1" : "0") : null);
         Add(facts, HostFacts.ExecOnlyPkey, kernel.ExecOnlyPkey ? "1" : "0");
+        Add(facts, HostFacts.HugetlbPools, kernel.HugetlbPools is { } pools ? PtLab.Mm.HugetlbPool.Format(pools) : null);
         return facts;
     }
 

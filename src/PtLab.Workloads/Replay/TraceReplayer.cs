@@ -35,6 +35,13 @@ public sealed record ReplayOptions
     public bool ExecOnlyPkey { get; init; }
 
     /// <summary>
+    /// The hugetlb sizes and pools MAP_HUGETLB is checked against: the recorded host's
+    /// (<see cref="HostFacts.HugetlbPools"/>); for a trace that does not record them, x86-64's two
+    /// sizes with their room unknown, so that no reservation is refused.
+    /// </summary>
+    public IReadOnlyList<HugetlbPool> HugetlbPools { get; init; } = HugetlbPool.Empty;
+
+    /// <summary>
     /// The file systems of the mapped files (<see cref="TraceMetadata.FileSystems"/>), which decide
     /// per file whether it is shmem and whether its page cache gets large folios
     /// (<see cref="FileModel.Of"/>); null where the trace records none (format 2 and older).
@@ -75,12 +82,15 @@ public sealed record ReplayOptions
             Thp = TraceReplayer.ThpOf(metadata),
             ZeroPage = TraceReplayer.ZeroPageOf(metadata),
             ExecOnlyPkey = metadata.Host.TryGetValue(HostFacts.ExecOnlyPkey, out var k) && k == "1",
+            HugetlbPools = HugetlbPool.Parse(metadata.Host.GetValueOrDefault(HostFacts.HugetlbPools)) ?? UnknownHugetlbPools,
             ReadAheadKb = TraceReplayer.ReadAheadKbOf(metadata),
             FileSystems = metadata.Version >= 3 && metadata.Source != "import" ? metadata.FileSystems : null,
             TraceVersion = metadata.Version,
             SwapBytes = SwapFor(metadata),
         };
     }
+
+    private static readonly IReadOnlyList<HugetlbPool> UnknownHugetlbPools = [new(HugetlbPool.PmdShift, null), new(HugetlbPool.PudShift, null)];
 
     // Room for the pages an attached process had swapped out, twice over (a page the replay
     // swaps in and the model swaps out again takes a new slot before the old one goes), and no
@@ -169,6 +179,7 @@ public sealed class TraceReplayer
             Thp = options.Thp,
             ZeroPage = options.ZeroPage,
             ExecOnlyPkey = options.ExecOnlyPkey,
+            HugetlbPools = options.HugetlbPools,
             ReadAheadKb = options.ReadAheadKb,
             SwapBytes = options.SwapBytes,
         });
@@ -1480,7 +1491,13 @@ public sealed class TraceReplayer
         var asModel = flags & ~MapFlags.HugeTlb;
         if ((flags & MapFlags.HugeTlb) != 0)
         {
-            Unsupported("MAP_HUGETLB mmap (replayed with base pages)");
+            if (anonymous)
+            {
+                HugetlbMmap(e, t, raced, cpu, mm, flags, prot);
+                return;
+            }
+
+            Unsupported("MAP_HUGETLB mmap of a hugetlbfs file (replayed with base pages)");
         }
 
         if (!anonymous)
@@ -1553,6 +1570,71 @@ public sealed class TraceReplayer
 
         var fixedAt = mm.Mmap(cpu, at, e.Length, prot, (asModel & ~MapFlags.FixedNoReplace) | MapFlags.Fixed, file, offset, ra);
         CompareResult(e, fixedAt.Error);
+    }
+
+    /// <summary>
+    /// An anonymous MAP_HUGETLB mmap. The model checks it as the kernel does (the size bits, the
+    /// placement on a huge page, the reservation against the recorded host's pools) but maps no
+    /// hugetlb memory. Where it refuses, its errno is compared with the kernel's: most hosts have
+    /// no huge page reserved, and a program that tries hugetlb memory first (PostgreSQL's
+    /// <c>huge_pages=try</c>, a JVM's large pages) gets ENOMEM and falls back. Where the kernel
+    /// mapped it, the model stands in base pages over the huge-page-rounded length at the kernel's
+    /// address (counted as unsupported), so that its faults and its munmap find it.
+    /// </summary>
+    private void HugetlbMmap(in TraceEvent e, Thread t, bool raced, Cpu cpu, MmStruct mm, MapFlags flags, Prot prot)
+    {
+        t.PendingMapping = null; // the kernel's record of the mapping's /anon_hugepage file
+        bool kernelFailed = e.Result < 0 && e.Result > -4096;
+        bool isFixed = (flags & (MapFlags.Fixed | MapFlags.FixedNoReplace)) != 0;
+        ulong at = (ulong)e.Result;
+        if (!kernelFailed && !isFixed && Overlaps(mm, at, at + e.Length))
+        {
+            ApplyInFlightUnmapFirst(e, mm, at, e.Length);
+        }
+
+        var check = mm.Mmap(cpu, e.Address, e.Length, prot, flags, null, e.Offset);
+        if (!check.NotModelled)
+        {
+            CompareResult(e, check.Error);
+            if (kernelFailed)
+            {
+                return;
+            }
+        }
+        else if (kernelFailed)
+        {
+            if (-e.Result == (long)Errno.ENOMEM && _machine.Options.HugetlbPools.Any(p => p.Available is null))
+            {
+                Unsupported("MAP_HUGETLB mmap the kernel refused (ENOMEM) where the recording host's hugetlb pools are unknown (a trace recorded before they were kept)");
+            }
+            else
+            {
+                CompareResult(e, Errno.None);
+            }
+
+            return;
+        }
+        else if (!isFixed && check.Address != at)
+        {
+            PlacementDivergence(t, e, raced, PlacedElsewhere(t.Proc, e));
+        }
+
+        Unsupported("MAP_HUGETLB mmap (replayed with base pages)");
+        int log = (int)((uint)flags >> 26) & 0x3f;
+        var pools = _machine.Options.HugetlbPools;
+        ulong size = log == 0 && pools.Count > 0 ? pools[0].Size : log is >= 12 and < 40 ? 1UL << log : PageSize;
+        ulong length = (e.Length + size - 1) & ~(size - 1);
+        var basePages = (flags & ~(MapFlags.HugeTlb | MapFlags.FixedNoReplace | unchecked((MapFlags)(0x3f << 26)))) | MapFlags.Fixed;
+        if (((int)basePages & 0xf) == (int)MapFlags.SharedValidate)
+        {
+            basePages = (basePages & ~(MapFlags)0xf) | MapFlags.Shared; // valid for a hugetlb file, not for anonymous memory
+        }
+
+        var standIn = mm.Mmap(cpu, at, length == 0 ? e.Length : length, prot, basePages, null, 0);
+        if (!standIn.Ok)
+        {
+            Divergence($"mmap: kernel succeeded, the model's base pages for its hugetlb memory failed ({standIn.Error})");
+        }
     }
 
     // The batch being applied and the row of it being applied (for the look-ahead of
