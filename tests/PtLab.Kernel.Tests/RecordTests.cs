@@ -234,6 +234,30 @@ public sealed class RecordTests : IDisposable
         Assert.Contains(rows, e => e.Kind == TraceEventKind.TaskExit && e.Pid == daemon);
     }
 
+    /// <summary>
+    /// A debugger inside a recording: its inferior's PTRACE_TRACEME and its PTRACE_SEIZE of another
+    /// child both fail, as the recorder's tracer already traces every process of the tree. The
+    /// recording says so while it runs, and notes each refused call in the trace.
+    /// </summary>
+    [RecordFact]
+    public void APtraceCallTheRecordersTracerRefusesIsSaidAndNoted()
+    {
+        string exe = TestPrograms.Build("debugger");
+        string trace = Path.Combine(_dir, "debugger.parquet");
+        string output = Path.Combine(_dir, "debugger.out");
+        var log = new StringWriter();
+        var result = Recorder.Run(new RecordOptions { Output = trace, Command = [exe], CommandStdout = output }, log, default);
+        Assert.Equal(1, result.ExitCode); // alone it exits 0
+        Assert.Equal("traceme EPERM\nseize Operation not permitted\n", File.ReadAllText(output));
+        Assert.Contains("could not trace itself for its parent (PTRACE_TRACEME)", log.ToString());
+        Assert.Contains("(PTRACE_SEIZE)", log.ToString());
+        using var reader = TraceReader.Open(trace);
+        var rows = reader.ReadEvents().ToList();
+        var children = rows.Where(e => e.Kind == TraceEventKind.NewTask).Select(e => e.ChildPid).ToList();
+        int root = reader.Metadata.RootPid ?? 0;
+        Assert.Equal($"{children[0]}:PTRACE_TRACEME:{children[0]} {root}:PTRACE_SEIZE:{children[1]}", reader.Metadata.Notes["ptrace_refused"]);
+    }
+
     [RecordFact]
     public void AnInterruptedRecordingIsAValidTraceMarkedTruncated()
     {

@@ -272,22 +272,38 @@ public static class Recorder
             });
         }))
         {
-            // The tracer says when the command has exited and only daemons it started are left:
-            // the recording goes on until they exit, which the user should know.
+            // The tracer says when the command has exited and only daemons it started are left
+            // (the recording goes on until they exit), and when a process of the tree tried to
+            // trace one (the call failed, and the program runs differently): the user should know.
             long offset = 0;
             bool said = false;
-            while (!perf.WaitForExit(500))
+            var tracers = new HashSet<int>();
+            bool exited;
+            do
             {
-                if (!said && TracerOutput.ReadDaemonsLeft(samples, ref offset) is { } daemons)
+                exited = perf.WaitForExit(500);
+                var (daemons, refused) = TracerOutput.ReadLiveNotices(samples, ref offset);
+                if (!said && daemons is not null && !exited)
                 {
                     said = true;
                     log.WriteLine($"ptlab: the command has exited; it left {daemons.Count} process(es) running in sessions of their own: {string.Join(", ", daemons.Select(Describe))}. " +
                         "The recording follows them to their exit (a process of the tree cannot be let go); Ctrl-C ends it now and stops them.");
                 }
+
+                foreach (var r in refused.Where(r => tracers.Add(r.Pid)))
+                {
+                    log.WriteLine(PtraceNotice(r, Describe(r.Pid)));
+                }
             }
+            while (!exited);
 
             perf.WaitForExit();
         }
+
+        static string PtraceNotice(PtraceRefusal r, string who) =>
+            $"ptlab: process {who} could not trace {(r.Request == 0 ? "itself for its parent" : $"process {r.Target}")} ({r.RequestName}): " +
+            "every process of the recording is traced by the recorder, and a process has one tracer, so the kernel refused the call (EPERM) and the program runs differently from how it would alone. " +
+            "A debugger, a tracer or LeakSanitizer cannot work inside a recording: record the program it would trace on its own, or attach to it with `ptlab record -p PID`.";
 
         static string Describe(int pid)
         {
@@ -536,6 +552,11 @@ public static class Recorder
         if (tracer.DaemonsLeft.Count > 0)
         {
             notes["daemons_followed"] = string.Join(' ', tracer.DaemonsLeft);
+        }
+
+        if (tracer.PtraceRefused.Count > 0)
+        {
+            notes["ptrace_refused"] = string.Join(' ', tracer.PtraceRefused.Select(r => string.Create(CultureInfo.InvariantCulture, $"{r.Pid}:{r.RequestName}:{r.Target}")));
         }
 
         if (attach)

@@ -53,6 +53,12 @@ internal sealed class TracerOutput
     /// </summary>
     public IReadOnlyList<int> DaemonsLeft { get; private set; } = [];
 
+    /// <summary>
+    /// The ptrace calls the tracer's own presence refused (A lines): a debugger, tracer or
+    /// LeakSanitizer of the tree tried to trace a task the tracer already traces.
+    /// </summary>
+    public List<PtraceRefusal> PtraceRefused { get; } = [];
+
     /// <summary>Attach: the ranges of pages the process had at the layout's moment (Q lines).</summary>
     public long ResidentRanges { get; private set; }
 
@@ -96,12 +102,15 @@ internal sealed class TracerOutput
     public long ProcessMadviseCallCount { get; private set; }
 
     /// <summary>
-    /// The daemons named by a <c>U</c> line the tracer wrote to <paramref name="path"/> since
-    /// <paramref name="offset"/> (which moves past the complete lines read), or null: for a notice
-    /// while the recording still runs.
+    /// What the tracer wrote to <paramref name="path"/> since <paramref name="offset"/> (which moves
+    /// past the complete lines read) that the user should hear of while the recording still runs:
+    /// the daemons a <c>U</c> line names (null where none came), and the ptrace calls refused
+    /// (<c>A</c> lines).
     /// </summary>
-    public static IReadOnlyList<int>? ReadDaemonsLeft(string path, ref long offset)
+    public static (IReadOnlyList<int>? DaemonsLeft, List<PtraceRefusal> PtraceRefused) ReadLiveNotices(string path, ref long offset)
     {
+        IReadOnlyList<int>? daemons = null;
+        var refused = new List<PtraceRefusal>();
         try
         {
             using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
@@ -111,7 +120,7 @@ internal sealed class TracerOutput
             int end = text.LastIndexOf('\n');
             if (end < 0)
             {
-                return null;
+                return (null, refused);
             }
 
             offset += System.Text.Encoding.UTF8.GetByteCount(text.AsSpan(0, end + 1));
@@ -119,16 +128,20 @@ internal sealed class TracerOutput
             {
                 if (line.StartsWith("U ", StringComparison.Ordinal))
                 {
-                    return [.. line.Split(' ')[2..].Select(Int)];
+                    daemons = [.. line.Split(' ')[2..].Select(Int)];
+                }
+                else if (line.StartsWith("A ", StringComparison.Ordinal) && PtraceRefusal.Parse(line.Split(' ')) is { } r)
+                {
+                    refused.Add(r);
                 }
             }
-
-            return null;
         }
         catch (Exception e) when (e is IOException or FormatException or OverflowException)
         {
-            return null;
+            // a notice missed now is still in the file at the end
         }
+
+        return (daemons, refused);
     }
 
     /// <summary>Reads the header lines only (the tracer's and the command's pids), from a file still being written.</summary>
@@ -375,6 +388,10 @@ internal sealed class TracerOutput
                 // "U TIME PID...": the command exited; only daemons it started are left.
                 DaemonsLeft = [.. f[2..].Select(Int)];
                 break;
+            case 'A':
+                // "A TIME PID TID REQUEST TARGET": a ptrace call of the tree the tracer's presence refused.
+                PtraceRefused.Add(PtraceRefusal.Parse(f) ?? throw new FormatException($"malformed A line: {string.Join(' ', f)}"));
+                break;
             case 'K':
                 {
                     // "K TIME PID START END" (hex): a sealed VMA of the layout just read. The
@@ -492,4 +509,34 @@ internal sealed record ProcessMadviseCall(long TimeNs, int Pid, int Tid, int Pid
     /// <summary>The call's <see cref="TraceEventKind.MadviseRange"/> rows, stamped with perf's row of the call (they go right before it).</summary>
     public IEnumerable<TraceEvent> Rows(TraceEvent call) =>
         Ranges.Select(r => TraceEvent.Create(TraceEventKind.MadviseRange, call.TimeNs, call.Pid, call.Tid) with { Address = r.Start, Length = r.Length, Result = Target });
+}
+
+/// <summary>
+/// A ptrace call of a recorded process that failed because the recorder's tracer already traces
+/// its target (a task has one tracer): <c>PTRACE_TRACEME</c> from a task of the tree, or
+/// <c>PTRACE_ATTACH</c>/<c>PTRACE_SEIZE</c> of one.
+/// </summary>
+/// <param name="Pid">The calling process.</param>
+/// <param name="Tid">The calling thread.</param>
+/// <param name="Request">The ptrace request (0, 16 or 0x4206).</param>
+/// <param name="Target">The task it would have traced (the caller itself for TRACEME).</param>
+internal readonly record struct PtraceRefusal(int Pid, int Tid, long Request, int Target)
+{
+    /// <summary>The request's name.</summary>
+    public string RequestName => Request switch
+    {
+        0 => "PTRACE_TRACEME",
+        16 => "PTRACE_ATTACH",
+        0x4206 => "PTRACE_SEIZE",
+        _ => "ptrace request " + Request.ToString(CultureInfo.InvariantCulture),
+    };
+
+    /// <summary>The fields of an <c>A</c> line ("A TIME PID TID REQUEST TARGET"), or null when malformed.</summary>
+    internal static PtraceRefusal? Parse(string[] f) =>
+        f.Length == 6 && int.TryParse(f[2], NumberStyles.None, CultureInfo.InvariantCulture, out int pid)
+        && int.TryParse(f[3], NumberStyles.None, CultureInfo.InvariantCulture, out int tid)
+        && long.TryParse(f[4], NumberStyles.None, CultureInfo.InvariantCulture, out long request)
+        && int.TryParse(f[5], NumberStyles.None, CultureInfo.InvariantCulture, out int target)
+            ? new PtraceRefusal(pid, tid, request, target)
+            : null;
 }

@@ -81,6 +81,10 @@
  *                                         <tid> of process <pid> (any process, not only the tree's).
  *                                         Written in batches: not in time order with other lines
  *   L <time> <n>                          n page-cache events were lost (a ring overflowed)
+ *   A <time> <pid> <tid> <request> <target>   exec mode: a ptrace call (PTRACE_TRACEME, 0;
+ *                                         PTRACE_ATTACH, 16; PTRACE_SEIZE, 0x4206) at its entry whose
+ *                                         target (the caller for TRACEME) is a task of the tree: one
+ *                                         this tracer already traces, so the kernel refuses it (EPERM)
  *   U <time> <pid>...                     exec mode, once: the command has exited and every process
  *                                         left of its tree is in a session of its own (daemons it
  *                                         started); the tracer follows them to their exit
@@ -1024,7 +1028,7 @@ static void sample_all(const char *why)
 
 /*
  * Installs, in the calling process (the child, before it execs CMD), a filter that stops
- * process_madvise, and mmap of a descriptor, for the tracer and allows everything else. Without CAP_SYS_ADMIN the kernel
+ * process_madvise, ptrace, and mmap of a descriptor, for the tracer and allows everything else. Without CAP_SYS_ADMIN the kernel
  * wants no_new_privs first; as root it is not set (it would change what a setuid CMD can do).
  * Returns 0, or the errno of the failure.
  */
@@ -1036,6 +1040,8 @@ static int install_filter(void)
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_madvise, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ptrace, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRACE),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mmap, 0, 4),
         /* mmap's fd (args[4], the low 32 bits on little-endian x86-64): -1 maps no file. */
@@ -1078,7 +1084,10 @@ static pid_t pidfd_target(pid_t tgid, pid_t tid, int pidfd)
     return pid > 0 ? read_tgid((pid_t)pid) : 0;
 }
 
-/* A seccomp stop: an mmap of a descriptor (its file's residency) or a process_madvise call (its V line). */
+/*
+ * A seccomp stop: an mmap of a descriptor (its file's residency), a ptrace call (its A line, when
+ * the tree's being traced here refuses it), or a process_madvise call (its V line).
+ */
 static void seccomp_entry(struct task *t, pid_t tid)
 {
     struct user_regs_struct regs;
@@ -1091,6 +1100,16 @@ static void seccomp_entry(struct task *t, pid_t tid)
     if (regs.orig_rax == __NR_mmap) {
         if (!(regs.r10 & MAP_ANONYMOUS))
             snapshot_fd(tgid, tid, (int)regs.r8);
+        return;
+    }
+    if (regs.orig_rax == __NR_ptrace) {
+        /* A task has one tracer: TRACEME from a task of the tree, or ATTACH/SEIZE of one, fails
+         * with EPERM because this tracer is it. The program then runs differently (a debugger
+         * without its inferior, LeakSanitizer's stop-the-world), which the recorder says. */
+        long request = (long)regs.rdi;
+        pid_t target = request == PTRACE_TRACEME ? tid : (pid_t)regs.rsi;
+        if ((request == PTRACE_TRACEME || request == PTRACE_ATTACH || request == 0x4206) && find(target))
+            line("A %lld %d %d %ld %d\n", now, tgid, tid, request, target);
         return;
     }
     if (regs.orig_rax != __NR_process_madvise)
