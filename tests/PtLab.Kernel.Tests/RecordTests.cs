@@ -235,6 +235,46 @@ public sealed class RecordTests : IDisposable
     }
 
     /// <summary>
+    /// A command that leaves a process running in its own session (a background job, a build
+    /// server): the recording says so a second after the command exits, and Ctrl-C then stops the
+    /// process at once while the command's recording stays whole: its exit status, not marked
+    /// truncated, the process's writes and its end in the trace.
+    /// </summary>
+    [RecordFact]
+    public void CtrlCAfterTheCommandExitedStopsWhatItLeftAndKeepsTheRecordingWhole()
+    {
+        string exe = TestPrograms.Build("daemon");
+        string trace = Path.Combine(_dir, "left.parquet");
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var log = new NoticeWriter("ptlab: the command has exited; it left", cancel);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var result = Recorder.Run(new RecordOptions { Output = trace, Command = [exe, "120", "nosid"] }, log, cancel.Token);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(50), $"took {clock.Elapsed}: {log}"); // not the 120 s the process would live
+        Assert.Equal(0, result.ExitCode);
+        using var reader = TraceReader.Open(trace);
+        Assert.False(reader.Metadata.Truncated);
+        var rows = reader.ReadEvents().ToList();
+        int left = rows.Where(e => e.Kind == TraceEventKind.NewTask).Select(e => e.ChildPid).Last();
+        Assert.Equal(left.ToString(System.Globalization.CultureInfo.InvariantCulture), reader.Metadata.Notes["daemons_stopped"]);
+        Assert.False(reader.Metadata.Notes.ContainsKey("daemons_followed"));
+        Assert.True(rows.Count(e => e.Kind == TraceEventKind.Fault && e.Pid == left) >= 256);
+        Assert.Contains(rows, e => e.Kind == TraceEventKind.TaskExit && e.Pid == left);
+    }
+
+    /// <summary>A log that cancels a recording once a line starting with a given text is written.</summary>
+    private sealed class NoticeWriter(string notice, CancellationTokenSource cancel) : StringWriter
+    {
+        public override void WriteLine(string? value)
+        {
+            base.WriteLine(value);
+            if (value?.StartsWith(notice, StringComparison.Ordinal) == true)
+            {
+                cancel.Cancel();
+            }
+        }
+    }
+
+    /// <summary>
     /// A debugger inside a recording: its inferior's PTRACE_TRACEME and its PTRACE_SEIZE of another
     /// child both fail, as the recorder's tracer already traces every process of the tree. The
     /// recording says so while it runs, and notes each refused call in the trace.

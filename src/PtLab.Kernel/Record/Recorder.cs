@@ -191,7 +191,11 @@ public static class Recorder
             // perf ends its workload, the tracer, with SIGTERM once an attached process is gone:
             // after that process's exit the recording is whole.
             bool cut = tracerOut.Interrupted && !(attach && tracerOut.RootExitStatus is not null);
-            return Convert(options, output, data, tracerOut, perfVersion, interrupted || cut, log);
+
+            // Ctrl-C once the command had exited stops the processes it left running: the
+            // command's own recording is whole, and theirs ends where they were stopped.
+            bool whole = !attach && tracerOut.CommandWhole;
+            return Convert(options, output, data, tracerOut, perfVersion, (interrupted || cut) && !whole, log);
         }
         finally
         {
@@ -286,8 +290,8 @@ public static class Recorder
                 if (!said && daemons is not null && !exited)
                 {
                     said = true;
-                    log.WriteLine($"ptlab: the command has exited; it left {daemons.Count} process(es) running in sessions of their own: {string.Join(", ", daemons.Select(Describe))}. " +
-                        "The recording follows them to their exit (a process of the tree cannot be let go); Ctrl-C ends it now and stops them.");
+                    log.WriteLine($"ptlab: the command has exited; it left {daemons.Count} process(es) running (a daemon, a background job or a build server): {string.Join(", ", daemons.Select(Describe))}. " +
+                        "The recording follows them to their exit (a process of the tree cannot be let go); Ctrl-C ends it now and stops them, and the command's recording stays whole.");
                 }
 
                 foreach (var r in refused.Where(r => tracers.Add(r.Pid)))
@@ -551,7 +555,7 @@ public static class Recorder
         notes["dropped_samples"] = droppedSamples.ToString(CultureInfo.InvariantCulture);
         if (tracer.DaemonsLeft.Count > 0)
         {
-            notes["daemons_followed"] = string.Join(' ', tracer.DaemonsLeft);
+            notes[tracer.Interrupted && tracer.CommandWhole ? "daemons_stopped" : "daemons_followed"] = string.Join(' ', tracer.DaemonsLeft);
         }
 
         if (tracer.PtraceRefused.Count > 0)

@@ -48,10 +48,22 @@ internal sealed class TracerOutput
     public string? ProcessMadviseRangesOff { get; private set; }
 
     /// <summary>
-    /// The processes (in sessions of their own) the command left running when it exited, which the
+    /// The processes the command left running when it exited (daemons, background jobs, build servers), which the
     /// tracer followed to their exit; empty when there were none.
     /// </summary>
     public IReadOnlyList<int> DaemonsLeft { get; private set; } = [];
+
+    /// <summary>When the tracer named <see cref="DaemonsLeft"/> (the U line), or null.</summary>
+    public long? DaemonsLeftAtNs { get; private set; }
+
+    /// <summary>When the tracer was asked to stop (the I line), or null.</summary>
+    public long? InterruptedAtNs { get; private set; }
+
+    /// <summary>
+    /// Whether the command itself ran to its end: it exited, and any interrupt came after the
+    /// tracer had named the processes it left running, which the interrupt then stopped.
+    /// </summary>
+    public bool CommandWhole => RootWaitStatus is not null && DaemonsLeftAtNs is { } left && (InterruptedAtNs is not { } stop || left <= stop);
 
     /// <summary>
     /// The ptrace calls the tracer's own presence refused (A lines): a debugger, tracer or
@@ -276,6 +288,7 @@ internal sealed class TracerOutput
                 break;
             case 'I':
                 Interrupted = true;
+                InterruptedAtNs ??= Long(f[1]);
                 break;
             case 'E':
                 {
@@ -385,8 +398,9 @@ internal sealed class TracerOutput
                 PageTableRanges++;
                 break;
             case 'U':
-                // "U TIME PID...": the command exited; only daemons it started are left.
+                // "U TIME PID...": the command exited; these processes it started are left.
                 DaemonsLeft = [.. f[2..].Select(Int)];
+                DaemonsLeftAtNs ??= Long(f[1]);
                 break;
             case 'A':
                 // "A TIME PID TID REQUEST TARGET": a ptrace call of the tree the tracer's presence refused.

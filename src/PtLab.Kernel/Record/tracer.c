@@ -85,9 +85,10 @@
  *                                         PTRACE_ATTACH, 16; PTRACE_SEIZE, 0x4206) at its entry whose
  *                                         target (the caller for TRACEME) is a task of the tree: one
  *                                         this tracer already traces, so the kernel refuses it (EPERM)
- *   U <time> <pid>...                     exec mode, once: the command has exited and every process
- *                                         left of its tree is in a session of its own (daemons it
- *                                         started); the tracer follows them to their exit
+ *   U <time> <pid>...                     exec mode, once: the command exited a second ago or more
+ *                                         and these processes of its tree are still running (daemons,
+ *                                         background jobs, build servers it started); the tracer
+ *                                         follows them to their exit
  *   D <time>                              the end: the tree is gone or detached
  * Exit status: 0 when the tree was followed to its end, 3 when CMD could not be started, 4 when
  * ptrace failed.
@@ -151,8 +152,7 @@ static int ntasks;
 static FILE *out;
 static int attach_mode;
 static pid_t root;
-static pid_t root_sid;   /* exec mode: the session the command started in */
-static int root_gone;    /* exec mode: the command's own process has exited */
+static long long root_gone_at; /* exec mode: when the command's own process exited (0: not yet) */
 static long long saw_sigint_delivery; /* a tracee got SIGINT/SIGTERM: the program is being stopped */
 
 static long long now_ns(void)
@@ -1360,20 +1360,17 @@ static int hold_all(long long *moment)
 }
 
 /*
- * Exec mode, once the command has exited: when every process left of the tree is in a session
- * other than the command's (daemons it started, which called setsid), one U line names them. The
- * tracer cannot let them go (a filtered call fails with ENOSYS without it), so it follows them on.
+ * Exec mode, once the command has exited: the processes of the tree still running a second later
+ * (daemons, background jobs, build servers such as an MSBuild node or a compiler server, in the
+ * command's session or one of their own) are named by one U line. The second lets children that
+ * were exiting with the command go first. The tracer cannot let the others go (a filtered call
+ * fails with ENOSYS without it), so it follows them on.
  */
 static void say_daemons_left(void)
 {
     static int said;
-    if (said || attach_mode || !root_gone || ntasks == 0)
+    if (said || attach_mode || !root_gone_at || ntasks == 0 || now_ns() - root_gone_at < 1000000000LL)
         return;
-    for (int i = 0; i < ntasks; i++) {
-        pid_t sid = getsid(tasks[i].tgid);
-        if (sid >= 0 && sid == root_sid)
-            return;
-    }
     said = 1;
     char buf[1024];
     int n = snprintf(buf, sizeof buf, "U %lld", now_ns());
@@ -1480,7 +1477,6 @@ int main(int argc, char **argv)
         }
         close(fds[1]);
         root = child;
-        root_sid = getsid(child);
         line("R %lld %d exec\n", now_ns(), child);
         fflush(out); /* the recorder reads the tracer's pid and the root's from here to interrupt them */
         int status;
@@ -1562,7 +1558,7 @@ int main(int argc, char **argv)
                 else if (!t && tid == root)
                     line("W %lld %d %d\n", now_ns(), tid, status);
                 if (tid == root)
-                    root_gone = 1;
+                    root_gone_at = now_ns();
                 drop(tid);
             }
         }
