@@ -257,6 +257,23 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>
+    /// A hole punched in shared memory by another process (fallocate, which no event records):
+    /// the host's page-cache deletions take the pages out of the mapping in the model too, so
+    /// the exit RssShmem is the kernel's, not the 8 MiB written.
+    /// </summary>
+    [RecordFact]
+    public void AHolePunchedInSharedMemoryByAnotherProcessLeavesTheMapping()
+    {
+        var r = RecordAndReplay("shmhole");
+        MatchesTheKernel(r);
+        var parent = r.Processes.First();
+        var exit = parent.Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
+        output.WriteLine($"exit RssShmem {exit.Compared.RssShmemKb} kB in the model, {exit.Kernel.RssShmemKb} kB in the kernel");
+        Assert.Equal((4 << 10) + 4, exit.Kernel.RssShmemKb);
+        Assert.Equal(exit.Kernel.RssShmemKb, exit.Compared.RssShmemKb);
+    }
+
+    /// <summary>
     /// Forked children grow the heap they inherited with brk: the break is the mm's, copied by
     /// fork, so the children's first brk extends the parent's heap and their writes land in it.
     /// </summary>

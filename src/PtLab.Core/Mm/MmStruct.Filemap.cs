@@ -844,6 +844,25 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// Pages [<paramref name="first"/>, +<paramref name="pages"/>) of a shmem file that the host
+    /// removed from its page cache (a hole punched or a truncation by any process, reclaim moving
+    /// them to swap), as its <c>mm_filemap_delete_from_page_cache</c> events report: the host
+    /// unmapped them from every page table first (<c>unmap_mapping_range</c> without
+    /// <c>even_cows</c>, or reclaim's <c>try_to_unmap</c>; neither frees a table), so the model
+    /// does the same, then drops them. Returns how many pages the model had.
+    /// </summary>
+    public static long RemoveShmemPagesTheHostRemoved(Cpu cpu, SimFile file, ulong first, ulong pages)
+    {
+        ArgumentNullException.ThrowIfNull(cpu);
+        ArgumentNullException.ThrowIfNull(file);
+        ulong end = first + pages < first ? ulong.MaxValue : first + pages;
+        var removed = file.RemoveShmemPagesIn(first, end);
+        UnmapMappingRange(cpu, file, first, end);
+        file.ReleaseRemoved(removed);
+        return removed.Count;
+    }
+
+    /// <summary>
     /// <c>unmap_mapping_range</c> with <c>even_cows</c> false: in every address space mapping
     /// <paramref name="file"/>, zap the page-cache pages of indexes [<paramref name="first"/>,
     /// <paramref name="end"/>), each address space under its own <c>mmap_lock</c>. Address spaces

@@ -1365,6 +1365,36 @@ public sealed partial class SimFile
         return removed;
     }
 
+    /// <summary>
+    /// <see cref="RemovePages"/> for a short range: each index looked up rather than every cached
+    /// page visited. For shmem, whose model folios are single pages.
+    /// </summary>
+    internal List<long> RemoveShmemPagesIn(ulong first, ulong end)
+    {
+        if (!IsShmem)
+        {
+            throw new InvalidOperationException($"{this} is not shmem: its large folios are removed whole (Invalidate)");
+        }
+
+        var removed = new List<long>();
+        lock (_lock)
+        {
+            for (ulong index = first; index < end; index++)
+            {
+                if (_pages.TryGetValue(index, out long pfn))
+                {
+                    DeleteFromPageCache(pfn, index);
+                    removed.Add(pfn);
+                }
+
+                _storedBytes.Remove(index);
+                _storedTokens.Remove(index);
+            }
+        }
+
+        return removed;
+    }
+
     /// <summary>Drops the cache's references on frames <see cref="RemovePages"/> took out.</summary>
     internal void ReleaseRemoved(List<long> removed) => _phys.PutPages(removed.ToArray());
 

@@ -1133,15 +1133,25 @@ public sealed class TraceReplayer
             return;
         }
 
+        int order = (int)e.Flags;
+        ulong first = e.Offset / PageSize, pages = 1UL << order;
         if (file.IsShmem)
         {
             // A shmem file (memfd, tmpfs) gets its pages from the model's own faults and writes.
-            Count(_unsupported, "page-cache changes of shmem files (skipped: the model's shmem pages come from its own faults)", 1);
+            // A page the host removed (a hole punched, a truncation, swap-out) it had unmapped
+            // from every page table first: the model unmaps and drops it too.
+            if (e.Kind == TraceEventKind.CacheAdd)
+            {
+                Count(_unsupported, "page-cache additions to shmem files (skipped: the model's shmem pages come from its own faults)", 1);
+            }
+            else
+            {
+                MmStruct.RemoveShmemPagesTheHostRemoved(_machine.Cpus[0], file, first, pages);
+            }
+
             return;
         }
 
-        int order = (int)e.Flags;
-        ulong first = e.Offset / PageSize, pages = 1UL << order;
         if (e.Kind == TraceEventKind.CacheAdd)
         {
             file.Grow((first + pages) * PageSize); // a write past end of file added it
