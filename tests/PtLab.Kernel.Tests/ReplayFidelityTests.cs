@@ -274,6 +274,23 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>
+    /// A mapped file truncated by another process (ftruncate, which no event records): the host's
+    /// page-cache deletions take the pages past the new end out of the mapping in the model too,
+    /// so the exit RssFile is the kernel's, not the 8 MiB written.
+    /// </summary>
+    [RecordFact]
+    public void AMappedFileTruncatedByAnotherProcessLeavesTheMapping()
+    {
+        var r = RecordAndReplay("truncfile", "DIR");
+        MatchesTheKernel(r);
+        var exit = r.Processes.First().Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
+        output.WriteLine($"exit RssFile {exit.Compared.RssFileKb} kB in the model, {exit.Kernel.RssFileKb} kB in the kernel");
+        Assert.InRange(exit.Kernel.RssFileKb, 4 << 10, 6 << 10); // the file's half, and the program's own pages (1.2 MiB)
+        Assert.Equal(exit.Kernel.RssFileKb, exit.Compared.RssFileKb);
+        Assert.DoesNotContain(r.Divergences.Keys, k => k.Contains("page cache", StringComparison.Ordinal));
+    }
+
+    /// <summary>
     /// Forked children grow the heap they inherited with brk: the break is the mm's, copied by
     /// fork, so the children's first brk extends the parent's heap and their writes land in it.
     /// </summary>

@@ -844,6 +844,24 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
+    /// Pages [<paramref name="first"/>, +<paramref name="pages"/>) of a regular file that the host
+    /// removed from its page cache (reclaim, a truncation, an invalidation), as its
+    /// <c>mm_filemap_delete_from_page_cache</c> events report: the host unmapped them from every
+    /// page table first (reclaim's <c>try_to_unmap</c>, truncation's <c>unmap_mapping_range</c>;
+    /// neither frees a table), so the model does the same, then takes them out of its cache
+    /// (<see cref="SimFile.Invalidate"/>). Returns the pages removed and those kept: part of a
+    /// large folio of the model's that reaches outside the range, or held otherwise.
+    /// </summary>
+    public static (long Removed, long Kept) UnmapAndInvalidateFilePages(Cpu cpu, SimFile file, ulong first, ulong pages)
+    {
+        ArgumentNullException.ThrowIfNull(cpu);
+        ArgumentNullException.ThrowIfNull(file);
+        ulong end = first + pages < first ? ulong.MaxValue : first + pages;
+        UnmapMappingRange(cpu, file, first, end);
+        return file.Invalidate(first, pages);
+    }
+
+    /// <summary>
     /// Pages [<paramref name="first"/>, +<paramref name="pages"/>) of a shmem file that the host
     /// removed from its page cache (a hole punched or a truncation by any process, reclaim moving
     /// them to swap), as its <c>mm_filemap_delete_from_page_cache</c> events report: the host

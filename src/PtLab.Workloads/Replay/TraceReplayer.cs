@@ -1113,8 +1113,9 @@ public sealed class TraceReplayer
     /// time it happened (<c>mm_filemap_add_to_page_cache</c>, <c>mm_filemap_delete_from_page_cache</c>):
     /// the tree's own <c>read()</c> or <c>write()</c>, another process, readahead, reclaim,
     /// truncation or invalidation. The model's cache follows: an added folio is put in, uptodate
-    /// and unmarked, in its order (pages the model had already stay); a removed one leaves,
-    /// unless the model still maps it (counted: the host had unmapped it first). The file is
+    /// and unmarked, in its order (pages the model had already stay); a removed one is unmapped
+    /// from every mapping, as the host unmapped it first, and leaves (a page of a larger folio
+    /// of the model's stays, counted). The file is
     /// found by the identity the tracepoint gives it, or by the fallback of <see cref="FileKeys"/>
     /// (overlayfs reports the layer's device). Changes of files the replay has not met yet are
     /// counted and skipped (a file is met at its residency row or first mapping).
@@ -1163,10 +1164,11 @@ public sealed class TraceReplayer
             return;
         }
 
-        var (_, kept) = file.Invalidate(first, pages);
+        // The host unmapped the pages before they left its cache: so does the model.
+        var (_, kept) = MmStruct.UnmapAndInvalidateFilePages(_machine.Cpus[0], file, first, pages);
         if (kept > 0)
         {
-            Count(_divergences, "pages the host removed from the page cache that the model still maps", kept);
+            Count(_divergences, "pages the host removed from the page cache that the model keeps (in a larger folio of its own)", kept);
         }
     }
 
