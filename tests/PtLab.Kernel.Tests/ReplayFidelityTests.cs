@@ -264,7 +264,7 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     [RecordFact]
     public void AHolePunchedInSharedMemoryByAnotherProcessLeavesTheMapping()
     {
-        var r = RecordAndReplay("shmhole");
+        var r = RecordAndReplay("cutshared", "hole");
         MatchesTheKernel(r);
         var parent = r.Processes.First();
         var exit = parent.Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
@@ -281,7 +281,7 @@ public sealed class ReplayFidelityTests(ITestOutputHelper output) : IDisposable
     [RecordFact]
     public void AMappedFileTruncatedByAnotherProcessLeavesTheMapping()
     {
-        var r = RecordAndReplay("truncfile", "DIR");
+        var r = RecordAndReplay("cutshared", "truncate", "DIR");
         MatchesTheKernel(r);
         var exit = r.Processes.First().Samples.Last(s => s.Kind == TraceEventKind.StatusExit);
         output.WriteLine($"exit RssFile {exit.Compared.RssFileKb} kB in the model, {exit.Kernel.RssFileKb} kB in the kernel");
