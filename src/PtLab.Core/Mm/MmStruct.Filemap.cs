@@ -857,7 +857,11 @@ public sealed partial class MmStruct
         ArgumentNullException.ThrowIfNull(cpu);
         ArgumentNullException.ThrowIfNull(file);
         ulong end = first + pages < first ? ulong.MaxValue : first + pages;
-        UnmapMappingRange(cpu, file, first, end);
+        if (file.AnyMappedIn(first, end))
+        {
+            UnmapMappingRange(cpu, file, first, end); // most such pages are mapped nowhere: no walk of the mappings then
+        }
+
         return file.Invalidate(first, pages);
     }
 
@@ -875,7 +879,11 @@ public sealed partial class MmStruct
         ArgumentNullException.ThrowIfNull(file);
         ulong end = first + pages < first ? ulong.MaxValue : first + pages;
         var removed = file.RemoveShmemPagesIn(first, end);
-        UnmapMappingRange(cpu, file, first, end);
+        if (removed.Exists(file.IsMapped))
+        {
+            UnmapMappingRange(cpu, file, first, end);
+        }
+
         file.ReleaseRemoved(removed);
         return removed.Count;
     }
@@ -889,17 +897,11 @@ public sealed partial class MmStruct
     internal static void UnmapMappingRange(Cpu cpu, SimFile file, ulong first, ulong end)
     {
         var done = new List<MmStruct>();
+        var todo = new List<MmStruct>();
         while (true)
         {
-            var todo = new List<MmStruct>();
-            foreach (var v in file.MappingSnapshot())
-            {
-                if (!done.Contains(v.Mm) && !todo.Contains(v.Mm))
-                {
-                    todo.Add(v.Mm);
-                }
-            }
-
+            todo.Clear();
+            file.AddMappingAddressSpaces(todo, done);
             if (todo.Count == 0)
             {
                 return;
@@ -924,14 +926,19 @@ public sealed partial class MmStruct
                 return;
             }
 
-            var tlb = new MmuGather(this, cpu);
-            for (var vma = _vmas.First; vma is not null; vma = vma.NextVma)
+            // The file's i_mmap holds the VMAs that map it: those of this address space cannot
+            // change while its mmap_lock is held, so they are taken from there, not found among
+            // all of its VMAs.
+            var vmas = new List<Vma>();
+            file.AddMappingsOf(this, first, end, vmas);
+            if (vmas.Count == 0)
             {
-                if (!ReferenceEquals(vma.File, file))
-                {
-                    continue;
-                }
+                return;
+            }
 
+            var tlb = new MmuGather(this, cpu);
+            foreach (var vma in vmas)
+            {
                 ulong pages = vma.Length >> PhysMemory.PageShift;
                 ulong lo = Math.Max(first, vma.PgOff), hi = Math.Min(end, vma.PgOff + pages);
                 if (lo < hi)

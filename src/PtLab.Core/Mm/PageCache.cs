@@ -1395,6 +1395,31 @@ public sealed partial class SimFile
         return removed;
     }
 
+    /// <summary>
+    /// Whether a page table maps any cached page of [<paramref name="first"/>, <paramref name="end"/>)
+    /// (its mapcount, or its large folio's entire mapcount): a short range, each index looked up.
+    /// </summary>
+    internal bool AnyMappedIn(ulong first, ulong end)
+    {
+        lock (_lock)
+        {
+            for (ulong index = first; index < end; index++)
+            {
+                if (_pages.TryGetValue(index, out long pfn) && IsMapped(pfn))
+                {
+                    return true;
+                }
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Whether a page table maps the frame: its mapcount, or its large folio's entire mapcount.</summary>
+    internal bool IsMapped(long pfn) =>
+        _phys.Desc(pfn).MapCount != 0
+        || ((_phys.Desc(pfn).Flags & (int)(PageFlags.Head | PageFlags.Tail)) != 0 && Volatile.Read(ref _phys.EntireMapCount(_phys.CompoundHead(pfn))) != 0);
+
     /// <summary>Drops the cache's references on frames <see cref="RemovePages"/> took out.</summary>
     internal void ReleaseRemoved(List<long> removed) => _phys.PutPages(removed.ToArray());
 
@@ -1429,6 +1454,44 @@ public sealed partial class SimFile
         lock (_lock)
         {
             return [.. _mmap];
+        }
+    }
+
+    /// <summary>
+    /// Adds to <paramref name="into"/> each address space with a VMA mapping the file that is not
+    /// in it or in <paramref name="skip"/> yet: a scan of <c>i_mmap</c>, with no copy of it (a file
+    /// can be mapped by thousands of VMAs, as a JIT's double-mapped code file is).
+    /// </summary>
+    internal void AddMappingAddressSpaces(List<MmStruct> into, List<MmStruct> skip)
+    {
+        lock (_lock)
+        {
+            foreach (var v in _mmap)
+            {
+                if (!into.Contains(v.Mm) && !skip.Contains(v.Mm))
+                {
+                    into.Add(v.Mm);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Adds to <paramref name="into"/> the VMAs of <paramref name="mm"/> that map pages of
+    /// [<paramref name="first"/>, <paramref name="end"/>) of the file (<c>vma_interval_tree_foreach</c>,
+    /// as a scan of <c>i_mmap</c>).
+    /// </summary>
+    internal void AddMappingsOf(MmStruct mm, ulong first, ulong end, List<Vma> into)
+    {
+        lock (_lock)
+        {
+            foreach (var v in _mmap)
+            {
+                if (ReferenceEquals(v.Mm, mm) && v.PgOff < end && first < v.PgOff + (v.Length >> PhysMemory.PageShift))
+                {
+                    into.Add(v);
+                }
+            }
         }
     }
 
