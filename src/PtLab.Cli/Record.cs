@@ -17,7 +17,9 @@ internal static class Record
             "Run a command (ptlab record [options] -- CMD ARGS...) or attach to a process (-p PID) under perf and ptrace, and write " +
             "its page faults, address-space syscalls, task events, /proc/PID/status samples, initial layouts and the host's facts " +
             "into one trace file (docs/trace-format.md). Needs perf, gcc, and root (or perf_event_paranoid -1). " +
-            "The command's exit status is ptlab's; Ctrl-C stops it and still writes a trace, marked truncated.");
+            "The command's exit status is ptlab's; Ctrl-C stops it and still writes a trace, marked truncated. " +
+            "A command that leaves processes running (a daemon, a build server) is followed until they exit, which record says; " +
+            "Ctrl-C then stops them and the command's trace stays whole.");
         var output = new Option<string>("--output", "-o") { Description = "The trace file.", DefaultValueFactory = _ => DefaultOutput };
         var interval = new Option<string>("--interval") { Description = "Interval of the /proc/PID/status samples (e.g. 50ms, 1s).", DefaultValueFactory = _ => "50ms" };
         var keep = new Option<bool>("--keep-perf-data") { Description = "Keep perf's data, perf's log and the samples next to the trace (OUTPUT.perf.data, .perf.log, .samples)." };
