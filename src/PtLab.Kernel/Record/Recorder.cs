@@ -276,9 +276,9 @@ public static class Recorder
             });
         }))
         {
-            // The tracer says when the command has exited and only daemons it started are left
-            // (the recording goes on until they exit), and when a process of the tree tried to
-            // trace one (the call failed, and the program runs differently): the user should know.
+            // The tracer says when the command has exited and left processes running (the
+            // recording goes on until they exit), and when a process of the tree tried to trace
+            // one (the call failed, and the program runs differently): the user should know.
             long offset = 0;
             bool said = false;
             var tracers = new HashSet<int>();
