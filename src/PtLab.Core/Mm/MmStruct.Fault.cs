@@ -393,7 +393,7 @@ public sealed partial class MmStruct
 
         AddRssAnon(cpu, 1);
         PageAddNewAnonRmap(pfn, vma, addr);
-        SetPteAtUnmapUnlock(cpu, pteTable, index, pte);
+        SetPteAtUnmapUnlock(cpu, pteTable, index, pte, preloadVa: addr & Geometry.PageMask);
         return FaultOutcome.Ok;
     }
 

@@ -176,11 +176,12 @@ public sealed partial class MmStruct
     /// entry here (see <see cref="IPageTableReclaim.TrackPteSetHandOver"/>), and the visit then
     /// ends with the unlock alone.
     /// </summary>
-    internal void SetPteAtUnmapUnlock(Cpu cpu, TableRef pteTable, int index, ulong pte)
+    internal void SetPteAtUnmapUnlock(Cpu cpu, TableRef pteTable, int index, ulong pte, ulong preloadVa = 0)
     {
         if (_plainPteMap || !_tracksEntries)
         {
             SetPteAt(cpu, pteTable, index, pte);
+            UpdateMmuCache(cpu, preloadVa, pte);
             PteUnmapUnlock(cpu, pteTable);
             return;
         }
@@ -193,6 +194,7 @@ public sealed partial class MmStruct
         bool handedOver = (_percpuMap is { Off: false } && Entry.IsNone(old) && !Entry.IsNone(pte))
             || Design.TrackPteSetHandOver(this, cpu, pteTable, old, pte);
         Phys.CachedStoreEntry(cpu.TableCache, 1, pteTable, index, old, pte);
+        UpdateMmuCache(cpu, preloadVa, pte);
         if (handedOver)
         {
             // The unlock is the visit's last touch of the table: from here on the new entry's
@@ -203,6 +205,27 @@ public sealed partial class MmStruct
         {
             Design.PteUnmapUnlock(this, cpu, pteTable);
         }
+    }
+
+    /// <summary>
+    /// <c>update_mmu_cache</c> after a fault installed <paramref name="pte"/> for
+    /// <paramref name="va"/> (0: none), under its PTE lock: the faulting CPU's TLB takes the entry
+    /// as the walk of the access's retry would (a walk may fill the TLB at any moment the entry is
+    /// in memory; the entry carries its accessed and dirty bits), so the retry needs no walk. A
+    /// clear of the entry needs this lock and flushes after it, so the cached entry goes with it.
+    /// Only on the CPU that runs this address space, and only without a scheduler plugged in, whose
+    /// explored interleavings stay the walk's.
+    /// </summary>
+    private void UpdateMmuCache(Cpu cpu, ulong va, ulong pte)
+    {
+        if (va == 0 || !_preloadTlb || !ReferenceEquals(cpu.Mm, this))
+        {
+            return;
+        }
+
+        cpu.Tlb.Lock(Machine.Sync, cpu.Id);
+        cpu.Tlb.Insert(va, pte);
+        cpu.Tlb.Unlock(Machine.Sync, cpu.Id);
     }
 
     /// <summary><c>ptep_get_and_clear[_full]</c>: atomically, as hardware may be setting A/D bits (on one CPU, only its own walker can, on this thread).</summary>

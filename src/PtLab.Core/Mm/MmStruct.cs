@@ -72,6 +72,9 @@ public sealed partial class MmStruct
     /// <summary>This address space's id in the page descriptors' rmap word.</summary>
     internal int OwnerId { get; }
 
+    /// <summary>Whether a fault fills the faulting CPU's TLB (<see cref="UpdateMmuCache"/>): without a scheduler plugged in.</summary>
+    private readonly bool _preloadTlb;
+
     internal MmStruct(Machine machine, IPageTableReclaim design)
     {
         Machine = machine;
@@ -83,6 +86,7 @@ public sealed partial class MmStruct
         _plainPteMap = design.PlainPteMap;
         _percpuMap = design.PercpuPteMap;
         _uniprocessor = machine.Sync.IsUniprocessor;
+        _preloadTlb = machine.Sync.Scheduler is null;
         int cpus = machine.Options.Cpus;
         MmapLock = new RwSemaphore(machine.Sync, LockClass.MmapLock) { BiasedTo = _uniprocessor ? 0 : -1 };
         RmapLock = new RwSemaphore(machine.Sync, AnonVmaLockClass);
