@@ -844,40 +844,31 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// Pages [<paramref name="first"/>, +<paramref name="pages"/>) of a regular file that the host
-    /// removed from its page cache (reclaim, a truncation, an invalidation), as its
-    /// <c>mm_filemap_delete_from_page_cache</c> events report: the host unmapped them from every
-    /// page table first (reclaim's <c>try_to_unmap</c>, truncation's <c>unmap_mapping_range</c>;
-    /// neither frees a table), so the model does the same, then takes them out of its cache
-    /// (<see cref="SimFile.Invalidate"/>). Returns the pages removed and those kept: part of a
-    /// large folio of the model's that reaches outside the range, or held otherwise.
+    /// Pages [<paramref name="first"/>, +<paramref name="pages"/>) that the host removed from the
+    /// page cache of <paramref name="file"/>, as its <c>mm_filemap_delete_from_page_cache</c>
+    /// events report: reclaim, a truncation, a hole punched, an invalidation, or a shmem page's
+    /// swap-out, by any process. The host unmapped them from every page table first (reclaim's
+    /// <c>try_to_unmap</c>, <c>unmap_mapping_range</c> without <c>even_cows</c>; neither frees a
+    /// table), so the model does the same where one of them is mapped, then drops them: a shmem
+    /// file's pages whatever they are (its folios are single pages), a regular file's as
+    /// <see cref="SimFile.Invalidate"/> does. Returns the pages kept: part of a large folio of the
+    /// model's that reaches outside the range, or held otherwise.
     /// </summary>
-    public static (long Removed, long Kept) UnmapAndInvalidateFilePages(Cpu cpu, SimFile file, ulong first, ulong pages)
+    public static long RemovePagesTheHostRemoved(Cpu cpu, SimFile file, ulong first, ulong pages)
     {
         ArgumentNullException.ThrowIfNull(cpu);
         ArgumentNullException.ThrowIfNull(file);
         ulong end = first + pages < first ? ulong.MaxValue : first + pages;
-        if (file.AnyMappedIn(first, end))
+        if (!file.IsShmem)
         {
-            UnmapMappingRange(cpu, file, first, end); // most such pages are mapped nowhere: no walk of the mappings then
+            if (file.AnyMappedIn(first, end))
+            {
+                UnmapMappingRange(cpu, file, first, end); // most such pages are mapped nowhere: no walk of the mappings then
+            }
+
+            return file.Invalidate(first, pages).Kept;
         }
 
-        return file.Invalidate(first, pages);
-    }
-
-    /// <summary>
-    /// Pages [<paramref name="first"/>, +<paramref name="pages"/>) of a shmem file that the host
-    /// removed from its page cache (a hole punched or a truncation by any process, reclaim moving
-    /// them to swap), as its <c>mm_filemap_delete_from_page_cache</c> events report: the host
-    /// unmapped them from every page table first (<c>unmap_mapping_range</c> without
-    /// <c>even_cows</c>, or reclaim's <c>try_to_unmap</c>; neither frees a table), so the model
-    /// does the same, then drops them. Returns how many pages the model had.
-    /// </summary>
-    public static long RemoveShmemPagesTheHostRemoved(Cpu cpu, SimFile file, ulong first, ulong pages)
-    {
-        ArgumentNullException.ThrowIfNull(cpu);
-        ArgumentNullException.ThrowIfNull(file);
-        ulong end = first + pages < first ? ulong.MaxValue : first + pages;
         var removed = file.RemoveShmemPagesIn(first, end);
         if (removed.Exists(file.IsMapped))
         {
@@ -885,7 +876,7 @@ public sealed partial class MmStruct
         }
 
         file.ReleaseRemoved(removed);
-        return removed.Count;
+        return 0;
     }
 
     /// <summary>

@@ -21,6 +21,9 @@ public sealed partial class MmStruct
     /// <summary><c>MAP_HUGE_SHIFT</c>: where the log2 of a hugetlb page size sits in the flags (6 bits).</summary>
     private const int MapHugeShift = 26;
 
+    /// <summary><c>MAP_HUGE_MASK &lt;&lt; MAP_HUGE_SHIFT</c>: the bits that name a hugetlb page size.</summary>
+    public const MapFlags HugetlbSizeBits = unchecked((MapFlags)(0x3f << MapHugeShift));
+
 
     /// <summary>
     /// <c>round_hint_to_min</c>: a hint is rounded down to its page, and one below
@@ -107,7 +110,7 @@ public sealed partial class MmStruct
         HugetlbPool huge = default;
         if (hugetlb)
         {
-            if (file is not null || Hstate((int)((uint)flags >> MapHugeShift) & 0x3f) is not { } h)
+            if (file is not null || Hstate(flags) is not { } h)
             {
                 return new(0, Errno.EINVAL);
             }
@@ -338,11 +341,19 @@ public sealed partial class MmStruct
     }
 
     /// <summary>
-    /// <c>hstate_sizelog</c>: the hugetlb size whose log2 is <paramref name="log"/>, the default one
-    /// (the first of <see cref="MachineOptions.HugetlbPools"/>) for 0; null where the host has none.
+    /// The page size of the hugetlb memory a MAP_HUGETLB mmap with <paramref name="flags"/> asks
+    /// for (<see cref="HugetlbSizeBits"/>), or null where the host has no such size (EINVAL).
     /// </summary>
-    private HugetlbPool? Hstate(int log)
+    public ulong? HugetlbPageSize(MapFlags flags) => Hstate(flags)?.Size;
+
+    /// <summary>
+    /// <c>hstate_sizelog</c>: the hugetlb size whose log2 the size bits of <paramref name="flags"/>
+    /// give, the default one (the first of <see cref="MachineOptions.HugetlbPools"/>) for 0; null
+    /// where the host has none.
+    /// </summary>
+    private HugetlbPool? Hstate(MapFlags flags)
     {
+        int log = (int)((uint)(flags & HugetlbSizeBits) >> MapHugeShift);
         var pools = Machine.Options.HugetlbPools;
         if (log == 0)
         {

@@ -1136,25 +1136,15 @@ public sealed class TraceReplayer
 
         int order = (int)e.Flags;
         ulong first = e.Offset / PageSize, pages = 1UL << order;
-        if (file.IsShmem)
-        {
-            // A shmem file (memfd, tmpfs) gets its pages from the model's own faults and writes.
-            // A page the host removed (a hole punched, a truncation, swap-out) it had unmapped
-            // from every page table first: the model unmaps and drops it too.
-            if (e.Kind == TraceEventKind.CacheAdd)
-            {
-                Count(_unsupported, "page-cache additions to shmem files (skipped: the model's shmem pages come from its own faults)", 1);
-            }
-            else
-            {
-                MmStruct.RemoveShmemPagesTheHostRemoved(_machine.Cpus[0], file, first, pages);
-            }
-
-            return;
-        }
-
         if (e.Kind == TraceEventKind.CacheAdd)
         {
+            if (file.IsShmem)
+            {
+                // A shmem file (memfd, tmpfs) gets its pages from the model's own faults and writes.
+                Count(_unsupported, "page-cache additions to shmem files (skipped: the model's shmem pages come from its own faults)", 1);
+                return;
+            }
+
             file.Grow((first + pages) * PageSize); // a write past end of file added it
             if (!file.AddCached(first, pages, order))
             {
@@ -1165,7 +1155,7 @@ public sealed class TraceReplayer
         }
 
         // The host unmapped the pages before they left its cache: so does the model.
-        var (_, kept) = MmStruct.UnmapAndInvalidateFilePages(_machine.Cpus[0], file, first, pages);
+        long kept = MmStruct.RemovePagesTheHostRemoved(_machine.Cpus[0], file, first, pages);
         if (kept > 0)
         {
             Count(_divergences, "pages the host removed from the page cache that the model keeps (in a larger folio of its own)", kept);
@@ -1632,11 +1622,9 @@ public sealed class TraceReplayer
         }
 
         Unsupported("MAP_HUGETLB mmap (replayed with base pages)");
-        int log = (int)((uint)flags >> 26) & 0x3f;
-        var pools = _machine.Options.HugetlbPools;
-        ulong size = log == 0 && pools.Count > 0 ? pools[0].Size : log is >= 12 and < 40 ? 1UL << log : PageSize;
+        ulong size = mm.HugetlbPageSize(flags) ?? PageSize; // the model granted it: the size exists
         ulong length = (e.Length + size - 1) & ~(size - 1);
-        var basePages = (flags & ~(MapFlags.HugeTlb | MapFlags.FixedNoReplace | unchecked((MapFlags)(0x3f << 26)))) | MapFlags.Fixed;
+        var basePages = (flags & ~(MapFlags.HugeTlb | MapFlags.FixedNoReplace | MmStruct.HugetlbSizeBits)) | MapFlags.Fixed;
         if (((int)basePages & 0xf) == (int)MapFlags.SharedValidate)
         {
             basePages = (basePages & ~(MapFlags)0xf) | MapFlags.Shared; // valid for a hugetlb file, not for anonymous memory
